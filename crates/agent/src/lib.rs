@@ -1,0 +1,1 @@
+//! midonet-agent (placeholder; see ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! midonet-cli (placeholder; see ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! midonet-cluster (placeholder; see ARCHITECTURE.md).

@@ -1,0 +1,2 @@
+//! midonet-datapath (in progress).
+pub mod sys;

@@ -1,0 +1,1 @@
+//! midonet-flow (placeholder; see ARCHITECTURE.md).

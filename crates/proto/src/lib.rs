@@ -1,0 +1,1 @@
+//! midonet-proto (placeholder; see ARCHITECTURE.md).

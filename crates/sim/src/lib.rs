@@ -1,0 +1,1 @@
+//! midonet-sim (placeholder; see ARCHITECTURE.md).

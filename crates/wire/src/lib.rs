@@ -1,0 +1,1 @@
+//! midonet-wire (placeholder; see ARCHITECTURE.md).
