@@ -1,2 +1,314 @@
-//! midonet-datapath (in progress).
+//! midonet-datapath: the agent's packet path.
+//!
+//! ```text
+//!  VM veth ──AF_PACKET+vnet hdr──> rx batch ─┐                  ┌─> sendmmsg ──> VM veth
+//!                                            ├─> key ─> EMC ─> megaflow ─> execute ─┤
+//!  underlay ──UDP 4789 (recvmmsg)──> VXLAN ──┤        miss: handler.on_miss         └─> VXLAN ──sendmmsg──> underlay
+//!                                            └─ VNI bound to a local port: straight out (no lookup)
+//! ```
+//!
+//! * [`Datapath`] is the provider trait the agent programs (vports, tunnel
+//!   keys, flows, tags, counters). Providers: [`dummy::DummyDatapath`]
+//!   (in memory, for tests) and [`userspace::UserspaceDatapath`] (AF_PACKET
+//!   sockets + a VXLAN UDP socket, one dedicated OS thread, optionally
+//!   inside a named network namespace). An eBPF provider can come later.
+//! * Both providers run the same pipeline ([`pipeline`]): a flow table
+//!   ([`table`]: exact-match cache in front of a tuple-space megaflow
+//!   classifier, tag index, idle expiry) and an action executor.
+//! * On a miss the pipeline calls the agent's [`UpcallHandler`] inline on the
+//!   datapath thread; its [`MissDecision`] may install a megaflow, says what
+//!   to do with this packet, and may emit generated packets.
+//! * Packets arriving over VXLAN whose VNI is bound to a local port (the
+//!   egress port's tunnel key) are output to that port without any lookup or
+//!   simulation: the sender already decided.
+//! * Every drop is counted under a [`DropReason`].
+//!
+//! ## TCP and segmentation offload
+//!
+//! TCP from a VM arrives as 64 KB GSO frames with a partial checksum. We keep
+//! them big end to end (option (a) of the design): VM sockets use
+//! `PACKET_VNET_HDR`, the virtio-net header travels across the tunnel in the
+//! VXLAN reserved bits ([`vxlan`]), and the receiving agent writes the frame
+//! with the same header so the kernel (or the receiving VM's stack) does the
+//! segmentation/checksum only where it is needed. The underlay MTU must
+//! carry one inner frame per datagram (raise it, e.g. to 65000, and cap the
+//! VM veth's `gso_max_size` below it); otherwise the kernel fragments the
+//! outer datagram, which still works but costs more. Turning offloads off on
+//! the VM side (option (b)) would make every 1.4 KB segment cross the
+//! datapath on its own, which is what caps OVS userspace at about 2 Gbit/s
+//! here.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod dummy;
+pub mod pipeline;
 pub mod sys;
+pub mod table;
+pub mod userspace;
+pub mod vxlan;
+
+use std::net::Ipv4Addr;
+
+pub use midonet_flow::{Action, Actions, FlowKey, FlowMask, InPort};
+pub use table::{FlowId, Hit, TableConfig, TableStats};
+
+/// A datapath port number (what `Action::Output` names).
+pub type PortNo = u32;
+
+/// A flow the handler (or the agent, proactively) installs.
+#[derive(Debug, Clone)]
+pub struct FlowInstall {
+    pub mask: FlowMask,
+    pub actions: Actions,
+    /// Opaque hashes naming what the decision depended on; see
+    /// [`Datapath::invalidate_tags`].
+    pub tags: Vec<u64>,
+    /// Idle timeout in milliseconds; 0 = never expires.
+    pub idle_timeout_ms: u64,
+}
+
+/// A packet the handler wants emitted (ARP reply, ICMP error, flood copy...).
+#[derive(Debug, Clone)]
+pub struct GeneratedPacket {
+    /// Executed on `frame` like flow actions (rewrites, outputs, tunnels).
+    pub actions: Actions,
+    pub frame: Vec<u8>,
+}
+
+/// The handler's answer to a miss.
+#[derive(Debug, Clone, Default)]
+pub struct MissDecision {
+    /// Install this megaflow so later packets do not miss.
+    pub install: Option<FlowInstall>,
+    /// Execute on the packet that missed (empty = drop it).
+    pub execute: Actions,
+    /// Extra packets to emit.
+    pub generated: Vec<GeneratedPacket>,
+}
+
+impl MissDecision {
+    /// Drop this packet, install nothing.
+    pub fn drop() -> Self {
+        MissDecision::default()
+    }
+
+    /// Install `install` and execute its actions on this packet.
+    pub fn install(install: FlowInstall) -> Self {
+        let execute = install.actions.clone();
+        MissDecision { install: Some(install), execute, generated: Vec::new() }
+    }
+}
+
+/// The agent's side of the datapath: called inline on the datapath thread,
+/// so it must be quick (the simulation is sans-I/O and is).
+pub trait UpcallHandler: Send + 'static {
+    /// A packet matched no flow. `frame` is the whole frame as received (a
+    /// GSO frame can be up to 64 KB); `key.in_port` equals `in_port`.
+    fn on_miss(&mut self, key: &FlowKey, frame: &[u8], in_port: InPort) -> MissDecision;
+
+    /// A flow's `Action::Userspace` sent a copy up. Default: treat it as a miss.
+    fn on_userspace(
+        &mut self,
+        _reason: midonet_flow::UserspaceReason,
+        key: &FlowKey,
+        frame: &[u8],
+        in_port: InPort,
+    ) -> MissDecision {
+        self.on_miss(key, frame, in_port)
+    }
+}
+
+/// Why a packet was dropped. Every discard branch in this crate counts one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than its headers, or cut by the receive buffer.
+    Truncated,
+    /// The headers did not parse (see [`DpStats::parse_errors`]).
+    Malformed,
+    /// A VXLAN datagram with a bad header.
+    TunnelMalformed,
+    /// VXLAN with a key bound to no port and no decision from the handler.
+    UnknownTunnelKey,
+    /// A miss with no handler installed.
+    NoHandler,
+    /// The handler decided to drop.
+    UpcallDrop,
+    /// A flow whose actions emit nothing.
+    FlowDrop,
+    /// Output to a port that does not exist.
+    UnknownPort,
+    /// A rewrite action failed on this frame.
+    RewriteFailed,
+    /// Offload metadata that cannot cross the tunnel.
+    OffloadUnsupported,
+    /// The kernel refused to send.
+    TxError,
+    /// The kernel dropped on receive (socket buffer overrun).
+    RxOverrun,
+    /// A receive syscall failed.
+    RxError,
+    /// Action lists nested too deep (userspace loops).
+    Loop,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 14] = [
+        DropReason::Truncated,
+        DropReason::Malformed,
+        DropReason::TunnelMalformed,
+        DropReason::UnknownTunnelKey,
+        DropReason::NoHandler,
+        DropReason::UpcallDrop,
+        DropReason::FlowDrop,
+        DropReason::UnknownPort,
+        DropReason::RewriteFailed,
+        DropReason::OffloadUnsupported,
+        DropReason::TxError,
+        DropReason::RxOverrun,
+        DropReason::RxError,
+        DropReason::Loop,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::Malformed => "malformed",
+            DropReason::TunnelMalformed => "tunnel_malformed",
+            DropReason::UnknownTunnelKey => "unknown_tunnel_key",
+            DropReason::NoHandler => "no_handler",
+            DropReason::UpcallDrop => "upcall_drop",
+            DropReason::FlowDrop => "flow_drop",
+            DropReason::UnknownPort => "unknown_port",
+            DropReason::RewriteFailed => "rewrite_failed",
+            DropReason::OffloadUnsupported => "offload_unsupported",
+            DropReason::TxError => "tx_error",
+            DropReason::RxOverrun => "rx_overrun",
+            DropReason::RxError => "rx_error",
+            DropReason::Loop => "loop",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Drop counters, one per [`DropReason`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    #[inline]
+    pub fn add(&mut self, r: DropReason, n: u64) {
+        self.0[r.index()] += n;
+    }
+
+    pub fn get(&self, r: DropReason) -> u64 {
+        self.0[r.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// `(label, count)` for every reason, for metrics.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.into_iter().map(|r| (r, self.get(r)))
+    }
+}
+
+/// Packet/byte counters of one direction pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+/// One vport as reported by [`Datapath::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortStats {
+    pub port: PortNo,
+    pub name: String,
+    pub counters: PortCounters,
+}
+
+/// Everything countable about a datapath.
+#[derive(Debug, Clone, Default)]
+pub struct DpStats {
+    pub ports: Vec<PortStats>,
+    pub tunnel: PortCounters,
+    pub drops: DropCounters,
+    /// Drops of [`DropReason::Malformed`] split by parse error.
+    pub parse_errors: Vec<(midonet_flow::ParseError, u64)>,
+    pub table: TableStats,
+    pub upcalls: u64,
+}
+
+impl DpStats {
+    pub fn port(&self, port: PortNo) -> Option<&PortCounters> {
+        self.ports.iter().find(|p| p.port == port).map(|p| &p.counters)
+    }
+}
+
+/// One installed flow as reported by [`Datapath::dump_flows`].
+#[derive(Debug, Clone)]
+pub struct FlowInfo {
+    pub id: FlowId,
+    pub mask: FlowMask,
+    /// The key the flow was installed from, with unmasked bits cleared.
+    pub masked_key: FlowKey,
+    pub actions: Actions,
+    pub tags: Vec<u64>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub idle_ms: u64,
+}
+
+/// Errors of the control operations.
+#[derive(Debug, thiserror::Error)]
+pub enum DpError {
+    #[error("no such port {0}")]
+    NoSuchPort(PortNo),
+    #[error("port {0} already exists")]
+    PortExists(String),
+    #[error("flow table is full")]
+    TableFull,
+    #[error("datapath thread is gone")]
+    Gone,
+    #[error("i/o error on {what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The provider trait the agent programs. All methods may be called from
+/// any thread; they take effect before they return.
+pub trait Datapath: Send + Sync {
+    /// Attach a vport for the interface `ifname`; returns its port number.
+    fn add_vport(&self, ifname: &str) -> Result<PortNo, DpError>;
+    /// Detach a vport (its tunnel-key bindings go with it).
+    fn remove_vport(&self, port: PortNo) -> Result<(), DpError>;
+    /// Packets arriving with VNI `key` go straight out of `port`.
+    fn bind_tunnel_key(&self, key: u32, port: PortNo) -> Result<(), DpError>;
+    fn unbind_tunnel_key(&self, key: u32) -> Result<(), DpError>;
+    /// Install a megaflow for packets matching `key` under `flow.mask`.
+    fn install_flow(&self, key: FlowKey, flow: FlowInstall) -> Result<FlowId, DpError>;
+    /// Remove exactly the flows carrying any of `tags`; returns how many.
+    fn invalidate_tags(&self, tags: Vec<u64>) -> Result<usize, DpError>;
+    /// Remove every flow; returns how many.
+    fn flush_flows(&self) -> Result<usize, DpError>;
+    /// Execute actions on a frame the agent made (packet-out).
+    fn execute(&self, frame: Vec<u8>, actions: Actions) -> Result<(), DpError>;
+    fn stats(&self) -> Result<DpStats, DpError>;
+    fn dump_flows(&self) -> Result<Vec<FlowInfo>, DpError>;
+}
+
+/// Where a tunnel sends: the underlay destination of `Action::Tunnel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelDst {
+    pub dst: Ipv4Addr,
+    pub key: u32,
+}

@@ -1,0 +1,483 @@
+//! The userspace provider: AF_PACKET vports and a VXLAN UDP socket served by
+//! one dedicated OS thread.
+//!
+//! ```text
+//!  control thread(s)                        datapath thread (optionally in a netns)
+//!  UserspaceDatapath::call(f) ─channel─┐    loop {
+//!                              eventfd ┴──>   epoll_wait(ports, tunnel, eventfd, 100 ms)
+//!                                             eventfd: run queued control closures
+//!                                             port p:  recvmmsg ≤ batch → pipeline → sendmmsg queues → flush
+//!                                             tunnel:  recvmmsg ≤ batch → VXLAN decode → pipeline → flush
+//!                                             every 1 s: idle expiry, kernel drop counters
+//!                                           }
+//! ```
+//!
+//! Control operations are closures run on the datapath thread between
+//! batches, so the pipeline state needs no lock and the hot path never
+//! synchronises. The upcall handler runs inline on this thread.
+//!
+//! All receive and transmit buffers are allocated when a port is added
+//! (`batch` slots of 64 KB + headroom per port and for the tunnel) and reused.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use crate::pipeline::{Core, Counters, Io};
+use crate::sys::{self, PacketSocket, Poller, RxBatch, Slot, TunnelSocket, TxItem, TxQueue, Waker, VNET_HDR_LEN};
+use crate::{
+    Actions, Datapath, DpError, DpStats, DropReason, FlowId, FlowInfo, FlowInstall, FlowKey, PortNo, TableConfig,
+    UpcallHandler,
+};
+
+/// Configuration of a [`UserspaceDatapath`].
+#[derive(Debug, Clone)]
+pub struct UserspaceConfig {
+    /// Thread name (also used in errors).
+    pub name: String,
+    /// Run the datapath thread inside `/run/netns/<netns>`.
+    pub netns: Option<String>,
+    /// Underlay address for VXLAN; `None` = no tunnel socket.
+    pub underlay_ip: Option<Ipv4Addr>,
+    /// VXLAN UDP port (sent to and listened on).
+    pub vxlan_port: u16,
+    /// Packets per receive/transmit batch.
+    pub batch: usize,
+    pub table: TableConfig,
+}
+
+impl Default for UserspaceConfig {
+    fn default() -> Self {
+        UserspaceConfig {
+            name: "midonet-dp".into(),
+            netns: None,
+            underlay_ip: None,
+            vxlan_port: crate::vxlan::VXLAN_PORT,
+            batch: 32,
+            table: TableConfig::default(),
+        }
+    }
+}
+
+const TUNNEL_TOKEN: u64 = u64::MAX - 1;
+
+struct PortIo {
+    sock: PacketSocket,
+    txq: TxQueue,
+    dirty: bool,
+}
+
+struct TunnelIo {
+    sock: TunnelSocket,
+    txq: TxQueue,
+}
+
+/// The userspace provider's [`Io`]: per-port `sendmmsg` queues.
+pub struct UsIo {
+    ports: Vec<Option<PortIo>>,
+    dirty: Vec<PortNo>,
+    tunnel: Option<TunnelIo>,
+    vxlan_port: u16,
+}
+
+impl UsIo {
+    fn flush_port(p: &mut PortIo, port: PortNo, counters: &mut Counters) {
+        let (sent, bytes, failed) = p.txq.flush(p.sock.fd());
+        let c = counters.port(port);
+        c.tx_packets += sent as u64;
+        c.tx_bytes += bytes.saturating_sub((VNET_HDR_LEN * sent) as u64);
+        counters.drops.add(DropReason::TxError, failed as u64);
+    }
+
+    fn flush_tunnel(t: &mut TunnelIo, counters: &mut Counters) {
+        let (sent, bytes, failed) = t.txq.flush(t.sock.fd());
+        counters.tunnel.tx_packets += sent as u64;
+        counters.tunnel.tx_bytes += bytes;
+        counters.drops.add(DropReason::TxError, failed as u64);
+    }
+}
+
+impl Io for UsIo {
+    #[inline]
+    fn output(&mut self, port: PortNo, slot: &Slot, counters: &mut Counters) -> bool {
+        let Some(Some(p)) = self.ports.get_mut(port as usize) else {
+            return false;
+        };
+        if p.txq.is_full() {
+            Self::flush_port(p, port, counters);
+        }
+        let mut head = [0u8; 16];
+        head[..VNET_HDR_LEN].copy_from_slice(&slot.vnet.to_bytes());
+        p.txq.push(TxItem {
+            head,
+            head_len: VNET_HDR_LEN as u8,
+            ptr: slot.frame().as_ptr(),
+            len: slot.len,
+            dst: None,
+        });
+        if !p.dirty {
+            p.dirty = true;
+            self.dirty.push(port);
+        }
+        true
+    }
+
+    #[inline]
+    fn tunnel(&mut self, dst: Ipv4Addr, hdr: [u8; 8], slot: &Slot, counters: &mut Counters) {
+        let Some(t) = self.tunnel.as_mut() else {
+            counters.drop(DropReason::TxError);
+            return;
+        };
+        if t.txq.is_full() {
+            Self::flush_tunnel(t, counters);
+        }
+        let mut head = [0u8; 16];
+        head[..8].copy_from_slice(&hdr);
+        t.txq.push(TxItem {
+            head,
+            head_len: 8,
+            ptr: slot.frame().as_ptr(),
+            len: slot.len,
+            dst: Some(SocketAddrV4::new(dst, self.vxlan_port)),
+        });
+    }
+
+    fn flush(&mut self, counters: &mut Counters) {
+        for port in self.dirty.drain(..) {
+            if let Some(Some(p)) = self.ports.get_mut(port as usize) {
+                p.dirty = false;
+                Self::flush_port(p, port, counters);
+            }
+        }
+        if let Some(t) = self.tunnel.as_mut() {
+            if !t.txq.is_empty() {
+                Self::flush_tunnel(t, counters);
+            }
+        }
+    }
+}
+
+/// The datapath thread's state; control closures get `&mut State`.
+pub struct State {
+    pub core: Core<UsIo>,
+    poller: Poller,
+    rx: Vec<Option<RxBatch>>,
+    tunnel_rx: Option<RxBatch>,
+    batch: usize,
+    stop: bool,
+}
+
+impl State {
+    fn add_vport(&mut self, ifname: &str) -> Result<PortNo, DpError> {
+        let sock = PacketSocket::open(ifname).map_err(|e| DpError::Io { what: format!("vport {ifname}"), source: e })?;
+        let p = self.core.alloc_port(ifname)?;
+        if let Err(e) = self.poller.add(sock.fd(), u64::from(p)) {
+            let _ = self.core.free_port(p);
+            return Err(DpError::Io { what: format!("epoll add {ifname}"), source: e });
+        }
+        let i = p as usize;
+        if self.core.io.ports.len() <= i {
+            self.core.io.ports.resize_with(i + 1, || None);
+            self.rx.resize_with(i + 1, || None);
+        }
+        self.core.io.ports[i] = Some(PortIo { sock, txq: TxQueue::new(self.batch), dirty: false });
+        self.rx[i] = Some(RxBatch::new(self.batch));
+        Ok(p)
+    }
+
+    fn remove_vport(&mut self, p: PortNo) -> Result<(), DpError> {
+        self.core.flush();
+        self.core.free_port(p)?;
+        if let Some(pio) = self.core.io.ports.get_mut(p as usize).and_then(Option::take) {
+            let _ = self.poller.remove(pio.sock.fd());
+        }
+        if let Some(r) = self.rx.get_mut(p as usize) {
+            *r = None;
+        }
+        Ok(())
+    }
+
+    fn port_rx(&mut self, p: PortNo) {
+        let Some(mut b) = self.rx.get_mut(p as usize).and_then(Option::take) else {
+            return;
+        };
+        // Up to a few batches per wake-up: fewer epoll_wait calls under load,
+        // while other sockets still get their turn.
+        for _ in 0..8 {
+            let n = match self.core.io.ports.get(p as usize).and_then(Option::as_ref) {
+                Some(pio) => match pio.sock.recv_batch(&mut b) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.core.counters.drop(DropReason::RxError);
+                        0
+                    }
+                },
+                None => 0,
+            };
+            if n == 0 {
+                break;
+            }
+            self.core.tick();
+            for s in &mut b.slots[..n] {
+                if s.len < 14 {
+                    self.core.counters.drop(DropReason::Truncated);
+                    continue;
+                }
+                self.core.process_port(p, s);
+            }
+            // Flush before the slots are reused: queued outputs point into them.
+            self.core.flush();
+            if n < b.capacity() {
+                break;
+            }
+        }
+        self.rx[p as usize] = Some(b);
+    }
+
+    fn tunnel_rx(&mut self) {
+        let Some(mut b) = self.tunnel_rx.take() else {
+            return;
+        };
+        for _ in 0..8 {
+            let n = match self.core.io.tunnel.as_ref() {
+                Some(t) => match t.sock.recv_batch(&mut b, crate::vxlan::VXLAN_HDR_LEN) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.core.counters.drop(DropReason::RxError);
+                        0
+                    }
+                },
+                None => 0,
+            };
+            if n == 0 {
+                break;
+            }
+            self.core.tick();
+            for s in &mut b.slots[..n] {
+                if s.len == 0 {
+                    self.core.counters.drop(DropReason::Truncated);
+                    continue;
+                }
+                self.core.process_tunnel(s);
+            }
+            self.core.flush();
+            if n < b.capacity() {
+                break;
+            }
+        }
+        self.tunnel_rx = Some(b);
+    }
+
+    fn housekeeping(&mut self) {
+        self.core.expire();
+        let mut overrun = 0u64;
+        for pio in self.core.io.ports.iter().flatten() {
+            overrun += u64::from(pio.sock.take_kernel_drops());
+        }
+        self.core.counters.drops.add(DropReason::RxOverrun, overrun);
+    }
+
+    fn run(&mut self, ctl: &Receiver<Ctl>) {
+        let mut ready = Vec::with_capacity(64);
+        let mut last_house = Instant::now();
+        while !self.stop {
+            if self.poller.wait(100, &mut ready).is_err() {
+                self.core.counters.drop(DropReason::RxError);
+            }
+            for &tok in &ready {
+                match tok {
+                    sys::WAKE_TOKEN => {
+                        self.poller.clear_wake();
+                        while let Ok(f) = ctl.try_recv() {
+                            f(self);
+                        }
+                    }
+                    TUNNEL_TOKEN => self.tunnel_rx(),
+                    p => self.port_rx(p as PortNo),
+                }
+            }
+            if last_house.elapsed() >= Duration::from_secs(1) {
+                last_house = Instant::now();
+                self.housekeeping();
+            }
+        }
+        self.core.flush();
+    }
+}
+
+type Ctl = Box<dyn FnOnce(&mut State) + Send>;
+
+/// See the module docs. Dropping it stops and joins the thread.
+pub struct UserspaceDatapath {
+    ctl: Sender<Ctl>,
+    waker: Waker,
+    thread: Mutex<Option<std::thread::JoinHandle<std::io::Result<()>>>>,
+    tunnel_local: Option<SocketAddrV4>,
+}
+
+impl UserspaceDatapath {
+    /// Start the datapath thread (inside `cfg.netns` if set). Fails if the
+    /// namespace cannot be entered or the tunnel socket cannot be bound.
+    pub fn start(cfg: UserspaceConfig, handler: Option<Box<dyn UpcallHandler>>) -> Result<Self, DpError> {
+        let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded::<Ctl>();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<Waker, DpError>>(1);
+        let name = cfg.name.clone();
+        let tunnel_local = cfg.underlay_ip.map(|ip| SocketAddrV4::new(ip, cfg.vxlan_port));
+        let thread = sys::spawn_in_netns(cfg.name.clone(), cfg.netns.clone(), move || {
+            let mut st = match build_state(&cfg, handler) {
+                Ok(st) => st,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return Ok(());
+                }
+            };
+            match st.poller.waker() {
+                Ok(w) => {
+                    let _ = ready_tx.send(Ok(w));
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(DpError::Io { what: "eventfd".into(), source: e }));
+                    return Ok(());
+                }
+            }
+            st.run(&ctl_rx);
+            Ok(())
+        })
+        .map_err(|e| DpError::Io { what: format!("spawn {name}"), source: e })?;
+        let waker = match ready_rx.recv() {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                // The thread ended before reporting: netns entry failed.
+                return Err(match thread.join() {
+                    Ok(Err(e)) => DpError::Io { what: format!("netns {:?}", name), source: e },
+                    _ => DpError::Gone,
+                });
+            }
+        };
+        Ok(UserspaceDatapath { ctl: ctl_tx, waker, thread: Mutex::new(Some(thread)), tunnel_local })
+    }
+
+    /// Run `f` on the datapath thread and return its result.
+    pub fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut State) -> R + Send + 'static) -> Result<R, DpError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.ctl
+            .send(Box::new(move |s: &mut State| {
+                let _ = tx.send(f(s));
+            }))
+            .map_err(|_| DpError::Gone)?;
+        self.waker.wake();
+        rx.recv().map_err(|_| DpError::Gone)
+    }
+
+    /// Address the tunnel socket is bound to.
+    pub fn tunnel_addr(&self) -> Option<SocketAddrV4> {
+        self.tunnel_local
+    }
+
+    /// Stop the thread and wait for it.
+    pub fn shutdown(&self) {
+        let _ = self.ctl.send(Box::new(|s: &mut State| s.stop = true));
+        self.waker.wake();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for UserspaceDatapath {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn build_state(cfg: &UserspaceConfig, handler: Option<Box<dyn UpcallHandler>>) -> Result<State, DpError> {
+    let poller = Poller::new().map_err(|e| DpError::Io { what: "epoll".into(), source: e })?;
+    let batch = cfg.batch.clamp(1, 1024);
+    let tunnel = match cfg.underlay_ip {
+        Some(ip) => {
+            let local = SocketAddrV4::new(ip, cfg.vxlan_port);
+            let sock = TunnelSocket::bind(local)
+                .map_err(|e| DpError::Io { what: format!("tunnel socket {local}"), source: e })?;
+            poller.add(sock.fd(), TUNNEL_TOKEN).map_err(|e| DpError::Io { what: "epoll add tunnel".into(), source: e })?;
+            Some(TunnelIo { sock, txq: TxQueue::new(batch) })
+        }
+        None => None,
+    };
+    let tunnel_rx = tunnel.as_ref().map(|_| RxBatch::new(batch));
+    let io = UsIo { ports: Vec::new(), dirty: Vec::new(), tunnel, vxlan_port: cfg.vxlan_port };
+    Ok(State { core: Core::new(io, handler, cfg.table), poller, rx: Vec::new(), tunnel_rx, batch, stop: false })
+}
+
+impl Datapath for UserspaceDatapath {
+    fn add_vport(&self, ifname: &str) -> Result<PortNo, DpError> {
+        let n = ifname.to_owned();
+        self.call(move |s| s.add_vport(&n))?
+    }
+
+    fn remove_vport(&self, port: PortNo) -> Result<(), DpError> {
+        self.call(move |s| s.remove_vport(port))?
+    }
+
+    fn bind_tunnel_key(&self, key: u32, port: PortNo) -> Result<(), DpError> {
+        self.call(move |s| s.core.bind_tunnel_key(key, port))?
+    }
+
+    fn unbind_tunnel_key(&self, key: u32) -> Result<(), DpError> {
+        self.call(move |s| {
+            s.core.tunnel_ports.remove(&(key & 0x00ff_ffff));
+        })
+    }
+
+    fn install_flow(&self, key: FlowKey, flow: FlowInstall) -> Result<FlowId, DpError> {
+        self.call(move |s| {
+            s.core.tick();
+            s.core.install(&key, flow)
+        })?
+    }
+
+    fn invalidate_tags(&self, tags: Vec<u64>) -> Result<usize, DpError> {
+        self.call(move |s| s.core.table.invalidate_tags(&tags))
+    }
+
+    fn flush_flows(&self) -> Result<usize, DpError> {
+        self.call(|s| s.core.table.flush())
+    }
+
+    fn execute(&self, frame: Vec<u8>, actions: Actions) -> Result<(), DpError> {
+        self.call(move |s| {
+            s.core.execute_generated(&frame, &actions);
+            s.core.flush();
+        })
+    }
+
+    fn stats(&self) -> Result<DpStats, DpError> {
+        self.call(|s| {
+            s.housekeeping_counters_only();
+            s.core.stats()
+        })
+    }
+
+    fn dump_flows(&self) -> Result<Vec<FlowInfo>, DpError> {
+        self.call(|s| {
+            s.core.tick();
+            s.core.dump_flows()
+        })
+    }
+}
+
+impl State {
+    /// Pull the kernel's receive-drop counters without expiring flows.
+    fn housekeeping_counters_only(&mut self) {
+        let mut overrun = 0u64;
+        for pio in self.core.io.ports.iter().flatten() {
+            overrun += u64::from(pio.sock.take_kernel_drops());
+        }
+        self.core.counters.drops.add(DropReason::RxOverrun, overrun);
+    }
+}
