@@ -183,21 +183,21 @@ pub enum ClientError {
     },
     /// Login at `{base}/login` was refused.
     #[error("login as `{user}` failed: {error}")]
-    Login { user: String, error: ApiError },
+    Login { user: String, error: Box<ApiError> },
     /// The server requires authentication and the configured auth could not
     /// provide it (no credentials, or a token that was rejected).
     #[error("{method} {url}: {error}")]
     Unauthorized {
         method: &'static str,
         url: String,
-        error: ApiError,
+        error: Box<ApiError>,
     },
     /// The server answered with an error status.
     #[error("{error}")]
     Api {
         method: &'static str,
         url: String,
-        error: ApiError,
+        error: Box<ApiError>,
     },
     /// The response was not what the protocol promises (bad JSON, no Location).
     #[error("unexpected response to {method} {url}: {what}")]
@@ -340,7 +340,7 @@ impl Client {
         if reply.status >= 300 {
             return Err(ClientError::Login {
                 user: user.clone(),
-                error: ApiError::from_response(reply.status, &reply.reason, &reply.text),
+                error: Box::new(ApiError::from_response(reply.status, &reply.reason, &reply.text)),
             });
         }
         let token = token_from_login(&reply.set_cookie, &reply.text).ok_or_else(|| {
@@ -442,7 +442,7 @@ impl Client {
         if reply.status < 300 {
             return Ok(reply);
         }
-        let error = ApiError::from_response(reply.status, &reply.reason, &reply.text);
+        let error = Box::new(ApiError::from_response(reply.status, &reply.reason, &reply.text));
         if reply.status == 401 {
             return Err(ClientError::Unauthorized {
                 method,

@@ -1,0 +1,109 @@
+//! The sandbox's namespaces and links (see [`super::layout`] for the
+//! picture), built with the testkit's `ip` helpers.
+//!
+//! Not a `testkit::Lab`: a lab deletes what it built when it is dropped and
+//! adds a random tag to its names, while the sandbox must outlive the
+//! `up` process and keep fixed names a person can type
+//! (`ip netns exec mns-vm0 …`). Removal is by prefix instead
+//! ([`remove_all`]), which also covers a crashed run.
+
+use anyhow::{Context, Result};
+use midonet_testkit::{cleanup_prefix, ip, ns_exec};
+
+use super::layout::{Layout, VmPlan};
+
+/// Checksum offload on the VM links, as a VM with a virtio NIC has it. The
+/// agent's datapath carries GSO frames end to end (see the datapath crate
+/// docs), so the VM's TCP sends 64 KB frames; their size is capped below
+/// the underlay MTU so one frame fits one VXLAN datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct NetOpts {
+    pub underlay_mtu: u32,
+    pub vm_mtu: u32,
+    /// `gso_max_size` of the VM links (bytes); 0 = kernel default.
+    pub vm_gso_max: u32,
+}
+
+/// Underlay namespace and bridge, the management link from the root
+/// namespace, and one namespace per host joined to the bridge.
+pub fn build_underlay(l: &Layout, o: &NetOpts) -> Result<()> {
+    let ul = l.underlay_ns();
+    let br = l.underlay_bridge();
+    let mtu = o.underlay_mtu.to_string();
+    add_ns(&ul)?;
+    ns_exec(&ul, &["ip", "link", "add", &br, "mtu", &mtu, "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+    ns_exec(&ul, &["ip", "link", "set", &br, "up"])?;
+
+    // Management link: the cluster (root namespace) is reachable from the
+    // host namespaces at Layout::mgmt_ip().
+    let (m, mp) = (l.mgmt_if(), l.mgmt_peer_if());
+    ip(&["link", "add", &m, "mtu", &mtu, "type", "veth", "peer", "name", &mp, "netns", &ul, "mtu", &mtu])
+        .context("creating the management link")?;
+    ns_exec(&ul, &["ip", "link", "set", &mp, "master", &br])?;
+    ns_exec(&ul, &["ip", "link", "set", &mp, "up"])?;
+    let mgmt_cidr = format!("{}/24", Layout::mgmt_ip());
+    ip(&["addr", "add", &mgmt_cidr, "dev", &m])?;
+    ip(&["link", "set", &m, "up"])?;
+
+    for h in 0..l.hosts {
+        let ns = l.host_ns(h);
+        add_ns(&ns)?;
+        let (hif, bif) = (l.host_underlay_if(h), l.underlay_port(h));
+        ip(&["link", "add", &hif, "netns", &ns, "mtu", &mtu, "type", "veth", "peer", "name", &bif, "netns", &ul, "mtu", &mtu])?;
+        ns_exec(&ul, &["ip", "link", "set", &bif, "master", &br])?;
+        ns_exec(&ul, &["ip", "link", "set", &bif, "up"])?;
+        let cidr = format!("{}/24", Layout::host_underlay_ip(h));
+        ns_exec(&ns, &["ip", "addr", "add", &cidr, "dev", &hif])?;
+        ns_exec(&ns, &["ip", "link", "set", &hif, "up"])?;
+    }
+    Ok(())
+}
+
+/// A VM namespace with `eth0` whose peer (`host_if`) sits in the host
+/// namespace, addressed, with the router port as default gateway.
+pub fn build_vm(l: &Layout, vm: &VmPlan, o: &NetOpts) -> Result<()> {
+    let host_ns = l.host_ns(vm.host);
+    add_ns(&vm.ns)?;
+    let mtu = o.vm_mtu.to_string();
+    ip(&[
+        "link", "add", &vm.vm_if, "netns", &vm.ns, "mtu", &mtu, "address", &vm.mac, "type", "veth", "peer", "name",
+        &vm.host_if, "netns", &host_ns, "mtu", &mtu,
+    ])
+    .with_context(|| format!("creating the veth of {}", vm.ns))?;
+    if o.vm_gso_max > 0 {
+        let g = o.vm_gso_max.to_string();
+        // Best effort: an old iproute2 without gso_max_size still works,
+        // only with bigger frames than the underlay MTU.
+        let _ = ns_exec(&vm.ns, &["ip", "link", "set", &vm.vm_if, "gso_max_size", &g]);
+        let _ = ns_exec(&host_ns, &["ip", "link", "set", &vm.host_if, "gso_max_size", &g]);
+    }
+    let cidr = format!("{}/24", vm.ip);
+    ns_exec(&vm.ns, &["ip", "addr", "add", &cidr, "dev", &vm.vm_if])?;
+    ns_exec(&vm.ns, &["ip", "link", "set", &vm.vm_if, "up"])?;
+    ns_exec(&host_ns, &["ip", "link", "set", &vm.host_if, "up"])?;
+    let gw = vm.gateway.to_string();
+    ns_exec(&vm.ns, &["ip", "route", "add", "default", "via", &gw, "dev", &vm.vm_if])?;
+    Ok(())
+}
+
+fn add_ns(ns: &str) -> Result<()> {
+    ip(&["netns", "add", ns]).with_context(|| format!("creating namespace {ns}"))?;
+    ns_exec(ns, &["ip", "link", "set", "lo", "up"])?;
+    // No IPv6: router solicitations and DAD would be the first packets the
+    // agents see, and the demo is IPv4 only.
+    let _ = ns_exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+    Ok(())
+}
+
+/// Deletes every namespace and root-namespace link whose name starts with
+/// `{prefix}-` (killing what still runs inside those namespaces, which can
+/// only be ours). Returns how many namespaces were removed.
+pub fn remove_all(prefix: &str) -> Result<usize> {
+    cleanup_prefix(&Layout::cleanup_prefix(prefix))
+}
+
+/// Namespaces that currently exist with the sandbox's prefix.
+pub fn existing_namespaces(prefix: &str) -> Result<Vec<String>> {
+    let p = Layout::cleanup_prefix(prefix);
+    Ok(midonet_testkit::list_netns()?.into_iter().filter(|n| n.starts_with(&p)).collect())
+}
