@@ -195,3 +195,174 @@ impl Datapath for DummyDatapath {
         Ok(c.dump_flows())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::Ordering;
+
+    use midonet_flow::{Action, MacAddr};
+
+    use super::*;
+    use crate::testing::{mac_tag, udp_frame, MacTableHandler};
+    use crate::DropReason;
+
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
+    const C: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc]);
+
+    fn frame(dst: MacAddr, sport: u16) -> Vec<u8> {
+        udp_frame(A, dst, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), sport, 7, b"payload")
+    }
+
+    fn two_port_dp() -> (DummyDatapath, PortNo, PortNo, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let dp = DummyDatapath::new(None);
+        let p1 = dp.add_vport("vm1").expect("p1");
+        let p2 = dp.add_vport("vm2").expect("p2");
+        let h = MacTableHandler::new().route(B, &[Action::Output(p2)]).route(A, &[Action::Output(p1)]);
+        let calls = h.calls.clone();
+        dp.set_handler(Some(Box::new(h)));
+        (dp, p1, p2, calls)
+    }
+
+    #[test]
+    fn first_packet_upcalls_then_megaflow_forwards() {
+        let (dp, p1, p2, calls) = two_port_dp();
+        for sport in 0..10 {
+            dp.inject(p1, &frame(B, sport));
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "one upcall; the megaflow wildcards ports");
+        let out = dp.take_output(p2);
+        assert_eq!(out.len(), 10);
+        assert_eq!(out[3].frame, frame(B, 3));
+        let st = dp.stats().expect("stats");
+        assert_eq!(st.port(p1).map(|c| c.rx_packets), Some(10));
+        assert_eq!(st.port(p2).map(|c| (c.tx_packets, c.tx_bytes)), Some((10, 10 * out[0].frame.len() as u64)));
+        assert_eq!(st.table.flows, 1);
+        assert_eq!(st.upcalls, 1);
+        let flows = dp.dump_flows().expect("dump");
+        // The packet that missed was executed by the upcall, not by the flow.
+        assert_eq!(flows[0].packets, 9);
+        assert_eq!(flows[0].tags, vec![mac_tag(B)]);
+    }
+
+    #[test]
+    fn malformed_frame_is_counted_while_good_traffic_continues() {
+        let (dp, p1, p2, _) = two_port_dp();
+        dp.inject(p1, &frame(B, 1));
+        let mut bad = frame(B, 2);
+        bad.truncate(14 + 10); // IPv4 header cut short
+        dp.inject(p1, &bad);
+        dp.inject(p1, &[0u8; 5]);
+        dp.inject(p1, &frame(B, 3));
+        let st = dp.stats().expect("stats");
+        assert_eq!(st.drops.get(DropReason::Malformed), 2);
+        let eth = st.parse_errors.iter().find(|(e, _)| e.as_str() == "eth_truncated").map(|x| x.1);
+        assert_eq!(eth, Some(1));
+        assert_eq!(dp.take_output(p2).len(), 2);
+    }
+
+    #[test]
+    fn unknown_destination_is_an_upcall_drop_and_no_handler_is_counted() {
+        let (dp, p1, _, _) = two_port_dp();
+        dp.inject(p1, &frame(C, 1));
+        dp.set_handler(None);
+        dp.inject(p1, &frame(C, 1));
+        dp.inject(99, &frame(B, 1));
+        let d = dp.stats().expect("stats").drops;
+        assert_eq!(d.get(DropReason::UpcallDrop), 1);
+        assert_eq!(d.get(DropReason::NoHandler), 1);
+        assert_eq!(d.get(DropReason::UnknownPort), 1);
+    }
+
+    #[test]
+    fn invalidate_tags_forces_a_new_upcall() {
+        let (dp, p1, _, calls) = two_port_dp();
+        dp.inject(p1, &frame(B, 1));
+        dp.inject(p1, &frame(B, 1));
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        assert_eq!(dp.invalidate_tags(vec![mac_tag(C)]).expect("inv"), 0);
+        assert_eq!(dp.invalidate_tags(vec![mac_tag(B)]).expect("inv"), 1);
+        dp.inject(p1, &frame(B, 1));
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn tunnel_to_peer_outputs_by_key_without_simulation() {
+        // Host 1: VM A on port 1; B lives on host 2 behind tunnel key 0x42.
+        let h2_ip = Ipv4Addr::new(198, 18, 0, 2);
+        let dp1 = DummyDatapath::new(None);
+        let a1 = dp1.add_vport("a").expect("a");
+        dp1.set_handler(Some(Box::new(
+            MacTableHandler::new().route(B, &[Action::Tunnel { dst: h2_ip, key: 0x42 }]),
+        )));
+        let dp2 = DummyDatapath::new(None);
+        let b2 = dp2.add_vport("b").expect("b");
+        dp2.bind_tunnel_key(0x42, b2).expect("bind");
+        let h2 = MacTableHandler::new();
+        let calls2 = h2.calls.clone();
+        dp2.set_handler(Some(Box::new(h2)));
+
+        dp1.inject_vnet(
+            a1,
+            &frame(B, 1),
+            VnetHdr { flags: 1, gso_type: VnetHdr::GSO_NONE, hdr_len: 0, gso_size: 0, csum_start: 34, csum_offset: 6 },
+        );
+        let sent = dp1.take_tunnel();
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].dst, sent[0].vni()), (h2_ip, Some(0x42)));
+        assert_eq!(sent[0].inner(), &frame(B, 1)[..]);
+        dp2.inject_tunnel(&sent[0].datagram);
+        let got = dp2.take_output(b2);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].frame, frame(B, 1));
+        assert_eq!(got[0].vnet.csum_start, 34, "offload metadata crossed the tunnel");
+        assert_eq!(calls2.load(Ordering::Relaxed), 0, "no simulation on the egress host");
+        // An unbound key goes to the handler, which drops it: counted.
+        let mut other = sent[0].datagram.clone();
+        other[6] = 0x43;
+        dp2.inject_tunnel(&other);
+        dp2.inject_tunnel(&[0u8; 4]);
+        let d = dp2.stats().expect("stats").drops;
+        assert_eq!(d.get(DropReason::UnknownTunnelKey), 1);
+        assert_eq!(d.get(DropReason::TunnelMalformed), 1);
+    }
+
+    #[test]
+    fn rewrites_apply_in_order_per_output() {
+        let dp = DummyDatapath::new(None);
+        let p1 = dp.add_vport("p1").expect("p1");
+        let p2 = dp.add_vport("p2").expect("p2");
+        let p3 = dp.add_vport("p3").expect("p3");
+        dp.execute(
+            frame(B, 1),
+            [
+                Action::PushVlan { vid: 5, pcp: 1 },
+                Action::Output(p2),
+                Action::PopVlan,
+                Action::SetEthDst(C),
+                Action::SetTtl(9),
+                Action::Output(p3),
+            ]
+            .into_iter()
+            .collect(),
+        )
+        .expect("execute");
+        let tagged = &dp.take_output(p2)[0].frame;
+        assert_eq!(&tagged[12..16], &[0x81, 0x00, 0x20, 0x05]);
+        assert_eq!(&tagged[16..], &frame(B, 1)[12..]);
+        let k = FlowKey::extract(&dp.take_output(p3)[0].frame, midonet_flow::InPort::Port(p1)).expect("parse");
+        assert_eq!((k.eth_dst, k.vlan_vid, k.ip_ttl), (C, None, 9));
+    }
+
+    #[test]
+    fn idle_flows_expire() {
+        let (dp, p1, _, _) = two_port_dp();
+        dp.set_handler(Some(Box::new(MacTableHandler { idle_timeout_ms: 1, ..MacTableHandler::new() }.route(B, &[Action::Output(p1)]))));
+        dp.inject(p1, &frame(B, 1));
+        assert_eq!(dp.stats().expect("stats").table.flows, 1);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(dp.expire(), 1);
+        assert_eq!(dp.stats().expect("stats").table.flows, 0);
+    }
+}

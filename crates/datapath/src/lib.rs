@@ -43,6 +43,7 @@ pub mod dummy;
 pub mod pipeline;
 pub mod sys;
 pub mod table;
+pub mod testing;
 pub mod userspace;
 pub mod vxlan;
 
