@@ -24,9 +24,10 @@
 //! output = "table"   # or "json", "id"
 //! ```
 //!
-//! Auth is chosen as: `--no-auth` → none; a token (flag/env) → token; a user
-//! (flag/env) → login; then the same from the file; else none. So a flag
-//! always beats the file, whichever kind of credential each holds.
+//! Auth is chosen as: `--no-auth` → none; then the first source (command
+//! line, environment, file) that holds any credential decides, a token before
+//! a user within one source; else none. So `--user` beats `MIDONET_TOKEN`, and
+//! either beats the file, whichever kind of credential each holds.
 
 use std::path::{Path, PathBuf};
 
@@ -111,8 +112,16 @@ fn merge(g: &GlobalOpts, file: FileConfig, config_file: Option<PathBuf>) -> anyh
             ),
         }
     };
+    // Command line, then environment, then file; within each, a token
+    // before a user.
+    let cmdline_token = g.token.as_ref().filter(|_| !g.token_from_env);
+    let cmdline_user = g.user.as_ref().filter(|_| !g.user_from_env);
     let auth = if g.no_auth {
         Auth::None
+    } else if let Some(t) = cmdline_token {
+        Auth::Token(t.clone())
+    } else if let Some(u) = cmdline_user {
+        login(u.clone())?
     } else if let Some(t) = &g.token {
         Auth::Token(t.clone())
     } else if let Some(u) = &g.user {
@@ -171,6 +180,24 @@ mod tests {
         assert_eq!(merge(&g, file.clone(), None).expect("ok").auth, Auth::Token("tok".into()));
         g.no_auth = true;
         assert_eq!(merge(&g, file, None).expect("ok").auth, Auth::None);
+    }
+
+    #[test]
+    fn command_line_user_beats_environment_token() {
+        let mut g = opts();
+        g.token = Some("env-tok".into());
+        g.token_from_env = true;
+        g.user = Some("admin".into());
+        g.password = Some("pw".into());
+        assert!(matches!(
+            merge(&g, FileConfig::default(), None).expect("ok").auth,
+            Auth::Password { .. }
+        ));
+        g.user_from_env = true;
+        assert_eq!(
+            merge(&g, FileConfig::default(), None).expect("ok").auth,
+            Auth::Token("env-tok".into())
+        );
     }
 
     #[test]

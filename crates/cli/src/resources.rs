@@ -493,7 +493,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "addresses in an IP address group (--ip-addr-group)",
         collection: None,
         template: None,
-        parents: &[under("ip-addr-group", "ip-addr-group", "addrs", "ip_addrs")],
+        parents: &[under("ip-addr-group", "ip-addr-group", "ipAddrs", "ip_addrs")],
         parent_required: true,
         key: Key::Field("addr"),
         writable: true,
