@@ -1,0 +1,220 @@
+//! [`FlowMatch`]: the packet's key as the simulation sees it, plus the mask of
+//! what it has read.
+//!
+//! The simulation never reads [`FlowKey`] fields directly: it calls the
+//! getters here, each of which returns the field *and* marks it in the mask.
+//! That makes the megaflow invariant (crate docs) hold by construction. The
+//! setters record header rewrites (MAC rewrite at a router hop, TTL decrement,
+//! NAT) without marking: a rewrite does not make the flow depend on the old
+//! value. At the end, [`FlowMatch::original`] masked by [`FlowMatch::mask`] is
+//! the megaflow's match and [`diff_actions`](crate::diff_actions)`(original,
+//! current)` gives the rewrite actions.
+//!
+//! ```text
+//!   extract ──> FlowMatch::new(key) ──getters (mark)──> sim ──setters──> current
+//!                 original ──────────────────────────────────────┐   │
+//!                 mask ─── apply ──> MaskedKey (install) ────────┘   └─> diff_actions
+//! ```
+//!
+//! Reading a field after rewriting it still marks it: that over-marks (safe)
+//! rather than reasoning about which reads a rewrite shadows.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::key::{FlowKey, FragType, InPort, MacAddr};
+use crate::mask::{FieldId, FlowMask};
+
+/// A packet key under simulation: original key, current (rewritten) key, and
+/// the mask of fields read so far. `Copy`, so a fork can save and restore it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FlowMatch {
+    original: FlowKey,
+    current: FlowKey,
+    mask: FlowMask,
+}
+
+macro_rules! getter {
+    ($(#[$doc:meta])* $name:ident, $field:ident, $id:ident, $ty:ty) => {
+        $(#[$doc])*
+        #[inline]
+        pub fn $name(&mut self) -> $ty {
+            self.mask.mark(FieldId::$id);
+            self.current.$field
+        }
+    };
+}
+
+impl FlowMatch {
+    /// Start simulating `key`. The in-port is always matched (a flow never
+    /// spans ingress ports).
+    pub fn new(key: FlowKey) -> Self {
+        let mut mask = FlowMask::empty();
+        mask.mark(FieldId::InPort);
+        FlowMatch { original: key, current: key, mask }
+    }
+
+    /// The key as extracted from the packet, before any rewrite.
+    pub fn original(&self) -> &FlowKey {
+        &self.original
+    }
+
+    /// The key after the rewrites so far. **Does not mark**: for tracing,
+    /// building frames and computing actions only, never for a decision.
+    pub fn current(&self) -> &FlowKey {
+        &self.current
+    }
+
+    /// The mask of fields read so far.
+    pub fn mask(&self) -> &FlowMask {
+        &self.mask
+    }
+
+    /// Mark a field as read without reading it (e.g. a rule that tested a
+    /// field through some other path).
+    pub fn mark(&mut self, field: FieldId) {
+        self.mask.mark(field);
+    }
+
+    /// Merge another branch's mask into this one (fork/merge in the simulation).
+    pub fn union_mask(&mut self, other: &FlowMask) {
+        self.mask.union(other);
+    }
+
+    /// Replace the current key, keeping the mask: restores a saved key after a
+    /// fork branch (the branch's reads stay marked, which is what a merged
+    /// flow needs).
+    pub fn restore_current(&mut self, key: FlowKey) {
+        self.current = key;
+    }
+
+    getter!(/// Ingress port or tunnel key.
+        in_port, in_port, InPort, InPort);
+    getter!(/// Ethernet source.
+        eth_src, eth_src, EthSrc, MacAddr);
+    getter!(/// Ethernet destination.
+        eth_dst, eth_dst, EthDst, MacAddr);
+    getter!(/// Ethertype (after any VLAN tag).
+        ethertype, ethertype, EthType, u16);
+    getter!(/// Outer VLAN id, `None` if untagged.
+        vlan_vid, vlan_vid, VlanVid, Option<u16>);
+    getter!(/// VLAN priority.
+        vlan_pcp, vlan_pcp, VlanPcp, u8);
+    getter!(/// ARP opcode.
+        arp_op, arp_op, ArpOp, u16);
+    getter!(/// ARP sender hardware address.
+        arp_sha, arp_sha, ArpSha, MacAddr);
+    getter!(/// ARP sender protocol address.
+        arp_spa, arp_spa, ArpSpa, Ipv4Addr);
+    getter!(/// ARP target hardware address.
+        arp_tha, arp_tha, ArpTha, MacAddr);
+    getter!(/// ARP target protocol address.
+        arp_tpa, arp_tpa, ArpTpa, Ipv4Addr);
+    getter!(/// IPv4 source (marks all 32 bits).
+        ipv4_src, ipv4_src, Ipv4Src, Ipv4Addr);
+    getter!(/// IPv4 destination (marks all 32 bits).
+        ipv4_dst, ipv4_dst, Ipv4Dst, Ipv4Addr);
+    getter!(/// IPv6 source (marks all 128 bits).
+        ipv6_src, ipv6_src, Ipv6Src, Ipv6Addr);
+    getter!(/// IPv6 destination (marks all 128 bits).
+        ipv6_dst, ipv6_dst, Ipv6Dst, Ipv6Addr);
+    getter!(/// IP protocol.
+        ip_proto, ip_proto, IpProto, u8);
+    getter!(/// TOS / traffic class byte.
+        ip_tos, ip_tos, IpTos, u8);
+    getter!(/// TTL / hop limit.
+        ip_ttl, ip_ttl, IpTtl, u8);
+    getter!(/// Fragment type.
+        ip_frag, ip_frag, IpFrag, FragType);
+    getter!(/// L4 source port.
+        l4_src, l4_src, L4Src, u16);
+    getter!(/// L4 destination port.
+        l4_dst, l4_dst, L4Dst, u16);
+    getter!(/// TCP flags.
+        tcp_flags, tcp_flags, TcpFlags, u16);
+    getter!(/// ICMP type.
+        icmp_type, icmp_type, IcmpType, u8);
+    getter!(/// ICMP code.
+        icmp_code, icmp_code, IcmpCode, u8);
+    getter!(/// ICMP echo identifier.
+        icmp_id, icmp_id, IcmpId, u16);
+
+    /// The top `len` bits of the IPv4 source (the rest zero); marks only
+    /// those bits. Use for LPM and CIDR tests so the flow covers the prefix.
+    pub fn ipv4_src_prefix(&mut self, len: u8) -> Ipv4Addr {
+        self.mask.mark_prefix(FieldId::Ipv4Src, len);
+        prefix_v4(self.current.ipv4_src, len)
+    }
+
+    /// The top `len` bits of the IPv4 destination; marks only those bits.
+    pub fn ipv4_dst_prefix(&mut self, len: u8) -> Ipv4Addr {
+        self.mask.mark_prefix(FieldId::Ipv4Dst, len);
+        prefix_v4(self.current.ipv4_dst, len)
+    }
+
+    /// True when the IPv4 destination lies in `net/len`; marks only the top
+    /// `len` bits (the bits the answer depends on).
+    pub fn ipv4_dst_in(&mut self, net: Ipv4Addr, len: u8) -> bool {
+        self.ipv4_dst_prefix(len) == prefix_v4(net, len)
+    }
+
+    /// True when the IPv4 source lies in `net/len`; marks only the top `len` bits.
+    pub fn ipv4_src_in(&mut self, net: Ipv4Addr, len: u8) -> bool {
+        self.ipv4_src_prefix(len) == prefix_v4(net, len)
+    }
+
+    /// Rewrite the Ethernet source (does not mark).
+    pub fn set_eth_src(&mut self, v: MacAddr) {
+        self.current.eth_src = v;
+    }
+    /// Rewrite the Ethernet destination (does not mark).
+    pub fn set_eth_dst(&mut self, v: MacAddr) {
+        self.current.eth_dst = v;
+    }
+    /// Set, change or remove the VLAN tag (does not mark).
+    pub fn set_vlan(&mut self, tag: Option<(u16, u8)>) {
+        match tag {
+            Some((vid, pcp)) => {
+                self.current.vlan_vid = Some(vid & 0x0fff);
+                self.current.vlan_pcp = pcp & 0x07;
+            }
+            None => {
+                self.current.vlan_vid = None;
+                self.current.vlan_pcp = 0;
+            }
+        }
+    }
+    /// Rewrite the IPv4 source (NAT; does not mark).
+    pub fn set_ipv4_src(&mut self, v: Ipv4Addr) {
+        self.current.ipv4_src = v;
+    }
+    /// Rewrite the IPv4 destination (NAT; does not mark).
+    pub fn set_ipv4_dst(&mut self, v: Ipv4Addr) {
+        self.current.ipv4_dst = v;
+    }
+    /// Rewrite the TTL (does not mark; to decrement, read with
+    /// [`ip_ttl`](Self::ip_ttl) first, which marks it).
+    pub fn set_ip_ttl(&mut self, v: u8) {
+        self.current.ip_ttl = v;
+    }
+    /// Rewrite the TOS byte (does not mark).
+    pub fn set_ip_tos(&mut self, v: u8) {
+        self.current.ip_tos = v;
+    }
+    /// Rewrite the L4 source port (NAT; does not mark).
+    pub fn set_l4_src(&mut self, v: u16) {
+        self.current.l4_src = v;
+    }
+    /// Rewrite the L4 destination port (NAT; does not mark).
+    pub fn set_l4_dst(&mut self, v: u16) {
+        self.current.l4_dst = v;
+    }
+    /// Rewrite the ICMP echo identifier (ICMP NAT; does not mark).
+    pub fn set_icmp_id(&mut self, v: u16) {
+        self.current.icmp_id = v;
+    }
+}
+
+fn prefix_v4(a: Ipv4Addr, len: u8) -> Ipv4Addr {
+    let m = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
+    Ipv4Addr::from(u32::from(a) & m)
+}

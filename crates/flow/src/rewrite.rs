@@ -1,0 +1,221 @@
+//! Apply set-field and VLAN [`Action`]s to a frame in place.
+//!
+//! Checksums are updated incrementally (RFC 1624): the IPv4 header checksum
+//! for address/TTL/TOS changes, the TCP/UDP checksum for address changes
+//! (they are in the pseudo-header, RFC 9293 §3.1, RFC 768) and port changes,
+//! the ICMP checksum for echo-id changes. A UDP checksum of zero means "none"
+//! (IPv4) and stays zero; an update that would produce zero writes 0xffff
+//! (RFC 768). Later fragments carry no L4 header, so only the IP header
+//! changes; the L4 checksum in the first fragment covers the whole datagram
+//! and is updated there.
+//!
+//! Frames whose L4 checksum is "partial" (offloaded: the field holds the
+//! pseudo-header sum, not the checksum) stay consistent for address rewrites
+//! (the pseudo-header changes exactly as the update assumes); port rewrites on
+//! such frames must be done by the datapath after completing the checksum.
+//!
+//! SCTP ports are not rewritable here: SCTP uses CRC32c over the whole
+//! packet, which cannot be updated incrementally.
+
+use crate::action::Action;
+use crate::checksum::{update16, update32};
+use crate::extract::{extract_with_layout, Layout, ParseError};
+use crate::key::*;
+
+/// Why an action could not be applied to a frame. `Copy`, for drop counters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, thiserror::Error)]
+pub enum RewriteError {
+    /// The frame did not parse.
+    #[error("unparseable frame")]
+    Parse(#[source] ParseError),
+    /// An IPv4 set-field on a frame that is not IPv4.
+    #[error("not an ipv4 frame")]
+    NotIpv4,
+    /// A TTL/TOS set-field on a frame that is not IP.
+    #[error("not an ip frame")]
+    NotIp,
+    /// A port set-field on a frame without a TCP/UDP header (or SCTP).
+    #[error("no tcp/udp header to rewrite")]
+    NoPorts,
+    /// An ICMP id set-field on a frame that is not an ICMP echo.
+    #[error("not an icmp echo")]
+    NotIcmpEcho,
+    /// A VLAN pop on an untagged frame.
+    #[error("frame has no vlan tag")]
+    NotTagged,
+}
+
+impl From<ParseError> for RewriteError {
+    fn from(e: ParseError) -> Self {
+        RewriteError::Parse(e)
+    }
+}
+
+/// Apply one action to `frame`. Emit actions (`Output`, `Tunnel`,
+/// `Userspace`) are the datapath's business and leave the frame unchanged.
+pub fn apply_action(frame: &mut Vec<u8>, action: &Action) -> Result<(), RewriteError> {
+    match *action {
+        Action::Output(_) | Action::Tunnel { .. } | Action::Userspace(_) => Ok(()),
+        Action::SetEthDst(m) => set_bytes(frame, 0, &m.0),
+        Action::SetEthSrc(m) => set_bytes(frame, 6, &m.0),
+        Action::PushVlan { vid, pcp } => {
+            if frame.len() < 14 {
+                return Err(ParseError::EthTruncated.into());
+            }
+            let tci = (u16::from(pcp & 0x07) << 13) | (vid & 0x0fff);
+            let [t0, t1] = tci.to_be_bytes();
+            let [p0, p1] = ETH_TYPE_VLAN.to_be_bytes();
+            frame.splice(12..12, [p0, p1, t0, t1]);
+            Ok(())
+        }
+        Action::PopVlan => {
+            if frame.get(12..14) != Some(&ETH_TYPE_VLAN.to_be_bytes()[..]) {
+                return Err(RewriteError::NotTagged);
+            }
+            if frame.len() < 18 {
+                return Err(ParseError::VlanTruncated.into());
+            }
+            frame.drain(12..16);
+            Ok(())
+        }
+        _ => {
+            let (key, lay) = extract_with_layout(frame, InPort::Port(0))?;
+            set_l3_l4(frame, &key, &lay, action)
+        }
+    }
+}
+
+/// Apply every rewrite action of `actions` in order (emit actions are
+/// skipped). On error the frame may be partly rewritten.
+pub fn apply_actions_to_frame(frame: &mut Vec<u8>, actions: &[Action]) -> Result<(), RewriteError> {
+    for a in actions {
+        apply_action(frame, a)?;
+    }
+    Ok(())
+}
+
+fn set_bytes(frame: &mut [u8], at: usize, v: &[u8]) -> Result<(), RewriteError> {
+    let dst = frame.get_mut(at..at + v.len()).ok_or(ParseError::EthTruncated)?;
+    dst.copy_from_slice(v);
+    Ok(())
+}
+
+fn rd16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn wr16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Offset of the L4 checksum field for protocols that have a pseudo-header,
+/// and whether zero means "no checksum" (UDP over IPv4).
+fn l4_csum_at(key: &FlowKey, l4: usize) -> Option<(usize, bool)> {
+    match key.ip_proto {
+        IP_PROTO_TCP => Some((l4 + 16, false)),
+        IP_PROTO_UDP => Some((l4 + 6, key.is_ipv4())),
+        IP_PROTO_ICMPV6 if key.is_ipv6() => Some((l4 + 2, false)),
+        _ => None,
+    }
+}
+
+/// Update the L4 checksum at `at` for a 16- or 32-bit field change.
+fn fix_l4(b: &mut [u8], at: usize, zero_is_none: bool, old: u32, new: u32, wide: bool) {
+    let c = rd16(b, at);
+    if zero_is_none && c == 0 {
+        return;
+    }
+    let mut n = if wide { update32(c, old, new) } else { update16(c, old as u16, new as u16) };
+    if zero_is_none && n == 0 {
+        n = 0xffff;
+    }
+    wr16(b, at, n);
+}
+
+fn set_l3_l4(frame: &mut [u8], key: &FlowKey, lay: &Layout, action: &Action) -> Result<(), RewriteError> {
+    let l3 = lay.l3;
+    // All offsets below were validated by extract_with_layout: the IPv4/IPv6
+    // header and (when `lay.l4` is set) the L4 header lie inside the frame.
+    match *action {
+        Action::SetIpv4Src(a) | Action::SetIpv4Dst(a) => {
+            if !key.is_ipv4() {
+                return Err(RewriteError::NotIpv4);
+            }
+            let at = if matches!(action, Action::SetIpv4Src(_)) { l3 + 12 } else { l3 + 16 };
+            let old = u32::from_be_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
+            let new = u32::from(a);
+            frame[at..at + 4].copy_from_slice(&a.octets());
+            let c = rd16(frame, l3 + 10);
+            wr16(frame, l3 + 10, update32(c, old, new));
+            if let Some(l4) = lay.l4 {
+                if let Some((csum, zero_none)) = l4_csum_at(key, l4) {
+                    fix_l4(frame, csum, zero_none, old, new, true);
+                }
+            }
+            Ok(())
+        }
+        Action::SetTtl(ttl) => {
+            if key.is_ipv4() {
+                let old = rd16(frame, l3 + 8);
+                frame[l3 + 8] = ttl;
+                let new = rd16(frame, l3 + 8);
+                let c = rd16(frame, l3 + 10);
+                wr16(frame, l3 + 10, update16(c, old, new));
+                Ok(())
+            } else if key.is_ipv6() {
+                frame[l3 + 7] = ttl;
+                Ok(())
+            } else {
+                Err(RewriteError::NotIp)
+            }
+        }
+        Action::SetTos(tos) => {
+            if key.is_ipv4() {
+                let old = rd16(frame, l3);
+                frame[l3 + 1] = tos;
+                let new = rd16(frame, l3);
+                let c = rd16(frame, l3 + 10);
+                wr16(frame, l3 + 10, update16(c, old, new));
+                Ok(())
+            } else if key.is_ipv6() {
+                frame[l3] = (frame[l3] & 0xf0) | (tos >> 4);
+                frame[l3 + 1] = (frame[l3 + 1] & 0x0f) | (tos << 4);
+                Ok(())
+            } else {
+                Err(RewriteError::NotIp)
+            }
+        }
+        Action::SetL4Src(p) | Action::SetL4Dst(p) => {
+            let l4 = match lay.l4 {
+                Some(l4) if matches!(key.ip_proto, IP_PROTO_TCP | IP_PROTO_UDP) => l4,
+                _ => return Err(RewriteError::NoPorts),
+            };
+            let at = if matches!(action, Action::SetL4Src(_)) { l4 } else { l4 + 2 };
+            let old = rd16(frame, at);
+            wr16(frame, at, p);
+            if let Some((csum, zero_none)) = l4_csum_at(key, l4) {
+                fix_l4(frame, csum, zero_none, u32::from(old), u32::from(p), false);
+            }
+            Ok(())
+        }
+        Action::SetIcmpId(id) => {
+            let l4 = match lay.l4 {
+                Some(l4) if key.is_icmp() && matches!(key.icmp_type, 0 | 8 | 128 | 129) => l4,
+                _ => return Err(RewriteError::NotIcmpEcho),
+            };
+            let old = rd16(frame, l4 + 4);
+            wr16(frame, l4 + 4, id);
+            let c = rd16(frame, l4 + 2);
+            wr16(frame, l4 + 2, update16(c, old, id));
+            Ok(())
+        }
+        // Handled by apply_action before parsing.
+        Action::SetEthSrc(_)
+        | Action::SetEthDst(_)
+        | Action::PushVlan { .. }
+        | Action::PopVlan
+        | Action::Output(_)
+        | Action::Tunnel { .. }
+        | Action::Userspace(_) => Ok(()),
+    }
+}
