@@ -35,8 +35,9 @@ pub const MAX_PREFIX: usize = 6;
 pub const MAX_HOSTS: usize = 99;
 /// VMs get .10 upwards on each of two bridges.
 pub const MAX_VMS: usize = 400;
-/// Underlay subnet (a /24) and the cluster's address on it.
+/// Default underlay subnet (a /24, given by its first three octets).
 pub const UNDERLAY_NET: [u8; 3] = [198, 18, 64];
+/// The cluster's (root namespace's) address on the underlay.
 pub const MGMT_HOST: u8 = 254;
 /// The demo's bridges: name, subnet (a /24 as its first three octets).
 pub const BRIDGES: [(&str, [u8; 3]); 2] = [("sandbox-br1", [10, 0, 1]), ("sandbox-br2", [10, 0, 2])];
@@ -68,6 +69,8 @@ pub struct VmPlan {
 pub struct Layout {
     pub prefix: String,
     pub hosts: usize,
+    /// Underlay /24 (first three octets).
+    pub underlay: [u8; 3],
     pub vms: Vec<VmPlan>,
 }
 
@@ -104,7 +107,7 @@ impl Layout {
                 }
             })
             .collect();
-        Ok(Layout { prefix: prefix.to_owned(), hosts, vms })
+        Ok(Layout { prefix: prefix.to_owned(), hosts, underlay: UNDERLAY_NET, vms })
     }
 
     /// What every name starts with (`prefix` plus a dash).
@@ -123,8 +126,8 @@ impl Layout {
     pub fn underlay_port(&self, h: usize) -> String {
         format!("{}-ulp{h}", self.prefix)
     }
-    pub fn host_underlay_ip(h: usize) -> Ipv4Addr {
-        let n = UNDERLAY_NET;
+    pub fn host_underlay_ip(&self, h: usize) -> Ipv4Addr {
+        let n = self.underlay;
         Ipv4Addr::new(n[0], n[1], n[2], (h + 1) as u8)
     }
     pub fn underlay_ns(&self) -> String {
@@ -140,8 +143,8 @@ impl Layout {
     pub fn mgmt_peer_if(&self) -> String {
         format!("{}-mgmtp", self.prefix)
     }
-    pub fn mgmt_ip() -> Ipv4Addr {
-        let n = UNDERLAY_NET;
+    pub fn mgmt_ip(&self) -> Ipv4Addr {
+        let n = self.underlay;
         Ipv4Addr::new(n[0], n[1], n[2], MGMT_HOST)
     }
 

@@ -1,21 +1,569 @@
-//! `midonet sandbox`: a whole cloud on one machine (cluster, agents, hosts
-//! and VMs as network namespaces) for trying and demonstrating MidoNet.
+//! `midonet sandbox`: a whole MidoNet cloud on one machine, for trying,
+//! demonstrating, testing and benchmarking.
 //!
-//! Not implemented yet; this module is the entry point another change fills
-//! in. It needs no API client: it starts its own cluster.
+//! ```text
+//! midonet sandbox up [--hosts N] [--vms-per-host M] [--prefix P] [--state-dir D]
+//! midonet sandbox status [--state-dir D]
+//! midonet sandbox down [--state-dir D] [--prefix P]
+//! ```
+//!
+//! `up` (root only), step by step; each step is recorded in
+//! `D/sandbox.json` ([`state`]) before the next starts:
+//!
+//! 1. **Clean up** what a previous run left: stop the processes recorded in
+//!    `D/sandbox.json` (by PID, after checking the PID still runs the
+//!    recorded binary), delete every namespace and link named `P-…`, and
+//!    remove the old store.
+//! 2. **Underlay**: namespace `P-ul` with a bridge, one namespace per host
+//!    (`P-h0` …) joined to it, and a management link from the root
+//!    namespace, where the cluster runs ([`net`], [`layout`]).
+//! 3. **Cluster**: `midonet-cluster --no-auth` on an embedded store in `D`,
+//!    REST on `--api` (127.0.0.1:8181), topology service (gRPC) on the
+//!    management address so agents in the host namespaces reach it.
+//! 4. **Agents**: one per host, `ip netns exec P-hN midonet-agent …`, with
+//!    a host id written beforehand (so the sandbox knows which id is which
+//!    namespace), logs and PIDs in `D` ([`procs`]).
+//! 5. **Tunnel zone** with every host at its underlay address, then the
+//!    **demo topology** through the REST API ([`topology`]) and the **VMs**:
+//!    namespaces with a veth into their host, each bound to a bridge port.
+//! 6. **Checks**: pings between VMs on one bridge across hosts, across the
+//!    router, and to the gateway; a table of what was built and how to
+//!    explore it. `up` fails if a check fails, but leaves the sandbox
+//!    running for inspection.
+//!
+//! `down` stops the recorded processes and removes every `P-…` namespace
+//! and link; it works after a crash too, and on nothing at all.
+//!
+//! The sandbox never kills by name: only PIDs it recorded (and whatever is
+//! still inside its own namespaces when they are deleted).
 
-use clap::Args;
+pub mod layout;
+pub mod net;
+pub mod procs;
+pub mod state;
+pub mod topology;
 
-/// Arguments of `midonet sandbox` (to be defined with the implementation).
-#[derive(Debug, Clone, Default, Args)]
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use comfy_table::{presets, ContentArrangement, Table};
+use midonet_client::{Auth, Client};
+
+use layout::Layout;
+use net::NetOpts;
+use state::{CheckRecord, HostRecord, ProcRecord, SandboxState};
+
+/// Arguments of `midonet sandbox`.
+#[derive(Debug, Clone, Args)]
 pub struct SandboxArgs {
-    /// Free-form arguments until the sandbox syntax is defined.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    #[command(subcommand)]
+    pub cmd: SandboxCmd,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SandboxCmd {
+    /// Start a cluster, hosts with agents, VMs and a demo topology (root)
+    Up(UpArgs),
+    /// Stop everything the sandbox started and remove its namespaces (root)
+    Down(DownArgs),
+    /// Show what is running
+    Status(StatusArgs),
+}
+
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/tmp/midonet-sandbox";
+/// Default name prefix.
+pub const DEFAULT_PREFIX: &str = "mns";
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Number of hosts (network namespaces, one agent each)
+    #[arg(long, default_value_t = 2)]
+    pub hosts: usize,
+    /// VMs per host; VM i goes to host i mod N and bridge (i / N) mod 2, so
+    /// with 2 per host each bridge has a VM on every host
+    #[arg(long, default_value_t = 2)]
+    pub vms_per_host: usize,
+    /// Prefix of every namespace and link name (1-6 lowercase letters/digits)
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// Directory for the store, logs, PID records and sandbox.json
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Address of the REST API
+    #[arg(long, default_value = "127.0.0.1:8181")]
+    pub api: SocketAddr,
+    /// TCP port of the topology service on the management address
+    #[arg(long, default_value_t = 8182)]
+    pub grpc_port: u16,
+    /// Underlay subnet (a /24; the cluster gets .254, hosts .1 upwards)
+    #[arg(long, default_value = "198.18.64.0/24")]
+    pub underlay: String,
+    /// MTU of the underlay links; large so one VM GSO frame fits one VXLAN datagram
+    #[arg(long, default_value_t = 65000)]
+    pub underlay_mtu: u32,
+    /// MTU of the VM links
+    #[arg(long, default_value_t = 1500)]
+    pub vm_mtu: u32,
+    /// gso_max_size of the VM links (0 = kernel default)
+    #[arg(long, default_value_t = 60000)]
+    pub vm_gso_max: u32,
+    /// Seconds to wait for the API, the agents and each connectivity check
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownArgs {
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Prefix to clean up when the state directory has no record
+    #[arg(long)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 /// Runs `midonet sandbox`.
-pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`midonet sandbox` is not implemented yet")
+pub fn run(args: SandboxArgs) -> Result<()> {
+    match args.cmd {
+        SandboxCmd::Up(a) => {
+            let st = up(&a)?;
+            print_summary(&st, &a.state_dir);
+            let failed = st.checks.iter().filter(|c| !c.ok).count();
+            if failed > 0 {
+                bail!(
+                    "{failed} of {} connectivity checks failed; the sandbox is left running for inspection \
+                     (logs in {}); `midonet sandbox down` removes it",
+                    st.checks.len(),
+                    a.state_dir.display()
+                );
+            }
+            Ok(())
+        }
+        SandboxCmd::Down(a) => {
+            let (procs, ns) = down(&a.state_dir, a.prefix.as_deref())?;
+            println!("stopped {procs} processes, removed {ns} namespaces");
+            Ok(())
+        }
+        SandboxCmd::Status(a) => status(&a.state_dir),
+    }
+}
+
+fn require_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("`midonet sandbox` needs root (it creates network namespaces and links); run it with sudo");
+    }
+    Ok(())
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn parse_underlay(s: &str) -> Result<[u8; 3]> {
+    let (addr, len) = s.split_once('/').unwrap_or((s, "24"));
+    let a: Ipv4Addr = addr.parse().with_context(|| format!("--underlay {s}: not an IPv4 address"))?;
+    if len != "24" {
+        bail!("--underlay must be a /24 (got {s})");
+    }
+    let o = a.octets();
+    Ok([o[0], o[1], o[2]])
+}
+
+/// Stops the processes recorded in `dir` and removes the namespaces of the
+/// recorded prefix (and of `extra_prefix`). Returns (processes stopped,
+/// namespaces removed).
+pub fn down(dir: &Path, extra_prefix: Option<&str>) -> Result<(usize, usize)> {
+    require_root()?;
+    let st = SandboxState::load(dir)?;
+    let mut stopped = 0;
+    let mut prefixes: Vec<String> = Vec::new();
+    if let Some(st) = &st {
+        // Agents first: they would otherwise log a storm of reconnects.
+        for p in st.processes.iter().rev() {
+            if procs::stop(p, Duration::from_secs(5)) {
+                stopped += 1;
+            }
+        }
+        prefixes.push(st.prefix.clone());
+    }
+    if let Some(p) = extra_prefix {
+        layout::check_prefix(p)?;
+        prefixes.push(p.to_owned());
+    }
+    if prefixes.is_empty() {
+        prefixes.push(DEFAULT_PREFIX.to_owned());
+    }
+    prefixes.dedup();
+    let mut removed = 0;
+    for p in &prefixes {
+        removed += net::remove_all(p)?;
+    }
+    if let Some(mut st) = st {
+        st.processes.clear();
+        st.phase = "down".into();
+        st.save(dir)?;
+    }
+    Ok((stopped, removed))
+}
+
+/// Builds the sandbox; returns its state (checks included). Errors only
+/// when setup itself fails.
+pub fn up(a: &UpArgs) -> Result<SandboxState> {
+    require_root()?;
+    let mut l = Layout::new(&a.prefix, a.hosts, a.vms_per_host)?;
+    l.underlay = parse_underlay(&a.underlay)?;
+    for tool in ["ip", "ping"] {
+        if !midonet_testkit::have_program(tool) {
+            bail!("`{tool}` is not installed (apt-get install iproute2 iputils-ping)");
+        }
+    }
+    let cluster_bin = procs::find_binary("midonet-cluster")?;
+    let agent_bin = procs::find_binary("midonet-agent")?;
+    let dir = &a.state_dir;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = fs::canonicalize(dir)?;
+
+    // 1. Leftovers of a previous (possibly crashed) run.
+    let (p, n) = down(&dir, Some(&a.prefix))?;
+    if p + n > 0 {
+        eprintln!("sandbox: cleaned up a previous run ({p} processes, {n} namespaces)");
+    }
+    for entry in fs::read_dir(&dir)? {
+        let path = entry?.path();
+        // Fresh store, logs and host ids; nothing else lives here.
+        if path.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+    }
+
+    let api_url = format!("http://{}/midonet-api", a.api);
+    let grpc_addr = SocketAddr::from((l.mgmt_ip(), a.grpc_port));
+    let mut st = SandboxState {
+        prefix: l.prefix.clone(),
+        api_url: api_url.clone(),
+        grpc_addr: grpc_addr.to_string(),
+        started: now_unix(),
+        underlay_mtu: a.underlay_mtu,
+        phase: "starting".into(),
+        ..Default::default()
+    };
+    st.save(&dir)?;
+    let result = build(a, &l, &dir, &cluster_bin, &agent_bin, &mut st);
+    match result {
+        Ok(()) => {
+            st.phase = if st.checks.iter().all(|c| c.ok) { "up" } else { "degraded" }.into();
+            st.save(&dir)?;
+            Ok(st)
+        }
+        Err(e) => {
+            st.phase = "failed".into();
+            let _ = st.save(&dir);
+            Err(e.context(format!(
+                "sandbox setup failed; logs are in {}, `midonet sandbox down --state-dir {}` removes what was built",
+                dir.display(),
+                dir.display()
+            )))
+        }
+    }
+}
+
+fn build(a: &UpArgs, l: &Layout, dir: &Path, cluster_bin: &Path, agent_bin: &Path, st: &mut SandboxState) -> Result<()> {
+    let opts = NetOpts { underlay_mtu: a.underlay_mtu, vm_mtu: a.vm_mtu, vm_gso_max: a.vm_gso_max };
+    let timeout = Duration::from_secs(a.timeout);
+    eprintln!("sandbox: underlay and {} host namespaces", l.hosts);
+    net::build_underlay(l, &opts)?;
+
+    eprintln!("sandbox: starting the cluster");
+    let store = dir.join("store.redb");
+    let cluster_args: Vec<String> = vec![
+        "--no-auth".into(),
+        "--store".into(),
+        format!("embedded:{}", store.display()),
+        "--listen".into(),
+        a.api.to_string(),
+        "--grpc-listen".into(),
+        st.grpc_addr.clone(),
+    ];
+    let cluster = procs::spawn_daemon("cluster", cluster_bin, &cluster_args, None, &dir.join("cluster.log"))?;
+    st.processes.push(cluster.clone());
+    st.save(dir)?;
+    let client = Client::new(&st.api_url, Auth::None);
+    topology::wait_api(&client, timeout, || still_running(&cluster))?;
+
+    eprintln!("sandbox: starting {} agents", l.hosts);
+    for h in 0..l.hosts {
+        let id = uuid::Uuid::new_v4().to_string();
+        let host_dir = dir.join(format!("h{h}"));
+        fs::create_dir_all(&host_dir)?;
+        let id_file = host_dir.join("host_id");
+        fs::write(&id_file, format!("{id}\n"))?;
+        let ns = l.host_ns(h);
+        let args = agent_args(st, &host_dir, &id_file, &ns)?;
+        let rec = procs::spawn_daemon(&format!("agent-h{h}"), agent_bin, &args, Some(&ns), &dir.join(format!("agent-h{h}.log")))?;
+        st.processes.push(rec);
+        st.hosts.push(HostRecord { ns, id, underlay_ip: Some(l.host_underlay_ip(h)) });
+        st.save(dir)?;
+    }
+    let ids: Vec<String> = st.hosts.iter().map(|h| h.id.clone()).collect();
+    let procs_now = st.processes.clone();
+    topology::wait_hosts(&client, &ids, timeout, || procs_now.iter().try_for_each(still_running))?;
+
+    eprintln!("sandbox: tunnel zone and demo topology");
+    st.tunnel_zone_id = topology::tunnel_zone(&client, &st.hosts)?;
+    let (router_id, bridges) = topology::router_and_bridges(&client)?;
+    st.router_id = router_id;
+    st.bridges = bridges;
+    st.save(dir)?;
+
+    eprintln!("sandbox: {} VMs", l.vms.len());
+    for vm in &l.vms {
+        net::build_vm(l, vm, &opts)?;
+    }
+    st.vms = topology::vm_ports(&client, l, &st.hosts, &st.bridges)?;
+    st.save(dir)?;
+
+    eprintln!("sandbox: checking connectivity");
+    st.checks = run_checks(l, st, timeout);
+    Ok(())
+}
+
+/// Command line of one agent. Kept in one place: it is the contract with
+/// `midonet-agent`'s flags.
+fn agent_args(st: &SandboxState, host_dir: &Path, id_file: &Path, _ns: &str) -> Result<Vec<String>> {
+    Ok(vec![
+        "--cluster".into(),
+        format!("http://{}", st.grpc_addr),
+        "--host-id-file".into(),
+        id_file.display().to_string(),
+        "--state-dir".into(),
+        host_dir.display().to_string(),
+    ])
+}
+
+fn still_running(p: &ProcRecord) -> Result<()> {
+    if procs::is_ours(p) {
+        return Ok(());
+    }
+    bail!("{} (pid {}) exited; last lines of {}:\n{}", p.name, p.pid, p.log, procs::log_tail(&p.log, 20))
+}
+
+/// Pings the layout's check pairs; each gets `timeout` to answer once
+/// (the first packets are simulated and flows installed), then 5 pings
+/// give the RTT.
+fn run_checks(l: &Layout, st: &SandboxState, timeout: Duration) -> Vec<CheckRecord> {
+    l.check_pairs()
+        .into_iter()
+        .map(|(from, to, what)| {
+            let src = &st.vms[from];
+            let (to_name, to_ip) = if to == usize::MAX {
+                ("router".to_owned(), src.gateway)
+            } else {
+                (st.vms[to].ns.clone(), st.vms[to].ip)
+            };
+            let (ok, first, rtt) = ping_until(&src.ns, to_ip, timeout);
+            CheckRecord {
+                from: src.ns.clone(),
+                to: to_name,
+                to_ip,
+                what: what.to_owned(),
+                ok,
+                rtt_ms: rtt,
+                first_reply_s: first,
+            }
+        })
+        .collect()
+}
+
+/// (answered, seconds to the first reply, average RTT in ms).
+pub fn ping_until(ns: &str, ip: Ipv4Addr, timeout: Duration) -> (bool, Option<f64>, Option<f64>) {
+    let t0 = Instant::now();
+    let target = ip.to_string();
+    while t0.elapsed() < timeout {
+        let ok = midonet_testkit::ns_output(ns, &["ping", "-n", "-c", "1", "-W", "1", &target])
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            let first = t0.elapsed().as_secs_f64();
+            let rtt = midonet_testkit::ns_output(ns, &["ping", "-n", "-q", "-c", "5", "-i", "0.2", "-W", "1", &target])
+                .ok()
+                .and_then(|o| parse_rtt_avg(&String::from_utf8_lossy(&o.stdout)));
+            return (true, Some(first), rtt);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (false, None, None)
+}
+
+/// The average of ping's `rtt min/avg/max/mdev = a/b/c/d ms` line.
+pub fn parse_rtt_avg(out: &str) -> Option<f64> {
+    let line = out.lines().find(|l| l.starts_with("rtt") || l.starts_with("round-trip"))?;
+    line.split('=').nth(1)?.trim().split('/').nth(1)?.parse().ok()
+}
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
+    t
+}
+
+fn print_summary(st: &SandboxState, dir: &Path) {
+    let ok = st.checks.iter().filter(|c| c.ok).count();
+    println!(
+        "\nMidoNet sandbox `{}`: {} hosts, {} VMs, {ok}/{} connectivity checks passed",
+        st.prefix,
+        st.hosts.len(),
+        st.vms.len(),
+        st.checks.len()
+    );
+    println!("API {} (no auth); state, logs and store in {}\n", st.api_url, dir.display());
+
+    let mut t = table();
+    t.set_header(["host (netns)", "host id", "underlay ip", "agent pid", "log"]);
+    for (i, h) in st.hosts.iter().enumerate() {
+        let agent = st.processes.iter().find(|p| p.name == format!("agent-h{i}"));
+        t.add_row([
+            h.ns.clone(),
+            h.id.clone(),
+            h.underlay_ip.map(|x| x.to_string()).unwrap_or_default(),
+            agent.map(|p| p.pid.to_string()).unwrap_or_default(),
+            agent.map(|p| p.log.clone()).unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+
+    let mut t = table();
+    t.set_header(["vm (netns)", "host", "bridge", "ip", "gateway", "mac", "port id (bound to host if)"]);
+    for v in &st.vms {
+        t.add_row([
+            v.ns.clone(),
+            st.hosts.get(v.host).map(|h| h.ns.clone()).unwrap_or_default(),
+            st.bridges.get(v.bridge).map(|b| b.name.clone()).unwrap_or_default(),
+            v.ip.to_string(),
+            v.gateway.to_string(),
+            v.mac.clone(),
+            format!("{} ({})", v.port_id, v.host_if),
+        ]);
+    }
+    println!("{t}");
+
+    let mut t = table();
+    t.set_header(["check", "from", "to", "result"]);
+    for c in &st.checks {
+        let result = match (c.ok, c.first_reply_s, c.rtt_ms) {
+            (true, Some(f), Some(r)) => format!("ok: first reply after {f:.2} s, rtt {r:.3} ms"),
+            (true, _, _) => "ok".to_owned(),
+            (false, _, _) => "FAILED: no reply".to_owned(),
+        };
+        t.add_row([c.what.clone(), c.from.clone(), format!("{} {}", c.to, c.to_ip), result]);
+    }
+    println!("{t}");
+
+    let url = &st.api_url;
+    let vm0 = st.vms.first();
+    println!("Explore:");
+    println!("  midonet --url {url} bridge list");
+    println!("  midonet --url {url} port list");
+    println!("  midonet --url {url} host list");
+    if let (Some(v0), Some(v1)) = (vm0, st.vms.get(1)) {
+        println!("  ip netns exec {} ping {}", v0.ns, v1.ip);
+    }
+    if let Some(v) = st.vms.iter().find(|v| vm0.is_some_and(|v0| v.bridge != v0.bridge)) {
+        println!("  ip netns exec {} ping {}", vm0.map(|v| v.ns.as_str()).unwrap_or_default(), v.ip);
+    }
+    if let (Some(v0), Some(b)) = (vm0, st.bridges.first()) {
+        println!(
+            "  midonet --url {url} trace --port {} 'eth.src={}, ip4.src={}, ip4.dst={}, icmp'",
+            v0.port_id,
+            v0.mac,
+            v0.ip,
+            b.gateway
+        );
+    }
+    println!("  midonet sandbox status --state-dir {0}; midonet sandbox down --state-dir {0}", dir.display());
+}
+
+fn status(dir: &Path) -> Result<()> {
+    let Some(st) = SandboxState::load(dir)? else {
+        println!("no sandbox recorded in {}", dir.display());
+        return Ok(());
+    };
+    println!("sandbox `{}` ({}), API {}", st.prefix, st.phase, st.api_url);
+    let mut t = table();
+    t.set_header(["process", "pid", "netns", "running", "log"]);
+    for p in &st.processes {
+        t.add_row([
+            p.name.clone(),
+            p.pid.to_string(),
+            p.netns.clone().unwrap_or_else(|| "(root)".into()),
+            if procs::is_ours(p) { "yes".into() } else { "NO".to_owned() },
+            p.log.clone(),
+        ]);
+    }
+    println!("{t}");
+    let ns = net::existing_namespaces(&st.prefix).unwrap_or_default();
+    println!("{} namespaces: {}", ns.len(), ns.join(" "));
+    if !st.processes.is_empty() {
+        let client = Client::new(&st.api_url, Auth::None);
+        match client.list("hosts") {
+            Ok(hosts) => {
+                let alive = hosts.iter().filter(|h| h.get("alive").and_then(|a| a.as_bool()) == Some(true)).count();
+                println!("API answers: {} hosts registered, {alive} alive", hosts.len());
+            }
+            Err(e) => println!("API does not answer: {e}"),
+        }
+    }
+    let ok = st.checks.iter().filter(|c| c.ok).count();
+    println!("connectivity checks at `up`: {ok}/{} passed", st.checks.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        s: SandboxArgs,
+    }
+
+    #[test]
+    fn up_defaults_match_the_readme() {
+        let w = Wrap::try_parse_from(["x", "up"]).expect("parses");
+        let SandboxCmd::Up(a) = w.s.cmd else { panic!("not up") };
+        assert_eq!((a.hosts, a.vms_per_host, a.prefix.as_str()), (2, 2, "mns"));
+        assert_eq!(a.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(a.api.to_string(), "127.0.0.1:8181");
+        let w = Wrap::try_parse_from(["x", "down", "--state-dir", "/tmp/x"]).expect("parses");
+        assert!(matches!(w.s.cmd, SandboxCmd::Down(ref d) if d.state_dir == Path::new("/tmp/x")));
+        assert!(Wrap::try_parse_from(["x"]).is_err(), "a subcommand is required");
+    }
+
+    #[test]
+    fn rtt_is_read_from_ping_output() {
+        let out = "--- 10.0.1.11 ping statistics ---\n5 packets transmitted, 5 received, 0% packet loss, time 801ms\n\
+                   rtt min/avg/max/mdev = 0.101/0.152/0.230/0.041 ms\n";
+        assert_eq!(parse_rtt_avg(out), Some(0.152));
+        assert_eq!(parse_rtt_avg("no reply"), None);
+    }
+
+    #[test]
+    fn underlay_must_be_a_slash_24() {
+        assert_eq!(parse_underlay("198.18.65.0/24").expect("ok"), [198, 18, 65]);
+        assert!(parse_underlay("198.18.65.0/16").is_err());
+        assert!(parse_underlay("nope").is_err());
+    }
 }

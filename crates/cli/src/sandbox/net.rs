@@ -35,13 +35,13 @@ pub fn build_underlay(l: &Layout, o: &NetOpts) -> Result<()> {
     ns_exec(&ul, &["ip", "link", "set", &br, "up"])?;
 
     // Management link: the cluster (root namespace) is reachable from the
-    // host namespaces at Layout::mgmt_ip().
+    // host namespaces at Layout::mgmt_ip.
     let (m, mp) = (l.mgmt_if(), l.mgmt_peer_if());
     ip(&["link", "add", &m, "mtu", &mtu, "type", "veth", "peer", "name", &mp, "netns", &ul, "mtu", &mtu])
         .context("creating the management link")?;
     ns_exec(&ul, &["ip", "link", "set", &mp, "master", &br])?;
     ns_exec(&ul, &["ip", "link", "set", &mp, "up"])?;
-    let mgmt_cidr = format!("{}/24", Layout::mgmt_ip());
+    let mgmt_cidr = format!("{}/24", l.mgmt_ip());
     ip(&["addr", "add", &mgmt_cidr, "dev", &m])?;
     ip(&["link", "set", &m, "up"])?;
 
@@ -52,7 +52,7 @@ pub fn build_underlay(l: &Layout, o: &NetOpts) -> Result<()> {
         ip(&["link", "add", &hif, "netns", &ns, "mtu", &mtu, "type", "veth", "peer", "name", &bif, "netns", &ul, "mtu", &mtu])?;
         ns_exec(&ul, &["ip", "link", "set", &bif, "master", &br])?;
         ns_exec(&ul, &["ip", "link", "set", &bif, "up"])?;
-        let cidr = format!("{}/24", Layout::host_underlay_ip(h));
+        let cidr = format!("{}/24", l.host_underlay_ip(h));
         ns_exec(&ns, &["ip", "addr", "add", &cidr, "dev", &hif])?;
         ns_exec(&ns, &["ip", "link", "set", &hif, "up"])?;
     }

@@ -38,7 +38,7 @@ pub struct HostRecord {
     pub underlay_ip: Option<Ipv4Addr>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BridgeRecord {
     pub name: String,
     pub id: String,
