@@ -49,7 +49,7 @@ pub mod vxlan;
 
 use std::net::Ipv4Addr;
 
-pub use midonet_flow::{Action, Actions, FlowKey, FlowMask, InPort};
+pub use midonet_flow::{Action, Actions, FlowKey, FlowMask, InPort, MacAddr};
 pub use table::{FlowId, Hit, TableConfig, TableStats};
 
 /// A datapath port number (what `Action::Output` names).

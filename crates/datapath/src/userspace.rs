@@ -375,6 +375,11 @@ impl UserspaceDatapath {
         rx.recv().map_err(|_| DpError::Gone)
     }
 
+    /// Replace the upcall handler (takes effect before the next batch).
+    pub fn set_handler(&self, handler: Option<Box<dyn UpcallHandler>>) -> Result<(), DpError> {
+        self.call(move |s| s.core.handler = handler)
+    }
+
     /// Address the tunnel socket is bound to.
     pub fn tunnel_addr(&self) -> Option<SocketAddrV4> {
         self.tunnel_local

@@ -1,0 +1,268 @@
+//! System tests of the userspace datapath on real kernels, in network
+//! namespaces named `mdp…` (created and removed by `midonet_testkit::Lab`).
+//! They need root; without it they print why and pass vacuously.
+//!
+//! Knobs for measuring rather than testing (still bounded in time):
+//! `MDP_UDP_SECS` (UDP flood duration, default 1), `MDP_IPERF_SECS`
+//! (iperf3 duration, default 3), `MDP_PING_N` (pings, default 5).
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use midonet_datapath::sys::{enter_netns, PacketSocket, TxItem, TxQueue};
+use midonet_datapath::testing::MacTableHandler;
+use midonet_datapath::userspace::{UserspaceConfig, UserspaceDatapath};
+use midonet_datapath::{Action, Datapath, DropReason, MacAddr};
+use midonet_testkit::{add_neigh, have_program, ns_exec, ns_output, Lab, Vm, VmSpec};
+
+fn root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!("skipping: needs root for network namespaces");
+        false
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn mac(vm: &Vm) -> MacAddr {
+    MacAddr::from_str(&vm.mac).expect("mac from sysfs")
+}
+
+fn vm(lab: &mut Lab, name: &str, host_ns: &str, ip: &str, mac: &str) -> Vm {
+    let h = format!("{name}h");
+    let v = lab
+        .add_vm(&VmSpec {
+            name,
+            host_ns,
+            host_if: &h,
+            vm_if: name,
+            ip_cidr: ip,
+            mac: Some(mac),
+            mtu: Some(1500),
+            gateway: None,
+        })
+        .expect("vm");
+    // No IPv6 chatter (router solicitations, MLD) in the counters.
+    ns_exec(&v.ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
+    ns_exec(host_ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
+    v
+}
+
+/// Ping and return the average RTT in ms.
+fn ping(from: &Vm, to: Ipv4Addr, n: u64) -> f64 {
+    let count = n.to_string();
+    let dst = to.to_string();
+    let out = ns_output(&from.ns, &["ping", "-c", &count, "-i", "0.01", "-W", "1", &dst]).expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{n} received")), "ping failed:\n{text}");
+    // "rtt min/avg/max/mdev = 0.041/0.058/0.090/0.015 ms"
+    text.lines()
+        .find(|l| l.contains("min/avg/max"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("rtt line")
+}
+
+/// Flood 18-byte UDP datagrams from `src` to `dst` for `secs`; returns
+/// (sent, received).
+fn udp_flood(src: &Vm, dst: &Vm, secs: u64) -> (u64, u64) {
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let rx = {
+        let ns = dst.ns.clone();
+        let received = received.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            enter_netns(&ns).expect("enter dst ns");
+            let s = UdpSocket::bind("0.0.0.0:9000").expect("bind");
+            s.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+            ready_tx.send(()).expect("ready");
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                if s.recv(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    ready_rx.recv().expect("receiver ready");
+    let sent = {
+        let ns = src.ns.clone();
+        let to = SocketAddrV4::new(dst.ip, 9000);
+        std::thread::spawn(move || {
+            enter_netns(&ns).expect("enter src ns");
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            let end = Instant::now() + Duration::from_secs(secs);
+            let mut n = 0u64;
+            let payload = [0x55u8; 18];
+            while Instant::now() < end {
+                for _ in 0..64 {
+                    if s.send_to(&payload, to).is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+            n
+        })
+        .join()
+        .expect("sender")
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    rx.join().expect("receiver");
+    (sent, received.load(Ordering::Relaxed))
+}
+
+/// Write a frame onto `ifname` inside `ns` with an AF_PACKET socket.
+fn inject_raw(ns: &str, ifname: &str, frame: Vec<u8>) {
+    let ns = ns.to_owned();
+    let ifname = ifname.to_owned();
+    std::thread::spawn(move || {
+        enter_netns(&ns).expect("enter ns");
+        let s = PacketSocket::open(&ifname).expect("packet socket");
+        let mut q = TxQueue::new(1);
+        q.push(TxItem { head: [0; 16], head_len: 10, ptr: frame.as_ptr(), len: frame.len(), dst: None });
+        let (sent, _, failed) = q.flush(s.fd());
+        assert_eq!((sent, failed), (1, 0));
+    })
+    .join()
+    .expect("inject thread");
+}
+
+#[test]
+fn two_vms_on_one_host() {
+    if !root() {
+        return;
+    }
+    let mut lab = Lab::new("mdp").expect("lab");
+    let h = lab.add_host("h").expect("host");
+    let a = vm(&mut lab, "a", &h, "198.19.71.1/24", "02:00:00:00:71:01");
+    let b = vm(&mut lab, "b", &h, "198.19.71.2/24", "02:00:00:00:71:02");
+    add_neigh(&a.ns, &a.vm_if, b.ip, &b.mac).expect("neigh");
+    add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
+
+    let dp = UserspaceDatapath::start(
+        UserspaceConfig { name: "mdp-dp".into(), netns: Some(h.clone()), ..UserspaceConfig::default() },
+        None,
+    )
+    .expect("start datapath");
+    let pa = dp.add_vport(&a.host_if).expect("vport a");
+    let pb = dp.add_vport(&b.host_if).expect("vport b");
+    let handler = MacTableHandler::new().route(mac(&b), &[Action::Output(pb)]).route(mac(&a), &[Action::Output(pa)]);
+    let calls = handler.calls.clone();
+    dp.set_handler(Some(Box::new(handler))).expect("handler");
+
+    let rtt = ping(&a, b.ip, env_u64("MDP_PING_N", 5));
+    eprintln!("local: ping rtt avg {rtt:.3} ms");
+    assert_eq!(calls.load(Ordering::Relaxed), 2, "one upcall per direction");
+
+    let secs = env_u64("MDP_UDP_SECS", 1);
+    let (sent, got) = udp_flood(&a, &b, secs);
+    eprintln!("local: udp 18 B: sent {sent}, received {got} ({:.0} kpps delivered)", got as f64 / secs as f64 / 1e3);
+    assert!(got > 0, "no datagram arrived");
+    let st = dp.stats().expect("stats");
+    let rx_a = st.port(pa).expect("port a").rx_packets;
+    let tx_b = st.port(pb).expect("port b").tx_packets;
+    assert!(rx_a >= got && tx_b >= got, "port counters {rx_a}/{tx_b} below delivered {got}");
+
+    // A frame whose IPv4 header is cut short: counted as malformed and dropped.
+    let before = st.drops.get(DropReason::Malformed);
+    let mut bad = midonet_datapath::testing::udp_frame(mac(&a), mac(&b), a.ip, b.ip, 1, 2, b"x");
+    bad.truncate(14 + 12);
+    inject_raw(&a.ns, &a.vm_if, bad);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let d = dp.stats().expect("stats").drops.get(DropReason::Malformed);
+        if d > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "malformed frame not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Good traffic still flows.
+    ping(&a, b.ip, 2);
+    drop(dp);
+}
+
+#[test]
+fn vxlan_between_two_hosts() {
+    if !root() {
+        return;
+    }
+    let mut lab = Lab::new("mdp").expect("lab");
+    let h1 = lab.add_host("h1").expect("h1");
+    let h2 = lab.add_host("h2").expect("h2");
+    let (u1, u2) = (Ipv4Addr::new(198, 18, 72, 1), Ipv4Addr::new(198, 18, 72, 2));
+    // Underlay MTU big enough for one 60 KB GSO frame per VXLAN datagram.
+    lab.add_underlay(&[(&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24")], 65000).expect("underlay");
+    let a = vm(&mut lab, "a", &h1, "198.19.72.1/24", "02:00:00:00:72:01");
+    let b = vm(&mut lab, "b", &h2, "198.19.72.2/24", "02:00:00:00:72:02");
+    for v in [&a, &b] {
+        ns_exec(&v.ns, &["ip", "link", "set", "dev", &v.vm_if, "gso_max_size", "60000"]).expect("gso cap");
+    }
+    add_neigh(&a.ns, &a.vm_if, b.ip, &b.mac).expect("neigh");
+    add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
+
+    let cfg = |name: &str, ns: &str, ip| UserspaceConfig {
+        name: name.into(),
+        netns: Some(ns.into()),
+        underlay_ip: Some(ip),
+        ..UserspaceConfig::default()
+    };
+    let dp1 = UserspaceDatapath::start(cfg("mdp-dp1", &h1, u1), None).expect("dp1");
+    let dp2 = UserspaceDatapath::start(cfg("mdp-dp2", &h2, u2), None).expect("dp2");
+    let pa = dp1.add_vport(&a.host_if).expect("vport a");
+    let pb = dp2.add_vport(&b.host_if).expect("vport b");
+    let (key_a, key_b) = (0x101, 0x102);
+    dp1.bind_tunnel_key(key_a, pa).expect("bind a");
+    dp2.bind_tunnel_key(key_b, pb).expect("bind b");
+    let h1h = MacTableHandler::new().route(mac(&b), &[Action::Tunnel { dst: u2, key: key_b }]);
+    let h2h = MacTableHandler::new().route(mac(&a), &[Action::Tunnel { dst: u1, key: key_a }]);
+    let (c1, c2) = (h1h.calls.clone(), h2h.calls.clone());
+    dp1.set_handler(Some(Box::new(h1h))).expect("handler 1");
+    dp2.set_handler(Some(Box::new(h2h))).expect("handler 2");
+
+    let rtt = ping(&a, b.ip, env_u64("MDP_PING_N", 5));
+    eprintln!("vxlan: ping rtt avg {rtt:.3} ms");
+    assert_eq!((c1.load(Ordering::Relaxed), c2.load(Ordering::Relaxed)), (1, 1), "egress hosts do not simulate");
+    let s1 = dp1.stats().expect("stats");
+    assert!(s1.tunnel.tx_packets >= 5 && s1.tunnel.rx_packets >= 5, "{:?}", s1.tunnel);
+
+    let secs = env_u64("MDP_UDP_SECS", 1);
+    let (sent, got) = udp_flood(&a, &b, secs);
+    eprintln!("vxlan: udp 18 B: sent {sent}, received {got} ({:.0} kpps delivered)", got as f64 / secs as f64 / 1e3);
+    assert!(got > 0);
+
+    if !have_program("iperf3") {
+        eprintln!("iperf3 not installed: skipping the TCP part");
+        return;
+    }
+    let server = lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5299"]).expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = env_u64("MDP_IPERF_SECS", 3).to_string();
+    let dst = b.ip.to_string();
+    let out = ns_output(&a.ns, &["iperf3", "-c", &dst, "-p", "5299", "-t", &t, "-J"]).expect("iperf3 client");
+    let _ = server.wait_output(Duration::from_secs(5));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 json");
+    let recv = &j["end"]["sum_received"];
+    let bytes = recv["bytes"].as_f64().unwrap_or(0.0);
+    let gbps = recv["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9;
+    eprintln!("vxlan: iperf3 tcp {gbps:.2} Gbit/s ({bytes:.0} bytes received)");
+    let st1 = dp1.stats().expect("stats");
+    let st2 = dp2.stats().expect("stats");
+    eprintln!("vxlan: dp1 drops {:?}\nvxlan: dp2 drops {:?}", nonzero(&st1), nonzero(&st2));
+    assert!(bytes > 1e6, "TCP data did not arrive: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn nonzero(s: &midonet_datapath::DpStats) -> Vec<(&'static str, u64)> {
+    s.drops.iter().filter(|(_, n)| *n > 0).map(|(r, n)| (r.as_str(), n)).collect()
+}
