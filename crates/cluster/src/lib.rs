@@ -1,1 +1,92 @@
-//! midonet-cluster (placeholder; see ARCHITECTURE.md).
+//! midonet-cluster: the MidoNet-compatible REST API over the topology store.
+//!
+//! ```text
+//!               clients (midonet CLI, midonetclient, curl)
+//!                                  │ HTTP :8181 /midonet-api, /metrics
+//!   ┌──────────────────────────────▼───────────────────────────────┐
+//!   │ tasks::serve_http  (axum)                                     │
+//!   │   api::Ctx  ── auth::Auth (tokens)                            │
+//!   │   api::generic::<Kind> + api::sub  ── txn! ── db::Tx          │
+//!   │   metrics::Metrics                                            │
+//!   └──────────────────────────────┬───────────────────────────────┘
+//!        (gRPC topology service: later, reusing `Cluster`)
+//!                                  │ Arc<dyn Store>
+//!                 embedded redb file │ memory │ etcd cluster
+//! ```
+//!
+//! [`Cluster`] is the shared state (store, auth, config, metrics); [`run`]
+//! opens the store and serves until `shutdown` completes. [`testing`] starts a
+//! cluster on a free port for tests of this and other crates.
+//!
+//! # Integrity
+//!
+//! Every write is one store transaction built by [`db::Tx`]: it compares the
+//! `mod_revision` of every object the decision read, writes everything at
+//! once, and is retried (up to [`db::MAX_ATTEMPTS`]) when a compare fails;
+//! then the client gets 409. Referenced ids must exist (400 naming the
+//! field); new references touch a guard key so that a concurrent delete of
+//! the referenced object cannot miss them (see [`db`]). Port tunnel keys come
+//! from the counter `/midonet/v1/meta/tunnel_key` in the same transaction.
+//!
+//! # Delete rules
+//!
+//! Deleting a bridge or router deletes its ports (unlinking their peers),
+//! a router's routes, a bridge's DHCP subnets/hosts and MAC/ARP entries.
+//! Deleting a port unlinks its peer and deletes routes through it and its
+//! MAC entries. A chain, port group, IP address group, mirror or health
+//! monitor still referenced gives 409 (a chain's own rules are deleted with
+//! it, an address group's addresses too). A tunnel zone takes its
+//! memberships along; a host must not be alive, and takes its bindings,
+//! memberships and interfaces along. A load balancer with pools or VIPs, or
+//! a pool with VIPs, gives 409; a pool takes its members along. The full
+//! table is in [`api::kinds`].
+//!
+//! # Tenancy
+//!
+//! Admins see everything. A tenant token sees only objects whose own tenant
+//! (or whose owning device's, chain's or load balancer's tenant) is its
+//! tenant: others are 404, lists are filtered, creates get its tenant (a
+//! different explicit `tenantId` is 403). Hosts and tunnel zones are
+//! admin-only (403).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod tasks;
+pub mod testing;
+
+use std::sync::Arc;
+
+use midonet_store::Store;
+
+pub use config::Config;
+pub use error::{ApiError, ClusterError};
+pub use tasks::{run, serve};
+
+/// State shared by every request (and by the gRPC service, later).
+pub struct Cluster {
+    pub store: Arc<dyn Store>,
+    pub auth: auth::Auth,
+    pub config: Config,
+    pub metrics: metrics::Metrics,
+    /// Serializes creates that all write one counter (ports and their
+    /// tunnel keys) inside this process, so they queue instead of
+    /// conflicting; across replicas the store compares still decide.
+    pub create_lock: tokio::sync::Mutex<()>,
+}
+
+impl Cluster {
+    /// Wraps an open store.
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            store,
+            auth: auth::Auth::new(&config.auth),
+            config,
+            metrics: metrics::Metrics::new(),
+            create_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+}

@@ -1,0 +1,238 @@
+//! Authentication (login with HTTP Basic → token) and the caller's role.
+//!
+//! ```text
+//! POST /login  Authorization: Basic b64(user:pw) [X-Auth-Project]
+//!    └─► 200  Set-Cookie: sessionId=<token>; Expires=..; Path=/   body {"key","expires"}
+//! any other call  X-Auth-Token: <token>  ─► Session { user, role }
+//!    missing/unknown/expired token ─► 401 + WWW-Authenticate (the client logs in again)
+//! ```
+//!
+//! Tokens are 128 random bits, kept in memory only: a restarted cluster
+//! forgets them and clients log in again on the 401, which MidoNet's clients
+//! do by themselves. Several replicas behind one address therefore need
+//! sticky sessions (or a shared token store; not needed yet).
+//!
+//! With auth disabled every call is an admin call and `/login` hands out a
+//! token to anyone, so clients that always log in keep working.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+use crate::config::{AuthConfig, RoleName, UserConfig};
+use crate::error::ApiError;
+
+/// What the caller may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Sees and changes everything.
+    Admin,
+    /// Sees and changes only objects of this tenant.
+    Tenant(String),
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    pub role: Role,
+    pub expires: SystemTime,
+}
+
+impl Session {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+    pub fn tenant(&self) -> Option<&str> {
+        match &self.role {
+            Role::Admin => None,
+            Role::Tenant(t) => Some(t),
+        }
+    }
+}
+
+/// Users and live tokens.
+pub struct Auth {
+    enabled: bool,
+    ttl: Duration,
+    users: Vec<UserConfig>,
+    tokens: Mutex<HashMap<String, Session>>,
+}
+
+impl Auth {
+    pub fn new(cfg: &AuthConfig) -> Self {
+        Auth {
+            enabled: cfg.enabled,
+            ttl: Duration::from_secs(cfg.token_ttl_secs.max(1)),
+            users: cfg.users.clone(),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Tenants named by configured users.
+    pub fn user_tenants(&self) -> impl Iterator<Item = &str> {
+        self.users.iter().filter_map(|u| u.tenant.as_deref())
+    }
+
+    fn role_of(u: &UserConfig) -> Role {
+        match u.role {
+            RoleName::Admin => Role::Admin,
+            RoleName::Tenant => Role::Tenant(u.tenant.clone().unwrap_or_default()),
+        }
+    }
+
+    /// Checks an `Authorization: Basic` header and issues a token.
+    pub fn login(&self, authorization: Option<&str>) -> Result<(String, Session), ApiError> {
+        if !self.enabled {
+            let user = authorization
+                .and_then(|h| decode_basic(h).ok())
+                .map_or_else(|| "anonymous".to_string(), |(u, _)| u);
+            return Ok(self.issue(&user, Role::Admin));
+        }
+        let header = authorization
+            .ok_or_else(|| ApiError::unauthorized("log in with HTTP Basic credentials"))?;
+        let (name, password) = decode_basic(header)?;
+        let user = self
+            .users
+            .iter()
+            .find(|u| u.name == name && password_matches(u, &password))
+            .ok_or_else(|| ApiError::unauthorized("wrong user name or password"))?;
+        Ok(self.issue(&user.name, Self::role_of(user)))
+    }
+
+    /// Issues a token for a configured user without a password (tests and
+    /// in-process tools). `None` if the user is unknown.
+    pub fn token_for(&self, user: &str) -> Option<String> {
+        if !self.enabled {
+            return Some(self.issue(user, Role::Admin).0);
+        }
+        let u = self.users.iter().find(|u| u.name == user)?;
+        Some(self.issue(&u.name, Self::role_of(u)).0)
+    }
+
+    /// Issues a token with an explicit role.
+    pub fn issue(&self, user: &str, role: Role) -> (String, Session) {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let session =
+            Session { user: user.to_string(), role, expires: SystemTime::now() + self.ttl };
+        let mut tokens = self.tokens.lock();
+        let now = SystemTime::now();
+        // Dropping expired tokens here keeps the map bounded by the logins
+        // of one TTL without a background task.
+        tokens.retain(|_, s| s.expires > now);
+        tokens.insert(token.clone(), session.clone());
+        (token, session)
+    }
+
+    /// The session of an `X-Auth-Token`, or 401.
+    pub fn check(&self, token: Option<&str>) -> Result<Session, ApiError> {
+        if !self.enabled {
+            return Ok(Session {
+                user: "admin".into(),
+                role: Role::Admin,
+                expires: SystemTime::now() + self.ttl,
+            });
+        }
+        let token = token.ok_or_else(|| {
+            ApiError::unauthorized("missing X-Auth-Token: log in at /midonet-api/login first")
+        })?;
+        let tokens = self.tokens.lock();
+        match tokens.get(token.trim()) {
+            Some(s) if s.expires > SystemTime::now() => Ok(s.clone()),
+            Some(_) => Err(ApiError::unauthorized("token expired: log in again")),
+            None => Err(ApiError::unauthorized("unknown token: log in again")),
+        }
+    }
+}
+
+fn decode_basic(header: &str) -> Result<(String, String), ApiError> {
+    let bad = || ApiError::unauthorized("malformed Authorization header: expected Basic credentials");
+    let (scheme, rest) = header.trim().split_once(' ').ok_or_else(bad)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(bad());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(rest.trim()).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (u, p) = text.split_once(':').ok_or_else(bad)?;
+    Ok((u.to_string(), p.to_string()))
+}
+
+fn password_matches(u: &UserConfig, password: &str) -> bool {
+    if let Some(p) = &u.password {
+        return constant_time_eq(p.as_bytes(), password.as_bytes());
+    }
+    if let Some(h) = &u.password_sha256 {
+        let digest = Sha256::digest(password.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        return constant_time_eq(hex.as_bytes(), h.trim().to_ascii_lowercase().as_bytes());
+    }
+    false
+}
+
+/// Compares without an early exit, so timing does not tell how much of a
+/// password matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(u: &str, p: &str) -> String {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+    }
+
+    fn auth() -> Auth {
+        let mut cfg = AuthConfig::default();
+        cfg.users.push(UserConfig::new("admin", "pw", RoleName::Admin, None));
+        let hash: String =
+            Sha256::digest(b"secret").iter().map(|b| format!("{b:02x}")).collect();
+        cfg.users.push(UserConfig {
+            name: "alice".into(),
+            password: None,
+            password_sha256: Some(hash),
+            role: RoleName::Tenant,
+            tenant: Some("t1".into()),
+        });
+        Auth::new(&cfg)
+    }
+
+    #[test]
+    fn login_then_check_gives_role() {
+        let a = auth();
+        let (tok, s) = a.login(Some(&basic("admin", "pw"))).expect("admin login");
+        assert!(s.is_admin());
+        assert_eq!(a.check(Some(&tok)).expect("valid").user, "admin");
+        let (tok, s) = a.login(Some(&basic("alice", "secret"))).expect("hashed login");
+        assert_eq!(s.tenant(), Some("t1"));
+        assert_eq!(a.check(Some(&tok)).expect("valid").role, Role::Tenant("t1".into()));
+    }
+
+    #[test]
+    fn bad_credentials_and_tokens_are_401() {
+        let a = auth();
+        for h in [basic("admin", "nope"), basic("eve", "pw"), "Bearer x".into(), "Basic !!".into()] {
+            assert_eq!(a.login(Some(&h)).expect_err("rejected").status.as_u16(), 401, "{h}");
+        }
+        assert_eq!(a.check(None).expect_err("missing").status.as_u16(), 401);
+        assert_eq!(a.check(Some("deadbeef")).expect_err("unknown").status.as_u16(), 401);
+    }
+
+    #[test]
+    fn disabled_auth_makes_everyone_admin() {
+        let a = Auth::new(&AuthConfig { enabled: false, ..AuthConfig::default() });
+        assert!(a.check(None).expect("no token needed").is_admin());
+        assert!(a.login(None).expect("anyone").1.is_admin());
+    }
+}

@@ -1,0 +1,219 @@
+//! Cluster configuration: one TOML file, every key optional.
+//!
+//! ```toml
+//! # Address of the REST API (and of /metrics).            default 127.0.0.1:8181
+//! listen = "127.0.0.1:8181"
+//! # Where the topology lives: embedded:/path, memory:, etcd://h:p[,h:p]
+//! #                                  default embedded:/var/lib/midonet/cluster.redb
+//! store = "embedded:/var/lib/midonet/cluster.redb"
+//! # Base URL written into `uri` fields and `Location` headers, for clusters
+//! # behind a proxy. Empty: built from each request's Host header.  default ""
+//! public_url = ""
+//! # Address of the agents' gRPC topology service.          default 127.0.0.1:8182
+//! grpc_listen = "127.0.0.1:8182"
+//!
+//! [auth]
+//! enabled = true            # false = everyone is admin (same as --no-auth)
+//! token_ttl_secs = 3600     # lifetime of a token from POST /login
+//!
+//! [[auth.users]]
+//! name = "admin"
+//! password = "secret"       # or password_sha256 = "<hex of sha256(password)>"
+//! role = "admin"            # "admin" | "tenant"
+//!
+//! [[auth.users]]
+//! name = "alice"
+//! password = "pw"
+//! role = "tenant"
+//! tenant = "t1"             # required for role = "tenant"
+//!
+//! [[tenants]]               # listed by GET /tenants even before they own objects
+//! id = "t1"
+//! name = "Tenant One"
+//! ```
+//!
+//! With auth enabled and no users configured nobody can log in; the cluster
+//! logs a warning at start. Use `--no-auth` for a private development setup.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClusterError;
+
+/// Default REST listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8181";
+/// Default gRPC listen address (topology service).
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:8182";
+/// Default store URL.
+pub const DEFAULT_STORE: &str = "embedded:/var/lib/midonet/cluster.redb";
+/// Default token lifetime.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub store: String,
+    pub public_url: String,
+    pub grpc_listen: SocketAddr,
+    pub auth: AuthConfig,
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    pub token_ttl_secs: u64,
+    pub users: Vec<UserConfig>,
+}
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    Admin,
+    Tenant,
+}
+
+/// `[[auth.users]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Lower-case hex SHA-256 of the password, to keep plain passwords out
+    /// of the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_sha256: Option<String>,
+    pub role: RoleName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// `[[tenants]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("constant address parses"),
+            store: DEFAULT_STORE.to_string(),
+            public_url: String::new(),
+            grpc_listen: DEFAULT_GRPC_LISTEN.parse().expect("constant address parses"),
+            auth: AuthConfig::default(),
+            tenants: Vec::new(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { enabled: true, token_ttl_secs: DEFAULT_TOKEN_TTL_SECS, users: Vec::new() }
+    }
+}
+
+impl UserConfig {
+    /// A user with a plain password (tests, examples).
+    pub fn new(name: &str, password: &str, role: RoleName, tenant: Option<&str>) -> Self {
+        UserConfig {
+            name: name.into(),
+            password: Some(password.into()),
+            password_sha256: None,
+            role,
+            tenant: tenant.map(str::to_string),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document and checks it.
+    pub fn from_toml(text: &str) -> Result<Config, ClusterError> {
+        let cfg: Config = toml::from_str(text).map_err(ClusterError::ConfigParse)?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Config, ClusterError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ClusterError::ConfigRead { path: path.to_path_buf(), source: e })?;
+        Config::from_toml(&text)
+    }
+
+    /// Consistency checks that serde cannot express.
+    pub fn check(&self) -> Result<(), ClusterError> {
+        for u in &self.auth.users {
+            if u.password.is_none() && u.password_sha256.is_none() {
+                return Err(ClusterError::ConfigInvalid(format!(
+                    "user `{}` needs password or password_sha256",
+                    u.name
+                )));
+            }
+            if u.role == RoleName::Tenant && u.tenant.as_deref().is_none_or(str::is_empty) {
+                return Err(ClusterError::ConfigInvalid(format!(
+                    "user `{}` has role tenant but no tenant",
+                    u.name
+                )));
+            }
+        }
+        if !self.public_url.is_empty()
+            && !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://"))
+        {
+            return Err(ClusterError::ConfigInvalid(format!(
+                "public_url `{}` must start with http:// or https://",
+                self.public_url
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = Config::from_toml("").expect("empty is valid");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.store, DEFAULT_STORE);
+        assert!(c.auth.enabled);
+        assert_eq!(c.auth.token_ttl_secs, 3600);
+    }
+
+    #[test]
+    fn users_and_tenants_parse_and_are_checked() {
+        let c = Config::from_toml(
+            r#"
+listen = "0.0.0.0:9000"
+[auth]
+[[auth.users]]
+name = "alice"
+password = "pw"
+role = "tenant"
+tenant = "t1"
+[[tenants]]
+id = "t1"
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.auth.users[0].tenant.as_deref(), Some("t1"));
+        assert_eq!(c.tenants[0].id, "t1");
+        let e = Config::from_toml("[[auth.users]]\nname='x'\npassword='p'\nrole='tenant'\n")
+            .expect_err("tenant missing");
+        assert!(e.to_string().contains("tenant"), "{e}");
+        assert!(Config::from_toml("bogus = 1").is_err());
+    }
+}

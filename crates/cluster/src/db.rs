@@ -1,0 +1,396 @@
+//! Optimistic transactions over the [`Store`]: read, decide, write all at
+//! once with compares on what the decision was based on.
+//!
+//! ```text
+//!   Tx::new ──get(k)────► store.get      (k, mod_revision) recorded as a compare
+//!           ──list(p)───► store.range    entries remembered, compared only if written
+//!           ──put/delete► buffered       (later reads of the same key see them)
+//!           ──touch(id)─► guard key put  (see "guards" below)
+//!   commit ──► Txn { compares, puts+deletes } ──► succeeded? done : Conflict → retry
+//! ```
+//!
+//! The [`txn!`](crate::txn) macro runs a body in a fresh `Tx` and retries the
+//! whole body on [`CommitError::Conflict`] (with a short jittered backoff) up
+//! to [`MAX_ATTEMPTS`] times, then answers 409. A body that returns an error
+//! writes nothing.
+//!
+//! # Guards: catching concurrent inserts that a range read cannot see
+//!
+//! A compare on a key catches changes to objects we read, but not a *new*
+//! object created concurrently that refers to one we are deleting (a port
+//! created on a bridge while the bridge is deleted, a rule jumping to a chain
+//! while the chain is deleted). So every write of an object also puts
+//! `/midonet/v1/meta/guard/<id>` for each id it refers to (blind writes, so
+//! writers never conflict with each other), and a delete of `<id>` reads —
+//! and therefore compares — that guard key before it scans for referrers.
+//! Any referrer committed after the scan changes the guard and fails the
+//! delete, which then retries and sees it.
+//!
+//! Keys under `/midonet/v1/meta/` and `/midonet/v1/state/` are not topology
+//! objects; topology watchers skip them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+
+use midonet_store::{Compare, CompareOp, Store, StoreError, Txn, TxnOp};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// How many times a write is tried before answering 409.
+pub const MAX_ATTEMPTS: u32 = 12;
+
+/// Counter of the next tunnel key to hand out.
+pub const TUNNEL_KEY_COUNTER: &str = "/midonet/v1/meta/tunnel_key";
+/// First tunnel key handed out (lower values are reserved, as in MidoNet).
+pub const FIRST_TUNNEL_KEY: u32 = 16;
+/// Last tunnel key handed out: port keys use the low 20 bits of the 24-bit
+/// VNI; the upper bits (trace flag, key type) and 0xFFFFFF (flow state) are
+/// reserved (reference §1.7).
+pub const LAST_TUNNEL_KEY: u32 = 0x000F_FFFF;
+
+/// Prefix of the guard keys.
+pub const GUARD_PREFIX: &str = "/midonet/v1/meta/guard/";
+/// Prefix of runtime state written by agents under leases.
+pub const STATE_PREFIX: &str = "/midonet/v1/state/";
+
+pub fn guard_key(id: Uuid) -> String {
+    format!("{GUARD_PREFIX}{id}")
+}
+/// Present while the host's agent is alive (under the agent's lease).
+pub fn host_alive_key(id: Uuid) -> String {
+    format!("{STATE_PREFIX}hosts/{id}/alive")
+}
+/// Present while the port is active on some host (under that agent's lease).
+pub fn port_active_key(id: Uuid) -> String {
+    format!("{STATE_PREFIX}ports/{id}/active")
+}
+
+/// Why a commit did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Something read by the transaction changed before it committed.
+    #[error("conflict with a concurrent write")]
+    Conflict,
+    #[error("store failed")]
+    Store(#[from] StoreError),
+}
+
+/// One optimistic transaction. Not shared between tasks.
+pub struct Tx {
+    store: Arc<dyn Store>,
+    /// Keys read with `get`: compared on commit (0 = was missing).
+    compared: HashMap<Vec<u8>, i64>,
+    /// Keys seen through `list`: compared only if this transaction writes them.
+    seen: HashMap<Vec<u8>, i64>,
+    /// Values read, for repeated reads.
+    cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    touched: BTreeSet<Uuid>,
+}
+
+/// Helps type inference of the `?` operator inside [`txn!`](crate::txn) bodies.
+pub fn typed<T, F: Future<Output = Result<T, ApiError>>>(f: F) -> F {
+    f
+}
+
+/// Sleeps a little before retry `attempt` (1-based): 1–4 ms times the
+/// attempt, jittered so that retrying writers spread out.
+pub async fn backoff(attempt: u32) {
+    let ms = u64::from(attempt) * (1 + rand::random::<u64>() % 4);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+impl Tx {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Tx {
+            store,
+            compared: HashMap::new(),
+            seen: HashMap::new(),
+            cache: HashMap::new(),
+            writes: BTreeMap::new(),
+            touched: BTreeSet::new(),
+        }
+    }
+
+    /// Reads a key (seeing this transaction's own writes); the value read is
+    /// compared on commit.
+    pub async fn get_raw(&mut self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        let k = key.as_bytes();
+        if let Some(w) = self.writes.get(k) {
+            return Ok(w.clone());
+        }
+        if let Some(v) = self.cache.get(k) {
+            if !self.compared.contains_key(k) {
+                let rev = self.seen.get(k).copied().unwrap_or(0);
+                self.compared.insert(k.to_vec(), rev);
+            }
+            return Ok(v.clone());
+        }
+        let kv = self.store.get(k).await?;
+        let (rev, val) = match kv {
+            Some(kv) => (kv.mod_revision, Some(kv.value)),
+            None => (0, None),
+        };
+        self.compared.insert(k.to_vec(), rev);
+        self.cache.insert(k.to_vec(), val.clone());
+        Ok(val)
+    }
+
+    /// Reads and decodes a key.
+    pub async fn get<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, ApiError> {
+        match self.get_raw(key).await? {
+            None => Ok(None),
+            Some(bytes) => decode(key, &bytes).map(Some),
+        }
+    }
+
+    /// Whether a key exists (compared on commit).
+    pub async fn exists(&mut self, key: &str) -> Result<bool, ApiError> {
+        Ok(self.get_raw(key).await?.is_some())
+    }
+
+    /// Reads every key under `prefix`, with this transaction's writes
+    /// applied, sorted by key. Not compared unless written later.
+    pub async fn list_raw(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+        let resp = self.store.range(prefix.as_bytes()).await?;
+        let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for kv in resp.kvs {
+            if !self.compared.contains_key(&kv.key) {
+                self.seen.insert(kv.key.clone(), kv.mod_revision);
+            }
+            self.cache.entry(kv.key.clone()).or_insert_with(|| Some(kv.value.clone()));
+            out.insert(kv.key, kv.value);
+        }
+        for (k, w) in self.writes.range(prefix.as_bytes().to_vec()..) {
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            match w {
+                Some(v) => {
+                    out.insert(k.clone(), v.clone());
+                }
+                None => {
+                    out.remove(k);
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+            .collect())
+    }
+
+    /// Reads and decodes every object under `prefix`.
+    pub async fn list<T: DeserializeOwned>(&mut self, prefix: &str) -> Result<Vec<T>, ApiError> {
+        let raw = self.list_raw(prefix).await?;
+        raw.iter().map(|(k, v)| decode(k, v)).collect()
+    }
+
+    /// Buffers a put.
+    pub fn put<T: Serialize>(&mut self, key: &str, value: &T) {
+        let bytes = serde_json::to_vec(value).expect("model objects always serialize");
+        self.writes.insert(key.as_bytes().to_vec(), Some(bytes));
+    }
+
+    /// Buffers a put of raw bytes.
+    pub fn put_raw(&mut self, key: &str, value: Vec<u8>) {
+        self.writes.insert(key.as_bytes().to_vec(), Some(value));
+    }
+
+    /// Buffers a delete (of a key that may or may not exist).
+    pub fn delete(&mut self, key: &str) {
+        self.writes.insert(key.as_bytes().to_vec(), None);
+    }
+
+    /// Marks that something now refers to `id` (see module docs).
+    pub fn touch(&mut self, id: Uuid) {
+        if !id.is_nil() {
+            self.touched.insert(id);
+        }
+    }
+
+    /// Reads `id`'s guard so that a concurrent new referrer fails this
+    /// transaction, and deletes the guard with the object.
+    pub async fn guard_and_drop(&mut self, id: Uuid) -> Result<(), ApiError> {
+        let key = guard_key(id);
+        self.get_raw(&key).await?;
+        self.delete(&key);
+        Ok(())
+    }
+
+    /// Allocates the next tunnel key from the counter, in this transaction.
+    pub async fn alloc_tunnel_key(&mut self) -> Result<u32, ApiError> {
+        let next = match self.get_raw(TUNNEL_KEY_COUNTER).await? {
+            None => FIRST_TUNNEL_KEY,
+            Some(b) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .ok_or_else(|| ApiError::internal("tunnel key counter is corrupt"))?,
+        };
+        if next > LAST_TUNNEL_KEY {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "no tunnel keys left for new ports",
+            ));
+        }
+        self.put_raw(TUNNEL_KEY_COUNTER, (next + 1).to_string().into_bytes());
+        Ok(next)
+    }
+
+    /// Whether this transaction writes anything.
+    pub fn is_read_only(&self) -> bool {
+        self.writes.is_empty() && self.touched.is_empty()
+    }
+
+    /// Commits the buffered writes if nothing read changed meanwhile.
+    pub async fn commit(self) -> Result<i64, CommitError> {
+        if self.is_read_only() {
+            return Ok(0);
+        }
+        let mut compares: Vec<Compare> = self
+            .compared
+            .iter()
+            .map(|(k, rev)| Compare::mod_revision(k.clone(), CompareOp::Equal, *rev))
+            .collect();
+        for k in self.writes.keys() {
+            if !self.compared.contains_key(k) {
+                if let Some(rev) = self.seen.get(k) {
+                    compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, *rev));
+                }
+            }
+        }
+        let mut ops: Vec<TxnOp> = self
+            .writes
+            .iter()
+            .map(|(k, w)| match w {
+                Some(v) => TxnOp::put(k.clone(), v.clone()),
+                None => TxnOp::delete(k.clone()),
+            })
+            .collect();
+        let nonce = rand::random::<u64>().to_string();
+        for id in &self.touched {
+            let k = guard_key(*id);
+            if !self.writes.contains_key(k.as_bytes()) {
+                ops.push(TxnOp::put(k, nonce.clone()));
+            }
+        }
+        let resp = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
+        if resp.succeeded {
+            Ok(resp.revision)
+        } else {
+            Err(CommitError::Conflict)
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        tracing::error!(key, error = %e, "stored object does not decode");
+        ApiError::internal(format!("stored object {key} is corrupt"))
+    })
+}
+
+/// Runs `$body` (an expression that may use `?` and must give
+/// `Result<T, ApiError>`) in a fresh [`Tx`] named `$tx`, commits, and
+/// retries the whole body on a conflict. Evaluates to `Result<T, ApiError>`.
+#[macro_export]
+macro_rules! txn {
+    ($cluster:expr, $tx:ident => $body:expr) => {{
+        let cluster: &$crate::Cluster = &$cluster;
+        let mut attempt: u32 = 0;
+        loop {
+            let mut $tx = $crate::db::Tx::new(cluster.store.clone());
+            let out = $crate::db::typed(async { $body }).await;
+            match out {
+                Err(e) => break Err(e),
+                Ok(v) => match $tx.commit().await {
+                    Ok(_) => {
+                        cluster.metrics.txn_commit();
+                        break Ok(v);
+                    }
+                    Err($crate::db::CommitError::Conflict) => {
+                        cluster.metrics.txn_conflict();
+                        attempt += 1;
+                        if attempt >= $crate::db::MAX_ATTEMPTS {
+                            cluster.metrics.txn_abort();
+                            break Err($crate::error::ApiError::conflict(
+                                "the objects changed concurrently too many times; retry",
+                            ));
+                        }
+                        $crate::db::backoff(attempt).await;
+                    }
+                    Err($crate::db::CommitError::Store(e)) => break Err(e.into()),
+                },
+            }
+        }
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> Arc<dyn Store> {
+        midonet_store::connect("memory:").await.expect("memory store")
+    }
+
+    #[tokio::test]
+    async fn reads_see_own_writes_and_lists_merge_them() {
+        let s = store().await;
+        s.put(b"/p/a", b"1", None).await.expect("put");
+        s.put(b"/p/b", b"2", None).await.expect("put");
+        let mut tx = Tx::new(s.clone());
+        tx.delete("/p/a");
+        tx.put_raw("/p/c", b"3".to_vec());
+        let keys: Vec<String> = tx.list_raw("/p/").await.expect("list").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["/p/b", "/p/c"]);
+        assert_eq!(tx.get_raw("/p/c").await.expect("get"), Some(b"3".to_vec()));
+        tx.commit().await.expect("commit");
+        assert!(s.get(b"/p/a").await.expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_change_to_a_read_key_is_a_conflict() {
+        let s = store().await;
+        s.put(b"/k", b"1", None).await.expect("put");
+        let mut tx = Tx::new(s.clone());
+        assert!(tx.exists("/k").await.expect("read"));
+        tx.put_raw("/other", b"x".to_vec());
+        s.put(b"/k", b"2", None).await.expect("concurrent write");
+        assert!(matches!(tx.commit().await, Err(CommitError::Conflict)));
+        assert!(s.get(b"/other").await.expect("get").is_none(), "nothing written");
+    }
+
+    #[tokio::test]
+    async fn a_referrer_created_after_a_delete_scanned_fails_the_delete() {
+        let s = store().await;
+        let id = Uuid::new_v4();
+        let mut del = Tx::new(s.clone());
+        del.guard_and_drop(id).await.expect("guard");
+        del.list_raw("/refs/").await.expect("scan finds nothing");
+        // A concurrent writer adds a referrer and touches the guard.
+        let mut add = Tx::new(s.clone());
+        add.put_raw("/refs/1", b"x".to_vec());
+        add.touch(id);
+        add.commit().await.expect("referrer commits");
+        del.delete("/obj");
+        assert!(matches!(del.commit().await, Err(CommitError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn tunnel_keys_count_up_from_16_and_conflict_when_raced() {
+        let s = store().await;
+        let mut a = Tx::new(s.clone());
+        let mut b = Tx::new(s.clone());
+        assert_eq!(a.alloc_tunnel_key().await.expect("a"), FIRST_TUNNEL_KEY);
+        assert_eq!(b.alloc_tunnel_key().await.expect("b"), FIRST_TUNNEL_KEY);
+        a.commit().await.expect("first wins");
+        assert!(matches!(b.commit().await, Err(CommitError::Conflict)));
+        let mut c = Tx::new(s.clone());
+        assert_eq!(c.alloc_tunnel_key().await.expect("c"), FIRST_TUNNEL_KEY + 1);
+    }
+}

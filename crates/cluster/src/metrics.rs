@@ -1,0 +1,124 @@
+//! Prometheus metrics of the cluster, served as text at `/metrics`.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `midonet_api_requests_total` | method, route, status | REST requests answered |
+//! | `midonet_api_request_duration_seconds` | method, route | latency histogram |
+//! | `midonet_store_txn_commits_total` | | write transactions committed |
+//! | `midonet_store_txn_conflicts_total` | | commits whose compares failed (retried) |
+//! | `midonet_store_txn_aborts_total` | | writes given up after the last retry (409) |
+//!
+//! `route` is the matched route template (`/midonet-api/bridges/{id}`), never
+//! the raw path, so the label set stays bounded.
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+/// All metrics of one cluster process.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<Labels, Counter>,
+    latency: Family<Labels, Histogram>,
+    commits: Counter,
+    conflicts: Counter,
+    aborts: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("midonet");
+        let requests = Family::<Labels, Counter>::default();
+        let latency = Family::<Labels, Histogram>::new_with_constructor(|| {
+            // 100 µs .. ~6.5 s
+            Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+        });
+        let commits = Counter::default();
+        let conflicts = Counter::default();
+        let aborts = Counter::default();
+        registry.register("api_requests", "REST requests answered", requests.clone());
+        registry.register(
+            "api_request_duration_seconds",
+            "REST request latency",
+            latency.clone(),
+        );
+        registry.register("store_txn_commits", "write transactions committed", commits.clone());
+        registry.register(
+            "store_txn_conflicts",
+            "write transactions whose compares failed and were retried",
+            conflicts.clone(),
+        );
+        registry.register(
+            "store_txn_aborts",
+            "writes abandoned after the last retry (answered 409)",
+            aborts.clone(),
+        );
+        Metrics { registry: Mutex::new(registry), requests, latency, commits, conflicts, aborts }
+    }
+
+    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let base = vec![("method".to_string(), method.to_string()), ("route".to_string(), route.to_string())];
+        self.latency.get_or_create(&base).observe(seconds);
+        let mut with_status = base;
+        with_status.push(("status".to_string(), status.to_string()));
+        self.requests.get_or_create(&with_status).inc();
+    }
+
+    pub fn txn_commit(&self) {
+        self.commits.inc();
+    }
+    pub fn txn_conflict(&self) {
+        self.conflicts.inc();
+    }
+    pub fn txn_abort(&self) {
+        self.aborts.inc();
+    }
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.get()
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let reg = self.registry.lock();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &reg);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_metric_is_exposed_after_use() {
+        let m = Metrics::new();
+        m.request("GET", "/midonet-api/bridges", 200, 0.001);
+        m.txn_commit();
+        m.txn_conflict();
+        m.txn_abort();
+        let text = m.render();
+        for name in [
+            "midonet_api_requests_total",
+            "midonet_api_request_duration_seconds_bucket",
+            "midonet_store_txn_commits_total 1",
+            "midonet_store_txn_conflicts_total 1",
+            "midonet_store_txn_aborts_total 1",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+        assert!(text.contains("route=\"/midonet-api/bridges\""));
+    }
+}

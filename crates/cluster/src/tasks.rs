@@ -1,0 +1,48 @@
+//! The cluster's tasks and how they start and stop.
+//!
+//! ```text
+//! run(cfg, shutdown)
+//!   ├─ connect(cfg.store)             (embedded file | memory | etcd)
+//!   ├─ Cluster::new                   shared state
+//!   └─ serve(listener, cluster, shutdown)
+//!        └─ axum HTTP server          until `shutdown` resolves, then
+//!                                     finishes in-flight requests
+//! ```
+//!
+//! A gRPC topology service will be one more task here, started next to the
+//! HTTP server on `cfg.grpc_listen` with the same `Arc<Cluster>`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::error::ClusterError;
+use crate::Cluster;
+
+/// Opens the store from the config, binds `cfg.listen` and serves until
+/// `shutdown` resolves.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ClusterError> {
+    cfg.check()?;
+    if cfg.auth.enabled && cfg.auth.users.is_empty() {
+        tracing::warn!("auth is enabled but no users are configured: nobody can log in (use --no-auth or add [[auth.users]])");
+    }
+    let store = midonet_store::connect(&cfg.store).await.map_err(ClusterError::Store)?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| ClusterError::Bind { addr: cfg.listen, source: e })?;
+    tracing::info!(listen = %cfg.listen, store = %cfg.store, auth = cfg.auth.enabled, "midonet-cluster serving /midonet-api");
+    let cluster = Cluster::new(cfg, store);
+    serve(listener, cluster, shutdown).await
+}
+
+/// Serves the REST API of `cluster` on an already bound listener.
+pub async fn serve(
+    listener: TcpListener,
+    cluster: Arc<Cluster>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ClusterError> {
+    let app = crate::api::app(cluster);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ClusterError::Serve)
+}

@@ -1,0 +1,154 @@
+//! A cluster for tests of this and other crates.
+//!
+//! ```no_run
+//! use midonet_cluster::testing::TestCluster;
+//! let c = TestCluster::start("memory:", true);
+//! let base = c.url();              // http://127.0.0.1:<port>/midonet-api
+//! let token = c.admin_token();     // X-Auth-Token for an admin
+//! let alice = c.token_for("alice"); // tenant-a
+//! // stops when `c` is dropped
+//! ```
+//!
+//! The cluster runs on its own thread with its own tokio runtime, so it
+//! works from plain `#[test]`s and from `#[tokio::test]`s alike. It listens
+//! on 127.0.0.1 on a free port.
+//!
+//! With auth on, [`TestCluster::start`] configures these users:
+//!
+//! | user | password | role |
+//! |---|---|---|
+//! | admin | admin | admin |
+//! | alice | alice | tenant `tenant-a` |
+//! | bob | bob | tenant `tenant-b` |
+//!
+//! [`TestCluster::start_with`] takes any [`Config`] instead.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::config::{Config, RoleName, UserConfig};
+use crate::Cluster;
+
+/// A running cluster; stopped (and its thread joined) on drop.
+pub struct TestCluster {
+    addr: SocketAddr,
+    cluster: Arc<Cluster>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The users of [`TestCluster::start`] with auth on.
+pub fn test_users() -> Vec<UserConfig> {
+    vec![
+        UserConfig::new("admin", "admin", RoleName::Admin, None),
+        UserConfig::new("alice", "alice", RoleName::Tenant, Some("tenant-a")),
+        UserConfig::new("bob", "bob", RoleName::Tenant, Some("tenant-b")),
+    ]
+}
+
+impl TestCluster {
+    /// Starts a cluster on `store_url` (`memory:`, `embedded:/path`,
+    /// `etcd://...`), with or without auth. Panics if it cannot start: this
+    /// is test code.
+    pub fn start(store_url: &str, auth: bool) -> TestCluster {
+        let mut cfg = Config { store: store_url.to_string(), ..Config::default() };
+        cfg.auth.enabled = auth;
+        cfg.auth.users = test_users();
+        Self::start_with(cfg)
+    }
+
+    /// Starts a cluster with a full config; `listen` is replaced by
+    /// 127.0.0.1:0.
+    pub fn start_with(mut cfg: Config) -> TestCluster {
+        cfg.listen = "127.0.0.1:0".parse().expect("literal address");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("test-cluster".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("test cluster runtime");
+                rt.block_on(async move {
+                    let store = match midonet_store::connect(&cfg.store).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("store {}: {e:#?}", cfg.store)));
+                            return;
+                        }
+                    };
+                    let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("bind: {e}")));
+                            return;
+                        }
+                    };
+                    let addr = listener.local_addr().expect("bound listener has an address");
+                    let cluster = Cluster::new(cfg, store);
+                    let _ = ready_tx.send(Ok((addr, cluster.clone())));
+                    let stop = async {
+                        let _ = stop_rx.await;
+                    };
+                    if let Err(e) = crate::serve(listener, cluster, stop).await {
+                        eprintln!("test cluster stopped with an error: {e}");
+                    }
+                });
+            })
+            .expect("spawn test cluster thread");
+        let (addr, cluster) = match ready_rx.recv() {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => panic!("test cluster failed to start: {e}"),
+            Err(_) => panic!("test cluster thread died while starting"),
+        };
+        TestCluster { addr, cluster, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    /// `http://127.0.0.1:<port>/midonet-api`.
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.addr, crate::api::ctx::API_PREFIX)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A fresh admin token (any token works when auth is off).
+    pub fn admin_token(&self) -> String {
+        self.token_for("admin")
+    }
+
+    /// A fresh token for a configured user. Panics for unknown users.
+    pub fn token_for(&self, user: &str) -> String {
+        self.cluster.auth.token_for(user).unwrap_or_else(|| panic!("no user `{user}` in the test config"))
+    }
+
+    /// The shared state (store, metrics, ...), for white-box checks.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

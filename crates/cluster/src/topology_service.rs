@@ -1,0 +1,559 @@
+//! The gRPC topology service agents subscribe to (`midonet-proto`).
+//!
+//! ```text
+//!  agent ──Subscribe(from)──> range(/midonet/v1/)@R ─ Snapshot{R} ─┐
+//!                             watch(/midonet/v1/, R+1 | from) ─────┴─ Delta{rev} ... ──> agent
+//!                                  └─ Err(Compacted) ─ ResyncNeeded ─ Snapshot ─ Delta ...
+//!  agent ──RegisterHost──> grant lease L; txn{ hosts/<id>, state/hosts/<id>/alive@L, interfaces }
+//!  agent ──KeepAlive(L)──> keep_alive(L)                          (NOT_FOUND: register again)
+//!  agent ──SetPortActive / PublishMac / PublishArp──> put @L | delete
+//! ```
+//!
+//! Everything here is a thin mapping onto the [`Store`] contract, so it
+//! works the same on the embedded store and on etcd, and any number of
+//! cluster replicas can serve agents at once (they hold no state: a session
+//! *is* a store lease, and its keys vanish with it).
+//!
+//! Invariants:
+//!
+//! * A snapshot and the watch after it come from one `range` revision R and
+//!   a watch from R + 1, which the store contract guarantees has no gap and
+//!   no duplicate. Deltas are one per store revision, in order.
+//! * Only topology keys (those [`ObjectKind::parse_key`] knows) and state
+//!   keys ([`midonet_proto::STATE_ROOT`]) are streamed; counters and
+//!   internal guard keys are not the agents' business. A revision whose
+//!   changes are all filtered out sends nothing.
+//! * A compacted `from_revision` (or one from the future: the store was
+//!   replaced) gives an explicit `ResyncNeeded` followed by a full snapshot
+//!   on the same stream, never a silent gap.
+//! * State writes carry the session lease; a write with an expired session
+//!   fails with `NOT_FOUND` so the agent re-registers instead of writing
+//!   keys that would never be cleaned up.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use midonet_model::{HostId, HostInterface, MacAddr, ObjectKind, PortId, Stored};
+use midonet_proto::pb::{self, subscribe_response::Event};
+use midonet_proto::{keys, ArpEntry, Liveness, MacEntry, TopologyServer, TopologyService, KEY_ROOT};
+use midonet_store::{KeyValue, LeaseId, Store, StoreError, Txn, TxnOp, WatchEvent};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Session lease TTL when the agent asks for none.
+pub const DEFAULT_SESSION_TTL_SECS: i64 = 10;
+/// Bounds on the TTL an agent may ask for.
+const MIN_TTL: i64 = 2;
+const MAX_TTL: i64 = 300;
+/// Messages buffered per subscriber before the watch waits for it.
+const SUBSCRIBER_BUFFER: usize = 256;
+
+/// The service implementation over a store.
+#[derive(Clone)]
+pub struct TopologyServiceImpl {
+    store: Arc<dyn Store>,
+    /// Turns true when the server stops: subscriptions end so that a
+    /// graceful shutdown does not wait forever on endless streams.
+    stopping: watch::Receiver<bool>,
+}
+
+impl TopologyServiceImpl {
+    /// A service whose subscriptions end when `stopping` turns true.
+    pub fn new(store: Arc<dyn Store>, stopping: watch::Receiver<bool>) -> Self {
+        TopologyServiceImpl { store, stopping }
+    }
+}
+
+/// The tonic service, ready for `Server::add_service`.
+pub fn service(store: Arc<dyn Store>, stopping: watch::Receiver<bool>) -> TopologyServer<TopologyServiceImpl> {
+    TopologyServer::new(TopologyServiceImpl::new(store, stopping))
+}
+
+/// Serves the topology service on a bound listener until `shutdown`
+/// resolves.
+pub async fn serve(
+    store: Arc<dyn Store>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    tonic::transport::Server::builder()
+        // Agents hold one long stream each; keep idle connections probed so a
+        // dead agent's stream is noticed.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .add_service(service(store, stop_rx))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+fn status(e: StoreError) -> Status {
+    match e {
+        StoreError::LeaseNotFound(_) => Status::not_found("session expired: register again"),
+        StoreError::InvalidArgument(m) => Status::invalid_argument(m),
+        StoreError::Unavailable(_) => Status::unavailable(format!("{e}")),
+        other => Status::internal(format!("{other}")),
+    }
+}
+
+fn is_streamed(key: &str) -> bool {
+    midonet_proto::is_state_key(key) || ObjectKind::parse_key(key).is_some()
+}
+
+fn kv_pb(kv: KeyValue) -> Option<pb::KeyValue> {
+    let key = String::from_utf8(kv.key).ok()?;
+    is_streamed(&key).then_some(pb::KeyValue { key, value: kv.value, mod_revision: kv.mod_revision })
+}
+
+fn change_pb(ev: WatchEvent) -> Option<pb::Change> {
+    let (key, value, deleted) = match ev {
+        WatchEvent::Put { kv, .. } => (kv.key, kv.value, false),
+        WatchEvent::Delete { key, .. } => (key, Vec::new(), true),
+    };
+    let key = String::from_utf8(key).ok()?;
+    is_streamed(&key).then_some(pb::Change { key, value, deleted })
+}
+
+fn parse_host(s: &str) -> Result<HostId, Status> {
+    s.parse().map_err(|_| Status::invalid_argument(format!("host_id `{s}` is not a UUID")))
+}
+
+fn parse_port(s: &str) -> Result<PortId, Status> {
+    s.parse().map_err(|_| Status::invalid_argument(format!("port_id `{s}` is not a UUID")))
+}
+
+fn parse_uuid(field: &str, s: &str) -> Result<uuid::Uuid, Status> {
+    s.parse().map_err(|_| Status::invalid_argument(format!("{field} `{s}` is not a UUID")))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("plain structs always serialize")
+}
+
+/// Why a subscription task stopped.
+enum Feed {
+    /// The subscriber went away.
+    Closed,
+    /// Start over with a snapshot.
+    Resync,
+}
+
+impl TopologyServiceImpl {
+    /// Streams a subscription into `tx` until the subscriber leaves or the
+    /// store fails.
+    async fn feed(self, mut from: i64, tx: mpsc::Sender<Result<pb::SubscribeResponse, Status>>) {
+        let send = |ev: Event| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(pb::SubscribeResponse { event: Some(ev) })).await.is_ok() }
+        };
+        loop {
+            if from > 0 {
+                // A revision past the store's head cannot be resumed: the
+                // store was replaced under the agent.
+                match self.store.current_revision().await {
+                    Ok(cur) if from > cur + 1 => {
+                        if !send(Event::Resync(pb::ResyncNeeded { compact_revision: cur })).await {
+                            return;
+                        }
+                        from = 0;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                }
+            }
+            if from <= 0 {
+                let snap = match self.store.range(KEY_ROOT.as_bytes()).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                };
+                let revision = snap.revision;
+                let kvs = snap.kvs.into_iter().filter_map(kv_pb).collect();
+                if !send(Event::Snapshot(pb::Snapshot { revision, kvs })).await {
+                    return;
+                }
+                from = revision + 1;
+            }
+            match self.watch_from(from, &tx).await {
+                Feed::Closed => return,
+                Feed::Resync => from = 0,
+            }
+        }
+    }
+
+    async fn watch_from(&self, from: i64, tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>) -> Feed {
+        let mut stopping = self.stopping.clone();
+        if *stopping.borrow() {
+            return Feed::Closed;
+        }
+        let mut watch = match self.store.watch(KEY_ROOT.as_bytes(), from).await {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = tx.send(Err(status(e))).await;
+                return Feed::Closed;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return Feed::Closed,
+                _ = stopping.changed() => {
+                    let _ = tx.send(Err(Status::unavailable("cluster shutting down"))).await;
+                    return Feed::Closed;
+                }
+                item = watch.next() => match item {
+                    Some(Ok(batch)) => {
+                        let changes: Vec<pb::Change> = batch.events.into_iter().filter_map(change_pb).collect();
+                        if changes.is_empty() {
+                            continue;
+                        }
+                        let ev = Event::Delta(pb::Delta { revision: batch.revision, changes });
+                        if tx.send(Ok(pb::SubscribeResponse { event: Some(ev) })).await.is_err() {
+                            return Feed::Closed;
+                        }
+                    }
+                    Some(Err(StoreError::Compacted { compact_revision })) => {
+                        tracing::info!(from, compact_revision, "subscriber behind compaction: resync");
+                        let ev = Event::Resync(pb::ResyncNeeded { compact_revision });
+                        if tx.send(Ok(pb::SubscribeResponse { event: Some(ev) })).await.is_err() {
+                            return Feed::Closed;
+                        }
+                        return Feed::Resync;
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return Feed::Closed;
+                    }
+                    None => {
+                        let _ = tx.send(Err(Status::unavailable("store watch ended"))).await;
+                        return Feed::Closed;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Brings `host_interfaces/<host>/*` to exactly `ifaces`, writing only
+    /// what changed (each write is a revision every agent receives).
+    async fn sync_interfaces(&self, host: HostId, ifaces: &[pb::Interface]) -> Result<Vec<TxnOp>, Status> {
+        let prefix = format!("{}/", ObjectKind::HostInterface.key(&[&host.to_string()]));
+        let existing = self.store.range(prefix.as_bytes()).await.map_err(status)?;
+        let mut ops = Vec::new();
+        let mut wanted = std::collections::BTreeSet::new();
+        for i in ifaces {
+            if i.name.is_empty() || i.name.contains('/') {
+                continue;
+            }
+            let hi = HostInterface {
+                host_id: host,
+                name: i.name.clone(),
+                mac: i.mac.parse::<MacAddr>().ok(),
+                mtu: i.mtu,
+                status: u32::from(i.up) | (u32::from(i.has_link) << 1),
+                if_type: if i.r#type.is_empty() { "Unknown".into() } else { i.r#type.clone() },
+                endpoint: i.endpoint.clone(),
+                addresses: i.addresses.iter().filter_map(|a| a.split('/').next()?.parse().ok()).collect(),
+            };
+            let key = hi.store_key();
+            let value = json(&hi);
+            let same = existing.kvs.iter().any(|kv| kv.key == key.as_bytes() && kv.value == value);
+            if !same {
+                ops.push(TxnOp::put(key.clone(), value));
+            }
+            wanted.insert(key);
+        }
+        for kv in &existing.kvs {
+            if !wanted.contains(std::str::from_utf8(&kv.key).unwrap_or_default()) {
+                ops.push(TxnOp::delete(kv.key.clone()));
+            }
+        }
+        Ok(ops)
+    }
+}
+
+type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>;
+
+#[tonic::async_trait]
+impl TopologyService for TopologyServiceImpl {
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        tracing::debug!(host = %req.host_id, from = req.from_revision, "subscribe");
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        tokio::spawn(self.clone().feed(req.from_revision, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn register_host(
+        &self,
+        request: Request<pb::RegisterHostRequest>,
+    ) -> Result<Response<pb::RegisterHostResponse>, Status> {
+        let req = request.into_inner();
+        let host = parse_host(&req.host_id)?;
+        let ttl = if req.ttl_secs <= 0 { DEFAULT_SESSION_TTL_SECS } else { req.ttl_secs.clamp(MIN_TTL, MAX_TTL) };
+        let addresses: Vec<std::net::IpAddr> =
+            req.addresses.iter().filter_map(|a| a.split('/').next()?.parse().ok()).collect();
+
+        // Keep what operators set on the host (weights, limits): merge into
+        // the stored JSON instead of overwriting it.
+        let host_key = ObjectKind::Host.key(&[&host.to_string()]);
+        let stored = self.store.get(host_key.as_bytes()).await.map_err(status)?;
+        let mut value: serde_json::Value = match stored.as_ref().and_then(|kv| serde_json::from_slice(&kv.value).ok()) {
+            Some(v @ serde_json::Value::Object(_)) => v,
+            _ => serde_json::to_value(midonet_model::Host { id: host, ..Default::default() })
+                .expect("host serializes"),
+        };
+        value["id"] = serde_json::json!(host.to_string());
+        value["name"] = serde_json::json!(req.name);
+        value["addresses"] = serde_json::json!(addresses);
+        let host_bytes = serde_json::to_vec(&value).expect("json value serializes");
+
+        let lease = self.store.grant_lease(ttl).await.map_err(status)?;
+        let alive = Liveness { host_id: host.to_string(), session: lease.id.0 };
+        let mut ops = vec![TxnOp::put_with_lease(keys::host_alive(&host.to_string()), json(&alive), lease.id)];
+        if stored.as_ref().map(|kv| kv.value.as_slice()) != Some(host_bytes.as_slice()) {
+            ops.push(TxnOp::put(host_key, host_bytes));
+        }
+        ops.extend(self.sync_interfaces(host, &req.interfaces).await?);
+        let resp = self.store.txn(Txn::new().and_then(ops)).await.map_err(status)?;
+        tracing::info!(%host, name = %req.name, session = lease.id.0, ttl = lease.ttl_secs, "host registered");
+        Ok(Response::new(pb::RegisterHostResponse {
+            session: lease.id.0,
+            ttl_secs: lease.ttl_secs,
+            revision: resp.revision,
+        }))
+    }
+
+    async fn keep_alive(
+        &self,
+        request: Request<pb::KeepAliveRequest>,
+    ) -> Result<Response<pb::KeepAliveResponse>, Status> {
+        let req = request.into_inner();
+        let ttl = self.store.keep_alive(LeaseId(req.session)).await.map_err(status)?;
+        Ok(Response::new(pb::KeepAliveResponse { ttl_secs: ttl }))
+    }
+
+    async fn report_interfaces(
+        &self,
+        request: Request<pb::ReportInterfacesRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let req = request.into_inner();
+        let host = parse_host(&req.host_id)?;
+        let ops = self.sync_interfaces(host, &req.interfaces).await?;
+        if ops.is_empty() {
+            let revision = self.store.current_revision().await.map_err(status)?;
+            return Ok(Response::new(pb::Ack { revision }));
+        }
+        let resp = self.store.txn(Txn::new().and_then(ops)).await.map_err(status)?;
+        Ok(Response::new(pb::Ack { revision: resp.revision }))
+    }
+
+    async fn set_port_active(
+        &self,
+        request: Request<pb::SetPortActiveRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let req = request.into_inner();
+        let port = parse_port(&req.port_id)?;
+        let key = keys::port_active(&port.to_string());
+        let revision = if req.active {
+            let v = Liveness { host_id: req.host_id, session: req.session };
+            self.store.put(key.as_bytes(), &json(&v), Some(LeaseId(req.session))).await.map_err(status)?
+        } else {
+            self.store.delete(key.as_bytes()).await.map_err(status)?.revision
+        };
+        Ok(Response::new(pb::Ack { revision }))
+    }
+
+    async fn publish_mac(&self, request: Request<pb::PublishMacRequest>) -> Result<Response<pb::Ack>, Status> {
+        let req = request.into_inner();
+        let bridge = parse_uuid("bridge_id", &req.bridge_id)?;
+        let mac: MacAddr =
+            req.mac.parse().map_err(|_| Status::invalid_argument(format!("mac `{}` is not a MAC", req.mac)))?;
+        let vlan = u16::try_from(req.vlan)
+            .ok()
+            .filter(|v| *v < 4096)
+            .ok_or_else(|| Status::invalid_argument(format!("vlan {} out of range", req.vlan)))?;
+        let key = keys::mac_entry(&bridge.to_string(), vlan, &mac.to_string());
+        let revision = if req.delete {
+            self.store.delete(key.as_bytes()).await.map_err(status)?.revision
+        } else {
+            let port = parse_port(&req.port_id)?;
+            let v = MacEntry { port_id: port.to_string(), host_id: String::new() };
+            self.store.put(key.as_bytes(), &json(&v), Some(LeaseId(req.session))).await.map_err(status)?
+        };
+        Ok(Response::new(pb::Ack { revision }))
+    }
+
+    async fn publish_arp(&self, request: Request<pb::PublishArpRequest>) -> Result<Response<pb::Ack>, Status> {
+        let req = request.into_inner();
+        let device = parse_uuid("device_id", &req.device_id)?;
+        let ip: std::net::Ipv4Addr =
+            req.ip.parse().map_err(|_| Status::invalid_argument(format!("ip `{}` is not IPv4", req.ip)))?;
+        let key = keys::arp_entry(&device.to_string(), &ip.to_string());
+        let revision = if req.delete {
+            self.store.delete(key.as_bytes()).await.map_err(status)?.revision
+        } else {
+            let mac: MacAddr =
+                req.mac.parse().map_err(|_| Status::invalid_argument(format!("mac `{}` is not a MAC", req.mac)))?;
+            let v = ArpEntry { mac: mac.to_string(), host_id: String::new() };
+            self.store.put(key.as_bytes(), &json(&v), Some(LeaseId(req.session))).await.map_err(status)?
+        };
+        Ok(Response::new(pb::Ack { revision }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use midonet_model::{Bridge, BridgeId};
+    use midonet_proto::TopologyClient;
+
+    async fn start() -> (Arc<dyn Store>, TopologyClient<tonic::transport::Channel>, tokio::sync::oneshot::Sender<()>) {
+        let store = midonet_store::connect("memory:").await.expect("memory store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let s = store.clone();
+        tokio::spawn(async move {
+            serve(s, listener, async move {
+                let _ = stop_rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        let client = TopologyClient::connect(format!("http://{addr}")).await.expect("connect");
+        (store, client, stop_tx)
+    }
+
+    fn bridge(name: &str) -> Bridge {
+        Bridge { id: BridgeId::random(), name: name.into(), admin_state_up: true, ..Default::default() }
+    }
+
+    async fn next(s: &mut tonic::Streaming<pb::SubscribeResponse>) -> Event {
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.message())
+            .await
+            .expect("message in time")
+            .expect("stream ok")
+            .expect("not ended")
+            .event
+            .expect("event set")
+    }
+
+    #[tokio::test]
+    async fn snapshot_then_deltas_then_resume_without_reload() {
+        let (store, mut client, _stop) = start().await;
+        let b1 = bridge("b1");
+        store.put(b1.store_key().as_bytes(), &json(&b1), None).await.expect("put");
+        store.put(b"/midonet/v1/meta/tunnel_key", b"17", None).await.expect("put");
+        let mut s = client.subscribe(pb::SubscribeRequest { from_revision: 0, host_id: String::new() })
+            .await.expect("subscribe").into_inner();
+        let Event::Snapshot(snap) = next(&mut s).await else { panic!("snapshot first") };
+        assert_eq!(snap.kvs.len(), 1, "meta keys are not streamed");
+        assert_eq!(snap.kvs[0].key, b1.store_key());
+        let b2 = bridge("b2");
+        let rev = store.put(b2.store_key().as_bytes(), &json(&b2), None).await.expect("put");
+        let Event::Delta(d) = next(&mut s).await else { panic!("delta") };
+        assert_eq!(d.revision, rev);
+        assert_eq!(d.changes[0].key, b2.store_key());
+        drop(s);
+
+        // Changes while "disconnected", then resume from the last revision + 1.
+        store.delete(b1.store_key().as_bytes()).await.expect("delete");
+        let mut s = client.subscribe(pb::SubscribeRequest { from_revision: rev + 1, host_id: String::new() })
+            .await.expect("subscribe").into_inner();
+        let Event::Delta(d) = next(&mut s).await else { panic!("resume gives deltas, not a snapshot") };
+        assert!(d.changes[0].deleted);
+        assert_eq!(d.changes[0].key, b1.store_key());
+    }
+
+    #[tokio::test]
+    async fn compacted_revision_gives_resync_then_snapshot() {
+        let (store, mut client, _stop) = start().await;
+        let b = bridge("b");
+        store.put(b.store_key().as_bytes(), &json(&b), None).await.expect("put");
+        let b2 = bridge("b2");
+        let rev = store.put(b2.store_key().as_bytes(), &json(&b2), None).await.expect("put");
+        store.compact(rev).await.expect("compact");
+        let mut s = client.subscribe(pb::SubscribeRequest { from_revision: 2, host_id: String::new() })
+            .await.expect("subscribe").into_inner();
+        assert!(matches!(next(&mut s).await, Event::Resync(_)));
+        let Event::Snapshot(snap) = next(&mut s).await else { panic!("snapshot after resync") };
+        assert_eq!(snap.kvs.len(), 2);
+        assert_eq!(snap.revision, rev);
+    }
+
+    #[tokio::test]
+    async fn session_keys_vanish_with_the_lease() {
+        let (store, mut client, _stop) = start().await;
+        let host = HostId::random();
+        let reg = client
+            .register_host(pb::RegisterHostRequest {
+                host_id: host.to_string(),
+                name: "h1".into(),
+                addresses: vec!["10.0.0.1/24".into()],
+                interfaces: vec![pb::Interface { name: "eth0".into(), mac: "02:00:00:00:00:01".into(), mtu: 1500, up: true, has_link: true, ..Default::default() }],
+                ttl_secs: 2,
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        let alive = keys::host_alive(&host.to_string());
+        assert!(store.get(alive.as_bytes()).await.expect("get").is_some());
+        let stored: midonet_model::Host = serde_json::from_slice(
+            &store.get(ObjectKind::Host.key(&[&host.to_string()]).as_bytes()).await.expect("get").expect("host").value,
+        ).expect("host json");
+        assert_eq!(stored.name, "h1");
+        let iface_key = ObjectKind::HostInterface.key(&[&host.to_string(), "eth0"]);
+        assert!(store.get(iface_key.as_bytes()).await.expect("get").is_some());
+
+        let port = PortId::random();
+        client.set_port_active(pb::SetPortActiveRequest { session: reg.session, host_id: host.to_string(), port_id: port.to_string(), active: true })
+            .await.expect("active");
+        let br = BridgeId::random();
+        client.publish_mac(pb::PublishMacRequest { session: reg.session, bridge_id: br.to_string(), vlan: 0, mac: "02:00:00:00:00:09".into(), port_id: port.to_string(), delete: false })
+            .await.expect("mac");
+        assert!(store.get(keys::port_active(&port.to_string()).as_bytes()).await.expect("get").is_some());
+
+        // Interfaces: a second report replaces the list.
+        client.report_interfaces(pb::ReportInterfacesRequest { session: reg.session, host_id: host.to_string(), interfaces: vec![pb::Interface { name: "eth1".into(), ..Default::default() }] })
+            .await.expect("report");
+        assert!(store.get(iface_key.as_bytes()).await.expect("get").is_none());
+
+        // No keep-alive: everything leased disappears.
+        store.revoke_lease(LeaseId(reg.session)).await.expect("revoke");
+        assert!(store.get(alive.as_bytes()).await.expect("get").is_none());
+        assert!(store.get(keys::port_active(&port.to_string()).as_bytes()).await.expect("get").is_none());
+        let err = client.keep_alive(pb::KeepAliveRequest { session: reg.session, host_id: host.to_string() }).await.expect_err("expired");
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        let err = client.set_port_active(pb::SetPortActiveRequest { session: reg.session, host_id: host.to_string(), port_id: port.to_string(), active: true })
+            .await.expect_err("expired session cannot write");
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        // The host object itself stays.
+        assert!(store.get(ObjectKind::Host.key(&[&host.to_string()]).as_bytes()).await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn bad_ids_are_invalid_argument() {
+        let (_store, mut client, _stop) = start().await;
+        let e = client.register_host(pb::RegisterHostRequest { host_id: "nope".into(), ..Default::default() })
+            .await.expect_err("bad id");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let e = client.publish_arp(pb::PublishArpRequest { session: 1, device_id: BridgeId::random().to_string(), ip: "x".into(), mac: String::new(), delete: false })
+            .await.expect_err("bad ip");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+}
