@@ -34,7 +34,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use midonet_model::{HostId, HostInterface, MacAddr, ObjectKind, PortId, Stored};
+use midonet_model::topology::Stored;
+use midonet_model::{HostId, HostInterface, MacAddr, ObjectKind, PortId};
 use midonet_proto::pb::{self, subscribe_response::Event};
 use midonet_proto::{keys, ArpEntry, Liveness, MacEntry, TopologyServer, TopologyService, KEY_ROOT};
 use midonet_store::{KeyValue, LeaseId, Store, StoreError, Txn, TxnOp, WatchEvent};
