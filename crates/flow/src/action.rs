@@ -264,3 +264,96 @@ pub fn diff_actions(original: &FlowKey, modified: &FlowKey, out: &mut Actions) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{InPort, ETH_TYPE_IPV4};
+
+    #[test]
+    fn inline_then_spill() {
+        let mut a = Actions::new();
+        assert!(a.is_empty() && a.is_drop());
+        for p in 0..Actions::INLINE as u32 {
+            a.push(Action::Output(p));
+        }
+        assert!(matches!(a.repr, Repr::Inline { .. }), "{} actions stay inline", Actions::INLINE);
+        a.push(Action::Output(99));
+        assert!(matches!(a.repr, Repr::Heap(_)));
+        let expected: Vec<Action> = (0..Actions::INLINE as u32).chain([99]).map(Action::Output).collect();
+        assert_eq!(a.as_slice(), &expected[..]);
+        a.clear();
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn equality_ignores_storage() {
+        let many: Actions = (0..20).map(Action::Output).collect();
+        let mut trimmed = many.clone();
+        trimmed.clear();
+        trimmed.push(Action::PopVlan);
+        let inline: Actions = [Action::PopVlan].into_iter().collect();
+        assert_eq!(trimmed, inline);
+        assert_ne!(many, inline);
+    }
+
+    #[test]
+    fn drop_means_no_emit() {
+        let a: Actions = [Action::SetTtl(3)].into_iter().collect();
+        assert!(a.is_drop());
+        let b: Actions = [Action::SetTtl(3), Action::Userspace(UserspaceReason::Simulate)].into_iter().collect();
+        assert!(!b.is_drop());
+        assert!(Action::Tunnel { dst: Ipv4Addr::LOCALHOST, key: 1 }.is_emit());
+        assert!(Action::PushVlan { vid: 1, pcp: 0 }.is_rewrite());
+    }
+
+    #[test]
+    fn diff_of_router_hop_and_nat() {
+        let o = FlowKey {
+            in_port: InPort::Port(1),
+            eth_src: MacAddr([2, 0, 0, 0, 0, 1]),
+            eth_dst: MacAddr([2, 0, 0, 0, 0, 0xfe]),
+            ethertype: ETH_TYPE_IPV4,
+            vlan_vid: Some(10),
+            ipv4_src: Ipv4Addr::new(10, 0, 0, 2),
+            ipv4_dst: Ipv4Addr::new(8, 8, 8, 8),
+            ip_proto: 17,
+            ip_ttl: 64,
+            l4_src: 5000,
+            l4_dst: 53,
+            ..FlowKey::default()
+        };
+        let mut m = o;
+        m.eth_src = MacAddr([2, 0, 0, 0, 0, 0xfd]);
+        m.eth_dst = MacAddr([2, 0, 0, 0, 0, 0x99]);
+        m.ip_ttl = 63;
+        m.ipv4_src = Ipv4Addr::new(203, 0, 113, 1);
+        m.l4_src = 61000;
+        m.vlan_vid = None;
+        let mut out = Actions::new();
+        diff_actions(&o, &m, &mut out);
+        assert_eq!(
+            out.as_slice(),
+            &[
+                Action::SetEthSrc(m.eth_src),
+                Action::SetEthDst(m.eth_dst),
+                Action::SetIpv4Src(m.ipv4_src),
+                Action::SetTtl(63),
+                Action::SetL4Src(61000),
+                Action::PopVlan,
+            ]
+        );
+        let mut none = Actions::new();
+        diff_actions(&o, &o, &mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn diff_retag_pops_then_pushes() {
+        let o = FlowKey { vlan_vid: Some(10), ..FlowKey::default() };
+        let m = FlowKey { vlan_vid: Some(20), vlan_pcp: 3, ..FlowKey::default() };
+        let mut out = Actions::new();
+        diff_actions(&o, &m, &mut out);
+        assert_eq!(out.as_slice(), &[Action::PopVlan, Action::PushVlan { vid: 20, pcp: 3 }]);
+    }
+}

@@ -232,3 +232,73 @@ pub(crate) fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, l4_len: u32) ->
     let s = sum(s, &dst.octets());
     s + u32::from(proto) + (l4_len >> 16) + (l4_len & 0xffff)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rewrite::tests::assert_checksums_valid;
+
+    fn round_trip(k: FlowKey) {
+        let mut f = Vec::new();
+        k.to_frame(b"payload", &mut f);
+        assert_checksums_valid(&f);
+        assert_eq!(FlowKey::extract(&f, k.in_port).expect("extract"), k.canonical(), "{k}");
+    }
+
+    #[test]
+    fn described_keys_round_trip() {
+        for d in [
+            "in_port=3,eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:00:02,ip4.src=10.0.0.2,ip4.dst=10.0.1.5,ip.ttl=64,tcp.dst=80,tcp.flags=syn",
+            "vlan.vid=4095,vlan.pcp=7,udp.src=68,udp.dst=67,ip4.dst=255.255.255.255",
+            "icmp4.type=0,icmp4.id=9",
+            "icmp4.type=3,icmp4.code=4",
+            "ip6.src=fe80::1,ip6.dst=ff02::1,icmp6.type=135",
+            "ip6.src=::1,ip6.dst=::2,icmp6.id=5",
+            "ip6.src=::1,ip6.dst=::2,ip.frag=first,tcp.src=1",
+            "ip6.src=::1,ip6.dst=::2,ip.frag=later,ip.proto=6",
+            "ip4.src=1.1.1.1,ip4.dst=2.2.2.2,ip.frag=first,udp.dst=4789",
+            "sctp.src=1,sctp.dst=2",
+            "arp.op=reply,arp.sha=02:00:00:00:00:09,arp.spa=10.0.0.9,arp.tha=02:00:00:00:00:01,arp.tpa=10.0.0.1",
+            "eth.type=0x88cc,eth.src=02:00:00:00:00:01",
+            "tun_key=0xfffff,ip4.src=10.0.0.1,ip4.dst=10.0.0.2,ip.proto=47",
+        ] {
+            round_trip(d.parse().expect(d));
+        }
+    }
+
+    #[test]
+    fn canonical_zeroes_absent_fields() {
+        let k = FlowKey {
+            ethertype: ETH_TYPE_ARP,
+            ipv4_src: Ipv4Addr::new(1, 2, 3, 4),
+            l4_dst: 80,
+            vlan_pcp: 5, // untagged: dropped
+            arp_op: 2,
+            ..FlowKey::default()
+        };
+        let c = k.canonical();
+        assert_eq!(c, FlowKey { ethertype: ETH_TYPE_ARP, arp_op: 2, ..FlowKey::default() });
+        let icmp = FlowKey { ethertype: ETH_TYPE_IPV4, ip_proto: IP_PROTO_ICMP, icmp_type: 3, icmp_id: 7, l4_src: 1, ..FlowKey::default() };
+        assert_eq!(icmp.canonical(), FlowKey { icmp_id: 0, l4_src: 0, ..icmp });
+        let later = FlowKey { ethertype: ETH_TYPE_IPV4, ip_proto: IP_PROTO_TCP, ip_frag: FragType::Later, l4_dst: 80, tcp_flags: 2, ..FlowKey::default() };
+        assert_eq!(later.canonical(), FlowKey { l4_dst: 0, tcp_flags: 0, ..later });
+        assert_eq!(c.canonical(), c, "idempotent");
+    }
+
+    #[test]
+    fn frame_matches_etherparse_view() {
+        let k: FlowKey = "eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:00:02,ip4.src=10.0.0.2,ip4.dst=10.0.1.5,ip.tos=0x10,udp.src=1000,udp.dst=2000"
+            .parse()
+            .expect("desc");
+        let mut f = Vec::new();
+        k.to_frame(b"abc", &mut f);
+        let s = etherparse::SlicedPacket::from_ethernet(&f).expect("etherparse");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else { panic!("ipv4") };
+        assert_eq!(ip.header().total_len(), 20 + 8 + 3);
+        assert_eq!(ip.header().ttl(), 64);
+        let Some(etherparse::TransportSlice::Udp(u)) = &s.transport else { panic!("udp") };
+        assert_eq!((u.source_port(), u.destination_port(), u.length()), (1000, 2000, 11));
+        let hdr = u.to_header();
+        assert_eq!(hdr.checksum, hdr.calc_checksum_ipv4(&ip.header().to_header(), b"abc").expect("csum"));
+    }
+}

@@ -322,3 +322,217 @@ fn extract_l4(pkt: &[u8], at: usize, k: &mut FlowKey, v6: bool) -> Result<(), Pa
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
+
+    const SRC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const DST: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    fn tcp_frame(vlan: Option<u16>) -> Vec<u8> {
+        let mut f = Vec::new();
+        let b = PacketBuilder::ethernet2(SRC, DST);
+        match vlan {
+            Some(v) => b
+                .single_vlan(v.try_into().expect("vid"))
+                .ipv4([10, 0, 0, 2], [10, 0, 1, 5], 64)
+                .tcp(34567, 80, 1000, 65535)
+                .syn()
+                .write(&mut f, b"hello"),
+            None => b.ipv4([10, 0, 0, 2], [10, 0, 1, 5], 64).tcp(34567, 80, 1000, 65535).syn().write(&mut f, b"hello"),
+        }
+        .expect("build");
+        f
+    }
+
+    #[test]
+    fn tcp_over_vlan() {
+        let k = FlowKey::extract(&tcp_frame(Some(100)), InPort::Port(3)).expect("extract");
+        let expected = FlowKey {
+            in_port: InPort::Port(3),
+            eth_src: MacAddr(SRC),
+            eth_dst: MacAddr(DST),
+            ethertype: ETH_TYPE_IPV4,
+            vlan_vid: Some(100),
+            ipv4_src: Ipv4Addr::new(10, 0, 0, 2),
+            ipv4_dst: Ipv4Addr::new(10, 0, 1, 5),
+            ip_proto: IP_PROTO_TCP,
+            ip_ttl: 64,
+            l4_src: 34567,
+            l4_dst: 80,
+            tcp_flags: tcp_flags::SYN,
+            ..FlowKey::default()
+        };
+        assert_eq!(k, expected);
+        let untagged = FlowKey::extract(&tcp_frame(None), InPort::Port(3)).expect("extract");
+        assert_eq!(untagged, FlowKey { vlan_vid: None, ..expected });
+    }
+
+    #[test]
+    fn ethernet_padding_is_ignored() {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(SRC, DST).ipv4([1, 1, 1, 1], [2, 2, 2, 2], 9).udp(1, 2).write(&mut f, &[]).expect("build");
+        let k = FlowKey::extract(&f, InPort::Port(1)).expect("extract");
+        f.resize(60, 0xee);
+        assert_eq!(FlowKey::extract(&f, InPort::Port(1)).expect("padded"), k);
+    }
+
+    #[test]
+    fn ipv4_options_are_skipped() {
+        let mut ip = Ipv4Header::new(0, 33, IpNumber::UDP, [10, 1, 1, 1], [10, 2, 2, 2]).expect("hdr");
+        ip.options = [1u8, 1, 1, 1, 1, 1, 1, 0].into(); // NOPs + EOL
+        ip.dscp = 10.try_into().expect("dscp");
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(SRC, DST)
+            .ip(IpHeaders::Ipv4(ip, Default::default()))
+            .udp(5353, 53)
+            .write(&mut f, b"q")
+            .expect("build");
+        assert_eq!(f[14] & 0x0f, 7, "IHL 7 in the built frame");
+        let k = FlowKey::extract(&f, InPort::Port(1)).expect("extract");
+        assert_eq!((k.l4_src, k.l4_dst, k.ip_ttl, k.ip_tos), (5353, 53, 33, 10 << 2));
+    }
+
+    #[test]
+    fn arp_request_fields() {
+        let mut f = Vec::new();
+        f.extend_from_slice(&[0xff; 6]);
+        f.extend_from_slice(&SRC);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&SRC);
+        f.extend_from_slice(&[10, 0, 0, 1]);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&[10, 0, 0, 2]);
+        let k = FlowKey::extract(&f, InPort::Port(7)).expect("extract");
+        assert!(k.is_arp());
+        assert_eq!(k.arp_op, 1);
+        assert_eq!(k.arp_sha, MacAddr(SRC));
+        assert_eq!(k.arp_spa, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(k.arp_tha, MacAddr::ZERO);
+        assert_eq!(k.arp_tpa, Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(k.ipv4_src, Ipv4Addr::UNSPECIFIED, "ARP does not fill IP fields");
+        // Non-Ethernet/IPv4 ARP (hlen 8) is rejected.
+        f[18] = 8;
+        assert_eq!(FlowKey::extract(&f, InPort::Port(7)), Err(ParseError::ArpInvalid));
+    }
+
+    fn set_frag(f: &mut [u8], word: u16) {
+        f[20..22].copy_from_slice(&word.to_be_bytes());
+    }
+
+    #[test]
+    fn ipv4_fragments() {
+        let mut f = tcp_frame(None);
+        set_frag(&mut f, 0x2000); // MF, offset 0
+        let first = FlowKey::extract(&f, InPort::Port(1)).expect("first");
+        assert_eq!(first.ip_frag, FragType::First);
+        assert_eq!(first.l4_dst, 80, "first fragment keeps L4");
+        set_frag(&mut f, 0x2000 | 185);
+        let later = FlowKey::extract(&f, InPort::Port(1)).expect("later");
+        assert_eq!(later.ip_frag, FragType::Later);
+        assert_eq!((later.l4_src, later.l4_dst, later.tcp_flags), (0, 0, 0), "later fragment has no L4");
+        // A later fragment too short for a TCP header is still keyable.
+        let mut short = f[..14 + 20 + 3].to_vec();
+        short[16..18].copy_from_slice(&23u16.to_be_bytes());
+        assert_eq!(FlowKey::extract(&short, InPort::Port(1)).expect("short later").ip_frag, FragType::Later);
+        set_frag(&mut f, 0);
+        assert_eq!(FlowKey::extract(&f, InPort::Port(1)).expect("whole").ip_frag, FragType::No);
+    }
+
+    #[test]
+    fn icmp_echo_has_id_other_icmp_not() {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(SRC, DST)
+            .ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64)
+            .icmpv4_echo_request(0xbeef, 1)
+            .write(&mut f, b"x")
+            .expect("build");
+        let k = FlowKey::extract(&f, InPort::Port(1)).expect("extract");
+        assert_eq!((k.icmp_type, k.icmp_code, k.icmp_id), (8, 0, 0xbeef));
+        let mut g = Vec::new();
+        PacketBuilder::ethernet2(SRC, DST)
+            .ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64)
+            .icmpv4_raw(3, 1, [0xde, 0xad, 0xbe, 0xef])
+            .write(&mut g, &[])
+            .expect("build");
+        let k = FlowKey::extract(&g, InPort::Port(1)).expect("extract");
+        assert_eq!((k.icmp_type, k.icmp_code, k.icmp_id), (3, 1, 0));
+    }
+
+    #[test]
+    fn ipv6_udp_and_fragment_header() {
+        let s6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let d6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(SRC, DST).ipv6(s6, d6, 17).udp(546, 547).write(&mut f, b"dhcp").expect("build");
+        let k = FlowKey::extract(&f, InPort::Port(1)).expect("extract");
+        assert!(k.is_ipv6());
+        assert_eq!(k.ipv6_src, Ipv6Addr::from(s6));
+        assert_eq!(k.ipv6_dst, Ipv6Addr::from(d6));
+        assert_eq!((k.ip_proto, k.ip_ttl, k.l4_src, k.l4_dst), (IP_PROTO_UDP, 17, 546, 547));
+
+        // Insert a fragment header (later fragment) in front of the UDP header.
+        let mut g = f.clone();
+        g[14 + 6] = 44;
+        g.splice(54..54, [17, 0, 0x05, 0xc8, 0, 0, 0, 1]); // offset 185, M=0
+        let plen = u16::from_be_bytes([g[18], g[19]]) + 8;
+        g[18..20].copy_from_slice(&plen.to_be_bytes());
+        let k = FlowKey::extract(&g, InPort::Port(1)).expect("extract");
+        assert_eq!((k.ip_proto, k.ip_frag, k.l4_dst), (IP_PROTO_UDP, FragType::Later, 0));
+    }
+
+    #[test]
+    fn every_parse_error_is_reachable() {
+        let tcp = tcp_frame(None);
+        let cases: Vec<(Vec<u8>, ParseError)> = vec![
+            (tcp[..13].to_vec(), ParseError::EthTruncated),
+            (tcp_frame(Some(5))[..16].to_vec(), ParseError::VlanTruncated),
+            ([&tcp[..12], &[0x08, 0x06, 0, 1]].concat(), ParseError::ArpInvalid),
+            (tcp[..30].to_vec(), ParseError::Ipv4Truncated),
+            (tcp[..tcp.len() - 1].to_vec(), ParseError::Ipv4Truncated),
+            ({
+                let mut f = tcp.clone();
+                f[14] = 0x44;
+                f
+            }, ParseError::Ipv4Malformed),
+            ([&tcp[..12], &[0x86, 0xdd, 0x60]].concat(), ParseError::Ipv6Truncated),
+            ({
+                let mut f = [&tcp[..12], &[0x86, 0xdd], &[0u8; 40][..]].concat();
+                f[14] = 0x40;
+                f
+            }, ParseError::Ipv6Malformed),
+            ({
+                let mut f = tcp.clone();
+                f[14 + 20 + 12] = 0x40; // data offset 4
+                f
+            }, ParseError::TcpTruncated),
+        ];
+        for (frame, err) in cases {
+            assert_eq!(FlowKey::extract(&frame, InPort::Port(0)), Err(err), "{frame:02x?}");
+        }
+        // L4 truncation: an IPv4 header claiming a 4-byte payload of each protocol.
+        for (proto, err) in [
+            (IP_PROTO_TCP, ParseError::TcpTruncated),
+            (IP_PROTO_UDP, ParseError::UdpTruncated),
+            (IP_PROTO_SCTP, ParseError::SctpTruncated),
+            (IP_PROTO_ICMP, ParseError::IcmpTruncated),
+        ] {
+            let mut f = tcp[..14 + 20 + 3].to_vec();
+            f[14 + 9] = proto;
+            f[16..18].copy_from_slice(&23u16.to_be_bytes());
+            assert_eq!(FlowKey::extract(&f, InPort::Port(0)), Err(err));
+        }
+        let labels: std::collections::HashSet<_> = ParseError::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(labels.len(), ParseError::ALL.len(), "metric labels are distinct");
+    }
+
+    #[test]
+    fn unknown_ethertype_keeps_l2_only() {
+        let mut f = tcp_frame(None);
+        f[12..14].copy_from_slice(&0x88ccu16.to_be_bytes()); // LLDP
+        let k = FlowKey::extract(&f, InPort::Tunnel(0x42)).expect("extract");
+        assert_eq!(k, FlowKey { in_port: InPort::Tunnel(0x42), eth_src: MacAddr(SRC), eth_dst: MacAddr(DST), ethertype: 0x88cc, ..FlowKey::default() });
+    }
+}

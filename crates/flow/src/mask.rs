@@ -385,3 +385,116 @@ impl fmt::Display for FieldId {
         f.write_str(crate::text::field_name(*self, None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::MacAddr;
+
+    fn key() -> FlowKey {
+        FlowKey {
+            in_port: InPort::Port(4),
+            eth_src: MacAddr([2, 0, 0, 0, 0, 1]),
+            eth_dst: MacAddr([2, 0, 0, 0, 0, 2]),
+            ethertype: crate::key::ETH_TYPE_IPV4,
+            ipv4_src: Ipv4Addr::new(10, 0, 0, 2),
+            ipv4_dst: Ipv4Addr::new(10, 0, 1, 5),
+            ip_proto: 6,
+            ip_ttl: 64,
+            l4_src: 40000,
+            l4_dst: 80,
+            ..FlowKey::default()
+        }
+    }
+
+    #[test]
+    fn empty_mask_matches_everything() {
+        let m = FlowMask::empty();
+        assert!(m.is_empty());
+        let other = FlowKey { in_port: InPort::Tunnel(9), ipv4_dst: Ipv4Addr::new(1, 2, 3, 4), ..key() };
+        assert!(m.masked_eq(&key(), &other));
+        assert_eq!(m.apply(&key()).key(), &FlowKey::default());
+    }
+
+    #[test]
+    fn prerequisites_are_marked() {
+        let mut m = FlowMask::empty();
+        m.mark(FieldId::L4Dst);
+        let marked: Vec<_> = m.fields().collect();
+        assert_eq!(marked, vec![FieldId::EthType, FieldId::IpProto, FieldId::IpFrag, FieldId::L4Dst]);
+        let mut m = FlowMask::empty();
+        m.mark_prefix(FieldId::Ipv4Dst, 24);
+        assert!(m.is_marked(FieldId::EthType));
+        assert!(!m.is_marked(FieldId::IpProto));
+        let mut m = FlowMask::empty();
+        m.mark(FieldId::VlanPcp);
+        assert!(m.is_marked(FieldId::VlanVid));
+    }
+
+    #[test]
+    fn prefix_masks_only_top_bits() {
+        let mut m = FlowMask::empty();
+        m.mark_prefix(FieldId::Ipv4Dst, 24);
+        let a = key();
+        let same_subnet = FlowKey { ipv4_dst: Ipv4Addr::new(10, 0, 1, 200), l4_dst: 443, ..a };
+        let other_subnet = FlowKey { ipv4_dst: Ipv4Addr::new(10, 0, 2, 5), ..a };
+        assert!(m.masked_eq(&a, &same_subnet));
+        assert!(!m.masked_eq(&a, &other_subnet));
+        assert_eq!(m.apply(&a).key().ipv4_dst, Ipv4Addr::new(10, 0, 1, 0));
+        // A shorter later mark does not shrink the prefix; a longer one grows it.
+        m.mark_prefix(FieldId::Ipv4Dst, 8);
+        assert_eq!(m.prefix_len(FieldId::Ipv4Dst), 24);
+        m.mark_prefix(FieldId::Ipv4Dst, 200);
+        assert_eq!(m.prefix_len(FieldId::Ipv4Dst), 32, "clamped to the width");
+        assert!(!m.masked_eq(&a, &same_subnet));
+    }
+
+    #[test]
+    fn ipv6_prefix() {
+        let mut m = FlowMask::empty();
+        m.mark_prefix(FieldId::Ipv6Src, 64);
+        let a = FlowKey { ipv6_src: "2001:db8::1".parse().expect("v6"), ..FlowKey::default() };
+        let b = FlowKey { ipv6_src: "2001:db8::ffff:2".parse().expect("v6"), ..FlowKey::default() };
+        let c = FlowKey { ipv6_src: "2001:db8:0:1::1".parse().expect("v6"), ..FlowKey::default() };
+        assert!(m.masked_eq(&a, &b));
+        assert!(!m.masked_eq(&a, &c));
+    }
+
+    #[test]
+    fn exact_mask_distinguishes_every_field() {
+        let m = FlowMask::exact();
+        for f in FieldId::ALL {
+            assert!(m.is_marked(f), "{f:?}");
+            assert_eq!(m.prefix_len(f), field_width(f), "{f:?}");
+        }
+        let a = key();
+        assert!(!m.masked_eq(&a, &FlowKey { tcp_flags: 1, ..a }));
+        assert!(!m.masked_eq(&a, &FlowKey { in_port: InPort::Tunnel(4), ..a }));
+        assert!(!m.masked_eq(&a, &FlowKey { ip_frag: FragType::First, ..a }));
+    }
+
+    #[test]
+    fn union_takes_longest_prefix_and_all_bits() {
+        let mut a = FlowMask::empty();
+        a.mark_prefix(FieldId::Ipv4Src, 16);
+        a.mark(FieldId::EthDst);
+        let mut b = FlowMask::empty();
+        b.mark_prefix(FieldId::Ipv4Src, 20);
+        b.mark(FieldId::L4Src);
+        a.union(&b);
+        assert_eq!(a.prefix_len(FieldId::Ipv4Src), 20);
+        assert!(a.is_marked(FieldId::EthDst) && a.is_marked(FieldId::L4Src));
+        assert!(!a.is_marked(FieldId::L4Dst));
+    }
+
+    #[test]
+    fn masked_key_hash_agrees_with_eq() {
+        use std::collections::HashSet;
+        let mut m = FlowMask::empty();
+        m.mark(FieldId::InPort);
+        m.mark(FieldId::EthDst);
+        let set: HashSet<MaskedKey> =
+            (0..10u16).map(|p| m.apply(&FlowKey { l4_src: p, ..key() })).collect();
+        assert_eq!(set.len(), 1, "keys differing only in wildcarded fields collapse");
+    }
+}

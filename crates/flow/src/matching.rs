@@ -218,3 +218,85 @@ fn prefix_v4(a: Ipv4Addr, len: u8) -> Ipv4Addr {
     let m = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
     Ipv4Addr::from(u32::from(a) & m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::ETH_TYPE_IPV4;
+
+    fn key() -> FlowKey {
+        FlowKey {
+            in_port: InPort::Port(1),
+            eth_dst: MacAddr([2, 0, 0, 0, 0, 0xfe]),
+            ethertype: ETH_TYPE_IPV4,
+            ipv4_src: Ipv4Addr::new(10, 0, 0, 2),
+            ipv4_dst: Ipv4Addr::new(192, 168, 7, 9),
+            ip_proto: 6,
+            ip_ttl: 64,
+            l4_dst: 22,
+            ..FlowKey::default()
+        }
+    }
+
+    #[test]
+    fn new_marks_only_in_port() {
+        let m = FlowMatch::new(key());
+        assert_eq!(m.mask().fields().collect::<Vec<_>>(), vec![FieldId::InPort]);
+    }
+
+    #[test]
+    fn getters_mark_setters_do_not() {
+        let mut m = FlowMatch::new(key());
+        assert_eq!(m.eth_dst(), MacAddr([2, 0, 0, 0, 0, 0xfe]));
+        let ttl = m.ip_ttl();
+        m.set_ip_ttl(ttl - 1);
+        m.set_eth_src(MacAddr([2, 0, 0, 0, 0, 0xaa]));
+        m.set_ipv4_dst(Ipv4Addr::new(10, 9, 9, 9));
+        assert!(m.mask().is_marked(FieldId::EthDst));
+        assert!(m.mask().is_marked(FieldId::IpTtl));
+        assert!(!m.mask().is_marked(FieldId::EthSrc));
+        assert!(!m.mask().is_marked(FieldId::Ipv4Dst));
+        assert_eq!(m.original().ip_ttl, 64);
+        assert_eq!(m.current().ip_ttl, 63);
+        assert_eq!(m.current().ipv4_dst, Ipv4Addr::new(10, 9, 9, 9));
+    }
+
+    #[test]
+    fn prefix_getters_mark_only_prefix() {
+        let mut m = FlowMatch::new(key());
+        assert_eq!(m.ipv4_dst_prefix(16), Ipv4Addr::new(192, 168, 0, 0));
+        assert_eq!(m.mask().prefix_len(FieldId::Ipv4Dst), 16);
+        assert!(m.ipv4_dst_in(Ipv4Addr::new(192, 168, 7, 0), 24));
+        assert_eq!(m.mask().prefix_len(FieldId::Ipv4Dst), 24);
+        assert!(!m.ipv4_src_in(Ipv4Addr::new(10, 1, 0, 0), 16));
+        assert_eq!(m.mask().prefix_len(FieldId::Ipv4Src), 16);
+        // A /0 route reads nothing.
+        let mut d = FlowMatch::new(key());
+        assert!(d.ipv4_dst_in(Ipv4Addr::UNSPECIFIED, 0));
+        assert!(!d.mask().is_marked(FieldId::Ipv4Dst));
+    }
+
+    #[test]
+    fn fork_restore_keeps_reads() {
+        let mut m = FlowMatch::new(key());
+        let saved = *m.current();
+        m.set_eth_dst(MacAddr::BROADCAST);
+        let _ = m.l4_dst();
+        m.restore_current(saved);
+        assert_eq!(m.current(), &saved);
+        assert!(m.mask().is_marked(FieldId::L4Dst), "branch reads survive the restore");
+        let mut other = FlowMask::empty();
+        other.mark(FieldId::IcmpId);
+        m.union_mask(&other);
+        assert!(m.mask().is_marked(FieldId::IcmpId));
+    }
+
+    #[test]
+    fn set_vlan_clamps_and_clears() {
+        let mut m = FlowMatch::new(key());
+        m.set_vlan(Some((0x1005, 9)));
+        assert_eq!((m.current().vlan_vid, m.current().vlan_pcp), (Some(5), 1));
+        m.set_vlan(None);
+        assert_eq!((m.current().vlan_vid, m.current().vlan_pcp), (None, 0));
+    }
+}

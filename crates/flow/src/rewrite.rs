@@ -219,3 +219,130 @@ fn set_l3_l4(frame: &mut [u8], key: &FlowKey, lay: &Layout, action: &Action) -> 
         | Action::Userspace(_) => Ok(()),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::build::{pseudo_v4, pseudo_v6};
+    use crate::checksum::{fold, sum};
+    use std::net::Ipv4Addr;
+
+    /// Recompute every checksum in `frame` from scratch and check it.
+    /// Independent of the incremental path under test.
+    pub(crate) fn assert_checksums_valid(frame: &[u8]) {
+        let (k, lay) = extract_with_layout(frame, InPort::Port(0)).expect("parse");
+        if k.is_ipv4() {
+            let ihl = usize::from(frame[lay.l3] & 0x0f) * 4;
+            let h = etherparse::Ipv4HeaderSlice::from_slice(&frame[lay.l3..lay.l3 + ihl]).expect("ipv4");
+            assert_eq!(h.header_checksum(), h.to_header().calc_header_checksum(), "ipv4 header checksum");
+        }
+        let Some(l4) = lay.l4 else { return };
+        let seg = &frame[l4..lay.l3_end];
+        let start = match (k.is_ipv4(), k.ip_proto) {
+            (true, IP_PROTO_TCP | IP_PROTO_UDP) => pseudo_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, seg.len() as u32),
+            (true, IP_PROTO_ICMP) => 0,
+            (false, IP_PROTO_TCP | IP_PROTO_UDP | IP_PROTO_ICMPV6) => {
+                pseudo_v6(k.ipv6_src, k.ipv6_dst, k.ip_proto, seg.len() as u32)
+            }
+            _ => return,
+        };
+        if k.ip_proto == IP_PROTO_UDP && k.is_ipv4() && seg[6..8] == [0, 0] {
+            return; // no checksum
+        }
+        assert_eq!(fold(sum(start, seg)), 0xffff, "L4 checksum of {k}");
+    }
+
+    fn frame(desc: &str) -> Vec<u8> {
+        let k: FlowKey = desc.parse().expect("desc");
+        let mut f = Vec::new();
+        k.to_frame(b"some payload bytes", &mut f);
+        f
+    }
+
+    fn rewrite(desc: &str, action: Action) -> FlowKey {
+        let mut f = frame(desc);
+        apply_action(&mut f, &action).expect("rewrite");
+        assert_checksums_valid(&f);
+        FlowKey::extract(&f, InPort::Port(0)).expect("re-extract")
+    }
+
+    const TCP: &str = "eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:00:02,ip4.src=10.0.0.2,ip4.dst=10.0.1.5,tcp.src=40000,tcp.dst=80";
+    const UDP: &str = "ip4.src=10.0.0.2,ip4.dst=10.0.1.5,udp.src=5000,udp.dst=53,vlan.vid=7";
+    const PING: &str = "ip4.src=10.0.0.2,ip4.dst=10.0.1.5,icmp4.type=8,icmp4.id=77";
+
+    #[test]
+    fn nat_rewrites_update_checksums() {
+        let a = Ipv4Addr::new(203, 0, 113, 9);
+        assert_eq!(rewrite(TCP, Action::SetIpv4Src(a)).ipv4_src, a);
+        assert_eq!(rewrite(TCP, Action::SetIpv4Dst(a)).ipv4_dst, a);
+        assert_eq!(rewrite(UDP, Action::SetIpv4Dst(a)).ipv4_dst, a);
+        assert_eq!(rewrite(PING, Action::SetIpv4Src(a)).ipv4_src, a);
+        assert_eq!(rewrite(TCP, Action::SetL4Src(1234)).l4_src, 1234);
+        assert_eq!(rewrite(UDP, Action::SetL4Dst(5353)).l4_dst, 5353);
+        assert_eq!(rewrite(PING, Action::SetIcmpId(4242)).icmp_id, 4242);
+        assert_eq!(rewrite(TCP, Action::SetTtl(1)).ip_ttl, 1);
+        assert_eq!(rewrite(TCP, Action::SetTos(0xb8)).ip_tos, 0xb8);
+        let k = rewrite("ip6.src=2001:db8::1,ip6.dst=2001:db8::2,udp.dst=53", Action::SetTos(0x2c));
+        assert_eq!(k.ip_tos, 0x2c);
+        assert_eq!(rewrite("ip6.src=2001:db8::1,ip6.dst=2001:db8::2,tcp.dst=53", Action::SetL4Dst(99)).l4_dst, 99);
+    }
+
+    #[test]
+    fn udp_zero_checksum_stays_zero() {
+        let mut f = frame(UDP);
+        let l4 = 18 + 20;
+        f[l4 + 6..l4 + 8].fill(0);
+        apply_action(&mut f, &Action::SetIpv4Src(Ipv4Addr::new(1, 2, 3, 4))).expect("rewrite");
+        assert_eq!(&f[l4 + 6..l4 + 8], &[0, 0]);
+        assert_checksums_valid(&f);
+    }
+
+    #[test]
+    fn l2_and_vlan_rewrites() {
+        let mac = MacAddr([2, 0xaa, 0, 0, 0, 9]);
+        assert_eq!(rewrite(TCP, Action::SetEthDst(mac)).eth_dst, mac);
+        assert_eq!(rewrite(TCP, Action::SetEthSrc(mac)).eth_src, mac);
+        let k = rewrite(TCP, Action::PushVlan { vid: 300, pcp: 5 });
+        assert_eq!((k.vlan_vid, k.vlan_pcp, k.l4_dst), (Some(300), 5, 80));
+        let k = rewrite(UDP, Action::PopVlan);
+        assert_eq!((k.vlan_vid, k.l4_dst), (None, 53));
+    }
+
+    #[test]
+    fn later_fragment_rewrites_ip_only() {
+        let k = rewrite("ip4.src=10.0.0.2,ip4.dst=10.0.1.5,ip.proto=17,ip.frag=later", Action::SetIpv4Dst(Ipv4Addr::new(9, 9, 9, 9)));
+        assert_eq!(k.ipv4_dst, Ipv4Addr::new(9, 9, 9, 9));
+        let mut f = frame("ip4.src=10.0.0.2,ip4.dst=10.0.1.5,ip.proto=17,ip.frag=later");
+        assert_eq!(apply_action(&mut f, &Action::SetL4Dst(1)), Err(RewriteError::NoPorts));
+    }
+
+    #[test]
+    fn mismatched_actions_are_errors() {
+        let mut arp = frame("arp.op=1,arp.spa=10.0.0.1,arp.tpa=10.0.0.2");
+        let before = arp.clone();
+        assert_eq!(apply_action(&mut arp, &Action::SetIpv4Src(Ipv4Addr::LOCALHOST)), Err(RewriteError::NotIpv4));
+        assert_eq!(apply_action(&mut arp, &Action::SetTtl(3)), Err(RewriteError::NotIp));
+        assert_eq!(apply_action(&mut arp, &Action::PopVlan), Err(RewriteError::NotTagged));
+        let mut tcp = frame(TCP);
+        assert_eq!(apply_action(&mut tcp, &Action::SetIcmpId(1)), Err(RewriteError::NotIcmpEcho));
+        let mut sctp = frame("ip4.src=1.1.1.1,ip4.dst=2.2.2.2,sctp.dst=9");
+        assert_eq!(apply_action(&mut sctp, &Action::SetL4Dst(1)), Err(RewriteError::NoPorts));
+        let mut short = vec![0u8; 10];
+        assert_eq!(apply_action(&mut short, &Action::SetTtl(1)), Err(RewriteError::Parse(ParseError::EthTruncated)));
+        assert_eq!(apply_action(&mut short, &Action::SetEthSrc(MacAddr::ZERO)), Err(RewriteError::Parse(ParseError::EthTruncated)));
+        assert_eq!(arp, before, "failed rewrites leave the frame alone");
+    }
+
+    #[test]
+    fn emits_leave_frame_unchanged() {
+        let mut f = frame(TCP);
+        let before = f.clone();
+        let acts = [
+            Action::Output(3),
+            Action::Tunnel { dst: Ipv4Addr::new(192, 0, 2, 1), key: 5 },
+            Action::Userspace(crate::UserspaceReason::Trace),
+        ];
+        apply_actions_to_frame(&mut f, &acts).expect("no-op");
+        assert_eq!(f, before);
+    }
+}

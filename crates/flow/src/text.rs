@@ -521,3 +521,123 @@ fn parse_tcp_flags(name: &str, v: &str) -> Result<u16, DescParseError> {
     }
     Ok(flags)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::UserspaceReason;
+
+    #[test]
+    fn parse_trace_description() {
+        let k: FlowKey = "eth.src=02:00:00:00:00:01, eth.dst=02:00:00:00:00:02, ip4.src=10.0.0.2, ip4.dst=10.0.1.5, ip.ttl=64, tcp.dst=80"
+            .parse()
+            .expect("parse");
+        assert_eq!(
+            k,
+            FlowKey {
+                eth_src: MacAddr([2, 0, 0, 0, 0, 1]),
+                eth_dst: MacAddr([2, 0, 0, 0, 0, 2]),
+                ethertype: ETH_TYPE_IPV4,
+                ipv4_src: Ipv4Addr::new(10, 0, 0, 2),
+                ipv4_dst: Ipv4Addr::new(10, 0, 1, 5),
+                ip_proto: IP_PROTO_TCP,
+                ip_ttl: 64,
+                l4_dst: 80,
+                ..FlowKey::default()
+            }
+        );
+    }
+
+    #[test]
+    fn implied_defaults() {
+        let k: FlowKey = "icmp4.id=5".parse().expect("parse");
+        assert_eq!((k.ethertype, k.ip_proto, k.icmp_type, k.icmp_id, k.ip_ttl), (ETH_TYPE_IPV4, 1, 8, 5, 64));
+        let k: FlowKey = "arp.tpa=10.0.0.1".parse().expect("parse");
+        assert!(k.is_arp());
+        assert_eq!(k.ip_ttl, 0, "ARP has no TTL");
+        let k: FlowKey = "udp.dst=53".parse().expect("parse");
+        assert!(k.is_ipv4());
+        let k: FlowKey = "ip.frag=later,tcp.dst=80".parse().expect("parse");
+        assert_eq!((k.ip_frag, k.l4_dst), (FragType::Later, 0), "later fragments carry no ports");
+        let k: FlowKey = "tcp.flags=syn|ACK".parse().expect("parse");
+        assert_eq!(k.tcp_flags, tcp_flags::SYN | tcp_flags::ACK);
+        let k: FlowKey = "tcp.flags=0x12".parse().expect("parse");
+        assert_eq!(k.tcp_flags, 0x12);
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let cases = [
+            ("tcp.dst", DescParseError::MissingValue("tcp.dst".into())),
+            ("foo=1", DescParseError::UnknownField("foo".into())),
+            ("tcp.dst=80,udp.src=1", DescParseError::Conflict { field: "udp.src".into(), what: "ip.proto" }),
+            ("arp.op=1,ip4.src=1.1.1.1", DescParseError::Conflict { field: "ip4.src".into(), what: "ethertype" }),
+        ];
+        for (d, e) in cases {
+            assert_eq!(d.parse::<FlowKey>(), Err(e), "{d}");
+        }
+        for d in ["tcp.dst=65536", "ip4.src=10.0.0", "eth.src=02:00", "vlan.vid=4096", "vlan.pcp=8", "ip.frag=maybe", "tcp.flags=syn|bogus"] {
+            match d.parse::<FlowKey>() {
+                Err(DescParseError::BadValue { field, .. }) => assert_eq!(Some(field.as_str()), d.split('=').next()),
+                other => panic!("{d}: {other:?}"),
+            }
+        }
+        let msg = "ip.ttl=300".parse::<FlowKey>().expect_err("bad ttl").to_string();
+        assert!(msg.contains("ip.ttl") && msg.contains("300"), "{msg}");
+    }
+
+    #[test]
+    fn display_key() {
+        let k: FlowKey = "in_port=3,eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:00:02,ip4.src=10.0.0.2,ip4.dst=10.0.1.5,tcp.dst=80,tcp.flags=syn|ack".parse().expect("parse");
+        assert_eq!(
+            k.to_string(),
+            "in_port=3,eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:00:02,eth.type=0x0800,\
+             ip4.src=10.0.0.2,ip4.dst=10.0.1.5,ip.proto=6,ip.tos=0,ip.ttl=64,ip.frag=no,\
+             tcp.src=0,tcp.dst=80,tcp.flags=syn|ack"
+        );
+        assert_eq!(k.to_string().parse::<FlowKey>().expect("reparse"), k);
+    }
+
+    #[test]
+    fn display_masked_shows_only_masked() {
+        let k: FlowKey = "in_port=3,eth.dst=02:00:00:00:00:02,ip4.src=10.0.0.2,ip4.dst=10.0.1.5,tcp.dst=80".parse().expect("parse");
+        let mut m = crate::FlowMatch::new(k);
+        let _ = m.eth_dst();
+        let _ = m.ipv4_dst_prefix(24);
+        let _ = m.l4_dst();
+        assert_eq!(
+            k.display_masked(m.mask()).to_string(),
+            "in_port=3,eth.dst=02:00:00:00:00:02,eth.type=0x0800,ip4.dst=10.0.1.0/24,ip.proto=6,ip.frag=no,tcp.dst=80"
+        );
+        assert_eq!(m.mask().to_string(), "in_port,eth.dst,eth.type,ip4.dst/24,ip.proto,ip.frag,l4.dst");
+        assert_eq!(FlowMask::empty().to_string(), "*");
+        assert_eq!(k.display_masked(&FlowMask::empty()).to_string(), "*");
+    }
+
+    #[test]
+    fn display_actions() {
+        let a: Actions = [
+            Action::SetEthDst(MacAddr([2, 0, 0, 0, 0, 9])),
+            Action::SetTtl(63),
+            Action::PushVlan { vid: 5, pcp: 0 },
+            Action::Output(4),
+            Action::Tunnel { dst: Ipv4Addr::new(192, 0, 2, 7), key: 0x123 },
+            Action::Userspace(UserspaceReason::Other(7)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            a.to_string(),
+            "set(eth.dst=02:00:00:00:00:09),set(ip.ttl=63),push_vlan(vid=5,pcp=0),output(4),tunnel(dst=192.0.2.7,key=0x123),userspace(7)"
+        );
+        assert_eq!(Actions::new().to_string(), "drop");
+    }
+
+    #[test]
+    fn tunnel_in_port_round_trips() {
+        let k: FlowKey = "tun_key=0x1234,eth.type=0x0806".parse().expect("parse");
+        assert_eq!(k.in_port, InPort::Tunnel(0x1234));
+        assert!(k.to_string().starts_with("tun_key=0x1234,"));
+        assert_eq!(k.to_string().parse::<FlowKey>().expect("reparse"), k);
+    }
+}
