@@ -450,27 +450,21 @@ fn encode_query(s: &str) -> String {
 
 fn create(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> anyhow::Result<()> {
     let client = ctx.client;
-    let target = if spec.parents.is_empty() {
-        None
-    } else {
-        Some(require_parent(client, spec, m)?)
-    };
-    let mut base = Map::new();
-    if let Some((_, p)) = &target {
-        for (k, v) in p.defaults {
-            base.insert((*k).to_owned(), Value::String((*v).to_owned()));
-        }
-    }
+    // The body first: a malformed flag is reported before any request.
     let mut resolver = |r: &str, raw: &str| resolve_ref(client, r, raw);
-    let body = body_from_args(spec, m, base, &mut resolver)?;
-    let url = match target {
-        Some((coll, _)) => coll,
-        None => {
-            let c = spec
-                .collection
-                .ok_or_else(|| anyhow!("{} cannot be created directly", spec.name))?;
-            client.root_link(c)?
+    let mut body = body_from_args(spec, m, Map::new(), &mut resolver)?;
+    let url = if spec.parents.is_empty() {
+        let c = spec
+            .collection
+            .ok_or_else(|| anyhow!("{} cannot be created directly", spec.name))?;
+        client.root_link(c)?
+    } else {
+        let (coll, parent) = require_parent(client, spec, m)?;
+        for (k, v) in parent.defaults {
+            body.entry((*k).to_owned())
+                .or_insert_with(|| Value::String((*v).to_owned()));
         }
+        coll
     };
     let created = client.create(&url, &Value::Object(body))?;
     render::print_object(ctx.out, ctx.output, &created)
