@@ -49,13 +49,19 @@ pub struct EtcdStore {
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdStore").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("EtcdStore")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
 /// `(key, range_end)` of etcd's range for a prefix.
 fn etcd_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let key = if prefix.is_empty() { vec![0] } else { prefix.to_vec() };
+    let key = if prefix.is_empty() {
+        vec![0]
+    } else {
+        prefix.to_vec()
+    };
     // etcd reads range_end "\0" as "no upper bound".
     (key, prefix_end(prefix).unwrap_or_else(|| vec![0]))
 }
@@ -180,7 +186,10 @@ impl EtcdStore {
 
     /// Wraps an already configured client (TLS, auth...).
     pub fn from_client(client: ec::Client) -> Self {
-        EtcdStore { client, timeout: Self::DEFAULT_TIMEOUT }
+        EtcdStore {
+            client,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
     }
 
     /// Changes the bound on unary calls.
@@ -210,15 +219,23 @@ impl EtcdStore {
 impl Store for EtcdStore {
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         validate_txn(&txn)?;
-        let lease = txn.success.iter().chain(&txn.failure).find_map(|op| match op {
-            TxnOp::Put { lease, .. } => *lease,
-            _ => None,
-        });
+        let lease = txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .find_map(|op| match op {
+                TxnOp::Put { lease, .. } => *lease,
+                _ => None,
+            });
         let mut kv = self.client.kv_client();
         let resp = self.call(lease, kv.txn(etcd_txn(&txn))).await?;
         let succeeded = resp.succeeded();
         let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
-        let branch = if succeeded { &txn.success } else { &txn.failure };
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let op_responses = resp.op_responses();
         if op_responses.len() != branch.len() {
             return Err(StoreError::backend(format!(
@@ -232,9 +249,12 @@ impl Store for EtcdStore {
             .zip(op_responses)
             .map(|(op, r)| match (op, r) {
                 (TxnOp::Put { .. }, ec::TxnOpResponse::Put(_)) => Ok(OpResponse::Put),
-                (TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. }, ec::TxnOpResponse::Delete(d)) => {
-                    Ok(OpResponse::Delete { deleted: d.deleted() })
-                }
+                (
+                    TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. },
+                    ec::TxnOpResponse::Delete(d),
+                ) => Ok(OpResponse::Delete {
+                    deleted: d.deleted(),
+                }),
                 (TxnOp::Get { .. }, ec::TxnOpResponse::Get(g)) => {
                     Ok(OpResponse::Get(g.kvs().first().map(kv_from)))
                 }
@@ -246,12 +266,18 @@ impl Store for EtcdStore {
                 ))),
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(TxnResponse { succeeded, revision, responses })
+        Ok(TxnResponse {
+            succeeded,
+            revision,
+            responses,
+        })
     }
 
     async fn watch(&self, prefix: &[u8], from_revision: Revision) -> Result<WatchStream> {
         if from_revision < 0 {
-            return Err(StoreError::InvalidArgument(format!("watch from negative revision {from_revision}")));
+            return Err(StoreError::InvalidArgument(format!(
+                "watch from negative revision {from_revision}"
+            )));
         }
         let (key, end) = etcd_range(prefix);
         let options = ec::WatchOptions::new()
@@ -262,7 +288,12 @@ impl Store for EtcdStore {
         let mut stream = self.call(None, wc.watch(key, Some(options))).await?;
         // Wait until etcd has registered the watch (see module docs).
         let created = self.call(None, stream.message()).await?;
-        let mut state = EtcdWatch { stream, pending: VecDeque::new(), end: None, finished: false };
+        let mut state = EtcdWatch {
+            stream,
+            pending: VecDeque::new(),
+            end: None,
+            finished: false,
+        };
         match created {
             // etcd may also cancel in the created response; the stream then
             // yields that error first.
@@ -273,7 +304,9 @@ impl Store for EtcdStore {
                 )))
             }
             None => {
-                return Err(StoreError::Unavailable("etcd closed the watch stream".into()))
+                return Err(StoreError::Unavailable(
+                    "etcd closed the watch stream".into(),
+                ))
             }
         }
         Ok(Box::pin(futures::stream::unfold(state, EtcdWatch::next)))
@@ -296,14 +329,22 @@ impl Store for EtcdStore {
 
     async fn grant_lease(&self, ttl_secs: i64) -> Result<Lease> {
         if ttl_secs <= 0 {
-            return Err(StoreError::InvalidArgument(format!("lease ttl {ttl_secs}s is not positive")));
+            return Err(StoreError::InvalidArgument(format!(
+                "lease ttl {ttl_secs}s is not positive"
+            )));
         }
         let mut lc = self.client.lease_client();
         let resp = self.call(None, lc.grant(ttl_secs, None)).await?;
         if !resp.error().is_empty() {
-            return Err(StoreError::backend(format!("etcd lease grant: {}", resp.error())));
+            return Err(StoreError::backend(format!(
+                "etcd lease grant: {}",
+                resp.error()
+            )));
         }
-        Ok(Lease { id: LeaseId(resp.id()), ttl_secs: resp.ttl() })
+        Ok(Lease {
+            id: LeaseId(resp.id()),
+            ttl_secs: resp.ttl(),
+        })
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<i64> {
@@ -315,7 +356,9 @@ impl Store for EtcdStore {
         match self.call(Some(lease), responses.message()).await? {
             Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
             Some(_) => Err(StoreError::LeaseNotFound(lease)),
-            None => Err(StoreError::Unavailable("etcd closed the lease keep-alive stream".into())),
+            None => Err(StoreError::Unavailable(
+                "etcd closed the lease keep-alive stream".into(),
+            )),
         }
     }
 
@@ -328,7 +371,10 @@ impl Store for EtcdStore {
     async fn current_revision(&self) -> Result<Revision> {
         let mut kv = self.client.kv_client();
         let resp = self
-            .call(None, kv.get(vec![0], Some(ec::GetOptions::new().with_count_only())))
+            .call(
+                None,
+                kv.get(vec![0], Some(ec::GetOptions::new().with_count_only())),
+            )
             .await?;
         resp.header()
             .map(|h| h.revision())
@@ -353,7 +399,10 @@ impl EtcdWatch {
             let Some(kv) = ev.kv() else { continue };
             let prev = ev.prev_kv().map(kv_from);
             let event = match ev.event_type() {
-                ec::EventType::Put => WatchEvent::Put { kv: kv_from(kv), prev },
+                ec::EventType::Put => WatchEvent::Put {
+                    kv: kv_from(kv),
+                    prev,
+                },
                 ec::EventType::Delete => WatchEvent::Delete {
                     key: kv.key().to_vec(),
                     revision: kv.mod_revision(),
@@ -362,11 +411,16 @@ impl EtcdWatch {
             };
             match self.pending.back_mut() {
                 Some(batch) if batch.revision == event.revision() => batch.events.push(event),
-                _ => self.pending.push_back(WatchBatch { revision: event.revision(), events: vec![event] }),
+                _ => self.pending.push_back(WatchBatch {
+                    revision: event.revision(),
+                    events: vec![event],
+                }),
             }
         }
         if resp.compact_revision() != 0 {
-            self.end = Some(StoreError::Compacted { compact_revision: resp.compact_revision() });
+            self.end = Some(StoreError::Compacted {
+                compact_revision: resp.compact_revision(),
+            });
         } else if resp.canceled() {
             self.end = Some(StoreError::backend(format!(
                 "etcd canceled the watch: {}",
@@ -390,7 +444,9 @@ impl EtcdWatch {
             match self.stream.message().await {
                 Ok(Some(resp)) => self.absorb(resp),
                 Ok(None) => {
-                    self.end = Some(StoreError::Unavailable("etcd closed the watch stream".into()));
+                    self.end = Some(StoreError::Unavailable(
+                        "etcd closed the watch stream".into(),
+                    ));
                 }
                 Err(e) => self.end = Some(map_err(e, None)),
             }
@@ -411,9 +467,16 @@ mod tests {
 
     #[test]
     fn lease_and_argument_errors_map_to_contract_errors() {
-        let e = ec::Error::GRpcStatus(tonic::Status::not_found("etcdserver: requested lease not found"));
-        assert!(matches!(map_err(e, Some(LeaseId(7))), StoreError::LeaseNotFound(LeaseId(7))));
-        let e = ec::Error::GRpcStatus(tonic::Status::invalid_argument("etcdserver: too many operations in txn request"));
+        let e = ec::Error::GRpcStatus(tonic::Status::not_found(
+            "etcdserver: requested lease not found",
+        ));
+        assert!(matches!(
+            map_err(e, Some(LeaseId(7))),
+            StoreError::LeaseNotFound(LeaseId(7))
+        ));
+        let e = ec::Error::GRpcStatus(tonic::Status::invalid_argument(
+            "etcdserver: too many operations in txn request",
+        ));
         assert!(matches!(map_err(e, None), StoreError::InvalidArgument(_)));
         let e = ec::Error::GRpcStatus(tonic::Status::unavailable("etcdserver: no leader"));
         assert!(map_err(e, None).is_retryable());

@@ -29,7 +29,8 @@
 //!   A watch from a compacted revision yields [`StoreError::Compacted`] as its
 //!   first stream item (see [`Store::watch`]); the watcher re-lists.
 //! * Leases: keys put with a lease are deleted (with Delete watch events, in
-//!   one revision) when the lease expires or is revoked.
+//!   one revision) when the lease expires or is revoked. [`LeaseKeeper`]
+//!   refreshes a lease in the background.
 //!
 //! # Where the backends differ, and why
 //!
@@ -51,6 +52,7 @@
 pub mod embedded;
 mod error;
 pub mod etcd;
+mod lease;
 mod store;
 #[cfg(feature = "test-util")]
 pub mod testutil;
@@ -61,6 +63,7 @@ use std::sync::Arc;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::{BoxError, Result, StoreError};
 pub use etcd::EtcdStore;
+pub use lease::LeaseKeeper;
 pub use store::Store;
 pub use types::{
     prefix_end, Compare, CompareOp, CompareTarget, DeleteResponse, KeyValue, Lease, LeaseId,
@@ -77,7 +80,10 @@ pub use types::{
 ///
 /// Must be called inside a tokio runtime.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
-    let invalid = |reason: &str| StoreError::InvalidUrl { url: url.to_string(), reason: reason.to_string() };
+    let invalid = |reason: &str| StoreError::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
     if let Some(path) = url.strip_prefix("embedded:") {
         let path = path.strip_prefix("//").unwrap_or(path);
         if path.is_empty() {
@@ -100,7 +106,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         }
         return Ok(Arc::new(EtcdStore::connect(&endpoints).await?));
     }
-    Err(invalid("expected embedded:PATH, memory: or etcd://HOST:PORT[,HOST:PORT]"))
+    Err(invalid(
+        "expected embedded:PATH, memory: or etcd://HOST:PORT[,HOST:PORT]",
+    ))
 }
 
 #[cfg(test)]
@@ -121,11 +129,16 @@ mod tests {
     async fn connect_memory_and_embedded_file() {
         let mem = connect("memory:").await.expect("memory store");
         mem.put(b"/k", b"v", None).await.expect("put");
-        assert_eq!(mem.get(b"/k").await.expect("get").map(|kv| kv.value), Some(b"v".to_vec()));
+        assert_eq!(
+            mem.get(b"/k").await.expect("get").map(|kv| kv.value),
+            Some(b"v".to_vec())
+        );
 
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.redb");
-        let file = connect(&format!("embedded:{}", path.display())).await.expect("file store");
+        let file = connect(&format!("embedded:{}", path.display()))
+            .await
+            .expect("file store");
         file.put(b"/k", b"v", None).await.expect("put");
         drop(file);
         assert!(path.exists());

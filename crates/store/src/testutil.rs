@@ -80,7 +80,9 @@ fn tail(path: &Path, lines: usize) -> String {
 
 /// One HTTP/1.1 GET of etcd's `/health`, true when it answers healthy.
 fn healthy(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let req = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     if s.write_all(req.as_bytes()).is_err() {
@@ -129,7 +131,9 @@ impl EtcdServer {
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=midonet-test={peer}"))
             .arg("--initial-cluster-state=new")
-            .arg(format!("--initial-cluster-token=midonet-test-{client_port}"))
+            .arg(format!(
+                "--initial-cluster-token=midonet-test-{client_port}"
+            ))
             .arg("--heartbeat-interval=50")
             .arg("--election-timeout=500")
             .arg("--max-txn-ops=10000")
@@ -150,7 +154,11 @@ impl EtcdServer {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut server = EtcdServer { child, client_port, dir };
+        let mut server = EtcdServer {
+            child,
+            client_port,
+            dir,
+        };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = server.child.try_wait()? {

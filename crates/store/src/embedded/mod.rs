@@ -116,8 +116,9 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
 
 /// The embedded store. Cheap to share behind `Arc<dyn Store>`.
 ///
-/// The database file stays open (and locked) until the store *and* every
-/// watch stream it returned are dropped.
+/// Dropping the store ends its watch streams (after they deliver what is
+/// already committed) and stops lease expiry. The database file stays open
+/// (and locked) until the store *and* every watch stream are dropped.
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
     expiry: tokio::task::JoinHandle<()>,
@@ -126,6 +127,7 @@ pub struct EmbeddedStore {
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
         self.expiry.abort();
+        self.inner.hub.lock().take();
     }
 }
 
@@ -150,7 +152,9 @@ struct Inner {
     writer: Mutex<()>,
     /// Cache of the committed revision (the `meta` table is the truth).
     revision: AtomicI64,
-    hub: broadcast::Sender<Arc<WatchBatch>>,
+    /// `None` once the [`EmbeddedStore`] is dropped: receivers then see
+    /// `Closed`, and watch streams end after draining the history.
+    hub: Mutex<Option<broadcast::Sender<Arc<WatchBatch>>>>,
     deadlines: Deadlines,
 }
 
@@ -181,7 +185,9 @@ impl EmbeddedStore {
 
     fn from_db(db: Database, options: EmbeddedOptions) -> Result<Self> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            StoreError::InvalidArgument("the embedded store must be opened inside a tokio runtime".into())
+            StoreError::InvalidArgument(
+                "the embedded store must be opened inside a tokio runtime".into(),
+            )
         })?;
         let (revision, leases) = init_tables(&db)?;
         let now = Instant::now();
@@ -199,7 +205,7 @@ impl EmbeddedStore {
             db,
             writer: Mutex::new(()),
             revision: AtomicI64::new(revision),
-            hub,
+            hub: Mutex::new(Some(hub)),
             deadlines: Arc::clone(&deadlines),
         });
         let expiry = runtime.spawn(expiry_loop(Arc::downgrade(&inner), deadlines));
@@ -249,7 +255,10 @@ fn key_bounds(prefix: &[u8]) -> (Bound<&[u8]>, Bound<Vec<u8>>) {
 }
 
 /// Reads every kv under `prefix` from any readable kv table.
-fn read_prefix(table: &impl ReadableTable<&'static [u8], &'static [u8]>, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+fn read_prefix(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+) -> Result<Vec<KeyValue>> {
     let (start, end) = key_bounds(prefix);
     let end_ref = match &end {
         Bound::Excluded(e) => Bound::Excluded(e.as_slice()),
@@ -263,7 +272,10 @@ fn read_prefix(table: &impl ReadableTable<&'static [u8], &'static [u8]>, prefix:
     Ok(out)
 }
 
-fn read_key(table: &impl ReadableTable<&'static [u8], &'static [u8]>, key: &[u8]) -> Result<Option<KeyValue>> {
+fn read_key(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<KeyValue>> {
     match table.get(key).map_err(db_err)? {
         Some(v) => Ok(Some(codec::decode_record(key, v.value())?)),
         None => Ok(None),
@@ -271,7 +283,10 @@ fn read_key(table: &impl ReadableTable<&'static [u8], &'static [u8]>, key: &[u8]
 }
 
 fn is_write(op: &TxnOp) -> bool {
-    matches!(op, TxnOp::Put { .. } | TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. })
+    matches!(
+        op,
+        TxnOp::Put { .. } | TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. }
+    )
 }
 
 impl Inner {
@@ -296,7 +311,11 @@ impl Inner {
                 break;
             }
         }
-        let branch = if succeeded { &txn.success } else { &txn.failure };
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let mut responses = Vec::with_capacity(branch.len());
         for op in branch {
             responses.push(match op {
@@ -305,7 +324,11 @@ impl Inner {
                 _ => unreachable!("read_txn is only called for transactions without writes"),
             });
         }
-        Ok(TxnResponse { succeeded, revision, responses })
+        Ok(TxnResponse {
+            succeeded,
+            revision,
+            responses,
+        })
     }
 
     fn write_txn(&self, txn: &Txn) -> Result<TxnResponse> {
@@ -325,7 +348,11 @@ impl Inner {
                     break;
                 }
             }
-            let branch = if succeeded { &txn.success } else { &txn.failure };
+            let branch = if succeeded {
+                &txn.success
+            } else {
+                &txn.failure
+            };
             let mut responses = Vec::with_capacity(branch.len());
             for op in branch {
                 let resp = match op {
@@ -363,7 +390,11 @@ impl Inner {
                         let deleted = match prev {
                             Some(prev) => {
                                 delete_one(&mut kv, &mut lease_keys, &prev)?;
-                                events.push(WatchEvent::Delete { key: key.clone(), revision: rev, prev: Some(prev) });
+                                events.push(WatchEvent::Delete {
+                                    key: key.clone(),
+                                    revision: rev,
+                                    prev: Some(prev),
+                                });
                                 1
                             }
                             None => 0,
@@ -375,7 +406,11 @@ impl Inner {
                         let deleted = victims.len() as i64;
                         for prev in victims {
                             delete_one(&mut kv, &mut lease_keys, &prev)?;
-                            events.push(WatchEvent::Delete { key: prev.key.clone(), revision: rev, prev: Some(prev) });
+                            events.push(WatchEvent::Delete {
+                                key: prev.key.clone(),
+                                revision: rev,
+                                prev: Some(prev),
+                            });
                         }
                         OpResponse::Delete { deleted }
                     }
@@ -390,25 +425,45 @@ impl Inner {
             // Nothing changed: as etcd, no new revision. Dropping the write
             // transaction aborts it.
             wtx.abort().map_err(db_err)?;
-            return Ok(TxnResponse { succeeded, revision: base, responses });
+            return Ok(TxnResponse {
+                succeeded,
+                revision: base,
+                responses,
+            });
         }
         self.commit_revision(wtx, rev, events)?;
-        Ok(TxnResponse { succeeded, revision: rev, responses })
+        Ok(TxnResponse {
+            succeeded,
+            revision: rev,
+            responses,
+        })
     }
 
     /// Records `events` as revision `rev`, commits, and publishes them.
     /// Must be called with the writer lock held.
-    fn commit_revision(&self, wtx: WriteTransaction, rev: Revision, events: Vec<WatchEvent>) -> Result<()> {
+    fn commit_revision(
+        &self,
+        wtx: WriteTransaction,
+        rev: Revision,
+        events: Vec<WatchEvent>,
+    ) -> Result<()> {
         {
             let mut history = wtx.open_table(HISTORY).map_err(db_err)?;
-            history.insert(rev, codec::encode_events(&events).as_slice()).map_err(db_err)?;
+            history
+                .insert(rev, codec::encode_events(&events).as_slice())
+                .map_err(db_err)?;
             let mut meta = wtx.open_table(META).map_err(db_err)?;
             meta.insert(META_REVISION, rev).map_err(db_err)?;
         }
         wtx.commit().map_err(db_err)?;
         self.revision.store(rev, Ordering::Release);
-        // No receivers is not an error: nobody is watching.
-        let _ = self.hub.send(Arc::new(WatchBatch { revision: rev, events }));
+        if let Some(hub) = self.hub.lock().as_ref() {
+            // No receivers is not an error: nobody is watching.
+            let _ = hub.send(Arc::new(WatchBatch {
+                revision: rev,
+                events,
+            }));
+        }
         Ok(())
     }
 
@@ -421,13 +476,18 @@ impl Inner {
         let wtx = self.db.begin_write().map_err(db_err)?;
         {
             let mut meta = wtx.open_table(META).map_err(db_err)?;
-            let compacted = meta.get(META_COMPACT).map_err(db_err)?.map_or(0, |v| v.value());
+            let compacted = meta
+                .get(META_COMPACT)
+                .map_err(db_err)?
+                .map_or(0, |v| v.value());
             if revision <= compacted {
                 return Ok(());
             }
             meta.insert(META_COMPACT, revision).map_err(db_err)?;
             let mut history = wtx.open_table(HISTORY).map_err(db_err)?;
-            history.retain_in(..revision, |_, _| false).map_err(db_err)?;
+            history
+                .retain_in(..revision, |_, _| false)
+                .map_err(db_err)?;
         }
         wtx.commit().map_err(db_err)?;
         Ok(())
@@ -435,13 +495,19 @@ impl Inner {
 
     fn grant_lease(&self, ttl_secs: i64) -> Result<Lease> {
         if ttl_secs <= 0 {
-            return Err(StoreError::InvalidArgument(format!("lease ttl {ttl_secs}s is not positive")));
+            return Err(StoreError::InvalidArgument(format!(
+                "lease ttl {ttl_secs}s is not positive"
+            )));
         }
         let _writer = self.writer.lock();
         let wtx = self.db.begin_write().map_err(db_err)?;
         let id = {
             let mut meta = wtx.open_table(META).map_err(db_err)?;
-            let id = meta.get(META_LAST_LEASE).map_err(db_err)?.map_or(0, |v| v.value()) + 1;
+            let id = meta
+                .get(META_LAST_LEASE)
+                .map_err(db_err)?
+                .map_or(0, |v| v.value())
+                + 1;
             meta.insert(META_LAST_LEASE, id).map_err(db_err)?;
             let mut leases = wtx.open_table(LEASES).map_err(db_err)?;
             leases.insert(id, ttl_secs).map_err(db_err)?;
@@ -449,13 +515,20 @@ impl Inner {
         };
         wtx.commit().map_err(db_err)?;
         let deadline = Instant::now() + Duration::from_secs(ttl_secs.unsigned_abs());
-        self.deadlines.lock().insert(id, LeaseState { ttl_secs, deadline });
-        Ok(Lease { id: LeaseId(id), ttl_secs })
+        self.deadlines
+            .lock()
+            .insert(id, LeaseState { ttl_secs, deadline });
+        Ok(Lease {
+            id: LeaseId(id),
+            ttl_secs,
+        })
     }
 
     fn keep_alive(&self, lease: LeaseId) -> Result<i64> {
         let mut deadlines = self.deadlines.lock();
-        let state = deadlines.get_mut(&lease.0).ok_or(StoreError::LeaseNotFound(lease))?;
+        let state = deadlines
+            .get_mut(&lease.0)
+            .ok_or(StoreError::LeaseNotFound(lease))?;
         // A lease past its deadline is dead even if the expiry task has not
         // deleted its keys yet: reviving it would race with that deletion.
         let now = Instant::now();
@@ -499,7 +572,11 @@ impl Inner {
             for key in keys {
                 if let Some(prev) = read_key(&kv, &key)? {
                     kv.remove(key.as_slice()).map_err(db_err)?;
-                    events.push(WatchEvent::Delete { key, revision: rev, prev: Some(prev) });
+                    events.push(WatchEvent::Delete {
+                        key,
+                        revision: rev,
+                        prev: Some(prev),
+                    });
                 }
             }
         }
@@ -517,9 +594,8 @@ impl Inner {
     fn replay(&self, prefix: &[u8], from: Revision) -> Result<(Vec<WatchBatch>, Revision)> {
         let rtx = self.db.begin_read().map_err(db_err)?;
         let meta = rtx.open_table(META).map_err(db_err)?;
-        let get = |k: &str| -> Result<i64> {
-            Ok(meta.get(k).map_err(db_err)?.map_or(0, |v| v.value()))
-        };
+        let get =
+            |k: &str| -> Result<i64> { Ok(meta.get(k).map_err(db_err)?.map_or(0, |v| v.value())) };
         let compact_revision = get(META_COMPACT)?;
         if from < compact_revision {
             return Err(StoreError::Compacted { compact_revision });
@@ -535,7 +611,10 @@ impl Inner {
                 .filter(|e| in_prefix(e.key(), prefix))
                 .collect();
             if !events.is_empty() {
-                batches.push(WatchBatch { revision: rev, events });
+                batches.push(WatchBatch {
+                    revision: rev,
+                    events,
+                });
             }
         }
         Ok((batches, last))
@@ -549,7 +628,9 @@ fn delete_one(
 ) -> Result<()> {
     kv.remove(prev.key.as_slice()).map_err(db_err)?;
     if let Some(l) = prev.lease {
-        lease_keys.remove(l.0, prev.key.as_slice()).map_err(db_err)?;
+        lease_keys
+            .remove(l.0, prev.key.as_slice())
+            .map_err(db_err)?;
     }
     Ok(())
 }
@@ -616,11 +697,19 @@ impl Store for EmbeddedStore {
 
     async fn watch(&self, prefix: &[u8], from_revision: Revision) -> Result<WatchStream> {
         if from_revision < 0 {
-            return Err(StoreError::InvalidArgument(format!("watch from negative revision {from_revision}")));
+            return Err(StoreError::InvalidArgument(format!(
+                "watch from negative revision {from_revision}"
+            )));
         }
         // Subscribe before reading the revision: every revision above the
         // one read is then either in the hub or found in the history table.
-        let rx = self.inner.hub.subscribe();
+        let rx = self
+            .inner
+            .hub
+            .lock()
+            .as_ref()
+            .map(broadcast::Sender::subscribe)
+            .ok_or_else(|| StoreError::Unavailable("embedded store is shut down".into()))?;
         let next_rev = if from_revision == 0 {
             self.inner.current_revision() + 1
         } else {
@@ -706,14 +795,24 @@ impl Watcher {
                         .cloned()
                         .collect();
                     if !events.is_empty() {
-                        return Some((Ok(WatchBatch { revision: batch.revision, events }), self));
+                        return Some((
+                            Ok(WatchBatch {
+                                revision: batch.revision,
+                                events,
+                            }),
+                            self,
+                        ));
                     }
                 }
                 // Older: already delivered from the history table. Newer: a
                 // gap, which the history check at the top of the loop fills.
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    tracing::debug!(skipped, next_rev = self.next_rev, "watcher lagged; replaying from history");
+                    tracing::debug!(
+                        skipped,
+                        next_rev = self.next_rev,
+                        "watcher lagged; replaying from history"
+                    );
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

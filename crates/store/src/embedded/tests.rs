@@ -29,7 +29,9 @@ async fn restart_keeps_data_revision_history_and_leases() {
             .revision;
         let rev_del = s.delete(b"/p/c").await.expect("delete").revision;
         let lease = s.grant_lease(2).await.expect("grant");
-        s.put(b"/p/leased", b"x", Some(lease.id)).await.expect("put");
+        s.put(b"/p/leased", b"x", Some(lease.id))
+            .await
+            .expect("put");
         (rev_a, rev_txn, rev_del, lease)
     };
     // Dropped: the file is closed, so it can be opened again.
@@ -37,10 +39,23 @@ async fn restart_keeps_data_revision_history_and_leases() {
     let revision = s.current_revision().await.expect("revision");
     assert_eq!(revision, rev_del + 1);
     let kvs = s.range(b"/p/").await.expect("range").kvs;
-    let got: Vec<(&[u8], &[u8])> = kvs.iter().map(|kv| (kv.key.as_slice(), kv.value.as_slice())).collect();
-    assert_eq!(got, [(&b"/p/a"[..], &b"1"[..]), (b"/p/b", b"2"), (b"/p/leased", b"x")]);
+    let got: Vec<(&[u8], &[u8])> = kvs
+        .iter()
+        .map(|kv| (kv.key.as_slice(), kv.value.as_slice()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (&b"/p/a"[..], &b"1"[..]),
+            (b"/p/b", b"2"),
+            (b"/p/leased", b"x")
+        ]
+    );
     let b = s.get(b"/p/b").await.expect("get").expect("present");
-    assert_eq!((b.create_revision, b.mod_revision, b.version), (rev_txn, rev_txn, 1));
+    assert_eq!(
+        (b.create_revision, b.mod_revision, b.version),
+        (rev_txn, rev_txn, 1)
+    );
 
     // History replays from disk, one batch per revision.
     let mut w = s.watch(b"/p/", 1).await.expect("watch");
@@ -52,7 +67,10 @@ async fn restart_keeps_data_revision_history_and_leases() {
         }
         v
     };
-    assert_eq!(revs, [(rev_a, 1), (rev_txn, 2), (rev_del, 1), (revision, 1)]);
+    assert_eq!(
+        revs,
+        [(rev_a, 1), (rev_txn, 2), (rev_del, 1), (revision, 1)]
+    );
 
     // The lease survived with a fresh TTL; it still expires and takes its key.
     assert_eq!(s.keep_alive(lease.id).await.expect("lease restored"), 2);
@@ -80,7 +98,9 @@ async fn compaction_survives_restart() {
     };
     let s = EmbeddedStore::open(&path).expect("reopen");
     let mut w = s.watch(b"/", 1).await.expect("watch");
-    assert!(matches!(next(&mut w).await, Err(StoreError::Compacted { compact_revision }) if compact_revision == at));
+    assert!(
+        matches!(next(&mut w).await, Err(StoreError::Compacted { compact_revision }) if compact_revision == at)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,20 +111,23 @@ async fn slow_watcher_never_blocks_writers_and_catches_up_from_history() {
     let mut w = s.watch(b"/s/", 0).await.expect("watch");
     let writes = async {
         for i in 0..300u32 {
-            s.put(format!("/s/{}", i % 7).as_bytes(), &i.to_be_bytes(), None).await.expect("put");
+            s.put(format!("/s/{}", i % 7).as_bytes(), &i.to_be_bytes(), None)
+                .await
+                .expect("put");
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), writes).await.expect("writers never block");
+    tokio::time::timeout(Duration::from_secs(30), writes)
+        .await
+        .expect("writers never block");
     // ...and it still gets every revision, in order, from the history table.
-    let mut expect = 2;
-    for i in 0..300u32 {
+    // A fresh store is at revision 1, so the first put is revision 2.
+    for (expect, i) in (2..).zip(0..300u32) {
         let b = next(&mut w).await.expect("batch");
         assert_eq!(b.revision, expect);
         match &b.events[..] {
             [WatchEvent::Put { kv, .. }] => assert_eq!(kv.value, i.to_be_bytes()),
             other => panic!("unexpected {other:?}"),
         }
-        expect += 1;
     }
 }
 
@@ -136,5 +159,23 @@ async fn a_file_in_use_cannot_be_opened_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store.redb");
     let _s = EmbeddedStore::open(&path).expect("open");
-    assert!(matches!(EmbeddedStore::open(&path), Err(StoreError::Backend(_))));
+    assert!(matches!(
+        EmbeddedStore::open(&path),
+        Err(StoreError::Backend(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_store_ends_watches_after_committed_history() {
+    let s = EmbeddedStore::in_memory_with(EmbeddedOptions { watch_buffer: 2 }).expect("store");
+    let mut w = s.watch(b"/", 0).await.expect("watch");
+    for i in 0..5u32 {
+        s.put(b"/k", &i.to_be_bytes(), None).await.expect("put");
+    }
+    drop(s);
+    for _ in 0..5 {
+        next(&mut w).await.expect("committed batch still delivered");
+    }
+    let end = tokio::time::timeout(Duration::from_secs(10), w.next()).await;
+    assert!(matches!(end, Ok(None)), "stream ends, got {end:?}");
 }
