@@ -286,16 +286,9 @@ fn build(a: &UpArgs, l: &Layout, dir: &Path, cluster_bin: &Path, agent_bin: &Pat
     net::build_underlay(l, &opts)?;
 
     eprintln!("sandbox: starting the cluster");
-    let store = dir.join("store.redb");
-    let cluster_args: Vec<String> = vec![
-        "--no-auth".into(),
-        "--store".into(),
-        format!("embedded:{}", store.display()),
-        "--listen".into(),
-        a.api.to_string(),
-        "--grpc-listen".into(),
-        st.grpc_addr.clone(),
-    ];
+    let cfg_file = dir.join("cluster.toml");
+    fs::write(&cfg_file, cluster_config(a, st, &dir.join("store.redb")))?;
+    let cluster_args: Vec<String> = vec!["--config".into(), cfg_file.display().to_string(), "--no-auth".into()];
     let cluster = procs::spawn_daemon("cluster", cluster_bin, &cluster_args, None, &dir.join("cluster.log"))?;
     st.processes.push(cluster.clone());
     st.save(dir)?;
@@ -339,17 +332,28 @@ fn build(a: &UpArgs, l: &Layout, dir: &Path, cluster_bin: &Path, agent_bin: &Pat
     Ok(())
 }
 
-/// Command line of one agent. Kept in one place: it is the contract with
-/// `midonet-agent`'s flags.
-fn agent_args(st: &SandboxState, host_dir: &Path, id_file: &Path, _ns: &str) -> Result<Vec<String>> {
-    Ok(vec![
-        "--cluster".into(),
-        format!("http://{}", st.grpc_addr),
-        "--host-id-file".into(),
-        id_file.display().to_string(),
-        "--state-dir".into(),
-        host_dir.display().to_string(),
-    ])
+/// The cluster's configuration file (`midonet_cluster::config`): REST for
+/// the user on `--api`, the topology service on the management address for
+/// the agents, auth off.
+fn cluster_config(a: &UpArgs, st: &SandboxState, store: &Path) -> String {
+    format!(
+        "listen = \"{}\"\nstore = \"embedded:{}\"\ngrpc_listen = \"{}\"\n\n[auth]\nenabled = false\n",
+        a.api,
+        store.display(),
+        st.grpc_addr
+    )
+}
+
+/// Configuration file and command line of one agent (`midonet_agent::config`).
+fn agent_args(st: &SandboxState, host_dir: &Path, id_file: &Path, ns: &str) -> Result<Vec<String>> {
+    let cfg = format!(
+        "cluster = [\"{}\"]\nhost_id_file = \"{}\"\nhost_name = \"{ns}\"\n",
+        st.grpc_addr,
+        id_file.display()
+    );
+    let path = host_dir.join("agent.toml");
+    fs::write(&path, cfg).with_context(|| format!("writing {}", path.display()))?;
+    Ok(vec!["--config".into(), path.display().to_string()])
 }
 
 fn still_running(p: &ProcRecord) -> Result<()> {
@@ -550,6 +554,27 @@ mod tests {
         let w = Wrap::try_parse_from(["x", "down", "--state-dir", "/tmp/x"]).expect("parses");
         assert!(matches!(w.s.cmd, SandboxCmd::Down(ref d) if d.state_dir == Path::new("/tmp/x")));
         assert!(Wrap::try_parse_from(["x"]).is_err(), "a subcommand is required");
+    }
+
+    #[test]
+    fn daemon_configs_carry_the_sandbox_addresses() {
+        let Wrap { s: SandboxArgs { cmd: SandboxCmd::Up(a) } } = Wrap::try_parse_from(["x", "up"]).expect("parses") else {
+            panic!("not up")
+        };
+        let st = SandboxState { grpc_addr: "198.18.64.254:8182".into(), ..Default::default() };
+        let c: toml::Value = toml::from_str(&cluster_config(&a, &st, Path::new("/s/store.redb"))).expect("toml");
+        assert_eq!(c["listen"].as_str(), Some("127.0.0.1:8181"));
+        assert_eq!(c["grpc_listen"].as_str(), Some("198.18.64.254:8182"));
+        assert_eq!(c["store"].as_str(), Some("embedded:/s/store.redb"));
+        assert_eq!(c["auth"]["enabled"].as_bool(), Some(false));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = agent_args(&st, dir.path(), &dir.path().join("host_id"), "mns-h0").expect("agent args");
+        assert_eq!(args[0], "--config");
+        let text = fs::read_to_string(&args[1]).expect("agent config written");
+        let c: toml::Value = toml::from_str(&text).expect("toml");
+        assert_eq!(c["cluster"][0].as_str(), Some("198.18.64.254:8182"));
+        assert_eq!(c["host_name"].as_str(), Some("mns-h0"));
     }
 
     #[test]

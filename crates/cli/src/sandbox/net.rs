@@ -7,6 +7,8 @@
 //! (`ip netns exec mns-vm0 …`). Removal is by prefix instead
 //! ([`remove_all`]), which also covers a crashed run.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result};
 use midonet_testkit::{cleanup_prefix, ip, ns_exec};
 
@@ -99,7 +101,27 @@ fn add_ns(ns: &str) -> Result<()> {
 /// `{prefix}-` (killing what still runs inside those namespaces, which can
 /// only be ours). Returns how many namespaces were removed.
 pub fn remove_all(prefix: &str) -> Result<usize> {
-    cleanup_prefix(&Layout::cleanup_prefix(prefix))
+    let p = Layout::cleanup_prefix(prefix);
+    let n = cleanup_prefix(&p)?;
+    // The kernel tears a deleted namespace down asynchronously: the root
+    // end of the management veth lingers for a moment, and a new `up`
+    // creating the same name at once would fail. Wait for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !root_links(&p)?.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(n)
+}
+
+/// Links in the root namespace whose name starts with `p`.
+pub fn root_links(p: &str) -> Result<Vec<String>> {
+    let out = ip(&["-o", "link", "show"])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
+        .filter(|n| n.starts_with(p))
+        .collect())
 }
 
 /// Namespaces that currently exist with the sandbox's prefix.
