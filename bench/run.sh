@@ -6,6 +6,7 @@
 #   sudo bench/run.sh                 everything (about 10 min on 2 cores)
 #   sudo bench/run.sh midonet         only midonet-rs (no peers, no doc update)
 #   sudo bench/run.sh kernel ovn      only the peers
+#   sudo bench/run.sh report          re-render the table from the last run's results
 #
 # midonet-rs: `midonet sandbox up --hosts 2` (own prefix, ports and underlay, so
 # it does not touch a sandbox you have running), then from the sandbox's
@@ -66,7 +67,9 @@ fi
 
 STEPS="${*:-midonet kernel ovn}"
 mkdir -p "$RUN_DIR"
-RES=$RUN_DIR/results; rm -rf "$RES"; mkdir -p "$RES"
+RES=$RUN_DIR/results
+# `report` alone re-renders the table from the results of the last run.
+[ "$STEPS" = report ] || { rm -rf "$RES"; mkdir -p "$RES"; }
 
 # ---------------------------------------------------------------- midonet-rs
 MN_DOWN=
@@ -161,8 +164,10 @@ run_ovn() {
 # field N (1-based, '|'-separated, trimmed) of the table row whose first field is $2
 row() { awk -F'|' -v k="$2" -v n="$3" '{ f=$1; gsub(/ /,"",f) } f==k { x=$n; gsub(/^ +| +$/,"",x); print x; exit }' "$1" 2>/dev/null; }
 cpmed() { jq -r ".$1.median // \"n/a\"" "$RES/cp.json" 2>/dev/null || echo n/a; }
-cpruns() { jq -r ".$1.runs | map(tostring) | join(\" \")" "$RES/cp.json" 2>/dev/null || echo; }
-ovncp() { awk -F'|' -v k="$1" 'index($1,k)==1 { x=$2; gsub(/ /,"",x); print x; exit }' "$RES/ovn.txt" 2>/dev/null; }
+cpruns() { jq -r ".$1.runs | map(if . == null then \"n/a\" else tostring end) | join(\" \")" "$RES/cp.json" 2>/dev/null || echo; }
+ovncp() {  # "median (runs)" of an ovn.sh control-plane row
+    awk -F'|' -v k="$1" 'index($1,k)==1 { m=$2; r=$3; gsub(/ /,"",m); gsub(/^ +| +$/,"",r); print m " (" r ")"; exit }' "$RES/ovn.txt" 2>/dev/null
+}
 verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v=="n/a" || v=="") print "n/a"; else if ((op==">=" && v+0>=t) || (op=="<=" && v+0<=t)) print "yes"; else print "**no**" }'; }
 
 report() {
@@ -248,6 +253,7 @@ for s in $STEPS; do
         midonet) run_midonet ;;
         kernel) run_kernel ;;
         ovn) run_ovn ;;
+        report) ;;
         *) log "unknown step $s (midonet kernel ovn)" ;;
     esac
 done
