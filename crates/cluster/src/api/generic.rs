@@ -341,5 +341,15 @@ pub async fn create_child<T: Kind>(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let pid = parse_id(parent.segment(), pid)?;
-    create_in::<T>(ctx, body, Some((parent, pid))).await
+    // Parse leniently first so the parent's id can be filled in; a body
+    // that is not a JSON object goes through unchanged and fails decoding
+    // with the usual message.
+    let patched = match super::ctx::parse_json::<Value>(body) {
+        Ok(Value::Object(mut m)) => {
+            T::child_body(parent, pid, &mut m);
+            Value::Object(m).to_string().into_bytes()
+        }
+        _ => body.to_vec(),
+    };
+    create_in::<T>(ctx, &patched, Some((parent, pid))).await
 }

@@ -103,6 +103,10 @@ pub trait Kind: Stored + Validate + Clone + Send + Sync + 'static {
     }
     /// Sets the parent from a sub-collection URI.
     fn set_parent(&mut self, _kind: ObjectKind, _id: Uuid) {}
+    /// Fills required parent fields into a body posted to a sub-collection
+    /// before it is decoded (a pool posted under a load balancer has no
+    /// `loadBalancerId` of its own).
+    fn child_body(_parent: ObjectKind, _id: Uuid, _body: &mut Map<String, Value>) {}
     /// Ids this object refers to: (REST field, kind, id).
     fn refs(&self) -> Vec<(&'static str, ObjectKind, Uuid)> {
         Vec::new()
@@ -1169,6 +1173,9 @@ impl Kind for Pool {
     fn set_parent(&mut self, _kind: ObjectKind, id: Uuid) {
         self.load_balancer_id = id.into();
     }
+    fn child_body(_parent: ObjectKind, id: Uuid, body: &mut Map<String, Value>) {
+        body.insert("loadBalancerId".into(), json!(id));
+    }
     fn refs(&self) -> Vec<(&'static str, ObjectKind, Uuid)> {
         let mut v = vec![("loadBalancerId", ObjectKind::LoadBalancer, self.load_balancer_id.uuid())];
         r("healthMonitorId", ObjectKind::HealthMonitor, self.health_monitor_id, &mut v);
@@ -1227,6 +1234,9 @@ impl Kind for PoolMember {
     fn set_parent(&mut self, _kind: ObjectKind, id: Uuid) {
         self.pool_id = id.into();
     }
+    fn child_body(_parent: ObjectKind, id: Uuid, body: &mut Map<String, Value>) {
+        body.insert("poolId".into(), json!(id));
+    }
     fn refs(&self) -> Vec<(&'static str, ObjectKind, Uuid)> {
         vec![("poolId", ObjectKind::Pool, self.pool_id.uuid())]
     }
@@ -1266,6 +1276,15 @@ impl Kind for Vip {
             self.pool_id = id.into();
         } else {
             self.load_balancer_id = id.into();
+        }
+    }
+    fn child_body(parent: ObjectKind, id: Uuid, body: &mut Map<String, Value>) {
+        if parent == ObjectKind::Pool {
+            body.insert("poolId".into(), json!(id));
+            // Taken from the pool on create (see vip_pool_matches).
+            body.entry("loadBalancerId").or_insert(json!(Uuid::nil()));
+        } else {
+            body.insert("loadBalancerId".into(), json!(id));
         }
     }
     fn refs(&self) -> Vec<(&'static str, ObjectKind, Uuid)> {

@@ -772,16 +772,12 @@ async fn add_addr(ctx: &Ctx, g: &str, v: Option<&str>, body: &[u8]) -> Result<Re
         let grp = addr_group(&mut tx, ctx, g).await?;
         let mut a = a.clone();
         a.ip_addr_group_id = grp.id;
-        if let Some(v) = version {
-            if a.version == 0 {
-                a.version = v;
-            }
-        }
-        a.validate()?;
-        a.version = if a.addr.is_ipv4() { 4 } else { 6 };
-        if version.is_some_and(|v| v != a.version) {
+        let actual = if a.addr.is_ipv4() { 4 } else { 6 };
+        if version.is_some_and(|v| v != actual) {
             return Err(ApiError::field("addr", format!("{} is not an IPv{} address", a.addr, version.unwrap_or(0))));
         }
+        a.validate()?;
+        a.version = actual;
         if tx.exists(&a.store_key()).await? {
             return Err(conflict_exists(format!("address {} in group {}", a.addr, grp.id)).on("addr"));
         }
