@@ -31,4 +31,6 @@ fn midonetclient_probe_passes_against_the_cluster() {
         out.status
     );
     assert!(stdout.contains("all steps passed"), "{stdout}");
+    // Shown with --nocapture: which steps ran.
+    eprintln!("{stdout}");
 }
