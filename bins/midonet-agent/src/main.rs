@@ -1,1 +1,88 @@
-fn main() {}
+//! `midonet-agent`: the per-host agent. Thin: parse flags, set up logging,
+//! call `midonet_agent::run` until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "midonet-agent", version, about = "midonet-rs per-host agent")]
+struct Args {
+    /// TOML config file (every key optional; see midonet_agent::config).
+    #[arg(short, long, env = "MIDONET_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Cluster topology-service address(es), host:port; overrides the file.
+    #[arg(long = "cluster", value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// Host id file; overrides the file.
+    #[arg(long)]
+    host_id_file: Option<PathBuf>,
+    /// Metrics listen address (empty = off); overrides the file.
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Datapath provider: userspace | dummy; overrides the file.
+    #[arg(long)]
+    datapath: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let mut cfg = match &args.config {
+        Some(p) => midonet_agent::Config::load(p).with_context(|| format!("loading {}", p.display()))?,
+        None => midonet_agent::Config::default(),
+    };
+    if !args.cluster.is_empty() {
+        cfg.cluster = args.cluster.clone();
+    }
+    if let Some(p) = args.host_id_file {
+        cfg.host_id_file = p;
+    }
+    if let Some(m) = args.metrics_listen {
+        cfg.metrics_listen = m;
+    }
+    if let Some(d) = args.datapath {
+        cfg.datapath = match d.as_str() {
+            "userspace" => midonet_agent::DatapathKind::Userspace,
+            "dummy" => midonet_agent::DatapathKind::Dummy,
+            other => anyhow::bail!("unknown datapath `{other}` (userspace | dummy)"),
+        };
+    }
+    cfg.check().context("invalid configuration")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SIGTERM handler; only ctrl-c stops the agent");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+            }
+        };
+        midonet_agent::run(cfg, shutdown).await.context("agent failed")
+    })
+    .map_err(|e| {
+        eprintln!("midonet-agent: {e:#}");
+        e
+    })
+}

@@ -1,0 +1,290 @@
+//! The agent's copy of the cluster's data: the topology (model objects) and
+//! the shared state tables (learned MACs and ARP entries, port activity,
+//! host liveness), kept from the ordered subscription stream.
+//!
+//! Every applied change reports the flow tags it invalidates, computed with
+//! the simulation's own rule ([`midonet_sim::tags_for_store_entry`] for
+//! topology keys, [`StateWrite::tag`] for state entries), against the
+//! snapshot the installed flows were simulated with. A full snapshot is
+//! diffed key by key against what the cache held, so a reconnect that needs
+//! a resync still invalidates only what actually changed.
+//!
+//! The learned tables live in a [`MemState`] behind a lock that the
+//! datapath thread's miss handler shares: it writes what it learns
+//! directly (so the next packet sees it at once) and the cluster's echo of
+//! the same entry changes nothing and invalidates nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use midonet_model::{BridgeId, HostId, PortId, RouterId, Topology};
+use midonet_proto::keys::{self, StateKey};
+use midonet_proto::pb;
+use midonet_sim::{MemState, Snapshot, StateWrite, Tag};
+use parking_lot::RwLock;
+
+/// The tag the agent adds to every flow that tunnels: tunnel-zone
+/// membership (underlay addresses) is not read by the simulation, but the
+/// translation of `ToPort` into a tunnel depends on it.
+pub const TUNNEL_ROUTES_TAG: Tag = Tag(0x7475_6e6e_656c_7321);
+
+/// What applying an update changed.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub tags: Vec<Tag>,
+    /// Whether topology objects changed (the sim snapshot must be rebuilt).
+    pub topology_changed: bool,
+    /// Router ARP entries that appeared (parked packets may proceed).
+    pub arp_learned: Vec<(RouterId, Ipv4Addr)>,
+    /// Keys that did not decode (logged, skipped).
+    pub bad_keys: usize,
+}
+
+/// The cache itself; owned by the core task.
+pub struct Cache {
+    pub topology: Topology,
+    /// Raw value of every key held, topology and state, to diff snapshots
+    /// and to know a change's old value.
+    raw: BTreeMap<String, Vec<u8>>,
+    pub state: Arc<RwLock<MemState>>,
+    pub active_ports: BTreeSet<PortId>,
+    pub alive_hosts: BTreeSet<HostId>,
+    pub revision: i64,
+    /// Whether a snapshot was ever applied.
+    pub ready: bool,
+}
+
+impl Cache {
+    pub fn new(state: Arc<RwLock<MemState>>) -> Self {
+        Cache {
+            topology: Topology::default(),
+            raw: BTreeMap::new(),
+            state,
+            active_ports: BTreeSet::new(),
+            alive_hosts: BTreeSet::new(),
+            revision: 0,
+            ready: false,
+        }
+    }
+
+    /// Replaces everything with a snapshot.
+    pub fn apply_snapshot(&mut self, snap: pb::Snapshot, sim: &Snapshot) -> Applied {
+        let mut out = Applied::default();
+        let mut incoming: BTreeMap<String, Vec<u8>> = snap.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        let gone: Vec<String> = self.raw.keys().filter(|k| !incoming.contains_key(*k)).cloned().collect();
+        for k in gone {
+            self.change(&k, None, sim, &mut out);
+        }
+        for (k, v) in std::mem::take(&mut incoming) {
+            if self.raw.get(&k) != Some(&v) {
+                self.change(&k, Some(v), sim, &mut out);
+            }
+        }
+        self.revision = snap.revision;
+        self.topology.revision = snap.revision;
+        if !self.ready {
+            out.topology_changed = true;
+        }
+        self.ready = true;
+        finish(&mut out);
+        out
+    }
+
+    /// Applies one revision's changes; a delta at or below the current
+    /// revision (replayed after a reconnect) is ignored.
+    pub fn apply_delta(&mut self, delta: pb::Delta, sim: &Snapshot) -> Option<Applied> {
+        if delta.revision <= self.revision {
+            return None;
+        }
+        let mut out = Applied::default();
+        for c in delta.changes {
+            let v = if c.deleted { None } else { Some(c.value) };
+            self.change(&c.key, v, sim, &mut out);
+        }
+        self.revision = delta.revision;
+        self.topology.revision = delta.revision;
+        finish(&mut out);
+        Some(out)
+    }
+
+    fn change(&mut self, key: &str, value: Option<Vec<u8>>, sim: &Snapshot, out: &mut Applied) {
+        let old = match &value {
+            Some(v) => self.raw.insert(key.to_owned(), v.clone()),
+            None => self.raw.remove(key),
+        };
+        if old.as_deref() == value.as_deref() {
+            return;
+        }
+        if midonet_proto::is_state_key(key) {
+            self.change_state(key, value.as_deref(), out);
+            return;
+        }
+        midonet_sim::tags_for_store_entry(sim, key, old.as_deref(), value.as_deref(), &mut out.tags);
+        if key.starts_with(&midonet_model::ObjectKind::TunnelZoneHost.prefix()) {
+            out.tags.push(TUNNEL_ROUTES_TAG);
+        }
+        if let Err(e) = self.topology.apply(key, value.as_deref()) {
+            tracing::warn!(key, error = %e, "skipping undecodable topology entry");
+            out.bad_keys += 1;
+        }
+        out.topology_changed = true;
+    }
+
+    fn change_state(&mut self, key: &str, value: Option<&[u8]>, out: &mut Applied) {
+        let Some(sk) = keys::parse(key) else { return };
+        match sk {
+            StateKey::HostAlive { host } => {
+                if let Ok(h) = host.parse() {
+                    if value.is_some() {
+                        self.alive_hosts.insert(h);
+                    } else {
+                        self.alive_hosts.remove(&h);
+                    }
+                }
+            }
+            StateKey::PortActive { port } => {
+                if let Ok(p) = port.parse() {
+                    if value.is_some() {
+                        self.active_ports.insert(p);
+                    } else {
+                        self.active_ports.remove(&p);
+                    }
+                }
+            }
+            StateKey::Mac { bridge, vlan, mac } => {
+                let (Ok(bridge), Ok(mac)) = (bridge.parse::<BridgeId>(), mac.parse::<midonet_model::MacAddr>()) else {
+                    out.bad_keys += 1;
+                    return;
+                };
+                let mac = midonet_sim::MacAddr(mac.0);
+                let port = value
+                    .and_then(|v| serde_json::from_slice::<midonet_proto::MacEntry>(v).ok())
+                    .and_then(|e| e.port_id.parse::<PortId>().ok());
+                let mut st = self.state.write();
+                let cur = st.macs.get(&(bridge, vlan, mac)).copied();
+                if cur == port {
+                    return;
+                }
+                match port {
+                    Some(p) => st.apply(&StateWrite::Mac { bridge, vlan, mac, port: p }),
+                    None => {
+                        st.macs.remove(&(bridge, vlan, mac));
+                    }
+                }
+                out.tags.push(Tag::mac(bridge, vlan, mac));
+            }
+            StateKey::Arp { device, ip } => {
+                let (Ok(dev), Ok(ip)) = (device.parse::<uuid::Uuid>(), ip.parse::<Ipv4Addr>()) else {
+                    out.bad_keys += 1;
+                    return;
+                };
+                let mac = value
+                    .and_then(|v| serde_json::from_slice::<midonet_proto::ArpEntry>(v).ok())
+                    .and_then(|e| e.mac.parse::<midonet_model::MacAddr>().ok())
+                    .map(|m| midonet_sim::MacAddr(m.0));
+                let mut st = self.state.write();
+                let router: RouterId = dev.into();
+                if self.topology.routers.contains_key(&router) {
+                    if st.router_arp.get(&(router, ip)).copied() == mac {
+                        return;
+                    }
+                    match mac {
+                        Some(m) => {
+                            st.apply(&StateWrite::RouterArp { router, ip, mac: m });
+                            out.arp_learned.push((router, ip));
+                        }
+                        None => {
+                            st.router_arp.remove(&(router, ip));
+                        }
+                    }
+                    out.tags.push(Tag::arp(router, ip));
+                } else {
+                    let bridge: BridgeId = dev.into();
+                    if st.bridge_arp.get(&(bridge, ip)).copied() == mac {
+                        return;
+                    }
+                    match mac {
+                        Some(m) => st.apply(&StateWrite::BridgeArp { bridge, ip, mac: m }),
+                        None => {
+                            st.bridge_arp.remove(&(bridge, ip));
+                        }
+                    }
+                    out.tags.push(Tag::bridge_arp(bridge, ip));
+                }
+            }
+        }
+    }
+}
+
+fn finish(out: &mut Applied) {
+    out.tags.sort_unstable();
+    out.tags.dedup();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use midonet_model::topology::Stored;
+    use midonet_model::{Bridge, Chain, ChainId, Rule};
+
+    fn kv(o: &impl Stored) -> pb::KeyValue {
+        pb::KeyValue { key: o.store_key(), value: serde_json::to_vec(o).expect("json"), mod_revision: 1 }
+    }
+
+    #[test]
+    fn snapshot_diff_and_delta_tags() {
+        let mut c = Cache::new(Arc::default());
+        let empty = Snapshot::build(&Topology::default());
+        let b = Bridge { id: BridgeId::random(), name: "b".into(), admin_state_up: true, ..Default::default() };
+        let chain = Chain { id: ChainId::random(), name: "c".into(), ..Default::default() };
+        let a = c.apply_snapshot(pb::Snapshot { revision: 5, kvs: vec![kv(&b), kv(&chain)] }, &empty);
+        assert!(a.topology_changed);
+        assert_eq!(c.topology.bridges.len(), 1);
+        assert_eq!(c.revision, 5);
+
+        // The same snapshot again (a resync) changes nothing.
+        let sim = Snapshot::build(&c.topology);
+        let a = c.apply_snapshot(pb::Snapshot { revision: 6, kvs: vec![kv(&b), kv(&chain)] }, &sim);
+        assert!(a.tags.is_empty() && !a.topology_changed);
+
+        // A rule added to the chain invalidates the chain's tag only.
+        let rule = Rule { id: midonet_model::RuleId::random(), chain_id: chain.id, ..Default::default() };
+        let d = pb::Delta {
+            revision: 7,
+            changes: vec![pb::Change { key: rule.store_key(), value: serde_json::to_vec(&rule).expect("json"), deleted: false }],
+        };
+        let a = c.apply_delta(d.clone(), &sim).expect("new revision");
+        assert_eq!(a.tags, vec![Tag::chain(chain.id)]);
+        assert!(c.apply_delta(d, &sim).is_none(), "replayed delta ignored");
+    }
+
+    #[test]
+    fn state_entries_fill_tables_and_echoes_do_not_invalidate() {
+        let state: Arc<RwLock<MemState>> = Arc::default();
+        let mut c = Cache::new(state.clone());
+        let sim = Snapshot::build(&Topology::default());
+        let bridge = BridgeId::random();
+        let port = PortId::random();
+        let key = keys::mac_entry(&bridge.to_string(), 0, "02:00:00:00:00:01");
+        let val = serde_json::to_vec(&midonet_proto::MacEntry { port_id: port.to_string(), host_id: String::new() }).expect("json");
+        let d = |rev, v: Option<Vec<u8>>| pb::Delta {
+            revision: rev,
+            changes: vec![pb::Change { key: key.clone(), deleted: v.is_none(), value: v.unwrap_or_default() }],
+        };
+        let mac = midonet_sim::MacAddr([2, 0, 0, 0, 0, 1]);
+        let a = c.apply_delta(d(2, Some(val.clone())), &sim).expect("applied");
+        assert_eq!(a.tags, vec![Tag::mac(bridge, 0, mac)]);
+        assert_eq!(state.read().macs.get(&(bridge, 0, mac)), Some(&port));
+        // Learned locally first, then echoed by the cluster: no invalidation.
+        let key2 = keys::mac_entry(&bridge.to_string(), 0, "02:00:00:00:00:02");
+        let mac2 = midonet_sim::MacAddr([2, 0, 0, 0, 0, 2]);
+        state.write().apply(&StateWrite::Mac { bridge, vlan: 0, mac: mac2, port });
+        let echo = pb::Delta { revision: 3, changes: vec![pb::Change { key: key2, value: val, deleted: false }] };
+        assert!(c.apply_delta(echo, &sim).expect("applied").tags.is_empty());
+        // Lease gone: entry removed and invalidated.
+        let a = c.apply_delta(d(4, None), &sim).expect("applied");
+        assert_eq!(a.tags, vec![Tag::mac(bridge, 0, mac)]);
+        assert!(!state.read().macs.contains_key(&(bridge, 0, mac)));
+    }
+}

@@ -1,0 +1,153 @@
+//! Agent configuration: one TOML file, every key optional.
+//!
+//! ```toml
+//! # Topology service addresses (host:port). The agent uses the first that
+//! # answers and fails over to the next on error.     default ["127.0.0.1:8182"]
+//! cluster = ["127.0.0.1:8182"]
+//! # Where the host id lives; created once with a random v4 UUID.
+//! #                                                 default "/var/lib/midonet/host_id"
+//! host_id_file = "/var/lib/midonet/host_id"
+//! # Name registered for the host; empty = the kernel hostname.   default ""
+//! host_name = ""
+//! # VXLAN UDP port (listened on and sent to).                   default 4789
+//! tunnel_port = 4789
+//! # Local address the tunnel socket binds; the underlay IP other hosts
+//! # send to is this host's address in its tunnel zone(s).    default "0.0.0.0"
+//! tunnel_bind = "0.0.0.0"
+//! # "userspace" (AF_PACKET + UDP VXLAN) or "dummy" (in memory). default "userspace"
+//! datapath = "userspace"
+//! # Prometheus metrics (GET /metrics); empty = off.      default "127.0.0.1:7300"
+//! metrics_listen = "127.0.0.1:7300"
+//! # Full interface rescan period (netlink events also trigger one).  default 1000
+//! scan_interval_ms = 1000
+//! # Agent session lease TTL asked of the cluster.                default 10
+//! session_ttl_secs = 10
+//! # Idle timeout of installed flows.                           default 60000
+//! flow_idle_ms = 60000
+//! # How long a packet waits for an ARP reply before it is dropped. default 5000
+//! arp_wait_ms = 5000
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::AgentError;
+
+/// Which [`midonet_datapath::Datapath`] provider to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathKind {
+    Userspace,
+    Dummy,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub cluster: Vec<String>,
+    pub host_id_file: PathBuf,
+    pub host_name: String,
+    pub tunnel_port: u16,
+    pub tunnel_bind: Ipv4Addr,
+    pub datapath: DatapathKind,
+    pub metrics_listen: String,
+    pub scan_interval_ms: u64,
+    pub session_ttl_secs: i64,
+    pub flow_idle_ms: u64,
+    pub arp_wait_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cluster: vec!["127.0.0.1:8182".into()],
+            host_id_file: PathBuf::from("/var/lib/midonet/host_id"),
+            host_name: String::new(),
+            tunnel_port: 4789,
+            tunnel_bind: Ipv4Addr::UNSPECIFIED,
+            datapath: DatapathKind::Userspace,
+            metrics_listen: "127.0.0.1:7300".into(),
+            scan_interval_ms: 1000,
+            session_ttl_secs: 10,
+            flow_idle_ms: 60_000,
+            arp_wait_ms: 5_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, AgentError> {
+        let cfg: Config = toml::from_str(text).map_err(AgentError::ConfigParse)?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, AgentError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AgentError::Io { what: format!("reading {}", path.display()), source: e })?;
+        Config::from_toml(&text)
+    }
+
+    /// Checks serde cannot express.
+    pub fn check(&self) -> Result<(), AgentError> {
+        if self.cluster.is_empty() {
+            return Err(AgentError::Config("`cluster` needs at least one address".into()));
+        }
+        for c in &self.cluster {
+            let hostport = c.trim_start_matches("http://");
+            if !hostport.contains(':') {
+                return Err(AgentError::Config(format!("cluster address `{c}` needs host:port")));
+            }
+        }
+        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
+            return Err(AgentError::Config(format!("metrics_listen `{}` is not ip:port", self.metrics_listen)));
+        }
+        if self.session_ttl_secs < 2 {
+            return Err(AgentError::Config("session_ttl_secs must be at least 2".into()));
+        }
+        if self.scan_interval_ms == 0 {
+            return Err(AgentError::Config("scan_interval_ms must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The cluster endpoints as URIs tonic accepts.
+    pub fn cluster_uris(&self) -> Vec<String> {
+        self.cluster
+            .iter()
+            .map(|c| if c.starts_with("http://") || c.starts_with("https://") { c.clone() } else { format!("http://{c}") })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = Config::from_toml("").expect("valid");
+        assert_eq!(c.cluster, vec!["127.0.0.1:8182".to_string()]);
+        assert_eq!(c.host_id_file, PathBuf::from("/var/lib/midonet/host_id"));
+        assert_eq!(c.tunnel_port, 4789);
+        assert_eq!(c.datapath, DatapathKind::Userspace);
+        assert_eq!(c.metrics_listen, "127.0.0.1:7300");
+        assert_eq!(c.cluster_uris(), vec!["http://127.0.0.1:8182".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_key_named() {
+        let e = Config::from_toml("cluster = []").expect_err("empty cluster");
+        assert!(e.to_string().contains("cluster"), "{e}");
+        let e = Config::from_toml("metrics_listen = \"nope\"").expect_err("bad listen");
+        assert!(e.to_string().contains("metrics_listen"), "{e}");
+        assert!(Config::from_toml("datapath = \"kernel\"").is_err());
+        assert!(Config::from_toml("bogus = 1").is_err());
+        let c = Config::from_toml("datapath = \"dummy\"\ncluster = [\"10.0.0.1:1\", \"10.0.0.2:1\"]").expect("ok");
+        assert_eq!(c.datapath, DatapathKind::Dummy);
+        assert_eq!(c.cluster.len(), 2);
+    }
+}

@@ -1,0 +1,411 @@
+//! The miss handler: simulate, translate, install.
+//!
+//! Runs inline on the datapath thread for every packet that matches no
+//! flow ([`UpcallHandler::on_miss`]):
+//!
+//! ```text
+//!  key, frame, dp port ──> View.ingress[dp port] = vport ──> sim (Snapshot, state tables)
+//!     SimResult ─┬─ state writes ──> local tables now, cluster (PublishMac/Arp), tags ─> core
+//!                ├─ Forward: ToPort(p) ─> Output(dp port of p)        p bound here
+//!                │                     ─> Tunnel{tunnel IP of p's host, p.tunnelKey}  elsewhere
+//!                │            + rewrites in order ─> megaflow(mask, tags) + execute
+//!                ├─ Drop(reason) ─> drop flow (lifetime by reason), counted
+//!                ├─ Consumed ─> nothing installed
+//!                ├─ ArpPending(router, ip) ─> park in the waiting room
+//!                └─ generated: Emit(p) ─> translated like ToPort; Ingress(p) ─> simulated from p
+//!  a router ARP entry learned here or from the cluster ──> parked packets re-simulated, sent
+//! ```
+//!
+//! The handler never blocks on the agent's other tasks: the view is an
+//! `ArcSwap` load, the state tables a short read lock, and everything it
+//! asks of others (invalidating flows that a learned entry makes stale,
+//! publishing entries) goes through unbounded channels, because calling
+//! back into the datapath from its own thread would deadlock.
+//!
+//! `ToPort` of a port whose host has no address in a tunnel zone shared
+//! with this host is dropped from the action list and counted
+//! ([`AgentDrop::NoTunnelRoute`]); the flow carries [`TUNNEL_ROUTES_TAG`] so
+//! a tunnel-zone change re-simulates it.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use midonet_datapath::{Action, Actions, FlowInstall, FlowKey, GeneratedPacket, InPort, MissDecision, PortNo, UpcallHandler};
+use midonet_model::{HostId, PortId, RouterId};
+use midonet_sim::{Decision, GenTarget, IcmpRateLimiter, MemState, SimAction, SimResult, Snapshot, StateWrite, Tag};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::cache::TUNNEL_ROUTES_TAG;
+use crate::metrics::{AgentDrop, Metrics};
+use crate::session::Command;
+
+/// Where a virtual port's traffic goes from this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Egress {
+    /// Bound to a local interface: this datapath port.
+    Local(PortNo),
+    /// Bound on another host reachable through a shared tunnel zone.
+    Remote { dst: Ipv4Addr, key: u32 },
+}
+
+/// Everything the handler reads, swapped atomically as one value.
+pub struct View {
+    pub sim: Arc<Snapshot>,
+    /// Exterior ports bound somewhere reachable.
+    pub egress: HashMap<PortId, Egress>,
+    /// Local datapath port → virtual port bound to it.
+    pub ingress: HashMap<PortNo, PortId>,
+    pub revision: i64,
+    /// Whether the cluster's first snapshot has arrived.
+    pub ready: bool,
+}
+
+impl View {
+    pub fn empty() -> View {
+        View {
+            sim: Arc::new(Snapshot::build(&midonet_model::Topology::default())),
+            egress: HashMap::new(),
+            ingress: HashMap::new(),
+            revision: 0,
+            ready: false,
+        }
+    }
+}
+
+/// A packet waiting for a router's ARP resolution.
+struct Parked {
+    frame: Vec<u8>,
+    key: FlowKey,
+    ingress: PortId,
+    deadline: Instant,
+}
+
+/// Packets waiting for ARP, by `(router, ip)`. Bounded: past
+/// [`WaitingRoom::CAPACITY`] packets the newest is dropped.
+#[derive(Default)]
+pub struct WaitingRoom {
+    parked: HashMap<(RouterId, Ipv4Addr), Vec<Parked>>,
+    len: usize,
+}
+
+impl WaitingRoom {
+    pub const CAPACITY: usize = 1024;
+
+    fn park(&mut self, at: (RouterId, Ipv4Addr), p: Parked) -> bool {
+        if self.len >= Self::CAPACITY {
+            return false;
+        }
+        self.len += 1;
+        self.parked.entry(at).or_default().push(p);
+        true
+    }
+
+    fn take(&mut self, at: &(RouterId, Ipv4Addr)) -> Vec<Parked> {
+        let v = self.parked.remove(at).unwrap_or_default();
+        self.len -= v.len();
+        v
+    }
+
+    /// Drops packets past their deadline; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let before = self.len;
+        self.parked.retain(|_, v| {
+            v.retain(|p| p.deadline > now);
+            !v.is_empty()
+        });
+        self.len = self.parked.values().map(Vec::len).sum();
+        before - self.len
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// State shared by the handler (datapath thread) and the core task.
+pub struct Shared {
+    pub host_id: HostId,
+    pub view: ArcSwap<View>,
+    pub state: Arc<RwLock<MemState>>,
+    pub waiting: Mutex<WaitingRoom>,
+    pub metrics: Arc<Metrics>,
+    /// Entries learned here, to publish.
+    pub commands: UnboundedSender<Command>,
+    /// Tags made stale by entries learned here, for the core to invalidate.
+    pub stale: UnboundedSender<Vec<Tag>>,
+    pub flow_idle_ms: u64,
+    pub arp_wait: Duration,
+    /// Origin of the simulation clock.
+    pub epoch: Instant,
+}
+
+/// The result of handling one packet (a miss or a re-simulation).
+#[derive(Default)]
+pub struct Outcome {
+    pub execute: Actions,
+    pub install: Option<FlowInstall>,
+    pub generated: Vec<GeneratedPacket>,
+}
+
+/// How deep generated packets may re-enter the simulation.
+const MAX_GEN_DEPTH: u8 = 4;
+
+/// The per-datapath-thread handler.
+pub struct Handler {
+    shared: Arc<Shared>,
+    worker: Worker,
+}
+
+/// Reusable per-thread simulation state.
+pub struct Worker {
+    result: SimResult,
+    icmp: IcmpRateLimiter,
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Worker { result: SimResult::default(), icmp: IcmpRateLimiter::default() }
+    }
+}
+
+impl Handler {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Handler { shared, worker: Worker::default() }
+    }
+}
+
+impl UpcallHandler for Handler {
+    fn on_miss(&mut self, key: &FlowKey, frame: &[u8], in_port: InPort) -> MissDecision {
+        let sh = &*self.shared;
+        sh.metrics.misses.inc();
+        let view = sh.view.load();
+        let ingress = match in_port {
+            InPort::Port(n) => match view.ingress.get(&n) {
+                Some(p) => *p,
+                None => {
+                    sh.metrics.count_drop(if view.ready { AgentDrop::UnboundPort } else { AgentDrop::NoTopology });
+                    return MissDecision::drop();
+                }
+            },
+            InPort::Tunnel(_) => {
+                // Keys of local ports are delivered by the datapath without
+                // asking; anything else is for a port that is not (or no
+                // longer) bound here.
+                sh.metrics.count_drop(AgentDrop::UnknownTunnelKey);
+                return MissDecision::drop();
+            }
+        };
+        let mut o = process(sh, &view, &mut self.worker, key, frame, ingress, 0, true);
+        let now = Instant::now();
+        let mut waiting = sh.waiting.lock();
+        if !waiting.is_empty() {
+            let n = waiting.expire(now);
+            for _ in 0..n {
+                sh.metrics.count_drop(AgentDrop::ArpTimeout);
+            }
+        }
+        drop(waiting);
+        MissDecision { install: o.install.take(), execute: o.execute, generated: o.generated }
+    }
+}
+
+fn sim_now(sh: &Shared) -> Duration {
+    sh.epoch.elapsed()
+}
+
+/// Simulates one packet entering at `ingress` and turns the result into
+/// datapath terms. `cacheable` is false for re-simulations of parked or
+/// generated packets (their flow is installed by the next real miss).
+#[allow(clippy::too_many_arguments)]
+pub fn process(
+    sh: &Shared,
+    view: &View,
+    w: &mut Worker,
+    key: &FlowKey,
+    frame: &[u8],
+    ingress: PortId,
+    depth: u8,
+    cacheable: bool,
+) -> Outcome {
+    let mut out = Outcome::default();
+    {
+        let state = sh.state.read();
+        crate::simulate::run(&view.sim, &*state, &mut w.icmp, key, frame, ingress, sim_now(sh), &mut w.result);
+    }
+    let r = &mut w.result;
+    let mut resolved: Vec<(RouterId, Ipv4Addr)> = Vec::new();
+    if !r.state_writes.is_empty() {
+        let mut stale = Vec::new();
+        let mut st = sh.state.write();
+        for wr in &r.state_writes {
+            if apply_write(&mut st, wr) {
+                stale.push(wr.tag());
+                let _ = sh.commands.send(publish(wr));
+                if let StateWrite::RouterArp { router, ip, .. } = *wr {
+                    resolved.push((router, ip));
+                }
+            }
+        }
+        drop(st);
+        if !stale.is_empty() {
+            let _ = sh.stale.send(stale);
+        }
+    }
+    let decision = r.decision;
+    let tags: Vec<u64> = r.tags.iter().map(|t| t.0).collect();
+    let mut tunnels = false;
+    match decision {
+        Decision::Forward => {
+            sh.metrics.sim("forward");
+            out.execute = translate(sh, view, &r.actions, &mut tunnels);
+            if cacheable && !r.uncacheable {
+                let mut tags = tags;
+                if tunnels {
+                    tags.push(TUNNEL_ROUTES_TAG.0);
+                }
+                out.install = Some(FlowInstall {
+                    mask: r.mask,
+                    actions: out.execute.clone(),
+                    tags,
+                    idle_timeout_ms: sh.flow_idle_ms,
+                });
+            }
+        }
+        Decision::Drop { reason, lifetime } => {
+            sh.metrics.sim("drop");
+            sh.metrics.count_drop(AgentDrop::SimDrop);
+            tracing::trace!(reason = reason.as_str(), "simulation dropped");
+            if cacheable && !r.uncacheable {
+                out.install = Some(FlowInstall {
+                    mask: r.mask,
+                    actions: Actions::new(),
+                    tags,
+                    idle_timeout_ms: lifetime.timeout().as_millis() as u64,
+                });
+            }
+        }
+        Decision::Consumed => sh.metrics.sim("consumed"),
+        Decision::ArpPending { router, ip } => {
+            sh.metrics.sim("arp_pending");
+            let parked = Parked { frame: frame.to_vec(), key: *key, ingress, deadline: Instant::now() + sh.arp_wait };
+            if sh.waiting.lock().park((router, ip), parked) {
+                sh.metrics.arp_parked.inc();
+            } else {
+                sh.metrics.count_drop(AgentDrop::WaitingRoomFull);
+            }
+        }
+    }
+    // Generated packets: copy out of the reused result before recursing.
+    let generated = std::mem::take(&mut r.generated);
+    for g in &generated {
+        match g.target {
+            GenTarget::Emit(p) => {
+                let mut t = false;
+                let actions = translate(sh, view, &[SimAction::ToPort(p)], &mut t);
+                if !actions.as_slice().is_empty() {
+                    out.generated.push(GeneratedPacket { actions, frame: g.frame.clone() });
+                }
+            }
+            GenTarget::Ingress(p) if depth < MAX_GEN_DEPTH => {
+                let Ok(k) = FlowKey::extract(&g.frame, InPort::Port(0)) else { continue };
+                let sub = process(sh, view, w, &k, &g.frame, p, depth + 1, false);
+                if !sub.execute.as_slice().is_empty() {
+                    out.generated.push(GeneratedPacket { actions: sub.execute, frame: g.frame.clone() });
+                }
+                out.generated.extend(sub.generated);
+            }
+            GenTarget::Ingress(_) => sh.metrics.count_drop(AgentDrop::SimError),
+        }
+    }
+    // Give the vector (and its capacity) back to the worker.
+    w.result.generated = generated;
+    w.result.generated.clear();
+    for at in resolved {
+        out.generated.extend(release_parked(sh, view, w, &at));
+    }
+    out
+}
+
+/// Re-simulates the packets parked on `(router, ip)` now that it resolved;
+/// returns them as packets to emit.
+pub fn release_parked(sh: &Shared, view: &View, w: &mut Worker, at: &(RouterId, Ipv4Addr)) -> Vec<GeneratedPacket> {
+    let parked = sh.waiting.lock().take(at);
+    let mut out = Vec::new();
+    for p in parked {
+        let o = process(sh, view, w, &p.key, &p.frame, p.ingress, 1, false);
+        if !o.execute.as_slice().is_empty() {
+            out.push(GeneratedPacket { actions: o.execute, frame: p.frame });
+        }
+        out.extend(o.generated);
+    }
+    out
+}
+
+/// Applies a learned write; false if the tables already said so.
+fn apply_write(st: &mut MemState, w: &StateWrite) -> bool {
+    let same = match *w {
+        StateWrite::Mac { bridge, vlan, mac, port } => st.macs.get(&(bridge, vlan, mac)) == Some(&port),
+        StateWrite::RouterArp { router, ip, mac } => st.router_arp.get(&(router, ip)) == Some(&mac),
+        StateWrite::BridgeArp { bridge, ip, mac } => st.bridge_arp.get(&(bridge, ip)) == Some(&mac),
+    };
+    if !same {
+        st.apply(w);
+    }
+    !same
+}
+
+fn mac_str(m: midonet_sim::MacAddr) -> String {
+    midonet_model::MacAddr(m.0).to_string()
+}
+
+fn publish(w: &StateWrite) -> Command {
+    match *w {
+        StateWrite::Mac { bridge, vlan, mac, port } => Command::Mac {
+            bridge: bridge.to_string(),
+            vlan,
+            mac: mac_str(mac),
+            port: Some(port.to_string()),
+        },
+        StateWrite::RouterArp { router, ip, mac } => {
+            Command::Arp { device: router.to_string(), ip: ip.to_string(), mac: Some(mac_str(mac)) }
+        }
+        StateWrite::BridgeArp { bridge, ip, mac } => {
+            Command::Arp { device: bridge.to_string(), ip: ip.to_string(), mac: Some(mac_str(mac)) }
+        }
+    }
+}
+
+/// Virtual actions → datapath actions (see the module docs).
+fn translate(sh: &Shared, view: &View, actions: &[SimAction], tunnels: &mut bool) -> Actions {
+    let mut out = Actions::new();
+    for a in actions {
+        match *a {
+            SimAction::Rewrite(r) => out.push(r),
+            SimAction::ToPort(p) => match view.egress.get(&p) {
+                Some(Egress::Local(n)) => out.push(Action::Output(*n)),
+                Some(Egress::Remote { dst, key }) => {
+                    *tunnels = true;
+                    out.push(Action::Tunnel { dst: *dst, key: *key });
+                }
+                None => {
+                    *tunnels = true;
+                    sh.metrics.count_drop(AgentDrop::NoTunnelRoute);
+                }
+            },
+        }
+    }
+    // Rewrites after the last output do nothing; keep the list minimal so
+    // an all-unreachable flood becomes a clean drop.
+    if !out.as_slice().iter().any(|a| a.is_emit()) {
+        return Actions::new();
+    }
+    out
+}

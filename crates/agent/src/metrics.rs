@@ -1,0 +1,185 @@
+//! Prometheus metrics of the agent (`GET /metrics` on `metrics_listen`).
+//!
+//! Two kinds of series:
+//!
+//! * counted here, at the site of the event: misses, simulations (by
+//!   result), agent-side drops (by reason), invalidations, topology
+//!   updates, session (re)connects;
+//! * mirrored from the datapath at scrape time ([`Metrics::observe_dp`]):
+//!   installed flows, datapath drops by reason (including `malformed`),
+//!   upcalls, tunnel and port counters. The datapath's counters are
+//!   monotonic, so mirroring adds the difference since the last scrape to
+//!   real counters.
+//!
+//! Every drop branch of the agent increments [`Metrics::drop`] with a named
+//! [`AgentDrop`] reason.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Why the agent (not the datapath) dropped a packet.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum AgentDrop {
+    /// Packet from a datapath port with no bound virtual port.
+    UnboundPort,
+    /// Tunnel key not bound to a local port.
+    UnknownTunnelKey,
+    /// The simulation decided to drop (rules, admin down, no route...).
+    SimDrop,
+    /// The simulation failed (loop guard, malformed state).
+    SimError,
+    /// Waited for ARP and gave up.
+    ArpTimeout,
+    /// The ARP waiting room was full.
+    WaitingRoomFull,
+    /// An output port with no known host/tunnel address.
+    NoTunnelRoute,
+    /// Topology not received yet.
+    NoTopology,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub reason: AgentDrop,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// All the agent's series.
+pub struct Metrics {
+    pub registry: Mutex<Registry>,
+    pub misses: Counter,
+    pub simulations: Family<ResultLabels, Counter>,
+    pub drops: Family<DropLabels, Counter>,
+    pub invalidated_flows: Counter,
+    pub invalidation_tags: Counter,
+    pub topology_updates: Counter,
+    pub topology_snapshots: Counter,
+    pub topology_revision: Gauge,
+    pub bound_ports: Gauge,
+    pub sessions: Counter,
+    pub arp_parked: Counter,
+    // Mirrored from the datapath.
+    pub dp_flows: Gauge,
+    pub dp_drops: Family<ReasonLabels, Counter>,
+    pub dp_upcalls: Counter,
+    pub dp_tunnel_rx_packets: Counter,
+    pub dp_tunnel_tx_packets: Counter,
+    last_dp: Mutex<Option<midonet_datapath::DpStats>>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("midonet_agent")),
+            misses: Counter::default(),
+            simulations: Family::default(),
+            drops: Family::default(),
+            invalidated_flows: Counter::default(),
+            invalidation_tags: Counter::default(),
+            topology_updates: Counter::default(),
+            topology_snapshots: Counter::default(),
+            topology_revision: Gauge::default(),
+            bound_ports: Gauge::default(),
+            sessions: Counter::default(),
+            arp_parked: Counter::default(),
+            dp_flows: Gauge::default(),
+            dp_drops: Family::default(),
+            dp_upcalls: Counter::default(),
+            dp_tunnel_rx_packets: Counter::default(),
+            dp_tunnel_tx_packets: Counter::default(),
+            last_dp: Mutex::new(None),
+        };
+        {
+            let mut r = m.registry.lock();
+            r.register("misses", "Packets that matched no flow", m.misses.clone());
+            r.register("simulations", "Simulations run, by result", m.simulations.clone());
+            r.register("drops", "Packets the agent dropped, by reason", m.drops.clone());
+            r.register("invalidated_flows", "Flows removed by tag invalidation", m.invalidated_flows.clone());
+            r.register("invalidation_tags", "Tags invalidated", m.invalidation_tags.clone());
+            r.register("topology_updates", "Topology snapshots and deltas applied", m.topology_updates.clone());
+            r.register("topology_snapshots", "Full topology snapshots applied (first load and resyncs)", m.topology_snapshots.clone());
+            r.register("topology_revision", "Store revision of the current snapshot", m.topology_revision.clone());
+            r.register("bound_ports", "Virtual ports bound to local interfaces", m.bound_ports.clone());
+            r.register("sessions", "Cluster sessions opened", m.sessions.clone());
+            r.register("arp_parked", "Packets parked waiting for ARP", m.arp_parked.clone());
+            r.register("flows", "Flows installed in the datapath", m.dp_flows.clone());
+            r.register("dp_drops", "Packets the datapath dropped, by reason", m.dp_drops.clone());
+            r.register("dp_upcalls", "Datapath upcalls (misses sent to the agent)", m.dp_upcalls.clone());
+            r.register("tunnel_rx_packets", "VXLAN packets received", m.dp_tunnel_rx_packets.clone());
+            r.register("tunnel_tx_packets", "VXLAN packets sent", m.dp_tunnel_tx_packets.clone());
+        }
+        Arc::new(m)
+    }
+
+    pub fn count_drop(&self, reason: AgentDrop) {
+        self.drops.get_or_create(&DropLabels { reason }).inc();
+    }
+
+    pub fn sim(&self, result: &'static str) {
+        self.simulations.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Mirrors the datapath's counters (see the module docs).
+    pub fn observe_dp(&self, s: &midonet_datapath::DpStats) {
+        let mut last = self.last_dp.lock();
+        let prev = last.take().unwrap_or_default();
+        for (r, n) in s.drops.iter() {
+            let d = n.saturating_sub(prev.drops.get(r));
+            if d > 0 {
+                self.dp_drops.get_or_create(&ReasonLabels { reason: r.as_str().to_owned() }).inc_by(d);
+            }
+        }
+        self.dp_upcalls.inc_by(s.upcalls.saturating_sub(prev.upcalls));
+        self.dp_tunnel_rx_packets.inc_by(s.tunnel.rx_packets.saturating_sub(prev.tunnel.rx_packets));
+        self.dp_tunnel_tx_packets.inc_by(s.tunnel.tx_packets.saturating_sub(prev.tunnel.tx_packets));
+        self.dp_flows.set(i64::try_from(s.table.flows).unwrap_or(i64::MAX));
+        *last = Some(s.clone());
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock();
+        if prometheus_client::encoding::text::encode(&mut out, &r).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_and_mirrored_counters_show_up_in_the_exposition() {
+        let m = Metrics::new();
+        m.count_drop(AgentDrop::SimDrop);
+        m.misses.inc();
+        let mut s = midonet_datapath::DpStats::default();
+        s.drops.add(midonet_datapath::DropReason::Malformed, 3);
+        s.upcalls = 5;
+        m.observe_dp(&s);
+        s.drops.add(midonet_datapath::DropReason::Malformed, 2);
+        m.observe_dp(&s);
+        let text = m.encode();
+        assert!(text.contains("midonet_agent_drops_total{reason=\"SimDrop\"} 1"), "{text}");
+        assert!(text.contains("midonet_agent_dp_drops_total{reason=\"malformed\"} 5"), "{text}");
+        assert!(text.contains("midonet_agent_dp_upcalls_total 5"), "{text}");
+    }
+}

@@ -1,0 +1,28 @@
+//! The one place the agent calls the simulation, so the call's shape
+//! lives in one spot.
+
+use std::time::Duration;
+
+use midonet_datapath::FlowKey;
+use midonet_model::PortId;
+use midonet_sim::{IcmpRateLimiter, MemState, SimResult, Snapshot};
+
+/// ECMP hash seed. The same on every agent, so that every host picks the
+/// same path for a flow.
+const HASH_SEED: u64 = 0x6d69_646f_6e65_7452;
+
+/// Simulates `frame` (keyed `key`) entering at `ingress`, into `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    snap: &Snapshot,
+    state: &MemState,
+    icmp: &mut IcmpRateLimiter,
+    key: &FlowKey,
+    frame: &[u8],
+    ingress: PortId,
+    now: Duration,
+    out: &mut SimResult,
+) {
+    let input = midonet_sim::SimInput { ingress, key: *key, frame, now, hash_seed: HASH_SEED, trace: false };
+    midonet_sim::simulate_into(snap, state, &midonet_sim::NoConntrack, icmp, &input, out);
+}

@@ -1,0 +1,465 @@
+//! The agent's tasks, how they start, talk and stop.
+//!
+//! ```text
+//! start(cfg)
+//!   ├─ host id (file), metrics registry, Shared (view, state tables, waiting room)
+//!   ├─ datapath (userspace thread | dummy) with the miss Handler
+//!   ├─ scanner::run ────────── interfaces ──┐
+//!   ├─ session::run ── Snapshot/Delta ──────┼─> core loop ─ view swap ─ invalidate tags ─ bind vports
+//!   │        ^ commands (port active, MAC/ARP, interfaces) ─┘      ^ stale tags from the handler
+//!   ├─ metrics HTTP server (GET /metrics)                          └ 1 s tick: ARP waits, dp stats
+//!   └─ stop: session withdraws active ports, tasks end, datapath thread joined
+//! ```
+//!
+//! The core loop is the only writer of the view and of the datapath's
+//! vports, tunnel keys and invalidations; everything else sends it
+//! messages. That keeps the ordering argument simple: a new view is stored
+//! before the flows it makes stale are invalidated, and the datapath runs
+//! the invalidation between packet batches, so no flow simulated against the
+//! old view survives it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use midonet_datapath::{Datapath, PortNo};
+use midonet_model::PortId;
+use midonet_sim::{Snapshot, Tag};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::cache::{Applied, Cache};
+use crate::config::{Config, DatapathKind};
+use crate::error::AgentError;
+use crate::handler::{self, Egress, Handler, Shared, View, WaitingRoom, Worker};
+use crate::metrics::{AgentDrop, Metrics};
+use crate::scanner::{self, Interface};
+use crate::session::{self, Command, SessionCfg, Update};
+
+/// Which datapath to drive.
+pub enum DpChoice {
+    /// What `cfg.datapath` says.
+    FromConfig,
+    /// A dummy datapath the caller keeps a handle on (tests).
+    Dummy(Arc<midonet_datapath::dummy::DummyDatapath>),
+}
+
+/// How [`start`] gets its inputs; the default is the real thing.
+pub struct StartOptions {
+    pub dp: DpChoice,
+    /// Interface lists from the caller instead of the scanner. Tests with
+    /// the dummy datapath use it: the dummy has no real links to scan.
+    pub interfaces: Option<mpsc::Receiver<Vec<Interface>>>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions { dp: DpChoice::FromConfig, interfaces: None }
+    }
+}
+
+/// A running agent. [`Agent::stop`] (or drop) ends it.
+pub struct Agent {
+    pub host_id: midonet_model::HostId,
+    pub shared: Arc<Shared>,
+    pub dp: Arc<dyn Datapath>,
+    pub metrics: Arc<Metrics>,
+    /// Address the metrics server listens on, if any.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Agent {
+    /// Stops every task and waits for them (the session withdraws this
+    /// host's active ports first).
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::sleep(Duration::from_secs(3));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                r = self.tasks.join_next() => if r.is_none() { break },
+                _ = &mut deadline => { self.tasks.abort_all(); break }
+            }
+        }
+    }
+
+    /// The current view (for tests and diagnostics).
+    pub fn view(&self) -> Arc<View> {
+        self.shared.view.load_full()
+    }
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let agent = start(cfg, StartOptions::default()).await?;
+    shutdown.await;
+    tracing::info!("stopping");
+    agent.stop().await;
+    Ok(())
+}
+
+/// Starts every task and returns once they run.
+pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError> {
+    let StartOptions { dp: dp_choice, interfaces: injected } = opts;
+    cfg.check()?;
+    let host_id = crate::host_id::load_or_create(&cfg.host_id_file)?;
+    let metrics = Metrics::new();
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel::<Command>();
+    let (stale_tx, stale_rx) = mpsc::unbounded_channel::<Vec<Tag>>();
+    let (upd_tx, upd_rx) = mpsc::channel::<Update>(1024);
+    let (if_tx, scanned_rx) = mpsc::channel::<Vec<Interface>>(16);
+    let scan = injected.is_none();
+    let if_rx = injected.unwrap_or(scanned_rx);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let shared = Arc::new(Shared {
+        host_id,
+        view: arc_swap::ArcSwap::from_pointee(View::empty()),
+        state: Arc::new(RwLock::new(midonet_sim::MemState::default())),
+        waiting: Mutex::new(WaitingRoom::default()),
+        metrics: metrics.clone(),
+        commands: cmd_tx.clone(),
+        stale: stale_tx,
+        flow_idle_ms: cfg.flow_idle_ms,
+        arp_wait: Duration::from_millis(cfg.arp_wait_ms),
+        epoch: Instant::now(),
+    });
+    let handler = Box::new(Handler::new(shared.clone()));
+    let dp: Arc<dyn Datapath> = match dp_choice {
+        DpChoice::Dummy(d) => {
+            d.set_handler(Some(handler));
+            d
+        }
+        DpChoice::FromConfig => match cfg.datapath {
+            DatapathKind::Dummy => Arc::new(midonet_datapath::dummy::DummyDatapath::new(Some(handler))),
+            DatapathKind::Userspace => {
+                let ucfg = midonet_datapath::userspace::UserspaceConfig {
+                    name: "midonet-dp".into(),
+                    netns: None,
+                    underlay_ip: Some(cfg.tunnel_bind),
+                    vxlan_port: cfg.tunnel_port,
+                    ..Default::default()
+                };
+                Arc::new(
+                    midonet_datapath::userspace::UserspaceDatapath::start(ucfg, Some(handler))
+                        .map_err(AgentError::Datapath)?,
+                )
+            }
+        },
+    };
+
+    let mut tasks = JoinSet::new();
+    let metrics_addr = if cfg.metrics_listen.is_empty() {
+        None
+    } else {
+        let addr: std::net::SocketAddr =
+            cfg.metrics_listen.parse().map_err(|_| AgentError::Config("metrics_listen".into()))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(AgentError::Metrics)?;
+        let local = listener.local_addr().map_err(AgentError::Metrics)?;
+        tasks.spawn(serve_metrics(listener, metrics.clone(), dp.clone(), stop_rx.clone()));
+        Some(local)
+    };
+
+    let first = tokio::task::spawn_blocking(scanner::scan).await.unwrap_or_default();
+    let addresses: Vec<String> = first
+        .iter()
+        .filter(|i| i.name != "lo")
+        .flat_map(|i| i.addresses.iter().cloned())
+        .collect();
+    let host_name = if cfg.host_name.is_empty() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+    } else {
+        cfg.host_name.clone()
+    };
+    let applied = Arc::new(AtomicI64::new(0));
+    let scfg = SessionCfg {
+        host_id,
+        host_name,
+        addresses,
+        uris: cfg.cluster_uris(),
+        ttl_secs: cfg.session_ttl_secs,
+    };
+    tracing::info!(%host_id, cluster = ?cfg.cluster, datapath = ?cfg.datapath, "agent starting");
+    tasks.spawn(session::run(scfg, applied.clone(), cmd_rx, upd_tx, metrics.clone(), stop_rx.clone()));
+    if scan {
+        tasks.spawn(scanner_task(Duration::from_millis(cfg.scan_interval_ms), if_tx, stop_rx.clone()));
+    }
+    let core = Core {
+        shared: shared.clone(),
+        dp: dp.clone(),
+        cache: Cache::new(shared.state.clone()),
+        interfaces: BTreeMap::new(),
+        bound: BTreeMap::new(),
+        commands: cmd_tx,
+        applied,
+        worker: Worker::default(),
+    };
+    tasks.spawn(core.run(upd_rx, if_rx, stale_rx, stop_rx));
+    Ok(Agent { host_id, shared, dp, metrics, metrics_addr, stop: stop_tx, tasks })
+}
+
+async fn scanner_task(interval: Duration, tx: mpsc::Sender<Vec<Interface>>, mut stop: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = scanner::run(interval, tx) => {}
+        _ = stop.changed() => {}
+    }
+}
+
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    dp: Arc<dyn Datapath>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            let dp = dp.clone();
+            async move {
+                let m = metrics.clone();
+                let text = tokio::task::spawn_blocking(move || {
+                    if let Ok(s) = dp.stats() {
+                        m.observe_dp(&s);
+                    }
+                    m.encode()
+                })
+                .await
+                .unwrap_or_default();
+                ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            }
+        }),
+    );
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "metrics server ended");
+    }
+}
+
+/// A virtual port bound to a local interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bound {
+    dp_port: PortNo,
+    ifname: String,
+    ifindex: u32,
+    tunnel_key: u32,
+}
+
+struct Core {
+    shared: Arc<Shared>,
+    dp: Arc<dyn Datapath>,
+    cache: Cache,
+    interfaces: BTreeMap<String, Interface>,
+    bound: BTreeMap<PortId, Bound>,
+    commands: mpsc::UnboundedSender<Command>,
+    applied: Arc<AtomicI64>,
+    worker: Worker,
+}
+
+impl Core {
+    async fn run(
+        mut self,
+        mut updates: mpsc::Receiver<Update>,
+        mut ifaces: mpsc::Receiver<Vec<Interface>>,
+        mut stale: mpsc::UnboundedReceiver<Vec<Tag>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                u = updates.recv() => match u {
+                    Some(u) => self.on_update(u),
+                    None => break,
+                },
+                l = ifaces.recv() => match l {
+                    Some(l) => self.on_interfaces(l),
+                    None => break,
+                },
+                t = stale.recv() => if let Some(mut tags) = t {
+                    while let Ok(more) = stale.try_recv() {
+                        tags.extend(more);
+                    }
+                    self.invalidate(tags);
+                },
+                _ = tick.tick() => self.housekeeping(),
+            }
+        }
+        // Unbind everything so a restart starts from a clean datapath.
+        for (_, b) in std::mem::take(&mut self.bound) {
+            let _ = self.dp.unbind_tunnel_key(b.tunnel_key);
+            let _ = self.dp.remove_vport(b.dp_port);
+        }
+    }
+
+    fn on_update(&mut self, u: Update) {
+        let t0 = Instant::now();
+        let old = self.shared.view.load_full();
+        let applied: Applied = match u {
+            Update::Connected { session, address } => {
+                tracing::debug!(session, %address, "session up");
+                return;
+            }
+            Update::Snapshot(s) => {
+                tracing::info!(revision = s.revision, keys = s.kvs.len(), "topology snapshot");
+                self.shared.metrics.topology_snapshots.inc();
+                self.cache.apply_snapshot(s, &old.sim)
+            }
+            Update::Delta(d) => match self.cache.apply_delta(d, &old.sim) {
+                Some(a) => a,
+                None => return,
+            },
+        };
+        self.shared.metrics.topology_updates.inc();
+        self.shared.metrics.topology_revision.set(self.cache.revision);
+        let mut tags = applied.tags;
+        let sim = if applied.topology_changed { Arc::new(Snapshot::build(&self.cache.topology)) } else { old.sim.clone() };
+        tags.extend(self.reconcile());
+        self.publish_view(sim);
+        self.applied.store(self.cache.revision, Ordering::Release);
+        self.invalidate(tags);
+        for at in applied.arp_learned {
+            let view = self.shared.view.load_full();
+            let pkts = handler::release_parked(&self.shared, &view, &mut self.worker, &at);
+            for g in pkts {
+                if let Err(e) = self.dp.execute(g.frame, g.actions) {
+                    tracing::warn!(error = %e, "could not send a released packet");
+                }
+            }
+        }
+        tracing::debug!(revision = self.cache.revision, us = t0.elapsed().as_micros() as u64, "update applied");
+    }
+
+    fn on_interfaces(&mut self, list: Vec<Interface>) {
+        let _ = self.commands.send(Command::Interfaces(list.iter().map(Interface::to_pb).collect()));
+        self.interfaces = list.into_iter().map(|i| (i.name.clone(), i)).collect();
+        let tags = self.reconcile();
+        if !tags.is_empty() {
+            let sim = self.shared.view.load().sim.clone();
+            self.publish_view(sim);
+            self.invalidate(tags);
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let n = self.shared.waiting.lock().expire(Instant::now());
+        for _ in 0..n {
+            self.shared.metrics.count_drop(AgentDrop::ArpTimeout);
+        }
+    }
+
+    fn invalidate(&self, mut tags: Vec<Tag>) {
+        if tags.is_empty() {
+            return;
+        }
+        tags.sort_unstable();
+        tags.dedup();
+        self.shared.metrics.invalidation_tags.inc_by(tags.len() as u64);
+        match self.dp.invalidate_tags(tags.iter().map(|t| t.0).collect()) {
+            Ok(n) => {
+                self.shared.metrics.invalidated_flows.inc_by(n as u64);
+                if n > 0 {
+                    tracing::debug!(tags = tags.len(), flows = n, "invalidated flows");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "invalidation failed"),
+        }
+    }
+
+    /// Brings the datapath's vports and tunnel keys in line with the ports
+    /// bound to this host whose interface exists; returns the tags of the
+    /// ports whose binding changed.
+    fn reconcile(&mut self) -> Vec<Tag> {
+        let me = self.shared.host_id;
+        let mut want: BTreeMap<PortId, (String, u32, u32)> = BTreeMap::new();
+        if self.cache.ready {
+            for p in self.cache.topology.ports_bound_to(me) {
+                let Some(ifname) = p.interface_name.as_deref() else { continue };
+                if let Some(i) = self.interfaces.get(ifname) {
+                    want.insert(p.id, (ifname.to_owned(), i.ifindex, p.tunnel_key));
+                }
+            }
+        }
+        let mut tags = Vec::new();
+        let stale: Vec<PortId> = self
+            .bound
+            .iter()
+            .filter(|(id, b)| want.get(id) != Some(&(b.ifname.clone(), b.ifindex, b.tunnel_key)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            let Some(b) = self.bound.remove(&id) else { continue };
+            if b.tunnel_key != 0 {
+                let _ = self.dp.unbind_tunnel_key(b.tunnel_key);
+            }
+            if let Err(e) = self.dp.remove_vport(b.dp_port) {
+                tracing::warn!(port = %id, error = %e, "removing vport");
+            }
+            if !want.contains_key(&id) {
+                let _ = self.commands.send(Command::PortActive { port: id.to_string(), active: false });
+            }
+            tracing::info!(port = %id, ifname = %b.ifname, "port unbound");
+            tags.push(Tag::port(id));
+        }
+        for (id, (ifname, ifindex, key)) in want {
+            if self.bound.contains_key(&id) {
+                continue;
+            }
+            let dp_port = match self.dp.add_vport(&ifname) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(port = %id, %ifname, error = %e, "cannot attach interface");
+                    continue;
+                }
+            };
+            if key != 0 {
+                if let Err(e) = self.dp.bind_tunnel_key(key, dp_port) {
+                    tracing::warn!(port = %id, key, error = %e, "cannot bind tunnel key");
+                }
+            }
+            let _ = self.commands.send(Command::PortActive { port: id.to_string(), active: true });
+            tracing::info!(port = %id, %ifname, dp_port, tunnel_key = key, "port bound");
+            self.bound.insert(id, Bound { dp_port, ifname, ifindex, tunnel_key: key });
+            tags.push(Tag::port(id));
+        }
+        self.shared.metrics.bound_ports.set(self.bound.len() as i64);
+        tags
+    }
+
+    fn publish_view(&self, sim: Arc<Snapshot>) {
+        let me = self.shared.host_id;
+        let topo = &self.cache.topology;
+        let mut egress = HashMap::new();
+        for p in topo.ports.values() {
+            if let Some(b) = self.bound.get(&p.id) {
+                egress.insert(p.id, Egress::Local(b.dp_port));
+                continue;
+            }
+            let Some(host) = p.host_id else { continue };
+            if host == me || p.interface_name.is_none() {
+                continue;
+            }
+            if let Some(dst) = topo.tunnel_ip(me, host) {
+                egress.insert(p.id, Egress::Remote { dst, key: p.tunnel_key });
+            }
+        }
+        let ingress = self.bound.iter().map(|(id, b)| (b.dp_port, *id)).collect();
+        self.shared.view.store(Arc::new(View {
+            sim,
+            egress,
+            ingress,
+            revision: self.cache.revision,
+            ready: self.cache.ready,
+        }));
+    }
+}

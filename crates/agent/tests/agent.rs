@@ -1,0 +1,215 @@
+//! The agent against the real topology service on a memory store, with the
+//! dummy datapath (no kernel needed): subscription, resume, failover,
+//! bindings, invalidation.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use midonet_agent::scanner::Interface;
+use midonet_agent::{Agent, Config, DatapathKind, DpChoice, StartOptions};
+use midonet_datapath::dummy::DummyDatapath;
+use midonet_datapath::{Datapath, FlowKey};
+use midonet_model::*;
+use tokio::sync::mpsc;
+
+const T: Duration = Duration::from_secs(10);
+
+struct Rig {
+    agent: Agent,
+    dp: Arc<DummyDatapath>,
+    ifaces: mpsc::Sender<Vec<Interface>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_agent(cluster: &[String]) -> Rig {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config {
+        cluster: cluster.to_vec(),
+        host_id_file: dir.path().join("host_id"),
+        datapath: DatapathKind::Dummy,
+        metrics_listen: "127.0.0.1:0".into(),
+        session_ttl_secs: 3,
+        ..Config::default()
+    };
+    let dp = Arc::new(DummyDatapath::new(None));
+    let (tx, rx) = mpsc::channel(4);
+    let agent = midonet_agent::start(cfg, StartOptions { dp: DpChoice::Dummy(dp.clone()), interfaces: Some(rx) })
+        .await
+        .expect("agent starts");
+    tx.send(Vec::new()).await.expect("interfaces");
+    Rig { agent, dp, ifaces: tx, _dir: dir }
+}
+
+fn iface(name: &str, ifindex: u32) -> Interface {
+    Interface {
+        name: name.into(),
+        ifindex,
+        mac: "02:00:00:00:00:aa".into(),
+        mtu: 1500,
+        up: true,
+        has_link: true,
+        kind: "Virtual".into(),
+        addresses: Vec::new(),
+    }
+}
+
+fn metric(agent: &Agent, name: &str) -> f64 {
+    let text = agent.metrics.encode();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_snapshot_deltas_and_resume_without_reload() {
+    let mut c = Cluster::start().await;
+    let b1 = bridge("b1");
+    c.put(&b1).await;
+    let rig = start_agent(&[c.addr.to_string()]).await;
+    let host = rig.agent.host_id;
+
+    let rev = c.revision().await;
+    wait_for("first snapshot", T, async || rig.agent.view().ready && rig.agent.view().revision >= rev - 1).await;
+    wait_for("host alive", T, async || c.exists(&midonet_proto::keys::host_alive(&host.to_string())).await).await;
+
+    // A delta.
+    let b2 = bridge("b2");
+    let rev = c.put(&b2).await;
+    wait_for("delta applied", T, async || rig.agent.view().revision >= rev).await;
+    assert_eq!(metric(&rig.agent, "midonet_agent_topology_snapshots_total"), 1.0);
+
+    // The cluster goes away; changes happen meanwhile; it comes back.
+    c.pause().await;
+    let b3 = bridge("b3");
+    c.put(&b3).await;
+    let rev = c.delete(&b1).await;
+    c.resume().await;
+    wait_for("resumed", T, async || rig.agent.view().revision >= rev).await;
+    assert_eq!(
+        metric(&rig.agent, "midonet_agent_topology_snapshots_total"),
+        1.0,
+        "a resume must not reload the whole topology"
+    );
+    assert!(metric(&rig.agent, "midonet_agent_sessions_total") >= 2.0);
+    rig.agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_to_the_next_cluster_address() {
+    let c = Cluster::start().await;
+    // A port nobody listens on: bind and drop.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let rig = start_agent(&[dead.to_string(), c.addr.to_string()]).await;
+    let host = rig.agent.host_id;
+    wait_for("registered via the second address", T, async || {
+        c.exists(&midonet_proto::keys::host_alive(&host.to_string())).await
+    })
+    .await;
+    rig.agent.stop().await;
+    // A clean stop withdraws liveness at once or when the lease ends.
+    wait_for("alive key gone", T, async || !c.exists(&midonet_proto::keys::host_alive(&host.to_string())).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_before_and_after_the_interface_appears() {
+    let c = Cluster::start().await;
+    let rig = start_agent(&[c.addr.to_string()]).await;
+    let host = rig.agent.host_id;
+    let b = bridge("b");
+    c.put(&b).await;
+    // Port bound first, interface later.
+    let p1 = bind(&bridge_port(&b, 100), host, "vm1");
+    let rev = c.put(&p1).await;
+    wait_for("topology", T, async || rig.agent.view().revision >= rev).await;
+    assert!(rig.agent.view().ingress.is_empty(), "no interface yet, nothing bound");
+    rig.ifaces.send(vec![iface("vm1", 7)]).await.expect("send");
+    wait_for("bound after the interface appears", T, async || rig.agent.view().ingress.values().any(|p| *p == p1.id)).await;
+    wait_for("port active", T, async || c.exists(&midonet_proto::keys::port_active(&p1.id.to_string())).await).await;
+
+    // Interface first, binding later.
+    rig.ifaces.send(vec![iface("vm1", 7), iface("vm2", 8)]).await.expect("send");
+    let p2 = bind(&bridge_port(&b, 101), host, "vm2");
+    c.put(&p2).await;
+    wait_for("bound after the binding appears", T, async || rig.agent.view().ingress.values().any(|p| *p == p2.id)).await;
+
+    // Interface disappears: unbound and inactive.
+    rig.ifaces.send(vec![iface("vm2", 8)]).await.expect("send");
+    wait_for("unbound", T, async || !rig.agent.view().ingress.values().any(|p| *p == p1.id)).await;
+    wait_for("inactive", T, async || !c.exists(&midonet_proto::keys::port_active(&p1.id.to_string())).await).await;
+    assert_eq!(metric(&rig.agent, "midonet_agent_bound_ports"), 1.0);
+    rig.agent.stop().await;
+}
+
+fn frame(desc: &str) -> Vec<u8> {
+    let k: FlowKey = desc.parse().expect("packet description");
+    let mut f = Vec::new();
+    k.to_frame(&[0u8; 16], &mut f);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_change_invalidates_exactly_the_tagged_flows() {
+    let c = Cluster::start().await;
+    let rig = start_agent(&[c.addr.to_string()]).await;
+    let host = rig.agent.host_id;
+    let chain = Chain { id: ChainId::random(), name: "in".into(), ..Default::default() };
+    c.put(&chain).await;
+    let mut b = bridge("b");
+    b.inbound_filter_id = Some(chain.id);
+    c.put(&b).await;
+    let other = bridge("other");
+    c.put(&other).await;
+    let p1 = bind(&bridge_port(&b, 100), host, "vm1");
+    let p2 = bind(&bridge_port(&b, 101), host, "vm2");
+    let q1 = bind(&bridge_port(&other, 102), host, "vm3");
+    let q2 = bind(&bridge_port(&other, 103), host, "vm4");
+    for p in [&p1, &p2, &q1, &q2] {
+        c.put(p).await;
+    }
+    rig.ifaces.send(vec![iface("vm1", 1), iface("vm2", 2), iface("vm3", 3), iface("vm4", 4)]).await.expect("send");
+    wait_for("four ports bound", T, async || rig.agent.view().ingress.len() == 4).await;
+    let view = rig.agent.view();
+    let dp_of = |p: PortId| *view.ingress.iter().find(|(_, v)| **v == p).expect("bound").0;
+    let (d1, d2, d3, d4) = (dp_of(p1.id), dp_of(p2.id), dp_of(q1.id), dp_of(q2.id));
+
+    let f_b = frame("eth.src=02:00:00:00:00:01,eth.dst=ff:ff:ff:ff:ff:ff,ip4.src=10.0.0.1,ip4.dst=10.0.0.2,udp.src=1,udp.dst=2");
+    let f_o = frame("eth.src=02:00:00:00:00:03,eth.dst=ff:ff:ff:ff:ff:ff,ip4.src=10.0.0.3,ip4.dst=10.0.0.4,udp.src=1,udp.dst=2");
+    rig.dp.inject(d1, &f_b);
+    rig.dp.inject(d3, &f_o);
+    assert_eq!(rig.dp.take_output(d2).len(), 1, "broadcast on b reaches vm2");
+    assert_eq!(rig.dp.take_output(d4).len(), 1, "broadcast on other reaches vm4");
+    // The first packets taught the bridges their source MACs, which
+    // invalidates the flows that read those entries; the next packets
+    // install flows that stay.
+    wait_for("learned-MAC invalidations", T, async || {
+        metric(&rig.agent, "midonet_agent_invalidated_flows_total") >= 2.0
+    })
+    .await;
+    rig.dp.inject(d1, &f_b);
+    rig.dp.inject(d3, &f_o);
+    assert_eq!(rig.dp.take_output(d2).len(), 1);
+    assert_eq!(rig.dp.take_output(d4).len(), 1);
+    let flows = rig.dp.dump_flows().expect("flows").len();
+    assert_eq!(flows, 2, "one flow per bridge");
+    let invalidated = metric(&rig.agent, "midonet_agent_invalidated_flows_total");
+
+    // A drop rule on b's inbound chain.
+    let rule = Rule { id: RuleId::random(), chain_id: chain.id, rule_type: RuleType::Drop, ..Default::default() };
+    c.put(&rule).await;
+    let chain2 = Chain { rule_ids: vec![rule.id], ..chain.clone() };
+    let rev = c.put(&chain2).await;
+    wait_for("rule applied", T, async || rig.agent.view().revision >= rev).await;
+    let left = rig.dp.dump_flows().expect("flows");
+    assert_eq!(left.len(), flows - 1, "only b's flow was invalidated: {left:?}");
+    rig.dp.inject(d1, &f_b);
+    rig.dp.inject(d3, &f_o);
+    assert_eq!(rig.dp.take_output(d2).len(), 0, "dropped by the rule");
+    assert_eq!(rig.dp.take_output(d4).len(), 1, "the other bridge is unaffected");
+    assert_eq!(metric(&rig.agent, "midonet_agent_invalidated_flows_total"), invalidated + 1.0);
+    rig.agent.stop().await;
+}
