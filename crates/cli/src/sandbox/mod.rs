@@ -504,6 +504,9 @@ fn status(dir: &Path) -> Result<()> {
         return Ok(());
     };
     println!("sandbox `{}` ({}), API {}", st.prefix, st.phase, st.api_url);
+    if st.processes.is_empty() {
+        println!("no processes recorded (run `midonet sandbox up`)");
+    }
     let mut t = table();
     t.set_header(["process", "pid", "netns", "running", "log"]);
     for p in &st.processes {
@@ -515,7 +518,9 @@ fn status(dir: &Path) -> Result<()> {
             p.log.clone(),
         ]);
     }
-    println!("{t}");
+    if !st.processes.is_empty() {
+        println!("{t}");
+    }
     let ns = net::existing_namespaces(&st.prefix).unwrap_or_default();
     println!("{} namespaces: {}", ns.len(), ns.join(" "));
     if !st.processes.is_empty() {
