@@ -45,6 +45,11 @@
 //! | `prev` in watch events | always (stored in the history) | when etcd still has that version |
 //! | slow watcher | catches up from the history table | etcd buffers and catches up from its history |
 //!
+//! Tests of other crates can run against a real etcd with the `test-util`
+//! feature: `testutil::EtcdServer::start()` runs one on free ports (see
+//! `testutil` module docs); `scripts/etcd-test-server.sh` runs the same
+//! server by hand.
+//!
 //! Nothing compacts the embedded history automatically; the store's owner
 //! calls [`Store::compact`] (with etcd, either that or etcd's own
 //! auto-compaction).

@@ -37,6 +37,10 @@ pub trait Store: Send + Sync + 'static {
     /// that fell so far behind that its next revision was compacted. Recover
     /// by re-listing with [`Store::range`] and watching from its revision + 1.
     ///
+    /// A stream can also end with [`StoreError::Unavailable`] (etcd
+    /// connection lost); the watcher then watches again from the last
+    /// revision it saw + 1, which loses nothing unless that was compacted.
+    ///
     /// `watch` returns `Err` only when the watch could not be set up at all
     /// (backend unreachable, invalid argument).
     async fn watch(&self, prefix: &[u8], from_revision: Revision) -> Result<WatchStream>;
