@@ -86,7 +86,7 @@ impl FlowKey {
         } else if k.is_icmp() {
             k.icmp_type = self.icmp_type;
             k.icmp_code = self.icmp_code;
-            if matches!((k.is_ipv4(), k.icmp_type), (true, 0 | 8) | (false, 128 | 129)) {
+            if k.is_icmp_echo() {
                 k.icmp_id = self.icmp_id;
             }
         }

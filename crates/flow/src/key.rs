@@ -316,6 +316,11 @@ impl FlowKey {
             && self.ip_frag != FragType::Later
             && matches!(self.ip_proto, IP_PROTO_TCP | IP_PROTO_UDP | IP_PROTO_SCTP)
     }
+    /// True for an ICMP echo request or reply (ICMPv4 type 0/8, ICMPv6
+    /// 128/129): the messages that carry an identifier.
+    pub fn is_icmp_echo(&self) -> bool {
+        self.is_icmp() && matches!((self.is_ipv4(), self.icmp_type), (true, 0 | 8) | (false, 128 | 129))
+    }
     /// True when the key carries ICMP type/code (ICMPv4 in IPv4 or ICMPv6 in
     /// IPv6, not a later fragment).
     pub fn is_icmp(&self) -> bool {

@@ -200,7 +200,7 @@ fn set_l3_l4(frame: &mut [u8], key: &FlowKey, lay: &Layout, action: &Action) -> 
         }
         Action::SetIcmpId(id) => {
             let l4 = match lay.l4 {
-                Some(l4) if key.is_icmp() && matches!(key.icmp_type, 0 | 8 | 128 | 129) => l4,
+                Some(l4) if key.is_icmp_echo() => l4,
                 _ => return Err(RewriteError::NotIcmpEcho),
             };
             let old = rd16(frame, l4 + 4);
@@ -331,6 +331,15 @@ pub(crate) mod tests {
         assert_eq!(apply_action(&mut short, &Action::SetTtl(1)), Err(RewriteError::Parse(ParseError::EthTruncated)));
         assert_eq!(apply_action(&mut short, &Action::SetEthSrc(MacAddr::ZERO)), Err(RewriteError::Parse(ParseError::EthTruncated)));
         assert_eq!(arp, before, "failed rewrites leave the frame alone");
+    }
+
+    #[test]
+    fn icmp_id_rewrite_rejects_ipv4_type_128() {
+        // Found by the diff/rewrite property: 128 is an ICMPv6 echo type, but
+        // in ICMPv4 it carries no identifier.
+        let mut f = frame("ip4.src=1.1.1.1,ip4.dst=2.2.2.2,icmp4.type=128");
+        assert_eq!(apply_action(&mut f, &Action::SetIcmpId(1)), Err(RewriteError::NotIcmpEcho));
+        assert_eq!(rewrite("ip6.src=::1,ip6.dst=::2,icmp6.type=129", Action::SetIcmpId(7)).icmp_id, 7);
     }
 
     #[test]

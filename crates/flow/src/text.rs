@@ -102,9 +102,7 @@ fn present_fields(key: &FlowKey) -> impl Iterator<Item = FieldId> + '_ {
         FieldId::L4Src | FieldId::L4Dst => key.has_ports(),
         FieldId::TcpFlags => key.has_ports() && key.ip_proto == IP_PROTO_TCP,
         FieldId::IcmpType | FieldId::IcmpCode => key.is_icmp(),
-        FieldId::IcmpId => {
-            key.is_icmp() && matches!((key.is_ipv4(), key.icmp_type), (true, 0 | 8) | (false, 128 | 129))
-        }
+        FieldId::IcmpId => key.is_icmp_echo(),
     })
 }
 

@@ -289,8 +289,10 @@ pub async fn delete<T: Kind>(ctx: Ctx, Path(id): Path<String>) -> Result<Respons
     let ctx = &ctx;
     txn!(ctx.cluster, tx => {
         let old: T = load_visible(&mut tx, ctx, id).await?;
-        old.on_delete(&mut tx, ctx).await?;
+        // The guard is read before the delete rules scan for referrers, so
+        // a referrer committed after the scan fails this transaction.
         tx.guard_and_drop(id).await?;
+        old.on_delete(&mut tx, ctx).await?;
         tx.delete(&old.store_key());
         Ok(())
     })?;

@@ -363,6 +363,8 @@ fn is_system_route(r: &Route) -> bool {
 /// through it and its MAC entries. 409 if a mirror or redirect rule targets
 /// it.
 pub async fn delete_port(tx: &mut Tx, p: &Port) -> Result<(), ApiError> {
+    // Guard first: referrers committed after the scans below fail the txn.
+    tx.guard_and_drop(p.id.uuid()).await?;
     for m in all::<Mirror>(tx).await? {
         if m.to_port_id == Some(p.id) {
             return Err(in_use("port", p.id.uuid(), "mirror", m.id, "toPortId"));
@@ -395,7 +397,6 @@ pub async fn delete_port(tx: &mut Tx, p: &Port) -> Result<(), ApiError> {
             }
         }
     }
-    tx.guard_and_drop(p.id.uuid()).await?;
     tx.delete(&p.store_key());
     Ok(())
 }
