@@ -1,0 +1,407 @@
+//! What a simulation returns: [`SimResult`].
+//!
+//! The result is built into a caller-owned value ([`simulate_into`]
+//! clears and refills it), so a worker that reuses one `SimResult` does not
+//! allocate per packet on the common paths: the vectors keep their capacity.
+//!
+//! [`simulate_into`]: crate::simulate_into
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use midonet_model::{ChainId, DeviceId, MirrorId, PortId, RouteId, RouterId, RuleId};
+use serde::{Serialize, Serializer};
+
+use crate::state::StateWrite;
+use crate::tag::Tag;
+use crate::{Action, FlowKey, FlowMask, MacAddr};
+
+pub(crate) fn ser_mac<S: Serializer>(m: &MacAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(m)
+}
+
+/// How long the datapath should keep a drop flow (midonet-behaviour §1.6).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropLifetime {
+    /// An error or transient condition: 5 s, then simulate again.
+    Temporary,
+    /// A configured decision (rule, admin state): the normal flow lifetime.
+    Normal,
+}
+
+impl DropLifetime {
+    /// The hard timeout the agent should install the drop flow with.
+    pub fn timeout(self) -> std::time::Duration {
+        match self {
+            DropLifetime::Temporary => std::time::Duration::from_secs(5),
+            DropLifetime::Normal => std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+macro_rules! drop_reasons {
+    ($($v:ident => $s:literal, $life:ident;)+) => {
+        /// Why a packet was dropped. Small and `Copy`, so the agent can count
+        /// drops per reason (`as_str` is the metric label).
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum DropReason { $($v),+ }
+        impl DropReason {
+            /// Every variant, for registering counters up front.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$v),+];
+            /// A stable snake_case label.
+            pub fn as_str(self) -> &'static str {
+                match self { $(DropReason::$v => $s),+ }
+            }
+            /// The drop-flow lifetime this reason implies.
+            pub fn lifetime(self) -> DropLifetime {
+                match self { $(DropReason::$v => DropLifetime::$life),+ }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    UnknownPort => "unknown_port", Temporary;
+    UnknownDevice => "unknown_device", Temporary;
+    PortAdminDown => "port_admin_down", Normal;
+    DeviceAdminDown => "device_admin_down", Normal;
+    PortUnplugged => "port_unplugged", Temporary;
+    LoopGuard => "loop_guard", Temporary;
+    Budget => "sim_budget_exhausted", Temporary;
+    RuleDrop => "rule_drop", Normal;
+    RuleReject => "rule_reject", Normal;
+    DynamicNatUnsupported => "dynamic_nat_not_yet_supported", Temporary;
+    RedirectTargetDown => "redirect_target_down", Temporary;
+    MulticastSource => "multicast_source", Normal;
+    Hairpin => "hairpin", Temporary;
+    VlanMismatch => "vlan_mismatch", Normal;
+    RouterVlanTagged => "router_vlan_tagged", Normal;
+    RouterNotIpv4 => "router_not_ipv4", Normal;
+    RouterL2Multicast => "router_l2_multicast", Normal;
+    RouterWrongDstMac => "router_wrong_dst_mac", Normal;
+    RouterPortNoAddress => "router_port_no_address", Temporary;
+    ArpNotForUs => "arp_not_for_us", Normal;
+    NoRoute => "no_route", Temporary;
+    BlackholeRoute => "blackhole_route", Temporary;
+    RejectRoute => "reject_route", Temporary;
+    BadRoute => "bad_route", Temporary;
+    TtlExceeded => "ttl_exceeded", Temporary;
+    LocalNotHandled => "local_not_handled", Normal;
+    ArpFailed => "arp_failed", Temporary;
+    NoOutput => "no_output", Temporary;
+}
+
+/// The outcome of a simulation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Decision {
+    /// Install a drop flow for `lifetime`.
+    Drop { reason: DropReason, lifetime: DropLifetime },
+    /// Execute [`SimResult::actions`] (at least one `ToPort`).
+    Forward,
+    /// The agent answered (ARP reply, echo reply, learned state): nothing to
+    /// forward, see [`SimResult::generated`].
+    Consumed,
+    /// The next hop's MAC is unknown; an ARP request is in
+    /// [`SimResult::generated`]. Park the packet and simulate it again when
+    /// the ARP entry `(router, ip)` is written (its tag is in the result).
+    ArpPending { router: RouterId, ip: Ipv4Addr },
+}
+
+/// A virtual action: header rewrites (set-field, push/pop VLAN) interleaved
+/// with outputs to exterior ports. The agent turns `ToPort` into a local
+/// output or a VXLAN tunnel to the port's host; rewrites apply to every
+/// output after them, so a flood with per-port rewrites is one list.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum SimAction {
+    /// A rewrite (never an `Output`/`Tunnel`/`Userspace`).
+    Rewrite(Action),
+    /// Emit on this exterior port.
+    ToPort(PortId),
+}
+
+impl fmt::Display for SimAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimAction::Rewrite(a) => write!(f, "{a}"),
+            SimAction::ToPort(p) => write!(f, "to_port({p})"),
+        }
+    }
+}
+
+impl Serialize for SimAction {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Where a generated packet goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(tag = "kind", content = "port", rename_all = "snake_case")]
+pub enum GenTarget {
+    /// Emit as is on this exterior port.
+    Emit(PortId),
+    /// Simulate it as if it entered at this port (a router's reply leaving
+    /// through an interior port continues on the peer's device).
+    Ingress(PortId),
+}
+
+/// Why a packet was generated.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GenKind {
+    ArpReply,
+    ArpRequest,
+    IcmpEchoReply,
+    /// An ICMP error of this type and code.
+    IcmpError { icmp_type: u8, code: u8 },
+}
+
+/// A packet the simulation generated (an answer, a request, an error).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct GeneratedPacket {
+    pub kind: GenKind,
+    pub target: GenTarget,
+    /// The whole Ethernet frame, checksums filled in.
+    #[serde(serialize_with = "ser_hex")]
+    pub frame: Vec<u8>,
+}
+
+fn ser_hex<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    use fmt::Write;
+    let mut out = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(out, "{x:02x}");
+    }
+    s.serialize_str(&out)
+}
+
+/// A device as named in a trace.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Bridge,
+    Router,
+}
+
+/// Where a chain ran.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    PortIn,
+    PortOut,
+    BridgeIn,
+    BridgeOut,
+    RouterIn,
+    RouterOut,
+    /// A router's outbound chain on a packet it generated.
+    RouterGenerated,
+    /// A chain reached by `jump`.
+    Jump,
+}
+
+/// Where a mirror copied the packet.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MirrorPoint {
+    PortPreIn,
+    PortPostIn,
+    PortPreOut,
+    PortPostOut,
+    DeviceIn,
+    DeviceOut,
+}
+
+/// One step of a trace. Built only when tracing is on.
+#[derive(Clone, PartialEq, Debug, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum TraceStep {
+    PortIngress { port: PortId },
+    PortEgress { port: PortId },
+    Device { kind: DeviceKind, id: DeviceId, name: String },
+    Chain { hook: Hook, chain: ChainId, name: String },
+    Rule { chain: ChainId, index: usize, rule: RuleId, action: String },
+    ChainResult { chain: ChainId, result: String },
+    Mirror { point: MirrorPoint, mirror: MirrorId, to: PortId },
+    VlanPush { vlan: u16 },
+    VlanPop { vlan: u16 },
+    MacLearn { vlan: u16, #[serde(serialize_with = "ser_mac")] mac: MacAddr, port: PortId },
+    MacLookup { vlan: u16, #[serde(serialize_with = "ser_mac")] mac: MacAddr, port: Option<PortId> },
+    Flood { ports: Vec<PortId> },
+    ArpAnswered { ip: Ipv4Addr, #[serde(serialize_with = "ser_mac")] mac: MacAddr },
+    ArpLearn { ip: Ipv4Addr, #[serde(serialize_with = "ser_mac")] mac: MacAddr },
+    Route { route: Option<RouteId>, kind: String, dst: String, port: Option<PortId>, gateway: Option<Ipv4Addr>, candidates: usize },
+    NoRoute,
+    Ttl { from: u8, to: u8 },
+    NextHop { ip: Ipv4Addr, #[serde(serialize_with = "ser_mac")] mac: MacAddr, via: String },
+    ArpMiss { ip: Ipv4Addr },
+    Generated { kind: GenKind, target: GenTarget },
+    IcmpSuppressed { why: String },
+    Rewrite { what: String },
+    Redirect { port: PortId, ingress: bool },
+    Output { port: PortId },
+    Drop { reason: DropReason },
+    Consumed,
+}
+
+impl fmt::Display for TraceStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use TraceStep::*;
+        match self {
+            PortIngress { port } => write!(f, "ingress port {port}"),
+            PortEgress { port } => write!(f, "egress port {port}"),
+            Device { kind, id, name } => {
+                let k = match kind { DeviceKind::Bridge => "bridge", DeviceKind::Router => "router" };
+                write!(f, "enter {k} {id} \"{name}\"")
+            }
+            Chain { hook, chain, name } => write!(f, "chain {chain} \"{name}\" at {hook:?}"),
+            Rule { chain: _, index, rule, action } => write!(f, "  rule #{index} {rule} matched: {action}"),
+            ChainResult { chain: _, result } => write!(f, "  chain result: {result}"),
+            Mirror { point, mirror, to } => write!(f, "mirror {mirror} at {point:?} copies to port {to}"),
+            VlanPush { vlan } => write!(f, "push vlan {vlan}"),
+            VlanPop { vlan } => write!(f, "pop vlan {vlan}"),
+            MacLearn { vlan, mac, port } => write!(f, "learn {mac} vlan {vlan} on port {port}"),
+            MacLookup { vlan, mac, port } => match port {
+                Some(p) => write!(f, "mac {mac} vlan {vlan} is on port {p}"),
+                None => write!(f, "mac {mac} vlan {vlan} unknown"),
+            },
+            Flood { ports } => {
+                write!(f, "flood to {} port(s)", ports.len())?;
+                for p in ports {
+                    write!(f, " {p}")?;
+                }
+                Ok(())
+            }
+            ArpAnswered { ip, mac } => write!(f, "answer arp: {ip} is at {mac}"),
+            ArpLearn { ip, mac } => write!(f, "learn arp: {ip} is at {mac}"),
+            Route { route, kind, dst, port, gateway, candidates } => {
+                write!(f, "route {dst} {kind}")?;
+                if let Some(r) = route {
+                    write!(f, " (route {r})")?;
+                }
+                if let Some(p) = port {
+                    write!(f, " via port {p}")?;
+                }
+                if let Some(g) = gateway {
+                    write!(f, " gw {g}")?;
+                }
+                if *candidates > 1 {
+                    write!(f, " [ecmp over {candidates}]")?;
+                }
+                Ok(())
+            }
+            NoRoute => write!(f, "no route"),
+            Ttl { from, to } => write!(f, "ttl {from} -> {to}"),
+            NextHop { ip, mac, via } => write!(f, "next hop {ip} is {mac} ({via})"),
+            ArpMiss { ip } => write!(f, "arp miss for {ip}: request sent, packet pending"),
+            Generated { kind, target } => write!(f, "generate {kind:?} -> {target:?}"),
+            IcmpSuppressed { why } => write!(f, "icmp error suppressed: {why}"),
+            Rewrite { what } => write!(f, "rewrite {what}"),
+            Redirect { port, ingress } => {
+                write!(f, "redirect to port {port} {}", if *ingress { "ingress" } else { "egress" })
+            }
+            Output { port } => write!(f, "output to exterior port {port}"),
+            Drop { reason } => write!(f, "drop: {}", reason.as_str()),
+            Consumed => write!(f, "consumed"),
+        }
+    }
+}
+
+/// Everything a simulation produces. Reuse one per worker with
+/// [`simulate_into`](crate::simulate_into).
+#[derive(Clone, Debug)]
+pub struct SimResult {
+    pub decision: Decision,
+    /// Rewrites and `ToPort`s, in order (meaningful for `Forward`).
+    pub actions: Vec<SimAction>,
+    /// The fields the decision read: the megaflow's mask.
+    pub mask: FlowMask,
+    /// The original key (what the mask applies to).
+    pub key: FlowKey,
+    /// Everything the decision depended on, sorted, no duplicates.
+    pub tags: Vec<Tag>,
+    pub generated: Vec<GeneratedPacket>,
+    pub state_writes: Vec<StateWrite>,
+    /// Empty unless tracing was asked for.
+    pub trace: Vec<TraceStep>,
+    /// The decision read something a megaflow cannot match (the addresses
+    /// inside an ICMP error): the agent must not install a wildcard flow,
+    /// only handle this packet (or install an exact-match, short flow).
+    pub uncacheable: bool,
+}
+
+impl Default for SimResult {
+    fn default() -> Self {
+        SimResult {
+            decision: Decision::Drop { reason: DropReason::NoOutput, lifetime: DropLifetime::Temporary },
+            actions: Vec::new(),
+            mask: FlowMask::empty(),
+            key: FlowKey::default(),
+            tags: Vec::new(),
+            generated: Vec::new(),
+            state_writes: Vec::new(),
+            trace: Vec::new(),
+            uncacheable: false,
+        }
+    }
+}
+
+impl SimResult {
+    pub(crate) fn clear(&mut self, key: FlowKey) {
+        self.decision = Decision::Drop { reason: DropReason::NoOutput, lifetime: DropLifetime::Temporary };
+        self.actions.clear();
+        self.mask = FlowMask::empty();
+        self.key = key;
+        self.tags.clear();
+        self.generated.clear();
+        self.state_writes.clear();
+        self.trace.clear();
+        self.uncacheable = false;
+    }
+
+    /// The `ToPort` targets, in order.
+    pub fn out_ports(&self) -> impl Iterator<Item = PortId> + '_ {
+        self.actions.iter().filter_map(|a| match a {
+            SimAction::ToPort(p) => Some(*p),
+            SimAction::Rewrite(_) => None,
+        })
+    }
+
+    /// A readable multi-line report: trace, decision, match, actions,
+    /// generated packets and state writes (what golden files and the CLI show).
+    pub fn render(&self) -> String {
+        use fmt::Write;
+        let mut s = String::new();
+        for (i, t) in self.trace.iter().enumerate() {
+            let _ = writeln!(s, "{:>3}. {t}", i + 1);
+        }
+        let _ = writeln!(s, "decision: {}", self.decision);
+        let _ = writeln!(s, "match: {}", self.key.display_masked(&self.mask));
+        let acts: Vec<String> = self.actions.iter().map(ToString::to_string).collect();
+        let _ = writeln!(s, "actions: [{}]", acts.join(", "));
+        for g in &self.generated {
+            let _ = writeln!(s, "generated: {:?} -> {:?} ({} bytes)", g.kind, g.target, g.frame.len());
+        }
+        for w in &self.state_writes {
+            let _ = writeln!(s, "state write: {w:?}");
+        }
+        if self.uncacheable {
+            let _ = writeln!(s, "uncacheable: true");
+        }
+        let _ = writeln!(s, "tags: {}", self.tags.len());
+        s
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Drop { reason, lifetime } => write!(f, "drop ({}, {lifetime:?})", reason.as_str()),
+            Decision::Forward => f.write_str("forward"),
+            Decision::Consumed => f.write_str("consumed"),
+            Decision::ArpPending { router, ip } => write!(f, "arp pending (router {router}, {ip})"),
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Flow tags: what a flow's decision depended on, so that a change
+//! invalidates exactly the flows it affects.
+//!
+//! A [`Tag`] is a 64-bit hash of an object identity (a device, a port, a
+//! chain, a route table, one MAC-table or ARP entry, …). The simulation adds
+//! the tag of everything it *consulted*, including lookups that missed (an
+//! unknown MAC that caused a flood, an ARP miss), and the agent indexes
+//! installed flows by tag. When the store or a state table changes, the agent
+//! calls [`tags_for_change`] / [`StateWrite::tag`](crate::StateWrite::tag)
+//! and deletes every flow indexed under the returned tags.
+//!
+//! # The invalidation rule
+//!
+//! *A change to object X invalidates the flows tagged X, and the flows
+//! tagged by whatever X is compiled into.* Concretely:
+//!
+//! | change | tags |
+//! |---|---|
+//! | bridge / router | the device |
+//! | port | the port, its device (old and new), its peer (old and new) and the peer's device (ports feed the device's flood set, router MAC/IP maps and local routes) |
+//! | route | the router's route table (old and new router) |
+//! | chain | the chain |
+//! | rule | its chain (old and new); a static NAT rule also the global static-NAT tag (reverse NAT maps are global) |
+//! | port group | the group (membership lives on ports, covered by port tags) |
+//! | ip addr group / one of its addresses | the group |
+//! | mirror | the mirror |
+//! | seeded MAC entry (bridge, vlan, mac) | that MAC entry |
+//! | seeded ARP entry of a bridge (bridge, ip) | that bridge-ARP entry |
+//! | learned MAC / router ARP / bridge ARP (state) | that entry |
+//! | anything else (hosts, tunnel zones, DHCP, LB) | nothing: not read by the simulation |
+//!
+//! Route tables are tagged per router rather than per prefix: coarser than
+//! MidoNet's destination trie but simple, and route changes are rare next to
+//! MAC moves, which *are* per entry.
+//!
+//! Tags are a deterministic hash (not `std`'s randomised one) so the same
+//! object gives the same tag in every process and golden traces are stable.
+//! Collisions only cause extra invalidations, never missed ones.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use midonet_model as model;
+use model::{
+    BridgeId, ChainId, DeviceId, IpAddrGroupId, MirrorId, PortGroupId, PortId, RouterId,
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::snapshot::Snapshot;
+use crate::MacAddr;
+
+/// A flow tag (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Tag(pub u64);
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tag({:016x})", self.0)
+    }
+}
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+#[repr(u8)]
+#[derive(Clone, Copy)]
+enum Kind {
+    Device = 1,
+    Port,
+    Chain,
+    RouteTable,
+    Mac,
+    RouterArp,
+    BridgeArp,
+    PortGroup,
+    IpAddrGroup,
+    Mirror,
+    StaticNat,
+}
+
+/// One round of a 64-bit multiply-xorshift mixer (the murmur3 finaliser
+/// constants): cheap, deterministic and well spread.
+#[inline]
+const fn mix(h: u64, v: u64) -> u64 {
+    let mut x = h ^ v;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+#[inline]
+fn tag(kind: Kind, uuid: Uuid, a: u64, b: u64) -> Tag {
+    let u = uuid.as_u128();
+    let mut h = mix(0x6d69_646f_6e65_7421, kind as u64);
+    h = mix(h, u as u64);
+    h = mix(h, (u >> 64) as u64);
+    h = mix(h, a);
+    Tag(mix(h, b))
+}
+
+fn mac_u64(m: MacAddr) -> u64 {
+    m.0.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+}
+
+impl Tag {
+    /// A bridge or router.
+    pub fn device(id: DeviceId) -> Tag {
+        tag(Kind::Device, id.uuid(), 0, 0)
+    }
+    /// A bridge.
+    pub fn bridge(id: BridgeId) -> Tag {
+        Tag::device(id.cast())
+    }
+    /// A router.
+    pub fn router(id: RouterId) -> Tag {
+        Tag::device(id.cast())
+    }
+    /// A port.
+    pub fn port(id: PortId) -> Tag {
+        tag(Kind::Port, id.uuid(), 0, 0)
+    }
+    /// A chain and its rule set.
+    pub fn chain(id: ChainId) -> Tag {
+        tag(Kind::Chain, id.uuid(), 0, 0)
+    }
+    /// A router's route table.
+    pub fn routes(router: RouterId) -> Tag {
+        tag(Kind::RouteTable, router.uuid(), 0, 0)
+    }
+    /// One MAC-table entry `(bridge, vlan, mac)`, present or not.
+    pub fn mac(bridge: BridgeId, vlan: u16, mac: MacAddr) -> Tag {
+        tag(Kind::Mac, bridge.uuid(), u64::from(vlan), mac_u64(mac))
+    }
+    /// One router ARP-cache entry `(router, ip)`, present or not.
+    pub fn arp(router: RouterId, ip: Ipv4Addr) -> Tag {
+        tag(Kind::RouterArp, router.uuid(), u64::from(u32::from(ip)), 0)
+    }
+    /// One bridge IP→MAC entry `(bridge, ip)` (seeded or learned by GARP).
+    pub fn bridge_arp(bridge: BridgeId, ip: Ipv4Addr) -> Tag {
+        tag(Kind::BridgeArp, bridge.uuid(), u64::from(u32::from(ip)), 0)
+    }
+    /// A port group.
+    pub fn port_group(id: PortGroupId) -> Tag {
+        tag(Kind::PortGroup, id.uuid(), 0, 0)
+    }
+    /// An IP address group (and its addresses).
+    pub fn ip_addr_group(id: IpAddrGroupId) -> Tag {
+        tag(Kind::IpAddrGroup, id.uuid(), 0, 0)
+    }
+    /// A mirror.
+    pub fn mirror(id: MirrorId) -> Tag {
+        tag(Kind::Mirror, id.uuid(), 0, 0)
+    }
+    /// The global static reverse-NAT maps (built from every static NAT rule).
+    pub fn static_nat() -> Tag {
+        tag(Kind::StaticNat, Uuid::nil(), 0, 0)
+    }
+}
+
+/// A stored object, as [`tags_for_change`] takes it (old and/or new value).
+#[derive(Debug, Clone, Copy)]
+pub enum StoreObject<'a> {
+    Bridge(&'a model::Bridge),
+    Router(&'a model::Router),
+    Port(&'a model::Port),
+    Route(&'a model::Route),
+    Chain(&'a model::Chain),
+    Rule(&'a model::Rule),
+    PortGroup(&'a model::PortGroup),
+    IpAddrGroup(&'a model::IpAddrGroup),
+    IpAddrGroupAddr(&'a model::IpAddrGroupAddr),
+    MacEntry(&'a model::MacTableEntry),
+    ArpEntry(&'a model::ArpTableEntry),
+    Mirror(&'a model::Mirror),
+    /// Any kind the simulation does not read.
+    Other,
+}
+
+fn object_tags(snap: &Snapshot, o: StoreObject<'_>, out: &mut Vec<Tag>) {
+    match o {
+        StoreObject::Bridge(b) => out.push(Tag::bridge(b.id)),
+        StoreObject::Router(r) => out.push(Tag::router(r.id)),
+        StoreObject::Port(p) => {
+            out.push(Tag::port(p.id));
+            out.push(Tag::device(p.device_id));
+            if let Some(peer) = p.peer_id {
+                out.push(Tag::port(peer));
+                if let Some(dev) = snap.port_device(peer) {
+                    out.push(Tag::device(dev));
+                }
+            }
+        }
+        StoreObject::Route(r) => out.push(Tag::routes(r.router_id)),
+        StoreObject::Chain(c) => out.push(Tag::chain(c.id)),
+        StoreObject::Rule(r) => {
+            out.push(Tag::chain(r.chain_id));
+            if r.is_static_nat() {
+                out.push(Tag::static_nat());
+            }
+        }
+        StoreObject::PortGroup(g) => out.push(Tag::port_group(g.id)),
+        StoreObject::IpAddrGroup(g) => out.push(Tag::ip_addr_group(g.id)),
+        StoreObject::IpAddrGroupAddr(a) => out.push(Tag::ip_addr_group(a.ip_addr_group_id)),
+        StoreObject::MacEntry(e) => {
+            out.push(Tag::mac(e.bridge_id, e.vlan_id, MacAddr(e.mac_addr.0)))
+        }
+        StoreObject::ArpEntry(e) => out.push(Tag::bridge_arp(e.bridge_id, e.ip)),
+        StoreObject::Mirror(m) => out.push(Tag::mirror(m.id)),
+        StoreObject::Other => {}
+    }
+}
+
+/// The tags to invalidate for one store change (`old` absent on create,
+/// `new` absent on delete). `snap` is the snapshot the flows were simulated
+/// against (used to find a port's peer's device). Appends to `out`, sorted
+/// and without duplicates. See the module docs for the rule.
+pub fn tags_for_change(
+    snap: &Snapshot,
+    old: Option<StoreObject<'_>>,
+    new: Option<StoreObject<'_>>,
+    out: &mut Vec<Tag>,
+) {
+    let start = out.len();
+    for o in [old, new].into_iter().flatten() {
+        object_tags(snap, o, out);
+    }
+    out[start..].sort_unstable();
+    let mut tail = out.split_off(start);
+    tail.dedup();
+    out.extend(tail);
+}
+
+/// [`tags_for_change`] for a raw store entry (`/midonet/v1/<kind>/…` and its
+/// old and new JSON values), as the agent sees them in a watch event. Values
+/// that do not decode contribute no tags (the topology cache reports them).
+pub fn tags_for_store_entry(
+    snap: &Snapshot,
+    key: &str,
+    old: Option<&[u8]>,
+    new: Option<&[u8]>,
+    out: &mut Vec<Tag>,
+) {
+    use model::ObjectKind as K;
+    let Some((kind, _)) = K::parse_key(key) else { return };
+    macro_rules! decode {
+        ($t:ty, $v:ident) => {
+            [old, new].map(|v| v.and_then(|b| serde_json::from_slice::<$t>(b).ok()))
+        };
+    }
+    macro_rules! go {
+        ($t:ty, $v:ident) => {{
+            let [o, n] = decode!($t, $v);
+            tags_for_change(snap, o.as_ref().map(StoreObject::$v), n.as_ref().map(StoreObject::$v), out)
+        }};
+    }
+    match kind {
+        K::Bridge => go!(model::Bridge, Bridge),
+        K::Router => go!(model::Router, Router),
+        K::Port => go!(model::Port, Port),
+        K::Route => go!(model::Route, Route),
+        K::Chain => go!(model::Chain, Chain),
+        K::Rule => go!(model::Rule, Rule),
+        K::PortGroup => go!(model::PortGroup, PortGroup),
+        K::IpAddrGroup => go!(model::IpAddrGroup, IpAddrGroup),
+        K::IpAddrGroupAddr => go!(model::IpAddrGroupAddr, IpAddrGroupAddr),
+        K::MacTableEntry => go!(model::MacTableEntry, MacEntry),
+        K::ArpTableEntry => go!(model::ArpTableEntry, ArpEntry),
+        K::Mirror => go!(model::Mirror, Mirror),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_deterministic_and_distinct_per_kind() {
+        let u = Uuid::from_u128(7);
+        assert_eq!(Tag::port(u.into()), Tag::port(u.into()));
+        assert_ne!(Tag::port(u.into()), Tag::chain(u.into()));
+        assert_ne!(Tag::device(u.into()), Tag::routes(u.into()));
+        let b: BridgeId = u.into();
+        let m = MacAddr([2, 0, 0, 0, 0, 1]);
+        assert_ne!(Tag::mac(b, 0, m), Tag::mac(b, 1, m));
+        assert_ne!(Tag::arp(u.into(), Ipv4Addr::new(10, 0, 0, 1)), Tag::bridge_arp(b, Ipv4Addr::new(10, 0, 0, 1)));
+    }
+
+    #[test]
+    fn rule_change_invalidates_both_chains_and_static_nat() {
+        let snap = Snapshot::build(&model::Topology::default());
+        let old = model::Rule { chain_id: Uuid::from_u128(1).into(), ..Default::default() };
+        let new: model::Rule = serde_json::from_str(
+            r#"{"chainId":"00000000-0000-0000-0000-000000000002","type":"dnat","natTargets":[{"addressFrom":"10.0.0.5","addressTo":"10.0.0.5","portFrom":0,"portTo":0}]}"#,
+        )
+        .expect("rule");
+        let mut out = Vec::new();
+        tags_for_change(&snap, Some(StoreObject::Rule(&old)), Some(StoreObject::Rule(&new)), &mut out);
+        assert!(out.contains(&Tag::chain(old.chain_id)));
+        assert!(out.contains(&Tag::chain(new.chain_id)));
+        assert!(out.contains(&Tag::static_nat()));
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn store_entry_for_unread_kinds_gives_nothing() {
+        let snap = Snapshot::build(&model::Topology::default());
+        let mut out = Vec::new();
+        tags_for_store_entry(&snap, "/midonet/v1/hosts/00000000-0000-0000-0000-000000000001", None, Some(b"{}"), &mut out);
+        assert!(out.is_empty());
+        let key = format!("/midonet/v1/bridges/{}", Uuid::from_u128(3));
+        let body = format!(r#"{{"id":"{}"}}"#, Uuid::from_u128(3));
+        tags_for_store_entry(&snap, &key, None, Some(body.as_bytes()), &mut out);
+        assert_eq!(out, vec![Tag::bridge(Uuid::from_u128(3).into())]);
+    }
+}
