@@ -112,7 +112,11 @@ impl Cli {
                 "Examples:\n  midonet bridge create --name br0\n  \
                  midonet port create --router r1 --port-address 10.0.0.1 --network 10.0.0.0/24\n  \
                  midonet rule create --chain web --type accept --nw-proto tcp --tp-dst 80:81\n  \
-                 midonet -o json bridge list",
+                 midonet -o json bridge list\n\n\
+                 Settings: flags, then environment (MIDONET_URL, MIDONET_USER, MIDONET_PASSWORD,\n  \
+                 MIDONET_PROJECT, MIDONET_TOKEN, MIDONET_OUTPUT), then the config file\n  \
+                 (--config, default ~/.config/midonet/cli.toml; keys: url, user, password,\n  \
+                 project, token, output). Default URL: http://127.0.0.1:8181/midonet-api",
             );
         cmd = GlobalOpts::augment_args(cmd)
             .about("Manage a MidoNet virtual network through its REST API");

@@ -10,7 +10,7 @@ use std::io::Write;
 use comfy_table::{presets, ContentArrangement, Table};
 use serde_json::Value;
 
-use crate::resources::{Col, ResourceSpec, RULE_FIELDS};
+use crate::resources::{Col, RULE_FIELDS};
 use crate::Output;
 
 /// Text for one JSON value in a cell.
@@ -125,15 +125,24 @@ fn is_link(key: &str, v: &Value) -> bool {
             .is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"))
 }
 
-/// One object as a FIELD/VALUE table, links left out.
+fn is_unset(v: &Value) -> bool {
+    v.is_null() || v.as_array().is_some_and(|a| a.is_empty())
+}
+
+/// One object as a FIELD/VALUE table: `id` first, then the fields that are
+/// set; links and unset fields are left out (`-o json` shows everything).
 pub fn object_table(obj: &Value) -> String {
     let mut t = new_table();
     t.set_header(["FIELD", "VALUE"]);
     if let Some(map) = obj.as_object() {
-        for (k, v) in map {
-            if !is_link(k, v) {
-                t.add_row([k.clone(), cell(v)]);
-            }
+        let mut keys: Vec<&String> = map
+            .iter()
+            .filter(|(k, v)| !is_link(k, v) && !is_unset(v))
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort_by_key(|k| (k.as_str() != "id", k.as_str()));
+        for k in keys {
+            t.add_row([k.clone(), cell(&map[k.as_str()])]);
         }
     } else {
         t.add_row(["value".to_owned(), cell(obj)]);
@@ -180,12 +189,6 @@ fn ident(obj: &Value) -> String {
     cell(obj)
 }
 
-/// Columns of a spec, for callers that only have the spec.
-#[allow(dead_code)]
-pub fn columns(spec: &ResourceSpec) -> &'static [(&'static str, Col)] {
-    spec.columns
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,11 +210,13 @@ mod tests {
     }
 
     #[test]
-    fn object_table_hides_links() {
-        let obj = json!({"id": "x", "name": "br0", "uri": "http://h/b/x", "ports": "http://h/b/x/ports"});
+    fn object_table_hides_links_and_unset_fields() {
+        let obj = json!({"name": "br0", "id": "x", "uri": "http://h/b/x", "ports": "http://h/b/x/ports",
+                         "peerId": null, "mirrorIds": []});
         let t = object_table(&obj);
         assert!(t.contains("br0") && t.contains("name"), "{t}");
-        assert!(!t.contains("http://"), "{t}");
+        assert!(!t.contains("http://") && !t.contains("peerId") && !t.contains("mirrorIds"), "{t}");
+        assert!(t.find("id").expect("id row") < t.find("name").expect("name row"), "{t}");
     }
 
     #[test]

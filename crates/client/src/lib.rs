@@ -139,6 +139,10 @@ impl fmt::Display for ApiError {
             for v in violations {
                 let prop = v.get("property").and_then(Value::as_str).unwrap_or("?");
                 let msg = v.get("message").and_then(Value::as_str).unwrap_or("");
+                // The headline already says this one.
+                if self.field.as_deref() == Some(prop) && msg == self.message {
+                    continue;
+                }
                 write!(f, "; `{prop}`: {msg}")?;
             }
         }
@@ -166,13 +170,11 @@ fn default_reason(status: u16) -> &'static str {
 /// Everything that can go wrong talking to the API.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// TCP connect or DNS failed: nothing is listening at the URL.
-    #[error("cannot connect to {url}")]
-    Connect {
-        url: String,
-        #[source]
-        source: Box<ureq::Transport>,
-    },
+    /// TCP connect or DNS failed: nothing is listening at the URL. Only
+    /// the innermost cause is kept: ureq's own chain repeats the URL and the
+    /// OS error several times.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
     /// Any other transport-level failure (reset, timeout, TLS, bad URL).
     #[error("{method} {url} failed")]
     Transport {
@@ -404,7 +406,7 @@ impl Client {
                     ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => {
                         ClientError::Connect {
                             url: self.base.clone(),
-                            source: Box::new(t),
+                            reason: innermost(&t),
                         }
                     }
                     _ => ClientError::Transport {
@@ -615,6 +617,15 @@ fn token_from_login(set_cookie: &[String], body: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Text of the innermost cause of an error.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 fn short(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_owned()
@@ -663,6 +674,12 @@ mod tests {
             r#"{"message":"invalid","code":400,"violations":[{"property":"name","message":"too long"}]}"#,
         );
         assert_eq!(e.to_string(), "400 Bad Request: invalid; `name`: too long");
+        let dup = ApiError::from_response(
+            400,
+            "Bad Request",
+            r#"{"message":"bad ip","code":400,"field":"portAddress","violations":[{"property":"portAddress","message":"bad ip"}]}"#,
+        );
+        assert_eq!(dup.to_string(), "400 Bad Request: field `portAddress`: bad ip");
     }
 
     #[test]
@@ -716,6 +733,9 @@ mod tests {
         let c = Client::new(&format!("http://127.0.0.1:{port}/midonet-api"), Auth::None);
         let err = c.get("").expect_err("nothing listens");
         assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+        let text = err.to_string();
+        assert_eq!(text.matches("127.0.0.1").count(), 1, "{text}");
+        assert!(text.contains("refused"), "{text}");
         assert!(err.status().is_none());
     }
 }
