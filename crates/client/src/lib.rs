@@ -305,6 +305,12 @@ impl Client {
         self.token.lock().expect("token mutex poisoned").clone()
     }
 
+    /// Replaces the current token (e.g. one cached from an earlier run).
+    /// With [`Auth::Password`] a rejected token is replaced by logging in.
+    pub fn set_token(&self, token: Option<String>) {
+        *self.token.lock().expect("token mutex poisoned") = token;
+    }
+
     /// Turns a path relative to the base URL into an absolute URL; absolute
     /// URLs pass through unchanged.
     pub fn url(&self, path_or_uri: &str) -> String {
