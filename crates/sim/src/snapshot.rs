@@ -139,7 +139,7 @@ pub struct SRoute {
     pub gateway: Option<Ipv4Addr>,
     pub port: Option<PortId>,
     pub weight: u32,
-    /// For rendezvous hashing: a fixed hash of the route id (or port).
+    /// For rendezvous hashing: a fixed hash of the next hop (port, gateway).
     pub hrw: u64,
 }
 
@@ -547,7 +547,12 @@ impl Snapshot {
                         gateway: rt.next_hop_gateway.filter(|g| !g.is_unspecified()),
                         port: rt.next_hop_port,
                         weight: rt.weight,
-                        hrw: uuid_hash(rt.id.uuid()),
+                        // Keyed on the next hop, not the route id: a
+                        // re-created route (a BGP flap) keeps its flows.
+                        hrw: hash64(
+                            uuid_hash(rt.next_hop_port.unwrap_or_default().uuid()),
+                            u64::from(rt.next_hop_gateway.map_or(0, u32::from)),
+                        ),
                     },
                 ));
             }
