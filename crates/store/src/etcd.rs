@@ -141,6 +141,12 @@ fn map_err(e: ec::Error, lease: Option<LeaseId>) -> StoreError {
                 | tonic::Code::DeadlineExceeded
                 | tonic::Code::Cancelled
                 | tonic::Code::Aborted => StoreError::Unavailable(Box::new(status)),
+                // tonic reports a broken HTTP/2 connection (etcd gone
+                // mid-stream) as Unknown with the I/O error as its source;
+                // an Unknown sent by etcd itself has no source.
+                tonic::Code::Unknown if std::error::Error::source(&status).is_some() => {
+                    StoreError::Unavailable(Box::new(status))
+                }
                 _ => StoreError::Backend(Box::new(status)),
             }
         }

@@ -99,6 +99,7 @@ contract!(
     revoke_deletes_keys_and_ends_lease,
     put_without_lease_detaches_key,
     concurrent_cas_increments_lose_nothing,
+    concurrent_writers_watch_sees_every_revision_in_order,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -665,4 +666,46 @@ async fn concurrent_cas_increments_lose_nothing(s: Arc<dyn Store>) {
     let kv = s.get(b"/cas/n").await.expect("get").expect("present");
     assert_eq!(text(&kv.value), (TASKS * EACH).to_string());
     assert_eq!(kv.version as usize, TASKS * EACH + 1);
+}
+
+async fn concurrent_writers_watch_sees_every_revision_in_order(s: Arc<dyn Store>) {
+    const TASKS: usize = 4;
+    const EACH: usize = 25;
+    let start = s.current_revision().await.expect("revision");
+    // An empty prefix watches every key.
+    let mut all = s.watch(b"", 0).await.expect("watch");
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let key = format!("/cw/{t}/{i}");
+                s.put(key.as_bytes(), b"v", None).await.expect("put");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    // Every write is its own revision, delivered once, in order, and the
+    // writes of each task in that task's order.
+    let mut last_per_task = [None::<usize>; TASKS];
+    for expected in start + 1..=start + (TASKS * EACH) as i64 {
+        let b = next_batch(&mut all).await;
+        assert_eq!(b.revision, expected);
+        let (_, key, _) = summary(&b).pop().expect("one event");
+        let mut parts = key.trim_start_matches("/cw/").split('/');
+        let t: usize = parts.next().and_then(|p| p.parse().ok()).expect("task");
+        let i: usize = parts.next().and_then(|p| p.parse().ok()).expect("index");
+        assert_eq!(
+            last_per_task[t].map_or(0, |l| l + 1),
+            i,
+            "task {t} in order"
+        );
+        last_per_task[t] = Some(i);
+    }
+    assert_eq!(
+        s.range(b"/cw/").await.expect("range").kvs.len(),
+        TASKS * EACH
+    );
 }
