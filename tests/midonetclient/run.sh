@@ -25,14 +25,26 @@ password="${3:-}"
 project="${4:-admin}"
 venv="${MNC_VENV:-/tmp/midonet-rs-mnc-venv}"
 
+usable() { command -v "$1" >/dev/null 2>&1 && "$1" -c 'import lib2to3, ensurepip' 2>/dev/null; }
+
 pick_python() {
   if [ -n "${MNC_PYTHON:-}" ]; then echo "$MNC_PYTHON"; return; fi
   for p in python3.11 python3.12; do
-    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import lib2to3' 2>/dev/null; then
-      echo "$p"; return
-    fi
+    if usable "$p"; then echo "$p"; return; fi
   done
-  echo "run.sh: need python3.11 or python3.12 (with lib2to3) for midonetclient 5.2.0" >&2
+  # Debian 12 ships python3.11 but splits venv support and lib2to3 into
+  # their own packages; install them when we may.
+  if [ "$(id -u)" = 0 ] && [ "${MIDONET_NO_INSTALL:-0}" != 1 ] && command -v apt-get >/dev/null; then
+    echo "run.sh: installing python3-venv python3-lib2to3" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      python3 python3-venv python3-lib2to3 >&2
+    for p in python3.11 python3.12; do
+      if usable "$p"; then echo "$p"; return; fi
+    done
+  fi
+  echo "run.sh: need python3.11 or python3.12 with venv and lib2to3 for midonetclient 5.2.0" \
+       "(Debian: apt-get install python3-venv python3-lib2to3)" >&2
   exit 2
 }
 
