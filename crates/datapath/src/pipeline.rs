@@ -418,7 +418,7 @@ fn rewrite(slot: &mut Slot, a: &Action, scratch: &mut Vec<u8>) -> Result<(), ()>
             slot.frame_mut()[6..12].copy_from_slice(&m.0);
             Ok(())
         }
-        Action::PushVlan { vid, pcp } if slot.len >= 14 && slot.start >= 4 => {
+        Action::PushVlan { vid, pcp } if slot.len >= 14 && slot.start >= slot.floor + 4 => {
             let s = slot.start;
             slot.buf.copy_within(s..s + 12, s - 4);
             slot.start -= 4;
@@ -466,6 +466,6 @@ impl Slot {
     pub fn from_frame(frame: &[u8]) -> Slot {
         let mut buf = vec![0u8; HEADROOM + frame.len()].into_boxed_slice();
         buf[HEADROOM..].copy_from_slice(frame);
-        Slot { buf, start: HEADROOM, len: frame.len(), vnet: VnetHdr::default() }
+        Slot { buf, start: HEADROOM, len: frame.len(), vnet: VnetHdr::default(), floor: 0, seg: 0 }
     }
 }

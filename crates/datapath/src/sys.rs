@@ -28,7 +28,6 @@ const SOL_PACKET: libc::c_int = 263;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-const SO_NO_CHECK: libc::c_int = 11;
 const ETH_P_ALL: u16 = 0x0003;
 
 /// Size of `struct virtio_net_hdr` (the one `PACKET_VNET_HDR` uses).
@@ -127,6 +126,12 @@ pub struct Slot {
     /// Frame length in bytes.
     pub len: usize,
     pub vnet: VnetHdr,
+    /// Lowest offset a rewrite may grow the frame into (VLAN push). Bytes
+    /// below it may belong to a previous frame of the same buffer that is
+    /// already queued for output (UDP GRO batches).
+    pub floor: usize,
+    /// For a UDP GRO message: the size of each datagram in it; 0 = one datagram.
+    pub seg: usize,
 }
 
 /// Room in front of every frame: a VXLAN header (8) or virtio-net header
@@ -137,7 +142,14 @@ pub const MAX_FRAME: usize = 65_536 + 64;
 
 impl Slot {
     fn new() -> Self {
-        Slot { buf: vec![0u8; HEADROOM + MAX_FRAME].into_boxed_slice(), start: HEADROOM, len: 0, vnet: VnetHdr::default() }
+        Slot {
+            buf: vec![0u8; HEADROOM + MAX_FRAME].into_boxed_slice(),
+            start: HEADROOM,
+            len: 0,
+            vnet: VnetHdr::default(),
+            floor: 0,
+            seg: 0,
+        }
     }
 
     pub fn frame(&self) -> &[u8] {
@@ -156,6 +168,9 @@ pub struct RxBatch {
     pub count: usize,
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
+    /// Ancillary data (UDP GRO segment size), one buffer per slot.
+    cmsgs: Vec<[u64; 8]>,
+    want_cmsg: bool,
 }
 
 // SAFETY: the raw pointers inside `hdrs`/`iovs` are scratch space rebuilt
@@ -171,6 +186,8 @@ impl RxBatch {
             // SAFETY: mmsghdr/iovec are plain C structs for which all-zero is valid.
             hdrs: vec![unsafe { std::mem::zeroed() }; n],
             iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; n],
+            cmsgs: vec![[0u64; 8]; n],
+            want_cmsg: false,
         }
     }
 
@@ -194,6 +211,10 @@ impl RxBatch {
             self.hdrs[i] = unsafe { std::mem::zeroed() };
             self.hdrs[i].msg_hdr.msg_iov = &mut self.iovs[i];
             self.hdrs[i].msg_hdr.msg_iovlen = 1;
+            if self.want_cmsg {
+                self.hdrs[i].msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+                self.hdrs[i].msg_hdr.msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
+            }
         }
         // SAFETY: hdrs[i] points at iovs[i], which points into slots[i].buf;
         // all three outlive the call and are not touched concurrently.
@@ -209,6 +230,8 @@ impl RxBatch {
         for i in 0..r {
             self.slots[i].start = HEADROOM - lead;
             self.slots[i].len = self.hdrs[i].msg_len as usize;
+            self.slots[i].floor = 0;
+            self.slots[i].seg = if self.want_cmsg { gro_segment(&self.hdrs[i].msg_hdr) } else { 0 };
             // A datagram larger than the buffer is cut; flag it so the
             // pipeline counts it as truncated instead of forwarding garbage.
             if self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
@@ -218,6 +241,31 @@ impl RxBatch {
         self.count = r;
         Ok(r)
     }
+}
+
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+
+/// The UDP GRO segment size in a received message's ancillary data.
+fn gro_segment(m: &libc::msghdr) -> usize {
+    if m.msg_control.is_null() || m.msg_controllen == 0 {
+        return 0;
+    }
+    // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_FIRSTHDR /
+    // CMSG_NXTHDR stay inside that buffer, and CMSG_DATA of a UDP_GRO
+    // message holds one c_int (read unaligned to be safe).
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        while !c.is_null() {
+            if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
+                return v.max(0) as usize;
+            }
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
+    0
 }
 
 /// One queued transmission: up to three pieces sent as one message.
@@ -333,6 +381,153 @@ impl TxQueue {
     }
 }
 
+/// Transmit queue of the tunnel socket. Consecutive datagrams to the same
+/// destination with the same size are sent as one UDP GSO message
+/// (`UDP_SEGMENT`): one trip through the IP stack and the underlay for up to
+/// [`GSO_MAX_SEGS`] small packets, and with `UDP_GRO` on the receiving
+/// socket one wake-up and one message there too.
+pub struct TunnelTxQueue {
+    items: Vec<TunnelItem>,
+    cap: usize,
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_in>,
+    cmsgs: Vec<[u64; 4]>,
+    /// Items per message of the last flush.
+    counts: Vec<usize>,
+}
+
+/// One tunnel datagram: VXLAN header + frame (pointer into a slot).
+#[derive(Clone, Copy)]
+pub struct TunnelItem {
+    pub hdr: [u8; 8],
+    pub ptr: *const u8,
+    pub len: usize,
+    pub dst: SocketAddrV4,
+}
+
+/// Most datagrams in one GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64
+/// on older kernels).
+pub const GSO_MAX_SEGS: usize = 64;
+/// Most payload bytes in one GSO message (fits the 16-bit IP length).
+const GSO_MAX_BYTES: usize = 65_000;
+
+// SAFETY: like TxQueue: the pointers are dereferenced only by the kernel
+// during flush, on the owning thread, while the owner keeps them alive.
+unsafe impl Send for TunnelTxQueue {}
+
+impl TunnelTxQueue {
+    pub fn new(cap: usize) -> Self {
+        TunnelTxQueue {
+            items: Vec::with_capacity(cap),
+            cap,
+            // SAFETY: all-zero is valid for these C structs.
+            hdrs: vec![unsafe { std::mem::zeroed() }; cap],
+            iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2 * cap],
+            // SAFETY: as above.
+            addrs: vec![unsafe { std::mem::zeroed() }; cap],
+            cmsgs: vec![[0u64; 4]; cap],
+            counts: vec![0; cap],
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.items.len() >= self.cap
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn push(&mut self, item: TunnelItem) {
+        debug_assert!(!self.is_full());
+        self.items.push(item);
+    }
+
+    /// Send everything queued: (datagrams sent, bytes sent, datagrams failed).
+    pub fn flush(&mut self, fd: RawFd) -> (usize, u64, usize) {
+        let n = self.items.len();
+        if n == 0 {
+            return (0, 0, 0);
+        }
+        // Build messages: runs of equal size and destination.
+        let mut m = 0;
+        let mut i = 0;
+        while i < n {
+            let first = self.items[i];
+            let size = 8 + first.len;
+            let mut j = i + 1;
+            while j < n
+                && j - i < GSO_MAX_SEGS
+                && self.items[j].dst == first.dst
+                && 8 + self.items[j].len == size
+                && (j - i + 1) * size <= GSO_MAX_BYTES
+            {
+                j += 1;
+            }
+            for (k, it) in self.items[i..j].iter().enumerate() {
+                self.iovs[2 * (i + k)] = libc::iovec { iov_base: it.hdr.as_ptr() as *mut _, iov_len: 8 };
+                self.iovs[2 * (i + k) + 1] = libc::iovec { iov_base: it.ptr as *mut _, iov_len: it.len };
+            }
+            // SAFETY: all-zero is a valid mmsghdr.
+            self.hdrs[m] = unsafe { std::mem::zeroed() };
+            let h = &mut self.hdrs[m].msg_hdr;
+            h.msg_iov = self.iovs[2 * i..].as_mut_ptr();
+            h.msg_iovlen = 2 * (j - i);
+            self.addrs[m] = sockaddr_in(first.dst);
+            h.msg_name = (&mut self.addrs[m] as *mut libc::sockaddr_in).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            if j - i > 1 {
+                let buf = &mut self.cmsgs[m];
+                *buf = [0; 4];
+                h.msg_control = buf.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE is a pure size computation.
+                h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
+                // SAFETY: msg_control points at a zeroed buffer of at least
+                // CMSG_SPACE(2) bytes (32 bytes); CMSG_FIRSTHDR/CMSG_DATA stay inside it.
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(h);
+                    (*c).cmsg_level = SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, size as u16);
+                }
+            }
+            self.counts[m] = j - i;
+            m += 1;
+            i = j;
+        }
+        let (mut sent, mut bytes, mut failed) = (0usize, 0u64, 0usize);
+        let mut off = 0;
+        let mut retries = 0;
+        while off < m {
+            // SAFETY: hdrs[off..m] point at this queue's iovs/addrs/cmsgs and
+            // at the items' buffers, alive until flush returns.
+            let r = unsafe {
+                libc::sendmmsg(fd, self.hdrs[off..].as_mut_ptr(), (m - off) as libc::c_uint, libc::MSG_DONTWAIT)
+            };
+            if r > 0 {
+                for k in off..off + r as usize {
+                    bytes += u64::from(self.hdrs[k].msg_len);
+                    sent += self.counts[k];
+                }
+                off += r as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            if r < 0 && e.kind() == io::ErrorKind::WouldBlock && retries < 64 {
+                retries += 1;
+                std::thread::yield_now();
+                continue;
+            }
+            failed += self.counts[off];
+            off += 1;
+        }
+        self.items.clear();
+        (sent, bytes, failed)
+    }
+}
+
 fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
@@ -435,7 +630,11 @@ impl TunnelSocket {
         // SAFETY: raw is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-        setsockopt_int(raw, libc::SOL_SOCKET, SO_NO_CHECK, 1)?;
+        // No SO_NO_CHECK: zero outer checksums forbid UDP GSO (the kernel
+        // rejects the send), and with GSO the checksum is left to offload
+        // (CHECKSUM_PARTIAL; free on veth, done by the NIC otherwise).
+        // Receive runs of datagrams as one GRO message when the kernel can.
+        let _ = setsockopt_int(raw, SOL_UDP, UDP_GRO, 1);
         // Let the kernel fragment when an inner frame exceeds the underlay MTU.
         setsockopt_int(raw, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DONT)?;
         let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 16 << 20);
@@ -456,6 +655,7 @@ impl TunnelSocket {
     /// `HEADROOM`: after stripping it the inner frame starts at `HEADROOM`.
     /// `slots[i].start/len` cover the whole datagram (header included).
     pub fn recv_batch(&self, b: &mut RxBatch, vxlan_len: usize) -> io::Result<usize> {
+        b.want_cmsg = true;
         b.recv_into(self.fd(), vxlan_len)
     }
 }

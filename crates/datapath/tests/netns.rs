@@ -4,7 +4,8 @@
 //!
 //! Knobs for measuring rather than testing (still bounded in time):
 //! `MDP_UDP_SECS` (UDP flood duration, default 1), `MDP_IPERF_SECS`
-//! (iperf3 duration, default 3), `MDP_PING_N` (pings, default 5).
+//! (iperf3 duration, default 3), `MDP_PING_N` (pings, default 5),
+//! `MDP_SPIN_US` (the datapaths' poll-spin window).
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::str::FromStr;
@@ -203,7 +204,12 @@ fn vxlan_between_two_hosts() {
     let h2 = lab.add_host("h2").expect("h2");
     let (u1, u2) = (Ipv4Addr::new(198, 18, 72, 1), Ipv4Addr::new(198, 18, 72, 2));
     // Underlay MTU big enough for one 60 KB GSO frame per VXLAN datagram.
-    lab.add_underlay(&[(&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24")], 65000).expect("underlay");
+    // A direct veth like peers/kernel-baseline.sh (MDP_UNDERLAY=bridge for a bridge).
+    if std::env::var("MDP_UNDERLAY").as_deref() == Ok("bridge") {
+        lab.add_underlay(&[(&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24")], 65000).expect("underlay");
+    } else {
+        lab.add_underlay_pair((&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24"), 65000).expect("underlay");
+    }
     let a = vm(&mut lab, "a", &h1, "198.19.72.1/24", "02:00:00:00:72:01");
     let b = vm(&mut lab, "b", &h2, "198.19.72.2/24", "02:00:00:00:72:02");
     for v in [&a, &b] {
@@ -216,6 +222,7 @@ fn vxlan_between_two_hosts() {
         name: name.into(),
         netns: Some(ns.into()),
         underlay_ip: Some(ip),
+        spin_us: env_u64("MDP_SPIN_US", UserspaceConfig::default().spin_us),
         ..UserspaceConfig::default()
     };
     let dp1 = UserspaceDatapath::start(cfg("mdp-dp1", &h1, u1), None).expect("dp1");
@@ -246,6 +253,12 @@ fn vxlan_between_two_hosts() {
         eprintln!("iperf3 not installed: skipping the TCP part");
         return;
     }
+    if let Some((tx, rx)) = iperf3_udp(&mut lab, &a, &b, secs) {
+        eprintln!("vxlan: iperf3 udp 18 B: {:.0} kpps sent, {:.0} kpps delivered", tx / 1e3, rx / 1e3);
+    }
+    for ns in [&h2, &b.ns] {
+        eprintln!("vxlan: {ns} udp rcvbuf errors {}", udp_rcvbuf_errors(ns));
+    }
     let server = lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5299"]).expect("iperf3 server");
     std::thread::sleep(Duration::from_millis(300));
     let t = env_u64("MDP_IPERF_SECS", 3).to_string();
@@ -261,6 +274,35 @@ fn vxlan_between_two_hosts() {
     let st2 = dp2.stats().expect("stats");
     eprintln!("vxlan: dp1 drops {:?}\nvxlan: dp2 drops {:?}", nonzero(&st1), nonzero(&st2));
     assert!(bytes > 1e6, "TCP data did not arrive: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// `iperf3 -u -b 0 -l 18` like the peer scripts: (sent pps, delivered pps).
+fn iperf3_udp(lab: &mut Lab, a: &Vm, b: &Vm, secs: u64) -> Option<(f64, f64)> {
+    let server = lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5298"]).expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = secs.to_string();
+    let dst = b.ip.to_string();
+    let out = ns_output(&a.ns, &["iperf3", "-c", &dst, "-p", "5298", "-u", "-b", "0", "-l", "18", "-t", &t, "-J"])
+        .expect("iperf3 client");
+    let _ = server.wait_output(Duration::from_secs(5));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let sum = &j["end"]["sum"];
+    let (pk, lost, dur) = (sum["packets"].as_f64()?, sum["lost_packets"].as_f64()?, sum["seconds"].as_f64()?);
+    Some((pk / dur, (pk - lost) / dur))
+}
+
+/// `RcvbufErrors` of /proc/net/snmp in a namespace: datagrams the kernel
+/// dropped because a UDP socket's buffer was full.
+fn udp_rcvbuf_errors(ns: &str) -> u64 {
+    let snmp = ns_exec(ns, &["cat", "/proc/net/snmp"]).unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(vals)) = (udp.next(), udp.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(vals.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn nonzero(s: &midonet_datapath::DpStats) -> Vec<(&'static str, u64)> {
