@@ -331,3 +331,24 @@ fn auth_is_required_and_errors_say_which_credentials() {
     let out = support::run_with(&base(&["--token", &token, "-o", "id"]), &["bridge", "list"]).expect("token works");
     assert!(out.contains(&b), "{out}");
 }
+
+#[test]
+fn tenants_see_only_their_own_objects() {
+    let Some(s) = start(true) else { return };
+    let as_user = |user: &str| -> Vec<String> {
+        ["--url", s.url.as_str(), "--config", "/dev/null", "--user", user, "--password", user, "-o", "json"]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    let out = support::run_with(&as_user("alice"), &["bridge", "create", "--name", "alice-br"]).expect("alice creates");
+    let br: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(br["tenantId"], "tenant-a", "the tenant comes from the token");
+    let b = id(&br);
+
+    let bob_list = support::run_with(&as_user("bob"), &["bridge", "list"]).expect("bob lists");
+    assert!(!bob_list.contains(&b), "{bob_list}");
+    let err = support::run_with(&as_user("bob"), &["bridge", "show", &b]).expect_err("hidden from bob");
+    assert!(err.contains("no bridge with id"), "{err}");
+    // The admin sees everything.
+    assert!(ids(&s.json(&["bridge", "list"])).contains(&b));
+}
