@@ -28,7 +28,7 @@ pub mod vxlan;
 pub use arp::{arp_reply, arp_request};
 pub use ethernet::{l3_offset, vlan_pop, vlan_push, VlanTag};
 pub use icmp::{icmpv4_echo_reply, icmpv4_error, may_send_icmp_error, IcmpError};
-pub use vxlan::{OffloadMeta, VxlanError, VxlanHeader, VxlanRepr};
+pub use vxlan::{CsumOffset, CsumPartial, Gso, OffloadMeta, VxlanError, VxlanHeader, VxlanRepr};
 
 /// Why a frame could not be read or built. `Copy`, so callers can count by reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]

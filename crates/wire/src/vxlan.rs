@@ -4,44 +4,49 @@
 //!  0                   1                   2                   3
 //!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//! |R|R|R|R|I|R|R|R|M|R|R|R|R|R|C|G|   gso_size (when M and G)     |  <- RFC: Reserved (24 bits)
+//! |R|R|R|R|I|R|R|O|E| gso |cso|flg|        gso_size (BE)          |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//! |            VXLAN Network Identifier (VNI)     |   Reserved    |
+//! |            VXLAN Network Identifier (VNI)     |  csum_start   |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//!   RFC 7348: everything but I and the VNI is reserved (zero on send,
+//!   ignored on receipt).
 //! ```
 //!
-//! RFC 7348: the I flag must be 1 for a valid VNI; reserved bits "MUST be set
-//! to zero on transmission and ignored on receipt". A datagram with I = 0 is
+//! RFC 7348: the I flag must be 1 for a valid VNI. A datagram with I = 0 is
 //! rejected ([`VxlanError::NoVni`]).
 //!
 //! # Private offload extension (midonet-rs agents only)
 //!
 //! So that one large TSO/GSO frame can cross the tunnel as one datagram
-//! (instead of being segmented before encapsulation), a sending agent may
-//! describe the inner frame's offload state in the first reserved 24 bits:
+//! (instead of being segmented before encapsulation), the sending agent
+//! carries the inner frame's virtio-net offload state in reserved bits, and
+//! the receiving agent hands the frame to the VM's interface with the same
+//! virtio-net header. This is the format `midonet-datapath` sends:
 //!
-//! * **M** (byte 1, 0x80): offload metadata present. Without M, C, G and
-//!   `gso_size` are ignored, so a stray reserved bit from a foreign sender is
-//!   never read as metadata.
-//! * **G** (byte 1, 0x01): the inner frame is a GSO super-frame (TCP or UDP);
-//!   the receiver segments it (or hands it to a GSO-capable device) with
-//!   **gso_size** (bytes 2–3, big-endian) bytes of L4 payload per segment.
-//! * **C** (byte 1, 0x02): the inner L4 checksum is "partial": the field
-//!   holds the pseudo-header sum only; the receiver completes it. The checksum
-//!   start is the inner L4 header and its offset follows from the inner
-//!   protocol (TCP 16, UDP 6), so neither needs to travel.
+//! * **O** (byte 0, 0x01): metadata present. Without O every other reserved
+//!   bit is ignored, so stray bits from a foreign sender are never read as
+//!   metadata, and a frame without offload work gets a plain RFC 7348
+//!   header.
+//! * byte 1, **flg** (bits 0–1): virtio-net flags: 0x01 checksum partial
+//!   (`NEEDS_CSUM`: the inner L4 checksum field holds only the pseudo-header
+//!   sum), 0x02 checksum already verified (`DATA_VALID`).
+//! * byte 1, **cso** (bits 2–3): where the checksum field is, relative to
+//!   `csum_start`: 0 = 16 (TCP), 1 = 6 (UDP); 2 and 3 are invalid.
+//! * byte 1, **gso** (bits 4–6) and **E** (bit 7): virtio GSO type (1 TCPv4,
+//!   3 UDP, 4 TCPv6, 5 UDP L4) and its ECN bit.
+//! * bytes 2–3, **gso_size**: L4 payload bytes per segment.
+//! * byte 7, **csum_start**: offset of the inner L4 header from the start of
+//!   the inner frame (meaningful with checksum partial).
 //!
-//! Bit choice: Linux already gives meaning to byte 1 bits 0x40 and 0x08
-//! (VXLAN-GBP "don't learn" and "policy applied") and 0x20 (remote checksum
-//! offload), and byte 0 bits other than I (GBP's G, GPE's version/P/O);
-//! bytes 2–3 are GBP's group policy id only when GBP's G flag (byte 0, 0x80)
-//! is set, which this extension never sets. M/C/G avoid all of those.
+//! Bit choice: the first reserved field's byte 1 bits 0x40/0x08 and the
+//! policy id in bytes 2–3 mean something to VXLAN-GBP only when GBP's G
+//! flag (byte 0, 0x80) is set, which this extension never sets. Byte 0's
+//! 0x01 is VXLAN-GPE's OAM bit, but GPE runs on its own UDP port (4790).
 //!
 //! Standard peers ignore reserved bits, so the header stays valid VXLAN, but
-//! a standard peer cannot segment a super-frame: an agent sends the extension
-//! (and frames larger than the path MTU) **only to peers known to be
-//! midonet-rs agents**, and always clears it towards VTEPs and other VXLAN
-//! endpoints.
+//! a standard peer cannot segment a super-frame: an agent sends O (and
+//! frames larger than the path MTU) **only to peers known to be midonet-rs
+//! agents**, and always clears it towards VTEPs and other VXLAN endpoints.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -53,9 +58,10 @@ pub const VXLAN_HEADER_SIZE: usize = 8;
 pub const VNI_MAX: u32 = 0x00ff_ffff;
 
 const FLAG_I: u8 = 0x08;
-const EXT_M: u8 = 0x80;
-const EXT_C: u8 = 0x02;
-const EXT_G: u8 = 0x01;
+const FLAG_O: u8 = 0x01;
+const VNET_NEEDS_CSUM: u8 = 0x01;
+const VNET_DATA_VALID: u8 = 0x02;
+const GSO_ECN: u8 = 0x80;
 
 /// Errors decoding or encoding a VXLAN header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -69,6 +75,12 @@ pub enum VxlanError {
     /// A VNI wider than 24 bits was given to emit.
     #[error("vni wider than 24 bits")]
     VniTooLarge,
+    /// The offload metadata names a checksum offset code that does not exist.
+    #[error("unknown offload metadata")]
+    BadOffload,
+    /// Offload metadata that the header cannot carry (GSO type wider than 3 bits).
+    #[error("offload metadata does not fit the vxlan header")]
+    OffloadUnsupported,
 }
 
 /// A typed view of the 8 header bytes (borrowed from the datagram).
@@ -113,14 +125,55 @@ impl VxlanHeader {
     }
 }
 
+/// Where the inner L4 checksum field is, relative to the L4 header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CsumOffset {
+    /// TCP: 16 bytes in.
+    Tcp,
+    /// UDP: 6 bytes in.
+    Udp,
+}
+
+impl CsumOffset {
+    /// The offset in bytes (virtio-net `csum_offset`).
+    pub fn bytes(self) -> u16 {
+        match self {
+            CsumOffset::Tcp => 16,
+            CsumOffset::Udp => 6,
+        }
+    }
+}
+
+/// The inner L4 checksum is partial: complete it before delivery to
+/// anything that does not offload checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CsumPartial {
+    /// Offset of the inner L4 header from the start of the inner frame.
+    pub start: u8,
+    /// Where the checksum field is from `start`.
+    pub offset: CsumOffset,
+}
+
+/// The inner frame is a GSO super-frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Gso {
+    /// virtio-net GSO type (1 TCPv4, 3 UDP, 4 TCPv6, 5 UDP L4), 3 bits.
+    pub kind: u8,
+    /// virtio-net GSO ECN bit (the TCP stream uses ECN/CWR).
+    pub ecn: bool,
+    /// L4 payload bytes per segment.
+    pub size: u16,
+}
+
 /// Offload state of the inner frame (the private extension; module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct OffloadMeta {
-    /// `Some(size)`: the inner frame is a GSO super-frame to be cut into
-    /// segments of `size` bytes of L4 payload.
-    pub gso_size: Option<u16>,
-    /// The inner L4 checksum holds only the pseudo-header sum.
-    pub csum_partial: bool,
+    /// Checksum partial (virtio `NEEDS_CSUM`), with where to complete it.
+    pub csum_partial: Option<CsumPartial>,
+    /// Checksum already verified (virtio `DATA_VALID`).
+    pub csum_valid: bool,
+    /// GSO super-frame: how to segment it.
+    pub gso: Option<Gso>,
 }
 
 /// The meaning of a VXLAN header.
@@ -133,23 +186,33 @@ pub struct VxlanRepr {
 }
 
 impl VxlanRepr {
-    /// Decode a header. Reserved bits are ignored unless M marks the offload
+    /// Decode a header. Reserved bits are ignored unless O marks the offload
     /// extension.
     pub fn parse(h: &VxlanHeader) -> Result<VxlanRepr, VxlanError> {
         if !h.vni_valid() {
             return Err(VxlanError::NoVni);
         }
-        let offload = (h.ext[0] & EXT_M != 0).then(|| OffloadMeta {
-            gso_size: (h.ext[0] & EXT_G != 0).then(|| u16::from_be_bytes([h.ext[1], h.ext[2]])),
-            csum_partial: h.ext[0] & EXT_C != 0,
-        });
+        let offload = if h.flags & FLAG_O != 0 {
+            let b = h.ext[0];
+            let offset = match (b >> 2) & 0x03 {
+                0 => CsumOffset::Tcp,
+                1 => CsumOffset::Udp,
+                _ => return Err(VxlanError::BadOffload),
+            };
+            let kind = (b >> 4) & 0x07;
+            Some(OffloadMeta {
+                csum_partial: (b & VNET_NEEDS_CSUM != 0).then_some(CsumPartial { start: h.reserved, offset }),
+                csum_valid: b & VNET_DATA_VALID != 0,
+                gso: (kind != 0).then(|| Gso {
+                    kind,
+                    ecn: b & GSO_ECN != 0,
+                    size: u16::from_be_bytes([h.ext[1], h.ext[2]]),
+                }),
+            })
+        } else {
+            None
+        };
         Ok(VxlanRepr { vni: h.vni(), offload })
-    }
-
-    /// Decode the header at the start of `buf`; returns it and the inner frame.
-    pub fn parse_bytes(buf: &[u8]) -> Result<(VxlanRepr, &[u8]), VxlanError> {
-        let (h, rest) = VxlanHeader::ref_from_prefix(buf)?;
-        Ok((VxlanRepr::parse(h)?, rest))
     }
 
     /// Encode into `h`, writing every bit (reserved bits zero unless the
@@ -161,25 +224,40 @@ impl VxlanRepr {
         let [_, v0, v1, v2] = self.vni.to_be_bytes();
         h.flags = FLAG_I;
         h.vni = [v0, v1, v2];
+        h.ext = [0; 3];
         h.reserved = 0;
-        h.ext = match self.offload {
-            None => [0; 3],
-            Some(o) => {
-                let mut bits = EXT_M;
-                if o.csum_partial {
-                    bits |= EXT_C;
+        if let Some(o) = self.offload {
+            h.flags |= FLAG_O;
+            let mut b = 0u8;
+            if let Some(c) = o.csum_partial {
+                b |= VNET_NEEDS_CSUM;
+                if c.offset == CsumOffset::Udp {
+                    b |= 1 << 2;
                 }
-                let [s0, s1] = match o.gso_size {
-                    Some(s) => {
-                        bits |= EXT_G;
-                        s.to_be_bytes()
-                    }
-                    None => [0, 0],
-                };
-                [bits, s0, s1]
+                h.reserved = c.start;
             }
-        };
+            if o.csum_valid {
+                b |= VNET_DATA_VALID;
+            }
+            if let Some(g) = o.gso {
+                if g.kind > 0x07 {
+                    return Err(VxlanError::OffloadUnsupported);
+                }
+                b |= g.kind << 4;
+                if g.ecn {
+                    b |= GSO_ECN;
+                }
+                h.ext[1..3].copy_from_slice(&g.size.to_be_bytes());
+            }
+            h.ext[0] = b;
+        }
         Ok(())
+    }
+
+    /// Decode the header at the start of `buf`; returns it and the inner frame.
+    pub fn parse_bytes(buf: &[u8]) -> Result<(VxlanRepr, &[u8]), VxlanError> {
+        let (h, rest) = VxlanHeader::ref_from_prefix(buf)?;
+        Ok((VxlanRepr::parse(h)?, rest))
     }
 
     /// Encode into the first 8 bytes of `buf`.
@@ -220,21 +298,53 @@ mod tests {
 
     #[test]
     fn offload_extension_bytes_round_trip() {
-        let r = VxlanRepr { vni: VNI_MAX, offload: Some(OffloadMeta { gso_size: Some(1448), csum_partial: true }) };
+        // TCPv4 GSO, 1398-byte segments, checksum partial from byte 34 (TCP).
+        let r = VxlanRepr {
+            vni: 42,
+            offload: Some(OffloadMeta {
+                csum_partial: Some(CsumPartial { start: 34, offset: CsumOffset::Tcp }),
+                csum_valid: false,
+                gso: Some(Gso { kind: 1, ecn: false, size: 1398 }),
+            }),
+        };
         let b = r.to_bytes().expect("emit");
-        assert_eq!(b, [0x08, 0x83, 0x05, 0xa8, 0xff, 0xff, 0xff, 0x00]);
+        assert_eq!(b, [0x09, 0x11, 0x05, 0x76, 0, 0, 42, 34]);
         assert_eq!(VxlanRepr::parse_bytes(&b).expect("parse").0, r);
 
-        let r2 = VxlanRepr { vni: 1, offload: Some(OffloadMeta { gso_size: None, csum_partial: false }) };
-        let b2 = r2.to_bytes().expect("emit");
-        assert_eq!(b2, [0x08, 0x80, 0, 0, 0, 0, 1, 0]);
-        assert_eq!(VxlanRepr::parse_bytes(&b2).expect("parse").0, r2);
+        // UDP checksum partial only, no GSO.
+        let u = VxlanRepr {
+            vni: VNI_MAX,
+            offload: Some(OffloadMeta {
+                csum_partial: Some(CsumPartial { start: 38, offset: CsumOffset::Udp }),
+                csum_valid: false,
+                gso: None,
+            }),
+        };
+        let b = u.to_bytes().expect("emit");
+        assert_eq!(b, [0x09, 0x05, 0, 0, 0xff, 0xff, 0xff, 38]);
+        assert_eq!(VxlanRepr::parse_bytes(&b).expect("parse").0, u);
+
+        // TCPv6 GSO with ECN, checksum already valid.
+        let v = VxlanRepr {
+            vni: 1,
+            offload: Some(OffloadMeta { csum_partial: None, csum_valid: true, gso: Some(Gso { kind: 4, ecn: true, size: 9000 }) }),
+        };
+        let b = v.to_bytes().expect("emit");
+        assert_eq!(b, [0x09, 0xc2, 0x23, 0x28, 0, 0, 1, 0]);
+        assert_eq!(VxlanRepr::parse_bytes(&b).expect("parse").0, v);
+    }
+
+    #[test]
+    fn bad_offload_is_rejected() {
+        assert_eq!(VxlanRepr::parse_bytes(&[0x09, 0x0d, 0, 0, 0, 0, 1, 0]), Err(VxlanError::BadOffload));
+        let too_wide = VxlanRepr { vni: 1, offload: Some(OffloadMeta { gso: Some(Gso { kind: 8, ecn: false, size: 1 }), ..OffloadMeta::default() }) };
+        assert_eq!(too_wide.to_bytes(), Err(VxlanError::OffloadUnsupported));
     }
 
     #[test]
     fn foreign_reserved_bits_are_ignored() {
         // A GBP sender: G flag in byte 0, D bit and a policy id in the
-        // reserved field, but no M bit: no offload metadata is read.
+        // reserved field, but no O bit: no offload metadata is read.
         let bytes = [0x88, 0x40, 0xab, 0xcd, 0, 0, 42, 0xee];
         let (r, _) = VxlanRepr::parse_bytes(&bytes).expect("parse");
         assert_eq!(r, VxlanRepr { vni: 42, offload: None });
@@ -254,14 +364,15 @@ mod tests {
     #[test]
     fn view_exposes_inner_frame_and_raw_fields() {
         let mut buf = vec![0u8; 8];
-        VxlanRepr { vni: 0xabcdef, offload: Some(OffloadMeta { gso_size: Some(9000), csum_partial: false }) }
+        let gso = Gso { kind: 1, ecn: false, size: 9000 };
+        VxlanRepr { vni: 0xabcdef, offload: Some(OffloadMeta { gso: Some(gso), ..OffloadMeta::default() }) }
             .emit_bytes(&mut buf)
             .expect("emit");
         buf.extend_from_slice(b"inner");
         let (h, inner) = VxlanHeader::ref_from_prefix(&buf).expect("view");
         assert!(h.vni_valid());
         assert_eq!(h.vni(), 0xabcdef);
-        assert_eq!(h.reserved1(), 0x81_2328);
+        assert_eq!(h.reserved1(), 0x10_2328);
         assert_eq!(inner, b"inner");
         assert_eq!(&h.as_bytes()[..], &buf[..8]);
     }
