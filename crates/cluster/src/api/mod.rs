@@ -20,7 +20,7 @@ pub mod trace;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -364,9 +364,4 @@ async fn tenant(ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> 
         return Err(ApiError::not_found(format!("tenant {id}")));
     }
     Ok(ctx.one("Tenant-v2", tenant_dto(&ctx, &id)))
-}
-
-/// Unix time now, for logs.
-pub fn now() -> SystemTime {
-    SystemTime::now()
 }
