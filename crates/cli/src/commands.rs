@@ -71,15 +71,17 @@ pub fn resource_command(spec: &'static ResourceSpec) -> Command {
         .subcommand(list)
         .subcommand(show);
 
-    if spec.writable {
-        let create = with_field_args(
+    if spec.creatable {
+        cmd = cmd.subcommand(with_field_args(
             with_parent_args(
                 Command::new("create").visible_alias("add").about("create one"),
                 spec,
                 "create under this parent",
             ),
             spec,
-        );
+        ));
+    }
+    if spec.writable {
         let mut update = with_field_args(
             Command::new("update").visible_alias("set").about("change fields of one").arg(id_arg()),
             spec,
@@ -98,7 +100,7 @@ pub fn resource_command(spec: &'static ResourceSpec) -> Command {
             update = with_parent_args(update, spec, "parent of the entry");
             delete = with_parent_args(delete, spec, "parent of the entry");
         }
-        cmd = cmd.subcommand(create).subcommand(update).subcommand(delete);
+        cmd = cmd.subcommand(update).subcommand(delete);
     }
     for extra in spec.extras {
         match extra {

@@ -230,6 +230,14 @@ pub fn explain(err: anyhow::Error, s: &Settings) -> anyhow::Error {
                 format!("logged in as `{user}`, but the cluster still refused the request")
             }
         },
+        ClientError::Api { error, .. } if error.status == 403 => match &s.auth {
+            Auth::Password { user, .. } => format!(
+                "`{user}` may not do this: hosts, tunnel zones and other tenants' objects need an admin"
+            ),
+            _ => "these credentials may not do this: hosts, tunnel zones and other tenants' \
+                  objects need an admin"
+                .to_owned(),
+        },
         ClientError::MissingLink(_) => format!(
             "{} does not look like a MidoNet API root (the default is {DEFAULT_URL}); check {where_from}",
             s.url

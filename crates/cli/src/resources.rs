@@ -81,9 +81,11 @@ pub struct ResourceSpec {
     /// Whether create and list need one of `parents` (routes, rules, ...).
     pub parent_required: bool,
     pub key: Key,
-    /// Whether create/update/delete are offered (hosts are registered by
-    /// agents, not created by users).
+    /// Whether update/delete are offered.
     pub writable: bool,
+    /// Whether create is offered (hosts are registered by agents, not
+    /// created by users).
+    pub creatable: bool,
     pub fields: &'static [FieldSpec],
     pub columns: &'static [(&'static str, Col)],
     pub extras: &'static [Extra],
@@ -198,6 +200,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[
             NAME,
             TENANT,
@@ -225,6 +228,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[
             NAME,
             TENANT,
@@ -272,6 +276,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[
             f("type", "type", Str, "Bridge or Router (default: from the parent)"),
             ADMIN_UP,
@@ -307,6 +312,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: true,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[
             f("type", "type", Str, "Normal (default), BlackHole, Reject, Local"),
             f("src", "srcNetworkAddr", Cidr("srcNetworkLength"), "source prefix (default 0.0.0.0/0)"),
@@ -337,6 +343,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[NAME, TENANT],
         columns: &[ID, ("NAME", Col::Key("name")), ("TENANT", Col::Key("tenantId"))],
         extras: &[],
@@ -351,6 +358,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: true,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: RULE_FIELDS,
         columns: &[
             ("POS", Col::Key("position")),
@@ -365,14 +373,20 @@ pub static RESOURCES: &[ResourceSpec] = &[
     ResourceSpec {
         name: "host",
         aliases: &["hosts"],
-        about: "hypervisor hosts (registered by agents)",
+        about: "hypervisor hosts (registered by agents; update/delete only)",
         collection: Some("hosts"),
         template: Some("hostTemplate"),
         parents: NO_PARENTS,
         parent_required: false,
         key: Key::Id,
-        writable: false,
-        fields: &[],
+        writable: true,
+        creatable: false,
+        fields: &[
+            f("flooding-proxy-weight", "floodingProxyWeight", Int, "weight as VTEP flooding proxy"),
+            f("container-weight", "containerWeight", Int, "weight for service containers"),
+            f("container-limit", "containerLimit", Int, "max service containers (-1: no limit)"),
+            f("enforce-container-limit", "enforceContainerLimit", Bool, "enforce --container-limit"),
+        ],
         columns: &[
             ID,
             ("NAME", Col::Key("name")),
@@ -391,6 +405,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: true,
         key: Key::Field("portId"),
         writable: true,
+        creatable: true,
         fields: &[
             f("port", "portId", Ref("port"), "port to bind"),
             f("interface", "interfaceName", Str, "host interface name"),
@@ -412,6 +427,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[NAME, f("type", "type", Str, "vxlan (default), gre, vtep")],
         columns: &[ID, ("NAME", Col::Key("name")), ("TYPE", Col::Key("type"))],
         extras: &[],
@@ -426,6 +442,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: true,
         key: Key::Field("hostId"),
         writable: true,
+        creatable: true,
         fields: &[
             f("host", "hostId", Ref("host"), "member host"),
             f("ip", "ipAddress", Str, "host's tunnel endpoint address"),
@@ -447,6 +464,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[NAME, TENANT, f("stateful", "stateful", Bool, "share flow state among members")],
         columns: &[
             ID,
@@ -466,6 +484,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: true,
         key: Key::Field("portId"),
         writable: true,
+        creatable: true,
         fields: &[f("port", "portId", Ref("port"), "member port")],
         columns: &[
             ("PORT-GROUP", Col::Key("portGroupId")),
@@ -483,6 +502,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[NAME, TENANT],
         columns: &[ID, ("NAME", Col::Key("name"))],
         extras: &[],
@@ -497,6 +517,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: true,
         key: Key::Field("addr"),
         writable: true,
+        creatable: true,
         fields: &[
             f("addr", "addr", Str, "IP address"),
             f("version", "version", Int, "4 or 6 (default: from the address)"),
@@ -518,6 +539,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: true,
         key: Key::Cidr("subnetPrefix", "subnetLength"),
         writable: true,
+        creatable: true,
         fields: &[
             f("subnet", "subnetPrefix", Cidr("subnetLength"), "subnet ADDR/LEN"),
             f("gateway", "defaultGateway", Str, "default gateway offered"),
@@ -547,6 +569,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: true,
         key: Key::Field("macAddr"),
         writable: true,
+        creatable: true,
         fields: &[
             f("mac", "macAddr", Str, "client MAC"),
             f("ip", "ipAddr", Str, "address to offer"),
@@ -570,6 +593,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: true,
         key: Key::Field("macAddr"),
         writable: true,
+        creatable: true,
         fields: &[
             f("mac", "macAddr", Str, "MAC address"),
             f("port", "portId", Ref("port"), "bridge port the MAC is behind"),
@@ -592,6 +616,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: true,
         key: Key::Field("ip"),
         writable: true,
+        creatable: true,
         fields: &[f("ip", "ip", Str, "IPv4 address"), f("mac", "mac", Str, "MAC address")],
         columns: &[("IP", Col::Key("ip")), ("MAC", Col::Key("mac"))],
         extras: &[],
@@ -606,6 +631,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[TENANT, ADMIN_UP, f("router", "routerId", Ref("router"), "router the load balancer sits on")],
         columns: &[ID, ("ROUTER", Col::Key("routerId")), UP],
         extras: &[],
@@ -620,6 +646,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[
             f("load-balancer", "loadBalancerId", Ref("load-balancer"), "owning load balancer"),
             f("health-monitor", "healthMonitorId", Ref("health-monitor"), "health monitor"),
@@ -648,6 +675,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[
             f("pool", "poolId", Ref("pool"), "owning pool"),
             f("address", "address", Str, "backend IPv4 address"),
@@ -676,6 +704,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[
             f("load-balancer", "loadBalancerId", Ref("load-balancer"), "owning load balancer"),
             f("pool", "poolId", Ref("pool"), "pool serving this VIP"),
@@ -705,6 +734,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[
             TENANT,
             f("type", "type", Str, "TCP (default)"),
@@ -734,6 +764,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         parent_required: false,
         key: Key::Id,
         writable: true,
+        creatable: true,
         fields: &[
             TENANT,
             f("to-port", "toPortId", Ref("port"), "port that receives the copies"),

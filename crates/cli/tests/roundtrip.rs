@@ -224,6 +224,12 @@ fn hosts_bindings_and_tunnel_zones() {
     let ifaces = s.json(&["host", "interfaces", &h]);
     assert!(ifaces.as_array().expect("array").iter().any(|i| i["name"] == "veth-vm1"), "{ifaces}");
     assert!(s.run(&["host", "interfaces", &h]).expect("table").contains("veth-vm1"));
+    let updated = s.json(&["host", "update", "hv1", "--flooding-proxy-weight", "5"]);
+    assert_eq!(updated["floodingProxyWeight"], 5);
+    assert_eq!(updated["name"], "hv1");
+    // Hosts are registered by agents; the CLI offers no create.
+    let err = s.fails(&["host", "create"]);
+    assert!(err.contains("unrecognized subcommand"), "{err}");
 
     let b = id(&s.json(&["bridge", "create", "--name", "hb"]));
     let p = id(&s.json(&["port", "create", "--bridge", &b]));
@@ -351,4 +357,7 @@ fn tenants_see_only_their_own_objects() {
     assert!(err.contains("no bridge with id"), "{err}");
     // The admin sees everything.
     assert!(ids(&s.json(&["bridge", "list"])).contains(&b));
+    // Hosts are admin-only; the error says so.
+    let err = support::run_with(&as_user("alice"), &["host", "list"]).expect_err("403");
+    assert!(err.contains("403") && err.contains("need an admin"), "{err}");
 }
