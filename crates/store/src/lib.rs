@@ -50,9 +50,10 @@
 //! `testutil` module docs); `scripts/etcd-test-server.sh` runs the same
 //! server by hand.
 //!
-//! Nothing compacts the embedded history automatically; the store's owner
-//! calls [`Store::compact`] (with etcd, either that or etcd's own
-//! auto-compaction).
+//! By default nothing compacts history automatically: the store's owner
+//! calls [`Store::compact`], or sets
+//! [`EmbeddedOptions::history_retention`] (etcd: its own
+//! `--auto-compaction-*` flags).
 
 pub mod embedded;
 mod error;

@@ -45,8 +45,9 @@
 //!
 //! # History growth
 //!
-//! Nothing compacts automatically: the owner of the store (the cluster)
-//! calls [`Store::compact`] periodically, as one would with etcd.
+//! By default nothing compacts automatically: the owner of the store (the
+//! cluster) calls [`Store::compact`] periodically, as one would with etcd,
+//! or sets [`EmbeddedOptions::history_retention`].
 //!
 //! # Blocking
 //!
@@ -102,11 +103,24 @@ pub struct EmbeddedOptions {
     /// Revisions the in-memory watch hub keeps for slow watchers before they
     /// fall back to reading the history table.
     pub watch_buffer: usize,
+    /// If set, keep only about this many revisions of history: every
+    /// [`AUTO_COMPACT_EVERY`] revisions the store compacts itself to
+    /// `revision - history_retention` in the same write transaction. `None`
+    /// (the default, as etcd without `--auto-compaction-*`) keeps everything
+    /// until [`Store::compact`] is called.
+    pub history_retention: Option<i64>,
 }
+
+/// How often (in revisions) automatic compaction runs when
+/// [`EmbeddedOptions::history_retention`] is set.
+pub const AUTO_COMPACT_EVERY: i64 = 128;
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { watch_buffer: 4096 }
+        EmbeddedOptions {
+            watch_buffer: 4096,
+            history_retention: None,
+        }
     }
 }
 
@@ -150,6 +164,7 @@ struct Inner {
     db: Database,
     /// Held across a whole write transaction and its broadcast.
     writer: Mutex<()>,
+    history_retention: Option<i64>,
     /// Cache of the committed revision (the `meta` table is the truth).
     revision: AtomicI64,
     /// `None` once the [`EmbeddedStore`] is dropped: receivers then see
@@ -159,13 +174,17 @@ struct Inner {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) a store in the file at `path`.
+    /// Opens (or creates) a store in the file at `path`, creating missing
+    /// parent directories.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(path, EmbeddedOptions::default())
     }
 
     /// [`EmbeddedStore::open`] with options.
     pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self> {
+        if let Some(parent) = path.as_ref().parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(StoreError::backend)?;
+        }
         let db = Database::create(path.as_ref()).map_err(db_err)?;
         Self::from_db(db, options)
     }
@@ -204,6 +223,7 @@ impl EmbeddedStore {
         let inner = Arc::new(Inner {
             db,
             writer: Mutex::new(()),
+            history_retention: options.history_retention,
             revision: AtomicI64::new(revision),
             hub: Mutex::new(Some(hub)),
             deadlines: Arc::clone(&deadlines),
@@ -455,6 +475,11 @@ impl Inner {
             let mut meta = wtx.open_table(META).map_err(db_err)?;
             meta.insert(META_REVISION, rev).map_err(db_err)?;
         }
+        if let Some(keep) = self.history_retention {
+            if rev % AUTO_COMPACT_EVERY == 0 && rev - keep.max(1) > 1 {
+                compact_in(&wtx, rev - keep.max(1))?;
+            }
+        }
         wtx.commit().map_err(db_err)?;
         self.revision.store(rev, Ordering::Release);
         if let Some(hub) = self.hub.lock().as_ref() {
@@ -474,22 +499,9 @@ impl Inner {
             return Err(StoreError::FutureRevision(revision));
         }
         let wtx = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut meta = wtx.open_table(META).map_err(db_err)?;
-            let compacted = meta
-                .get(META_COMPACT)
-                .map_err(db_err)?
-                .map_or(0, |v| v.value());
-            if revision <= compacted {
-                return Ok(());
-            }
-            meta.insert(META_COMPACT, revision).map_err(db_err)?;
-            let mut history = wtx.open_table(HISTORY).map_err(db_err)?;
-            history
-                .retain_in(..revision, |_, _| false)
-                .map_err(db_err)?;
+        if compact_in(&wtx, revision)? {
+            wtx.commit().map_err(db_err)?;
         }
-        wtx.commit().map_err(db_err)?;
         Ok(())
     }
 
@@ -619,6 +631,26 @@ impl Inner {
         }
         Ok((batches, last))
     }
+}
+
+/// Moves the compaction point up to `revision` and drops the history
+/// before it, inside `wtx`. Returns false (and changes nothing) if the store
+/// is already compacted at or past `revision`.
+fn compact_in(wtx: &WriteTransaction, revision: Revision) -> Result<bool> {
+    let mut meta = wtx.open_table(META).map_err(db_err)?;
+    let compacted = meta
+        .get(META_COMPACT)
+        .map_err(db_err)?
+        .map_or(0, |v| v.value());
+    if revision <= compacted {
+        return Ok(false);
+    }
+    meta.insert(META_COMPACT, revision).map_err(db_err)?;
+    let mut history = wtx.open_table(HISTORY).map_err(db_err)?;
+    history
+        .retain_in(..revision, |_, _| false)
+        .map_err(db_err)?;
+    Ok(true)
 }
 
 fn delete_one(

@@ -107,7 +107,11 @@ async fn compaction_survives_restart() {
 async fn slow_watcher_never_blocks_writers_and_catches_up_from_history() {
     // A hub of 4 slots, and a watcher that reads nothing while 300 revisions
     // are written: writers must not wait for it...
-    let s = EmbeddedStore::in_memory_with(EmbeddedOptions { watch_buffer: 4 }).expect("store");
+    let options = EmbeddedOptions {
+        watch_buffer: 4,
+        ..Default::default()
+    };
+    let s = EmbeddedStore::in_memory_with(options).expect("store");
     let mut w = s.watch(b"/s/", 0).await.expect("watch");
     let writes = async {
         for i in 0..300u32 {
@@ -133,7 +137,11 @@ async fn slow_watcher_never_blocks_writers_and_catches_up_from_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_watcher_behind_compaction_gets_compacted() {
-    let s = EmbeddedStore::in_memory_with(EmbeddedOptions { watch_buffer: 2 }).expect("store");
+    let s = EmbeddedStore::in_memory_with(EmbeddedOptions {
+        watch_buffer: 2,
+        ..Default::default()
+    })
+    .expect("store");
     let mut w = s.watch(b"/s/", 0).await.expect("watch");
     for i in 0..20u32 {
         s.put(b"/s/k", &i.to_be_bytes(), None).await.expect("put");
@@ -167,7 +175,11 @@ async fn a_file_in_use_cannot_be_opened_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_store_ends_watches_after_committed_history() {
-    let s = EmbeddedStore::in_memory_with(EmbeddedOptions { watch_buffer: 2 }).expect("store");
+    let s = EmbeddedStore::in_memory_with(EmbeddedOptions {
+        watch_buffer: 2,
+        ..Default::default()
+    })
+    .expect("store");
     let mut w = s.watch(b"/", 0).await.expect("watch");
     for i in 0..5u32 {
         s.put(b"/k", &i.to_be_bytes(), None).await.expect("put");
@@ -178,4 +190,33 @@ async fn dropping_the_store_ends_watches_after_committed_history() {
     }
     let end = tokio::time::timeout(Duration::from_secs(10), w.next()).await;
     assert!(matches!(end, Ok(None)), "stream ends, got {end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_retention_compacts_automatically() {
+    let options = EmbeddedOptions {
+        history_retention: Some(100),
+        ..Default::default()
+    };
+    let s = EmbeddedStore::in_memory_with(options).expect("store");
+    for i in 0..(2 * AUTO_COMPACT_EVERY) {
+        s.put(b"/h", &i.to_be_bytes(), None).await.expect("put");
+    }
+    // Revision 2 * AUTO_COMPACT_EVERY compacted to 100 revisions before it.
+    let point = 2 * AUTO_COMPACT_EVERY - 100;
+    let mut old = s.watch(b"/", point - 1).await.expect("watch");
+    assert!(
+        matches!(next(&mut old).await, Err(StoreError::Compacted { compact_revision }) if compact_revision == point)
+    );
+    let mut kept = s.watch(b"/", point).await.expect("watch");
+    assert_eq!(next(&mut kept).await.expect("batch").revision, point);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_creates_parent_directories() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a/b/store.redb");
+    let s = EmbeddedStore::open(&path).expect("open");
+    s.put(b"/k", b"v", None).await.expect("put");
+    assert!(path.exists());
 }
