@@ -35,7 +35,8 @@
 //! * [`apply_action`], [`apply_actions_to_frame`]: in-place rewrites with
 //!   incremental checksums.
 //! * [`FlowKey::to_frame`], [`FlowKey::canonical`], `FromStr`/`Display`:
-//!   the `midonet trace` packet syntax and frames built from keys.
+//!   the `midonet trace` packet syntax and frames built from keys; serde
+//!   (de)serializes through the same text forms.
 //!
 //! This crate depends on no other workspace crate (ARCHITECTURE.md §7).
 
@@ -47,6 +48,7 @@ pub mod key;
 mod mask;
 mod matching;
 mod rewrite;
+mod serde_impls;
 mod text;
 
 pub use action::{diff_actions, Action, Actions, UserspaceReason};
