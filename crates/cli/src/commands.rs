@@ -475,11 +475,7 @@ fn create(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> any
 fn update(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> anyhow::Result<()> {
     let client = ctx.client;
     let current = locate(client, spec, m, arg(m, "id")?)?;
-    let uri = current
-        .get("uri")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("the server's {} has no `uri`", spec.name))?;
+    let uri = uri_of(spec, &current)?.to_owned();
     let base = current.as_object().cloned().unwrap_or_default();
     let mut resolver = |r: &str, raw: &str| resolve_ref(client, r, raw);
     let body = body_from_args(spec, m, base, &mut resolver)?;
@@ -495,13 +491,7 @@ fn delete(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> any
     for raw in ids {
         let uri = match spec.key {
             Key::Id => object_uri(ctx.client, spec, &resolve_id(ctx.client, spec, raw)?)?,
-            _ => {
-                let obj = locate(ctx.client, spec, m, raw)?;
-                obj.get("uri")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| anyhow!("the server's {} has no `uri`", spec.name))?
-            }
+            _ => uri_of(spec, &locate(ctx.client, spec, m, raw)?)?.to_owned(),
         };
         ctx.client.delete(&uri).map_err(|e| match e.status() {
             Some(404) => anyhow!("no {} `{raw}`", spec.name),
@@ -514,6 +504,13 @@ fn delete(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> any
     Ok(())
 }
 
+/// The `uri` every MidoNet object carries.
+fn uri_of<'v>(spec: &ResourceSpec, obj: &'v Value) -> anyhow::Result<&'v str> {
+    obj.get("uri")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("the server's {} has no `uri`", spec.name))
+}
+
 fn link(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> anyhow::Result<()> {
     let client = ctx.client;
     let port = locate(client, spec, m, arg(m, "id")?)?;
@@ -522,8 +519,7 @@ fn link(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> anyho
     let mut body = port.as_object().cloned().unwrap_or_default();
     body.insert("peerId".into(), Value::String(peer));
     client.post_json(&link_of(&port, "link", "link")?, &Value::Object(body))?;
-    let uri = port.get("uri").and_then(Value::as_str).unwrap_or_default();
-    let fresh = client.get(uri)?;
+    let fresh = client.get(uri_of(spec, &port)?)?;
     render::print_object(ctx.out, ctx.output, &fresh)
 }
 
@@ -531,8 +527,7 @@ fn unlink(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> any
     let client = ctx.client;
     let port = locate(client, spec, m, arg(m, "id")?)?;
     client.delete(&link_of(&port, "link", "link")?)?;
-    let uri = port.get("uri").and_then(Value::as_str).unwrap_or_default();
-    let fresh = client.get(uri)?;
+    let fresh = client.get(uri_of(spec, &port)?)?;
     render::print_object(ctx.out, ctx.output, &fresh)
 }
 

@@ -361,3 +361,21 @@ fn tenants_see_only_their_own_objects() {
     let err = support::run_with(&as_user("alice"), &["host", "list"]).expect_err("403");
     assert!(err.contains("403") && err.contains("need an admin"), "{err}");
 }
+
+#[test]
+fn settings_come_from_the_config_file() {
+    let Some(s) = start(true) else { return };
+    let path = std::env::temp_dir().join(format!("midonet-cli-test-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        format!("url = \"{}\"\nuser = \"admin\"\npassword = \"admin\"\nproject = \"admin\"\noutput = \"json\"\n", s.url),
+    )
+    .expect("write config");
+    let flags = vec!["--config".to_owned(), path.display().to_string()];
+    let out = support::run_with(&flags, &["bridge", "create", "--name", "from-file"]);
+    let listed = support::run_with(&flags, &["bridge", "list"]);
+    std::fs::remove_file(&path).expect("remove config");
+    let created: Value = serde_json::from_str(&out.expect("create with file settings"))
+        .expect("output = json from the file");
+    assert!(listed.expect("list").contains(&id(&created)));
+}
