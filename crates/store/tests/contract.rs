@@ -570,16 +570,19 @@ async fn lease_expiry_deletes_keys_with_events(s: Arc<dyn Store>) {
 }
 
 async fn keep_alive_prevents_expiry(s: Arc<dyn Store>) {
-    let lease = s.grant_lease(1).await.expect("grant");
+    let lease = s.grant_lease(2).await.expect("grant");
     s.put(b"/ka/a", b"1", Some(lease.id)).await.expect("put");
     let mut w = s.watch(b"/ka/", 0).await.expect("watch");
-    // Three TTLs, refreshed every TTL/4.
-    let period = Duration::from_millis(250 * lease.ttl_secs as u64);
-    for _ in 0..12 {
-        tokio::time::sleep(period).await;
+    // Two TTLs, refreshed every TTL/8 or faster: wide margins for a loaded
+    // CI machine, where a sleep may overrun by hundreds of milliseconds.
+    let ttl = Duration::from_secs(lease.ttl_secs.unsigned_abs());
+    let deadline = tokio::time::Instant::now() + 2 * ttl;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(ttl / 8).await;
         assert!(s.keep_alive(lease.id).await.expect("keep alive") >= 1);
     }
     assert_eq!(value(&s, "/ka/a").await.as_deref(), Some("1"));
+    // No Delete was published while the lease was kept.
     assert_quiet(&mut w, Duration::from_millis(10)).await;
     // Stop refreshing: the key goes.
     let b = next_batch(&mut w).await;
