@@ -18,7 +18,7 @@ if [ "$(id -u)" = 0 ] && [ "${MIDONET_NO_INSTALL:-0}" != 1 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
 fi
-cargo build --release --locked -p midonet-bin -p midonet-cluster-bin -p midonet-agent-bin
+cargo build --release -p midonet-bin -p midonet-cluster-bin -p midonet-agent-bin
 bin=target/release
 case "${1:-up}" in
   down|status) exec "$bin/midonet" sandbox "$@" ;;

@@ -17,7 +17,7 @@ log() { printf '\n== %s ==\n' "$*"; }
 
 if [ "${MIDONET_NO_INSTALL:-0}" != 1 ] && [ "$(id -u)" = 0 ]; then
   pkgs=(protobuf-compiler libprotobuf-dev etcd-server etcd-client iperf3 iproute2
-        iputils-ping ethtool jq tcpdump traceroute socat)
+        iputils-ping ethtool jq tcpdump traceroute socat python3-venv python3-lib2to3)
   missing=()
   for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -38,11 +38,11 @@ export RUST_BACKTRACE=1
 jobs="${MIDONET_TEST_JOBS:-2}"
 
 log "build"
-cargo build --workspace --all-targets --locked
+cargo build --workspace --all-targets
 
 log "test"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast -j "$jobs"
+  cargo nextest run --workspace --no-fail-fast -j "$jobs"
 else
-  cargo test --workspace --locked --no-fail-fast -- --test-threads "$jobs"
+  cargo test --workspace --no-fail-fast -- --test-threads "$jobs"
 fi
