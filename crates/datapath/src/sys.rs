@@ -171,6 +171,8 @@ pub struct RxBatch {
     /// Ancillary data (UDP GRO segment size), one buffer per slot.
     cmsgs: Vec<[u64; 8]>,
     want_cmsg: bool,
+    /// Latest `SO_RXQ_OVFL` value seen (the socket's cumulative drop count).
+    pub rxq_ovfl: u32,
 }
 
 // SAFETY: the raw pointers inside `hdrs`/`iovs` are scratch space rebuilt
@@ -188,6 +190,7 @@ impl RxBatch {
             iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; n],
             cmsgs: vec![[0u64; 8]; n],
             want_cmsg: false,
+            rxq_ovfl: 0,
         }
     }
 
@@ -231,7 +234,14 @@ impl RxBatch {
             self.slots[i].start = HEADROOM - lead;
             self.slots[i].len = self.hdrs[i].msg_len as usize;
             self.slots[i].floor = 0;
-            self.slots[i].seg = if self.want_cmsg { gro_segment(&self.hdrs[i].msg_hdr) } else { 0 };
+            self.slots[i].seg = 0;
+            if self.want_cmsg {
+                let (seg, ovfl) = parse_cmsgs(&self.hdrs[i].msg_hdr);
+                self.slots[i].seg = seg;
+                if let Some(o) = ovfl {
+                    self.rxq_ovfl = o;
+                }
+            }
             // A datagram larger than the buffer is cut; flag it so the
             // pipeline counts it as truncated instead of forwarding garbage.
             if self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
@@ -247,25 +257,28 @@ const SOL_UDP: libc::c_int = 17;
 const UDP_SEGMENT: libc::c_int = 103;
 const UDP_GRO: libc::c_int = 104;
 
-/// The UDP GRO segment size in a received message's ancillary data.
-fn gro_segment(m: &libc::msghdr) -> usize {
+/// From a received message's ancillary data: the UDP GRO segment size (0
+/// if none) and the socket's cumulative drop counter (`SO_RXQ_OVFL`).
+fn parse_cmsgs(m: &libc::msghdr) -> (usize, Option<u32>) {
+    let (mut seg, mut ovfl) = (0, None);
     if m.msg_control.is_null() || m.msg_controllen == 0 {
-        return 0;
+        return (seg, ovfl);
     }
     // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_FIRSTHDR /
-    // CMSG_NXTHDR stay inside that buffer, and CMSG_DATA of a UDP_GRO
-    // message holds one c_int (read unaligned to be safe).
+    // CMSG_NXTHDR stay inside that buffer; CMSG_DATA of UDP_GRO holds a
+    // c_int and of SO_RXQ_OVFL a u32 (both read unaligned to be safe).
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(m);
         while !c.is_null() {
             if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
-                return v.max(0) as usize;
+                seg = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int).max(0) as usize;
+            } else if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+                ovfl = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const u32));
             }
             c = libc::CMSG_NXTHDR(m, c);
         }
     }
-    0
+    (seg, ovfl)
 }
 
 /// One queued transmission: up to three pieces sent as one message.
@@ -635,6 +648,9 @@ impl TunnelSocket {
         // (CHECKSUM_PARTIAL; free on veth, done by the NIC otherwise).
         // Receive runs of datagrams as one GRO message when the kernel can.
         let _ = setsockopt_int(raw, SOL_UDP, UDP_GRO, 1);
+        // Report the socket's drop counter with every message, so receive
+        // overruns are counted like every other drop.
+        let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
         // Let the kernel fragment when an inner frame exceeds the underlay MTU.
         setsockopt_int(raw, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DONT)?;
         let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 16 << 20);
@@ -802,6 +818,41 @@ mod tests {
         assert_eq!(&s.buf[s.start..s.start + 8], b"VXLANHDR");
         assert_eq!(s.start + 8, HEADROOM);
         assert_eq!(&s.buf[HEADROOM..s.start + s.len], &payload[2][..]);
+    }
+
+    #[test]
+    fn tunnel_gso_batches_split_back_into_datagrams() {
+        let a = TunnelSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind a");
+        let b = TunnelSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind b");
+        let dst = local_addr(b.fd());
+        // Five equal-size frames (one GSO message), then a different size.
+        let frames: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; if i < 5 { 60 } else { 90 }]).collect();
+        let mut q = TunnelTxQueue::new(16);
+        for (i, f) in frames.iter().enumerate() {
+            let hdr = [0x08, 0, 0, 0, 0, 0, i as u8, 0];
+            q.push(TunnelItem { hdr, ptr: f.as_ptr(), len: f.len(), dst });
+        }
+        assert_eq!(q.flush(a.fd()), (6, 5 * 68 + 98, 0));
+        let mut rx = RxBatch::new(8);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..100 {
+            let n = b.recv_batch(&mut rx, 8).expect("recv");
+            for s in &rx.slots[..n] {
+                let seg = if s.seg == 0 { s.len } else { s.seg };
+                for chunk in s.frame().chunks(seg) {
+                    got.push(chunk.to_vec());
+                }
+            }
+            if got.len() >= 6 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(got.len(), 6);
+        for (i, d) in got.iter().enumerate() {
+            assert_eq!(d[6], i as u8, "datagram order and VXLAN header");
+            assert_eq!(&d[8..], &frames[i][..]);
+        }
     }
 
     fn local_addr(fd: RawFd) -> SocketAddrV4 {

@@ -250,6 +250,7 @@ impl State {
         let Some(mut b) = self.tunnel_rx.take() else {
             return;
         };
+        let ovfl_before = b.rxq_ovfl;
         for _ in 0..8 {
             let n = match self.core.io.tunnel.as_ref() {
                 Some(t) => match t.sock.recv_batch(&mut b, crate::vxlan::VXLAN_HDR_LEN) {
@@ -293,6 +294,8 @@ impl State {
                 break;
             }
         }
+        let lost = b.rxq_ovfl.wrapping_sub(ovfl_before);
+        self.core.counters.drops.add(DropReason::RxOverrun, u64::from(lost));
         self.tunnel_rx = Some(b);
     }
 

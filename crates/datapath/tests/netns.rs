@@ -5,7 +5,9 @@
 //! Knobs for measuring rather than testing (still bounded in time):
 //! `MDP_UDP_SECS` (UDP flood duration, default 1), `MDP_IPERF_SECS`
 //! (iperf3 duration, default 3), `MDP_PING_N` (pings, default 5),
-//! `MDP_SPIN_US` (the datapaths' poll-spin window).
+//! `MDP_SPIN_US` (the datapaths' poll-spin window), `MDP_NOTSO=1` (VM
+//! checksum offload and TSO off: the kernel segments before the datapath),
+//! `MDP_UNDERLAY=bridge` (a bridge instead of a direct veth).
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::str::FromStr;
@@ -214,6 +216,10 @@ fn vxlan_between_two_hosts() {
     let b = vm(&mut lab, "b", &h2, "198.19.72.2/24", "02:00:00:00:72:02");
     for v in [&a, &b] {
         ns_exec(&v.ns, &["ip", "link", "set", "dev", &v.vm_if, "gso_max_size", "60000"]).expect("gso cap");
+        // Option (b) for comparison: no checksum offload, hence no TSO, in the VMs.
+        if std::env::var_os("MDP_NOTSO").is_some() {
+            ns_exec(&v.ns, &["ethtool", "-K", &v.vm_if, "tx", "off"]).expect("ethtool");
+        }
     }
     add_neigh(&a.ns, &a.vm_if, b.ip, &b.mac).expect("neigh");
     add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
