@@ -57,6 +57,7 @@ pub mod error;
 pub mod metrics;
 pub mod tasks;
 pub mod testing;
+pub mod topology_service;
 
 use std::sync::Arc;
 

@@ -9,8 +9,9 @@
 //!                                     finishes in-flight requests
 //! ```
 //!
-//! A gRPC topology service will be one more task here, started next to the
-//! HTTP server on `cfg.grpc_listen` with the same `Arc<Cluster>`.
+//! The gRPC topology service for agents ([`crate::topology_service`]) runs
+//! next to the HTTP server on `cfg.grpc_listen`, over the same store, and
+//! stops on the same `shutdown`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,8 +34,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         .await
         .map_err(|e| ClusterError::Bind { addr: cfg.listen, source: e })?;
     tracing::info!(listen = %cfg.listen, store = %cfg.store, auth = cfg.auth.enabled, "midonet-cluster serving /midonet-api");
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let grpc = TcpListener::bind(cfg.grpc_listen)
+        .await
+        .map_err(|e| ClusterError::Bind { addr: cfg.grpc_listen, source: e })?;
+    tracing::info!(grpc_listen = %cfg.grpc_listen, "topology service for agents");
+    let grpc = tokio::spawn(crate::topology_service::serve(store.clone(), grpc, shutdown.clone()));
     let cluster = Cluster::new(cfg, store);
-    serve(listener, cluster, shutdown).await
+    let r = serve(listener, cluster, shutdown).await;
+    if let Ok(Err(e)) = grpc.await {
+        tracing::warn!(error = %e, "topology service ended with an error");
+    }
+    r
 }
 
 /// Serves the REST API of `cluster` on an already bound listener.

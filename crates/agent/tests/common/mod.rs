@@ -12,10 +12,7 @@ use midonet_model::topology::Stored;
 use midonet_model::*;
 use midonet_store::Store;
 
-// The cluster's service file, compiled here until the cluster crate wires
-// it in (then: `pub use midonet_cluster::topology_service;`).
-#[path = "../../../cluster/src/topology_service.rs"]
-pub mod topology_service;
+pub use midonet_cluster::topology_service;
 
 /// The topology service on a memory store, served from the current runtime.
 pub struct Cluster {
