@@ -1,9 +1,8 @@
 //! System test of `midonet sandbox`: the real cluster and agent binaries,
 //! real namespaces, real pings.
 //!
-//! Needs root and the `midonet-cluster` / `midonet-agent` binaries built
-//! next to this test's target directory (`cargo build --workspace` does it;
-//! `MIDONET_BIN_DIR` points elsewhere). Without root it fails, unless
+//! Needs root; builds the `midonet-cluster` and `midonet-agent` binaries
+//! of this test's profile first. Without root it fails, unless
 //! `MIDONET_SKIP_NETNS=1` says to skip it.
 //!
 //! It uses its own prefix, state directory, API port and underlay subnet,
@@ -11,6 +10,7 @@
 //! benchmark's.
 
 use std::net::TcpListener;
+use std::path::Path;
 
 use clap::Parser;
 use midonet_cli::sandbox::{self, net, procs, state::SandboxState, UpArgs};
@@ -21,6 +21,27 @@ const PREFIX: &str = "mnt";
 struct Wrap {
     #[command(flatten)]
     up: UpArgs,
+}
+
+/// Builds `midonet-cluster` and `midonet-agent` for this test's profile
+/// (a stale binary next to the test would test old code) and points the
+/// sandbox at them. `cargo test` releases the build lock before running
+/// tests, so the nested build does not wait on the outer one.
+fn build_binaries() {
+    let exe = std::env::current_exe().expect("test exe");
+    // target/<profile>/deps/sandbox-xxxx → target/<profile>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["build", "-q", "-p", "midonet-cluster-bin", "-p", "midonet-agent-bin"]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    if let Some(target) = dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    let st = cmd.status().expect("running cargo build");
+    assert!(st.success(), "cargo build -p midonet-cluster-bin -p midonet-agent-bin failed");
+    std::env::set_var(procs::BIN_DIR_ENV, &dir);
 }
 
 fn free_port() -> u16 {
@@ -47,6 +68,7 @@ fn sandbox_up_connects_vms_across_hosts_and_router_and_down_removes_everything()
         nix::unistd::geteuid().is_root(),
         "this test builds network namespaces and needs root; set MIDONET_SKIP_NETNS=1 to skip it"
     );
+    build_binaries();
     let dir = tempfile::tempdir().expect("tempdir");
     let state_dir = dir.path().join("state");
     let api = format!("127.0.0.1:{}", free_port());
