@@ -48,6 +48,7 @@ fn bench_masked_hash(c: &mut Criterion) {
             state.hash_one(mk)
         })
     });
+    g.bench_function("hash_key", |b| b.iter(|| state.hash_one(black_box(&key))));
     g.bench_function("exact_mask_apply", |b| {
         let exact = FlowMask::exact();
         b.iter(|| exact.apply(black_box(&key)))
