@@ -281,7 +281,7 @@ pub fn process(
         }
         Decision::Drop { reason, lifetime } => {
             sh.metrics.sim("drop");
-            sh.metrics.count_drop(AgentDrop::SimDrop);
+            sh.metrics.sim_drop(reason.as_str());
             tracing::trace!(reason = reason.as_str(), "simulation dropped");
             if cacheable && !r.uncacheable {
                 out.install = Some(FlowInstall {
@@ -408,4 +408,32 @@ fn translate(sh: &Shared, view: &View, actions: &[SimAction], tunnels: &mut bool
         return Actions::new();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parked(deadline: Instant) -> Parked {
+        Parked { frame: vec![0; 60], key: FlowKey::default(), ingress: PortId::random(), deadline }
+    }
+
+    #[test]
+    fn waiting_room_releases_by_entry_expires_by_deadline_and_is_bounded() {
+        let mut w = WaitingRoom::default();
+        let now = Instant::now();
+        let (r, ip) = (RouterId::random(), Ipv4Addr::new(10, 0, 0, 1));
+        let other = (r, Ipv4Addr::new(10, 0, 0, 2));
+        assert!(w.park((r, ip), parked(now + Duration::from_secs(5))));
+        assert!(w.park((r, ip), parked(now + Duration::from_secs(5))));
+        assert!(w.park(other, parked(now + Duration::from_millis(10))));
+        assert_eq!(w.len(), 3);
+        assert_eq!(w.expire(now + Duration::from_millis(20)), 1, "only the short wait expired");
+        assert_eq!(w.take(&(r, ip)).len(), 2);
+        assert!(w.is_empty());
+        for _ in 0..WaitingRoom::CAPACITY {
+            assert!(w.park(other, parked(now + Duration::from_secs(5))));
+        }
+        assert!(!w.park(other, parked(now + Duration::from_secs(5))), "full room refuses");
+    }
 }

@@ -65,6 +65,7 @@ pub struct Metrics {
     pub misses: Counter,
     pub simulations: Family<ResultLabels, Counter>,
     pub drops: Family<DropLabels, Counter>,
+    pub sim_drops: Family<ReasonLabels, Counter>,
     pub invalidated_flows: Counter,
     pub invalidation_tags: Counter,
     pub topology_updates: Counter,
@@ -89,6 +90,7 @@ impl Metrics {
             misses: Counter::default(),
             simulations: Family::default(),
             drops: Family::default(),
+            sim_drops: Family::default(),
             invalidated_flows: Counter::default(),
             invalidation_tags: Counter::default(),
             topology_updates: Counter::default(),
@@ -109,6 +111,7 @@ impl Metrics {
             r.register("misses", "Packets that matched no flow", m.misses.clone());
             r.register("simulations", "Simulations run, by result", m.simulations.clone());
             r.register("drops", "Packets the agent dropped, by reason", m.drops.clone());
+            r.register("sim_drops", "Simulation drop decisions, by the simulation's reason", m.sim_drops.clone());
             r.register("invalidated_flows", "Flows removed by tag invalidation", m.invalidated_flows.clone());
             r.register("invalidation_tags", "Tags invalidated", m.invalidation_tags.clone());
             r.register("topology_updates", "Topology snapshots and deltas applied", m.topology_updates.clone());
@@ -128,6 +131,12 @@ impl Metrics {
 
     pub fn count_drop(&self, reason: AgentDrop) {
         self.drops.get_or_create(&DropLabels { reason }).inc();
+    }
+
+    /// A simulation decided to drop, for `reason` (the sim's label).
+    pub fn sim_drop(&self, reason: &str) {
+        self.count_drop(AgentDrop::SimDrop);
+        self.sim_drops.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
     }
 
     pub fn sim(&self, result: &'static str) {

@@ -554,6 +554,24 @@ fn bridge_across_two_hosts() {
     until_ping(&vm1, vm2.ip, true, Duration::from_secs(10));
     eprintln!("MEASURE agent restart -> forwarding again in {} ms", t.elapsed().as_millis());
     assert!(ping(&vm1, vm2.ip, 3, &[]).is_some());
+
+    // 7. SIGTERM: a clean stop withdraws the port and the host at once
+    // (not after the lease runs out) and the process exits.
+    let pid = env.hosts[1].pid.expect("agent 1 runs");
+    let active = midonet_proto::keys::port_active(&p2.id.to_string());
+    let t = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).expect("kill");
+    env.wait("port withdrawn on SIGTERM", Duration::from_secs(3), |e| !e.exists(&active));
+    env.wait("agent exited", Duration::from_secs(5), |_| exited(pid));
+    eprintln!("MEASURE SIGTERM -> port withdrawn and process gone in {} ms", t.elapsed().as_millis());
+}
+
+/// Whether a child process has exited (gone, or a zombie not yet reaped).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(false),
+    }
 }
 
 #[test]
