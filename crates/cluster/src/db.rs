@@ -90,6 +90,9 @@ pub struct Tx {
     cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     touched: BTreeSet<Uuid>,
+    /// Store results of `list` per prefix: cascades scan the same prefix
+    /// once per deleted object (routes of each port of a bridge, ...).
+    ranges: HashMap<String, Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 /// Helps type inference of the `?` operator inside [`txn!`](crate::txn) bodies.
@@ -113,6 +116,7 @@ impl Tx {
             cache: HashMap::new(),
             writes: BTreeMap::new(),
             touched: BTreeSet::new(),
+            ranges: HashMap::new(),
         }
     }
 
@@ -156,15 +160,20 @@ impl Tx {
     /// Reads every key under `prefix`, with this transaction's writes
     /// applied, sorted by key. Not compared unless written later.
     pub async fn list_raw(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
-        let resp = self.store.range(prefix.as_bytes()).await?;
-        let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for kv in resp.kvs {
-            if !self.compared.contains_key(&kv.key) {
-                self.seen.insert(kv.key.clone(), kv.mod_revision);
+        if !self.ranges.contains_key(prefix) {
+            let resp = self.store.range(prefix.as_bytes()).await?;
+            let mut kvs = Vec::with_capacity(resp.kvs.len());
+            for kv in resp.kvs {
+                if !self.compared.contains_key(&kv.key) {
+                    self.seen.insert(kv.key.clone(), kv.mod_revision);
+                }
+                self.cache.entry(kv.key.clone()).or_insert_with(|| Some(kv.value.clone()));
+                kvs.push((kv.key, kv.value));
             }
-            self.cache.entry(kv.key.clone()).or_insert_with(|| Some(kv.value.clone()));
-            out.insert(kv.key, kv.value);
+            self.ranges.insert(prefix.to_string(), kvs);
         }
+        let mut out: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.ranges.get(prefix).map(|v| v.iter().cloned().collect()).unwrap_or_default();
         for (k, w) in self.writes.range(prefix.as_bytes().to_vec()..) {
             if !k.starts_with(prefix.as_bytes()) {
                 break;

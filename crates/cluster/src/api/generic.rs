@@ -274,8 +274,11 @@ pub async fn update<T: Kind>(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> R
                 Some(_) => {}
             }
         }
-        obj.validate()?;
+        // Read-only fields (a port's type and device, ...) come back from
+        // `old` first, so a PUT body that omits them validates as the
+        // object it replaces.
         obj.on_update(&old, &mut tx, ctx).await?;
+        obj.validate()?;
         check_refs(&mut tx, ctx, &obj).await?;
         tx.put(&obj.store_key(), &obj);
         Ok(())

@@ -440,6 +440,10 @@ async fn register_interface(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Re
     ctx.require_admin("hosts")?;
     let i: HostInterface = ctx.parse(&body)?;
     i.validate()?;
+    // The name is a path segment of the interface's key and URI.
+    if i.name.contains('/') || i.name.contains(char::is_whitespace) || i.name.contains(char::is_control) {
+        return Err(ApiError::field("name", format!("`{}` is not a valid interface name", i.name.escape_debug())));
+    }
     let ctx = &ctx;
     let iface = txn!(ctx.cluster, tx => {
         let h = host_of(&mut tx, ctx, &id).await?;
