@@ -486,13 +486,12 @@ fn print_summary(st: &SandboxState, dir: &Path) {
     if let Some(v) = st.vms.iter().find(|v| vm0.is_some_and(|v0| v.bridge != v0.bridge)) {
         println!("  ip netns exec {} ping {}", vm0.map(|v| v.ns.as_str()).unwrap_or_default(), v.ip);
     }
-    if let (Some(v0), Some(b)) = (vm0, st.bridges.first()) {
+    // A packet from VM 0 to a VM on the other bridge, through the router.
+    let other = st.vms.iter().find(|v| vm0.is_some_and(|v0| v.bridge != v0.bridge));
+    if let (Some(v0), Some(b), Some(o)) = (vm0, st.bridges.first(), other) {
         println!(
-            "  midonet --url {url} trace --port {} 'eth.src={}, ip4.src={}, ip4.dst={}, icmp'",
-            v0.port_id,
-            v0.mac,
-            v0.ip,
-            b.gateway
+            "  midonet --url {url} trace --port {} eth.src={} eth.dst={} ip4.src={} ip4.dst={} udp.dst=53",
+            v0.port_id, v0.mac, b.router_port_mac, v0.ip, o.ip
         );
     }
     println!("  midonet sandbox status --state-dir {0}; midonet sandbox down --state-dir {0}", dir.display());
