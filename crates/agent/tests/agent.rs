@@ -213,3 +213,59 @@ async fn rule_change_invalidates_exactly_the_tagged_flows() {
     assert_eq!(metric(&rig.agent, "midonet_agent_invalidated_flows_total"), invalidated + 1.0);
     rig.agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_macs_reach_other_hosts_so_they_unicast_instead_of_flooding() {
+    let c = Cluster::start().await;
+    let a = start_agent(&[c.addr.to_string()]).await;
+    let b = start_agent(&[c.addr.to_string()]).await;
+    let (ip_a, ip_b) = (std::net::Ipv4Addr::new(10, 9, 0, 1), std::net::Ipv4Addr::new(10, 9, 0, 2));
+    let tz = TunnelZone { id: TunnelZoneId::random(), name: "tz".into(), ..Default::default() };
+    c.put(&tz).await;
+    c.put(&TunnelZoneHost { tunnel_zone_id: tz.id, host_id: a.agent.host_id, ip_address: Some(ip_a) }).await;
+    c.put(&TunnelZoneHost { tunnel_zone_id: tz.id, host_id: b.agent.host_id, ip_address: Some(ip_b) }).await;
+    let br = bridge("b");
+    c.put(&br).await;
+    let p1 = bind(&bridge_port(&br, 201), a.agent.host_id, "vm1");
+    let p2 = bind(&bridge_port(&br, 202), b.agent.host_id, "vm2");
+    let p3 = bind(&bridge_port(&br, 203), b.agent.host_id, "vm3");
+    for p in [&p1, &p2, &p3] {
+        c.put(p).await;
+    }
+    a.ifaces.send(vec![iface("vm1", 1)]).await.expect("send");
+    b.ifaces.send(vec![iface("vm2", 1), iface("vm3", 2)]).await.expect("send");
+    wait_for("a bound", T, async || a.agent.view().ingress.len() == 1).await;
+    wait_for("b bound", T, async || b.agent.view().ingress.len() == 2).await;
+    wait_for("a sees b's ports", T, async || a.agent.view().egress.len() == 3).await;
+    wait_for("b sees a's port", T, async || b.agent.view().egress.len() == 3).await;
+    let dp_a1 = *a.agent.view().ingress.keys().next().expect("a port");
+    let dp_b2 = *b.agent.view().ingress.iter().find(|(_, p)| **p == p2.id).expect("p2").0;
+
+    // vm1 broadcasts: a floods to both remote ports, one tunnel copy each,
+    // with each egress port's key, to b's underlay address.
+    rig_inject(&a, dp_a1, "eth.src=02:00:00:00:01:01,eth.dst=ff:ff:ff:ff:ff:ff,ip4.src=10.0.0.1,ip4.dst=10.0.0.255,udp.src=1,udp.dst=2");
+    let t = a.dp.take_tunnel();
+    let mut vnis: Vec<u32> = t.iter().filter_map(|p| p.vni()).collect();
+    vnis.sort_unstable();
+    assert_eq!(vnis, vec![202, 203], "flood reaches every remote port");
+    assert!(t.iter().all(|p| p.dst == ip_b));
+
+    // a learned vm1's MAC and published it; b gets it through the cluster.
+    let m1 = midonet_sim::MacAddr([2, 0, 0, 0, 1, 1]);
+    wait_for("b learns vm1's MAC from the cluster", T, async || {
+        b.agent.shared.state.read().macs.get(&(br.id, 0, m1)) == Some(&p1.id)
+    })
+    .await;
+    // vm2 answers vm1: b unicasts one copy straight to a, key of p1.
+    rig_inject(&b, dp_b2, "eth.src=02:00:00:00:02:02,eth.dst=02:00:00:00:01:01,ip4.src=10.0.0.2,ip4.dst=10.0.0.1,udp.src=2,udp.dst=1");
+    let t = b.dp.take_tunnel();
+    assert_eq!(t.len(), 1, "unicast, not a flood: {t:?}");
+    assert_eq!((t[0].dst, t[0].vni()), (ip_a, Some(201)));
+    assert!(b.dp.take_output(*b.agent.view().ingress.iter().find(|(_, p)| **p == p3.id).expect("p3").0).is_empty());
+    a.agent.stop().await;
+    b.agent.stop().await;
+}
+
+fn rig_inject(r: &Rig, port: u32, desc: &str) {
+    r.dp.inject(port, &frame(desc));
+}
