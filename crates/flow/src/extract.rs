@@ -15,6 +15,9 @@
 //! Lengths: IPv4 total length bounds the L4 parse (Ethernet padding is
 //! ignored); a total length beyond the frame is an error, because such a
 //! packet was cut short on the way and forwarding it would forward garbage.
+//! A total length of 0 is malformed; Linux "BIG TCP" super-frames (> 64 KiB,
+//! total length 0) are therefore not keyable, which is fine while the
+//! datapath keeps `gso_max_size` at its 64 KiB default on VM interfaces.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

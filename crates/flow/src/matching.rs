@@ -223,6 +223,7 @@ fn prefix_v4(a: Ipv4Addr, len: u8) -> Ipv4Addr {
 mod tests {
     use super::*;
     use crate::key::ETH_TYPE_IPV4;
+    use std::net::Ipv6Addr;
 
     fn key() -> FlowKey {
         FlowKey {
@@ -289,6 +290,105 @@ mod tests {
         other.mark(FieldId::IcmpId);
         m.union_mask(&other);
         assert!(m.mask().is_marked(FieldId::IcmpId));
+    }
+
+    /// Fields in which `a` and `b` differ (a table independent of `getter!`).
+    fn differing(a: &FlowKey, b: &FlowKey) -> Vec<FieldId> {
+        let pairs = [
+            (FieldId::InPort, a.in_port != b.in_port),
+            (FieldId::EthSrc, a.eth_src != b.eth_src),
+            (FieldId::EthDst, a.eth_dst != b.eth_dst),
+            (FieldId::EthType, a.ethertype != b.ethertype),
+            (FieldId::VlanVid, a.vlan_vid != b.vlan_vid),
+            (FieldId::VlanPcp, a.vlan_pcp != b.vlan_pcp),
+            (FieldId::ArpOp, a.arp_op != b.arp_op),
+            (FieldId::ArpSha, a.arp_sha != b.arp_sha),
+            (FieldId::ArpSpa, a.arp_spa != b.arp_spa),
+            (FieldId::ArpTha, a.arp_tha != b.arp_tha),
+            (FieldId::ArpTpa, a.arp_tpa != b.arp_tpa),
+            (FieldId::Ipv4Src, a.ipv4_src != b.ipv4_src),
+            (FieldId::Ipv4Dst, a.ipv4_dst != b.ipv4_dst),
+            (FieldId::Ipv6Src, a.ipv6_src != b.ipv6_src),
+            (FieldId::Ipv6Dst, a.ipv6_dst != b.ipv6_dst),
+            (FieldId::IpProto, a.ip_proto != b.ip_proto),
+            (FieldId::IpTos, a.ip_tos != b.ip_tos),
+            (FieldId::IpTtl, a.ip_ttl != b.ip_ttl),
+            (FieldId::IpFrag, a.ip_frag != b.ip_frag),
+            (FieldId::L4Src, a.l4_src != b.l4_src),
+            (FieldId::L4Dst, a.l4_dst != b.l4_dst),
+            (FieldId::TcpFlags, a.tcp_flags != b.tcp_flags),
+            (FieldId::IcmpType, a.icmp_type != b.icmp_type),
+            (FieldId::IcmpCode, a.icmp_code != b.icmp_code),
+            (FieldId::IcmpId, a.icmp_id != b.icmp_id),
+        ];
+        pairs.into_iter().filter(|(_, d)| *d).map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn each_getter_marks_its_own_field() {
+        // Guards the getter! table against copy-paste slips: a getter that
+        // returned one field and marked another would break the invariant.
+        type Getter = fn(&mut FlowMatch) -> FlowKey;
+        let k = FlowKey { vlan_vid: Some(3), ..key() };
+        let cases: [(FieldId, Getter); 25] = [
+            (FieldId::InPort, |m| FlowKey { in_port: m.in_port(), ..FlowKey::default() }),
+            (FieldId::EthSrc, |m| FlowKey { eth_src: m.eth_src(), ..FlowKey::default() }),
+            (FieldId::EthDst, |m| FlowKey { eth_dst: m.eth_dst(), ..FlowKey::default() }),
+            (FieldId::EthType, |m| FlowKey { ethertype: m.ethertype(), ..FlowKey::default() }),
+            (FieldId::VlanVid, |m| FlowKey { vlan_vid: m.vlan_vid(), ..FlowKey::default() }),
+            (FieldId::VlanPcp, |m| FlowKey { vlan_pcp: m.vlan_pcp(), ..FlowKey::default() }),
+            (FieldId::ArpOp, |m| FlowKey { arp_op: m.arp_op(), ..FlowKey::default() }),
+            (FieldId::ArpSha, |m| FlowKey { arp_sha: m.arp_sha(), ..FlowKey::default() }),
+            (FieldId::ArpSpa, |m| FlowKey { arp_spa: m.arp_spa(), ..FlowKey::default() }),
+            (FieldId::ArpTha, |m| FlowKey { arp_tha: m.arp_tha(), ..FlowKey::default() }),
+            (FieldId::ArpTpa, |m| FlowKey { arp_tpa: m.arp_tpa(), ..FlowKey::default() }),
+            (FieldId::Ipv4Src, |m| FlowKey { ipv4_src: m.ipv4_src(), ..FlowKey::default() }),
+            (FieldId::Ipv4Dst, |m| FlowKey { ipv4_dst: m.ipv4_dst(), ..FlowKey::default() }),
+            (FieldId::Ipv6Src, |m| FlowKey { ipv6_src: m.ipv6_src(), ..FlowKey::default() }),
+            (FieldId::Ipv6Dst, |m| FlowKey { ipv6_dst: m.ipv6_dst(), ..FlowKey::default() }),
+            (FieldId::IpProto, |m| FlowKey { ip_proto: m.ip_proto(), ..FlowKey::default() }),
+            (FieldId::IpTos, |m| FlowKey { ip_tos: m.ip_tos(), ..FlowKey::default() }),
+            (FieldId::IpTtl, |m| FlowKey { ip_ttl: m.ip_ttl(), ..FlowKey::default() }),
+            (FieldId::IpFrag, |m| FlowKey { ip_frag: m.ip_frag(), ..FlowKey::default() }),
+            (FieldId::L4Src, |m| FlowKey { l4_src: m.l4_src(), ..FlowKey::default() }),
+            (FieldId::L4Dst, |m| FlowKey { l4_dst: m.l4_dst(), ..FlowKey::default() }),
+            (FieldId::TcpFlags, |m| FlowKey { tcp_flags: m.tcp_flags(), ..FlowKey::default() }),
+            (FieldId::IcmpType, |m| FlowKey { icmp_type: m.icmp_type(), ..FlowKey::default() }),
+            (FieldId::IcmpCode, |m| FlowKey { icmp_code: m.icmp_code(), ..FlowKey::default() }),
+            (FieldId::IcmpId, |m| FlowKey { icmp_id: m.icmp_id(), ..FlowKey::default() }),
+        ];
+        // A key where every field is distinct from the default, so a getter
+        // that returned the wrong field would be visible.
+        let full = FlowKey {
+            in_port: InPort::Port(9),
+            eth_src: MacAddr([2, 0, 0, 0, 0, 1]),
+            arp_op: 1,
+            arp_sha: MacAddr([2, 0, 0, 0, 0, 3]),
+            arp_spa: Ipv4Addr::new(1, 1, 1, 1),
+            arp_tha: MacAddr([2, 0, 0, 0, 0, 4]),
+            arp_tpa: Ipv4Addr::new(2, 2, 2, 2),
+            ipv6_src: Ipv6Addr::LOCALHOST,
+            ipv6_dst: Ipv6Addr::new(1, 0, 0, 0, 0, 0, 0, 1),
+            ip_tos: 4,
+            ip_frag: FragType::First,
+            vlan_pcp: 5,
+            l4_src: 7,
+            tcp_flags: 2,
+            icmp_type: 8,
+            icmp_code: 1,
+            icmp_id: 11,
+            ..k
+        };
+        for (field, get) in cases {
+            let mut m = FlowMatch::new(full);
+            let seen = get(&mut m);
+            assert_eq!(differing(&seen, &FlowKey::default()), vec![field], "{field:?} getter returns its field");
+            assert_eq!(differing(&seen, &full).len(), FieldId::ALL.len() - 1, "{field:?} getter returns the right value");
+            let mut expected = FlowMask::empty();
+            expected.mark(field);
+            expected.mark(FieldId::InPort);
+            assert_eq!(m.mask(), &expected, "{field:?} getter marks its field and prerequisites only");
+        }
     }
 
     #[test]
