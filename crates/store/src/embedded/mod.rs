@@ -12,11 +12,20 @@
 //! lease_keys  lease id       =>> keys attached to it (multimap)
 //! ```
 //!
-//! Each store transaction is one redb write transaction: the key changes, the
-//! history entry and the new revision commit together, so after a crash the
-//! file holds a prefix of the committed transactions and never a revision
-//! without its events. File mode commits with redb's default immediate
-//! durability (fsync per commit).
+//! A store transaction's key changes, its history entry and the new revision
+//! commit in one redb write transaction, so after a crash the file holds a
+//! prefix of the committed transactions and never a revision without its
+//! events. File mode commits with redb's default immediate durability.
+//!
+//! **Group commit.** An fsync per store transaction would cap concurrent
+//! writers at one disk flush each (about 0.4 ms here). Writers therefore
+//! queue their transaction and then take the writer lock; the lock holder
+//! drains the whole queue and applies the requests in queue order, each
+//! with its own revision, in one redb transaction with one fsync, then
+//! answers all of them. A request whose lease is missing fails alone
+//! (checked before it writes); a storage or decoding failure aborts the
+//! group, which is then retried one request at a time so that only the
+//! request that hits it fails. Nobody's reply is sent before the commit.
 //!
 //! # Writes and the watch hub
 //!
@@ -164,6 +173,8 @@ struct Inner {
     db: Database,
     /// Held across a whole write transaction and its broadcast.
     writer: Mutex<()>,
+    /// Writing transactions waiting for the writer lock (group commit).
+    queue: Mutex<Vec<Pending>>,
     history_retention: Option<i64>,
     /// Cache of the committed revision (the `meta` table is the truth).
     revision: AtomicI64,
@@ -223,6 +234,7 @@ impl EmbeddedStore {
         let inner = Arc::new(Inner {
             db,
             writer: Mutex::new(()),
+            queue: Mutex::new(Vec::new()),
             history_retention: options.history_retention,
             revision: AtomicI64::new(revision),
             hub: Mutex::new(Some(hub)),
@@ -351,112 +363,121 @@ impl Inner {
         })
     }
 
-    fn write_txn(&self, txn: &Txn) -> Result<TxnResponse> {
+    /// Runs a writing transaction through group commit (see module docs).
+    fn write_txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let slot: Slot = Arc::new(Mutex::new(None));
+        self.queue.lock().push(Pending {
+            txn,
+            slot: Arc::clone(&slot),
+        });
         let _writer = self.writer.lock();
+        // Whoever held the writer lock before us may have committed our
+        // request with theirs; it fills every slot before unlocking.
+        if let Some(result) = slot.lock().take() {
+            return result;
+        }
+        let batch = std::mem::take(&mut *self.queue.lock());
+        self.commit_group(batch);
+        let result = slot.lock().take();
+        result.expect("commit_group fills the slot of every request it drained")
+    }
+
+    /// Commits `batch` (drained from the queue) and fills every slot. Must
+    /// be called with the writer lock held.
+    fn commit_group(&self, batch: Vec<Pending>) {
+        match self.try_group(&batch) {
+            Ok(results) => {
+                for (pending, result) in batch.into_iter().zip(results) {
+                    *pending.slot.lock() = Some(result);
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some(pending) = batch.into_iter().next() {
+                    *pending.slot.lock() = Some(Err(e));
+                }
+            }
+            // A storage or decoding failure aborted the whole group: retry
+            // each request alone, so that only the one that hits the
+            // failure reports it.
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "group commit failed; retrying one by one");
+                for pending in batch {
+                    let result = match self.try_group(std::slice::from_ref(&pending)) {
+                        Ok(mut results) => results.pop().expect("one result per request"),
+                        Err(e) => Err(e),
+                    };
+                    *pending.slot.lock() = Some(result);
+                }
+            }
+        }
+    }
+
+    /// Applies every request of `batch` in order in one redb write
+    /// transaction, each changing request getting the next revision, and
+    /// commits once. The outer error aborts the whole group (nothing
+    /// written); the inner ones are per request (that request wrote nothing).
+    fn try_group(&self, batch: &[Pending]) -> Result<Vec<Result<TxnResponse>>> {
         let wtx = self.db.begin_write().map_err(db_err)?;
         let base = self.current_revision();
-        let rev = base + 1;
-        let mut events = Vec::new();
-        let (succeeded, responses) = {
+        let mut rev = base;
+        let mut published = Vec::new();
+        let mut results = Vec::with_capacity(batch.len());
+        {
             let mut kv = wtx.open_table(KV).map_err(db_err)?;
             let leases = wtx.open_table(LEASES).map_err(db_err)?;
             let mut lease_keys = wtx.open_multimap_table(LEASE_KEYS).map_err(db_err)?;
-            let mut succeeded = true;
-            for c in &txn.compares {
-                if !c.evaluate(read_key(&kv, &c.key)?.as_ref()) {
-                    succeeded = false;
-                    break;
-                }
+            let mut history = wtx.open_table(HISTORY).map_err(db_err)?;
+            for pending in batch {
+                let applied = apply_txn(&mut kv, &leases, &mut lease_keys, &pending.txn, rev + 1)?;
+                results.push(applied.map(|(succeeded, responses, events)| {
+                    if !events.is_empty() {
+                        rev += 1;
+                        published.push((rev, events));
+                    }
+                    TxnResponse {
+                        succeeded,
+                        revision: rev,
+                        responses,
+                    }
+                }));
             }
-            let branch = if succeeded {
-                &txn.success
-            } else {
-                &txn.failure
-            };
-            let mut responses = Vec::with_capacity(branch.len());
-            for op in branch {
-                let resp = match op {
-                    TxnOp::Put { key, value, lease } => {
-                        if let Some(l) = lease {
-                            if leases.get(l.0).map_err(db_err)?.is_none() {
-                                return Err(StoreError::LeaseNotFound(*l));
-                            }
-                        }
-                        let prev = read_key(&kv, key)?;
-                        let new = KeyValue {
-                            key: key.clone(),
-                            value: value.clone(),
-                            create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
-                            mod_revision: rev,
-                            version: prev.as_ref().map_or(0, |p| p.version) + 1,
-                            lease: *lease,
-                        };
-                        kv.insert(key.as_slice(), codec::encode_record(&new).as_slice())
-                            .map_err(db_err)?;
-                        let old_lease = prev.as_ref().and_then(|p| p.lease);
-                        if old_lease != *lease {
-                            if let Some(old) = old_lease {
-                                lease_keys.remove(old.0, key.as_slice()).map_err(db_err)?;
-                            }
-                            if let Some(l) = lease {
-                                lease_keys.insert(l.0, key.as_slice()).map_err(db_err)?;
-                            }
-                        }
-                        events.push(WatchEvent::Put { kv: new, prev });
-                        OpResponse::Put
-                    }
-                    TxnOp::Delete { key } => {
-                        let prev = read_key(&kv, key)?;
-                        let deleted = match prev {
-                            Some(prev) => {
-                                delete_one(&mut kv, &mut lease_keys, &prev)?;
-                                events.push(WatchEvent::Delete {
-                                    key: key.clone(),
-                                    revision: rev,
-                                    prev: Some(prev),
-                                });
-                                1
-                            }
-                            None => 0,
-                        };
-                        OpResponse::Delete { deleted }
-                    }
-                    TxnOp::DeletePrefix { prefix } => {
-                        let victims = read_prefix(&kv, prefix)?;
-                        let deleted = victims.len() as i64;
-                        for prev in victims {
-                            delete_one(&mut kv, &mut lease_keys, &prev)?;
-                            events.push(WatchEvent::Delete {
-                                key: prev.key.clone(),
-                                revision: rev,
-                                prev: Some(prev),
-                            });
-                        }
-                        OpResponse::Delete { deleted }
-                    }
-                    TxnOp::Get { key } => OpResponse::Get(read_key(&kv, key)?),
-                    TxnOp::Range { prefix } => OpResponse::Range(read_prefix(&kv, prefix)?),
-                };
-                responses.push(resp);
+            for (r, events) in &published {
+                history
+                    .insert(*r, codec::encode_events(events).as_slice())
+                    .map_err(db_err)?;
             }
-            (succeeded, responses)
-        };
-        if events.is_empty() {
-            // Nothing changed: as etcd, no new revision. Dropping the write
-            // transaction aborts it.
-            wtx.abort().map_err(db_err)?;
-            return Ok(TxnResponse {
-                succeeded,
-                revision: base,
-                responses,
-            });
         }
-        self.commit_revision(wtx, rev, events)?;
-        Ok(TxnResponse {
-            succeeded,
-            revision: rev,
-            responses,
-        })
+        if rev == base {
+            // Nothing changed: as etcd, no new revision.
+            wtx.abort().map_err(db_err)?;
+            return Ok(results);
+        }
+        {
+            let mut meta = wtx.open_table(META).map_err(db_err)?;
+            meta.insert(META_REVISION, rev).map_err(db_err)?;
+        }
+        self.auto_compact(&wtx, base, rev)?;
+        wtx.commit().map_err(db_err)?;
+        self.revision.store(rev, Ordering::Release);
+        if let Some(hub) = self.hub.lock().as_ref() {
+            for (revision, events) in published {
+                // No receivers is not an error: nobody is watching.
+                let _ = hub.send(Arc::new(WatchBatch { revision, events }));
+            }
+        }
+        Ok(results)
+    }
+
+    /// With a history retention set, compacts inside `wtx` when the
+    /// revisions `base+1..=rev` cross a multiple of [`AUTO_COMPACT_EVERY`].
+    fn auto_compact(&self, wtx: &WriteTransaction, base: Revision, rev: Revision) -> Result<()> {
+        if let Some(keep) = self.history_retention {
+            let keep = keep.max(1);
+            if base / AUTO_COMPACT_EVERY != rev / AUTO_COMPACT_EVERY && rev - keep > 1 {
+                compact_in(wtx, rev - keep)?;
+            }
+        }
+        Ok(())
     }
 
     /// Records `events` as revision `rev`, commits, and publishes them.
@@ -475,11 +496,7 @@ impl Inner {
             let mut meta = wtx.open_table(META).map_err(db_err)?;
             meta.insert(META_REVISION, rev).map_err(db_err)?;
         }
-        if let Some(keep) = self.history_retention {
-            if rev % AUTO_COMPACT_EVERY == 0 && rev - keep.max(1) > 1 {
-                compact_in(&wtx, rev - keep.max(1))?;
-            }
-        }
+        self.auto_compact(&wtx, rev - 1, rev)?;
         wtx.commit().map_err(db_err)?;
         self.revision.store(rev, Ordering::Release);
         if let Some(hub) = self.hub.lock().as_ref() {
@@ -633,6 +650,112 @@ impl Inner {
     }
 }
 
+/// The result slot of a queued write, filled by whoever commits it.
+type Slot = Arc<Mutex<Option<Result<TxnResponse>>>>;
+
+/// A writing transaction waiting for group commit.
+struct Pending {
+    txn: Txn,
+    slot: Slot,
+}
+
+/// What one applied transaction produced: compares held, op results, events.
+type Applied = (bool, Vec<OpResponse>, Vec<WatchEvent>);
+
+/// Applies one store transaction inside a redb write transaction, as
+/// revision `rev`. The outer error is fatal to the redb transaction (this
+/// transaction may be half applied); the inner error, a missing lease, is
+/// detected before anything is written.
+fn apply_txn(
+    kv: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    leases: &redb::Table<'_, i64, i64>,
+    lease_keys: &mut redb::MultimapTable<'_, i64, &'static [u8]>,
+    txn: &Txn,
+    rev: Revision,
+) -> Result<Result<Applied>> {
+    let mut succeeded = true;
+    for c in &txn.compares {
+        if !c.evaluate(read_key(kv, &c.key)?.as_ref()) {
+            succeeded = false;
+            break;
+        }
+    }
+    let branch = if succeeded {
+        &txn.success
+    } else {
+        &txn.failure
+    };
+    for op in branch {
+        if let TxnOp::Put { lease: Some(l), .. } = op {
+            if leases.get(l.0).map_err(db_err)?.is_none() {
+                return Ok(Err(StoreError::LeaseNotFound(*l)));
+            }
+        }
+    }
+    let mut events = Vec::new();
+    let mut responses = Vec::with_capacity(branch.len());
+    for op in branch {
+        let resp = match op {
+            TxnOp::Put { key, value, lease } => {
+                let prev = read_key(kv, key)?;
+                let new = KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+                    mod_revision: rev,
+                    version: prev.as_ref().map_or(0, |p| p.version) + 1,
+                    lease: *lease,
+                };
+                kv.insert(key.as_slice(), codec::encode_record(&new).as_slice())
+                    .map_err(db_err)?;
+                let old_lease = prev.as_ref().and_then(|p| p.lease);
+                if old_lease != *lease {
+                    if let Some(old) = old_lease {
+                        lease_keys.remove(old.0, key.as_slice()).map_err(db_err)?;
+                    }
+                    if let Some(l) = lease {
+                        lease_keys.insert(l.0, key.as_slice()).map_err(db_err)?;
+                    }
+                }
+                events.push(WatchEvent::Put { kv: new, prev });
+                OpResponse::Put
+            }
+            TxnOp::Delete { key } => {
+                let deleted = match read_key(kv, key)? {
+                    Some(prev) => {
+                        delete_one(kv, lease_keys, &prev)?;
+                        events.push(WatchEvent::Delete {
+                            key: key.clone(),
+                            revision: rev,
+                            prev: Some(prev),
+                        });
+                        1
+                    }
+                    None => 0,
+                };
+                OpResponse::Delete { deleted }
+            }
+            TxnOp::DeletePrefix { prefix } => {
+                let victims = read_prefix(kv, prefix)?;
+                let deleted = victims.len() as i64;
+                for prev in victims {
+                    delete_one(kv, lease_keys, &prev)?;
+                    events.push(WatchEvent::Delete {
+                        key: prev.key.clone(),
+                        revision: rev,
+                        prev: Some(prev),
+                    });
+                }
+                OpResponse::Delete { deleted }
+            }
+            TxnOp::Get { key } => OpResponse::Get(read_key(kv, key)?),
+            TxnOp::Range { prefix } => OpResponse::Range(read_prefix(kv, prefix)?),
+        };
+        responses.push(resp);
+    }
+    Ok(Ok((succeeded, responses, events)))
+}
+
 /// Moves the compaction point up to `revision` and drops the history
 /// before it, inside `wtx`. Returns false (and changes nothing) if the store
 /// is already compacted at or past `revision`.
@@ -721,7 +844,7 @@ impl Store for EmbeddedStore {
         validate_txn(&txn)?;
         let writes = txn.success.iter().chain(&txn.failure).any(is_write);
         if writes {
-            blocking(&self.inner, move |inner| inner.write_txn(&txn)).await
+            blocking(&self.inner, move |inner| inner.write_txn(txn)).await
         } else {
             blocking(&self.inner, move |inner| inner.read_txn(&txn)).await
         }

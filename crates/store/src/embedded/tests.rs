@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::*;
+use crate::{Compare, CompareOp};
 
 async fn next(w: &mut WatchStream) -> Result<WatchBatch> {
     tokio::time::timeout(Duration::from_secs(10), w.next())
@@ -219,4 +220,62 @@ async fn open_creates_parent_directories() {
     let s = EmbeddedStore::open(&path).expect("open");
     s.put(b"/k", b"v", None).await.expect("put");
     assert!(path.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_gives_each_request_its_revision_and_its_own_errors() {
+    let s = EmbeddedStore::in_memory().expect("store");
+    let base = s.current_revision().await.expect("revision");
+    let mut w = s.watch(b"/g/", 0).await.expect("watch");
+    let requests = vec![
+        Txn::new().and_then([TxnOp::put("/g/a", "1")]),
+        Txn::new().and_then([
+            TxnOp::put("/g/x", "1"),
+            TxnOp::put_with_lease("/g/y", "1", LeaseId(999)),
+        ]),
+        // Sees the first request's write, made in the same redb transaction.
+        Txn::new()
+            .when([Compare::mod_revision("/g/a", CompareOp::Equal, base + 1)])
+            .and_then([TxnOp::put("/g/b", "2")]),
+        Txn::new().and_then([TxnOp::get("/g/b")]),
+    ];
+    let slots: Vec<Slot> = requests
+        .iter()
+        .map(|_| Arc::new(Mutex::new(None)))
+        .collect();
+    let batch = requests
+        .into_iter()
+        .zip(&slots)
+        .map(|(txn, slot)| Pending {
+            txn,
+            slot: Arc::clone(slot),
+        })
+        .collect();
+    {
+        let _writer = s.inner.writer.lock();
+        s.inner.commit_group(batch);
+    }
+    let results: Vec<Result<TxnResponse>> = slots
+        .iter()
+        .map(|slot| slot.lock().take().expect("filled"))
+        .collect();
+    assert_eq!(results[0].as_ref().expect("first").revision, base + 1);
+    assert!(matches!(
+        results[1],
+        Err(StoreError::LeaseNotFound(LeaseId(999)))
+    ));
+    let third = results[2].as_ref().expect("third");
+    assert!(third.succeeded);
+    assert_eq!(third.revision, base + 2);
+    match &results[3].as_ref().expect("fourth").responses[..] {
+        [OpResponse::Get(Some(kv))] => assert_eq!(kv.mod_revision, base + 2),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(s.current_revision().await.expect("revision"), base + 2);
+    assert!(
+        s.get(b"/g/x").await.expect("get").is_none(),
+        "failed request wrote nothing"
+    );
+    assert_eq!(next(&mut w).await.expect("batch").revision, base + 1);
+    assert_eq!(next(&mut w).await.expect("batch").revision, base + 2);
 }
