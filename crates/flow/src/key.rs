@@ -439,6 +439,15 @@ mod tests {
     }
 
     #[test]
+    fn hot_structs_stay_compact() {
+        // FlowKey is copied per packet and per simulation fork; growing it
+        // past two cache lines should be a deliberate decision.
+        assert!(std::mem::size_of::<FlowKey>() <= 112, "FlowKey is {} bytes", std::mem::size_of::<FlowKey>());
+        assert!(std::mem::size_of::<crate::Action>() <= 12, "Action is {} bytes", std::mem::size_of::<crate::Action>());
+        assert!(std::mem::size_of::<crate::FlowMask>() <= 8);
+    }
+
+    #[test]
     fn mac_text_forms() {
         let m: MacAddr = "02:0A:ff:00:10:9".parse().expect("mac");
         assert_eq!(m, MacAddr([2, 0x0a, 0xff, 0, 0x10, 9]));
