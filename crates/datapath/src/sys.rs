@@ -12,9 +12,17 @@
 //! a millisecond per hop: far beyond our 0.25 ms RTT target. V3 with a
 //! "peek at the open block" trick is racy. `recvmmsg` wakes per packet and is
 //! batched under load, and it carries the 64 KB GSO frames we need with
-//! `PACKET_VNET_HDR` without sizing ring frames for the worst case. The whole
-//! datapath keeps buffers fixed and preallocated, so a ring can replace
-//! [`PacketSocket::recv_batch`] later without touching the pipeline.
+//! `PACKET_VNET_HDR` without sizing ring frames for the worst case. (Checked
+//! on 6.18: the kernel accepts `PACKET_VNET_HDR` together with a V2 or V3
+//! `PACKET_RX_RING`, so a TPACKET_V2 ring — per-packet wake-ups, no copy —
+//! is the natural next step; its frames would have to hold 64 KB.) The
+//! whole datapath keeps buffers fixed and preallocated, so a ring can
+//! replace [`PacketSocket::recv_batch`] without touching the pipeline.
+//!
+//! The tunnel socket sends runs of equal-size datagrams to one host as a
+//! single `UDP_SEGMENT` (GSO) message and receives with `UDP_GRO`, so a
+//! burst of small packets crosses the underlay stack once
+//! ([`TunnelTxQueue`], [`RxBatch`] slots with `seg`).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;

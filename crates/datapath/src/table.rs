@@ -218,7 +218,7 @@ impl<M: Wildcard, A> FlowTable<M, A> {
         self.lookups_since_sort = self.lookups_since_sort.wrapping_add(1);
         if self.lookups_since_sort >= 4096 {
             self.lookups_since_sort = 0;
-            self.subtables.sort_by(|a, b| b.hits.cmp(&a.hits));
+            self.subtables.sort_by_key(|s| std::cmp::Reverse(s.hits));
             for st in &mut self.subtables {
                 st.hits /= 2;
             }
