@@ -249,20 +249,30 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         true
     }
 
-    /// Run `f` as a branch: the key is restored afterwards. With
-    /// `keep_drops` false, drops inside the branch do not become the
-    /// simulation's drop reason (mirror copies).
-    fn fork(&mut self, keep_drops: bool, f: impl FnOnce(&mut Self)) {
+    /// Run `f` as a branch: the key is restored afterwards. A flood branch
+    /// (`copy` false) is part of the packet's fate. A mirror copy (`copy`
+    /// true) only observes: its outputs stay, but its drops, state writes
+    /// (a copy re-entering a bridge must not move a MAC), generated packets
+    /// and ARP waits are discarded.
+    fn fork(&mut self, copy: bool, f: impl FnOnce(&mut Self)) {
         let key = *self.fm.current();
         let rw = self.dst_rewritten;
         let dropped = self.dropped;
         let depth = self.depth;
+        let pre = self.pre;
+        let (writes, gens, pending, consumed) =
+            (self.out.state_writes.len(), self.out.generated.len(), self.pending, self.consumed);
         f(self);
         self.fm.restore_current(key);
         self.dst_rewritten = rw;
         self.depth = depth;
-        if !keep_drops {
+        self.pre = pre;
+        if copy {
             self.dropped = dropped;
+            self.out.state_writes.truncate(writes);
+            self.out.generated.truncate(gens);
+            self.pending = pending;
+            self.consumed = consumed;
         }
     }
 
@@ -389,7 +399,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 continue;
             }
             trace!(self, TraceStep::Mirror { point, mirror: m.id, to });
-            self.fork(false, |s| {
+            self.fork(true, |s| {
                 s.tag(Tag::port(to));
                 match snap.ports.get(&to) {
                     Some(tp) if tp.admin_up => s.emit_from(tp),
@@ -906,7 +916,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         let set = || b.exterior.iter().chain(b.vlan_uplinks.iter()).copied().filter(move |p| *p != in_port).chain(vport);
         trace!(self, TraceStep::Flood { ports: set().collect() });
         for p in set() {
-            self.fork(true, |s| s.bridge_egress(vlan, in_port, p));
+            self.fork(false, |s| s.bridge_egress(vlan, in_port, p));
         }
     }
 

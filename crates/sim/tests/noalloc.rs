@@ -2,12 +2,14 @@
 //! with a counting global allocator.
 //!
 //! `unsafe` is needed to implement `GlobalAlloc`; it is confined to this
-//! test binary, which holds only this test so no other test allocates
-//! while the counter is armed.
+//! test binary. The counter is armed per thread (a const-initialised
+//! thread-local, which itself never allocates), so the test harness's own
+//! threads cannot disturb the count.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use midonet_sim::*;
 
@@ -16,14 +18,24 @@ mod common;
 
 struct Counting;
 
-static ARMED: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn armed() -> bool {
+    ARMED.try_with(Cell::get).unwrap_or(false)
+}
+
+fn arm(on: bool) {
+    ARMED.with(|a| a.set(on));
+}
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: every method forwards to `System` with the caller's arguments,
 // which upholds GlobalAlloc's contract; the counter has no effect on memory.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ARMED.load(Ordering::Relaxed) {
+        if armed() {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same layout the caller gave us.
@@ -34,7 +46,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if ARMED.load(Ordering::Relaxed) {
+        if armed() {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: ptr came from System with `layout`; forwarded unchanged.
@@ -54,19 +66,19 @@ fn l2_unicast_does_not_allocate_after_warm_up() {
         simulate_into(&w.snap, &w.state, &NoConntrack, &mut icmp, &w.input(i), &mut out);
     }
     assert_eq!(out.decision, Decision::Forward);
-    ARMED.store(true, Ordering::SeqCst);
+    arm(true);
     for i in 0..10_000 {
         simulate_into(&w.snap, &w.state, &NoConntrack, &mut icmp, &w.input(i), &mut out);
     }
-    ARMED.store(false, Ordering::SeqCst);
+    arm(false);
     let n = ALLOCS.load(Ordering::SeqCst);
     assert_eq!(out.decision, Decision::Forward);
     assert_eq!(n, 0, "{n} allocations in 10,000 L2 simulations");
     // The counter does count: a traced simulation allocates its steps.
     let mut traced = w.input(0);
     traced.trace = true;
-    ARMED.store(true, Ordering::SeqCst);
+    arm(true);
     simulate_into(&w.snap, &w.state, &NoConntrack, &mut icmp, &traced, &mut out);
-    ARMED.store(false, Ordering::SeqCst);
+    arm(false);
     assert!(ALLOCS.load(Ordering::SeqCst) > 0, "allocator hook is live");
 }

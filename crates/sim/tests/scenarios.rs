@@ -358,6 +358,39 @@ fn scenarios() -> Vec<Sc> {
             check: |_, r| dropped(r, DropReason::BlackholeRoute) },
         Sc { name: "loop_guard_temporary_drop", setup: loop_world, ingress: v1, pkt: TCP_1_NET,
             check: |_, r| assert_eq!(r.decision, Decision::Drop { reason: DropReason::LoopGuard, lifetime: DropLifetime::Temporary }) },
+        Sc { name: "router_to_router_next_hop_from_peer_port", setup: |w| {
+                // r ─ 172.16.0.0/30 ─ r2; r2 owns 203.0.113.0/24 on an exterior port.
+                let r2 = w.t.router("tenant");
+                let a = w.t.router_port(w.r, "172.16.0.1/30", "02:00:00:00:0a:01", false);
+                let b = w.t.router_port(r2, "172.16.0.2/30", "02:00:00:00:0a:02", false);
+                let ext = w.t.router_port(r2, "203.0.113.1/24", "02:00:00:00:0a:03", true);
+                w.t.link(a, b);
+                w.p.insert("r2ext", ext);
+                w.t.route(w.r, "203.0.113.0/24", Some(a), Some("172.16.0.2"));
+                w.t.route(r2, "203.0.113.0/24", Some(ext), None);
+                w.state.router_arp.insert((r2, "203.0.113.9".parse().expect("ip")), mac("02:00:00:00:0b:09"));
+            }, ingress: v1,
+            pkt: "eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:01:01,ip4.src=10.0.0.11,ip4.dst=203.0.113.9,tcp.src=1,tcp.dst=2",
+            check: |w, r| {
+                fwd(r, &[w.p["r2ext"]]);
+                assert!(has_rewrite(r, Action::SetTtl(62)), "two router hops");
+                assert!(has_rewrite(r, Action::SetEthDst(mac("02:00:00:00:0b:09"))));
+                assert!(r.trace.iter().any(|s| matches!(s, TraceStep::NextHop { via, .. } if via == "peer router port")));
+            }},
+        Sc { name: "mirror_loop_is_bounded", setup: |w| {
+                // b1's inbound mirror copies to a port whose peer is on b1 again.
+                w.learn(w.b1, 0, VM2, w.v2);
+                let a = w.t.bridge_iport(w.b1, None);
+                let b = w.t.bridge_iport(w.b1, None);
+                w.t.link(a, b);
+                let m = w.t.mirror(a, vec![]);
+                let bid = w.b1;
+                w.t.edit_bridge(bid, |x| x.inbound_mirror_ids.push(m));
+            }, ingress: v1, pkt: TCP_1_2, check: |w, r| {
+                assert_eq!(r.out_ports().last(), Some(w.v2), "the original still goes out");
+                assert!(r.trace.iter().any(|s| matches!(s, TraceStep::Drop { reason: DropReason::LoopGuard })), "the copies hit the loop guard");
+                assert!(r.state_writes.iter().all(|x| matches!(x, StateWrite::Mac { port, .. } if *port == w.v1)), "copies never learn: {:?}", r.state_writes);
+            }},
         // ---------------------------------------------------------------- nat
         Sc { name: "nat_static_dnat_floating_ip", setup: |w| {
                 let c = w.chain("r-in", vec![Rule { rule_type: RuleType::Dnat, flow_action: Some(FlowAction::Accept),
