@@ -14,6 +14,10 @@
 //! (the pseudo-header changes exactly as the update assumes); port rewrites on
 //! such frames must be done by the datapath after completing the checksum.
 //!
+//! The IP header quoted inside an ICMP error is not rewritten (NAT of ICMP
+//! errors needs the payload, which a megaflow cannot match: the simulation
+//! handles those packets in user space, midonet-behaviour §1.4).
+//!
 //! SCTP ports are not rewritable here: SCTP uses CRC32c over the whole
 //! packet, which cannot be updated incrementally.
 
