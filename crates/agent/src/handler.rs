@@ -165,15 +165,10 @@ pub struct Handler {
 }
 
 /// Reusable per-thread simulation state.
+#[derive(Default)]
 pub struct Worker {
     result: SimResult,
     icmp: IcmpRateLimiter,
-}
-
-impl Default for Worker {
-    fn default() -> Self {
-        Worker { result: SimResult::default(), icmp: IcmpRateLimiter::default() }
-    }
 }
 
 impl Handler {
@@ -238,7 +233,7 @@ pub fn process(
     let mut out = Outcome::default();
     {
         let state = sh.state.read();
-        crate::simulate::run(&view.sim, &*state, &mut w.icmp, key, frame, ingress, sim_now(sh), &mut w.result);
+        crate::simulate::run(&view.sim, &state, &mut w.icmp, key, frame, ingress, sim_now(sh), &mut w.result);
     }
     let r = &mut w.result;
     let mut resolved: Vec<(RouterId, Ipv4Addr)> = Vec::new();

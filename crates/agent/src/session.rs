@@ -212,7 +212,7 @@ pub async fn run(
             _ = stop.changed() => return,
         }
         // Cycle through the whole list quickly, then slow down.
-        if idx % cfg.uris.len() == 0 {
+        if idx.is_multiple_of(cfg.uris.len()) {
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
@@ -282,18 +282,22 @@ async fn one_session(
                 return Err(SessionEnd::Stopping);
             }
             msg = stream.next() => match msg {
-                Some(Ok(m)) => match m.event {
-                    Some(Event::Snapshot(s)) => {
-                        if updates.send(Update::Snapshot(s)).await.is_err() { return Err(SessionEnd::Stopping); }
+                Some(Ok(m)) => {
+                    let up = match m.event {
+                        Some(Event::Snapshot(s)) => Some(Update::Snapshot(s)),
+                        Some(Event::Delta(d)) => Some(Update::Delta(d)),
+                        Some(Event::Resync(r)) => {
+                            tracing::info!(compact_revision = r.compact_revision, "cluster asks for a resync; a snapshot follows");
+                            None
+                        }
+                        None => None,
+                    };
+                    if let Some(u) = up {
+                        if updates.send(u).await.is_err() {
+                            return Err(SessionEnd::Stopping);
+                        }
                     }
-                    Some(Event::Delta(d)) => {
-                        if updates.send(Update::Delta(d)).await.is_err() { return Err(SessionEnd::Stopping); }
-                    }
-                    Some(Event::Resync(r)) => {
-                        tracing::info!(compact_revision = r.compact_revision, "cluster asks for a resync; a snapshot follows");
-                    }
-                    None => {}
-                },
+                }
                 Some(Err(s)) => return Err(SessionEnd::Rpc(s)),
                 None => return Err(SessionEnd::StreamEnded),
             },
