@@ -210,7 +210,9 @@ the VMs' traffic crossing a tunnel between them. Raw output: \`$RUN_DIR/results\
 
 Control plane, ms (median of $CP_REPS; runs), UDP probe every ${PROBE_I} s. midonet-rs: from
 the REST call's return, and in brackets from just before it was sent; OVN: from just before
-\`ovn-nbctl\` starts (its figures include starting \`ovn-nbctl\`, about 8-12 ms).
+\`ovn-nbctl\` starts (its figures include starting \`ovn-nbctl\`, about 8-12 ms). A negative
+midonet-rs figure means the datapath had changed before the HTTP answer reached the caller
+(the agents apply the store's watch event while the API is still answering); resolution ±1 ms.
 
 | change | midonet-rs | OVN |
 | --- | ---: | ---: |
