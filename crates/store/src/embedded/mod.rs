@@ -915,6 +915,7 @@ struct Watcher {
 
 impl Watcher {
     async fn next(mut self) -> Option<(Result<WatchBatch>, Self)> {
+        use broadcast::error::{RecvError, TryRecvError};
         loop {
             if let Some(batch) = self.pending.pop_front() {
                 return Some((Ok(batch), self));
@@ -922,9 +923,23 @@ impl Watcher {
             if self.finished {
                 return None;
             }
-            // Committed revisions we have not seen: read them from the
-            // history table (watch from the past, lag, or a batch whose
-            // broadcast has not been sent yet).
+            // First what the hub already holds: after a group commit it has
+            // several consecutive revisions, and reading them from memory
+            // spares the history table.
+            match self.rx.try_recv() {
+                Ok(batch) => {
+                    self.accept(&batch);
+                    continue;
+                }
+                Err(TryRecvError::Lagged(skipped)) => {
+                    self.lagged(skipped);
+                    continue;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => {}
+            }
+            // Committed revisions the hub did not give us: read them from
+            // the history table (watch from the past, lag, or a commit whose
+            // broadcast is not sent yet).
             if self.inner.current_revision() >= self.next_rev {
                 let prefix = self.prefix.clone();
                 let from = self.next_rev;
@@ -941,37 +956,48 @@ impl Watcher {
                 }
             }
             match self.rx.recv().await {
-                Ok(batch) if batch.revision == self.next_rev => {
-                    self.next_rev += 1;
-                    let events: Vec<WatchEvent> = batch
-                        .events
-                        .iter()
-                        .filter(|e| in_prefix(e.key(), &self.prefix))
-                        .cloned()
-                        .collect();
-                    if !events.is_empty() {
-                        return Some((
-                            Ok(WatchBatch {
-                                revision: batch.revision,
-                                events,
-                            }),
-                            self,
-                        ));
+                Ok(batch) => self.accept(&batch),
+                Err(RecvError::Lagged(skipped)) => self.lagged(skipped),
+                // The store is gone; a write still in flight then may have
+                // committed without a broadcast, so look at the revision
+                // once more before ending.
+                Err(RecvError::Closed) => {
+                    if self.inner.current_revision() < self.next_rev {
+                        return None;
                     }
                 }
-                // Older: already delivered from the history table. Newer: a
-                // gap, which the history check at the top of the loop fills.
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    tracing::debug!(
-                        skipped,
-                        next_rev = self.next_rev,
-                        "watcher lagged; replaying from history"
-                    );
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+
+    /// Takes a batch from the hub if it is the next revision. An older one
+    /// was already delivered from the history table; a newer one means a
+    /// gap, which the history read in `next` fills.
+    fn accept(&mut self, batch: &WatchBatch) {
+        if batch.revision != self.next_rev {
+            return;
+        }
+        self.next_rev += 1;
+        let events: Vec<WatchEvent> = batch
+            .events
+            .iter()
+            .filter(|e| in_prefix(e.key(), &self.prefix))
+            .cloned()
+            .collect();
+        if !events.is_empty() {
+            self.pending.push_back(WatchBatch {
+                revision: batch.revision,
+                events,
+            });
+        }
+    }
+
+    fn lagged(&self, skipped: u64) {
+        tracing::debug!(
+            skipped,
+            next_rev = self.next_rev,
+            "watcher lagged; replaying from history"
+        );
     }
 }
 
