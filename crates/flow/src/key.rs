@@ -4,7 +4,7 @@
 //! does not carry is zero (an ARP frame has zero IPv4 fields, a later IPv4
 //! fragment has zero L4 fields, a non-echo ICMP message has a zero ICMP id),
 //! so two packets that carry the same headers always produce equal keys, and
-//! `Hash`/`Eq` can be derived.
+//! `Eq` and `Hash` work on the whole struct with no per-protocol cases.
 //!
 //! Layout (what [`FlowKey::extract`](crate::FlowKey::extract) fills in):
 //!
