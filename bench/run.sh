@@ -43,7 +43,7 @@ BIN=$ROOT/target/$PROFILE
 SB_DIR=$RUN_DIR/sandbox
 SB_ARGS=(--hosts 2 --vms-per-host 2 --prefix mnb --state-dir "$SB_DIR" --api 127.0.0.1:18181
          --grpc-port 18182 --underlay 198.18.66.0/24)
-CMDLINE="bench/run.sh $*"
+CMDLINE="REPS=$REPS DUR=$DUR CP_REPS=$CP_REPS PROFILE=$PROFILE BUILD=$BUILD bench/run.sh $*"
 
 log() { echo "[$(date +%T)] $*" >&2; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -191,7 +191,8 @@ report() {
 ## End to end: midonet-rs vs the kernel's VXLAN path vs OVN
 
 Measured $(date -u '+%Y-%m-%d %H:%M UTC') on this machine: $(nproc) CPUs, kernel $(uname -r),
-load average before the run $LOAD0. Command: \`sudo $CMDLINE\`
+load average before the run $LOAD0, after it $(loadavg) (other work on the machine
+lowers every figure, OVN's most). Command: \`sudo $CMDLINE\`
 (REPS=$REPS, medians of $REPS; TCP: iperf3 one stream ${DUR} s; UDP: iperf3 ${UDP_LEN} B payload
 = 64 B frames, \`-b 0\`, delivered kpps; RTT: ping ${PING_N} × ${PING_I} s, average).
 All three run one after the other in the same run, each with two "hypervisor" namespaces and
