@@ -24,7 +24,7 @@
 //! etcd limits operations per transaction (`--max-txn-ops`, default 128) and
 //! request size (`--max-request-bytes`, 1.5 MiB). A cluster deployment must
 //! raise `--max-txn-ops` if it deletes big subtrees key by key; the test
-//! server in [`crate::testutil`] sets 10000.
+//! server in `testutil` (feature `test-util`) sets 10000.
 
 use std::collections::VecDeque;
 use std::future::Future;
