@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
-use midonet_store::{Compare, CompareOp, Store, StoreError, Txn, TxnOp};
+use midonet_store::{Compare, CompareOp, OpResponse, Store, StoreError, Txn, TxnOp};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
@@ -142,6 +142,32 @@ impl Tx {
         self.compared.insert(k.to_vec(), rev);
         self.cache.insert(k.to_vec(), val.clone());
         Ok(val)
+    }
+
+    /// Reads several keys in one store round trip, as `get_raw` would one
+    /// by one (so they are compared on commit); later reads hit the cache.
+    pub async fn prefetch(&mut self, keys: &[String]) -> Result<(), ApiError> {
+        let wanted: Vec<&String> = keys
+            .iter()
+            .filter(|k| !self.cache.contains_key(k.as_bytes()) && !self.writes.contains_key(k.as_bytes()))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let ops = wanted.iter().map(|k| TxnOp::get(k.as_bytes().to_vec()));
+        let resp = self.store.txn(Txn::new().and_then(ops)).await?;
+        for (k, r) in wanted.into_iter().zip(resp.responses) {
+            let OpResponse::Get(kv) = r else {
+                return Err(ApiError::internal("store answered a get with something else"));
+            };
+            let (rev, val) = match kv {
+                Some(kv) => (kv.mod_revision, Some(kv.value)),
+                None => (0, None),
+            };
+            self.compared.insert(k.as_bytes().to_vec(), rev);
+            self.cache.insert(k.as_bytes().to_vec(), val);
+        }
+        Ok(())
     }
 
     /// Reads and decodes a key.
@@ -388,6 +414,19 @@ mod tests {
         add.commit().await.expect("referrer commits");
         del.delete("/obj");
         assert!(matches!(del.commit().await, Err(CommitError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn prefetched_keys_are_compared_like_gets() {
+        let s = store().await;
+        s.put(b"/a", b"1", None).await.expect("put");
+        let mut tx = Tx::new(s.clone());
+        tx.prefetch(&["/a".to_string(), "/missing".to_string()]).await.expect("prefetch");
+        assert_eq!(tx.get_raw("/a").await.expect("cached"), Some(b"1".to_vec()));
+        assert!(!tx.exists("/missing").await.expect("cached"));
+        tx.put_raw("/b", b"x".to_vec());
+        s.put(b"/missing", b"now here", None).await.expect("concurrent create");
+        assert!(matches!(tx.commit().await, Err(CommitError::Conflict)));
     }
 
     #[tokio::test]

@@ -137,7 +137,7 @@ pub fn render<T: Kind>(ctx: &Ctx, env: &Env, obj: &T) -> Value {
 async fn render_fresh<T: Kind>(ctx: &Ctx, obj: &T) -> Result<Value, ApiError> {
     let mut tx = ctx.tx();
     let mut env = Env::default();
-    T::load_env(&mut tx, &mut env).await?;
+    obj.load_env_one(&mut tx, &mut env).await?;
     Ok(render(ctx, &env, obj))
 }
 
@@ -185,7 +185,7 @@ pub async fn get_one<T: Kind>(ctx: Ctx, Path(id): Path<String>) -> Result<Respon
     let mut tx = ctx.tx();
     let obj: T = load_visible(&mut tx, &ctx, id).await?;
     let mut env = Env::default();
-    T::load_env(&mut tx, &mut env).await?;
+    obj.load_env_one(&mut tx, &mut env).await?;
     Ok(ctx.one(T::DESC.media, render(&ctx, &env, &obj)))
 }
 
@@ -198,7 +198,17 @@ async fn prepare_create<T: Kind>(
 ) -> Result<(), ApiError> {
     if obj.id().is_nil() {
         obj.set_id(Uuid::new_v4());
-    } else if tx.exists(&obj.store_key()).await? {
+    }
+    // One round trip for what every create reads.
+    let mut first = vec![obj.store_key()];
+    if let Some((pk, pid)) = parent {
+        first.push(pk.key(&[&pid.to_string()]));
+    }
+    if T::DESC.serialize_creates {
+        first.push(crate::db::TUNNEL_KEY_COUNTER.to_string());
+    }
+    tx.prefetch(&first).await?;
+    if tx.exists(&obj.store_key()).await? {
         return Err(ApiError::conflict(format!("{} {} already exists", T::DESC.what, obj.id())).on("id"));
     }
     let session_tenant = ctx.session.tenant().map(str::to_string);

@@ -130,6 +130,11 @@ pub trait Kind: Stored + Validate + Clone + Send + Sync + 'static {
     fn load_env<'a>(_tx: &'a mut Tx, _env: &'a mut Env) -> Fut<'a, ()> {
         Box::pin(async { Ok(()) })
     }
+    /// Loads what [`Kind::links`] needs for this one object (cheaper than
+    /// the batch when runtime state is a key per object).
+    fn load_env_one<'a>(&'a self, tx: &'a mut Tx, env: &'a mut Env) -> Fut<'a, ()> {
+        Self::load_env(tx, env)
+    }
 }
 
 fn r<T>(field: &'static str, kind: ObjectKind, id: Option<Id<T>>, out: &mut Vec<(&'static str, ObjectKind, Uuid)>) {
@@ -539,6 +544,14 @@ impl Kind for Port {
     fn load_env<'a>(tx: &'a mut Tx, env: &'a mut Env) -> Fut<'a, ()> {
         Box::pin(async move {
             env.active_ports = state_ids(tx, "ports").await?;
+            Ok(())
+        })
+    }
+    fn load_env_one<'a>(&'a self, tx: &'a mut Tx, env: &'a mut Env) -> Fut<'a, ()> {
+        Box::pin(async move {
+            if tx.exists(&db::port_active_key(self.id.uuid())).await? {
+                env.active_ports.insert(self.id.uuid());
+            }
             Ok(())
         })
     }
@@ -1050,6 +1063,14 @@ impl Kind for Host {
     fn load_env<'a>(tx: &'a mut Tx, env: &'a mut Env) -> Fut<'a, ()> {
         Box::pin(async move {
             env.alive_hosts = state_ids(tx, "hosts").await?;
+            Ok(())
+        })
+    }
+    fn load_env_one<'a>(&'a self, tx: &'a mut Tx, env: &'a mut Env) -> Fut<'a, ()> {
+        Box::pin(async move {
+            if tx.exists(&db::host_alive_key(self.id.uuid())).await? {
+                env.alive_hosts.insert(self.id.uuid());
+            }
             Ok(())
         })
     }
