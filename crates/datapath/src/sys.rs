@@ -416,6 +416,9 @@ pub struct TunnelTxQueue {
     cmsgs: Vec<[u64; 4]>,
     /// Items per message of the last flush.
     counts: Vec<usize>,
+    /// Largest datagram size still sent with GSO (lowered when the kernel
+    /// refuses a size).
+    gso_limit: usize,
 }
 
 /// One tunnel datagram: VXLAN header + frame (pointer into a slot).
@@ -449,6 +452,7 @@ impl TunnelTxQueue {
             addrs: vec![unsafe { std::mem::zeroed() }; cap],
             cmsgs: vec![[0u64; 4]; cap],
             counts: vec![0; cap],
+            gso_limit: GSO_MAX_BYTES,
         }
     }
 
@@ -479,6 +483,7 @@ impl TunnelTxQueue {
             let size = 8 + first.len;
             let mut j = i + 1;
             while j < n
+                && size <= self.gso_limit
                 && j - i < GSO_MAX_SEGS
                 && self.items[j].dst == first.dst
                 && 8 + self.items[j].len == size
@@ -541,10 +546,48 @@ impl TunnelTxQueue {
                 std::thread::yield_now();
                 continue;
             }
+            if r < 0 && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMSGSIZE)) && self.counts[off] > 1 {
+                // The kernel refuses GSO for this size (segment larger than
+                // the path MTU, or no GSO on the route): never group this
+                // size again, and send these datagrams one by one.
+                // SAFETY: msg_iov points at this message's iovecs (2 per
+                // datagram, so at least two).
+                let size = unsafe { (*self.hdrs[off].msg_hdr.msg_iov.add(1)).iov_len } + 8;
+                self.gso_limit = self.gso_limit.min(size.saturating_sub(1));
+                let (s1, b1, f1) = self.send_singly(fd, off);
+                sent += s1;
+                bytes += b1;
+                failed += f1;
+                off += 1;
+                continue;
+            }
             failed += self.counts[off];
             off += 1;
         }
         self.items.clear();
+        (sent, bytes, failed)
+    }
+
+    /// Send the datagrams of message `m` one `sendmsg` each.
+    fn send_singly(&mut self, fd: RawFd, m: usize) -> (usize, u64, usize) {
+        let (mut sent, mut bytes, mut failed) = (0, 0u64, 0);
+        let base = self.hdrs[m].msg_hdr;
+        for k in 0..self.counts[m] {
+            let mut h = base;
+            // SAFETY: base.msg_iov points at 2 * counts[m] iovecs of this queue.
+            h.msg_iov = unsafe { base.msg_iov.add(2 * k) };
+            h.msg_iovlen = 2;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            // SAFETY: h points at live iovecs, address and item buffers.
+            let r = unsafe { libc::sendmsg(fd, &h, libc::MSG_DONTWAIT) };
+            if r >= 0 {
+                sent += 1;
+                bytes += r as u64;
+            } else {
+                failed += 1;
+            }
+        }
         (sent, bytes, failed)
     }
 }

@@ -7,7 +7,9 @@
 //! (iperf3 duration, default 3), `MDP_PING_N` (pings, default 5),
 //! `MDP_SPIN_US` (the datapaths' poll-spin window), `MDP_NOTSO=1` (VM
 //! checksum offload and TSO off: the kernel segments before the datapath),
-//! `MDP_UNDERLAY=bridge` (a bridge instead of a direct veth).
+//! `MDP_UNDERLAY=bridge` (a bridge instead of a direct veth),
+//! `MDP_UNDERLAY_MTU` (default 65000; 1500 exercises fragmentation and the
+//! GSO fallback).
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::str::FromStr;
@@ -207,10 +209,11 @@ fn vxlan_between_two_hosts() {
     let (u1, u2) = (Ipv4Addr::new(198, 18, 72, 1), Ipv4Addr::new(198, 18, 72, 2));
     // Underlay MTU big enough for one 60 KB GSO frame per VXLAN datagram.
     // A direct veth like peers/kernel-baseline.sh (MDP_UNDERLAY=bridge for a bridge).
+    let mtu = env_u64("MDP_UNDERLAY_MTU", 65000) as u32;
     if std::env::var("MDP_UNDERLAY").as_deref() == Ok("bridge") {
-        lab.add_underlay(&[(&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24")], 65000).expect("underlay");
+        lab.add_underlay(&[(&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24")], mtu).expect("underlay");
     } else {
-        lab.add_underlay_pair((&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24"), 65000).expect("underlay");
+        lab.add_underlay_pair((&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24"), mtu).expect("underlay");
     }
     let a = vm(&mut lab, "a", &h1, "198.19.72.1/24", "02:00:00:00:72:01");
     let b = vm(&mut lab, "b", &h2, "198.19.72.2/24", "02:00:00:00:72:02");
