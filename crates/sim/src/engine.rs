@@ -54,8 +54,10 @@ use crate::{diff_actions, Actions, FlowKey, FlowMatch, FragType, MacAddr};
 
 /// Most devices one packet may traverse along a path (MidoNet's limit).
 pub const MAX_DEVICES: usize = 12;
-/// Most port visits (ingress + egress) in one simulation, over all branches.
-pub const MAX_PORT_VISITS: u32 = 512;
+/// Most port visits (ingress + egress) in one simulation, over all
+/// branches: a fan-out bound (floods into floods), high enough that a flood
+/// over a bridge with thousands of ports is never cut short.
+pub const MAX_PORT_VISITS: u32 = 65_536;
 /// Most chains one evaluation may enter through jumps.
 const MAX_JUMPS: usize = 32;
 

@@ -189,7 +189,7 @@ impl Default for RouteTable {
 
 impl RouteTable {
     fn build(mut routes: Vec<(Ipv4Net, SRoute)>) -> RouteTable {
-        routes.sort_by(|a, b| (a.0, a.1.weight, a.1.id).cmp(&(b.0, b.1.weight, b.1.id)));
+        routes.sort_by_key(|(net, r)| (*net, r.weight, r.id));
         let mut t = RouteTable::default();
         for (net, r) in routes {
             let addr = u32::from(net.network());
@@ -622,7 +622,7 @@ impl Snapshot {
         for g in t.ip_addr_groups.values() {
             s.ip_groups.insert(g.id, Set::default());
         }
-        for ((g, addr), _) in &t.ip_addr_group_addrs {
+        for (g, addr) in t.ip_addr_group_addrs.keys() {
             s.ip_groups.entry(*g).or_default().insert(*addr);
         }
         for m in t.mirrors.values() {
