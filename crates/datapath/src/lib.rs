@@ -312,7 +312,9 @@ pub enum DpError {
 pub trait Datapath: Send + Sync {
     /// Attach a vport for the interface `ifname`; returns its port number.
     fn add_vport(&self, ifname: &str) -> Result<PortNo, DpError>;
-    /// Detach a vport (its tunnel-key bindings go with it).
+    /// Detach a vport (its tunnel-key bindings go with it). Port numbers are
+    /// reused, so the caller invalidates flows that output to this port
+    /// (their tags) before it attaches another interface.
     fn remove_vport(&self, port: PortNo) -> Result<(), DpError>;
     /// Packets arriving with VNI `key` go straight out of `port`.
     fn bind_tunnel_key(&self, key: u32, port: PortNo) -> Result<(), DpError>;
