@@ -496,6 +496,35 @@ fn bridge_across_two_hosts() {
     eprintln!("MEASURE ping rtt avg (warm flows) {rtt:.3} ms");
     assert!(env.metric(0, "midonet_agent_tunnel_tx_packets_total") > 0.0);
 
+    // 1b. The cluster goes away: the agents keep forwarding on their
+    // cached topology, then reconnect and apply what changed meanwhile
+    // as deltas (no full reload).
+    let ul = env.lab.name("ul").expect("ul");
+    let addr = env.cluster.addr;
+    env.rt.block_on(env.cluster.pause());
+    let t = Instant::now();
+    assert!(ping(&vm1, vm2.ip, 3, &[]).is_some(), "forwarding continues without the cluster");
+    let sessions_before = env.metric(0, "midonet_agent_sessions_total");
+    let b_late = Bridge { id: BridgeId::random(), name: "while-down".into(), admin_state_up: true, ..Default::default() };
+    let rev = env.put(&b_late);
+    std::thread::sleep(Duration::from_millis(1000).saturating_sub(t.elapsed()));
+    let std_listener = in_netns(&ul, move || {
+        let l = std::net::TcpListener::bind(addr).expect("rebind the cluster address");
+        l.set_nonblocking(true).expect("nonblocking");
+        l
+    });
+    let store = env.cluster.store.clone();
+    env.cluster = env.rt.block_on(async move {
+        Cluster::serve(store, tokio::net::TcpListener::from_std(std_listener).expect("listener"))
+    });
+    let t = Instant::now();
+    env.wait("agent reconnected and caught up", Duration::from_secs(15), |e| {
+        e.metric(0, "midonet_agent_topology_revision") >= rev as f64
+    });
+    eprintln!("MEASURE cluster back -> agent caught up in {} ms", t.elapsed().as_millis());
+    assert!(env.metric(0, "midonet_agent_sessions_total") > sessions_before);
+    assert_eq!(env.metric(0, "midonet_agent_topology_snapshots_total"), 1.0, "resumed with deltas, no reload");
+
     // 2. A malformed frame on vm1's interface is counted and dropped while
     // a ping runs.
     let before = env.metric(0, "midonet_agent_dp_drops_total{reason=\"malformed\"}");
