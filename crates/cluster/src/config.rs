@@ -168,9 +168,9 @@ impl Config {
                 )));
             }
         }
-        if !self.public_url.is_empty()
-            && !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://"))
-        {
+        let scheme_ok =
+            self.public_url.starts_with("http://") || self.public_url.starts_with("https://");
+        if !self.public_url.is_empty() && !scheme_ok {
             return Err(ClusterError::ConfigInvalid(format!(
                 "public_url `{}` must start with http:// or https://",
                 self.public_url

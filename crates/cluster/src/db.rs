@@ -92,8 +92,11 @@ pub struct Tx {
     touched: BTreeSet<Uuid>,
     /// Store results of `list` per prefix: cascades scan the same prefix
     /// once per deleted object (routes of each port of a bridge, ...).
-    ranges: HashMap<String, Vec<(Vec<u8>, Vec<u8>)>>,
+    ranges: HashMap<String, Vec<RawKv>>,
 }
+
+/// A key and its value, as read.
+type RawKv = (Vec<u8>, Vec<u8>);
 
 /// Helps type inference of the `?` operator inside [`txn!`](crate::txn) bodies.
 pub fn typed<T, F: Future<Output = Result<T, ApiError>>>(f: F) -> F {

@@ -120,3 +120,15 @@ fn metrics_count_requests_and_are_served_without_auth() {
     assert!(m.text.contains("route=\"/midonet-api/bridges/{id}\",status=\"404\""), "{}", m.text);
     assert!(m.text.contains("midonet_store_txn_conflicts_total"));
 }
+
+#[test]
+fn public_url_replaces_the_host_header_in_links() {
+    let mut cfg = midonet_cluster::Config { store: "memory:".into(), public_url: "https://cloud.example/midonet-api".into(), ..Default::default() };
+    cfg.auth.enabled = false;
+    let c = TestCluster::start_with(cfg);
+    let api = Api::new(&c.url(), None);
+    let root = api.ok("");
+    assert_eq!(root["bridges"], "https://cloud.example/midonet-api/bridges");
+    let r = api.post("/bridges", &json!({})).expect(201);
+    assert!(r.location.as_deref().is_some_and(|l| l.starts_with("https://cloud.example/midonet-api/bridges/")));
+}
