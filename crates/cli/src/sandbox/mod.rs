@@ -238,15 +238,7 @@ pub fn up(a: &UpArgs) -> Result<SandboxState> {
     if p + n > 0 {
         eprintln!("sandbox: cleaned up a previous run ({p} processes, {n} namespaces)");
     }
-    for entry in fs::read_dir(&dir)? {
-        let path = entry?.path();
-        // Fresh store, logs and host ids; nothing else lives here.
-        if path.is_dir() {
-            fs::remove_dir_all(&path)?;
-        } else {
-            fs::remove_file(&path)?;
-        }
-    }
+    clear_state_dir(&dir)?;
 
     let api_url = format!("http://{}/midonet-api", a.api);
     let grpc_addr = SocketAddr::from((l.mgmt_ip(), a.grpc_port));
@@ -277,6 +269,36 @@ pub fn up(a: &UpArgs) -> Result<SandboxState> {
             )))
         }
     }
+}
+
+/// Removes what a previous run wrote into the state directory (store,
+/// logs, configs, host ids) and nothing else: `--state-dir` may point at a
+/// directory that holds other files.
+fn clear_state_dir(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if path.is_dir() && is_host_dir(&name) {
+            for f in ["host_id", "host_id.tmp", "agent.toml"] {
+                let _ = fs::remove_file(path.join(f));
+            }
+            // Left in place if something else is in it.
+            let _ = fs::remove_dir(&path);
+        } else if path.is_file() && is_state_file(&name) {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn is_host_dir(name: &str) -> bool {
+    name.strip_prefix('h').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn is_state_file(name: &str) -> bool {
+    matches!(name, "store.redb" | "cluster.toml" | "cluster.log" | state::STATE_FILE)
+        || name == format!(".{}.tmp", state::STATE_FILE)
+        || (name.starts_with("agent-h") && name.ends_with(".log"))
 }
 
 fn build(a: &UpArgs, l: &Layout, dir: &Path, cluster_bin: &Path, agent_bin: &Path, st: &mut SandboxState) -> Result<()> {
@@ -579,6 +601,26 @@ mod tests {
         let c: toml::Value = toml::from_str(&text).expect("toml");
         assert_eq!(c["cluster"][0].as_str(), Some("198.18.64.254:8182"));
         assert_eq!(c["host_name"].as_str(), Some("mns-h0"));
+    }
+
+    #[test]
+    fn clearing_the_state_dir_keeps_foreign_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        for f in ["store.redb", "cluster.log", "agent-h0.log", "sandbox.json", "notes.txt"] {
+            fs::write(d.join(f), "x").expect("write");
+        }
+        fs::create_dir_all(d.join("h0")).expect("h0");
+        fs::write(d.join("h0/host_id"), "x").expect("write");
+        fs::create_dir_all(d.join("h1")).expect("h1");
+        fs::write(d.join("h1/mine.txt"), "x").expect("write");
+        fs::create_dir_all(d.join("home")).expect("home");
+        clear_state_dir(d).expect("clear");
+        let mut left: Vec<String> =
+            fs::read_dir(d).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["h1", "home", "notes.txt"]);
+        assert!(d.join("h1/mine.txt").exists());
     }
 
     #[test]
