@@ -269,3 +269,30 @@ async fn learned_macs_reach_other_hosts_so_they_unicast_instead_of_flooding() {
 fn rig_inject(r: &Rig, port: u32, desc: &str) {
     r.dp.inject(port, &frame(desc));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_history_resyncs_with_a_snapshot_that_drops_deleted_objects() {
+    let mut c = Cluster::start().await;
+    let b1 = bridge("b1");
+    c.put(&b1).await;
+    let p1 = bridge_port(&b1, 301);
+    c.put(&p1).await;
+    let rig = start_agent(&[c.addr.to_string()]).await;
+    let rev = c.revision().await;
+    wait_for("first snapshot", T, async || rig.agent.view().ready && rig.agent.view().revision >= rev - 1).await;
+    wait_for("p1 in the topology", T, async || rig.agent.view().sim.port_device(p1.id).is_some()).await;
+
+    c.pause().await;
+    let p2 = bridge_port(&b1, 302);
+    c.put(&p2).await;
+    c.delete(&p1).await;
+    let rev = c.put(&bridge("b3")).await;
+    c.store.compact(rev).await.expect("compact");
+    c.resume().await;
+    wait_for("resynced", T, async || rig.agent.view().revision >= rev).await;
+    assert_eq!(metric(&rig.agent, "midonet_agent_topology_snapshots_total"), 2.0, "compaction forces one snapshot");
+    let view = rig.agent.view();
+    assert!(view.sim.port_device(p1.id).is_none(), "p1 was deleted while the agent was away");
+    assert!(view.sim.port_device(p2.id).is_some(), "p2 was created while the agent was away");
+    rig.agent.stop().await;
+}
