@@ -50,7 +50,7 @@ use crate::result::*;
 use crate::snapshot::*;
 use crate::state::*;
 use crate::tag::Tag;
-use crate::{diff_actions, Actions, FlowKey, FlowMatch, FragType, MacAddr};
+use crate::{diff_actions, Action, Actions, FlowKey, FlowMatch, FragType, MacAddr};
 
 /// Most devices one packet may traverse along a path (MidoNet's limit).
 pub const MAX_DEVICES: usize = 12;
@@ -65,6 +65,12 @@ const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
 const ETH_ARP: u16 = 0x0806;
 const PROTO_ICMP: u8 = 1;
+
+/// Set-field tracking bits (see `Sim::output`).
+const F_ETH_SRC: u8 = 1;
+const F_ETH_DST: u8 = 2;
+const F_IP_SRC: u8 = 4;
+const F_IP_DST: u8 = 8;
 
 /// One packet to simulate.
 #[derive(Clone, Copy, Debug)]
@@ -111,6 +117,8 @@ pub fn simulate_into<S, C>(
         depth: 0,
         visits: 0,
         dst_rewritten: false,
+        dirty: 0,
+        applied: 0,
         tracing: input.trace,
         forwarded: false,
         consumed: false,
@@ -176,6 +184,10 @@ struct Sim<'a, 'i, S: ?Sized, C: ?Sized> {
     depth: usize,
     visits: u32,
     dst_rewritten: bool,
+    /// Fields the simulation set on the current path (`F_*` bits).
+    dirty: u8,
+    /// Fields whose value in `emitted` was put there by an action.
+    applied: u8,
     tracing: bool,
     forwarded: bool,
     consumed: bool,
@@ -242,6 +254,25 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         };
     }
 
+    /// The Ethernet source; marked only if it still is the packet's own
+    /// (after a router rewrote it, it is a constant of the topology).
+    fn eth_src(&mut self) -> MacAddr {
+        if self.dirty & F_ETH_SRC != 0 {
+            self.fm.current().eth_src
+        } else {
+            self.fm.eth_src()
+        }
+    }
+
+    /// The Ethernet destination, marked only if it is the packet's own.
+    fn eth_dst(&mut self) -> MacAddr {
+        if self.dirty & F_ETH_DST != 0 {
+            self.fm.current().eth_dst
+        } else {
+            self.fm.eth_dst()
+        }
+    }
+
     fn budget(&mut self) -> bool {
         self.visits += 1;
         if self.visits > MAX_PORT_VISITS {
@@ -262,6 +293,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         let dropped = self.dropped;
         let depth = self.depth;
         let pre = self.pre;
+        let dirty = self.dirty;
         let (writes, gens, pending, consumed) =
             (self.out.state_writes.len(), self.out.generated.len(), self.pending, self.consumed);
         f(self);
@@ -269,6 +301,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         self.dst_rewritten = rw;
         self.depth = depth;
         self.pre = pre;
+        self.dirty = dirty;
         if copy {
             self.dropped = dropped;
             self.out.state_writes.truncate(writes);
@@ -289,14 +322,45 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         true
     }
 
+    /// Emit on `port`, preceded by the rewrites that bring the frame from
+    /// its state after the previous actions (`emitted`) to the current key.
+    ///
+    /// A field the simulation *set* gets its set-action even when the value
+    /// happens to equal the packet's own (a router rewriting eth.src to a
+    /// MAC the frame already had): otherwise whether the action appears
+    /// would depend on the old value, which the simulation did not read and
+    /// must not have to mark.
     fn output(&mut self, port: PortId) {
+        let cur = *self.fm.current();
+        let e = self.emitted;
+        let forced = self.dirty & !self.applied;
+        let same = |bit: u8, eq: bool| forced & bit != 0 && eq;
+        if same(F_ETH_SRC, cur.eth_src == e.eth_src) {
+            self.out.actions.push(SimAction::Rewrite(Action::SetEthSrc(cur.eth_src)));
+        }
+        if same(F_ETH_DST, cur.eth_dst == e.eth_dst) {
+            self.out.actions.push(SimAction::Rewrite(Action::SetEthDst(cur.eth_dst)));
+        }
+        if same(F_IP_SRC, cur.ipv4_src == e.ipv4_src) {
+            self.out.actions.push(SimAction::Rewrite(Action::SetIpv4Src(cur.ipv4_src)));
+        }
+        if same(F_IP_DST, cur.ipv4_dst == e.ipv4_dst) {
+            self.out.actions.push(SimAction::Rewrite(Action::SetIpv4Dst(cur.ipv4_dst)));
+        }
         let mut rw = Actions::new();
-        diff_actions(&self.emitted, self.fm.current(), &mut rw);
+        diff_actions(&e, &cur, &mut rw);
         for a in rw.iter() {
             self.out.actions.push(SimAction::Rewrite(*a));
         }
         self.out.actions.push(SimAction::ToPort(port));
-        self.emitted = *self.fm.current();
+        // Every field that differed, or was set, now has an action-set value.
+        let mut changed = 0;
+        changed |= if cur.eth_src != e.eth_src { F_ETH_SRC } else { 0 };
+        changed |= if cur.eth_dst != e.eth_dst { F_ETH_DST } else { 0 };
+        changed |= if cur.ipv4_src != e.ipv4_src { F_IP_SRC } else { 0 };
+        changed |= if cur.ipv4_dst != e.ipv4_dst { F_IP_DST } else { 0 };
+        self.applied |= self.dirty | changed;
+        self.emitted = cur;
         self.forwarded = true;
         trace!(self, TraceStep::Output { port });
     }
@@ -465,16 +529,14 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     if self.fm.ethertype() != ETH_IPV4 {
                         continue;
                     }
-                    // Read before rewriting: whether a set-field action is
-                    // emitted depends on the old value (diff_actions).
                     if *dnat {
-                        let _ = self.fm.ipv4_dst();
                         self.fm.set_ipv4_dst(*to);
+                        self.dirty |= F_IP_DST;
                         self.dst_rewritten = true;
                         trace!(self, TraceStep::Rewrite { what: format!("ip4.dst={to}") });
                     } else {
-                        let _ = self.fm.ipv4_src();
                         self.fm.set_ipv4_src(*to);
+                        self.dirty |= F_IP_SRC;
                         trace!(self, TraceStep::Rewrite { what: format!("ip4.src={to}") });
                     }
                     *then
@@ -488,11 +550,13 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                         let src = self.fm.ipv4_src();
                         let Some(orig) = snap.rev_dnat.get(&src) else { continue };
                         self.fm.set_ipv4_src(*orig);
+                        self.dirty |= F_IP_SRC;
                         trace!(self, TraceStep::Rewrite { what: format!("ip4.src={orig} (reverse static dnat)") });
                     } else {
                         let dst = self.fm.ipv4_dst();
                         let Some(orig) = snap.rev_snat.get(&dst) else { continue };
                         self.fm.set_ipv4_dst(*orig);
+                        self.dirty |= F_IP_DST;
                         self.dst_rewritten = true;
                         trace!(self, TraceStep::Rewrite { what: format!("ip4.dst={orig} (reverse static snat)") });
                     }
@@ -801,7 +865,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         if !b.admin_up {
             return self.drop_pkt(DropReason::DeviceAdminDown);
         }
-        let src = self.fm.eth_src();
+        let src = self.eth_src();
         if src.is_multicast() {
             return self.drop_pkt(DropReason::MulticastSource);
         }
@@ -832,7 +896,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 trace!(self, TraceStep::MacLearn { vlan, mac: src, port: inp.id });
             }
         }
-        let dst = self.fm.eth_dst();
+        let dst = self.eth_dst();
         if dst.is_broadcast() && self.fm.ethertype() == ETH_ARP {
             let op = self.fm.arp_op();
             let spa = self.fm.arp_spa();
@@ -961,7 +1025,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         if et != ETH_IPV4 {
             return self.drop_pkt(DropReason::RouterNotIpv4);
         }
-        let dst = self.fm.eth_dst();
+        let dst = self.eth_dst();
         if dst.is_multicast() {
             return self.drop_pkt(DropReason::RouterL2Multicast);
         }
@@ -1138,9 +1202,9 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         let Some(mac) = self.next_hop_mac(r, inp, outp, oaddr, nh, rt.gateway.is_some(), pre) else {
             return;
         };
-        let _ = (self.fm.eth_src(), self.fm.eth_dst());
         self.fm.set_eth_src(oaddr.mac);
         self.fm.set_eth_dst(mac);
+        self.dirty |= F_ETH_SRC | F_ETH_DST;
         self.mirrors(&r.m_out, MirrorPoint::DeviceOut, ctx);
         self.port_egress(outp.id, inp.id);
     }
