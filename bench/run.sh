@@ -43,7 +43,7 @@ BIN=$ROOT/target/$PROFILE
 SB_DIR=$RUN_DIR/sandbox
 SB_ARGS=(--hosts 2 --vms-per-host 2 --prefix mnb --state-dir "$SB_DIR" --api 127.0.0.1:18181
          --grpc-port 18182 --underlay 198.18.66.0/24)
-CMDLINE="REPS=$REPS DUR=$DUR CP_REPS=$CP_REPS PROFILE=$PROFILE BUILD=$BUILD bench/run.sh $*"
+CMDLINE="REPS=$REPS DUR=$DUR CP_REPS=$CP_REPS PROFILE=$PROFILE BUILD=$BUILD bench/run.sh${*:+ $*}"
 
 log() { echo "[$(date +%T)] $*" >&2; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -163,6 +163,8 @@ run_ovn() {
 # ---------------------------------------------------------------- report
 # field N (1-based, '|'-separated, trimmed) of the table row whose first field is $2
 row() { awk -F'|' -v k="$2" -v n="$3" '{ f=$1; gsub(/ /,"",f) } f==k { x=$n; gsub(/^ +| +$/,"",x); print x; exit }' "$1" 2>/dev/null; }
+# UDP rx runs of a peer variant, from its "(UDP rx ... runs:" block
+rxruns() { awk -v k="$2:" '/^\(UDP rx/ {f=1; next} /^\)/ {f=0} f && $1==k { $1=""; sub(/^ +/,""); print; exit }' "$1" 2>/dev/null; }
 cpmed() { jq -r ".$1.median // \"n/a\"" "$RES/cp.json" 2>/dev/null || echo n/a; }
 cpruns() { jq -r ".$1.runs | map(if . == null then \"n/a\" else tostring end) | join(\" \")" "$RES/cp.json" 2>/dev/null || echo; }
 ovncp() {  # "median (runs)" of an ovn.sh control-plane row
@@ -205,9 +207,9 @@ the VMs' traffic crossing a tunnel between them. Raw output: \`$RUN_DIR/results\
 | --- | ---: | ---: | ---: | ---: |
 | midonet-rs, one bridge, 2 hosts (VXLAN) | ${mt:-n/a} ($(row "$M" l2 3)) | ${mr:-n/a} ($(row "$M" l2 5)) | ${ml:-n/a} | ${mrt:-n/a} ($(row "$M" l2 8)) |
 | midonet-rs, bridge → router → bridge, 2 hosts | ${lt:-n/a} ($(row "$M" l3 3)) | ${lr:-n/a} ($(row "$M" l3 5)) | $(row "$M" l3 6) | ${lrt:-n/a} ($(row "$M" l3 8)) |
-| kernel bridge + VXLAN (\`kernel-baseline.sh vxlan\`) | ${kt:-n/a} ($(row "$K" vxlan 3)) | ${kr:-n/a} | $(row "$K" vxlan 6) | ${kt_rtt:-n/a} ($(row "$K" vxlan 8)) |
-| OVN logical switch, 2 chassis (\`ovn.sh ls\`) | ${ot:-n/a} ($(row "$O" ls 3)) | ${or:-n/a} | $(row "$O" ls 6) | ${ort:-n/a} ($(row "$O" ls 8)) |
-| OVN switch → router → switch (\`ovn.sh lr\`) | ${olt:-n/a} ($(row "$O" lr 3)) | ${olr:-n/a} | $(row "$O" lr 6) | ${olrt:-n/a} ($(row "$O" lr 8)) |
+| kernel bridge + VXLAN (\`kernel-baseline.sh vxlan\`) | ${kt:-n/a} ($(row "$K" vxlan 3)) | ${kr:-n/a} ($(rxruns "$K" vxlan)) | $(row "$K" vxlan 6) | ${kt_rtt:-n/a} ($(row "$K" vxlan 8)) |
+| OVN logical switch, 2 chassis (\`ovn.sh ls\`) | ${ot:-n/a} ($(row "$O" ls 3)) | ${or:-n/a} ($(rxruns "$O" ls)) | $(row "$O" ls 6) | ${ort:-n/a} ($(row "$O" ls 8)) |
+| OVN switch → router → switch (\`ovn.sh lr\`) | ${olt:-n/a} ($(row "$O" lr 3)) | ${olr:-n/a} ($(rxruns "$O" lr)) | $(row "$O" lr 6) | ${olrt:-n/a} ($(row "$O" lr 8)) |
 
 Control plane, ms (median of $CP_REPS; runs), UDP probe every ${PROBE_I} s. midonet-rs: from
 the REST call's return, and in brackets from just before it was sent; OVN: from just before
@@ -262,6 +264,7 @@ for s in $STEPS; do
 done
 report >"$RES/section.md"
 cat "$RES/section.md"
+[ "$STEPS" = report ] && exit 0
 stamp=$(date -u +%Y%m%d-%H%M)
 mkdir -p "$ROOT/bench/results"
 { echo "# bench/run.sh $stamp: $CMDLINE"; for f in midonet.txt kernel.txt ovn.txt cp.json cp.log sandbox-up.txt section.md; do
