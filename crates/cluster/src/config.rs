@@ -11,6 +11,10 @@
 //! public_url = ""
 //! # Address of the agents' gRPC topology service.          default 127.0.0.1:8182
 //! grpc_listen = "127.0.0.1:8182"
+//! # Store revisions kept for watchers (agents resume from them after a
+//! # disconnect); older history is compacted once a minute. 0 = never
+//! # compact (history grows without bound).                 default 100000
+//! history_revisions = 100000
 //!
 //! [auth]
 //! enabled = true            # false = everyone is admin (same as --no-auth)
@@ -48,6 +52,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8181";
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:8182";
 /// Default store URL.
 pub const DEFAULT_STORE: &str = "embedded:/var/lib/midonet/cluster.redb";
+/// Default number of store revisions kept before compaction.
+pub const DEFAULT_HISTORY_REVISIONS: i64 = 100_000;
 /// Default token lifetime.
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
 
@@ -59,6 +65,7 @@ pub struct Config {
     pub store: String,
     pub public_url: String,
     pub grpc_listen: SocketAddr,
+    pub history_revisions: i64,
     pub auth: AuthConfig,
     pub tenants: Vec<TenantConfig>,
 }
@@ -112,6 +119,7 @@ impl Default for Config {
             store: DEFAULT_STORE.to_string(),
             public_url: String::new(),
             grpc_listen: DEFAULT_GRPC_LISTEN.parse().expect("constant address parses"),
+            history_revisions: DEFAULT_HISTORY_REVISIONS,
             auth: AuthConfig::default(),
             tenants: Vec::new(),
         }

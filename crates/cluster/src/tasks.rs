@@ -7,6 +7,8 @@
 //!   └─ serve(listener, cluster, shutdown)
 //!        └─ axum HTTP server          until `shutdown` resolves, then
 //!                                     finishes in-flight requests
+//!   └─ compactor                      once a minute: compact store history
+//!                                     older than `history_revisions`
 //! ```
 //!
 //! The gRPC topology service for agents ([`crate::topology_service`]) runs
@@ -40,8 +42,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         .map_err(|e| ClusterError::Bind { addr: cfg.grpc_listen, source: e })?;
     tracing::info!(grpc_listen = %cfg.grpc_listen, "topology service for agents");
     let grpc = tokio::spawn(crate::topology_service::serve(store.clone(), grpc, shutdown.clone()));
+    let compactor = tokio::spawn(compact_history(store.clone(), cfg.history_revisions, shutdown.clone()));
     let cluster = Cluster::new(cfg, store);
     let r = serve(listener, cluster, shutdown).await;
+    compactor.abort();
     if let Ok(Err(e)) = grpc.await {
         tracing::warn!(error = %e, "topology service ended with an error");
     }
@@ -56,4 +60,45 @@ pub async fn serve(
 ) -> Result<(), ClusterError> {
     let app = crate::api::app(cluster);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ClusterError::Serve)
+}
+
+/// How often [`compact_history`] runs.
+const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Keeps the store's history bounded: both backends keep every revision
+/// until told otherwise (the embedded store on disk, etcd in memory), but
+/// watchers only ever resume from recent ones. An agent that was away longer
+/// than `keep` revisions gets `Compacted` and re-lists, which is correct,
+/// just slower. Several replicas compacting the same store is harmless:
+/// compacting to or below the current point is a no-op.
+async fn compact_history(
+    store: Arc<dyn midonet_store::Store>,
+    keep: i64,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    if keep <= 0 {
+        return;
+    }
+    let tick = async {
+        let mut interval = tokio::time::interval(COMPACT_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            match store.current_revision().await {
+                Ok(rev) if rev - keep > 1 => {
+                    if let Err(e) = store.compact(rev - keep).await {
+                        tracing::warn!(error = %e, "store history compaction failed; will retry");
+                    } else {
+                        tracing::debug!(revision = rev - keep, "compacted store history");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the store revision for compaction"),
+            }
+        }
+    };
+    tokio::select! {
+        () = tick => {}
+        () = shutdown => {}
+    }
 }

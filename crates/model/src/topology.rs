@@ -5,7 +5,7 @@
 //! stream with [`Topology::apply`]. It is plain data; the simulation compiles
 //! what it needs (route tries, ordered rule lists) from it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
