@@ -84,8 +84,9 @@ pub struct SimInput<'a> {
     pub frame: &'a [u8],
     /// Now, on the caller's clock.
     pub now: Duration,
-    /// Seed for ECMP hashing (per deployment; keeps choices stable across
-    /// agents when they share it).
+    /// Seed for ECMP hashing. Use one value per deployment: every agent
+    /// (and the cluster's trace endpoint, which uses 0) then picks the same
+    /// member for a flow, so a trace shows the path traffic really takes.
     pub hash_seed: u64,
     /// Record a step-by-step trace.
     pub trace: bool,

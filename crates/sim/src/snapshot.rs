@@ -8,7 +8,7 @@
 //!   each node holds its routes sorted by weight and the longest prefix
 //!   below it (for the megaflow mask); the router's own port addresses are
 //!   added as `/32 Local` routes unless configured otherwise;
-//! * per chain: the rules in order, conditions compiled ([`Cond`]);
+//! * per chain: the rules in order, conditions compiled (`Cond`);
 //! * per bridge: exterior ports (flood set), VLAN-tagged interior ports,
 //!   the MACs and IPs of peer router ports, seeded MAC and ARP entries;
 //! * port-group membership (on ports) and IP-address-group sets;
@@ -164,7 +164,7 @@ struct TNode {
 /// Why not the `prefix-trie` crate: its iterators allocate, and the megaflow
 /// mask needs something it does not expose — how deep the walk along the
 /// destination goes before it leaves every other prefix behind. With a
-/// plain binary trie, [`RouteTable::walk`] returns both the covering
+/// plain binary trie, `RouteTable::walk` returns both the covering
 /// prefixes and that depth without allocating.
 ///
 /// **Mask rule.** Let C be the chosen prefix. A packet agreeing with the
