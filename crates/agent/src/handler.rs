@@ -110,15 +110,20 @@ impl WaitingRoom {
         v
     }
 
-    /// Drops packets past their deadline; returns how many.
-    pub fn expire(&mut self, now: Instant) -> usize {
+    /// Drops packets past their deadline; returns how many, and the
+    /// entries that have nothing waiting any more (their resolution failed).
+    pub fn expire(&mut self, now: Instant) -> (usize, Vec<(RouterId, Ipv4Addr)>) {
         let before = self.len;
-        self.parked.retain(|_, v| {
+        let mut gave_up = Vec::new();
+        self.parked.retain(|k, v| {
             v.retain(|p| p.deadline > now);
+            if v.is_empty() {
+                gave_up.push(*k);
+            }
             !v.is_empty()
         });
         self.len = self.parked.values().map(Vec::len).sum();
-        before - self.len
+        (before - self.len, gave_up)
     }
 
     pub fn len(&self) -> usize {
@@ -198,16 +203,9 @@ impl UpcallHandler for Handler {
                 return MissDecision::drop();
             }
         };
+        // Expiry of the waiting room is the core's 1 s housekeeping, which
+        // also marks the resolutions that failed.
         let mut o = process(sh, &view, &mut self.worker, key, frame, ingress, 0, true);
-        let now = Instant::now();
-        let mut waiting = sh.waiting.lock();
-        if !waiting.is_empty() {
-            let n = waiting.expire(now);
-            for _ in 0..n {
-                sh.metrics.count_drop(AgentDrop::ArpTimeout);
-            }
-        }
-        drop(waiting);
         MissDecision { install: o.install.take(), execute: o.execute, generated: o.generated }
     }
 }
@@ -423,7 +421,7 @@ mod tests {
         assert!(w.park((r, ip), parked(now + Duration::from_secs(5))));
         assert!(w.park(other, parked(now + Duration::from_millis(10))));
         assert_eq!(w.len(), 3);
-        assert_eq!(w.expire(now + Duration::from_millis(20)), 1, "only the short wait expired");
+        assert_eq!(w.expire(now + Duration::from_millis(20)), (1, vec![other]), "only the short wait expired");
         assert_eq!(w.take(&(r, ip)).len(), 2);
         assert!(w.is_empty());
         for _ in 0..WaitingRoom::CAPACITY {

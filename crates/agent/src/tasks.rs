@@ -198,6 +198,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         commands: cmd_tx,
         applied,
         worker: Worker::default(),
+        arp_failed_at: HashMap::new(),
     };
     tasks.spawn(core.run(upd_rx, if_rx, stale_rx, stop_rx));
     Ok(Agent { host_id, shared, dp, metrics, metrics_addr, stop: stop_tx, tasks })
@@ -246,6 +247,10 @@ async fn serve_metrics(
     }
 }
 
+/// How long a failed ARP resolution is remembered (MidoNet's ARP retry
+/// interval, midonet-behaviour §9).
+const ARP_FAILED_HOLD: Duration = Duration::from_secs(10);
+
 /// A virtual port bound to a local interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Bound {
@@ -264,6 +269,8 @@ struct Core {
     commands: mpsc::UnboundedSender<Command>,
     applied: Arc<AtomicI64>,
     worker: Worker,
+    /// Router ARP entries marked failed, and since when.
+    arp_failed_at: HashMap<(midonet_model::RouterId, std::net::Ipv4Addr), Instant>,
 }
 
 impl Core {
@@ -351,11 +358,38 @@ impl Core {
         }
     }
 
+    /// Every second: packets that waited too long for ARP are dropped and
+    /// their next hop is marked failed, so the simulation answers ICMP
+    /// host unreachable instead of parking more packets (midonet-behaviour
+    /// §2.6); after [`ARP_FAILED_HOLD`] the mark is lifted and the next
+    /// packet asks again.
     fn housekeeping(&mut self) {
-        let n = self.shared.waiting.lock().expire(Instant::now());
+        let now = Instant::now();
+        let (n, gave_up) = self.shared.waiting.lock().expire(now);
         for _ in 0..n {
             self.shared.metrics.count_drop(AgentDrop::ArpTimeout);
         }
+        let mut tags = Vec::new();
+        if !gave_up.is_empty() || !self.arp_failed_at.is_empty() {
+            let mut st = self.shared.state.write();
+            for at in gave_up {
+                if !st.router_arp.contains_key(&at) {
+                    tracing::info!(router = %at.0, ip = %at.1, "ARP resolution failed");
+                    st.arp_failed.insert(at, ());
+                    self.arp_failed_at.insert(at, now);
+                    tags.push(Tag::arp(at.0, at.1));
+                }
+            }
+            self.arp_failed_at.retain(|at, since| {
+                let keep = now.duration_since(*since) < ARP_FAILED_HOLD && st.arp_failed.contains_key(at);
+                if !keep {
+                    st.arp_failed.remove(at);
+                    tags.push(Tag::arp(at.0, at.1));
+                }
+                keep
+            });
+        }
+        self.invalidate(tags);
     }
 
     fn invalidate(&self, mut tags: Vec<Tag>) {

@@ -362,6 +362,13 @@ impl Env {
     }
 
     fn bridge_port(&mut self, b: &Bridge, host: Option<(usize, &Vm)>) -> Port {
+        let bound = host.map(|(i, vm)| (i, vm.host_if.clone()));
+        self.bridge_port_on(b, bound)
+    }
+
+    /// A bridge port bound to interface `ifname` of host `i` (which may not
+    /// exist yet).
+    fn bridge_port_on(&mut self, b: &Bridge, host: Option<(usize, String)>) -> Port {
         let mut p = Port {
             id: PortId::random(),
             port_type: PortType::Bridge,
@@ -370,9 +377,9 @@ impl Env {
             tunnel_key: self.key(),
             ..Default::default()
         };
-        if let Some((i, vm)) = host {
+        if let Some((i, ifname)) = host {
             p.host_id = Some(self.hosts[i].id);
-            p.interface_name = Some(vm.host_if.clone());
+            p.interface_name = Some(ifname);
         }
         self.put(&p);
         p
@@ -664,11 +671,19 @@ fn router_between_bridges_across_hosts() {
         });
     }
     let vm1 = env.vm(0, "vm1", "10.1.0.1/24", Some(gw1));
-    let vm3 = env.vm(1, "vm3", "10.2.0.3/24", Some(gw2));
     let p1 = env.bridge_port(&b1, Some((0, &vm1)));
-    let p3 = env.bridge_port(&b2, Some((1, &vm3)));
     env.wait_active(&p1);
+    // vm3's port is bound BEFORE its interface exists: the agent binds it
+    // when the scanner sees the veth appear.
+    let vm3_if = env.lab.name("vm3h").expect("name");
+    let p3 = env.bridge_port_on(&b2, Some((1, vm3_if)));
+    std::thread::sleep(Duration::from_millis(200));
+    let active3 = midonet_proto::keys::port_active(&p3.id.to_string());
+    assert!(!env.exists(&active3), "no interface yet: not active");
+    let t = Instant::now();
+    let vm3 = env.vm(1, "vm3", "10.2.0.3/24", Some(gw2));
     env.wait_active(&p3);
+    eprintln!("MEASURE interface created -> port active (netlink + bind + cluster write) {} ms", t.elapsed().as_millis());
 
     // The agent answers ARP for the router port (the VM's gateway).
     let t = Instant::now();
@@ -684,6 +699,21 @@ fn router_between_bridges_across_hosts() {
     eprintln!("MEASURE first routed ping answered after {} ms", t.elapsed().as_millis());
     let rtt = ping(&vm1, vm3.ip, 10, &[]).expect("routed ping");
     eprintln!("MEASURE routed ping rtt avg {rtt:.3} ms");
+
+    // A next hop that never answers ARP: the first packet waits and is
+    // dropped, then the router answers ICMP host unreachable.
+    let ghost = "10.2.0.99";
+    let out = ns_output(&vm1.ns, &["ping", "-n", "-c", "1", "-W", "3", ghost]).expect("ping");
+    assert!(!out.status.success(), "nobody has {ghost}");
+    env.wait("ARP given up", Duration::from_secs(15), |e| {
+        e.metric(0, "midonet_agent_drops_total{reason=\"arp_timeout\"}") >= 1.0
+    });
+    let out = ns_output(&vm1.ns, &["ping", "-n", "-c", "1", "-W", "2", ghost]).expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Destination Host Unreachable") && text.contains(&gw1.to_string()),
+        "expected ICMP host unreachable from {gw1}: {text}"
+    );
 
     // TTL 1: the router answers ICMP time exceeded.
     let dst = vm3.ip.to_string();
