@@ -821,6 +821,13 @@ where
     })
 }
 
+/// Put the calling thread under `SCHED_FIFO` at `priority`.
+pub fn set_realtime(priority: i32) -> io::Result<()> {
+    let p = libc::sched_param { sched_priority: priority };
+    // SAFETY: pid 0 = the calling thread; p lives across the call.
+    cvt(unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) }).map(drop)
+}
+
 /// Move the calling thread into `/run/netns/<name>` (or an absolute path).
 pub fn enter_netns(name: &str) -> io::Result<()> {
     let path = if name.starts_with('/') { name.to_owned() } else { format!("/run/netns/{name}") };

@@ -7,6 +7,7 @@
 //! (iperf3 duration, default 3), `MDP_PING_N` (pings, default 5),
 //! `MDP_SPIN_US` (the datapaths' poll-spin window), `MDP_NOTSO=1` (VM
 //! checksum offload and TSO off: the kernel segments before the datapath),
+//! `MDP_RT_PRIO` (run the datapath threads under SCHED_FIFO),
 //! `MDP_UNDERLAY=bridge` (a bridge instead of a direct veth),
 //! `MDP_UNDERLAY_MTU` (default 65000; 1500 exercises fragmentation and the
 //! GSO fallback).
@@ -232,6 +233,7 @@ fn vxlan_between_two_hosts() {
         netns: Some(ns.into()),
         underlay_ip: Some(ip),
         spin_us: env_u64("MDP_SPIN_US", UserspaceConfig::default().spin_us),
+        rt_priority: std::env::var("MDP_RT_PRIO").ok().and_then(|v| v.parse().ok()),
         ..UserspaceConfig::default()
     };
     let dp1 = UserspaceDatapath::start(cfg("mdp-dp1", &h1, u1), None).expect("dp1");
