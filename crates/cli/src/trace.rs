@@ -87,8 +87,10 @@ pub fn render(v: &Value) -> String {
         .map(|m| m.iter().filter_map(|(k, n)| n.as_str().filter(|n| !n.is_empty()).map(|n| (k.clone(), n.to_string()))).collect())
         .unwrap_or_default();
     names.sort();
+    // Device steps already carry the name after the id; elsewhere the id
+    // becomes the name.
     let named = |s: &str| {
-        names.iter().fold(s.to_string(), |acc, (id, n)| acc.replace(id, &format!("{n} ({})", &id[..8])))
+        names.iter().fold(s.to_string(), |acc, (id, n)| acc.replace(&format!("{id} \"{n}\""), n).replace(id, n))
     };
     let mut out = String::new();
     let _ = writeln!(out, "packet: {}", v["packet"].as_str().unwrap_or(""));
@@ -113,7 +115,17 @@ pub fn render(v: &Value) -> String {
         );
     }
     for w in v["stateWrites"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-        let _ = writeln!(out, "state write: {}", named(&w.to_string()));
+        let f = |k: &str| match &w[k] {
+            Value::String(s) => named(s),
+            other => other.to_string(),
+        };
+        let line = match w["table"].as_str() {
+            Some("mac") => format!("mac table of {}: {} vlan {} is on port {}", f("bridge"), f("mac"), f("vlan"), f("port")),
+            Some("router_arp") => format!("arp cache of {}: {} is at {}", f("router"), f("ip"), f("mac")),
+            Some("bridge_arp") => format!("ip table of {}: {} is at {}", f("bridge"), f("ip"), f("mac")),
+            _ => w.to_string(),
+        };
+        let _ = writeln!(out, "state write: {line}");
     }
     if v["uncacheable"].as_bool() == Some(true) {
         let _ = writeln!(out, "note: this decision cannot be cached as a megaflow");
@@ -179,7 +191,8 @@ mod tests {
         a.macs = vec![format!("{},02:00:00:00:00:02,{}", id(&b), id(&p2))];
         let answer = client.post_json("trace", &request(&a).expect("request")).expect("trace");
         let text = render(&answer);
-        assert!(text.contains("enter bridge net ("), "{text}");
+        assert!(text.contains("enter bridge net\n"), "{text}");
+        assert!(text.contains("state write: mac table of net: 02:00:00:00:00:01 vlan 0 is on port"), "{text}");
         assert!(text.contains(&format!("is on port {}", id(&p2))), "{text}");
         // p2 is not bound to a host: the unicast ends there.
         assert!(text.contains("decision: drop (port_unplugged"), "{text}");
