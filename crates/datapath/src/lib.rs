@@ -278,6 +278,9 @@ pub struct DpStats {
     pub parse_errors: Vec<(midonet_flow::ParseError, u64)>,
     pub table: TableStats,
     pub upcalls: u64,
+    /// Receive syscalls that returned packets (packets / batches = the
+    /// average batch: near 1 means the datapath waits for every packet).
+    pub rx_batches: u64,
 }
 
 impl DpStats {

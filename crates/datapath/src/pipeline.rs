@@ -37,6 +37,7 @@ pub struct Counters {
     pub drops: DropCounters,
     pub parse: [u64; ParseError::ALL.len()],
     pub upcalls: u64,
+    pub rx_batches: u64,
 }
 
 impl Counters {
@@ -190,6 +191,7 @@ impl<I: Io> Core<I> {
             parse_errors: ParseError::ALL.iter().copied().zip(self.counters.parse.iter().copied()).collect(),
             table: self.table.stats(),
             upcalls: self.counters.upcalls,
+            rx_batches: self.counters.rx_batches,
         }
     }
 

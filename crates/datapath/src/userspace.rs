@@ -239,6 +239,7 @@ impl State {
                 break;
             }
             self.activity += n as u64;
+            self.core.counters.rx_batches += 1;
             self.core.tick();
             for s in &mut b.slots[..n] {
                 if s.len < 14 {
@@ -276,6 +277,7 @@ impl State {
                 break;
             }
             self.activity += n as u64;
+            self.core.counters.rx_batches += 1;
             self.core.tick();
             for s in &mut b.slots[..n] {
                 if s.len == 0 {

@@ -284,6 +284,10 @@ fn vxlan_between_two_hosts() {
     let st1 = dp1.stats().expect("stats");
     let st2 = dp2.stats().expect("stats");
     eprintln!("vxlan: dp1 drops {:?}\nvxlan: dp2 drops {:?}", nonzero(&st1), nonzero(&st2));
+    for (n, st) in [("dp1", &st1), ("dp2", &st2)] {
+        let pkts: u64 = st.ports.iter().map(|p| p.counters.rx_packets).sum::<u64>() + st.tunnel.rx_packets;
+        eprintln!("vxlan: {n} average rx batch {:.1} packets", pkts as f64 / st.rx_batches.max(1) as f64);
+    }
     assert!(bytes > 1e6, "TCP data did not arrive: {}", String::from_utf8_lossy(&out.stdout));
 }
 
