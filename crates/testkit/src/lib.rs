@@ -250,6 +250,30 @@ impl Lab {
         bail!("no free prefix for base {base}")
     }
 
+    /// A lab with exactly this prefix (for `midonet sandbox`, whose names
+    /// must be predictable). Fails if a namespace with the prefix exists.
+    pub fn with_prefix(prefix: &str) -> Result<Self> {
+        if prefix.len() < 2 {
+            bail!("prefix {prefix:?} is shorter than 2 characters");
+        }
+        if list_netns()?.iter().any(|n| n.starts_with(prefix)) {
+            bail!("namespaces with prefix {prefix} exist; run cleanup_prefix first");
+        }
+        Ok(Lab { prefix: prefix.to_owned(), namespaces: Vec::new(), children: Vec::new(), keep: false })
+    }
+
+    /// Keep everything after this lab is dropped (a sandbox that outlives
+    /// the process); spawned processes keep running too. Returns the
+    /// prefix to pass to [`cleanup_prefix`] later.
+    pub fn persist(mut self) -> String {
+        self.keep = true;
+        for c in &mut self.children {
+            // Forget the child handle without killing it.
+            c.child.take();
+        }
+        self.prefix.clone()
+    }
+
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -331,6 +355,23 @@ impl Lab {
         Ok(())
     }
 
+    /// Join exactly two host namespaces with one veth pair (no bridge): the
+    /// shape of the peer measurements in `peers/kernel-baseline.sh`.
+    /// Each tuple is `(host_ns, if_suffix, ip_cidr)`.
+    pub fn add_underlay_pair(&mut self, a: (&str, &str, &str), b: (&str, &str, &str), mtu: u32) -> Result<()> {
+        let m = mtu.to_string();
+        let (ia, ib) = (self.name(a.1)?, self.name(b.1)?);
+        ip(&[
+            "link", "add", &ia, "netns", a.0, "mtu", &m, "type", "veth", "peer", "name", &ib, "netns", b.0,
+            "mtu", &m,
+        ])?;
+        for (ns, ifn, cidr) in [(a.0, &ia, a.2), (b.0, &ib, b.2)] {
+            ns_exec(ns, &["ip", "addr", "add", cidr, "dev", ifn])?;
+            ns_exec(ns, &["ip", "link", "set", ifn, "up"])?;
+        }
+        Ok(())
+    }
+
     /// Spawn a long-running command in a namespace; killed on drop of the lab
     /// (or of the returned handle if it is taken with [`Lab::spawn_owned`]).
     pub fn spawn(&mut self, ns: &str, cmd: &[&str]) -> Result<u32> {
@@ -400,11 +441,14 @@ pub fn have_program(name: &str) -> bool {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        self.children.clear();
         if self.keep {
-            eprintln!("testkit: keeping namespaces {:?}", self.namespaces);
+            for c in &mut self.children {
+                c.child.take();
+            }
+            self.children.clear();
             return;
         }
+        self.children.clear();
         for ns in self.namespaces.iter().rev() {
             delete_netns(ns);
         }
@@ -438,6 +482,23 @@ mod tests {
     }
 
     #[test]
+    fn persisted_lab_survives_drop_until_cleanup_prefix() {
+        if !is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        let mut lab = Lab::new("mdt").expect("lab");
+        let ns = lab.add_host("p").expect("ns");
+        let pid = lab.spawn(&ns, &["sleep", "30"]).expect("spawn");
+        let prefix = lab.persist();
+        assert!(list_netns().expect("list").contains(&ns));
+        assert!(ip(&["netns", "pids", &ns]).expect("pids").contains(&pid.to_string()));
+        assert!(Lab::with_prefix(&prefix).is_err(), "prefix is taken");
+        assert_eq!(cleanup_prefix(&prefix).expect("cleanup"), 1);
+        assert!(!list_netns().expect("list").contains(&ns));
+    }
+
+    #[test]
     fn two_vms_on_one_underlay_ping_and_cleanup() {
         if !is_root() {
             eprintln!("skipping: needs root");
@@ -450,6 +511,10 @@ mod tests {
         lab.add_underlay(&[(&h1, "u1", "198.18.77.1/24"), (&h2, "u2", "198.18.77.2/24")], 1500)
             .expect("underlay");
         let out = ns_exec(&h1, &["ping", "-c", "1", "-W", "2", "198.18.77.2"]).expect("ping");
+        assert!(out.contains("1 received"), "{out}");
+        lab.add_underlay_pair((&h1, "d1", "198.18.78.1/24"), (&h2, "d2", "198.18.78.2/24"), 9000)
+            .expect("direct pair");
+        let out = ns_exec(&h2, &["ping", "-c", "1", "-W", "2", "198.18.78.1"]).expect("ping pair");
         assert!(out.contains("1 received"), "{out}");
         let vm = lab
             .add_vm(&VmSpec {
