@@ -59,6 +59,8 @@ pub struct View {
     pub egress: HashMap<PortId, Egress>,
     /// Local datapath port → virtual port bound to it.
     pub ingress: HashMap<PortNo, PortId>,
+    /// Store revision of the last topology change the view reflects
+    /// (state-only deltas do not rebuild it).
     pub revision: i64,
     /// Whether the cluster's first snapshot has arrived.
     pub ready: bool,

@@ -330,9 +330,15 @@ impl Core {
         self.shared.metrics.topology_updates.inc();
         self.shared.metrics.topology_revision.set(self.cache.revision);
         let mut tags = applied.tags;
-        let sim = if applied.topology_changed { Arc::new(Snapshot::build(&self.cache.topology)) } else { old.sim.clone() };
-        tags.extend(self.reconcile());
-        self.publish_view(sim);
+        let bindings = self.reconcile();
+        // State-only deltas (learned MACs/ARPs, liveness) change neither the
+        // snapshot nor the port maps: keep the view, only invalidate.
+        if applied.topology_changed || !bindings.is_empty() {
+            let sim =
+                if applied.topology_changed { Arc::new(Snapshot::build(&self.cache.topology)) } else { old.sim.clone() };
+            self.publish_view(sim);
+        }
+        tags.extend(bindings);
         self.applied.store(self.cache.revision, Ordering::Release);
         self.invalidate(tags);
         for at in applied.arp_learned {
