@@ -67,10 +67,10 @@
 //! ## Not (yet) done
 //!
 //! * RX uses `recvmmsg`, not a ring; see [`sys`] for why and what next.
-//! * L3/L4 rewrites copy the frame through `midonet_flow::apply_action`
-//!   (which takes a `Vec`); Ethernet and VLAN rewrites are in place.
-//! * Port rewrites on frames with a partial checksum are applied as if the
-//!   checksum were complete (the flow crate's caveat).
+//! * IPv4 set-field actions (TTL, TOS, addresses, TCP/UDP ports) run in
+//!   place, and correctly on frames with a partial checksum; the rest (IPv6,
+//!   ICMP id, SCTP) copies the frame through `midonet_flow::apply_action`
+//!   (which takes a `Vec`, and which does not know about partial checksums).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod dummy;

@@ -13,8 +13,9 @@
 //!   change what happens to the current packet.
 //! * A flow hit never allocates: actions are read in place from the table
 //!   and rewrites work inside the slot's headroom. The only copying path is
-//!   an L3/L4 rewrite, which goes through `midonet_flow::apply_action` on a
-//!   reused scratch `Vec` (that API takes a `Vec`).
+//!   a rewrite the in-place IPv4 code does not cover (IPv6, ICMP id, SCTP),
+//!   which goes through `midonet_flow::apply_action` on a reused scratch
+//!   `Vec` (that API takes a `Vec`).
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -442,6 +443,11 @@ fn rewrite(slot: &mut Slot, a: &Action, scratch: &mut Vec<u8>) -> Result<(), ()>
         }
         Action::SetEthDst(_) | Action::SetEthSrc(_) | Action::PushVlan { .. } | Action::PopVlan => Err(()),
         _ => {
+            match rewrite_ipv4_in_place(slot, a) {
+                InPlace::Done => return Ok(()),
+                InPlace::Failed => return Err(()),
+                InPlace::NotHandled => {}
+            }
             scratch.clear();
             scratch.extend_from_slice(slot.frame());
             midonet_flow::apply_action(scratch, a).map_err(drop)?;
@@ -451,6 +457,124 @@ fn rewrite(slot: &mut Slot, a: &Action, scratch: &mut Vec<u8>) -> Result<(), ()>
             slot.frame_mut().copy_from_slice(scratch);
             Ok(())
         }
+    }
+}
+
+enum InPlace {
+    Done,
+    Failed,
+    NotHandled,
+}
+
+/// RFC 1624 eq. 3: checksum field `hc` after a 16-bit word changed.
+fn csum_update16(hc: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn csum_update32(hc: u16, old: u32, new: u32) -> u16 {
+    let hc = csum_update16(hc, (old >> 16) as u16, (new >> 16) as u16);
+    csum_update16(hc, old as u16, new as u16)
+}
+
+/// IPv4 set-field actions done in place, without copying the frame (a
+/// routed 64 KB GSO frame has its TTL rewritten on every hop).
+///
+/// Offloaded frames (`NEEDS_CSUM` with the checksum starting at the L4
+/// header) hold in the L4 checksum field the *uncomplemented* pseudo-header
+/// sum; the NIC (or the receiving stack) completes it over the segment as
+/// it then is. So an address change updates that sum in the other
+/// direction (`!update(!p)`), and a port change needs no update at all.
+/// The IPv4 header checksum is always complete and is updated normally.
+fn rewrite_ipv4_in_place(slot: &mut Slot, a: &Action) -> InPlace {
+    let partial_at = (slot.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0).then_some(slot.vnet.csum_start as usize);
+    let f = slot.frame_mut();
+    let rd16 = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+    let (ethertype, l3) = match f.get(12..14) {
+        Some([0x81, 0x00]) if f.len() >= 18 => (u16::from_be_bytes([f[16], f[17]]), 18),
+        Some(t) => (u16::from_be_bytes([t[0], t[1]]), 14),
+        None => return InPlace::NotHandled,
+    };
+    if ethertype != 0x0800 || f.len() < l3 + 20 || f[l3] >> 4 != 4 {
+        return InPlace::NotHandled;
+    }
+    let ihl = usize::from(f[l3] & 0x0f) * 4;
+    if ihl < 20 || f.len() < l3 + ihl {
+        return InPlace::NotHandled;
+    }
+    let proto = f[l3 + 9];
+    let later_fragment = rd16(f, l3 + 6) & 0x1fff != 0;
+    let l4 = l3 + ihl;
+    // (checksum offset, zero means "no checksum") for protocols whose
+    // checksum covers the pseudo-header and ports.
+    let l4_csum = match proto {
+        6 if !later_fragment && f.len() >= l4 + 20 => Some((l4 + 16, false)),
+        17 if !later_fragment && f.len() >= l4 + 8 => Some((l4 + 6, true)),
+        _ => None,
+    };
+    let partial = partial_at == Some(l4);
+    let set16 = |f: &mut [u8], at: usize, v: u16| f[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    let fix_ip = |f: &mut [u8], old: u16, new: u16| {
+        let c = csum_update16(rd16(f, l3 + 10), old, new);
+        f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    };
+    match *a {
+        Action::SetTtl(t) => {
+            let old = rd16(f, l3 + 8);
+            f[l3 + 8] = t;
+            let new = rd16(f, l3 + 8);
+            fix_ip(f, old, new);
+            InPlace::Done
+        }
+        Action::SetTos(t) => {
+            let old = rd16(f, l3);
+            f[l3 + 1] = t;
+            let new = rd16(f, l3);
+            fix_ip(f, old, new);
+            InPlace::Done
+        }
+        Action::SetIpv4Src(addr) | Action::SetIpv4Dst(addr) => {
+            let at = if matches!(a, Action::SetIpv4Src(_)) { l3 + 12 } else { l3 + 16 };
+            let old = u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]]);
+            let new = u32::from(addr);
+            f[at..at + 4].copy_from_slice(&addr.octets());
+            let c = csum_update32(rd16(f, l3 + 10), old, new);
+            set16(f, l3 + 10, c);
+            if let Some((ca, zero_is_none)) = l4_csum {
+                let hc = rd16(f, ca);
+                if partial {
+                    set16(f, ca, !csum_update32(!hc, old, new));
+                } else if !(zero_is_none && hc == 0) {
+                    let mut c = csum_update32(hc, old, new);
+                    if zero_is_none && c == 0 {
+                        c = 0xffff;
+                    }
+                    set16(f, ca, c);
+                }
+            }
+            InPlace::Done
+        }
+        Action::SetL4Src(p) | Action::SetL4Dst(p) => {
+            let Some((ca, zero_is_none)) = l4_csum else {
+                return if proto == 132 { InPlace::NotHandled } else { InPlace::Failed };
+            };
+            let at = if matches!(a, Action::SetL4Src(_)) { l4 } else { l4 + 2 };
+            let old = rd16(f, at);
+            set16(f, at, p);
+            let hc = rd16(f, ca);
+            if !partial && !(zero_is_none && hc == 0) {
+                let mut c = csum_update16(hc, old, p);
+                if zero_is_none && c == 0 {
+                    c = 0xffff;
+                }
+                set16(f, ca, c);
+            }
+            InPlace::Done
+        }
+        _ => InPlace::NotHandled,
     }
 }
 
@@ -469,5 +593,114 @@ impl Slot {
         let mut buf = vec![0u8; HEADROOM + frame.len()].into_boxed_slice();
         buf[HEADROOM..].copy_from_slice(frame);
         Slot { buf, start: HEADROOM, len: frame.len(), vnet: VnetHdr::default(), floor: 0, seg: 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use midonet_flow::{Action, MacAddr};
+
+    use super::*;
+    use crate::testing::inet_checksum;
+
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    /// Ethernet + IPv4 + TCP with valid checksums.
+    fn tcp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = crate::testing::udp_frame(A, B, src, dst, sport, dport, &[]);
+        f.truncate(34);
+        f[23] = 6; // protocol
+        let total = (20 + 20 + payload.len()) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = inet_checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        let mut tcp = [0u8; 20];
+        tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+        tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x18;
+        f.extend_from_slice(&tcp);
+        f.extend_from_slice(payload);
+        let c = l4_checksum(&f);
+        f[50..52].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    /// Full TCP checksum of an IPv4 frame (field included as is).
+    fn l4_sum(f: &[u8]) -> u16 {
+        let mut p = Vec::new();
+        p.extend_from_slice(&f[26..34]);
+        p.extend_from_slice(&[0, 6]);
+        p.extend_from_slice(&((f.len() - 34) as u16).to_be_bytes());
+        p.extend_from_slice(&f[34..]);
+        inet_checksum(&p)
+    }
+
+    fn l4_checksum(f: &[u8]) -> u16 {
+        let mut g = f.to_vec();
+        g[50..52].copy_from_slice(&[0, 0]);
+        l4_sum(&g)
+    }
+
+    #[test]
+    fn in_place_ipv4_rewrites_match_the_flow_crate() {
+        let base = tcp_frame(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1000, 80, b"hello world");
+        for a in [
+            Action::SetTtl(7),
+            Action::SetTos(0x2e),
+            Action::SetIpv4Src(Ipv4Addr::new(192, 168, 7, 9)),
+            Action::SetIpv4Dst(Ipv4Addr::new(172, 16, 0, 200)),
+            Action::SetL4Src(4242),
+            Action::SetL4Dst(8080),
+        ] {
+            let mut slot = Slot::from_frame(&base);
+            assert!(matches!(rewrite_ipv4_in_place(&mut slot, &a), InPlace::Done), "{a:?}");
+            let mut oracle = base.clone();
+            midonet_flow::apply_action(&mut oracle, &a).expect("oracle");
+            assert_eq!(slot.frame(), &oracle[..], "{a:?}");
+            assert_eq!(inet_checksum(&slot.frame()[14..34]), 0, "ip header checksum after {a:?}");
+            assert_eq!(l4_sum(slot.frame()), 0, "tcp checksum after {a:?}");
+        }
+    }
+
+    #[test]
+    fn partial_checksum_frames_stay_completable() {
+        // What a VM hands over with TSO: the TCP field holds the folded,
+        // uncomplemented pseudo-header sum; the NIC completes it later.
+        let partial_of = |f: &[u8]| {
+            let mut p = Vec::new();
+            p.extend_from_slice(&f[26..34]);
+            p.extend_from_slice(&[0, 6]);
+            p.extend_from_slice(&((f.len() - 34) as u16).to_be_bytes());
+            !inet_checksum(&p)
+        };
+        let mut f = tcp_frame(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1000, 80, b"segment data");
+        let p = partial_of(&f);
+        f[50..52].copy_from_slice(&p.to_be_bytes());
+        let mut slot = Slot::from_frame(&f);
+        slot.vnet = VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..VnetHdr::default() };
+        for a in [Action::SetIpv4Src(Ipv4Addr::new(203, 0, 113, 5)), Action::SetL4Dst(9999), Action::SetTtl(3)] {
+            assert!(matches!(rewrite_ipv4_in_place(&mut slot, &a), InPlace::Done));
+        }
+        let out = slot.frame().to_vec();
+        assert_eq!(u16::from_be_bytes([out[50], out[51]]), partial_of(&out), "still the pseudo-header sum");
+        assert_eq!(inet_checksum(&out[14..34]), 0);
+        // Completing it (as the NIC would) gives a valid segment.
+        // The NIC sums from csum_start (the TCP header, field included) to the end.
+        let mut done = out.clone();
+        let c = inet_checksum(&done[34..]);
+        done[50..52].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(l4_sum(&done), 0);
+        assert_eq!(&done[26..30], &[203, 0, 113, 5]);
+    }
+
+    #[test]
+    fn non_ipv4_is_left_to_the_generic_path() {
+        let mut slot = Slot::from_frame(&[0u8; 60]);
+        assert!(matches!(rewrite_ipv4_in_place(&mut slot, &Action::SetTtl(1)), InPlace::NotHandled));
     }
 }
