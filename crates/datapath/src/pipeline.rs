@@ -565,7 +565,7 @@ fn rewrite_ipv4_in_place(slot: &mut Slot, a: &Action) -> InPlace {
             let old = rd16(f, at);
             set16(f, at, p);
             let hc = rd16(f, ca);
-            if !partial && !(zero_is_none && hc == 0) {
+            if !(partial || (zero_is_none && hc == 0)) {
                 let mut c = csum_update16(hc, old, p);
                 if zero_is_none && c == 0 {
                     c = 0xffff;
