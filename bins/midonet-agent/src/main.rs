@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let shutdown = async {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(s) => s,
@@ -81,8 +81,10 @@ fn main() -> anyhow::Result<()> {
             }
         };
         midonet_agent::run(cfg, shutdown).await.context("agent failed")
-    })
-    .map_err(|e| {
+    });
+    // Do not wait on stray blocking work (a scan, a resolver) at exit.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    result.map_err(|e| {
         eprintln!("midonet-agent: {e:#}");
         e
     })

@@ -193,16 +193,20 @@ pub async fn run(
             return;
         }
         let uri = cfg.uris[idx % cfg.uris.len()].clone();
-        let r = one_session(&cfg, &uri, &applied, &mut commands, &updates, &mut desired, &metrics, &mut stop).await;
+        let mut stop2 = stop.clone();
+        let r = tokio::select! {
+            r = one_session(&cfg, &uri, &applied, &mut commands, &updates, &mut desired, &metrics, &mut stop) => r,
+            // Connecting and registering do not watch `stop` themselves.
+            _ = stop2.changed() => Err(SessionEnd::Stopping),
+        };
         match r {
             Err(SessionEnd::Stopping) => return,
             Err(e) => {
                 let cause = match &e {
                     SessionEnd::Rpc(s) => format!("{}: {}", s.code(), s.message()),
-                    SessionEnd::Connect(t) => format!("{t}"),
-                    other => other.to_string(),
+                    other => error_chain(other),
                 };
-                tracing::warn!(cluster = %uri, error = %e, %cause, "cluster session ended; failing over");
+                tracing::warn!(cluster = %uri, %cause, "cluster session ended; failing over");
             }
             Ok(()) => {}
         }
@@ -216,6 +220,18 @@ pub async fn run(
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
+}
+
+/// `error: cause: cause...`, like anyhow's `{:#}`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -80,10 +80,18 @@ impl Agent {
         let _ = self.stop.send(true);
         let deadline = tokio::time::sleep(Duration::from_secs(3));
         tokio::pin!(deadline);
+        let t0 = Instant::now();
         loop {
             tokio::select! {
-                r = self.tasks.join_next() => if r.is_none() { break },
-                _ = &mut deadline => { self.tasks.abort_all(); break }
+                r = self.tasks.join_next() => match r {
+                    None => break,
+                    Some(_) => tracing::debug!(left = self.tasks.len(), ms = t0.elapsed().as_millis() as u64, "task ended"),
+                },
+                _ = &mut deadline => {
+                    tracing::warn!(left = self.tasks.len(), "tasks did not stop in time; aborting them");
+                    self.tasks.abort_all();
+                    break
+                }
             }
         }
     }
