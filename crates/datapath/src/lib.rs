@@ -54,16 +54,20 @@
 //!
 //! ## Measured (VXLAN between two host namespaces, direct underlay veth)
 //!
-//! On the shared 2-core box with other builds running (load average 4-5,
-//! so these are pessimistic and noisy; the peer figures were taken at load
-//! 1.4-2.3): iperf3 TCP single stream 4.3-8.4 Gbit/s (10.9 at load 2.5);
-//! 18-byte UDP delivered 30-80 kpps (iperf3) with the loss at the receiving
-//! VM's socket; ping RTT 0.17-0.64 ms, typically about 0.3 ms. Two VMs on
-//! one host: RTT 0.14 ms, 73-76 kpps. Routed (MAC + TTL rewrites on every
-//! GSO frame, then VXLAN): 9.0 Gbit/s. Lookup: EMC hit about 40 ns, megaflow
-//! hit behind 10 masks about 90 ns, a miss over 10 masks about 470 ns
-//! (`benches/classifier.rs`). Re-run: `MDP_IPERF_SECS=10 MDP_UDP_SECS=10
-//! MDP_PING_N=100 cargo test -p midonet-datapath --test netns -- --nocapture`.
+//! Final round, 3 reps back to back on the shared 2-core box (load average
+//! 2.3-3.0 with other builds running; the peer figures in
+//! `peers/README.md` were taken at 1.4-2.3): iperf3 TCP single stream
+//! 9.6 / 9.8 / 10.5 Gbit/s (OVN userspace: 1.7); routed (MAC + TTL
+//! rewrites on every GSO frame, then VXLAN) 9.2-12.9 Gbit/s; ping RTT
+//! 0.19 / 0.22 / 0.35 ms (OVN: 0.52); iperf3 18-byte UDP delivered
+//! 52 / 60 / 66 kpps of about 130 kpps sent (OVN: 70), the loss being at
+//! the receiving VM's socket, not in the datapath. Two VMs on one host: RTT
+//! 0.09-0.12 ms, 57-127 kpps. Under heavier load (4-5) TCP fell to
+//! 4.3-8.4 Gbit/s and RTT rose to 0.2-0.6 ms. Lookup: EMC hit about 40 ns,
+//! megaflow hit behind 10 masks about 90 ns, a miss over 10 masks about
+//! 470 ns (`benches/classifier.rs`). Re-run: `MDP_IPERF_SECS=10
+//! MDP_UDP_SECS=10 MDP_PING_N=100 cargo test -p midonet-datapath --test
+//! netns -- --nocapture --test-threads=1`.
 //!
 //! ## Not (yet) done
 //!
