@@ -188,17 +188,14 @@ pub async fn run(
     let mut desired = Desired::default();
     let mut backoff = Duration::from_millis(200);
     let mut idx = 0usize;
+    let mut failures = 0usize;
+    let mut sessions_seen = metrics.sessions.get();
     loop {
         if *stop.borrow() {
             return;
         }
         let uri = cfg.uris[idx % cfg.uris.len()].clone();
-        let mut stop2 = stop.clone();
-        let r = tokio::select! {
-            r = one_session(&cfg, &uri, &applied, &mut commands, &updates, &mut desired, &metrics, &mut stop) => r,
-            // Connecting and registering do not watch `stop` themselves.
-            _ = stop2.changed() => Err(SessionEnd::Stopping),
-        };
+        let r = one_session(&cfg, &uri, &applied, &mut commands, &updates, &mut desired, &metrics, &mut stop).await;
         match r {
             Err(SessionEnd::Stopping) => return,
             Err(e) => {
@@ -206,9 +203,22 @@ pub async fn run(
                     SessionEnd::Rpc(s) => format!("{}: {}", s.code(), s.message()),
                     other => error_chain(other),
                 };
-                tracing::warn!(cluster = %uri, %cause, "cluster session ended; failing over");
+                failures += 1;
+                // Loud for the first round over the list, then quieter
+                // while the cluster stays away.
+                if failures <= cfg.uris.len() {
+                    tracing::warn!(cluster = %uri, %cause, "cluster session ended; failing over");
+                } else {
+                    tracing::debug!(cluster = %uri, %cause, "cluster still unreachable");
+                }
             }
             Ok(()) => {}
+        }
+        if metrics.sessions.get() > sessions_seen {
+            // The session had been established: start a fresh streak.
+            sessions_seen = metrics.sessions.get();
+            failures = 1;
+            backoff = Duration::from_millis(200);
         }
         idx += 1;
         tokio::select! {
@@ -246,30 +256,35 @@ async fn one_session(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionEnd> {
     let host = cfg.host_id.to_string();
-    let channel = Endpoint::from_shared(uri.to_owned())
+    let endpoint = Endpoint::from_shared(uri.to_owned())
         .map_err(SessionEnd::Connect)?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
+        .keep_alive_timeout(Duration::from_secs(5));
+    // Until registered there is nothing to withdraw: stopping may cut the
+    // connection attempt short.
+    let channel = tokio::select! {
+        c = endpoint.connect() => c?,
+        _ = stop.changed() => return Err(SessionEnd::Stopping),
+    };
     let mut client = TopologyClient::new(channel);
     // Drain commands that queued while disconnected into the desired state:
     // the replay below publishes their net effect.
     while let Ok(c) = commands.try_recv() {
         desired.record(&c);
     }
-    let reg = client
-        .register_host(pb::RegisterHostRequest {
-            host_id: host.clone(),
-            name: cfg.host_name.clone(),
-            addresses: cfg.addresses.clone(),
-            interfaces: desired.interfaces.clone(),
-            ttl_secs: cfg.ttl_secs,
-        })
-        .await?
-        .into_inner();
+    let register = client.register_host(pb::RegisterHostRequest {
+        host_id: host.clone(),
+        name: cfg.host_name.clone(),
+        addresses: cfg.addresses.clone(),
+        interfaces: desired.interfaces.clone(),
+        ttl_secs: cfg.ttl_secs,
+    });
+    let reg = tokio::select! {
+        r = register => r?.into_inner(),
+        _ = stop.changed() => return Err(SessionEnd::Stopping),
+    };
     let session = reg.session;
     metrics.sessions.inc();
     tracing::info!(cluster = %uri, session, ttl = reg.ttl_secs, "registered with cluster");

@@ -372,12 +372,20 @@ impl Core {
         }
     }
 
-    /// Every second: packets that waited too long for ARP are dropped and
+    /// Every second: failed bindings are retried; packets that waited too
+    /// long for ARP are dropped and
     /// their next hop is marked failed, so the simulation answers ICMP
     /// host unreachable instead of parking more packets (midonet-behaviour
     /// §2.6); after [`ARP_FAILED_HOLD`] the mark is lifted and the next
     /// packet asks again.
     fn housekeeping(&mut self) {
+        // Retry bindings that failed (an interface that refused a socket).
+        let rebound = self.reconcile();
+        if !rebound.is_empty() {
+            let sim = self.shared.view.load().sim.clone();
+            self.publish_view(sim);
+            self.invalidate(rebound);
+        }
         let now = Instant::now();
         let (n, gave_up) = self.shared.waiting.lock().expire(now);
         for _ in 0..n {
