@@ -1,7 +1,9 @@
 //! The simulation engine: one packet through the virtual topology.
 //!
 //! ```text
-//!  ingress port ─ pre-in mirrors ─ in chain ─ post-in mirrors ─┐
+//!  ingress port ─ [exterior bridge port, DHCP on the bridge, UDP 68→67:
+//!                  dhcp::answer → reply emitted, consumed; else go on]
+//!               ─ pre-in mirrors ─ in chain ─ post-in mirrors ─┐
 //!     ┌────────────────────────────────────────────────────────┘
 //!     ├─ bridge: admin · src check · VLAN push · in chain · learn · ARP answer
 //!     │          · unicast (out chain) | flood (fork per port) · VLAN pop
@@ -65,6 +67,7 @@ const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
 const ETH_ARP: u16 = 0x0806;
 const PROTO_ICMP: u8 = 1;
+const PROTO_UDP: u8 = 17;
 
 /// Set-field tracking bits (see `Sim::output`).
 const F_ETH_SRC: u8 = 1;
@@ -389,6 +392,17 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             }
             return self.drop_pkt(DropReason::PortAdminDown);
         }
+        // DHCP is answered before the bridge simulates the packet, and only
+        // for packets that entered the topology here (not a peer's output).
+        if self.visits == 1 && p.exterior {
+            if let Dev::Bridge(bid) = p.dev {
+                if let Some(cfg) = snap.dhcp.get(&bid) {
+                    if self.dhcp(bid, cfg, p) {
+                        return;
+                    }
+                }
+            }
+        }
         self.mirrors(&p.m_pre_in, MirrorPoint::PortPreIn, ctx);
         let v = self.run_chain(p.in_chain, Hook::PortIn, ctx);
         if !self.verdict(v, ctx) {
@@ -399,6 +413,35 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             Dev::Bridge(_) => self.bridge(p),
             Dev::Router(_) => self.router(p),
         }
+    }
+
+    /// The DHCP server of bridge `bid` (see [`crate::dhcp`]): true when the
+    /// packet was a BOOTREQUEST it answered (the packet is consumed).
+    ///
+    /// Only bridges with an enabled DHCP subnet get here, so only their
+    /// flows match on the ethertype, protocol and UDP ports read below. A
+    /// packet to UDP 68→67 is never cacheable: whether it is answered
+    /// depends on its payload (the client MAC and message type), which a
+    /// megaflow cannot match.
+    fn dhcp(&mut self, bid: midonet_model::BridgeId, cfg: &crate::dhcp::BridgeDhcp, p: &SPort) -> bool {
+        if self.fm.ethertype() != ETH_IPV4
+            || self.fm.ip_proto() != PROTO_UDP
+            || self.fm.l4_dst() != crate::dhcp::SERVER_PORT
+            || self.fm.l4_src() != crate::dhcp::CLIENT_PORT
+        {
+            return false;
+        }
+        self.out.uncacheable = true;
+        self.tag(Tag::bridge(bid));
+        self.tag(Tag::dhcp(bid));
+        let Some(a) = crate::dhcp::answer(cfg, self.inp.frame) else {
+            trace!(self, TraceStep::Dhcp { what: "no static host for this request: passed to the bridge".into() });
+            return false;
+        };
+        trace!(self, TraceStep::Dhcp { what: format!("{:?} {} to {}", a.reply, a.ip, a.client).to_lowercase() });
+        self.generated(GenKind::DhcpReply, GenTarget::Emit(p.id), a.frame);
+        self.consumed = true;
+        true
     }
 
     /// Egress through `pid`; `dev_in` is the port the packet entered the

@@ -26,6 +26,8 @@
 //!   documents the rule).
 //! * [`StateView`], [`ConntrackView`], [`MemState`], [`IcmpRateLimiter`]
 //!   are the state seams ([`state`]).
+//! * [`dhcp`] answers DHCPv4 BOOTREQUESTs entering exterior bridge ports
+//!   from the bridge's static host entries, before the bridge sees them.
 //! * [`builder`] builds topologies in tests, benches and tools;
 //!   [`fuzzing`] is the fuzz entry point shared by `fuzz/` and `cargo test`.
 //!
@@ -51,10 +53,10 @@
 //!
 //! What is not here yet: stateful conntrack and dynamic NAT (the rules
 //! parse; dynamic NAT drops with [`DropReason::DynamicNatUnsupported`]),
-//! the L4 load balancer, DHCP (the agent answers it before simulation),
-//! IPv6 routing (router ports drop IPv6, as MidoNet's do).
+//! the L4 load balancer, DHCPv6, IPv6 routing (router ports drop IPv6, as MidoNet's do).
 
 pub mod builder;
+pub mod dhcp;
 pub mod engine;
 pub mod fuzzing;
 mod packets;

@@ -157,6 +157,8 @@ pub enum GenKind {
     IcmpEchoReply,
     /// An ICMP error of this type and code.
     IcmpError { icmp_type: u8, code: u8 },
+    /// A DHCP OFFER, ACK or NAK (see [`crate::dhcp`]).
+    DhcpReply,
 }
 
 /// A packet the simulation generated (an answer, a request, an error).
@@ -241,6 +243,8 @@ pub enum TraceStep {
     IcmpSuppressed { why: String },
     Rewrite { what: String },
     Redirect { port: PortId, ingress: bool },
+    /// The DHCP server's view of a BOOTREQUEST (answered or passed on).
+    Dhcp { what: String },
     Output { port: PortId },
     Drop { reason: DropReason },
     Consumed,
@@ -302,6 +306,7 @@ impl fmt::Display for TraceStep {
             Redirect { port, ingress } => {
                 write!(f, "redirect to port {port} {}", if *ingress { "ingress" } else { "egress" })
             }
+            Dhcp { what } => write!(f, "dhcp: {what}"),
             Output { port } => write!(f, "output to exterior port {port}"),
             Drop { reason } => write!(f, "drop: {}", reason.as_str()),
             Consumed => write!(f, "consumed"),

@@ -423,6 +423,8 @@ pub struct Snapshot {
     /// Static SNAT target → original source (for `rev_snat`: restore the
     /// destination of return traffic).
     pub(crate) rev_snat: Map<Ipv4Addr, Ipv4Addr>,
+    /// DHCP configuration of the bridges that have an enabled subnet.
+    pub(crate) dhcp: Map<BridgeId, crate::dhcp::BridgeDhcp>,
     /// The topology revision this was built from.
     pub revision: i64,
 }
@@ -445,7 +447,7 @@ fn uuid_hash(u: uuid::Uuid) -> u64 {
 impl Snapshot {
     /// Compile a topology (see the module docs). Never fails.
     pub fn build(t: &Topology) -> Snapshot {
-        let mut s = Snapshot { revision: t.revision, ..Default::default() };
+        let mut s = Snapshot { revision: t.revision, dhcp: crate::dhcp::build(t), ..Default::default() };
         for p in t.ports.values() {
             let dev = if p.is_router_port() {
                 Dev::Router(p.device_id.cast())

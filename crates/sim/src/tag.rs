@@ -27,7 +27,9 @@
 //! | seeded MAC entry (bridge, vlan, mac) | that MAC entry |
 //! | seeded ARP entry of a bridge (bridge, ip) | that bridge-ARP entry |
 //! | learned MAC / router ARP / bridge ARP (state) | that entry |
-//! | anything else (hosts, tunnel zones, DHCP, LB) | nothing: not read by the simulation |
+//! | DHCP subnet of a bridge | the bridge and its DHCP tag (enabling DHCP widens the bridge's masks) |
+//! | DHCP host entry of a bridge | the bridge's DHCP tag |
+//! | anything else (hosts, tunnel zones, LB) | nothing: not read by the simulation |
 //!
 //! Route tables are tagged per router rather than per prefix: coarser than
 //! MidoNet's destination trie but simple, and route changes are rare next to
@@ -79,6 +81,7 @@ enum Kind {
     IpAddrGroup,
     Mirror,
     StaticNat,
+    Dhcp,
 }
 
 /// One round of a 64-bit multiply-xorshift mixer (the murmur3 finaliser
@@ -155,6 +158,10 @@ impl Tag {
     pub fn mirror(id: MirrorId) -> Tag {
         tag(Kind::Mirror, id.uuid(), 0, 0)
     }
+    /// The DHCP configuration (subnets and hosts) of a bridge.
+    pub fn dhcp(bridge: BridgeId) -> Tag {
+        tag(Kind::Dhcp, bridge.uuid(), 0, 0)
+    }
     /// The global static reverse-NAT maps (built from every static NAT rule).
     pub fn static_nat() -> Tag {
         tag(Kind::StaticNat, Uuid::nil(), 0, 0)
@@ -176,6 +183,11 @@ pub enum StoreObject<'a> {
     MacEntry(&'a model::MacTableEntry),
     ArpEntry(&'a model::ArpTableEntry),
     Mirror(&'a model::Mirror),
+    /// A DHCP subnet of this bridge (the id from the store key: the body
+    /// need not carry it).
+    DhcpSubnet(BridgeId, &'a model::DhcpSubnet),
+    /// A DHCP host entry of this bridge.
+    DhcpHost(BridgeId, &'a model::DhcpHost),
     /// Any kind the simulation does not read.
     Other,
 }
@@ -210,6 +222,14 @@ fn object_tags(snap: &Snapshot, o: StoreObject<'_>, out: &mut Vec<Tag>) {
         }
         StoreObject::ArpEntry(e) => out.push(Tag::bridge_arp(e.bridge_id, e.ip)),
         StoreObject::Mirror(m) => out.push(Tag::mirror(m.id)),
+        // Whether a bridge has an enabled subnet decides whether its flows
+        // match the DHCP ports, so a subnet change refreshes the bridge's
+        // flows; a host entry only changes answers, which are never cached.
+        StoreObject::DhcpSubnet(b, _) => {
+            out.push(Tag::bridge(b));
+            out.push(Tag::dhcp(b));
+        }
+        StoreObject::DhcpHost(b, _) => out.push(Tag::dhcp(b)),
         StoreObject::Other => {}
     }
 }
@@ -245,7 +265,7 @@ pub fn tags_for_store_entry(
     out: &mut Vec<Tag>,
 ) {
     use model::ObjectKind as K;
-    let Some((kind, _)) = K::parse_key(key) else { return };
+    let Some((kind, parts)) = K::parse_key(key) else { return };
     macro_rules! decode {
         ($t:ty, $v:ident) => {
             [old, new].map(|v| v.and_then(|b| serde_json::from_slice::<$t>(b).ok()))
@@ -270,6 +290,19 @@ pub fn tags_for_store_entry(
         K::MacTableEntry => go!(model::MacTableEntry, MacEntry),
         K::ArpTableEntry => go!(model::ArpTableEntry, ArpEntry),
         K::Mirror => go!(model::Mirror, Mirror),
+        K::DhcpSubnet | K::DhcpHost => {
+            // `/dhcp_subnets/<bridge>/<subnet>` and `/dhcp_hosts/<bridge>/<subnet>/<mac>`.
+            let Some(bridge) = parts.first().and_then(|p| p.parse::<BridgeId>().ok()) else { return };
+            if kind == K::DhcpSubnet {
+                let [o, n] = decode!(model::DhcpSubnet, DhcpSubnet);
+                let f = |s| StoreObject::DhcpSubnet(bridge, s);
+                tags_for_change(snap, o.as_ref().map(f), n.as_ref().map(f), out)
+            } else {
+                let [o, n] = decode!(model::DhcpHost, DhcpHost);
+                let f = |h| StoreObject::DhcpHost(bridge, h);
+                tags_for_change(snap, o.as_ref().map(f), n.as_ref().map(f), out)
+            }
+        }
         _ => {}
     }
 }
