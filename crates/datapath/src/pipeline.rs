@@ -14,7 +14,8 @@
 //! * A flow hit never allocates: actions are read in place from the table
 //!   and rewrites work inside the slot's headroom. The only copying path is
 //!   a rewrite the in-place IPv4 code does not cover (IPv6, ICMP id, SCTP),
-//!   which goes through `midonet_flow::apply_action` on a reused scratch
+//!   which goes through `midonet_flow::apply_action_partial` (told where a
+//!   partial checksum starts, so both paths agree) on a reused scratch
 //!   `Vec` (that API takes a `Vec`).
 
 use std::net::Ipv4Addr;
@@ -450,7 +451,8 @@ fn rewrite(slot: &mut Slot, a: &Action, scratch: &mut Vec<u8>) -> Result<(), ()>
             }
             scratch.clear();
             scratch.extend_from_slice(slot.frame());
-            midonet_flow::apply_action(scratch, a).map_err(drop)?;
+            let partial = (slot.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0).then_some(slot.vnet.csum_start as usize);
+            midonet_flow::apply_action_partial(scratch, a, partial).map_err(drop)?;
             if scratch.len() != slot.len {
                 return Err(());
             }
@@ -683,8 +685,12 @@ mod tests {
         f[50..52].copy_from_slice(&p.to_be_bytes());
         let mut slot = Slot::from_frame(&f);
         slot.vnet = VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..VnetHdr::default() };
+        // The copying path (midonet_flow::apply_action_partial) must agree.
+        let mut oracle = f.clone();
         for a in [Action::SetIpv4Src(Ipv4Addr::new(203, 0, 113, 5)), Action::SetL4Dst(9999), Action::SetTtl(3)] {
             assert!(matches!(rewrite_ipv4_in_place(&mut slot, &a), InPlace::Done));
+            midonet_flow::apply_action_partial(&mut oracle, &a, Some(34)).expect("oracle");
+            assert_eq!(slot.frame(), &oracle[..], "in place and copying rewrites agree after {a:?}");
         }
         let out = slot.frame().to_vec();
         assert_eq!(u16::from_be_bytes([out[50], out[51]]), partial_of(&out), "still the pseudo-header sum");

@@ -56,5 +56,5 @@ pub use extract::ParseError;
 pub use key::{FlowKey, FragType, InPort, MacAddr, MacParseError};
 pub use mask::{FieldId, FlowMask, MaskedKey};
 pub use matching::FlowMatch;
-pub use rewrite::{apply_action, apply_actions_to_frame, RewriteError};
+pub use rewrite::{apply_action, apply_action_partial, apply_actions_to_frame, RewriteError};
 pub use text::{DescParseError, MaskedDisplay};

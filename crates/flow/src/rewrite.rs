@@ -9,10 +9,13 @@
 //! changes; the L4 checksum in the first fragment covers the whole datagram
 //! and is updated there.
 //!
-//! Frames whose L4 checksum is "partial" (offloaded: the field holds the
-//! pseudo-header sum, not the checksum) stay consistent for address rewrites
-//! (the pseudo-header changes exactly as the update assumes); port rewrites on
-//! such frames must be done by the datapath after completing the checksum.
+//! Frames whose L4 checksum is "partial" (offloaded, `CHECKSUM_PARTIAL` /
+//! virtio `NEEDS_CSUM`: the field holds the *uncomplemented* pseudo-header
+//! sum, and whoever completes it sums the segment as it then is) need
+//! different updates: an address change moves that sum the other way
+//! (`!update(!field)`), and a change inside the segment (ports, ICMP id)
+//! needs none. [`apply_action_partial`] takes the offset of such a
+//! checksummed L4 header; [`apply_action`] assumes complete checksums.
 //!
 //! The IP header quoted inside an ICMP error is not rewritten (NAT of ICMP
 //! errors needs the payload, which a megaflow cannot match: the simulation
@@ -58,6 +61,17 @@ impl From<ParseError> for RewriteError {
 /// Apply one action to `frame`. Emit actions (`Output`, `Tunnel`,
 /// `Userspace`) are the datapath's business and leave the frame unchanged.
 pub fn apply_action(frame: &mut Vec<u8>, action: &Action) -> Result<(), RewriteError> {
+    apply_action_partial(frame, action, None)
+}
+
+/// [`apply_action`] for a frame whose L4 checksum may be partial:
+/// `csum_start` is the frame offset where the offloaded checksum starts (the
+/// virtio header's `csum_start` when `NEEDS_CSUM` is set), `None` when every
+/// checksum is complete. A partial checksum starting at the TCP/UDP header
+/// gets pseudo-header updates for address changes and none for port
+/// changes; the IPv4 header checksum is always complete and updated as
+/// usual. VLAN push/pop shift the headers: the caller moves `csum_start`.
+pub fn apply_action_partial(frame: &mut Vec<u8>, action: &Action, csum_start: Option<usize>) -> Result<(), RewriteError> {
     match *action {
         Action::Output(_) | Action::Tunnel { .. } | Action::Userspace(_) => Ok(()),
         Action::SetEthDst(m) => set_bytes(frame, 0, &m.0),
@@ -84,7 +98,8 @@ pub fn apply_action(frame: &mut Vec<u8>, action: &Action) -> Result<(), RewriteE
         }
         _ => {
             let (key, lay) = extract_with_layout(frame, InPort::Port(0))?;
-            set_l3_l4(frame, &key, &lay, action)
+            let partial = csum_start.is_some() && csum_start == lay.l4;
+            set_l3_l4(frame, &key, &lay, action, partial)
         }
     }
 }
@@ -136,7 +151,15 @@ fn fix_l4(b: &mut [u8], at: usize, zero_is_none: bool, old: u32, new: u32, wide:
     wr16(b, at, n);
 }
 
-fn set_l3_l4(frame: &mut [u8], key: &FlowKey, lay: &Layout, action: &Action) -> Result<(), RewriteError> {
+/// A pseudo-header field changed under a partial checksum: the field holds
+/// the uncomplemented sum, so update its complement.
+fn fix_partial32(b: &mut [u8], at: usize, old: u32, new: u32) {
+    let c = rd16(b, at);
+    wr16(b, at, !update32(!c, old, new));
+}
+
+/// `partial`: the L4 checksum (at `lay.l4`) is an offloaded partial one.
+fn set_l3_l4(frame: &mut [u8], key: &FlowKey, lay: &Layout, action: &Action, partial: bool) -> Result<(), RewriteError> {
     let l3 = lay.l3;
     // All offsets below were validated by extract_with_layout: the IPv4/IPv6
     // header and (when `lay.l4` is set) the L4 header lie inside the frame.
@@ -153,7 +176,11 @@ fn set_l3_l4(frame: &mut [u8], key: &FlowKey, lay: &Layout, action: &Action) -> 
             wr16(frame, l3 + 10, update32(c, old, new));
             if let Some(l4) = lay.l4 {
                 if let Some((csum, zero_none)) = l4_csum_at(key, l4) {
-                    fix_l4(frame, csum, zero_none, old, new, true);
+                    if partial {
+                        fix_partial32(frame, csum, old, new);
+                    } else {
+                        fix_l4(frame, csum, zero_none, old, new, true);
+                    }
                 }
             }
             Ok(())
@@ -197,7 +224,8 @@ fn set_l3_l4(frame: &mut [u8], key: &FlowKey, lay: &Layout, action: &Action) -> 
             let at = if matches!(action, Action::SetL4Src(_)) { l4 } else { l4 + 2 };
             let old = rd16(frame, at);
             wr16(frame, at, p);
-            if let Some((csum, zero_none)) = l4_csum_at(key, l4) {
+            // A partial checksum is summed over the segment later: nothing to do.
+            if let (Some((csum, zero_none)), false) = (l4_csum_at(key, l4), partial) {
                 fix_l4(frame, csum, zero_none, u32::from(old), u32::from(p), false);
             }
             Ok(())
@@ -209,8 +237,10 @@ fn set_l3_l4(frame: &mut [u8], key: &FlowKey, lay: &Layout, action: &Action) -> 
             };
             let old = rd16(frame, l4 + 4);
             wr16(frame, l4 + 4, id);
-            let c = rd16(frame, l4 + 2);
-            wr16(frame, l4 + 2, update16(c, old, id));
+            if !partial {
+                let c = rd16(frame, l4 + 2);
+                wr16(frame, l4 + 2, update16(c, old, id));
+            }
             Ok(())
         }
         // Handled by apply_action before parsing.
@@ -298,6 +328,45 @@ pub(crate) mod tests {
         f[l4 + 6..l4 + 8].fill(0);
         apply_action(&mut f, &Action::SetIpv4Src(Ipv4Addr::new(1, 2, 3, 4))).expect("rewrite");
         assert_eq!(&f[l4 + 6..l4 + 8], &[0, 0]);
+        assert_checksums_valid(&f);
+    }
+
+    /// An offloaded (CHECKSUM_PARTIAL) frame: the L4 checksum field holds
+    /// the folded, uncomplemented pseudo-header sum. After rewrites it must
+    /// still hold that of the new headers, so completing it over the
+    /// segment (what the NIC or the receiving stack does) gives a valid
+    /// checksum.
+    #[test]
+    fn partial_checksums_stay_completable() {
+        for (desc, csum_at) in [(TCP.to_owned(), 16), (UDP.replace(",vlan.vid=7", ""), 6)] {
+            let mut f = frame(&desc);
+            let l4 = 14 + 20;
+            let pseudo_of = |f: &[u8]| {
+                let (k, lay) = extract_with_layout(f, InPort::Port(0)).expect("parse");
+                fold(pseudo_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, (lay.l3_end - l4) as u32))
+            };
+            let p = pseudo_of(&f);
+            f[l4 + csum_at..l4 + csum_at + 2].copy_from_slice(&p.to_be_bytes());
+            for a in [
+                Action::SetIpv4Src(Ipv4Addr::new(203, 0, 113, 9)),
+                Action::SetIpv4Dst(Ipv4Addr::new(198, 51, 100, 200)),
+                Action::SetL4Src(1234),
+                Action::SetL4Dst(4321),
+                Action::SetTtl(9),
+            ] {
+                apply_action_partial(&mut f, &a, Some(l4)).expect("rewrite");
+                let field = u16::from_be_bytes([f[l4 + csum_at], f[l4 + csum_at + 1]]);
+                assert_eq!(field, pseudo_of(&f), "{desc}: after {a:?} the field is the new pseudo-header sum");
+            }
+            // Complete it as the stack would, then check it from scratch.
+            let end = f.len();
+            let c = crate::checksum::finish(sum(0, &f[l4..end]));
+            f[l4 + csum_at..l4 + csum_at + 2].copy_from_slice(&c.to_be_bytes());
+            assert_checksums_valid(&f);
+        }
+        // A complete checksum is still updated the ordinary way.
+        let mut f = frame(TCP);
+        apply_action_partial(&mut f, &Action::SetL4Dst(8080), None).expect("rewrite");
         assert_checksums_valid(&f);
     }
 
