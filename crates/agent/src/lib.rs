@@ -38,6 +38,19 @@
 //!   under the agent's session lease; the cluster's echo is a no-op.
 //! * After a disconnect the agent keeps forwarding with what it has and
 //!   resumes the subscription from its last applied revision.
+//!
+//! # Not here yet
+//!
+//! * Flow-state replication to peers (conntrack, NAT): the simulation's
+//!   conntrack seam is `NoConntrack`.
+//! * ARP requests are sent once per packet that misses, not retransmitted
+//!   on a timer; after the 5 s wait the next hop is marked failed for 10 s
+//!   (ICMP host unreachable), then asked again.
+//! * The tunnel socket binds `tunnel_bind` (default any address); the
+//!   source address of outgoing VXLAN is the kernel's choice, which is the
+//!   tunnel-zone address on a host with one underlay interface.
+//! * Interface scanning reads sysfs, woken by netlink; it does not parse
+//!   netlink messages itself.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cache;
