@@ -269,8 +269,17 @@ stamp=$(date -u +%Y%m%d-%H%M)
 mkdir -p "$ROOT/bench/results"
 { echo "# bench/run.sh $stamp: $CMDLINE"; for f in midonet.txt kernel.txt ovn.txt cp.json cp.log sandbox-up.txt section.md; do
       [ -f "$RES/$f" ] && { echo; echo "## $f"; cat "$RES/$f"; }; done; } >"$ROOT/bench/results/$stamp.txt"
+# The doc only takes a complete run: all three setups measured.
+complete=1
+[ -n "$(row "$RES/midonet.txt" l2 2)" ] && [ "$(row "$RES/midonet.txt" l2 2)" != n/a ] || complete=0
+[ -n "$(row "$RES/kernel.txt" vxlan 2)" ] || complete=0
+[ -n "$(row "$RES/ovn.txt" ls 2)" ] || complete=0
 if [ "$UPDATE_DOC" = 1 ] && [ "$STEPS" = "midonet kernel ovn" ]; then
-    splice_doc "$RES/section.md"
-    log "updated $DOC"
+    if [ $complete = 1 ]; then
+        splice_doc "$RES/section.md"
+        log "updated $DOC"
+    else
+        log "NOT updating $DOC: some setup has no figures (see above)"
+    fi
 fi
 log "raw results in $RES and bench/results/$stamp.txt"
