@@ -39,6 +39,7 @@ use std::net::Ipv4Addr;
 
 use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
+use midonet_wire::checksum::{finish, pseudo_header_v4, set_ipv4_header_checksum, sum};
 use midonet_model::{BridgeId, DhcpExtraOpt, DhcpHost, DhcpSubnet, Topology};
 
 use crate::snapshot::Map;
@@ -312,8 +313,7 @@ fn udp_frame(src_mac: MacAddr, dst_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, p
     f.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
     f.extend_from_slice(&src.octets());
     f.extend_from_slice(&dst.octets());
-    let c = crate::packets::checksum(&f[ip_start..ip_start + 20]);
-    f[ip_start + 10..ip_start + 12].copy_from_slice(&c.to_be_bytes());
+    set_ipv4_header_checksum(&mut f[ip_start..ip_start + 20]);
     let udp_start = f.len();
     f.extend_from_slice(&SERVER_PORT.to_be_bytes());
     f.extend_from_slice(&CLIENT_PORT.to_be_bytes());
@@ -321,13 +321,7 @@ fn udp_frame(src_mac: MacAddr, dst_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, p
     f.extend_from_slice(&[0, 0]);
     f.extend_from_slice(payload);
     // UDP checksum over the pseudo-header (src, dst, zero, proto, length).
-    let mut pseudo = Vec::with_capacity(12 + usize::from(udp_len));
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, 17]);
-    pseudo.extend_from_slice(&udp_len.to_be_bytes());
-    pseudo.extend_from_slice(&f[udp_start..]);
-    let c = match crate::packets::checksum(&pseudo) {
+    let c = match finish(sum(pseudo_header_v4(src, dst, 17, udp_len), &f[udp_start..])) {
         0 => 0xffff, // RFC 768: a computed zero is sent as all ones.
         c => c,
     };
@@ -338,6 +332,7 @@ fn udp_frame(src_mac: MacAddr, dst_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, p
 #[cfg(test)]
 mod tests {
     use super::*;
+    use midonet_wire::checksum::checksum;
 
     fn opt(name: &str, value: &str) -> DhcpExtraOpt {
         DhcpExtraOpt { opt_name: name.into(), opt_value: value.into() }
@@ -369,12 +364,12 @@ mod tests {
     fn udp_frame_checksums_verify() {
         let f = udp_frame(SERVER_MAC, MacAddr([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::BROADCAST, b"hello")
             .expect("frame");
-        assert_eq!(crate::packets::checksum(&f[14..34]), 0);
+        assert_eq!(checksum(&f[14..34]), 0);
         let mut pseudo = Vec::new();
         pseudo.extend_from_slice(&f[26..34]);
         pseudo.extend_from_slice(&[0, 17, 0, 13]);
         pseudo.extend_from_slice(&f[34..]);
-        assert_eq!(crate::packets::checksum(&pseudo), 0);
+        assert_eq!(checksum(&pseudo), 0);
         assert_eq!(udp_payload(&{
             // Reflect into a request to port 67 to exercise the parser.
             let mut g = f.clone();

@@ -45,6 +45,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use midonet_wire::IcmpError;
 use midonet_model::{ChainId, DeviceId, FlowAction, FragmentPolicy, MirrorId, PortId, RouteType, RouterId};
 
 use crate::packets;
@@ -388,7 +389,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         if !p.admin_up {
             if matches!(p.dev, Dev::Router(_)) {
                 let pre = self.pre;
-                self.icmp_error(pid, 3, 13, 0, &pre);
+                self.icmp_error(pid, IcmpError::AdminProhibited, &pre);
             }
             return self.drop_pkt(DropReason::PortAdminDown);
         }
@@ -460,7 +461,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         if !p.admin_up {
             if matches!(p.dev, Dev::Router(_)) {
                 let pre = self.pre;
-                self.icmp_error(dev_in, 3, 13, 0, &pre);
+                self.icmp_error(dev_in, IcmpError::AdminProhibited, &pre);
             }
             return self.drop_pkt(DropReason::PortAdminDown);
         }
@@ -650,7 +651,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     && self.fm.ip_frag() == FragType::First
                 {
                     let pre = self.pre;
-                    self.icmp_error(ctx.in_port, 3, 4, 0, &pre);
+                    self.icmp_error(ctx.in_port, IcmpError::FragNeeded { next_hop_mtu: 0 }, &pre);
                 }
                 self.drop_pkt(DropReason::RuleDrop);
                 false
@@ -658,7 +659,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             Verdict::Reject => {
                 if matches!(ctx.dev, Dev::Router(_)) {
                     let pre = self.pre;
-                    self.icmp_error(ctx.in_port, 3, 13, 0, &pre);
+                    self.icmp_error(ctx.in_port, IcmpError::AdminProhibited, &pre);
                 }
                 self.drop_pkt(DropReason::RuleReject);
                 false
@@ -966,7 +967,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     let sha = self.fm.arp_sha();
                     trace!(self, TraceStep::ArpAnswered { ip: tpa, mac });
                     if let Some(t) = Self::reply_target(inp) {
-                        let f = packets::arp(2, sha, mac, tpa, sha, spa);
+                        let f = packets::arp_reply(mac, tpa, sha, spa);
                         self.generated(GenKind::ArpReply, t, f);
                     }
                     self.consumed = true;
@@ -1056,7 +1057,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             self.fm.set_vlan(None);
         }
         if !r.admin_up {
-            self.icmp_error(inp.id, 3, 13, 0, &pre);
+            self.icmp_error(inp.id, IcmpError::AdminProhibited, &pre);
             return self.drop_pkt(DropReason::DeviceAdminDown);
         }
         let Some(addr) = inp.addr else {
@@ -1085,7 +1086,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         self.tag(Tag::routes(r.id));
         let Some((rt, n)) = self.lookup(&r.routes) else {
             trace!(self, TraceStep::NoRoute);
-            self.icmp_error(inp.id, 3, 0, 0, &pre);
+            self.icmp_error(inp.id, IcmpError::NetUnreachable, &pre);
             return self.drop_pkt(DropReason::NoRoute);
         };
         trace!(self, TraceStep::Route {
@@ -1099,7 +1100,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         match rt.kind {
             RouteType::BlackHole => self.drop_pkt(DropReason::BlackholeRoute),
             RouteType::Reject => {
-                self.icmp_error(inp.id, 3, 13, 0, &pre);
+                self.icmp_error(inp.id, IcmpError::AdminProhibited, &pre);
                 self.drop_pkt(DropReason::RejectRoute)
             }
             RouteType::Local => self.router_local(r, inp, addr),
@@ -1193,7 +1194,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         };
         let frame = self.inp.frame;
         self.router_generate(r, inp, GenKind::IcmpEchoReply, key, |k| {
-            packets::icmp_echo_reply(k.eth_src, k.eth_dst, k.ipv4_src, k.ipv4_dst, &req, frame)
+            packets::icmp_echo_reply(k, &req, frame)
         });
         self.consumed = true;
     }
@@ -1229,7 +1230,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         };
         let ttl = self.fm.ip_ttl();
         if ttl <= 1 {
-            self.icmp_error(inp.id, 11, 0, 0, pre);
+            self.icmp_error(inp.id, IcmpError::TtlExceeded, pre);
             return self.drop_pkt(DropReason::TtlExceeded);
         }
         self.fm.set_ip_ttl(ttl - 1);
@@ -1301,14 +1302,14 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             ArpLookup::Miss => {
                 trace!(self, TraceStep::ArpMiss { ip: nh });
                 if let Some(t) = Self::reply_target(outp) {
-                    let f = packets::arp(1, MacAddr::BROADCAST, oaddr.mac, oaddr.ip, MacAddr::ZERO, nh);
+                    let f = packets::arp_request(oaddr.mac, oaddr.ip, nh);
                     self.generated(GenKind::ArpRequest, t, f);
                 }
                 self.pending = Some((r.id, nh));
                 None
             }
             ArpLookup::Failed => {
-                self.icmp_error(inp.id, 3, if via_gw { 0 } else { 1 }, 0, pre);
+                self.icmp_error(inp.id, if via_gw { IcmpError::NetUnreachable } else { IcmpError::HostUnreachable }, pre);
                 self.drop_pkt(DropReason::ArpFailed);
                 None
             }
@@ -1327,7 +1328,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             1 if tpa == addr.ip && in_subnet => {
                 trace!(self, TraceStep::ArpAnswered { ip: tpa, mac: addr.mac });
                 if let Some(t) = Self::reply_target(inp) {
-                    let f = packets::arp(2, sha, addr.mac, addr.ip, sha, spa);
+                    let f = packets::arp_reply(addr.mac, addr.ip, sha, spa);
                     self.generated(GenKind::ArpReply, t, f);
                 }
                 self.consumed = true;
@@ -1353,7 +1354,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
 
     /// Generate an ICMP error about the current packet from the router of
     /// port `in_port`, unless RFC 1812 §4.3.2.7 or the rate limit says not to.
-    fn icmp_error(&mut self, in_port: PortId, icmp_type: u8, code: u8, mtu: u16, pre: &FlowKey) {
+    fn icmp_error(&mut self, in_port: PortId, kind: IcmpError, pre: &FlowKey) {
+        let (icmp_type, code) = kind.type_code();
         let snap = self.snap;
         let Some(p) = snap.ports.get(&in_port) else { return };
         let (Dev::Router(rid), Some(addr)) = (p.dev, p.addr) else { return };
@@ -1398,7 +1400,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         let frame = self.inp.frame;
         let inner = *pre;
         self.router_generate(r, p, GenKind::IcmpError { icmp_type, code }, key, |k| {
-            packets::icmp_error(k.eth_src, k.eth_dst, k.ipv4_src, k.ipv4_dst, icmp_type, code, mtu, &inner, frame)
+            packets::icmp_error(k, kind, &inner, frame)
         });
     }
 }

@@ -1,72 +1,57 @@
 //! Frames the simulation generates: ARP replies and requests, ICMP echo
-//! replies and ICMP errors. (`wire` has no builders for these yet; they live
-//! here until it does.)
+//! replies and ICMP errors, built with `midonet-wire`'s builders.
+//!
+//! What this module adds to `wire` is the simulation's view of addresses:
+//!
+//! * A router-generated packet goes through the router's outbound chain
+//!   before it leaves ([`crate::engine`]), so its final Ethernet and IPv4
+//!   addresses are those of the key the chain left (`k`), not necessarily
+//!   the swapped addresses of the request. [`readdress`] writes them into
+//!   the frame `wire` built, untagged and with TOS 0 (MidoNet's generated
+//!   packets carry TOS 0; `wire` marks errors 0xc0 and echoes the
+//!   request's TOS).
+//! * An ICMP error quotes the offending header *as it was when the packet
+//!   reached the router*: an earlier device may have rewritten addresses
+//!   or TTL, which only the key (`inner`) records, so the quoted header is
+//!   patched from it.
+//! * The input frame may be empty (a trace request): the packet is then
+//!   rebuilt from the key.
 //!
 //! ```text
 //!  ARP:      Ethernet(14) | htype=1 ptype=0x0800 hlen=6 plen=4 op sha spa tha tpa (28)
 //!  ICMPv4:   Ethernet(14) | IPv4(20, no options, DF clear) | type code csum rest(4) | data
 //!  error data (RFC 792, RFC 1812 §4.3.2.3): the offending IP header + first 8 bytes
 //! ```
-//!
-//! Inputs are a key and the original frame; a frame that does not parse
-//! (e.g. a trace request with no payload) falls back to what the key says.
 
 use std::net::Ipv4Addr;
 
-use crate::{FlowKey, MacAddr};
+use midonet_wire::checksum::set_ipv4_header_checksum;
+use midonet_wire::{self as wire, IcmpError};
 
-const ETH_ARP: u16 = 0x0806;
+use crate::{FlowKey, FragType, MacAddr};
+
 const ETH_IPV4: u16 = 0x0800;
+/// Offset of the IPv4 header in an untagged frame.
+const L3: usize = 14;
 
-/// RFC 1071 checksum over `data`.
-pub(crate) fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        sum += u32::from(*b) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn eth(out: &mut Vec<u8>, src: MacAddr, dst: MacAddr, ethertype: u16) {
-    out.extend_from_slice(&dst.0);
-    out.extend_from_slice(&src.0);
-    out.extend_from_slice(&ethertype.to_be_bytes());
-}
-
-/// An Ethernet/IPv4 ARP frame.
-pub(crate) fn arp(op: u16, eth_dst: MacAddr, sha: MacAddr, spa: Ipv4Addr, tha: MacAddr, tpa: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42);
-    eth(&mut f, sha, eth_dst, ETH_ARP);
-    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
-    f.extend_from_slice(&op.to_be_bytes());
-    f.extend_from_slice(&sha.0);
-    f.extend_from_slice(&spa.octets());
-    f.extend_from_slice(&tha.0);
-    f.extend_from_slice(&tpa.octets());
+/// "`spa` is at `sha`", unicast to the requester (`tha`, `tpa`).
+pub(crate) fn arp_reply(sha: MacAddr, spa: Ipv4Addr, tha: MacAddr, tpa: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(wire::arp::ARP_FRAME_SIZE);
+    wire::arp_reply(&mut f, sha.0, spa, tha.0, tpa);
     f
 }
 
-/// Offset of the L3 header, and the ethertype, of a frame.
-fn l3(frame: &[u8]) -> Option<(usize, u16)> {
-    let et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    if et == 0x8100 {
-        Some((18, u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?])))
-    } else {
-        Some((14, et))
-    }
+/// Broadcast "who has `tpa`? tell `spa`" from `sha`.
+pub(crate) fn arp_request(sha: MacAddr, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(wire::arp::ARP_FRAME_SIZE);
+    wire::arp_request(&mut f, sha.0, spa, tpa);
+    f
 }
 
-/// The IPv4 header and the rest of the datagram in the frame, if it is a
-/// well-formed IPv4 packet.
-fn ipv4_parts(frame: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (off, et) = l3(frame)?;
+/// The IPv4 datagram in `frame` (from its header, cut to its total
+/// length) and its header length, if it is a well-formed one.
+fn ipv4_datagram(frame: &[u8]) -> Option<(&[u8], usize)> {
+    let (et, off) = wire::l3_offset(frame).ok()?;
     if et != ETH_IPV4 {
         return None;
     }
@@ -76,122 +61,112 @@ fn ipv4_parts(frame: &[u8]) -> Option<(&[u8], &[u8])> {
     if *ip.first()? >> 4 != 4 || ihl < 20 || total < ihl || total > ip.len() {
         return None;
     }
-    Some((&ip[..ihl], &ip[ihl..total]))
+    Some((&ip[..total], ihl))
 }
 
-/// An IPv4 packet carrying an ICMP message (`icmp` with a zero checksum
-/// field; it is filled here).
-fn ipv4_icmp(eth_src: MacAddr, eth_dst: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, mut icmp: Vec<u8>) -> Vec<u8> {
-    let cs = checksum(&icmp);
-    icmp[2..4].copy_from_slice(&cs.to_be_bytes());
-    let mut f = Vec::with_capacity(34 + icmp.len());
-    eth(&mut f, eth_src, eth_dst, ETH_IPV4);
-    let total = (20 + icmp.len()) as u16;
-    let mut h = [0u8; 20];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&total.to_be_bytes());
-    h[8] = 64;
-    h[9] = 1;
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let cs = checksum(&h);
-    h[10..12].copy_from_slice(&cs.to_be_bytes());
-    f.extend_from_slice(&h);
-    f.extend_from_slice(&icmp);
+/// Give a generated IPv4 frame the final addresses of `k`, no VLAN tag and
+/// TOS 0 (see the module docs). The ICMP checksum does not cover the IP
+/// header, so only the header checksum changes.
+fn readdress(f: &mut Vec<u8>, k: &FlowKey) {
+    let _ = wire::vlan_pop(f);
+    if f.len() < L3 + 20 {
+        return;
+    }
+    f[0..6].copy_from_slice(&k.eth_dst.0);
+    f[6..12].copy_from_slice(&k.eth_src.0);
+    f[L3 + 1] = 0;
+    f[L3 + 12..L3 + 16].copy_from_slice(&k.ipv4_src.octets());
+    f[L3 + 16..L3 + 20].copy_from_slice(&k.ipv4_dst.octets());
+    set_ipv4_header_checksum(&mut f[L3..L3 + 20]);
+}
+
+/// The echo reply, addressed as `k`, to the request keyed `req` whose bytes
+/// are `frame` (identifier, sequence and data echoed). The first fragment
+/// of a request is answered with the data it has, as the simulation always
+/// did (`wire` declines fragments, so the copy it sees has MF cleared). A
+/// frame that is not an echo request at all (empty: a trace) gets the
+/// reply to the request the key describes: identifier only, no data.
+pub(crate) fn icmp_echo_reply(k: &FlowKey, req: &FlowKey, frame: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    let whole = first_fragment_as_whole(frame);
+    if wire::icmpv4_echo_reply(whole.as_deref().unwrap_or(frame), &mut f).is_err() {
+        f.clear();
+        let mut synth = Vec::new();
+        FlowKey { ip_frag: FragType::No, vlan_vid: None, ..*req }.to_frame(&[], &mut synth);
+        // The key is an echo request (the caller checked), so this builds.
+        let _ = wire::icmpv4_echo_reply(&synth, &mut f);
+    }
+    readdress(&mut f, k);
     f
 }
 
-/// An echo reply to the request in `frame` (keyed `req`), from `src`.
-pub(crate) fn icmp_echo_reply(
-    eth_src: MacAddr,
-    eth_dst: MacAddr,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    req: &FlowKey,
-    frame: &[u8],
-) -> Vec<u8> {
-    let icmp = match ipv4_parts(frame) {
-        Some((_, body)) if body.len() >= 8 && body[0] == 8 => {
-            let mut v = body.to_vec();
-            v[0] = 0;
-            v[1] = 0;
-            v[2] = 0;
-            v[3] = 0;
-            v
-        }
-        _ => {
-            let mut v = vec![0u8; 8];
-            v[4..6].copy_from_slice(&req.icmp_id.to_be_bytes());
-            v
-        }
-    };
-    ipv4_icmp(eth_src, eth_dst, src, dst, icmp)
+/// A copy of `frame` with the more-fragments flag cleared, if it is the
+/// first fragment of an IPv4 datagram.
+fn first_fragment_as_whole(frame: &[u8]) -> Option<Vec<u8>> {
+    let (et, off) = wire::l3_offset(frame).ok()?;
+    let flags = frame.get(off + 6..off + 8)?;
+    let (mf, offset) = (flags[0] & 0x20 != 0, u16::from_be_bytes([flags[0], flags[1]]) & 0x1fff);
+    if et != ETH_IPV4 || !mf || offset != 0 {
+        return None;
+    }
+    let mut c = frame.to_vec();
+    c[off + 6] &= !0x20;
+    Some(c)
 }
 
-/// An ICMP error (`icmp_type`/`code`; `mtu` goes in bytes 6–7 for
-/// fragmentation-needed) about the packet keyed `inner` (the match as it
-/// entered the router) whose bytes are `frame`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn icmp_error(
-    eth_src: MacAddr,
-    eth_dst: MacAddr,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    icmp_type: u8,
-    code: u8,
-    mtu: u16,
-    inner: &FlowKey,
-    frame: &[u8],
-) -> Vec<u8> {
-    let mut icmp = vec![icmp_type, code, 0, 0, 0, 0];
-    icmp.extend_from_slice(&mtu.to_be_bytes());
-    match ipv4_parts(frame) {
-        Some((hdr, body)) => {
-            // The header as it was when the packet reached the router: an
-            // earlier device may have rewritten addresses or TTL.
-            let mut h = hdr.to_vec();
-            h[8] = inner.ip_ttl;
-            h[12..16].copy_from_slice(&inner.ipv4_src.octets());
-            h[16..20].copy_from_slice(&inner.ipv4_dst.octets());
-            h[10] = 0;
-            h[11] = 0;
-            let cs = checksum(&h);
-            h[10..12].copy_from_slice(&cs.to_be_bytes());
-            icmp.extend_from_slice(&h);
-            icmp.extend_from_slice(&body[..body.len().min(8)]);
+/// An ICMP error of `kind`, addressed as `k`, about the packet keyed
+/// `inner` (the match as it entered the router) whose bytes are `frame`.
+pub(crate) fn icmp_error(k: &FlowKey, kind: IcmpError, inner: &FlowKey, frame: &[u8]) -> Vec<u8> {
+    let original = match ipv4_datagram(frame) {
+        Some((dgram, ihl)) => {
+            // The header as it was when the packet reached the router.
+            let mut d = dgram.to_vec();
+            d[8] = inner.ip_ttl;
+            d[12..16].copy_from_slice(&inner.ipv4_src.octets());
+            d[16..20].copy_from_slice(&inner.ipv4_dst.octets());
+            set_ipv4_header_checksum(&mut d[..ihl]);
+            d
         }
-        None => {
-            let mut h = [0u8; 20];
-            h[0] = 0x45;
-            h[1] = inner.ip_tos;
-            h[2..4].copy_from_slice(&28u16.to_be_bytes());
-            h[8] = inner.ip_ttl;
-            h[9] = inner.ip_proto;
-            h[12..16].copy_from_slice(&inner.ipv4_src.octets());
-            h[16..20].copy_from_slice(&inner.ipv4_dst.octets());
-            let cs = checksum(&h);
-            h[10..12].copy_from_slice(&cs.to_be_bytes());
-            icmp.extend_from_slice(&h);
-            let mut l4 = [0u8; 8];
-            if inner.has_ports() {
-                l4[0..2].copy_from_slice(&inner.l4_src.to_be_bytes());
-                l4[2..4].copy_from_slice(&inner.l4_dst.to_be_bytes());
-            } else if inner.is_icmp() {
-                l4[0] = inner.icmp_type;
-                l4[1] = inner.icmp_code;
-                l4[4..6].copy_from_slice(&inner.icmp_id.to_be_bytes());
-            }
-            icmp.extend_from_slice(&l4);
-        }
+        None => datagram_from_key(inner),
+    };
+    let mut f = Vec::new();
+    if wire::icmpv4_error(&mut f, kind, k.eth_src.0, k.eth_dst.0, k.ipv4_src, &original).is_err() {
+        return Vec::new();
     }
-    ipv4_icmp(eth_src, eth_dst, src, dst, icmp)
+    readdress(&mut f, k);
+    f
+}
+
+/// The first 28 bytes of the datagram `inner` describes: a 20-byte header
+/// (total length 28) and the 8 L4 bytes the key knows (ports, or ICMP type,
+/// code and identifier).
+fn datagram_from_key(inner: &FlowKey) -> Vec<u8> {
+    let mut d = vec![0u8; 28];
+    d[0] = 0x45;
+    d[1] = inner.ip_tos;
+    d[2..4].copy_from_slice(&28u16.to_be_bytes());
+    d[8] = inner.ip_ttl;
+    d[9] = inner.ip_proto;
+    d[12..16].copy_from_slice(&inner.ipv4_src.octets());
+    d[16..20].copy_from_slice(&inner.ipv4_dst.octets());
+    set_ipv4_header_checksum(&mut d[..20]);
+    if inner.has_ports() {
+        d[20..22].copy_from_slice(&inner.l4_src.to_be_bytes());
+        d[22..24].copy_from_slice(&inner.l4_dst.to_be_bytes());
+    } else if inner.is_icmp() {
+        d[20] = inner.icmp_type;
+        d[21] = inner.icmp_code;
+        d[24..26].copy_from_slice(&inner.icmp_id.to_be_bytes());
+    }
+    d
 }
 
 /// The (src, dst) addresses of the IPv4 header embedded in an ICMPv4 error
 /// carried by `frame`, if there is one.
 pub(crate) fn icmp_error_inner(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
-    let (hdr, body) = ipv4_parts(frame)?;
-    if hdr[9] != 1 || !matches!(body.first()?, 3 | 4 | 5 | 11 | 12) {
+    let (dgram, ihl) = ipv4_datagram(frame)?;
+    let body = &dgram[ihl..];
+    if dgram[9] != 1 || !matches!(body.first()?, 3 | 4 | 5 | 11 | 12) {
         return None;
     }
     let inner = body.get(8..28)?;
@@ -206,6 +181,7 @@ pub(crate) fn icmp_error_inner(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
 mod tests {
     use super::*;
     use crate::InPort;
+    use midonet_wire::checksum::checksum;
 
     fn key(frame: &[u8]) -> FlowKey {
         FlowKey::extract(frame, InPort::Port(1)).expect("generated frames parse")
@@ -214,9 +190,10 @@ mod tests {
     #[test]
     fn arp_reply_round_trips_through_extract() {
         let m = MacAddr([2, 0, 0, 0, 0, 1]);
-        let f = arp(2, MacAddr([2, 0, 0, 0, 0, 2]), m, Ipv4Addr::new(10, 0, 0, 1), MacAddr([2, 0, 0, 0, 0, 2]), Ipv4Addr::new(10, 0, 0, 2));
+        let f = arp_reply(m, Ipv4Addr::new(10, 0, 0, 1), MacAddr([2, 0, 0, 0, 0, 2]), Ipv4Addr::new(10, 0, 0, 2));
         let k = key(&f);
         assert_eq!((k.arp_op, k.arp_sha, k.arp_spa), (2, m, Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(k.eth_dst, MacAddr([2, 0, 0, 0, 0, 2]));
         assert_eq!(f.len(), 42);
     }
 
@@ -227,12 +204,40 @@ mod tests {
             .expect("key");
         let mut orig = Vec::new();
         inner.to_frame(b"hello", &mut orig);
-        let f = icmp_error(MacAddr([2, 0, 0, 0, 0, 9]), inner.eth_src, Ipv4Addr::new(10, 0, 0, 1), inner.ipv4_src, 11, 0, 0, &inner, &orig);
+        let out = FlowKey {
+            eth_src: MacAddr([2, 0, 0, 0, 0, 9]),
+            eth_dst: inner.eth_src,
+            ipv4_src: Ipv4Addr::new(10, 0, 0, 1),
+            ipv4_dst: inner.ipv4_src,
+            ..FlowKey::default()
+        };
+        let f = icmp_error(&out, IcmpError::TtlExceeded, &inner, &orig);
         let k = key(&f);
-        assert_eq!((k.icmp_type, k.icmp_code, k.ipv4_dst), (11, 0, inner.ipv4_src));
+        assert_eq!((k.icmp_type, k.icmp_code, k.ipv4_dst, k.ip_tos), (11, 0, inner.ipv4_src, 0));
         assert_eq!(checksum(&f[14..34]), 0, "ip header checksum");
         assert_eq!(checksum(&f[34..]), 0, "icmp checksum");
         assert_eq!(icmp_error_inner(&f), Some((inner.ipv4_src, inner.ipv4_dst)));
+        assert_eq!(f.len(), 14 + 20 + 8 + 28, "header + 8 bytes quoted");
+    }
+
+    #[test]
+    fn icmp_error_quotes_the_header_as_it_entered_the_router() {
+        let inner: FlowKey = "eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:00:02,ip4.src=10.0.0.2,ip4.dst=8.8.8.8,ip.ttl=1,udp.src=1000,udp.dst=53"
+            .parse()
+            .expect("key");
+        // The frame still has the addresses before an earlier DNAT.
+        let before = FlowKey { ipv4_dst: Ipv4Addr::new(192, 0, 2, 80), ip_ttl: 9, ..inner };
+        let mut orig = Vec::new();
+        before.to_frame(b"hello", &mut orig);
+        let f = icmp_error(&FlowKey { ipv4_dst: inner.ipv4_src, ..FlowKey::default() }, IcmpError::NetUnreachable, &inner, &orig);
+        let quoted = &f[42..62];
+        assert_eq!(quoted[8], 1, "ttl from the key");
+        assert_eq!(&quoted[16..20], &[8, 8, 8, 8]);
+        assert_eq!(checksum(quoted), 0, "quoted header checksum refreshed");
+        // No frame: rebuilt from the key.
+        let g = icmp_error(&FlowKey::default(), IcmpError::NetUnreachable, &inner, &[]);
+        assert_eq!(icmp_error_inner(&g), Some((inner.ipv4_src, inner.ipv4_dst)));
+        assert_eq!(&g[62..66], &[0x03, 0xe8, 0, 53], "ports from the key");
     }
 
     #[test]
@@ -242,10 +247,30 @@ mod tests {
             .expect("key");
         let mut orig = Vec::new();
         req.to_frame(b"ping!", &mut orig);
-        let f = icmp_echo_reply(req.eth_dst, req.eth_src, req.ipv4_dst, req.ipv4_src, &req, &orig);
+        let out = FlowKey { eth_src: req.eth_dst, eth_dst: req.eth_src, ipv4_src: req.ipv4_dst, ipv4_dst: req.ipv4_src, ..req };
+        let f = icmp_echo_reply(&out, &req, &orig);
         let k = key(&f);
-        assert_eq!((k.icmp_type, k.icmp_id), (0, 77));
+        assert_eq!((k.icmp_type, k.icmp_id, k.ipv4_src, k.eth_dst), (0, 77, req.ipv4_dst, req.eth_src));
         assert!(f.ends_with(b"ping!"));
+        assert_eq!(checksum(&f[34..]), 0);
+        assert_eq!(checksum(&f[14..34]), 0);
+        // No frame: the reply to what the key says.
+        let g = icmp_echo_reply(&out, &req, &[]);
+        assert_eq!((key(&g).icmp_type, key(&g).icmp_id), (0, 77));
+        assert_eq!(g.len(), 14 + 20 + 8);
+    }
+
+    #[test]
+    fn echo_reply_to_a_first_fragment_echoes_what_it_has() {
+        let req: FlowKey = "eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:00:02,ip4.src=10.0.0.2,ip4.dst=10.0.0.1,ip.frag=first,icmp4.type=8,icmp4.id=9"
+            .parse()
+            .expect("key");
+        let mut orig = Vec::new();
+        req.to_frame(b"part", &mut orig);
+        let out = FlowKey { eth_src: req.eth_dst, eth_dst: req.eth_src, ipv4_src: req.ipv4_dst, ipv4_dst: req.ipv4_src, ..req };
+        let f = icmp_echo_reply(&out, &req, &orig);
+        assert!(f.ends_with(b"part"));
+        assert_eq!(&f[20..22], &[0, 0], "the reply is not a fragment");
         assert_eq!(checksum(&f[34..]), 0);
     }
 }
