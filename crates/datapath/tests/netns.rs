@@ -8,6 +8,10 @@
 //! `MDP_SPIN_US` (the datapaths' poll-spin window), `MDP_NOTSO=1` (VM
 //! checksum offload and TSO off: the kernel segments before the datapath),
 //! `MDP_RT_PRIO` (run the datapath threads under SCHED_FIFO),
+//! `MDP_BACKPRESSURE=N` (pfifo of N packets on the VM veths, NAPI on the
+//! host ends: `midonet_testkit::veth_backpressure`; with
+//! `MDP_NAPI_THREADED=1` that NAPI runs in a kernel thread),
+//! `MDP_BATCH` (packets per receive/transmit batch),
 //! `MDP_UNDERLAY=bridge` (a bridge instead of a direct veth),
 //! `MDP_UNDERLAY_MTU` (default 65000; 1500 exercises fragmentation and the
 //! GSO fallback).
@@ -22,7 +26,7 @@ use midonet_datapath::sys::{enter_netns, PacketSocket, TxItem, TxQueue};
 use midonet_datapath::testing::MacTableHandler;
 use midonet_datapath::userspace::{UserspaceConfig, UserspaceDatapath};
 use midonet_datapath::{Action, Datapath, DropReason, MacAddr};
-use midonet_testkit::{add_neigh, have_program, ns_exec, ns_output, Lab, Vm, VmSpec};
+use midonet_testkit::{add_neigh, have_program, ns_exec, ns_output, veth_backpressure, Lab, Vm, VmSpec};
 
 fn root() -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -225,6 +229,16 @@ fn vxlan_between_two_hosts() {
             ns_exec(&v.ns, &["ethtool", "-K", &v.vm_if, "tx", "off"]).expect("ethtool");
         }
     }
+    if let Some(limit) = std::env::var("MDP_BACKPRESSURE").ok().and_then(|v| v.parse().ok()) {
+        veth_backpressure(&a, &h1, limit).expect("backpressure a");
+        veth_backpressure(&b, &h2, limit).expect("backpressure b");
+        if std::env::var("MDP_NAPI_THREADED").is_ok() {
+            for (v, h) in [(&a, &h1), (&b, &h2)] {
+                let path = format!("/sys/class/net/{}/threaded", v.host_if);
+                ns_exec(h, &["sh", "-c", &format!("echo 1 > {path}")]).expect("threaded napi");
+            }
+        }
+    }
     add_neigh(&a.ns, &a.vm_if, b.ip, &b.mac).expect("neigh");
     add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
 
@@ -234,6 +248,7 @@ fn vxlan_between_two_hosts() {
         underlay_ip: Some(ip),
         spin_us: env_u64("MDP_SPIN_US", UserspaceConfig::default().spin_us),
         rt_priority: std::env::var("MDP_RT_PRIO").ok().and_then(|v| v.parse().ok()),
+        batch: env_u64("MDP_BATCH", UserspaceConfig::default().batch as u64) as usize,
         ..UserspaceConfig::default()
     };
     let dp1 = UserspaceDatapath::start(cfg("mdp-dp1", &h1, u1), None).expect("dp1");
@@ -256,9 +271,17 @@ fn vxlan_between_two_hosts() {
     assert!(s1.tunnel.tx_packets >= 5 && s1.tunnel.rx_packets >= 5, "{:?}", s1.tunnel);
 
     let secs = env_u64("MDP_UDP_SECS", 1);
+    let cpu0 = thread_cpu_ns(&["mdp-dp1", "mdp-dp2"]);
     let (sent, got) = udp_flood(&a, &b, secs);
     eprintln!("vxlan: udp 18 B: sent {sent}, received {got} ({:.0} kpps delivered)", got as f64 / secs as f64 / 1e3);
     assert!(got > 0);
+    // Datapath CPU per packet it forwarded: a figure the other builds on
+    // the box disturb far less than the packet rates.
+    let cpu1 = thread_cpu_ns(&["mdp-dp1", "mdp-dp2"]);
+    for (i, n) in ["dp1", "dp2"].iter().enumerate() {
+        let us = cpu1[i].saturating_sub(cpu0[i]) as f64 / 1e3;
+        eprintln!("vxlan: {n} cpu {:.2} s, {:.2} us per packet sent", us / 1e6, us / sent.max(1) as f64);
+    }
 
     if !have_program("iperf3") {
         eprintln!("iperf3 not installed: skipping the TCP part");
@@ -304,6 +327,21 @@ fn iperf3_udp(lab: &mut Lab, a: &Vm, b: &Vm, secs: u64) -> Option<(f64, f64)> {
     let sum = &j["end"]["sum"];
     let (pk, lost, dur) = (sum["packets"].as_f64()?, sum["lost_packets"].as_f64()?, sum["seconds"].as_f64()?);
     Some((pk / dur, (pk - lost) / dur))
+}
+
+/// CPU time (ns, from `/proc/self/task/*/schedstat`) of this process's
+/// threads with each of these names, in order (0 if absent).
+fn thread_cpu_ns(names: &[&str]) -> Vec<u64> {
+    let mut out = vec![0u64; names.len()];
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
+    for task in dir.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if let Some(i) = names.iter().position(|n| *n == comm.trim()) {
+            let st = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            out[i] += st.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    out
 }
 
 /// `RcvbufErrors` of /proc/net/snmp in a namespace: datagrams the kernel

@@ -421,6 +421,19 @@ pub fn link_index(ns: &str, ifname: &str) -> Result<u32> {
     out.trim().parse().context("parsing ifindex")
 }
 
+/// Backpressure on a VM's veth, as a hypervisor's tap would give: a
+/// `pfifo` qdisc of `limit` packets on the VM end (veth has no qdisc by
+/// default, so a full peer drops) and NAPI (`gro on`) on the host end,
+/// which gives the veth a ring that, on kernels ≥ 6.16, stops the VM end's
+/// queue when full. The guest's UDP sender then blocks on its send buffer
+/// instead of producing packets that are dropped further on.
+pub fn veth_backpressure(vm: &Vm, host_ns: &str, limit: u32) -> Result<()> {
+    let l = limit.to_string();
+    ns_exec(&vm.ns, &["tc", "qdisc", "replace", "dev", &vm.vm_if, "root", "pfifo", "limit", &l])?;
+    ns_exec(host_ns, &["ethtool", "-K", &vm.host_if, "gro", "on"])?;
+    Ok(())
+}
+
 /// Add a static neighbour entry so tests do not depend on ARP.
 pub fn add_neigh(ns: &str, ifname: &str, ip: Ipv4Addr, mac: &str) -> Result<()> {
     let i = ip.to_string();
