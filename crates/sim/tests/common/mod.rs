@@ -101,6 +101,33 @@ impl W {
         self.state.macs.insert((b, vlan, mac(m)), port);
     }
 
+    /// DHCP on b1: subnet 10.0.0.0/24 (gateway 10.0.0.1) with a static
+    /// host for VM1 (10.0.0.11).
+    pub fn dhcp(&mut self) {
+        let ip = |s: &str| s.parse().expect("ip");
+        let s = DhcpSubnet {
+            bridge_id: self.b1,
+            subnet_prefix: ip("10.0.0.0"),
+            subnet_length: 24,
+            default_gateway: Some(ip("10.0.0.1")),
+            server_addr: None,
+            dns_server_addrs: vec![],
+            interface_mtu: None,
+            opt121_routes: vec![],
+            enabled: true,
+        };
+        let m: midonet_model::MacAddr = VM1.parse().expect("mac");
+        let h = DhcpHost {
+            bridge_id: self.b1,
+            subnet: s.key(),
+            mac_addr: m,
+            ip_addr: ip("10.0.0.11"),
+            name: String::new(),
+            extra_dhcp_opts: vec![],
+        };
+        self.t.topo.dhcp_hosts.insert((self.b1, s.key(), m), h);
+        self.t.topo.dhcp_subnets.insert((self.b1, s.key()), s);
+    }
     pub fn gw_arp(&mut self) {
         self.state.router_arp.insert((self.r, "192.0.2.1".parse().expect("ip")), mac(GW));
     }
