@@ -141,6 +141,7 @@ pub fn stop(rec: &ProcRecord, grace: Duration) -> bool {
     let _ = kill(pid, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
+        reap(pid);
         if !is_ours(rec) {
             return true;
         }
@@ -150,7 +151,15 @@ pub fn stop(rec: &ProcRecord, grace: Duration) -> bool {
         let _ = kill(pid, Signal::SIGKILL);
         std::thread::sleep(Duration::from_millis(100));
     }
+    reap(pid);
     true
+}
+
+/// Collects the exit status if the process is our own child (when `up`
+/// and `down` run in one process, as in tests), so it does not linger as
+/// a zombie; for anyone else's child this is a no-op (ECHILD).
+fn reap(pid: Pid) {
+    let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
 }
 
 /// The last `n` lines of a log file, for error messages.
