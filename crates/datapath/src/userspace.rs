@@ -63,6 +63,10 @@ pub struct UserspaceConfig {
     /// effect was within noise; it removes the loss in UDP floods by
     /// slowing the sender, as the kernel path does, and sometimes starves it).
     pub rt_priority: Option<i32>,
+    /// Write a UDP GRO message from the tunnel whose datagrams are one
+    /// small-UDP flow to a bound port as one UDP GSO frame
+    /// ([`crate::pipeline::Core::process_tunnel_gro`]). Default on.
+    pub coalesce_udp: bool,
 }
 
 impl Default for UserspaceConfig {
@@ -76,6 +80,7 @@ impl Default for UserspaceConfig {
             table: TableConfig::default(),
             spin_us: 0,
             rt_priority: None,
+            coalesce_udp: true,
         }
     }
 }
@@ -186,6 +191,7 @@ pub struct State {
     spin: Duration,
     /// Packets received since the loop last looked (any socket).
     activity: u64,
+    coalesce: bool,
 }
 
 impl State {
@@ -286,6 +292,9 @@ impl State {
                 }
                 if s.seg == 0 || s.seg >= s.len {
                     self.core.process_tunnel(s);
+                    continue;
+                }
+                if self.coalesce && self.core.process_tunnel_gro(s) {
                     continue;
                 }
                 // A GRO message: several datagrams back to back, each `seg`
@@ -475,6 +484,7 @@ fn build_state(cfg: &UserspaceConfig, handler: Option<Box<dyn UpcallHandler>>) -
         stop: false,
         spin: Duration::from_micros(cfg.spin_us),
         activity: 0,
+        coalesce: cfg.coalesce_udp,
     })
 }
 

@@ -11,7 +11,8 @@
 //! `MDP_BACKPRESSURE=N` (pfifo of N packets on the VM veths, NAPI on the
 //! host ends: `midonet_testkit::veth_backpressure`; with
 //! `MDP_NAPI_THREADED=1` that NAPI runs in a kernel thread),
-//! `MDP_BATCH` (packets per receive/transmit batch),
+//! `MDP_BATCH` (packets per receive/transmit batch), `MDP_COALESCE=0`
+//! (no UDP GSO frames towards the VMs),
 //! `MDP_UNDERLAY=bridge` (a bridge instead of a direct veth),
 //! `MDP_UNDERLAY_MTU` (default 65000; 1500 exercises fragmentation and the
 //! GSO fallback).
@@ -249,6 +250,7 @@ fn vxlan_between_two_hosts() {
         spin_us: env_u64("MDP_SPIN_US", UserspaceConfig::default().spin_us),
         rt_priority: std::env::var("MDP_RT_PRIO").ok().and_then(|v| v.parse().ok()),
         batch: env_u64("MDP_BATCH", UserspaceConfig::default().batch as u64) as usize,
+        coalesce_udp: env_u64("MDP_COALESCE", 1) != 0,
         ..UserspaceConfig::default()
     };
     let dp1 = UserspaceDatapath::start(cfg("mdp-dp1", &h1, u1), None).expect("dp1");
