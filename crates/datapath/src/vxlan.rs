@@ -23,14 +23,16 @@
 //! A frame without offload work gets a plain RFC 7348 header, so our
 //! datagrams interoperate with kernel VTEPs as long as they are not GSO.
 
+use midonet_wire::vxlan::{CsumOffset, CsumPartial, Gso, OffloadMeta, VxlanRepr};
+
 use crate::sys::VnetHdr;
 
-pub const VXLAN_HDR_LEN: usize = 8;
+/// The header layout (and the private offload extension) is specified once,
+/// in `midonet_wire::vxlan`; this module only maps it to and from the
+/// kernel's virtio-net header that the VM sockets speak.
+pub const VXLAN_HDR_LEN: usize = midonet_wire::vxlan::VXLAN_HEADER_SIZE;
 /// IANA port (RFC 7348 §5).
-pub const VXLAN_PORT: u16 = 4789;
-
-const FLAG_I: u8 = 0x08;
-const FLAG_O: u8 = 0x01;
+pub const VXLAN_PORT: u16 = midonet_wire::vxlan::VXLAN_UDP_PORT;
 
 /// Why a VXLAN header was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +45,17 @@ pub enum VxlanError {
     BadOffload,
 }
 
+impl From<midonet_wire::vxlan::VxlanError> for VxlanError {
+    fn from(e: midonet_wire::vxlan::VxlanError) -> Self {
+        use midonet_wire::vxlan::VxlanError as W;
+        match e {
+            W::Truncated => VxlanError::Truncated,
+            W::NoVni => VxlanError::NoVni,
+            W::VniTooLarge | W::BadOffload | W::OffloadUnsupported => VxlanError::BadOffload,
+        }
+    }
+}
+
 /// Offload metadata that does not fit the header (checksum starting past
 /// byte 255, or a checksum offset we have no code for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -51,52 +64,58 @@ pub struct OffloadUnsupported;
 
 /// Encode a header for `vni` carrying `vnet`.
 pub fn encode(vni: u32, vnet: &VnetHdr) -> Result<[u8; VXLAN_HDR_LEN], OffloadUnsupported> {
-    let v = (vni & 0x00ff_ffff).to_be_bytes();
-    let mut h = [FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0];
-    if vnet.is_offloaded() {
-        let code = match vnet.csum_offset {
-            _ if vnet.flags & VnetHdr::F_NEEDS_CSUM == 0 => 0,
-            16 => 0,
-            6 => 1,
-            _ => return Err(OffloadUnsupported),
+    let offload = if vnet.is_offloaded() {
+        let csum_partial = if vnet.flags & VnetHdr::F_NEEDS_CSUM != 0 {
+            let offset = match vnet.csum_offset {
+                16 => CsumOffset::Tcp,
+                6 => CsumOffset::Udp,
+                _ => return Err(OffloadUnsupported),
+            };
+            let start = u8::try_from(vnet.csum_start).map_err(|_| OffloadUnsupported)?;
+            Some(CsumPartial { start, offset })
+        } else {
+            None
         };
-        let start = u8::try_from(vnet.csum_start).map_err(|_| OffloadUnsupported)?;
-        let gso = vnet.gso_type & 0x07;
-        if gso != vnet.gso_type & 0x7f {
+        let kind = vnet.gso_type & 0x07;
+        if kind != vnet.gso_type & 0x7f {
             return Err(OffloadUnsupported);
         }
-        h[0] |= FLAG_O;
-        h[1] = (vnet.flags & 0x03) | (code << 2) | (gso << 4) | (vnet.gso_type & VnetHdr::GSO_ECN);
-        h[2..4].copy_from_slice(&vnet.gso_size.to_be_bytes());
-        h[7] = start;
-    }
-    Ok(h)
+        Some(OffloadMeta {
+            csum_partial,
+            csum_valid: vnet.flags & VnetHdr::F_DATA_VALID != 0,
+            gso: (kind != VnetHdr::GSO_NONE).then_some(Gso {
+                kind,
+                ecn: vnet.gso_type & VnetHdr::GSO_ECN != 0,
+                size: vnet.gso_size,
+            }),
+        })
+    } else {
+        None
+    };
+    VxlanRepr { vni: vni & midonet_wire::vxlan::VNI_MAX, offload }
+        .to_bytes()
+        .map_err(|_| OffloadUnsupported)
 }
 
 /// Decode a header: the VNI and the virtio-net header to deliver with.
 pub fn decode(b: &[u8]) -> Result<(u32, VnetHdr), VxlanError> {
-    let h = b.get(..VXLAN_HDR_LEN).ok_or(VxlanError::Truncated)?;
-    if h[0] & FLAG_I == 0 {
-        return Err(VxlanError::NoVni);
-    }
-    let vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
+    let (repr, _) = VxlanRepr::parse_bytes(b)?;
     let mut vnet = VnetHdr::default();
-    if h[0] & FLAG_O != 0 {
-        vnet.flags = h[1] & 0x03;
-        vnet.csum_offset = match (h[1] >> 2) & 0x03 {
-            0 => 16,
-            1 => 6,
-            _ => return Err(VxlanError::BadOffload),
-        };
-        if vnet.flags & VnetHdr::F_NEEDS_CSUM == 0 {
-            vnet.csum_offset = 0;
-        } else {
-            vnet.csum_start = u16::from(h[7]);
+    if let Some(o) = repr.offload {
+        if let Some(c) = o.csum_partial {
+            vnet.flags |= VnetHdr::F_NEEDS_CSUM;
+            vnet.csum_start = u16::from(c.start);
+            vnet.csum_offset = c.offset.bytes();
         }
-        vnet.gso_type = ((h[1] >> 4) & 0x07) | (h[1] & VnetHdr::GSO_ECN);
-        vnet.gso_size = u16::from_be_bytes([h[2], h[3]]);
+        if o.csum_valid {
+            vnet.flags |= VnetHdr::F_DATA_VALID;
+        }
+        if let Some(g) = o.gso {
+            vnet.gso_type = g.kind | if g.ecn { VnetHdr::GSO_ECN } else { 0 };
+            vnet.gso_size = g.size;
+        }
     }
-    Ok((vni, vnet))
+    Ok((repr.vni, vnet))
 }
 
 #[cfg(test)]
