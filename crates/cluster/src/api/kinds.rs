@@ -118,7 +118,9 @@ pub trait Kind: Stored + Validate + Clone + Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
     /// Keeps read-only fields of `old` and checks what changed.
-    fn on_update<'a>(&'a mut self, old: &'a Self, tx: &'a mut Tx, ctx: &'a Ctx) -> Fut<'a, ()>;
+    fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
     /// Delete rules: 409s and cascades (the object itself and its guard are
     /// deleted by the caller).
     fn on_delete<'a>(&'a self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
@@ -206,9 +208,6 @@ impl Kind for Bridge {
     fn sample() -> Self {
         Bridge { name: "br0".into(), tenant_id: Some("t1".into()), admin_state_up: true, ..Default::default() }
     }
-    fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async { Ok(()) })
-    }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
             let dev: DeviceId = self.id.cast();
@@ -281,9 +280,6 @@ impl Kind for Router {
     }
     fn sample() -> Self {
         Router { name: "rt0".into(), tenant_id: Some("t1".into()), admin_state_up: true, ..Default::default() }
-    }
-    fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async { Ok(()) })
     }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
@@ -844,9 +840,6 @@ impl Kind for PortGroup {
     fn sample() -> Self {
         PortGroup { name: "pg0".into(), tenant_id: Some("t1".into()), stateful: true, ..Default::default() }
     }
-    fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async { Ok(()) })
-    }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
             let id = Some(self.id);
@@ -896,9 +889,6 @@ impl Kind for IpAddrGroup {
     }
     fn sample() -> Self {
         IpAddrGroup { name: "sg0".into(), tenant_id: Some("t1".into()), ..Default::default() }
-    }
-    fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async { Ok(()) })
     }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
@@ -952,9 +942,6 @@ impl Kind for Mirror {
     }
     fn sample() -> Self {
         Mirror { to_port_id: Some(PortId::nil()), tenant_id: Some("t1".into()), ..Default::default() }
-    }
-    fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async { Ok(()) })
     }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
@@ -1095,9 +1082,6 @@ impl Kind for TunnelZone {
     fn sample() -> Self {
         TunnelZone { name: "tz0".into(), ..Default::default() }
     }
-    fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async { Ok(()) })
-    }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
             let prefix = format!("{}/", ObjectKind::TunnelZoneHost.key(&[&self.id.to_string()]));
@@ -1143,9 +1127,6 @@ impl Kind for LoadBalancer {
     }
     fn sample() -> Self {
         LoadBalancer { admin_state_up: true, tenant_id: Some("t1".into()), ..Default::default() }
-    }
-    fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async { Ok(()) })
     }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
@@ -1266,9 +1247,6 @@ impl Kind for PoolMember {
         serde_json::from_value(json!({"poolId": Uuid::nil(), "address": "10.0.0.10", "protocolPort": 80}))
             .expect("sample member parses")
     }
-    fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async { Ok(()) })
-    }
     fn links(&self, ctx: &Ctx, _env: &Env, m: &mut Map<String, Value>) {
         link(m, "pool", ctx.uri(&format!("/pools/{}", self.pool_id)));
     }
@@ -1373,9 +1351,6 @@ impl Kind for HealthMonitor {
     }
     fn sample() -> Self {
         serde_json::from_value(json!({"type": "TCP", "tenantId": "t1"})).expect("sample monitor parses")
-    }
-    fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async { Ok(()) })
     }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
