@@ -31,7 +31,9 @@ pub struct Chain {
 
 crate::string_enum! {
     /// The rule types of MidoNet's REST `Rule-v2`.
+    #[derive(Default)]
     pub enum RuleType {
+        #[default]
         Accept => "accept",
         Drop => "drop",
         Reject => "reject",
@@ -43,12 +45,6 @@ crate::string_enum! {
         RevSnat => "rev_snat",
         L2Transform => "l2_transform",
         Redirect => "redirect",
-    }
-}
-
-impl Default for RuleType {
-    fn default() -> Self {
-        RuleType::Accept
     }
 }
 

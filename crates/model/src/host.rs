@@ -93,16 +93,12 @@ pub struct HostInterfacePort {
 }
 
 crate::string_enum! {
+    #[derive(Default)]
     pub enum TunnelZoneType {
+        #[default]
         Vxlan => "vxlan",
         Gre => "gre",
         Vtep => "vtep",
-    }
-}
-
-impl Default for TunnelZoneType {
-    fn default() -> Self {
-        TunnelZoneType::Vxlan
     }
 }
 

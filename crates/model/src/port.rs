@@ -11,15 +11,11 @@ use crate::mac::MacAddr;
 
 crate::string_enum! {
     /// Which kind of device the port belongs to.
+    #[derive(Default)]
     pub enum PortType {
+        #[default]
         Bridge => "Bridge" | "ExteriorBridge" | "InteriorBridge",
         Router => "Router" | "ExteriorRouter" | "InteriorRouter",
-    }
-}
-
-impl Default for PortType {
-    fn default() -> Self {
-        PortType::Bridge
     }
 }
 

@@ -9,8 +9,10 @@ use crate::lenient;
 
 crate::string_enum! {
     /// What a route does with the packets it matches.
+    #[derive(Default)]
     pub enum RouteType {
         /// Forward out of `nextHopPort`, to `nextHopGateway` if set.
+        #[default]
         Normal => "Normal",
         /// Drop silently.
         BlackHole => "BlackHole" | "blackhole" | "black_hole",
@@ -18,12 +20,6 @@ crate::string_enum! {
         Reject => "Reject",
         /// Addressed to the router itself (echo replies, BGP).
         Local => "Local",
-    }
-}
-
-impl Default for RouteType {
-    fn default() -> Self {
-        RouteType::Normal
     }
 }
 
