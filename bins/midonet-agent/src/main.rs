@@ -37,10 +37,16 @@ fn main() -> anyhow::Result<()> {
     if args.log_json {
         tracing_subscriber::fmt().with_env_filter(filter).json().init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .init();
     }
     let mut cfg = match &args.config {
-        Some(p) => midonet_agent::Config::load(p).with_context(|| format!("loading {}", p.display()))?,
+        Some(p) => {
+            midonet_agent::Config::load(p).with_context(|| format!("loading {}", p.display()))?
+        }
         None => midonet_agent::Config::default(),
     };
     if !args.cluster.is_empty() {
@@ -67,7 +73,9 @@ fn main() -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     let result = rt.block_on(async move {
         let shutdown = async {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            let mut term = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            ) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "no SIGTERM handler; only ctrl-c stops the agent");

@@ -58,8 +58,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
     }
     let mut cfg = match &args.config {
-        Some(p) => midonet_cluster::Config::load(p)
-            .with_context(|| format!("loading {}", p.display()))?,
+        Some(p) => {
+            midonet_cluster::Config::load(p).with_context(|| format!("loading {}", p.display()))?
+        }
         None => midonet_cluster::Config::default(),
     };
     if let Some(l) = args.listen {

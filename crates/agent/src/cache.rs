@@ -71,8 +71,10 @@ impl Cache {
     /// Replaces everything with a snapshot.
     pub fn apply_snapshot(&mut self, snap: pb::Snapshot, sim: &Snapshot) -> Applied {
         let mut out = Applied::default();
-        let mut incoming: BTreeMap<String, Vec<u8>> = snap.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
-        let gone: Vec<String> = self.raw.keys().filter(|k| !incoming.contains_key(*k)).cloned().collect();
+        let mut incoming: BTreeMap<String, Vec<u8>> =
+            snap.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        let gone: Vec<String> =
+            self.raw.keys().filter(|k| !incoming.contains_key(*k)).cloned().collect();
         for k in gone {
             self.change(&k, None, sim, &mut out);
         }
@@ -120,7 +122,13 @@ impl Cache {
             self.change_state(key, value.as_deref(), out);
             return;
         }
-        midonet_sim::tags_for_store_entry(sim, key, old.as_deref(), value.as_deref(), &mut out.tags);
+        midonet_sim::tags_for_store_entry(
+            sim,
+            key,
+            old.as_deref(),
+            value.as_deref(),
+            &mut out.tags,
+        );
         if key.starts_with(&midonet_model::ObjectKind::TunnelZoneHost.prefix()) {
             out.tags.push(TUNNEL_ROUTES_TAG);
         }
@@ -153,7 +161,9 @@ impl Cache {
                 }
             }
             StateKey::Mac { bridge, vlan, mac } => {
-                let (Ok(bridge), Ok(mac)) = (bridge.parse::<BridgeId>(), mac.parse::<midonet_model::MacAddr>()) else {
+                let (Ok(bridge), Ok(mac)) =
+                    (bridge.parse::<BridgeId>(), mac.parse::<midonet_model::MacAddr>())
+                else {
                     out.bad_keys += 1;
                     return;
                 };
@@ -175,7 +185,8 @@ impl Cache {
                 out.tags.push(Tag::mac(bridge, vlan, mac));
             }
             StateKey::Arp { device, ip } => {
-                let (Ok(dev), Ok(ip)) = (device.parse::<uuid::Uuid>(), ip.parse::<Ipv4Addr>()) else {
+                let (Ok(dev), Ok(ip)) = (device.parse::<uuid::Uuid>(), ip.parse::<Ipv4Addr>())
+                else {
                     out.bad_keys += 1;
                     return;
                 };
@@ -229,16 +240,26 @@ mod tests {
     use midonet_model::{Bridge, Chain, ChainId, Rule};
 
     fn kv(o: &impl Stored) -> pb::KeyValue {
-        pb::KeyValue { key: o.store_key(), value: serde_json::to_vec(o).expect("json"), mod_revision: 1 }
+        pb::KeyValue {
+            key: o.store_key(),
+            value: serde_json::to_vec(o).expect("json"),
+            mod_revision: 1,
+        }
     }
 
     #[test]
     fn snapshot_diff_and_delta_tags() {
         let mut c = Cache::new(Arc::default());
         let empty = Snapshot::build(&Topology::default());
-        let b = Bridge { id: BridgeId::random(), name: "b".into(), admin_state_up: true, ..Default::default() };
+        let b = Bridge {
+            id: BridgeId::random(),
+            name: "b".into(),
+            admin_state_up: true,
+            ..Default::default()
+        };
         let chain = Chain { id: ChainId::random(), name: "c".into(), ..Default::default() };
-        let a = c.apply_snapshot(pb::Snapshot { revision: 5, kvs: vec![kv(&b), kv(&chain)] }, &empty);
+        let a =
+            c.apply_snapshot(pb::Snapshot { revision: 5, kvs: vec![kv(&b), kv(&chain)] }, &empty);
         assert!(a.topology_changed);
         assert_eq!(c.topology.bridges.len(), 1);
         assert_eq!(c.revision, 5);
@@ -249,10 +270,15 @@ mod tests {
         assert!(a.tags.is_empty() && !a.topology_changed);
 
         // A rule added to the chain invalidates the chain's tag only.
-        let rule = Rule { id: midonet_model::RuleId::random(), chain_id: chain.id, ..Default::default() };
+        let rule =
+            Rule { id: midonet_model::RuleId::random(), chain_id: chain.id, ..Default::default() };
         let d = pb::Delta {
             revision: 7,
-            changes: vec![pb::Change { key: rule.store_key(), value: serde_json::to_vec(&rule).expect("json"), deleted: false }],
+            changes: vec![pb::Change {
+                key: rule.store_key(),
+                value: serde_json::to_vec(&rule).expect("json"),
+                deleted: false,
+            }],
         };
         let a = c.apply_delta(d.clone(), &sim).expect("new revision");
         assert_eq!(a.tags, vec![Tag::chain(chain.id)]);
@@ -267,10 +293,18 @@ mod tests {
         let bridge = BridgeId::random();
         let port = PortId::random();
         let key = keys::mac_entry(&bridge.to_string(), 0, "02:00:00:00:00:01");
-        let val = serde_json::to_vec(&midonet_proto::MacEntry { port_id: port.to_string(), host_id: String::new() }).expect("json");
+        let val = serde_json::to_vec(&midonet_proto::MacEntry {
+            port_id: port.to_string(),
+            host_id: String::new(),
+        })
+        .expect("json");
         let d = |rev, v: Option<Vec<u8>>| pb::Delta {
             revision: rev,
-            changes: vec![pb::Change { key: key.clone(), deleted: v.is_none(), value: v.unwrap_or_default() }],
+            changes: vec![pb::Change {
+                key: key.clone(),
+                deleted: v.is_none(),
+                value: v.unwrap_or_default(),
+            }],
         };
         let mac = midonet_sim::MacAddr([2, 0, 0, 0, 0, 1]);
         let a = c.apply_delta(d(2, Some(val.clone())), &sim).expect("applied");
@@ -280,7 +314,10 @@ mod tests {
         let key2 = keys::mac_entry(&bridge.to_string(), 0, "02:00:00:00:00:02");
         let mac2 = midonet_sim::MacAddr([2, 0, 0, 0, 0, 2]);
         state.write().apply(&StateWrite::Mac { bridge, vlan: 0, mac: mac2, port });
-        let echo = pb::Delta { revision: 3, changes: vec![pb::Change { key: key2, value: val, deleted: false }] };
+        let echo = pb::Delta {
+            revision: 3,
+            changes: vec![pb::Change { key: key2, value: val, deleted: false }],
+        };
         assert!(c.apply_delta(echo, &sim).expect("applied").tags.is_empty());
         // Lease gone: entry removed and invalidated.
         let a = c.apply_delta(d(4, None), &sim).expect("applied");

@@ -86,8 +86,10 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, AgentError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AgentError::Io { what: format!("reading {}", path.display()), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| AgentError::Io {
+            what: format!("reading {}", path.display()),
+            source: e,
+        })?;
         Config::from_toml(&text)
     }
 
@@ -103,7 +105,10 @@ impl Config {
             }
         }
         if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
-            return Err(AgentError::Config(format!("metrics_listen `{}` is not ip:port", self.metrics_listen)));
+            return Err(AgentError::Config(format!(
+                "metrics_listen `{}` is not ip:port",
+                self.metrics_listen
+            )));
         }
         if self.session_ttl_secs < 2 {
             return Err(AgentError::Config("session_ttl_secs must be at least 2".into()));
@@ -118,7 +123,13 @@ impl Config {
     pub fn cluster_uris(&self) -> Vec<String> {
         self.cluster
             .iter()
-            .map(|c| if c.starts_with("http://") || c.starts_with("https://") { c.clone() } else { format!("http://{c}") })
+            .map(|c| {
+                if c.starts_with("http://") || c.starts_with("https://") {
+                    c.clone()
+                } else {
+                    format!("http://{c}")
+                }
+            })
             .collect()
     }
 }
@@ -146,7 +157,9 @@ mod tests {
         assert!(e.to_string().contains("metrics_listen"), "{e}");
         assert!(Config::from_toml("datapath = \"kernel\"").is_err());
         assert!(Config::from_toml("bogus = 1").is_err());
-        let c = Config::from_toml("datapath = \"dummy\"\ncluster = [\"10.0.0.1:1\", \"10.0.0.2:1\"]").expect("ok");
+        let c =
+            Config::from_toml("datapath = \"dummy\"\ncluster = [\"10.0.0.1:1\", \"10.0.0.2:1\"]")
+                .expect("ok");
         assert_eq!(c.datapath, DatapathKind::Dummy);
         assert_eq!(c.cluster.len(), 2);
     }

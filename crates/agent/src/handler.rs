@@ -33,9 +33,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use midonet_datapath::{Action, Actions, FlowInstall, FlowKey, GeneratedPacket, InPort, MissDecision, PortNo, UpcallHandler};
+use midonet_datapath::{
+    Action, Actions, FlowInstall, FlowKey, GeneratedPacket, InPort, MissDecision, PortNo,
+    UpcallHandler,
+};
 use midonet_model::{HostId, PortId, RouterId};
-use midonet_sim::{Decision, GenTarget, IcmpRateLimiter, MemState, SimAction, SimResult, Snapshot, StateWrite, Tag};
+use midonet_sim::{
+    Decision, GenTarget, IcmpRateLimiter, MemState, SimAction, SimResult, Snapshot, StateWrite, Tag,
+};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -193,7 +198,11 @@ impl UpcallHandler for Handler {
             InPort::Port(n) => match view.ingress.get(&n) {
                 Some(p) => *p,
                 None => {
-                    sh.metrics.count_drop(if view.ready { AgentDrop::UnboundPort } else { AgentDrop::NoTopology });
+                    sh.metrics.count_drop(if view.ready {
+                        AgentDrop::UnboundPort
+                    } else {
+                        AgentDrop::NoTopology
+                    });
                     return MissDecision::drop();
                 }
             },
@@ -233,7 +242,16 @@ pub fn process(
     let mut out = Outcome::default();
     {
         let state = sh.state.read();
-        crate::simulate::run(&view.sim, &state, &mut w.icmp, key, frame, ingress, sim_now(sh), &mut w.result);
+        crate::simulate::run(
+            &view.sim,
+            &state,
+            &mut w.icmp,
+            key,
+            frame,
+            ingress,
+            sim_now(sh),
+            &mut w.result,
+        );
     }
     let r = &mut w.result;
     let mut resolved: Vec<(RouterId, Ipv4Addr)> = Vec::new();
@@ -290,7 +308,12 @@ pub fn process(
         Decision::Consumed => sh.metrics.sim("consumed"),
         Decision::ArpPending { router, ip } => {
             sh.metrics.sim("arp_pending");
-            let parked = Parked { frame: frame.to_vec(), key: *key, ingress, deadline: Instant::now() + sh.arp_wait };
+            let parked = Parked {
+                frame: frame.to_vec(),
+                key: *key,
+                ingress,
+                deadline: Instant::now() + sh.arp_wait,
+            };
             if sh.waiting.lock().park((router, ip), parked) {
                 sh.metrics.arp_parked.inc();
             } else {
@@ -313,7 +336,8 @@ pub fn process(
                 let Ok(k) = FlowKey::extract(&g.frame, InPort::Port(0)) else { continue };
                 let sub = process(sh, view, w, &k, &g.frame, p, depth + 1, false);
                 if !sub.execute.as_slice().is_empty() {
-                    out.generated.push(GeneratedPacket { actions: sub.execute, frame: g.frame.clone() });
+                    out.generated
+                        .push(GeneratedPacket { actions: sub.execute, frame: g.frame.clone() });
                 }
                 out.generated.extend(sub.generated);
             }
@@ -331,7 +355,12 @@ pub fn process(
 
 /// Re-simulates the packets parked on `(router, ip)` now that it resolved;
 /// returns them as packets to emit.
-pub fn release_parked(sh: &Shared, view: &View, w: &mut Worker, at: &(RouterId, Ipv4Addr)) -> Vec<GeneratedPacket> {
+pub fn release_parked(
+    sh: &Shared,
+    view: &View,
+    w: &mut Worker,
+    at: &(RouterId, Ipv4Addr),
+) -> Vec<GeneratedPacket> {
     let parked = sh.waiting.lock().take(at);
     let mut out = Vec::new();
     for p in parked {
@@ -347,7 +376,9 @@ pub fn release_parked(sh: &Shared, view: &View, w: &mut Worker, at: &(RouterId, 
 /// Applies a learned write; false if the tables already said so.
 fn apply_write(st: &mut MemState, w: &StateWrite) -> bool {
     let same = match *w {
-        StateWrite::Mac { bridge, vlan, mac, port } => st.macs.get(&(bridge, vlan, mac)) == Some(&port),
+        StateWrite::Mac { bridge, vlan, mac, port } => {
+            st.macs.get(&(bridge, vlan, mac)) == Some(&port)
+        }
         StateWrite::RouterArp { router, ip, mac } => st.router_arp.get(&(router, ip)) == Some(&mac),
         StateWrite::BridgeArp { bridge, ip, mac } => st.bridge_arp.get(&(bridge, ip)) == Some(&mac),
     };
@@ -423,7 +454,11 @@ mod tests {
         assert!(w.park((r, ip), parked(now + Duration::from_secs(5))));
         assert!(w.park(other, parked(now + Duration::from_millis(10))));
         assert_eq!(w.len(), 3);
-        assert_eq!(w.expire(now + Duration::from_millis(20)), (1, vec![other]), "only the short wait expired");
+        assert_eq!(
+            w.expire(now + Duration::from_millis(20)),
+            (1, vec![other]),
+            "only the short wait expired"
+        );
         assert_eq!(w.take(&(r, ip)).len(), 2);
         assert!(w.is_empty());
         for _ in 0..WaitingRoom::CAPACITY {

@@ -20,14 +20,19 @@ pub fn load_or_create(path: &Path) -> Result<HostId, AgentError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = HostId::random();
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| AgentError::Io { what: format!("creating {}", dir.display()), source: e })?;
+                std::fs::create_dir_all(dir).map_err(|e| AgentError::Io {
+                    what: format!("creating {}", dir.display()),
+                    source: e,
+                })?;
             }
             // Write then rename, so a crash never leaves a half-written id.
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, format!("{id}\n"))
                 .and_then(|_| std::fs::rename(&tmp, path))
-                .map_err(|e| AgentError::Io { what: format!("writing {}", path.display()), source: e })?;
+                .map_err(|e| AgentError::Io {
+                    what: format!("writing {}", path.display()),
+                    source: e,
+                })?;
             tracing::info!(host_id = %id, file = %path.display(), "created host id");
             Ok(id)
         }

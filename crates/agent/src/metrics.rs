@@ -138,19 +138,51 @@ impl Metrics {
             r.register("misses", "Packets that matched no flow", m.misses.clone());
             r.register("simulations", "Simulations run, by result", m.simulations.clone());
             r.register("drops", "Packets the agent dropped, by reason", m.drops.clone());
-            r.register("sim_drops", "Simulation drop decisions, by the simulation's reason", m.sim_drops.clone());
-            r.register("invalidated_flows", "Flows removed by tag invalidation", m.invalidated_flows.clone());
+            r.register(
+                "sim_drops",
+                "Simulation drop decisions, by the simulation's reason",
+                m.sim_drops.clone(),
+            );
+            r.register(
+                "invalidated_flows",
+                "Flows removed by tag invalidation",
+                m.invalidated_flows.clone(),
+            );
             r.register("invalidation_tags", "Tags invalidated", m.invalidation_tags.clone());
-            r.register("topology_updates", "Topology snapshots and deltas applied", m.topology_updates.clone());
-            r.register("topology_snapshots", "Full topology snapshots applied (first load and resyncs)", m.topology_snapshots.clone());
-            r.register("topology_revision", "Store revision of the current snapshot", m.topology_revision.clone());
-            r.register("bound_ports", "Virtual ports bound to local interfaces", m.bound_ports.clone());
+            r.register(
+                "topology_updates",
+                "Topology snapshots and deltas applied",
+                m.topology_updates.clone(),
+            );
+            r.register(
+                "topology_snapshots",
+                "Full topology snapshots applied (first load and resyncs)",
+                m.topology_snapshots.clone(),
+            );
+            r.register(
+                "topology_revision",
+                "Store revision of the current snapshot",
+                m.topology_revision.clone(),
+            );
+            r.register(
+                "bound_ports",
+                "Virtual ports bound to local interfaces",
+                m.bound_ports.clone(),
+            );
             r.register("sessions", "Cluster sessions opened", m.sessions.clone());
             r.register("arp_parked", "Packets parked waiting for ARP", m.arp_parked.clone());
             r.register("flows", "Flows installed in the datapath", m.dp_flows.clone());
             r.register("dp_drops", "Packets the datapath dropped, by reason", m.dp_drops.clone());
-            r.register("dp_upcalls", "Datapath upcalls (misses sent to the agent)", m.dp_upcalls.clone());
-            r.register("tunnel_rx_packets", "VXLAN packets received", m.dp_tunnel_rx_packets.clone());
+            r.register(
+                "dp_upcalls",
+                "Datapath upcalls (misses sent to the agent)",
+                m.dp_upcalls.clone(),
+            );
+            r.register(
+                "tunnel_rx_packets",
+                "VXLAN packets received",
+                m.dp_tunnel_rx_packets.clone(),
+            );
             r.register("tunnel_tx_packets", "VXLAN packets sent", m.dp_tunnel_tx_packets.clone());
         }
         Arc::new(m)
@@ -177,12 +209,16 @@ impl Metrics {
         for (r, n) in s.drops.iter() {
             let d = n.saturating_sub(prev.drops.get(r));
             if d > 0 {
-                self.dp_drops.get_or_create(&ReasonLabels { reason: r.as_str().to_owned() }).inc_by(d);
+                self.dp_drops
+                    .get_or_create(&ReasonLabels { reason: r.as_str().to_owned() })
+                    .inc_by(d);
             }
         }
         self.dp_upcalls.inc_by(s.upcalls.saturating_sub(prev.upcalls));
-        self.dp_tunnel_rx_packets.inc_by(s.tunnel.rx_packets.saturating_sub(prev.tunnel.rx_packets));
-        self.dp_tunnel_tx_packets.inc_by(s.tunnel.tx_packets.saturating_sub(prev.tunnel.tx_packets));
+        self.dp_tunnel_rx_packets
+            .inc_by(s.tunnel.rx_packets.saturating_sub(prev.tunnel.rx_packets));
+        self.dp_tunnel_tx_packets
+            .inc_by(s.tunnel.tx_packets.saturating_sub(prev.tunnel.tx_packets));
         self.dp_flows.set(i64::try_from(s.table.flows).unwrap_or(i64::MAX));
         *last = Some(s.clone());
     }
@@ -206,12 +242,14 @@ mod tests {
     /// (STYLE.md: "count every drop").
     #[test]
     fn every_agent_drop_reason_is_counted_somewhere() {
-        let sources = [include_str!("handler.rs"), include_str!("tasks.rs"), include_str!("metrics.rs")];
+        let sources =
+            [include_str!("handler.rs"), include_str!("tasks.rs"), include_str!("metrics.rs")];
         for r in AgentDrop::ALL {
             let name = format!("AgentDrop::{r:?}");
             let sites: usize = sources[..2].iter().map(|s| s.matches(&name).count()).sum();
             // SimDrop is counted through `sim_drop`, here.
-            let here = sources[2].contains("self.count_drop(AgentDrop::SimDrop)") && r == AgentDrop::SimDrop;
+            let here = sources[2].contains("self.count_drop(AgentDrop::SimDrop)")
+                && r == AgentDrop::SimDrop;
             assert!(sites > 0 || here, "{name} is declared but never counted");
         }
     }

@@ -74,7 +74,9 @@ pub fn scan() -> Vec<Interface> {
         by_name.insert(
             name.clone(),
             Interface {
-                ifindex: read_trim(&format!("{base}/ifindex")).and_then(|s| s.parse().ok()).unwrap_or(0),
+                ifindex: read_trim(&format!("{base}/ifindex"))
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
                 mac: read_trim(&format!("{base}/address")).unwrap_or_default(),
                 mtu: read_trim(&format!("{base}/mtu")).and_then(|s| s.parse().ok()).unwrap_or(0),
                 // IFF_UP
@@ -89,7 +91,9 @@ pub fn scan() -> Vec<Interface> {
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
             let (Some(addr), Some(mask)) = (a.address, a.netmask) else { continue };
-            let (Some(sin), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) else { continue };
+            let (Some(sin), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) else {
+                continue;
+            };
             if let Some(i) = by_name.get_mut(&a.interface_name) {
                 let len = u32::from(m.ip()).count_ones();
                 i.addresses.push(format!("{}/{len}", sin.ip()));
@@ -104,17 +108,27 @@ pub fn scan() -> Vec<Interface> {
 /// blocking; it lives as long as the process). Returns false if netlink is
 /// unavailable, in which case the periodic scan alone is used.
 fn start_doorbell(bell: std::sync::Arc<Notify>) -> bool {
-    use nix::sys::socket::{bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
+    use nix::sys::socket::{
+        bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+    };
     const RTMGRP_LINK: u32 = 0x1;
     const RTMGRP_IPV4_IFADDR: u32 = 0x10;
-    let fd = match socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute) {
+    let fd = match socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    ) {
         Ok(fd) => fd,
         Err(e) => {
             tracing::warn!(error = %e, "netlink socket unavailable: periodic interface scan only");
             return false;
         }
     };
-    if let Err(e) = bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &NetlinkAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR)) {
+    if let Err(e) = bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &NetlinkAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR),
+    ) {
         tracing::warn!(error = %e, "netlink bind failed: periodic interface scan only");
         return false;
     }

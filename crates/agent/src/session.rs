@@ -47,7 +47,10 @@ pub enum Update {
     Snapshot(pb::Snapshot),
     Delta(pb::Delta),
     /// A session was (re)established with this lease.
-    Connected { session: i64, address: String },
+    Connected {
+        session: i64,
+        address: String,
+    },
 }
 
 /// Static inputs of a session.
@@ -94,17 +97,22 @@ impl Desired {
     }
 
     fn replay(&self) -> Vec<Command> {
-        let mut out: Vec<Command> =
-            self.active.iter().map(|p| Command::PortActive { port: p.clone(), active: true }).collect();
+        let mut out: Vec<Command> = self
+            .active
+            .iter()
+            .map(|p| Command::PortActive { port: p.clone(), active: true })
+            .collect();
         out.extend(self.macs.iter().map(|((b, v, m), p)| Command::Mac {
             bridge: b.clone(),
             vlan: *v,
             mac: m.clone(),
             port: Some(p.clone()),
         }));
-        out.extend(
-            self.arps.iter().map(|((d, i), m)| Command::Arp { device: d.clone(), ip: i.clone(), mac: Some(m.clone()) }),
-        );
+        out.extend(self.arps.iter().map(|((d, i), m)| Command::Arp {
+            device: d.clone(),
+            ip: i.clone(),
+            mac: Some(m.clone()),
+        }));
         out
     }
 }
@@ -195,7 +203,17 @@ pub async fn run(
             return;
         }
         let uri = cfg.uris[idx % cfg.uris.len()].clone();
-        let r = one_session(&cfg, &uri, &applied, &mut commands, &updates, &mut desired, &metrics, &mut stop).await;
+        let r = one_session(
+            &cfg,
+            &uri,
+            &applied,
+            &mut commands,
+            &updates,
+            &mut desired,
+            &metrics,
+            &mut stop,
+        )
+        .await;
         match r {
             Err(SessionEnd::Stopping) => return,
             Err(e) => {
@@ -299,7 +317,8 @@ async fn one_session(
         .subscribe(pb::SubscribeRequest { from_revision: from, host_id: host.clone() })
         .await?
         .into_inner();
-    let mut keepalive = tokio::time::interval(Duration::from_secs((reg.ttl_secs / 3).max(1) as u64));
+    let mut keepalive =
+        tokio::time::interval(Duration::from_secs((reg.ttl_secs / 3).max(1) as u64));
     keepalive.tick().await;
     loop {
         tokio::select! {
@@ -356,8 +375,18 @@ mod tests {
         d.record(&Command::PortActive { port: "a".into(), active: true });
         d.record(&Command::PortActive { port: "b".into(), active: true });
         d.record(&Command::PortActive { port: "a".into(), active: false });
-        d.record(&Command::Mac { bridge: "br".into(), vlan: 0, mac: "m".into(), port: Some("p1".into()) });
-        d.record(&Command::Mac { bridge: "br".into(), vlan: 0, mac: "m".into(), port: Some("p2".into()) });
+        d.record(&Command::Mac {
+            bridge: "br".into(),
+            vlan: 0,
+            mac: "m".into(),
+            port: Some("p1".into()),
+        });
+        d.record(&Command::Mac {
+            bridge: "br".into(),
+            vlan: 0,
+            mac: "m".into(),
+            port: Some("p2".into()),
+        });
         d.record(&Command::Arp { device: "r".into(), ip: "1.2.3.4".into(), mac: Some("x".into()) });
         d.record(&Command::Arp { device: "r".into(), ip: "1.2.3.4".into(), mac: None });
         let r = d.replay();
@@ -365,7 +394,12 @@ mod tests {
             r,
             vec![
                 Command::PortActive { port: "b".into(), active: true },
-                Command::Mac { bridge: "br".into(), vlan: 0, mac: "m".into(), port: Some("p2".into()) },
+                Command::Mac {
+                    bridge: "br".into(),
+                    vlan: 0,
+                    mac: "m".into(),
+                    port: Some("p2".into())
+                },
             ]
         );
     }

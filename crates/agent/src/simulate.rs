@@ -23,6 +23,13 @@ pub fn run(
     now: Duration,
     out: &mut SimResult,
 ) {
-    let input = midonet_sim::SimInput { ingress, key: *key, frame, now, hash_seed: HASH_SEED, trace: false };
+    let input = midonet_sim::SimInput {
+        ingress,
+        key: *key,
+        frame,
+        now,
+        hash_seed: HASH_SEED,
+        trace: false,
+    };
     midonet_sim::simulate_into(snap, state, &midonet_sim::NoConntrack, icmp, &input, out);
 }

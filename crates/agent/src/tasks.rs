@@ -144,7 +144,9 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
             d
         }
         DpChoice::FromConfig => match cfg.datapath {
-            DatapathKind::Dummy => Arc::new(midonet_datapath::dummy::DummyDatapath::new(Some(handler))),
+            DatapathKind::Dummy => {
+                Arc::new(midonet_datapath::dummy::DummyDatapath::new(Some(handler)))
+            }
             DatapathKind::Userspace => {
                 let ucfg = midonet_datapath::userspace::UserspaceConfig {
                     name: "midonet-dp".into(),
@@ -174,13 +176,12 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
     };
 
     let first = tokio::task::spawn_blocking(scanner::scan).await.unwrap_or_default();
-    let addresses: Vec<String> = first
-        .iter()
-        .filter(|i| i.name != "lo")
-        .flat_map(|i| i.addresses.iter().cloned())
-        .collect();
+    let addresses: Vec<String> =
+        first.iter().filter(|i| i.name != "lo").flat_map(|i| i.addresses.iter().cloned()).collect();
     let host_name = if cfg.host_name.is_empty() {
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default()
     } else {
         cfg.host_name.clone()
     };
@@ -193,9 +194,20 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         ttl_secs: cfg.session_ttl_secs,
     };
     tracing::info!(%host_id, cluster = ?cfg.cluster, datapath = ?cfg.datapath, "agent starting");
-    tasks.spawn(session::run(scfg, applied.clone(), cmd_rx, upd_tx, metrics.clone(), stop_rx.clone()));
+    tasks.spawn(session::run(
+        scfg,
+        applied.clone(),
+        cmd_rx,
+        upd_tx,
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
     if scan {
-        tasks.spawn(scanner_task(Duration::from_millis(cfg.scan_interval_ms), if_tx, stop_rx.clone()));
+        tasks.spawn(scanner_task(
+            Duration::from_millis(cfg.scan_interval_ms),
+            if_tx,
+            stop_rx.clone(),
+        ));
     }
     let core = Core {
         shared: shared.clone(),
@@ -212,7 +224,11 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
     Ok(Agent { host_id, shared, dp, metrics, metrics_addr, stop: stop_tx, tasks })
 }
 
-async fn scanner_task(interval: Duration, tx: mpsc::Sender<Vec<Interface>>, mut stop: watch::Receiver<bool>) {
+async fn scanner_task(
+    interval: Duration,
+    tx: mpsc::Sender<Vec<Interface>>,
+    mut stop: watch::Receiver<bool>,
+) {
     tokio::select! {
         _ = scanner::run(interval, tx) => {}
         _ = stop.changed() => {}
@@ -241,7 +257,13 @@ async fn serve_metrics(
                 })
                 .await
                 .unwrap_or_default();
-                ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
             }
         }),
     );
@@ -342,8 +364,11 @@ impl Core {
         // State-only deltas (learned MACs/ARPs, liveness) change neither the
         // snapshot nor the port maps: keep the view, only invalidate.
         if applied.topology_changed || !bindings.is_empty() {
-            let sim =
-                if applied.topology_changed { Arc::new(Snapshot::build(&self.cache.topology)) } else { old.sim.clone() };
+            let sim = if applied.topology_changed {
+                Arc::new(Snapshot::build(&self.cache.topology))
+            } else {
+                old.sim.clone()
+            };
             self.publish_view(sim);
         }
         tags.extend(bindings);
@@ -358,11 +383,16 @@ impl Core {
                 }
             }
         }
-        tracing::debug!(revision = self.cache.revision, us = t0.elapsed().as_micros() as u64, "update applied");
+        tracing::debug!(
+            revision = self.cache.revision,
+            us = t0.elapsed().as_micros() as u64,
+            "update applied"
+        );
     }
 
     fn on_interfaces(&mut self, list: Vec<Interface>) {
-        let _ = self.commands.send(Command::Interfaces(list.iter().map(Interface::to_pb).collect()));
+        let _ =
+            self.commands.send(Command::Interfaces(list.iter().map(Interface::to_pb).collect()));
         self.interfaces = list.into_iter().map(|i| (i.name.clone(), i)).collect();
         let tags = self.reconcile();
         if !tags.is_empty() {
@@ -403,7 +433,8 @@ impl Core {
                 }
             }
             self.arp_failed_at.retain(|at, since| {
-                let keep = now.duration_since(*since) < ARP_FAILED_HOLD && st.arp_failed.contains_key(at);
+                let keep =
+                    now.duration_since(*since) < ARP_FAILED_HOLD && st.arp_failed.contains_key(at);
                 if !keep {
                     st.arp_failed.remove(at);
                     tags.push(Tag::arp(at.0, at.1));
@@ -462,7 +493,8 @@ impl Core {
                 tracing::warn!(port = %id, error = %e, "removing vport");
             }
             if !want.contains_key(&id) {
-                let _ = self.commands.send(Command::PortActive { port: id.to_string(), active: false });
+                let _ =
+                    self.commands.send(Command::PortActive { port: id.to_string(), active: false });
             }
             tracing::info!(port = %id, ifname = %b.ifname, "port unbound");
             tags.push(Tag::port(id));

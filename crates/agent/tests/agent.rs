@@ -36,9 +36,12 @@ async fn start_agent(cluster: &[String]) -> Rig {
     };
     let dp = Arc::new(DummyDatapath::new(None));
     let (tx, rx) = mpsc::channel(4);
-    let agent = midonet_agent::start(cfg, StartOptions { dp: DpChoice::Dummy(dp.clone()), interfaces: Some(rx) })
-        .await
-        .expect("agent starts");
+    let agent = midonet_agent::start(
+        cfg,
+        StartOptions { dp: DpChoice::Dummy(dp.clone()), interfaces: Some(rx) },
+    )
+    .await
+    .expect("agent starts");
     tx.send(Vec::new()).await.expect("interfaces");
     Rig { agent, dp, ifaces: tx, _dir: dir }
 }
@@ -74,8 +77,14 @@ async fn subscription_snapshot_deltas_and_resume_without_reload() {
     let host = rig.agent.host_id;
 
     let rev = c.revision().await;
-    wait_for("first snapshot", T, async || rig.agent.view().ready && rig.agent.view().revision >= rev - 1).await;
-    wait_for("host alive", T, async || c.exists(&midonet_proto::keys::host_alive(&host.to_string())).await).await;
+    wait_for("first snapshot", T, async || {
+        rig.agent.view().ready && rig.agent.view().revision >= rev - 1
+    })
+    .await;
+    wait_for("host alive", T, async || {
+        c.exists(&midonet_proto::keys::host_alive(&host.to_string())).await
+    })
+    .await;
 
     // A delta.
     let b2 = bridge("b2");
@@ -103,7 +112,8 @@ async fn subscription_snapshot_deltas_and_resume_without_reload() {
 async fn fails_over_to_the_next_cluster_address() {
     let c = Cluster::start().await;
     // A port nobody listens on: bind and drop.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let dead =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     let rig = start_agent(&[dead.to_string(), c.addr.to_string()]).await;
     let host = rig.agent.host_id;
     wait_for("registered via the second address", T, async || {
@@ -112,7 +122,10 @@ async fn fails_over_to_the_next_cluster_address() {
     .await;
     rig.agent.stop().await;
     // A clean stop withdraws liveness at once or when the lease ends.
-    wait_for("alive key gone", T, async || !c.exists(&midonet_proto::keys::host_alive(&host.to_string())).await).await;
+    wait_for("alive key gone", T, async || {
+        !c.exists(&midonet_proto::keys::host_alive(&host.to_string())).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,19 +141,31 @@ async fn binding_before_and_after_the_interface_appears() {
     wait_for("topology", T, async || rig.agent.view().revision >= rev).await;
     assert!(rig.agent.view().ingress.is_empty(), "no interface yet, nothing bound");
     rig.ifaces.send(vec![iface("vm1", 7)]).await.expect("send");
-    wait_for("bound after the interface appears", T, async || rig.agent.view().ingress.values().any(|p| *p == p1.id)).await;
-    wait_for("port active", T, async || c.exists(&midonet_proto::keys::port_active(&p1.id.to_string())).await).await;
+    wait_for("bound after the interface appears", T, async || {
+        rig.agent.view().ingress.values().any(|p| *p == p1.id)
+    })
+    .await;
+    wait_for("port active", T, async || {
+        c.exists(&midonet_proto::keys::port_active(&p1.id.to_string())).await
+    })
+    .await;
 
     // Interface first, binding later.
     rig.ifaces.send(vec![iface("vm1", 7), iface("vm2", 8)]).await.expect("send");
     let p2 = bind(&bridge_port(&b, 101), host, "vm2");
     c.put(&p2).await;
-    wait_for("bound after the binding appears", T, async || rig.agent.view().ingress.values().any(|p| *p == p2.id)).await;
+    wait_for("bound after the binding appears", T, async || {
+        rig.agent.view().ingress.values().any(|p| *p == p2.id)
+    })
+    .await;
 
     // Interface disappears: unbound and inactive.
     rig.ifaces.send(vec![iface("vm2", 8)]).await.expect("send");
     wait_for("unbound", T, async || !rig.agent.view().ingress.values().any(|p| *p == p1.id)).await;
-    wait_for("inactive", T, async || !c.exists(&midonet_proto::keys::port_active(&p1.id.to_string())).await).await;
+    wait_for("inactive", T, async || {
+        !c.exists(&midonet_proto::keys::port_active(&p1.id.to_string())).await
+    })
+    .await;
     assert_eq!(metric(&rig.agent, "midonet_agent_bound_ports"), 1.0);
     rig.agent.stop().await;
 }
@@ -171,7 +196,10 @@ async fn rule_change_invalidates_exactly_the_tagged_flows() {
     for p in [&p1, &p2, &q1, &q2] {
         c.put(p).await;
     }
-    rig.ifaces.send(vec![iface("vm1", 1), iface("vm2", 2), iface("vm3", 3), iface("vm4", 4)]).await.expect("send");
+    rig.ifaces
+        .send(vec![iface("vm1", 1), iface("vm2", 2), iface("vm3", 3), iface("vm4", 4)])
+        .await
+        .expect("send");
     wait_for("four ports bound", T, async || rig.agent.view().ingress.len() == 4).await;
     let view = rig.agent.view();
     let dp_of = |p: PortId| *view.ingress.iter().find(|(_, v)| **v == p).expect("bound").0;
@@ -199,7 +227,12 @@ async fn rule_change_invalidates_exactly_the_tagged_flows() {
     let invalidated = metric(&rig.agent, "midonet_agent_invalidated_flows_total");
 
     // A drop rule on b's inbound chain.
-    let rule = Rule { id: RuleId::random(), chain_id: chain.id, rule_type: RuleType::Drop, ..Default::default() };
+    let rule = Rule {
+        id: RuleId::random(),
+        chain_id: chain.id,
+        rule_type: RuleType::Drop,
+        ..Default::default()
+    };
     c.put(&rule).await;
     let chain2 = Chain { rule_ids: vec![rule.id], ..chain.clone() };
     let rev = c.put(&chain2).await;
@@ -222,8 +255,18 @@ async fn learned_macs_reach_other_hosts_so_they_unicast_instead_of_flooding() {
     let (ip_a, ip_b) = (std::net::Ipv4Addr::new(10, 9, 0, 1), std::net::Ipv4Addr::new(10, 9, 0, 2));
     let tz = TunnelZone { id: TunnelZoneId::random(), name: "tz".into(), ..Default::default() };
     c.put(&tz).await;
-    c.put(&TunnelZoneHost { tunnel_zone_id: tz.id, host_id: a.agent.host_id, ip_address: Some(ip_a) }).await;
-    c.put(&TunnelZoneHost { tunnel_zone_id: tz.id, host_id: b.agent.host_id, ip_address: Some(ip_b) }).await;
+    c.put(&TunnelZoneHost {
+        tunnel_zone_id: tz.id,
+        host_id: a.agent.host_id,
+        ip_address: Some(ip_a),
+    })
+    .await;
+    c.put(&TunnelZoneHost {
+        tunnel_zone_id: tz.id,
+        host_id: b.agent.host_id,
+        ip_address: Some(ip_b),
+    })
+    .await;
     let br = bridge("b");
     c.put(&br).await;
     let p1 = bind(&bridge_port(&br, 201), a.agent.host_id, "vm1");
@@ -261,7 +304,10 @@ async fn learned_macs_reach_other_hosts_so_they_unicast_instead_of_flooding() {
     let t = b.dp.take_tunnel();
     assert_eq!(t.len(), 1, "unicast, not a flood: {t:?}");
     assert_eq!((t[0].dst, t[0].vni()), (ip_a, Some(201)));
-    assert!(b.dp.take_output(*b.agent.view().ingress.iter().find(|(_, p)| **p == p3.id).expect("p3").0).is_empty());
+    assert!(b
+        .dp
+        .take_output(*b.agent.view().ingress.iter().find(|(_, p)| **p == p3.id).expect("p3").0)
+        .is_empty());
     a.agent.stop().await;
     b.agent.stop().await;
 }
@@ -279,8 +325,12 @@ async fn compacted_history_resyncs_with_a_snapshot_that_drops_deleted_objects() 
     c.put(&p1).await;
     let rig = start_agent(&[c.addr.to_string()]).await;
     let rev = c.revision().await;
-    wait_for("first snapshot", T, async || rig.agent.view().ready && rig.agent.view().revision >= rev - 1).await;
-    wait_for("p1 in the topology", T, async || rig.agent.view().sim.port_device(p1.id).is_some()).await;
+    wait_for("first snapshot", T, async || {
+        rig.agent.view().ready && rig.agent.view().revision >= rev - 1
+    })
+    .await;
+    wait_for("p1 in the topology", T, async || rig.agent.view().sim.port_device(p1.id).is_some())
+        .await;
 
     c.pause().await;
     let p2 = bridge_port(&b1, 302);
@@ -290,7 +340,11 @@ async fn compacted_history_resyncs_with_a_snapshot_that_drops_deleted_objects() 
     c.store.compact(rev).await.expect("compact");
     c.resume().await;
     wait_for("resynced", T, async || rig.agent.view().revision >= rev).await;
-    assert_eq!(metric(&rig.agent, "midonet_agent_topology_snapshots_total"), 2.0, "compaction forces one snapshot");
+    assert_eq!(
+        metric(&rig.agent, "midonet_agent_topology_snapshots_total"),
+        2.0,
+        "compaction forces one snapshot"
+    );
     let view = rig.agent.view();
     assert!(view.sim.port_device(p1.id).is_none(), "p1 was deleted while the agent was away");
     assert!(view.sim.port_device(p2.id).is_some(), "p2 was created while the agent was away");

@@ -41,9 +41,15 @@ fn prerequisites() -> bool {
         eprintln!("MIDONET_SKIP_NETNS=1: skipping");
         return false;
     }
-    assert!(nix::unistd::geteuid().is_root(), "system tests need root (or set MIDONET_SKIP_NETNS=1)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "system tests need root (or set MIDONET_SKIP_NETNS=1)"
+    );
     for p in ["ip", "ping", "busybox"] {
-        assert!(have_program(p), "the DHCP system test needs `{p}` (apt package busybox; or set MIDONET_SKIP_NETNS=1)");
+        assert!(
+            have_program(p),
+            "the DHCP system test needs `{p}` (apt package busybox; or set MIDONET_SKIP_NETNS=1)"
+        );
     }
     true
 }
@@ -65,7 +71,10 @@ fn agent_binary() -> PathBuf {
     let bin = dir.join("midonet-agent");
     assert!(st.success() || bin.exists(), "cargo build -p midonet-agent-bin failed");
     if !st.success() {
-        eprintln!("WARNING: rebuilding midonet-agent failed; testing the existing {}", bin.display());
+        eprintln!(
+            "WARNING: rebuilding midonet-agent failed; testing the existing {}",
+            bin.display()
+        );
     }
     bin
 }
@@ -90,7 +99,12 @@ struct Rest {
 impl Rest {
     fn post(&self, path: &str, body: Value) -> Value {
         let url = format!("{}{path}", self.base);
-        match self.agent.post(&url).set("Content-Type", "application/json").send_string(&body.to_string()) {
+        match self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string())
+        {
             Ok(r) => r.into_json().expect("json response"),
             Err(ureq::Error::Status(code, r)) => {
                 panic!("POST {path}: {code} {}", r.into_string().unwrap_or_default())
@@ -148,7 +162,11 @@ fn vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router() {
     // REST API and topology service on one store.
     let tc = TestCluster::start("memory:", false);
     let store = tc.cluster().store.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let std_listener = in_netns(&ul, || {
         let l = std::net::TcpListener::bind("10.78.0.254:0").expect("bind in underlay");
         l.set_nonblocking(true).expect("nonblocking");
@@ -171,7 +189,11 @@ fn vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router() {
     let host = HostId::random();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("host_id"), format!("{host}\n")).expect("host id");
-    store_put!(TunnelZoneHost { tunnel_zone_id: tz.id, host_id: host, ip_address: Some(Ipv4Addr::new(10, 78, 0, 1)) });
+    store_put!(TunnelZoneHost {
+        tunnel_zone_id: tz.id,
+        host_id: host,
+        ip_address: Some(Ipv4Addr::new(10, 78, 0, 1))
+    });
     let log = dir.path().join("agent.log");
     let cmd = format!(
         "exec {} --cluster 10.78.0.254:{} --host-id-file {} --metrics-listen 127.0.0.1:7301 >>{} 2>&1",
@@ -180,7 +202,9 @@ fn vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router() {
         dir.path().join("host_id").display(),
         log.display()
     );
-    let pid = lab.spawn(&h1, &["env", "RUST_LOG=info,midonet_agent=debug", "sh", "-c", &cmd]).expect("spawn agent");
+    let pid = lab
+        .spawn(&h1, &["env", "RUST_LOG=info,midonet_agent=debug", "sh", "-c", &cmd])
+        .expect("spawn agent");
     let alive = midonet_proto::keys::host_alive(&host.to_string());
     wait("agent registered", Duration::from_secs(20), &log, || rt.block_on(cluster.exists(&alive)));
 
@@ -201,7 +225,12 @@ fn vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router() {
     );
 
     // Router port 10.0.0.1/24 on the bridge, as in system.rs.
-    let r = Router { id: RouterId::random(), name: "r".into(), admin_state_up: true, ..Default::default() };
+    let r = Router {
+        id: RouterId::random(),
+        name: "r".into(),
+        admin_state_up: true,
+        ..Default::default()
+    };
     store_put!(r.clone());
     let rp_id = PortId::random();
     let bp = Port {
@@ -247,7 +276,11 @@ fn vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router() {
     let vm_ns = lab.add_netns("vm1").expect("vm ns");
     let vm_if = lab.name("vm1").expect("name");
     let host_if = lab.name("vm1h").expect("name");
-    ip(&["link", "add", &vm_if, "netns", &vm_ns, "type", "veth", "peer", "name", &host_if, "netns", &h1]).expect("veth");
+    ip(&[
+        "link", "add", &vm_if, "netns", &vm_ns, "type", "veth", "peer", "name", &host_if, "netns",
+        &h1,
+    ])
+    .expect("veth");
     ns_exec(&vm_ns, &["ip", "link", "set", &vm_if, "address", VM_MAC]).expect("mac");
     ns_exec(&vm_ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
     ns_exec(&vm_ns, &["ip", "link", "set", &vm_if, "up"]).expect("up");
@@ -299,7 +332,17 @@ fn vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router() {
     let took = t0.elapsed();
     if !out.status.success() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        eprintln!("{}", text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+        eprintln!(
+            "{}",
+            text.lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     assert!(
         out.status.success(),
@@ -310,9 +353,13 @@ fn vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router() {
     eprintln!("MEASURE udhcpc lease obtained in {} ms", took.as_millis());
 
     // What the client was told.
-    let env = std::fs::read_to_string(dir.path().join("env.bound")).expect("udhcpc ran the bound event");
+    let env =
+        std::fs::read_to_string(dir.path().join("env.bound")).expect("udhcpc ran the bound event");
     let var = |k: &str| {
-        env.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(str::to_owned).unwrap_or_default()
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(str::to_owned)
+            .unwrap_or_default()
     };
     assert_eq!(var("ip"), VM_IP.to_string(), "{env}");
     assert_eq!(var("subnet"), "255.255.255.0", "{env}");
@@ -328,14 +375,22 @@ fn vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router() {
     let link = ns_exec(&vm_ns, &["ip", "-o", "link", "show", "dev", &vm_if]).expect("link");
     assert!(link.contains(&format!("mtu {MTU} ")), "MTU configured: {link}");
     let routes = ns_exec(&vm_ns, &["ip", "-4", "route", "show", "default"]).expect("routes");
-    assert!(routes.contains(&format!("default via {GW}")), "default route via the gateway: {routes}");
+    assert!(
+        routes.contains(&format!("default via {GW}")),
+        "default route via the gateway: {routes}"
+    );
 
     // The configured VM reaches its gateway, the router port.
-    let out = ns_output(&vm_ns, &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", &GW.to_string()]).expect("ping");
+    let out =
+        ns_output(&vm_ns, &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", &GW.to_string()])
+            .expect("ping");
     assert!(out.status.success(), "ping {GW}: {}", String::from_utf8_lossy(&out.stdout));
 
     // Clean shutdown of the agent, then the lab removes the namespaces.
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     std::thread::sleep(Duration::from_millis(300));
     drop(lab);
     tc.stop();

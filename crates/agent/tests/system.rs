@@ -45,7 +45,10 @@ fn prerequisites() -> bool {
         eprintln!("MIDONET_SKIP_NETNS=1: skipping");
         return false;
     }
-    assert!(nix::unistd::geteuid().is_root(), "system tests need root (or set MIDONET_SKIP_NETNS=1)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "system tests need root (or set MIDONET_SKIP_NETNS=1)"
+    );
     for p in ["ip", "ping"] {
         assert!(have_program(p), "system tests need `{p}` (or set MIDONET_SKIP_NETNS=1)");
     }
@@ -77,7 +80,10 @@ fn agent_binary() -> PathBuf {
             // tree mid-edit) still tests that binary; say so loudly.
             assert!(st.success() || bin.exists(), "cargo build -p midonet-agent-bin failed");
             if !st.success() {
-                eprintln!("WARNING: rebuilding midonet-agent failed; testing the existing {}", bin.display());
+                eprintln!(
+                    "WARNING: rebuilding midonet-agent failed; testing the existing {}",
+                    bin.display()
+                );
             }
             assert!(bin.exists(), "{} missing after build", bin.display());
             bin
@@ -98,7 +104,10 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
 }
 
 /// Like [`in_netns`] but returns at once with the thread's handle.
-fn spawn_in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let ns = ns.to_owned();
     std::thread::spawn(move || {
         midonet_datapath::sys::enter_netns(&ns).expect("enter netns");
@@ -128,7 +137,10 @@ fn udp_cutover(from: &Vm, to: &Vm, stops: bool, change: impl FnOnce()) -> Durati
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(n) = s.recv(&mut buf) {
                     if n >= 8 {
-                        got.push((u64::from_be_bytes(buf[..8].try_into().expect("8 bytes")), Instant::now()));
+                        got.push((
+                            u64::from_be_bytes(buf[..8].try_into().expect("8 bytes")),
+                            Instant::now(),
+                        ));
                     }
                 }
             }
@@ -179,7 +191,8 @@ fn udp_cutover(from: &Vm, to: &Vm, stops: bool, change: impl FnOnce()) -> Durati
 fn tcp_transfer(from: &Vm, to: &Vm, size: usize) -> Duration {
     use sha2::{Digest, Sha256};
     use std::io::{Read, Write};
-    let listener = in_netns(&to.ns, || std::net::TcpListener::bind("0.0.0.0:5202").expect("tcp bind"));
+    let listener =
+        in_netns(&to.ns, || std::net::TcpListener::bind("0.0.0.0:5202").expect("tcp bind"));
     let server = std::thread::spawn(move || {
         let (mut c, _) = listener.accept().expect("accept");
         let mut h = Sha256::new();
@@ -198,7 +211,8 @@ fn tcp_transfer(from: &Vm, to: &Vm, size: usize) -> Duration {
     let dst = std::net::SocketAddr::from((to.ip, 5202));
     let t0 = Instant::now();
     let (sent_hash, sent) = in_netns(&from.ns, move || {
-        let mut c = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(5)).expect("connect");
+        let mut c =
+            std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(5)).expect("connect");
         let mut h = Sha256::new();
         // xorshift: incompressible, reproducible, cheap.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -259,8 +273,13 @@ impl Env {
         }
         let ul = lab.name("ul").expect("ul");
         let ulbr = lab.name("ulbr").expect("ulbr");
-        ns_exec(&ul, &["ip", "addr", "add", "10.77.0.254/24", "dev", &ulbr]).expect("cluster address");
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        ns_exec(&ul, &["ip", "addr", "add", "10.77.0.254/24", "dev", &ulbr])
+            .expect("cluster address");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
         let std_listener = in_netns(&ul, || {
             let l = std::net::TcpListener::bind("10.77.0.254:0").expect("bind in underlay");
             l.set_nonblocking(true).expect("nonblocking");
@@ -273,7 +292,8 @@ impl Env {
         });
         let tz = TunnelZone { id: TunnelZoneId::random(), name: "tz".into(), ..Default::default() };
         rt.block_on(cluster.put(&tz));
-        let mut env = Env { lab, rt, cluster, hosts: Vec::new(), tz: tz.id, next_key: 100, _guard: guard };
+        let mut env =
+            Env { lab, rt, cluster, hosts: Vec::new(), tz: tz.id, next_key: 100, _guard: guard };
         for (ns, ip) in [(h1, Ipv4Addr::new(10, 77, 0, 1)), (h2, Ipv4Addr::new(10, 77, 0, 2))] {
             let id = HostId::random();
             let dir = tempfile::tempdir().expect("tempdir");
@@ -297,7 +317,10 @@ impl Env {
             h.dir.path().join("host_id").display(),
             log.display()
         );
-        let pid = self.lab.spawn(&h.ns, &["env", "RUST_LOG=info,midonet_agent=debug", "sh", "-c", &cmd]).expect("spawn agent");
+        let pid = self
+            .lab
+            .spawn(&h.ns, &["env", "RUST_LOG=info,midonet_agent=debug", "sh", "-c", &cmd])
+            .expect("spawn agent");
         self.hosts[i].pid = Some(pid);
         let alive = midonet_proto::keys::host_alive(&self.hosts[i].id.to_string());
         self.wait("agent registered", Duration::from_secs(20), |e| e.exists(&alive));
@@ -357,7 +380,8 @@ impl Env {
             .expect("vm");
         ns_exec(&v.ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
         // One GSO frame per VXLAN datagram (see the datapath's docs).
-        ns_exec(&v.ns, &["ip", "link", "set", "dev", &v.vm_if, "gso_max_size", "60000"]).expect("gso cap");
+        ns_exec(&v.ns, &["ip", "link", "set", "dev", &v.vm_if, "gso_max_size", "60000"])
+            .expect("gso cap");
         v
     }
 
@@ -394,7 +418,9 @@ impl Env {
     fn metrics(&self, i: usize) -> String {
         in_netns(&self.hosts[i].ns, || {
             use std::io::{Read, Write};
-            let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:7300") else { return String::new() };
+            let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:7300") else {
+                return String::new();
+            };
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
             let mut out = String::new();
@@ -432,7 +458,10 @@ impl Drop for Env {
         // SIGTERM first so the agents take the clean shutdown path.
         for h in &self.hosts {
             if let Some(pid) = h.pid {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -467,7 +496,11 @@ fn until_ping(from: &Vm, to: Ipv4Addr, want_reply: bool, timeout: Duration) -> D
         if out.status.success() == want_reply {
             return t0.elapsed();
         }
-        assert!(t0.elapsed() < timeout, "ping {to}: still {} after {timeout:?}", if want_reply { "failing" } else { "answered" });
+        assert!(
+            t0.elapsed() < timeout,
+            "ping {to}: still {} after {timeout:?}",
+            if want_reply { "failing" } else { "answered" }
+        );
         if !want_reply {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -480,7 +513,12 @@ fn bridge_across_two_hosts() {
         return;
     }
     let mut env = Env::new();
-    let b = Bridge { id: BridgeId::random(), name: "b1".into(), admin_state_up: true, ..Default::default() };
+    let b = Bridge {
+        id: BridgeId::random(),
+        name: "b1".into(),
+        admin_state_up: true,
+        ..Default::default()
+    };
     env.put(&b);
     let vm1 = env.vm(0, "vm1", "10.1.0.1/24", None);
     let vm2 = env.vm(1, "vm2", "10.1.0.2/24", None);
@@ -495,7 +533,10 @@ fn bridge_across_two_hosts() {
         p2 = Some(env.bridge_port(&b, Some((1, &vm2))));
     });
     let p2 = p2.expect("p2 created");
-    eprintln!("MEASURE port bind (store write) -> first packet delivered: {:.1} ms", bind_to_first.as_secs_f64() * 1e3);
+    eprintln!(
+        "MEASURE port bind (store write) -> first packet delivered: {:.1} ms",
+        bind_to_first.as_secs_f64() * 1e3
+    );
     env.wait_active(&p2);
 
     // 1. Ping across hosts.
@@ -512,7 +553,12 @@ fn bridge_across_two_hosts() {
     let t = Instant::now();
     assert!(ping(&vm1, vm2.ip, 3, &[]).is_some(), "forwarding continues without the cluster");
     let sessions_before = env.metric(0, "midonet_agent_sessions_total");
-    let b_late = Bridge { id: BridgeId::random(), name: "while-down".into(), admin_state_up: true, ..Default::default() };
+    let b_late = Bridge {
+        id: BridgeId::random(),
+        name: "while-down".into(),
+        admin_state_up: true,
+        ..Default::default()
+    };
     let rev = env.put(&b_late);
     std::thread::sleep(Duration::from_millis(1000).saturating_sub(t.elapsed()));
     let std_listener = in_netns(&ul, move || {
@@ -530,19 +576,29 @@ fn bridge_across_two_hosts() {
     });
     eprintln!("MEASURE cluster back -> agent caught up in {} ms", t.elapsed().as_millis());
     assert!(env.metric(0, "midonet_agent_sessions_total") > sessions_before);
-    assert_eq!(env.metric(0, "midonet_agent_topology_snapshots_total"), 1.0, "resumed with deltas, no reload");
+    assert_eq!(
+        env.metric(0, "midonet_agent_topology_snapshots_total"),
+        1.0,
+        "resumed with deltas, no reload"
+    );
 
     // 2. A malformed frame on vm1's interface is counted and dropped while
     // a ping runs.
     let before = env.metric(0, "midonet_agent_dp_drops_total{reason=\"malformed\"}");
     let pinger = {
         let (ns, dst) = (vm1.ns.clone(), vm2.ip.to_string());
-        std::thread::spawn(move || ns_output(&ns, &["ping", "-n", "-c", "10", "-i", "0.1", "-W", "1", &dst]).expect("ping"))
+        std::thread::spawn(move || {
+            ns_output(&ns, &["ping", "-n", "-c", "10", "-i", "0.1", "-W", "1", &dst]).expect("ping")
+        })
     };
     std::thread::sleep(Duration::from_millis(200));
     inject_malformed(&vm1);
     let out = pinger.join().expect("pinger");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("10 received"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10 received"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     env.wait("malformed frame counted", Duration::from_secs(5), |e| {
         e.metric(0, "midonet_agent_dp_drops_total{reason=\"malformed\"}") > before
     });
@@ -553,7 +609,12 @@ fn bridge_across_two_hosts() {
     let filtered = Port { outbound_filter_id: Some(chain.id), ..p2.clone() };
     env.put(&filtered);
     assert!(ping(&vm1, vm2.ip, 2, &[]).is_some(), "empty chain lets traffic through");
-    let rule = Rule { id: RuleId::random(), chain_id: chain.id, rule_type: RuleType::Drop, ..Default::default() };
+    let rule = Rule {
+        id: RuleId::random(),
+        chain_id: chain.id,
+        rule_type: RuleType::Drop,
+        ..Default::default()
+    };
     env.put(&rule);
     let add = udp_cutover(&vm1, &vm2, true, || {
         env.put(&Chain { rule_ids: vec![rule.id], ..chain.clone() });
@@ -565,7 +626,10 @@ fn bridge_across_two_hosts() {
     });
     env.delete(&rule);
     eprintln!("MEASURE drop rule removal -> traffic back within {:.1} ms", del.as_secs_f64() * 1e3);
-    assert!(add < Duration::from_millis(500) && del < Duration::from_millis(500), "rule changes must apply within 500 ms");
+    assert!(
+        add < Duration::from_millis(500) && del < Duration::from_millis(500),
+        "rule changes must apply within 500 ms"
+    );
 
     // 4. Admin-down port stops traffic.
     env.put(&Port { admin_state_up: false, ..filtered.clone() });
@@ -601,10 +665,17 @@ fn bridge_across_two_hosts() {
     let pid = env.hosts[1].pid.expect("agent 1 runs");
     let active = midonet_proto::keys::port_active(&p2.id.to_string());
     let t = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).expect("kill");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
     env.wait("port withdrawn on SIGTERM", Duration::from_secs(3), |e| !e.exists(&active));
     env.wait("agent exited", Duration::from_secs(5), |_| exited(pid));
-    eprintln!("MEASURE SIGTERM -> port withdrawn and process gone in {} ms", t.elapsed().as_millis());
+    eprintln!(
+        "MEASURE SIGTERM -> port withdrawn and process gone in {} ms",
+        t.elapsed().as_millis()
+    );
 }
 
 /// Whether a child process has exited (gone, or a zombie not yet reaped).
@@ -621,15 +692,33 @@ fn router_between_bridges_across_hosts() {
         return;
     }
     let mut env = Env::new();
-    let b1 = Bridge { id: BridgeId::random(), name: "b1".into(), admin_state_up: true, ..Default::default() };
-    let b2 = Bridge { id: BridgeId::random(), name: "b2".into(), admin_state_up: true, ..Default::default() };
-    let r = Router { id: RouterId::random(), name: "r".into(), admin_state_up: true, ..Default::default() };
+    let b1 = Bridge {
+        id: BridgeId::random(),
+        name: "b1".into(),
+        admin_state_up: true,
+        ..Default::default()
+    };
+    let b2 = Bridge {
+        id: BridgeId::random(),
+        name: "b2".into(),
+        admin_state_up: true,
+        ..Default::default()
+    };
+    let r = Router {
+        id: RouterId::random(),
+        name: "r".into(),
+        admin_state_up: true,
+        ..Default::default()
+    };
     env.put(&b1);
     env.put(&b2);
     env.put(&r);
     let gw1 = Ipv4Addr::new(10, 1, 0, 254);
     let gw2 = Ipv4Addr::new(10, 2, 0, 254);
-    for (b, gw, net, mac) in [(&b1, gw1, Ipv4Addr::new(10, 1, 0, 0), [2, 0xaa, 0, 0, 0, 1]), (&b2, gw2, Ipv4Addr::new(10, 2, 0, 0), [2, 0xaa, 0, 0, 0, 2])] {
+    for (b, gw, net, mac) in [
+        (&b1, gw1, Ipv4Addr::new(10, 1, 0, 0), [2, 0xaa, 0, 0, 0, 1]),
+        (&b2, gw2, Ipv4Addr::new(10, 2, 0, 0), [2, 0xaa, 0, 0, 0, 2]),
+    ] {
         let rp_id = PortId::random();
         let bp = Port {
             id: PortId::random(),
@@ -683,14 +772,23 @@ fn router_between_bridges_across_hosts() {
     let t = Instant::now();
     let vm3 = env.vm(1, "vm3", "10.2.0.3/24", Some(gw2));
     env.wait_active(&p3);
-    eprintln!("MEASURE interface created -> port active (netlink + bind + cluster write) {} ms", t.elapsed().as_millis());
+    eprintln!(
+        "MEASURE interface created -> port active (netlink + bind + cluster write) {} ms",
+        t.elapsed().as_millis()
+    );
 
     // The agent answers ARP for the router port (the VM's gateway).
     let t = Instant::now();
     until_ping(&vm1, gw1, true, Duration::from_secs(10));
-    eprintln!("MEASURE ping the router port (ARP answered by the agent) after {} ms", t.elapsed().as_millis());
+    eprintln!(
+        "MEASURE ping the router port (ARP answered by the agent) after {} ms",
+        t.elapsed().as_millis()
+    );
     let neigh = ns_exec(&vm1.ns, &["ip", "neigh", "show", &gw1.to_string()]).expect("ip neigh");
-    assert!(neigh.contains("02:aa:00:00:00:01"), "gateway resolved to the router port's MAC: {neigh}");
+    assert!(
+        neigh.contains("02:aa:00:00:00:01"),
+        "gateway resolved to the router port's MAC: {neigh}"
+    );
 
     // Across the router and the hosts (the router ARPs for vm3: the first
     // packet waits in the agent's waiting room).
@@ -717,7 +815,8 @@ fn router_between_bridges_across_hosts() {
 
     // TTL 1: the router answers ICMP time exceeded.
     let dst = vm3.ip.to_string();
-    let out = ns_output(&vm1.ns, &["ping", "-n", "-c", "1", "-W", "2", "-t", "1", &dst]).expect("ping -t 1");
+    let out = ns_output(&vm1.ns, &["ping", "-n", "-c", "1", "-W", "2", "-t", "1", &dst])
+        .expect("ping -t 1");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("Time to live exceeded") && text.contains(&gw1.to_string()),
@@ -738,7 +837,13 @@ fn inject_malformed(vm: &Vm) {
         use midonet_datapath::sys::{PacketSocket, TxItem, TxQueue};
         let s = PacketSocket::open(&ifname).expect("packet socket");
         let mut q = TxQueue::new(1);
-        q.push(TxItem { head: [0; 16], head_len: 10, ptr: frame.as_ptr(), len: frame.len(), dst: None });
+        q.push(TxItem {
+            head: [0; 16],
+            head_len: 10,
+            ptr: frame.as_ptr(),
+            len: frame.len(),
+            dst: None,
+        });
         let (sent, _, failed) = q.flush(s.fd());
         assert_eq!((sent, failed), (1, 0), "injected");
     });

@@ -118,7 +118,9 @@ pub fn resource_command(spec: &'static ResourceSpec) -> Command {
                                     .help("peer port id"),
                             ),
                     )
-                    .subcommand(Command::new("unlink").about("remove the link of this port").arg(id_arg()));
+                    .subcommand(
+                        Command::new("unlink").about("remove the link of this port").arg(id_arg()),
+                    );
             }
             Extra::Interfaces => {
                 cmd = cmd.subcommand(
@@ -152,10 +154,7 @@ fn with_parent_args(mut cmd: Command, spec: &'static ResourceSpec, help: &str) -
     parent_flags(spec, &mut ps);
     for p in ps {
         cmd = cmd.arg(
-            Arg::new(p.flag)
-                .long(p.flag)
-                .value_name("ID")
-                .help(format!("{help} ({})", p.resource)),
+            Arg::new(p.flag).long(p.flag).value_name("ID").help(format!("{help} ({})", p.resource)),
         );
     }
     cmd
@@ -229,9 +228,7 @@ pub fn run(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> an
 }
 
 fn arg<'m>(m: &'m ArgMatches, name: &str) -> anyhow::Result<&'m str> {
-    m.get_one::<String>(name)
-        .map(String::as_str)
-        .ok_or_else(|| anyhow!("missing <{name}>"))
+    m.get_one::<String>(name).map(String::as_str).ok_or_else(|| anyhow!("missing <{name}>"))
 }
 
 fn opt<'m>(m: &'m ArgMatches, name: &str) -> Option<&'m str> {
@@ -253,10 +250,8 @@ pub fn resolve_id(client: &Client, spec: &ResourceSpec, raw: &str) -> anyhow::Re
         bail!("`{raw}` is not a {} id (expected a UUID)", spec.name);
     };
     let items = client.list(&client.root_link(coll)?)?;
-    let hits: Vec<&Value> = items
-        .iter()
-        .filter(|o| o.get("name").and_then(Value::as_str) == Some(raw))
-        .collect();
+    let hits: Vec<&Value> =
+        items.iter().filter(|o| o.get("name").and_then(Value::as_str) == Some(raw)).collect();
     match hits.as_slice() {
         [one] => one
             .get("id")
@@ -264,11 +259,7 @@ pub fn resolve_id(client: &Client, spec: &ResourceSpec, raw: &str) -> anyhow::Re
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("{} `{raw}` has no id", spec.name)),
         [] => bail!("no {} named `{raw}` (and it is not a UUID)", spec.name),
-        many => bail!(
-            "{} {}s are named `{raw}`; use the id",
-            many.len(),
-            spec.name
-        ),
+        many => bail!("{} {}s are named `{raw}`; use the id", many.len(), spec.name),
     }
 }
 
@@ -456,15 +447,13 @@ fn create(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> any
     let mut resolver = |r: &str, raw: &str| resolve_ref(client, r, raw);
     let mut body = body_from_args(spec, m, Map::new(), &mut resolver)?;
     let url = if spec.parents.is_empty() {
-        let c = spec
-            .collection
-            .ok_or_else(|| anyhow!("{} cannot be created directly", spec.name))?;
+        let c =
+            spec.collection.ok_or_else(|| anyhow!("{} cannot be created directly", spec.name))?;
         client.root_link(c)?
     } else {
         let (coll, parent) = require_parent(client, spec, m)?;
         for (k, v) in parent.defaults {
-            body.entry((*k).to_owned())
-                .or_insert_with(|| Value::String((*v).to_owned()));
+            body.entry((*k).to_owned()).or_insert_with(|| Value::String((*v).to_owned()));
         }
         coll
     };
@@ -484,10 +473,8 @@ fn update(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> any
 }
 
 fn delete(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> anyhow::Result<()> {
-    let ids: Vec<&String> = m
-        .get_many::<String>("id")
-        .ok_or_else(|| anyhow!("missing id"))?
-        .collect();
+    let ids: Vec<&String> =
+        m.get_many::<String>("id").ok_or_else(|| anyhow!("missing id"))?.collect();
     for raw in ids {
         let uri = match spec.key {
             Key::Id => object_uri(ctx.client, spec, &resolve_id(ctx.client, spec, raw)?)?,
@@ -561,8 +548,21 @@ mod tests {
     #[test]
     fn rule_create_from_flags() {
         let b = body(&[
-            "rule", "create", "--chain", "c1", "--type", "drop", "--nw-src", "10.0.0.0/8",
-            "--inv-nw-src", "--tp-dst", "80:81", "--position", "1", "--set", "nwTos=4",
+            "rule",
+            "create",
+            "--chain",
+            "c1",
+            "--type",
+            "drop",
+            "--nw-src",
+            "10.0.0.0/8",
+            "--inv-nw-src",
+            "--tp-dst",
+            "80:81",
+            "--position",
+            "1",
+            "--set",
+            "nwTos=4",
         ])
         .expect("valid");
         assert_eq!(
@@ -575,8 +575,16 @@ mod tests {
     #[test]
     fn json_body_is_overridden_by_flags_then_set() {
         let b = body(&[
-            "bridge", "create", "--json", r#"{"name":"a","tenantId":"t"}"#, "--name", "b",
-            "--set", "tenantId=u", "--inbound-filter", "web",
+            "bridge",
+            "create",
+            "--json",
+            r#"{"name":"a","tenantId":"t"}"#,
+            "--name",
+            "b",
+            "--set",
+            "tenantId=u",
+            "--inbound-filter",
+            "web",
         ])
         .expect("valid");
         assert_eq!(b, json!({"name":"b","tenantId":"u","inboundFilterId":"id-of-web"}));
@@ -585,7 +593,13 @@ mod tests {
     #[test]
     fn keyed_entries_take_grandparent_flags() {
         let (_, m) = matches_for(&[
-            "dhcp-host", "delete", "--bridge", "b", "--subnet", "10.0.0.0/24", "02:00:00:00:00:01",
+            "dhcp-host",
+            "delete",
+            "--bridge",
+            "b",
+            "--subnet",
+            "10.0.0.0/24",
+            "02:00:00:00:00:01",
         ]);
         let (_, vm) = m.subcommand().expect("verb");
         assert_eq!(opt(vm, "bridge"), Some("b"));

@@ -91,21 +91,17 @@ pub fn resolve(g: &GlobalOpts) -> anyhow::Result<Settings> {
     merge(g, file, config_file)
 }
 
-fn merge(g: &GlobalOpts, file: FileConfig, config_file: Option<PathBuf>) -> anyhow::Result<Settings> {
-    let url = g
-        .url
-        .clone()
-        .or(file.url.clone())
-        .unwrap_or_else(|| DEFAULT_URL.to_owned());
+fn merge(
+    g: &GlobalOpts,
+    file: FileConfig,
+    config_file: Option<PathBuf>,
+) -> anyhow::Result<Settings> {
+    let url = g.url.clone().or(file.url.clone()).unwrap_or_else(|| DEFAULT_URL.to_owned());
     let project = g.project.clone().or(file.project.clone());
     let password = g.password.clone().or(file.password.clone());
     let login = |user: String| -> anyhow::Result<Auth> {
         match &password {
-            Some(p) => Ok(Auth::Password {
-                user,
-                password: p.clone(),
-                project: project.clone(),
-            }),
+            Some(p) => Ok(Auth::Password { user, password: p.clone(), project: project.clone() }),
             None => bail!(
                 "user `{user}` given without a password: pass --password, set MIDONET_PASSWORD, \
                  or put `password` in the config file"

@@ -64,12 +64,7 @@ pub struct FieldSpec {
 
 /// Shorthand for the resource tables.
 pub const fn f(flag: &'static str, key: &'static str, kind: Kind, help: &'static str) -> FieldSpec {
-    FieldSpec {
-        flag,
-        key,
-        kind,
-        help,
-    }
+    FieldSpec { flag, key, kind, help }
 }
 
 /// An invalid value, with the flag it came from.
@@ -88,10 +83,7 @@ impl std::fmt::Display for ValueError {
 impl std::error::Error for ValueError {}
 
 fn bad(flag: &str, message: impl Into<String>) -> ValueError {
-    ValueError {
-        flag: flag.to_owned(),
-        message: message.into(),
-    }
+    ValueError { flag: flag.to_owned(), message: message.into() }
 }
 
 /// Resolves `(resource, id-or-name)` to an id. The CLI passes one that asks
@@ -136,9 +128,8 @@ pub fn apply(
                 _ => Vec::new(),
             };
             for s in split_list(raw) {
-                items.push(Value::String(
-                    resolve(res, s).map_err(|e| bad(flag, format!("{e:#}")))?,
-                ));
+                items
+                    .push(Value::String(resolve(res, s).map_err(|e| bad(flag, format!("{e:#}")))?));
             }
             Value::Array(items)
         }
@@ -207,9 +198,8 @@ pub fn parse_cidr(raw: &str) -> Result<(String, u8), String> {
         Some((a, l)) => (a, Some(l)),
         None => (raw.trim(), None),
     };
-    let ip: std::net::IpAddr = a
-        .parse()
-        .map_err(|_| format!("expected ADDRESS[/LENGTH], `{a}` is not an IP address"))?;
+    let ip: std::net::IpAddr =
+        a.parse().map_err(|_| format!("expected ADDRESS[/LENGTH], `{a}` is not an IP address"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let len = match l {
         None => max,
@@ -225,10 +215,7 @@ pub fn parse_cidr(raw: &str) -> Result<(String, u8), String> {
 /// `N`, `N:M` or `N-M` → `{"start": N, "end": M}`.
 pub fn parse_range(raw: &str) -> Result<Value, String> {
     let s = raw.trim();
-    let (a, b) = s
-        .split_once(':')
-        .or_else(|| s.split_once('-'))
-        .unwrap_or((s, s));
+    let (a, b) = s.split_once(':').or_else(|| s.split_once('-')).unwrap_or((s, s));
     let port = |p: &str| {
         p.trim()
             .parse::<u16>()
@@ -267,8 +254,9 @@ pub fn parse_ether_type(raw: &str) -> Result<i64, String> {
         "arp" => 0x0806,
         "ipv6" => 0x86dd,
         "vlan" | "802.1q" => 0x8100,
-        _ => parse_int(raw)
-            .map_err(|_| format!("expected an ether type (0x0800, ipv4, arp, ipv6), got `{raw}`"))?,
+        _ => parse_int(raw).map_err(|_| {
+            format!("expected an ether type (0x0800, ipv4, arp, ipv6), got `{raw}`")
+        })?,
     };
     if !(0..=0xffff).contains(&n) {
         return Err(format!("ether type {n} is out of 0..=0xffff"));

@@ -152,7 +152,8 @@ impl Cli {
     {
         let m = Self::command().try_get_matches_from(args)?;
         let mut global = GlobalOpts::from_arg_matches(&m)?;
-        let from_env = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
+        let from_env =
+            |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
         global.token_from_env = from_env("token");
         global.user_from_env = from_env("user");
         let (name, sub) = m
@@ -188,11 +189,7 @@ pub fn run_with_output(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     let result = match cli.cmd {
         Cmd::Trace(args) => trace::run(args, &client, settings.output),
         Cmd::Resource(spec, m) => {
-            let mut ctx = commands::Ctx {
-                client: &client,
-                output: settings.output,
-                out,
-            };
+            let mut ctx = commands::Ctx { client: &client, output: settings.output, out };
             commands::run(&mut ctx, spec, &m)
         }
         Cmd::Sandbox(_) => unreachable!("handled above"),
@@ -264,7 +261,14 @@ mod tests {
     #[test]
     fn global_flags_work_after_the_subcommand() {
         let cli = Cli::try_parse_from([
-            "midonet", "bridge", "list", "-o", "json", "--url", "http://x:1/api", "--no-auth",
+            "midonet",
+            "bridge",
+            "list",
+            "-o",
+            "json",
+            "--url",
+            "http://x:1/api",
+            "--no-auth",
         ])
         .expect("parses");
         assert_eq!(cli.global.output, Some(Output::Json));
@@ -299,11 +303,21 @@ mod tests {
             .port();
         let url = format!("http://127.0.0.1:{port}/midonet-api");
         let cli = Cli::try_parse_from([
-            "midonet", "--url", &url, "--no-auth", "--config", "/dev/null", "bridge", "list",
+            "midonet",
+            "--url",
+            &url,
+            "--no-auth",
+            "--config",
+            "/dev/null",
+            "bridge",
+            "list",
         ])
         .expect("parses");
         let e = run_with_output(cli, &mut Vec::new()).expect_err("nothing listens");
         let text = format!("{e:#}");
-        assert!(text.contains("is the cluster running at") && text.contains("midonet-cluster"), "{text}");
+        assert!(
+            text.contains("is the cluster running at") && text.contains("midonet-cluster"),
+            "{text}"
+        );
     }
 }

@@ -50,8 +50,17 @@ pub fn conditions(obj: &Value) -> String {
         // on their own; inversions are folded in as a `!` prefix.
         if matches!(
             fs.flag,
-            "type" | "position" | "jump-chain" | "flow-action" | "nat-target" | "target-port"
-                | "ingress" | "fail-open" | "meter-name" | "pop-vlan" | "push-vlan"
+            "type"
+                | "position"
+                | "jump-chain"
+                | "flow-action"
+                | "nat-target"
+                | "target-port"
+                | "ingress"
+                | "fail-open"
+                | "meter-name"
+                | "pop-vlan"
+                | "push-vlan"
         ) || fs.flag.starts_with("inv-")
         {
             continue;
@@ -121,8 +130,7 @@ pub fn list_table(columns: &[(&str, Col)], items: &[Value]) -> String {
 
 fn is_link(key: &str, v: &Value) -> bool {
     key == "uri"
-        || v.as_str()
-            .is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"))
+        || v.as_str().is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"))
 }
 
 fn is_unset(v: &Value) -> bool {
@@ -135,11 +143,8 @@ pub fn object_table(obj: &Value) -> String {
     let mut t = new_table();
     t.set_header(["FIELD", "VALUE"]);
     if let Some(map) = obj.as_object() {
-        let mut keys: Vec<&String> = map
-            .iter()
-            .filter(|(k, v)| !is_link(k, v) && !is_unset(v))
-            .map(|(k, _)| k)
-            .collect();
+        let mut keys: Vec<&String> =
+            map.iter().filter(|(k, v)| !is_link(k, v) && !is_unset(v)).map(|(k, _)| k).collect();
         keys.sort_by_key(|k| (k.as_str() != "id", k.as_str()));
         for k in keys {
             t.add_row([k.clone(), cell(&map[k.as_str()])]);
@@ -227,7 +232,9 @@ mod tests {
         ];
         let t = list_table(
             &cols,
-            &[json!({"dstNetworkAddr": "10.1.0.0", "dstNetworkLength": 16, "tpDst": {"start": 80, "end": 81}})],
+            &[
+                json!({"dstNetworkAddr": "10.1.0.0", "dstNetworkLength": 16, "tpDst": {"start": 80, "end": 81}}),
+            ],
         );
         assert!(t.contains("10.1.0.0/16") && t.contains("80-81"), "{t}");
     }

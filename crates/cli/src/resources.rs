@@ -102,24 +102,22 @@ impl ResourceSpec {
 
 /// Looks a resource up by name or alias.
 pub fn find(name: &str) -> Option<&'static ResourceSpec> {
-    RESOURCES
-        .iter()
-        .find(|r| r.name == name || r.aliases.contains(&name))
+    RESOURCES.iter().find(|r| r.name == name || r.aliases.contains(&name))
 }
 
 const NO_PARENTS: &[ParentSpec] = &[];
 
-const fn under(flag: &'static str, resource: &'static str, link: &'static str, fallback: &'static str) -> ParentSpec {
-    ParentSpec {
-        flag,
-        resource,
-        link,
-        fallback,
-        defaults: &[],
-    }
+const fn under(
+    flag: &'static str,
+    resource: &'static str,
+    link: &'static str,
+    fallback: &'static str,
+) -> ParentSpec {
+    ParentSpec { flag, resource, link, fallback, defaults: &[] }
 }
 
-const ADMIN_UP: FieldSpec = f("admin-state-up", "adminStateUp", Bool, "administrative state (true/false)");
+const ADMIN_UP: FieldSpec =
+    f("admin-state-up", "adminStateUp", Bool, "administrative state (true/false)");
 const NAME: FieldSpec = f("name", "name", Str, "name");
 const TENANT: FieldSpec = f("tenant", "tenantId", Str, "tenant (project) id");
 
@@ -205,8 +203,18 @@ pub static RESOURCES: &[ResourceSpec] = &[
             NAME,
             TENANT,
             ADMIN_UP,
-            f("inbound-filter", "inboundFilterId", Ref("chain"), "chain applied to packets entering"),
-            f("outbound-filter", "outboundFilterId", Ref("chain"), "chain applied to packets leaving"),
+            f(
+                "inbound-filter",
+                "inboundFilterId",
+                Ref("chain"),
+                "chain applied to packets entering",
+            ),
+            f(
+                "outbound-filter",
+                "outboundFilterId",
+                Ref("chain"),
+                "chain applied to packets leaving",
+            ),
         ],
         columns: &[
             ID,
@@ -233,9 +241,24 @@ pub static RESOURCES: &[ResourceSpec] = &[
             NAME,
             TENANT,
             ADMIN_UP,
-            f("inbound-filter", "inboundFilterId", Ref("chain"), "chain applied to packets entering"),
-            f("outbound-filter", "outboundFilterId", Ref("chain"), "chain applied to packets leaving"),
-            f("forward-chain", "forwardChainId", Ref("chain"), "chain applied to forwarded packets"),
+            f(
+                "inbound-filter",
+                "inboundFilterId",
+                Ref("chain"),
+                "chain applied to packets entering",
+            ),
+            f(
+                "outbound-filter",
+                "outboundFilterId",
+                Ref("chain"),
+                "chain applied to packets leaving",
+            ),
+            f(
+                "forward-chain",
+                "forwardChainId",
+                Ref("chain"),
+                "chain applied to forwarded packets",
+            ),
             f("local-redirect-chain", "localRedirectChainId", Ref("chain"), "local redirect chain"),
             f("load-balancer", "loadBalancerId", Ref("load-balancer"), "attached load balancer"),
             f("as-number", "asNumber", Int, "BGP AS number"),
@@ -280,8 +303,18 @@ pub static RESOURCES: &[ResourceSpec] = &[
         fields: &[
             f("type", "type", Str, "Bridge or Router (default: from the parent)"),
             ADMIN_UP,
-            f("inbound-filter", "inboundFilterId", Ref("chain"), "chain applied to packets entering"),
-            f("outbound-filter", "outboundFilterId", Ref("chain"), "chain applied to packets leaving"),
+            f(
+                "inbound-filter",
+                "inboundFilterId",
+                Ref("chain"),
+                "chain applied to packets entering",
+            ),
+            f(
+                "outbound-filter",
+                "outboundFilterId",
+                Ref("chain"),
+                "chain applied to packets leaving",
+            ),
             f("vlan-id", "vlanId", Int, "bridge port: VLAN id"),
             f("port-address", "portAddress", Str, "router port: IP address"),
             f("network", "networkAddress", Cidr("networkLength"), "router port: network ADDR/LEN"),
@@ -315,7 +348,12 @@ pub static RESOURCES: &[ResourceSpec] = &[
         creatable: true,
         fields: &[
             f("type", "type", Str, "Normal (default), BlackHole, Reject, Local"),
-            f("src", "srcNetworkAddr", Cidr("srcNetworkLength"), "source prefix (default 0.0.0.0/0)"),
+            f(
+                "src",
+                "srcNetworkAddr",
+                Cidr("srcNetworkLength"),
+                "source prefix (default 0.0.0.0/0)",
+            ),
             f("dst", "dstNetworkAddr", Cidr("dstNetworkLength"), "destination prefix"),
             f("next-hop-port", "nextHopPort", Ref("port"), "egress router port"),
             f("next-hop-gateway", "nextHopGateway", Str, "next-hop IP address"),
@@ -385,7 +423,12 @@ pub static RESOURCES: &[ResourceSpec] = &[
             f("flooding-proxy-weight", "floodingProxyWeight", Int, "weight as VTEP flooding proxy"),
             f("container-weight", "containerWeight", Int, "weight for service containers"),
             f("container-limit", "containerLimit", Int, "max service containers (-1: no limit)"),
-            f("enforce-container-limit", "enforceContainerLimit", Bool, "enforce --container-limit"),
+            f(
+                "enforce-container-limit",
+                "enforceContainerLimit",
+                Bool,
+                "enforce --container-limit",
+            ),
         ],
         columns: &[
             ID,
@@ -486,10 +529,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         writable: true,
         creatable: true,
         fields: &[f("port", "portId", Ref("port"), "member port")],
-        columns: &[
-            ("PORT-GROUP", Col::Key("portGroupId")),
-            ("PORT", Col::Key("portId")),
-        ],
+        columns: &[("PORT-GROUP", Col::Key("portGroupId")), ("PORT", Col::Key("portId"))],
         extras: &[],
     },
     ResourceSpec {
@@ -574,7 +614,12 @@ pub static RESOURCES: &[ResourceSpec] = &[
             f("mac", "macAddr", Str, "client MAC"),
             f("ip", "ipAddr", Str, "address to offer"),
             NAME,
-            f("extra-opts", "extraDhcpOpts", Json, "extra options as JSON [{\"optName\",\"optValue\"}]"),
+            f(
+                "extra-opts",
+                "extraDhcpOpts",
+                Json,
+                "extra options as JSON [{\"optName\",\"optValue\"}]",
+            ),
         ],
         columns: &[
             ("MAC", Col::Key("macAddr")),
@@ -632,7 +677,11 @@ pub static RESOURCES: &[ResourceSpec] = &[
         key: Key::Id,
         writable: true,
         creatable: true,
-        fields: &[TENANT, ADMIN_UP, f("router", "routerId", Ref("router"), "router the load balancer sits on")],
+        fields: &[
+            TENANT,
+            ADMIN_UP,
+            f("router", "routerId", Ref("router"), "router the load balancer sits on"),
+        ],
         columns: &[ID, ("ROUTER", Col::Key("routerId")), UP],
         extras: &[],
     },
@@ -770,11 +819,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
             f("to-port", "toPortId", Ref("port"), "port that receives the copies"),
             f("conditions", "conditions", Json, "JSON array of rule conditions (camelCase keys)"),
         ],
-        columns: &[
-            ID,
-            ("TO-PORT", Col::Key("toPortId")),
-            ("CONDITIONS", Col::Key("conditions")),
-        ],
+        columns: &[ID, ("TO-PORT", Col::Key("toPortId")), ("CONDITIONS", Col::Key("conditions"))],
         extras: &[],
     },
 ];

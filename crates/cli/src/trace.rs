@@ -59,7 +59,8 @@ pub fn request(args: &TraceArgs) -> anyhow::Result<Value> {
             [b, mac, p, v] => (b, mac, p, *v),
             _ => bail!("--mac `{m}`: expected BRIDGE,MAC,PORT[,VLAN]"),
         };
-        let vlan: u16 = vlan.parse().with_context(|| format!("--mac `{m}`: VLAN `{vlan}` is not a number"))?;
+        let vlan: u16 =
+            vlan.parse().with_context(|| format!("--mac `{m}`: VLAN `{vlan}` is not a number"))?;
         macs.push(json!({"bridgeId": b, "mac": mac, "portId": p, "vlanId": vlan}));
     }
     let mut arp = Vec::new();
@@ -84,13 +85,21 @@ pub fn request(args: &TraceArgs) -> anyhow::Result<Value> {
 pub fn render(v: &Value) -> String {
     let mut names: Vec<(String, String)> = v["names"]
         .as_object()
-        .map(|m| m.iter().filter_map(|(k, n)| n.as_str().filter(|n| !n.is_empty()).map(|n| (k.clone(), n.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, n)| {
+                    n.as_str().filter(|n| !n.is_empty()).map(|n| (k.clone(), n.to_string()))
+                })
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     // Device steps already carry the name after the id; elsewhere the id
     // becomes the name.
     let named = |s: &str| {
-        names.iter().fold(s.to_string(), |acc, (id, n)| acc.replace(&format!("{id} \"{n}\""), n).replace(id, n))
+        names.iter().fold(s.to_string(), |acc, (id, n)| {
+            acc.replace(&format!("{id} \"{n}\""), n).replace(id, n)
+        })
     };
     let mut out = String::new();
     let _ = writeln!(out, "packet: {}", v["packet"].as_str().unwrap_or(""));
@@ -100,8 +109,15 @@ pub fn render(v: &Value) -> String {
     }
     let _ = writeln!(out, "decision: {}", v["decisionText"].as_str().unwrap_or(""));
     let _ = writeln!(out, "match:    {}", v["match"].as_str().unwrap_or(""));
-    let actions: Vec<&str> = v["actions"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-    let _ = writeln!(out, "actions:  {}", if actions.is_empty() { "(none)".to_string() } else { actions.join(", ") });
+    let actions: Vec<&str> = v["actions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "actions:  {}",
+        if actions.is_empty() { "(none)".to_string() } else { actions.join(", ") }
+    );
     for g in v["generated"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
         let kind = match &g["kind"] {
             Value::String(s) => s.clone(),
@@ -120,9 +136,19 @@ pub fn render(v: &Value) -> String {
             other => other.to_string(),
         };
         let line = match w["table"].as_str() {
-            Some("mac") => format!("mac table of {}: {} vlan {} is on port {}", f("bridge"), f("mac"), f("vlan"), f("port")),
-            Some("router_arp") => format!("arp cache of {}: {} is at {}", f("router"), f("ip"), f("mac")),
-            Some("bridge_arp") => format!("ip table of {}: {} is at {}", f("bridge"), f("ip"), f("mac")),
+            Some("mac") => format!(
+                "mac table of {}: {} vlan {} is on port {}",
+                f("bridge"),
+                f("mac"),
+                f("vlan"),
+                f("port")
+            ),
+            Some("router_arp") => {
+                format!("arp cache of {}: {} is at {}", f("router"), f("ip"), f("mac"))
+            }
+            Some("bridge_arp") => {
+                format!("ip table of {}: {} is at {}", f("bridge"), f("ip"), f("mac"))
+            }
             _ => w.to_string(),
         };
         let _ = writeln!(out, "state write: {line}");
@@ -150,12 +176,17 @@ mod tests {
     use super::*;
 
     fn args(port: Option<&str>, packet: &[&str]) -> TraceArgs {
-        TraceArgs { port: port.map(str::to_string), packet: packet.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+        TraceArgs {
+            port: port.map(str::to_string),
+            packet: packet.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn request_joins_packet_words_and_parses_seeds() {
-        let mut a = args(Some("p1"), &["eth.src=02:00:00:00:00:01", "ip4.dst=10.0.1.5,", "tcp.dst=80"]);
+        let mut a =
+            args(Some("p1"), &["eth.src=02:00:00:00:00:01", "ip4.dst=10.0.1.5,", "tcp.dst=80"]);
         a.macs = vec!["b1,02:00:00:00:00:02,p2".into(), "b1,02:00:00:00:00:03,p3,100".into()];
         a.arps = vec!["r1,10.0.1.5,02:00:00:00:00:05".into()];
         let v = request(&a).expect("valid");
@@ -187,12 +218,23 @@ mod tests {
         let p1 = client.create(&ports, &json!({"type": "Bridge"})).expect("port");
         let p2 = client.create(&ports, &json!({"type": "Bridge"})).expect("port");
         let id = |v: &Value| v["id"].as_str().expect("id").to_string();
-        let mut a = args(Some(&id(&p1)), &["eth.src=02:00:00:00:00:01", "eth.dst=02:00:00:00:00:02", "ip4.dst=10.0.0.2", "udp.dst=53"]);
+        let mut a = args(
+            Some(&id(&p1)),
+            &[
+                "eth.src=02:00:00:00:00:01",
+                "eth.dst=02:00:00:00:00:02",
+                "ip4.dst=10.0.0.2",
+                "udp.dst=53",
+            ],
+        );
         a.macs = vec![format!("{},02:00:00:00:00:02,{}", id(&b), id(&p2))];
         let answer = client.post_json("trace", &request(&a).expect("request")).expect("trace");
         let text = render(&answer);
         assert!(text.contains("enter bridge net\n"), "{text}");
-        assert!(text.contains("state write: mac table of net: 02:00:00:00:00:01 vlan 0 is on port"), "{text}");
+        assert!(
+            text.contains("state write: mac table of net: 02:00:00:00:00:01 vlan 0 is on port"),
+            "{text}"
+        );
         assert!(text.contains(&format!("is on port {}", id(&p2))), "{text}");
         // p2 is not bound to a host: the unicast ends there.
         assert!(text.contains("decision: drop (port_unplugged"), "{text}");

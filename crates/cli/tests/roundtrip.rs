@@ -57,8 +57,16 @@ fn router_ports_link_routes() {
     let r = id(&s.json(&["router", "create", "--name", "r1"]));
     let b = id(&s.json(&["bridge", "create", "--name", "b1"]));
     let rp = s.json(&[
-        "port", "create", "--router", "r1", "--port-address", "10.0.0.1", "--network", "10.0.0.0/24",
-        "--port-mac", "02:00:00:aa:bb:cc",
+        "port",
+        "create",
+        "--router",
+        "r1",
+        "--port-address",
+        "10.0.0.1",
+        "--network",
+        "10.0.0.0/24",
+        "--port-mac",
+        "02:00:00:aa:bb:cc",
     ]);
     assert_eq!(rp["type"], "Router");
     assert_eq!(rp["deviceId"], r.as_str());
@@ -78,8 +86,16 @@ fn router_ports_link_routes() {
     assert_eq!(s.json(&["port", "show", &bp])["peerId"], rp.as_str());
 
     let route = s.json(&[
-        "route", "create", "--router", &r, "--dst", "10.1.0.0/16", "--next-hop-port", &rp,
-        "--next-hop-gateway", "10.0.0.254",
+        "route",
+        "create",
+        "--router",
+        &r,
+        "--dst",
+        "10.1.0.0/16",
+        "--next-hop-port",
+        &rp,
+        "--next-hop-gateway",
+        "10.0.0.254",
     ]);
     assert_eq!(route["dstNetworkAddr"], "10.1.0.0");
     assert_eq!(route["dstNetworkLength"], 16);
@@ -109,8 +125,21 @@ fn chain_rules_conditions_and_positions() {
     let c = id(&s.json(&["chain", "create", "--name", "web"]));
     let other = id(&s.json(&["chain", "create", "--name", "other"]));
     let accept = s.json(&[
-        "rule", "create", "--chain", "web", "--type", "accept", "--nw-proto", "tcp", "--tp-dst", "80:81",
-        "--nw-dst", "10.0.0.0/24", "--inv-nw-src", "--nw-src", "192.168.0.0/16",
+        "rule",
+        "create",
+        "--chain",
+        "web",
+        "--type",
+        "accept",
+        "--nw-proto",
+        "tcp",
+        "--tp-dst",
+        "80:81",
+        "--nw-dst",
+        "10.0.0.0/24",
+        "--inv-nw-src",
+        "--nw-src",
+        "192.168.0.0/16",
     ]);
     assert_eq!(accept["nwProto"], 6);
     assert_eq!(accept["tpDst"], json!({"start": 80, "end": 81}));
@@ -118,11 +147,30 @@ fn chain_rules_conditions_and_positions() {
     assert_eq!(accept["nwDstLength"], 24);
     assert_eq!(accept["invNwSrc"], true);
     let drop = s.json(&[
-        "rule", "create", "--chain", &c, "--type", "drop", "--dl-type", "arp", "--position", "1",
+        "rule",
+        "create",
+        "--chain",
+        &c,
+        "--type",
+        "drop",
+        "--dl-type",
+        "arp",
+        "--position",
+        "1",
     ]);
     let jump = s.json(&[
-        "rule", "create", "--chain", &c, "--type", "jump", "--jump-chain", "other", "--position", "3",
-        "--set", "nwTos=4",
+        "rule",
+        "create",
+        "--chain",
+        &c,
+        "--type",
+        "jump",
+        "--jump-chain",
+        "other",
+        "--position",
+        "3",
+        "--set",
+        "nwTos=4",
     ]);
     assert_eq!(jump["jumpChainId"], other.as_str());
     assert_eq!(jump["nwTos"], 4);
@@ -139,7 +187,9 @@ fn chain_rules_conditions_and_positions() {
 
     let table = s.run(&["rule", "list", "--chain", &c]).expect("table");
     assert!(
-        table.contains("nw-proto=6") && table.contains("!nw-src=192.168.0.0/16") && table.contains("tp-dst=80-81"),
+        table.contains("nw-proto=6")
+            && table.contains("!nw-src=192.168.0.0/16")
+            && table.contains("tp-dst=80-81"),
         "{table}"
     );
 
@@ -174,12 +224,23 @@ fn groups_dhcp_and_tables() {
     s.json(&["ip-addr-group-addr", "add", "--ip-addr-group", &g, "--addr", "10.0.0.7"]);
     let addrs = s.json(&["ip-addr-group-addr", "list", "--ip-addr-group", "ipg"]);
     assert_eq!(addrs[0]["addr"], "10.0.0.7");
-    s.run(&["ip-addr-group-addr", "delete", "--ip-addr-group", &g, "10.0.0.7"]).expect("remove addr");
+    s.run(&["ip-addr-group-addr", "delete", "--ip-addr-group", &g, "10.0.0.7"])
+        .expect("remove addr");
     assert_eq!(s.json(&["ip-addr-group-addr", "list", "--ip-addr-group", &g]), json!([]));
 
     let sub = s.json(&[
-        "dhcp-subnet", "create", "--bridge", &b, "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1",
-        "--dns", "8.8.8.8,1.1.1.1", "--mtu", "1450",
+        "dhcp-subnet",
+        "create",
+        "--bridge",
+        &b,
+        "--subnet",
+        "10.0.0.0/24",
+        "--gateway",
+        "10.0.0.1",
+        "--dns",
+        "8.8.8.8,1.1.1.1",
+        "--mtu",
+        "1450",
     ]);
     assert_eq!(sub["subnetPrefix"], "10.0.0.0");
     assert_eq!(sub["subnetLength"], 24);
@@ -187,12 +248,25 @@ fn groups_dhcp_and_tables() {
     let shown = s.json(&["dhcp-subnet", "show", "--bridge", &b, "10.0.0.0/24"]);
     assert_eq!(shown["defaultGateway"], "10.0.0.1");
     let h = s.json(&[
-        "dhcp-host", "add", "--bridge", &b, "--subnet", "10.0.0.0/24", "--mac", "02:00:00:00:00:05",
-        "--ip", "10.0.0.5", "--name", "vm5",
+        "dhcp-host",
+        "add",
+        "--bridge",
+        &b,
+        "--subnet",
+        "10.0.0.0/24",
+        "--mac",
+        "02:00:00:00:00:05",
+        "--ip",
+        "10.0.0.5",
+        "--name",
+        "vm5",
     ]);
     assert_eq!(h["ipAddr"], "10.0.0.5");
     let hosts = s.json(&["dhcp-host", "list", "--bridge", &b, "--subnet", "10.0.0.0/24"]);
-    assert_eq!(hosts[0]["macAddr"].as_str().map(str::to_ascii_lowercase).as_deref(), Some("02:00:00:00:00:05"));
+    assert_eq!(
+        hosts[0]["macAddr"].as_str().map(str::to_ascii_lowercase).as_deref(),
+        Some("02:00:00:00:00:05")
+    );
     s.run(&["dhcp-host", "delete", "--bridge", &b, "--subnet", "10.0.0.0/24", "02:00:00:00:00:05"])
         .expect("delete dhcp host");
     s.run(&["dhcp-subnet", "delete", "--bridge", &b, "10.0.0.0/24"]).expect("delete subnet");
@@ -246,7 +320,16 @@ fn hosts_bindings_and_tunnel_zones() {
     let tz = s.json(&["tunnel-zone", "create", "--name", "tz1", "--type", "vxlan"]);
     assert_eq!(tz["type"], "vxlan");
     let tz = id(&tz);
-    s.json(&["tunnel-zone-member", "add", "--tunnel-zone", "tz1", "--host", "hv1", "--ip", "10.9.0.1"]);
+    s.json(&[
+        "tunnel-zone-member",
+        "add",
+        "--tunnel-zone",
+        "tz1",
+        "--host",
+        "hv1",
+        "--ip",
+        "10.9.0.1",
+    ]);
     let members = s.json(&["tunnel-zone-member", "list", "--tunnel-zone", &tz]);
     assert_eq!(members[0]["hostId"], h.as_str());
     assert_eq!(members[0]["ipAddress"], "10.9.0.1");
@@ -263,18 +346,40 @@ fn load_balancing_and_mirrors() {
     let lb = id(&s.json(&["load-balancer", "create"]));
     s.json(&["router", "update", &r, "--load-balancer", &lb]);
     let hm = id(&s.json(&[
-        "health-monitor", "create", "--delay", "5", "--timeout", "3", "--max-retries", "2",
+        "health-monitor",
+        "create",
+        "--delay",
+        "5",
+        "--timeout",
+        "3",
+        "--max-retries",
+        "2",
     ]));
     let pool = s.json(&["pool", "create", "--load-balancer", &lb, "--health-monitor", &hm]);
     assert_eq!(pool["loadBalancerId"], lb.as_str());
     let pool = id(&pool);
     let member = s.json(&[
-        "pool-member", "create", "--pool", &pool, "--address", "10.0.0.10", "--protocol-port", "8080",
+        "pool-member",
+        "create",
+        "--pool",
+        &pool,
+        "--address",
+        "10.0.0.10",
+        "--protocol-port",
+        "8080",
     ]);
     assert_eq!(member["protocolPort"], 8080);
     let vip = s.json(&[
-        "vip", "create", "--load-balancer", &lb, "--pool", &pool, "--address", "192.0.2.10",
-        "--protocol-port", "80",
+        "vip",
+        "create",
+        "--load-balancer",
+        &lb,
+        "--pool",
+        &pool,
+        "--address",
+        "192.0.2.10",
+        "--protocol-port",
+        "80",
     ]);
     assert_eq!(vip["address"], "192.0.2.10");
     assert!(ids(&s.json(&["vip", "list"])).contains(&id(&vip)));
@@ -282,9 +387,8 @@ fn load_balancing_and_mirrors() {
 
     let b = id(&s.json(&["bridge", "create", "--name", "mb"]));
     let p = id(&s.json(&["port", "create", "--bridge", &b]));
-    let mirror = s.json(&[
-        "mirror", "create", "--to-port", &p, "--conditions", r#"[{"nwProto": 6}]"#,
-    ]);
+    let mirror =
+        s.json(&["mirror", "create", "--to-port", &p, "--conditions", r#"[{"nwProto": 6}]"#]);
     assert_eq!(mirror["toPortId"], p.as_str());
     s.run(&["mirror", "delete", &id(&mirror)]).expect("delete mirror");
 
@@ -303,7 +407,14 @@ fn server_errors_name_the_field() {
     let Some(s) = start(false) else { return };
     let r = id(&s.json(&["router", "create", "--name", "er"]));
     let err = s.fails(&[
-        "port", "create", "--router", &r, "--set", "portAddress=not-an-ip", "--network", "10.0.0.0/24",
+        "port",
+        "create",
+        "--router",
+        &r,
+        "--set",
+        "portAddress=not-an-ip",
+        "--network",
+        "10.0.0.0/24",
     ]);
     assert!(err.contains("400") && err.contains("portAddress"), "{err}");
     // Client-side validation fails before any request.
@@ -318,23 +429,27 @@ fn auth_is_required_and_errors_say_which_credentials() {
     let Some(s) = start(true) else { return };
     let url = s.url.clone();
     let base = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["--url", url.as_str(), "--config", "/dev/null"].map(str::to_owned).to_vec();
+        let mut v: Vec<String> =
+            ["--url", url.as_str(), "--config", "/dev/null"].map(str::to_owned).to_vec();
         v.extend(extra.iter().map(|x| (*x).to_owned()));
         v
     };
     let err = support::run_with(&base(&["--no-auth"]), &["bridge", "list"]).expect_err("401");
     assert!(err.contains("401") && err.contains("--user"), "{err}");
-    let err = support::run_with(&base(&["--user", "admin", "--password", "wrong"]), &["bridge", "list"])
-        .expect_err("bad password");
+    let err =
+        support::run_with(&base(&["--user", "admin", "--password", "wrong"]), &["bridge", "list"])
+            .expect_err("bad password");
     assert!(err.contains("login as `admin` failed") && err.contains("--password"), "{err}");
-    let err = support::run_with(&base(&["--token", "bogus"]), &["bridge", "list"]).expect_err("bad token");
+    let err = support::run_with(&base(&["--token", "bogus"]), &["bridge", "list"])
+        .expect_err("bad token");
     assert!(err.contains("token"), "{err}");
     // The right credentials work, and the token they produce works alone.
     let b = id(&s.json(&["bridge", "create", "--name", "authed"]));
     let c = s.client();
     c.login().expect("login");
     let token = c.token().expect("token after login");
-    let out = support::run_with(&base(&["--token", &token, "-o", "id"]), &["bridge", "list"]).expect("token works");
+    let out = support::run_with(&base(&["--token", &token, "-o", "id"]), &["bridge", "list"])
+        .expect("token works");
     assert!(out.contains(&b), "{out}");
 }
 
@@ -342,18 +457,31 @@ fn auth_is_required_and_errors_say_which_credentials() {
 fn tenants_see_only_their_own_objects() {
     let Some(s) = start(true) else { return };
     let as_user = |user: &str| -> Vec<String> {
-        ["--url", s.url.as_str(), "--config", "/dev/null", "--user", user, "--password", user, "-o", "json"]
-            .map(str::to_owned)
-            .to_vec()
+        [
+            "--url",
+            s.url.as_str(),
+            "--config",
+            "/dev/null",
+            "--user",
+            user,
+            "--password",
+            user,
+            "-o",
+            "json",
+        ]
+        .map(str::to_owned)
+        .to_vec()
     };
-    let out = support::run_with(&as_user("alice"), &["bridge", "create", "--name", "alice-br"]).expect("alice creates");
+    let out = support::run_with(&as_user("alice"), &["bridge", "create", "--name", "alice-br"])
+        .expect("alice creates");
     let br: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(br["tenantId"], "tenant-a", "the tenant comes from the token");
     let b = id(&br);
 
     let bob_list = support::run_with(&as_user("bob"), &["bridge", "list"]).expect("bob lists");
     assert!(!bob_list.contains(&b), "{bob_list}");
-    let err = support::run_with(&as_user("bob"), &["bridge", "show", &b]).expect_err("hidden from bob");
+    let err =
+        support::run_with(&as_user("bob"), &["bridge", "show", &b]).expect_err("hidden from bob");
     assert!(err.contains("no bridge with id"), "{err}");
     // The admin sees everything.
     assert!(ids(&s.json(&["bridge", "list"])).contains(&b));

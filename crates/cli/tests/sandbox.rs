@@ -97,16 +97,32 @@ fn sandbox_up_connects_vms_across_hosts_and_router_and_down_removes_everything()
 
     let guard = Down(state_dir.clone());
     let st = sandbox::up(&args).expect("sandbox up");
-    let failed: Vec<String> =
-        st.checks.iter().filter(|c| !c.ok).map(|c| format!("{} → {} ({})", c.from, c.to, c.what)).collect();
-    assert!(failed.is_empty(), "connectivity checks failed: {failed:?}; logs in {}", state_dir.display());
+    let failed: Vec<String> = st
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{} → {} ({})", c.from, c.to, c.what))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "connectivity checks failed: {failed:?}; logs in {}",
+        state_dir.display()
+    );
     let kinds: Vec<&str> = st.checks.iter().map(|c| c.what.as_str()).collect();
-    for want in ["same bridge, across hosts", "across the router, across hosts", "across the router, same host"] {
+    for want in [
+        "same bridge, across hosts",
+        "across the router, across hosts",
+        "across the router, same host",
+    ] {
         assert!(kinds.contains(&want), "no `{want}` check among {kinds:?}");
     }
     assert_eq!(st.phase, "up");
     assert_eq!(st.vms.len(), 4);
-    assert_eq!(net::existing_namespaces(PREFIX).expect("list").len(), 2 + 4 + 1, "2 hosts, 4 VMs, underlay");
+    assert_eq!(
+        net::existing_namespaces(PREFIX).expect("list").len(),
+        2 + 4 + 1,
+        "2 hosts, 4 VMs, underlay"
+    );
 
     // A second `up` over a running sandbox (as after a crash) cleans up
     // first: the old processes are gone, the new ones run.
@@ -119,7 +135,10 @@ fn sandbox_up_connects_vms_across_hosts_and_router_and_down_removes_everything()
     let (stopped, removed) = sandbox::down(&state_dir, None).expect("down");
     assert_eq!(stopped, st2.processes.len());
     assert_eq!(removed, 7);
-    assert!(net::existing_namespaces(PREFIX).expect("list").is_empty(), "namespaces left after down");
+    assert!(
+        net::existing_namespaces(PREFIX).expect("list").is_empty(),
+        "namespaces left after down"
+    );
     // `down` waits for the kernel's asynchronous namespace teardown.
     let links = net::root_links(&format!("{PREFIX}-")).expect("ip link");
     assert!(links.is_empty(), "root-namespace links left after down: {links:?}");

@@ -53,11 +53,7 @@ pub enum Auth {
     /// possible on 401).
     Token(String),
     /// Log in at `{base}/login` with HTTP Basic, optionally scoped to a project.
-    Password {
-        user: String,
-        password: String,
-        project: Option<String>,
-    },
+    Password { user: String, password: String, project: Option<String> },
 }
 
 // Written by hand so that passwords and tokens never end up in logs or panics.
@@ -100,11 +96,8 @@ impl ApiError {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| text.trim().to_owned());
-        let field = body
-            .as_ref()
-            .and_then(|b| b.get("field"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let field =
+            body.as_ref().and_then(|b| b.get("field")).and_then(Value::as_str).map(str::to_owned);
         ApiError {
             status,
             reason: if reason.is_empty() {
@@ -130,11 +123,8 @@ impl fmt::Display for ApiError {
         }
         // Validation errors in MidoNet carry a list of violations; show them,
         // they are usually the most precise part.
-        if let Some(violations) = self
-            .body
-            .as_ref()
-            .and_then(|b| b.get("violations"))
-            .and_then(Value::as_array)
+        if let Some(violations) =
+            self.body.as_ref().and_then(|b| b.get("violations")).and_then(Value::as_array)
         {
             for v in violations {
                 let prop = v.get("property").and_then(Value::as_str).unwrap_or("?");
@@ -189,25 +179,13 @@ pub enum ClientError {
     /// The server requires authentication and the configured auth could not
     /// provide it (no credentials, or a token that was rejected).
     #[error("{method} {url}: {error}")]
-    Unauthorized {
-        method: &'static str,
-        url: String,
-        error: Box<ApiError>,
-    },
+    Unauthorized { method: &'static str, url: String, error: Box<ApiError> },
     /// The server answered with an error status.
     #[error("{error}")]
-    Api {
-        method: &'static str,
-        url: String,
-        error: Box<ApiError>,
-    },
+    Api { method: &'static str, url: String, error: Box<ApiError> },
     /// The response was not what the protocol promises (bad JSON, no Location).
     #[error("unexpected response to {method} {url}: {what}")]
-    Protocol {
-        method: &'static str,
-        url: String,
-        what: String,
-    },
+    Protocol { method: &'static str, url: String, what: String },
     /// The root document has no such link.
     #[error("the API root has no `{0}` link (is this a MidoNet 5.x API?)")]
     MissingLink(String),
@@ -326,12 +304,7 @@ impl Client {
     /// Logs in with the configured user and password, storing the token.
     /// A no-op for [`Auth::None`] and [`Auth::Token`].
     pub fn login(&self) -> Result<()> {
-        let Auth::Password {
-            user,
-            password,
-            project,
-        } = &self.auth
-        else {
+        let Auth::Password { user, password, project } = &self.auth else {
             return Ok(());
         };
         let url = format!("{}/login", self.base);
@@ -390,9 +363,7 @@ impl Client {
             req.set("Accept", "application/json")
         };
         let result = match body {
-            Some(b) => req
-                .set("Content-Type", "application/json")
-                .send_string(&b.to_string()),
+            Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
             None => req.call(),
         };
         self.finish(method, url, result)
@@ -410,39 +381,24 @@ impl Client {
             Err(ureq::Error::Transport(t)) => {
                 return Err(match t.kind() {
                     ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => {
-                        ClientError::Connect {
-                            url: self.base.clone(),
-                            reason: innermost(&t),
-                        }
+                        ClientError::Connect { url: self.base.clone(), reason: innermost(&t) }
                     }
-                    _ => ClientError::Transport {
-                        method,
-                        url: url.to_owned(),
-                        source: Box::new(t),
-                    },
+                    _ => {
+                        ClientError::Transport { method, url: url.to_owned(), source: Box::new(t) }
+                    }
                 })
             }
         };
         let status = resp.status();
         let reason = resp.status_text().to_owned();
         let location = resp.header("Location").map(str::to_owned);
-        let set_cookie = resp
-            .all("Set-Cookie")
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        let set_cookie = resp.all("Set-Cookie").into_iter().map(str::to_owned).collect();
         let text = resp.into_string().map_err(|e| ClientError::Protocol {
             method,
             url: url.to_owned(),
             what: format!("cannot read body: {e}"),
         })?;
-        Ok(Reply {
-            status,
-            reason,
-            location,
-            set_cookie,
-            text,
-        })
+        Ok(Reply { status, reason, location, set_cookie, text })
     }
 
     /// Maps an error status to a [`ClientError`]; passes success through.
@@ -452,17 +408,9 @@ impl Client {
         }
         let error = Box::new(ApiError::from_response(reply.status, &reply.reason, &reply.text));
         if reply.status == 401 {
-            return Err(ClientError::Unauthorized {
-                method,
-                url: url.to_owned(),
-                error,
-            });
+            return Err(ClientError::Unauthorized { method, url: url.to_owned(), error });
         }
-        Err(ClientError::Api {
-            method,
-            url: url.to_owned(),
-            error,
-        })
+        Err(ClientError::Api { method, url: url.to_owned(), error })
     }
 
     fn request(&self, method: &'static str, path: &str, body: Option<&Value>) -> Result<Reply> {
@@ -515,10 +463,7 @@ impl Client {
             other => Err(ClientError::Protocol {
                 method: "GET",
                 url,
-                what: format!(
-                    "expected a JSON array, got {}",
-                    short(&other.to_string(), 80)
-                ),
+                what: format!("expected a JSON array, got {}", short(&other.to_string(), 80)),
             }),
         }
     }
@@ -616,11 +561,7 @@ fn token_from_login(set_cookie: &[String], body: &str) -> Option<String> {
             }
         }
     }
-    serde_json::from_str::<Value>(body)
-        .ok()?
-        .get("key")?
-        .as_str()
-        .map(str::to_owned)
+    serde_json::from_str::<Value>(body).ok()?.get("key")?.as_str().map(str::to_owned)
 }
 
 /// Text of the innermost cause of an error.
@@ -650,10 +591,7 @@ mod tests {
     fn token_prefers_cookie_then_body_key() {
         let cookies = vec!["sessionId=abc123; Expires=Wed, 21 Oct 2026 07:28:00 GMT".to_owned()];
         assert_eq!(token_from_login(&cookies, "{}").as_deref(), Some("abc123"));
-        assert_eq!(
-            token_from_login(&[], r#"{"key":"k1","expires":"x"}"#).as_deref(),
-            Some("k1")
-        );
+        assert_eq!(token_from_login(&[], r#"{"key":"k1","expires":"x"}"#).as_deref(), Some("k1"));
         assert_eq!(token_from_login(&[], "not json"), None);
     }
 
@@ -664,10 +602,7 @@ mod tests {
             "Bad Request",
             r#"{"message":"not an IPv4 address","code":400,"field":"portAddress"}"#,
         );
-        assert_eq!(
-            e.to_string(),
-            "400 Bad Request: field `portAddress`: not an IPv4 address"
-        );
+        assert_eq!(e.to_string(), "400 Bad Request: field `portAddress`: not an IPv4 address");
         let plain = ApiError::from_response(404, "", "no such thing\n");
         assert_eq!(plain.to_string(), "404 Not Found: no such thing");
     }
@@ -710,10 +645,7 @@ mod tests {
             c.resolve_location(req, "/midonet-api/bridges/1"),
             "http://h:1/midonet-api/bridges/1"
         );
-        assert_eq!(
-            c.resolve_location(req, "1"),
-            "http://h:1/midonet-api/bridges/1"
-        );
+        assert_eq!(c.resolve_location(req, "1"), "http://h:1/midonet-api/bridges/1");
     }
 
     #[test]

@@ -8,7 +8,11 @@ use serde_json::json;
 fn admin(c: &TestCluster) -> Client {
     Client::new(
         &c.url(),
-        Auth::Password { user: "admin".into(), password: "admin".into(), project: Some("admin".into()) },
+        Auth::Password {
+            user: "admin".into(),
+            password: "admin".into(),
+            project: Some("admin".into()),
+        },
     )
 }
 
@@ -17,7 +21,10 @@ fn logs_in_lazily_and_again_after_a_stale_token() {
     let c = TestCluster::start("memory:", true);
     let client = admin(&c);
     assert!(client.token().is_none(), "no I/O before the first request");
-    assert!(client.list(&client.root_link("bridges").expect("bridges link")).expect("list").is_empty());
+    assert!(client
+        .list(&client.root_link("bridges").expect("bridges link"))
+        .expect("list")
+        .is_empty());
     let first = client.token().expect("logged in");
 
     client.set_token(Some("stale-token".into()));
@@ -33,7 +40,10 @@ fn logs_in_lazily_and_again_after_a_stale_token() {
 #[test]
 fn wrong_password_and_missing_credentials_are_distinct_errors() {
     let c = TestCluster::start("memory:", true);
-    let bad = Client::new(&c.url(), Auth::Password { user: "admin".into(), password: "nope".into(), project: None });
+    let bad = Client::new(
+        &c.url(),
+        Auth::Password { user: "admin".into(), password: "nope".into(), project: None },
+    );
     match bad.root() {
         Err(ClientError::Login { user, error }) => {
             assert_eq!(user, "admin");
@@ -67,7 +77,9 @@ fn crud_follows_location_and_links() {
     whole["name"] = json!("b1");
     assert_eq!(client.update(&uri, &whole).expect("update")["name"], "b1");
 
-    let port = client.create(br["ports"].as_str().expect("ports link"), &json!({"type": "Bridge"})).expect("port");
+    let port = client
+        .create(br["ports"].as_str().expect("ports link"), &json!({"type": "Bridge"}))
+        .expect("port");
     assert_eq!(port["deviceId"], id.as_str());
     assert_eq!(client.list(br["ports"].as_str().expect("ports link")).expect("ports").len(), 1);
 

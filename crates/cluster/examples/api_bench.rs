@@ -34,16 +34,30 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { stores: vec!["embedded".into(), "etcd".into()], ports: 2000, concurrency: 8, etcd_url: None, watch_events: 1000 };
+    let mut a = Args {
+        stores: vec!["embedded".into(), "etcd".into()],
+        ports: 2000,
+        concurrency: 8,
+        etcd_url: None,
+        watch_events: 1000,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
             "--store" => a.stores = val().split(',').map(str::to_string).collect(),
-            "--ports" => a.ports = val().parse().unwrap_or_else(|_| usage("--ports takes a number")),
-            "--concurrency" => a.concurrency = val().parse().unwrap_or_else(|_| usage("--concurrency takes a number")),
+            "--ports" => {
+                a.ports = val().parse().unwrap_or_else(|_| usage("--ports takes a number"))
+            }
+            "--concurrency" => {
+                a.concurrency =
+                    val().parse().unwrap_or_else(|_| usage("--concurrency takes a number"))
+            }
             "--etcd-url" => a.etcd_url = Some(val()),
-            "--watch-events" => a.watch_events = val().parse().unwrap_or_else(|_| usage("--watch-events takes a number")),
+            "--watch-events" => {
+                a.watch_events =
+                    val().parse().unwrap_or_else(|_| usage("--watch-events takes a number"))
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown flag {other}")),
         }
@@ -185,7 +199,8 @@ fn main() {
                 let url = match &args.etcd_url {
                     Some(u) => u.clone(),
                     None => {
-                        let server = midonet_store::testutil::EtcdServer::start().expect("start etcd (install etcd-server or pass --etcd-url)");
+                        let server = midonet_store::testutil::EtcdServer::start()
+                            .expect("start etcd (install etcd-server or pass --etcd-url)");
                         let u = server.url();
                         _etcd = Some(server);
                         u
@@ -220,7 +235,16 @@ fn main() {
     for r in rows {
         println!(
             "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {:.2} |",
-            r.backend, r.ports, r.concurrency, r.throughput, r.p50, r.p99, r.conflicts, r.put_p50, r.watch_p50, r.watch_p99
+            r.backend,
+            r.ports,
+            r.concurrency,
+            r.throughput,
+            r.p50,
+            r.p99,
+            r.conflicts,
+            r.put_p50,
+            r.watch_p50,
+            r.watch_p99
         );
     }
 }

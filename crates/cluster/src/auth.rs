@@ -153,7 +153,8 @@ impl Auth {
 }
 
 fn decode_basic(header: &str) -> Result<(String, String), ApiError> {
-    let bad = || ApiError::unauthorized("malformed Authorization header: expected Basic credentials");
+    let bad =
+        || ApiError::unauthorized("malformed Authorization header: expected Basic credentials");
     let (scheme, rest) = header.trim().split_once(' ').ok_or_else(bad)?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(bad());
@@ -196,8 +197,7 @@ mod tests {
     fn auth() -> Auth {
         let mut cfg = AuthConfig::default();
         cfg.users.push(UserConfig::new("admin", "pw", RoleName::Admin, None));
-        let hash: String =
-            Sha256::digest(b"secret").iter().map(|b| format!("{b:02x}")).collect();
+        let hash: String = Sha256::digest(b"secret").iter().map(|b| format!("{b:02x}")).collect();
         cfg.users.push(UserConfig {
             name: "alice".into(),
             password: None,
@@ -222,7 +222,8 @@ mod tests {
     #[test]
     fn bad_credentials_and_tokens_are_401() {
         let a = auth();
-        for h in [basic("admin", "nope"), basic("eve", "pw"), "Bearer x".into(), "Basic !!".into()] {
+        for h in [basic("admin", "nope"), basic("eve", "pw"), "Bearer x".into(), "Basic !!".into()]
+        {
             assert_eq!(a.login(Some(&h)).expect_err("rejected").status.as_u16(), 401, "{h}");
         }
         assert_eq!(a.check(None).expect_err("missing").status.as_u16(), 401);

@@ -152,7 +152,9 @@ impl Tx {
     pub async fn prefetch(&mut self, keys: &[String]) -> Result<(), ApiError> {
         let wanted: Vec<&String> = keys
             .iter()
-            .filter(|k| !self.cache.contains_key(k.as_bytes()) && !self.writes.contains_key(k.as_bytes()))
+            .filter(|k| {
+                !self.cache.contains_key(k.as_bytes()) && !self.writes.contains_key(k.as_bytes())
+            })
             .collect();
         if wanted.is_empty() {
             return Ok(());
@@ -216,10 +218,7 @@ impl Tx {
                 }
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
-            .collect())
+        Ok(out.into_iter().map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)).collect())
     }
 
     /// Reads and decodes every object under `prefix`.
@@ -384,7 +383,8 @@ mod tests {
         let mut tx = Tx::new(s.clone());
         tx.delete("/p/a");
         tx.put_raw("/p/c", b"3".to_vec());
-        let keys: Vec<String> = tx.list_raw("/p/").await.expect("list").into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> =
+            tx.list_raw("/p/").await.expect("list").into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec!["/p/b", "/p/c"]);
         assert_eq!(tx.get_raw("/p/c").await.expect("get"), Some(b"3".to_vec()));
         tx.commit().await.expect("commit");

@@ -48,11 +48,7 @@ impl Metrics {
         let conflicts = Counter::default();
         let aborts = Counter::default();
         registry.register("api_requests", "REST requests answered", requests.clone());
-        registry.register(
-            "api_request_duration_seconds",
-            "REST request latency",
-            latency.clone(),
-        );
+        registry.register("api_request_duration_seconds", "REST request latency", latency.clone());
         registry.register("store_txn_commits", "write transactions committed", commits.clone());
         registry.register(
             "store_txn_conflicts",
@@ -68,7 +64,10 @@ impl Metrics {
     }
 
     pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let base = vec![("method".to_string(), method.to_string()), ("route".to_string(), route.to_string())];
+        let base = vec![
+            ("method".to_string(), method.to_string()),
+            ("route".to_string(), route.to_string()),
+        ];
         self.latency.get_or_create(&base).observe(seconds);
         let mut with_status = base;
         with_status.push(("status".to_string(), status.to_string()));

@@ -26,7 +26,10 @@ use crate::Cluster;
 
 /// Opens the store from the config, binds `cfg.listen` and serves until
 /// `shutdown` resolves.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ClusterError> {
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ClusterError> {
     cfg.check()?;
     if cfg.auth.enabled && cfg.auth.users.is_empty() {
         tracing::warn!("auth is enabled but no users are configured: nobody can log in (use --no-auth or add [[auth.users]])");
@@ -42,7 +45,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         .map_err(|e| ClusterError::Bind { addr: cfg.grpc_listen, source: e })?;
     tracing::info!(grpc_listen = %cfg.grpc_listen, "topology service for agents");
     let grpc = tokio::spawn(crate::topology_service::serve(store.clone(), grpc, shutdown.clone()));
-    let compactor = tokio::spawn(compact_history(store.clone(), cfg.history_revisions, shutdown.clone()));
+    let compactor =
+        tokio::spawn(compact_history(store.clone(), cfg.history_revisions, shutdown.clone()));
     let cluster = Cluster::new(cfg, store);
     let r = serve(listener, cluster, shutdown).await;
     compactor.abort();
@@ -93,7 +97,9 @@ async fn compact_history(
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot read the store revision for compaction"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the store revision for compaction")
+                }
             }
         }
     };

@@ -124,7 +124,10 @@ impl TestCluster {
 
     /// A fresh token for a configured user. Panics for unknown users.
     pub fn token_for(&self, user: &str) -> String {
-        self.cluster.auth.token_for(user).unwrap_or_else(|| panic!("no user `{user}` in the test config"))
+        self.cluster
+            .auth
+            .token_for(user)
+            .unwrap_or_else(|| panic!("no user `{user}` in the test config"))
     }
 
     /// The shared state (store, metrics, ...), for white-box checks.

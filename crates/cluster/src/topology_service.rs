@@ -37,7 +37,9 @@ use futures::StreamExt;
 use midonet_model::topology::Stored;
 use midonet_model::{HostId, HostInterface, MacAddr, ObjectKind, PortId};
 use midonet_proto::pb::{self, subscribe_response::Event};
-use midonet_proto::{keys, ArpEntry, Liveness, MacEntry, TopologyServer, TopologyService, KEY_ROOT};
+use midonet_proto::{
+    keys, ArpEntry, Liveness, MacEntry, TopologyServer, TopologyService, KEY_ROOT,
+};
 use midonet_store::{KeyValue, LeaseId, Store, StoreError, Txn, TxnOp, WatchEvent};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -68,7 +70,10 @@ impl TopologyServiceImpl {
 }
 
 /// The tonic service, ready for `Server::add_service`.
-pub fn service(store: Arc<dyn Store>, stopping: watch::Receiver<bool>) -> TopologyServer<TopologyServiceImpl> {
+pub fn service(
+    store: Arc<dyn Store>,
+    stopping: watch::Receiver<bool>,
+) -> TopologyServer<TopologyServiceImpl> {
     TopologyServer::new(TopologyServiceImpl::new(store, stopping))
 }
 
@@ -109,7 +114,11 @@ fn is_streamed(key: &str) -> bool {
 
 fn kv_pb(kv: KeyValue) -> Option<pb::KeyValue> {
     let key = String::from_utf8(kv.key).ok()?;
-    is_streamed(&key).then_some(pb::KeyValue { key, value: kv.value, mod_revision: kv.mod_revision })
+    is_streamed(&key).then_some(pb::KeyValue {
+        key,
+        value: kv.value,
+        mod_revision: kv.mod_revision,
+    })
 }
 
 fn change_pb(ev: WatchEvent) -> Option<pb::Change> {
@@ -193,7 +202,11 @@ impl TopologyServiceImpl {
         }
     }
 
-    async fn watch_from(&self, from: i64, tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>) -> Feed {
+    async fn watch_from(
+        &self,
+        from: i64,
+        tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    ) -> Feed {
         let mut stopping = self.stopping.clone();
         if *stopping.borrow() {
             return Feed::Closed;
@@ -246,7 +259,11 @@ impl TopologyServiceImpl {
 
     /// Brings `host_interfaces/<host>/*` to exactly `ifaces`, writing only
     /// what changed (each write is a revision every agent receives).
-    async fn sync_interfaces(&self, host: HostId, ifaces: &[pb::Interface]) -> Result<Vec<TxnOp>, Status> {
+    async fn sync_interfaces(
+        &self,
+        host: HostId,
+        ifaces: &[pb::Interface],
+    ) -> Result<Vec<TxnOp>, Status> {
         let prefix = format!("{}/", ObjectKind::HostInterface.key(&[&host.to_string()]));
         let existing = self.store.range(prefix.as_bytes()).await.map_err(status)?;
         let mut ops = Vec::new();
@@ -263,7 +280,11 @@ impl TopologyServiceImpl {
                 status: u32::from(i.up) | (u32::from(i.has_link) << 1),
                 if_type: if i.r#type.is_empty() { "Unknown".into() } else { i.r#type.clone() },
                 endpoint: i.endpoint.clone(),
-                addresses: i.addresses.iter().filter_map(|a| a.split('/').next()?.parse().ok()).collect(),
+                addresses: i
+                    .addresses
+                    .iter()
+                    .filter_map(|a| a.split('/').next()?.parse().ok())
+                    .collect(),
             };
             let key = hi.store_key();
             let value = json(&hi);
@@ -305,7 +326,11 @@ impl TopologyService for TopologyServiceImpl {
     ) -> Result<Response<pb::RegisterHostResponse>, Status> {
         let req = request.into_inner();
         let host = parse_host(&req.host_id)?;
-        let ttl = if req.ttl_secs <= 0 { DEFAULT_SESSION_TTL_SECS } else { req.ttl_secs.clamp(MIN_TTL, MAX_TTL) };
+        let ttl = if req.ttl_secs <= 0 {
+            DEFAULT_SESSION_TTL_SECS
+        } else {
+            req.ttl_secs.clamp(MIN_TTL, MAX_TTL)
+        };
         let addresses: Vec<std::net::IpAddr> =
             req.addresses.iter().filter_map(|a| a.split('/').next()?.parse().ok()).collect();
 
@@ -313,11 +338,12 @@ impl TopologyService for TopologyServiceImpl {
         // the stored JSON instead of overwriting it.
         let host_key = ObjectKind::Host.key(&[&host.to_string()]);
         let stored = self.store.get(host_key.as_bytes()).await.map_err(status)?;
-        let mut value: serde_json::Value = match stored.as_ref().and_then(|kv| serde_json::from_slice(&kv.value).ok()) {
-            Some(v @ serde_json::Value::Object(_)) => v,
-            _ => serde_json::to_value(midonet_model::Host { id: host, ..Default::default() })
-                .expect("host serializes"),
-        };
+        let mut value: serde_json::Value =
+            match stored.as_ref().and_then(|kv| serde_json::from_slice(&kv.value).ok()) {
+                Some(v @ serde_json::Value::Object(_)) => v,
+                _ => serde_json::to_value(midonet_model::Host { id: host, ..Default::default() })
+                    .expect("host serializes"),
+            };
         value["id"] = serde_json::json!(host.to_string());
         value["name"] = serde_json::json!(req.name);
         value["addresses"] = serde_json::json!(addresses);
@@ -325,7 +351,11 @@ impl TopologyService for TopologyServiceImpl {
 
         let lease = self.store.grant_lease(ttl).await.map_err(status)?;
         let alive = Liveness { host_id: host.to_string(), session: lease.id.0 };
-        let mut ops = vec![TxnOp::put_with_lease(keys::host_alive(&host.to_string()), json(&alive), lease.id)];
+        let mut ops = vec![TxnOp::put_with_lease(
+            keys::host_alive(&host.to_string()),
+            json(&alive),
+            lease.id,
+        )];
         if stored.as_ref().map(|kv| kv.value.as_slice()) != Some(host_bytes.as_slice()) {
             ops.push(TxnOp::put(host_key, host_bytes));
         }
@@ -372,18 +402,26 @@ impl TopologyService for TopologyServiceImpl {
         let key = keys::port_active(&port.to_string());
         let revision = if req.active {
             let v = Liveness { host_id: req.host_id, session: req.session };
-            self.store.put(key.as_bytes(), &json(&v), Some(LeaseId(req.session))).await.map_err(status)?
+            self.store
+                .put(key.as_bytes(), &json(&v), Some(LeaseId(req.session)))
+                .await
+                .map_err(status)?
         } else {
             self.store.delete(key.as_bytes()).await.map_err(status)?.revision
         };
         Ok(Response::new(pb::Ack { revision }))
     }
 
-    async fn publish_mac(&self, request: Request<pb::PublishMacRequest>) -> Result<Response<pb::Ack>, Status> {
+    async fn publish_mac(
+        &self,
+        request: Request<pb::PublishMacRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
         let req = request.into_inner();
         let bridge = parse_uuid("bridge_id", &req.bridge_id)?;
-        let mac: MacAddr =
-            req.mac.parse().map_err(|_| Status::invalid_argument(format!("mac `{}` is not a MAC", req.mac)))?;
+        let mac: MacAddr = req
+            .mac
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("mac `{}` is not a MAC", req.mac)))?;
         let vlan = u16::try_from(req.vlan)
             .ok()
             .filter(|v| *v < 4096)
@@ -394,24 +432,37 @@ impl TopologyService for TopologyServiceImpl {
         } else {
             let port = parse_port(&req.port_id)?;
             let v = MacEntry { port_id: port.to_string(), host_id: String::new() };
-            self.store.put(key.as_bytes(), &json(&v), Some(LeaseId(req.session))).await.map_err(status)?
+            self.store
+                .put(key.as_bytes(), &json(&v), Some(LeaseId(req.session)))
+                .await
+                .map_err(status)?
         };
         Ok(Response::new(pb::Ack { revision }))
     }
 
-    async fn publish_arp(&self, request: Request<pb::PublishArpRequest>) -> Result<Response<pb::Ack>, Status> {
+    async fn publish_arp(
+        &self,
+        request: Request<pb::PublishArpRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
         let req = request.into_inner();
         let device = parse_uuid("device_id", &req.device_id)?;
-        let ip: std::net::Ipv4Addr =
-            req.ip.parse().map_err(|_| Status::invalid_argument(format!("ip `{}` is not IPv4", req.ip)))?;
+        let ip: std::net::Ipv4Addr = req
+            .ip
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("ip `{}` is not IPv4", req.ip)))?;
         let key = keys::arp_entry(&device.to_string(), &ip.to_string());
         let revision = if req.delete {
             self.store.delete(key.as_bytes()).await.map_err(status)?.revision
         } else {
-            let mac: MacAddr =
-                req.mac.parse().map_err(|_| Status::invalid_argument(format!("mac `{}` is not a MAC", req.mac)))?;
+            let mac: MacAddr = req
+                .mac
+                .parse()
+                .map_err(|_| Status::invalid_argument(format!("mac `{}` is not a MAC", req.mac)))?;
             let v = ArpEntry { mac: mac.to_string(), host_id: String::new() };
-            self.store.put(key.as_bytes(), &json(&v), Some(LeaseId(req.session))).await.map_err(status)?
+            self.store
+                .put(key.as_bytes(), &json(&v), Some(LeaseId(req.session)))
+                .await
+                .map_err(status)?
         };
         Ok(Response::new(pb::Ack { revision }))
     }
@@ -423,7 +474,9 @@ mod tests {
     use midonet_model::{Bridge, BridgeId};
     use midonet_proto::TopologyClient;
 
-    async fn start() -> (Arc<dyn Store>, TopologyClient<tonic::transport::Channel>, tokio::sync::oneshot::Sender<()>) {
+    async fn start(
+    ) -> (Arc<dyn Store>, TopologyClient<tonic::transport::Channel>, tokio::sync::oneshot::Sender<()>)
+    {
         let store = midonet_store::connect("memory:").await.expect("memory store");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -441,7 +494,12 @@ mod tests {
     }
 
     fn bridge(name: &str) -> Bridge {
-        Bridge { id: BridgeId::random(), name: name.into(), admin_state_up: true, ..Default::default() }
+        Bridge {
+            id: BridgeId::random(),
+            name: name.into(),
+            admin_state_up: true,
+            ..Default::default()
+        }
     }
 
     async fn next(s: &mut tonic::Streaming<pb::SubscribeResponse>) -> Event {
@@ -460,8 +518,11 @@ mod tests {
         let b1 = bridge("b1");
         store.put(b1.store_key().as_bytes(), &json(&b1), None).await.expect("put");
         store.put(b"/midonet/v1/meta/tunnel_key", b"17", None).await.expect("put");
-        let mut s = client.subscribe(pb::SubscribeRequest { from_revision: 0, host_id: String::new() })
-            .await.expect("subscribe").into_inner();
+        let mut s = client
+            .subscribe(pb::SubscribeRequest { from_revision: 0, host_id: String::new() })
+            .await
+            .expect("subscribe")
+            .into_inner();
         let Event::Snapshot(snap) = next(&mut s).await else { panic!("snapshot first") };
         assert_eq!(snap.kvs.len(), 1, "meta keys are not streamed");
         assert_eq!(snap.kvs[0].key, b1.store_key());
@@ -474,9 +535,14 @@ mod tests {
 
         // Changes while "disconnected", then resume from the last revision + 1.
         store.delete(b1.store_key().as_bytes()).await.expect("delete");
-        let mut s = client.subscribe(pb::SubscribeRequest { from_revision: rev + 1, host_id: String::new() })
-            .await.expect("subscribe").into_inner();
-        let Event::Delta(d) = next(&mut s).await else { panic!("resume gives deltas, not a snapshot") };
+        let mut s = client
+            .subscribe(pb::SubscribeRequest { from_revision: rev + 1, host_id: String::new() })
+            .await
+            .expect("subscribe")
+            .into_inner();
+        let Event::Delta(d) = next(&mut s).await else {
+            panic!("resume gives deltas, not a snapshot")
+        };
         assert!(d.changes[0].deleted);
         assert_eq!(d.changes[0].key, b1.store_key());
     }
@@ -489,8 +555,11 @@ mod tests {
         let b2 = bridge("b2");
         let rev = store.put(b2.store_key().as_bytes(), &json(&b2), None).await.expect("put");
         store.compact(rev).await.expect("compact");
-        let mut s = client.subscribe(pb::SubscribeRequest { from_revision: 2, host_id: String::new() })
-            .await.expect("subscribe").into_inner();
+        let mut s = client
+            .subscribe(pb::SubscribeRequest { from_revision: 2, host_id: String::new() })
+            .await
+            .expect("subscribe")
+            .into_inner();
         assert!(matches!(next(&mut s).await, Event::Resync(_)));
         let Event::Snapshot(snap) = next(&mut s).await else { panic!("snapshot after resync") };
         assert_eq!(snap.kvs.len(), 2);
@@ -506,7 +575,14 @@ mod tests {
                 host_id: host.to_string(),
                 name: "h1".into(),
                 addresses: vec!["10.0.0.1/24".into()],
-                interfaces: vec![pb::Interface { name: "eth0".into(), mac: "02:00:00:00:00:01".into(), mtu: 1500, up: true, has_link: true, ..Default::default() }],
+                interfaces: vec![pb::Interface {
+                    name: "eth0".into(),
+                    mac: "02:00:00:00:00:01".into(),
+                    mtu: 1500,
+                    up: true,
+                    has_link: true,
+                    ..Default::default()
+                }],
                 ttl_secs: 2,
             })
             .await
@@ -515,46 +591,106 @@ mod tests {
         let alive = keys::host_alive(&host.to_string());
         assert!(store.get(alive.as_bytes()).await.expect("get").is_some());
         let stored: midonet_model::Host = serde_json::from_slice(
-            &store.get(ObjectKind::Host.key(&[&host.to_string()]).as_bytes()).await.expect("get").expect("host").value,
-        ).expect("host json");
+            &store
+                .get(ObjectKind::Host.key(&[&host.to_string()]).as_bytes())
+                .await
+                .expect("get")
+                .expect("host")
+                .value,
+        )
+        .expect("host json");
         assert_eq!(stored.name, "h1");
         let iface_key = ObjectKind::HostInterface.key(&[&host.to_string(), "eth0"]);
         assert!(store.get(iface_key.as_bytes()).await.expect("get").is_some());
 
         let port = PortId::random();
-        client.set_port_active(pb::SetPortActiveRequest { session: reg.session, host_id: host.to_string(), port_id: port.to_string(), active: true })
-            .await.expect("active");
+        client
+            .set_port_active(pb::SetPortActiveRequest {
+                session: reg.session,
+                host_id: host.to_string(),
+                port_id: port.to_string(),
+                active: true,
+            })
+            .await
+            .expect("active");
         let br = BridgeId::random();
-        client.publish_mac(pb::PublishMacRequest { session: reg.session, bridge_id: br.to_string(), vlan: 0, mac: "02:00:00:00:00:09".into(), port_id: port.to_string(), delete: false })
-            .await.expect("mac");
-        assert!(store.get(keys::port_active(&port.to_string()).as_bytes()).await.expect("get").is_some());
+        client
+            .publish_mac(pb::PublishMacRequest {
+                session: reg.session,
+                bridge_id: br.to_string(),
+                vlan: 0,
+                mac: "02:00:00:00:00:09".into(),
+                port_id: port.to_string(),
+                delete: false,
+            })
+            .await
+            .expect("mac");
+        assert!(store
+            .get(keys::port_active(&port.to_string()).as_bytes())
+            .await
+            .expect("get")
+            .is_some());
 
         // Interfaces: a second report replaces the list.
-        client.report_interfaces(pb::ReportInterfacesRequest { session: reg.session, host_id: host.to_string(), interfaces: vec![pb::Interface { name: "eth1".into(), ..Default::default() }] })
-            .await.expect("report");
+        client
+            .report_interfaces(pb::ReportInterfacesRequest {
+                session: reg.session,
+                host_id: host.to_string(),
+                interfaces: vec![pb::Interface { name: "eth1".into(), ..Default::default() }],
+            })
+            .await
+            .expect("report");
         assert!(store.get(iface_key.as_bytes()).await.expect("get").is_none());
 
         // No keep-alive: everything leased disappears.
         store.revoke_lease(LeaseId(reg.session)).await.expect("revoke");
         assert!(store.get(alive.as_bytes()).await.expect("get").is_none());
-        assert!(store.get(keys::port_active(&port.to_string()).as_bytes()).await.expect("get").is_none());
-        let err = client.keep_alive(pb::KeepAliveRequest { session: reg.session, host_id: host.to_string() }).await.expect_err("expired");
+        assert!(store
+            .get(keys::port_active(&port.to_string()).as_bytes())
+            .await
+            .expect("get")
+            .is_none());
+        let err = client
+            .keep_alive(pb::KeepAliveRequest { session: reg.session, host_id: host.to_string() })
+            .await
+            .expect_err("expired");
         assert_eq!(err.code(), tonic::Code::NotFound);
-        let err = client.set_port_active(pb::SetPortActiveRequest { session: reg.session, host_id: host.to_string(), port_id: port.to_string(), active: true })
-            .await.expect_err("expired session cannot write");
+        let err = client
+            .set_port_active(pb::SetPortActiveRequest {
+                session: reg.session,
+                host_id: host.to_string(),
+                port_id: port.to_string(),
+                active: true,
+            })
+            .await
+            .expect_err("expired session cannot write");
         assert_eq!(err.code(), tonic::Code::NotFound);
         // The host object itself stays.
-        assert!(store.get(ObjectKind::Host.key(&[&host.to_string()]).as_bytes()).await.expect("get").is_some());
+        assert!(store
+            .get(ObjectKind::Host.key(&[&host.to_string()]).as_bytes())
+            .await
+            .expect("get")
+            .is_some());
     }
 
     #[tokio::test]
     async fn bad_ids_are_invalid_argument() {
         let (_store, mut client, _stop) = start().await;
-        let e = client.register_host(pb::RegisterHostRequest { host_id: "nope".into(), ..Default::default() })
-            .await.expect_err("bad id");
+        let e = client
+            .register_host(pb::RegisterHostRequest { host_id: "nope".into(), ..Default::default() })
+            .await
+            .expect_err("bad id");
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        let e = client.publish_arp(pb::PublishArpRequest { session: 1, device_id: BridgeId::random().to_string(), ip: "x".into(), mac: String::new(), delete: false })
-            .await.expect_err("bad ip");
+        let e = client
+            .publish_arp(pb::PublishArpRequest {
+                session: 1,
+                device_id: BridgeId::random().to_string(),
+                ip: "x".into(),
+                mac: String::new(),
+                delete: false,
+            })
+            .await
+            .expect_err("bad ip");
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 }

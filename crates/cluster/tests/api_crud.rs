@@ -75,7 +75,14 @@ fn ports_routes_and_links() {
         .as_array()
         .expect("list")
         .iter()
-        .map(|r| format!("{} {}/{}", r["type"].as_str().unwrap_or(""), r["dstNetworkAddr"].as_str().unwrap_or(""), r["dstNetworkLength"]))
+        .map(|r| {
+            format!(
+                "{} {}/{}",
+                r["type"].as_str().unwrap_or(""),
+                r["dstNetworkAddr"].as_str().unwrap_or(""),
+                r["dstNetworkLength"]
+            )
+        })
         .collect();
     dsts.sort();
     assert_eq!(dsts, vec!["Local 192.168.1.1/32", "Normal 192.168.1.0/24"]);
@@ -117,7 +124,10 @@ fn uuid_str() -> String {
 fn router_port_address_change_moves_system_routes() {
     let (_c, api) = setup();
     let r = api.create("/routers", &json!({"name": "r"}));
-    let rp = api.create(&s(&r, "ports"), &json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": 24}));
+    let rp = api.create(
+        &s(&r, "ports"),
+        &json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": 24}),
+    );
     let mut dto = api.ok(&s(&rp, "uri"));
     // PUT bodies may omit read-only fields such as `type`.
     dto.as_object_mut().expect("object").remove("type");
@@ -125,7 +135,12 @@ fn router_port_address_change_moves_system_routes() {
     dto["networkAddress"] = json!("10.1.0.0");
     api.put(&s(&rp, "uri"), &dto).expect(204);
     let routes = api.ok(&s(&r, "routes"));
-    let dsts: Vec<&str> = routes.as_array().expect("list").iter().filter_map(|r| r["dstNetworkAddr"].as_str()).collect();
+    let dsts: Vec<&str> = routes
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|r| r["dstNetworkAddr"].as_str())
+        .collect();
     assert!(dsts.contains(&"10.1.0.1") && dsts.contains(&"10.1.0.0"), "{dsts:?}");
     assert_eq!(dsts.len(), 2);
     assert_eq!(api.ok(&s(&rp, "uri"))["portMac"], rp["portMac"], "MAC kept when PUT omits it");
@@ -139,13 +154,18 @@ fn rules_by_position_and_template_and_jump() {
     let rules = s(&c, "rules");
     let a = api.create(&rules, &json!({"type": "accept"}));
     let b = api.create(&rules, &json!({"type": "drop", "position": 2}));
-    let j = api.create(&rules, &json!({"type": "jump", "jumpChainId": target["id"], "position": 2}));
+    let j =
+        api.create(&rules, &json!({"type": "jump", "jumpChainId": target["id"], "position": 2}));
     assert_eq!(j["jumpChainName"], "target");
-    let order: Vec<Value> = api.ok(&rules).as_array().expect("list").iter().map(|r| r["id"].clone()).collect();
+    let order: Vec<Value> =
+        api.ok(&rules).as_array().expect("list").iter().map(|r| r["id"].clone()).collect();
     assert_eq!(order, vec![a["id"].clone(), j["id"].clone(), b["id"].clone()]);
     assert_eq!(api.ok(&s(&b, "uri"))["position"], 3);
     // Position past the end is 400 naming position; nothing is added.
-    assert_eq!(api.post(&rules, &json!({"type": "accept", "position": 5})).expect(400).field(), Some("position"));
+    assert_eq!(
+        api.post(&rules, &json!({"type": "accept", "position": 5})).expect(400).field(),
+        Some("position")
+    );
     assert_eq!(api.count(&rules), 3);
     // The jump target cannot go while the jump exists.
     api.delete(&s(&target, "uri")).expect(409);
@@ -167,7 +187,10 @@ fn hosts_interfaces_bindings_and_tunnel_zones() {
     let hd = api.ok(&hu);
     assert_eq!(hd["alive"], false);
     assert_eq!(hd["floodingProxyWeight"], 1);
-    api.create(&format!("{hu}/interfaces"), &json!({"name": "veth0", "mtu": 1500, "mac": "02:00:00:00:00:09"}));
+    api.create(
+        &format!("{hu}/interfaces"),
+        &json!({"name": "veth0", "mtu": 1500, "mac": "02:00:00:00:00:09"}),
+    );
     let ifs = api.ok(&s(&hd, "interfaces"));
     assert_eq!(ifs[0]["name"], "veth0");
     // PUT weights.
@@ -178,7 +201,9 @@ fn hosts_interfaces_bindings_and_tunnel_zones() {
     // Bind a port.
     let b = api.create("/bridges", &json!({"name": "b"}));
     let p = api.create(&s(&b, "ports"), &json!({}));
-    let r = api.post(&s(&hd, "ports"), &json!({"portId": p["id"], "interfaceName": "veth0"})).expect(201);
+    let r = api
+        .post(&s(&hd, "ports"), &json!({"portId": p["id"], "interfaceName": "veth0"}))
+        .expect(201);
     let loc = r.location.clone().expect("location");
     assert_eq!(loc, format!("{}/hosts/{h}/ports/{}", api.base, s(&p, "id")));
     let hip = api.ok(&loc);
@@ -189,16 +214,27 @@ fn hosts_interfaces_bindings_and_tunnel_zones() {
     assert_eq!(s(&pd, "hostInterfacePort"), loc);
     // Same interface, another port: 409.
     let p2 = api.create(&s(&b, "ports"), &json!({}));
-    assert_eq!(api.post(&s(&hd, "ports"), &json!({"portId": p2["id"], "interfaceName": "veth0"})).status, 409);
+    assert_eq!(
+        api.post(&s(&hd, "ports"), &json!({"portId": p2["id"], "interfaceName": "veth0"})).status,
+        409
+    );
     // PUT of the full bound port DTO keeps the binding.
     api.put(&s(&p, "uri"), &pd).expect(204);
     // Runtime state shows through: active port, alive host.
     let store = c.cluster().store.clone();
     let (hid, pid) = (h.clone(), s(&p, "id"));
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt").block_on(async move {
-        store.put(format!("/midonet/v1/state/hosts/{hid}/alive").as_bytes(), b"true", None).await.expect("put");
-        store.put(format!("/midonet/v1/state/ports/{pid}/active").as_bytes(), b"true", None).await.expect("put");
-    });
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt").block_on(
+        async move {
+            store
+                .put(format!("/midonet/v1/state/hosts/{hid}/alive").as_bytes(), b"true", None)
+                .await
+                .expect("put");
+            store
+                .put(format!("/midonet/v1/state/ports/{pid}/active").as_bytes(), b"true", None)
+                .await
+                .expect("put");
+        },
+    );
     assert_eq!(api.ok(&hu)["alive"], true);
     assert_eq!(api.ok(&s(&p, "uri"))["active"], true);
     api.delete(&hu).expect(409);
@@ -206,8 +242,15 @@ fn hosts_interfaces_bindings_and_tunnel_zones() {
     let tz = api.create("/tunnel_zones", &json!({"name": "tz"}));
     let m = api.create(&s(&tz, "hosts"), &json!({"hostId": h, "ipAddress": "192.168.0.1"}));
     assert_eq!(api.ok(&s(&m, "uri"))["ipAddress"], "192.168.0.1");
-    assert_eq!(api.post(&s(&tz, "hosts"), &json!({"hostId": h, "ipAddress": "192.168.0.2"})).status, 409);
-    assert_eq!(api.post(&s(&tz, "hosts"), &json!({"hostId": uuid_str(), "ipAddress": "192.168.0.2"})).status, 404);
+    assert_eq!(
+        api.post(&s(&tz, "hosts"), &json!({"hostId": h, "ipAddress": "192.168.0.2"})).status,
+        409
+    );
+    assert_eq!(
+        api.post(&s(&tz, "hosts"), &json!({"hostId": uuid_str(), "ipAddress": "192.168.0.2"}))
+            .status,
+        404
+    );
     assert_eq!(api.count(&s(&tz, "hosts")), 1);
     // Unbind; delete zone takes memberships.
     api.delete(&loc).expect(204);
@@ -223,7 +266,8 @@ fn host_delete_unbinds_and_drops_memberships() {
     let h = host(&api, "h");
     let b = api.create("/bridges", &json!({}));
     let p = api.create(&s(&b, "ports"), &json!({}));
-    api.post(&format!("/hosts/{h}/ports"), &json!({"portId": p["id"], "interfaceName": "tap1"})).expect(201);
+    api.post(&format!("/hosts/{h}/ports"), &json!({"portId": p["id"], "interfaceName": "tap1"}))
+        .expect(201);
     let tz = api.create("/tunnel_zones", &json!({"name": "tz"}));
     api.create(&s(&tz, "hosts"), &json!({"hostId": h, "ipAddress": "10.1.1.1"}));
     api.delete(&format!("/hosts/{h}")).expect(204);
@@ -238,15 +282,26 @@ fn dhcp_subnets_and_hosts() {
     let dhcp = s(&b, "dhcpSubnets");
     let sub = api.create(&dhcp, &json!({"subnetPrefix": "10.0.0.0", "subnetLength": "24", "defaultGateway": "10.0.0.1", "dnsServerAddrs": ["8.8.8.8"]}));
     assert_eq!(s(&sub, "uri"), format!("{dhcp}/10.0.0.0_24"));
-    assert_eq!(api.post(&dhcp, &json!({"subnetPrefix": "10.0.0.0", "subnetLength": 24})).status, 409);
+    assert_eq!(
+        api.post(&dhcp, &json!({"subnetPrefix": "10.0.0.0", "subnetLength": 24})).status,
+        409
+    );
     let mut dto = api.ok(&s(&sub, "uri"));
     dto["interfaceMTU"] = json!(1400);
     api.put(&s(&sub, "uri"), &dto).expect(204);
     assert_eq!(api.ok(&s(&sub, "uri"))["interfaceMTU"], 1400);
     let hosts = s(&sub, "hosts");
-    let h = api.create(&hosts, &json!({"macAddr": "02:00:00:00:00:01", "ipAddr": "10.0.0.5", "name": "vm1"}));
+    let h = api.create(
+        &hosts,
+        &json!({"macAddr": "02:00:00:00:00:01", "ipAddr": "10.0.0.5", "name": "vm1"}),
+    );
     assert_eq!(s(&h, "uri"), format!("{hosts}/02-00-00-00-00-01"));
-    assert_eq!(api.post(&hosts, &json!({"macAddr": "02:00:00:00:00:02", "ipAddr": "10.9.0.5"})).expect(400).field(), Some("ipAddr"));
+    assert_eq!(
+        api.post(&hosts, &json!({"macAddr": "02:00:00:00:00:02", "ipAddr": "10.9.0.5"}))
+            .expect(400)
+            .field(),
+        Some("ipAddr")
+    );
     let mut hd = api.ok(&s(&h, "uri"));
     hd["name"] = json!("vm1b");
     api.put(&s(&h, "uri"), &hd).expect(204);
@@ -267,7 +322,10 @@ fn mac_and_arp_tables() {
     let mt = s(&b, "macTable");
     let e = api.create(&mt, &json!({"macAddr": "02:00:00:00:00:01", "portId": p["id"]}));
     assert_eq!(s(&e, "uri"), format!("{mt}/02-00-00-00-00-01_{}", s(&p, "id")));
-    assert_eq!(api.post(&mt, &json!({"macAddr": "02:00:00:00:00:01", "portId": p["id"]})).status, 409);
+    assert_eq!(
+        api.post(&mt, &json!({"macAddr": "02:00:00:00:00:01", "portId": p["id"]})).status,
+        409
+    );
     let vt = s(&b, "vlanMacTableTemplate").replace("{vlanId}", "7");
     let ve = api.create(&vt, &json!({"macAddr": "02:00:00:00:00:01", "portId": p["id"]}));
     assert_eq!(ve["vlanId"], 7);
@@ -277,7 +335,12 @@ fn mac_and_arp_tables() {
     // Port of another bridge: 400 portId.
     let b2 = api.create("/bridges", &json!({}));
     let p2 = api.create(&s(&b2, "ports"), &json!({}));
-    assert_eq!(api.post(&mt, &json!({"macAddr": "02:00:00:00:00:09", "portId": p2["id"]})).expect(400).field(), Some("portId"));
+    assert_eq!(
+        api.post(&mt, &json!({"macAddr": "02:00:00:00:00:09", "portId": p2["id"]}))
+            .expect(400)
+            .field(),
+        Some("portId")
+    );
     api.delete(&s(&e, "uri")).expect(204);
     api.get(&s(&e, "uri")).expect(404);
     // Deleting the port drops its MAC entries.
@@ -289,7 +352,10 @@ fn mac_and_arp_tables() {
     assert_eq!(s(&a, "uri"), format!("{at}/10.0.0.9_02-00-00-00-00-aa"));
     assert_eq!(api.ok(&s(&a, "uri"))["mac"], "02:00:00:00:00:aa");
     assert_eq!(api.post(&at, &json!({"ip": "10.0.0.9", "mac": "02:00:00:00:00:bb"})).status, 409);
-    assert_eq!(api.post(&at, &json!({"ip": "10.0.0.10", "mac": "zz"})).expect(400).field(), Some("mac"));
+    assert_eq!(
+        api.post(&at, &json!({"ip": "10.0.0.10", "mac": "zz"})).expect(400).field(),
+        Some("mac")
+    );
     api.delete(&s(&a, "uri")).expect(204);
     assert_eq!(api.count(&at), 0);
 }
@@ -344,9 +410,13 @@ fn load_balancers_pools_members_vips_monitors() {
     let hm = api.create("/health_monitors", &json!({"type": "TCP"}));
     let pool = api.create(&s(&lb, "pools"), &json!({"healthMonitorId": hm["id"]}));
     assert_eq!(pool["loadBalancerId"], lb["id"]);
-    let mem = api.create(&s(&pool, "poolMembers"), &json!({"address": "10.0.0.10", "protocolPort": "80"}));
+    let mem = api
+        .create(&s(&pool, "poolMembers"), &json!({"address": "10.0.0.10", "protocolPort": "80"}));
     assert_eq!(mem["poolId"], pool["id"]);
-    let mem2 = api.create("/pool_members", &json!({"poolId": pool["id"], "address": "10.0.0.11", "protocolPort": 80, "weight": 2}));
+    let mem2 = api.create(
+        "/pool_members",
+        &json!({"poolId": pool["id"], "address": "10.0.0.11", "protocolPort": 80, "weight": 2}),
+    );
     assert_eq!(api.count(&s(&pool, "poolMembers")), 2);
     let vip = api.create(&s(&pool, "vips"), &json!({"address": "192.0.2.10", "protocolPort": 80}));
     assert_eq!(vip["loadBalancerId"], lb["id"]);
@@ -403,23 +473,70 @@ fn root_document_has_every_collection_and_template() {
     let root = api.ok("");
     assert_eq!(api.ok("/"), root);
     for k in [
-        "bridges", "routers", "ports", "chains", "hosts", "tunnelZones", "portGroups", "ipAddrGroups",
-        "loadBalancers", "pools", "poolMembers", "vips", "healthMonitors", "mirrors", "tenants",
-        "systemState", "traceRequests",
+        "bridges",
+        "routers",
+        "ports",
+        "chains",
+        "hosts",
+        "tunnelZones",
+        "portGroups",
+        "ipAddrGroups",
+        "loadBalancers",
+        "pools",
+        "poolMembers",
+        "vips",
+        "healthMonitors",
+        "mirrors",
+        "tenants",
+        "systemState",
+        "traceRequests",
     ] {
         let v = root[k].as_str().unwrap_or_else(|| panic!("root lacks {k}"));
         assert!(v.starts_with("http://"), "{k}: {v}");
     }
     for t in [
-        "bridgeTemplate", "routerTemplate", "portTemplate", "chainTemplate", "ruleTemplate", "routeTemplate",
-        "hostTemplate", "tunnelZoneTemplate", "portGroupTemplate", "ipAddrGroupTemplate", "loadBalancerTemplate",
-        "poolTemplate", "poolMemberTemplate", "vipTemplate", "healthMonitorTemplate", "mirrorTemplate", "tenantTemplate",
+        "bridgeTemplate",
+        "routerTemplate",
+        "portTemplate",
+        "chainTemplate",
+        "ruleTemplate",
+        "routeTemplate",
+        "hostTemplate",
+        "tunnelZoneTemplate",
+        "portGroupTemplate",
+        "ipAddrGroupTemplate",
+        "loadBalancerTemplate",
+        "poolTemplate",
+        "poolMemberTemplate",
+        "vipTemplate",
+        "healthMonitorTemplate",
+        "mirrorTemplate",
+        "tenantTemplate",
     ] {
-        assert!(root[t].as_str().unwrap_or_else(|| panic!("root lacks {t}")).ends_with("/{id}"), "{t}");
+        assert!(
+            root[t].as_str().unwrap_or_else(|| panic!("root lacks {t}")).ends_with("/{id}"),
+            "{t}"
+        );
     }
     assert_eq!(root["version"], "v5.0");
     // Every collection answers a list.
-    for k in ["bridges", "routers", "ports", "chains", "hosts", "tunnelZones", "portGroups", "ipAddrGroups", "loadBalancers", "pools", "poolMembers", "vips", "healthMonitors", "mirrors", "tenants"] {
+    for k in [
+        "bridges",
+        "routers",
+        "ports",
+        "chains",
+        "hosts",
+        "tunnelZones",
+        "portGroups",
+        "ipAddrGroups",
+        "loadBalancers",
+        "pools",
+        "poolMembers",
+        "vips",
+        "healthMonitors",
+        "mirrors",
+        "tenants",
+    ] {
         assert!(api.ok(root[k].as_str().expect("uri")).is_array(), "{k}");
     }
 }

@@ -22,7 +22,10 @@ fn invalid_input_is_400_naming_the_field_and_writes_nothing() {
     let b = api.create("/bridges", &json!({"name": "b"}));
     let r = api.create("/routers", &json!({"name": "r"}));
     let r2 = api.create("/routers", &json!({"name": "r2"}));
-    let other_rp = api.create(&s(&r2, "ports"), &json!({"portAddress": "10.2.0.1", "networkAddress": "10.2.0.0", "networkLength": 24}));
+    let other_rp = api.create(
+        &s(&r2, "ports"),
+        &json!({"portAddress": "10.2.0.1", "networkAddress": "10.2.0.0", "networkLength": 24}),
+    );
     let ch = api.create("/chains", &json!({"name": "c"}));
     let tz = api.create("/tunnel_zones", &json!({"name": "tz"}));
     let h = host(&api, "h");
@@ -30,9 +33,21 @@ fn invalid_input_is_400_naming_the_field_and_writes_nothing() {
     let long = "x".repeat(300);
     let cases: Vec<(String, Value, &str)> = vec![
         (s(&r, "ports"), json!({"networkAddress": "10.0.0.0", "networkLength": 24}), "portAddress"),
-        (s(&r, "ports"), json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": "abc"}), "networkLength"),
-        (s(&r, "ports"), json!({"portAddress": "10.1.0.1", "networkAddress": "10.0.0.0", "networkLength": 24}), "portAddress"),
-        (s(&r, "ports"), json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": 24, "portMac": "01:00:5e:00:00:01"}), "portMac"),
+        (
+            s(&r, "ports"),
+            json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": "abc"}),
+            "networkLength",
+        ),
+        (
+            s(&r, "ports"),
+            json!({"portAddress": "10.1.0.1", "networkAddress": "10.0.0.0", "networkLength": 24}),
+            "portAddress",
+        ),
+        (
+            s(&r, "ports"),
+            json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": 24, "portMac": "01:00:5e:00:00:01"}),
+            "portMac",
+        ),
         (s(&b, "ports"), json!({"vlanId": 5000}), "vlanId"),
         (s(&b, "ports"), json!({"peerId": missing}), "peerId"),
         (s(&b, "ports"), json!({"inboundFilterId": missing}), "inboundFilterId"),
@@ -47,12 +62,28 @@ fn invalid_input_is_400_naming_the_field_and_writes_nothing() {
         (s(&ch, "rules"), json!({"type": "accept", "tpDst": {"start": 90, "end": 80}}), "tpDst"),
         (s(&ch, "rules"), json!({"type": "accept", "dlSrc": "zz:zz"}), "dlSrc"),
         (s(&ch, "rules"), json!({"type": "accept", "position": 0}), "position"),
-        (s(&r, "routes"), json!({"dstNetworkAddr": "10.0.0.0", "dstNetworkLength": 24}), "nextHopPort"),
-        (s(&r, "routes"), json!({"dstNetworkAddr": "10.0.0.0", "dstNetworkLength": 24, "nextHopPort": other_rp["id"]}), "nextHopPort"),
-        (s(&r, "routes"), json!({"dstNetworkAddr": "10.0.0.0", "dstNetworkLength": 40, "type": "BlackHole"}), "dstNetworkLength"),
+        (
+            s(&r, "routes"),
+            json!({"dstNetworkAddr": "10.0.0.0", "dstNetworkLength": 24}),
+            "nextHopPort",
+        ),
+        (
+            s(&r, "routes"),
+            json!({"dstNetworkAddr": "10.0.0.0", "dstNetworkLength": 24, "nextHopPort": other_rp["id"]}),
+            "nextHopPort",
+        ),
+        (
+            s(&r, "routes"),
+            json!({"dstNetworkAddr": "10.0.0.0", "dstNetworkLength": 40, "type": "BlackHole"}),
+            "dstNetworkLength",
+        ),
         (s(&tz, "hosts"), json!({"hostId": h, "ipAddress": "224.0.0.1"}), "ipAddress"),
         (s(&b, "dhcpSubnets"), json!({"subnetLength": 24}), "subnetPrefix"),
-        (s(&b, "dhcpSubnets"), json!({"subnetPrefix": "10.0.0.0", "subnetLength": 24, "defaultGateway": "10.9.9.9"}), "defaultGateway"),
+        (
+            s(&b, "dhcpSubnets"),
+            json!({"subnetPrefix": "10.0.0.0", "subnetLength": 24, "defaultGateway": "10.9.9.9"}),
+            "defaultGateway",
+        ),
         (s(&b, "macTable"), json!({"macAddr": "02:00:00:00:00:01", "portId": missing}), "portId"),
         ("/mirrors".into(), json!({}), "toPortId"),
         ("/pools".into(), json!({"loadBalancerId": missing}), "loadBalancerId"),
@@ -113,21 +144,38 @@ fn conflicts() {
     let p1 = api.create(&s(&b, "ports"), &json!({}));
     let p2 = api.create(&s(&b, "ports"), &json!({}));
     let q = api.create(&s(&b2, "ports"), &json!({}));
-    let rp = api.create(&s(&r, "ports"), &json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": 24}));
-    let rp2 = api.create(&s(&r, "ports"), &json!({"portAddress": "10.0.1.1", "networkAddress": "10.0.1.0", "networkLength": 24}));
+    let rp = api.create(
+        &s(&r, "ports"),
+        &json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": 24}),
+    );
+    let rp2 = api.create(
+        &s(&r, "ports"),
+        &json!({"portAddress": "10.0.1.1", "networkAddress": "10.0.1.0", "networkLength": 24}),
+    );
     // Same device.
     assert_eq!(api.post(&s(&p1, "link"), &json!({"peerId": p2["id"]})).status, 409);
     assert_eq!(api.post(&s(&rp, "link"), &json!({"peerId": rp2["id"]})).status, 409);
     // Two bridge ports without a VLAN.
-    assert_eq!(api.post(&s(&p1, "link"), &json!({"peerId": q["id"]})).expect(400).field(), Some("peerId"));
+    assert_eq!(
+        api.post(&s(&p1, "link"), &json!({"peerId": q["id"]})).expect(400).field(),
+        Some("peerId")
+    );
     // Bound port cannot be linked; linked port cannot be bound.
     let h = host(&api, "h");
-    api.post(&format!("/hosts/{h}/ports"), &json!({"portId": p2["id"], "interfaceName": "tap0"})).expect(201);
+    api.post(&format!("/hosts/{h}/ports"), &json!({"portId": p2["id"], "interfaceName": "tap0"}))
+        .expect(201);
     assert_eq!(api.post(&s(&rp, "link"), &json!({"peerId": p2["id"]})).status, 409);
     api.post(&s(&rp, "link"), &json!({"peerId": p1["id"]})).expect(201);
     // Linking the same pair again is a no-op.
     api.post(&s(&rp, "link"), &json!({"peerId": p1["id"]})).expect(201);
-    assert_eq!(api.post(&format!("/hosts/{h}/ports"), &json!({"portId": p1["id"], "interfaceName": "tap1"})).status, 409);
+    assert_eq!(
+        api.post(
+            &format!("/hosts/{h}/ports"),
+            &json!({"portId": p1["id"], "interfaceName": "tap1"})
+        )
+        .status,
+        409
+    );
     assert_eq!(api.post(&s(&rp2, "link"), &json!({"peerId": p1["id"]})).status, 409);
     // Creating with an id that exists.
     assert_eq!(api.post("/bridges", &json!({"id": b["id"]})).status, 409);
@@ -144,21 +192,32 @@ fn delete_bridge_unlinks_peers_and_deletes_everything_under_it() {
     let b = api.create("/bridges", &json!({}));
     let r = api.create("/routers", &json!({}));
     let bp = api.create(&s(&b, "ports"), &json!({}));
-    let rp = api.create(&s(&r, "ports"), &json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": 24}));
+    let rp = api.create(
+        &s(&r, "ports"),
+        &json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": 24}),
+    );
     api.post(&s(&rp, "link"), &json!({"peerId": bp["id"]})).expect(201);
-    let sub = api.create(&s(&b, "dhcpSubnets"), &json!({"subnetPrefix": "10.0.0.0", "subnetLength": 24}));
+    let sub =
+        api.create(&s(&b, "dhcpSubnets"), &json!({"subnetPrefix": "10.0.0.0", "subnetLength": 24}));
     api.create(&s(&sub, "hosts"), &json!({"macAddr": "02:00:00:00:00:01", "ipAddr": "10.0.0.5"}));
     api.create(&s(&b, "macTable"), &json!({"macAddr": "02:00:00:00:00:01", "portId": bp["id"]}));
     api.create(&s(&b, "arpTable"), &json!({"ip": "10.0.0.5", "mac": "02:00:00:00:00:01"}));
     api.delete(&s(&b, "uri")).expect(204);
     assert!(api.ok(&s(&rp, "uri"))["peerId"].is_null());
-    let keys: Vec<String> = dump(&c).into_iter().map(|(k, _)| String::from_utf8_lossy(&k).into_owned()).collect();
+    let keys: Vec<String> =
+        dump(&c).into_iter().map(|(k, _)| String::from_utf8_lossy(&k).into_owned()).collect();
     let bid = s(&b, "id");
     assert!(!keys.iter().any(|k| k.contains(&bid)), "leftovers of the bridge: {keys:?}");
     // Deleting the router takes its routes.
     api.delete(&s(&r, "uri")).expect(204);
-    let keys: Vec<String> = dump(&c).into_iter().map(|(k, _)| String::from_utf8_lossy(&k).into_owned()).collect();
-    assert!(!keys.iter().any(|k| k.starts_with("/midonet/v1/routes/") || k.starts_with("/midonet/v1/ports/")), "{keys:?}");
+    let keys: Vec<String> =
+        dump(&c).into_iter().map(|(k, _)| String::from_utf8_lossy(&k).into_owned()).collect();
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.starts_with("/midonet/v1/routes/") || k.starts_with("/midonet/v1/ports/")),
+        "{keys:?}"
+    );
 }
 
 /// Many clients creating ports on one bridge at once: all succeed with
@@ -173,7 +232,11 @@ fn concurrent_port_creates_get_unique_tunnel_keys() {
             .map(|_| {
                 let api = api.clone();
                 let ports = ports.clone();
-                sc.spawn(move || (0..10).map(|_| api.create(&ports, &json!({}))["tunnelKey"].as_u64().expect("key")).collect::<Vec<_>>())
+                sc.spawn(move || {
+                    (0..10)
+                        .map(|_| api.create(&ports, &json!({}))["tunnelKey"].as_u64().expect("key"))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         hs.into_iter().flat_map(|h| h.join().expect("thread")).collect()
@@ -212,7 +275,8 @@ fn racing_links_to_one_port_leave_one_link() {
         assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
         assert!(statuses.iter().all(|s| *s == 201 || *s == 409), "{statuses:?}");
         let peer = api.ok(&s(&target, "uri"))["peerId"].clone();
-        let linked: Vec<&Value> = routers.iter().filter(|rp| api.ok(&s(rp, "uri"))["peerId"] == target["id"]).collect();
+        let linked: Vec<&Value> =
+            routers.iter().filter(|rp| api.ok(&s(rp, "uri"))["peerId"] == target["id"]).collect();
         assert_eq!(linked.len(), 1);
         assert_eq!(linked[0]["id"], peer);
     }
@@ -244,7 +308,14 @@ fn no_orphan_ports_when_creates_race_a_bridge_delete() {
         });
         api.get(&s(&b, "uri")).expect(404);
         let bid = b["id"].clone();
-        let orphans: Vec<Value> = api.ok("/ports").as_array().expect("list").iter().filter(|p| p["deviceId"] == bid).cloned().collect();
+        let orphans: Vec<Value> = api
+            .ok("/ports")
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|p| p["deviceId"] == bid)
+            .cloned()
+            .collect();
         assert!(orphans.is_empty(), "orphan ports: {orphans:?}");
     }
 }

@@ -20,22 +20,54 @@ fn setup() -> (TestCluster, Api) {
 fn python_client_request_shapes_work() {
     let (_c, api) = setup();
     // GET root with the Application media type and a `{}` body.
-    let root = api.raw("GET", "", &[("Accept", &format!("{V}Application-v5+json")), ("Content-Type", "application/json")], Some("{}")).expect(200);
+    let root = api
+        .raw(
+            "GET",
+            "",
+            &[("Accept", &format!("{V}Application-v5+json")), ("Content-Type", "application/json")],
+            Some("{}"),
+        )
+        .expect(200);
     assert_eq!(root.content_type.as_deref(), Some(&*format!("{V}Application-v5+json")));
     // POST with the vendor Content-Type; Location absolute; GET Location with vendor Accept.
-    let r = api.raw("POST", "/bridges", &[("Content-Type", &format!("{V}Bridge-v4+json"))], Some(r#"{"name":"br0","tenantId":"t"}"#)).expect(201);
+    let r = api
+        .raw(
+            "POST",
+            "/bridges",
+            &[("Content-Type", &format!("{V}Bridge-v4+json"))],
+            Some(r#"{"name":"br0","tenantId":"t"}"#),
+        )
+        .expect(201);
     let loc = r.location.clone().expect("Location");
     assert!(loc.starts_with("http://127.0.0.1:"), "{loc}");
-    let got = api.raw("GET", &loc, &[("Accept", &format!("{V}Bridge-v4+json")), ("Content-Type", &format!("{V}Bridge-v4+json"))], Some("{}")).expect(200);
+    let got = api
+        .raw(
+            "GET",
+            &loc,
+            &[
+                ("Accept", &format!("{V}Bridge-v4+json")),
+                ("Content-Type", &format!("{V}Bridge-v4+json")),
+            ],
+            Some("{}"),
+        )
+        .expect(200);
     assert_eq!(got.content_type.as_deref(), Some(&*format!("{V}Bridge-v4+json")));
     // Collections answer with the collection media type, as a bare array.
-    let list = api.raw("GET", "/bridges", &[("Accept", &format!("{V}collection.Bridge-v4+json"))], Some("{}")).expect(200);
+    let list = api
+        .raw("GET", "/bridges", &[("Accept", &format!("{V}collection.Bridge-v4+json"))], Some("{}"))
+        .expect(200);
     assert_eq!(list.content_type.as_deref(), Some(&*format!("{V}collection.Bridge-v4+json")));
     assert!(list.body.is_array());
     // PUT the entire fetched DTO (uri, links and read-only fields included).
     let mut dto = got.body.clone();
     dto["name"] = json!("br1");
-    api.raw("PUT", &loc, &[("Content-Type", &format!("{V}Bridge-v4+json"))], Some(&dto.to_string())).expect(204);
+    api.raw(
+        "PUT",
+        &loc,
+        &[("Content-Type", &format!("{V}Bridge-v4+json"))],
+        Some(&dto.to_string()),
+    )
+    .expect(204);
     // A router port exactly as the library posts it; link with PortLink-v1 and the whole DTO.
     let rt = api.create("/routers", &json!({"name": "rt0", "tenantId": "t"}));
     let rp = api.raw("POST", &s(&rt, "ports"), &[("Content-Type", &format!("{V}Port-v3+json"))],
@@ -43,18 +75,27 @@ fn python_client_request_shapes_work() {
     let bp = api.create(&s(&got.body, "ports"), &json!({"type": "Bridge"}));
     let mut link = rp.body.clone();
     link["peerId"] = bp["id"].clone();
-    api.raw("POST", &s(&rp.body, "link"), &[("Content-Type", &format!("{V}PortLink-v1+json"))], Some(&link.to_string())).expect(201);
+    api.raw(
+        "POST",
+        &s(&rp.body, "link"),
+        &[("Content-Type", &format!("{V}PortLink-v1+json"))],
+        Some(&link.to_string()),
+    )
+    .expect(201);
     // The CLI then PUTs the full port DTO including peerId.
     let full = api.ok(&s(&rp.body, "uri"));
     api.put(&s(&rp.body, "uri"), &full).expect(204);
     // add_chain_rule with ~30 keys, many null.
     let ch = api.create("/chains", &json!({"name": "ch0", "tenantId": "t"}));
     let body = r#"{"type":"accept","nwSrcAddress":null,"nwSrcLength":null,"invNwSrc":false,"nwDstAddress":"10.0.0.0","nwDstLength":24,"invNwDst":null,"tpSrc":null,"invTpSrc":null,"tpDst":{"start":22,"end":22},"invTpDst":null,"dlSrc":null,"invDlSrc":false,"dlDst":null,"invDlDst":false,"ipAddrGroupSrc":null,"invIpAddrGroupSrc":false,"ipAddrGroupDst":null,"invIpAddrGroupDst":false,"nwProto":6,"invNwProto":false,"dlType":null,"invDlType":false,"jumpChainId":null,"jumpChainName":null,"matchForwardFlow":false,"matchReturnFlow":false,"position":null,"properties":null}"#;
-    let rule = api.raw("POST", &s(&ch, "rules"), &[("Content-Type", &format!("{V}Rule-v2+json"))], Some(body)).expect(201);
+    let rule = api
+        .raw("POST", &s(&ch, "rules"), &[("Content-Type", &format!("{V}Rule-v2+json"))], Some(body))
+        .expect(201);
     assert_eq!(rule.body["position"], 1);
     assert_eq!(rule.body["tpDst"]["start"], 22);
     // DELETE with a `{}` body.
-    api.raw("DELETE", &s(&rule.body, "uri"), &[("Content-Type", "application/json")], Some("{}")).expect(204);
+    api.raw("DELETE", &s(&rule.body, "uri"), &[("Content-Type", "application/json")], Some("{}"))
+        .expect(204);
     // Route as the CLI sends it: numbers as strings, no type, no weight.
     let route = api.create(&s(&rt, "routes"), &json!({"srcNetworkAddr":"0.0.0.0","srcNetworkLength":"0","dstNetworkAddr":"10.1.0.0","dstNetworkLength":"24","nextHopPort": rp.body["id"]}));
     assert_eq!(route["type"], "Normal");
@@ -75,14 +116,25 @@ fn media_types_and_verbs() {
     api.raw("GET", "/bridges", &[("Accept", "*/*")], None).expect(200);
     // Unacceptable Accept: 406; unsupported Content-Type: 415.
     assert_eq!(api.raw("GET", "/bridges", &[("Accept", "text/html")], None).status, 406);
-    let r = api.raw("POST", "/bridges", &[("Content-Type", "application/x-www-form-urlencoded")], Some("name=x"));
+    let r = api.raw(
+        "POST",
+        "/bridges",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some("name=x"),
+    );
     assert_eq!(r.status, 415);
     assert_eq!(r.body["code"], 415);
     // Wrong verb: 405 with a JSON error body.
     let r = api.raw("PATCH", "/bridges", &[], None);
     assert_eq!(r.status, 405);
     assert_eq!(r.body["code"], 405, "{}", r.text);
-    api.raw("POST", "/routes/00000000-0000-0000-0000-000000000001", &[("Content-Type", "application/json")], Some("{}")).expect(405);
+    api.raw(
+        "POST",
+        "/routes/00000000-0000-0000-0000-000000000001",
+        &[("Content-Type", "application/json")],
+        Some("{}"),
+    )
+    .expect(405);
     // Trace without a port is a client error, not a server one.
     let t = api.post("/trace", &json!({}));
     assert!((400..500).contains(&t.status), "{}: {}", t.status, t.text);
@@ -95,10 +147,17 @@ fn openapi_document_lists_every_route() {
     assert_eq!(doc["openapi"], "3.0.3");
     let paths = doc["paths"].as_object().expect("paths");
     for p in [
-        "/midonet-api/bridges", "/midonet-api/bridges/{id}", "/midonet-api/bridges/{id}/ports",
-        "/midonet-api/routers/{id}/routes", "/midonet-api/ports/{id}/link", "/midonet-api/chains/{id}/rules",
-        "/midonet-api/hosts/{id}/ports", "/midonet-api/tunnel_zones/{id}/hosts", "/midonet-api/bridges/{id}/dhcp/{subnet}/hosts",
-        "/midonet-api/login", "/midonet-api/trace",
+        "/midonet-api/bridges",
+        "/midonet-api/bridges/{id}",
+        "/midonet-api/bridges/{id}/ports",
+        "/midonet-api/routers/{id}/routes",
+        "/midonet-api/ports/{id}/link",
+        "/midonet-api/chains/{id}/rules",
+        "/midonet-api/hosts/{id}/ports",
+        "/midonet-api/tunnel_zones/{id}/hosts",
+        "/midonet-api/bridges/{id}/dhcp/{subnet}/hosts",
+        "/midonet-api/login",
+        "/midonet-api/trace",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
@@ -123,12 +182,19 @@ fn metrics_count_requests_and_are_served_without_auth() {
 
 #[test]
 fn public_url_replaces_the_host_header_in_links() {
-    let mut cfg = midonet_cluster::Config { store: "memory:".into(), public_url: "https://cloud.example/midonet-api".into(), ..Default::default() };
+    let mut cfg = midonet_cluster::Config {
+        store: "memory:".into(),
+        public_url: "https://cloud.example/midonet-api".into(),
+        ..Default::default()
+    };
     cfg.auth.enabled = false;
     let c = TestCluster::start_with(cfg);
     let api = Api::new(&c.url(), None);
     let root = api.ok("");
     assert_eq!(root["bridges"], "https://cloud.example/midonet-api/bridges");
     let r = api.post("/bridges", &json!({})).expect(201);
-    assert!(r.location.as_deref().is_some_and(|l| l.starts_with("https://cloud.example/midonet-api/bridges/")));
+    assert!(r
+        .location
+        .as_deref()
+        .is_some_and(|l| l.starts_with("https://cloud.example/midonet-api/bridges/")));
 }

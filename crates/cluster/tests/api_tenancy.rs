@@ -20,10 +20,16 @@ fn login_gives_cookie_and_token_and_401_otherwise() {
     }
     anon.get("/openapi.json").expect(200);
     // Bad password.
-    let bad = anon.raw("POST", "/login", &[("Authorization", "Basic YWRtaW46bm9wZQ==")], Some("{}"));
+    let bad =
+        anon.raw("POST", "/login", &[("Authorization", "Basic YWRtaW46bm9wZQ==")], Some("{}"));
     assert_eq!(bad.status, 401);
     // admin:admin, with X-Auth-Project as midonetclient sends it.
-    let r = anon.raw("POST", "/login", &[("Authorization", "Basic YWRtaW46YWRtaW4="), ("X-Auth-Project", "admin")], Some("{}"));
+    let r = anon.raw(
+        "POST",
+        "/login",
+        &[("Authorization", "Basic YWRtaW46YWRtaW4="), ("X-Auth-Project", "admin")],
+        Some("{}"),
+    );
     let r = r.expect(200);
     let cookie = r.header("set-cookie").expect("Set-Cookie").to_string();
     // The client takes the text between the first '=' and the first ';'.
@@ -36,7 +42,9 @@ fn login_gives_cookie_and_token_and_401_otherwise() {
     // A stale token: 401, log in again, retry: the client's re-login flow.
     let stale = Api::new(&c.url(), Some("0123456789abcdef".into()));
     stale.get("").expect(401);
-    let again = anon.raw("POST", "/login", &[("Authorization", "Basic YWRtaW46YWRtaW4=")], Some("{}")).expect(200);
+    let again = anon
+        .raw("POST", "/login", &[("Authorization", "Basic YWRtaW46YWRtaW4=")], Some("{}"))
+        .expect(200);
     Api::new(&c.url(), Some(again.body["key"].as_str().expect("key").into())).get("").expect(200);
 }
 
@@ -78,7 +86,14 @@ fn tenants_see_and_change_only_their_own_objects() {
     assert_eq!(admin.count("/bridges?tenant_id=tenant-b"), 1);
 
     // Another tenant's objects are 404 for every verb, and not changed.
-    for uri in [s(&ab, "uri"), s(&ap, "uri"), s(&ac, "uri"), s(&ar, "uri"), s(&ac, "rules"), s(&ab, "ports")] {
+    for uri in [
+        s(&ab, "uri"),
+        s(&ap, "uri"),
+        s(&ac, "uri"),
+        s(&ar, "uri"),
+        s(&ac, "rules"),
+        s(&ab, "ports"),
+    ] {
         bob.get(&uri).expect(404);
     }
     let mut dto = alice.ok(&s(&ab, "uri"));
@@ -115,7 +130,8 @@ fn tenants_see_and_change_only_their_own_objects() {
     alice.get("/tunnel_zones").expect(403);
     // Tenants list: only their own.
     let ts = alice.ok("/tenants");
-    let ids: Vec<&str> = ts.as_array().expect("list").iter().filter_map(|t| t["id"].as_str()).collect();
+    let ids: Vec<&str> =
+        ts.as_array().expect("list").iter().filter_map(|t| t["id"].as_str()).collect();
     assert_eq!(ids, vec!["tenant-a"]);
     bob.get("/tenants/tenant-a").expect(404);
     // Admin changes anything.

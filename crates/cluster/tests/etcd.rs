@@ -17,7 +17,12 @@ fn core_scenario_on_etcd() {
     let r = api.create("/routers", &json!({}));
     let after_router = common::dump(&c);
     assert_ne!(before, after_router);
-    assert_eq!(api.post(r["ports"].as_str().expect("ports"), &json!({"networkLength": 24})).expect(400).field(), Some("portAddress"));
+    assert_eq!(
+        api.post(r["ports"].as_str().expect("ports"), &json!({"networkLength": 24}))
+            .expect(400)
+            .field(),
+        Some("portAddress")
+    );
     assert_eq!(common::dump(&c), after_router);
     // Concurrent creates on etcd: unique tunnel keys.
     let b = api.create("/bridges", &json!({}));
@@ -27,7 +32,11 @@ fn core_scenario_on_etcd() {
             .map(|_| {
                 let api = api.clone();
                 let ports = ports.clone();
-                sc.spawn(move || (0..5).map(|_| api.create(&ports, &json!({}))["tunnelKey"].as_u64().expect("key")).collect::<Vec<_>>())
+                sc.spawn(move || {
+                    (0..5)
+                        .map(|_| api.create(&ports, &json!({}))["tunnelKey"].as_u64().expect("key"))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         hs.into_iter().flat_map(|h| h.join().expect("thread")).collect()
@@ -52,7 +61,11 @@ fn two_clusters_on_one_etcd_see_each_other_and_conflict_safely() {
             .into_iter()
             .map(|api| {
                 let ports = format!("/bridges/{id}/ports");
-                sc.spawn(move || (0..10).map(|_| api.create(&ports, &json!({}))["tunnelKey"].as_u64().expect("key")).collect::<Vec<_>>())
+                sc.spawn(move || {
+                    (0..10)
+                        .map(|_| api.create(&ports, &json!({}))["tunnelKey"].as_u64().expect("key"))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         hs.into_iter().flat_map(|h| h.join().expect("thread")).collect()

@@ -13,7 +13,9 @@ fn restart_on_the_same_file_keeps_data_and_tunnel_key_counter() {
         let api = Api::new(&c.url(), Some(c.admin_token()));
         let b = api.create("/bridges", &json!({"name": "persist"}));
         let ports = b["ports"].as_str().expect("ports").to_string();
-        let keys: Vec<u64> = (0..3).map(|_| api.create(&ports, &json!({}))["tunnelKey"].as_u64().expect("key")).collect();
+        let keys: Vec<u64> = (0..3)
+            .map(|_| api.create(&ports, &json!({}))["tunnelKey"].as_u64().expect("key"))
+            .collect();
         c.stop();
         (b["id"].as_str().expect("id").to_string(), keys)
     };
@@ -22,7 +24,9 @@ fn restart_on_the_same_file_keeps_data_and_tunnel_key_counter() {
     let b = api.ok(&format!("/bridges/{bid}"));
     assert_eq!(b["name"], "persist");
     assert_eq!(api.count(b["ports"].as_str().expect("ports")), 3);
-    let next = api.create(b["ports"].as_str().expect("ports"), &json!({}))["tunnelKey"].as_u64().expect("key");
+    let next = api.create(b["ports"].as_str().expect("ports"), &json!({}))["tunnelKey"]
+        .as_u64()
+        .expect("key");
     assert_eq!(next, keys.iter().max().expect("keys") + 1, "counter continues after restart");
     // Tokens do not survive a restart (they live in memory): old ones are 401.
 }

@@ -59,12 +59,20 @@ fn table(emc_size: usize) -> FlowTable<FlowMask, Actions> {
     for (n, m) in ms.iter().enumerate().take(9) {
         let mut k = key(n as u32);
         k.in_port = InPort::Port(100);
-        t.insert(&k, FlowSpec { mask: *m, actions: actions.clone(), tags: vec![], idle_timeout_ms: 0 }, 0)
-            .expect("insert");
+        t.insert(
+            &k,
+            FlowSpec { mask: *m, actions: actions.clone(), tags: vec![], idle_timeout_ms: 0 },
+            0,
+        )
+        .expect("insert");
     }
     for i in 0..2 {
-        t.insert(&key(i), FlowSpec { mask: ms[9], actions: actions.clone(), tags: vec![1], idle_timeout_ms: 0 }, 0)
-            .expect("insert");
+        t.insert(
+            &key(i),
+            FlowSpec { mask: ms[9], actions: actions.clone(), tags: vec![1], idle_timeout_ms: 0 },
+            0,
+        )
+        .expect("insert");
     }
     t
 }

@@ -15,8 +15,8 @@ use parking_lot::Mutex;
 use crate::pipeline::{Core, Counters, Io};
 use crate::sys::{Slot, VnetHdr};
 use crate::{
-    Actions, Datapath, DpError, DpStats, FlowId, FlowInfo, FlowInstall, FlowKey, PortNo, TableConfig,
-    UpcallHandler,
+    Actions, Datapath, DpError, DpStats, FlowId, FlowInfo, FlowInstall, FlowKey, PortNo,
+    TableConfig, UpcallHandler,
 };
 
 /// A frame captured on a vport.
@@ -212,14 +212,24 @@ mod tests {
     const C: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc]);
 
     fn frame(dst: MacAddr, sport: u16) -> Vec<u8> {
-        udp_frame(A, dst, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), sport, 7, b"payload")
+        udp_frame(
+            A,
+            dst,
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            sport,
+            7,
+            b"payload",
+        )
     }
 
-    fn two_port_dp() -> (DummyDatapath, PortNo, PortNo, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    fn two_port_dp() -> (DummyDatapath, PortNo, PortNo, std::sync::Arc<std::sync::atomic::AtomicU64>)
+    {
         let dp = DummyDatapath::new(None);
         let p1 = dp.add_vport("vm1").expect("p1");
         let p2 = dp.add_vport("vm2").expect("p2");
-        let h = MacTableHandler::new().route(B, &[Action::Output(p2)]).route(A, &[Action::Output(p1)]);
+        let h =
+            MacTableHandler::new().route(B, &[Action::Output(p2)]).route(A, &[Action::Output(p1)]);
         let calls = h.calls.clone();
         dp.set_handler(Some(Box::new(h)));
         (dp, p1, p2, calls)
@@ -237,7 +247,10 @@ mod tests {
         assert_eq!(out[3].frame, frame(B, 3));
         let st = dp.stats().expect("stats");
         assert_eq!(st.port(p1).map(|c| c.rx_packets), Some(10));
-        assert_eq!(st.port(p2).map(|c| (c.tx_packets, c.tx_bytes)), Some((10, 10 * out[0].frame.len() as u64)));
+        assert_eq!(
+            st.port(p2).map(|c| (c.tx_packets, c.tx_bytes)),
+            Some((10, 10 * out[0].frame.len() as u64))
+        );
         assert_eq!(st.table.flows, 1);
         assert_eq!(st.upcalls, 1);
         let flows = dp.dump_flows().expect("dump");
@@ -306,7 +319,14 @@ mod tests {
         dp1.inject_vnet(
             a1,
             &frame(B, 1),
-            VnetHdr { flags: 1, gso_type: VnetHdr::GSO_NONE, hdr_len: 0, gso_size: 0, csum_start: 34, csum_offset: 6 },
+            VnetHdr {
+                flags: 1,
+                gso_type: VnetHdr::GSO_NONE,
+                hdr_len: 0,
+                gso_size: 0,
+                csum_start: 34,
+                csum_offset: 6,
+            },
         );
         let sent = dp1.take_tunnel();
         assert_eq!(sent.len(), 1);
@@ -351,14 +371,18 @@ mod tests {
         let tagged = &dp.take_output(p2)[0].frame;
         assert_eq!(&tagged[12..16], &[0x81, 0x00, 0x20, 0x05]);
         assert_eq!(&tagged[16..], &frame(B, 1)[12..]);
-        let k = FlowKey::extract(&dp.take_output(p3)[0].frame, midonet_flow::InPort::Port(p1)).expect("parse");
+        let k = FlowKey::extract(&dp.take_output(p3)[0].frame, midonet_flow::InPort::Port(p1))
+            .expect("parse");
         assert_eq!((k.eth_dst, k.vlan_vid, k.ip_ttl), (C, None, 9));
     }
 
     #[test]
     fn idle_flows_expire() {
         let (dp, p1, _, _) = two_port_dp();
-        dp.set_handler(Some(Box::new(MacTableHandler { idle_timeout_ms: 1, ..MacTableHandler::new() }.route(B, &[Action::Output(p1)]))));
+        dp.set_handler(Some(Box::new(
+            MacTableHandler { idle_timeout_ms: 1, ..MacTableHandler::new() }
+                .route(B, &[Action::Output(p1)]),
+        )));
         dp.inject(p1, &frame(B, 1));
         assert_eq!(dp.stats().expect("stats").table.flows, 1);
         std::thread::sleep(std::time::Duration::from_millis(5));

@@ -27,8 +27,8 @@ use midonet_flow::{Action, Actions, FlowKey, FlowMask, InPort, ParseError};
 use crate::sys::{Slot, VnetHdr, HEADROOM};
 use crate::table::{FlowSpec, FlowTable, InsertError, TableConfig};
 use crate::{
-    DpError, DpStats, DropCounters, DropReason, FlowId, FlowInfo, FlowInstall, MissDecision, PortCounters,
-    PortNo, PortStats, UpcallHandler,
+    DpError, DpStats, DropCounters, DropReason, FlowId, FlowInfo, FlowInstall, MissDecision,
+    PortCounters, PortNo, PortStats, UpcallHandler,
 };
 
 /// Everything the pipeline counts.
@@ -163,7 +163,12 @@ impl<I: Io> Core<I> {
     }
 
     pub fn install(&mut self, key: &FlowKey, f: FlowInstall) -> Result<FlowId, DpError> {
-        let spec = FlowSpec { mask: f.mask, actions: f.actions, tags: f.tags, idle_timeout_ms: f.idle_timeout_ms };
+        let spec = FlowSpec {
+            mask: f.mask,
+            actions: f.actions,
+            tags: f.tags,
+            idle_timeout_ms: f.idle_timeout_ms,
+        };
         self.table.insert(key, spec, self.now_ms).map_err(|InsertError::Full| DpError::TableFull)
     }
 
@@ -190,7 +195,11 @@ impl<I: Io> Core<I> {
             ports,
             tunnel: self.counters.tunnel,
             drops: self.counters.drops,
-            parse_errors: ParseError::ALL.iter().copied().zip(self.counters.parse.iter().copied()).collect(),
+            parse_errors: ParseError::ALL
+                .iter()
+                .copied()
+                .zip(self.counters.parse.iter().copied())
+                .collect(),
             table: self.table.stats(),
             upcalls: self.counters.upcalls,
             rx_batches: self.counters.rx_batches,
@@ -292,20 +301,30 @@ impl<I: Io> Core<I> {
         let Ok((vni, vnet)) = crate::vxlan::decode(slot.frame()) else { return false };
         let Some(&port) = self.tunnel_ports.get(&vni) else { return false };
         // Guests' small UDP sends usually arrive with a partial checksum.
-        let partial = VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, csum_start: 34, csum_offset: 6, ..VnetHdr::default() };
+        let partial = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..VnetHdr::default()
+        };
         if vnet != VnetHdr::default() && vnet != partial {
             return false;
         }
         let buf = &mut slot.buf[base..base + total];
         // Every datagram must have the same VXLAN header (VNI, no offload).
-        let hdr: [u8; crate::vxlan::VXLAN_HDR_LEN] = match buf[..crate::vxlan::VXLAN_HDR_LEN].try_into() {
-            Ok(h) => h,
-            Err(_) => return false,
-        };
-        if !buf.chunks(seg).all(|d| d.len() > crate::vxlan::VXLAN_HDR_LEN && d[..crate::vxlan::VXLAN_HDR_LEN] == hdr) {
+        let hdr: [u8; crate::vxlan::VXLAN_HDR_LEN] =
+            match buf[..crate::vxlan::VXLAN_HDR_LEN].try_into() {
+                Ok(h) => h,
+                Err(_) => return false,
+            };
+        if !buf.chunks(seg).all(|d| {
+            d.len() > crate::vxlan::VXLAN_HDR_LEN && d[..crate::vxlan::VXLAN_HDR_LEN] == hdr
+        }) {
             return false;
         }
-        let Some((len, vnet)) = coalesce_udp(buf, seg, crate::vxlan::VXLAN_HDR_LEN, vnet == partial) else {
+        let Some((len, vnet)) =
+            coalesce_udp(buf, seg, crate::vxlan::VXLAN_HDR_LEN, vnet == partial)
+        else {
             return false;
         };
         let n = total.div_ceil(seg) as u64;
@@ -377,7 +396,14 @@ impl<I: Io> Core<I> {
     }
 }
 
-fn apply_decision<I: Io>(ctx: &mut Ctx<'_, I>, d: MissDecision, key: &FlowKey, slot: &mut Slot, in_port: InPort, depth: u8) {
+fn apply_decision<I: Io>(
+    ctx: &mut Ctx<'_, I>,
+    d: MissDecision,
+    key: &FlowKey,
+    slot: &mut Slot,
+    in_port: InPort,
+    depth: u8,
+) {
     let MissDecision { install, execute, generated } = d;
     if let Some(f) = install {
         ctx.installs.push((*key, f));
@@ -401,7 +427,13 @@ fn emit_generated<I: Io>(ctx: &mut Ctx<'_, I>, frame: &[u8], actions: &Actions, 
     ctx.keep.push(s);
 }
 
-fn exec<I: Io>(ctx: &mut Ctx<'_, I>, actions: &[Action], slot: &mut Slot, in_port: InPort, depth: u8) {
+fn exec<I: Io>(
+    ctx: &mut Ctx<'_, I>,
+    actions: &[Action],
+    slot: &mut Slot,
+    in_port: InPort,
+    depth: u8,
+) {
     let mut queued = false;
     for a in actions {
         match *a {
@@ -491,7 +523,9 @@ fn rewrite(slot: &mut Slot, a: &Action, scratch: &mut Vec<u8>) -> Result<(), ()>
             shift_vnet(&mut slot.vnet, -4);
             Ok(())
         }
-        Action::SetEthDst(_) | Action::SetEthSrc(_) | Action::PushVlan { .. } | Action::PopVlan => Err(()),
+        Action::SetEthDst(_) | Action::SetEthSrc(_) | Action::PushVlan { .. } | Action::PopVlan => {
+            Err(())
+        }
         _ => {
             match rewrite_ipv4_in_place(slot, a) {
                 InPlace::Done => return Ok(()),
@@ -500,7 +534,8 @@ fn rewrite(slot: &mut Slot, a: &Action, scratch: &mut Vec<u8>) -> Result<(), ()>
             }
             scratch.clear();
             scratch.extend_from_slice(slot.frame());
-            let partial = (slot.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0).then_some(slot.vnet.csum_start as usize);
+            let partial = (slot.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0)
+                .then_some(slot.vnet.csum_start as usize);
             midonet_flow::apply_action_partial(scratch, a, partial).map_err(drop)?;
             if scratch.len() != slot.len {
                 return Err(());
@@ -541,7 +576,8 @@ fn csum_update32(hc: u16, old: u32, new: u32) -> u16 {
 /// direction (`!update(!p)`), and a port change needs no update at all.
 /// The IPv4 header checksum is always complete and is updated normally.
 fn rewrite_ipv4_in_place(slot: &mut Slot, a: &Action) -> InPlace {
-    let partial_at = (slot.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0).then_some(slot.vnet.csum_start as usize);
+    let partial_at =
+        (slot.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0).then_some(slot.vnet.csum_start as usize);
     let f = slot.frame_mut();
     let rd16 = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
     let (ethertype, l3) = match f.get(12..14) {
@@ -641,7 +677,12 @@ fn rewrite_ipv4_in_place(slot: &mut Slot, a: &Action) -> InPlace {
 /// at least two datagrams. `partial`: the datagrams' UDP checksums are
 /// partial (offloaded), so not checked. The merged frame carries a partial checksum, as
 /// the guest's own UDP GSO sends would.
-pub fn coalesce_udp(buf: &mut [u8], seg: usize, lead: usize, partial: bool) -> Option<(usize, VnetHdr)> {
+pub fn coalesce_udp(
+    buf: &mut [u8],
+    seg: usize,
+    lead: usize,
+    partial: bool,
+) -> Option<(usize, VnetHdr)> {
     const L4: usize = 14 + 20;
     const HDRS: usize = L4 + 8;
     let total = buf.len();
@@ -652,7 +693,11 @@ pub fn coalesce_udp(buf: &mut [u8], seg: usize, lead: usize, partial: bool) -> O
     let first = &buf[lead..seg];
     let pl = first.len() - HDRS;
     let rd16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-    if first[12..14] != [0x08, 0x00] || first[14] != 0x45 || first[23] != 17 || rd16(first, 20) & 0x3fff != 0 {
+    if first[12..14] != [0x08, 0x00]
+        || first[14] != 0x45
+        || first[23] != 17
+        || rd16(first, 20) & 0x3fff != 0
+    {
         return None;
     }
     let id0 = rd16(first, 18);
@@ -814,7 +859,13 @@ mod tests {
 
     #[test]
     fn in_place_ipv4_rewrites_match_the_flow_crate() {
-        let base = tcp_frame(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1000, 80, b"hello world");
+        let base = tcp_frame(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            1000,
+            80,
+            b"hello world",
+        );
         for a in [
             Action::SetTtl(7),
             Action::SetTos(0x2e),
@@ -844,20 +895,43 @@ mod tests {
             p.extend_from_slice(&((f.len() - 34) as u16).to_be_bytes());
             !inet_checksum(&p)
         };
-        let mut f = tcp_frame(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1000, 80, b"segment data");
+        let mut f = tcp_frame(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            1000,
+            80,
+            b"segment data",
+        );
         let p = partial_of(&f);
         f[50..52].copy_from_slice(&p.to_be_bytes());
         let mut slot = Slot::from_frame(&f);
-        slot.vnet = VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..VnetHdr::default() };
+        slot.vnet = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
         // The copying path (midonet_flow::apply_action_partial) must agree.
         let mut oracle = f.clone();
-        for a in [Action::SetIpv4Src(Ipv4Addr::new(203, 0, 113, 5)), Action::SetL4Dst(9999), Action::SetTtl(3)] {
+        for a in [
+            Action::SetIpv4Src(Ipv4Addr::new(203, 0, 113, 5)),
+            Action::SetL4Dst(9999),
+            Action::SetTtl(3),
+        ] {
             assert!(matches!(rewrite_ipv4_in_place(&mut slot, &a), InPlace::Done));
             midonet_flow::apply_action_partial(&mut oracle, &a, Some(34)).expect("oracle");
-            assert_eq!(slot.frame(), &oracle[..], "in place and copying rewrites agree after {a:?}");
+            assert_eq!(
+                slot.frame(),
+                &oracle[..],
+                "in place and copying rewrites agree after {a:?}"
+            );
         }
         let out = slot.frame().to_vec();
-        assert_eq!(u16::from_be_bytes([out[50], out[51]]), partial_of(&out), "still the pseudo-header sum");
+        assert_eq!(
+            u16::from_be_bytes([out[50], out[51]]),
+            partial_of(&out),
+            "still the pseudo-header sum"
+        );
         assert_eq!(inet_checksum(&out[14..34]), 0);
         // Completing it (as the NIC would) gives a valid segment.
         // The NIC sums from csum_start (the TCP header, field included) to the end.
@@ -872,12 +946,21 @@ mod tests {
     /// bytes (the last `last`), each behind 8 bytes of "VXLAN", laid out
     /// every `seg` bytes as UDP GRO hands them over.
     fn gro_message(n: usize, pl: usize, last: usize, id0: u16) -> (Vec<u8>, usize, Vec<Vec<u8>>) {
-        let (a, b) = (midonet_flow::MacAddr([2, 0, 0, 0, 0, 1]), midonet_flow::MacAddr([2, 0, 0, 0, 0, 2]));
+        let (a, b) =
+            (midonet_flow::MacAddr([2, 0, 0, 0, 0, 1]), midonet_flow::MacAddr([2, 0, 0, 0, 0, 2]));
         let mut dgrams = Vec::new();
         for k in 0..n {
             let len = if k + 1 == n { last } else { pl };
             let payload: Vec<u8> = (0..len).map(|i| (k * 31 + i) as u8).collect();
-            let mut f = crate::testing::udp_frame(a, b, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 5000, 9000, &payload);
+            let mut f = crate::testing::udp_frame(
+                a,
+                b,
+                Ipv4Addr::new(10, 0, 0, 1),
+                Ipv4Addr::new(10, 0, 0, 2),
+                5000,
+                9000,
+                &payload,
+            );
             f[18..20].copy_from_slice(&id0.wrapping_add(k as u16).to_be_bytes());
             f[24..26].fill(0);
             let c = inet_checksum(&f[14..34]);
@@ -897,7 +980,10 @@ mod tests {
     fn gro_messages_of_one_udp_flow_become_one_gso_frame() {
         let (mut buf, seg, dgrams) = gro_message(5, 18, 11, 0xfffe);
         let (len, v) = coalesce_udp(&mut buf, seg, 8, false).expect("coalesces");
-        assert_eq!((v.gso_type, v.gso_size, v.hdr_len, v.csum_start, v.csum_offset), (VnetHdr::GSO_UDP_L4, 18, 42, 34, 6));
+        assert_eq!(
+            (v.gso_type, v.gso_size, v.hdr_len, v.csum_start, v.csum_offset),
+            (VnetHdr::GSO_UDP_L4, 18, 42, 34, 6)
+        );
         let f = &buf[8..8 + len];
         assert_eq!(len, 42 + 4 * 18 + 11);
         assert_eq!(inet_checksum(&f[14..34]), 0, "ip header checksum");
@@ -907,7 +993,10 @@ mod tests {
             assert_eq!(pl, &orig[42..], "payload {k}");
             assert_eq!(&f[..14], &orig[..14]);
             assert_eq!(&f[26..38], &orig[26..38], "addresses and ports");
-            assert_eq!(u16::from_be_bytes([f[18], f[19]]).wrapping_add(k as u16), u16::from_be_bytes([orig[18], orig[19]]));
+            assert_eq!(
+                u16::from_be_bytes([f[18], f[19]]).wrapping_add(k as u16),
+                u16::from_be_bytes([orig[18], orig[19]])
+            );
         }
         // Partial checksum: the folded pseudo-header sum of the whole datagram.
         let mut p = Vec::from(&f[26..34]);
@@ -951,6 +1040,9 @@ mod tests {
     #[test]
     fn non_ipv4_is_left_to_the_generic_path() {
         let mut slot = Slot::from_frame(&[0u8; 60]);
-        assert!(matches!(rewrite_ipv4_in_place(&mut slot, &Action::SetTtl(1)), InPlace::NotHandled));
+        assert!(matches!(
+            rewrite_ipv4_in_place(&mut slot, &Action::SetTtl(1)),
+            InPlace::NotHandled
+        ));
     }
 }

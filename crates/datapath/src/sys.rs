@@ -27,9 +27,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::net::SocketAddrV4;
 #[cfg(test)]
 use std::net::Ipv4Addr;
+use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const SOL_PACKET: libc::c_int = 263;
@@ -98,7 +98,12 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: fd is a socket we own; the option value is a c_int living on
     // the stack for the duration of the call, and its size is passed.
     cvt(unsafe {
@@ -230,7 +235,13 @@ impl RxBatch {
         // SAFETY: hdrs[i] points at iovs[i], which points into slots[i].buf;
         // all three outlive the call and are not touched concurrently.
         let r = unsafe {
-            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -279,7 +290,8 @@ fn parse_cmsgs(m: &libc::msghdr) -> (usize, Option<u32>) {
         let mut c = libc::CMSG_FIRSTHDR(m);
         while !c.is_null() {
             if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                seg = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int).max(0) as usize;
+                seg = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int).max(0)
+                    as usize;
             } else if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
                 ovfl = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const u32));
             }
@@ -356,7 +368,8 @@ impl TxQueue {
         }
         for i in 0..n {
             let it = &self.items[i];
-            self.iovs[i][0] = libc::iovec { iov_base: it.head.as_ptr() as *mut _, iov_len: it.head_len as usize };
+            self.iovs[i][0] =
+                libc::iovec { iov_base: it.head.as_ptr() as *mut _, iov_len: it.head_len as usize };
             self.iovs[i][1] = libc::iovec { iov_base: it.ptr as *mut _, iov_len: it.len };
             // SAFETY: all-zero is a valid mmsghdr.
             self.hdrs[i] = unsafe { std::mem::zeroed() };
@@ -364,7 +377,8 @@ impl TxQueue {
             self.hdrs[i].msg_hdr.msg_iovlen = 2;
             if let Some(dst) = it.dst {
                 self.addrs[i] = sockaddr_in(dst);
-                self.hdrs[i].msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
+                self.hdrs[i].msg_hdr.msg_name =
+                    (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
                 self.hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
             }
         }
@@ -376,7 +390,12 @@ impl TxQueue {
             // the items' buffers, which the owner keeps alive until flush
             // returns.
             let r = unsafe {
-                libc::sendmmsg(fd, self.hdrs[off..].as_mut_ptr(), (n - off) as libc::c_uint, libc::MSG_DONTWAIT)
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[off..].as_mut_ptr(),
+                    (n - off) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
             };
             if r > 0 {
                 for h in &self.hdrs[off..off + r as usize] {
@@ -492,8 +511,10 @@ impl TunnelTxQueue {
                 j += 1;
             }
             for (k, it) in self.items[i..j].iter().enumerate() {
-                self.iovs[2 * (i + k)] = libc::iovec { iov_base: it.hdr.as_ptr() as *mut _, iov_len: 8 };
-                self.iovs[2 * (i + k) + 1] = libc::iovec { iov_base: it.ptr as *mut _, iov_len: it.len };
+                self.iovs[2 * (i + k)] =
+                    libc::iovec { iov_base: it.hdr.as_ptr() as *mut _, iov_len: 8 };
+                self.iovs[2 * (i + k) + 1] =
+                    libc::iovec { iov_base: it.ptr as *mut _, iov_len: it.len };
             }
             // SAFETY: all-zero is a valid mmsghdr.
             self.hdrs[m] = unsafe { std::mem::zeroed() };
@@ -530,7 +551,12 @@ impl TunnelTxQueue {
             // SAFETY: hdrs[off..m] point at this queue's iovs/addrs/cmsgs and
             // at the items' buffers, alive until flush returns.
             let r = unsafe {
-                libc::sendmmsg(fd, self.hdrs[off..].as_mut_ptr(), (m - off) as libc::c_uint, libc::MSG_DONTWAIT)
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[off..].as_mut_ptr(),
+                    (m - off) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
             };
             if r > 0 {
                 for k in off..off + r as usize {
@@ -546,7 +572,10 @@ impl TunnelTxQueue {
                 std::thread::yield_now();
                 continue;
             }
-            if r < 0 && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMSGSIZE)) && self.counts[off] > 1 {
+            if r < 0
+                && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMSGSIZE))
+                && self.counts[off] > 1
+            {
                 // The kernel refuses GSO for this size (segment larger than
                 // the path MTU, or no GSO on the route): never group this
                 // size again, and send these datagrams one by one.
@@ -613,7 +642,11 @@ impl PacketSocket {
         let ifindex = if_index(ifname)?;
         // SAFETY: plain socket(2) call; the result is checked and owned.
         let raw = cvt(unsafe {
-            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
         })?;
         // SAFETY: raw is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -651,7 +684,15 @@ impl PacketSocket {
         let mut st = [0u32; 2]; // struct tpacket_stats { tp_packets, tp_drops }
         let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
         // SAFETY: st is a writable buffer of `len` bytes for the duration of the call.
-        let r = unsafe { libc::getsockopt(self.fd(), SOL_PACKET, PACKET_STATISTICS, st.as_mut_ptr().cast(), &mut len) };
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                SOL_PACKET,
+                PACKET_STATISTICS,
+                st.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
         if r == 0 {
             st[1]
         } else {
@@ -689,7 +730,11 @@ impl TunnelSocket {
     pub fn bind(local: SocketAddrV4) -> io::Result<Self> {
         // SAFETY: plain socket(2) call; result checked and owned.
         let raw = cvt(unsafe {
-            libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
         })?;
         // SAFETY: raw is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -709,7 +754,11 @@ impl TunnelSocket {
         let sa = sockaddr_in(local);
         // SAFETY: sa is a valid sockaddr_in whose size is passed.
         cvt(unsafe {
-            libc::bind(raw, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+            libc::bind(
+                raw,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
         })?;
         Ok(TunnelSocket { fd, local })
     }
@@ -755,13 +804,16 @@ impl Poller {
     pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
         let mut e = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
         // SAFETY: both descriptors are valid; e lives across the call.
-        cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut e) }).map(drop)
+        cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut e) })
+            .map(drop)
     }
 
     pub fn remove(&self, fd: RawFd) -> io::Result<()> {
         // SAFETY: valid descriptors; a null event is allowed for DEL.
-        cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) })
-            .map(drop)
+        cvt(unsafe {
+            libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut())
+        })
+        .map(drop)
     }
 
     /// A handle other threads use to wake [`Poller::wait`].
@@ -781,7 +833,12 @@ impl Poller {
         out.clear();
         // SAFETY: events has room for events.len() entries.
         let r = unsafe {
-            libc::epoll_wait(self.ep.as_raw_fd(), self.events.as_mut_ptr(), self.events.len() as i32, timeout_ms)
+            libc::epoll_wait(
+                self.ep.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as i32,
+                timeout_ms,
+            )
         };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -808,7 +865,11 @@ impl Waker {
 /// Spawn a named OS thread that first enters network namespace
 /// `/run/netns/<netns>` (if given) and then runs `f`. `setns` changes only
 /// the calling thread, which is why it must be a thread of its own.
-pub fn spawn_in_netns<F, T>(name: String, netns: Option<String>, f: F) -> io::Result<std::thread::JoinHandle<io::Result<T>>>
+pub fn spawn_in_netns<F, T>(
+    name: String,
+    netns: Option<String>,
+    f: F,
+) -> io::Result<std::thread::JoinHandle<io::Result<T>>>
 where
     F: FnOnce() -> io::Result<T> + Send + 'static,
     T: Send + 'static,
@@ -841,7 +902,14 @@ mod tests {
 
     #[test]
     fn vnet_hdr_round_trip() {
-        let h = VnetHdr { flags: 1, gso_type: VnetHdr::GSO_TCPV4, hdr_len: 66, gso_size: 1448, csum_start: 34, csum_offset: 16 };
+        let h = VnetHdr {
+            flags: 1,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
         assert_eq!(VnetHdr::parse(&h.to_bytes()), h);
         assert!(h.is_offloaded());
         assert!(!VnetHdr::default().is_offloaded());
@@ -918,9 +986,13 @@ mod tests {
         let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_in>() as u32;
         // SAFETY: as above.
-        let r = unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len) };
+        let r =
+            unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len) };
         assert_eq!(r, 0);
-        SocketAddrV4::new(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)), u16::from_be(sa.sin_port))
+        SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
+            u16::from_be(sa.sin_port),
+        )
     }
 
     #[test]

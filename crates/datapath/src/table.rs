@@ -253,7 +253,12 @@ impl<M: Wildcard, A> FlowTable<M, A> {
 
     /// Install a megaflow for `key` under `spec.mask`. If a flow with the
     /// same mask and masked key exists, it is replaced (its counters reset).
-    pub fn insert(&mut self, key: &M::Key, spec: FlowSpec<M, A>, now_ms: u64) -> Result<FlowId, InsertError> {
+    pub fn insert(
+        &mut self,
+        key: &M::Key,
+        spec: FlowSpec<M, A>,
+        now_ms: u64,
+    ) -> Result<FlowId, InsertError> {
         let masked = spec.mask.apply(key);
         let old = self
             .subtables
@@ -356,7 +361,9 @@ impl<M: Wildcard, A> FlowTable<M, A> {
         let mut dead = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
             if let Some(f) = &s.flow {
-                if f.idle_timeout_ms > 0 && now_ms.saturating_sub(f.last_used_ms) >= f.idle_timeout_ms {
+                if f.idle_timeout_ms > 0
+                    && now_ms.saturating_sub(f.last_used_ms) >= f.idle_timeout_ms
+                {
                     dead.push(i as FlowId);
                 }
             }
@@ -469,8 +476,12 @@ mod tests {
         let mut t: FlowTable<Msk, u32> = FlowTable::new(TableConfig::default());
         for i in 0..10u32 {
             let m = Msk(!0, 1 << i);
-            t.insert(&K(i, 1 << i), FlowSpec { mask: m, actions: i, tags: vec![], idle_timeout_ms: 0 }, 0)
-                .expect("insert");
+            t.insert(
+                &K(i, 1 << i),
+                FlowSpec { mask: m, actions: i, tags: vec![], idle_timeout_ms: 0 },
+                0,
+            )
+            .expect("insert");
         }
         assert_eq!(t.stats().subtables, 10);
         for i in 0..10u32 {
@@ -489,7 +500,9 @@ mod tests {
         m.mark(FieldId::InPort);
         m.mark(FieldId::Ipv4Dst);
         let mut t: FlowTable<FlowMask, u8> = FlowTable::new(TableConfig::default());
-        let id = t.insert(&k, FlowSpec { mask: m, actions: 7, tags: vec![1], idle_timeout_ms: 0 }, 0).expect("ins");
+        let id = t
+            .insert(&k, FlowSpec { mask: m, actions: 7, tags: vec![1], idle_timeout_ms: 0 }, 0)
+            .expect("ins");
         let mut k2 = k;
         k2.l4_src = 2000;
         assert_eq!(t.lookup(&k2), Some((id, Hit::Megaflow)));

@@ -115,7 +115,8 @@ mod tests {
     fn udp_frame_parses_back() {
         let a = MacAddr([2, 0, 0, 0, 0, 1]);
         let b = MacAddr([2, 0, 0, 0, 0, 2]);
-        let f = udp_frame(a, b, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1, 2, b"hi");
+        let f =
+            udp_frame(a, b, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1, 2, b"hi");
         let k = FlowKey::extract(&f, InPort::Port(3)).expect("parse");
         assert_eq!((k.eth_src, k.eth_dst, k.l4_src, k.l4_dst, k.ip_proto), (a, b, 1, 2, 17));
         assert_eq!(inet_checksum(&f[14..34]), 0, "a valid header sums to zero");

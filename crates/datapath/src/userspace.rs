@@ -27,12 +27,12 @@ use parking_lot::Mutex;
 
 use crate::pipeline::{Core, Counters, Io};
 use crate::sys::{
-    self, PacketSocket, Poller, RxBatch, Slot, TunnelItem, TunnelSocket, TunnelTxQueue, TxItem, TxQueue, Waker,
-    VNET_HDR_LEN,
+    self, PacketSocket, Poller, RxBatch, Slot, TunnelItem, TunnelSocket, TunnelTxQueue, TxItem,
+    TxQueue, Waker, VNET_HDR_LEN,
 };
 use crate::{
-    Actions, Datapath, DpError, DpStats, DropReason, FlowId, FlowInfo, FlowInstall, FlowKey, PortNo, TableConfig,
-    UpcallHandler,
+    Actions, Datapath, DpError, DpStats, DropReason, FlowId, FlowInfo, FlowInstall, FlowKey,
+    PortNo, TableConfig, UpcallHandler,
 };
 
 /// Configuration of a [`UserspaceDatapath`].
@@ -200,7 +200,8 @@ pub struct State {
 
 impl State {
     fn add_vport(&mut self, ifname: &str) -> Result<PortNo, DpError> {
-        let sock = PacketSocket::open(ifname).map_err(|e| DpError::Io { what: format!("vport {ifname}"), source: e })?;
+        let sock = PacketSocket::open(ifname)
+            .map_err(|e| DpError::Io { what: format!("vport {ifname}"), source: e })?;
         let p = self.core.alloc_port(ifname)?;
         if let Err(e) = self.poller.add(sock.fd(), u64::from(p)) {
             let _ = self.core.free_port(p);
@@ -384,7 +385,10 @@ pub struct UserspaceDatapath {
 impl UserspaceDatapath {
     /// Start the datapath thread (inside `cfg.netns` if set). Fails if the
     /// namespace cannot be entered or the tunnel socket cannot be bound.
-    pub fn start(cfg: UserspaceConfig, handler: Option<Box<dyn UpcallHandler>>) -> Result<Self, DpError> {
+    pub fn start(
+        cfg: UserspaceConfig,
+        handler: Option<Box<dyn UpcallHandler>>,
+    ) -> Result<Self, DpError> {
         let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded::<Ctl>();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<Waker, DpError>>(1);
         let name = cfg.name.clone();
@@ -428,7 +432,10 @@ impl UserspaceDatapath {
     }
 
     /// Run `f` on the datapath thread and return its result.
-    pub fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut State) -> R + Send + 'static) -> Result<R, DpError> {
+    pub fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> R + Send + 'static,
+    ) -> Result<R, DpError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.ctl
             .send(Box::new(move |s: &mut State| {
@@ -465,9 +472,13 @@ impl Drop for UserspaceDatapath {
     }
 }
 
-fn build_state(cfg: &UserspaceConfig, handler: Option<Box<dyn UpcallHandler>>) -> Result<State, DpError> {
+fn build_state(
+    cfg: &UserspaceConfig,
+    handler: Option<Box<dyn UpcallHandler>>,
+) -> Result<State, DpError> {
     if let Some(prio) = cfg.rt_priority {
-        sys::set_realtime(prio).map_err(|e| DpError::Io { what: "sched_setscheduler".into(), source: e })?;
+        sys::set_realtime(prio)
+            .map_err(|e| DpError::Io { what: "sched_setscheduler".into(), source: e })?;
     }
     let poller = Poller::new().map_err(|e| DpError::Io { what: "epoll".into(), source: e })?;
     let batch = cfg.batch.clamp(1, 1024);
@@ -476,14 +487,20 @@ fn build_state(cfg: &UserspaceConfig, handler: Option<Box<dyn UpcallHandler>>) -
             let local = SocketAddrV4::new(ip, cfg.vxlan_port);
             let sock = TunnelSocket::bind(local)
                 .map_err(|e| DpError::Io { what: format!("tunnel socket {local}"), source: e })?;
-            poller.add(sock.fd(), TUNNEL_TOKEN).map_err(|e| DpError::Io { what: "epoll add tunnel".into(), source: e })?;
+            poller
+                .add(sock.fd(), TUNNEL_TOKEN)
+                .map_err(|e| DpError::Io { what: "epoll add tunnel".into(), source: e })?;
             Some(TunnelIo { sock, txq: TunnelTxQueue::new(batch.max(sys::GSO_MAX_SEGS)) })
         }
         None => None,
     };
     let tunnel_rx = tunnel.as_ref().map(|_| RxBatch::new(batch));
     let io = UsIo { ports: Vec::new(), dirty: Vec::new(), tunnel, vxlan_port: cfg.vxlan_port };
-    Ok(State { core: Core::new(io, handler, cfg.table), poller, rx: Vec::new(), tunnel_rx,
+    Ok(State {
+        core: Core::new(io, handler, cfg.table),
+        poller,
+        rx: Vec::new(),
+        tunnel_rx,
         batch,
         stop: false,
         spin: Duration::from_micros(cfg.spin_us),

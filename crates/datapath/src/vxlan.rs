@@ -142,7 +142,14 @@ mod tests {
         let h = encode(42, &v).expect("encode");
         assert_eq!(h[0], 0x09);
         assert_eq!(decode(&h), Ok((42, v)));
-        let u = VnetHdr { flags: 1, gso_type: 0, hdr_len: 0, gso_size: 0, csum_start: 38, csum_offset: 6 };
+        let u = VnetHdr {
+            flags: 1,
+            gso_type: 0,
+            hdr_len: 0,
+            gso_size: 0,
+            csum_start: 38,
+            csum_offset: 6,
+        };
         assert_eq!(decode(&encode(7, &u).expect("encode")), Ok((7, u)));
     }
 

@@ -7,12 +7,19 @@ use std::net::Ipv4Addr;
 
 use midonet_datapath::dummy::DummyDatapath;
 use midonet_datapath::userspace::{UserspaceConfig, UserspaceDatapath};
-use midonet_datapath::{Action, Actions, Datapath, DpError, FlowInstall, FlowKey, FlowMask, InPort, MacAddr};
+use midonet_datapath::{
+    Action, Actions, Datapath, DpError, FlowInstall, FlowKey, FlowMask, InPort, MacAddr,
+};
 use midonet_flow::FieldId;
 use midonet_testkit::{Lab, VmSpec};
 
 fn flow(port: u32, dst: MacAddr, tag: u64) -> (FlowKey, FlowInstall) {
-    let key = FlowKey { in_port: InPort::Port(port), eth_dst: dst, ethertype: 0x0800, ..FlowKey::default() };
+    let key = FlowKey {
+        in_port: InPort::Port(port),
+        eth_dst: dst,
+        ethertype: 0x0800,
+        ..FlowKey::default()
+    };
     let mut mask = FlowMask::empty();
     mask.mark(FieldId::InPort);
     mask.mark(FieldId::EthDst);
@@ -107,7 +114,11 @@ fn userspace_provider_meets_the_contract() {
         })
         .expect("vm y");
     let dp = UserspaceDatapath::start(
-        UserspaceConfig { name: "mdp-contract".into(), netns: Some(h.clone()), ..UserspaceConfig::default() },
+        UserspaceConfig {
+            name: "mdp-contract".into(),
+            netns: Some(h.clone()),
+            ..UserspaceConfig::default()
+        },
         None,
     )
     .expect("start");

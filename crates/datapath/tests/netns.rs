@@ -27,7 +27,9 @@ use midonet_datapath::sys::{enter_netns, PacketSocket, TxItem, TxQueue};
 use midonet_datapath::testing::MacTableHandler;
 use midonet_datapath::userspace::{UserspaceConfig, UserspaceDatapath};
 use midonet_datapath::{Action, Datapath, DropReason, MacAddr};
-use midonet_testkit::{add_neigh, have_program, ns_exec, ns_output, veth_backpressure, Lab, Vm, VmSpec};
+use midonet_testkit::{
+    add_neigh, have_program, ns_exec, ns_output, veth_backpressure, Lab, Vm, VmSpec,
+};
 
 fn root() -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -70,7 +72,8 @@ fn vm(lab: &mut Lab, name: &str, host_ns: &str, ip: &str, mac: &str) -> Vm {
 fn ping(from: &Vm, to: Ipv4Addr, n: u64) -> f64 {
     let count = n.to_string();
     let dst = to.to_string();
-    let out = ns_output(&from.ns, &["ping", "-c", &count, "-i", "0.01", "-W", "1", &dst]).expect("ping");
+    let out =
+        ns_output(&from.ns, &["ping", "-c", &count, "-i", "0.01", "-W", "1", &dst]).expect("ping");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("{n} received")), "ping failed:\n{text}");
     // "rtt min/avg/max/mdev = 0.041/0.058/0.090/0.015 ms"
@@ -141,7 +144,13 @@ fn inject_raw(ns: &str, ifname: &str, frame: Vec<u8>) {
         enter_netns(&ns).expect("enter ns");
         let s = PacketSocket::open(&ifname).expect("packet socket");
         let mut q = TxQueue::new(1);
-        q.push(TxItem { head: [0; 16], head_len: 10, ptr: frame.as_ptr(), len: frame.len(), dst: None });
+        q.push(TxItem {
+            head: [0; 16],
+            head_len: 10,
+            ptr: frame.as_ptr(),
+            len: frame.len(),
+            dst: None,
+        });
         let (sent, _, failed) = q.flush(s.fd());
         assert_eq!((sent, failed), (1, 0));
     })
@@ -162,13 +171,19 @@ fn two_vms_on_one_host() {
     add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
 
     let dp = UserspaceDatapath::start(
-        UserspaceConfig { name: "mdp-dp".into(), netns: Some(h.clone()), ..UserspaceConfig::default() },
+        UserspaceConfig {
+            name: "mdp-dp".into(),
+            netns: Some(h.clone()),
+            ..UserspaceConfig::default()
+        },
         None,
     )
     .expect("start datapath");
     let pa = dp.add_vport(&a.host_if).expect("vport a");
     let pb = dp.add_vport(&b.host_if).expect("vport b");
-    let handler = MacTableHandler::new().route(mac(&b), &[Action::Output(pb)]).route(mac(&a), &[Action::Output(pa)]);
+    let handler = MacTableHandler::new()
+        .route(mac(&b), &[Action::Output(pb)])
+        .route(mac(&a), &[Action::Output(pa)]);
     let calls = handler.calls.clone();
     dp.set_handler(Some(Box::new(handler))).expect("handler");
 
@@ -178,7 +193,10 @@ fn two_vms_on_one_host() {
 
     let secs = env_u64("MDP_UDP_SECS", 1);
     let (sent, got) = udp_flood(&a, &b, secs);
-    eprintln!("local: udp 18 B: sent {sent}, received {got} ({:.0} kpps delivered)", got as f64 / secs as f64 / 1e3);
+    eprintln!(
+        "local: udp 18 B: sent {sent}, received {got} ({:.0} kpps delivered)",
+        got as f64 / secs as f64 / 1e3
+    );
     assert!(got > 0, "no datagram arrived");
     let st = dp.stats().expect("stats");
     let rx_a = st.port(pa).expect("port a").rx_packets;
@@ -217,14 +235,17 @@ fn vxlan_between_two_hosts() {
     // A direct veth like peers/kernel-baseline.sh (MDP_UNDERLAY=bridge for a bridge).
     let mtu = env_u64("MDP_UNDERLAY_MTU", 65000) as u32;
     if std::env::var("MDP_UNDERLAY").as_deref() == Ok("bridge") {
-        lab.add_underlay(&[(&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24")], mtu).expect("underlay");
+        lab.add_underlay(&[(&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24")], mtu)
+            .expect("underlay");
     } else {
-        lab.add_underlay_pair((&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24"), mtu).expect("underlay");
+        lab.add_underlay_pair((&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24"), mtu)
+            .expect("underlay");
     }
     let a = vm(&mut lab, "a", &h1, "198.19.72.1/24", "02:00:00:00:72:01");
     let b = vm(&mut lab, "b", &h2, "198.19.72.2/24", "02:00:00:00:72:02");
     for v in [&a, &b] {
-        ns_exec(&v.ns, &["ip", "link", "set", "dev", &v.vm_if, "gso_max_size", "60000"]).expect("gso cap");
+        ns_exec(&v.ns, &["ip", "link", "set", "dev", &v.vm_if, "gso_max_size", "60000"])
+            .expect("gso cap");
         // Option (b) for comparison: no checksum offload, hence no TSO, in the VMs.
         if std::env::var("MDP_NOTSO").is_ok_and(|v| !v.is_empty() && v != "0") {
             ns_exec(&v.ns, &["ethtool", "-K", &v.vm_if, "tx", "off"]).expect("ethtool");
@@ -268,21 +289,32 @@ fn vxlan_between_two_hosts() {
 
     let rtt = ping(&a, b.ip, env_u64("MDP_PING_N", 5));
     eprintln!("vxlan: ping rtt avg {rtt:.3} ms");
-    assert_eq!((c1.load(Ordering::Relaxed), c2.load(Ordering::Relaxed)), (1, 1), "egress hosts do not simulate");
+    assert_eq!(
+        (c1.load(Ordering::Relaxed), c2.load(Ordering::Relaxed)),
+        (1, 1),
+        "egress hosts do not simulate"
+    );
     let s1 = dp1.stats().expect("stats");
     assert!(s1.tunnel.tx_packets >= 5 && s1.tunnel.rx_packets >= 5, "{:?}", s1.tunnel);
 
     let secs = env_u64("MDP_UDP_SECS", 1);
     let cpu0 = thread_cpu_ns(&["mdp-dp1", "mdp-dp2"]);
     let (sent, got) = udp_flood(&a, &b, secs);
-    eprintln!("vxlan: udp 18 B: sent {sent}, received {got} ({:.0} kpps delivered)", got as f64 / secs as f64 / 1e3);
+    eprintln!(
+        "vxlan: udp 18 B: sent {sent}, received {got} ({:.0} kpps delivered)",
+        got as f64 / secs as f64 / 1e3
+    );
     assert!(got > 0);
     // Datapath CPU per packet it forwarded: a figure the other builds on
     // the box disturb far less than the packet rates.
     let cpu1 = thread_cpu_ns(&["mdp-dp1", "mdp-dp2"]);
     for (i, n) in ["dp1", "dp2"].iter().enumerate() {
         let us = cpu1[i].saturating_sub(cpu0[i]) as f64 / 1e3;
-        eprintln!("vxlan: {n} cpu {:.2} s, {:.2} us per packet sent", us / 1e6, us / sent.max(1) as f64);
+        eprintln!(
+            "vxlan: {n} cpu {:.2} s, {:.2} us per packet sent",
+            us / 1e6,
+            us / sent.max(1) as f64
+        );
     }
 
     if !have_program("iperf3") {
@@ -290,16 +322,22 @@ fn vxlan_between_two_hosts() {
         return;
     }
     if let Some((tx, rx)) = iperf3_udp(&mut lab, &a, &b, secs) {
-        eprintln!("vxlan: iperf3 udp 18 B: {:.0} kpps sent, {:.0} kpps delivered", tx / 1e3, rx / 1e3);
+        eprintln!(
+            "vxlan: iperf3 udp 18 B: {:.0} kpps sent, {:.0} kpps delivered",
+            tx / 1e3,
+            rx / 1e3
+        );
     }
     for ns in [&h2, &b.ns] {
         eprintln!("vxlan: {ns} udp rcvbuf errors {}", udp_rcvbuf_errors(ns));
     }
-    let server = lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5299"]).expect("iperf3 server");
+    let server =
+        lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5299"]).expect("iperf3 server");
     std::thread::sleep(Duration::from_millis(300));
     let t = env_u64("MDP_IPERF_SECS", 3).to_string();
     let dst = b.ip.to_string();
-    let out = ns_output(&a.ns, &["iperf3", "-c", &dst, "-p", "5299", "-t", &t, "-J"]).expect("iperf3 client");
+    let out = ns_output(&a.ns, &["iperf3", "-c", &dst, "-p", "5299", "-t", &t, "-J"])
+        .expect("iperf3 client");
     let _ = server.wait_output(Duration::from_secs(5));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 json");
     let recv = &j["end"]["sum_received"];
@@ -310,24 +348,33 @@ fn vxlan_between_two_hosts() {
     let st2 = dp2.stats().expect("stats");
     eprintln!("vxlan: dp1 drops {:?}\nvxlan: dp2 drops {:?}", nonzero(&st1), nonzero(&st2));
     for (n, st) in [("dp1", &st1), ("dp2", &st2)] {
-        let pkts: u64 = st.ports.iter().map(|p| p.counters.rx_packets).sum::<u64>() + st.tunnel.rx_packets;
-        eprintln!("vxlan: {n} average rx batch {:.1} packets", pkts as f64 / st.rx_batches.max(1) as f64);
+        let pkts: u64 =
+            st.ports.iter().map(|p| p.counters.rx_packets).sum::<u64>() + st.tunnel.rx_packets;
+        eprintln!(
+            "vxlan: {n} average rx batch {:.1} packets",
+            pkts as f64 / st.rx_batches.max(1) as f64
+        );
     }
     assert!(bytes > 1e6, "TCP data did not arrive: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// `iperf3 -u -b 0 -l 18` like the peer scripts: (sent pps, delivered pps).
 fn iperf3_udp(lab: &mut Lab, a: &Vm, b: &Vm, secs: u64) -> Option<(f64, f64)> {
-    let server = lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5298"]).expect("iperf3 server");
+    let server =
+        lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5298"]).expect("iperf3 server");
     std::thread::sleep(Duration::from_millis(300));
     let t = secs.to_string();
     let dst = b.ip.to_string();
-    let out = ns_output(&a.ns, &["iperf3", "-c", &dst, "-p", "5298", "-u", "-b", "0", "-l", "18", "-t", &t, "-J"])
-        .expect("iperf3 client");
+    let out = ns_output(
+        &a.ns,
+        &["iperf3", "-c", &dst, "-p", "5298", "-u", "-b", "0", "-l", "18", "-t", &t, "-J"],
+    )
+    .expect("iperf3 client");
     let _ = server.wait_output(Duration::from_secs(5));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     let sum = &j["end"]["sum"];
-    let (pk, lost, dur) = (sum["packets"].as_f64()?, sum["lost_packets"].as_f64()?, sum["seconds"].as_f64()?);
+    let (pk, lost, dur) =
+        (sum["packets"].as_f64()?, sum["lost_packets"].as_f64()?, sum["seconds"].as_f64()?);
     Some((pk / dur, (pk - lost) / dur))
 }
 
@@ -377,7 +424,8 @@ fn routed_across_two_hosts() {
     let h1 = lab.add_host("h1").expect("h1");
     let h2 = lab.add_host("h2").expect("h2");
     let (u1, u2) = (Ipv4Addr::new(198, 18, 74, 1), Ipv4Addr::new(198, 18, 74, 2));
-    lab.add_underlay_pair((&h1, "u1", "198.18.74.1/24"), (&h2, "u2", "198.18.74.2/24"), 65000).expect("underlay");
+    lab.add_underlay_pair((&h1, "u1", "198.18.74.1/24"), (&h2, "u2", "198.18.74.2/24"), 65000)
+        .expect("underlay");
     let router = "02:00:00:00:74:fe";
     let rmac = MacAddr::from_str(router).expect("mac");
     let a = lab
@@ -408,7 +456,8 @@ fn routed_across_two_hosts() {
     add_neigh(&a.ns, &a.vm_if, Ipv4Addr::new(198, 19, 74, 254), router).expect("neigh a");
     add_neigh(&b.ns, &b.vm_if, Ipv4Addr::new(198, 19, 75, 254), router).expect("neigh b");
     for v in [&a, &b] {
-        ns_exec(&v.ns, &["ip", "link", "set", "dev", &v.vm_if, "gso_max_size", "60000"]).expect("gso cap");
+        ns_exec(&v.ns, &["ip", "link", "set", "dev", &v.vm_if, "gso_max_size", "60000"])
+            .expect("gso cap");
     }
     let cfg = |name: &str, ns: &str, ip| UserspaceConfig {
         name: name.into(),
@@ -439,7 +488,8 @@ fn routed_across_two_hosts() {
     dp1.set_handler(Some(Box::new(MacTableHandler::new().route(rmac, &to_b)))).expect("h1");
     dp2.set_handler(Some(Box::new(MacTableHandler::new().route(rmac, &to_a)))).expect("h2");
 
-    let out = ns_output(&a.ns, &["ping", "-c", "3", "-i", "0.05", "-W", "1", &b.ip.to_string()]).expect("ping");
+    let out = ns_output(&a.ns, &["ping", "-c", "3", "-i", "0.05", "-W", "1", &b.ip.to_string()])
+        .expect("ping");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("3 received"), "{text}");
     assert!(text.contains("ttl=63"), "the reply crossed the router once: {text}");
@@ -449,7 +499,8 @@ fn routed_across_two_hosts() {
     }
     let server = lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5297"]).expect("server");
     std::thread::sleep(Duration::from_millis(300));
-    let out = ns_output(&a.ns, &["iperf3", "-c", &b.ip.to_string(), "-p", "5297", "-t", "2", "-J"]).expect("client");
+    let out = ns_output(&a.ns, &["iperf3", "-c", &b.ip.to_string(), "-p", "5297", "-t", "2", "-J"])
+        .expect("client");
     let _ = server.wait_output(Duration::from_secs(5));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 json");
     let bytes = j["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);

@@ -26,7 +26,9 @@ fn bench_extract(c: &mut Criterion) {
     g.bench_function("ipv4_tcp", |b| b.iter(|| FlowKey::extract(black_box(&f), InPort::Port(1))));
     let mut tagged = f.clone();
     apply_action(&mut tagged, &Action::PushVlan { vid: 10, pcp: 0 }).expect("push");
-    g.bench_function("vlan_ipv4_tcp", |b| b.iter(|| FlowKey::extract(black_box(&tagged), InPort::Port(1))));
+    g.bench_function("vlan_ipv4_tcp", |b| {
+        b.iter(|| FlowKey::extract(black_box(&tagged), InPort::Port(1)))
+    });
     g.finish();
 }
 

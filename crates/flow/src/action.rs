@@ -280,7 +280,8 @@ mod tests {
         assert!(matches!(a.repr, Repr::Inline { .. }), "{} actions stay inline", Actions::INLINE);
         a.push(Action::Output(99));
         assert!(matches!(a.repr, Repr::Heap(_)));
-        let expected: Vec<Action> = (0..Actions::INLINE as u32).chain([99]).map(Action::Output).collect();
+        let expected: Vec<Action> =
+            (0..Actions::INLINE as u32).chain([99]).map(Action::Output).collect();
         assert_eq!(a.as_slice(), &expected[..]);
         a.clear();
         assert!(a.is_empty());
@@ -301,7 +302,8 @@ mod tests {
     fn drop_means_no_emit() {
         let a: Actions = [Action::SetTtl(3)].into_iter().collect();
         assert!(a.is_drop());
-        let b: Actions = [Action::SetTtl(3), Action::Userspace(UserspaceReason::Simulate)].into_iter().collect();
+        let b: Actions =
+            [Action::SetTtl(3), Action::Userspace(UserspaceReason::Simulate)].into_iter().collect();
         assert!(!b.is_drop());
         assert!(Action::Tunnel { dst: Ipv4Addr::LOCALHOST, key: 1 }.is_emit());
         assert!(Action::PushVlan { vid: 1, pcp: 0 }.is_rewrite());

@@ -184,7 +184,11 @@ fn write_ipv4(k: &FlowKey, payload: &[u8], out: &mut Vec<u8>) {
     if let Some(at) = csum_at {
         let l4_len = (out.len() - l4) as u32;
         // ICMPv4 has no pseudo-header.
-        let start = if k.ip_proto == IP_PROTO_ICMP { 0 } else { pseudo_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, l4_len) };
+        let start = if k.ip_proto == IP_PROTO_ICMP {
+            0
+        } else {
+            pseudo_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, l4_len)
+        };
         let mut c = finish(sum(start, &out[l4..]));
         if c == 0 && k.ip_proto == IP_PROTO_UDP {
             c = 0xffff;
@@ -278,9 +282,23 @@ mod tests {
         };
         let c = k.canonical();
         assert_eq!(c, FlowKey { ethertype: ETH_TYPE_ARP, arp_op: 2, ..FlowKey::default() });
-        let icmp = FlowKey { ethertype: ETH_TYPE_IPV4, ip_proto: IP_PROTO_ICMP, icmp_type: 3, icmp_id: 7, l4_src: 1, ..FlowKey::default() };
+        let icmp = FlowKey {
+            ethertype: ETH_TYPE_IPV4,
+            ip_proto: IP_PROTO_ICMP,
+            icmp_type: 3,
+            icmp_id: 7,
+            l4_src: 1,
+            ..FlowKey::default()
+        };
         assert_eq!(icmp.canonical(), FlowKey { icmp_id: 0, l4_src: 0, ..icmp });
-        let later = FlowKey { ethertype: ETH_TYPE_IPV4, ip_proto: IP_PROTO_TCP, ip_frag: FragType::Later, l4_dst: 80, tcp_flags: 2, ..FlowKey::default() };
+        let later = FlowKey {
+            ethertype: ETH_TYPE_IPV4,
+            ip_proto: IP_PROTO_TCP,
+            ip_frag: FragType::Later,
+            l4_dst: 80,
+            tcp_flags: 2,
+            ..FlowKey::default()
+        };
         assert_eq!(later.canonical(), FlowKey { l4_dst: 0, tcp_flags: 0, ..later });
         assert_eq!(c.canonical(), c, "idempotent");
     }
@@ -299,6 +317,9 @@ mod tests {
         let Some(etherparse::TransportSlice::Udp(u)) = &s.transport else { panic!("udp") };
         assert_eq!((u.source_port(), u.destination_port(), u.length()), (1000, 2000, 11));
         let hdr = u.to_header();
-        assert_eq!(hdr.checksum, hdr.calc_checksum_ipv4(&ip.header().to_header(), b"abc").expect("csum"));
+        assert_eq!(
+            hdr.checksum,
+            hdr.calc_checksum_ipv4(&ip.header().to_header(), b"abc").expect("csum")
+        );
     }
 }

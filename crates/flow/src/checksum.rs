@@ -66,7 +66,10 @@ mod tests {
 
     #[test]
     fn incremental_matches_recompute() {
-        let mut data = [0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let mut data = [
+            0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10, 0,
+            0, 2,
+        ];
         let c = finish(sum(0, &data));
         let old = u32::from_be_bytes([data[16], data[17], data[18], data[19]]);
         let new = u32::from_be_bytes([192, 168, 7, 9]);

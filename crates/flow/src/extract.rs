@@ -344,7 +344,11 @@ mod tests {
                 .tcp(34567, 80, 1000, 65535)
                 .syn()
                 .write(&mut f, b"hello"),
-            None => b.ipv4([10, 0, 0, 2], [10, 0, 1, 5], 64).tcp(34567, 80, 1000, 65535).syn().write(&mut f, b"hello"),
+            None => b
+                .ipv4([10, 0, 0, 2], [10, 0, 1, 5], 64)
+                .tcp(34567, 80, 1000, 65535)
+                .syn()
+                .write(&mut f, b"hello"),
         }
         .expect("build");
         f
@@ -376,7 +380,11 @@ mod tests {
     #[test]
     fn ethernet_padding_is_ignored() {
         let mut f = Vec::new();
-        PacketBuilder::ethernet2(SRC, DST).ipv4([1, 1, 1, 1], [2, 2, 2, 2], 9).udp(1, 2).write(&mut f, &[]).expect("build");
+        PacketBuilder::ethernet2(SRC, DST)
+            .ipv4([1, 1, 1, 1], [2, 2, 2, 2], 9)
+            .udp(1, 2)
+            .write(&mut f, &[])
+            .expect("build");
         let k = FlowKey::extract(&f, InPort::Port(1)).expect("extract");
         f.resize(60, 0xee);
         assert_eq!(FlowKey::extract(&f, InPort::Port(1)).expect("padded"), k);
@@ -384,7 +392,8 @@ mod tests {
 
     #[test]
     fn ipv4_options_are_skipped() {
-        let mut ip = Ipv4Header::new(0, 33, IpNumber::UDP, [10, 1, 1, 1], [10, 2, 2, 2]).expect("hdr");
+        let mut ip =
+            Ipv4Header::new(0, 33, IpNumber::UDP, [10, 1, 1, 1], [10, 2, 2, 2]).expect("hdr");
         ip.options = [1u8, 1, 1, 1, 1, 1, 1, 0].into(); // NOPs + EOL
         ip.dscp = 10.try_into().expect("dscp");
         let mut f = Vec::new();
@@ -435,11 +444,18 @@ mod tests {
         set_frag(&mut f, 0x2000 | 185);
         let later = FlowKey::extract(&f, InPort::Port(1)).expect("later");
         assert_eq!(later.ip_frag, FragType::Later);
-        assert_eq!((later.l4_src, later.l4_dst, later.tcp_flags), (0, 0, 0), "later fragment has no L4");
+        assert_eq!(
+            (later.l4_src, later.l4_dst, later.tcp_flags),
+            (0, 0, 0),
+            "later fragment has no L4"
+        );
         // A later fragment too short for a TCP header is still keyable.
         let mut short = f[..14 + 20 + 3].to_vec();
         short[16..18].copy_from_slice(&23u16.to_be_bytes());
-        assert_eq!(FlowKey::extract(&short, InPort::Port(1)).expect("short later").ip_frag, FragType::Later);
+        assert_eq!(
+            FlowKey::extract(&short, InPort::Port(1)).expect("short later").ip_frag,
+            FragType::Later
+        );
         set_frag(&mut f, 0);
         assert_eq!(FlowKey::extract(&f, InPort::Port(1)).expect("whole").ip_frag, FragType::No);
     }
@@ -469,7 +485,11 @@ mod tests {
         let s6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let d6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
         let mut f = Vec::new();
-        PacketBuilder::ethernet2(SRC, DST).ipv6(s6, d6, 17).udp(546, 547).write(&mut f, b"dhcp").expect("build");
+        PacketBuilder::ethernet2(SRC, DST)
+            .ipv6(s6, d6, 17)
+            .udp(546, 547)
+            .write(&mut f, b"dhcp")
+            .expect("build");
         let k = FlowKey::extract(&f, InPort::Port(1)).expect("extract");
         assert!(k.is_ipv6());
         assert_eq!(k.ipv6_src, Ipv6Addr::from(s6));
@@ -495,22 +515,31 @@ mod tests {
             ([&tcp[..12], &[0x08, 0x06, 0, 1]].concat(), ParseError::ArpInvalid),
             (tcp[..30].to_vec(), ParseError::Ipv4Truncated),
             (tcp[..tcp.len() - 1].to_vec(), ParseError::Ipv4Truncated),
-            ({
-                let mut f = tcp.clone();
-                f[14] = 0x44;
-                f
-            }, ParseError::Ipv4Malformed),
+            (
+                {
+                    let mut f = tcp.clone();
+                    f[14] = 0x44;
+                    f
+                },
+                ParseError::Ipv4Malformed,
+            ),
             ([&tcp[..12], &[0x86, 0xdd, 0x60]].concat(), ParseError::Ipv6Truncated),
-            ({
-                let mut f = [&tcp[..12], &[0x86, 0xdd], &[0u8; 40][..]].concat();
-                f[14] = 0x40;
-                f
-            }, ParseError::Ipv6Malformed),
-            ({
-                let mut f = tcp.clone();
-                f[14 + 20 + 12] = 0x40; // data offset 4
-                f
-            }, ParseError::TcpTruncated),
+            (
+                {
+                    let mut f = [&tcp[..12], &[0x86, 0xdd], &[0u8; 40][..]].concat();
+                    f[14] = 0x40;
+                    f
+                },
+                ParseError::Ipv6Malformed,
+            ),
+            (
+                {
+                    let mut f = tcp.clone();
+                    f[14 + 20 + 12] = 0x40; // data offset 4
+                    f
+                },
+                ParseError::TcpTruncated,
+            ),
         ];
         for (frame, err) in cases {
             assert_eq!(FlowKey::extract(&frame, InPort::Port(0)), Err(err), "{frame:02x?}");
@@ -527,7 +556,8 @@ mod tests {
             f[16..18].copy_from_slice(&23u16.to_be_bytes());
             assert_eq!(FlowKey::extract(&f, InPort::Port(0)), Err(err));
         }
-        let labels: std::collections::HashSet<_> = ParseError::ALL.iter().map(|e| e.as_str()).collect();
+        let labels: std::collections::HashSet<_> =
+            ParseError::ALL.iter().map(|e| e.as_str()).collect();
         assert_eq!(labels.len(), ParseError::ALL.len(), "metric labels are distinct");
     }
 
@@ -536,6 +566,15 @@ mod tests {
         let mut f = tcp_frame(None);
         f[12..14].copy_from_slice(&0x88ccu16.to_be_bytes()); // LLDP
         let k = FlowKey::extract(&f, InPort::Tunnel(0x42)).expect("extract");
-        assert_eq!(k, FlowKey { in_port: InPort::Tunnel(0x42), eth_src: MacAddr(SRC), eth_dst: MacAddr(DST), ethertype: 0x88cc, ..FlowKey::default() });
+        assert_eq!(
+            k,
+            FlowKey {
+                in_port: InPort::Tunnel(0x42),
+                eth_src: MacAddr(SRC),
+                eth_dst: MacAddr(DST),
+                ethertype: 0x88cc,
+                ..FlowKey::default()
+            }
+        );
     }
 }

@@ -111,11 +111,7 @@ impl From<MacAddr> for [u8; 6] {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -377,7 +373,8 @@ impl FlowKey {
     /// True for an ICMP echo request or reply (ICMPv4 type 0/8, ICMPv6
     /// 128/129): the messages that carry an identifier.
     pub fn is_icmp_echo(&self) -> bool {
-        self.is_icmp() && matches!((self.is_ipv4(), self.icmp_type), (true, 0 | 8) | (false, 128 | 129))
+        self.is_icmp()
+            && matches!((self.is_ipv4(), self.icmp_type), (true, 0 | 8) | (false, 128 | 129))
     }
     /// True when the key carries ICMP type/code (ICMPv4 in IPv4 or ICMPv6 in
     /// IPv6, not a later fragment).
@@ -442,8 +439,16 @@ mod tests {
     fn hot_structs_stay_compact() {
         // FlowKey is copied per packet and per simulation fork; growing it
         // past two cache lines should be a deliberate decision.
-        assert!(std::mem::size_of::<FlowKey>() <= 112, "FlowKey is {} bytes", std::mem::size_of::<FlowKey>());
-        assert!(std::mem::size_of::<crate::Action>() <= 12, "Action is {} bytes", std::mem::size_of::<crate::Action>());
+        assert!(
+            std::mem::size_of::<FlowKey>() <= 112,
+            "FlowKey is {} bytes",
+            std::mem::size_of::<FlowKey>()
+        );
+        assert!(
+            std::mem::size_of::<crate::Action>() <= 12,
+            "Action is {} bytes",
+            std::mem::size_of::<crate::Action>()
+        );
         assert!(std::mem::size_of::<crate::FlowMask>() <= 8);
     }
 
@@ -453,7 +458,14 @@ mod tests {
         assert_eq!(m, MacAddr([2, 0x0a, 0xff, 0, 0x10, 9]));
         assert_eq!(m.to_string(), "02:0a:ff:00:10:09");
         assert_eq!("02-00-00-00-00-01".parse::<MacAddr>(), Ok(MacAddr([2, 0, 0, 0, 0, 1])));
-        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:00:00", "02:00:00:00:00:100", "0g:00:00:00:00:00", "02::00:00:00:00"] {
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:00",
+            "02:00:00:00:00:100",
+            "0g:00:00:00:00:00",
+            "02::00:00:00:00",
+        ] {
             assert_eq!(bad.parse::<MacAddr>(), Err(MacParseError), "{bad:?}");
         }
         assert!(MacAddr::BROADCAST.is_broadcast() && MacAddr::BROADCAST.is_multicast());

@@ -411,7 +411,8 @@ mod tests {
     fn empty_mask_matches_everything() {
         let m = FlowMask::empty();
         assert!(m.is_empty());
-        let other = FlowKey { in_port: InPort::Tunnel(9), ipv4_dst: Ipv4Addr::new(1, 2, 3, 4), ..key() };
+        let other =
+            FlowKey { in_port: InPort::Tunnel(9), ipv4_dst: Ipv4Addr::new(1, 2, 3, 4), ..key() };
         assert!(m.masked_eq(&key(), &other));
         assert_eq!(m.apply(&key()).key(), &FlowKey::default());
     }
@@ -421,7 +422,10 @@ mod tests {
         let mut m = FlowMask::empty();
         m.mark(FieldId::L4Dst);
         let marked: Vec<_> = m.fields().collect();
-        assert_eq!(marked, vec![FieldId::EthType, FieldId::IpProto, FieldId::IpFrag, FieldId::L4Dst]);
+        assert_eq!(
+            marked,
+            vec![FieldId::EthType, FieldId::IpProto, FieldId::IpFrag, FieldId::L4Dst]
+        );
         let mut m = FlowMask::empty();
         m.mark_prefix(FieldId::Ipv4Dst, 24);
         assert!(m.is_marked(FieldId::EthType));

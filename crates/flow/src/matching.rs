@@ -382,12 +382,24 @@ mod tests {
         for (field, get) in cases {
             let mut m = FlowMatch::new(full);
             let seen = get(&mut m);
-            assert_eq!(differing(&seen, &FlowKey::default()), vec![field], "{field:?} getter returns its field");
-            assert_eq!(differing(&seen, &full).len(), FieldId::ALL.len() - 1, "{field:?} getter returns the right value");
+            assert_eq!(
+                differing(&seen, &FlowKey::default()),
+                vec![field],
+                "{field:?} getter returns its field"
+            );
+            assert_eq!(
+                differing(&seen, &full).len(),
+                FieldId::ALL.len() - 1,
+                "{field:?} getter returns the right value"
+            );
             let mut expected = FlowMask::empty();
             expected.mark(field);
             expected.mark(FieldId::InPort);
-            assert_eq!(m.mask(), &expected, "{field:?} getter marks its field and prerequisites only");
+            assert_eq!(
+                m.mask(),
+                &expected,
+                "{field:?} getter marks its field and prerequisites only"
+            );
         }
     }
 

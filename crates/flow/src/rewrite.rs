@@ -71,7 +71,11 @@ pub fn apply_action(frame: &mut Vec<u8>, action: &Action) -> Result<(), RewriteE
 /// gets pseudo-header updates for address changes and none for port
 /// changes; the IPv4 header checksum is always complete and updated as
 /// usual. VLAN push/pop shift the headers: the caller moves `csum_start`.
-pub fn apply_action_partial(frame: &mut Vec<u8>, action: &Action, csum_start: Option<usize>) -> Result<(), RewriteError> {
+pub fn apply_action_partial(
+    frame: &mut Vec<u8>,
+    action: &Action,
+    csum_start: Option<usize>,
+) -> Result<(), RewriteError> {
     match *action {
         Action::Output(_) | Action::Tunnel { .. } | Action::Userspace(_) => Ok(()),
         Action::SetEthDst(m) => set_bytes(frame, 0, &m.0),
@@ -159,7 +163,13 @@ fn fix_partial32(b: &mut [u8], at: usize, old: u32, new: u32) {
 }
 
 /// `partial`: the L4 checksum (at `lay.l4`) is an offloaded partial one.
-fn set_l3_l4(frame: &mut [u8], key: &FlowKey, lay: &Layout, action: &Action, partial: bool) -> Result<(), RewriteError> {
+fn set_l3_l4(
+    frame: &mut [u8],
+    key: &FlowKey,
+    lay: &Layout,
+    action: &Action,
+    partial: bool,
+) -> Result<(), RewriteError> {
     let l3 = lay.l3;
     // All offsets below were validated by extract_with_layout: the IPv4/IPv6
     // header and (when `lay.l4` is set) the L4 header lie inside the frame.
@@ -267,13 +277,20 @@ pub(crate) mod tests {
         let (k, lay) = extract_with_layout(frame, InPort::Port(0)).expect("parse");
         if k.is_ipv4() {
             let ihl = usize::from(frame[lay.l3] & 0x0f) * 4;
-            let h = etherparse::Ipv4HeaderSlice::from_slice(&frame[lay.l3..lay.l3 + ihl]).expect("ipv4");
-            assert_eq!(h.header_checksum(), h.to_header().calc_header_checksum(), "ipv4 header checksum");
+            let h = etherparse::Ipv4HeaderSlice::from_slice(&frame[lay.l3..lay.l3 + ihl])
+                .expect("ipv4");
+            assert_eq!(
+                h.header_checksum(),
+                h.to_header().calc_header_checksum(),
+                "ipv4 header checksum"
+            );
         }
         let Some(l4) = lay.l4 else { return };
         let seg = &frame[l4..lay.l3_end];
         let start = match (k.is_ipv4(), k.ip_proto) {
-            (true, IP_PROTO_TCP | IP_PROTO_UDP) => pseudo_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, seg.len() as u32),
+            (true, IP_PROTO_TCP | IP_PROTO_UDP) => {
+                pseudo_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, seg.len() as u32)
+            }
             (true, IP_PROTO_ICMP) => 0,
             (false, IP_PROTO_TCP | IP_PROTO_UDP | IP_PROTO_ICMPV6) => {
                 pseudo_v6(k.ipv6_src, k.ipv6_dst, k.ip_proto, seg.len() as u32)
@@ -318,7 +335,11 @@ pub(crate) mod tests {
         assert_eq!(rewrite(TCP, Action::SetTos(0xb8)).ip_tos, 0xb8);
         let k = rewrite("ip6.src=2001:db8::1,ip6.dst=2001:db8::2,udp.dst=53", Action::SetTos(0x2c));
         assert_eq!(k.ip_tos, 0x2c);
-        assert_eq!(rewrite("ip6.src=2001:db8::1,ip6.dst=2001:db8::2,tcp.dst=53", Action::SetL4Dst(99)).l4_dst, 99);
+        assert_eq!(
+            rewrite("ip6.src=2001:db8::1,ip6.dst=2001:db8::2,tcp.dst=53", Action::SetL4Dst(99))
+                .l4_dst,
+            99
+        );
     }
 
     #[test]
@@ -356,7 +377,11 @@ pub(crate) mod tests {
             ] {
                 apply_action_partial(&mut f, &a, Some(l4)).expect("rewrite");
                 let field = u16::from_be_bytes([f[l4 + csum_at], f[l4 + csum_at + 1]]);
-                assert_eq!(field, pseudo_of(&f), "{desc}: after {a:?} the field is the new pseudo-header sum");
+                assert_eq!(
+                    field,
+                    pseudo_of(&f),
+                    "{desc}: after {a:?} the field is the new pseudo-header sum"
+                );
             }
             // Complete it as the stack would, then check it from scratch.
             let end = f.len();
@@ -383,7 +408,10 @@ pub(crate) mod tests {
 
     #[test]
     fn later_fragment_rewrites_ip_only() {
-        let k = rewrite("ip4.src=10.0.0.2,ip4.dst=10.0.1.5,ip.proto=17,ip.frag=later", Action::SetIpv4Dst(Ipv4Addr::new(9, 9, 9, 9)));
+        let k = rewrite(
+            "ip4.src=10.0.0.2,ip4.dst=10.0.1.5,ip.proto=17,ip.frag=later",
+            Action::SetIpv4Dst(Ipv4Addr::new(9, 9, 9, 9)),
+        );
         assert_eq!(k.ipv4_dst, Ipv4Addr::new(9, 9, 9, 9));
         let mut f = frame("ip4.src=10.0.0.2,ip4.dst=10.0.1.5,ip.proto=17,ip.frag=later");
         assert_eq!(apply_action(&mut f, &Action::SetL4Dst(1)), Err(RewriteError::NoPorts));
@@ -393,7 +421,10 @@ pub(crate) mod tests {
     fn mismatched_actions_are_errors() {
         let mut arp = frame("arp.op=1,arp.spa=10.0.0.1,arp.tpa=10.0.0.2");
         let before = arp.clone();
-        assert_eq!(apply_action(&mut arp, &Action::SetIpv4Src(Ipv4Addr::LOCALHOST)), Err(RewriteError::NotIpv4));
+        assert_eq!(
+            apply_action(&mut arp, &Action::SetIpv4Src(Ipv4Addr::LOCALHOST)),
+            Err(RewriteError::NotIpv4)
+        );
         assert_eq!(apply_action(&mut arp, &Action::SetTtl(3)), Err(RewriteError::NotIp));
         assert_eq!(apply_action(&mut arp, &Action::PopVlan), Err(RewriteError::NotTagged));
         let mut tcp = frame(TCP);
@@ -401,8 +432,14 @@ pub(crate) mod tests {
         let mut sctp = frame("ip4.src=1.1.1.1,ip4.dst=2.2.2.2,sctp.dst=9");
         assert_eq!(apply_action(&mut sctp, &Action::SetL4Dst(1)), Err(RewriteError::NoPorts));
         let mut short = vec![0u8; 10];
-        assert_eq!(apply_action(&mut short, &Action::SetTtl(1)), Err(RewriteError::Parse(ParseError::EthTruncated)));
-        assert_eq!(apply_action(&mut short, &Action::SetEthSrc(MacAddr::ZERO)), Err(RewriteError::Parse(ParseError::EthTruncated)));
+        assert_eq!(
+            apply_action(&mut short, &Action::SetTtl(1)),
+            Err(RewriteError::Parse(ParseError::EthTruncated))
+        );
+        assert_eq!(
+            apply_action(&mut short, &Action::SetEthSrc(MacAddr::ZERO)),
+            Err(RewriteError::Parse(ParseError::EthTruncated))
+        );
         assert_eq!(arp, before, "failed rewrites leave the frame alone");
     }
 
@@ -412,7 +449,10 @@ pub(crate) mod tests {
         // in ICMPv4 it carries no identifier.
         let mut f = frame("ip4.src=1.1.1.1,ip4.dst=2.2.2.2,icmp4.type=128");
         assert_eq!(apply_action(&mut f, &Action::SetIcmpId(1)), Err(RewriteError::NotIcmpEcho));
-        assert_eq!(rewrite("ip6.src=::1,ip6.dst=::2,icmp6.type=129", Action::SetIcmpId(7)).icmp_id, 7);
+        assert_eq!(
+            rewrite("ip6.src=::1,ip6.dst=::2,icmp6.type=129", Action::SetIcmpId(7)).icmp_id,
+            7
+        );
     }
 
     #[test]

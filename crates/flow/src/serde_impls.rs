@@ -67,7 +67,8 @@ mod tests {
         assert_eq!(serde_json::from_str::<MacAddr>("\"02:00:00:00:00:1f\"").expect("de"), mac);
         assert!(serde_json::from_str::<MacAddr>("\"nope\"").is_err());
 
-        let k: FlowKey = "in_port=2,ip4.src=10.0.0.1,ip4.dst=10.0.0.2,udp.dst=53".parse().expect("key");
+        let k: FlowKey =
+            "in_port=2,ip4.src=10.0.0.1,ip4.dst=10.0.0.2,udp.dst=53".parse().expect("key");
         let json = serde_json::to_string(&k).expect("ser");
         assert_eq!(json, format!("\"{k}\""));
         assert_eq!(serde_json::from_str::<FlowKey>(&json).expect("de"), k);

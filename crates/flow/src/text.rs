@@ -137,7 +137,12 @@ const TCP_FLAG_NAMES: [(u16, &str); 9] = [
 
 /// Write `field=value` for one field of `key`; `prefix` is the IP prefix
 /// length to show (`None`: print the address bare).
-fn write_field(f: &mut fmt::Formatter<'_>, key: &FlowKey, field: FieldId, prefix: Option<u8>) -> fmt::Result {
+fn write_field(
+    f: &mut fmt::Formatter<'_>,
+    key: &FlowKey,
+    field: FieldId,
+    prefix: Option<u8>,
+) -> fmt::Result {
     if field == FieldId::InPort {
         return write!(f, "{}", key.in_port);
     }
@@ -246,7 +251,8 @@ impl fmt::Display for FlowMask {
             }
             first = false;
             f.write_str(field_name(field, None))?;
-            if let FieldId::Ipv4Src | FieldId::Ipv4Dst | FieldId::Ipv6Src | FieldId::Ipv6Dst = field {
+            if let FieldId::Ipv4Src | FieldId::Ipv4Dst | FieldId::Ipv6Src | FieldId::Ipv6Dst = field
+            {
                 write!(f, "/{}", self.prefix_len(field))?;
             }
         }
@@ -337,7 +343,12 @@ fn num<T: TryFrom<u64>>(field: &str, v: &str, expected: &'static str) -> Result<
 }
 
 /// Set an implied value, failing if an earlier field implied a different one.
-fn imply<T: PartialEq + Copy>(slot: &mut Option<T>, v: T, field: &str, what: &'static str) -> Result<(), DescParseError> {
+fn imply<T: PartialEq + Copy>(
+    slot: &mut Option<T>,
+    v: T,
+    field: &str,
+    what: &'static str,
+) -> Result<(), DescParseError> {
     match slot {
         Some(old) if *old != v => Err(DescParseError::Conflict { field: field.to_string(), what }),
         _ => {
@@ -446,7 +457,8 @@ impl FromStr for FlowKey {
                         _ => return Err(bad(name, v, "no, first or later")),
                     }
                 }
-                "tcp.src" | "tcp.dst" | "udp.src" | "udp.dst" | "sctp.src" | "sctp.dst" | "l4.src" | "l4.dst" => {
+                "tcp.src" | "tcp.dst" | "udp.src" | "udp.dst" | "sctp.src" | "sctp.dst"
+                | "l4.src" | "l4.dst" => {
                     let p = match &name[..name.len() - 4] {
                         "tcp" => Some(IP_PROTO_TCP),
                         "udp" => Some(IP_PROTO_UDP),
@@ -467,7 +479,8 @@ impl FromStr for FlowKey {
                     imply(&mut proto, IP_PROTO_TCP, name, pr)?;
                     k.tcp_flags = parse_tcp_flags(name, v)?;
                 }
-                "icmp4.type" | "icmp4.code" | "icmp4.id" | "icmp6.type" | "icmp6.code" | "icmp6.id" => {
+                "icmp4.type" | "icmp4.code" | "icmp4.id" | "icmp6.type" | "icmp6.code"
+                | "icmp6.id" => {
                     let (e, p) = if name.starts_with("icmp4") {
                         (ETH_TYPE_IPV4, IP_PROTO_ICMP)
                     } else {
@@ -549,7 +562,10 @@ mod tests {
     #[test]
     fn implied_defaults() {
         let k: FlowKey = "icmp4.id=5".parse().expect("parse");
-        assert_eq!((k.ethertype, k.ip_proto, k.icmp_type, k.icmp_id, k.ip_ttl), (ETH_TYPE_IPV4, 1, 8, 5, 64));
+        assert_eq!(
+            (k.ethertype, k.ip_proto, k.icmp_type, k.icmp_id, k.ip_ttl),
+            (ETH_TYPE_IPV4, 1, 8, 5, 64)
+        );
         let k: FlowKey = "arp.tpa=10.0.0.1".parse().expect("parse");
         assert!(k.is_arp());
         assert_eq!(k.ip_ttl, 0, "ARP has no TTL");
@@ -568,15 +584,31 @@ mod tests {
         let cases = [
             ("tcp.dst", DescParseError::MissingValue("tcp.dst".into())),
             ("foo=1", DescParseError::UnknownField("foo".into())),
-            ("tcp.dst=80,udp.src=1", DescParseError::Conflict { field: "udp.src".into(), what: "ip.proto" }),
-            ("arp.op=1,ip4.src=1.1.1.1", DescParseError::Conflict { field: "ip4.src".into(), what: "ethertype" }),
+            (
+                "tcp.dst=80,udp.src=1",
+                DescParseError::Conflict { field: "udp.src".into(), what: "ip.proto" },
+            ),
+            (
+                "arp.op=1,ip4.src=1.1.1.1",
+                DescParseError::Conflict { field: "ip4.src".into(), what: "ethertype" },
+            ),
         ];
         for (d, e) in cases {
             assert_eq!(d.parse::<FlowKey>(), Err(e), "{d}");
         }
-        for d in ["tcp.dst=65536", "ip4.src=10.0.0", "eth.src=02:00", "vlan.vid=4096", "vlan.pcp=8", "ip.frag=maybe", "tcp.flags=syn|bogus"] {
+        for d in [
+            "tcp.dst=65536",
+            "ip4.src=10.0.0",
+            "eth.src=02:00",
+            "vlan.vid=4096",
+            "vlan.pcp=8",
+            "ip.frag=maybe",
+            "tcp.flags=syn|bogus",
+        ] {
             match d.parse::<FlowKey>() {
-                Err(DescParseError::BadValue { field, .. }) => assert_eq!(Some(field.as_str()), d.split('=').next()),
+                Err(DescParseError::BadValue { field, .. }) => {
+                    assert_eq!(Some(field.as_str()), d.split('=').next())
+                }
                 other => panic!("{d}: {other:?}"),
             }
         }
@@ -598,7 +630,10 @@ mod tests {
 
     #[test]
     fn display_masked_shows_only_masked() {
-        let k: FlowKey = "in_port=3,eth.dst=02:00:00:00:00:02,ip4.src=10.0.0.2,ip4.dst=10.0.1.5,tcp.dst=80".parse().expect("parse");
+        let k: FlowKey =
+            "in_port=3,eth.dst=02:00:00:00:00:02,ip4.src=10.0.0.2,ip4.dst=10.0.1.5,tcp.dst=80"
+                .parse()
+                .expect("parse");
         let mut m = crate::FlowMatch::new(k);
         let _ = m.eth_dst();
         let _ = m.ipv4_dst_prefix(24);
@@ -607,7 +642,10 @@ mod tests {
             k.display_masked(m.mask()).to_string(),
             "in_port=3,eth.dst=02:00:00:00:00:02,eth.type=0x0800,ip4.dst=10.0.1.0/24,ip.proto=6,ip.frag=no,tcp.dst=80"
         );
-        assert_eq!(m.mask().to_string(), "in_port,eth.dst,eth.type,ip4.dst/24,ip.proto,ip.frag,l4.dst");
+        assert_eq!(
+            m.mask().to_string(),
+            "in_port,eth.dst,eth.type,ip4.dst/24,ip.proto,ip.frag,l4.dst"
+        );
         assert_eq!(FlowMask::empty().to_string(), "*");
         assert_eq!(k.display_masked(&FlowMask::empty()).to_string(), "*");
     }

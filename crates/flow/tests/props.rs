@@ -77,35 +77,81 @@ fn frame_of(k: &FlowKey, payload: &[u8]) -> Vec<u8> {
 fn blend(a: &FlowKey, b: &FlowKey, mask: &FlowMask) -> FlowKey {
     let mut k = *b;
     let on = |f| mask.is_marked(f);
-    if on(FieldId::InPort) { k.in_port = a.in_port }
-    if on(FieldId::EthSrc) { k.eth_src = a.eth_src }
-    if on(FieldId::EthDst) { k.eth_dst = a.eth_dst }
-    if on(FieldId::EthType) { k.ethertype = a.ethertype }
-    if on(FieldId::VlanVid) { k.vlan_vid = a.vlan_vid }
-    if on(FieldId::VlanPcp) { k.vlan_pcp = a.vlan_pcp }
-    if on(FieldId::ArpOp) { k.arp_op = a.arp_op }
-    if on(FieldId::ArpSha) { k.arp_sha = a.arp_sha }
-    if on(FieldId::ArpSpa) { k.arp_spa = a.arp_spa }
-    if on(FieldId::ArpTha) { k.arp_tha = a.arp_tha }
-    if on(FieldId::ArpTpa) { k.arp_tpa = a.arp_tpa }
+    if on(FieldId::InPort) {
+        k.in_port = a.in_port
+    }
+    if on(FieldId::EthSrc) {
+        k.eth_src = a.eth_src
+    }
+    if on(FieldId::EthDst) {
+        k.eth_dst = a.eth_dst
+    }
+    if on(FieldId::EthType) {
+        k.ethertype = a.ethertype
+    }
+    if on(FieldId::VlanVid) {
+        k.vlan_vid = a.vlan_vid
+    }
+    if on(FieldId::VlanPcp) {
+        k.vlan_pcp = a.vlan_pcp
+    }
+    if on(FieldId::ArpOp) {
+        k.arp_op = a.arp_op
+    }
+    if on(FieldId::ArpSha) {
+        k.arp_sha = a.arp_sha
+    }
+    if on(FieldId::ArpSpa) {
+        k.arp_spa = a.arp_spa
+    }
+    if on(FieldId::ArpTha) {
+        k.arp_tha = a.arp_tha
+    }
+    if on(FieldId::ArpTpa) {
+        k.arp_tpa = a.arp_tpa
+    }
     let v4 = |x: Ipv4Addr, y: Ipv4Addr, len: u8| {
         let m = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
         Ipv4Addr::from((u32::from(x) & m) | (u32::from(y) & !m))
     };
     k.ipv4_src = v4(a.ipv4_src, b.ipv4_src, mask.prefix_len(FieldId::Ipv4Src));
     k.ipv4_dst = v4(a.ipv4_dst, b.ipv4_dst, mask.prefix_len(FieldId::Ipv4Dst));
-    if on(FieldId::Ipv6Src) { k.ipv6_src = a.ipv6_src }
-    if on(FieldId::Ipv6Dst) { k.ipv6_dst = a.ipv6_dst }
-    if on(FieldId::IpProto) { k.ip_proto = a.ip_proto }
-    if on(FieldId::IpTos) { k.ip_tos = a.ip_tos }
-    if on(FieldId::IpTtl) { k.ip_ttl = a.ip_ttl }
-    if on(FieldId::IpFrag) { k.ip_frag = a.ip_frag }
-    if on(FieldId::L4Src) { k.l4_src = a.l4_src }
-    if on(FieldId::L4Dst) { k.l4_dst = a.l4_dst }
-    if on(FieldId::TcpFlags) { k.tcp_flags = a.tcp_flags }
-    if on(FieldId::IcmpType) { k.icmp_type = a.icmp_type }
-    if on(FieldId::IcmpCode) { k.icmp_code = a.icmp_code }
-    if on(FieldId::IcmpId) { k.icmp_id = a.icmp_id }
+    if on(FieldId::Ipv6Src) {
+        k.ipv6_src = a.ipv6_src
+    }
+    if on(FieldId::Ipv6Dst) {
+        k.ipv6_dst = a.ipv6_dst
+    }
+    if on(FieldId::IpProto) {
+        k.ip_proto = a.ip_proto
+    }
+    if on(FieldId::IpTos) {
+        k.ip_tos = a.ip_tos
+    }
+    if on(FieldId::IpTtl) {
+        k.ip_ttl = a.ip_ttl
+    }
+    if on(FieldId::IpFrag) {
+        k.ip_frag = a.ip_frag
+    }
+    if on(FieldId::L4Src) {
+        k.l4_src = a.l4_src
+    }
+    if on(FieldId::L4Dst) {
+        k.l4_dst = a.l4_dst
+    }
+    if on(FieldId::TcpFlags) {
+        k.tcp_flags = a.tcp_flags
+    }
+    if on(FieldId::IcmpType) {
+        k.icmp_type = a.icmp_type
+    }
+    if on(FieldId::IcmpCode) {
+        k.icmp_code = a.icmp_code
+    }
+    if on(FieldId::IcmpId) {
+        k.icmp_id = a.icmp_id
+    }
     k
 }
 
@@ -115,7 +161,11 @@ fn decide(m: &mut FlowMatch) -> (u32, FlowKey) {
     let verdict = if m.eth_dst().is_multicast() {
         1
     } else if m.ethertype() == ETH_TYPE_ARP {
-        if m.arp_op() == 1 && m.arp_tpa() == Ipv4Addr::new(10, 0, 0, 1) { 2 } else { 3 }
+        if m.arp_op() == 1 && m.arp_tpa() == Ipv4Addr::new(10, 0, 0, 1) {
+            2
+        } else {
+            3
+        }
     } else if m.ethertype() != ETH_TYPE_IPV4 {
         4
     } else if m.ipv4_dst_in(Ipv4Addr::new(10, 0, 0, 0), 8) {
@@ -125,7 +175,11 @@ fn decide(m: &mut FlowMatch) -> (u32, FlowKey) {
         } else {
             m.set_ip_ttl(ttl - 1);
             m.set_eth_dst(MacAddr([2, 0, 0, 0, 0, 0x10]));
-            if m.ip_proto() == IP_PROTO_TCP && m.ip_frag() != FragType::Later && m.l4_dst() == 22 { 6 } else { 7 }
+            if m.ip_proto() == IP_PROTO_TCP && m.ip_frag() != FragType::Later && m.l4_dst() == 22 {
+                6
+            } else {
+                7
+            }
         }
     } else if m.ipv4_src_prefix(16) == Ipv4Addr::new(192, 168, 0, 0) {
         m.set_ipv4_src(Ipv4Addr::new(203, 0, 113, 1));

@@ -259,7 +259,11 @@ pub struct Rule {
     pub rule_type: RuleType,
     /// 1-based position in the chain. On create: where to insert (absent
     /// means 1, as MidoNet 5.x); on read: where the rule is. Not stored.
-    #[serde(default, deserialize_with = "lenient::opt_num", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_num",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub position: Option<u32>,
     #[serde(flatten)]
     pub condition: Condition,

@@ -199,7 +199,8 @@ mod tests {
 
     #[test]
     fn numbers_as_strings_and_nulls_are_accepted() {
-        let t: T = serde_json::from_str(r#"{"n":"24","b":null,"up":null,"v":null}"#).expect("parse");
+        let t: T =
+            serde_json::from_str(r#"{"n":"24","b":null,"up":null,"v":null}"#).expect("parse");
         assert_eq!(t.n, Some(24));
         assert!(!t.b);
         assert!(t.up);

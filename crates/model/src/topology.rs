@@ -191,10 +191,9 @@ impl Topology {
             ObjectKind::Vip => upd!(self.vips, id(key, p0)?),
             ObjectKind::HealthMonitor => upd!(self.health_monitors, id(key, p0)?),
             ObjectKind::Mirror => upd!(self.mirrors, id(key, p0)?),
-            ObjectKind::IpAddrGroupAddr => upd!(
-                self.ip_addr_group_addrs,
-                (id(key, p0)?, parsed(key, part(key, &parts, 1)?)?)
-            ),
+            ObjectKind::IpAddrGroupAddr => {
+                upd!(self.ip_addr_group_addrs, (id(key, p0)?, parsed(key, part(key, &parts, 1)?)?))
+            }
             ObjectKind::HostInterface => {
                 upd!(self.host_interfaces, (id(key, p0)?, part(key, &parts, 1)?.to_owned()))
             }
@@ -220,10 +219,9 @@ impl Topology {
                     parsed(key, part(key, &parts, 2)?)?
                 )
             ),
-            ObjectKind::ArpTableEntry => upd!(
-                self.arp_entries,
-                (id(key, p0)?, parsed(key, part(key, &parts, 1)?)?)
-            ),
+            ObjectKind::ArpTableEntry => {
+                upd!(self.arp_entries, (id(key, p0)?, parsed(key, part(key, &parts, 1)?)?))
+            }
         }
         Ok(())
     }
@@ -278,7 +276,11 @@ impl Topology {
                 return None;
             }
             let shared = self.tunnel_zone_hosts.contains_key(&(m.tunnel_zone_id, local));
-            if shared { m.ip_address } else { None }
+            if shared {
+                m.ip_address
+            } else {
+                None
+            }
         })
     }
 }
@@ -291,7 +293,12 @@ mod tests {
     #[test]
     fn apply_put_and_delete_for_top_level_and_sub_objects() {
         let mut t = Topology::default();
-        let b = Bridge { id: BridgeId::random(), name: "b".into(), admin_state_up: true, ..Default::default() };
+        let b = Bridge {
+            id: BridgeId::random(),
+            name: "b".into(),
+            admin_state_up: true,
+            ..Default::default()
+        };
         t.insert(&b);
         let p = Port {
             id: PortId::random(),
@@ -301,7 +308,12 @@ mod tests {
             ..Default::default()
         };
         t.insert(&p);
-        let e = MacTableEntry { bridge_id: b.id, mac_addr: "02:00:00:00:00:01".parse().expect("mac"), port_id: p.id, vlan_id: 0 };
+        let e = MacTableEntry {
+            bridge_id: b.id,
+            mac_addr: "02:00:00:00:00:01".parse().expect("mac"),
+            port_id: p.id,
+            vlan_id: 0,
+        };
         t.insert(&e);
         assert_eq!(t.ports_of(b.id.cast()).count(), 1);
         assert_eq!(t.mac_entries.len(), 1);
@@ -318,7 +330,11 @@ mod tests {
         let z1 = TunnelZoneId::random();
         let z2 = TunnelZoneId::random();
         for (z, h, ip) in [(z1, a, "10.0.0.1"), (z1, b, "10.0.0.2"), (z2, c, "10.0.0.3")] {
-            t.insert(&TunnelZoneHost { tunnel_zone_id: z, host_id: h, ip_address: Some(ip.parse().expect("ip")) });
+            t.insert(&TunnelZoneHost {
+                tunnel_zone_id: z,
+                host_id: h,
+                ip_address: Some(ip.parse().expect("ip")),
+            });
         }
         assert_eq!(t.tunnel_ip(a, b), Some("10.0.0.2".parse().expect("ip")));
         assert_eq!(t.tunnel_ip(a, c), None);

@@ -216,10 +216,16 @@ impl Validate for Rule {
         let nat = matches!(self.rule_type, RuleType::Dnat | RuleType::Snat);
         let rev_nat = matches!(self.rule_type, RuleType::RevDnat | RuleType::RevSnat);
         if !nat && !self.nat_targets.is_empty() {
-            return err("natTargets", format!("only dnat and snat rules have NAT targets, not {}", self.rule_type));
+            return err(
+                "natTargets",
+                format!("only dnat and snat rules have NAT targets, not {}", self.rule_type),
+            );
         }
         if !(nat || rev_nat) && self.flow_action.is_some() {
-            return err("flowAction", format!("only NAT rules have a flowAction, not {}", self.rule_type));
+            return err(
+                "flowAction",
+                format!("only NAT rules have a flowAction, not {}", self.rule_type),
+            );
         }
         match self.rule_type {
             RuleType::Jump => {
@@ -236,10 +242,22 @@ impl Validate for Rule {
                 }
                 for t in &self.nat_targets {
                     if u32::from(t.address_from) > u32::from(t.address_to) {
-                        return err("natTargets", format!("addressFrom {} is after addressTo {}", t.address_from, t.address_to));
+                        return err(
+                            "natTargets",
+                            format!(
+                                "addressFrom {} is after addressTo {}",
+                                t.address_from, t.address_to
+                            ),
+                        );
                     }
                     if t.port_from > t.port_to {
-                        return err("natTargets", format!("portFrom {} is greater than portTo {}", t.port_from, t.port_to));
+                        return err(
+                            "natTargets",
+                            format!(
+                                "portFrom {} is greater than portTo {}",
+                                t.port_from, t.port_to
+                            ),
+                        );
                     }
                     if !t.is_static() && t.port_from == 0 {
                         return err("natTargets", "a dynamic NAT port range starts at 1 or more");
@@ -247,12 +265,17 @@ impl Validate for Rule {
                 }
                 let statics = self.nat_targets.iter().filter(|t| t.is_static()).count();
                 if statics > 0 && statics != self.nat_targets.len() {
-                    return err("natTargets", "targets are either all static (ports 0-0) or all dynamic");
+                    return err(
+                        "natTargets",
+                        "targets are either all static (ports 0-0) or all dynamic",
+                    );
                 }
                 if statics > 1 {
                     return err("natTargets", "a static NAT rule has exactly one target");
                 }
-                if statics == 1 && self.nat_targets[0].address_from != self.nat_targets[0].address_to {
+                if statics == 1
+                    && self.nat_targets[0].address_from != self.nat_targets[0].address_to
+                {
                     return err("natTargets", "a static NAT target is a single address");
                 }
             }
@@ -261,7 +284,10 @@ impl Validate for Rule {
                 if self.rule_type == RuleType::Redirect && self.target_port_id.is_none() {
                     return err("targetPortId", "a redirect rule needs its target port");
                 }
-                if self.rule_type == RuleType::L2Transform && !self.pop_vlan && self.push_vlan.is_none() {
+                if self.rule_type == RuleType::L2Transform
+                    && !self.pop_vlan
+                    && self.push_vlan.is_none()
+                {
                     return err("pushVlan", "an l2_transform rule needs popVlan or pushVlan");
                 }
             }
@@ -365,7 +391,10 @@ impl Validate for DhcpSubnet {
         }
         for r in &self.opt121_routes {
             if r.destination_length > 32 {
-                return err("opt121Routes", format!("prefix length {} exceeds 32", r.destination_length));
+                return err(
+                    "opt121Routes",
+                    format!("prefix length {} exceeds 32", r.destination_length),
+                );
             }
         }
         Ok(())
@@ -414,7 +443,10 @@ impl Validate for Pool {
             return err("protocol", format!("`{}` is not supported; only TCP", self.protocol));
         }
         if !self.lb_method.eq_ignore_ascii_case("ROUND_ROBIN") {
-            return err("lbMethod", format!("`{}` is not supported; only ROUND_ROBIN", self.lb_method));
+            return err(
+                "lbMethod",
+                format!("`{}` is not supported; only ROUND_ROBIN", self.lb_method),
+            );
         }
         Ok(())
     }
@@ -481,15 +513,23 @@ mod tests {
 
     #[test]
     fn router_port_needs_consistent_addressing() {
-        let p: Port = parse(r#"{"type":"Router","portAddress":"10.0.1.1","networkAddress":"10.0.0.0","networkLength":24}"#);
+        let p: Port = parse(
+            r#"{"type":"Router","portAddress":"10.0.1.1","networkAddress":"10.0.0.0","networkLength":24}"#,
+        );
         assert_eq!(p.validate().expect_err("outside").field, "portAddress");
         let p: Port = parse(r#"{"type":"Router","networkAddress":"10.0.0.0","networkLength":24}"#);
         assert_eq!(p.validate().expect_err("missing").field, "portAddress");
-        let p: Port = parse(r#"{"type":"Router","portAddress":"10.0.0.1","networkAddress":"10.0.0.0","networkLength":33}"#);
+        let p: Port = parse(
+            r#"{"type":"Router","portAddress":"10.0.0.1","networkAddress":"10.0.0.0","networkLength":33}"#,
+        );
         assert_eq!(p.validate().expect_err("len").field, "networkLength");
-        let p: Port = parse(r#"{"type":"Router","portAddress":"10.0.0.1","networkAddress":"10.0.0.0","networkLength":24,"portMac":"01:00:5e:00:00:01"}"#);
+        let p: Port = parse(
+            r#"{"type":"Router","portAddress":"10.0.0.1","networkAddress":"10.0.0.0","networkLength":24,"portMac":"01:00:5e:00:00:01"}"#,
+        );
         assert_eq!(p.validate().expect_err("mcast mac").field, "portMac");
-        let p: Port = parse(r#"{"type":"Router","portAddress":"10.0.0.1","networkAddress":"10.0.0.0","networkLength":24}"#);
+        let p: Port = parse(
+            r#"{"type":"Router","portAddress":"10.0.0.1","networkAddress":"10.0.0.0","networkLength":24}"#,
+        );
         p.validate().expect("valid");
     }
 
@@ -507,7 +547,8 @@ mod tests {
     fn normal_route_needs_port() {
         let r: Route = parse(r#"{"dstNetworkAddr":"10.0.0.0","dstNetworkLength":24}"#);
         assert_eq!(r.validate().expect_err("no port").field, "nextHopPort");
-        let r: Route = parse(r#"{"type":"BlackHole","dstNetworkAddr":"10.0.0.0","dstNetworkLength":40}"#);
+        let r: Route =
+            parse(r#"{"type":"BlackHole","dstNetworkAddr":"10.0.0.0","dstNetworkLength":40}"#);
         assert_eq!(r.validate().expect_err("len").field, "dstNetworkLength");
     }
 
@@ -517,11 +558,16 @@ mod tests {
         assert_eq!(r.validate().expect_err("target").field, "jumpChainId");
         let r: Rule = parse(r#"{"type":"dnat"}"#);
         assert_eq!(r.validate().expect_err("targets").field, "natTargets");
-        let r: Rule = parse(r#"{"type":"snat","natTargets":[{"addressFrom":"1.1.1.1","addressTo":"1.1.1.2","portFrom":0,"portTo":0}]}"#);
+        let r: Rule = parse(
+            r#"{"type":"snat","natTargets":[{"addressFrom":"1.1.1.1","addressTo":"1.1.1.2","portFrom":0,"portTo":0}]}"#,
+        );
         assert_eq!(r.validate().expect_err("static range").field, "natTargets");
-        let r: Rule = parse(r#"{"type":"snat","natTargets":[{"addressFrom":"1.1.1.1","addressTo":"1.1.1.1","portFrom":2000,"portTo":1000}]}"#);
+        let r: Rule = parse(
+            r#"{"type":"snat","natTargets":[{"addressFrom":"1.1.1.1","addressTo":"1.1.1.1","portFrom":2000,"portTo":1000}]}"#,
+        );
         assert_eq!(r.validate().expect_err("ports").field, "natTargets");
-        let r: Rule = parse(r#"{"type":"accept","tpDst":{"start":80,"end":80},"fragmentPolicy":"any"}"#);
+        let r: Rule =
+            parse(r#"{"type":"accept","tpDst":{"start":80,"end":80},"fragmentPolicy":"any"}"#);
         assert_eq!(r.validate().expect_err("frag").field, "fragmentPolicy");
         let r: Rule = parse(r#"{"type":"accept","tpDst":{"start":90,"end":80}}"#);
         assert_eq!(r.validate().expect_err("range").field, "tpDst");
@@ -533,7 +579,9 @@ mod tests {
         assert_eq!(r.validate().expect_err("len").field, "nwSrcLength");
         let r: Rule = parse(r#"{"type":"l2_transform","pushVlan":10}"#);
         r.validate().expect("valid");
-        let r: Rule = parse(r#"{"type":"dnat","flowAction":"accept","natTargets":[{"addressFrom":"10.0.0.5","addressTo":"10.0.0.9","portFrom":80,"portTo":80}]}"#);
+        let r: Rule = parse(
+            r#"{"type":"dnat","flowAction":"accept","natTargets":[{"addressFrom":"10.0.0.5","addressTo":"10.0.0.9","portFrom":80,"portTo":80}]}"#,
+        );
         r.validate().expect("valid dynamic dnat");
     }
 
@@ -541,13 +589,15 @@ mod tests {
     fn tunnel_zone_member_needs_unicast_ip() {
         let m: TunnelZoneHost = parse(r#"{"hostId":"6b1d2a4e-0f43-4c56-9bd5-2d6f1c1e7a10"}"#);
         assert_eq!(m.validate().expect_err("ip").field, "ipAddress");
-        let m: TunnelZoneHost = parse(r#"{"hostId":"6b1d2a4e-0f43-4c56-9bd5-2d6f1c1e7a10","ipAddress":"224.0.0.1"}"#);
+        let m: TunnelZoneHost =
+            parse(r#"{"hostId":"6b1d2a4e-0f43-4c56-9bd5-2d6f1c1e7a10","ipAddress":"224.0.0.1"}"#);
         assert_eq!(m.validate().expect_err("mcast").field, "ipAddress");
     }
 
     #[test]
     fn dhcp_subnet_gateway_inside() {
-        let s: DhcpSubnet = parse(r#"{"subnetPrefix":"10.0.0.0","subnetLength":24,"defaultGateway":"10.0.1.1"}"#);
+        let s: DhcpSubnet =
+            parse(r#"{"subnetPrefix":"10.0.0.0","subnetLength":24,"defaultGateway":"10.0.1.1"}"#);
         assert_eq!(s.validate().expect_err("gw").field, "defaultGateway");
     }
 }

@@ -146,7 +146,10 @@ mod tests {
         let k = mac_entry(h, 7, "02:AA:00:00:00:01");
         assert!(k.starts_with(&mac_table_prefix(h)));
         assert_eq!(parse(&k), Some(StateKey::Mac { bridge: h, vlan: 7, mac: "02:aa:00:00:00:01" }));
-        assert_eq!(parse(&arp_entry(h, "10.0.0.1")), Some(StateKey::Arp { device: h, ip: "10.0.0.1" }));
+        assert_eq!(
+            parse(&arp_entry(h, "10.0.0.1")),
+            Some(StateKey::Arp { device: h, ip: "10.0.0.1" })
+        );
         assert!(is_state_key(&host_alive(h)));
         assert!(!is_state_key("/midonet/v1/bridges/x"));
         assert_eq!(parse("/midonet/v1/state/tables/mac/b/notanumber/m"), None);
@@ -159,7 +162,11 @@ mod tests {
             event: Some(pb::subscribe_response::Event::Delta(pb::Delta {
                 revision: 42,
                 changes: vec![
-                    pb::Change { key: "/midonet/v1/bridges/x".into(), value: b"{}".to_vec(), deleted: false },
+                    pb::Change {
+                        key: "/midonet/v1/bridges/x".into(),
+                        value: b"{}".to_vec(),
+                        deleted: false,
+                    },
                     pb::Change { key: "/midonet/v1/ports/y".into(), value: vec![], deleted: true },
                 ],
             })),

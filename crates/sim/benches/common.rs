@@ -19,7 +19,14 @@ pub struct World {
 impl World {
     pub fn input(&self, i: usize) -> SimInput<'_> {
         let (key, frame) = &self.packets[i % self.packets.len()];
-        SimInput { ingress: self.ingress, key: *key, frame, now: Duration::from_secs(1), hash_seed: 1, trace: false }
+        SimInput {
+            ingress: self.ingress,
+            key: *key,
+            frame,
+            now: Duration::from_secs(1),
+            hash_seed: 1,
+            trace: false,
+        }
     }
 }
 
@@ -55,10 +62,25 @@ fn chain20(t: &mut TopoBuilder, name: &str) -> ChainId {
     for i in 0..19u16 {
         // Rules that look at different fields and do not match the traffic.
         let cond = match i % 4 {
-            0 => Condition { nw_proto: Some(6), tp_dst: Some(PortRange { start: 1000 + i, end: 1000 + i }), ..Default::default() },
-            1 => Condition { nw_src_address: Some(format!("172.16.{i}.0").parse().expect("ip")), nw_src_length: Some(24), ..Default::default() },
-            2 => Condition { nw_proto: Some(17), tp_dst: Some(PortRange { start: 53, end: 53 }), ..Default::default() },
-            _ => Condition { dl_src: Some(format!("02:00:00:00:ff:{i:02x}").parse().expect("mac")), ..Default::default() },
+            0 => Condition {
+                nw_proto: Some(6),
+                tp_dst: Some(PortRange { start: 1000 + i, end: 1000 + i }),
+                ..Default::default()
+            },
+            1 => Condition {
+                nw_src_address: Some(format!("172.16.{i}.0").parse().expect("ip")),
+                nw_src_length: Some(24),
+                ..Default::default()
+            },
+            2 => Condition {
+                nw_proto: Some(17),
+                tp_dst: Some(PortRange { start: 53, end: 53 }),
+                ..Default::default()
+            },
+            _ => Condition {
+                dl_src: Some(format!("02:00:00:00:ff:{i:02x}").parse().expect("mac")),
+                ..Default::default()
+            },
         };
         t.rule(c, Rule { rule_type: RuleType::Drop, condition: cond, ..Default::default() });
     }

@@ -15,7 +15,11 @@ mod common;
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("sim");
     g.throughput(Throughput::Elements(1));
-    for (name, w) in [("a_l2_unicast", common::l2()), ("b_routed_20_rules", common::routed()), ("c_10k_routes", common::big_table())] {
+    for (name, w) in [
+        ("a_l2_unicast", common::l2()),
+        ("b_routed_20_rules", common::routed()),
+        ("c_10k_routes", common::big_table()),
+    ] {
         let mut out = SimResult::default();
         let mut icmp = IcmpRateLimiter::default();
         let mut i = 0usize;
@@ -25,7 +29,14 @@ fn bench(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 i = i.wrapping_add(1);
-                simulate_into(&w.snap, &w.state, &NoConntrack, &mut icmp, black_box(&w.input(i)), &mut out);
+                simulate_into(
+                    &w.snap,
+                    &w.state,
+                    &NoConntrack,
+                    &mut icmp,
+                    black_box(&w.input(i)),
+                    &mut out,
+                );
                 black_box(&out.decision);
             })
         });

@@ -31,13 +31,23 @@ impl TopoBuilder {
 
     pub fn bridge(&mut self, name: &str) -> BridgeId {
         let id = self.id();
-        self.topo.insert(&Bridge { id, name: name.into(), admin_state_up: true, ..Default::default() });
+        self.topo.insert(&Bridge {
+            id,
+            name: name.into(),
+            admin_state_up: true,
+            ..Default::default()
+        });
         id
     }
 
     pub fn router(&mut self, name: &str) -> RouterId {
         let id = self.id();
-        self.topo.insert(&Router { id, name: name.into(), admin_state_up: true, ..Default::default() });
+        self.topo.insert(&Router {
+            id,
+            name: name.into(),
+            admin_state_up: true,
+            ..Default::default()
+        });
         id
     }
 
@@ -118,7 +128,13 @@ impl TopoBuilder {
     }
 
     /// A route `dst` ("10.0.1.0/24") out of `port`, via `gw`.
-    pub fn route(&mut self, r: RouterId, dst: &str, port: Option<PortId>, gw: Option<&str>) -> RouteId {
+    pub fn route(
+        &mut self,
+        r: RouterId,
+        dst: &str,
+        port: Option<PortId>,
+        gw: Option<&str>,
+    ) -> RouteId {
         self.route_full(r, dst, "0.0.0.0/0", port, gw, 100, RouteType::Normal)
     }
 
@@ -204,11 +220,20 @@ impl TopoBuilder {
     }
 
     pub fn mac_entry(&mut self, b: BridgeId, vlan: u16, mac: &str, port: PortId) {
-        self.topo.insert(&MacTableEntry { bridge_id: b, mac_addr: mac.parse().expect("mac"), port_id: port, vlan_id: vlan });
+        self.topo.insert(&MacTableEntry {
+            bridge_id: b,
+            mac_addr: mac.parse().expect("mac"),
+            port_id: port,
+            vlan_id: vlan,
+        });
     }
 
     pub fn arp_entry(&mut self, b: BridgeId, ip: &str, mac: &str) {
-        self.topo.insert(&ArpTableEntry { bridge_id: b, ip: ip.parse().expect("ip"), mac: mac.parse().expect("mac") });
+        self.topo.insert(&ArpTableEntry {
+            bridge_id: b,
+            ip: ip.parse().expect("ip"),
+            mac: mac.parse().expect("mac"),
+        });
     }
 
     pub fn build(&self) -> Topology {

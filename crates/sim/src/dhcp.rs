@@ -39,8 +39,8 @@ use std::net::Ipv4Addr;
 
 use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
-use midonet_wire::checksum::{finish, pseudo_header_v4, set_ipv4_header_checksum, sum};
 use midonet_model::{BridgeId, DhcpExtraOpt, DhcpHost, DhcpSubnet, Topology};
+use midonet_wire::checksum::{finish, pseudo_header_v4, set_ipv4_header_checksum, sum};
 
 use crate::snapshot::Map;
 use crate::MacAddr;
@@ -136,7 +136,10 @@ fn udp_payload(frame: &[u8]) -> Option<&[u8]> {
 pub(crate) fn answer(cfg: &BridgeDhcp, frame: &[u8]) -> Option<Answer> {
     let payload = udp_payload(frame)?;
     let req = v4::Message::decode(&mut Decoder::new(payload)).ok()?;
-    if req.opcode() != v4::Opcode::BootRequest || req.htype() != v4::HType::Eth || req.chaddr().len() < 6 {
+    if req.opcode() != v4::Opcode::BootRequest
+        || req.htype() != v4::HType::Eth
+        || req.chaddr().len() < 6
+    {
         return None;
     }
     let mut client = [0u8; 6];
@@ -175,7 +178,13 @@ fn prefix_mask(len: u8) -> Ipv4Addr {
     Ipv4Addr::from(if len == 0 { 0 } else { u32::MAX << (32 - len) })
 }
 
-fn build_reply(req: &v4::Message, reply: Reply, s: &DhcpSubnet, h: &DhcpHost, server: Ipv4Addr) -> v4::Message {
+fn build_reply(
+    req: &v4::Message,
+    reply: Reply,
+    s: &DhcpSubnet,
+    h: &DhcpHost,
+    server: Ipv4Addr,
+) -> v4::Message {
     let mut m = v4::Message::default();
     m.set_opcode(v4::Opcode::BootReply)
         .set_htype(v4::HType::Eth)
@@ -192,7 +201,11 @@ fn build_reply(req: &v4::Message, reply: Reply, s: &DhcpSubnet, h: &DhcpHost, se
     }
     m.set_yiaddr(h.ip_addr).set_siaddr(server);
     let o = m.opts_mut();
-    o.insert(DhcpOption::MessageType(if reply == Reply::Offer { MessageType::Offer } else { MessageType::Ack }));
+    o.insert(DhcpOption::MessageType(if reply == Reply::Offer {
+        MessageType::Offer
+    } else {
+        MessageType::Ack
+    }));
     o.insert(DhcpOption::ServerIdentifier(server));
     o.insert(DhcpOption::AddressLeaseTime(LEASE_SECS));
     let mask = prefix_mask(s.subnet_length);
@@ -209,7 +222,8 @@ fn build_reply(req: &v4::Message, reply: Reply, s: &DhcpSubnet, h: &DhcpHost, se
     if !s.opt121_routes.is_empty() {
         let mut routes = Vec::with_capacity(s.opt121_routes.len() + 1);
         for r in &s.opt121_routes {
-            if let Ok(net) = ipnet::Ipv4Net::new(r.destination_prefix, r.destination_length.min(32)) {
+            if let Ok(net) = ipnet::Ipv4Net::new(r.destination_prefix, r.destination_length.min(32))
+            {
                 routes.push((net.trunc(), r.gateway_addr));
             }
         }
@@ -300,7 +314,13 @@ pub fn extra_option(x: &DhcpExtraOpt) -> Option<DhcpOption> {
 }
 
 /// An Ethernet/IPv4/UDP 67→68 frame carrying `payload`, checksums filled.
-fn udp_frame(src_mac: MacAddr, dst_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Option<Vec<u8>> {
+fn udp_frame(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
     let udp_len = u16::try_from(8 + payload.len()).ok()?;
     let total = udp_len.checked_add(20)?;
     let mut f = Vec::with_capacity(14 + usize::from(total));
@@ -340,16 +360,24 @@ mod tests {
 
     #[test]
     fn extra_options_by_name_and_code() {
-        assert_eq!(extra_option(&opt("domain-name", "example.org")), Some(DhcpOption::DomainName("example.org".into())));
+        assert_eq!(
+            extra_option(&opt("domain-name", "example.org")),
+            Some(DhcpOption::DomainName("example.org".into()))
+        );
         assert_eq!(
             extra_option(&opt("6", "10.0.0.53, 10.0.0.54")),
-            Some(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(10, 0, 0, 53), Ipv4Addr::new(10, 0, 0, 54)]))
+            Some(DhcpOption::DomainNameServer(vec![
+                Ipv4Addr::new(10, 0, 0, 53),
+                Ipv4Addr::new(10, 0, 0, 54)
+            ]))
         );
         assert_eq!(extra_option(&opt("MTU", "1400")), Some(DhcpOption::InterfaceMtu(1400)));
         assert_eq!(extra_option(&opt("mtu", "big")), None, "a bad value drops the option");
         assert_eq!(extra_option(&opt("no-such-option", "x")), None);
         assert_eq!(extra_option(&opt("53", "1")), None, "the message type is not the user's");
-        let Some(DhcpOption::Unknown(u)) = extra_option(&opt("224", "abc")) else { panic!("unknown code") };
+        let Some(DhcpOption::Unknown(u)) = extra_option(&opt("224", "abc")) else {
+            panic!("unknown code")
+        };
         assert_eq!((u8::from(u.code()), u.data()), (224, &b"abc"[..]));
     }
 
@@ -362,19 +390,28 @@ mod tests {
 
     #[test]
     fn udp_frame_checksums_verify() {
-        let f = udp_frame(SERVER_MAC, MacAddr([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::BROADCAST, b"hello")
-            .expect("frame");
+        let f = udp_frame(
+            SERVER_MAC,
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::BROADCAST,
+            b"hello",
+        )
+        .expect("frame");
         assert_eq!(checksum(&f[14..34]), 0);
         let mut pseudo = Vec::new();
         pseudo.extend_from_slice(&f[26..34]);
         pseudo.extend_from_slice(&[0, 17, 0, 13]);
         pseudo.extend_from_slice(&f[34..]);
         assert_eq!(checksum(&pseudo), 0);
-        assert_eq!(udp_payload(&{
-            // Reflect into a request to port 67 to exercise the parser.
-            let mut g = f.clone();
-            g[36..38].copy_from_slice(&67u16.to_be_bytes());
-            g
-        }), Some(&b"hello"[..]));
+        assert_eq!(
+            udp_payload(&{
+                // Reflect into a request to port 67 to exercise the parser.
+                let mut g = f.clone();
+                g[36..38].copy_from_slice(&67u16.to_be_bytes());
+                g
+            }),
+            Some(&b"hello"[..])
+        );
     }
 }

@@ -45,8 +45,10 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use midonet_model::{
+    ChainId, DeviceId, FlowAction, FragmentPolicy, MirrorId, PortId, RouteType, RouterId,
+};
 use midonet_wire::IcmpError;
-use midonet_model::{ChainId, DeviceId, FlowAction, FragmentPolicy, MirrorId, PortId, RouteType, RouterId};
 
 use crate::packets;
 use crate::result::*;
@@ -217,7 +219,11 @@ fn act_text(a: &RuleAct) -> String {
         RuleAct::Return => "return".into(),
         RuleAct::Jump(c) => format!("jump to {c}"),
         RuleAct::StaticNat { dnat, to, then } => {
-            format!("{} to {to} then {}", if *dnat { "static dnat" } else { "static snat" }, then.as_str())
+            format!(
+                "{} to {to} then {}",
+                if *dnat { "static dnat" } else { "static snat" },
+                then.as_str()
+            )
         }
         RuleAct::DynamicNat => "dynamic nat".into(),
         RuleAct::RevNat { dnat, then } => {
@@ -424,7 +430,12 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     /// packet to UDP 68→67 is never cacheable: whether it is answered
     /// depends on its payload (the client MAC and message type), which a
     /// megaflow cannot match.
-    fn dhcp(&mut self, bid: midonet_model::BridgeId, cfg: &crate::dhcp::BridgeDhcp, p: &SPort) -> bool {
+    fn dhcp(
+        &mut self,
+        bid: midonet_model::BridgeId,
+        cfg: &crate::dhcp::BridgeDhcp,
+        p: &SPort,
+    ) -> bool {
         if self.fm.ethertype() != ETH_IPV4
             || self.fm.ip_proto() != PROTO_UDP
             || self.fm.l4_dst() != crate::dhcp::SERVER_PORT
@@ -436,10 +447,20 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         self.tag(Tag::bridge(bid));
         self.tag(Tag::dhcp(bid));
         let Some(a) = crate::dhcp::answer(cfg, self.inp.frame) else {
-            trace!(self, TraceStep::Dhcp { what: "no static host for this request: passed to the bridge".into() });
+            trace!(
+                self,
+                TraceStep::Dhcp {
+                    what: "no static host for this request: passed to the bridge".into()
+                }
+            );
             return false;
         };
-        trace!(self, TraceStep::Dhcp { what: format!("{:?} {} to {}", a.reply, a.ip, a.client).to_lowercase() });
+        trace!(
+            self,
+            TraceStep::Dhcp {
+                what: format!("{:?} {} to {}", a.reply, a.ip, a.client).to_lowercase()
+            }
+        );
         self.generated(GenKind::DhcpReply, GenTarget::Emit(p.id), a.frame);
         self.consumed = true;
         true
@@ -530,20 +551,30 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             Flow::Done(v) => v,
             Flow::Continue | Flow::Return => Verdict::Accept,
         };
-        trace!(self, TraceStep::ChainResult {
-            chain: id,
-            result: match &r {
-                Verdict::Accept => "accept".into(),
-                Verdict::Drop => "drop".into(),
-                Verdict::Reject => "reject".into(),
-                Verdict::DynNat => "dynamic nat (not yet supported)".into(),
-                Verdict::Redirect { port, .. } => format!("redirect to {port}"),
+        trace!(
+            self,
+            TraceStep::ChainResult {
+                chain: id,
+                result: match &r {
+                    Verdict::Accept => "accept".into(),
+                    Verdict::Drop => "drop".into(),
+                    Verdict::Reject => "reject".into(),
+                    Verdict::DynNat => "dynamic nat (not yet supported)".into(),
+                    Verdict::Redirect { port, .. } => format!("redirect to {port}"),
+                }
             }
-        });
+        );
         r
     }
 
-    fn eval(&mut self, id: ChainId, hook: Hook, ctx: Ctx, visited: &mut [ChainId; MAX_JUMPS], n: &mut usize) -> Flow {
+    fn eval(
+        &mut self,
+        id: ChainId,
+        hook: Hook,
+        ctx: Ctx,
+        visited: &mut [ChainId; MAX_JUMPS],
+        n: &mut usize,
+    ) -> Flow {
         let snap = self.snap;
         self.tag(Tag::chain(id));
         let Some(chain) = snap.chains.get(&id) else { return Flow::Continue };
@@ -559,7 +590,15 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             if !self.matches(&rule.cond, ctx) {
                 continue;
             }
-            trace!(self, TraceStep::Rule { chain: id, index: i + 1, rule: rule.id, action: act_text(&rule.act) });
+            trace!(
+                self,
+                TraceStep::Rule {
+                    chain: id,
+                    index: i + 1,
+                    rule: rule.id,
+                    action: act_text(&rule.act)
+                }
+            );
             let then = match &rule.act {
                 RuleAct::Accept => return Flow::Done(Verdict::Accept),
                 RuleAct::Drop => return Flow::Done(Verdict::Drop),
@@ -596,14 +635,24 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                         let Some(orig) = snap.rev_dnat.get(&src) else { continue };
                         self.fm.set_ipv4_src(*orig);
                         self.dirty |= F_IP_SRC;
-                        trace!(self, TraceStep::Rewrite { what: format!("ip4.src={orig} (reverse static dnat)") });
+                        trace!(
+                            self,
+                            TraceStep::Rewrite {
+                                what: format!("ip4.src={orig} (reverse static dnat)")
+                            }
+                        );
                     } else {
                         let dst = self.fm.ipv4_dst();
                         let Some(orig) = snap.rev_snat.get(&dst) else { continue };
                         self.fm.set_ipv4_dst(*orig);
                         self.dirty |= F_IP_DST;
                         self.dst_rewritten = true;
-                        trace!(self, TraceStep::Rewrite { what: format!("ip4.dst={orig} (reverse static snat)") });
+                        trace!(
+                            self,
+                            TraceStep::Rewrite {
+                                what: format!("ip4.dst={orig} (reverse static snat)")
+                            }
+                        );
                     }
                     *then
                 }
@@ -613,7 +662,11 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 }
                 RuleAct::Redirect { port, ingress, fail_open, pop, push } => {
                     self.l2(*pop, *push);
-                    return Flow::Done(Verdict::Redirect { port: *port, ingress: *ingress, fail_open: *fail_open });
+                    return Flow::Done(Verdict::Redirect {
+                        port: *port,
+                        ingress: *ingress,
+                        fail_open: *fail_open,
+                    });
                 }
             };
             match then {
@@ -804,7 +857,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             if let Some((g, inv)) = g {
                 self.tag(Tag::ip_addr_group(g));
                 let ip = self.pkt_ip(src);
-                let hit = ip.is_some_and(|a| self.snap.ip_groups.get(&g).is_some_and(|s| s.contains(&a)));
+                let hit =
+                    ip.is_some_and(|a| self.snap.ip_groups.get(&g).is_some_and(|s| s.contains(&a)));
                 if hit == inv {
                     return false;
                 }
@@ -877,7 +931,9 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 self.out.uncacheable = true;
                 let _ = (self.is_ip(), self.fm.ip_proto(), self.fm.icmp_type());
                 let inner = packets::icmp_error_inner(self.inp.frame);
-                let hit = inner.is_some_and(|(s, d)| n.contains(&std::net::IpAddr::V4(if src { s } else { d })));
+                let hit = inner.is_some_and(|(s, d)| {
+                    n.contains(&std::net::IpAddr::V4(if src { s } else { d }))
+                });
                 if hit == *inv {
                     return false;
                 }
@@ -899,7 +955,14 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         };
         let depth = self.depth;
         if self.enter(inp.dev) {
-            trace!(self, TraceStep::Device { kind: DeviceKind::Bridge, id: bid.cast(), name: b.name.clone() });
+            trace!(
+                self,
+                TraceStep::Device {
+                    kind: DeviceKind::Bridge,
+                    id: bid.cast(),
+                    name: b.name.clone()
+                }
+            );
             self.bridge_inner(b, inp);
         }
         self.depth = depth;
@@ -937,7 +1000,12 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         if !b.router_macs.contains_key(&src) {
             self.tag(Tag::mac(b.id, vlan, src));
             if self.state.mac_port(b.id, vlan, src) != Some(inp.id) {
-                self.out.state_writes.push(StateWrite::Mac { bridge: b.id, vlan, mac: src, port: inp.id });
+                self.out.state_writes.push(StateWrite::Mac {
+                    bridge: b.id,
+                    vlan,
+                    mac: src,
+                    port: inp.id,
+                });
                 trace!(self, TraceStep::MacLearn { vlan, mac: src, port: inp.id });
             }
         }
@@ -950,9 +1018,14 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 // GARP: learn the sender, then flood like any broadcast.
                 let sha = self.fm.arp_sha();
                 self.tag(Tag::bridge_arp(b.id, spa));
-                let known = self.state.bridge_arp(b.id, spa).or_else(|| b.seeded_arp.get(&spa).copied());
+                let known =
+                    self.state.bridge_arp(b.id, spa).or_else(|| b.seeded_arp.get(&spa).copied());
                 if known != Some(sha) {
-                    self.out.state_writes.push(StateWrite::BridgeArp { bridge: b.id, ip: spa, mac: sha });
+                    self.out.state_writes.push(StateWrite::BridgeArp {
+                        bridge: b.id,
+                        ip: spa,
+                        mac: sha,
+                    });
                     trace!(self, TraceStep::ArpLearn { ip: spa, mac: sha });
                 }
             } else if op == 1 && !tagged {
@@ -983,7 +1056,10 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             return self.bridge_unicast(b, vlan, p, ctx, tagged);
         }
         self.tag(Tag::mac(b.id, vlan, dst));
-        let port = self.state.mac_port(b.id, vlan, dst).or_else(|| b.seeded_macs.get(&(vlan, dst)).copied());
+        let port = self
+            .state
+            .mac_port(b.id, vlan, dst)
+            .or_else(|| b.seeded_macs.get(&(vlan, dst)).copied());
         trace!(self, TraceStep::MacLookup { vlan, mac: dst, port });
         match port {
             None => self.flood(b, vlan, inp.id, ctx),
@@ -1023,8 +1099,19 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
 
     fn flood(&mut self, b: &SBridge, vlan: u16, in_port: PortId, ctx: Ctx) {
         self.mirrors(&b.m_out, MirrorPoint::DeviceOut, ctx);
-        let vport = if vlan != 0 { b.vlan_ports.get(&vlan).copied().filter(|p| *p != in_port) } else { None };
-        let set = || b.exterior.iter().chain(b.vlan_uplinks.iter()).copied().filter(move |p| *p != in_port).chain(vport);
+        let vport = if vlan != 0 {
+            b.vlan_ports.get(&vlan).copied().filter(|p| *p != in_port)
+        } else {
+            None
+        };
+        let set = || {
+            b.exterior
+                .iter()
+                .chain(b.vlan_uplinks.iter())
+                .copied()
+                .filter(move |p| *p != in_port)
+                .chain(vport)
+        };
         trace!(self, TraceStep::Flood { ports: set().collect() });
         for p in set() {
             self.fork(false, |s| s.bridge_egress(vlan, in_port, p));
@@ -1041,7 +1128,14 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         };
         let depth = self.depth;
         if self.enter(inp.dev) {
-            trace!(self, TraceStep::Device { kind: DeviceKind::Router, id: rid.cast(), name: r.name.clone() });
+            trace!(
+                self,
+                TraceStep::Device {
+                    kind: DeviceKind::Router,
+                    id: rid.cast(),
+                    name: r.name.clone()
+                }
+            );
             self.router_inner(r, inp);
         }
         self.depth = depth;
@@ -1089,14 +1183,17 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             self.icmp_error(inp.id, IcmpError::NetUnreachable, &pre);
             return self.drop_pkt(DropReason::NoRoute);
         };
-        trace!(self, TraceStep::Route {
-            route: rt.id,
-            kind: rt.kind.as_str().to_string(),
-            dst: self.fm.current().ipv4_dst.to_string(),
-            port: rt.port,
-            gateway: rt.gateway,
-            candidates: n,
-        });
+        trace!(
+            self,
+            TraceStep::Route {
+                route: rt.id,
+                kind: rt.kind.as_str().to_string(),
+                dst: self.fm.current().ipv4_dst.to_string(),
+                port: rt.port,
+                gateway: rt.gateway,
+                candidates: n,
+            }
+        );
         match rt.kind {
             RouteType::BlackHole => self.drop_pkt(DropReason::BlackholeRoute),
             RouteType::Reject => {
@@ -1201,7 +1298,14 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
 
     /// Run a router-generated packet through the router's outbound chain
     /// and, if accepted, emit it back out of `via`.
-    fn router_generate(&mut self, r: &SRouter, via: &SPort, kind: GenKind, key: FlowKey, build: impl FnOnce(&FlowKey) -> Vec<u8>) {
+    fn router_generate(
+        &mut self,
+        r: &SRouter,
+        via: &SPort,
+        kind: GenKind,
+        key: FlowKey,
+        build: impl FnOnce(&FlowKey) -> Vec<u8>,
+    ) {
         let saved = self.fm;
         let rw = self.dst_rewritten;
         self.fm = FlowMatch::new(key);
@@ -1244,7 +1348,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             Some(g) => g,
             None => self.fm.ipv4_dst(),
         };
-        let Some(mac) = self.next_hop_mac(r, inp, outp, oaddr, nh, rt.gateway.is_some(), pre) else {
+        let Some(mac) = self.next_hop_mac(r, inp, outp, oaddr, nh, rt.gateway.is_some(), pre)
+        else {
             return;
         };
         self.fm.set_eth_src(oaddr.mac);
@@ -1270,7 +1375,14 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             match peer.dev {
                 Dev::Router(_) => {
                     if let Some(a) = peer.addr {
-                        trace!(self, TraceStep::NextHop { ip: nh, mac: a.mac, via: "peer router port".into() });
+                        trace!(
+                            self,
+                            TraceStep::NextHop {
+                                ip: nh,
+                                mac: a.mac,
+                                via: "peer router port".into()
+                            }
+                        );
                         return Some(a.mac);
                     }
                 }
@@ -1286,7 +1398,14 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                             .or_else(|| self.state.bridge_arp(bid, nh))
                             .or_else(|| b.seeded_arp.get(&nh).copied());
                         if let Some(m) = m {
-                            trace!(self, TraceStep::NextHop { ip: nh, mac: m, via: "peer bridge arp table".into() });
+                            trace!(
+                                self,
+                                TraceStep::NextHop {
+                                    ip: nh,
+                                    mac: m,
+                                    via: "peer bridge arp table".into()
+                                }
+                            );
                             return Some(m);
                         }
                     }
@@ -1309,7 +1428,11 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 None
             }
             ArpLookup::Failed => {
-                self.icmp_error(inp.id, if via_gw { IcmpError::NetUnreachable } else { IcmpError::HostUnreachable }, pre);
+                self.icmp_error(
+                    inp.id,
+                    if via_gw { IcmpError::NetUnreachable } else { IcmpError::HostUnreachable },
+                    pre,
+                );
                 self.drop_pkt(DropReason::ArpFailed);
                 None
             }
@@ -1364,7 +1487,9 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             Some("not ipv4")
         } else if self.fm.ip_frag() == FragType::Later {
             Some("non-first fragment")
-        } else if self.fm.ip_proto() == PROTO_ICMP && !matches!(self.fm.icmp_type(), 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18) {
+        } else if self.fm.ip_proto() == PROTO_ICMP
+            && !matches!(self.fm.icmp_type(), 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18)
+        {
             Some("packet is an icmp error")
         } else if self.fm.eth_dst().is_multicast() {
             Some("l2 broadcast or multicast")
@@ -1373,7 +1498,12 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             let (d, s) = (pre.ipv4_dst, pre.ipv4_src);
             if d.is_multicast() || d.is_broadcast() || d == addr.net.broadcast() {
                 Some("ip broadcast or multicast destination")
-            } else if s.is_unspecified() || s.is_multicast() || s.is_broadcast() || s.is_loopback() || s.octets()[0] >= 240 {
+            } else if s.is_unspecified()
+                || s.is_multicast()
+                || s.is_broadcast()
+                || s.is_loopback()
+                || s.octets()[0] >= 240
+            {
                 Some("invalid source address")
             } else if !self.icmp.try_take(self.inp.now) {
                 Some("rate limited")

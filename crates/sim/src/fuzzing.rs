@@ -48,11 +48,32 @@ fn fixture() -> &'static Fixture {
         let other = t.bridge_iport(b2, None);
         t.link(vp, other);
         let c = t.chain("in");
-        t.rule(c, Rule { rule_type: RuleType::Drop, condition: Condition { nw_proto: Some(17), tp_dst: Some(midonet_model::PortRange { start: 53, end: 53 }), ..Default::default() }, ..Default::default() });
+        t.rule(
+            c,
+            Rule {
+                rule_type: RuleType::Drop,
+                condition: Condition {
+                    nw_proto: Some(17),
+                    tp_dst: Some(midonet_model::PortRange { start: 53, end: 53 }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
         let j = t.chain("jumped");
         t.rule(c, Rule { rule_type: RuleType::Jump, jump_chain_id: Some(j), ..Default::default() });
         t.rule(j, Rule { rule_type: RuleType::Jump, jump_chain_id: Some(c), ..Default::default() });
-        t.rule(j, Rule { rule_type: RuleType::Reject, condition: Condition { nw_dst_address: Some("10.0.1.99".parse().expect("ip")), ..Default::default() }, ..Default::default() });
+        t.rule(
+            j,
+            Rule {
+                rule_type: RuleType::Reject,
+                condition: Condition {
+                    nw_dst_address: Some("10.0.1.99".parse().expect("ip")),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
         t.edit_router(r, |x| x.inbound_filter_id = Some(c));
         let m = t.mirror(v2, vec![Condition { nw_proto: Some(1), ..Default::default() }]);
         t.edit_port(v3, |p| p.inbound_mirror_ids.push(m));
@@ -76,7 +97,14 @@ pub fn sim_bytes(data: &[u8]) {
     let empty = MemState::default();
     let state = if s & 1 == 0 { &empty } else { &f.warm };
     let mut icmp = IcmpRateLimiter::new(1000, 10);
-    let input = SimInput { ingress, key, frame, now: Duration::from_secs(u64::from(s)), hash_seed: 7, trace: s & 2 != 0 };
+    let input = SimInput {
+        ingress,
+        key,
+        frame,
+        now: Duration::from_secs(u64::from(s)),
+        hash_seed: 7,
+        trace: s & 2 != 0,
+    };
     let r = simulate(&f.snap, state, &NoConntrack, &mut icmp, &input);
     // Self-consistency: forwards output somewhere, tags are sorted and
     // unique, generated frames re-key.

@@ -74,5 +74,7 @@ pub use result::{
     MirrorPoint, SimAction, SimResult, TraceStep,
 };
 pub use snapshot::Snapshot;
-pub use state::{ArpLookup, ConntrackView, IcmpRateLimiter, MemState, NoConntrack, StateView, StateWrite};
+pub use state::{
+    ArpLookup, ConntrackView, IcmpRateLimiter, MemState, NoConntrack, StateView, StateWrite,
+};
 pub use tag::{tags_for_change, tags_for_store_entry, StoreObject, Tag};

@@ -190,7 +190,12 @@ mod tests {
     #[test]
     fn arp_reply_round_trips_through_extract() {
         let m = MacAddr([2, 0, 0, 0, 0, 1]);
-        let f = arp_reply(m, Ipv4Addr::new(10, 0, 0, 1), MacAddr([2, 0, 0, 0, 0, 2]), Ipv4Addr::new(10, 0, 0, 2));
+        let f = arp_reply(
+            m,
+            Ipv4Addr::new(10, 0, 0, 1),
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            Ipv4Addr::new(10, 0, 0, 2),
+        );
         let k = key(&f);
         assert_eq!((k.arp_op, k.arp_sha, k.arp_spa), (2, m, Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(k.eth_dst, MacAddr([2, 0, 0, 0, 0, 2]));
@@ -229,7 +234,12 @@ mod tests {
         let before = FlowKey { ipv4_dst: Ipv4Addr::new(192, 0, 2, 80), ip_ttl: 9, ..inner };
         let mut orig = Vec::new();
         before.to_frame(b"hello", &mut orig);
-        let f = icmp_error(&FlowKey { ipv4_dst: inner.ipv4_src, ..FlowKey::default() }, IcmpError::NetUnreachable, &inner, &orig);
+        let f = icmp_error(
+            &FlowKey { ipv4_dst: inner.ipv4_src, ..FlowKey::default() },
+            IcmpError::NetUnreachable,
+            &inner,
+            &orig,
+        );
         let quoted = &f[42..62];
         assert_eq!(quoted[8], 1, "ttl from the key");
         assert_eq!(&quoted[16..20], &[8, 8, 8, 8]);
@@ -247,10 +257,19 @@ mod tests {
             .expect("key");
         let mut orig = Vec::new();
         req.to_frame(b"ping!", &mut orig);
-        let out = FlowKey { eth_src: req.eth_dst, eth_dst: req.eth_src, ipv4_src: req.ipv4_dst, ipv4_dst: req.ipv4_src, ..req };
+        let out = FlowKey {
+            eth_src: req.eth_dst,
+            eth_dst: req.eth_src,
+            ipv4_src: req.ipv4_dst,
+            ipv4_dst: req.ipv4_src,
+            ..req
+        };
         let f = icmp_echo_reply(&out, &req, &orig);
         let k = key(&f);
-        assert_eq!((k.icmp_type, k.icmp_id, k.ipv4_src, k.eth_dst), (0, 77, req.ipv4_dst, req.eth_src));
+        assert_eq!(
+            (k.icmp_type, k.icmp_id, k.ipv4_src, k.eth_dst),
+            (0, 77, req.ipv4_dst, req.eth_src)
+        );
         assert!(f.ends_with(b"ping!"));
         assert_eq!(checksum(&f[34..]), 0);
         assert_eq!(checksum(&f[14..34]), 0);
@@ -267,7 +286,13 @@ mod tests {
             .expect("key");
         let mut orig = Vec::new();
         req.to_frame(b"part", &mut orig);
-        let out = FlowKey { eth_src: req.eth_dst, eth_dst: req.eth_src, ipv4_src: req.ipv4_dst, ipv4_dst: req.ipv4_src, ..req };
+        let out = FlowKey {
+            eth_src: req.eth_dst,
+            eth_dst: req.eth_src,
+            ipv4_src: req.ipv4_dst,
+            ipv4_dst: req.ipv4_src,
+            ..req
+        };
         let f = icmp_echo_reply(&out, &req, &orig);
         assert!(f.ends_with(b"part"));
         assert_eq!(&f[20..22], &[0, 0], "the reply is not a fragment");

@@ -156,7 +156,10 @@ pub enum GenKind {
     ArpRequest,
     IcmpEchoReply,
     /// An ICMP error of this type and code.
-    IcmpError { icmp_type: u8, code: u8 },
+    IcmpError {
+        icmp_type: u8,
+        code: u8,
+    },
     /// A DHCP OFFER, ACK or NAK (see [`crate::dhcp`]).
     DhcpReply,
 }
@@ -220,33 +223,114 @@ pub enum MirrorPoint {
 #[derive(Clone, PartialEq, Debug, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum TraceStep {
-    PortIngress { port: PortId },
-    PortEgress { port: PortId },
-    Device { kind: DeviceKind, id: DeviceId, name: String },
-    Chain { hook: Hook, chain: ChainId, name: String },
-    Rule { chain: ChainId, index: usize, rule: RuleId, action: String },
-    ChainResult { chain: ChainId, result: String },
-    Mirror { point: MirrorPoint, mirror: MirrorId, to: PortId },
-    VlanPush { vlan: u16 },
-    VlanPop { vlan: u16 },
-    MacLearn { vlan: u16, #[serde(serialize_with = "ser_mac")] mac: MacAddr, port: PortId },
-    MacLookup { vlan: u16, #[serde(serialize_with = "ser_mac")] mac: MacAddr, port: Option<PortId> },
-    Flood { ports: Vec<PortId> },
-    ArpAnswered { ip: Ipv4Addr, #[serde(serialize_with = "ser_mac")] mac: MacAddr },
-    ArpLearn { ip: Ipv4Addr, #[serde(serialize_with = "ser_mac")] mac: MacAddr },
-    Route { route: Option<RouteId>, kind: String, dst: String, port: Option<PortId>, gateway: Option<Ipv4Addr>, candidates: usize },
+    PortIngress {
+        port: PortId,
+    },
+    PortEgress {
+        port: PortId,
+    },
+    Device {
+        kind: DeviceKind,
+        id: DeviceId,
+        name: String,
+    },
+    Chain {
+        hook: Hook,
+        chain: ChainId,
+        name: String,
+    },
+    Rule {
+        chain: ChainId,
+        index: usize,
+        rule: RuleId,
+        action: String,
+    },
+    ChainResult {
+        chain: ChainId,
+        result: String,
+    },
+    Mirror {
+        point: MirrorPoint,
+        mirror: MirrorId,
+        to: PortId,
+    },
+    VlanPush {
+        vlan: u16,
+    },
+    VlanPop {
+        vlan: u16,
+    },
+    MacLearn {
+        vlan: u16,
+        #[serde(serialize_with = "ser_mac")]
+        mac: MacAddr,
+        port: PortId,
+    },
+    MacLookup {
+        vlan: u16,
+        #[serde(serialize_with = "ser_mac")]
+        mac: MacAddr,
+        port: Option<PortId>,
+    },
+    Flood {
+        ports: Vec<PortId>,
+    },
+    ArpAnswered {
+        ip: Ipv4Addr,
+        #[serde(serialize_with = "ser_mac")]
+        mac: MacAddr,
+    },
+    ArpLearn {
+        ip: Ipv4Addr,
+        #[serde(serialize_with = "ser_mac")]
+        mac: MacAddr,
+    },
+    Route {
+        route: Option<RouteId>,
+        kind: String,
+        dst: String,
+        port: Option<PortId>,
+        gateway: Option<Ipv4Addr>,
+        candidates: usize,
+    },
     NoRoute,
-    Ttl { from: u8, to: u8 },
-    NextHop { ip: Ipv4Addr, #[serde(serialize_with = "ser_mac")] mac: MacAddr, via: String },
-    ArpMiss { ip: Ipv4Addr },
-    Generated { kind: GenKind, target: GenTarget },
-    IcmpSuppressed { why: String },
-    Rewrite { what: String },
-    Redirect { port: PortId, ingress: bool },
+    Ttl {
+        from: u8,
+        to: u8,
+    },
+    NextHop {
+        ip: Ipv4Addr,
+        #[serde(serialize_with = "ser_mac")]
+        mac: MacAddr,
+        via: String,
+    },
+    ArpMiss {
+        ip: Ipv4Addr,
+    },
+    Generated {
+        kind: GenKind,
+        target: GenTarget,
+    },
+    IcmpSuppressed {
+        why: String,
+    },
+    Rewrite {
+        what: String,
+    },
+    Redirect {
+        port: PortId,
+        ingress: bool,
+    },
     /// The DHCP server's view of a BOOTREQUEST (answered or passed on).
-    Dhcp { what: String },
-    Output { port: PortId },
-    Drop { reason: DropReason },
+    Dhcp {
+        what: String,
+    },
+    Output {
+        port: PortId,
+    },
+    Drop {
+        reason: DropReason,
+    },
     Consumed,
 }
 
@@ -257,13 +341,20 @@ impl fmt::Display for TraceStep {
             PortIngress { port } => write!(f, "ingress port {port}"),
             PortEgress { port } => write!(f, "egress port {port}"),
             Device { kind, id, name } => {
-                let k = match kind { DeviceKind::Bridge => "bridge", DeviceKind::Router => "router" };
+                let k = match kind {
+                    DeviceKind::Bridge => "bridge",
+                    DeviceKind::Router => "router",
+                };
                 write!(f, "enter {k} {id} \"{name}\"")
             }
             Chain { hook, chain, name } => write!(f, "chain {chain} \"{name}\" at {hook:?}"),
-            Rule { chain: _, index, rule, action } => write!(f, "  rule #{index} {rule} matched: {action}"),
+            Rule { chain: _, index, rule, action } => {
+                write!(f, "  rule #{index} {rule} matched: {action}")
+            }
             ChainResult { chain: _, result } => write!(f, "  chain result: {result}"),
-            Mirror { point, mirror, to } => write!(f, "mirror {mirror} at {point:?} copies to port {to}"),
+            Mirror { point, mirror, to } => {
+                write!(f, "mirror {mirror} at {point:?} copies to port {to}")
+            }
             VlanPush { vlan } => write!(f, "push vlan {vlan}"),
             VlanPop { vlan } => write!(f, "pop vlan {vlan}"),
             MacLearn { vlan, mac, port } => write!(f, "learn {mac} vlan {vlan} on port {port}"),
@@ -340,7 +431,10 @@ pub struct SimResult {
 impl Default for SimResult {
     fn default() -> Self {
         SimResult {
-            decision: Decision::Drop { reason: DropReason::NoOutput, lifetime: DropLifetime::Temporary },
+            decision: Decision::Drop {
+                reason: DropReason::NoOutput,
+                lifetime: DropLifetime::Temporary,
+            },
             actions: Vec::new(),
             mask: FlowMask::empty(),
             key: FlowKey::default(),
@@ -355,7 +449,8 @@ impl Default for SimResult {
 
 impl SimResult {
     pub(crate) fn clear(&mut self, key: FlowKey) {
-        self.decision = Decision::Drop { reason: DropReason::NoOutput, lifetime: DropLifetime::Temporary };
+        self.decision =
+            Decision::Drop { reason: DropReason::NoOutput, lifetime: DropLifetime::Temporary };
         self.actions.clear();
         self.mask = FlowMask::empty();
         self.key = key;
@@ -387,7 +482,8 @@ impl SimResult {
         let acts: Vec<String> = self.actions.iter().map(ToString::to_string).collect();
         let _ = writeln!(s, "actions: [{}]", acts.join(", "));
         for g in &self.generated {
-            let _ = writeln!(s, "generated: {:?} -> {:?} ({} bytes)", g.kind, g.target, g.frame.len());
+            let _ =
+                writeln!(s, "generated: {:?} -> {:?} ({} bytes)", g.kind, g.target, g.frame.len());
         }
         for w in &self.state_writes {
             let _ = writeln!(s, "state write: {w:?}");
@@ -403,7 +499,9 @@ impl SimResult {
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Decision::Drop { reason, lifetime } => write!(f, "drop ({}, {lifetime:?})", reason.as_str()),
+            Decision::Drop { reason, lifetime } => {
+                write!(f, "drop ({}, {lifetime:?})", reason.as_str())
+            }
             Decision::Forward => f.write_str("forward"),
             Decision::Consumed => f.write_str("consumed"),
             Decision::ArpPending { router, ip } => write!(f, "arp pending (router {router}, {ip})"),

@@ -344,12 +344,28 @@ pub(crate) enum RuleAct {
     Return,
     Jump(ChainId),
     /// Static NAT: rewrite the destination (`dnat`) or source address only.
-    StaticNat { dnat: bool, to: Ipv4Addr, then: FlowAction },
+    StaticNat {
+        dnat: bool,
+        to: Ipv4Addr,
+        then: FlowAction,
+    },
     /// Dynamic (port-translating) NAT: behind the conntrack/NAT seam.
     DynamicNat,
-    RevNat { dnat: bool, then: FlowAction },
-    L2 { pop: bool, push: Option<u16> },
-    Redirect { port: PortId, ingress: bool, fail_open: bool, pop: bool, push: Option<u16> },
+    RevNat {
+        dnat: bool,
+        then: FlowAction,
+    },
+    L2 {
+        pop: bool,
+        push: Option<u16>,
+    },
+    Redirect {
+        port: PortId,
+        ingress: bool,
+        fail_open: bool,
+        pop: bool,
+        push: Option<u16>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -373,7 +389,9 @@ impl SRule {
             RuleType::Dnat | RuleType::Snat => {
                 let dnat = r.rule_type == RuleType::Dnat;
                 match r.nat_targets.first() {
-                    Some(t) if r.is_static_nat() => RuleAct::StaticNat { dnat, to: t.address_from, then },
+                    Some(t) if r.is_static_nat() => {
+                        RuleAct::StaticNat { dnat, to: t.address_from, then }
+                    }
                     _ => RuleAct::DynamicNat,
                 }
             }
@@ -447,7 +465,8 @@ fn uuid_hash(u: uuid::Uuid) -> u64 {
 impl Snapshot {
     /// Compile a topology (see the module docs). Never fails.
     pub fn build(t: &Topology) -> Snapshot {
-        let mut s = Snapshot { revision: t.revision, dhcp: crate::dhcp::build(t), ..Default::default() };
+        let mut s =
+            Snapshot { revision: t.revision, dhcp: crate::dhcp::build(t), ..Default::default() };
         for p in t.ports.values() {
             let dev = if p.is_router_port() {
                 Dev::Router(p.device_id.cast())
@@ -532,10 +551,12 @@ impl Snapshot {
             let mut routes = Vec::new();
             let mut explicit: Set<Ipv4Net> = Set::default();
             for rt in t.routes_of(r.id) {
-                let Ok(dst) = Ipv4Net::new(rt.dst_network_addr, rt.dst_network_length.min(32)) else {
+                let Ok(dst) = Ipv4Net::new(rt.dst_network_addr, rt.dst_network_length.min(32))
+                else {
                     continue;
                 };
-                let Ok(src) = Ipv4Net::new(rt.src_network_addr, rt.src_network_length.min(32)) else {
+                let Ok(src) = Ipv4Net::new(rt.src_network_addr, rt.src_network_length.min(32))
+                else {
                     continue;
                 };
                 let dst = dst.trunc();
@@ -603,7 +624,8 @@ impl Snapshot {
             }
             let Some(tgt) = r.nat_targets.first() else { continue };
             let c = &r.condition;
-            let host = |a: Option<IpAddr>, l: Option<u8>, inv: bool| match (a, l.unwrap_or(32), inv) {
+            let host = |a: Option<IpAddr>, l: Option<u8>, inv: bool| match (a, l.unwrap_or(32), inv)
+            {
                 (Some(IpAddr::V4(a)), 32, false) => Some(a),
                 _ => None,
             };
@@ -630,7 +652,11 @@ impl Snapshot {
         for m in t.mirrors.values() {
             s.mirrors.insert(
                 m.id,
-                SMirror { id: m.id, to: m.to_port_id, conds: m.conditions.iter().map(Cond::compile).collect() },
+                SMirror {
+                    id: m.id,
+                    to: m.to_port_id,
+                    conds: m.conditions.iter().map(Cond::compile).collect(),
+                },
             );
         }
         s
@@ -661,10 +687,23 @@ mod tests {
         let r = |n: &str| {
             (
                 n.parse::<Ipv4Net>().expect("net"),
-                SRoute { id: None, kind: RouteType::Normal, src: Ipv4Net::default(), gateway: None, port: None, weight: 1, hrw: 0 },
+                SRoute {
+                    id: None,
+                    kind: RouteType::Normal,
+                    src: Ipv4Net::default(),
+                    gateway: None,
+                    port: None,
+                    weight: 1,
+                    hrw: 0,
+                },
             )
         };
-        let t = RouteTable::build(vec![r("10.0.0.0/8"), r("10.1.0.0/16"), r("10.1.2.0/24"), r("0.0.0.0/0")]);
+        let t = RouteTable::build(vec![
+            r("10.0.0.0/8"),
+            r("10.1.0.0/16"),
+            r("10.1.2.0/24"),
+            r("0.0.0.0/0"),
+        ]);
         assert_eq!(t.len(), 4);
         let mut cover = [0u32; 33];
         // 10.1.2.3: covered by /0, /8, /16, /24; nothing branches off below.

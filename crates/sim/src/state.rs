@@ -72,11 +72,27 @@ impl ConntrackView for NoConntrack {}
 #[serde(tag = "table", rename_all = "snake_case")]
 pub enum StateWrite {
     /// Learn (or move) `mac` on `bridge`/`vlan` to `port`.
-    Mac { bridge: BridgeId, vlan: u16, #[serde(serialize_with = "crate::result::ser_mac")] mac: MacAddr, port: PortId },
+    Mac {
+        bridge: BridgeId,
+        vlan: u16,
+        #[serde(serialize_with = "crate::result::ser_mac")]
+        mac: MacAddr,
+        port: PortId,
+    },
     /// Learn `ip` → `mac` in `router`'s ARP cache (reply or GARP).
-    RouterArp { router: RouterId, ip: Ipv4Addr, #[serde(serialize_with = "crate::result::ser_mac")] mac: MacAddr },
+    RouterArp {
+        router: RouterId,
+        ip: Ipv4Addr,
+        #[serde(serialize_with = "crate::result::ser_mac")]
+        mac: MacAddr,
+    },
     /// Learn `ip` → `mac` in `bridge`'s IP→MAC table (GARP).
-    BridgeArp { bridge: BridgeId, ip: Ipv4Addr, #[serde(serialize_with = "crate::result::ser_mac")] mac: MacAddr },
+    BridgeArp {
+        bridge: BridgeId,
+        ip: Ipv4Addr,
+        #[serde(serialize_with = "crate::result::ser_mac")]
+        mac: MacAddr,
+    },
 }
 
 impl StateWrite {

@@ -43,9 +43,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use midonet_model as model;
-use model::{
-    BridgeId, ChainId, DeviceId, IpAddrGroupId, MirrorId, PortGroupId, PortId, RouterId,
-};
+use model::{BridgeId, ChainId, DeviceId, IpAddrGroupId, MirrorId, PortGroupId, PortId, RouterId};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -274,7 +272,12 @@ pub fn tags_for_store_entry(
     macro_rules! go {
         ($t:ty, $v:ident) => {{
             let [o, n] = decode!($t, $v);
-            tags_for_change(snap, o.as_ref().map(StoreObject::$v), n.as_ref().map(StoreObject::$v), out)
+            tags_for_change(
+                snap,
+                o.as_ref().map(StoreObject::$v),
+                n.as_ref().map(StoreObject::$v),
+                out,
+            )
         }};
     }
     match kind {
@@ -292,7 +295,9 @@ pub fn tags_for_store_entry(
         K::Mirror => go!(model::Mirror, Mirror),
         K::DhcpSubnet | K::DhcpHost => {
             // `/dhcp_subnets/<bridge>/<subnet>` and `/dhcp_hosts/<bridge>/<subnet>/<mac>`.
-            let Some(bridge) = parts.first().and_then(|p| p.parse::<BridgeId>().ok()) else { return };
+            let Some(bridge) = parts.first().and_then(|p| p.parse::<BridgeId>().ok()) else {
+                return;
+            };
             if kind == K::DhcpSubnet {
                 let [o, n] = decode!(model::DhcpSubnet, DhcpSubnet);
                 let f = |s| StoreObject::DhcpSubnet(bridge, s);
@@ -320,7 +325,10 @@ mod tests {
         let b: BridgeId = u.into();
         let m = MacAddr([2, 0, 0, 0, 0, 1]);
         assert_ne!(Tag::mac(b, 0, m), Tag::mac(b, 1, m));
-        assert_ne!(Tag::arp(u.into(), Ipv4Addr::new(10, 0, 0, 1)), Tag::bridge_arp(b, Ipv4Addr::new(10, 0, 0, 1)));
+        assert_ne!(
+            Tag::arp(u.into(), Ipv4Addr::new(10, 0, 0, 1)),
+            Tag::bridge_arp(b, Ipv4Addr::new(10, 0, 0, 1))
+        );
     }
 
     #[test]
@@ -332,7 +340,12 @@ mod tests {
         )
         .expect("rule");
         let mut out = Vec::new();
-        tags_for_change(&snap, Some(StoreObject::Rule(&old)), Some(StoreObject::Rule(&new)), &mut out);
+        tags_for_change(
+            &snap,
+            Some(StoreObject::Rule(&old)),
+            Some(StoreObject::Rule(&new)),
+            &mut out,
+        );
         assert!(out.contains(&Tag::chain(old.chain_id)));
         assert!(out.contains(&Tag::chain(new.chain_id)));
         assert!(out.contains(&Tag::static_nat()));
@@ -343,7 +356,13 @@ mod tests {
     fn store_entry_for_unread_kinds_gives_nothing() {
         let snap = Snapshot::build(&model::Topology::default());
         let mut out = Vec::new();
-        tags_for_store_entry(&snap, "/midonet/v1/hosts/00000000-0000-0000-0000-000000000001", None, Some(b"{}"), &mut out);
+        tags_for_store_entry(
+            &snap,
+            "/midonet/v1/hosts/00000000-0000-0000-0000-000000000001",
+            None,
+            Some(b"{}"),
+            &mut out,
+        );
         assert!(out.is_empty());
         let key = format!("/midonet/v1/bridges/{}", Uuid::from_u128(3));
         let body = format!(r#"{{"id":"{}"}}"#, Uuid::from_u128(3));

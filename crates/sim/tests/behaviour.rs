@@ -73,7 +73,12 @@ fn ecmp_world(members: &[usize]) -> (W, Vec<PortId>) {
     let mut w = W::std();
     let mut ups = Vec::new();
     for i in 0..4usize {
-        let p = w.t.router_port(w.r, &format!("198.18.{i}.2/30"), &format!("02:00:00:00:0e:0{i}"), true);
+        let p = w.t.router_port(
+            w.r,
+            &format!("198.18.{i}.2/30"),
+            &format!("02:00:00:00:0e:0{i}"),
+            true,
+        );
         ups.push(p);
         w.state.router_arp.insert((w.r, format!("198.18.{i}.1").parse().expect("ip")), mac(GW));
     }
@@ -133,12 +138,22 @@ fn icmp_errors_are_rate_limited_by_caller_state() {
     let snap = Snapshot::build(&w.t.topo);
     let mut bucket = IcmpRateLimiter::new(1, 1);
     let (k, f) = packet("eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:01:01,ip4.src=10.0.0.11,ip4.dst=8.8.8.8,udp.src=1,udp.dst=53");
-    let at = |s: u64| SimInput { ingress: w.v1, key: k, frame: &f, now: Duration::from_secs(s), hash_seed: 0, trace: true };
+    let at = |s: u64| SimInput {
+        ingress: w.v1,
+        key: k,
+        frame: &f,
+        now: Duration::from_secs(s),
+        hash_seed: 0,
+        trace: true,
+    };
     let a = simulate(&snap, &w.state, &NoConntrack, &mut bucket, &at(10));
     let b = simulate(&snap, &w.state, &NoConntrack, &mut bucket, &at(10));
     let c = simulate(&snap, &w.state, &NoConntrack, &mut bucket, &at(12));
     assert_eq!((a.generated.len(), b.generated.len(), c.generated.len()), (1, 0, 1));
-    assert!(b.trace.iter().any(|s| matches!(s, TraceStep::IcmpSuppressed { why } if why == "rate limited")));
+    assert!(b
+        .trace
+        .iter()
+        .any(|s| matches!(s, TraceStep::IcmpSuppressed { why } if why == "rate limited")));
     assert_eq!(a.decision, b.decision);
 }
 
@@ -175,7 +190,12 @@ fn tags_for_change_hits_exactly_the_affected_flows() {
     for (b, l2_hit) in [(w.b2, false), (w.b1, true)] {
         let br = topo.bridges[&b].clone();
         tags.clear();
-        tags_for_change(&snap, Some(StoreObject::Bridge(&br)), Some(StoreObject::Bridge(&br)), &mut tags);
+        tags_for_change(
+            &snap,
+            Some(StoreObject::Bridge(&br)),
+            Some(StoreObject::Bridge(&br)),
+            &mut tags,
+        );
         assert!(hit(&routed, &tags));
         assert_eq!(hit(&l2, &tags), l2_hit);
     }
@@ -196,8 +216,14 @@ fn unknown_ingress_port_is_a_temporary_drop() {
     let snap = Snapshot::build(&w.t.topo);
     let (k, f) = packet(TCP_1_2);
     let r = sim(&snap, &w.state, &mut IcmpRateLimiter::unlimited(), PortId::nil(), k, &f, false);
-    assert_eq!(r.decision, Decision::Drop { reason: DropReason::UnknownPort, lifetime: DropLifetime::Temporary });
-    assert!(r.tags.contains(&Tag::port(PortId::nil())), "the port's creation must invalidate the drop");
+    assert_eq!(
+        r.decision,
+        Decision::Drop { reason: DropReason::UnknownPort, lifetime: DropLifetime::Temporary }
+    );
+    assert!(
+        r.tags.contains(&Tag::port(PortId::nil())),
+        "the port's creation must invalidate the drop"
+    );
 }
 
 #[test]
@@ -207,14 +233,31 @@ fn result_reuse_clears_everything() {
     let mut out = SimResult::default();
     let mut icmp = IcmpRateLimiter::unlimited();
     let (k1, f1) = packet("eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:01:01,ip4.src=10.0.0.11,ip4.dst=8.8.8.8,udp.src=1,udp.dst=53");
-    let input = SimInput { ingress: w.v1, key: k1, frame: &f1, now: Duration::ZERO, hash_seed: 0, trace: true };
+    let input = SimInput {
+        ingress: w.v1,
+        key: k1,
+        frame: &f1,
+        now: Duration::ZERO,
+        hash_seed: 0,
+        trace: true,
+    };
     simulate_into(&snap, &w.state, &NoConntrack, &mut icmp, &input, &mut out);
     assert!(!out.generated.is_empty() && !out.trace.is_empty());
     let (k2, f2) = packet(TCP_1_2);
-    let input = SimInput { ingress: w.v1, key: k2, frame: &f2, now: Duration::ZERO, hash_seed: 0, trace: false };
+    let input = SimInput {
+        ingress: w.v1,
+        key: k2,
+        frame: &f2,
+        now: Duration::ZERO,
+        hash_seed: 0,
+        trace: false,
+    };
     simulate_into(&snap, &w.state, &NoConntrack, &mut icmp, &input, &mut out);
     let fresh = sim(&snap, &w.state, &mut icmp, w.v1, k2, &f2, false);
-    assert_eq!((out.decision, &out.actions, &out.tags, out.mask), (fresh.decision, &fresh.actions, &fresh.tags, fresh.mask));
+    assert_eq!(
+        (out.decision, &out.actions, &out.tags, out.mask),
+        (fresh.decision, &fresh.actions, &fresh.tags, fresh.mask)
+    );
     assert!(out.generated.is_empty() && out.trace.is_empty());
 }
 

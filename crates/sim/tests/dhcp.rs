@@ -38,7 +38,13 @@ fn full_subnet(w: &mut W) {
         enabled: true,
     };
     add_subnet(w, s);
-    add_host(w, VM1, "10.0.0.11", "vm1", vec![("domain-name", "example.org"), ("42", "10.0.0.123")]);
+    add_host(
+        w,
+        VM1,
+        "10.0.0.11",
+        "vm1",
+        vec![("domain-name", "example.org"), ("42", "10.0.0.123")],
+    );
 }
 
 /// A subnet with only what is mandatory (no MTU, server address, DNS or
@@ -82,13 +88,20 @@ fn add_host(w: &mut W, m: &str, addr: &str, name: &str, extra: Vec<(&str, &str)>
 /// A client message (as udhcpc sends it: broadcast flag, xid, chaddr).
 fn client_msg(chaddr: &str, t: MessageType, requested: Option<&str>) -> Vec<u8> {
     let m = mac(chaddr);
-    let mut msg = v4::Message::new(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &m.0);
+    let mut msg = v4::Message::new(
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &m.0,
+    );
     msg.set_xid(0x1234_5678).set_flags(v4::Flags::default().set_broadcast());
     msg.opts_mut().insert(DhcpOption::MessageType(t));
     if let Some(r) = requested {
         msg.opts_mut().insert(DhcpOption::RequestedIpAddress(ip(r)));
     }
-    msg.opts_mut().insert(DhcpOption::ParameterRequestList(vec![OptionCode::SubnetMask, OptionCode::Router]));
+    msg.opts_mut()
+        .insert(DhcpOption::ParameterRequestList(vec![OptionCode::SubnetMask, OptionCode::Router]));
     msg.to_vec().expect("encode")
 }
 
@@ -166,16 +179,31 @@ fn discover_gets_offer_with_every_option() {
     let mut w = W::std();
     full_subnet(&mut w);
     let v1 = w.v1;
-    let r = run_dhcp(&mut w, "dhcp_discover_offer", v1, REQ, &client_msg(VM1, MessageType::Discover, None));
+    let r = run_dhcp(
+        &mut w,
+        "dhcp_discover_offer",
+        v1,
+        REQ,
+        &client_msg(VM1, MessageType::Discover, None),
+    );
     let m = reply(&w, &r, "10.0.0.2");
     assert_eq!(m.opts().msg_type(), Some(MessageType::Offer));
     assert_eq!(m.yiaddr(), ip("10.0.0.11"));
     assert_eq!(m.siaddr(), ip("10.0.0.2"));
-    assert_eq!(opt(&m, OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(ip("10.0.0.2"))));
-    assert_eq!(opt(&m, OptionCode::AddressLeaseTime), Some(&DhcpOption::AddressLeaseTime(LEASE_SECS)));
+    assert_eq!(
+        opt(&m, OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(ip("10.0.0.2")))
+    );
+    assert_eq!(
+        opt(&m, OptionCode::AddressLeaseTime),
+        Some(&DhcpOption::AddressLeaseTime(LEASE_SECS))
+    );
     assert_eq!(LEASE_SECS, 24 * 3600);
     assert_eq!(opt(&m, OptionCode::SubnetMask), Some(&DhcpOption::SubnetMask(ip("255.255.255.0"))));
-    assert_eq!(opt(&m, OptionCode::BroadcastAddr), Some(&DhcpOption::BroadcastAddr(ip("10.0.0.255"))));
+    assert_eq!(
+        opt(&m, OptionCode::BroadcastAddr),
+        Some(&DhcpOption::BroadcastAddr(ip("10.0.0.255")))
+    );
     assert_eq!(opt(&m, OptionCode::Router), Some(&DhcpOption::Router(vec![ip("10.0.0.1")])));
     assert_eq!(
         opt(&m, OptionCode::DomainNameServer),
@@ -191,8 +219,14 @@ fn discover_gets_offer_with_every_option() {
         "opt121 routes plus a default route via the gateway"
     );
     assert_eq!(opt(&m, OptionCode::Hostname), Some(&DhcpOption::Hostname("vm1".into())));
-    assert_eq!(opt(&m, OptionCode::DomainName), Some(&DhcpOption::DomainName("example.org".into())));
-    assert_eq!(opt(&m, OptionCode::NtpServers), Some(&DhcpOption::NtpServers(vec![ip("10.0.0.123")])));
+    assert_eq!(
+        opt(&m, OptionCode::DomainName),
+        Some(&DhcpOption::DomainName("example.org".into()))
+    );
+    assert_eq!(
+        opt(&m, OptionCode::NtpServers),
+        Some(&DhcpOption::NtpServers(vec![ip("10.0.0.123")]))
+    );
     assert_eq!(m.opts().iter().count(), 12, "no other option: {:?}", m.opts());
     assert!(r.state_writes.is_empty(), "the bridge did not see (or learn from) the request");
 }
@@ -202,18 +236,33 @@ fn request_for_the_static_ip_gets_ack_with_defaults() {
     let mut w = W::std();
     bare_subnet(&mut w);
     let v1 = w.v1;
-    let r = run_dhcp(&mut w, "dhcp_request_ack", v1, REQ, &client_msg(VM1, MessageType::Request, Some("10.0.0.11")));
+    let r = run_dhcp(
+        &mut w,
+        "dhcp_request_ack",
+        v1,
+        REQ,
+        &client_msg(VM1, MessageType::Request, Some("10.0.0.11")),
+    );
     // No server address: the gateway is the server id and the source.
     let m = reply(&w, &r, "10.0.0.1");
     assert_eq!(m.opts().msg_type(), Some(MessageType::Ack));
     assert_eq!(m.yiaddr(), ip("10.0.0.11"));
-    assert_eq!(opt(&m, OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(ip("10.0.0.1"))));
+    assert_eq!(
+        opt(&m, OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(ip("10.0.0.1")))
+    );
     assert_eq!(opt(&m, OptionCode::InterfaceMtu), Some(&DhcpOption::InterfaceMtu(DEFAULT_MTU)));
     assert_eq!(DEFAULT_MTU, 1450, "1500 minus the VXLAN overhead");
     assert_eq!(opt(&m, OptionCode::Router), Some(&DhcpOption::Router(vec![ip("10.0.0.1")])));
     assert_eq!(opt(&m, OptionCode::SubnetMask), Some(&DhcpOption::SubnetMask(ip("255.255.255.0"))));
-    assert_eq!(opt(&m, OptionCode::BroadcastAddr), Some(&DhcpOption::BroadcastAddr(ip("10.0.0.255"))));
-    assert_eq!(opt(&m, OptionCode::AddressLeaseTime), Some(&DhcpOption::AddressLeaseTime(LEASE_SECS)));
+    assert_eq!(
+        opt(&m, OptionCode::BroadcastAddr),
+        Some(&DhcpOption::BroadcastAddr(ip("10.0.0.255")))
+    );
+    assert_eq!(
+        opt(&m, OptionCode::AddressLeaseTime),
+        Some(&DhcpOption::AddressLeaseTime(LEASE_SECS))
+    );
     assert_eq!(opt(&m, OptionCode::ClasslessStaticRoute), None, "no opt121 routes, no option 121");
     assert_eq!(opt(&m, OptionCode::DomainNameServer), None);
     assert_eq!(m.opts().iter().count(), 7, "{:?}", m.opts());
@@ -224,11 +273,20 @@ fn request_for_another_ip_gets_nak() {
     let mut w = W::std();
     full_subnet(&mut w);
     let v1 = w.v1;
-    let r = run_dhcp(&mut w, "dhcp_request_nak", v1, REQ, &client_msg(VM1, MessageType::Request, Some("10.0.0.99")));
+    let r = run_dhcp(
+        &mut w,
+        "dhcp_request_nak",
+        v1,
+        REQ,
+        &client_msg(VM1, MessageType::Request, Some("10.0.0.99")),
+    );
     let m = reply(&w, &r, "10.0.0.2");
     assert_eq!(m.opts().msg_type(), Some(MessageType::Nak));
     assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED, "a NAK offers no address");
-    assert_eq!(opt(&m, OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(ip("10.0.0.2"))));
+    assert_eq!(
+        opt(&m, OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(ip("10.0.0.2")))
+    );
     assert_eq!(m.opts().iter().count(), 2, "{:?}", m.opts());
 }
 
@@ -237,7 +295,13 @@ fn unknown_client_is_passed_to_the_bridge_and_floods() {
     let mut w = W::std();
     full_subnet(&mut w);
     let v1 = w.v1;
-    let r = run_dhcp(&mut w, "dhcp_unknown_mac_floods", v1, REQ_UNKNOWN, &client_msg("02:00:00:00:00:07", MessageType::Discover, None));
+    let r = run_dhcp(
+        &mut w,
+        "dhcp_unknown_mac_floods",
+        v1,
+        REQ_UNKNOWN,
+        &client_msg("02:00:00:00:00:07", MessageType::Discover, None),
+    );
     assert_eq!(r.decision, Decision::Forward, "{}", r.render());
     let out: Vec<PortId> = r.out_ports().collect();
     assert_eq!(out, vec![w.v2], "flooded like any broadcast");
@@ -282,14 +346,28 @@ fn dhcp_changes_invalidate_by_tag() {
     full_subnet(&mut w);
     let snap = Snapshot::build(&w.t.topo);
     let b = w.b1;
-    let subnet = serde_json::to_vec(w.t.topo.dhcp_subnets.values().next().expect("subnet")).expect("json");
+    let subnet =
+        serde_json::to_vec(w.t.topo.dhcp_subnets.values().next().expect("subnet")).expect("json");
     let mut out = Vec::new();
-    tags_for_store_entry(&snap, &format!("/midonet/v1/dhcp_subnets/{b}/10.0.0.0_24"), None, Some(&subnet), &mut out);
+    tags_for_store_entry(
+        &snap,
+        &format!("/midonet/v1/dhcp_subnets/{b}/10.0.0.0_24"),
+        None,
+        Some(&subnet),
+        &mut out,
+    );
     let mut want = vec![Tag::bridge(b), Tag::dhcp(b)];
     want.sort();
     assert_eq!(out, want);
-    let host = serde_json::to_vec(w.t.topo.dhcp_hosts.values().next().expect("host")).expect("json");
+    let host =
+        serde_json::to_vec(w.t.topo.dhcp_hosts.values().next().expect("host")).expect("json");
     out.clear();
-    tags_for_store_entry(&snap, &format!("/midonet/v1/dhcp_hosts/{b}/10.0.0.0_24/02:00:00:00:00:01"), Some(&host), None, &mut out);
+    tags_for_store_entry(
+        &snap,
+        &format!("/midonet/v1/dhcp_hosts/{b}/10.0.0.0_24/02:00:00:00:00:01"),
+        Some(&host),
+        None,
+        &mut out,
+    );
     assert_eq!(out, vec![Tag::dhcp(b)]);
 }

@@ -39,7 +39,16 @@ impl Rng {
 }
 
 const MACS: [&str; 8] = [VM1, VM2, VM3, RP1, RP2, UP, GW, "ff:ff:ff:ff:ff:ff"];
-const NETS: [&str; 8] = ["10.0.0.0", "10.0.1.0", "10.0.0.128", "10.8.0.0", "192.0.2.0", "8.8.0.0", "10.0.1.4", "0.0.0.0"];
+const NETS: [&str; 8] = [
+    "10.0.0.0",
+    "10.0.1.0",
+    "10.0.0.128",
+    "10.8.0.0",
+    "192.0.2.0",
+    "8.8.0.0",
+    "10.0.1.4",
+    "0.0.0.0",
+];
 // 67 and 68: DHCP (answered before the bridge when b1 has DHCP).
 const PORTS: [u16; 8] = [22, 53, 80, 443, 40000, 7, 67, 68];
 
@@ -69,7 +78,14 @@ fn rand_cond(rng: &mut Rng) -> Condition {
             }
             4 => c.tp_src = Some(PortRange { start: 0, end: rng.pick(&PORTS) }),
             5 => c.dl_src = Some(rng.pick(&MACS).parse().expect("mac")),
-            6 => c.fragment_policy = Some(rng.pick(&[FragmentPolicy::Any, FragmentPolicy::Header, FragmentPolicy::Nonheader, FragmentPolicy::Unfragmented])),
+            6 => {
+                c.fragment_policy = Some(rng.pick(&[
+                    FragmentPolicy::Any,
+                    FragmentPolicy::Header,
+                    FragmentPolicy::Nonheader,
+                    FragmentPolicy::Unfragmented,
+                ]))
+            }
             7 => c.cond_invert = true,
             8 => c.nw_tos = Some(rng.pick(&[0u8, 4])),
             9 => c.dl_type = Some(rng.pick(&[0x0800u16, 0x0806])),
@@ -82,13 +98,20 @@ fn rand_cond(rng: &mut Rng) -> Condition {
 fn rand_rules(rng: &mut Rng) -> Vec<Rule> {
     (0..rng.below(4))
         .map(|_| {
-            let t = rng.pick(&[RuleType::Accept, RuleType::Drop, RuleType::Reject, RuleType::Return, RuleType::Drop]);
+            let t = rng.pick(&[
+                RuleType::Accept,
+                RuleType::Drop,
+                RuleType::Reject,
+                RuleType::Return,
+                RuleType::Drop,
+            ]);
             let mut r = Rule { rule_type: t, condition: rand_cond(rng), ..Default::default() };
             if rng.chance(10) {
                 r.rule_type = RuleType::Dnat;
                 r.flow_action = Some(FlowAction::Continue);
                 let to = rand_ip(rng);
-                r.nat_targets = vec![NatTarget { address_from: to, address_to: to, port_from: 0, port_to: 0 }];
+                r.nat_targets =
+                    vec![NatTarget { address_from: to, address_to: to, port_from: 0, port_to: 0 }];
             }
             r
         })
@@ -115,11 +138,17 @@ fn rand_world(rng: &mut Rng) -> W {
     for _ in 0..rng.below(6) {
         let len = rng.pick(&[8u8, 16, 20, 24, 25, 28, 32]);
         let net = Ipv4Addr::from(u32::from(rand_ip(rng)) & midonet_model::port::prefix_mask(len));
-        let src = if rng.chance(30) { format!("{}/{}", rand_ip(rng), rng.pick(&[8u8, 24, 32])) } else { "0.0.0.0/0".into() };
+        let src = if rng.chance(30) {
+            format!("{}/{}", rand_ip(rng), rng.pick(&[8u8, 24, 32]))
+        } else {
+            "0.0.0.0/0".into()
+        };
         let src = {
             let (a, l) = src.split_once('/').expect("cidr");
             let l: u8 = l.parse().expect("len");
-            let a = Ipv4Addr::from(u32::from(a.parse::<Ipv4Addr>().expect("ip")) & midonet_model::port::prefix_mask(l));
+            let a = Ipv4Addr::from(
+                u32::from(a.parse::<Ipv4Addr>().expect("ip")) & midonet_model::port::prefix_mask(l),
+            );
             format!("{a}/{l}")
         };
         let (kind, port, gw) = match rng.below(5) {
@@ -168,15 +197,40 @@ fn rand_packet(rng: &mut Rng) -> String {
     }
     match rng.below(6) {
         0 => {
-            s += &format!(",arp.op={},arp.sha={src},arp.spa={},arp.tpa={}", rng.pick(&[1, 2]), rand_ip(rng), rand_ip(rng));
+            s += &format!(
+                ",arp.op={},arp.sha={src},arp.spa={},arp.tpa={}",
+                rng.pick(&[1, 2]),
+                rand_ip(rng),
+                rand_ip(rng)
+            );
         }
         n => {
-            s += &format!(",ip4.src={},ip4.dst={},ip.ttl={},ip.tos={}", rand_ip(rng), rand_ip(rng), rng.pick(&[1, 2, 64]), rng.pick(&[0, 4]));
+            s += &format!(
+                ",ip4.src={},ip4.dst={},ip.ttl={},ip.tos={}",
+                rand_ip(rng),
+                rand_ip(rng),
+                rng.pick(&[1, 2, 64]),
+                rng.pick(&[0, 4])
+            );
             let frag = rng.pick(&["no", "no", "first", "later"]);
             match n {
-                1 | 2 => s += &format!(",ip.frag={frag},tcp.src={},tcp.dst={}", rng.pick(&PORTS), rng.pick(&PORTS)),
-                3 => s += &format!(",ip.frag={frag},udp.src={},udp.dst={}", rng.pick(&PORTS), rng.pick(&PORTS)),
-                4 => s += &format!(",icmp4.type={},icmp4.id={}", rng.pick(&[8, 0, 3]), rng.below(4)),
+                1 | 2 => {
+                    s += &format!(
+                        ",ip.frag={frag},tcp.src={},tcp.dst={}",
+                        rng.pick(&PORTS),
+                        rng.pick(&PORTS)
+                    )
+                }
+                3 => {
+                    s += &format!(
+                        ",ip.frag={frag},udp.src={},udp.dst={}",
+                        rng.pick(&PORTS),
+                        rng.pick(&PORTS)
+                    )
+                }
+                4 => {
+                    s += &format!(",icmp4.type={},icmp4.id={}", rng.pick(&[8, 0, 3]), rng.below(4))
+                }
                 _ => s += ",ip.proto=17,ip.frag=later",
             }
         }
@@ -257,7 +311,10 @@ fn perturb(rng: &mut Rng, k: &FlowKey, m: &FlowMask) -> FlowKey {
 fn frame_for(k: &FlowKey) -> Vec<u8> {
     use dhcproto::v4::{DhcpOption, Message, MessageType};
     use dhcproto::Encodable;
-    let dhcp = k.ethertype == 0x0800 && k.ip_proto == 17 && k.ip_frag != FragType::Later && (k.l4_src, k.l4_dst) == (68, 67);
+    let dhcp = k.ethertype == 0x0800
+        && k.ip_proto == 17
+        && k.ip_frag != FragType::Later
+        && (k.l4_src, k.l4_dst) == (68, 67);
     let payload = if dhcp {
         let u = Ipv4Addr::UNSPECIFIED;
         let mut m = Message::new_with_id(7, u, u, u, u, &mac(VM1).0);

@@ -49,7 +49,12 @@ fn dropped(r: &SimResult, why: DropReason) {
 }
 
 fn icmp(r: &SimResult, t: u8, c: u8, target: GenTarget) {
-    assert_eq!(gen_kinds(r), vec![(GenKind::IcmpError { icmp_type: t, code: c }, target)], "{}", r.render());
+    assert_eq!(
+        gen_kinds(r),
+        vec![(GenKind::IcmpError { icmp_type: t, code: c }, target)],
+        "{}",
+        r.render()
+    );
     let k = FlowKey::extract(&r.generated[0].frame, InPort::Port(0)).expect("icmp parses");
     assert_eq!((k.icmp_type, k.icmp_code), (t, c));
 }
@@ -77,7 +82,16 @@ fn vlan_world(w: &mut W) {
     let u200 = w.t.bridge_iport(bv200, None);
     w.t.link(vp100, u100);
     w.t.link(vp200, u200);
-    for (n, p) in [("t1", t1), ("t2", t2), ("vp100", vp100), ("vp200", vp200), ("x1", x1), ("x2", x2), ("u100", u100), ("u200", u200)] {
+    for (n, p) in [
+        ("t1", t1),
+        ("t2", t2),
+        ("vp100", vp100),
+        ("vp200", vp200),
+        ("x1", x1),
+        ("x2", x2),
+        ("u100", u100),
+        ("u200", u200),
+    ] {
         w.p.insert(n, p);
     }
     w.state.macs.insert((vb, 200, mac("02:00:00:00:20:02")), vp200);
@@ -562,15 +576,31 @@ fn scenarios_with_golden_traces() {
         let r = run(&mut w, ingress, sc.pkt);
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (sc.check)(&w, &r)));
         if let Err(e) = checked {
-            let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
             failures.push(format!("{}: {msg}\n{}", sc.name, render(&w, &r)));
             continue;
         }
-        let text = format!("# {}\n# ingress {}\n# packet {}\n{}", sc.name, ingress, sc.pkt, render(&w, &r));
+        let text = format!(
+            "# {}\n# ingress {}\n# packet {}\n{}",
+            sc.name,
+            ingress,
+            sc.pkt,
+            render(&w, &r)
+        );
         let text = w.names().iter().fold(text, |t, (id, n)| t.replace(id, n));
         if let Err(e) = golden(sc.name, &text) {
             failures.push(e);
         }
     }
-    assert!(failures.is_empty(), "{} of {} scenarios failed:\n{}", failures.len(), all.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios failed:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n\n")
+    );
 }

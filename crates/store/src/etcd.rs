@@ -49,19 +49,13 @@ pub struct EtcdStore {
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdStore")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
+        f.debug_struct("EtcdStore").field("timeout", &self.timeout).finish_non_exhaustive()
     }
 }
 
 /// `(key, range_end)` of etcd's range for a prefix.
 fn etcd_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let key = if prefix.is_empty() {
-        vec![0]
-    } else {
-        prefix.to_vec()
-    };
+    let key = if prefix.is_empty() { vec![0] } else { prefix.to_vec() };
     // etcd reads range_end "\0" as "no upper bound".
     (key, prefix_end(prefix).unwrap_or_else(|| vec![0]))
 }
@@ -192,10 +186,7 @@ impl EtcdStore {
 
     /// Wraps an already configured client (TLS, auth...).
     pub fn from_client(client: ec::Client) -> Self {
-        EtcdStore {
-            client,
-            timeout: Self::DEFAULT_TIMEOUT,
-        }
+        EtcdStore { client, timeout: Self::DEFAULT_TIMEOUT }
     }
 
     /// Changes the bound on unary calls.
@@ -225,23 +216,15 @@ impl EtcdStore {
 impl Store for EtcdStore {
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         validate_txn(&txn)?;
-        let lease = txn
-            .success
-            .iter()
-            .chain(&txn.failure)
-            .find_map(|op| match op {
-                TxnOp::Put { lease, .. } => *lease,
-                _ => None,
-            });
+        let lease = txn.success.iter().chain(&txn.failure).find_map(|op| match op {
+            TxnOp::Put { lease, .. } => *lease,
+            _ => None,
+        });
         let mut kv = self.client.kv_client();
         let resp = self.call(lease, kv.txn(etcd_txn(&txn))).await?;
         let succeeded = resp.succeeded();
         let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
-        let branch = if succeeded {
-            &txn.success
-        } else {
-            &txn.failure
-        };
+        let branch = if succeeded { &txn.success } else { &txn.failure };
         let op_responses = resp.op_responses();
         if op_responses.len() != branch.len() {
             return Err(StoreError::backend(format!(
@@ -258,25 +241,17 @@ impl Store for EtcdStore {
                 (
                     TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. },
                     ec::TxnOpResponse::Delete(d),
-                ) => Ok(OpResponse::Delete {
-                    deleted: d.deleted(),
-                }),
+                ) => Ok(OpResponse::Delete { deleted: d.deleted() }),
                 (TxnOp::Get { .. }, ec::TxnOpResponse::Get(g)) => {
                     Ok(OpResponse::Get(g.kvs().first().map(kv_from)))
                 }
                 (TxnOp::Range { .. }, ec::TxnOpResponse::Get(g)) => {
                     Ok(OpResponse::Range(g.kvs().iter().map(kv_from).collect()))
                 }
-                (op, r) => Err(StoreError::backend(format!(
-                    "etcd answered {op:?} with {r:?}"
-                ))),
+                (op, r) => Err(StoreError::backend(format!("etcd answered {op:?} with {r:?}"))),
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(TxnResponse {
-            succeeded,
-            revision,
-            responses,
-        })
+        Ok(TxnResponse { succeeded, revision, responses })
     }
 
     async fn watch(&self, prefix: &[u8], from_revision: Revision) -> Result<WatchStream> {
@@ -294,12 +269,7 @@ impl Store for EtcdStore {
         let mut stream = self.call(None, wc.watch(key, Some(options))).await?;
         // Wait until etcd has registered the watch (see module docs).
         let created = self.call(None, stream.message()).await?;
-        let mut state = EtcdWatch {
-            stream,
-            pending: VecDeque::new(),
-            end: None,
-            finished: false,
-        };
+        let mut state = EtcdWatch { stream, pending: VecDeque::new(), end: None, finished: false };
         match created {
             // etcd may also cancel in the created response; the stream then
             // yields that error first.
@@ -309,11 +279,7 @@ impl Store for EtcdStore {
                     "etcd watch: expected a created response, got {resp:?}"
                 )))
             }
-            None => {
-                return Err(StoreError::Unavailable(
-                    "etcd closed the watch stream".into(),
-                ))
-            }
+            None => return Err(StoreError::Unavailable("etcd closed the watch stream".into())),
         }
         Ok(Box::pin(futures::stream::unfold(state, EtcdWatch::next)))
     }
@@ -342,15 +308,9 @@ impl Store for EtcdStore {
         let mut lc = self.client.lease_client();
         let resp = self.call(None, lc.grant(ttl_secs, None)).await?;
         if !resp.error().is_empty() {
-            return Err(StoreError::backend(format!(
-                "etcd lease grant: {}",
-                resp.error()
-            )));
+            return Err(StoreError::backend(format!("etcd lease grant: {}", resp.error())));
         }
-        Ok(Lease {
-            id: LeaseId(resp.id()),
-            ttl_secs: resp.ttl(),
-        })
+        Ok(Lease { id: LeaseId(resp.id()), ttl_secs: resp.ttl() })
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<i64> {
@@ -362,9 +322,7 @@ impl Store for EtcdStore {
         match self.call(Some(lease), responses.message()).await? {
             Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
             Some(_) => Err(StoreError::LeaseNotFound(lease)),
-            None => Err(StoreError::Unavailable(
-                "etcd closed the lease keep-alive stream".into(),
-            )),
+            None => Err(StoreError::Unavailable("etcd closed the lease keep-alive stream".into())),
         }
     }
 
@@ -376,12 +334,8 @@ impl Store for EtcdStore {
 
     async fn current_revision(&self) -> Result<Revision> {
         let mut kv = self.client.kv_client();
-        let resp = self
-            .call(
-                None,
-                kv.get(vec![0], Some(ec::GetOptions::new().with_count_only())),
-            )
-            .await?;
+        let resp =
+            self.call(None, kv.get(vec![0], Some(ec::GetOptions::new().with_count_only()))).await?;
         resp.header()
             .map(|h| h.revision())
             .ok_or_else(|| StoreError::backend("etcd response without header"))
@@ -405,28 +359,20 @@ impl EtcdWatch {
             let Some(kv) = ev.kv() else { continue };
             let prev = ev.prev_kv().map(kv_from);
             let event = match ev.event_type() {
-                ec::EventType::Put => WatchEvent::Put {
-                    kv: kv_from(kv),
-                    prev,
-                },
-                ec::EventType::Delete => WatchEvent::Delete {
-                    key: kv.key().to_vec(),
-                    revision: kv.mod_revision(),
-                    prev,
-                },
+                ec::EventType::Put => WatchEvent::Put { kv: kv_from(kv), prev },
+                ec::EventType::Delete => {
+                    WatchEvent::Delete { key: kv.key().to_vec(), revision: kv.mod_revision(), prev }
+                }
             };
             match self.pending.back_mut() {
                 Some(batch) if batch.revision == event.revision() => batch.events.push(event),
-                _ => self.pending.push_back(WatchBatch {
-                    revision: event.revision(),
-                    events: vec![event],
-                }),
+                _ => self
+                    .pending
+                    .push_back(WatchBatch { revision: event.revision(), events: vec![event] }),
             }
         }
         if resp.compact_revision() != 0 {
-            self.end = Some(StoreError::Compacted {
-                compact_revision: resp.compact_revision(),
-            });
+            self.end = Some(StoreError::Compacted { compact_revision: resp.compact_revision() });
         } else if resp.canceled() {
             self.end = Some(StoreError::backend(format!(
                 "etcd canceled the watch: {}",
@@ -450,9 +396,7 @@ impl EtcdWatch {
             match self.stream.message().await {
                 Ok(Some(resp)) => self.absorb(resp),
                 Ok(None) => {
-                    self.end = Some(StoreError::Unavailable(
-                        "etcd closed the watch stream".into(),
-                    ));
+                    self.end = Some(StoreError::Unavailable("etcd closed the watch stream".into()));
                 }
                 Err(e) => self.end = Some(map_err(e, None)),
             }
@@ -476,10 +420,7 @@ mod tests {
         let e = ec::Error::GRpcStatus(tonic::Status::not_found(
             "etcdserver: requested lease not found",
         ));
-        assert!(matches!(
-            map_err(e, Some(LeaseId(7))),
-            StoreError::LeaseNotFound(LeaseId(7))
-        ));
+        assert!(matches!(map_err(e, Some(LeaseId(7))), StoreError::LeaseNotFound(LeaseId(7))));
         let e = ec::Error::GRpcStatus(tonic::Status::invalid_argument(
             "etcdserver: too many operations in txn request",
         ));

@@ -82,10 +82,7 @@ mod tests {
         store.put(b"/k", b"v", Some(lease.id)).await.expect("put");
         let keeper = LeaseKeeper::spawn(Arc::clone(&store), lease);
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(
-            store.get(b"/k").await.expect("get").is_some(),
-            "kept past 2 TTLs"
-        );
+        assert!(store.get(b"/k").await.expect("get").is_some(), "kept past 2 TTLs");
         assert!(!keeper.is_finished());
         drop(keeper);
         // Gone within the TTL plus expiry slack; poll rather than guess.
@@ -94,9 +91,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), gone)
-            .await
-            .expect("expired once dropped");
+        tokio::time::timeout(Duration::from_secs(10), gone).await.expect("expired once dropped");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

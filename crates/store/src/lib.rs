@@ -86,10 +86,8 @@ pub use types::{
 ///
 /// Must be called inside a tokio runtime.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
-    let invalid = |reason: &str| StoreError::InvalidUrl {
-        url: url.to_string(),
-        reason: reason.to_string(),
-    };
+    let invalid =
+        |reason: &str| StoreError::InvalidUrl { url: url.to_string(), reason: reason.to_string() };
     if let Some(path) = url.strip_prefix("embedded:") {
         let path = path.strip_prefix("//").unwrap_or(path);
         if path.is_empty() {
@@ -112,9 +110,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         }
         return Ok(Arc::new(EtcdStore::connect(&endpoints).await?));
     }
-    Err(invalid(
-        "expected embedded:PATH, memory: or etcd://HOST:PORT[,HOST:PORT]",
-    ))
+    Err(invalid("expected embedded:PATH, memory: or etcd://HOST:PORT[,HOST:PORT]"))
 }
 
 #[cfg(test)]
@@ -135,16 +131,11 @@ mod tests {
     async fn connect_memory_and_embedded_file() {
         let mem = connect("memory:").await.expect("memory store");
         mem.put(b"/k", b"v", None).await.expect("put");
-        assert_eq!(
-            mem.get(b"/k").await.expect("get").map(|kv| kv.value),
-            Some(b"v".to_vec())
-        );
+        assert_eq!(mem.get(b"/k").await.expect("get").map(|kv| kv.value), Some(b"v".to_vec()));
 
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.redb");
-        let file = connect(&format!("embedded:{}", path.display()))
-            .await
-            .expect("file store");
+        let file = connect(&format!("embedded:{}", path.display())).await.expect("file store");
         file.put(b"/k", b"v", None).await.expect("put");
         drop(file);
         assert!(path.exists());

@@ -79,9 +79,7 @@ pub trait Store: Send + Sync + 'static {
     /// Reads every key starting with `prefix` (all keys if empty), sorted by
     /// key, with the revision of the read.
     async fn range(&self, prefix: &[u8]) -> Result<RangeResponse> {
-        let resp = self
-            .txn(Txn::new().and_then([TxnOp::range(prefix)]))
-            .await?;
+        let resp = self.txn(Txn::new().and_then([TxnOp::range(prefix)])).await?;
         let revision = resp.revision;
         match resp.responses.into_iter().next() {
             Some(OpResponse::Range(kvs)) => Ok(RangeResponse { kvs, revision }),
@@ -92,11 +90,7 @@ pub trait Store: Send + Sync + 'static {
     /// Writes one key, optionally attached to a lease (a put without a lease
     /// detaches the key from any lease it had). Returns the new revision.
     async fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {
-        let op = TxnOp::Put {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            lease,
-        };
+        let op = TxnOp::Put { key: key.to_vec(), value: value.to_vec(), lease };
         Ok(self.txn(Txn::new().and_then([op])).await?.revision)
     }
 
@@ -109,9 +103,7 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every key starting with `prefix` (all keys if empty), in one
     /// revision.
     async fn delete_prefix(&self, prefix: &[u8]) -> Result<DeleteResponse> {
-        let resp = self
-            .txn(Txn::new().and_then([TxnOp::delete_prefix(prefix)]))
-            .await?;
+        let resp = self.txn(Txn::new().and_then([TxnOp::delete_prefix(prefix)])).await?;
         delete_response("delete_prefix", resp)
     }
 }

@@ -131,9 +131,7 @@ impl EtcdServer {
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=midonet-test={peer}"))
             .arg("--initial-cluster-state=new")
-            .arg(format!(
-                "--initial-cluster-token=midonet-test-{client_port}"
-            ))
+            .arg(format!("--initial-cluster-token=midonet-test-{client_port}"))
             .arg("--heartbeat-interval=50")
             .arg("--election-timeout=500")
             .arg("--max-txn-ops=10000")
@@ -154,11 +152,7 @@ impl EtcdServer {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut server = EtcdServer {
-            child,
-            client_port,
-            dir,
-        };
+        let mut server = EtcdServer { child, client_port, dir };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = server.child.try_wait()? {

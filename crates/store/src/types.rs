@@ -115,35 +115,19 @@ pub struct Compare {
 
 impl Compare {
     pub fn version(key: impl Into<Vec<u8>>, op: CompareOp, version: i64) -> Self {
-        Compare {
-            key: key.into(),
-            op,
-            target: CompareTarget::Version(version),
-        }
+        Compare { key: key.into(), op, target: CompareTarget::Version(version) }
     }
 
     pub fn create_revision(key: impl Into<Vec<u8>>, op: CompareOp, rev: Revision) -> Self {
-        Compare {
-            key: key.into(),
-            op,
-            target: CompareTarget::CreateRevision(rev),
-        }
+        Compare { key: key.into(), op, target: CompareTarget::CreateRevision(rev) }
     }
 
     pub fn mod_revision(key: impl Into<Vec<u8>>, op: CompareOp, rev: Revision) -> Self {
-        Compare {
-            key: key.into(),
-            op,
-            target: CompareTarget::ModRevision(rev),
-        }
+        Compare { key: key.into(), op, target: CompareTarget::ModRevision(rev) }
     }
 
     pub fn value(key: impl Into<Vec<u8>>, op: CompareOp, value: impl Into<Vec<u8>>) -> Self {
-        Compare {
-            key: key.into(),
-            op,
-            target: CompareTarget::Value(value.into()),
-        }
+        Compare { key: key.into(), op, target: CompareTarget::Value(value.into()) }
     }
 
     /// The key exists (`create_revision > 0`).
@@ -200,11 +184,7 @@ pub enum TxnOp {
 
 impl TxnOp {
     pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        TxnOp::Put {
-            key: key.into(),
-            value: value.into(),
-            lease: None,
-        }
+        TxnOp::Put { key: key.into(), value: value.into(), lease: None }
     }
 
     pub fn put_with_lease(
@@ -212,11 +192,7 @@ impl TxnOp {
         value: impl Into<Vec<u8>>,
         lease: LeaseId,
     ) -> Self {
-        TxnOp::Put {
-            key: key.into(),
-            value: value.into(),
-            lease: Some(lease),
-        }
+        TxnOp::Put { key: key.into(), value: value.into(), lease: Some(lease) }
     }
 
     pub fn delete(key: impl Into<Vec<u8>>) -> Self {
@@ -224,9 +200,7 @@ impl TxnOp {
     }
 
     pub fn delete_prefix(prefix: impl Into<Vec<u8>>) -> Self {
-        TxnOp::DeletePrefix {
-            prefix: prefix.into(),
-        }
+        TxnOp::DeletePrefix { prefix: prefix.into() }
     }
 
     pub fn get(key: impl Into<Vec<u8>>) -> Self {
@@ -234,9 +208,7 @@ impl TxnOp {
     }
 
     pub fn range(prefix: impl Into<Vec<u8>>) -> Self {
-        TxnOp::Range {
-            prefix: prefix.into(),
-        }
+        TxnOp::Range { prefix: prefix.into() }
     }
 }
 
@@ -304,17 +276,10 @@ pub struct TxnResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     /// The key was created or updated; `kv` is its new state.
-    Put {
-        kv: KeyValue,
-        prev: Option<KeyValue>,
-    },
+    Put { kv: KeyValue, prev: Option<KeyValue> },
     /// The key was deleted (explicitly, by prefix, or by its lease ending) at
     /// `revision`.
-    Delete {
-        key: Vec<u8>,
-        revision: Revision,
-        prev: Option<KeyValue>,
-    },
+    Delete { key: Vec<u8>, revision: Revision, prev: Option<KeyValue> },
 }
 
 impl WatchEvent {
@@ -406,19 +371,13 @@ pub(crate) fn validate_txn(txn: &Txn) -> Result<(), StoreError> {
         }
         puts.sort_unstable();
         if puts.windows(2).any(|w| w[0] == w[1]) {
-            return Err(StoreError::InvalidArgument(
-                "duplicate key given in txn request".into(),
-            ));
+            return Err(StoreError::InvalidArgument("duplicate key given in txn request".into()));
         }
         let in_deleted = |k: &[u8]| {
-            deleted
-                .iter()
-                .any(|(start, end)| k >= *start && end.as_deref().is_none_or(|e| k < e))
+            deleted.iter().any(|(start, end)| k >= *start && end.as_deref().is_none_or(|e| k < e))
         };
         if puts.iter().any(|k| in_deleted(k)) {
-            return Err(StoreError::InvalidArgument(
-                "duplicate key given in txn request".into(),
-            ));
+            return Err(StoreError::InvalidArgument("duplicate key given in txn request".into()));
         }
     }
     Ok(())
@@ -472,11 +431,7 @@ mod tests {
     fn validate_rejects_what_etcd_rejects() {
         let ok = Txn::new()
             .when([Compare::exists("/a")])
-            .and_then([
-                TxnOp::put("/a", "1"),
-                TxnOp::delete_prefix("/b/"),
-                TxnOp::get("/a"),
-            ])
+            .and_then([TxnOp::put("/a", "1"), TxnOp::delete_prefix("/b/"), TxnOp::get("/a")])
             .or_else([TxnOp::put("/a", "2")]);
         assert!(validate_txn(&ok).is_ok());
         let bad = [
@@ -488,10 +443,7 @@ mod tests {
             Txn::new().when([Compare::exists("")]),
         ];
         for txn in bad {
-            assert!(
-                matches!(validate_txn(&txn), Err(StoreError::InvalidArgument(_))),
-                "{txn:?}"
-            );
+            assert!(matches!(validate_txn(&txn), Err(StoreError::InvalidArgument(_))), "{txn:?}");
         }
         // A put next to (not inside) a deleted key is fine.
         let near = Txn::new().and_then([TxnOp::delete("/a"), TxnOp::put("/a0", "2")]);

@@ -34,30 +34,19 @@ enum Keep {
 
 async fn memory() -> Option<Backend> {
     let store = EmbeddedStore::in_memory().expect("in-memory store");
-    Some(Backend {
-        store: Arc::new(store),
-        _keep: Keep::Nothing,
-    })
+    Some(Backend { store: Arc::new(store), _keep: Keep::Nothing })
 }
 
 async fn file() -> Option<Backend> {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path().join("store.redb")).expect("file store");
-    Some(Backend {
-        store: Arc::new(store),
-        _keep: Keep::Dir(dir),
-    })
+    Some(Backend { store: Arc::new(store), _keep: Keep::Dir(dir) })
 }
 
 async fn etcd() -> Option<Backend> {
     let server = etcd_or_skip()?;
-    let store = midonet_store::connect(&server.url())
-        .await
-        .expect("connect to test etcd");
-    Some(Backend {
-        store,
-        _keep: Keep::Etcd(server),
-    })
+    let store = midonet_store::connect(&server.url()).await.expect("connect to test etcd");
+    Some(Backend { store, _keep: Keep::Etcd(server) })
 }
 
 macro_rules! backend_tests {
@@ -145,10 +134,7 @@ fn keys(kvs: &[KeyValue]) -> Vec<String> {
 }
 
 async fn value(s: &Arc<dyn Store>, key: &str) -> Option<String> {
-    s.get(key.as_bytes())
-        .await
-        .expect("get")
-        .map(|kv| text(&kv.value))
+    s.get(key.as_bytes()).await.expect("get").map(|kv| text(&kv.value))
 }
 
 fn put(key: &str, value: &str) -> TxnOp {
@@ -159,19 +145,8 @@ fn put(key: &str, value: &str) -> TxnOp {
 
 async fn put_get_range_sorted_within_prefix_bounds(s: Arc<dyn Store>) {
     // Inserted out of order, with neighbours just outside the prefix.
-    for k in [
-        "/t/b",
-        "/t0",
-        "/t/a/x",
-        "/s",
-        "/t/",
-        "/t/a",
-        "/t/\u{7f}",
-        "/t",
-    ] {
-        s.put(k.as_bytes(), format!("v{k}").as_bytes(), None)
-            .await
-            .expect("put");
+    for k in ["/t/b", "/t0", "/t/a/x", "/s", "/t/", "/t/a", "/t/\u{7f}", "/t"] {
+        s.put(k.as_bytes(), format!("v{k}").as_bytes(), None).await.expect("put");
     }
     s.put(b"/t/\xff\xff", b"ff", None).await.expect("put");
     assert_eq!(value(&s, "/t/a").await.as_deref(), Some("v/t/a"));
@@ -180,28 +155,15 @@ async fn put_get_range_sorted_within_prefix_bounds(s: Arc<dyn Store>) {
     let r = s.range(b"/t/").await.expect("range");
     assert_eq!(
         keys(&r.kvs),
-        [
-            "/t/",
-            "/t/a",
-            "/t/a/x",
-            "/t/b",
-            "/t/\u{7f}",
-            "/t/\u{fffd}\u{fffd}"
-        ],
+        ["/t/", "/t/a", "/t/a/x", "/t/b", "/t/\u{7f}", "/t/\u{fffd}\u{fffd}"],
         "sorted bytewise, [\"/t/\", \"/t0\") only"
     );
     assert_eq!(r.revision, s.current_revision().await.expect("revision"));
-    assert_eq!(
-        keys(&s.range(b"/t/a").await.expect("range").kvs),
-        ["/t/a", "/t/a/x"]
-    );
+    assert_eq!(keys(&s.range(b"/t/a").await.expect("range").kvs), ["/t/a", "/t/a/x"]);
     assert!(s.range(b"/u/").await.expect("range").kvs.is_empty());
     assert_eq!(s.range(b"").await.expect("range all").kvs.len(), 9);
     // A prefix of 0xff bytes has no upper bound.
-    assert_eq!(
-        keys(&s.range(b"/t/\xff").await.expect("range").kvs).len(),
-        1
-    );
+    assert_eq!(keys(&s.range(b"/t/\xff").await.expect("range").kvs).len(), 1);
 }
 
 async fn revisions_create_mod_version(s: Arc<dyn Store>) {
@@ -209,10 +171,7 @@ async fn revisions_create_mod_version(s: Arc<dyn Store>) {
     let r1 = s.put(b"/r/a", b"1", None).await.expect("put");
     assert_eq!(r1, r0 + 1);
     let a = s.get(b"/r/a").await.expect("get").expect("present");
-    assert_eq!(
-        (a.create_revision, a.mod_revision, a.version, a.lease),
-        (r1, r1, 1, None)
-    );
+    assert_eq!((a.create_revision, a.mod_revision, a.version, a.lease), (r1, r1, 1, None));
 
     let r2 = s.put(b"/r/a", b"2", None).await.expect("put");
     assert_eq!(r2, r1 + 1);
@@ -308,11 +267,7 @@ async fn txn_is_atomic_and_sees_own_writes(s: Arc<dyn Store>) {
     assert_eq!(resp.revision, before + 1);
     for k in ["/a/1", "/a/2"] {
         assert_eq!(
-            s.get(k.as_bytes())
-                .await
-                .expect("get")
-                .expect("present")
-                .mod_revision,
+            s.get(k.as_bytes()).await.expect("get").expect("present").mod_revision,
             before + 1
         );
     }
@@ -326,28 +281,22 @@ async fn txn_is_atomic_and_sees_own_writes(s: Arc<dyn Store>) {
 
     // A failed compare with an empty failure branch writes nothing at all.
     let resp = s
-        .txn(
-            Txn::new()
-                .when([Compare::value("/a/1", CompareOp::Equal, "not-x")])
-                .and_then([put("/a/1", "z"), put("/a/3", "z"), TxnOp::delete("/a/2")]),
-        )
+        .txn(Txn::new().when([Compare::value("/a/1", CompareOp::Equal, "not-x")]).and_then([
+            put("/a/1", "z"),
+            put("/a/3", "z"),
+            TxnOp::delete("/a/2"),
+        ]))
         .await
         .expect("txn");
     assert!(!resp.succeeded);
     assert!(resp.responses.is_empty());
     assert_eq!(resp.revision, before + 1);
     assert_eq!(s.current_revision().await.expect("revision"), before + 1);
-    assert_eq!(
-        keys(&s.range(b"/a/").await.expect("range").kvs),
-        ["/a/1", "/a/2"]
-    );
+    assert_eq!(keys(&s.range(b"/a/").await.expect("range").kvs), ["/a/1", "/a/2"]);
     assert_eq!(value(&s, "/a/1").await.as_deref(), Some("x"));
 
     // A read-only txn does not bump the revision either.
-    let resp = s
-        .txn(Txn::new().and_then([TxnOp::get("/a/1")]))
-        .await
-        .expect("txn");
+    let resp = s.txn(Txn::new().and_then([TxnOp::get("/a/1")])).await.expect("txn");
     assert_eq!(resp.revision, before + 1);
 }
 
@@ -364,17 +313,11 @@ async fn invalid_requests_are_rejected_before_writing(s: Arc<dyn Store>) {
             other => panic!("{txn:?}: expected InvalidArgument, got {other:?}"),
         }
     }
-    assert!(matches!(
-        s.put(b"", b"v", None).await,
-        Err(StoreError::InvalidArgument(_))
-    ));
+    assert!(matches!(s.put(b"", b"v", None).await, Err(StoreError::InvalidArgument(_))));
     // A put with an unknown lease fails the whole txn.
     let lease = s.grant_lease(30).await.expect("grant");
     s.revoke_lease(lease.id).await.expect("revoke");
-    let txn = Txn::new().and_then([
-        put("/i/d", "1"),
-        TxnOp::put_with_lease("/i/e", "1", lease.id),
-    ]);
+    let txn = Txn::new().and_then([put("/i/d", "1"), TxnOp::put_with_lease("/i/e", "1", lease.id)]);
     match s.txn(txn).await {
         Err(StoreError::LeaseNotFound(id)) => assert_eq!(id, lease.id),
         other => panic!("expected LeaseNotFound, got {other:?}"),
@@ -401,20 +344,11 @@ async fn watch_from_now_and_from_old_revision(s: Arc<dyn Store>) {
     let expected: Vec<(i64, Vec<Ev>)> = vec![
         (r1, vec![("put", "/w/a".into(), "1".into())]),
         // One txn: one batch, in the txn's op order, outside keys filtered.
-        (
-            r2,
-            vec![
-                ("put", "/w/c".into(), "3".into()),
-                ("put", "/w/b".into(), "2".into()),
-            ],
-        ),
+        (r2, vec![("put", "/w/c".into(), "3".into()), ("put", "/w/b".into(), "2".into())]),
         (r3, vec![("put", "/w/a".into(), "4".into())]),
         (r4, vec![("del", "/w/a".into(), String::new())]),
     ];
-    let mut old = s
-        .watch(b"/w/", start + 1)
-        .await
-        .expect("watch from old revision");
+    let mut old = s.watch(b"/w/", start + 1).await.expect("watch from old revision");
     for w in [&mut live, &mut old] {
         for (rev, events) in &expected {
             let batch = next_batch(w).await;
@@ -429,24 +363,14 @@ async fn watch_from_now_and_from_old_revision(s: Arc<dyn Store>) {
     let mut replay = s.watch(b"/w/a", r3).await.expect("watch");
     let b = next_batch(&mut replay).await;
     match &b.events[..] {
-        [WatchEvent::Put {
-            kv,
-            prev: Some(prev),
-        }] => {
-            assert_eq!(
-                (kv.version, prev.version, prev.value.as_slice()),
-                (2, 1, &b"1"[..])
-            );
+        [WatchEvent::Put { kv, prev: Some(prev) }] => {
+            assert_eq!((kv.version, prev.version, prev.value.as_slice()), (2, 1, &b"1"[..]));
         }
         other => panic!("unexpected {other:?}"),
     }
     let b = next_batch(&mut replay).await;
     match &b.events[..] {
-        [WatchEvent::Delete {
-            key,
-            revision,
-            prev: Some(prev),
-        }] => {
+        [WatchEvent::Delete { key, revision, prev: Some(prev) }] => {
             assert_eq!(
                 (key.as_slice(), *revision, prev.value.as_slice()),
                 (&b"/w/a"[..], r4, &b"4"[..])
@@ -468,10 +392,7 @@ async fn watch_from_future_revision_waits(s: Arc<dyn Store>) {
     s.put(b"/f/1", b"1", None).await.expect("put");
     let r = s.put(b"/f/2", b"2", None).await.expect("put");
     let b = next_batch(&mut w).await;
-    assert_eq!(
-        (b.revision, summary(&b)),
-        (r, vec![("put", "/f/2".into(), "2".into())])
-    );
+    assert_eq!((b.revision, summary(&b)), (r, vec![("put", "/f/2".into(), "2".into())]));
 }
 
 async fn delete_prefix_is_one_revision_with_delete_events(s: Arc<dyn Store>) {
@@ -492,10 +413,7 @@ async fn delete_prefix_is_one_revision_with_delete_events(s: Arc<dyn Store>) {
             ("del", "/d/x/3".into(), String::new())
         ]
     );
-    assert_eq!(
-        keys(&s.range(b"/d/").await.expect("range").kvs),
-        ["/d/x", "/d/y/1"]
-    );
+    assert_eq!(keys(&s.range(b"/d/").await.expect("range").kvs), ["/d/x", "/d/y/1"]);
     // The other prefix saw nothing of it: its next batch is its own write.
     let r = s.put(b"/d/y/2", b"v", None).await.expect("put");
     assert_eq!(next_batch(&mut wy).await.revision, r);
@@ -516,29 +434,17 @@ async fn watch_after_compaction_is_compacted(s: Arc<dyn Store>) {
     let future = s.current_revision().await.expect("revision") + 10;
     assert!(matches!(s.compact(future).await, Err(StoreError::FutureRevision(r)) if r == future));
 
-    let mut w = s
-        .watch(b"/k/", first)
-        .await
-        .expect("watch returns a stream");
+    let mut w = s.watch(b"/k/", first).await.expect("watch returns a stream");
     match tokio::time::timeout(WAIT, w.next()).await.expect("an item") {
         Some(Err(StoreError::Compacted { compact_revision })) => assert_eq!(compact_revision, at),
         other => panic!("expected Compacted, got {other:?}"),
     }
-    assert!(tokio::time::timeout(WAIT, w.next())
-        .await
-        .expect("end")
-        .is_none());
+    assert!(tokio::time::timeout(WAIT, w.next()).await.expect("end").is_none());
 
     // From the compaction point itself, history is still there.
     let mut w = s.watch(b"/k/", at).await.expect("watch");
-    assert_eq!(
-        summary(&next_batch(&mut w).await),
-        vec![("put", "/k/b".into(), "3".into())]
-    );
-    assert_eq!(
-        summary(&next_batch(&mut w).await),
-        vec![("put", "/k/a".into(), "4".into())]
-    );
+    assert_eq!(summary(&next_batch(&mut w).await), vec![("put", "/k/b".into(), "3".into())]);
+    assert_eq!(summary(&next_batch(&mut w).await), vec![("put", "/k/a".into(), "4".into())]);
     // Data is untouched by compaction.
     assert_eq!(value(&s, "/k/a").await.as_deref(), Some("4"));
 }
@@ -549,19 +455,13 @@ async fn lease_expiry_deletes_keys_with_events(s: Arc<dyn Store>) {
     s.put(b"/l/a", b"1", Some(lease.id)).await.expect("put");
     s.put(b"/l/b", b"2", Some(lease.id)).await.expect("put");
     s.put(b"/l/c", b"3", None).await.expect("put");
-    assert_eq!(
-        s.get(b"/l/a").await.expect("get").expect("present").lease,
-        Some(lease.id)
-    );
+    assert_eq!(s.get(b"/l/a").await.expect("get").expect("present").lease, Some(lease.id));
     let mut w = s.watch(b"/l/", 0).await.expect("watch");
 
     let b = next_batch(&mut w).await;
     assert_eq!(
         summary(&b),
-        vec![
-            ("del", "/l/a".into(), String::new()),
-            ("del", "/l/b".into(), String::new())
-        ]
+        vec![("del", "/l/a".into(), String::new()), ("del", "/l/b".into(), String::new())]
     );
     assert_eq!(keys(&s.range(b"/l/").await.expect("range").kvs), ["/l/c"]);
     assert!(
@@ -601,10 +501,7 @@ async fn revoke_deletes_keys_and_ends_lease(s: Arc<dyn Store>) {
     let b = next_batch(&mut w).await;
     assert_eq!(
         summary(&b),
-        vec![
-            ("del", "/rv/a".into(), String::new()),
-            ("del", "/rv/b".into(), String::new())
-        ]
+        vec![("del", "/rv/a".into(), String::new()), ("del", "/rv/b".into(), String::new())]
     );
     assert_eq!(b.revision, s.current_revision().await.expect("revision"));
     assert_eq!(keys(&s.range(b"/rv/").await.expect("range").kvs), ["/rv/k"]);
@@ -612,9 +509,7 @@ async fn revoke_deletes_keys_and_ends_lease(s: Arc<dyn Store>) {
     let gone = |r: Result<_, StoreError>| matches!(r, Err(StoreError::LeaseNotFound(id)) if id == lease.id);
     assert!(gone(s.revoke_lease(lease.id).await));
     assert!(gone(s.keep_alive(lease.id).await.map(|_| ())));
-    assert!(gone(
-        s.put(b"/rv/c", b"1", Some(lease.id)).await.map(|_| ())
-    ));
+    assert!(gone(s.put(b"/rv/c", b"1", Some(lease.id)).await.map(|_| ())));
     // A lease without keys revokes without a new revision.
     let before = s.current_revision().await.expect("revision");
     let empty = s.grant_lease(60).await.expect("grant");
@@ -626,10 +521,7 @@ async fn put_without_lease_detaches_key(s: Arc<dyn Store>) {
     let lease = s.grant_lease(60).await.expect("grant");
     s.put(b"/pl/a", b"1", Some(lease.id)).await.expect("put");
     s.put(b"/pl/a", b"2", None).await.expect("put");
-    assert_eq!(
-        s.get(b"/pl/a").await.expect("get").expect("present").lease,
-        None
-    );
+    assert_eq!(s.get(b"/pl/a").await.expect("get").expect("present").lease, None);
     s.revoke_lease(lease.id).await.expect("revoke");
     assert_eq!(value(&s, "/pl/a").await.as_deref(), Some("2"));
 }
@@ -648,11 +540,7 @@ async fn concurrent_cas_increments_lose_nothing(s: Arc<dyn Store>) {
                     let cur = s.get(b"/cas/n").await.expect("get").expect("present");
                     let n: usize = text(&cur.value).parse().expect("number");
                     let txn = Txn::new()
-                        .when([Compare::mod_revision(
-                            "/cas/n",
-                            CompareOp::Equal,
-                            cur.mod_revision,
-                        )])
+                        .when([Compare::mod_revision("/cas/n", CompareOp::Equal, cur.mod_revision)])
                         .and_then([put("/cas/n", &(n + 1).to_string())]);
                     if s.txn(txn).await.expect("txn").succeeded {
                         break;
@@ -700,15 +588,8 @@ async fn concurrent_writers_watch_sees_every_revision_in_order(s: Arc<dyn Store>
         let mut parts = key.trim_start_matches("/cw/").split('/');
         let t: usize = parts.next().and_then(|p| p.parse().ok()).expect("task");
         let i: usize = parts.next().and_then(|p| p.parse().ok()).expect("index");
-        assert_eq!(
-            last_per_task[t].map_or(0, |l| l + 1),
-            i,
-            "task {t} in order"
-        );
+        assert_eq!(last_per_task[t].map_or(0, |l| l + 1), i, "task {t} in order");
         last_per_task[t] = Some(i);
     }
-    assert_eq!(
-        s.range(b"/cw/").await.expect("range").kvs.len(),
-        TASKS * EACH
-    );
+    assert_eq!(s.range(b"/cw/").await.expect("range").kvs.len(), TASKS * EACH);
 }

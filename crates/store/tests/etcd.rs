@@ -28,8 +28,5 @@ async fn losing_etcd_ends_watches_and_fails_calls_as_unavailable() {
         Err(e @ StoreError::Unavailable(_)) => assert!(e.is_retryable()),
         other => panic!("expected Unavailable, got {other:?}"),
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "bounded by the timeout"
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the timeout");
 }

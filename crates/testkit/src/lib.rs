@@ -76,11 +76,7 @@ pub fn ns_output(ns: &str, cmd: &[&str]) -> Result<Output> {
 /// Names of all network namespaces (`ip netns list`).
 pub fn list_netns() -> Result<Vec<String>> {
     let out = ip(&["netns", "list"])?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect())
+    Ok(out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect())
 }
 
 /// Kill every process inside a namespace (by PID), then delete it.
@@ -259,7 +255,12 @@ impl Lab {
         if list_netns()?.iter().any(|n| n.starts_with(prefix)) {
             bail!("namespaces with prefix {prefix} exist; run cleanup_prefix first");
         }
-        Ok(Lab { prefix: prefix.to_owned(), namespaces: Vec::new(), children: Vec::new(), keep: false })
+        Ok(Lab {
+            prefix: prefix.to_owned(),
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            keep: false,
+        })
     }
 
     /// Keep everything after this lab is dropped (a sandbox that outlives
@@ -307,8 +308,18 @@ impl Lab {
         let vm_if = self.name(spec.vm_if)?;
         let host_if = self.name(spec.host_if)?;
         ip(&[
-            "link", "add", &vm_if, "netns", &ns, "type", "veth", "peer", "name", &host_if,
-            "netns", spec.host_ns,
+            "link",
+            "add",
+            &vm_if,
+            "netns",
+            &ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &host_if,
+            "netns",
+            spec.host_ns,
         ])?;
         if let Some(mac) = spec.mac {
             ns_exec(&ns, &["ip", "link", "set", &vm_if, "address", mac])?;
@@ -358,12 +369,17 @@ impl Lab {
     /// Join exactly two host namespaces with one veth pair (no bridge): the
     /// shape of the peer measurements in `peers/kernel-baseline.sh`.
     /// Each tuple is `(host_ns, if_suffix, ip_cidr)`.
-    pub fn add_underlay_pair(&mut self, a: (&str, &str, &str), b: (&str, &str, &str), mtu: u32) -> Result<()> {
+    pub fn add_underlay_pair(
+        &mut self,
+        a: (&str, &str, &str),
+        b: (&str, &str, &str),
+        mtu: u32,
+    ) -> Result<()> {
         let m = mtu.to_string();
         let (ia, ib) = (self.name(a.1)?, self.name(b.1)?);
         ip(&[
-            "link", "add", &ia, "netns", a.0, "mtu", &m, "type", "veth", "peer", "name", &ib, "netns", b.0,
-            "mtu", &m,
+            "link", "add", &ia, "netns", a.0, "mtu", &m, "type", "veth", "peer", "name", &ib,
+            "netns", b.0, "mtu", &m,
         ])?;
         for (ns, ifn, cidr) in [(a.0, &ia, a.2), (b.0, &ib, b.2)] {
             ns_exec(ns, &["ip", "addr", "add", cidr, "dev", ifn])?;

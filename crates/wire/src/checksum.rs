@@ -124,7 +124,8 @@ mod tests {
     #[test]
     fn rfc1624_update_equals_recompute() {
         let mut h = [
-            0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+            0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10, 0,
+            0, 2,
         ];
         set_ipv4_header_checksum(&mut h);
         let c0 = u16::from_be_bytes([h[10], h[11]]);
@@ -133,7 +134,8 @@ mod tests {
         h[8] = 0x3f;
         assert_eq!(c1, ipv4_header_checksum(&h));
         // dst 10.0.0.2 -> 172.16.9.254
-        let c2 = update32(c1, u32::from_be_bytes([10, 0, 0, 2]), u32::from_be_bytes([172, 16, 9, 254]));
+        let c2 =
+            update32(c1, u32::from_be_bytes([10, 0, 0, 2]), u32::from_be_bytes([172, 16, 9, 254]));
         h[16..20].copy_from_slice(&[172, 16, 9, 254]);
         assert_eq!(c2, ipv4_header_checksum(&h));
     }

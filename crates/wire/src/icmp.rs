@@ -79,7 +79,14 @@ impl IcmpError {
 
 /// Append an IPv4 header (no options, checksum filled) for `payload_size`
 /// bytes of `proto`.
-fn write_ipv4(out: &mut Vec<u8>, tos: u8, proto: u8, src: Ipv4Addr, dst: Ipv4Addr, payload_size: usize) -> Result<(), WireError> {
+fn write_ipv4(
+    out: &mut Vec<u8>,
+    tos: u8,
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    payload_size: usize,
+) -> Result<(), WireError> {
     let total = u16::try_from(20 + payload_size).map_err(|_| WireError::TooLarge)?;
     let start = out.len();
     out.extend_from_slice(&[0x45, tos]);
@@ -142,7 +149,10 @@ pub fn icmpv4_echo_reply(request: &[u8], out: &mut Vec<u8>) -> Result<(), WireEr
     }
     let ip = Ipv4View::new(&request[l3..])?;
     let icmp = ip.payload();
-    if ip.proto() != IP_PROTO_ICMP || ip.frag() != (0, false) || icmp.first() != Some(&ICMP_ECHO_REQUEST) {
+    if ip.proto() != IP_PROTO_ICMP
+        || ip.frag() != (0, false)
+        || icmp.first() != Some(&ICMP_ECHO_REQUEST)
+    {
         return Err(WireError::NotEchoRequest);
     }
     if icmp.len() < 8 {
@@ -209,7 +219,12 @@ pub fn may_send_icmp_error(original: &[u8]) -> bool {
     if dst.is_multicast() || dst.is_broadcast() {
         return false;
     }
-    if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src.is_loopback() || src.octets()[0] >= 240 {
+    if src.is_unspecified()
+        || src.is_broadcast()
+        || src.is_multicast()
+        || src.is_loopback()
+        || src.octets()[0] >= 240
+    {
         return false;
     }
     if ip.proto() == IP_PROTO_ICMP {
@@ -310,7 +325,8 @@ mod tests {
         ];
         for (kind, t, c) in cases {
             let mut out = Vec::new();
-            icmpv4_error(&mut out, kind, RTR, VM, Ipv4Addr::new(10, 0, 0, 1), &orig).expect("build");
+            icmpv4_error(&mut out, kind, RTR, VM, Ipv4Addr::new(10, 0, 0, 1), &orig)
+                .expect("build");
             check_icmp_checksum(&out);
             let s = SlicedPacket::from_ethernet(&out).expect("parse");
             let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else { panic!("not ipv4") };
@@ -332,9 +348,20 @@ mod tests {
         orig.truncate(24);
         orig[2..4].copy_from_slice(&24u16.to_be_bytes());
         let mut out = Vec::new();
-        icmpv4_error(&mut out, IcmpError::TtlExceeded, RTR, VM, Ipv4Addr::new(10, 0, 0, 1), &orig).expect("build");
+        icmpv4_error(&mut out, IcmpError::TtlExceeded, RTR, VM, Ipv4Addr::new(10, 0, 0, 1), &orig)
+            .expect("build");
         assert_eq!(&out[42..], &orig[..]);
-        assert_eq!(icmpv4_error(&mut out, IcmpError::TtlExceeded, RTR, VM, Ipv4Addr::LOCALHOST, &orig[..10]), Err(WireError::Truncated));
+        assert_eq!(
+            icmpv4_error(
+                &mut out,
+                IcmpError::TtlExceeded,
+                RTR,
+                VM,
+                Ipv4Addr::LOCALHOST,
+                &orig[..10]
+            ),
+            Err(WireError::Truncated)
+        );
     }
 
     #[test]
@@ -342,7 +369,15 @@ mod tests {
         assert!(may_send_icmp_error(&udp_datagram()));
         // ICMP error in response to an ICMP error: no.
         let mut err = Vec::new();
-        icmpv4_error(&mut err, IcmpError::NetUnreachable, RTR, VM, Ipv4Addr::new(10, 0, 0, 1), &udp_datagram()).expect("build");
+        icmpv4_error(
+            &mut err,
+            IcmpError::NetUnreachable,
+            RTR,
+            VM,
+            Ipv4Addr::new(10, 0, 0, 1),
+            &udp_datagram(),
+        )
+        .expect("build");
         assert!(!may_send_icmp_error(&err[14..]));
         // Echo request: yes.
         let req = echo_request(None);

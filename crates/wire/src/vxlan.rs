@@ -201,7 +201,8 @@ impl VxlanRepr {
             };
             let kind = (b >> 4) & 0x07;
             Some(OffloadMeta {
-                csum_partial: (b & VNET_NEEDS_CSUM != 0).then_some(CsumPartial { start: h.reserved, offset }),
+                csum_partial: (b & VNET_NEEDS_CSUM != 0)
+                    .then_some(CsumPartial { start: h.reserved, offset }),
                 csum_valid: b & VNET_DATA_VALID != 0,
                 gso: (kind != 0).then(|| Gso {
                     kind,
@@ -327,7 +328,11 @@ mod tests {
         // TCPv6 GSO with ECN, checksum already valid.
         let v = VxlanRepr {
             vni: 1,
-            offload: Some(OffloadMeta { csum_partial: None, csum_valid: true, gso: Some(Gso { kind: 4, ecn: true, size: 9000 }) }),
+            offload: Some(OffloadMeta {
+                csum_partial: None,
+                csum_valid: true,
+                gso: Some(Gso { kind: 4, ecn: true, size: 9000 }),
+            }),
         };
         let b = v.to_bytes().expect("emit");
         assert_eq!(b, [0x09, 0xc2, 0x23, 0x28, 0, 0, 1, 0]);
@@ -336,8 +341,17 @@ mod tests {
 
     #[test]
     fn bad_offload_is_rejected() {
-        assert_eq!(VxlanRepr::parse_bytes(&[0x09, 0x0d, 0, 0, 0, 0, 1, 0]), Err(VxlanError::BadOffload));
-        let too_wide = VxlanRepr { vni: 1, offload: Some(OffloadMeta { gso: Some(Gso { kind: 8, ecn: false, size: 1 }), ..OffloadMeta::default() }) };
+        assert_eq!(
+            VxlanRepr::parse_bytes(&[0x09, 0x0d, 0, 0, 0, 0, 1, 0]),
+            Err(VxlanError::BadOffload)
+        );
+        let too_wide = VxlanRepr {
+            vni: 1,
+            offload: Some(OffloadMeta {
+                gso: Some(Gso { kind: 8, ecn: false, size: 1 }),
+                ..OffloadMeta::default()
+            }),
+        };
         assert_eq!(too_wide.to_bytes(), Err(VxlanError::OffloadUnsupported));
     }
 
@@ -358,16 +372,22 @@ mod tests {
     #[test]
     fn truncated_and_oversized() {
         assert_eq!(VxlanRepr::parse_bytes(&[0x08, 0, 0]), Err(VxlanError::Truncated));
-        assert_eq!(VxlanRepr { vni: VNI_MAX + 1, offload: None }.to_bytes(), Err(VxlanError::VniTooLarge));
+        assert_eq!(
+            VxlanRepr { vni: VNI_MAX + 1, offload: None }.to_bytes(),
+            Err(VxlanError::VniTooLarge)
+        );
     }
 
     #[test]
     fn view_exposes_inner_frame_and_raw_fields() {
         let mut buf = vec![0u8; 8];
         let gso = Gso { kind: 1, ecn: false, size: 9000 };
-        VxlanRepr { vni: 0xabcdef, offload: Some(OffloadMeta { gso: Some(gso), ..OffloadMeta::default() }) }
-            .emit_bytes(&mut buf)
-            .expect("emit");
+        VxlanRepr {
+            vni: 0xabcdef,
+            offload: Some(OffloadMeta { gso: Some(gso), ..OffloadMeta::default() }),
+        }
+        .emit_bytes(&mut buf)
+        .expect("emit");
         buf.extend_from_slice(b"inner");
         let (h, inner) = VxlanHeader::ref_from_prefix(&buf).expect("view");
         assert!(h.vni_valid());

@@ -62,7 +62,10 @@ impl Cluster {
     }
 
     pub async fn put<T: Stored>(&self, obj: &T) -> i64 {
-        self.store.put(obj.store_key().as_bytes(), &serde_json::to_vec(obj).expect("json"), None).await.expect("put")
+        self.store
+            .put(obj.store_key().as_bytes(), &serde_json::to_vec(obj).expect("json"), None)
+            .await
+            .expect("put")
     }
 
     pub async fn delete<T: Stored>(&self, obj: &T) -> i64 {

@@ -40,7 +40,8 @@ pub const UNDERLAY_NET: [u8; 3] = [198, 18, 64];
 /// The cluster's (root namespace's) address on the underlay.
 pub const MGMT_HOST: u8 = 254;
 /// The demo's bridges: name, subnet (a /24 as its first three octets).
-pub const BRIDGES: [(&str, [u8; 3]); 2] = [("sandbox-br1", [10, 0, 1]), ("sandbox-br2", [10, 0, 2])];
+pub const BRIDGES: [(&str, [u8; 3]); 2] =
+    [("sandbox-br1", [10, 0, 1]), ("sandbox-br2", [10, 0, 2])];
 /// First VM address on each bridge (`.1` is the router port).
 pub const FIRST_VM_HOST: u8 = 10;
 
@@ -181,9 +182,9 @@ impl Layout {
 }
 
 fn first_pair(vms: &[&VmPlan], pred: impl Fn(&VmPlan, &VmPlan) -> bool) -> Option<(usize, usize)> {
-    vms.iter().enumerate().find_map(|(i, a)| {
-        vms[i + 1..].iter().find(|c| pred(a, c)).map(|c| (a.index, c.index))
-    })
+    vms.iter()
+        .enumerate()
+        .find_map(|(i, a)| vms[i + 1..].iter().find(|c| pred(a, c)).map(|c| (a.index, c.index)))
 }
 
 /// A prefix is 1 to [`MAX_PREFIX`] lowercase letters or digits, starting

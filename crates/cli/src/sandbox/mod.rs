@@ -171,7 +171,8 @@ fn now_unix() -> u64 {
 
 fn parse_underlay(s: &str) -> Result<[u8; 3]> {
     let (addr, len) = s.split_once('/').unwrap_or((s, "24"));
-    let a: Ipv4Addr = addr.parse().with_context(|| format!("--underlay {s}: not an IPv4 address"))?;
+    let a: Ipv4Addr =
+        addr.parse().with_context(|| format!("--underlay {s}: not an IPv4 address"))?;
     if len != "24" {
         bail!("--underlay must be a /24 (got {s})");
     }
@@ -301,7 +302,14 @@ fn is_state_file(name: &str) -> bool {
         || (name.starts_with("agent-h") && name.ends_with(".log"))
 }
 
-fn build(a: &UpArgs, l: &Layout, dir: &Path, cluster_bin: &Path, agent_bin: &Path, st: &mut SandboxState) -> Result<()> {
+fn build(
+    a: &UpArgs,
+    l: &Layout,
+    dir: &Path,
+    cluster_bin: &Path,
+    agent_bin: &Path,
+    st: &mut SandboxState,
+) -> Result<()> {
     let opts = NetOpts { underlay_mtu: a.underlay_mtu, vm_mtu: a.vm_mtu, vm_gso_max: a.vm_gso_max };
     let timeout = Duration::from_secs(a.timeout);
     eprintln!("sandbox: underlay and {} host namespaces", l.hosts);
@@ -310,8 +318,10 @@ fn build(a: &UpArgs, l: &Layout, dir: &Path, cluster_bin: &Path, agent_bin: &Pat
     eprintln!("sandbox: starting the cluster");
     let cfg_file = dir.join("cluster.toml");
     fs::write(&cfg_file, cluster_config(a, st, &dir.join("store.redb")))?;
-    let cluster_args: Vec<String> = vec!["--config".into(), cfg_file.display().to_string(), "--no-auth".into()];
-    let cluster = procs::spawn_daemon("cluster", cluster_bin, &cluster_args, None, &dir.join("cluster.log"))?;
+    let cluster_args: Vec<String> =
+        vec!["--config".into(), cfg_file.display().to_string(), "--no-auth".into()];
+    let cluster =
+        procs::spawn_daemon("cluster", cluster_bin, &cluster_args, None, &dir.join("cluster.log"))?;
     st.processes.push(cluster.clone());
     st.save(dir)?;
     let client = Client::new(&st.api_url, Auth::None);
@@ -326,7 +336,13 @@ fn build(a: &UpArgs, l: &Layout, dir: &Path, cluster_bin: &Path, agent_bin: &Pat
         fs::write(&id_file, format!("{id}\n"))?;
         let ns = l.host_ns(h);
         let args = agent_args(st, &host_dir, &id_file, &ns)?;
-        let rec = procs::spawn_daemon(&format!("agent-h{h}"), agent_bin, &args, Some(&ns), &dir.join(format!("agent-h{h}.log")))?;
+        let rec = procs::spawn_daemon(
+            &format!("agent-h{h}"),
+            agent_bin,
+            &args,
+            Some(&ns),
+            &dir.join(format!("agent-h{h}.log")),
+        )?;
         st.processes.push(rec);
         st.hosts.push(HostRecord { ns, id, underlay_ip: Some(l.host_underlay_ip(h)) });
         st.save(dir)?;
@@ -382,7 +398,13 @@ fn still_running(p: &ProcRecord) -> Result<()> {
     if procs::is_ours(p) {
         return Ok(());
     }
-    bail!("{} (pid {}) exited; last lines of {}:\n{}", p.name, p.pid, p.log, procs::log_tail(&p.log, 20))
+    bail!(
+        "{} (pid {}) exited; last lines of {}:\n{}",
+        p.name,
+        p.pid,
+        p.log,
+        procs::log_tail(&p.log, 20)
+    )
 }
 
 /// Pings the layout's check pairs; each gets `timeout` to answer once
@@ -422,9 +444,12 @@ pub fn ping_until(ns: &str, ip: Ipv4Addr, timeout: Duration) -> (bool, Option<f6
             .unwrap_or(false);
         if ok {
             let first = t0.elapsed().as_secs_f64();
-            let rtt = midonet_testkit::ns_output(ns, &["ping", "-n", "-q", "-c", "5", "-i", "0.2", "-W", "1", &target])
-                .ok()
-                .and_then(|o| parse_rtt_avg(&String::from_utf8_lossy(&o.stdout)));
+            let rtt = midonet_testkit::ns_output(
+                ns,
+                &["ping", "-n", "-q", "-c", "5", "-i", "0.2", "-W", "1", &target],
+            )
+            .ok()
+            .and_then(|o| parse_rtt_avg(&String::from_utf8_lossy(&o.stdout)));
             return (true, Some(first), rtt);
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -440,7 +465,8 @@ pub fn parse_rtt_avg(out: &str) -> Option<f64> {
 
 fn table() -> Table {
     let mut t = Table::new();
-    t.load_style(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
+    t.load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled);
     t
 }
 
@@ -470,7 +496,15 @@ fn print_summary(st: &SandboxState, dir: &Path) {
     println!("{t}");
 
     let mut t = table();
-    t.set_header(["vm (netns)", "host", "bridge", "ip", "gateway", "mac", "port id (bound to host if)"]);
+    t.set_header([
+        "vm (netns)",
+        "host",
+        "bridge",
+        "ip",
+        "gateway",
+        "mac",
+        "port id (bound to host if)",
+    ]);
     for v in &st.vms {
         t.add_row([
             v.ns.clone(),
@@ -506,7 +540,11 @@ fn print_summary(st: &SandboxState, dir: &Path) {
         println!("  ip netns exec {} ping {}", v0.ns, v1.ip);
     }
     if let Some(v) = st.vms.iter().find(|v| vm0.is_some_and(|v0| v.bridge != v0.bridge)) {
-        println!("  ip netns exec {} ping {}", vm0.map(|v| v.ns.as_str()).unwrap_or_default(), v.ip);
+        println!(
+            "  ip netns exec {} ping {}",
+            vm0.map(|v| v.ns.as_str()).unwrap_or_default(),
+            v.ip
+        );
     }
     // A packet from VM 0 to a VM on the other bridge, through the router.
     let other = st.vms.iter().find(|v| vm0.is_some_and(|v0| v.bridge != v0.bridge));
@@ -516,7 +554,10 @@ fn print_summary(st: &SandboxState, dir: &Path) {
             v0.port_id, v0.mac, b.router_port_mac, v0.ip, o.ip
         );
     }
-    println!("  midonet sandbox status --state-dir {0}; midonet sandbox down --state-dir {0}", dir.display());
+    println!(
+        "  midonet sandbox status --state-dir {0}; midonet sandbox down --state-dir {0}",
+        dir.display()
+    );
 }
 
 fn status(dir: &Path) -> Result<()> {
@@ -548,7 +589,10 @@ fn status(dir: &Path) -> Result<()> {
         let client = Client::new(&st.api_url, Auth::None);
         match client.list("hosts") {
             Ok(hosts) => {
-                let alive = hosts.iter().filter(|h| h.get("alive").and_then(|a| a.as_bool()) == Some(true)).count();
+                let alive = hosts
+                    .iter()
+                    .filter(|h| h.get("alive").and_then(|a| a.as_bool()) == Some(true))
+                    .count();
                 println!("API answers: {} hosts registered, {alive} alive", hosts.len());
             }
             Err(e) => println!("API does not answer: {e}"),
@@ -584,18 +628,22 @@ mod tests {
 
     #[test]
     fn daemon_configs_carry_the_sandbox_addresses() {
-        let Wrap { s: SandboxArgs { cmd: SandboxCmd::Up(a) } } = Wrap::try_parse_from(["x", "up"]).expect("parses") else {
+        let Wrap { s: SandboxArgs { cmd: SandboxCmd::Up(a) } } =
+            Wrap::try_parse_from(["x", "up"]).expect("parses")
+        else {
             panic!("not up")
         };
         let st = SandboxState { grpc_addr: "198.18.64.254:8182".into(), ..Default::default() };
-        let c: toml::Value = toml::from_str(&cluster_config(&a, &st, Path::new("/s/store.redb"))).expect("toml");
+        let c: toml::Value =
+            toml::from_str(&cluster_config(&a, &st, Path::new("/s/store.redb"))).expect("toml");
         assert_eq!(c["listen"].as_str(), Some("127.0.0.1:8181"));
         assert_eq!(c["grpc_listen"].as_str(), Some("198.18.64.254:8182"));
         assert_eq!(c["store"].as_str(), Some("embedded:/s/store.redb"));
         assert_eq!(c["auth"]["enabled"].as_bool(), Some(false));
 
         let dir = tempfile::tempdir().expect("tempdir");
-        let args = agent_args(&st, dir.path(), &dir.path().join("host_id"), "mns-h0").expect("agent args");
+        let args =
+            agent_args(&st, dir.path(), &dir.path().join("host_id"), "mns-h0").expect("agent args");
         assert_eq!(args[0], "--config");
         let text = fs::read_to_string(&args[1]).expect("agent config written");
         let c: toml::Value = toml::from_str(&text).expect("toml");
@@ -616,8 +664,10 @@ mod tests {
         fs::write(d.join("h1/mine.txt"), "x").expect("write");
         fs::create_dir_all(d.join("home")).expect("home");
         clear_state_dir(d).expect("clear");
-        let mut left: Vec<String> =
-            fs::read_dir(d).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        let mut left: Vec<String> = fs::read_dir(d)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
         left.sort();
         assert_eq!(left, ["h1", "home", "notes.txt"]);
         assert!(d.join("h1/mine.txt").exists());

@@ -33,14 +33,33 @@ pub fn build_underlay(l: &Layout, o: &NetOpts) -> Result<()> {
     let br = l.underlay_bridge();
     let mtu = o.underlay_mtu.to_string();
     add_ns(&ul)?;
-    ns_exec(&ul, &["ip", "link", "add", &br, "mtu", &mtu, "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+    ns_exec(
+        &ul,
+        &[
+            "ip",
+            "link",
+            "add",
+            &br,
+            "mtu",
+            &mtu,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ],
+    )?;
     ns_exec(&ul, &["ip", "link", "set", &br, "up"])?;
 
     // Management link: the cluster (root namespace) is reachable from the
     // host namespaces at Layout::mgmt_ip.
     let (m, mp) = (l.mgmt_if(), l.mgmt_peer_if());
-    ip(&["link", "add", &m, "mtu", &mtu, "type", "veth", "peer", "name", &mp, "netns", &ul, "mtu", &mtu])
-        .context("creating the management link")?;
+    ip(&[
+        "link", "add", &m, "mtu", &mtu, "type", "veth", "peer", "name", &mp, "netns", &ul, "mtu",
+        &mtu,
+    ])
+    .context("creating the management link")?;
     ns_exec(&ul, &["ip", "link", "set", &mp, "master", &br])?;
     ns_exec(&ul, &["ip", "link", "set", &mp, "up"])?;
     let mgmt_cidr = format!("{}/24", l.mgmt_ip());
@@ -51,7 +70,10 @@ pub fn build_underlay(l: &Layout, o: &NetOpts) -> Result<()> {
         let ns = l.host_ns(h);
         add_ns(&ns)?;
         let (hif, bif) = (l.host_underlay_if(h), l.underlay_port(h));
-        ip(&["link", "add", &hif, "netns", &ns, "mtu", &mtu, "type", "veth", "peer", "name", &bif, "netns", &ul, "mtu", &mtu])?;
+        ip(&[
+            "link", "add", &hif, "netns", &ns, "mtu", &mtu, "type", "veth", "peer", "name", &bif,
+            "netns", &ul, "mtu", &mtu,
+        ])?;
         ns_exec(&ul, &["ip", "link", "set", &bif, "master", &br])?;
         ns_exec(&ul, &["ip", "link", "set", &bif, "up"])?;
         let cidr = format!("{}/24", l.host_underlay_ip(h));
@@ -68,8 +90,24 @@ pub fn build_vm(l: &Layout, vm: &VmPlan, o: &NetOpts) -> Result<()> {
     add_ns(&vm.ns)?;
     let mtu = o.vm_mtu.to_string();
     ip(&[
-        "link", "add", &vm.vm_if, "netns", &vm.ns, "mtu", &mtu, "address", &vm.mac, "type", "veth", "peer", "name",
-        &vm.host_if, "netns", &host_ns, "mtu", &mtu,
+        "link",
+        "add",
+        &vm.vm_if,
+        "netns",
+        &vm.ns,
+        "mtu",
+        &mtu,
+        "address",
+        &vm.mac,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &vm.host_if,
+        "netns",
+        &host_ns,
+        "mtu",
+        &mtu,
     ])
     .with_context(|| format!("creating the veth of {}", vm.ns))?;
     if o.vm_gso_max > 0 {
@@ -93,7 +131,15 @@ fn add_ns(ns: &str) -> Result<()> {
     ns_exec(ns, &["ip", "link", "set", "lo", "up"])?;
     // No IPv6: router solicitations and DAD would be the first packets the
     // agents see, and the demo is IPv4 only.
-    let _ = ns_exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+    let _ = ns_exec(
+        ns,
+        &[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ],
+    );
     Ok(())
 }
 

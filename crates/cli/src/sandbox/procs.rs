@@ -67,7 +67,13 @@ fn is_executable(p: &Path) -> bool {
 
 /// Starts `exe args…` (inside `netns` if given) detached from this process,
 /// logging to `log`. Returns its record.
-pub fn spawn_daemon(name: &str, exe: &Path, args: &[String], netns: Option<&str>, log: &Path) -> Result<ProcRecord> {
+pub fn spawn_daemon(
+    name: &str,
+    exe: &Path,
+    args: &[String],
+    netns: Option<&str>,
+    log: &Path,
+) -> Result<ProcRecord> {
     let out = OpenOptions::new()
         .create(true)
         .append(true)
@@ -124,9 +130,11 @@ pub fn is_ours(rec: &ProcRecord) -> bool {
     // Between fork and exec (or while `ip netns exec` sets up) the exe is
     // still `ip`; the command line already names the binary.
     match (fs::read(proc_dir.join("cmdline")), exe_name) {
-        (Ok(cmdline), Some(n)) => cmdline
-            .split(|b| *b == 0)
-            .any(|arg| Path::new(&*String::from_utf8_lossy(arg)).file_name().is_some_and(|f| f.to_string_lossy() == n)),
+        (Ok(cmdline), Some(n)) => cmdline.split(|b| *b == 0).any(|arg| {
+            Path::new(&*String::from_utf8_lossy(arg))
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy() == n)
+        }),
         _ => false,
     }
 }

@@ -110,7 +110,8 @@ impl SandboxState {
         let p = Self::path(dir);
         match fs::read(&p) {
             Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", p.display()))?,
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parsing {}", p.display()))?,
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
@@ -122,7 +123,8 @@ impl SandboxState {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let p = Self::path(dir);
         let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
-        let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f =
+            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(&serde_json::to_vec_pretty(self).context("encoding state")?)?;
         f.sync_all()?;
         fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))?;

@@ -31,13 +31,18 @@ pub fn id_of(v: &Value) -> Result<String> {
 }
 
 /// Waits until the API answers its root document.
-pub fn wait_api(c: &Client, timeout: Duration, mut alive: impl FnMut() -> Result<()>) -> Result<()> {
+pub fn wait_api(
+    c: &Client,
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<()>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         match c.root() {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
-                return Err(e).context(format!("the cluster API did not come up within {timeout:?}"))
+                return Err(e)
+                    .context(format!("the cluster API did not come up within {timeout:?}"))
             }
             Err(_) => {}
         }
@@ -47,7 +52,12 @@ pub fn wait_api(c: &Client, timeout: Duration, mut alive: impl FnMut() -> Result
 }
 
 /// Waits until every host id is registered (and alive, if the API says).
-pub fn wait_hosts(c: &Client, ids: &[String], timeout: Duration, mut alive: impl FnMut() -> Result<()>) -> Result<()> {
+pub fn wait_hosts(
+    c: &Client,
+    ids: &[String],
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<()>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut missing = Vec::new();
@@ -70,23 +80,31 @@ pub fn wait_hosts(c: &Client, ids: &[String], timeout: Duration, mut alive: impl
 
 /// A VXLAN tunnel zone with every host at its underlay address.
 pub fn tunnel_zone(c: &Client, hosts: &[HostRecord]) -> Result<String> {
-    let tz = c.create("tunnel_zones", &json!({"name": "sandbox", "type": "vxlan"})).context("creating the tunnel zone")?;
+    let tz = c
+        .create("tunnel_zones", &json!({"name": "sandbox", "type": "vxlan"}))
+        .context("creating the tunnel zone")?;
     let tz_id = id_of(&tz)?;
     for h in hosts {
         let ip = h.underlay_ip.map(|i| i.to_string());
-        c.post_json(&format!("tunnel_zones/{tz_id}/hosts"), &json!({"hostId": h.id, "ipAddress": ip}))
-            .with_context(|| format!("adding host {} to the tunnel zone", h.ns))?;
+        c.post_json(
+            &format!("tunnel_zones/{tz_id}/hosts"),
+            &json!({"hostId": h.id, "ipAddress": ip}),
+        )
+        .with_context(|| format!("adding host {} to the tunnel zone", h.ns))?;
     }
     Ok(tz_id)
 }
 
 /// The router, the two bridges and the router ports linked to them.
 pub fn router_and_bridges(c: &Client) -> Result<(String, Vec<BridgeRecord>)> {
-    let router = c.create("routers", &json!({"name": "sandbox-router"})).context("creating the router")?;
+    let router =
+        c.create("routers", &json!({"name": "sandbox-router"})).context("creating the router")?;
     let router_id = id_of(&router)?;
     let mut bridges = Vec::new();
     for (name, net) in BRIDGES {
-        let br = c.create("bridges", &json!({"name": name})).with_context(|| format!("creating bridge {name}"))?;
+        let br = c
+            .create("bridges", &json!({"name": name}))
+            .with_context(|| format!("creating bridge {name}"))?;
         let br_id = id_of(&br)?;
         let network = Ipv4Addr::new(net[0], net[1], net[2], 0);
         let gateway = Ipv4Addr::new(net[0], net[1], net[2], 1);
@@ -102,7 +120,9 @@ pub fn router_and_bridges(c: &Client) -> Result<(String, Vec<BridgeRecord>)> {
             )
             .with_context(|| format!("creating the router port for {name}"))?;
         let rp_id = id_of(&rp)?;
-        let bp = c.create(&format!("bridges/{br_id}/ports"), &json!({"type": "Bridge"})).context("creating a bridge port")?;
+        let bp = c
+            .create(&format!("bridges/{br_id}/ports"), &json!({"type": "Bridge"}))
+            .context("creating a bridge port")?;
         let bp_id = id_of(&bp)?;
         c.post_json(&format!("ports/{rp_id}/link"), &json!({"peerId": bp_id}))
             .with_context(|| format!("linking the router to {name}"))?;
@@ -112,21 +132,33 @@ pub fn router_and_bridges(c: &Client) -> Result<(String, Vec<BridgeRecord>)> {
             cidr: format!("{network}/24"),
             gateway,
             router_port_id: rp_id,
-            router_port_mac: rp.get("portMac").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            router_port_mac: rp
+                .get("portMac")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
         });
     }
     Ok((router_id, bridges))
 }
 
 /// A bridge port per VM, bound on the VM's host to the host end of its veth.
-pub fn vm_ports(c: &Client, l: &Layout, hosts: &[HostRecord], bridges: &[BridgeRecord]) -> Result<Vec<VmRecord>> {
+pub fn vm_ports(
+    c: &Client,
+    l: &Layout,
+    hosts: &[HostRecord],
+    bridges: &[BridgeRecord],
+) -> Result<Vec<VmRecord>> {
     let mut out = Vec::new();
     for vm in &l.vms {
         let br = &bridges[vm.bridge];
         let host = &hosts[vm.host];
-        let port = c.create(&format!("bridges/{}/ports", br.id), &json!({"type": "Bridge"})).with_context(|| format!("creating the port of {}", vm.ns))?;
+        let port = c
+            .create(&format!("bridges/{}/ports", br.id), &json!({"type": "Bridge"}))
+            .with_context(|| format!("creating the port of {}", vm.ns))?;
         let port_id = id_of(&port)?;
-        bind(c, &host.id, &port_id, &vm.host_if).with_context(|| format!("binding the port of {}", vm.ns))?;
+        bind(c, &host.id, &port_id, &vm.host_if)
+            .with_context(|| format!("binding the port of {}", vm.ns))?;
         out.push(VmRecord {
             ns: vm.ns.clone(),
             host: vm.host,
@@ -144,7 +176,10 @@ pub fn vm_ports(c: &Client, l: &Layout, hosts: &[HostRecord], bridges: &[BridgeR
 
 /// `POST /hosts/{host}/ports {portId, interfaceName}`.
 pub fn bind(c: &Client, host_id: &str, port_id: &str, ifname: &str) -> Result<()> {
-    c.post_json(&format!("hosts/{host_id}/ports"), &json!({"portId": port_id, "interfaceName": ifname}))?;
+    c.post_json(
+        &format!("hosts/{host_id}/ports"),
+        &json!({"portId": port_id, "interfaceName": ifname}),
+    )?;
     Ok(())
 }
 

@@ -73,10 +73,9 @@ impl Server {
     pub fn json(&self, args: &[&str]) -> Value {
         let mut a = vec!["-o", "json"];
         a.extend_from_slice(args);
-        let out = self
-            .run(&a)
-            .unwrap_or_else(|e| panic!("midonet {}: {e}", args.join(" ")));
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("midonet {}: not JSON ({e}): {out}", args.join(" ")))
+        let out = self.run(&a).unwrap_or_else(|e| panic!("midonet {}: {e}", args.join(" ")));
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("midonet {}: not JSON ({e}): {out}", args.join(" ")))
     }
 
     /// Runs a command that must fail; returns the error text.

@@ -49,7 +49,9 @@ impl FromRequestParts<Arc<Cluster>> for Ctx {
         if !accept_ok(accept) {
             return Err(ApiError::new(
                 StatusCode::NOT_ACCEPTABLE,
-                format!("cannot answer with `{accept}`: use application/json or a MidoNet vendor type"),
+                format!(
+                    "cannot answer with `{accept}`: use application/json or a MidoNet vendor type"
+                ),
             ));
         }
         let base = base_url(cluster, headers);
@@ -304,7 +306,8 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("nwProto"), "{e}");
         let e = parse_json::<Rule>(br#"{"type":"bogus"}"#).expect_err("bad");
         assert_eq!(e.field.as_deref(), Some("type"), "{e}");
-        let e = parse_json::<midonet_model::DhcpSubnet>(br#"{"subnetLength":24}"#).expect_err("bad");
+        let e =
+            parse_json::<midonet_model::DhcpSubnet>(br#"{"subnetLength":24}"#).expect_err("bad");
         assert_eq!(e.field.as_deref(), Some("subnetPrefix"), "{e}");
         let e = parse_json::<Port>(b"{not json").expect_err("bad");
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
@@ -319,7 +322,13 @@ mod tests {
 
     #[test]
     fn accept_and_content_types() {
-        for ok in ["", "*/*", "application/json", "application/vnd.org.midonet.Bridge-v4+json", "text/html, */*;q=0.8"] {
+        for ok in [
+            "",
+            "*/*",
+            "application/json",
+            "application/vnd.org.midonet.Bridge-v4+json",
+            "text/html, */*;q=0.8",
+        ] {
             assert!(accept_ok(ok), "{ok}");
         }
         assert!(!accept_ok("text/html"));

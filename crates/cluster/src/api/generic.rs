@@ -38,7 +38,8 @@ pub async fn owner_of(
         let Some(v) = tx.get::<Value>(&key).await? else {
             return Ok(None);
         };
-        let field = |name: &str| v.get(name).and_then(Value::as_str).and_then(|s| s.parse::<Uuid>().ok());
+        let field =
+            |name: &str| v.get(name).and_then(Value::as_str).and_then(|s| s.parse::<Uuid>().ok());
         let next = match kind {
             ObjectKind::Port => {
                 let k = if v.get("type").and_then(Value::as_str) == Some("Router") {
@@ -50,7 +51,9 @@ pub async fn owner_of(
             }
             ObjectKind::Route => (ObjectKind::Router, field("routerId")),
             ObjectKind::Rule => (ObjectKind::Chain, field("chainId")),
-            ObjectKind::Pool | ObjectKind::Vip => (ObjectKind::LoadBalancer, field("loadBalancerId")),
+            ObjectKind::Pool | ObjectKind::Vip => {
+                (ObjectKind::LoadBalancer, field("loadBalancerId"))
+            }
             ObjectKind::PoolMember => (ObjectKind::Pool, field("poolId")),
             _ => {
                 return Ok(Some(v.get("tenantId").and_then(Value::as_str).map(str::to_string)));
@@ -81,10 +84,8 @@ pub async fn owner<T: Kind>(tx: &mut Tx, obj: &T) -> Result<Option<String>, ApiE
 /// Loads an object the caller may see, or 404.
 pub async fn load_visible<T: Kind>(tx: &mut Tx, ctx: &Ctx, id: Uuid) -> Result<T, ApiError> {
     let key = T::KIND.key(&[&id.to_string()]);
-    let obj: T = tx
-        .get(&key)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("{} {id}", T::DESC.what)))?;
+    let obj: T =
+        tx.get(&key).await?.ok_or_else(|| ApiError::not_found(format!("{} {id}", T::DESC.what)))?;
     if !ctx.session.is_admin() {
         let o = owner(tx, &obj).await?;
         if !ctx.sees(o.as_deref()) {
@@ -95,7 +96,12 @@ pub async fn load_visible<T: Kind>(tx: &mut Tx, ctx: &Ctx, id: Uuid) -> Result<T
 }
 
 /// Checks that a parent exists and is visible (404 otherwise).
-pub async fn check_parent(tx: &mut Tx, ctx: &Ctx, kind: ObjectKind, id: Uuid) -> Result<(), ApiError> {
+pub async fn check_parent(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    kind: ObjectKind,
+    id: Uuid,
+) -> Result<(), ApiError> {
     let what = kind.segment().trim_end_matches('s').replace('_', " ");
     match owner_of(tx, kind, id).await? {
         Some(o) if ctx.sees(o.as_deref()) => Ok(()),
@@ -209,7 +215,9 @@ async fn prepare_create<T: Kind>(
     }
     tx.prefetch(&first).await?;
     if tx.exists(&obj.store_key()).await? {
-        return Err(ApiError::conflict(format!("{} {} already exists", T::DESC.what, obj.id())).on("id"));
+        return Err(
+            ApiError::conflict(format!("{} {} already exists", T::DESC.what, obj.id())).on("id")
+        );
     }
     let session_tenant = ctx.session.tenant().map(str::to_string);
     if let (Some(t), Some(st)) = (obj.tenant_mut(), session_tenant) {
@@ -241,11 +249,8 @@ pub async fn create_in<T: Kind>(
 ) -> Result<Response, ApiError> {
     gate::<T>(ctx)?;
     let parsed: T = ctx.parse(body)?;
-    let _serial = if T::DESC.serialize_creates {
-        Some(ctx.cluster.create_lock.lock().await)
-    } else {
-        None
-    };
+    let _serial =
+        if T::DESC.serialize_creates { Some(ctx.cluster.create_lock.lock().await) } else { None };
     let obj = txn!(ctx.cluster, tx => {
         let mut obj = parsed.clone();
         prepare_create(&mut tx, ctx, &mut obj, parent).await?;
@@ -261,7 +266,11 @@ pub async fn create<T: Kind>(ctx: Ctx, body: Bytes) -> Result<Response, ApiError
     create_in::<T>(&ctx, &body, None).await
 }
 
-pub async fn update<T: Kind>(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn update<T: Kind>(
+    ctx: Ctx,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     gate::<T>(&ctx)?;
     let id = parse_id(T::DESC.what, &id)?;
     let parsed: T = ctx.parse(&body)?;

@@ -53,7 +53,8 @@ pub struct Verbs {
 
 pub const ALL: Verbs = Verbs { list: true, create: true, get: true, update: true, delete: true };
 const NO_CREATE: Verbs = Verbs { create: false, ..ALL };
-const GET_DELETE: Verbs = Verbs { list: false, create: false, get: true, update: false, delete: true };
+const GET_DELETE: Verbs =
+    Verbs { list: false, create: false, get: true, update: false, delete: true };
 
 /// Static description of a kind.
 #[derive(Debug, Clone, Copy)]
@@ -139,12 +140,22 @@ pub trait Kind: Stored + Validate + Clone + Send + Sync + 'static {
     }
 }
 
-fn r<T>(field: &'static str, kind: ObjectKind, id: Option<Id<T>>, out: &mut Vec<(&'static str, ObjectKind, Uuid)>) {
+fn r<T>(
+    field: &'static str,
+    kind: ObjectKind,
+    id: Option<Id<T>>,
+    out: &mut Vec<(&'static str, ObjectKind, Uuid)>,
+) {
     if let Some(id) = id {
         out.push((field, kind, id.uuid()));
     }
 }
-fn rs<T>(field: &'static str, kind: ObjectKind, ids: &[Id<T>], out: &mut Vec<(&'static str, ObjectKind, Uuid)>) {
+fn rs<T>(
+    field: &'static str,
+    kind: ObjectKind,
+    ids: &[Id<T>],
+    out: &mut Vec<(&'static str, ObjectKind, Uuid)>,
+) {
     for id in ids {
         out.push((field, kind, id.uuid()));
     }
@@ -206,7 +217,12 @@ impl Kind for Bridge {
         v
     }
     fn sample() -> Self {
-        Bridge { name: "br0".into(), tenant_id: Some("t1".into()), admin_state_up: true, ..Default::default() }
+        Bridge {
+            name: "br0".into(),
+            tenant_id: Some("t1".into()),
+            admin_state_up: true,
+            ..Default::default()
+        }
     }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
@@ -279,7 +295,12 @@ impl Kind for Router {
         v
     }
     fn sample() -> Self {
-        Router { name: "rt0".into(), tenant_id: Some("t1".into()), admin_state_up: true, ..Default::default() }
+        Router {
+            name: "rt0".into(),
+            tenant_id: Some("t1".into()),
+            admin_state_up: true,
+            ..Default::default()
+        }
     }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
@@ -428,7 +449,8 @@ impl Kind for Port {
     }
     fn set_parent(&mut self, kind: ObjectKind, id: Uuid) {
         self.device_id = id.into();
-        self.port_type = if kind == ObjectKind::Router { PortType::Router } else { PortType::Bridge };
+        self.port_type =
+            if kind == ObjectKind::Router { PortType::Router } else { PortType::Bridge };
     }
     fn refs(&self) -> Vec<(&'static str, ObjectKind, Uuid)> {
         let mut v = Vec::new();
@@ -482,12 +504,10 @@ impl Kind for Port {
             self.port_group_ids = old.port_group_ids.clone();
             match self.peer_id {
                 None => self.peer_id = old.peer_id,
-                Some(p) if Some(p) != old.peer_id => {
-                    return Err(ApiError::field(
-                        "peerId",
-                        "peerId is read-only here: link with POST /ports/{id}/link, unlink with DELETE",
-                    ))
-                }
+                Some(p) if Some(p) != old.peer_id => return Err(ApiError::field(
+                    "peerId",
+                    "peerId is read-only here: link with POST /ports/{id}/link, unlink with DELETE",
+                )),
                 Some(_) => {}
             }
             if self.host_id.is_none() && self.interface_name.is_none() {
@@ -615,7 +635,10 @@ impl Kind for Route {
                         ))
                     }
                     None => {
-                        return Err(ApiError::field("nextHopPort", format!("port {pid} does not exist")))
+                        return Err(ApiError::field(
+                            "nextHopPort",
+                            format!("port {pid} does not exist"),
+                        ))
                     }
                 }
             }
@@ -623,7 +646,12 @@ impl Kind for Route {
         })
     }
     fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async { Err(ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "routes cannot be changed; delete and create")) })
+        Box::pin(async {
+            Err(ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "routes cannot be changed; delete and create",
+            ))
+        })
     }
     fn links(&self, ctx: &Ctx, _env: &Env, m: &mut Map<String, Value>) {
         link(m, "router", ctx.uri(&format!("/routers/{}", self.router_id)));
@@ -676,7 +704,10 @@ impl Kind for Chain {
             let id = Some(self.id);
             let me = self.id.uuid();
             for b in all::<Bridge>(tx).await? {
-                for (f, v) in [("inboundFilterId", b.inbound_filter_id), ("outboundFilterId", b.outbound_filter_id)] {
+                for (f, v) in [
+                    ("inboundFilterId", b.inbound_filter_id),
+                    ("outboundFilterId", b.outbound_filter_id),
+                ] {
                     if v == id {
                         return Err(in_use("chain", me, "bridge", b.id, f));
                     }
@@ -695,7 +726,10 @@ impl Kind for Chain {
                 }
             }
             for p in all::<Port>(tx).await? {
-                for (f, v) in [("inboundFilterId", p.inbound_filter_id), ("outboundFilterId", p.outbound_filter_id)] {
+                for (f, v) in [
+                    ("inboundFilterId", p.inbound_filter_id),
+                    ("outboundFilterId", p.outbound_filter_id),
+                ] {
                     if v == id {
                         return Err(in_use("chain", me, "port", p.id, f));
                     }
@@ -783,7 +817,12 @@ impl Kind for Rule {
         })
     }
     fn on_update<'a>(&'a mut self, _old: &'a Self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async { Err(ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "rules cannot be changed; delete and create")) })
+        Box::pin(async {
+            Err(ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "rules cannot be changed; delete and create",
+            ))
+        })
     }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
@@ -838,7 +877,12 @@ impl Kind for PortGroup {
         Some(self.tenant_id.as_deref())
     }
     fn sample() -> Self {
-        PortGroup { name: "pg0".into(), tenant_id: Some("t1".into()), stateful: true, ..Default::default() }
+        PortGroup {
+            name: "pg0".into(),
+            tenant_id: Some("t1".into()),
+            stateful: true,
+            ..Default::default()
+        }
     }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
@@ -846,7 +890,11 @@ impl Kind for PortGroup {
             let me = self.id.uuid();
             for rule in all::<Rule>(tx).await? {
                 let c = &rule.condition;
-                for (f, v) in [("portGroup", c.port_group), ("inPortGroup", c.in_port_group), ("outPortGroup", c.out_port_group)] {
+                for (f, v) in [
+                    ("portGroup", c.port_group),
+                    ("inPortGroup", c.in_port_group),
+                    ("outPortGroup", c.out_port_group),
+                ] {
                     if v == id {
                         return Err(in_use("port group", me, "rule", rule.id, f));
                     }
@@ -895,7 +943,10 @@ impl Kind for IpAddrGroup {
             let id = Some(self.id);
             for rule in all::<Rule>(tx).await? {
                 let c = &rule.condition;
-                for (f, v) in [("ipAddrGroupSrc", c.ip_addr_group_src), ("ipAddrGroupDst", c.ip_addr_group_dst)] {
+                for (f, v) in [
+                    ("ipAddrGroupSrc", c.ip_addr_group_src),
+                    ("ipAddrGroupDst", c.ip_addr_group_dst),
+                ] {
                     if v == id {
                         return Err(in_use("IP address group", self.id.uuid(), "rule", rule.id, f));
                     }
@@ -941,7 +992,11 @@ impl Kind for Mirror {
         v
     }
     fn sample() -> Self {
-        Mirror { to_port_id: Some(PortId::nil()), tenant_id: Some("t1".into()), ..Default::default() }
+        Mirror {
+            to_port_id: Some(PortId::nil()),
+            tenant_id: Some("t1".into()),
+            ..Default::default()
+        }
     }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
@@ -993,7 +1048,11 @@ impl Kind for Host {
         self.id = id.into();
     }
     fn sample() -> Self {
-        Host { name: "host-a".into(), addresses: vec!["10.0.0.5".parse().expect("literal")], ..Default::default() }
+        Host {
+            name: "host-a".into(),
+            addresses: vec!["10.0.0.5".parse().expect("literal")],
+            ..Default::default()
+        }
     }
     fn on_create<'a>(&'a mut self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
@@ -1131,10 +1190,14 @@ impl Kind for LoadBalancer {
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
             let me = self.id.uuid();
-            if let Some(p) = all::<Pool>(tx).await?.into_iter().find(|p| p.load_balancer_id == self.id) {
+            if let Some(p) =
+                all::<Pool>(tx).await?.into_iter().find(|p| p.load_balancer_id == self.id)
+            {
                 return Err(in_use("load balancer", me, "pool", p.id, "loadBalancerId"));
             }
-            if let Some(v) = all::<Vip>(tx).await?.into_iter().find(|v| v.load_balancer_id == self.id) {
+            if let Some(v) =
+                all::<Vip>(tx).await?.into_iter().find(|v| v.load_balancer_id == self.id)
+            {
                 return Err(in_use("load balancer", me, "VIP", v.id, "loadBalancerId"));
             }
             for mut rt in all::<Router>(tx).await? {
@@ -1180,7 +1243,8 @@ impl Kind for Pool {
         body.insert("loadBalancerId".into(), json!(id));
     }
     fn refs(&self) -> Vec<(&'static str, ObjectKind, Uuid)> {
-        let mut v = vec![("loadBalancerId", ObjectKind::LoadBalancer, self.load_balancer_id.uuid())];
+        let mut v =
+            vec![("loadBalancerId", ObjectKind::LoadBalancer, self.load_balancer_id.uuid())];
         r("healthMonitorId", ObjectKind::HealthMonitor, self.health_monitor_id, &mut v);
         v
     }
@@ -1244,8 +1308,10 @@ impl Kind for PoolMember {
         vec![("poolId", ObjectKind::Pool, self.pool_id.uuid())]
     }
     fn sample() -> Self {
-        serde_json::from_value(json!({"poolId": Uuid::nil(), "address": "10.0.0.10", "protocolPort": 80}))
-            .expect("sample member parses")
+        serde_json::from_value(
+            json!({"poolId": Uuid::nil(), "address": "10.0.0.10", "protocolPort": 80}),
+        )
+        .expect("sample member parses")
     }
     fn links(&self, ctx: &Ctx, _env: &Env, m: &mut Map<String, Value>) {
         link(m, "pool", ctx.uri(&format!("/pools/{}", self.pool_id)));
@@ -1321,7 +1387,10 @@ async fn vip_pool_matches(v: &mut Vip, tx: &mut Tx) -> Result<(), ApiError> {
     } else if pool.load_balancer_id != v.load_balancer_id {
         return Err(ApiError::field(
             "poolId",
-            format!("pool {} belongs to load balancer {}, not {}", pool.id, pool.load_balancer_id, v.load_balancer_id),
+            format!(
+                "pool {} belongs to load balancer {}, not {}",
+                pool.id, pool.load_balancer_id, v.load_balancer_id
+            ),
         ));
     }
     Ok(())
@@ -1350,15 +1419,23 @@ impl Kind for HealthMonitor {
         Some(self.tenant_id.as_deref())
     }
     fn sample() -> Self {
-        serde_json::from_value(json!({"type": "TCP", "tenantId": "t1"})).expect("sample monitor parses")
+        serde_json::from_value(json!({"type": "TCP", "tenantId": "t1"}))
+            .expect("sample monitor parses")
     }
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
-            if let Some(p) = all::<Pool>(tx).await?.into_iter().find(|p| p.health_monitor_id == Some(self.id)) {
-                return Err(in_use("health monitor", self.id.uuid(), "pool", p.id, "healthMonitorId"));
+            if let Some(p) =
+                all::<Pool>(tx).await?.into_iter().find(|p| p.health_monitor_id == Some(self.id))
+            {
+                return Err(in_use(
+                    "health monitor",
+                    self.id.uuid(),
+                    "pool",
+                    p.id,
+                    "healthMonitorId",
+                ));
             }
             Ok(())
         })
     }
 }
-

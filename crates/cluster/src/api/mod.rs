@@ -73,7 +73,15 @@ impl Builder {
     pub fn route(mut self, path: &str, mr: MethodRouter<Arc<Cluster>>, docs: Vec<D>) -> Self {
         let full = format!("{API_PREFIX}{path}");
         for (method, summary, schema, list, status, body) in docs {
-            self.docs.push(RouteDoc { path: full.clone(), method, summary, schema, list, status, body });
+            self.docs.push(RouteDoc {
+                path: full.clone(),
+                method,
+                summary,
+                schema,
+                list,
+                status,
+                body,
+            });
         }
         self.router = self.router.route(&full, mr);
         self
@@ -157,12 +165,46 @@ pub fn kinds() -> Vec<KindInfo> {
 /// Builds the whole HTTP application for a cluster.
 pub fn app(cluster: Arc<Cluster>) -> axum::Router {
     let b = Builder::new()
-        .route("", get(root), vec![("get", "The root document: collection URIs and templates".into(), None, false, 200, false)])
+        .route(
+            "",
+            get(root),
+            vec![(
+                "get",
+                "The root document: collection URIs and templates".into(),
+                None,
+                false,
+                200,
+                false,
+            )],
+        )
         .route("/", get(root), vec![])
-        .route("/login", post(login), vec![("post", "Log in with HTTP Basic; returns a token (also as Set-Cookie sessionId)".into(), None, false, 200, false)])
-        .route("/system_state", get(system_state), vec![("get", "Cluster state".into(), None, false, 200, false)])
-        .route("/tenants", get(tenants), vec![("get", "List tenants in use".into(), None, true, 200, false)])
-        .route("/tenants/{id}", get(tenant), vec![("get", "Get a tenant".into(), None, false, 200, false)])
+        .route(
+            "/login",
+            post(login),
+            vec![(
+                "post",
+                "Log in with HTTP Basic; returns a token (also as Set-Cookie sessionId)".into(),
+                None,
+                false,
+                200,
+                false,
+            )],
+        )
+        .route(
+            "/system_state",
+            get(system_state),
+            vec![("get", "Cluster state".into(), None, false, 200, false)],
+        )
+        .route(
+            "/tenants",
+            get(tenants),
+            vec![("get", "List tenants in use".into(), None, true, 200, false)],
+        )
+        .route(
+            "/tenants/{id}",
+            get(tenant),
+            vec![("get", "Get a tenant".into(), None, false, 200, false)],
+        )
         .kind::<Bridge>()
         .kind::<Router>()
         .kind::<Port>()
@@ -183,7 +225,14 @@ pub fn app(cluster: Arc<Cluster>) -> axum::Router {
     let b = b.route(
         "/trace",
         post(trace::trace),
-        vec![("post", "Simulate a packet from a port and return the trace".into(), None, false, 200, true)],
+        vec![(
+            "post",
+            "Simulate a packet from a port and return the trace".into(),
+            None,
+            false,
+            200,
+            true,
+        )],
     );
     let Builder { router, mut docs } = b;
     docs.push(RouteDoc {
@@ -225,8 +274,9 @@ async fn observe(State(cluster): State<Arc<Cluster>>, req: Request, next: Next) 
         && !resp.headers().contains_key(header::CONTENT_TYPE)
     {
         let allow = resp.headers().get(header::ALLOW).cloned();
-        let mut r = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here"))
-            .into_response();
+        let mut r =
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here"))
+                .into_response();
         if let Some(a) = allow {
             r.headers_mut().insert(header::ALLOW, a);
         }
@@ -279,7 +329,11 @@ async fn root(ctx: Ctx) -> Response {
     ctx.one("Application-v5", Value::Object(m))
 }
 
-async fn login(State(cluster): State<Arc<Cluster>>, headers: HeaderMap, _body: Bytes) -> Result<Response, ApiError> {
+async fn login(
+    State(cluster): State<Arc<Cluster>>,
+    headers: HeaderMap,
+    _body: Bytes,
+) -> Result<Response, ApiError> {
     let authz = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let (token, session) = cluster.auth.login(authz)?;
     let expires = httpdate::fmt_http_date(session.expires);
@@ -287,9 +341,15 @@ async fn login(State(cluster): State<Arc<Cluster>>, headers: HeaderMap, _body: B
     let body = json!({ "key": token, "expires": expires });
     let mut r = (StatusCode::OK, body.to_string()).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.org.midonet.Token-v1+json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.org.midonet.Token-v1+json"),
+    );
     let cookie = format!("sessionId={token}; Expires={expires}; Path=/");
-    h.insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|_| ApiError::internal("bad cookie"))?);
+    h.insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|_| ApiError::internal("bad cookie"))?,
+    );
     Ok(r)
 }
 
@@ -309,7 +369,8 @@ async fn system_state(ctx: Ctx) -> Response {
 /// Every tenant id in use or configured.
 async fn tenant_ids(ctx: &Ctx) -> Result<BTreeSet<String>, ApiError> {
     let mut tx = ctx.tx();
-    let mut ids: BTreeSet<String> = ctx.cluster.config.tenants.iter().map(|t| t.id.clone()).collect();
+    let mut ids: BTreeSet<String> =
+        ctx.cluster.config.tenants.iter().map(|t| t.id.clone()).collect();
     ids.extend(ctx.cluster.auth.user_tenants().map(str::to_string));
     for kind in [
         ObjectKind::Bridge,

@@ -19,9 +19,12 @@ fn schema_of(v: &Value) -> Value {
         Value::Number(n) if n.is_f64() => json!({"type": "number"}),
         Value::Number(_) => json!({"type": "integer"}),
         Value::String(_) => json!({"type": "string"}),
-        Value::Array(a) => json!({"type": "array", "items": a.first().map_or(json!({}), schema_of)}),
+        Value::Array(a) => {
+            json!({"type": "array", "items": a.first().map_or(json!({}), schema_of)})
+        }
         Value::Object(m) => {
-            let props: Map<String, Value> = m.iter().map(|(k, v)| (k.clone(), schema_of(v))).collect();
+            let props: Map<String, Value> =
+                m.iter().map(|(k, v)| (k.clone(), schema_of(v))).collect();
             json!({"type": "object", "properties": props})
         }
     }
@@ -34,15 +37,39 @@ fn component_name(media: &str) -> String {
 /// Samples of the sub-objects that are not generic kinds.
 fn extra_samples() -> Vec<(&'static str, Value)> {
     vec![
-        ("DhcpSubnet-v2", json!({"subnetPrefix": "10.0.0.0", "subnetLength": 24, "defaultGateway": "10.0.0.1", "serverAddr": "10.0.0.2", "dnsServerAddrs": ["8.8.8.8"], "interfaceMTU": 1450, "opt121Routes": [], "enabled": true, "uri": "", "hosts": ""})),
-        ("DhcpHost-v2", json!({"macAddr": "02:00:00:00:00:01", "ipAddr": "10.0.0.5", "name": "vm1", "extraDhcpOpts": [], "uri": ""})),
-        ("MacPort-v2", json!({"macAddr": "02:00:00:00:00:01", "portId": "00000000-0000-0000-0000-000000000000", "vlanId": 0, "uri": ""})),
+        (
+            "DhcpSubnet-v2",
+            json!({"subnetPrefix": "10.0.0.0", "subnetLength": 24, "defaultGateway": "10.0.0.1", "serverAddr": "10.0.0.2", "dnsServerAddrs": ["8.8.8.8"], "interfaceMTU": 1450, "opt121Routes": [], "enabled": true, "uri": "", "hosts": ""}),
+        ),
+        (
+            "DhcpHost-v2",
+            json!({"macAddr": "02:00:00:00:00:01", "ipAddr": "10.0.0.5", "name": "vm1", "extraDhcpOpts": [], "uri": ""}),
+        ),
+        (
+            "MacPort-v2",
+            json!({"macAddr": "02:00:00:00:00:01", "portId": "00000000-0000-0000-0000-000000000000", "vlanId": 0, "uri": ""}),
+        ),
         ("IP4Mac-v1", json!({"ip": "10.0.0.5", "mac": "02:00:00:00:00:01", "uri": ""})),
-        ("IpAddrGroupAddr-v1", json!({"addr": "10.0.0.5", "version": 4, "ipAddrGroupId": "00000000-0000-0000-0000-000000000000", "uri": ""})),
-        ("TunnelZoneHost-v1", json!({"tunnelZoneId": "00000000-0000-0000-0000-000000000000", "hostId": "00000000-0000-0000-0000-000000000000", "ipAddress": "192.168.1.10", "uri": ""})),
-        ("Interface-v1", json!({"hostId": "00000000-0000-0000-0000-000000000000", "name": "eth0", "mac": "02:00:00:00:00:01", "mtu": 1500, "status": 3, "type": "Physical", "endpoint": "DATAPATH", "addresses": ["10.0.0.5"], "uri": ""})),
-        ("HostInterfacePort-v1", json!({"hostId": "00000000-0000-0000-0000-000000000000", "portId": "00000000-0000-0000-0000-000000000000", "interfaceName": "veth0", "uri": ""})),
-        ("PortGroupPort-v1", json!({"portGroupId": "00000000-0000-0000-0000-000000000000", "portId": "00000000-0000-0000-0000-000000000000", "uri": ""})),
+        (
+            "IpAddrGroupAddr-v1",
+            json!({"addr": "10.0.0.5", "version": 4, "ipAddrGroupId": "00000000-0000-0000-0000-000000000000", "uri": ""}),
+        ),
+        (
+            "TunnelZoneHost-v1",
+            json!({"tunnelZoneId": "00000000-0000-0000-0000-000000000000", "hostId": "00000000-0000-0000-0000-000000000000", "ipAddress": "192.168.1.10", "uri": ""}),
+        ),
+        (
+            "Interface-v1",
+            json!({"hostId": "00000000-0000-0000-0000-000000000000", "name": "eth0", "mac": "02:00:00:00:00:01", "mtu": 1500, "status": 3, "type": "Physical", "endpoint": "DATAPATH", "addresses": ["10.0.0.5"], "uri": ""}),
+        ),
+        (
+            "HostInterfacePort-v1",
+            json!({"hostId": "00000000-0000-0000-0000-000000000000", "portId": "00000000-0000-0000-0000-000000000000", "interfaceName": "veth0", "uri": ""}),
+        ),
+        (
+            "PortGroupPort-v1",
+            json!({"portGroupId": "00000000-0000-0000-0000-000000000000", "portId": "00000000-0000-0000-0000-000000000000", "uri": ""}),
+        ),
         ("PortLink-v1", json!({"peerId": "00000000-0000-0000-0000-000000000000"})),
     ]
 }
@@ -81,16 +108,27 @@ pub fn document(routes: &[RouteDoc]) -> Value {
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));
         }
-        let schema_ref = r.schema.map(|s| json!({"$ref": format!("#/components/schemas/{}", component_name(s))}));
+        let schema_ref = r
+            .schema
+            .map(|s| json!({"$ref": format!("#/components/schemas/{}", component_name(s))}));
         if r.body {
             let s = schema_ref.clone().unwrap_or(json!({"type": "object"}));
-            op.insert("requestBody".into(), json!({"content": {"application/json": {"schema": s}}}));
+            op.insert(
+                "requestBody".into(),
+                json!({"content": {"application/json": {"schema": s}}}),
+            );
         }
         let ok = match (&schema_ref, r.status) {
             (_, 204) => json!({"description": "done"}),
-            (Some(s), _) if r.list => json!({"description": "ok", "content": {"application/json": {"schema": {"type": "array", "items": s}}}}),
-            (Some(s), _) => json!({"description": "ok", "content": {"application/json": {"schema": s}}}),
-            (None, _) => json!({"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}),
+            (Some(s), _) if r.list => {
+                json!({"description": "ok", "content": {"application/json": {"schema": {"type": "array", "items": s}}}})
+            }
+            (Some(s), _) => {
+                json!({"description": "ok", "content": {"application/json": {"schema": s}}})
+            }
+            (None, _) => {
+                json!({"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}})
+            }
         };
         let err = json!({"description": "error", "content": {"application/vnd.org.midonet.Error-v1+json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
         let mut responses = Map::new();

@@ -38,26 +38,82 @@ macro_rules! children {
             $path,
             mr,
             vec![
-                ("get", format!("List the {}s of a {}", d.what, $parent.segment().trim_end_matches('s')), Some(d.media), true, 200, false),
-                ("post", format!("Create a {} in a {}", d.what, $parent.segment().trim_end_matches('s')), Some(d.media), false, 201, true),
+                (
+                    "get",
+                    format!(
+                        "List the {}s of a {}",
+                        d.what,
+                        $parent.segment().trim_end_matches('s')
+                    ),
+                    Some(d.media),
+                    true,
+                    200,
+                    false,
+                ),
+                (
+                    "post",
+                    format!("Create a {} in a {}", d.what, $parent.segment().trim_end_matches('s')),
+                    Some(d.media),
+                    false,
+                    201,
+                    true,
+                ),
             ],
         )
     }};
 }
 
-fn doc(method: &'static str, summary: &str, schema: Option<&'static str>, list: bool, status: u16, body: bool) -> D {
+fn doc(
+    method: &'static str,
+    summary: &str,
+    schema: Option<&'static str>,
+    list: bool,
+    status: u16,
+    body: bool,
+) -> D {
     (method, summary.to_string(), schema, list, status, body)
 }
 
 pub fn routes(b: Builder) -> Builder {
-    let b = children!(b, "/bridges/{id}/ports", ObjectKind::Bridge, Port, |p: &Port, id: Uuid| p.device_id.uuid() == id);
-    let b = children!(b, "/routers/{id}/ports", ObjectKind::Router, Port, |p: &Port, id: Uuid| p.device_id.uuid() == id);
-    let b = children!(b, "/routers/{id}/routes", ObjectKind::Router, Route, |r: &Route, id: Uuid| r.router_id.uuid() == id);
+    let b = children!(b, "/bridges/{id}/ports", ObjectKind::Bridge, Port, |p: &Port, id: Uuid| p
+        .device_id
+        .uuid()
+        == id);
+    let b = children!(b, "/routers/{id}/ports", ObjectKind::Router, Port, |p: &Port, id: Uuid| p
+        .device_id
+        .uuid()
+        == id);
+    let b =
+        children!(b, "/routers/{id}/routes", ObjectKind::Router, Route, |r: &Route, id: Uuid| r
+            .router_id
+            .uuid()
+            == id);
     let b = children!(b, "/chains/{id}/rules", ObjectKind::Chain, Rule, |_: &Rule, _: Uuid| true);
-    let b = children!(b, "/load_balancers/{id}/pools", ObjectKind::LoadBalancer, Pool, |p: &Pool, id: Uuid| p.load_balancer_id.uuid() == id);
-    let b = children!(b, "/load_balancers/{id}/vips", ObjectKind::LoadBalancer, Vip, |v: &Vip, id: Uuid| v.load_balancer_id.uuid() == id);
-    let b = children!(b, "/pools/{id}/pool_members", ObjectKind::Pool, PoolMember, |m: &PoolMember, id: Uuid| m.pool_id.uuid() == id);
-    let b = children!(b, "/pools/{id}/vips", ObjectKind::Pool, Vip, |v: &Vip, id: Uuid| v.pool_id.uuid() == id);
+    let b = children!(
+        b,
+        "/load_balancers/{id}/pools",
+        ObjectKind::LoadBalancer,
+        Pool,
+        |p: &Pool, id: Uuid| p.load_balancer_id.uuid() == id
+    );
+    let b = children!(
+        b,
+        "/load_balancers/{id}/vips",
+        ObjectKind::LoadBalancer,
+        Vip,
+        |v: &Vip, id: Uuid| v.load_balancer_id.uuid() == id
+    );
+    let b = children!(
+        b,
+        "/pools/{id}/pool_members",
+        ObjectKind::Pool,
+        PoolMember,
+        |m: &PoolMember, id: Uuid| m.pool_id.uuid() == id
+    );
+    let b = children!(b, "/pools/{id}/vips", ObjectKind::Pool, Vip, |v: &Vip, id: Uuid| v
+        .pool_id
+        .uuid()
+        == id);
 
     b.route(
         "/bridges/{id}/peer_ports",
@@ -290,7 +346,10 @@ struct LinkBody {
 async fn link(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let id = parse_id("port", &id)?;
     let b: LinkBody = ctx.parse(&body)?;
-    let peer = b.peer_id.ok_or_else(|| ApiError::field("peerId", "the port to link to is required"))?.uuid();
+    let peer = b
+        .peer_id
+        .ok_or_else(|| ApiError::field("peerId", "the port to link to is required"))?
+        .uuid();
     if peer == id {
         return Err(ApiError::field("peerId", "a port cannot be linked to itself"));
     }
@@ -384,7 +443,6 @@ async fn register_host(ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
     Ok(ctx.created("Host-v3", &loc, generic::render(ctx, &env, &host)))
 }
 
-
 // ---------------------------------------------------------------- helpers
 
 fn obj_dto<T: serde::Serialize>(obj: &T, uri: String, links: &[(&str, String)]) -> Value {
@@ -426,7 +484,10 @@ async fn list_interfaces(ctx: Ctx, Path(id): Path<String>) -> Result<Response, A
     Ok(ctx.many("Interface-v1", items.iter().map(|i| interface_dto(&ctx, i)).collect()))
 }
 
-async fn get_interface(ctx: Ctx, Path((id, name)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn get_interface(
+    ctx: Ctx,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let mut tx = ctx.tx();
     let h = host_of(&mut tx, &ctx, &id).await?;
     let i: HostInterface = tx
@@ -436,13 +497,23 @@ async fn get_interface(ctx: Ctx, Path((id, name)): Path<(String, String)>) -> Re
     Ok(ctx.one("Interface-v1", interface_dto(&ctx, &i)))
 }
 
-async fn register_interface(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn register_interface(
+    ctx: Ctx,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     ctx.require_admin("hosts")?;
     let i: HostInterface = ctx.parse(&body)?;
     i.validate()?;
     // The name is a path segment of the interface's key and URI.
-    if i.name.contains('/') || i.name.contains(char::is_whitespace) || i.name.contains(char::is_control) {
-        return Err(ApiError::field("name", format!("`{}` is not a valid interface name", i.name.escape_debug())));
+    if i.name.contains('/')
+        || i.name.contains(char::is_whitespace)
+        || i.name.contains(char::is_control)
+    {
+        return Err(ApiError::field(
+            "name",
+            format!("`{}` is not a valid interface name", i.name.escape_debug()),
+        ));
     }
     let ctx = &ctx;
     let iface = txn!(ctx.cluster, tx => {
@@ -482,7 +553,12 @@ async fn list_bindings(ctx: Ctx, Path(id): Path<String>) -> Result<Response, Api
     Ok(ctx.many("HostInterfacePort-v1", items))
 }
 
-async fn bound_port(tx: &mut crate::db::Tx, ctx: &Ctx, host: &str, port: &str) -> Result<Port, ApiError> {
+async fn bound_port(
+    tx: &mut crate::db::Tx,
+    ctx: &Ctx,
+    host: &str,
+    port: &str,
+) -> Result<Port, ApiError> {
     let h = host_of(tx, ctx, host).await?;
     let pid = parse_id("port", port)?;
     let p: Port = load_visible(tx, ctx, pid).await?;
@@ -571,11 +647,17 @@ fn member_dto(ctx: &Ctx, m: &TunnelZoneHost) -> Value {
 async fn list_members(ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
     let mut tx = ctx.tx();
     let z = zone_of(&mut tx, &ctx, &id).await?;
-    let items: Vec<TunnelZoneHost> = tx.list(&prefix_of(ObjectKind::TunnelZoneHost, &[&z.id.to_string()])).await?;
+    let items: Vec<TunnelZoneHost> =
+        tx.list(&prefix_of(ObjectKind::TunnelZoneHost, &[&z.id.to_string()])).await?;
     Ok(ctx.many("TunnelZoneHost-v1", items.iter().map(|m| member_dto(&ctx, m)).collect()))
 }
 
-async fn member(tx: &mut crate::db::Tx, ctx: &Ctx, z: &str, h: &str) -> Result<TunnelZoneHost, ApiError> {
+async fn member(
+    tx: &mut crate::db::Tx,
+    ctx: &Ctx,
+    z: &str,
+    h: &str,
+) -> Result<TunnelZoneHost, ApiError> {
     let z = zone_of(tx, ctx, z).await?;
     let hid = parse_id("host", h)?;
     tx.get(&ObjectKind::TunnelZoneHost.key(&[&z.id.to_string(), &hid.to_string()]))
@@ -613,7 +695,10 @@ async fn add_member(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Result<Res
     Ok(ctx.created("TunnelZoneHost-v1", &loc, dto))
 }
 
-async fn remove_member(ctx: Ctx, Path((z, h)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn remove_member(
+    ctx: Ctx,
+    Path((z, h)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let ctx = &ctx;
     txn!(ctx.cluster, tx => {
         let m = member(&mut tx, ctx, &z, &h).await?;
@@ -652,7 +737,12 @@ async fn list_group_ports(ctx: Ctx, Path(id): Path<String>) -> Result<Response, 
     Ok(ctx.many("PortGroupPort-v1", items))
 }
 
-async fn group_member(tx: &mut crate::db::Tx, ctx: &Ctx, g: &str, p: &str) -> Result<(PortGroup, Port), ApiError> {
+async fn group_member(
+    tx: &mut crate::db::Tx,
+    ctx: &Ctx,
+    g: &str,
+    p: &str,
+) -> Result<(PortGroup, Port), ApiError> {
     let g = group_of(tx, ctx, g).await?;
     let pid = parse_id("port", p)?;
     let port: Port = load_visible(tx, ctx, pid).await?;
@@ -662,7 +752,10 @@ async fn group_member(tx: &mut crate::db::Tx, ctx: &Ctx, g: &str, p: &str) -> Re
     Ok((g, port))
 }
 
-async fn get_group_port(ctx: Ctx, Path((g, p)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn get_group_port(
+    ctx: Ctx,
+    Path((g, p)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let (g, p) = group_member(&mut ctx.tx(), &ctx, &g, &p).await?;
     Ok(ctx.one("PortGroupPort-v1", group_port_dto(&ctx, g.id, p.id)))
 }
@@ -674,7 +767,11 @@ struct GroupPortBody {
     port_id: Option<PortId>,
 }
 
-async fn add_group_port(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn add_group_port(
+    ctx: Ctx,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let b: GroupPortBody = ctx.parse(&body)?;
     let pid = b.port_id.ok_or_else(|| ApiError::field("portId", "the port to add is required"))?;
     let ctx = &ctx;
@@ -694,7 +791,10 @@ async fn add_group_port(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Result
     Ok(ctx.created("PortGroupPort-v1", &loc, dto))
 }
 
-async fn remove_group_port(ctx: Ctx, Path((g, p)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn remove_group_port(
+    ctx: Ctx,
+    Path((g, p)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let ctx = &ctx;
     txn!(ctx.cluster, tx => {
         let (g, mut port) = group_member(&mut tx, ctx, &g, &p).await?;
@@ -729,7 +829,11 @@ fn addr_dto(ctx: &Ctx, a: &IpAddrGroupAddr, version_path: bool) -> Value {
     } else {
         format!("/ip_addr_groups/{}/ip_addrs/{}", a.ip_addr_group_id, a.addr)
     };
-    obj_dto(a, ctx.uri(&uri), &[("ipAddrGroup", ctx.uri(&format!("/ip_addr_groups/{}", a.ip_addr_group_id)))])
+    obj_dto(
+        a,
+        ctx.uri(&uri),
+        &[("ipAddrGroup", ctx.uri(&format!("/ip_addr_groups/{}", a.ip_addr_group_id)))],
+    )
 }
 
 async fn addr_group(tx: &mut crate::db::Tx, ctx: &Ctx, id: &str) -> Result<IpAddrGroup, ApiError> {
@@ -741,7 +845,8 @@ async fn list_addrs(ctx: &Ctx, g: &str, v: Option<&str>) -> Result<Response, Api
     let version = parse_version(v)?;
     let mut tx = ctx.tx();
     let g = addr_group(&mut tx, ctx, g).await?;
-    let items: Vec<IpAddrGroupAddr> = tx.list(&prefix_of(ObjectKind::IpAddrGroupAddr, &[&g.id.to_string()])).await?;
+    let items: Vec<IpAddrGroupAddr> =
+        tx.list(&prefix_of(ObjectKind::IpAddrGroupAddr, &[&g.id.to_string()])).await?;
     let out = items
         .iter()
         .filter(|a| version.is_none_or(|v| a.version == v))
@@ -750,16 +855,27 @@ async fn list_addrs(ctx: &Ctx, g: &str, v: Option<&str>) -> Result<Response, Api
     Ok(ctx.many("IpAddrGroupAddr-v1", out))
 }
 
-async fn one_addr(tx: &mut crate::db::Tx, ctx: &Ctx, g: &str, v: Option<&str>, a: &str) -> Result<IpAddrGroupAddr, ApiError> {
+async fn one_addr(
+    tx: &mut crate::db::Tx,
+    ctx: &Ctx,
+    g: &str,
+    v: Option<&str>,
+    a: &str,
+) -> Result<IpAddrGroupAddr, ApiError> {
     let version = parse_version(v)?;
     let g = addr_group(tx, ctx, g).await?;
-    let addr: std::net::IpAddr = a.parse().map_err(|_| ApiError::not_found(format!("address {a}")))?;
+    let addr: std::net::IpAddr =
+        a.parse().map_err(|_| ApiError::not_found(format!("address {a}")))?;
     let item: IpAddrGroupAddr = tx
         .get(&ObjectKind::IpAddrGroupAddr.key(&[&g.id.to_string(), &addr.to_string()]))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("address {addr} in group {}", g.id)))?;
     if version.is_some_and(|v| v != item.version) {
-        return Err(ApiError::not_found(format!("address {addr} in IPv{} of group {}", version.unwrap_or(0), g.id)));
+        return Err(ApiError::not_found(format!(
+            "address {addr} in IPv{} of group {}",
+            version.unwrap_or(0),
+            g.id
+        )));
     }
     Ok(item)
 }
@@ -819,17 +935,30 @@ fn parse_subnet(s: &str) -> Result<(std::net::Ipv4Addr, u8), ApiError> {
 
 fn subnet_dto(ctx: &Ctx, s: &DhcpSubnet) -> Value {
     let uri = ctx.uri(&format!("/bridges/{}/dhcp/{}", s.bridge_id, s.key()));
-    obj_dto(s, uri.clone(), &[("hosts", format!("{uri}/hosts")), ("bridge", ctx.uri(&format!("/bridges/{}", s.bridge_id)))])
+    obj_dto(
+        s,
+        uri.clone(),
+        &[
+            ("hosts", format!("{uri}/hosts")),
+            ("bridge", ctx.uri(&format!("/bridges/{}", s.bridge_id))),
+        ],
+    )
 }
 
 async fn list_subnets(ctx: Ctx, Path(b): Path<String>) -> Result<Response, ApiError> {
     let mut tx = ctx.tx();
     let br = bridge_of(&mut tx, &ctx, &b).await?;
-    let items: Vec<DhcpSubnet> = tx.list(&prefix_of(ObjectKind::DhcpSubnet, &[&br.id.to_string()])).await?;
+    let items: Vec<DhcpSubnet> =
+        tx.list(&prefix_of(ObjectKind::DhcpSubnet, &[&br.id.to_string()])).await?;
     Ok(ctx.many("DhcpSubnet-v2", items.iter().map(|s| subnet_dto(&ctx, s)).collect()))
 }
 
-async fn subnet_of(tx: &mut crate::db::Tx, ctx: &Ctx, b: &str, s: &str) -> Result<DhcpSubnet, ApiError> {
+async fn subnet_of(
+    tx: &mut crate::db::Tx,
+    ctx: &Ctx,
+    b: &str,
+    s: &str,
+) -> Result<DhcpSubnet, ApiError> {
     let br = bridge_of(tx, ctx, b).await?;
     let (p, l) = parse_subnet(s)?;
     let key = format!("{p}_{l}");
@@ -866,7 +995,11 @@ async fn add_subnet(ctx: Ctx, Path(b): Path<String>, body: Bytes) -> Result<Resp
     Ok(ctx.created("DhcpSubnet-v2", &loc, dto))
 }
 
-async fn update_subnet(ctx: Ctx, Path((b, s)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+async fn update_subnet(
+    ctx: Ctx,
+    Path((b, s)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let new: DhcpSubnet = ctx.parse(&body)?;
     let ctx = &ctx;
     txn!(ctx.cluster, tx => {
@@ -885,7 +1018,10 @@ async fn update_subnet(ctx: Ctx, Path((b, s)): Path<(String, String)>, body: Byt
     Ok(no_content())
 }
 
-async fn delete_subnet(ctx: Ctx, Path((b, s)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn delete_subnet(
+    ctx: Ctx,
+    Path((b, s)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let ctx = &ctx;
     txn!(ctx.cluster, tx => {
         let old = subnet_of(&mut tx, ctx, &b, &s).await?;
@@ -899,39 +1035,68 @@ async fn delete_subnet(ctx: Ctx, Path((b, s)): Path<(String, String)>) -> Result
 }
 
 fn dhcp_host_dto(ctx: &Ctx, h: &DhcpHost) -> Value {
-    let uri = ctx.uri(&format!("/bridges/{}/dhcp/{}/hosts/{}", h.bridge_id, h.subnet, h.mac_addr.to_uri_string()));
+    let uri = ctx.uri(&format!(
+        "/bridges/{}/dhcp/{}/hosts/{}",
+        h.bridge_id,
+        h.subnet,
+        h.mac_addr.to_uri_string()
+    ));
     obj_dto(h, uri, &[])
 }
 
-async fn list_dhcp_hosts(ctx: Ctx, Path((b, s)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn list_dhcp_hosts(
+    ctx: Ctx,
+    Path((b, s)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let mut tx = ctx.tx();
     let sub = subnet_of(&mut tx, &ctx, &b, &s).await?;
-    let items: Vec<DhcpHost> =
-        tx.list(&prefix_of(ObjectKind::DhcpHost, &[&sub.bridge_id.to_string(), &sub.key()])).await?;
+    let items: Vec<DhcpHost> = tx
+        .list(&prefix_of(ObjectKind::DhcpHost, &[&sub.bridge_id.to_string(), &sub.key()]))
+        .await?;
     Ok(ctx.many("DhcpHost-v2", items.iter().map(|h| dhcp_host_dto(&ctx, h)).collect()))
 }
 
-async fn dhcp_host_of(tx: &mut crate::db::Tx, ctx: &Ctx, b: &str, s: &str, mac: &str) -> Result<DhcpHost, ApiError> {
+async fn dhcp_host_of(
+    tx: &mut crate::db::Tx,
+    ctx: &Ctx,
+    b: &str,
+    s: &str,
+    mac: &str,
+) -> Result<DhcpHost, ApiError> {
     let sub = subnet_of(tx, ctx, b, s).await?;
     let mac: MacAddr = mac.parse().map_err(|_| ApiError::not_found(format!("DHCP host {mac}")))?;
-    tx.get(&ObjectKind::DhcpHost.key(&[&sub.bridge_id.to_string(), &sub.key(), &mac.to_uri_string()]))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("DHCP host {mac} in subnet {}", sub.key())))
+    tx.get(&ObjectKind::DhcpHost.key(&[
+        &sub.bridge_id.to_string(),
+        &sub.key(),
+        &mac.to_uri_string(),
+    ]))
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("DHCP host {mac} in subnet {}", sub.key())))
 }
 
-async fn get_dhcp_host(ctx: Ctx, Path((b, s, m)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+async fn get_dhcp_host(
+    ctx: Ctx,
+    Path((b, s, m)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
     let h = dhcp_host_of(&mut ctx.tx(), &ctx, &b, &s, &m).await?;
     Ok(ctx.one("DhcpHost-v2", dhcp_host_dto(&ctx, &h)))
 }
 
 fn check_host_in_subnet(h: &DhcpHost, sub: &DhcpSubnet) -> Result<(), ApiError> {
     if !midonet_model::port::prefix_contains(sub.subnet_prefix, sub.subnet_length, h.ip_addr) {
-        return Err(ApiError::field("ipAddr", format!("{} is not inside {}/{}", h.ip_addr, sub.subnet_prefix, sub.subnet_length)));
+        return Err(ApiError::field(
+            "ipAddr",
+            format!("{} is not inside {}/{}", h.ip_addr, sub.subnet_prefix, sub.subnet_length),
+        ));
     }
     Ok(())
 }
 
-async fn add_dhcp_host(ctx: Ctx, Path((b, s)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+async fn add_dhcp_host(
+    ctx: Ctx,
+    Path((b, s)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let h: DhcpHost = ctx.parse(&body)?;
     let ctx = &ctx;
     let h = txn!(ctx.cluster, tx => {
@@ -952,7 +1117,11 @@ async fn add_dhcp_host(ctx: Ctx, Path((b, s)): Path<(String, String)>, body: Byt
     Ok(ctx.created("DhcpHost-v2", &loc, dto))
 }
 
-async fn update_dhcp_host(ctx: Ctx, Path((b, s, m)): Path<(String, String, String)>, body: Bytes) -> Result<Response, ApiError> {
+async fn update_dhcp_host(
+    ctx: Ctx,
+    Path((b, s, m)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let new: DhcpHost = ctx.parse(&body)?;
     let ctx = &ctx;
     txn!(ctx.cluster, tx => {
@@ -972,7 +1141,10 @@ async fn update_dhcp_host(ctx: Ctx, Path((b, s, m)): Path<(String, String, Strin
     Ok(no_content())
 }
 
-async fn delete_dhcp_host(ctx: Ctx, Path((b, s, m)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+async fn delete_dhcp_host(
+    ctx: Ctx,
+    Path((b, s, m)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
     let ctx = &ctx;
     txn!(ctx.cluster, tx => {
         let old = dhcp_host_of(&mut tx, ctx, &b, &s, &m).await?;
@@ -1008,20 +1180,37 @@ async fn list_macs(ctx: &Ctx, b: &str, v: Option<&str>) -> Result<Response, ApiE
     let vlan = parse_vlan(v)?;
     let mut tx = ctx.tx();
     let br = bridge_of(&mut tx, ctx, b).await?;
-    let items: Vec<MacTableEntry> = tx.list(&prefix_of(ObjectKind::MacTableEntry, &[&br.id.to_string()])).await?;
-    let out = items.iter().filter(|e| vlan.is_none_or(|v| e.vlan_id == v)).map(|e| mac_dto(ctx, e)).collect();
+    let items: Vec<MacTableEntry> =
+        tx.list(&prefix_of(ObjectKind::MacTableEntry, &[&br.id.to_string()])).await?;
+    let out = items
+        .iter()
+        .filter(|e| vlan.is_none_or(|v| e.vlan_id == v))
+        .map(|e| mac_dto(ctx, e))
+        .collect();
     Ok(ctx.many("MacPort-v2", out))
 }
 
-async fn one_mac(tx: &mut crate::db::Tx, ctx: &Ctx, b: &str, v: Option<&str>, entry: &str) -> Result<MacTableEntry, ApiError> {
+async fn one_mac(
+    tx: &mut crate::db::Tx,
+    ctx: &Ctx,
+    b: &str,
+    v: Option<&str>,
+    entry: &str,
+) -> Result<MacTableEntry, ApiError> {
     let vlan = parse_vlan(v)?.unwrap_or(0);
     let br = bridge_of(tx, ctx, b).await?;
-    let nf = || ApiError::not_found(format!("MAC entry {entry} (ids look like 02-00-00-00-00-01_<portId>)"));
+    let nf = || {
+        ApiError::not_found(format!("MAC entry {entry} (ids look like 02-00-00-00-00-01_<portId>)"))
+    };
     let (mac, port) = entry.rsplit_once('_').ok_or_else(nf)?;
     let mac: MacAddr = mac.parse().map_err(|_| nf())?;
     let port: PortId = port.parse().map_err(|_| nf())?;
     let e: MacTableEntry = tx
-        .get(&ObjectKind::MacTableEntry.key(&[&br.id.to_string(), &vlan.to_string(), &mac.to_uri_string()]))
+        .get(&ObjectKind::MacTableEntry.key(&[
+            &br.id.to_string(),
+            &vlan.to_string(),
+            &mac.to_uri_string(),
+        ]))
         .await?
         .ok_or_else(nf)?;
     if e.port_id != port {
@@ -1066,7 +1255,12 @@ async fn add_mac(ctx: &Ctx, b: &str, v: Option<&str>, body: &[u8]) -> Result<Res
     Ok(ctx.created("MacPort-v2", &loc, dto))
 }
 
-async fn remove_mac(ctx: &Ctx, b: &str, v: Option<&str>, entry: &str) -> Result<Response, ApiError> {
+async fn remove_mac(
+    ctx: &Ctx,
+    b: &str,
+    v: Option<&str>,
+    entry: &str,
+) -> Result<Response, ApiError> {
     txn!(ctx.cluster, tx => {
         let e = one_mac(&mut tx, ctx, b, v, entry).await?;
         tx.delete(&e.store_key());
@@ -1076,19 +1270,31 @@ async fn remove_mac(ctx: &Ctx, b: &str, v: Option<&str>, entry: &str) -> Result<
 }
 
 fn arp_dto(ctx: &Ctx, e: &ArpTableEntry) -> Value {
-    obj_dto(e, ctx.uri(&format!("/bridges/{}/arp_table/{}_{}", e.bridge_id, e.ip, e.mac.to_uri_string())), &[])
+    obj_dto(
+        e,
+        ctx.uri(&format!("/bridges/{}/arp_table/{}_{}", e.bridge_id, e.ip, e.mac.to_uri_string())),
+        &[],
+    )
 }
 
 async fn list_arps(ctx: Ctx, Path(b): Path<String>) -> Result<Response, ApiError> {
     let mut tx = ctx.tx();
     let br = bridge_of(&mut tx, &ctx, &b).await?;
-    let items: Vec<ArpTableEntry> = tx.list(&prefix_of(ObjectKind::ArpTableEntry, &[&br.id.to_string()])).await?;
+    let items: Vec<ArpTableEntry> =
+        tx.list(&prefix_of(ObjectKind::ArpTableEntry, &[&br.id.to_string()])).await?;
     Ok(ctx.many("IP4Mac-v1", items.iter().map(|e| arp_dto(&ctx, e)).collect()))
 }
 
-async fn one_arp(tx: &mut crate::db::Tx, ctx: &Ctx, b: &str, entry: &str) -> Result<ArpTableEntry, ApiError> {
+async fn one_arp(
+    tx: &mut crate::db::Tx,
+    ctx: &Ctx,
+    b: &str,
+    entry: &str,
+) -> Result<ArpTableEntry, ApiError> {
     let br = bridge_of(tx, ctx, b).await?;
-    let nf = || ApiError::not_found(format!("ARP entry {entry} (ids look like 10.0.0.5_02-00-00-00-00-01)"));
+    let nf = || {
+        ApiError::not_found(format!("ARP entry {entry} (ids look like 10.0.0.5_02-00-00-00-00-01)"))
+    };
     let (ip, mac) = entry.split_once('_').ok_or_else(nf)?;
     let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| nf())?;
     let mac: MacAddr = mac.parse().map_err(|_| nf())?;

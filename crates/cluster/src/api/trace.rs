@@ -103,11 +103,19 @@ async fn load(ctx: &Ctx, live: bool) -> Result<(Topology, Vec<(String, Vec<u8>)>
             let _ = topo.apply(&key, Some(&value));
         }
     }
-    let state = if live { tx.list_raw(&format!("{}tables/", midonet_proto::STATE_ROOT)).await? } else { Vec::new() };
+    let state = if live {
+        tx.list_raw(&format!("{}tables/", midonet_proto::STATE_ROOT)).await?
+    } else {
+        Vec::new()
+    };
     Ok((topo, state))
 }
 
-fn build_state(topo: &Topology, live: &[(String, Vec<u8>)], seeds: &StateSeeds) -> Result<MemState, ApiError> {
+fn build_state(
+    topo: &Topology,
+    live: &[(String, Vec<u8>)],
+    seeds: &StateSeeds,
+) -> Result<MemState, ApiError> {
     let mut s = MemState::default();
     let is_router = |id: &str| id.parse().ok().is_some_and(|r| topo.routers.contains_key(&r));
     for (key, value) in live {
@@ -155,12 +163,19 @@ fn build_state(topo: &Topology, live: &[(String, Vec<u8>)], seeds: &StateSeeds) 
         if is_router(&a.device_id) {
             s.router_arp.insert((field(&at("deviceId"), &a.device_id, "a router id")?, ip), mac);
         } else {
-            s.bridge_arp.insert((field(&at("deviceId"), &a.device_id, "a bridge or router id")?, ip), mac);
+            s.bridge_arp
+                .insert((field(&at("deviceId"), &a.device_id, "a bridge or router id")?, ip), mac);
         }
     }
     for (i, a) in seeds.arp_failed.iter().enumerate() {
         let at = |f: &str| format!("state.arpFailed[{i}].{f}");
-        s.arp_failed.insert((field(&at("routerId"), &a.router_id, "a router id")?, field(&at("ip"), &a.ip, "an IPv4 address")?), ());
+        s.arp_failed.insert(
+            (
+                field(&at("routerId"), &a.router_id, "a router id")?,
+                field(&at("ip"), &a.ip, "an IPv4 address")?,
+            ),
+            (),
+        );
     }
     Ok(s)
 }
@@ -168,16 +183,23 @@ fn build_state(topo: &Topology, live: &[(String, Vec<u8>)], seeds: &StateSeeds) 
 pub async fn trace(ctx: Ctx, body: Bytes) -> Result<axum::response::Response, ApiError> {
     ctx.require_admin("packet traces")?;
     let req: TraceRequest = ctx.parse(&body)?;
-    let port_text = req.port_id.as_deref().ok_or_else(|| ApiError::field("portId", "is required: the port the packet enters by"))?;
+    let port_text = req
+        .port_id
+        .as_deref()
+        .ok_or_else(|| ApiError::field("portId", "is required: the port the packet enters by"))?;
     let port: PortId = field("portId", port_text, "a port id (UUID)")?;
     let desc = req.packet.as_deref().ok_or_else(|| {
-        ApiError::field("packet", "is required, e.g. \"eth.src=02:00:00:00:00:01, ip4.dst=10.0.1.5, tcp.dst=80\"")
+        ApiError::field(
+            "packet",
+            "is required, e.g. \"eth.src=02:00:00:00:00:01, ip4.dst=10.0.1.5, tcp.dst=80\"",
+        )
     })?;
     let key: FlowKey = desc.parse().map_err(|e| ApiError::field("packet", format!("{e}")))?;
 
     let (topo, live) = load(&ctx, req.live_state.unwrap_or(true)).await?;
     if !topo.ports.contains_key(&port) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("port {port} does not exist")).on("portId"));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("port {port} does not exist"))
+            .on("portId"));
     }
     let state = build_state(&topo, &live, &req.state)?;
     let snap = Snapshot::build(&topo);
@@ -188,7 +210,13 @@ pub async fn trace(ctx: Ctx, body: Bytes) -> Result<axum::response::Response, Ap
     let key = FlowKey::extract(&frame, key.in_port).unwrap_or(key);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let input = SimInput { ingress: port, key, frame: &frame, now, hash_seed: 0, trace: true };
-    let r = midonet_sim::simulate(&snap, &state, &NoConntrack, &mut IcmpRateLimiter::unlimited(), &input);
+    let r = midonet_sim::simulate(
+        &snap,
+        &state,
+        &NoConntrack,
+        &mut IcmpRateLimiter::unlimited(),
+        &input,
+    );
 
     let mut names: HashMap<String, String> = HashMap::new();
     for b in topo.bridges.values() {
@@ -232,7 +260,8 @@ mod tests {
     use crate::testing::TestCluster;
 
     fn call(c: &TestCluster, method: &str, url: &str, body: &Value) -> (u16, Value) {
-        let url = if url.starts_with("http") { url.to_string() } else { format!("{}{url}", c.url()) };
+        let url =
+            if url.starts_with("http") { url.to_string() } else { format!("{}{url}", c.url()) };
         let req = ureq::request(method, &url).set("X-Auth-Token", &c.admin_token());
         let resp = match req.send_json(body.clone()) {
             Ok(r) => r,
@@ -276,8 +305,16 @@ mod tests {
         );
         assert_eq!(s, 200, "{t}");
         assert_eq!(t["decision"]["kind"], "consumed", "{t}");
-        let texts: Vec<&str> = t["steps"].as_array().expect("steps").iter().filter_map(|s| s["text"].as_str()).collect();
-        assert!(texts.iter().any(|s| s.contains("enter router") && s.contains("edge")), "{texts:?}");
+        let texts: Vec<&str> = t["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter_map(|s| s["text"].as_str())
+            .collect();
+        assert!(
+            texts.iter().any(|s| s.contains("enter router") && s.contains("edge")),
+            "{texts:?}"
+        );
         assert_eq!(t["generated"][0]["kind"], "icmp_echo_reply");
         assert!(t["match"].as_str().expect("match").contains("ip4.dst=10.0.0.1/32"), "{t}");
 
@@ -290,7 +327,14 @@ mod tests {
                     "state": {"macs": [{"bridgeId": b["id"], "mac": "02:00:00:00:00:0b", "portId": bp["id"]}]}}),
         );
         assert_eq!(s, 200, "{t}");
-        assert!(t["steps"].as_array().expect("steps").iter().any(|s| s["step"] == "mac_lookup" && s["port"] == bp["id"]), "{t}");
+        assert!(
+            t["steps"]
+                .as_array()
+                .expect("steps")
+                .iter()
+                .any(|s| s["step"] == "mac_lookup" && s["port"] == bp["id"]),
+            "{t}"
+        );
     }
 
     #[test]
@@ -298,9 +342,19 @@ mod tests {
         let c = TestCluster::start("memory:", true);
         let (s, v) = call(&c, "POST", "/trace", &json!({"packet": "ip4.dst=10.0.0.1"}));
         assert_eq!((s, v["field"].as_str()), (400, Some("portId")), "{v}");
-        let (s, v) = call(&c, "POST", "/trace", &json!({"portId": "00000000-0000-0000-0000-000000000001", "packet": "ip4.dst=nope"}));
+        let (s, v) = call(
+            &c,
+            "POST",
+            "/trace",
+            &json!({"portId": "00000000-0000-0000-0000-000000000001", "packet": "ip4.dst=nope"}),
+        );
         assert_eq!((s, v["field"].as_str()), (400, Some("packet")), "{v}");
-        let (s, v) = call(&c, "POST", "/trace", &json!({"portId": "00000000-0000-0000-0000-000000000001", "packet": "ip4.dst=10.0.0.1"}));
+        let (s, v) = call(
+            &c,
+            "POST",
+            "/trace",
+            &json!({"portId": "00000000-0000-0000-0000-000000000001", "packet": "ip4.dst=10.0.0.1"}),
+        );
         assert_eq!((s, v["field"].as_str()), (404, Some("portId")), "{v}");
     }
 }

@@ -48,10 +48,20 @@ impl Api {
     }
 
     fn url(&self, path: &str) -> String {
-        if path.starts_with("http") { path.to_string() } else { format!("{}{}", self.base, path) }
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.base, path)
+        }
     }
 
-    pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Resp {
         let mut req = self.agent.request(method, &self.url(path));
         if let Some(t) = &self.token {
             req = req.set("X-Auth-Token", t);
@@ -72,7 +82,9 @@ impl Api {
         let headers: Vec<(String, String)> = resp
             .headers_names()
             .iter()
-            .flat_map(|n| resp.all(n).into_iter().map(move |v| (n.clone(), v.to_string())).collect::<Vec<_>>())
+            .flat_map(|n| {
+                resp.all(n).into_iter().map(move |v| (n.clone(), v.to_string())).collect::<Vec<_>>()
+            })
             .collect();
         let location = resp.header("location").map(str::to_string);
         let content_type = resp.header("content-type").map(str::to_string);
@@ -97,7 +109,11 @@ impl Api {
     #[track_caller]
     pub fn create(&self, path: &str, body: &Value) -> Value {
         let r = self.post(path, body).expect(201);
-        assert!(r.location.as_deref().is_some_and(|l| l.starts_with("http://")), "absolute Location: {:?}", r.location);
+        assert!(
+            r.location.as_deref().is_some_and(|l| l.starts_with("http://")),
+            "absolute Location: {:?}",
+            r.location
+        );
         r.body
     }
     /// GET that must give 200.
@@ -117,7 +133,14 @@ pub fn dump(c: &midonet_cluster::testing::TestCluster) -> Vec<(Vec<u8>, Vec<u8>)
     let store = c.cluster().store.clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
     rt.block_on(async move {
-        store.range(b"/").await.expect("range").kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
+        store
+            .range(b"/")
+            .await
+            .expect("range")
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect()
     })
 }
 

@@ -172,8 +172,17 @@ pub fn packet(desc: &str) -> (FlowKey, Vec<u8>) {
     (key, frame)
 }
 
-pub fn sim(snap: &Snapshot, state: &MemState, icmp: &mut IcmpRateLimiter, ingress: PortId, key: FlowKey, frame: &[u8], trace: bool) -> SimResult {
-    let input = SimInput { ingress, key, frame, now: Duration::from_secs(1000), hash_seed: 42, trace };
+pub fn sim(
+    snap: &Snapshot,
+    state: &MemState,
+    icmp: &mut IcmpRateLimiter,
+    ingress: PortId,
+    key: FlowKey,
+    frame: &[u8],
+    trace: bool,
+) -> SimResult {
+    let input =
+        SimInput { ingress, key, frame, now: Duration::from_secs(1000), hash_seed: 42, trace };
     simulate(snap, state, &NoConntrack, icmp, &input)
 }
 
@@ -205,13 +214,15 @@ pub fn render(w: &W, r: &SimResult) -> String {
 /// Compare `text` with `tests/golden/<name>.txt`, or rewrite it when
 /// `MIDONET_REGEN_GOLDEN` is set. Returns a mismatch description.
 pub fn golden(name: &str, text: &str) -> Result<(), String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.txt"));
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.txt"));
     if std::env::var_os("MIDONET_REGEN_GOLDEN").is_some() {
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         return Ok(());
     }
-    let want = std::fs::read_to_string(&path)
-        .map_err(|e| format!("{name}: cannot read {} ({e}); run with MIDONET_REGEN_GOLDEN=1", path.display()))?;
+    let want = std::fs::read_to_string(&path).map_err(|e| {
+        format!("{name}: cannot read {} ({e}); run with MIDONET_REGEN_GOLDEN=1", path.display())
+    })?;
     if want != text {
         return Err(format!("{name}: golden trace differs\n--- want\n{want}\n--- got\n{text}"));
     }

@@ -135,18 +135,10 @@ pub(crate) fn decode_events(revision: Revision, bytes: &[u8]) -> Result<Vec<Watc
             1 => None,
             other => return Err(StoreError::Corrupt(format!("unknown event tag {other}"))),
         };
-        let prev = if has_prev {
-            Some(decode_record(key, r.bytes()?)?)
-        } else {
-            None
-        };
+        let prev = if has_prev { Some(decode_record(key, r.bytes()?)?) } else { None };
         events.push(match kv {
             Some(kv) => WatchEvent::Put { kv, prev },
-            None => WatchEvent::Delete {
-                key: key.to_vec(),
-                revision,
-                prev,
-            },
+            None => WatchEvent::Delete { key: key.to_vec(), revision, prev },
         });
     }
     if !r.bytes.is_empty() {
@@ -181,33 +173,20 @@ mod tests {
         assert_eq!(&bytes[..8], &2i64.to_be_bytes());
         assert_eq!(decode_record(b"/a", &bytes).expect("decodes"), k);
         let no_lease = kv(b"/b", b"", 3, None);
-        assert_eq!(
-            decode_record(b"/b", &encode_record(&no_lease)).expect("decodes"),
-            no_lease
-        );
+        assert_eq!(decode_record(b"/b", &encode_record(&no_lease)).expect("decodes"), no_lease);
     }
 
     #[test]
     fn events_round_trip() {
         let events = vec![
-            WatchEvent::Put {
-                kv: kv(b"/a", b"1", 5, None),
-                prev: None,
-            },
-            WatchEvent::Put {
-                kv: kv(b"/b", b"2", 5, None),
-                prev: Some(kv(b"/b", b"1", 4, None)),
-            },
+            WatchEvent::Put { kv: kv(b"/a", b"1", 5, None), prev: None },
+            WatchEvent::Put { kv: kv(b"/b", b"2", 5, None), prev: Some(kv(b"/b", b"1", 4, None)) },
             WatchEvent::Delete {
                 key: b"/c".to_vec(),
                 revision: 5,
                 prev: Some(kv(b"/c", b"x", 3, None)),
             },
-            WatchEvent::Delete {
-                key: b"/d".to_vec(),
-                revision: 5,
-                prev: None,
-            },
+            WatchEvent::Delete { key: b"/d".to_vec(), revision: 5, prev: None },
         ];
         let bytes = encode_events(&events);
         assert_eq!(decode_events(5, &bytes).expect("decodes"), events);
@@ -215,10 +194,7 @@ mod tests {
 
     #[test]
     fn truncated_and_garbage_entries_are_errors_not_panics() {
-        let bytes = encode_events(&[WatchEvent::Put {
-            kv: kv(b"/a", b"1", 5, None),
-            prev: None,
-        }]);
+        let bytes = encode_events(&[WatchEvent::Put { kv: kv(b"/a", b"1", 5, None), prev: None }]);
         for cut in 0..bytes.len() {
             assert!(decode_events(5, &bytes[..cut]).is_err(), "cut at {cut}");
         }

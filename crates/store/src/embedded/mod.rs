@@ -126,10 +126,7 @@ pub const AUTO_COMPACT_EVERY: i64 = 128;
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions {
-            watch_buffer: 4096,
-            history_retention: None,
-        }
+        EmbeddedOptions { watch_buffer: 4096, history_retention: None }
     }
 }
 
@@ -315,10 +312,7 @@ fn read_key(
 }
 
 fn is_write(op: &TxnOp) -> bool {
-    matches!(
-        op,
-        TxnOp::Put { .. } | TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. }
-    )
+    matches!(op, TxnOp::Put { .. } | TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. })
 }
 
 impl Inner {
@@ -343,11 +337,7 @@ impl Inner {
                 break;
             }
         }
-        let branch = if succeeded {
-            &txn.success
-        } else {
-            &txn.failure
-        };
+        let branch = if succeeded { &txn.success } else { &txn.failure };
         let mut responses = Vec::with_capacity(branch.len());
         for op in branch {
             responses.push(match op {
@@ -356,20 +346,13 @@ impl Inner {
                 _ => unreachable!("read_txn is only called for transactions without writes"),
             });
         }
-        Ok(TxnResponse {
-            succeeded,
-            revision,
-            responses,
-        })
+        Ok(TxnResponse { succeeded, revision, responses })
     }
 
     /// Runs a writing transaction through group commit (see module docs).
     fn write_txn(&self, txn: Txn) -> Result<TxnResponse> {
         let slot: Slot = Arc::new(Mutex::new(None));
-        self.queue.lock().push(Pending {
-            txn,
-            slot: Arc::clone(&slot),
-        });
+        self.queue.lock().push(Pending { txn, slot: Arc::clone(&slot) });
         let _writer = self.writer.lock();
         // Whoever held the writer lock before us may have committed our
         // request with theirs; it fills every slot before unlocking.
@@ -434,17 +417,11 @@ impl Inner {
                         rev += 1;
                         published.push((rev, events));
                     }
-                    TxnResponse {
-                        succeeded,
-                        revision: rev,
-                        responses,
-                    }
+                    TxnResponse { succeeded, revision: rev, responses }
                 }));
             }
             for (r, events) in &published {
-                history
-                    .insert(*r, codec::encode_events(events).as_slice())
-                    .map_err(db_err)?;
+                history.insert(*r, codec::encode_events(events).as_slice()).map_err(db_err)?;
             }
         }
         if rev == base {
@@ -490,9 +467,7 @@ impl Inner {
     ) -> Result<()> {
         {
             let mut history = wtx.open_table(HISTORY).map_err(db_err)?;
-            history
-                .insert(rev, codec::encode_events(&events).as_slice())
-                .map_err(db_err)?;
+            history.insert(rev, codec::encode_events(&events).as_slice()).map_err(db_err)?;
             let mut meta = wtx.open_table(META).map_err(db_err)?;
             meta.insert(META_REVISION, rev).map_err(db_err)?;
         }
@@ -501,10 +476,7 @@ impl Inner {
         self.revision.store(rev, Ordering::Release);
         if let Some(hub) = self.hub.lock().as_ref() {
             // No receivers is not an error: nobody is watching.
-            let _ = hub.send(Arc::new(WatchBatch {
-                revision: rev,
-                events,
-            }));
+            let _ = hub.send(Arc::new(WatchBatch { revision: rev, events }));
         }
         Ok(())
     }
@@ -532,11 +504,7 @@ impl Inner {
         let wtx = self.db.begin_write().map_err(db_err)?;
         let id = {
             let mut meta = wtx.open_table(META).map_err(db_err)?;
-            let id = meta
-                .get(META_LAST_LEASE)
-                .map_err(db_err)?
-                .map_or(0, |v| v.value())
-                + 1;
+            let id = meta.get(META_LAST_LEASE).map_err(db_err)?.map_or(0, |v| v.value()) + 1;
             meta.insert(META_LAST_LEASE, id).map_err(db_err)?;
             let mut leases = wtx.open_table(LEASES).map_err(db_err)?;
             leases.insert(id, ttl_secs).map_err(db_err)?;
@@ -544,20 +512,13 @@ impl Inner {
         };
         wtx.commit().map_err(db_err)?;
         let deadline = Instant::now() + Duration::from_secs(ttl_secs.unsigned_abs());
-        self.deadlines
-            .lock()
-            .insert(id, LeaseState { ttl_secs, deadline });
-        Ok(Lease {
-            id: LeaseId(id),
-            ttl_secs,
-        })
+        self.deadlines.lock().insert(id, LeaseState { ttl_secs, deadline });
+        Ok(Lease { id: LeaseId(id), ttl_secs })
     }
 
     fn keep_alive(&self, lease: LeaseId) -> Result<i64> {
         let mut deadlines = self.deadlines.lock();
-        let state = deadlines
-            .get_mut(&lease.0)
-            .ok_or(StoreError::LeaseNotFound(lease))?;
+        let state = deadlines.get_mut(&lease.0).ok_or(StoreError::LeaseNotFound(lease))?;
         // A lease past its deadline is dead even if the expiry task has not
         // deleted its keys yet: reviving it would race with that deletion.
         let now = Instant::now();
@@ -601,11 +562,7 @@ impl Inner {
             for key in keys {
                 if let Some(prev) = read_key(&kv, &key)? {
                     kv.remove(key.as_slice()).map_err(db_err)?;
-                    events.push(WatchEvent::Delete {
-                        key,
-                        revision: rev,
-                        prev: Some(prev),
-                    });
+                    events.push(WatchEvent::Delete { key, revision: rev, prev: Some(prev) });
                 }
             }
         }
@@ -640,10 +597,7 @@ impl Inner {
                 .filter(|e| in_prefix(e.key(), prefix))
                 .collect();
             if !events.is_empty() {
-                batches.push(WatchBatch {
-                    revision: rev,
-                    events,
-                });
+                batches.push(WatchBatch { revision: rev, events });
             }
         }
         Ok((batches, last))
@@ -680,11 +634,7 @@ fn apply_txn(
             break;
         }
     }
-    let branch = if succeeded {
-        &txn.success
-    } else {
-        &txn.failure
-    };
+    let branch = if succeeded { &txn.success } else { &txn.failure };
     for op in branch {
         if let TxnOp::Put { lease: Some(l), .. } = op {
             if leases.get(l.0).map_err(db_err)?.is_none() {
@@ -706,8 +656,7 @@ fn apply_txn(
                     version: prev.as_ref().map_or(0, |p| p.version) + 1,
                     lease: *lease,
                 };
-                kv.insert(key.as_slice(), codec::encode_record(&new).as_slice())
-                    .map_err(db_err)?;
+                kv.insert(key.as_slice(), codec::encode_record(&new).as_slice()).map_err(db_err)?;
                 let old_lease = prev.as_ref().and_then(|p| p.lease);
                 if old_lease != *lease {
                     if let Some(old) = old_lease {
@@ -761,18 +710,13 @@ fn apply_txn(
 /// is already compacted at or past `revision`.
 fn compact_in(wtx: &WriteTransaction, revision: Revision) -> Result<bool> {
     let mut meta = wtx.open_table(META).map_err(db_err)?;
-    let compacted = meta
-        .get(META_COMPACT)
-        .map_err(db_err)?
-        .map_or(0, |v| v.value());
+    let compacted = meta.get(META_COMPACT).map_err(db_err)?.map_or(0, |v| v.value());
     if revision <= compacted {
         return Ok(false);
     }
     meta.insert(META_COMPACT, revision).map_err(db_err)?;
     let mut history = wtx.open_table(HISTORY).map_err(db_err)?;
-    history
-        .retain_in(..revision, |_, _| false)
-        .map_err(db_err)?;
+    history.retain_in(..revision, |_, _| false).map_err(db_err)?;
     Ok(true)
 }
 
@@ -783,9 +727,7 @@ fn delete_one(
 ) -> Result<()> {
     kv.remove(prev.key.as_slice()).map_err(db_err)?;
     if let Some(l) = prev.lease {
-        lease_keys
-            .remove(l.0, prev.key.as_slice())
-            .map_err(db_err)?;
+        lease_keys.remove(l.0, prev.key.as_slice()).map_err(db_err)?;
     }
     Ok(())
 }
@@ -800,12 +742,8 @@ async fn expiry_loop(inner: Weak<Inner>, deadlines: Deadlines) {
     loop {
         tick.tick().await;
         let now = Instant::now();
-        let due: Vec<i64> = deadlines
-            .lock()
-            .iter()
-            .filter(|(_, s)| s.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let due: Vec<i64> =
+            deadlines.lock().iter().filter(|(_, s)| s.deadline <= now).map(|(id, _)| *id).collect();
         if due.is_empty() {
             continue;
         }
@@ -833,9 +771,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let inner = Arc::clone(inner);
-    tokio::task::spawn_blocking(move || f(&inner))
-        .await
-        .map_err(StoreError::backend)?
+    tokio::task::spawn_blocking(move || f(&inner)).await.map_err(StoreError::backend)?
 }
 
 #[async_trait]
@@ -865,11 +801,8 @@ impl Store for EmbeddedStore {
             .as_ref()
             .map(broadcast::Sender::subscribe)
             .ok_or_else(|| StoreError::Unavailable("embedded store is shut down".into()))?;
-        let next_rev = if from_revision == 0 {
-            self.inner.current_revision() + 1
-        } else {
-            from_revision
-        };
+        let next_rev =
+            if from_revision == 0 { self.inner.current_revision() + 1 } else { from_revision };
         let state = Watcher {
             inner: Arc::clone(&self.inner),
             prefix: prefix.to_vec(),
@@ -978,17 +911,10 @@ impl Watcher {
             return;
         }
         self.next_rev += 1;
-        let events: Vec<WatchEvent> = batch
-            .events
-            .iter()
-            .filter(|e| in_prefix(e.key(), &self.prefix))
-            .cloned()
-            .collect();
+        let events: Vec<WatchEvent> =
+            batch.events.iter().filter(|e| in_prefix(e.key(), &self.prefix)).cloned().collect();
         if !events.is_empty() {
-            self.pending.push_back(WatchBatch {
-                revision: batch.revision,
-                events,
-            });
+            self.pending.push_back(WatchBatch { revision: batch.revision, events });
         }
     }
 
