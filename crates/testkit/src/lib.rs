@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod skip;
+
 /// Linux `IFNAMSIZ - 1`.
 pub const MAX_IFNAME: usize = 15;
 
