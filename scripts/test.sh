@@ -11,6 +11,13 @@
 #   MIDONET_SKIP_NETNS=1   skip system tests that need root + namespaces
 #   MIDONET_SKIP_PY=1      skip the midonetclient (Python) run
 #   MIDONET_NO_INSTALL=1   do not apt-get/pip anything
+#   MIDONET_TEST_JOBS=N    tests run N at a time (default 2)
+#
+# A test that cannot run (not root, a program missing) FAILS with a message
+# naming what is missing, unless its skip variable is set; a test skipped on
+# purpose is recorded, and the end of the run lists every skip (in CI, as
+# root, on a machine this script has provisioned, nothing is skipped).
+# Also checked: `cargo fmt --check` and clippy with `-D warnings`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\n== %s ==\n' "$*"; }
@@ -27,22 +34,63 @@ if [ "${MIDONET_NO_INSTALL:-0}" != 1 ] && [ "$(id -u)" = 0 ]; then
   fi
 fi
 
-for tool in protoc etcd; do
-  command -v "$tool" >/dev/null || echo "warning: $tool not found; tests that need it will fail" >&2
-done
+# Preflight: say up front, in one message, everything that is missing for the
+# tests that are not skipped on purpose, instead of failing them one by one.
+skip() { [ "${!1:-0}" = 1 ]; }
+missing=()
+command -v protoc >/dev/null || missing+=("protoc (apt package protobuf-compiler): the build needs it")
+if ! skip MIDONET_SKIP_NETNS; then
+  [ "$(id -u)" = 0 ] || missing+=("root: the system tests build network namespaces (run with sudo, or set MIDONET_SKIP_NETNS=1)")
+  for t in ip:iproute2 ping:iputils-ping iperf3:iperf3 busybox:busybox ethtool:ethtool; do
+    command -v "${t%%:*}" >/dev/null || missing+=("${t%%:*} (apt package ${t#*:}) for the system tests, or set MIDONET_SKIP_NETNS=1")
+  done
+fi
+if ! skip MIDONET_SKIP_ETCD; then
+  command -v etcd >/dev/null || missing+=("etcd (apt package etcd-server) for the etcd store tests, or set MIDONET_SKIP_ETCD=1")
+fi
+if ! skip MIDONET_SKIP_PY; then
+  python3 -c 'import venv, lib2to3' 2>/dev/null ||
+    missing+=("python3 with venv and lib2to3 (apt packages python3-venv python3-lib2to3) for the midonetclient run, or set MIDONET_SKIP_PY=1")
+fi
+cargo fmt --version >/dev/null 2>&1 || missing+=("rustfmt (rustup component add rustfmt)")
+cargo clippy --version >/dev/null 2>&1 || missing+=("clippy (rustup component add clippy)")
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "scripts/test.sh: cannot run every test; missing:" >&2
+  printf '  - %s\n' "${missing[@]}" >&2
+  exit 2
+fi
 
-export MIDONET_RUN_PY_CLIENT=1
-[ "${MIDONET_SKIP_PY:-0}" = 1 ] && export MIDONET_RUN_PY_CLIENT=0
 export RUST_BACKTRACE=1
 # Tests start etcd servers, clusters and agents; two at a time fits 2 cores.
 jobs="${MIDONET_TEST_JOBS:-2}"
 
+log "format"
+cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
+
 log "build"
 cargo build --workspace --all-targets
 
+log "lint"
+cargo clippy --workspace --all-targets -- -D warnings
+
 log "test"
+# Tests that skip on purpose append "<test>\t<variable>" here.
+MIDONET_SKIP_REPORT=$(mktemp /tmp/midonet-skips.XXXXXX)
+export MIDONET_SKIP_REPORT
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast -j "$jobs"
+  cargo nextest run --workspace --no-fail-fast -j "$jobs" || status=$?
 else
-  cargo test --workspace --no-fail-fast -- --test-threads "$jobs"
+  cargo test --workspace --no-fail-fast -- --test-threads "$jobs" || status=$?
 fi
+
+if [ -s "$MIDONET_SKIP_REPORT" ]; then
+  log "skipped on purpose"
+  sort "$MIDONET_SKIP_REPORT" | awk -F'\t' '{print "  " $1 " (" $2 "=1)"}'
+  echo "skipped: $(wc -l <"$MIDONET_SKIP_REPORT") tests (by $(cut -f2 "$MIDONET_SKIP_REPORT" | sort -u | paste -sd, -))"
+else
+  echo "skipped: none"
+fi
+rm -f "$MIDONET_SKIP_REPORT"
+exit "$status"

@@ -217,8 +217,26 @@ pub fn etcd_or_skip() -> Option<EtcdServer> {
             if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") =>
         {
             eprintln!("skipping etcd test: {bin:?} not installed and {SKIP_ENV}=1");
+            record_skip(SKIP_ENV);
             None
         }
         Err(e) => panic!("cannot start etcd for tests: {e}"),
+    }
+}
+
+/// Appends `<test>\t<variable>` to the file named by `MIDONET_SKIP_REPORT`,
+/// so that `scripts/test.sh` can print what was skipped at the end of a run.
+/// The same format as `midonet_testkit::skip::record` (this crate sits below
+/// the testkit and cannot use it).
+fn record_skip(variable: &str) {
+    let test = std::thread::current().name().unwrap_or("etcd test").to_owned();
+    if let Some(path) = std::env::var_os("MIDONET_SKIP_REPORT") {
+        let line = format!("midonet-store::{test}\t{variable}\n");
+        // Best effort: a report that cannot be written must not fail the test.
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
     }
 }
