@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use midonet_cluster::testing::TestCluster;
 use midonet_model::*;
-use midonet_testkit::{have_program, ip, ns_exec, ns_output, Lab};
+use midonet_testkit::{ip, ns_exec, ns_output, Lab};
 use serde_json::{json, Value};
 
 const VM_MAC: &str = "02:00:00:d1:00:01";
@@ -37,21 +37,10 @@ const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const MTU: u16 = 1400;
 
 fn prerequisites() -> bool {
-    if std::env::var("MIDONET_SKIP_NETNS").as_deref() == Ok("1") {
-        eprintln!("MIDONET_SKIP_NETNS=1: skipping");
-        return false;
-    }
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "system tests need root (or set MIDONET_SKIP_NETNS=1)"
-    );
-    for p in ["ip", "ping", "busybox"] {
-        assert!(
-            have_program(p),
-            "the DHCP system test needs `{p}` (apt package busybox; or set MIDONET_SKIP_NETNS=1)"
-        );
-    }
-    true
+    midonet_testkit::skip::netns_or_skip(
+        "agent::vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router",
+        &["ip", "ping", "busybox"],
+    )
 }
 
 /// Path of the `midonet-agent` binary, built if needed (as in system.rs).

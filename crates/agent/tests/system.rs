@@ -33,26 +33,15 @@ use std::time::{Duration, Instant};
 use common::Cluster;
 use midonet_model::topology::Stored;
 use midonet_model::*;
-use midonet_testkit::{have_program, ns_exec, ns_output, Lab, Vm, VmSpec};
+use midonet_testkit::{ns_exec, ns_output, Lab, Vm, VmSpec};
 
 /// One lab at a time: two agents per lab already load the two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const UNDERLAY_MTU: u32 = 65000;
 
-fn prerequisites() -> bool {
-    if std::env::var("MIDONET_SKIP_NETNS").as_deref() == Ok("1") {
-        eprintln!("MIDONET_SKIP_NETNS=1: skipping");
-        return false;
-    }
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "system tests need root (or set MIDONET_SKIP_NETNS=1)"
-    );
-    for p in ["ip", "ping"] {
-        assert!(have_program(p), "system tests need `{p}` (or set MIDONET_SKIP_NETNS=1)");
-    }
-    true
+fn prerequisites(test: &str) -> bool {
+    midonet_testkit::skip::netns_or_skip(&format!("agent::{test}"), &["ip", "ping"])
 }
 
 /// Path of the `midonet-agent` binary, built if needed. `cargo test`
@@ -509,7 +498,7 @@ fn until_ping(from: &Vm, to: Ipv4Addr, want_reply: bool, timeout: Duration) -> D
 
 #[test]
 fn bridge_across_two_hosts() {
-    if !prerequisites() {
+    if !prerequisites("bridge_across_two_hosts") {
         return;
     }
     let mut env = Env::new();
@@ -688,7 +677,7 @@ fn exited(pid: u32) -> bool {
 
 #[test]
 fn router_between_bridges_across_hosts() {
-    if !prerequisites() {
+    if !prerequisites("router_between_bridges_across_hosts") {
         return;
     }
     let mut env = Env::new();

@@ -60,14 +60,12 @@ impl Drop for Down {
 
 #[test]
 fn sandbox_up_connects_vms_across_hosts_and_router_and_down_removes_everything() {
-    if std::env::var("MIDONET_SKIP_NETNS").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: MIDONET_SKIP_NETNS=1");
+    if !midonet_testkit::skip::netns_or_skip(
+        "cli::sandbox_up_connects_vms_across_hosts_and_router_and_down_removes_everything",
+        &["ip", "ping"],
+    ) {
         return;
     }
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test builds network namespaces and needs root; set MIDONET_SKIP_NETNS=1 to skip it"
-    );
     build_binaries();
     let dir = tempfile::tempdir().expect("tempdir");
     let state_dir = dir.path().join("state");

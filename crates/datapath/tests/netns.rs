@@ -1,6 +1,8 @@
 //! System tests of the userspace datapath on real kernels, in network
 //! namespaces named `mdp…` (created and removed by `midonet_testkit::Lab`).
-//! They need root; without it they print why and pass vacuously.
+//! They need root, `ip`, `ping`, `sysctl` and `iperf3`; without them they
+//! FAIL naming what is missing (`MIDONET_SKIP_NETNS=1` skips them on
+//! purpose, and the skip is recorded: `midonet_testkit::skip`).
 //!
 //! Knobs for measuring rather than testing (still bounded in time):
 //! `MDP_UDP_SECS` (UDP flood duration, default 1), `MDP_IPERF_SECS`
@@ -27,17 +29,11 @@ use midonet_datapath::sys::{enter_netns, PacketSocket, TxItem, TxQueue};
 use midonet_datapath::testing::MacTableHandler;
 use midonet_datapath::userspace::{UserspaceConfig, UserspaceDatapath};
 use midonet_datapath::{Action, Datapath, DropReason, MacAddr};
-use midonet_testkit::{
-    add_neigh, have_program, ns_exec, ns_output, veth_backpressure, Lab, Vm, VmSpec,
-};
+use midonet_testkit::{add_neigh, ns_exec, ns_output, skip, veth_backpressure, Lab, Vm, VmSpec};
 
-fn root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("skipping: needs root for network namespaces");
-        false
-    }
+/// Whether `test` can run; fails it when root or a program is missing.
+fn prerequisites(test: &str) -> bool {
+    skip::netns_or_skip(&format!("datapath::{test}"), &["ping", "sysctl", "iperf3"])
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -160,7 +156,7 @@ fn inject_raw(ns: &str, ifname: &str, frame: Vec<u8>) {
 
 #[test]
 fn two_vms_on_one_host() {
-    if !root() {
+    if !prerequisites("two_vms_on_one_host") {
         return;
     }
     let mut lab = Lab::new("mdp").expect("lab");
@@ -224,7 +220,7 @@ fn two_vms_on_one_host() {
 
 #[test]
 fn vxlan_between_two_hosts() {
-    if !root() {
+    if !prerequisites("vxlan_between_two_hosts") {
         return;
     }
     let mut lab = Lab::new("mdp").expect("lab");
@@ -317,10 +313,6 @@ fn vxlan_between_two_hosts() {
         );
     }
 
-    if !have_program("iperf3") {
-        eprintln!("iperf3 not installed: skipping the TCP part");
-        return;
-    }
     if let Some((tx, rx)) = iperf3_udp(&mut lab, &a, &b, secs) {
         eprintln!(
             "vxlan: iperf3 udp 18 B: {:.0} kpps sent, {:.0} kpps delivered",
@@ -417,7 +409,7 @@ fn nonzero(s: &midonet_datapath::DpStats) -> Vec<(&'static str, u64)> {
 /// GSO frames rewritten in place.
 #[test]
 fn routed_across_two_hosts() {
-    if !root() {
+    if !prerequisites("routed_across_two_hosts") {
         return;
     }
     let mut lab = Lab::new("mdp").expect("lab");
@@ -494,9 +486,6 @@ fn routed_across_two_hosts() {
     assert!(text.contains("3 received"), "{text}");
     assert!(text.contains("ttl=63"), "the reply crossed the router once: {text}");
 
-    if !have_program("iperf3") {
-        return;
-    }
     let server = lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5297"]).expect("server");
     std::thread::sleep(Duration::from_millis(300));
     let out = ns_output(&a.ns, &["iperf3", "-c", &b.ip.to_string(), "-p", "5297", "-t", "2", "-J"])

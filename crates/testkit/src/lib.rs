@@ -490,10 +490,6 @@ impl Drop for Lab {
 mod tests {
     use super::*;
 
-    fn is_root() -> bool {
-        nix::unistd::geteuid().is_root()
-    }
-
     #[test]
     fn base36_is_fixed_width() {
         assert_eq!(base36(0, 2), "00");
@@ -503,8 +499,7 @@ mod tests {
 
     #[test]
     fn long_names_are_rejected() {
-        if !is_root() {
-            eprintln!("skipping: needs root for ip netns list");
+        if !skip::netns_or_skip("testkit::long_names_are_rejected", &[]) {
             return;
         }
         let lab = Lab::new("mdt").expect("lab");
@@ -514,8 +509,7 @@ mod tests {
 
     #[test]
     fn persisted_lab_survives_drop_until_cleanup_prefix() {
-        if !is_root() {
-            eprintln!("skipping: needs root");
+        if !skip::netns_or_skip("testkit::persisted_lab_survives_drop_until_cleanup_prefix", &[]) {
             return;
         }
         let mut lab = Lab::new("mdt").expect("lab");
@@ -531,8 +525,7 @@ mod tests {
 
     #[test]
     fn two_vms_on_one_underlay_ping_and_cleanup() {
-        if !is_root() {
-            eprintln!("skipping: needs root");
+        if !skip::netns_or_skip("testkit::two_vms_on_one_underlay_ping_and_cleanup", &["ping"]) {
             return;
         }
         let mut lab = Lab::new("mdt").expect("lab");

@@ -81,7 +81,7 @@ pub fn netns_or_skip(test: &str, programs: &[&str]) -> bool {
 fn missing_for_netns(root: bool, programs: &[&str], have: impl Fn(&str) -> bool) -> Vec<String> {
     let mut missing = Vec::new();
     if !root {
-        missing.push("root (to create network namespaces); it runs as a non-root user".to_owned());
+        missing.push("root to create network namespaces (this runs as a non-root user)".to_owned());
     }
     let all = std::iter::once("ip").chain(programs.iter().copied().filter(|p| *p != "ip"));
     for p in all {
