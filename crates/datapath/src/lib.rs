@@ -73,7 +73,7 @@
 //! `sendmmsg` and ~10 % waking the reader (one wake-up per datagram).
 //!
 //! Medians of 3 (iperf3 delivered kpps; A/B runs interleaved when so noted):
-//! * (a) Backpressure, `midonet_testkit::veth_backpressure` (pfifo 1000 on
+//! * (a) Backpressure, `midonet_netns::veth_backpressure` (pfifo 1000 on
 //!   the VM end, `gro on` = NAPI ring on the host end): 45 → 36 (load
 //!   3-5); with threaded NAPI 42. The sending datapath's socket overruns
 //!   vanish and the sender slows (110 → 95 kpps), but the drop point is the
@@ -144,6 +144,7 @@ pub mod dummy;
 pub mod pipeline;
 pub mod sys;
 pub mod table;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod userspace;
 pub mod vxlan;

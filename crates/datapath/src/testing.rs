@@ -1,5 +1,7 @@
 //! Helpers for tests of this crate and of its users (the agent): a static
-//! MAC-table upcall handler and a minimal frame builder.
+//! MAC-table upcall handler and a minimal frame builder. Compiled only
+//! for this crate's tests and with the `test-util` feature, which users
+//! enable in their dev-dependencies.
 //!
 //! The handler stands in for the simulation in datapath tests; it installs
 //! megaflows on `(in_port, eth_dst)` exactly as an L2 bridge simulation

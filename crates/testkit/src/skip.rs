@@ -67,7 +67,7 @@ pub fn netns_or_skip(test: &str, programs: &[&str]) -> bool {
         return false;
     }
     let missing =
-        missing_for_netns(nix::unistd::geteuid().is_root(), programs, crate::have_program);
+        missing_for_netns(nix::unistd::geteuid().is_root(), programs, midonet_netns::have_program);
     assert!(
         missing.is_empty(),
         "{test} cannot run: it needs {}. Install what is missing (scripts/test.sh does) or set \

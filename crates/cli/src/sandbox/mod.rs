@@ -224,7 +224,7 @@ pub fn up(a: &UpArgs) -> Result<SandboxState> {
     let mut l = Layout::new(&a.prefix, a.hosts, a.vms_per_host)?;
     l.underlay = parse_underlay(&a.underlay)?;
     for tool in ["ip", "ping"] {
-        if !midonet_testkit::have_program(tool) {
+        if !midonet_netns::have_program(tool) {
             bail!("`{tool}` is not installed (apt-get install iproute2 iputils-ping)");
         }
     }
@@ -439,12 +439,12 @@ pub fn ping_until(ns: &str, ip: Ipv4Addr, timeout: Duration) -> (bool, Option<f6
     let t0 = Instant::now();
     let target = ip.to_string();
     while t0.elapsed() < timeout {
-        let ok = midonet_testkit::ns_output(ns, &["ping", "-n", "-c", "1", "-W", "1", &target])
+        let ok = midonet_netns::ns_output(ns, &["ping", "-n", "-c", "1", "-W", "1", &target])
             .map(|o| o.status.success())
             .unwrap_or(false);
         if ok {
             let first = t0.elapsed().as_secs_f64();
-            let rtt = midonet_testkit::ns_output(
+            let rtt = midonet_netns::ns_output(
                 ns,
                 &["ping", "-n", "-q", "-c", "5", "-i", "0.2", "-W", "1", &target],
             )

@@ -1,7 +1,7 @@
 //! The sandbox's namespaces and links (see [`super::layout`] for the
-//! picture), built with the testkit's `ip` helpers.
+//! picture), built with `midonet-netns`'s `ip` helpers.
 //!
-//! Not a `testkit::Lab`: a lab deletes what it built when it is dropped and
+//! Not a `midonet_netns::Lab`: a lab deletes what it built when it is dropped and
 //! adds a random tag to its names, while the sandbox must outlive the
 //! `up` process and keep fixed names a person can type
 //! (`ip netns exec mns-vm0 …`). Removal is by prefix instead
@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use midonet_testkit::{cleanup_prefix, ip, ns_exec};
+use midonet_netns::{cleanup_prefix, ip, ns_exec};
 
 use super::layout::{Layout, VmPlan};
 
@@ -173,5 +173,5 @@ pub fn root_links(p: &str) -> Result<Vec<String>> {
 /// Namespaces that currently exist with the sandbox's prefix.
 pub fn existing_namespaces(prefix: &str) -> Result<Vec<String>> {
     let p = Layout::cleanup_prefix(prefix);
-    Ok(midonet_testkit::list_netns()?.into_iter().filter(|n| n.starts_with(&p)).collect())
+    Ok(midonet_netns::list_netns()?.into_iter().filter(|n| n.starts_with(&p)).collect())
 }
