@@ -209,17 +209,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
             stop_rx.clone(),
         ));
     }
-    let core = Core {
-        shared: shared.clone(),
-        dp: dp.clone(),
-        cache: Cache::new(shared.state.clone()),
-        interfaces: BTreeMap::new(),
-        bound: BTreeMap::new(),
-        commands: cmd_tx,
-        applied,
-        worker: Worker::default(),
-        arp_failed_at: HashMap::new(),
-    };
+    let core = Core::new(shared.clone(), dp.clone(), cmd_tx, applied);
     tasks.spawn(core.run(upd_rx, if_rx, stale_rx, stop_rx));
     Ok(Agent { host_id, shared, dp, metrics, metrics_addr, stop: stop_tx, tasks })
 }
@@ -304,6 +294,25 @@ struct Core {
 }
 
 impl Core {
+    fn new(
+        shared: Arc<Shared>,
+        dp: Arc<dyn Datapath>,
+        commands: mpsc::UnboundedSender<Command>,
+        applied: Arc<AtomicI64>,
+    ) -> Core {
+        Core {
+            cache: Cache::new(shared.state.clone()),
+            shared,
+            dp,
+            interfaces: BTreeMap::new(),
+            bound: BTreeMap::new(),
+            commands,
+            applied,
+            worker: Worker::default(),
+            arp_failed_at: HashMap::new(),
+        }
+    }
+
     async fn run(
         mut self,
         mut updates: mpsc::Receiver<Update>,
@@ -551,3 +560,6 @@ impl Core {
         }));
     }
 }
+
+#[cfg(test)]
+mod incremental;
