@@ -143,6 +143,8 @@ macro_rules! string_enum {
 
         impl $name {
             /// Every variant, in declaration order.
+            // Not every generated enum (e.g. one private to a test) lists its variants.
+            #[allow(dead_code)]
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
             /// The canonical REST spelling.
             pub fn as_str(&self) -> &'static str {
