@@ -427,6 +427,15 @@ impl Env {
             .unwrap_or(0.0)
     }
 
+    /// The sum of every series of a labelled family (e.g. all drop reasons).
+    fn metric_sum(&self, i: usize, family: &str) -> f64 {
+        self.metrics(i)
+            .lines()
+            .filter(|l| l.starts_with(family) && l[family.len()..].starts_with('{'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     fn dump_logs(&self) {
         for (i, h) in self.hosts.iter().enumerate() {
             let log = std::fs::read_to_string(h.dir.path().join("agent.log")).unwrap_or_default();
@@ -836,4 +845,227 @@ fn inject_malformed(vm: &Vm) {
         let (sent, _, failed) = q.flush(s.fd());
         assert_eq!((sent, failed), (1, 0), "injected");
     });
+}
+
+/// Short TCP connections through a router, as a web load makes them: one
+/// request each, the server closes first (HTTP with `Connection: close`),
+/// from a client confined to 64 source ports, so 4-tuples come back while
+/// the server still holds them in TIME_WAIT. The VM is on h1, the server
+/// behind the router's uplink port on h2; each host simulates one
+/// direction. Every connection after the first few must ride the same
+/// megaflows: misses and invalidations stay bounded, and no connection
+/// stalls (a lost SYN costs a 1 s retransmission).
+///
+/// Knobs: `MAG_CONNS` (default 3000), `MAG_CONN_THREADS` (4), `MAG_CLIENT_PORTS` (64).
+#[test]
+fn short_connections_through_a_router_reuse_the_megaflow() {
+    if !prerequisites() {
+        return;
+    }
+    let knob = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let conns = knob("MAG_CONNS", 3000);
+    let threads = knob("MAG_CONN_THREADS", 4);
+    let ports = knob("MAG_CLIENT_PORTS", 64);
+    let mut env = Env::new();
+    let b = Bridge {
+        id: BridgeId::random(),
+        name: "b1".into(),
+        admin_state_up: true,
+        ..Default::default()
+    };
+    let r = Router {
+        id: RouterId::random(),
+        name: "r".into(),
+        admin_state_up: true,
+        ..Default::default()
+    };
+    env.put(&b);
+    env.put(&r);
+    let gw = Ipv4Addr::new(10, 1, 0, 254);
+    let up_ip = Ipv4Addr::new(203, 0, 113, 2);
+    let rp_id = PortId::random();
+    let bp = Port {
+        id: PortId::random(),
+        port_type: PortType::Bridge,
+        device_id: b.id.cast(),
+        admin_state_up: true,
+        tunnel_key: env.key(),
+        peer_id: Some(rp_id),
+        ..Default::default()
+    };
+    let rp = Port {
+        id: rp_id,
+        port_type: PortType::Router,
+        device_id: r.id.cast(),
+        admin_state_up: true,
+        tunnel_key: env.key(),
+        peer_id: Some(bp.id),
+        port_address: Some(gw),
+        network_address: Some(Ipv4Addr::new(10, 1, 0, 0)),
+        network_length: Some(24),
+        port_mac: Some(MacAddr([2, 0xaa, 0, 0, 0, 1])),
+        ..Default::default()
+    };
+    env.put(&bp);
+    env.put(&rp);
+    let vm = env.vm(0, "vm1", "10.1.0.1/24", Some(gw));
+    let srv = env.vm(1, "srv", "203.0.113.1/24", Some(up_ip));
+    let up = Port {
+        id: PortId::random(),
+        port_type: PortType::Router,
+        device_id: r.id.cast(),
+        admin_state_up: true,
+        tunnel_key: env.key(),
+        port_address: Some(up_ip),
+        network_address: Some(Ipv4Addr::new(203, 0, 113, 0)),
+        network_length: Some(24),
+        port_mac: Some(MacAddr([2, 0xaa, 0, 0, 0, 2])),
+        host_id: Some(env.hosts[1].id),
+        interface_name: Some(srv.host_if.clone()),
+        ..Default::default()
+    };
+    env.put(&up);
+    for (net, port) in [([10, 1, 0, 0], rp.id), ([203, 0, 113, 0], up.id)] {
+        env.put(&Route {
+            id: RouteId::random(),
+            router_id: r.id,
+            route_type: RouteType::Normal,
+            src_network_addr: Ipv4Addr::UNSPECIFIED,
+            src_network_length: 0,
+            dst_network_addr: Ipv4Addr::from(net),
+            dst_network_length: 24,
+            next_hop_port: Some(port),
+            next_hop_gateway: None,
+            weight: 100,
+            learned: false,
+            attributes: None,
+        });
+    }
+    let p = env.bridge_port(&b, Some((0, &vm)));
+    env.wait_active(&p);
+    env.wait_active(&up);
+    let first = 65535 - ports + 1;
+    let range = format!("net.ipv4.ip_local_port_range={first} 65535");
+    ns_exec(&vm.ns, &["sysctl", "-qw", &range]).expect("client port range");
+    until_ping(&vm, srv.ip, true, Duration::from_secs(10));
+
+    // The server: answer one request per connection and close first.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = in_netns(&srv.ns, || {
+        let l = std::net::TcpListener::bind("0.0.0.0:8080").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        l
+    });
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut served = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut buf = [0u8; 64];
+                        if c.read(&mut buf).is_ok_and(|n| n > 0) {
+                            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                            served += 1;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+            served
+        })
+    };
+
+    let series = [
+        "midonet_agent_misses_total",
+        "midonet_agent_invalidated_flows_total",
+        "midonet_agent_flows",
+    ];
+    let drops = ["midonet_agent_drops_total", "midonet_agent_dp_drops_total"];
+    let sample = |env: &Env, h: usize| -> Vec<f64> {
+        let mut v: Vec<f64> = series.iter().map(|s| env.metric(h, s)).collect();
+        v.extend(drops.iter().map(|f| env.metric_sum(h, f)));
+        v
+    };
+    let before: Vec<Vec<f64>> = (0..2).map(|h| sample(&env, h)).collect();
+    let dst = std::net::SocketAddr::from((srv.ip, 8080));
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            spawn_in_netns(&vm.ns, move || {
+                use std::io::{Read, Write};
+                let mut slow: Vec<Duration> = Vec::new();
+                let mut failed = 0usize;
+                for _ in 0..conns / threads {
+                    let t = Instant::now();
+                    let ok = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+                        .and_then(|mut c| {
+                            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                            c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                            let mut body = Vec::new();
+                            c.read_to_end(&mut body)?;
+                            Ok(body.ends_with(b"ok"))
+                        });
+                    let took = t.elapsed();
+                    if !matches!(ok, Ok(true)) {
+                        failed += 1;
+                    }
+                    // A lost SYN or a refused reuse costs a 1 s retransmission.
+                    if took > Duration::from_millis(900) {
+                        slow.push(took);
+                    }
+                }
+                (slow, failed)
+            })
+        })
+        .collect();
+    let mut slow = Vec::new();
+    let mut failed = 0;
+    for w in workers {
+        let (s, f) = w.join().expect("client");
+        slow.extend(s);
+        failed += f;
+    }
+    let took = t0.elapsed();
+    // The server's TIME_WAIT sockets are the distinct 4-tuples: fewer than
+    // the connections means each was reused while the server held it.
+    let time_wait = ns_output(&srv.ns, &["ss", "-Htan", "state", "time-wait"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+        .unwrap_or(0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served = server.join().expect("server");
+    let after: Vec<Vec<f64>> = (0..2).map(|h| sample(&env, h)).collect();
+    let delta = |h: usize, i: usize| after[h][i] - before[h][i];
+    eprintln!(
+        "MEASURE {conns} short connections ({threads} at a time, {ports} client ports) in {:.2} s = {:.0}/s, {} slower than 900 ms, {failed} failed, {served} served, {time_wait} 4-tuples in the server's TIME_WAIT",
+        took.as_secs_f64(),
+        conns as f64 / took.as_secs_f64(),
+        slow.len()
+    );
+    for (h, now) in after.iter().enumerate() {
+        eprintln!(
+            "MEASURE host {h}: misses +{}, invalidated flows +{}, flows {}, agent drops +{}, datapath drops +{}",
+            delta(h, 0),
+            delta(h, 1),
+            now[2],
+            delta(h, 3),
+            delta(h, 4)
+        );
+    }
+    assert_eq!(failed, 0, "every connection completes");
+    assert!(slow.is_empty(), "connections stalled: {slow:?}");
+    for h in 0..2 {
+        assert!(
+            delta(h, 0) < 100.0 && delta(h, 1) < 20.0,
+            "host {h}: {} misses and {} invalidated flows for {conns} connections: the megaflow is rebuilt",
+            delta(h, 0),
+            delta(h, 1)
+        );
+    }
 }
