@@ -211,9 +211,7 @@ impl Metrics {
         for (r, n) in s.drops.iter() {
             let d = n.saturating_sub(prev.drops.get(r));
             if d > 0 {
-                self.dp_drops
-                    .get_or_create(&ReasonLabels { reason: r.as_str() })
-                    .inc_by(d);
+                self.dp_drops.get_or_create(&ReasonLabels { reason: r.as_str() }).inc_by(d);
             }
         }
         self.dp_upcalls.inc_by(s.upcalls.saturating_sub(prev.upcalls));
