@@ -133,7 +133,9 @@ pub fn default_true() -> bool {
 
 /// Declares a string-valued enum with a canonical spelling, accepted aliases,
 /// case-insensitive parsing, `Display`, and serde via the canonical string.
-/// Unknown strings are an error listing what is accepted.
+/// Unknown strings are an error listing what is accepted. The type's
+/// [`schema::Shape`](crate::schema::Shape) is the choice of its canonical
+/// spellings.
 #[macro_export]
 macro_rules! string_enum {
     ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $variant:ident => $canon:literal $(| $alias:literal)* ),+ $(,)? }) => {
@@ -150,6 +152,11 @@ macro_rules! string_enum {
             pub fn as_str(&self) -> &'static str {
                 match self { $($name::$variant => $canon),+ }
             }
+            /// Every canonical REST spelling, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($canon),+];
+        }
+        impl $crate::schema::HasShape for $name {
+            const SHAPE: $crate::schema::Shape = $crate::schema::Shape::Choice(Self::NAMES);
         }
         impl ::std::fmt::Display for $name {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -233,5 +240,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&Color::Green).expect("ser"), "\"Green\"");
         let e = "blue".parse::<Color>().expect_err("unknown");
         assert!(e.contains("red, Green"), "{e}");
+        assert_eq!(Color::ALL, [Color::Red, Color::Green]);
+        assert_eq!(Color::NAMES, ["red", "Green"]);
     }
 }

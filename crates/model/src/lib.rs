@@ -27,6 +27,10 @@
 //!   VTEPs and QoS policies slot in as new structs plus a variant each; nothing
 //!   that exists needs to change shape.
 //!
+//! * **Fields are described for tools** ([`schema`]): each object's REST
+//!   field names and JSON shapes, derived from the structs and checked by the
+//!   compiler, so the CLI's flags follow the model instead of restating it.
+//!
 //! Deleting and referencing rules (what a delete of a referenced object does)
 //! are the cluster's business and are documented there.
 
@@ -43,6 +47,7 @@ pub mod mac;
 pub mod mirror;
 pub mod port;
 pub mod route;
+pub mod schema;
 pub mod topology;
 pub mod validate;
 
