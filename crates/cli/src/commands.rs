@@ -161,8 +161,9 @@ fn with_parent_args(mut cmd: Command, spec: &'static ResourceSpec, help: &str) -
 }
 
 fn with_field_args(mut cmd: Command, spec: &'static ResourceSpec) -> Command {
-    for fs in spec.fields {
-        let mut a = Arg::new(fs.flag).long(fs.flag).help(fs.help);
+    for fs in spec.fields() {
+        let flag: &'static str = fs.flag.as_ref();
+        let mut a = Arg::new(flag).long(flag).help(fs.help.as_ref());
         a = match fs.kind {
             Kind::Switch => a.action(ArgAction::SetTrue),
             Kind::List | Kind::RefList(_) | Kind::NatTarget => a.action(ArgAction::Append),
@@ -346,7 +347,7 @@ fn locate(
         Key::Field(k) => {
             let (coll, _) = require_parent(client, spec, m)?;
             // A key that is a reference (`portId`) may be given by name.
-            let want = match spec.fields.iter().find(|f| f.key == k).map(|f| f.kind) {
+            let want = match spec.fields().iter().find(|f| f.key == k).map(|f| f.kind) {
                 Some(Kind::Ref(r)) => resolve_ref(client, r, raw)?,
                 _ => raw.to_owned(),
             };
@@ -385,14 +386,14 @@ pub fn body_from_args(
     if let Some(j) = opt(m, "json") {
         body.extend(fields::parse_body(j)?);
     }
-    for fs in spec.fields {
+    for fs in spec.fields() {
         if let Kind::Switch = fs.kind {
-            if m.get_flag(fs.flag) {
+            if m.get_flag(&fs.flag) {
                 fields::apply(&mut body, fs, "", resolve)?;
             }
             continue;
         }
-        if let Some(values) = m.get_many::<String>(fs.flag) {
+        if let Some(values) = m.get_many::<String>(&fs.flag) {
             if matches!(fs.kind, Kind::List | Kind::RefList(_) | Kind::NatTarget) {
                 // Repeated flags accumulate; replace what an update read.
                 body.remove(fs.key);
@@ -611,6 +612,19 @@ mod tests {
         let e = body(&["port", "create", "--router", "r", "--network", "10.0.0.0/40"])
             .expect_err("bad length");
         assert!(format!("{e:#}").contains("--network"), "{e:#}");
+    }
+
+    #[test]
+    fn interface_columns_name_model_fields() {
+        use midonet_model::schema::Described;
+        let model = midonet_model::HostInterface::fields();
+        for (header, col) in INTERFACE_COLUMNS {
+            let Col::Key(k) = col else { panic!("{header}: a plain key column expected") };
+            assert!(
+                model.iter().any(|f| f.name == *k),
+                "{header}: `{k}` is not a HostInterface field"
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Command-line values → JSON fields.
 //!
-//! Every resource in [`crate::resources`] lists its settable fields as
-//! [`FieldSpec`]s: a flag name, the JSON key (the serde camelCase name of the
-//! `midonet-model` type, which is also MidoNet's REST name) and a [`Kind`] that
-//! says how the text on the command line becomes JSON. One flag may set two
-//! keys (`--nw-src 10.0.0.0/24` sets `nwSrcAddress` and `nwSrcLength`).
+//! Every flag of a resource is a [`FieldSpec`] (made by [`crate::flags`] from
+//! the model and the resource table): a flag name, the JSON key it sets (the
+//! serde camelCase name of the `midonet-model` type, which is also MidoNet's
+//! REST name) and a [`Kind`] that says how the text on the command line
+//! becomes JSON. One flag may set two keys (`--nw-src 10.0.0.0/24` sets
+//! `nwSrcAddress` and `nwSrcLength`).
 //!
 //! Parsing is lenient where people are sloppy and strict where a mistake would
 //! silently change meaning: protocol names (`tcp`), ether-type names (`ipv4`)
@@ -15,6 +16,8 @@
 //! value is taken as JSON when it parses as JSON (`6`, `true`, `null`,
 //! `{"start":1,"end":2}`), else as a string. `--json '{...}'` gives a whole body;
 //! flags and `--set` are applied on top of it.
+
+use std::borrow::Cow;
 
 use serde_json::{json, Map, Value};
 
@@ -51,20 +54,17 @@ pub enum Kind {
     Json,
 }
 
-/// One settable field of a resource.
-#[derive(Debug, Clone, Copy)]
+/// One flag of a resource. Names and help are `Cow`s because most are
+/// derived from the model at run time; they live in a static table (see
+/// [`crate::flags`]), so a `&'static FieldSpec` lends `&'static str`s to clap.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldSpec {
     /// Long flag name without dashes.
-    pub flag: &'static str,
+    pub flag: Cow<'static, str>,
     /// JSON key it sets.
     pub key: &'static str,
     pub kind: Kind,
-    pub help: &'static str,
-}
-
-/// Shorthand for the resource tables.
-pub const fn f(flag: &'static str, key: &'static str, kind: Kind, help: &'static str) -> FieldSpec {
-    FieldSpec { flag, key, kind, help }
+    pub help: Cow<'static, str>,
 }
 
 /// An invalid value, with the flag it came from.
@@ -97,7 +97,7 @@ pub fn apply(
     raw: &str,
     resolve: &mut Resolver<'_>,
 ) -> Result<(), ValueError> {
-    let flag = spec.flag;
+    let flag: &str = &spec.flag;
     let v = match spec.kind {
         Kind::Str => Value::String(raw.to_owned()),
         Kind::Int => json!(parse_int(raw).map_err(|m| bad(flag, m))?),
@@ -311,7 +311,7 @@ mod tests {
         let mut r = no_resolve();
         for (flag, raw) in args {
             let field = spec
-                .fields
+                .fields()
                 .iter()
                 .find(|f| f.flag == *flag)
                 .unwrap_or_else(|| panic!("{resource} has no --{flag}"));

@@ -8,9 +8,12 @@
 //! ```
 //!
 //! Layout:
-//! * [`resources`]: the table of resources (collections, parents, fields,
-//!   columns); [`commands`] turns it into clap subcommands and runs the
-//!   verbs; [`fields`] maps flag text to JSON; [`render`] prints tables or JSON.
+//! * [`resources`]: the table of resources (collections, parents, model
+//!   type, columns); [`flags`] derives each resource's flags from its model
+//!   type (`midonet-model`'s field descriptions), [`rule`] writes out the
+//!   rule flags; [`commands`] turns the table into clap subcommands and runs
+//!   the verbs; [`fields`] maps flag text to JSON; [`render`] prints tables
+//!   or JSON.
 //! * [`config`]: flags > environment > `cli.toml` > defaults.
 //! * Talking to the API goes through `midonet-client`; this crate adds only
 //!   argument handling, output, and errors that say what to fix.
@@ -22,8 +25,10 @@
 pub mod commands;
 pub mod config;
 pub mod fields;
+pub mod flags;
 pub mod render;
 pub mod resources;
+pub mod rule;
 pub mod sandbox;
 pub mod trace;
 

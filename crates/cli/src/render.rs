@@ -10,7 +10,7 @@ use std::io::Write;
 use comfy_table::{presets, ContentArrangement, Table};
 use serde_json::Value;
 
-use crate::resources::{Col, RULE_FIELDS};
+use crate::resources::Col;
 use crate::Output;
 
 /// Text for one JSON value in a cell.
@@ -39,63 +39,6 @@ fn range_text(s: &Value, e: &Value) -> String {
     }
 }
 
-/// A rule's non-default conditions as `flag=value` words, e.g.
-/// `nw-dst=10.0.0.0/24 !tp-dst=80`. Derived from the flag table so it always
-/// uses the same names the user types.
-pub fn conditions(obj: &Value) -> String {
-    use crate::fields::Kind;
-    let mut words = Vec::new();
-    for fs in RULE_FIELDS {
-        // Flags describing the action or inversion are not conditions to show
-        // on their own; inversions are folded in as a `!` prefix.
-        if matches!(
-            fs.flag,
-            "type"
-                | "position"
-                | "jump-chain"
-                | "flow-action"
-                | "nat-target"
-                | "target-port"
-                | "ingress"
-                | "fail-open"
-                | "meter-name"
-                | "pop-vlan"
-                | "push-vlan"
-        ) || fs.flag.starts_with("inv-")
-        {
-            continue;
-        }
-        let v = &obj[fs.key];
-        let text = match fs.kind {
-            Kind::Switch => {
-                if v.as_bool() == Some(true) {
-                    words.push(fs.flag.to_owned());
-                }
-                continue;
-            }
-            Kind::Cidr(len_key) => {
-                if v.is_null() {
-                    continue;
-                }
-                format!("{}/{}", cell(v), cell(&obj[len_key]))
-            }
-            _ => {
-                if v.is_null() || v.as_array().is_some_and(|a| a.is_empty()) {
-                    continue;
-                }
-                cell(v)
-            }
-        };
-        let inverted = RULE_FIELDS
-            .iter()
-            .find(|i| i.flag == format!("inv-{}", fs.flag))
-            .is_some_and(|i| obj[i.key].as_bool() == Some(true));
-        let bang = if inverted { "!" } else { "" };
-        words.push(format!("{bang}{}={text}", fs.flag));
-    }
-    words.join(" ")
-}
-
 fn column_text(obj: &Value, col: &Col) -> String {
     match col {
         Col::Key(k) => cell(&obj[*k]),
@@ -107,7 +50,7 @@ fn column_text(obj: &Value, col: &Col) -> String {
             }
         }
         Col::Range(k) => cell(&obj[*k]),
-        Col::Conditions => conditions(obj),
+        Col::Conditions => crate::rule::conditions(obj),
     }
 }
 
@@ -198,21 +141,6 @@ fn ident(obj: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn rule_conditions_summary_uses_flag_names() {
-        let rule = json!({
-            "type": "accept", "position": 1,
-            "nwDstAddress": "10.0.0.0", "nwDstLength": 24, "invNwDst": false,
-            "tpDst": {"start": 22, "end": 22}, "invTpDst": true,
-            "nwProto": 6, "matchForwardFlow": true, "inPorts": [],
-            "nwSrcAddress": null, "tpSrc": null,
-        });
-        assert_eq!(
-            conditions(&rule),
-            "match-forward-flow nw-proto=6 nw-dst=10.0.0.0/24 !tp-dst=22"
-        );
-    }
 
     #[test]
     fn object_table_hides_links_and_unset_fields() {

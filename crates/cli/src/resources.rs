@@ -5,6 +5,16 @@
 //! a row here; [`crate::commands`] has no per-resource code apart from the
 //! few actions that are not CRUD (port link/unlink, host interfaces).
 //!
+//! What the model already says is not said again here. A row names its model
+//! type ([`ResourceSpec::model`]) and every field of that type becomes a flag
+//! ([`crate::flags`] derives the name, parsing and help); the row writes out
+//! only the flags the model cannot give (another name, special parsing,
+//! help that says more), the fields that must not be flags (`no_flag`), and
+//! the list columns. `show` prints every field the server sends, so nothing
+//! needs listing for it. Columns stay written out: they are a choice of the
+//! few fields that fit in a row, under short headers (`IN-FILTER`), and a
+//! test checks that each names a field of the model.
+//!
 //! Where things live is discovered, never built from path strings:
 //! * top-level collections and `{id}` templates come from the API root
 //!   (`bridges`, `bridgeTemplate`);
@@ -16,7 +26,10 @@
 //! hosts, MAC/ARP entries, ...) are found by listing the parent's collection
 //! and matching a [`Key`]; the entry's own `uri` is then used for show/delete.
 
-use crate::fields::{f, FieldSpec, Kind::*};
+use midonet_model as m;
+
+use crate::fields::{FieldSpec, Kind::*};
+use crate::flags::{f, h, stored, view, Flag, Model};
 
 /// How one column's text is taken from an object.
 #[derive(Debug, Clone, Copy)]
@@ -86,17 +99,29 @@ pub struct ResourceSpec {
     /// Whether create is offered (hosts are registered by agents, not
     /// created by users).
     pub creatable: bool,
-    pub fields: &'static [FieldSpec],
+    /// The model type whose fields become flags; `None` only for a
+    /// membership the model keeps inside another object (port-group ports).
+    pub model: Option<Model>,
+    /// Flags written out where the model cannot give them (see
+    /// [`crate::flags`]).
+    pub flags: &'static [Flag],
+    /// Model fields that get no flag: read-only, set from the parent's URI,
+    /// or changed by another verb.
+    pub no_flag: &'static [&'static str],
     pub columns: &'static [(&'static str, Col)],
     pub extras: &'static [Extra],
 }
 
 impl ResourceSpec {
+    /// Every flag: the written-out ones, then those derived from the model.
+    pub fn fields(&self) -> &'static [FieldSpec] {
+        crate::flags::of(self)
+    }
     pub fn field(&self, flag: &str) -> Option<&'static FieldSpec> {
-        self.fields.iter().find(|fs| fs.flag == flag)
+        self.fields().iter().find(|fs| fs.flag == flag)
     }
     pub fn has_tenant(&self) -> bool {
-        self.fields.iter().any(|fs| fs.key == "tenantId")
+        self.fields().iter().any(|fs| fs.key == "tenantId")
     }
 }
 
@@ -105,7 +130,24 @@ pub fn find(name: &str) -> Option<&'static ResourceSpec> {
     RESOURCES.iter().find(|r| r.name == name || r.aliases.contains(&name))
 }
 
-const NO_PARENTS: &[ParentSpec] = &[];
+/// What most rows share; each row says how it differs.
+const BASE: ResourceSpec = ResourceSpec {
+    name: "",
+    aliases: &[],
+    about: "",
+    collection: None,
+    template: None,
+    parents: &[],
+    parent_required: false,
+    key: Key::Id,
+    writable: true,
+    creatable: true,
+    model: None,
+    flags: &[],
+    no_flag: &[],
+    columns: &[],
+    extras: &[],
+};
 
 const fn under(
     flag: &'static str,
@@ -116,76 +158,12 @@ const fn under(
     ParentSpec { flag, resource, link, fallback, defaults: &[] }
 }
 
-const ADMIN_UP: FieldSpec =
-    f("admin-state-up", "adminStateUp", Bool, "administrative state (true/false)");
-const NAME: FieldSpec = f("name", "name", Str, "name");
-const TENANT: FieldSpec = f("tenant", "tenantId", Str, "tenant (project) id");
-
-/// Rule condition flags, shared by rules and (as documentation) mirrors.
-/// Every field of MidoNet's `Condition` has a flag; `--set` covers the rest.
-pub const RULE_FIELDS: &[FieldSpec] = &[
-    f("type", "type", Str, "accept, drop, reject, return, jump, dnat, snat, rev_dnat, rev_snat, l2_transform, redirect"),
-    f("position", "position", Int, "1-based position in the chain (default: first)"),
-    f("jump-chain", "jumpChainId", Ref("chain"), "target chain of a jump rule"),
-    f("flow-action", "flowAction", Str, "what a NAT rule does next: accept, continue, return"),
-    f("nat-target", "natTargets", NatTarget, "NAT target ADDR[-ADDR][:PORT[-PORT]] (repeatable)"),
-    f("target-port", "targetPortId", Ref("port"), "redirect target port"),
-    f("ingress", "ingress", Switch, "redirect into the target port instead of out of it"),
-    f("fail-open", "failOpen", Switch, "redirect: pass traffic when the target port is down"),
-    f("meter-name", "meterName", Str, "meter that counts matches"),
-    f("cond-invert", "condInvert", Switch, "invert the whole condition"),
-    f("match-forward-flow", "matchForwardFlow", Switch, "match only forward flows (conntrack)"),
-    f("match-return-flow", "matchReturnFlow", Switch, "match only return flows (conntrack)"),
-    f("in-ports", "inPorts", RefList("port"), "ingress ports (comma-separated ids)"),
-    f("inv-in-ports", "invInPorts", Switch, "invert --in-ports"),
-    f("out-ports", "outPorts", RefList("port"), "egress ports (comma-separated ids)"),
-    f("inv-out-ports", "invOutPorts", Switch, "invert --out-ports"),
-    f("port-group", "portGroup", Ref("port-group"), "source port group"),
-    f("inv-port-group", "invPortGroup", Switch, "invert --port-group"),
-    f("in-port-group", "inPortGroup", Ref("port-group"), "ingress port group"),
-    f("inv-in-port-group", "invInPortGroup", Switch, "invert --in-port-group"),
-    f("out-port-group", "outPortGroup", Ref("port-group"), "egress port group"),
-    f("inv-out-port-group", "invOutPortGroup", Switch, "invert --out-port-group"),
-    f("ip-addr-group-src", "ipAddrGroupSrc", Ref("ip-addr-group"), "source address group"),
-    f("inv-ip-addr-group-src", "invIpAddrGroupSrc", Switch, "invert --ip-addr-group-src"),
-    f("ip-addr-group-dst", "ipAddrGroupDst", Ref("ip-addr-group"), "destination address group"),
-    f("inv-ip-addr-group-dst", "invIpAddrGroupDst", Switch, "invert --ip-addr-group-dst"),
-    f("traversed-device", "traversedDevice", Str, "device the packet has traversed"),
-    f("inv-traversed-device", "invTraversedDevice", Switch, "invert --traversed-device"),
-    f("dl-type", "dlType", EtherType, "ether type (0x0800, ipv4, arp, ipv6)"),
-    f("inv-dl-type", "invDlType", Switch, "invert --dl-type"),
-    f("dl-src", "dlSrc", Str, "source MAC"),
-    f("dl-src-mask", "dlSrcMask", Str, "source MAC mask (ffff.ffff.0000)"),
-    f("inv-dl-src", "invDlSrc", Switch, "invert --dl-src"),
-    f("dl-dst", "dlDst", Str, "destination MAC"),
-    f("dl-dst-mask", "dlDstMask", Str, "destination MAC mask"),
-    f("inv-dl-dst", "invDlDst", Switch, "invert --dl-dst"),
-    f("nw-tos", "nwTos", Int, "IP TOS byte"),
-    f("inv-nw-tos", "invNwTos", Switch, "invert --nw-tos"),
-    f("nw-proto", "nwProto", Proto, "IP protocol (number, tcp, udp, icmp)"),
-    f("inv-nw-proto", "invNwProto", Switch, "invert --nw-proto"),
-    f("nw-src", "nwSrcAddress", Cidr("nwSrcLength"), "source prefix ADDR[/LEN]"),
-    f("inv-nw-src", "invNwSrc", Switch, "invert --nw-src"),
-    f("nw-dst", "nwDstAddress", Cidr("nwDstLength"), "destination prefix ADDR[/LEN]"),
-    f("inv-nw-dst", "invNwDst", Switch, "invert --nw-dst"),
-    f("tp-src", "tpSrc", Range, "source port or range (80, 80:81)"),
-    f("inv-tp-src", "invTpSrc", Switch, "invert --tp-src"),
-    f("tp-dst", "tpDst", Range, "destination port or range (80, 80:81)"),
-    f("inv-tp-dst", "invTpDst", Switch, "invert --tp-dst"),
-    f("fragment-policy", "fragmentPolicy", Str, "any, header, nonheader, unfragmented"),
-    f("no-vlan", "noVlan", Switch, "match only untagged frames"),
-    f("vlan", "vlan", Int, "match this VLAN id"),
-    f("icmp-data-src", "icmpDataSrcIp", Cidr("icmpDataSrcLength"), "source prefix inside an ICMP error"),
-    f("inv-icmp-data-src", "invIcmpDataSrcIp", Switch, "invert --icmp-data-src"),
-    f("icmp-data-dst", "icmpDataDstIp", Cidr("icmpDataDstLength"), "destination prefix inside an ICMP error"),
-    f("inv-icmp-data-dst", "invIcmpDataDstIp", Switch, "invert --icmp-data-dst"),
-    f("match-nw-dst-rewritten", "matchNwDstRewritten", Switch, "match packets whose destination was DNATed"),
-    f("pop-vlan", "popVlan", Switch, "l2_transform: pop the VLAN tag"),
-    f("push-vlan", "pushVlan", Int, "l2_transform: push this VLAN id"),
-];
-
 const ID: (&str, Col) = ("ID", Col::Key("id"));
+const NAME: (&str, Col) = ("NAME", Col::Key("name"));
+const TENANT: (&str, Col) = ("TENANT", Col::Key("tenantId"));
 const UP: (&str, Col) = ("UP", Col::Key("adminStateUp"));
+const STATUS: (&str, Col) = ("STATUS", Col::Key("status"));
+const TYPE: (&str, Col) = ("TYPE", Col::Key("type"));
 
 pub static RESOURCES: &[ResourceSpec] = &[
     ResourceSpec {
@@ -194,37 +172,16 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "virtual L2 switches",
         collection: Some("bridges"),
         template: Some("bridgeTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[
-            NAME,
-            TENANT,
-            ADMIN_UP,
-            f(
-                "inbound-filter",
-                "inboundFilterId",
-                Ref("chain"),
-                "chain applied to packets entering",
-            ),
-            f(
-                "outbound-filter",
-                "outboundFilterId",
-                Ref("chain"),
-                "chain applied to packets leaving",
-            ),
-        ],
+        model: stored::<m::Bridge>(),
         columns: &[
             ID,
-            ("NAME", Col::Key("name")),
-            ("TENANT", Col::Key("tenantId")),
+            NAME,
+            TENANT,
             UP,
             ("IN-FILTER", Col::Key("inboundFilterId")),
             ("OUT-FILTER", Col::Key("outboundFilterId")),
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "router",
@@ -232,47 +189,21 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "virtual L3 routers",
         collection: Some("routers"),
         template: Some("routerTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[
-            NAME,
-            TENANT,
-            ADMIN_UP,
-            f(
-                "inbound-filter",
-                "inboundFilterId",
-                Ref("chain"),
-                "chain applied to packets entering",
-            ),
-            f(
-                "outbound-filter",
-                "outboundFilterId",
-                Ref("chain"),
-                "chain applied to packets leaving",
-            ),
-            f(
-                "forward-chain",
-                "forwardChainId",
-                Ref("chain"),
-                "chain applied to forwarded packets",
-            ),
-            f("local-redirect-chain", "localRedirectChainId", Ref("chain"), "local redirect chain"),
-            f("load-balancer", "loadBalancerId", Ref("load-balancer"), "attached load balancer"),
-            f("as-number", "asNumber", Int, "BGP AS number"),
+        model: stored::<m::Router>(),
+        flags: &[
+            h("forwardChainId", "chain applied to forwarded packets"),
+            h("asNumber", "BGP AS number"),
         ],
         columns: &[
             ID,
-            ("NAME", Col::Key("name")),
-            ("TENANT", Col::Key("tenantId")),
+            NAME,
+            TENANT,
             UP,
             ("IN-FILTER", Col::Key("inboundFilterId")),
             ("OUT-FILTER", Col::Key("outboundFilterId")),
             ("LOAD-BALANCER", Col::Key("loadBalancerId")),
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "port",
@@ -282,48 +213,30 @@ pub static RESOURCES: &[ResourceSpec] = &[
         template: Some("portTemplate"),
         parents: &[
             ParentSpec {
-                flag: "bridge",
-                resource: "bridge",
-                link: "ports",
-                fallback: "ports",
                 defaults: &[("type", "Bridge")],
+                ..under("bridge", "bridge", "ports", "ports")
             },
             ParentSpec {
-                flag: "router",
-                resource: "router",
-                link: "ports",
-                fallback: "ports",
                 defaults: &[("type", "Router")],
+                ..under("router", "router", "ports", "ports")
             },
         ],
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[
-            f("type", "type", Str, "Bridge or Router (default: from the parent)"),
-            ADMIN_UP,
-            f(
-                "inbound-filter",
-                "inboundFilterId",
-                Ref("chain"),
-                "chain applied to packets entering",
-            ),
-            f(
-                "outbound-filter",
-                "outboundFilterId",
-                Ref("chain"),
-                "chain applied to packets leaving",
-            ),
-            f("vlan-id", "vlanId", Int, "bridge port: VLAN id"),
-            f("port-address", "portAddress", Str, "router port: IP address"),
+        model: stored::<m::Port>(),
+        flags: &[
+            h("type", "Bridge or Router (default: from the parent)"),
+            h("vlanId", "bridge port: VLAN id"),
+            h("portAddress", "router port: IP address"),
             f("network", "networkAddress", Cidr("networkLength"), "router port: network ADDR/LEN"),
-            f("port-mac", "portMac", Str, "router port: MAC (default: generated)"),
-            f("vif-id", "vifId", Str, "VIF id"),
+            h("portMac", "router port: MAC (default: generated)"),
+            h("vifId", "VIF id"),
         ],
+        // The device comes from the parent, the tunnel key from the cluster;
+        // `port link`, `binding` and `port-group-port` set the peer, the host
+        // interface and the groups (the cluster keeps them on update).
+        no_flag: &["deviceId", "tunnelKey", "hostId", "interfaceName", "peerId", "portGroupIds"],
         columns: &[
             ID,
-            ("TYPE", Col::Key("type")),
+            TYPE,
             ("DEVICE", Col::Key("deviceId")),
             ("ADDRESS", Col::Key("portAddress")),
             ("NETWORK", Col::Cidr("networkAddress", "networkLength")),
@@ -334,20 +247,18 @@ pub static RESOURCES: &[ResourceSpec] = &[
             UP,
         ],
         extras: &[Extra::Link],
+        ..BASE
     },
     ResourceSpec {
         name: "route",
         aliases: &["routes"],
         about: "router routes (--router)",
-        collection: None,
         template: Some("routeTemplate"),
         parents: &[under("router", "router", "routes", "routes")],
         parent_required: true,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[
-            f("type", "type", Str, "Normal (default), BlackHole, Reject, Local"),
+        model: stored::<m::Route>(),
+        flags: &[
+            h("type", "Normal (default), BlackHole, Reject, Local"),
             f(
                 "src",
                 "srcNetworkAddr",
@@ -355,13 +266,15 @@ pub static RESOURCES: &[ResourceSpec] = &[
                 "source prefix (default 0.0.0.0/0)",
             ),
             f("dst", "dstNetworkAddr", Cidr("dstNetworkLength"), "destination prefix"),
-            f("next-hop-port", "nextHopPort", Ref("port"), "egress router port"),
-            f("next-hop-gateway", "nextHopGateway", Str, "next-hop IP address"),
-            f("weight", "weight", Int, "weight (default 100; lower wins)"),
+            h("nextHopPort", "egress router port"),
+            h("nextHopGateway", "next-hop IP address"),
+            h("weight", "weight (default 100; lower wins)"),
         ],
+        // `learned` is set by the agent that learned the route (BGP).
+        no_flag: &["routerId", "learned"],
         columns: &[
             ID,
-            ("TYPE", Col::Key("type")),
+            TYPE,
             ("SRC", Col::Cidr("srcNetworkAddr", "srcNetworkLength")),
             ("DST", Col::Cidr("dstNetworkAddr", "dstNetworkLength")),
             ("NEXT-HOP-PORT", Col::Key("nextHopPort")),
@@ -369,7 +282,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
             ("WEIGHT", Col::Key("weight")),
             ("LEARNED", Col::Key("learned")),
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "chain",
@@ -377,36 +290,32 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "rule chains (filters)",
         collection: Some("chains"),
         template: Some("chainTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[NAME, TENANT],
-        columns: &[ID, ("NAME", Col::Key("name")), ("TENANT", Col::Key("tenantId"))],
-        extras: &[],
+        model: stored::<m::Chain>(),
+        // Rules are added and removed with `rule create/delete`.
+        no_flag: &["ruleIds"],
+        columns: &[ID, NAME, TENANT],
+        ..BASE
     },
     ResourceSpec {
         name: "rule",
         aliases: &["rules"],
         about: "chain rules (--chain); every condition has a flag",
-        collection: None,
         template: Some("ruleTemplate"),
         parents: &[under("chain", "chain", "rules", "rules")],
         parent_required: true,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: RULE_FIELDS,
+        model: stored::<m::Rule>(),
+        flags: crate::rule::RULE_FLAGS,
+        // The server fills in the jump chain's name from its id.
+        no_flag: &["chainId", "jumpChainName"],
         columns: &[
             ("POS", Col::Key("position")),
             ID,
-            ("TYPE", Col::Key("type")),
+            TYPE,
             ("MATCH", Col::Conditions),
             ("JUMP-CHAIN", Col::Key("jumpChainId")),
             ("FLOW-ACTION", Col::Key("flowAction")),
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "host",
@@ -414,51 +323,39 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "hypervisor hosts (registered by agents; update/delete only)",
         collection: Some("hosts"),
         template: Some("hostTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
         creatable: false,
-        fields: &[
-            f("flooding-proxy-weight", "floodingProxyWeight", Int, "weight as VTEP flooding proxy"),
-            f("container-weight", "containerWeight", Int, "weight for service containers"),
-            f("container-limit", "containerLimit", Int, "max service containers (-1: no limit)"),
-            f(
-                "enforce-container-limit",
-                "enforceContainerLimit",
-                Bool,
-                "enforce --container-limit",
-            ),
+        model: stored::<m::Host>(),
+        flags: &[
+            h("floodingProxyWeight", "weight as VTEP flooding proxy"),
+            h("containerWeight", "weight for service containers"),
+            h("containerLimit", "max service containers (-1: no limit)"),
+            h("enforceContainerLimit", "enforce --container-limit"),
         ],
-        columns: &[
-            ID,
-            ("NAME", Col::Key("name")),
-            ("ALIVE", Col::Key("alive")),
-            ("ADDRESSES", Col::Key("addresses")),
-        ],
+        // Reported by the host's agent.
+        no_flag: &["name", "addresses", "alive"],
+        columns: &[ID, NAME, ("ALIVE", Col::Key("alive")), ("ADDRESSES", Col::Key("addresses"))],
         extras: &[Extra::Interfaces],
+        ..BASE
     },
     ResourceSpec {
         name: "binding",
         aliases: &["bindings", "host-interface-port"],
         about: "host interface ↔ port bindings (--host)",
-        collection: None,
-        template: None,
         parents: &[under("host", "host", "ports", "ports")],
         parent_required: true,
         key: Key::Field("portId"),
-        writable: true,
-        creatable: true,
-        fields: &[
-            f("port", "portId", Ref("port"), "port to bind"),
+        model: view::<m::HostInterfacePort>(),
+        flags: &[
+            h("portId", "port to bind"),
             f("interface", "interfaceName", Str, "host interface name"),
         ],
+        no_flag: &["hostId"],
         columns: &[
             ("HOST", Col::Key("hostId")),
             ("PORT", Col::Key("portId")),
             ("INTERFACE", Col::Key("interfaceName")),
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "tunnel-zone",
@@ -466,36 +363,30 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "tunnel zones",
         collection: Some("tunnelZones"),
         template: Some("tunnelZoneTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[NAME, f("type", "type", Str, "vxlan (default), gre, vtep")],
-        columns: &[ID, ("NAME", Col::Key("name")), ("TYPE", Col::Key("type"))],
-        extras: &[],
+        model: stored::<m::TunnelZone>(),
+        flags: &[h("type", "vxlan (default), gre, vtep")],
+        columns: &[ID, NAME, TYPE],
+        ..BASE
     },
     ResourceSpec {
         name: "tunnel-zone-member",
         aliases: &["tunnel-zone-members", "tz-member"],
         about: "hosts in a tunnel zone (--tunnel-zone)",
-        collection: None,
-        template: None,
         parents: &[under("tunnel-zone", "tunnel-zone", "hosts", "hosts")],
         parent_required: true,
         key: Key::Field("hostId"),
-        writable: true,
-        creatable: true,
-        fields: &[
-            f("host", "hostId", Ref("host"), "member host"),
+        model: stored::<m::TunnelZoneHost>(),
+        flags: &[
+            h("hostId", "member host"),
             f("ip", "ipAddress", Str, "host's tunnel endpoint address"),
         ],
+        no_flag: &["tunnelZoneId"],
         columns: &[
             ("TUNNEL-ZONE", Col::Key("tunnelZoneId")),
             ("HOST", Col::Key("hostId")),
             ("IP", Col::Key("ipAddress")),
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "port-group",
@@ -503,34 +394,24 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "port groups",
         collection: Some("portGroups"),
         template: Some("portGroupTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[NAME, TENANT, f("stateful", "stateful", Bool, "share flow state among members")],
-        columns: &[
-            ID,
-            ("NAME", Col::Key("name")),
-            ("TENANT", Col::Key("tenantId")),
-            ("STATEFUL", Col::Key("stateful")),
-        ],
-        extras: &[],
+        model: stored::<m::PortGroup>(),
+        flags: &[h("stateful", "share flow state among members")],
+        columns: &[ID, NAME, TENANT, ("STATEFUL", Col::Key("stateful"))],
+        ..BASE
     },
     ResourceSpec {
         name: "port-group-port",
         aliases: &["port-group-ports", "pg-port"],
         about: "ports in a port group (--port-group)",
-        collection: None,
-        template: None,
         parents: &[under("port-group", "port-group", "ports", "ports")],
         parent_required: true,
         key: Key::Field("portId"),
-        writable: true,
-        creatable: true,
-        fields: &[f("port", "portId", Ref("port"), "member port")],
+        // Membership is the port's `portGroupIds` in the model; this is
+        // MidoNet's view of it, with no model type of its own.
+        model: None,
+        flags: &[f("port", "portId", Ref("port"), "member port")],
         columns: &[("PORT-GROUP", Col::Key("portGroupId")), ("PORT", Col::Key("portId"))],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "ip-addr-group",
@@ -538,57 +419,45 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "IP address groups",
         collection: Some("ipAddrGroups"),
         template: Some("ipAddrGroupTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[NAME, TENANT],
-        columns: &[ID, ("NAME", Col::Key("name"))],
-        extras: &[],
+        model: stored::<m::IpAddrGroup>(),
+        columns: &[ID, NAME],
+        ..BASE
     },
     ResourceSpec {
         name: "ip-addr-group-addr",
         aliases: &["ip-addr-group-addrs", "ip-addr"],
         about: "addresses in an IP address group (--ip-addr-group)",
-        collection: None,
-        template: None,
         parents: &[under("ip-addr-group", "ip-addr-group", "ipAddrs", "ip_addrs")],
         parent_required: true,
         key: Key::Field("addr"),
-        writable: true,
-        creatable: true,
-        fields: &[
-            f("addr", "addr", Str, "IP address"),
-            f("version", "version", Int, "4 or 6 (default: from the address)"),
-        ],
+        model: stored::<m::IpAddrGroupAddr>(),
+        flags: &[h("addr", "IP address"), h("version", "4 or 6 (default: from the address)")],
+        no_flag: &["ipAddrGroupId"],
         columns: &[
             ("GROUP", Col::Key("ipAddrGroupId")),
             ("ADDR", Col::Key("addr")),
             ("VERSION", Col::Key("version")),
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "dhcp-subnet",
         aliases: &["dhcp-subnets", "dhcp"],
         about: "DHCP subnets of a bridge (--bridge); named by ADDR/LEN",
-        collection: None,
-        template: None,
         parents: &[under("bridge", "bridge", "dhcpSubnets", "dhcp")],
         parent_required: true,
         key: Key::Cidr("subnetPrefix", "subnetLength"),
-        writable: true,
-        creatable: true,
-        fields: &[
+        model: stored::<m::DhcpSubnet>(),
+        flags: &[
             f("subnet", "subnetPrefix", Cidr("subnetLength"), "subnet ADDR/LEN"),
             f("gateway", "defaultGateway", Str, "default gateway offered"),
             f("server", "serverAddr", Str, "DHCP server address"),
             f("dns", "dnsServerAddrs", List, "DNS servers (comma-separated, repeatable)"),
             f("mtu", "interfaceMTU", Int, "interface MTU offered"),
-            f("opt121-routes", "opt121Routes", Json, "option 121 routes as JSON array"),
-            f("enabled", "enabled", Bool, "serve DHCP on this subnet (default true)"),
+            h("opt121Routes", "option 121 routes as JSON array"),
+            h("enabled", "serve DHCP on this subnet (default true)"),
         ],
+        no_flag: &["bridgeId"],
         columns: &[
             ("SUBNET", Col::Cidr("subnetPrefix", "subnetLength")),
             ("GATEWAY", Col::Key("defaultGateway")),
@@ -597,23 +466,19 @@ pub static RESOURCES: &[ResourceSpec] = &[
             ("MTU", Col::Key("interfaceMTU")),
             ("ENABLED", Col::Key("enabled")),
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "dhcp-host",
         aliases: &["dhcp-hosts"],
         about: "static DHCP leases (--bridge and --subnet); named by MAC",
-        collection: None,
-        template: None,
         parents: &[under("subnet", "dhcp-subnet", "hosts", "hosts")],
         parent_required: true,
         key: Key::Field("macAddr"),
-        writable: true,
-        creatable: true,
-        fields: &[
+        model: stored::<m::DhcpHost>(),
+        flags: &[
             f("mac", "macAddr", Str, "client MAC"),
             f("ip", "ipAddr", Str, "address to offer"),
-            NAME,
             f(
                 "extra-opts",
                 "extraDhcpOpts",
@@ -621,50 +486,43 @@ pub static RESOURCES: &[ResourceSpec] = &[
                 "extra options as JSON [{\"optName\",\"optValue\"}]",
             ),
         ],
-        columns: &[
-            ("MAC", Col::Key("macAddr")),
-            ("IP", Col::Key("ipAddr")),
-            ("NAME", Col::Key("name")),
-        ],
-        extras: &[],
+        no_flag: &["bridgeId", "subnet"],
+        columns: &[("MAC", Col::Key("macAddr")), ("IP", Col::Key("ipAddr")), NAME],
+        ..BASE
     },
     ResourceSpec {
         name: "mac-entry",
         aliases: &["mac-table", "mac-entries"],
         about: "static MAC table entries of a bridge (--bridge); named by MAC",
-        collection: None,
-        template: None,
         parents: &[under("bridge", "bridge", "macTable", "mac_table")],
         parent_required: true,
         key: Key::Field("macAddr"),
-        writable: true,
-        creatable: true,
-        fields: &[
+        model: stored::<m::MacTableEntry>(),
+        flags: &[
             f("mac", "macAddr", Str, "MAC address"),
-            f("port", "portId", Ref("port"), "bridge port the MAC is behind"),
+            h("portId", "bridge port the MAC is behind"),
             f("vlan", "vlanId", Int, "VLAN id"),
         ],
+        no_flag: &["bridgeId"],
         columns: &[
             ("MAC", Col::Key("macAddr")),
             ("PORT", Col::Key("portId")),
             ("VLAN", Col::Key("vlanId")),
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "arp-entry",
         aliases: &["arp-table", "arp-entries"],
         about: "static ARP entries of a bridge (--bridge); named by IP",
-        collection: None,
-        template: None,
         parents: &[under("bridge", "bridge", "arpTable", "arp_table")],
         parent_required: true,
         key: Key::Field("ip"),
-        writable: true,
-        creatable: true,
-        fields: &[f("ip", "ip", Str, "IPv4 address"), f("mac", "mac", Str, "MAC address")],
+        model: stored::<m::ArpTableEntry>(),
+        flags: &[h("ip", "IPv4 address"), h("mac", "MAC address")],
+        no_flag: &["bridgeId"],
         columns: &[("IP", Col::Key("ip")), ("MAC", Col::Key("mac"))],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "load-balancer",
@@ -672,18 +530,10 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "L4 load balancers",
         collection: Some("loadBalancers"),
         template: Some("loadBalancerTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[
-            TENANT,
-            ADMIN_UP,
-            f("router", "routerId", Ref("router"), "router the load balancer sits on"),
-        ],
+        model: stored::<m::LoadBalancer>(),
+        flags: &[h("routerId", "router the load balancer sits on")],
         columns: &[ID, ("ROUTER", Col::Key("routerId")), UP],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "pool",
@@ -691,28 +541,24 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "load-balancer pools",
         collection: Some("pools"),
         template: Some("poolTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[
-            f("load-balancer", "loadBalancerId", Ref("load-balancer"), "owning load balancer"),
-            f("health-monitor", "healthMonitorId", Ref("health-monitor"), "health monitor"),
-            f("protocol", "protocol", Str, "TCP (default)"),
-            f("lb-method", "lbMethod", Str, "ROUND_ROBIN (default)"),
-            ADMIN_UP,
+        model: stored::<m::Pool>(),
+        flags: &[
+            h("loadBalancerId", "owning load balancer"),
+            h("protocol", "TCP (default)"),
+            h("lbMethod", "ROUND_ROBIN (default)"),
         ],
+        // Set by health checking.
+        no_flag: &["status"],
         columns: &[
             ID,
             ("LOAD-BALANCER", Col::Key("loadBalancerId")),
             ("HEALTH-MONITOR", Col::Key("healthMonitorId")),
             ("PROTOCOL", Col::Key("protocol")),
             ("METHOD", Col::Key("lbMethod")),
-            ("STATUS", Col::Key("status")),
+            STATUS,
             UP,
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "pool-member",
@@ -720,28 +566,24 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "pool members (backends)",
         collection: Some("poolMembers"),
         template: Some("poolMemberTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[
-            f("pool", "poolId", Ref("pool"), "owning pool"),
-            f("address", "address", Str, "backend IPv4 address"),
-            f("protocol-port", "protocolPort", Int, "backend port"),
-            f("weight", "weight", Int, "weight (default 1)"),
-            ADMIN_UP,
+        model: stored::<m::PoolMember>(),
+        flags: &[
+            h("poolId", "owning pool"),
+            h("address", "backend IPv4 address"),
+            h("protocolPort", "backend port"),
+            h("weight", "weight (default 1)"),
         ],
+        no_flag: &["status"],
         columns: &[
             ID,
             ("POOL", Col::Key("poolId")),
             ("ADDRESS", Col::Key("address")),
             ("PORT", Col::Key("protocolPort")),
             ("WEIGHT", Col::Key("weight")),
-            ("STATUS", Col::Key("status")),
+            STATUS,
             UP,
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "vip",
@@ -749,18 +591,13 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "virtual IPs of load balancers",
         collection: Some("vips"),
         template: Some("vipTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[
-            f("load-balancer", "loadBalancerId", Ref("load-balancer"), "owning load balancer"),
-            f("pool", "poolId", Ref("pool"), "pool serving this VIP"),
-            f("address", "address", Str, "virtual IPv4 address"),
-            f("protocol-port", "protocolPort", Int, "virtual port"),
-            f("session-persistence", "sessionPersistence", Str, "SOURCE_IP or none"),
-            ADMIN_UP,
+        model: stored::<m::Vip>(),
+        flags: &[
+            h("loadBalancerId", "owning load balancer"),
+            h("poolId", "pool serving this VIP"),
+            h("address", "virtual IPv4 address"),
+            h("protocolPort", "virtual port"),
+            h("sessionPersistence", "SOURCE_IP or none"),
         ],
         columns: &[
             ID,
@@ -771,7 +608,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
             ("PERSISTENCE", Col::Key("sessionPersistence")),
             UP,
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "health-monitor",
@@ -779,29 +616,24 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "pool health monitors",
         collection: Some("healthMonitors"),
         template: Some("healthMonitorTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[
-            TENANT,
-            f("type", "type", Str, "TCP (default)"),
-            f("delay", "delay", Int, "seconds between probes"),
-            f("timeout", "timeout", Int, "seconds to wait for an answer"),
-            f("max-retries", "maxRetries", Int, "failures before a member is down"),
-            ADMIN_UP,
+        model: stored::<m::HealthMonitor>(),
+        flags: &[
+            h("type", "TCP (default)"),
+            h("delay", "seconds between probes"),
+            h("timeout", "seconds to wait for an answer"),
+            h("maxRetries", "failures before a member is down"),
         ],
+        no_flag: &["status"],
         columns: &[
             ID,
-            ("TYPE", Col::Key("type")),
+            TYPE,
             ("DELAY", Col::Key("delay")),
             ("TIMEOUT", Col::Key("timeout")),
             ("RETRIES", Col::Key("maxRetries")),
-            ("STATUS", Col::Key("status")),
+            STATUS,
             UP,
         ],
-        extras: &[],
+        ..BASE
     },
     ResourceSpec {
         name: "mirror",
@@ -809,18 +641,13 @@ pub static RESOURCES: &[ResourceSpec] = &[
         about: "port mirrors (conditions via --conditions JSON)",
         collection: Some("mirrors"),
         template: Some("mirrorTemplate"),
-        parents: NO_PARENTS,
-        parent_required: false,
-        key: Key::Id,
-        writable: true,
-        creatable: true,
-        fields: &[
-            TENANT,
-            f("to-port", "toPortId", Ref("port"), "port that receives the copies"),
-            f("conditions", "conditions", Json, "JSON array of rule conditions (camelCase keys)"),
+        model: stored::<m::Mirror>(),
+        flags: &[
+            h("toPortId", "port that receives the copies"),
+            h("conditions", "JSON array of rule conditions (camelCase keys)"),
         ],
         columns: &[ID, ("TO-PORT", Col::Key("toPortId")), ("CONDITIONS", Col::Key("conditions"))],
-        extras: &[],
+        ..BASE
     },
 ];
 
@@ -837,8 +664,8 @@ mod tests {
                 assert!(names.insert(*n), "duplicate resource name {n}");
             }
             let mut flags = HashSet::new();
-            for fs in r.fields {
-                assert!(flags.insert(fs.flag), "{}: duplicate flag --{}", r.name, fs.flag);
+            for fs in r.fields() {
+                assert!(flags.insert(&fs.flag), "{}: duplicate flag --{}", r.name, fs.flag);
             }
         }
     }
@@ -849,7 +676,7 @@ mod tests {
             for p in r.parents {
                 assert!(find(p.resource).is_some(), "{}: parent {}", r.name, p.resource);
             }
-            for fs in r.fields {
+            for fs in r.fields() {
                 if let crate::fields::Kind::Ref(t) | crate::fields::Kind::RefList(t) = fs.kind {
                     assert!(find(t).is_some(), "{}: --{} refers to {t}", r.name, fs.flag);
                 }
