@@ -2,17 +2,20 @@
 //!
 //! The model describes every REST field of every object: its name and the
 //! JSON it takes ([`midonet_model::schema`], checked against the structs by
-//! the compiler). A resource's flags are made from that, in this order:
+//! the compiler). A resource has one flag per field of its model type, in
+//! the model's order, taken from the first of:
 //!
-//! 1. the rows its table entry writes out ([`ResourceSpec::flags`]), where
-//!    the model cannot say it: the flag is not named after the field
-//!    (`--network` sets `networkAddress` and `networkLength`), the parsing is
-//!    special (`--nw-proto tcp`), or the help says more than the field name
-//!    (`--weight`: "default 100; lower wins");
-//! 2. every other field: its [`COMMON`] flag if it has one (`--tenant`,
-//!    `--admin-state-up`, the filter chains), else a flag derived from the
-//!    field alone: `inboundMirrorIds`, a list of mirror ids, becomes
-//!    `--inbound-mirrors A,B,...`, taking mirror ids or names.
+//! 1. the row its table entry writes out for the field
+//!    ([`ResourceSpec::flags`]), where the model cannot say it: the flag is
+//!    not named after the field (`--network` sets `networkAddress` and
+//!    `networkLength`), the parsing is special (`--nw-proto tcp`), or the
+//!    help says more than the field name (`--weight`: "default 100; lower
+//!    wins");
+//! 2. the field's [`COMMON`] flag (`--tenant`, `--admin-state-up`, the
+//!    filter chains);
+//! 3. the field alone: `inboundMirrorIds`, a list of mirror ids, becomes
+//!    `--inbound-mirrors A,B,...`, parsed as mirror ids; a reference to
+//!    objects that have names (chains, bridges) also takes a name.
 //!
 //! Fields that must not be flags are listed in the row's `no_flag` (read-only,
 //! set from the parent's URI, or changed by another verb); `id` never is a

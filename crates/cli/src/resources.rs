@@ -113,7 +113,7 @@ pub struct ResourceSpec {
 }
 
 impl ResourceSpec {
-    /// Every flag: the written-out ones, then those derived from the model.
+    /// Every flag, one per model field in the model's order (see [`crate::flags`]).
     pub fn fields(&self) -> &'static [FieldSpec] {
         crate::flags::of(self)
     }
