@@ -17,12 +17,12 @@ use crate::fields::{FieldSpec, Kind, Kind::*};
 use crate::flags::{f, Flag};
 use crate::render::cell;
 
-/// The flags of `rule create` (shown in the model's field order).
+/// The flags of `rule create` (shown in the model's field order). `--type`
+/// and `--flow-action` are derived: their help lists the model's choices,
+/// so it follows the rule types the model accepts.
 pub const RULE_FLAGS: &[Flag] = &[
-    f("type", "type", Str, "accept, drop, reject, return, jump, dnat, snat, rev_dnat, rev_snat, l2_transform, redirect"),
     f("position", "position", Int, "1-based position in the chain (default: first)"),
     f("jump-chain", "jumpChainId", Ref("chain"), "target chain of a jump rule"),
-    f("flow-action", "flowAction", Str, "what a NAT rule does next: accept, continue, return"),
     f("nat-target", "natTargets", NatTarget, "NAT target ADDR[-ADDR][:PORT[-PORT]] (repeatable)"),
     f("target-port", "targetPortId", Ref("port"), "redirect target port"),
     f("ingress", "ingress", Switch, "redirect into the target port instead of out of it"),
@@ -70,11 +70,26 @@ pub const RULE_FLAGS: &[Flag] = &[
     f("fragment-policy", "fragmentPolicy", Str, "any, header, nonheader, unfragmented"),
     f("no-vlan", "noVlan", Switch, "match only untagged frames"),
     f("vlan", "vlan", Int, "match this VLAN id"),
-    f("icmp-data-src", "icmpDataSrcIp", Cidr("icmpDataSrcLength"), "source prefix inside an ICMP error"),
+    f(
+        "icmp-data-src",
+        "icmpDataSrcIp",
+        Cidr("icmpDataSrcLength"),
+        "source prefix inside an ICMP error",
+    ),
     f("inv-icmp-data-src", "invIcmpDataSrcIp", Switch, "invert --icmp-data-src"),
-    f("icmp-data-dst", "icmpDataDstIp", Cidr("icmpDataDstLength"), "destination prefix inside an ICMP error"),
+    f(
+        "icmp-data-dst",
+        "icmpDataDstIp",
+        Cidr("icmpDataDstLength"),
+        "destination prefix inside an ICMP error",
+    ),
     f("inv-icmp-data-dst", "invIcmpDataDstIp", Switch, "invert --icmp-data-dst"),
-    f("match-nw-dst-rewritten", "matchNwDstRewritten", Switch, "match packets whose destination was DNATed"),
+    f(
+        "match-nw-dst-rewritten",
+        "matchNwDstRewritten",
+        Switch,
+        "match packets whose destination was DNATed",
+    ),
     f("pop-vlan", "popVlan", Switch, "l2_transform: pop the VLAN tag"),
     f("push-vlan", "pushVlan", Int, "l2_transform: push this VLAN id"),
 ];
