@@ -1,4 +1,5 @@
-//! A small topology builder for tests, benches, the fuzz target and tools.
+//! A small topology builder for tests, benches and the fuzz target (behind
+//! the `test-util` feature: not part of the product).
 //!
 //! Ids are deterministic (`Uuid::from_u128(namespace << 64 | n)`), so two
 //! runs build byte-identical topologies and golden traces stay stable.

@@ -28,8 +28,11 @@
 //!   are the state seams ([`state`]).
 //! * [`dhcp`] answers DHCPv4 BOOTREQUESTs entering exterior bridge ports
 //!   from the bridge's static host entries, before the bridge sees them.
-//! * [`builder`] builds topologies in tests, benches and tools;
-//!   [`fuzzing`] is the fuzz entry point shared by `fuzz/` and `cargo test`.
+//! * `builder` builds topologies in tests, benches and fuzz targets;
+//!   `fuzzing` is the fuzz entry point shared by `fuzz/` and `cargo test`.
+//!   Both are test scaffolding, compiled only with the `test-util` feature
+//!   (this crate's own tests and benches turn it on through a
+//!   dev-dependency on themselves).
 //!
 //! Where this differs from MidoNet on purpose (midonet-behaviour §8):
 //!
@@ -55,9 +58,11 @@
 //! parse; dynamic NAT drops with [`DropReason::DynamicNatUnsupported`]),
 //! the L4 load balancer, DHCPv6, IPv6 routing (router ports drop IPv6, as MidoNet's do).
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod builder;
 pub mod dhcp;
 pub mod engine;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fuzzing;
 mod packets;
 pub mod result;
