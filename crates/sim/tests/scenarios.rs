@@ -139,6 +139,15 @@ fn scenarios() -> Vec<Sc> {
             dropped(r, DropReason::Hairpin);
             assert_eq!(r.decision, Decision::Drop { reason: DropReason::Hairpin, lifetime: DropLifetime::Temporary });
         }},
+        // midonet-behaviour §2.3: dst == src is a temporary drop before any
+        // MAC-table lookup, so it is never flooded, learned or not.
+        Sc { name: "l2_dst_equals_src_dropped_before_lookup", setup: none, ingress: v1,
+            pkt: "eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:00:01,ip4.src=10.0.0.11,ip4.dst=10.0.0.11,udp.src=1,udp.dst=2",
+            check: |_, r| {
+                assert_eq!(r.decision, Decision::Drop { reason: DropReason::Hairpin, lifetime: DropLifetime::Temporary });
+                assert!(r.actions.is_empty(), "never flooded");
+                assert!(!r.trace.iter().any(|s| matches!(s, TraceStep::MacLookup { .. } | TraceStep::Flood { .. })), "no table lookup");
+            }},
         Sc { name: "l2_mac_move_writes_and_tags", setup: |w| { w.learn(w.b1, 0, VM1, w.v2); w.learn(w.b1, 0, VM2, w.v2); }, ingress: v1, pkt: TCP_1_2, check: |w, r| {
             fwd(r, &[w.v2]);
             let wr = StateWrite::Mac { bridge: w.b1, vlan: 0, mac: mac(VM1), port: w.v1 };

@@ -4,7 +4,8 @@
 //!  admin · multicast-source check · VLAN push (interior port tagged V)
 //!  · in mirrors · in chain (untagged only) · MAC learning · ARP (answer
 //!  from router ports and seeded entries; learn GARPs) · multicast → flood
-//!  · peer router MAC → that port · MAC table → unicast | unknown → flood
+//!  · dst = src → drop (before any lookup) · peer router MAC → that port
+//!  · MAC table → unicast | unknown → flood
 //!  unicast: out chain (untagged only) · out mirrors · VLAN pop · egress
 //!  flood:   out mirrors · one fork per exterior port, VLAN uplink and the
 //!           port of the frame's VLAN
@@ -131,6 +132,13 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         if dst.is_multicast() {
             return self.flood(b, vlan, inp.id, ctx);
         }
+        // A frame addressed to its own sender goes back where it came from
+        // whatever the tables say: drop it before any lookup, so that it is
+        // never flooded while the MAC is still unknown (midonet-behaviour
+        // §2.3; a temporary drop, like any hairpin).
+        if dst == src {
+            return self.drop_pkt(DropReason::Hairpin);
+        }
         if let Some(&p) = b.router_macs.get(&dst) {
             trace!(self, TraceStep::MacLookup { vlan, mac: dst, port: Some(p) });
             return self.bridge_unicast(b, vlan, p, ctx, tagged);
@@ -143,7 +151,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         trace!(self, TraceStep::MacLookup { vlan, mac: dst, port });
         match port {
             None => self.flood(b, vlan, inp.id, ctx),
-            Some(p) if p == inp.id || dst == src => self.drop_pkt(DropReason::Hairpin),
+            Some(p) if p == inp.id => self.drop_pkt(DropReason::Hairpin),
             Some(p) => self.bridge_unicast(b, vlan, p, ctx, tagged),
         }
     }
