@@ -202,10 +202,22 @@ fn scenarios() -> Vec<Sc> {
                 let c = w.chain("b1-out", vec![rule(RuleType::Drop, Condition { out_ports: vec![w.v2], ..Default::default() })]);
                 let b = w.b1; w.t.edit_bridge(b, |x| x.outbound_filter_id = Some(c));
             }, ingress: v1, pkt: TCP_1_2, check: |_, r| dropped(r, DropReason::RuleDrop) },
-        Sc { name: "bridge_out_chain_not_on_flood", setup: |w| {
+        // midonet-behaviour §2.3: the outbound filter applies to floods as
+        // well as to unicast (it used not to: bridge_out_chain_not_on_flood).
+        Sc { name: "bridge_out_chain_on_flood", setup: |w| {
                 let c = w.chain("b1-out", vec![rule(RuleType::Drop, Condition::default())]);
                 let b = w.b1; w.t.edit_bridge(b, |x| x.outbound_filter_id = Some(c));
-            }, ingress: v1, pkt: TCP_1_2, check: |w, r| fwd(r, &[w.v2]) },
+            }, ingress: v1, pkt: TCP_1_2, check: |_, r| { dropped(r, DropReason::RuleDrop); assert!(r.actions.is_empty()); } },
+        Sc { name: "bridge_out_chain_drops_udp_broadcast", setup: |w| {
+                let c = w.chain("b1-out", vec![rule(RuleType::Drop, Condition { nw_proto: Some(17), ..Default::default() })]);
+                let b = w.b1; w.t.edit_bridge(b, |x| x.outbound_filter_id = Some(c));
+            }, ingress: v1,
+            pkt: "eth.src=02:00:00:00:00:01,eth.dst=ff:ff:ff:ff:ff:ff,ip4.src=10.0.0.11,ip4.dst=10.0.0.255,udp.src=1,udp.dst=2",
+            check: |_, r| {
+                dropped(r, DropReason::RuleDrop);
+                assert!(r.actions.is_empty(), "no port gets the broadcast");
+                assert!(r.mask.is_marked(FieldId::IpProto));
+            }},
         Sc { name: "port_in_chain_drop", setup: |w| {
                 let c = w.chain("v1-in", vec![rule(RuleType::Drop, Condition { nw_src_address: Some("10.0.0.0".parse().expect("ip")), nw_src_length: Some(24), ..Default::default() })]);
                 let p = w.v1; w.t.edit_port(p, |x| x.inbound_filter_id = Some(c));

@@ -7,8 +7,8 @@
 //!  · dst = src → drop (before any lookup) · peer router MAC → that port
 //!  · MAC table → unicast | unknown → flood
 //!  unicast: out chain (untagged only) · out mirrors · VLAN pop · egress
-//!  flood:   out mirrors · one fork per exterior port, VLAN uplink and the
-//!           port of the frame's VLAN
+//!  flood:   out chain (untagged only, no out port) · out mirrors · one fork
+//!           per exterior port, VLAN uplink and the port of the frame's VLAN
 //! ```
 //!
 //! MAC tables are per VLAN (0 = untagged). Learning never moves a peer
@@ -130,7 +130,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             }
         }
         if dst.is_multicast() {
-            return self.flood(b, vlan, inp.id, ctx);
+            return self.flood(b, vlan, inp.id, ctx, tagged);
         }
         // A frame addressed to its own sender goes back where it came from
         // whatever the tables say: drop it before any lookup, so that it is
@@ -150,7 +150,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             .or_else(|| b.seeded_macs.get(&(vlan, dst)).copied());
         trace!(self, TraceStep::MacLookup { vlan, mac: dst, port });
         match port {
-            None => self.flood(b, vlan, inp.id, ctx),
+            None => self.flood(b, vlan, inp.id, ctx, tagged),
             Some(p) if p == inp.id => self.drop_pkt(DropReason::Hairpin),
             Some(p) => self.bridge_unicast(b, vlan, p, ctx, tagged),
         }
@@ -185,7 +185,17 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         self.port_egress(p, in_port);
     }
 
-    fn flood(&mut self, b: &SBridge, vlan: u16, in_port: PortId, ctx: Ctx) {
+    fn flood(&mut self, b: &SBridge, vlan: u16, in_port: PortId, ctx: Ctx, tagged: bool) {
+        // The outbound chain applies to every forwarding result, floods
+        // included (midonet-behaviour §2.3). It runs once for the whole
+        // flood, with no out port: out-port conditions only mean something
+        // for unicast.
+        if !tagged {
+            let v = self.run_chain(b.out_chain, Hook::BridgeOut, ctx);
+            if !self.verdict(v, ctx) {
+                return;
+            }
+        }
         self.mirrors(&b.m_out, MirrorPoint::DeviceOut, ctx);
         let vport = if vlan != 0 {
             b.vlan_ports.get(&vlan).copied().filter(|p| *p != in_port)

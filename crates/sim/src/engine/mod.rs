@@ -6,7 +6,7 @@
 //!               ─ pre-in mirrors ─ in chain ─ post-in mirrors ─┐
 //!     ┌────────────────────────────────────────────────────────┘
 //!     ├─ bridge: admin · src check · VLAN push · in chain · learn · ARP answer
-//!     │          · unicast (out chain) | flood (fork per port) · VLAN pop
+//!     │          · out chain · unicast | flood (fork per port) · VLAN pop
 //!     └─ router: VLAN/ethertype/MAC checks · ARP · in chain · LPM (+src, weight,
 //!                HRW-ECMP) · local/blackhole/reject · TTL · out chain · next-hop MAC
 //!     ┌────────────────────────────────────────────────────────┘
