@@ -90,6 +90,7 @@ drop_reasons! {
     TtlExceeded => "ttl_exceeded", Temporary;
     LocalNotHandled => "local_not_handled", Normal;
     ArpFailed => "arp_failed", Temporary;
+    GatewayOutsideSubnet => "gateway_outside_subnet", Temporary;
     NoOutput => "no_output", Temporary;
 }
 

@@ -295,6 +295,27 @@ fn scenarios() -> Vec<Sc> {
                 assert_eq!(r.decision, Decision::ArpPending { router: w.r, ip: "10.0.1.77".parse().expect("ip") });
                 assert_eq!(gen_kinds(r), vec![(GenKind::ArpRequest, GenTarget::Ingress(w.bi2))]);
             }},
+        // midonet-behaviour §2.5: a gateway outside the out-port's subnet is
+        // never ARPed for: net unreachable at once, nothing parked.
+        Sc { name: "router_gateway_outside_port_subnet_net_unreachable", setup: |w| {
+                w.t.route(w.r, "0.0.0.0/0", Some(w.up), Some("198.51.100.1"));
+            }, ingress: v1, pkt: TCP_1_NET, check: |w, r| {
+                dropped(r, DropReason::GatewayOutsideSubnet);
+                assert_eq!(r.decision, Decision::Drop { reason: DropReason::GatewayOutsideSubnet, lifetime: DropLifetime::Temporary });
+                icmp(r, 3, 0, GenTarget::Ingress(w.bi1));
+            }},
+        // midonet-behaviour §2.5: an interior out-port linked to no peer (and
+        // not bound as exterior): net unreachable at once, never parked.
+        Sc { name: "router_unlinked_interior_port_net_unreachable", setup: |w| {
+                let dangling = w.t.router_port(w.r, "10.0.2.1/24", "02:00:00:00:01:04", false);
+                w.p.insert("dangling", dangling);
+                w.t.route(w.r, "10.0.2.0/24", Some(dangling), None);
+            }, ingress: v1,
+            pkt: "eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:01:01,ip4.src=10.0.0.11,ip4.dst=10.0.2.7,udp.src=5,udp.dst=6",
+            check: |w, r| {
+                dropped(r, DropReason::PortUnplugged);
+                icmp(r, 3, 0, GenTarget::Ingress(w.bi1));
+            }},
         Sc { name: "router_no_route_net_unreachable", setup: none, ingress: v1, pkt: TCP_1_NET, check: |w, r| {
             dropped(r, DropReason::NoRoute);
             icmp(r, 3, 0, GenTarget::Ingress(w.bi1));

@@ -6,8 +6,9 @@
 //!  · in mirrors · in chain · route lookup (LPM, source prefix, lowest
 //!  weight, HRW-ECMP) · local (echo reply) | blackhole | reject | forward
 //!  forward: TTL · out chain · next-hop MAC (peer port, peer bridge's
-//!  IP→MAC table, ARP cache; miss → ArpPending) · rewrite L2 · out mirrors
-//!  · egress
+//!  IP→MAC table; gateway outside the out-port's subnet or out-port
+//!  unplugged → net unreachable; ARP cache, miss → ArpPending) · rewrite L2
+//!  · out mirrors · egress
 //! ```
 //!
 //! The route lookup marks only the destination bits that separate the
@@ -323,6 +324,21 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     }
                 }
             }
+        }
+        // Two next hops are never ARPed for, and the packet is never parked
+        // (midonet-behaviour §2.5): a gateway outside the out-port's subnet,
+        // and an out-port that is neither bound nor linked to a peer.
+        let unreachable = if via_gw && !oaddr.contains(nh) {
+            Some(DropReason::GatewayOutsideSubnet)
+        } else if !outp.exterior && outp.peer.is_none() {
+            Some(DropReason::PortUnplugged)
+        } else {
+            None
+        };
+        if let Some(reason) = unreachable {
+            self.icmp_error(inp.id, IcmpError::NetUnreachable, pre);
+            self.drop_pkt(reason);
+            return None;
         }
         self.tag(Tag::arp(r.id, nh));
         match self.state.router_arp(r.id, nh, self.inp.now) {
