@@ -443,9 +443,23 @@ fn scenarios() -> Vec<Sc> {
                 let bid = w.b1;
                 w.t.edit_bridge(bid, |x| x.inbound_mirror_ids.push(m));
             }, ingress: v1, pkt: TCP_1_2, check: |w, r| {
-                assert_eq!(r.out_ports().last(), Some(w.v2), "the original still goes out");
-                assert!(r.trace.iter().any(|s| matches!(s, TraceStep::Drop { reason: DropReason::LoopGuard })), "the copies hit the loop guard");
+                // midonet-behaviour §2.13: a mirror loop hits the device limit
+                // and ends in an error drop, for the whole packet.
+                assert_eq!(r.decision, Decision::Drop { reason: DropReason::LoopGuard, lifetime: DropLifetime::Temporary });
+                assert!(r.actions.is_empty(), "a dropped packet has no outputs");
                 assert!(r.state_writes.iter().all(|x| matches!(x, StateWrite::Mac { port, .. } if *port == w.v1)), "copies never learn: {:?}", r.state_writes);
+            }},
+        // midonet-behaviour §2.13: a mirror's copy leaving through a port
+        // passes that port's own egress mirrors, so a port mirrored into
+        // itself loops to the device limit and the packet is dropped
+        // instead of going out twice.
+        Sc { name: "mirror_port_into_itself_hits_loop_guard", setup: |w| {
+                w.learn(w.b1, 0, VM2, w.v2);
+                let m = w.t.mirror(w.v2, vec![]);
+                let p = w.v2; w.t.edit_port(p, |x| x.outbound_mirror_ids.push(m));
+            }, ingress: v1, pkt: TCP_1_2, check: |_, r| {
+                assert_eq!(r.decision, Decision::Drop { reason: DropReason::LoopGuard, lifetime: DropLifetime::Temporary });
+                assert!(r.actions.is_empty(), "not forwarded twice, not forwarded at all");
             }},
         // ---------------------------------------------------------------- nat
         Sc { name: "nat_static_dnat_floating_ip", setup: |w| {

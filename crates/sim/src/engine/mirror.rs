@@ -5,7 +5,15 @@
 //! out) or to a device (in, out) — midonet-behaviour §2.13. A match forks
 //! the copy (`Sim::fork` with `copy` true): the copy's outputs are kept,
 //! everything else it does (drops, state writes, generated packets, ARP
-//! waits) is discarded, so a mirror never changes the original's fate.
+//! waits) is discarded, so a mirror never changes the original's fate —
+//! except a loop.
+//!
+//! The copy leaves through the target port's whole egress, as MidoNet's
+//! `ToPortAction` does: its pre-out mirrors, out chain and post-out
+//! mirrors, then emit. A mirror counts as a device on the copy's path, so a
+//! mirror loop (a port mirrored into itself, a target mirrored back) hits
+//! the device limit, and that drops the whole packet (midonet-behaviour
+//! §2.13: "ends in ErrorDrop").
 
 use midonet_model::MirrorId;
 
@@ -27,10 +35,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             }
             trace!(self, TraceStep::Mirror { point, mirror: m.id, to });
             self.fork(true, |s| {
-                s.tag(Tag::port(to));
-                match snap.ports.get(&to) {
-                    Some(tp) if tp.admin_up => s.emit_from(tp),
-                    _ => s.drop_pkt(DropReason::UnknownPort),
+                if s.traverse(m.id.cast()) {
+                    s.port_egress(to, ctx.in_port);
                 }
             });
         }

@@ -28,9 +28,10 @@
 //!   as the diff between the key the frame has at that point of the action
 //!   list and the key at the output, so per-branch rewrites (VLAN pop on one
 //!   port, none on another) compose in one list.
-//! * **Loop guard**: at most [`MAX_DEVICES`] devices along one path
-//!   (temporary drop), and a global budget of port visits so that fan-out
-//!   (floods into floods) is bounded too.
+//! * **Loop guard**: at most [`MAX_DEVICES`] devices (bridges, routers and
+//!   mirrors) along one path; going over drops the whole packet (temporary
+//!   drop), whichever branch it happened in. A global budget of port visits
+//!   bounds fan-out (floods into floods) too.
 //! * **No allocation** on the bridge unicast path with tracing off: the
 //!   result's vectors are reused, lookups are hash probes, jump tracking is a
 //!   stack array.
@@ -141,6 +142,7 @@ pub fn simulate_into<S, C>(
         consumed: false,
         pending: None,
         dropped: None,
+        loop_guard: false,
         out,
     };
     sim.port_ingress(input.ingress);
@@ -196,6 +198,8 @@ struct Sim<'a, 'i, S: ?Sized, C: ?Sized> {
     consumed: bool,
     pending: Option<(RouterId, Ipv4Addr)>,
     dropped: Option<DropReason>,
+    /// Some branch went past [`MAX_DEVICES`]: the whole packet is dropped.
+    loop_guard: bool,
 }
 
 macro_rules! trace {
@@ -232,7 +236,14 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         self.out.tags.sort_unstable();
         self.out.tags.dedup();
         self.out.mask = *self.fm.mask();
-        self.out.decision = if self.forwarded {
+        self.out.decision = if self.loop_guard {
+            // A loop in any branch, a mirror copy's included, drops the
+            // whole packet: MidoNet merges an error drop with anything
+            // into an error drop (midonet-behaviour §2.1, §2.13).
+            self.out.actions.clear();
+            let reason = DropReason::LoopGuard;
+            Decision::Drop { reason, lifetime: reason.lifetime() }
+        } else if self.forwarded {
             Decision::Forward
         } else if let Some((router, ip)) = self.pending {
             Decision::ArpPending { router, ip }
@@ -303,13 +314,23 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     }
 
     fn enter(&mut self, dev: Dev) -> bool {
+        if !self.traverse(dev.id()) {
+            return false;
+        }
+        self.tag(Tag::device(dev.id()));
+        true
+    }
+
+    /// Count one more device (a bridge, a router, a mirror) on the current
+    /// path; false, and the loop guard tripped, past [`MAX_DEVICES`].
+    fn traverse(&mut self, id: DeviceId) -> bool {
         if self.depth >= MAX_DEVICES {
+            self.loop_guard = true;
             self.drop_pkt(DropReason::LoopGuard);
             return false;
         }
-        self.path[self.depth] = dev.id();
+        self.path[self.depth] = id;
         self.depth += 1;
-        self.tag(Tag::device(dev.id()));
         true
     }
 
