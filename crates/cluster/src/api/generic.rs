@@ -13,7 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::ctx::{no_content, Ctx};
-use super::kinds::{Env, Kind};
+use super::kinds::{delete_with_rules, Env, Kind};
 use crate::db::Tx;
 use crate::error::ApiError;
 use crate::txn;
@@ -311,12 +311,7 @@ pub async fn delete<T: Kind>(ctx: Ctx, Path(id): Path<String>) -> Result<Respons
     let ctx = &ctx;
     txn!(ctx.cluster, tx => {
         let old: T = load_visible(&mut tx, ctx, id).await?;
-        // The guard is read before the delete rules scan for referrers, so
-        // a referrer committed after the scan fails this transaction.
-        tx.guard_and_drop(id).await?;
-        old.on_delete(&mut tx, ctx).await?;
-        tx.delete(&old.store_key());
-        Ok(())
+        delete_with_rules(&mut tx, ctx, &old).await
     })?;
     Ok(no_content())
 }
@@ -326,14 +321,13 @@ pub async fn list_children<T: Kind>(
     ctx: &Ctx,
     parent: ObjectKind,
     pid: &str,
-    keep: impl Fn(&T, Uuid) -> bool,
 ) -> Result<Response, ApiError> {
     let pid = parse_id(parent.segment(), pid)?;
     check_parent(&mut ctx.tx(), ctx, parent, pid).await?;
     if T::KIND == ObjectKind::Rule {
         return list_rules(ctx, pid).await;
     }
-    list_filtered::<T>(ctx, |o| keep(o, pid)).await
+    list_filtered::<T>(ctx, |o| o.in_parent(parent, pid)).await
 }
 
 /// Rules of a chain, in chain order.

@@ -31,7 +31,6 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Extension;
 use futures::FutureExt;
 use midonet_model::kind::ObjectKind;
-use midonet_model::*;
 use serde_json::{json, Map, Value};
 
 use self::ctx::{Ctx, API_PREFIX};
@@ -87,79 +86,89 @@ impl Builder {
         self
     }
 
-    /// The table-driven CRUD routes of one kind.
+    /// The table-driven routes of one kind: its collection, `{id}`, and
+    /// its collection under each parent kind.
     fn kind<T: Kind>(self) -> Self {
         let d = T::DESC;
         let seg = T::KIND.segment();
-        let schema = Some(d.media);
+        let schema = d.media;
         let mut coll = MethodRouter::new();
         let mut coll_docs = Vec::new();
         if d.verbs.list {
             coll = coll.get(generic::list::<T>);
-            coll_docs.push(("get", format!("List {}s", d.what), schema, true, 200, false));
+            coll_docs.push(doc::list(&format!("List {}s", d.what), schema));
         }
         if d.verbs.create {
             coll = coll.post(generic::create::<T>);
-            coll_docs.push(("post", format!("Create a {}", d.what), schema, false, 201, true));
+            coll_docs.push(doc::create(&format!("Create a {}", d.what), schema));
         }
         let mut one = MethodRouter::new();
         let mut one_docs = Vec::new();
         if d.verbs.get {
             one = one.get(generic::get_one::<T>);
-            one_docs.push(("get", format!("Get a {}", d.what), schema, false, 200, false));
+            one_docs.push(doc::get(&format!("Get a {}", d.what), schema));
         }
         if d.verbs.update {
             one = one.put(generic::update::<T>);
-            one_docs.push(("put", format!("Replace a {}", d.what), schema, false, 204, true));
+            one_docs.push(doc::replace(&format!("Replace a {}", d.what), schema));
         }
         if d.verbs.delete {
             one = one.delete(generic::delete::<T>);
-            one_docs.push(("delete", format!("Delete a {}", d.what), None, false, 204, false));
+            one_docs.push(doc::delete(&format!("Delete a {}", d.what)));
         }
         let mut b = self;
         if !coll_docs.is_empty() {
             b = b.route(&format!("/{seg}"), coll, coll_docs);
         }
-        b.route(&format!("/{seg}/{{id}}"), one, one_docs)
+        b = b.route(&format!("/{seg}/{{id}}"), one, one_docs);
+        for &parent in d.parents {
+            let of = parent.segment().trim_end_matches('s').replace('_', " ");
+            let mr: MethodRouter<Arc<Cluster>> =
+                get(move |ctx: Ctx, Path(id): Path<String>| async move {
+                    generic::list_children::<T>(&ctx, parent, &id).await
+                })
+                .post(
+                    move |ctx: Ctx, Path(id): Path<String>, body: Bytes| async move {
+                        generic::create_child::<T>(&ctx, parent, &id, &body).await
+                    },
+                );
+            b = b.route(
+                &format!("/{}/{{id}}/{seg}", parent.segment()),
+                mr,
+                vec![
+                    doc::list(&format!("List the {}s of a {of}", d.what), schema),
+                    doc::create(&format!("Create a {} in a {of}", d.what), schema),
+                ],
+            );
+        }
+        b
     }
 }
 
-/// Descriptor of every kind served by the generic handlers, for the root
-/// document and the OpenAPI components.
-pub struct KindInfo {
-    pub segment: &'static str,
-    pub desc: kinds::Desc,
-    pub sample: fn() -> Value,
-}
+/// Doc entries by verb shape.
+pub mod doc {
+    use super::D;
 
-fn info<T: Kind>() -> KindInfo {
-    KindInfo {
-        segment: T::KIND.segment(),
-        desc: T::DESC,
-        sample: || serde_json::to_value(T::sample()).expect("samples serialize"),
+    /// `GET` of a collection of `schema`.
+    pub fn list(summary: &str, schema: &'static str) -> D {
+        ("get", summary.to_string(), Some(schema), true, 200, false)
     }
-}
-
-/// Every generic kind, in root-document order.
-pub fn kinds() -> Vec<KindInfo> {
-    vec![
-        info::<Bridge>(),
-        info::<Router>(),
-        info::<Port>(),
-        info::<Route>(),
-        info::<Chain>(),
-        info::<Rule>(),
-        info::<PortGroup>(),
-        info::<IpAddrGroup>(),
-        info::<Host>(),
-        info::<TunnelZone>(),
-        info::<LoadBalancer>(),
-        info::<Pool>(),
-        info::<PoolMember>(),
-        info::<Vip>(),
-        info::<HealthMonitor>(),
-        info::<Mirror>(),
-    ]
+    /// `GET` of one `schema`.
+    pub fn get(summary: &str, schema: &'static str) -> D {
+        ("get", summary.to_string(), Some(schema), false, 200, false)
+    }
+    /// `POST` of a `schema` body, 201.
+    pub fn create(summary: &str, schema: &'static str) -> D {
+        ("post", summary.to_string(), Some(schema), false, 201, true)
+    }
+    /// `PUT` of a `schema` body, 204.
+    pub fn replace(summary: &str, schema: &'static str) -> D {
+        ("put", summary.to_string(), Some(schema), false, 204, true)
+    }
+    /// `DELETE`, 204.
+    pub fn delete(summary: &str) -> D {
+        ("delete", summary.to_string(), None, false, 204, false)
+    }
 }
 
 /// Builds the whole HTTP application for a cluster.
@@ -204,23 +213,8 @@ pub fn app(cluster: Arc<Cluster>) -> axum::Router {
             "/tenants/{id}",
             get(tenant),
             vec![("get", "Get a tenant".into(), None, false, 200, false)],
-        )
-        .kind::<Bridge>()
-        .kind::<Router>()
-        .kind::<Port>()
-        .kind::<Route>()
-        .kind::<Chain>()
-        .kind::<Rule>()
-        .kind::<PortGroup>()
-        .kind::<IpAddrGroup>()
-        .kind::<Host>()
-        .kind::<TunnelZone>()
-        .kind::<LoadBalancer>()
-        .kind::<Pool>()
-        .kind::<PoolMember>()
-        .kind::<Vip>()
-        .kind::<HealthMonitor>()
-        .kind::<Mirror>();
+        );
+    let b = kinds::registry().into_iter().fold(b, |b, k| (k.routes)(b));
     let b = sub::routes(b);
     let b = b.route(
         "/trace",
@@ -313,7 +307,7 @@ async fn root(ctx: Ctx) -> Response {
     let mut m = Map::new();
     m.insert("uri".into(), json!(ctx.base));
     m.insert("version".into(), json!("v5.0"));
-    for k in kinds() {
+    for k in kinds::registry() {
         let coll = ctx.uri(&format!("/{}", k.segment));
         if let Some(name) = k.desc.root {
             m.insert(name.into(), json!(coll));

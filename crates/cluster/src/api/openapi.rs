@@ -77,7 +77,7 @@ fn extra_samples() -> Vec<(&'static str, Value)> {
 /// Builds the document.
 pub fn document(routes: &[RouteDoc]) -> Value {
     let mut schemas = Map::new();
-    for k in super::kinds() {
+    for k in super::kinds::registry() {
         let mut sample = (k.sample)();
         if let Value::Object(m) = &mut sample {
             m.insert("uri".into(), json!(""));
