@@ -49,6 +49,7 @@
 //! different explicit `tenantId` is 403). Hosts and tunnel zones are
 //! admin-only (403).
 
+pub mod agent_input;
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -29,27 +29,24 @@
 //! * State writes carry the session lease; a write with an expired session
 //!   fails with `NOT_FOUND` so the agent re-registers instead of writing
 //!   keys that would never be cleaned up.
+//! * What an agent sends is checked by the pure functions of
+//!   [`crate::agent_input`] before anything is written; a bad field is
+//!   `INVALID_ARGUMENT` naming it.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use midonet_model::topology::Stored;
-use midonet_model::{HostId, HostInterface, MacAddr, ObjectKind, PortId};
+use midonet_model::{HostId, HostInterface, ObjectKind};
 use midonet_proto::pb::{self, subscribe_response::Event};
-use midonet_proto::{
-    keys, ArpEntry, Liveness, MacEntry, TopologyServer, TopologyService, KEY_ROOT,
-};
+use midonet_proto::{keys, Liveness, TopologyServer, TopologyService, KEY_ROOT};
 use midonet_store::{KeyValue, LeaseId, Store, StoreError, Txn, TxnOp, WatchEvent};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-/// Session lease TTL when the agent asks for none.
-pub const DEFAULT_SESSION_TTL_SECS: i64 = 10;
-/// Bounds on the TTL an agent may ask for.
-const MIN_TTL: i64 = 2;
-const MAX_TTL: i64 = 300;
+pub use crate::agent_input::DEFAULT_SESSION_TTL_SECS;
+use crate::agent_input::{self, StateWrite};
 /// Messages buffered per subscriber before the watch waits for it.
 const SUBSCRIBER_BUFFER: usize = 256;
 
@@ -128,18 +125,6 @@ fn change_pb(ev: WatchEvent) -> Option<pb::Change> {
     };
     let key = String::from_utf8(key).ok()?;
     is_streamed(&key).then_some(pb::Change { key, value, deleted })
-}
-
-fn parse_host(s: &str) -> Result<HostId, Status> {
-    s.parse().map_err(|_| Status::invalid_argument(format!("host_id `{s}` is not a UUID")))
-}
-
-fn parse_port(s: &str) -> Result<PortId, Status> {
-    s.parse().map_err(|_| Status::invalid_argument(format!("port_id `{s}` is not a UUID")))
-}
-
-fn parse_uuid(field: &str, s: &str) -> Result<uuid::Uuid, Status> {
-    s.parse().map_err(|_| Status::invalid_argument(format!("{field} `{s}` is not a UUID")))
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -257,37 +242,20 @@ impl TopologyServiceImpl {
         }
     }
 
-    /// Brings `host_interfaces/<host>/*` to exactly `ifaces`, writing only
-    /// what changed (each write is a revision every agent receives).
+    /// Brings `host_interfaces/<host>/*` to exactly `ifaces` (checked by
+    /// [`agent_input::interfaces`]), writing only what changed (each write
+    /// is a revision every agent receives).
     async fn sync_interfaces(
         &self,
         host: HostId,
-        ifaces: &[pb::Interface],
+        ifaces: &[HostInterface],
     ) -> Result<Vec<TxnOp>, Status> {
         let prefix = format!("{}/", ObjectKind::HostInterface.key(&[&host.to_string()]));
         let existing = self.store.range(prefix.as_bytes()).await.map_err(status)?;
         let mut ops = Vec::new();
         let mut wanted = std::collections::BTreeSet::new();
-        for i in ifaces {
-            if i.name.is_empty() || i.name.contains('/') {
-                continue;
-            }
-            let hi = HostInterface {
-                host_id: host,
-                name: i.name.clone(),
-                mac: i.mac.parse::<MacAddr>().ok(),
-                mtu: i.mtu,
-                status: u32::from(i.up) | (u32::from(i.has_link) << 1),
-                if_type: if i.r#type.is_empty() { "Unknown".into() } else { i.r#type.clone() },
-                endpoint: i.endpoint.clone(),
-                addresses: i
-                    .addresses
-                    .iter()
-                    .filter_map(|a| a.split('/').next()?.parse().ok())
-                    .collect(),
-            };
-            let key = hi.store_key();
-            let value = json(&hi);
+        for hi in ifaces {
+            let (key, value) = agent_input::interface_kv(hi);
             let same = existing.kvs.iter().any(|kv| kv.key == key.as_bytes() && kv.value == value);
             if !same {
                 ops.push(TxnOp::put(key.clone(), value));
@@ -324,44 +292,29 @@ impl TopologyService for TopologyServiceImpl {
         &self,
         request: Request<pb::RegisterHostRequest>,
     ) -> Result<Response<pb::RegisterHostResponse>, Status> {
-        let req = request.into_inner();
-        let host = parse_host(&req.host_id)?;
-        let ttl = if req.ttl_secs <= 0 {
-            DEFAULT_SESSION_TTL_SECS
-        } else {
-            req.ttl_secs.clamp(MIN_TTL, MAX_TTL)
-        };
-        let addresses: Vec<std::net::IpAddr> =
-            req.addresses.iter().filter_map(|a| a.split('/').next()?.parse().ok()).collect();
+        let reg = agent_input::register_host(request.get_ref())?;
+        let host = reg.host;
 
         // Keep what operators set on the host (weights, limits): merge into
         // the stored JSON instead of overwriting it.
         let host_key = ObjectKind::Host.key(&[&host.to_string()]);
         let stored = self.store.get(host_key.as_bytes()).await.map_err(status)?;
-        let mut value: serde_json::Value =
-            match stored.as_ref().and_then(|kv| serde_json::from_slice(&kv.value).ok()) {
-                Some(v @ serde_json::Value::Object(_)) => v,
-                _ => serde_json::to_value(midonet_model::Host { id: host, ..Default::default() })
-                    .expect("host serializes"),
-            };
-        value["id"] = serde_json::json!(host.to_string());
-        value["name"] = serde_json::json!(req.name);
-        value["addresses"] = serde_json::json!(addresses);
-        let host_bytes = serde_json::to_vec(&value).expect("json value serializes");
+        let stored = stored.as_ref().map(|kv| kv.value.as_slice());
+        let host_bytes = agent_input::host_record(stored, &reg);
 
-        let lease = self.store.grant_lease(ttl).await.map_err(status)?;
+        let lease = self.store.grant_lease(reg.ttl_secs).await.map_err(status)?;
         let alive = Liveness { host_id: host.to_string(), session: lease.id.0 };
         let mut ops = vec![TxnOp::put_with_lease(
             keys::host_alive(&host.to_string()),
             json(&alive),
             lease.id,
         )];
-        if stored.as_ref().map(|kv| kv.value.as_slice()) != Some(host_bytes.as_slice()) {
+        if stored != Some(host_bytes.as_slice()) {
             ops.push(TxnOp::put(host_key, host_bytes));
         }
-        ops.extend(self.sync_interfaces(host, &req.interfaces).await?);
+        ops.extend(self.sync_interfaces(host, &reg.interfaces).await?);
         let resp = self.store.txn(Txn::new().and_then(ops)).await.map_err(status)?;
-        tracing::info!(%host, name = %req.name, session = lease.id.0, ttl = lease.ttl_secs, "host registered");
+        tracing::info!(%host, name = %reg.name, session = lease.id.0, ttl = lease.ttl_secs, "host registered");
         Ok(Response::new(pb::RegisterHostResponse {
             session: lease.id.0,
             ttl_secs: lease.ttl_secs,
@@ -382,9 +335,8 @@ impl TopologyService for TopologyServiceImpl {
         &self,
         request: Request<pb::ReportInterfacesRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let req = request.into_inner();
-        let host = parse_host(&req.host_id)?;
-        let ops = self.sync_interfaces(host, &req.interfaces).await?;
+        let (host, ifaces) = agent_input::report_interfaces(request.get_ref())?;
+        let ops = self.sync_interfaces(host, &ifaces).await?;
         if ops.is_empty() {
             let revision = self.store.current_revision().await.map_err(status)?;
             return Ok(Response::new(pb::Ack { revision }));
@@ -397,72 +349,40 @@ impl TopologyService for TopologyServiceImpl {
         &self,
         request: Request<pb::SetPortActiveRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let req = request.into_inner();
-        let port = parse_port(&req.port_id)?;
-        let key = keys::port_active(&port.to_string());
-        let revision = if req.active {
-            let v = Liveness { host_id: req.host_id, session: req.session };
-            self.store
-                .put(key.as_bytes(), &json(&v), Some(LeaseId(req.session)))
-                .await
-                .map_err(status)?
-        } else {
-            self.store.delete(key.as_bytes()).await.map_err(status)?.revision
-        };
-        Ok(Response::new(pb::Ack { revision }))
+        let req = request.get_ref();
+        let w = agent_input::set_port_active(req)?;
+        self.state_write(w, req.session).await
     }
 
     async fn publish_mac(
         &self,
         request: Request<pb::PublishMacRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let req = request.into_inner();
-        let bridge = parse_uuid("bridge_id", &req.bridge_id)?;
-        let mac: MacAddr = req
-            .mac
-            .parse()
-            .map_err(|_| Status::invalid_argument(format!("mac `{}` is not a MAC", req.mac)))?;
-        let vlan = u16::try_from(req.vlan)
-            .ok()
-            .filter(|v| *v < 4096)
-            .ok_or_else(|| Status::invalid_argument(format!("vlan {} out of range", req.vlan)))?;
-        let key = keys::mac_entry(&bridge.to_string(), vlan, &mac.to_string());
-        let revision = if req.delete {
-            self.store.delete(key.as_bytes()).await.map_err(status)?.revision
-        } else {
-            let port = parse_port(&req.port_id)?;
-            let v = MacEntry { port_id: port.to_string(), host_id: String::new() };
-            self.store
-                .put(key.as_bytes(), &json(&v), Some(LeaseId(req.session)))
-                .await
-                .map_err(status)?
-        };
-        Ok(Response::new(pb::Ack { revision }))
+        let req = request.get_ref();
+        let w = agent_input::publish_mac(req)?;
+        self.state_write(w, req.session).await
     }
 
     async fn publish_arp(
         &self,
         request: Request<pb::PublishArpRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let req = request.into_inner();
-        let device = parse_uuid("device_id", &req.device_id)?;
-        let ip: std::net::Ipv4Addr = req
-            .ip
-            .parse()
-            .map_err(|_| Status::invalid_argument(format!("ip `{}` is not IPv4", req.ip)))?;
-        let key = keys::arp_entry(&device.to_string(), &ip.to_string());
-        let revision = if req.delete {
-            self.store.delete(key.as_bytes()).await.map_err(status)?.revision
-        } else {
-            let mac: MacAddr = req
-                .mac
-                .parse()
-                .map_err(|_| Status::invalid_argument(format!("mac `{}` is not a MAC", req.mac)))?;
-            let v = ArpEntry { mac: mac.to_string(), host_id: String::new() };
-            self.store
-                .put(key.as_bytes(), &json(&v), Some(LeaseId(req.session)))
+        let req = request.get_ref();
+        let w = agent_input::publish_arp(req)?;
+        self.state_write(w, req.session).await
+    }
+}
+
+impl TopologyServiceImpl {
+    /// Puts a checked state key under the agent's session lease, or deletes it.
+    async fn state_write(&self, w: StateWrite, session: i64) -> Result<Response<pb::Ack>, Status> {
+        let revision = match w.value {
+            Some(v) => self
+                .store
+                .put(w.key.as_bytes(), &v, Some(LeaseId(session)))
                 .await
-                .map_err(status)?
+                .map_err(status)?,
+            None => self.store.delete(w.key.as_bytes()).await.map_err(status)?.revision,
         };
         Ok(Response::new(pb::Ack { revision }))
     }
@@ -471,7 +391,8 @@ impl TopologyService for TopologyServiceImpl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use midonet_model::{Bridge, BridgeId};
+    use midonet_model::topology::Stored;
+    use midonet_model::{Bridge, BridgeId, PortId};
     use midonet_proto::TopologyClient;
 
     async fn start(
