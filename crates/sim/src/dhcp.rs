@@ -88,6 +88,66 @@ pub(crate) fn build(t: &Topology) -> Map<BridgeId, BridgeDhcp> {
     out
 }
 
+/// Where the options start in a BOOTP message: after the fixed fields and
+/// the magic cookie (RFC 2131 §3).
+const OPTIONS: usize = 240;
+
+/// Lengths that RFCs fix for the options `dhcproto` decodes with fixed-size
+/// reads while checking the length only with `debug_assert!`: a message
+/// breaking one would panic a debug build (an agent, a test) and be misread
+/// by a release build, so it is not answered. (code, fewest, most bytes)
+const FIXED_LENGTHS: &[(u8, usize, usize)] = &[
+    (80, 0, 0),           // Rapid Commit (RFC 4039 §4)
+    (81, 3, usize::MAX),  // Client FQDN: flags, RCODE1, RCODE2, name (RFC 4702 §2)
+    (94, 3, 3),           // Client Network Interface Identifier (RFC 4578 §2.2)
+    (151, 1, usize::MAX), // bulk leasequery status-code (RFC 6926 §6.2.2)
+    (152, 4, 4),          // base-time, start-time-of-state, query-start-time,
+    (153, 4, 4),          // query-end-time (RFC 6926 §6.2.3-6.2.6)
+    (154, 4, 4),
+    (155, 4, 4),
+];
+
+/// Whether the DHCP options area `opts` (what follows the magic cookie, or
+/// one option TLV) keeps [`FIXED_LENGTHS`], read the way `dhcproto` reads
+/// it: pad and end have no length, and consecutive options with one code
+/// are one option (RFC 3396 concatenation). Used before every decode of
+/// bytes the simulation did not write.
+pub fn options_well_formed(opts: &[u8]) -> bool {
+    let fits = |(code, len): (u8, usize)| {
+        FIXED_LENGTHS.iter().all(|&(c, lo, hi)| c != code || (lo..=hi).contains(&len))
+    };
+    let mut run: Option<(u8, usize)> = None;
+    let mut at = 0;
+    while let Some(&code) = opts.get(at) {
+        if code == 0 || code == 255 {
+            if run.take().is_some_and(|r| !fits(r)) {
+                return false;
+            }
+            if code == 255 {
+                return true;
+            }
+            at += 1;
+            continue;
+        }
+        let len = opts.get(at + 1).map(|l| usize::from(*l));
+        let Some(len) = len.filter(|l| at + 2 + l <= opts.len()) else {
+            // Cut short: dhcproto decodes neither this option nor a run it
+            // continues, and stops there.
+            if run.is_some_and(|(c, _)| c == code) {
+                run = None;
+            }
+            break;
+        };
+        run = match run {
+            Some((c, l)) if c == code => Some((c, l + len)),
+            Some(r) if !fits(r) => return false,
+            _ => Some((code, len)),
+        };
+        at += 2 + len;
+    }
+    run.is_none_or(fits)
+}
+
 /// What the server answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -135,6 +195,9 @@ fn udp_payload(frame: &[u8]) -> Option<&[u8]> {
 /// packet then goes on into the bridge.
 pub(crate) fn answer(cfg: &BridgeDhcp, frame: &[u8]) -> Option<Answer> {
     let payload = udp_payload(frame)?;
+    if !options_well_formed(payload.get(OPTIONS..).unwrap_or_default()) {
+        return None;
+    }
     let req = v4::Message::decode(&mut Decoder::new(payload)).ok()?;
     if req.opcode() != v4::Opcode::BootRequest
         || req.htype() != v4::HType::Eth
@@ -310,6 +373,9 @@ pub fn extra_option(x: &DhcpExtraOpt) -> Option<DhcpOption> {
     // (and the reply's option map keys them correctly).
     let mut tlv = vec![code, bytes.len() as u8];
     tlv.extend_from_slice(&bytes);
+    if !options_well_formed(&tlv) {
+        return None;
+    }
     DhcpOption::decode(&mut Decoder::new(&tlv)).ok()
 }
 
@@ -379,6 +445,26 @@ mod tests {
             panic!("unknown code")
         };
         assert_eq!((u8::from(u.code()), u.data()), (224, &b"abc"[..]));
+    }
+
+    #[test]
+    fn options_whose_rfc_fixes_the_length_must_have_it() {
+        // Found by the `dhcp` fuzz target: option 94 with 10 bytes hit a
+        // debug_assert in dhcproto and panicked a debug build.
+        assert!(!options_well_formed(&[53, 1, 1, 94, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255]));
+        assert!(options_well_formed(&[53, 1, 1, 94, 3, 1, 2, 3, 255]));
+        assert!(!options_well_formed(&[80, 1, 0]), "rapid commit has no data");
+        assert!(options_well_formed(&[80, 0, 0, 81, 3, 0, 0, 0]));
+        assert!(!options_well_formed(&[151, 0]), "status code needs its code byte");
+        // RFC 3396: two 94s of 2 and 1 bytes are one 3-byte option.
+        assert!(options_well_formed(&[94, 2, 1, 2, 94, 1, 3, 255]));
+        assert!(!options_well_formed(&[94, 2, 1, 2, 0, 94, 1, 3]), "a pad ends the run");
+        assert!(options_well_formed(&[53, 1, 1, 94, 9]), "cut short: not decoded at all");
+        assert_eq!(extra_option(&opt("94", "ab")), None, "a bad extra option is left out");
+        assert_eq!(
+            extra_option(&opt("94", "abc")).map(|o| u8::from(OptionCode::from(&o))),
+            Some(94)
+        );
     }
 
     #[test]
