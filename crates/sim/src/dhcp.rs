@@ -201,7 +201,10 @@ pub(crate) fn answer(cfg: &BridgeDhcp, frame: &[u8]) -> Option<Answer> {
     let req = v4::Message::decode(&mut Decoder::new(payload)).ok()?;
     if req.opcode() != v4::Opcode::BootRequest
         || req.htype() != v4::HType::Eth
-        || req.chaddr().len() < 6
+        // dhcproto's chaddr() slices its 16-byte field by hlen and panics
+        // past 16 (found by the dhcp fuzz target: one packet from a VM
+        // brought the simulation down, in release builds too).
+        || !(6..=16).contains(&req.hlen())
     {
         return None;
     }
@@ -445,6 +448,54 @@ mod tests {
             panic!("unknown code")
         };
         assert_eq!((u8::from(u.code()), u.data()), (224, &b"abc"[..]));
+    }
+
+    #[test]
+    fn request_with_hardware_address_longer_than_chaddr_is_not_answered() {
+        // Found by the dhcp fuzz target: hlen 22 made dhcproto's chaddr()
+        // slice past its 16 bytes and panic.
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let mut m = v4::Message::new(
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &mac.0,
+        );
+        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Discover));
+        let mut payload = m.to_vec().expect("encode");
+        let subnet = DhcpSubnet {
+            bridge_id: BridgeId::nil(),
+            subnet_prefix: Ipv4Addr::new(10, 0, 0, 0),
+            subnet_length: 24,
+            default_gateway: None,
+            server_addr: None,
+            dns_server_addrs: vec![],
+            interface_mtu: None,
+            opt121_routes: vec![],
+            enabled: true,
+        };
+        let host = DhcpHost {
+            bridge_id: BridgeId::nil(),
+            subnet: subnet.key(),
+            mac_addr: midonet_model::MacAddr(mac.0),
+            ip_addr: Ipv4Addr::new(10, 0, 0, 5),
+            name: String::new(),
+            extra_dhcp_opts: vec![],
+        };
+        let mut cfg = BridgeDhcp { subnets: vec![subnet], ..Default::default() };
+        cfg.hosts.insert(mac, (0, host));
+        let frame = |p: &[u8]| {
+            udp_frame(mac, MacAddr([0xff; 6]), Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, p)
+                .map(|mut f| {
+                    f[34..38].copy_from_slice(&[0, 68, 0, 67]);
+                    f
+                })
+                .expect("frame")
+        };
+        assert!(answer(&cfg, &frame(&payload)).is_some(), "hlen 6 is answered");
+        payload[2] = 22;
+        assert!(answer(&cfg, &frame(&payload)).is_none());
     }
 
     #[test]
