@@ -705,7 +705,9 @@ pub fn coalesce_udp(
     // (RFC 6864 §4.1); otherwise segmentation must recreate them.
     let df = rd16(first, 20) & 0x4000 != 0;
     for k in 0..n {
-        let d = &buf[k * seg + lead..((k + 1) * seg).min(total)];
+        // A last datagram shorter than the encapsulation is refused, not
+        // sliced past its end (the `vxlan` fuzz target's replay found it).
+        let d = buf.get(k * seg + lead..((k + 1) * seg).min(total))?;
         let this_pl = d.len().checked_sub(HDRS)?;
         if this_pl == 0 || this_pl > pl || (k + 1 < n && this_pl != pl) {
             return None;
@@ -1035,6 +1037,13 @@ mod tests {
         // One datagram only.
         let (mut buf, seg, _) = gro_message(1, 18, 18, 7);
         assert!(coalesce_udp(&mut buf, seg, 8, false).is_none());
+        // A last datagram shorter than the encapsulation: refused, not a
+        // panic (found by the vxlan fuzz target's replay).
+        let (mut buf, seg, _) = gro_message(2, 18, 18, 7);
+        buf.truncate(seg + 3);
+        let before = buf.clone();
+        assert!(coalesce_udp(&mut buf, seg, 8, false).is_none());
+        assert_eq!(buf, before);
     }
 
     #[test]
