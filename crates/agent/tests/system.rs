@@ -859,7 +859,7 @@ fn inject_malformed(vm: &Vm) {
 /// Knobs: `MAG_CONNS` (default 3000), `MAG_CONN_THREADS` (4), `MAG_CLIENT_PORTS` (64).
 #[test]
 fn short_connections_through_a_router_reuse_the_megaflow() {
-    if !prerequisites() {
+    if !prerequisites("short_connections_through_a_router_reuse_the_megaflow") {
         return;
     }
     let knob = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
