@@ -70,6 +70,11 @@ cargo fmt --all --check
 
 log "build"
 cargo build --workspace --all-targets
+# The system tests run the daemons as processes and make sure they are
+# fresh with `cargo build -p <bin>`, whose feature set (no test-util) is not
+# the workspace's: build them here, once, so that no test spends its time
+# budget compiling.
+cargo build -p midonet-agent-bin -p midonet-cluster-bin
 
 log "lint"
 cargo clippy --workspace --all-targets -- -D warnings
