@@ -47,7 +47,7 @@ pub fn dhcp(data: &[u8]) {
     }
     round_trip(&msg);
     let frame = if raw { msg.clone() } else { wrap(&msg) };
-    let Some((key, r)) = simulate(*port, flags & 0x10 != 0, &frame) else {
+    let Some((_, r)) = simulate(*port, flags & 0x10 != 0, &frame) else {
         assert!(raw, "a wrapped request keys");
         return;
     };
@@ -63,7 +63,7 @@ pub fn dhcp(data: &[u8]) {
     assert_eq!(g.target, GenTarget::Emit(f.port(*port)), "back out of the ingress port");
     let payload = udp_payload(&frame).expect("only UDP requests are answered");
     let req = decode(payload).expect("only decodable requests are answered");
-    check_reply(&g.frame, &req, &key);
+    check_reply(&g.frame, &req);
 }
 
 /// `msg` in an Ethernet/IPv4/UDP 68→67 broadcast from its chaddr.
@@ -166,10 +166,12 @@ fn expected(req: &v4::Message) -> Option<(MessageType, Ipv4Addr)> {
     Some((reply, ip))
 }
 
-fn check_reply(frame: &[u8], req: &v4::Message, req_key: &FlowKey) {
+fn check_reply(frame: &[u8], req: &v4::Message) {
     let k = FlowKey::extract(frame, InPort::Port(0)).expect("the reply keys");
     assert_eq!((k.ip_proto, k.l4_src, k.l4_dst), (17, 67, 68), "udp 67 → 68");
-    assert_eq!((k.eth_dst, k.ipv4_dst), (req_key.eth_src, Ipv4Addr::BROADCAST));
+    // To the client's hardware address (chaddr), which need not be the
+    // request's Ethernet source.
+    assert_eq!((&k.eth_dst.0[..], k.ipv4_dst), (&req.chaddr()[..6], Ipv4Addr::BROADCAST));
     assert_checksums(frame);
     let payload = udp_payload(frame).expect("udp payload");
     assert!(payload.len() >= v4::MIN_PACKET_SIZE, "padded to the BOOTP minimum");
