@@ -15,9 +15,8 @@
 //! fragment offset 1480 bytes. For first fragments the L4 checksum covers the
 //! bytes present (there is no rest of the datagram to cover).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use midonet_wire::checksum::{finish, pseudo_header_v4, pseudo_header_v6, sum};
 
-use crate::checksum::{finish, sum};
 use crate::key::*;
 
 /// Fragment offset (in 8-byte units) written for `FragType::Later`: 1480 bytes,
@@ -187,7 +186,7 @@ fn write_ipv4(k: &FlowKey, payload: &[u8], out: &mut Vec<u8>) {
         let start = if k.ip_proto == IP_PROTO_ICMP {
             0
         } else {
-            pseudo_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, l4_len)
+            pseudo_header_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, l4_len as u16)
         };
         let mut c = finish(sum(start, &out[l4..]));
         if c == 0 && k.ip_proto == IP_PROTO_UDP {
@@ -215,7 +214,8 @@ fn write_ipv6(k: &FlowKey, payload: &[u8], out: &mut Vec<u8>) {
     out[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
     if let Some(at) = csum_at {
         let l4_len = (out.len() - l4) as u32;
-        let mut c = finish(sum(pseudo_v6(k.ipv6_src, k.ipv6_dst, k.ip_proto, l4_len), &out[l4..]));
+        let pseudo = pseudo_header_v6(k.ipv6_src, k.ipv6_dst, k.ip_proto, l4_len);
+        let mut c = finish(sum(pseudo, &out[l4..]));
         if c == 0 && k.ip_proto == IP_PROTO_UDP {
             c = 0xffff;
         }
@@ -223,22 +223,10 @@ fn write_ipv6(k: &FlowKey, payload: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Unfolded sum of the IPv4 pseudo-header (RFC 9293 §3.1, RFC 768).
-pub(crate) fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4_len: u32) -> u32 {
-    let s = sum(0, &src.octets());
-    let s = sum(s, &dst.octets());
-    s + u32::from(proto) + l4_len
-}
-
-/// Unfolded sum of the IPv6 pseudo-header (RFC 8200 §8.1).
-pub(crate) fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, l4_len: u32) -> u32 {
-    let s = sum(0, &src.octets());
-    let s = sum(s, &dst.octets());
-    s + u32::from(proto) + (l4_len >> 16) + (l4_len & 0xffff)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
     use crate::rewrite::tests::assert_checksums_valid;
 

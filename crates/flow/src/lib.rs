@@ -33,16 +33,19 @@
 //! * [`FlowMatch`]: the marking view the simulation uses.
 //! * [`Action`], [`Actions`], [`diff_actions`]: what to do with a packet.
 //! * [`apply_action`], [`apply_actions_to_frame`]: in-place rewrites with
-//!   incremental checksums.
+//!   incremental checksums; [`set_field`], [`push_vlan_in_place`],
+//!   [`pop_vlan_in_place`]: the same on a byte slice (with headroom for a
+//!   VLAN push), for the datapath's receive buffers.
 //! * [`FlowKey::to_frame`], [`FlowKey::canonical`], `FromStr`/`Display`:
 //!   the `midonet trace` packet syntax and frames built from keys; serde
 //!   (de)serializes through the same text forms.
 //!
-//! This crate depends on no other workspace crate (ARCHITECTURE.md §7).
+//! Of the workspace crates this one depends only on `midonet-wire`, the
+//! other vocabulary crate: the rewriter reads and writes headers through
+//! its typed views and uses its checksum arithmetic, so each exists once.
 
 mod action;
 mod build;
-mod checksum;
 mod extract;
 pub mod key;
 mod mask;
@@ -56,5 +59,8 @@ pub use extract::ParseError;
 pub use key::{FlowKey, FragType, InPort, MacAddr, MacParseError};
 pub use mask::{FieldId, FlowMask, MaskedKey};
 pub use matching::FlowMatch;
-pub use rewrite::{apply_action, apply_action_partial, apply_actions_to_frame, RewriteError};
+pub use rewrite::{
+    apply_action, apply_action_partial, apply_actions_to_frame, pop_vlan_in_place,
+    push_vlan_in_place, set_field, RewriteError,
+};
 pub use text::{DescParseError, MaskedDisplay};

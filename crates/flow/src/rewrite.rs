@@ -1,5 +1,12 @@
 //! Apply set-field and VLAN [`Action`]s to a frame in place.
 //!
+//! This is the one implementation of the actions' rewrites: the datapath
+//! runs it on frames in its receive buffers ([`set_field`],
+//! [`push_vlan_in_place`], [`pop_vlan_in_place`]), and [`apply_action`]
+//! runs it on a `Vec` for everyone else. Headers are read and written
+//! through `midonet-wire`'s typed views; checksums with its RFC 1624
+//! arithmetic.
+//!
 //! Checksums are updated incrementally (RFC 1624): the IPv4 header checksum
 //! for address/TTL/TOS changes, the TCP/UDP checksum for address changes
 //! (they are in the pseudo-header, RFC 9293 §3.1, RFC 768) and port changes,
@@ -7,15 +14,21 @@
 //! (IPv4) and stays zero; an update that would produce zero writes 0xffff
 //! (RFC 768). Later fragments carry no L4 header, so only the IP header
 //! changes; the L4 checksum in the first fragment covers the whole datagram
-//! and is updated there.
+//! and is updated there. A rewrite that must update an L4 header which is
+//! cut short fails before writing anything.
 //!
 //! Frames whose L4 checksum is "partial" (offloaded, `CHECKSUM_PARTIAL` /
 //! virtio `NEEDS_CSUM`: the field holds the *uncomplemented* pseudo-header
 //! sum, and whoever completes it sums the segment as it then is) need
 //! different updates: an address change moves that sum the other way
 //! (`!update(!field)`), and a change inside the segment (ports, ICMP id)
-//! needs none. [`apply_action_partial`] takes the offset of such a
-//! checksummed L4 header; [`apply_action`] assumes complete checksums.
+//! needs none. The `csum_start` argument gives the frame offset where such
+//! a checksum starts; `None` means every checksum is complete.
+//!
+//! Finding the headers: IPv4 (the packet path's case, e.g. the TTL of every
+//! routed 64 KB GSO frame) is located directly, Ethernet → one optional
+//! 802.1Q tag → IPv4 header, without keying the whole frame; IPv6 goes
+//! through the key extractor, which walks extension headers.
 //!
 //! The IP header quoted inside an ICMP error is not rewritten (NAT of ICMP
 //! errors needs the payload, which a megaflow cannot match: the simulation
@@ -24,9 +37,14 @@
 //! SCTP ports are not rewritable here: SCTP uses CRC32c over the whole
 //! packet, which cannot be updated incrementally.
 
+use std::net::Ipv4Addr;
+
+use midonet_wire::checksum::{update16, update32};
+use midonet_wire::ethernet::{self, EthernetFrame, VlanTag, ETH_HEADER_SIZE, VLAN_TAG_SIZE};
+use midonet_wire::{IcmpPacket, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, WireError};
+
 use crate::action::Action;
-use crate::checksum::{update16, update32};
-use crate::extract::{extract_with_layout, Layout, ParseError};
+use crate::extract::{extract_with_layout, ParseError};
 use crate::key::*;
 
 /// Why an action could not be applied to a frame. `Copy`, for drop counters.
@@ -50,6 +68,10 @@ pub enum RewriteError {
     /// A VLAN pop on an untagged frame.
     #[error("frame has no vlan tag")]
     NotTagged,
+    /// A VLAN push or pop given to [`set_field`], which keeps the frame's
+    /// size: use [`push_vlan_in_place`] / [`pop_vlan_in_place`].
+    #[error("vlan push/pop changes the frame size")]
+    Resizes,
 }
 
 impl From<ParseError> for RewriteError {
@@ -67,44 +89,27 @@ pub fn apply_action(frame: &mut Vec<u8>, action: &Action) -> Result<(), RewriteE
 /// [`apply_action`] for a frame whose L4 checksum may be partial:
 /// `csum_start` is the frame offset where the offloaded checksum starts (the
 /// virtio header's `csum_start` when `NEEDS_CSUM` is set), `None` when every
-/// checksum is complete. A partial checksum starting at the TCP/UDP header
-/// gets pseudo-header updates for address changes and none for port
-/// changes; the IPv4 header checksum is always complete and updated as
-/// usual. VLAN push/pop shift the headers: the caller moves `csum_start`.
+/// checksum is complete. VLAN push/pop shift the headers: the caller moves
+/// `csum_start`.
 pub fn apply_action_partial(
     frame: &mut Vec<u8>,
     action: &Action,
     csum_start: Option<usize>,
 ) -> Result<(), RewriteError> {
     match *action {
-        Action::Output(_) | Action::Tunnel { .. } | Action::Userspace(_) => Ok(()),
-        Action::SetEthDst(m) => set_bytes(frame, 0, &m.0),
-        Action::SetEthSrc(m) => set_bytes(frame, 6, &m.0),
-        Action::PushVlan { vid, pcp } => {
-            if frame.len() < 14 {
+        Action::PushVlan { .. } => {
+            if frame.len() < ETH_HEADER_SIZE {
                 return Err(ParseError::EthTruncated.into());
             }
-            let tci = (u16::from(pcp & 0x07) << 13) | (vid & 0x0fff);
-            let [t0, t1] = tci.to_be_bytes();
-            let [p0, p1] = ETH_TYPE_VLAN.to_be_bytes();
-            frame.splice(12..12, [p0, p1, t0, t1]);
-            Ok(())
+            frame.splice(0..0, [0; VLAN_TAG_SIZE]);
+            push_vlan_in_place(frame, action)
         }
         Action::PopVlan => {
-            if frame.get(12..14) != Some(&ETH_TYPE_VLAN.to_be_bytes()[..]) {
-                return Err(RewriteError::NotTagged);
-            }
-            if frame.len() < 18 {
-                return Err(ParseError::VlanTruncated.into());
-            }
-            frame.drain(12..16);
+            pop_vlan_in_place(frame)?;
+            frame.drain(..VLAN_TAG_SIZE);
             Ok(())
         }
-        _ => {
-            let (key, lay) = extract_with_layout(frame, InPort::Port(0))?;
-            let partial = csum_start.is_some() && csum_start == lay.l4;
-            set_l3_l4(frame, &key, &lay, action, partial)
-        }
+        _ => set_field(frame, action, csum_start),
     }
 }
 
@@ -117,10 +122,123 @@ pub fn apply_actions_to_frame(frame: &mut Vec<u8>, actions: &[Action]) -> Result
     Ok(())
 }
 
-fn set_bytes(frame: &mut [u8], at: usize, v: &[u8]) -> Result<(), RewriteError> {
-    let dst = frame.get_mut(at..at + v.len()).ok_or(ParseError::EthTruncated)?;
-    dst.copy_from_slice(v);
-    Ok(())
+/// `PushVlan` in place: `buf` holds 4 bytes of room followed by the frame,
+/// and is the tagged frame afterwards (only the MAC addresses move).
+/// Any other action is an error.
+pub fn push_vlan_in_place(buf: &mut [u8], action: &Action) -> Result<(), RewriteError> {
+    let Action::PushVlan { vid, pcp } = *action else { return Err(RewriteError::Resizes) };
+    let tag = VlanTag { vid, pcp, dei: false };
+    ethernet::vlan_push_in_place(buf, tag).map_err(|_| ParseError::EthTruncated.into())
+}
+
+/// `PopVlan` in place: afterwards the untagged frame is `frame[4..]` (only
+/// the MAC addresses move). Fails, leaving the frame alone, when it is
+/// untagged or the tag is cut short.
+pub fn pop_vlan_in_place(frame: &mut [u8]) -> Result<(), RewriteError> {
+    match ethernet::vlan_pop_in_place(frame) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(RewriteError::NotTagged),
+        Err(_) if frame.len() < ETH_HEADER_SIZE => Err(RewriteError::NotTagged),
+        Err(_) => Err(ParseError::VlanTruncated.into()),
+    }
+}
+
+/// Apply an action that keeps the frame's size (every one but `PushVlan`
+/// and `PopVlan`, which give [`RewriteError::Resizes`]) in place. Emit
+/// actions leave the frame unchanged. `csum_start` as for
+/// [`apply_action_partial`]. On error the frame is unchanged.
+pub fn set_field(
+    frame: &mut [u8],
+    action: &Action,
+    csum_start: Option<usize>,
+) -> Result<(), RewriteError> {
+    match *action {
+        Action::Output(_) | Action::Tunnel { .. } | Action::Userspace(_) => Ok(()),
+        Action::SetEthDst(m) => {
+            eth_view(frame)?.set_dst_addr(m.0);
+            Ok(())
+        }
+        Action::SetEthSrc(m) => {
+            eth_view(frame)?.set_src_addr(m.0);
+            Ok(())
+        }
+        Action::PushVlan { .. } | Action::PopVlan => Err(RewriteError::Resizes),
+        Action::SetIpv4Src(_)
+        | Action::SetIpv4Dst(_)
+        | Action::SetTtl(_)
+        | Action::SetTos(_)
+        | Action::SetL4Src(_)
+        | Action::SetL4Dst(_)
+        | Action::SetIcmpId(_) => set_ip_field(frame, action, csum_start),
+    }
+}
+
+fn eth_view(frame: &mut [u8]) -> Result<EthernetFrame<&mut [u8]>, RewriteError> {
+    EthernetFrame::new_checked(frame).map_err(|_| ParseError::EthTruncated.into())
+}
+
+/// Where a frame's IP and L4 headers are.
+#[derive(Clone, Copy, Debug)]
+struct Located {
+    v6: bool,
+    /// Start of the IP header.
+    l3: usize,
+    /// End of the IP packet (its length field; Ethernet padding excluded).
+    end: usize,
+    /// The upper-layer protocol.
+    proto: u8,
+    /// Start of the L4 header, unless this is a later fragment.
+    l4: Option<usize>,
+}
+
+/// Find the IP headers; `None` for a frame that is not IP.
+fn locate(frame: &[u8]) -> Result<Option<Located>, RewriteError> {
+    let (ethertype, l3) = match ethernet::l3_offset(frame) {
+        Ok(x) => x,
+        Err(_) if frame.len() < ETH_HEADER_SIZE => return Err(ParseError::EthTruncated.into()),
+        Err(_) => return Err(ParseError::VlanTruncated.into()),
+    };
+    match ethertype {
+        ETH_TYPE_IPV4 => {
+            let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(|e| match e {
+                WireError::Truncated => ParseError::Ipv4Truncated,
+                _ => ParseError::Ipv4Malformed,
+            })?;
+            let l4 = (!ip.is_later_fragment()).then_some(l3 + ip.header_len());
+            let end = l3 + usize::from(ip.total_len());
+            Ok(Some(Located { v6: false, l3, end, proto: ip.protocol(), l4 }))
+        }
+        ETH_TYPE_IPV6 => {
+            let (k, lay) = extract_with_layout(frame, InPort::Port(0))?;
+            Ok(Some(Located {
+                v6: true,
+                l3: lay.l3,
+                end: lay.l3_end,
+                proto: k.ip_proto,
+                l4: lay.l4,
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The L4 checksum a pseudo-header change must update, checked to lie
+/// inside the packet: its offset in the frame and whether zero means
+/// "no checksum" (UDP over IPv4).
+fn l4_checksum(frame: &[u8], at: &Located) -> Result<Option<(usize, bool)>, RewriteError> {
+    let Some(l4) = at.l4 else { return Ok(None) };
+    let seg = &frame[l4..at.end];
+    match at.proto {
+        IP_PROTO_TCP => {
+            TcpPacket::new_checked(seg).map_err(|_| ParseError::TcpTruncated)?;
+            Ok(Some((l4 + midonet_wire::tcp::field::CHECKSUM.start, false)))
+        }
+        IP_PROTO_UDP => {
+            UdpPacket::new_checked(seg).map_err(|_| ParseError::UdpTruncated)?;
+            Ok(Some((l4 + midonet_wire::udp::field::CHECKSUM.start, !at.v6)))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn rd16(b: &[u8], at: usize) -> u16 {
@@ -131,18 +249,8 @@ fn wr16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-/// Offset of the L4 checksum field for protocols that have a pseudo-header,
-/// and whether zero means "no checksum" (UDP over IPv4).
-fn l4_csum_at(key: &FlowKey, l4: usize) -> Option<(usize, bool)> {
-    match key.ip_proto {
-        IP_PROTO_TCP => Some((l4 + 16, false)),
-        IP_PROTO_UDP => Some((l4 + 6, key.is_ipv4())),
-        IP_PROTO_ICMPV6 if key.is_ipv6() => Some((l4 + 2, false)),
-        _ => None,
-    }
-}
-
-/// Update the L4 checksum at `at` for a 16- or 32-bit field change.
+/// Update the complete L4 checksum at `at` for a field change `old` → `new`
+/// (32 bits wide when `wide`), honouring UDP's "zero means none".
 fn fix_l4(b: &mut [u8], at: usize, zero_is_none: bool, old: u32, new: u32, wide: bool) {
     let c = rd16(b, at);
     if zero_is_none && c == 0 {
@@ -162,114 +270,140 @@ fn fix_partial32(b: &mut [u8], at: usize, old: u32, new: u32) {
     wr16(b, at, !update32(!c, old, new));
 }
 
-/// `partial`: the L4 checksum (at `lay.l4`) is an offloaded partial one.
-fn set_l3_l4(
+fn set_ip_field(
     frame: &mut [u8],
-    key: &FlowKey,
-    lay: &Layout,
     action: &Action,
-    partial: bool,
+    csum_start: Option<usize>,
 ) -> Result<(), RewriteError> {
-    let l3 = lay.l3;
-    // All offsets below were validated by extract_with_layout: the IPv4/IPv6
-    // header and (when `lay.l4` is set) the L4 header lie inside the frame.
+    let Some(at) = locate(frame)? else {
+        return Err(match action {
+            Action::SetIpv4Src(_) | Action::SetIpv4Dst(_) => RewriteError::NotIpv4,
+            Action::SetL4Src(_) | Action::SetL4Dst(_) => RewriteError::NoPorts,
+            Action::SetIcmpId(_) => RewriteError::NotIcmpEcho,
+            _ => RewriteError::NotIp,
+        });
+    };
+    let partial = csum_start.is_some() && csum_start == at.l4;
     match *action {
         Action::SetIpv4Src(a) | Action::SetIpv4Dst(a) => {
-            if !key.is_ipv4() {
+            if at.v6 {
                 return Err(RewriteError::NotIpv4);
             }
-            let at = if matches!(action, Action::SetIpv4Src(_)) { l3 + 12 } else { l3 + 16 };
-            let old = u32::from_be_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
-            let new = u32::from(a);
-            frame[at..at + 4].copy_from_slice(&a.octets());
-            let c = rd16(frame, l3 + 10);
-            wr16(frame, l3 + 10, update32(c, old, new));
-            if let Some(l4) = lay.l4 {
-                if let Some((csum, zero_none)) = l4_csum_at(key, l4) {
-                    if partial {
-                        fix_partial32(frame, csum, old, new);
-                    } else {
-                        fix_l4(frame, csum, zero_none, old, new, true);
-                    }
+            let l4sum = l4_checksum(frame, &at)?;
+            let src = matches!(action, Action::SetIpv4Src(_));
+            let old = set_ipv4_addr(&mut frame[at.l3..], src, a);
+            let (old, new) = (u32::from(old), u32::from(a));
+            if let Some((csum, zero_none)) = l4sum {
+                if partial {
+                    fix_partial32(frame, csum, old, new);
+                } else {
+                    fix_l4(frame, csum, zero_none, old, new, true);
                 }
             }
             Ok(())
         }
         Action::SetTtl(ttl) => {
-            if key.is_ipv4() {
-                let old = rd16(frame, l3 + 8);
-                frame[l3 + 8] = ttl;
-                let new = rd16(frame, l3 + 8);
-                let c = rd16(frame, l3 + 10);
-                wr16(frame, l3 + 10, update16(c, old, new));
-                Ok(())
-            } else if key.is_ipv6() {
-                frame[l3 + 7] = ttl;
-                Ok(())
+            if at.v6 {
+                Ipv6Packet::new_unchecked(&mut frame[at.l3..]).set_hop_limit(ttl);
             } else {
-                Err(RewriteError::NotIp)
+                let mut ip = Ipv4Packet::new_unchecked(&mut frame[at.l3..]);
+                let old = ip.ttl_proto_word();
+                ip.set_ttl(ttl);
+                let c = update16(ip.checksum(), old, ip.ttl_proto_word());
+                ip.set_checksum(c);
             }
+            Ok(())
         }
         Action::SetTos(tos) => {
-            if key.is_ipv4() {
-                let old = rd16(frame, l3);
-                frame[l3 + 1] = tos;
-                let new = rd16(frame, l3);
-                let c = rd16(frame, l3 + 10);
-                wr16(frame, l3 + 10, update16(c, old, new));
-                Ok(())
-            } else if key.is_ipv6() {
-                frame[l3] = (frame[l3] & 0xf0) | (tos >> 4);
-                frame[l3 + 1] = (frame[l3 + 1] & 0x0f) | (tos << 4);
-                Ok(())
+            if at.v6 {
+                Ipv6Packet::new_unchecked(&mut frame[at.l3..]).set_traffic_class(tos);
             } else {
-                Err(RewriteError::NotIp)
+                let mut ip = Ipv4Packet::new_unchecked(&mut frame[at.l3..]);
+                let old = ip.ver_tos_word();
+                ip.set_tos(tos);
+                let c = update16(ip.checksum(), old, ip.ver_tos_word());
+                ip.set_checksum(c);
             }
+            Ok(())
         }
         Action::SetL4Src(p) | Action::SetL4Dst(p) => {
-            let l4 = match lay.l4 {
-                Some(l4) if matches!(key.ip_proto, IP_PROTO_TCP | IP_PROTO_UDP) => l4,
+            let src = matches!(action, Action::SetL4Src(_));
+            let l4 = match at.l4 {
+                Some(l4) if matches!(at.proto, IP_PROTO_TCP | IP_PROTO_UDP) => l4,
                 _ => return Err(RewriteError::NoPorts),
             };
-            let at = if matches!(action, Action::SetL4Src(_)) { l4 } else { l4 + 2 };
-            let old = rd16(frame, at);
-            wr16(frame, at, p);
-            // A partial checksum is summed over the segment later: nothing to do.
-            if let (Some((csum, zero_none)), false) = (l4_csum_at(key, l4), partial) {
-                fix_l4(frame, csum, zero_none, u32::from(old), u32::from(p), false);
+            let seg = &mut frame[l4..at.end];
+            // A partial checksum is summed over the segment later: only a
+            // complete one needs the update.
+            if at.proto == IP_PROTO_TCP {
+                let mut t = TcpPacket::new_checked(seg).map_err(|_| ParseError::TcpTruncated)?;
+                let old = if src { t.src_port() } else { t.dst_port() };
+                if src {
+                    t.set_src_port(p);
+                } else {
+                    t.set_dst_port(p);
+                }
+                if !partial {
+                    t.set_checksum(update16(t.checksum(), old, p));
+                }
+            } else {
+                let mut u = UdpPacket::new_checked(seg).map_err(|_| ParseError::UdpTruncated)?;
+                let old = if src { u.src_port() } else { u.dst_port() };
+                if src {
+                    u.set_src_port(p);
+                } else {
+                    u.set_dst_port(p);
+                }
+                if !partial {
+                    let csum = l4 + midonet_wire::udp::field::CHECKSUM.start;
+                    fix_l4(frame, csum, !at.v6, u32::from(old), u32::from(p), false);
+                }
             }
             Ok(())
         }
         Action::SetIcmpId(id) => {
-            let l4 = match lay.l4 {
-                Some(l4) if key.is_icmp_echo() => l4,
+            let echo_proto = if at.v6 { IP_PROTO_ICMPV6 } else { IP_PROTO_ICMP };
+            let l4 = match at.l4 {
+                Some(l4) if at.proto == echo_proto => l4,
                 _ => return Err(RewriteError::NotIcmpEcho),
             };
-            let old = rd16(frame, l4 + 4);
-            wr16(frame, l4 + 4, id);
+            let mut icmp = IcmpPacket::new_checked(&mut frame[l4..at.end])
+                .map_err(|_| ParseError::IcmpTruncated)?;
+            let echo_types: [u8; 2] = if at.v6 { [128, 129] } else { [0, 8] };
+            if !echo_types.contains(&icmp.msg_type()) {
+                return Err(RewriteError::NotIcmpEcho);
+            }
+            let old = icmp.echo_ident();
+            icmp.set_echo_ident(id);
             if !partial {
-                let c = rd16(frame, l4 + 2);
-                wr16(frame, l4 + 2, update16(c, old, id));
+                icmp.set_checksum(update16(icmp.checksum(), old, id));
             }
             Ok(())
         }
-        // Handled by apply_action before parsing.
-        Action::SetEthSrc(_)
-        | Action::SetEthDst(_)
-        | Action::PushVlan { .. }
-        | Action::PopVlan
-        | Action::Output(_)
-        | Action::Tunnel { .. }
-        | Action::Userspace(_) => Ok(()),
+        // set_field sends only the IP set-fields here.
+        _ => Ok(()),
     }
+}
+
+/// Write an IPv4 source (`src`) or destination address and update the
+/// header checksum; returns the old address.
+fn set_ipv4_addr(ip: &mut [u8], src: bool, a: Ipv4Addr) -> Ipv4Addr {
+    let mut ip = Ipv4Packet::new_unchecked(ip);
+    let old = if src { ip.src_addr() } else { ip.dst_addr() };
+    if src {
+        ip.set_src_addr(a);
+    } else {
+        ip.set_dst_addr(a);
+    }
+    let c = update32(ip.checksum(), u32::from(old), u32::from(a));
+    ip.set_checksum(c);
+    old
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::build::{pseudo_v4, pseudo_v6};
-    use crate::checksum::{fold, sum};
-    use std::net::Ipv4Addr;
+    use midonet_wire::checksum::{finish, fold, pseudo_header_v4, pseudo_header_v6, sum};
 
     /// Recompute every checksum in `frame` from scratch and check it.
     /// Independent of the incremental path under test.
@@ -289,11 +423,11 @@ pub(crate) mod tests {
         let seg = &frame[l4..lay.l3_end];
         let start = match (k.is_ipv4(), k.ip_proto) {
             (true, IP_PROTO_TCP | IP_PROTO_UDP) => {
-                pseudo_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, seg.len() as u32)
+                pseudo_header_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, seg.len() as u16)
             }
             (true, IP_PROTO_ICMP) => 0,
             (false, IP_PROTO_TCP | IP_PROTO_UDP | IP_PROTO_ICMPV6) => {
-                pseudo_v6(k.ipv6_src, k.ipv6_dst, k.ip_proto, seg.len() as u32)
+                pseudo_header_v6(k.ipv6_src, k.ipv6_dst, k.ip_proto, seg.len() as u32)
             }
             _ => return,
         };
@@ -364,7 +498,7 @@ pub(crate) mod tests {
             let l4 = 14 + 20;
             let pseudo_of = |f: &[u8]| {
                 let (k, lay) = extract_with_layout(f, InPort::Port(0)).expect("parse");
-                fold(pseudo_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, (lay.l3_end - l4) as u32))
+                fold(pseudo_header_v4(k.ipv4_src, k.ipv4_dst, k.ip_proto, (lay.l3_end - l4) as u16))
             };
             let p = pseudo_of(&f);
             f[l4 + csum_at..l4 + csum_at + 2].copy_from_slice(&p.to_be_bytes());
@@ -385,7 +519,7 @@ pub(crate) mod tests {
             }
             // Complete it as the stack would, then check it from scratch.
             let end = f.len();
-            let c = crate::checksum::finish(sum(0, &f[l4..end]));
+            let c = finish(sum(0, &f[l4..end]));
             f[l4 + csum_at..l4 + csum_at + 2].copy_from_slice(&c.to_be_bytes());
             assert_checksums_valid(&f);
         }
@@ -404,6 +538,61 @@ pub(crate) mod tests {
         assert_eq!((k.vlan_vid, k.vlan_pcp, k.l4_dst), (Some(300), 5, 80));
         let k = rewrite(UDP, Action::PopVlan);
         assert_eq!((k.vlan_vid, k.l4_dst), (None, 53));
+    }
+
+    #[test]
+    fn slice_api_is_the_vec_api_in_place() {
+        let acts = [
+            Action::SetEthSrc(MacAddr([2, 0, 0, 0, 0, 0x33])),
+            Action::SetIpv4Dst(Ipv4Addr::new(198, 51, 100, 7)),
+            Action::SetL4Dst(8443),
+            Action::SetTtl(3),
+            Action::SetTos(0x28),
+        ];
+        for desc in [TCP, UDP, PING] {
+            for a in &acts {
+                let mut by_vec = frame(desc);
+                let mut by_slice = by_vec.clone();
+                let r = apply_action(&mut by_vec, a);
+                assert_eq!(set_field(&mut by_slice, a, None), r, "{desc}: {a:?}");
+                assert_eq!(by_slice, by_vec, "{desc}: {a:?}");
+            }
+        }
+        let push = Action::PushVlan { vid: 300, pcp: 5 };
+        let orig = frame(TCP);
+        let mut by_vec = orig.clone();
+        apply_action(&mut by_vec, &push).expect("push");
+        let mut buf = vec![0xee; VLAN_TAG_SIZE];
+        buf.extend_from_slice(&orig);
+        push_vlan_in_place(&mut buf, &push).expect("push in place");
+        assert_eq!(buf, by_vec);
+        pop_vlan_in_place(&mut buf).expect("pop in place");
+        assert_eq!(&buf[VLAN_TAG_SIZE..], &orig[..]);
+        let mut f = frame(TCP);
+        assert_eq!(set_field(&mut f, &push, None), Err(RewriteError::Resizes));
+        assert_eq!(set_field(&mut f, &Action::PopVlan, None), Err(RewriteError::Resizes));
+        assert_eq!(pop_vlan_in_place(&mut f), Err(RewriteError::NotTagged));
+        assert_eq!(f, frame(TCP));
+    }
+
+    #[test]
+    fn a_cut_l4_header_fails_before_anything_is_written() {
+        // An IPv4 packet whose TCP header is cut after 10 bytes.
+        let mut f = frame(TCP);
+        f.truncate(14 + 20 + 10);
+        f[16..18].copy_from_slice(&30u16.to_be_bytes());
+        midonet_wire::checksum::set_ipv4_header_checksum(&mut f[14..34]);
+        let before = f.clone();
+        let a = Action::SetIpv4Src(Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(apply_action(&mut f, &a), Err(RewriteError::Parse(ParseError::TcpTruncated)));
+        assert_eq!(
+            apply_action(&mut f, &Action::SetL4Dst(1)),
+            Err(RewriteError::Parse(ParseError::TcpTruncated))
+        );
+        assert_eq!(f, before);
+        // The IP header alone is whole: TTL and TOS rewrites need no more.
+        apply_action(&mut f, &Action::SetTtl(9)).expect("ttl");
+        assert!(midonet_wire::Ipv4Packet::new_checked(&f[14..]).expect("ip").verify_checksum());
     }
 
     #[test]

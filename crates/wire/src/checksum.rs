@@ -11,7 +11,7 @@
 //!     (for TCP/UDP too: the address is in their pseudo-header)
 //! ```
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// One's-complement sum of `data` as big-endian 16-bit words, added to
 /// `initial`. An odd trailing byte is padded with zero (RFC 1071 §4.1).
@@ -67,6 +67,14 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4_size: u16) -
     let s = sum(0, &src.octets());
     let s = sum(s, &dst.octets());
     s + u32::from(proto) + u32::from(l4_size)
+}
+
+/// Unfolded sum of the IPv6 pseudo-header for TCP/UDP/ICMPv6 (RFC 8200
+/// §8.1): source, destination, upper-layer length (32 bits), next header.
+pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, l4_size: u32) -> u32 {
+    let s = sum(0, &src.octets());
+    let s = sum(s, &dst.octets());
+    s + u32::from(next_header) + (l4_size >> 16) + (l4_size & 0xffff)
 }
 
 /// Checksum of an IPv4 header, treating its checksum field (bytes 10..12) as

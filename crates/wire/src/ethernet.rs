@@ -1,5 +1,5 @@
-//! Ethernet and 802.1Q helpers: find the L3 header, push and pop VLAN tags
-//! in place.
+//! Ethernet and 802.1Q: a typed view of the header ([`EthernetFrame`]),
+//! the L3 offset, and pushing and popping VLAN tags in place.
 //!
 //! ```text
 //!   untagged:  dst(6) src(6) type(2) | L3
@@ -48,41 +48,125 @@ impl VlanTag {
 
 /// The ethertype and L3 offset of a frame, skipping one 802.1Q tag.
 pub fn l3_offset(frame: &[u8]) -> Result<(u16, usize), WireError> {
-    let t = frame.get(12..14).ok_or(WireError::Truncated)?;
-    let t = u16::from_be_bytes([t[0], t[1]]);
+    let t = EthernetFrame::new_checked(frame)?.ethertype();
     if t == TPID_8021Q {
-        let inner = frame.get(16..18).ok_or(WireError::Truncated)?;
+        let inner = frame.get(field::VLAN_ETHERTYPE).ok_or(WireError::Truncated)?;
         Ok((u16::from_be_bytes([inner[0], inner[1]]), ETH_HEADER_SIZE + VLAN_TAG_SIZE))
     } else {
         Ok((t, ETH_HEADER_SIZE))
     }
 }
 
-/// Insert an outer 802.1Q tag after the MAC addresses (a tagged frame gets a
-/// second, outer tag).
-pub fn vlan_push(frame: &mut Vec<u8>, tag: VlanTag) -> Result<(), WireError> {
-    if frame.len() < ETH_HEADER_SIZE {
+/// A view of an Ethernet frame at the start of `buffer`: the MAC addresses
+/// and the first ethertype (a TPID when the frame is tagged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EthernetFrame<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+/// Byte offsets of the Ethernet header fields.
+pub mod field {
+    use std::ops::Range;
+
+    pub const DESTINATION: Range<usize> = 0..6;
+    pub const SOURCE: Range<usize> = 6..12;
+    /// The ethertype, or the TPID of the outer 802.1Q tag.
+    pub const ETHERTYPE: Range<usize> = 12..14;
+    /// Of a tagged frame: the tag control information and the inner ethertype.
+    pub const VLAN_TCI: Range<usize> = 14..16;
+    pub const VLAN_ETHERTYPE: Range<usize> = 16..18;
+}
+
+impl<T: AsRef<[u8]>> EthernetFrame<T> {
+    /// A view without any check (accessors may panic on a short buffer).
+    pub const fn new_unchecked(buffer: T) -> Self {
+        EthernetFrame { buffer }
+    }
+
+    /// A view of untrusted bytes: the buffer holds the 14-byte header.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        if buffer.as_ref().len() < ETH_HEADER_SIZE {
+            return Err(WireError::Truncated);
+        }
+        Ok(Self::new_unchecked(buffer))
+    }
+
+    pub fn dst_addr(&self) -> [u8; 6] {
+        let mut m = [0; 6];
+        m.copy_from_slice(&self.buffer.as_ref()[field::DESTINATION]);
+        m
+    }
+
+    pub fn src_addr(&self) -> [u8; 6] {
+        let mut m = [0; 6];
+        m.copy_from_slice(&self.buffer.as_ref()[field::SOURCE]);
+        m
+    }
+
+    /// The first ethertype: [`TPID_8021Q`] for a tagged frame.
+    pub fn ethertype(&self) -> u16 {
+        let b = &self.buffer.as_ref()[field::ETHERTYPE];
+        u16::from_be_bytes([b[0], b[1]])
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
+    pub fn set_dst_addr(&mut self, mac: [u8; 6]) {
+        self.buffer.as_mut()[field::DESTINATION].copy_from_slice(&mac);
+    }
+
+    pub fn set_src_addr(&mut self, mac: [u8; 6]) {
+        self.buffer.as_mut()[field::SOURCE].copy_from_slice(&mac);
+    }
+}
+
+/// Insert an outer 802.1Q tag after the MAC addresses, in place: `buf`
+/// holds [`VLAN_TAG_SIZE`] bytes of room followed by the frame; afterwards
+/// the whole of `buf` is the tagged frame (a tagged frame gets a second,
+/// outer tag). Only the 12 address bytes move, so a packet path with
+/// headroom in front of its frames pushes without copying the payload.
+pub fn vlan_push_in_place(buf: &mut [u8], tag: VlanTag) -> Result<(), WireError> {
+    if buf.len() < VLAN_TAG_SIZE + ETH_HEADER_SIZE {
         return Err(WireError::Truncated);
     }
-    let [p0, p1] = TPID_8021Q.to_be_bytes();
-    let [t0, t1] = tag.tci().to_be_bytes();
-    frame.splice(12..12, [p0, p1, t0, t1]);
+    buf.copy_within(VLAN_TAG_SIZE..VLAN_TAG_SIZE + 12, 0);
+    buf[field::ETHERTYPE].copy_from_slice(&TPID_8021Q.to_be_bytes());
+    buf[field::VLAN_TCI].copy_from_slice(&tag.tci().to_be_bytes());
     Ok(())
 }
 
-/// Remove the outer 802.1Q tag; `Ok(None)` (frame unchanged) when untagged.
-pub fn vlan_pop(frame: &mut Vec<u8>) -> Result<Option<VlanTag>, WireError> {
-    let t = frame.get(12..14).ok_or(WireError::Truncated)?;
-    if u16::from_be_bytes([t[0], t[1]]) != TPID_8021Q {
+/// Remove the outer 802.1Q tag in place: the untagged frame is then
+/// `frame[VLAN_TAG_SIZE..]` (the addresses move up, the payload stays).
+/// `Ok(None)` (frame unchanged) when the frame is untagged.
+pub fn vlan_pop_in_place(frame: &mut [u8]) -> Result<Option<VlanTag>, WireError> {
+    if EthernetFrame::new_checked(&*frame)?.ethertype() != TPID_8021Q {
         return Ok(None);
     }
-    let tci = frame.get(14..16).ok_or(WireError::Truncated)?;
+    let tci = frame.get(field::VLAN_TCI).ok_or(WireError::Truncated)?;
     let tag = VlanTag::from_tci(u16::from_be_bytes([tci[0], tci[1]]));
     if frame.len() < ETH_HEADER_SIZE + VLAN_TAG_SIZE {
         return Err(WireError::Truncated);
     }
-    frame.drain(12..16);
+    frame.copy_within(0..12, VLAN_TAG_SIZE);
     Ok(Some(tag))
+}
+
+/// [`vlan_push_in_place`] on a `Vec` (which grows by a tag).
+pub fn vlan_push(frame: &mut Vec<u8>, tag: VlanTag) -> Result<(), WireError> {
+    if frame.len() < ETH_HEADER_SIZE {
+        return Err(WireError::Truncated);
+    }
+    frame.splice(0..0, [0; VLAN_TAG_SIZE]);
+    vlan_push_in_place(frame, tag)
+}
+
+/// [`vlan_pop_in_place`] on a `Vec` (which shrinks by the tag).
+pub fn vlan_pop(frame: &mut Vec<u8>) -> Result<Option<VlanTag>, WireError> {
+    let tag = vlan_pop_in_place(frame)?;
+    if tag.is_some() {
+        frame.drain(..VLAN_TAG_SIZE);
+    }
+    Ok(tag)
 }
 
 /// Append an untagged Ethernet header.
@@ -113,6 +197,33 @@ mod tests {
         assert_eq!(l3_offset(&f).expect("l3"), (ETHERTYPE_IPV4, 18));
         assert_eq!(vlan_pop(&mut f).expect("pop"), Some(tag));
         assert_eq!(f, orig);
+    }
+
+    #[test]
+    fn in_place_push_and_pop_move_only_the_addresses() {
+        let orig = untagged();
+        let mut buf = vec![0xaa; VLAN_TAG_SIZE];
+        buf.extend_from_slice(&orig);
+        let tag = VlanTag { vid: 7, pcp: 1, dei: false };
+        vlan_push_in_place(&mut buf, tag).expect("push");
+        let mut by_vec = orig.clone();
+        vlan_push(&mut by_vec, tag).expect("push");
+        assert_eq!(buf, by_vec);
+        assert_eq!(vlan_pop_in_place(&mut buf).expect("pop"), Some(tag));
+        assert_eq!(&buf[VLAN_TAG_SIZE..], &orig[..]);
+        assert_eq!(vlan_push_in_place(&mut [0; 17], tag), Err(WireError::Truncated));
+    }
+
+    #[test]
+    fn view_reads_and_writes_addresses() {
+        let mut f = untagged();
+        let mut e = EthernetFrame::new_checked(&mut f[..]).expect("view");
+        assert_eq!((e.dst_addr(), e.src_addr()), ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]));
+        assert_eq!(e.ethertype(), ETHERTYPE_IPV4);
+        e.set_dst_addr([9; 6]);
+        e.set_src_addr([8; 6]);
+        assert_eq!(&f[..12], &[[9u8; 6], [8; 6]].concat()[..]);
+        assert_eq!(EthernetFrame::new_checked(&f[..13]), Err(WireError::Truncated));
     }
 
     #[test]

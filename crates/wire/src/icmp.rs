@@ -15,6 +15,7 @@ use std::net::Ipv4Addr;
 
 use crate::checksum::{checksum, set_ipv4_header_checksum};
 use crate::ethernet::{l3_offset, write_eth, ETHERTYPE_IPV4};
+use crate::ipv4::Ipv4Packet;
 use crate::WireError;
 
 /// IP protocol number of ICMP.
@@ -98,43 +99,76 @@ fn write_ipv4(
     Ok(())
 }
 
-/// A validated IPv4 datagram inside a byte slice.
-struct Ipv4View<'a> {
-    /// The datagram, cut to its total length.
-    pkt: &'a [u8],
-    ihl: usize,
+/// Byte offsets of the fields every ICMP message (v4 and v6) starts with,
+/// and of the identifier and sequence of an echo.
+pub mod field {
+    use std::ops::Range;
+
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: Range<usize> = 2..4;
+    pub const ECHO_IDENT: Range<usize> = 4..6;
+    pub const ECHO_SEQNO: Range<usize> = 6..8;
 }
 
-impl<'a> Ipv4View<'a> {
-    fn new(b: &'a [u8]) -> Result<Self, WireError> {
-        let h = b.get(..20).ok_or(WireError::Truncated)?;
-        if h[0] >> 4 != 4 {
-            return Err(WireError::NotIpv4);
+/// Size of an ICMP header: type, code, checksum and 4 type-specific bytes.
+pub const HEADER_SIZE: usize = 8;
+
+/// A view of an ICMP (v4 or v6: the fields used here are laid out alike)
+/// message at the start of `buffer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> IcmpPacket<T> {
+    /// A view without any check (accessors may panic on a short buffer).
+    pub const fn new_unchecked(buffer: T) -> Self {
+        IcmpPacket { buffer }
+    }
+
+    /// A view of untrusted bytes: the buffer holds the 8-byte header.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        if buffer.as_ref().len() < HEADER_SIZE {
+            return Err(WireError::Truncated);
         }
-        let ihl = usize::from(h[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        if ihl < 20 || total < ihl {
-            return Err(WireError::Malformed);
-        }
-        let pkt = b.get(..total).ok_or(WireError::Truncated)?;
-        Ok(Ipv4View { pkt, ihl })
+        Ok(Self::new_unchecked(buffer))
     }
-    fn proto(&self) -> u8 {
-        self.pkt[9]
+
+    fn be16(&self, r: std::ops::Range<usize>) -> u16 {
+        let b = &self.buffer.as_ref()[r];
+        u16::from_be_bytes([b[0], b[1]])
     }
-    fn src(&self) -> Ipv4Addr {
-        Ipv4Addr::new(self.pkt[12], self.pkt[13], self.pkt[14], self.pkt[15])
+
+    pub fn msg_type(&self) -> u8 {
+        self.buffer.as_ref()[field::TYPE]
     }
-    fn dst(&self) -> Ipv4Addr {
-        Ipv4Addr::new(self.pkt[16], self.pkt[17], self.pkt[18], self.pkt[19])
+
+    pub fn code(&self) -> u8 {
+        self.buffer.as_ref()[field::CODE]
     }
-    /// Fragment offset in 8-byte units and the more-fragments flag.
-    fn frag(&self) -> (u16, bool) {
-        let f = u16::from_be_bytes([self.pkt[6], self.pkt[7]]);
-        (f & 0x1fff, f & 0x2000 != 0)
+
+    pub fn checksum(&self) -> u16 {
+        self.be16(field::CHECKSUM)
     }
-    fn payload(&self) -> &'a [u8] {
-        &self.pkt[self.ihl..]
+
+    /// The identifier of an echo request or reply.
+    pub fn echo_ident(&self) -> u16 {
+        self.be16(field::ECHO_IDENT)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
+    fn set_be16(&mut self, r: std::ops::Range<usize>, v: u16) {
+        self.buffer.as_mut()[r].copy_from_slice(&v.to_be_bytes());
+    }
+
+    pub fn set_checksum(&mut self, c: u16) {
+        self.set_be16(field::CHECKSUM, c);
+    }
+
+    pub fn set_echo_ident(&mut self, id: u16) {
+        self.set_be16(field::ECHO_IDENT, id);
     }
 }
 
@@ -147,10 +181,11 @@ pub fn icmpv4_echo_reply(request: &[u8], out: &mut Vec<u8>) -> Result<(), WireEr
     if ethertype != ETHERTYPE_IPV4 {
         return Err(WireError::NotIpv4);
     }
-    let ip = Ipv4View::new(&request[l3..])?;
+    let ip = Ipv4Packet::new_checked(&request[l3..])?;
     let icmp = ip.payload();
-    if ip.proto() != IP_PROTO_ICMP
-        || ip.frag() != (0, false)
+    if ip.protocol() != IP_PROTO_ICMP
+        || ip.frag_offset() != 0
+        || ip.more_frags()
         || icmp.first() != Some(&ICMP_ECHO_REQUEST)
     {
         return Err(WireError::NotEchoRequest);
@@ -163,7 +198,7 @@ pub fn icmpv4_echo_reply(request: &[u8], out: &mut Vec<u8>) -> Result<(), WireEr
     out.extend_from_slice(&request[6..12]);
     out.extend_from_slice(&request[0..6]);
     out.extend_from_slice(&request[12..l3]);
-    write_ipv4(out, ip.pkt[1], IP_PROTO_ICMP, ip.dst(), ip.src(), icmp.len())?;
+    write_ipv4(out, ip.tos(), IP_PROTO_ICMP, ip.dst_addr(), ip.src_addr(), icmp.len())?;
     let l4 = out.len();
     out.extend_from_slice(icmp);
     out[l4] = ICMP_ECHO_REPLY;
@@ -190,10 +225,11 @@ pub fn icmpv4_error(
     ip_src: Ipv4Addr,
     original: &[u8],
 ) -> Result<(), WireError> {
-    let ip = Ipv4View::new(original)?;
-    let quoted = &ip.pkt[..(ip.ihl + 8).min(ip.pkt.len())];
+    let ip = Ipv4Packet::new_checked(original)?;
+    let dgram = ip.datagram();
+    let quoted = &dgram[..(ip.header_len() + 8).min(dgram.len())];
     write_eth(out, eth_dst, eth_src, ETHERTYPE_IPV4);
-    write_ipv4(out, 0xc0, IP_PROTO_ICMP, ip_src, ip.src(), 8 + quoted.len())?;
+    write_ipv4(out, 0xc0, IP_PROTO_ICMP, ip_src, ip.src_addr(), 8 + quoted.len())?;
     let l4 = out.len();
     let (t, c) = kind.type_code();
     out.extend_from_slice(&[t, c, 0, 0]);
@@ -211,11 +247,11 @@ pub fn icmpv4_error(
 /// loopback, class E). Link-layer broadcast and subnet-broadcast
 /// destinations need topology knowledge and are the caller's to check.
 pub fn may_send_icmp_error(original: &[u8]) -> bool {
-    let Ok(ip) = Ipv4View::new(original) else { return false };
-    if ip.frag().0 != 0 {
+    let Ok(ip) = Ipv4Packet::new_checked(original) else { return false };
+    if ip.is_later_fragment() {
         return false;
     }
-    let (src, dst) = (ip.src(), ip.dst());
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
     if dst.is_multicast() || dst.is_broadcast() {
         return false;
     }
@@ -227,7 +263,7 @@ pub fn may_send_icmp_error(original: &[u8]) -> bool {
     {
         return false;
     }
-    if ip.proto() == IP_PROTO_ICMP {
+    if ip.protocol() == IP_PROTO_ICMP {
         // Only queries (echo, timestamp, info, address mask) may be answered
         // with an error; an unknown type counts as an error to be safe.
         let t = ip.payload().first().copied();
@@ -261,8 +297,8 @@ mod tests {
 
     fn check_icmp_checksum(frame: &[u8]) {
         let (_, l3) = l3_offset(frame).expect("l3");
-        let ip = Ipv4View::new(&frame[l3..]).expect("ip");
-        assert_eq!(checksum(&ip.pkt[..ip.ihl]), 0, "ip header checksum");
+        let ip = Ipv4Packet::new_checked(&frame[l3..]).expect("ip");
+        assert!(ip.verify_checksum(), "ip header checksum");
         assert_eq!(checksum(ip.payload()), 0, "icmp checksum");
     }
 
