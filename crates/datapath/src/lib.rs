@@ -127,14 +127,16 @@
 //! MDP_UDP_SECS=10 MDP_PING_N=100 cargo test -p midonet-datapath --test
 //! netns -- --nocapture --test-threads=1`.
 //!
+//! ## Rewrites
+//!
+//! Every rewrite action runs in place in the receive buffer, correctly on
+//! frames with a partial checksum, with `midonet_flow`'s rewriter (the one
+//! the simulation's actions are defined by); a VLAN push grows into the
+//! slot's headroom.
+//!
 //! ## Not (yet) done
 //!
 //! * RX uses `recvmmsg`, not a ring; see [`sys`] for why and what next.
-//! * IPv4 set-field actions (TTL, TOS, addresses, TCP/UDP ports) run in
-//!   place, and correctly on frames with a partial checksum; the rest (IPv6,
-//!   ICMP id, SCTP) copies the frame through
-//!   `midonet_flow::apply_action_partial` (which takes a `Vec`; told where a
-//!   partial checksum starts, it agrees with the in-place code).
 //! * The VM → tunnel direction still reads frame by frame (`recvmmsg`);
 //!   the sending VM can outrun the chain, and what the far VM's socket
 //!   drops was paid for by both datapaths. A TPACKET_V2 ring is next.

@@ -12,17 +12,20 @@
 //!   (the handler's decision is executed first), so an install can never
 //!   change what happens to the current packet.
 //! * A flow hit never allocates: actions are read in place from the table
-//!   and rewrites work inside the slot's headroom. The only copying path is
-//!   a rewrite the in-place IPv4 code does not cover (IPv6, ICMP id, SCTP),
-//!   which goes through `midonet_flow::apply_action_partial` (told where a
-//!   partial checksum starts, so both paths agree) on a reused scratch
-//!   `Vec` (that API takes a `Vec`).
+//!   and rewrites work in the slot's buffer, a VLAN push growing into its
+//!   headroom. The rewrites are `midonet_flow`'s ([`midonet_flow::set_field`],
+//!   [`midonet_flow::push_vlan_in_place`], [`midonet_flow::pop_vlan_in_place`]),
+//!   the one implementation the simulation's actions are defined by; this
+//!   module only keeps the slot's offsets and virtio-net header in step.
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use hashbrown::HashMap;
 use midonet_flow::{Action, Actions, FlowKey, FlowMask, InPort, ParseError};
+use midonet_wire::checksum::{fold, sum};
+use midonet_wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4, ETH_HEADER_SIZE, VLAN_TAG_SIZE};
+use midonet_wire::{ipv4, udp, Ipv4Packet, UdpPacket};
 
 use crate::sys::{Slot, VnetHdr, HEADROOM};
 use crate::table::{FlowSpec, FlowTable, InsertError, TableConfig};
@@ -80,7 +83,6 @@ pub struct Core<I: Io> {
     pub counters: Counters,
     pub handler: Option<Box<dyn UpcallHandler>>,
     pub io: I,
-    scratch: Vec<u8>,
     keep: Vec<Slot>,
     installs: Vec<(FlowKey, FlowInstall)>,
     epoch: Instant,
@@ -92,7 +94,6 @@ struct Ctx<'a, I: Io> {
     io: &'a mut I,
     counters: &'a mut Counters,
     handler: &'a mut Option<Box<dyn UpcallHandler>>,
-    scratch: &'a mut Vec<u8>,
     keep: &'a mut Vec<Slot>,
     installs: &'a mut Vec<(FlowKey, FlowInstall)>,
 }
@@ -106,7 +107,6 @@ impl<I: Io> Core<I> {
             counters: Counters::default(),
             handler,
             io,
-            scratch: Vec::new(),
             keep: Vec::new(),
             installs: Vec::new(),
             epoch: Instant::now(),
@@ -228,7 +228,6 @@ impl<I: Io> Core<I> {
             io: &mut self.io,
             counters: &mut self.counters,
             handler: &mut self.handler,
-            scratch: &mut self.scratch,
             keep: &mut self.keep,
             installs: &mut self.installs,
         };
@@ -359,7 +358,6 @@ impl<I: Io> Core<I> {
             io: &mut self.io,
             counters: &mut self.counters,
             handler: &mut self.handler,
-            scratch: &mut self.scratch,
             keep: &mut self.keep,
             installs: &mut self.installs,
         };
@@ -482,7 +480,7 @@ fn exec<I: Io>(
                     ctx.io.flush(ctx.counters);
                     queued = false;
                 }
-                if rewrite(slot, a, ctx.scratch).is_err() {
+                if !rewrite(slot, a) {
                     ctx.counters.drop(DropReason::RewriteFailed);
                     return;
                 }
@@ -491,177 +489,40 @@ fn exec<I: Io>(
     }
 }
 
-/// Apply one rewrite action to a slot, in place where possible.
-fn rewrite(slot: &mut Slot, a: &Action, scratch: &mut Vec<u8>) -> Result<(), ()> {
-    const TPID: [u8; 2] = [0x81, 0x00];
+/// Apply one rewrite action to a slot, in place; false when it does not
+/// apply to this frame (the caller counts the drop).
+fn rewrite(slot: &mut Slot, a: &Action) -> bool {
     match *a {
-        Action::SetEthDst(m) if slot.len >= 14 => {
-            slot.frame_mut()[0..6].copy_from_slice(&m.0);
-            Ok(())
+        Action::PushVlan { .. } => {
+            // Grow into the headroom, but not below `floor`: those bytes
+            // may belong to a frame already queued for output.
+            let Some(start) = slot.start.checked_sub(VLAN_TAG_SIZE).filter(|s| *s >= slot.floor)
+            else {
+                return false;
+            };
+            let end = slot.start + slot.len;
+            if midonet_flow::push_vlan_in_place(&mut slot.buf[start..end], a).is_err() {
+                return false;
+            }
+            slot.start = start;
+            slot.len += VLAN_TAG_SIZE;
+            shift_vnet(&mut slot.vnet, VLAN_TAG_SIZE as i32);
+            true
         }
-        Action::SetEthSrc(m) if slot.len >= 14 => {
-            slot.frame_mut()[6..12].copy_from_slice(&m.0);
-            Ok(())
-        }
-        Action::PushVlan { vid, pcp } if slot.len >= 14 && slot.start >= slot.floor + 4 => {
-            let s = slot.start;
-            slot.buf.copy_within(s..s + 12, s - 4);
-            slot.start -= 4;
-            slot.len += 4;
-            let tci = (u16::from(pcp & 7) << 13) | (vid & 0x0fff);
-            let f = slot.frame_mut();
-            f[12..14].copy_from_slice(&TPID);
-            f[14..16].copy_from_slice(&tci.to_be_bytes());
-            shift_vnet(&mut slot.vnet, 4);
-            Ok(())
-        }
-        Action::PopVlan if slot.len >= 18 && slot.frame()[12..14] == TPID => {
-            let s = slot.start;
-            slot.buf.copy_within(s..s + 12, s + 4);
-            slot.start += 4;
-            slot.len -= 4;
-            shift_vnet(&mut slot.vnet, -4);
-            Ok(())
-        }
-        Action::SetEthDst(_) | Action::SetEthSrc(_) | Action::PushVlan { .. } | Action::PopVlan => {
-            Err(())
+        Action::PopVlan => {
+            if midonet_flow::pop_vlan_in_place(slot.frame_mut()).is_err() {
+                return false;
+            }
+            slot.start += VLAN_TAG_SIZE;
+            slot.len -= VLAN_TAG_SIZE;
+            shift_vnet(&mut slot.vnet, -(VLAN_TAG_SIZE as i32));
+            true
         }
         _ => {
-            match rewrite_ipv4_in_place(slot, a) {
-                InPlace::Done => return Ok(()),
-                InPlace::Failed => return Err(()),
-                InPlace::NotHandled => {}
-            }
-            scratch.clear();
-            scratch.extend_from_slice(slot.frame());
             let partial = (slot.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0)
-                .then_some(slot.vnet.csum_start as usize);
-            midonet_flow::apply_action_partial(scratch, a, partial).map_err(drop)?;
-            if scratch.len() != slot.len {
-                return Err(());
-            }
-            slot.frame_mut().copy_from_slice(scratch);
-            Ok(())
+                .then_some(usize::from(slot.vnet.csum_start));
+            midonet_flow::set_field(slot.frame_mut(), a, partial).is_ok()
         }
-    }
-}
-
-enum InPlace {
-    Done,
-    Failed,
-    NotHandled,
-}
-
-/// RFC 1624 eq. 3: checksum field `hc` after a 16-bit word changed.
-fn csum_update16(hc: u16, old: u16, new: u16) -> u16 {
-    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn csum_update32(hc: u16, old: u32, new: u32) -> u16 {
-    let hc = csum_update16(hc, (old >> 16) as u16, (new >> 16) as u16);
-    csum_update16(hc, old as u16, new as u16)
-}
-
-/// IPv4 set-field actions done in place, without copying the frame (a
-/// routed 64 KB GSO frame has its TTL rewritten on every hop).
-///
-/// Offloaded frames (`NEEDS_CSUM` with the checksum starting at the L4
-/// header) hold in the L4 checksum field the *uncomplemented* pseudo-header
-/// sum; the NIC (or the receiving stack) completes it over the segment as
-/// it then is. So an address change updates that sum in the other
-/// direction (`!update(!p)`), and a port change needs no update at all.
-/// The IPv4 header checksum is always complete and is updated normally.
-fn rewrite_ipv4_in_place(slot: &mut Slot, a: &Action) -> InPlace {
-    let partial_at =
-        (slot.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0).then_some(slot.vnet.csum_start as usize);
-    let f = slot.frame_mut();
-    let rd16 = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
-    let (ethertype, l3) = match f.get(12..14) {
-        Some([0x81, 0x00]) if f.len() >= 18 => (u16::from_be_bytes([f[16], f[17]]), 18),
-        Some(t) => (u16::from_be_bytes([t[0], t[1]]), 14),
-        None => return InPlace::NotHandled,
-    };
-    if ethertype != 0x0800 || f.len() < l3 + 20 || f[l3] >> 4 != 4 {
-        return InPlace::NotHandled;
-    }
-    let ihl = usize::from(f[l3] & 0x0f) * 4;
-    if ihl < 20 || f.len() < l3 + ihl {
-        return InPlace::NotHandled;
-    }
-    let proto = f[l3 + 9];
-    let later_fragment = rd16(f, l3 + 6) & 0x1fff != 0;
-    let l4 = l3 + ihl;
-    // (checksum offset, zero means "no checksum") for protocols whose
-    // checksum covers the pseudo-header and ports.
-    let l4_csum = match proto {
-        6 if !later_fragment && f.len() >= l4 + 20 => Some((l4 + 16, false)),
-        17 if !later_fragment && f.len() >= l4 + 8 => Some((l4 + 6, true)),
-        _ => None,
-    };
-    let partial = partial_at == Some(l4);
-    let set16 = |f: &mut [u8], at: usize, v: u16| f[at..at + 2].copy_from_slice(&v.to_be_bytes());
-    let fix_ip = |f: &mut [u8], old: u16, new: u16| {
-        let c = csum_update16(rd16(f, l3 + 10), old, new);
-        f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-    };
-    match *a {
-        Action::SetTtl(t) => {
-            let old = rd16(f, l3 + 8);
-            f[l3 + 8] = t;
-            let new = rd16(f, l3 + 8);
-            fix_ip(f, old, new);
-            InPlace::Done
-        }
-        Action::SetTos(t) => {
-            let old = rd16(f, l3);
-            f[l3 + 1] = t;
-            let new = rd16(f, l3);
-            fix_ip(f, old, new);
-            InPlace::Done
-        }
-        Action::SetIpv4Src(addr) | Action::SetIpv4Dst(addr) => {
-            let at = if matches!(a, Action::SetIpv4Src(_)) { l3 + 12 } else { l3 + 16 };
-            let old = u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]]);
-            let new = u32::from(addr);
-            f[at..at + 4].copy_from_slice(&addr.octets());
-            let c = csum_update32(rd16(f, l3 + 10), old, new);
-            set16(f, l3 + 10, c);
-            if let Some((ca, zero_is_none)) = l4_csum {
-                let hc = rd16(f, ca);
-                if partial {
-                    set16(f, ca, !csum_update32(!hc, old, new));
-                } else if !(zero_is_none && hc == 0) {
-                    let mut c = csum_update32(hc, old, new);
-                    if zero_is_none && c == 0 {
-                        c = 0xffff;
-                    }
-                    set16(f, ca, c);
-                }
-            }
-            InPlace::Done
-        }
-        Action::SetL4Src(p) | Action::SetL4Dst(p) => {
-            let Some((ca, zero_is_none)) = l4_csum else {
-                return if proto == 132 { InPlace::NotHandled } else { InPlace::Failed };
-            };
-            let at = if matches!(a, Action::SetL4Src(_)) { l4 } else { l4 + 2 };
-            let old = rd16(f, at);
-            set16(f, at, p);
-            let hc = rd16(f, ca);
-            if !(partial || (zero_is_none && hc == 0)) {
-                let mut c = csum_update16(hc, old, p);
-                if zero_is_none && c == 0 {
-                    c = 0xffff;
-                }
-                set16(f, ca, c);
-            }
-            InPlace::Done
-        }
-        _ => InPlace::NotHandled,
     }
 }
 
@@ -683,8 +544,17 @@ pub fn coalesce_udp(
     lead: usize,
     partial: bool,
 ) -> Option<(usize, VnetHdr)> {
-    const L4: usize = 14 + 20;
-    const HDRS: usize = L4 + 8;
+    const L3: usize = ETH_HEADER_SIZE;
+    const L4: usize = L3 + ipv4::HEADER_SIZE;
+    const HDRS: usize = L4 + udp::HEADER_SIZE;
+    // Frame offsets of the header fields that differ between datagrams:
+    // the IP total length and identification, the IP checksum, the UDP
+    // length and checksum. Everything else must be equal.
+    const IP_LENGTH_ID: std::ops::Range<usize> =
+        L3 + ipv4::field::LENGTH.start..L3 + ipv4::field::IDENT.end;
+    const IP_CHECKSUM: std::ops::Range<usize> =
+        L3 + ipv4::field::CHECKSUM.start..L3 + ipv4::field::CHECKSUM.end;
+    const UDP_LENGTH_CHECKSUM: usize = L4 + udp::field::LENGTH.start;
     let total = buf.len();
     if seg <= lead + HDRS || total <= seg {
         return None;
@@ -692,18 +562,20 @@ pub fn coalesce_udp(
     let n = total.div_ceil(seg);
     let first = &buf[lead..seg];
     let pl = first.len() - HDRS;
-    let rd16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-    if first[12..14] != [0x08, 0x00]
-        || first[14] != 0x45
-        || first[23] != 17
-        || rd16(first, 20) & 0x3fff != 0
+    let ip = Ipv4Packet::new_unchecked(&first[L3..]);
+    if EthernetFrame::new_unchecked(first).ethertype() != ETHERTYPE_IPV4
+        || ip.version() != 4
+        || ip.header_len() != ipv4::HEADER_SIZE
+        || ip.protocol() != ipv4::PROTO_UDP
+        || ip.more_frags()
+        || ip.frag_offset() != 0
     {
         return None;
     }
-    let id0 = rd16(first, 18);
+    let id0 = ip.ident();
     // With DF set the datagrams are atomic and their IDs carry no meaning
     // (RFC 6864 §4.1); otherwise segmentation must recreate them.
-    let df = rd16(first, 20) & 0x4000 != 0;
+    let df = ip.dont_frag();
     for k in 0..n {
         // A last datagram shorter than the encapsulation is refused, not
         // sliced past its end (the `vxlan` fuzz target's replay found it).
@@ -712,23 +584,27 @@ pub fn coalesce_udp(
         if this_pl == 0 || this_pl > pl || (k + 1 < n && this_pl != pl) {
             return None;
         }
-        // Same headers except tot_len (16..18), id (18..20), ip csum (24..26),
-        // udp len (38..40), udp csum (40..42).
-        if d[..16] != first[..16] || d[20..24] != first[20..24] || d[26..38] != first[26..38] {
+        if d[..IP_LENGTH_ID.start] != first[..IP_LENGTH_ID.start]
+            || d[IP_LENGTH_ID.end..IP_CHECKSUM.start] != first[IP_LENGTH_ID.end..IP_CHECKSUM.start]
+            || d[IP_CHECKSUM.end..UDP_LENGTH_CHECKSUM]
+                != first[IP_CHECKSUM.end..UDP_LENGTH_CHECKSUM]
+        {
             return None;
         }
-        if usize::from(rd16(d, 16)) != d.len() - 14 || usize::from(rd16(d, 38)) != d.len() - L4 {
+        let dip = Ipv4Packet::new_unchecked(&d[L3..]);
+        let dudp = UdpPacket::new_unchecked(&d[L4..]);
+        if usize::from(dip.total_len()) != d.len() - L3 || usize::from(dudp.len()) != d.len() - L4 {
             return None;
         }
-        if (!df && rd16(d, 18) != id0.wrapping_add(k as u16)) || inet_sum(&d[14..L4]) != 0xffff {
+        if (!df && dip.ident() != id0.wrapping_add(k as u16)) || !dip.verify_checksum() {
             return None;
         }
-        let pseudo = pseudo_v4(d, (d.len() - L4) as u16);
-        if !partial && rd16(d, 40) != 0 && inet_sum_from(pseudo, &d[L4..]) != 0xffff {
+        let pseudo = dip.pseudo_header_sum((d.len() - L4) as u16);
+        if !partial && dudp.checksum() != 0 && fold(sum(pseudo, &d[L4..])) != 0xffff {
             return None;
         }
     }
-    let udp_len = 8 + (total - (n - 1) * seg - lead - HDRS) + (n - 1) * pl;
+    let udp_len = udp::HEADER_SIZE + (total - (n - 1) * seg - lead - HDRS) + (n - 1) * pl;
     if L4 + udp_len > 65_535 {
         return None;
     }
@@ -742,53 +618,23 @@ pub fn coalesce_udp(
         at += end - from;
     }
     let f = &mut buf[lead..lead + L4 + udp_len];
-    f[16..18].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
-    f[24..26].fill(0);
-    let c = !inet_sum(&f[14..L4]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f[38..40].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[L3..]);
+    ip.set_total_len((ipv4::HEADER_SIZE + udp_len) as u16);
+    ip.fill_checksum();
+    let pseudo = ip.pseudo_header_sum(udp_len as u16);
+    let mut udp = UdpPacket::new_unchecked(&mut f[L4..]);
+    udp.set_len(udp_len as u16);
     // Partial: the folded, uncomplemented pseudo-header sum.
-    let p = inet_sum_from(pseudo_v4(f, udp_len as u16), &[]);
-    f[40..42].copy_from_slice(&p.to_be_bytes());
+    udp.set_checksum(fold(pseudo));
     let vnet = VnetHdr {
         flags: VnetHdr::F_NEEDS_CSUM,
         gso_type: VnetHdr::GSO_UDP_L4,
         hdr_len: HDRS as u16,
         gso_size: pl as u16,
         csum_start: L4 as u16,
-        csum_offset: 6,
+        csum_offset: udp::field::CHECKSUM.start as u16,
     };
     Some((L4 + udp_len, vnet))
-}
-
-/// Unfolded one's-complement sum of the IPv4 pseudo-header of frame `f`
-/// (addresses at 26..34) for UDP of length `len`.
-fn pseudo_v4(f: &[u8], len: u16) -> u32 {
-    let mut s = 17u32 + u32::from(len);
-    for w in f[26..34].chunks_exact(2) {
-        s += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    s
-}
-
-/// One's-complement sum of `b` added to `init`, folded (not complemented).
-fn inet_sum_from(init: u32, b: &[u8]) -> u16 {
-    let mut s = u64::from(init);
-    let mut ch = b.chunks_exact(2);
-    for w in &mut ch {
-        s += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [x] = ch.remainder() {
-        s += u64::from(*x) << 8;
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-fn inet_sum(b: &[u8]) -> u16 {
-    inet_sum_from(0, b)
 }
 
 fn shift_vnet(v: &mut VnetHdr, by: i32) {
@@ -816,7 +662,7 @@ mod tests {
     use midonet_flow::{Action, MacAddr};
 
     use super::*;
-    use crate::testing::inet_checksum;
+    use midonet_wire::checksum::checksum as inet_checksum;
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
@@ -859,8 +705,10 @@ mod tests {
         l4_sum(&g)
     }
 
+    /// The slot path (offsets, headroom, virtio header kept in step) gives
+    /// the bytes `midonet_flow::apply_action` gives on a `Vec`.
     #[test]
-    fn in_place_ipv4_rewrites_match_the_flow_crate() {
+    fn slot_rewrites_match_the_flow_crate() {
         let base = tcp_frame(
             Ipv4Addr::new(10, 0, 0, 1),
             Ipv4Addr::new(10, 0, 0, 2),
@@ -875,15 +723,59 @@ mod tests {
             Action::SetIpv4Dst(Ipv4Addr::new(172, 16, 0, 200)),
             Action::SetL4Src(4242),
             Action::SetL4Dst(8080),
+            Action::SetEthSrc(B),
+            Action::SetEthDst(A),
         ] {
             let mut slot = Slot::from_frame(&base);
-            assert!(matches!(rewrite_ipv4_in_place(&mut slot, &a), InPlace::Done), "{a:?}");
+            assert!(rewrite(&mut slot, &a), "{a:?}");
             let mut oracle = base.clone();
             midonet_flow::apply_action(&mut oracle, &a).expect("oracle");
             assert_eq!(slot.frame(), &oracle[..], "{a:?}");
             assert_eq!(inet_checksum(&slot.frame()[14..34]), 0, "ip header checksum after {a:?}");
             assert_eq!(l4_sum(slot.frame()), 0, "tcp checksum after {a:?}");
         }
+        // A tag pushed into the headroom, a rewrite behind it, the tag popped.
+        let mut slot = Slot::from_frame(&base);
+        slot.vnet = VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, csum_start: 34, ..VnetHdr::default() };
+        let mut oracle = base.clone();
+        for a in [Action::PushVlan { vid: 42, pcp: 3 }, Action::SetTtl(9), Action::PopVlan] {
+            assert!(rewrite(&mut slot, &a), "{a:?}");
+            midonet_flow::apply_action(&mut oracle, &a).expect("oracle");
+            assert_eq!(slot.frame(), &oracle[..], "{a:?}");
+            if matches!(a, Action::PushVlan { .. }) {
+                assert_eq!(
+                    (slot.start, slot.vnet.csum_start),
+                    (HEADROOM - 4, 38),
+                    "moved with the tag"
+                );
+            }
+        }
+        assert_eq!((slot.start, slot.len, slot.vnet.csum_start), (HEADROOM, base.len(), 34));
+        // IPv6 and ICMP ids: in place too now.
+        for (desc, a) in [
+            ("ip6.src=2001:db8::1,ip6.dst=2001:db8::2,tcp.dst=80", Action::SetTtl(5)),
+            ("ip6.src=2001:db8::1,ip6.dst=2001:db8::2,udp.dst=53", Action::SetL4Dst(5353)),
+            ("ip4.src=10.0.0.1,ip4.dst=10.0.0.2,icmp4.type=8,icmp4.id=7", Action::SetIcmpId(99)),
+        ] {
+            let k: FlowKey = desc.parse().expect("desc");
+            let mut f = Vec::new();
+            k.to_frame(b"payload", &mut f);
+            let mut slot = Slot::from_frame(&f);
+            assert!(rewrite(&mut slot, &a), "{desc}: {a:?}");
+            midonet_flow::apply_action(&mut f, &a).expect("oracle");
+            assert_eq!(slot.frame(), &f[..], "{desc}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn a_push_never_grows_below_the_floor() {
+        let base = tcp_frame(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, 1, 2, b"x");
+        let mut slot = Slot::from_frame(&base);
+        slot.floor = slot.start - 3;
+        assert!(!rewrite(&mut slot, &Action::PushVlan { vid: 1, pcp: 0 }));
+        assert_eq!((slot.start, slot.frame()), (HEADROOM, &base[..]), "left alone");
+        slot.floor = slot.start - 4;
+        assert!(rewrite(&mut slot, &Action::PushVlan { vid: 1, pcp: 0 }));
     }
 
     #[test]
@@ -913,14 +805,14 @@ mod tests {
             csum_offset: 16,
             ..VnetHdr::default()
         };
-        // The copying path (midonet_flow::apply_action_partial) must agree.
+        // The Vec path (midonet_flow::apply_action_partial) must agree.
         let mut oracle = f.clone();
         for a in [
             Action::SetIpv4Src(Ipv4Addr::new(203, 0, 113, 5)),
             Action::SetL4Dst(9999),
             Action::SetTtl(3),
         ] {
-            assert!(matches!(rewrite_ipv4_in_place(&mut slot, &a), InPlace::Done));
+            assert!(rewrite(&mut slot, &a));
             midonet_flow::apply_action_partial(&mut oracle, &a, Some(34)).expect("oracle");
             assert_eq!(
                 slot.frame(),
@@ -1047,11 +939,12 @@ mod tests {
     }
 
     #[test]
-    fn non_ipv4_is_left_to_the_generic_path() {
+    fn rewrites_that_do_not_apply_fail() {
         let mut slot = Slot::from_frame(&[0u8; 60]);
-        assert!(matches!(
-            rewrite_ipv4_in_place(&mut slot, &Action::SetTtl(1)),
-            InPlace::NotHandled
-        ));
+        assert!(!rewrite(&mut slot, &Action::SetTtl(1)), "not IP");
+        assert!(!rewrite(&mut slot, &Action::PopVlan), "untagged");
+        let mut short = Slot::from_frame(&[0u8; 10]);
+        assert!(!rewrite(&mut short, &Action::SetEthDst(A)), "shorter than Ethernet");
+        assert!(!rewrite(&mut short, &Action::PushVlan { vid: 1, pcp: 0 }));
     }
 }

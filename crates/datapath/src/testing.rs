@@ -63,19 +63,6 @@ impl UpcallHandler for MacTableHandler {
     }
 }
 
-/// RFC 1071 checksum of `b`.
-pub fn inet_checksum(b: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for c in b.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
-        sum += u32::from(w);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An Ethernet + IPv4 + UDP frame (UDP checksum 0, IPv4 checksum valid).
 pub fn udp_frame(
     src_mac: MacAddr,
@@ -98,8 +85,7 @@ pub fn udp_frame(
     ip[9] = 17;
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
-    let c = inet_checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    midonet_wire::checksum::set_ipv4_header_checksum(&mut ip);
     f.extend_from_slice(&ip);
     f.extend_from_slice(&sport.to_be_bytes());
     f.extend_from_slice(&dport.to_be_bytes());
@@ -121,6 +107,6 @@ mod tests {
             udp_frame(a, b, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1, 2, b"hi");
         let k = FlowKey::extract(&f, InPort::Port(3)).expect("parse");
         assert_eq!((k.eth_src, k.eth_dst, k.l4_src, k.l4_dst, k.ip_proto), (a, b, 1, 2, 17));
-        assert_eq!(inet_checksum(&f[14..34]), 0, "a valid header sums to zero");
+        assert_eq!(midonet_wire::checksum::checksum(&f[14..34]), 0, "a valid header sums to zero");
     }
 }
