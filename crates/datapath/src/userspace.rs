@@ -184,6 +184,13 @@ impl Io for UsIo {
     }
 }
 
+/// Which socket a receive batch belongs to.
+#[derive(Clone, Copy)]
+enum RxSource {
+    Port(PortNo),
+    Tunnel,
+}
+
 /// The datapath thread's state; control closures get `&mut State`.
 pub struct State {
     pub core: Core<UsIo>,
@@ -229,23 +236,18 @@ impl State {
         Ok(())
     }
 
-    fn port_rx(&mut self, p: PortNo) {
-        let Some(mut b) = self.rx.get_mut(p as usize).and_then(Option::take) else {
-            return;
+    /// Receive and process up to a few batches from one socket. Up to a
+    /// few per wake-up: fewer `epoll_wait` calls under load, while other
+    /// sockets still get their turn.
+    fn receive(&mut self, src: RxSource) {
+        let batch = match src {
+            RxSource::Port(p) => self.rx.get_mut(p as usize).and_then(Option::take),
+            RxSource::Tunnel => self.tunnel_rx.take(),
         };
-        // Up to a few batches per wake-up: fewer epoll_wait calls under load,
-        // while other sockets still get their turn.
+        let Some(mut b) = batch else { return };
+        let ovfl_before = b.rxq_ovfl;
         for _ in 0..8 {
-            let n = match self.core.io.ports.get(p as usize).and_then(Option::as_ref) {
-                Some(pio) => match pio.sock.recv_batch(&mut b) {
-                    Ok(n) => n,
-                    Err(_) => {
-                        self.core.counters.drop(DropReason::RxError);
-                        0
-                    }
-                },
-                None => 0,
-            };
+            let n = self.recv(src, &mut b);
             if n == 0 {
                 break;
             }
@@ -253,11 +255,10 @@ impl State {
             self.core.counters.rx_batches += 1;
             self.core.tick();
             for s in &mut b.slots[..n] {
-                if s.len < 14 {
-                    self.core.counters.drop(DropReason::Truncated);
-                    continue;
+                match src {
+                    RxSource::Port(p) => self.port_frame(p, s),
+                    RxSource::Tunnel => self.tunnel_datagram(s),
                 }
-                self.core.process_port(p, s);
             }
             // Flush before the slots are reused: queued outputs point into them.
             self.core.flush();
@@ -265,64 +266,75 @@ impl State {
                 break;
             }
         }
-        self.rx[p as usize] = Some(b);
-    }
-
-    fn tunnel_rx(&mut self) {
-        let Some(mut b) = self.tunnel_rx.take() else {
-            return;
-        };
-        let ovfl_before = b.rxq_ovfl;
-        for _ in 0..8 {
-            let n = match self.core.io.tunnel.as_ref() {
-                Some(t) => match t.sock.recv_batch(&mut b, crate::vxlan::VXLAN_HDR_LEN) {
-                    Ok(n) => n,
-                    Err(_) => {
-                        self.core.counters.drop(DropReason::RxError);
-                        0
-                    }
-                },
-                None => 0,
-            };
-            if n == 0 {
-                break;
-            }
-            self.activity += n as u64;
-            self.core.counters.rx_batches += 1;
-            self.core.tick();
-            for s in &mut b.slots[..n] {
-                if s.len == 0 {
-                    self.core.counters.drop(DropReason::Truncated);
-                    continue;
-                }
-                if s.seg == 0 || s.seg >= s.len {
-                    self.core.process_tunnel(s);
-                    continue;
-                }
-                if self.coalesce && self.core.process_tunnel_gro(s) {
-                    continue;
-                }
-                // A GRO message: several datagrams back to back, each `seg`
-                // bytes (the last may be shorter). Process them one by one
-                // in place; outputs keep pointing into this buffer.
-                let (base, total, seg) = (s.start, s.len, s.seg);
-                let mut off = 0;
-                while off < total {
-                    s.start = base + off;
-                    s.floor = base + off;
-                    s.len = seg.min(total - off);
-                    self.core.process_tunnel(s);
-                    off += seg;
-                }
-            }
-            self.core.flush();
-            if n < b.capacity() {
-                break;
-            }
-        }
+        // The tunnel socket reports its kernel drops (SO_RXQ_OVFL) with the
+        // messages; vports' are read in `housekeeping`.
         let lost = b.rxq_ovfl.wrapping_sub(ovfl_before);
         self.core.counters.drops.add(DropReason::RxOverrun, u64::from(lost));
-        self.tunnel_rx = Some(b);
+        match src {
+            RxSource::Port(p) => {
+                if let Some(r) = self.rx.get_mut(p as usize) {
+                    *r = Some(b);
+                }
+            }
+            RxSource::Tunnel => self.tunnel_rx = Some(b),
+        }
+    }
+
+    /// One `recvmmsg` into `b`; 0 when nothing came (or the socket is gone).
+    fn recv(&mut self, src: RxSource, b: &mut RxBatch) -> usize {
+        let r = match src {
+            RxSource::Port(p) => {
+                match self.core.io.ports.get(p as usize).and_then(Option::as_ref) {
+                    Some(pio) => pio.sock.recv_batch(b),
+                    None => return 0,
+                }
+            }
+            RxSource::Tunnel => match self.core.io.tunnel.as_ref() {
+                Some(t) => t.sock.recv_batch(b, crate::vxlan::VXLAN_HDR_LEN),
+                None => return 0,
+            },
+        };
+        r.unwrap_or_else(|_| {
+            self.core.counters.drop(DropReason::RxError);
+            0
+        })
+    }
+
+    /// A frame received on vport `p`.
+    fn port_frame(&mut self, p: PortNo, s: &mut Slot) {
+        if s.len < 14 {
+            self.core.counters.drop(DropReason::Truncated);
+            return;
+        }
+        self.core.process_port(p, s);
+    }
+
+    /// A message from the tunnel socket: one VXLAN datagram, or a UDP GRO
+    /// run of them.
+    fn tunnel_datagram(&mut self, s: &mut Slot) {
+        if s.len == 0 {
+            self.core.counters.drop(DropReason::Truncated);
+            return;
+        }
+        if s.seg == 0 || s.seg >= s.len {
+            self.core.process_tunnel(s);
+            return;
+        }
+        if self.coalesce && self.core.process_tunnel_gro(s) {
+            return;
+        }
+        // A GRO message: several datagrams back to back, each `seg` bytes
+        // (the last may be shorter). Process them one by one in place;
+        // outputs keep pointing into this buffer.
+        let (base, total, seg) = (s.start, s.len, s.seg);
+        let mut off = 0;
+        while off < total {
+            s.start = base + off;
+            s.floor = base + off;
+            s.len = seg.min(total - off);
+            self.core.process_tunnel(s);
+            off += seg;
+        }
     }
 
     fn housekeeping(&mut self) {
@@ -355,8 +367,8 @@ impl State {
                             f(self);
                         }
                     }
-                    TUNNEL_TOKEN => self.tunnel_rx(),
-                    p => self.port_rx(p as PortNo),
+                    TUNNEL_TOKEN => self.receive(RxSource::Tunnel),
+                    p => self.receive(RxSource::Port(p as PortNo)),
                 }
             }
             if self.activity > 0 {
