@@ -297,6 +297,20 @@ impl DropReason {
     }
 }
 
+// Every reason a packet is dropped or not rewritten is counted per packet,
+// so it is a small `Copy` enum, never a string or a boxed error built per
+// packet (STYLE.md "Errors"). Checked when the crate compiles.
+const _: () = {
+    const fn is_copy<T: Copy>() {}
+    is_copy::<DropReason>();
+    is_copy::<midonet_flow::ParseError>();
+    is_copy::<midonet_flow::RewriteError>();
+    is_copy::<vxlan::VxlanError>();
+    is_copy::<vxlan::OffloadUnsupported>();
+    assert!(std::mem::size_of::<DropReason>() == 1);
+    assert!(std::mem::size_of::<midonet_flow::RewriteError>() <= 2);
+};
+
 /// Drop counters, one per [`DropReason`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DropCounters([u64; DropReason::ALL.len()]);
