@@ -143,6 +143,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod dummy;
+pub mod ebpf;
 pub mod pipeline;
 pub mod sys;
 pub mod table;

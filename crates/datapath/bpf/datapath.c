@@ -1,0 +1,722 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The kernel fast path of the `ebpf` datapath provider.
+ *
+ *   VM host-end veth ─ TC ingress ─ mdp_port ──┐
+ *                                              ├─ parse ─ megaflow lookup (masks + per-mask hash)
+ *   vxlan (external) ─ TC ingress ─ mdp_tunnel ┤      hit: counters, action list ─ rewrites,
+ *        VNI bound to a local port: redirect ──┘           output (redirect_peer / clone),
+ *                                                           tunnel (set key + redirect to vxlan)
+ *                                                     miss: frame into the `mdp_upcalls` ring
+ *                                                           buffer for the agent, then dropped
+ *   inject veth ─ TC ingress ─ mdp_inject: the agent re-injects a packet with
+ *        skb->mark = action list (16 bits) | generation (16 bits); it runs
+ *        that list here, so packets that missed and packets the agent makes
+ *        (ARP replies, ICMP errors, DHCP) leave exactly like flow hits.
+ *
+ * The key and masks follow midonet_flow::FlowKey/FlowMask: the agent keeps
+ * one BPF mask per distinct megaflow mask, the flows map is keyed by the
+ * masked key with the mask's index in bits 24..30 of in_port, and the masks
+ * are probed in the order the agent writes to `mdp_mask_list`. The parse
+ * mirrors FlowKey::extract's checks, so a frame the agent would call
+ * malformed is dropped here with the same count.
+ *
+ * All maps are pinned by name: flows installed in the kernel keep
+ * forwarding while the agent restarts.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "datapath.h"
+
+char _license[] SEC("license") = "Apache-2.0";
+
+#ifndef ETH_P_8021Q
+#define ETH_P_8021Q 0x8100
+#endif
+#define IPPROTO_SCTP_ 132
+#define PULL_LEN 128
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MDP_MAX_FLOWS);
+	__type(key, struct mdp_key);
+	__type(value, struct mdp_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MDP_MAX_MASKS);
+	__type(key, __u32);
+	__type(value, struct mdp_key);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_masks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mdp_mask_list);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_mask_list SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MDP_MAX_MASKS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_mask_hits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MDP_MAX_ACT_LISTS);
+	__type(key, __u32);
+	__type(value, struct mdp_act_list);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_actions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MDP_MAX_STATS);
+	__type(key, __u32);
+	__type(value, struct mdp_flow_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_flow_stats SEC(".maps");
+
+/* Userspace only: what the agent needs to adopt a flow after a restart
+ * (tags, idle timeout), keyed by the flow's stats slot. */
+struct mdp_flow_meta {
+	__u64 idle_ms;
+	__u32 n_tags;
+	__u32 flags;
+	__u64 tags[62];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MDP_MAX_STATS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct mdp_flow_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_flow_meta SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MDP_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct mdp_port);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MDP_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct mdp_if_port);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_if_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MDP_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct mdp_port_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_port_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MDP_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_vni_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mdp_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MDP_C_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MDP_RING_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_upcalls SEC(".maps");
+
+/* Where the headers of the packet being processed are. */
+struct xstate {
+	__u32 l3;        /* frame offset of the L3 header */
+	__u32 l4;        /* frame offset of the L4 header; 0 = none */
+	__u32 ihl;       /* IPv4 header bytes */
+	__u32 in_port;
+	__be16 eth_type; /* after the one tag midonet_flow knows */
+	__u8 proto;
+	__u8 echo;       /* ICMPv4 echo: has an identifier */
+	__u8 ingress;    /* at TC ingress: bpf_redirect_peer allowed */
+	__u8 pad[3];
+};
+
+static __always_inline void count(__u32 idx, __u64 n)
+{
+	__u64 *c = bpf_map_lookup_elem(&mdp_counters, &idx);
+
+	if (c)
+		*c += n; /* per-CPU: no atomics needed */
+}
+
+static __always_inline int drop(__u32 reason)
+{
+	count(reason, 1);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline void port_rx(__u32 port, __u32 len)
+{
+	__u32 p = port & (MDP_MAX_PORTS - 1);
+	struct mdp_port_stats *s = bpf_map_lookup_elem(&mdp_port_stats, &p);
+
+	if (s) {
+		s->rx_packets++;
+		s->rx_bytes += len;
+	}
+}
+
+static __always_inline void port_tx(__u32 port, __u32 len)
+{
+	__u32 p = port & (MDP_MAX_PORTS - 1);
+	struct mdp_port_stats *s = bpf_map_lookup_elem(&mdp_port_stats, &p);
+
+	if (s) {
+		s->tx_packets++;
+		s->tx_bytes += len;
+	}
+}
+
+/* Parse like midonet_flow::FlowKey::extract. Returns 0, or -1 for a frame
+ * the agent would call malformed. An outer 802.1Q tag is normally in the
+ * skb's metadata at TC ingress (the stack untags before the hook); a tag
+ * still in the data (BPF_PROG_TEST_RUN, or a second tag) is read there. */
+static __always_inline int parse(struct __sk_buff *skb, struct mdp_key *k, struct xstate *st)
+{
+	__u32 len = skb->len;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u32 want = len < PULL_LEN ? len : PULL_LEN;
+	__u32 l3 = ETH_HLEN;
+	__be16 proto;
+
+	if (len < ETH_HLEN)
+		return -1;
+	if ((__u32)(end - data) < want) {
+		if (bpf_skb_pull_data(skb, want) < 0)
+			return -1;
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+	}
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return -1;
+	__builtin_memcpy(k->eth_dst, eth->h_dest, 6);
+	__builtin_memcpy(k->eth_src, eth->h_source, 6);
+	proto = eth->h_proto;
+	st->l3 = ETH_HLEN;
+	if (skb->vlan_present) {
+		if (skb->vlan_proto != bpf_htons(ETH_P_8021Q)) {
+			/* midonet_flow knows only 802.1Q: an 802.1ad outer
+			 * tag makes the frame an unknown ethertype. */
+			k->eth_type = skb->vlan_proto;
+			st->eth_type = k->eth_type;
+			return 0;
+		}
+		k->vlan = MDP_VLAN_PRESENT | (skb->vlan_tci & 0xefff);
+	} else if (proto == bpf_htons(ETH_P_8021Q)) {
+		__u8 *tag = data + ETH_HLEN;
+
+		if ((void *)(tag + 4) > end)
+			return -1;
+		k->vlan = MDP_VLAN_PRESENT | ((((__u16)tag[0] << 8) | tag[1]) & 0xefff);
+		proto = *(__be16 *)(tag + 2);
+		l3 = ETH_HLEN + 4;
+	}
+	k->eth_type = proto;
+	st->eth_type = proto;
+	st->l3 = l3;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		__u8 *ip = data + l3;
+		__u32 ihl, total, l4, pend;
+		__u16 frag;
+
+		if ((void *)(ip + 20) > end)
+			return -1;
+		if ((ip[0] >> 4) != 4)
+			return -1;
+		ihl = (ip[0] & 0x0f) * 4;
+		total = ((__u32)ip[2] << 8) | ip[3];
+		if (ihl < 20 || total < ihl || len < l3 + total)
+			return -1;
+		k->ip_tos = ip[1];
+		k->ip_ttl = ip[8];
+		k->ip_proto = ip[9];
+		__builtin_memcpy(&k->ip_src, ip + 12, 4);
+		__builtin_memcpy(&k->ip_dst, ip + 16, 4);
+		st->proto = ip[9];
+		st->ihl = ihl;
+		frag = ((__u16)ip[6] << 8) | ip[7];
+		if (frag & 0x1fff) {
+			k->ip_frag = MDP_FRAG_LATER;
+			return 0;
+		}
+		k->ip_frag = (frag & 0x2000) ? MDP_FRAG_FIRST : MDP_FRAG_NO;
+		l4 = l3 + ihl;
+		pend = l3 + total;
+		st->l4 = l4;
+		if (l4 > ETH_HLEN + 4 + 60)
+			return -1;
+		__u8 *t = data + l4;
+		switch (ip[9]) {
+		case IPPROTO_TCP: {
+			__u32 doff;
+
+			if (pend < l4 + 20 || (void *)(t + 20) > end)
+				return -1;
+			doff = (t[12] >> 4) * 4;
+			if (doff < 20 || pend < l4 + doff)
+				return -1;
+			__builtin_memcpy(&k->l4_src, t, 2);
+			__builtin_memcpy(&k->l4_dst, t + 2, 2);
+			k->tcp_flags = bpf_htons((((__u16)t[12] << 8) | t[13]) & 0x1ff);
+			break;
+		}
+		case IPPROTO_UDP:
+			if (pend < l4 + 8 || (void *)(t + 8) > end)
+				return -1;
+			__builtin_memcpy(&k->l4_src, t, 2);
+			__builtin_memcpy(&k->l4_dst, t + 2, 2);
+			break;
+		case IPPROTO_SCTP_:
+			if (pend < l4 + 12 || (void *)(t + 12) > end)
+				return -1;
+			__builtin_memcpy(&k->l4_src, t, 2);
+			__builtin_memcpy(&k->l4_dst, t + 2, 2);
+			break;
+		case IPPROTO_ICMP:
+			if (pend < l4 + 4 || (void *)(t + 4) > end)
+				return -1;
+			k->icmp_type = t[0];
+			k->icmp_code = t[1];
+			if (t[0] == 0 || t[0] == 8) {
+				if (pend < l4 + 6 || (void *)(t + 6) > end)
+					return -1;
+				__builtin_memcpy(&k->icmp_id, t + 4, 2);
+				st->echo = 1;
+			}
+			break;
+		}
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		/* Checked, not keyed: flows on IPv6 L3/L4 fields stay in the agent. */
+		__u8 *ip6 = data + l3;
+
+		if ((void *)(ip6 + 40) > end)
+			return -1;
+		if ((ip6[0] >> 4) != 6)
+			return -1;
+		if (len < l3 + 40 + (((__u32)ip6[4] << 8) | ip6[5]))
+			return -1;
+	} else if (proto == bpf_htons(ETH_P_ARP)) {
+		__u8 *a = data + l3;
+
+		if ((void *)(a + 28) > end)
+			return -1;
+		/* Ethernet/IPv4 ARP only, as FlowKey::extract. */
+		if (a[0] != 0 || a[1] != 1 || a[2] != 8 || a[3] != 0 || a[4] != 6 || a[5] != 4)
+			return -1;
+		__builtin_memcpy(&k->arp_op, a + 6, 2);
+		__builtin_memcpy(k->arp_sha, a + 8, 6);
+		__builtin_memcpy(&k->arp_spa, a + 14, 4);
+		__builtin_memcpy(k->arp_tha, a + 18, 6);
+		__builtin_memcpy(&k->arp_tpa, a + 24, 4);
+	}
+	return 0;
+}
+
+/* Tuple-space search over the agent's masks, in its order. */
+static __always_inline struct mdp_flow *lookup(struct mdp_key *k)
+{
+	__u32 zero = 0;
+	struct mdp_mask_list *ml = bpf_map_lookup_elem(&mdp_mask_list, &zero);
+	struct mdp_key mk __attribute__((aligned(8)));
+	__u32 n;
+
+	if (!ml)
+		return 0;
+	n = ml->n;
+	for (__u32 i = 0; i < MDP_MAX_MASKS; i++) {
+		if (i >= n)
+			break;
+		__u32 mi = ml->idx[i] & (MDP_MAX_MASKS - 1);
+		__u64 *m = bpf_map_lookup_elem(&mdp_masks, &mi);
+		__u64 *kw = (__u64 *)k;
+		__u64 *o = (__u64 *)&mk;
+
+		if (!m)
+			break;
+#pragma unroll
+		for (int w = 0; w < 8; w++)
+			o[w] = kw[w] & m[w];
+		mk.in_port |= mi << MDP_MASK_ID_SHIFT;
+		struct mdp_flow *f = bpf_map_lookup_elem(&mdp_flows, &mk);
+		if (f) {
+			__u64 *h = bpf_map_lookup_elem(&mdp_mask_hits, &mi);
+
+			if (h)
+				(*h)++;
+			return f;
+		}
+	}
+	return 0;
+}
+
+/* Re-read the L2 layout after a VLAN push/pop changed it. */
+static __always_inline void relayout(struct __sk_buff *skb, struct xstate *st)
+{
+	__be16 t = 0, t2 = 0;
+
+	bpf_skb_load_bytes(skb, 12, &t, 2);
+	if (skb->vlan_present) {
+		st->l3 = ETH_HLEN;
+		st->eth_type = skb->vlan_proto == bpf_htons(ETH_P_8021Q) ? t : skb->vlan_proto;
+	} else if (t == bpf_htons(ETH_P_8021Q)) {
+		bpf_skb_load_bytes(skb, 16, &t2, 2);
+		st->l3 = ETH_HLEN + 4;
+		st->eth_type = t2;
+	} else {
+		st->l3 = ETH_HLEN;
+		st->eth_type = t;
+	}
+	if (st->l4)
+		st->l4 = st->l3 + st->ihl;
+}
+
+static __always_inline int emit(struct __sk_buff *skb, __u32 ifindex, int peer, int last)
+{
+	if (last)
+		return peer ? bpf_redirect_peer(ifindex, 0) : bpf_redirect(ifindex, 0);
+	if (bpf_clone_redirect(skb, ifindex, 0) < 0)
+		count(MDP_C_DROP_TX, 1);
+	return 0;
+}
+
+/* One action. Returns 0 to go on, the TC verdict for the last emit, or
+ * -counter for a drop. A global function: verified once, not per call site. */
+__attribute__((noinline)) int mdp_act(struct __sk_buff *skb, struct xstate *st,
+				      struct mdp_act *a, int last)
+{
+	__u32 off;
+
+	if (!skb || !st || !a)
+		return -MDP_C_DROP_REWRITE;
+	switch (a->op) {
+	case MDP_OP_SET_ETH_SRC:
+	case MDP_OP_SET_ETH_DST:
+		off = a->op == MDP_OP_SET_ETH_SRC ? 6 : 0;
+		if (bpf_skb_store_bytes(skb, off, a->mac, 6, 0) < 0)
+			return -MDP_C_DROP_REWRITE;
+		return 0;
+	case MDP_OP_SET_IP4_SRC:
+	case MDP_OP_SET_IP4_DST: {
+		__be32 old = 0, new = a->w;
+
+		if (st->eth_type != bpf_htons(ETH_P_IP))
+			return -MDP_C_DROP_REWRITE;
+		off = st->l3 + (a->op == MDP_OP_SET_IP4_SRC ? 12 : 16);
+		if (bpf_skb_load_bytes(skb, off, &old, 4) < 0)
+			return -MDP_C_DROP_REWRITE;
+		if (st->l4 && st->proto == IPPROTO_TCP)
+			bpf_l4_csum_replace(skb, st->l4 + 16, old, new, BPF_F_PSEUDO_HDR | 4);
+		else if (st->l4 && st->proto == IPPROTO_UDP)
+			bpf_l4_csum_replace(skb, st->l4 + 6, old, new,
+					    BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
+		if (bpf_l3_csum_replace(skb, st->l3 + 10, old, new, 4) < 0 ||
+		    bpf_skb_store_bytes(skb, off, &new, 4, 0) < 0)
+			return -MDP_C_DROP_REWRITE;
+		return 0;
+	}
+	case MDP_OP_SET_TTL:
+	case MDP_OP_SET_TOS: {
+		__u8 w[2] = {}, n[2];
+
+		if (st->eth_type != bpf_htons(ETH_P_IP))
+			return -MDP_C_DROP_REWRITE;
+		/* TTL is the first byte of the word at 8, TOS the second of the word at 0. */
+		off = st->l3 + (a->op == MDP_OP_SET_TTL ? 8 : 0);
+		if (bpf_skb_load_bytes(skb, off, w, 2) < 0)
+			return -MDP_C_DROP_REWRITE;
+		n[0] = w[0];
+		n[1] = w[1];
+		if (a->op == MDP_OP_SET_TTL)
+			n[0] = a->h;
+		else
+			n[1] = a->h;
+		if (bpf_l3_csum_replace(skb, st->l3 + 10, *(__u16 *)w, *(__u16 *)n, 2) < 0 ||
+		    bpf_skb_store_bytes(skb, off, n, 2, 0) < 0)
+			return -MDP_C_DROP_REWRITE;
+		return 0;
+	}
+	case MDP_OP_SET_L4_SRC:
+	case MDP_OP_SET_L4_DST: {
+		__be16 old = 0, new = bpf_htons(a->h);
+
+		if (st->eth_type != bpf_htons(ETH_P_IP) || !st->l4 ||
+		    (st->proto != IPPROTO_TCP && st->proto != IPPROTO_UDP))
+			return -MDP_C_DROP_REWRITE;
+		off = st->l4 + (a->op == MDP_OP_SET_L4_SRC ? 0 : 2);
+		if (bpf_skb_load_bytes(skb, off, &old, 2) < 0)
+			return -MDP_C_DROP_REWRITE;
+		/* A partial (offloaded) checksum is left alone by the helper. */
+		if (st->proto == IPPROTO_TCP)
+			bpf_l4_csum_replace(skb, st->l4 + 16, old, new, 2);
+		else
+			bpf_l4_csum_replace(skb, st->l4 + 6, old, new, BPF_F_MARK_MANGLED_0 | 2);
+		if (bpf_skb_store_bytes(skb, off, &new, 2, 0) < 0)
+			return -MDP_C_DROP_REWRITE;
+		return 0;
+	}
+	case MDP_OP_SET_ICMP_ID: {
+		__be16 old = 0, new = bpf_htons(a->h);
+
+		if (st->eth_type != bpf_htons(ETH_P_IP) || !st->l4 || st->proto != IPPROTO_ICMP ||
+		    !st->echo)
+			return -MDP_C_DROP_REWRITE;
+		if (bpf_skb_load_bytes(skb, st->l4 + 4, &old, 2) < 0)
+			return -MDP_C_DROP_REWRITE;
+		bpf_l4_csum_replace(skb, st->l4 + 2, old, new, 2);
+		if (bpf_skb_store_bytes(skb, st->l4 + 4, &new, 2, 0) < 0)
+			return -MDP_C_DROP_REWRITE;
+		return 0;
+	}
+	case MDP_OP_PUSH_VLAN:
+		if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), a->h) < 0)
+			return -MDP_C_DROP_REWRITE;
+		relayout(skb, st);
+		return 0;
+	case MDP_OP_POP_VLAN: {
+		__be16 t = 0;
+
+		if (!skb->vlan_present) {
+			bpf_skb_load_bytes(skb, 12, &t, 2);
+			if (t != bpf_htons(ETH_P_8021Q))
+				return -MDP_C_DROP_REWRITE;
+		}
+		if (bpf_skb_vlan_pop(skb) < 0)
+			return -MDP_C_DROP_REWRITE;
+		relayout(skb, st);
+		return 0;
+	}
+	case MDP_OP_OUTPUT: {
+		__u32 p = a->w & (MDP_MAX_PORTS - 1);
+		struct mdp_port *pi = bpf_map_lookup_elem(&mdp_ports, &p);
+
+		if (p == 0 || !pi || !pi->ifindex)
+			return -MDP_C_DROP_UNKNOWN_PORT;
+		port_tx(p, skb->len);
+		return emit(skb, pi->ifindex, (pi->flags & MDP_PORT_PEER) && st->ingress, last);
+	}
+	case MDP_OP_TUNNEL: {
+		__u32 zero = 0;
+		struct mdp_config *cfg = bpf_map_lookup_elem(&mdp_config, &zero);
+		struct bpf_tunnel_key tk = {};
+		__u32 size = sizeof(tk);
+
+		if (!cfg || !cfg->vxlan_ifindex)
+			return -MDP_C_DROP_UNKNOWN_PORT;
+		tk.remote_ipv4 = a->w;
+		tk.tunnel_id = a->x;
+		tk.tunnel_ttl = cfg->tunnel_ttl ? cfg->tunnel_ttl : 64;
+		tk.local_ipv4 = cfg->local_ip;
+		if (!cfg->local_ip)
+			size = __builtin_offsetof(struct bpf_tunnel_key, local_ipv4);
+		/* flags 0: outer UDP checksum on, like a kernel vxlan device's default. */
+		if (bpf_skb_set_tunnel_key(skb, &tk, size, 0) < 0)
+			return -MDP_C_DROP_TX;
+		port_tx(0, skb->len);
+		return emit(skb, cfg->vxlan_ifindex, 0, last);
+	}
+	}
+	return -MDP_C_DROP_REWRITE;
+}
+
+static __always_inline int run_actions(struct __sk_buff *skb, struct xstate *st, __u32 id)
+{
+	__u32 i = id & (MDP_MAX_ACT_LISTS - 1);
+	struct mdp_act_list *al = bpf_map_lookup_elem(&mdp_actions, &i);
+	__u32 last;
+
+	if (!al)
+		return drop(MDP_C_DROP_FLOW);
+	last = al->last_emit;
+	if (last >= al->n || last >= MDP_MAX_ACTS)
+		return drop(MDP_C_DROP_FLOW);
+	for (__u32 j = 0; j < MDP_MAX_ACTS; j++) {
+		int r = mdp_act(skb, st, &al->a[j], j == last);
+
+		if (r < 0)
+			return drop(-r);
+		if (j == last)
+			return r;
+	}
+	return drop(MDP_C_DROP_FLOW);
+}
+
+/* Hand the frame to the agent and drop it here; the agent re-injects it. */
+static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port)
+{
+	__u32 len = skb->len;
+	struct mdp_upcall *u;
+
+	if (len < ETH_HLEN)
+		return drop(MDP_C_DROP_MALFORMED);
+	if (len <= MDP_UPCALL_SMALL) {
+		u = bpf_ringbuf_reserve(&mdp_upcalls, sizeof(*u) + MDP_UPCALL_SMALL, 0);
+		if (!u)
+			return drop(MDP_C_DROP_UPCALL_LOST);
+		if (bpf_skb_load_bytes(skb, 0, (void *)(u + 1), len) < 0) {
+			bpf_ringbuf_discard(u, 0);
+			return drop(MDP_C_DROP_MALFORMED);
+		}
+	} else if (len <= MDP_UPCALL_BIG) {
+		u = bpf_ringbuf_reserve(&mdp_upcalls, sizeof(*u) + MDP_UPCALL_BIG, 0);
+		if (!u)
+			return drop(MDP_C_DROP_UPCALL_LOST);
+		if (bpf_skb_load_bytes(skb, 0, (void *)(u + 1), len) < 0) {
+			bpf_ringbuf_discard(u, 0);
+			return drop(MDP_C_DROP_MALFORMED);
+		}
+	} else {
+		return drop(MDP_C_DROP_TRUNCATED);
+	}
+	u->kind = MDP_UPCALL_MISS;
+	u->in_port = in_port;
+	u->len = len;
+	u->ifindex = skb->ifindex;
+	u->vlan_present = skb->vlan_present ? 1 : 0;
+	u->vlan_tci = skb->vlan_tci;
+	u->vlan_proto = skb->vlan_proto;
+	u->pad[0] = u->pad[1] = u->pad[2] = 0;
+	u->gso_size = skb->gso_size;
+	u->gso_segs = skb->gso_segs;
+	bpf_ringbuf_submit(u, 0);
+	count(MDP_C_UPCALL, 1);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int flow_path(struct __sk_buff *skb, __u32 in_port)
+{
+	struct mdp_key k __attribute__((aligned(8))) = {};
+	struct xstate st = {};
+	struct mdp_flow *f;
+
+	st.in_port = in_port;
+	st.ingress = 1;
+	if (parse(skb, &k, &st) < 0)
+		return drop(MDP_C_DROP_MALFORMED);
+	k.in_port = in_port;
+	f = lookup(&k);
+	if (!f) {
+		count(MDP_C_MISS, 1);
+		return upcall(skb, in_port);
+	}
+	count(MDP_C_HIT, 1);
+	__u32 si = f->stats & (MDP_MAX_STATS - 1);
+	struct mdp_flow_stats *fs = bpf_map_lookup_elem(&mdp_flow_stats, &si);
+	if (fs) {
+		fs->packets++;
+		fs->bytes += skb->len;
+		fs->used_ns = bpf_ktime_get_coarse_ns();
+	}
+	return run_actions(skb, &st, f->acts);
+}
+
+/* TC ingress of a VM interface's host end: what the VM sends. */
+SEC("classifier")
+int mdp_port(struct __sk_buff *skb)
+{
+	__u32 ifx = skb->ifindex;
+	struct mdp_if_port *ip = bpf_map_lookup_elem(&mdp_if_ports, &ifx);
+
+	if (!ip)
+		return drop(MDP_C_DROP_UNKNOWN_PORT);
+	port_rx(ip->port, skb->len);
+	return flow_path(skb, ip->port);
+}
+
+/* TC ingress of the vxlan device (external mode): what other hosts send.
+ * A VNI bound to a local port is that port's: the sender already simulated. */
+SEC("classifier")
+int mdp_tunnel(struct __sk_buff *skb)
+{
+	struct bpf_tunnel_key tk = {};
+	__u32 vni, *port;
+
+	if (bpf_skb_get_tunnel_key(skb, &tk, __builtin_offsetof(struct bpf_tunnel_key, local_ipv4), 0) < 0)
+		return drop(MDP_C_DROP_TUNNEL_MALFORMED);
+	port_rx(0, skb->len);
+	vni = tk.tunnel_id & 0x00ffffff;
+	port = bpf_map_lookup_elem(&mdp_vni_ports, &vni);
+	if (port) {
+		__u32 p = *port & (MDP_MAX_PORTS - 1);
+		struct mdp_port *pi = bpf_map_lookup_elem(&mdp_ports, &p);
+
+		if (skb->len < ETH_HLEN)
+			return drop(MDP_C_DROP_TRUNCATED);
+		if (p == 0 || !pi || !pi->ifindex)
+			return drop(MDP_C_DROP_UNKNOWN_PORT);
+		count(MDP_C_TUNNEL_DIRECT, 1);
+		port_tx(p, skb->len);
+		return emit(skb, pi->ifindex, pi->flags & MDP_PORT_PEER, 1);
+	}
+	return flow_path(skb, MDP_IN_TUNNEL | vni);
+}
+
+/* TC ingress of the inject veth: packets the agent sends, with the action
+ * list to run in skb->mark. */
+SEC("classifier")
+int mdp_inject(struct __sk_buff *skb)
+{
+	struct mdp_key k __attribute__((aligned(8))) = {};
+	struct xstate st = {};
+	__u32 mark = skb->mark;
+	__u32 id = mark & 0xffff;
+	struct mdp_act_list *al = bpf_map_lookup_elem(&mdp_actions, &id);
+
+	skb->mark = 0;
+	if (!mark || !al || al->gen != (mark >> 16))
+		return drop(MDP_C_DROP_STALE_EXEC);
+	st.ingress = 1;
+	/* A frame the agent made may not parse; then only emits and L2
+	 * rewrites can apply, and anything else fails as a rewrite. */
+	if (parse(skb, &k, &st) < 0) {
+		st.l4 = 0;
+		st.eth_type = 0;
+	}
+	count(MDP_C_INJECT, 1);
+	return run_actions(skb, &st, id);
+}

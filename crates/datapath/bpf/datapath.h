@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The ABI between the BPF datapath (datapath.c) and the agent
+ * (crates/datapath/src/ebpf/abi.rs mirrors every struct and constant here;
+ * its unit tests check the sizes). Everything is in host byte order unless
+ * the field says __be.
+ */
+#ifndef MDP_DATAPATH_H
+#define MDP_DATAPATH_H
+
+#include <linux/types.h>
+
+/* Table sizes. */
+#define MDP_MAX_FLOWS      65536
+#define MDP_MAX_MASKS      32    /* power of two: indexes are masked with it */
+#define MDP_MAX_ACT_LISTS  32768 /* power of two */
+#define MDP_MAX_ACTS       16    /* actions per list */
+#define MDP_MAX_PORTS      4096  /* power of two; index 0 = the tunnel */
+#define MDP_MAX_STATS      65536 /* per-flow counter slots, power of two */
+#define MDP_RING_BYTES     (16 << 20)
+
+/* Upcall copy sizes: the ring buffer needs a constant reservation, so a
+ * frame goes into one of two record sizes. */
+#define MDP_UPCALL_SMALL   2048
+#define MDP_UPCALL_BIG     (65536 + 256)
+
+/* in_port encoding in the key: a local port number, or TUNNEL | VNI.
+ * Bits 24..30 carry the mask index in the flows map (never in a mask). */
+#define MDP_IN_TUNNEL      0x80000000u
+#define MDP_MASK_ID_SHIFT  24
+
+/* key.vlan: the 802.1Q TCI with the DEI bit standing for "tagged". */
+#define MDP_VLAN_PRESENT   0x1000
+
+/* key.ip_frag, as midonet_flow::FragType. */
+#define MDP_FRAG_NO        0
+#define MDP_FRAG_FIRST     1
+#define MDP_FRAG_LATER     2
+
+/* The flow key: the fields of midonet_flow::FlowKey the kernel parses.
+ * 64 bytes = 8 words, so masking is 8 ANDs. No IPv6 addresses: flows that
+ * match on IPv6 L3/L4 fields stay in the agent (see abi.rs). */
+struct mdp_key {
+	__u32 in_port;
+	__u8 eth_dst[6];
+	__u8 eth_src[6];
+	__be16 eth_type;
+	__u16 vlan;
+	__be32 ip_src;
+	__be32 ip_dst;
+	__u8 ip_proto;
+	__u8 ip_tos;
+	__u8 ip_ttl;
+	__u8 ip_frag;
+	__be16 l4_src;
+	__be16 l4_dst;
+	__be16 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__be16 icmp_id;
+	__be16 arp_op;
+	__u8 arp_sha[6];
+	__u8 arp_tha[6];
+	__be32 arp_spa;
+	__be32 arp_tpa;
+};
+
+/* Which masks to probe, in order (busiest first, the agent re-sorts). */
+struct mdp_mask_list {
+	__u32 n;
+	__u8 idx[MDP_MAX_MASKS];
+};
+
+/* Value of the flows map. */
+struct mdp_flow {
+	__u32 acts;   /* index into `actions` */
+	__u32 stats;  /* index into `flow_stats` */
+};
+
+/* Per-CPU counters of one flow. */
+struct mdp_flow_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 used_ns; /* bpf_ktime_get_coarse_ns() of the last packet */
+};
+
+enum mdp_op {
+	MDP_OP_NONE = 0,
+	MDP_OP_SET_ETH_SRC,  /* mac */
+	MDP_OP_SET_ETH_DST,  /* mac */
+	MDP_OP_SET_IP4_SRC,  /* w: address (__be32) */
+	MDP_OP_SET_IP4_DST,  /* w: address (__be32) */
+	MDP_OP_SET_TTL,      /* h */
+	MDP_OP_SET_TOS,      /* h */
+	MDP_OP_SET_L4_SRC,   /* h: port (host order) */
+	MDP_OP_SET_L4_DST,   /* h */
+	MDP_OP_SET_ICMP_ID,  /* h */
+	MDP_OP_PUSH_VLAN,    /* h: TCI */
+	MDP_OP_POP_VLAN,
+	MDP_OP_OUTPUT,       /* w: port number */
+	MDP_OP_TUNNEL,       /* w: remote IPv4 (host order), x: VNI */
+};
+
+struct mdp_act { /* 20 bytes */
+	__u8 op;
+	__u8 pad;
+	__u16 h;
+	__u32 w;
+	__u32 x;
+	__u8 mac[6];
+	__u8 pad2[2];
+};
+
+/* An action list. `gen` is bumped whenever the slot is reused, so a
+ * re-injected packet naming an old generation is dropped, not mis-sent. */
+struct mdp_act_list {
+	__u16 n;
+	__u16 last_emit; /* index of the last output/tunnel; >= n: none */
+	__u16 gen;
+	__u16 pad;
+	struct mdp_act a[MDP_MAX_ACTS];
+};
+
+/* port_info flags */
+#define MDP_PORT_PEER 1 /* a veth whose peer is in another netns: deliver with bpf_redirect_peer */
+
+struct mdp_port {
+	__u32 ifindex;
+	__u32 flags;
+	char name[16];
+};
+
+struct mdp_if_port {
+	__u32 port;
+	__u32 pad;
+};
+
+struct mdp_port_stats {
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 tx_packets;
+	__u64 tx_bytes;
+};
+
+struct mdp_config {
+	__u32 vxlan_ifindex;
+	__u32 local_ip;   /* host order; 0 = let the route decide */
+	__u32 tunnel_ttl;
+	__u32 pad;
+};
+
+/* Counters (per-CPU array). Drops are mapped to DropReason by the agent. */
+enum mdp_counter {
+	MDP_C_DROP_TRUNCATED = 0,  /* too big to hand to the agent */
+	MDP_C_DROP_MALFORMED,
+	MDP_C_DROP_TUNNEL_MALFORMED,
+	MDP_C_DROP_UNKNOWN_PORT,
+	MDP_C_DROP_FLOW,           /* a flow whose actions emit nothing */
+	MDP_C_DROP_REWRITE,
+	MDP_C_DROP_UPCALL_LOST,    /* ring buffer full */
+	MDP_C_DROP_STALE_EXEC,     /* re-injection naming a reused action list */
+	MDP_C_DROP_TX,             /* a clone could not be sent */
+	MDP_C_HIT = 16,
+	MDP_C_MISS,
+	MDP_C_UPCALL,
+	MDP_C_INJECT,
+	MDP_C_TUNNEL_DIRECT,       /* tunnel packets delivered by VNI */
+	MDP_C_MAX = 32,
+};
+
+/* Upcall kinds */
+#define MDP_UPCALL_MISS 1
+
+/* A ring buffer record: this header, then `len` bytes of frame (as seen at
+ * TC ingress: an outer VLAN tag is in the vlan_* fields, not in the data). */
+struct mdp_upcall {
+	__u32 kind;
+	__u32 in_port;
+	__u32 len;
+	__u32 ifindex;
+	__u16 vlan_tci;
+	__be16 vlan_proto;
+	__u8 vlan_present;
+	__u8 pad[3];
+	__u32 gso_size;
+	__u32 gso_segs;
+};
+
+#endif

@@ -1,0 +1,775 @@
+//! The byte layouts shared with `bpf/datapath.h`, and the translation of
+//! flow keys, megaflow masks and action lists into them.
+//!
+//! Every map key and value is a byte array (aya's `Pod` holds for `[u8; N]`
+//! and `[u64; N]`), written and read here field by field, so this crate
+//! needs no `unsafe` to talk to the maps. The offsets below must match the
+//! C structs; the tests pin the sizes, and the BPF_PROG_TEST_RUN tests
+//! (tests/ebpf.rs) check the semantics end to end.
+//!
+//! What the kernel can do is a subset of what the agent's flows say. A flow
+//! is *offloaded* (installed in the BPF maps) when [`offload`] says so;
+//! otherwise it lives only in the agent's table and its packets take the
+//! upcall path, where the userspace copy of the table executes them:
+//! * the kernel key has no IPv6 addresses, and does not parse IPv6 past the
+//!   fixed header, so a mask on IPv6 addresses, or on any L3/L4 field of a
+//!   flow whose masked ethertype is IPv6, stays in the agent;
+//! * L3/L4 rewrites run only on IPv4 in the kernel, so a flow with one is
+//!   offloaded only when its mask pins the ethertype to IPv4;
+//! * `Userspace` actions, more than [`MAX_ACTS`] actions, and port numbers
+//!   past the port table stay in the agent.
+
+use std::net::Ipv4Addr;
+
+use midonet_flow::{Action, Actions, FieldId, FlowKey, FlowMask, FragType, InPort, MacAddr};
+
+pub const MAX_FLOWS: u32 = 65_536;
+pub const MAX_MASKS: usize = 32;
+pub const MAX_ACT_LISTS: u32 = 32_768;
+pub const MAX_ACTS: usize = 16;
+pub const MAX_PORTS: u32 = 4096;
+pub const MAX_STATS: u32 = 65_536;
+pub const IN_TUNNEL: u32 = 0x8000_0000;
+pub const MASK_ID_SHIFT: u32 = 24;
+pub const VLAN_PRESENT: u16 = 0x1000;
+pub const PORT_PEER: u32 = 1;
+pub const META_TAGS: usize = 62;
+
+pub const KEY_LEN: usize = 64;
+pub type KeyBytes = [u8; KEY_LEN];
+pub const ACT_LEN: usize = 20;
+pub const ACT_LIST_LEN: usize = 8 + MAX_ACTS * ACT_LEN;
+pub type ActListBytes = [u8; ACT_LIST_LEN];
+pub const PORT_LEN: usize = 24;
+pub const CONFIG_LEN: usize = 16;
+pub const MASK_LIST_LEN: usize = 4 + MAX_MASKS;
+pub const META_LEN: usize = 16 + META_TAGS * 8;
+pub const UPCALL_HDR_LEN: usize = 32;
+
+/// Counters of the `mdp_counters` per-CPU array (`enum mdp_counter`).
+pub mod counter {
+    pub const DROP_TRUNCATED: u32 = 0;
+    pub const DROP_MALFORMED: u32 = 1;
+    pub const DROP_TUNNEL_MALFORMED: u32 = 2;
+    pub const DROP_UNKNOWN_PORT: u32 = 3;
+    pub const DROP_FLOW: u32 = 4;
+    pub const DROP_REWRITE: u32 = 5;
+    pub const DROP_UPCALL_LOST: u32 = 6;
+    pub const DROP_STALE_EXEC: u32 = 7;
+    pub const DROP_TX: u32 = 8;
+    pub const HIT: u32 = 16;
+    pub const MISS: u32 = 17;
+    pub const UPCALL: u32 = 18;
+    pub const INJECT: u32 = 19;
+    pub const TUNNEL_DIRECT: u32 = 20;
+    pub const MAX: u32 = 32;
+}
+
+/// Which [`crate::DropReason`] each kernel drop counter is.
+pub fn drop_reason(c: u32) -> Option<crate::DropReason> {
+    use crate::DropReason as D;
+    Some(match c {
+        counter::DROP_TRUNCATED => D::Truncated,
+        counter::DROP_MALFORMED => D::Malformed,
+        counter::DROP_TUNNEL_MALFORMED => D::TunnelMalformed,
+        counter::DROP_UNKNOWN_PORT => D::UnknownPort,
+        counter::DROP_FLOW => D::FlowDrop,
+        counter::DROP_REWRITE => D::RewriteFailed,
+        // The ring buffer to the agent was full: the kernel's version of a
+        // receive-queue overrun.
+        counter::DROP_UPCALL_LOST => D::RxOverrun,
+        // A re-injected packet whose action list was reused meanwhile, or
+        // a clone the kernel would not send.
+        counter::DROP_STALE_EXEC | counter::DROP_TX => D::TxError,
+        _ => return None,
+    })
+}
+
+mod off {
+    pub const IN_PORT: usize = 0;
+    pub const ETH_DST: usize = 4;
+    pub const ETH_SRC: usize = 10;
+    pub const ETH_TYPE: usize = 16;
+    pub const VLAN: usize = 18;
+    pub const IP_SRC: usize = 20;
+    pub const IP_DST: usize = 24;
+    pub const IP_PROTO: usize = 28;
+    pub const IP_TOS: usize = 29;
+    pub const IP_TTL: usize = 30;
+    pub const IP_FRAG: usize = 31;
+    pub const L4_SRC: usize = 32;
+    pub const L4_DST: usize = 34;
+    pub const TCP_FLAGS: usize = 36;
+    pub const ICMP_TYPE: usize = 38;
+    pub const ICMP_CODE: usize = 39;
+    pub const ICMP_ID: usize = 40;
+    pub const ARP_OP: usize = 42;
+    pub const ARP_SHA: usize = 44;
+    pub const ARP_THA: usize = 50;
+    pub const ARP_SPA: usize = 56;
+    pub const ARP_TPA: usize = 60;
+}
+
+/// The in_port field of a key.
+pub fn in_port_word(p: InPort) -> u32 {
+    match p {
+        InPort::Port(n) => n & 0x00ff_ffff,
+        InPort::Tunnel(k) => IN_TUNNEL | (k & 0x00ff_ffff),
+    }
+}
+
+fn frag_code(f: FragType) -> u8 {
+    match f {
+        FragType::No => 0,
+        FragType::First => 1,
+        FragType::Later => 2,
+    }
+}
+
+/// The kernel key of `k` (IPv6 addresses are not part of it).
+pub fn encode_key(k: &FlowKey) -> KeyBytes {
+    let mut b = [0u8; KEY_LEN];
+    b[off::IN_PORT..off::IN_PORT + 4].copy_from_slice(&in_port_word(k.in_port).to_ne_bytes());
+    b[off::ETH_DST..off::ETH_DST + 6].copy_from_slice(&k.eth_dst.0);
+    b[off::ETH_SRC..off::ETH_SRC + 6].copy_from_slice(&k.eth_src.0);
+    b[off::ETH_TYPE..off::ETH_TYPE + 2].copy_from_slice(&k.ethertype.to_be_bytes());
+    let vlan = match k.vlan_vid {
+        Some(vid) => VLAN_PRESENT | (u16::from(k.vlan_pcp & 7) << 13) | (vid & 0x0fff),
+        None => 0,
+    };
+    b[off::VLAN..off::VLAN + 2].copy_from_slice(&vlan.to_ne_bytes());
+    // The kernel keys IPv4 fields only for IPv4 frames; FlowKey has them
+    // zero for everything else, and its IPv6 L3/L4 fields are never offloaded.
+    if !k.is_ipv6() {
+        b[off::IP_SRC..off::IP_SRC + 4].copy_from_slice(&k.ipv4_src.octets());
+        b[off::IP_DST..off::IP_DST + 4].copy_from_slice(&k.ipv4_dst.octets());
+        b[off::IP_PROTO] = k.ip_proto;
+        b[off::IP_TOS] = k.ip_tos;
+        b[off::IP_TTL] = k.ip_ttl;
+        b[off::IP_FRAG] = frag_code(k.ip_frag);
+        b[off::L4_SRC..off::L4_SRC + 2].copy_from_slice(&k.l4_src.to_be_bytes());
+        b[off::L4_DST..off::L4_DST + 2].copy_from_slice(&k.l4_dst.to_be_bytes());
+        b[off::TCP_FLAGS..off::TCP_FLAGS + 2].copy_from_slice(&k.tcp_flags.to_be_bytes());
+        b[off::ICMP_TYPE] = k.icmp_type;
+        b[off::ICMP_CODE] = k.icmp_code;
+        b[off::ICMP_ID..off::ICMP_ID + 2].copy_from_slice(&k.icmp_id.to_be_bytes());
+    }
+    b[off::ARP_OP..off::ARP_OP + 2].copy_from_slice(&k.arp_op.to_be_bytes());
+    b[off::ARP_SHA..off::ARP_SHA + 6].copy_from_slice(&k.arp_sha.0);
+    b[off::ARP_THA..off::ARP_THA + 6].copy_from_slice(&k.arp_tha.0);
+    b[off::ARP_SPA..off::ARP_SPA + 4].copy_from_slice(&k.arp_spa.octets());
+    b[off::ARP_TPA..off::ARP_TPA + 4].copy_from_slice(&k.arp_tpa.octets());
+    b
+}
+
+/// Where each non-address field sits in a key, and the bits of it that
+/// the field's mask covers (as key bytes).
+fn field_bytes(f: FieldId) -> Option<(usize, Vec<u8>)> {
+    let ff = |n: usize| vec![0xff; n];
+    Some(match f {
+        // Port numbers and VNIs are 24 bits; bits 24..30 hold the mask index.
+        FieldId::InPort => (off::IN_PORT, 0x80ff_ffffu32.to_ne_bytes().to_vec()),
+        FieldId::EthDst => (off::ETH_DST, ff(6)),
+        FieldId::EthSrc => (off::ETH_SRC, ff(6)),
+        FieldId::EthType => (off::ETH_TYPE, ff(2)),
+        // Host-order u16: the present bit and the VID, or the PCP.
+        FieldId::VlanVid => (off::VLAN, (VLAN_PRESENT | 0x0fff).to_ne_bytes().to_vec()),
+        FieldId::VlanPcp => (off::VLAN, 0xe000u16.to_ne_bytes().to_vec()),
+        FieldId::ArpOp => (off::ARP_OP, ff(2)),
+        FieldId::ArpSha => (off::ARP_SHA, ff(6)),
+        FieldId::ArpSpa => (off::ARP_SPA, ff(4)),
+        FieldId::ArpTha => (off::ARP_THA, ff(6)),
+        FieldId::ArpTpa => (off::ARP_TPA, ff(4)),
+        FieldId::IpProto => (off::IP_PROTO, ff(1)),
+        FieldId::IpTos => (off::IP_TOS, ff(1)),
+        FieldId::IpTtl => (off::IP_TTL, ff(1)),
+        FieldId::IpFrag => (off::IP_FRAG, ff(1)),
+        FieldId::L4Src => (off::L4_SRC, ff(2)),
+        FieldId::L4Dst => (off::L4_DST, ff(2)),
+        FieldId::TcpFlags => (off::TCP_FLAGS, 0x01ffu16.to_be_bytes().to_vec()),
+        FieldId::IcmpType => (off::ICMP_TYPE, ff(1)),
+        FieldId::IcmpCode => (off::ICMP_CODE, ff(1)),
+        FieldId::IcmpId => (off::ICMP_ID, ff(2)),
+        FieldId::Ipv4Src | FieldId::Ipv4Dst | FieldId::Ipv6Src | FieldId::Ipv6Dst => return None,
+    })
+}
+
+fn prefix_mask(len: u8) -> [u8; 4] {
+    let m = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
+    m.to_be_bytes()
+}
+
+const L3_FIELDS: [FieldId; 19] = [
+    FieldId::ArpOp,
+    FieldId::ArpSha,
+    FieldId::ArpSpa,
+    FieldId::ArpTha,
+    FieldId::ArpTpa,
+    FieldId::Ipv4Src,
+    FieldId::Ipv4Dst,
+    FieldId::Ipv6Src,
+    FieldId::Ipv6Dst,
+    FieldId::IpProto,
+    FieldId::IpTos,
+    FieldId::IpTtl,
+    FieldId::IpFrag,
+    FieldId::L4Src,
+    FieldId::L4Dst,
+    FieldId::TcpFlags,
+    FieldId::IcmpType,
+    FieldId::IcmpCode,
+    FieldId::IcmpId,
+];
+
+/// The kernel mask of `m`, or `None` when it matches IPv6 addresses.
+pub fn encode_mask(m: &FlowMask) -> Option<KeyBytes> {
+    if m.is_marked(FieldId::Ipv6Src) || m.is_marked(FieldId::Ipv6Dst) {
+        return None;
+    }
+    let mut b = [0u8; KEY_LEN];
+    for f in m.fields() {
+        if let Some((at, bits)) = field_bytes(f) {
+            for (i, x) in bits.iter().enumerate() {
+                b[at + i] |= x;
+            }
+        }
+    }
+    b[off::IP_SRC..off::IP_SRC + 4].copy_from_slice(&prefix_mask(m.prefix_len(FieldId::Ipv4Src)));
+    b[off::IP_DST..off::IP_DST + 4].copy_from_slice(&prefix_mask(m.prefix_len(FieldId::Ipv4Dst)));
+    Some(b)
+}
+
+/// The inverse of [`encode_mask`] (for adopting flows after a restart).
+pub fn decode_mask(b: &KeyBytes) -> FlowMask {
+    let mut m = FlowMask::empty();
+    for f in FieldId::ALL {
+        if let Some((at, bits)) = field_bytes(f) {
+            if bits.iter().enumerate().any(|(i, x)| b[at + i] & x != 0) {
+                m.mark(f);
+            }
+        }
+    }
+    let plen = |at: usize| {
+        u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]).leading_ones() as u8
+    };
+    m.mark_prefix(FieldId::Ipv4Src, plen(off::IP_SRC));
+    m.mark_prefix(FieldId::Ipv4Dst, plen(off::IP_DST));
+    m
+}
+
+/// `key & mask` with the mask's index in the in_port word: the flows map key.
+pub fn flow_map_key(key: &KeyBytes, mask: &KeyBytes, mask_idx: usize) -> KeyBytes {
+    let mut out = [0u8; KEY_LEN];
+    for i in 0..KEY_LEN {
+        out[i] = key[i] & mask[i];
+    }
+    let w =
+        u32::from_ne_bytes([out[0], out[1], out[2], out[3]]) | ((mask_idx as u32) << MASK_ID_SHIFT);
+    out[0..4].copy_from_slice(&w.to_ne_bytes());
+    out
+}
+
+/// The masked key a flows-map key stands for (in_port without the index).
+pub fn decode_flow_key(b: &KeyBytes) -> FlowKey {
+    let rd16 = |at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    let mac = |at: usize| {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&b[at..at + 6]);
+        MacAddr(m)
+    };
+    let ip = |at: usize| Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]);
+    let w = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) & !(0x7f << MASK_ID_SHIFT);
+    let in_port =
+        if w & IN_TUNNEL != 0 { InPort::Tunnel(w & 0x00ff_ffff) } else { InPort::Port(w) };
+    let vlan = u16::from_ne_bytes([b[off::VLAN], b[off::VLAN + 1]]);
+    FlowKey {
+        in_port,
+        eth_dst: mac(off::ETH_DST),
+        eth_src: mac(off::ETH_SRC),
+        ethertype: rd16(off::ETH_TYPE),
+        vlan_vid: (vlan & VLAN_PRESENT != 0).then_some(vlan & 0x0fff),
+        vlan_pcp: (vlan >> 13) as u8,
+        arp_op: rd16(off::ARP_OP),
+        arp_sha: mac(off::ARP_SHA),
+        arp_spa: ip(off::ARP_SPA),
+        arp_tha: mac(off::ARP_THA),
+        arp_tpa: ip(off::ARP_TPA),
+        ipv4_src: ip(off::IP_SRC),
+        ipv4_dst: ip(off::IP_DST),
+        ip_proto: b[off::IP_PROTO],
+        ip_tos: b[off::IP_TOS],
+        ip_ttl: b[off::IP_TTL],
+        ip_frag: match b[off::IP_FRAG] {
+            1 => FragType::First,
+            2 => FragType::Later,
+            _ => FragType::No,
+        },
+        l4_src: rd16(off::L4_SRC),
+        l4_dst: rd16(off::L4_DST),
+        tcp_flags: rd16(off::TCP_FLAGS),
+        icmp_type: b[off::ICMP_TYPE],
+        icmp_code: b[off::ICMP_CODE],
+        icmp_id: rd16(off::ICMP_ID),
+        ..FlowKey::default()
+    }
+}
+
+mod op {
+    pub const SET_ETH_SRC: u8 = 1;
+    pub const SET_ETH_DST: u8 = 2;
+    pub const SET_IP4_SRC: u8 = 3;
+    pub const SET_IP4_DST: u8 = 4;
+    pub const SET_TTL: u8 = 5;
+    pub const SET_TOS: u8 = 6;
+    pub const SET_L4_SRC: u8 = 7;
+    pub const SET_L4_DST: u8 = 8;
+    pub const SET_ICMP_ID: u8 = 9;
+    pub const PUSH_VLAN: u8 = 10;
+    pub const POP_VLAN: u8 = 11;
+    pub const OUTPUT: u8 = 12;
+    pub const TUNNEL: u8 = 13;
+}
+
+fn encode_action(a: &Action) -> Option<[u8; ACT_LEN]> {
+    let mut b = [0u8; ACT_LEN];
+    let (code, h, w, x, mac): (u8, u16, u32, u32, [u8; 6]) = match *a {
+        Action::SetEthSrc(m) => (op::SET_ETH_SRC, 0, 0, 0, m.0),
+        Action::SetEthDst(m) => (op::SET_ETH_DST, 0, 0, 0, m.0),
+        // Addresses go as the bytes of the header field (network order).
+        Action::SetIpv4Src(a) => (op::SET_IP4_SRC, 0, u32::from_ne_bytes(a.octets()), 0, [0; 6]),
+        Action::SetIpv4Dst(a) => (op::SET_IP4_DST, 0, u32::from_ne_bytes(a.octets()), 0, [0; 6]),
+        Action::SetTtl(t) => (op::SET_TTL, u16::from(t), 0, 0, [0; 6]),
+        Action::SetTos(t) => (op::SET_TOS, u16::from(t), 0, 0, [0; 6]),
+        Action::SetL4Src(p) => (op::SET_L4_SRC, p, 0, 0, [0; 6]),
+        Action::SetL4Dst(p) => (op::SET_L4_DST, p, 0, 0, [0; 6]),
+        Action::SetIcmpId(i) => (op::SET_ICMP_ID, i, 0, 0, [0; 6]),
+        Action::PushVlan { vid, pcp } => {
+            (op::PUSH_VLAN, (u16::from(pcp & 7) << 13) | (vid & 0x0fff), 0, 0, [0; 6])
+        }
+        Action::PopVlan => (op::POP_VLAN, 0, 0, 0, [0; 6]),
+        Action::Output(p) if p > 0 && p < MAX_PORTS => (op::OUTPUT, 0, p, 0, [0; 6]),
+        // bpf_tunnel_key.remote_ipv4 is in host order.
+        Action::Tunnel { dst, key } => (op::TUNNEL, 0, u32::from(dst), key & 0x00ff_ffff, [0; 6]),
+        Action::Output(_) | Action::Userspace(_) => return None,
+    };
+    b[0] = code;
+    b[2..4].copy_from_slice(&h.to_ne_bytes());
+    b[4..8].copy_from_slice(&w.to_ne_bytes());
+    b[8..12].copy_from_slice(&x.to_ne_bytes());
+    b[12..18].copy_from_slice(&mac);
+    Some(b)
+}
+
+fn decode_action(b: &[u8]) -> Option<Action> {
+    let h = u16::from_ne_bytes([b[2], b[3]]);
+    let w = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+    let x = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&b[12..18]);
+    let ip = Ipv4Addr::from(w.to_ne_bytes());
+    Some(match b[0] {
+        op::SET_ETH_SRC => Action::SetEthSrc(MacAddr(mac)),
+        op::SET_ETH_DST => Action::SetEthDst(MacAddr(mac)),
+        op::SET_IP4_SRC => Action::SetIpv4Src(ip),
+        op::SET_IP4_DST => Action::SetIpv4Dst(ip),
+        op::SET_TTL => Action::SetTtl(h as u8),
+        op::SET_TOS => Action::SetTos(h as u8),
+        op::SET_L4_SRC => Action::SetL4Src(h),
+        op::SET_L4_DST => Action::SetL4Dst(h),
+        op::SET_ICMP_ID => Action::SetIcmpId(h),
+        op::PUSH_VLAN => Action::PushVlan { vid: h & 0x0fff, pcp: (h >> 13) as u8 },
+        op::POP_VLAN => Action::PopVlan,
+        op::OUTPUT => Action::Output(w),
+        op::TUNNEL => Action::Tunnel { dst: Ipv4Addr::from(w), key: x },
+        _ => return None,
+    })
+}
+
+/// An action list for the kernel, or `None` when it cannot run there.
+/// Rewrites after the last emit are dropped (they change nothing).
+pub fn encode_actions(actions: &[Action], gen: u16) -> Option<ActListBytes> {
+    let last = actions.iter().rposition(Action::is_emit);
+    let used = last.map_or(0, |l| l + 1);
+    if used > MAX_ACTS {
+        return None;
+    }
+    let mut b = [0u8; ACT_LIST_LEN];
+    for (i, a) in actions[..used].iter().enumerate() {
+        let e = encode_action(a)?;
+        b[8 + i * ACT_LEN..8 + (i + 1) * ACT_LEN].copy_from_slice(&e);
+    }
+    b[0..2].copy_from_slice(&(used as u16).to_ne_bytes());
+    b[2..4].copy_from_slice(&(last.map_or(u16::MAX, |l| l as u16)).to_ne_bytes());
+    b[4..6].copy_from_slice(&gen.to_ne_bytes());
+    Some(b)
+}
+
+/// The inverse of [`encode_actions`].
+pub fn decode_actions(b: &ActListBytes) -> Option<Actions> {
+    let n = usize::from(u16::from_ne_bytes([b[0], b[1]])).min(MAX_ACTS);
+    (0..n).map(|i| decode_action(&b[8 + i * ACT_LEN..8 + (i + 1) * ACT_LEN])).collect()
+}
+
+/// Generation stamp of an encoded action list.
+pub fn act_list_gen(b: &ActListBytes) -> u16 {
+    u16::from_ne_bytes([b[4], b[5]])
+}
+
+fn is_l3_rewrite(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::SetIpv4Src(_)
+            | Action::SetIpv4Dst(_)
+            | Action::SetTtl(_)
+            | Action::SetTos(_)
+            | Action::SetL4Src(_)
+            | Action::SetL4Dst(_)
+            | Action::SetIcmpId(_)
+    )
+}
+
+/// Whether a flow can run in the kernel (see the module docs); its kernel
+/// key and mask when it can.
+pub fn offload(key: &FlowKey, mask: &FlowMask, actions: &[Action]) -> Option<(KeyBytes, KeyBytes)> {
+    let m = encode_mask(mask)?;
+    let masked = mask.apply(key);
+    let ethertype = masked.key().ethertype;
+    let pinned = mask.is_marked(FieldId::EthType);
+    let l3_marked = L3_FIELDS.iter().any(|f| mask.is_marked(*f));
+    if l3_marked && pinned && ethertype == midonet_flow::key::ETH_TYPE_IPV6 {
+        return None;
+    }
+    if actions.iter().any(is_l3_rewrite)
+        && !(pinned && ethertype == midonet_flow::key::ETH_TYPE_IPV4)
+    {
+        return None;
+    }
+    if let InPort::Port(p) = key.in_port {
+        if mask.is_marked(FieldId::InPort) && p >= MAX_PORTS {
+            return None;
+        }
+    }
+    encode_actions(actions, 0)?;
+    Some((encode_key(key), m))
+}
+
+/// Whether an action list the agent executes on `frame` can run in the
+/// kernel as is (packet-outs): rewrites of L3/L4 fields need an IPv4 frame.
+pub fn executable(frame: &[u8], actions: &[Action]) -> bool {
+    if actions.iter().any(is_l3_rewrite) {
+        let tagged = frame.get(12..14) == Some(&[0x81, 0x00][..]);
+        let et = if tagged { frame.get(16..18) } else { frame.get(12..14) };
+        if et != Some(&[0x08, 0x00][..]) {
+            return false;
+        }
+    }
+    let used = actions.iter().rposition(Action::is_emit).map_or(0, |l| l + 1);
+    used <= MAX_ACTS && actions[..used].iter().all(|a| encode_action(a).is_some())
+}
+
+/// A port table entry.
+pub fn encode_port(ifindex: u32, flags: u32, name: &str) -> [u8; PORT_LEN] {
+    let mut b = [0u8; PORT_LEN];
+    b[0..4].copy_from_slice(&ifindex.to_ne_bytes());
+    b[4..8].copy_from_slice(&flags.to_ne_bytes());
+    let n = name.as_bytes();
+    let len = n.len().min(15);
+    b[8..8 + len].copy_from_slice(&n[..len]);
+    b
+}
+
+/// `(ifindex, flags, name)` of a port table entry.
+pub fn decode_port(b: &[u8; PORT_LEN]) -> (u32, u32, String) {
+    let name = &b[8..];
+    let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+    (
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        String::from_utf8_lossy(&name[..end]).into_owned(),
+    )
+}
+
+/// The flows map value: action list and stats slot.
+pub fn encode_flow(acts: u32, stats: u32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0..4].copy_from_slice(&acts.to_ne_bytes());
+    b[4..8].copy_from_slice(&stats.to_ne_bytes());
+    b
+}
+
+pub fn decode_flow(b: &[u8; 8]) -> (u32, u32) {
+    (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), u32::from_ne_bytes([b[4], b[5], b[6], b[7]]))
+}
+
+pub fn encode_config(vxlan_ifindex: u32, local_ip: Option<Ipv4Addr>) -> [u8; CONFIG_LEN] {
+    let mut b = [0u8; CONFIG_LEN];
+    b[0..4].copy_from_slice(&vxlan_ifindex.to_ne_bytes());
+    b[4..8].copy_from_slice(&local_ip.map_or(0, u32::from).to_ne_bytes());
+    b[8..12].copy_from_slice(&64u32.to_ne_bytes());
+    b
+}
+
+pub fn encode_mask_list(order: &[u8]) -> [u8; MASK_LIST_LEN] {
+    let mut b = [0u8; MASK_LIST_LEN];
+    let n = order.len().min(MAX_MASKS);
+    b[0..4].copy_from_slice(&(n as u32).to_ne_bytes());
+    b[4..4 + n].copy_from_slice(&order[..n]);
+    b
+}
+
+/// What a restarting agent needs to adopt a flow: its tags (when they fit)
+/// and idle timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowMeta {
+    pub idle_ms: u64,
+    /// `None` when the flow had more tags than fit: it cannot be
+    /// invalidated exactly, so an adopting agent removes it.
+    pub tags: Option<Vec<u64>>,
+}
+
+pub fn encode_meta(idle_ms: u64, tags: &[u64]) -> [u8; META_LEN] {
+    let mut b = [0u8; META_LEN];
+    b[0..8].copy_from_slice(&idle_ms.to_ne_bytes());
+    let fits = tags.len() <= META_TAGS;
+    let n = if fits { tags.len() } else { 0 };
+    b[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
+    b[12..16].copy_from_slice(&u32::from(!fits).to_ne_bytes());
+    for (i, t) in tags.iter().take(n).enumerate() {
+        b[16 + i * 8..24 + i * 8].copy_from_slice(&t.to_ne_bytes());
+    }
+    b
+}
+
+pub fn decode_meta(b: &[u8; META_LEN]) -> FlowMeta {
+    let rd64 = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    let n = (u32::from_ne_bytes([b[8], b[9], b[10], b[11]]) as usize).min(META_TAGS);
+    let overflow = u32::from_ne_bytes([b[12], b[13], b[14], b[15]]) != 0;
+    FlowMeta {
+        idle_ms: rd64(0),
+        tags: (!overflow).then(|| (0..n).map(|i| rd64(16 + i * 8)).collect()),
+    }
+}
+
+/// The header of a ring buffer record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpcallHdr {
+    pub kind: u32,
+    pub in_port: u32,
+    pub len: u32,
+    pub ifindex: u32,
+    pub vlan_tci: u16,
+    /// Network order on the wire; here as a number (0x8100).
+    pub vlan_proto: u16,
+    pub vlan_present: bool,
+    pub gso_size: u32,
+    pub gso_segs: u32,
+}
+
+impl UpcallHdr {
+    pub fn parse(b: &[u8]) -> Option<UpcallHdr> {
+        let h = b.get(..UPCALL_HDR_LEN)?;
+        let rd32 = |at: usize| u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        Some(UpcallHdr {
+            kind: rd32(0),
+            in_port: rd32(4),
+            len: rd32(8),
+            ifindex: rd32(12),
+            vlan_tci: u16::from_ne_bytes([h[16], h[17]]),
+            vlan_proto: u16::from_be_bytes([h[18], h[19]]),
+            vlan_present: h[20] != 0,
+            gso_size: rd32(24),
+            gso_segs: rd32(28),
+        })
+    }
+
+    /// Where the packet entered.
+    pub fn in_port(&self) -> InPort {
+        if self.in_port & IN_TUNNEL != 0 {
+            InPort::Tunnel(self.in_port & 0x00ff_ffff)
+        } else {
+            InPort::Port(self.in_port)
+        }
+    }
+}
+
+/// The frame of a ring buffer record as the agent keys it: an outer VLAN
+/// tag that the kernel held in metadata goes back in front of the ethertype.
+pub fn upcall_frame(hdr: &UpcallHdr, data: &[u8]) -> Vec<u8> {
+    let len = (hdr.len as usize).min(data.len());
+    let data = &data[..len];
+    if !hdr.vlan_present || len < 12 {
+        return data.to_vec();
+    }
+    let mut f = Vec::with_capacity(len + 4);
+    f.extend_from_slice(&data[..12]);
+    f.extend_from_slice(&hdr.vlan_proto.to_be_bytes());
+    f.extend_from_slice(&hdr.vlan_tci.to_be_bytes());
+    f.extend_from_slice(&data[12..]);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::udp_frame;
+
+    #[test]
+    fn sizes_match_the_c_header() {
+        // struct mdp_key, mdp_act, mdp_act_list, mdp_port, mdp_config,
+        // mdp_mask_list, mdp_flow_meta, mdp_upcall (see bpf/datapath.h).
+        assert_eq!((KEY_LEN, ACT_LEN, ACT_LIST_LEN, PORT_LEN, CONFIG_LEN), (64, 20, 328, 24, 16));
+        assert_eq!((MASK_LIST_LEN, META_LEN, UPCALL_HDR_LEN), (36, 512, 32));
+        assert_eq!(off::ARP_TPA + 4, KEY_LEN);
+    }
+
+    fn bridge_mask() -> FlowMask {
+        let mut m = FlowMask::empty();
+        m.mark(FieldId::InPort);
+        m.mark(FieldId::EthDst);
+        m
+    }
+
+    #[test]
+    fn masks_round_trip() {
+        let mut router = FlowMask::empty();
+        router.mark(FieldId::InPort);
+        router.mark_prefix(FieldId::Ipv4Dst, 24);
+        router.mark(FieldId::L4Dst);
+        router.mark(FieldId::VlanPcp);
+        router.mark(FieldId::TcpFlags);
+        let mut all = FlowMask::empty();
+        for f in FieldId::ALL {
+            if !matches!(f, FieldId::Ipv6Src | FieldId::Ipv6Dst) {
+                all.mark(f);
+            }
+        }
+        for m in [bridge_mask(), router, all, FlowMask::empty()] {
+            let b = encode_mask(&m).expect("encodable");
+            assert_eq!(decode_mask(&b), m);
+        }
+        let mut v6 = FlowMask::empty();
+        v6.mark_prefix(FieldId::Ipv6Dst, 64);
+        assert!(encode_mask(&v6).is_none());
+    }
+
+    #[test]
+    fn masked_kernel_keys_agree_with_flow_masks() {
+        let f = udp_frame(
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            Ipv4Addr::new(10, 1, 2, 3),
+            Ipv4Addr::new(10, 9, 8, 7),
+            1234,
+            53,
+            b"x",
+        );
+        let k = FlowKey::extract(&f, InPort::Port(7)).expect("parse");
+        let mut m = bridge_mask();
+        m.mark_prefix(FieldId::Ipv4Dst, 16);
+        m.mark(FieldId::L4Dst);
+        let km = encode_mask(&m).expect("mask");
+        let fk = flow_map_key(&encode_key(&k), &km, 5);
+        // The masked key decodes to FlowMask::apply's result.
+        assert_eq!(&decode_flow_key(&fk), m.apply(&k).key());
+        // Another packet of the same megaflow gives the same map key.
+        let mut k2 = k;
+        k2.l4_src = 999;
+        k2.ipv4_dst = Ipv4Addr::new(10, 9, 200, 1);
+        assert_eq!(flow_map_key(&encode_key(&k2), &km, 5), fk);
+        k2.l4_dst = 54;
+        assert_ne!(flow_map_key(&encode_key(&k2), &km, 5), fk);
+        assert_ne!(flow_map_key(&encode_key(&k), &km, 6), fk, "mask index is part of the key");
+    }
+
+    #[test]
+    fn action_lists_round_trip() {
+        let acts: Actions = [
+            Action::SetEthSrc(MacAddr([2, 0, 0, 0, 0, 9])),
+            Action::SetIpv4Dst(Ipv4Addr::new(192, 0, 2, 1)),
+            Action::SetTtl(63),
+            Action::SetL4Src(4000),
+            Action::PushVlan { vid: 100, pcp: 5 },
+            Action::Output(3),
+            Action::PopVlan,
+            Action::Tunnel { dst: Ipv4Addr::new(198, 18, 0, 2), key: 0x42 },
+            Action::SetTtl(1),
+        ]
+        .into_iter()
+        .collect();
+        let b = encode_actions(&acts, 7).expect("encodable");
+        assert_eq!(act_list_gen(&b), 7);
+        let back = decode_actions(&b).expect("decodes");
+        assert_eq!(back.as_slice(), &acts.as_slice()[..8], "the trailing rewrite is dropped");
+        let drop = encode_actions(&[Action::SetTtl(1)], 0).expect("a drop list");
+        assert_eq!(u16::from_ne_bytes([drop[2], drop[3]]), u16::MAX);
+        let up = [Action::Userspace(midonet_flow::UserspaceReason::Simulate)];
+        assert!(encode_actions(&up, 0).is_none());
+        let flood: Vec<Action> = (1..=17).map(Action::Output).collect();
+        assert!(encode_actions(&flood, 0).is_none(), "more than MAX_ACTS");
+    }
+
+    #[test]
+    fn offload_rules() {
+        let f = udp_frame(
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            1,
+            2,
+            b"",
+        );
+        let k = FlowKey::extract(&f, InPort::Port(1)).expect("parse");
+        let out = [Action::Output(2)];
+        assert!(offload(&k, &bridge_mask(), &out).is_some());
+        // A TTL rewrite needs the mask to pin IPv4.
+        let routed = [Action::SetTtl(63), Action::Output(2)];
+        assert!(offload(&k, &bridge_mask(), &routed).is_none());
+        let mut m = bridge_mask();
+        m.mark(FieldId::EthType);
+        assert!(offload(&k, &m, &routed).is_some());
+        // L4 fields of an IPv6 flow are not in the kernel key.
+        let k6 = FlowKey { ethertype: 0x86dd, ip_proto: 6, ..k };
+        let mut m6 = bridge_mask();
+        m6.mark(FieldId::IpProto);
+        assert!(offload(&k6, &m6, &out).is_none());
+        assert!(offload(&k6, &bridge_mask(), &out).is_some(), "L2 flows carry IPv6 too");
+        assert!(executable(&f, &routed));
+        let mut arp = f.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(!executable(&arp, &routed));
+        assert!(executable(&arp, &out));
+    }
+
+    #[test]
+    fn upcall_frames_get_their_tag_back() {
+        let mut rec = vec![0u8; UPCALL_HDR_LEN];
+        rec[0..4].copy_from_slice(&1u32.to_ne_bytes());
+        rec[4..8].copy_from_slice(&(IN_TUNNEL | 0x42).to_ne_bytes());
+        rec[8..12].copy_from_slice(&16u32.to_ne_bytes());
+        rec[16..18].copy_from_slice(&0xa064u16.to_ne_bytes());
+        rec[18..20].copy_from_slice(&[0x81, 0x00]);
+        rec[20] = 1;
+        let data: Vec<u8> = (0u8..16).collect();
+        let h = UpcallHdr::parse(&rec).expect("header");
+        assert_eq!(h.in_port(), InPort::Tunnel(0x42));
+        let f = upcall_frame(&h, &data);
+        assert_eq!(&f[12..16], &[0x81, 0x00, 0xa0, 0x64]);
+        assert_eq!(&f[16..], &data[12..]);
+    }
+
+    #[test]
+    fn meta_round_trip() {
+        let tags: Vec<u64> = (0..10).collect();
+        assert_eq!(
+            decode_meta(&encode_meta(500, &tags)),
+            FlowMeta { idle_ms: 500, tags: Some(tags) }
+        );
+        let many: Vec<u64> = (0..100).collect();
+        assert_eq!(decode_meta(&encode_meta(1, &many)).tags, None);
+    }
+}

@@ -1,0 +1,272 @@
+//! Loading the kernel fast path with aya: the object clang built
+//! (`build.rs`), its maps pinned in bpffs, and its programs attached to
+//! interfaces through TCX links pinned beside them.
+//!
+//! ```text
+//!  /sys/fs/bpf/midonet/<instance>/<abi hash>/mdp_flows, mdp_actions, ...  maps (reused when present)
+//!                                           /links/<name>                 one TCX link per hook
+//! ```
+//!
+//! Pinning is what lets installed flows outlive the agent: a restarting
+//! agent finds the maps and links, loads its programs, and swaps each link
+//! to the new program atomically (`BPF_LINK_UPDATE`), so no packet is
+//! processed without a program. The ABI hash (of `bpf/datapath.h`) in the
+//! path keeps an agent with another map layout away from old maps.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+
+use super::abi::{self, ActListBytes, KeyBytes};
+
+/// The object file, or why there is none.
+pub fn object() -> Result<&'static [u8], String> {
+    let missing = env!("MDP_BPF_MISSING");
+    let obj: &'static [u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/midonet_dp.bpf.o"));
+    if !missing.is_empty() || obj.is_empty() {
+        return Err(format!("built without the BPF object: {missing}"));
+    }
+    Ok(obj)
+}
+
+/// Version of the map layout (a hash of `bpf/datapath.h`).
+pub const ABI_HASH: &str = env!("MDP_ABI_HASH");
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The default root of our pins.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/midonet";
+
+/// An error with its whole source chain in the message (aya's errors say
+/// which syscall failed; the errno is their source).
+fn err(what: impl Into<String>, e: impl std::error::Error) -> io::Error {
+    let mut s = format!("{}: {e}", what.into());
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(&format!(": {x}"));
+        src = x.source();
+    }
+    io::Error::other(s)
+}
+
+fn missing(what: &str) -> io::Error {
+    io::Error::other(format!("{what}: not in the BPF object"))
+}
+
+/// Mount bpffs on /sys/fs/bpf unless it is there.
+pub fn ensure_bpffs() -> io::Result<()> {
+    let mounted = nix::sys::statfs::statfs("/sys/fs/bpf")
+        // f_type's width differs between targets.
+        .map(|s| {
+            #[allow(clippy::unnecessary_cast)]
+            let t = s.filesystem_type().0 as i64;
+            t == BPF_FS_MAGIC
+        })
+        .unwrap_or(false);
+    if mounted {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        "/sys/fs/bpf",
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| err("mounting bpffs on /sys/fs/bpf", e))
+}
+
+/// The programs of the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prog {
+    /// TC ingress of a VM interface's host end.
+    Port,
+    /// TC ingress of the vxlan device.
+    Tunnel,
+    /// TC ingress of the inject veth.
+    Inject,
+}
+
+impl Prog {
+    pub fn name(self) -> &'static str {
+        match self {
+            Prog::Port => "mdp_port",
+            Prog::Tunnel => "mdp_tunnel",
+            Prog::Inject => "mdp_inject",
+        }
+    }
+}
+
+/// Typed handles on every map.
+pub struct Maps {
+    pub flows: HashMap<MapData, KeyBytes, [u8; 8]>,
+    pub masks: Array<MapData, KeyBytes>,
+    pub mask_list: Array<MapData, [u8; abi::MASK_LIST_LEN]>,
+    pub mask_hits: PerCpuArray<MapData, u64>,
+    pub actions: Array<MapData, ActListBytes>,
+    pub flow_stats: PerCpuArray<MapData, [u64; 3]>,
+    pub flow_meta: HashMap<MapData, u32, [u8; abi::META_LEN]>,
+    pub ports: Array<MapData, [u8; abi::PORT_LEN]>,
+    pub if_ports: HashMap<MapData, u32, [u8; 8]>,
+    pub port_stats: PerCpuArray<MapData, [u64; 4]>,
+    pub vni_ports: HashMap<MapData, u32, u32>,
+    pub config: Array<MapData, [u8; abi::CONFIG_LEN]>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub upcalls: RingBuf<MapData>,
+}
+
+/// The loaded object: programs (owned by `ebpf`) and maps.
+pub struct Bpf {
+    ebpf: Ebpf,
+    pub maps: Maps,
+    pub dir: PathBuf,
+    /// The maps were already pinned (left by an earlier agent).
+    pub adopted: bool,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> io::Result<T>
+where
+    T: TryFrom<aya::maps::Map>,
+    <T as TryFrom<aya::maps::Map>>::Error: std::error::Error,
+{
+    let m = ebpf.take_map(name).ok_or_else(|| missing(name))?;
+    T::try_from(m).map_err(|e| err(format!("map {name}"), e))
+}
+
+impl Bpf {
+    /// Load the object with its maps pinned under `dir` (created; existing
+    /// pins are reused) and load every program into the kernel.
+    pub fn load(dir: &Path) -> io::Result<Bpf> {
+        let obj = object().map_err(io::Error::other)?;
+        ensure_bpffs()?;
+        std::fs::create_dir_all(dir.join("links"))
+            .map_err(|e| err(dir.display().to_string(), e))?;
+        let adopted = dir.join("mdp_flows").exists();
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(dir)
+            .load(obj)
+            .map_err(|e| err("loading the BPF object", e))?;
+        for p in [Prog::Port, Prog::Tunnel, Prog::Inject] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(p.name())
+                .ok_or_else(|| missing(p.name()))?
+                .try_into()
+                .map_err(|e| err(p.name(), e))?;
+            prog.load().map_err(|e| err(format!("verifying {}", p.name()), e))?;
+        }
+        let maps = Maps {
+            flows: take(&mut ebpf, "mdp_flows")?,
+            masks: take(&mut ebpf, "mdp_masks")?,
+            mask_list: take(&mut ebpf, "mdp_mask_list")?,
+            mask_hits: take(&mut ebpf, "mdp_mask_hits")?,
+            actions: take(&mut ebpf, "mdp_actions")?,
+            flow_stats: take(&mut ebpf, "mdp_flow_stats")?,
+            flow_meta: take(&mut ebpf, "mdp_flow_meta")?,
+            ports: take(&mut ebpf, "mdp_ports")?,
+            if_ports: take(&mut ebpf, "mdp_if_ports")?,
+            port_stats: take(&mut ebpf, "mdp_port_stats")?,
+            vni_ports: take(&mut ebpf, "mdp_vni_ports")?,
+            config: take(&mut ebpf, "mdp_config")?,
+            counters: take(&mut ebpf, "mdp_counters")?,
+            upcalls: take(&mut ebpf, "mdp_upcalls")?,
+        };
+        Ok(Bpf { ebpf, maps, dir: dir.to_owned(), adopted })
+    }
+
+    pub fn program(&mut self, p: Prog) -> io::Result<&mut SchedClassifier> {
+        self.ebpf
+            .program_mut(p.name())
+            .ok_or_else(|| missing(p.name()))?
+            .try_into()
+            .map_err(|e| err(p.name(), e))
+    }
+
+    fn link_path(&self, pin: &str) -> PathBuf {
+        self.dir.join("links").join(pin)
+    }
+
+    /// Attach `p` at TC ingress of `ifname`, under the pinned link `pin`.
+    /// A link left pinned there is switched to this program in place.
+    pub fn attach(&mut self, p: Prog, ifname: &str, pin: &str) -> io::Result<()> {
+        let path = self.link_path(pin);
+        let what = format!("attaching {} to {ifname}", p.name());
+        let old = if path.exists() {
+            match PinnedLink::from_pin(&path) {
+                Ok(l) => Some(l),
+                Err(_) => {
+                    // A pin whose link is gone (its interface was deleted).
+                    let _ = std::fs::remove_file(&path);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let prog = self.program(p)?;
+        match old {
+            Some(pinned) => {
+                let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+                    .map_err(|e| err(&what, e))?;
+                // The pin keeps the link; the fd aya now holds may go.
+                prog.attach_to_link(link).map_err(|e| err(&what, e))?;
+            }
+            None => {
+                let id = prog
+                    .attach_with_options(
+                        ifname,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(|e| err(&what, e))?;
+                let link = prog.take_link(id).map_err(|e| err(&what, e))?;
+                let fd: FdLink = link.try_into().map_err(|e| err(&what, e))?;
+                fd.pin(&path).map_err(|e| err(&what, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Detach the hook pinned as `pin` (nothing if there is none).
+    pub fn detach(&self, pin: &str) -> io::Result<()> {
+        let path = self.link_path(pin);
+        if !path.exists() {
+            return Ok(());
+        }
+        // Hold the link while unpinning, then close it: the last put then
+        // comes from our close, which frees the link (and detaches the
+        // program) before we return. The put of an unlink alone is
+        // deferred to a workqueue, and a re-attach right after would
+        // still find the program there.
+        match PinnedLink::from_pin(&path) {
+            Ok(l) => drop(l.unpin().map_err(|e| err(format!("detaching {pin}"), e))?),
+            Err(_) => {
+                std::fs::remove_file(&path).map_err(|e| err(format!("detaching {pin}"), e))?
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the pinned links (for adoption and cleanup).
+    pub fn pinned_links(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.join("links"))
+            .map(|rd| {
+                rd.flatten().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Remove every pin of an instance (maps and links): detaches its programs
+/// and frees its maps once nothing else holds them.
+pub fn remove_pins(dir: &Path) -> io::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    Ok(())
+}
