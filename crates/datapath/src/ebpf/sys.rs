@@ -1,0 +1,122 @@
+//! The `ebpf` provider's system calls that the safe crates do not wrap:
+//! the inject socket (AF_PACKET with virtio-net headers, each packet
+//! carrying its action list in `SO_MARK`) and the monotonic clock the
+//! kernel's flow counters are stamped with. Like `crate::sys`, every
+//! `unsafe` block is one libc call on memory it owns.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::sys::{VnetHdr, VNET_HDR_LEN};
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `CLOCK_MONOTONIC` in ns: what `bpf_ktime_get_coarse_ns` counts in (at
+/// a tick's resolution).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec on the stack.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The agent's end of the inject veth: frames written here enter the
+/// kernel datapath at the peer's TC ingress, where `mdp_inject` runs the
+/// action list named by the packet's mark.
+pub struct InjectSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl InjectSocket {
+    pub fn open(ifname: &str) -> io::Result<Self> {
+        let ifindex = crate::sys::if_index(ifname)?;
+        // SAFETY: plain socket(2); protocol 0 = transmit only.
+        let raw =
+            cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
+        // SAFETY: raw is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let one: libc::c_int = 1;
+        for opt in [libc::PACKET_VNET_HDR, libc::PACKET_QDISC_BYPASS] {
+            // SAFETY: an int option, its size passed.
+            cvt(unsafe {
+                libc::setsockopt(
+                    raw,
+                    libc::SOL_PACKET,
+                    opt,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            })?;
+        }
+        let sndbuf: libc::c_int = 8 << 20;
+        // SAFETY: as above; failure only leaves the default size.
+        let _ = unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (&sndbuf as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        Ok(InjectSocket { fd, ifindex })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Send `frame` with offload metadata `vnet`, to run action list `mark`.
+    pub fn send(&self, frame: &[u8], vnet: &VnetHdr, mark: u32) -> io::Result<()> {
+        let hdr = vnet.to_bytes();
+        let mut iov = [
+            libc::iovec { iov_base: hdr.as_ptr() as *mut libc::c_void, iov_len: VNET_HDR_LEN },
+            libc::iovec { iov_base: frame.as_ptr() as *mut libc::c_void, iov_len: frame.len() },
+        ];
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = self.ifindex as i32;
+        sll.sll_protocol = u16::from_be_bytes([
+            frame.get(12).copied().unwrap_or(0),
+            frame.get(13).copied().unwrap_or(0),
+        ])
+        .to_be();
+        sll.sll_halen = 6;
+        // One SOL_SOCKET/SO_MARK control message (CAP_NET_ADMIN).
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(4) } as usize;
+        let mut control = [0u64; 8];
+        // SAFETY: all-zero is a valid msghdr.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = 2;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg has a control buffer of `space` <= 64 bytes, so the
+        // first header is inside it; its data holds 4 bytes.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SO_MARK;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+            std::ptr::copy_nonoverlapping(mark.to_ne_bytes().as_ptr(), libc::CMSG_DATA(c), 4);
+        }
+        // SAFETY: msg points at live iovecs, address and control buffers.
+        let r = unsafe { libc::sendmsg(self.fd(), &msg, 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}

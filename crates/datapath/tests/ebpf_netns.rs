@@ -1,0 +1,223 @@
+//! The `ebpf` provider on real traffic: two host namespaces joined by an
+//! underlay veth, a VM namespace on each, VXLAN through kernel vxlan
+//! devices in external mode. The handler is the static MAC table of
+//! `midonet_datapath::testing` standing in for the simulation.
+//!
+//! Checks: the first packet of each direction is simulated and re-injected
+//! (no loss), later ones stay in the kernel (egress host delivers by VNI);
+//! TCP arrives; an agent restart (the provider dropped and started again)
+//! keeps an established ping stream running with no loss, and the new
+//! instance adopts flows, ports and tunnel keys. Figures are printed
+//! (`MDP_IPERF_SECS`, `MDP_UDP_SECS` to measure longer).
+//!
+//! Needs root; fails saying so unless MIDONET_SKIP_NETNS=1.
+
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use midonet_datapath::ebpf::{EbpfConfig, EbpfDatapath};
+use midonet_datapath::testing::MacTableHandler;
+use midonet_datapath::{Action, Datapath, MacAddr};
+use midonet_testkit::{add_neigh, have_program, ns_exec, ns_output, Lab, Vm, VmSpec};
+
+fn runnable() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        if std::env::var("MIDONET_SKIP_NETNS").as_deref() == Ok("1") {
+            // TODO(skip-record): midonet_testkit::skip::record once it exists.
+            eprintln!("skipped on purpose (MIDONET_SKIP_NETNS=1): needs root");
+            return false;
+        }
+        panic!("the ebpf netns tests need root (or set MIDONET_SKIP_NETNS=1)");
+    }
+    if let Err(e) = midonet_datapath::ebpf::available() {
+        panic!("the ebpf provider is not available: {e}");
+    }
+    true
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn mac(vm: &Vm) -> MacAddr {
+    MacAddr::from_str(&vm.mac).expect("mac from sysfs")
+}
+
+fn vm(lab: &mut Lab, name: &str, host_ns: &str, ip: &str, mac: &str) -> Vm {
+    let h = format!("{name}h");
+    let v = lab
+        .add_vm(&VmSpec {
+            name,
+            host_ns,
+            host_if: &h,
+            vm_if: name,
+            ip_cidr: ip,
+            mac: Some(mac),
+            mtu: Some(1450),
+            gateway: None,
+        })
+        .expect("vm");
+    ns_exec(&v.ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
+    ns_exec(host_ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
+    v
+}
+
+/// `ping -c n -i interval`: (received, avg rtt ms).
+fn ping(from: &Vm, to: Ipv4Addr, n: u64, interval: &str) -> (u64, f64) {
+    let (count, dst) = (n.to_string(), to.to_string());
+    let out = ns_output(&from.ns, &["ping", "-c", &count, "-i", interval, "-W", "1", &dst])
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let received = text
+        .lines()
+        .find(|l| l.contains("received"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let rtt = text
+        .lines()
+        .find(|l| l.contains("min/avg/max"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    (received, rtt)
+}
+
+/// Destroys its datapath (links, devices, pins) when dropped.
+struct Host {
+    dp: Option<EbpfDatapath>,
+}
+
+impl Host {
+    fn dp(&self) -> &EbpfDatapath {
+        self.dp.as_ref().expect("datapath")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(dp) = self.dp.take() {
+            dp.destroy();
+        }
+    }
+}
+
+fn cfg(name: &str, ns: &str, ip: Ipv4Addr) -> EbpfConfig {
+    EbpfConfig {
+        name: format!("{name}-{}", std::process::id()),
+        netns: Some(ns.into()),
+        underlay_ip: Some(ip),
+        ..EbpfConfig::default()
+    }
+}
+
+#[test]
+fn vxlan_between_two_hosts_and_an_agent_restart() {
+    if !runnable() {
+        return;
+    }
+    let mut lab = Lab::new("mdp").expect("lab");
+    let h1 = lab.add_host("e1").expect("h1");
+    let h2 = lab.add_host("e2").expect("h2");
+    let (u1, u2) = (Ipv4Addr::new(198, 18, 75, 1), Ipv4Addr::new(198, 18, 75, 2));
+    lab.add_underlay_pair((&h1, "u1", "198.18.75.1/24"), (&h2, "u2", "198.18.75.2/24"), 1500)
+        .expect("underlay");
+    let a = vm(&mut lab, "a", &h1, "198.19.75.1/24", "02:00:00:00:75:01");
+    let b = vm(&mut lab, "b", &h2, "198.19.75.2/24", "02:00:00:00:75:02");
+    add_neigh(&a.ns, &a.vm_if, b.ip, &b.mac).expect("neigh");
+    add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
+
+    let (key_a, key_b) = (0x201, 0x202);
+    let handler1 =
+        || MacTableHandler::new().route(mac(&b), &[Action::Tunnel { dst: u2, key: key_b }]);
+    let start1 = || EbpfDatapath::start(cfg("mdp-e1", &h1, u1), None).expect("dp1");
+    let dp1 = start1();
+    let dp2 = Host { dp: Some(EbpfDatapath::start(cfg("mdp-e2", &h2, u2), None).expect("dp2")) };
+    let pa = dp1.add_vport(&a.host_if).expect("vport a");
+    let pb = dp2.dp().add_vport(&b.host_if).expect("vport b");
+    dp1.bind_tunnel_key(key_a, pa).expect("bind a");
+    dp2.dp().bind_tunnel_key(key_b, pb).expect("bind b");
+    let (hd1, hd2) = (
+        handler1(),
+        MacTableHandler::new().route(mac(&a), &[Action::Tunnel { dst: u1, key: key_a }]),
+    );
+    let (c1, c2) = (hd1.calls.clone(), hd2.calls.clone());
+    dp1.set_handler(Some(Box::new(hd1))).expect("handler 1");
+    dp2.dp().set_handler(Some(Box::new(hd2))).expect("handler 2");
+    let mut dp1 = Host { dp: Some(dp1) };
+
+    // The first echo request and reply are upcalled, simulated and
+    // re-injected: none is lost.
+    let (got, rtt) = ping(&a, b.ip, env_u64("MDP_PING_N", 5), "0.01");
+    eprintln!("ebpf vxlan: ping rtt avg {rtt:.3} ms");
+    assert_eq!(got, env_u64("MDP_PING_N", 5), "every ping answered, the first included");
+    assert_eq!((c1.load(Ordering::Relaxed), c2.load(Ordering::Relaxed)), (1, 1));
+    let s1 = dp1.dp().stats().expect("stats");
+    assert!(s1.table.megaflow_hits >= 4, "later packets hit in the kernel: {:?}", s1.table);
+    assert!(s1.tunnel.tx_packets >= 4 && s1.tunnel.rx_packets >= 4, "{:?}", s1.tunnel);
+    assert_eq!(s1.port(pa).map(|c| c.tx_packets), Some(s1.tunnel.rx_packets));
+    let flows = dp1.dp().dump_flows().expect("dump");
+    assert_eq!(flows.len(), 1);
+    assert!(flows[0].packets >= 4, "kernel counters reach the dump: {:?}", flows[0]);
+
+    if have_program("iperf3") {
+        let server =
+            lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5301"]).expect("iperf3 server");
+        std::thread::sleep(Duration::from_millis(300));
+        let t = env_u64("MDP_IPERF_SECS", 2).to_string();
+        let dst = b.ip.to_string();
+        let out = ns_output(&a.ns, &["iperf3", "-c", &dst, "-p", "5301", "-t", &t, "-J"])
+            .expect("iperf3 client");
+        let _ = server.wait_output(Duration::from_secs(5));
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 json");
+        let recv = &j["end"]["sum_received"];
+        let bytes = recv["bytes"].as_f64().unwrap_or(0.0);
+        let gbps = recv["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9;
+        eprintln!("ebpf vxlan: iperf3 tcp {gbps:.2} Gbit/s ({bytes:.0} bytes)");
+        assert!(bytes > 1e6, "TCP data did not arrive");
+        assert_eq!(c1.load(Ordering::Relaxed), 1, "TCP rides the same megaflow");
+    } else {
+        panic!("iperf3 is not installed (apt package iperf3)");
+    }
+
+    // Agent restart under an established ping stream: the provider goes
+    // away (the kernel keeps forwarding), a new one adopts the state.
+    let n = 150u64;
+    let pinger = {
+        let (ns, dst) = (a.ns.clone(), b.ip.to_string());
+        std::thread::spawn(move || {
+            let out =
+                ns_output(&ns, &["ping", "-c", &n.to_string(), "-i", "0.01", "-W", "1", &dst])
+                    .expect("ping");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // Not destroyed: dropping an EbpfDatapath only stops its thread.
+    drop(dp1.dp.take());
+    std::thread::sleep(Duration::from_millis(300));
+    let again = start1();
+    assert!(again.adopted(), "the new instance found the pinned state");
+    assert_eq!(again.dump_flows().expect("dump").len(), 1, "the flow was adopted");
+    assert_eq!(again.add_vport(&a.host_if).expect("re-add a"), pa, "same port number");
+    again.bind_tunnel_key(key_a, pa).expect("bind a");
+    again.set_handler(Some(Box::new(handler1()))).expect("handler");
+    dp1.dp = Some(again);
+    let text = pinger.join().expect("pinger");
+    let line = text.lines().find(|l| l.contains("received")).unwrap_or_default().to_owned();
+    eprintln!("ebpf vxlan: ping across the restart: {line}");
+    assert!(line.contains(&format!("{n} received")), "packets lost across the restart: {line}");
+    // The adopted flow still invalidates by tag.
+    assert_eq!(
+        dp1.dp().invalidate_tags(vec![midonet_datapath::testing::mac_tag(mac(&b))]).expect("inv"),
+        1
+    );
+    let (got, _) = ping(&a, b.ip, 3, "0.01");
+    assert_eq!(got, 3, "re-simulated after the invalidation");
+    drop(dp1);
+    drop(dp2);
+}
