@@ -24,7 +24,8 @@ log() { printf '\n== %s ==\n' "$*"; }
 
 if [ "${MIDONET_NO_INSTALL:-0}" != 1 ] && [ "$(id -u)" = 0 ]; then
   pkgs=(protobuf-compiler libprotobuf-dev etcd-server etcd-client iperf3 iproute2
-        iputils-ping ethtool jq tcpdump traceroute socat python3-venv python3-lib2to3 busybox)
+        iputils-ping ethtool jq tcpdump traceroute socat python3-venv python3-lib2to3 busybox
+        clang llvm libbpf-dev)
   missing=()
   for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then
