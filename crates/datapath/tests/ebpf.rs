@@ -65,7 +65,13 @@ fn fx(name: &str) -> Fx {
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = midonet_datapath::ebpf::loader::remove_pins(&dir);
-    let mut bpf = Bpf::load(&dir).expect("load: the verifier must accept every program");
+    let mut bpf = match Bpf::load(&dir) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = midonet_datapath::ebpf::loader::remove_pins(&dir);
+            panic!("load: the verifier must accept every program: {e}");
+        }
+    };
     assert!(!bpf.adopted);
     for p in 1..=3u32 {
         bpf.maps.ports.set(p, abi::encode_port(1, 0, &format!("p{p}")), 0).expect("port");

@@ -18,7 +18,8 @@
 //!   in the userspace provider, and the upcall handler runs inline on it.
 //! * Misses never cost a syscall per hit packet: the hit path is entirely
 //!   in the kernel; the ring buffer wakes the thread only for misses.
-//! * Maps and TC links are pinned under `/sys/fs/bpf/midonet/<name>/`:
+//! * Maps and TC links are pinned under `/sys/fs/bpf/midonet/ns-<netns
+//!   cookie>/`:
 //!   dropping the provider (or the agent exiting) leaves the kernel
 //!   forwarding with the installed flows; the next start adopts them (flows
 //!   with their tags, ports with their numbers, tunnel keys) and swaps the
@@ -72,6 +73,10 @@ pub struct EbpfConfig {
     pub inject_devs: (String, String),
     /// Where the pins go.
     pub pin_root: PathBuf,
+    /// The pin directory's name under `pin_root`; `None` = `ns-<cookie of
+    /// the network namespace>`, so agents in different namespaces of one
+    /// host never share maps and a restart in the same one finds its own.
+    pub pin_name: Option<String>,
     pub table: TableConfig,
     /// How long ports adopted from an earlier agent wait to be added
     /// again before they are detached.
@@ -88,6 +93,7 @@ impl Default for EbpfConfig {
             vxlan_dev: "mdp-vx0".into(),
             inject_devs: ("mdp-inj0".into(), "mdp-inj1".into()),
             pin_root: PathBuf::from(loader::PIN_ROOT),
+            pin_name: None,
             table: TableConfig::default(),
             adopt_grace: Duration::from_secs(60),
         }
@@ -137,6 +143,8 @@ pub struct State {
     /// Kernel inject counters when this instance started.
     inject_base: u64,
     cfg: EbpfConfig,
+    /// `pin_root/<instance>`: everything this datapath pinned.
+    instance_dir: PathBuf,
     started: Instant,
     stop: bool,
 }
@@ -216,12 +224,14 @@ fn infer_vnet(frame: &[u8], gso_size: u32) -> VnetHdr {
 }
 
 impl State {
-    fn dir(cfg: &EbpfConfig) -> PathBuf {
-        cfg.pin_root.join(&cfg.name).join(loader::ABI_HASH)
-    }
-
     fn build(cfg: EbpfConfig, handler: Option<Box<dyn UpcallHandler>>) -> Result<State, DpError> {
-        let dir = Self::dir(&cfg);
+        let instance = match &cfg.pin_name {
+            Some(n) => n.clone(),
+            None => format!("ns-{}", sys::netns_cookie().map_err(|e| io_err("netns cookie", e))?),
+        };
+        let instance_dir = cfg.pin_root.join(&instance);
+        collect_orphans(&cfg.pin_root, &instance);
+        let dir = instance_dir.join(loader::ABI_HASH);
         let mut bpf = Bpf::load(&dir).map_err(|e| io_err("loading the BPF datapath", e))?;
         let vx = match netlink::link(&cfg.vxlan_dev).map_err(|e| io_err("netlink", e))? {
             Some(l) => l,
@@ -268,6 +278,7 @@ impl State {
             c: UserCounters::default(),
             inject_base,
             cfg,
+            instance_dir,
             started: Instant::now(),
             stop: false,
         };
@@ -857,7 +868,39 @@ impl State {
         }
         let _ = netlink::delete(&self.cfg.vxlan_dev);
         let _ = netlink::delete(&self.cfg.inject_devs.0);
-        let _ = loader::remove_pins(&self.cfg.pin_root.join(&self.cfg.name));
+        let _ = loader::remove_pins(&self.instance_dir);
+    }
+}
+
+/// Remove the pins of instances whose namespace is gone: their vxlan
+/// device went with it, so the TCX link pinned on it is attached nowhere.
+/// Without this, every deleted namespace would keep its maps (tens of MB
+/// of kernel memory) pinned until reboot.
+fn collect_orphans(root: &std::path::Path, mine: &str) {
+    let Ok(rd) = std::fs::read_dir(root) else { return };
+    for inst in rd.flatten() {
+        let name = inst.file_name();
+        if name.to_str().is_none_or(|n| n == mine || !n.starts_with("ns-")) {
+            continue;
+        }
+        // Another agent may be starting right now and not have attached
+        // yet: leave young instances alone.
+        let young = inst
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(120))
+            .unwrap_or(true);
+        let Ok(versions) = std::fs::read_dir(inst.path()) else { continue };
+        if young {
+            continue;
+        }
+        let live = versions.flatten().any(|v| {
+            sys::pinned_link_ifindex(&v.path().join("links").join("vxlan")).is_ok_and(|i| i != 0)
+        });
+        if !live {
+            tracing::info!(instance = ?name, "ebpf datapath: removing the pins of a gone namespace");
+            let _ = loader::remove_pins(&inst.path());
+        }
     }
 }
 

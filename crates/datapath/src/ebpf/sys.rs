@@ -120,3 +120,70 @@ impl InjectSocket {
         Ok(())
     }
 }
+
+/// The calling thread's network namespace cookie: unique for the life of
+/// the system, never reused (unlike the namespace's inode number).
+pub fn netns_cookie() -> io::Result<u64> {
+    // SO_NETNS_COOKIE (asm-generic; Linux 5.14).
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: plain socket(2); result checked and owned.
+    let raw =
+        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: raw is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut v = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: v is a writable u64 whose size is passed.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut v as *mut u64).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v)
+}
+
+/// The interface a pinned TCX link is attached to; 0 once its device is
+/// gone (deleted with its network namespace, say). Raw `bpf(2)`:
+/// `BPF_OBJ_GET`, then `BPF_OBJ_GET_INFO_BY_FD` into `struct bpf_link_info`
+/// (`tcx.ifindex` is the first word of the union, at offset 16).
+pub fn pinned_link_ifindex(path: &std::path::Path) -> io::Result<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // union bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd, file_flags.
+    let mut attr = [0u64; 4];
+    attr[0] = c.as_ptr() as u64;
+    // SAFETY: attr outlives the call and holds a valid path pointer.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), std::mem::size_of_val(&attr))
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let mut info = [0u64; 8];
+    // BPF_OBJ_GET_INFO_BY_FD: bpf_fd (u32), info_len (u32), info (u64).
+    let mut attr = [0u64; 2];
+    attr[0] = (fd.as_raw_fd() as u32 as u64) | ((std::mem::size_of_val(&info) as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    // SAFETY: info is a writable buffer of the size passed in attr.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info[2] as u32)
+}
