@@ -21,7 +21,7 @@ struct Args {
     /// Metrics listen address (empty = off); overrides the file.
     #[arg(long)]
     metrics_listen: Option<String>,
-    /// Datapath provider: userspace | dummy; overrides the file.
+    /// Datapath provider: ebpf | userspace | dummy; overrides the file.
     #[arg(long)]
     datapath: Option<String>,
     /// Log as JSON lines instead of text.
@@ -60,9 +60,10 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(d) = args.datapath {
         cfg.datapath = match d.as_str() {
+            "ebpf" => midonet_agent::DatapathKind::Ebpf,
             "userspace" => midonet_agent::DatapathKind::Userspace,
             "dummy" => midonet_agent::DatapathKind::Dummy,
-            other => anyhow::bail!("unknown datapath `{other}` (userspace | dummy)"),
+            other => anyhow::bail!("unknown datapath `{other}` (ebpf | userspace | dummy)"),
         };
     }
     cfg.check().context("invalid configuration")?;

@@ -14,8 +14,10 @@
 //! # Local address the tunnel socket binds; the underlay IP other hosts
 //! # send to is this host's address in its tunnel zone(s).    default "0.0.0.0"
 //! tunnel_bind = "0.0.0.0"
-//! # "userspace" (AF_PACKET + UDP VXLAN) or "dummy" (in memory). default "userspace"
-//! datapath = "userspace"
+//! # "ebpf" (the kernel forwards: TC programs + a vxlan device; where it
+//! # cannot load, the agent says why in one log line and runs "userspace"),
+//! # "userspace" (AF_PACKET + UDP VXLAN) or "dummy" (in memory). default "ebpf"
+//! datapath = "ebpf"
 //! # Prometheus metrics (GET /metrics); empty = off.      default "127.0.0.1:7300"
 //! metrics_listen = "127.0.0.1:7300"
 //! # Full interface rescan period (netlink events also trigger one).  default 1000
@@ -39,6 +41,8 @@ use crate::error::AgentError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DatapathKind {
+    /// Kernel fast path; falls back to [`DatapathKind::Userspace`].
+    Ebpf,
     Userspace,
     Dummy,
 }
@@ -68,7 +72,7 @@ impl Default for Config {
             host_name: String::new(),
             tunnel_port: 4789,
             tunnel_bind: Ipv4Addr::UNSPECIFIED,
-            datapath: DatapathKind::Userspace,
+            datapath: DatapathKind::Ebpf,
             metrics_listen: "127.0.0.1:7300".into(),
             scan_interval_ms: 1000,
             session_ttl_secs: 10,
@@ -144,7 +148,7 @@ mod tests {
         assert_eq!(c.cluster, vec!["127.0.0.1:8182".to_string()]);
         assert_eq!(c.host_id_file, PathBuf::from("/var/lib/midonet/host_id"));
         assert_eq!(c.tunnel_port, 4789);
-        assert_eq!(c.datapath, DatapathKind::Userspace);
+        assert_eq!(c.datapath, DatapathKind::Ebpf);
         assert_eq!(c.metrics_listen, "127.0.0.1:7300");
         assert_eq!(c.cluster_uris(), vec!["http://127.0.0.1:8182".to_string()]);
     }
@@ -162,5 +166,9 @@ mod tests {
                 .expect("ok");
         assert_eq!(c.datapath, DatapathKind::Dummy);
         assert_eq!(c.cluster.len(), 2);
+        for (text, kind) in [("ebpf", DatapathKind::Ebpf), ("userspace", DatapathKind::Userspace)] {
+            let c = Config::from_toml(&format!("datapath = \"{text}\"")).expect("ok");
+            assert_eq!(c.datapath, kind);
+        }
     }
 }

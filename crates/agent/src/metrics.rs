@@ -84,6 +84,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -103,6 +108,8 @@ pub struct Metrics {
     pub bound_ports: Gauge,
     pub sessions: Counter,
     pub arp_parked: Counter,
+    /// 1 for the datapath provider running (`ebpf`, `userspace`, `dummy`).
+    pub datapath_provider: Family<ProviderLabels, Gauge>,
     // Mirrored from the datapath.
     pub dp_flows: Gauge,
     pub dp_drops: Family<ReasonLabels, Counter>,
@@ -128,6 +135,7 @@ impl Metrics {
             bound_ports: Gauge::default(),
             sessions: Counter::default(),
             arp_parked: Counter::default(),
+            datapath_provider: Family::default(),
             dp_flows: Gauge::default(),
             dp_drops: Family::default(),
             dp_upcalls: Counter::default(),
@@ -173,6 +181,11 @@ impl Metrics {
             );
             r.register("sessions", "Cluster sessions opened", m.sessions.clone());
             r.register("arp_parked", "Packets parked waiting for ARP", m.arp_parked.clone());
+            r.register(
+                "datapath_provider",
+                "The datapath provider running (1 for the active one)",
+                m.datapath_provider.clone(),
+            );
             r.register("flows", "Flows installed in the datapath", m.dp_flows.clone());
             r.register("dp_drops", "Packets the datapath dropped, by reason", m.dp_drops.clone());
             r.register(

@@ -138,30 +138,11 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         epoch: Instant::now(),
     });
     let handler = Box::new(Handler::new(shared.clone()));
-    let dp: Arc<dyn Datapath> = match dp_choice {
-        DpChoice::Dummy(d) => {
-            d.set_handler(Some(handler));
-            d
-        }
-        DpChoice::FromConfig => match cfg.datapath {
-            DatapathKind::Dummy => {
-                Arc::new(midonet_datapath::dummy::DummyDatapath::new(Some(handler)))
-            }
-            DatapathKind::Userspace => {
-                let ucfg = midonet_datapath::userspace::UserspaceConfig {
-                    name: "midonet-dp".into(),
-                    netns: None,
-                    underlay_ip: Some(cfg.tunnel_bind),
-                    vxlan_port: cfg.tunnel_port,
-                    ..Default::default()
-                };
-                Arc::new(
-                    midonet_datapath::userspace::UserspaceDatapath::start(ucfg, Some(handler))
-                        .map_err(AgentError::Datapath)?,
-                )
-            }
-        },
-    };
+    let (dp, provider) = start_datapath(&cfg, dp_choice, handler)?;
+    // The kernel datapath outlives the agent: on stop its vports and
+    // flows stay so established traffic keeps flowing into the next agent.
+    let keep_datapath = provider == "ebpf";
+    metrics.datapath_provider.get_or_create(&crate::metrics::ProviderLabels { provider }).set(1);
 
     let mut tasks = JoinSet::new();
     let metrics_addr = if cfg.metrics_listen.is_empty() {
@@ -193,7 +174,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         uris: cfg.cluster_uris(),
         ttl_secs: cfg.session_ttl_secs,
     };
-    tracing::info!(%host_id, cluster = ?cfg.cluster, datapath = ?cfg.datapath, "agent starting");
+    tracing::info!(%host_id, cluster = ?cfg.cluster, datapath = provider, "agent starting");
     tasks.spawn(session::run(
         scfg,
         applied.clone(),
@@ -209,9 +190,82 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
             stop_rx.clone(),
         ));
     }
-    let core = Core::new(shared.clone(), dp.clone(), cmd_tx, applied);
+    let core = Core::new(shared.clone(), dp.clone(), cmd_tx, applied, keep_datapath);
     tasks.spawn(core.run(upd_rx, if_rx, stale_rx, stop_rx));
     Ok(Agent { host_id, shared, dp, metrics, metrics_addr, stop: stop_tx, tasks })
+}
+
+/// The datapath the configuration asks for, and the provider that runs:
+/// `ebpf` falls back to `userspace`, saying why in one log line.
+fn start_datapath(
+    cfg: &Config,
+    choice: DpChoice,
+    handler: Box<Handler>,
+) -> Result<(Arc<dyn Datapath>, &'static str), AgentError> {
+    let userspace = |handler: Box<Handler>| {
+        let ucfg = midonet_datapath::userspace::UserspaceConfig {
+            name: "midonet-dp".into(),
+            netns: None,
+            underlay_ip: Some(cfg.tunnel_bind),
+            vxlan_port: cfg.tunnel_port,
+            ..Default::default()
+        };
+        midonet_datapath::userspace::UserspaceDatapath::start(ucfg, Some(handler))
+            .map(|d| (Arc::new(d) as Arc<dyn Datapath>, "userspace"))
+            .map_err(AgentError::Datapath)
+    };
+    let (dp, provider) = match (choice, cfg.datapath) {
+        (DpChoice::Dummy(d), _) => {
+            d.set_handler(Some(handler));
+            (d as Arc<dyn Datapath>, "dummy")
+        }
+        (DpChoice::FromConfig, DatapathKind::Dummy) => (
+            Arc::new(midonet_datapath::dummy::DummyDatapath::new(Some(handler)))
+                as Arc<dyn Datapath>,
+            "dummy",
+        ),
+        (DpChoice::FromConfig, DatapathKind::Userspace) => userspace(handler)?,
+        (DpChoice::FromConfig, DatapathKind::Ebpf) => {
+            let ecfg = midonet_datapath::ebpf::EbpfConfig {
+                name: "midonet-dp".into(),
+                underlay_ip: Some(cfg.tunnel_bind).filter(|a| !a.is_unspecified()),
+                vxlan_port: cfg.tunnel_port,
+                ..Default::default()
+            };
+            // Started without the handler, so it is still ours to give the
+            // fallback if the kernel datapath cannot load.
+            match midonet_datapath::ebpf::EbpfDatapath::start(ecfg, None) {
+                Ok(d) => {
+                    d.set_handler(Some(handler)).map_err(AgentError::Datapath)?;
+                    if d.adopted() {
+                        tracing::info!("ebpf datapath: kept the flows of the previous agent");
+                    }
+                    (Arc::new(d) as Arc<dyn Datapath>, "ebpf")
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        reason = %error_chain(&e),
+                        "the ebpf datapath cannot run here; falling back to the userspace datapath"
+                    );
+                    userspace(handler)?
+                }
+            }
+        }
+    };
+    tracing::info!(provider, "datapath provider active");
+    Ok((dp, provider))
+}
+
+/// An error and its sources, one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
 }
 
 async fn scanner_task(
@@ -291,6 +345,9 @@ struct Core {
     worker: Worker,
     /// Router ARP entries marked failed, and since when.
     arp_failed_at: HashMap<(midonet_model::RouterId, std::net::Ipv4Addr), Instant>,
+    /// Leave vports and tunnel keys in place on stop (the ebpf datapath
+    /// keeps forwarding for the next agent, which adopts them).
+    keep_datapath: bool,
 }
 
 impl Core {
@@ -299,6 +356,7 @@ impl Core {
         dp: Arc<dyn Datapath>,
         commands: mpsc::UnboundedSender<Command>,
         applied: Arc<AtomicI64>,
+        keep_datapath: bool,
     ) -> Core {
         Core {
             cache: Cache::new(shared.state.clone()),
@@ -310,6 +368,7 @@ impl Core {
             applied,
             worker: Worker::default(),
             arp_failed_at: HashMap::new(),
+            keep_datapath,
         }
     }
 
@@ -340,6 +399,9 @@ impl Core {
                 },
                 _ = tick.tick() => self.housekeeping(),
             }
+        }
+        if self.keep_datapath {
+            return;
         }
         // Unbind everything so a restart starts from a clean datapath.
         for (_, b) in std::mem::take(&mut self.bound) {

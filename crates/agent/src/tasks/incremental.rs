@@ -646,7 +646,7 @@ impl Agent {
             epoch: Instant::now(),
         });
         let dp = Arc::new(DummyDatapath::new(Some(Box::new(Handler::new(shared.clone())))));
-        let core = Core::new(shared, dp.clone(), cmd_tx, Arc::new(AtomicI64::new(0)));
+        let core = Core::new(shared, dp.clone(), cmd_tx, Arc::new(AtomicI64::new(0)), false);
         Agent { core, dp, stale, commands }
     }
 

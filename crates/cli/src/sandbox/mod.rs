@@ -115,6 +115,10 @@ pub struct UpArgs {
     /// Seconds to wait for the API, the agents and each connectivity check
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+    /// Datapath provider of the agents (default: the agent's, ebpf with
+    /// fallback to userspace)
+    #[arg(long, value_parser = ["ebpf", "userspace", "dummy"])]
+    pub datapath: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -335,7 +339,10 @@ fn build(
         let id_file = host_dir.join("host_id");
         fs::write(&id_file, format!("{id}\n"))?;
         let ns = l.host_ns(h);
-        let args = agent_args(st, &host_dir, &id_file, &ns)?;
+        let mut args = agent_args(st, &host_dir, &id_file, &ns)?;
+        if let Some(d) = &a.datapath {
+            args.extend(["--datapath".to_owned(), d.clone()]);
+        }
         let rec = procs::spawn_daemon(
             &format!("agent-h{h}"),
             agent_bin,
