@@ -440,3 +440,50 @@ fn inject_program_runs_the_marked_action_list() {
     assert_eq!(fx.k.acquire_acts(&mut fx.bpf.maps, &acts, true).expect("slot"), (id, gen));
     let _ = TC_ACT_OK;
 }
+
+/// What the megaflow lookup costs in the kernel: the average run time of
+/// `mdp_port` on a 64-byte UDP frame (BPF_PROG_TEST_RUN, `repeat` runs in
+/// the kernel, timed there) when the flow sits behind 1, 4 or 16 masks,
+/// next to the inject program's cheapest path (a lookup of one array
+/// element, then drop) as the floor. Printed for docs/PERFORMANCE.md.
+#[test]
+fn lookup_cost_by_mask_count() {
+    if !runnable() {
+        return;
+    }
+    let f = udp(B, 1);
+    let repeat = std::env::var("MDP_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let time = |fx: &mut Fx, p: Prog, mark: u32| -> (u32, u64) {
+        let mut out = vec![0u8; f.len() + 256];
+        let mut ctx = [0u8; 48];
+        ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
+        let opts = TestRunOptions {
+            data_in: Some(&f),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let r = fx.bpf.program(p).expect("prog").test_run(opts).expect("test run");
+        (r.return_value, r.duration.as_nanos() as u64)
+    };
+    let mut fx0 = fx("cost0");
+    let (v, floor) = time(&mut fx0, Prog::Inject, 0);
+    assert_eq!(v, TC_ACT_SHOT);
+    let mut line = format!("MEASURE bpf ns/packet (64 B UDP): floor {floor}");
+    for n in [1usize, 4, 16] {
+        let mut fx = fx(&format!("cost{n}"));
+        // n - 1 masks that never match this frame, probed first.
+        for i in 1..n {
+            let mut m = bridge();
+            m.mark_prefix(FieldId::Ipv4Src, i as u8);
+            fx.install(&udp(MacAddr([2, 0, 0, 0, 0, 0xe]), 1), &m, &[Action::Output(2)]);
+        }
+        fx.install(&f, &bridge(), &[Action::Output(2)]);
+        assert_eq!(fx.k.mask_count(), n);
+        let (v, ns) = time(&mut fx, Prog::Port, 0);
+        assert_eq!(v, TC_ACT_REDIRECT, "hit behind {n} masks");
+        line.push_str(&format!(", hit behind {n} mask(s) {ns}"));
+    }
+    eprintln!("{line}");
+}
