@@ -6,7 +6,7 @@
 //! two datapaths are held to the same result.
 //!
 //! Needs root (BPF); fails saying so unless MIDONET_SKIP_NETNS=1. Every
-//! test has its own pin directory under /sys/fs/bpf/midonet-test/.
+//! test has its own pin directory, /run/midonet/bpf/test-*.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -60,7 +60,7 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn fx(name: &str) -> Fx {
     let dir = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/midonet-test/{name}-{}-{}",
+        "/run/midonet/bpf/test-{name}-{}-{}",
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));

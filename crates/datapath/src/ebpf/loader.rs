@@ -3,7 +3,7 @@
 //! interfaces through TCX links pinned beside them.
 //!
 //! ```text
-//!  /sys/fs/bpf/midonet/<instance>/<abi hash>/mdp_flows, mdp_actions, ...  maps (reused when present)
+//!  /run/midonet/bpf/<instance>/<abi hash>/mdp_flows, mdp_actions, ...  maps (reused when present)
 //!                                           /links/<name>                 one TCX link per hook
 //! ```
 //!
@@ -40,8 +40,8 @@ pub const ABI_HASH: &str = env!("MDP_ABI_HASH");
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// The default root of our pins.
-pub const PIN_ROOT: &str = "/sys/fs/bpf/midonet";
+/// The default root of our pins: a bpffs of its own (see [`ensure_bpffs`]).
+pub const PIN_ROOT: &str = "/run/midonet/bpf";
 
 /// An error with its whole source chain in the message (aya's errors say
 /// which syscall failed; the errno is their source).
@@ -59,27 +59,36 @@ fn missing(what: &str) -> io::Error {
     io::Error::other(format!("{what}: not in the BPF object"))
 }
 
-/// Mount bpffs on /sys/fs/bpf unless it is there.
-pub fn ensure_bpffs() -> io::Result<()> {
-    let mounted = nix::sys::statfs::statfs("/sys/fs/bpf")
-        // f_type's width differs between targets.
+fn is_bpffs(path: &str) -> bool {
+    nix::sys::statfs::statfs(path)
         .map(|s| {
+            // f_type's width differs between targets.
             #[allow(clippy::unnecessary_cast)]
             let t = s.filesystem_type().0 as i64;
             t == BPF_FS_MAGIC
         })
-        .unwrap_or(false);
-    if mounted {
+        .unwrap_or(false)
+}
+
+/// Mount bpffs on [`PIN_ROOT`] unless it is there. Not under /sys:
+/// `ip netns exec` remounts /sys in a private mount namespace, where a
+/// bpffs mounted on /sys/fs/bpf would vanish with the process (and with it
+/// every pin: the programs detach); other mounts, /run among them, are
+/// shared with the parent namespace, so a bpffs the host (or a test
+/// harness) mounted on /run/midonet/bpf is the one the agent pins into.
+pub fn ensure_bpffs() -> io::Result<()> {
+    if is_bpffs(PIN_ROOT) {
         return Ok(());
     }
+    std::fs::create_dir_all(PIN_ROOT).map_err(|e| err(format!("creating {PIN_ROOT}"), e))?;
     nix::mount::mount(
         Some("bpf"),
-        "/sys/fs/bpf",
+        PIN_ROOT,
         Some("bpf"),
         nix::mount::MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|e| err("mounting bpffs on /sys/fs/bpf", e))
+    .map_err(|e| err(format!("mounting bpffs on {PIN_ROOT}"), e))
 }
 
 /// The programs of the object.
@@ -144,7 +153,9 @@ impl Bpf {
     /// pins are reused) and load every program into the kernel.
     pub fn load(dir: &Path) -> io::Result<Bpf> {
         let obj = object().map_err(io::Error::other)?;
-        ensure_bpffs()?;
+        if dir.starts_with(PIN_ROOT) {
+            ensure_bpffs()?;
+        }
         std::fs::create_dir_all(dir.join("links"))
             .map_err(|e| err(dir.display().to_string(), e))?;
         let adopted = dir.join("mdp_flows").exists();

@@ -18,8 +18,8 @@
 //!   in the userspace provider, and the upcall handler runs inline on it.
 //! * Misses never cost a syscall per hit packet: the hit path is entirely
 //!   in the kernel; the ring buffer wakes the thread only for misses.
-//! * Maps and TC links are pinned under `/sys/fs/bpf/midonet/ns-<netns
-//!   cookie>/`:
+//! * Maps and TC links are pinned under `/run/midonet/bpf/ns-<netns
+//!   cookie>/` (a bpffs of its own, see [`loader::ensure_bpffs`]):
 //!   dropping the provider (or the agent exiting) leaves the kernel
 //!   forwarding with the installed flows; the next start adopts them (flows
 //!   with their tags, ports with their numbers, tunnel keys) and swaps the
