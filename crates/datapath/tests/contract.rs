@@ -1,5 +1,5 @@
-//! One contract for every [`Datapath`] provider (STYLE.md: provider traits
-//! with in-tree fakes share one test). The control operations must behave
+//! One contract for every [`Datapath`] provider (provider traits with
+//! in-tree fakes share one test). The control operations must behave
 //! the same on the dummy and on the userspace provider; the userspace run
 //! needs root (real interfaces in a `mdp…` namespace) and fails without it
 //! unless `MIDONET_SKIP_NETNS=1` skips it on purpose.
@@ -130,13 +130,8 @@ fn userspace_provider_meets_the_contract() {
 #[test]
 fn ebpf_provider_meets_the_contract() {
     use midonet_datapath::ebpf::{EbpfConfig, EbpfDatapath};
-    if !nix::unistd::geteuid().is_root() {
-        if std::env::var("MIDONET_SKIP_NETNS").as_deref() == Ok("1") {
-            // TODO(skip-record): midonet_testkit::skip::record once it exists.
-            eprintln!("skipped on purpose (MIDONET_SKIP_NETNS=1): needs root");
-            return;
-        }
-        panic!("the ebpf contract test needs root (or set MIDONET_SKIP_NETNS=1)");
+    if !midonet_testkit::skip::netns_or_skip("datapath::ebpf_provider_meets_the_contract", &[]) {
+        return;
     }
     if let Err(e) = midonet_datapath::ebpf::available() {
         panic!("the ebpf provider is not available: {e}");

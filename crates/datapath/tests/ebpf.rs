@@ -28,13 +28,9 @@ const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
 const C: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc]);
 
 fn runnable() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        if std::env::var("MIDONET_SKIP_NETNS").as_deref() == Ok("1") {
-            // TODO(skip-record): midonet_testkit::skip::record once it exists.
-            eprintln!("skipped on purpose (MIDONET_SKIP_NETNS=1): BPF tests need root");
-            return false;
-        }
-        panic!("the BPF program tests need root (or set MIDONET_SKIP_NETNS=1 to skip them)");
+    // Needs root to load BPF programs (the lab itself is not used).
+    if !midonet_testkit::skip::netns_or_skip("datapath::ebpf programs", &[]) {
+        return false;
     }
     if let Err(e) = midonet_datapath::ebpf::loader::object() {
         panic!("{e}: install clang, llvm and libbpf-dev and rebuild");

@@ -23,13 +23,8 @@ use midonet_datapath::{Action, Datapath, MacAddr};
 use midonet_testkit::{add_neigh, have_program, ns_exec, ns_output, Lab, Vm, VmSpec};
 
 fn runnable() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        if std::env::var("MIDONET_SKIP_NETNS").as_deref() == Ok("1") {
-            // TODO(skip-record): midonet_testkit::skip::record once it exists.
-            eprintln!("skipped on purpose (MIDONET_SKIP_NETNS=1): needs root");
-            return false;
-        }
-        panic!("the ebpf netns tests need root (or set MIDONET_SKIP_NETNS=1)");
+    if !midonet_testkit::skip::netns_or_skip("datapath::ebpf_netns", &["ping"]) {
+        return false;
     }
     if let Err(e) = midonet_datapath::ebpf::available() {
         panic!("the ebpf provider is not available: {e}");
