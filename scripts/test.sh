@@ -71,11 +71,10 @@ cargo fmt --all --check
 
 log "build"
 cargo build --workspace --all-targets
-# The system tests run the daemons as processes and make sure they are
-# fresh with `cargo build -p <bin>`, whose feature set (no test-util) is not
-# the workspace's: build them here, once, so that no test spends its time
-# budget compiling.
-cargo build -p midonet-agent-bin -p midonet-cluster-bin
+# The system tests run the daemons as processes. This build made them, so
+# they use these binaries instead of each running `cargo build -p <bin>`,
+# whose feature set is not the workspace's (midonet_testkit::bins).
+export MIDONET_PREBUILT=1
 
 log "lint"
 cargo clippy --workspace --all-targets -- -D warnings

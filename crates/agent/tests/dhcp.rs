@@ -23,7 +23,7 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use midonet_cluster::testing::TestCluster;
@@ -41,31 +41,6 @@ fn prerequisites() -> bool {
         "agent::vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router",
         &["ip", "ping", "busybox"],
     )
-}
-
-/// Path of the `midonet-agent` binary, built if needed (as in system.rs).
-fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
-    let profile = dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug").to_owned();
-    let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.args(["build", "-q", "-p", "midonet-agent-bin"]);
-    if profile == "release" {
-        cmd.arg("--release");
-    }
-    if let Some(target) = dir.parent() {
-        cmd.env("CARGO_TARGET_DIR", target);
-    }
-    let st = cmd.status().expect("running cargo build");
-    let bin = dir.join("midonet-agent");
-    assert!(st.success() || bin.exists(), "cargo build -p midonet-agent-bin failed");
-    if !st.success() {
-        eprintln!(
-            "WARNING: rebuilding midonet-agent failed; testing the existing {}",
-            bin.display()
-        );
-    }
-    bin
 }
 
 /// Runs `f` on a thread inside the namespace `ns`.
@@ -140,7 +115,7 @@ fn vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router() {
     if !prerequisites() {
         return;
     }
-    let bin = agent_binary();
+    let bin = midonet_testkit::bins::agent();
     let mut lab = Lab::new("mdh").expect("lab");
     let h1 = lab.add_host("h1").expect("h1");
     lab.add_underlay(&[(&h1, "u1", "10.78.0.1/24")], 9000).expect("underlay");

@@ -10,7 +10,6 @@
 //! benchmark's.
 
 use std::net::TcpListener;
-use std::path::Path;
 
 use clap::Parser;
 use midonet_cli::sandbox::{self, net, procs, state::SandboxState, UpArgs};
@@ -24,23 +23,13 @@ struct Wrap {
 }
 
 /// Builds `midonet-cluster` and `midonet-agent` for this test's profile
-/// (a stale binary next to the test would test old code) and points the
-/// sandbox at them. `cargo test` releases the build lock before running
-/// tests, so the nested build does not wait on the outer one.
+/// (a stale binary next to the test would test old code; see
+/// `midonet_testkit::bins`) and points the sandbox at them.
 fn build_binaries() {
-    let exe = std::env::current_exe().expect("test exe");
-    // target/<profile>/deps/sandbox-xxxx → target/<profile>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
-    let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.args(["build", "-q", "-p", "midonet-cluster-bin", "-p", "midonet-agent-bin"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    if let Some(target) = dir.parent() {
-        cmd.env("CARGO_TARGET_DIR", target);
-    }
-    let st = cmd.status().expect("running cargo build");
-    assert!(st.success(), "cargo build -p midonet-cluster-bin -p midonet-agent-bin failed");
+    let dir = midonet_testkit::bins::built(
+        &["midonet-cluster-bin", "midonet-agent-bin"],
+        &["midonet-cluster", "midonet-agent"],
+    );
     std::env::set_var(procs::BIN_DIR_ENV, &dir);
 }
 
