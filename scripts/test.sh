@@ -4,7 +4,9 @@
 #   unit + contract tests (store on embedded AND a real etcd), HTTP API
 #   tests, CLI round trips, the real midonetclient 5.2.0 run, simulation
 #   scenarios with golden traces, and system tests on real kernels
-#   (network namespaces; needs root).
+#   (network namespaces; needs root), on both datapath providers (ebpf, the
+#   default where it loads, and userspace), BPF programs through this kernel's
+#   verifier.
 #
 # Environment:
 #   MIDONET_SKIP_ETCD=1    skip tests that need etcd (they fail otherwise)
@@ -45,6 +47,13 @@ if ! skip MIDONET_SKIP_NETNS; then
   for t in ip:iproute2 ping:iputils-ping iperf3:iperf3 busybox:busybox ethtool:ethtool; do
     command -v "${t%%:*}" >/dev/null || missing+=("${t%%:*} (apt package ${t#*:}) for the system tests, or set MIDONET_SKIP_NETNS=1")
   done
+fi
+if ! skip MIDONET_SKIP_NETNS; then
+  # The ebpf datapath's programs are compiled at build time and its tests
+  # load them into this kernel; without clang the build makes an empty
+  # object and those tests fail.
+  command -v clang >/dev/null || missing+=("clang (apt packages clang llvm libbpf-dev) for the ebpf datapath, or set MIDONET_SKIP_NETNS=1")
+  [ -e /usr/include/bpf/bpf_helpers.h ] || missing+=("the libbpf headers (apt package libbpf-dev) for the ebpf datapath, or set MIDONET_SKIP_NETNS=1")
 fi
 if ! skip MIDONET_SKIP_ETCD; then
   command -v etcd >/dev/null || missing+=("etcd (apt package etcd-server) for the etcd store tests, or set MIDONET_SKIP_ETCD=1")

@@ -20,10 +20,12 @@
 //!
 //! Needs root, `ip`, `ping`. Without them the tests FAIL (set
 //! `MIDONET_SKIP_NETNS=1` to skip them on purpose). The agent binary is
-//! built with `cargo build -p midonet-agent-bin` if needed. Knobs:
+//! built with `cargo build -p midonet-agent-bin` first (see
+//! `midonet_testkit::bins`). Knobs:
 //! `MAG_KEEP_LOGS=1` prints the agents' logs at the end;
-//! `MAG_DATAPATH=ebpf|userspace` picks the agents' datapath provider (by
-//! default the agent's own default: ebpf where it loads, else userspace).
+//! The bridge and router tests run once per datapath provider (`ebpf`,
+//! the default, and `userspace`); each checks that its agents run the
+//! provider it asked for, so a fallback cannot pass as the other one.
 
 mod common;
 
@@ -46,40 +48,10 @@ fn prerequisites(test: &str) -> bool {
     midonet_testkit::skip::netns_or_skip(&format!("agent::{test}"), &["ip", "ping"])
 }
 
-/// Path of the `midonet-agent` binary, built if needed. `cargo test`
-/// releases the build lock before running tests, so the nested build does
-/// not wait on the outer one.
+/// Path of the `midonet-agent` binary, built once per test process.
 fn agent_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test exe");
-            // target/<profile>/deps/system-xxxx → target/<profile>/midonet-agent
-            let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
-            let profile = dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug").to_owned();
-            let mut cmd = std::process::Command::new(env!("CARGO"));
-            cmd.args(["build", "-q", "-p", "midonet-agent-bin"]);
-            if profile == "release" {
-                cmd.arg("--release");
-            }
-            if let Some(target) = dir.parent() {
-                cmd.env("CARGO_TARGET_DIR", target);
-            }
-            let st = cmd.status().expect("running cargo build");
-            let bin = dir.join("midonet-agent");
-            // A failed rebuild with a binary already there (a shared working
-            // tree mid-edit) still tests that binary; say so loudly.
-            assert!(st.success() || bin.exists(), "cargo build -p midonet-agent-bin failed");
-            if !st.success() {
-                eprintln!(
-                    "WARNING: rebuilding midonet-agent failed; testing the existing {}",
-                    bin.display()
-                );
-            }
-            assert!(bin.exists(), "{} missing after build", bin.display());
-            bin
-        })
-        .clone()
+    BUILT.get_or_init(midonet_testkit::bins::agent).clone()
 }
 
 /// Runs `f` on a thread inside the namespace `ns` (sockets it opens stay
@@ -247,11 +219,29 @@ struct Env {
     hosts: Vec<Host>,
     tz: TunnelZoneId,
     next_key: u32,
+    /// The datapath provider every agent of this lab runs.
+    provider: Provider,
     _guard: std::sync::MutexGuard<'static, ()>,
 }
 
+/// A datapath provider the agents are told to run (`--datapath`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Provider {
+    Ebpf,
+    Userspace,
+}
+
+impl Provider {
+    fn name(self) -> &'static str {
+        match self {
+            Provider::Ebpf => "ebpf",
+            Provider::Userspace => "userspace",
+        }
+    }
+}
+
 impl Env {
-    fn new() -> Env {
+    fn new(provider: Provider) -> Env {
         let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let bin = agent_binary();
         let mut lab = Lab::new("mag").expect("lab");
@@ -283,8 +273,16 @@ impl Env {
         });
         let tz = TunnelZone { id: TunnelZoneId::random(), name: "tz".into(), ..Default::default() };
         rt.block_on(cluster.put(&tz));
-        let mut env =
-            Env { lab, rt, cluster, hosts: Vec::new(), tz: tz.id, next_key: 100, _guard: guard };
+        let mut env = Env {
+            lab,
+            rt,
+            cluster,
+            hosts: Vec::new(),
+            tz: tz.id,
+            next_key: 100,
+            provider,
+            _guard: guard,
+        };
         for (ns, ip) in [(h1, Ipv4Addr::new(10, 77, 0, 1)), (h2, Ipv4Addr::new(10, 77, 0, 2))] {
             let id = HostId::random();
             let dir = tempfile::tempdir().expect("tempdir");
@@ -305,12 +303,7 @@ impl Env {
     fn start_agent(&mut self, i: usize, bin: &Path) {
         let h = &self.hosts[i];
         let log = h.dir.path().join("agent.log");
-        // MAG_DATAPATH=ebpf|userspace picks the provider (default: the
-        // agent's, ebpf where it loads).
-        let dp = match std::env::var("MAG_DATAPATH") {
-            Ok(d) if !d.is_empty() => format!(" --datapath {d}"),
-            _ => String::new(),
-        };
+        let dp = format!(" --datapath {}", self.provider.name());
         let cmd = format!(
             "exec {} --cluster 10.77.0.254:{} --host-id-file {} --metrics-listen 127.0.0.1:7300{dp} >>{} 2>&1",
             bin.display(),
@@ -325,6 +318,13 @@ impl Env {
         self.hosts[i].pid = Some(pid);
         let alive = midonet_proto::keys::host_alive(&self.hosts[i].id.to_string());
         self.wait("agent registered", Duration::from_secs(20), |e| e.exists(&alive));
+        // The agent falls back to userspace when BPF cannot load: a test
+        // asking for ebpf must not pass on the fallback.
+        let series =
+            format!("midonet_agent_datapath_provider{{provider=\"{}\"}}", self.provider.name());
+        self.wait("agent runs the datapath provider asked for", Duration::from_secs(10), |e| {
+            e.metric(i, &series) == 1.0
+        });
     }
 
     /// SIGKILL: the agent dies without cleaning up (a crash).
@@ -519,10 +519,19 @@ fn until_ping(from: &Vm, to: Ipv4Addr, want_reply: bool, timeout: Duration) -> D
 
 #[test]
 fn bridge_across_two_hosts() {
-    if !prerequisites("bridge_across_two_hosts") {
+    bridge_across_two_hosts_on(Provider::Ebpf);
+}
+
+#[test]
+fn bridge_across_two_hosts_userspace() {
+    bridge_across_two_hosts_on(Provider::Userspace);
+}
+
+fn bridge_across_two_hosts_on(provider: Provider) {
+    if !prerequisites(&format!("bridge_across_two_hosts_{}", provider.name())) {
         return;
     }
-    let mut env = Env::new();
+    let mut env = Env::new(provider);
     let b = Bridge {
         id: BridgeId::random(),
         name: "b1".into(),
@@ -659,8 +668,7 @@ fn bridge_across_two_hosts() {
     // 6. Kill one agent (SIGKILL) and restart it: forwarding resumes. With
     // the kernel datapath established traffic never stops: the flows stay
     // in the kernel while no agent runs, and the new agent adopts them.
-    let ebpf = env.metric(1, "midonet_agent_datapath_provider{provider=\"ebpf\"}") == 1.0;
-    eprintln!("MEASURE datapath provider: {}", if ebpf { "ebpf" } else { "userspace" });
+    let ebpf = env.provider == Provider::Ebpf;
     env.kill_agent(1);
     if ebpf {
         assert!(ping(&vm1, vm2.ip, 3, &[]).is_some(), "ebpf: traffic flows with the agent down");
@@ -711,10 +719,19 @@ fn exited(pid: u32) -> bool {
 
 #[test]
 fn router_between_bridges_across_hosts() {
-    if !prerequisites("router_between_bridges_across_hosts") {
+    router_between_bridges_across_hosts_on(Provider::Ebpf);
+}
+
+#[test]
+fn router_between_bridges_across_hosts_userspace() {
+    router_between_bridges_across_hosts_on(Provider::Userspace);
+}
+
+fn router_between_bridges_across_hosts_on(provider: Provider) {
+    if !prerequisites(&format!("router_between_bridges_across_hosts_{}", provider.name())) {
         return;
     }
-    let mut env = Env::new();
+    let mut env = Env::new(provider);
     let b1 = Bridge {
         id: BridgeId::random(),
         name: "b1".into(),
@@ -891,7 +908,7 @@ fn short_connections_through_a_router_reuse_the_megaflow() {
     let conns = knob("MAG_CONNS", 3000);
     let threads = knob("MAG_CONN_THREADS", 4);
     let ports = knob("MAG_CLIENT_PORTS", 64);
-    let mut env = Env::new();
+    let mut env = Env::new(Provider::Ebpf);
     let b = Bridge {
         id: BridgeId::random(),
         name: "b1".into(),
