@@ -6,7 +6,7 @@ Run through run.sh, which builds the patched midonetclient 5.2.0 venv:
 
 Every step asserts on what the server answered; the first failure prints the
 step, the cause, and exits 1. The steps follow what OpenStack's MidoNet plugin
-and operators did with this library (shared/reference/clients.md A5), then
+and operators did with this library, then
 run a few `midonet-cli -e` commands as separate processes.
 """
 

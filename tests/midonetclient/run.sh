@@ -14,7 +14,7 @@
 #   MNC_PYTHON interpreter for the venv (default: python3.11, else python3.12;
 #              lib2to3 is gone from 3.13).
 #
-# 5.2.0 is Python 2 code; the fixes below (shared/reference/clients.md A2)
+# 5.2.0 is Python 2 code; the fixes below
 # make it run on 3.11: 2to3 over the package and the CLI script, bytes/str
 # in Basic auth, and decoded error bodies for webob.
 set -euo pipefail

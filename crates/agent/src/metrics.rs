@@ -252,7 +252,7 @@ mod tests {
     use super::*;
 
     /// Every declared drop reason has a counting site outside this file
-    /// (STYLE.md: "count every drop").
+    /// (every drop is counted, by reason).
     #[test]
     fn every_agent_drop_reason_is_counted_somewhere() {
         let sources =

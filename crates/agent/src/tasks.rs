@@ -322,7 +322,7 @@ async fn serve_metrics(
 }
 
 /// How long a failed ARP resolution is remembered (MidoNet's ARP retry
-/// interval, midonet-behaviour §9).
+/// interval, as MidoNet's agent does).
 const ARP_FAILED_HOLD: Duration = Duration::from_secs(10);
 
 /// A virtual port bound to a local interface.
@@ -476,8 +476,8 @@ impl Core {
     /// Every second: failed bindings are retried; packets that waited too
     /// long for ARP are dropped and
     /// their next hop is marked failed, so the simulation answers ICMP
-    /// host unreachable instead of parking more packets (midonet-behaviour
-    /// §2.6); after [`ARP_FAILED_HOLD`] the mark is lifted and the next
+    /// host unreachable instead of parking more packets (as MidoNet's
+    /// agent does); after [`ARP_FAILED_HOLD`] the mark is lifted and the next
     /// packet asks again.
     fn housekeeping(&mut self) {
         // Retry bindings that failed (an interface that refused a socket).

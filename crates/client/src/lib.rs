@@ -2,7 +2,7 @@
 //!
 //! This is the L2 adapter the `midonet` CLI (and tests) use to talk to a
 //! cluster. It speaks the same protocol as the Python `midonetclient` 5.2.0
-//! (see `shared/reference/clients.md` §A3), so it works against our cluster and
+//! (its login, media types and paging), so it works against our cluster and
 //! against a real MidoNet API server alike:
 //!
 //! ```text

@@ -300,7 +300,7 @@ impl DropReason {
 
 // Every reason a packet is dropped or not rewritten is counted per packet,
 // so it is a small `Copy` enum, never a string or a boxed error built per
-// packet (STYLE.md "Errors"). Checked when the crate compiles.
+// packet (errors on the packet path are Copy). Checked when the crate compiles.
 const _: () = {
     const fn is_copy<T: Copy>() {}
     is_copy::<DropReason>();

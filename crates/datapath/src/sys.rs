@@ -7,7 +7,7 @@
 //! the call.
 //!
 //! Why not the TPACKET_V3 ring that won the RX throughput test in
-//! `crates.md` §2: a V3 block is handed to user space only when it is full or
+//! our measurements of the ring variants: a V3 block is handed to user space only when it is full or
 //! when its retire timer fires (granularity 1 ms), so a lone ping waits up to
 //! a millisecond per hop: far beyond our 0.25 ms RTT target. V3 with a
 //! "peek at the open block" trick is racy. `recvmmsg` wakes per packet and is

@@ -26,7 +26,7 @@ use crate::key::{FlowKey, MacAddr};
 pub enum UserspaceReason {
     /// The flow cannot be expressed as a megaflow (e.g. it depends on the
     /// ICMP echo id or ICMP error payload): simulate every packet
-    /// (MidoNet's "userspace only", midonet-behaviour §1.4).
+    /// (what MidoNet calls a "userspace only" flow).
     Simulate,
     /// The packet is being traced; simulate it with tracing on.
     Trace,

@@ -150,7 +150,7 @@ impl FromStr for MacAddr {
 /// A packet from a local vport carries the vport's datapath port number; a
 /// packet that arrived over a VXLAN tunnel carries the tunnel key (VNI, 24
 /// bits) and is matched on that alone, so the egress host outputs it without
-/// re-simulation (ARCHITECTURE.md §5, midonet-behaviour §1.6).
+/// re-simulation (ARCHITECTURE.md §5; MidoNet keeps drop flows briefly for the same reason).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub enum InPort {
     /// A local datapath port number.
@@ -174,7 +174,7 @@ impl fmt::Display for InPort {
     }
 }
 
-/// IP fragment type, as OVS keys it (midonet-behaviour §2.18).
+/// IP fragment type, as OVS and MidoNet key it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
 pub enum FragType {
     /// Not a fragment (or not IP).

@@ -32,7 +32,7 @@
 //!
 //! The IP header quoted inside an ICMP error is not rewritten (NAT of ICMP
 //! errors needs the payload, which a megaflow cannot match: the simulation
-//! handles those packets in user space, midonet-behaviour §1.4).
+//! handles those packets in user space, as MidoNet does).
 //!
 //! SCTP ports are not rewritable here: SCTP uses CRC32c over the whole
 //! packet, which cannot be updated incrementally.

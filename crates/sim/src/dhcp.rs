@@ -1,4 +1,4 @@
-//! DHCPv4 answered by the simulation (midonet-behaviour §2.4).
+//! DHCPv4 answered by the simulation (as MidoNet's agent answers it).
 //!
 //! A UDP 68→67 BOOTREQUEST that enters an exterior bridge port is looked up
 //! in the bridge's DHCP configuration *before* the bridge simulates it:

@@ -34,7 +34,7 @@
 //!   (this crate's own tests and benches turn it on through a
 //!   dev-dependency on themselves).
 //!
-//! Where this differs from MidoNet on purpose (midonet-behaviour §8):
+//! Where this differs from MidoNet on purpose (ARCHITECTURE.md lists these too):
 //!
 //! * ECMP is rendezvous (HRW) hashing over the 5-tuple, keyed on the next
 //!   hop: removing a member moves only that member's flows, and a

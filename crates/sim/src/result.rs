@@ -20,7 +20,7 @@ pub(crate) fn ser_mac<S: Serializer>(m: &MacAddr, s: S) -> Result<S::Ok, S::Erro
     s.collect_str(m)
 }
 
-/// How long the datapath should keep a drop flow (midonet-behaviour §1.6).
+/// How long the datapath should keep a drop flow (MidoNet's temporary and permanent drops).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DropLifetime {

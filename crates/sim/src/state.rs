@@ -23,7 +23,7 @@ use crate::{FlowKey, MacAddr};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ArpLookup {
     /// Known. `stale` asks for a refresh: a reply/GARP re-learning the same
-    /// MAC is written again (midonet-behaviour §2.6).
+    /// MAC is written again (as in MidoNet's ARP table).
     Hit { mac: MacAddr, stale: bool },
     /// Unknown: the simulation sends an ARP request and reports
     /// [`Decision::ArpPending`](crate::Decision::ArpPending).

@@ -1,4 +1,4 @@
-//! DHCP answered by the simulation (midonet-behaviour §2.4): scenarios with
+//! DHCP answered by the simulation (as MidoNet's agent answers it): scenarios with
 //! golden traces, and every option of the replies decoded with `dhcproto`.
 
 mod common;

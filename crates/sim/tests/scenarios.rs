@@ -139,7 +139,7 @@ fn scenarios() -> Vec<Sc> {
             dropped(r, DropReason::Hairpin);
             assert_eq!(r.decision, Decision::Drop { reason: DropReason::Hairpin, lifetime: DropLifetime::Temporary });
         }},
-        // midonet-behaviour §2.3: dst == src is a temporary drop before any
+        // As in MidoNet: dst == src is a temporary drop before any
         // MAC-table lookup, so it is never flooded, learned or not.
         Sc { name: "l2_dst_equals_src_dropped_before_lookup", setup: none, ingress: v1,
             pkt: "eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:00:01,ip4.src=10.0.0.11,ip4.dst=10.0.0.11,udp.src=1,udp.dst=2",
@@ -202,7 +202,7 @@ fn scenarios() -> Vec<Sc> {
                 let c = w.chain("b1-out", vec![rule(RuleType::Drop, Condition { out_ports: vec![w.v2], ..Default::default() })]);
                 let b = w.b1; w.t.edit_bridge(b, |x| x.outbound_filter_id = Some(c));
             }, ingress: v1, pkt: TCP_1_2, check: |_, r| dropped(r, DropReason::RuleDrop) },
-        // midonet-behaviour §2.3: the outbound filter applies to floods as
+        // As in MidoNet: the outbound filter applies to floods as
         // well as to unicast (it used not to: bridge_out_chain_not_on_flood).
         Sc { name: "bridge_out_chain_on_flood", setup: |w| {
                 let c = w.chain("b1-out", vec![rule(RuleType::Drop, Condition::default())]);
@@ -295,7 +295,7 @@ fn scenarios() -> Vec<Sc> {
                 assert_eq!(r.decision, Decision::ArpPending { router: w.r, ip: "10.0.1.77".parse().expect("ip") });
                 assert_eq!(gen_kinds(r), vec![(GenKind::ArpRequest, GenTarget::Ingress(w.bi2))]);
             }},
-        // midonet-behaviour §2.5: a gateway outside the out-port's subnet is
+        // As in MidoNet: a gateway outside the out-port's subnet is
         // never ARPed for: net unreachable at once, nothing parked.
         Sc { name: "router_gateway_outside_port_subnet_net_unreachable", setup: |w| {
                 w.t.route(w.r, "0.0.0.0/0", Some(w.up), Some("198.51.100.1"));
@@ -304,7 +304,7 @@ fn scenarios() -> Vec<Sc> {
                 assert_eq!(r.decision, Decision::Drop { reason: DropReason::GatewayOutsideSubnet, lifetime: DropLifetime::Temporary });
                 icmp(r, 3, 0, GenTarget::Ingress(w.bi1));
             }},
-        // midonet-behaviour §2.5: an interior out-port linked to no peer (and
+        // As in MidoNet: an interior out-port linked to no peer (and
         // not bound as exterior): net unreachable at once, never parked.
         Sc { name: "router_unlinked_interior_port_net_unreachable", setup: |w| {
                 let dangling = w.t.router_port(w.r, "10.0.2.1/24", "02:00:00:00:01:04", false);
@@ -443,13 +443,13 @@ fn scenarios() -> Vec<Sc> {
                 let bid = w.b1;
                 w.t.edit_bridge(bid, |x| x.inbound_mirror_ids.push(m));
             }, ingress: v1, pkt: TCP_1_2, check: |w, r| {
-                // midonet-behaviour §2.13: a mirror loop hits the device limit
+                // As in MidoNet: a mirror loop hits the device limit
                 // and ends in an error drop, for the whole packet.
                 assert_eq!(r.decision, Decision::Drop { reason: DropReason::LoopGuard, lifetime: DropLifetime::Temporary });
                 assert!(r.actions.is_empty(), "a dropped packet has no outputs");
                 assert!(r.state_writes.iter().all(|x| matches!(x, StateWrite::Mac { port, .. } if *port == w.v1)), "copies never learn: {:?}", r.state_writes);
             }},
-        // midonet-behaviour §2.13: a mirror's copy leaving through a port
+        // As in MidoNet: a mirror's copy leaving through a port
         // passes that port's own egress mirrors, so a port mirrored into
         // itself loops to the device limit and the packet is dropped
         // instead of going out twice.

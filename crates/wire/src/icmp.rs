@@ -1,5 +1,5 @@
 //! ICMPv4 builders: echo reply, and the errors a virtual router sends
-//! (midonet-behaviour §2.7).
+//! (those MidoNet's router sends).
 //!
 //! ```text
 //!   echo (RFC 792):   type(1) code(1) csum(2) id(2) seq(2) data...

@@ -1,4 +1,4 @@
-//! The bridge (midonet-behaviour §2.3).
+//! The bridge, as MidoNet simulates it.
 //!
 //! ```text
 //!  admin · multicast-source check · VLAN push (interior port tagged V)
@@ -134,8 +134,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         }
         // A frame addressed to its own sender goes back where it came from
         // whatever the tables say: drop it before any lookup, so that it is
-        // never flooded while the MAC is still unknown (midonet-behaviour
-        // §2.3; a temporary drop, like any hairpin).
+        // never flooded while the MAC is still unknown (as MidoNet
+        // does; a temporary drop, like any hairpin).
         if dst == src {
             return self.drop_pkt(DropReason::Hairpin);
         }
@@ -187,7 +187,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
 
     fn flood(&mut self, b: &SBridge, vlan: u16, in_port: PortId, ctx: Ctx, tagged: bool) {
         // The outbound chain applies to every forwarding result, floods
-        // included (midonet-behaviour §2.3). It runs once for the whole
+        // included, as in MidoNet. It runs once for the whole
         // flood, with no out port: out-port conditions only mean something
         // for unicast.
         if !tagged {

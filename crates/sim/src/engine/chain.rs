@@ -1,6 +1,6 @@
 //! Chains: rules in order, jumps, and what a verdict does to the packet.
 //!
-//! Semantics (midonet-behaviour §2.8): rules are evaluated in order; a
+//! Semantics (MidoNet's): rules are evaluated in order; a
 //! chain that ends without a decisive result accepts; `jump` evaluates the
 //! target inline and continues after it on `return` or when the target
 //! ends; a jump to a missing chain, to a chain already entered in this
@@ -218,7 +218,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             Verdict::Accept => true,
             Verdict::Drop => {
                 // A router dropping the first fragment of a datagram by rule
-                // says so with frag-needed (midonet-behaviour §2.18).
+                // says so with frag-needed, as MidoNet's router does.
                 if matches!(ctx.dev, Dev::Router(_))
                     && self.fm.ethertype() == ETH_IPV4
                     && self.fm.ip_frag() == FragType::First

@@ -3,7 +3,7 @@
 //!
 //! A condition is a conjunction of optional tests, inverted as a whole by
 //! `condInvert` — except the fragment policy, which is checked on its own
-//! (midonet-behaviour §2.8). Every packet field is read through the
+//! (as in MidoNet). Every packet field is read through the
 //! marking getters of [`FlowMatch`](crate::FlowMatch), and CIDR tests mark
 //! only the prefix bits. Two tests read what a megaflow cannot match on:
 //! the addresses embedded in an ICMP error (the result is then

@@ -1,4 +1,4 @@
-//! ICMP errors the router generates (midonet-behaviour §2.7).
+//! ICMP errors the router generates, as MidoNet's router does.
 //!
 //! Unreachable (net, host, frag-needed, admin-prohibited) and time
 //! exceeded, sourced from the ingress router port, addressed to the

@@ -2,7 +2,7 @@
 //!
 //! A mirror is a list of conditions (OR'ed; none means everything) and a
 //! target port, attached to a port at four points (pre/post in, pre/post
-//! out) or to a device (in, out) — midonet-behaviour §2.13. A match forks
+//! out) or to a device (in, out) as in MidoNet. A match forks
 //! the copy (`Sim::fork` with `copy` true): the copy's outputs are kept,
 //! everything else it does (drops, state writes, generated packets, ARP
 //! waits) is discarded, so a mirror never changes the original's fate —
@@ -12,8 +12,8 @@
 //! `ToPortAction` does: its pre-out mirrors, out chain and post-out
 //! mirrors, then emit. A mirror counts as a device on the copy's path, so a
 //! mirror loop (a port mirrored into itself, a target mirrored back) hits
-//! the device limit, and that drops the whole packet (midonet-behaviour
-//! §2.13: "ends in ErrorDrop").
+//! the device limit, and that drops the whole packet (in MidoNet
+//! it ends in an error drop).
 
 use midonet_model::MirrorId;
 

@@ -239,7 +239,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         self.out.decision = if self.loop_guard {
             // A loop in any branch, a mirror copy's included, drops the
             // whole packet: MidoNet merges an error drop with anything
-            // into an error drop (midonet-behaviour §2.1, §2.13).
+            // into an error drop.
             self.out.actions.clear();
             let reason = DropReason::LoopGuard;
             Decision::Drop { reason, lifetime: reason.lifetime() }

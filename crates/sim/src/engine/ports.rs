@@ -11,7 +11,7 @@
 //! Every ingress and egress spends one unit of the port-visit budget
 //! ([`MAX_PORT_VISITS`](super::MAX_PORT_VISITS)). A router port that is
 //! administratively down answers with ICMP admin-prohibited
-//! (midonet-behaviour §2.1); a bridge port just drops.
+//! (as in MidoNet); a bridge port just drops.
 
 use midonet_model::PortId;
 use midonet_wire::IcmpError;

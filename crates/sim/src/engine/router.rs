@@ -1,4 +1,4 @@
-//! The router (midonet-behaviour §2.5).
+//! The router, as MidoNet simulates it.
 //!
 //! ```text
 //!  VLAN/ethertype/admin checks · ARP (answer for the in-port, learn replies
@@ -326,7 +326,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             }
         }
         // Two next hops are never ARPed for, and the packet is never parked
-        // (midonet-behaviour §2.5): a gateway outside the out-port's subnet,
+        // (as in MidoNet): a gateway outside the out-port's subnet,
         // and an out-port that is neither bound nor linked to a peer.
         let unreachable = if via_gw && !oaddr.contains(nh) {
             Some(DropReason::GatewayOutsideSubnet)
