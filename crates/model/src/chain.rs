@@ -248,52 +248,46 @@ impl Condition {
 
 /// A rule of a chain. `type` selects the action; the type-specific fields
 /// are only meaningful (and only accepted by validation) for their types.
+///
+/// On the wire a redirect is MidoNet's form (midonet-behaviour §2.8): REST
+/// has no `redirect` type, a redirect is an `l2_transform` rule whose
+/// `flowAction` is `redirect`, and an `l2_transform` rule with `flowAction:
+/// "accept"` only changes VLAN tags. In Rust the two are
+/// [`RuleType::Redirect`] and [`RuleType::L2Transform`], so that code that
+/// matches on the type sees two different actions; the private `RuleRepr`
+/// maps between the two shapes. `"type": "redirect"` (this server's earlier
+/// form) is still read, at no cost: it is the same enum value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(try_from = "repr::RuleRepr", into = "repr::RuleRepr")]
 pub struct Rule {
-    #[serde(default)]
     pub id: RuleId,
-    #[serde(default)]
     pub chain_id: ChainId,
-    #[serde(rename = "type", default)]
+    /// REST `type`.
     pub rule_type: RuleType,
     /// 1-based position in the chain. On create: where to insert (absent
     /// means 1, as MidoNet 5.x); on read: where the rule is. Not stored.
-    #[serde(
-        default,
-        deserialize_with = "lenient::opt_num",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub position: Option<u32>,
-    #[serde(flatten)]
+    /// The match (its fields are flattened into the rule on the wire).
     pub condition: Condition,
     /// `jump`: the chain to evaluate.
-    #[serde(default, deserialize_with = "lenient::opt_parse")]
     pub jump_chain_id: Option<ChainId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jump_chain_name: Option<String>,
-    /// NAT rules: what to do after rewriting (default accept).
-    #[serde(default, deserialize_with = "lenient::opt_parse")]
+    /// NAT rules: what to do after rewriting (default accept). On the wire
+    /// `l2_transform` rules carry `accept` or `redirect` here instead (see
+    /// the type docs); in Rust that is the rule type.
     pub flow_action: Option<FlowAction>,
     /// `dnat`/`snat`: where to rewrite to.
-    #[serde(default, deserialize_with = "lenient::vec")]
     pub nat_targets: Vec<NatTarget>,
-    /// `l2_transform`/`redirect`: pop the outer VLAN tag.
-    #[serde(default, deserialize_with = "lenient::boolean")]
+    /// `l2_transform` (and redirect): pop the outer VLAN tag.
     pub pop_vlan: bool,
-    /// `l2_transform`/`redirect`: push this VLAN tag.
-    #[serde(default, deserialize_with = "lenient::opt_num")]
+    /// `l2_transform` (and redirect): push this VLAN tag.
     pub push_vlan: Option<u16>,
-    /// `redirect`: the port to send the packet to.
-    #[serde(default, deserialize_with = "lenient::opt_parse")]
+    /// Redirect: the port to send the packet to.
     pub target_port_id: Option<PortId>,
-    /// `redirect`: ingress at the target (else egress, skipping its filters).
-    #[serde(default, deserialize_with = "lenient::boolean")]
+    /// Redirect: ingress at the target (else egress, skipping its filters).
     pub ingress: bool,
-    /// `redirect`: if the target is down, continue as if it returned.
-    #[serde(default, deserialize_with = "lenient::boolean")]
+    /// Redirect: if the target is down, continue as if it returned.
     pub fail_open: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meter_name: Option<String>,
 }
 
@@ -303,6 +297,144 @@ impl Rule {
         matches!(self.rule_type, RuleType::Dnat | RuleType::Snat)
             && !self.nat_targets.is_empty()
             && self.nat_targets.iter().all(NatTarget::is_static)
+    }
+}
+
+/// The wire shape of [`Rule`] (see its docs): private, so that the Rust
+/// API has one way to say "redirect".
+mod repr {
+    use super::*;
+
+    // In a module of its own so that the allow covers only the helpers
+    // `string_enum!` generates (`ALL`) that this private enum never uses.
+    #[allow(dead_code)]
+    mod wire {
+        crate::string_enum! {
+            /// `flowAction` as it is on the wire: the NAT actions plus `redirect`,
+            /// which only an `l2_transform` rule carries.
+            pub enum WireFlowAction {
+                Accept => "accept",
+                Continue => "continue",
+                Return => "return",
+                Redirect => "redirect",
+            }
+        }
+    }
+    use wire::WireFlowAction;
+
+    impl From<FlowAction> for WireFlowAction {
+        fn from(a: FlowAction) -> Self {
+            match a {
+                FlowAction::Accept => WireFlowAction::Accept,
+                FlowAction::Continue => WireFlowAction::Continue,
+                FlowAction::Return => WireFlowAction::Return,
+            }
+        }
+    }
+
+    /// [`Rule`] as it is on the wire (REST body and store encoding).
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(super) struct RuleRepr {
+        #[serde(default)]
+        id: RuleId,
+        #[serde(default)]
+        chain_id: ChainId,
+        #[serde(rename = "type", default)]
+        rule_type: RuleType,
+        #[serde(
+            default,
+            deserialize_with = "lenient::opt_num",
+            skip_serializing_if = "Option::is_none"
+        )]
+        position: Option<u32>,
+        #[serde(flatten)]
+        condition: Condition,
+        #[serde(default, deserialize_with = "lenient::opt_parse")]
+        jump_chain_id: Option<ChainId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jump_chain_name: Option<String>,
+        #[serde(default, deserialize_with = "lenient::opt_parse")]
+        flow_action: Option<WireFlowAction>,
+        #[serde(default, deserialize_with = "lenient::vec")]
+        nat_targets: Vec<NatTarget>,
+        #[serde(default, deserialize_with = "lenient::boolean")]
+        pop_vlan: bool,
+        #[serde(default, deserialize_with = "lenient::opt_num")]
+        push_vlan: Option<u16>,
+        #[serde(default, deserialize_with = "lenient::opt_parse")]
+        target_port_id: Option<PortId>,
+        #[serde(default, deserialize_with = "lenient::boolean")]
+        ingress: bool,
+        #[serde(default, deserialize_with = "lenient::boolean")]
+        fail_open: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        meter_name: Option<String>,
+    }
+
+    impl TryFrom<RuleRepr> for Rule {
+        type Error = String;
+
+        fn try_from(w: RuleRepr) -> Result<Rule, String> {
+            use RuleType::{L2Transform, Redirect};
+            let (rule_type, flow_action) = match (w.rule_type, w.flow_action) {
+                (L2Transform | Redirect, Some(WireFlowAction::Redirect)) => (Redirect, None),
+                (L2Transform, Some(WireFlowAction::Accept)) => (L2Transform, None),
+                (t, Some(WireFlowAction::Redirect)) => {
+                    return Err(format!(
+                        "flowAction `redirect` is for l2_transform rules only, not {t}"
+                    ))
+                }
+                (t, Some(WireFlowAction::Accept)) => (t, Some(FlowAction::Accept)),
+                (t, Some(WireFlowAction::Continue)) => (t, Some(FlowAction::Continue)),
+                (t, Some(WireFlowAction::Return)) => (t, Some(FlowAction::Return)),
+                (t, None) => (t, None),
+            };
+            Ok(Rule {
+                id: w.id,
+                chain_id: w.chain_id,
+                rule_type,
+                position: w.position,
+                condition: w.condition,
+                jump_chain_id: w.jump_chain_id,
+                jump_chain_name: w.jump_chain_name,
+                flow_action,
+                nat_targets: w.nat_targets,
+                pop_vlan: w.pop_vlan,
+                push_vlan: w.push_vlan,
+                target_port_id: w.target_port_id,
+                ingress: w.ingress,
+                fail_open: w.fail_open,
+                meter_name: w.meter_name,
+            })
+        }
+    }
+
+    impl From<Rule> for RuleRepr {
+        fn from(r: Rule) -> RuleRepr {
+            let (rule_type, flow_action) = match r.rule_type {
+                RuleType::Redirect => (RuleType::L2Transform, Some(WireFlowAction::Redirect)),
+                RuleType::L2Transform => (RuleType::L2Transform, Some(WireFlowAction::Accept)),
+                t => (t, r.flow_action.map(WireFlowAction::from)),
+            };
+            RuleRepr {
+                id: r.id,
+                chain_id: r.chain_id,
+                rule_type,
+                position: r.position,
+                condition: r.condition,
+                jump_chain_id: r.jump_chain_id,
+                jump_chain_name: r.jump_chain_name,
+                flow_action,
+                nat_targets: r.nat_targets,
+                pop_vlan: r.pop_vlan,
+                push_vlan: r.push_vlan,
+                target_port_id: r.target_port_id,
+                ingress: r.ingress,
+                fail_open: r.fail_open,
+                meter_name: r.meter_name,
+            }
+        }
     }
 }
 
@@ -339,5 +471,70 @@ mod tests {
         .expect("parse");
         assert!(r.is_static_nat());
         assert_eq!(r.flow_action, Some(FlowAction::Accept));
+    }
+
+    const PORT: &str = "6b1d2a4e-0f43-4c56-9bd5-2d6f1c1e7a10";
+
+    #[test]
+    fn redirect_rule_in_midonet_rest_form_round_trips() {
+        // MidoNet's REST form (midonet-behaviour §2.8): no `redirect` type;
+        // a redirect is an l2_transform rule whose flowAction is redirect.
+        let body = format!(
+            r#"{{"type":"l2_transform","flowAction":"redirect","targetPortId":"{PORT}","ingress":true,"failOpen":true,"pushVlan":100,"popVlan":false}}"#
+        );
+        let r: Rule = serde_json::from_str(&body).expect("parse");
+        assert_eq!(r.rule_type, RuleType::Redirect);
+        assert_eq!(r.flow_action, None, "the flowAction became the rule type");
+        assert_eq!(r.target_port_id.map(|p| p.to_string()), Some(PORT.to_string()));
+        assert!(r.ingress && r.fail_open && !r.pop_vlan);
+        assert_eq!(r.push_vlan, Some(100));
+        let sent: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let out = serde_json::to_value(&r).expect("serialize");
+        for (k, v) in sent.as_object().expect("object") {
+            assert_eq!(&out[k], v, "field {k} written back in MidoNet's form");
+        }
+        let again: Rule = serde_json::from_value(out).expect("re-parse");
+        assert_eq!(again, r);
+    }
+
+    #[test]
+    fn l2_transform_with_flow_action_accept_is_a_transform_only() {
+        let r: Rule =
+            serde_json::from_str(r#"{"type":"l2_transform","flowAction":"accept","popVlan":true}"#)
+                .expect("parse");
+        assert_eq!((r.rule_type, r.flow_action, r.pop_vlan), (RuleType::L2Transform, None, true));
+        let out = serde_json::to_value(&r).expect("serialize");
+        assert_eq!((&out["type"], &out["flowAction"]), (&"l2_transform".into(), &"accept".into()));
+        // Without a flowAction it is a transform too (and is written back
+        // with the explicit `accept`).
+        let r: Rule =
+            serde_json::from_str(r#"{"type":"l2_transform","pushVlan":7}"#).expect("parse");
+        assert_eq!(r.rule_type, RuleType::L2Transform);
+    }
+
+    #[test]
+    fn earlier_redirect_type_still_reads_and_is_written_in_midonet_form() {
+        let r: Rule =
+            serde_json::from_str(&format!(r#"{{"type":"redirect","targetPortId":"{PORT}"}}"#))
+                .expect("parse");
+        assert_eq!(r.rule_type, RuleType::Redirect);
+        let out = serde_json::to_value(&r).expect("serialize");
+        assert_eq!(
+            (&out["type"], &out["flowAction"]),
+            (&"l2_transform".into(), &"redirect".into())
+        );
+    }
+
+    #[test]
+    fn flow_action_redirect_on_other_rule_types_is_an_error() {
+        let e = serde_json::from_str::<Rule>(r#"{"type":"dnat","flowAction":"redirect"}"#)
+            .expect_err("not an l2_transform");
+        assert!(e.to_string().contains("l2_transform"), "{e}");
+        // The NAT flow actions are unchanged.
+        let r: Rule =
+            serde_json::from_str(r#"{"type":"rev_snat","flowAction":"continue"}"#).expect("parse");
+        assert_eq!(r.flow_action, Some(FlowAction::Continue));
+        let out = serde_json::to_value(&r).expect("serialize");
+        assert_eq!(out["flowAction"], "continue");
     }
 }

@@ -222,10 +222,15 @@ impl Validate for Rule {
             );
         }
         if !(nat || rev_nat) && self.flow_action.is_some() {
-            return err(
-                "flowAction",
-                format!("only NAT rules have a flowAction, not {}", self.rule_type),
-            );
+            // An l2_transform's `accept`/`redirect` never gets here: on the
+            // wire they select the rule type (see `Rule`).
+            let what = if self.rule_type == RuleType::L2Transform {
+                "an l2_transform rule's flowAction is accept (a VLAN transform) or redirect"
+                    .to_string()
+            } else {
+                format!("only NAT and l2_transform rules have a flowAction, not {}", self.rule_type)
+            };
+            return err("flowAction", what);
         }
         match self.rule_type {
             RuleType::Jump => {
@@ -282,7 +287,10 @@ impl Validate for Rule {
             RuleType::L2Transform | RuleType::Redirect => {
                 vlan("pushVlan", self.push_vlan)?;
                 if self.rule_type == RuleType::Redirect && self.target_port_id.is_none() {
-                    return err("targetPortId", "a redirect rule needs its target port");
+                    return err(
+                        "targetPortId",
+                        "a redirect (flowAction redirect) needs its target port",
+                    );
                 }
                 if self.rule_type == RuleType::L2Transform
                     && !self.pop_vlan
@@ -296,10 +304,13 @@ impl Validate for Rule {
         if !matches!(self.rule_type, RuleType::L2Transform | RuleType::Redirect)
             && (self.pop_vlan || self.push_vlan.is_some())
         {
-            return err("pushVlan", "only l2_transform and redirect rules change VLAN tags");
+            return err("pushVlan", "only l2_transform rules change VLAN tags");
         }
         if self.rule_type != RuleType::Redirect && self.target_port_id.is_some() {
-            return err("targetPortId", "only redirect rules have a target port");
+            return err(
+                "targetPortId",
+                "only a redirect (l2_transform with flowAction redirect) has a target port",
+            );
         }
         Ok(())
     }
@@ -573,6 +584,10 @@ mod tests {
         assert_eq!(r.validate().expect_err("range").field, "tpDst");
         let r: Rule = parse(r#"{"type":"redirect"}"#);
         assert_eq!(r.validate().expect_err("target").field, "targetPortId");
+        let r: Rule = parse(r#"{"type":"l2_transform","flowAction":"redirect"}"#);
+        assert_eq!(r.validate().expect_err("target").field, "targetPortId");
+        let r: Rule = parse(r#"{"type":"l2_transform","flowAction":"continue","pushVlan":1}"#);
+        assert_eq!(r.validate().expect_err("flow action").field, "flowAction");
         let r: Rule = parse(r#"{"type":"accept","pushVlan":10}"#);
         assert_eq!(r.validate().expect_err("vlan").field, "pushVlan");
         let r: Rule = parse(r#"{"type":"accept","nwSrcAddress":"10.0.0.0","nwSrcLength":33}"#);

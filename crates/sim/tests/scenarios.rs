@@ -551,6 +551,23 @@ fn scenarios() -> Vec<Sc> {
                 let a = w.chain("A", vec![Rule { rule_type: RuleType::Redirect, target_port_id: Some(w.v3), ingress: true, ..Default::default() }]);
                 let p = w.v1; w.t.edit_port(p, |x| x.inbound_filter_id = Some(a));
             }, ingress: v1, pkt: TCP_1_2, check: |w, r| fwd(r, &[w.p["v4"]]) },
+        // midonet-behaviour §2.8: the rule as MidoNet's REST API spells it,
+        // an l2_transform whose flowAction is redirect (egress at v3).
+        Sc { name: "redirect_midonet_rest_form", setup: |w| {
+                let body = format!(r#"{{"type":"l2_transform","flowAction":"redirect","targetPortId":"{}","ingress":false,"failOpen":false}}"#, w.v3);
+                let rule: Rule = serde_json::from_str(&body).expect("MidoNet's redirect form parses");
+                let a = w.chain("A", vec![rule]);
+                let p = w.v1; w.t.edit_port(p, |x| x.inbound_filter_id = Some(a));
+            }, ingress: v1, pkt: TCP_1_2, check: |w, r| fwd(r, &[w.v3]) },
+        // flowAction accept: a VLAN transform only, then the packet goes on.
+        Sc { name: "l2_transform_midonet_rest_form_accept", setup: |w| {
+                let rule: Rule = serde_json::from_str(r#"{"type":"l2_transform","flowAction":"accept","pushVlan":42}"#).expect("parses");
+                let a = w.chain("A", vec![rule]);
+                let p = w.v1; w.t.edit_port(p, |x| x.inbound_filter_id = Some(a));
+            }, ingress: v1, pkt: TCP_1_2, check: |w, r| {
+                fwd(r, &[w.v2]);
+                assert_eq!(r.actions[0], SimAction::Rewrite(Action::PushVlan { vid: 42, pcp: 0 }));
+            }},
         Sc { name: "redirect_target_down_fail_open", setup: |w| {
                 let p3 = w.v3; w.t.edit_port(p3, |x| x.admin_state_up = false);
                 let a = w.chain("A", vec![Rule { rule_type: RuleType::Redirect, target_port_id: Some(w.v3), fail_open: true, ..Default::default() }]);

@@ -279,7 +279,11 @@ impl SRule {
             }
             RuleType::RevDnat => RuleAct::RevNat { dnat: true, then },
             RuleType::RevSnat => RuleAct::RevNat { dnat: false, then },
-            RuleType::L2Transform | RuleType::Redirect => match r.target_port_id {
+            // The model's type says which (on the wire: l2_transform with
+            // flowAction accept or redirect). A redirect without a target
+            // (validation refuses one) can only transform.
+            RuleType::L2Transform => RuleAct::L2 { pop: r.pop_vlan, push: r.push_vlan },
+            RuleType::Redirect => match r.target_port_id {
                 Some(port) => RuleAct::Redirect {
                     port,
                     ingress: r.ingress,
