@@ -21,11 +21,16 @@
 # Peers: $PEERS_DIR/kernel-baseline.sh vxlan and $PEERS_DIR/ovn.sh ls lr cp, run
 # as they are (read-only, not copied), with the same REPS/DUR/UDP_LEN/PING_*.
 #
-# Env: REPS=3 DUR=10 UDP_LEN=18 PING_N=100 PING_I=0.01 CP_REPS=REPS PROBE_I=0.001
+# midonet-rs runs once per datapath provider in DATAPATHS (default "ebpf userspace"):
+# a fresh sandbox each, `--datapath <provider>`; a provider that falls back to another
+# (the agent says so in its log) is reported as such, not measured under its name.
+#
+# Env: DATAPATHS="ebpf userspace" REPS=3 DUR=10 UDP_LEN=18 PING_N=100 PING_I=0.01 CP_REPS=REPS PROBE_I=0.001
 #      PEERS_DIR=<repo>/../shared/peers  PROFILE=release (or debug)  BUILD=1
 #      RUN_DIR=/tmp/midonet-bench  DOC=<repo>/docs/PERFORMANCE.md  UPDATE_DOC=1
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DATAPATHS=${DATAPATHS:-ebpf userspace}
 REPS=${REPS:-3}
 DUR=${DUR:-10}
 UDP_LEN=${UDP_LEN:-18}
@@ -43,7 +48,7 @@ BIN=$ROOT/target/$PROFILE
 SB_DIR=$RUN_DIR/sandbox
 SB_ARGS=(--hosts 2 --vms-per-host 2 --prefix mnb --state-dir "$SB_DIR" --api 127.0.0.1:18181
          --grpc-port 18182 --underlay 198.18.66.0/24)
-CMDLINE="REPS=$REPS DUR=$DUR CP_REPS=$CP_REPS PROFILE=$PROFILE BUILD=$BUILD bench/run.sh${*:+ $*}"
+CMDLINE="DATAPATHS='$DATAPATHS' REPS=$REPS DUR=$DUR CP_REPS=$CP_REPS PROFILE=$PROFILE BUILD=$BUILD bench/run.sh${*:+ $*}"
 
 log() { echo "[$(date +%T)] $*" >&2; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -122,14 +127,33 @@ run_midonet() {
         (cd "$ROOT" && cargo build $flag --locked -p midonet-bin -p midonet-cluster-bin -p midonet-agent-bin) >&2 ||
             { log "build failed"; echo "setup|build failed" >"$RES/midonet.txt"; return; }
     fi
-    log "midonet-rs: sandbox up (load $(loadavg))"
-    if ! "$BIN/midonet" sandbox up "${SB_ARGS[@]}" >"$RES/sandbox-up.txt" 2>&1; then
-        log "sandbox up failed (see $RES/sandbox-up.txt):"; tail -20 "$RES/sandbox-up.txt" >&2
-        echo "setup|sandbox up failed" >"$RES/midonet.txt"
+    : >"$RES/midonet.txt"
+    local dp first=1
+    for dp in $DATAPATHS; do
+        run_midonet_on "$dp" "$first"
+        first=0
+    done
+}
+
+# run_midonet_on PROVIDER CP: one sandbox whose agents run PROVIDER; rows "<provider>-l2"
+# and "<provider>-l3"; the control-plane figures when CP is 1 (the first provider only:
+# they measure the cluster and the agents' reaction, not the datapath's forwarding).
+run_midonet_on() {
+    local dp=$1 cp=$2
+    log "midonet-rs ($dp): sandbox up (load $(loadavg))"
+    if ! "$BIN/midonet" sandbox up "${SB_ARGS[@]}" --datapath "$dp" >"$RES/sandbox-up-$dp.txt" 2>&1; then
+        log "sandbox up failed (see $RES/sandbox-up-$dp.txt):"; tail -20 "$RES/sandbox-up-$dp.txt" >&2
+        echo "setup|$dp: sandbox up failed" >>"$RES/midonet.txt"
         cp "$SB_DIR"/*.log "$RES/" 2>/dev/null
         mn_down; return
     fi
-    : >"$RES/midonet.txt"
+    # The agent falls back to userspace when BPF cannot load, and logs it.
+    if grep -qs "falling back" "$SB_DIR"/*agent*.log; then
+        log "$dp: an agent fell back to another datapath; not measured as $dp"
+        echo "setup|$dp: an agent fell back to userspace (see the agent logs)" >>"$RES/midonet.txt"
+        cp "$SB_DIR"/*.log "$RES/" 2>/dev/null
+        mn_down; return
+    fi
     # Static neighbours: no figure includes ARP (as in the peers).
     local i j
     for i in 0 1; do j=$((1 - i))
@@ -139,12 +163,15 @@ run_midonet() {
     g0=$(jq -r '.bridges[0].router_port_mac' "$SB_DIR/sandbox.json"); g3=$(jq -r '.bridges[1].router_port_mac' "$SB_DIR/sandbox.json")
     [ -n "$g0" ] && [ "$g0" != null ] && nsx "$(vmf 0 ns)" ip neigh replace "$(vmf 0 gateway)" lladdr "$g0" dev "$(vmf 0 vm_if)" nud permanent
     [ -n "$g3" ] && [ "$g3" != null ] && nsx "$(vmf 3 ns)" ip neigh replace "$(vmf 3 gateway)" lladdr "$g3" dev "$(vmf 3 vm_if)" nud permanent
-    measure_dp l2 0 1
-    measure_dp l3 0 3
-    log "midonet-rs: control plane ($CP_REPS reps, probe every ${PROBE_I}s)"
-    python3 "$ROOT/bench/cpbench.py" measure "$SB_DIR/sandbox.json" "$RES/cp.json" --reps "$CP_REPS" --interval "$PROBE_I" \
-        2> >(tee "$RES/cp.log" >&2) || log "control-plane measurement failed"
-    cp "$SB_DIR"/*.log "$RES/" 2>/dev/null
+    measure_dp "$dp-l2" 0 1
+    measure_dp "$dp-l3" 0 3
+    if [ "$cp" = 1 ]; then
+        log "midonet-rs ($dp): control plane ($CP_REPS reps, probe every ${PROBE_I}s)"
+        python3 "$ROOT/bench/cpbench.py" measure "$SB_DIR/sandbox.json" "$RES/cp.json" --reps "$CP_REPS" --interval "$PROBE_I" \
+            2> >(tee "$RES/cp.log" >&2) || log "control-plane measurement failed"
+        echo "$dp" >"$RES/cp-provider.txt"
+    fi
+    for f in "$SB_DIR"/*.log; do [ -e "$f" ] && cp "$f" "$RES/$dp-$(basename "$f")"; done
     mn_down
 }
 
@@ -175,8 +202,10 @@ verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v=="n/a" || v=="") p
 report() {
     local M=$RES/midonet.txt K=$RES/kernel.txt O=$RES/ovn.txt
     local mt mr ml mrt kt kr kt_rtt ot or ort lt lr lrt olt olr olrt
-    mt=$(row "$M" l2 2); mr=$(row "$M" l2 4); ml=$(row "$M" l2 6); mrt=$(row "$M" l2 7)
-    lt=$(row "$M" l3 2); lr=$(row "$M" l3 4); lrt=$(row "$M" l3 7)
+    # The ratios against the targets are those of the first provider (the default).
+    local d0=${DATAPATHS%% *}
+    mt=$(row "$M" "$d0-l2" 2); mr=$(row "$M" "$d0-l2" 4); ml=$(row "$M" "$d0-l2" 6); mrt=$(row "$M" "$d0-l2" 7)
+    lt=$(row "$M" "$d0-l3" 2); lr=$(row "$M" "$d0-l3" 4); lrt=$(row "$M" "$d0-l3" 7)
     kt=$(row "$K" vxlan 2); kr=$(row "$K" vxlan 4); kt_rtt=$(row "$K" vxlan 7)
     ot=$(row "$O" ls 2); or=$(row "$O" ls 4); ort=$(row "$O" ls 7)
     olt=$(row "$O" lr 2); olr=$(row "$O" lr 4); olrt=$(row "$O" lr 7)
@@ -187,7 +216,11 @@ report() {
     local r_tcp r_tcpk r_udp r_udpk r_rtt r_ltcp
     r_tcp=$(ratio "$mt" "$ot"); r_tcpk=$(ratio "$mt" "$kt"); r_udp=$(ratio "$mr" "$or"); r_udpk=$(ratio "$mr" "$kr")
     r_rtt=$(ratio "$mrt" "$ort"); r_ltcp=$(ratio "$lt" "$olt")
-    local mfail; mfail=$(row "$M" setup 2)
+    local mfail; mfail=$(awk -F'|' '$1=="setup" {printf "%s%s", sep, $2; sep="; "}' "$M" 2>/dev/null)
+    local r_ktcp r_kudp r_krtt r_kltcp r_kludp
+    r_ktcp=$(ratio "$mt" "$kt"); r_kudp=$(ratio "$mr" "$kr"); r_krtt=$(ratio "$mrt" "$kt_rtt")
+    r_kltcp=$(ratio "$lt" "$kt"); r_kludp=$(ratio "$lr" "$kr")
+    local cpdp; cpdp=$(cat "$RES/cp-provider.txt" 2>/dev/null || echo "$d0")
     cat <<EOF
 <!-- bench/run.sh:begin (generated; edit bench/run.sh, not this section) -->
 ## End to end: midonet-rs vs the kernel's VXLAN path vs OVN
@@ -205,13 +238,16 @@ the VMs' traffic crossing a tunnel between them. Raw output: \`$RUN_DIR/results\
 
 | setup | TCP Gbit/s (runs) | UDP 64 B rx kpps (runs) | loss % | RTT ms (runs) |
 | --- | ---: | ---: | ---: | ---: |
-| midonet-rs, one bridge, 2 hosts (VXLAN) | ${mt:-n/a} ($(row "$M" l2 3)) | ${mr:-n/a} ($(row "$M" l2 5)) | ${ml:-n/a} | ${mrt:-n/a} ($(row "$M" l2 8)) |
-| midonet-rs, bridge → router → bridge, 2 hosts | ${lt:-n/a} ($(row "$M" l3 3)) | ${lr:-n/a} ($(row "$M" l3 5)) | $(row "$M" l3 6) | ${lrt:-n/a} ($(row "$M" l3 8)) |
+$(for dp in $DATAPATHS; do
+    echo "| midonet-rs ($dp), one bridge, 2 hosts (VXLAN) | $(row "$M" "$dp-l2" 2) ($(row "$M" "$dp-l2" 3)) | $(row "$M" "$dp-l2" 4) ($(row "$M" "$dp-l2" 5)) | $(row "$M" "$dp-l2" 6) | $(row "$M" "$dp-l2" 7) ($(row "$M" "$dp-l2" 8)) |"
+    echo "| midonet-rs ($dp), bridge → router → bridge, 2 hosts | $(row "$M" "$dp-l3" 2) ($(row "$M" "$dp-l3" 3)) | $(row "$M" "$dp-l3" 4) ($(row "$M" "$dp-l3" 5)) | $(row "$M" "$dp-l3" 6) | $(row "$M" "$dp-l3" 7) ($(row "$M" "$dp-l3" 8)) |"
+done)
 | kernel bridge + VXLAN (\`kernel-baseline.sh vxlan\`) | ${kt:-n/a} ($(row "$K" vxlan 3)) | ${kr:-n/a} ($(rxruns "$K" vxlan)) | $(row "$K" vxlan 6) | ${kt_rtt:-n/a} ($(row "$K" vxlan 8)) |
 | OVN logical switch, 2 chassis (\`ovn.sh ls\`) | ${ot:-n/a} ($(row "$O" ls 3)) | ${or:-n/a} ($(rxruns "$O" ls)) | $(row "$O" ls 6) | ${ort:-n/a} ($(row "$O" ls 8)) |
 | OVN switch → router → switch (\`ovn.sh lr\`) | ${olt:-n/a} ($(row "$O" lr 3)) | ${olr:-n/a} ($(rxruns "$O" lr)) | $(row "$O" lr 6) | ${olrt:-n/a} ($(row "$O" lr 8)) |
 
-Control plane, ms (median of $CP_REPS; runs), UDP probe every ${PROBE_I} s. midonet-rs: from
+Control plane, ms (median of $CP_REPS; runs), UDP probe every ${PROBE_I} s, midonet-rs with
+the $cpdp datapath. midonet-rs: from
 the REST call's return, and in brackets from just before it was sent; OVN: from just before
 \`ovn-nbctl\` starts (its figures include starting \`ovn-nbctl\`, about 8-12 ms). A negative
 midonet-rs figure means the datapath had changed before the HTTP answer reached the caller
@@ -223,13 +259,18 @@ midonet-rs figure means the datapath had changed before the HTTP answer reached 
 | drop rule added → traffic stops (OVN: acl-add) | ${add_r} [${add_c}] ($(cpruns rule_add_from_return)) | $(ovncp "acl-add (drop ip4): traffic stops") |
 | rule deleted → traffic flows (OVN: acl-del) | ${del_r} [${del_c}] ($(cpruns rule_del_from_return)) | $(ovncp "acl-del: traffic flows again") |
 
+Ratios of midonet-rs with the $d0 datapath (the default provider):
+
 | figure | value | target | met |
 | --- | ---: | ---: | :---: |
+| TCP / kernel VXLAN TCP (one bridge) | ${r_ktcp} | ≥ 1.05 | $(verdict "$r_ktcp" 1.05 ">=") |
+| 64 B UDP delivered / kernel's (one bridge) | ${r_kudp} | ≥ 1.1 | $(verdict "$r_kudp" 1.1 ">=") |
+| RTT / kernel RTT (one bridge) | ${r_krtt} | ≤ 1.0 | $(verdict "$r_krtt" 1.0 "<=") |
+| TCP through the router / kernel plain bridging TCP | ${r_kltcp} | ≥ 1.0 | $(verdict "$r_kltcp" 1.0 ">=") |
+| UDP through the router / kernel plain bridging UDP | ${r_kludp} | ≥ 1.0 | $(verdict "$r_kludp" 1.0 ">=") |
 | midonet-rs TCP / OVN TCP (one bridge / ls) | ${r_tcp} | ≥ 3 | $(verdict "$r_tcp" 3 ">=") |
 | midonet-rs TCP / OVN TCP (router / lr) | ${r_ltcp} | ≥ 3 | $(verdict "$r_ltcp" 3 ">=") |
-| midonet-rs TCP / kernel VXLAN TCP | ${r_tcpk} | – | |
 | midonet-rs UDP rx rate / OVN | ${r_udp} | ≥ 2 | $(verdict "$r_udp" 2 ">=") |
-| midonet-rs UDP rx rate / kernel VXLAN | ${r_udpk} | – | |
 | midonet-rs RTT / OVN RTT | ${r_rtt} | ≤ 0.5 | $(verdict "$r_rtt" 0.5 "<=") |
 | rule add → enforced, ms (from API return) | ${add_r} | ≤ 5 | $(verdict "$add_r" 5 "<=") |
 | port bind → traffic, ms (from API return) | ${bind_r} | ≤ 10 | $(verdict "$bind_r" 10 "<=") |
@@ -267,11 +308,13 @@ cat "$RES/section.md"
 [ "$STEPS" = report ] && exit 0
 stamp=$(date -u +%Y%m%d-%H%M)
 mkdir -p "$ROOT/bench/results"
-{ echo "# bench/run.sh $stamp: $CMDLINE"; for f in midonet.txt kernel.txt ovn.txt cp.json cp.log sandbox-up.txt section.md; do
+{ echo "# bench/run.sh $stamp: $CMDLINE"; for f in midonet.txt kernel.txt ovn.txt cp.json cp.log $(cd "$RES" && ls sandbox-up-*.txt 2>/dev/null) section.md; do
       [ -f "$RES/$f" ] && { echo; echo "## $f"; cat "$RES/$f"; }; done; } >"$ROOT/bench/results/$stamp.txt"
 # The doc only takes a complete run: all three setups measured.
 complete=1
-[ -n "$(row "$RES/midonet.txt" l2 2)" ] && [ "$(row "$RES/midonet.txt" l2 2)" != n/a ] || complete=0
+for dp in $DATAPATHS; do
+    [ -n "$(row "$RES/midonet.txt" "$dp-l2" 2)" ] && [ "$(row "$RES/midonet.txt" "$dp-l2" 2)" != n/a ] || complete=0
+done
 [ -n "$(row "$RES/kernel.txt" vxlan 2)" ] || complete=0
 [ -n "$(row "$RES/ovn.txt" ls 2)" ] || complete=0
 if [ "$UPDATE_DOC" = 1 ] && [ "$STEPS" = "midonet kernel ovn" ]; then
