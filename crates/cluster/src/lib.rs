@@ -15,8 +15,9 @@
 //! ```
 //!
 //! [`Cluster`] is the shared state (store, auth, config, metrics); [`run`]
-//! opens the store and serves until `shutdown` completes. [`testing`] starts a
-//! cluster on a free port for tests of this and other crates.
+//! opens the store and serves until `shutdown` completes. With the `test-util`
+//! feature (tests only), `testing::TestCluster` starts a cluster on a free
+//! port for tests of this and other crates.
 //!
 //! # Integrity
 //!
@@ -57,6 +58,7 @@ pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod tasks;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod topology_service;
 
