@@ -9,8 +9,9 @@
 //!   vm0 (h0) vm1 (h1) …   vm2 (h0) vm3 (h1) …
 //! ```
 //!
-//! Creating a router port makes the cluster add its local and network routes
-//! (API.md), so no route is posted here.
+//! Creating a router port makes the cluster add only the Local /32 route to
+//! its address (as MidoNet does), so the route to each bridge's subnet is
+//! posted here.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -126,6 +127,17 @@ pub fn router_and_bridges(c: &Client) -> Result<(String, Vec<BridgeRecord>)> {
         let bp_id = id_of(&bp)?;
         c.post_json(&format!("ports/{rp_id}/link"), &json!({"peerId": bp_id}))
             .with_context(|| format!("linking the router to {name}"))?;
+        c.create(
+            &format!("routers/{router_id}/routes"),
+            &json!({
+                "srcNetworkAddr": "0.0.0.0",
+                "srcNetworkLength": 0,
+                "dstNetworkAddr": network.to_string(),
+                "dstNetworkLength": 24,
+                "nextHopPort": rp_id,
+            }),
+        )
+        .with_context(|| format!("routing {network}/24 to {name}"))?;
         bridges.push(BridgeRecord {
             name: name.to_owned(),
             id: br_id,

@@ -13,50 +13,36 @@ use crate::api::ctx::Ctx;
 use crate::db::{self, Tx};
 use crate::error::ApiError;
 
-/// Attribute marking the routes the cluster creates with a router port.
+/// Attribute marking the route the cluster creates with a router port.
 pub const SYSTEM_ROUTE_LOCAL: &str = "system:local";
-pub const SYSTEM_ROUTE_NETWORK: &str = "system:network";
 
+/// The routes a router port brings: only the LOCAL /32 to its own address,
+/// as MidoNet's `RouterPortResource` does. A route to the port's subnet is
+/// the operator's (or the Neutron translation's) to add; adding one here
+/// would change routing results that MidoNet users rely on.
 fn system_routes(p: &Port) -> Vec<Route> {
-    let (Some(addr), Some(net), Some(len)) = (p.port_address, p.network_address, p.network_length)
-    else {
+    let Some(addr) = p.port_address else {
         return Vec::new();
     };
-    let router = p.device_id.cast();
-    vec![
-        Route {
-            id: RouteId::random(),
-            router_id: router,
-            route_type: RouteType::Local,
-            src_network_addr: Ipv4Addr::UNSPECIFIED,
-            src_network_length: 0,
-            dst_network_addr: addr,
-            dst_network_length: 32,
-            next_hop_port: Some(p.id),
-            next_hop_gateway: None,
-            weight: 0,
-            learned: false,
-            attributes: Some(SYSTEM_ROUTE_LOCAL.into()),
-        },
-        Route {
-            id: RouteId::random(),
-            router_id: router,
-            route_type: RouteType::Normal,
-            src_network_addr: Ipv4Addr::UNSPECIFIED,
-            src_network_length: 0,
-            dst_network_addr: Ipv4Addr::from(
-                u32::from(net) & midonet_model::port::prefix_mask(len),
-            ),
-            dst_network_length: len,
-            next_hop_port: Some(p.id),
-            next_hop_gateway: None,
-            weight: 100,
-            learned: false,
-            attributes: Some(SYSTEM_ROUTE_NETWORK.into()),
-        },
-    ]
+    vec![Route {
+        id: RouteId::random(),
+        router_id: p.device_id.cast(),
+        route_type: RouteType::Local,
+        src_network_addr: Ipv4Addr::UNSPECIFIED,
+        src_network_length: 0,
+        dst_network_addr: addr,
+        dst_network_length: 32,
+        next_hop_port: Some(p.id),
+        next_hop_gateway: None,
+        weight: 0,
+        learned: false,
+        attributes: Some(SYSTEM_ROUTE_LOCAL.into()),
+    }]
 }
 
+/// Routes the cluster made for a port. Any `system:` attribute counts, so a
+/// `system:network` route written by older versions goes when the port's
+/// address moves.
 fn is_system_route(r: &Route) -> bool {
     r.attributes.as_deref().is_some_and(|a| a.starts_with("system:"))
 }
