@@ -122,6 +122,18 @@ def run_library(api):
     pg.add_port_group_port().port_id(bp.get_id()).create()
     eq([p.get_port_id() for p in pg.get_ports()], [bp.get_id()], "port group members")
 
+    step("IP address group and its addresses (through the `addrs` link)")
+    ipg = api.add_ip_addr_group().name("probe-ipg").create()
+    check("addrs" in ipg.dto, "IP address group DTO has `addrs`: %r" % ipg.dto)
+    a4 = ipg.add_ipv4_addr().addr("10.0.0.7").create()
+    ipg.add_ipv6_addr().addr("2001:db8::7").create()
+    eq(sorted((a.get_addr(), int(a.get_version())) for a in ipg.get_addrs()),
+       [("10.0.0.7", 4), ("2001:db8::7", 6)], "IP address group addresses")
+    a4.delete()
+    eq([a.get_addr() for a in ipg.get_addrs()], ["2001:db8::7"], "addresses after a delete")
+    api.delete_ip_addr_group(ipg.get_id())
+    check(ipg.get_id() not in ids(api.get_ip_addr_groups()), "IP address group gone")
+
     step("register a host (agent registration path) with an interface")
     host_id = str(uuid.uuid4())
     h = api.add_host()

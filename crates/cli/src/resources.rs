@@ -427,7 +427,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         name: "ip-addr-group-addr",
         aliases: &["ip-addr-group-addrs", "ip-addr"],
         about: "addresses in an IP address group (--ip-addr-group)",
-        parents: &[under("ip-addr-group", "ip-addr-group", "ipAddrs", "ip_addrs")],
+        parents: &[under("ip-addr-group", "ip-addr-group", "addrs", "ip_addrs")],
         parent_required: true,
         key: Key::Field("addr"),
         model: stored::<m::IpAddrGroupAddr>(),

@@ -383,7 +383,10 @@ fn port_groups_and_ip_addr_groups() {
     api.delete(&s(&pg, "uri")).expect(204);
     // IP address groups, with versions.
     let g = api.create("/ip_addr_groups", &json!({"name": "sg"}));
-    let addrs = s(&g, "ipAddrs");
+    // The link has MidoNet's name, `addrs` (midonetclient reads it).
+    let addrs = s(&g, "addrs");
+    assert_eq!(addrs, format!("{}/ip_addrs", s(&g, "uri")));
+    assert!(g.get("ipAddrs").is_none(), "one name for the link: {g}");
     let a4 = api.create(&addrs, &json!({"addr": "10.0.0.1"}));
     assert_eq!(a4["version"], 4);
     let v6 = format!("{}/versions/6/ip_addrs", s(&g, "uri"));

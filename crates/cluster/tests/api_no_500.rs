@@ -116,7 +116,7 @@ fn mutated_bodies_never_give_a_server_error() {
             json!({"macAddr": "02:00:00:00:00:07", "portId": bp["id"], "vlanId": 0}),
         ),
         (s(&b, "arpTable"), json!({"ip": "10.0.0.7", "mac": "02:00:00:00:00:07"})),
-        (s(&ipg, "ipAddrs"), json!({"addr": "10.0.0.1", "version": 4})),
+        (s(&ipg, "addrs"), json!({"addr": "10.0.0.1", "version": 4})),
         (s(&tz, "hosts"), json!({"hostId": h, "ipAddress": "192.168.0.1"})),
         (s(&pg, "ports"), json!({"portId": bp["id"]})),
         (format!("/hosts/{h}/ports"), json!({"portId": bp["id"], "interfaceName": "tap0"})),

@@ -39,8 +39,10 @@ kind! {
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(delete_under(tx, ObjectKind::IpAddrGroupAddr, self.id.uuid()))
     }
+    /// The addresses' link is `addrs`, MidoNet 5.x's name for it
+    /// (`IpAddrGroup.getAddrs`): midonetclient reads `dto['addrs']`.
     fn links(&self, ctx: &Ctx, _env: &Env, m: &mut Map<String, Value>) {
-        link(m, "ipAddrs", ctx.uri(&format!("/ip_addr_groups/{}/ip_addrs", self.id)));
+        link(m, "addrs", ctx.uri(&format!("/ip_addr_groups/{}/ip_addrs", self.id)));
     }
 }
 
