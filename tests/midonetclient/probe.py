@@ -181,15 +181,17 @@ def run_library(api):
     except webexc.HTTPNotFound:
         pass
 
-    step("delete everything")
-    br = api.get_bridge(br.get_id())
-    br.inbound_filter_id(None).update()
+    step("delete everything, chains and groups before the devices that use them")
     api.delete_rule(r_drop.get_id())
     eq(ids(ch.get_rules()), [r_accept.get_id()], "rules after deleting one")
     api.delete_route(route.get_id())
+    pg.add_port_group_port().port_id(xp.get_id()).create()
     api.delete_port_group(pg.get_id())
+    eq(api.get_port(xp.get_id()).dto.get("portGroupIds"), [], "member port after group delete")
     tz.delete()
+    eq(api.get_bridge(br.get_id()).get_inbound_filter_id(), ch.get_id(), "filter still set")
     api.delete_chain(ch.get_id())
+    eq(api.get_bridge(br.get_id()).get_inbound_filter_id(), None, "filter cleared by chain delete")
     api.delete_router(rt.get_id())
     api.delete_bridge(br.get_id())
     for getter, oid in [(api.get_bridge, br.get_id()), (api.get_router, rt.get_id()),

@@ -319,3 +319,169 @@ fn no_orphan_ports_when_creates_race_a_bridge_delete() {
         assert!(orphans.is_empty(), "orphan ports: {orphans:?}");
     }
 }
+
+/// The chain fields of each device kind, as (collection, fields).
+const CHAIN_FIELDS: &[(&str, &[&str])] = &[
+    ("bridge", &["inboundFilterId", "outboundFilterId"]),
+    ("router", &["inboundFilterId", "outboundFilterId", "forwardChainId", "localRedirectChainId"]),
+    ("port", &["inboundFilterId", "outboundFilterId"]),
+];
+
+fn fields_of(what: &str) -> &'static [&'static str] {
+    CHAIN_FIELDS.iter().find(|(w, _)| *w == what).map(|(_, f)| *f).expect("known kind")
+}
+
+/// Deleting a chain that bridges, routers and ports use succeeds and clears
+/// every field that named it, as MidoNet's CLEAR bindings do, so clients
+/// can delete chains before devices. Other fields are left alone.
+#[test]
+fn deleting_a_chain_clears_the_device_and_port_fields_that_use_it() {
+    let (_c, api) = setup();
+    let c = api.create("/chains", &json!({"name": "f"}));
+    let rule = api.create(&s(&c, "rules"), &json!({"type": "drop"}));
+    let keep = api.create("/chains", &json!({"name": "kept"}));
+    let with = |what: &str, extra: Value| {
+        let mut body = extra;
+        for f in fields_of(what) {
+            body[*f] = c["id"].clone();
+        }
+        body
+    };
+    let b = api.create("/bridges", &with("bridge", json!({"name": "b"})));
+    let r = api.create("/routers", &with("router", json!({"name": "r"})));
+    let bp = api.create(&s(&b, "ports"), &with("port", json!({})));
+    let rp = api.create(
+        &s(&r, "ports"),
+        &with(
+            "port",
+            json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": 24}),
+        ),
+    );
+    // A port whose filters name another chain keeps them.
+    let other = api.create(
+        &s(&b, "ports"),
+        &json!({"inboundFilterId": keep["id"], "outboundFilterId": c["id"]}),
+    );
+    let objs = [("bridge", &b), ("router", &r), ("port", &bp), ("port", &rp)];
+    for (what, o) in objs {
+        let now = api.ok(&s(o, "uri"));
+        for f in fields_of(what) {
+            assert_eq!(now[*f], c["id"], "{what}.{f} set before the delete");
+        }
+    }
+    api.delete(&s(&c, "uri")).expect(204);
+    api.get(&s(&c, "uri")).expect(404);
+    api.get(&s(&rule, "uri")).expect(404);
+    for (what, o) in objs {
+        let now = api.ok(&s(o, "uri"));
+        for f in fields_of(what) {
+            assert!(now[*f].is_null(), "{what}.{f} cleared: {now}");
+        }
+        assert_eq!(now["id"], o["id"]);
+    }
+    assert_eq!(api.ok(&s(&b, "uri"))["name"], "b");
+    assert_eq!(api.ok(&s(&rp, "uri"))["portAddress"], "10.0.0.1");
+    let other = api.ok(&s(&other, "uri"));
+    assert_eq!(other["inboundFilterId"], keep["id"]);
+    assert!(other["outboundFilterId"].is_null());
+}
+
+/// The clearing is part of the delete's transaction: a delete refused for
+/// another reason (a jump rule targets the chain) clears nothing.
+#[test]
+fn a_refused_chain_delete_clears_no_filter() {
+    let (_c, api) = setup();
+    let c = api.create("/chains", &json!({}));
+    let b = api.create("/bridges", &json!({"inboundFilterId": c["id"]}));
+    let r = api.create("/routers", &json!({"forwardChainId": c["id"]}));
+    let bp = api.create(&s(&b, "ports"), &json!({"outboundFilterId": c["id"]}));
+    let from = api.create("/chains", &json!({}));
+    let jump = api.create(&s(&from, "rules"), &json!({"type": "jump", "jumpChainId": c["id"]}));
+    let e = api.delete(&s(&c, "uri")).expect(409);
+    assert!(e.text.contains("jumpChainId"), "{}", e.text);
+    assert_eq!(api.ok(&s(&b, "uri"))["inboundFilterId"], c["id"]);
+    assert_eq!(api.ok(&s(&r, "uri"))["forwardChainId"], c["id"]);
+    assert_eq!(api.ok(&s(&bp, "uri"))["outboundFilterId"], c["id"]);
+    // Without the jump, the same delete clears all three.
+    api.delete(&s(&jump, "uri")).expect(204);
+    api.delete(&s(&c, "uri")).expect(204);
+    assert!(api.ok(&s(&b, "uri"))["inboundFilterId"].is_null());
+    assert!(api.ok(&s(&r, "uri"))["forwardChainId"].is_null());
+    assert!(api.ok(&s(&bp, "uri"))["outboundFilterId"].is_null());
+}
+
+/// Ports created with a chain as their filter while the chain is deleted
+/// never keep a filter naming the deleted chain: a create committed before
+/// the delete is cleared by it (the guard makes the delete see it), one
+/// after it finds the chain gone (400).
+#[test]
+fn filters_set_while_their_chain_is_deleted_never_dangle() {
+    let (_c, api) = setup();
+    let b = api.create("/bridges", &json!({}));
+    for _ in 0..10 {
+        let c = api.create("/chains", &json!({}));
+        std::thread::scope(|sc| {
+            for _ in 0..3 {
+                let api = api.clone();
+                let ports = s(&b, "ports");
+                let cid = c["id"].clone();
+                sc.spawn(move || {
+                    for _ in 0..5 {
+                        let st = api.post(&ports, &json!({"inboundFilterId": cid})).status;
+                        assert!(st == 201 || st == 400 || st == 409, "{st}");
+                    }
+                });
+            }
+            let api = api.clone();
+            let uri = s(&c, "uri");
+            sc.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(3));
+                assert_eq!(api.delete(&uri).status, 204);
+            });
+        });
+        api.get(&s(&c, "uri")).expect(404);
+        let ports = api.ok(&s(&b, "ports"));
+        let dangling: Vec<&Value> = ports
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|p| p["inboundFilterId"] == c["id"])
+            .collect();
+        assert!(dangling.is_empty(), "filters naming a deleted chain: {dangling:?}");
+    }
+}
+
+/// Ports added to a port group while it is deleted never list it after.
+#[test]
+fn members_added_while_their_group_is_deleted_never_dangle() {
+    let (_c, api) = setup();
+    let b = api.create("/bridges", &json!({}));
+    let ports: Vec<Value> = (0..9).map(|_| api.create(&s(&b, "ports"), &json!({}))).collect();
+    for _ in 0..10 {
+        let pg = api.create("/port_groups", &json!({}));
+        std::thread::scope(|sc| {
+            for chunk in ports.chunks(3) {
+                let api = api.clone();
+                let members = s(&pg, "ports");
+                sc.spawn(move || {
+                    for p in chunk {
+                        let st = api.post(&members, &json!({"portId": p["id"]})).status;
+                        assert!(st == 201 || st == 404 || st == 409, "{st}");
+                    }
+                });
+            }
+            let api = api.clone();
+            let uri = s(&pg, "uri");
+            sc.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                assert_eq!(api.delete(&uri).status, 204);
+            });
+        });
+        api.get(&s(&pg, "uri")).expect(404);
+        for p in &ports {
+            let now = api.ok(&s(p, "uri"));
+            let groups = now["portGroupIds"].as_array().expect("portGroupIds");
+            assert!(!groups.contains(&pg["id"]), "port still lists the deleted group: {now}");
+        }
+    }
+}

@@ -13,8 +13,8 @@ kind! {
     Bridge = Desc::new("bridge", "Bridge-v4", Some("bridges"), "bridgeTemplate");
     tenant: tenant_id;
     refs: [
-        "inboundFilterId": inbound_filter_id => Chain, Restrict;
-        "outboundFilterId": outbound_filter_id => Chain, Restrict;
+        "inboundFilterId": inbound_filter_id => Chain, Clear;
+        "outboundFilterId": outbound_filter_id => Chain, Clear;
         "inboundMirrorIds": inbound_mirror_ids => Mirror, Restrict;
         "outboundMirrorIds": outbound_mirror_ids => Mirror, Restrict;
     ]
@@ -62,10 +62,10 @@ kind! {
     Router = Desc::new("router", "Router-v3", Some("routers"), "routerTemplate");
     tenant: tenant_id;
     refs: [
-        "inboundFilterId": inbound_filter_id => Chain, Restrict;
-        "outboundFilterId": outbound_filter_id => Chain, Restrict;
-        "forwardChainId": forward_chain_id => Chain, Restrict;
-        "localRedirectChainId": local_redirect_chain_id => Chain, Restrict;
+        "inboundFilterId": inbound_filter_id => Chain, Clear;
+        "outboundFilterId": outbound_filter_id => Chain, Clear;
+        "forwardChainId": forward_chain_id => Chain, Clear;
+        "localRedirectChainId": local_redirect_chain_id => Chain, Clear;
         "loadBalancerId": load_balancer_id => LoadBalancer, Clear;
         "inboundMirrorIds": inbound_mirror_ids => Mirror, Restrict;
         "outboundMirrorIds": outbound_mirror_ids => Mirror, Restrict;

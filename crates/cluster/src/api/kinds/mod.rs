@@ -28,9 +28,9 @@
 //! | bridge | deletes its ports (as below), DHCP subnets and hosts, MAC and ARP entries |
 //! | router | deletes its ports (as below) and routes; clears `routerId` of its load balancer |
 //! | port | unlinks the peer, deletes routes via the port and its MAC entries; 409 if a mirror or a redirect rule targets it |
-//! | chain | 409 if a device, port or another chain's jump rule uses it; else deletes its rules |
+//! | chain | 409 if another chain's jump rule targets it; else deletes its rules and clears device and port filters (and a router's forward and local-redirect chains) that name it |
 //! | rule | removes it from its chain's order |
-//! | port group | 409 if a rule or a port refers to it |
+//! | port group | 409 if a rule refers to it; else removes it from its member ports |
 //! | IP address group | 409 if a rule refers to it; else deletes its addresses |
 //! | mirror | 409 if a port, bridge or router uses it |
 //! | tunnel zone | deletes its memberships |

@@ -57,9 +57,9 @@ kind! {
         .serialize_creates()
         .under(&[ObjectKind::Bridge, ObjectKind::Router]);
     refs: [
-        "inboundFilterId": inbound_filter_id => Chain, Restrict;
-        "outboundFilterId": outbound_filter_id => Chain, Restrict;
-        "portGroupIds": port_group_ids => PortGroup, Restrict;
+        "inboundFilterId": inbound_filter_id => Chain, Clear;
+        "outboundFilterId": outbound_filter_id => Chain, Clear;
+        "portGroupIds": port_group_ids => PortGroup, Clear;
         "inboundMirrorIds": inbound_mirror_ids => Mirror, Restrict;
         "outboundMirrorIds": outbound_mirror_ids => Mirror, Restrict;
         "postInFilterMirrorIds": post_in_filter_mirror_ids => Mirror, Restrict;
