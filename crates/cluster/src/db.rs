@@ -49,7 +49,7 @@ pub const TUNNEL_KEY_COUNTER: &str = "/midonet/v1/meta/tunnel_key";
 pub const FIRST_TUNNEL_KEY: u32 = 16;
 /// Last tunnel key handed out: port keys use the low 20 bits of the 24-bit
 /// VNI; the upper bits (trace flag, key type) and 0xFFFFFF (flow state) are
-/// reserved (reference §1.7).
+/// reserved, as in MidoNet.
 pub const LAST_TUNNEL_KEY: u32 = 0x000F_FFFF;
 
 /// Prefix of the guard keys.

@@ -74,6 +74,49 @@ fn extra_samples() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// Fields the API accepts and stores but nothing acts on yet (no agent and
+/// no simulation reads them), as (media type, field, description). The
+/// schema says so, so that a client does not take a 2xx for an effect.
+const STORED_ONLY: &[(&str, &str, &str)] = &[
+    ("Router-v3", "forwardChainId", "Stored, not acted on yet: no router runs a forward chain."),
+    (
+        "Router-v3",
+        "localRedirectChainId",
+        "Stored, not acted on yet: no router runs a local-redirect chain.",
+    ),
+    (
+        "Router-v3",
+        "loadBalancerId",
+        "Stored, not acted on yet: no router balances load through its load balancer.",
+    ),
+    ("Router-v3", "asNumber", "Stored, not acted on yet: routers do not speak BGP."),
+    (
+        "PortGroup-v1",
+        "stateful",
+        "Stored, not acted on yet: flow state is not shared among a stateful group's ports.",
+    ),
+    (
+        "TunnelZone-v1",
+        "type",
+        "Only `vxlan` is built: agents tunnel with VXLAN to the members of a zone of any \
+         type; `gre` and `vtep` are stored, not acted on.",
+    ),
+];
+
+/// Adds the [`STORED_ONLY`] descriptions to the component schemas.
+fn describe_stored_only(schemas: &mut Map<String, Value>) {
+    for (media, field, text) in STORED_ONLY {
+        let prop = schemas
+            .get_mut(&component_name(media))
+            .and_then(|s| s.get_mut("properties"))
+            .and_then(|p| p.get_mut(*field))
+            .and_then(Value::as_object_mut);
+        if let Some(prop) = prop {
+            prop.insert("description".into(), json!(text));
+        }
+    }
+}
+
 /// Builds the document.
 pub fn document(routes: &[RouteDoc]) -> Value {
     let mut schemas = Map::new();
@@ -84,6 +127,7 @@ pub fn document(routes: &[RouteDoc]) -> Value {
         }
         schemas.insert(component_name(k.desc.media), schema_of(&sample));
     }
+    describe_stored_only(&mut schemas);
     for (name, sample) in extra_samples() {
         schemas.insert(component_name(name), schema_of(&sample));
     }
@@ -154,4 +198,22 @@ pub fn document(routes: &[RouteDoc]) -> Value {
             "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field the API stores but ignores carries its description: a
+    /// renamed field or media type would otherwise lose it silently.
+    #[test]
+    fn stored_only_fields_say_so() {
+        let doc = document(&[]);
+        for (media, field, text) in STORED_ONLY {
+            let prop = &doc["components"]["schemas"][component_name(media)]["properties"][field];
+            assert_eq!(prop["description"], json!(text), "{media}.{field}: {prop}");
+        }
+        let router = &doc["components"]["schemas"]["Router_v3"]["properties"];
+        assert!(router["name"].get("description").is_none(), "only those fields: {router}");
+    }
 }
