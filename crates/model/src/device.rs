@@ -20,7 +20,7 @@ pub struct Bridge {
     /// Pre-bridging chain.
     #[serde(default, deserialize_with = "lenient::opt_parse")]
     pub inbound_filter_id: Option<ChainId>,
-    /// Post-bridging chain (unicast results only).
+    /// Post-bridging chain, applied to unicast and flooded frames alike.
     #[serde(default, deserialize_with = "lenient::opt_parse")]
     pub outbound_filter_id: Option<ChainId>,
     #[serde(default, deserialize_with = "lenient::vec")]

@@ -86,7 +86,7 @@ impl Server {
         }
     }
 
-    /// Registers a host with one interface, as an agent would (API.md:
+    /// Registers a host with one interface, as an agent would (the MidoNet API:
     /// POST /hosts and POST /hosts/{id}/interfaces).
     pub fn register_host(&self, name: &str, addr: &str, iface: &str) -> String {
         let c = self.client();
