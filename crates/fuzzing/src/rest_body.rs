@@ -8,8 +8,10 @@
 //!
 //! What must hold:
 //!
-//! * a body that does not decode is a 400, and a field it names is a name;
-//! * a validation error names a REST (camelCase) field;
+//! * a body that does not decode is a 400, and a field it names is one of
+//!   the object's (`Described::fields`; a nested `tpSrc.start` by its first
+//!   part);
+//! * a validation error names a REST (camelCase) field of the object;
 //! * decode → encode → decode gives the same object, which validates the
 //!   same way (the store keeps the encoding, agents decode it);
 //! * a valid object's store key reads back as its kind, and the agent's
@@ -18,6 +20,7 @@
 use std::fmt::Debug;
 
 use midonet_cluster::api::ctx::parse_json;
+use midonet_model::schema::Described;
 use midonet_model::topology::Stored;
 use midonet_model::*;
 
@@ -60,19 +63,28 @@ fn is_field_path(f: &str) -> bool {
         && f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '[' | ']' | '_'))
 }
 
-fn check<T: Stored + Validate + PartialEq + Debug>(body: &[u8]) {
+/// Whether `path` starts with a field of `T`.
+fn is_field_of<T: Described>(path: &str) -> bool {
+    let top = path.split(['.', '[']).next().unwrap_or(path);
+    T::fields().iter().any(|f| f.name == top)
+}
+
+fn check<T: Stored + Described + Validate + PartialEq + Debug>(body: &[u8]) {
     check_with::<T>(body, |_| {});
 }
 
 /// [`check`], with `from_uri` setting what the cluster takes from the
 /// request's URI rather than from its body.
-fn check_with<T: Stored + Validate + PartialEq + Debug>(body: &[u8], from_uri: impl Fn(&mut T)) {
+fn check_with<T: Stored + Described + Validate + PartialEq + Debug>(
+    body: &[u8],
+    from_uri: impl Fn(&mut T),
+) {
     let mut obj: T = match parse_json(body) {
         Ok(o) => o,
         Err(e) => {
             assert_eq!(e.status.as_u16(), 400, "bad bodies are 400s: {e}");
             if let Some(f) = &e.field {
-                assert!(is_field_path(f), "the error names a field: {e}");
+                assert!(is_field_path(f) && is_field_of::<T>(f), "the error names a field: {e}");
             }
             return;
         }
@@ -85,7 +97,8 @@ fn check_with<T: Stored + Validate + PartialEq + Debug>(body: &[u8], from_uri: i
         // (`interfaceName` missing beside `hostId`), which the encoding
         // then skips too, so it is not looked up in the object.
         let camel = e.field.starts_with(|c: char| c.is_ascii_lowercase());
-        assert!(is_field_path(&e.field) && camel, "validation names a REST field: {e}");
+        let ok = is_field_path(&e.field) && camel && is_field_of::<T>(&e.field);
+        assert!(ok, "validation names a REST field: {e}");
     }
     let again: T = parse_json(&bytes).unwrap_or_else(|e| {
         panic!("own encoding decodes: {e}: {}", String::from_utf8_lossy(&bytes))
