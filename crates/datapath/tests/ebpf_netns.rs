@@ -13,14 +13,16 @@
 //! Needs root; fails saying so unless MIDONET_SKIP_NETNS=1.
 
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use midonet_datapath::ebpf::{EbpfConfig, EbpfDatapath};
 use midonet_datapath::testing::MacTableHandler;
-use midonet_datapath::{Action, Datapath, MacAddr};
-use midonet_testkit::{add_neigh, have_program, ns_exec, ns_output, Lab, Vm, VmSpec};
+use midonet_datapath::{Action, Datapath};
+use midonet_testkit::{add_neigh, have_program, ns_output, Lab, Vm};
+
+mod common;
+use common::{env_u64, mac, vm};
 
 fn runnable() -> bool {
     if !midonet_testkit::skip::netns_or_skip("datapath::ebpf_netns", &["ping"]) {
@@ -30,33 +32,6 @@ fn runnable() -> bool {
         panic!("the ebpf provider is not available: {e}");
     }
     true
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn mac(vm: &Vm) -> MacAddr {
-    MacAddr::from_str(&vm.mac).expect("mac from sysfs")
-}
-
-fn vm(lab: &mut Lab, name: &str, host_ns: &str, ip: &str, mac: &str) -> Vm {
-    let h = format!("{name}h");
-    let v = lab
-        .add_vm(&VmSpec {
-            name,
-            host_ns,
-            host_if: &h,
-            vm_if: name,
-            ip_cidr: ip,
-            mac: Some(mac),
-            mtu: Some(1450),
-            gateway: None,
-        })
-        .expect("vm");
-    ns_exec(&v.ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
-    ns_exec(host_ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
-    v
 }
 
 /// `ping -c n -i interval`: (received, avg rtt ms).
@@ -121,8 +96,8 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
     let (u1, u2) = (Ipv4Addr::new(198, 18, 75, 1), Ipv4Addr::new(198, 18, 75, 2));
     lab.add_underlay_pair((&h1, "u1", "198.18.75.1/24"), (&h2, "u2", "198.18.75.2/24"), 1500)
         .expect("underlay");
-    let a = vm(&mut lab, "a", &h1, "198.19.75.1/24", "02:00:00:00:75:01");
-    let b = vm(&mut lab, "b", &h2, "198.19.75.2/24", "02:00:00:00:75:02");
+    let a = vm(&mut lab, "a", &h1, "198.19.75.1/24", "02:00:00:00:75:01", 1450);
+    let b = vm(&mut lab, "b", &h2, "198.19.75.2/24", "02:00:00:00:75:02", 1450);
     add_neigh(&a.ns, &a.vm_if, b.ip, &b.mac).expect("neigh");
     add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
 

@@ -31,37 +31,12 @@ use midonet_datapath::userspace::{UserspaceConfig, UserspaceDatapath};
 use midonet_datapath::{Action, Datapath, DropReason, MacAddr};
 use midonet_testkit::{add_neigh, ns_exec, ns_output, skip, veth_backpressure, Lab, Vm, VmSpec};
 
+mod common;
+use common::{env_u64, mac, vm};
+
 /// Whether `test` can run; fails it when root or a program is missing.
 fn prerequisites(test: &str) -> bool {
     skip::netns_or_skip(&format!("datapath::{test}"), &["ping", "sysctl", "iperf3"])
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn mac(vm: &Vm) -> MacAddr {
-    MacAddr::from_str(&vm.mac).expect("mac from sysfs")
-}
-
-fn vm(lab: &mut Lab, name: &str, host_ns: &str, ip: &str, mac: &str) -> Vm {
-    let h = format!("{name}h");
-    let v = lab
-        .add_vm(&VmSpec {
-            name,
-            host_ns,
-            host_if: &h,
-            vm_if: name,
-            ip_cidr: ip,
-            mac: Some(mac),
-            mtu: Some(1500),
-            gateway: None,
-        })
-        .expect("vm");
-    // No IPv6 chatter (router solicitations, MLD) in the counters.
-    ns_exec(&v.ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
-    ns_exec(host_ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
-    v
 }
 
 /// Ping and return the average RTT in ms. Every ping must come back; one
@@ -170,8 +145,8 @@ fn two_vms_on_one_host() {
     }
     let mut lab = Lab::new("mdp").expect("lab");
     let h = lab.add_host("h").expect("host");
-    let a = vm(&mut lab, "a", &h, "198.19.71.1/24", "02:00:00:00:71:01");
-    let b = vm(&mut lab, "b", &h, "198.19.71.2/24", "02:00:00:00:71:02");
+    let a = vm(&mut lab, "a", &h, "198.19.71.1/24", "02:00:00:00:71:01", 1500);
+    let b = vm(&mut lab, "b", &h, "198.19.71.2/24", "02:00:00:00:71:02", 1500);
     add_neigh(&a.ns, &a.vm_if, b.ip, &b.mac).expect("neigh");
     add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
 
@@ -246,8 +221,8 @@ fn vxlan_between_two_hosts() {
         lab.add_underlay_pair((&h1, "u1", "198.18.72.1/24"), (&h2, "u2", "198.18.72.2/24"), mtu)
             .expect("underlay");
     }
-    let a = vm(&mut lab, "a", &h1, "198.19.72.1/24", "02:00:00:00:72:01");
-    let b = vm(&mut lab, "b", &h2, "198.19.72.2/24", "02:00:00:00:72:02");
+    let a = vm(&mut lab, "a", &h1, "198.19.72.1/24", "02:00:00:00:72:01", 1500);
+    let b = vm(&mut lab, "b", &h2, "198.19.72.2/24", "02:00:00:00:72:02", 1500);
     for v in [&a, &b] {
         ns_exec(&v.ns, &["ip", "link", "set", "dev", &v.vm_if, "gso_max_size", "60000"])
             .expect("gso cap");
