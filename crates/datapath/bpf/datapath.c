@@ -156,6 +156,22 @@ struct {
 } mdp_counters SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MDP_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct mdp_upcall_limit);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_upcall_limits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mdp_limit_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_limit_config SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, MDP_RING_BYTES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -586,6 +602,47 @@ static __always_inline int run_actions(struct __sk_buff *skb, struct xstate *st,
 	return drop(MDP_C_DROP_FLOW);
 }
 
+/* Whether the port's upcall budget covers one more upcall (limit.rs has the
+ * same arithmetic and its tests). Per CPU: a port may get its rate on each
+ * CPU that receives its packets; a VM's queue is usually served by one. */
+static __always_inline int upcall_allowed(__u32 in_port)
+{
+	__u32 zero = 0;
+	struct mdp_limit_config *lc = bpf_map_lookup_elem(&mdp_limit_config, &zero);
+	__u32 slot = (in_port & MDP_IN_TUNNEL) ? 0 : (in_port & (MDP_MAX_PORTS - 1));
+	struct mdp_upcall_limit *l = bpf_map_lookup_elem(&mdp_upcall_limits, &slot);
+	__u64 cost, cap, now, credit;
+
+	if (!lc || !l)
+		return 1;
+	if (slot == 0) {
+		cost = lc->tunnel_cost_ns;
+		cap = lc->tunnel_cap_ns;
+	} else {
+		cost = lc->port_cost_ns;
+		cap = lc->port_cap_ns;
+	}
+	if (!cost) {
+		l->upcalls++;
+		return 1;
+	}
+	now = bpf_ktime_get_ns();
+	/* A bucket never used (last_ns 0) starts full. */
+	credit = l->last_ns ? l->credit_ns + (now > l->last_ns ? now - l->last_ns : 0) : cap;
+	if (credit > cap)
+		credit = cap;
+	if (now > l->last_ns)
+		l->last_ns = now;
+	if (credit < cost) {
+		l->credit_ns = credit;
+		l->limited++;
+		return 0;
+	}
+	l->credit_ns = credit - cost;
+	l->upcalls++;
+	return 1;
+}
+
 /* Hand the frame to the agent and drop it here; the agent re-injects it. */
 static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port)
 {
@@ -594,6 +651,8 @@ static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port)
 
 	if (len < ETH_HLEN)
 		return drop(MDP_C_DROP_MALFORMED);
+	if (!upcall_allowed(in_port))
+		return drop(MDP_C_DROP_UPCALL_LIMIT);
 	if (len <= MDP_UPCALL_SMALL) {
 		u = bpf_ringbuf_reserve(&mdp_upcalls, sizeof(*u) + MDP_UPCALL_SMALL, 0);
 		if (!u)

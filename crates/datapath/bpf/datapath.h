@@ -142,6 +142,24 @@ struct mdp_port_stats {
 	__u64 tx_bytes;
 };
 
+/* Upcall budget of one port (slot 0: the tunnel), per CPU: a GCRA time
+ * credit (see crates/datapath/src/limit.rs), and what it let through. */
+struct mdp_upcall_limit {
+	__u64 credit_ns;
+	__u64 last_ns;
+	__u64 upcalls;
+	__u64 limited;
+};
+
+/* Upcall budgets: cost of one upcall and the credit cap, in ns; cost 0 =
+ * unlimited. Written by the agent. */
+struct mdp_limit_config {
+	__u64 port_cost_ns;
+	__u64 port_cap_ns;
+	__u64 tunnel_cost_ns;
+	__u64 tunnel_cap_ns;
+};
+
 struct mdp_config {
 	__u32 vxlan_ifindex;
 	__u32 local_ip;   /* host order; 0 = let the route decide */
@@ -160,6 +178,7 @@ enum mdp_counter {
 	MDP_C_DROP_UPCALL_LOST,    /* ring buffer full */
 	MDP_C_DROP_STALE_EXEC,     /* re-injection naming a reused action list */
 	MDP_C_DROP_TX,             /* a clone could not be sent */
+	MDP_C_DROP_UPCALL_LIMIT,   /* over the port's upcall budget */
 	MDP_C_HIT = 16,
 	MDP_C_MISS,
 	MDP_C_UPCALL,

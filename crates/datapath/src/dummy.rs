@@ -96,6 +96,12 @@ impl DummyDatapath {
         self.core.lock().handler = handler;
     }
 
+    /// Sets the upcall budgets (the dummy starts unlimited, so tests that
+    /// count misses see every one).
+    pub fn set_upcall_limits(&self, limits: crate::UpcallLimits) {
+        self.core.lock().limiter.set_limits(limits);
+    }
+
     /// A frame arrives on `port` (as if from the VM).
     pub fn inject(&self, port: PortNo, frame: &[u8]) {
         self.inject_vnet(port, frame, VnetHdr::default());
@@ -257,6 +263,40 @@ mod tests {
         // The packet that missed was executed by the upcall, not by the flow.
         assert_eq!(flows[0].packets, 9);
         assert_eq!(flows[0].tags, vec![mac_tag(B)]);
+    }
+
+    #[test]
+    fn misses_over_a_ports_budget_never_reach_the_handler() {
+        let (dp, p1, p2, calls) = two_port_dp();
+        // 10 upcalls/s, burst 5: nothing accrues while the test runs.
+        dp.set_upcall_limits(crate::UpcallLimits {
+            port_rate: 10,
+            port_burst: 5,
+            ..crate::UpcallLimits::UNLIMITED
+        });
+        for sport in 0..20 {
+            dp.inject(p1, &frame(C, sport)); // unknown: a miss every time
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 5);
+        let st = dp.stats().expect("stats");
+        assert_eq!(st.drops.get(DropReason::UpcallRateLimited), 15);
+        let c = st.port(p1).copied().unwrap_or_default();
+        assert_eq!((c.upcalls, c.upcall_limited), (5, 15));
+        // Port 2 has its own budget: its first misses go up.
+        dp.inject(p2, &frame(C, 1));
+        assert_eq!(calls.load(Ordering::Relaxed), 6, "a flood on one port costs another nothing");
+        // A flow hit needs no budget.
+        dp.set_upcall_limits(crate::UpcallLimits::UNLIMITED);
+        dp.inject(p1, &frame(B, 1));
+        dp.set_upcall_limits(crate::UpcallLimits {
+            port_rate: 10,
+            port_burst: 1,
+            ..crate::UpcallLimits::UNLIMITED
+        });
+        for sport in 0..50 {
+            dp.inject(p1, &frame(B, sport));
+        }
+        assert_eq!(dp.take_output(p2).len(), 51, "hits are never limited");
     }
 
     #[test]

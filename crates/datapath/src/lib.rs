@@ -144,6 +144,7 @@
 
 pub mod dummy;
 pub mod ebpf;
+pub mod limit;
 pub mod pipeline;
 pub mod sys;
 pub mod table;
@@ -154,6 +155,7 @@ pub mod vxlan;
 
 use std::net::Ipv4Addr;
 
+pub use limit::{UpcallLimiter, UpcallLimits};
 pub use midonet_flow::{Action, Actions, FlowKey, FlowMask, InPort, MacAddr};
 pub use table::{FlowId, Hit, TableConfig, TableStats};
 
@@ -254,10 +256,12 @@ pub enum DropReason {
     RxError,
     /// Action lists nested too deep (userspace loops).
     Loop,
+    /// A miss over its port's upcall budget ([`limit`]).
+    UpcallRateLimited,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Truncated,
         DropReason::Malformed,
         DropReason::TunnelMalformed,
@@ -272,6 +276,7 @@ impl DropReason {
         DropReason::RxOverrun,
         DropReason::RxError,
         DropReason::Loop,
+        DropReason::UpcallRateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -290,6 +295,7 @@ impl DropReason {
             DropReason::RxOverrun => "rx_overrun",
             DropReason::RxError => "rx_error",
             DropReason::Loop => "loop",
+            DropReason::UpcallRateLimited => "upcall_rate_limited",
         }
     }
 
@@ -343,6 +349,10 @@ pub struct PortCounters {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Misses from this port handed to the agent.
+    pub upcalls: u64,
+    /// Misses from this port dropped over its upcall budget ([`limit`]).
+    pub upcall_limited: u64,
 }
 
 /// One vport as reported by [`Datapath::stats`].
@@ -386,6 +396,9 @@ pub struct FlowInfo {
     pub packets: u64,
     pub bytes: u64,
     pub idle_ms: u64,
+    /// Time since the flow was installed (since the agent adopted it, for
+    /// a kernel flow an earlier agent installed).
+    pub age_ms: u64,
 }
 
 /// Errors of the control operations.

@@ -27,6 +27,7 @@ use midonet_wire::checksum::{fold, sum};
 use midonet_wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4, ETH_HEADER_SIZE, VLAN_TAG_SIZE};
 use midonet_wire::{ipv4, udp, Ipv4Packet, UdpPacket};
 
+use crate::limit::{UpcallLimiter, UpcallLimits};
 use crate::sys::{Slot, VnetHdr, HEADROOM};
 use crate::table::{FlowSpec, FlowTable, InsertError, TableConfig};
 use crate::{
@@ -82,6 +83,8 @@ pub struct Core<I: Io> {
     pub tunnel_ports: HashMap<u32, PortNo>,
     pub counters: Counters,
     pub handler: Option<Box<dyn UpcallHandler>>,
+    /// Per-port upcall budgets (checked on misses only).
+    pub limiter: UpcallLimiter,
     pub io: I,
     keep: Vec<Slot>,
     installs: Vec<(FlowKey, FlowInstall)>,
@@ -94,6 +97,8 @@ struct Ctx<'a, I: Io> {
     io: &'a mut I,
     counters: &'a mut Counters,
     handler: &'a mut Option<Box<dyn UpcallHandler>>,
+    limiter: &'a mut UpcallLimiter,
+    epoch: Instant,
     keep: &'a mut Vec<Slot>,
     installs: &'a mut Vec<(FlowKey, FlowInstall)>,
 }
@@ -106,6 +111,7 @@ impl<I: Io> Core<I> {
             tunnel_ports: HashMap::new(),
             counters: Counters::default(),
             handler,
+            limiter: UpcallLimiter::new(UpcallLimits::UNLIMITED),
             io,
             keep: Vec::new(),
             installs: Vec::new(),
@@ -136,6 +142,7 @@ impl<I: Io> Core<I> {
         }
         self.names[p] = Some(name.to_owned());
         *self.counters.port(p as PortNo) = PortCounters::default();
+        self.limiter.reset_port(p as PortNo);
         Ok(p as PortNo)
     }
 
@@ -218,6 +225,7 @@ impl<I: Io> Core<I> {
                 packets: f.packets,
                 bytes: f.bytes,
                 idle_ms: self.now_ms.saturating_sub(f.last_used_ms),
+                age_ms: self.now_ms.saturating_sub(f.created_ms),
             })
             .collect()
     }
@@ -228,6 +236,8 @@ impl<I: Io> Core<I> {
             io: &mut self.io,
             counters: &mut self.counters,
             handler: &mut self.handler,
+            limiter: &mut self.limiter,
+            epoch: self.epoch,
             keep: &mut self.keep,
             installs: &mut self.installs,
         };
@@ -358,6 +368,8 @@ impl<I: Io> Core<I> {
             io: &mut self.io,
             counters: &mut self.counters,
             handler: &mut self.handler,
+            limiter: &mut self.limiter,
+            epoch: self.epoch,
             keep: &mut self.keep,
             installs: &mut self.installs,
         };
@@ -375,7 +387,18 @@ impl<I: Io> Core<I> {
                 }
             }
             None => {
+                let now_ns = ctx.epoch.elapsed().as_nanos() as u64;
+                if !ctx.limiter.allow(in_port, now_ns) {
+                    ctx.counters.drop(DropReason::UpcallRateLimited);
+                    if let InPort::Port(p) = in_port {
+                        ctx.counters.port(p).upcall_limited += 1;
+                    }
+                    return;
+                }
                 ctx.counters.upcalls += 1;
+                if let InPort::Port(p) = in_port {
+                    ctx.counters.port(p).upcalls += 1;
+                }
                 match ctx.handler.as_mut() {
                     None => ctx.counters.drop(match in_port {
                         InPort::Tunnel(_) => DropReason::UnknownTunnelKey,

@@ -71,6 +71,8 @@ pub struct UserspaceConfig {
     /// small-UDP flow to a bound port as one UDP GSO frame
     /// ([`crate::pipeline::Core::process_tunnel_gro`]). Default on.
     pub coalesce_udp: bool,
+    /// Upcall budgets per port and for the tunnel ([`crate::limit`]).
+    pub limits: crate::UpcallLimits,
 }
 
 impl Default for UserspaceConfig {
@@ -85,6 +87,7 @@ impl Default for UserspaceConfig {
             spin_us: 30,
             rt_priority: None,
             coalesce_udp: true,
+            limits: crate::UpcallLimits::default(),
         }
     }
 }
@@ -508,8 +511,10 @@ fn build_state(
     };
     let tunnel_rx = tunnel.as_ref().map(|_| RxBatch::new(batch));
     let io = UsIo { ports: Vec::new(), dirty: Vec::new(), tunnel, vxlan_port: cfg.vxlan_port };
+    let mut core = Core::new(io, handler, cfg.table);
+    core.limiter.set_limits(cfg.limits);
     Ok(State {
-        core: Core::new(io, handler, cfg.table),
+        core,
         poller,
         rx: Vec::new(),
         tunnel_rx,

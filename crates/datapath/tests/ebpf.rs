@@ -223,6 +223,44 @@ fn port_program_misses_to_the_ring_then_hits_a_megaflow() {
 }
 
 #[test]
+fn misses_over_a_ports_upcall_budget_are_dropped_in_the_kernel() {
+    if !runnable() {
+        return;
+    }
+    // The budget is per CPU: stay on one so the count below is exact.
+    let mut one = nix::sched::CpuSet::new();
+    one.set(0).expect("cpu 0");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).expect("pin to cpu 0");
+    let mut fx = fx("limit");
+    // 10 upcalls/s with a burst of 5: the test runs in well under 100 ms,
+    // so no credit accrues while it runs.
+    let limits = midonet_datapath::UpcallLimits {
+        port_rate: 10,
+        port_burst: 5,
+        ..midonet_datapath::UpcallLimits::UNLIMITED
+    };
+    fx.bpf.maps.limit_config.set(0, limits.costs(), 0).expect("limit config");
+    for sport in 0..20u16 {
+        assert_eq!(fx.run(Prog::Port, &udp(B, sport), 0).0, TC_ACT_SHOT);
+    }
+    assert_eq!(fx.counter(counter::UPCALL), 5, "the burst goes up");
+    assert_eq!(fx.counter(counter::DROP_UPCALL_LIMIT), 15, "the rest is dropped, counted");
+    let mut ring = 0;
+    while fx.bpf.maps.upcalls.next().is_some() {
+        ring += 1;
+    }
+    assert_eq!(ring, 5, "only the budget reaches the ring");
+    let per_port = fx.bpf.maps.upcall_limits.get(&1, 0).expect("limits of port 1");
+    let (up, limited) = per_port.iter().fold((0, 0), |(u, l), c| (u + c[2], l + c[3]));
+    assert_eq!((up, limited), (5, 15), "counted against port 1");
+    // Unlimited again: every miss goes up.
+    let none = midonet_datapath::UpcallLimits::UNLIMITED;
+    fx.bpf.maps.limit_config.set(0, none.costs(), 0).expect("limit config");
+    assert_eq!(fx.run(Prog::Port, &udp(B, 99), 0).0, TC_ACT_SHOT);
+    assert_eq!(fx.counter(counter::UPCALL), 6);
+}
+
+#[test]
 fn ipv4_rewrites_match_the_userspace_rewriter() {
     if !runnable() {
         return;

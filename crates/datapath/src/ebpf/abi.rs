@@ -57,6 +57,7 @@ pub mod counter {
     pub const DROP_UPCALL_LOST: u32 = 6;
     pub const DROP_STALE_EXEC: u32 = 7;
     pub const DROP_TX: u32 = 8;
+    pub const DROP_UPCALL_LIMIT: u32 = 9;
     pub const HIT: u32 = 16;
     pub const MISS: u32 = 17;
     pub const UPCALL: u32 = 18;
@@ -81,6 +82,7 @@ pub fn drop_reason(c: u32) -> Option<crate::DropReason> {
         // A re-injected packet whose action list was reused meanwhile, or
         // a clone the kernel would not send.
         counter::DROP_STALE_EXEC | counter::DROP_TX => D::TxError,
+        counter::DROP_UPCALL_LIMIT => D::UpcallRateLimited,
         _ => return None,
     })
 }

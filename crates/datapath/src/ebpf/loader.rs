@@ -127,6 +127,10 @@ pub struct Maps {
     pub vni_ports: HashMap<MapData, u32, u32>,
     pub config: Array<MapData, [u8; abi::CONFIG_LEN]>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// `struct mdp_upcall_limit` per port slot: credit, last, upcalls, limited.
+    pub upcall_limits: PerCpuArray<MapData, [u64; 4]>,
+    /// `struct mdp_limit_config`: the costs of [`crate::UpcallLimits::costs`].
+    pub limit_config: Array<MapData, [u64; 4]>,
     pub upcalls: RingBuf<MapData>,
 }
 
@@ -185,6 +189,8 @@ impl Bpf {
             vni_ports: take(&mut ebpf, "mdp_vni_ports")?,
             config: take(&mut ebpf, "mdp_config")?,
             counters: take(&mut ebpf, "mdp_counters")?,
+            upcall_limits: take(&mut ebpf, "mdp_upcall_limits")?,
+            limit_config: take(&mut ebpf, "mdp_limit_config")?,
             upcalls: take(&mut ebpf, "mdp_upcalls")?,
         };
         Ok(Bpf { ebpf, maps, dir: dir.to_owned(), adopted })

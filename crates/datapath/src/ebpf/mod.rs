@@ -105,6 +105,9 @@ pub struct EbpfConfig {
     /// How long ports adopted from an earlier agent wait to be added
     /// again before they are detached.
     pub adopt_grace: Duration,
+    /// Upcall budgets per port and for the tunnel, enforced in the kernel
+    /// before a miss is copied to the agent ([`crate::limit`]).
+    pub limits: crate::UpcallLimits,
 }
 
 impl Default for EbpfConfig {
@@ -120,6 +123,7 @@ impl Default for EbpfConfig {
             pin_name: None,
             table: TableConfig::default(),
             adopt_grace: Duration::from_secs(60),
+            limits: crate::UpcallLimits::default(),
         }
     }
 }
@@ -284,6 +288,10 @@ impl State {
             .config
             .set(0, abi::encode_config(vx.ifindex, netlink::unspecified(cfg.underlay_ip)), 0)
             .map_err(|e| io_err("config map", std::io::Error::other(e.to_string())))?;
+        bpf.maps
+            .limit_config
+            .set(0, cfg.limits.costs(), 0)
+            .map_err(|e| io_err("limit config map", std::io::Error::other(e.to_string())))?;
         bpf.attach(Prog::Tunnel, &cfg.vxlan_dev, "vxlan").map_err(|e| io_err("tunnel hook", e))?;
         bpf.attach(Prog::Inject, ib, "inject").map_err(|e| io_err("inject hook", e))?;
         let inject = sys::InjectSocket::open(ia).map_err(|e| io_err("inject socket", e))?;
@@ -416,6 +424,10 @@ impl State {
         if adopted.is_none() {
             if let Ok(z) = aya::maps::PerCpuValues::try_from(vec![[0u64; 4]; self.k.ncpus()]) {
                 let _ = m.port_stats.set(p, z, 0);
+            }
+            // A reused slot starts with a full budget and no counts.
+            if let Ok(z) = aya::maps::PerCpuValues::try_from(vec![[0u64; 4]; self.k.ncpus()]) {
+                let _ = m.upcall_limits.set(p, z, 0);
             }
         }
         if let Err(e) = self.bpf.attach(Prog::Port, ifname, &format!("port-{p}")) {
@@ -592,6 +604,7 @@ impl State {
                     packets,
                     bytes,
                     idle_ms: now.saturating_sub(used) / 1_000_000,
+                    age_ms: now.saturating_sub(e.created_ns) / 1_000_000,
                 }
             })
             .collect()
@@ -609,7 +622,21 @@ impl State {
                 })
             });
             let s = s.unwrap_or([0; 4]);
-            PortCounters { rx_packets: s[0], rx_bytes: s[1], tx_packets: s[2], tx_bytes: s[3] }
+            let (upcalls, upcall_limited) = self
+                .bpf
+                .maps
+                .upcall_limits
+                .get(&p, 0)
+                .map(|v| v.iter().fold((0, 0), |(u, l), c| (u + c[2], l + c[3])))
+                .unwrap_or((0, 0));
+            PortCounters {
+                rx_packets: s[0],
+                rx_bytes: s[1],
+                tx_packets: s[2],
+                tx_bytes: s[3],
+                upcalls,
+                upcall_limited,
+            }
         };
         let ports = self
             .ports
