@@ -18,7 +18,8 @@
 //! # cannot load, the agent says why in one log line and runs "userspace"),
 //! # "userspace" (AF_PACKET + UDP VXLAN) or "dummy" (in memory). default "ebpf"
 //! datapath = "ebpf"
-//! # Prometheus metrics (GET /metrics); empty = off.      default "127.0.0.1:7300"
+//! # Prometheus metrics (GET /metrics) and the flow dump (GET /flows, what
+//! # `midonet flows` reads); empty = off.                 default "127.0.0.1:7300"
 //! metrics_listen = "127.0.0.1:7300"
 //! # Full interface rescan period (netlink events also trigger one).  default 1000
 //! scan_interval_ms = 1000
@@ -28,11 +29,21 @@
 //! flow_idle_ms = 60000
 //! # How long a packet waits for an ARP reply before it is dropped. default 5000
 //! arp_wait_ms = 5000
+//! # Misses (new flows) each local port may send to the agent per second;
+//! # past it they are dropped before simulation and counted
+//! # (`port_upcall_limited`). 0 = no limit.                     default 5000
+//! upcall_rate_per_port = 5000
+//! # How many a quiet port may send at once.                     default 1000
+//! upcall_burst_per_port = 1000
+//! # The same for misses arriving over the tunnel, all peers together.
+//! upcall_rate_tunnel = 20000                                  # default 20000
+//! upcall_burst_tunnel = 4000                                  # default 4000
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use midonet_datapath::UpcallLimits;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
@@ -62,6 +73,10 @@ pub struct Config {
     pub session_ttl_secs: i64,
     pub flow_idle_ms: u64,
     pub arp_wait_ms: u64,
+    pub upcall_rate_per_port: u32,
+    pub upcall_burst_per_port: u32,
+    pub upcall_rate_tunnel: u32,
+    pub upcall_burst_tunnel: u32,
 }
 
 impl Default for Config {
@@ -78,6 +93,10 @@ impl Default for Config {
             session_ttl_secs: 10,
             flow_idle_ms: 60_000,
             arp_wait_ms: 5_000,
+            upcall_rate_per_port: UpcallLimits::default().port_rate,
+            upcall_burst_per_port: UpcallLimits::default().port_burst,
+            upcall_rate_tunnel: UpcallLimits::default().tunnel_rate,
+            upcall_burst_tunnel: UpcallLimits::default().tunnel_burst,
         }
     }
 }
@@ -121,6 +140,16 @@ impl Config {
             return Err(AgentError::Config("scan_interval_ms must be positive".into()));
         }
         Ok(())
+    }
+
+    /// The upcall budgets the datapath enforces.
+    pub fn upcall_limits(&self) -> UpcallLimits {
+        UpcallLimits {
+            port_rate: self.upcall_rate_per_port,
+            port_burst: self.upcall_burst_per_port,
+            tunnel_rate: self.upcall_rate_tunnel,
+            tunnel_burst: self.upcall_burst_tunnel,
+        }
     }
 
     /// The cluster endpoints as URIs tonic accepts.

@@ -174,6 +174,9 @@ const MAX_GEN_DEPTH: u8 = 4;
 pub struct Handler {
     shared: Arc<Shared>,
     worker: Worker,
+    /// Per-port install counters, looked up once per port (a label is a
+    /// string; a miss should not build one).
+    installs: HashMap<PortId, prometheus_client::metrics::counter::Counter>,
 }
 
 /// Reusable per-thread simulation state.
@@ -185,12 +188,21 @@ pub struct Worker {
 
 impl Handler {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Handler { shared, worker: Worker::default() }
+        Handler { shared, worker: Worker::default(), installs: HashMap::new() }
     }
 }
 
 impl UpcallHandler for Handler {
     fn on_miss(&mut self, key: &FlowKey, frame: &[u8], in_port: InPort) -> MissDecision {
+        let start = Instant::now();
+        let d = self.miss(key, frame, in_port);
+        self.shared.metrics.miss_latency.observe(start.elapsed().as_secs_f64());
+        d
+    }
+}
+
+impl Handler {
+    fn miss(&mut self, key: &FlowKey, frame: &[u8], in_port: InPort) -> MissDecision {
         let sh = &*self.shared;
         sh.metrics.misses.inc();
         let view = sh.view.load();
@@ -217,6 +229,17 @@ impl UpcallHandler for Handler {
         // Expiry of the waiting room is the core's 1 s housekeeping, which
         // also marks the resolutions that failed.
         let mut o = process(sh, &view, &mut self.worker, key, frame, ingress, 0, true);
+        if o.install.is_some() {
+            self.installs
+                .entry(ingress)
+                .or_insert_with(|| {
+                    sh.metrics
+                        .port_flow_installs
+                        .get_or_create(&crate::metrics::PortLabels { port: ingress.to_string() })
+                        .clone()
+                })
+                .inc();
+        }
         MissDecision { install: o.install.take(), execute: o.execute, generated: o.generated }
     }
 }

@@ -11,6 +11,13 @@
 //!   monotonic, so mirroring adds the difference since the last scrape to
 //!   real counters.
 //!
+//! Per virtual port (label `port`, the port's id): misses handed to the
+//! agent and misses dropped over the port's upcall budget (both mirrored
+//! from the datapath, which counts them before the agent sees a packet),
+//! and flows installed for it (counted here). `miss_latency_seconds` is the
+//! time the agent spends on one miss: simulation, translation and the
+//! install decision, not the wait in the datapath's queue.
+//!
 //! Every drop branch of the agent increments [`Metrics::drop`] with a named
 //! [`AgentDrop`] reason.
 
@@ -21,6 +28,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Why the agent (not the datapath) dropped a packet.
@@ -88,6 +96,12 @@ pub struct ProviderLabels {
     pub provider: &'static str,
 }
 
+/// A virtual port, by id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabels {
+    pub port: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -108,6 +122,10 @@ pub struct Metrics {
     pub bound_ports: Gauge,
     pub sessions: Counter,
     pub arp_parked: Counter,
+    /// Flows installed for misses from each port.
+    pub port_flow_installs: Family<PortLabels, Counter>,
+    /// Seconds the agent spends on one miss.
+    pub miss_latency: Histogram,
     /// 1 for the datapath provider running (`ebpf`, `userspace`, `dummy`).
     pub datapath_provider: Family<ProviderLabels, Gauge>,
     // Mirrored from the datapath.
@@ -116,6 +134,8 @@ pub struct Metrics {
     pub dp_upcalls: Counter,
     pub dp_tunnel_rx_packets: Counter,
     pub dp_tunnel_tx_packets: Counter,
+    pub dp_port_upcalls: Family<PortLabels, Counter>,
+    pub dp_port_upcall_limited: Family<PortLabels, Counter>,
     last_dp: Mutex<Option<midonet_datapath::DpStats>>,
 }
 
@@ -135,12 +155,17 @@ impl Metrics {
             bound_ports: Gauge::default(),
             sessions: Counter::default(),
             arp_parked: Counter::default(),
+            port_flow_installs: Family::default(),
+            // 1 µs to ~0.5 s.
+            miss_latency: Histogram::new(exponential_buckets(1e-6, 2.0, 20)),
             datapath_provider: Family::default(),
             dp_flows: Gauge::default(),
             dp_drops: Family::default(),
             dp_upcalls: Counter::default(),
             dp_tunnel_rx_packets: Counter::default(),
             dp_tunnel_tx_packets: Counter::default(),
+            dp_port_upcalls: Family::default(),
+            dp_port_upcall_limited: Family::default(),
             last_dp: Mutex::new(None),
         };
         {
@@ -182,6 +207,26 @@ impl Metrics {
             r.register("sessions", "Cluster sessions opened", m.sessions.clone());
             r.register("arp_parked", "Packets parked waiting for ARP", m.arp_parked.clone());
             r.register(
+                "port_flow_installs",
+                "Flows installed for misses from a virtual port",
+                m.port_flow_installs.clone(),
+            );
+            r.register(
+                "miss_latency_seconds",
+                "Time the agent spends on one miss (simulate, translate, decide)",
+                m.miss_latency.clone(),
+            );
+            r.register(
+                "port_upcalls",
+                "Misses from a virtual port handed to the agent",
+                m.dp_port_upcalls.clone(),
+            );
+            r.register(
+                "port_upcall_limited",
+                "Misses from a virtual port dropped over its upcall budget",
+                m.dp_port_upcall_limited.clone(),
+            );
+            r.register(
                 "datapath_provider",
                 "The datapath provider running (1 for the active one)",
                 m.datapath_provider.clone(),
@@ -217,10 +262,36 @@ impl Metrics {
         self.simulations.get_or_create(&ResultLabels { result }).inc();
     }
 
-    /// Mirrors the datapath's counters (see the module docs).
-    pub fn observe_dp(&self, s: &midonet_datapath::DpStats) {
+    /// Mirrors the datapath's counters (see the module docs); `port_of`
+    /// names the virtual port bound to a datapath port.
+    pub fn observe_dp(
+        &self,
+        s: &midonet_datapath::DpStats,
+        port_of: impl Fn(midonet_datapath::PortNo) -> Option<String>,
+    ) {
         let mut last = self.last_dp.lock();
         let prev = last.take().unwrap_or_default();
+        for p in &s.ports {
+            let before = prev
+                .ports
+                .iter()
+                .find(|q| q.port == p.port && q.name == p.name)
+                .map(|q| q.counters)
+                .unwrap_or_default();
+            let up = p.counters.upcalls.saturating_sub(before.upcalls);
+            let lim = p.counters.upcall_limited.saturating_sub(before.upcall_limited);
+            if up == 0 && lim == 0 {
+                continue;
+            }
+            let Some(port) = port_of(p.port) else { continue };
+            let l = PortLabels { port };
+            if up > 0 {
+                self.dp_port_upcalls.get_or_create(&l).inc_by(up);
+            }
+            if lim > 0 {
+                self.dp_port_upcall_limited.get_or_create(&l).inc_by(lim);
+            }
+        }
         for (r, n) in s.drops.iter() {
             let d = n.saturating_sub(prev.drops.get(r));
             if d > 0 {
@@ -313,12 +384,30 @@ mod tests {
         let mut s = midonet_datapath::DpStats::default();
         s.drops.add(midonet_datapath::DropReason::Malformed, 3);
         s.upcalls = 5;
-        m.observe_dp(&s);
+        s.ports.push(midonet_datapath::PortStats {
+            port: 3,
+            name: "vm1".into(),
+            counters: midonet_datapath::PortCounters {
+                upcalls: 4,
+                upcall_limited: 7,
+                ..Default::default()
+            },
+        });
+        let port_of = |n| (n == 3).then(|| "p-vm1".to_owned());
+        m.observe_dp(&s, port_of);
         s.drops.add(midonet_datapath::DropReason::Malformed, 2);
-        m.observe_dp(&s);
+        s.ports[0].counters.upcall_limited += 1;
+        m.observe_dp(&s, port_of);
+        m.miss_latency.observe(3e-6);
         let text = m.encode();
         assert!(text.contains("midonet_agent_drops_total{reason=\"sim_drop\"} 1"), "{text}");
         assert!(text.contains("midonet_agent_dp_drops_total{reason=\"malformed\"} 5"), "{text}");
         assert!(text.contains("midonet_agent_dp_upcalls_total 5"), "{text}");
+        assert!(text.contains("midonet_agent_port_upcalls_total{port=\"p-vm1\"} 4"), "{text}");
+        assert!(
+            text.contains("midonet_agent_port_upcall_limited_total{port=\"p-vm1\"} 8"),
+            "{text}"
+        );
+        assert!(text.contains("midonet_agent_miss_latency_seconds_count 1"), "{text}");
     }
 }

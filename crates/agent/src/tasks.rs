@@ -152,7 +152,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
             cfg.metrics_listen.parse().map_err(|_| AgentError::Config("metrics_listen".into()))?;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(AgentError::Metrics)?;
         let local = listener.local_addr().map_err(AgentError::Metrics)?;
-        tasks.spawn(serve_metrics(listener, metrics.clone(), dp.clone(), stop_rx.clone()));
+        tasks.spawn(serve_metrics(listener, shared.clone(), dp.clone(), provider, stop_rx.clone()));
         Some(local)
     };
 
@@ -208,6 +208,7 @@ fn start_datapath(
             netns: None,
             underlay_ip: Some(cfg.tunnel_bind),
             vxlan_port: cfg.tunnel_port,
+            limits: cfg.upcall_limits(),
             ..Default::default()
         };
         midonet_datapath::userspace::UserspaceDatapath::start(ucfg, Some(handler))
@@ -230,6 +231,7 @@ fn start_datapath(
                 name: "midonet-dp".into(),
                 underlay_ip: Some(cfg.tunnel_bind).filter(|a| !a.is_unspecified()),
                 vxlan_port: cfg.tunnel_port,
+                limits: cfg.upcall_limits(),
                 ..Default::default()
             };
             // Started without the handler, so it is still ours to give the
@@ -279,38 +281,55 @@ async fn scanner_task(
     }
 }
 
+/// The agent's HTTP endpoints: `GET /metrics` (Prometheus) and
+/// `GET /flows` (the installed flows as JSON, what `midonet flows` shows).
 async fn serve_metrics(
     listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
     dp: Arc<dyn Datapath>,
+    provider: &'static str,
     mut stop: watch::Receiver<bool>,
 ) {
     use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            let dp = dp.clone();
-            async move {
-                let m = metrics.clone();
-                let text = tokio::task::spawn_blocking(move || {
-                    if let Ok(s) = dp.stats() {
-                        m.observe_dp(&s);
-                    }
-                    m.encode()
-                })
-                .await
-                .unwrap_or_default();
-                (
-                    [(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    text,
-                )
-            }
-        }),
-    );
+    let (sh, dpm) = (shared.clone(), dp.clone());
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let (sh, dp) = (sh.clone(), dpm.clone());
+                async move {
+                    let text = tokio::task::spawn_blocking(move || {
+                        if let Ok(s) = dp.stats() {
+                            let view = sh.view.load();
+                            sh.metrics
+                                .observe_dp(&s, |n| view.ingress.get(&n).map(|p| p.to_string()));
+                        }
+                        sh.metrics.encode()
+                    })
+                    .await
+                    .unwrap_or_default();
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+        .route(
+            "/flows",
+            get(move || {
+                let (sh, dp) = (shared.clone(), dp.clone());
+                async move {
+                    let body = tokio::task::spawn_blocking(move || flow_dump(&sh, &*dp, provider))
+                        .await
+                        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+                    axum::Json(body)
+                }
+            }),
+        );
     let r = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.changed().await;
@@ -319,6 +338,47 @@ async fn serve_metrics(
     if let Err(e) = r {
         tracing::warn!(error = %e, "metrics server ended");
     }
+}
+
+/// The installed flows, busiest first, as `GET /flows` answers: each with
+/// its match (the masked key, as `midonet trace` prints a megaflow), its
+/// actions, tags, counters, idle time and age, and the virtual port it
+/// came in on.
+fn flow_dump(shared: &Shared, dp: &dyn Datapath, provider: &str) -> serde_json::Value {
+    use midonet_datapath::InPort;
+    let mut flows = match dp.dump_flows() {
+        Ok(f) => f,
+        Err(e) => return serde_json::json!({ "error": e.to_string() }),
+    };
+    flows.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.id.cmp(&b.id)));
+    let view = shared.view.load();
+    let rows: Vec<serde_json::Value> = flows
+        .iter()
+        .map(|f| {
+            let port = match f.masked_key.in_port {
+                InPort::Port(n) => view.ingress.get(&n).map(|p| p.to_string()),
+                InPort::Tunnel(_) => None,
+            };
+            serde_json::json!({
+                "id": f.id,
+                "in_port": f.masked_key.in_port.to_string(),
+                "port": port,
+                "match": f.masked_key.display_masked(&f.mask).to_string(),
+                "actions": f.actions.to_string(),
+                "tags": f.tags.iter().map(|t| format!("{t:#018x}")).collect::<Vec<_>>(),
+                "packets": f.packets,
+                "bytes": f.bytes,
+                "idle_ms": f.idle_ms,
+                "age_ms": f.age_ms,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "host": shared.host_id.to_string(),
+        "provider": provider,
+        "count": rows.len(),
+        "flows": rows,
+    })
 }
 
 /// How long a failed ARP resolution is remembered (MidoNet's ARP retry

@@ -221,6 +221,8 @@ struct Env {
     next_key: u32,
     /// The datapath provider every agent of this lab runs.
     provider: Provider,
+    /// Agent TOML written to each host's `agent.toml` (empty: none).
+    config: String,
     _guard: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -242,6 +244,11 @@ impl Provider {
 
 impl Env {
     fn new(provider: Provider) -> Env {
+        Env::with_config(provider, "")
+    }
+
+    /// Agents started with `config` (agent TOML) as their config file.
+    fn with_config(provider: Provider, config: &str) -> Env {
         let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let bin = agent_binary();
         let mut lab = Lab::new("mag").expect("lab");
@@ -281,6 +288,7 @@ impl Env {
             tz: tz.id,
             next_key: 100,
             provider,
+            config: config.to_owned(),
             _guard: guard,
         };
         for (ns, ip) in [(h1, Ipv4Addr::new(10, 77, 0, 1)), (h2, Ipv4Addr::new(10, 77, 0, 2))] {
@@ -303,7 +311,12 @@ impl Env {
     fn start_agent(&mut self, i: usize, bin: &Path) {
         let h = &self.hosts[i];
         let log = h.dir.path().join("agent.log");
-        let dp = format!(" --datapath {}", self.provider.name());
+        let mut dp = format!(" --datapath {}", self.provider.name());
+        if !self.config.is_empty() {
+            let file = h.dir.path().join("agent.toml");
+            std::fs::write(&file, &self.config).expect("agent config");
+            dp.push_str(&format!(" --config {}", file.display()));
+        }
         let cmd = format!(
             "exec {} --cluster 10.77.0.254:{} --host-id-file {} --metrics-listen 127.0.0.1:7300{dp} >>{} 2>&1",
             bin.display(),
@@ -1108,6 +1121,231 @@ fn short_connections_through_a_router_reuse_the_megaflow() {
             "host {h}: {} misses and {} invalidated flows for {conns} connections: the megaflow is rebuilt",
             delta(h, 0),
             delta(h, 1)
+        );
+    }
+}
+
+/// Fairness under a flood of new flows (issue 13): VM `flood` on h1 sends
+/// UDP datagrams with random source ports as fast as it can, each a new
+/// megaflow (the bridge's chain looks at both L4 ports), while VM `cli` on
+/// the same host opens 200 TCP connections, one after the other, to `srv`
+/// on h2; every one of those is a miss too (a new source port). With the
+/// per-port upcall budget the flood's misses are dropped before they reach
+/// the agent, so every connection completes and the median connect time
+/// stays within 5× of the same 200 connections without the flood (with
+/// the ebpf datapath; with the userspace one, whose single thread reads
+/// every flooding datagram, the median rose from 0.27 to 3.8 ms here, and
+/// the test asserts only that every connection completes without a lost
+/// SYN).
+///
+/// Knobs: `MAG_FLOOD_PPS` (0 = as fast as one socket goes, the default),
+/// `MAG_UPCALL_RATE_PER_PORT` (the agents' `upcall_rate_per_port`; 0 turns
+/// the protection off, to see what it protects from).
+#[test]
+fn a_flooding_vm_does_not_starve_new_connections_of_others() {
+    if !prerequisites("a_flooding_vm_does_not_starve_new_connections_of_others") {
+        return;
+    }
+    flood_fairness_on(Provider::Ebpf);
+}
+
+#[test]
+fn a_flooding_vm_does_not_starve_new_connections_of_others_userspace() {
+    if !prerequisites("a_flooding_vm_does_not_starve_new_connections_of_others_userspace") {
+        return;
+    }
+    flood_fairness_on(Provider::Userspace);
+}
+
+fn flood_fairness_on(provider: Provider) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let knob = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut env = match knob("MAG_UPCALL_RATE_PER_PORT") {
+        Some(r) => Env::with_config(provider, &format!("upcall_rate_per_port = {r}\n")),
+        None => Env::new(provider),
+    };
+    // Security-group style rules that look at the L4 ports of TCP and UDP
+    // (ICMP's type and code are its ports to MidoNet, so the protocol is
+    // named): no privileged source ports, no UDP to the discard port.
+    let chain = Chain { id: ChainId::random(), name: "b-in".into(), ..Default::default() };
+    type Ports = Option<(u16, u16)>;
+    let rules: Vec<Rule> =
+        [(17, Some((1, 1023)), None), (17, None, Some((9, 9))), (6, Some((1, 1023)), None)]
+            .into_iter()
+            .map(|(proto, src, dst): (u8, Ports, Ports)| Rule {
+                id: RuleId::random(),
+                chain_id: chain.id,
+                rule_type: RuleType::Drop,
+                condition: Condition {
+                    nw_proto: Some(proto),
+                    tp_src: src.map(|(start, end)| PortRange { start, end }),
+                    tp_dst: dst.map(|(start, end)| PortRange { start, end }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .collect();
+    env.put(&chain);
+    for r in &rules {
+        env.put(r);
+    }
+    env.put(&Chain { rule_ids: rules.iter().map(|r| r.id).collect(), ..chain.clone() });
+    let b = Bridge {
+        id: BridgeId::random(),
+        name: "b1".into(),
+        admin_state_up: true,
+        inbound_filter_id: Some(chain.id),
+        ..Default::default()
+    };
+    env.put(&b);
+    let flood = env.vm(0, "flood", "10.1.0.1/24", None);
+    let cli = env.vm(0, "cli", "10.1.0.2/24", None);
+    let srv = env.vm(1, "srv", "10.1.0.3/24", None);
+    let ports: Vec<Port> = [(0, &flood), (0, &cli), (1, &srv)]
+        .into_iter()
+        .map(|(h, vm)| env.bridge_port(&b, Some((h, vm))))
+        .collect();
+    for p in &ports {
+        env.wait_active(p);
+    }
+    until_ping(&cli, srv.ip, true, Duration::from_secs(10));
+    until_ping(&flood, srv.ip, true, Duration::from_secs(10));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = in_netns(&srv.ns, || {
+        let l = std::net::TcpListener::bind("0.0.0.0:5000").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        l
+    });
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => drop(c),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+        })
+    };
+    let dst = std::net::SocketAddr::from((srv.ip, 5000));
+    let connect_times = |what: &'static str| -> Vec<Duration> {
+        spawn_in_netns(&cli.ns, move || {
+            let mut v = Vec::new();
+            for i in 0..200 {
+                let t = Instant::now();
+                let c = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(5));
+                let took = t.elapsed();
+                assert!(c.is_ok(), "{what}: connection {i} failed after {took:?}: {c:?}");
+                v.push(took);
+            }
+            v.sort();
+            v
+        })
+        .join()
+        .expect("client")
+    };
+    let quiet = connect_times("without the flood");
+
+    // The flood: raw UDP datagrams to the discard port from random source
+    // ports, every one a new megaflow that the chain drops.
+    let sent = Arc::new(AtomicU64::new(0));
+    let flooder = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        let pps = knob("MAG_FLOOD_PPS").unwrap_or(0);
+        let to = srv.ip;
+        spawn_in_netns(&flood.ns, move || {
+            use nix::sys::socket::{
+                sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+                SockaddrIn,
+            };
+            let fd =
+                socket(AddressFamily::Inet, SockType::Raw, SockFlag::empty(), SockProtocol::Udp)
+                    .expect("raw socket");
+            let addr = SockaddrIn::from(std::net::SocketAddrV4::new(to, 0));
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            let t0 = Instant::now();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let sport = 1024 + (x % 64000) as u16;
+                let mut d = [0u8; 16];
+                d[0..2].copy_from_slice(&sport.to_be_bytes());
+                d[2..4].copy_from_slice(&9u16.to_be_bytes());
+                d[4..6].copy_from_slice(&16u16.to_be_bytes());
+                // Checksum 0: none, which IPv4 UDP allows.
+                if sendto(std::os::fd::AsRawFd::as_raw_fd(&fd), &d, &addr, MsgFlags::empty())
+                    .is_ok()
+                {
+                    n += 1;
+                }
+                if pps > 0 && n.is_multiple_of(64) {
+                    let due = Duration::from_secs_f64(n as f64 / pps as f64);
+                    if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+            sent.store(n, Ordering::Relaxed);
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let upcalls_before = env.metric_sum(0, "midonet_agent_port_upcalls_total");
+    let t_flood = Instant::now();
+    let loaded = connect_times("during the flood");
+    let flood_secs = t_flood.elapsed().as_secs_f64();
+    let fport = format!("midonet_agent_port_upcall_limited_total{{port=\"{}\"}}", ports[0].id);
+    let limited = env.metric(0, &fport);
+    let upcalls = env.metric_sum(0, "midonet_agent_port_upcalls_total") - upcalls_before;
+    stop.store(true, Ordering::Relaxed);
+    flooder.join().expect("flooder");
+    server.join().expect("server");
+    let n = sent.load(Ordering::Relaxed);
+    let med = |v: &[Duration]| v[v.len() / 2];
+    eprintln!(
+        "MEASURE [{}] connect time without the flood: median {:?}, p90 {:?}, max {:?}; during it: median {:?}, p90 {:?}, max {:?}",
+        provider.name(),
+        med(&quiet),
+        quiet[quiet.len() * 9 / 10],
+        quiet[quiet.len() - 1],
+        med(&loaded),
+        loaded[loaded.len() * 9 / 10],
+        loaded[loaded.len() - 1]
+    );
+    eprintln!(
+        "MEASURE [{}] flood: {n} datagrams sent ({:.0}/s); on its host {limited} misses dropped over the flooding port's budget, {upcalls} upcalls from all ports ({:.0}/s) while the 200 connections ran",
+        provider.name(),
+        n as f64 / (flood_secs + 1.0),
+        upcalls / flood_secs
+    );
+    // Every connection completed (asserted in `connect_times`); none lost
+    // its SYN (a retransmission costs a second).
+    assert!(
+        loaded[loaded.len() - 1] < Duration::from_millis(900),
+        "a connection waited {:?} during the flood: a SYN was lost",
+        loaded[loaded.len() - 1]
+    );
+    // The kernel datapath drops the flood's excess misses in the sender's
+    // own softirq: the others' connections do not notice. The userspace
+    // datapath still reads every flooding datagram on its one thread
+    // (~140k/s here), so there the bound is not met; see the docs.
+    if provider == Provider::Ebpf {
+        assert!(
+            med(&loaded) <= med(&quiet) * 5,
+            "median connect time {:?} during the flood vs {:?} without: more than 5×",
+            med(&loaded),
+            med(&quiet)
+        );
+    }
+    if knob("MAG_UPCALL_RATE_PER_PORT") != Some(0) {
+        assert!(
+            limited > 0.0,
+            "the flooding port's budget never dropped a miss: was there a flood?"
         );
     }
 }
