@@ -26,6 +26,7 @@ pub mod commands;
 pub mod config;
 pub mod fields;
 pub mod flags;
+pub mod flows;
 pub mod render;
 pub mod resources;
 pub mod rule;
@@ -95,6 +96,7 @@ pub struct GlobalOpts {
 
 enum Cmd {
     Trace(TraceArgs),
+    Flows(flows::FlowsArgs),
     Sandbox(SandboxArgs),
     Resource(&'static resources::ResourceSpec, ArgMatches),
 }
@@ -135,6 +137,10 @@ impl Cli {
                 .about("simulate a packet through the virtual topology"),
         )
         .subcommand(
+            flows::FlowsArgs::augment_args(clap::Command::new("flows"))
+                .about("list the flows an agent has installed (its GET /flows)"),
+        )
+        .subcommand(
             SandboxArgs::augment_args(clap::Command::new("sandbox"))
                 .about("run a whole MidoNet cloud on this machine"),
         )
@@ -166,6 +172,7 @@ impl Cli {
             .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::MissingSubcommand))?;
         let cmd = match name {
             "trace" => Cmd::Trace(TraceArgs::from_arg_matches(sub)?),
+            "flows" => Cmd::Flows(flows::FlowsArgs::from_arg_matches(sub)?),
             "sandbox" => Cmd::Sandbox(SandboxArgs::from_arg_matches(sub)?),
             other => Cmd::Resource(
                 resources::find(other)
@@ -186,8 +193,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Runs a parsed command, printing results to `out` (errors are returned).
 pub fn run_with_output(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
-    if let Cmd::Sandbox(args) = cli.cmd {
-        return sandbox::run(args);
+    match cli.cmd {
+        Cmd::Sandbox(args) => return sandbox::run(args),
+        // The agent, not the cluster: no API settings involved.
+        Cmd::Flows(args) => {
+            let output = cli.global.output.unwrap_or(Output::Table);
+            return flows::run(args, output, out);
+        }
+        _ => {}
     }
     let settings = config::resolve(&cli.global)?;
     let client = Client::new(&settings.url, settings.auth.clone());
@@ -197,7 +210,7 @@ pub fn run_with_output(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             let mut ctx = commands::Ctx { client: &client, output: settings.output, out };
             commands::run(&mut ctx, spec, &m)
         }
-        Cmd::Sandbox(_) => unreachable!("handled above"),
+        Cmd::Sandbox(_) | Cmd::Flows(_) => unreachable!("handled above"),
     };
     result.map_err(|e| explain(e, &settings))
 }
