@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# bench/cps.sh -- new TCP connections per second through the virtual router
+# (issue 13), next to the kernel's routed path measured in the same run.
+#
+#   sudo bench/cps.sh                 midonet-rs (each provider in DATAPATHS) and the kernel peer
+#   sudo bench/cps.sh midonet         midonet-rs only
+#   sudo bench/cps.sh kernel          the peer only
+#   sudo bench/cps.sh down            remove what a KEEP=1 run left running
+#
+# midonet-rs: `midonet sandbox up --hosts 2 --vms-per-host 1` (VM 1 on host 1),
+# then an "outside" namespace behind an uplink port of the sandbox router bound
+# on host 0:
+#
+#   VM 1 (host 1) ── bridge ── router ── uplink port 203.0.113.2/24 (bound on host 0)
+#       10.0.1.x   VXLAN to host 0        └── veth ── outside ns 203.0.113.1/24, nginx :8080,
+#                                                      route back to 10.0.0.0/8 (no NAT)
+#
+# wrk in VM 1, `Connection: close` (every request a new TCP connection),
+# THREADS threads, CONNS connections, WINDOWS consecutive DUR-second windows
+# per client setting: `wide` (ephemeral ports 1024-65535, tcp_tw_reuse=1, what
+# the peer script sets) and `defaults` (Linux's own: 4-tuples get reused while
+# the server holds them in TIME_WAIT). The agents' miss and invalidation
+# counters are read before and after each window.
+#
+# First-packet latency (FP_N sequential connect() calls from the VM, SO_LINGER 0
+# so no TIME_WAIT builds up): warm megaflow, then cold (a router chain with a
+# TCP source-port rule makes every SYN a miss); added latency = cold - warm.
+#
+# Peer: $PEERS_DIR/kernel-nat.sh route (bridge + VXLAN to a routing gateway on
+# the other host), REPS=WINDOWS, once per client setting, read-only.
+#
+# Env: KEEP=1 leaves the last sandbox running for inspection.
+#      DATAPATHS="userspace ebpf" CLIENTS="wide defaults" WINDOWS=3 DUR=10 CONNS=64 THREADS=2
+#      FP_N=300 (first-packet probes, 0 = skip)
+#      PROFILE=release BUILD=1 RUN_DIR=/tmp/midonet-cps PEERS_DIR=<repo>/../shared/peers
+# Output: one line per window, `[<setup> <client>] window N: cps=... misses=... invalidated=...`,
+# and a summary table in $RUN_DIR/results/summary.md.
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DATAPATHS=${DATAPATHS:-userspace ebpf}
+CLIENTS=${CLIENTS:-wide defaults}
+WINDOWS=${WINDOWS:-3}
+DUR=${DUR:-10}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+FP_N=${FP_N:-300}
+PROFILE=${PROFILE:-release}
+BUILD=${BUILD:-1}
+RUN_DIR=${RUN_DIR:-/tmp/midonet-cps}
+PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
+BIN=$ROOT/target/$PROFILE
+SB_DIR=$RUN_DIR/sandbox
+RES=$RUN_DIR/results
+P=mnc                       # prefix of everything this script creates
+OUT_NS=${P}out
+API=127.0.0.1:18191
+SB_ARGS=(--hosts 2 --vms-per-host 1 --prefix $P --state-dir "$SB_DIR" --api $API
+         --grpc-port 18192 --underlay 198.18.67.0/24)
+
+log() { echo "[$(date +%T)] $*" >&2; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+sb() { jq -r "$1" "$SB_DIR/sandbox.json"; }
+api() {  # METHOD PATH [BODY] -> response body; fails on HTTP >= 400
+    curl -sf -X "$1" -H 'Content-Type: application/json' ${3:+-d "$3"} "http://$API/midonet-api/$2"
+}
+metric() {  # HOST_NS NAME -> value summed over label sets
+    nsx "$1" curl -s --max-time 2 http://127.0.0.1:7300/metrics 2>/dev/null |
+        awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d", s }'
+}
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+for t in wrk nginx jq curl; do command -v $t >/dev/null || { echo "needs $t (apt-get install wrk nginx-light jq curl)" >&2; exit 1; }; done
+
+down() {
+    [ -f "$RUN_DIR/nginx.pid" ] && kill "$(cat "$RUN_DIR/nginx.pid")" 2>/dev/null
+    rm -f "$RUN_DIR/nginx.pid"
+    ip netns del $OUT_NS 2>/dev/null
+    [ -x "$BIN/midonet" ] && "$BIN/midonet" sandbox down --state-dir "$SB_DIR" --prefix $P >/dev/null 2>&1
+}
+trap 'log interrupted; down; exit 130' INT TERM
+
+# uplink: the outside namespace behind a router port bound on host 0.
+uplink() {
+    local h0 h0id router rp
+    h0=$(sb '.hosts[0].ns'); h0id=$(sb '.hosts[0].id'); router=$(sb '.router_id')
+    ip netns add $OUT_NS && ip -n $OUT_NS link set lo up
+    ip link add ${P}up netns "$h0" type veth peer name ${P}op netns $OUT_NS
+    ip -n "$h0" link set ${P}up up
+    ip -n $OUT_NS addr add 203.0.113.1/24 dev ${P}op
+    ip -n $OUT_NS link set ${P}op up
+    ip -n $OUT_NS route add 10.0.0.0/8 via 203.0.113.2
+    rp=$(api POST "routers/$router/ports" \
+        '{"type":"Router","portAddress":"203.0.113.2","networkAddress":"203.0.113.0","networkLength":24}' | jq -r .id) ||
+        return 1
+    api POST "routers/$router/routes" "{\"srcNetworkAddr\":\"0.0.0.0\",\"srcNetworkLength\":0,\"dstNetworkAddr\":\"203.0.113.0\",\"dstNetworkLength\":24,\"nextHopPort\":\"$rp\"}" >/dev/null || return 1
+    api POST "hosts/$h0id/ports" "{\"portId\":\"$rp\",\"interfaceName\":\"${P}up\"}" >/dev/null || return 1
+}
+
+nginx_up() {  # NS ADDR
+    cat >"$RUN_DIR/nginx.conf" <<NGX
+worker_processes 1; daemon off; pid $RUN_DIR/nginx.pidfile; error_log /dev/null;
+events { worker_connections 4096; }
+http { access_log off; keepalive_timeout 0;
+  server { listen $2:8080 reuseport backlog=4096; location / { return 200 "ok\n"; } } }
+NGX
+    ip netns exec "$1" nginx -c "$RUN_DIR/nginx.conf" >/dev/null 2>&1 &
+    echo $! >"$RUN_DIR/nginx.pid"
+    sleep 0.5
+}
+
+client_sysctls() {  # VM_NS CLIENT
+    if [ "$2" = wide ]; then
+        nsx "$1" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1
+    else
+        nsx "$1" sysctl -qw net.ipv4.ip_local_port_range="32768 60999" net.ipv4.tcp_tw_reuse=2
+    fi
+}
+
+# first_packet VM_NS PROVIDER: connect() time to the outside server, N sequential
+# connections, with the path's megaflow warm, then cold: a router inbound chain
+# with a rule on the TCP source port (no privileged source ports) makes every
+# new connection's SYN a miss on the VM's host. Added first-packet latency =
+# cold - warm, at p50 and p99.
+first_packet() {
+    local vm=$1 dp=$2 router chain warm cold
+    router=$(sb '.router_id')
+    probe() {
+        nsx "$vm" python3 - "$FP_N" <<'PY'
+import socket, sys, time
+n = int(sys.argv[1]); v = []
+for _ in range(n):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\0\0\0\0\0\0\0')
+    t = time.perf_counter(); s.connect(("203.0.113.1", 8080)); v.append((time.perf_counter() - t) * 1e6); s.close()
+    time.sleep(0.002)
+v.sort(); print("%.0f %.0f" % (v[len(v) // 2], v[int(len(v) * 0.99)]))
+PY
+    }
+    warm=$(probe)
+    chain=$(api POST chains '{"name":"cps-cold"}' | jq -r .id) || return 1
+    api POST "chains/$chain/rules" '{"type":"drop","nwProto":6,"tpSrc":{"start":1,"end":1023}}' >/dev/null || return 1
+    api GET "routers/$router" | jq --arg c "$chain" '.inboundFilterId = $c' |
+        curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null || return 1
+    sleep 0.5
+    cold=$(probe)
+    api GET "routers/$router" | jq '.inboundFilterId = null' |
+        curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null
+    echo "[midonet-$dp] first packet: connect us p50/p99 warm=${warm// //} cold=${cold// //} added p50=$(( ${cold%% *} - ${warm%% *} )) p99=$(( ${cold##* } - ${warm##* } ))" |
+        tee -a "$RES/first-packet.txt"
+}
+
+run_midonet_on() {  # PROVIDER
+    local dp=$1 vm h0 h1 client w
+    log "midonet-rs ($dp): sandbox up"
+    if ! "$BIN/midonet" sandbox up "${SB_ARGS[@]}" --datapath "$dp" >"$RES/sandbox-up-$dp.txt" 2>&1; then
+        log "sandbox up failed:"; tail -20 "$RES/sandbox-up-$dp.txt" >&2; down; return
+    fi
+    h0=$(sb '.hosts[0].ns'); h1=$(sb '.hosts[1].ns')
+    vm=$(sb '.vms[] | select(.host == 1) | .ns' | head -1)
+    uplink || { log "uplink setup failed"; down; return; }
+    nginx_up $OUT_NS 203.0.113.1
+    local ok=0
+    for _ in $(seq 50); do nsx "$vm" ping -c1 -W1 203.0.113.1 >/dev/null 2>&1 && { ok=1; break; }; sleep 0.2; done
+    [ $ok = 1 ] || { log "no ping from $vm to the outside"; down; return; }
+    [ "$FP_N" -gt 0 ] && { first_packet "$vm" "$dp" || log "first-packet probe failed"; }
+    for client in $CLIENTS; do
+        client_sysctls "$vm" "$client"
+        for w in $(seq "$WINDOWS"); do
+            local m0 i0 m1 i1 n0 j0 n1 j1 cps
+            m0=$(metric "$h1" midonet_agent_misses_total); i0=$(metric "$h1" midonet_agent_invalidated_flows_total)
+            n0=$(metric "$h0" midonet_agent_misses_total); j0=$(metric "$h0" midonet_agent_invalidated_flows_total)
+            cps=$(nsx "$vm" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" -H 'Connection: close' \
+                  http://203.0.113.1:8080/ 2>/dev/null | awk '/Requests\/sec/ {printf "%d", $2}')
+            m1=$(metric "$h1" midonet_agent_misses_total); i1=$(metric "$h1" midonet_agent_invalidated_flows_total)
+            n1=$(metric "$h0" midonet_agent_misses_total); j1=$(metric "$h0" midonet_agent_invalidated_flows_total)
+            echo "[midonet-$dp $client] window $w: cps=${cps:-n/a} vm-host misses=$((m1 - m0)) invalidated=$((i1 - i0)) gw-host misses=$((n1 - n0)) invalidated=$((j1 - j0)) (load $(loadavg))" |
+                tee -a "$RES/windows.txt"
+        done
+        # Let the server's TIME_WAIT drain between client settings.
+        sleep 2
+    done
+    nsx "$h1" curl -s http://127.0.0.1:7300/metrics >"$RES/metrics-$dp-h1.txt" 2>/dev/null
+    nsx "$h0" curl -s http://127.0.0.1:7300/metrics >"$RES/metrics-$dp-h0.txt" 2>/dev/null
+    for f in "$SB_DIR"/*.log; do [ -e "$f" ] && cp "$f" "$RES/$dp-$(basename "$f")"; done
+    if [ "${KEEP:-0}" = 1 ]; then log "KEEP=1: left running; \`$0 down\` removes it"; else down; fi
+}
+
+run_kernel() {
+    local client
+    for client in $CLIENTS; do
+        local cd=0; [ "$client" = defaults ] && cd=1
+        log "kernel: kernel-nat.sh route ($client client)"
+        CLIENT_DEFAULTS=$cd REPS=$WINDOWS DUR=$DUR CONNS=$CONNS THREADS=$THREADS "$PEERS_DIR/kernel-nat.sh" route 2>/dev/null |
+            sed -n 's/^\[route\] rep \([0-9]*\): cps=\([^ ]*\).*(loadavg: \(.*\))/[kernel-route '"$client"'] window \1: cps=\2 (load \3)/p' |
+            tee -a "$RES/windows.txt"
+    done
+}
+
+summary() {
+    {
+        echo "| setup | client | cps per ${DUR} s window |"
+        echo "| --- | --- | --- |"
+        awk '{ k = $1 " " $2; sub(/^\[/, "", k); sub(/\]$/, "", k)
+               for (i = 1; i <= NF; i++) if ($i ~ /^cps=/) { v = substr($i, 5) }
+               row[k] = row[k] " " v; if (!(k in seen)) { seen[k] = 1; order[++n] = k } }
+             END { for (i = 1; i <= n; i++) { split(order[i], p, " "); print "| " p[1] " | " p[2] " |" row[order[i]] " |" } }' \
+            "$RES/windows.txt"
+    } >"$RES/summary.md"
+    [ -s "$RES/first-packet.txt" ] && { echo; cat "$RES/first-packet.txt"; } >>"$RES/summary.md"
+    cat "$RES/summary.md"
+}
+
+mkdir -p "$RES"; : >"$RES/windows.txt"; : >"$RES/first-packet.txt"
+what=${*:-midonet kernel}
+[ "$what" = down ] && { down; exit 0; }
+if [[ " $what " == *" midonet "* ]]; then
+    if [ "$BUILD" = 1 ]; then
+        flag=; [ "$PROFILE" = release ] && flag=--release
+        (cd "$ROOT" && cargo build $flag --locked -p midonet-bin -p midonet-cluster-bin -p midonet-agent-bin) >&2 ||
+            { log "build failed"; exit 1; }
+    fi
+    for dp in $DATAPATHS; do run_midonet_on "$dp"; done
+fi
+[[ " $what " == *" kernel "* ]] && run_kernel
+summary
