@@ -178,6 +178,9 @@ run_midonet_on() {  # PROVIDER
         # Let the server's TIME_WAIT drain between client settings.
         sleep 2
     done
+    # Which megaflows carried the load (busiest first).
+    "$BIN/midonet" flows --netns "$h1" --limit 5 >"$RES/flows-$dp-h1.txt" 2>&1
+    "$BIN/midonet" flows --netns "$h0" --limit 5 >"$RES/flows-$dp-h0.txt" 2>&1
     nsx "$h1" curl -s http://127.0.0.1:7300/metrics >"$RES/metrics-$dp-h1.txt" 2>/dev/null
     nsx "$h0" curl -s http://127.0.0.1:7300/metrics >"$RES/metrics-$dp-h0.txt" 2>/dev/null
     for f in "$SB_DIR"/*.log; do [ -e "$f" ] && cp "$f" "$RES/$dp-$(basename "$f")"; done
