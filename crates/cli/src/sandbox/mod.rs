@@ -561,6 +561,10 @@ fn print_summary(st: &SandboxState, dir: &Path) {
             v0.port_id, v0.mac, b.router_port_mac, v0.ip, o.ip
         );
     }
+    if let Some(h) = st.hosts.first() {
+        // The agent's flows; its metrics are on the same address.
+        println!("  midonet flows --netns {}", h.ns);
+    }
     println!(
         "  midonet sandbox status --state-dir {0}; midonet sandbox down --state-dir {0}",
         dir.display()
