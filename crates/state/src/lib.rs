@@ -25,6 +25,9 @@
 //!   datapath activity, FIN/RST shortening and a counted eviction policy.
 //! * [`nat`]: [`NatTable`], forward bindings with the reverse lookup that
 //!   `rev_snat`/`rev_dnat` use derived from them; ICMP echo ids translated.
+//! * [`message`]: to and from flow-state messages
+//!   (`midonet_wire::flowstate`): [`message::install`] puts a received
+//!   message into the tables, total over untrusted input.
 //! * [`snat`]: [`PortBlocks`], the SNAT port-block lease view (64-port
 //!   blocks per device and NAT IP) and [`allocate_snat`].
 //!
@@ -61,6 +64,7 @@ use std::time::Duration;
 
 pub mod conntrack;
 pub mod key;
+pub mod message;
 pub mod nat;
 pub mod snat;
 mod table;
