@@ -191,11 +191,12 @@ impl PortBlocks {
         let offset = (rand % u64::from(BLOCK_SIZE)) as u32;
         // Held blocks first, every target.
         for t in targets {
+            // Port 0 is never handed out; a 0-0 range (static NAT) has none.
+            let from = t.port_from.max(1);
             let (lo, hi) = (u32::from(t.ip_from), u32::from(t.ip_to));
-            if lo > hi || t.port_from > t.port_to {
+            if lo > hi || from > t.port_to {
                 continue;
             }
-            let from = t.port_from.max(1);
             let range = (device, t.ip_from)..=(device, t.ip_to);
             for (&(_, ip), bl) in self.ips.range_mut(range) {
                 for (&block, used) in bl.mine.range_mut(block_span(from, t.port_to)) {
@@ -216,11 +217,12 @@ impl PortBlocks {
         }
         // Then a free block to claim: the first IP that has one.
         for t in targets {
+            let from = t.port_from.max(1);
             let (lo, hi) = (u32::from(t.ip_from), u32::from(t.ip_to));
-            if lo > hi || t.port_from > t.port_to {
+            if lo > hi || from > t.port_to {
                 continue;
             }
-            let span = block_span(t.port_from.max(1), t.port_to);
+            let span = block_span(from, t.port_to);
             for ip in lo..=hi {
                 let ip = Ipv4Addr::from(ip);
                 let bl = self.ips.get(&(device, ip));
@@ -423,6 +425,21 @@ mod tests {
         got.sort_unstable();
         assert_eq!(got, vec![1030, 1031, 1032, 1033]);
         assert_eq!(alloc(&mut nat, &mut pb, key(proto::UDP, 1, 9, d), &t, 77), Alloc::Exhausted);
+    }
+
+    #[test]
+    fn empty_and_inverted_ranges_never_ask_for_a_block() {
+        let mut nat = NatTable::new(1000, 1);
+        let mut pb = PortBlocks::new();
+        let d = (Ipv4Addr::new(8, 8, 8, 8), 80);
+        for t in [target(0, 0), target(2000, 1000)] {
+            let r = allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, 1, d), &[t], 3, S(9), S(0));
+            assert_eq!(r, Alloc::Exhausted, "{t:?}");
+        }
+        let backwards = SnatTarget { ip_from: Ipv4Addr::new(203, 0, 113, 9), ..target(1024, 2000) };
+        let r =
+            allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, 1, d), &[backwards], 3, S(9), S(0));
+        assert_eq!(r, Alloc::Exhausted);
     }
 
     #[test]
