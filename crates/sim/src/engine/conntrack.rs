@@ -24,6 +24,10 @@
 //!   fields), not later fragments. Everything else always counts as a
 //!   forward flow and records nothing (MidoNet: "anything else always
 //!   counts as forward"; ICMP errors included: they carry no id).
+//! * **ICMP echo** is keyed by its id, not its type (MidoNet's key): while
+//!   a VM pings X with id 7, an echo *request* from X with id 7 also
+//!   counts as return traffic. The kernel keys on the type too; MidoNet's
+//!   semantics are kept here.
 //! * **Generated packets** (a router's echo replies and ICMP errors)
 //!   count as return flows, as in MidoNet.
 //! * **Tags**: the lookup tags the flow with the forward key it looked for
@@ -35,7 +39,12 @@
 //!
 //! The caller applies [`SimResult::conntrack`](crate::SimResult::conntrack)
 //! to its `midonet_state::ConnTable` (`track(key, tcp_flags, now)`) and
-//! replicates it; mirror copies record nothing.
+//! replicates it; mirror copies record nothing. Applying a *new* key
+//! invalidates `Tag::conntrack(key)`; the flow that recorded it carries
+//! that tag too, so the caller invalidates before installing that flow
+//! (or skips its own flow), else the first packet's flow is removed at
+//! once and the second packet is simulated again (harmless, one extra
+//! simulation: the key then exists and nothing is invalidated).
 
 use midonet_state::{ConnKey, TrackerId};
 
