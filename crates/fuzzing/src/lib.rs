@@ -20,6 +20,7 @@
 //! | `rest_body`   | REST JSON → model (lenient serde) → validation, every kind        | errors name a field; decode → encode → decode is equal; stored keys read back |
 //! | `grpc_agent`  | agent → cluster gRPC requests (prost) and `cluster::agent_input`  | prost round trips; errors name a field; what is written validates |
 //! | `sim_packet`  | arbitrary frames through `sim::simulate` on a fixed topology      | self-consistent results |
+//! | `flowstate`   | peer flow-state messages: `wire::flowstate`, `state::message::install` | lengths as counted; decode → encode is the input; installed entries answer |
 //!
 //! Input layout: where a target needs choices (which port, which mode,
 //! which object kind), the first bytes pick them and the rest is the
@@ -32,6 +33,7 @@ mod check;
 mod dhcp;
 mod extract;
 mod fixture;
+mod flowstate;
 mod grpc_agent;
 mod icmp_error;
 mod rest_body;
@@ -41,6 +43,7 @@ mod vxlan;
 pub use arp::arp;
 pub use dhcp::dhcp;
 pub use extract::extract;
+pub use flowstate::flowstate;
 pub use grpc_agent::grpc_agent;
 pub use icmp_error::icmp_error;
 pub use rest_body::rest_body;
@@ -66,4 +69,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("rest_body", rest_body),
     ("grpc_agent", grpc_agent),
     ("sim_packet", sim_packet),
+    ("flowstate", flowstate),
 ];

@@ -29,6 +29,7 @@ pub fn for_target(name: &str) -> Vec<Seed> {
         "rest_body" => rest_body(),
         "grpc_agent" => grpc_agent(),
         "sim_packet" => sim_packet(),
+        "flowstate" => flowstate(),
         _ => Vec::new(),
     }
 }
@@ -543,4 +544,98 @@ fn grpc_agent() -> Vec<Seed> {
         ("arp_v6", 6, arp("fe80::1", "02:00:00:00:00:09", false).encode_to_vec()),
     ];
     msgs.into_iter().map(|(n, sel, m)| seed(n, &[sel], &m)).collect()
+}
+
+/// Flow-state messages as an ingress agent sends them, and broken ones.
+fn flowstate() -> Vec<Seed> {
+    use midonet_wire::flowstate::{
+        ConnKeyRepr, ConnStateCode, ConntrackRepr, FlowStateRepr, NatKindCode, NatRepr,
+    };
+    let key = |proto: u8, sport: u16, dport: u16| ConnKeyRepr {
+        tracker: [0xd0; 16],
+        src: Ipv4Addr::new(10, 0, 0, 11),
+        dst: Ipv4Addr::new(8, 8, 8, 8),
+        src_port: sport,
+        dst_port: dport,
+        proto,
+    };
+    let snat = |k: ConnKeyRepr, port: u16| NatRepr {
+        key: k,
+        kind: NatKindCode::Snat,
+        bound_ip: Ipv4Addr::new(203, 0, 113, 1),
+        bound_port: port,
+    };
+    let base = FlowStateRepr {
+        sender: [0x11; 16],
+        ingress_port: [0x22; 16],
+        egress_ports: vec![[0x33; 16]],
+        ..FlowStateRepr::default()
+    };
+    let tcp = key(6, 40000, 443);
+    let ping = key(1, 7, 7);
+    let msgs = [
+        ("empty", FlowStateRepr { egress_ports: vec![], ..base.clone() }),
+        (
+            "conntrack_tcp",
+            FlowStateRepr {
+                conntrack: vec![ConntrackRepr { key: tcp, state: ConnStateCode::SynSent }],
+                ..base.clone()
+            },
+        ),
+        (
+            "snat_tcp",
+            FlowStateRepr {
+                conntrack: vec![ConntrackRepr { key: tcp, state: ConnStateCode::SynSent }],
+                nat: vec![snat(tcp, 1100)],
+                ..base.clone()
+            },
+        ),
+        (
+            "snat_icmp",
+            FlowStateRepr {
+                conntrack: vec![ConntrackRepr { key: ping, state: ConnStateCode::New }],
+                nat: vec![snat(ping, 1024)],
+                ..base.clone()
+            },
+        ),
+        (
+            "dnat_sticky_groups",
+            FlowStateRepr {
+                egress_ports: vec![[0x33; 16], [0x34; 16]],
+                port_groups: vec![[0x44; 16]],
+                nat: vec![
+                    NatRepr { kind: NatKindCode::Dnat, ..snat(key(17, 5000, 53), 5353) },
+                    NatRepr { kind: NatKindCode::StickyDnat, ..snat(key(6, 1, 80), 8080) },
+                ],
+                ..base.clone()
+            },
+        ),
+        (
+            "many",
+            FlowStateRepr {
+                conntrack: (0..20)
+                    .map(|i| ConntrackRepr {
+                        key: key(17, 1000 + i, 53),
+                        state: ConnStateCode::from_u8((i % 6) as u8),
+                    })
+                    .collect(),
+                nat: (0..10).map(|i| snat(key(17, 1000 + i, 53), 2000 + i)).collect(),
+                ..base.clone()
+            },
+        ),
+    ];
+    let mut v: Vec<Seed> = msgs
+        .iter()
+        .map(|(name, m)| {
+            let mut b = Vec::new();
+            m.emit_vec(&mut b).expect("seed messages encode");
+            seed(name, &[], &b)
+        })
+        .collect();
+    let good = v[2].1.clone();
+    v.push(seed("truncated", &[], &good[..good.len() - 1]));
+    v.push(seed("trailing_byte", &[], &[&good[..], &[0]].concat()));
+    v.push(seed("version_2", &[], &[&[2], &good[1..]].concat()));
+    v.push(seed("header_only_short", &[], &good[..20]));
+    v
 }

@@ -187,4 +187,5 @@ replay_tests! {
     rest_body: 100_000,
     grpc_agent: 200_000,
     sim_packet: 100_000,
+    flowstate: 200_000,
 }

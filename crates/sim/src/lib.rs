@@ -11,12 +11,13 @@
 //!   Topology ──Snapshot::build──> Snapshot (immutable, Arc-swapped by the agent)
 //!                                    │
 //!   SimInput {ingress, key, frame,   │    StateView (MAC tables, ARP caches)
-//!             now, seed, trace} ─────┼──> ConntrackView (forward/return seam)
+//!             now, seed, trace} ─────┼──> ConntrackView (is a connection tracked?)
 //!                                    v    IcmpRateLimiter (token bucket state)
 //!                               simulate_into
 //!                                    │
 //!   SimResult { decision, actions (rewrites + ToPort), mask, tags,
-//!               generated packets, state writes, trace, uncacheable }
+//!               generated packets, state writes, conntrack writes, trace,
+//!               uncacheable }
 //! ```
 //!
 //! * [`Snapshot::build`] compiles the topology ([`snapshot`]).
@@ -25,7 +26,10 @@
 //! * [`Tag`] and [`tags_for_change`] are the invalidation contract ([`tag`]
 //!   documents the rule).
 //! * [`StateView`], [`ConntrackView`], [`MemState`], [`IcmpRateLimiter`]
-//!   are the state seams ([`state`]).
+//!   are the state seams ([`state`]); `midonet_state::ConnTable` is a
+//!   `ConntrackView`. `matchForwardFlow`/`matchReturnFlow` look the
+//!   connection up lazily and forward flows record theirs in
+//!   [`SimResult::conntrack`] (`engine::conntrack` has the semantics).
 //! * [`dhcp`] answers DHCPv4 BOOTREQUESTs entering exterior bridge ports
 //!   from the bridge's static host entries, before the bridge sees them.
 //! * `builder` builds topologies in tests, benches and fuzz targets;
@@ -54,8 +58,9 @@
 //! (the megaflow property); `tests/noalloc.rs` (zero allocations on the L2
 //! path); `benches/sim.rs` (criterion); `fuzz/` (cargo-fuzz).
 //!
-//! What is not here yet: stateful conntrack and dynamic NAT (the rules
-//! parse; dynamic NAT drops with [`DropReason::DynamicNatUnsupported`]),
+//! What is not here yet: dynamic NAT (the rules parse; dynamic NAT drops
+//! with [`DropReason::DynamicNatUnsupported`]; the binding tables are
+//! `midonet_state`'s), the router's forward chain and `PortGroup.stateful`,
 //! the L4 load balancer, DHCPv6, IPv6 routing (router ports drop IPv6, as MidoNet's do).
 
 #[cfg(any(test, feature = "test-util"))]
@@ -75,8 +80,8 @@ pub use midonet_flow::{
     diff_actions, Action, Actions, FieldId, FlowKey, FlowMask, FlowMatch, FragType, InPort, MacAddr,
 };
 pub use result::{
-    Decision, DeviceKind, DropLifetime, DropReason, GenKind, GenTarget, GeneratedPacket, Hook,
-    MirrorPoint, SimAction, SimResult, TraceStep,
+    ConnWrite, Decision, DeviceKind, DropLifetime, DropReason, GenKind, GenTarget, GeneratedPacket,
+    Hook, MirrorPoint, SimAction, SimResult, TraceStep,
 };
 pub use snapshot::Snapshot;
 pub use state::{

@@ -12,6 +12,8 @@ use std::net::Ipv4Addr;
 use midonet_model::{ChainId, DeviceId, MirrorId, PortId, RouteId, RouterId, RuleId};
 use serde::{Serialize, Serializer};
 
+use midonet_state::ConnKey;
+
 use crate::state::StateWrite;
 use crate::tag::Tag;
 use crate::{Action, FlowKey, FlowMask, MacAddr};
@@ -92,6 +94,17 @@ drop_reasons! {
     ArpFailed => "arp_failed", Temporary;
     GatewayOutsideSubnet => "gateway_outside_subnet", Temporary;
     NoOutput => "no_output", Temporary;
+}
+
+/// A connection the simulation asks the caller to track.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+pub struct ConnWrite {
+    /// The forward key: the packet as it leaves, at the egress port's device.
+    pub key: ConnKey,
+    /// The first packet's TCP flags (a SYN starts the short SYN-sent
+    /// timeout). Informational: not marked in the mask, since it only sets
+    /// the state's timeout, never the forwarding decision.
+    pub tcp_flags: u16,
 }
 
 /// The outcome of a simulation.
@@ -326,6 +339,16 @@ pub enum TraceStep {
     Dhcp {
         what: String,
     },
+    /// A rule asked about conntrack: the packet's key at the ingress
+    /// device, and whether it is return traffic.
+    Conntrack {
+        key: ConnKey,
+        ret: bool,
+    },
+    /// A forward flow records its connection as it leaves.
+    ConntrackRecord {
+        key: ConnKey,
+    },
     Output {
         port: PortId,
     },
@@ -399,6 +422,11 @@ impl fmt::Display for TraceStep {
                 write!(f, "redirect to port {port} {}", if *ingress { "ingress" } else { "egress" })
             }
             Dhcp { what } => write!(f, "dhcp: {what}"),
+            Conntrack { key, ret } => {
+                let dir = if *ret { "return flow" } else { "forward flow" };
+                write!(f, "conntrack {key}: {dir}")
+            }
+            ConntrackRecord { key } => write!(f, "conntrack: track {key}"),
             Output { port } => write!(f, "output to exterior port {port}"),
             Drop { reason } => write!(f, "drop: {}", reason.as_str()),
             Consumed => write!(f, "consumed"),
@@ -421,6 +449,10 @@ pub struct SimResult {
     pub tags: Vec<Tag>,
     pub generated: Vec<GeneratedPacket>,
     pub state_writes: Vec<StateWrite>,
+    /// Connections to track: forward flows that asked about conntrack,
+    /// with the key they leave by (see `engine::conntrack`). The caller
+    /// applies them to its conntrack table and replicates them.
+    pub conntrack: Vec<ConnWrite>,
     /// Empty unless tracing was asked for.
     pub trace: Vec<TraceStep>,
     /// The decision read something a megaflow cannot match (the addresses
@@ -442,6 +474,7 @@ impl Default for SimResult {
             tags: Vec::new(),
             generated: Vec::new(),
             state_writes: Vec::new(),
+            conntrack: Vec::new(),
             trace: Vec::new(),
             uncacheable: false,
         }
@@ -458,6 +491,7 @@ impl SimResult {
         self.tags.clear();
         self.generated.clear();
         self.state_writes.clear();
+        self.conntrack.clear();
         self.trace.clear();
         self.uncacheable = false;
     }
@@ -488,6 +522,9 @@ impl SimResult {
         }
         for w in &self.state_writes {
             let _ = writeln!(s, "state write: {w:?}");
+        }
+        for c in &self.conntrack {
+            let _ = writeln!(s, "conntrack: track {}", c.key);
         }
         if self.uncacheable {
             let _ = writeln!(s, "uncacheable: true");

@@ -13,11 +13,12 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use midonet_model::{BridgeId, DeviceId, PortId, RouterId};
+use midonet_model::{BridgeId, PortId, RouterId};
+use midonet_state::{ConnKey, ConnTable};
 use serde::Serialize;
 
 use crate::tag::Tag;
-use crate::{FlowKey, MacAddr};
+use crate::MacAddr;
 
 /// Result of a router ARP-cache lookup.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -49,15 +50,16 @@ pub trait StateView {
 
 /// Connection-tracking answers for `matchForwardFlow`/`matchReturnFlow`.
 ///
-/// This is the seam for stateful conntrack and NAT (a later issue): the
-/// simulation asks, the view answers. [`NoConntrack`] says every packet
-/// starts a forward flow, which is what a fresh agent with no flow state
-/// would conclude.
+/// The simulation derives the key (`engine::conntrack` documents which
+/// packet and which device) and asks whether that connection is tracked;
+/// the view answers from the caller's table. `midonet_state::ConnTable`
+/// is one; [`NoConntrack`] says nothing is tracked, so every packet starts
+/// a forward flow, which is what a fresh agent with no flow state would
+/// conclude.
 pub trait ConntrackView {
-    /// Whether `key` (as rewritten so far) is return traffic of a connection
-    /// tracked at `device`.
-    fn is_return_flow(&self, key: &FlowKey, device: DeviceId) -> bool {
-        let _ = (key, device);
+    /// Whether a live connection has forward key `key` at `now`.
+    fn tracked(&self, key: &ConnKey, now: Duration) -> bool {
+        let _ = (key, now);
         false
     }
 }
@@ -66,6 +68,12 @@ pub trait ConntrackView {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoConntrack;
 impl ConntrackView for NoConntrack {}
+
+impl ConntrackView for ConnTable {
+    fn tracked(&self, key: &ConnKey, now: Duration) -> bool {
+        self.is_return(&key.reversed(), now)
+    }
+}
 
 /// A state-table write the simulation asks for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]

@@ -27,6 +27,7 @@
 //! | seeded MAC entry (bridge, vlan, mac) | that MAC entry |
 //! | seeded ARP entry of a bridge (bridge, ip) | that bridge-ARP entry |
 //! | learned MAC / router ARP / bridge ARP (state) | that entry |
+//! | a connection tracked, expired or removed (`ConnKey`) | `Tag::conntrack` of its forward key |
 //! | DHCP subnet of a bridge | the bridge and its DHCP tag (enabling DHCP widens the bridge's masks) |
 //! | DHCP host entry of a bridge | the bridge's DHCP tag |
 //! | anything else (hosts, tunnel zones, LB) | nothing: not read by the simulation |
@@ -80,6 +81,7 @@ enum Kind {
     Mirror,
     StaticNat,
     Dhcp,
+    Conntrack,
 }
 
 /// One round of a 64-bit multiply-xorshift mixer (the murmur3 finaliser
@@ -159,6 +161,13 @@ impl Tag {
     /// The DHCP configuration (subnets and hosts) of a bridge.
     pub fn dhcp(bridge: BridgeId) -> Tag {
         tag(Kind::Dhcp, bridge.uuid(), 0, 0)
+    }
+    /// One connection (its forward key), tracked or not: flows whose
+    /// conntrack answer depended on it, and flows that recorded it.
+    pub fn conntrack(k: &midonet_state::ConnKey) -> Tag {
+        let ports = (u64::from(k.src_port) << 16) | u64::from(k.dst_port);
+        let a = (u64::from(u32::from(k.src)) << 32) | u64::from(u32::from(k.dst));
+        tag(Kind::Conntrack, k.tracker.0, a, (ports << 8) | u64::from(k.proto))
     }
     /// The global static reverse-NAT maps (built from every static NAT rule).
     pub fn static_nat() -> Tag {

@@ -3,7 +3,10 @@
 //! state) and random packets, every packet that differs from the original
 //! only in bits outside the result's mask simulates to the same decision
 //! and the same actions. Some worlds have DHCP on b1, so the masks of
-//! flows on a DHCP bridge are checked to keep DHCP requests out.
+//! flows on a DHCP bridge are checked to keep DHCP requests out. Rules may
+//! ask about conntrack, and half the runs track the packet's connection
+//! (as return traffic) at every device, so the lazy lookup's marks are
+//! checked too.
 //!
 //! Randomness comes from a proptest-chosen seed expanded with xorshift, so
 //! failures reproduce from the seed proptest prints.
@@ -11,10 +14,12 @@
 mod common;
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use common::*;
 use midonet_model::*;
 use midonet_sim::*;
+use midonet_state::{ConnKey, ConnTable, ConntrackCfg, TrackerId};
 use proptest::prelude::*;
 
 struct Rng(u64);
@@ -60,7 +65,7 @@ fn rand_ip(rng: &mut Rng) -> Ipv4Addr {
 fn rand_cond(rng: &mut Rng) -> Condition {
     let mut c = Condition::default();
     for _ in 0..rng.below(3) {
-        match rng.below(11) {
+        match rng.below(13) {
             0 => c.nw_proto = Some(rng.pick(&[1u8, 6, 17])),
             1 => {
                 c.nw_src_address = Some(rand_ip(rng).into());
@@ -89,6 +94,8 @@ fn rand_cond(rng: &mut Rng) -> Condition {
             7 => c.cond_invert = true,
             8 => c.nw_tos = Some(rng.pick(&[0u8, 4])),
             9 => c.dl_type = Some(rng.pick(&[0x0800u16, 0x0806])),
+            11 => c.match_return_flow = true,
+            12 => c.match_forward_flow = true,
             _ => c.no_vlan = true,
         }
     }
@@ -338,6 +345,24 @@ fn check(seed: u64) -> Result<usize, TestCaseError> {
     let frame = frame_for(&key);
     let key = FlowKey::extract(&frame, key.in_port).expect("frame re-keys");
     let mut icmp = IcmpRateLimiter::unlimited();
+    let mut ct = ConnTable::new(ConntrackCfg::default(), 3);
+    if rng.chance(50) {
+        for dev in [w.b1.cast::<Device>(), w.b2.cast(), w.r.cast()] {
+            if let Some(k) = ConnKey::from_flow(&key, TrackerId::from(dev)) {
+                ct.track(k.reversed(), 0, NOW).expect("room");
+            }
+        }
+    }
+    let sim = |snap: &Snapshot,
+               st: &MemState,
+               icmp: &mut IcmpRateLimiter,
+               ingress,
+               key,
+               frame: &[u8],
+               trace| {
+        let input = SimInput { ingress, key, frame, now: NOW, hash_seed: 42, trace };
+        simulate(snap, st, &ct, icmp, &input)
+    };
     let base = sim(&snap, &w.state, &mut icmp, ingress, key, &frame, false);
     if base.uncacheable {
         return Ok(0);
@@ -367,6 +392,8 @@ fn check(seed: u64) -> Result<usize, TestCaseError> {
     }
     Ok(compared)
 }
+
+const NOW: Duration = Duration::from_secs(1000);
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]

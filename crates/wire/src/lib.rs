@@ -16,6 +16,9 @@
 //! * [`vxlan`]: the VXLAN header as a zerocopy view plus a [`VxlanRepr`],
 //!   including midonet-rs's private offload extension (GSO / checksum-partial
 //!   metadata carried in reserved bits, agent-to-agent only).
+//! * [`flowstate`]: the flow-state message agents push to each other
+//!   (conntrack keys, NAT bindings, the ports and stateful port groups they
+//!   concern): a versioned view plus [`FlowStateRepr`].
 //! * [`checksum`]: RFC 1071 sums and RFC 1624 incremental updates.
 //! * [`arp`], [`icmp`]: builders for the frames the agent answers with
 //!   (ARP request/reply, ICMP echo reply, ICMP errors quoting the original).
@@ -32,6 +35,7 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod flowstate;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
@@ -43,6 +47,7 @@ pub use arp::{arp_reply, arp_request};
 pub use ethernet::{
     l3_offset, vlan_pop, vlan_pop_in_place, vlan_push, vlan_push_in_place, EthernetFrame, VlanTag,
 };
+pub use flowstate::{FlowStateError, FlowStateMsg, FlowStateRepr};
 pub use icmp::{icmpv4_echo_reply, icmpv4_error, may_send_icmp_error, IcmpError, IcmpPacket};
 pub use ipv4::Ipv4Packet;
 pub use ipv6::Ipv6Packet;

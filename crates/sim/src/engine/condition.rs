@@ -7,7 +7,8 @@
 //! marking getters of [`FlowMatch`](crate::FlowMatch), and CIDR tests mark
 //! only the prefix bits. Two tests read what a megaflow cannot match on:
 //! the addresses embedded in an ICMP error (the result is then
-//! uncacheable), and the conntrack direction (the whole 5-tuple is marked).
+//! uncacheable), and the conntrack direction (`conntrack`: the connection
+//! key's fields are marked when it is looked up).
 
 use ipnet::IpNet;
 use midonet_model::{FragmentPolicy, PortId};
@@ -95,9 +96,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
 
     fn conj(&mut self, c: &Cond, ctx: Ctx) -> bool {
         if c.fwd || c.ret {
-            // The conntrack key is the 5-tuple: mark it all.
-            let _ = (self.pkt_ip(true), self.pkt_ip(false), self.tp(true), self.tp(false));
-            let ret = self.ct.is_return_flow(self.fm.current(), ctx.dev.id());
+            // Lazy: looked up (and its 5-tuple marked) only here.
+            let ret = self.is_return_flow();
             if (c.fwd && ret) || (c.ret && !ret) {
                 return false;
             }

@@ -47,6 +47,7 @@
 //! | `bridge` | the bridge: learning, ARP, unicast, flood, VLANs |
 //! | `router` | the router: ARP, routing, next hop, local delivery |
 //! | `icmp` | ICMP errors and their suppression |
+//! | `conntrack` | `matchForwardFlow`/`matchReturnFlow`, recording connections |
 //!
 //! This file holds what they share: the packet's state along one path
 //! (`Sim`), forks, the loop guard and output (where the rewrite actions
@@ -143,6 +144,8 @@ pub fn simulate_into<S, C>(
         pending: None,
         dropped: None,
         loop_guard: false,
+        ct_state: conntrack::CtState::Unasked,
+        generating: false,
         out,
     };
     sim.port_ingress(input.ingress);
@@ -200,6 +203,10 @@ struct Sim<'a, 'i, S: ?Sized, C: ?Sized> {
     dropped: Option<DropReason>,
     /// Some branch went past [`MAX_DEVICES`]: the whole packet is dropped.
     loop_guard: bool,
+    /// The conntrack answer, computed when a condition first asks.
+    ct_state: conntrack::CtState,
+    /// A router-generated packet is in the chains (a return flow).
+    generating: bool,
 }
 
 macro_rules! trace {
@@ -215,6 +222,7 @@ macro_rules! trace {
 mod bridge;
 mod chain;
 mod condition;
+mod conntrack;
 mod icmp;
 mod mirror;
 mod ports;
@@ -298,6 +306,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         let dirty = self.dirty;
         let (writes, gens, pending, consumed) =
             (self.out.state_writes.len(), self.out.generated.len(), self.pending, self.consumed);
+        let conns = self.out.conntrack.len();
         f(self);
         self.fm.restore_current(key);
         self.dst_rewritten = rw;
@@ -307,6 +316,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         if copy {
             self.dropped = dropped;
             self.out.state_writes.truncate(writes);
+            self.out.conntrack.truncate(conns);
             self.out.generated.truncate(gens);
             self.pending = pending;
             self.consumed = consumed;
@@ -365,6 +375,9 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             self.out.actions.push(SimAction::Rewrite(*a));
         }
         self.out.actions.push(SimAction::ToPort(port));
+        if let Some(p) = self.snap.ports.get(&port) {
+            self.conntrack_record(p.dev.id());
+        }
         // Every field that differed, or was set, now has an action-set value.
         let mut changed = 0;
         changed |= if cur.eth_src != e.eth_src { F_ETH_SRC } else { 0 };

@@ -223,7 +223,10 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         let rw = self.dst_rewritten;
         self.fm = FlowMatch::new(key);
         let ctx = Ctx { dev: via.dev, in_port: via.id, out_port: Some(via.id) };
+        // Generated packets count as return flows (MidoNet).
+        self.generating = true;
         let v = self.run_chain(r.out_chain, Hook::RouterGenerated, ctx);
+        self.generating = false;
         let k = *self.fm.current();
         self.fm = saved;
         self.dst_rewritten = rw;

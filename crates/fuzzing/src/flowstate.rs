@@ -1,0 +1,85 @@
+//! `flowstate`: flow-state messages as a receiving agent gets them from a
+//! peer (the whole input is the UDP payload).
+//!
+//! What must hold:
+//!
+//! * `wire::FlowStateMsg::new_checked` accepts exactly the inputs whose
+//!   length is what the header's counts say (checked by an independent
+//!   reading of the header here), and rejects a version other than 1 as
+//!   `UnknownVersion` before anything else.
+//! * decode → encode gives the input back byte for byte, but for the
+//!   reserved flags byte (sent as zero); the view's slices have the
+//!   counted lengths.
+//! * `state::message::install` puts every entry with a known code into
+//!   the tables or counts it refused; afterwards each installed connection
+//!   answers as return traffic for its reversed key and each installed
+//!   binding reverse-translates its return key.
+
+use std::time::Duration;
+
+use midonet_state::message::install;
+use midonet_state::{ConnKey, ConnState, ConnTable, ConntrackCfg, NatKey, NatKind, NatTable};
+use midonet_wire::flowstate::{FlowStateError, FlowStateMsg, FlowStateRepr, HEADER_SIZE};
+
+use crate::check::be16;
+
+pub fn flowstate(data: &[u8]) {
+    let parsed = FlowStateRepr::parse_bytes(data);
+    // Independent reading of the header.
+    let expected = match data.first() {
+        None => Err(FlowStateError::Truncated),
+        Some(&v) if v != 1 => Err(FlowStateError::UnknownVersion(v)),
+        Some(_) if data.len() < HEADER_SIZE => Err(FlowStateError::Truncated),
+        Some(_) => {
+            let n = 16 * (usize::from(data[2]) + usize::from(data[3]))
+                + 30 * usize::from(be16(data, 4).expect("header"))
+                + 36 * usize::from(be16(data, 6).expect("header"));
+            match (data.len() - HEADER_SIZE).cmp(&n) {
+                std::cmp::Ordering::Less => Err(FlowStateError::Truncated),
+                std::cmp::Ordering::Greater => Err(FlowStateError::BadLength),
+                std::cmp::Ordering::Equal => Ok(()),
+            }
+        }
+    };
+    assert_eq!(
+        parsed.as_ref().map(|_| ()),
+        expected.as_ref().map(|_| ()),
+        "accepts what it should"
+    );
+    let Ok(repr) = parsed else { return };
+
+    let view = FlowStateMsg::new_checked(data).expect("parsed, so viewable");
+    assert_eq!(view.egress_ports.len(), usize::from(data[2]));
+    assert_eq!(view.port_groups.len(), usize::from(data[3]));
+    assert_eq!(view.conntrack.len(), repr.conntrack.len());
+    assert_eq!(view.nat.len(), repr.nat.len());
+    assert_eq!(repr.buffer_len(), data.len());
+    let mut again = Vec::new();
+    repr.emit_vec(&mut again).expect("a parsed message encodes");
+    assert_eq!(again[0], data[0]);
+    assert_eq!(again[1], 0, "flags sent as zero");
+    assert_eq!(again[2..], data[2..], "decode → encode is the input");
+
+    let now = Duration::from_secs(1000);
+    let cfg = ConntrackCfg { max_entries: 64, ..ConntrackCfg::default() };
+    let mut ct = ConnTable::new(cfg, 1);
+    let mut nat = NatTable::new(64, 1);
+    let done = install(&repr, &mut ct, &mut nat, now + Duration::from_secs(60), now);
+    let total = repr.conntrack.len() + repr.nat.len();
+    assert_eq!((done.conntrack + done.nat + done.unknown + done.refused) as usize, total);
+    assert!(ct.len() <= 64 && nat.len() <= 64);
+    for c in &repr.conntrack {
+        let k = ConnKey::from(&c.key);
+        if ConnState::from_code(c.state).is_some() && ct.lookup(&k, now).is_some() {
+            assert!(ct.is_return(&k.reversed(), now) || k == k.reversed());
+        }
+    }
+    for n in &repr.nat {
+        let Some(kind) = NatKind::from_code(n.kind) else { continue };
+        let key = NatKey::new(kind, ConnKey::from(&n.key));
+        if let Some(b) = nat.get(&key, now) {
+            let ret = key.return_key(b);
+            assert_eq!(nat.reverse(kind, &ret, now), Some(key.return_binding()), "{key:?}");
+        }
+    }
+}

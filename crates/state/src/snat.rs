@@ -1,0 +1,525 @@
+//! SNAT port-block leases: which blocks of ports this host may hand out.
+//!
+//! MidoNet's `NatLeaser` (reference §2.10, `docs/nat-leasing.md`): the
+//! ports of each (device, NAT IP) are split into 1024 blocks of 64, and a
+//! host hands out ports only from blocks it has claimed in the store. A
+//! port is unique per **destination**, not globally: one public port serves
+//! many connections as long as their (destination IP, destination port)
+//! differ, so a block is reused across destinations.
+//!
+//! This module is the pure half: a view of which blocks this host holds and
+//! which other hosts hold, and the choice of a port. It does no I/O:
+//!
+//! ```text
+//!   allocate ──> Port(ip, port)            a free port in a block we hold
+//!            └─> NeedBlock(BlockKey)        none: claim this free block in the
+//!                                           store, then `granted` and retry
+//!            └─> Exhausted                  every block of every target is taken
+//! ```
+//!
+//! The store side (claiming a block under the agent's lease, watching
+//! others' claims into [`PortBlocks::held_elsewhere`], giving idle blocks
+//! back) comes with the replication work.
+//!
+//! Choice of a port: targets in order, IPs in order, held blocks first
+//! (MidoNet: "when every block is used, the next IP or the next target is
+//! tried"); inside a block the scan starts at a caller-given random offset,
+//! so consecutive connections do not probe the same ports. A block to claim
+//! is drawn at random among the free ones (MidoNet then prefers the least
+//! recently released, which needs the store's release times: later).
+//!
+//! A block this host holds records how many bindings use it and when it was
+//! last used; [`PortBlocks::idle`] lists those unused for a while (MidoNet:
+//! 5 minutes) so the caller can release them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::key::{ConnKey, TrackerId};
+use crate::ms;
+use crate::nat::{NatBinding, NatKey, NatKind, NatTable};
+
+/// Ports per block.
+pub const BLOCK_SIZE: u32 = 64;
+/// Blocks per NAT IP (65536 / 64).
+pub const BLOCKS_PER_IP: u32 = 1024;
+/// MidoNet gives idle blocks back after 5 minutes.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
+
+/// One block of one NAT IP of one device.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize)]
+pub struct BlockKey {
+    pub device: TrackerId,
+    pub ip: Ipv4Addr,
+    /// 0..1024: ports `64 * block ..= 64 * block + 63`.
+    pub block: u16,
+}
+
+impl BlockKey {
+    /// The block holding `port`.
+    pub fn of(device: TrackerId, ip: Ipv4Addr, port: u16) -> BlockKey {
+        BlockKey { device, ip, block: (u32::from(port) / BLOCK_SIZE) as u16 }
+    }
+
+    /// First and last port of the block.
+    pub fn ports(&self) -> (u16, u16) {
+        let lo = u32::from(self.block) * BLOCK_SIZE;
+        (lo as u16, (lo + BLOCK_SIZE - 1) as u16)
+    }
+}
+
+/// A `snat` rule target: addresses and ports, both inclusive ranges.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+pub struct SnatTarget {
+    pub ip_from: Ipv4Addr,
+    pub ip_to: Ipv4Addr,
+    pub port_from: u16,
+    pub port_to: u16,
+}
+
+/// Result of [`PortBlocks::allocate`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Alloc {
+    /// Use this address and port.
+    Port(NatBinding),
+    /// No held block has a free port: claim this one, then call
+    /// [`PortBlocks::granted`] and allocate again.
+    NeedBlock(BlockKey),
+    /// Every block of every target is held (by us, full, or by others).
+    Exhausted,
+    /// A port was free but the NAT table is full of live bindings.
+    TableFull,
+}
+
+/// 1024 bits, one per block.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+struct Bits([u64; 16]);
+
+impl Bits {
+    fn get(&self, b: u16) -> bool {
+        self.0[usize::from(b / 64)] & (1 << (b % 64)) != 0
+    }
+    fn set(&mut self, b: u16, on: bool) {
+        let w = &mut self.0[usize::from(b / 64)];
+        if on {
+            *w |= 1 << (b % 64);
+        } else {
+            *w &= !(1 << (b % 64));
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+struct BlockUse {
+    /// Bindings using a port of the block.
+    refs: u32,
+    /// When it was last handed a binding or had one freed.
+    last_used_ms: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct IpBlocks {
+    held_elsewhere: Bits,
+    /// The blocks we hold.
+    mine: BTreeMap<u16, BlockUse>,
+}
+
+/// The lease view of one host (module docs).
+#[derive(Clone, Debug, Default)]
+pub struct PortBlocks {
+    ips: BTreeMap<(TrackerId, Ipv4Addr), IpBlocks>,
+}
+
+/// The blocks overlapping `[from, to]`.
+fn block_span(from: u16, to: u16) -> std::ops::RangeInclusive<u16> {
+    (u32::from(from) / BLOCK_SIZE) as u16..=(u32::from(to) / BLOCK_SIZE) as u16
+}
+
+impl PortBlocks {
+    pub fn new() -> Self {
+        PortBlocks::default()
+    }
+
+    /// The store granted block `b` to this host.
+    pub fn granted(&mut self, b: BlockKey, now: Duration) {
+        let ip = self.ips.entry((b.device, b.ip)).or_default();
+        ip.held_elsewhere.set(b.block, false);
+        ip.mine.entry(b.block).or_insert(BlockUse { refs: 0, last_used_ms: ms(now) });
+    }
+
+    /// This host gave block `b` back (or lost its lease).
+    pub fn released(&mut self, b: BlockKey) {
+        if let Some(ip) = self.ips.get_mut(&(b.device, b.ip)) {
+            ip.mine.remove(&b.block);
+        }
+    }
+
+    /// Another host holds (`true`) or gave back (`false`) block `b`.
+    pub fn held_elsewhere(&mut self, b: BlockKey, held: bool) {
+        self.ips.entry((b.device, b.ip)).or_default().held_elsewhere.set(b.block, held);
+    }
+
+    /// Whether this host holds `b`.
+    pub fn holds(&self, b: &BlockKey) -> bool {
+        self.ips.get(&(b.device, b.ip)).is_some_and(|ip| ip.mine.contains_key(&b.block))
+    }
+
+    /// Every block this host holds.
+    pub fn held(&self) -> impl Iterator<Item = BlockKey> + '_ {
+        self.ips.iter().flat_map(|(&(device, ip), bl)| {
+            bl.mine.keys().map(move |&block| BlockKey { device, ip, block })
+        })
+    }
+
+    /// Choose an address and port for a connection at `device` for which
+    /// `is_free(ip, port)` says whether the port is unused towards the
+    /// connection's destination. `rand` spreads the choices (module docs).
+    /// A `Port` result counts as a binding of its block until
+    /// [`unbind`](Self::unbind).
+    pub fn allocate(
+        &mut self,
+        device: TrackerId,
+        targets: &[SnatTarget],
+        rand: u64,
+        now: Duration,
+        mut is_free: impl FnMut(Ipv4Addr, u16) -> bool,
+    ) -> Alloc {
+        let offset = (rand % u64::from(BLOCK_SIZE)) as u32;
+        // Held blocks first, every target.
+        for t in targets {
+            // Port 0 is never handed out; a 0-0 range (static NAT) has none.
+            let from = t.port_from.max(1);
+            let (lo, hi) = (u32::from(t.ip_from), u32::from(t.ip_to));
+            if lo > hi || from > t.port_to {
+                continue;
+            }
+            let range = (device, t.ip_from)..=(device, t.ip_to);
+            for (&(_, ip), bl) in self.ips.range_mut(range) {
+                for (&block, used) in bl.mine.range_mut(block_span(from, t.port_to)) {
+                    let base = u32::from(block) * BLOCK_SIZE;
+                    for k in 0..BLOCK_SIZE {
+                        let port = base + (offset + k) % BLOCK_SIZE;
+                        if port < u32::from(from) || port > u32::from(t.port_to) {
+                            continue;
+                        }
+                        if is_free(ip, port as u16) {
+                            used.refs += 1;
+                            used.last_used_ms = ms(now);
+                            return Alloc::Port(NatBinding { ip, port: port as u16 });
+                        }
+                    }
+                }
+            }
+        }
+        // Then a free block to claim: the first IP that has one.
+        for t in targets {
+            let from = t.port_from.max(1);
+            let (lo, hi) = (u32::from(t.ip_from), u32::from(t.ip_to));
+            if lo > hi || from > t.port_to {
+                continue;
+            }
+            let span = block_span(from, t.port_to);
+            for ip in lo..=hi {
+                let ip = Ipv4Addr::from(ip);
+                let bl = self.ips.get(&(device, ip));
+                let free = |b: &u16| {
+                    bl.is_none_or(|bl| !bl.held_elsewhere.get(*b) && !bl.mine.contains_key(b))
+                };
+                let n = span.clone().filter(free).count();
+                if n > 0 {
+                    let pick = (rand / u64::from(BLOCK_SIZE)) % n as u64;
+                    let block = span
+                        .clone()
+                        .filter(free)
+                        .nth(pick as usize)
+                        .expect("pick < number of free blocks");
+                    return Alloc::NeedBlock(BlockKey { device, ip, block });
+                }
+            }
+        }
+        Alloc::Exhausted
+    }
+
+    /// A binding on `ip`:`port` of `device` ended (its NAT entry expired).
+    pub fn unbind(&mut self, device: TrackerId, ip: Ipv4Addr, port: u16, now: Duration) {
+        let b = BlockKey::of(device, ip, port);
+        if let Some(used) = self.ips.get_mut(&(device, ip)).and_then(|bl| bl.mine.get_mut(&b.block))
+        {
+            used.refs = used.refs.saturating_sub(1);
+            used.last_used_ms = ms(now);
+        }
+    }
+
+    /// Held blocks with no binding, unused for at least `idle`: give them
+    /// back to the store.
+    pub fn idle(&self, now: Duration, idle: Duration) -> Vec<BlockKey> {
+        let cutoff = ms(now).saturating_sub(ms(idle));
+        self.ips
+            .iter()
+            .flat_map(|(&(device, ip), bl)| {
+                bl.mine
+                    .iter()
+                    .filter(move |(_, u)| u.refs == 0 && u.last_used_ms <= cutoff)
+                    .map(move |(&block, _)| BlockKey { device, ip, block })
+            })
+            .collect()
+    }
+}
+
+/// Allocate a SNAT binding for `key` (a `Snat` key) and store it in `nat`
+/// until `expires`: an existing live binding is reused; otherwise a port
+/// free towards the connection's destination is taken from a held block.
+/// Unless the result is `Port`, nothing is stored.
+pub fn allocate_snat(
+    nat: &mut NatTable,
+    leases: &mut PortBlocks,
+    key: NatKey,
+    targets: &[SnatTarget],
+    rand: u64,
+    expires: Duration,
+    now: Duration,
+) -> Alloc {
+    debug_assert_eq!(key.kind, NatKind::Snat);
+    if let Some(b) = nat.get(&key, now) {
+        nat.touch(&key, expires, now);
+        return Alloc::Port(b);
+    }
+    let free = |ip: Ipv4Addr, port: u16| {
+        let ret: ConnKey = key.return_key(NatBinding { ip, port });
+        !nat.return_key_in_use(NatKind::Snat, &ret, now)
+    };
+    let r = leases.allocate(key.conn.tracker, targets, rand, now, free);
+    if let Alloc::Port(b) = r {
+        if nat.insert(key, b, expires, now).is_err() {
+            // Only a full table gets here (the port was checked free):
+            // undo the block's count.
+            leases.unbind(key.conn.tracker, b.ip, b.port, now);
+            return Alloc::TableFull;
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::key::proto;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+    const PUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+
+    fn dev() -> TrackerId {
+        TrackerId(Uuid::from_u128(3))
+    }
+
+    fn target(lo: u16, hi: u16) -> SnatTarget {
+        SnatTarget { ip_from: PUB, ip_to: PUB, port_from: lo, port_to: hi }
+    }
+
+    fn key(p: u8, src: u8, sport: u16, dst: (Ipv4Addr, u16)) -> NatKey {
+        NatKey::new(
+            NatKind::Snat,
+            ConnKey {
+                src: Ipv4Addr::new(10, 0, 0, src),
+                src_port: sport,
+                dst: dst.0,
+                dst_port: if p == proto::ICMP { sport } else { dst.1 },
+                proto: p,
+                tracker: dev(),
+            },
+        )
+    }
+
+    /// Allocate, claiming blocks as asked (a store that always grants).
+    fn alloc(
+        nat: &mut NatTable,
+        pb: &mut PortBlocks,
+        k: NatKey,
+        t: &[SnatTarget],
+        rand: u64,
+    ) -> Alloc {
+        loop {
+            match allocate_snat(nat, pb, k, t, rand, S(100), S(0)) {
+                Alloc::NeedBlock(b) => pb.granted(b, S(0)),
+                r => return r,
+            }
+        }
+    }
+
+    #[test]
+    fn asks_for_a_block_then_hands_out_its_ports() {
+        let mut nat = NatTable::new(1000, 1);
+        let mut pb = PortBlocks::new();
+        let d = (Ipv4Addr::new(8, 8, 8, 8), 443);
+        let t = [target(1024, 65535)];
+        let first =
+            allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, 5000, d), &t, 9, S(100), S(0));
+        let Alloc::NeedBlock(b) = first else { panic!("no block held yet: {first:?}") };
+        assert!(b.block >= 16, "block {} is below the port range", b.block);
+        assert!(nat.is_empty(), "nothing stored before a port is chosen");
+        pb.granted(b, S(0));
+        let (lo, hi) = b.ports();
+        let mut ports = HashSet::new();
+        // 64 connections to one destination fill the block...
+        for sport in 0..64 {
+            let r =
+                allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, sport, d), &t, 9, S(100), S(0));
+            let Alloc::Port(p) = r else { panic!("port expected: {r:?}") };
+            assert!((lo..=hi).contains(&p.port) && p.ip == PUB);
+            assert!(ports.insert(p.port), "port {} handed out twice", p.port);
+        }
+        // ...the 65th to it needs another block...
+        let r = allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, 64, d), &t, 9, S(100), S(0));
+        assert!(matches!(r, Alloc::NeedBlock(n) if n != b), "{r:?}");
+        // ...but another destination reuses the held block.
+        let d2 = (Ipv4Addr::new(8, 8, 4, 4), 443);
+        let r = allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, 64, d2), &t, 9, S(100), S(0));
+        assert!(matches!(r, Alloc::Port(p) if (lo..=hi).contains(&p.port)), "{r:?}");
+        // The same connection again gets the same binding.
+        let again =
+            allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, 64, d2), &t, 1, S(100), S(0));
+        assert_eq!(again, r);
+    }
+
+    #[test]
+    fn blocks_held_elsewhere_are_not_claimed_and_exhaustion_is_reported() {
+        let mut nat = NatTable::new(1000, 1);
+        let mut pb = PortBlocks::new();
+        // Two blocks in range: 16 (1024..1087) and 17 (1088..1151).
+        let t = [target(1024, 1151)];
+        pb.held_elsewhere(BlockKey { device: dev(), ip: PUB, block: 16 }, true);
+        let d = (Ipv4Addr::new(8, 8, 8, 8), 80);
+        let r = allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, 1, d), &t, 0, S(100), S(0));
+        assert_eq!(r, Alloc::NeedBlock(BlockKey { device: dev(), ip: PUB, block: 17 }));
+        pb.held_elsewhere(BlockKey { device: dev(), ip: PUB, block: 17 }, true);
+        let r = allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, 1, d), &t, 0, S(100), S(0));
+        assert_eq!(r, Alloc::Exhausted);
+        // The next IP of a wider target is tried.
+        let t2 = [SnatTarget { ip_to: Ipv4Addr::new(203, 0, 113, 2), ..t[0] }];
+        let r = allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, 1, d), &t2, 0, S(100), S(0));
+        assert!(matches!(r, Alloc::NeedBlock(b) if b.ip == Ipv4Addr::new(203, 0, 113, 2)));
+    }
+
+    #[test]
+    fn ports_stay_inside_a_partial_block_range() {
+        let mut nat = NatTable::new(1000, 1);
+        let mut pb = PortBlocks::new();
+        let t = [target(1030, 1033)];
+        let d = (Ipv4Addr::new(8, 8, 8, 8), 80);
+        let mut got = Vec::new();
+        for s in 0..4 {
+            let Alloc::Port(b) = alloc(&mut nat, &mut pb, key(proto::UDP, 1, s, d), &t, 77) else {
+                panic!("port expected")
+            };
+            got.push(b.port);
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![1030, 1031, 1032, 1033]);
+        assert_eq!(alloc(&mut nat, &mut pb, key(proto::UDP, 1, 9, d), &t, 77), Alloc::Exhausted);
+    }
+
+    #[test]
+    fn empty_and_inverted_ranges_never_ask_for_a_block() {
+        let mut nat = NatTable::new(1000, 1);
+        let mut pb = PortBlocks::new();
+        let d = (Ipv4Addr::new(8, 8, 8, 8), 80);
+        for t in [target(0, 0), target(2000, 1000)] {
+            let r = allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, 1, d), &[t], 3, S(9), S(0));
+            assert_eq!(r, Alloc::Exhausted, "{t:?}");
+        }
+        let backwards = SnatTarget { ip_from: Ipv4Addr::new(203, 0, 113, 9), ..target(1024, 2000) };
+        let r =
+            allocate_snat(&mut nat, &mut pb, key(proto::TCP, 1, 1, d), &[backwards], 3, S(9), S(0));
+        assert_eq!(r, Alloc::Exhausted);
+    }
+
+    #[test]
+    fn icmp_ids_are_allocated_like_ports() {
+        let mut nat = NatTable::new(1000, 1);
+        let mut pb = PortBlocks::new();
+        let t = [target(1024, 65535)];
+        let d = (Ipv4Addr::new(8, 8, 8, 8), 0);
+        // Two hosts, same echo id, same destination: different outside ids.
+        let Alloc::Port(a) = alloc(&mut nat, &mut pb, key(proto::ICMP, 1, 7, d), &t, 5) else {
+            panic!("id expected")
+        };
+        let Alloc::Port(b) = alloc(&mut nat, &mut pb, key(proto::ICMP, 2, 7, d), &t, 5) else {
+            panic!("id expected")
+        };
+        assert_ne!(a.port, b.port);
+        let reply = key(proto::ICMP, 2, 7, d).return_key(b);
+        assert_eq!((reply.src_port, reply.dst_port), (b.port, b.port));
+        assert_eq!(
+            nat.reverse(NatKind::Snat, &reply, S(1)),
+            Some(NatBinding { ip: Ipv4Addr::new(10, 0, 0, 2), port: 7 })
+        );
+    }
+
+    #[test]
+    fn idle_blocks_are_listed_for_release() {
+        let mut pb = PortBlocks::new();
+        let b = BlockKey { device: dev(), ip: PUB, block: 20 };
+        pb.granted(b, S(0));
+        let t = [target(1280, 1343)];
+        let r = pb.allocate(dev(), &t, 0, S(10), |_, _| true);
+        let Alloc::Port(nb) = r else { panic!("{r:?}") };
+        assert!(pb.idle(S(1000), DEFAULT_IDLE).is_empty(), "a binding uses it");
+        pb.unbind(dev(), nb.ip, nb.port, S(20));
+        assert!(pb.idle(S(319), DEFAULT_IDLE).is_empty(), "idle less than 5 min");
+        assert_eq!(pb.idle(S(320), DEFAULT_IDLE), vec![b]);
+        pb.released(b);
+        assert!(!pb.holds(&b));
+        assert_eq!(pb.held().count(), 0);
+    }
+
+    proptest! {
+        /// Two hosts sharing a store (a block belongs to whoever claimed it
+        /// first) never hand out the same (ip, port) towards the same
+        /// destination, and every port lies in a block its host holds and
+        /// in the target's range.
+        #[test]
+        fn two_hosts_never_collide(
+            conns in proptest::collection::vec((0usize..2, 0u8..20, any::<u16>(), 0u8..3, any::<u64>()), 1..150),
+            lo in 1024u16..1100, width in 1u16..200,
+        ) {
+            let t = [SnatTarget { ip_from: PUB, ip_to: Ipv4Addr::new(203, 0, 113, 2), port_from: lo, port_to: lo + width }];
+            let mut store: std::collections::HashMap<BlockKey, usize> = Default::default();
+            let mut hosts = [(NatTable::new(10_000, 1), PortBlocks::new()), (NatTable::new(10_000, 2), PortBlocks::new())];
+            let mut used: HashSet<(Ipv4Addr, u16, Ipv4Addr, u16, u8)> = HashSet::new();
+            for (h, src, sport, dst, rand) in conns {
+                let d = (Ipv4Addr::new(8, 8, 8, dst), 80);
+                let k = key(proto::TCP, src, sport, d);
+                let result = loop {
+                    let (nat, pb) = &mut hosts[h];
+                    match allocate_snat(nat, pb, k, &t, rand, S(100), S(0)) {
+                        Alloc::NeedBlock(b) => {
+                            let owner = *store.entry(b).or_insert(h);
+                            if owner == h {
+                                pb.granted(b, S(0));
+                            } else {
+                                pb.held_elsewhere(b, true);
+                            }
+                        }
+                        r => break r,
+                    }
+                };
+                if let Alloc::Port(b) = result {
+                    prop_assert!(b.port >= lo && b.port <= lo + width);
+                    prop_assert_eq!(store.get(&BlockKey::of(dev(), b.ip, b.port)), Some(&h));
+                    let fresh = used.insert((b.ip, b.port, d.0, d.1, proto::TCP));
+                    // Only the same connection may come back with its binding.
+                    prop_assert!(fresh || hosts[h].0.get(&k, S(0)) == Some(b));
+                }
+            }
+        }
+    }
+}
