@@ -783,6 +783,12 @@ impl State {
         depth: u8,
     ) {
         let MissDecision { install, execute, generated } = d;
+        // The flow first, then the packet: the packet's answer (a SYN-ACK,
+        // then the ACK) must find the flow in the kernel, not miss again.
+        if let Some(f) = install {
+            // A full table only costs later upcalls.
+            let _ = self.install(key, f);
+        }
         if execute.iter().any(Action::is_emit) {
             self.execute(frame, vnet, &execute, in_port, depth);
         } else {
@@ -793,10 +799,6 @@ impl State {
         }
         for g in generated {
             self.execute(&g.frame, VnetHdr::default(), &g.actions, in_port, depth);
-        }
-        if let Some(f) = install {
-            // A full table only costs later upcalls.
-            let _ = self.install(key, f);
         }
     }
 
