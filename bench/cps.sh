@@ -31,7 +31,7 @@
 #
 # Env: KEEP=1 leaves the last sandbox running for inspection.
 #      DATAPATHS="userspace ebpf" CLIENTS="wide defaults" WINDOWS=3 DUR=10 CONNS=64 THREADS=2
-#      FP_N=300 (first-packet probes, 0 = skip)
+#      FP_N=300 FP_ROUNDS=3 (first-packet probes per round, 0 = skip)
 #      PROFILE=release BUILD=1 RUN_DIR=/tmp/midonet-cps PEERS_DIR=<repo>/../shared/peers
 # Output: one line per window, `[<setup> <client>] window N: cps=... misses=... invalidated=...`,
 # and a summary table in $RUN_DIR/results/summary.md.
@@ -44,6 +44,7 @@ DUR=${DUR:-10}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 FP_N=${FP_N:-300}
+FP_ROUNDS=${FP_ROUNDS:-3}
 PROFILE=${PROFILE:-release}
 BUILD=${BUILD:-1}
 RUN_DIR=${RUN_DIR:-/tmp/midonet-cps}
@@ -135,16 +136,29 @@ for _ in range(n):
 v.sort(); print("%.0f %.0f" % (v[len(v) // 2], v[int(len(v) * 0.99)]))
 PY
     }
-    warm=$(probe)
+    filter() {  # CHAIN-ID or null
+        api GET "routers/$router" | jq --argjson c "$1" '.inboundFilterId = $c' |
+            curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null
+    }
     chain=$(api POST chains '{"name":"cps-cold"}' | jq -r .id) || return 1
     api POST "chains/$chain/rules" '{"type":"drop","nwProto":6,"tpSrc":{"start":1,"end":1023}}' >/dev/null || return 1
-    api GET "routers/$router" | jq --arg c "$chain" '.inboundFilterId = $c' |
-        curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null || return 1
-    sleep 0.5
-    cold=$(probe)
-    api GET "routers/$router" | jq '.inboundFilterId = null' |
-        curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null
-    echo "[midonet-$dp] first packet: connect us p50/p99 warm=${warm// //} cold=${cold// //} added p50=$(( ${cold%% *} - ${warm%% *} )) p99=$(( ${cold##* } - ${warm##* } ))" |
+    # Warm and cold in turn, FP_ROUNDS times (the machine's noise moves both);
+    # the figure is the median over rounds of cold - warm.
+    local r adds50="" adds99="" rows=""
+    for r in $(seq "$FP_ROUNDS"); do
+        warm=$(probe)
+        filter "\"$chain\"" || return 1
+        sleep 0.5
+        cold=$(probe)
+        filter null || return 1
+        sleep 0.5
+        adds50="$adds50 $(( ${cold%% *} - ${warm%% *} ))"; adds99="$adds99 $(( ${cold##* } - ${warm##* } ))"
+        rows="$rows warm=${warm// //} cold=${cold// //};"
+    done
+    local med50 med99
+    med50=$(echo $adds50 | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    med99=$(echo $adds99 | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    echo "[midonet-$dp] first packet (connect us p50/p99 per round:$rows) added p50=$med50 p99=$med99 (medians of $FP_ROUNDS rounds)" |
         tee -a "$RES/first-packet.txt"
 }
 
