@@ -460,14 +460,25 @@ fn mirrors_and_tenants_and_system_state() {
     let m = api.create("/mirrors", &json!({"toPortId": p["id"], "conditions": [{"nwProto": "6"}]}));
     assert_eq!(s(&m, "toPort"), s(&p, "uri"));
     let mut bd = api.ok(&s(&b, "uri"));
-    bd["inboundMirrorIds"] = json!([m["id"]]);
+    let m2 = api.create("/mirrors", &json!({"toPortId": p["id"]}));
+    bd["inboundMirrorIds"] = json!([m["id"], m2["id"]]);
+    bd["outboundMirrorIds"] = json!([m["id"]]);
     api.put(&s(&b, "uri"), &bd).expect(204);
-    api.delete(&s(&m, "uri")).expect(409);
+    let q = api.create(&s(&b, "ports"), &json!({}));
+    let mut qd = api.ok(&s(&q, "uri"));
+    qd["postInFilterMirrorIds"] = json!([m["id"]]);
+    api.put(&s(&q, "uri"), &qd).expect(204);
     // A mirror target port cannot be deleted while the mirror exists.
     api.delete(&s(&p, "uri")).expect(409);
-    bd["inboundMirrorIds"] = json!([]);
-    api.put(&s(&b, "uri"), &bd).expect(204);
+    // Deleting a mirror takes it out of every list that names it (MidoNet
+    // clears the binding) and leaves the other mirrors in place.
     api.delete(&s(&m, "uri")).expect(204);
+    let bd = api.ok(&s(&b, "uri"));
+    assert_eq!(bd["inboundMirrorIds"], json!([m2["id"]]), "{bd}");
+    assert_eq!(bd["outboundMirrorIds"], json!([]), "{bd}");
+    assert_eq!(api.ok(&s(&q, "uri"))["postInFilterMirrorIds"], json!([]));
+    api.delete(&s(&m2, "uri")).expect(204);
+    assert_eq!(api.ok(&s(&b, "uri"))["inboundMirrorIds"], json!([]));
     // Tenants derived from objects.
     let ts = api.ok("/tenants");
     assert!(ts.as_array().expect("list").iter().any(|t| t["id"] == "acme"), "{ts}");

@@ -15,8 +15,8 @@ kind! {
     refs: [
         "inboundFilterId": inbound_filter_id => Chain, Clear;
         "outboundFilterId": outbound_filter_id => Chain, Clear;
-        "inboundMirrorIds": inbound_mirror_ids => Mirror, Restrict;
-        "outboundMirrorIds": outbound_mirror_ids => Mirror, Restrict;
+        "inboundMirrorIds": inbound_mirror_ids => Mirror, Clear;
+        "outboundMirrorIds": outbound_mirror_ids => Mirror, Clear;
     ]
 
     fn sample() -> Self {
@@ -67,8 +67,8 @@ kind! {
         "forwardChainId": forward_chain_id => Chain, Clear;
         "localRedirectChainId": local_redirect_chain_id => Chain, Clear;
         "loadBalancerId": load_balancer_id => LoadBalancer, Clear;
-        "inboundMirrorIds": inbound_mirror_ids => Mirror, Restrict;
-        "outboundMirrorIds": outbound_mirror_ids => Mirror, Restrict;
+        "inboundMirrorIds": inbound_mirror_ids => Mirror, Clear;
+        "outboundMirrorIds": outbound_mirror_ids => Mirror, Clear;
     ]
 
     fn sample() -> Self {

@@ -32,7 +32,7 @@
 //! | rule | removes it from its chain's order |
 //! | port group | 409 if a rule refers to it; else removes it from its member ports |
 //! | IP address group | 409 if a rule refers to it; else deletes its addresses |
-//! | mirror | 409 if a port, bridge or router uses it |
+//! | mirror | removes it from the mirror lists of ports, bridges and routers (MidoNet's CLEAR binding) |
 //! | tunnel zone | deletes its memberships |
 //! | host | 409 if alive; else unbinds its ports, drops memberships and interfaces |
 //! | load balancer | 409 if pools or VIPs exist; clears the router's `loadBalancerId` |

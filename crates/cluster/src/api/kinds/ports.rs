@@ -60,10 +60,10 @@ kind! {
         "inboundFilterId": inbound_filter_id => Chain, Clear;
         "outboundFilterId": outbound_filter_id => Chain, Clear;
         "portGroupIds": port_group_ids => PortGroup, Clear;
-        "inboundMirrorIds": inbound_mirror_ids => Mirror, Restrict;
-        "outboundMirrorIds": outbound_mirror_ids => Mirror, Restrict;
-        "postInFilterMirrorIds": post_in_filter_mirror_ids => Mirror, Restrict;
-        "preOutFilterMirrorIds": pre_out_filter_mirror_ids => Mirror, Restrict;
+        "inboundMirrorIds": inbound_mirror_ids => Mirror, Clear;
+        "outboundMirrorIds": outbound_mirror_ids => Mirror, Clear;
+        "postInFilterMirrorIds": post_in_filter_mirror_ids => Mirror, Clear;
+        "preOutFilterMirrorIds": pre_out_filter_mirror_ids => Mirror, Clear;
     ]
 
     fn parent(&self) -> Option<(ObjectKind, Uuid)> {
