@@ -350,3 +350,69 @@ async fn compacted_history_resyncs_with_a_snapshot_that_drops_deleted_objects() 
     assert!(view.sim.port_device(p2.id).is_some(), "p2 was created while the agent was away");
     rig.agent.stop().await;
 }
+
+/// `GET /flows` and the per-port series, over HTTP as `midonet flows` and
+/// Prometheus read them: the flow a miss installed is listed with its
+/// match, actions, counters and the virtual port it came in on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_dump_and_per_port_metrics_over_http() {
+    let c = Cluster::start().await;
+    let rig = start_agent(&[c.addr.to_string()]).await;
+    let host = rig.agent.host_id;
+    let b = bridge("b");
+    c.put(&b).await;
+    let p1 = bind(&bridge_port(&b, 100), host, "vm1");
+    let p2 = bind(&bridge_port(&b, 101), host, "vm2");
+    c.put(&p1).await;
+    c.put(&p2).await;
+    rig.ifaces.send(vec![iface("vm1", 1), iface("vm2", 2)]).await.expect("send");
+    wait_for("two ports bound", T, async || rig.agent.view().ingress.len() == 2).await;
+    let view = rig.agent.view();
+    let dp_of = |p: PortId| *view.ingress.iter().find(|(_, v)| **v == p).expect("bound").0;
+    let f = frame("eth.src=02:00:00:00:00:01,eth.dst=ff:ff:ff:ff:ff:ff,ip4.src=10.0.0.1,ip4.dst=10.0.0.2,udp.src=1,udp.dst=2");
+    // The first packet learns the source MAC (which invalidates its flow);
+    // the second installs the flow that stays; the third hits it.
+    for _ in 0..3 {
+        rig.dp.inject(dp_of(p1.id), &f);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let addr = rig.agent.metrics_addr.expect("metrics listener");
+    let get = |path: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            ureq::get(&format!("http://{addr}{path}"))
+                .call()
+                .expect("agent answers")
+                .into_string()
+                .expect("body")
+        })
+    };
+    let body: serde_json::Value =
+        serde_json::from_str(&get("/flows").await.expect("join")).expect("JSON");
+    assert_eq!(body["provider"], "dummy", "{body}");
+    assert_eq!(body["host"], host.to_string());
+    let flows = body["flows"].as_array().expect("flows");
+    assert_eq!(body["count"], flows.len());
+    let f = flows.iter().find(|f| f["port"] == p1.id.to_string()).expect("a flow from vm1");
+    for k in ["match", "actions"] {
+        assert!(f[k].as_str().is_some_and(|s| !s.is_empty()), "{k} in {f}");
+    }
+    assert!(f["match"].as_str().is_some_and(|m| m.contains("in_port=")), "{f}");
+    assert!(f["actions"].as_str().is_some_and(|a| a.contains("output(")), "{f}");
+    assert!(f["packets"].as_u64().is_some_and(|n| n >= 1), "the third packet hit it: {f}");
+    assert!(f["age_ms"].as_u64().is_some() && f["idle_ms"].as_u64().is_some(), "{f}");
+    assert!(f["tags"].as_array().is_some_and(|t| !t.is_empty()), "{f}");
+
+    let text = get("/metrics").await.expect("join");
+    let series = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let port = format!("{{port=\"{}\"}}", p1.id);
+    assert!(series(&format!("midonet_agent_port_upcalls_total{port}")) >= 2.0, "{text}");
+    assert!(series(&format!("midonet_agent_port_flow_installs_total{port}")) >= 1.0, "{text}");
+    assert!(series("midonet_agent_miss_latency_seconds_count") >= 2.0, "{text}");
+    rig.agent.stop().await;
+}
