@@ -16,16 +16,13 @@ use midonet_model::{DeviceId, PortGroupId};
 use serde::Serialize;
 use uuid::Uuid;
 
-/// IP protocol numbers the tables know about.
+/// IP protocol numbers the tables know about (the flow key's).
 pub mod proto {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
+    pub use midonet_flow::key::{IP_PROTO_ICMP as ICMP, IP_PROTO_TCP as TCP, IP_PROTO_UDP as UDP};
 }
 
-const ETH_P_IPV4: u16 = 0x0800;
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
+use midonet_flow::key::ETH_TYPE_IPV4;
+use midonet_wire::icmp::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST};
 
 /// Who tracks a connection: a device (bridge or router) whose chain asked
 /// about it, or a stateful port group (reference §2.9–2.11).
@@ -96,7 +93,7 @@ impl ConnKey {
     /// connections of their own; their embedded header is (dynamic NAT
     /// reverse-translates it).
     pub fn from_flow(key: &FlowKey, tracker: TrackerId) -> Option<ConnKey> {
-        if key.ethertype != ETH_P_IPV4 {
+        if key.ethertype != ETH_TYPE_IPV4 {
             return None;
         }
         let (src_port, dst_port) = match key.ip_proto {
@@ -159,7 +156,7 @@ mod tests {
     #[test]
     fn flow_keys_map_to_conn_keys() {
         let mut fk = FlowKey {
-            ethertype: ETH_P_IPV4,
+            ethertype: ETH_TYPE_IPV4,
             ipv4_src: Ipv4Addr::new(10, 0, 0, 1),
             ipv4_dst: Ipv4Addr::new(10, 0, 0, 2),
             ip_proto: proto::TCP,

@@ -46,18 +46,15 @@
 //! once and the second packet is simulated again (harmless, one extra
 //! simulation: the key then exists and nothing is invalidated).
 
+use midonet_flow::key::{IP_PROTO_TCP, IP_PROTO_UDP};
 use midonet_state::{ConnKey, TrackerId};
+use midonet_wire::icmp::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST};
 
 use super::{Sim, ETH_IPV4, PROTO_ICMP};
 use crate::result::{ConnWrite, TraceStep};
 use crate::state::{ConntrackView, StateView};
 use crate::tag::Tag;
 use crate::FragType;
-
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
 
 /// The conntrack answer of one simulation.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -91,7 +88,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         }
         let _ = (self.fm.ipv4_src(), self.fm.ipv4_dst());
         match self.fm.ip_proto() {
-            PROTO_TCP | PROTO_UDP => {
+            IP_PROTO_TCP | IP_PROTO_UDP => {
                 let _ = (self.fm.l4_src(), self.fm.l4_dst());
             }
             PROTO_ICMP => {
