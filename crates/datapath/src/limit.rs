@@ -112,7 +112,7 @@ impl Bucket {
 /// program keeps its own per CPU).
 #[derive(Debug, Clone)]
 pub struct UpcallLimiter {
-    limits: UpcallLimits,
+    /// [`UpcallLimits::costs`] of the settings: all the buckets need.
     costs: [u64; 4],
     ports: Vec<Bucket>,
     tunnel: Bucket,
@@ -126,21 +126,11 @@ impl Default for UpcallLimiter {
 
 impl UpcallLimiter {
     pub fn new(limits: UpcallLimits) -> Self {
-        UpcallLimiter {
-            limits,
-            costs: limits.costs(),
-            ports: Vec::new(),
-            tunnel: Bucket::default(),
-        }
-    }
-
-    pub fn limits(&self) -> UpcallLimits {
-        self.limits
+        UpcallLimiter { costs: limits.costs(), ports: Vec::new(), tunnel: Bucket::default() }
     }
 
     /// Changes the settings; buckets keep their credit, capped to the new burst.
     pub fn set_limits(&mut self, limits: UpcallLimits) {
-        self.limits = limits;
         self.costs = limits.costs();
     }
 
