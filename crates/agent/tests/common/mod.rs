@@ -14,6 +14,8 @@ use midonet_store::Store;
 
 pub use midonet_cluster::topology_service;
 
+pub mod env;
+
 /// The topology service on a memory store, served from the current runtime.
 pub struct Cluster {
     pub store: Arc<dyn Store>,

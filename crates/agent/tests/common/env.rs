@@ -1,0 +1,506 @@
+//! The two-host lab of the system tests: network namespaces as hosts on
+//! an underlay, one `midonet-agent` process per host, VMs as namespaces
+//! with veths (see `tests/system.rs` for the picture).
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use midonet_model::topology::Stored;
+use midonet_model::*;
+use midonet_testkit::{ns_exec, ns_output, Lab, Vm, VmSpec};
+
+use super::Cluster;
+
+/// One lab at a time: two agents per lab already load the two cores.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub const UNDERLAY_MTU: u32 = 65000;
+
+pub fn prerequisites(test: &str) -> bool {
+    midonet_testkit::skip::netns_or_skip(&format!("agent::{test}"), &["ip", "ping"])
+}
+
+/// Path of the `midonet-agent` binary, built once per test process.
+pub fn agent_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(midonet_testkit::bins::agent).clone()
+}
+
+/// Runs `f` on a thread inside the namespace `ns` (sockets it opens stay
+/// in that namespace).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        midonet_datapath::sys::enter_netns(&ns).expect("enter netns");
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// Like [`in_netns`] but returns at once with the thread's handle.
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        midonet_datapath::sys::enter_netns(&ns).expect("enter netns");
+        f()
+    })
+}
+
+/// Sends a numbered UDP datagram from `from` to `to` every millisecond,
+/// applies `change` once the stream is steady, and measures how long after
+/// the change the stream stopped (`stops`) or came back (`!stops`):
+///
+/// * stop: the send time of the first datagram after the last one that
+///   arrived, minus the change time (an upper bound on enforcement);
+/// * restore: the arrival time of the first datagram sent after the
+///   change that arrived, minus the change time.
+pub fn udp_cutover(from: &Vm, to: &Vm, stops: bool, change: impl FnOnce()) -> Duration {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = 9999u16;
+    let rx = {
+        let stop = stop.clone();
+        spawn_in_netns(&to.ns, move || {
+            let s = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("udp bind");
+            s.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+            let mut got: Vec<(u64, Instant)> = Vec::new();
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = s.recv(&mut buf) {
+                    if n >= 8 {
+                        got.push((
+                            u64::from_be_bytes(buf[..8].try_into().expect("8 bytes")),
+                            Instant::now(),
+                        ));
+                    }
+                }
+            }
+            got
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let tx = {
+        let stop = stop.clone();
+        let dst = std::net::SocketAddr::from((to.ip, port));
+        spawn_in_netns(&from.ns, move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp bind");
+            let mut sent: Vec<Instant> = Vec::new();
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = s.send_to(&seq.to_be_bytes(), dst);
+                sent.push(Instant::now());
+                seq += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    let t0 = Instant::now();
+    change();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let sent = tx.join().expect("sender");
+    let got = rx.join().expect("receiver");
+    assert!(!got.is_empty(), "no probe datagram arrived at all");
+    if stops {
+        let last = got.iter().map(|(s, _)| *s).max().expect("some arrived") as usize;
+        assert!(last + 50 < sent.len(), "traffic did not stop (last {last} of {})", sent.len());
+        sent[last + 1].saturating_duration_since(t0)
+    } else {
+        let first = got
+            .iter()
+            .filter(|(s, _)| sent[*s as usize] >= t0)
+            .min_by_key(|(s, _)| *s)
+            .expect("traffic did not come back");
+        first.1.saturating_duration_since(t0)
+    }
+}
+
+/// Streams `size` pseudo-random bytes over TCP from `from` to `to` and
+/// checks the SHA-256 on both ends; returns the transfer time.
+pub fn tcp_transfer(from: &Vm, to: &Vm, size: usize) -> Duration {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Write};
+    let listener =
+        in_netns(&to.ns, || std::net::TcpListener::bind("0.0.0.0:5202").expect("tcp bind"));
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accept");
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0usize;
+        loop {
+            let k = c.read(&mut buf).expect("read");
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k;
+        }
+        (n, h.finalize().to_vec())
+    });
+    let dst = std::net::SocketAddr::from((to.ip, 5202));
+    let t0 = Instant::now();
+    let (sent_hash, sent) = in_netns(&from.ns, move || {
+        let mut c =
+            std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(5)).expect("connect");
+        let mut h = Sha256::new();
+        // xorshift: incompressible, reproducible, cheap.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut chunk = vec![0u8; 256 * 1024];
+        let mut left = size;
+        while left > 0 {
+            for w in chunk.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                w.copy_from_slice(&x.to_le_bytes());
+            }
+            let k = left.min(chunk.len());
+            c.write_all(&chunk[..k]).expect("write");
+            h.update(&chunk[..k]);
+            left -= k;
+        }
+        c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        (h.finalize().to_vec(), size)
+    });
+    let (got, got_hash) = server.join().expect("server");
+    let took = t0.elapsed();
+    assert_eq!(got, sent, "bytes received");
+    assert_eq!(got_hash, sent_hash, "SHA-256 of the stream");
+    took
+}
+
+pub struct Host {
+    pub ns: String,
+    pub id: HostId,
+    #[allow(dead_code)]
+    pub underlay: Ipv4Addr,
+    pub dir: tempfile::TempDir,
+    pub pid: Option<u32>,
+}
+
+pub struct Env {
+    pub lab: Lab,
+    pub rt: tokio::runtime::Runtime,
+    pub cluster: Cluster,
+    pub hosts: Vec<Host>,
+    pub tz: TunnelZoneId,
+    pub next_key: u32,
+    /// The datapath provider every agent of this lab runs.
+    pub provider: Provider,
+    /// Agent TOML written to each host's `agent.toml` (empty: none).
+    pub config: String,
+    pub _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+/// A datapath provider the agents are told to run (`--datapath`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Provider {
+    Ebpf,
+    Userspace,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Ebpf => "ebpf",
+            Provider::Userspace => "userspace",
+        }
+    }
+}
+
+impl Env {
+    pub fn new(provider: Provider) -> Env {
+        Env::with_config(provider, "")
+    }
+
+    /// Agents started with `config` (agent TOML) as their config file.
+    pub fn with_config(provider: Provider, config: &str) -> Env {
+        let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let bin = agent_binary();
+        let mut lab = Lab::new("mag").expect("lab");
+        let h1 = lab.add_host("h1").expect("h1");
+        let h2 = lab.add_host("h2").expect("h2");
+        lab.add_underlay(&[(&h1, "u1", "10.77.0.1/24"), (&h2, "u2", "10.77.0.2/24")], UNDERLAY_MTU)
+            .expect("underlay");
+        for h in [&h1, &h2] {
+            ns_exec(h, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
+        }
+        let ul = lab.name("ul").expect("ul");
+        let ulbr = lab.name("ulbr").expect("ulbr");
+        ns_exec(&ul, &["ip", "addr", "add", "10.77.0.254/24", "dev", &ulbr])
+            .expect("cluster address");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let std_listener = in_netns(&ul, || {
+            let l = std::net::TcpListener::bind("10.77.0.254:0").expect("bind in underlay");
+            l.set_nonblocking(true).expect("nonblocking");
+            l
+        });
+        let cluster = rt.block_on(async {
+            let store = midonet_store::connect("memory:").await.expect("store");
+            let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
+            Cluster::serve(store, listener)
+        });
+        let tz = TunnelZone { id: TunnelZoneId::random(), name: "tz".into(), ..Default::default() };
+        rt.block_on(cluster.put(&tz));
+        let mut env = Env {
+            lab,
+            rt,
+            cluster,
+            hosts: Vec::new(),
+            tz: tz.id,
+            next_key: 100,
+            provider,
+            config: config.to_owned(),
+            _guard: guard,
+        };
+        for (ns, ip) in [(h1, Ipv4Addr::new(10, 77, 0, 1)), (h2, Ipv4Addr::new(10, 77, 0, 2))] {
+            let id = HostId::random();
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(dir.path().join("host_id"), format!("{id}\n")).expect("host id");
+            env.put(&TunnelZoneHost { tunnel_zone_id: env.tz, host_id: id, ip_address: Some(ip) });
+            env.hosts.push(Host { ns, id, underlay: ip, dir, pid: None });
+        }
+        // The ebpf datapath pins into this bpffs; mounted here, in the test's
+        // mount namespace, it is shared with the agents' (ip netns exec
+        // makes private ones), so their kernel state outlives them.
+        midonet_datapath::ebpf::loader::ensure_bpffs().expect("bpffs for the ebpf datapath");
+        for i in 0..env.hosts.len() {
+            env.start_agent(i, &bin);
+        }
+        env
+    }
+
+    pub fn start_agent(&mut self, i: usize, bin: &Path) {
+        let h = &self.hosts[i];
+        let log = h.dir.path().join("agent.log");
+        let mut dp = format!(" --datapath {}", self.provider.name());
+        if !self.config.is_empty() {
+            let file = h.dir.path().join("agent.toml");
+            std::fs::write(&file, &self.config).expect("agent config");
+            dp.push_str(&format!(" --config {}", file.display()));
+        }
+        let cmd = format!(
+            "exec {} --cluster 10.77.0.254:{} --host-id-file {} --metrics-listen 127.0.0.1:7300{dp} >>{} 2>&1",
+            bin.display(),
+            self.cluster.addr.port(),
+            h.dir.path().join("host_id").display(),
+            log.display()
+        );
+        let pid = self
+            .lab
+            .spawn(&h.ns, &["env", "RUST_LOG=info,midonet_agent=debug", "sh", "-c", &cmd])
+            .expect("spawn agent");
+        self.hosts[i].pid = Some(pid);
+        let alive = midonet_proto::keys::host_alive(&self.hosts[i].id.to_string());
+        self.wait("agent registered", Duration::from_secs(20), |e| e.exists(&alive));
+        // The agent falls back to userspace when BPF cannot load: a test
+        // asking for ebpf must not pass on the fallback.
+        let series =
+            format!("midonet_agent_datapath_provider{{provider=\"{}\"}}", self.provider.name());
+        self.wait("agent runs the datapath provider asked for", Duration::from_secs(10), |e| {
+            e.metric(i, &series) == 1.0
+        });
+    }
+
+    /// SIGKILL: the agent dies without cleaning up (a crash).
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(pid) = self.hosts[i].pid.take() {
+            self.lab.kill(pid);
+        }
+    }
+
+    pub fn put<T: Stored>(&self, o: &T) -> i64 {
+        self.rt.block_on(self.cluster.put(o))
+    }
+
+    pub fn delete<T: Stored>(&self, o: &T) -> i64 {
+        self.rt.block_on(self.cluster.delete(o))
+    }
+
+    pub fn exists(&self, key: &str) -> bool {
+        self.rt.block_on(self.cluster.exists(key))
+    }
+
+    pub fn wait(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Env) -> bool) -> Duration {
+        let t0 = Instant::now();
+        while !f(self) {
+            if t0.elapsed() > timeout {
+                self.dump_logs();
+                panic!("timed out after {timeout:?} waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t0.elapsed()
+    }
+
+    pub fn key(&mut self) -> u32 {
+        self.next_key += 1;
+        self.next_key
+    }
+
+    /// A VM on host `i` with its veth's host end bound to `port`.
+    pub fn vm(&mut self, i: usize, name: &str, cidr: &str, gw: Option<Ipv4Addr>) -> Vm {
+        let host_if = format!("{name}h");
+        let v = self
+            .lab
+            .add_vm(&VmSpec {
+                name,
+                host_ns: &self.hosts[i].ns.clone(),
+                host_if: &host_if,
+                vm_if: name,
+                ip_cidr: cidr,
+                mac: None,
+                mtu: Some(1500),
+                gateway: gw,
+            })
+            .expect("vm");
+        ns_exec(&v.ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
+        // One GSO frame per VXLAN datagram (see the datapath's docs).
+        ns_exec(&v.ns, &["ip", "link", "set", "dev", &v.vm_if, "gso_max_size", "60000"])
+            .expect("gso cap");
+        v
+    }
+
+    pub fn bridge_port(&mut self, b: &Bridge, host: Option<(usize, &Vm)>) -> Port {
+        let bound = host.map(|(i, vm)| (i, vm.host_if.clone()));
+        self.bridge_port_on(b, bound)
+    }
+
+    /// A bridge port bound to interface `ifname` of host `i` (which may not
+    /// exist yet).
+    pub fn bridge_port_on(&mut self, b: &Bridge, host: Option<(usize, String)>) -> Port {
+        let mut p = Port {
+            id: PortId::random(),
+            port_type: PortType::Bridge,
+            device_id: b.id.cast(),
+            admin_state_up: true,
+            tunnel_key: self.key(),
+            ..Default::default()
+        };
+        if let Some((i, ifname)) = host {
+            p.host_id = Some(self.hosts[i].id);
+            p.interface_name = Some(ifname);
+        }
+        self.put(&p);
+        p
+    }
+
+    pub fn wait_active(&self, p: &Port) -> Duration {
+        let k = midonet_proto::keys::port_active(&p.id.to_string());
+        self.wait("port active", Duration::from_secs(20), |e| e.exists(&k))
+    }
+
+    /// The agent's metrics on host `i`, fetched from inside its namespace.
+    pub fn metrics(&self, i: usize) -> String {
+        in_netns(&self.hosts[i].ns, || {
+            use std::io::{Read, Write};
+            let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:7300") else {
+                return String::new();
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+    }
+
+    pub fn metric(&self, i: usize, series: &str) -> f64 {
+        self.metrics(i)
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The sum of every series of a labelled family (e.g. all drop reasons).
+    pub fn metric_sum(&self, i: usize, family: &str) -> f64 {
+        self.metrics(i)
+            .lines()
+            .filter(|l| l.starts_with(family) && l[family.len()..].starts_with('{'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn dump_logs(&self) {
+        for (i, h) in self.hosts.iter().enumerate() {
+            let log = std::fs::read_to_string(h.dir.path().join("agent.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("---- agent {i} ({}) log tail ----", h.ns);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var("MAG_KEEP_LOGS").as_deref() == Ok("1") {
+            self.dump_logs();
+        }
+        // SIGTERM first so the agents take the clean shutdown path.
+        for h in &self.hosts {
+            if let Some(pid) = h.pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `ping -c n`: Some(avg rtt ms) if every reply came back.
+pub fn ping(from: &Vm, to: Ipv4Addr, n: u32, extra: &[&str]) -> Option<f64> {
+    let (c, dst) = (n.to_string(), to.to_string());
+    let mut args = vec!["ping", "-n", "-c", &c, "-i", "0.2", "-W", "1"];
+    args.extend_from_slice(extra);
+    args.push(&dst);
+    let out = ns_output(&from.ns, &args).expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains(&format!("{n} received")) {
+        return None;
+    }
+    text.lines()
+        .find(|l| l.contains("min/avg/max"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Pings (one at a time, 300 ms timeout) until `ok(reply)` holds; returns
+/// how long it took, or panics after `timeout`.
+pub fn until_ping(from: &Vm, to: Ipv4Addr, want_reply: bool, timeout: Duration) -> Duration {
+    let t0 = Instant::now();
+    let dst = to.to_string();
+    loop {
+        let out = ns_output(&from.ns, &["ping", "-n", "-c", "1", "-W", "0.3", &dst]).expect("ping");
+        if out.status.success() == want_reply {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "ping {to}: still {} after {timeout:?}",
+            if want_reply { "failing" } else { "answered" }
+        );
+        if !want_reply {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
