@@ -38,6 +38,17 @@
 //! # The same for misses arriving over the tunnel, all peers together.
 //! upcall_rate_tunnel = 20000                                  # default 20000
 //! upcall_burst_tunnel = 4000                                  # default 4000
+//! # UDP port of flow-state replication (conntrack and NAT state pushed to
+//! # peers before a connection's first packet), on `tunnel_bind`; the same
+//! # on every host. 0 = do not replicate (single-host trials).  default 2925
+//! flow_state_port = 2925
+//! # Most connections tracked on this host (about 52 bytes each); a full
+//! # table evicts unreplied or closing entries, never established ones,
+//! # and counts what it could not track.                  default 1048576
+//! conntrack_max_entries = 1048576
+//! # How often flows' activity refreshes their connections' timeouts.
+//! #                                                            default 5000
+//! conntrack_refresh_ms = 5000
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -77,6 +88,9 @@ pub struct Config {
     pub upcall_burst_per_port: u32,
     pub upcall_rate_tunnel: u32,
     pub upcall_burst_tunnel: u32,
+    pub flow_state_port: u16,
+    pub conntrack_max_entries: usize,
+    pub conntrack_refresh_ms: u64,
 }
 
 impl Default for Config {
@@ -97,6 +111,9 @@ impl Default for Config {
             upcall_burst_per_port: UpcallLimits::default().port_burst,
             upcall_rate_tunnel: UpcallLimits::default().tunnel_rate,
             upcall_burst_tunnel: UpcallLimits::default().tunnel_burst,
+            flow_state_port: 2925,
+            conntrack_max_entries: 1 << 20,
+            conntrack_refresh_ms: 5_000,
         }
     }
 }
@@ -139,6 +156,12 @@ impl Config {
         if self.scan_interval_ms == 0 {
             return Err(AgentError::Config("scan_interval_ms must be positive".into()));
         }
+        if self.conntrack_refresh_ms < 100 {
+            return Err(AgentError::Config("conntrack_refresh_ms must be at least 100".into()));
+        }
+        if self.flow_state_port != 0 && self.flow_state_port == self.tunnel_port {
+            return Err(AgentError::Config("flow_state_port must differ from tunnel_port".into()));
+        }
         Ok(())
     }
 
@@ -179,6 +202,8 @@ mod tests {
         assert_eq!(c.tunnel_port, 4789);
         assert_eq!(c.datapath, DatapathKind::Ebpf);
         assert_eq!(c.metrics_listen, "127.0.0.1:7300");
+        assert_eq!(c.flow_state_port, 2925);
+        assert_eq!(c.conntrack_max_entries, 1 << 20);
         assert_eq!(c.cluster_uris(), vec!["http://127.0.0.1:8182".to_string()]);
     }
 
@@ -190,6 +215,10 @@ mod tests {
         assert!(e.to_string().contains("metrics_listen"), "{e}");
         assert!(Config::from_toml("datapath = \"kernel\"").is_err());
         assert!(Config::from_toml("bogus = 1").is_err());
+        let e = Config::from_toml("flow_state_port = 4789").expect_err("same as the tunnel");
+        assert!(e.to_string().contains("flow_state_port"), "{e}");
+        let e = Config::from_toml("conntrack_refresh_ms = 0").expect_err("zero refresh");
+        assert!(e.to_string().contains("conntrack_refresh_ms"), "{e}");
         let c =
             Config::from_toml("datapath = \"dummy\"\ncluster = [\"10.0.0.1:1\", \"10.0.0.2:1\"]")
                 .expect("ok");

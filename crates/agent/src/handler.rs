@@ -45,6 +45,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::cache::TUNNEL_ROUTES_TAG;
+use crate::flowstate::{FlowState, Replicator};
 use crate::metrics::{AgentDrop, Metrics};
 use crate::session::Command;
 
@@ -69,6 +70,12 @@ pub struct View {
     pub revision: i64,
     /// Whether the cluster's first snapshot has arrived.
     pub ready: bool,
+    /// Port → other hosts with a port in one of its stateful port groups
+    /// (they receive its flow state; see [`crate::flowstate`]).
+    pub state_peers: HashMap<PortId, Vec<Ipv4Addr>>,
+    /// Addresses of the hosts sharing a tunnel zone with this one: the only
+    /// senders of flow state believed.
+    pub trusted_peers: std::collections::HashSet<Ipv4Addr>,
 }
 
 impl View {
@@ -79,6 +86,8 @@ impl View {
             ingress: HashMap::new(),
             revision: 0,
             ready: false,
+            state_peers: HashMap::new(),
+            trusted_peers: Default::default(),
         }
     }
 }
@@ -157,6 +166,10 @@ pub struct Shared {
     pub arp_wait: Duration,
     /// Origin of the simulation clock.
     pub epoch: Instant,
+    /// Connection tracking (and NAT bindings): held for one simulation.
+    pub flowstate: Mutex<FlowState>,
+    /// Where flow state goes to peers; `None` with `flow_state_port = 0`.
+    pub replicator: Option<Replicator>,
 }
 
 /// The result of handling one packet (a miss or a re-simulation).
@@ -165,6 +178,9 @@ pub struct Outcome {
     pub execute: Actions,
     pub install: Option<FlowInstall>,
     pub generated: Vec<GeneratedPacket>,
+    /// Tags made stale by connections this packet started (the datapath
+    /// invalidates them before installing `install`).
+    pub invalidate: Vec<u64>,
 }
 
 /// How deep generated packets may re-enter the simulation.
@@ -205,6 +221,11 @@ impl Handler {
     fn miss(&mut self, key: &FlowKey, frame: &[u8], in_port: InPort) -> MissDecision {
         let sh = &*self.shared;
         sh.metrics.misses.inc();
+        // State a peer sent before this packet's connection reached us is
+        // installed before the simulation (see `flowstate::Replicator`).
+        if let Some(r) = &sh.replicator {
+            r.drain(sh);
+        }
         let view = sh.view.load();
         let ingress = match in_port {
             InPort::Port(n) => match view.ingress.get(&n) {
@@ -240,7 +261,12 @@ impl Handler {
                 })
                 .inc();
         }
-        MissDecision { install: o.install.take(), execute: o.execute, generated: o.generated }
+        MissDecision {
+            install: o.install.take(),
+            execute: o.execute,
+            generated: o.generated,
+            invalidate: o.invalidate,
+        }
     }
 }
 
@@ -263,20 +289,32 @@ pub fn process(
     cacheable: bool,
 ) -> Outcome {
     let mut out = Outcome::default();
+    let now = sim_now(sh);
+    let mut fs = sh.flowstate.lock();
     {
         let state = sh.state.read();
         crate::simulate::run(
             &view.sim,
             &state,
+            &fs.conn,
             &mut w.icmp,
             key,
             frame,
             ingress,
-            sim_now(sh),
+            now,
             &mut w.result,
         );
     }
     let r = &mut w.result;
+    let mut conns = Vec::new();
+    let full = fs.apply(r, key.tcp_flags, now, &mut conns, &mut out.invalidate);
+    drop(fs);
+    if full > 0 {
+        sh.metrics.count_drop_n(AgentDrop::ConntrackFull, full);
+    }
+    if !conns.is_empty() {
+        replicate(sh, view, ingress, &r.actions, conns);
+    }
     let mut resolved: Vec<(RouterId, Ipv4Addr)> = Vec::new();
     if !r.state_writes.is_empty() {
         let mut stale = Vec::new();
@@ -357,7 +395,8 @@ pub fn process(
             }
             GenTarget::Ingress(p) if depth < MAX_GEN_DEPTH => {
                 let Ok(k) = FlowKey::extract(&g.frame, InPort::Port(0)) else { continue };
-                let sub = process(sh, view, w, &k, &g.frame, p, depth + 1, false);
+                let mut sub = process(sh, view, w, &k, &g.frame, p, depth + 1, false);
+                out.invalidate.append(&mut sub.invalidate);
                 if !sub.execute.as_slice().is_empty() {
                     out.generated
                         .push(GeneratedPacket { actions: sub.execute, frame: g.frame.clone() });
@@ -376,8 +415,39 @@ pub fn process(
     out
 }
 
+/// Sends the connections a simulation recorded or saw change to the peers
+/// that may see the connection's other packets (see [`crate::flowstate`]),
+/// before the packet itself goes.
+fn replicate(
+    sh: &Shared,
+    view: &View,
+    ingress: PortId,
+    actions: &[SimAction],
+    conns: Vec<midonet_wire::flowstate::ConntrackRepr>,
+) {
+    let Some(rep) = &sh.replicator else { return };
+    let peers = crate::flowstate::peers(view, ingress, actions);
+    if peers.is_empty() {
+        return;
+    }
+    let msg = midonet_wire::flowstate::FlowStateRepr {
+        sender: *sh.host_id.uuid().as_bytes(),
+        ingress_port: *ingress.uuid().as_bytes(),
+        egress_ports: crate::flowstate::egress_ports(actions),
+        port_groups: Vec::new(),
+        conntrack: conns,
+        nat: Vec::new(),
+    };
+    let failed = rep.send(&msg, &peers);
+    sh.metrics.flow_state_sent.inc_by((peers.len() - failed) as u64);
+    if failed > 0 {
+        sh.metrics.flow_state_rejected_n("send_failed", failed as u64);
+    }
+}
+
 /// Re-simulates the packets parked on `(router, ip)` now that it resolved;
-/// returns them as packets to emit.
+/// returns them as packets to emit, and the tags the connections they
+/// started make stale (the caller invalidates them).
 pub fn release_parked(
     sh: &Shared,
     view: &View,
@@ -388,6 +458,9 @@ pub fn release_parked(
     let mut out = Vec::new();
     for p in parked {
         let o = process(sh, view, w, &p.key, &p.frame, p.ingress, 1, false);
+        if !o.invalidate.is_empty() {
+            let _ = sh.stale.send(o.invalidate.iter().map(|t| Tag(*t)).collect());
+        }
         if !o.execute.as_slice().is_empty() {
             out.push(GeneratedPacket { actions: o.execute, frame: p.frame });
         }

@@ -41,8 +41,8 @@
 //!
 //! # Not here yet
 //!
-//! * Flow-state replication to peers (conntrack, NAT): the simulation's
-//!   conntrack seam is `NoConntrack`.
+//! * Dynamic NAT bindings: the table exists and peers' bindings are
+//!   imported, but the simulation does not create any yet.
 //! * ARP requests are sent once per packet that misses, not retransmitted
 //!   on a timer; after the 5 s wait the next hop is marked failed for 10 s
 //!   (ICMP host unreachable), then asked again.
@@ -56,6 +56,7 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod flowstate;
 pub mod handler;
 pub mod host_id;
 pub mod metrics;

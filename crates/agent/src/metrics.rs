@@ -50,10 +50,13 @@ pub enum AgentDrop {
     NoTunnelRoute,
     /// Topology not received yet.
     NoTopology,
+    /// A new connection could not be tracked: the table is full of live,
+    /// replied connections (the packet still goes; its reply may not).
+    ConntrackFull,
 }
 
 impl AgentDrop {
-    pub const ALL: [AgentDrop; 8] = [
+    pub const ALL: [AgentDrop; 9] = [
         AgentDrop::UnboundPort,
         AgentDrop::UnknownTunnelKey,
         AgentDrop::SimDrop,
@@ -62,6 +65,7 @@ impl AgentDrop {
         AgentDrop::WaitingRoomFull,
         AgentDrop::NoTunnelRoute,
         AgentDrop::NoTopology,
+        AgentDrop::ConntrackFull,
     ];
 
     /// The metric label (snake_case, like the datapath's and the sim's).
@@ -75,6 +79,7 @@ impl AgentDrop {
             AgentDrop::WaitingRoomFull => "waiting_room_full",
             AgentDrop::NoTunnelRoute => "no_tunnel_route",
             AgentDrop::NoTopology => "no_topology",
+            AgentDrop::ConntrackFull => "conntrack_full",
         }
     }
 }
@@ -103,6 +108,11 @@ pub struct PortLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -128,6 +138,17 @@ pub struct Metrics {
     pub miss_latency: Histogram,
     /// 1 for the datapath provider running (`ebpf`, `userspace`, `dummy`).
     pub datapath_provider: Family<ProviderLabels, Gauge>,
+    /// Tracked connections now.
+    pub conntrack_entries: Gauge,
+    /// Connection-table events: inserted, expired, evicted, insert_failed,
+    /// removed, refreshed.
+    pub conntrack_events: Family<EventLabels, Counter>,
+    /// Flow-state messages sent (one per peer).
+    pub flow_state_sent: Counter,
+    /// Flow-state messages received and installed.
+    pub flow_state_received: Counter,
+    /// Flow-state messages (or their entries) dropped, by reason.
+    pub flow_state_rejected: Family<ReasonLabels, Counter>,
     // Mirrored from the datapath.
     pub dp_flows: Gauge,
     pub dp_drops: Family<ReasonLabels, Counter>,
@@ -159,6 +180,11 @@ impl Metrics {
             // 1 µs to ~0.5 s.
             miss_latency: Histogram::new(exponential_buckets(1e-6, 2.0, 20)),
             datapath_provider: Family::default(),
+            conntrack_entries: Gauge::default(),
+            conntrack_events: Family::default(),
+            flow_state_sent: Counter::default(),
+            flow_state_received: Counter::default(),
+            flow_state_rejected: Family::default(),
             dp_flows: Gauge::default(),
             dp_drops: Family::default(),
             dp_upcalls: Counter::default(),
@@ -232,6 +258,31 @@ impl Metrics {
                 m.datapath_provider.clone(),
             );
             r.register("flows", "Flows installed in the datapath", m.dp_flows.clone());
+            r.register(
+                "conntrack_entries",
+                "Connections tracked on this host",
+                m.conntrack_entries.clone(),
+            );
+            r.register(
+                "conntrack_events",
+                "Connection-table events (inserted, expired, evicted, insert_failed, removed, refreshed)",
+                m.conntrack_events.clone(),
+            );
+            r.register(
+                "flow_state_sent",
+                "Flow-state messages sent to peers (one per peer)",
+                m.flow_state_sent.clone(),
+            );
+            r.register(
+                "flow_state_received",
+                "Flow-state messages received from peers and installed",
+                m.flow_state_received.clone(),
+            );
+            r.register(
+                "flow_state_rejected",
+                "Flow-state messages or entries dropped, by reason (malformed, unknown_peer, own, unknown_kind, refused, send_failed)",
+                m.flow_state_rejected.clone(),
+            );
             r.register("dp_drops", "Packets the datapath dropped, by reason", m.dp_drops.clone());
             r.register(
                 "dp_upcalls",
@@ -250,6 +301,41 @@ impl Metrics {
 
     pub fn count_drop(&self, reason: AgentDrop) {
         self.drops.get_or_create(&DropLabels { reason: reason.as_str() }).inc();
+    }
+
+    pub fn count_drop_n(&self, reason: AgentDrop, n: usize) {
+        self.drops.get_or_create(&DropLabels { reason: reason.as_str() }).inc_by(n as u64);
+    }
+
+    /// A flow-state message dropped for `reason`.
+    pub fn flow_state_rejected(&self, reason: &'static str) {
+        self.flow_state_rejected_n(reason, 1);
+    }
+
+    pub fn flow_state_rejected_n(&self, reason: &'static str, n: u64) {
+        self.flow_state_rejected.get_or_create(&ReasonLabels { reason }).inc_by(n);
+    }
+
+    /// Entries of an accepted message that were not installed.
+    pub fn flow_state_entries_rejected(&self, reason: &'static str, n: u32) {
+        self.flow_state_rejected_n(reason, u64::from(n));
+    }
+
+    /// Mirror the connection table's counters (deltas since the last call).
+    pub fn observe_conntrack(&self, d: &midonet_state::ConnStats, refreshed: u64) {
+        self.conntrack_entries.set(d.entries as i64);
+        for (event, n) in [
+            ("inserted", d.inserted),
+            ("expired", d.expired),
+            ("evicted", d.evicted),
+            ("insert_failed", d.insert_failed),
+            ("removed", d.removed),
+            ("refreshed", refreshed),
+        ] {
+            if n > 0 {
+                self.conntrack_events.get_or_create(&EventLabels { event }).inc_by(n);
+            }
+        }
     }
 
     /// A simulation decided to drop, for `reason` (the sim's label).

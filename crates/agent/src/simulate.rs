@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use midonet_datapath::FlowKey;
 use midonet_model::PortId;
-use midonet_sim::{IcmpRateLimiter, MemState, SimResult, Snapshot};
+use midonet_sim::{ConntrackView, IcmpRateLimiter, MemState, SimResult, Snapshot};
 
 /// ECMP hash seed. The same on every agent, so that every host picks the
 /// same path for a flow.
@@ -16,6 +16,7 @@ const HASH_SEED: u64 = 0x6d69_646f_6e65_7452;
 pub fn run(
     snap: &Snapshot,
     state: &MemState,
+    conntrack: &dyn ConntrackView,
     icmp: &mut IcmpRateLimiter,
     key: &FlowKey,
     frame: &[u8],
@@ -31,5 +32,5 @@ pub fn run(
         hash_seed: HASH_SEED,
         trace: false,
     };
-    midonet_sim::simulate_into(snap, state, &midonet_sim::NoConntrack, icmp, &input, out);
+    midonet_sim::simulate_into(snap, state, conntrack, icmp, &input, out);
 }

@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use crate::cache::{Applied, Cache};
 use crate::config::{Config, DatapathKind};
 use crate::error::AgentError;
+use crate::flowstate::{FlowState, Replicator};
 use crate::handler::{self, Egress, Handler, Shared, View, WaitingRoom, Worker};
 use crate::metrics::{AgentDrop, Metrics};
 use crate::scanner::{self, Interface};
@@ -136,7 +137,24 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         flow_idle_ms: cfg.flow_idle_ms,
         arp_wait: Duration::from_millis(cfg.arp_wait_ms),
         epoch: Instant::now(),
+        flowstate: Mutex::new(FlowState::new(cfg.conntrack_max_entries, random_seed())),
+        replicator: match cfg.flow_state_port {
+            0 => None,
+            port => Some(Replicator::bind(cfg.tunnel_bind, port).map_err(|e| AgentError::Io {
+                what: format!("binding the flow-state socket {}:{port}", cfg.tunnel_bind),
+                source: e,
+            })?),
+        },
     });
+    let rx_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = match &shared.replicator {
+        Some(_) => {
+            Some(Replicator::spawn_receiver(shared.clone(), rx_stop.clone()).map_err(|e| {
+                AgentError::Io { what: "starting the flow-state receiver".into(), source: e }
+            })?)
+        }
+        None => None,
+    };
     let handler = Box::new(Handler::new(shared.clone()));
     let (dp, provider) = start_datapath(&cfg, dp_choice, handler)?;
     // The kernel datapath outlives the agent: on stop its vports and
@@ -190,8 +208,18 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
             stop_rx.clone(),
         ));
     }
-    let core = Core::new(shared.clone(), dp.clone(), cmd_tx, applied, keep_datapath);
-    tasks.spawn(core.run(upd_rx, if_rx, stale_rx, stop_rx));
+    let refresh = Duration::from_millis(cfg.conntrack_refresh_ms);
+    let core = Core::new(shared.clone(), dp.clone(), cmd_tx, applied, keep_datapath, refresh);
+    tasks.spawn(core.run(upd_rx, if_rx, stale_rx, stop_rx.clone()));
+    if let Some(rx) = receiver {
+        // The receiver thread polls its flag every 200 ms.
+        let mut stop = stop_rx;
+        tasks.spawn(async move {
+            let _ = stop.changed().await;
+            rx_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(move || rx.join()).await;
+        });
+    }
     Ok(Agent { host_id, shared, dp, metrics, metrics_addr, stop: stop_tx, tasks })
 }
 
@@ -292,6 +320,7 @@ async fn serve_metrics(
 ) {
     use axum::routing::get;
     let (sh, dpm) = (shared.clone(), dp.clone());
+    let shared_ct = shared.clone();
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -330,6 +359,7 @@ async fn serve_metrics(
                 }
             }),
         );
+    let app = app.merge(conntrack_routes(shared_ct));
     let r = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.changed().await;
@@ -338,6 +368,68 @@ async fn serve_metrics(
     if let Err(e) = r {
         tracing::warn!(error = %e, "metrics server ended");
     }
+}
+
+/// `GET /conntrack[?limit=N]`: the tracked connections (what `midonet
+/// conntrack list` shows); `POST /conntrack/flush[?tracker=UUID]`: forget
+/// them (all, or one device's), re-simulating the flows that used them.
+fn conntrack_routes(shared: Arc<Shared>) -> axum::Router {
+    use axum::extract::Query;
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    #[derive(serde::Deserialize)]
+    struct ListQ {
+        limit: Option<usize>,
+    }
+    #[derive(serde::Deserialize)]
+    struct FlushQ {
+        tracker: Option<String>,
+    }
+    let sh = shared.clone();
+    axum::Router::new()
+        .route(
+            "/conntrack",
+            get(move |Query(q): Query<ListQ>| {
+                let sh = sh.clone();
+                async move {
+                    let now = sh.epoch.elapsed();
+                    let fs = sh.flowstate.lock();
+                    let total = fs.conn.len();
+                    let rows = fs.list(now, q.limit.unwrap_or(10_000));
+                    axum::Json(serde_json::json!({
+                        "host": sh.host_id.to_string(),
+                        "count": total,
+                        "connections": rows,
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/conntrack/flush",
+            post(move |Query(q): Query<FlushQ>| {
+                let sh = shared.clone();
+                async move {
+                    let tracker = match q.tracker.as_deref().map(uuid::Uuid::parse_str) {
+                        None => None,
+                        Some(Ok(u)) => Some(midonet_state::TrackerId(u)),
+                        Some(Err(_)) => {
+                            return (
+                                StatusCode::BAD_REQUEST,
+                                axum::Json(serde_json::json!({
+                                    "error": "tracker: not a UUID"
+                                })),
+                            )
+                        }
+                    };
+                    let tags = sh.flowstate.lock().flush(tracker, sh.epoch.elapsed());
+                    let n = tags.len();
+                    if !tags.is_empty() {
+                        let _ = sh.stale.send(tags);
+                    }
+                    (StatusCode::OK, axum::Json(serde_json::json!({ "flushed": n })))
+                }
+            }),
+        )
 }
 
 /// The installed flows, busiest first, as `GET /flows` answers: each with
@@ -381,6 +473,12 @@ fn flow_dump(shared: &Shared, dp: &dyn Datapath, provider: &str) -> serde_json::
     })
 }
 
+/// A random hash seed for the connection table: its keys come from guests.
+fn random_seed() -> u64 {
+    let u = uuid::Uuid::new_v4().as_u64_pair();
+    u.0 ^ u.1
+}
+
 /// How long a failed ARP resolution is remembered (MidoNet's ARP retry
 /// interval, as MidoNet's agent does).
 const ARP_FAILED_HOLD: Duration = Duration::from_secs(10);
@@ -408,6 +506,9 @@ struct Core {
     /// Leave vports and tunnel keys in place on stop (the ebpf datapath
     /// keeps forwarding for the next agent, which adopts them).
     keep_datapath: bool,
+    /// How often flow activity refreshes connections, and when it last did.
+    refresh: Duration,
+    refreshed_at: Instant,
 }
 
 impl Core {
@@ -417,6 +518,7 @@ impl Core {
         commands: mpsc::UnboundedSender<Command>,
         applied: Arc<AtomicI64>,
         keep_datapath: bool,
+        refresh: Duration,
     ) -> Core {
         Core {
             cache: Cache::new(shared.state.clone()),
@@ -429,6 +531,8 @@ impl Core {
             worker: Worker::default(),
             arp_failed_at: HashMap::new(),
             keep_datapath,
+            refresh,
+            refreshed_at: Instant::now(),
         }
     }
 
@@ -574,6 +678,39 @@ impl Core {
             });
         }
         self.invalidate(tags);
+        self.conntrack_housekeeping(now);
+    }
+
+    /// Expire connections (invalidating their flows), refresh those whose
+    /// flows carried packets since the last round, mirror the counters.
+    fn conntrack_housekeeping(&mut self, now: Instant) {
+        let sim_now = self.shared.epoch.elapsed();
+        let gone = self.shared.flowstate.lock().expire(sim_now);
+        if !gone.is_empty() {
+            tracing::debug!(connections = gone.len(), "connections expired");
+            self.invalidate(gone);
+        }
+        let mut refreshed = 0;
+        if now.duration_since(self.refreshed_at) >= self.refresh
+            && !self.shared.flowstate.lock().conn.is_empty()
+        {
+            // A flow used since the last round (with a second of slack for
+            // the datapath's own clock) keeps its connections alive.
+            let window =
+                (now.duration_since(self.refreshed_at) + Duration::from_secs(1)).as_millis() as u64;
+            self.refreshed_at = now;
+            match self.dp.dump_flows() {
+                Ok(flows) => {
+                    let mut fs = self.shared.flowstate.lock();
+                    for f in flows.iter().filter(|f| f.idle_ms <= window) {
+                        refreshed += fs.refresh(f.tags.iter(), sim_now);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading flows for conntrack refresh"),
+            }
+        }
+        let (delta, _) = self.shared.flowstate.lock().stats_delta();
+        self.shared.metrics.observe_conntrack(&delta, refreshed as u64);
     }
 
     fn invalidate(&self, mut tags: Vec<Tag>) {
@@ -679,6 +816,8 @@ impl Core {
             ingress,
             revision: self.cache.revision,
             ready: self.cache.ready,
+            state_peers: crate::flowstate::state_peers(topo, me),
+            trusted_peers: crate::flowstate::trusted_peers(topo, me),
         }));
     }
 }

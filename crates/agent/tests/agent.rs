@@ -32,6 +32,8 @@ async fn start_agent(cluster: &[String]) -> Rig {
         datapath: DatapathKind::Dummy,
         metrics_listen: "127.0.0.1:0".into(),
         session_ttl_secs: 3,
+        // Several agents share this network namespace: no fixed UDP port.
+        flow_state_port: 0,
         ..Config::default()
     };
     let dp = Arc::new(DummyDatapath::new(None));

@@ -191,6 +191,10 @@ pub struct MissDecision {
     pub execute: Actions,
     /// Extra packets to emit.
     pub generated: Vec<GeneratedPacket>,
+    /// Tags whose flows the state this miss created makes stale (a newly
+    /// tracked connection): invalidated before `install`, so the flow
+    /// being installed, which may carry one of them, survives.
+    pub invalidate: Vec<u64>,
 }
 
 impl MissDecision {
@@ -202,7 +206,7 @@ impl MissDecision {
     /// Install `install` and execute its actions on this packet.
     pub fn install(install: FlowInstall) -> Self {
         let execute = install.actions.clone();
-        MissDecision { install: Some(install), execute, generated: Vec::new() }
+        MissDecision { install: Some(install), execute, ..MissDecision::default() }
     }
 }
 

@@ -88,6 +88,8 @@ pub struct Core<I: Io> {
     pub io: I,
     keep: Vec<Slot>,
     installs: Vec<(FlowKey, FlowInstall)>,
+    /// Tags to invalidate before `installs` (see `MissDecision::invalidate`).
+    stale: Vec<u64>,
     epoch: Instant,
     pub now_ms: u64,
 }
@@ -101,6 +103,7 @@ struct Ctx<'a, I: Io> {
     epoch: Instant,
     keep: &'a mut Vec<Slot>,
     installs: &'a mut Vec<(FlowKey, FlowInstall)>,
+    stale: &'a mut Vec<u64>,
 }
 
 impl<I: Io> Core<I> {
@@ -115,6 +118,7 @@ impl<I: Io> Core<I> {
             io,
             keep: Vec::new(),
             installs: Vec::new(),
+            stale: Vec::new(),
             epoch: Instant::now(),
             now_ms: 0,
         }
@@ -240,6 +244,7 @@ impl<I: Io> Core<I> {
             epoch: self.epoch,
             keep: &mut self.keep,
             installs: &mut self.installs,
+            stale: &mut self.stale,
         };
         emit_generated(&mut ctx, frame, actions, MAX_DEPTH);
         self.finish_packet();
@@ -252,6 +257,10 @@ impl<I: Io> Core<I> {
     }
 
     fn finish_packet(&mut self) {
+        if !self.stale.is_empty() {
+            self.table.invalidate_tags(&self.stale);
+            self.stale.clear();
+        }
         while let Some((key, f)) = self.installs.pop() {
             // A full table only costs a later upcall; TableStats counts it.
             let _ = self.install(&key, f);
@@ -372,6 +381,7 @@ impl<I: Io> Core<I> {
             epoch: self.epoch,
             keep: &mut self.keep,
             installs: &mut self.installs,
+            stale: &mut self.stale,
         };
         match hit {
             Some((id, _)) => {
@@ -411,7 +421,7 @@ impl<I: Io> Core<I> {
                 }
             }
         }
-        if !self.installs.is_empty() {
+        if !self.installs.is_empty() || !self.stale.is_empty() {
             self.finish_packet();
         }
     }
@@ -425,7 +435,8 @@ fn apply_decision<I: Io>(
     in_port: InPort,
     depth: u8,
 ) {
-    let MissDecision { install, execute, generated } = d;
+    let MissDecision { install, execute, generated, invalidate } = d;
+    ctx.stale.extend(invalidate);
     if let Some(f) = install {
         ctx.installs.push((*key, f));
     }

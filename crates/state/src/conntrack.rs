@@ -88,6 +88,16 @@ impl ConnState {
     pub fn evictable(self) -> bool {
         self != ConnState::Replied
     }
+
+    /// How far along a connection is: states only move forward.
+    fn stage(self) -> u8 {
+        match self {
+            ConnState::SynSent | ConnState::New => 0,
+            ConnState::Replied => 1,
+            ConnState::Closing => 2,
+            ConnState::Closed => 3,
+        }
+    }
 }
 
 /// Which way a packet goes relative to its connection.
@@ -362,14 +372,20 @@ impl ConnTable {
 
     /// Install a connection learnt from a peer (or the local log) with its
     /// state, refreshing it if present. Follows the full-table policy.
+    ///
+    /// A live entry never goes back: a sender that has not seen the reply
+    /// yet (`SynSent`) does not undo a `Replied` learnt here or from the
+    /// other side, and a closed connection is not re-opened.
     pub fn import(&mut self, key: ConnKey, state: ConnState, now: Duration) -> Result<(), Full> {
         let now_ms = ms(now);
-        let expires = now_ms.saturating_add(ms(self.cfg.timeouts.of(key.proto, state)));
         if let Some(s) = self.map.get_mut(&key) {
+            let state =
+                if s.expires_ms > now_ms && state.stage() < s.val.stage() { s.val } else { state };
             s.val = state;
-            s.expires_ms = expires;
+            s.expires_ms = now_ms.saturating_add(ms(self.cfg.timeouts.of(key.proto, state)));
             return Ok(());
         }
+        let expires = now_ms.saturating_add(ms(self.cfg.timeouts.of(key.proto, state)));
         if self.map.len() >= self.cfg.max_entries {
             self.make_room(now_ms)?;
         }
@@ -469,6 +485,24 @@ mod tests {
         assert_eq!(t.lookup(&k.reversed(), S(1)).map(|(_, d)| d), Some(Direction::Return));
         assert_eq!(t.track(k, 0, S(2)), Ok(Tracked::Existing));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn an_import_never_takes_a_live_connection_back() {
+        let mut t = table(16);
+        let k = key(proto::TCP, 7);
+        t.import(k, ConnState::Replied, S(0)).expect("room");
+        // The initiator's copy, still SYN-sent, arrives again.
+        t.import(k, ConnState::SynSent, S(1)).expect("room");
+        let (c, _) = t.lookup(&k, S(1)).expect("tracked");
+        assert_eq!(c.state, ConnState::Replied);
+        assert_eq!(c.expires, S(1) + Timeouts::default().tcp_established, "refreshed");
+        t.import(k, ConnState::Closing, S(2)).expect("room");
+        assert_eq!(t.lookup(&k, S(2)).expect("tracked").0.state, ConnState::Closing);
+        // Once expired, the entry starts again from what arrives.
+        let later = S(2) + Timeouts::default().tcp_closing;
+        t.import(k, ConnState::SynSent, later).expect("room");
+        assert_eq!(t.lookup(&k, later).expect("tracked").0.state, ConnState::SynSent);
     }
 
     #[test]

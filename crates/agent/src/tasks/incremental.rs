@@ -644,9 +644,13 @@ impl Agent {
             flow_idle_ms: 0,
             arp_wait: Duration::from_secs(60),
             epoch: Instant::now(),
+            flowstate: Mutex::new(crate::flowstate::FlowState::new(1024, 1)),
+            replicator: None,
         });
         let dp = Arc::new(DummyDatapath::new(Some(Box::new(Handler::new(shared.clone())))));
-        let core = Core::new(shared, dp.clone(), cmd_tx, Arc::new(AtomicI64::new(0)), false);
+        let refresh = Duration::from_secs(5);
+        let core =
+            Core::new(shared, dp.clone(), cmd_tx, Arc::new(AtomicI64::new(0)), false, refresh);
         Agent { core, dp, stale, commands }
     }
 

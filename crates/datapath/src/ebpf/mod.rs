@@ -782,7 +782,10 @@ impl State {
         in_port: InPort,
         depth: u8,
     ) {
-        let MissDecision { install, execute, generated } = d;
+        let MissDecision { install, execute, generated, invalidate } = d;
+        if !invalidate.is_empty() {
+            self.invalidate_tags(&invalidate);
+        }
         // The flow first, then the packet: the packet's answer (a SYN-ACK,
         // then the ACK) must find the flow in the kernel, not miss again.
         if let Some(f) = install {

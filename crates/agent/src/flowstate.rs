@@ -1,0 +1,634 @@
+//! Flow state on this host: the connection-tracking table, fed by the
+//! simulations run here and by peers' messages, kept alive by datapath
+//! activity, expired, and replicated (issue 8; reference §2.11, §3).
+//!
+//! ```text
+//!  miss ─ sim (reads ConnTable) ─ SimResult.conntrack ─> track ─┬─ new: its tag invalidated by the datapath
+//!                                                               │       before this miss's flow installs
+//!                                                               └─ message ─UDP─> peers (below), sent
+//!                                                                  before the packet is forwarded
+//!  peer message ─> sender in a shared tunnel zone? parsed? ─> imported ─> its tags invalidated (core)
+//!  core, 1 s: expiry (bounded sweep) ─> tags invalidated
+//!  core, refresh_ms: flows used since the last round ─> their connections' expiry pushed out
+//! ```
+//!
+//! * **Who receives** (MidoNet's `PeerResolver`, reference §3.2): the
+//!   hosts of the ports the simulation output to, and of every port in a
+//!   stateful port group of the ingress port or of an egress port; never
+//!   this host. The list per port is computed with the view
+//!   ([`View::state_peers`](crate::handler::View)).
+//! * **Whom we believe**: a message is accepted only from an address of a
+//!   host that shares a tunnel zone with this one; anything else, and
+//!   anything that does not parse, is counted and dropped.
+//! * **Return traffic** is recognised after the fact: a simulation whose
+//!   tags name a tracked connection it did not record found that
+//!   connection's reply, so the entry moves to `Replied` (kernel timeouts:
+//!   TCP established five days, UDP assured 180 s) and that change is sent
+//!   to the hosts the reply goes to, so the initiator's copy is
+//!   established too.
+//! * **Refresh from activity**: every `conntrack_refresh_ms` the flow
+//!   table is read; a flow used since the last round refreshes every
+//!   connection its tags name (forward flows recorded them, return flows
+//!   looked them up). An idle connection therefore lives as long as the
+//!   kernel's would, whatever the flows' own idle timeout: when its flows
+//!   expire and a packet comes again, the simulation finds it.
+//! * **Lost messages**: every simulation that records a connection sends
+//!   it again (a flow re-simulated after expiry or invalidation), and a
+//!   return flow simulated before the state arrived carries the
+//!   connection's tag, so the message's arrival re-simulates it. A reply
+//!   that arrives before the state is dropped by a stateful rule (the
+//!   sender's retransmission then passes): that is the documented worst
+//!   case, one retransmission, not a broken connection.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use midonet_model::PortId;
+use midonet_sim::{SimAction, SimResult, Tag};
+use midonet_state::message::{conntrack_repr, install, Installed};
+use midonet_state::{ConnKey, ConnStats, ConnTable, ConntrackCfg, NatTable, Tracked};
+use midonet_wire::flowstate::{ConntrackRepr, FlowStateRepr};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::handler::{Egress, Shared, View};
+
+/// How many entries one expiry round may visit (the sweep is incremental).
+const EXPIRY_BUDGET: usize = 65_536;
+
+/// The largest message read; ours are far smaller (one connection and its
+/// bindings), and one underlay datagram is the bound.
+const MAX_MESSAGE: usize = 9000;
+
+/// Bindings received from a peer live this long unless refreshed.
+const NAT_IMPORT_TTL: Duration = Duration::from_secs(180);
+
+/// The tables and the index from flow tags to connections.
+pub struct FlowState {
+    pub conn: ConnTable,
+    pub nat: NatTable,
+    /// `Tag::conntrack(key)` → key, for every tracked connection: which
+    /// connection a flow's tag names.
+    by_tag: HashMap<u64, ConnKey>,
+    /// Counters as last mirrored into the metrics.
+    mirrored: ConnStats,
+}
+
+impl FlowState {
+    pub fn new(max_entries: usize, hash_seed: u64) -> FlowState {
+        let cfg = ConntrackCfg { max_entries, ..ConntrackCfg::default() };
+        FlowState {
+            conn: ConnTable::new(cfg, hash_seed),
+            nat: NatTable::new(max_entries, hash_seed.rotate_left(17)),
+            by_tag: HashMap::new(),
+            mirrored: ConnStats::default(),
+        }
+    }
+
+    fn index(&mut self, key: ConnKey) {
+        self.by_tag.insert(Tag::conntrack(&key).0, key);
+    }
+
+    /// Apply what one simulation recorded and saw. Connections to tell the
+    /// peers about go to `send`; the tags of connections tracked for the
+    /// first time go to `stale` (flows that looked for them and missed).
+    pub fn apply(
+        &mut self,
+        r: &SimResult,
+        tcp_flags: u16,
+        now: Duration,
+        send: &mut Vec<ConntrackRepr>,
+        stale: &mut Vec<u64>,
+    ) -> usize {
+        let mut full = 0;
+        for w in &r.conntrack {
+            match self.conn.track(w.key, w.tcp_flags, now) {
+                Ok(t) => {
+                    if t == Tracked::New {
+                        stale.push(Tag::conntrack(&w.key).0);
+                        self.index(w.key);
+                    }
+                    if let Some((c, _)) = self.conn.lookup(&w.key, now) {
+                        send.push(conntrack_repr(&c.key, c.state));
+                    }
+                }
+                Err(_) => full += 1,
+            }
+        }
+        if self.by_tag.is_empty() {
+            return full;
+        }
+        // Return traffic: a tag naming a tracked connection this simulation
+        // did not record is a lookup that found it.
+        for t in &r.tags {
+            let Some(k) = self.by_tag.get(&t.0).copied() else { continue };
+            if r.conntrack.iter().any(|w| w.key == k) {
+                continue;
+            }
+            let before = self.conn.lookup(&k, now).map(|(c, _)| c.state);
+            if let Some((c, _)) = self.conn.packet(&k.reversed(), tcp_flags, now) {
+                if Some(c.state) != before {
+                    send.push(conntrack_repr(&c.key, c.state));
+                }
+            }
+        }
+        full
+    }
+
+    /// Import a peer's message; returns what it did and the tags of the
+    /// flows it makes stale.
+    pub fn install(&mut self, msg: &FlowStateRepr, now: Duration) -> (Installed, Vec<Tag>) {
+        let done = install(msg, &mut self.conn, &mut self.nat, now + NAT_IMPORT_TTL, now);
+        let mut tags = Vec::with_capacity(msg.conntrack.len());
+        for c in &msg.conntrack {
+            let key = ConnKey::from(&c.key);
+            if self.conn.lookup(&key, now).is_some() {
+                self.index(key);
+                tags.push(Tag::conntrack(&key));
+            }
+        }
+        (done, tags)
+    }
+
+    /// Drop expired connections; returns the tags of their flows.
+    pub fn expire(&mut self, now: Duration) -> Vec<Tag> {
+        let mut gone = Vec::new();
+        self.conn.expire(now, EXPIRY_BUDGET, &mut gone);
+        gone.iter()
+            .map(|k| {
+                let t = Tag::conntrack(k);
+                self.by_tag.remove(&t.0);
+                t
+            })
+            .collect()
+    }
+
+    /// Flows with these tags carried packets: refresh the connections they
+    /// name. Returns how many were refreshed.
+    pub fn refresh<'a>(&mut self, tags: impl Iterator<Item = &'a u64>, now: Duration) -> usize {
+        let mut n = 0;
+        for t in tags {
+            if let Some(k) = self.by_tag.get(t).copied() {
+                n += usize::from(self.conn.touch(&k, now));
+            }
+        }
+        n
+    }
+
+    /// Forget connections (all, or those tracked by `tracker`); returns
+    /// the tags of their flows.
+    pub fn flush(&mut self, tracker: Option<midonet_state::TrackerId>, now: Duration) -> Vec<Tag> {
+        let keys: Vec<ConnKey> = self
+            .conn
+            .iter(now)
+            .map(|c| c.key)
+            .filter(|k| tracker.is_none_or(|t| k.tracker == t))
+            .collect();
+        keys.iter()
+            .map(|k| {
+                self.conn.remove(k);
+                let t = Tag::conntrack(k);
+                self.by_tag.remove(&t.0);
+                t
+            })
+            .collect()
+    }
+
+    /// Counters since the last call (for the metrics), and the size.
+    pub fn stats_delta(&mut self) -> (ConnStats, u64) {
+        let s = self.conn.stats();
+        let m = self.mirrored;
+        self.mirrored = s;
+        let d = ConnStats {
+            entries: s.entries,
+            inserted: s.inserted - m.inserted,
+            expired: s.expired - m.expired,
+            evicted: s.evicted - m.evicted,
+            insert_failed: s.insert_failed - m.insert_failed,
+            removed: s.removed - m.removed,
+        };
+        (d, s.entries)
+    }
+
+    /// Live connections, at most `limit`, for `GET /conntrack`.
+    pub fn list(&self, now: Duration, limit: usize) -> Vec<ConnRow> {
+        let mut rows: Vec<ConnRow> = self
+            .conn
+            .iter(now)
+            .take(limit)
+            .map(|c| ConnRow {
+                tracker: c.key.tracker.to_string(),
+                proto: c.key.proto,
+                src: c.key.src,
+                src_port: c.key.src_port,
+                dst: c.key.dst,
+                dst_port: c.key.dst_port,
+                state: c.state,
+                expires_in_s: c.expires.saturating_sub(now).as_secs(),
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (a.tracker.as_str(), a.src, a.src_port).cmp(&(b.tracker.as_str(), b.src, b.src_port))
+        });
+        rows
+    }
+}
+
+/// One connection as `GET /conntrack` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnRow {
+    pub tracker: String,
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    pub src_port: u16,
+    pub dst: Ipv4Addr,
+    pub dst_port: u16,
+    pub state: midonet_state::ConnState,
+    pub expires_in_s: u64,
+}
+
+/// The hosts a simulation's state goes to (module docs): egress hosts and
+/// the hosts of the stateful port groups of the ingress and egress ports.
+pub fn peers(view: &View, ingress: PortId, actions: &[SimAction]) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = Vec::new();
+    if let Some(p) = view.state_peers.get(&ingress) {
+        out.extend(p);
+    }
+    for a in actions {
+        let SimAction::ToPort(p) = a else { continue };
+        if let Some(Egress::Remote { dst, .. }) = view.egress.get(p) {
+            out.push(*dst);
+        }
+        if let Some(g) = view.state_peers.get(p) {
+            out.extend(g);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The egress ports of a simulation, for the message.
+pub fn egress_ports(actions: &[SimAction]) -> Vec<[u8; 16]> {
+    let mut v: Vec<[u8; 16]> = actions
+        .iter()
+        .filter_map(|a| match a {
+            SimAction::ToPort(p) => Some(*p.uuid().as_bytes()),
+            SimAction::Rewrite(_) => None,
+        })
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The flow-state socket: sends on the miss path; received messages are
+/// read on the miss path too, before each simulation, and by a thread
+/// when no miss comes.
+///
+/// Reading before each simulation is what orders state before traffic:
+/// a peer sends a connection's state before its first packet, so by the
+/// time that packet's reply misses here, the state is in this socket's
+/// buffer, and draining the socket first installs it. A thread alone would
+/// race with the reply. The buffer's lock makes every read a drain in
+/// order, whoever does it.
+pub struct Replicator {
+    sock: UdpSocket,
+    port: u16,
+    rx: Mutex<Vec<u8>>,
+}
+
+impl Replicator {
+    /// Binds `bind:port`.
+    pub fn bind(bind: Ipv4Addr, port: u16) -> std::io::Result<Replicator> {
+        let sock = UdpSocket::bind(SocketAddr::from((bind, port)))?;
+        sock.set_nonblocking(true)?;
+        Ok(Replicator { sock, port, rx: Mutex::new(vec![0u8; MAX_MESSAGE]) })
+    }
+
+    /// Sends `msg` to every peer; returns how many sends failed.
+    pub fn send(&self, msg: &FlowStateRepr, peers: &[Ipv4Addr]) -> usize {
+        let mut buf = Vec::new();
+        if msg.emit_vec(&mut buf).is_err() {
+            return peers.len();
+        }
+        peers
+            .iter()
+            .filter(|ip| self.sock.send_to(&buf, SocketAddr::from((**ip, self.port))).is_err())
+            .count()
+    }
+
+    /// Reads and installs every message waiting; returns how many.
+    pub fn drain(&self, sh: &Shared) -> usize {
+        let mut buf = self.rx.lock();
+        let mut n = 0;
+        loop {
+            match self.sock.recv_from(&mut buf) {
+                Ok((len, from)) => {
+                    receive(sh, &buf[..len], from);
+                    n += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "flow-state socket");
+                    return n;
+                }
+            }
+        }
+    }
+
+    /// Runs the receiver thread until `stop` is set: waits for the socket
+    /// to be readable and drains it.
+    pub fn spawn_receiver(
+        shared: Arc<Shared>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name("flow-state-rx".into()).spawn(move || {
+            let Some(rep) = &shared.replicator else { return };
+            while !stop.load(Ordering::Relaxed) {
+                use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+                use std::os::fd::AsFd;
+                let mut fds = [PollFd::new(rep.sock.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(200u16)) {
+                    Ok(0) => continue,
+                    Ok(_) => {
+                        rep.drain(&shared);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "polling the flow-state socket");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// One datagram from `from` (module docs: whom we believe).
+pub fn receive(sh: &Shared, bytes: &[u8], from: SocketAddr) {
+    let m = &sh.metrics;
+    let std::net::IpAddr::V4(ip) = from.ip() else {
+        m.flow_state_rejected("unknown_peer");
+        return;
+    };
+    let view = sh.view.load();
+    if !view.trusted_peers.contains(&ip) {
+        m.flow_state_rejected("unknown_peer");
+        return;
+    }
+    let msg = match FlowStateRepr::parse_bytes(bytes) {
+        Ok(msg) => msg,
+        Err(e) => {
+            tracing::debug!(%from, error = %e, "malformed flow-state message");
+            m.flow_state_rejected("malformed");
+            return;
+        }
+    };
+    if msg.sender == *sh.host_id.uuid().as_bytes() {
+        m.flow_state_rejected("own");
+        return;
+    }
+    m.flow_state_received.inc();
+    let now = sh.epoch.elapsed();
+    let (done, tags) = sh.flowstate.lock().install(&msg, now);
+    if done.unknown > 0 {
+        m.flow_state_entries_rejected("unknown_kind", done.unknown);
+    }
+    if done.refused > 0 {
+        m.flow_state_entries_rejected("refused", done.refused);
+    }
+    if !tags.is_empty() {
+        let _ = sh.stale.send(tags);
+    }
+}
+
+/// Tunnel-zone peers' addresses: the hosts sharing a zone with `me`.
+pub fn trusted_peers(
+    topo: &midonet_model::Topology,
+    me: midonet_model::HostId,
+) -> HashSet<Ipv4Addr> {
+    let zones: HashSet<_> = topo
+        .tunnel_zone_hosts
+        .values()
+        .filter(|m| m.host_id == me)
+        .map(|m| m.tunnel_zone_id)
+        .collect();
+    topo.tunnel_zone_hosts
+        .values()
+        .filter(|m| m.host_id != me && zones.contains(&m.tunnel_zone_id))
+        .filter_map(|m| m.ip_address)
+        .collect()
+}
+
+/// For every port in a stateful port group, the tunnel addresses of the
+/// other hosts with a port in one of its stateful groups.
+pub fn state_peers(
+    topo: &midonet_model::Topology,
+    me: midonet_model::HostId,
+) -> HashMap<PortId, Vec<Ipv4Addr>> {
+    let mut out: HashMap<PortId, Vec<Ipv4Addr>> = HashMap::new();
+    for g in topo.port_groups.values().filter(|g| g.stateful) {
+        let members: Vec<&midonet_model::Port> = topo.port_group_members(g.id).collect();
+        let hosts: Vec<Ipv4Addr> = members
+            .iter()
+            .filter_map(|p| p.host_id)
+            .filter(|h| *h != me)
+            .filter_map(|h| topo.tunnel_ip(me, h))
+            .collect();
+        for p in members {
+            out.entry(p.id).or_default().extend(hosts.iter().copied());
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+        v.dedup();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use midonet_model::HostId;
+    use midonet_sim::{ConnWrite, MemState};
+    use midonet_state::{proto, ConnState, TrackerId};
+    use parking_lot::RwLock;
+
+    use super::*;
+    use crate::handler::WaitingRoom;
+    use crate::metrics::Metrics;
+
+    const SYN: u16 = 0x002;
+    const ACK: u16 = 0x010;
+
+    fn key(sport: u16) -> ConnKey {
+        ConnKey {
+            src: Ipv4Addr::new(10, 0, 0, 2),
+            dst: Ipv4Addr::new(10, 0, 0, 1),
+            src_port: sport,
+            dst_port: 80,
+            proto: proto::TCP,
+            tracker: TrackerId(uuid::Uuid::from_u128(7)),
+        }
+    }
+
+    fn recorded(k: ConnKey) -> SimResult {
+        let mut r = SimResult::default();
+        r.conntrack.push(ConnWrite { key: k, tcp_flags: SYN });
+        r.tags.push(Tag::conntrack(&k));
+        r
+    }
+
+    /// What a reply's simulation leaves: the lookup's tag, no record.
+    fn looked_up(k: ConnKey) -> SimResult {
+        let mut r = SimResult::default();
+        r.tags.push(Tag::port(PortId::random()));
+        r.tags.push(Tag::conntrack(&k));
+        r
+    }
+
+    #[test]
+    fn a_new_connection_invalidates_once_and_is_sent_every_time() {
+        let mut fs = FlowState::new(100, 1);
+        let (mut send, mut stale) = (Vec::new(), Vec::new());
+        let t = Duration::from_secs(1);
+        fs.apply(&recorded(key(1000)), SYN, t, &mut send, &mut stale);
+        assert_eq!(stale, vec![Tag::conntrack(&key(1000)).0], "a new key's tag is stale");
+        assert_eq!(send.len(), 1);
+        assert_eq!(send[0].state, ConnState::SynSent.code());
+        let (mut send, mut stale) = (Vec::new(), Vec::new());
+        fs.apply(&recorded(key(1000)), SYN, t, &mut send, &mut stale);
+        assert!(stale.is_empty(), "an existing key invalidates nothing");
+        assert_eq!(send.len(), 1, "re-simulations re-send (lost messages heal)");
+    }
+
+    #[test]
+    fn a_reply_establishes_the_connection_and_says_so() {
+        let mut fs = FlowState::new(100, 1);
+        let t = Duration::from_secs(1);
+        let (mut send, mut stale) = (Vec::new(), Vec::new());
+        fs.apply(&recorded(key(1000)), SYN, t, &mut send, &mut stale);
+        let mut send = Vec::new();
+        fs.apply(&looked_up(key(1000)), SYN | ACK, t, &mut send, &mut stale);
+        assert_eq!(send.len(), 1, "the change is replicated");
+        assert_eq!(send[0].state, ConnState::Replied.code());
+        let (c, _) = fs.conn.lookup(&key(1000), t).expect("tracked");
+        assert_eq!(c.state, ConnState::Replied);
+        // Established: the kernel's five days, not the SYN-sent two minutes.
+        assert!(c.expires > t + Duration::from_secs(3600));
+        let mut send = Vec::new();
+        fs.apply(&looked_up(key(1000)), ACK, t, &mut send, &mut stale);
+        assert!(send.is_empty(), "nothing changed, nothing sent");
+    }
+
+    #[test]
+    fn received_state_is_installed_and_never_undoes_a_reply() {
+        let mut fs = FlowState::new(100, 1);
+        let t = Duration::from_secs(1);
+        let msg = FlowStateRepr {
+            conntrack: vec![conntrack_repr(&key(1000), ConnState::SynSent)],
+            ..FlowStateRepr::default()
+        };
+        let (done, tags) = fs.install(&msg, t);
+        assert_eq!(done.conntrack, 1);
+        assert_eq!(tags, vec![Tag::conntrack(&key(1000))]);
+        assert!(fs.conn.is_return(&key(1000).reversed(), t));
+        // The reply seen here, then the sender's SYN-sent copy again.
+        let (mut send, mut stale) = (Vec::new(), Vec::new());
+        fs.apply(&looked_up(key(1000)), SYN | ACK, t, &mut send, &mut stale);
+        fs.install(&msg, t);
+        assert_eq!(fs.conn.lookup(&key(1000), t).expect("tracked").0.state, ConnState::Replied);
+    }
+
+    #[test]
+    fn activity_refreshes_and_idleness_expires_with_the_flows_tags() {
+        let mut fs = FlowState::new(100, 1);
+        let t0 = Duration::from_secs(1);
+        let (mut send, mut stale) = (Vec::new(), Vec::new());
+        fs.apply(&recorded(key(1)), SYN, t0, &mut send, &mut stale);
+        fs.apply(&recorded(key(2)), SYN, t0, &mut send, &mut stale);
+        // SYN-sent lives 120 s; key 1's flow is used at 100 s.
+        let t1 = t0 + Duration::from_secs(100);
+        let used = [Tag::conntrack(&key(1)).0, Tag::port(PortId::random()).0];
+        assert_eq!(fs.refresh(used.iter(), t1), 1);
+        let t2 = t0 + Duration::from_secs(150);
+        let gone = fs.expire(t2);
+        assert_eq!(gone, vec![Tag::conntrack(&key(2))], "only the idle one expired");
+        assert!(fs.conn.lookup(&key(1), t2).is_some());
+        assert_eq!(fs.refresh([Tag::conntrack(&key(2)).0].iter(), t2), 0, "gone from the index");
+        let flushed = fs.flush(None, t2);
+        assert_eq!(flushed, vec![Tag::conntrack(&key(1))]);
+        assert!(fs.conn.is_empty());
+    }
+
+    fn shared() -> (Arc<Shared>, tokio::sync::mpsc::UnboundedReceiver<Vec<Tag>>) {
+        let (cmd, _) = tokio::sync::mpsc::unbounded_channel();
+        let (stale, stale_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sh = Arc::new(Shared {
+            host_id: HostId::random(),
+            view: arc_swap::ArcSwap::from_pointee(View::empty()),
+            state: Arc::new(RwLock::new(MemState::default())),
+            waiting: Mutex::new(WaitingRoom::default()),
+            metrics: Metrics::new(),
+            commands: cmd,
+            stale,
+            flow_idle_ms: 0,
+            arp_wait: Duration::from_secs(1),
+            epoch: Instant::now(),
+            flowstate: Mutex::new(FlowState::new(100, 1)),
+            replicator: None,
+        });
+        (sh, stale_rx)
+    }
+
+    fn rejected(sh: &Shared, reason: &'static str) -> u64 {
+        sh.metrics.flow_state_rejected.get_or_create(&crate::metrics::ReasonLabels { reason }).get()
+    }
+
+    #[test]
+    fn only_tunnel_zone_peers_are_believed_and_garbage_is_counted() {
+        let (sh, mut stale) = shared();
+        let peer = Ipv4Addr::new(10, 77, 0, 2);
+        let mut view = View::empty();
+        view.trusted_peers.insert(peer);
+        sh.view.store(Arc::new(view));
+        let msg = FlowStateRepr {
+            sender: *uuid::Uuid::from_u128(99).as_bytes(),
+            conntrack: vec![conntrack_repr(&key(5), ConnState::SynSent)],
+            ..FlowStateRepr::default()
+        };
+        let mut bytes = Vec::new();
+        msg.emit_vec(&mut bytes).expect("emit");
+        let stranger = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 9), 2925));
+        receive(&sh, &bytes, stranger);
+        assert_eq!(rejected(&sh, "unknown_peer"), 1);
+        assert!(sh.flowstate.lock().conn.is_empty(), "nothing installed from a stranger");
+        receive(&sh, &bytes[..bytes.len() - 3], SocketAddr::from((peer, 2925)));
+        receive(&sh, &[0xff; 64], SocketAddr::from((peer, 2925)));
+        assert_eq!(rejected(&sh, "malformed"), 2);
+        assert!(sh.flowstate.lock().conn.is_empty());
+        receive(&sh, &bytes, SocketAddr::from((peer, 2925)));
+        assert_eq!(sh.metrics.flow_state_received.get(), 1);
+        assert_eq!(sh.flowstate.lock().conn.len(), 1);
+        assert_eq!(stale.try_recv().expect("tags to invalidate"), vec![Tag::conntrack(&key(5))]);
+    }
+
+    #[test]
+    fn peers_are_egress_hosts_and_stateful_groups_never_this_host() {
+        let (p_in, p_out, p_local) = (PortId::random(), PortId::random(), PortId::random());
+        let (a, b, c) =
+            (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 0, 4));
+        let mut view = View::empty();
+        view.egress.insert(p_out, Egress::Remote { dst: a, key: 5 });
+        view.egress.insert(p_local, Egress::Local(3));
+        view.state_peers.insert(p_in, vec![b]);
+        view.state_peers.insert(p_out, vec![a, c]);
+        let actions = [SimAction::ToPort(p_out), SimAction::ToPort(p_local)];
+        assert_eq!(peers(&view, p_in, &actions), vec![a, b, c]);
+        assert!(peers(&view, p_local, &[SimAction::ToPort(p_local)]).is_empty());
+    }
+}
