@@ -13,24 +13,19 @@
 //! key, as `midonet trace` prints a megaflow), actions, tags, packets,
 //! bytes, idle time and age, and the virtual port it came in on.
 
-use std::time::Duration;
-
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use clap::Args;
 use comfy_table::{presets, Table};
 use serde_json::Value;
 
+use crate::agent_http::AgentAddr;
 use crate::Output;
 
 /// Arguments of `midonet flows`.
 #[derive(Debug, Clone, Args)]
 pub struct FlowsArgs {
-    /// The agent's metrics address (its `metrics_listen`)
-    #[arg(long, default_value = "127.0.0.1:7300", value_name = "IP:PORT")]
-    pub agent: String,
-    /// Reach the agent inside this network namespace (/run/netns/NAME; needs root)
-    #[arg(long, value_name = "NAME")]
-    pub netns: Option<String>,
+    #[command(flatten)]
+    pub at: AgentAddr,
     /// Show at most this many flows (the busiest); 0 = all
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
@@ -38,11 +33,7 @@ pub struct FlowsArgs {
 
 /// Runs `midonet flows`, printing to `out`.
 pub fn run(args: FlowsArgs, output: Output, out: &mut dyn std::io::Write) -> Result<()> {
-    let url = format!("http://{}/flows", args.agent);
-    let body = match &args.netns {
-        None => fetch(&url)?,
-        Some(ns) => in_netns(ns, move || fetch(&url))?,
-    };
+    let body = args.at.get("/flows")?;
     if let Some(e) = body.get("error").and_then(Value::as_str) {
         return Err(anyhow!("the agent could not list its flows: {e}"));
     }
@@ -56,30 +47,6 @@ pub fn run(args: FlowsArgs, output: Output, out: &mut dyn std::io::Write) -> Res
         Output::Table => writeln!(out, "{}", render(&body, args.limit))?,
     }
     Ok(())
-}
-
-fn fetch(url: &str) -> Result<Value> {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
-    let resp = agent.get(url).call().with_context(|| {
-        format!("cannot reach the agent at {url} (is it running, and is `metrics_listen` this address?)")
-    })?;
-    resp.into_json().with_context(|| format!("{url} did not answer JSON"))
-}
-
-/// Runs `f` on a thread that has entered the network namespace `ns`.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let path = format!("/run/netns/{ns}");
-    let file = std::fs::File::open(&path).with_context(|| format!("--netns {ns}: {path}"))?;
-    std::thread::spawn(move || {
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| anyhow!("entering the network namespace ({e}); this needs root"))?;
-        f()
-    })
-    .join()
-    .map_err(|_| anyhow!("the namespace thread panicked"))?
 }
 
 fn flows(body: &Value, limit: usize) -> impl Iterator<Item = &Value> {
@@ -124,7 +91,7 @@ fn render(body: &Value, limit: usize) -> String {
 }
 
 /// The first block of a UUID: enough to tell ports apart in a table.
-fn short_id(id: &str) -> String {
+pub(crate) fn short_id(id: &str) -> String {
     id.split('-').next().unwrap_or(id).to_owned()
 }
 
@@ -183,7 +150,8 @@ mod tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
-        let args = FlowsArgs { agent: format!("127.0.0.1:{port}"), netns: None, limit: 0 };
+        let at = AgentAddr { agent: format!("127.0.0.1:{port}"), netns: None };
+        let args = FlowsArgs { at, limit: 0 };
         let e = run(args, Output::Table, &mut Vec::new()).expect_err("nothing listens");
         assert!(format!("{e:#}").contains("cannot reach the agent"), "{e:#}");
     }

@@ -22,8 +22,10 @@
 //! resource subcommands come from a table; the global options and the
 //! `trace`/`sandbox` arguments are derive structs grafted onto it.
 
+pub mod agent_http;
 pub mod commands;
 pub mod config;
+pub mod conntrack;
 pub mod fields;
 pub mod flags;
 pub mod flows;
@@ -97,6 +99,7 @@ pub struct GlobalOpts {
 enum Cmd {
     Trace(TraceArgs),
     Flows(flows::FlowsArgs),
+    Conntrack(conntrack::ConntrackArgs),
     Sandbox(SandboxArgs),
     Resource(&'static resources::ResourceSpec, ArgMatches),
 }
@@ -141,6 +144,10 @@ impl Cli {
                 .about("list the flows an agent has installed (its GET /flows)"),
         )
         .subcommand(
+            conntrack::ConntrackArgs::augment_args(clap::Command::new("conntrack"))
+                .about("list or flush the connections an agent tracks (its GET /conntrack)"),
+        )
+        .subcommand(
             SandboxArgs::augment_args(clap::Command::new("sandbox"))
                 .about("run a whole MidoNet cloud on this machine"),
         )
@@ -173,6 +180,7 @@ impl Cli {
         let cmd = match name {
             "trace" => Cmd::Trace(TraceArgs::from_arg_matches(sub)?),
             "flows" => Cmd::Flows(flows::FlowsArgs::from_arg_matches(sub)?),
+            "conntrack" => Cmd::Conntrack(conntrack::ConntrackArgs::from_arg_matches(sub)?),
             "sandbox" => Cmd::Sandbox(SandboxArgs::from_arg_matches(sub)?),
             other => Cmd::Resource(
                 resources::find(other)
@@ -200,6 +208,10 @@ pub fn run_with_output(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             let output = cli.global.output.unwrap_or(Output::Table);
             return flows::run(args, output, out);
         }
+        Cmd::Conntrack(args) => {
+            let output = cli.global.output.unwrap_or(Output::Table);
+            return conntrack::run(args, output, out);
+        }
         _ => {}
     }
     let settings = config::resolve(&cli.global)?;
@@ -210,7 +222,7 @@ pub fn run_with_output(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             let mut ctx = commands::Ctx { client: &client, output: settings.output, out };
             commands::run(&mut ctx, spec, &m)
         }
-        Cmd::Sandbox(_) | Cmd::Flows(_) => unreachable!("handled above"),
+        Cmd::Sandbox(_) | Cmd::Flows(_) | Cmd::Conntrack(_) => unreachable!("handled above"),
     };
     result.map_err(|e| explain(e, &settings))
 }
