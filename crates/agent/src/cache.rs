@@ -39,6 +39,8 @@ pub struct Applied {
     pub arp_learned: Vec<(RouterId, Ipv4Addr)>,
     /// Keys that did not decode (logged, skipped).
     pub bad_keys: usize,
+    /// SNAT blocks claimed (with their holder) or given back (`None`).
+    pub snat_blocks: Vec<(midonet_state::BlockKey, Option<HostId>)>,
 }
 
 /// The cache itself; owned by the core task.
@@ -142,6 +144,19 @@ impl Cache {
     fn change_state(&mut self, key: &str, value: Option<&[u8]>, out: &mut Applied) {
         let Some(sk) = keys::parse(key) else { return };
         match sk {
+            StateKey::SnatBlock { device, ip, block } => {
+                let (Ok(dev), Ok(ip)) = (device.parse::<uuid::Uuid>(), ip.parse::<Ipv4Addr>())
+                else {
+                    out.bad_keys += 1;
+                    return;
+                };
+                let holder = value
+                    .and_then(|v| serde_json::from_slice::<midonet_proto::Liveness>(v).ok())
+                    .and_then(|l| l.host_id.parse::<HostId>().ok());
+                let key =
+                    midonet_state::BlockKey { device: midonet_state::TrackerId(dev), ip, block };
+                out.snat_blocks.push((key, holder));
+            }
             StateKey::HostAlive { host } => {
                 if let Ok(h) = host.parse() {
                     if value.is_some() {

@@ -49,7 +49,7 @@ use std::time::Duration;
 use midonet_model::PortId;
 use midonet_sim::{SimAction, SimResult, Tag};
 use midonet_state::message::{conntrack_repr, install, Installed};
-use midonet_state::{ConnKey, ConnStats, ConnTable, ConntrackCfg, NatTable, Tracked};
+use midonet_state::{ConnKey, ConnStats, ConnTable, ConntrackCfg, NatTable, PortBlocks, Tracked};
 use midonet_wire::flowstate::{ConntrackRepr, FlowStateRepr};
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -70,6 +70,8 @@ const NAT_IMPORT_TTL: Duration = Duration::from_secs(180);
 pub struct FlowState {
     pub conn: ConnTable,
     pub nat: NatTable,
+    /// SNAT port blocks held here and known to be held elsewhere.
+    pub blocks: PortBlocks,
     /// `Tag::conntrack(key)` → key, for every tracked connection: which
     /// connection a flow's tag names.
     by_tag: HashMap<u64, ConnKey>,
@@ -83,6 +85,7 @@ impl FlowState {
         FlowState {
             conn: ConnTable::new(cfg, hash_seed),
             nat: NatTable::new(max_entries, hash_seed.rotate_left(17)),
+            blocks: PortBlocks::new(),
             by_tag: HashMap::new(),
             mirrored: ConnStats::default(),
         }

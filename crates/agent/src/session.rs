@@ -35,10 +35,28 @@ use crate::metrics::Metrics;
 /// What the core asks the session to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    PortActive { port: String, active: bool },
-    Mac { bridge: String, vlan: u16, mac: String, port: Option<String> },
-    Arp { device: String, ip: String, mac: Option<String> },
+    PortActive {
+        port: String,
+        active: bool,
+    },
+    Mac {
+        bridge: String,
+        vlan: u16,
+        mac: String,
+        port: Option<String>,
+    },
+    Arp {
+        device: String,
+        ip: String,
+        mac: Option<String>,
+    },
     Interfaces(Vec<pb::Interface>),
+    /// Claim (or give back) a SNAT port block; the answer comes back as
+    /// [`Update::SnatBlock`].
+    SnatBlock {
+        block: midonet_state::BlockKey,
+        claim: bool,
+    },
 }
 
 /// What the session hands the core.
@@ -50,6 +68,11 @@ pub enum Update {
     Connected {
         session: i64,
         address: String,
+    },
+    /// The cluster's answer to a [`Command::SnatBlock`] claim.
+    SnatBlock {
+        block: midonet_state::BlockKey,
+        granted: bool,
     },
 }
 
@@ -69,6 +92,9 @@ struct Desired {
     macs: BTreeMap<(String, u16, String), String>,
     arps: BTreeMap<(String, String), String>,
     interfaces: Vec<pb::Interface>,
+    /// SNAT blocks held: claimed again by a new session (the cluster gives
+    /// a block back to the host that held it).
+    snat: BTreeSet<midonet_state::BlockKey>,
 }
 
 impl Desired {
@@ -93,6 +119,23 @@ impl Desired {
                 self.arps.remove(&(device.clone(), ip.clone()));
             }
             Command::Interfaces(list) => self.interfaces = list.clone(),
+            // A claim is held once granted (see `granted`).
+            Command::SnatBlock { claim: true, .. } => {}
+            Command::SnatBlock { block, claim: false } => {
+                self.snat.remove(block);
+            }
+        }
+    }
+
+    /// The answer to a claim: a granted block is claimed again by later
+    /// sessions, a refused one is not.
+    fn granted(&mut self, u: &Update) {
+        if let Update::SnatBlock { block, granted } = u {
+            if *granted {
+                self.snat.insert(*block);
+            } else {
+                self.snat.remove(block);
+            }
         }
     }
 
@@ -113,6 +156,7 @@ impl Desired {
             ip: i.clone(),
             mac: Some(m.clone()),
         }));
+        out.extend(self.snat.iter().map(|b| Command::SnatBlock { block: *b, claim: true }));
         out
     }
 }
@@ -135,7 +179,7 @@ async fn send_command(
     host: &str,
     session: i64,
     c: &Command,
-) -> Result<(), tonic::Status> {
+) -> Result<Option<Update>, tonic::Status> {
     match c {
         Command::PortActive { port, active } => {
             client
@@ -179,8 +223,27 @@ async fn send_command(
                 })
                 .await?;
         }
+        Command::SnatBlock { block, claim } => {
+            let r = client
+                .claim_snat_block(pb::ClaimSnatBlockRequest {
+                    session,
+                    host_id: host.into(),
+                    device_id: block.device.to_string(),
+                    ip: block.ip.to_string(),
+                    block: u32::from(block.block),
+                    release: !claim,
+                })
+                .await?
+                .into_inner();
+            if *claim {
+                if !r.granted {
+                    tracing::debug!(?block, holder = %r.holder, "SNAT block held elsewhere");
+                }
+                return Ok(Some(Update::SnatBlock { block: *block, granted: r.granted }));
+            }
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Runs sessions until `stop` turns true. `applied` is the last revision
@@ -308,7 +371,10 @@ async fn one_session(
     tracing::info!(cluster = %uri, session, ttl = reg.ttl_secs, "registered with cluster");
     let _ = updates.send(Update::Connected { session, address: uri.to_owned() }).await;
     for c in desired.replay() {
-        send_command(&mut client, &host, session, &c).await?;
+        if let Some(u) = send_command(&mut client, &host, session, &c).await? {
+            desired.granted(&u);
+            let _ = updates.send(u).await;
+        }
     }
 
     let from = applied.load(Ordering::Acquire);
@@ -357,7 +423,12 @@ async fn one_session(
             c = commands.recv() => match c {
                 Some(c) => {
                     desired.record(&c);
-                    send_command(&mut client, &host, session, &c).await?;
+                    if let Some(u) = send_command(&mut client, &host, session, &c).await? {
+                        desired.granted(&u);
+                        if updates.send(u).await.is_err() {
+                            return Err(SessionEnd::Stopping);
+                        }
+                    }
                 }
                 None => return Err(SessionEnd::Stopping),
             },

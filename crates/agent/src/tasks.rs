@@ -509,6 +509,8 @@ struct Core {
     /// How often flow activity refreshes connections, and when it last did.
     refresh: Duration,
     refreshed_at: Instant,
+    /// When idle SNAT blocks were last looked for.
+    blocks_checked_at: Instant,
 }
 
 impl Core {
@@ -533,6 +535,7 @@ impl Core {
             keep_datapath,
             refresh,
             refreshed_at: Instant::now(),
+            blocks_checked_at: Instant::now(),
         }
     }
 
@@ -591,7 +594,18 @@ impl Core {
                 Some(a) => a,
                 None => return,
             },
+            Update::SnatBlock { block, granted } => {
+                self.on_snat_block(block, granted);
+                return;
+            }
         };
+        if !applied.snat_blocks.is_empty() {
+            let me = self.shared.host_id;
+            let mut fs = self.shared.flowstate.lock();
+            for (b, holder) in &applied.snat_blocks {
+                fs.blocks.held_elsewhere(*b, holder.is_some_and(|h| h != me));
+            }
+        }
         self.shared.metrics.topology_updates.inc();
         self.shared.metrics.topology_revision.set(self.cache.revision);
         let mut tags = applied.tags;
@@ -623,6 +637,19 @@ impl Core {
             us = t0.elapsed().as_micros() as u64,
             "update applied"
         );
+    }
+
+    /// The cluster answered a SNAT block claim.
+    fn on_snat_block(&mut self, block: midonet_state::BlockKey, granted: bool) {
+        let now = self.shared.epoch.elapsed();
+        let mut fs = self.shared.flowstate.lock();
+        if granted {
+            fs.blocks.granted(block, now);
+        } else {
+            fs.blocks.held_elsewhere(block, true);
+        }
+        drop(fs);
+        tracing::debug!(?block, granted, "SNAT block answer");
     }
 
     fn on_interfaces(&mut self, list: Vec<Interface>) {
@@ -707,6 +734,15 @@ impl Core {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "reading flows for conntrack refresh"),
+            }
+        }
+        // SNAT blocks nobody used for MidoNet's 5 minutes go back.
+        if now.duration_since(self.blocks_checked_at) >= Duration::from_secs(60) {
+            self.blocks_checked_at = now;
+            let mut fs = self.shared.flowstate.lock();
+            for b in fs.blocks.idle(sim_now, midonet_state::snat::DEFAULT_IDLE) {
+                fs.blocks.released(b);
+                let _ = self.commands.send(Command::SnatBlock { block: b, claim: false });
             }
         }
         let (delta, _) = self.shared.flowstate.lock().stats_delta();

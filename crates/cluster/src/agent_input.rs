@@ -191,6 +191,36 @@ pub fn set_port_active(req: &pb::SetPortActiveRequest) -> Result<StateWrite, Inp
     Ok(StateWrite { key, value })
 }
 
+/// A checked SNAT block claim: the key and, for a claim, the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnatClaim {
+    pub key: String,
+    pub host: HostId,
+    pub release: bool,
+    /// The value a claim writes (the holder and its session).
+    pub value: Vec<u8>,
+}
+
+/// Blocks per NAT IP (65536 ports / 64).
+pub const SNAT_BLOCKS: u32 = 1024;
+
+/// `state/snat/<device>/<ip>/<block>`, claimed for the host or released.
+pub fn claim_snat_block(req: &pb::ClaimSnatBlockRequest) -> Result<SnatClaim, InputError> {
+    let host = host_id(&req.host_id)?;
+    let device = uuid("device_id", &req.device_id)?;
+    let ip: Ipv4Addr = req
+        .ip
+        .parse()
+        .map_err(|_| InputError::new("ip", format!("`{}` is not an IPv4 address", req.ip)))?;
+    let block =
+        u16::try_from(req.block).ok().filter(|b| u32::from(*b) < SNAT_BLOCKS).ok_or_else(|| {
+            InputError::new("block", format!("{} out of range 0..{SNAT_BLOCKS}", req.block))
+        })?;
+    let key = keys::snat_block(&device.to_string(), &ip.to_string(), block);
+    let value = json(&Liveness { host_id: host.to_string(), session: req.session });
+    Ok(SnatClaim { key, host, release: req.release, value })
+}
+
 /// `state/tables/mac/<bridge>/<vlan>/<mac>` → the port, or deleted.
 pub fn publish_mac(req: &pb::PublishMacRequest) -> Result<StateWrite, InputError> {
     let bridge = uuid("bridge_id", &req.bridge_id)?;

@@ -40,7 +40,9 @@ use futures::StreamExt;
 use midonet_model::{HostId, HostInterface, ObjectKind};
 use midonet_proto::pb::{self, subscribe_response::Event};
 use midonet_proto::{keys, Liveness, TopologyServer, TopologyService, KEY_ROOT};
-use midonet_store::{KeyValue, LeaseId, Store, StoreError, Txn, TxnOp, WatchEvent};
+use midonet_store::{
+    Compare, CompareOp, KeyValue, LeaseId, Store, StoreError, Txn, TxnOp, WatchEvent,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -371,6 +373,63 @@ impl TopologyService for TopologyServiceImpl {
         let w = agent_input::publish_arp(req)?;
         self.state_write(w, req.session).await
     }
+
+    async fn claim_snat_block(
+        &self,
+        request: Request<pb::ClaimSnatBlockRequest>,
+    ) -> Result<Response<pb::ClaimSnatBlockResponse>, Status> {
+        let req = request.get_ref();
+        let c = agent_input::claim_snat_block(req)?;
+        let key = c.key.as_bytes().to_vec();
+        let me = c.host.to_string();
+        // Whoever holds it now (one read), then a write guarded on that
+        // read, so two hosts racing for a free block cannot both win.
+        let cur = self.store.get(&key).await.map_err(status)?;
+        let holder = cur
+            .as_ref()
+            .and_then(|kv| serde_json::from_slice::<Liveness>(&kv.value).ok())
+            .map(|l| l.host_id);
+        let guard = match &cur {
+            None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            Some(kv) => Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision),
+        };
+        let refused = |holder: Option<String>, revision| {
+            Ok(Response::new(pb::ClaimSnatBlockResponse {
+                granted: false,
+                holder: holder.unwrap_or_default(),
+                revision,
+            }))
+        };
+        if holder.as_deref().is_some_and(|h| h != me) {
+            return refused(holder, 0);
+        }
+        let op = if c.release {
+            if cur.is_none() {
+                return Ok(Response::new(pb::ClaimSnatBlockResponse {
+                    granted: true,
+                    holder: String::new(),
+                    revision: 0,
+                }));
+            }
+            TxnOp::Delete { key: key.clone() }
+        } else {
+            TxnOp::Put { key: key.clone(), value: c.value, lease: Some(LeaseId(req.session)) }
+        };
+        let r = self.store.txn(Txn::new().when([guard]).and_then([op])).await.map_err(status)?;
+        if !r.succeeded {
+            // Someone else got there between the read and the write.
+            let now = self.store.get(&key).await.map_err(status)?;
+            let holder = now
+                .and_then(|kv| serde_json::from_slice::<Liveness>(&kv.value).ok())
+                .map(|l| l.host_id);
+            return refused(holder, r.revision);
+        }
+        Ok(Response::new(pb::ClaimSnatBlockResponse {
+            granted: true,
+            holder: String::new(),
+            revision: r.revision,
+        }))
+    }
 }
 
 impl TopologyServiceImpl {
@@ -613,5 +672,73 @@ mod tests {
             .await
             .expect_err("bad ip");
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn a_snat_block_has_one_holder_and_comes_back_to_it() {
+        let (store, mut client, _stop) = start().await;
+        let session = |name: &'static str| {
+            let mut c = client.clone();
+            async move {
+                let host = HostId::random();
+                let r = c
+                    .register_host(pb::RegisterHostRequest {
+                        host_id: host.to_string(),
+                        name: name.into(),
+                        ttl_secs: 10,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("register")
+                    .into_inner();
+                (host, r.session)
+            }
+        };
+        let (a, sa) = session("a").await;
+        let (b, sb) = session("b").await;
+        let router = uuid::Uuid::new_v4().to_string();
+        let claim = |host: HostId, session: i64, release: bool| pb::ClaimSnatBlockRequest {
+            session,
+            host_id: host.to_string(),
+            device_id: router.clone(),
+            ip: "203.0.113.1".into(),
+            block: 17,
+            release,
+        };
+        let got = client.claim_snat_block(claim(a, sa, false)).await.expect("claim").into_inner();
+        assert!(got.granted, "a free block is granted");
+        let key = keys::snat_block(&router, "203.0.113.1", 17);
+        let kv = store.get(key.as_bytes()).await.expect("get").expect("claimed");
+        assert_eq!(kv.lease, Some(LeaseId(sa)), "held under the claimer's session");
+        let got = client.claim_snat_block(claim(b, sb, false)).await.expect("claim").into_inner();
+        assert!(!got.granted, "held elsewhere");
+        assert_eq!(got.holder, a.to_string());
+        let got = client.claim_snat_block(claim(b, sb, true)).await.expect("release").into_inner();
+        assert!(!got.granted, "only the holder gives it back");
+        assert!(store.get(key.as_bytes()).await.expect("get").is_some());
+        // The same host in a new session (an agent restart) takes it over.
+        let r = client
+            .register_host(pb::RegisterHostRequest {
+                host_id: a.to_string(),
+                name: "a".into(),
+                ttl_secs: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("register again")
+            .into_inner();
+        let got =
+            client.claim_snat_block(claim(a, r.session, false)).await.expect("claim").into_inner();
+        assert!(got.granted, "the holder's new session gets its block back");
+        let kv = store.get(key.as_bytes()).await.expect("get").expect("claimed");
+        assert_eq!(kv.lease, Some(LeaseId(r.session)));
+        let got =
+            client.claim_snat_block(claim(a, r.session, true)).await.expect("release").into_inner();
+        assert!(got.granted);
+        assert!(store.get(key.as_bytes()).await.expect("get").is_none(), "released");
+        let bad = pb::ClaimSnatBlockRequest { block: 1024, ..claim(a, r.session, false) };
+        let e = client.claim_snat_block(bad).await.expect_err("block out of range");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().starts_with("block"), "{}", e.message());
     }
 }

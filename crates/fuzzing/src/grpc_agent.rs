@@ -5,7 +5,7 @@
 //! ```text
 //!  [request selector (1)] [protobuf message]
 //!   0 Subscribe  1 RegisterHost  2 KeepAlive  3 ReportInterfaces
-//!   4 SetPortActive  5 PublishMac  6 PublishArp
+//!   4 SetPortActive  5 PublishMac  6 PublishArp  7 ClaimSnatBlock
 //! ```
 //!
 //! What must hold:
@@ -28,7 +28,7 @@ use prost::Message;
 
 pub fn grpc_agent(data: &[u8]) {
     let Some((&sel, bytes)) = data.split_first() else { return };
-    match sel % 7 {
+    match sel % 8 {
         0 => {
             let _ = decode::<pb::SubscribeRequest>(bytes);
         }
@@ -58,9 +58,14 @@ pub fn grpc_agent(data: &[u8]) {
                 mac(&req);
             }
         }
-        _ => {
+        6 => {
             if let Some(req) = decode::<pb::PublishArpRequest>(bytes) {
                 arp(&req);
+            }
+        }
+        _ => {
+            if let Some(req) = decode::<pb::ClaimSnatBlockRequest>(bytes) {
+                snat(&req);
             }
         }
     }
@@ -155,6 +160,23 @@ fn arp(req: &pb::PublishArpRequest) {
     if let Some(e) = state_value::<ArpEntry>(&w, req.delete) {
         assert!(e.mac.parse::<midonet_model::MacAddr>().is_ok(), "the entry's MAC parses");
     }
+}
+
+fn snat(req: &pb::ClaimSnatBlockRequest) {
+    let c = match agent_input::claim_snat_block(req) {
+        Ok(c) => c,
+        Err(e) => return named(&e, &["host_id", "device_id", "ip", "block"]),
+    };
+    let device = canonical_uuid(&req.device_id);
+    let Some(StateKey::SnatBlock { device: d, ip, block }) = keys::parse(&c.key) else {
+        panic!("a SNAT block key: {}", c.key);
+    };
+    assert_eq!((d, u32::from(block)), (device.as_str(), req.block));
+    assert!(block < 1024, "a block of 64 ports");
+    assert_eq!(ip.parse::<std::net::Ipv4Addr>().ok(), req.ip.parse().ok(), "the key's IP");
+    let l: Liveness = serde_json::from_slice(&c.value).expect("liveness decodes");
+    assert_eq!(l.host_id, canonical_uuid(&req.host_id));
+    assert_eq!(l.session, req.session);
 }
 
 fn state_value<T: serde::de::DeserializeOwned>(w: &StateWrite, delete: bool) -> Option<T> {

@@ -482,6 +482,14 @@ fn grpc_agent() -> Vec<Seed> {
         mac: m.into(),
         delete,
     };
+    let snat = |ip: &str, block: u32, release: bool| pb::ClaimSnatBlockRequest {
+        session: 7,
+        host_id: h.clone(),
+        device_id: b.clone(),
+        ip: ip.into(),
+        block,
+        release,
+    };
     let active = |port: &str, on: bool| pb::SetPortActiveRequest {
         session: 7,
         host_id: h.clone(),
@@ -542,6 +550,10 @@ fn grpc_agent() -> Vec<Seed> {
         ("arp", 6, arp("10.0.0.9", "02:00:00:00:00:09", false).encode_to_vec()),
         ("arp_delete", 6, arp("10.0.0.9", "", true).encode_to_vec()),
         ("arp_v6", 6, arp("fe80::1", "02:00:00:00:00:09", false).encode_to_vec()),
+        ("snat_claim", 7, snat("203.0.113.1", 17, false).encode_to_vec()),
+        ("snat_release", 7, snat("203.0.113.1", 1023, true).encode_to_vec()),
+        ("snat_bad_block", 7, snat("203.0.113.1", 1024, false).encode_to_vec()),
+        ("snat_v6", 7, snat("2001:db8::1", 3, false).encode_to_vec()),
     ];
     msgs.into_iter().map(|(n, sel, m)| seed(n, &[sel], &m)).collect()
 }

@@ -79,6 +79,12 @@ pub mod keys {
         format!("{STATE_ROOT}tables/arp/{device}/{ip}")
     }
 
+    /// `state/snat/<device>/<ip>/<block>` → [`super::Liveness`] of the
+    /// holding host: a claimed SNAT port block.
+    pub fn snat_block(device: &str, ip: &str, block: u16) -> String {
+        format!("{STATE_ROOT}snat/{device}/{ip}/{block}")
+    }
+
     /// A decoded state key.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum StateKey<'a> {
@@ -86,6 +92,7 @@ pub mod keys {
         PortActive { port: &'a str },
         Mac { bridge: &'a str, vlan: u16, mac: &'a str },
         Arp { device: &'a str, ip: &'a str },
+        SnatBlock { device: &'a str, ip: &'a str, block: u16 },
     }
 
     /// Parses a state key; `None` for keys outside the layout above.
@@ -99,6 +106,9 @@ pub mod keys {
                 Some(StateKey::Mac { bridge, vlan: vlan.parse().ok()?, mac })
             }
             ["tables", "arp", device, ip] => Some(StateKey::Arp { device, ip }),
+            ["snat", device, ip, block] => {
+                Some(StateKey::SnatBlock { device, ip, block: block.parse().ok()? })
+            }
             _ => None,
         }
     }

@@ -412,7 +412,7 @@ impl World {
                     None => self.arps.remove(&ip),
                 };
             }
-            Command::PortActive { .. } | Command::Interfaces(_) => {}
+            Command::PortActive { .. } | Command::Interfaces(_) | Command::SnatBlock { .. } => {}
         }
     }
 
