@@ -80,11 +80,12 @@ pub use midonet_flow::{
     diff_actions, Action, Actions, FieldId, FlowKey, FlowMask, FlowMatch, FragType, InPort, MacAddr,
 };
 pub use result::{
-    ConnWrite, Decision, DeviceKind, DropLifetime, DropReason, GenKind, GenTarget, GeneratedPacket,
-    Hook, MirrorPoint, SimAction, SimResult, TraceStep,
+    nat_tags, ConnWrite, Decision, DeviceKind, DropLifetime, DropReason, GenKind, GenTarget,
+    GeneratedPacket, Hook, MirrorPoint, NatWrite, SimAction, SimResult, TraceStep,
 };
 pub use snapshot::Snapshot;
 pub use state::{
-    ArpLookup, ConntrackView, IcmpRateLimiter, MemState, NoConntrack, StateView, StateWrite,
+    ArpLookup, ConntrackView, FlowTables, FlowTablesView, IcmpRateLimiter, MemFlowState, MemState,
+    NoConntrack, StateView, StateWrite,
 };
 pub use tag::{tags_for_change, tags_for_store_entry, StoreObject, Tag};

@@ -231,8 +231,13 @@ pub(crate) enum RuleAct {
         to: Ipv4Addr,
         then: FlowAction,
     },
-    /// Dynamic (port-translating) NAT: behind the conntrack/NAT seam.
-    DynamicNat,
+    /// Dynamic (stateful, port-translating) NAT: a binding per connection
+    /// through the flow-state seam (`engine::nat`).
+    DynamicNat {
+        dnat: bool,
+        targets: Vec<midonet_state::SnatTarget>,
+        then: FlowAction,
+    },
     RevNat {
         dnat: bool,
         then: FlowAction,
@@ -274,7 +279,20 @@ impl SRule {
                     Some(t) if r.is_static_nat() => {
                         RuleAct::StaticNat { dnat, to: t.address_from, then }
                     }
-                    _ => RuleAct::DynamicNat,
+                    _ => RuleAct::DynamicNat {
+                        dnat,
+                        targets: r
+                            .nat_targets
+                            .iter()
+                            .map(|t| midonet_state::SnatTarget {
+                                ip_from: t.address_from,
+                                ip_to: t.address_to,
+                                port_from: t.port_from,
+                                port_to: t.port_to,
+                            })
+                            .collect(),
+                        then,
+                    },
                 }
             }
             RuleType::RevDnat => RuleAct::RevNat { dnat: true, then },
