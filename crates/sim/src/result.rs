@@ -248,7 +248,13 @@ pub enum Hook {
     BridgeIn,
     BridgeOut,
     RouterIn,
+    /// A router's local redirect chain (`localRedirectChainId`), before
+    /// its inbound chain.
+    RouterLocalRedirect,
     RouterOut,
+    /// A router's forward chain (`forwardChainId`): routed packets, after
+    /// the route lookup and before the outbound chain.
+    RouterForward,
     /// A router's outbound chain on a packet it generated.
     RouterGenerated,
     /// A chain reached by `jump`.

@@ -7,8 +7,9 @@
 //!     ┌────────────────────────────────────────────────────────┘
 //!     ├─ bridge: admin · src check · VLAN push · in chain · learn · ARP answer
 //!     │          · out chain · unicast | flood (fork per port) · VLAN pop
-//!     └─ router: VLAN/ethertype/MAC checks · ARP · in chain · LPM (+src, weight,
-//!                HRW-ECMP) · local/blackhole/reject · TTL · out chain · next-hop MAC
+//!     └─ router: VLAN/ethertype/MAC checks · ARP · redirect + in chains · LPM (+src,
+//!                weight, HRW-ECMP) · local/blackhole/reject · TTL · forward + out
+//!                chains · next-hop MAC
 //!     ┌────────────────────────────────────────────────────────┘
 //!  egress port ─ pre-out mirrors ─ out chain ─ post-out mirrors ─ exterior: ToPort
 //!                                                              └ interior: peer ingress
@@ -48,6 +49,7 @@
 //! | `router` | the router: ARP, routing, next hop, local delivery |
 //! | `icmp` | ICMP errors and their suppression |
 //! | `conntrack` | `matchForwardFlow`/`matchReturnFlow`, recording connections |
+//! | `nat` | dynamic NAT rules, reverse NAT (ICMP errors included) |
 //!
 //! This file holds what they share: the packet's state along one path
 //! (`Sim`), forks, the loop guard and output (where the rewrite actions

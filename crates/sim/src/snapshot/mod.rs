@@ -128,6 +128,10 @@ pub(crate) struct SRouter {
     pub admin_up: bool,
     pub in_chain: Option<ChainId>,
     pub out_chain: Option<ChainId>,
+    /// `forwardChainId`: routed traffic, before `out_chain` (FWaaS).
+    pub fwd_chain: Option<ChainId>,
+    /// `localRedirectChainId`: every IPv4 packet, before `in_chain`.
+    pub redirect_chain: Option<ChainId>,
     pub m_in: Vec<MirrorId>,
     pub m_out: Vec<MirrorId>,
     pub routes: RouteTable,
@@ -512,6 +516,8 @@ impl Snapshot {
                     admin_up: r.admin_state_up,
                     in_chain: r.inbound_filter_id,
                     out_chain: r.outbound_filter_id,
+                    fwd_chain: r.forward_chain_id,
+                    redirect_chain: r.local_redirect_chain_id,
                     m_in: r.inbound_mirror_ids.clone(),
                     m_out: r.outbound_mirror_ids.clone(),
                     routes: RouteTable::build(routes),
