@@ -177,6 +177,129 @@ pub(crate) fn icmp_error_inner(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
     Some((a(12), a(16)))
 }
 
+/// The connection of the datagram embedded in an ICMP error, as NAT sees
+/// it: addresses, protocol, and ports (TCP, UDP) or the echo identifier
+/// in both port fields (ICMP echo).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Embedded {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// ICMP error types whose embedded header NAT reverse-translates
+/// (destination unreachable, time exceeded, parameter problem: MidoNet's
+/// set).
+pub(crate) fn is_nat_icmp_error(icmp_type: u8) -> bool {
+    matches!(icmp_type, 3 | 11 | 12)
+}
+
+/// Where things are in an ICMP error frame (offsets into the frame).
+struct ErrorLayout {
+    /// The ICMP message.
+    icmp: usize,
+    /// Its end (the outer datagram's total length; padding excluded).
+    end: usize,
+    /// The embedded IP header.
+    inner: usize,
+    /// The embedded IP header's length.
+    inner_ihl: usize,
+}
+
+/// The layout of `frame` if it carries an ICMP error of a type NAT
+/// translates, embedding an IPv4 header and at least the 8 bytes after it.
+fn embedded_offsets(frame: &[u8]) -> Option<ErrorLayout> {
+    let (et, off) = wire::l3_offset(frame).ok()?;
+    let (dgram, ihl) = ipv4_datagram(frame)?;
+    let body = &dgram[ihl..];
+    if et != ETH_IPV4 || dgram[9] != 1 || !is_nat_icmp_error(*body.first()?) {
+        return None;
+    }
+    let inner = body.get(8..)?;
+    let iihl = usize::from(*inner.first()? & 0x0f) * 4;
+    if *inner.first()? >> 4 != 4 || iihl < 20 || inner.len() < iihl + 8 {
+        return None;
+    }
+    Some(ErrorLayout {
+        icmp: off + ihl,
+        end: off + dgram.len(),
+        inner: off + ihl + 8,
+        inner_ihl: iihl,
+    })
+}
+
+/// The embedded connection of the ICMP error in `frame` (see
+/// [`Embedded`]), if NAT can translate it.
+pub(crate) fn icmp_error_embedded(frame: &[u8]) -> Option<Embedded> {
+    let l = embedded_offsets(frame)?;
+    let (i, ihl) = (l.inner, l.inner_ihl);
+    let h = &frame[i..l.end];
+    let a = |o: usize| Ipv4Addr::new(h[o], h[o + 1], h[o + 2], h[o + 3]);
+    let be = |o: usize| u16::from_be_bytes([h[o], h[o + 1]]);
+    let proto = h[9];
+    let l4 = ihl;
+    let (src_port, dst_port) = match proto {
+        6 | 17 => (be(l4), be(l4 + 2)),
+        1 if matches!(h[l4], 0 | 8) => (be(l4 + 4), be(l4 + 4)),
+        _ => return None,
+    };
+    Some(Embedded { src: a(12), dst: a(16), proto, src_port, dst_port })
+}
+
+/// A copy of `frame` (an ICMP error, see [`icmp_error_embedded`]) whose
+/// embedded datagram says `to` instead: addresses, ports or echo id, the
+/// embedded IP header checksum recomputed, the embedded UDP or ICMP
+/// checksum (when the quote holds it) updated incrementally, and the
+/// error's own ICMP checksum recomputed.
+pub(crate) fn rewrite_icmp_error(frame: &[u8], to: &Embedded) -> Option<Vec<u8>> {
+    use midonet_wire::checksum::{checksum, update16, update32};
+    let was = icmp_error_embedded(frame)?;
+    let l = embedded_offsets(frame)?;
+    let (icmp, i, ihl) = (l.icmp, l.inner, l.inner_ihl);
+    let mut f = frame.to_vec();
+    f[i + 12..i + 16].copy_from_slice(&to.src.octets());
+    f[i + 16..i + 20].copy_from_slice(&to.dst.octets());
+    set_ipv4_header_checksum(&mut f[i..i + ihl]);
+    let l4 = i + ihl;
+    let quoted = l.end - l4;
+    let addr = |c: u16| {
+        let c = update32(c, u32::from(was.src), u32::from(to.src));
+        update32(c, u32::from(was.dst), u32::from(to.dst))
+    };
+    match was.proto {
+        6 | 17 => {
+            f[l4..l4 + 2].copy_from_slice(&to.src_port.to_be_bytes());
+            f[l4 + 2..l4 + 4].copy_from_slice(&to.dst_port.to_be_bytes());
+            // UDP's checksum is in the 8 quoted bytes, TCP's only if more
+            // was quoted; 0 is "no checksum" for UDP.
+            let at = if was.proto == 17 { l4 + 6 } else { l4 + 16 };
+            if at + 2 - l4 <= quoted {
+                let c = u16::from_be_bytes([f[at], f[at + 1]]);
+                if c != 0 || was.proto == 6 {
+                    let c = addr(c);
+                    let c = update16(c, was.src_port, to.src_port);
+                    let c = update16(c, was.dst_port, to.dst_port);
+                    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+                }
+            }
+        }
+        _ => {
+            // ICMP echo: one identifier (no pseudo-header in its checksum).
+            f[l4 + 4..l4 + 6].copy_from_slice(&to.src_port.to_be_bytes());
+            let c = u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]);
+            let c = update16(c, was.src_port, to.src_port);
+            f[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
+        }
+    }
+    // The error's checksum covers the whole message, quote included.
+    f[icmp + 2..icmp + 4].fill(0);
+    let c = checksum(&f[icmp..l.end]);
+    f[icmp + 2..icmp + 4].copy_from_slice(&c.to_be_bytes());
+    Some(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use midonet_model::{ChainId, DeviceId, MirrorId, PortId, RouteId, RouterId, RuleId};
 use serde::{Serialize, Serializer};
 
-use midonet_state::ConnKey;
+use midonet_state::{BlockKey, ConnKey, NatBinding, NatKey, NatKind};
 
 use crate::state::StateWrite;
 use crate::tag::Tag;
@@ -74,7 +74,13 @@ drop_reasons! {
     Budget => "sim_budget_exhausted", Temporary;
     RuleDrop => "rule_drop", Normal;
     RuleReject => "rule_reject", Normal;
-    DynamicNatUnsupported => "dynamic_nat_not_yet_supported", Temporary;
+    // SNAT needs a port block this host does not hold: claim
+    // `SimResult::need_block` and simulate again (see `engine::nat`).
+    NatNeedBlock => "nat_need_block", Temporary;
+    // Every address and port of every target is taken.
+    NatExhausted => "nat_exhausted", Temporary;
+    // The NAT table is full of live bindings.
+    NatTableFull => "nat_table_full", Temporary;
     RedirectTargetDown => "redirect_target_down", Temporary;
     MulticastSource => "multicast_source", Normal;
     Hairpin => "hairpin", Temporary;
@@ -105,6 +111,34 @@ pub struct ConnWrite {
     /// timeout). Informational: not marked in the mask, since it only sets
     /// the state's timeout, never the forwarding decision.
     pub tcp_flags: u16,
+}
+
+/// A NAT binding the simulation created or used (see `engine::nat`): the
+/// caller replicates new ones to its peers and persists them, and refreshes
+/// the ones its flows keep using.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+pub struct NatWrite {
+    /// The forward key: the packet before translation, at the device whose
+    /// rule translated it.
+    pub key: NatKey,
+    pub binding: NatBinding,
+    /// Created by this simulation (as opposed to found in the table).
+    pub created: bool,
+}
+
+impl NatWrite {
+    /// The tags a change of this binding (stored, replaced, expired,
+    /// removed) invalidates: flows that used it in either direction, and
+    /// reverse lookups that missed it ([`Tag::nat`], [`Tag::nat_return`]).
+    pub fn tags(&self) -> [Tag; 2] {
+        nat_tags(&self.key, self.binding)
+    }
+}
+
+/// The tags a change of binding `key` → `binding` invalidates (see
+/// [`NatWrite::tags`]); for the agent's expiry and replication paths.
+pub fn nat_tags(key: &NatKey, binding: NatBinding) -> [Tag; 2] {
+    [Tag::nat(key), Tag::nat_return(key.kind, &key.return_key(binding))]
 }
 
 /// The outcome of a simulation.
@@ -214,7 +248,13 @@ pub enum Hook {
     BridgeIn,
     BridgeOut,
     RouterIn,
+    /// A router's local redirect chain (`localRedirectChainId`), before
+    /// its inbound chain.
+    RouterLocalRedirect,
     RouterOut,
+    /// A router's forward chain (`forwardChainId`): routed packets, after
+    /// the route lookup and before the outbound chain.
+    RouterForward,
     /// A router's outbound chain on a packet it generated.
     RouterGenerated,
     /// A chain reached by `jump`.
@@ -349,6 +389,15 @@ pub enum TraceStep {
     ConntrackRecord {
         key: ConnKey,
     },
+    /// A dynamic NAT rule: the key it looked up (the packet at the rule's
+    /// device; for an ICMP error, the embedded packet reversed), whether it
+    /// is a reverse rule, and what came of it.
+    Nat {
+        kind: NatKind,
+        reverse: bool,
+        key: ConnKey,
+        result: String,
+    },
     Output {
         port: PortId,
     },
@@ -427,6 +476,15 @@ impl fmt::Display for TraceStep {
                 write!(f, "conntrack {key}: {dir}")
             }
             ConntrackRecord { key } => write!(f, "conntrack: track {key}"),
+            Nat { kind, reverse, key, result } => {
+                let k = match kind {
+                    NatKind::Snat => "snat",
+                    NatKind::Dnat => "dnat",
+                    NatKind::StickyDnat => "sticky dnat",
+                };
+                let r = if *reverse { "rev_" } else { "" };
+                write!(f, "{r}{k} {key}: {result}")
+            }
             Output { port } => write!(f, "output to exterior port {port}"),
             Drop { reason } => write!(f, "drop: {}", reason.as_str()),
             Consumed => write!(f, "consumed"),
@@ -453,6 +511,16 @@ pub struct SimResult {
     /// with the key they leave by (see `engine::conntrack`). The caller
     /// applies them to its conntrack table and replicates them.
     pub conntrack: Vec<ConnWrite>,
+    /// NAT bindings created or used, forward and reverse (see
+    /// `engine::nat`); none from mirror copies. Created ones are already in
+    /// the caller's table (the [`ConntrackView`](crate::ConntrackView)
+    /// stored them); the caller replicates and persists them.
+    pub nat: Vec<NatWrite>,
+    /// SNAT needs this port block, which the view does not hold: the
+    /// decision is a temporary [`DropReason::NatNeedBlock`]; claim the
+    /// block, then simulate the packet again. The flow is tagged
+    /// [`Tag::snat_block`] of it.
+    pub need_block: Option<BlockKey>,
     /// Empty unless tracing was asked for.
     pub trace: Vec<TraceStep>,
     /// The decision read something a megaflow cannot match (the addresses
@@ -475,6 +543,8 @@ impl Default for SimResult {
             generated: Vec::new(),
             state_writes: Vec::new(),
             conntrack: Vec::new(),
+            nat: Vec::new(),
+            need_block: None,
             trace: Vec::new(),
             uncacheable: false,
         }
@@ -492,6 +562,8 @@ impl SimResult {
         self.generated.clear();
         self.state_writes.clear();
         self.conntrack.clear();
+        self.nat.clear();
+        self.need_block = None;
         self.trace.clear();
         self.uncacheable = false;
     }
@@ -525,6 +597,17 @@ impl SimResult {
         }
         for c in &self.conntrack {
             let _ = writeln!(s, "conntrack: track {}", c.key);
+        }
+        for n in &self.nat {
+            let how = if n.created { "new" } else { "used" };
+            let _ = writeln!(
+                s,
+                "nat: {:?} {} -> {}:{} ({how})",
+                n.key.kind, n.key.conn, n.binding.ip, n.binding.port
+            );
+        }
+        if let Some(b) = &self.need_block {
+            let _ = writeln!(s, "need block: {} {} #{}", b.device, b.ip, b.block);
         }
         if self.uncacheable {
             let _ = writeln!(s, "uncacheable: true");

@@ -1,6 +1,6 @@
 //! The state the simulation reads but does not own, passed in as arguments
-//! (sans-I/O): learned MAC tables, ARP caches, conntrack, the ICMP error
-//! token bucket; and the writes it asks the caller to make.
+//! (sans-I/O): learned MAC tables, ARP caches, conntrack and NAT, the ICMP
+//! error token bucket; and the writes it asks the caller to make.
 //!
 //! The agent implements [`StateView`] over its replicated state tables; the
 //! cluster's trace endpoint and the tests use [`MemState`], a plain in-memory
@@ -9,12 +9,16 @@
 //! and are consulted after the view, so a learned entry (a MAC move)
 //! overrides a stale seed.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use midonet_model::{BridgeId, PortId, RouterId};
-use midonet_state::{ConnKey, ConnTable};
+use midonet_state::{
+    allocate_snat, Alloc, ConnKey, ConnState, ConnTable, NatBinding, NatError, NatKey, NatKind,
+    NatTable, PortBlocks, SnatTarget,
+};
 use serde::Serialize;
 
 use crate::tag::Tag;
@@ -48,19 +52,77 @@ pub trait StateView {
     }
 }
 
-/// Connection-tracking answers for `matchForwardFlow`/`matchReturnFlow`.
+/// Flow state for one simulation: connection tracking for
+/// `matchForwardFlow`/`matchReturnFlow`, and NAT bindings for the dynamic
+/// `snat`/`dnat` rules and `rev_snat`/`rev_dnat`.
 ///
-/// The simulation derives the key (`engine::conntrack` documents which
-/// packet and which device) and asks whether that connection is tracked;
-/// the view answers from the caller's table. `midonet_state::ConnTable`
-/// is one; [`NoConntrack`] says nothing is tracked, so every packet starts
-/// a forward flow, which is what a fresh agent with no flow state would
-/// conclude.
+/// The simulation derives the keys (`engine::conntrack` and `engine::nat`
+/// document which packet and which device) and the view answers from the
+/// caller's tables. Conntrack is read-only here (new connections come back
+/// in [`SimResult::conntrack`](crate::SimResult::conntrack)); NAT
+/// allocation cannot wait, because the next rule and the route lookup see
+/// the translated packet, so [`snat_allocate`](Self::snat_allocate) and
+/// [`nat_bind`](Self::nat_bind) *store* the binding. They take `&self`:
+/// the caller holds its tables for the duration of one simulation and
+/// implements them with interior mutability ([`FlowTablesView`] is that
+/// implementation over `midonet_state`'s tables, a `RefCell` around
+/// `&mut` borrows). Every binding created or used is also reported in
+/// [`SimResult::nat`](crate::SimResult::nat) for replication.
+///
+/// Every method has a default: nothing tracked, no binding, and for
+/// allocation what an agent with no flow state would get (SNAT: "claim a
+/// block first", DNAT: the pick, not stored). `midonet_state::ConnTable`
+/// answers conntrack only; [`NoConntrack`] is all defaults.
 pub trait ConntrackView {
     /// Whether a live connection has forward key `key` at `now`.
     fn tracked(&self, key: &ConnKey, now: Duration) -> bool {
         let _ = (key, now);
         false
+    }
+
+    /// The live binding of a forward key (a `snat`/`dnat` rule reuses it).
+    fn nat_binding(&self, key: &NatKey, now: Duration) -> Option<NatBinding> {
+        let _ = (key, now);
+        None
+    }
+
+    /// The live binding of `kind` whose return traffic shows key `ret`, as
+    /// its forward key and binding (`rev_snat`/`rev_dnat`; what they restore
+    /// is `key.return_binding()`). `midonet_state::NatTable::reverse_entry`.
+    fn nat_reverse(
+        &self,
+        kind: NatKind,
+        ret: &ConnKey,
+        now: Duration,
+    ) -> Option<(NatKey, NatBinding)> {
+        let _ = (kind, ret, now);
+        None
+    }
+
+    /// Allocate and store a SNAT binding for `key` (no live binding: the
+    /// simulation asked [`nat_binding`](Self::nat_binding) first) from
+    /// `targets`, as `midonet_state::allocate_snat` does: a port free
+    /// towards the connection's destination, from a block this host holds.
+    /// `rand` spreads the choice (a hash of the key and the simulation's
+    /// seed). `NeedBlock` must not invent the block: the simulation reports
+    /// it and drops the packet for now.
+    fn snat_allocate(
+        &self,
+        key: &NatKey,
+        targets: &[SnatTarget],
+        rand: u64,
+        now: Duration,
+    ) -> Alloc {
+        // No blocks held: the block a fresh agent would have to claim.
+        PortBlocks::new().allocate(key.conn.tracker, targets, rand, now, |_, _| true)
+    }
+
+    /// Store the DNAT binding `key` → `binding` the simulation picked.
+    /// `Err(ReturnKeyInUse)` makes it try another pick; `Err(Bound(b))`
+    /// (raced with another writer) uses `b`; `Err(Full)` drops.
+    fn nat_bind(&self, key: &NatKey, binding: NatBinding, now: Duration) -> Result<(), NatError> {
+        let _ = (key, binding, now);
+        Ok(())
     }
 }
 
@@ -72,6 +134,144 @@ impl ConntrackView for NoConntrack {}
 impl ConntrackView for ConnTable {
     fn tracked(&self, key: &ConnKey, now: Duration) -> bool {
         self.is_return(&key.reversed(), now)
+    }
+}
+
+/// [`ConntrackView`] over `midonet_state`'s tables, borrowed for one
+/// simulation: the agent holds its tables (locked) while it simulates and
+/// wraps them in one of these. Bindings get the conntrack timeout of a new
+/// connection of their protocol (`ConntrackCfg::timeouts`, state `New`)
+/// as their first expiry; the caller refreshes them from flow activity
+/// (`NatTable::touch`), as it does connections.
+pub struct FlowTablesView<'a> {
+    conns: &'a ConnTable,
+    nat: RefCell<&'a mut NatTable>,
+    blocks: RefCell<&'a mut PortBlocks>,
+}
+
+impl<'a> FlowTablesView<'a> {
+    pub fn new(conns: &'a ConnTable, nat: &'a mut NatTable, blocks: &'a mut PortBlocks) -> Self {
+        FlowTablesView { conns, nat: RefCell::new(nat), blocks: RefCell::new(blocks) }
+    }
+
+    fn expires(&self, key: &NatKey, now: Duration) -> Duration {
+        now + self.conns.cfg().timeouts.of(key.conn.proto, ConnState::New)
+    }
+}
+
+impl ConntrackView for FlowTablesView<'_> {
+    fn tracked(&self, key: &ConnKey, now: Duration) -> bool {
+        self.conns.tracked(key, now)
+    }
+    fn nat_binding(&self, key: &NatKey, now: Duration) -> Option<NatBinding> {
+        self.nat.borrow().get(key, now)
+    }
+    fn nat_reverse(
+        &self,
+        kind: NatKind,
+        ret: &ConnKey,
+        now: Duration,
+    ) -> Option<(NatKey, NatBinding)> {
+        self.nat.borrow().reverse_entry(kind, ret, now)
+    }
+    fn snat_allocate(
+        &self,
+        key: &NatKey,
+        targets: &[SnatTarget],
+        rand: u64,
+        now: Duration,
+    ) -> Alloc {
+        let exp = self.expires(key, now);
+        let mut nat = self.nat.borrow_mut();
+        let mut blocks = self.blocks.borrow_mut();
+        allocate_snat(&mut nat, &mut blocks, *key, targets, rand, exp, now)
+    }
+    fn nat_bind(&self, key: &NatKey, binding: NatBinding, now: Duration) -> Result<(), NatError> {
+        let exp = self.expires(key, now);
+        self.nat.borrow_mut().insert(*key, binding, exp, now)
+    }
+}
+
+/// Owned flow-state tables behind a [`ConntrackView`] (tests and the trace
+/// endpoint): conntrack, NAT and the SNAT lease view, with the writes of a
+/// result applied by [`MemFlowState::apply`] and blocks granted by
+/// [`MemFlowState::grant`] (standing in for the store).
+#[derive(Debug)]
+pub struct MemFlowState {
+    pub tables: RefCell<FlowTables>,
+}
+
+/// The tables of a [`MemFlowState`].
+#[derive(Debug, Clone)]
+pub struct FlowTables {
+    pub conns: ConnTable,
+    pub nat: NatTable,
+    pub blocks: PortBlocks,
+}
+
+impl Default for MemFlowState {
+    fn default() -> Self {
+        MemFlowState::new()
+    }
+}
+
+impl MemFlowState {
+    /// Empty tables (fixed hash seeds: tests).
+    pub fn new() -> Self {
+        MemFlowState {
+            tables: RefCell::new(FlowTables {
+                conns: ConnTable::new(midonet_state::ConntrackCfg::default(), 7),
+                nat: NatTable::new(1 << 16, 7),
+                blocks: PortBlocks::new(),
+            }),
+        }
+    }
+
+    /// The store granted SNAT block `b` to this host.
+    pub fn grant(&self, b: midonet_state::BlockKey, now: Duration) {
+        self.tables.borrow_mut().blocks.granted(b, now);
+    }
+
+    /// Apply a result's conntrack writes (its NAT bindings are stored
+    /// already). Returns false if the conntrack table was full.
+    pub fn apply(&self, r: &crate::SimResult, now: Duration) -> bool {
+        let mut t = self.tables.borrow_mut();
+        r.conntrack.iter().all(|c| t.conns.track(c.key, c.tcp_flags, now).is_ok())
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&FlowTablesView<'_>) -> R) -> R {
+        let mut t = self.tables.borrow_mut();
+        let FlowTables { conns, nat, blocks } = &mut *t;
+        f(&FlowTablesView::new(conns, nat, blocks))
+    }
+}
+
+impl ConntrackView for MemFlowState {
+    fn tracked(&self, key: &ConnKey, now: Duration) -> bool {
+        self.with(|v| v.tracked(key, now))
+    }
+    fn nat_binding(&self, key: &NatKey, now: Duration) -> Option<NatBinding> {
+        self.with(|v| v.nat_binding(key, now))
+    }
+    fn nat_reverse(
+        &self,
+        kind: NatKind,
+        ret: &ConnKey,
+        now: Duration,
+    ) -> Option<(NatKey, NatBinding)> {
+        self.with(|v| v.nat_reverse(kind, ret, now))
+    }
+    fn snat_allocate(
+        &self,
+        key: &NatKey,
+        targets: &[SnatTarget],
+        rand: u64,
+        now: Duration,
+    ) -> Alloc {
+        self.with(|v| v.snat_allocate(key, targets, rand, now))
+    }
+    fn nat_bind(&self, key: &NatKey, binding: NatBinding, now: Duration) -> Result<(), NatError> {
+        self.with(|v| v.nat_bind(key, binding, now))
     }
 }
 

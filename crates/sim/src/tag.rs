@@ -28,6 +28,8 @@
 //! | seeded ARP entry of a bridge (bridge, ip) | that bridge-ARP entry |
 //! | learned MAC / router ARP / bridge ARP (state) | that entry |
 //! | a connection tracked, expired or removed (`ConnKey`) | `Tag::conntrack` of its forward key |
+//! | a NAT binding stored, replaced, expired or removed | `Tag::nat` of its forward key and `Tag::nat_return` of its return key ([`nat_tags`](crate::result::nat_tags)) |
+//! | a SNAT port block granted to this host | `Tag::snat_block` of it |
 //! | DHCP subnet of a bridge | the bridge and its DHCP tag (enabling DHCP widens the bridge's masks) |
 //! | DHCP host entry of a bridge | the bridge's DHCP tag |
 //! | anything else (hosts, tunnel zones, LB) | nothing: not read by the simulation |
@@ -82,6 +84,9 @@ enum Kind {
     StaticNat,
     Dhcp,
     Conntrack,
+    Nat,
+    NatReturn,
+    SnatBlock,
 }
 
 /// One round of a 64-bit multiply-xorshift mixer (the murmur3 finaliser
@@ -103,6 +108,13 @@ fn tag(kind: Kind, uuid: Uuid, a: u64, b: u64) -> Tag {
     h = mix(h, (u >> 64) as u64);
     h = mix(h, a);
     Tag(mix(h, b))
+}
+
+/// A connection key as two words for [`tag`].
+fn conn_words(k: &midonet_state::ConnKey) -> (u64, u64) {
+    let ports = (u64::from(k.src_port) << 16) | u64::from(k.dst_port);
+    let a = (u64::from(u32::from(k.src)) << 32) | u64::from(u32::from(k.dst));
+    (a, (ports << 8) | u64::from(k.proto))
 }
 
 fn mac_u64(m: MacAddr) -> u64 {
@@ -165,9 +177,25 @@ impl Tag {
     /// One connection (its forward key), tracked or not: flows whose
     /// conntrack answer depended on it, and flows that recorded it.
     pub fn conntrack(k: &midonet_state::ConnKey) -> Tag {
-        let ports = (u64::from(k.src_port) << 16) | u64::from(k.dst_port);
-        let a = (u64::from(u32::from(k.src)) << 32) | u64::from(u32::from(k.dst));
-        tag(Kind::Conntrack, k.tracker.0, a, (ports << 8) | u64::from(k.proto))
+        let (a, b) = conn_words(k);
+        tag(Kind::Conntrack, k.tracker.0, a, b)
+    }
+    /// One NAT binding by its forward key, bound or not: flows that
+    /// looked it up (forward rules) or used it (either direction).
+    pub fn nat(k: &midonet_state::NatKey) -> Tag {
+        let (a, b) = conn_words(&k.conn);
+        tag(Kind::Nat, k.conn.tracker.0, a, b ^ ((k.kind as u64) << 56))
+    }
+    /// The return traffic of a NAT binding of `kind`, as a reverse rule
+    /// looks it up (`ret`: the return packet's key at the device), found
+    /// or not.
+    pub fn nat_return(kind: midonet_state::NatKind, ret: &midonet_state::ConnKey) -> Tag {
+        let (a, b) = conn_words(ret);
+        tag(Kind::NatReturn, ret.tracker.0, a, b ^ ((kind as u64) << 56))
+    }
+    /// A SNAT port block: flows dropped because it was not held yet.
+    pub fn snat_block(b: &midonet_state::BlockKey) -> Tag {
+        tag(Kind::SnatBlock, b.device.0, u64::from(u32::from(b.ip)), u64::from(b.block))
     }
     /// The global static reverse-NAT maps (built from every static NAT rule).
     pub fn static_nat() -> Tag {

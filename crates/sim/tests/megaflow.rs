@@ -6,7 +6,10 @@
 //! flows on a DHCP bridge are checked to keep DHCP requests out. Rules may
 //! ask about conntrack, and half the runs track the packet's connection
 //! (as return traffic) at every device, so the lazy lookup's marks are
-//! checked too.
+//! checked too. Rules may be dynamic NAT (forward and reverse): the
+//! packet's first simulation stores its bindings, and the perturbed
+//! packets, being the same connection wherever a binding was used, must
+//! reuse them.
 //!
 //! Randomness comes from a proptest-chosen seed expanded with xorshift, so
 //! failures reproduce from the seed proptest prints.
@@ -19,7 +22,7 @@ use std::time::Duration;
 use common::*;
 use midonet_model::*;
 use midonet_sim::*;
-use midonet_state::{ConnKey, ConnTable, ConntrackCfg, TrackerId};
+use midonet_state::{BlockKey, ConnKey, TrackerId};
 use proptest::prelude::*;
 
 struct Rng(u64);
@@ -119,6 +122,34 @@ fn rand_rules(rng: &mut Rng) -> Vec<Rule> {
                 let to = rand_ip(rng);
                 r.nat_targets =
                     vec![NatTarget { address_from: to, address_to: to, port_from: 0, port_to: 0 }];
+            } else if rng.chance(30) {
+                // Dynamic NAT, forward or reverse (bindings in `FLOW`).
+                r.rule_type = rng.pick(&[
+                    RuleType::Snat,
+                    RuleType::Dnat,
+                    RuleType::RevSnat,
+                    RuleType::RevDnat,
+                ]);
+                r.flow_action = Some(rng.pick(&[FlowAction::Accept, FlowAction::Continue]));
+                r.nat_targets = match r.rule_type {
+                    RuleType::Snat => vec![NatTarget {
+                        address_from: SNAT_IP,
+                        address_to: SNAT_IP,
+                        port_from: 1024,
+                        port_to: 1024 + rng.below(64) as u16,
+                    }],
+                    RuleType::Dnat => {
+                        let to = rand_ip(rng);
+                        let p = rng.pick(&PORTS);
+                        vec![NatTarget {
+                            address_from: to,
+                            address_to: to,
+                            port_from: p,
+                            port_to: p + 2,
+                        }]
+                    }
+                    _ => vec![],
+                };
             }
             r
         })
@@ -335,7 +366,8 @@ fn frame_for(k: &FlowKey) -> Vec<u8> {
     f
 }
 
-fn check(seed: u64) -> Result<usize, TestCaseError> {
+/// Packets compared, and whether the base simulation used a NAT binding.
+fn check(seed: u64) -> Result<(usize, bool), TestCaseError> {
     let mut rng = Rng(seed | 1);
     let w = rand_world(&mut rng);
     let snap = Snapshot::build(&w.t.topo);
@@ -345,12 +377,13 @@ fn check(seed: u64) -> Result<usize, TestCaseError> {
     let frame = frame_for(&key);
     let key = FlowKey::extract(&frame, key.in_port).expect("frame re-keys");
     let mut icmp = IcmpRateLimiter::unlimited();
-    let mut ct = ConnTable::new(ConntrackCfg::default(), 3);
-    if rng.chance(50) {
-        for dev in [w.b1.cast::<Device>(), w.b2.cast(), w.r.cast()] {
-            if let Some(k) = ConnKey::from_flow(&key, TrackerId::from(dev)) {
-                ct.track(k.reversed(), 0, NOW).expect("room");
-            }
+    let ct = MemFlowState::new();
+    let track = rng.chance(50);
+    for dev in [w.b1.cast::<Device>(), w.b2.cast(), w.r.cast()] {
+        let device = TrackerId::from(dev);
+        ct.grant(BlockKey { device, ip: SNAT_IP, block: 16 }, NOW);
+        if let Some(k) = ConnKey::from_flow(&key, device).filter(|_| track) {
+            ct.tables.borrow_mut().conns.track(k.reversed(), 0, NOW).expect("room");
         }
     }
     let sim = |snap: &Snapshot,
@@ -363,9 +396,17 @@ fn check(seed: u64) -> Result<usize, TestCaseError> {
         let input = SimInput { ingress, key, frame, now: NOW, hash_seed: 42, trace };
         simulate(snap, st, &ct, icmp, &input)
     };
-    let base = sim(&snap, &w.state, &mut icmp, ingress, key, &frame, false);
+    // The first simulations store bindings that later lookups in the same
+    // path may find: compare against the settled result.
+    let mut base = sim(&snap, &w.state, &mut icmp, ingress, key, &frame, false);
+    for _ in 0..3 {
+        if !base.nat.iter().any(|n| n.created) {
+            break;
+        }
+        base = sim(&snap, &w.state, &mut icmp, ingress, key, &frame, false);
+    }
     if base.uncacheable {
-        return Ok(0);
+        return Ok((0, false));
     }
     let mut compared = 0;
     for _ in 0..12 {
@@ -390,10 +431,13 @@ fn check(seed: u64) -> Result<usize, TestCaseError> {
         );
         compared += 1;
     }
-    Ok(compared)
+    Ok((compared, !base.nat.is_empty() && compared > 0))
 }
 
 const NOW: Duration = Duration::from_secs(1000);
+/// The dynamic SNAT address; its block 16 (ports 1024-1087) is granted at
+/// every device.
+const SNAT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
@@ -406,6 +450,10 @@ proptest! {
 #[test]
 fn the_property_actually_compares_packets() {
     // Guard against a vacuous property: most seeds must yield comparisons.
-    let total: usize = (1..200u64).map(|s| check(s * 0x9e37_79b9).expect("property holds")).sum();
-    assert!(total > 1000, "only {total} comparisons");
+    let runs: Vec<(usize, bool)> =
+        (1..400u64).map(|s| check(s * 0x9e37_79b9).expect("property holds")).collect();
+    let total: usize = runs.iter().map(|r| r.0).sum();
+    assert!(total > 2000, "only {total} comparisons");
+    let nat = runs.iter().filter(|r| r.1).count();
+    assert!(nat >= 10, "only {nat} runs compared packets through a NAT binding");
 }

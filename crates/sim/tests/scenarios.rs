@@ -493,11 +493,34 @@ fn scenarios() -> Vec<Sc> {
                 assert!(has_rewrite(r, Action::SetIpv4Src("192.0.2.10".parse().expect("ip"))));
                 assert!(r.tags.contains(&Tag::static_nat()));
             }},
-        Sc { name: "nat_dynamic_not_yet_supported", setup: |w| {
+        Sc { name: "nat_dynamic_snat_translates_address_and_port", setup: |w| {
+                w.with_default(); w.gw_arp();
                 let c = w.chain("r-out", vec![Rule { rule_type: RuleType::Snat, flow_action: Some(FlowAction::Accept),
-                    nat_targets: vec![NatTarget { address_from: "192.0.2.2".parse().expect("ip"), address_to: "192.0.2.2".parse().expect("ip"), port_from: 1024, port_to: 65535 }], ..Default::default() }]);
+                    condition: Condition { out_ports: vec![w.up], ..Default::default() },
+                    nat_targets: vec![NatTarget { address_from: "192.0.2.2".parse().expect("ip"), address_to: "192.0.2.2".parse().expect("ip"), port_from: 1024, port_to: 1087 }], ..Default::default() }]);
                 let x = w.r; w.t.edit_router(x, |r| r.outbound_filter_id = Some(c));
-            }, ingress: v1, pkt: TCP_1_3, check: |_, r| dropped(r, DropReason::DynamicNatUnsupported) },
+                // Ports 1024-1087 are block 16; the store granted it.
+                let device = midonet_state::TrackerId::from(w.r.cast::<Device>());
+                w.flow.grant(midonet_state::BlockKey { device, ip: "192.0.2.2".parse().expect("ip"), block: 16 }, NOW);
+            }, ingress: v1, pkt: TCP_1_NET, check: |w, r| {
+                fwd(r, &[w.up]);
+                assert!(has_rewrite(r, Action::SetIpv4Src("192.0.2.2".parse().expect("ip"))));
+                assert!(r.actions.iter().any(|a| matches!(a, SimAction::Rewrite(Action::SetL4Src(p)) if (1024..=1087).contains(p))), "{}", r.render());
+                assert_eq!(r.nat.len(), 1);
+                assert!(r.tags.contains(&Tag::nat(&r.nat[0].key)));
+            } },
+        Sc { name: "nat_dynamic_snat_needs_a_block", setup: |w| {
+                w.with_default(); w.gw_arp();
+                let c = w.chain("r-out", vec![Rule { rule_type: RuleType::Snat, flow_action: Some(FlowAction::Accept),
+                    nat_targets: vec![NatTarget { address_from: "192.0.2.2".parse().expect("ip"), address_to: "192.0.2.2".parse().expect("ip"), port_from: 1024, port_to: 1087 }], ..Default::default() }]);
+                let x = w.r; w.t.edit_router(x, |r| r.outbound_filter_id = Some(c));
+            }, ingress: v1, pkt: TCP_1_NET, check: |w, r| {
+                dropped(r, DropReason::NatNeedBlock);
+                let b = r.need_block.expect("the block to claim");
+                assert_eq!((b.block, b.device), (16, midonet_state::TrackerId::from(w.r.cast::<Device>())));
+                assert!(r.tags.contains(&Tag::snat_block(&b)));
+                assert!(r.nat.is_empty());
+            } },
         Sc { name: "nat_match_dst_rewritten", setup: |w| {
                 let c = w.chain("r-in", vec![
                     Rule { rule_type: RuleType::Dnat, flow_action: Some(FlowAction::Continue),

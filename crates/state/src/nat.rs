@@ -204,6 +204,21 @@ impl NatTable {
         self.get(fwd, now).map(|_| fwd.return_binding())
     }
 
+    /// The live binding whose return traffic shows `ret`, as its forward
+    /// key and binding: what [`reverse`](Self::reverse) restores is
+    /// `key.return_binding()`. A reverse lookup that also needs to know
+    /// which binding it used (to tag the flow with it, to refresh it) asks
+    /// this.
+    pub fn reverse_entry(
+        &self,
+        kind: NatKind,
+        ret: &ConnKey,
+        now: Duration,
+    ) -> Option<(NatKey, NatBinding)> {
+        let fwd = self.rev.get(&return_lookup_key(kind, *ret))?;
+        self.get(fwd, now).map(|b| (*fwd, b))
+    }
+
     /// Whether a live binding's return traffic would show `ret`: a SNAT
     /// allocator asks before handing out (ip, port) towards a destination.
     pub fn return_key_in_use(&self, kind: NatKind, ret: &ConnKey, now: Duration) -> bool {
@@ -361,6 +376,7 @@ mod tests {
             Some(NatBinding { ip: ip(5), port: 4000 })
         );
         assert_eq!(t.reverse(NatKind::Dnat, &ret, S(1)), None, "kinds do not mix");
+        assert_eq!(t.reverse_entry(NatKind::Snat, &ret, S(1)), Some((k, b)));
         // Another destination port: not this binding's traffic.
         let other = conn(proto::UDP, (out, 54), (b.ip, 1100));
         assert_eq!(t.reverse(NatKind::Snat, &other, S(1)), None);

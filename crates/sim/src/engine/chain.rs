@@ -13,6 +13,7 @@
 use midonet_model::{ChainId, FlowAction, PortId};
 use midonet_wire::IcmpError;
 
+use super::nat::NatOutcome;
 use super::{Ctx, Sim, ETH_IPV4, F_IP_DST, F_IP_SRC};
 use crate::result::*;
 use crate::snapshot::{Dev, RuleAct};
@@ -27,8 +28,13 @@ pub(super) enum Verdict {
     Accept,
     Drop,
     Reject,
-    DynNat,
-    Redirect { port: PortId, ingress: bool, fail_open: bool },
+    /// A NAT rule could not make a binding.
+    NatFail(DropReason),
+    Redirect {
+        port: PortId,
+        ingress: bool,
+        fail_open: bool,
+    },
 }
 
 pub(super) enum Flow {
@@ -51,7 +57,18 @@ fn act_text(a: &RuleAct) -> String {
                 then.as_str()
             )
         }
-        RuleAct::DynamicNat => "dynamic nat".into(),
+        RuleAct::DynamicNat { dnat, targets, then } => {
+            let ts: Vec<String> = targets
+                .iter()
+                .map(|t| format!("{}-{}:{}-{}", t.ip_from, t.ip_to, t.port_from, t.port_to))
+                .collect();
+            format!(
+                "{} to {} then {}",
+                if *dnat { "dnat" } else { "snat" },
+                ts.join(","),
+                then.as_str()
+            )
+        }
         RuleAct::RevNat { dnat, then } => {
             format!("{} then {}", if *dnat { "rev_dnat" } else { "rev_snat" }, then.as_str())
         }
@@ -79,7 +96,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     Verdict::Accept => "accept".into(),
                     Verdict::Drop => "drop".into(),
                     Verdict::Reject => "reject".into(),
-                    Verdict::DynNat => "dynamic nat (not yet supported)".into(),
+                    Verdict::NatFail(r) => format!("drop ({})", r.as_str()),
                     Verdict::Redirect { port, .. } => format!("redirect to {port}"),
                 }
             }
@@ -128,7 +145,13 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     Flow::Done(v) => return Flow::Done(v),
                     Flow::Continue | Flow::Return => continue,
                 },
-                RuleAct::DynamicNat => return Flow::Done(Verdict::DynNat),
+                RuleAct::DynamicNat { dnat, targets, then } => {
+                    match self.nat_forward(*dnat, targets, ctx.dev.id()) {
+                        NatOutcome::Applied => *then,
+                        NatOutcome::Skipped => continue,
+                        NatOutcome::Failed(r) => return Flow::Done(Verdict::NatFail(r)),
+                    }
+                }
                 RuleAct::StaticNat { dnat, to, then } => {
                     if self.fm.ethertype() != ETH_IPV4 {
                         continue;
@@ -149,32 +172,13 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     if self.fm.ethertype() != ETH_IPV4 {
                         continue;
                     }
-                    self.tag(Tag::static_nat());
-                    if *dnat {
-                        let src = self.fm.ipv4_src();
-                        let Some(orig) = snap.rev_dnat.get(&src) else { continue };
-                        self.fm.set_ipv4_src(*orig);
-                        self.dirty |= F_IP_SRC;
-                        trace!(
-                            self,
-                            TraceStep::Rewrite {
-                                what: format!("ip4.src={orig} (reverse static dnat)")
-                            }
-                        );
+                    // Static reverse maps first, then dynamic bindings
+                    // (`engine::nat`); neither: the next rule.
+                    if self.rev_static(*dnat) || self.nat_reverse(*dnat, ctx.dev.id()) {
+                        *then
                     } else {
-                        let dst = self.fm.ipv4_dst();
-                        let Some(orig) = snap.rev_snat.get(&dst) else { continue };
-                        self.fm.set_ipv4_dst(*orig);
-                        self.dirty |= F_IP_DST;
-                        self.dst_rewritten = true;
-                        trace!(
-                            self,
-                            TraceStep::Rewrite {
-                                what: format!("ip4.dst={orig} (reverse static snat)")
-                            }
-                        );
+                        continue;
                     }
-                    *then
                 }
                 RuleAct::L2 { pop, push } => {
                     self.l2(*pop, *push);
@@ -196,6 +200,34 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             }
         }
         Flow::Continue
+    }
+
+    /// A reverse NAT rule's static part (floating IPs): restore the
+    /// address a static rule translated, if the packet shows one.
+    fn rev_static(&mut self, dnat: bool) -> bool {
+        let snap = self.snap;
+        self.tag(Tag::static_nat());
+        if dnat {
+            let src = self.fm.ipv4_src();
+            let Some(orig) = snap.rev_dnat.get(&src) else { return false };
+            self.fm.set_ipv4_src(*orig);
+            self.dirty |= F_IP_SRC;
+            trace!(
+                self,
+                TraceStep::Rewrite { what: format!("ip4.src={orig} (reverse static dnat)") }
+            );
+        } else {
+            let dst = self.fm.ipv4_dst();
+            let Some(orig) = snap.rev_snat.get(&dst) else { return false };
+            self.fm.set_ipv4_dst(*orig);
+            self.dirty |= F_IP_DST;
+            self.dst_rewritten = true;
+            trace!(
+                self,
+                TraceStep::Rewrite { what: format!("ip4.dst={orig} (reverse static snat)") }
+            );
+        }
+        true
     }
 
     pub(super) fn l2(&mut self, pop: bool, push: Option<u16>) {
@@ -237,8 +269,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 self.drop_pkt(DropReason::RuleReject);
                 false
             }
-            Verdict::DynNat => {
-                self.drop_pkt(DropReason::DynamicNatUnsupported);
+            Verdict::NatFail(r) => {
+                self.drop_pkt(r);
                 false
             }
             Verdict::Redirect { port, ingress, fail_open } => {

@@ -7,8 +7,9 @@
 //!     ┌────────────────────────────────────────────────────────┘
 //!     ├─ bridge: admin · src check · VLAN push · in chain · learn · ARP answer
 //!     │          · out chain · unicast | flood (fork per port) · VLAN pop
-//!     └─ router: VLAN/ethertype/MAC checks · ARP · in chain · LPM (+src, weight,
-//!                HRW-ECMP) · local/blackhole/reject · TTL · out chain · next-hop MAC
+//!     └─ router: VLAN/ethertype/MAC checks · ARP · redirect + in chains · LPM (+src,
+//!                weight, HRW-ECMP) · local/blackhole/reject · TTL · forward + out
+//!                chains · next-hop MAC
 //!     ┌────────────────────────────────────────────────────────┘
 //!  egress port ─ pre-out mirrors ─ out chain ─ post-out mirrors ─ exterior: ToPort
 //!                                                              └ interior: peer ingress
@@ -48,6 +49,7 @@
 //! | `router` | the router: ARP, routing, next hop, local delivery |
 //! | `icmp` | ICMP errors and their suppression |
 //! | `conntrack` | `matchForwardFlow`/`matchReturnFlow`, recording connections |
+//! | `nat` | dynamic NAT rules, reverse NAT (ICMP errors included) |
 //!
 //! This file holds what they share: the packet's state along one path
 //! (`Sim`), forks, the loop guard and output (where the rewrite actions
@@ -89,6 +91,9 @@ const F_ETH_SRC: u8 = 1;
 const F_ETH_DST: u8 = 2;
 const F_IP_SRC: u8 = 4;
 const F_IP_DST: u8 = 8;
+const F_L4_SRC: u8 = 16;
+const F_L4_DST: u8 = 32;
+const F_ICMP_ID: u8 = 64;
 
 /// One packet to simulate.
 #[derive(Clone, Copy, Debug)]
@@ -146,6 +151,8 @@ pub fn simulate_into<S, C>(
         loop_guard: false,
         ct_state: conntrack::CtState::Unasked,
         generating: false,
+        in_copy: false,
+        embedded: None,
         out,
     };
     sim.port_ingress(input.ingress);
@@ -207,6 +214,11 @@ struct Sim<'a, 'i, S: ?Sized, C: ?Sized> {
     ct_state: conntrack::CtState,
     /// A router-generated packet is in the chains (a return flow).
     generating: bool,
+    /// Simulating a mirror copy: NAT uses existing bindings only.
+    in_copy: bool,
+    /// An ICMP error's embedded connection as reverse NAT rewrote it
+    /// (`engine::nat`); `Some` only once rewritten.
+    embedded: Option<crate::packets::Embedded>,
 }
 
 macro_rules! trace {
@@ -225,6 +237,7 @@ mod condition;
 mod conntrack;
 mod icmp;
 mod mirror;
+mod nat;
 mod ports;
 mod router;
 
@@ -307,7 +320,12 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         let (writes, gens, pending, consumed) =
             (self.out.state_writes.len(), self.out.generated.len(), self.pending, self.consumed);
         let conns = self.out.conntrack.len();
+        let (nats, need_block, embedded, in_copy) =
+            (self.out.nat.len(), self.out.need_block, self.embedded, self.in_copy);
+        self.in_copy |= copy;
         f(self);
+        self.in_copy = in_copy;
+        self.embedded = embedded;
         self.fm.restore_current(key);
         self.dst_rewritten = rw;
         self.depth = depth;
@@ -317,6 +335,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             self.dropped = dropped;
             self.out.state_writes.truncate(writes);
             self.out.conntrack.truncate(conns);
+            self.out.nat.truncate(nats);
+            self.out.need_block = need_block;
             self.out.generated.truncate(gens);
             self.pending = pending;
             self.consumed = consumed;
@@ -353,6 +373,11 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     /// would depend on the old value, which the simulation did not read and
     /// must not have to mark.
     fn output(&mut self, port: PortId) {
+        if let Some(e) = self.embedded {
+            // Reverse NAT rewrote an ICMP error's quote, which no action
+            // can do: the rebuilt frame leaves as a generated packet.
+            return self.output_rebuilt_icmp_error(port, e);
+        }
         let cur = *self.fm.current();
         let e = self.emitted;
         let forced = self.dirty & !self.applied;
@@ -369,6 +394,15 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         if same(F_IP_DST, cur.ipv4_dst == e.ipv4_dst) {
             self.out.actions.push(SimAction::Rewrite(Action::SetIpv4Dst(cur.ipv4_dst)));
         }
+        if same(F_L4_SRC, cur.l4_src == e.l4_src) {
+            self.out.actions.push(SimAction::Rewrite(Action::SetL4Src(cur.l4_src)));
+        }
+        if same(F_L4_DST, cur.l4_dst == e.l4_dst) {
+            self.out.actions.push(SimAction::Rewrite(Action::SetL4Dst(cur.l4_dst)));
+        }
+        if same(F_ICMP_ID, cur.icmp_id == e.icmp_id) {
+            self.out.actions.push(SimAction::Rewrite(Action::SetIcmpId(cur.icmp_id)));
+        }
         let mut rw = Actions::new();
         diff_actions(&e, &cur, &mut rw);
         for a in rw.iter() {
@@ -384,6 +418,9 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         changed |= if cur.eth_dst != e.eth_dst { F_ETH_DST } else { 0 };
         changed |= if cur.ipv4_src != e.ipv4_src { F_IP_SRC } else { 0 };
         changed |= if cur.ipv4_dst != e.ipv4_dst { F_IP_DST } else { 0 };
+        changed |= if cur.l4_src != e.l4_src { F_L4_SRC } else { 0 };
+        changed |= if cur.l4_dst != e.l4_dst { F_L4_DST } else { 0 };
+        changed |= if cur.icmp_id != e.icmp_id { F_ICMP_ID } else { 0 };
         self.applied |= self.dirty | changed;
         self.emitted = cur;
         self.forwarded = true;

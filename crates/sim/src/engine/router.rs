@@ -1,20 +1,29 @@
 //! The router, as MidoNet simulates it.
 //!
 //! ```text
-//!  VLAN/ethertype/admin checks · ARP (answer for the in-port, learn replies
-//!  and GARPs from inside the port's subnet) · dst MAC = in-port MAC
-//!  · in mirrors · in chain · route lookup (LPM, source prefix, lowest
-//!  weight, HRW-ECMP) · local (echo reply) | blackhole | reject | forward
-//!  forward: TTL · out chain · next-hop MAC (peer port, peer bridge's
-//!  IP→MAC table; gateway outside the out-port's subnet or out-port
-//!  unplugged → net unreachable; ARP cache, miss → ArpPending) · rewrite L2
-//!  · out mirrors · egress
+//!  VLAN/ethertype/admin checks · ARP (answer for the in-port, learn
+//!  replies and GARPs from inside the port's subnet) · dst MAC = in-port
+//!  MAC · in mirrors · local redirect chain · in chain · route lookup (LPM,
+//!  source prefix, lowest weight, HRW-ECMP) · local (echo reply) |
+//!  blackhole | reject | forward
+//!  forward: TTL · forward chain · out chain · next-hop MAC (peer port, peer
+//!  bridge's IP→MAC table; gateway outside the out-port's subnet or
+//!  out-port unplugged → net unreachable; ARP cache, miss → ArpPending)
+//!  · rewrite L2 · out mirrors · egress
 //! ```
 //!
 //! The route lookup marks only the destination bits that separate the
 //! chosen prefix from every other prefix in the table
 //! ([`RouteTable`](crate::snapshot::RouteTable)). Packets the router
-//! generates (echo replies, ICMP errors) pass its outbound chain first.
+//! generates (echo replies, ICMP errors) pass its forward and outbound
+//! chains first.
+//!
+//! The forward chain (`forwardChainId`, FWaaS) is MidoNet's: its router
+//! mapper puts it first in the router's outbound filter list, so it sees
+//! routed packets (after the route lookup and TTL, before the outbound
+//! chain) and never packets to the router itself. The local redirect
+//! chain (`localRedirectChainId`) is first in MidoNet's inbound list: it
+//! runs before the inbound chain, on every IPv4 packet.
 
 use std::net::Ipv4Addr;
 
@@ -86,6 +95,12 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         }
         let ctx = Ctx { dev: inp.dev, in_port: inp.id, out_port: None };
         self.mirrors(&r.m_in, MirrorPoint::DeviceIn, ctx);
+        // MidoNet's router inbound filter list: the local redirect chain,
+        // then the inbound chain.
+        let v = self.run_chain(r.redirect_chain, Hook::RouterLocalRedirect, ctx);
+        if !self.verdict(v, ctx) {
+            return;
+        }
         let v = self.run_chain(r.in_chain, Hook::RouterIn, ctx);
         if !self.verdict(v, ctx) {
             return;
@@ -223,9 +238,14 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         let rw = self.dst_rewritten;
         self.fm = FlowMatch::new(key);
         let ctx = Ctx { dev: via.dev, in_port: via.id, out_port: Some(via.id) };
-        // Generated packets count as return flows (MidoNet).
+        // Generated packets count as return flows (MidoNet). They pass the
+        // same outbound filter list as forwarded packets (MidoNet's
+        // `outboundFilters`): the forward chain, then the outbound chain.
         self.generating = true;
-        let v = self.run_chain(r.out_chain, Hook::RouterGenerated, ctx);
+        let mut v = self.run_chain(r.fwd_chain, Hook::RouterGenerated, ctx);
+        if matches!(v, Verdict::Accept) {
+            v = self.run_chain(r.out_chain, Hook::RouterGenerated, ctx);
+        }
         self.generating = false;
         let k = *self.fm.current();
         self.fm = saved;
@@ -256,6 +276,12 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         self.fm.set_ip_ttl(ttl - 1);
         trace!(self, TraceStep::Ttl { from: ttl, to: ttl - 1 });
         let ctx = Ctx { dev: inp.dev, in_port: inp.id, out_port: Some(outp.id) };
+        // MidoNet's router outbound filter list: the forward chain, then
+        // the outbound chain; the first that does not accept decides.
+        let v = self.run_chain(r.fwd_chain, Hook::RouterForward, ctx);
+        if !self.verdict(v, ctx) {
+            return;
+        }
         let v = self.run_chain(r.out_chain, Hook::RouterOut, ctx);
         if !self.verdict(v, ctx) {
             return;

@@ -128,6 +128,10 @@ pub(crate) struct SRouter {
     pub admin_up: bool,
     pub in_chain: Option<ChainId>,
     pub out_chain: Option<ChainId>,
+    /// `forwardChainId`: routed traffic, before `out_chain` (FWaaS).
+    pub fwd_chain: Option<ChainId>,
+    /// `localRedirectChainId`: every IPv4 packet, before `in_chain`.
+    pub redirect_chain: Option<ChainId>,
     pub m_in: Vec<MirrorId>,
     pub m_out: Vec<MirrorId>,
     pub routes: RouteTable,
@@ -231,8 +235,13 @@ pub(crate) enum RuleAct {
         to: Ipv4Addr,
         then: FlowAction,
     },
-    /// Dynamic (port-translating) NAT: behind the conntrack/NAT seam.
-    DynamicNat,
+    /// Dynamic (stateful, port-translating) NAT: a binding per connection
+    /// through the flow-state seam (`engine::nat`).
+    DynamicNat {
+        dnat: bool,
+        targets: Vec<midonet_state::SnatTarget>,
+        then: FlowAction,
+    },
     RevNat {
         dnat: bool,
         then: FlowAction,
@@ -274,7 +283,20 @@ impl SRule {
                     Some(t) if r.is_static_nat() => {
                         RuleAct::StaticNat { dnat, to: t.address_from, then }
                     }
-                    _ => RuleAct::DynamicNat,
+                    _ => RuleAct::DynamicNat {
+                        dnat,
+                        targets: r
+                            .nat_targets
+                            .iter()
+                            .map(|t| midonet_state::SnatTarget {
+                                ip_from: t.address_from,
+                                ip_to: t.address_to,
+                                port_from: t.port_from,
+                                port_to: t.port_to,
+                            })
+                            .collect(),
+                        then,
+                    },
                 }
             }
             RuleType::RevDnat => RuleAct::RevNat { dnat: true, then },
@@ -494,6 +516,8 @@ impl Snapshot {
                     admin_up: r.admin_state_up,
                     in_chain: r.inbound_filter_id,
                     out_chain: r.outbound_filter_id,
+                    fwd_chain: r.forward_chain_id,
+                    redirect_chain: r.local_redirect_chain_id,
                     m_in: r.inbound_mirror_ids.clone(),
                     m_out: r.outbound_mirror_ids.clone(),
                     routes: RouteTable::build(routes),

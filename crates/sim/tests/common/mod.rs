@@ -50,6 +50,9 @@ pub struct W {
     /// Extra named ports that scenarios add.
     pub p: BTreeMap<&'static str, PortId>,
     pub icmp: IcmpRateLimiter,
+    /// Flow state (conntrack, NAT, SNAT blocks) for `run`: empty unless a
+    /// scenario grants blocks or a run allocates.
+    pub flow: MemFlowState,
 }
 
 impl W {
@@ -90,6 +93,7 @@ impl W {
             up,
             p: BTreeMap::new(),
             icmp: IcmpRateLimiter::unlimited(),
+            flow: MemFlowState::new(),
         }
     }
 
@@ -172,6 +176,9 @@ pub fn packet(desc: &str) -> (FlowKey, Vec<u8>) {
     (key, frame)
 }
 
+/// The time every common run happens at.
+pub const NOW: Duration = Duration::from_secs(1000);
+
 pub fn sim(
     snap: &Snapshot,
     state: &MemState,
@@ -181,8 +188,7 @@ pub fn sim(
     frame: &[u8],
     trace: bool,
 ) -> SimResult {
-    let input =
-        SimInput { ingress, key, frame, now: Duration::from_secs(1000), hash_seed: 42, trace };
+    let input = SimInput { ingress, key, frame, now: NOW, hash_seed: 42, trace };
     simulate(snap, state, &NoConntrack, icmp, &input)
 }
 
@@ -192,8 +198,10 @@ pub fn run(w: &mut W, ingress: PortId, desc: &str) -> SimResult {
     let snap = Snapshot::build(&w.t.topo);
     let (key, frame) = packet(desc);
     let mut icmp2 = w.icmp.clone();
-    let traced = sim(&snap, &w.state, &mut w.icmp, ingress, key, &frame, true);
-    let plain = sim(&snap, &w.state, &mut icmp2, ingress, key, &frame, false);
+    let input = SimInput { ingress, key, frame: &frame, now: NOW, hash_seed: 42, trace: true };
+    // Against the same flow state: the first run's bindings are reused.
+    let traced = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
+    let plain = simulate(&snap, &w.state, &w.flow, &mut icmp2, &SimInput { trace: false, ..input });
     assert_eq!(traced.decision, plain.decision, "trace changes the decision");
     assert_eq!(traced.actions, plain.actions, "trace changes the actions");
     assert_eq!(traced.mask, plain.mask, "trace changes the mask");

@@ -1,0 +1,487 @@
+//! Dynamic NAT (`snat`/`dnat` with port ranges, `rev_snat`/`rev_dnat`) as
+//! MidoNet does it (reference §2.10), plus what we do better: ICMP echo
+//! ids translated, ICMP errors reverse-translated through their quote.
+//!
+//! The world is the reference one with a default route out of the uplink
+//! `up` (192.0.2.2): the router SNATs what leaves by `up` and
+//! reverse-SNATs what comes in by it, the way Neutron's router gateway
+//! does. Flow state is the world's `MemFlowState`, with SNAT block 16
+//! (ports 1024-1087 of 192.0.2.2) granted unless a test says otherwise.
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use common::*;
+use midonet_model::*;
+use midonet_sim::*;
+use midonet_state::{BlockKey, NatKind, TrackerId};
+
+const PUB: &str = "192.0.2.2";
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().expect("ip")
+}
+
+fn target(from: u16, to: u16) -> NatTarget {
+    NatTarget { address_from: ip(PUB), address_to: ip(PUB), port_from: from, port_to: to }
+}
+
+fn nat_rule(t: RuleType, c: Condition, targets: Vec<NatTarget>) -> Rule {
+    Rule {
+        rule_type: t,
+        flow_action: Some(FlowAction::Accept),
+        condition: c,
+        nat_targets: targets,
+        ..Default::default()
+    }
+}
+
+fn router_dev(w: &W) -> TrackerId {
+    TrackerId::from(w.r.cast::<Device>())
+}
+
+fn block(w: &W, n: u16) -> BlockKey {
+    BlockKey { device: router_dev(w), ip: ip(PUB), block: n }
+}
+
+/// The gateway world: SNAT to `targets` out of `up`, rev_snat into it,
+/// and `extra_in` rules before the rev_snat on the router's inbound chain.
+fn gateway(targets: Vec<NatTarget>, extra_in: Vec<Rule>, grant: bool) -> W {
+    let mut w = W::std();
+    w.with_default();
+    w.gw_arp();
+    let up = w.up;
+    let on_up = |out: bool| {
+        if out {
+            Condition { out_ports: vec![up], ..Default::default() }
+        } else {
+            Condition { in_ports: vec![up], ..Default::default() }
+        }
+    };
+    let out = w.chain("r-out", vec![nat_rule(RuleType::Snat, on_up(true), targets)]);
+    let mut rin = extra_in;
+    rin.push(nat_rule(RuleType::RevSnat, on_up(false), vec![]));
+    let inn = w.chain("r-in", rin);
+    let r = w.r;
+    w.t.edit_router(r, |x| {
+        x.outbound_filter_id = Some(out);
+        x.inbound_filter_id = Some(inn);
+    });
+    let (b1, v1, v2, rp1) = (w.b1, w.v1, w.v2, w.rp1);
+    w.learn(b1, 0, VM1, v1);
+    w.learn(b1, 0, VM2, v2);
+    w.learn(b1, 0, RP1, rp1);
+    w.state.router_arp.insert((w.r, ip("10.0.0.11")), mac(VM1));
+    w.state.router_arp.insert((w.r, ip("10.0.0.12")), mac(VM2));
+    if grant {
+        let b = block(&w, 16);
+        w.flow.grant(b, NOW);
+    }
+    w
+}
+
+fn rewrites(r: &SimResult) -> Vec<Action> {
+    r.actions
+        .iter()
+        .filter_map(|a| match a {
+            SimAction::Rewrite(x) => Some(*x),
+            SimAction::ToPort(_) => None,
+        })
+        .collect()
+}
+
+fn l4_src(r: &SimResult) -> Option<u16> {
+    rewrites(r).iter().find_map(|a| match a {
+        Action::SetL4Src(p) => Some(*p),
+        _ => None,
+    })
+}
+
+fn icmp_id(r: &SimResult) -> Option<u16> {
+    rewrites(r).iter().find_map(|a| match a {
+        Action::SetIcmpId(p) => Some(*p),
+        _ => None,
+    })
+}
+
+fn forwarded_to(r: &SimResult, port: PortId) {
+    assert_eq!(r.decision, Decision::Forward, "{}", r.render());
+    assert_eq!(r.out_ports().collect::<Vec<_>>(), vec![port], "{}", r.render());
+}
+
+fn tcp_out(src: &str, smac: &str, sport: u16, dst: &str) -> String {
+    format!("eth.src={smac},eth.dst={RP1},ip4.src={src},ip4.dst={dst},tcp.src={sport},tcp.dst=443")
+}
+
+#[test]
+fn snat_out_and_rev_snat_back() {
+    let mut w = gateway(vec![target(1024, 1087)], vec![], true);
+    let (v1, up) = (w.v1, w.up);
+    let out = run(&mut w, v1, &tcp_out("10.0.0.11", VM1, 40000, "198.51.100.7"));
+    forwarded_to(&out, up);
+    let port = l4_src(&out).expect("the source port is translated");
+    assert!((1024..=1087).contains(&port));
+    assert!(rewrites(&out).contains(&Action::SetIpv4Src(ip(PUB))));
+    // The flow matches its exact connection and carries the binding's tag.
+    for f in [FieldId::L4Src, FieldId::L4Dst, FieldId::IpProto] {
+        assert!(out.mask.is_marked(f), "{f:?} unmarked");
+    }
+    assert_eq!(out.mask.prefix_len(FieldId::Ipv4Src), 32);
+    assert_eq!(out.mask.prefix_len(FieldId::Ipv4Dst), 32);
+    assert_eq!(out.nat.len(), 1);
+    let w0 = out.nat[0];
+    assert_eq!(w0.key.kind, NatKind::Snat);
+    assert_eq!(w0.key.conn.tracker, router_dev(&w));
+    assert_eq!((w0.binding.ip, w0.binding.port), (ip(PUB), port));
+    assert!(out.tags.contains(&Tag::nat(&w0.key)));
+    assert!(out.trace.iter().any(|s| matches!(s, TraceStep::Nat { reverse: false, .. })));
+
+    // The reply comes back to the public address and port.
+    let reply = format!(
+        "eth.src={GW},eth.dst={UP},ip4.src=198.51.100.7,ip4.dst={PUB},tcp.src=443,tcp.dst={port}"
+    );
+    let back = run(&mut w, up, &reply);
+    forwarded_to(&back, v1);
+    let rw = rewrites(&back);
+    assert!(rw.contains(&Action::SetIpv4Dst(ip("10.0.0.11"))), "{}", back.render());
+    assert!(rw.contains(&Action::SetL4Dst(40000)), "{}", back.render());
+    assert_eq!(back.nat, vec![NatWrite { created: false, ..w0 }], "the binding is used");
+    assert!(back.tags.contains(&Tag::nat(&w0.key)), "invalidated when the binding goes");
+    for t in w0.tags() {
+        assert!(back.tags.contains(&t));
+    }
+
+    // A reply to a port nobody has: no binding, the rule falls through (to
+    // the router's own address, which does not take TCP), and the flow is
+    // tagged with the return key it looked for.
+    let other = port.wrapping_add(1).max(1024);
+    let stray = reply.replace(&format!("tcp.dst={port}"), &format!("tcp.dst={other}"));
+    let lost = run(&mut w, up, &stray);
+    assert_eq!(drop_reason(&lost), Some(DropReason::LocalNotHandled), "{}", lost.render());
+    assert!(lost.nat.is_empty());
+    let ret = midonet_state::ConnKey {
+        src: ip("198.51.100.7"),
+        dst: ip(PUB),
+        src_port: 443,
+        dst_port: other,
+        proto: 6,
+        tracker: router_dev(&w),
+    };
+    assert!(lost.tags.contains(&Tag::nat_return(NatKind::Snat, &ret)));
+}
+
+#[test]
+fn ports_are_unique_per_destination_only() {
+    let mut w = gateway(vec![target(1024, 1087)], vec![], true);
+    let (v1, v2) = (w.v1, w.v2);
+    let a = run(&mut w, v1, &tcp_out("10.0.0.11", VM1, 40000, "198.51.100.7"));
+    let b = run(&mut w, v2, &tcp_out("10.0.0.12", VM2, 40000, "198.51.100.7"));
+    let (pa, pb) = (l4_src(&a).expect("a"), l4_src(&b).expect("b"));
+    assert_ne!(pa, pb, "two inside hosts to one destination share no port");
+
+    // With a single port, the second host gets it only towards another
+    // destination.
+    let mut w = gateway(vec![target(1024, 1024)], vec![], true);
+    let (v1, v2) = (w.v1, w.v2);
+    let a = run(&mut w, v1, &tcp_out("10.0.0.11", VM1, 40000, "198.51.100.7"));
+    assert_eq!(l4_src(&a), Some(1024));
+    let same = run(&mut w, v2, &tcp_out("10.0.0.12", VM2, 40000, "198.51.100.7"));
+    assert_eq!(drop_reason(&same), Some(DropReason::NatExhausted), "{}", same.render());
+    let other = run(&mut w, v2, &tcp_out("10.0.0.12", VM2, 40000, "198.51.100.8"));
+    assert_eq!(l4_src(&other), Some(1024), "{}", other.render());
+    // The first connection keeps its port.
+    let again = run(&mut w, v1, &tcp_out("10.0.0.11", VM1, 40000, "198.51.100.7"));
+    assert_eq!(l4_src(&again), Some(1024));
+    assert!(!again.nat[0].created);
+}
+
+#[test]
+fn need_block_drops_for_now_then_forwards_once_granted() {
+    let mut w = gateway(vec![target(1024, 1087)], vec![], false);
+    let (v1, up) = (w.v1, w.up);
+    let pkt = tcp_out("10.0.0.11", VM1, 40000, "198.51.100.7");
+    let first = run(&mut w, v1, &pkt);
+    let Decision::Drop { reason, lifetime } = first.decision else { panic!("{}", first.render()) };
+    assert_eq!((reason, lifetime), (DropReason::NatNeedBlock, DropLifetime::Temporary));
+    let b = first.need_block.expect("the block to claim");
+    assert_eq!(b, block(&w, 16));
+    assert!(first.tags.contains(&Tag::snat_block(&b)), "invalidated when granted");
+    assert!(first.nat.is_empty() && first.actions.is_empty());
+    assert_eq!(w.flow.tables.borrow().nat.len(), 0, "nothing stored");
+
+    // The agent claims it in the store; the same packet now forwards.
+    w.flow.grant(b, NOW);
+    let second = run(&mut w, v1, &pkt);
+    forwarded_to(&second, up);
+    assert!(second.need_block.is_none());
+    assert!(second.nat[0].created);
+    assert_eq!(w.flow.tables.borrow().nat.len(), 1);
+}
+
+#[test]
+fn dnat_port_forward_and_its_return() {
+    let mut w = W::std();
+    w.with_default();
+    w.gw_arp();
+    let fwd = nat_rule(
+        RuleType::Dnat,
+        Condition {
+            nw_dst_address: Some(ip(PUB).into()),
+            nw_dst_length: Some(32),
+            nw_proto: Some(6),
+            tp_dst: Some(PortRange { start: 8022, end: 8022 }),
+            ..Default::default()
+        },
+        vec![NatTarget {
+            address_from: ip("10.0.1.5"),
+            address_to: ip("10.0.1.5"),
+            port_from: 22,
+            port_to: 22,
+        }],
+    );
+    let rev = nat_rule(RuleType::RevDnat, Condition::default(), vec![]);
+    let inn = w.chain("r-in", vec![fwd]);
+    let out = w.chain("r-out", vec![rev]);
+    let r = w.r;
+    w.t.edit_router(r, |x| {
+        x.inbound_filter_id = Some(inn);
+        x.outbound_filter_id = Some(out);
+    });
+    let (up, v3) = (w.up, w.v3);
+    let pkt = format!(
+        "eth.src={GW},eth.dst={UP},ip4.src=198.51.100.7,ip4.dst={PUB},tcp.src=5555,tcp.dst=8022"
+    );
+    let a = run(&mut w, up, &pkt);
+    forwarded_to(&a, v3);
+    let rw = rewrites(&a);
+    assert!(rw.contains(&Action::SetIpv4Dst(ip("10.0.1.5"))), "{}", a.render());
+    assert!(rw.contains(&Action::SetL4Dst(22)), "{}", a.render());
+    assert_eq!(a.nat.len(), 1);
+    assert_eq!(a.nat[0].key.kind, NatKind::Dnat);
+    // The same connection again: the stored binding.
+    let again = run(&mut w, up, &pkt);
+    assert_eq!(again.actions, a.actions);
+    assert!(!again.nat[0].created);
+
+    let reply = format!(
+        "eth.src={VM3},eth.dst={RP2},ip4.src=10.0.1.5,ip4.dst=198.51.100.7,tcp.src=22,tcp.dst=5555"
+    );
+    let b = run(&mut w, v3, &reply);
+    forwarded_to(&b, up);
+    let rw = rewrites(&b);
+    assert!(rw.contains(&Action::SetIpv4Src(ip(PUB))), "{}", b.render());
+    assert!(rw.contains(&Action::SetL4Src(8022)), "{}", b.render());
+    assert_eq!(b.nat[0].key, a.nat[0].key);
+}
+
+fn ping(src: &str, smac: &str, id: u16, ty: u8) -> String {
+    format!(
+        "eth.src={smac},eth.dst={RP1},ip4.src={src},ip4.dst=198.51.100.7,icmp4.type={ty},icmp4.id={id}"
+    )
+}
+
+#[test]
+fn icmp_echo_ids_are_translated_both_ways() {
+    let mut w = gateway(vec![target(1024, 1087)], vec![], true);
+    let (v1, v2, up) = (w.v1, w.v2, w.up);
+    let a = run(&mut w, v1, &ping("10.0.0.11", VM1, 7, 8));
+    let b = run(&mut w, v2, &ping("10.0.0.12", VM2, 7, 8));
+    forwarded_to(&a, up);
+    let (ia, ib) = (icmp_id(&a).expect("id a"), icmp_id(&b).expect("id b"));
+    assert_ne!(ia, ib, "same id, same destination, two hosts: two outside ids");
+    assert!(a.mask.is_marked(FieldId::IcmpId));
+    assert_eq!(a.nat[0].key.conn.src_port, 7);
+
+    let reply = format!(
+        "eth.src={GW},eth.dst={UP},ip4.src=198.51.100.7,ip4.dst={PUB},icmp4.type=0,icmp4.id={ib}"
+    );
+    let back = run(&mut w, up, &reply);
+    forwarded_to(&back, v2);
+    let rw = rewrites(&back);
+    assert!(rw.contains(&Action::SetIpv4Dst(ip("10.0.0.12"))), "{}", back.render());
+    assert!(rw.contains(&Action::SetIcmpId(7)), "{}", back.render());
+}
+
+/// The frame of an ICMP error of `ty`/`code` from `from` to `to` about the
+/// datagram `about` describes.
+fn icmp_error_frame(from: &str, to: &str, ty: u8, about: &str) -> Vec<u8> {
+    let (_, orig) = packet(about);
+    let kind = match ty {
+        11 => midonet_wire::IcmpError::TtlExceeded,
+        _ => midonet_wire::IcmpError::HostUnreachable,
+    };
+    let mut f = Vec::new();
+    midonet_wire::icmpv4_error(&mut f, kind, mac(GW).0, mac(UP).0, ip(from), &orig[14..])
+        .expect("error frame");
+    // icmpv4_error addresses it to the quote's source: the public address.
+    assert_eq!(&f[30..34], &ip(to).octets());
+    f
+}
+
+#[test]
+fn icmp_time_exceeded_from_outside_reaches_the_inside_host_translated() {
+    let mut w = gateway(vec![target(1024, 1087)], vec![], true);
+    let (v1, up) = (w.v1, w.up);
+    let udp = "eth.src=02:00:00:00:00:01,eth.dst=02:00:00:00:01:01,ip4.src=10.0.0.11,ip4.dst=8.8.8.8,udp.src=5000,udp.dst=53";
+    let out = run(&mut w, v1, udp);
+    forwarded_to(&out, up);
+    let port = l4_src(&out).expect("port");
+
+    // A router on the way says time exceeded, quoting the packet as it
+    // left us (translated).
+    let quoted = format!(
+        "eth.src={UP},eth.dst={GW},ip4.src={PUB},ip4.dst=8.8.8.8,ip.ttl=1,udp.src={port},udp.dst=53"
+    );
+    let frame = icmp_error_frame("203.0.113.1", PUB, 11, &quoted);
+    let key = FlowKey::extract(&frame, InPort::Port(0)).expect("parses");
+    assert_eq!(key.icmp_type, 11);
+    let snap = Snapshot::build(&w.t.topo);
+    let input = SimInput { ingress: up, key, frame: &frame, now: NOW, hash_seed: 42, trace: true };
+    let r = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
+    assert_eq!(r.decision, Decision::Consumed, "{}", r.render());
+    assert!(r.uncacheable);
+    assert!(r.actions.is_empty(), "nothing to install");
+    assert_eq!(r.generated.len(), 1, "{}", r.render());
+    let g = &r.generated[0];
+    assert_eq!(g.kind, GenKind::IcmpError { icmp_type: 11, code: 0 });
+    assert_eq!(g.target, GenTarget::Emit(v1));
+    let k = FlowKey::extract(&g.frame, InPort::Port(0)).expect("parses");
+    assert_eq!((k.ipv4_src, k.ipv4_dst), (ip("203.0.113.1"), ip("10.0.0.11")));
+    assert_eq!((k.eth_src, k.eth_dst), (mac(RP1), mac(VM1)));
+    assert_eq!(k.ip_ttl, 63, "routed: ttl decremented");
+    // The quote shows the inside host's own packet, checksums valid.
+    let f = &g.frame;
+    let quote = &f[42..];
+    assert_eq!(&quote[12..16], &ip("10.0.0.11").octets());
+    assert_eq!(&quote[16..20], &ip("8.8.8.8").octets());
+    assert_eq!(u16::from_be_bytes([quote[20], quote[21]]), 5000);
+    use midonet_wire::checksum::checksum;
+    assert_eq!(checksum(&f[14..34]), 0, "outer ip checksum");
+    assert_eq!(checksum(&f[34..]), 0, "icmp checksum");
+    assert_eq!(checksum(&quote[..20]), 0, "quoted ip checksum");
+    assert_eq!(r.nat.len(), 1);
+    assert!(!r.nat[0].created);
+    assert!(r.trace.iter().any(|s| matches!(s, TraceStep::Nat { reverse: true, .. })));
+
+    // About a connection we have no binding for: not translated.
+    let stray = quoted.replace(&format!("udp.src={port}"), "udp.src=9");
+    let frame = icmp_error_frame("203.0.113.1", PUB, 11, &stray);
+    let key = FlowKey::extract(&frame, InPort::Port(0)).expect("parses");
+    let input = SimInput { ingress: up, key, frame: &frame, now: NOW, hash_seed: 42, trace: true };
+    let r = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
+    assert!(r.generated.is_empty() && r.nat.is_empty(), "{}", r.render());
+}
+
+#[test]
+fn icmp_error_about_a_dnat_connection_from_the_backend() {
+    // Outside client → PUB:8022 DNAT to 10.0.1.5:22; the backend answers
+    // port unreachable: it leaves from the address the client spoke to,
+    // quoting the client's packet to that address.
+    let mut w = W::std();
+    w.with_default();
+    w.gw_arp();
+    let fwd = nat_rule(
+        RuleType::Dnat,
+        Condition {
+            nw_dst_address: Some(ip(PUB).into()),
+            nw_dst_length: Some(32),
+            ..Default::default()
+        },
+        vec![NatTarget {
+            address_from: ip("10.0.1.5"),
+            address_to: ip("10.0.1.5"),
+            port_from: 22,
+            port_to: 22,
+        }],
+    );
+    let rev = nat_rule(RuleType::RevDnat, Condition::default(), vec![]);
+    let (inn, out) = (w.chain("r-in", vec![fwd]), w.chain("r-out", vec![rev]));
+    let r = w.r;
+    w.t.edit_router(r, |x| {
+        x.inbound_filter_id = Some(inn);
+        x.outbound_filter_id = Some(out);
+    });
+    let (up, v3) = (w.up, w.v3);
+    let udp = format!(
+        "eth.src={GW},eth.dst={UP},ip4.src=198.51.100.7,ip4.dst={PUB},udp.src=5555,udp.dst=8022"
+    );
+    forwarded_to(&run(&mut w, up, &udp), v3);
+    let quoted = format!(
+        "eth.src={RP2},eth.dst={VM3},ip4.src=198.51.100.7,ip4.dst=10.0.1.5,udp.src=5555,udp.dst=22"
+    );
+    let (_, orig) = packet(&quoted);
+    let mut frame = Vec::new();
+    midonet_wire::icmpv4_error(
+        &mut frame,
+        midonet_wire::IcmpError::HostUnreachable,
+        mac(VM3).0,
+        mac(RP2).0,
+        ip("10.0.1.5"),
+        &orig[14..],
+    )
+    .expect("frame");
+    let key = FlowKey::extract(&frame, InPort::Port(0)).expect("parses");
+    let snap = Snapshot::build(&w.t.topo);
+    let input = SimInput { ingress: v3, key, frame: &frame, now: NOW, hash_seed: 42, trace: true };
+    let r = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
+    assert_eq!(r.generated.len(), 1, "{}", r.render());
+    assert_eq!(r.generated[0].target, GenTarget::Emit(up));
+    let f = &r.generated[0].frame;
+    let k = FlowKey::extract(f, InPort::Port(0)).expect("parses");
+    assert_eq!((k.ipv4_src, k.ipv4_dst), (ip(PUB), ip("198.51.100.7")));
+    let quote = &f[42..];
+    assert_eq!(&quote[16..20], &ip(PUB).octets(), "{}", r.render());
+    assert_eq!(u16::from_be_bytes([quote[22], quote[23]]), 8022);
+    use midonet_wire::checksum::checksum;
+    assert_eq!(checksum(&f[34..]), 0, "icmp checksum");
+}
+
+#[test]
+fn mirror_copies_neither_allocate_nor_record() {
+    let mut w = gateway(vec![target(1024, 1087)], vec![], true);
+    // Mirror what enters v1 into b1's router link: the copy is routed and
+    // meets the SNAT rule before the original does.
+    let (v1, up, bi1) = (w.v1, w.up, w.bi1);
+    let m = w.t.mirror(bi1, vec![]);
+    w.t.edit_port(v1, |p| p.inbound_mirror_ids = vec![m]);
+    let snap = Snapshot::build(&w.t.topo);
+    let (key, frame) = packet(&tcp_out("10.0.0.11", VM1, 40000, "198.51.100.7"));
+    let input = SimInput { ingress: v1, key, frame: &frame, now: NOW, hash_seed: 42, trace: true };
+    let r = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
+    assert_eq!(r.out_ports().collect::<Vec<_>>(), vec![up, up], "{}", r.render());
+    assert!(
+        r.trace
+            .iter()
+            .any(|s| matches!(s, TraceStep::Nat { result, .. } if result.contains("mirror copy"))),
+        "{}",
+        r.render()
+    );
+    // The copy left first, untranslated; only the original made (and
+    // recorded) a binding.
+    assert!(matches!(r.actions[3], SimAction::ToPort(_)), "{}", r.render());
+    assert_eq!(r.nat.len(), 1, "{}", r.render());
+    assert_eq!(w.flow.tables.borrow().nat.len(), 1);
+    // Once the binding exists the copy uses it too (and records nothing);
+    // the first flow carried the binding's tag, so it is simulated again.
+    assert!(r.tags.contains(&Tag::nat(&r.nat[0].key)));
+    let again = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
+    let snat = SimAction::Rewrite(Action::SetIpv4Src(ip(PUB)));
+    assert_eq!(again.actions.iter().filter(|a| **a == snat).count(), 1, "{}", again.render());
+    assert!(!matches!(again.actions[3], SimAction::ToPort(_)), "{}", again.render());
+    assert_eq!(again.nat.len(), 1);
+    assert_eq!(w.flow.tables.borrow().nat.len(), 1);
+}
+
+#[test]
+fn no_flow_state_view_still_simulates() {
+    // NoConntrack: DNAT picks (nothing stored), SNAT asks for a block.
+    let mut w = gateway(vec![target(1024, 1087)], vec![], false);
+    let snap = Snapshot::build(&w.t.topo);
+    let (key, frame) = packet(&tcp_out("10.0.0.11", VM1, 40000, "198.51.100.7"));
+    let input =
+        SimInput { ingress: w.v1, key, frame: &frame, now: NOW, hash_seed: 42, trace: false };
+    let r = simulate(&snap, &w.state, &NoConntrack, &mut w.icmp, &input);
+    assert_eq!(drop_reason(&r), Some(DropReason::NatNeedBlock));
+    assert!(r.need_block.is_some());
+}
