@@ -47,10 +47,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use midonet_model::PortId;
-use midonet_sim::{SimAction, SimResult, Tag};
-use midonet_state::message::{conntrack_repr, install, Installed};
-use midonet_state::{ConnKey, ConnStats, ConnTable, ConntrackCfg, NatTable, PortBlocks, Tracked};
-use midonet_wire::flowstate::{ConntrackRepr, FlowStateRepr};
+use midonet_sim::{nat_tags, SimAction, SimResult, Tag};
+use midonet_state::message::{conntrack_repr, install, nat_repr, Installed};
+use midonet_state::{
+    BlockKey, ConnKey, ConnState, ConnStats, ConnTable, ConntrackCfg, NatBinding, NatKey, NatKind,
+    NatTable, PortBlocks, Tracked,
+};
+use midonet_wire::flowstate::{ConntrackRepr, FlowStateRepr, NatRepr};
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -66,15 +69,42 @@ const MAX_MESSAGE: usize = 9000;
 /// Bindings received from a peer live this long unless refreshed.
 const NAT_IMPORT_TTL: Duration = Duration::from_secs(180);
 
-/// The tables and the index from flow tags to connections.
+/// How long a SNAT block claim may go unanswered before a packet may ask
+/// again (the claim was lost with a session).
+const CLAIM_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What one simulation tells the peers.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    pub conntrack: Vec<ConntrackRepr>,
+    pub nat: Vec<NatRepr>,
+}
+
+impl Outgoing {
+    pub fn is_empty(&self) -> bool {
+        self.conntrack.is_empty() && self.nat.is_empty()
+    }
+}
+
+/// What flows' tags name: a connection or a NAT binding.
+#[derive(Debug, Clone, Copy)]
+enum Named {
+    Conn(ConnKey),
+    Nat(NatKey),
+}
+
+/// The tables and the index from flow tags to connections and bindings.
 pub struct FlowState {
     pub conn: ConnTable,
     pub nat: NatTable,
     /// SNAT port blocks held here and known to be held elsewhere.
     pub blocks: PortBlocks,
-    /// `Tag::conntrack(key)` → key, for every tracked connection: which
-    /// connection a flow's tag names.
-    by_tag: HashMap<u64, ConnKey>,
+    /// `Tag::conntrack(key)` → key for every tracked connection, and both
+    /// tags of every binding (`nat_tags`) → its forward key: what a flow's
+    /// tag names.
+    by_tag: HashMap<u64, Named>,
+    /// SNAT blocks asked of the cluster and not answered yet, since when.
+    claiming: HashMap<BlockKey, Duration>,
     /// Counters as last mirrored into the metrics.
     mirrored: ConnStats,
 }
@@ -87,23 +117,48 @@ impl FlowState {
             nat: NatTable::new(max_entries, hash_seed.rotate_left(17)),
             blocks: PortBlocks::new(),
             by_tag: HashMap::new(),
+            claiming: HashMap::new(),
             mirrored: ConnStats::default(),
         }
     }
 
     fn index(&mut self, key: ConnKey) {
-        self.by_tag.insert(Tag::conntrack(&key).0, key);
+        self.by_tag.insert(Tag::conntrack(&key).0, Named::Conn(key));
     }
 
-    /// Apply what one simulation recorded and saw. Connections to tell the
-    /// peers about go to `send`; the tags of connections tracked for the
-    /// first time go to `stale` (flows that looked for them and missed).
+    fn index_nat(&mut self, key: NatKey, b: NatBinding) {
+        for t in nat_tags(&key, b) {
+            self.by_tag.insert(t.0, Named::Nat(key));
+        }
+    }
+
+    /// How long a binding in use lives: its connection's established
+    /// timeout (TCP five days, UDP 180 s, ICMP 30 s), refreshed by use.
+    fn nat_ttl(&self, key: &NatKey) -> Duration {
+        self.conn.cfg().timeouts.of(key.conn.proto, ConnState::Replied)
+    }
+
+    /// Whether to ask the cluster for `b` now (not already asked).
+    pub fn claim(&mut self, b: BlockKey) -> bool {
+        self.claiming.insert(b, Duration::ZERO).is_none()
+    }
+
+    /// The cluster answered for `b` (or the claim was lost): a later
+    /// packet may ask again.
+    pub fn answered(&mut self, b: &BlockKey) {
+        self.claiming.remove(b);
+    }
+
+    /// Apply what one simulation recorded and saw. What to tell the peers
+    /// goes to `out`; the tags of connections tracked and bindings created
+    /// for the first time go to `stale` (flows that looked for them and
+    /// missed).
     pub fn apply(
         &mut self,
         r: &SimResult,
         tcp_flags: u16,
         now: Duration,
-        send: &mut Vec<ConntrackRepr>,
+        out: &mut Outgoing,
         stale: &mut Vec<u64>,
     ) -> usize {
         let mut full = 0;
@@ -115,11 +170,23 @@ impl FlowState {
                         self.index(w.key);
                     }
                     if let Some((c, _)) = self.conn.lookup(&w.key, now) {
-                        send.push(conntrack_repr(&c.key, c.state));
+                        out.conntrack.push(conntrack_repr(&c.key, c.state));
                     }
                 }
                 Err(_) => full += 1,
             }
+        }
+        for w in &r.nat {
+            // The simulation stored a new binding already; a used one lives
+            // as long as its connection is in use.
+            if w.created {
+                stale.extend(nat_tags(&w.key, w.binding).iter().map(|t| t.0));
+                self.index_nat(w.key, w.binding);
+            } else {
+                let ttl = self.nat_ttl(&w.key);
+                self.nat.touch(&w.key, now + ttl, now);
+            }
+            out.nat.push(nat_repr(&w.key, w.binding));
         }
         if self.by_tag.is_empty() {
             return full;
@@ -127,14 +194,14 @@ impl FlowState {
         // Return traffic: a tag naming a tracked connection this simulation
         // did not record is a lookup that found it.
         for t in &r.tags {
-            let Some(k) = self.by_tag.get(&t.0).copied() else { continue };
+            let Some(Named::Conn(k)) = self.by_tag.get(&t.0).copied() else { continue };
             if r.conntrack.iter().any(|w| w.key == k) {
                 continue;
             }
             let before = self.conn.lookup(&k, now).map(|(c, _)| c.state);
             if let Some((c, _)) = self.conn.packet(&k.reversed(), tcp_flags, now) {
                 if Some(c.state) != before {
-                    send.push(conntrack_repr(&c.key, c.state));
+                    out.conntrack.push(conntrack_repr(&c.key, c.state));
                 }
             }
         }
@@ -145,7 +212,7 @@ impl FlowState {
     /// flows it makes stale.
     pub fn install(&mut self, msg: &FlowStateRepr, now: Duration) -> (Installed, Vec<Tag>) {
         let done = install(msg, &mut self.conn, &mut self.nat, now + NAT_IMPORT_TTL, now);
-        let mut tags = Vec::with_capacity(msg.conntrack.len());
+        let mut tags = Vec::with_capacity(msg.conntrack.len() + 2 * msg.nat.len());
         for c in &msg.conntrack {
             let key = ConnKey::from(&c.key);
             if self.conn.lookup(&key, now).is_some() {
@@ -153,29 +220,63 @@ impl FlowState {
                 tags.push(Tag::conntrack(&key));
             }
         }
+        for n in &msg.nat {
+            let Some(kind) = NatKind::from_code(n.kind) else { continue };
+            let key = NatKey::new(kind, ConnKey::from(&n.key));
+            if let Some(b) = self.nat.get(&key, now) {
+                self.index_nat(key, b);
+                tags.extend(nat_tags(&key, b));
+            }
+        }
         (done, tags)
     }
 
-    /// Drop expired connections; returns the tags of their flows.
+    /// Drop expired connections and bindings (a SNAT binding's port goes
+    /// back to its block); returns the tags of their flows.
     pub fn expire(&mut self, now: Duration) -> Vec<Tag> {
         let mut gone = Vec::new();
         self.conn.expire(now, EXPIRY_BUDGET, &mut gone);
-        gone.iter()
+        let mut tags: Vec<Tag> = gone
+            .iter()
             .map(|k| {
                 let t = Tag::conntrack(k);
                 self.by_tag.remove(&t.0);
                 t
             })
-            .collect()
+            .collect();
+        let mut bindings = Vec::new();
+        self.nat.expire(now, EXPIRY_BUDGET, &mut bindings);
+        for e in bindings {
+            for t in nat_tags(&e.key, e.binding) {
+                self.by_tag.remove(&t.0);
+                tags.push(t);
+            }
+            if e.key.kind == NatKind::Snat {
+                self.blocks.unbind(e.key.conn.tracker, e.binding.ip, e.binding.port, now);
+            }
+        }
+        // A claim unanswered for long was lost with its session.
+        self.claiming.retain(|_, since| {
+            if *since == Duration::ZERO {
+                *since = now;
+            }
+            now.saturating_sub(*since) < CLAIM_PATIENCE
+        });
+        tags
     }
 
-    /// Flows with these tags carried packets: refresh the connections they
-    /// name. Returns how many were refreshed.
+    /// Flows with these tags carried packets: refresh the connections and
+    /// bindings they name. Returns how many were refreshed.
     pub fn refresh<'a>(&mut self, tags: impl Iterator<Item = &'a u64>, now: Duration) -> usize {
         let mut n = 0;
         for t in tags {
-            if let Some(k) = self.by_tag.get(t).copied() {
-                n += usize::from(self.conn.touch(&k, now));
+            match self.by_tag.get(t).copied() {
+                Some(Named::Conn(k)) => n += usize::from(self.conn.touch(&k, now)),
+                Some(Named::Nat(k)) => {
+                    let ttl = self.nat_ttl(&k);
+                    n += usize::from(self.nat.touch(&k, now + ttl, now));
+                }
+                None => {}
             }
         }
         n
@@ -497,33 +598,33 @@ mod tests {
     #[test]
     fn a_new_connection_invalidates_once_and_is_sent_every_time() {
         let mut fs = FlowState::new(100, 1);
-        let (mut send, mut stale) = (Vec::new(), Vec::new());
+        let (mut send, mut stale) = (Outgoing::default(), Vec::new());
         let t = Duration::from_secs(1);
         fs.apply(&recorded(key(1000)), SYN, t, &mut send, &mut stale);
         assert_eq!(stale, vec![Tag::conntrack(&key(1000)).0], "a new key's tag is stale");
-        assert_eq!(send.len(), 1);
-        assert_eq!(send[0].state, ConnState::SynSent.code());
-        let (mut send, mut stale) = (Vec::new(), Vec::new());
+        assert_eq!(send.conntrack.len(), 1);
+        assert_eq!(send.conntrack[0].state, ConnState::SynSent.code());
+        let (mut send, mut stale) = (Outgoing::default(), Vec::new());
         fs.apply(&recorded(key(1000)), SYN, t, &mut send, &mut stale);
         assert!(stale.is_empty(), "an existing key invalidates nothing");
-        assert_eq!(send.len(), 1, "re-simulations re-send (lost messages heal)");
+        assert_eq!(send.conntrack.len(), 1, "re-simulations re-send (lost messages heal)");
     }
 
     #[test]
     fn a_reply_establishes_the_connection_and_says_so() {
         let mut fs = FlowState::new(100, 1);
         let t = Duration::from_secs(1);
-        let (mut send, mut stale) = (Vec::new(), Vec::new());
+        let (mut send, mut stale) = (Outgoing::default(), Vec::new());
         fs.apply(&recorded(key(1000)), SYN, t, &mut send, &mut stale);
-        let mut send = Vec::new();
+        let mut send = Outgoing::default();
         fs.apply(&looked_up(key(1000)), SYN | ACK, t, &mut send, &mut stale);
-        assert_eq!(send.len(), 1, "the change is replicated");
-        assert_eq!(send[0].state, ConnState::Replied.code());
+        assert_eq!(send.conntrack.len(), 1, "the change is replicated");
+        assert_eq!(send.conntrack[0].state, ConnState::Replied.code());
         let (c, _) = fs.conn.lookup(&key(1000), t).expect("tracked");
         assert_eq!(c.state, ConnState::Replied);
         // Established: the kernel's five days, not the SYN-sent two minutes.
         assert!(c.expires > t + Duration::from_secs(3600));
-        let mut send = Vec::new();
+        let mut send = Outgoing::default();
         fs.apply(&looked_up(key(1000)), ACK, t, &mut send, &mut stale);
         assert!(send.is_empty(), "nothing changed, nothing sent");
     }
@@ -541,7 +642,7 @@ mod tests {
         assert_eq!(tags, vec![Tag::conntrack(&key(1000))]);
         assert!(fs.conn.is_return(&key(1000).reversed(), t));
         // The reply seen here, then the sender's SYN-sent copy again.
-        let (mut send, mut stale) = (Vec::new(), Vec::new());
+        let (mut send, mut stale) = (Outgoing::default(), Vec::new());
         fs.apply(&looked_up(key(1000)), SYN | ACK, t, &mut send, &mut stale);
         fs.install(&msg, t);
         assert_eq!(fs.conn.lookup(&key(1000), t).expect("tracked").0.state, ConnState::Replied);
@@ -551,7 +652,7 @@ mod tests {
     fn activity_refreshes_and_idleness_expires_with_the_flows_tags() {
         let mut fs = FlowState::new(100, 1);
         let t0 = Duration::from_secs(1);
-        let (mut send, mut stale) = (Vec::new(), Vec::new());
+        let (mut send, mut stale) = (Outgoing::default(), Vec::new());
         fs.apply(&recorded(key(1)), SYN, t0, &mut send, &mut stale);
         fs.apply(&recorded(key(2)), SYN, t0, &mut send, &mut stale);
         // SYN-sent lives 120 s; key 1's flow is used at 100 s.

@@ -39,7 +39,8 @@ use midonet_datapath::{
 };
 use midonet_model::{HostId, PortId, RouterId};
 use midonet_sim::{
-    Decision, GenTarget, IcmpRateLimiter, MemState, SimAction, SimResult, Snapshot, StateWrite, Tag,
+    Decision, FlowTablesView, GenTarget, IcmpRateLimiter, MemState, SimAction, SimResult, Snapshot,
+    StateWrite, Tag,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc::UnboundedSender;
@@ -92,7 +93,16 @@ impl View {
     }
 }
 
-/// A packet waiting for a router's ARP resolution.
+/// What a parked packet waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitKey {
+    /// A router's ARP resolution of a next hop.
+    Arp(RouterId, Ipv4Addr),
+    /// The cluster's answer to a claim of this SNAT port block.
+    Block(midonet_state::BlockKey),
+}
+
+/// A packet waiting for an ARP resolution or a SNAT block.
 struct Parked {
     frame: Vec<u8>,
     key: FlowKey,
@@ -100,18 +110,18 @@ struct Parked {
     deadline: Instant,
 }
 
-/// Packets waiting for ARP, by `(router, ip)`. Bounded: past
+/// Packets waiting, by what they wait for. Bounded: past
 /// [`WaitingRoom::CAPACITY`] packets the newest is dropped.
 #[derive(Default)]
 pub struct WaitingRoom {
-    parked: HashMap<(RouterId, Ipv4Addr), Vec<Parked>>,
+    parked: HashMap<WaitKey, Vec<Parked>>,
     len: usize,
 }
 
 impl WaitingRoom {
     pub const CAPACITY: usize = 1024;
 
-    fn park(&mut self, at: (RouterId, Ipv4Addr), p: Parked) -> bool {
+    fn park(&mut self, at: WaitKey, p: Parked) -> bool {
         if self.len >= Self::CAPACITY {
             return false;
         }
@@ -120,7 +130,7 @@ impl WaitingRoom {
         true
     }
 
-    fn take(&mut self, at: &(RouterId, Ipv4Addr)) -> Vec<Parked> {
+    fn take(&mut self, at: &WaitKey) -> Vec<Parked> {
         let v = self.parked.remove(at).unwrap_or_default();
         self.len -= v.len();
         v
@@ -128,7 +138,7 @@ impl WaitingRoom {
 
     /// Drops packets past their deadline; returns how many, and the
     /// entries that have nothing waiting any more (their resolution failed).
-    pub fn expire(&mut self, now: Instant) -> (usize, Vec<(RouterId, Ipv4Addr)>) {
+    pub fn expire(&mut self, now: Instant) -> (usize, Vec<WaitKey>) {
         let before = self.len;
         let mut gave_up = Vec::new();
         self.parked.retain(|k, v| {
@@ -290,13 +300,15 @@ pub fn process(
 ) -> Outcome {
     let mut out = Outcome::default();
     let now = sim_now(sh);
-    let mut fs = sh.flowstate.lock();
+    let mut guard = sh.flowstate.lock();
+    let fs = &mut *guard;
     {
         let state = sh.state.read();
+        let tables = FlowTablesView::new(&fs.conn, &mut fs.nat, &mut fs.blocks);
         crate::simulate::run(
             &view.sim,
             &state,
-            &fs.conn,
+            &tables,
             &mut w.icmp,
             key,
             frame,
@@ -306,14 +318,19 @@ pub fn process(
         );
     }
     let r = &mut w.result;
-    let mut conns = Vec::new();
-    let full = fs.apply(r, key.tcp_flags, now, &mut conns, &mut out.invalidate);
-    drop(fs);
+    let mut msg = crate::flowstate::Outgoing::default();
+    let full = fs.apply(r, key.tcp_flags, now, &mut msg, &mut out.invalidate);
+    // A SNAT block to claim: once, whoever else waits for it.
+    let claim = r.need_block.filter(|b| fs.claim(*b));
+    drop(guard);
     if full > 0 {
         sh.metrics.count_drop_n(AgentDrop::ConntrackFull, full);
     }
-    if !conns.is_empty() {
-        replicate(sh, view, ingress, &r.actions, conns);
+    if !msg.is_empty() {
+        replicate(sh, view, ingress, &r.actions, msg);
+    }
+    if let Some(block) = claim {
+        let _ = sh.commands.send(Command::SnatBlock { block, claim: true });
     }
     let mut resolved: Vec<(RouterId, Ipv4Addr)> = Vec::new();
     if !r.state_writes.is_empty() {
@@ -353,6 +370,21 @@ pub fn process(
                 });
             }
         }
+        Decision::Drop { .. } if r.need_block.is_some() => {
+            // Waits for the block's claim instead of its retransmission.
+            sh.metrics.sim("nat_need_block");
+            if let Some(b) = r.need_block {
+                let parked = Parked {
+                    frame: frame.to_vec(),
+                    key: *key,
+                    ingress,
+                    deadline: Instant::now() + sh.arp_wait,
+                };
+                if !sh.waiting.lock().park(WaitKey::Block(b), parked) {
+                    sh.metrics.count_drop(AgentDrop::WaitingRoomFull);
+                }
+            }
+        }
         Decision::Drop { reason, lifetime } => {
             sh.metrics.sim("drop");
             sh.metrics.sim_drop(reason.as_str());
@@ -375,7 +407,7 @@ pub fn process(
                 ingress,
                 deadline: Instant::now() + sh.arp_wait,
             };
-            if sh.waiting.lock().park((router, ip), parked) {
+            if sh.waiting.lock().park(WaitKey::Arp(router, ip), parked) {
                 sh.metrics.arp_parked.inc();
             } else {
                 sh.metrics.count_drop(AgentDrop::WaitingRoomFull);
@@ -409,8 +441,8 @@ pub fn process(
     // Give the vector (and its capacity) back to the worker.
     w.result.generated = generated;
     w.result.generated.clear();
-    for at in resolved {
-        out.generated.extend(release_parked(sh, view, w, &at));
+    for (router, ip) in resolved {
+        out.generated.extend(release_parked(sh, view, w, &WaitKey::Arp(router, ip)));
     }
     out
 }
@@ -423,7 +455,7 @@ fn replicate(
     view: &View,
     ingress: PortId,
     actions: &[SimAction],
-    conns: Vec<midonet_wire::flowstate::ConntrackRepr>,
+    out: crate::flowstate::Outgoing,
 ) {
     let Some(rep) = &sh.replicator else { return };
     let peers = crate::flowstate::peers(view, ingress, actions);
@@ -435,8 +467,8 @@ fn replicate(
         ingress_port: *ingress.uuid().as_bytes(),
         egress_ports: crate::flowstate::egress_ports(actions),
         port_groups: Vec::new(),
-        conntrack: conns,
-        nat: Vec::new(),
+        conntrack: out.conntrack,
+        nat: out.nat,
     };
     let failed = rep.send(&msg, &peers);
     sh.metrics.flow_state_sent.inc_by((peers.len() - failed) as u64);
@@ -445,14 +477,14 @@ fn replicate(
     }
 }
 
-/// Re-simulates the packets parked on `(router, ip)` now that it resolved;
-/// returns them as packets to emit, and the tags the connections they
-/// started make stale (the caller invalidates them).
+/// Re-simulates the packets parked on `at` now that it resolved (or was
+/// answered); returns them as packets to emit. The tags the connections
+/// they started make stale go to the core.
 pub fn release_parked(
     sh: &Shared,
     view: &View,
     w: &mut Worker,
-    at: &(RouterId, Ipv4Addr),
+    at: &WaitKey,
 ) -> Vec<GeneratedPacket> {
     let parked = sh.waiting.lock().take(at);
     let mut out = Vec::new();
@@ -545,9 +577,9 @@ mod tests {
         let mut w = WaitingRoom::default();
         let now = Instant::now();
         let (r, ip) = (RouterId::random(), Ipv4Addr::new(10, 0, 0, 1));
-        let other = (r, Ipv4Addr::new(10, 0, 0, 2));
-        assert!(w.park((r, ip), parked(now + Duration::from_secs(5))));
-        assert!(w.park((r, ip), parked(now + Duration::from_secs(5))));
+        let other = WaitKey::Arp(r, Ipv4Addr::new(10, 0, 0, 2));
+        assert!(w.park(WaitKey::Arp(r, ip), parked(now + Duration::from_secs(5))));
+        assert!(w.park(WaitKey::Arp(r, ip), parked(now + Duration::from_secs(5))));
         assert!(w.park(other, parked(now + Duration::from_millis(10))));
         assert_eq!(w.len(), 3);
         assert_eq!(
@@ -555,7 +587,7 @@ mod tests {
             (1, vec![other]),
             "only the short wait expired"
         );
-        assert_eq!(w.take(&(r, ip)).len(), 2);
+        assert_eq!(w.take(&WaitKey::Arp(r, ip)).len(), 2);
         assert!(w.is_empty());
         for _ in 0..WaitingRoom::CAPACITY {
             assert!(w.park(other, parked(now + Duration::from_secs(5))));

@@ -623,8 +623,9 @@ impl Core {
         tags.extend(bindings);
         self.applied.store(self.cache.revision, Ordering::Release);
         self.invalidate(tags);
-        for at in applied.arp_learned {
+        for (router, ip) in applied.arp_learned {
             let view = self.shared.view.load_full();
+            let at = handler::WaitKey::Arp(router, ip);
             let pkts = handler::release_parked(&self.shared, &view, &mut self.worker, &at);
             for g in pkts {
                 if let Err(e) = self.dp.execute(g.frame, g.actions) {
@@ -639,7 +640,9 @@ impl Core {
         );
     }
 
-    /// The cluster answered a SNAT block claim.
+    /// The cluster answered a SNAT block claim: the packets waiting for it
+    /// are simulated again (with the block, or choosing another), and the
+    /// drop flows that said "need a block" go.
     fn on_snat_block(&mut self, block: midonet_state::BlockKey, granted: bool) {
         let now = self.shared.epoch.elapsed();
         let mut fs = self.shared.flowstate.lock();
@@ -648,8 +651,17 @@ impl Core {
         } else {
             fs.blocks.held_elsewhere(block, true);
         }
+        fs.answered(&block);
         drop(fs);
         tracing::debug!(?block, granted, "SNAT block answer");
+        self.invalidate(vec![Tag::snat_block(&block)]);
+        let view = self.shared.view.load_full();
+        let at = handler::WaitKey::Block(block);
+        for g in handler::release_parked(&self.shared, &view, &mut self.worker, &at) {
+            if let Err(e) = self.dp.execute(g.frame, g.actions) {
+                tracing::warn!(error = %e, "could not send a packet that waited for a SNAT block");
+            }
+        }
     }
 
     fn on_interfaces(&mut self, list: Vec<Interface>) {
@@ -680,6 +692,14 @@ impl Core {
         }
         let now = Instant::now();
         let (n, gave_up) = self.shared.waiting.lock().expire(now);
+        let gave_up: Vec<_> = gave_up
+            .into_iter()
+            .filter_map(|k| match k {
+                handler::WaitKey::Arp(router, ip) => Some((router, ip)),
+                // The claim's own patience ends it (`FlowState::expire`).
+                handler::WaitKey::Block(_) => None,
+            })
+            .collect();
         for _ in 0..n {
             self.shared.metrics.count_drop(AgentDrop::ArpTimeout);
         }

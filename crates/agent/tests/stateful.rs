@@ -16,12 +16,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use common::env::*;
 use midonet_model::*;
-use midonet_testkit::Vm;
+use midonet_testkit::{ns_exec, Vm};
 
 /// A TCP echo server on `port` in `vm`, one thread per connection.
 fn tcp_echo(vm: &Vm, port: u16) {
@@ -210,4 +210,272 @@ fn a_security_group_lets_replies_in_and_keeps_new_connections_out() {
     }
     let unknown = env.metric(0, "midonet_agent_flow_state_rejected_total{reason=\"unknown_peer\"}");
     assert_eq!(unknown, 0.0, "no state from outside the tunnel zone");
+}
+
+/// A router `r` between bridge `b` (10.1.0.0/24, gateway .254, vm1 on host
+/// 1 and vm2 on host 2) and an uplink port bound on host 1 to the "out"
+/// namespace (192.0.2.0/24, router 192.0.2.1, server 192.0.2.2), which has
+/// no route back to 10.1.0.0/24: only SNAT to 192.0.2.1 gets answers.
+struct Snat {
+    env: Env,
+    vm1: Vm,
+    vm2: Vm,
+    out: Vm,
+}
+
+fn snat_lab() -> Snat {
+    let mut env = Env::new(Provider::Ebpf);
+    let b = Bridge {
+        id: BridgeId::random(),
+        name: "tenant".into(),
+        admin_state_up: true,
+        ..Default::default()
+    };
+    let r = Router {
+        id: RouterId::random(),
+        name: "edge".into(),
+        admin_state_up: true,
+        ..Default::default()
+    };
+    env.put(&b);
+    let gw = Ipv4Addr::new(10, 1, 0, 254);
+    let public = Ipv4Addr::new(192, 0, 2, 1);
+    let tenant_net = Ipv4Addr::new(10, 1, 0, 0);
+    let out_net = Ipv4Addr::new(192, 0, 2, 0);
+    let vm1 = env.vm(0, "vm1", "10.1.0.1/24", Some(gw));
+    let vm2 = env.vm(1, "vm2", "10.1.0.2/24", Some(gw));
+    let out = env.vm(0, "out", "192.0.2.2/24", None);
+    let uplink = PortId::random();
+    // SNAT what leaves by the uplink from the tenant network; reverse it on
+    // what comes in for the public address.
+    let pre = Chain { id: ChainId::random(), name: "edge-in".into(), ..Default::default() };
+    let post = Chain { id: ChainId::random(), name: "edge-out".into(), ..Default::default() };
+    let rev = Rule {
+        rule_type: RuleType::RevSnat,
+        flow_action: Some(FlowAction::Accept),
+        condition: Condition {
+            nw_dst_address: Some(public.into()),
+            nw_dst_length: Some(32),
+            ..Default::default()
+        },
+        ..rule(&pre, RuleType::RevSnat, Condition::default())
+    };
+    let snat = Rule {
+        rule_type: RuleType::Snat,
+        flow_action: Some(FlowAction::Accept),
+        nat_targets: vec![NatTarget {
+            address_from: public,
+            address_to: public,
+            port_from: 1024,
+            port_to: 65535,
+        }],
+        condition: Condition {
+            out_ports: vec![uplink],
+            nw_src_address: Some(tenant_net.into()),
+            nw_src_length: Some(24),
+            ..Default::default()
+        },
+        ..rule(&post, RuleType::Snat, Condition::default())
+    };
+    for c in [&pre, &post] {
+        env.put(c);
+    }
+    env.put(&rev);
+    env.put(&snat);
+    env.put(&Chain { rule_ids: vec![rev.id], ..pre.clone() });
+    env.put(&Chain { rule_ids: vec![snat.id], ..post.clone() });
+    env.put(&Router {
+        inbound_filter_id: Some(pre.id),
+        outbound_filter_id: Some(post.id),
+        ..r.clone()
+    });
+    let rp = PortId::random();
+    let bp = Port {
+        id: PortId::random(),
+        port_type: PortType::Bridge,
+        device_id: b.id.cast(),
+        admin_state_up: true,
+        tunnel_key: env.key(),
+        peer_id: Some(rp),
+        ..Default::default()
+    };
+    let router_port = |id, addr, net, mac: [u8; 6], key| Port {
+        id,
+        port_type: PortType::Router,
+        device_id: r.id.cast(),
+        admin_state_up: true,
+        tunnel_key: key,
+        port_address: Some(addr),
+        network_address: Some(net),
+        network_length: Some(24),
+        port_mac: Some(MacAddr(mac)),
+        ..Default::default()
+    };
+    let k1 = env.key();
+    let k2 = env.key();
+    env.put(&bp);
+    env.put(&Port {
+        peer_id: Some(bp.id),
+        ..router_port(rp, gw, tenant_net, [2, 0xaa, 0, 0, 0, 1], k1)
+    });
+    let up = Port {
+        host_id: Some(env.hosts[0].id),
+        interface_name: Some(out.host_if.clone()),
+        ..router_port(uplink, public, out_net, [2, 0xaa, 0, 0, 0, 2], k2)
+    };
+    env.put(&up);
+    let far = Ipv4Addr::new(198, 51, 100, 0);
+    let outside = Some(Ipv4Addr::new(192, 0, 2, 2));
+    for (net, port, gw) in [(tenant_net, rp, None), (out_net, uplink, None), (far, uplink, outside)]
+    {
+        env.put(&Route {
+            id: RouteId::random(),
+            router_id: r.id,
+            route_type: RouteType::Normal,
+            src_network_addr: Ipv4Addr::UNSPECIFIED,
+            src_network_length: 0,
+            dst_network_addr: net,
+            dst_network_length: 24,
+            next_hop_port: Some(port),
+            next_hop_gateway: gw,
+            weight: 100,
+            learned: false,
+            attributes: None,
+        });
+    }
+    let p1 = env.bridge_port(&b, Some((0, &vm1)));
+    let p2 = env.bridge_port(&b, Some((1, &vm2)));
+    for p in [&p1, &p2, &up] {
+        env.wait_active(p);
+    }
+    // The outside knows nothing of 10.1.0.0/24 and forwards to a network
+    // behind it (for the TTL-exceeded probe).
+    ns_exec(&out.ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]).expect("forwarding");
+    // (No dummy driver here: a veth pair inside the namespace.)
+    ns_exec(&out.ns, &["ip", "link", "add", "far", "type", "veth", "peer", "name", "far2"])
+        .expect("far link");
+    for l in ["far", "far2"] {
+        ns_exec(&out.ns, &["ip", "link", "set", l, "up"]).expect("far up");
+    }
+    ns_exec(&out.ns, &["ip", "addr", "add", "198.51.100.254/24", "dev", "far"]).expect("far addr");
+    Snat { env, vm1, vm2, out }
+}
+
+#[test]
+fn two_vms_share_one_snat_address_without_collisions() {
+    if !prerequisites("two_vms_share_one_snat_address_without_collisions") {
+        return;
+    }
+    let per_vm: usize =
+        std::env::var("MAG_SNAT_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let Snat { env, vm1, vm2, out } = snat_lab();
+    let server = SocketAddr::from((out.ip, 8000));
+    // The server answers each connection with its peer's address, so each
+    // client sees what it was translated to; it records them all.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<SocketAddr>::new()));
+    let l = in_netns(&out.ns, || std::net::TcpListener::bind("0.0.0.0:8000").expect("bind"));
+    {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { return };
+                let Ok(peer) = c.peer_addr() else { continue };
+                seen.lock().expect("lock").push(peer);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    if let Ok(n) = c.read(&mut buf) {
+                        let mut reply = buf[..n].to_vec();
+                        reply.extend_from_slice(format!(" from {peer}").as_bytes());
+                        let _ = c.write_all(&reply);
+                    }
+                    // Held open until the client closes.
+                    let _ = c.read(&mut buf);
+                });
+            }
+        });
+    }
+    assert!(until_ping_ok(&vm1, out.ip), "vm1 reaches the outside (ARP, first flows)");
+
+    // Both VMs open all their connections at once, then talk on each.
+    let open = |vm: &Vm| {
+        let ns = vm.ns.clone();
+        spawn_in_netns(&ns, move || {
+            (0..per_vm)
+                .map(|_| TcpStream::connect_timeout(&server, Duration::from_secs(10)))
+                .collect::<Vec<_>>()
+        })
+    };
+    let (a, b) = (open(&vm1), open(&vm2));
+    let (a, b) = (a.join().expect("vm1 connects"), b.join().expect("vm2 connects"));
+    let mut conns = Vec::new();
+    for (vm, list) in [("vm1", a), ("vm2", b)] {
+        for (i, c) in list.into_iter().enumerate() {
+            let c = c.unwrap_or_else(|e| panic!("{vm} connection {i}: {e}"));
+            conns.push((format!("{vm}-{i}"), c));
+        }
+    }
+    for (name, c) in &mut conns {
+        c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        c.write_all(name.as_bytes()).expect("write");
+        let mut buf = [0u8; 128];
+        let n = c.read(&mut buf).unwrap_or_else(|e| panic!("{name}: no answer: {e}"));
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with(name.as_str()), "{name} got someone else's answer: {text}");
+        assert!(text.contains(" from 192.0.2.1:"), "{name} was not translated: {text}");
+    }
+    let peers = seen.lock().expect("lock").clone();
+    let mut ports: Vec<u16> = peers.iter().map(|p| p.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert!(peers.iter().all(|p| p.ip() == std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, 1))));
+    assert_eq!(ports.len(), 2 * per_vm, "every open connection has its own public port");
+    eprintln!("MEASURE {} concurrent connections through one SNAT address", conns.len());
+    drop(conns);
+
+    // ICMP: both VMs ping the outside at once; ids are translated.
+    let pings: Vec<_> = [&vm1, &vm2]
+        .into_iter()
+        .map(|vm| {
+            let ns = vm.ns.clone();
+            let dst = out.ip.to_string();
+            std::thread::spawn(move || {
+                let out =
+                    midonet_testkit::ns_output(&ns, &["ping", "-n", "-c", "5", "-i", "0.2", &dst])
+                        .expect("ping");
+                String::from_utf8_lossy(&out.stdout).contains("5 received")
+            })
+        })
+        .collect();
+    for (i, p) in pings.into_iter().enumerate() {
+        assert!(p.join().expect("ping thread"), "vm{} pings the outside through SNAT", i + 1);
+    }
+
+    // A TTL-exceeded from beyond the gateway reaches the VM that sent the
+    // probe: its embedded header is translated back.
+    for vm in [&vm1, &vm2] {
+        let out = midonet_testkit::ns_output(
+            &vm.ns,
+            &["traceroute", "-n", "-q", "1", "-w", "2", "-m", "2", "198.51.100.1"],
+        )
+        .expect("traceroute");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hop2 = text.lines().find(|l| l.trim_start().starts_with("2 ")).unwrap_or_default();
+        assert!(hop2.contains("192.0.2.2"), "{}: hop 2 is the outside router:\n{text}", vm.ns);
+    }
+    let unknown = env.metric(0, "midonet_agent_flow_state_rejected_total{reason=\"unknown_peer\"}");
+    assert_eq!(unknown, 0.0);
+    assert!(
+        env.metric(1, "midonet_agent_flow_state_sent_total") > 0.0,
+        "vm2's host sent its bindings"
+    );
+}
+
+/// Pings once a 300 ms until a reply comes, for up to 10 s.
+fn until_ping_ok(vm: &Vm, dst: Ipv4Addr) -> bool {
+    let dst = dst.to_string();
+    (0..30).any(|_| {
+        midonet_testkit::ns_output(&vm.ns, &["ping", "-n", "-c", "1", "-W", "0.3", &dst])
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
 }
