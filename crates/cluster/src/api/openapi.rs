@@ -78,23 +78,12 @@ fn extra_samples() -> Vec<(&'static str, Value)> {
 /// no simulation reads them), as (media type, field, description). The
 /// schema says so, so that a client does not take a 2xx for an effect.
 const STORED_ONLY: &[(&str, &str, &str)] = &[
-    ("Router-v3", "forwardChainId", "Stored, not acted on yet: no router runs a forward chain."),
-    (
-        "Router-v3",
-        "localRedirectChainId",
-        "Stored, not acted on yet: no router runs a local-redirect chain.",
-    ),
     (
         "Router-v3",
         "loadBalancerId",
         "Stored, not acted on yet: no router balances load through its load balancer.",
     ),
     ("Router-v3", "asNumber", "Stored, not acted on yet: routers do not speak BGP."),
-    (
-        "PortGroup-v1",
-        "stateful",
-        "Stored, not acted on yet: flow state is not shared among a stateful group's ports.",
-    ),
     (
         "TunnelZone-v1",
         "type",
