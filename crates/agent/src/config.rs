@@ -49,6 +49,10 @@
 //! # How often flows' activity refreshes their connections' timeouts.
 //! #                                                            default 5000
 //! conntrack_refresh_ms = 5000
+//! # The flow-state log (tracked connections and NAT bindings, replayed
+//! # at start so an agent restart keeps them): "" = `flowstate.log` next
+//! # to `host_id_file`; "off" = none.                          default ""
+//! flow_state_file = ""
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -91,6 +95,7 @@ pub struct Config {
     pub flow_state_port: u16,
     pub conntrack_max_entries: usize,
     pub conntrack_refresh_ms: u64,
+    pub flow_state_file: String,
 }
 
 impl Default for Config {
@@ -114,6 +119,7 @@ impl Default for Config {
             flow_state_port: 2925,
             conntrack_max_entries: 1 << 20,
             conntrack_refresh_ms: 5_000,
+            flow_state_file: String::new(),
         }
     }
 }
@@ -163,6 +169,20 @@ impl Config {
             return Err(AgentError::Config("flow_state_port must differ from tunnel_port".into()));
         }
         Ok(())
+    }
+
+    /// Where the flow-state log lives, if anywhere.
+    pub fn flow_state_path(&self) -> Option<PathBuf> {
+        match self.flow_state_file.as_str() {
+            "off" => None,
+            "" => Some(
+                self.host_id_file
+                    .parent()
+                    .map(|d| d.join("flowstate.log"))
+                    .unwrap_or_else(|| PathBuf::from("flowstate.log")),
+            ),
+            p => Some(PathBuf::from(p)),
+        }
     }
 
     /// The upcall budgets the datapath enforces.

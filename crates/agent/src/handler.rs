@@ -180,6 +180,26 @@ pub struct Shared {
     pub flowstate: Mutex<FlowState>,
     /// Where flow state goes to peers; `None` with `flow_state_port = 0`.
     pub replicator: Option<Replicator>,
+    /// This host's flow-state log (`flowstate::log`); `None` when off.
+    pub state_log: Option<Mutex<crate::flowstate::log::StateLog>>,
+}
+
+impl Shared {
+    /// Appends an applied flow-state message to the log; a failed write
+    /// is counted (the state still applies, it only would not survive a
+    /// restart).
+    pub fn log_state(
+        &self,
+        origin: crate::flowstate::log::Origin,
+        msg: &midonet_wire::flowstate::FlowStateRepr,
+    ) {
+        if let Some(log) = &self.state_log {
+            if let Err(e) = log.lock().append(origin, msg) {
+                tracing::warn!(error = %e, "writing the flow-state log");
+                self.metrics.flow_state_rejected("log_write_failed");
+            }
+        }
+    }
 }
 
 /// The result of handling one packet (a miss or a re-simulation).
@@ -447,9 +467,9 @@ pub fn process(
     out
 }
 
-/// Sends the connections a simulation recorded or saw change to the peers
-/// that may see the connection's other packets (see [`crate::flowstate`]),
-/// before the packet itself goes.
+/// Logs the connections and bindings a simulation recorded or saw change,
+/// and sends them to the peers that may see the connection's other packets
+/// (see [`crate::flowstate`]), before the packet itself goes.
 fn replicate(
     sh: &Shared,
     view: &View,
@@ -457,11 +477,6 @@ fn replicate(
     actions: &[SimAction],
     out: crate::flowstate::Outgoing,
 ) {
-    let Some(rep) = &sh.replicator else { return };
-    let peers = crate::flowstate::peers(view, ingress, actions);
-    if peers.is_empty() {
-        return;
-    }
     let msg = midonet_wire::flowstate::FlowStateRepr {
         sender: *sh.host_id.uuid().as_bytes(),
         ingress_port: *ingress.uuid().as_bytes(),
@@ -470,6 +485,12 @@ fn replicate(
         conntrack: out.conntrack,
         nat: out.nat,
     };
+    sh.log_state(crate::flowstate::log::Origin::Here, &msg);
+    let Some(rep) = &sh.replicator else { return };
+    let peers = crate::flowstate::peers(view, ingress, actions);
+    if peers.is_empty() {
+        return;
+    }
     let failed = rep.send(&msg, &peers);
     sh.metrics.flow_state_sent.inc_by((peers.len() - failed) as u64);
     if failed > 0 {

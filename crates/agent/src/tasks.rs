@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use crate::cache::{Applied, Cache};
 use crate::config::{Config, DatapathKind};
 use crate::error::AgentError;
+use crate::flowstate::log::StateLog;
 use crate::flowstate::{FlowState, Replicator};
 use crate::handler::{self, Egress, Handler, Shared, View, WaitingRoom, Worker};
 use crate::metrics::{AgentDrop, Metrics};
@@ -126,6 +127,41 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
     let if_rx = injected.unwrap_or(scanned_rx);
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    // The flow state of the previous run, if any, before any packet.
+    let epoch = Instant::now();
+    let mut flowstate = FlowState::new(cfg.conntrack_max_entries, random_seed());
+    let mut reclaim = Vec::new();
+    let state_log = match cfg.flow_state_path() {
+        None => None,
+        Some(path) => {
+            let (mut log, replayed) = StateLog::open(&path).map_err(|e| AgentError::Io {
+                what: format!("opening the flow-state log {}", path.display()),
+                source: e,
+            })?;
+            let now = epoch.elapsed();
+            reclaim = flowstate.replay(&replayed.records, now);
+            let snap = flowstate.snapshot(now);
+            log.rewrite(snap.iter().map(|(o, m)| (*o, m))).map_err(|e| AgentError::Io {
+                what: format!("rewriting the flow-state log {}", path.display()),
+                source: e,
+            })?;
+            tracing::info!(
+                path = %path.display(),
+                records = replayed.records.len(),
+                torn_bytes = replayed.torn_bytes,
+                connections = flowstate.conn.len(),
+                bindings = flowstate.nat.len(),
+                snat_blocks = reclaim.len(),
+                "flow state restored"
+            );
+            Some(Mutex::new(log))
+        }
+    };
+    // Blocks our restored bindings use are ours again in the store (the
+    // cluster gives a block back to the host that held it).
+    for block in reclaim {
+        let _ = cmd_tx.send(Command::SnatBlock { block, claim: true });
+    }
     let shared = Arc::new(Shared {
         host_id,
         view: arc_swap::ArcSwap::from_pointee(View::empty()),
@@ -136,8 +172,9 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         stale: stale_tx,
         flow_idle_ms: cfg.flow_idle_ms,
         arp_wait: Duration::from_millis(cfg.arp_wait_ms),
-        epoch: Instant::now(),
-        flowstate: Mutex::new(FlowState::new(cfg.conntrack_max_entries, random_seed())),
+        epoch,
+        flowstate: Mutex::new(flowstate),
+        state_log,
         replicator: match cfg.flow_state_port {
             0 => None,
             port => Some(Replicator::bind(cfg.tunnel_bind, port).map_err(|e| AgentError::Io {
@@ -372,7 +409,8 @@ async fn serve_metrics(
 
 /// `GET /conntrack[?limit=N]`: the tracked connections (what `midonet
 /// conntrack list` shows); `POST /conntrack/flush[?tracker=UUID]`: forget
-/// them (all, or one device's), re-simulating the flows that used them.
+/// them (all, or one device's), re-simulating the flows that used them;
+/// `GET /nat[?limit=N]`: the NAT bindings (`midonet nat list`).
 fn conntrack_routes(shared: Arc<Shared>) -> axum::Router {
     use axum::extract::Query;
     use axum::http::StatusCode;
@@ -401,6 +439,24 @@ fn conntrack_routes(shared: Arc<Shared>) -> axum::Router {
                         "count": total,
                         "connections": rows,
                     }))
+                }
+            }),
+        )
+        .route(
+            "/nat",
+            get({
+                let sh = shared.clone();
+                move |Query(q): Query<ListQ>| {
+                    let sh = sh.clone();
+                    async move {
+                        let now = sh.epoch.elapsed();
+                        let fs = sh.flowstate.lock();
+                        axum::Json(serde_json::json!({
+                            "host": sh.host_id.to_string(),
+                            "count": fs.nat.len(),
+                            "bindings": fs.nat_list(now, q.limit.unwrap_or(10_000)),
+                        }))
+                    }
                 }
             }),
         )
@@ -765,8 +821,27 @@ impl Core {
                 let _ = self.commands.send(Command::SnatBlock { block: b, claim: false });
             }
         }
+        self.compact_state_log(sim_now);
         let (delta, _) = self.shared.flowstate.lock().stats_delta();
         self.shared.metrics.observe_conntrack(&delta, refreshed as u64);
+    }
+
+    /// Rewrites the flow-state log as a snapshot once it grows past its
+    /// bound (`flowstate::log`).
+    fn compact_state_log(&self, now: Duration) {
+        let Some(log) = &self.shared.state_log else { return };
+        let mut log = log.lock();
+        if log.len() < crate::flowstate::log::MAX_LOG_BYTES {
+            return;
+        }
+        // The log stays locked from the snapshot to the rewrite, so no
+        // message applied meanwhile is lost (appenders never hold the
+        // tables' lock while they append).
+        let snap = self.shared.flowstate.lock().snapshot(now);
+        match log.rewrite(snap.iter().map(|(o, m)| (*o, m))) {
+            Ok(()) => tracing::info!(bytes = log.len(), "flow-state log compacted"),
+            Err(e) => tracing::warn!(error = %e, "compacting the flow-state log"),
+        }
     }
 
     fn invalidate(&self, mut tags: Vec<Tag>) {

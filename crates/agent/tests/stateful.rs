@@ -218,6 +218,7 @@ fn a_security_group_lets_replies_in_and_keeps_new_connections_out() {
 /// no route back to 10.1.0.0/24: only SNAT to 192.0.2.1 gets answers.
 struct Snat {
     env: Env,
+    router: Router,
     vm1: Vm,
     vm2: Vm,
     out: Vm,
@@ -284,11 +285,9 @@ fn snat_lab() -> Snat {
     env.put(&snat);
     env.put(&Chain { rule_ids: vec![rev.id], ..pre.clone() });
     env.put(&Chain { rule_ids: vec![snat.id], ..post.clone() });
-    env.put(&Router {
-        inbound_filter_id: Some(pre.id),
-        outbound_filter_id: Some(post.id),
-        ..r.clone()
-    });
+    let router =
+        Router { inbound_filter_id: Some(pre.id), outbound_filter_id: Some(post.id), ..r.clone() };
+    env.put(&router);
     let rp = PortId::random();
     let bp = Port {
         id: PortId::random(),
@@ -358,7 +357,7 @@ fn snat_lab() -> Snat {
         ns_exec(&out.ns, &["ip", "link", "set", l, "up"]).expect("far up");
     }
     ns_exec(&out.ns, &["ip", "addr", "add", "198.51.100.254/24", "dev", "far"]).expect("far addr");
-    Snat { env, vm1, vm2, out }
+    Snat { env, router, vm1, vm2, out }
 }
 
 #[test]
@@ -368,7 +367,7 @@ fn two_vms_share_one_snat_address_without_collisions() {
     }
     let per_vm: usize =
         std::env::var("MAG_SNAT_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
-    let Snat { env, vm1, vm2, out } = snat_lab();
+    let Snat { env, vm1, vm2, out, .. } = snat_lab();
     let server = SocketAddr::from((out.ip, 8000));
     // The server answers each connection with its peer's address, so each
     // client sees what it was translated to; it records them all.
@@ -478,4 +477,111 @@ fn until_ping_ok(vm: &Vm, dst: Ipv4Addr) -> bool {
             .map(|o| o.status.success())
             .unwrap_or(false)
     })
+}
+
+/// The agent's `GET /nat` on host `i`.
+fn nat_bindings(env: &Env, i: usize) -> serde_json::Value {
+    let text = in_netns(&env.hosts[i].ns, || {
+        let mut s = TcpStream::connect("127.0.0.1:7300").expect("metrics listener");
+        s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        s.write_all(b"GET /nat HTTP/1.0\r\nHost: x\r\n\r\n").expect("request");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    });
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("GET /nat: {e}: {text}"))
+}
+
+/// The longest run of lost replies in `ping -i 0.01` output, in ms.
+fn longest_gap_ms(ping_output: &str, interval_ms: u64) -> u64 {
+    let seqs: Vec<u64> = ping_output
+        .lines()
+        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    seqs.windows(2).map(|w| w[1].saturating_sub(w[0]).saturating_sub(1)).max().unwrap_or(0)
+        * interval_ms
+}
+
+#[test]
+fn nated_connections_survive_kill_9_of_both_agents() {
+    if !prerequisites("nated_connections_survive_kill_9_of_both_agents") {
+        return;
+    }
+    use sha2::{Digest, Sha256};
+    const SIZE: usize = 100 << 20;
+    const CHUNK: usize = 256 << 10;
+    let Snat { mut env, router, vm2, out, .. } = snat_lab();
+    assert!(until_ping_ok(&vm2, out.ip), "vm2 reaches the outside");
+    let l = in_netns(&out.ns, || std::net::TcpListener::bind("0.0.0.0:8001").expect("bind"));
+    let server = std::thread::spawn(move || {
+        let (mut c, peer) = l.accept().expect("accept");
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut n = 0usize;
+        loop {
+            let k = c.read(&mut buf).expect("read");
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k;
+        }
+        (peer, n, h.finalize().to_vec())
+    });
+    // The transfer is paced over ~8 s so both restarts happen inside it.
+    let dst = SocketAddr::from((out.ip, 8001));
+    let client = spawn_in_netns(&vm2.ns, move || {
+        let mut c = TcpStream::connect_timeout(&dst, Duration::from_secs(5)).expect("connect");
+        let mut h = Sha256::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut chunk = vec![0u8; CHUNK];
+        let t0 = std::time::Instant::now();
+        for i in 0..SIZE / CHUNK {
+            for w in chunk.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                w.copy_from_slice(&x.to_le_bytes());
+            }
+            c.write_all(&chunk).expect("write");
+            h.update(&chunk);
+            let due = Duration::from_millis(20) * (i as u32 + 1);
+            std::thread::sleep(due.saturating_sub(t0.elapsed()));
+        }
+        c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        h.finalize().to_vec()
+    });
+    let pinger = {
+        let (ns, ip) = (vm2.ns.clone(), out.ip.to_string());
+        std::thread::spawn(move || {
+            let o = midonet_testkit::ns_output(&ns, &["ping", "-n", "-i", "0.01", "-w", "9", &ip])
+                .expect("ping");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = nat_bindings(&env, 1)["count"].as_u64().unwrap_or_default();
+    assert!(before > 0, "vm2's host holds the bindings of its connections");
+    let bin = agent_binary();
+    // The VM's host, then the gateway.
+    for i in [1, 0] {
+        env.kill_agent(i);
+        env.start_agent(i, &bin);
+        let n = nat_bindings(&env, i)["count"].as_u64().unwrap_or_default();
+        assert!(n > 0, "host {i}'s bindings came back from its log: {}", nat_bindings(&env, i));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    // Every flow through the router is simulated again from the restored
+    // state (a router change invalidates them all).
+    env.put(&Router { name: "edge-renamed".into(), ..router });
+    let sent = client.join().expect("the transfer completes");
+    let (peer, got, got_hash) = server.join().expect("server");
+    assert_eq!(got, SIZE, "bytes received");
+    assert_eq!(got_hash, sent, "SHA-256 of the stream");
+    assert_eq!(peer.ip(), std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, 1)), "translated");
+    let pings = pinger.join().expect("ping");
+    let gap = longest_gap_ms(&pings, 10);
+    eprintln!("MEASURE kill -9 of both agents during a NATed transfer: longest ping gap {gap} ms");
+    assert!(gap <= 1000, "ping through SNAT stalled {gap} ms:\n{pings}");
 }

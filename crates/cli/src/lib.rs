@@ -29,6 +29,7 @@ pub mod conntrack;
 pub mod fields;
 pub mod flags;
 pub mod flows;
+pub mod nat;
 pub mod render;
 pub mod resources;
 pub mod rule;
@@ -100,6 +101,7 @@ enum Cmd {
     Trace(TraceArgs),
     Flows(flows::FlowsArgs),
     Conntrack(conntrack::ConntrackArgs),
+    Nat(nat::NatArgs),
     Sandbox(SandboxArgs),
     Resource(&'static resources::ResourceSpec, ArgMatches),
 }
@@ -148,6 +150,10 @@ impl Cli {
                 .about("list or flush the connections an agent tracks (its GET /conntrack)"),
         )
         .subcommand(
+            nat::NatArgs::augment_args(clap::Command::new("nat"))
+                .about("list the NAT bindings an agent holds (its GET /nat)"),
+        )
+        .subcommand(
             SandboxArgs::augment_args(clap::Command::new("sandbox"))
                 .about("run a whole MidoNet cloud on this machine"),
         )
@@ -181,6 +187,7 @@ impl Cli {
             "trace" => Cmd::Trace(TraceArgs::from_arg_matches(sub)?),
             "flows" => Cmd::Flows(flows::FlowsArgs::from_arg_matches(sub)?),
             "conntrack" => Cmd::Conntrack(conntrack::ConntrackArgs::from_arg_matches(sub)?),
+            "nat" => Cmd::Nat(nat::NatArgs::from_arg_matches(sub)?),
             "sandbox" => Cmd::Sandbox(SandboxArgs::from_arg_matches(sub)?),
             other => Cmd::Resource(
                 resources::find(other)
@@ -212,6 +219,10 @@ pub fn run_with_output(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             let output = cli.global.output.unwrap_or(Output::Table);
             return conntrack::run(args, output, out);
         }
+        Cmd::Nat(args) => {
+            let output = cli.global.output.unwrap_or(Output::Table);
+            return nat::run(args, output, out);
+        }
         _ => {}
     }
     let settings = config::resolve(&cli.global)?;
@@ -222,7 +233,9 @@ pub fn run_with_output(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             let mut ctx = commands::Ctx { client: &client, output: settings.output, out };
             commands::run(&mut ctx, spec, &m)
         }
-        Cmd::Sandbox(_) | Cmd::Flows(_) | Cmd::Conntrack(_) => unreachable!("handled above"),
+        Cmd::Sandbox(_) | Cmd::Flows(_) | Cmd::Conntrack(_) | Cmd::Nat(_) => {
+            unreachable!("handled above")
+        }
     };
     result.map_err(|e| explain(e, &settings))
 }

@@ -151,6 +151,18 @@ impl PortBlocks {
         ip.mine.entry(b.block).or_insert(BlockUse { refs: 0, last_used_ms: ms(now) });
     }
 
+    /// A binding this host made before (restored from its own log) uses
+    /// `ip`:`port` of `device`: the block is held and counts the binding.
+    pub fn rebind(&mut self, device: TrackerId, ip: Ipv4Addr, port: u16, now: Duration) {
+        let b = BlockKey::of(device, ip, port);
+        self.granted(b, now);
+        if let Some(used) = self.ips.get_mut(&(device, ip)).and_then(|bl| bl.mine.get_mut(&b.block))
+        {
+            used.refs += 1;
+            used.last_used_ms = ms(now);
+        }
+    }
+
     /// This host gave block `b` back (or lost its lease).
     pub fn released(&mut self, b: BlockKey) {
         if let Some(ip) = self.ips.get_mut(&(b.device, b.ip)) {

@@ -646,6 +646,7 @@ impl Agent {
             epoch: Instant::now(),
             flowstate: Mutex::new(crate::flowstate::FlowState::new(1024, 1)),
             replicator: None,
+            state_log: None,
         });
         let dp = Arc::new(DummyDatapath::new(Some(Box::new(Handler::new(shared.clone())))));
         let refresh = Duration::from_secs(5);

@@ -59,6 +59,10 @@ use serde::Serialize;
 
 use crate::handler::{Egress, Shared, View};
 
+pub mod log;
+
+use log::Origin;
+
 /// How many entries one expiry round may visit (the sweep is incremental).
 const EXPIRY_BUDGET: usize = 65_536;
 
@@ -231,6 +235,60 @@ impl FlowState {
         (done, tags)
     }
 
+    /// Load what this host's log holds (see [`log`]): everything is
+    /// imported as if received; the SNAT bindings made here take their
+    /// blocks back. Returns those blocks, to claim again in the store.
+    pub fn replay(&mut self, records: &[(Origin, FlowStateRepr)], now: Duration) -> Vec<BlockKey> {
+        let mut blocks = Vec::new();
+        for (origin, msg) in records {
+            self.install(msg, now);
+            if *origin != Origin::Here {
+                continue;
+            }
+            for n in &msg.nat {
+                if NatKind::from_code(n.kind) != Some(NatKind::Snat) {
+                    continue;
+                }
+                let key = NatKey::new(NatKind::Snat, ConnKey::from(&n.key));
+                if self.nat.get(&key, now).is_some() {
+                    let tracker = key.conn.tracker;
+                    self.blocks.rebind(tracker, n.bound_ip, n.bound_port, now);
+                    blocks.push(BlockKey::of(tracker, n.bound_ip, n.bound_port));
+                }
+            }
+        }
+        blocks.sort_unstable();
+        blocks.dedup();
+        blocks
+    }
+
+    /// The live tables as log records: connections, then bindings (those
+    /// in blocks this host holds count as made here).
+    pub fn snapshot(&self, now: Duration) -> Vec<(Origin, FlowStateRepr)> {
+        const PER_RECORD: usize = 1000;
+        let mut out = Vec::new();
+        let conns: Vec<ConntrackRepr> =
+            self.conn.iter(now).map(|c| conntrack_repr(&c.key, c.state)).collect();
+        for chunk in conns.chunks(PER_RECORD) {
+            out.push((
+                Origin::Peer,
+                FlowStateRepr { conntrack: chunk.to_vec(), ..Default::default() },
+            ));
+        }
+        let (mut here, mut peer) = (Vec::new(), Vec::new());
+        for e in self.nat.iter(now) {
+            let b = BlockKey::of(e.key.conn.tracker, e.binding.ip, e.binding.port);
+            let mine = e.key.kind == NatKind::Snat && self.blocks.holds(&b);
+            (if mine { &mut here } else { &mut peer }).push(nat_repr(&e.key, e.binding));
+        }
+        for (origin, list) in [(Origin::Here, here), (Origin::Peer, peer)] {
+            for chunk in list.chunks(PER_RECORD) {
+                out.push((origin, FlowStateRepr { nat: chunk.to_vec(), ..Default::default() }));
+            }
+        }
+        out
+    }
+
     /// Drop expired connections and bindings (a SNAT binding's port goes
     /// back to its block); returns the tags of their flows.
     pub fn expire(&mut self, now: Duration) -> Vec<Tag> {
@@ -338,6 +396,44 @@ impl FlowState {
             (a.tracker.as_str(), a.src, a.src_port).cmp(&(b.tracker.as_str(), b.src, b.src_port))
         });
         rows
+    }
+}
+
+/// One NAT binding as `GET /nat` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NatRow {
+    pub kind: NatKind,
+    pub tracker: String,
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    pub src_port: u16,
+    pub dst: Ipv4Addr,
+    pub dst_port: u16,
+    /// What the packet is translated to.
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub expires_in_s: u64,
+}
+
+impl FlowState {
+    /// Live bindings, at most `limit`, for `GET /nat`.
+    pub fn nat_list(&self, now: Duration, limit: usize) -> Vec<NatRow> {
+        self.nat
+            .iter(now)
+            .take(limit)
+            .map(|e| NatRow {
+                kind: e.key.kind,
+                tracker: e.key.conn.tracker.to_string(),
+                proto: e.key.conn.proto,
+                src: e.key.conn.src,
+                src_port: e.key.conn.src_port,
+                dst: e.key.conn.dst,
+                dst_port: e.key.conn.dst_port,
+                ip: e.binding.ip,
+                port: e.binding.port,
+                expires_in_s: e.expires.saturating_sub(now).as_secs(),
+            })
+            .collect()
     }
 }
 
@@ -498,6 +594,7 @@ pub fn receive(sh: &Shared, bytes: &[u8], from: SocketAddr) {
     m.flow_state_received.inc();
     let now = sh.epoch.elapsed();
     let (done, tags) = sh.flowstate.lock().install(&msg, now);
+    sh.log_state(Origin::Peer, &msg);
     if done.unknown > 0 {
         m.flow_state_entries_rejected("unknown_kind", done.unknown);
     }
@@ -669,6 +766,41 @@ mod tests {
         assert!(fs.conn.is_empty());
     }
 
+    #[test]
+    fn a_snapshot_replays_into_the_same_tables_and_blocks() {
+        use midonet_state::{NatBinding, NatKey, NatKind};
+        let t = Duration::from_secs(1);
+        let mut fs = FlowState::new(100, 1);
+        let (mut send, mut stale) = (Outgoing::default(), Vec::new());
+        fs.apply(&recorded(key(1000)), SYN, t, &mut send, &mut stale);
+        // A SNAT binding made here, in a block this host holds, and one
+        // received from a peer.
+        let public = Ipv4Addr::new(192, 0, 2, 1);
+        let here = NatKey::new(NatKind::Snat, key(1000));
+        let b = NatBinding { ip: public, port: 1030 };
+        fs.blocks.granted(BlockKey::of(here.conn.tracker, public, 1030), t);
+        fs.nat.insert(here, b, t + Duration::from_secs(300), t).expect("room");
+        let peer = NatKey::new(NatKind::Snat, key(2000));
+        fs.nat
+            .insert(peer, NatBinding { ip: public, port: 5000 }, t + Duration::from_secs(300), t)
+            .expect("room");
+        let snap = fs.snapshot(t);
+        assert!(snap.iter().any(|(o, m)| *o == Origin::Here && m.nat.len() == 1));
+
+        let mut again = FlowState::new(100, 2);
+        let blocks = again.replay(&snap, t);
+        assert_eq!(blocks, vec![BlockKey::of(here.conn.tracker, public, 1030)], "only ours");
+        assert!(again.conn.is_return(&key(1000).reversed(), t));
+        assert_eq!(again.nat.get(&here, t), Some(b));
+        assert!(again.nat.get(&peer, t).is_some());
+        assert!(again.blocks.holds(&blocks[0]));
+        // The restored binding keeps its block from going back as idle.
+        assert!(again
+            .blocks
+            .idle(t + Duration::from_secs(3600), Duration::from_secs(300))
+            .is_empty());
+    }
+
     fn shared() -> (Arc<Shared>, tokio::sync::mpsc::UnboundedReceiver<Vec<Tag>>) {
         let (cmd, _) = tokio::sync::mpsc::unbounded_channel();
         let (stale, stale_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -685,6 +817,7 @@ mod tests {
             epoch: Instant::now(),
             flowstate: Mutex::new(FlowState::new(100, 1)),
             replicator: None,
+            state_log: None,
         });
         (sh, stale_rx)
     }

@@ -1,0 +1,214 @@
+//! The host's flow-state log: every flow-state message applied here (made
+//! by a simulation here, or received from a peer) is appended as it is
+//! applied, and replayed when the agent starts, so `kill -9` of an agent
+//! keeps every tracked and NATed connection (issue 8, item 6).
+//!
+//! ```text
+//!  record = [u32 LE: length of what follows] [u8 origin: 0 here, 1 a peer] [flow-state message]
+//! ```
+//!
+//! * **Durability**: one `write(2)` per message, no `fsync`. The page
+//!   cache keeps what an agent crash leaves behind; a host crash loses the
+//!   tail of the log, along with the host's VMs and their connections.
+//! * **Size**: at start the log is replayed and then rewritten as a
+//!   snapshot of the live tables (written aside, then renamed over it);
+//!   while running it is rewritten the same way when it passes
+//!   [`MAX_LOG_BYTES`].
+//! * **Trust**: the file is the agent's own, but it is read as untrusted
+//!   input all the same: the first record that does not parse (a torn
+//!   write at a crash) ends the replay, counted, never a panic.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use midonet_wire::flowstate::FlowStateRepr;
+
+/// A log past this many bytes is rewritten as a snapshot.
+pub const MAX_LOG_BYTES: u64 = 64 << 20;
+
+/// Where a logged message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A simulation on this host (its SNAT bindings use this host's blocks).
+    Here,
+    /// A peer.
+    Peer,
+}
+
+/// The open log.
+pub struct StateLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+}
+
+/// What a replay read.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub records: Vec<(Origin, FlowStateRepr)>,
+    /// Bytes after the last good record (a torn write), ignored.
+    pub torn_bytes: u64,
+}
+
+impl StateLog {
+    /// Opens (creating) the log at `path` and reads what it holds.
+    pub fn open(path: &Path) -> std::io::Result<(StateLog, Replayed)> {
+        let mut bytes = Vec::new();
+        match File::open(path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut bytes)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let replayed = parse(&bytes);
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok((StateLog { path: path.to_owned(), file, size }, replayed))
+    }
+
+    /// Appends one message.
+    pub fn append(&mut self, origin: Origin, msg: &FlowStateRepr) -> std::io::Result<()> {
+        let mut rec = Vec::with_capacity(5 + msg.buffer_len());
+        encode(&mut rec, origin, msg)?;
+        self.file.write_all(&rec)?;
+        self.size += rec.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes in the log.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Replaces the log with `records` (written aside, renamed over it).
+    pub fn rewrite<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (Origin, &'a FlowStateRepr)>,
+    ) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let mut out = Vec::new();
+        for (origin, msg) in records {
+            encode(&mut out, origin, msg)?;
+        }
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&out)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.size = out.len() as u64;
+        Ok(())
+    }
+}
+
+fn encode(out: &mut Vec<u8>, origin: Origin, msg: &FlowStateRepr) -> std::io::Result<()> {
+    let mut body = Vec::new();
+    msg.emit_vec(&mut body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let len = u32::try_from(body.len() + 1)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "record too long"))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.push(match origin {
+        Origin::Here => 0,
+        Origin::Peer => 1,
+    });
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+/// Every good record up to the first bad one.
+fn parse(mut bytes: &[u8]) -> Replayed {
+    let mut r = Replayed::default();
+    loop {
+        if bytes.is_empty() {
+            return r;
+        }
+        let rec = (|| {
+            let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+            let body = bytes.get(4..4 + len)?;
+            let (&origin, msg) = body.split_first()?;
+            let origin = match origin {
+                0 => Origin::Here,
+                1 => Origin::Peer,
+                _ => return None,
+            };
+            let msg = FlowStateRepr::parse_bytes(msg).ok()?;
+            Some((4 + len, origin, msg))
+        })();
+        match rec {
+            Some((n, origin, msg)) => {
+                r.records.push((origin, msg));
+                bytes = &bytes[n..];
+            }
+            None => {
+                r.torn_bytes = bytes.len() as u64;
+                return r;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use midonet_wire::flowstate::{ConnKeyRepr, ConnStateCode, ConntrackRepr};
+
+    use super::*;
+
+    fn msg(port: u16) -> FlowStateRepr {
+        let key = ConnKeyRepr {
+            tracker: [7; 16],
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(10, 0, 0, 2),
+            src_port: port,
+            dst_port: 80,
+            proto: 6,
+        };
+        FlowStateRepr {
+            conntrack: vec![ConntrackRepr { key, state: ConnStateCode::Replied }],
+            ..FlowStateRepr::default()
+        }
+    }
+
+    #[test]
+    fn appended_records_come_back_and_a_torn_tail_is_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("flowstate.log");
+        let (mut log, r) = StateLog::open(&path).expect("open");
+        assert!(r.records.is_empty() && log.is_empty());
+        log.append(Origin::Here, &msg(1)).expect("append");
+        log.append(Origin::Peer, &msg(2)).expect("append");
+        drop(log);
+        // A crash in the middle of a write.
+        let mut f = OpenOptions::new().append(true).open(&path).expect("reopen");
+        f.write_all(&[40, 0, 0, 0, 0, 1, 2]).expect("torn");
+        drop(f);
+        let (mut log, r) = StateLog::open(&path).expect("open again");
+        assert_eq!(r.records, vec![(Origin::Here, msg(1)), (Origin::Peer, msg(2))]);
+        assert_eq!(r.torn_bytes, 7);
+        // The snapshot replaces everything, torn tail included.
+        let snap = msg(3);
+        log.rewrite([(Origin::Here, &snap)]).expect("rewrite");
+        log.append(Origin::Peer, &msg(4)).expect("append after rewrite");
+        let (_, r) = StateLog::open(&path).expect("open a third time");
+        assert_eq!(r.records, vec![(Origin::Here, msg(3)), (Origin::Peer, msg(4))]);
+        assert_eq!(r.torn_bytes, 0);
+    }
+
+    #[test]
+    fn garbage_is_not_a_record() {
+        let r = parse(&[0xff; 64]);
+        assert!(r.records.is_empty());
+        assert_eq!(r.torn_bytes, 64);
+        let r = parse(&[3, 0, 0, 0, 9, 1, 1]);
+        assert!(r.records.is_empty(), "unknown origin");
+    }
+}
