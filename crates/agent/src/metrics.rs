@@ -444,12 +444,17 @@ mod tests {
         assert!(fields.len() > 10, "parsed too few fields: {fields:?}");
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut sources = String::new();
-        for entry in std::fs::read_dir(&src).expect("read src/") {
-            let path = entry.expect("dir entry").path();
-            if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).expect("read source");
-                // Only code before the unit tests counts as an update site.
-                sources.push_str(text.split("#[cfg(test)]").next().unwrap_or(""));
+        let mut dirs = vec![src];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read a source directory") {
+                let path = entry.expect("dir entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).expect("read source");
+                    // Only code before the unit tests counts as an update site.
+                    sources.push_str(text.split("#[cfg(test)]").next().unwrap_or(""));
+                }
             }
         }
         // Whitespace out, so a call split over lines by rustfmt still matches.
