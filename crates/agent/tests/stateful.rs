@@ -219,6 +219,10 @@ fn a_security_group_lets_replies_in_and_keeps_new_connections_out() {
 struct Snat {
     env: Env,
     router: Router,
+    /// The router's inbound chain (`rev_snat`) and outbound chain (`snat`),
+    /// as stored.
+    pre: Chain,
+    post: Chain,
     vm1: Vm,
     vm2: Vm,
     out: Vm,
@@ -283,8 +287,10 @@ fn snat_lab() -> Snat {
     }
     env.put(&rev);
     env.put(&snat);
-    env.put(&Chain { rule_ids: vec![rev.id], ..pre.clone() });
-    env.put(&Chain { rule_ids: vec![snat.id], ..post.clone() });
+    let pre = Chain { rule_ids: vec![rev.id], ..pre };
+    let post = Chain { rule_ids: vec![snat.id], ..post };
+    env.put(&pre);
+    env.put(&post);
     let router =
         Router { inbound_filter_id: Some(pre.id), outbound_filter_id: Some(post.id), ..r.clone() };
     env.put(&router);
@@ -357,7 +363,7 @@ fn snat_lab() -> Snat {
         ns_exec(&out.ns, &["ip", "link", "set", l, "up"]).expect("far up");
     }
     ns_exec(&out.ns, &["ip", "addr", "add", "198.51.100.254/24", "dev", "far"]).expect("far addr");
-    Snat { env, router, vm1, vm2, out }
+    Snat { env, router, pre, post, vm1, vm2, out }
 }
 
 #[test]
@@ -584,4 +590,95 @@ fn nated_connections_survive_kill_9_of_both_agents() {
     let gap = longest_gap_ms(&pings, 10);
     eprintln!("MEASURE kill -9 of both agents during a NATed transfer: longest ping gap {gap} ms");
     assert!(gap <= 1000, "ping through SNAT stalled {gap} ms:\n{pings}");
+}
+
+/// A NAT rule in `chain` with one target.
+fn nat_rule(
+    chain: &Chain,
+    rule_type: RuleType,
+    to: (Ipv4Addr, u16, u16),
+    condition: Condition,
+) -> Rule {
+    Rule {
+        flow_action: Some(FlowAction::Accept),
+        nat_targets: vec![NatTarget {
+            address_from: to.0,
+            address_to: to.0,
+            port_from: to.1,
+            port_to: to.2,
+        }],
+        ..rule(chain, rule_type, condition)
+    }
+}
+
+#[test]
+fn the_outside_reaches_vms_by_floating_ip_and_port_forward() {
+    if !prerequisites("the_outside_reaches_vms_by_floating_ip_and_port_forward") {
+        return;
+    }
+    let Snat { env, pre, post, vm1, vm2, out, .. } = snat_lab();
+    let fip = Ipv4Addr::new(192, 0, 2, 50);
+    let public = Ipv4Addr::new(192, 0, 2, 1);
+    let dst = |ip: Ipv4Addr| Condition {
+        nw_dst_address: Some(ip.into()),
+        nw_dst_length: Some(32),
+        ..Default::default()
+    };
+    // vm1's floating IP (static, both ways), and 192.0.2.1:2222 forwarded
+    // to vm2:7002 (dynamic DNAT, reversed on the way out).
+    let fip_in = nat_rule(&pre, RuleType::Dnat, (vm1.ip, 0, 0), dst(fip));
+    let forward = nat_rule(
+        &pre,
+        RuleType::Dnat,
+        (vm2.ip, 7002, 7002),
+        Condition {
+            nw_proto: Some(6),
+            tp_dst: Some(PortRange { start: 2222, end: 2222 }),
+            ..dst(public)
+        },
+    );
+    let rev_forward = Rule {
+        rule_type: RuleType::RevDnat,
+        flow_action: Some(FlowAction::Accept),
+        ..rule(&post, RuleType::RevDnat, Condition::default())
+    };
+    let fip_out = nat_rule(
+        &post,
+        RuleType::Snat,
+        (fip, 0, 0),
+        Condition {
+            nw_src_address: Some(vm1.ip.into()),
+            nw_src_length: Some(32),
+            ..Default::default()
+        },
+    );
+    for r in [&fip_in, &forward, &rev_forward, &fip_out] {
+        env.put(r);
+    }
+    let mut pre_ids = vec![fip_in.id, forward.id];
+    pre_ids.extend(&pre.rule_ids);
+    let mut post_ids = vec![rev_forward.id, fip_out.id];
+    post_ids.extend(&post.rule_ids);
+    env.put(&Chain { rule_ids: pre_ids, ..pre.clone() });
+    env.put(&Chain { rule_ids: post_ids, ..post.clone() });
+    // The outside routes the floating IP to the router.
+    ns_exec(&out.ns, &["ip", "route", "add", "192.0.2.50/32", "via", "192.0.2.1"]).expect("route");
+    tcp_echo(&vm1, 7000);
+    tcp_echo(&vm2, 7002);
+
+    let mut c = connect(&out, SocketAddr::from((fip, 7000)), Duration::from_secs(5))
+        .expect("the outside connects to vm1's floating IP");
+    assert!(echo(&mut c, b"to the floating ip"), "vm1 answers through its floating IP");
+    assert_eq!(c.peer_addr().expect("peer").ip(), std::net::IpAddr::from(fip));
+    let mut c = connect(&out, SocketAddr::from((public, 2222)), Duration::from_secs(5))
+        .expect("the outside connects to the forwarded port");
+    assert!(echo(&mut c, b"to the forwarded port"), "vm2's server answers on 2222");
+    assert!(until_ping_ok(&out, fip), "the floating IP answers ping");
+    let bindings = nat_bindings(&env, 0);
+    assert!(
+        bindings["bindings"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b["kind"] == "dnat" && b["port"] == 7002)),
+        "the gateway holds the port-forward binding: {bindings}"
+    );
 }
