@@ -223,6 +223,8 @@ struct Snat {
     /// as stored.
     pre: Chain,
     post: Chain,
+    /// The uplink port (bound on host 1 to `out`'s veth).
+    uplink: Port,
     vm1: Vm,
     vm2: Vm,
     out: Vm,
@@ -363,7 +365,7 @@ fn snat_lab() -> Snat {
         ns_exec(&out.ns, &["ip", "link", "set", l, "up"]).expect("far up");
     }
     ns_exec(&out.ns, &["ip", "addr", "add", "198.51.100.254/24", "dev", "far"]).expect("far addr");
-    Snat { env, router, pre, post, vm1, vm2, out }
+    Snat { env, router, pre, post, uplink: up, vm1, vm2, out }
 }
 
 #[test]
@@ -680,5 +682,90 @@ fn the_outside_reaches_vms_by_floating_ip_and_port_forward() {
             .as_array()
             .is_some_and(|b| b.iter().any(|b| b["kind"] == "dnat" && b["port"] == 7002)),
         "the gateway holds the port-forward binding: {bindings}"
+    );
+}
+
+#[test]
+fn a_reply_entering_by_the_other_gateway_of_a_stateful_group_is_translated() {
+    if !prerequisites("a_reply_entering_by_the_other_gateway_of_a_stateful_group_is_translated") {
+        return;
+    }
+    let Snat { mut env, router, uplink, vm1, out, .. } = snat_lab();
+    // A second uplink on host 2, to a second interface of the outside,
+    // in one stateful port group with the first.
+    let pg = PortGroup {
+        id: PortGroupId::random(),
+        name: "uplinks".into(),
+        stateful: true,
+        ..Default::default()
+    };
+    env.put(&pg);
+    let host2 = env.hosts[1].ns.clone();
+    ns_exec(&out.ns, &["ip", "link", "add", "outb", "type", "veth", "peer", "name", "o2h"])
+        .expect("second outside link");
+    ns_exec(&out.ns, &["ip", "link", "set", "o2h", "netns", &host2]).expect("to host 2");
+    ns_exec(&host2, &["ip", "link", "set", "o2h", "up"]).expect("up");
+    for cmd in [
+        vec!["ip", "addr", "add", "192.0.3.2/24", "dev", "outb"],
+        vec!["ip", "link", "set", "outb", "up"],
+        vec!["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"],
+        vec!["sysctl", "-qw", "net.ipv4.conf.default.rp_filter=0"],
+    ] {
+        ns_exec(&out.ns, &cmd).expect("outside setup");
+    }
+    let g1_mac = [2, 0xaa, 0, 0, 0, 3];
+    let g1 = Port {
+        id: PortId::random(),
+        port_type: PortType::Router,
+        device_id: router.id.cast(),
+        admin_state_up: true,
+        tunnel_key: env.key(),
+        port_address: Some(Ipv4Addr::new(192, 0, 3, 1)),
+        network_address: Some(Ipv4Addr::new(192, 0, 3, 0)),
+        network_length: Some(24),
+        port_mac: Some(MacAddr(g1_mac)),
+        host_id: Some(env.hosts[1].id),
+        interface_name: Some("o2h".into()),
+        port_group_ids: vec![pg.id],
+        ..Default::default()
+    };
+    env.put(&g1);
+    env.put(&Port { port_group_ids: vec![pg.id], ..uplink });
+    env.wait_active(&g1);
+    // Requests leave by the first uplink (host 1); the outside sends the
+    // replies for 192.0.2.1 to the second (host 2).
+    let mac = "02:aa:00:00:00:03";
+    for cmd in [
+        vec!["ip", "route", "add", "192.0.2.1/32", "dev", "outb"],
+        vec![
+            "ip",
+            "neigh",
+            "replace",
+            "192.0.2.1",
+            "lladdr",
+            mac,
+            "dev",
+            "outb",
+            "nud",
+            "permanent",
+        ],
+    ] {
+        ns_exec(&out.ns, &cmd).expect("asymmetric return");
+    }
+    tcp_echo(&out, 8002);
+    let received = env.metric(1, "midonet_agent_flow_state_received_total");
+    let mut c = connect(&vm1, SocketAddr::from((out.ip, 8002)), Duration::from_secs(5))
+        .expect("vm1 connects although the reply comes back by the other gateway");
+    assert!(echo(&mut c, b"asymmetric"), "the reply through the other gateway reaches vm1");
+    assert!(
+        env.metric(1, "midonet_agent_flow_state_received_total") > received,
+        "host 2 received the binding as a stateful-group peer"
+    );
+    let bindings = nat_bindings(&env, 1);
+    assert!(
+        bindings["bindings"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b["kind"] == "snat" && b["dst_port"] == 8002)),
+        "host 2 holds vm1's binding: {bindings}"
     );
 }
