@@ -29,9 +29,17 @@
 # Peer: $PEERS_DIR/kernel-nat.sh route (bridge + VXLAN to a routing gateway on
 # the other host), REPS=WINDOWS, once per client setting, read-only.
 #
+# NAT=1 (issue 8): the outside has no route back; the router SNATs what leaves
+# by the uplink to 203.0.113.2 (ports 1024-65535, a `snat` rule in its outbound
+# filter, `rev_snat` in its inbound filter), so every connection is a new
+# binding and a new exact flow on both hosts, with its state replicated to the
+# gateway. The peer is then `kernel-nat.sh nat` (nftables conntrack +
+# masquerade). The first-packet probe reports connect() times through NAT
+# (every SYN is a miss: compare with the cold figure of a NAT=0 run).
+#
 # Env: KEEP=1 leaves the last sandbox running for inspection.
 #      DATAPATHS="userspace ebpf" CLIENTS="wide defaults" WINDOWS=3 DUR=10 CONNS=64 THREADS=2
-#      FP_N=300 FP_ROUNDS=3 (first-packet probes per round, 0 = skip)
+#      FP_N=300 FP_ROUNDS=3 (first-packet probes per round, 0 = skip)  NAT=0
 #      PROFILE=release BUILD=1 RUN_DIR=/tmp/midonet-cps PEERS_DIR=<repo>/../shared/peers
 # Output: one line per window, `[<setup> <client>] window N: cps=... misses=... invalidated=...`,
 # and a summary table in $RUN_DIR/results/summary.md.
@@ -48,6 +56,7 @@ FP_ROUNDS=${FP_ROUNDS:-3}
 PROFILE=${PROFILE:-release}
 BUILD=${BUILD:-1}
 RUN_DIR=${RUN_DIR:-/tmp/midonet-cps}
+NAT=${NAT:-0}
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 BIN=$ROOT/target/$PROFILE
 SB_DIR=$RUN_DIR/sandbox
@@ -60,6 +69,7 @@ SB_ARGS=(--hosts 2 --vms-per-host 1 --prefix $P --state-dir "$SB_DIR" --api $API
 
 log() { echo "[$(date +%T)] $*" >&2; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 sb() { jq -r "$1" "$SB_DIR/sandbox.json"; }
 api() {  # METHOD PATH [BODY] -> response body; fails on HTTP >= 400
@@ -89,12 +99,20 @@ uplink() {
     ip -n "$h0" link set ${P}up up
     ip -n $OUT_NS addr add 203.0.113.1/24 dev ${P}op
     ip -n $OUT_NS link set ${P}op up
-    ip -n $OUT_NS route add 10.0.0.0/8 via 203.0.113.2
+    [ "$NAT" = 1 ] || ip -n $OUT_NS route add 10.0.0.0/8 via 203.0.113.2
     rp=$(api POST "routers/$router/ports" \
         '{"type":"Router","portAddress":"203.0.113.2","networkAddress":"203.0.113.0","networkLength":24}' | jq -r .id) ||
         return 1
     api POST "routers/$router/routes" "{\"srcNetworkAddr\":\"0.0.0.0\",\"srcNetworkLength\":0,\"dstNetworkAddr\":\"203.0.113.0\",\"dstNetworkLength\":24,\"nextHopPort\":\"$rp\"}" >/dev/null || return 1
     api POST "hosts/$h0id/ports" "{\"portId\":\"$rp\",\"interfaceName\":\"${P}up\"}" >/dev/null || return 1
+    [ "$NAT" = 1 ] || return 0
+    local pre post
+    pre=$(api POST chains '{"name":"cps-nat-in"}' | jq -r .id) || return 1
+    post=$(api POST chains '{"name":"cps-nat-out"}' | jq -r .id) || return 1
+    api POST "chains/$pre/rules" '{"type":"rev_snat","flowAction":"accept","nwDstAddress":"203.0.113.2","nwDstLength":32}' >/dev/null || return 1
+    api POST "chains/$post/rules" "{\"type\":\"snat\",\"flowAction\":\"accept\",\"outPorts\":[\"$rp\"],\"natTargets\":[{\"addressFrom\":\"203.0.113.2\",\"addressTo\":\"203.0.113.2\",\"portFrom\":1024,\"portTo\":65535}]}" >/dev/null || return 1
+    api GET "routers/$router" | jq --arg i "$pre" --arg o "$post" '.inboundFilterId = $i | .outboundFilterId = $o' |
+        curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null
 }
 
 nginx_up() {  # NS ADDR
@@ -162,6 +180,27 @@ PY
         tee -a "$RES/first-packet.txt"
 }
 
+# first_packet_nat VM_NS PROVIDER: connect() times through SNAT, FP_ROUNDS
+# rounds of FP_N; every connection is a new binding, so every SYN is a miss.
+first_packet_nat() {
+    local vm=$1 dp=$2 r rows="" p50s="" p99s="" v
+    for r in $(seq "$FP_ROUNDS"); do
+        v=$(nsx "$vm" python3 - "$FP_N" <<'PY'
+import socket, sys, time
+n = int(sys.argv[1]); v = []
+for _ in range(n):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\0\0\0\0\0\0\0')
+    t = time.perf_counter(); s.connect(("203.0.113.1", 8080)); v.append((time.perf_counter() - t) * 1e6); s.close()
+    time.sleep(0.002)
+v.sort(); print("%.0f %.0f" % (v[len(v) // 2], v[int(len(v) * 0.99)]))
+PY
+)
+        rows="$rows ${v// //};"; p50s="$p50s ${v%% *}"; p99s="$p99s ${v##* }"
+    done
+    echo "[midonet-$dp nat] first packet through SNAT (connect us p50/p99 per round:$rows) p50=$(median $p50s) p99=$(median $p99s) (medians of $FP_ROUNDS rounds)" |
+        tee -a "$RES/first-packet.txt"
+}
+
 run_midonet_on() {  # PROVIDER
     local dp=$1 vm h0 h1 client w
     log "midonet-rs ($dp): sandbox up"
@@ -175,7 +214,11 @@ run_midonet_on() {  # PROVIDER
     local ok=0
     for _ in $(seq 50); do nsx "$vm" ping -c1 -W1 203.0.113.1 >/dev/null 2>&1 && { ok=1; break; }; sleep 0.2; done
     [ $ok = 1 ] || { log "no ping from $vm to the outside"; down; return; }
-    [ "$FP_N" -gt 0 ] && { first_packet "$vm" "$dp" || log "first-packet probe failed"; }
+    if [ "$FP_N" -gt 0 ] && [ "$NAT" = 1 ]; then
+        first_packet_nat "$vm" "$dp"
+    elif [ "$FP_N" -gt 0 ]; then
+        first_packet "$vm" "$dp" || log "first-packet probe failed"
+    fi
     for client in $CLIENTS; do
         client_sysctls "$vm" "$client"
         for w in $(seq "$WINDOWS"); do
@@ -186,7 +229,7 @@ run_midonet_on() {  # PROVIDER
                   http://203.0.113.1:8080/ 2>/dev/null | awk '/Requests\/sec/ {printf "%d", $2}')
             m1=$(metric "$h1" midonet_agent_misses_total); i1=$(metric "$h1" midonet_agent_invalidated_flows_total)
             n1=$(metric "$h0" midonet_agent_misses_total); j1=$(metric "$h0" midonet_agent_invalidated_flows_total)
-            echo "[midonet-$dp $client] window $w: cps=${cps:-n/a} vm-host misses=$((m1 - m0)) invalidated=$((i1 - i0)) gw-host misses=$((n1 - n0)) invalidated=$((j1 - j0)) (load $(loadavg))" |
+            echo "[midonet-$dp$([ "$NAT" = 1 ] && echo -nat) $client] window $w: cps=${cps:-n/a} vm-host misses=$((m1 - m0)) invalidated=$((i1 - i0)) gw-host misses=$((n1 - n0)) invalidated=$((j1 - j0)) (load $(loadavg))" |
                 tee -a "$RES/windows.txt"
         done
         # Let the server's TIME_WAIT drain between client settings.
@@ -205,9 +248,10 @@ run_kernel() {
     local client
     for client in $CLIENTS; do
         local cd=0; [ "$client" = defaults ] && cd=1
-        log "kernel: kernel-nat.sh route ($client client)"
-        CLIENT_DEFAULTS=$cd REPS=$WINDOWS DUR=$DUR CONNS=$CONNS THREADS=$THREADS "$PEERS_DIR/kernel-nat.sh" route 2>/dev/null |
-            sed -n 's/^\[route\] rep \([0-9]*\): cps=\([^ ]*\).*(loadavg: \(.*\))/[kernel-route '"$client"'] window \1: cps=\2 (load \3)/p' |
+        local mode=route; [ "$NAT" = 1 ] && mode=nat
+        log "kernel: kernel-nat.sh $mode ($client client)"
+        CLIENT_DEFAULTS=$cd REPS=$WINDOWS DUR=$DUR CONNS=$CONNS THREADS=$THREADS "$PEERS_DIR/kernel-nat.sh" $mode 2>/dev/null |
+            sed -n 's/^\['$mode'\] rep \([0-9]*\): cps=\([^ ]*\).*(loadavg: \(.*\))/[kernel-'$mode' '"$client"'] window \1: cps=\2 (load \3)/p' |
             tee -a "$RES/windows.txt"
     done
 }

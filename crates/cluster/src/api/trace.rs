@@ -33,7 +33,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use midonet_model::{kind::KEY_ROOT, ObjectKind, PortId, Topology};
 use midonet_proto::keys::StateKey;
-use midonet_sim::{FlowKey, IcmpRateLimiter, MacAddr, MemState, NoConntrack, SimInput, Snapshot};
+use midonet_sim::{FlowKey, IcmpRateLimiter, MacAddr, MemFlowState, MemState, SimInput, Snapshot};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -210,13 +210,16 @@ pub async fn trace(ctx: Ctx, body: Bytes) -> Result<axum::response::Response, Ap
     let key = FlowKey::extract(&frame, key.in_port).unwrap_or(key);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let input = SimInput { ingress: port, key, frame: &frame, now, hash_seed: 0, trace: true };
-    let r = midonet_sim::simulate(
-        &snap,
-        &state,
-        &NoConntrack,
-        &mut IcmpRateLimiter::unlimited(),
-        &input,
-    );
+    // Flow state as a fresh agent has it: nothing tracked, no binding. A
+    // SNAT rule needing a port block gets one, as the agent's would from
+    // the store, so the trace shows the translation rather than the wait.
+    let flows = MemFlowState::new();
+    let mut r =
+        midonet_sim::simulate(&snap, &state, &flows, &mut IcmpRateLimiter::unlimited(), &input);
+    if let Some(b) = r.need_block {
+        flows.grant(b, now);
+        r = midonet_sim::simulate(&snap, &state, &flows, &mut IcmpRateLimiter::unlimited(), &input);
+    }
 
     let mut names: HashMap<String, String> = HashMap::new();
     for b in topo.bridges.values() {
@@ -335,6 +338,58 @@ mod tests {
                 .any(|s| s["step"] == "mac_lookup" && s["port"] == bp["id"]),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_trace_shows_the_snat_translation() {
+        let c = TestCluster::start("memory:", true);
+        let b = create(&c, "/bridges", json!({"name": "net"}));
+        let r = create(&c, "/routers", json!({"name": "edge"}));
+        let vm = create(&c, &link(&b, "ports"), json!({"type": "Bridge"}));
+        let bp = create(&c, &link(&b, "ports"), json!({"type": "Bridge"}));
+        let rp = create(
+            &c,
+            &link(&r, "ports"),
+            json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": 24, "portMac": "02:00:00:00:01:01"}),
+        );
+        let (s, v) = call(&c, "POST", &link(&rp, "link"), &json!({"peerId": bp["id"]}));
+        assert_eq!(s, 201, "{v}");
+        let up = create(
+            &c,
+            &link(&r, "ports"),
+            json!({"portAddress": "203.0.113.2", "networkAddress": "203.0.113.0", "networkLength": 24}),
+        );
+        create(
+            &c,
+            &link(&r, "routes"),
+            json!({"srcNetworkAddr": "0.0.0.0", "srcNetworkLength": 0, "dstNetworkAddr": "203.0.113.0",
+                   "dstNetworkLength": 24, "nextHopPort": up["id"]}),
+        );
+        let chain = create(&c, "/chains", json!({"name": "edge-out"}));
+        create(
+            &c,
+            &link(&chain, "rules"),
+            json!({"type": "snat", "flowAction": "accept", "outPorts": [up["id"]],
+                   "natTargets": [{"addressFrom": "203.0.113.2", "addressTo": "203.0.113.2", "portFrom": 1024, "portTo": 65535}]}),
+        );
+        let (s, v) = call(
+            &c,
+            "PUT",
+            &link(&r, "uri"),
+            &json!({"name": "edge", "outboundFilterId": chain["id"]}),
+        );
+        assert!(s < 300, "{s}: {v}");
+        let (s, t) = call(
+            &c,
+            "POST",
+            "/trace",
+            &json!({"portId": vm["id"], "packet": "eth.src=02:00:00:00:00:0a, eth.dst=02:00:00:00:01:01, ip4.src=10.0.0.10, ip4.dst=203.0.113.1, tcp.src=40000, tcp.dst=80"}),
+        );
+        assert_eq!(s, 200, "{t}");
+        let steps = t["steps"].as_array().expect("steps");
+        assert!(steps.iter().any(|s| s["step"] == "nat"), "a NAT step: {t}");
+        let texts: Vec<&str> = steps.iter().filter_map(|s| s["text"].as_str()).collect();
+        assert!(texts.iter().any(|s| s.contains("ip4.src=203.0.113.2")), "{texts:?}");
     }
 
     #[test]
