@@ -28,8 +28,13 @@
 //! is drawn at random among the free ones (MidoNet then prefers the least
 //! recently released, which needs the store's release times: later).
 //!
-//! A block this host holds records how many bindings use it and when it was
-//! last used; [`PortBlocks::idle`] lists those unused for a while (MidoNet:
+//! A block with a binding on every port is only probed at
+//! [`FULL_BLOCK_PROBES`] ports (from the random offset) before the next
+//! block is tried: per-destination reuse still happens when a destination
+//! is new to most of the block, and a host holding hundreds of full blocks
+//! does not scan them all for every connection (a claimed new block is
+//! cheaper). A block this host holds records how many bindings use it and
+//! when it was last used; [`PortBlocks::idle`] lists those unused for a while (MidoNet:
 //! 5 minutes) so the caller can release them.
 
 use std::collections::BTreeMap;
@@ -46,6 +51,9 @@ use crate::nat::{NatBinding, NatKey, NatKind, NatTable};
 pub const BLOCK_SIZE: u32 = 64;
 /// Blocks per NAT IP (65536 / 64).
 pub const BLOCKS_PER_IP: u32 = 1024;
+/// Ports tried in a block that has a binding on every port (see
+/// [`PortBlocks::allocate`]).
+pub const FULL_BLOCK_PROBES: u32 = 2;
 /// MidoNet gives idle blocks back after 5 minutes.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 
@@ -213,7 +221,14 @@ impl PortBlocks {
             for (&(_, ip), bl) in self.ips.range_mut(range) {
                 for (&block, used) in bl.mine.range_mut(block_span(from, t.port_to)) {
                     let base = u32::from(block) * BLOCK_SIZE;
-                    for k in 0..BLOCK_SIZE {
+                    // A block with a binding on every port is probed at a
+                    // few ports only: it may still be free towards this
+                    // destination, but scanning every full block in full
+                    // made a host holding hundreds of them spend a
+                    // millisecond per new connection.
+                    let probes =
+                        if used.refs >= BLOCK_SIZE { FULL_BLOCK_PROBES } else { BLOCK_SIZE };
+                    for k in 0..probes {
                         let port = base + (offset + k) % BLOCK_SIZE;
                         if port < u32::from(from) || port > u32::from(t.port_to) {
                             continue;

@@ -214,22 +214,49 @@ impl FlowState {
 
     /// Import a peer's message; returns what it did and the tags of the
     /// flows it makes stale.
+    ///
+    /// Only what is new here makes flows stale: a connection tracked for the
+    /// first time, a binding not held before (or bound elsewhere). A peer
+    /// refreshing what this host knows (every simulation that used a binding
+    /// says so) changes no forwarding decision; invalidating on it made each
+    /// host remove the other's flows for every connection.
     pub fn install(&mut self, msg: &FlowStateRepr, now: Duration) -> (Installed, Vec<Tag>) {
+        let known_conns: Vec<bool> = msg
+            .conntrack
+            .iter()
+            .map(|c| self.conn.lookup(&ConnKey::from(&c.key), now).is_some())
+            .collect();
+        let known_nat: Vec<Option<NatBinding>> = msg
+            .nat
+            .iter()
+            .map(|n| {
+                let kind = NatKind::from_code(n.kind)?;
+                self.nat.get(&NatKey::new(kind, ConnKey::from(&n.key)), now)
+            })
+            .collect();
         let done = install(msg, &mut self.conn, &mut self.nat, now + NAT_IMPORT_TTL, now);
-        let mut tags = Vec::with_capacity(msg.conntrack.len() + 2 * msg.nat.len());
-        for c in &msg.conntrack {
+        let mut tags = Vec::new();
+        for (c, known) in msg.conntrack.iter().zip(known_conns) {
             let key = ConnKey::from(&c.key);
-            if self.conn.lookup(&key, now).is_some() {
+            if !known && self.conn.lookup(&key, now).is_some() {
                 self.index(key);
                 tags.push(Tag::conntrack(&key));
             }
         }
-        for n in &msg.nat {
+        for (n, before) in msg.nat.iter().zip(known_nat) {
             let Some(kind) = NatKind::from_code(n.kind) else { continue };
             let key = NatKey::new(kind, ConnKey::from(&n.key));
-            if let Some(b) = self.nat.get(&key, now) {
-                self.index_nat(key, b);
-                tags.extend(nat_tags(&key, b));
+            match self.nat.get(&key, now) {
+                Some(b) if before != Some(b) => {
+                    self.index_nat(key, b);
+                    tags.extend(nat_tags(&key, b));
+                }
+                // Known already: its refresh pushes the expiry out.
+                Some(_) => {
+                    let ttl = self.nat_ttl(&key);
+                    self.nat.touch(&key, now + ttl, now);
+                }
+                None => {}
             }
         }
         (done, tags)
@@ -743,6 +770,31 @@ mod tests {
         fs.apply(&looked_up(key(1000)), SYN | ACK, t, &mut send, &mut stale);
         fs.install(&msg, t);
         assert_eq!(fs.conn.lookup(&key(1000), t).expect("tracked").0.state, ConnState::Replied);
+    }
+
+    #[test]
+    fn a_peer_refreshing_a_known_binding_invalidates_nothing() {
+        use midonet_state::{NatBinding, NatKey, NatKind};
+        let t = Duration::from_secs(1);
+        let mut fs = FlowState::new(100, 1);
+        let key = NatKey::new(NatKind::Snat, key(1000));
+        let b = NatBinding { ip: Ipv4Addr::new(192, 0, 2, 1), port: 1030 };
+        let msg = FlowStateRepr {
+            conntrack: vec![conntrack_repr(&key.conn, ConnState::SynSent)],
+            nat: vec![nat_repr(&key, b)],
+            ..FlowStateRepr::default()
+        };
+        let (_, tags) = fs.install(&msg, t);
+        assert_eq!(tags.len(), 3, "new: the connection and both binding tags");
+        let (_, tags) = fs.install(&msg, t + Duration::from_secs(1));
+        assert!(tags.is_empty(), "known: nothing is stale, {tags:?}");
+        let moved = FlowStateRepr {
+            nat: vec![nat_repr(&key, NatBinding { port: 2000, ..b })],
+            ..FlowStateRepr::default()
+        };
+        let (done, tags) = fs.install(&moved, t + Duration::from_secs(2));
+        assert_eq!(done.refused, 1, "a live binding is not rebound by a peer");
+        assert!(tags.is_empty());
     }
 
     #[test]
