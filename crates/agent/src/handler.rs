@@ -253,9 +253,11 @@ impl Handler {
         sh.metrics.misses.inc();
         // State a peer sent before this packet's connection reached us is
         // installed before the simulation (see `flowstate::Replicator`).
-        if let Some(r) = &sh.replicator {
-            r.drain(sh);
-        }
+        let drained: Vec<u64> = match &sh.replicator {
+            Some(r) => r.drain(sh).iter().map(|t| t.0).collect(),
+            None => Vec::new(),
+        };
+        let dropped = |invalidate| MissDecision { invalidate, ..MissDecision::drop() };
         let view = sh.view.load();
         let ingress = match in_port {
             InPort::Port(n) => match view.ingress.get(&n) {
@@ -266,7 +268,7 @@ impl Handler {
                     } else {
                         AgentDrop::NoTopology
                     });
-                    return MissDecision::drop();
+                    return dropped(drained);
                 }
             },
             InPort::Tunnel(_) => {
@@ -274,7 +276,7 @@ impl Handler {
                 // asking; anything else is for a port that is not (or no
                 // longer) bound here.
                 sh.metrics.count_drop(AgentDrop::UnknownTunnelKey);
-                return MissDecision::drop();
+                return dropped(drained);
             }
         };
         // Expiry of the waiting room is the core's 1 s housekeeping, which
@@ -291,11 +293,13 @@ impl Handler {
                 })
                 .inc();
         }
+        let mut invalidate = drained;
+        invalidate.append(&mut o.invalidate);
         MissDecision {
             install: o.install.take(),
             execute: o.execute,
             generated: o.generated,
-            invalidate: o.invalidate,
+            invalidate,
         }
     }
 }

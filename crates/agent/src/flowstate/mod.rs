@@ -548,20 +548,21 @@ impl Replicator {
             .count()
     }
 
-    /// Reads and installs every message waiting; returns how many.
-    pub fn drain(&self, sh: &Shared) -> usize {
+    /// Reads and installs every message waiting; returns the tags of the
+    /// flows they make stale. The miss path has the datapath invalidate
+    /// those before it installs the miss's own flow (which may be the
+    /// reply the state is for: invalidated afterwards, it would be removed
+    /// at once and its next packet would miss again).
+    pub fn drain(&self, sh: &Shared) -> Vec<Tag> {
         let mut buf = self.rx.lock();
-        let mut n = 0;
+        let mut stale = Vec::new();
         loop {
             match self.sock.recv_from(&mut buf) {
-                Ok((len, from)) => {
-                    receive(sh, &buf[..len], from);
-                    n += 1;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return n,
+                Ok((len, from)) => stale.extend(receive(sh, &buf[..len], from)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return stale,
                 Err(e) => {
                     tracing::warn!(error = %e, "flow-state socket");
-                    return n;
+                    return stale;
                 }
             }
         }
@@ -582,7 +583,10 @@ impl Replicator {
                 match poll(&mut fds, PollTimeout::from(200u16)) {
                     Ok(0) => continue,
                     Ok(_) => {
-                        rep.drain(&shared);
+                        let stale = rep.drain(&shared);
+                        if !stale.is_empty() {
+                            let _ = shared.stale.send(stale);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "polling the flow-state socket");
@@ -594,29 +598,30 @@ impl Replicator {
     }
 }
 
-/// One datagram from `from` (module docs: whom we believe).
-pub fn receive(sh: &Shared, bytes: &[u8], from: SocketAddr) {
+/// One datagram from `from` (module docs: whom we believe); returns the
+/// tags of the flows what it installed makes stale.
+pub fn receive(sh: &Shared, bytes: &[u8], from: SocketAddr) -> Vec<Tag> {
     let m = &sh.metrics;
     let std::net::IpAddr::V4(ip) = from.ip() else {
         m.flow_state_rejected("unknown_peer");
-        return;
+        return Vec::new();
     };
     let view = sh.view.load();
     if !view.trusted_peers.contains(&ip) {
         m.flow_state_rejected("unknown_peer");
-        return;
+        return Vec::new();
     }
     let msg = match FlowStateRepr::parse_bytes(bytes) {
         Ok(msg) => msg,
         Err(e) => {
             tracing::debug!(%from, error = %e, "malformed flow-state message");
             m.flow_state_rejected("malformed");
-            return;
+            return Vec::new();
         }
     };
     if msg.sender == *sh.host_id.uuid().as_bytes() {
         m.flow_state_rejected("own");
-        return;
+        return Vec::new();
     }
     m.flow_state_received.inc();
     let now = sh.epoch.elapsed();
@@ -628,9 +633,7 @@ pub fn receive(sh: &Shared, bytes: &[u8], from: SocketAddr) {
     if done.refused > 0 {
         m.flow_state_entries_rejected("refused", done.refused);
     }
-    if !tags.is_empty() {
-        let _ = sh.stale.send(tags);
-    }
+    tags
 }
 
 /// Tunnel-zone peers' addresses: the hosts sharing a zone with `me`.
@@ -880,7 +883,7 @@ mod tests {
 
     #[test]
     fn only_tunnel_zone_peers_are_believed_and_garbage_is_counted() {
-        let (sh, mut stale) = shared();
+        let (sh, _stale) = shared();
         let peer = Ipv4Addr::new(10, 77, 0, 2);
         let mut view = View::empty();
         view.trusted_peers.insert(peer);
@@ -893,17 +896,17 @@ mod tests {
         let mut bytes = Vec::new();
         msg.emit_vec(&mut bytes).expect("emit");
         let stranger = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 9), 2925));
-        receive(&sh, &bytes, stranger);
+        assert!(receive(&sh, &bytes, stranger).is_empty());
         assert_eq!(rejected(&sh, "unknown_peer"), 1);
         assert!(sh.flowstate.lock().conn.is_empty(), "nothing installed from a stranger");
         receive(&sh, &bytes[..bytes.len() - 3], SocketAddr::from((peer, 2925)));
         receive(&sh, &[0xff; 64], SocketAddr::from((peer, 2925)));
         assert_eq!(rejected(&sh, "malformed"), 2);
         assert!(sh.flowstate.lock().conn.is_empty());
-        receive(&sh, &bytes, SocketAddr::from((peer, 2925)));
+        let stale = receive(&sh, &bytes, SocketAddr::from((peer, 2925)));
         assert_eq!(sh.metrics.flow_state_received.get(), 1);
         assert_eq!(sh.flowstate.lock().conn.len(), 1);
-        assert_eq!(stale.try_recv().expect("tags to invalidate"), vec![Tag::conntrack(&key(5))]);
+        assert_eq!(stale, vec![Tag::conntrack(&key(5))], "tags to invalidate");
     }
 
     #[test]
