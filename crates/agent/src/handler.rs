@@ -182,6 +182,10 @@ pub struct Shared {
     pub replicator: Option<Replicator>,
     /// This host's flow-state log (`flowstate::log`); `None` when off.
     pub state_log: Option<Mutex<crate::flowstate::log::StateLog>>,
+    /// Tags made stale by state the receiver thread installed: the next
+    /// miss invalidates them before its own install (ordering them before
+    /// any flow simulated with that state), the core's tick otherwise.
+    pub pending_stale: Mutex<Vec<Tag>>,
 }
 
 impl Shared {
@@ -253,10 +257,14 @@ impl Handler {
         sh.metrics.misses.inc();
         // State a peer sent before this packet's connection reached us is
         // installed before the simulation (see `flowstate::Replicator`).
-        let drained: Vec<u64> = match &sh.replicator {
+        let mut drained: Vec<u64> = match &sh.replicator {
             Some(r) => r.drain(sh).iter().map(|t| t.0).collect(),
             None => Vec::new(),
         };
+        {
+            let mut pending = sh.pending_stale.lock();
+            drained.extend(pending.drain(..).map(|t| t.0));
+        }
         let dropped = |invalidate| MissDecision { invalidate, ..MissDecision::drop() };
         let view = sh.view.load();
         let ingress = match in_port {

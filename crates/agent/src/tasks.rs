@@ -175,6 +175,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         epoch,
         flowstate: Mutex::new(flowstate),
         state_log,
+        pending_stale: Mutex::new(Vec::new()),
         replicator: match cfg.flow_state_port {
             0 => None,
             port => Some(Replicator::bind(cfg.tunnel_bind, port).map_err(|e| AgentError::Io {
@@ -788,6 +789,8 @@ impl Core {
     /// flows carried packets since the last round, mirror the counters.
     fn conntrack_housekeeping(&mut self, now: Instant) {
         let sim_now = self.shared.epoch.elapsed();
+        let pending = std::mem::take(&mut *self.shared.pending_stale.lock());
+        self.invalidate(pending);
         let gone = self.shared.flowstate.lock().expire(sim_now);
         if !gone.is_empty() {
             tracing::debug!(connections = gone.len(), "connections expired");

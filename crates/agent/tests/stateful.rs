@@ -335,20 +335,7 @@ fn snat_lab() -> Snat {
     let outside = Some(Ipv4Addr::new(192, 0, 2, 2));
     for (net, port, gw) in [(tenant_net, rp, None), (out_net, uplink, None), (far, uplink, outside)]
     {
-        env.put(&Route {
-            id: RouteId::random(),
-            router_id: r.id,
-            route_type: RouteType::Normal,
-            src_network_addr: Ipv4Addr::UNSPECIFIED,
-            src_network_length: 0,
-            dst_network_addr: net,
-            dst_network_length: 24,
-            next_hop_port: Some(port),
-            next_hop_gateway: gw,
-            weight: 100,
-            learned: false,
-            attributes: None,
-        });
+        env.route(r.id, (net, 24), port, gw);
     }
     let p1 = env.bridge_port(&b, Some((0, &vm1)));
     let p2 = env.bridge_port(&b, Some((1, &vm2)));
@@ -546,12 +533,7 @@ fn nated_connections_survive_kill_9_of_both_agents() {
         let mut chunk = vec![0u8; CHUNK];
         let t0 = std::time::Instant::now();
         for i in 0..SIZE / CHUNK {
-            for w in chunk.chunks_exact_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                w.copy_from_slice(&x.to_le_bytes());
-            }
+            fill_random(&mut chunk, &mut x);
             c.write_all(&chunk).expect("write");
             h.update(&chunk);
             let due = Duration::from_millis(20) * (i as u32 + 1);

@@ -305,20 +305,7 @@ fn router_between_bridges_across_hosts_on(provider: Provider) {
         };
         env.put(&bp);
         env.put(&rp);
-        env.put(&Route {
-            id: RouteId::random(),
-            router_id: r.id,
-            route_type: RouteType::Normal,
-            src_network_addr: Ipv4Addr::UNSPECIFIED,
-            src_network_length: 0,
-            dst_network_addr: net,
-            dst_network_length: 24,
-            next_hop_port: Some(rp.id),
-            next_hop_gateway: None,
-            weight: 100,
-            learned: false,
-            attributes: None,
-        });
+        env.route(r.id, (net, 24), rp.id, None);
     }
     let vm1 = env.vm(0, "vm1", "10.1.0.1/24", Some(gw1));
     let p1 = env.bridge_port(&b1, Some((0, &vm1)));
@@ -489,20 +476,7 @@ fn short_connections_through_a_router_reuse_the_megaflow() {
     };
     env.put(&up);
     for (net, port) in [([10, 1, 0, 0], rp.id), ([203, 0, 113, 0], up.id)] {
-        env.put(&Route {
-            id: RouteId::random(),
-            router_id: r.id,
-            route_type: RouteType::Normal,
-            src_network_addr: Ipv4Addr::UNSPECIFIED,
-            src_network_length: 0,
-            dst_network_addr: Ipv4Addr::from(net),
-            dst_network_length: 24,
-            next_hop_port: Some(port),
-            next_hop_gateway: None,
-            weight: 100,
-            learned: false,
-            attributes: None,
-        });
+        env.route(r.id, (Ipv4Addr::from(net), 24), port, None);
     }
     let p = env.bridge_port(&b, Some((0, &vm)));
     env.wait_active(&p);

@@ -91,7 +91,9 @@ fn proto_name(p: u64) -> String {
     }
 }
 
-fn key_text(c: &Value) -> String {
+/// `tcp 10.0.0.1:4000 > 10.0.0.2:80` from a row's key fields (also
+/// `midonet nat list`'s rows).
+pub(crate) fn key_text(c: &Value) -> String {
     let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
     let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or_default();
     format!(

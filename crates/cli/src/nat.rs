@@ -14,6 +14,7 @@ use comfy_table::{presets, Table};
 use serde_json::Value;
 
 use crate::agent_http::AgentAddr;
+use crate::conntrack::key_text;
 use crate::flows::short_id;
 use crate::Output;
 
@@ -60,14 +61,8 @@ fn bindings(body: &Value) -> &[Value] {
 fn row(b: &Value) -> [String; 5] {
     let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
     let n = |k: &str| b.get(k).and_then(Value::as_u64).unwrap_or_default();
-    let proto = match n("proto") {
-        1 => "icmp".to_owned(),
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
-        p => p.to_string(),
-    };
     [
-        format!("{proto} {}:{} > {}:{}", s("src"), n("src_port"), s("dst"), n("dst_port")),
+        key_text(b),
         s("kind"),
         format!("{}:{}", s("ip"), n("port")),
         format!("{}s", n("expires_in_s")),

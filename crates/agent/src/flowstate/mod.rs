@@ -583,9 +583,13 @@ impl Replicator {
                 match poll(&mut fds, PollTimeout::from(200u16)) {
                     Ok(0) => continue,
                     Ok(_) => {
+                        // Handed to the next miss, which invalidates them
+                        // before installing its own flow (possibly the
+                        // reply this state is for); the core's tick takes
+                        // them when no miss comes.
                         let stale = rep.drain(&shared);
                         if !stale.is_empty() {
-                            let _ = shared.stale.send(stale);
+                            shared.pending_stale.lock().extend(stale);
                         }
                     }
                     Err(e) => {
@@ -873,6 +877,7 @@ mod tests {
             flowstate: Mutex::new(FlowState::new(100, 1)),
             replicator: None,
             state_log: None,
+            pending_stale: Mutex::new(Vec::new()),
         });
         (sh, stale_rx)
     }

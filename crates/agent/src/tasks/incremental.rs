@@ -647,6 +647,7 @@ impl Agent {
             flowstate: Mutex::new(crate::flowstate::FlowState::new(1024, 1)),
             replicator: None,
             state_log: None,
+            pending_stale: Mutex::new(Vec::new()),
         });
         let dp = Arc::new(DummyDatapath::new(Some(Box::new(Handler::new(shared.clone())))));
         let refresh = Duration::from_secs(5);

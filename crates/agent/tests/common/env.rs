@@ -124,6 +124,17 @@ pub fn udp_cutover(from: &Vm, to: &Vm, stops: bool, change: impl FnOnce()) -> Du
     }
 }
 
+/// Fills `chunk` from the xorshift state `x`: incompressible,
+/// reproducible, cheap test payload.
+pub fn fill_random(chunk: &mut [u8], x: &mut u64) {
+    for w in chunk.chunks_exact_mut(8) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+}
+
 /// Streams `size` pseudo-random bytes over TCP from `from` to `to` and
 /// checks the SHA-256 on both ends; returns the transfer time.
 pub fn tcp_transfer(from: &Vm, to: &Vm, size: usize) -> Duration {
@@ -157,12 +168,7 @@ pub fn tcp_transfer(from: &Vm, to: &Vm, size: usize) -> Duration {
         let mut chunk = vec![0u8; 256 * 1024];
         let mut left = size;
         while left > 0 {
-            for w in chunk.chunks_exact_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                w.copy_from_slice(&x.to_le_bytes());
-            }
+            fill_random(&mut chunk, &mut x);
             let k = left.min(chunk.len());
             c.write_all(&chunk[..k]).expect("write");
             h.update(&chunk[..k]);
@@ -396,6 +402,30 @@ impl Env {
         }
         self.put(&p);
         p
+    }
+
+    /// A route of `router` to `dst` by `port` (through `gateway`, if any).
+    pub fn route(
+        &self,
+        router: RouterId,
+        dst: (Ipv4Addr, u8),
+        port: PortId,
+        gateway: Option<Ipv4Addr>,
+    ) {
+        self.put(&Route {
+            id: RouteId::random(),
+            router_id: router,
+            route_type: RouteType::Normal,
+            src_network_addr: Ipv4Addr::UNSPECIFIED,
+            src_network_length: 0,
+            dst_network_addr: dst.0,
+            dst_network_length: dst.1,
+            next_hop_port: Some(port),
+            next_hop_gateway: gateway,
+            weight: 100,
+            learned: false,
+            attributes: None,
+        });
     }
 
     pub fn wait_active(&self, p: &Port) -> Duration {
