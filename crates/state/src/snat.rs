@@ -28,12 +28,15 @@
 //! is drawn at random among the free ones (MidoNet then prefers the least
 //! recently released, which needs the store's release times: later).
 //!
-//! A block with a binding on every port is only probed at
-//! [`FULL_BLOCK_PROBES`] ports (from the random offset) before the next
-//! block is tried: per-destination reuse still happens when a destination
-//! is new to most of the block, and a host holding hundreds of full blocks
-//! does not scan them all for every connection (a claimed new block is
-//! cheaper). A block this host holds records how many bindings use it and
+//! Held blocks with a port not bound yet are scanned in full; blocks
+//! with a binding on every port only at [`FULL_BLOCK_PROBES`] ports of at
+//! most [`FULL_BLOCKS_PROBED`] blocks before a new block is claimed, and
+//! in full only when no block is left to claim. Per-destination reuse still
+//! happens (a destination new to a full block finds its probed ports
+//! free), but a host holding hundreds of full blocks no longer scans them
+//! all for every connection: that cost a millisecond per connection
+//! (measured with `bench/cps.sh NAT=1`).
+//! A block this host holds records how many bindings use it and
 //! when it was last used; [`PortBlocks::idle`] lists those unused for a while (MidoNet:
 //! 5 minutes) so the caller can release them.
 
@@ -47,13 +50,26 @@ use crate::key::{ConnKey, TrackerId};
 use crate::ms;
 use crate::nat::{NatBinding, NatKey, NatKind, NatTable};
 
+/// Full blocks (a binding on every port) probed before a new block is
+/// claimed, and ports probed in each (module docs).
+pub const FULL_BLOCKS_PROBED: usize = 8;
+pub const FULL_BLOCK_PROBES: u32 = 2;
+
+/// Which held blocks an allocation looks at.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scan {
+    /// Blocks with a port not bound yet: every port.
+    Unbound,
+    /// Full blocks: a few ports of a few blocks.
+    FullProbe,
+    /// Full blocks: every port (nothing left to claim).
+    FullAll,
+}
+
 /// Ports per block.
 pub const BLOCK_SIZE: u32 = 64;
 /// Blocks per NAT IP (65536 / 64).
 pub const BLOCKS_PER_IP: u32 = 1024;
-/// Ports tried in a block that has a binding on every port (see
-/// [`PortBlocks::allocate`]).
-pub const FULL_BLOCK_PROBES: u32 = 2;
 /// MidoNet gives idle blocks back after 5 minutes.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 
@@ -209,37 +225,11 @@ impl PortBlocks {
         mut is_free: impl FnMut(Ipv4Addr, u16) -> bool,
     ) -> Alloc {
         let offset = (rand % u64::from(BLOCK_SIZE)) as u32;
-        // Held blocks first, every target.
-        for t in targets {
-            // Port 0 is never handed out; a 0-0 range (static NAT) has none.
-            let from = t.port_from.max(1);
-            let (lo, hi) = (u32::from(t.ip_from), u32::from(t.ip_to));
-            if lo > hi || from > t.port_to {
-                continue;
-            }
-            let range = (device, t.ip_from)..=(device, t.ip_to);
-            for (&(_, ip), bl) in self.ips.range_mut(range) {
-                for (&block, used) in bl.mine.range_mut(block_span(from, t.port_to)) {
-                    let base = u32::from(block) * BLOCK_SIZE;
-                    // A block with a binding on every port is probed at a
-                    // few ports only: it may still be free towards this
-                    // destination, but scanning every full block in full
-                    // made a host holding hundreds of them spend a
-                    // millisecond per new connection.
-                    let probes =
-                        if used.refs >= BLOCK_SIZE { FULL_BLOCK_PROBES } else { BLOCK_SIZE };
-                    for k in 0..probes {
-                        let port = base + (offset + k) % BLOCK_SIZE;
-                        if port < u32::from(from) || port > u32::from(t.port_to) {
-                            continue;
-                        }
-                        if is_free(ip, port as u16) {
-                            used.refs += 1;
-                            used.last_used_ms = ms(now);
-                            return Alloc::Port(NatBinding { ip, port: port as u16 });
-                        }
-                    }
-                }
+        // Held blocks first: those with a port not bound yet, then a few
+        // ports of a few full ones (free towards a new destination).
+        for scan in [Scan::Unbound, Scan::FullProbe] {
+            if let Some(b) = self.scan_held(device, targets, offset, now, scan, &mut is_free) {
+                return Alloc::Port(b);
             }
         }
         // Then a free block to claim: the first IP that has one.
@@ -268,7 +258,63 @@ impl PortBlocks {
                 }
             }
         }
-        Alloc::Exhausted
+        // Nothing left to claim: share full blocks' ports among
+        // destinations (MidoNet's oversubscription).
+        match self.scan_held(device, targets, offset, now, Scan::FullAll, &mut is_free) {
+            Some(b) => Alloc::Port(b),
+            None => Alloc::Exhausted,
+        }
+    }
+
+    /// A free port in a held block, as `scan` says which blocks and ports,
+    /// from `offset`.
+    fn scan_held(
+        &mut self,
+        device: TrackerId,
+        targets: &[SnatTarget],
+        offset: u32,
+        now: Duration,
+        scan: Scan,
+        is_free: &mut impl FnMut(Ipv4Addr, u16) -> bool,
+    ) -> Option<NatBinding> {
+        let full = scan != Scan::Unbound;
+        let (ports, mut blocks_left) = match scan {
+            Scan::Unbound | Scan::FullAll => (BLOCK_SIZE, usize::MAX),
+            Scan::FullProbe => (FULL_BLOCK_PROBES, FULL_BLOCKS_PROBED),
+        };
+        for t in targets {
+            // Port 0 is never handed out; a 0-0 range (static NAT) has none.
+            let from = t.port_from.max(1);
+            let (lo, hi) = (u32::from(t.ip_from), u32::from(t.ip_to));
+            if lo > hi || from > t.port_to {
+                continue;
+            }
+            let range = (device, t.ip_from)..=(device, t.ip_to);
+            for (&(_, ip), bl) in self.ips.range_mut(range) {
+                for (&block, used) in bl.mine.range_mut(block_span(from, t.port_to)) {
+                    if (used.refs >= BLOCK_SIZE) != full {
+                        continue;
+                    }
+                    if blocks_left == 0 {
+                        return None;
+                    }
+                    blocks_left -= 1;
+                    let base = u32::from(block) * BLOCK_SIZE;
+                    for k in 0..ports {
+                        let port = base + (offset + k) % BLOCK_SIZE;
+                        if port < u32::from(from) || port > u32::from(t.port_to) {
+                            continue;
+                        }
+                        if is_free(ip, port as u16) {
+                            used.refs += 1;
+                            used.last_used_ms = ms(now);
+                            return Some(NatBinding { ip, port: port as u16 });
+                        }
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// A binding on `ip`:`port` of `device` ended (its NAT entry expired).
