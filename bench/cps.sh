@@ -135,16 +135,10 @@ client_sysctls() {  # VM_NS CLIENT
     fi
 }
 
-# first_packet VM_NS PROVIDER: connect() time to the outside server, N sequential
-# connections, with the path's megaflow warm, then cold: a router inbound chain
-# with a rule on the TCP source port (no privileged source ports) makes every
-# new connection's SYN a miss on the VM's host. Added first-packet latency =
-# cold - warm, at p50 and p99.
-first_packet() {
-    local vm=$1 dp=$2 router chain warm cold
-    router=$(sb '.router_id')
-    probe() {
-        nsx "$vm" python3 - "$FP_N" <<'PY'
+# connect_probe VM_NS: FP_N sequential connect() calls to the outside server
+# (SO_LINGER 0, so no TIME_WAIT builds up); prints "p50 p99" in microseconds.
+connect_probe() {
+    nsx "$1" python3 - "$FP_N" <<'PY'
 import socket, sys, time
 n = int(sys.argv[1]); v = []
 for _ in range(n):
@@ -153,7 +147,17 @@ for _ in range(n):
     time.sleep(0.002)
 v.sort(); print("%.0f %.0f" % (v[len(v) // 2], v[int(len(v) * 0.99)]))
 PY
-    }
+}
+
+# first_packet VM_NS PROVIDER: connect() time to the outside server, N sequential
+# connections, with the path's megaflow warm, then cold: a router inbound chain
+# with a rule on the TCP source port (no privileged source ports) makes every
+# new connection's SYN a miss on the VM's host. Added first-packet latency =
+# cold - warm, at p50 and p99.
+first_packet() {
+    local vm=$1 dp=$2 router chain warm cold
+    router=$(sb '.router_id')
+    probe() { connect_probe "$vm"; }
     filter() {  # CHAIN-ID or null
         api GET "routers/$router" | jq --argjson c "$1" '.inboundFilterId = $c' |
             curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null
@@ -185,16 +189,7 @@ PY
 first_packet_nat() {
     local vm=$1 dp=$2 r rows="" p50s="" p99s="" v
     for r in $(seq "$FP_ROUNDS"); do
-        v=$(nsx "$vm" python3 - "$FP_N" <<'PY'
-import socket, sys, time
-n = int(sys.argv[1]); v = []
-for _ in range(n):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\0\0\0\0\0\0\0')
-    t = time.perf_counter(); s.connect(("203.0.113.1", 8080)); v.append((time.perf_counter() - t) * 1e6); s.close()
-    time.sleep(0.002)
-v.sort(); print("%.0f %.0f" % (v[len(v) // 2], v[int(len(v) * 0.99)]))
-PY
-)
+        v=$(connect_probe "$vm")
         rows="$rows ${v// //};"; p50s="$p50s ${v%% *}"; p99s="$p99s ${v##* }"
     done
     echo "[midonet-$dp nat] first packet through SNAT (connect us p50/p99 per round:$rows) p50=$(median $p50s) p99=$(median $p99s) (medians of $FP_ROUNDS rounds)" |
