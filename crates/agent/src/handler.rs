@@ -407,7 +407,7 @@ pub fn process(
             sh.metrics.sim("nat_need_block");
             if let Some(b) = r.need_block {
                 let parked = Parked {
-                    frame: frame.to_vec(),
+                    frame: with_complete_checksum(frame),
                     key: *key,
                     ingress,
                     deadline: Instant::now() + sh.arp_wait,
@@ -434,7 +434,7 @@ pub fn process(
         Decision::ArpPending { router, ip } => {
             sh.metrics.sim("arp_pending");
             let parked = Parked {
-                frame: frame.to_vec(),
+                frame: with_complete_checksum(frame),
                 key: *key,
                 ingress,
                 deadline: Instant::now() + sh.arp_wait,
@@ -534,6 +534,52 @@ pub fn release_parked(
     out
 }
 
+/// A parked frame as it must leave later: with its TCP/UDP checksum
+/// complete. A frame from a local VM may carry only the pseudo-header sum
+/// (its virtio-net header said "checksum partial"), and a parked frame is
+/// re-sent without that header: left as it is, the receiver drops it and
+/// the sender retransmits a second later. Frames that are not IPv4 TCP/UDP,
+/// fragments and GSO-sized frames are left alone.
+fn with_complete_checksum(frame: &[u8]) -> Vec<u8> {
+    use midonet_wire::checksum::{finish, pseudo_header_v4, sum};
+    let mut f = frame.to_vec();
+    let eth = match u16::from_be_bytes([
+        f.get(12).copied().unwrap_or(0),
+        f.get(13).copied().unwrap_or(0),
+    ]) {
+        0x0800 => 14,
+        0x8100 if f.get(16..18) == Some(&[0x08, 0x00]) => 18,
+        _ => return f,
+    };
+    let Some(ip) = f.get(eth..eth + 20) else { return f };
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    let proto = ip[9];
+    let (src, dst) = (
+        std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+    );
+    let at = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return f,
+    };
+    let (l4, end) = (eth + ihl, eth + total);
+    if frag != 0 || ihl < 20 || end > f.len() || end <= l4 + at + 1 || total > 9000 {
+        return f;
+    }
+    f[l4 + at] = 0;
+    f[l4 + at + 1] = 0;
+    let len = (end - l4) as u16;
+    let mut c = finish(sum(pseudo_header_v4(src, dst, proto, len), &f[l4..end]));
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    f[l4 + at..l4 + at + 2].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
 /// Applies a learned write; false if the tables already said so.
 fn apply_write(st: &mut MemState, w: &StateWrite) -> bool {
     let same = match *w {
@@ -603,6 +649,38 @@ mod tests {
 
     fn parked(deadline: Instant) -> Parked {
         Parked { frame: vec![0; 60], key: FlowKey::default(), ingress: PortId::random(), deadline }
+    }
+
+    #[test]
+    fn a_parked_frame_leaves_with_a_complete_checksum() {
+        use midonet_wire::checksum::{pseudo_header_v4, sum};
+        // A TCP SYN, 10.0.0.1:40000 > 10.0.0.2:80, checksum field holding
+        // only the pseudo-header sum (what CHECKSUM_PARTIAL leaves).
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        let tcp = &mut f[34..54];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[12] = 0x50;
+        tcp[13] = 0x02;
+        let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let partial = midonet_wire::checksum::fold(pseudo_header_v4(src, dst, 6, 20));
+        f[50..52].copy_from_slice(&partial.to_be_bytes());
+        let done = with_complete_checksum(&f);
+        // A complete checksum sums to all ones with the pseudo-header.
+        let total =
+            midonet_wire::checksum::fold(sum(pseudo_header_v4(src, dst, 6, 20), &done[34..54]));
+        assert_eq!(total, 0xffff, "complete checksum");
+        assert_eq!(with_complete_checksum(&done), done, "a complete checksum stays");
+        let arp = vec![0u8; 42];
+        assert_eq!(with_complete_checksum(&arp), arp, "not IPv4: untouched");
     }
 
     #[test]
