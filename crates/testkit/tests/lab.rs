@@ -65,7 +65,17 @@ fn two_vms_on_one_underlay_ping_and_cleanup() {
     assert_eq!(vm.ip, Ipv4Addr::new(198, 19, 77, 1));
     assert!(link_index(&h1, &vm.host_if).expect("ifindex") > 0);
     let pid = lab.spawn(&vm.ns, &["sleep", "30"]).expect("spawn");
-    assert!(ip(&["netns", "pids", &vm.ns]).expect("pids").contains(&pid.to_string()));
+    // `ip netns exec` enters the namespace after the fork that gave the
+    // pid: under load the pid shows up a moment later.
+    let t0 = std::time::Instant::now();
+    while !ip(&["netns", "pids", &vm.ns]).expect("pids").contains(&pid.to_string()) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "pid {pid} never entered {}",
+            vm.ns
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     drop(lab);
     assert!(list_netns().expect("list").iter().all(|n| !n.starts_with(&prefix)));
     assert_eq!(cleanup_prefix(&prefix).expect("cleanup"), 0);
