@@ -825,7 +825,7 @@ impl Core {
             }
         }
         self.compact_state_log(sim_now);
-        let (delta, _) = self.shared.flowstate.lock().stats_delta();
+        let delta = self.shared.flowstate.lock().stats_delta();
         self.shared.metrics.observe_conntrack(&delta, refreshed as u64);
     }
 

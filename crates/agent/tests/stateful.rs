@@ -88,16 +88,7 @@ fn rule(chain: &Chain, rule_type: RuleType, condition: Condition) -> Rule {
 
 /// The agent's `GET /conntrack` on host `i`.
 fn conntrack(env: &Env, i: usize) -> serde_json::Value {
-    let text = in_netns(&env.hosts[i].ns, || {
-        let mut s = TcpStream::connect("127.0.0.1:7300").expect("metrics listener");
-        s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-        s.write_all(b"GET /conntrack HTTP/1.0\r\nHost: x\r\n\r\n").expect("request");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    });
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("GET /conntrack: {e}: {text}"))
+    env.agent_json(i, "/conntrack")
 }
 
 #[test]
@@ -476,16 +467,7 @@ fn until_ping_ok(vm: &Vm, dst: Ipv4Addr) -> bool {
 
 /// The agent's `GET /nat` on host `i`.
 fn nat_bindings(env: &Env, i: usize) -> serde_json::Value {
-    let text = in_netns(&env.hosts[i].ns, || {
-        let mut s = TcpStream::connect("127.0.0.1:7300").expect("metrics listener");
-        s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-        s.write_all(b"GET /nat HTTP/1.0\r\nHost: x\r\n\r\n").expect("request");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    });
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("GET /nat: {e}: {text}"))
+    env.agent_json(i, "/nat")
 }
 
 /// The longest run of lost replies in `ping -i 0.01` output, in ms.

@@ -386,20 +386,20 @@ impl FlowState {
             .collect()
     }
 
-    /// Counters since the last call (for the metrics), and the size.
-    pub fn stats_delta(&mut self) -> (ConnStats, u64) {
+    /// Counters since the last call (for the metrics); `entries` is the
+    /// size now.
+    pub fn stats_delta(&mut self) -> ConnStats {
         let s = self.conn.stats();
         let m = self.mirrored;
         self.mirrored = s;
-        let d = ConnStats {
+        ConnStats {
             entries: s.entries,
             inserted: s.inserted - m.inserted,
             expired: s.expired - m.expired,
             evicted: s.evicted - m.evicted,
             insert_failed: s.insert_failed - m.insert_failed,
             removed: s.removed - m.removed,
-        };
-        (d, s.entries)
+        }
     }
 
     /// Live connections, at most `limit`, for `GET /conntrack`.

@@ -435,17 +435,31 @@ impl Env {
 
     /// The agent's metrics on host `i`, fetched from inside its namespace.
     pub fn metrics(&self, i: usize) -> String {
-        in_netns(&self.hosts[i].ns, || {
+        self.agent_get(i, "/metrics").unwrap_or_default()
+    }
+
+    /// `GET path` on the agent's metrics listener on host `i`, fetched from
+    /// inside its namespace: the raw HTTP response, `None` if nothing
+    /// listens (yet).
+    pub fn agent_get(&self, i: usize, path: &str) -> Option<String> {
+        let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+        in_netns(&self.hosts[i].ns, move || {
             use std::io::{Read, Write};
-            let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:7300") else {
-                return String::new();
-            };
+            let mut s = std::net::TcpStream::connect("127.0.0.1:7300").ok()?;
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+            s.write_all(request.as_bytes()).ok()?;
             let mut out = String::new();
             let _ = s.read_to_string(&mut out);
-            out
+            Some(out)
         })
+    }
+
+    /// The JSON body of the agent's `GET path` on host `i` (`/conntrack`,
+    /// `/nat`, `/flows`).
+    pub fn agent_json(&self, i: usize, path: &str) -> serde_json::Value {
+        let text = self.agent_get(i, path).unwrap_or_else(|| panic!("GET {path}: no agent"));
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
     }
 
     pub fn metric(&self, i: usize, series: &str) -> f64 {
