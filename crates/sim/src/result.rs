@@ -9,7 +9,9 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use midonet_model::{ChainId, DeviceId, MirrorId, PortId, RouteId, RouterId, RuleId};
+use midonet_model::{
+    ChainId, DeviceId, MirrorId, PoolId, PoolMemberId, PortId, RouteId, RouterId, RuleId, VipId,
+};
 use serde::{Serialize, Serializer};
 
 use midonet_state::{BlockKey, ConnKey, NatBinding, NatKey, NatKind};
@@ -81,6 +83,11 @@ drop_reasons! {
     NatExhausted => "nat_exhausted", Temporary;
     // The NAT table is full of live bindings.
     NatTableFull => "nat_table_full", Temporary;
+    // A VIP whose pool has no member up and enabled (the client gets an
+    // ICMP port unreachable, rate limited).
+    LbNoMember => "lb_no_member", Temporary;
+    // UDP to a VIP's address and port (VIPs are TCP only, as MidoNet).
+    LbNotTcp => "lb_not_tcp", Normal;
     RedirectTargetDown => "redirect_target_down", Temporary;
     MulticastSource => "multicast_source", Normal;
     Hairpin => "hairpin", Temporary;
@@ -398,6 +405,14 @@ pub enum TraceStep {
         key: ConnKey,
         result: String,
     },
+    /// The router's load balancer took a packet to a VIP: the pool, the
+    /// member chosen (none: no member could take it) and how.
+    LoadBalancer {
+        vip: VipId,
+        pool: PoolId,
+        member: Option<PoolMemberId>,
+        how: String,
+    },
     Output {
         port: PortId,
     },
@@ -484,6 +499,13 @@ impl fmt::Display for TraceStep {
                 };
                 let r = if *reverse { "rev_" } else { "" };
                 write!(f, "{r}{k} {key}: {result}")
+            }
+            LoadBalancer { vip, pool, member, how } => {
+                write!(f, "load balancer: vip {vip} pool {pool}: ")?;
+                match member {
+                    Some(m) => write!(f, "member {m} ({how})"),
+                    None => write!(f, "{how}"),
+                }
             }
             Output { port } => write!(f, "output to exterior port {port}"),
             Drop { reason } => write!(f, "drop: {}", reason.as_str()),

@@ -124,6 +124,12 @@ pub trait ConntrackView {
         let _ = (key, binding, now);
         Ok(())
     }
+
+    /// Remove the binding of `key`: the load balancer drops one whose
+    /// member left the pool (or, sticky, went down) before it binds anew.
+    fn nat_unbind(&self, key: &NatKey) {
+        let _ = key;
+    }
 }
 
 /// No connection state: everything is a forward flow.
@@ -189,6 +195,9 @@ impl ConntrackView for FlowTablesView<'_> {
     fn nat_bind(&self, key: &NatKey, binding: NatBinding, now: Duration) -> Result<(), NatError> {
         let exp = self.expires(key, now);
         self.nat.borrow_mut().insert(*key, binding, exp, now)
+    }
+    fn nat_unbind(&self, key: &NatKey) {
+        self.nat.borrow_mut().remove(key);
     }
 }
 
@@ -272,6 +281,9 @@ impl ConntrackView for MemFlowState {
     }
     fn nat_bind(&self, key: &NatKey, binding: NatBinding, now: Duration) -> Result<(), NatError> {
         self.with(|v| v.nat_bind(key, binding, now))
+    }
+    fn nat_unbind(&self, key: &NatKey) {
+        self.with(|v| v.nat_unbind(key))
     }
 }
 

@@ -32,7 +32,9 @@
 //! | a SNAT port block granted to this host | `Tag::snat_block` of it |
 //! | DHCP subnet of a bridge | the bridge and its DHCP tag (enabling DHCP widens the bridge's masks) |
 //! | DHCP host entry of a bridge | the bridge's DHCP tag |
-//! | anything else (hosts, tunnel zones, LB) | nothing: not read by the simulation |
+//! | load balancer | it, and its router (old and new) |
+//! | pool, pool member, VIP | their load balancer (a member's through its pool in the snapshot) |
+//! | anything else (hosts, tunnel zones, health monitors) | nothing: not read by the simulation |
 //!
 //! Route tables are tagged per router rather than per prefix: coarser than
 //! MidoNet's destination trie but simple, and route changes are rare next to
@@ -87,6 +89,7 @@ enum Kind {
     Nat,
     NatReturn,
     SnatBlock,
+    LoadBalancer,
 }
 
 /// One round of a 64-bit multiply-xorshift mixer (the murmur3 finaliser
@@ -197,6 +200,11 @@ impl Tag {
     pub fn snat_block(b: &midonet_state::BlockKey) -> Tag {
         tag(Kind::SnatBlock, b.device.0, u64::from(u32::from(b.ip)), u64::from(b.block))
     }
+    /// A router's load balancer: its VIPs, pools and members.
+    pub fn load_balancer(id: model::LoadBalancerId) -> Tag {
+        tag(Kind::LoadBalancer, id.uuid(), 0, 0)
+    }
+
     /// The global static reverse-NAT maps (built from every static NAT rule).
     pub fn static_nat() -> Tag {
         tag(Kind::StaticNat, Uuid::nil(), 0, 0)
@@ -218,6 +226,10 @@ pub enum StoreObject<'a> {
     MacEntry(&'a model::MacTableEntry),
     ArpEntry(&'a model::ArpTableEntry),
     Mirror(&'a model::Mirror),
+    LoadBalancer(&'a model::LoadBalancer),
+    Pool(&'a model::Pool),
+    PoolMember(&'a model::PoolMember),
+    Vip(&'a model::Vip),
     /// A DHCP subnet of this bridge (the id from the store key: the body
     /// need not carry it).
     DhcpSubnet(BridgeId, &'a model::DhcpSubnet),
@@ -257,6 +269,21 @@ fn object_tags(snap: &Snapshot, o: StoreObject<'_>, out: &mut Vec<Tag>) {
         }
         StoreObject::ArpEntry(e) => out.push(Tag::bridge_arp(e.bridge_id, e.ip)),
         StoreObject::Mirror(m) => out.push(Tag::mirror(m.id)),
+        // A load balancer (re)attached changes its router's flows; the
+        // rest changes the flows that went through the balancer.
+        StoreObject::LoadBalancer(l) => {
+            out.push(Tag::load_balancer(l.id));
+            for r in l.router_id.iter().chain(snap.lb_index.lb_router.get(&l.id)) {
+                out.push(Tag::router(*r));
+            }
+        }
+        StoreObject::Pool(p) => out.push(Tag::load_balancer(p.load_balancer_id)),
+        StoreObject::PoolMember(m) => {
+            if let Some(lb) = snap.lb_index.pool_lb.get(&m.pool_id) {
+                out.push(Tag::load_balancer(*lb));
+            }
+        }
+        StoreObject::Vip(v) => out.push(Tag::load_balancer(v.load_balancer_id)),
         // Whether a bridge has an enabled subnet decides whether its flows
         // match the DHCP ports, so a subnet change refreshes the bridge's
         // flows; a host entry only changes answers, which are never cached.
@@ -330,6 +357,10 @@ pub fn tags_for_store_entry(
         K::MacTableEntry => go!(model::MacTableEntry, MacEntry),
         K::ArpTableEntry => go!(model::ArpTableEntry, ArpEntry),
         K::Mirror => go!(model::Mirror, Mirror),
+        K::LoadBalancer => go!(model::LoadBalancer, LoadBalancer),
+        K::Pool => go!(model::Pool, Pool),
+        K::PoolMember => go!(model::PoolMember, PoolMember),
+        K::Vip => go!(model::Vip, Vip),
         K::DhcpSubnet | K::DhcpHost => {
             // `/dhcp_subnets/<bridge>/<subnet>` and `/dhcp_hosts/<bridge>/<subnet>/<mac>`.
             let Some(bridge) = parts.first().and_then(|p| p.parse::<BridgeId>().ok()) else {

@@ -50,6 +50,7 @@
 //! | `icmp` | ICMP errors and their suppression |
 //! | `conntrack` | `matchForwardFlow`/`matchReturnFlow`, recording connections |
 //! | `nat` | dynamic NAT rules, reverse NAT (ICMP errors included) |
+//! | `lb` | the router's load balancer: VIPs, member choice, return traffic |
 //!
 //! This file holds what they share: the packet's state along one path
 //! (`Sim`), forks, the loop guard and output (where the rewrite actions
@@ -236,6 +237,7 @@ mod chain;
 mod condition;
 mod conntrack;
 mod icmp;
+mod lb;
 mod mirror;
 mod nat;
 mod ports;

@@ -168,7 +168,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         Some(ConnKey { src, dst, src_port, dst_port, proto, tracker: TrackerId::from(dev) })
     }
 
-    fn record_nat(&mut self, key: NatKey, binding: NatBinding, created: bool) {
+    pub(super) fn record_nat(&mut self, key: NatKey, binding: NatBinding, created: bool) {
         if self.in_copy {
             return;
         }

@@ -3,10 +3,12 @@
 //! ```text
 //!  VLAN/ethertype/admin checks · ARP (answer for the in-port, learn
 //!  replies and GARPs from inside the port's subnet) · dst MAC = in-port
-//!  MAC · in mirrors · local redirect chain · in chain · route lookup (LPM,
-//!  source prefix, lowest weight, HRW-ECMP) · local (echo reply) |
-//!  blackhole | reject | forward
-//!  forward: TTL · forward chain · out chain · next-hop MAC (peer port, peer
+//!  MAC · in mirrors · load balancer (VIP → member: skip the chains) |
+//!  local redirect chain · in chain · route lookup (LPM, source prefix,
+//!  lowest weight, HRW-ECMP) · local (echo reply) | blackhole | reject |
+//!  forward
+//!  forward: TTL · load balancer return (member → VIP: skip the chains) |
+//!  forward chain · out chain · next-hop MAC (peer port, peer
 //!  bridge's IP→MAC table; gateway outside the out-port's subnet or
 //!  out-port unplugged → net unreachable; ARP cache, miss → ArpPending)
 //!  · rewrite L2 · out mirrors · egress
@@ -31,6 +33,7 @@ use midonet_model::RouteType;
 use midonet_wire::IcmpError;
 
 use super::chain::Verdict;
+use super::lb::LbIn;
 use super::{Ctx, Sim, ETH_ARP, ETH_IPV4, F_ETH_DST, F_ETH_SRC, PROTO_ICMP};
 use crate::packets;
 use crate::result::*;
@@ -95,15 +98,22 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         }
         let ctx = Ctx { dev: inp.dev, in_port: inp.id, out_port: None };
         self.mirrors(&r.m_in, MirrorPoint::DeviceIn, ctx);
-        // MidoNet's router inbound filter list: the local redirect chain,
-        // then the inbound chain.
-        let v = self.run_chain(r.redirect_chain, Hook::RouterLocalRedirect, ctx);
-        if !self.verdict(v, ctx) {
-            return;
-        }
-        let v = self.run_chain(r.in_chain, Hook::RouterIn, ctx);
-        if !self.verdict(v, ctx) {
-            return;
+        // The load balancer first, as MidoNet's inbound service: a packet
+        // it translates skips the router's inbound filters. Then MidoNet's
+        // inbound filter list: the local redirect chain, the inbound chain.
+        match self.lb_inbound(r, inp.id) {
+            LbIn::Dropped => return,
+            LbIn::Translated => {}
+            LbIn::Pass => {
+                let v = self.run_chain(r.redirect_chain, Hook::RouterLocalRedirect, ctx);
+                if !self.verdict(v, ctx) {
+                    return;
+                }
+                let v = self.run_chain(r.in_chain, Hook::RouterIn, ctx);
+                if !self.verdict(v, ctx) {
+                    return;
+                }
+            }
         }
         self.tag(Tag::routes(r.id));
         let Some((rt, n)) = self.lookup(&r.routes) else {
@@ -276,15 +286,19 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         self.fm.set_ip_ttl(ttl - 1);
         trace!(self, TraceStep::Ttl { from: ttl, to: ttl - 1 });
         let ctx = Ctx { dev: inp.dev, in_port: inp.id, out_port: Some(outp.id) };
-        // MidoNet's router outbound filter list: the forward chain, then
-        // the outbound chain; the first that does not accept decides.
-        let v = self.run_chain(r.fwd_chain, Hook::RouterForward, ctx);
-        if !self.verdict(v, ctx) {
-            return;
-        }
-        let v = self.run_chain(r.out_chain, Hook::RouterOut, ctx);
-        if !self.verdict(v, ctx) {
-            return;
+        // The load balancer's return traffic skips the outbound filters
+        // (MidoNet's outbound service). Otherwise MidoNet's router
+        // outbound filter list: the forward chain, then the outbound chain;
+        // the first that does not accept decides.
+        if !self.lb_outbound(r) {
+            let v = self.run_chain(r.fwd_chain, Hook::RouterForward, ctx);
+            if !self.verdict(v, ctx) {
+                return;
+            }
+            let v = self.run_chain(r.out_chain, Hook::RouterOut, ctx);
+            if !self.verdict(v, ctx) {
+                return;
+            }
         }
         let nh = match rt.gateway {
             Some(g) => g,

@@ -33,7 +33,10 @@ use model::{
 
 use crate::MacAddr;
 
+pub(crate) mod lb;
 mod route_table;
+pub use lb::status_up as lb_member_status_up;
+pub(crate) use lb::{LbIndex, SLb, SVip};
 pub use route_table::{RouteTable, SRoute};
 
 pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -135,6 +138,8 @@ pub(crate) struct SRouter {
     pub m_in: Vec<MirrorId>,
     pub m_out: Vec<MirrorId>,
     pub routes: RouteTable,
+    /// The router's load balancer, when it has one that is admin up.
+    pub lb: Option<SLb>,
 }
 
 /// Compiled rule condition (see [`model::Condition`] for the meaning).
@@ -351,6 +356,8 @@ pub struct Snapshot {
     pub(crate) rev_snat: Map<Ipv4Addr, Ipv4Addr>,
     /// DHCP configuration of the bridges that have an enabled subnet.
     pub(crate) dhcp: Map<BridgeId, crate::dhcp::BridgeDhcp>,
+    /// Pools' load balancers and load balancers' routers (invalidation).
+    pub(crate) lb_index: LbIndex,
     /// The topology revision this was built from.
     pub revision: i64,
 }
@@ -365,7 +372,7 @@ pub(crate) fn hash64(a: u64, b: u64) -> u64 {
     x ^ (x >> 33)
 }
 
-fn uuid_hash(u: uuid::Uuid) -> u64 {
+pub(crate) fn uuid_hash(u: uuid::Uuid) -> u64 {
     let v = u.as_u128();
     hash64(v as u64, (v >> 64) as u64)
 }
@@ -373,8 +380,12 @@ fn uuid_hash(u: uuid::Uuid) -> u64 {
 impl Snapshot {
     /// Compile a topology (see the module docs). Never fails.
     pub fn build(t: &Topology) -> Snapshot {
-        let mut s =
-            Snapshot { revision: t.revision, dhcp: crate::dhcp::build(t), ..Default::default() };
+        let mut s = Snapshot {
+            revision: t.revision,
+            dhcp: crate::dhcp::build(t),
+            lb_index: LbIndex::build(t),
+            ..Default::default()
+        };
         for p in t.ports.values() {
             let dev = if p.is_router_port() {
                 Dev::Router(p.device_id.cast())
@@ -521,6 +532,7 @@ impl Snapshot {
                     m_in: r.inbound_mirror_ids.clone(),
                     m_out: r.outbound_mirror_ids.clone(),
                     routes: RouteTable::build(routes),
+                    lb: lb::build(t, r),
                 },
             );
         }
