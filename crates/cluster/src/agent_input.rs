@@ -351,3 +351,50 @@ mod tests {
         assert_eq!(e.mac, "02:00:00:00:00:09");
     }
 }
+
+/// A checked `ClaimHealthCheck`: the load balancer's checker key, the
+/// holder's value, and whether it gives the checks back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckerClaim {
+    pub lb: midonet_model::LoadBalancerId,
+    pub key: String,
+    pub host: HostId,
+    pub release: bool,
+    pub value: Vec<u8>,
+}
+
+/// `state/lb/<lb>/checker` → the claiming host's [`Liveness`].
+pub fn claim_health_check(req: &pb::ClaimHealthCheckRequest) -> Result<CheckerClaim, InputError> {
+    let host = host_id(&req.host_id)?;
+    let lb = uuid("load_balancer_id", &req.load_balancer_id)?;
+    let key = keys::lb_checker(&lb.to_string());
+    let value = json(&Liveness { host_id: host.to_string(), session: req.session });
+    Ok(CheckerClaim { lb: lb.into(), key, host, release: req.release, value })
+}
+
+/// A checked `ReportMemberStatus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub lb: midonet_model::LoadBalancerId,
+    pub member: midonet_model::PoolMemberId,
+    pub host: HostId,
+    /// `UP` or `DOWN`.
+    pub status: &'static str,
+}
+
+pub fn report_member_status(
+    req: &pb::ReportMemberStatusRequest,
+) -> Result<MemberStatus, InputError> {
+    let host = host_id(&req.host_id)?;
+    let lb = uuid("load_balancer_id", &req.load_balancer_id)?;
+    let member = uuid("member_id", &req.member_id)?;
+    let status = match req.status.as_str() {
+        "UP" => "UP",
+        "DOWN" => "DOWN",
+        o => {
+            let shown: String = o.chars().take(16).collect();
+            return Err(InputError::new("status", format!("`{shown}` is not UP or DOWN")));
+        }
+    };
+    Ok(MemberStatus { lb: lb.into(), member: member.into(), host, status })
+}

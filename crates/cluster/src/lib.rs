@@ -56,6 +56,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+mod lb_checker;
 pub mod metrics;
 pub mod tasks;
 #[cfg(any(test, feature = "test-util"))]

@@ -40,15 +40,14 @@ use futures::StreamExt;
 use midonet_model::{HostId, HostInterface, ObjectKind};
 use midonet_proto::pb::{self, subscribe_response::Event};
 use midonet_proto::{keys, Liveness, TopologyServer, TopologyService, KEY_ROOT};
-use midonet_store::{
-    Compare, CompareOp, KeyValue, LeaseId, Store, StoreError, Txn, TxnOp, WatchEvent,
-};
+use midonet_store::{KeyValue, LeaseId, Store, StoreError, Txn, TxnOp, WatchEvent};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 pub use crate::agent_input::DEFAULT_SESSION_TTL_SECS;
 use crate::agent_input::{self, StateWrite};
+use crate::lb_checker;
 /// Messages buffered per subscriber before the watch waits for it.
 const SUBSCRIBER_BUFFER: usize = 256;
 
@@ -380,55 +379,69 @@ impl TopologyService for TopologyServiceImpl {
     ) -> Result<Response<pb::ClaimSnatBlockResponse>, Status> {
         let req = request.get_ref();
         let c = agent_input::claim_snat_block(req)?;
-        let key = c.key.as_bytes().to_vec();
         let me = c.host.to_string();
-        // Whoever holds it now (one read), then a write guarded on that
-        // read, so two hosts racing for a free block cannot both win.
-        let cur = self.store.get(&key).await.map_err(status)?;
-        let holder = cur
-            .as_ref()
-            .and_then(|kv| serde_json::from_slice::<Liveness>(&kv.value).ok())
-            .map(|l| l.host_id);
-        let guard = match &cur {
-            None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
-            Some(kv) => Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision),
-        };
-        let refused = |holder: Option<String>, revision| {
-            Ok(Response::new(pb::ClaimSnatBlockResponse {
-                granted: false,
-                holder: holder.unwrap_or_default(),
-                revision,
-            }))
-        };
-        if holder.as_deref().is_some_and(|h| h != me) {
-            return refused(holder, 0);
-        }
-        let op = if c.release {
-            if cur.is_none() {
-                return Ok(Response::new(pb::ClaimSnatBlockResponse {
-                    granted: true,
-                    holder: String::new(),
-                    revision: 0,
-                }));
-            }
-            TxnOp::Delete { key: key.clone() }
-        } else {
-            TxnOp::Put { key: key.clone(), value: c.value, lease: Some(LeaseId(req.session)) }
-        };
-        let r = self.store.txn(Txn::new().when([guard]).and_then([op])).await.map_err(status)?;
-        if !r.succeeded {
-            // Someone else got there between the read and the write.
-            let now = self.store.get(&key).await.map_err(status)?;
-            let holder = now
-                .and_then(|kv| serde_json::from_slice::<Liveness>(&kv.value).ok())
-                .map(|l| l.host_id);
-            return refused(holder, r.revision);
-        }
+        let got =
+            lb_checker::claim_leased(&self.store, &c.key, c.value, req.session, &me, c.release)
+                .await?;
         Ok(Response::new(pb::ClaimSnatBlockResponse {
-            granted: true,
-            holder: String::new(),
-            revision: r.revision,
+            granted: got.granted,
+            holder: got.holder.unwrap_or_default(),
+            revision: got.revision,
         }))
+    }
+
+    async fn claim_health_check(
+        &self,
+        request: Request<pb::ClaimHealthCheckRequest>,
+    ) -> Result<Response<pb::ClaimHealthCheckResponse>, Status> {
+        let req = request.get_ref();
+        let c = agent_input::claim_health_check(req)?;
+        let me = c.host.to_string();
+        let got =
+            lb_checker::claim_leased(&self.store, &c.key, c.value, req.session, &me, c.release)
+                .await?;
+        let hc = midonet_model::HealthCheckPort::of(c.lb);
+        let mut out = pb::ClaimHealthCheckResponse {
+            granted: got.granted,
+            holder: got.holder.unwrap_or_default(),
+            revision: got.revision,
+            ..Default::default()
+        };
+        if !got.granted {
+            return Ok(Response::new(out));
+        }
+        let rev = lb_checker::bind_port(&self.store, c.lb, (!c.release).then_some(c.host)).await;
+        let rev = match rev {
+            Ok(r) => r,
+            Err(e) => {
+                // No port, no checks: give the key back so that the claim
+                // is all or nothing.
+                if !c.release {
+                    let v = Vec::new();
+                    let _ =
+                        lb_checker::claim_leased(&self.store, &c.key, v, req.session, &me, true)
+                            .await;
+                }
+                return Err(e);
+            }
+        };
+        out.revision = out.revision.max(rev);
+        if !c.release {
+            out.interface_name = hc.interface_name;
+            out.address = format!("{}/30", hc.checker_ip);
+            out.gateway = hc.router_ip.to_string();
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn report_member_status(
+        &self,
+        request: Request<pb::ReportMemberStatusRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let r = agent_input::report_member_status(request.get_ref())?;
+        let revision =
+            lb_checker::set_member_status(&self.store, r.lb, r.member, r.host, r.status).await?;
+        Ok(Response::new(pb::Ack { revision }))
     }
 }
 
@@ -740,5 +753,111 @@ mod tests {
         let e = client.claim_snat_block(bad).await.expect_err("block out of range");
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().starts_with("block"), "{}", e.message());
+    }
+
+    #[tokio::test]
+    async fn one_host_checks_a_load_balancer_and_only_it_reports_status() {
+        use midonet_model::topology::Stored;
+        use midonet_model::*;
+        let (store, mut client, _stop) = start().await;
+        let put = |k: String, v: Vec<u8>| {
+            let s = store.clone();
+            async move { s.put(k.as_bytes(), &v, None).await.expect("put") }
+        };
+        let router = Router { id: RouterId::random(), admin_state_up: true, ..Default::default() };
+        let lb = LoadBalancer {
+            id: LoadBalancerId::random(),
+            router_id: Some(router.id),
+            admin_state_up: true,
+            ..Default::default()
+        };
+        let pool: Pool = serde_json::from_value(serde_json::json!({
+            "id": PoolId::random(), "loadBalancerId": lb.id,
+        }))
+        .expect("pool");
+        let member: PoolMember = serde_json::from_value(serde_json::json!({
+            "id": PoolMemberId::random(), "poolId": pool.id, "address": "10.0.0.5",
+            "protocolPort": 80,
+        }))
+        .expect("member");
+        put(router.store_key(), serde_json::to_vec(&router).expect("json")).await;
+        put(lb.store_key(), serde_json::to_vec(&lb).expect("json")).await;
+        put(pool.store_key(), serde_json::to_vec(&pool).expect("json")).await;
+        put(member.store_key(), serde_json::to_vec(&member).expect("json")).await;
+        let mut sessions = Vec::new();
+        for name in ["a", "b"] {
+            let host = HostId::random();
+            let r = client
+                .register_host(pb::RegisterHostRequest {
+                    host_id: host.to_string(),
+                    name: name.into(),
+                    ttl_secs: 10,
+                    ..Default::default()
+                })
+                .await
+                .expect("register")
+                .into_inner();
+            sessions.push((host, r.session));
+        }
+        let claim = |i: usize, release: bool| pb::ClaimHealthCheckRequest {
+            session: sessions[i].1,
+            host_id: sessions[i].0.to_string(),
+            load_balancer_id: lb.id.to_string(),
+            release,
+        };
+        let got = client.claim_health_check(claim(0, false)).await.expect("claim").into_inner();
+        assert!(got.granted);
+        let hc = HealthCheckPort::of(lb.id);
+        assert_eq!(got.interface_name, hc.interface_name);
+        assert_eq!(got.address, format!("{}/30", hc.checker_ip));
+        assert_eq!(got.gateway, hc.router_ip.to_string());
+        // The port is on the router, bound to the checker's interface, and
+        // routed to.
+        let port_key = ObjectKind::Port.key(&[&hc.port_id.to_string()]);
+        let kv = store.get(port_key.as_bytes()).await.expect("get").expect("port");
+        let p: Port = serde_json::from_slice(&kv.value).expect("port json");
+        assert_eq!(p.device_id, router.id.cast());
+        assert_eq!(p.host_id, Some(sessions[0].0));
+        assert_eq!(p.interface_name.as_deref(), Some(hc.interface_name.as_str()));
+        assert!(p.tunnel_key >= 16, "a tunnel key from the counter");
+        let route_key = ObjectKind::Route.key(&[&hc.route_id.to_string()]);
+        assert!(store.get(route_key.as_bytes()).await.expect("get").is_some());
+
+        let refused = client.claim_health_check(claim(1, false)).await.expect("claim").into_inner();
+        assert!(!refused.granted);
+        assert_eq!(refused.holder, sessions[0].0.to_string());
+
+        let report = |i: usize, status: &str, m: PoolMemberId| pb::ReportMemberStatusRequest {
+            session: sessions[i].1,
+            host_id: sessions[i].0.to_string(),
+            load_balancer_id: lb.id.to_string(),
+            member_id: m.to_string(),
+            status: status.into(),
+        };
+        let e = client.report_member_status(report(1, "DOWN", member.id)).await.expect_err("b");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let e = client
+            .report_member_status(report(0, "DOWN", PoolMemberId::random()))
+            .await
+            .expect_err("not a member");
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        let e = client.report_member_status(report(0, "SIDEWAYS", member.id)).await.expect_err("x");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().starts_with("status"), "{}", e.message());
+        client.report_member_status(report(0, "DOWN", member.id)).await.expect("holder reports");
+        let kv = store.get(member.store_key().as_bytes()).await.expect("get").expect("member");
+        let m: PoolMember = serde_json::from_slice(&kv.value).expect("json");
+        assert_eq!(m.status, "DOWN");
+
+        // Given back: key and port go; the other host may claim, and the
+        // port moves to it.
+        let got = client.claim_health_check(claim(0, true)).await.expect("release").into_inner();
+        assert!(got.granted);
+        assert!(store.get(port_key.as_bytes()).await.expect("get").is_none());
+        let got = client.claim_health_check(claim(1, false)).await.expect("claim").into_inner();
+        assert!(got.granted);
+        let kv = store.get(port_key.as_bytes()).await.expect("get").expect("port");
+        let p: Port = serde_json::from_slice(&kv.value).expect("port json");
+        assert_eq!(p.host_id, Some(sessions[1].0));
     }
 }

@@ -28,7 +28,7 @@ use prost::Message;
 
 pub fn grpc_agent(data: &[u8]) {
     let Some((&sel, bytes)) = data.split_first() else { return };
-    match sel % 8 {
+    match sel % 10 {
         0 => {
             let _ = decode::<pb::SubscribeRequest>(bytes);
         }
@@ -63,11 +63,47 @@ pub fn grpc_agent(data: &[u8]) {
                 arp(&req);
             }
         }
-        _ => {
+        7 => {
             if let Some(req) = decode::<pb::ClaimSnatBlockRequest>(bytes) {
                 snat(&req);
             }
         }
+        8 => {
+            if let Some(req) = decode::<pb::ClaimHealthCheckRequest>(bytes) {
+                health_claim(&req);
+            }
+        }
+        _ => {
+            if let Some(req) = decode::<pb::ReportMemberStatusRequest>(bytes) {
+                member_status(&req);
+            }
+        }
+    }
+}
+
+fn health_claim(req: &pb::ClaimHealthCheckRequest) {
+    let c = match agent_input::claim_health_check(req) {
+        Ok(c) => c,
+        Err(e) => return named(&e, &["host_id", "load_balancer_id"]),
+    };
+    let lb = canonical_uuid(&req.load_balancer_id);
+    let Some(StateKey::LbChecker { lb: l }) = keys::parse(&c.key) else {
+        panic!("a checker key: {}", c.key);
+    };
+    assert_eq!(l, lb);
+    assert_eq!(c.release, req.release);
+    let v: Liveness = serde_json::from_slice(&c.value).expect("liveness decodes");
+    assert_eq!(v.host_id, canonical_uuid(&req.host_id));
+}
+
+fn member_status(req: &pb::ReportMemberStatusRequest) {
+    match agent_input::report_member_status(req) {
+        Ok(m) => {
+            assert!(matches!(m.status, "UP" | "DOWN"));
+            assert_eq!(m.status, req.status);
+            assert_eq!(m.member.to_string(), canonical_uuid(&req.member_id));
+        }
+        Err(e) => named(&e, &["host_id", "load_balancer_id", "member_id", "status"]),
     }
 }
 

@@ -554,6 +554,41 @@ fn grpc_agent() -> Vec<Seed> {
         ("snat_release", 7, snat("203.0.113.1", 1023, true).encode_to_vec()),
         ("snat_bad_block", 7, snat("203.0.113.1", 1024, false).encode_to_vec()),
         ("snat_v6", 7, snat("2001:db8::1", 3, false).encode_to_vec()),
+        (
+            "lb_checker_claim",
+            8,
+            pb::ClaimHealthCheckRequest {
+                session: 7,
+                host_id: h.clone(),
+                load_balancer_id: b.clone(),
+                release: false,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "lb_member_down",
+            9,
+            pb::ReportMemberStatusRequest {
+                session: 7,
+                host_id: h.clone(),
+                load_balancer_id: b.clone(),
+                member_id: b.clone(),
+                status: "DOWN".into(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "lb_member_bad_status",
+            9,
+            pb::ReportMemberStatusRequest {
+                session: 7,
+                host_id: h.clone(),
+                load_balancer_id: b.clone(),
+                member_id: b.clone(),
+                status: "MAYBE".into(),
+            }
+            .encode_to_vec(),
+        ),
     ];
     msgs.into_iter().map(|(n, sel, m)| seed(n, &[sel], &m)).collect()
 }

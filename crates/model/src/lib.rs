@@ -63,7 +63,7 @@ pub use host::{
 };
 pub use id::*;
 pub use kind::ObjectKind;
-pub use lb::{HealthMonitor, LoadBalancer, Pool, PoolMember, Vip};
+pub use lb::{HealthCheckPort, HealthMonitor, LoadBalancer, MonitorKind, Pool, PoolMember, Vip};
 pub use mac::{MacAddr, MacMask};
 pub use mirror::Mirror;
 pub use port::{Port, PortType, RouterPortAddr};

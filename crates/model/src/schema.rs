@@ -252,8 +252,8 @@ describe! {
         admin_state_up,
     }
     HealthMonitor {
-        id, tenant_id, monitor_type as "type", delay, timeout, max_retries, admin_state_up,
-        status,
+        id, tenant_id, monitor_type as "type", url_path, http_method, expected_codes, delay,
+        timeout, max_retries, admin_state_up, status,
     }
 }
 

@@ -489,14 +489,34 @@ impl Validate for Vip {
 
 impl Validate for HealthMonitor {
     fn validate(&self) -> R {
-        if !self.monitor_type.eq_ignore_ascii_case("TCP") {
-            return err("type", format!("`{}` is not supported; only TCP", self.monitor_type));
+        let Some(kind) = self.kind() else {
+            return err(
+                "type",
+                format!("`{}` is not supported; TCP, HTTP or PING", self.monitor_type),
+            );
+        };
+        if kind == crate::MonitorKind::Http {
+            if !self.url_path.starts_with('/') || self.url_path.chars().any(char::is_whitespace) {
+                return err("urlPath", "must start with `/` and hold no spaces");
+            }
+            if !matches!(self.http_method.to_ascii_uppercase().as_str(), "GET" | "HEAD") {
+                return err("httpMethod", format!("`{}`: only GET or HEAD", self.http_method));
+            }
+            if crate::lb::parse_codes(&self.expected_codes).is_none() {
+                return err(
+                    "expectedCodes",
+                    format!("`{}`: codes or ranges like 200,202-204", self.expected_codes),
+                );
+            }
         }
         if self.delay == 0 {
             return err("delay", "must be at least 1 second");
         }
         if self.timeout == 0 {
             return err("timeout", "must be at least 1 second");
+        }
+        if self.max_retries == 0 || self.max_retries > 10 {
+            return err("maxRetries", "must be 1..=10");
         }
         Ok(())
     }

@@ -85,6 +85,12 @@ pub mod keys {
         format!("{STATE_ROOT}snat/{device}/{ip}/{block}")
     }
 
+    /// `state/lb/<load balancer>/checker` → [`super::Liveness`] of the
+    /// host running the load balancer's health checks.
+    pub fn lb_checker(lb: &str) -> String {
+        format!("{STATE_ROOT}lb/{lb}/checker")
+    }
+
     /// A decoded state key.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum StateKey<'a> {
@@ -93,6 +99,7 @@ pub mod keys {
         Mac { bridge: &'a str, vlan: u16, mac: &'a str },
         Arp { device: &'a str, ip: &'a str },
         SnatBlock { device: &'a str, ip: &'a str, block: u16 },
+        LbChecker { lb: &'a str },
     }
 
     /// Parses a state key; `None` for keys outside the layout above.
@@ -109,6 +116,7 @@ pub mod keys {
             ["snat", device, ip, block] => {
                 Some(StateKey::SnatBlock { device, ip, block: block.parse().ok()? })
             }
+            ["lb", lb, "checker"] => Some(StateKey::LbChecker { lb }),
             _ => None,
         }
     }
