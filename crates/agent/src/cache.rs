@@ -52,6 +52,8 @@ pub struct Cache {
     pub state: Arc<RwLock<MemState>>,
     pub active_ports: BTreeSet<PortId>,
     pub alive_hosts: BTreeSet<HostId>,
+    /// Who runs each load balancer's health checks.
+    pub lb_checkers: BTreeMap<midonet_model::LoadBalancerId, HostId>,
     pub revision: i64,
     /// Whether a snapshot was ever applied.
     pub ready: bool,
@@ -65,6 +67,7 @@ impl Cache {
             state,
             active_ports: BTreeSet::new(),
             alive_hosts: BTreeSet::new(),
+            lb_checkers: BTreeMap::new(),
             revision: 0,
             ready: false,
         }
@@ -156,6 +159,19 @@ impl Cache {
                 let key =
                     midonet_state::BlockKey { device: midonet_state::TrackerId(dev), ip, block };
                 out.snat_blocks.push((key, holder));
+            }
+            StateKey::LbChecker { lb } => {
+                let Ok(lb) = lb.parse() else {
+                    out.bad_keys += 1;
+                    return;
+                };
+                let holder = value
+                    .and_then(|v| serde_json::from_slice::<midonet_proto::Liveness>(v).ok())
+                    .and_then(|l| l.host_id.parse::<HostId>().ok());
+                match holder {
+                    Some(h) => self.lb_checkers.insert(lb, h),
+                    None => self.lb_checkers.remove(&lb),
+                };
             }
             StateKey::HostAlive { host } => {
                 if let Ok(h) = host.parse() {

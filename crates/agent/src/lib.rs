@@ -58,6 +58,7 @@ pub mod config;
 pub mod error;
 pub mod flowstate;
 pub mod handler;
+pub mod health;
 pub mod host_id;
 pub mod metrics;
 pub mod scanner;

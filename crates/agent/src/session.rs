@@ -57,6 +57,18 @@ pub enum Command {
         block: midonet_state::BlockKey,
         claim: bool,
     },
+    /// Claim (or give back) a load balancer's health checks; the answer
+    /// comes back as [`Update::HealthCheck`].
+    HealthCheck {
+        lb: midonet_model::LoadBalancerId,
+        claim: bool,
+    },
+    /// A health check's verdict on a member.
+    MemberStatus {
+        lb: midonet_model::LoadBalancerId,
+        member: midonet_model::PoolMemberId,
+        up: bool,
+    },
 }
 
 /// What the session hands the core.
@@ -73,6 +85,12 @@ pub enum Update {
     SnatBlock {
         block: midonet_state::BlockKey,
         granted: bool,
+    },
+    /// The cluster's answer to a [`Command::HealthCheck`] claim: where the
+    /// checks come from when granted.
+    HealthCheck {
+        lb: midonet_model::LoadBalancerId,
+        place: Option<crate::health::Place>,
     },
 }
 
@@ -124,6 +142,8 @@ impl Desired {
             Command::SnatBlock { block, claim: false } => {
                 self.snat.remove(block);
             }
+            // The core claims again on its own when it sees no holder.
+            Command::HealthCheck { .. } | Command::MemberStatus { .. } => {}
         }
     }
 
@@ -240,6 +260,62 @@ async fn send_command(
                     tracing::debug!(?block, holder = %r.holder, "SNAT block held elsewhere");
                 }
                 return Ok(Some(Update::SnatBlock { block: *block, granted: r.granted }));
+            }
+        }
+        Command::HealthCheck { lb, claim } => {
+            let r = client
+                .claim_health_check(pb::ClaimHealthCheckRequest {
+                    session,
+                    host_id: host.into(),
+                    load_balancer_id: lb.to_string(),
+                    release: !claim,
+                })
+                .await;
+            // A load balancer that went away meanwhile: nothing to check.
+            let r = match r {
+                Ok(r) => r.into_inner(),
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                    ) && *claim =>
+                {
+                    tracing::debug!(%lb, error = %e, "health checks not claimed");
+                    return Ok(Some(Update::HealthCheck { lb: *lb, place: None }));
+                }
+                Err(e) => return Err(e),
+            };
+            if !*claim {
+                return Ok(None);
+            }
+            let place = r.granted.then(|| crate::health::Place {
+                interface_name: r.interface_name.clone(),
+                address: r.address.clone(),
+                gateway: r.gateway.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            });
+            if !r.granted {
+                tracing::debug!(%lb, holder = %r.holder, "health checks held elsewhere");
+            }
+            return Ok(Some(Update::HealthCheck { lb: *lb, place }));
+        }
+        Command::MemberStatus { lb, member, up } => {
+            let r = client
+                .report_member_status(pb::ReportMemberStatusRequest {
+                    session,
+                    host_id: host.into(),
+                    load_balancer_id: lb.to_string(),
+                    member_id: member.to_string(),
+                    status: if *up { "UP" } else { "DOWN" }.into(),
+                })
+                .await;
+            // Refused (the checks moved, the member left): not a session
+            // failure.
+            if let Err(e) = r {
+                if matches!(e.code(), tonic::Code::PermissionDenied | tonic::Code::NotFound) {
+                    tracing::info!(%lb, %member, error = %e, "member status not written");
+                } else {
+                    return Err(e);
+                }
             }
         }
     }

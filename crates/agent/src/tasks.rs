@@ -568,6 +568,9 @@ struct Core {
     refreshed_at: Instant,
     /// When idle SNAT blocks were last looked for.
     blocks_checked_at: Instant,
+    /// Load-balancer health checks run from this host.
+    health: crate::health::Manager,
+    verdicts: Option<mpsc::UnboundedReceiver<crate::health::Verdict>>,
 }
 
 impl Core {
@@ -579,6 +582,8 @@ impl Core {
         keep_datapath: bool,
         refresh: Duration,
     ) -> Core {
+        let host_id = shared.host_id;
+        let (verdict_tx, verdict_rx) = mpsc::unbounded_channel();
         Core {
             cache: Cache::new(shared.state.clone()),
             shared,
@@ -593,6 +598,8 @@ impl Core {
             refresh,
             refreshed_at: Instant::now(),
             blocks_checked_at: Instant::now(),
+            health: crate::health::Manager::new(host_id, verdict_tx),
+            verdicts: Some(verdict_rx),
         }
     }
 
@@ -604,8 +611,13 @@ impl Core {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut verdicts = self.verdicts.take().expect("run once");
         loop {
             tokio::select! {
+                v = verdicts.recv() => if let Some(v) = v {
+                    let c = Command::MemberStatus { lb: v.lb, member: v.member, up: v.up };
+                    let _ = self.commands.send(c);
+                },
                 _ = stop.changed() => break,
                 u = updates.recv() => match u {
                     Some(u) => self.on_update(u),
@@ -655,6 +667,12 @@ impl Core {
                 self.on_snat_block(block, granted);
                 return;
             }
+            Update::HealthCheck { lb, place } => {
+                for c in self.health.claimed(lb, place, &self.cache.topology) {
+                    let _ = self.commands.send(c);
+                }
+                return;
+            }
         };
         if !applied.snat_blocks.is_empty() {
             let me = self.shared.host_id;
@@ -680,6 +698,9 @@ impl Core {
         tags.extend(bindings);
         self.applied.store(self.cache.revision, Ordering::Release);
         self.invalidate(tags);
+        if applied.topology_changed {
+            self.health_tick();
+        }
         for (router, ip) in applied.arp_learned {
             let view = self.shared.view.load_full();
             let at = handler::WaitKey::Arp(router, ip);
@@ -783,6 +804,17 @@ impl Core {
         }
         self.invalidate(tags);
         self.conntrack_housekeeping(now);
+        self.health_tick();
+    }
+
+    /// Claim, start or stop load-balancer health checks (`crate::health`).
+    fn health_tick(&mut self) {
+        if !self.cache.ready {
+            return;
+        }
+        for c in self.health.tick(&self.cache.topology, &self.cache.lb_checkers) {
+            let _ = self.commands.send(c);
+        }
     }
 
     /// Expire connections (invalidating their flows), refresh those whose

@@ -359,3 +359,38 @@ fn lb_changes_invalidate_the_balancers_flows() {
     tags_for_change(&snap, None, Some(StoreObject::LoadBalancer(&lbo)), &mut tags);
     assert!(tags.contains(&Tag::router(l.w.r)), "{tags:?}");
 }
+
+#[test]
+fn a_sticky_client_reusing_a_port_through_another_vip_goes_elsewhere_not_dropped() {
+    let mut collisions = 0;
+    for c in 1..60u8 {
+        let mut l = world([1, 1, 1], true);
+        // A second sticky VIP on the same pool, port 81.
+        let vip2: VipId = l.w.t.id();
+        let mut v = l.w.t.topo.vips[&l.vip].clone();
+        v.id = vip2;
+        v.protocol_port = 81;
+        l.w.t.topo.vips.insert(vip2, v);
+        let up = l.w.up;
+        let src = format!("203.0.113.{c}");
+        let to = |port: u16, sport: u16| {
+            format!("eth.src={GW},eth.dst={UP},ip4.src={src},ip4.dst={VIP},tcp.src={sport},tcp.dst={port}")
+        };
+        let x = member_index(&once(&mut l.w, up, &to(80, 5000)));
+        // The client's affinity through VIP 2, from another port.
+        let y = member_index(&once(&mut l.w, up, &to(81, 6000)));
+        // Port 5000 again, now to VIP 2: if its member is x, the replies
+        // would look like the first connection's.
+        let r = once(&mut l.w, up, &to(81, 5000));
+        let z = member_index(&r);
+        if y == x {
+            collisions += 1;
+            assert_ne!(z, x, "client {src}: two connections with one return key");
+            // The affinity stays: the next connection is back on y.
+            assert_eq!(member_index(&once(&mut l.w, up, &to(81, 7000))), y);
+        } else {
+            assert_eq!(z, y, "client {src}: sticky");
+        }
+    }
+    assert!(collisions > 5, "the case was exercised ({collisions} times)");
+}

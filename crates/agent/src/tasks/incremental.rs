@@ -412,7 +412,11 @@ impl World {
                     None => self.arps.remove(&ip),
                 };
             }
-            Command::PortActive { .. } | Command::Interfaces(_) | Command::SnatBlock { .. } => {}
+            Command::PortActive { .. }
+            | Command::Interfaces(_)
+            | Command::SnatBlock { .. }
+            | Command::HealthCheck { .. }
+            | Command::MemberStatus { .. } => {}
         }
     }
 

@@ -230,14 +230,26 @@ impl Env {
 
     /// Agents started with `config` (agent TOML) as their config file.
     pub fn with_config(provider: Provider, config: &str) -> Env {
+        Env::with_hosts(provider, config, 2)
+    }
+
+    /// `n` hosts (h1 = 10.77.0.1, h2 = 10.77.0.2, …), one agent each.
+    pub fn with_hosts(provider: Provider, config: &str, n: usize) -> Env {
+        assert!((1..=8).contains(&n), "1..=8 hosts");
         let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let bin = agent_binary();
         let mut lab = Lab::new("mag").expect("lab");
-        let h1 = lab.add_host("h1").expect("h1");
-        let h2 = lab.add_host("h2").expect("h2");
-        lab.add_underlay(&[(&h1, "u1", "10.77.0.1/24"), (&h2, "u2", "10.77.0.2/24")], UNDERLAY_MTU)
-            .expect("underlay");
-        for h in [&h1, &h2] {
+        let names: Vec<String> =
+            (1..=n).map(|i| lab.add_host(&format!("h{i}")).expect("host")).collect();
+        let ifs: Vec<(String, String)> =
+            (1..=n).map(|i| (format!("u{i}"), format!("10.77.0.{i}/24"))).collect();
+        let spec: Vec<(&str, &str, &str)> = names
+            .iter()
+            .zip(&ifs)
+            .map(|(h, (u, c))| (h.as_str(), u.as_str(), c.as_str()))
+            .collect();
+        lab.add_underlay(&spec, UNDERLAY_MTU).expect("underlay");
+        for h in &names {
             ns_exec(h, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
         }
         let ul = lab.name("ul").expect("ul");
@@ -272,7 +284,8 @@ impl Env {
             config: config.to_owned(),
             _guard: guard,
         };
-        for (ns, ip) in [(h1, Ipv4Addr::new(10, 77, 0, 1)), (h2, Ipv4Addr::new(10, 77, 0, 2))] {
+        for (i, ns) in names.into_iter().enumerate() {
+            let ip = Ipv4Addr::new(10, 77, 0, i as u8 + 1);
             let id = HostId::random();
             let dir = tempfile::tempdir().expect("tempdir");
             std::fs::write(dir.path().join("host_id"), format!("{id}\n")).expect("host id");
@@ -338,6 +351,12 @@ impl Env {
 
     pub fn exists(&self, key: &str) -> bool {
         self.rt.block_on(self.cluster.exists(key))
+    }
+
+    /// The stored value of `key`, decoded.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let kv = self.rt.block_on(self.cluster.store.get(key.as_bytes())).expect("get")?;
+        serde_json::from_slice(&kv.value).ok()
     }
 
     pub fn wait(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Env) -> bool) -> Duration {

@@ -169,6 +169,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             return None;
         }
         let sticky = NatKey::new(NatKind::StickyDnat, conn);
+        let mut skip: Vec<PoolMemberId> = Vec::new();
+        let mut affinity = false;
         if vip.sticky {
             self.tag(Tag::nat(&sticky));
             if let Some(b) = self.ct.nat_binding(&sticky, now) {
@@ -176,10 +178,15 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     Some(m) => {
                         let id = m.id;
                         self.record_nat(sticky, b, false);
-                        if let Some(b) = self.lb_bind(&key, b) {
-                            return Some((b, id, "sticky source address"));
+                        if let Some(got) = self.lb_bind(&key, b) {
+                            return Some((got, id, "sticky source address"));
                         }
-                        return None;
+                        // This client already has a connection to that
+                        // member from the same port (through another VIP):
+                        // its replies would be indistinguishable, so this
+                        // one connection goes elsewhere.
+                        skip.push(id);
+                        affinity = true;
                     }
                     None => self.ct.nat_unbind(&sticky),
                 }
@@ -199,12 +206,11 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 self.inp.hash_seed,
             )
         };
-        let mut skip: Vec<PoolMemberId> = Vec::new();
         while let Some(m) = lb::pick(&vip.members, h, &skip) {
             let b = NatBinding { ip: m.ip, port: m.port };
             match self.lb_bind(&key, b) {
                 Some(got) if got == b => {
-                    if vip.sticky {
+                    if vip.sticky && !affinity && skip.is_empty() {
                         match self.ct.nat_bind(&sticky, b, now) {
                             Ok(()) => self.record_nat(sticky, b, true),
                             Err(NatError::Bound(old)) => self.record_nat(sticky, old, false),
