@@ -129,6 +129,13 @@ pub fn resource_command(spec: &'static ResourceSpec) -> Command {
                         .arg(id_arg()),
                 );
             }
+            Extra::LbStatus => {
+                cmd = cmd.subcommand(
+                    Command::new("status")
+                        .about("members of the pools, with weight, admin state and health")
+                        .arg(Arg::new("id").value_name(id_name).help("only this one")),
+                );
+            }
         }
     }
     cmd
@@ -223,6 +230,13 @@ pub fn run(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> an
             let host = locate(ctx.client, spec, vm, arg(vm, "id")?)?;
             let items = ctx.client.list(&link_of(&host, "interfaces", "interfaces")?)?;
             render::print_list(ctx.out, ctx.output, INTERFACE_COLUMNS, &items)
+        }
+        "status" => {
+            let id = match opt(vm, "id") {
+                Some(raw) => Some(resolve_id(ctx.client, spec, raw)?),
+                None => None,
+            };
+            crate::lb::status(ctx.client, id.as_deref(), ctx.output, ctx.out)
         }
         other => bail!("unknown verb `{other}`"),
     }

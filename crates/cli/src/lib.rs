@@ -29,6 +29,7 @@ pub mod conntrack;
 pub mod fields;
 pub mod flags;
 pub mod flows;
+pub mod lb;
 pub mod nat;
 pub mod render;
 pub mod resources;

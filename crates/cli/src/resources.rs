@@ -77,6 +77,8 @@ pub enum Extra {
     Link,
     /// `host interfaces ID`.
     Interfaces,
+    /// `load-balancer status [ID]`.
+    LbStatus,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -533,6 +535,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         model: stored::<m::LoadBalancer>(),
         flags: &[h("routerId", "router the load balancer sits on")],
         columns: &[ID, ("ROUTER", Col::Key("routerId")), UP],
+        extras: &[Extra::LbStatus],
         ..BASE
     },
     ResourceSpec {

@@ -384,6 +384,33 @@ fn load_balancing_and_mirrors() {
     assert_eq!(vip["address"], "192.0.2.10");
     assert!(ids(&s.json(&["vip", "list"])).contains(&id(&vip)));
     assert!(ids(&s.json(&["pool-member", "list"])).contains(&id(&member)));
+    // `lb status`: the member with its VIP, monitor and health (no check
+    // has run: the stored default); a pool without monitor says so.
+    let bare = id(&s.json(&["pool", "create", "--load-balancer", &lb]));
+    let m2 = s.json(&[
+        "pool-member",
+        "create",
+        "--pool",
+        &bare,
+        "--address",
+        "10.0.0.11",
+        "--protocol-port",
+        "80",
+    ]);
+    let rows = s.json(&["lb", "status", &lb]);
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let r1 = rows.iter().find(|r| r["memberId"] == id(&member).as_str()).expect("member row");
+    assert_eq!(r1["vips"], "192.0.2.10:80");
+    assert_eq!(r1["address"], "10.0.0.10:8080");
+    assert_eq!(r1["monitor"], "TCP 5s×2");
+    assert_eq!(r1["health"], "ACTIVE");
+    let r2 = rows.iter().find(|r| r["memberId"] == id(&m2).as_str()).expect("member row");
+    assert_eq!(r2["health"], "NO_MONITOR");
+    let table = s.run(&["lb", "status"]).expect("status table");
+    assert!(table.contains("HEALTH") && table.contains("NO_MONITOR"), "{table}");
+    s.run(&["pool-member", "delete", &id(&m2)]).expect("delete member");
+    s.run(&["pool", "delete", &bare]).expect("delete pool");
 
     let b = id(&s.json(&["bridge", "create", "--name", "mb"]));
     let p = id(&s.json(&["port", "create", "--bridge", &b]));

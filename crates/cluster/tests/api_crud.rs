@@ -441,6 +441,31 @@ fn load_balancers_pools_members_vips_monitors() {
     // Another LB's pool for a VIP: 400 poolId.
     let lb2 = api.create("/load_balancers", &json!({}));
     assert_eq!(api.post("/vips", &json!({"loadBalancerId": lb2["id"], "poolId": pool["id"], "address": "192.0.2.11", "protocolPort": 80})).expect(400).field(), Some("poolId"));
+    // A VIP on the router's own port address: 400 address.
+    api.create(
+        &s(&r, "ports"),
+        &json!({"portAddress": "192.0.2.1", "networkAddress": "192.0.2.0", "networkLength": 24}),
+    );
+    let e = api
+        .post(&s(&pool, "vips"), &json!({"address": "192.0.2.1", "protocolPort": 80}))
+        .expect(400);
+    assert_eq!(e.field(), Some("address"));
+    // Monitors: HTTP with its fields checked, PING, and unknown types.
+    let http = api.create(
+        "/health_monitors",
+        &json!({"type": "HTTP", "urlPath": "/health", "expectedCodes": "200-204"}),
+    );
+    assert_eq!(http["httpMethod"], "GET");
+    let e =
+        api.post("/health_monitors", &json!({"type": "HTTP", "expectedCodes": "2xx"})).expect(400);
+    assert_eq!(e.field(), Some("expectedCodes"));
+    let e = api.post("/health_monitors", &json!({"type": "HTTP", "urlPath": "health"})).expect(400);
+    assert_eq!(e.field(), Some("urlPath"));
+    let e = api.post("/health_monitors", &json!({"type": "UDP"})).expect(400);
+    assert_eq!(e.field(), Some("type"));
+    let e = api.post("/health_monitors", &json!({"type": "PING", "maxRetries": 0})).expect(400);
+    assert_eq!(e.field(), Some("maxRetries"));
+    api.delete(&s(&http, "uri")).expect(204);
     let mut md = api.ok(&s(&mem2, "uri"));
     md["weight"] = json!(5);
     api.put(&s(&mem2, "uri"), &md).expect(204);

@@ -167,6 +167,30 @@ async fn vip_pool_matches(v: &mut Vip, tx: &mut Tx) -> Result<(), ApiError> {
             ),
         ));
     }
+    vip_not_the_routers_own(v, tx).await
+}
+
+/// A VIP may not take an address of its router's own ports: the router
+/// answers those itself (ARP, ping), and would stop doing so.
+async fn vip_not_the_routers_own(v: &Vip, tx: &mut Tx) -> Result<(), ApiError> {
+    let lb: Option<LoadBalancer> =
+        tx.get(&key_of(ObjectKind::LoadBalancer, v.load_balancer_id.uuid())).await?;
+    let Some(lb) = lb else { return Ok(()) };
+    let router = match lb.router_id {
+        Some(r) => Some(r),
+        None => {
+            let routers: Vec<Router> = tx.list(&ObjectKind::Router.prefix()).await?;
+            routers.into_iter().find(|r| r.load_balancer_id == Some(lb.id)).map(|r| r.id)
+        }
+    };
+    let Some(router) = router else { return Ok(()) };
+    let ports: Vec<Port> = tx.list(&ObjectKind::Port.prefix()).await?;
+    if ports.iter().any(|p| p.device_id == router.cast() && p.port_address == Some(v.address)) {
+        return Err(ApiError::field(
+            "address",
+            format!("{} is an address of the load balancer's router itself", v.address),
+        ));
+    }
     Ok(())
 }
 
