@@ -394,3 +394,22 @@ fn a_sticky_client_reusing_a_port_through_another_vip_goes_elsewhere_not_dropped
     }
     assert!(collisions > 5, "the case was exercised ({collisions} times)");
 }
+
+#[test]
+fn one_client_with_sequential_ports_spreads_evenly() {
+    // What a load generator does: one address, ports counting up.
+    let mut l = world([1, 1, 1], false);
+    let up = l.w.up;
+    let snap = Snapshot::build(&l.w.t.topo);
+    let mut n = [0u32; 3];
+    for p in 0..3000u16 {
+        let (key, frame) = packet(&client("203.0.113.1", 32768 + p));
+        let input =
+            SimInput { ingress: up, key, frame: &frame, now: NOW, hash_seed: 42, trace: false };
+        n[member_index(&simulate(&snap, &l.w.state, &l.w.flow, &mut l.w.icmp, &input))] += 1;
+    }
+    for c in n {
+        let share = f64::from(c) / 3000.0;
+        assert!((share - 1.0 / 3.0).abs() < 0.04, "shares {n:?}");
+    }
+}

@@ -78,11 +78,6 @@ fn extra_samples() -> Vec<(&'static str, Value)> {
 /// no simulation reads them), as (media type, field, description). The
 /// schema says so, so that a client does not take a 2xx for an effect.
 const STORED_ONLY: &[(&str, &str, &str)] = &[
-    (
-        "Router-v3",
-        "loadBalancerId",
-        "Stored, not acted on yet: no router balances load through its load balancer.",
-    ),
     ("Router-v3", "asNumber", "Stored, not acted on yet: routers do not speak BGP."),
     (
         "TunnelZone-v1",

@@ -1,5 +1,6 @@
-//! Load balancers, pools, pool members, VIPs and health monitors (stored;
-//! not simulated yet).
+//! Load balancers, pools, pool members, VIPs and health monitors. The
+//! router simulation balances (`sim::engine::lb`); the agents check health
+//! and write members' `status` through the topology service.
 
 use midonet_model::kind::ObjectKind;
 use midonet_model::*;
