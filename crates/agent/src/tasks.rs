@@ -18,13 +18,13 @@
 //! the invalidation between packet batches, so no flow simulated against the
 //! old view survives it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use midonet_datapath::{Datapath, PortNo};
+use midonet_datapath::{Datapath, FlowId, PortNo};
 use midonet_model::PortId;
 use midonet_sim::{Snapshot, Tag};
 use parking_lot::{Mutex, RwLock};
@@ -568,6 +568,9 @@ struct Core {
     refreshed_at: Instant,
     /// When idle SNAT blocks were last looked for.
     blocks_checked_at: Instant,
+    /// Flows whose FIN/RST closed state already: the flags acted on, and
+    /// the flow's age then (an id reused by a younger flow starts afresh).
+    closed_flows: HashMap<FlowId, (u16, u64)>,
     /// Load-balancer health checks run from this host.
     health: crate::health::Manager,
     verdicts: Option<mpsc::UnboundedReceiver<crate::health::Verdict>>,
@@ -598,6 +601,7 @@ impl Core {
             refresh,
             refreshed_at: Instant::now(),
             blocks_checked_at: Instant::now(),
+            closed_flows: HashMap::new(),
             health: crate::health::Manager::new(host_id, verdict_tx),
             verdicts: Some(verdict_rx),
         }
@@ -829,19 +833,38 @@ impl Core {
             self.invalidate(gone);
         }
         let mut refreshed = 0;
-        if now.duration_since(self.refreshed_at) >= self.refresh
-            && !self.shared.flowstate.lock().conn.is_empty()
-        {
+        let stateful = {
+            let fs = self.shared.flowstate.lock();
+            !fs.conn.is_empty() || !fs.nat.is_empty()
+        };
+        if now.duration_since(self.refreshed_at) >= self.refresh && stateful {
             // A flow used since the last round (with a second of slack for
-            // the datapath's own clock) keeps its connections alive.
+            // the datapath's own clock) keeps its connections and bindings
+            // alive; one that carried a FIN or RST closes them.
             let window =
                 (now.duration_since(self.refreshed_at) + Duration::from_secs(1)).as_millis() as u64;
             self.refreshed_at = now;
             match self.dp.dump_flows() {
                 Ok(flows) => {
                     let mut fs = self.shared.flowstate.lock();
+                    let mut closed = 0;
+                    for f in &flows {
+                        let seen = self.closed_flows.get(&f.id).copied();
+                        // An id reused by a younger flow starts afresh.
+                        let acted = seen.filter(|(_, age)| *age <= f.age_ms).map_or(0, |(a, _)| a);
+                        let new = f.tcp_flags & 0x005 & !acted;
+                        if new != 0 {
+                            closed += fs.close(f.tags.iter(), new, sim_now);
+                            self.closed_flows.insert(f.id, (acted | new, f.age_ms));
+                        }
+                    }
                     for f in flows.iter().filter(|f| f.idle_ms <= window) {
                         refreshed += fs.refresh(f.tags.iter(), sim_now);
+                    }
+                    let live: HashSet<FlowId> = flows.iter().map(|f| f.id).collect();
+                    self.closed_flows.retain(|id, _| live.contains(id));
+                    if closed > 0 {
+                        tracing::debug!(closed, "connections and bindings closing (FIN/RST)");
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "reading flows for conntrack refresh"),

@@ -710,6 +710,7 @@ static __always_inline int flow_path(struct __sk_buff *skb, __u32 in_port)
 		fs->packets++;
 		fs->bytes += skb->len;
 		fs->used_ns = bpf_ktime_get_coarse_ns();
+		fs->tcp_flags |= bpf_ntohs(k.tcp_flags);
 	}
 	return run_actions(skb, &st, f->acts);
 }

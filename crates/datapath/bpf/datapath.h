@@ -82,6 +82,7 @@ struct mdp_flow_stats {
 	__u64 packets;
 	__u64 bytes;
 	__u64 used_ns; /* bpf_ktime_get_coarse_ns() of the last packet */
+	__u64 tcp_flags; /* TCP flags of its packets, OR'ed (host order) */
 };
 
 enum mdp_op {

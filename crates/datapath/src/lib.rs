@@ -399,6 +399,11 @@ pub struct FlowInfo {
     pub tags: Vec<u64>,
     pub packets: u64,
     pub bytes: u64,
+    /// The TCP flags of every packet the flow carried, OR'ed (as OVS
+    /// reports them): FIN or RST here means a connection of the flow is
+    /// closing, which the agent's connection state needs to know, since
+    /// it does not see those packets.
+    pub tcp_flags: u16,
     pub idle_ms: u64,
     /// Time since the flow was installed (since the agent adopted it, for
     /// a kernel flow an earlier agent installed).

@@ -228,6 +228,7 @@ impl<I: Io> Core<I> {
                 tags: f.tags.to_vec(),
                 packets: f.packets,
                 bytes: f.bytes,
+                tcp_flags: f.tcp_flags,
                 idle_ms: self.now_ms.saturating_sub(f.last_used_ms),
                 age_ms: self.now_ms.saturating_sub(f.created_ms),
             })
@@ -385,7 +386,7 @@ impl<I: Io> Core<I> {
         };
         match hit {
             Some((id, _)) => {
-                self.table.account(id, slot.len, self.now_ms);
+                self.table.account(id, slot.len, key.tcp_flags, self.now_ms);
                 let actions = match self.table.get(id) {
                     Some(f) => f.actions.as_slice(),
                     None => &[],

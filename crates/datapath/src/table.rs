@@ -80,6 +80,8 @@ pub struct FlowEntry<M: Wildcard, A> {
     pub idle_timeout_ms: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// TCP flags of the packets counted, OR'ed.
+    pub tcp_flags: u16,
     /// Milliseconds on the caller's clock.
     pub created_ms: u64,
     pub last_used_ms: u64,
@@ -239,10 +241,11 @@ impl<M: Wildcard, A> FlowTable<M, A> {
 
     /// Count a packet on a flow.
     #[inline]
-    pub fn account(&mut self, id: FlowId, bytes: usize, now_ms: u64) {
+    pub fn account(&mut self, id: FlowId, bytes: usize, tcp_flags: u16, now_ms: u64) {
         if let Some(Some(f)) = self.slots.get_mut(id as usize).map(|s| s.flow.as_mut()) {
             f.packets += 1;
             f.bytes += bytes as u64;
+            f.tcp_flags |= tcp_flags;
             f.last_used_ms = now_ms;
         }
     }
@@ -279,6 +282,7 @@ impl<M: Wildcard, A> FlowTable<M, A> {
             tags: spec.tags.into_boxed_slice(),
             idle_timeout_ms: spec.idle_timeout_ms,
             packets: 0,
+            tcp_flags: 0,
             bytes: 0,
             created_ms: now_ms,
             last_used_ms: now_ms,
@@ -446,9 +450,11 @@ mod tests {
         let mut t: FlowTable<Msk, &str> = FlowTable::new(TableConfig::default());
         let a = t.insert(&K(1, 0), spec(Msk(!0, !0), "a", &[], 100), 0).expect("a");
         let _b = t.insert(&K(2, 0), spec(Msk(!0, !0), "b", &[], 0), 0).expect("b");
-        t.account(a, 60, 50);
-        t.account(a, 40, 90);
-        assert_eq!(t.get(a).map(|f| (f.packets, f.bytes)), Some((2, 100)));
+        // A SYN, then a FIN|ACK: the flags are OR'ed (what the agent reads
+        // to close connections).
+        t.account(a, 60, 0x002, 50);
+        t.account(a, 40, 0x011, 90);
+        assert_eq!(t.get(a).map(|f| (f.packets, f.bytes, f.tcp_flags)), Some((2, 100, 0x013)));
         assert!(t.expire(150).is_empty());
         let dead = t.expire(190);
         assert_eq!(dead.len(), 1);

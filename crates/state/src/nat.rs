@@ -293,6 +293,18 @@ impl NatTable {
         }
     }
 
+    /// Bring a live binding's expiry forward to `expires` if that is
+    /// sooner (its connection is closing). Returns whether it is live.
+    pub fn shorten(&mut self, key: &NatKey, expires: Duration, now: Duration) -> bool {
+        match self.fwd.get_mut(key) {
+            Some(s) if s.expires_ms > ms(now) => {
+                s.expires_ms = s.expires_ms.min(ms(expires));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Forget a binding.
     pub fn remove(&mut self, key: &NatKey) -> Option<NatBinding> {
         let s = self.fwd.remove(key)?;

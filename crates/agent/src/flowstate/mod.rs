@@ -31,7 +31,17 @@
 //!   connection its tags name (forward flows recorded them, return flows
 //!   looked them up). An idle connection therefore lives as long as the
 //!   kernel's would, whatever the flows' own idle timeout: when its flows
-//!   expire and a packet comes again, the simulation finds it.
+//!   expire and a packet comes again, the simulation finds it. Bindings
+//!   are refreshed the same way (with no connection tracked as well).
+//! * **Closing, from the datapath**: the datapath reports the TCP flags
+//!   each flow carried (OR'ed, as OVS does). The first round that sees
+//!   FIN or RST on a flow closes what its tags name: a connection moves to
+//!   `Closing` (120 s) or `Closed` (10 s), a binding gets that lifetime
+//!   too and keeps it while its flows stay busy. So a closed connection's
+//!   state goes after the kernel's TIME_WAIT instead of its established
+//!   timeout (which filled the tables at a few thousand connections per
+//!   second). A SYN that misses onto a closing binding (the client reused
+//!   the 5-tuple) opens it again.
 //! * **Lost messages**: every simulation that records a connection sends
 //!   it again (a flow re-simulated after expiry or invalidation), and a
 //!   return flow simulated before the state arrived carries the
@@ -109,6 +119,9 @@ pub struct FlowState {
     by_tag: HashMap<u64, Named>,
     /// SNAT blocks asked of the cluster and not answered yet, since when.
     claiming: HashMap<BlockKey, Duration>,
+    /// Bindings whose connection closed: the lifetime a refresh gives them
+    /// (FIN: `tcp_closing`, RST: `tcp_closed`).
+    closing: HashMap<NatKey, Duration>,
     /// Counters as last mirrored into the metrics.
     mirrored: ConnStats,
 }
@@ -122,6 +135,7 @@ impl FlowState {
             blocks: PortBlocks::new(),
             by_tag: HashMap::new(),
             claiming: HashMap::new(),
+            closing: HashMap::new(),
             mirrored: ConnStats::default(),
         }
     }
@@ -139,7 +153,46 @@ impl FlowState {
     /// How long a binding in use lives: its connection's established
     /// timeout (TCP five days, UDP 180 s, ICMP 30 s), refreshed by use.
     fn nat_ttl(&self, key: &NatKey) -> Duration {
-        self.conn.cfg().timeouts.of(key.conn.proto, ConnState::Replied)
+        match self.closing.get(key) {
+            Some(ttl) => *ttl,
+            None => self.conn.cfg().timeouts.of(key.conn.proto, ConnState::Replied),
+        }
+    }
+
+    /// A flow's packets included TCP `flags` with FIN or RST: close the
+    /// connections and bindings its tags name (module docs). Returns how
+    /// many.
+    pub fn close<'a>(
+        &mut self,
+        tags: impl Iterator<Item = &'a u64>,
+        flags: u16,
+        now: Duration,
+    ) -> usize {
+        const FIN: u16 = 0x001;
+        const RST: u16 = 0x004;
+        let closing = flags & (FIN | RST);
+        if closing == 0 {
+            return 0;
+        }
+        let t = self.conn.cfg().timeouts;
+        let ttl = if closing & RST != 0 { t.tcp_closed } else { t.tcp_closing };
+        let mut n = 0;
+        for tag in tags {
+            match self.by_tag.get(tag).copied() {
+                Some(Named::Conn(k)) if k.proto == 6 => {
+                    n += usize::from(self.conn.packet(&k, closing, now).is_some());
+                }
+                Some(Named::Nat(k))
+                    if k.conn.proto == 6 && self.nat.shorten(&k, now + ttl, now) =>
+                {
+                    let cur = self.closing.entry(k).or_insert(ttl);
+                    *cur = (*cur).min(ttl);
+                    n += 1;
+                }
+                _ => {}
+            }
+        }
+        n
     }
 
     /// Whether to ask the cluster for `b` now (not already asked).
@@ -187,6 +240,12 @@ impl FlowState {
                 stale.extend(nat_tags(&w.key, w.binding).iter().map(|t| t.0));
                 self.index_nat(w.key, w.binding);
             } else {
+                // A new connection on a closing binding's 5-tuple.
+                const SYN: u16 = 0x002;
+                const ACK: u16 = 0x010;
+                if tcp_flags & (SYN | ACK) == SYN {
+                    self.closing.remove(&w.key);
+                }
                 let ttl = self.nat_ttl(&w.key);
                 self.nat.touch(&w.key, now + ttl, now);
             }
@@ -332,6 +391,7 @@ impl FlowState {
         let mut bindings = Vec::new();
         self.nat.expire(now, EXPIRY_BUDGET, &mut bindings);
         for e in bindings {
+            self.closing.remove(&e.key);
             for t in nat_tags(&e.key, e.binding) {
                 self.by_tag.remove(&t.0);
                 tags.push(t);
@@ -823,6 +883,60 @@ mod tests {
         let flushed = fs.flush(None, t2);
         assert_eq!(flushed, vec![Tag::conntrack(&key(1))]);
         assert!(fs.conn.is_empty());
+    }
+
+    #[test]
+    fn fin_and_rst_on_a_flow_close_its_connection_and_binding() {
+        use midonet_sim::NatWrite;
+        use midonet_state::{NatBinding, NatKey, NatKind};
+        let mut fs = FlowState::new(100, 1);
+        let t0 = Duration::from_secs(1);
+        let (mut send, mut stale) = (Outgoing::default(), Vec::new());
+        // A connection tracked, and a DNAT binding (a VIP's) made by a
+        // simulation of another connection.
+        fs.apply(&recorded(key(1)), SYN, t0, &mut send, &mut stale);
+        let nk = NatKey::new(NatKind::Dnat, key(2));
+        let b = NatBinding { ip: Ipv4Addr::new(10, 1, 0, 1), port: 80 };
+        fs.nat.insert(nk, b, t0 + Duration::from_secs(300), t0).expect("room");
+        let mut r = SimResult::default();
+        r.nat.push(NatWrite { key: nk, binding: b, created: true });
+        fs.apply(&r, SYN, t0, &mut send, &mut stale);
+        let conn_tags = [Tag::conntrack(&key(1)).0];
+        let nat_tags_ = nat_tags(&nk, b).map(|t| t.0);
+        // In use: refreshed to the established timeout (days).
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(fs.refresh(nat_tags_.iter(), t1), 2);
+        let exp = |fs: &FlowState| fs.nat.iter(t1).find(|e| e.key == nk).map(|e| e.expires);
+        assert!(exp(&fs).expect("bound") > t1 + Duration::from_secs(3600));
+        // Flags without FIN/RST close nothing.
+        assert_eq!(fs.close(nat_tags_.iter(), ACK | SYN, t1), 0);
+        // A FIN: 120 s, and activity keeps it at that, not days.
+        assert_eq!(fs.close(nat_tags_.iter(), 0x001 | ACK, t1), 2);
+        assert_eq!(exp(&fs), Some(t1 + Duration::from_secs(120)));
+        let t2 = t1 + Duration::from_secs(60);
+        fs.refresh(nat_tags_.iter(), t2);
+        assert_eq!(
+            fs.nat.iter(t2).find(|e| e.key == nk).map(|e| e.expires),
+            Some(t2 + Duration::from_secs(120))
+        );
+        // An RST: 10 s.
+        assert_eq!(fs.close(conn_tags.iter(), 0x004, t2), 1);
+        let c = fs.conn.lookup(&key(1), t2).expect("tracked").0;
+        assert_eq!(c.expires, t2 + Duration::from_secs(10));
+        // The client reuses the 5-tuple: a SYN missing onto the binding
+        // opens it again.
+        let mut again = SimResult::default();
+        again.nat.push(NatWrite { key: nk, binding: b, created: false });
+        fs.apply(&again, SYN, t2, &mut send, &mut stale);
+        assert!(
+            fs.nat.iter(t2).find(|e| e.key == nk).expect("bound").expires
+                > t2 + Duration::from_secs(3600)
+        );
+        // Closed and idle: gone after the closing lifetime.
+        fs.close(nat_tags_.iter(), 0x001, t2);
+        let gone = fs.expire(t2 + Duration::from_secs(121));
+        assert!(gone.contains(&Tag::nat(&nk)), "{gone:?}");
+        assert!(fs.closing.is_empty(), "forgotten with the binding");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Entry {
     /// Packets executed from this table (upcalls that hit it).
     pub packets: u64,
     pub bytes: u64,
+    /// TCP flags of those packets, OR'ed.
+    pub tcp_flags: u16,
     /// Monotonic ns of the install and of the last packet seen here.
     pub created_ns: u64,
     pub used_ns: u64,
@@ -165,6 +167,7 @@ mod tests {
             tags: tags.to_vec(),
             idle_timeout_ms: 0,
             packets: 0,
+            tcp_flags: 0,
             bytes: 0,
             created_ns: 0,
             used_ns: 0,

@@ -213,7 +213,7 @@ impl Kernel {
             }
             None => return Err(KernelFull::Stats),
         };
-        let zero = PerCpuValues::try_from(vec![[0u64; 3]; self.ncpus])
+        let zero = PerCpuValues::try_from(vec![[0u64; 4]; self.ncpus])
             .map_err(|e| KernelFull::Io(err("stats", e)))?;
         maps.flow_stats.set(i, zero, 0).map_err(|e| KernelFull::Io(err("stats", e)))?;
         Ok(i)
@@ -273,11 +273,14 @@ impl Kernel {
         self.release_mask(maps, off.mask_slot);
     }
 
-    /// `(packets, bytes, last used ns)` of a flow, summed over CPUs.
-    pub fn flow_counters(&self, maps: &Maps, off: &Offloaded) -> (u64, u64, u64) {
+    /// `(packets, bytes, last used ns, TCP flags OR'ed)` of a flow, over
+    /// CPUs.
+    pub fn flow_counters(&self, maps: &Maps, off: &Offloaded) -> (u64, u64, u64, u16) {
         match maps.flow_stats.get(&off.stats, 0) {
-            Ok(v) => v.iter().fold((0, 0, 0), |(p, b, t), c| (p + c[0], b + c[1], t.max(c[2]))),
-            Err(_) => (0, 0, 0),
+            Ok(v) => v.iter().fold((0, 0, 0, 0), |(p, b, t, f), c| {
+                (p + c[0], b + c[1], t.max(c[2]), f | (c[3] & 0x1ff) as u16)
+            }),
+            Err(_) => (0, 0, 0, 0),
         }
     }
 

@@ -119,7 +119,7 @@ pub struct Maps {
     pub mask_list: Array<MapData, [u8; abi::MASK_LIST_LEN]>,
     pub mask_hits: PerCpuArray<MapData, u64>,
     pub actions: Array<MapData, ActListBytes>,
-    pub flow_stats: PerCpuArray<MapData, [u64; 3]>,
+    pub flow_stats: PerCpuArray<MapData, [u64; 4]>,
     pub flow_meta: HashMap<MapData, u32, [u8; abi::META_LEN]>,
     pub ports: Array<MapData, [u8; abi::PORT_LEN]>,
     pub if_ports: HashMap<MapData, u32, [u8; 8]>,

@@ -366,6 +366,7 @@ impl State {
                 tags,
                 idle_timeout_ms: meta.idle_ms,
                 packets: 0,
+                tcp_flags: 0,
                 bytes: 0,
                 created_ns: now,
                 used_ns: 0,
@@ -535,6 +536,7 @@ impl State {
             tags: f.tags,
             idle_timeout_ms: f.idle_timeout_ms,
             packets: 0,
+            tcp_flags: 0,
             bytes: 0,
             created_ns: now,
             used_ns: 0,
@@ -550,16 +552,18 @@ impl State {
         self.flows.ids().into_iter().filter(|&id| self.remove_flow(id)).count()
     }
 
-    /// Kernel and agent counters of a flow, and when it last saw a packet.
-    fn flow_use(&self, e: &Entry) -> (u64, u64, u64) {
-        let (mut p, mut b, mut t) = (e.packets, e.bytes, e.used_ns);
+    /// Kernel and agent counters of a flow, when it last saw a packet, and
+    /// the TCP flags it carried.
+    fn flow_use(&self, e: &Entry) -> (u64, u64, u64, u16) {
+        let (mut p, mut b, mut t, mut f) = (e.packets, e.bytes, e.used_ns, e.tcp_flags);
         if let Some(off) = &e.off {
-            let (kp, kb, kt) = self.k.flow_counters(&self.bpf.maps, off);
+            let (kp, kb, kt, kf) = self.k.flow_counters(&self.bpf.maps, off);
             p += kp;
             b += kb;
             t = t.max(kt);
+            f |= kf;
         }
-        (p, b, if t == 0 { e.created_ns } else { t })
+        (p, b, if t == 0 { e.created_ns } else { t }, f)
     }
 
     /// Remove flows idle past their timeout; returns how many went.
@@ -570,7 +574,7 @@ impl State {
             .iter()
             .filter(|(_, e)| e.idle_timeout_ms > 0)
             .filter(|(_, e)| {
-                let (_, _, used) = self.flow_use(e);
+                let (_, _, used, _) = self.flow_use(e);
                 now.saturating_sub(used) >= e.idle_timeout_ms * 1_000_000
             })
             .map(|(id, _)| id)
@@ -594,7 +598,7 @@ impl State {
         self.flows
             .iter()
             .map(|(id, e)| {
-                let (packets, bytes, used) = self.flow_use(e);
+                let (packets, bytes, used, tcp_flags) = self.flow_use(e);
                 FlowInfo {
                     id,
                     mask: e.mask,
@@ -603,6 +607,7 @@ impl State {
                     tags: e.tags.clone(),
                     packets,
                     bytes,
+                    tcp_flags,
                     idle_ms: now.saturating_sub(used) / 1_000_000,
                     age_ms: now.saturating_sub(e.created_ns) / 1_000_000,
                 }
@@ -829,6 +834,7 @@ impl State {
                 Some(e) => {
                     e.packets += 1;
                     e.bytes += frame.len() as u64;
+                    e.tcp_flags |= key.tcp_flags;
                     e.used_ns = sys::monotonic_ns();
                     e.actions.clone()
                 }
