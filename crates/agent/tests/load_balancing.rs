@@ -150,6 +150,7 @@ struct LbLab {
     /// be1 on host 0, be2 and be3 on host 1.
     backends: Vec<Vm>,
     client: Vm,
+    clients_br: Bridge,
 }
 
 fn router_port(r: &Router, addr: Ipv4Addr, net: Ipv4Addr, mac: [u8; 6], key: u32) -> Port {
@@ -246,7 +247,7 @@ fn lab(monitor: Option<HealthMonitor>) -> LbLab {
     }))
     .expect("vip");
     env.put(&vip);
-    LbLab { env, router, lb, pool, members, backends, client }
+    LbLab { env, router, lb, pool, members, backends, client, clients_br }
 }
 
 fn vip() -> SocketAddr {
@@ -307,9 +308,28 @@ fn the_vip_spreads_requests_by_weight_and_replies_return_through_the_members_hos
         let n = l.env.metric(h, "midonet_agent_flow_state_received_total");
         assert!(n > 0.0, "host {h} received flow state");
     }
+    // Every request's connection closed (FIN, seen by the datapath): within
+    // a refresh round (5 s) the bindings live 120 s (TIME_WAIT), not the
+    // established timeout.
+    let t0 = Instant::now();
+    l.env.wait("closed connections' bindings shortened", Duration::from_secs(15), |e| {
+        let nat = e.agent_json(2, "/nat");
+        let b = nat["bindings"].as_array().cloned().unwrap_or_default();
+        let dnat: Vec<_> = b.iter().filter(|x| x["kind"] == "dnat").collect();
+        dnat.len() >= 300 && dnat.iter().all(|x| x["expires_in_s"].as_u64() <= Some(120))
+    });
+    eprintln!("bindings of closed connections shortened after {:?}", t0.elapsed());
 
     // Sticky source IP: a second VIP on the same members; one client
     // always reaches the same one, also after another member is disabled.
+    // A second client VM: the first one's 300 bindings to the same members
+    // would make some of its new connections collide (same member-side
+    // 4-tuple), and those go to another member (`sim::engine::lb`).
+    let mut l = l;
+    let client2 = l.env.vm(2, "client2", "10.2.0.2/24", Some(Ipv4Addr::new(10, 2, 0, 254)));
+    let p2 = l.env.bridge_port(&l.clients_br.clone(), Some((2, &client2)));
+    l.env.wait_active(&p2);
+    l.client = client2;
     let pool2: Pool = serde_json::from_value(serde_json::json!({
         "id": PoolId::random(), "loadBalancerId": l.lb.id,
     }))

@@ -87,7 +87,12 @@ fn invalid_input_is_400_naming_the_field_and_writes_nothing() {
         (s(&b, "macTable"), json!({"macAddr": "02:00:00:00:00:01", "portId": missing}), "portId"),
         ("/mirrors".into(), json!({}), "toPortId"),
         ("/pools".into(), json!({"loadBalancerId": missing}), "loadBalancerId"),
-        ("/health_monitors".into(), json!({"type": "HTTP"}), "type"),
+        ("/health_monitors".into(), json!({"type": "UDP"}), "type"),
+        (
+            "/health_monitors".into(),
+            json!({"type": "HTTP", "expectedCodes": "ok"}),
+            "expectedCodes",
+        ),
     ];
     let before = dump(&c);
     for (path, body, field) in cases {
