@@ -9,16 +9,17 @@
 #   sudo bench/lb.sh kernel     the peer only
 #   sudo bench/lb.sh down       remove what a KEEP=1 run left running
 #
-# midonet-rs: `midonet sandbox up --hosts 2 --vms-per-host 2`; the client is an
+# midonet-rs: `midonet sandbox up --hosts 2 --vms-per-host 3`; the client is an
 # "outside" namespace behind an uplink port of the sandbox router bound on
-# host 0; the router has a load balancer with VIP 198.51.100.10:8080 over three
-# VMs (two on host 0, one on host 1), each running nginx on :8080:
+# host 0; the router has a load balancer with VIP 198.51.100.10:8080 over the
+# three VMs of host 1, each running nginx on :8080:
 #
 #   client ns 203.0.113.1 ── uplink (host 0) ── router [VIP → member, DNAT + flow state]
-#                                                  └── bridge ── VM (host 0) ×2, VM (host 1) ×1
+#                                                  └── bridges ── VM (host 1) ×3
 #
-# Replies from the host-1 member are reverse-translated on host 1 from the
-# flow state host 0 pushed. Load: wrk in the client, THREADS threads, CONNS
+# Every request crosses the tunnel, through the VIP or not (so the two
+# targets compare like with like); the members' replies are
+# reverse-translated on host 1 from the flow state host 0 pushed. Load: wrk in the client, THREADS threads, CONNS
 # connections, WINDOWS windows of DUR s, twice per target: `cps` (Connection:
 # close, every request a new connection) and `rps` (keep-alive). Targets: the
 # VIP, and member 1's own address (routed, no load balancer): the VIP's cost
@@ -58,7 +59,7 @@ P=mlb                       # prefix of everything this script creates
 OUT_NS=${P}out
 API=127.0.0.1:18291
 VIP=198.51.100.10
-SB_ARGS=(--hosts 2 --vms-per-host 2 --prefix $P --state-dir "$SB_DIR" --api $API
+SB_ARGS=(--hosts 2 --vms-per-host 3 --prefix $P --state-dir "$SB_DIR" --api $API
          --grpc-port 18292 --underlay 198.18.68.0/24)
 KNS="${P}kc ${P}kg ${P}kh ${P}kv1 ${P}kv2 ${P}kv3"   # kernel peer namespaces
 
@@ -141,7 +142,7 @@ uplink() {
     api POST "hosts/$h0id/ports" "{\"portId\":\"$rp\",\"interfaceName\":\"${P}up\"}" >/dev/null
 }
 
-# The sandbox router's load balancer: VIP over three VMs (host 0, host 0, host 1).
+# The sandbox router's load balancer: VIP over the three VMs of host 1.
 balancer() {
     local router lb pool ip
     router=$(sb '.router_id')
@@ -161,9 +162,9 @@ run_midonet_on() {  # PROVIDER
     if ! "$BIN/midonet" sandbox up "${SB_ARGS[@]}" --datapath "$dp" >"$RES/sandbox-up-$dp.txt" 2>&1; then
         log "sandbox up failed:"; tail -20 "$RES/sandbox-up-$dp.txt" >&2; down; return
     fi
-    # Members: both VMs of host 0 and the first of host 1.
+    # Members: the VMs of host 1 (the client enters on host 0).
     local vms
-    vms=$( (sb '.vms[] | select(.host == 0) | "\(.ns) \(.ip)"'; sb '.vms[] | select(.host == 1) | "\(.ns) \(.ip)"' | head -1) )
+    vms=$(sb '.vms[] | select(.host == 1) | "\(.ns) \(.ip)"' | head -3)
     MEMBERS=$(echo "$vms" | awk '{print $2}' | tr '\n' ' ')
     local first; first=$(echo "$MEMBERS" | awk '{print $1}')
     uplink || { log "uplink setup failed"; down; return; }

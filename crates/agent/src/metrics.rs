@@ -149,6 +149,10 @@ pub struct Metrics {
     pub flow_state_received: Counter,
     /// Flow-state messages (or their entries) dropped, by reason.
     pub flow_state_rejected: Family<ReasonLabels, Counter>,
+    /// Load balancers whose members this host health-checks now.
+    pub lb_checkers: Gauge,
+    /// Member health verdicts reported (event: up, down).
+    pub lb_member_verdicts: Family<EventLabels, Counter>,
     // Mirrored from the datapath.
     pub dp_flows: Gauge,
     pub dp_drops: Family<ReasonLabels, Counter>,
@@ -185,6 +189,8 @@ impl Metrics {
             flow_state_sent: Counter::default(),
             flow_state_received: Counter::default(),
             flow_state_rejected: Family::default(),
+            lb_checkers: Gauge::default(),
+            lb_member_verdicts: Family::default(),
             dp_flows: Gauge::default(),
             dp_drops: Family::default(),
             dp_upcalls: Counter::default(),
@@ -282,6 +288,16 @@ impl Metrics {
                 "flow_state_rejected",
                 "Flow-state messages or entries dropped, by reason (malformed, unknown_peer, own, unknown_kind, refused, send_failed)",
                 m.flow_state_rejected.clone(),
+            );
+            r.register(
+                "lb_checkers",
+                "Load balancers whose members this host health-checks",
+                m.lb_checkers.clone(),
+            );
+            r.register(
+                "lb_member_verdicts",
+                "Member health changes this host's checks reported (up, down)",
+                m.lb_member_verdicts.clone(),
             );
             r.register("dp_drops", "Packets the datapath dropped, by reason", m.dp_drops.clone());
             r.register(

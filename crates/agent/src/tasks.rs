@@ -619,6 +619,12 @@ impl Core {
         loop {
             tokio::select! {
                 v = verdicts.recv() => if let Some(v) = v {
+                    let event = if v.up { "up" } else { "down" };
+                    self.shared
+                        .metrics
+                        .lb_member_verdicts
+                        .get_or_create(&crate::metrics::EventLabels { event })
+                        .inc();
                     let c = Command::MemberStatus { lb: v.lb, member: v.member, up: v.up };
                     let _ = self.commands.send(c);
                 },
@@ -819,6 +825,7 @@ impl Core {
         for c in self.health.tick(&self.cache.topology, &self.cache.lb_checkers) {
             let _ = self.commands.send(c);
         }
+        self.shared.metrics.lb_checkers.set(self.health.running().count() as i64);
     }
 
     /// Expire connections (invalidating their flows), refresh those whose

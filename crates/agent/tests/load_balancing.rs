@@ -404,6 +404,10 @@ fn health_checks_take_a_stopped_member_out_and_move_when_their_agent_dies() {
     l.env.wait("be2 DOWN", Duration::from_secs(15), |e| member_status(e, &l.members[1]) == "DOWN");
     let took = t0.elapsed();
     eprintln!("be2 marked DOWN {took:?} after its server stopped");
+    let checker = holder(&l.env).expect("holder");
+    let hi = l.env.hosts.iter().position(|h| h.id == checker).expect("a lab host");
+    assert_eq!(l.env.metric(hi, "midonet_agent_lb_checkers"), 1.0);
+    assert!(l.env.metric(hi, "midonet_agent_lb_member_verdicts_total{event=\"down\"}") >= 1.0);
     assert!(took <= Duration::from_secs(4), "delay 1 s × 3 retries + 1 s, took {took:?}");
     std::thread::sleep(Duration::from_millis(300));
     let (got, lost) = spread(&l, vip(), 60);

@@ -393,6 +393,54 @@ mod tests {
     }
 
     #[test]
+    fn a_trace_shows_the_vip_match_and_the_member_chosen() {
+        let c = TestCluster::start("memory:", true);
+        let b = create(&c, "/bridges", json!({"name": "backends"}));
+        let r = create(&c, "/routers", json!({"name": "edge"}));
+        let bp = create(&c, &link(&b, "ports"), json!({"type": "Bridge"}));
+        let rp = create(
+            &c,
+            &link(&r, "ports"),
+            json!({"portAddress": "10.0.0.1", "networkAddress": "10.0.0.0", "networkLength": 24, "portMac": "02:00:00:00:01:01"}),
+        );
+        let (s, v) = call(&c, "POST", &link(&rp, "link"), &json!({"peerId": bp["id"]}));
+        assert_eq!(s, 201, "{v}");
+        create(
+            &c,
+            &link(&r, "routes"),
+            json!({"srcNetworkAddr": "0.0.0.0", "srcNetworkLength": 0, "dstNetworkAddr": "10.0.0.0",
+                   "dstNetworkLength": 24, "nextHopPort": rp["id"]}),
+        );
+        let up = create(
+            &c,
+            &link(&r, "ports"),
+            json!({"portAddress": "203.0.113.2", "networkAddress": "203.0.113.0", "networkLength": 24, "portMac": "02:00:00:00:01:02"}),
+        );
+        let lb = create(&c, "/load_balancers", json!({"routerId": r["id"]}));
+        let pool = create(&c, &link(&lb, "pools"), json!({}));
+        let m = create(
+            &c,
+            "/pool_members",
+            json!({"poolId": pool["id"], "address": "10.0.0.5", "protocolPort": 8080}),
+        );
+        create(&c, &link(&pool, "vips"), json!({"address": "198.51.100.10", "protocolPort": 80}));
+        let (s, t) = call(
+            &c,
+            "POST",
+            "/trace",
+            &json!({"portId": up["id"], "packet": "eth.src=02:00:00:00:00:0a, eth.dst=02:00:00:00:01:02, ip4.src=203.0.113.1, ip4.dst=198.51.100.10, tcp.src=40000, tcp.dst=80"}),
+        );
+        assert_eq!(s, 200, "{t}");
+        let steps = t["steps"].as_array().expect("steps");
+        let lbs =
+            steps.iter().find(|s| s["step"] == "load_balancer").expect("a load-balancer step");
+        assert_eq!(lbs["member"], m["id"], "{t}");
+        let texts: Vec<&str> = steps.iter().filter_map(|s| s["text"].as_str()).collect();
+        assert!(texts.iter().any(|s| s.contains("load balancer: vip")), "{texts:?}");
+        assert!(texts.iter().any(|s| s.contains("ip4.dst=10.0.0.5 l4.dst=8080")), "{texts:?}");
+    }
+
+    #[test]
     fn bad_requests_name_the_field() {
         let c = TestCluster::start("memory:", true);
         let (s, v) = call(&c, "POST", "/trace", &json!({"packet": "ip4.dst=10.0.0.1"}));
