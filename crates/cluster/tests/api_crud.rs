@@ -474,7 +474,18 @@ fn load_balancers_pools_members_vips_monitors() {
     api.delete(&s(&pool, "uri")).expect(204);
     api.get(&s(&mem, "uri")).expect(404);
     api.delete(&s(&hm, "uri")).expect(204);
+    // A health-check port left by a checker that died goes with the load
+    // balancer (with its route).
+    let lb_id: midonet_model::LoadBalancerId =
+        lb["id"].as_str().expect("id").parse().expect("uuid");
+    let hc = midonet_model::HealthCheckPort::of(lb_id);
+    let hcp = api.create(
+        &s(&r, "ports"),
+        &json!({"id": hc.port_id, "portAddress": hc.router_ip, "networkAddress": hc.network, "networkLength": 30}),
+    );
+    assert_eq!(hcp["id"], json!(hc.port_id));
     api.delete(&s(&lb, "uri")).expect(204);
+    api.get(&s(&hcp, "uri")).expect(404);
 }
 
 #[test]

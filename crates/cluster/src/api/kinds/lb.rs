@@ -7,7 +7,7 @@ use midonet_model::*;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{key_of, link, link_opt, Desc, Env, Fut};
+use super::{delete_with_rules, key_of, link, link_opt, Desc, Env, Fut};
 use crate::api::ctx::Ctx;
 use crate::db::Tx;
 use crate::error::ApiError;
@@ -29,6 +29,18 @@ kind! {
         link(m, "pools", format!("{base}/pools"));
         link(m, "vips", format!("{base}/vips"));
         link_opt(m, ctx, "router", "routers", self.router_id);
+    }
+    /// Its health-check port and route go with it (the agents' checker
+    /// normally gives them back first; not if it died meanwhile).
+    fn on_delete<'a>(&'a self, tx: &'a mut Tx, ctx: &'a Ctx) -> Fut<'a, ()> {
+        Box::pin(async move {
+            let hc = HealthCheckPort::of(self.id);
+            if let Some(p) = tx.get::<Port>(&key_of(ObjectKind::Port, hc.port_id.uuid())).await? {
+                delete_with_rules(tx, ctx, &p).await?;
+            }
+            tx.delete(&key_of(ObjectKind::Route, hc.route_id.uuid()));
+            Ok(())
+        })
     }
 }
 
