@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use midonet_datapath::{Datapath, FlowId, PortNo};
+use midonet_flow::key::tcp_flags;
 use midonet_model::PortId;
 use midonet_sim::{Snapshot, Tag};
 use parking_lot::{Mutex, RwLock};
@@ -676,7 +677,7 @@ impl Core {
                         let seen = self.closed_flows.get(&f.id).copied();
                         // An id reused by a younger flow starts afresh.
                         let acted = seen.filter(|(_, age)| *age <= f.age_ms).map_or(0, |(a, _)| a);
-                        let new = f.tcp_flags & 0x005 & !acted;
+                        let new = f.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) & !acted;
                         if new != 0 {
                             closed += fs.close(f.tags.iter(), new, sim_now);
                             self.closed_flows.insert(f.id, (acted | new, f.age_ms));

@@ -86,19 +86,6 @@ pub(crate) async fn claim_leased(
     Ok(Claim { granted: true, holder: None, revision: r.revision })
 }
 
-/// The router a load balancer serves: its `routerId`, or the router whose
-/// `loadBalancerId` names it.
-async fn router_of(tx: &mut Tx, lb: &LoadBalancer) -> Result<Option<RouterId>, Status> {
-    if let Some(r) = lb.router_id {
-        return Ok(Some(r));
-    }
-    let routers: Vec<Router> = tx
-        .list(&ObjectKind::Router.prefix())
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    Ok(routers.into_iter().find(|r| r.load_balancer_id == Some(lb.id)).map(|r| r.id))
-}
-
 fn api(e: crate::error::ApiError) -> Status {
     Status::unavailable(e.to_string())
 }
@@ -133,7 +120,8 @@ pub(crate) async fn bind_port(
                 else {
                     return Err(Status::not_found(format!("load balancer {lb} does not exist")));
                 };
-                let Some(router) = router_of(&mut tx, &l).await? else {
+                let Some(router) = crate::api::kinds::router_of(&mut tx, &l).await.map_err(api)?
+                else {
                     return Err(Status::failed_precondition(format!(
                         "load balancer {lb} is not attached to a router"
                     )));

@@ -168,8 +168,7 @@ impl FlowState {
         flags: u16,
         now: Duration,
     ) -> usize {
-        const FIN: u16 = 0x001;
-        const RST: u16 = 0x004;
+        use midonet_flow::key::tcp_flags::{FIN, RST};
         let closing = flags & (FIN | RST);
         if closing == 0 {
             return 0;
@@ -241,8 +240,7 @@ impl FlowState {
                 self.index_nat(w.key, w.binding);
             } else {
                 // A new connection on a closing binding's 5-tuple.
-                const SYN: u16 = 0x002;
-                const ACK: u16 = 0x010;
+                use midonet_flow::key::tcp_flags::{ACK, SYN};
                 if tcp_flags & (SYN | ACK) == SYN {
                     self.closing.remove(&w.key);
                 }

@@ -74,7 +74,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         let Some(lb) = &r.lb else { return LbIn::Pass };
         self.tag(Tag::load_balancer(lb.id));
         let dst = self.fm.ipv4_dst();
-        if !lb.vip_addrs.iter().any(|(ip, _)| *ip == dst) {
+        if !lb.vip_ips.contains(&dst) {
             return LbIn::Pass;
         }
         let proto = self.fm.ip_proto();
@@ -90,7 +90,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             return LbIn::Dropped;
         }
         let Some(vip) = lb.vip(dst, port) else { return LbIn::Pass };
-        let conn = self.lb_conn(r);
+        let Some(conn) = self.nat_conn(r.id.cast()) else { return LbIn::Pass };
         match self.lb_choose(vip, conn) {
             Some((b, member, how)) => {
                 trace!(
@@ -130,18 +130,6 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 self.drop_pkt(DropReason::LbNoMember);
                 LbIn::Dropped
             }
-        }
-    }
-
-    /// The packet's TCP connection at router `r` (ports read and marked).
-    fn lb_conn(&mut self, r: &SRouter) -> ConnKey {
-        ConnKey {
-            src: self.fm.ipv4_src(),
-            dst: self.fm.ipv4_dst(),
-            src_port: self.fm.l4_src(),
-            dst_port: self.fm.l4_dst(),
-            proto: IP_PROTO_TCP,
-            tracker: midonet_state::TrackerId::from(r.id.cast::<midonet_model::Device>()),
         }
     }
 
@@ -255,7 +243,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     pub(super) fn lb_outbound(&mut self, r: &SRouter) -> bool {
         let Some(lb) = &r.lb else { return false };
         let src = self.fm.ipv4_src();
-        if !lb.backends.iter().any(|(ip, _)| *ip == src) {
+        if !lb.backend_ips.contains(&src) {
             return false;
         }
         if self.fm.ip_proto() != IP_PROTO_TCP || self.fm.ip_frag() == FragType::Later {
@@ -264,7 +252,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         if !lb.backends.contains(&(src, self.fm.l4_src())) {
             return false;
         }
-        let ret = self.lb_conn(r);
+        let Some(ret) = self.nat_conn(r.id.cast()) else { return false };
         let now = self.inp.now;
         let mut found = None;
         for kind in [NatKind::Dnat, NatKind::StickyDnat] {

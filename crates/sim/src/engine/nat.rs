@@ -149,7 +149,7 @@ fn kind_of(dnat: bool) -> NatKind {
 impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     /// The packet's connection at device `dev`, its 5-tuple read (and
     /// marked); `None` when NAT does not apply to it (module docs).
-    fn nat_conn(&mut self, dev: DeviceId) -> Option<ConnKey> {
+    pub(super) fn nat_conn(&mut self, dev: DeviceId) -> Option<ConnKey> {
         if self.fm.ethertype() != ETH_IPV4 || self.fm.ip_frag() == FragType::Later {
             return None;
         }

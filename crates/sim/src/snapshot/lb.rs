@@ -58,11 +58,14 @@ pub(crate) struct SLb {
     /// Admin-up VIPs (TCP only, as MidoNet).
     pub vips: Vec<SVip>,
     /// The addresses of every VIP, admin up or not (UDP to a VIP's
-    /// address and port is dropped, as MidoNet).
+    /// address and port is dropped, as MidoNet), and their IPs alone (the
+    /// first test on every packet through the router).
     pub vip_addrs: Set<(Ipv4Addr, u16)>,
+    pub vip_ips: Set<Ipv4Addr>,
     /// Every member address and port: only return traffic from these is
-    /// looked up for reverse translation.
+    /// looked up for reverse translation; and their IPs alone.
     pub backends: Set<(Ipv4Addr, u16)>,
+    pub backend_ips: Set<Ipv4Addr>,
 }
 
 impl SLb {
@@ -88,10 +91,17 @@ pub(crate) fn build(t: &Topology, r: &model::Router) -> Option<SLb> {
     if !lb.admin_state_up {
         return None;
     }
-    let mut s =
-        SLb { id: lb.id, vips: Vec::new(), vip_addrs: Set::default(), backends: Set::default() };
+    let mut s = SLb {
+        id: lb.id,
+        vips: Vec::new(),
+        vip_addrs: Set::default(),
+        vip_ips: Set::default(),
+        backends: Set::default(),
+        backend_ips: Set::default(),
+    };
     for v in t.vips.values().filter(|v| v.load_balancer_id == lb.id) {
         s.vip_addrs.insert((v.address, v.protocol_port));
+        s.vip_ips.insert(v.address);
         let Some(pool) = t.pools.get(&v.pool_id) else { continue };
         let mut members: Vec<SMember> = t
             .pool_members
@@ -109,6 +119,7 @@ pub(crate) fn build(t: &Topology, r: &model::Router) -> Option<SLb> {
         members.sort_by_key(|m| m.id);
         for m in &members {
             s.backends.insert((m.ip, m.port));
+            s.backend_ips.insert(m.ip);
         }
         if !v.admin_state_up {
             continue;

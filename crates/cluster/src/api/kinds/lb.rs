@@ -183,20 +183,27 @@ async fn vip_pool_matches(v: &mut Vip, tx: &mut Tx) -> Result<(), ApiError> {
     vip_not_the_routers_own(v, tx).await
 }
 
+/// The router a load balancer serves: its `routerId`, or the router whose
+/// `loadBalancerId` names it (the VIP check here and the health-check
+/// port's placement, `crate::lb_checker`).
+pub(crate) async fn router_of(
+    tx: &mut Tx,
+    lb: &LoadBalancer,
+) -> Result<Option<RouterId>, ApiError> {
+    if let Some(r) = lb.router_id {
+        return Ok(Some(r));
+    }
+    let routers: Vec<Router> = tx.list(&ObjectKind::Router.prefix()).await?;
+    Ok(routers.into_iter().find(|r| r.load_balancer_id == Some(lb.id)).map(|r| r.id))
+}
+
 /// A VIP may not take an address of its router's own ports: the router
 /// answers those itself (ARP, ping), and would stop doing so.
 async fn vip_not_the_routers_own(v: &Vip, tx: &mut Tx) -> Result<(), ApiError> {
     let lb: Option<LoadBalancer> =
         tx.get(&key_of(ObjectKind::LoadBalancer, v.load_balancer_id.uuid())).await?;
     let Some(lb) = lb else { return Ok(()) };
-    let router = match lb.router_id {
-        Some(r) => Some(r),
-        None => {
-            let routers: Vec<Router> = tx.list(&ObjectKind::Router.prefix()).await?;
-            routers.into_iter().find(|r| r.load_balancer_id == Some(lb.id)).map(|r| r.id)
-        }
-    };
-    let Some(router) = router else { return Ok(()) };
+    let Some(router) = router_of(tx, &lb).await? else { return Ok(()) };
     let ports: Vec<Port> = tx.list(&ObjectKind::Port.prefix()).await?;
     if ports.iter().any(|p| p.device_id == router.cast() && p.port_address == Some(v.address)) {
         return Err(ApiError::field(

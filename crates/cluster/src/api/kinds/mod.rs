@@ -334,6 +334,7 @@ mod devices;
 mod groups;
 mod hosts;
 mod lb;
+pub(crate) use lb::router_of;
 mod ports;
 
 pub use ports::SYSTEM_ROUTE_LOCAL;
