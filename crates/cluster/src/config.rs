@@ -11,6 +11,10 @@
 //! public_url = ""
 //! # Address of the agents' gRPC topology service.          default 127.0.0.1:8182
 //! grpc_listen = "127.0.0.1:8182"
+//! # Address of the OpenStack Neutron v2.0 API (and its Keystone-compatible
+//! # /identity). Empty: no own listener (the API is still served at
+//! # /neutron on `listen`).                                   default 127.0.0.1:9696
+//! neutron_listen = "127.0.0.1:9696"
 //! # Store revisions kept for watchers (agents resume from them after a
 //! # disconnect); older history is compacted once a minute. 0 = never
 //! # compact (history grows without bound).                 default 100000
@@ -52,6 +56,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8181";
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:8182";
 /// Default store URL.
 pub const DEFAULT_STORE: &str = "embedded:/var/lib/midonet/cluster.redb";
+/// Default Neutron API listen address.
+pub const DEFAULT_NEUTRON_LISTEN: &str = "127.0.0.1:9696";
 /// Default number of store revisions kept before compaction.
 pub const DEFAULT_HISTORY_REVISIONS: i64 = 100_000;
 /// Default token lifetime.
@@ -65,6 +71,8 @@ pub struct Config {
     pub store: String,
     pub public_url: String,
     pub grpc_listen: SocketAddr,
+    /// Own listener of the Neutron API; empty for none.
+    pub neutron_listen: String,
     pub history_revisions: i64,
     pub auth: AuthConfig,
     pub tenants: Vec<TenantConfig>,
@@ -119,6 +127,7 @@ impl Default for Config {
             store: DEFAULT_STORE.to_string(),
             public_url: String::new(),
             grpc_listen: DEFAULT_GRPC_LISTEN.parse().expect("constant address parses"),
+            neutron_listen: DEFAULT_NEUTRON_LISTEN.to_string(),
             history_revisions: DEFAULT_HISTORY_REVISIONS,
             auth: AuthConfig::default(),
             tenants: Vec::new(),
@@ -160,6 +169,19 @@ impl Config {
         Config::from_toml(&text)
     }
 
+    /// The Neutron API's own listen address, if it has one.
+    pub fn neutron_addr(&self) -> Result<Option<SocketAddr>, ClusterError> {
+        let s = self.neutron_listen.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse().map(Some).map_err(|_| {
+            ClusterError::ConfigInvalid(format!(
+                "neutron_listen `{s}` is not an address:port (or empty for none)"
+            ))
+        })
+    }
+
     /// Consistency checks that serde cannot express.
     pub fn check(&self) -> Result<(), ClusterError> {
         for u in &self.auth.users {
@@ -176,6 +198,7 @@ impl Config {
                 )));
             }
         }
+        self.neutron_addr()?;
         let scheme_ok =
             self.public_url.starts_with("http://") || self.public_url.starts_with("https://");
         if !self.public_url.is_empty() && !scheme_ok {

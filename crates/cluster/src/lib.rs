@@ -58,6 +58,7 @@ pub mod db;
 pub mod error;
 mod lb_checker;
 pub mod metrics;
+pub mod neutron;
 pub mod tasks;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

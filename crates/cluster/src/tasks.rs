@@ -11,6 +11,9 @@
 //!                                     older than `history_revisions`
 //! ```
 //!
+//! The Neutron API ([`crate::neutron`]) has its own listener on
+//! `cfg.neutron_listen` (also served at `/neutron` on the main one).
+//!
 //! The gRPC topology service for agents ([`crate::topology_service`]) runs
 //! next to the HTTP server on `cfg.grpc_listen`, over the same store, and
 //! stops on the same `shutdown`.
@@ -47,8 +50,30 @@ pub async fn run(
     let grpc = tokio::spawn(crate::topology_service::serve(store.clone(), grpc, shutdown.clone()));
     let compactor =
         tokio::spawn(compact_history(store.clone(), cfg.history_revisions, shutdown.clone()));
+    let neutron = match cfg.neutron_addr()? {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ClusterError::Bind { addr, source: e })?;
+            tracing::info!(neutron_listen = %addr, "Neutron v2.0 API");
+            Some(l)
+        }
+        None => None,
+    };
     let cluster = Cluster::new(cfg, store);
+    let neutron = neutron.map(|l| {
+        let app = crate::neutron::app(cluster.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
+                tracing::warn!(error = %e, "the Neutron API listener failed");
+            }
+        })
+    });
     let r = serve(listener, cluster, shutdown).await;
+    if let Some(n) = neutron {
+        let _ = n.await;
+    }
     compactor.abort();
     if let Ok(Err(e)) = grpc.await {
         tracing::warn!(error = %e, "topology service ended with an error");

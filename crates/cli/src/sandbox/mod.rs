@@ -379,10 +379,12 @@ fn build(
 
 /// The cluster's configuration file (`midonet_cluster::config`): REST for
 /// the user on `--api`, the topology service on the management address for
-/// the agents, auth off.
+/// the agents, auth off. The Neutron API is served at `/neutron` on the
+/// REST address only (no listener of its own that could collide with a
+/// real Neutron on this machine).
 fn cluster_config(a: &UpArgs, st: &SandboxState, store: &Path) -> String {
     format!(
-        "listen = \"{}\"\nstore = \"embedded:{}\"\ngrpc_listen = \"{}\"\n\n[auth]\nenabled = false\n",
+        "listen = \"{}\"\nstore = \"embedded:{}\"\ngrpc_listen = \"{}\"\nneutron_listen = \"\"\n\n[auth]\nenabled = false\n",
         a.api,
         store.display(),
         st.grpc_addr
@@ -651,6 +653,7 @@ mod tests {
         assert_eq!(c["grpc_listen"].as_str(), Some("198.18.64.254:8182"));
         assert_eq!(c["store"].as_str(), Some("embedded:/s/store.redb"));
         assert_eq!(c["auth"]["enabled"].as_bool(), Some(false));
+        assert_eq!(c["neutron_listen"].as_str(), Some(""));
 
         let dir = tempfile::tempdir().expect("tempdir");
         let args =

@@ -127,6 +127,18 @@ pub async fn check_refs<T: Kind>(tx: &mut Tx, ctx: &Ctx, obj: &T) -> Result<(), 
     Ok(())
 }
 
+/// 409 for a write to an object the Neutron translation owns: changing it
+/// here would be undone (or break) on the next Neutron change.
+pub async fn refuse_neutron_owned<T: Kind>(tx: &mut Tx, id: Uuid) -> Result<(), ApiError> {
+    if crate::neutron::store::is_owned(tx, id).await? {
+        return Err(ApiError::conflict(format!(
+            "{} {id} is managed by the Neutron API: change it there",
+            T::DESC.what
+        )));
+    }
+    Ok(())
+}
+
 /// The DTO: model JSON + `uri` + link fields + runtime state.
 pub fn render<T: Kind>(ctx: &Ctx, env: &Env, obj: &T) -> Value {
     let mut v = serde_json::to_value(obj).expect("model objects always serialize");
@@ -277,6 +289,7 @@ pub async fn update<T: Kind>(
     let ctx = &ctx;
     txn!(ctx.cluster, tx => {
         let old: T = load_visible(&mut tx, ctx, id).await?;
+        refuse_neutron_owned::<T>(&mut tx, id).await?;
         let mut obj = parsed.clone();
         if !obj.id().is_nil() && obj.id() != id {
             return Err(ApiError::field("id", format!("the body's id {} is not the URI's {id}", obj.id())));
@@ -311,6 +324,7 @@ pub async fn delete<T: Kind>(ctx: Ctx, Path(id): Path<String>) -> Result<Respons
     let ctx = &ctx;
     txn!(ctx.cluster, tx => {
         let old: T = load_visible(&mut tx, ctx, id).await?;
+        refuse_neutron_owned::<T>(&mut tx, id).await?;
         delete_with_rules(&mut tx, ctx, &old).await
     })?;
     Ok(no_content())

@@ -242,6 +242,8 @@ pub fn app(cluster: Arc<Cluster>) -> axum::Router {
     router
         .route(&format!("{API_PREFIX}/openapi.json"), get(openapi_json))
         .route("/metrics", get(metrics))
+        .nest("/neutron", crate::neutron::routes())
+        .route("/neutron/", get(crate::neutron::versions))
         .fallback(fallback)
         .layer(Extension(doc))
         .layer(middleware::from_fn_with_state(cluster.clone(), observe))

@@ -13,7 +13,7 @@
 use ipnet::IpNet;
 use midonet_model::{FragmentPolicy, PortId};
 
-use super::{Ctx, Sim, ETH_IPV4, ETH_IPV6};
+use super::{Ctx, Sim, ETH_ARP, ETH_IPV4, ETH_IPV6};
 use crate::packets;
 use crate::snapshot::{mac_u64, Cond};
 use crate::state::{ConntrackView, StateView};
@@ -29,11 +29,18 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         }
     }
 
+    /// An address condition. On ARP packets `nw_src`/`nw_dst` are the
+    /// sender and target protocol addresses, as in MidoNet's flow match
+    /// (anti-spoofing rules match an ARP's sender address this way).
     fn net_match(&mut self, n: &IpNet, src: bool) -> bool {
         match n {
             IpNet::V4(n4) => {
                 if self.is_ip() != 4 {
-                    return false;
+                    if self.fm.ethertype() != ETH_ARP {
+                        return false;
+                    }
+                    let a = if src { self.fm.arp_spa() } else { self.fm.arp_tpa() };
+                    return n4.contains(&a);
                 }
                 if src {
                     self.fm.ipv4_src_in(n4.network(), n4.prefix_len())

@@ -1,0 +1,294 @@
+//! Address arithmetic for subnets: CIDRs, default gateways and allocation
+//! pools, picking a free address, MAC addresses. IPv4 and IPv6 alike (as
+//! `u128`), pure.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::types::Pool;
+
+/// A network prefix with its host bits clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    pub net: IpAddr,
+    pub len: u8,
+}
+
+fn bits(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+pub fn to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn from_u128(v: u128, v4: bool) -> IpAddr {
+    if v4 {
+        IpAddr::V4(Ipv4Addr::from(v as u32))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(v))
+    }
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/24` or `2001:db8::/64`; host bits must be clear,
+    /// as Neutron requires.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (a, l) =
+            s.trim().split_once('/').ok_or_else(|| format!("'{s}' is not a valid IP subnet"))?;
+        let net: IpAddr = a.parse().map_err(|_| format!("'{s}' is not a valid IP subnet"))?;
+        let len: u8 = l.parse().map_err(|_| format!("'{s}' is not a valid IP subnet"))?;
+        if len > bits(net) {
+            return Err(format!("'{s}' is not a valid IP subnet"));
+        }
+        let c = Cidr { net, len };
+        let norm = c.first();
+        if norm != net {
+            return Err(format!(
+                "'{s}' isn't a recognized IP subnet cidr, '{norm}/{len}' is recommended"
+            ));
+        }
+        Ok(c)
+    }
+    pub fn is_v4(&self) -> bool {
+        self.net.is_ipv4()
+    }
+    pub fn version(&self) -> u8 {
+        if self.is_v4() {
+            4
+        } else {
+            6
+        }
+    }
+    fn mask(&self) -> u128 {
+        let b = u32::from(bits(self.net));
+        let host = b - u32::from(self.len);
+        let all = if b == 128 { u128::MAX } else { (1u128 << b) - 1 };
+        if host == 128 {
+            0
+        } else {
+            all & !((1u128 << host) - 1)
+        }
+    }
+    pub fn first(&self) -> IpAddr {
+        from_u128(to_u128(self.net) & self.mask(), self.is_v4())
+    }
+    pub fn last(&self) -> IpAddr {
+        let b = u32::from(bits(self.net));
+        let all = if b == 128 { u128::MAX } else { (1u128 << b) - 1 };
+        from_u128((to_u128(self.net) & self.mask()) | (all & !self.mask()), self.is_v4())
+    }
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.is_v4() && (to_u128(ip) & self.mask()) == to_u128(self.first())
+    }
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.is_v4() == other.is_v4() && (self.contains(other.net) || other.contains(self.net))
+    }
+    /// The lowest and highest addresses a host may have: IPv4 excludes the
+    /// network and broadcast addresses (except /31 and /32), IPv6 only the
+    /// subnet-router anycast address.
+    pub fn host_range(&self) -> Option<(u128, u128)> {
+        let (lo, hi) = (to_u128(self.first()), to_u128(self.last()));
+        let (lo, hi) = if self.is_v4() && self.len < 31 {
+            (lo + 1, hi - 1)
+        } else if self.is_v4() {
+            (lo, hi)
+        } else {
+            (lo + 1, hi)
+        };
+        (lo <= hi).then_some((lo, hi))
+    }
+    /// Whether `ip` may be given to a port (inside, not network/broadcast).
+    pub fn is_host(&self, ip: IpAddr) -> bool {
+        self.contains(ip)
+            && self.host_range().is_some_and(|(lo, hi)| (lo..=hi).contains(&to_u128(ip)))
+    }
+    /// Neutron's default gateway: the first host address.
+    pub fn default_gateway(&self) -> Option<IpAddr> {
+        self.host_range().map(|(lo, _)| from_u128(lo, self.is_v4()))
+    }
+    /// Neutron's default pools: every host address but the gateway.
+    pub fn default_pools(&self, gateway: Option<IpAddr>) -> Vec<Pool> {
+        let Some((lo, hi)) = self.host_range() else {
+            return Vec::new();
+        };
+        let mut ranges = vec![(lo, hi)];
+        if let Some(g) = gateway.filter(|g| self.contains(*g)).map(to_u128) {
+            ranges = ranges
+                .into_iter()
+                .flat_map(|(s, e)| {
+                    if g < s || g > e {
+                        vec![(s, e)]
+                    } else {
+                        let mut v = Vec::new();
+                        if g > s {
+                            v.push((s, g - 1));
+                        }
+                        if g < e {
+                            v.push((g + 1, e));
+                        }
+                        v
+                    }
+                })
+                .collect();
+        }
+        ranges
+            .into_iter()
+            .map(|(s, e)| Pool {
+                start: from_u128(s, self.is_v4()).to_string(),
+                end: from_u128(e, self.is_v4()).to_string(),
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
+    }
+}
+
+/// A pool as two addresses of the subnet's family.
+pub fn pool_bounds(cidr: &Cidr, p: &Pool) -> Result<(u128, u128), String> {
+    let parse = |s: &str| -> Result<IpAddr, String> {
+        s.trim().parse().map_err(|_| format!("'{s}' is not a valid IP address"))
+    };
+    let (s, e) = (parse(&p.start)?, parse(&p.end)?);
+    if !cidr.contains(s) || !cidr.contains(e) {
+        return Err(format!(
+            "The allocation pool {}-{} spans beyond the subnet cidr {cidr}",
+            p.start, p.end
+        ));
+    }
+    if !cidr.is_host(s) || !cidr.is_host(e) {
+        return Err(format!(
+            "The allocation pool {}-{} includes the network or broadcast address of {cidr}",
+            p.start, p.end
+        ));
+    }
+    let (s, e) = (to_u128(s), to_u128(e));
+    if s > e {
+        return Err(format!("The allocation pool {}-{} starts after it ends", p.start, p.end));
+    }
+    Ok((s, e))
+}
+
+/// Checks explicit pools: inside the subnet, not overlapping, not holding
+/// the gateway.
+pub fn check_pools(cidr: &Cidr, pools: &[Pool], gateway: Option<IpAddr>) -> Result<(), String> {
+    let mut seen: Vec<(u128, u128)> = Vec::new();
+    for p in pools {
+        let (s, e) = pool_bounds(cidr, p)?;
+        if let Some(o) = seen.iter().find(|(a, b)| s <= *b && *a <= e) {
+            let _ = o;
+            return Err(format!("Found overlapping allocation pools: {}-{}", p.start, p.end));
+        }
+        if let Some(g) = gateway.map(to_u128) {
+            if (s..=e).contains(&g) {
+                return Err(format!(
+                    "Gateway ip {} conflicts with allocation pool {}-{}",
+                    from_u128(g, cidr.is_v4()),
+                    p.start,
+                    p.end
+                ));
+            }
+        }
+        seen.push((s, e));
+    }
+    Ok(())
+}
+
+/// The first address of the pools not in `used`.
+pub fn allocate(cidr: &Cidr, pools: &[Pool], used: &HashSet<IpAddr>) -> Option<IpAddr> {
+    for p in pools {
+        let Ok((s, e)) = pool_bounds(cidr, p) else { continue };
+        let mut v = s;
+        loop {
+            let ip = from_u128(v, cidr.is_v4());
+            if !used.contains(&ip) {
+                return Some(ip);
+            }
+            if v == e {
+                break;
+            }
+            v += 1;
+        }
+    }
+    None
+}
+
+/// A MAC address in Neutron's default base `fa:16:3e:xx:xx:xx`.
+pub fn random_mac() -> String {
+    let b: [u8; 3] = rand::random();
+    format!("fa:16:3e:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn v4_defaults_are_neutrons() {
+        let c = Cidr::parse("10.0.0.0/24").expect("cidr");
+        assert_eq!(c.default_gateway(), Some(ip("10.0.0.1")));
+        let pools = c.default_pools(c.default_gateway());
+        assert_eq!(pools, vec![Pool { start: "10.0.0.2".into(), end: "10.0.0.254".into() }]);
+        // A gateway in the middle splits the pool.
+        let pools = c.default_pools(Some(ip("10.0.0.100")));
+        assert_eq!(pools.len(), 2);
+        assert_eq!(pools[0].end, "10.0.0.99");
+        assert_eq!(pools[1].start, "10.0.0.101");
+        assert!(!c.is_host(ip("10.0.0.255")) && !c.is_host(ip("10.0.0.0")));
+        assert!(c.is_host(ip("10.0.0.254")));
+    }
+
+    #[test]
+    fn v6_defaults_and_containment() {
+        let c = Cidr::parse("2001:db8::/64").expect("cidr");
+        assert_eq!(c.default_gateway(), Some(ip("2001:db8::1")));
+        let pools = c.default_pools(c.default_gateway());
+        assert_eq!(pools[0].start, "2001:db8::2");
+        assert_eq!(pools[0].end, "2001:db8::ffff:ffff:ffff:ffff");
+        assert!(c.contains(ip("2001:db8::5")) && !c.contains(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn bad_cidrs_are_refused_with_a_hint() {
+        assert!(Cidr::parse("10.0.0.5/24").expect_err("host bits").contains("10.0.0.0/24"));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("bogus").is_err());
+        let a = Cidr::parse("10.0.0.0/16").expect("a");
+        assert!(a.overlaps(&Cidr::parse("10.0.5.0/24").expect("b")));
+        assert!(!a.overlaps(&Cidr::parse("10.1.0.0/24").expect("c")));
+    }
+
+    #[test]
+    fn pools_are_checked_and_allocated_in_order() {
+        let c = Cidr::parse("192.168.1.0/29").expect("cidr");
+        let gw = Some(ip("192.168.1.1"));
+        let pools = c.default_pools(gw);
+        check_pools(&c, &pools, gw).expect("defaults are valid");
+        let bad = vec![Pool { start: "192.168.1.1".into(), end: "192.168.1.3".into() }];
+        assert!(check_pools(&c, &bad, gw).expect_err("gw").contains("Gateway"));
+        let outside = vec![Pool { start: "192.168.1.2".into(), end: "192.168.2.3".into() }];
+        assert!(check_pools(&c, &outside, gw).is_err());
+        let mut used = HashSet::new();
+        for want in ["192.168.1.2", "192.168.1.3", "192.168.1.4", "192.168.1.5", "192.168.1.6"] {
+            let got = allocate(&c, &pools, &used).expect("free");
+            assert_eq!(got, ip(want));
+            used.insert(got);
+        }
+        assert_eq!(allocate(&c, &pools, &used), None, "exhausted");
+    }
+}

@@ -1,0 +1,639 @@
+//! The Neutron v2.0 API at the HTTP level: every resource, filters,
+//! fields, paging and sorting, error bodies and status codes, project
+//! isolation, and what each write translates to in the MidoNet model.
+
+mod common;
+
+use common::{Api, Resp};
+use midonet_cluster::testing::TestCluster;
+use serde_json::{json, Value};
+
+struct N {
+    c: TestCluster,
+    admin: Api,
+    alice: Api,
+    bob: Api,
+    /// The MidoNet API, as admin.
+    mido: Api,
+}
+
+fn start() -> N {
+    let c = TestCluster::start("memory:", true);
+    let base = c.url().replace("/midonet-api", "/neutron");
+    let admin = Api::new(&base, Some(c.admin_token()));
+    let alice = Api::new(&base, Some(c.token_for("alice")));
+    let bob = Api::new(&base, Some(c.token_for("bob")));
+    let mido = Api::new(&c.url(), Some(c.admin_token()));
+    N { c, admin, alice, bob, mido }
+}
+
+#[track_caller]
+fn neutron_error(r: &Resp, status: u16, kind: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    assert_eq!(r.body["NeutronError"]["type"], kind, "{}", r.text);
+    assert!(r.body["NeutronError"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(r.body["NeutronError"]["detail"], "");
+}
+
+fn id(v: &Value, what: &str) -> String {
+    v[what]["id"].as_str().unwrap_or_else(|| panic!("{what} has an id: {v}")).to_string()
+}
+
+/// A network with one subnet, as `api`'s project.
+fn net(api: &Api, name: &str, cidr: &str) -> (String, String) {
+    let n = api.post("/v2.0/networks", &json!({"network": {"name": name}})).expect(201).body;
+    let nid = id(&n, "network");
+    let s = api
+        .post(
+            "/v2.0/subnets",
+            &json!({"subnet": {"network_id": nid, "ip_version": 4, "cidr": cidr, "name": name}}),
+        )
+        .expect(201)
+        .body;
+    (nid, id(&s, "subnet"))
+}
+
+#[test]
+fn discovery_documents_and_extensions() {
+    let n = start();
+    let v = n.admin.get("/").expect(200).body;
+    assert_eq!(v["versions"][0]["id"], "v2.0");
+    assert!(v["versions"][0]["links"][0]["href"]
+        .as_str()
+        .expect("href")
+        .ends_with("/neutron/v2.0/"));
+    let ext = n.admin.get("/v2.0/extensions").expect(200).body;
+    let aliases: Vec<&str> = ext["extensions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["alias"].as_str())
+        .collect();
+    for a in ["router", "external-net", "security-group", "port-security", "binding", "quotas"] {
+        assert!(aliases.contains(&a), "{a} in {aliases:?}");
+    }
+    let one = n.admin.get("/v2.0/extensions/router").expect(200).body;
+    assert_eq!(one["extension"]["alias"], "router");
+    for k in ["name", "description", "updated", "links"] {
+        assert!(one["extension"].get(k).is_some(), "{k}");
+    }
+    neutron_error(
+        &n.admin.get("/v2.0/extensions/tag-ports-during-bulk-creation"),
+        404,
+        "ExtensionNotFound",
+    );
+    neutron_error(&n.admin.get("/v2.0/nonsense"), 404, "HTTPNotFound");
+    // No token: 401 in Neutron's error shape.
+    let anon = Api::new(&n.admin.base, None);
+    neutron_error(&anon.get("/v2.0/networks"), 401, "HTTPUnauthorized");
+}
+
+#[test]
+fn networks_subnets_and_ports_translate_to_bridges_dhcp_and_ports() {
+    let n = start();
+    let (nid, sid) = net(&n.alice, "n1", "10.0.0.0/24");
+    let s = n.alice.get(&format!("/v2.0/subnets/{sid}")).expect(200).body;
+    assert_eq!(s["subnet"]["gateway_ip"], "10.0.0.1");
+    assert_eq!(
+        s["subnet"]["allocation_pools"],
+        json!([{"start": "10.0.0.2", "end": "10.0.0.254"}])
+    );
+    assert_eq!(s["subnet"]["enable_dhcp"], true);
+    assert_eq!(s["subnet"]["project_id"], "tenant-a");
+    let netv = n.alice.get(&format!("/v2.0/networks/{nid}")).expect(200).body;
+    assert_eq!(netv["network"]["subnets"], json!([sid]));
+    assert_eq!(netv["network"]["mtu"], 1450);
+    // The bridge has the network's id and a DHCP subnet.
+    let b = n.mido.ok(&format!("/bridges/{nid}"));
+    assert_eq!(b["name"], "n1");
+    assert_eq!(b["tenantId"], "tenant-a");
+    let dhcp = n.mido.ok(&format!("/bridges/{nid}/dhcp"));
+    assert_eq!(dhcp[0]["subnetPrefix"], "10.0.0.0");
+    assert_eq!(dhcp[0]["defaultGateway"], "10.0.0.1");
+
+    // A port gets the first free address, a MAC, the default group.
+    let p = n
+        .alice
+        .post("/v2.0/ports", &json!({"port": {"network_id": nid, "name": "p1"}}))
+        .expect(201)
+        .body;
+    let pid = id(&p, "port");
+    assert_eq!(p["port"]["fixed_ips"], json!([{"subnet_id": sid, "ip_address": "10.0.0.2"}]));
+    assert!(p["port"]["mac_address"].as_str().expect("mac").starts_with("fa:16:3e:"));
+    assert_eq!(p["port"]["status"], "DOWN");
+    let sgs = p["port"]["security_groups"].as_array().expect("groups").clone();
+    assert_eq!(sgs.len(), 1);
+    let sg = n
+        .alice
+        .get(&format!("/v2.0/security-groups/{}", sgs[0].as_str().expect("id")))
+        .expect(200)
+        .body;
+    assert_eq!(sg["security_group"]["name"], "default");
+    assert_eq!(sg["security_group"]["security_group_rules"].as_array().expect("rules").len(), 4);
+    let mp = n.mido.ok(&format!("/ports/{pid}"));
+    assert_eq!(mp["deviceId"], nid.as_str());
+    assert!(mp["tunnelKey"].as_u64().expect("key") >= 16);
+    let inbound = mp["inboundFilterId"].as_str().expect("port security gives chains");
+    let rules = n.mido.ok(&format!("/chains/{inbound}/rules"));
+    let types: Vec<&str> =
+        rules.as_array().expect("rules").iter().filter_map(|r| r["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        vec!["jump", "accept", "jump", "drop"],
+        "anti-spoof, return flows, group, drop"
+    );
+    assert_eq!(rules[1]["matchReturnFlow"], true);
+    // The MAC and ARP tables are seeded, a DHCP host entry made.
+    let macs = n.mido.ok(&format!("/bridges/{nid}/mac_table"));
+    assert!(macs.as_array().expect("macs").iter().any(|m| m["portId"] == pid.as_str()), "{macs}");
+    let hosts = n.mido.ok(&format!("/bridges/{nid}/dhcp/10.0.0.0_24/hosts"));
+    assert_eq!(hosts[0]["ipAddr"], "10.0.0.2");
+
+    // Explicit addresses: taken, outside, the gateway.
+    let fixed = |ip: &str| json!({"port": {"network_id": nid, "fixed_ips": [{"ip_address": ip}]}});
+    let p2 = n.alice.post("/v2.0/ports", &fixed("10.0.0.50")).expect(201).body;
+    assert_eq!(p2["port"]["fixed_ips"][0]["ip_address"], "10.0.0.50");
+    neutron_error(
+        &n.alice.post("/v2.0/ports", &fixed("10.0.0.50")),
+        409,
+        "IpAddressAlreadyAllocated",
+    );
+    neutron_error(&n.alice.post("/v2.0/ports", &fixed("10.0.1.5")), 400, "InvalidInput");
+    neutron_error(
+        &n.alice.post("/v2.0/ports", &fixed("10.0.0.1")),
+        409,
+        "IpAddressAlreadyAllocated",
+    );
+    // Overlapping subnet, subnet and network in use.
+    let over = json!({"subnet": {"network_id": nid, "ip_version": 4, "cidr": "10.0.0.128/25"}});
+    neutron_error(&n.alice.post("/v2.0/subnets", &over), 400, "InvalidInput");
+    neutron_error(&n.alice.delete(&format!("/v2.0/subnets/{sid}")), 409, "SubnetInUse");
+    neutron_error(&n.alice.delete(&format!("/v2.0/networks/{nid}")), 409, "NetworkInUse");
+    // The MidoNet API may not change what Neutron owns.
+    let r = n.mido.put(&format!("/bridges/{nid}"), &json!({"name": "renamed"})).expect(409);
+    assert!(r.text.contains("Neutron"), "{}", r.text);
+    n.mido.delete(&format!("/ports/{pid}")).expect(409);
+
+    // Port update: new address, groups cleared with port security off.
+    let up = json!({"port": {"fixed_ips": [{"subnet_id": sid, "ip_address": "10.0.0.77"}]}});
+    let p = n.alice.put(&format!("/v2.0/ports/{pid}"), &up).expect(200).body;
+    assert_eq!(p["port"]["fixed_ips"][0]["ip_address"], "10.0.0.77");
+    let off = json!({"port": {"port_security_enabled": false}});
+    neutron_error(
+        &n.alice.put(&format!("/v2.0/ports/{pid}"), &off),
+        409,
+        "PortSecurityAndIPRequiredForSecurityGroups",
+    );
+    let off = json!({"port": {"port_security_enabled": false, "security_groups": []}});
+    n.alice.put(&format!("/v2.0/ports/{pid}"), &off).expect(200);
+    let mp = n.mido.ok(&format!("/ports/{pid}"));
+    assert!(mp["inboundFilterId"].is_null(), "no chains without port security: {mp}");
+    let chains_left = n.mido.ok("/chains");
+    assert!(
+        !chains_left
+            .as_array()
+            .expect("chains")
+            .iter()
+            .any(|c| c["name"].as_str().is_some_and(|x| x.contains(&pid))),
+        "the port's chains went with port security"
+    );
+
+    // Deleting everything removes every MidoNet object it made.
+    for p in [&pid, &id(&p2, "port")] {
+        n.alice.delete(&format!("/v2.0/ports/{p}")).expect(204);
+    }
+    n.mido.get(&format!("/ports/{pid}")).expect(404);
+    n.alice.delete(&format!("/v2.0/subnets/{sid}")).expect(204);
+    n.alice.delete(&format!("/v2.0/networks/{nid}")).expect(204);
+    n.mido.get(&format!("/bridges/{nid}")).expect(404);
+    neutron_error(&n.alice.get(&format!("/v2.0/networks/{nid}")), 404, "NetworkNotFound");
+    drop(n.c);
+}
+
+#[test]
+fn lists_filter_select_fields_sort_and_page() {
+    let n = start();
+    let body =
+        json!({"networks": (0..5).map(|i| json!({"name": format!("net{i}")})).collect::<Vec<_>>()});
+    let created = n.admin.post("/v2.0/networks", &body).expect(201).body;
+    assert_eq!(created["networks"].as_array().expect("bulk").len(), 5);
+    let one = n.admin.get("/v2.0/networks?name=net3").expect(200).body;
+    assert_eq!(one["networks"].as_array().expect("list").len(), 1);
+    assert_eq!(one["networks"][0]["name"], "net3");
+    // fields: only those come back.
+    let f = n.admin.get("/v2.0/networks?fields=id&fields=name").expect(200).body;
+    let keys: Vec<&String> = f["networks"][0].as_object().expect("obj").keys().collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    // sort desc by name.
+    let s = n.admin.get("/v2.0/networks?sort_key=name&sort_dir=desc").expect(200).body;
+    let names: Vec<&str> =
+        s["networks"].as_array().expect("l").iter().filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(names, vec!["net4", "net3", "net2", "net1", "net0"]);
+    // limit + marker walk every item once, with next links.
+    let mut seen = Vec::new();
+    let mut url = "/v2.0/networks?limit=2&sort_key=name&sort_dir=asc".to_string();
+    for _ in 0..5 {
+        let page = n.admin.get(&url).expect(200).body;
+        for v in page["networks"].as_array().expect("page") {
+            seen.push(v["name"].as_str().expect("name").to_string());
+        }
+        let next = page["networks_links"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["rel"] == "next"))
+            .and_then(|x| x["href"].as_str());
+        match next {
+            Some(h) => url = h.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec!["net0", "net1", "net2", "net3", "net4"]);
+    neutron_error(
+        &n.admin.get("/v2.0/networks?marker=4b825dc6-0000-4000-8000-000000000000&limit=1"),
+        404,
+        "MarkerNotFound",
+    );
+    neutron_error(
+        &n.admin.get("/v2.0/networks?sort_key=name&sort_dir=sideways"),
+        400,
+        "HTTPBadRequest",
+    );
+    // Booleans filter case-insensitively (OSC sends `True`).
+    n.admin
+        .post("/v2.0/networks", &json!({"network": {"name": "ext", "router:external": true}}))
+        .expect(201);
+    let ext = n.admin.get("/v2.0/networks?router%3Aexternal=True").expect(200).body;
+    assert_eq!(ext["networks"].as_array().expect("l").len(), 1);
+}
+
+#[test]
+fn bad_bodies_get_neutron_errors_and_write_nothing() {
+    let n = start();
+    let before = common::dump(&n.c).len();
+    neutron_error(
+        &n.admin.raw("POST", "/v2.0/networks", &[], Some("{nope")),
+        400,
+        "HTTPBadRequest",
+    );
+    neutron_error(
+        &n.admin.post("/v2.0/networks", &json!({"network": {"bogus": 1}})),
+        400,
+        "HTTPBadRequest",
+    );
+    neutron_error(
+        &n.admin.post("/v2.0/networks", &json!({"network": {"admin_state_up": "maybe"}})),
+        400,
+        "HTTPBadRequest",
+    );
+    neutron_error(&n.admin.post("/v2.0/networks", &json!({"net": {}})), 400, "HTTPBadRequest");
+    neutron_error(
+        &n.admin.post("/v2.0/subnets", &json!({"subnet": {"cidr": "10.0.0.0/24"}})),
+        400,
+        "HTTPBadRequest",
+    );
+    neutron_error(
+        &n.admin
+            .post("/v2.0/subnets", &json!({"subnet": {"network_id": "x", "cidr": "10.0.0.0/24"}})),
+        400,
+        "HTTPBadRequest",
+    );
+    neutron_error(
+        &n.admin.post("/v2.0/subnets", &json!({"subnet": {"network_id": "4b825dc6-0000-4000-8000-000000000000", "cidr": "10.0.0.0/24"}})),
+        404,
+        "NetworkNotFound",
+    );
+    neutron_error(&n.admin.post("/v2.0/ports", &json!({"port": {}})), 400, "HTTPBadRequest");
+    neutron_error(&n.admin.get("/v2.0/ports/not-a-uuid"), 404, "PortNotFound");
+    // A bulk create with one bad item creates none.
+    let bulk = json!({"networks": [{"name": "ok"}, {"name": "bad", "mtu": 5}]});
+    neutron_error(&n.admin.post("/v2.0/networks", &bulk), 400, "HTTPBadRequest");
+    assert_eq!(common::dump(&n.c).len(), before, "nothing written");
+    let (nid, _) = net(&n.admin, "n", "10.9.0.0/24");
+    let bad_cidr = json!({"subnet": {"network_id": nid, "ip_version": 4, "cidr": "10.8.0.5/24"}});
+    neutron_error(&n.admin.post("/v2.0/subnets", &bad_cidr), 400, "HTTPBadRequest");
+    let v6 = json!({"subnet": {"network_id": nid, "ip_version": 6, "cidr": "2001:db8::/64"}});
+    let s6 = n.admin.post("/v2.0/subnets", &v6).expect(201).body;
+    assert_eq!(s6["subnet"]["gateway_ip"], "2001:db8::1");
+    let mismatch = json!({"subnet": {"network_id": nid, "ip_version": 4, "cidr": "2001:db9::/64"}});
+    neutron_error(&n.admin.post("/v2.0/subnets", &mismatch), 400, "InvalidInput");
+}
+
+#[test]
+fn projects_see_only_their_own_and_shared_objects() {
+    let n = start();
+    let (anet, _) = net(&n.alice, "a-private", "10.1.0.0/24");
+    neutron_error(&n.bob.get(&format!("/v2.0/networks/{anet}")), 404, "NetworkNotFound");
+    let bl = n.bob.get("/v2.0/networks").expect(200).body;
+    assert!(bl["networks"].as_array().expect("l").is_empty(), "{bl}");
+    assert_eq!(
+        n.admin.get("/v2.0/networks").expect(200).body["networks"].as_array().expect("l").len(),
+        1
+    );
+    // Bob cannot put a port on it (it does not exist for him), nor create
+    // for another project, nor mark a network shared.
+    neutron_error(
+        &n.bob.post("/v2.0/ports", &json!({"port": {"network_id": anet}})),
+        404,
+        "NetworkNotFound",
+    );
+    neutron_error(
+        &n.bob.post("/v2.0/networks", &json!({"network": {"project_id": "tenant-a"}})),
+        403,
+        "HTTPForbidden",
+    );
+    neutron_error(
+        &n.bob.post("/v2.0/networks", &json!({"network": {"shared": true}})),
+        403,
+        "HTTPForbidden",
+    );
+    // A shared network (admin's) is visible to both, with its subnet.
+    let shared = n
+        .admin
+        .post("/v2.0/networks", &json!({"network": {"name": "pub", "shared": true}}))
+        .expect(201)
+        .body;
+    let sh = id(&shared, "network");
+    let sub = json!({"subnet": {"network_id": sh, "ip_version": 4, "cidr": "10.5.0.0/24"}});
+    n.admin.post("/v2.0/subnets", &sub).expect(201);
+    assert_eq!(
+        n.bob.get("/v2.0/subnets").expect(200).body["subnets"].as_array().expect("l").len(),
+        1
+    );
+    let bp = n.bob.post("/v2.0/ports", &json!({"port": {"network_id": sh}})).expect(201).body;
+    assert_eq!(bp["port"]["project_id"], "tenant-b");
+    neutron_error(&n.alice.get(&format!("/v2.0/ports/{}", id(&bp, "port"))), 404, "PortNotFound");
+    // Members may not bind ports to hosts.
+    let bind = json!({"port": {"network_id": sh, "binding:host_id": "h1"}});
+    neutron_error(&n.bob.post("/v2.0/ports", &bind), 403, "HTTPForbidden");
+}
+
+#[test]
+fn routers_gateways_interfaces_and_floating_ips() {
+    let n = start();
+    let ext = n
+        .admin
+        .post("/v2.0/networks", &json!({"network": {"name": "public", "router:external": true}}))
+        .expect(201)
+        .body;
+    let ext_id = id(&ext, "network");
+    let esub = json!({"subnet": {"network_id": ext_id, "ip_version": 4, "cidr": "172.24.4.0/24", "enable_dhcp": false}});
+    n.admin.post("/v2.0/subnets", &esub).expect(201);
+    let (nid, sid) = net(&n.alice, "private", "10.2.0.0/24");
+    let r = n
+        .alice
+        .post(
+            "/v2.0/routers",
+            &json!({"router": {"name": "r1", "external_gateway_info": {"network_id": ext_id}}}),
+        )
+        .expect(201)
+        .body;
+    let rid = id(&r, "router");
+    let gw = &r["router"]["external_gateway_info"];
+    assert_eq!(gw["enable_snat"], true);
+    assert_eq!(gw["external_fixed_ips"][0]["ip_address"], "172.24.4.2");
+    // Interface by subnet: the gateway address on a router port.
+    let add = n
+        .alice
+        .put(&format!("/v2.0/routers/{rid}/add_router_interface"), &json!({"subnet_id": sid}))
+        .expect(200)
+        .body;
+    assert_eq!(add["id"], rid.as_str());
+    assert_eq!(add["subnet_id"], sid.as_str());
+    let if_port = add["port_id"].as_str().expect("port").to_string();
+    let ports = n.alice.get(&format!("/v2.0/ports?device_id={rid}")).expect(200).body;
+    let owners: Vec<&str> = ports["ports"]
+        .as_array()
+        .expect("l")
+        .iter()
+        .filter_map(|p| p["device_owner"].as_str())
+        .collect();
+    assert_eq!(owners, vec!["network:router_interface"], "the gateway port is not the tenant's");
+    neutron_error(
+        &n.alice
+            .put(&format!("/v2.0/routers/{rid}/add_router_interface"), &json!({"subnet_id": sid})),
+        400,
+        "HTTPBadRequest",
+    );
+    // The MidoNet router: ports with the gateway addresses, SNAT rules.
+    let mr = n.mido.ok(&format!("/routers/{rid}"));
+    let rports = n.mido.ok(&format!("/routers/{rid}/ports"));
+    let addrs: Vec<&str> =
+        rports.as_array().expect("l").iter().filter_map(|p| p["portAddress"].as_str()).collect();
+    assert!(addrs.contains(&"10.2.0.1") && addrs.contains(&"172.24.4.2"), "{addrs:?}");
+    for p in rports.as_array().expect("l") {
+        assert!(p["peerId"].is_string(), "router ports are linked: {p}");
+    }
+    let post = n
+        .mido
+        .ok(&format!("/chains/{}/rules", mr["outboundFilterId"].as_str().expect("post chain")));
+    assert!(post.as_array().expect("l").iter().any(|r| r["type"] == "snat"), "{post}");
+    let routes = n.mido.ok(&format!("/routers/{rid}/routes"));
+    assert!(
+        routes
+            .as_array()
+            .expect("l")
+            .iter()
+            .any(|r| r["dstNetworkAddr"] == "0.0.0.0" && r["nextHopGateway"] == "172.24.4.1"),
+        "{routes}"
+    );
+
+    // A floating IP for a VM port.
+    let vm = n.alice.post("/v2.0/ports", &json!({"port": {"network_id": nid}})).expect(201).body;
+    let vm_id = id(&vm, "port");
+    let f = n
+        .alice
+        .post(
+            "/v2.0/floatingips",
+            &json!({"floatingip": {"floating_network_id": ext_id, "port_id": vm_id}}),
+        )
+        .expect(201)
+        .body;
+    let fid = id(&f, "floatingip");
+    assert_eq!(f["floatingip"]["router_id"], rid.as_str());
+    assert_eq!(f["floatingip"]["fixed_ip_address"], "10.2.0.2");
+    assert_eq!(f["floatingip"]["status"], "ACTIVE");
+    let fip = f["floatingip"]["floating_ip_address"].as_str().expect("address").to_string();
+    let pre =
+        n.mido.ok(&format!("/chains/{}/rules", mr["inboundFilterId"].as_str().expect("pre chain")));
+    assert!(
+        pre.as_array()
+            .expect("l")
+            .iter()
+            .any(|r| r["type"] == "dnat" && r["nwDstAddress"] == fip.as_str()),
+        "{pre}"
+    );
+    let arp = n.mido.ok(&format!("/bridges/{ext_id}/arp_table"));
+    assert!(arp.as_array().expect("l").iter().any(|e| e["ip"] == fip.as_str()), "{arp}");
+    neutron_error(
+        &n.alice.put(
+            &format!("/v2.0/routers/{rid}/remove_router_interface"),
+            &json!({"subnet_id": sid}),
+        ),
+        409,
+        "RouterInterfaceInUseByFloatingIP",
+    );
+    neutron_error(&n.alice.delete(&format!("/v2.0/routers/{rid}")), 409, "RouterInUse");
+    // Disassociate, then everything comes apart.
+    let d = n
+        .alice
+        .put(&format!("/v2.0/floatingips/{fid}"), &json!({"floatingip": {"port_id": null}}))
+        .expect(200)
+        .body;
+    assert_eq!(d["floatingip"]["status"], "DOWN");
+    let pre =
+        n.mido.ok(&format!("/chains/{}/rules", mr["inboundFilterId"].as_str().expect("pre chain")));
+    assert!(!pre.as_array().expect("l").iter().any(|r| r["type"] == "dnat"), "{pre}");
+    n.alice.delete(&format!("/v2.0/floatingips/{fid}")).expect(204);
+    n.alice
+        .put(&format!("/v2.0/routers/{rid}/remove_router_interface"), &json!({"port_id": if_port}))
+        .expect(200);
+    n.alice
+        .put(&format!("/v2.0/routers/{rid}"), &json!({"router": {"external_gateway_info": {}}}))
+        .expect(200);
+    n.alice.delete(&format!("/v2.0/routers/{rid}")).expect(204);
+    n.mido.get(&format!("/routers/{rid}")).expect(404);
+    n.alice.delete(&format!("/v2.0/ports/{vm_id}")).expect(204);
+    n.admin.delete(&format!("/v2.0/networks/{ext_id}")).expect(204);
+}
+
+#[test]
+fn security_group_rules_are_checked_and_translated() {
+    let n = start();
+    let sg = n
+        .alice
+        .post(
+            "/v2.0/security-groups",
+            &json!({"security_group": {"name": "web", "description": "web"}}),
+        )
+        .expect(201)
+        .body;
+    let sgid = id(&sg, "security_group");
+    assert_eq!(
+        sg["security_group"]["security_group_rules"].as_array().expect("rules").len(),
+        2,
+        "two egress rules"
+    );
+    let rule = |extra: Value| {
+        let mut r = json!({"security_group_id": sgid, "direction": "ingress", "ethertype": "IPv4"});
+        for (k, v) in extra.as_object().expect("obj") {
+            r[k] = v.clone();
+        }
+        json!({"security_group_rule": r})
+    };
+    let ssh = n
+        .alice
+        .post("/v2.0/security-group-rules", &rule(json!({"protocol": "tcp", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "0.0.0.0/0"})))
+        .expect(201)
+        .body;
+    assert_eq!(ssh["security_group_rule"]["normalized_cidr"], "0.0.0.0/0");
+    neutron_error(
+        &n.alice.post("/v2.0/security-group-rules", &rule(json!({"protocol": "tcp", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "0.0.0.0/0"}))),
+        409,
+        "SecurityGroupRuleExists",
+    );
+    neutron_error(
+        &n.alice.post("/v2.0/security-group-rules", &rule(json!({"port_range_min": 22}))),
+        400,
+        "SecurityGroupProtocolRequiredWithPorts",
+    );
+    neutron_error(
+        &n.alice.post(
+            "/v2.0/security-group-rules",
+            &rule(json!({"protocol": "tcp", "port_range_min": 30, "port_range_max": 20})),
+        ),
+        400,
+        "SecurityGroupInvalidPortRange",
+    );
+    neutron_error(
+        &n.alice.post("/v2.0/security-group-rules", &rule(json!({"protocol": "bogus"}))),
+        400,
+        "SecurityGroupRuleInvalidProtocol",
+    );
+    neutron_error(
+        &n.alice.post(
+            "/v2.0/security-group-rules",
+            &rule(json!({"remote_ip_prefix": "2001:db8::/64"})),
+        ),
+        400,
+        "SecurityGroupRuleParameterConflict",
+    );
+    neutron_error(
+        &n.alice.post("/v2.0/security-group-rules", &rule(json!({"direction": "sideways"}))),
+        400,
+        "HTTPBadRequest",
+    );
+    n.alice.post("/v2.0/security-group-rules", &rule(json!({"protocol": "icmp"}))).expect(201);
+    // The group's ingress chain: the TCP rule (with its fragment twin) and ICMP.
+    let chains = n.mido.ok("/chains");
+    let ing = chains
+        .as_array()
+        .expect("l")
+        .iter()
+        .find(|c| c["name"] == format!("OS_SG_{sgid}_INGRESS").as_str())
+        .expect("ingress chain")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let rules = n.mido.ok(&format!("/chains/{ing}/rules"));
+    let rules = rules.as_array().expect("l");
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    let tcp: Vec<&Value> = rules.iter().filter(|r| r["nwProto"] == 6).collect();
+    assert_eq!(tcp.len(), 2, "the TCP rule and its fragment twin");
+    assert!(tcp
+        .iter()
+        .any(|r| r["tpDst"] == json!({"start": 22, "end": 22}) && r["fragmentPolicy"] == "header"));
+    assert!(tcp.iter().any(|r| r["tpDst"].is_null() && r["fragmentPolicy"] == "nonheader"));
+    assert!(rules.iter().any(|r| r["nwProto"] == 1 && r["type"] == "accept"));
+    let listed = n
+        .alice
+        .get(&format!("/v2.0/security-group-rules?security_group_id={sgid}"))
+        .expect(200)
+        .body;
+    assert_eq!(listed["security_group_rules"].as_array().expect("l").len(), 4);
+    // In use by a port: 409; the default group cannot be removed by members.
+    let (nid, _) = net(&n.alice, "n", "10.3.0.0/24");
+    let p = n
+        .alice
+        .post("/v2.0/ports", &json!({"port": {"network_id": nid, "security_groups": [sgid]}}))
+        .expect(201)
+        .body;
+    neutron_error(
+        &n.alice.delete(&format!("/v2.0/security-groups/{sgid}")),
+        409,
+        "SecurityGroupInUse",
+    );
+    let members = n.mido.ok(&format!("/ip_addr_groups/{sgid}/ip_addrs"));
+    assert_eq!(members[0]["addr"], "10.3.0.2", "{members}");
+    n.alice.delete(&format!("/v2.0/ports/{}", id(&p, "port"))).expect(204);
+    n.alice.delete(&format!("/v2.0/security-groups/{sgid}")).expect(204);
+    let default = n.alice.get("/v2.0/security-groups?name=default").expect(200).body;
+    let did = default["security_groups"][0]["id"].as_str().expect("default exists").to_string();
+    neutron_error(
+        &n.alice.delete(&format!("/v2.0/security-groups/{did}")),
+        409,
+        "SecurityGroupCannotRemoveDefault",
+    );
+}
+
+#[test]
+fn quotas_limit_creates_per_project() {
+    let n = start();
+    let q = n.alice.get("/v2.0/quotas/tenant-a").expect(200).body;
+    assert_eq!(q["quota"]["network"], 100);
+    neutron_error(
+        &n.alice.put("/v2.0/quotas/tenant-a", &json!({"quota": {"network": 1}})),
+        403,
+        "HTTPForbidden",
+    );
+    n.admin.put("/v2.0/quotas/tenant-a", &json!({"quota": {"network": 1}})).expect(200);
+    n.alice.post("/v2.0/networks", &json!({"network": {"name": "one"}})).expect(201);
+    neutron_error(
+        &n.alice.post("/v2.0/networks", &json!({"network": {"name": "two"}})),
+        409,
+        "OverQuota",
+    );
+    n.bob.post("/v2.0/networks", &json!({"network": {"name": "bobs"}})).expect(201);
+    let all = n.admin.get("/v2.0/quotas").expect(200).body;
+    assert_eq!(all["quotas"][0]["project_id"], "tenant-a");
+    n.admin.delete("/v2.0/quotas/tenant-a").expect(204);
+    n.alice.post("/v2.0/networks", &json!({"network": {"name": "two"}})).expect(201);
+}
