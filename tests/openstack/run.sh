@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the real OpenStack client (python-openstackclient, pinned as in
+# shared/reference/clients.md §B1) against a running cluster's Neutron API,
+# asserting every result (probe.py).
+#
+#   tests/openstack/run.sh ENDPOINT [AUTH_URL USER PASSWORD PROJECT]
+#
+#   ENDPOINT  the Neutron endpoint, e.g. http://127.0.0.1:9696 or
+#             http://127.0.0.1:8181/neutron (used with `--os-auth-type none`)
+#   AUTH_URL... Keystone password auth instead (the catalog gives the
+#             endpoint), e.g. http://127.0.0.1:8181/neutron/identity/v3
+#
+# Environment:
+#   OSC_VENV  venv directory (default /tmp/midonet-rs-osc-venv); created on
+#             first use (needs PyPI), reused afterwards.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+endpoint="${1:?usage: run.sh ENDPOINT [AUTH_URL USER PASSWORD PROJECT]}"
+venv="${OSC_VENV:-/tmp/midonet-rs-osc-venv}"
+pins=(python-openstackclient==10.5.0 openstacksdk==4.22.0 keystoneauth1==5.18.1 python-neutronclient==14.0.0)
+
+marker="$venv/.midonet-rs-osc-v1"
+if [ ! -f "$marker" ]; then
+  py="$(command -v python3.11 || command -v python3)"
+  echo "run.sh: creating venv $venv with $py" >&2
+  rm -rf "$venv"
+  "$py" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${pins[@]}"
+  "$venv/bin/openstack" --version >/dev/null
+  touch "$marker"
+fi
+
+shift
+exec "$venv/bin/python" "$here/probe.py" --openstack "$venv/bin/openstack" --endpoint "$endpoint" "$@"
