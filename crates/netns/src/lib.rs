@@ -306,9 +306,23 @@ impl Lab {
 
     /// A VM namespace joined to a host namespace by a veth pair.
     pub fn add_vm(&mut self, spec: &VmSpec<'_>) -> Result<Vm> {
+        let host_if = self.name(spec.host_if)?;
+        self.add_vm_as(spec, host_if)
+    }
+
+    /// [`Lab::add_vm`] with the host end named exactly `spec.host_if`, not
+    /// prefixed: for names a convention fixes (Nova's `tap<port id>`). It
+    /// lives in the lab's host namespace, so it goes with the lab too.
+    pub fn add_vm_exact_host_if(&mut self, spec: &VmSpec<'_>) -> Result<Vm> {
+        if spec.host_if.len() > MAX_IFNAME {
+            bail!("name {} is longer than {MAX_IFNAME} bytes", spec.host_if);
+        }
+        self.add_vm_as(spec, spec.host_if.to_string())
+    }
+
+    fn add_vm_as(&mut self, spec: &VmSpec<'_>, host_if: String) -> Result<Vm> {
         let ns = self.add_netns(spec.name)?;
         let vm_if = self.name(spec.vm_if)?;
-        let host_if = self.name(spec.host_if)?;
         ip(&[
             "link",
             "add",
