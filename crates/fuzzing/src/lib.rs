@@ -21,6 +21,7 @@
 //! | `grpc_agent`  | agent → cluster gRPC requests (prost) and `cluster::agent_input`  | prost round trips; errors name a field; what is written validates |
 //! | `sim_packet`  | arbitrary frames through `sim::simulate` on a fixed topology      | self-consistent results |
 //! | `flowstate`   | peer flow-state messages: `wire::flowstate`, `state::message::install` | lengths as counted; decode → encode is the input; installed entries answer |
+//! | `neutron_api` | Neutron API requests through the real handlers over a small cloud | never 5xx; errors are `NeutronError`s; a refused write writes nothing |
 //!
 //! Input layout: where a target needs choices (which port, which mode,
 //! which object kind), the first bytes pick them and the rest is the
@@ -36,6 +37,7 @@ mod fixture;
 mod flowstate;
 mod grpc_agent;
 mod icmp_error;
+pub mod neutron_api;
 mod rest_body;
 pub mod seeds;
 mod vxlan;
@@ -46,6 +48,7 @@ pub use extract::extract;
 pub use flowstate::flowstate;
 pub use grpc_agent::grpc_agent;
 pub use icmp_error::icmp_error;
+pub use neutron_api::neutron_api;
 pub use rest_body::rest_body;
 pub use vxlan::vxlan;
 
@@ -70,4 +73,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("grpc_agent", grpc_agent),
     ("sim_packet", sim_packet),
     ("flowstate", flowstate),
+    ("neutron_api", neutron_api),
 ];

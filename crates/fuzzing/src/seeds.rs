@@ -30,6 +30,7 @@ pub fn for_target(name: &str) -> Vec<Seed> {
         "grpc_agent" => grpc_agent(),
         "sim_packet" => sim_packet(),
         "flowstate" => flowstate(),
+        "neutron_api" => neutron_api(),
         _ => Vec::new(),
     }
 }
@@ -395,6 +396,147 @@ fn icmp_error() -> Vec<Seed> {
         e
     }));
     v
+}
+
+fn neutron_api() -> Vec<Seed> {
+    let op = |method: &str, path: &str| {
+        let i = crate::neutron_api::OPS
+            .iter()
+            .position(|(m, p)| *m == method && *p == path)
+            .expect("an op");
+        u8::try_from(i).expect("few ops")
+    };
+    let seeds: Vec<(&str, (&str, &str), &str)> = vec![
+        (
+            "network",
+            ("POST", "/v2.0/networks"),
+            r#"{"network":{"name":"n2","admin_state_up":true,"mtu":1400,"shared":false}}"#,
+        ),
+        (
+            "networks_bulk",
+            ("POST", "/v2.0/networks"),
+            r#"{"networks":[{"name":"a"},{"name":"b","router:external":"True"}]}"#,
+        ),
+        (
+            "network_unknown_attr",
+            ("POST", "/v2.0/networks"),
+            r#"{"network":{"name":"x","bogus":1}}"#,
+        ),
+        (
+            "network_update",
+            ("PUT", "/v2.0/networks/{net}"),
+            r#"{"network":{"name":"renamed","port_security_enabled":false}}"#,
+        ),
+        (
+            "subnet",
+            ("POST", "/v2.0/subnets"),
+            r#"{"subnet":{"network_id":"{net}","ip_version":4,"cidr":"10.1.0.0/24","allocation_pools":[{"start":"10.1.0.10","end":"10.1.0.20"}],"dns_nameservers":["8.8.8.8"],"host_routes":[{"destination":"172.16.0.0/12","nexthop":"10.1.0.254"}]}}"#,
+        ),
+        (
+            "subnet_v6",
+            ("POST", "/v2.0/subnets"),
+            r#"{"subnet":{"network_id":"{net}","ip_version":6,"cidr":"2001:db8::/64","ipv6_ra_mode":"slaac","ipv6_address_mode":"slaac"}}"#,
+        ),
+        (
+            "subnet_overlap",
+            ("POST", "/v2.0/subnets"),
+            r#"{"subnet":{"network_id":"{net}","ip_version":4,"cidr":"10.0.0.128/25"}}"#,
+        ),
+        (
+            "subnet_update",
+            ("PUT", "/v2.0/subnets/{subnet}"),
+            r#"{"subnet":{"gateway_ip":null,"enable_dhcp":false}}"#,
+        ),
+        (
+            "port",
+            ("POST", "/v2.0/ports"),
+            r#"{"port":{"network_id":"{net}","fixed_ips":[{"subnet_id":"{subnet}","ip_address":"10.0.0.50"}],"security_groups":["{sg}"],"allowed_address_pairs":[{"ip_address":"10.0.0.0/28"}],"extra_dhcp_opts":[{"opt_name":"mtu","opt_value":"1400"}],"binding:host_id":"h1","binding:profile":{"interface_name":"tap0"}}}"#,
+        ),
+        (
+            "port_taken_ip",
+            ("POST", "/v2.0/ports"),
+            r#"{"port":{"network_id":"{net}","fixed_ips":[{"ip_address":"10.0.0.2"}]}}"#,
+        ),
+        (
+            "port_update",
+            ("PUT", "/v2.0/ports/{port}"),
+            r#"{"port":{"security_groups":[],"port_security_enabled":false,"mac_address":"fa:16:3e:00:00:01"}}"#,
+        ),
+        (
+            "router",
+            ("POST", "/v2.0/routers"),
+            r#"{"router":{"name":"r2","external_gateway_info":{"network_id":"{ext}","enable_snat":false,"external_fixed_ips":[{"subnet_id":"{ext_subnet}","ip_address":"172.24.4.77"}]}}}"#,
+        ),
+        (
+            "router_routes",
+            ("PUT", "/v2.0/routers/{router}"),
+            r#"{"router":{"routes":[{"destination":"192.168.0.0/16","nexthop":"172.24.4.254"}]}}"#,
+        ),
+        (
+            "router_clear_gateway",
+            ("PUT", "/v2.0/routers/{router}"),
+            r#"{"router":{"external_gateway_info":{}}}"#,
+        ),
+        (
+            "add_interface",
+            ("PUT", "/v2.0/routers/{router}/add_router_interface"),
+            r#"{"subnet_id":"{subnet}"}"#,
+        ),
+        (
+            "add_interface_port",
+            ("PUT", "/v2.0/routers/{router}/add_router_interface"),
+            r#"{"port_id":"{port}"}"#,
+        ),
+        (
+            "remove_interface",
+            ("PUT", "/v2.0/routers/{router}/remove_router_interface"),
+            r#"{"subnet_id":"{subnet}"}"#,
+        ),
+        (
+            "floatingip",
+            ("POST", "/v2.0/floatingips"),
+            r#"{"floatingip":{"floating_network_id":"{ext}","floating_ip_address":"172.24.4.99"}}"#,
+        ),
+        (
+            "floatingip_port",
+            ("POST", "/v2.0/floatingips"),
+            r#"{"floatingip":{"floating_network_id":"{ext}","port_id":"{port}"}}"#,
+        ),
+        (
+            "security_group",
+            ("POST", "/v2.0/security-groups"),
+            r#"{"security_group":{"name":"web","description":"web"}}"#,
+        ),
+        (
+            "security_group_update",
+            ("PUT", "/v2.0/security-groups/{sg}"),
+            r#"{"security_group":{"name":"renamed"}}"#,
+        ),
+        (
+            "rule_tcp",
+            ("POST", "/v2.0/security-group-rules"),
+            r#"{"security_group_rule":{"security_group_id":"{sg}","direction":"ingress","ethertype":"IPv4","protocol":"tcp","port_range_min":22,"port_range_max":22,"remote_ip_prefix":"10.0.0.5/24"}}"#,
+        ),
+        (
+            "rule_icmp",
+            ("POST", "/v2.0/security-group-rules"),
+            r#"{"security_group_rule":{"security_group_id":"{sg}","direction":"egress","protocol":"icmp","port_range_min":8,"port_range_max":0,"remote_group_id":"{sg}"}}"#,
+        ),
+        ("quota", ("PUT", "/v2.0/quotas/{project}"), r#"{"quota":{"network":1,"port":-1}}"#),
+        (
+            "list_query",
+            ("GET", "/v2.0/networks"),
+            "name=n&fields=id&fields=name&sort_key=name&sort_dir=desc&limit=1",
+        ),
+        (
+            "list_marker",
+            ("GET", "/v2.0/ports"),
+            "limit=1&marker={port}&page_reverse=True&fixed_ips=ip_address%3D10.0.0.2",
+        ),
+        ("delete_subnet_in_use", ("DELETE", "/v2.0/subnets/{subnet}"), ""),
+        ("delete_network_in_use", ("DELETE", "/v2.0/networks/{net}"), ""),
+    ];
+    seeds.into_iter().map(|(n, (m, p), b)| seed(n, &[op(m, p)], b.as_bytes())).collect()
 }
 
 fn rest_body() -> Vec<Seed> {

@@ -188,4 +188,5 @@ replay_tests! {
     grpc_agent: 200_000,
     sim_packet: 100_000,
     flowstate: 200_000,
+    neutron_api: 1_500,
 }

@@ -1,0 +1,141 @@
+//! `neutron_api`: Neutron API requests (method, path, JSON body or query)
+//! through the real handlers (`cluster::neutron::app`) over a memory store
+//! holding a small cloud: an external network with a subnet, a tenant
+//! network with a subnet and a port, a router with its gateway, a security
+//! group.
+//!
+//! ```text
+//!  [op (1)] [body]     op = OPS[op % len]: (method, path); for GET the
+//!                      body is the query string
+//! ```
+//!
+//! `{net}`, `{subnet}`, `{ext}`, `{ext_subnet}`, `{port}`, `{router}` and
+//! `{sg}` in the path or body become the fixture's ids, so seeds can name
+//! real objects.
+//!
+//! What must hold: never a 5xx; an error is a `NeutronError` body with a
+//! type and a message; a refused write (4xx) changes nothing in the store;
+//! a success answers JSON (or 204 with nothing).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Method, Request};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// The operations an input picks from.
+pub const OPS: &[(&str, &str)] = &[
+    ("POST", "/v2.0/networks"),
+    ("PUT", "/v2.0/networks/{net}"),
+    ("POST", "/v2.0/subnets"),
+    ("PUT", "/v2.0/subnets/{subnet}"),
+    ("POST", "/v2.0/ports"),
+    ("PUT", "/v2.0/ports/{port}"),
+    ("POST", "/v2.0/routers"),
+    ("PUT", "/v2.0/routers/{router}"),
+    ("PUT", "/v2.0/routers/{router}/add_router_interface"),
+    ("PUT", "/v2.0/routers/{router}/remove_router_interface"),
+    ("POST", "/v2.0/floatingips"),
+    ("POST", "/v2.0/security-groups"),
+    ("PUT", "/v2.0/security-groups/{sg}"),
+    ("POST", "/v2.0/security-group-rules"),
+    ("PUT", "/v2.0/quotas/{project}"),
+    ("GET", "/v2.0/networks"),
+    ("GET", "/v2.0/ports"),
+    ("DELETE", "/v2.0/subnets/{subnet}"),
+    ("DELETE", "/v2.0/networks/{net}"),
+];
+
+type App = axum::Router;
+
+async fn call(app: &App, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let req = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).expect("method"))
+        .uri(path)
+        .header("content-type", "application/json")
+        .header("x-auth-token", "fuzz")
+        .body(Body::from(body))
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.expect("body");
+    (status, bytes.to_vec())
+}
+
+async fn create(app: &App, path: &str, body: Value, what: &str) -> String {
+    let (s, b) = call(app, "POST", path, body.to_string().into_bytes()).await;
+    assert_eq!(s, 201, "fixture {path}: {}", String::from_utf8_lossy(&b));
+    let v: Value = serde_json::from_slice(&b).expect("json");
+    v[what]["id"].as_str().expect("id").to_string()
+}
+
+async fn dump(store: &Arc<dyn midonet_store::Store>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let r = store.range(b"/").await.expect("range");
+    // Guard keys carry a random nonce per write: compared by presence.
+    r.kvs
+        .into_iter()
+        .map(|kv| {
+            let v =
+                if kv.key.starts_with(b"/midonet/v1/meta/guard/") { Vec::new() } else { kv.value };
+            (kv.key, v)
+        })
+        .collect()
+}
+
+pub fn neutron_api(data: &[u8]) {
+    let Some((&sel, body)) = data.split_first() else { return };
+    let (method, path) = OPS[usize::from(sel) % OPS.len()];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let store = midonet_store::connect("memory:").await.expect("memory store");
+        let mut cfg = midonet_cluster::Config::default();
+        cfg.auth.enabled = false;
+        let cluster = midonet_cluster::Cluster::new(cfg, store.clone());
+        let app = midonet_cluster::neutron::app(cluster);
+        let ext = create(&app, "/v2.0/networks", serde_json::json!({"network": {"name": "ext", "router:external": true}}), "network").await;
+        let ext_subnet = create(&app, "/v2.0/subnets", serde_json::json!({"subnet": {"network_id": ext, "cidr": "172.24.4.0/24", "ip_version": 4}}), "subnet").await;
+        let net = create(&app, "/v2.0/networks", serde_json::json!({"network": {"name": "n"}}), "network").await;
+        let subnet = create(&app, "/v2.0/subnets", serde_json::json!({"subnet": {"network_id": net, "cidr": "10.0.0.0/24", "ip_version": 4}}), "subnet").await;
+        let port = create(&app, "/v2.0/ports", serde_json::json!({"port": {"network_id": net}}), "port").await;
+        let router = create(&app, "/v2.0/routers", serde_json::json!({"router": {"name": "r", "external_gateway_info": {"network_id": ext}}}), "router").await;
+        let sg = create(&app, "/v2.0/security-groups", serde_json::json!({"security_group": {"name": "sg"}}), "security_group").await;
+        let fill = |s: &str| {
+            s.replace("{net}", &net)
+                .replace("{subnet}", &subnet)
+                .replace("{ext}", &ext)
+                .replace("{ext_subnet}", &ext_subnet)
+                .replace("{port}", &port)
+                .replace("{router}", &router)
+                .replace("{sg}", &sg)
+                .replace("{project}", "admin")
+        };
+        let text = String::from_utf8_lossy(body);
+        let (uri, payload) = if method == "GET" {
+            // The body is the query: keep it a valid URI.
+            let q: String = fill(&text)
+                .bytes()
+                .map(|b| if b.is_ascii_alphanumeric() || b"=&_-.:".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+                .collect();
+            (format!("{path}?{q}"), Vec::new())
+        } else if std::str::from_utf8(body).is_ok() {
+            (fill(path), fill(&text).into_bytes())
+        } else {
+            (fill(path), body.to_vec())
+        };
+        let before = dump(&store).await;
+        let (status, out) = call(&app, method, &uri, payload).await;
+        let shown = String::from_utf8_lossy(&out);
+        assert!(status < 500, "{method} {uri}: {status} {shown}");
+        if status >= 400 {
+            let v: Value = serde_json::from_slice(&out).unwrap_or_else(|_| panic!("error body is JSON: {shown}"));
+            let e = &v["NeutronError"];
+            assert!(e["type"].as_str().is_some_and(|t| !t.is_empty()), "error type: {shown}");
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "error message: {shown}");
+            assert!(dump(&store).await == before, "{method} {uri} answered {status} but wrote");
+        } else if status != 204 {
+            serde_json::from_slice::<Value>(&out).unwrap_or_else(|_| panic!("success body is JSON: {shown}"));
+        }
+    });
+}
