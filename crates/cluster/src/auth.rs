@@ -3,7 +3,7 @@
 //! ```text
 //! POST /login  Authorization: Basic b64(user:pw) [X-Auth-Project]
 //!    └─► 200  Set-Cookie: sessionId=<token>; Expires=..; Path=/   body {"key","expires"}
-//! any other call  X-Auth-Token: <token>  ─► Session { user, role }
+//! any other call  X-Auth-Token: <token>  ─► Session { user, role, project }
 //!    missing/unknown/expired token ─► 401 + WWW-Authenticate (the client logs in again)
 //! ```
 //!
@@ -11,6 +11,11 @@
 //! forgets them and clients log in again on the 401, which MidoNet's clients
 //! do by themselves. Several replicas behind one address therefore need
 //! sticky sessions (or a shared token store; not needed yet).
+//!
+//! A token carries the project it is scoped to: a tenant user's is always
+//! its tenant; an admin's is the project it asked Keystone for (else
+//! `admin_project`), and none from `/login`. The project does not
+//! limit an admin: it is the default owner of what the token creates.
 //!
 //! With auth disabled every call is an admin call and `/login` hands out a
 //! token to anyone, so clients that always log in keep working.
@@ -39,7 +44,12 @@ pub enum Role {
 pub struct Session {
     pub user: String,
     pub role: Role,
+    /// When the token stops working.
     pub expires: SystemTime,
+    /// The Keystone project the token is scoped to: a tenant user's tenant,
+    /// an admin's chosen project, `None` for an admin from `/login` or with
+    /// auth disabled.
+    pub project: Option<String>,
 }
 
 impl Session {
@@ -58,6 +68,7 @@ impl Session {
 pub struct Auth {
     enabled: bool,
     ttl: Duration,
+    admin_project: String,
     users: Vec<UserConfig>,
     tokens: Mutex<HashMap<String, Session>>,
 }
@@ -67,6 +78,7 @@ impl Auth {
         Auth {
             enabled: cfg.enabled,
             ttl: Duration::from_secs(cfg.token_ttl_secs.max(1)),
+            admin_project: cfg.admin_project.trim().to_string(),
             users: cfg.users.clone(),
             tokens: Mutex::new(HashMap::new()),
         }
@@ -74,6 +86,16 @@ impl Auth {
 
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Lifetime of a new token.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The project of admins' tokens that name no other (`auth.admin_project`).
+    pub fn admin_project(&self) -> &str {
+        &self.admin_project
     }
 
     /// Tenants named by configured users.
@@ -117,18 +139,62 @@ impl Auth {
         Some(self.issue(&u.name, Self::role_of(u)).0)
     }
 
-    /// Issues a token with an explicit role.
+    /// Issues a token with an explicit role, scoped to no project unless
+    /// the role is a tenant's.
     pub fn issue(&self, user: &str, role: Role) -> (String, Session) {
+        self.issue_scoped(user, role, None)
+    }
+
+    /// Issues a token scoped to `project`. A tenant's token is always
+    /// scoped to its tenant, whatever `project` says: callers check the
+    /// scope a tenant asks for before (see `identity`).
+    pub fn issue_scoped(&self, user: &str, role: Role, project: Option<&str>) -> (String, Session) {
+        let session = Session {
+            user: user.to_string(),
+            project: project.map(str::to_string),
+            role,
+            expires: SystemTime::now() + self.ttl,
+        };
+        let session = scoped(session);
+        (self.issue_session(session.clone()), session)
+    }
+
+    /// Stores a session as a new token, with the session's own expiry (a
+    /// Keystone rescope keeps the expiry of the token it came from).
+    pub fn issue_session(&self, session: Session) -> String {
         let token = format!("{:032x}", rand::random::<u128>());
-        let session =
-            Session { user: user.to_string(), role, expires: SystemTime::now() + self.ttl };
         let mut tokens = self.tokens.lock();
         let now = SystemTime::now();
         // Dropping expired tokens here keeps the map bounded by the logins
         // of one TTL without a background task.
         tokens.retain(|_, s| s.expires > now);
-        tokens.insert(token.clone(), session.clone());
-        (token, session)
+        tokens.insert(token.clone(), scoped(session));
+        token
+    }
+
+    /// The live session of a token this cluster issued, whether auth is
+    /// enabled or not (Keystone token validation).
+    pub fn lookup(&self, token: &str) -> Option<Session> {
+        let tokens = self.tokens.lock();
+        tokens.get(token.trim()).filter(|s| s.expires > SystemTime::now()).cloned()
+    }
+
+    /// Forgets a token; `false` if it was not live.
+    pub fn revoke(&self, token: &str) -> bool {
+        let mut tokens = self.tokens.lock();
+        tokens.remove(token.trim()).is_some_and(|s| s.expires > SystemTime::now())
+    }
+
+    /// The name and role of a configured user whose password this is.
+    /// Ignores whether auth is enabled (the caller decides).
+    pub fn authenticate(&self, name: &str, password: &str) -> Option<(String, Role)> {
+        let user = self.users.iter().find(|u| u.name == name && password_matches(u, password))?;
+        Some((user.name.clone(), Self::role_of(user)))
+    }
+
+    /// The role of a configured user.
+    pub fn user_role(&self, name: &str) -> Option<Role> {
+        self.users.iter().find(|u| u.name == name).map(Self::role_of)
     }
 
     /// The session of an `X-Auth-Token`, or 401.
@@ -138,6 +204,7 @@ impl Auth {
                 user: "admin".into(),
                 role: Role::Admin,
                 expires: SystemTime::now() + self.ttl,
+                project: None,
             });
         }
         let token = token.ok_or_else(|| {
@@ -150,6 +217,14 @@ impl Auth {
             None => Err(ApiError::unauthorized("unknown token: log in again")),
         }
     }
+}
+
+/// A tenant's session is scoped to its tenant.
+fn scoped(mut s: Session) -> Session {
+    if let Role::Tenant(t) = &s.role {
+        s.project = Some(t.clone());
+    }
+    s
 }
 
 fn decode_basic(header: &str) -> Result<(String, String), ApiError> {
@@ -195,6 +270,10 @@ mod tests {
     }
 
     fn auth() -> Auth {
+        Auth::new(&auth_config())
+    }
+
+    fn auth_config() -> AuthConfig {
         let mut cfg = AuthConfig::default();
         cfg.users.push(UserConfig::new("admin", "pw", RoleName::Admin, None));
         let hash: String = Sha256::digest(b"secret").iter().map(|b| format!("{b:02x}")).collect();
@@ -205,7 +284,7 @@ mod tests {
             role: RoleName::Tenant,
             tenant: Some("t1".into()),
         });
-        Auth::new(&cfg)
+        cfg
     }
 
     #[test]
@@ -233,7 +312,52 @@ mod tests {
     #[test]
     fn disabled_auth_makes_everyone_admin() {
         let a = Auth::new(&AuthConfig { enabled: false, ..AuthConfig::default() });
-        assert!(a.check(None).expect("no token needed").is_admin());
+        let s = a.check(None).expect("no token needed");
+        assert!(s.is_admin());
+        assert_eq!(s.project, None);
         assert!(a.login(None).expect("anyone").1.is_admin());
+    }
+
+    #[test]
+    fn tokens_carry_their_project() {
+        let a = auth();
+        let (_, s) = a.login(Some(&basic("admin", "pw"))).expect("admin login");
+        assert_eq!(s.project, None, "/login scopes an admin to nothing");
+        let (_, s) = a.login(Some(&basic("alice", "secret"))).expect("tenant login");
+        assert_eq!(s.project.as_deref(), Some("t1"));
+        let (tok, s) = a.issue_scoped("admin", Role::Admin, Some("t9"));
+        assert_eq!(s.project.as_deref(), Some("t9"));
+        assert_eq!(a.check(Some(&tok)).expect("valid").project.as_deref(), Some("t9"));
+        // A tenant is scoped to its tenant whatever the caller says.
+        let (_, s) = a.issue_scoped("alice", Role::Tenant("t1".into()), Some("t9"));
+        assert_eq!(s.project.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn lookup_revoke_and_authenticate() {
+        let a = auth();
+        assert_eq!(
+            a.authenticate("alice", "secret"),
+            Some(("alice".into(), Role::Tenant("t1".into())))
+        );
+        assert_eq!(a.authenticate("alice", "pw"), None);
+        assert_eq!(a.user_role("admin"), Some(Role::Admin));
+        assert_eq!(a.user_role("eve"), None);
+        let (tok, s) = a.issue_scoped("admin", Role::Admin, Some("admin"));
+        assert_eq!(a.lookup(&tok), Some(s));
+        assert!(a.revoke(&tok));
+        assert!(!a.revoke(&tok), "already gone");
+        assert_eq!(a.lookup(&tok), None);
+        assert_eq!(a.check(Some(&tok)).expect_err("revoked").status.as_u16(), 401);
+        // A session stored with a past expiry is not live.
+        let old = Session {
+            user: "admin".into(),
+            role: Role::Admin,
+            expires: SystemTime::now() - Duration::from_secs(1),
+            project: None,
+        };
+        let tok = a.issue_session(old);
+        assert_eq!(a.lookup(&tok), None);
+        assert!(a.check(Some(&tok)).expect_err("expired").message.contains("expired"));
     }
 }

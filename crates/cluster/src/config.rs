@@ -18,7 +18,10 @@
 //!
 //! [auth]
 //! enabled = true            # false = everyone is admin (same as --no-auth)
-//! token_ttl_secs = 3600     # lifetime of a token from POST /login
+//! token_ttl_secs = 3600     # lifetime of a token (POST /login, Keystone tokens)
+//! # Keystone project of admins' tokens when they scope to no other project
+//! # (Keystone tokens); also listed as a project.
+//! admin_project = "admin"   #                                   default "admin"
 //!
 //! [[auth.users]]
 //! name = "admin"
@@ -32,9 +35,13 @@
 //! tenant = "t1"             # required for role = "tenant"
 //!
 //! [[tenants]]               # listed by GET /tenants even before they own objects
-//! id = "t1"
-//! name = "Tenant One"
+//! id = "t1"                 # also a Keystone project: its id
+//! name = "Tenant One"       # and its name (default: the id)
 //! ```
+//!
+//! Keystone projects are the `[[tenants]]`, the users' tenants and
+//! `admin_project`; Keystone users are `[[auth.users]]` (id = name, domain
+//! `Default`).
 //!
 //! With auth enabled and no users configured nobody can log in; the cluster
 //! logs a warning at start. Use `--no-auth` for a private development setup.
@@ -56,6 +63,8 @@ pub const DEFAULT_STORE: &str = "embedded:/var/lib/midonet/cluster.redb";
 pub const DEFAULT_HISTORY_REVISIONS: i64 = 100_000;
 /// Default token lifetime.
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
+/// Default Keystone project of admins.
+pub const DEFAULT_ADMIN_PROJECT: &str = "admin";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +85,8 @@ pub struct Config {
 pub struct AuthConfig {
     pub enabled: bool,
     pub token_ttl_secs: u64,
+    /// Project of admins' Keystone tokens that name no other.
+    pub admin_project: String,
     pub users: Vec<UserConfig>,
 }
 
@@ -128,7 +139,12 @@ impl Default for Config {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { enabled: true, token_ttl_secs: DEFAULT_TOKEN_TTL_SECS, users: Vec::new() }
+        AuthConfig {
+            enabled: true,
+            token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+            admin_project: DEFAULT_ADMIN_PROJECT.to_string(),
+            users: Vec::new(),
+        }
     }
 }
 
@@ -184,6 +200,11 @@ impl Config {
                 self.public_url
             )));
         }
+        if self.auth.admin_project.trim().is_empty() {
+            return Err(ClusterError::ConfigInvalid(
+                "auth.admin_project must not be empty".to_string(),
+            ));
+        }
         Ok(())
     }
 }
@@ -199,6 +220,15 @@ mod tests {
         assert_eq!(c.store, DEFAULT_STORE);
         assert!(c.auth.enabled);
         assert_eq!(c.auth.token_ttl_secs, 3600);
+        assert_eq!(c.auth.admin_project, "admin");
+    }
+
+    #[test]
+    fn keystone_keys_parse_and_are_checked() {
+        let c = Config::from_toml("[auth]\nadmin_project = \"ops\"\n").expect("valid");
+        assert_eq!(c.auth.admin_project, "ops");
+        let e = Config::from_toml("[auth]\nadmin_project = \" \"\n").expect_err("empty");
+        assert!(e.to_string().contains("admin_project"), "{e}");
     }
 
     #[test]
