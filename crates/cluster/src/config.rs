@@ -19,9 +19,13 @@
 //! [auth]
 //! enabled = true            # false = everyone is admin (same as --no-auth)
 //! token_ttl_secs = 3600     # lifetime of a token (POST /login, Keystone tokens)
-//! # Keystone project of admins' tokens when they scope to no other project
-//! # (Keystone tokens); also listed as a project.
+//! # Project of admins' Keystone tokens that scope to no other project;
+//! # a project of its own, like the [[tenants]].
 //! admin_project = "admin"   #                                   default "admin"
+//! # An external Keystone (e.g. "http://keystone:5000"): X-Auth-Token values
+//! # this cluster did not issue are checked with GET {keystone_url}/v3/auth/tokens,
+//! # and good answers are trusted for 60 s. Empty: only local tokens.  default ""
+//! keystone_url = ""
 //!
 //! [[auth.users]]
 //! name = "admin"
@@ -87,6 +91,9 @@ pub struct AuthConfig {
     pub token_ttl_secs: u64,
     /// Project of admins' Keystone tokens that name no other.
     pub admin_project: String,
+    /// External Keystone checking tokens this cluster did not issue; empty
+    /// for none.
+    pub keystone_url: String,
     pub users: Vec<UserConfig>,
 }
 
@@ -143,6 +150,7 @@ impl Default for AuthConfig {
             enabled: true,
             token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
             admin_project: DEFAULT_ADMIN_PROJECT.to_string(),
+            keystone_url: String::new(),
             users: Vec::new(),
         }
     }
@@ -192,13 +200,15 @@ impl Config {
                 )));
             }
         }
-        let scheme_ok =
-            self.public_url.starts_with("http://") || self.public_url.starts_with("https://");
-        if !self.public_url.is_empty() && !scheme_ok {
-            return Err(ClusterError::ConfigInvalid(format!(
-                "public_url `{}` must start with http:// or https://",
-                self.public_url
-            )));
+        for (key, url) in
+            [("public_url", &self.public_url), ("auth.keystone_url", &self.auth.keystone_url)]
+        {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !url.is_empty() && !scheme_ok {
+                return Err(ClusterError::ConfigInvalid(format!(
+                    "{key} `{url}` must start with http:// or https://"
+                )));
+            }
         }
         if self.auth.admin_project.trim().is_empty() {
             return Err(ClusterError::ConfigInvalid(
@@ -221,12 +231,19 @@ mod tests {
         assert!(c.auth.enabled);
         assert_eq!(c.auth.token_ttl_secs, 3600);
         assert_eq!(c.auth.admin_project, "admin");
+        assert_eq!(c.auth.keystone_url, "");
     }
 
     #[test]
     fn keystone_keys_parse_and_are_checked() {
-        let c = Config::from_toml("[auth]\nadmin_project = \"ops\"\n").expect("valid");
+        let c = Config::from_toml(
+            "[auth]\nadmin_project = \"ops\"\nkeystone_url = \"http://ks:5000\"\n",
+        )
+        .expect("valid");
         assert_eq!(c.auth.admin_project, "ops");
+        assert_eq!(c.auth.keystone_url, "http://ks:5000");
+        let e = Config::from_toml("[auth]\nkeystone_url = \"ks:5000\"\n").expect_err("scheme");
+        assert!(e.to_string().contains("auth.keystone_url"), "{e}");
         let e = Config::from_toml("[auth]\nadmin_project = \" \"\n").expect_err("empty");
         assert!(e.to_string().contains("admin_project"), "{e}");
     }
