@@ -3,6 +3,8 @@
 //! ```text
 //! POST /login  Authorization: Basic b64(user:pw) [X-Auth-Project]
 //!    └─► 200  Set-Cookie: sessionId=<token>; Expires=..; Path=/   body {"key","expires"}
+//! POST /neutron/identity/v3/auth/tokens (crate::identity, Keystone v3)
+//!    └─► 201  X-Subject-Token: <token>                       scoped to a project
 //! any other call  X-Auth-Token: <token>  ─► Session { user, role, project }
 //!    missing/unknown/expired token ─► 401 + WWW-Authenticate (the client logs in again)
 //!    not ours, `keystone_url` set  ─► GET {keystone_url}/v3/auth/tokens (check_async)
@@ -14,8 +16,8 @@
 //! sticky sessions (or a shared token store; not needed yet).
 //!
 //! A token carries the project it is scoped to: a tenant user's is always
-//! its tenant; an admin's is the project it asked Keystone for (else
-//! `admin_project`), and none from `/login`. The project does not
+//! its tenant; an admin's is the project it asked [`crate::identity`] for
+//! (else `admin_project`), and none from `/login`. The project does not
 //! limit an admin: it is the default owner of what the token creates.
 //!
 //! With auth disabled every call is an admin call and `/login` hands out a
@@ -177,7 +179,7 @@ impl Auth {
 
     /// Issues a token scoped to `project`. A tenant's token is always
     /// scoped to its tenant, whatever `project` says: callers check the
-    /// scope a tenant asks for before (see `identity`).
+    /// scope a tenant asks for before ([`crate::identity`] does).
     pub fn issue_scoped(&self, user: &str, role: Role, project: Option<&str>) -> (String, Session) {
         let session = Session {
             user: user.to_string(),

@@ -242,6 +242,7 @@ pub fn app(cluster: Arc<Cluster>) -> axum::Router {
     router
         .route(&format!("{API_PREFIX}/openapi.json"), get(openapi_json))
         .route("/metrics", get(metrics))
+        .merge(crate::identity::routes_at("/neutron/identity"))
         .fallback(fallback)
         .layer(Extension(doc))
         .layer(middleware::from_fn_with_state(cluster.clone(), observe))
