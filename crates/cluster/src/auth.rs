@@ -3,8 +3,11 @@
 //! ```text
 //! POST /login  Authorization: Basic b64(user:pw) [X-Auth-Project]
 //!    └─► 200  Set-Cookie: sessionId=<token>; Expires=..; Path=/   body {"key","expires"}
-//! any other call  X-Auth-Token: <token>  ─► Session { user, role }
+//! POST /neutron/identity/v3/auth/tokens (crate::identity, Keystone v3)
+//!    └─► 201  X-Subject-Token: <token>                       scoped to a project
+//! any other call  X-Auth-Token: <token>  ─► Session { user, role, project }
 //!    missing/unknown/expired token ─► 401 + WWW-Authenticate (the client logs in again)
+//!    not ours, `keystone_url` set  ─► GET {keystone_url}/v3/auth/tokens (check_async)
 //! ```
 //!
 //! Tokens are 128 random bits, kept in memory only: a restarted cluster
@@ -12,14 +15,32 @@
 //! do by themselves. Several replicas behind one address therefore need
 //! sticky sessions (or a shared token store; not needed yet).
 //!
+//! A token carries the project it is scoped to: a tenant user's is always
+//! its tenant; an admin's is the project it asked [`crate::identity`] for
+//! (else `admin_project`), and none from `/login`. The project does not
+//! limit an admin: it is the default owner of what the token creates.
+//!
 //! With auth disabled every call is an admin call and `/login` hands out a
 //! token to anyone, so clients that always log in keep working.
+//!
+//! # External Keystone
+//!
+//! With `auth.keystone_url` set, [`Auth::check_async`] asks that Keystone
+//! about tokens this cluster did not issue (the token validates itself:
+//! `X-Auth-Token` and `X-Subject-Token` are the same, which Keystone's
+//! default policy allows), and trusts a positive answer for
+//! [`EXTERNAL_CACHE`]: a token revoked there keeps working here that long.
+//! Failures are not cached, so a burst of bad tokens is a burst of requests
+//! to Keystone. [`Auth::check`] stays local and synchronous; request
+//! handlers use `check_async`.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use axum::http::StatusCode;
 use base64::Engine as _;
 use parking_lot::Mutex;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::{AuthConfig, RoleName, UserConfig};
@@ -34,12 +55,29 @@ pub enum Role {
     Tenant(String),
 }
 
+/// How long a token an external Keystone vouched for is trusted without
+/// asking again.
+pub const EXTERNAL_CACHE: Duration = Duration::from_secs(60);
+
+/// How long the external Keystone may take to answer.
+const EXTERNAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tokens of the external Keystone remembered at most; past it the cache
+/// starts over (it only saves round trips).
+const EXTERNAL_CACHE_ENTRIES: usize = 10_000;
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub user: String,
     pub role: Role,
+    /// When the token stops working (for an external Keystone's token:
+    /// until when this cluster trusts it without asking again).
     pub expires: SystemTime,
+    /// The Keystone project the token is scoped to: a tenant user's tenant,
+    /// an admin's chosen project, `None` for an admin from `/login` or with
+    /// auth disabled.
+    pub project: Option<String>,
 }
 
 impl Session {
@@ -58,22 +96,38 @@ impl Session {
 pub struct Auth {
     enabled: bool,
     ttl: Duration,
+    admin_project: String,
     users: Vec<UserConfig>,
     tokens: Mutex<HashMap<String, Session>>,
+    external: Option<External>,
 }
 
 impl Auth {
     pub fn new(cfg: &AuthConfig) -> Self {
+        let url = cfg.keystone_url.trim().trim_end_matches('/');
+        let url = url.strip_suffix("/v3").unwrap_or(url);
         Auth {
             enabled: cfg.enabled,
             ttl: Duration::from_secs(cfg.token_ttl_secs.max(1)),
+            admin_project: cfg.admin_project.trim().to_string(),
             users: cfg.users.clone(),
             tokens: Mutex::new(HashMap::new()),
+            external: (!url.is_empty()).then(|| External::new(url)),
         }
     }
 
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Lifetime of a new token.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The project of admins' tokens that name no other (`auth.admin_project`).
+    pub fn admin_project(&self) -> &str {
+        &self.admin_project
     }
 
     /// Tenants named by configured users.
@@ -117,27 +171,73 @@ impl Auth {
         Some(self.issue(&u.name, Self::role_of(u)).0)
     }
 
-    /// Issues a token with an explicit role.
+    /// Issues a token with an explicit role, scoped to no project unless
+    /// the role is a tenant's.
     pub fn issue(&self, user: &str, role: Role) -> (String, Session) {
+        self.issue_scoped(user, role, None)
+    }
+
+    /// Issues a token scoped to `project`. A tenant's token is always
+    /// scoped to its tenant, whatever `project` says: callers check the
+    /// scope a tenant asks for before ([`crate::identity`] does).
+    pub fn issue_scoped(&self, user: &str, role: Role, project: Option<&str>) -> (String, Session) {
+        let session = Session {
+            user: user.to_string(),
+            project: project.map(str::to_string),
+            role,
+            expires: SystemTime::now() + self.ttl,
+        };
+        let session = scoped(session);
+        (self.issue_session(session.clone()), session)
+    }
+
+    /// Stores a session as a new token, with the session's own expiry (a
+    /// Keystone rescope keeps the expiry of the token it came from).
+    pub fn issue_session(&self, session: Session) -> String {
         let token = format!("{:032x}", rand::random::<u128>());
-        let session =
-            Session { user: user.to_string(), role, expires: SystemTime::now() + self.ttl };
         let mut tokens = self.tokens.lock();
         let now = SystemTime::now();
         // Dropping expired tokens here keeps the map bounded by the logins
         // of one TTL without a background task.
         tokens.retain(|_, s| s.expires > now);
-        tokens.insert(token.clone(), session.clone());
-        (token, session)
+        tokens.insert(token.clone(), scoped(session));
+        token
     }
 
-    /// The session of an `X-Auth-Token`, or 401.
+    /// The live session of a token this cluster issued, whether auth is
+    /// enabled or not (Keystone token validation).
+    pub fn lookup(&self, token: &str) -> Option<Session> {
+        let tokens = self.tokens.lock();
+        tokens.get(token.trim()).filter(|s| s.expires > SystemTime::now()).cloned()
+    }
+
+    /// Forgets a token; `false` if it was not live.
+    pub fn revoke(&self, token: &str) -> bool {
+        let mut tokens = self.tokens.lock();
+        tokens.remove(token.trim()).is_some_and(|s| s.expires > SystemTime::now())
+    }
+
+    /// The name and role of a configured user whose password this is.
+    /// Ignores whether auth is enabled (the caller decides).
+    pub fn authenticate(&self, name: &str, password: &str) -> Option<(String, Role)> {
+        let user = self.users.iter().find(|u| u.name == name && password_matches(u, password))?;
+        Some((user.name.clone(), Self::role_of(user)))
+    }
+
+    /// The role of a configured user.
+    pub fn user_role(&self, name: &str) -> Option<Role> {
+        self.users.iter().find(|u| u.name == name).map(Self::role_of)
+    }
+
+    /// The session of an `X-Auth-Token` this cluster issued, or 401.
+    /// Local only: see [`Auth::check_async`] for an external Keystone.
     pub fn check(&self, token: Option<&str>) -> Result<Session, ApiError> {
         if !self.enabled {
             return Ok(Session {
                 user: "admin".into(),
                 role: Role::Admin,
                 expires: SystemTime::now() + self.ttl,
+                project: None,
             });
         }
         let token = token.ok_or_else(|| {
@@ -150,6 +250,118 @@ impl Auth {
             None => Err(ApiError::unauthorized("unknown token: log in again")),
         }
     }
+
+    /// [`Auth::check`], and for a token this cluster never issued, when
+    /// `auth.keystone_url` is set, the external Keystone's word (cached for
+    /// [`EXTERNAL_CACHE`]). An expired local token stays a 401 without
+    /// asking. 503 when that Keystone cannot be reached.
+    pub async fn check_async(&self, token: Option<&str>) -> Result<Session, ApiError> {
+        let (Some(external), Some(token), true) = (&self.external, token, self.enabled) else {
+            return self.check(token);
+        };
+        let token = token.trim();
+        let ours = self.tokens.lock().contains_key(token);
+        if ours {
+            return self.check(Some(token));
+        }
+        external.check(token).await
+    }
+}
+
+/// A tenant's session is scoped to its tenant.
+fn scoped(mut s: Session) -> Session {
+    if let Role::Tenant(t) = &s.role {
+        s.project = Some(t.clone());
+    }
+    s
+}
+
+/// The external Keystone of `auth.keystone_url` and the tokens it vouched
+/// for (each session's `expires` is the end of its time in the cache).
+struct External {
+    /// Without a trailing `/` or `/v3`.
+    url: String,
+    agent: ureq::Agent,
+    cache: Mutex<HashMap<String, Session>>,
+}
+
+impl External {
+    fn new(url: &str) -> Self {
+        External {
+            url: url.to_string(),
+            agent: ureq::AgentBuilder::new().timeout(EXTERNAL_TIMEOUT).build(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn check(&self, token: &str) -> Result<Session, ApiError> {
+        let now = SystemTime::now();
+        if let Some(s) = self.cache.lock().get(token).filter(|s| s.expires > now) {
+            return Ok(s.clone());
+        }
+        let url = format!("{}/v3/auth/tokens", self.url);
+        let (agent, subject) = (self.agent.clone(), token.to_string());
+        // ureq blocks: off the async workers.
+        let body = tokio::task::spawn_blocking(move || validate_remote(&agent, &url, &subject))
+            .await
+            .map_err(|_| ApiError::internal("the Keystone token check did not finish"))??;
+        let session = session_from_keystone(&body, SystemTime::now() + EXTERNAL_CACHE)?;
+        let mut cache = self.cache.lock();
+        cache.retain(|_, s| s.expires > now);
+        if cache.len() >= EXTERNAL_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(token.to_string(), session.clone());
+        Ok(session)
+    }
+}
+
+/// `GET {url}` with the token as both caller and subject: the body of a
+/// 200, 401 for any 4xx (Keystone does not know the token), 503 otherwise.
+fn validate_remote(agent: &ureq::Agent, url: &str, token: &str) -> Result<Value, ApiError> {
+    let unavailable = |why: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why);
+    let resp = agent
+        .get(url)
+        .set("X-Auth-Token", token)
+        .set("X-Subject-Token", token)
+        .set("Accept", "application/json")
+        .call();
+    match resp {
+        Ok(r) => r.into_json::<Value>().map_err(|e| {
+            unavailable(format!("Keystone at {url} answered an unreadable body: {e}"))
+        }),
+        Err(ureq::Error::Status(code, _)) if (400..500).contains(&code) => {
+            Err(ApiError::unauthorized("unknown token: log in again"))
+        }
+        Err(ureq::Error::Status(code, _)) => {
+            Err(unavailable(format!("Keystone at {url} answered {code}")))
+        }
+        Err(e) => Err(unavailable(format!("Keystone at {url} is unreachable: {e}"))),
+    }
+}
+
+/// The session a Keystone token body (`{"token": {...}}`) describes: user
+/// name, project id and roles; role `admin` makes an admin, anything else
+/// a tenant of the project. A token scoped to no project gives a tenant
+/// nothing to own, so it is a 401 unless it is an admin's.
+pub fn session_from_keystone(body: &Value, expires: SystemTime) -> Result<Session, ApiError> {
+    let bad = |what: &str| ApiError::unauthorized(format!("Keystone's token has no {what}"));
+    let token = body.get("token").ok_or_else(|| bad("`token`"))?;
+    let user = token
+        .pointer("/user/name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("`token.user.name`"))?
+        .to_string();
+    let project = token.pointer("/project/id").and_then(Value::as_str).map(str::to_string);
+    let admin = token.get("roles").and_then(Value::as_array).is_some_and(|rs| {
+        rs.iter().any(|r| r.get("name").and_then(Value::as_str) == Some("admin"))
+    });
+    let role = match (admin, &project) {
+        (true, _) => Role::Admin,
+        (false, Some(p)) => Role::Tenant(p.clone()),
+        (false, None) => return Err(bad("`token.project.id` (scope it to a project)")),
+    };
+    Ok(Session { user, role, expires, project })
 }
 
 fn decode_basic(header: &str) -> Result<(String, String), ApiError> {
@@ -195,6 +407,10 @@ mod tests {
     }
 
     fn auth() -> Auth {
+        Auth::new(&auth_config())
+    }
+
+    fn auth_config() -> AuthConfig {
         let mut cfg = AuthConfig::default();
         cfg.users.push(UserConfig::new("admin", "pw", RoleName::Admin, None));
         let hash: String = Sha256::digest(b"secret").iter().map(|b| format!("{b:02x}")).collect();
@@ -205,7 +421,7 @@ mod tests {
             role: RoleName::Tenant,
             tenant: Some("t1".into()),
         });
-        Auth::new(&cfg)
+        cfg
     }
 
     #[test]
@@ -233,7 +449,96 @@ mod tests {
     #[test]
     fn disabled_auth_makes_everyone_admin() {
         let a = Auth::new(&AuthConfig { enabled: false, ..AuthConfig::default() });
-        assert!(a.check(None).expect("no token needed").is_admin());
+        let s = a.check(None).expect("no token needed");
+        assert!(s.is_admin());
+        assert_eq!(s.project, None);
         assert!(a.login(None).expect("anyone").1.is_admin());
+    }
+
+    #[test]
+    fn tokens_carry_their_project() {
+        let a = auth();
+        let (_, s) = a.login(Some(&basic("admin", "pw"))).expect("admin login");
+        assert_eq!(s.project, None, "/login scopes an admin to nothing");
+        let (_, s) = a.login(Some(&basic("alice", "secret"))).expect("tenant login");
+        assert_eq!(s.project.as_deref(), Some("t1"));
+        let (tok, s) = a.issue_scoped("admin", Role::Admin, Some("t9"));
+        assert_eq!(s.project.as_deref(), Some("t9"));
+        assert_eq!(a.check(Some(&tok)).expect("valid").project.as_deref(), Some("t9"));
+        // A tenant is scoped to its tenant whatever the caller says.
+        let (_, s) = a.issue_scoped("alice", Role::Tenant("t1".into()), Some("t9"));
+        assert_eq!(s.project.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn lookup_revoke_and_authenticate() {
+        let a = auth();
+        assert_eq!(
+            a.authenticate("alice", "secret"),
+            Some(("alice".into(), Role::Tenant("t1".into())))
+        );
+        assert_eq!(a.authenticate("alice", "pw"), None);
+        assert_eq!(a.user_role("admin"), Some(Role::Admin));
+        assert_eq!(a.user_role("eve"), None);
+        let (tok, s) = a.issue_scoped("admin", Role::Admin, Some("admin"));
+        assert_eq!(a.lookup(&tok), Some(s));
+        assert!(a.revoke(&tok));
+        assert!(!a.revoke(&tok), "already gone");
+        assert_eq!(a.lookup(&tok), None);
+        assert_eq!(a.check(Some(&tok)).expect_err("revoked").status.as_u16(), 401);
+        // A session stored with a past expiry is not live.
+        let old = Session {
+            user: "admin".into(),
+            role: Role::Admin,
+            expires: SystemTime::now() - Duration::from_secs(1),
+            project: None,
+        };
+        let tok = a.issue_session(old);
+        assert_eq!(a.lookup(&tok), None);
+        assert!(a.check(Some(&tok)).expect_err("expired").message.contains("expired"));
+    }
+
+    #[tokio::test]
+    async fn check_async_without_keystone_is_check() {
+        let a = auth();
+        let (tok, s) = a.issue("admin", Role::Admin);
+        assert_eq!(a.check_async(Some(&tok)).await.expect("local"), s);
+        assert_eq!(a.check_async(Some("feed")).await.expect_err("unknown").status.as_u16(), 401);
+        assert_eq!(a.check_async(None).await.expect_err("missing").status.as_u16(), 401);
+    }
+
+    #[tokio::test]
+    async fn unreachable_keystone_is_503_but_local_tokens_still_work() {
+        // Port 9 (discard) on the loopback: nothing listens, the connection
+        // is refused at once.
+        let cfg = AuthConfig { keystone_url: "http://127.0.0.1:9/v3/".into(), ..auth_config() };
+        let a = Auth::new(&cfg);
+        assert_eq!(a.external.as_ref().map(|e| e.url.as_str()), Some("http://127.0.0.1:9"));
+        let (tok, _) = a.issue("admin", Role::Admin);
+        assert!(a.check_async(Some(&tok)).await.expect("local").is_admin());
+        let e = a.check_async(Some("feed")).await.expect_err("unreachable");
+        assert_eq!(e.status.as_u16(), 503, "{e}");
+    }
+
+    #[test]
+    fn keystone_bodies_make_sessions() {
+        let at = SystemTime::now();
+        let body = serde_json::json!({"token": {
+            "user": {"id": "u1", "name": "carol"},
+            "project": {"id": "p1", "name": "proj"},
+            "roles": [{"id": "r", "name": "member"}, {"id": "r2", "name": "reader"}],
+        }});
+        let s = session_from_keystone(&body, at).expect("member");
+        assert_eq!((s.user.as_str(), s.project.as_deref()), ("carol", Some("p1")));
+        assert_eq!(s.role, Role::Tenant("p1".into()));
+        let mut admin = body.clone();
+        admin["token"]["roles"][1]["name"] = "admin".into();
+        assert_eq!(session_from_keystone(&admin, at).expect("admin").role, Role::Admin);
+        let mut unscoped = body.clone();
+        unscoped["token"].as_object_mut().expect("object").remove("project");
+        let e = session_from_keystone(&unscoped, at).expect_err("no project");
+        assert!(e.message.contains("token.project.id"), "{e}");
+        let e = session_from_keystone(&serde_json::json!({"token": {}}), at).expect_err("no user");
+        assert!(e.message.contains("token.user.name"), "{e}");
     }
 }

@@ -22,7 +22,14 @@
 //!
 //! [auth]
 //! enabled = true            # false = everyone is admin (same as --no-auth)
-//! token_ttl_secs = 3600     # lifetime of a token from POST /login
+//! token_ttl_secs = 3600     # lifetime of a token (POST /login, Keystone tokens)
+//! # Project of admins' Keystone tokens that scope to no other project;
+//! # a project of its own, like the [[tenants]].
+//! admin_project = "admin"   #                                   default "admin"
+//! # An external Keystone (e.g. "http://keystone:5000"): X-Auth-Token values
+//! # this cluster did not issue are checked with GET {keystone_url}/v3/auth/tokens,
+//! # and good answers are trusted for 60 s. Empty: only local tokens.  default ""
+//! keystone_url = ""
 //!
 //! [[auth.users]]
 //! name = "admin"
@@ -36,9 +43,13 @@
 //! tenant = "t1"             # required for role = "tenant"
 //!
 //! [[tenants]]               # listed by GET /tenants even before they own objects
-//! id = "t1"
-//! name = "Tenant One"
+//! id = "t1"                 # also a Keystone project: its id
+//! name = "Tenant One"       # and its name (default: the id)
 //! ```
+//!
+//! Keystone projects are the `[[tenants]]`, the users' tenants and
+//! `admin_project`; Keystone users are `[[auth.users]]` (id = name, domain
+//! `Default`).
 //!
 //! With auth enabled and no users configured nobody can log in; the cluster
 //! logs a warning at start. Use `--no-auth` for a private development setup.
@@ -62,6 +73,8 @@ pub const DEFAULT_NEUTRON_LISTEN: &str = "127.0.0.1:9696";
 pub const DEFAULT_HISTORY_REVISIONS: i64 = 100_000;
 /// Default token lifetime.
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
+/// Default Keystone project of admins.
+pub const DEFAULT_ADMIN_PROJECT: &str = "admin";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +97,11 @@ pub struct Config {
 pub struct AuthConfig {
     pub enabled: bool,
     pub token_ttl_secs: u64,
+    /// Project of admins' Keystone tokens that name no other.
+    pub admin_project: String,
+    /// External Keystone checking tokens this cluster did not issue; empty
+    /// for none.
+    pub keystone_url: String,
     pub users: Vec<UserConfig>,
 }
 
@@ -137,7 +155,13 @@ impl Default for Config {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { enabled: true, token_ttl_secs: DEFAULT_TOKEN_TTL_SECS, users: Vec::new() }
+        AuthConfig {
+            enabled: true,
+            token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+            admin_project: DEFAULT_ADMIN_PROJECT.to_string(),
+            keystone_url: String::new(),
+            users: Vec::new(),
+        }
     }
 }
 
@@ -199,13 +223,20 @@ impl Config {
             }
         }
         self.neutron_addr()?;
-        let scheme_ok =
-            self.public_url.starts_with("http://") || self.public_url.starts_with("https://");
-        if !self.public_url.is_empty() && !scheme_ok {
-            return Err(ClusterError::ConfigInvalid(format!(
-                "public_url `{}` must start with http:// or https://",
-                self.public_url
-            )));
+        for (key, url) in
+            [("public_url", &self.public_url), ("auth.keystone_url", &self.auth.keystone_url)]
+        {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !url.is_empty() && !scheme_ok {
+                return Err(ClusterError::ConfigInvalid(format!(
+                    "{key} `{url}` must start with http:// or https://"
+                )));
+            }
+        }
+        if self.auth.admin_project.trim().is_empty() {
+            return Err(ClusterError::ConfigInvalid(
+                "auth.admin_project must not be empty".to_string(),
+            ));
         }
         Ok(())
     }
@@ -222,6 +253,22 @@ mod tests {
         assert_eq!(c.store, DEFAULT_STORE);
         assert!(c.auth.enabled);
         assert_eq!(c.auth.token_ttl_secs, 3600);
+        assert_eq!(c.auth.admin_project, "admin");
+        assert_eq!(c.auth.keystone_url, "");
+    }
+
+    #[test]
+    fn keystone_keys_parse_and_are_checked() {
+        let c = Config::from_toml(
+            "[auth]\nadmin_project = \"ops\"\nkeystone_url = \"http://ks:5000\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.auth.admin_project, "ops");
+        assert_eq!(c.auth.keystone_url, "http://ks:5000");
+        let e = Config::from_toml("[auth]\nkeystone_url = \"ks:5000\"\n").expect_err("scheme");
+        assert!(e.to_string().contains("auth.keystone_url"), "{e}");
+        let e = Config::from_toml("[auth]\nadmin_project = \" \"\n").expect_err("empty");
+        assert!(e.to_string().contains("admin_project"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   ┌──────────────────────────────▼───────────────────────────────┐
 //!   │ tasks::serve_http  (axum)                                     │
 //!   │   api::Ctx  ── auth::Auth (tokens)                            │
+//!   │   identity (Keystone v3, /neutron/identity) ── auth::Auth     │
 //!   │   api::generic::<Kind> + api::sub  ── txn! ── db::Tx          │
 //!   │   metrics::Metrics                                            │
 //!   └──────────────────────────────┬───────────────────────────────┘
@@ -56,6 +57,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod identity;
 mod lb_checker;
 pub mod metrics;
 pub mod neutron;

@@ -242,6 +242,7 @@ pub fn app(cluster: Arc<Cluster>) -> axum::Router {
     router
         .route(&format!("{API_PREFIX}/openapi.json"), get(openapi_json))
         .route("/metrics", get(metrics))
+        .merge(crate::identity::routes_at("/neutron/identity"))
         .nest("/neutron", crate::neutron::routes())
         .route("/neutron/", get(crate::neutron::versions))
         .fallback(fallback)

@@ -121,7 +121,7 @@ impl FromRequestParts<Arc<Cluster>> for NCtx {
         cluster: &Arc<Cluster>,
     ) -> Result<Self, Self::Rejection> {
         let token = parts.headers.get("x-auth-token").and_then(|v| v.to_str().ok());
-        let session = cluster.auth.check(token).map_err(|e| {
+        let session = cluster.auth.check_async(token).await.map_err(|e| {
             NeutronError::new(StatusCode::UNAUTHORIZED, "HTTPUnauthorized", e.message)
         })?;
         let path = parts
@@ -163,7 +163,13 @@ impl NCtx {
     pub fn project(&self) -> String {
         match self.session.tenant() {
             Some(t) => t.to_string(),
-            None => DEFAULT_PROJECT.to_string(),
+            None => self.session.project.clone().unwrap_or_else(|| {
+                if self.cluster.auth.enabled() {
+                    self.cluster.auth.admin_project().to_string()
+                } else {
+                    DEFAULT_PROJECT.to_string()
+                }
+            }),
         }
     }
     /// Whether the caller may see an object of `project`.
@@ -531,7 +537,11 @@ pub fn routes() -> axum::Router<Arc<Cluster>> {
         .fallback(fallback)
 }
 
-/// The Neutron API as a whole application, for its own listener.
+/// The Neutron API as a whole application, for its own listener, with
+/// the Keystone-compatible identity endpoint at `/identity`.
 pub fn app(cluster: Arc<Cluster>) -> axum::Router {
-    routes().with_state(cluster)
+    axum::Router::new()
+        .merge(crate::identity::routes_at("/identity"))
+        .merge(routes())
+        .with_state(cluster)
 }

@@ -1,0 +1,354 @@
+//! The Keystone v3 identity endpoint (`/neutron/identity` on the main
+//! port), over HTTP, as openstacksdk and tempest use it.
+mod common;
+use common::{Api, Resp};
+use midonet_cluster::config::{Config, TenantConfig};
+use midonet_cluster::testing::{test_users, TestCluster};
+use serde_json::{json, Value};
+
+const KS: &str = "/neutron/identity";
+
+/// admin/admin (admin), alice/alice (tenant-a, named "Tenant A"),
+/// bob/bob (tenant-b), auth on.
+fn cluster() -> TestCluster {
+    TestCluster::start_with(config())
+}
+
+fn config() -> Config {
+    let mut cfg = Config { store: "memory:".into(), ..Config::default() };
+    cfg.auth.users = test_users();
+    cfg.tenants.push(TenantConfig { id: "tenant-a".into(), name: "Tenant A".into() });
+    cfg
+}
+
+/// The server root, `http://127.0.0.1:<port>`.
+fn root(c: &TestCluster) -> String {
+    format!("http://{}", c.addr())
+}
+
+fn password_auth(user: &str, password: &str, scope: Option<Value>) -> Value {
+    let mut b = json!({"auth": {"identity": {
+        "methods": ["password"],
+        "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}},
+    }}});
+    if let Some(s) = scope {
+        b["auth"]["scope"] = s;
+    }
+    b
+}
+
+fn project_name(name: &str) -> Value {
+    json!({"project": {"name": name, "domain": {"name": "Default"}}})
+}
+
+/// `POST /v3/auth/tokens`.
+fn tokens(c: &TestCluster, body: &Value) -> Resp {
+    Api::new(&root(c), None).post(&format!("{KS}/v3/auth/tokens"), body)
+}
+
+/// A token for a user, which must be issued; returns the token and its body.
+#[track_caller]
+fn login(c: &TestCluster, user: &str, scope: Option<Value>) -> (String, Value) {
+    let r = tokens(c, &password_auth(user, user, scope)).expect(201);
+    let token = r.header("x-subject-token").expect("X-Subject-Token").to_string();
+    (token, r.body["token"].clone())
+}
+
+/// A client of the identity endpoint with a token.
+fn ks(c: &TestCluster, token: &str) -> Api {
+    Api::new(&format!("{}{KS}", root(c)), Some(token.to_string()))
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name").to_string())
+        .collect()
+}
+
+/// Length of the list `key` of a collection.
+trait CountIn {
+    fn count_in(&self, path: &str, key: &str) -> usize;
+}
+
+impl CountIn for Api {
+    #[track_caller]
+    fn count_in(&self, path: &str, key: &str) -> usize {
+        self.ok(path)[key].as_array().expect("a list").len()
+    }
+}
+
+#[track_caller]
+fn keystone_error(r: &Resp, code: u16) {
+    assert_eq!(r.status, code, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], json!(code), "{}", r.text);
+    assert!(r.body["error"]["title"].is_string(), "{}", r.text);
+    assert!(r.body["error"]["message"].is_string(), "{}", r.text);
+}
+
+#[test]
+fn version_documents() {
+    let c = cluster();
+    let anon = Api::new(&root(&c), None);
+    let href = format!("{}{KS}/v3/", root(&c));
+    for path in [KS.to_string(), format!("{KS}/")] {
+        let r = anon.get(&path).expect(300);
+        let v = &r.body["versions"]["values"][0];
+        assert_eq!(v["id"], "v3.14", "{path}");
+        assert_eq!(v["links"][0]["href"], json!(href), "{path}");
+    }
+    for path in [format!("{KS}/v3"), format!("{KS}/v3/")] {
+        let r = anon.get(&path).expect(200);
+        let v = &r.body["version"];
+        assert_eq!((v["id"].as_str(), v["status"].as_str()), (Some("v3.14"), Some("stable")));
+        assert_eq!(v["links"][0], json!({"rel": "self", "href": href}));
+        assert_eq!(v["media-types"][0]["type"], "application/vnd.openstack.identity-v3+json");
+    }
+    keystone_error(&anon.get(&format!("{KS}/v3/nothing")), 404);
+}
+
+#[test]
+fn password_auth_scopes_tokens_to_projects() {
+    let c = cluster();
+    let base = root(&c);
+    // An admin, scoped to the admin project by name.
+    let r = tokens(&c, &password_auth("admin", "admin", Some(project_name("admin")))).expect(201);
+    assert_eq!(r.content_type.as_deref(), Some("application/json"));
+    let token = r.header("x-subject-token").expect("X-Subject-Token");
+    assert_eq!(token.len(), 32);
+    let t = &r.body["token"];
+    assert_eq!(t["methods"], json!(["password"]));
+    assert_eq!(t["user"]["id"], "admin");
+    assert_eq!(t["user"]["domain"], json!({"id": "default", "name": "Default"}));
+    assert_eq!(t["project"]["id"], "admin");
+    assert_eq!(names(&t["roles"]), ["admin", "member", "reader"]);
+    let expires = t["expires_at"].as_str().expect("expires_at");
+    assert!(expires.ends_with('Z') && expires.len() == 27, "{expires}");
+    let cat = t["catalog"].as_array().expect("catalog");
+    let url = |kind: &str| {
+        let s = cat.iter().find(|s| s["type"] == kind).expect("service");
+        s["endpoints"][0]["url"].as_str().expect("url").to_string()
+    };
+    assert_eq!(url("network"), format!("{base}/neutron/"));
+    assert_eq!(url("identity"), format!("{base}{KS}"));
+    // Unscoped and system-scoped: the admin project; by id: any project.
+    assert_eq!(login(&c, "admin", None).1["project"]["id"], "admin");
+    assert_eq!(
+        login(&c, "admin", Some(json!({"system": {"all": true}}))).1["project"]["id"],
+        "admin"
+    );
+    let (_, t) = login(&c, "admin", Some(json!({"project": {"id": "tenant-b"}})));
+    assert_eq!(
+        t["project"],
+        json!({"id": "tenant-b", "name": "tenant-b", "domain": {"id": "default", "name": "Default"}})
+    );
+    // A tenant user: its tenant, unscoped or by name, with member roles.
+    let (_, t) = login(&c, "alice", None);
+    assert_eq!(
+        (t["project"]["id"].as_str(), t["project"]["name"].as_str()),
+        (Some("tenant-a"), Some("Tenant A"))
+    );
+    assert_eq!(names(&t["roles"]), ["member", "reader"]);
+    assert_eq!(login(&c, "alice", Some(project_name("Tenant A"))).1["project"]["id"], "tenant-a");
+    // Another tenant's project, the admin project, the system: 401.
+    for scope in [project_name("tenant-b"), project_name("admin"), json!({"system": {"all": true}})]
+    {
+        keystone_error(&tokens(&c, &password_auth("alice", "alice", Some(scope))), 401);
+    }
+    // Unknown projects, even for admins.
+    keystone_error(&tokens(&c, &password_auth("admin", "admin", Some(project_name("nope")))), 401);
+    // Wrong password, unknown user, another domain: Keystone's one answer.
+    let expected = json!({"error": {"code": 401, "title": "Unauthorized",
+        "message": "The request you have made requires authentication."}});
+    for body in [
+        password_auth("admin", "nope", None),
+        password_auth("eve", "eve", None),
+        json!({"auth": {"identity": {"methods": ["password"], "password": {"user":
+            {"name": "admin", "domain": {"name": "Other"}, "password": "admin"}}}}}),
+    ] {
+        let r = tokens(&c, &body);
+        assert_eq!((r.status, &r.body), (401, &expected), "{body}");
+        assert!(r.header("x-subject-token").is_none());
+    }
+    // Malformed: 400 naming the field.
+    let r = tokens(&c, &json!({"auth": {"identity": {"methods": ["password"]}}}));
+    keystone_error(&r, 400);
+    assert!(
+        r.body["error"]["message"].as_str().is_some_and(|m| m.contains("auth.identity.password")),
+        "{}",
+        r.text
+    );
+    let r = Api::new(&root(&c), None).raw(
+        "POST",
+        &format!("{KS}/v3/auth/tokens"),
+        &[],
+        Some("{not json"),
+    );
+    keystone_error(&r, 400);
+}
+
+#[test]
+fn keystone_tokens_work_on_the_midonet_api() {
+    let c = cluster();
+    let (admin, _) = login(&c, "admin", None);
+    let api = Api::new(&c.url(), Some(admin.clone()));
+    api.create("/bridges", &json!({"name": "a", "tenantId": "tenant-a"}));
+    api.create("/bridges", &json!({"name": "b", "tenantId": "tenant-b"}));
+    assert_eq!(api.count("/bridges"), 2);
+    let (alice, _) = login(&c, "alice", Some(project_name("Tenant A")));
+    let bridges = Api::new(&c.url(), Some(alice)).ok("/bridges");
+    assert_eq!(names(&bridges), ["a"], "a tenant sees its tenant only");
+    // Rescoping with the token method: same user and expiry, new project.
+    let body = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": admin}},
+                      "scope": {"project": {"id": "tenant-b"}}}});
+    let r = tokens(&c, &body).expect(201);
+    assert_eq!(r.body["token"]["project"]["id"], "tenant-b");
+    assert_eq!(r.body["token"]["user"]["name"], "admin");
+    let rescoped = r.header("x-subject-token").expect("token").to_string();
+    assert_ne!(rescoped, admin);
+    assert_eq!(Api::new(&c.url(), Some(rescoped)).count("/bridges"), 2, "still an admin");
+    // Alice cannot rescope to bob's tenant.
+    let (alice, _) = login(&c, "alice", None);
+    let body = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": alice}},
+                      "scope": {"project": {"id": "tenant-b"}}}});
+    keystone_error(&tokens(&c, &body), 401);
+    let body = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": "0badc0de"}}}});
+    keystone_error(&tokens(&c, &body), 401);
+    // A MidoNet /login token validates as an unscoped Keystone token.
+    let midonet = c.admin_token();
+    let r = ks(&c, &admin)
+        .raw("GET", "/v3/auth/tokens", &[("X-Subject-Token", &midonet)], None)
+        .expect(200);
+    assert!(r.body["token"].get("project").is_none(), "{}", r.text);
+}
+
+#[test]
+fn projects_domains_and_roles() {
+    let c = cluster();
+    let (admin, _) = login(&c, "admin", None);
+    let (alice, _) = login(&c, "alice", None);
+    let admin_ks = ks(&c, &admin);
+    let alice_ks = ks(&c, &alice);
+    // Projects: [[tenants]], users' tenants and the admin project.
+    let all = admin_ks.ok("/v3/projects");
+    assert_eq!(names(&all["projects"]), ["admin", "Tenant A", "tenant-b"]);
+    let p = &all["projects"][1];
+    assert_eq!(p["id"], "tenant-a");
+    assert_eq!(p["domain_id"], "default");
+    assert_eq!(p["parent_id"], "default");
+    assert_eq!((p["enabled"].as_bool(), p["is_domain"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(p["links"]["self"], json!(format!("{}{KS}/v3/projects/tenant-a", root(&c))));
+    assert_eq!(names(&admin_ks.ok("/v3/projects?name=Tenant%20A")["projects"]), ["Tenant A"]);
+    assert_eq!(admin_ks.count_in("/v3/projects?name=nope", "projects"), 0);
+    // By id and by name (OSC looks up `--project <name>` this way).
+    for key in ["tenant-a", "Tenant%20A"] {
+        assert_eq!(admin_ks.ok(&format!("/v3/projects/{key}"))["project"]["id"], "tenant-a");
+    }
+    keystone_error(&admin_ks.get("/v3/projects/nope"), 404);
+    // A member sees its own project only.
+    assert_eq!(names(&alice_ks.ok("/v3/projects")["projects"]), ["Tenant A"]);
+    assert_eq!(alice_ks.ok("/v3/projects/tenant-a")["project"]["name"], "Tenant A");
+    keystone_error(&alice_ks.get("/v3/projects/tenant-b"), 404);
+    assert_eq!(names(&alice_ks.ok("/v3/auth/projects")["projects"]), ["Tenant A"]);
+    assert_eq!(admin_ks.count_in("/v3/auth/projects", "projects"), 3);
+    // A user's projects: its own for anyone, others' for admins.
+    assert_eq!(names(&alice_ks.ok("/v3/users/alice/projects")["projects"]), ["Tenant A"]);
+    assert_eq!(names(&admin_ks.ok("/v3/users/bob/projects")["projects"]), ["tenant-b"]);
+    assert_eq!(admin_ks.count_in("/v3/users/admin/projects", "projects"), 3);
+    keystone_error(&alice_ks.get("/v3/users/bob/projects"), 403);
+    keystone_error(&admin_ks.get("/v3/users/eve/projects"), 404);
+    // The one domain, and the roles.
+    let d = admin_ks.ok("/v3/domains?name=Default");
+    assert_eq!(d["domains"][0]["id"], "default");
+    assert_eq!(admin_ks.count_in("/v3/domains?name=Other", "domains"), 0);
+    assert_eq!(alice_ks.ok("/v3/domains/default")["domain"]["name"], "Default");
+    keystone_error(&admin_ks.get("/v3/domains/other"), 404);
+    assert_eq!(names(&admin_ks.ok("/v3/roles")["roles"]), ["admin", "member", "reader"]);
+    // Everything but discovery and token requests needs a token.
+    let anon = Api::new(&format!("{}{KS}", root(&c)), None);
+    for path in
+        ["/v3/projects", "/v3/projects/admin", "/v3/auth/projects", "/v3/domains", "/v3/roles"]
+    {
+        keystone_error(&anon.get(path), 401);
+    }
+    keystone_error(
+        &Api::new(&format!("{}{KS}", root(&c)), Some("0badc0de".into())).get("/v3/roles"),
+        401,
+    );
+}
+
+#[test]
+fn tokens_validate_and_revoke() {
+    let c = cluster();
+    let (admin, _) = login(&c, "admin", None);
+    let (alice, issued) = login(&c, "alice", None);
+    let (bob, _) = login(&c, "bob", None);
+    let subject = |who: &str, tok: &str, method: &str, path: &str| {
+        ks(&c, who).raw(method, path, &[("X-Subject-Token", tok)], None)
+    };
+    // What keystonemiddleware does: the same body as when issued.
+    let r = subject(&admin, &alice, "GET", "/v3/auth/tokens").expect(200);
+    assert_eq!(r.header("x-subject-token"), Some(alice.as_str()));
+    for key in ["user", "project", "roles", "expires_at", "audit_ids", "catalog"] {
+        assert_eq!(r.body["token"][key], issued[key], "{key}");
+    }
+    let r = subject(&admin, &alice, "GET", "/v3/auth/tokens?nocatalog").expect(200);
+    assert!(r.body["token"].get("catalog").is_none());
+    let r = subject(&admin, &alice, "HEAD", "/v3/auth/tokens").expect(200);
+    assert!(r.text.is_empty());
+    // Users see their own tokens, not others'.
+    subject(&alice, &alice, "GET", "/v3/auth/tokens").expect(200);
+    keystone_error(&subject(&alice, &bob, "GET", "/v3/auth/tokens"), 403);
+    keystone_error(&subject(&admin, "0badc0de", "GET", "/v3/auth/tokens"), 404);
+    assert_eq!(subject(&admin, "0badc0de", "HEAD", "/v3/auth/tokens").status, 404);
+    keystone_error(&ks(&c, &admin).get("/v3/auth/tokens"), 400);
+    keystone_error(&Api::new(&format!("{}{KS}", root(&c)), None).get("/v3/auth/tokens"), 401);
+    // Revocation: 204, then the token is gone everywhere.
+    keystone_error(&subject(&alice, &bob, "DELETE", "/v3/auth/tokens"), 403);
+    subject(&admin, &alice, "DELETE", "/v3/auth/tokens").expect(204);
+    keystone_error(&subject(&admin, &alice, "GET", "/v3/auth/tokens"), 404);
+    keystone_error(&subject(&admin, &alice, "DELETE", "/v3/auth/tokens"), 404);
+    Api::new(&c.url(), Some(alice)).get("/bridges").expect(401);
+    // One's own token, too.
+    subject(&bob, &bob, "DELETE", "/v3/auth/tokens").expect(204);
+    Api::new(&c.url(), Some(bob)).get("/bridges").expect(401);
+}
+
+#[test]
+fn auth_disabled_gives_anyone_an_admin_token() {
+    let c = TestCluster::start("memory:", false);
+    let (token, t) = login(&c, "whoever", Some(project_name("some-project")));
+    assert_eq!(t["user"]["name"], "whoever");
+    assert_eq!(t["project"]["id"], "some-project");
+    assert_eq!(names(&t["roles"]), ["admin", "member", "reader"]);
+    let (_, t) = login(&c, "whoever", None);
+    assert_eq!(t["project"]["id"], "admin");
+    Api::new(&c.url(), Some(token)).ok("/bridges");
+    assert!(ks(&c, "anything").count_in("/v3/projects", "projects") >= 1);
+}
+
+/// A second cluster pointed at the first one's identity endpoint as its
+/// external Keystone: the first one stands in for a real Keystone, which
+/// cannot run here; the call is the same (`GET /v3/auth/tokens`).
+#[test]
+fn an_external_keystone_vouches_for_its_tokens() {
+    let keystone = cluster();
+    let mut cfg = config();
+    cfg.auth.keystone_url = format!("{}{KS}/v3", root(&keystone));
+    let c = TestCluster::start_with(cfg);
+    let local = Api::new(&c.url(), Some(c.admin_token()));
+    local.create("/bridges", &json!({"name": "a", "tenantId": "tenant-a"}));
+    local.create("/bridges", &json!({"name": "b", "tenantId": "tenant-b"}));
+    let (alice, _) = login(&keystone, "alice", None);
+    let (admin, _) = login(&keystone, "admin", None);
+    assert_eq!(names(&Api::new(&c.url(), Some(alice.clone())).ok("/bridges")), ["a"]);
+    assert_eq!(Api::new(&c.url(), Some(admin)).count("/bridges"), 2);
+    Api::new(&c.url(), Some("0badc0de".into())).get("/bridges").expect(401);
+    // A good answer is trusted for a while (EXTERNAL_CACHE): revoked there,
+    // the token still works here until then.
+    ks(&keystone, &alice)
+        .raw("DELETE", "/v3/auth/tokens", &[("X-Subject-Token", &alice)], None)
+        .expect(204);
+    Api::new(&c.url(), Some(alice)).get("/bridges").expect(200);
+}
