@@ -366,6 +366,49 @@ fn projects_see_only_their_own_and_shared_objects() {
     neutron_error(&n.bob.post("/v2.0/ports", &bind), 403, "HTTPForbidden");
 }
 
+/// A token from the identity endpoint (Keystone v3 password auth).
+fn keystone_token(n: &N, user: &str, project: &str) -> String {
+    let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": user, "domain": {"name": "Default"}, "password": user}}},
+        "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}});
+    let r = n.admin.post("/identity/v3/auth/tokens", &body).expect(201);
+    r.header("x-subject-token").expect("X-Subject-Token").to_string()
+}
+
+#[test]
+fn identity_tokens_scope_projects_on_the_neutron_api() {
+    let n = start();
+    let alice = Api::new(&n.admin.base, Some(keystone_token(&n, "alice", "tenant-a")));
+    let bob = Api::new(&n.admin.base, Some(keystone_token(&n, "bob", "tenant-b")));
+    let mine = alice.post("/v2.0/networks", &json!({"network": {"name": "a"}})).expect(201).body;
+    assert_eq!(
+        mine["network"]["project_id"], "tenant-a",
+        "the token's project owns what it creates"
+    );
+    let aid = id(&mine, "network");
+    neutron_error(&bob.get(&format!("/v2.0/networks/{aid}")), 404, "NetworkNotFound");
+    neutron_error(&bob.delete(&format!("/v2.0/networks/{aid}")), 404, "NetworkNotFound");
+    assert!(bob.get("/v2.0/networks").expect(200).body["networks"]
+        .as_array()
+        .expect("l")
+        .is_empty());
+    // An admin token scoped to a project creates in that project, sees all.
+    let admin = Api::new(&n.admin.base, Some(keystone_token(&n, "admin", "tenant-b")));
+    let theirs = admin.post("/v2.0/networks", &json!({"network": {"name": "b"}})).expect(201).body;
+    assert_eq!(theirs["network"]["project_id"], "tenant-b");
+    assert_eq!(
+        admin.get("/v2.0/networks").expect(200).body["networks"].as_array().expect("l").len(),
+        2
+    );
+    assert_eq!(
+        bob.get("/v2.0/networks").expect(200).body["networks"].as_array().expect("l").len(),
+        1
+    );
+    // A forged token is refused.
+    let forged = Api::new(&n.admin.base, Some("tok-tenant-a".into()));
+    neutron_error(&forged.get("/v2.0/networks"), 401, "HTTPUnauthorized");
+}
+
 #[test]
 fn routers_gateways_interfaces_and_floating_ips() {
     let n = start();

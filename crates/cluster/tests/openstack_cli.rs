@@ -1,6 +1,8 @@
 //! The real OpenStack CLI (python-openstackclient 10.5.0, pinned) against
 //! our Neutron API: runs `tests/openstack/run.sh`, which builds the venv
-//! and asserts every step (see tests/openstack/probe.py).
+//! and asserts every step (see tests/openstack/probe.py). It logs in with
+//! a password at the cluster's Keystone-compatible `/identity` and finds
+//! the network endpoint in the token's catalog, as a cloud's users do.
 //!
 //! Needs PyPI on first run (scripts/test.sh installs python3-venv). It
 //! always runs and fails when it cannot, unless `MIDONET_SKIP_PY=1` says
