@@ -694,3 +694,282 @@ pub fn security_group(sg: &types::SecurityGroup, rules: &[types::SecurityGroupRu
     chain(&mut plan, eg, format!("OS_SG_{}_EGRESS", sg.id), &sg.project_id, eg_rules);
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::neutron::types::owner;
+    use serde_json::json;
+
+    fn std_attrs() -> Value {
+        json!({"description": "", "tags": [], "created_at": "t", "updated_at": "t", "revision_number": 0})
+    }
+    fn with_std(mut v: Value) -> Value {
+        for (k, x) in std_attrs().as_object().expect("obj") {
+            v[k] = x.clone();
+        }
+        v
+    }
+    const NET: &str = "11111111-1111-4111-8111-111111111111";
+    const SUB: &str = "22222222-2222-4222-8222-222222222222";
+    const PORT: &str = "33333333-3333-4333-8333-333333333333";
+    const SG: &str = "44444444-4444-4444-8444-444444444444";
+    const ROUTER: &str = "55555555-5555-4555-8555-555555555555";
+
+    fn subnet(id: &str, cidr: &str, gw: Option<&str>) -> types::Subnet {
+        serde_json::from_value(with_std(json!({
+            "id": id, "name": "", "network_id": NET, "tenant_id": "p", "project_id": "p",
+            "cidr": cidr, "ip_version": if cidr.contains(':') { 6 } else { 4 }, "gateway_ip": gw,
+            "allocation_pools": [], "enable_dhcp": true, "dns_nameservers": ["8.8.8.8"],
+            "host_routes": [{"destination": "172.16.0.0/12", "nexthop": "10.0.0.254"}],
+            "ipv6_ra_mode": null, "ipv6_address_mode": null, "subnetpool_id": null
+        })))
+        .expect("subnet")
+    }
+
+    fn vm(owner: &str, security: bool, groups: &[&str]) -> types::Port {
+        serde_json::from_value(with_std(json!({
+            "id": PORT, "name": "vm", "network_id": NET, "tenant_id": "p", "project_id": "p",
+            "mac_address": "fa:16:3e:00:00:01",
+            "fixed_ips": [{"subnet_id": SUB, "ip_address": "10.0.0.5"}],
+            "device_id": ROUTER, "device_owner": owner, "admin_state_up": true, "status": "DOWN",
+            "security_groups": groups, "allowed_address_pairs": [{"ip_address": "10.0.0.64/28", "mac_address": ""}],
+            "extra_dhcp_opts": [{"opt_name": "mtu", "opt_value": "1400", "ip_version": 4}],
+            "binding:host_id": "h1", "binding:profile": {}, "binding:vnic_type": "normal",
+            "binding:vif_type": "midonet", "binding:vif_details": {}, "port_security_enabled": security
+        })))
+        .expect("port")
+    }
+
+    fn rules_of(plan: &Plan, chain: ChainId) -> Vec<Rule> {
+        let c = plan.of::<Chain>().into_iter().find(|c| c.id == chain).expect("chain planned");
+        let rules = plan.of::<Rule>();
+        c.rule_ids
+            .iter()
+            .map(|id| rules.iter().find(|r| r.id == *id).expect("rule planned").clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_network_is_a_bridge_with_a_dhcp_subnet_per_ipv4_subnet() {
+        let net: types::Network = serde_json::from_value(with_std(json!({
+            "id": NET, "name": "n", "tenant_id": "p", "project_id": "p", "admin_state_up": false,
+            "status": "ACTIVE", "shared": false, "subnets": [SUB], "router:external": false,
+            "mtu": 1450, "port_security_enabled": true
+        })))
+        .expect("network");
+        let subs =
+            [subnet(SUB, "10.0.0.0/24", Some("10.0.0.1")), subnet("v6", "2001:db8::/64", None)];
+        let plan = network(&net, &subs);
+        let b = plan.of::<Bridge>();
+        assert_eq!(
+            (b.len(), b[0].admin_state_up, b[0].tenant_id.as_deref()),
+            (1, false, Some("p"))
+        );
+        let d = plan.of::<DhcpSubnet>();
+        assert_eq!(d.len(), 1, "IPv6 subnets are stored, not served by DHCP");
+        assert_eq!(d[0].default_gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(d[0].interface_mtu, Some(1450));
+        assert_eq!(d[0].opt121_routes[0].gateway_addr, Ipv4Addr::new(10, 0, 0, 254));
+        assert_eq!(plan, network(&net, &subs), "the same input plans the same objects");
+    }
+
+    #[test]
+    fn a_vm_port_gets_its_tables_binding_and_security_chains() {
+        let subs = [subnet(SUB, "10.0.0.0/24", Some("10.0.0.1"))];
+        let host = HostId::random();
+        let p = vm("compute:nova", true, &[SG]);
+        let plan = port_plan(&p, &subs, Some(host));
+        let bp = plan.of::<Port>().into_iter().next().expect("port");
+        assert_eq!(
+            (bp.host_id, bp.interface_name.as_deref()),
+            (Some(host), Some("tap33333333-33"))
+        );
+        assert_eq!(plan.of::<MacTableEntry>().len(), 1);
+        assert_eq!(plan.of::<ArpTableEntry>()[0].ip, Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(plan.of::<DhcpHost>()[0].extra_dhcp_opts[0].opt_name, "mtu");
+        assert_eq!(plan.of::<IpAddrGroupAddr>()[0].ip_addr_group_id, uuid(SG).into());
+        let kinds = |c| rules_of(&plan, c).iter().map(|r| r.rule_type).collect::<Vec<_>>();
+        use RuleType::*;
+        assert_eq!(kinds(bp.inbound_filter_id.expect("inbound")), vec![Jump, Accept, Jump, Drop]);
+        assert_eq!(kinds(bp.outbound_filter_id.expect("outbound")), vec![Accept, Jump, Drop]);
+        let inbound = rules_of(&plan, bp.inbound_filter_id.expect("inbound"));
+        assert_eq!(
+            inbound[2].jump_chain_id,
+            Some(sg_egress_chain(SG)),
+            "VM egress goes to the group's egress chain"
+        );
+        // Anti-spoof: DHCP, ARP and IP for the fixed address and the pair, drop.
+        let spoof = rules_of(&plan, inbound[0].jump_chain_id.expect("anti-spoof"));
+        assert_eq!(
+            spoof.iter().map(|r| r.rule_type).collect::<Vec<_>>(),
+            vec![Return, Return, Return, Return, Return, Drop]
+        );
+        assert_eq!(spoof[3].condition.nw_src_length, Some(28), "the pair's prefix");
+        // Port security off: no chains; trusted owners: none either.
+        for p in [vm("compute:nova", false, &[]), vm("network:dhcp", true, &[])] {
+            let plan = port_plan(&p, &subs, None);
+            assert!(plan.of::<Chain>().is_empty(), "{}", p.device_owner);
+            assert!(plan.of::<Port>()[0].inbound_filter_id.is_none());
+        }
+    }
+
+    fn port_plan(p: &types::Port, subs: &[types::Subnet], host: Option<HostId>) -> Plan {
+        port(p, &PortCtx { subnets: subs, host })
+    }
+
+    #[test]
+    fn a_router_interface_is_a_linked_router_port_with_its_routes() {
+        let subs = [subnet(SUB, "10.0.0.0/24", Some("10.0.0.1"))];
+        let plan = port_plan(&vm(owner::ROUTER_INTERFACE, false, &[]), &subs, None);
+        let ports = plan.of::<Port>();
+        let (bp, rp) = (
+            ports.iter().find(|p| p.is_bridge_port()).expect("bridge side"),
+            ports.iter().find(|p| p.is_router_port()).expect("router side"),
+        );
+        assert_eq!((bp.peer_id, rp.peer_id), (Some(rp.id), Some(bp.id)));
+        assert_eq!(rp.device_id, uuid(ROUTER).into());
+        assert_eq!(rp.router_addr().expect("addressed").length, 24);
+        let routes = plan.of::<Route>();
+        let types: Vec<_> = routes.iter().map(|r| (r.route_type, r.dst_network_length)).collect();
+        assert!(
+            types.contains(&(RouteType::Local, 32)) && types.contains(&(RouteType::Normal, 24)),
+            "{types:?}"
+        );
+    }
+
+    #[test]
+    fn a_router_gateway_snats_and_floating_ips_nat_statically_first() {
+        let r: types::Router = serde_json::from_value(with_std(json!({
+            "id": ROUTER, "name": "r", "tenant_id": "p", "project_id": "p", "admin_state_up": true,
+            "status": "ACTIVE", "external_gateway_info": null,
+            "routes": [{"destination": "192.168.0.0/16", "nexthop": "10.0.0.254"}]
+        })))
+        .expect("router");
+        let gw = Gateway {
+            port_id: PORT.into(),
+            mac: "fa:16:3e:00:00:09".into(),
+            ip: Ipv4Addr::new(172, 24, 4, 2),
+            next_hop: Some(Ipv4Addr::new(172, 24, 4, 1)),
+            network_id: NET.into(),
+            enable_snat: true,
+        };
+        let ifs =
+            [Interface { port_id: "if".into(), cidr: Cidr::parse("10.0.0.0/24").expect("cidr") }];
+        let fips = [Floating {
+            id: "f".into(),
+            address: Ipv4Addr::new(172, 24, 4, 9),
+            fixed: Ipv4Addr::new(10, 0, 0, 5),
+        }];
+        let plan = router(&r, Some(&gw), &ifs, &fips);
+        use RuleType::*;
+        let pre: Vec<_> =
+            rules_of(&plan, router_pre_chain(ROUTER)).iter().map(|r| r.rule_type).collect();
+        let post: Vec<_> =
+            rules_of(&plan, router_post_chain(ROUTER)).iter().map(|r| r.rule_type).collect();
+        assert_eq!((pre, post), (vec![Dnat, RevSnat], vec![Snat, Snat]));
+        let post = rules_of(&plan, router_post_chain(ROUTER));
+        assert!(
+            post[0].is_static_nat() && !post[1].is_static_nat(),
+            "the FIP's static SNAT wins over the dynamic one"
+        );
+        assert_eq!(plan.of::<ArpTableEntry>()[0].ip, Ipv4Addr::new(172, 24, 4, 9));
+        let routes = plan.of::<Route>();
+        assert!(routes
+            .iter()
+            .any(|x| x.dst_network_length == 0 && x.next_hop_gateway == gw.next_hop));
+        assert!(routes
+            .iter()
+            .any(|x| x.dst_network_length == 16 && x.next_hop_port == Some(router_port_id("if"))));
+        // No SNAT asked: only the floating IP's rules.
+        let plan = router(&r, Some(&Gateway { enable_snat: false, ..gw }), &ifs, &[]);
+        assert!(plan.of::<Rule>().is_empty());
+    }
+
+    #[test]
+    fn security_group_rules_map_to_conditions() {
+        let sg: types::SecurityGroup = serde_json::from_value(with_std(json!({
+            "id": SG, "name": "g", "tenant_id": "p", "project_id": "p", "stateful": true
+        })))
+        .expect("group");
+        let rule = |dir: &str,
+                    et: &str,
+                    proto: Option<&str>,
+                    lo: Option<u32>,
+                    hi: Option<u32>,
+                    prefix: Option<&str>,
+                    group: Option<&str>| {
+            serde_json::from_value::<types::SecurityGroupRule>(with_std(json!({
+                "id": uuid::Uuid::new_v4().to_string(), "security_group_id": SG, "direction": dir,
+                "ethertype": et, "protocol": proto, "port_range_min": lo, "port_range_max": hi,
+                "remote_ip_prefix": prefix, "remote_group_id": group, "remote_address_group_id": null,
+                "normalized_cidr": prefix, "tenant_id": "p", "project_id": "p"
+            })))
+            .expect("rule")
+        };
+        // (rule, chain, dl_type, nw_proto, tp_src, tp_dst, rules made)
+        type Row = (
+            types::SecurityGroupRule,
+            ChainId,
+            u16,
+            Option<u8>,
+            Option<(u16, u16)>,
+            Option<(u16, u16)>,
+            usize,
+        );
+        let table: Vec<Row> = vec![
+            (
+                rule("ingress", "IPv4", Some("tcp"), Some(22), Some(22), Some("10.0.0.0/8"), None),
+                sg_ingress_chain(SG),
+                0x0800,
+                Some(6),
+                None,
+                Some((22, 22)),
+                2,
+            ),
+            (
+                rule("ingress", "IPv4", Some("17"), Some(5000), Some(5100), None, None),
+                sg_ingress_chain(SG),
+                0x0800,
+                Some(17),
+                None,
+                Some((5000, 5100)),
+                2,
+            ),
+            (
+                rule("egress", "IPv6", None, None, None, None, None),
+                sg_egress_chain(SG),
+                0x86dd,
+                None,
+                None,
+                None,
+                1,
+            ),
+            (
+                rule("ingress", "IPv4", Some("icmp"), Some(8), Some(0), None, Some(SG)),
+                sg_ingress_chain(SG),
+                0x0800,
+                Some(1),
+                Some((8, 8)),
+                Some((0, 0)),
+                2,
+            ),
+        ];
+        for (r, chain, dl, proto, src, dst, n) in table {
+            let plan = security_group(&sg, std::slice::from_ref(&r));
+            let rules = rules_of(&plan, chain);
+            assert_eq!(rules.len(), n, "{r:?}");
+            let c = &rules[0].condition;
+            assert_eq!((c.dl_type, c.nw_proto), (Some(dl), proto), "{r:?}");
+            assert_eq!(c.tp_src.map(|p| (p.start, p.end)), src);
+            assert_eq!(c.tp_dst.map(|p| (p.start, p.end)), dst);
+            if r.remote_ip_prefix.is_some() {
+                assert_eq!(c.nw_src_length, Some(8), "ingress prefixes match the source");
+            }
+            if r.remote_group_id.is_some() {
+                assert_eq!(c.ip_addr_group_src, Some(uuid(SG).into()));
+            }
+            assert_eq!(plan.of::<IpAddrGroup>()[0].id, uuid(SG).into());
+        }
+    }
+}
