@@ -16,12 +16,14 @@ enum LogFormat {
 }
 
 /// MidoNet-compatible cluster: REST API at http://<listen>/midonet-api,
+/// OpenStack Neutron v2.0 API at http://<neutron_listen>/ and <listen>/neutron,
 /// Prometheus metrics at http://<listen>/metrics, OpenAPI document at
 /// /midonet-api/openapi.json.
 #[derive(Debug, Parser)]
 #[command(name = "midonet-cluster", version)]
 struct Args {
-    /// TOML configuration file (listen, store, public_url, [auth] users,
+    /// TOML configuration file (listen, store, public_url, neutron_listen,
+    /// [auth] users,
     /// [[tenants]]). Every key is optional; flags below override it.
     #[arg(long, short = 'c', env = "MIDONET_CLUSTER_CONFIG")]
     config: Option<PathBuf>,
