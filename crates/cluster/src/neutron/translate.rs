@@ -350,11 +350,38 @@ fn port_policy(p: &types::Port, c: ChainId, sg_chain: fn(&str) -> ChainId) -> Ve
     rules
 }
 
-/// Return for DHCP requests, for ARP from one of the port's addresses and
-/// for IP from one of its (address, MAC) pairs; drop everything else.
+/// Drop DHCP server replies and IPv6 router advertisements a VM sends
+/// (a rogue server or router); return for DHCP requests, for ARP from one
+/// of the port's addresses and for IP from one of its (address, MAC)
+/// pairs; drop everything else.
 fn antispoof(p: &types::Port, c: ChainId) -> Vec<Rule> {
     let tag = |role: &str| derived(&format!("{}/{c}", p.id), role);
-    let mut rules = vec![rule(
+    let mut rules = vec![
+        rule(
+            tag("rogue-dhcp"),
+            c,
+            RuleType::Drop,
+            Condition {
+                dl_type: Some(ETH_IPV4),
+                nw_proto: Some(17),
+                tp_src: Some(PortRange { start: 67, end: 67 }),
+                tp_dst: Some(PortRange { start: 68, end: 68 }),
+                ..Default::default()
+            },
+        ),
+        rule(
+            tag("rogue-ra"),
+            c,
+            RuleType::Drop,
+            Condition {
+                dl_type: Some(ETH_IPV6),
+                nw_proto: Some(58),
+                tp_src: Some(PortRange { start: 134, end: 134 }),
+                ..Default::default()
+            },
+        ),
+    ];
+    rules.push(rule(
         tag("dhcp"),
         c,
         RuleType::Return,
@@ -365,7 +392,7 @@ fn antispoof(p: &types::Port, c: ChainId) -> Vec<Rule> {
             tp_dst: Some(PortRange { start: 67, end: 67 }),
             ..Default::default()
         },
-    )];
+    ));
     let own = mac(&p.mac_address);
     let mut pairs: Vec<(String, MacAddr)> =
         p.fixed_ips.iter().map(|f| (f.ip_address.clone(), own)).collect();
@@ -799,13 +826,15 @@ mod tests {
             Some(sg_egress_chain(SG)),
             "VM egress goes to the group's egress chain"
         );
-        // Anti-spoof: DHCP, ARP and IP for the fixed address and the pair, drop.
+        // Anti-spoof: no DHCP server or router advertisements from the VM;
+        // DHCP requests, ARP and IP for the fixed address and the pair; drop.
         let spoof = rules_of(&plan, inbound[0].jump_chain_id.expect("anti-spoof"));
         assert_eq!(
             spoof.iter().map(|r| r.rule_type).collect::<Vec<_>>(),
-            vec![Return, Return, Return, Return, Return, Drop]
+            vec![Drop, Drop, Return, Return, Return, Return, Return, Drop]
         );
-        assert_eq!(spoof[3].condition.nw_src_length, Some(28), "the pair's prefix");
+        assert_eq!(spoof[0].condition.tp_src, Some(PortRange { start: 67, end: 67 }));
+        assert_eq!(spoof[5].condition.nw_src_length, Some(28), "the pair's prefix");
         // Port security off: no chains; trusted owners: none either.
         for p in [vm("compute:nova", false, &[]), vm("network:dhcp", true, &[])] {
             let plan = port_plan(&p, &subs, None);
