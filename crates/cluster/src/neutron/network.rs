@@ -202,15 +202,15 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
             ));
         }
         for p in on_net {
-            store::delete(&mut tx, PORTS, &p.id);
+            store::delete(&mut tx, PORTS, &p.id).await?;
             store::replan_port(&mut tx, &p.id).await?;
         }
         for s in &n.subnets {
             if store::get::<Subnet>(&mut tx, SUBNETS, s).await?.is_some() {
-                store::delete(&mut tx, SUBNETS, s);
+                store::delete(&mut tx, SUBNETS, s).await?;
             }
         }
-        store::delete(&mut tx, NETWORKS, &id);
+        store::delete(&mut tx, NETWORKS, &id).await?;
         store::replan_network(&mut tx, &id).await?;
         Ok::<_, NeutronError>(())
     })?;

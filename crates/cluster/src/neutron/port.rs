@@ -16,7 +16,7 @@ use super::ipam::{self, Cidr};
 use super::network::{self, created};
 use super::store::{self, FLOATINGIPS, PORTS};
 use super::types::{
-    owner, AddressPair, DhcpOpt, FixedIp, FloatingIp, Network, Port, Standard, Subnet,
+    owner, AddressPair, DhcpOpt, FixedIp, FloatingIp, Network, Port, PortAddrs, Standard, Subnet,
 };
 use super::{quota, secgroup, NCtx};
 use crate::db::Tx;
@@ -129,7 +129,7 @@ fn requested_ips(m: &Map<String, Value>) -> NResult<Option<Vec<IpRequest>>> {
 }
 
 /// Addresses in use on a network (ports' and subnets' gateways).
-fn used_ips(ports: &[Port], net: &str, except: &str) -> HashSet<IpAddr> {
+fn used_ips(ports: &[PortAddrs], net: &str, except: &str) -> HashSet<IpAddr> {
     ports
         .iter()
         .filter(|p| p.network_id == net && p.id != except)
@@ -142,7 +142,7 @@ fn used_ips(ports: &[Port], net: &str, except: &str) -> HashSet<IpAddr> {
 pub fn allocate_ips(
     p: &Port,
     subnets: &[Subnet],
-    ports: &[Port],
+    ports: &[PortAddrs],
     req: Option<Vec<IpRequest>>,
 ) -> NResult<Vec<FixedIp>> {
     let mut used = used_ips(ports, &p.network_id, &p.id);
@@ -400,7 +400,7 @@ pub async fn create_in(
         std: Standard::new(String::new()),
     };
     apply(&mut p, m)?;
-    let ports: Vec<Port> = store::all(tx, PORTS).await?;
+    let ports = store::network_ports(tx, &net.id).await?;
     p.mac_address = match body::opt_string(m, "mac_address")? {
         Some(mac) => {
             let mac = check_mac(&mac)?;
@@ -533,7 +533,7 @@ pub async fn update(ctx: NCtx, Path(id): Path<String>, body: Bytes) -> NResult<R
         let mut p = load(ctx, &mut tx, &id).await?;
         let before = p.clone();
         apply(&mut p, &m)?;
-        let ports: Vec<Port> = store::all(&mut tx, PORTS).await?;
+        let ports = store::network_ports(&mut tx, &p.network_id).await?;
         if let Some(mac) = body::opt_string(&m, "mac_address")? {
             let mac = check_mac(&mac)?;
             if mac != p.mac_address {
@@ -611,7 +611,7 @@ pub async fn delete_in(tx: &mut Tx, p: &Port) -> NResult<()> {
             store::put(tx, FLOATINGIPS, &f.id, &f);
         }
     }
-    store::delete(tx, PORTS, &p.id);
+    store::delete(tx, PORTS, &p.id).await?;
     store::replan_port(tx, &p.id).await?;
     for r in routers {
         store::replan_router(tx, &r).await?;

@@ -82,11 +82,7 @@ pub async fn check_many(tx: &mut Tx, adds: impl Iterator<Item = (&str, Res)>) ->
         if limit < 0 {
             continue;
         }
-        let used = store::all::<Value>(tx, res.collection())
-            .await?
-            .iter()
-            .filter(|v| v.get("project_id").and_then(Value::as_str) == Some(project.as_str()))
-            .count() as i64;
+        let used = store::count(tx, res.collection(), &project).await? as i64;
         if used + n > limit {
             return Err(NeutronError::conflict(
                 "OverQuota",
@@ -192,7 +188,7 @@ pub async fn reset(ctx: NCtx, Path(project): Path<String>) -> NResult<Response> 
     }
     let ctx = &ctx;
     ntxn!(ctx.cluster, tx => {
-        store::delete(&mut tx, QUOTAS, &project);
+        store::delete(&mut tx, QUOTAS, &project).await?;
         Ok::<_, NeutronError>(())
     })?;
     Ok(super::no_content())

@@ -297,7 +297,7 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
             return Err(NeutronError::conflict("RouterInUse", format!("Router {id} still has ports")));
         }
         set_gateway(ctx, &mut tx, &mut r, None).await?;
-        store::delete(&mut tx, ROUTERS, &id);
+        store::delete(&mut tx, ROUTERS, &id).await?;
         store::replan_router(&mut tx, &id).await?;
         Ok::<_, NeutronError>(())
     })?;
@@ -685,7 +685,7 @@ pub async fn delete_fip(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> 
     let ctx = &ctx;
     ntxn!(ctx.cluster, tx => {
         let f = load_fip(ctx, &mut tx, &id).await?;
-        store::delete(&mut tx, FLOATINGIPS, &id);
+        store::delete(&mut tx, FLOATINGIPS, &id).await?;
         if let Some(p) = store::get::<Port>(&mut tx, PORTS, &f.fip_port_id).await? {
             port::delete_in(&mut tx, &p).await?;
         }

@@ -229,7 +229,7 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
         let mut others = Vec::new();
         for r in store::all::<SecurityGroupRule>(&mut tx, SECURITY_GROUP_RULES).await? {
             if r.security_group_id == id || r.remote_group_id.as_deref() == Some(id.as_str()) {
-                store::delete(&mut tx, SECURITY_GROUP_RULES, &r.id);
+                store::delete(&mut tx, SECURITY_GROUP_RULES, &r.id).await?;
                 if r.security_group_id != id {
                     others.push(r.security_group_id.clone());
                 }
@@ -238,7 +238,7 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
         if g.name == "default" {
             tx.delete(&store::key("default_sg", &g.project_id));
         }
-        store::delete(&mut tx, SECURITY_GROUPS, &id);
+        store::delete(&mut tx, SECURITY_GROUPS, &id).await?;
         store::replan_sg(&mut tx, &id).await?;
         others.sort();
         others.dedup();
@@ -521,7 +521,7 @@ pub async fn delete_rule(ctx: NCtx, Path(id): Path<String>) -> NResult<Response>
             Some(r) if ctx.owns(&r.project_id) => r,
             _ => return Err(rule_not_found(&id)),
         };
-        store::delete(&mut tx, SECURITY_GROUP_RULES, &id);
+        store::delete(&mut tx, SECURITY_GROUP_RULES, &id).await?;
         store::replan_sg(&mut tx, &r.security_group_id).await?;
         Ok::<_, NeutronError>(())
     })?;

@@ -4,7 +4,13 @@
 //! /midonet/v1/neutron/<collection>/<id>   a Neutron object (JSON)
 //! /midonet/v1/neutron/plans/<unit>        the keys its last plan wrote
 //! /midonet/v1/neutron/owner/<midonet-id>  the unit that owns a MidoNet object
+//! /midonet/v1/neutron/index/<collection>/<project>/<id>   "" (quota counts)
+//! /midonet/v1/neutron/net_ports/<network>/<port>  the port's MAC and addresses
 //! ```
+//!
+//! The two indexes are written by [`put`] and [`delete`] with the object,
+//! so that a create reads what it needs (the project's count, the network's
+//! addresses) instead of every object of the collection.
 //!
 //! [`replan`] writes a unit's new plan and deletes what its previous plan
 //! (as recorded, not as recomputed: a newer translation may plan
@@ -66,12 +72,53 @@ pub async fn all<T: DeserializeOwned>(tx: &mut Tx, coll: &str) -> Result<Vec<T>,
     tx.list(&format!("{PREFIX}{coll}/")).await
 }
 
-pub fn put<T: Serialize>(tx: &mut Tx, coll: &str, id: &str, obj: &T) {
-    tx.put(&key(coll, id), obj);
+fn index_key(coll: &str, project: &str, id: &str) -> String {
+    format!("{PREFIX}index/{coll}/{project}/{id}")
+}
+fn net_port_key(net: &str, id: &str) -> String {
+    format!("{PREFIX}net_ports/{net}/{id}")
 }
 
-pub fn delete(tx: &mut Tx, coll: &str, id: &str) {
-    tx.delete(&key(coll, id));
+/// Writes a Neutron object and its index entries.
+pub fn put<T: Serialize>(tx: &mut Tx, coll: &str, id: &str, obj: &T) {
+    let v = serde_json::to_value(obj).expect("Neutron objects always serialize");
+    if let Some(p) = v.get("project_id").and_then(Value::as_str) {
+        tx.put_raw(&index_key(coll, p, id), Vec::new());
+    }
+    if coll == PORTS {
+        let net = v.get("network_id").and_then(Value::as_str).unwrap_or_default();
+        let addrs = serde_json::json!({
+            "id": id, "network_id": net, "mac_address": v.get("mac_address"),
+            "fixed_ips": v.get("fixed_ips"),
+        });
+        tx.put(&net_port_key(net, id), &addrs);
+    }
+    tx.put(&key(coll, id), &v);
+}
+
+/// Deletes a Neutron object and its index entries.
+pub async fn delete(tx: &mut Tx, coll: &str, id: &str) -> Result<(), ApiError> {
+    let k = key(coll, id);
+    if let Some(v) = tx.get::<Value>(&k).await? {
+        if let Some(p) = v.get("project_id").and_then(Value::as_str) {
+            tx.delete(&index_key(coll, p, id));
+        }
+        if let Some(net) = v.get("network_id").and_then(Value::as_str).filter(|_| coll == PORTS) {
+            tx.delete(&net_port_key(net, id));
+        }
+    }
+    tx.delete(&k);
+    Ok(())
+}
+
+/// How many objects of a collection a project has.
+pub async fn count(tx: &mut Tx, coll: &str, project: &str) -> Result<usize, ApiError> {
+    Ok(tx.list_raw(&format!("{PREFIX}index/{coll}/{project}/")).await?.len())
+}
+
+/// The MACs and addresses of a network's ports.
+pub async fn network_ports(tx: &mut Tx, net: &str) -> Result<Vec<types::PortAddrs>, ApiError> {
+    tx.list(&format!("{PREFIX}net_ports/{net}/")).await
 }
 
 /// Whether a MidoNet object belongs to the Neutron translation.

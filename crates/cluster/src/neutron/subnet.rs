@@ -383,7 +383,7 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
             net.std.touch();
             store::put(&mut tx, NETWORKS, &net.id, &net);
         }
-        store::delete(&mut tx, SUBNETS, &id);
+        store::delete(&mut tx, SUBNETS, &id).await?;
         store::replan_network(&mut tx, &s.network_id).await?;
         Ok::<_, NeutronError>(())
     })?;

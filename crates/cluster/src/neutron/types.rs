@@ -191,6 +191,16 @@ impl Port {
     }
 }
 
+/// The part of a port that address and MAC allocation read, as the
+/// network's index keeps it (`store::network_ports`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PortAddrs {
+    pub id: String,
+    pub network_id: String,
+    pub mac_address: String,
+    pub fixed_ips: Vec<FixedIp>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayInfo {
     pub network_id: String,
