@@ -289,7 +289,7 @@ impl Handler {
         };
         // Expiry of the waiting room is the core's 1 s housekeeping, which
         // also marks the resolutions that failed.
-        let mut o = process(sh, &view, &mut self.worker, key, frame, ingress, 0, true);
+        let mut o = process(sh, &view, &mut self.worker, key, frame, ingress, 0, true, false);
         if o.install.is_some() {
             self.installs
                 .entry(ingress)
@@ -319,6 +319,9 @@ fn sim_now(sh: &Shared) -> Duration {
 /// Simulates one packet entering at `ingress` and turns the result into
 /// datapath terms. `cacheable` is false for re-simulations of parked or
 /// generated packets (their flow is installed by the next real miss).
+/// `generated` is true for a packet a router generated re-entering the
+/// topology (it counts as return traffic: `SimInput::generated`), never
+/// for a parked packet of a VM.
 #[allow(clippy::too_many_arguments)]
 pub fn process(
     sh: &Shared,
@@ -329,6 +332,7 @@ pub fn process(
     ingress: PortId,
     depth: u8,
     cacheable: bool,
+    generated: bool,
 ) -> Outcome {
     let mut out = Outcome::default();
     let now = sim_now(sh);
@@ -346,6 +350,7 @@ pub fn process(
             frame,
             ingress,
             now,
+            generated,
             &mut w.result,
         );
     }
@@ -459,7 +464,7 @@ pub fn process(
             }
             GenTarget::Ingress(p) if depth < MAX_GEN_DEPTH => {
                 let Ok(k) = FlowKey::extract(&g.frame, InPort::Port(0)) else { continue };
-                let mut sub = process(sh, view, w, &k, &g.frame, p, depth + 1, false);
+                let mut sub = process(sh, view, w, &k, &g.frame, p, depth + 1, false, true);
                 out.invalidate.append(&mut sub.invalidate);
                 if !sub.execute.as_slice().is_empty() {
                     out.generated
@@ -522,7 +527,7 @@ pub fn release_parked(
     let parked = sh.waiting.lock().take(at);
     let mut out = Vec::new();
     for p in parked {
-        let o = process(sh, view, w, &p.key, &p.frame, p.ingress, 1, false);
+        let o = process(sh, view, w, &p.key, &p.frame, p.ingress, 1, false, false);
         if !o.invalidate.is_empty() {
             let _ = sh.stale.send(o.invalidate.iter().map(|t| Tag(*t)).collect());
         }

@@ -22,6 +22,7 @@ pub fn run(
     frame: &[u8],
     ingress: PortId,
     now: Duration,
+    generated: bool,
     out: &mut SimResult,
 ) {
     let input = midonet_sim::SimInput {
@@ -31,6 +32,7 @@ pub fn run(
         now,
         hash_seed: HASH_SEED,
         trace: false,
+        generated,
     };
     midonet_sim::simulate_into(snap, state, conntrack, icmp, &input, out);
 }

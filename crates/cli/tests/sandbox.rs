@@ -113,7 +113,9 @@ fn sandbox_up_connects_vms_across_hosts_and_router_and_down_removes_everything()
 
     // A second `up` over a running sandbox (as after a crash) cleans up
     // first: the old processes are gone, the new ones run.
+    // This time through the Neutron API (`--neutron`): same checks.
     let old = st.processes.clone();
+    let args = sandbox::UpArgs { neutron: true, ..args };
     let st2 = sandbox::up(&args).expect("second sandbox up");
     assert!(old.iter().all(|p| !procs::is_ours(p)), "processes of the first run still run");
     assert!(st2.processes.iter().all(procs::is_ours));

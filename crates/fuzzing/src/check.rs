@@ -69,6 +69,7 @@ pub fn simulate(port: u8, warm: bool, frame: &[u8]) -> Option<(FlowKey, SimResul
         now: Duration::from_secs(1),
         hash_seed: 7,
         trace: port & 0x80 != 0,
+        generated: false,
     };
     let r = midonet_sim::simulate(&f.snap, state, &NoConntrack, &mut icmp, &input);
     if input.trace {

@@ -26,6 +26,7 @@ impl World {
             now: Duration::from_secs(1),
             hash_seed: 1,
             trace: false,
+            generated: false,
         }
     }
 }

@@ -104,6 +104,7 @@ pub fn sim_bytes(data: &[u8]) {
         now: Duration::from_secs(u64::from(s)),
         hash_seed: 7,
         trace: s & 2 != 0,
+        generated: false,
     };
     let r = simulate(&f.snap, state, &NoConntrack, &mut icmp, &input);
     // Self-consistency: forwards output somewhere, tags are sorted and

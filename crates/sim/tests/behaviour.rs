@@ -146,6 +146,7 @@ fn icmp_errors_are_rate_limited_by_caller_state() {
         now: Duration::from_secs(s),
         hash_seed: 0,
         trace: true,
+        generated: false,
     };
     let a = simulate(&snap, &w.state, &NoConntrack, &mut bucket, &at(10));
     let b = simulate(&snap, &w.state, &NoConntrack, &mut bucket, &at(10));
@@ -241,6 +242,7 @@ fn result_reuse_clears_everything() {
         now: Duration::ZERO,
         hash_seed: 0,
         trace: true,
+        generated: false,
     };
     simulate_into(&snap, &w.state, &NoConntrack, &mut icmp, &input, &mut out);
     assert!(!out.generated.is_empty() && !out.trace.is_empty());
@@ -252,6 +254,7 @@ fn result_reuse_clears_everything() {
         now: Duration::ZERO,
         hash_seed: 0,
         trace: false,
+        generated: false,
     };
     simulate_into(&snap, &w.state, &NoConntrack, &mut icmp, &input, &mut out);
     let fresh = sim(&snap, &w.state, &mut icmp, w.v1, k2, &f2, false);

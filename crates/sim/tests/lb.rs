@@ -110,7 +110,15 @@ fn member_index(r: &SimResult) -> usize {
 fn once(w: &mut W, ingress: PortId, desc: &str) -> SimResult {
     let snap = Snapshot::build(&w.t.topo);
     let (key, frame) = packet(desc);
-    let input = SimInput { ingress, key, frame: &frame, now: NOW, hash_seed: 42, trace: false };
+    let input = SimInput {
+        ingress,
+        key,
+        frame: &frame,
+        now: NOW,
+        hash_seed: 42,
+        trace: false,
+        generated: false,
+    };
     simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input)
 }
 
@@ -123,8 +131,15 @@ fn vip_balances_new_connections_by_weight() {
     for i in 0..4000u32 {
         let src = format!("203.0.113.{}", 1 + i % 200);
         let (key, frame) = packet(&client(&src, 20000 + (i / 200) as u16));
-        let input =
-            SimInput { ingress: up, key, frame: &frame, now: NOW, hash_seed: 42, trace: false };
+        let input = SimInput {
+            ingress: up,
+            key,
+            frame: &frame,
+            now: NOW,
+            hash_seed: 42,
+            trace: false,
+            generated: false,
+        };
         let r = simulate(&snap, &l.w.state, &l.w.flow, &mut l.w.icmp, &input);
         n[member_index(&r)] += 1;
     }
@@ -404,8 +419,15 @@ fn one_client_with_sequential_ports_spreads_evenly() {
     let mut n = [0u32; 3];
     for p in 0..3000u16 {
         let (key, frame) = packet(&client("203.0.113.1", 32768 + p));
-        let input =
-            SimInput { ingress: up, key, frame: &frame, now: NOW, hash_seed: 42, trace: false };
+        let input = SimInput {
+            ingress: up,
+            key,
+            frame: &frame,
+            now: NOW,
+            hash_seed: 42,
+            trace: false,
+            generated: false,
+        };
         n[member_index(&simulate(&snap, &l.w.state, &l.w.flow, &mut l.w.icmp, &input))] += 1;
     }
     for c in n {

@@ -393,7 +393,8 @@ fn check(seed: u64) -> Result<(usize, bool), TestCaseError> {
                key,
                frame: &[u8],
                trace| {
-        let input = SimInput { ingress, key, frame, now: NOW, hash_seed: 42, trace };
+        let input =
+            SimInput { ingress, key, frame, now: NOW, hash_seed: 42, trace, generated: false };
         simulate(snap, st, &ct, icmp, &input)
     };
     // The first simulations store bindings that later lookups in the same

@@ -337,7 +337,15 @@ fn icmp_time_exceeded_from_outside_reaches_the_inside_host_translated() {
     let key = FlowKey::extract(&frame, InPort::Port(0)).expect("parses");
     assert_eq!(key.icmp_type, 11);
     let snap = Snapshot::build(&w.t.topo);
-    let input = SimInput { ingress: up, key, frame: &frame, now: NOW, hash_seed: 42, trace: true };
+    let input = SimInput {
+        ingress: up,
+        key,
+        frame: &frame,
+        now: NOW,
+        hash_seed: 42,
+        trace: true,
+        generated: false,
+    };
     let r = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
     assert_eq!(r.decision, Decision::Consumed, "{}", r.render());
     assert!(r.uncacheable);
@@ -368,7 +376,15 @@ fn icmp_time_exceeded_from_outside_reaches_the_inside_host_translated() {
     let stray = quoted.replace(&format!("udp.src={port}"), "udp.src=9");
     let frame = icmp_error_frame("203.0.113.1", PUB, 11, &stray);
     let key = FlowKey::extract(&frame, InPort::Port(0)).expect("parses");
-    let input = SimInput { ingress: up, key, frame: &frame, now: NOW, hash_seed: 42, trace: true };
+    let input = SimInput {
+        ingress: up,
+        key,
+        frame: &frame,
+        now: NOW,
+        hash_seed: 42,
+        trace: true,
+        generated: false,
+    };
     let r = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
     assert!(r.generated.is_empty() && r.nat.is_empty(), "{}", r.render());
 }
@@ -423,7 +439,15 @@ fn icmp_error_about_a_dnat_connection_from_the_backend() {
     .expect("frame");
     let key = FlowKey::extract(&frame, InPort::Port(0)).expect("parses");
     let snap = Snapshot::build(&w.t.topo);
-    let input = SimInput { ingress: v3, key, frame: &frame, now: NOW, hash_seed: 42, trace: true };
+    let input = SimInput {
+        ingress: v3,
+        key,
+        frame: &frame,
+        now: NOW,
+        hash_seed: 42,
+        trace: true,
+        generated: false,
+    };
     let r = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
     assert_eq!(r.generated.len(), 1, "{}", r.render());
     assert_eq!(r.generated[0].target, GenTarget::Emit(up));
@@ -447,7 +471,15 @@ fn mirror_copies_neither_allocate_nor_record() {
     w.t.edit_port(v1, |p| p.inbound_mirror_ids = vec![m]);
     let snap = Snapshot::build(&w.t.topo);
     let (key, frame) = packet(&tcp_out("10.0.0.11", VM1, 40000, "198.51.100.7"));
-    let input = SimInput { ingress: v1, key, frame: &frame, now: NOW, hash_seed: 42, trace: true };
+    let input = SimInput {
+        ingress: v1,
+        key,
+        frame: &frame,
+        now: NOW,
+        hash_seed: 42,
+        trace: true,
+        generated: false,
+    };
     let r = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
     assert_eq!(r.out_ports().collect::<Vec<_>>(), vec![up, up], "{}", r.render());
     assert!(
@@ -479,8 +511,15 @@ fn no_flow_state_view_still_simulates() {
     let mut w = gateway(vec![target(1024, 1087)], vec![], false);
     let snap = Snapshot::build(&w.t.topo);
     let (key, frame) = packet(&tcp_out("10.0.0.11", VM1, 40000, "198.51.100.7"));
-    let input =
-        SimInput { ingress: w.v1, key, frame: &frame, now: NOW, hash_seed: 42, trace: false };
+    let input = SimInput {
+        ingress: w.v1,
+        key,
+        frame: &frame,
+        now: NOW,
+        hash_seed: 42,
+        trace: false,
+        generated: false,
+    };
     let r = simulate(&snap, &w.state, &NoConntrack, &mut w.icmp, &input);
     assert_eq!(drop_reason(&r), Some(DropReason::NatNeedBlock));
     assert!(r.need_block.is_some());

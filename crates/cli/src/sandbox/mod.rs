@@ -119,6 +119,12 @@ pub struct UpArgs {
     /// fallback to userspace)
     #[arg(long, value_parser = ["ebpf", "userspace", "dummy"])]
     pub datapath: Option<String>,
+    /// Build the demo topology through the Neutron API (networks, subnets,
+    /// a router with two interfaces, ports bound by binding:host_id and
+    /// binding:profile.interface_name, the default security group) instead
+    /// of the MidoNet API
+    #[arg(long)]
+    pub neutron: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -360,7 +366,12 @@ fn build(
 
     eprintln!("sandbox: tunnel zone and demo topology");
     st.tunnel_zone_id = topology::tunnel_zone(&client, &st.hosts)?;
-    let (router_id, bridges) = topology::router_and_bridges(&client)?;
+    let neutron = Client::new(&st.api_url.replace("/midonet-api", "/neutron/v2.0"), Auth::None);
+    let (router_id, bridges) = if a.neutron {
+        topology::neutron_router_and_networks(&neutron, &client)?
+    } else {
+        topology::router_and_bridges(&client)?
+    };
     st.router_id = router_id;
     st.bridges = bridges;
     st.save(dir)?;
@@ -369,7 +380,11 @@ fn build(
     for vm in &l.vms {
         net::build_vm(l, vm, &opts)?;
     }
-    st.vms = topology::vm_ports(&client, l, &st.hosts, &st.bridges)?;
+    st.vms = if a.neutron {
+        topology::neutron_vm_ports(&neutron, l, &st.hosts, &st.bridges)?
+    } else {
+        topology::vm_ports(&client, l, &st.hosts, &st.bridges)?
+    };
     st.save(dir)?;
 
     eprintln!("sandbox: checking connectivity");

@@ -154,6 +154,96 @@ pub fn router_and_bridges(c: &Client) -> Result<(String, Vec<BridgeRecord>)> {
     Ok((router_id, bridges))
 }
 
+/// The same topology through the Neutron API: a network and subnet per
+/// bridge (gateway .1), a router with an interface on each. `mido` reads
+/// back the router ports the translation made.
+pub fn neutron_router_and_networks(
+    n: &Client,
+    mido: &Client,
+) -> Result<(String, Vec<BridgeRecord>)> {
+    let r = n
+        .post_json("routers", &json!({"router": {"name": "sandbox-router"}}))
+        .context("creating the router (Neutron)")?;
+    let router_id = id_of(&r["router"])?;
+    let mut bridges = Vec::new();
+    for (name, net) in BRIDGES {
+        let network = Ipv4Addr::new(net[0], net[1], net[2], 0);
+        let gateway = Ipv4Addr::new(net[0], net[1], net[2], 1);
+        let nw = n
+            .post_json("networks", &json!({"network": {"name": name}}))
+            .with_context(|| format!("creating network {name}"))?;
+        let net_id = id_of(&nw["network"])?;
+        let sub = n
+            .post_json(
+                "subnets",
+                &json!({"subnet": {"network_id": net_id, "ip_version": 4, "name": name,
+                    "cidr": format!("{network}/24"), "gateway_ip": gateway.to_string()}}),
+            )
+            .with_context(|| format!("creating the subnet of {name}"))?;
+        let sub_id = id_of(&sub["subnet"])?;
+        n.put_json(
+            &format!("routers/{router_id}/add_router_interface"),
+            &json!({"subnet_id": sub_id}),
+        )
+        .with_context(|| format!("adding {name} to the router"))?;
+        let ports = mido.list(&format!("routers/{router_id}/ports"))?;
+        let rp = ports
+            .iter()
+            .find(|p| p.get("portAddress").and_then(Value::as_str) == Some(&gateway.to_string()))
+            .with_context(|| format!("no router port with {gateway} after adding {name}"))?;
+        bridges.push(BridgeRecord {
+            name: name.to_owned(),
+            id: net_id,
+            cidr: format!("{network}/24"),
+            gateway,
+            router_port_id: id_of(rp)?,
+            router_port_mac: rp
+                .get("portMac")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        });
+    }
+    Ok((router_id, bridges))
+}
+
+/// A Neutron port per VM, with the VM's address and MAC, bound to its
+/// host's veth end by `binding:host_id` and `binding:profile`.
+pub fn neutron_vm_ports(
+    n: &Client,
+    l: &Layout,
+    hosts: &[HostRecord],
+    bridges: &[BridgeRecord],
+) -> Result<Vec<VmRecord>> {
+    let mut out = Vec::new();
+    for vm in &l.vms {
+        let br = &bridges[vm.bridge];
+        let host = &hosts[vm.host];
+        let port = n
+            .post_json(
+                "ports",
+                &json!({"port": {"network_id": br.id, "name": vm.ns,
+                    "mac_address": vm.mac.to_ascii_lowercase(),
+                    "fixed_ips": [{"ip_address": vm.ip.to_string()}],
+                    "binding:host_id": host.id,
+                    "binding:profile": {"interface_name": vm.host_if}}}),
+            )
+            .with_context(|| format!("creating the port of {} (Neutron)", vm.ns))?;
+        out.push(VmRecord {
+            ns: vm.ns.clone(),
+            host: vm.host,
+            bridge: vm.bridge,
+            ip: vm.ip,
+            gateway: vm.gateway,
+            mac: vm.mac.clone(),
+            vm_if: vm.vm_if.clone(),
+            host_if: vm.host_if.clone(),
+            port_id: id_of(&port["port"])?,
+        });
+    }
+    Ok(out)
+}
+
 /// A bridge port per VM, bound on the VM's host to the host end of its veth.
 pub fn vm_ports(
     c: &Client,

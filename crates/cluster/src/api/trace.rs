@@ -209,7 +209,15 @@ pub async fn trace(ctx: Ctx, body: Bytes) -> Result<axum::response::Response, Ap
     key.to_frame(b"midonet trace payload...", &mut frame);
     let key = FlowKey::extract(&frame, key.in_port).unwrap_or(key);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let input = SimInput { ingress: port, key, frame: &frame, now, hash_seed: 0, trace: true };
+    let input = SimInput {
+        ingress: port,
+        key,
+        frame: &frame,
+        now,
+        hash_seed: 0,
+        trace: true,
+        generated: false,
+    };
     // Flow state as a fresh agent has it: nothing tracked, no binding. A
     // SNAT rule needing a port block gets one, as the agent's would from
     // the store, so the trace shows the translation rather than the wait.

@@ -251,12 +251,13 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         // Generated packets count as return flows (MidoNet). They pass the
         // same outbound filter list as forwarded packets (MidoNet's
         // `outboundFilters`): the forward chain, then the outbound chain.
+        let was = self.generating;
         self.generating = true;
         let mut v = self.run_chain(r.fwd_chain, Hook::RouterGenerated, ctx);
         if matches!(v, Verdict::Accept) {
             v = self.run_chain(r.out_chain, Hook::RouterGenerated, ctx);
         }
-        self.generating = false;
+        self.generating = was;
         let k = *self.fm.current();
         self.fm = saved;
         self.dst_rewritten = rw;

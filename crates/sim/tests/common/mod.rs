@@ -188,7 +188,7 @@ pub fn sim(
     frame: &[u8],
     trace: bool,
 ) -> SimResult {
-    let input = SimInput { ingress, key, frame, now: NOW, hash_seed: 42, trace };
+    let input = SimInput { ingress, key, frame, now: NOW, hash_seed: 42, trace, generated: false };
     simulate(snap, state, &NoConntrack, icmp, &input)
 }
 
@@ -198,7 +198,15 @@ pub fn run(w: &mut W, ingress: PortId, desc: &str) -> SimResult {
     let snap = Snapshot::build(&w.t.topo);
     let (key, frame) = packet(desc);
     let mut icmp2 = w.icmp.clone();
-    let input = SimInput { ingress, key, frame: &frame, now: NOW, hash_seed: 42, trace: true };
+    let input = SimInput {
+        ingress,
+        key,
+        frame: &frame,
+        now: NOW,
+        hash_seed: 42,
+        trace: true,
+        generated: false,
+    };
     // Against the same flow state: the first run's bindings are reused.
     let traced = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
     let plain = simulate(&snap, &w.state, &w.flow, &mut icmp2, &SimInput { trace: false, ..input });
