@@ -280,3 +280,70 @@ fn a_cloud_built_through_neutron_carries_traffic() {
     until_ping(&vm1, vm2.ip, true, Duration::from_secs(5));
     let _ = &p1;
 }
+
+/// The time from a port's binding (`PUT binding:host_id` answered) to
+/// traffic reaching its VM, from a VM on the other host sending a datagram
+/// every millisecond. A measurement for `bench/neutron_bind.sh`, not a
+/// check (ignored by default; it asserts only that traffic comes).
+#[test]
+#[ignore = "a benchmark: bench/neutron_bind.sh runs it"]
+fn bind_to_traffic() {
+    if !prerequisites("bind_to_traffic") {
+        return;
+    }
+    let samples: usize = std::env::var("SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let mut env = Env::new(Provider::Ebpf);
+    let api = Neutron::start(&env);
+    let (net, _) = api.network("n", "10.30.0.0/24", json!({}));
+    let (a, _) = vm_port(&mut env, &api, 0, "a", &net, json!({}), false);
+    let host1 = env.hosts[1].id.to_string();
+    let mut after_answer = Vec::new();
+    let mut total = Vec::new();
+    for i in 0..samples {
+        let name = format!("b{i}");
+        let p = api.post("/ports", json!({"port": {"network_id": net, "name": name}}));
+        let pid = p["port"]["id"].as_str().expect("id").to_string();
+        let ip = p["port"]["fixed_ips"][0]["ip_address"].as_str().expect("ip").to_string();
+        let mac = p["port"]["mac_address"].as_str().expect("mac").to_string();
+        let host_ns = env.hosts[1].ns.clone();
+        let host_if = format!("{name}h");
+        let cidr = format!("{ip}/24");
+        let b = env
+            .lab
+            .add_vm(&VmSpec {
+                name: &name,
+                host_ns: &host_ns,
+                host_if: &host_if,
+                vm_if: &name,
+                ip_cidr: &cidr,
+                mac: Some(&mac),
+                mtu: Some(1400),
+                gateway: None,
+            })
+            .expect("vm");
+        let ifname = env.lab.name(&host_if).expect("name");
+        let answered = std::cell::Cell::new(Duration::ZERO);
+        let d = common::env::udp_cutover(&a, &b, false, || {
+            let t = std::time::Instant::now();
+            api.put(
+                &format!("/ports/{pid}"),
+                json!({"port": {"binding:host_id": host1, "binding:profile": {"interface_name": ifname}}}),
+            );
+            answered.set(t.elapsed());
+        });
+        total.push(d);
+        after_answer.push(d.saturating_sub(answered.get()));
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
+    };
+    println!(
+        "bind_to_traffic: {samples} binds; after the API's answer p50 {:.2} ms p99 {:.2} ms max {:.2} ms; \
+         from the request p50 {:.2} ms",
+        pct(&mut after_answer, 0.5),
+        pct(&mut after_answer, 0.99),
+        pct(&mut after_answer, 1.0),
+        pct(&mut total, 0.5),
+    );
+}
