@@ -9,5 +9,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SAMPLES="${SAMPLES:-30}"
-cargo test -q -p midonet-agent --test neutron -- --ignored --nocapture bind_to_traffic 2>&1 |
-  grep -E '^bind_to_traffic:|panicked|FAILED'
+cargo test -q -p midonet-agent --test neutron_bind 2>&1 | grep -E '^bind_to_traffic:|panicked|error'

@@ -15,6 +15,7 @@ use midonet_store::Store;
 pub use midonet_cluster::topology_service;
 
 pub mod env;
+pub mod neutron;
 
 /// The topology service on a memory store, served from the current runtime.
 pub struct Cluster {
