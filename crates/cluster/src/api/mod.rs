@@ -253,7 +253,11 @@ pub fn app(cluster: Arc<Cluster>) -> axum::Router {
 
 /// Metrics, JSON bodies for axum's own 404/405, and the last-resort panic
 /// guard (a bug answers 500; no client input is meant to reach it).
-async fn observe(State(cluster): State<Arc<Cluster>>, req: Request, next: Next) -> Response {
+pub(crate) async fn observe(
+    State(cluster): State<Arc<Cluster>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let route = req

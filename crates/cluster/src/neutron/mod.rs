@@ -538,10 +538,12 @@ pub fn routes() -> axum::Router<Arc<Cluster>> {
 }
 
 /// The Neutron API as a whole application, for its own listener, with
-/// the Keystone-compatible identity endpoint at `/identity`.
+/// the Keystone-compatible identity endpoint at `/identity`, and the main
+/// API's request metrics and last-resort panic guard.
 pub fn app(cluster: Arc<Cluster>) -> axum::Router {
     axum::Router::new()
         .merge(crate::identity::routes_at("/identity"))
         .merge(routes())
+        .layer(axum::middleware::from_fn_with_state(cluster.clone(), crate::api::observe))
         .with_state(cluster)
 }
