@@ -98,8 +98,9 @@ pub struct Tx {
 /// A key and its value, as read.
 type RawKv = (Vec<u8>, Vec<u8>);
 
-/// Helps type inference of the `?` operator inside [`txn!`](crate::txn) bodies.
-pub fn typed<T, F: Future<Output = Result<T, ApiError>>>(f: F) -> F {
+/// Helps type inference of the `?` operator inside [`txn!`](crate::txn)
+/// bodies: fixes their error type (`ApiError`, or the one named with `as`).
+pub fn typed<T, E, F: Future<Output = Result<T, E>>>(f: F) -> F {
     f
 }
 
@@ -334,14 +335,21 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, ApiError> {
 /// Runs `$body` (an expression that may use `?` and must give
 /// `Result<T, ApiError>`) in a fresh [`Tx`] named `$tx`, commits, and
 /// retries the whole body on a conflict. Evaluates to `Result<T, ApiError>`.
+///
+/// `txn!(cluster, tx as E => body)` does the same for a body whose errors
+/// are `E` (`E: From<ApiError>`: the Neutron API's `NeutronError`); the
+/// conflict and store errors are converted to `E`.
 #[macro_export]
 macro_rules! txn {
-    ($cluster:expr, $tx:ident => $body:expr) => {{
+    ($cluster:expr, $tx:ident => $body:expr) => {
+        $crate::txn!($cluster, $tx as $crate::error::ApiError => $body)
+    };
+    ($cluster:expr, $tx:ident as $err:ty => $body:expr) => {{
         let cluster: &$crate::Cluster = &$cluster;
         let mut attempt: u32 = 0;
         loop {
             let mut $tx = $crate::db::Tx::new(cluster.store.clone());
-            let out = $crate::db::typed(async { $body }).await;
+            let out = $crate::db::typed::<_, $err, _>(async { $body }).await;
             match out {
                 Err(e) => break Err(e),
                 Ok(v) => match $tx.commit().await {
@@ -354,13 +362,15 @@ macro_rules! txn {
                         attempt += 1;
                         if attempt >= $crate::db::MAX_ATTEMPTS {
                             cluster.metrics.txn_abort();
-                            break Err($crate::error::ApiError::conflict(
+                            break Err(<$err>::from($crate::error::ApiError::conflict(
                                 "the objects changed concurrently too many times; retry",
-                            ));
+                            )));
                         }
                         $crate::db::backoff(attempt).await;
                     }
-                    Err($crate::db::CommitError::Store(e)) => break Err(e.into()),
+                    Err($crate::db::CommitError::Store(e)) => {
+                        break Err(<$err>::from($crate::error::ApiError::from(e)))
+                    }
                 },
             }
         }

@@ -57,46 +57,9 @@ use crate::Cluster;
 /// [`NeutronError`]s; conflicts and store failures convert to them.
 #[macro_export]
 macro_rules! ntxn {
-    ($cluster:expr, $tx:ident => $body:expr) => {{
-        let cluster: &$crate::Cluster = &$cluster;
-        let mut attempt: u32 = 0;
-        loop {
-            let mut $tx = $crate::db::Tx::new(cluster.store.clone());
-            let out = $crate::neutron::typed(async { $body }).await;
-            match out {
-                Err(e) => break Err(e),
-                Ok(v) => match $tx.commit().await {
-                    Ok(_) => {
-                        cluster.metrics.txn_commit();
-                        break Ok(v);
-                    }
-                    Err($crate::db::CommitError::Conflict) => {
-                        cluster.metrics.txn_conflict();
-                        attempt += 1;
-                        if attempt >= $crate::db::MAX_ATTEMPTS {
-                            cluster.metrics.txn_abort();
-                            break Err($crate::neutron::error::NeutronError::from(
-                                $crate::error::ApiError::conflict(
-                                    "the objects changed concurrently too many times; retry",
-                                ),
-                            ));
-                        }
-                        $crate::db::backoff(attempt).await;
-                    }
-                    Err($crate::db::CommitError::Store(e)) => {
-                        break Err($crate::neutron::error::NeutronError::from(
-                            $crate::error::ApiError::from(e),
-                        ))
-                    }
-                },
-            }
-        }
-    }};
-}
-
-/// Helps type inference of `?` inside [`ntxn!`] bodies.
-pub fn typed<T, F: std::future::Future<Output = Result<T, NeutronError>>>(f: F) -> F {
-    f
+    ($cluster:expr, $tx:ident => $body:expr) => {
+        $crate::txn!($cluster, $tx as $crate::neutron::error::NeutronError => $body)
+    };
 }
 
 /// The project of objects created without one under `--no-auth`.
