@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use midonet_client::Client;
 use serde_json::{json, Value};
 
-use super::layout::{Layout, BRIDGES};
+use super::layout::{Layout, VmPlan, BRIDGES};
 use super::state::{BridgeRecord, HostRecord, VmRecord};
 
 /// The `id` field of an object the API returned.
@@ -229,17 +229,7 @@ pub fn neutron_vm_ports(
                     "binding:profile": {"interface_name": vm.host_if}}}),
             )
             .with_context(|| format!("creating the port of {} (Neutron)", vm.ns))?;
-        out.push(VmRecord {
-            ns: vm.ns.clone(),
-            host: vm.host,
-            bridge: vm.bridge,
-            ip: vm.ip,
-            gateway: vm.gateway,
-            mac: vm.mac.clone(),
-            vm_if: vm.vm_if.clone(),
-            host_if: vm.host_if.clone(),
-            port_id: id_of(&port["port"])?,
-        });
+        out.push(record(vm, id_of(&port["port"])?));
     }
     Ok(out)
 }
@@ -261,19 +251,24 @@ pub fn vm_ports(
         let port_id = id_of(&port)?;
         bind(c, &host.id, &port_id, &vm.host_if)
             .with_context(|| format!("binding the port of {}", vm.ns))?;
-        out.push(VmRecord {
-            ns: vm.ns.clone(),
-            host: vm.host,
-            bridge: vm.bridge,
-            ip: vm.ip,
-            gateway: vm.gateway,
-            mac: vm.mac.clone(),
-            vm_if: vm.vm_if.clone(),
-            host_if: vm.host_if.clone(),
-            port_id,
-        });
+        out.push(record(vm, port_id));
     }
     Ok(out)
+}
+
+/// What the sandbox records of a VM and the port it is plugged into.
+fn record(vm: &VmPlan, port_id: String) -> VmRecord {
+    VmRecord {
+        ns: vm.ns.clone(),
+        host: vm.host,
+        bridge: vm.bridge,
+        ip: vm.ip,
+        gateway: vm.gateway,
+        mac: vm.mac.clone(),
+        vm_if: vm.vm_if.clone(),
+        host_if: vm.host_if.clone(),
+        port_id,
+    }
 }
 
 /// `POST /hosts/{host}/ports {portId, interfaceName}`.
