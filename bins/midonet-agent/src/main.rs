@@ -18,6 +18,13 @@ struct Args {
     /// Host id file; overrides the file.
     #[arg(long)]
     host_id_file: Option<PathBuf>,
+    /// Host credential file (from `midonet host enroll`); overrides the file.
+    #[arg(long)]
+    credential_file: Option<PathBuf>,
+    /// PEM of the CA that signed the cluster's certificate (TLS); overrides
+    /// the file.
+    #[arg(long)]
+    cluster_ca: Option<PathBuf>,
     /// Metrics listen address (empty = off); overrides the file.
     #[arg(long)]
     metrics_listen: Option<String>,
@@ -54,6 +61,12 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(p) = args.host_id_file {
         cfg.host_id_file = p;
+    }
+    if let Some(p) = args.credential_file {
+        cfg.credential_file = p.display().to_string();
+    }
+    if let Some(p) = args.cluster_ca {
+        cfg.cluster_ca = p.display().to_string();
     }
     if let Some(m) = args.metrics_listen {
         cfg.metrics_listen = m;

@@ -289,15 +289,20 @@ mod tests {
             ..Default::default()
         };
         let chain = Chain { id: ChainId::random(), name: "c".into(), ..Default::default() };
-        let a =
-            c.apply_snapshot(pb::Snapshot { revision: 5, kvs: vec![kv(&b), kv(&chain)] }, &empty);
+        let a = c.apply_snapshot(
+            pb::Snapshot { revision: 5, kvs: vec![kv(&b), kv(&chain)], more: false },
+            &empty,
+        );
         assert!(a.topology_changed);
         assert_eq!(c.topology.bridges.len(), 1);
         assert_eq!(c.revision, 5);
 
         // The same snapshot again (a resync) changes nothing.
         let sim = Snapshot::build(&c.topology);
-        let a = c.apply_snapshot(pb::Snapshot { revision: 6, kvs: vec![kv(&b), kv(&chain)] }, &sim);
+        let a = c.apply_snapshot(
+            pb::Snapshot { revision: 6, kvs: vec![kv(&b), kv(&chain)], more: false },
+            &sim,
+        );
         assert!(a.tags.is_empty() && !a.topology_changed);
 
         // A rule added to the chain invalidates the chain's tag only.

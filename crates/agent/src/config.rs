@@ -7,6 +7,15 @@
 //! # Where the host id lives; created once with a random v4 UUID.
 //! #                                                 default "/var/lib/midonet/host_id"
 //! host_id_file = "/var/lib/midonet/host_id"
+//! # This host's credential for the cluster (`midonet host enroll` writes
+//! # it): it names the host, so a fresh host takes its id from it. Missing
+//! # file: the agent starts without one, which only a cluster with
+//! # `[agents] credentials = false` accepts.
+//! #                      default "" = `host.credential` next to host_id_file
+//! credential_file = ""
+//! # PEM of the CA that signed the cluster's certificate. Set: TLS to the
+//! # cluster (trusting this CA only). Empty: plain HTTP/2.      default ""
+//! cluster_ca = ""
 //! # Name registered for the host; empty = the kernel hostname.   default ""
 //! host_name = ""
 //! # VXLAN UDP port (listened on and sent to).                   default 4789
@@ -79,6 +88,8 @@ pub enum DatapathKind {
 pub struct Config {
     pub cluster: Vec<String>,
     pub host_id_file: PathBuf,
+    pub credential_file: String,
+    pub cluster_ca: String,
     pub host_name: String,
     pub tunnel_port: u16,
     pub tunnel_bind: Ipv4Addr,
@@ -103,6 +114,8 @@ impl Default for Config {
         Config {
             cluster: vec!["127.0.0.1:8182".into()],
             host_id_file: PathBuf::from("/var/lib/midonet/host_id"),
+            credential_file: String::new(),
+            cluster_ca: String::new(),
             host_name: String::new(),
             tunnel_port: 4789,
             tunnel_bind: Ipv4Addr::UNSPECIFIED,
@@ -145,9 +158,19 @@ impl Config {
             return Err(AgentError::Config("`cluster` needs at least one address".into()));
         }
         for c in &self.cluster {
-            let hostport = c.trim_start_matches("http://");
+            let hostport = c.trim_start_matches("http://").trim_start_matches("https://");
             if !hostport.contains(':') {
                 return Err(AgentError::Config(format!("cluster address `{c}` needs host:port")));
+            }
+            if c.starts_with("https://") && self.cluster_ca.is_empty() {
+                return Err(AgentError::Config(format!(
+                    "cluster address `{c}` is https: set cluster_ca to the CA that signed the cluster's certificate"
+                )));
+            }
+            if c.starts_with("http://") && !self.cluster_ca.is_empty() {
+                return Err(AgentError::Config(format!(
+                    "cluster address `{c}` is plain http but cluster_ca is set: drop the scheme or use https://"
+                )));
             }
         }
         if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
@@ -195,18 +218,32 @@ impl Config {
         }
     }
 
-    /// The cluster endpoints as URIs tonic accepts.
+    /// The cluster endpoints as URIs tonic accepts: https when `cluster_ca`
+    /// is set.
     pub fn cluster_uris(&self) -> Vec<String> {
+        let scheme = if self.cluster_ca.is_empty() { "http" } else { "https" };
         self.cluster
             .iter()
             .map(|c| {
                 if c.starts_with("http://") || c.starts_with("https://") {
                     c.clone()
                 } else {
-                    format!("http://{c}")
+                    format!("{scheme}://{c}")
                 }
             })
             .collect()
+    }
+
+    /// Where the host credential is read from.
+    pub fn credential_path(&self) -> PathBuf {
+        if self.credential_file.is_empty() {
+            self.host_id_file
+                .parent()
+                .map(|d| d.join("host.credential"))
+                .unwrap_or_else(|| PathBuf::from("host.credential"))
+        } else {
+            PathBuf::from(&self.credential_file)
+        }
     }
 }
 

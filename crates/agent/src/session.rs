@@ -28,7 +28,8 @@ use midonet_model::HostId;
 use midonet_proto::pb::{self, subscribe_response::Event};
 use midonet_proto::TopologyClient;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::metrics::Metrics;
 
@@ -102,6 +103,57 @@ pub struct SessionCfg {
     pub addresses: Vec<String>,
     pub uris: Vec<String>,
     pub ttl_secs: i64,
+    /// Sent on every call; `None` only works with an open cluster.
+    pub credential: Option<midonet_proto::credential::Token>,
+    /// TLS to the cluster (the `https://` URIs).
+    pub tls: Option<ClientTlsConfig>,
+}
+
+/// Adds the host credential to every call.
+#[derive(Clone)]
+pub struct Credential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Credential {
+    fn of(token: Option<&midonet_proto::credential::Token>) -> Credential {
+        // A token is hex, dots and a UUID: always valid metadata.
+        Credential(token.and_then(|t| t.bearer().parse().ok()))
+    }
+}
+
+impl tonic::service::Interceptor for Credential {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert(midonet_proto::credential::METADATA_KEY, v.clone());
+        }
+        Ok(r)
+    }
+}
+
+type Client = TopologyClient<InterceptedService<Channel, Credential>>;
+
+/// Snapshot chunks gathered until the last one.
+#[derive(Default)]
+struct Chunks(Option<pb::Snapshot>);
+
+impl Chunks {
+    /// The whole snapshot once `chunk` is its last one. A chunk of another
+    /// revision starts over (the cluster began a new snapshot).
+    fn add(&mut self, chunk: pb::Snapshot) -> Option<pb::Snapshot> {
+        let whole = match self.0.take() {
+            Some(mut acc) if acc.revision == chunk.revision => {
+                acc.kvs.extend(chunk.kvs);
+                acc.more = chunk.more;
+                acc
+            }
+            _ => chunk,
+        };
+        if whole.more {
+            self.0 = Some(whole);
+            None
+        } else {
+            Some(whole)
+        }
+    }
 }
 
 #[derive(Default)]
@@ -195,24 +247,25 @@ enum SessionEnd {
 }
 
 async fn send_command(
-    client: &mut TopologyClient<Channel>,
+    client: &mut Client,
     host: &str,
     session: i64,
     c: &Command,
 ) -> Result<Option<Update>, tonic::Status> {
     match c {
         Command::PortActive { port, active } => {
-            client
+            let r = client
                 .set_port_active(pb::SetPortActiveRequest {
                     session,
                     host_id: host.into(),
                     port_id: port.clone(),
                     active: *active,
                 })
-                .await?;
+                .await;
+            refused_is_not_fatal(r, c)?;
         }
         Command::Mac { bridge, vlan, mac, port } => {
-            client
+            let r = client
                 .publish_mac(pb::PublishMacRequest {
                     session,
                     bridge_id: bridge.clone(),
@@ -221,10 +274,11 @@ async fn send_command(
                     port_id: port.clone().unwrap_or_default(),
                     delete: port.is_none(),
                 })
-                .await?;
+                .await;
+            refused_is_not_fatal(r, c)?;
         }
         Command::Arp { device, ip, mac } => {
-            client
+            let r = client
                 .publish_arp(pb::PublishArpRequest {
                     session,
                     device_id: device.clone(),
@@ -232,7 +286,8 @@ async fn send_command(
                     mac: mac.clone().unwrap_or_default(),
                     delete: mac.is_none(),
                 })
-                .await?;
+                .await;
+            refused_is_not_fatal(r, c)?;
         }
         Command::Interfaces(list) => {
             client
@@ -322,6 +377,23 @@ async fn send_command(
     Ok(None)
 }
 
+/// A state write the cluster refused (a port unbound meanwhile, an entry
+/// another host owns) is logged and dropped: the session goes on. Any other
+/// failure ends it.
+fn refused_is_not_fatal<T>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    c: &Command,
+) -> Result<(), tonic::Status> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == tonic::Code::PermissionDenied => {
+            tracing::warn!(command = ?c, error = %e.message(), "the cluster refused a state write");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs sessions until `stop` turns true. `applied` is the last revision
 /// the core applied (shared so a resume asks for exactly what is missing).
 pub async fn run(
@@ -333,6 +405,8 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut desired = Desired::default();
+    // The lease of the last session, tried again on the next connection.
+    let mut held: Option<Held> = None;
     let mut backoff = Duration::from_millis(200);
     let mut idx = 0usize;
     let mut failures = 0usize;
@@ -349,6 +423,7 @@ pub async fn run(
             &mut commands,
             &updates,
             &mut desired,
+            &mut held,
             &metrics,
             &mut stop,
         )
@@ -390,7 +465,7 @@ pub async fn run(
 }
 
 /// `error: cause: cause...`, like anyhow's `{:#}`.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
@@ -401,6 +476,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// A session lease the agent holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    session: i64,
+    ttl_secs: i64,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn one_session(
     cfg: &SessionCfg,
@@ -409,42 +491,86 @@ async fn one_session(
     commands: &mut mpsc::UnboundedReceiver<Command>,
     updates: &mpsc::Sender<Update>,
     desired: &mut Desired,
+    held: &mut Option<Held>,
     metrics: &Metrics,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionEnd> {
     let host = cfg.host_id.to_string();
-    let endpoint = Endpoint::from_shared(uri.to_owned())
+    let mut endpoint = Endpoint::from_shared(uri.to_owned())
         .map_err(SessionEnd::Connect)?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
+    if let Some(tls) = &cfg.tls {
+        endpoint = endpoint.tls_config(tls.clone()).map_err(SessionEnd::Connect)?;
+    }
     // Until registered there is nothing to withdraw: stopping may cut the
     // connection attempt short.
     let channel = tokio::select! {
         c = endpoint.connect() => c?,
         _ = stop.changed() => return Err(SessionEnd::Stopping),
     };
-    let mut client = TopologyClient::new(channel);
+    let mut client =
+        TopologyClient::with_interceptor(channel, Credential::of(cfg.credential.as_ref()))
+            .max_decoding_message_size(midonet_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(midonet_proto::MAX_MESSAGE_BYTES);
     // Drain commands that queued while disconnected into the desired state:
     // the replay below publishes their net effect.
     while let Ok(c) = commands.try_recv() {
         desired.record(&c);
     }
-    let register = client.register_host(pb::RegisterHostRequest {
-        host_id: host.clone(),
-        name: cfg.host_name.clone(),
-        addresses: cfg.addresses.clone(),
-        interfaces: desired.interfaces.clone(),
-        ttl_secs: cfg.ttl_secs,
-    });
-    let reg = tokio::select! {
-        r = register => r?.into_inner(),
-        _ = stop.changed() => return Err(SessionEnd::Stopping),
+    // The last session, if the cluster still has it.
+    let kept = match *held {
+        Some(h) => {
+            let ka = client
+                .keep_alive(pb::KeepAliveRequest { session: h.session, host_id: host.clone() });
+            match tokio::select! { r = ka => r, _ = stop.changed() => return Err(SessionEnd::Stopping) }
+            {
+                Ok(_) => Some(h),
+                Err(e) if e.code() == tonic::Code::NotFound => None,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => None,
     };
+    let reg = match kept {
+        Some(h) => {
+            tracing::info!(cluster = %uri, session = h.session, "session resumed on a new connection");
+            if !desired.interfaces.is_empty() {
+                send_command(
+                    &mut client,
+                    &host,
+                    h.session,
+                    &Command::Interfaces(desired.interfaces.clone()),
+                )
+                .await?;
+            }
+            h
+        }
+        None => {
+            let register = client.register_host(pb::RegisterHostRequest {
+                host_id: host.clone(),
+                name: cfg.host_name.clone(),
+                addresses: cfg.addresses.clone(),
+                interfaces: desired.interfaces.clone(),
+                ttl_secs: cfg.ttl_secs,
+            });
+            let reg = tokio::select! {
+                r = register => r.inspect_err(|e| {
+                    if e.code() == tonic::Code::Unauthenticated {
+                        tracing::error!(cluster = %uri, "the cluster refuses this host's credential (or its absence): enroll the host with `midonet host enroll --host-id {host}` and put the credential in credential_file");
+                    }
+                })?.into_inner(),
+                _ = stop.changed() => return Err(SessionEnd::Stopping),
+            };
+            tracing::info!(cluster = %uri, session = reg.session, ttl = reg.ttl_secs, "registered with cluster");
+            Held { session: reg.session, ttl_secs: reg.ttl_secs }
+        }
+    };
+    *held = Some(reg);
     let session = reg.session;
     metrics.sessions.inc();
-    tracing::info!(cluster = %uri, session, ttl = reg.ttl_secs, "registered with cluster");
     let _ = updates.send(Update::Connected { session, address: uri.to_owned() }).await;
     for c in desired.replay() {
         if let Some(u) = send_command(&mut client, &host, session, &c).await? {
@@ -462,6 +588,7 @@ async fn one_session(
     let mut keepalive =
         tokio::time::interval(Duration::from_secs((reg.ttl_secs / 3).max(1) as u64));
     keepalive.tick().await;
+    let mut chunks = Chunks::default();
     loop {
         tokio::select! {
             biased;
@@ -476,7 +603,7 @@ async fn one_session(
             msg = stream.next() => match msg {
                 Some(Ok(m)) => {
                     let up = match m.event {
-                        Some(Event::Snapshot(s)) => Some(Update::Snapshot(s)),
+                        Some(Event::Snapshot(s)) => chunks.add(s).map(Update::Snapshot),
                         Some(Event::Delta(d)) => Some(Update::Delta(d)),
                         Some(Event::Resync(r)) => {
                             tracing::info!(compact_revision = r.compact_revision, "cluster asks for a resync; a snapshot follows");
@@ -494,7 +621,12 @@ async fn one_session(
                 None => return Err(SessionEnd::StreamEnded),
             },
             _ = keepalive.tick() => {
-                client.keep_alive(pb::KeepAliveRequest { session, host_id: host.clone() }).await?;
+                if let Err(e) = client.keep_alive(pb::KeepAliveRequest { session, host_id: host.clone() }).await {
+                    if e.code() == tonic::Code::NotFound {
+                        *held = None;
+                    }
+                    return Err(e.into());
+                }
             }
             c = commands.recv() => match c {
                 Some(c) => {

@@ -118,7 +118,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError> {
     let StartOptions { dp: dp_choice, interfaces: injected } = opts;
     cfg.check()?;
-    let host_id = crate::host_id::load_or_create(&cfg.host_id_file)?;
+    let cred_path = cfg.credential_path();
+    let credential = crate::host_id::load_credential(&cred_path)?;
+    let host_id = crate::host_id::resolve(&cfg.host_id_file, credential.as_ref())?;
+    if credential.is_none() {
+        tracing::warn!(file = %cred_path.display(), "no host credential: only a cluster with [agents] credentials = false accepts this agent (`midonet host enroll` makes one)");
+    }
+    let tls = if cfg.cluster_ca.is_empty() {
+        None
+    } else {
+        let c = midonet_proto::tls::client_config(std::path::Path::new(&cfg.cluster_ca))
+            .map_err(|e| AgentError::Config(crate::session::error_chain(&e)))?;
+        Some(c)
+    };
     let metrics = Metrics::new();
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel::<Command>();
     let (stale_tx, stale_rx) = mpsc::unbounded_channel::<Vec<Tag>>();
@@ -230,6 +242,8 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         addresses,
         uris: cfg.cluster_uris(),
         ttl_secs: cfg.session_ttl_secs,
+        credential,
+        tls,
     };
     tracing::info!(%host_id, cluster = ?cfg.cluster, datapath = provider, "agent starting");
     tasks.spawn(session::run(

@@ -24,11 +24,17 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-async fn start_agent(cluster: &[String]) -> Rig {
+/// An enrolled agent of `c`, dialling `before` (dead addresses) first.
+async fn start_agent_via(c: &Cluster, before: &[String]) -> Rig {
     let dir = tempfile::tempdir().expect("tempdir");
+    let credential = c.enroll(HostId::random(), dir.path()).await;
+    let mut cluster = before.to_vec();
+    cluster.push(c.addr.to_string());
     let cfg = Config {
-        cluster: cluster.to_vec(),
+        cluster,
         host_id_file: dir.path().join("host_id"),
+        credential_file: credential.display().to_string(),
+        cluster_ca: pki().ca.display().to_string(),
         datapath: DatapathKind::Dummy,
         metrics_listen: "127.0.0.1:0".into(),
         session_ttl_secs: 3,
@@ -46,6 +52,10 @@ async fn start_agent(cluster: &[String]) -> Rig {
     .expect("agent starts");
     tx.send(Vec::new()).await.expect("interfaces");
     Rig { agent, dp, ifaces: tx, _dir: dir }
+}
+
+async fn start_agent(c: &Cluster) -> Rig {
+    start_agent_via(c, &[]).await
 }
 
 fn iface(name: &str, ifindex: u32) -> Interface {
@@ -75,7 +85,7 @@ async fn subscription_snapshot_deltas_and_resume_without_reload() {
     let mut c = Cluster::start().await;
     let b1 = bridge("b1");
     c.put(&b1).await;
-    let rig = start_agent(&[c.addr.to_string()]).await;
+    let rig = start_agent(&c).await;
     let host = rig.agent.host_id;
 
     let rev = c.revision().await;
@@ -116,7 +126,7 @@ async fn fails_over_to_the_next_cluster_address() {
     // A port nobody listens on: bind and drop.
     let dead =
         std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
-    let rig = start_agent(&[dead.to_string(), c.addr.to_string()]).await;
+    let rig = start_agent_via(&c, &[dead.to_string()]).await;
     let host = rig.agent.host_id;
     wait_for("registered via the second address", T, async || {
         c.exists(&midonet_proto::keys::host_alive(&host.to_string())).await
@@ -133,7 +143,7 @@ async fn fails_over_to_the_next_cluster_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binding_before_and_after_the_interface_appears() {
     let c = Cluster::start().await;
-    let rig = start_agent(&[c.addr.to_string()]).await;
+    let rig = start_agent(&c).await;
     let host = rig.agent.host_id;
     let b = bridge("b");
     c.put(&b).await;
@@ -182,7 +192,7 @@ fn frame(desc: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_change_invalidates_exactly_the_tagged_flows() {
     let c = Cluster::start().await;
-    let rig = start_agent(&[c.addr.to_string()]).await;
+    let rig = start_agent(&c).await;
     let host = rig.agent.host_id;
     let chain = Chain { id: ChainId::random(), name: "in".into(), ..Default::default() };
     c.put(&chain).await;
@@ -252,8 +262,8 @@ async fn rule_change_invalidates_exactly_the_tagged_flows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learned_macs_reach_other_hosts_so_they_unicast_instead_of_flooding() {
     let c = Cluster::start().await;
-    let a = start_agent(&[c.addr.to_string()]).await;
-    let b = start_agent(&[c.addr.to_string()]).await;
+    let a = start_agent(&c).await;
+    let b = start_agent(&c).await;
     let (ip_a, ip_b) = (std::net::Ipv4Addr::new(10, 9, 0, 1), std::net::Ipv4Addr::new(10, 9, 0, 2));
     let tz = TunnelZone { id: TunnelZoneId::random(), name: "tz".into(), ..Default::default() };
     c.put(&tz).await;
@@ -325,7 +335,7 @@ async fn compacted_history_resyncs_with_a_snapshot_that_drops_deleted_objects() 
     c.put(&b1).await;
     let p1 = bridge_port(&b1, 301);
     c.put(&p1).await;
-    let rig = start_agent(&[c.addr.to_string()]).await;
+    let rig = start_agent(&c).await;
     let rev = c.revision().await;
     wait_for("first snapshot", T, async || {
         rig.agent.view().ready && rig.agent.view().revision >= rev - 1
@@ -359,7 +369,7 @@ async fn compacted_history_resyncs_with_a_snapshot_that_drops_deleted_objects() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_dump_and_per_port_metrics_over_http() {
     let c = Cluster::start().await;
-    let rig = start_agent(&[c.addr.to_string()]).await;
+    let rig = start_agent(&c).await;
     let host = rig.agent.host_id;
     let b = bridge("b");
     c.put(&b).await;

@@ -158,12 +158,15 @@ fn vm_gets_address_gateway_and_mtu_from_dhcp_then_pings_the_router() {
         host_id: host,
         ip_address: Some(Ipv4Addr::new(10, 78, 0, 1))
     });
+    let credential = rt.block_on(cluster.enroll(host, dir.path()));
     let log = dir.path().join("agent.log");
     let cmd = format!(
-        "exec {} --cluster 10.78.0.254:{} --host-id-file {} --metrics-listen 127.0.0.1:7301 >>{} 2>&1",
+        "exec {} --cluster 10.78.0.254:{} --host-id-file {} --credential-file {} --cluster-ca {} --metrics-listen 127.0.0.1:7301 >>{} 2>&1",
         bin.display(),
         cluster.addr.port(),
         dir.path().join("host_id").display(),
+        credential.display(),
+        common::pki().ca.display(),
         log.display()
     );
     let pid = lab

@@ -129,6 +129,27 @@ pub fn resource_command(spec: &'static ResourceSpec) -> Command {
                         .arg(id_arg()),
                 );
             }
+            Extra::Credential => {
+                cmd = cmd
+                    .subcommand(
+                        Command::new("enroll")
+                            .about("issue a host's agent credential (replaces any earlier one; shown once)")
+                            .arg(Arg::new("id").value_name("HOST").help(
+                                "host id (or name of a registered host); default: a new id",
+                            ))
+                            .arg(
+                                Arg::new("out")
+                                    .long("out")
+                                    .value_name("FILE")
+                                    .help("write the credential to FILE (mode 0600) instead of printing it"),
+                            ),
+                    )
+                    .subcommand(
+                        Command::new("revoke")
+                            .about("revoke a host's agent credential; its agent is cut off at once")
+                            .arg(id_arg()),
+                    );
+            }
             Extra::LbStatus => {
                 cmd = cmd.subcommand(
                     Command::new("status")
@@ -231,6 +252,13 @@ pub fn run(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> an
             let items = ctx.client.list(&link_of(&host, "interfaces", "interfaces")?)?;
             render::print_list(ctx.out, ctx.output, INTERFACE_COLUMNS, &items)
         }
+        "enroll" => enroll(ctx, spec, vm),
+        "revoke" => {
+            let id = resolve_id(ctx.client, spec, arg(vm, "id")?)?;
+            ctx.client.delete(&format!("hosts/{id}/credential"))?;
+            writeln!(ctx.out, "revoked the credential of host {id}")?;
+            Ok(())
+        }
         "status" => {
             let id = match opt(vm, "id") {
                 Some(raw) => Some(resolve_id(ctx.client, spec, raw)?),
@@ -240,6 +268,38 @@ pub fn run(ctx: &mut Ctx<'_>, spec: &'static ResourceSpec, m: &ArgMatches) -> an
         }
         other => bail!("unknown verb `{other}`"),
     }
+}
+
+/// `host enroll`: the credential an agent needs (`credential_file`).
+fn enroll(ctx: &mut Ctx<'_>, spec: &ResourceSpec, vm: &ArgMatches) -> anyhow::Result<()> {
+    let id = match opt(vm, "id") {
+        Some(raw) => resolve_id(ctx.client, spec, raw)?,
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let r = ctx
+        .client
+        .post_json(&format!("hosts/{id}/credential"), &Value::Object(Default::default()))?;
+    let token = r
+        .get("credential")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("the cluster's answer has no credential"))?;
+    match opt(vm, "out") {
+        Some(path) => {
+            midonet_proto::tls::write_private(
+                std::path::Path::new(path),
+                format!("{token}\n").as_bytes(),
+            )
+            .map_err(|e| anyhow!("writing {path}: {e}"))?;
+            writeln!(ctx.out, "host {id}: credential written to {path}")?;
+        }
+        None => match ctx.output {
+            Output::Json => {
+                writeln!(ctx.out, "{}", serde_json::json!({ "hostId": id, "credential": token }))?
+            }
+            _ => writeln!(ctx.out, "{token}")?,
+        },
+    }
+    Ok(())
 }
 
 fn arg<'m>(m: &'m ArgMatches, name: &str) -> anyhow::Result<&'m str> {

@@ -79,6 +79,8 @@ pub enum Extra {
     Interfaces,
     /// `load-balancer status [ID]`.
     LbStatus,
+    /// `host enroll [ID] [--out FILE]` / `host revoke ID`: agent credentials.
+    Credential,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -336,7 +338,7 @@ pub static RESOURCES: &[ResourceSpec] = &[
         // Reported by the host's agent.
         no_flag: &["name", "addresses", "alive"],
         columns: &[ID, NAME, ("ALIVE", Col::Key("alive")), ("ADDRESSES", Col::Key("addresses"))],
-        extras: &[Extra::Interfaces],
+        extras: &[Extra::Interfaces, Extra::Credential],
         ..BASE
     },
     ResourceSpec {

@@ -340,6 +340,48 @@ fn hosts_bindings_and_tunnel_zones() {
 }
 
 #[test]
+fn host_credentials_enroll_rotate_revoke() {
+    let Some(s) = start(true) else { return };
+    // A host not registered yet: enrolled by id, before its agent runs.
+    let fresh = uuid::Uuid::new_v4().to_string();
+    let token = s.run(&["host", "enroll", &fresh]).expect("enroll");
+    let t1 = midonet_proto::credential::Token::parse(&token).expect("a credential");
+    assert_eq!(t1.host(), fresh);
+    // Rotation, to a file only its owner reads; by a registered host's name.
+    let h = s.register_host("hv-cred", "10.9.0.2", "eth0");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("host.credential");
+    let out = s
+        .run(&["host", "enroll", "hv-cred", "--out", file.to_str().expect("utf-8")])
+        .expect("enroll to a file");
+    assert!(out.contains(&h), "{out}");
+    let t2 =
+        midonet_proto::credential::Token::parse(&std::fs::read_to_string(&file).expect("read"))
+            .expect("credential in the file");
+    assert_eq!(t2.host(), h);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // A new id when none is given.
+    let v = s.json(&["host", "enroll"]);
+    assert!(uuid::Uuid::parse_str(v["hostId"].as_str().expect("hostId")).is_ok(), "{v}");
+    // The secret is shown once: the API only says when it was issued.
+    let st = s.client().get(&format!("hosts/{h}/credential")).expect("status");
+    assert!(st["issuedAt"].as_u64().is_some() && st.get("credential").is_none(), "{st}");
+    s.run(&["host", "revoke", "hv-cred"]).expect("revoke");
+    let err = s.fails(&["host", "revoke", &h]);
+    assert!(err.contains("no credential"), "{err}");
+    // Tenants cannot enroll.
+    let alice_flags = ["--url", s.url.as_str(), "--config", "/dev/null", "--user", "alice"]
+        .into_iter()
+        .chain(["--password", "alice"])
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let alice = support::run_with(&alice_flags, &["host", "enroll"]);
+    assert!(alice.is_err(), "{alice:?}");
+}
+
+#[test]
 fn load_balancing_and_mirrors() {
     let Some(s) = start(false) else { return };
     let r = id(&s.json(&["router", "create", "--name", "lbr"]));

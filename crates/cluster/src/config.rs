@@ -20,6 +20,20 @@
 //! # compact (history grows without bound).                 default 100000
 //! history_revisions = 100000
 //!
+//! [agents]
+//! # Agents present an enrolled host credential on every call
+//! # (`midonet host enroll`) and act only for their own host. false = any
+//! # process that reaches grpc_listen may act for any host (a private
+//! # development setup only; logged at start).               default true
+//! credentials = true
+//!
+//! [tls]
+//! # PEM certificate chain and private key for the agents' gRPC listener.
+//! # Both or neither; empty: plain HTTP/2 (credentials then travel in
+//! # clear: only on a trusted underlay).                      default ""
+//! cert = ""
+//! key = ""
+//!
 //! [auth]
 //! enabled = true            # false = everyone is admin (same as --no-auth)
 //! token_ttl_secs = 3600     # lifetime of a token (POST /login, Keystone tokens)
@@ -87,8 +101,37 @@ pub struct Config {
     /// Own listener of the Neutron API; empty for none.
     pub neutron_listen: String,
     pub history_revisions: i64,
+    pub agents: AgentsConfig,
+    pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub tenants: Vec<TenantConfig>,
+}
+
+/// `[agents]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    pub credentials: bool,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig { credentials: true }
+    }
+}
+
+/// `[tls]`: PEM paths; both empty for none.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: String,
+    pub key: String,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty()
+    }
 }
 
 /// `[auth]`.
@@ -147,6 +190,8 @@ impl Default for Config {
             grpc_listen: DEFAULT_GRPC_LISTEN.parse().expect("constant address parses"),
             neutron_listen: DEFAULT_NEUTRON_LISTEN.to_string(),
             history_revisions: DEFAULT_HISTORY_REVISIONS,
+            agents: AgentsConfig::default(),
+            tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             tenants: Vec::new(),
         }
@@ -223,6 +268,11 @@ impl Config {
             }
         }
         self.neutron_addr()?;
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            return Err(ClusterError::ConfigInvalid(
+                "tls.cert and tls.key go together: set both or neither".to_string(),
+            ));
+        }
         for (key, url) in
             [("public_url", &self.public_url), ("auth.keystone_url", &self.auth.keystone_url)]
         {

@@ -57,6 +57,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod host_credentials;
 pub mod identity;
 mod lb_checker;
 pub mod metrics;

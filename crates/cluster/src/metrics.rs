@@ -7,6 +7,7 @@
 //! | `midonet_store_txn_commits_total` | | write transactions committed |
 //! | `midonet_store_txn_conflicts_total` | | commits whose compares failed (retried) |
 //! | `midonet_store_txn_aborts_total` | | writes given up after the last retry (409) |
+//! | `midonet_grpc_refused_total` | rpc, reason | agent calls refused (no or bad credential, another host's objects) |
 //!
 //! `route` is the matched route template (`/midonet-api/bridges/{id}`), never
 //! the raw path, so the label set stays bounded.
@@ -28,6 +29,27 @@ pub struct Metrics {
     commits: Counter,
     conflicts: Counter,
     aborts: Counter,
+    refused: Refused,
+}
+
+/// Agent calls the topology service refused, by call and reason. A clone
+/// counts into the same series.
+#[derive(Clone, Default)]
+pub struct Refused(Family<Labels, Counter>);
+
+impl Refused {
+    pub fn inc(&self, rpc: &str, reason: &str) {
+        let labels =
+            vec![("rpc".to_string(), rpc.to_string()), ("reason".to_string(), reason.to_string())];
+        self.0.get_or_create(&labels).inc();
+    }
+
+    /// The count for one call and reason.
+    pub fn get(&self, rpc: &str, reason: &str) -> u64 {
+        let labels =
+            vec![("rpc".to_string(), rpc.to_string()), ("reason".to_string(), reason.to_string())];
+        self.0.get_or_create(&labels).get()
+    }
 }
 
 impl Default for Metrics {
@@ -60,7 +82,26 @@ impl Metrics {
             "writes abandoned after the last retry (answered 409)",
             aborts.clone(),
         );
-        Metrics { registry: Mutex::new(registry), requests, latency, commits, conflicts, aborts }
+        let refused = Refused::default();
+        registry.register(
+            "grpc_refused",
+            "agent calls refused: no or bad credential, or another host's objects",
+            refused.0.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            commits,
+            conflicts,
+            aborts,
+            refused,
+        }
+    }
+
+    /// The refusal counter the topology service counts into.
+    pub fn refused(&self) -> Refused {
+        self.refused.clone()
     }
 
     pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
@@ -125,9 +166,12 @@ mod tests {
             .lines()
             .filter_map(|l| l.trim().strip_prefix("pub fn "))
             .filter_map(|l| l.split_once('(').map(|(name, _)| name))
-            .filter(|name| !matches!(*name, "new" | "render" | "conflicts"))
+            .filter(|name| !matches!(*name, "new" | "render" | "conflicts" | "get"))
             .collect();
-        assert_eq!(recorders, ["request", "txn_commit", "txn_conflict", "txn_abort"]);
+        assert_eq!(
+            recorders,
+            ["inc", "refused", "request", "txn_commit", "txn_conflict", "txn_abort"]
+        );
         for r in recorders {
             assert!(others.contains(&format!(".{r}(")), "Metrics::{r} is never called");
         }
@@ -140,10 +184,12 @@ mod tests {
         m.txn_commit();
         m.txn_conflict();
         m.txn_abort();
+        m.refused().inc("PublishMac", "port_not_on_bridge");
         let text = m.render();
         for name in [
             "midonet_api_requests_total",
             "midonet_api_request_duration_seconds_bucket",
+            "midonet_grpc_refused_total",
             "midonet_store_txn_commits_total 1",
             "midonet_store_txn_conflicts_total 1",
             "midonet_store_txn_aborts_total 1",

@@ -46,8 +46,34 @@ pub async fn run(
     let grpc = TcpListener::bind(cfg.grpc_listen)
         .await
         .map_err(|e| ClusterError::Bind { addr: cfg.grpc_listen, source: e })?;
-    tracing::info!(grpc_listen = %cfg.grpc_listen, "topology service for agents");
-    let grpc = tokio::spawn(crate::topology_service::serve(store.clone(), grpc, shutdown.clone()));
+    let tls = if cfg.tls.enabled() {
+        let c = midonet_proto::tls::server_config(
+            std::path::Path::new(&cfg.tls.cert),
+            std::path::Path::new(&cfg.tls.key),
+        )
+        .map_err(|e| ClusterError::ConfigInvalid(error_chain(&e)))?;
+        Some(c)
+    } else {
+        None
+    };
+    tracing::info!(
+        grpc_listen = %cfg.grpc_listen,
+        tls = tls.is_some(),
+        agent_credentials = cfg.agents.credentials,
+        "topology service for agents"
+    );
+    let cluster = Cluster::new(cfg.clone(), store.clone());
+    let opts = crate::topology_service::ServeOptions {
+        auth: if cfg.agents.credentials {
+            crate::topology_service::AgentAuth::Credentials
+        } else {
+            crate::topology_service::AgentAuth::Open
+        },
+        tls,
+        refused: cluster.metrics.refused(),
+    };
+    let grpc =
+        tokio::spawn(crate::topology_service::serve(store.clone(), grpc, opts, shutdown.clone()));
     let compactor =
         tokio::spawn(compact_history(store.clone(), cfg.history_revisions, shutdown.clone()));
     let neutron = match cfg.neutron_addr()? {
@@ -60,7 +86,6 @@ pub async fn run(
         }
         None => None,
     };
-    let cluster = Cluster::new(cfg, store);
     let neutron = neutron.map(|l| {
         let app = crate::neutron::app(cluster.clone());
         let stop = shutdown.clone();
@@ -89,6 +114,18 @@ pub async fn serve(
 ) -> Result<(), ClusterError> {
     let app = crate::api::app(cluster);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ClusterError::Serve)
+}
+
+/// `error: cause: cause...`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
 
 /// How often [`compact_history`] runs.

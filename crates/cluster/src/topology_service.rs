@@ -32,6 +32,24 @@
 //! * What an agent sends is checked by the pure functions of
 //!   [`crate::agent_input`] before anything is written; a bad field is
 //!   `INVALID_ARGUMENT` naming it.
+//! * Snapshots go out in chunks of at most [`SNAPSHOT_CHUNK_BYTES`] of keys
+//!   and values, all at one revision (`more` on all but the last), so no
+//!   message comes near the transport limit ([`MAX_MESSAGE_BYTES`], set
+//!   explicitly on both sides) however large the topology grows.
+//!
+//! Who may do what ([`AgentAuth::Credentials`], the default):
+//!
+//! | call | the caller (its host credential) must be |
+//! |---|---|
+//! | every call | an enrolled host ([`crate::host_credentials`]), else `UNAUTHENTICATED` |
+//! | `RegisterHost`, `ReportInterfaces`, claims, member status | the `host_id` of the request, else `PERMISSION_DENIED` |
+//! | calls carrying a `session` | that host's live session (`state/hosts/<id>/alive` under that lease), else `NOT_FOUND` |
+//! | `SetPortActive` | the host the port is bound to (to clear it: or the host that set it) |
+//! | `PublishMac` | for a port of that bridge, bound to the caller or interior (a router's side) |
+//! | `PublishArp` | for an existing router or bridge; an entry another live host wrote is theirs to delete |
+//!
+//! Refusals are counted (`midonet_grpc_refused_total{rpc, reason}`) and
+//! logged at debug; the message never names another host's objects.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,9 +65,35 @@ use tonic::{Request, Response, Status};
 
 pub use crate::agent_input::DEFAULT_SESSION_TTL_SECS;
 use crate::agent_input::{self, StateWrite};
+use crate::host_credentials::Checker;
 use crate::lb_checker;
 /// Messages buffered per subscriber before the watch waits for it.
 const SUBSCRIBER_BUFFER: usize = 256;
+/// Keys and values per snapshot chunk (one key larger than this goes alone).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+pub use midonet_proto::MAX_MESSAGE_BYTES;
+
+/// How the service decides who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgentAuth {
+    /// Every call carries an enrolled host's credential, and a host acts
+    /// only for itself (see the module docs).
+    #[default]
+    Credentials,
+    /// No credential is asked for and every caller may act for any host:
+    /// only for a private development setup. Logged at start.
+    Open,
+}
+
+/// How [`serve`] serves.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    pub auth: AgentAuth,
+    /// TLS; `None` serves plain HTTP/2.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Where refusals are counted (a detached family when not exported).
+    pub refused: crate::metrics::Refused,
+}
 
 /// The service implementation over a store.
 #[derive(Clone)]
@@ -58,12 +102,25 @@ pub struct TopologyServiceImpl {
     /// Turns true when the server stops: subscriptions end so that a
     /// graceful shutdown does not wait forever on endless streams.
     stopping: watch::Receiver<bool>,
+    auth: AgentAuth,
+    checker: Arc<Checker>,
+    refused: crate::metrics::Refused,
 }
 
 impl TopologyServiceImpl {
     /// A service whose subscriptions end when `stopping` turns true.
-    pub fn new(store: Arc<dyn Store>, stopping: watch::Receiver<bool>) -> Self {
-        TopologyServiceImpl { store, stopping }
+    pub fn new(
+        store: Arc<dyn Store>,
+        stopping: watch::Receiver<bool>,
+        opts: &ServeOptions,
+    ) -> Self {
+        TopologyServiceImpl {
+            store,
+            stopping,
+            auth: opts.auth,
+            checker: Arc::new(Checker::default()),
+            refused: opts.refused.clone(),
+        }
     }
 }
 
@@ -71,8 +128,11 @@ impl TopologyServiceImpl {
 pub fn service(
     store: Arc<dyn Store>,
     stopping: watch::Receiver<bool>,
+    opts: &ServeOptions,
 ) -> TopologyServer<TopologyServiceImpl> {
-    TopologyServer::new(TopologyServiceImpl::new(store, stopping))
+    TopologyServer::new(TopologyServiceImpl::new(store, stopping, opts))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// Serves the topology service on a bound listener until `shutdown`
@@ -80,6 +140,7 @@ pub fn service(
 pub async fn serve(
     store: Arc<dyn Store>,
     listener: tokio::net::TcpListener,
+    opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -88,13 +149,38 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    tonic::transport::Server::builder()
+    if opts.auth == AgentAuth::Open {
+        tracing::warn!("the topology service asks agents for no credential: any process that reaches it can act for any host");
+    }
+    let mut server = tonic::transport::Server::builder()
         // Agents hold one long stream each; keep idle connections probed so a
         // dead agent's stream is noticed.
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-        .add_service(service(store, stop_rx))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)));
+    if let Some(tls) = opts.tls.clone() {
+        server = server.tls_config(tls)?;
+    }
+    server
+        .add_service(service(store, stop_rx, &opts))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// Who is calling, once authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Host(HostId),
+    /// [`AgentAuth::Open`]: trusted for any host.
+    Anyone,
+}
+
+impl Caller {
+    /// Whether the caller may act for `host`.
+    fn is(self, host: HostId) -> bool {
+        match self {
+            Caller::Host(me) => me == host,
+            Caller::Anyone => true,
+        }
+    }
 }
 
 fn status(e: StoreError) -> Status {
@@ -130,6 +216,26 @@ fn change_pb(ev: WatchEvent) -> Option<pb::Change> {
 
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("plain structs always serialize")
+}
+
+/// Splits a snapshot into chunks of at most `limit` bytes of keys and
+/// values (a larger single key goes alone); always at least one chunk, and
+/// `more` on all but the last.
+fn snapshot_chunks(revision: i64, kvs: Vec<pb::KeyValue>, limit: usize) -> Vec<pb::Snapshot> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = 0usize;
+    for kv in kvs {
+        let n = kv.key.len() + kv.value.len() + 16;
+        if !cur.is_empty() && size + n > limit {
+            out.push(pb::Snapshot { revision, kvs: std::mem::take(&mut cur), more: true });
+            size = 0;
+        }
+        size += n;
+        cur.push(kv);
+    }
+    out.push(pb::Snapshot { revision, kvs: cur, more: false });
+    out
 }
 
 /// Why a subscription task stopped.
@@ -175,9 +281,11 @@ impl TopologyServiceImpl {
                     }
                 };
                 let revision = snap.revision;
-                let kvs = snap.kvs.into_iter().filter_map(kv_pb).collect();
-                if !send(Event::Snapshot(pb::Snapshot { revision, kvs })).await {
-                    return;
+                let kvs: Vec<pb::KeyValue> = snap.kvs.into_iter().filter_map(kv_pb).collect();
+                for chunk in snapshot_chunks(revision, kvs, SNAPSHOT_CHUNK_BYTES) {
+                    if !send(Event::Snapshot(chunk)).await {
+                        return;
+                    }
                 }
                 from = revision + 1;
             }
@@ -274,6 +382,137 @@ impl TopologyServiceImpl {
 
 type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>;
 
+/// Refusal reasons (the `reason` label).
+mod why {
+    pub const OTHER_HOST: &str = "other_host";
+    pub const NOT_SESSION: &str = "not_session";
+    pub const PORT_NOT_BOUND: &str = "port_not_bound";
+    pub const PORT_NOT_ON_BRIDGE: &str = "port_not_on_bridge";
+    pub const NO_DEVICE: &str = "no_device";
+    pub const OTHERS_ENTRY: &str = "others_entry";
+}
+
+impl TopologyServiceImpl {
+    fn refuse(&self, rpc: &'static str, reason: &'static str) {
+        self.refused.inc(rpc, reason);
+        tracing::debug!(rpc, reason, "agent call refused");
+    }
+
+    fn denied(&self, rpc: &'static str, reason: &'static str, msg: &str) -> Status {
+        self.refuse(rpc, reason);
+        Status::permission_denied(msg.to_owned())
+    }
+
+    /// The authenticated caller of `req`, or `UNAUTHENTICATED`.
+    async fn caller<T>(&self, rpc: &'static str, req: &Request<T>) -> Result<Caller, Status> {
+        if self.auth == AgentAuth::Open {
+            return Ok(Caller::Anyone);
+        }
+        let value = req
+            .metadata()
+            .get(midonet_proto::credential::METADATA_KEY)
+            .and_then(|v| v.to_str().ok());
+        match self.checker.check(&self.store, value).await.map_err(status)? {
+            Ok(host) => Ok(Caller::Host(host)),
+            Err(r) => {
+                self.refuse(rpc, r.reason());
+                Err(Status::unauthenticated(
+                    "a valid host credential is required (see `midonet host enroll`)",
+                ))
+            }
+        }
+    }
+
+    /// The caller, who must be `host`.
+    async fn caller_as<T>(
+        &self,
+        rpc: &'static str,
+        req: &Request<T>,
+        host: HostId,
+    ) -> Result<Caller, Status> {
+        let caller = self.caller(rpc, req).await?;
+        if !caller.is(host) {
+            return Err(self.denied(rpc, why::OTHER_HOST, "a host acts only for itself"));
+        }
+        Ok(caller)
+    }
+
+    /// Checks that `session` is `host`'s live session: its `alive` key is
+    /// held by that lease. Anything else is `NOT_FOUND` (the agent registers
+    /// again), whether the session expired or was never this host's.
+    async fn live_session(
+        &self,
+        rpc: &'static str,
+        host: HostId,
+        session: i64,
+    ) -> Result<(), Status> {
+        let kv = self.store.get(keys::host_alive(&host.to_string()).as_bytes()).await;
+        let ok = kv.map_err(status)?.is_some_and(|kv| kv.lease == Some(LeaseId(session)));
+        if !ok {
+            self.refuse(rpc, why::NOT_SESSION);
+            return Err(Status::not_found("session expired: register again"));
+        }
+        Ok(())
+    }
+
+    /// The caller's host, with `session` checked to be its live one; `None`
+    /// for [`Caller::Anyone`].
+    async fn session_host(
+        &self,
+        rpc: &'static str,
+        caller: Caller,
+        session: i64,
+    ) -> Result<Option<HostId>, Status> {
+        match caller {
+            Caller::Host(h) => {
+                self.live_session(rpc, h, session).await?;
+                Ok(Some(h))
+            }
+            Caller::Anyone => Ok(None),
+        }
+    }
+
+    async fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Status> {
+        let kv = self.store.get(key.as_bytes()).await.map_err(status)?;
+        Ok(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()))
+    }
+
+    async fn port(&self, id: &str) -> Result<Option<midonet_model::Port>, Status> {
+        self.read(&ObjectKind::Port.key(&[id])).await
+    }
+
+    /// Whether `host` may write `bridge`'s MAC entry pointing at `port`: a
+    /// port of that bridge, bound to `host` or interior.
+    async fn may_publish_mac(
+        &self,
+        host: HostId,
+        bridge: &str,
+        port: &str,
+    ) -> Result<(), &'static str> {
+        let Ok(Some(p)) = self.port(port).await else { return Err(why::PORT_NOT_ON_BRIDGE) };
+        if p.device_id.to_string() != bridge {
+            return Err(why::PORT_NOT_ON_BRIDGE);
+        }
+        if p.host_id == Some(host) || p.peer_id.is_some() {
+            Ok(())
+        } else {
+            Err(why::PORT_NOT_BOUND)
+        }
+    }
+
+    /// Whether the host named in a stored entry is alive.
+    async fn host_alive(&self, host: &str) -> Result<bool, Status> {
+        let kv = self.store.get(keys::host_alive(host).as_bytes()).await.map_err(status)?;
+        Ok(kv.is_some())
+    }
+
+    /// Current revision, for a write that had nothing to do.
+    async fn unchanged(&self) -> Result<Response<pb::Ack>, Status> {
+        let revision = self.store.current_revision().await.map_err(status)?;
+        Ok(Response::new(pb::Ack { revision }))
+    }
+}
+
 #[tonic::async_trait]
 impl TopologyService for TopologyServiceImpl {
     type SubscribeStream = SubscribeStream;
@@ -282,7 +521,17 @@ impl TopologyService for TopologyServiceImpl {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = self.caller("Subscribe", &request).await?;
         let req = request.into_inner();
+        if let (Caller::Host(me), Ok(asked)) = (caller, req.host_id.parse::<HostId>()) {
+            if me != asked {
+                return Err(self.denied(
+                    "Subscribe",
+                    why::OTHER_HOST,
+                    "a host acts only for itself",
+                ));
+            }
+        }
         tracing::debug!(host = %req.host_id, from = req.from_revision, "subscribe");
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
         tokio::spawn(self.clone().feed(req.from_revision, tx));
@@ -294,6 +543,7 @@ impl TopologyService for TopologyServiceImpl {
         request: Request<pb::RegisterHostRequest>,
     ) -> Result<Response<pb::RegisterHostResponse>, Status> {
         let reg = agent_input::register_host(request.get_ref())?;
+        self.caller_as("RegisterHost", &request, reg.host).await?;
         let host = reg.host;
 
         // Keep what operators set on the host (weights, limits): merge into
@@ -314,7 +564,14 @@ impl TopologyService for TopologyServiceImpl {
             ops.push(TxnOp::put(host_key, host_bytes));
         }
         ops.extend(self.sync_interfaces(host, &reg.interfaces).await?);
-        let resp = self.store.txn(Txn::new().and_then(ops)).await.map_err(status)?;
+        let resp = match self.store.txn(Txn::new().and_then(ops)).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Do not leave the lease behind for its TTL.
+                let _ = self.store.revoke_lease(lease.id).await;
+                return Err(status(e));
+            }
+        };
         tracing::info!(%host, name = %reg.name, session = lease.id.0, ttl = lease.ttl_secs, "host registered");
         Ok(Response::new(pb::RegisterHostResponse {
             session: lease.id.0,
@@ -327,7 +584,9 @@ impl TopologyService for TopologyServiceImpl {
         &self,
         request: Request<pb::KeepAliveRequest>,
     ) -> Result<Response<pb::KeepAliveResponse>, Status> {
+        let caller = self.caller("KeepAlive", &request).await?;
         let req = request.into_inner();
+        self.session_host("KeepAlive", caller, req.session).await?;
         let ttl = self.store.keep_alive(LeaseId(req.session)).await.map_err(status)?;
         Ok(Response::new(pb::KeepAliveResponse { ttl_secs: ttl }))
     }
@@ -337,10 +596,11 @@ impl TopologyService for TopologyServiceImpl {
         request: Request<pb::ReportInterfacesRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
         let (host, ifaces) = agent_input::report_interfaces(request.get_ref())?;
+        let caller = self.caller_as("ReportInterfaces", &request, host).await?;
+        self.session_host("ReportInterfaces", caller, request.get_ref().session).await?;
         let ops = self.sync_interfaces(host, &ifaces).await?;
         if ops.is_empty() {
-            let revision = self.store.current_revision().await.map_err(status)?;
-            return Ok(Response::new(pb::Ack { revision }));
+            return self.unchanged().await;
         }
         let resp = self.store.txn(Txn::new().and_then(ops)).await.map_err(status)?;
         Ok(Response::new(pb::Ack { revision: resp.revision }))
@@ -350,8 +610,39 @@ impl TopologyService for TopologyServiceImpl {
         &self,
         request: Request<pb::SetPortActiveRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        const RPC: &str = "SetPortActive";
         let req = request.get_ref();
         let w = agent_input::set_port_active(req)?;
+        let host = req.host_id.parse::<HostId>().map_err(|_| {
+            Status::invalid_argument(format!("host_id `{}` is not a UUID", req.host_id))
+        })?;
+        let caller = self.caller_as(RPC, &request, host).await?;
+        self.session_host(RPC, caller, req.session).await?;
+        if caller != Caller::Anyone {
+            let bound = self.port(&req.port_id).await?.is_some_and(|p| p.host_id == Some(host));
+            if req.active && !bound {
+                return Err(self.denied(
+                    RPC,
+                    why::PORT_NOT_BOUND,
+                    "the port is not bound to this host",
+                ));
+            }
+            if !req.active && !bound {
+                // Clearing: only the host that set it (the port may have
+                // been unbound since).
+                match self.read::<Liveness>(&w.key).await? {
+                    None => return self.unchanged().await,
+                    Some(l) if l.host_id == host.to_string() => {}
+                    Some(_) => {
+                        return Err(self.denied(
+                            RPC,
+                            why::OTHERS_ENTRY,
+                            "the port is not bound to this host",
+                        ))
+                    }
+                }
+            }
+        }
         self.state_write(w, req.session).await
     }
 
@@ -359,8 +650,44 @@ impl TopologyService for TopologyServiceImpl {
         &self,
         request: Request<pb::PublishMacRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        const RPC: &str = "PublishMac";
         let req = request.get_ref();
-        let w = agent_input::publish_mac(req)?;
+        let mut w = agent_input::publish_mac(req)?;
+        let caller = self.caller(RPC, &request).await?;
+        let Some(me) = self.session_host(RPC, caller, req.session).await? else {
+            return self.state_write(w, req.session).await;
+        };
+        let bridge = req.bridge_id.to_ascii_lowercase();
+        match &mut w.value {
+            Some(v) => {
+                if let Err(reason) =
+                    self.may_publish_mac(me, &bridge, &req.port_id.to_ascii_lowercase()).await
+                {
+                    return Err(self.denied(
+                        RPC,
+                        reason,
+                        "the port is not this host's port on that bridge",
+                    ));
+                }
+                *v = json(&midonet_proto::MacEntry {
+                    port_id: req.port_id.to_ascii_lowercase(),
+                    host_id: me.to_string(),
+                });
+            }
+            None => match self.read::<midonet_proto::MacEntry>(&w.key).await? {
+                None => return self.unchanged().await,
+                Some(e) if e.host_id == me.to_string() => {}
+                Some(e) => {
+                    if self.may_publish_mac(me, &bridge, &e.port_id).await.is_err() {
+                        return Err(self.denied(
+                            RPC,
+                            why::OTHERS_ENTRY,
+                            "the entry is another host's",
+                        ));
+                    }
+                }
+            },
+        }
         self.state_write(w, req.session).await
     }
 
@@ -368,8 +695,39 @@ impl TopologyService for TopologyServiceImpl {
         &self,
         request: Request<pb::PublishArpRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        const RPC: &str = "PublishArp";
         let req = request.get_ref();
-        let w = agent_input::publish_arp(req)?;
+        let mut w = agent_input::publish_arp(req)?;
+        let caller = self.caller(RPC, &request).await?;
+        let Some(me) = self.session_host(RPC, caller, req.session).await? else {
+            return self.state_write(w, req.session).await;
+        };
+        let device = req.device_id.to_ascii_lowercase();
+        let exists = |kind: ObjectKind| {
+            let key = kind.key(&[&device]);
+            let store = self.store.clone();
+            async move { store.get(key.as_bytes()).await.map(|kv| kv.is_some()).map_err(status) }
+        };
+        if !exists(ObjectKind::Router).await? && !exists(ObjectKind::Bridge).await? {
+            return Err(self.denied(RPC, why::NO_DEVICE, "no such router or bridge"));
+        }
+        match &mut w.value {
+            Some(v) => {
+                let mut e: midonet_proto::ArpEntry =
+                    serde_json::from_slice(v).expect("agent_input writes an ArpEntry");
+                e.host_id = me.to_string();
+                *v = json(&e);
+            }
+            None => match self.read::<midonet_proto::ArpEntry>(&w.key).await? {
+                None => return self.unchanged().await,
+                Some(e) if e.host_id.is_empty() || e.host_id == me.to_string() => {}
+                // Another host's entry: it stays while that host lives.
+                Some(e) if self.host_alive(&e.host_id).await? => {
+                    return Err(self.denied(RPC, why::OTHERS_ENTRY, "the entry is another host's"));
+                }
+                Some(_) => {}
+            },
+        }
         self.state_write(w, req.session).await
     }
 
@@ -379,6 +737,8 @@ impl TopologyService for TopologyServiceImpl {
     ) -> Result<Response<pb::ClaimSnatBlockResponse>, Status> {
         let req = request.get_ref();
         let c = agent_input::claim_snat_block(req)?;
+        let caller = self.caller_as("ClaimSnatBlock", &request, c.host).await?;
+        self.session_host("ClaimSnatBlock", caller, req.session).await?;
         let me = c.host.to_string();
         let got =
             lb_checker::claim_leased(&self.store, &c.key, c.value, req.session, &me, c.release)
@@ -396,6 +756,8 @@ impl TopologyService for TopologyServiceImpl {
     ) -> Result<Response<pb::ClaimHealthCheckResponse>, Status> {
         let req = request.get_ref();
         let c = agent_input::claim_health_check(req)?;
+        let caller = self.caller_as("ClaimHealthCheck", &request, c.host).await?;
+        self.session_host("ClaimHealthCheck", caller, req.session).await?;
         let me = c.host.to_string();
         let got =
             lb_checker::claim_leased(&self.store, &c.key, c.value, req.session, &me, c.release)
@@ -439,6 +801,8 @@ impl TopologyService for TopologyServiceImpl {
         request: Request<pb::ReportMemberStatusRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
         let r = agent_input::report_member_status(request.get_ref())?;
+        let caller = self.caller_as("ReportMemberStatus", &request, r.host).await?;
+        self.session_host("ReportMemberStatus", caller, request.get_ref().session).await?;
         let revision =
             lb_checker::set_member_status(&self.store, r.lb, r.member, r.host, r.status).await?;
         Ok(Response::new(pb::Ack { revision }))
@@ -470,20 +834,28 @@ mod tests {
     async fn start(
     ) -> (Arc<dyn Store>, TopologyClient<tonic::transport::Channel>, tokio::sync::oneshot::Sender<()>)
     {
+        let opts = ServeOptions { auth: AgentAuth::Open, ..Default::default() };
+        let (store, addr, stop) = start_with(opts).await;
+        let client = TopologyClient::connect(format!("http://{addr}")).await.expect("connect");
+        (store, client, stop)
+    }
+
+    async fn start_with(
+        opts: ServeOptions,
+    ) -> (Arc<dyn Store>, std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let store = midonet_store::connect("memory:").await.expect("memory store");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let s = store.clone();
         tokio::spawn(async move {
-            serve(s, listener, async move {
+            serve(s, listener, opts, async move {
                 let _ = stop_rx.await;
             })
             .await
             .expect("serve");
         });
-        let client = TopologyClient::connect(format!("http://{addr}")).await.expect("connect");
-        (store, client, stop_tx)
+        (store, addr, stop_tx)
     }
 
     fn bridge(name: &str) -> Bridge {

@@ -40,8 +40,16 @@ pub mod pb {
     tonic::include_proto!("midonet.topology.v1");
 }
 
+pub mod credential;
+pub mod tls;
+
 pub use pb::topology_client::TopologyClient;
 pub use pb::topology_server::{Topology as TopologyService, TopologyServer};
+
+/// The largest gRPC message either side accepts or sends, set explicitly on
+/// both (tonic's default decoding limit is 4 MiB). Snapshots are chunked far
+/// below it, so the topology's size never meets it.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// Root of every key of this version (same as the model's).
 pub const KEY_ROOT: &str = "/midonet/v1/";

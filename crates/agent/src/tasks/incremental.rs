@@ -371,6 +371,7 @@ impl World {
                 .iter()
                 .map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone(), mod_revision: 1 })
                 .collect(),
+            more: false,
         }
     }
 

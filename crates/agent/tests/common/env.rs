@@ -289,6 +289,7 @@ impl Env {
             let id = HostId::random();
             let dir = tempfile::tempdir().expect("tempdir");
             std::fs::write(dir.path().join("host_id"), format!("{id}\n")).expect("host id");
+            env.rt.block_on(env.cluster.enroll(id, dir.path()));
             env.put(&TunnelZoneHost { tunnel_zone_id: env.tz, host_id: id, ip_address: Some(ip) });
             env.hosts.push(Host { ns, id, underlay: ip, dir, pid: None });
         }
@@ -312,10 +313,12 @@ impl Env {
             dp.push_str(&format!(" --config {}", file.display()));
         }
         let cmd = format!(
-            "exec {} --cluster 10.77.0.254:{} --host-id-file {} --metrics-listen 127.0.0.1:7300{dp} >>{} 2>&1",
+            "exec {} --cluster 10.77.0.254:{} --host-id-file {} --credential-file {} --cluster-ca {} --metrics-listen 127.0.0.1:7300{dp} >>{} 2>&1",
             bin.display(),
             self.cluster.addr.port(),
             h.dir.path().join("host_id").display(),
+            h.dir.path().join("host.credential").display(),
+            super::pki().ca.display(),
             log.display()
         );
         let pid = self

@@ -17,7 +17,27 @@ pub use midonet_cluster::topology_service;
 pub mod env;
 pub mod neutron;
 
-/// The topology service on a memory store, served from the current runtime.
+/// One private PKI for the whole test process: its server certificate
+/// names every address the tests' clusters listen on, so a cluster served
+/// again (a restart) presents a certificate the agents already trust.
+pub fn pki() -> &'static midonet_proto::tls::PkiFiles {
+    static PKI: std::sync::OnceLock<(tempfile::TempDir, midonet_proto::tls::PkiFiles)> =
+        std::sync::OnceLock::new();
+    &PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names: Vec<String> =
+            ["127.0.0.1", "localhost", "10.77.0.254", "10.78.0.254"].map(String::from).into();
+        let files = midonet_proto::tls::generate(&names)
+            .expect("certificates")
+            .write(dir.path())
+            .expect("write pki");
+        (dir, files)
+    })
+    .1
+}
+
+/// The topology service on a memory store, served from the current runtime,
+/// as in production: TLS, and a host credential asked on every call.
 pub struct Cluster {
     pub store: Arc<dyn Store>,
     pub addr: SocketAddr,
@@ -37,8 +57,14 @@ impl Cluster {
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let s = store.clone();
+        let pki = pki();
+        let opts = topology_service::ServeOptions {
+            auth: topology_service::AgentAuth::Credentials,
+            tls: Some(midonet_proto::tls::server_config(&pki.cert, &pki.key).expect("tls")),
+            ..Default::default()
+        };
         let task = tokio::spawn(async move {
-            let _ = topology_service::serve(s, listener, async move {
+            let _ = topology_service::serve(s, listener, opts, async move {
                 let _ = rx.await;
             })
             .await;
@@ -62,6 +88,15 @@ impl Cluster {
         let Cluster { stop, task, .. } = Cluster::serve(self.store.clone(), listener);
         self.stop = stop;
         self.task = task;
+    }
+
+    /// Enrolls `host` and writes its credential to `dir/host.credential`.
+    pub async fn enroll(&self, host: HostId, dir: &std::path::Path) -> std::path::PathBuf {
+        let token =
+            midonet_cluster::host_credentials::issue(&self.store, host).await.expect("enroll");
+        let path = dir.join("host.credential");
+        std::fs::write(&path, format!("{}\n", token.encode())).expect("credential file");
+        path
     }
 
     pub async fn put<T: Stored>(&self, obj: &T) -> i64 {

@@ -290,10 +290,15 @@ fn clear_state_dir(dir: &Path) -> Result<()> {
         let path = entry?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if path.is_dir() && is_host_dir(&name) {
-            for f in ["host_id", "host_id.tmp", "agent.toml"] {
+            for f in ["host_id", "host_id.tmp", "agent.toml", "host.credential"] {
                 let _ = fs::remove_file(path.join(f));
             }
             // Left in place if something else is in it.
+            let _ = fs::remove_dir(&path);
+        } else if path.is_dir() && name == "pki" {
+            for f in ["ca.pem", "server.pem", "server.key"] {
+                let _ = fs::remove_file(path.join(f));
+            }
             let _ = fs::remove_dir(&path);
         } else if path.is_file() && is_state_file(&name) {
             fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
@@ -325,9 +330,13 @@ fn build(
     eprintln!("sandbox: underlay and {} host namespaces", l.hosts);
     net::build_underlay(l, &opts)?;
 
-    eprintln!("sandbox: starting the cluster");
+    eprintln!("sandbox: starting the cluster (agents over TLS, with host credentials)");
+    let grpc_ip = st.grpc_addr.rsplit_once(':').map_or(st.grpc_addr.as_str(), |(ip, _)| ip);
+    let pki = midonet_proto::tls::generate(&[grpc_ip.to_owned()])
+        .and_then(|p| p.write(&dir.join("pki")))
+        .context("making the sandbox's certificates")?;
     let cfg_file = dir.join("cluster.toml");
-    fs::write(&cfg_file, cluster_config(a, st, &dir.join("store.redb")))?;
+    fs::write(&cfg_file, cluster_config(a, st, &dir.join("store.redb"), &pki))?;
     let cluster_args: Vec<String> =
         vec!["--config".into(), cfg_file.display().to_string(), "--no-auth".into()];
     let cluster =
@@ -344,8 +353,9 @@ fn build(
         fs::create_dir_all(&host_dir)?;
         let id_file = host_dir.join("host_id");
         fs::write(&id_file, format!("{id}\n"))?;
+        let credential = enroll(&client, &id, &host_dir)?;
         let ns = l.host_ns(h);
-        let mut args = agent_args(st, &host_dir, &id_file, &ns)?;
+        let mut args = agent_args(st, &host_dir, &id_file, &credential, &pki.ca, &ns)?;
         if let Some(d) = &a.datapath {
             args.extend(["--datapath".to_owned(), d.clone()]);
         }
@@ -394,24 +404,53 @@ fn build(
 
 /// The cluster's configuration file (`midonet_cluster::config`): REST for
 /// the user on `--api`, the topology service on the management address for
-/// the agents, auth off. The Neutron API is served at `/neutron` on the
-/// REST address only (no listener of its own that could collide with a
-/// real Neutron on this machine).
-fn cluster_config(a: &UpArgs, st: &SandboxState, store: &Path) -> String {
+/// the agents, over TLS with the sandbox's own certificate, asking each
+/// agent for its host credential; user auth off. The Neutron API is served
+/// at `/neutron` on the REST address only (no listener of its own that
+/// could collide with a real Neutron on this machine).
+fn cluster_config(
+    a: &UpArgs,
+    st: &SandboxState,
+    store: &Path,
+    pki: &midonet_proto::tls::PkiFiles,
+) -> String {
     format!(
-        "listen = \"{}\"\nstore = \"embedded:{}\"\ngrpc_listen = \"{}\"\nneutron_listen = \"\"\n\n[auth]\nenabled = false\n",
+        "listen = \"{}\"\nstore = \"embedded:{}\"\ngrpc_listen = \"{}\"\nneutron_listen = \"\"\n\n\
+         [agents]\ncredentials = true\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[auth]\nenabled = false\n",
         a.api,
         store.display(),
-        st.grpc_addr
+        st.grpc_addr,
+        pki.cert.display(),
+        pki.key.display()
     )
 }
 
+/// Enrolls host `id` through the API (`midonet host enroll`) and writes its
+/// credential into `host_dir`, readable by its owner only.
+fn enroll(client: &Client, id: &str, host_dir: &Path) -> Result<PathBuf> {
+    let r = client.post_json(&format!("hosts/{id}/credential"), &serde_json::json!({}))?;
+    let token = r["credential"].as_str().context("the enrollment answer has no credential")?;
+    let path = host_dir.join("host.credential");
+    midonet_proto::tls::write_private(&path, format!("{token}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// Configuration file and command line of one agent (`midonet_agent::config`).
-fn agent_args(st: &SandboxState, host_dir: &Path, id_file: &Path, ns: &str) -> Result<Vec<String>> {
+fn agent_args(
+    st: &SandboxState,
+    host_dir: &Path,
+    id_file: &Path,
+    credential: &Path,
+    ca: &Path,
+    ns: &str,
+) -> Result<Vec<String>> {
     let cfg = format!(
-        "cluster = [\"{}\"]\nhost_id_file = \"{}\"\nhost_name = \"{ns}\"\n",
+        "cluster = [\"{}\"]\nhost_id_file = \"{}\"\ncredential_file = \"{}\"\ncluster_ca = \"{}\"\nhost_name = \"{ns}\"\n",
         st.grpc_addr,
-        id_file.display()
+        id_file.display(),
+        credential.display(),
+        ca.display()
     );
     let path = host_dir.join("agent.toml");
     fs::write(&path, cfg).with_context(|| format!("writing {}", path.display()))?;
@@ -662,8 +701,16 @@ mod tests {
             panic!("not up")
         };
         let st = SandboxState { grpc_addr: "198.18.64.254:8182".into(), ..Default::default() };
+        let pki = midonet_proto::tls::PkiFiles {
+            ca: "/s/pki/ca.pem".into(),
+            cert: "/s/pki/server.pem".into(),
+            key: "/s/pki/server.key".into(),
+        };
         let c: toml::Value =
-            toml::from_str(&cluster_config(&a, &st, Path::new("/s/store.redb"))).expect("toml");
+            toml::from_str(&cluster_config(&a, &st, Path::new("/s/store.redb"), &pki))
+                .expect("toml");
+        assert_eq!(c["agents"]["credentials"].as_bool(), Some(true));
+        assert_eq!(c["tls"]["cert"].as_str(), Some("/s/pki/server.pem"));
         assert_eq!(c["listen"].as_str(), Some("127.0.0.1:8181"));
         assert_eq!(c["grpc_listen"].as_str(), Some("198.18.64.254:8182"));
         assert_eq!(c["store"].as_str(), Some("embedded:/s/store.redb"));
@@ -671,13 +718,17 @@ mod tests {
         assert_eq!(c["neutron_listen"].as_str(), Some(""));
 
         let dir = tempfile::tempdir().expect("tempdir");
+        let cred = dir.path().join("host.credential");
         let args =
-            agent_args(&st, dir.path(), &dir.path().join("host_id"), "mns-h0").expect("agent args");
+            agent_args(&st, dir.path(), &dir.path().join("host_id"), &cred, &pki.ca, "mns-h0")
+                .expect("agent args");
         assert_eq!(args[0], "--config");
         let text = fs::read_to_string(&args[1]).expect("agent config written");
         let c: toml::Value = toml::from_str(&text).expect("toml");
         assert_eq!(c["cluster"][0].as_str(), Some("198.18.64.254:8182"));
         assert_eq!(c["host_name"].as_str(), Some("mns-h0"));
+        assert_eq!(c["cluster_ca"].as_str(), Some("/s/pki/ca.pem"));
+        assert_eq!(c["credential_file"].as_str(), Some(cred.to_str().expect("utf-8")));
     }
 
     #[test]
@@ -689,6 +740,9 @@ mod tests {
         }
         fs::create_dir_all(d.join("h0")).expect("h0");
         fs::write(d.join("h0/host_id"), "x").expect("write");
+        fs::write(d.join("h0/host.credential"), "x").expect("write");
+        fs::create_dir_all(d.join("pki")).expect("pki");
+        fs::write(d.join("pki/ca.pem"), "x").expect("write");
         fs::create_dir_all(d.join("h1")).expect("h1");
         fs::write(d.join("h1/mine.txt"), "x").expect("write");
         fs::create_dir_all(d.join("home")).expect("home");

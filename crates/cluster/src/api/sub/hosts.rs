@@ -26,6 +26,21 @@ pub(super) fn routes(b: Builder) -> Builder {
         vec![doc::create("Register a host (admin; used by agents and tests)", "Host-v3")],
     )
     .route(
+        "/hosts/{id}/credential",
+        get(credential_status).post(enroll).delete(revoke),
+        vec![
+            doc::get(
+                "Whether the host has a credential, and when it was issued (admin)",
+                "HostCredential-v1",
+            ),
+            doc::create(
+                "Issue the host's agent credential, replacing any earlier one (admin; shown once)",
+                "HostCredential-v1",
+            ),
+            doc::delete("Revoke the host's agent credential and end its session (admin)"),
+        ],
+    )
+    .route(
         "/hosts/{id}/interfaces",
         get(list_interfaces).post(register_interface),
         vec![
@@ -70,6 +85,46 @@ pub(super) fn routes(b: Builder) -> Builder {
 }
 
 // ---------------------------------------------------------------- hosts
+
+/// The host id of a credential path: any UUID, since a host is enrolled
+/// before its agent first registers it.
+fn credential_host(ctx: &Ctx, id: &str) -> Result<HostId, ApiError> {
+    ctx.require_admin("hosts")?;
+    parse_id("host", id).map(HostId::from_uuid)
+}
+
+/// `POST /hosts/{id}/credential`: 201 with the token, the only time it is
+/// shown (the store keeps its digest).
+async fn enroll(ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let host = credential_host(&ctx, &id)?;
+    let token = crate::host_credentials::issue(&ctx.cluster.store, host).await?;
+    tracing::info!(%host, "host credential issued");
+    let uri = format!("{}/hosts/{host}/credential", ctx.base);
+    Ok(ctx.created(
+        "HostCredential-v1",
+        &uri,
+        json!({ "hostId": host, "credential": token.encode(), "uri": uri }),
+    ))
+}
+
+/// `GET /hosts/{id}/credential`: issued or not, never the secret.
+async fn credential_status(ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let host = credential_host(&ctx, &id)?;
+    let rec = crate::host_credentials::record(&ctx.cluster.store, host)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("host {host} has no credential")))?;
+    Ok(ctx.one("HostCredential-v1", json!({ "hostId": host, "issuedAt": rec.issued_at })))
+}
+
+/// `DELETE /hosts/{id}/credential`: the agent is cut off now.
+async fn revoke(ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let host = credential_host(&ctx, &id)?;
+    if !crate::host_credentials::revoke(&ctx.cluster.store, host).await? {
+        return Err(ApiError::not_found(format!("host {host} has no credential")));
+    }
+    tracing::info!(%host, "host credential revoked");
+    Ok(no_content())
+}
 
 /// Agents (and tests) register hosts: create or refresh name and addresses.
 async fn register_host(ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
