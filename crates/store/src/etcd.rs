@@ -306,7 +306,11 @@ impl Store for EtcdStore {
             )));
         }
         let mut lc = self.client.lease_client();
-        let resp = self.call(None, lc.grant(ttl_secs, None)).await?;
+        // etcd's own ids are a member prefix plus a counter: ask for a
+        // random one instead (see the embedded store).
+        let id = (rand::random::<u64>() >> 2) as i64 + 1;
+        let opts = etcd_client::LeaseGrantOptions::new().with_id(id);
+        let resp = self.call(None, lc.grant(ttl_secs, Some(opts))).await?;
         if !resp.error().is_empty() {
             return Err(StoreError::backend(format!("etcd lease grant: {}", resp.error())));
         }

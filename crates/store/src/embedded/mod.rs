@@ -7,8 +7,8 @@
 //! kv          key            -> record (create_rev, mod_rev, version, lease, value)
 //! history     revision       -> every event of that revision, with prev kvs
 //! meta        "revision"     -> current store revision (1 in a fresh store)
-//!             "compact_revision", "last_lease_id"
-//! leases      lease id       -> ttl seconds
+//!             "compact_revision"
+//! leases      lease id       -> ttl seconds      (ids are random, 62 bits)
 //! lease_keys  lease id       =>> keys attached to it (multimap)
 //! ```
 //!
@@ -97,7 +97,6 @@ const LEASE_KEYS: MultimapTableDefinition<'_, i64, &[u8]> =
 
 const META_REVISION: &str = "revision";
 const META_COMPACT: &str = "compact_revision";
-const META_LAST_LEASE: &str = "last_lease_id";
 
 /// How often lease deadlines are checked. Expiry is therefore up to this late.
 pub const EXPIRY_TICK: Duration = Duration::from_millis(100);
@@ -256,7 +255,6 @@ fn init_tables(db: &Database) -> Result<(Revision, Vec<(i64, i64)>)> {
                 // real revision.
                 meta.insert(META_REVISION, 1).map_err(db_err)?;
                 meta.insert(META_COMPACT, 0).map_err(db_err)?;
-                meta.insert(META_LAST_LEASE, 0).map_err(db_err)?;
                 1
             }
         };
@@ -503,10 +501,17 @@ impl Inner {
         let _writer = self.writer.lock();
         let wtx = self.db.begin_write().map_err(db_err)?;
         let id = {
-            let mut meta = wtx.open_table(META).map_err(db_err)?;
-            let id = meta.get(META_LAST_LEASE).map_err(db_err)?.map_or(0, |v| v.value()) + 1;
-            meta.insert(META_LAST_LEASE, id).map_err(db_err)?;
+            // Random, not sequential: a lease id names an agent's session,
+            // and nobody should guess the next one (issue: guessable
+            // sessions). 62 bits, positive, never 0; drawn again on the rare
+            // clash with a live lease.
             let mut leases = wtx.open_table(LEASES).map_err(db_err)?;
+            let id = loop {
+                let id = (rand::random::<u64>() >> 2) as i64 + 1;
+                if leases.get(id).map_err(db_err)?.is_none() {
+                    break id;
+                }
+            };
             leases.insert(id, ttl_secs).map_err(db_err)?;
             id
         };

@@ -60,8 +60,11 @@ async fn restart_keeps_data_revision_history_and_leases() {
     assert_eq!(s.keep_alive(lease.id).await.expect("lease restored"), 2);
     let b = next(&mut w).await.expect("lease expiry");
     assert!(matches!(&b.events[..], [WatchEvent::Delete { key, .. }] if key == b"/p/leased"));
-    // Lease ids are not reused after a restart.
-    assert!(s.grant_lease(5).await.expect("grant").id > lease.id);
+    // Lease ids are random (they name agent sessions): not the previous one,
+    // and not a sequence one could guess from it.
+    let (l1, l2) = (s.grant_lease(5).await.expect("grant"), s.grant_lease(5).await.expect("grant"));
+    assert!(l1.id != lease.id && l2.id != l1.id);
+    assert!((l2.id.0 - l1.id.0).abs() > 1_000, "{l1:?} {l2:?}: not sequential");
     drop(w);
     drop(s);
     let s = EmbeddedStore::open(&path).expect("reopen twice");
