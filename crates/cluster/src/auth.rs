@@ -10,10 +10,19 @@
 //!    not ours, `keystone_url` set  ─► GET {keystone_url}/v3/auth/tokens (check_async)
 //! ```
 //!
-//! Tokens are 128 random bits, kept in memory only: a restarted cluster
-//! forgets them and clients log in again on the 401, which MidoNet's clients
-//! do by themselves. Several replicas behind one address therefore need
-//! sticky sessions (or a shared token store; not needed yet).
+//! Tokens carry their session and are signed, so that every replica over
+//! one store accepts every replica's tokens and a restart forgets nothing:
+//!
+//! ```text
+//!  token = b64url(payload JSON {u, r, p, e, n}) "." b64url(HMAC-SHA256(key, payload))
+//!  key   = meta/token_key in the store: 32 random bytes, made once (CAS) by
+//!          the first replica, read by the others (`Auth::use_key`)
+//!  revoked: meta/revoked_tokens/<sha256(token)>, leased until the token's
+//!          own expiry; every replica watches the prefix (`crate::tasks`)
+//! ```
+//!
+//! Before the store's key is loaded (tests building an [`Auth`] alone) a
+//! random key of the process signs, which is the old per-replica behaviour.
 //!
 //! A token carries the project it is scoped to: a tenant user's is always
 //! its tenant; an admin's is the project it asked [`crate::identity`] for
@@ -92,14 +101,121 @@ impl Session {
     }
 }
 
-/// Users and live tokens.
+/// Users, the token signing key, and revoked tokens.
 pub struct Auth {
     enabled: bool,
     ttl: Duration,
     admin_project: String,
     users: Vec<UserConfig>,
-    tokens: Mutex<HashMap<String, Session>>,
+    key: parking_lot::RwLock<[u8; 32]>,
+    /// sha256 of a revoked token → when it would have expired.
+    revoked: Mutex<HashMap<[u8; 32], SystemTime>>,
     external: Option<External>,
+}
+
+/// `meta/token_key`: the signing key every replica shares.
+pub fn token_key_key() -> String {
+    format!("{}meta/token_key", midonet_proto::KEY_ROOT)
+}
+
+/// Prefix of revoked tokens' digests.
+pub fn revoked_prefix() -> String {
+    format!("{}meta/revoked_tokens/", midonet_proto::KEY_ROOT)
+}
+
+/// The store's signing key, made by whichever replica comes first.
+pub async fn shared_key(
+    store: &std::sync::Arc<dyn midonet_store::Store>,
+) -> Result<[u8; 32], midonet_store::StoreError> {
+    use midonet_store::{Compare, Txn, TxnOp};
+    let key = token_key_key();
+    loop {
+        if let Some(kv) = store.get(key.as_bytes()).await? {
+            if let Ok(k) = <[u8; 32]>::try_from(kv.value.as_slice()) {
+                return Ok(k);
+            }
+        }
+        let fresh: [u8; 32] = rand::random();
+        // Only if still missing: a racing replica's key wins and is read back.
+        store
+            .txn(
+                Txn::new()
+                    .when([Compare::missing(key.clone())])
+                    .and_then([TxnOp::put(key.clone(), fresh.to_vec())]),
+            )
+            .await?;
+    }
+}
+
+/// Records a revoked token in the store for the other replicas, leased to
+/// vanish when the token would have expired.
+pub async fn record_revocation(
+    store: &std::sync::Arc<dyn midonet_store::Store>,
+    token: &str,
+    until: SystemTime,
+) -> Result<(), midonet_store::StoreError> {
+    let left = until.duration_since(SystemTime::now()).map_or(1, |d| d.as_secs().max(1));
+    let lease = store.grant_lease(i64::try_from(left).unwrap_or(i64::MAX)).await?;
+    let hex: String = Auth::digest(token).iter().map(|b| format!("{b:02x}")).collect();
+    let key = format!("{}{hex}", revoked_prefix());
+    store.put(key.as_bytes(), secs(until).to_string().as_bytes(), Some(lease.id)).await?;
+    Ok(())
+}
+
+/// A revocation key and value as [`record_revocation`] wrote them.
+pub fn parse_revocation(key: &[u8], value: &[u8]) -> Option<([u8; 32], SystemTime)> {
+    let hex = std::str::from_utf8(key).ok()?.strip_prefix(&revoked_prefix())?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut d = [0u8; 32];
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    let until: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+    Some((d, SystemTime::UNIX_EPOCH + Duration::from_secs(until)))
+}
+
+/// The token's payload.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Claims {
+    /// User.
+    u: String,
+    /// Role: `None` for admin, the tenant otherwise.
+    r: Option<String>,
+    /// Project.
+    p: Option<String>,
+    /// Expiry, seconds since the epoch.
+    e: u64,
+    /// Nonce: two tokens of one second differ.
+    n: u64,
+}
+
+fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
+    // RFC 2104 with SHA-256 (64-byte blocks).
+    let mut ipad = [0x36u8; 64];
+    let mut opad = [0x5cu8; 64];
+    for (i, k) in key.iter().enumerate() {
+        ipad[i] ^= k;
+        opad[i] ^= k;
+    }
+    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
+    Sha256::new().chain_update(opad).chain_update(inner).finalize().into()
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// What a token says, when its signature holds: the session, live or not.
+enum Verified {
+    Live(Session),
+    Expired,
+    Revoked,
 }
 
 impl Auth {
@@ -111,13 +227,52 @@ impl Auth {
             ttl: Duration::from_secs(cfg.token_ttl_secs.max(1)),
             admin_project: cfg.admin_project.trim().to_string(),
             users: cfg.users.clone(),
-            tokens: Mutex::new(HashMap::new()),
+            key: parking_lot::RwLock::new(rand::random()),
+            revoked: Mutex::new(HashMap::new()),
             external: (!url.is_empty()).then(|| External::new(url)),
         }
     }
 
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Signs and checks with `key` from now on (the store's, shared by every
+    /// replica: see [`shared_key`]).
+    pub fn use_key(&self, key: [u8; 32]) {
+        *self.key.write() = key;
+    }
+
+    /// Records a revocation (this replica's or, through the store watch,
+    /// another's) until the token would have expired anyway.
+    pub fn note_revoked(&self, digest: [u8; 32], until: SystemTime) {
+        let mut r = self.revoked.lock();
+        let now = SystemTime::now();
+        r.retain(|_, t| *t > now);
+        r.insert(digest, until);
+    }
+
+    /// sha256 of a token: how revocations name it.
+    pub fn digest(token: &str) -> [u8; 32] {
+        Sha256::digest(token.trim().as_bytes()).into()
+    }
+
+    fn verify(&self, token: &str) -> Option<Verified> {
+        let (payload, mac) = token.trim().split_once('.')?;
+        let mac = b64().decode(mac).ok()?;
+        if !constant_time_eq(&mac, &hmac(&self.key.read(), payload.as_bytes())) {
+            return None;
+        }
+        let c: Claims = serde_json::from_slice(&b64().decode(payload).ok()?).ok()?;
+        let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(c.e);
+        if expires <= SystemTime::now() {
+            return Some(Verified::Expired);
+        }
+        if self.revoked.lock().contains_key(&Self::digest(token)) {
+            return Some(Verified::Revoked);
+        }
+        let role = c.r.map_or(Role::Admin, Role::Tenant);
+        Some(Verified::Live(Session { user: c.u, role, expires, project: c.p }))
     }
 
     /// Lifetime of a new token.
@@ -194,27 +349,37 @@ impl Auth {
     /// Stores a session as a new token, with the session's own expiry (a
     /// Keystone rescope keeps the expiry of the token it came from).
     pub fn issue_session(&self, session: Session) -> String {
-        let token = format!("{:032x}", rand::random::<u128>());
-        let mut tokens = self.tokens.lock();
-        let now = SystemTime::now();
-        // Dropping expired tokens here keeps the map bounded by the logins
-        // of one TTL without a background task.
-        tokens.retain(|_, s| s.expires > now);
-        tokens.insert(token.clone(), scoped(session));
-        token
+        let s = scoped(session);
+        let claims = Claims {
+            u: s.user,
+            r: match s.role {
+                Role::Admin => None,
+                Role::Tenant(t) => Some(t),
+            },
+            p: s.project,
+            e: secs(s.expires),
+            n: rand::random(),
+        };
+        let payload = b64().encode(serde_json::to_vec(&claims).expect("plain struct serializes"));
+        let mac = b64().encode(hmac(&self.key.read(), payload.as_bytes()));
+        format!("{payload}.{mac}")
     }
 
     /// The live session of a token this cluster issued, whether auth is
     /// enabled or not (Keystone token validation).
     pub fn lookup(&self, token: &str) -> Option<Session> {
-        let tokens = self.tokens.lock();
-        tokens.get(token.trim()).filter(|s| s.expires > SystemTime::now()).cloned()
+        match self.verify(token)? {
+            Verified::Live(s) => Some(s),
+            Verified::Expired | Verified::Revoked => None,
+        }
     }
 
-    /// Forgets a token; `false` if it was not live.
+    /// Revokes a token on this replica; `false` if it was not live. The
+    /// caller records it in the store for the others ([`revoked_prefix`]).
     pub fn revoke(&self, token: &str) -> bool {
-        let mut tokens = self.tokens.lock();
-        tokens.remove(token.trim()).is_some_and(|s| s.expires > SystemTime::now())
+        let Some(s) = self.lookup(token) else { return false };
+        self.note_revoked(Self::digest(token), s.expires);
+        true
     }
 
     /// The name and role of a configured user whose password this is.
@@ -243,11 +408,12 @@ impl Auth {
         let token = token.ok_or_else(|| {
             ApiError::unauthorized("missing X-Auth-Token: log in at /midonet-api/login first")
         })?;
-        let tokens = self.tokens.lock();
-        match tokens.get(token.trim()) {
-            Some(s) if s.expires > SystemTime::now() => Ok(s.clone()),
-            Some(_) => Err(ApiError::unauthorized("token expired: log in again")),
-            None => Err(ApiError::unauthorized("unknown token: log in again")),
+        match self.verify(token) {
+            Some(Verified::Live(s)) => Ok(s),
+            Some(Verified::Expired) => Err(ApiError::unauthorized("token expired: log in again")),
+            Some(Verified::Revoked) | None => {
+                Err(ApiError::unauthorized("unknown token: log in again"))
+            }
         }
     }
 
@@ -260,7 +426,7 @@ impl Auth {
             return self.check(token);
         };
         let token = token.trim();
-        let ours = self.tokens.lock().contains_key(token);
+        let ours = self.verify(token).is_some();
         if ours {
             return self.check(Some(token));
         }
@@ -269,11 +435,18 @@ impl Auth {
 }
 
 /// A tenant's session is scoped to its tenant.
+/// Also rounds the expiry down to whole seconds, as the token carries it.
 fn scoped(mut s: Session) -> Session {
     if let Role::Tenant(t) = &s.role {
         s.project = Some(t.clone());
     }
+    s.expires = whole_secs(s.expires);
     s
+}
+
+/// `t` without its fraction of a second (what a token can say).
+pub fn whole_secs(t: SystemTime) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs(t))
 }
 
 /// The external Keystone of `auth.keystone_url` and the tokens it vouched

@@ -723,6 +723,7 @@ async fn issue(
     };
     let projects = known_projects(&cluster);
     let project = resolve_scope(&role, &req.scope, &projects, auth.admin_project(), open)?;
+    let expires = crate::auth::whole_secs(expires);
     let session = Session { user, role, expires, project: Some(project.id.clone()) };
     let token = auth.issue_session(session.clone());
     tracing::info!(user = session.user, project = project.id, "keystone token issued");
@@ -768,6 +769,10 @@ async fn revoke(
     let (token, s) = subject(&cluster, &headers)?;
     if !cluster.auth.revoke(&token) {
         return Err(KsError::not_found(format!("Could not find token: {token}")));
+    }
+    // The other replicas learn it from the store.
+    if let Err(e) = crate::auth::record_revocation(&cluster.store, &token, s.expires).await {
+        tracing::warn!(error = %e, "a revoked token could not be recorded for the other replicas");
     }
     tracing::info!(user = s.user, "keystone token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())

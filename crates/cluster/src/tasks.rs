@@ -63,6 +63,7 @@ pub async fn run(
         "topology service for agents"
     );
     let cluster = Cluster::new(cfg.clone(), store.clone());
+    let revocations = share_tokens(&cluster).await?;
     let opts = crate::topology_service::ServeOptions {
         auth: if cfg.agents.credentials {
             crate::topology_service::AgentAuth::Credentials
@@ -100,6 +101,7 @@ pub async fn run(
         let _ = n.await;
     }
     compactor.abort();
+    revocations.abort();
     if let Ok(Err(e)) = grpc.await {
         tracing::warn!(error = %e, "topology service ended with an error");
     }
@@ -114,6 +116,108 @@ pub async fn serve(
 ) -> Result<(), ClusterError> {
     let app = crate::api::app(cluster);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ClusterError::Serve)
+}
+
+/// Makes this replica's tokens every replica's: signs with the store's
+/// shared key, and follows revocations made on any replica (see
+/// [`crate::auth`]). Returns the follower task.
+pub async fn share_tokens(
+    cluster: &Arc<Cluster>,
+) -> Result<tokio::task::JoinHandle<()>, ClusterError> {
+    let key = crate::auth::shared_key(&cluster.store).await.map_err(ClusterError::Store)?;
+    cluster.auth.use_key(key);
+    Ok(tokio::spawn(follow_revocations(cluster.clone())))
+}
+
+async fn follow_revocations(cluster: Arc<Cluster>) {
+    use futures::StreamExt;
+    let prefix = crate::auth::revoked_prefix();
+    let note = |key: &[u8], value: &[u8]| {
+        if let Some((digest, until)) = crate::auth::parse_revocation(key, value) {
+            cluster.auth.note_revoked(digest, until);
+        }
+    };
+    loop {
+        let r: Result<(), midonet_store::StoreError> = async {
+            let snap = cluster.store.range(prefix.as_bytes()).await?;
+            for kv in &snap.kvs {
+                note(&kv.key, &kv.value);
+            }
+            let mut w = cluster.store.watch(prefix.as_bytes(), snap.revision + 1).await?;
+            while let Some(batch) = w.next().await {
+                for ev in batch?.events {
+                    if let midonet_store::WatchEvent::Put { kv, .. } = ev {
+                        note(&kv.key, &kv.value);
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "following token revocations: starting over");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// A job that runs on one replica at a time: whoever holds
+/// `meta/singletons/<name>`, a key leased to that replica (TTL
+/// [`SINGLETON_TTL_SECS`], kept alive by each call of [`Singleton::held`]).
+/// When the holder dies the key vanishes with its lease and the next
+/// replica to ask takes over.
+pub struct Singleton {
+    key: String,
+    me: String,
+    lease: Option<midonet_store::LeaseId>,
+}
+
+/// Lease of a singleton's holder: longer than the jobs' period.
+pub const SINGLETON_TTL_SECS: i64 = 150;
+
+impl Singleton {
+    pub fn new(name: &str) -> Singleton {
+        Singleton {
+            key: format!("{}meta/singletons/{name}", midonet_proto::KEY_ROOT),
+            me: uuid::Uuid::new_v4().to_string(),
+            lease: None,
+        }
+    }
+
+    /// Whether this replica holds the job now (claiming it if free).
+    pub async fn held(&mut self, store: &Arc<dyn midonet_store::Store>) -> bool {
+        match self.try_hold(store).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(key = %self.key, error = %e, "singleton check failed");
+                false
+            }
+        }
+    }
+
+    async fn try_hold(
+        &mut self,
+        store: &Arc<dyn midonet_store::Store>,
+    ) -> Result<bool, midonet_store::StoreError> {
+        use midonet_store::{Compare, Txn, TxnOp};
+        if let Some(l) = self.lease {
+            if store.keep_alive(l).await.is_err() {
+                self.lease = None;
+            }
+        }
+        let lease = match self.lease {
+            Some(l) => l,
+            None => {
+                let l = store.grant_lease(SINGLETON_TTL_SECS).await?.id;
+                self.lease = Some(l);
+                l
+            }
+        };
+        let claim = TxnOp::put_with_lease(self.key.clone(), self.me.clone().into_bytes(), lease);
+        store.txn(Txn::new().when([Compare::missing(self.key.clone())]).and_then([claim])).await?;
+        let holder = store.get(self.key.as_bytes()).await?;
+        Ok(holder.is_some_and(|kv| kv.value == self.me.as_bytes()))
+    }
 }
 
 /// `error: cause: cause...`.
@@ -148,8 +252,13 @@ async fn compact_history(
     let tick = async {
         let mut interval = tokio::time::interval(COMPACT_EVERY);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut duty = Singleton::new("compactor");
         loop {
             interval.tick().await;
+            // One replica at a time; another takes over within a TTL.
+            if !duty.held(&store).await {
+                continue;
+            }
             match store.current_revision().await {
                 Ok(rev) if rev - keep > 1 => {
                     if let Err(e) = store.compact(rev - keep).await {
@@ -168,5 +277,23 @@ async fn compact_history(
     tokio::select! {
         () = tick => {}
         () = shutdown => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_singleton_has_one_holder_and_moves_when_it_dies() {
+        let store = midonet_store::connect("memory:").await.expect("store");
+        let (mut a, mut b) = (Singleton::new("job"), Singleton::new("job"));
+        assert!(a.held(&store).await, "free: the first asker takes it");
+        assert!(!b.held(&store).await, "held elsewhere");
+        assert!(a.held(&store).await, "and kept");
+        // The holder dies: its lease goes, the other takes over.
+        store.revoke_lease(a.lease.expect("leased")).await.expect("revoke");
+        assert!(b.held(&store).await);
+        assert!(!a.held(&store).await, "a new lease does not take it back");
     }
 }

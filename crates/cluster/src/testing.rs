@@ -89,6 +89,14 @@ impl TestCluster {
                     };
                     let addr = listener.local_addr().expect("bound listener has an address");
                     let cluster = Cluster::new(cfg, store);
+                    // Tokens valid on every replica over the same store.
+                    let follower = match crate::tasks::share_tokens(&cluster).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("token key: {e}")));
+                            return;
+                        }
+                    };
                     let _ = ready_tx.send(Ok((addr, cluster.clone())));
                     let stop = async {
                         let _ = stop_rx.await;
@@ -96,6 +104,7 @@ impl TestCluster {
                     if let Err(e) = crate::serve(listener, cluster, stop).await {
                         eprintln!("test cluster stopped with an error: {e}");
                     }
+                    follower.abort();
                 });
             })
             .expect("spawn test cluster thread");

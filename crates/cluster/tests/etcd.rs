@@ -73,3 +73,36 @@ fn two_clusters_on_one_etcd_see_each_other_and_conflict_safely() {
     assert_eq!(keys.iter().copied().collect::<HashSet<_>>().len(), 20, "{keys:?}");
     assert_eq!(a2.count(&format!("/bridges/{id}/ports")), 20);
 }
+
+/// Tokens are valid on every replica (signed with the store's shared key),
+/// and a revocation on one reaches the others.
+#[test]
+fn a_token_from_one_replica_works_on_another_until_revoked_anywhere() {
+    let Some(etcd) = midonet_store::testutil::etcd_or_skip() else { return };
+    let c1 = TestCluster::start(&etcd.url(), true);
+    let c2 = TestCluster::start(&etcd.url(), true);
+    let token = c1.admin_token();
+    let on2 = Api::new(&c2.url(), Some(token.clone()));
+    on2.ok("/bridges");
+    let alice = c2.token_for("alice");
+    Api::new(&c1.url(), Some(alice.clone())).ok("/bridges");
+
+    // Keystone's DELETE /v3/auth/tokens on replica 1.
+    let url = c1.url().replace("/midonet-api", "/neutron/identity/v3/auth/tokens");
+    let r = ureq::delete(&url)
+        .set("X-Auth-Token", &token)
+        .set("X-Subject-Token", &alice)
+        .call()
+        .expect("revoke");
+    assert_eq!(r.status(), 204);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let on1 = Api::new(&c2.url(), Some(alice));
+    loop {
+        match on1.get("/bridges").status {
+            401 => break,
+            s if std::time::Instant::now() > deadline => panic!("still {s} on replica 2"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    on2.ok("/bridges");
+}
