@@ -649,6 +649,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn snapshot_chunks_reach_the_core_whole() {
+        let chunk = |rev: i64, key: &str, more: bool| pb::Snapshot {
+            revision: rev,
+            kvs: vec![pb::KeyValue { key: key.into(), value: Vec::new(), mod_revision: 1 }],
+            more,
+        };
+        let mut c = Chunks::default();
+        assert!(c.add(chunk(5, "a", true)).is_none());
+        assert!(c.add(chunk(5, "b", true)).is_none());
+        let whole = c.add(chunk(5, "c", false)).expect("complete");
+        let keys: Vec<&str> = whole.kvs.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!((whole.revision, keys, whole.more), (5, vec!["a", "b", "c"], false));
+        // A snapshot cut short (a resync started another) is dropped.
+        assert!(c.add(chunk(6, "x", true)).is_none());
+        let whole = c.add(chunk(7, "y", false)).expect("the newer one, alone");
+        assert_eq!(whole.kvs.len(), 1);
+    }
+
+    #[test]
     fn desired_state_replays_only_the_net_effect() {
         let mut d = Desired::default();
         d.record(&Command::PortActive { port: "a".into(), active: true });

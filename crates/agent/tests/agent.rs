@@ -428,3 +428,66 @@ async fn flow_dump_and_per_port_metrics_over_http() {
     assert!(series("midonet_agent_miss_latency_seconds_count") >= 2.0, "{text}");
     rig.agent.stop().await;
 }
+
+/// The failure: past ~3,000 bridges the whole store no longer fit
+/// in one gRPC message and agents could not start. 20,000 bridges and
+/// 50,000 ports (tens of MiB) now arrive as a chunked snapshot, applied
+/// once, and the agent forwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topology_far_past_one_message_arrives_in_chunks_and_forwards() {
+    use midonet_model::topology::Stored;
+    use midonet_store::{Txn, TxnOp};
+    let c = Cluster::start().await;
+    let t0 = std::time::Instant::now();
+    let mut bytes = 0usize;
+    let mut batch = Vec::new();
+    let flush = async |batch: &mut Vec<TxnOp>| {
+        let ops = std::mem::take(batch);
+        c.store.txn(Txn::new().and_then(ops)).await.expect("bulk txn");
+    };
+    for i in 0..20_000u32 {
+        let b = bridge(&format!("bulk-{i}"));
+        for k in 0..if i < 10_000 { 3 } else { 2 } {
+            let p = bridge_port(&b, 1_000 + i * 4 + k);
+            let v = serde_json::to_vec(&p).expect("json");
+            bytes += v.len();
+            batch.push(TxnOp::put(p.store_key(), v));
+        }
+        let v = serde_json::to_vec(&b).expect("json");
+        bytes += v.len();
+        batch.push(TxnOp::put(b.store_key(), v));
+        if batch.len() >= 2_000 {
+            flush(&mut batch).await;
+        }
+    }
+    flush(&mut batch).await;
+    assert!(bytes > 8 << 20, "{bytes} B: well past tonic's 4 MiB default");
+    eprintln!("MEASURE 70k objects, {bytes} B, stored in {:?}", t0.elapsed());
+
+    let t0 = std::time::Instant::now();
+    let rig = start_agent(&c).await;
+    let host = rig.agent.host_id;
+    let b = bridge("b");
+    c.put(&b).await;
+    let p1 = bind(&bridge_port(&b, 100), host, "vm1");
+    let p2 = bind(&bridge_port(&b, 101), host, "vm2");
+    c.put(&p1).await;
+    c.put(&p2).await;
+    rig.ifaces.send(vec![iface("vm1", 1), iface("vm2", 2)]).await.expect("send");
+    wait_for("both ports bound after the big snapshot", Duration::from_secs(120), async || {
+        rig.agent.view().ingress.len() == 2
+    })
+    .await;
+    eprintln!("MEASURE agent start to both ports bound: {:?}", t0.elapsed());
+    assert_eq!(
+        metric(&rig.agent, "midonet_agent_topology_snapshots_total"),
+        1.0,
+        "one snapshot, however many chunks"
+    );
+    let view = rig.agent.view();
+    let dp_of = |p: PortId| *view.ingress.iter().find(|(_, v)| **v == p).expect("bound").0;
+    let f = frame("eth.src=02:00:00:00:00:01,eth.dst=ff:ff:ff:ff:ff:ff,ip4.src=10.0.0.1,ip4.dst=10.0.0.2,udp.src=1,udp.dst=2");
+    rig.dp.inject(dp_of(p1.id), &f);
+    assert_eq!(rig.dp.take_output(dp_of(p2.id)).len(), 1, "the agent forwards");
+    rig.agent.stop().await;
+}

@@ -912,6 +912,31 @@ mod tests {
         assert_eq!(d.changes[0].key, b1.store_key());
     }
 
+    #[test]
+    fn snapshots_split_into_bounded_chunks_and_the_last_says_so() {
+        let kv = |i: usize| pb::KeyValue {
+            key: format!("/midonet/v1/bridges/{i}"),
+            value: vec![b'x'; 100],
+            mod_revision: 1,
+        };
+        let chunks = snapshot_chunks(9, (0..100).map(kv).collect(), 1_000);
+        assert!(chunks.len() > 10, "{}", chunks.len());
+        assert!(chunks.iter().all(|c| c.revision == 9));
+        assert!(chunks.iter().all(|c| c
+            .kvs
+            .iter()
+            .map(|k| k.key.len() + k.value.len() + 16)
+            .sum::<usize>()
+            <= 1_000));
+        assert_eq!(chunks.iter().filter(|c| !c.more).count(), 1);
+        assert!(!chunks.last().expect("some").more);
+        assert_eq!(chunks.iter().map(|c| c.kvs.len()).sum::<usize>(), 100, "nothing lost");
+        let empty = snapshot_chunks(3, Vec::new(), 1_000);
+        assert_eq!((empty.len(), empty[0].more), (1, false), "an empty store is one chunk");
+        let big = snapshot_chunks(3, vec![pb::KeyValue { value: vec![0; 5_000], ..kv(0) }], 1_000);
+        assert_eq!(big.len(), 1, "a key larger than the limit goes alone");
+    }
+
     #[tokio::test]
     async fn compacted_revision_gives_resync_then_snapshot() {
         let (store, mut client, _stop) = start().await;

@@ -8,8 +8,13 @@
 //!   4 SetPortActive  5 PublishMac  6 PublishArp  7 ClaimSnatBlock
 //! ```
 //!
+//! Every input is also read as the `authorization` metadata value every
+//! call carries (a host credential, `Bearer mnh1.<host>.<hex>`).
+//!
 //! What must hold:
 //!
+//! * a credential that parses names a UUID host, encodes back to the same
+//!   token, and matches its own digest and no other;
 //! * prost: decode → encode → decode gives the same message;
 //! * a rejected request names one of its own fields;
 //! * what would be written is well formed: host interfaces validate, have
@@ -27,6 +32,7 @@ use midonet_proto::{pb, ArpEntry, Liveness, MacEntry};
 use prost::Message;
 
 pub fn grpc_agent(data: &[u8]) {
+    credential(data);
     let Some((&sel, bytes)) = data.split_first() else { return };
     match sel % 10 {
         0 => {
@@ -79,6 +85,18 @@ pub fn grpc_agent(data: &[u8]) {
             }
         }
     }
+}
+
+fn credential(data: &[u8]) {
+    use midonet_proto::credential::Token;
+    let text = String::from_utf8_lossy(data);
+    let Some(t) = Token::from_bearer(&text) else { return };
+    assert!(t.host().parse::<uuid::Uuid>().is_ok(), "{t:?}");
+    let again = Token::parse(&t.encode()).expect("an encoded token parses");
+    assert_eq!(again, t);
+    assert!(t.matches(&t.digest()));
+    let other = Token::generate(t.host()).expect("the host is a UUID");
+    assert!(!other.matches(&t.digest()) || other == t);
 }
 
 fn health_claim(req: &pb::ClaimHealthCheckRequest) {

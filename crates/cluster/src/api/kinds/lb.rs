@@ -150,11 +150,11 @@ kind! {
         }))
         .expect("sample vip parses")
     }
-    fn on_create<'a>(&'a mut self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async move { vip_pool_matches(self, tx).await })
+    fn on_create<'a>(&'a mut self, tx: &'a mut Tx, ctx: &'a Ctx) -> Fut<'a, ()> {
+        Box::pin(async move { vip_pool_matches(self, tx, ctx).await })
     }
-    fn on_update<'a>(&'a mut self, _old: &'a Self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
-        Box::pin(async move { vip_pool_matches(self, tx).await })
+    fn on_update<'a>(&'a mut self, _old: &'a Self, tx: &'a mut Tx, ctx: &'a Ctx) -> Fut<'a, ()> {
+        Box::pin(async move { vip_pool_matches(self, tx, ctx).await })
     }
     fn links(&self, ctx: &Ctx, _env: &Env, m: &mut Map<String, Value>) {
         link(m, "pool", ctx.uri(&format!("/pools/{}", self.pool_id)));
@@ -163,21 +163,24 @@ kind! {
 }
 
 /// A VIP's pool must belong to the VIP's load balancer; a VIP created under
-/// a pool takes the pool's load balancer.
-async fn vip_pool_matches(v: &mut Vip, tx: &mut Tx) -> Result<(), ApiError> {
+/// a pool takes the pool's load balancer. A pool the caller cannot see is
+/// "does not exist", and a mismatch names only what the caller sent: the
+/// answer never tells a tenant about another tenant's pool or load
+/// balancer.
+async fn vip_pool_matches(v: &mut Vip, tx: &mut Tx, ctx: &Ctx) -> Result<(), ApiError> {
+    let missing = || ApiError::field("poolId", format!("pool {} does not exist", v.pool_id));
+    let owner = crate::api::generic::owner_of(tx, ObjectKind::Pool, v.pool_id.uuid()).await?;
+    if !owner.is_some_and(|o| ctx.sees(o.as_deref())) {
+        return Err(missing());
+    }
     let pool: Option<Pool> = tx.get(&key_of(ObjectKind::Pool, v.pool_id.uuid())).await?;
-    let Some(pool) = pool else {
-        return Err(ApiError::field("poolId", format!("pool {} does not exist", v.pool_id)));
-    };
+    let Some(pool) = pool else { return Err(missing()) };
     if v.load_balancer_id.is_nil() {
         v.load_balancer_id = pool.load_balancer_id;
     } else if pool.load_balancer_id != v.load_balancer_id {
         return Err(ApiError::field(
             "poolId",
-            format!(
-                "pool {} belongs to load balancer {}, not {}",
-                pool.id, pool.load_balancer_id, v.load_balancer_id
-            ),
+            format!("pool {} is not a pool of load balancer {}", pool.id, v.load_balancer_id),
         ));
     }
     vip_not_the_routers_own(v, tx).await
