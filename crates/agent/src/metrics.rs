@@ -207,6 +207,10 @@ impl Metrics {
             dp_port_upcall_limited: Family::default(),
             last_dp: Mutex::new(None),
         };
+        // Every anomaly reason shows up, at 0 until one happens.
+        for a in midonet_sim::Anomaly::ALL {
+            let _ = m.sim_anomalies.get_or_create(&ReasonLabels { reason: a.as_str() });
+        }
         {
             let mut r = m.registry.lock();
             r.register("misses", "Packets that matched no flow", m.misses.clone());
@@ -533,5 +537,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("midonet_agent_miss_latency_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("midonet_agent_sim_anomalies_total{reason=\"mac_entry_foreign_port\"} 0"),
+            "registered before the first one: {text}"
+        );
     }
 }

@@ -12,14 +12,18 @@
 //! ```
 //!
 //! MAC tables are per VLAN (0 = untagged). Learning never moves a peer
-//! router port's MAC. A table entry (learned or seeded) is only followed
-//! if its port belongs to this bridge: entries come from other agents
-//! through the cluster, and one naming another device's port (or a port
-//! that does not exist) is ignored as if the MAC were unknown, so the frame
-//! floods, and counted ([`Anomaly::MacEntryForeignPort`]); a learned entry
-//! ignored this way falls back to the seeded one. Every table entry read is tagged, misses included,
+//! router port's MAC. Every table entry read is tagged, misses included,
 //! so a MAC move or a newly learned MAC invalidates exactly the flows that
 //! depended on it.
+//!
+//! A table entry (learned or seeded) is only followed if its port belongs
+//! to this bridge: learned entries come from other agents through the
+//! cluster, and one naming another device's port (another tenant's) or a
+//! port that does not exist is ignored as if the MAC were unknown, so the
+//! frame floods, and reported ([`Anomaly::MacEntryForeignPort`], which the
+//! agent counts); a learned entry ignored this way falls back to the seeded
+//! one. The check costs one snapshot lookup per table hit, per simulation
+//! (not per packet).
 
 use midonet_model::PortId;
 
