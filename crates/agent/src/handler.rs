@@ -387,6 +387,9 @@ pub fn process(
             let _ = sh.stale.send(stale);
         }
     }
+    for a in &r.anomalies {
+        sh.metrics.sim_anomaly(a.as_str());
+    }
     let decision = r.decision;
     let tags: Vec<u64> = r.tags.iter().map(|t| t.0).collect();
     let mut tunnels = false;

@@ -27,7 +27,8 @@
 //! [`config`], [`tasks`] (start/stop and the core loop), [`error`],
 //! [`metrics`], [`session`] (the cluster), [`cache`] (topology and state
 //! tables, invalidation tags), [`scanner`] (interfaces), [`handler`] (the
-//! miss path), [`host_id`].
+//! miss path), [`host_id`], [`tunnel`] (who may send to this host over
+//! the tunnel).
 //!
 //! # Invariants
 //!
@@ -65,6 +66,7 @@ pub mod scanner;
 pub mod session;
 mod simulate;
 pub mod tasks;
+pub mod tunnel;
 
 pub use config::{Config, DatapathKind};
 pub use error::AgentError;

@@ -19,7 +19,10 @@
 //! install decision, not the wait in the datapath's queue.
 //!
 //! Every drop branch of the agent increments [`Metrics::drop`] with a named
-//! [`AgentDrop`] reason.
+//! [`AgentDrop`] reason. What a simulation ignored rather than followed
+//! (`midonet_sim::Anomaly`, e.g. a MAC entry naming another bridge's port)
+//! is counted in `sim_anomalies`, once per simulation; the packet was not
+//! dropped for it.
 
 use std::sync::Arc;
 
@@ -124,6 +127,9 @@ pub struct Metrics {
     pub simulations: Family<ResultLabels, Counter>,
     pub drops: Family<DropLabels, Counter>,
     pub sim_drops: Family<ReasonLabels, Counter>,
+    /// Simulations that met something they refused to follow (a MAC entry
+    /// naming another device's port), by the simulation's reason.
+    pub sim_anomalies: Family<ReasonLabels, Counter>,
     pub invalidated_flows: Counter,
     pub invalidation_tags: Counter,
     pub topology_updates: Counter,
@@ -172,6 +178,7 @@ impl Metrics {
             simulations: Family::default(),
             drops: Family::default(),
             sim_drops: Family::default(),
+            sim_anomalies: Family::default(),
             invalidated_flows: Counter::default(),
             invalidation_tags: Counter::default(),
             topology_updates: Counter::default(),
@@ -200,6 +207,10 @@ impl Metrics {
             dp_port_upcall_limited: Family::default(),
             last_dp: Mutex::new(None),
         };
+        // Every anomaly reason shows up, at 0 until one happens.
+        for a in midonet_sim::Anomaly::ALL {
+            let _ = m.sim_anomalies.get_or_create(&ReasonLabels { reason: a.as_str() });
+        }
         {
             let mut r = m.registry.lock();
             r.register("misses", "Packets that matched no flow", m.misses.clone());
@@ -209,6 +220,11 @@ impl Metrics {
                 "sim_drops",
                 "Simulation drop decisions, by the simulation's reason",
                 m.sim_drops.clone(),
+            );
+            r.register(
+                "sim_anomalies",
+                "Simulations that ignored what they read (mac_entry_foreign_port), by reason",
+                m.sim_anomalies.clone(),
             );
             r.register(
                 "invalidated_flows",
@@ -358,6 +374,11 @@ impl Metrics {
     pub fn sim_drop(&self, reason: &'static str) {
         self.count_drop(AgentDrop::SimDrop);
         self.sim_drops.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// A simulation worked around an anomaly (the sim's label).
+    pub fn sim_anomaly(&self, reason: &'static str) {
+        self.sim_anomalies.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn sim(&self, result: &'static str) {
@@ -516,5 +537,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("midonet_agent_miss_latency_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("midonet_agent_sim_anomalies_total{reason=\"mac_entry_foreign_port\"} 0"),
+            "registered before the first one: {text}"
+        );
     }
 }

@@ -838,6 +838,9 @@ impl Core {
             }
         }
         let ingress = self.bound.iter().map(|(id, b)| (b.dp_port, *id)).collect();
+        let trusted_peers = crate::flowstate::trusted_peers(topo, me);
+        let prev = self.shared.view.load_full();
+        crate::tunnel::sync_peers(&*self.dp, self.cache.ready, &prev, &trusted_peers);
         self.shared.view.store(Arc::new(View {
             sim,
             egress,
@@ -845,7 +848,7 @@ impl Core {
             revision: self.cache.revision,
             ready: self.cache.ready,
             state_peers: crate::flowstate::state_peers(topo, me),
-            trusted_peers: crate::flowstate::trusted_peers(topo, me),
+            trusted_peers,
         }));
     }
 }

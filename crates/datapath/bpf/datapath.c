@@ -5,6 +5,7 @@
  *   VM host-end veth ─ TC ingress ─ mdp_port ──┐
  *                                              ├─ parse ─ megaflow lookup (masks + per-mask hash)
  *   vxlan (external) ─ TC ingress ─ mdp_tunnel ┤      hit: counters, action list ─ rewrites,
+ *     (outer source a tunnel peer?)            │
  *        VNI bound to a local port: redirect ──┘           output (redirect_peer / clone),
  *                                                           tunnel (set key + redirect to vxlan)
  *                                                     miss: frame into the `mdp_upcalls` ring
@@ -22,7 +23,16 @@
  * malformed is dropped here with the same count.
  *
  * All maps are pinned by name: flows installed in the kernel keep
- * forwarding while the agent restarts.
+ * forwarding while the agent restarts. Maps are only ever added, never
+ * changed, so pins an older agent left still load beside the new ones.
+ *
+ * Tunnel sources: once the agent has written mdp_tunnel_filter[0] = 1,
+ * mdp_tunnel only accepts datagrams whose outer IPv4 source is a key of
+ * mdp_tunnel_peers (the hosts sharing a tunnel zone with this one); the
+ * rest are dropped and counted (MDP_C_DROP_TUNNEL_SOURCE). Before that,
+ * as after a fresh load, everything is accepted: the agent names the peers
+ * once it has its topology (see the crate docs). The maps are pinned, so a
+ * restarting agent's predecessor's set stays in force until it pushes its own.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -170,6 +180,25 @@ struct {
 	__type(value, struct mdp_limit_config);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mdp_limit_config SEC(".maps");
+
+/* Tunnel peers: outer IPv4 source (host order) → 1. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MDP_MAX_PEERS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_tunnel_peers SEC(".maps");
+
+/* [0] = 1: mdp_tunnel_peers is in force (the agent pushed a set). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_tunnel_filter SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -728,8 +757,18 @@ int mdp_port(struct __sk_buff *skb)
 	return flow_path(skb, ip->port);
 }
 
+/* Whether the filter is on and `src` (host order) is not a tunnel peer. */
+static __always_inline int unknown_tunnel_source(__u32 src)
+{
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&mdp_tunnel_filter, &zero);
+
+	return on && *on && !bpf_map_lookup_elem(&mdp_tunnel_peers, &src);
+}
+
 /* TC ingress of the vxlan device (external mode): what other hosts send.
- * A VNI bound to a local port is that port's: the sender already simulated. */
+ * Only tunnel peers are believed; a VNI bound to a local port is that
+ * port's: the sender already simulated. */
 SEC("classifier")
 int mdp_tunnel(struct __sk_buff *skb)
 {
@@ -739,6 +778,8 @@ int mdp_tunnel(struct __sk_buff *skb)
 	if (bpf_skb_get_tunnel_key(skb, &tk, __builtin_offsetof(struct bpf_tunnel_key, local_ipv4), 0) < 0)
 		return drop(MDP_C_DROP_TUNNEL_MALFORMED);
 	port_rx(0, skb->len);
+	if (unknown_tunnel_source(tk.remote_ipv4))
+		return drop(MDP_C_DROP_TUNNEL_SOURCE);
 	vni = tk.tunnel_id & 0x00ffffff;
 	port = bpf_map_lookup_elem(&mdp_vni_ports, &vni);
 	if (port) {

@@ -18,6 +18,7 @@
 #define MDP_MAX_PORTS      4096  /* power of two; index 0 = the tunnel */
 #define MDP_MAX_STATS      65536 /* per-flow counter slots, power of two */
 #define MDP_RING_BYTES     (16 << 20)
+#define MDP_MAX_PEERS      65536 /* tunnel peers (underlay addresses) */
 
 /* Upcall copy sizes: the ring buffer needs a constant reservation, so a
  * frame goes into one of two record sizes. */
@@ -180,6 +181,7 @@ enum mdp_counter {
 	MDP_C_DROP_STALE_EXEC,     /* re-injection naming a reused action list */
 	MDP_C_DROP_TX,             /* a clone could not be sent */
 	MDP_C_DROP_UPCALL_LIMIT,   /* over the port's upcall budget */
+	MDP_C_DROP_TUNNEL_SOURCE,  /* outer source not a tunnel peer */
 	MDP_C_HIT = 16,
 	MDP_C_MISS,
 	MDP_C_UPCALL,

@@ -121,11 +121,22 @@ impl DummyDatapath {
         c.flush();
     }
 
-    /// A VXLAN datagram (header + inner frame) arrives from the underlay.
+    /// A VXLAN datagram (header + inner frame) arrives from the underlay,
+    /// from an unnamed sender (0.0.0.0: accepted only while no peer set was
+    /// pushed, see [`Datapath::set_tunnel_peers`]).
     pub fn inject_tunnel(&self, datagram: &[u8]) {
+        self.inject_tunnel_from(Ipv4Addr::UNSPECIFIED, datagram);
+    }
+
+    /// A VXLAN datagram arrives from the underlay address `src`.
+    pub fn inject_tunnel_from(&self, src: Ipv4Addr, datagram: &[u8]) {
         let mut c = self.core.lock();
         c.tick();
+        if !c.tunnel_source_allowed(src, 1, datagram.len() as u64) {
+            return;
+        }
         let mut s = Slot::from_frame(datagram);
+        s.src = src;
         c.process_tunnel(&mut s);
         c.flush();
     }
@@ -167,6 +178,11 @@ impl Datapath for DummyDatapath {
 
     fn unbind_tunnel_key(&self, key: u32) -> Result<(), DpError> {
         self.core.lock().tunnel_ports.remove(&(key & 0x00ff_ffff));
+        Ok(())
+    }
+
+    fn set_tunnel_peers(&self, peers: &[Ipv4Addr]) -> Result<(), DpError> {
+        self.core.lock().tunnel_peers = Some(peers.iter().copied().collect());
         Ok(())
     }
 
@@ -386,6 +402,41 @@ mod tests {
         let d = dp2.stats().expect("stats").drops;
         assert_eq!(d.get(DropReason::UnknownTunnelKey), 1);
         assert_eq!(d.get(DropReason::TunnelMalformed), 1);
+    }
+
+    /// Issue 12: a spoofed datagram with a guessed VNI from an underlay
+    /// address that is no tunnel peer never reaches the VM, once the agent
+    /// has named the peers; a peer's still does, and before any set was
+    /// pushed every source is accepted (start-up).
+    #[test]
+    fn issue_12_tunnel_datagrams_from_non_peers_are_dropped_once_peers_are_set() {
+        let (peer, stranger) = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 66));
+        let dp = DummyDatapath::new(Some(Box::new(MacTableHandler::new())));
+        let b = dp.add_vport("b").expect("b");
+        dp.bind_tunnel_key(0x42, b).expect("bind");
+        let hdr = crate::vxlan::encode(0x42, &VnetHdr::default()).expect("plain header");
+        let datagram = [&hdr[..], &frame(B, 1)].concat();
+
+        dp.inject_tunnel_from(stranger, &datagram);
+        assert_eq!(dp.take_output(b).len(), 1, "no peer set yet: accepted");
+
+        dp.set_tunnel_peers(&[peer]).expect("peers");
+        for _ in 0..3 {
+            dp.inject_tunnel_from(stranger, &datagram);
+        }
+        dp.inject_tunnel(&datagram);
+        assert!(dp.take_output(b).is_empty(), "non-peers reach nothing");
+        let st = dp.stats().expect("stats");
+        assert_eq!(st.drops.get(DropReason::TunnelUnknownSource), 4);
+        assert_eq!(st.tunnel.rx_packets, 5, "dropped datagrams were received");
+
+        dp.inject_tunnel_from(peer, &datagram);
+        assert_eq!(dp.take_output(b).len(), 1, "a peer's datagram is delivered");
+
+        dp.set_tunnel_peers(&[]).expect("no peers");
+        dp.inject_tunnel_from(peer, &datagram);
+        assert!(dp.take_output(b).is_empty(), "an empty set accepts nothing");
+        assert_eq!(dp.stats().expect("stats").drops.get(DropReason::TunnelUnknownSource), 5);
     }
 
     #[test]

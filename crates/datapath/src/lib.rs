@@ -23,6 +23,28 @@
 //!   simulation: the sender already decided.
 //! * Every drop is counted under a [`DropReason`].
 //!
+//! ## Who may send over the tunnel
+//!
+//! A VXLAN datagram is accepted only if its outer IPv4 source is one of the
+//! tunnel peers the agent named with [`Datapath::set_tunnel_peers`] (the
+//! underlay addresses of the hosts sharing a tunnel zone with this one);
+//! anything else is dropped before the VXLAN header is even decoded and
+//! counted as [`DropReason::TunnelUnknownSource`]. Without it anyone who can
+//! reach the VXLAN port and guess a VNI (tunnel keys are small integers)
+//! writes frames straight into a VM: a VNI bound to a local port is output
+//! with no lookup (issue 12). The check is one hash probe per received
+//! datagram (per UDP GRO message in userspace, whose datagrams share one
+//! source), and the kernel provider does the same in `mdp_tunnel`.
+//!
+//! Until the agent has pushed a set once the filter is off and every source
+//! is accepted: a datapath comes up before the agent has its topology, and
+//! dropping everything in between would break start-up ordering (and, for
+//! the kernel provider, an agent restart: flows installed by the previous
+//! agent keep forwarding). Once pushed, the set is replaced as a whole on
+//! every push and the filter stays on; an empty set then means "no peer",
+//! and nothing from the tunnel is accepted. Underlay addresses are IPv4
+//! (as [`TunnelDst`]).
+//!
 //! ## TCP and segmentation offload: option (a), big frames end to end
 //!
 //! TCP from a VM arrives as 64 KB GSO frames with a partial checksum. We keep
@@ -262,10 +284,13 @@ pub enum DropReason {
     Loop,
     /// A miss over its port's upcall budget ([`limit`]).
     UpcallRateLimited,
+    /// A VXLAN datagram whose outer source is not a tunnel peer
+    /// ([`Datapath::set_tunnel_peers`]).
+    TunnelUnknownSource,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Truncated,
         DropReason::Malformed,
         DropReason::TunnelMalformed,
@@ -281,6 +306,7 @@ impl DropReason {
         DropReason::RxError,
         DropReason::Loop,
         DropReason::UpcallRateLimited,
+        DropReason::TunnelUnknownSource,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -300,6 +326,7 @@ impl DropReason {
             DropReason::RxError => "rx_error",
             DropReason::Loop => "loop",
             DropReason::UpcallRateLimited => "upcall_rate_limited",
+            DropReason::TunnelUnknownSource => "tunnel_unknown_source",
         }
     }
 
@@ -441,6 +468,10 @@ pub trait Datapath: Send + Sync {
     /// Packets arriving with VNI `key` go straight out of `port`.
     fn bind_tunnel_key(&self, key: u32, port: PortNo) -> Result<(), DpError>;
     fn unbind_tunnel_key(&self, key: u32) -> Result<(), DpError>;
+    /// Accept VXLAN datagrams only from these underlay addresses from now
+    /// on (the whole set, replacing the previous one). Before the first
+    /// call every source is accepted; see the crate docs.
+    fn set_tunnel_peers(&self, peers: &[Ipv4Addr]) -> Result<(), DpError>;
     /// Install a megaflow for packets matching `key` under `flow.mask`.
     fn install_flow(&self, key: FlowKey, flow: FlowInstall) -> Result<FlowId, DpError>;
     /// Remove exactly the flows carrying any of `tags`; returns how many.

@@ -11,6 +11,10 @@
 //! * Flows are installed after the packet that caused them is executed
 //!   (the handler's decision is executed first), so an install can never
 //!   change what happens to the current packet.
+//! * Tunnel sources are checked by the provider, once per received message,
+//!   with [`Core::tunnel_source_allowed`] before [`Core::process_tunnel`]
+//!   (the crate docs say who may send and what holds before the agent
+//!   names the peers).
 //! * A flow hit never allocates: actions are read in place from the table
 //!   and rewrites work in the slot's buffer, a VLAN push growing into its
 //!   headroom. The rewrites are `midonet_flow`'s ([`midonet_flow::set_field`],
@@ -21,7 +25,7 @@
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use midonet_flow::{Action, Actions, FlowKey, FlowMask, InPort, ParseError};
 use midonet_wire::checksum::{fold, sum};
 use midonet_wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4, ETH_HEADER_SIZE, VLAN_TAG_SIZE};
@@ -81,6 +85,9 @@ pub struct Core<I: Io> {
     pub table: FlowTable<FlowMask, Actions>,
     pub names: Vec<Option<String>>,
     pub tunnel_ports: HashMap<u32, PortNo>,
+    /// Outer IPv4 sources accepted over the tunnel; `None` until the agent
+    /// names them ([`crate::Datapath::set_tunnel_peers`]): all accepted.
+    pub tunnel_peers: Option<HashSet<Ipv4Addr>>,
     pub counters: Counters,
     pub handler: Option<Box<dyn UpcallHandler>>,
     /// Per-port upcall budgets (checked on misses only).
@@ -112,6 +119,7 @@ impl<I: Io> Core<I> {
             table: FlowTable::new(table),
             names: Vec::new(),
             tunnel_ports: HashMap::new(),
+            tunnel_peers: None,
             counters: Counters::default(),
             handler,
             limiter: UpcallLimiter::new(UpcallLimits::UNLIMITED),
@@ -275,6 +283,23 @@ impl<I: Io> Core<I> {
         c.rx_packets += 1;
         c.rx_bytes += slot.len as u64;
         self.process(InPort::Port(port), slot);
+    }
+
+    /// Whether a tunnel message from outer source `src` may go on: `false`
+    /// when the peer set is on and `src` is not in it, with its `datagrams`
+    /// (`bytes` in all) counted as received and dropped
+    /// ([`DropReason::TunnelUnknownSource`]). One hash probe.
+    #[inline]
+    pub fn tunnel_source_allowed(&mut self, src: Ipv4Addr, datagrams: u64, bytes: u64) -> bool {
+        match &self.tunnel_peers {
+            Some(peers) if !peers.contains(&src) => {
+                self.counters.tunnel.rx_packets += datagrams;
+                self.counters.tunnel.rx_bytes += bytes;
+                self.counters.drops.add(DropReason::TunnelUnknownSource, datagrams);
+                false
+            }
+            _ => true,
+        }
     }
 
     /// Run one VXLAN datagram (header at `slot.start`) through the pipeline.
@@ -686,7 +711,15 @@ impl Slot {
     pub fn from_frame(frame: &[u8]) -> Slot {
         let mut buf = vec![0u8; HEADROOM + frame.len()].into_boxed_slice();
         buf[HEADROOM..].copy_from_slice(frame);
-        Slot { buf, start: HEADROOM, len: frame.len(), vnet: VnetHdr::default(), floor: 0, seg: 0 }
+        Slot {
+            buf,
+            start: HEADROOM,
+            len: frame.len(),
+            vnet: VnetHdr::default(),
+            floor: 0,
+            seg: 0,
+            src: Ipv4Addr::UNSPECIFIED,
+        }
     }
 }
 

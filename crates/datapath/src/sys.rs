@@ -27,9 +27,7 @@
 
 use std::ffi::CString;
 use std::io;
-#[cfg(test)]
-use std::net::Ipv4Addr;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const SOL_PACKET: libc::c_int = 263;
@@ -145,6 +143,9 @@ pub struct Slot {
     pub floor: usize,
     /// For a UDP GRO message: the size of each datagram in it; 0 = one datagram.
     pub seg: usize,
+    /// The sender's IPv4 address, for a message of the tunnel socket (a GRO
+    /// message's datagrams all have one); unspecified otherwise.
+    pub src: Ipv4Addr,
 }
 
 /// Room in front of every frame: a VXLAN header (8) or virtio-net header
@@ -162,6 +163,7 @@ impl Slot {
             vnet: VnetHdr::default(),
             floor: 0,
             seg: 0,
+            src: Ipv4Addr::UNSPECIFIED,
         }
     }
 
@@ -184,12 +186,15 @@ pub struct RxBatch {
     /// Ancillary data (UDP GRO segment size), one buffer per slot.
     cmsgs: Vec<[u64; 8]>,
     want_cmsg: bool,
+    /// Senders' addresses, one per slot (the tunnel socket only).
+    names: Vec<libc::sockaddr_in>,
+    want_src: bool,
     /// Latest `SO_RXQ_OVFL` value seen (the socket's cumulative drop count).
     pub rxq_ovfl: u32,
 }
 
 // SAFETY: the raw pointers inside `hdrs`/`iovs` are scratch space rebuilt
-// before every syscall from `slots`, which the batch owns; nothing aliases
+// before every syscall from `slots` and `names`, which the batch owns; nothing aliases
 // them across threads.
 unsafe impl Send for RxBatch {}
 
@@ -203,6 +208,9 @@ impl RxBatch {
             iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; n],
             cmsgs: vec![[0u64; 8]; n],
             want_cmsg: false,
+            // SAFETY: sockaddr_in is a plain C struct for which all-zero is valid.
+            names: vec![unsafe { std::mem::zeroed() }; n],
+            want_src: false,
             rxq_ovfl: 0,
         }
     }
@@ -231,9 +239,15 @@ impl RxBatch {
                 self.hdrs[i].msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
                 self.hdrs[i].msg_hdr.msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
             }
+            if self.want_src {
+                self.hdrs[i].msg_hdr.msg_name =
+                    (&mut self.names[i] as *mut libc::sockaddr_in).cast();
+                self.hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            }
         }
-        // SAFETY: hdrs[i] points at iovs[i], which points into slots[i].buf;
-        // all three outlive the call and are not touched concurrently.
+        // SAFETY: hdrs[i] points at iovs[i], which points into slots[i].buf,
+        // and (tunnel socket) at names[i]; all outlive the call and are not
+        // touched concurrently.
         let r = unsafe {
             libc::recvmmsg(
                 fd,
@@ -254,6 +268,16 @@ impl RxBatch {
             self.slots[i].len = self.hdrs[i].msg_len as usize;
             self.slots[i].floor = 0;
             self.slots[i].seg = 0;
+            self.slots[i].src = Ipv4Addr::UNSPECIFIED;
+            // An AF_INET socket names an IPv4 sender; anything else (no
+            // name) stays unspecified, which is never a tunnel peer.
+            if self.want_src
+                && self.hdrs[i].msg_hdr.msg_namelen as usize
+                    >= std::mem::size_of::<libc::sockaddr_in>()
+                && self.names[i].sin_family == libc::AF_INET as libc::sa_family_t
+            {
+                self.slots[i].src = Ipv4Addr::from(u32::from_be(self.names[i].sin_addr.s_addr));
+            }
             if self.want_cmsg {
                 let (seg, ovfl) = parse_cmsgs(&self.hdrs[i].msg_hdr);
                 self.slots[i].seg = seg;
@@ -769,9 +793,12 @@ impl TunnelSocket {
 
     /// Receive datagrams so that the VXLAN header lands just in front of
     /// `HEADROOM`: after stripping it the inner frame starts at `HEADROOM`.
-    /// `slots[i].start/len` cover the whole datagram (header included).
+    /// `slots[i].start/len` cover the whole datagram (header included);
+    /// `slots[i].src` is the sender's address (checked against the tunnel
+    /// peers before anything else).
     pub fn recv_batch(&self, b: &mut RxBatch, vxlan_len: usize) -> io::Result<usize> {
         b.want_cmsg = true;
+        b.want_src = true;
         b.recv_into(self.fd(), vxlan_len)
     }
 }
@@ -944,6 +971,7 @@ mod tests {
         assert_eq!(&s.buf[s.start..s.start + 8], b"VXLANHDR");
         assert_eq!(s.start + 8, HEADROOM);
         assert_eq!(&s.buf[HEADROOM..s.start + s.len], &payload[2][..]);
+        assert!(rx.slots[..5].iter().all(|s| s.src == Ipv4Addr::LOCALHOST), "sender recorded");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!                              eventfd ┴──>   epoll_wait(ports, tunnel, eventfd, 100 ms)
 //!                                             eventfd: run queued control closures
 //!                                             port p:  recvmmsg ≤ batch → pipeline → sendmmsg queues → flush
-//!                                             tunnel:  recvmmsg ≤ batch → VXLAN decode → pipeline → flush
+//!                                             tunnel:  recvmmsg ≤ batch → source a peer? → VXLAN decode → pipeline → flush
 //!                                             every 1 s: idle expiry, kernel drop counters
 //!                                           }
 //! ```
@@ -319,6 +319,11 @@ impl State {
             self.core.counters.drop(DropReason::Truncated);
             return;
         }
+        // One check per message: a GRO message's datagrams share a source.
+        let datagrams = if s.seg == 0 { 1 } else { s.len.div_ceil(s.seg) as u64 };
+        if !self.core.tunnel_source_allowed(s.src, datagrams, s.len as u64) {
+            return;
+        }
         if s.seg == 0 || s.seg >= s.len {
             self.core.process_tunnel(s);
             return;
@@ -544,6 +549,13 @@ impl Datapath for UserspaceDatapath {
         self.call(move |s| {
             s.core.tunnel_ports.remove(&(key & 0x00ff_ffff));
         })
+    }
+
+    fn set_tunnel_peers(&self, peers: &[Ipv4Addr]) -> Result<(), DpError> {
+        // Built here, swapped in on the datapath thread: no packet sees a
+        // half-filled set.
+        let set = peers.iter().copied().collect();
+        self.call(move |s| s.core.tunnel_peers = Some(set))
     }
 
     fn install_flow(&self, key: FlowKey, flow: FlowInstall) -> Result<FlowId, DpError> {

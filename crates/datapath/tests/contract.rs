@@ -37,6 +37,10 @@ fn contract(dp: &dyn Datapath, if1: &str, if2: &str) {
     assert!(matches!(dp.bind_tunnel_key(7, 999), Err(DpError::NoSuchPort(999))));
     dp.bind_tunnel_key(7, p2).expect("bind");
     dp.unbind_tunnel_key(7).expect("unbind");
+    // The tunnel peer set is replaced as a whole, any number of times.
+    dp.set_tunnel_peers(&[Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2)])
+        .expect("peers");
+    dp.set_tunnel_peers(&[Ipv4Addr::new(198, 18, 0, 2)]).expect("peers again");
 
     let (k1, f1) = flow(p1, MacAddr([2, 0, 0, 0, 0, 1]), 100);
     let (k2, f2) = flow(p2, MacAddr([2, 0, 0, 0, 0, 2]), 200);

@@ -18,7 +18,8 @@
 //!                                    │
 //!   SimResult { decision, actions (rewrites + ToPort), mask, tags,
 //!               generated packets, state writes, conntrack writes,
-//!               NAT bindings used, SNAT block needed, trace, uncacheable }
+//!               NAT bindings used, SNAT block needed, trace, uncacheable,
+//!               anomalies }
 //! ```
 //!
 //! * [`Snapshot::build`] compiles the topology ([`snapshot`]).
@@ -91,8 +92,8 @@ pub use midonet_flow::{
     diff_actions, Action, Actions, FieldId, FlowKey, FlowMask, FlowMatch, FragType, InPort, MacAddr,
 };
 pub use result::{
-    nat_tags, ConnWrite, Decision, DeviceKind, DropLifetime, DropReason, GenKind, GenTarget,
-    GeneratedPacket, Hook, MirrorPoint, NatWrite, SimAction, SimResult, TraceStep,
+    nat_tags, Anomaly, ConnWrite, Decision, DeviceKind, DropLifetime, DropReason, GenKind,
+    GenTarget, GeneratedPacket, Hook, MirrorPoint, NatWrite, SimAction, SimResult, TraceStep,
 };
 pub use snapshot::Snapshot;
 pub use state::{

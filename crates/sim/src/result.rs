@@ -109,6 +109,30 @@ drop_reasons! {
     NoOutput => "no_output", Temporary;
 }
 
+/// Something the simulation refused to follow and worked around, without
+/// dropping the packet: the agent counts these by reason (`as_str` is the
+/// metric label), once per simulation that met one, not per packet.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Anomaly {
+    /// A MAC-table entry (learned state or seeded) of a bridge names a port
+    /// that is not one of that bridge's ports, or no known port: the entry
+    /// is ignored and the MAC treated as unknown (see `engine::bridge`).
+    MacEntryForeignPort,
+}
+
+impl Anomaly {
+    /// Every variant, for registering counters up front.
+    pub const ALL: &'static [Anomaly] = &[Anomaly::MacEntryForeignPort];
+
+    /// A stable snake_case label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anomaly::MacEntryForeignPort => "mac_entry_foreign_port",
+        }
+    }
+}
+
 /// A connection the simulation asks the caller to track.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
 pub struct ConnWrite {
@@ -333,6 +357,13 @@ pub enum TraceStep {
         mac: MacAddr,
         port: Option<PortId>,
     },
+    /// A MAC-table entry naming a port that is not on this bridge: ignored.
+    MacEntryIgnored {
+        vlan: u16,
+        #[serde(serialize_with = "ser_mac")]
+        mac: MacAddr,
+        port: PortId,
+    },
     Flood {
         ports: Vec<PortId>,
     },
@@ -450,6 +481,12 @@ impl fmt::Display for TraceStep {
                 Some(p) => write!(f, "mac {mac} vlan {vlan} is on port {p}"),
                 None => write!(f, "mac {mac} vlan {vlan} unknown"),
             },
+            MacEntryIgnored { vlan, mac, port } => {
+                write!(
+                    f,
+                    "mac {mac} vlan {vlan}: entry names port {port}, not on this bridge: ignored"
+                )
+            }
             Flood { ports } => {
                 write!(f, "flood to {} port(s)", ports.len())?;
                 for p in ports {
@@ -549,6 +586,9 @@ pub struct SimResult {
     /// inside an ICMP error): the agent must not install a wildcard flow,
     /// only handle this packet (or install an exact-match, short flow).
     pub uncacheable: bool,
+    /// What the simulation refused to follow (see [`Anomaly`]), in the
+    /// order met; empty on every normal path.
+    pub anomalies: Vec<Anomaly>,
 }
 
 impl Default for SimResult {
@@ -569,6 +609,7 @@ impl Default for SimResult {
             need_block: None,
             trace: Vec::new(),
             uncacheable: false,
+            anomalies: Vec::new(),
         }
     }
 }
@@ -588,6 +629,7 @@ impl SimResult {
         self.need_block = None;
         self.trace.clear();
         self.uncacheable = false;
+        self.anomalies.clear();
     }
 
     /// The `ToPort` targets, in order.
@@ -633,6 +675,9 @@ impl SimResult {
         }
         if self.uncacheable {
             let _ = writeln!(s, "uncacheable: true");
+        }
+        for a in &self.anomalies {
+            let _ = writeln!(s, "anomaly: {}", a.as_str());
         }
         let _ = writeln!(s, "tags: {}", self.tags.len());
         s

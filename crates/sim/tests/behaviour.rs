@@ -1,7 +1,7 @@
 //! Behaviour that takes more than one simulation: learning then unicast,
 //! ARP pending then resolved, ECMP stability when members change, the ICMP
-//! rate limit, tag-based invalidation, and the router's forward and local
-//! redirect chains.
+//! rate limit, tag-based invalidation, the router's forward and local
+//! redirect chains, and MAC entries naming another bridge's port (issue 12).
 
 mod common;
 
@@ -40,6 +40,75 @@ fn learning_turns_a_flood_into_unicast_in_both_directions() {
     let again = sim(&snap, &w.state, &mut icmp, w.v1, k, &f, false);
     assert_eq!(again.out_ports().collect::<Vec<_>>(), vec![w.v2]);
     assert!(again.state_writes.is_empty(), "nothing new to learn");
+}
+
+/// Issue 12: a MAC entry published for bridge b1 that names a port of
+/// another bridge (another tenant's VM port v3 on b2), or no port at all,
+/// must not steer b1's traffic there: b1 floods as for an unknown MAC, and
+/// the simulation reports the anomaly. Learned (cluster-replicated) and
+/// seeded entries alike; a learned foreign entry falls back to a proper
+/// seeded one.
+#[test]
+fn issue_12_mac_entry_naming_a_port_of_another_bridge_is_ignored() {
+    let ghost = PortId::from_uuid(uuid::Uuid::from_u128(0xdead));
+    for (what, learned, seeded) in [
+        ("learned, other bridge", true, false),
+        ("seeded, other bridge", false, true),
+        ("learned, unknown port", true, false),
+    ] {
+        let mut w = W::std();
+        let v4 = w.t.bridge_port(w.b1);
+        let foreign = if what.contains("unknown") { ghost } else { w.v3 };
+        if learned {
+            w.learn(w.b1, 0, VM2, foreign);
+        }
+        if seeded {
+            w.t.mac_entry(w.b1, 0, VM2, foreign);
+        }
+        let v1 = w.v1;
+        let r = run(&mut w, v1, TCP_1_2);
+        assert_eq!(r.decision, Decision::Forward, "{what}");
+        assert_eq!(r.out_ports().collect::<Vec<_>>(), vec![w.v2, v4], "{what}: floods");
+        assert_eq!(r.anomalies, vec![Anomaly::MacEntryForeignPort], "{what}");
+        assert!(
+            r.tags.contains(&Tag::mac(w.b1, 0, mac(VM2))),
+            "{what}: a fix of the entry invalidates"
+        );
+        assert!(r.tags.contains(&Tag::port(foreign)), "{what}");
+        assert!(
+            r.trace
+                .iter()
+                .any(|t| matches!(t, TraceStep::MacEntryIgnored { port, .. } if *port == foreign)),
+            "{what}: the trace says why"
+        );
+    }
+
+    // A learned foreign entry does not hide a proper seeded one.
+    let mut w = W::std();
+    w.learn(w.b1, 0, VM2, w.v3);
+    w.t.mac_entry(w.b1, 0, VM2, w.v2);
+    let v1 = w.v1;
+    let r = run(&mut w, v1, TCP_1_2);
+    assert_eq!(r.out_ports().collect::<Vec<_>>(), vec![w.v2]);
+    assert_eq!(r.anomalies, vec![Anomaly::MacEntryForeignPort]);
+}
+
+/// The other half of issue 12: an entry naming a port of the bridge itself
+/// is still followed (unicast), with nothing reported.
+#[test]
+fn issue_12_mac_entry_naming_a_port_of_the_bridge_still_unicasts() {
+    let mut w = W::std();
+    let _v4 = w.t.bridge_port(w.b1);
+    w.learn(w.b1, 0, VM2, w.v2);
+    let v1 = w.v1;
+    let r = run(&mut w, v1, TCP_1_2);
+    assert_eq!(r.out_ports().collect::<Vec<_>>(), vec![w.v2]);
+    assert!(r.anomalies.is_empty());
+    // A seeded entry of b2 (VM3 on v3, its own port) as well.
+    let v5 = w.t.bridge_port(w.b2);
+    let r = run(&mut w, v5, "eth.src=02:00:00:00:00:09,eth.dst=02:00:00:00:00:05,ip4.src=10.0.1.9,ip4.dst=10.0.1.5,udp.src=1,udp.dst=2");
+    assert_eq!(r.out_ports().collect::<Vec<_>>(), vec![w.v3]);
+    assert!(r.anomalies.is_empty());
 }
 
 #[test]

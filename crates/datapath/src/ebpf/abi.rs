@@ -58,6 +58,7 @@ pub mod counter {
     pub const DROP_STALE_EXEC: u32 = 7;
     pub const DROP_TX: u32 = 8;
     pub const DROP_UPCALL_LIMIT: u32 = 9;
+    pub const DROP_TUNNEL_SOURCE: u32 = 10;
     pub const HIT: u32 = 16;
     pub const MISS: u32 = 17;
     pub const UPCALL: u32 = 18;
@@ -83,6 +84,7 @@ pub fn drop_reason(c: u32) -> Option<crate::DropReason> {
         // a clone the kernel would not send.
         counter::DROP_STALE_EXEC | counter::DROP_TX => D::TxError,
         counter::DROP_UPCALL_LIMIT => D::UpcallRateLimited,
+        counter::DROP_TUNNEL_SOURCE => D::TunnelUnknownSource,
         _ => return None,
     })
 }

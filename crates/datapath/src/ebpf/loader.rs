@@ -131,6 +131,10 @@ pub struct Maps {
     pub upcall_limits: PerCpuArray<MapData, [u64; 4]>,
     /// `struct mdp_limit_config`: the costs of [`crate::UpcallLimits::costs`].
     pub limit_config: Array<MapData, [u64; 4]>,
+    /// Tunnel peers: outer IPv4 source (host order) → 1.
+    pub tunnel_peers: HashMap<MapData, u32, u32>,
+    /// `[0]` = 1 once the agent pushed a peer set (the filter is on).
+    pub tunnel_filter: Array<MapData, u32>,
     pub upcalls: RingBuf<MapData>,
 }
 
@@ -191,6 +195,8 @@ impl Bpf {
             counters: take(&mut ebpf, "mdp_counters")?,
             upcall_limits: take(&mut ebpf, "mdp_upcall_limits")?,
             limit_config: take(&mut ebpf, "mdp_limit_config")?,
+            tunnel_peers: take(&mut ebpf, "mdp_tunnel_peers")?,
+            tunnel_filter: take(&mut ebpf, "mdp_tunnel_filter")?,
             upcalls: take(&mut ebpf, "mdp_upcalls")?,
         };
         Ok(Bpf { ebpf, maps, dir: dir.to_owned(), adopted })

@@ -48,6 +48,13 @@
 //! cache in front of the masks and fewer map lookups per packet are the
 //! next things to try.
 //!
+//! * Tunnel sources: `mdp_tunnel` drops a datagram whose outer source (the
+//!   vxlan device's tunnel key, `remote_ipv4`) is not in the pinned
+//!   `mdp_tunnel_peers` map once the agent has pushed a set
+//!   ([`Datapath::set_tunnel_peers`] sets `mdp_tunnel_filter`); counted as
+//!   [`DropReason::TunnelUnknownSource`]. Two map lookups (a one-slot
+//!   array, then a hash probe) per tunnel packet. The maps are new pins
+//!   beside the old ones, so an older agent's pins still load.
 //! * Interop: a host running this provider speaks plain RFC 7348 VXLAN
 //!   (kernel vxlan device, UDP checksums on, GSO segmented by the sender's
 //!   underlay); the userspace provider's private offload bits in the VXLAN
@@ -479,6 +486,31 @@ impl State {
         let vni = key & 0x00ff_ffff;
         self.vnis.remove(&vni);
         let _ = self.bpf.maps.vni_ports.remove(&vni);
+    }
+
+    /// Replace the kernel's tunnel peers with `peers` and turn the filter
+    /// on. New peers go in before old ones leave, so a peer in both sets is
+    /// never refused in between; the filter goes on last, once the set is
+    /// complete. An adopted set (the previous agent's) is diffed the same.
+    fn set_tunnel_peers(&mut self, peers: &[Ipv4Addr]) -> Result<(), DpError> {
+        let map_err =
+            |e: aya::maps::MapError| io_err("tunnel peers", std::io::Error::other(e.to_string()));
+        let want: std::collections::HashSet<u32> = peers.iter().map(|a| u32::from(*a)).collect();
+        for ip in &want {
+            self.bpf.maps.tunnel_peers.insert(ip, 1, 0).map_err(map_err)?;
+        }
+        let stale: Vec<u32> = self
+            .bpf
+            .maps
+            .tunnel_peers
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want.contains(k))
+            .collect();
+        for k in stale {
+            self.bpf.maps.tunnel_peers.remove(&k).map_err(map_err)?;
+        }
+        self.bpf.maps.tunnel_filter.set(0, 1, 0).map_err(map_err)
     }
 
     fn remove_flow(&mut self, id: FlowId) -> bool {
@@ -1095,6 +1127,11 @@ impl Datapath for EbpfDatapath {
 
     fn unbind_tunnel_key(&self, key: u32) -> Result<(), DpError> {
         self.call(move |s| s.unbind_tunnel_key(key))
+    }
+
+    fn set_tunnel_peers(&self, peers: &[Ipv4Addr]) -> Result<(), DpError> {
+        let peers = peers.to_vec();
+        self.call(move |s| s.set_tunnel_peers(&peers))?
     }
 
     fn install_flow(&self, key: FlowKey, flow: FlowInstall) -> Result<FlowId, DpError> {

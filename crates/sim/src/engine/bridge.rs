@@ -15,6 +15,15 @@
 //! router port's MAC. Every table entry read is tagged, misses included,
 //! so a MAC move or a newly learned MAC invalidates exactly the flows that
 //! depended on it.
+//!
+//! A table entry (learned or seeded) is only followed if its port belongs
+//! to this bridge: learned entries come from other agents through the
+//! cluster, and one naming another device's port (another tenant's) or a
+//! port that does not exist is ignored as if the MAC were unknown, so the
+//! frame floods, and reported ([`Anomaly::MacEntryForeignPort`], which the
+//! agent counts); a learned entry ignored this way falls back to the seeded
+//! one. The check costs one snapshot lookup per table hit, per simulation
+//! (not per packet).
 
 use midonet_model::PortId;
 
@@ -24,6 +33,7 @@ use crate::result::*;
 use crate::snapshot::{Dev, SBridge, SPort};
 use crate::state::{ConntrackView, StateView, StateWrite};
 use crate::tag::Tag;
+use crate::MacAddr;
 
 impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     // --------------------------------------------------------------- bridge
@@ -144,16 +154,46 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             return self.bridge_unicast(b, vlan, p, ctx, tagged);
         }
         self.tag(Tag::mac(b.id, vlan, dst));
-        let port = self
-            .state
-            .mac_port(b.id, vlan, dst)
-            .or_else(|| b.seeded_macs.get(&(vlan, dst)).copied());
+        let learned = self.state.mac_port(b.id, vlan, dst);
+        let port = match self.own_port(b, vlan, dst, learned) {
+            Some(p) => Some(p),
+            None => {
+                let seeded = b.seeded_macs.get(&(vlan, dst)).copied();
+                self.own_port(b, vlan, dst, seeded)
+            }
+        };
         trace!(self, TraceStep::MacLookup { vlan, mac: dst, port });
         match port {
             None => self.flood(b, vlan, inp.id, ctx, tagged),
             Some(p) if p == inp.id => self.drop_pkt(DropReason::Hairpin),
             Some(p) => self.bridge_unicast(b, vlan, p, ctx, tagged),
         }
+    }
+
+    /// `entry` if it is a port of bridge `b`; otherwise (another device's
+    /// port, or no known port) the entry is ignored, as if the MAC were
+    /// unknown, and the anomaly recorded. MAC entries reach this agent from
+    /// other agents through the cluster, so a table entry is a claim, not a
+    /// fact: without this check one tenant's agent could steer another
+    /// bridge's traffic to its own port (issue 12). The port is tagged, so
+    /// the flow follows the port's fate; a port created on this bridge
+    /// later invalidates it through the bridge's device tag.
+    fn own_port(
+        &mut self,
+        b: &SBridge,
+        vlan: u16,
+        mac: MacAddr,
+        entry: Option<PortId>,
+    ) -> Option<PortId> {
+        let p = entry?;
+        let snap = self.snap;
+        if snap.ports.get(&p).is_some_and(|sp| sp.dev == Dev::Bridge(b.id)) {
+            return Some(p);
+        }
+        self.tag(Tag::port(p));
+        self.out.anomalies.push(Anomaly::MacEntryForeignPort);
+        trace!(self, TraceStep::MacEntryIgnored { vlan, mac, port: p });
+        None
     }
 
     fn bridge_unicast(&mut self, b: &SBridge, vlan: u16, p: PortId, ctx: Ctx, tagged: bool) {

@@ -1,0 +1,86 @@
+//! Who may send to this host over the tunnel.
+//!
+//! A VNI bound to a local port is output by the datapath with no lookup and
+//! no simulation: the sending agent already decided. So whoever can put a
+//! VXLAN datagram on this host's UDP port with a guessed VNI (tunnel keys are
+//! small integers) writes frames straight into a VM, and issue 12 did just
+//! that from an underlay address that was in no tunnel zone. The datapath
+//! therefore only believes the hosts that share a tunnel zone with this
+//! one: their tunnel-zone addresses ([`crate::flowstate::trusted_peers`],
+//! the same set flow-state messages are checked against) are pushed to it
+//! with [`Datapath::set_tunnel_peers`], and it drops and counts the rest
+//! (`midonet_agent_dp_drops_total{reason="tunnel_unknown_source"}`).
+//!
+//! * The set is pushed when a view is published and the topology is
+//!   loaded, and again whenever it changes (a host joins or leaves a zone
+//!   this host is in, an address changes, this host changes zones).
+//! * Nothing is pushed before the cluster's first snapshot: until then the
+//!   datapath accepts every source (its documented start-up state). With
+//!   the kernel provider, a restarting agent finds its predecessor's set
+//!   still in force in the pinned maps until it pushes its own.
+//! * A peer is trusted by the address it registered in the zone, so a host
+//!   whose VXLAN leaves from another address (several underlay interfaces,
+//!   `tunnel_bind` unset) is refused: register the address it sends from.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use midonet_datapath::Datapath;
+
+use crate::handler::View;
+
+/// Pushes `peers` to `dp` if the topology is loaded (`ready`) and the set
+/// differs from what the previous view `prev` held (or `prev` was published
+/// before the topology was loaded, so nothing was pushed yet).
+pub fn sync_peers(dp: &dyn Datapath, ready: bool, prev: &View, peers: &HashSet<Ipv4Addr>) {
+    if !ready || (prev.ready && prev.trusted_peers == *peers) {
+        return;
+    }
+    let mut list: Vec<Ipv4Addr> = peers.iter().copied().collect();
+    list.sort_unstable();
+    match dp.set_tunnel_peers(&list) {
+        Ok(()) => tracing::info!(peers = ?list, "tunnel peers"),
+        Err(e) => tracing::warn!(error = %e, "could not set the tunnel peers"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use midonet_datapath::dummy::DummyDatapath;
+    use midonet_datapath::DropReason;
+
+    fn view(ready: bool, peers: &[Ipv4Addr]) -> View {
+        View { ready, trusted_peers: peers.iter().copied().collect(), ..View::empty() }
+    }
+
+    /// Whether `dp` accepts a datagram from `src` (a plain VXLAN header for
+    /// an unbound VNI: accepted ones end as another drop reason).
+    fn accepts(dp: &DummyDatapath, src: Ipv4Addr) -> bool {
+        let before = dp.stats().expect("stats").drops.get(DropReason::TunnelUnknownSource);
+        let hdr = midonet_datapath::vxlan::encode(5, &Default::default()).expect("header");
+        dp.inject_tunnel_from(src, &[&hdr[..], &[0u8; 60]].concat());
+        dp.stats().expect("stats").drops.get(DropReason::TunnelUnknownSource) == before
+    }
+
+    #[test]
+    fn peers_are_pushed_once_the_topology_is_loaded_and_when_they_change() {
+        let (a, b, x) =
+            (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 9));
+        let dp = DummyDatapath::new(None);
+        let set = |v: &[Ipv4Addr]| v.iter().copied().collect::<HashSet<_>>();
+        // Not loaded yet: nothing pushed, everything accepted.
+        sync_peers(&dp, false, &View::empty(), &set(&[]));
+        assert!(accepts(&dp, x));
+        // First loaded view: pushed even though the previous view held the
+        // same (empty) set.
+        sync_peers(&dp, true, &View::empty(), &set(&[a]));
+        assert!(accepts(&dp, a) && !accepts(&dp, x));
+        // A host joins the zone.
+        sync_peers(&dp, true, &view(true, &[a]), &set(&[a, b]));
+        assert!(accepts(&dp, b) && !accepts(&dp, x));
+        // This host leaves every zone: nobody is a peer.
+        sync_peers(&dp, true, &view(true, &[a, b]), &set(&[]));
+        assert!(!accepts(&dp, a));
+    }
+}
