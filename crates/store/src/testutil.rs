@@ -240,3 +240,145 @@ fn record_skip(variable: &str) {
             .and_then(|mut f| f.write_all(line.as_bytes()));
     }
 }
+
+/// A running etcd cluster of several members on 127.0.0.1, for fault
+/// tests: members can be killed (SIGKILL, by PID) and started again on
+/// their data. Every member is killed on drop.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    bin: String,
+    members: Vec<Member>,
+    dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until every one is healthy.
+    pub fn start(n: usize) -> Result<Self, EtcdServerError> {
+        let bin = std::env::var(BIN_ENV).unwrap_or_else(|_| "etcd".to_string());
+        let dir = tempfile::Builder::new().prefix("midonet-etcd-cluster-").tempdir()?;
+        let mut members = Vec::new();
+        for i in 0..n {
+            members.push(Member {
+                name: format!("m{i}"),
+                client_port: free_port()?,
+                peer_port: free_port()?,
+                child: None,
+            });
+        }
+        let mut c = EtcdCluster { bin, members, dir };
+        for i in 0..n {
+            c.spawn(i, "new")?;
+        }
+        for i in 0..n {
+            c.wait_healthy(i)?;
+        }
+        Ok(c)
+    }
+
+    fn spawn(&mut self, i: usize, state: &str) -> Result<(), EtcdServerError> {
+        let initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect();
+        let m = &self.members[i];
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", m.name)))?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg(format!("--name={}", m.name))
+            .arg(format!("--data-dir={}", self.dir.path().join(&m.name).display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster={}", initial.join(",")))
+            .arg(format!("--initial-cluster-state={state}"))
+            .arg(format!("--initial-cluster-token=midonet-faults-{}", self.members[0].client_port))
+            .arg("--heartbeat-interval=50")
+            .arg("--election-timeout=500")
+            .arg("--max-txn-ops=10000")
+            .arg("--logger=zap")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ETCD_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(EtcdServerError::NotInstalled(self.bin.clone()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    fn wait_healthy(&mut self, i: usize) -> Result<(), EtcdServerError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let log = self.dir.path().join(format!("{}.log", self.members[i].name));
+        loop {
+            let m = &mut self.members[i];
+            if let Some(status) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(EtcdServerError::NotReady {
+                    reason: format!("etcd {} exited with {status}", m.name),
+                    log: tail(&log, 20),
+                });
+            }
+            if healthy(m.client_port) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(EtcdServerError::NotReady {
+                    reason: format!("{} not healthy after {READY_TIMEOUT:?}", m.name),
+                    log: tail(&log, 20),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `etcd://127.0.0.1:P1,127.0.0.1:P2,...`, for [`crate::connect`].
+    pub fn url(&self) -> String {
+        let eps: Vec<String> =
+            self.members.iter().map(|m| format!("127.0.0.1:{}", m.client_port)).collect();
+        format!("etcd://{}", eps.join(","))
+    }
+
+    /// SIGKILLs member `i` (a crash: no clean leave).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data and waits until it is healthy.
+    pub fn restart(&mut self, i: usize) -> Result<(), EtcdServerError> {
+        self.spawn(i, "existing")?;
+        self.wait_healthy(i)
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
