@@ -34,6 +34,13 @@
 //! cert = ""
 //! key = ""
 //!
+//! [api_tls]
+//! # PEM certificate chain and key for HTTPS on `listen` (REST, Neutron at
+//! # /neutron, /metrics) and `neutron_listen`. Both or neither; empty:
+//! # plain HTTP.                                               default ""
+//! cert = ""
+//! key = ""
+//!
 //! [auth]
 //! enabled = true            # false = everyone is admin (same as --no-auth)
 //! token_ttl_secs = 3600     # lifetime of a token (POST /login, Keystone tokens)
@@ -103,6 +110,8 @@ pub struct Config {
     pub history_revisions: i64,
     pub agents: AgentsConfig,
     pub tls: TlsConfig,
+    /// HTTPS for the REST and Neutron listeners.
+    pub api_tls: TlsConfig,
     pub auth: AuthConfig,
     pub tenants: Vec<TenantConfig>,
 }
@@ -192,6 +201,7 @@ impl Default for Config {
             history_revisions: DEFAULT_HISTORY_REVISIONS,
             agents: AgentsConfig::default(),
             tls: TlsConfig::default(),
+            api_tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             tenants: Vec::new(),
         }
@@ -268,10 +278,12 @@ impl Config {
             }
         }
         self.neutron_addr()?;
-        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
-            return Err(ClusterError::ConfigInvalid(
-                "tls.cert and tls.key go together: set both or neither".to_string(),
-            ));
+        for (name, t) in [("tls", &self.tls), ("api_tls", &self.api_tls)] {
+            if t.cert.is_empty() != t.key.is_empty() {
+                return Err(ClusterError::ConfigInvalid(format!(
+                    "{name}.cert and {name}.key go together: set both or neither"
+                )));
+            }
         }
         for (key, url) in
             [("public_url", &self.public_url), ("auth.keystone_url", &self.auth.keystone_url)]

@@ -58,6 +58,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod host_credentials;
+pub mod https;
 pub mod identity;
 mod lb_checker;
 pub mod metrics;

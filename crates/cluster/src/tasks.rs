@@ -87,16 +87,36 @@ pub async fn run(
         }
         None => None,
     };
+    let api_tls = if cfg.api_tls.enabled() {
+        let t = crate::https::server_config(
+            std::path::Path::new(&cfg.api_tls.cert),
+            std::path::Path::new(&cfg.api_tls.key),
+        )?;
+        tracing::info!("the REST and Neutron APIs serve HTTPS");
+        Some(t)
+    } else {
+        None
+    };
     let neutron = neutron.map(|l| {
         let app = crate::neutron::app(cluster.clone());
         let stop = shutdown.clone();
+        let tls = api_tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
+            let r = match tls {
+                Some(t) => crate::https::serve(l, app, t, stop).await,
+                None => axum::serve(l, app).with_graceful_shutdown(stop).await,
+            };
+            if let Err(e) = r {
                 tracing::warn!(error = %e, "the Neutron API listener failed");
             }
         })
     });
-    let r = serve(listener, cluster, shutdown).await;
+    let r = match api_tls {
+        Some(t) => crate::https::serve(listener, crate::api::app(cluster), t, shutdown)
+            .await
+            .map_err(ClusterError::Serve),
+        None => serve(listener, cluster, shutdown).await,
+    };
     if let Some(n) = neutron {
         let _ = n.await;
     }
