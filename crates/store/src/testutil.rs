@@ -1,4 +1,6 @@
-//! Test helpers (feature `test-util`): a throw-away etcd server.
+//! Test helpers (feature `test-util`): a throw-away etcd server, and an
+//! etcd cluster of several members to kill and restart ([`EtcdCluster`],
+//! for fault tests).
 //!
 //! [`EtcdServer::start`] runs the real `etcd` binary (Debian's
 //! `etcd-server`; `MIDONET_ETCD_BIN` overrides the path) as a single-member
@@ -93,6 +95,45 @@ fn healthy(port: u16) -> bool {
     body.contains("\"health\":\"true\"")
 }
 
+/// The `etcd` command line of one member, tuned for tests (see the module
+/// docs), logging to `log`: `urls` is (client, peer), `cluster` the
+/// `--initial-cluster` list, `state` (`new` | `existing`, token).
+fn etcd_command(
+    bin: &str,
+    name: &str,
+    data: &Path,
+    urls: (&str, &str),
+    cluster: &str,
+    state: (&str, &str),
+    log: File,
+) -> std::io::Result<Command> {
+    let (client, peer) = urls;
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--name={name}"))
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--listen-client-urls={client}"))
+        .arg(format!("--advertise-client-urls={client}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster={cluster}"))
+        .arg(format!("--initial-cluster-state={}", state.0))
+        .arg(format!("--initial-cluster-token={}", state.1))
+        .arg("--heartbeat-interval=50")
+        .arg("--election-timeout=500")
+        .arg("--max-txn-ops=10000")
+        .arg("--logger=zap")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // ETCD_* variables in the environment would configure the server too.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ETCD_") {
+            cmd.env_remove(k);
+        }
+    }
+    Ok(cmd)
+}
+
 impl EtcdServer {
     /// Starts etcd and waits (blocking, up to 30 s) until it is healthy.
     pub fn start() -> Result<Self, EtcdServerError> {
@@ -122,29 +163,15 @@ impl EtcdServer {
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log_path = dir.path().join("etcd.log");
         let log = File::create(&log_path)?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("--name=midonet-test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=midonet-test={peer}"))
-            .arg("--initial-cluster-state=new")
-            .arg(format!("--initial-cluster-token=midonet-test-{client_port}"))
-            .arg("--heartbeat-interval=50")
-            .arg("--election-timeout=500")
-            .arg("--max-txn-ops=10000")
-            .arg("--logger=zap")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // ETCD_* variables in the environment would configure the server too.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = etcd_command(
+            bin,
+            "midonet-test",
+            &dir.path().join("data"),
+            (&client, &peer),
+            &format!("midonet-test={peer}"),
+            ("new", &format!("midonet-test-{client_port}")),
+            log,
+        )?;
         let child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -296,28 +323,16 @@ impl EtcdCluster {
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{}.log", m.name)))?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg(format!("--name={}", m.name))
-            .arg(format!("--data-dir={}", self.dir.path().join(&m.name).display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster={}", initial.join(",")))
-            .arg(format!("--initial-cluster-state={state}"))
-            .arg(format!("--initial-cluster-token=midonet-faults-{}", self.members[0].client_port))
-            .arg("--heartbeat-interval=50")
-            .arg("--election-timeout=500")
-            .arg("--max-txn-ops=10000")
-            .arg("--logger=zap")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(k);
-            }
-        }
+        let token = format!("midonet-faults-{}", self.members[0].client_port);
+        let mut cmd = etcd_command(
+            &self.bin,
+            &m.name,
+            &self.dir.path().join(&m.name),
+            (&client, &peer),
+            &initial.join(","),
+            (state, &token),
+            log,
+        )?;
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
