@@ -386,6 +386,18 @@ impl Snapshot {
             lb_index: LbIndex::build(t),
             ..Default::default()
         };
+        // Ports by device and routes by router, once: asking the topology
+        // per device (`ports_of`) scans every port each time, which made
+        // this quadratic (20k bridges × 50k ports: minutes).
+        let mut ports_of: HashMap<DeviceId, Vec<&model::Port>> = HashMap::new();
+        for p in t.ports.values() {
+            ports_of.entry(p.device_id).or_default().push(p);
+        }
+        let mut routes_of: HashMap<RouterId, Vec<&model::Route>> = HashMap::new();
+        for rt in t.routes.values() {
+            routes_of.entry(rt.router_id).or_default().push(rt);
+        }
+        let none = Vec::new();
         for p in t.ports.values() {
             let dev = if p.is_router_port() {
                 Dev::Router(p.device_id.cast())
@@ -436,7 +448,7 @@ impl Snapshot {
                 seeded_macs: Map::default(),
                 seeded_arp: Map::default(),
             };
-            for p in t.ports_of(b.id.cast()) {
+            for p in ports_of.get(&b.id.cast()).unwrap_or(&none) {
                 let Some(sp) = s.ports.get(&p.id) else { continue };
                 if sp.exterior {
                     sb.exterior.push(p.id);
@@ -469,7 +481,7 @@ impl Snapshot {
         for r in t.routers.values() {
             let mut routes = Vec::new();
             let mut explicit: Set<Ipv4Net> = Set::default();
-            for rt in t.routes_of(r.id) {
+            for rt in routes_of.get(&r.id).map_or(&[][..], Vec::as_slice) {
                 let Ok(dst) = Ipv4Net::new(rt.dst_network_addr, rt.dst_network_length.min(32))
                 else {
                     continue;
@@ -501,7 +513,7 @@ impl Snapshot {
             // The router's own addresses are local, as MidoNet's cluster
             // adds /32 LOCAL routes for them; do it here so a topology
             // written without them still answers pings to its ports.
-            for p in t.ports_of(r.id.cast()) {
+            for p in ports_of.get(&r.id.cast()).unwrap_or(&none) {
                 let Some(a) = s.ports.get(&p.id).and_then(|sp| sp.addr) else { continue };
                 let host = Ipv4Net::new(a.ip, 32).expect("/32 is a valid prefix");
                 if explicit.insert(host) {
