@@ -40,7 +40,7 @@ use crate::flowstate::{FlowState, Replicator};
 use crate::handler::{self, Egress, Handler, Shared, View, WaitingRoom, Worker};
 use crate::metrics::{AgentDrop, Metrics};
 use crate::scanner::{self, Interface};
-use crate::session::{self, Command, SessionCfg, Update};
+use crate::session::{self, error_chain, Command, SessionCfg, Update};
 
 /// Which datapath to drive.
 pub enum DpChoice {
@@ -128,7 +128,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         None
     } else {
         let c = midonet_proto::tls::client_config(std::path::Path::new(&cfg.cluster_ca))
-            .map_err(|e| AgentError::Config(crate::session::error_chain(&e)))?;
+            .map_err(|e| AgentError::Config(error_chain(&e)))?;
         Some(c)
     };
     let metrics = Metrics::new();
@@ -337,18 +337,6 @@ fn start_datapath(
     };
     tracing::info!(provider, "datapath provider active");
     Ok((dp, provider))
-}
-
-/// An error and its sources, one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 async fn scanner_task(
