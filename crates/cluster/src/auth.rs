@@ -156,8 +156,8 @@ pub async fn record_revocation(
 ) -> Result<(), midonet_store::StoreError> {
     let left = until.duration_since(SystemTime::now()).map_or(1, |d| d.as_secs().max(1));
     let lease = store.grant_lease(i64::try_from(left).unwrap_or(i64::MAX)).await?;
-    let hex: String = Auth::digest(token).iter().map(|b| format!("{b:02x}")).collect();
-    let key = format!("{}{hex}", revoked_prefix());
+    let key =
+        format!("{}{}", revoked_prefix(), midonet_proto::credential::hex(&Auth::digest(token)));
     store.put(key.as_bytes(), secs(until).to_string().as_bytes(), Some(lease.id)).await?;
     Ok(())
 }
@@ -165,13 +165,7 @@ pub async fn record_revocation(
 /// A revocation key and value as [`record_revocation`] wrote them.
 pub fn parse_revocation(key: &[u8], value: &[u8]) -> Option<([u8; 32], SystemTime)> {
     let hex = std::str::from_utf8(key).ok()?.strip_prefix(&revoked_prefix())?;
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut d = [0u8; 32];
-    for (i, b) in d.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    let d = midonet_proto::credential::unhex32(hex)?;
     let until: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
     Some((d, SystemTime::UNIX_EPOCH + Duration::from_secs(until)))
 }

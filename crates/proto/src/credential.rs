@@ -27,7 +27,8 @@ pub const METADATA_KEY: &str = "authorization";
 /// A host's credential: the host id it names and its secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
-    host: uuid_str::HostUuid,
+    /// Canonical (lowercase, hyphenated) UUID text.
+    host: String,
     secret: [u8; 32],
 }
 
@@ -41,8 +42,7 @@ impl fmt::Debug for Token {
 impl Token {
     /// A new random credential for `host` (a UUID in canonical form).
     pub fn generate(host: &str) -> Option<Token> {
-        let host = uuid_str::HostUuid::parse(host)?;
-        Some(Token { host, secret: rand::random() })
+        Some(Token { host: canonical_uuid(host)?, secret: rand::random() })
     }
 
     /// Reads `mnh1.<host>.<64 hex digits>` (surrounding whitespace, such as
@@ -52,21 +52,14 @@ impl Token {
         if it.next()? != PREFIX {
             return None;
         }
-        let host = uuid_str::HostUuid::parse(it.next()?)?;
-        let hex = it.next()?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let mut secret = [0u8; 32];
-        for (i, byte) in secret.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-        }
+        let host = canonical_uuid(it.next()?)?;
+        let secret = unhex32(it.next()?)?;
         Some(Token { host, secret })
     }
 
     /// The host this credential names (canonical lowercase UUID).
     pub fn host(&self) -> &str {
-        self.host.as_str()
+        &self.host
     }
 
     /// The text form, as [`Token::parse`] reads it.
@@ -98,7 +91,8 @@ impl Token {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes` (also how revoked user tokens are named).
+pub fn hex(bytes: &[u8]) -> String {
     use fmt::Write;
     bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
         let _ = write!(s, "{b:02x}");
@@ -106,35 +100,22 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-/// A UUID kept as its canonical text, checked without a uuid dependency.
-mod uuid_str {
-    use std::fmt;
-
-    #[derive(Clone, PartialEq, Eq)]
-    pub struct HostUuid(String);
-
-    impl HostUuid {
-        /// 8-4-4-4-12 hex digits; stored lowercase.
-        pub fn parse(s: &str) -> Option<HostUuid> {
-            let groups: Vec<&str> = s.split('-').collect();
-            let lens = [8, 4, 4, 4, 12];
-            let ok = groups.len() == 5
-                && groups
-                    .iter()
-                    .zip(lens)
-                    .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
-            ok.then(|| HostUuid(s.to_ascii_lowercase()))
-        }
-        pub fn as_str(&self) -> &str {
-            &self.0
-        }
+/// Exactly 64 hex digits as 32 bytes.
+pub fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
     }
-
-    impl fmt::Display for HostUuid {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(&self.0)
-        }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
     }
+    Some(out)
+}
+
+/// A hyphenated UUID (8-4-4-4-12 hex digits, either case) in canonical
+/// lowercase; the other forms the `uuid` crate reads are refused.
+fn canonical_uuid(s: &str) -> Option<String> {
+    (s.len() == 36).then(|| uuid::Uuid::try_parse(s).ok()).flatten().map(|u| u.to_string())
 }
 
 #[cfg(test)]
