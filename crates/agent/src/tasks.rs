@@ -479,6 +479,7 @@ impl Core {
     fn on_update(&mut self, u: Update) {
         let t0 = Instant::now();
         let old = self.shared.view.load_full();
+        let snapshot = matches!(u, Update::Snapshot(_));
         let applied: Applied = match u {
             Update::Connected { session, address } => {
                 tracing::debug!(session, %address, "session up");
@@ -540,6 +541,15 @@ impl Core {
                     tracing::warn!(error = %e, "could not send a released packet");
                 }
             }
+        }
+        if snapshot {
+            // When the agent has its view of a full snapshot, and how long
+            // applying and building it took (the scale bench reads this).
+            tracing::info!(
+                revision = self.cache.revision,
+                ms = t0.elapsed().as_millis() as u64,
+                "topology snapshot applied"
+            );
         }
         tracing::debug!(
             revision = self.cache.revision,
