@@ -40,6 +40,14 @@ use crate::types::{
 };
 use crate::Store;
 
+/// Largest etcd response read (a range of the whole topology, one
+/// revision's watch events). gRPC clients refuse anything over 4 MiB
+/// unless told otherwise, which a topology passes at about 10,000 ports:
+/// every whole-prefix range (agents' snapshots, the API's scans of all
+/// ports) then failed as "store backend failed". etcd itself sends up to
+/// 2 GiB.
+pub const MAX_RESPONSE_BYTES: usize = 1 << 30;
+
 /// A [`Store`] on an etcd v3 cluster.
 #[derive(Clone)]
 pub struct EtcdStore {
@@ -220,7 +228,7 @@ impl Store for EtcdStore {
             TxnOp::Put { lease, .. } => *lease,
             _ => None,
         });
-        let mut kv = self.client.kv_client();
+        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
         let resp = self.call(lease, kv.txn(etcd_txn(&txn))).await?;
         let succeeded = resp.succeeded();
         let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
@@ -265,7 +273,7 @@ impl Store for EtcdStore {
             .with_range(end)
             .with_prev_key()
             .with_start_revision(from_revision);
-        let mut wc = self.client.watch_client();
+        let mut wc = self.client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
         let mut stream = self.call(None, wc.watch(key, Some(options))).await?;
         // Wait until etcd has registered the watch (see module docs).
         let created = self.call(None, stream.message()).await?;
