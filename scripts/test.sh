@@ -27,7 +27,7 @@ log() { printf '\n== %s ==\n' "$*"; }
 if [ "${MIDONET_NO_INSTALL:-0}" != 1 ] && [ "$(id -u)" = 0 ]; then
   pkgs=(protobuf-compiler libprotobuf-dev etcd-server etcd-client iperf3 iproute2
         iputils-ping ethtool jq tcpdump traceroute socat python3-venv python3-lib2to3 busybox
-        clang llvm libbpf-dev)
+        clang llvm libbpf-dev nftables)
   missing=()
   for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -44,7 +44,7 @@ missing=()
 command -v protoc >/dev/null || missing+=("protoc (apt package protobuf-compiler): the build needs it")
 if ! skip MIDONET_SKIP_NETNS; then
   [ "$(id -u)" = 0 ] || missing+=("root: the system tests build network namespaces (run with sudo, or set MIDONET_SKIP_NETNS=1)")
-  for t in ip:iproute2 ping:iputils-ping iperf3:iperf3 busybox:busybox ethtool:ethtool; do
+  for t in ip:iproute2 ping:iputils-ping iperf3:iperf3 busybox:busybox ethtool:ethtool nft:nftables; do
     command -v "${t%%:*}" >/dev/null || missing+=("${t%%:*} (apt package ${t#*:}) for the system tests, or set MIDONET_SKIP_NETNS=1")
   done
 fi

@@ -156,6 +156,17 @@ impl WaitingRoom {
         self.len
     }
 
+    /// The ARP resolutions packets wait for.
+    pub fn arp_waits(&self) -> Vec<(RouterId, Ipv4Addr)> {
+        self.parked
+            .keys()
+            .filter_map(|k| match *k {
+                WaitKey::Arp(r, ip) => Some((r, ip)),
+                WaitKey::Block(_) => None,
+            })
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -371,20 +382,38 @@ pub fn process(
     }
     let mut resolved: Vec<(RouterId, Ipv4Addr)> = Vec::new();
     if !r.state_writes.is_empty() {
-        let mut stale = Vec::new();
+        let mut learned = Vec::new();
+        let mut again = Vec::new();
         let mut st = sh.state.write();
         for wr in &r.state_writes {
             if apply_write(&mut st, wr) {
-                stale.push(wr.tag());
-                let _ = sh.commands.send(publish(wr));
+                learned.push(*wr);
                 if let StateWrite::RouterArp { router, ip, .. } = *wr {
                     resolved.push((router, ip));
                 }
+            } else if matches!(wr, StateWrite::RouterArp { .. }) {
+                again.push(*wr);
             }
         }
         drop(st);
-        if !stale.is_empty() {
-            let _ = sh.stale.send(stale);
+        // Known here already, but someone asked: without the cluster, the
+        // asker may have lost the entry this host published (the cluster
+        // dropped it with this host's session), and nothing else would
+        // tell it again.
+        let cut_off = sh.metrics.cluster_connected.get() == 0;
+        if !learned.is_empty() || (cut_off && !again.is_empty()) {
+            // To the peers directly and to the cluster (flowstate::learned).
+            let mut share = learned.clone();
+            if cut_off {
+                share.extend(again);
+            }
+            crate::flowstate::learned::share(sh, view, &share);
+        }
+        if !learned.is_empty() {
+            for wr in &learned {
+                let _ = sh.commands.send(publish(wr));
+            }
+            let _ = sh.stale.send(learned.iter().map(StateWrite::tag).collect());
         }
     }
     for a in &r.anomalies {
@@ -504,6 +533,7 @@ fn replicate(
         port_groups: Vec::new(),
         conntrack: out.conntrack,
         nat: out.nat,
+        learned: Vec::new(),
     };
     sh.log_state(crate::flowstate::log::Origin::Here, &msg);
     let Some(rep) = &sh.replicator else { return };
@@ -589,7 +619,7 @@ fn with_complete_checksum(frame: &[u8]) -> Vec<u8> {
 }
 
 /// Applies a learned write; false if the tables already said so.
-fn apply_write(st: &mut MemState, w: &StateWrite) -> bool {
+pub(crate) fn apply_write(st: &mut MemState, w: &StateWrite) -> bool {
     let same = match *w {
         StateWrite::Mac { bridge, vlan, mac, port } => {
             st.macs.get(&(bridge, vlan, mac)) == Some(&port)

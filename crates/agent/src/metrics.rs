@@ -137,6 +137,9 @@ pub struct Metrics {
     pub topology_revision: Gauge,
     pub bound_ports: Gauge,
     pub sessions: Counter,
+    /// 1 while a cluster session is up, 0 while the agent runs on its
+    /// cached topology.
+    pub cluster_connected: Gauge,
     pub arp_parked: Counter,
     /// Flows installed for misses from each port.
     pub port_flow_installs: Family<PortLabels, Counter>,
@@ -186,6 +189,7 @@ impl Metrics {
             topology_revision: Gauge::default(),
             bound_ports: Gauge::default(),
             sessions: Counter::default(),
+            cluster_connected: Gauge::default(),
             arp_parked: Counter::default(),
             port_flow_installs: Family::default(),
             // 1 µs to ~0.5 s.
@@ -253,6 +257,11 @@ impl Metrics {
                 m.bound_ports.clone(),
             );
             r.register("sessions", "Cluster sessions opened", m.sessions.clone());
+            r.register(
+                "cluster_connected",
+                "1 while a cluster session is up, 0 while running on the cached topology",
+                m.cluster_connected.clone(),
+            );
             r.register("arp_parked", "Packets parked waiting for ARP", m.arp_parked.clone());
             r.register(
                 "port_flow_installs",
@@ -302,7 +311,7 @@ impl Metrics {
             );
             r.register(
                 "flow_state_rejected",
-                "Flow-state messages or entries dropped, by reason (malformed, unknown_peer, own, unknown_kind, refused, send_failed)",
+                "Flow-state messages or entries dropped, by reason (malformed, unknown_peer, own, unknown_kind, refused, learned_refused, send_failed)",
                 m.flow_state_rejected.clone(),
             );
             r.register(

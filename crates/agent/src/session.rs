@@ -428,6 +428,7 @@ pub async fn run(
             &mut stop,
         )
         .await;
+        metrics.cluster_connected.set(0);
         match r {
             Err(SessionEnd::Stopping) => return,
             Err(e) => {
@@ -571,6 +572,7 @@ async fn one_session(
     *held = Some(reg);
     let session = reg.session;
     metrics.sessions.inc();
+    metrics.cluster_connected.set(1);
     let _ = updates.send(Update::Connected { session, address: uri.to_owned() }).await;
     for c in desired.replay() {
         if let Some(u) = send_command(&mut client, &host, session, &c).await? {

@@ -462,6 +462,7 @@ impl Core {
                         tags.extend(more);
                     }
                     self.invalidate(tags);
+                    self.release_resolved();
                 },
                 _ = tick.tick() => self.housekeeping(),
             }
@@ -556,6 +557,29 @@ impl Core {
             us = t0.elapsed().as_micros() as u64,
             "update applied"
         );
+    }
+
+    /// Re-simulates the packets parked on ARP resolutions that are known
+    /// now: learned by a peer (`flowstate::learned`), or by another
+    /// simulation here between the park and its own resolution.
+    fn release_resolved(&mut self) {
+        let waits = self.shared.waiting.lock().arp_waits();
+        if waits.is_empty() {
+            return;
+        }
+        let known: Vec<_> = {
+            let st = self.shared.state.read();
+            waits.into_iter().filter(|at| st.router_arp.contains_key(at)).collect()
+        };
+        let view = self.shared.view.load_full();
+        for (router, ip) in known {
+            let at = handler::WaitKey::Arp(router, ip);
+            for g in handler::release_parked(&self.shared, &view, &mut self.worker, &at) {
+                if let Err(e) = self.dp.execute(g.frame, g.actions) {
+                    tracing::warn!(error = %e, "could not send a released packet");
+                }
+            }
+        }
     }
 
     /// The cluster answered a SNAT block claim: the packets waiting for it

@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::env::*;
-use common::Cluster;
 use midonet_model::*;
 use midonet_testkit::{ns_exec, ns_output, Vm};
 
@@ -87,8 +86,6 @@ fn bridge_across_two_hosts_on(provider: Provider) {
     // 1b. The cluster goes away: the agents keep forwarding on their
     // cached topology, then reconnect and apply what changed meanwhile
     // as deltas (no full reload).
-    let ul = env.lab.name("ul").expect("ul");
-    let addr = env.cluster.addr;
     env.rt.block_on(env.cluster.pause());
     let t = Instant::now();
     assert!(ping(&vm1, vm2.ip, 3, &[]).is_some(), "forwarding continues without the cluster");
@@ -101,15 +98,7 @@ fn bridge_across_two_hosts_on(provider: Provider) {
     };
     let rev = env.put(&b_late);
     std::thread::sleep(Duration::from_millis(1000).saturating_sub(t.elapsed()));
-    let std_listener = in_netns(&ul, move || {
-        let l = std::net::TcpListener::bind(addr).expect("rebind the cluster address");
-        l.set_nonblocking(true).expect("nonblocking");
-        l
-    });
-    let store = env.cluster.store.clone();
-    env.cluster = env.rt.block_on(async move {
-        Cluster::serve(store, tokio::net::TcpListener::from_std(std_listener).expect("listener"))
-    });
+    env.resume_cluster();
     let t = Instant::now();
     env.wait("agent reconnected and caught up", Duration::from_secs(15), |e| {
         e.metric(0, "midonet_agent_topology_revision") >= rev as f64

@@ -738,7 +738,8 @@ fn grpc_agent() -> Vec<Seed> {
 /// Flow-state messages as an ingress agent sends them, and broken ones.
 fn flowstate() -> Vec<Seed> {
     use midonet_wire::flowstate::{
-        ConnKeyRepr, ConnStateCode, ConntrackRepr, FlowStateRepr, NatKindCode, NatRepr,
+        ConnKeyRepr, ConnStateCode, ConntrackRepr, FlowStateRepr, LearnedKindCode, LearnedRepr,
+        NatKindCode, NatRepr,
     };
     let key = |proto: u8, sport: u16, dport: u16| ConnKeyRepr {
         tracker: [0xd0; 16],
@@ -795,6 +796,32 @@ fn flowstate() -> Vec<Seed> {
                 nat: vec![
                     NatRepr { kind: NatKindCode::Dnat, ..snat(key(17, 5000, 53), 5353) },
                     NatRepr { kind: NatKindCode::StickyDnat, ..snat(key(6, 1, 80), 8080) },
+                ],
+                ..base.clone()
+            },
+        ),
+        (
+            "learned",
+            FlowStateRepr {
+                ingress_port: [0; 16],
+                egress_ports: vec![],
+                learned: vec![
+                    LearnedRepr {
+                        kind: LearnedKindCode::RouterArp,
+                        device: [0x55; 16],
+                        vlan: 0,
+                        port: [0; 16],
+                        ip: Ipv4Addr::new(10, 2, 0, 4),
+                        mac: [2, 0, 0, 0, 0, 4],
+                    },
+                    LearnedRepr {
+                        kind: LearnedKindCode::Mac,
+                        device: [0x66; 16],
+                        vlan: 0,
+                        port: [0x77; 16],
+                        ip: Ipv4Addr::UNSPECIFIED,
+                        mac: [2, 0, 0, 0, 0, 5],
+                    },
                 ],
                 ..base.clone()
             },

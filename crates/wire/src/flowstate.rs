@@ -22,6 +22,12 @@
 //! |   tracker (16) src ip (4) dst ip (4) src port (2) dst port (2)|
 //! |   proto (1) kind (1) bound ip (4) bound port (2)              |
 //! +---------------------------------------------------------------+
+//! | only when flags & FLAG_LEARNED:                               |
+//! | n_learned (2)                                                 |
+//! | learned entries          n_learned   x 46                     |
+//! |   kind (1) reserved (1) vlan (2) device (16) port (16)        |
+//! |   ip (4) mac (6)                                              |
+//! +---------------------------------------------------------------+
 //! ```
 //!
 //! * A conntrack entry is a connection's forward key at its tracker (a
@@ -29,10 +35,18 @@
 //!   binding's forward key and what it translates to (`midonet-state`'s
 //!   `ConnKey`, `NatKey`, `NatBinding`). For ICMP echo both port fields hold
 //!   the echo id.
+//! * A learned entry (issue 12 item 5) is what a simulation here learned
+//!   for a virtual device's table: a router's or a bridge's ARP entry
+//!   (`ip` is at `mac`; `port` zero) or a bridge's MAC entry (`mac` on
+//!   `vlan` is behind `port`; `ip` zero). Agents share these directly with
+//!   their tunnel-zone peers as well as through the cluster, so a next hop
+//!   learned on one host is known on the others while the cluster is down.
+//!   Such a message carries no connection: its ingress port is zero.
 //! * `version` is checked first: any other value is
 //!   [`FlowStateError::UnknownVersion`], so a future layout is rejected
-//!   whole rather than misread. `flags` is reserved: zero on send, ignored
-//!   on receipt.
+//!   whole rather than misread. `flags` bit 0 is [`FLAG_LEARNED`] (the
+//!   learned section follows); the other bits are reserved: zero on send,
+//!   ignored on receipt.
 //! * The counts fix the message's size exactly; fewer bytes is
 //!   [`FlowStateError::Truncated`], more is [`FlowStateError::BadLength`]
 //!   (a message is one UDP datagram, nothing may follow it).
@@ -66,6 +80,10 @@ pub const ID_SIZE: usize = 16;
 pub const CONNTRACK_SIZE: usize = 30;
 /// Size of a NAT entry.
 pub const NAT_SIZE: usize = 36;
+/// Size of a learned-table entry.
+pub const LEARNED_SIZE: usize = 46;
+/// `flags` bit: the learned section follows the NAT entries.
+pub const FLAG_LEARNED: u8 = 0x01;
 
 /// A raw UUID.
 pub type Id = [u8; 16];
@@ -144,7 +162,21 @@ pub struct NatWire {
     bound_port: [u8; 2],
 }
 
+/// A learned-table entry as laid out on the wire.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct LearnedWire {
+    kind: u8,
+    reserved: u8,
+    vlan: [u8; 2],
+    device: Id,
+    port: Id,
+    ip: [u8; 4],
+    mac: [u8; 6],
+}
+
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
+const _: () = assert!(std::mem::size_of::<LearnedWire>() == LEARNED_SIZE);
 const _: () = assert!(std::mem::size_of::<ConntrackWire>() == CONNTRACK_SIZE);
 const _: () = assert!(std::mem::size_of::<NatWire>() == NAT_SIZE);
 
@@ -157,6 +189,7 @@ pub struct FlowStateMsg<'a> {
     pub port_groups: &'a [Id],
     pub conntrack: &'a [ConntrackWire],
     pub nat: &'a [NatWire],
+    pub learned: &'a [LearnedWire],
 }
 
 /// Split `n` elements of `T` off the front of `b`.
@@ -190,10 +223,16 @@ impl<'a> FlowStateMsg<'a> {
         let (conntrack, rest) = take::<ConntrackWire>(rest, nc, CONNTRACK_SIZE)?;
         let nn = usize::from(u16::from_be_bytes(header.n_nat));
         let (nat, rest) = take::<NatWire>(rest, nn, NAT_SIZE)?;
+        let (learned, rest) = if header.flags & FLAG_LEARNED != 0 {
+            let (n, rest) = take::<[u8; 2]>(rest, 1, 2)?;
+            take::<LearnedWire>(rest, usize::from(u16::from_be_bytes(n[0])), LEARNED_SIZE)?
+        } else {
+            (&[][..], rest)
+        };
         if !rest.is_empty() {
             return Err(FlowStateError::BadLength);
         }
-        Ok(FlowStateMsg { header, egress_ports, port_groups, conntrack, nat })
+        Ok(FlowStateMsg { header, egress_ports, port_groups, conntrack, nat, learned })
     }
 }
 
@@ -261,6 +300,52 @@ impl NatKindCode {
     }
 }
 
+/// What a learned entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LearnedKindCode {
+    /// A router's ARP table: `ip` is at `mac`.
+    RouterArp,
+    /// A bridge's ARP table (its ARP suppression): `ip` is at `mac`.
+    BridgeArp,
+    /// A bridge's MAC table: `mac` on `vlan` is behind `port`.
+    Mac,
+    /// A code this version does not define.
+    Unknown(u8),
+}
+
+impl LearnedKindCode {
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => LearnedKindCode::RouterArp,
+            2 => LearnedKindCode::BridgeArp,
+            3 => LearnedKindCode::Mac,
+            x => LearnedKindCode::Unknown(x),
+        }
+    }
+    pub fn to_u8(self) -> u8 {
+        match self {
+            LearnedKindCode::RouterArp => 1,
+            LearnedKindCode::BridgeArp => 2,
+            LearnedKindCode::Mac => 3,
+            LearnedKindCode::Unknown(x) => x,
+        }
+    }
+}
+
+/// An entry a simulation learned for a device's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LearnedRepr {
+    pub kind: LearnedKindCode,
+    /// The router or bridge.
+    pub device: Id,
+    pub vlan: u16,
+    /// MAC entries: the port behind which `mac` is; zero for ARP.
+    pub port: Id,
+    /// ARP entries: the address `mac` answers for; 0.0.0.0 for MAC.
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
 /// One direction of a connection at its tracker (the wire form of a
 /// `ConnKey`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -302,6 +387,8 @@ pub struct FlowStateRepr {
     pub port_groups: Vec<Id>,
     pub conntrack: Vec<ConntrackRepr>,
     pub nat: Vec<NatRepr>,
+    /// Table entries learned by the sender.
+    pub learned: Vec<LearnedRepr>,
 }
 
 impl FlowStateRepr {
@@ -344,6 +431,18 @@ impl FlowStateRepr {
                     bound_port: u16::from_be_bytes(n.bound_port),
                 })
                 .collect(),
+            learned: m
+                .learned
+                .iter()
+                .map(|l| LearnedRepr {
+                    kind: LearnedKindCode::from_u8(l.kind),
+                    device: l.device,
+                    vlan: u16::from_be_bytes(l.vlan),
+                    port: l.port,
+                    ip: Ipv4Addr::from(l.ip),
+                    mac: l.mac,
+                })
+                .collect(),
         }
     }
 
@@ -358,6 +457,7 @@ impl FlowStateRepr {
             + ID_SIZE * (self.egress_ports.len() + self.port_groups.len())
             + CONNTRACK_SIZE * self.conntrack.len()
             + NAT_SIZE * self.nat.len()
+            + if self.learned.is_empty() { 0 } else { 2 + LEARNED_SIZE * self.learned.len() }
     }
 
     /// Encode into the front of `buf`; returns the bytes written
@@ -367,7 +467,7 @@ impl FlowStateRepr {
         let count16 = |n: usize| u16::try_from(n).map_err(|_| FlowStateError::TooMany);
         let header = Header {
             version: VERSION,
-            flags: 0,
+            flags: if self.learned.is_empty() { 0 } else { FLAG_LEARNED },
             n_egress: count8(self.egress_ports.len())?,
             n_groups: count8(self.port_groups.len())?,
             n_conntrack: count16(self.conntrack.len())?.to_be_bytes(),
@@ -375,6 +475,7 @@ impl FlowStateRepr {
             sender: self.sender,
             ingress: self.ingress_port,
         };
+        let n_learned = count16(self.learned.len())?;
         let len = self.buffer_len();
         let out = buf.get_mut(..len).ok_or(FlowStateError::BufferTooSmall)?;
         let mut at = 0;
@@ -409,6 +510,21 @@ impl FlowStateRepr {
                 kind: n.kind.to_u8(),
                 bound_ip: n.bound_ip.octets(),
                 bound_port: n.bound_port.to_be_bytes(),
+            };
+            put(w.as_bytes());
+        }
+        if !self.learned.is_empty() {
+            put(&n_learned.to_be_bytes());
+        }
+        for l in &self.learned {
+            let w = LearnedWire {
+                kind: l.kind.to_u8(),
+                reserved: 0,
+                vlan: l.vlan.to_be_bytes(),
+                device: l.device,
+                port: l.port,
+                ip: l.ip.octets(),
+                mac: l.mac,
             };
             put(w.as_bytes());
         }
@@ -478,7 +594,53 @@ mod tests {
                 bound_ip: Ipv4Addr::new(203, 0, 113, 1),
                 bound_port: 1100,
             }],
+            learned: vec![],
         }
+    }
+
+    #[test]
+    fn learned_entries_follow_the_nat_entries_under_their_flag() {
+        let mut r = sample();
+        r.learned = vec![
+            LearnedRepr {
+                kind: LearnedKindCode::RouterArp,
+                device: id(0x44),
+                vlan: 0,
+                port: [0; 16],
+                ip: Ipv4Addr::new(10, 2, 0, 4),
+                mac: [2, 0, 0, 0, 0, 4],
+            },
+            LearnedRepr {
+                kind: LearnedKindCode::Mac,
+                device: id(0x55),
+                vlan: 7,
+                port: id(0x66),
+                ip: Ipv4Addr::UNSPECIFIED,
+                mac: [2, 0, 0, 0, 0, 5],
+            },
+        ];
+        let mut b = Vec::new();
+        r.emit_vec(&mut b).expect("emit");
+        assert_eq!(b.len(), 122 + 2 + 2 * LEARNED_SIZE);
+        assert_eq!(b[1], FLAG_LEARNED);
+        assert_eq!(&b[122..124], &[0, 2]);
+        let mut first = vec![1, 0, 0, 0];
+        first.extend([0x44; 16]);
+        first.extend([0; 16]);
+        first.extend([10, 2, 0, 4, 2, 0, 0, 0, 0, 4]);
+        assert_eq!(&b[124..124 + LEARNED_SIZE], &first[..]);
+        assert_eq!(FlowStateRepr::parse_bytes(&b), Ok(r.clone()));
+        // The flag without its section, or a section without the flag.
+        let mut no_flag = b.clone();
+        no_flag[1] = 0;
+        assert_eq!(FlowStateRepr::parse_bytes(&no_flag), Err(FlowStateError::BadLength));
+        assert_eq!(FlowStateRepr::parse_bytes(&b[..123]), Err(FlowStateError::Truncated));
+        assert_eq!(FlowStateRepr::parse_bytes(&b[..b.len() - 1]), Err(FlowStateError::Truncated));
+        // Unknown kinds survive.
+        let mut odd = b.clone();
+        odd[124] = 9;
+        let got = FlowStateRepr::parse_bytes(&odd).expect("parses");
+        assert_eq!(got.learned[0].kind, LearnedKindCode::Unknown(9));
     }
 
     #[test]
@@ -526,9 +688,9 @@ mod tests {
         v2[0] = 2;
         assert_eq!(FlowStateRepr::parse_bytes(&v2), Err(FlowStateError::UnknownVersion(2)));
         assert_eq!(FlowStateRepr::parse_bytes(&[0]), Err(FlowStateError::UnknownVersion(0)));
-        // Flags are ignored; unknown codes survive a round trip.
+        // Reserved flags are ignored; unknown codes survive a round trip.
         let mut odd = b.clone();
-        odd[1] = 0xff;
+        odd[1] = 0xfe;
         odd[40 + 16 + 29] = 9; // conntrack state
         odd[40 + 16 + 30 + 29] = 7; // nat kind
         let r = FlowStateRepr::parse_bytes(&odd).expect("parses");
@@ -572,28 +734,52 @@ mod tests {
             vec(any::<[u8; 16]>(), 0..4),
             vec((key(), any::<u8>()), 0..8),
             vec((key(), any::<u8>(), any::<u32>(), any::<u16>()), 0..8),
+            vec(
+                (
+                    any::<u8>(),
+                    any::<[u8; 16]>(),
+                    any::<u16>(),
+                    any::<[u8; 16]>(),
+                    any::<u32>(),
+                    any::<[u8; 6]>(),
+                ),
+                0..4,
+            ),
         )
-            .prop_map(|(sender, ingress_port, egress_ports, port_groups, ct, nat)| {
-                FlowStateRepr {
-                    sender,
-                    ingress_port,
-                    egress_ports,
-                    port_groups,
-                    conntrack: ct
-                        .into_iter()
-                        .map(|(key, s)| ConntrackRepr { key, state: ConnStateCode::from_u8(s) })
-                        .collect(),
-                    nat: nat
-                        .into_iter()
-                        .map(|(key, k, ip, port)| NatRepr {
-                            key,
-                            kind: NatKindCode::from_u8(k),
-                            bound_ip: Ipv4Addr::from(ip),
-                            bound_port: port,
-                        })
-                        .collect(),
-                }
-            })
+            .prop_map(
+                |(sender, ingress_port, egress_ports, port_groups, ct, nat, learned)| {
+                    FlowStateRepr {
+                        sender,
+                        ingress_port,
+                        egress_ports,
+                        port_groups,
+                        conntrack: ct
+                            .into_iter()
+                            .map(|(key, s)| ConntrackRepr { key, state: ConnStateCode::from_u8(s) })
+                            .collect(),
+                        nat: nat
+                            .into_iter()
+                            .map(|(key, k, ip, port)| NatRepr {
+                                key,
+                                kind: NatKindCode::from_u8(k),
+                                bound_ip: Ipv4Addr::from(ip),
+                                bound_port: port,
+                            })
+                            .collect(),
+                        learned: learned
+                            .into_iter()
+                            .map(|(k, device, vlan, port, ip, mac)| LearnedRepr {
+                                kind: LearnedKindCode::from_u8(k),
+                                device,
+                                vlan,
+                                port,
+                                ip: Ipv4Addr::from(ip),
+                                mac,
+                            })
+                            .collect(),
+                    }
+                },
+            )
     }
 
     proptest! {
@@ -610,7 +796,11 @@ mod tests {
             if let Ok(r) = FlowStateRepr::parse_bytes(&b) {
                 let mut again = Vec::new();
                 r.emit_vec(&mut again).expect("a parsed message emits");
-                prop_assert_eq!(&again[2..], &b[2..]);
+                // An empty learned section under its flag is not re-emitted.
+                if !r.learned.is_empty() || b[1] & FLAG_LEARNED == 0 {
+                    prop_assert_eq!(&again[2..], &b[2..]);
+                }
+                prop_assert_eq!(FlowStateRepr::parse_bytes(&again), Ok(r));
             }
         }
     }

@@ -69,6 +69,7 @@ use serde::Serialize;
 
 use crate::handler::{Egress, Shared, View};
 
+pub mod learned;
 pub mod log;
 
 use log::Origin;
@@ -686,6 +687,17 @@ pub fn receive(sh: &Shared, bytes: &[u8], from: SocketAddr) -> Vec<Tag> {
         return Vec::new();
     }
     m.flow_state_received.inc();
+    if !msg.learned.is_empty() {
+        // Straight to the core: it invalidates, and re-simulates the packets
+        // parked on an ARP resolution these entries answer.
+        let stale = learned::import(sh, &view, ip, &msg.learned);
+        if !stale.is_empty() {
+            let _ = sh.stale.send(stale);
+        }
+        if msg.conntrack.is_empty() && msg.nat.is_empty() {
+            return Vec::new();
+        }
+    }
     let now = sh.epoch.elapsed();
     let (done, tags) = sh.flowstate.lock().install(&msg, now);
     sh.log_state(Origin::Peer, &msg);
@@ -992,6 +1004,99 @@ mod tests {
             pending_stale: Mutex::new(Vec::new()),
         });
         (sh, stale_rx)
+    }
+
+    #[test]
+    fn learned_entries_from_a_peer_are_checked_installed_and_invalidate() {
+        use midonet_model::{Bridge, BridgeId, Port, PortType, Router, RouterId, Topology};
+        use midonet_sim::{MacAddr, StateWrite};
+
+        let (sh, mut stale_rx) = shared();
+        let peer = Ipv4Addr::new(10, 77, 0, 2);
+        let other = Ipv4Addr::new(10, 77, 0, 3);
+        let (b1, b2, r) = (BridgeId::random(), BridgeId::random(), RouterId::random());
+        let mut topo = Topology::default();
+        for b in [b1, b2] {
+            topo.bridges.insert(b, Bridge { id: b, admin_state_up: true, ..Default::default() });
+        }
+        topo.routers.insert(r, Router { id: r, admin_state_up: true, ..Default::default() });
+        let port = |b: BridgeId, host: bool| Port {
+            id: PortId::random(),
+            port_type: PortType::Bridge,
+            device_id: b.cast(),
+            admin_state_up: true,
+            host_id: host.then(HostId::random),
+            interface_name: host.then(|| "vm".to_owned()),
+            ..Default::default()
+        };
+        let (on_peer, on_other, elsewhere, unbound) =
+            (port(b1, true), port(b1, true), port(b2, true), port(b1, false));
+        let interior = Port { peer_id: Some(PortId::random()), ..port(b1, false) };
+        for p in [&on_peer, &on_other, &interior, &elsewhere, &unbound] {
+            topo.ports.insert(p.id, p.clone());
+        }
+        let mut view = View::empty();
+        view.sim = Arc::new(midonet_sim::Snapshot::build(&topo));
+        view.trusted_peers.insert(peer);
+        view.egress.insert(on_peer.id, Egress::Remote { dst: peer, key: 1 });
+        view.egress.insert(on_other.id, Egress::Remote { dst: other, key: 2 });
+        view.egress.insert(elsewhere.id, Egress::Remote { dst: peer, key: 3 });
+        sh.view.store(Arc::new(view));
+
+        let mac = |b: u8| MacAddr([2, 0, 0, 0, 0, b]);
+        let ip = Ipv4Addr::new(10, 2, 0, 4);
+        let good = [
+            StateWrite::RouterArp { router: r, ip, mac: mac(4) },
+            StateWrite::BridgeArp { bridge: b1, ip, mac: mac(4) },
+            StateWrite::Mac { bridge: b1, vlan: 0, mac: mac(1), port: on_peer.id },
+            StateWrite::Mac { bridge: b1, vlan: 0, mac: mac(2), port: interior.id },
+        ];
+        let bad = [
+            // Another host's port, another bridge's port, an unknown router,
+            // a multicast MAC.
+            StateWrite::Mac { bridge: b1, vlan: 0, mac: mac(3), port: on_other.id },
+            StateWrite::Mac { bridge: b1, vlan: 0, mac: mac(5), port: elsewhere.id },
+            StateWrite::Mac { bridge: b1, vlan: 0, mac: mac(7), port: unbound.id },
+            StateWrite::RouterArp { router: RouterId::random(), ip, mac: mac(6) },
+            StateWrite::RouterArp {
+                router: r,
+                ip: Ipv4Addr::new(10, 2, 0, 5),
+                mac: MacAddr([1, 0, 0x5e, 0, 0, 1]),
+            },
+        ];
+        let mut msg = FlowStateRepr {
+            sender: [0x22; 16],
+            learned: good.iter().chain(&bad).map(learned::to_repr).collect(),
+            ..FlowStateRepr::default()
+        };
+        msg.learned.push(midonet_wire::flowstate::LearnedRepr {
+            kind: midonet_wire::flowstate::LearnedKindCode::Unknown(9),
+            ..msg.learned[0]
+        });
+        let mut bytes = Vec::new();
+        msg.emit_vec(&mut bytes).expect("emit");
+        let tags = receive(&sh, &bytes, SocketAddr::from((peer, 2925)));
+        assert!(tags.is_empty(), "learned entries go to the core, not the miss path");
+        let sent = stale_rx.try_recv().expect("stale tags sent to the core");
+        assert_eq!(sent, good.iter().map(StateWrite::tag).collect::<Vec<_>>());
+        {
+            let st = sh.state.read();
+            assert_eq!(st.router_arp.get(&(r, ip)), Some(&mac(4)));
+            assert_eq!(st.bridge_arp.get(&(b1, ip)), Some(&mac(4)));
+            assert_eq!(st.macs.get(&(b1, 0, mac(1))), Some(&on_peer.id));
+            assert_eq!(st.macs.get(&(b1, 0, mac(2))), Some(&interior.id));
+            assert_eq!(st.macs.len(), 2);
+            assert_eq!(st.router_arp.len(), 1);
+        }
+        assert_eq!(rejected(&sh, "learned_refused"), 5);
+        assert_eq!(rejected(&sh, "unknown_kind"), 1);
+        // The same again changes nothing: no invalidation.
+        receive(&sh, &bytes, SocketAddr::from((peer, 2925)));
+        assert!(stale_rx.try_recv().is_err());
+        // From a stranger: nothing.
+        let before = rejected(&sh, "unknown_peer");
+        receive(&sh, &bytes, SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 2925)));
+        assert_eq!(rejected(&sh, "unknown_peer"), before + 1);
     }
 
     fn rejected(sh: &Shared, reason: &'static str) -> u64 {

@@ -337,6 +337,23 @@ impl Env {
         });
     }
 
+    /// Serves the topology service again (after `cluster.pause()`) on its
+    /// address in the underlay namespace, on the same store.
+    pub fn resume_cluster(&mut self) {
+        let ul = self.lab.name("ul").expect("ul");
+        let addr = self.cluster.addr;
+        let std_listener = in_netns(&ul, move || {
+            let l = std::net::TcpListener::bind(addr).expect("rebind the cluster address");
+            l.set_nonblocking(true).expect("nonblocking");
+            l
+        });
+        let store = self.cluster.store.clone();
+        self.cluster = self.rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+            Cluster::serve(store, listener)
+        });
+    }
+
     /// SIGKILL: the agent dies without cleaning up (a crash).
     pub fn kill_agent(&mut self, i: usize) {
         if let Some(pid) = self.hosts[i].pid.take() {

@@ -440,7 +440,10 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         }
         self.tag(Tag::arp(r.id, spa));
         let fresh = matches!(self.state.router_arp(r.id, spa, self.inp.now), ArpLookup::Hit { mac, stale: false } if mac == sha);
-        if !fresh {
+        // A reply answers a question: whoever asked may not have the entry
+        // even when this host does (the agent decides whom to tell).
+        let solicited = op == 2 && !garp;
+        if !fresh || solicited {
             self.out.state_writes.push(StateWrite::RouterArp { router: r.id, ip: spa, mac: sha });
             trace!(self, TraceStep::ArpLearn { ip: spa, mac: sha });
         }

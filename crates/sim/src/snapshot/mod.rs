@@ -601,6 +601,21 @@ impl Snapshot {
         self.ports.get(&port).map(|p| p.dev.id())
     }
 
+    /// Whether a router exists.
+    pub fn has_router(&self, id: RouterId) -> bool {
+        self.routers.contains_key(&id)
+    }
+
+    /// Whether a bridge exists.
+    pub fn has_bridge(&self, id: BridgeId) -> bool {
+        self.bridges.contains_key(&id)
+    }
+
+    /// Whether a port exists and is interior (linked to a peer port).
+    pub fn is_interior(&self, port: PortId) -> bool {
+        self.ports.get(&port).is_some_and(|p| p.peer.is_some())
+    }
+
     /// Whether a port exists and is exterior (bound to a host interface).
     pub fn is_exterior(&self, port: PortId) -> bool {
         self.ports.get(&port).is_some_and(|p| p.exterior)
