@@ -8,8 +8,8 @@
 //!   reading of the header here), and rejects a version other than 1 as
 //!   `UnknownVersion` before anything else.
 //! * decode → encode gives the input back byte for byte, but for the
-//!   reserved flags byte (sent as zero); the view's slices have the
-//!   counted lengths.
+//!   reserved bits and bytes (sent as zero) and an empty learned section
+//!   (not sent); the view's slices have the counted lengths.
 //! * `state::message::install` puts every entry with a known code into
 //!   the tables or counts it refused; afterwards each installed connection
 //!   answers as return traffic for its reversed key and each installed
@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use midonet_state::message::install;
 use midonet_state::{ConnKey, ConnState, ConnTable, ConntrackCfg, NatKey, NatKind, NatTable};
-use midonet_wire::flowstate::{FlowStateError, FlowStateMsg, FlowStateRepr, HEADER_SIZE};
+use midonet_wire::flowstate::{
+    FlowStateError, FlowStateMsg, FlowStateRepr, FLAG_LEARNED, HEADER_SIZE,
+};
 
 use crate::check::be16;
 
@@ -31,10 +33,19 @@ pub fn flowstate(data: &[u8]) {
         Some(&v) if v != 1 => Err(FlowStateError::UnknownVersion(v)),
         Some(_) if data.len() < HEADER_SIZE => Err(FlowStateError::Truncated),
         Some(_) => {
-            let n = 16 * (usize::from(data[2]) + usize::from(data[3]))
+            let mut n = 16 * (usize::from(data[2]) + usize::from(data[3]))
                 + 30 * usize::from(be16(data, 4).expect("header"))
                 + 36 * usize::from(be16(data, 6).expect("header"));
+            let mut short = false;
+            if data[1] & FLAG_LEARNED != 0 {
+                // The learned section: a 2-byte count, then 46 bytes each.
+                match be16(data, HEADER_SIZE + n) {
+                    Some(k) => n += 2 + 46 * usize::from(k),
+                    None => short = true,
+                }
+            }
             match (data.len() - HEADER_SIZE).cmp(&n) {
+                _ if short => Err(FlowStateError::Truncated),
                 std::cmp::Ordering::Less => Err(FlowStateError::Truncated),
                 std::cmp::Ordering::Greater => Err(FlowStateError::BadLength),
                 std::cmp::Ordering::Equal => Ok(()),
@@ -53,12 +64,22 @@ pub fn flowstate(data: &[u8]) {
     assert_eq!(view.port_groups.len(), usize::from(data[3]));
     assert_eq!(view.conntrack.len(), repr.conntrack.len());
     assert_eq!(view.nat.len(), repr.nat.len());
-    assert_eq!(repr.buffer_len(), data.len());
+    assert_eq!(view.learned.len(), repr.learned.len());
+    // An empty learned section under its flag is not sent again.
+    let empty_section = data[1] & FLAG_LEARNED != 0 && repr.learned.is_empty();
+    assert_eq!(repr.buffer_len() + if empty_section { 2 } else { 0 }, data.len());
     let mut again = Vec::new();
     repr.emit_vec(&mut again).expect("a parsed message encodes");
     assert_eq!(again[0], data[0]);
-    assert_eq!(again[1], 0, "flags sent as zero");
-    assert_eq!(again[2..], data[2..], "decode → encode is the input");
+    let flag = if repr.learned.is_empty() { 0 } else { FLAG_LEARNED };
+    assert_eq!(again[1], flag, "reserved flags sent as zero");
+    // The learned entries' reserved byte is sent as zero too.
+    let mut want = data[..data.len() - if empty_section { 2 } else { 0 }].to_vec();
+    let start = want.len() - 46 * repr.learned.len();
+    for i in 0..repr.learned.len() {
+        want[start + 46 * i + 1] = 0;
+    }
+    assert_eq!(again[2..], want[2..], "decode → encode is the input");
 
     let now = Duration::from_secs(1000);
     let cfg = ConntrackCfg { max_entries: 64, ..ConntrackCfg::default() };
