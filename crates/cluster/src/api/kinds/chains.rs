@@ -6,7 +6,7 @@ use midonet_model::*;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{all, key_of, link, Desc, Env, Fut, GET_DELETE};
+use super::{all, key_of, link, mentioning, Desc, Env, Fut, GET_DELETE};
 use crate::api::ctx::Ctx;
 use crate::db::Tx;
 use crate::error::ApiError;
@@ -36,7 +36,7 @@ kind! {
     /// jump among them does not hold the chain).
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
-            for rule in all::<Rule>(tx).await? {
+            for rule in mentioning::<Rule>(tx, self.id.uuid()).await? {
                 if rule.chain_id == self.id || self.rule_ids.contains(&rule.id) {
                     tx.delete(&rule.store_key());
                 }

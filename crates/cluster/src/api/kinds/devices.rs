@@ -5,7 +5,7 @@ use midonet_model::topology::Stored;
 use midonet_model::*;
 use serde_json::{Map, Value};
 
-use super::{all, delete_under, delete_with_rules, link, link_opt, Desc, Env, Fut};
+use super::{delete_under, delete_with_rules, link, link_opt, mentioning, Desc, Env, Fut};
 use crate::api::ctx::Ctx;
 use crate::db::Tx;
 
@@ -30,7 +30,7 @@ kind! {
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
             let dev: DeviceId = self.id.cast();
-            for p in all::<Port>(tx).await?.into_iter().filter(|p| p.device_id == dev) {
+            for p in mentioning::<Port>(tx, dev.uuid()).await?.into_iter().filter(|p| p.device_id == dev) {
                 delete_with_rules(tx, ctx, &p).await?;
             }
             for kind in [
@@ -82,10 +82,10 @@ kind! {
     fn on_delete<'a>(&'a self, tx: &'a mut Tx, ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
             let dev: DeviceId = self.id.cast();
-            for p in all::<Port>(tx).await?.into_iter().filter(|p| p.device_id == dev) {
+            for p in mentioning::<Port>(tx, dev.uuid()).await?.into_iter().filter(|p| p.device_id == dev) {
                 delete_with_rules(tx, ctx, &p).await?;
             }
-            for rt in all::<Route>(tx).await?.into_iter().filter(|r| r.router_id == self.id) {
+            for rt in mentioning::<Route>(tx, self.id.uuid()).await?.into_iter().filter(|r| r.router_id == self.id) {
                 tx.delete(&rt.store_key());
             }
             Ok(())

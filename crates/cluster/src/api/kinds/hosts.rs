@@ -5,7 +5,7 @@ use midonet_model::topology::Stored;
 use midonet_model::*;
 use serde_json::{Map, Value};
 
-use super::{all, delete_under, link, state_ids, Desc, Env, Fut, NO_CREATE};
+use super::{delete_under, link, mentioning, state_ids, Desc, Env, Fut, NO_CREATE};
 use crate::api::ctx::Ctx;
 use crate::db::{self, Tx};
 use crate::error::ApiError;
@@ -50,14 +50,14 @@ kind! {
                     self.id
                 )));
             }
-            for mut p in all::<Port>(tx).await? {
+            for mut p in mentioning::<Port>(tx, self.id.uuid()).await? {
                 if p.host_id == Some(self.id) {
                     p.host_id = None;
                     p.interface_name = None;
                     tx.put(&p.store_key(), &p);
                 }
             }
-            for m in all::<TunnelZoneHost>(tx).await? {
+            for m in mentioning::<TunnelZoneHost>(tx, self.id.uuid()).await? {
                 if m.host_id == self.id {
                     tx.delete(&m.store_key());
                 }

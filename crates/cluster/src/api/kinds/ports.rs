@@ -8,7 +8,7 @@ use midonet_model::*;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{all, key_of, link, link_opt, state_ids, Desc, Env, Fut, GET_DELETE, NO_CREATE};
+use super::{key_of, link, link_opt, mentioning, state_ids, Desc, Env, Fut, GET_DELETE, NO_CREATE};
 use crate::api::ctx::Ctx;
 use crate::db::{self, Tx};
 use crate::error::ApiError;
@@ -138,7 +138,7 @@ kind! {
                 let moved = (self.port_address, self.network_address, self.network_length)
                     != (old.port_address, old.network_address, old.network_length);
                 if moved {
-                    for rt in all::<Route>(tx).await? {
+                    for rt in mentioning::<Route>(tx, self.id.uuid()).await? {
                         if rt.next_hop_port == Some(self.id) && is_system_route(&rt) {
                             tx.delete(&rt.store_key());
                         }
