@@ -357,6 +357,16 @@ fn scenarios() -> Vec<Sc> {
                 assert_eq!(r.decision, Decision::Consumed);
                 assert_eq!(r.state_writes, vec![StateWrite::RouterArp { router: w.r, ip: "192.0.2.1".parse().expect("ip"), mac: mac(GW) }]);
             }},
+        Sc { name: "router_arp_reply_known_written_again", setup: |w| { w.state.router_arp.insert((w.r, "192.0.2.1".parse().expect("ip")), mac(GW)); }, ingress: up,
+            pkt: "eth.src=02:00:00:00:09:09,eth.dst=02:00:00:00:01:03,arp.op=reply,arp.sha=02:00:00:00:09:09,arp.spa=192.0.2.1,arp.tha=02:00:00:00:01:03,arp.tpa=192.0.2.2",
+            check: |w, r| {
+                // A reply answers someone's question: written even when known here.
+                assert_eq!(r.decision, Decision::Consumed);
+                assert_eq!(r.state_writes, vec![StateWrite::RouterArp { router: w.r, ip: "192.0.2.1".parse().expect("ip"), mac: mac(GW) }]);
+            }},
+        Sc { name: "router_garp_known_not_written", setup: |w| { w.state.router_arp.insert((w.r, "192.0.2.1".parse().expect("ip")), mac(GW)); }, ingress: up,
+            pkt: "eth.src=02:00:00:00:09:09,eth.dst=ff:ff:ff:ff:ff:ff,arp.op=request,arp.sha=02:00:00:00:09:09,arp.spa=192.0.2.1,arp.tpa=192.0.2.1",
+            check: |_, r| { assert_eq!(r.decision, Decision::Consumed); assert!(r.state_writes.is_empty()); } },
         Sc { name: "router_arp_spoof_outside_subnet_ignored", setup: none, ingress: up,
             pkt: "eth.src=02:00:00:00:09:09,eth.dst=02:00:00:00:01:03,arp.op=reply,arp.sha=02:00:00:00:09:09,arp.spa=8.8.8.8,arp.tha=02:00:00:00:01:03,arp.tpa=192.0.2.2",
             check: |_, r| { dropped(r, DropReason::ArpNotForUs); assert!(r.state_writes.is_empty()); } },
