@@ -382,6 +382,11 @@ pub fn process(
     }
     let mut resolved: Vec<(RouterId, Ipv4Addr)> = Vec::new();
     if !r.state_writes.is_empty() {
+        // An ARP entry known here already, but someone asked: without the
+        // cluster, the asker may have lost the entry this host published
+        // (the cluster dropped it with this host's session), and nothing
+        // else would tell it again.
+        let cut_off = sh.metrics.cluster_connected.get() == 0;
         let mut learned = Vec::new();
         let mut again = Vec::new();
         let mut st = sh.state.write();
@@ -391,25 +396,18 @@ pub fn process(
                 if let StateWrite::RouterArp { router, ip, .. } = *wr {
                     resolved.push((router, ip));
                 }
-            } else if matches!(wr, StateWrite::RouterArp { .. }) {
+            } else if cut_off && matches!(wr, StateWrite::RouterArp { .. }) {
                 again.push(*wr);
             }
         }
         drop(st);
-        // Known here already, but someone asked: without the cluster, the
-        // asker may have lost the entry this host published (the cluster
-        // dropped it with this host's session), and nothing else would
-        // tell it again.
-        let cut_off = sh.metrics.cluster_connected.get() == 0;
-        if !learned.is_empty() || (cut_off && !again.is_empty()) {
-            // To the peers directly and to the cluster (flowstate::learned).
-            let mut share = learned.clone();
-            if cut_off {
-                share.extend(again);
-            }
+        if !learned.is_empty() || !again.is_empty() {
+            // To the peers directly (flowstate::learned) ...
+            let share: Vec<StateWrite> = learned.iter().chain(&again).copied().collect();
             crate::flowstate::learned::share(sh, view, &share);
         }
         if !learned.is_empty() {
+            // ... and what is new here to the cluster.
             for wr in &learned {
                 let _ = sh.commands.send(publish(wr));
             }

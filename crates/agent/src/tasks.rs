@@ -534,14 +534,7 @@ impl Core {
             self.health_tick();
         }
         for (router, ip) in applied.arp_learned {
-            let view = self.shared.view.load_full();
-            let at = handler::WaitKey::Arp(router, ip);
-            let pkts = handler::release_parked(&self.shared, &view, &mut self.worker, &at);
-            for g in pkts {
-                if let Err(e) = self.dp.execute(g.frame, g.actions) {
-                    tracing::warn!(error = %e, "could not send a released packet");
-                }
-            }
+            self.release(handler::WaitKey::Arp(router, ip));
         }
         if snapshot {
             // When the agent has its view of a full snapshot, and how long
@@ -571,13 +564,17 @@ impl Core {
             let st = self.shared.state.read();
             waits.into_iter().filter(|at| st.router_arp.contains_key(at)).collect()
         };
-        let view = self.shared.view.load_full();
         for (router, ip) in known {
-            let at = handler::WaitKey::Arp(router, ip);
-            for g in handler::release_parked(&self.shared, &view, &mut self.worker, &at) {
-                if let Err(e) = self.dp.execute(g.frame, g.actions) {
-                    tracing::warn!(error = %e, "could not send a released packet");
-                }
+            self.release(handler::WaitKey::Arp(router, ip));
+        }
+    }
+
+    /// Re-simulates the packets parked on `at` and sends them.
+    fn release(&mut self, at: handler::WaitKey) {
+        let view = self.shared.view.load_full();
+        for g in handler::release_parked(&self.shared, &view, &mut self.worker, &at) {
+            if let Err(e) = self.dp.execute(g.frame, g.actions) {
+                tracing::warn!(error = %e, waited_for = ?at, "could not send a released packet");
             }
         }
     }
@@ -597,13 +594,7 @@ impl Core {
         drop(fs);
         tracing::debug!(?block, granted, "SNAT block answer");
         self.invalidate(vec![Tag::snat_block(&block)]);
-        let view = self.shared.view.load_full();
-        let at = handler::WaitKey::Block(block);
-        for g in handler::release_parked(&self.shared, &view, &mut self.worker, &at) {
-            if let Err(e) = self.dp.execute(g.frame, g.actions) {
-                tracing::warn!(error = %e, "could not send a packet that waited for a SNAT block");
-            }
-        }
+        self.release(handler::WaitKey::Block(block));
     }
 
     fn on_interfaces(&mut self, list: Vec<Interface>) {
