@@ -71,6 +71,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 export RUST_BACKTRACE=1
+# A CI checkout is built once from clean: incremental compilation only costs
+# disk there, and it is the mode in which rustc has left link errors
+# (undefined symbols between codegen units) in this workspace's history.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Tests start etcd servers, clusters and agents; two at a time fits 2 cores.
 jobs="${MIDONET_TEST_JOBS:-2}"
 
@@ -79,7 +83,15 @@ cargo fmt --all --check
 (cd fuzz && cargo fmt --check)
 
 log "build"
-cargo build --workspace --all-targets
+if ! cargo build --workspace --all-targets; then
+  # A second try re-runs only what failed: a compile error fails again at
+  # once, while a link killed by the machine (memory, disk) gets its chance.
+  # What the machine had is printed for the record either way.
+  log "build failed; machine state, then one more try"
+  df -h . /tmp || true
+  free -m || true
+  cargo build --workspace --all-targets -j 1
+fi
 # The system tests run the daemons as processes. This build made them, so
 # they use these binaries instead of each running `cargo build -p <bin>`,
 # whose feature set is not the workspace's (midonet_testkit::bins).

@@ -99,6 +99,9 @@ struct Tally {
     longest_gap: Duration,
 }
 
+/// The longest time without an acknowledged write that the test accepts.
+const MAX_GAP: Duration = Duration::from_secs(10);
+
 /// Creates bridges until `stop`, each through the replica that last
 /// answered, moving to the other on any failure.
 fn writer(urls: Vec<String>, stop: Arc<AtomicBool>, tally: Arc<Mutex<Tally>>) {
@@ -160,6 +163,15 @@ fn writes_survive_a_replica_and_etcd_members_being_killed() {
     };
     let acked = || tally.lock().expect("tally").acked.len();
     let pause = |d: u64| std::thread::sleep(Duration::from_millis(d));
+    // Whether a write is acknowledged past `before` within the gap this
+    // test allows (a loaded machine may need longer than the pauses).
+    let goes_on = |before: usize| {
+        let deadline = Instant::now() + MAX_GAP;
+        while acked() <= before && Instant::now() < deadline {
+            pause(50);
+        }
+        acked() > before
+    };
 
     pause(1500);
     let before = acked();
@@ -167,14 +179,14 @@ fn writes_survive_a_replica_and_etcd_members_being_killed() {
     pause(1500);
     r0.start();
     pause(1000);
-    assert!(acked() > before, "writes went on through the other replica");
+    assert!(goes_on(before), "writes went on through the other replica");
     for m in [0, 1] {
         let before = acked();
         etcd.kill(m);
         pause(2000);
         etcd.restart(m).expect("etcd member back");
         pause(1000);
-        assert!(acked() > before, "writes went on with etcd member {m} down and back");
+        assert!(goes_on(before), "writes went on with etcd member {m} down and back");
     }
     stop.store(true, Ordering::Relaxed);
     w.join().expect("writer");
@@ -210,5 +222,5 @@ fn writes_survive_a_replica_and_etcd_members_being_killed() {
     println!("MEASURE faults: lost acknowledged writes {}", lost.len());
     assert!(lost.is_empty(), "acknowledged but missing: {lost:?}");
     assert!(t.acked.len() > 20, "the writer got through: {}", t.acked.len());
-    assert!(t.longest_gap < Duration::from_secs(10), "longest gap {:?}", t.longest_gap);
+    assert!(t.longest_gap < MAX_GAP, "longest gap {:?}", t.longest_gap);
 }
