@@ -32,9 +32,9 @@
 //! * What an agent sends is checked by the pure functions of
 //!   [`crate::agent_input`] before anything is written; a bad field is
 //!   `INVALID_ARGUMENT` naming it.
-//! * At most [`SNAPSHOT_READS`] snapshots are read from the store at once;
-//!   other subscribers wait their turn (a reconnect storm is then served
-//!   in turn instead of timing out all together).
+//! * A reconnect storm reads the store once, not once per agent: snapshots
+//!   are shared by everyone who asks at about the same time and streamed a
+//!   chunk at a time ([`snapshots`]).
 //! * Snapshots go out in chunks of at most [`SNAPSHOT_CHUNK_BYTES`] of keys
 //!   and values, all at one revision (`more` on all but the last), so no
 //!   message comes near the transport limit ([`MAX_MESSAGE_BYTES`], set
@@ -61,27 +61,22 @@ use futures::StreamExt;
 use midonet_model::{HostId, HostInterface, ObjectKind};
 use midonet_proto::pb::{self, subscribe_response::Event};
 use midonet_proto::{keys, Liveness, TopologyServer, TopologyService, KEY_ROOT};
-use midonet_store::{KeyValue, LeaseId, Store, StoreError, Txn, TxnOp, WatchEvent};
+use midonet_store::{LeaseId, Store, StoreError, Txn, TxnOp, WatchEvent};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 pub use crate::agent_input::DEFAULT_SESSION_TTL_SECS;
 use crate::agent_input::{self, StateWrite};
 use crate::host_credentials::Checker;
 use crate::lb_checker;
+use snapshots::{Out, Snapshots};
+pub use snapshots::{SubscribeStream, SNAPSHOT_CHUNK_BYTES};
+
+mod snapshots;
+
 /// Messages buffered per subscriber before the watch waits for it.
 const SUBSCRIBER_BUFFER: usize = 256;
-/// Keys and values per snapshot chunk (one key larger than this goes alone).
-pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 pub use midonet_proto::MAX_MESSAGE_BYTES;
-/// Whole-topology reads for snapshots at once; more subscribers wait their
-/// turn. Every snapshot is a range of the whole keyspace: when hundreds of
-/// agents (re)connect together, unbounded ranges all time out on the store
-/// and their retries keep it saturated, so nobody syncs (bench/scale.sh:
-/// 200 agents on a 6.3 MiB topology, docs/PERFORMANCE.md "Scale").
-pub const SNAPSHOT_READS: usize = 4;
-
 /// How the service decides who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AgentAuth {
@@ -114,8 +109,8 @@ pub struct TopologyServiceImpl {
     auth: AgentAuth,
     checker: Arc<Checker>,
     refused: crate::metrics::Refused,
-    /// Snapshot reads in flight (see [`SNAPSHOT_READS`]).
-    snapshot_reads: Arc<tokio::sync::Semaphore>,
+    /// Whole-topology snapshots, shared by subscribers that ask at once.
+    snapshots: Arc<Snapshots>,
 }
 
 impl TopologyServiceImpl {
@@ -126,12 +121,12 @@ impl TopologyServiceImpl {
         opts: &ServeOptions,
     ) -> Self {
         TopologyServiceImpl {
+            snapshots: Arc::new(Snapshots::new(store.clone(), snapshots::REUSE_FOR)),
             store,
             stopping,
             auth: opts.auth,
             checker: Arc::new(Checker::default()),
             refused: opts.refused.clone(),
-            snapshot_reads: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_READS)),
         }
     }
 }
@@ -204,68 +199,47 @@ fn status(e: StoreError) -> Status {
     }
 }
 
-fn is_streamed(key: &str) -> bool {
-    midonet_proto::is_state_key(key) || ObjectKind::parse_key(key).is_some()
-}
-
-fn kv_pb(kv: KeyValue) -> Option<pb::KeyValue> {
-    let key = String::from_utf8(kv.key).ok()?;
-    is_streamed(&key).then_some(pb::KeyValue {
-        key,
-        value: kv.value,
-        mod_revision: kv.mod_revision,
-    })
-}
-
 fn change_pb(ev: WatchEvent) -> Option<pb::Change> {
     let (key, value, deleted) = match ev {
         WatchEvent::Put { kv, .. } => (kv.key, kv.value, false),
         WatchEvent::Delete { key, .. } => (key, Vec::new(), true),
     };
     let key = String::from_utf8(key).ok()?;
-    is_streamed(&key).then_some(pb::Change { key, value, deleted })
+    snapshots::is_streamed(&key).then_some(pb::Change { key, value, deleted })
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("plain structs always serialize")
 }
 
-/// Splits a snapshot into chunks of at most `limit` bytes of keys and
-/// values (a larger single key goes alone); always at least one chunk, and
-/// `more` on all but the last.
-fn snapshot_chunks(revision: i64, kvs: Vec<pb::KeyValue>, limit: usize) -> Vec<pb::Snapshot> {
-    let mut out = Vec::new();
-    let mut cur = Vec::new();
-    let mut size = 0usize;
-    for kv in kvs {
-        let n = kv.key.len() + kv.value.len() + 16;
-        if !cur.is_empty() && size + n > limit {
-            out.push(pb::Snapshot { revision, kvs: std::mem::take(&mut cur), more: true });
-            size = 0;
-        }
-        size += n;
-        cur.push(kv);
-    }
-    out.push(pb::Snapshot { revision, kvs: cur, more: false });
-    out
-}
-
 /// Why a subscription task stopped.
 enum Feed {
     /// The subscriber went away.
     Closed,
-    /// Start over with a snapshot.
-    Resync,
+    /// Start over with a snapshot at `compact_revision` or later.
+    Resync { compact_revision: i64 },
 }
 
 impl TopologyServiceImpl {
     /// Streams a subscription into `tx` until the subscriber leaves or the
     /// store fails.
-    async fn feed(self, mut from: i64, tx: mpsc::Sender<Result<pb::SubscribeResponse, Status>>) {
+    async fn feed(self, mut from: i64, tx: mpsc::Sender<Out>) {
         let send = |ev: Event| {
             let tx = tx.clone();
-            async move { tx.send(Ok(pb::SubscribeResponse { event: Some(ev) })).await.is_ok() }
+            async move {
+                let m = Ok(pb::SubscribeResponse { event: Some(ev) });
+                tx.send(Out::Message(m)).await.is_ok()
+            }
         };
+        let fail = |e: StoreError| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(Out::Message(Err(status(e)))).await;
+            }
+        };
+        // The snapshot taken next must be at least this recent (past a
+        // compaction the watch reported).
+        let mut min = 0;
         loop {
             if from > 0 {
                 // A revision past the store's head cannot be resumed: the
@@ -278,47 +252,35 @@ impl TopologyServiceImpl {
                         from = 0;
                     }
                     Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(status(e))).await;
-                        return;
-                    }
+                    Err(e) => return fail(e).await,
                 }
             }
             if from <= 0 {
-                // Held until the snapshot is queued to this subscriber.
-                let Ok(_turn) = self.snapshot_reads.acquire().await else { return };
                 if tx.is_closed() {
                     // Gone while waiting (a retry replaced it): no read.
                     return;
                 }
-                let snap = match self.store.range(KEY_ROOT.as_bytes()).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(status(e))).await;
-                        return;
-                    }
+                let snap = match self.snapshots.get(min).await {
+                    Ok(s) => s,
+                    Err(e) => return fail(e).await,
                 };
-                let revision = snap.revision;
-                let kvs: Vec<pb::KeyValue> = snap.kvs.into_iter().filter_map(kv_pb).collect();
-                for chunk in snapshot_chunks(revision, kvs, SNAPSHOT_CHUNK_BYTES) {
-                    if !send(Event::Snapshot(chunk)).await {
-                        return;
-                    }
+                from = snap.revision + 1;
+                if tx.send(Out::Snapshot(snap)).await.is_err() {
+                    return;
                 }
-                from = revision + 1;
             }
             match self.watch_from(from, &tx).await {
                 Feed::Closed => return,
-                Feed::Resync => from = 0,
+                Feed::Resync { compact_revision } => {
+                    from = 0;
+                    min = compact_revision;
+                }
             }
         }
     }
 
-    async fn watch_from(
-        &self,
-        from: i64,
-        tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
-    ) -> Feed {
+    async fn watch_from(&self, from: i64, tx: &mpsc::Sender<Out>) -> Feed {
+        let send = |m: Result<pb::SubscribeResponse, Status>| tx.send(Out::Message(m));
         let mut stopping = self.stopping.clone();
         if *stopping.borrow() {
             return Feed::Closed;
@@ -326,7 +288,7 @@ impl TopologyServiceImpl {
         let mut watch = match self.store.watch(KEY_ROOT.as_bytes(), from).await {
             Ok(w) => w,
             Err(e) => {
-                let _ = tx.send(Err(status(e))).await;
+                let _ = send(Err(status(e))).await;
                 return Feed::Closed;
             }
         };
@@ -334,7 +296,7 @@ impl TopologyServiceImpl {
             tokio::select! {
                 _ = tx.closed() => return Feed::Closed,
                 _ = stopping.changed() => {
-                    let _ = tx.send(Err(Status::unavailable("cluster shutting down"))).await;
+                    let _ = send(Err(Status::unavailable("cluster shutting down"))).await;
                     return Feed::Closed;
                 }
                 item = watch.next() => match item {
@@ -344,24 +306,24 @@ impl TopologyServiceImpl {
                             continue;
                         }
                         let ev = Event::Delta(pb::Delta { revision: batch.revision, changes });
-                        if tx.send(Ok(pb::SubscribeResponse { event: Some(ev) })).await.is_err() {
+                        if send(Ok(pb::SubscribeResponse { event: Some(ev) })).await.is_err() {
                             return Feed::Closed;
                         }
                     }
                     Some(Err(StoreError::Compacted { compact_revision })) => {
                         tracing::info!(from, compact_revision, "subscriber behind compaction: resync");
                         let ev = Event::Resync(pb::ResyncNeeded { compact_revision });
-                        if tx.send(Ok(pb::SubscribeResponse { event: Some(ev) })).await.is_err() {
+                        if send(Ok(pb::SubscribeResponse { event: Some(ev) })).await.is_err() {
                             return Feed::Closed;
                         }
-                        return Feed::Resync;
+                        return Feed::Resync { compact_revision };
                     }
                     Some(Err(e)) => {
-                        let _ = tx.send(Err(status(e))).await;
+                        let _ = send(Err(status(e))).await;
                         return Feed::Closed;
                     }
                     None => {
-                        let _ = tx.send(Err(Status::unavailable("store watch ended"))).await;
+                        let _ = send(Err(Status::unavailable("store watch ended"))).await;
                         return Feed::Closed;
                     }
                 },
@@ -397,8 +359,6 @@ impl TopologyServiceImpl {
         Ok(ops)
     }
 }
-
-type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>;
 
 /// Refusal reasons (the `reason` label).
 mod why {
@@ -553,7 +513,7 @@ impl TopologyService for TopologyServiceImpl {
         tracing::debug!(host = %req.host_id, from = req.from_revision, "subscribe");
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
         tokio::spawn(self.clone().feed(req.from_revision, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(SubscribeStream::new(rx)))
     }
 
     async fn register_host(
@@ -928,31 +888,6 @@ mod tests {
         };
         assert!(d.changes[0].deleted);
         assert_eq!(d.changes[0].key, b1.store_key());
-    }
-
-    #[test]
-    fn snapshots_split_into_bounded_chunks_and_the_last_says_so() {
-        let kv = |i: usize| pb::KeyValue {
-            key: format!("/midonet/v1/bridges/{i}"),
-            value: vec![b'x'; 100],
-            mod_revision: 1,
-        };
-        let chunks = snapshot_chunks(9, (0..100).map(kv).collect(), 1_000);
-        assert!(chunks.len() > 10, "{}", chunks.len());
-        assert!(chunks.iter().all(|c| c.revision == 9));
-        assert!(chunks.iter().all(|c| c
-            .kvs
-            .iter()
-            .map(|k| k.key.len() + k.value.len() + 16)
-            .sum::<usize>()
-            <= 1_000));
-        assert_eq!(chunks.iter().filter(|c| !c.more).count(), 1);
-        assert!(!chunks.last().expect("some").more);
-        assert_eq!(chunks.iter().map(|c| c.kvs.len()).sum::<usize>(), 100, "nothing lost");
-        let empty = snapshot_chunks(3, Vec::new(), 1_000);
-        assert_eq!((empty.len(), empty[0].more), (1, false), "an empty store is one chunk");
-        let big = snapshot_chunks(3, vec![pb::KeyValue { value: vec![0; 5_000], ..kv(0) }], 1_000);
-        assert_eq!(big.len(), 1, "a key larger than the limit goes alone");
     }
 
     #[tokio::test]
