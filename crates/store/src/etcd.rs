@@ -131,6 +131,27 @@ fn etcd_txn(txn: &Txn) -> ec::Txn {
 
 /// Maps an etcd error. `lease` names the lease the request referred to, for
 /// [`StoreError::LeaseNotFound`].
+/// Whether `e` is a connection refused before the request was sent (so
+/// sending it again cannot apply it twice).
+fn never_sent(e: &ec::Error) -> bool {
+    // etcd_client's error does not chain its causes: start at the cause.
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = match e {
+        ec::Error::GRpcStatus(s) => Some(s),
+        ec::Error::TransportError(t) => Some(t),
+        ec::Error::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
 fn map_err(e: ec::Error, lease: Option<LeaseId>) -> StoreError {
     let lease = lease.unwrap_or(LeaseId(0));
     match e {
@@ -218,6 +239,32 @@ impl EtcdStore {
             .map_err(|_| StoreError::Unavailable(Box::new(Timeout(self.timeout))))?
             .map_err(|e| map_err(e, lease))
     }
+
+    /// [`Self::call`] for a request made afresh by `make`, sent again while
+    /// it is refused before it reaches any member ([`never_sent`]), within
+    /// the same timeout. The client spreads requests over the members: with
+    /// one member down, a third of them would otherwise fail for as long as
+    /// it stays down (seen with `midonet sandbox up --ha`), although the
+    /// other two members serve.
+    async fn call_again<T, F, Fut>(&self, lease: Option<LeaseId>, mut make: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, ec::Error>>,
+    {
+        const PAUSE: Duration = Duration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, make()).await {
+                Err(_) => return Err(StoreError::Unavailable(Box::new(Timeout(self.timeout)))),
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if never_sent(&e) && tokio::time::Instant::now() + PAUSE < deadline => {
+                    tracing::debug!(error = %e, "etcd member refused the connection; sending again");
+                    tokio::time::sleep(PAUSE).await;
+                }
+                Ok(Err(e)) => return Err(map_err(e, lease)),
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -228,8 +275,13 @@ impl Store for EtcdStore {
             TxnOp::Put { lease, .. } => *lease,
             _ => None,
         });
-        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let resp = self.call(lease, kv.txn(etcd_txn(&txn))).await?;
+        let resp = self
+            .call_again(lease, || {
+                let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+                let t = etcd_txn(&txn);
+                async move { kv.txn(t).await }
+            })
+            .await?;
         let succeeded = resp.succeeded();
         let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
         let branch = if succeeded { &txn.success } else { &txn.failure };
@@ -273,8 +325,14 @@ impl Store for EtcdStore {
             .with_range(end)
             .with_prev_key()
             .with_start_revision(from_revision);
-        let mut wc = self.client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let mut stream = self.call(None, wc.watch(key, Some(options))).await?;
+        let mut stream = self
+            .call_again(None, || {
+                let mut wc =
+                    self.client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+                let (key, options) = (key.clone(), options.clone());
+                async move { wc.watch(key, Some(options)).await }
+            })
+            .await?;
         // Wait until etcd has registered the watch (see module docs).
         let created = self.call(None, stream.message()).await?;
         let mut state = EtcdWatch { stream, pending: VecDeque::new(), end: None, finished: false };
@@ -313,12 +371,16 @@ impl Store for EtcdStore {
                 "lease ttl {ttl_secs}s is not positive"
             )));
         }
-        let mut lc = self.client.lease_client();
         // etcd's own ids are a member prefix plus a counter: ask for a
         // random one instead (see the embedded store).
         let id = (rand::random::<u64>() >> 2) as i64 + 1;
         let opts = etcd_client::LeaseGrantOptions::new().with_id(id);
-        let resp = self.call(None, lc.grant(ttl_secs, Some(opts))).await?;
+        let resp = self
+            .call_again(None, || {
+                let (mut lc, opts) = (self.client.lease_client(), opts.clone());
+                async move { lc.grant(ttl_secs, Some(opts)).await }
+            })
+            .await?;
         if !resp.error().is_empty() {
             return Err(StoreError::backend(format!("etcd lease grant: {}", resp.error())));
         }
@@ -326,10 +388,14 @@ impl Store for EtcdStore {
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<i64> {
-        let mut lc = self.client.lease_client();
         // Opening the keep-alive stream already sends one refresh and fails
         // if the lease is gone; one more exchange reads the granted TTL.
-        let (mut keeper, mut responses) = self.call(Some(lease), lc.keep_alive(lease.0)).await?;
+        let (mut keeper, mut responses) = self
+            .call_again(Some(lease), || {
+                let mut lc = self.client.lease_client();
+                async move { lc.keep_alive(lease.0).await }
+            })
+            .await?;
         self.call(Some(lease), keeper.keep_alive()).await?;
         match self.call(Some(lease), responses.message()).await? {
             Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
@@ -339,15 +405,21 @@ impl Store for EtcdStore {
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
-        let mut lc = self.client.lease_client();
-        self.call(Some(lease), lc.revoke(lease.0)).await?;
+        self.call_again(Some(lease), || {
+            let mut lc = self.client.lease_client();
+            async move { lc.revoke(lease.0).await }
+        })
+        .await?;
         Ok(())
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        let mut kv = self.client.kv_client();
-        let resp =
-            self.call(None, kv.get(vec![0], Some(ec::GetOptions::new().with_count_only()))).await?;
+        let resp = self
+            .call_again(None, || {
+                let mut kv = self.client.kv_client();
+                async move { kv.get(vec![0], Some(ec::GetOptions::new().with_count_only())).await }
+            })
+            .await?;
         resp.header()
             .map(|h| h.revision())
             .ok_or_else(|| StoreError::backend("etcd response without header"))
