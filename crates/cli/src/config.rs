@@ -6,6 +6,7 @@
 //! | setting  | flag         | environment        | config key | default                                 |
 //! |----------|--------------|--------------------|------------|-----------------------------------------|
 //! | endpoint | `--url`      | `MIDONET_URL`      | `url`      | `http://127.0.0.1:8181/midonet-api`     |
+//! | CA       | `--ca`       | `MIDONET_CA`       | `ca`       | none (the built-in public roots)        |
 //! | user     | `--user`     | `MIDONET_USER`     | `user`     | none (no login)                         |
 //! | password | `--password` | `MIDONET_PASSWORD` | `password` | none                                    |
 //! | project  | `--project`  | `MIDONET_PROJECT`  | `project`  | none (no `X-Auth-Project` header)       |
@@ -16,8 +17,13 @@
 //! `$XDG_CONFIG_HOME/midonet/cli.toml`, else `~/.config/midonet/cli.toml`; a
 //! missing default file is fine, a missing explicit one is an error. Example:
 //!
+//! The endpoint may name several cluster replicas, separated by commas: a
+//! request that cannot connect to one goes to the next (`midonet_client`).
+//! The CA is a PEM file trusted (alone) for `https` endpoints.
+//!
 //! ```toml
-//! url = "http://10.0.0.2:8181/midonet-api"
+//! url = "https://10.0.0.2:8181/midonet-api,https://10.0.0.3:8181/midonet-api"
+//! ca = "/etc/midonet/ca.pem"
 //! user = "admin"
 //! password = "secret"
 //! project = "admin"
@@ -46,6 +52,7 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8181/midonet-api";
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub url: Option<String>,
+    pub ca: Option<PathBuf>,
     pub user: Option<String>,
     pub password: Option<String>,
     pub project: Option<String>,
@@ -57,6 +64,7 @@ pub struct FileConfig {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub url: String,
+    pub ca: Option<PathBuf>,
     pub auth: Auth,
     pub output: Output,
     /// The file that was read, if any (named in error hints).
@@ -69,6 +77,17 @@ pub fn default_path() -> Option<PathBuf> {
         return Some(PathBuf::from(x).join("midonet/cli.toml"));
     }
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/midonet/cli.toml"))
+}
+
+impl Settings {
+    /// The API client these settings describe.
+    pub fn client(&self) -> anyhow::Result<midonet_client::Client> {
+        let client = midonet_client::Client::new(&self.url, self.auth.clone());
+        match &self.ca {
+            Some(ca) => Ok(client.with_ca(ca)?),
+            None => Ok(client),
+        }
+    }
 }
 
 /// Reads a config file.
@@ -131,6 +150,7 @@ fn merge(
     };
     Ok(Settings {
         url,
+        ca: g.ca.clone().or(file.ca),
         auth,
         output: g.output.or(file.output).unwrap_or(Output::Table),
         config_file,

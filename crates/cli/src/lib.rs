@@ -41,7 +41,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{ArgMatches, Args, FromArgMatches as _, ValueEnum};
-use midonet_client::{Auth, Client, ClientError};
+use midonet_client::{Auth, ClientError};
 use serde::Deserialize;
 
 pub use config::{Settings, DEFAULT_URL};
@@ -65,9 +65,15 @@ pub enum Output {
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalOpts {
-    /// API base URL [default: http://127.0.0.1:8181/midonet-api]
+    /// API base URL, or several replicas' separated by commas (tried in
+    /// turn when one cannot be reached) [default:
+    /// http://127.0.0.1:8181/midonet-api]
     #[arg(long, env = "MIDONET_URL", global = true)]
     pub url: Option<String>,
+    /// CA certificate(s) (PEM) to trust for https URLs, instead of the
+    /// built-in public roots
+    #[arg(long, env = "MIDONET_CA", global = true)]
+    pub ca: Option<PathBuf>,
     /// User to log in as (HTTP Basic at {url}/login)
     #[arg(long, env = "MIDONET_USER", global = true)]
     pub user: Option<String>,
@@ -126,10 +132,11 @@ impl Cli {
                  midonet port create --router r1 --port-address 10.0.0.1 --network 10.0.0.0/24\n  \
                  midonet rule create --chain web --type accept --nw-proto tcp --tp-dst 80:81\n  \
                  midonet -o json bridge list\n\n\
-                 Settings: flags, then environment (MIDONET_URL, MIDONET_USER, MIDONET_PASSWORD,\n  \
-                 MIDONET_PROJECT, MIDONET_TOKEN, MIDONET_OUTPUT), then the config file\n  \
-                 (--config, default ~/.config/midonet/cli.toml; keys: url, user, password,\n  \
-                 project, token, output). Default URL: http://127.0.0.1:8181/midonet-api",
+                 Settings: flags, then environment (MIDONET_URL, MIDONET_CA, MIDONET_USER,\n  \
+                 MIDONET_PASSWORD, MIDONET_PROJECT, MIDONET_TOKEN, MIDONET_OUTPUT), then the config\n  \
+                 file (--config, default ~/.config/midonet/cli.toml; keys: url, ca, user, password,\n  \
+                 project, token, output). Default URL: http://127.0.0.1:8181/midonet-api\n  \
+                 Several replicas: --url http://a:8181/midonet-api,http://b:8181/midonet-api",
             );
         cmd = GlobalOpts::augment_args(cmd)
             .about("Manage a MidoNet virtual network through its REST API");
@@ -227,7 +234,7 @@ pub fn run_with_output(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         _ => {}
     }
     let settings = config::resolve(&cli.global)?;
-    let client = Client::new(&settings.url, settings.auth.clone());
+    let client = settings.client()?;
     let result = match cli.cmd {
         Cmd::Trace(args) => trace::run(args, &client, settings.output),
         Cmd::Resource(spec, m) => {

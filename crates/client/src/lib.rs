@@ -25,6 +25,18 @@
 //!   in `midonet-model`.
 //! * **Update is PUT of the whole object**, as MidoNet expects: callers GET,
 //!   change fields, PUT back.
+//! * **Several replicas.** `base` may list several cluster replicas'
+//!   base URLs, separated by commas. A request that cannot connect (refused,
+//!   unreachable, no such host: it never reached a server, so even a POST
+//!   is safe to send again) goes to the next replica, with its URL moved
+//!   onto that replica's base; the replica that answered is used from then
+//!   on. Tokens are valid on every replica, so nobody logs in again.
+//!   A failure after connecting (a reset or timeout mid-request) moves on
+//!   too for requests that may be repeated (GET, PUT, DELETE, and login);
+//!   for a POST it is returned, since the replica may have applied it.
+//!   Likewise a 503 (the replica's store unavailable: an etcd member gone,
+//!   an election) is retried on the next replica, with pauses, for up to
+//!   [`UNAVAILABLE_PATIENCE`], except for a POST.
 //! * **Errors keep the server's JSON** (`{"message","code","field"?}`), so a
 //!   user sees `400 Bad Request: field `portAddress`: ...` rather than a bare
 //!   status line.
@@ -34,7 +46,9 @@
 //! break whenever the server adds a field).
 
 use std::fmt;
-use std::sync::Mutex;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -165,6 +179,9 @@ pub enum ClientError {
     /// OS error several times.
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
+    /// A CA file given for TLS cannot be used.
+    #[error("CA certificates {path}: {what}")]
+    Tls { path: String, what: String },
     /// Any other transport-level failure (reset, timeout, TLS, bad URL).
     #[error("{method} {url} failed")]
     Transport {
@@ -224,10 +241,17 @@ struct Reply {
     text: String,
 }
 
+/// How long a request that may be repeated is retried while replicas
+/// answer 503 (their store unavailable): longer than an etcd election.
+const UNAVAILABLE_PATIENCE: Duration = Duration::from_secs(10);
+
 /// A blocking MidoNet REST client. Cheap to share by reference; interior
 /// state (token, cached root) sits behind mutexes.
 pub struct Client {
-    base: String,
+    /// The replicas' base URLs, without trailing slash; `current` indexes
+    /// the one that answered last.
+    bases: Vec<String>,
+    current: AtomicUsize,
     auth: Auth,
     agent: ureq::Agent,
     token: Mutex<Option<String>>,
@@ -237,7 +261,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.base)
+            .field("bases", &self.bases)
             .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
@@ -245,32 +269,78 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// A client for the API at `base_url` (e.g.
-    /// `http://127.0.0.1:8181/midonet-api`). Does no I/O: login and discovery
-    /// happen on the first request.
+    /// `http://127.0.0.1:8181/midonet-api`), or at any of several replicas
+    /// given as base URLs separated by commas. Does no I/O: login and
+    /// discovery happen on the first request.
     pub fn new(base_url: &str, auth: Auth) -> Client {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            // MidoNet never answers API calls with 3xx; following one would
-            // silently turn a POST into a GET.
-            .redirects(0)
-            .build();
         let token = match &auth {
             Auth::Token(t) => Some(t.clone()),
             _ => None,
         };
+        let mut bases: Vec<String> = base_url
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_owned())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if bases.is_empty() {
+            bases.push(String::new());
+        }
         Client {
-            base: base_url.trim_end_matches('/').to_owned(),
+            bases,
+            current: AtomicUsize::new(0),
             auth,
-            agent,
+            agent: Self::agent(None),
             token: Mutex::new(token),
             root: Mutex::new(None),
         }
     }
 
-    /// The base URL, without trailing slash.
+    /// The same client trusting exactly the CA certificates in `ca_pem`
+    /// (PEM) for `https` URLs, instead of the built-in public roots.
+    pub fn with_ca(mut self, ca_pem: &Path) -> Result<Client> {
+        use rustls::pki_types::pem::PemObject;
+        let bad = |what: String| ClientError::Tls { path: ca_pem.display().to_string(), what };
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca_pem)
+            .map_err(|e| bad(e.to_string()))?;
+        for c in certs {
+            roots.add(c.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no certificate in it".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        self.agent = Self::agent(Some(Arc::new(tls)));
+        Ok(self)
+    }
+
+    fn agent(tls: Option<Arc<rustls::ClientConfig>>) -> ureq::Agent {
+        let mut b = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            // MidoNet never answers API calls with 3xx; following one would
+            // silently turn a POST into a GET.
+            .redirects(0);
+        if let Some(tls) = tls {
+            b = b.tls_config(tls);
+        }
+        b.build()
+    }
+
+    /// The base URL in use (the replica that answered last), without
+    /// trailing slash.
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.bases[self.current.load(Ordering::Relaxed)]
+    }
+
+    /// Every replica's base URL, in the order given.
+    pub fn base_urls(&self) -> &[String] {
+        &self.bases
     }
 
     /// The configured authentication.
@@ -295,9 +365,9 @@ impl Client {
         if path_or_uri.starts_with("http://") || path_or_uri.starts_with("https://") {
             path_or_uri.to_owned()
         } else if path_or_uri.is_empty() {
-            self.base.clone()
+            self.base_url().to_owned()
         } else {
-            format!("{}/{}", self.base, path_or_uri.trim_start_matches('/'))
+            format!("{}/{}", self.base_url(), path_or_uri.trim_start_matches('/'))
         }
     }
 
@@ -307,17 +377,19 @@ impl Client {
         let Auth::Password { user, password, project } = &self.auth else {
             return Ok(());
         };
-        let url = format!("{}/login", self.base);
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        let mut req = self
-            .agent
-            .post(&url)
-            .set("Authorization", &format!("Basic {basic}"))
-            .set("Content-Type", "application/json");
-        if let Some(p) = project {
-            req = req.set("X-Auth-Project", p);
-        }
-        let reply = self.finish("POST", &url, req.send_string("{}"))?;
+        let login = |url: &str| {
+            let mut req = self
+                .agent
+                .post(url)
+                .set("Authorization", &format!("Basic {basic}"))
+                .set("Content-Type", "application/json");
+            if let Some(p) = project {
+                req = req.set("X-Auth-Project", p);
+            }
+            self.finish("POST", url, req.send_string("{}"))
+        };
+        let (url, reply) = self.failover(&format!("{}/login", self.base_url()), true, login)?;
         if reply.status >= 300 {
             return Err(ClientError::Login {
                 user: user.clone(),
@@ -342,31 +414,102 @@ impl Client {
         if matches!(self.auth, Auth::Password { .. }) && self.token().is_none() {
             self.login()?;
         }
-        let reply = self.send_once(method, url, body)?;
+        let mut url = url.to_owned();
+        let mut reply = self.send_once(method, &url, body)?;
+        // A replica whose store is unavailable (an etcd member gone, an
+        // election under way) answers 503: a request that may be repeated
+        // goes to the next replica, with growing pauses, for a while.
+        let mut pause = Duration::from_millis(100);
+        let mut waited = Duration::ZERO;
+        while reply.status == 503 && method != "POST" && waited < UNAVAILABLE_PATIENCE {
+            std::thread::sleep(pause);
+            waited += pause;
+            pause = (pause * 2).min(Duration::from_secs(1));
+            if let Some(next) = self.next_replica(&url) {
+                url = next;
+            }
+            reply = self.send_once(method, &url, body)?;
+        }
         if reply.status == 401 && matches!(self.auth, Auth::Password { .. }) {
             // The token may have expired (or the server restarted): log in
             // again and retry once, like midonetclient does.
             self.login()?;
-            return self.send_once(method, url, body);
+            return self.send_once(method, &url, body);
         }
         Ok(reply)
     }
 
+    /// `url` moved onto the replica after the one in use, which becomes the
+    /// one in use; `None` with one replica or a URL on none of them.
+    fn next_replica(&self, url: &str) -> Option<String> {
+        let n = self.bases.len();
+        let on = (0..n).find(|&i| on_base(url, &self.bases[i])).filter(|_| n > 1)?;
+        let next = (self.current.load(Ordering::Relaxed) + 1) % n;
+        self.current.store(next, Ordering::Relaxed);
+        Some(format!("{}{}", self.bases[next], &url[self.bases[on].len()..]))
+    }
+
     fn send_once(&self, method: &'static str, url: &str, body: Option<&Value>) -> Result<Reply> {
-        let mut req = self.agent.request(method, url);
-        if let Some(t) = self.token() {
-            req = req.set("X-Auth-Token", &t);
+        let send = |url: &str| {
+            let mut req = self.agent.request(method, url);
+            if let Some(t) = self.token() {
+                req = req.set("X-Auth-Token", &t);
+            }
+            req = if self.bases.iter().any(|b| b == url) {
+                req.set("Accept", APPLICATION_MEDIA_TYPE)
+            } else {
+                req.set("Accept", "application/json")
+            };
+            let result = match body {
+                Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
+                None => req.call(),
+            };
+            self.finish(method, url, result)
+        };
+        let repeatable = method != "POST";
+        self.failover(url, repeatable, send).map(|(_, reply)| reply)
+    }
+
+    /// Calls `attempt` with `url`, and while it cannot connect (or, if
+    /// `repeatable`, fails in transport at all), with `url` moved onto each
+    /// other replica's base in turn (see the module docs). Returns the URL
+    /// that answered with the answer.
+    fn failover<T>(
+        &self,
+        url: &str,
+        repeatable: bool,
+        attempt: impl Fn(&str) -> Result<T>,
+    ) -> Result<(String, T)> {
+        let n = self.bases.len();
+        // Which replica `url` is on; a URL on none of them is tried alone.
+        let Some(on) = (0..n).find(|&i| on_base(url, &self.bases[i])) else {
+            return attempt(url).map(|r| (url.to_owned(), r));
+        };
+        let mut refused = Vec::new();
+        for k in 0..n {
+            let i = (on + k) % n;
+            let here = format!("{}{}", self.bases[i], &url[self.bases[on].len()..]);
+            match attempt(&here) {
+                Err(ClientError::Connect { reason, .. }) => refused.push((i, reason)),
+                Err(ClientError::Transport { source, .. }) if repeatable && k + 1 < n => {
+                    refused.push((i, innermost(&*source)));
+                }
+                Ok(r) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok((here, r));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        req = if url == self.base {
-            req.set("Accept", APPLICATION_MEDIA_TYPE)
-        } else {
-            req.set("Accept", "application/json")
+        let reason = match refused.as_slice() {
+            [(_, only)] => only.clone(),
+            all => all
+                .iter()
+                .map(|(i, r)| format!("{}: {r}", self.bases[*i]))
+                .collect::<Vec<_>>()
+                .join("; "),
         };
-        let result = match body {
-            Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
-            None => req.call(),
-        };
-        self.finish(method, url, result)
+        Err(ClientError::Connect { url: self.bases.join(", "), reason })
     }
 
     fn finish(
@@ -381,7 +524,7 @@ impl Client {
             Err(ureq::Error::Transport(t)) => {
                 return Err(match t.kind() {
                     ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => {
-                        ClientError::Connect { url: self.base.clone(), reason: innermost(&t) }
+                        ClientError::Connect { url: url.to_owned(), reason: innermost(&t) }
                     }
                     _ => {
                         ClientError::Transport { method, url: url.to_owned(), source: Box::new(t) }
@@ -435,7 +578,7 @@ impl Client {
         if let Some(r) = self.root.lock().expect("root mutex poisoned").as_ref() {
             return Ok(r.clone());
         }
-        let root = self.get(&self.base.clone())?;
+        let root = self.get(self.base_url())?;
         *self.root.lock().expect("root mutex poisoned") = Some(root.clone());
         Ok(root)
     }
@@ -562,6 +705,14 @@ fn token_from_login(set_cookie: &[String], body: &str) -> Option<String> {
         }
     }
     serde_json::from_str::<Value>(body).ok()?.get("key")?.as_str().map(str::to_owned)
+}
+
+/// Whether `url` is `base` or under it.
+fn on_base(url: &str, base: &str) -> bool {
+    !base.is_empty()
+        && url
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
 }
 
 /// Text of the innermost cause of an error.

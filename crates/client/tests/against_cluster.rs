@@ -103,3 +103,39 @@ fn server_error_body_is_kept() {
     assert!(api.body.is_some());
     assert!(err.to_string().starts_with("400 Bad Request: field `portAddress`"), "{err}");
 }
+
+/// A base URL on which nothing listens (the port was bound, then freed).
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/midonet-api")
+}
+
+#[test]
+fn a_replica_that_refuses_is_passed_over_and_nothing_is_sent_twice() {
+    let c = TestCluster::start("memory:", true);
+    let dead = dead_url();
+    let auth = admin(&c).auth().clone();
+    let client = Client::new(&format!("{dead}, {}/", c.url()), auth);
+    assert_eq!(client.base_urls(), [dead.clone(), c.url()]);
+    assert_eq!(client.base_url(), dead, "the first replica until one fails");
+
+    // Login and the POST are refused by the first replica and answered by
+    // the second, which is then used.
+    let br = client.create("bridges", &json!({"name": "once", "tenantId": "t"})).expect("create");
+    assert_eq!(client.base_url(), c.url());
+    // A link on the dead replica is moved onto the live one.
+    let id = br["id"].as_str().expect("id");
+    let on_dead = format!("{dead}/bridges/{id}");
+    assert_eq!(client.get(&on_dead).expect("moved to the live replica")["name"], "once");
+    assert_eq!(client.list("bridges").expect("list").len(), 1, "created exactly once");
+
+    // Nobody answers: one error naming every replica tried.
+    let nobody = Client::new(&format!("{dead},{}", dead_url()), Auth::None);
+    let err = nobody.list("bridges").expect_err("no replica");
+    assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+    let text = err.to_string();
+    assert_eq!(text.matches(dead.as_str()).count(), 2, "in the list and with its reason: {text}");
+    assert!(text.contains("refused"), "{text}");
+}

@@ -108,6 +108,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "traceroute" => "traceroute",
         "socat" => "socat",
         "jq" => "jq",
+        "etcd" => "etcd-server",
         _ => "unknown: see scripts/test.sh",
     }
 }

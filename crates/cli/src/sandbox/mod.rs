@@ -2,7 +2,7 @@
 //! demonstrating, testing and benchmarking.
 //!
 //! ```text
-//! midonet sandbox up [--hosts N] [--vms-per-host M] [--prefix P] [--state-dir D]
+//! midonet sandbox up [--hosts N] [--vms-per-host M] [--prefix P] [--state-dir D] [--ha]
 //! midonet sandbox status [--state-dir D]
 //! midonet sandbox down [--state-dir D] [--prefix P]
 //! ```
@@ -20,6 +20,10 @@
 //! 3. **Cluster**: `midonet-cluster --no-auth` on an embedded store in `D`,
 //!    REST on `--api` (127.0.0.1:8181), topology service (gRPC) on the
 //!    management address so agents in the host namespaces reach it.
+//!    With `--ha`: three `etcd` members on loopback ([`etcd`]) and three
+//!    replicas on them, replica `i` on the `--api` and `--grpc-port` ports
+//!    plus `i`; agents are given every replica, and the recorded API URL
+//!    lists all three (`midonet --url` fails over among them).
 //! 4. **Agents**: one per host, `ip netns exec P-hN midonet-agent …`, with
 //!    a host id written beforehand (so the sandbox knows which id is which
 //!    namespace), logs and PIDs in `D` ([`procs`]).
@@ -37,6 +41,7 @@
 //! The sandbox never kills by name: only PIDs it recorded (and whatever is
 //! still inside its own namespaces when they are deleted).
 
+pub mod etcd;
 pub mod layout;
 pub mod net;
 pub mod procs;
@@ -125,6 +130,15 @@ pub struct UpArgs {
     /// of the MidoNet API
     #[arg(long)]
     pub neutron: bool,
+    /// No single point of failure: 3 etcd members (needs `etcd`: apt-get
+    /// install etcd-server) and 3 cluster replicas instead of one cluster on
+    /// an embedded store; replica i serves on the --api and --grpc-port ports + i
+    #[arg(long)]
+    pub ha: bool,
+    /// With --ha: the etcd members' first client port P (clients on P..P+2,
+    /// peers on P+10..P+12, loopback)
+    #[arg(long, default_value_t = 23790)]
+    pub etcd_port: u16,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -251,19 +265,19 @@ pub fn up(a: &UpArgs) -> Result<SandboxState> {
     }
     clear_state_dir(&dir)?;
 
-    let api_url = format!("http://{}/midonet-api", a.api);
-    let grpc_addr = SocketAddr::from((l.mgmt_ip(), a.grpc_port));
+    let (api, grpc) = replica_addrs(a, l.mgmt_ip())?;
+    let join = |v: Vec<String>| v.join(",");
     let mut st = SandboxState {
         prefix: l.prefix.clone(),
-        api_url: api_url.clone(),
-        grpc_addr: grpc_addr.to_string(),
+        api_url: join(api.iter().map(|x| format!("http://{x}/midonet-api")).collect()),
+        grpc_addr: join(grpc.iter().map(ToString::to_string).collect()),
         started: now_unix(),
         underlay_mtu: a.underlay_mtu,
         phase: "starting".into(),
         ..Default::default()
     };
     st.save(&dir)?;
-    let result = build(a, &l, &dir, &cluster_bin, &agent_bin, &mut st);
+    let result = build(a, &l, &dir, &cluster_bin, &agent_bin, &mut st, (&api, &grpc));
     match result {
         Ok(()) => {
             st.phase = if st.checks.iter().all(|c| c.ok) { "up" } else { "degraded" }.into();
@@ -282,6 +296,20 @@ pub fn up(a: &UpArgs) -> Result<SandboxState> {
     }
 }
 
+/// The REST and gRPC addresses of each cluster replica: one, or with `--ha`
+/// [`etcd::MEMBERS`] on consecutive ports.
+fn replica_addrs(a: &UpArgs, mgmt: Ipv4Addr) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+    let n = if a.ha { etcd::MEMBERS } else { 1 };
+    let (Some(_), Some(_)) = (a.api.port().checked_add(n - 1), a.grpc_port.checked_add(n - 1))
+    else {
+        bail!("--api and --grpc-port need {n} consecutive ports");
+    };
+    Ok((
+        (0..n).map(|i| SocketAddr::new(a.api.ip(), a.api.port() + i)).collect(),
+        (0..n).map(|i| SocketAddr::from((mgmt, a.grpc_port + i))).collect(),
+    ))
+}
+
 /// Removes what a previous run wrote into the state directory (store,
 /// logs, configs, host ids) and nothing else: `--state-dir` may point at a
 /// directory that holds other files.
@@ -295,6 +323,8 @@ fn clear_state_dir(dir: &Path) -> Result<()> {
             }
             // Left in place if something else is in it.
             let _ = fs::remove_dir(&path);
+        } else if path.is_dir() && is_etcd_dir(&name) {
+            fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
         } else if path.is_dir() && name == "pki" {
             for f in ["ca.pem", "server.pem", "server.key"] {
                 let _ = fs::remove_file(path.join(f));
@@ -311,10 +341,23 @@ fn is_host_dir(name: &str) -> bool {
     name.strip_prefix('h').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+fn is_etcd_dir(name: &str) -> bool {
+    name.strip_prefix("etcd-m")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn is_state_file(name: &str) -> bool {
+    let numbered = |prefix: &str, ext: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|n| n.strip_suffix(ext))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
     matches!(name, "store.redb" | "cluster.toml" | "cluster.log" | state::STATE_FILE)
         || name == format!(".{}.tmp", state::STATE_FILE)
         || (name.starts_with("agent-h") && name.ends_with(".log"))
+        || numbered("cluster-", ".toml")
+        || numbered("cluster-", ".log")
+        || numbered("etcd-m", ".log")
 }
 
 fn build(
@@ -324,27 +367,56 @@ fn build(
     cluster_bin: &Path,
     agent_bin: &Path,
     st: &mut SandboxState,
+    replicas: (&[SocketAddr], &[SocketAddr]),
 ) -> Result<()> {
     let opts = NetOpts { underlay_mtu: a.underlay_mtu, vm_mtu: a.vm_mtu, vm_gso_max: a.vm_gso_max };
     let timeout = Duration::from_secs(a.timeout);
     eprintln!("sandbox: underlay and {} host namespaces", l.hosts);
     net::build_underlay(l, &opts)?;
 
-    eprintln!("sandbox: starting the cluster (agents over TLS, with host credentials)");
-    let grpc_ip = st.grpc_addr.rsplit_once(':').map_or(st.grpc_addr.as_str(), |(ip, _)| ip);
-    let pki = midonet_proto::tls::generate(&[grpc_ip.to_owned()])
+    let store = if a.ha {
+        let bin = etcd::binary()?;
+        let members = etcd::members(dir, a.etcd_port)?;
+        eprintln!("sandbox: starting {} etcd members", members.len());
+        for m in &members {
+            let args = etcd::args(m, &members, &format!("{}-sandbox", l.prefix));
+            let log = dir.join(format!("etcd-{}.log", m.name));
+            let rec = procs::spawn_daemon(&format!("etcd-{}", m.name), &bin, &args, None, &log)?;
+            st.processes.push(rec);
+            st.save(dir)?;
+        }
+        let started = st.processes.clone();
+        etcd::wait_healthy(&members, timeout, || started.iter().try_for_each(still_running))?;
+        etcd::store_url(&members)
+    } else {
+        format!("embedded:{}", dir.join("store.redb").display())
+    };
+
+    let (api, grpc) = replicas;
+    eprintln!(
+        "sandbox: starting {} (agents over TLS, with host credentials)",
+        if a.ha { format!("{} cluster replicas", api.len()) } else { "the cluster".into() }
+    );
+    let pki = midonet_proto::tls::generate(&[l.mgmt_ip().to_string()])
         .and_then(|p| p.write(&dir.join("pki")))
         .context("making the sandbox's certificates")?;
-    let cfg_file = dir.join("cluster.toml");
-    fs::write(&cfg_file, cluster_config(a, st, &dir.join("store.redb"), &pki))?;
-    let cluster_args: Vec<String> =
-        vec!["--config".into(), cfg_file.display().to_string(), "--no-auth".into()];
-    let cluster =
-        procs::spawn_daemon("cluster", cluster_bin, &cluster_args, None, &dir.join("cluster.log"))?;
-    st.processes.push(cluster.clone());
-    st.save(dir)?;
+    let mut clusters = Vec::new();
+    for (i, (api, grpc)) in api.iter().zip(grpc).enumerate() {
+        let name = if a.ha { format!("cluster-{i}") } else { "cluster".to_owned() };
+        let cfg_file = dir.join(format!("{name}.toml"));
+        fs::write(&cfg_file, cluster_config(*api, *grpc, &store, &pki))?;
+        let args: Vec<String> =
+            vec!["--config".into(), cfg_file.display().to_string(), "--no-auth".into()];
+        let rec =
+            procs::spawn_daemon(&name, cluster_bin, &args, None, &dir.join(format!("{name}.log")))?;
+        st.processes.push(rec.clone());
+        st.save(dir)?;
+        clusters.push((format!("http://{api}/midonet-api"), rec));
+    }
+    for (url, rec) in &clusters {
+        topology::wait_api(&Client::new(url, Auth::None), timeout, || still_running(rec))?;
+    }
     let client = Client::new(&st.api_url, Auth::None);
-    topology::wait_api(&client, timeout, || still_running(&cluster))?;
 
     eprintln!("sandbox: starting {} agents", l.hosts);
     for h in 0..l.hosts {
@@ -402,24 +474,21 @@ fn build(
     Ok(())
 }
 
-/// The cluster's configuration file (`midonet_cluster::config`): REST for
-/// the user on `--api`, the topology service on the management address for
-/// the agents, over TLS with the sandbox's own certificate, asking each
-/// agent for its host credential; user auth off. The Neutron API is served
-/// at `/neutron` on the REST address only (no listener of its own that
-/// could collide with a real Neutron on this machine).
+/// A cluster replica's configuration file (`midonet_cluster::config`):
+/// REST for the user on `api`, the topology service on the management
+/// address for the agents, over TLS with the sandbox's own certificate,
+/// asking each agent for its host credential; user auth off. The Neutron
+/// API is served at `/neutron` on the REST address only (no listener of its
+/// own that could collide with a real Neutron on this machine).
 fn cluster_config(
-    a: &UpArgs,
-    st: &SandboxState,
-    store: &Path,
+    api: SocketAddr,
+    grpc: SocketAddr,
+    store: &str,
     pki: &midonet_proto::tls::PkiFiles,
 ) -> String {
     format!(
-        "listen = \"{}\"\nstore = \"embedded:{}\"\ngrpc_listen = \"{}\"\nneutron_listen = \"\"\n\n\
+        "listen = \"{api}\"\nstore = \"{store}\"\ngrpc_listen = \"{grpc}\"\nneutron_listen = \"\"\n\n\
          [agents]\ncredentials = true\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[auth]\nenabled = false\n",
-        a.api,
-        store.display(),
-        st.grpc_addr,
         pki.cert.display(),
         pki.key.display()
     )
@@ -445,9 +514,10 @@ fn agent_args(
     ca: &Path,
     ns: &str,
 ) -> Result<Vec<String>> {
+    let cluster: Vec<String> = st.grpc_addr.split(',').map(|a| format!("\"{a}\"")).collect();
     let cfg = format!(
-        "cluster = [\"{}\"]\nhost_id_file = \"{}\"\ncredential_file = \"{}\"\ncluster_ca = \"{}\"\nhost_name = \"{ns}\"\n",
-        st.grpc_addr,
+        "cluster = [{}]\nhost_id_file = \"{}\"\ncredential_file = \"{}\"\ncluster_ca = \"{}\"\nhost_name = \"{ns}\"\n",
+        cluster.join(", "),
         id_file.display(),
         credential.display(),
         ca.display()
@@ -543,6 +613,13 @@ fn print_summary(st: &SandboxState, dir: &Path) {
         st.checks.len()
     );
     println!("API {} (no auth); state, logs and store in {}\n", st.api_url, dir.display());
+
+    let mut t = table();
+    t.set_header(["control plane", "pid", "log"]);
+    for p in st.processes.iter().filter(|p| !p.name.starts_with("agent-")) {
+        t.add_row([p.name.clone(), p.pid.to_string(), p.log.clone()]);
+    }
+    println!("{t}");
 
     let mut t = table();
     t.set_header(["host (netns)", "host id", "underlay ip", "agent pid", "log"]);
@@ -706,8 +783,9 @@ mod tests {
             cert: "/s/pki/server.pem".into(),
             key: "/s/pki/server.key".into(),
         };
+        let grpc: SocketAddr = st.grpc_addr.parse().expect("addr");
         let c: toml::Value =
-            toml::from_str(&cluster_config(&a, &st, Path::new("/s/store.redb"), &pki))
+            toml::from_str(&cluster_config(a.api, grpc, "embedded:/s/store.redb", &pki))
                 .expect("toml");
         assert_eq!(c["agents"]["credentials"].as_bool(), Some(true));
         assert_eq!(c["tls"]["cert"].as_str(), Some("/s/pki/server.pem"));
@@ -729,13 +807,35 @@ mod tests {
         assert_eq!(c["host_name"].as_str(), Some("mns-h0"));
         assert_eq!(c["cluster_ca"].as_str(), Some("/s/pki/ca.pem"));
         assert_eq!(c["credential_file"].as_str(), Some(cred.to_str().expect("utf-8")));
+
+        // With --ha: every replica, on consecutive ports.
+        let ha = Wrap::try_parse_from(["x", "up", "--ha"]).expect("parses");
+        let SandboxCmd::Up(ha) = ha.s.cmd else { panic!("not up") };
+        let (api, grpc) = replica_addrs(&ha, Ipv4Addr::new(198, 18, 64, 254)).expect("addrs");
+        assert_eq!(api.iter().map(|x| x.port()).collect::<Vec<_>>(), [8181, 8182, 8183]);
+        assert_eq!(grpc[2].to_string(), "198.18.64.254:8184");
+        let st = SandboxState { grpc_addr: "10.0.0.1:1,10.0.0.1:2".into(), ..Default::default() };
+        let args = agent_args(&st, dir.path(), &dir.path().join("host_id"), &cred, &pki.ca, "h")
+            .expect("agent args");
+        let c: toml::Value =
+            toml::from_str(&fs::read_to_string(&args[1]).expect("read")).expect("toml");
+        assert_eq!(c["cluster"].as_array().map(Vec::len), Some(2));
     }
 
     #[test]
     fn clearing_the_state_dir_keeps_foreign_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        for f in ["store.redb", "cluster.log", "agent-h0.log", "sandbox.json", "notes.txt"] {
+        for f in [
+            "store.redb",
+            "cluster.log",
+            "agent-h0.log",
+            "sandbox.json",
+            "notes.txt",
+            "cluster-1.toml",
+            "etcd-m2.log",
+            "etcd-mx.log",
+        ] {
             fs::write(d.join(f), "x").expect("write");
         }
         fs::create_dir_all(d.join("h0")).expect("h0");
@@ -746,13 +846,14 @@ mod tests {
         fs::create_dir_all(d.join("h1")).expect("h1");
         fs::write(d.join("h1/mine.txt"), "x").expect("write");
         fs::create_dir_all(d.join("home")).expect("home");
+        fs::create_dir_all(d.join("etcd-m0/member")).expect("etcd data");
         clear_state_dir(d).expect("clear");
         let mut left: Vec<String> = fs::read_dir(d)
             .expect("ls")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["h1", "home", "notes.txt"]);
+        assert_eq!(left, ["etcd-mx.log", "h1", "home", "notes.txt"]);
         assert!(d.join("h1/mine.txt").exists());
     }
 
