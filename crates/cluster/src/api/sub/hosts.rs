@@ -233,7 +233,7 @@ fn binding_dto(ctx: &Ctx, p: &Port) -> Value {
 async fn list_bindings(ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
     let mut tx = ctx.tx();
     let h = host_of(&mut tx, &ctx, &id).await?;
-    let ports: Vec<Port> = kinds::all(&mut tx).await?;
+    let ports: Vec<Port> = kinds::mentioning(&mut tx, h.id.uuid()).await?;
     let items = ports
         .iter()
         .filter(|p| p.host_id == Some(h.id) && p.interface_name.is_some())
@@ -281,7 +281,9 @@ async fn bind(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Result<Response,
         if let Some(peer) = p.peer_id {
             return Err(ApiError::conflict(format!("port {pid} is linked to port {peer}; unlink it first")).on("portId"));
         }
-        for other in kinds::all::<Port>(&mut tx).await? {
+        // Only ports that mention the host can be bound to it: found by a
+        // substring search over the raw values, not by decoding every port.
+        for other in kinds::mentioning::<Port>(&mut tx, h.id.uuid()).await? {
             if other.id != p.id && other.host_id == Some(h.id) && other.interface_name.as_deref() == Some(ifname.as_str()) {
                 return Err(ApiError::conflict(format!(
                     "interface {ifname} of host {} is already bound to port {}", h.id, other.id
