@@ -34,7 +34,9 @@
 //!   `INVALID_ARGUMENT` naming it.
 //! * A reconnect storm reads the store once, not once per agent: snapshots
 //!   are shared by everyone who asks at about the same time and streamed a
-//!   chunk at a time ([`snapshots`]).
+//!   chunk at a time ([`snapshots`]); and the deltas after them come from
+//!   one store watch shared by every subscriber ([`fanout`]), a subscriber
+//!   falling back to a watch of its own when it lags or starts too far back.
 //! * Snapshots go out in chunks of at most [`SNAPSHOT_CHUNK_BYTES`] of keys
 //!   and values, all at one revision (`more` on all but the last), so no
 //!   message comes near the transport limit ([`MAX_MESSAGE_BYTES`], set
@@ -69,9 +71,11 @@ pub use crate::agent_input::DEFAULT_SESSION_TTL_SECS;
 use crate::agent_input::{self, StateWrite};
 use crate::host_credentials::Checker;
 use crate::lb_checker;
+use fanout::Fanout;
 use snapshots::{Out, Snapshots};
 pub use snapshots::{SubscribeStream, SNAPSHOT_CHUNK_BYTES};
 
+mod fanout;
 mod snapshots;
 
 /// Messages buffered per subscriber before the watch waits for it.
@@ -111,6 +115,8 @@ pub struct TopologyServiceImpl {
     refused: crate::metrics::Refused,
     /// Whole-topology snapshots, shared by subscribers that ask at once.
     snapshots: Arc<Snapshots>,
+    /// The one store watch whose changes go to every subscriber.
+    fanout: Arc<Fanout>,
 }
 
 impl TopologyServiceImpl {
@@ -122,6 +128,7 @@ impl TopologyServiceImpl {
     ) -> Self {
         TopologyServiceImpl {
             snapshots: Arc::new(Snapshots::new(store.clone(), snapshots::REUSE_FOR)),
+            fanout: Arc::new(Fanout::new(store.clone(), stopping.clone())),
             store,
             stopping,
             auth: opts.auth,
@@ -279,7 +286,56 @@ impl TopologyServiceImpl {
         }
     }
 
+    /// Streams the deltas from revision `from` on: from the shared watch
+    /// ([`fanout`]) while it can give them, else from a watch of its own.
     async fn watch_from(&self, from: i64, tx: &mpsc::Sender<Out>) -> Feed {
+        let send = |m: Result<pb::SubscribeResponse, Status>| tx.send(Out::Message(m));
+        let mut stopping = self.stopping.clone();
+        if *stopping.borrow() {
+            return Feed::Closed;
+        }
+        let Some(fanout::Follow { replay, mut live }) = self.fanout.follow(from).await else {
+            return self.watch_own(from, tx).await;
+        };
+        let delta = |d: &pb::Delta| pb::SubscribeResponse { event: Some(Event::Delta(d.clone())) };
+        // The next revision this subscriber needs.
+        let mut next = from;
+        for d in &replay {
+            if d.revision < next {
+                continue;
+            }
+            if send(Ok(delta(d))).await.is_err() {
+                return Feed::Closed;
+            }
+            next = d.revision + 1;
+        }
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return Feed::Closed,
+                _ = stopping.changed() => {
+                    let _ = send(Err(Status::unavailable("cluster shutting down"))).await;
+                    return Feed::Closed;
+                }
+                d = live.recv() => match d {
+                    Ok(d) if d.revision < next => {}
+                    Ok(d) => {
+                        if send(Ok(delta(&d))).await.is_err() {
+                            return Feed::Closed;
+                        }
+                        next = d.revision + 1;
+                    }
+                    Err(e) => {
+                        // Lagged behind the shared watch, or it ended.
+                        tracing::debug!(next, error = %e, "subscriber leaves the shared watch");
+                        return self.watch_own(next, tx).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Streams the deltas from revision `from` on a store watch of its own.
+    async fn watch_own(&self, from: i64, tx: &mpsc::Sender<Out>) -> Feed {
         let send = |m: Result<pb::SubscribeResponse, Status>| tx.send(Out::Message(m));
         let mut stopping = self.stopping.clone();
         if *stopping.borrow() {
@@ -888,6 +944,32 @@ mod tests {
         };
         assert!(d.changes[0].deleted);
         assert_eq!(d.changes[0].key, b1.store_key());
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_far_behind_the_shared_watch_still_gets_every_revision_in_order() {
+        let (store, mut client, _stop) = start().await;
+        let mut s = client
+            .subscribe(pb::SubscribeRequest { from_revision: 0, host_id: String::new() })
+            .await
+            .expect("subscribe")
+            .into_inner();
+        let Event::Snapshot(snap) = next(&mut s).await else { panic!("snapshot first") };
+        // Not read meanwhile: more changes than the stream, the shared
+        // watch's ring and its broadcast hold together, so the subscriber
+        // lags and goes on from a watch of its own.
+        let n = 4 * fanout::RING + SUBSCRIBER_BUFFER;
+        let mut last = 0;
+        for i in 0..n {
+            let b = bridge(&format!("b{i}"));
+            last = store.put(b.store_key().as_bytes(), &json(&b), None).await.expect("put");
+        }
+        let mut want = snap.revision + 1;
+        while want <= last {
+            let Event::Delta(d) = next(&mut s).await else { panic!("only deltas") };
+            assert_eq!(d.revision, want, "no gap, no repeat");
+            want += 1;
+        }
     }
 
     #[tokio::test]
