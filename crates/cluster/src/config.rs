@@ -234,6 +234,15 @@ impl UserConfig {
 }
 
 impl Config {
+    /// The scheme of the API's own links: `https` when `[api_tls]` is set.
+    pub fn api_scheme(&self) -> &'static str {
+        if self.api_tls.enabled() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Parses a TOML document and checks it.
     pub fn from_toml(text: &str) -> Result<Config, ClusterError> {
         let cfg: Config = toml::from_str(text).map_err(ClusterError::ConfigParse)?;

@@ -226,7 +226,13 @@ impl FromRequestParts<Arc<Cluster>> for Urls {
             .map_or_else(|| cluster.config.listen.to_string(), str::to_string);
         let inner = parts.uri.path();
         let original = parts.extensions.get::<OriginalUri>().map_or(inner, |o| o.0.path());
-        Ok(Urls::from_paths(&host, original, inner))
+        let mut urls = Urls::from_paths(&host, original, inner);
+        if cluster.config.api_tls.enabled() {
+            for u in [&mut urls.identity, &mut urls.network] {
+                *u = u.replacen("http://", "https://", 1);
+            }
+        }
+        Ok(urls)
     }
 }
 

@@ -64,12 +64,18 @@ fn rest_and_neutron_answer_over_https_only() {
         }
     };
     assert_eq!(root.status(), 200);
+    // Its links name the scheme it is served over: clients follow them.
+    let root: serde_json::Value = root.into_json().expect("json");
+    let bridges = root["bridges"].as_str().expect("bridges link");
+    assert!(bridges.starts_with(&format!("https://127.0.0.1:{api}/")), "{bridges}");
     let r = agent
         .post(&format!("https://127.0.0.1:{api}/midonet-api/bridges"))
         .set("Content-Type", "application/json")
         .send_string(r#"{"name":"over-tls"}"#)
         .expect("create over https");
     assert_eq!(r.status(), 201);
+    let location = r.header("Location").unwrap_or_default().to_owned();
+    assert!(location.starts_with("https://"), "Location {location}");
     let nets = agent
         .get(&format!("https://127.0.0.1:{neutron}/v2.0/networks"))
         .call()

@@ -81,7 +81,7 @@ pub fn base_url(cluster: &Cluster, headers: &HeaderMap) -> String {
     let host = header_str(headers, "host")
         .map(str::to_string)
         .unwrap_or_else(|| cluster.config.listen.to_string());
-    format!("http://{host}{API_PREFIX}")
+    format!("{}://{host}{API_PREFIX}", cluster.config.api_scheme())
 }
 
 fn accept_ok(accept: &str) -> bool {

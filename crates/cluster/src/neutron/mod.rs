@@ -99,7 +99,7 @@ impl FromRequestParts<Arc<Cluster>> for NCtx {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .map_or_else(|| cluster.config.listen.to_string(), str::to_string);
-        let base = format!("http://{host}{prefix}");
+        let base = format!("{}://{host}{prefix}", cluster.config.api_scheme());
         let query = parts
             .uri
             .query()
