@@ -87,12 +87,8 @@ impl Hub {
                 }
                 None => break,
             };
-            let changes: Vec<pb::Change> =
-                batch.events.into_iter().filter_map(super::change_pb).collect();
-            if changes.is_empty() {
-                continue;
-            }
-            let delta = Arc::new(pb::Delta { revision: batch.revision, changes });
+            let Some(delta) = super::delta_pb(batch) else { continue };
+            let delta = Arc::new(delta);
             let mut ring = self.ring.lock().expect("ring lock");
             if ring.deltas.len() == RING {
                 if let Some(old) = ring.deltas.pop_front() {

@@ -63,7 +63,7 @@ use futures::StreamExt;
 use midonet_model::{HostId, HostInterface, ObjectKind};
 use midonet_proto::pb::{self, subscribe_response::Event};
 use midonet_proto::{keys, Liveness, TopologyServer, TopologyService, KEY_ROOT};
-use midonet_store::{LeaseId, Store, StoreError, Txn, TxnOp, WatchEvent};
+use midonet_store::{LeaseId, Store, StoreError, Txn, TxnOp, WatchBatch, WatchEvent};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
@@ -81,6 +81,7 @@ mod snapshots;
 /// Messages buffered per subscriber before the watch waits for it.
 const SUBSCRIBER_BUFFER: usize = 256;
 pub use midonet_proto::MAX_MESSAGE_BYTES;
+
 /// How the service decides who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AgentAuth {
@@ -213,6 +214,13 @@ fn change_pb(ev: WatchEvent) -> Option<pb::Change> {
     };
     let key = String::from_utf8(key).ok()?;
     snapshots::is_streamed(&key).then_some(pb::Change { key, value, deleted })
+}
+
+/// A store revision as agents see it; `None` when none of its changes is
+/// streamed (nothing is sent for it).
+fn delta_pb(batch: WatchBatch) -> Option<pb::Delta> {
+    let changes: Vec<pb::Change> = batch.events.into_iter().filter_map(change_pb).collect();
+    (!changes.is_empty()).then_some(pb::Delta { revision: batch.revision, changes })
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -357,11 +365,8 @@ impl TopologyServiceImpl {
                 }
                 item = watch.next() => match item {
                     Some(Ok(batch)) => {
-                        let changes: Vec<pb::Change> = batch.events.into_iter().filter_map(change_pb).collect();
-                        if changes.is_empty() {
-                            continue;
-                        }
-                        let ev = Event::Delta(pb::Delta { revision: batch.revision, changes });
+                        let Some(d) = delta_pb(batch) else { continue };
+                        let ev = Event::Delta(d);
                         if send(Ok(pb::SubscribeResponse { event: Some(ev) })).await.is_err() {
                             return Feed::Closed;
                         }
