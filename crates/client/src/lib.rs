@@ -443,10 +443,20 @@ impl Client {
     /// one in use; `None` with one replica or a URL on none of them.
     fn next_replica(&self, url: &str) -> Option<String> {
         let n = self.bases.len();
-        let on = (0..n).find(|&i| on_base(url, &self.bases[i])).filter(|_| n > 1)?;
+        let on = self.replica_of(url).filter(|_| n > 1)?;
         let next = (self.current.load(Ordering::Relaxed) + 1) % n;
         self.current.store(next, Ordering::Relaxed);
-        Some(format!("{}{}", self.bases[next], &url[self.bases[on].len()..]))
+        Some(self.rebase(url, on, next))
+    }
+
+    /// Which replica `url` is on.
+    fn replica_of(&self, url: &str) -> Option<usize> {
+        self.bases.iter().position(|b| on_base(url, b))
+    }
+
+    /// `url`, which is on replica `from`, moved onto replica `to`.
+    fn rebase(&self, url: &str, from: usize, to: usize) -> String {
+        format!("{}{}", self.bases[to], &url[self.bases[from].len()..])
     }
 
     fn send_once(&self, method: &'static str, url: &str, body: Option<&Value>) -> Result<Reply> {
@@ -481,14 +491,14 @@ impl Client {
         attempt: impl Fn(&str) -> Result<T>,
     ) -> Result<(String, T)> {
         let n = self.bases.len();
-        // Which replica `url` is on; a URL on none of them is tried alone.
-        let Some(on) = (0..n).find(|&i| on_base(url, &self.bases[i])) else {
+        // A URL on none of the replicas is tried alone.
+        let Some(on) = self.replica_of(url) else {
             return attempt(url).map(|r| (url.to_owned(), r));
         };
         let mut refused = Vec::new();
         for k in 0..n {
             let i = (on + k) % n;
-            let here = format!("{}{}", self.bases[i], &url[self.bases[on].len()..]);
+            let here = self.rebase(url, on, i);
             match attempt(&here) {
                 Err(ClientError::Connect { reason, .. }) => refused.push((i, reason)),
                 Err(ClientError::Transport { source, .. }) if repeatable && k + 1 < n => {

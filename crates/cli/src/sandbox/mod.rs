@@ -269,7 +269,7 @@ pub fn up(a: &UpArgs) -> Result<SandboxState> {
     let join = |v: Vec<String>| v.join(",");
     let mut st = SandboxState {
         prefix: l.prefix.clone(),
-        api_url: join(api.iter().map(|x| format!("http://{x}/midonet-api")).collect()),
+        api_url: join(api.iter().map(|x| api_url(*x)).collect()),
         grpc_addr: join(grpc.iter().map(ToString::to_string).collect()),
         started: now_unix(),
         underlay_mtu: a.underlay_mtu,
@@ -294,6 +294,11 @@ pub fn up(a: &UpArgs) -> Result<SandboxState> {
             )))
         }
     }
+}
+
+/// The REST API base URL of a replica serving on `addr`.
+fn api_url(addr: SocketAddr) -> String {
+    format!("http://{addr}/midonet-api")
 }
 
 /// The REST and gRPC addresses of each cluster replica: one, or with `--ha`
@@ -337,27 +342,29 @@ fn clear_state_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn is_host_dir(name: &str) -> bool {
-    name.strip_prefix('h').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn is_etcd_dir(name: &str) -> bool {
-    name.strip_prefix("etcd-m")
+/// Whether `name` is `prefix`, one or more digits, then `suffix`
+/// (`h0`, `etcd-m2`, `cluster-1.log`).
+fn numbered(name: &str, prefix: &str, suffix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|n| n.strip_suffix(suffix))
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+fn is_host_dir(name: &str) -> bool {
+    numbered(name, "h", "")
+}
+
+fn is_etcd_dir(name: &str) -> bool {
+    numbered(name, "etcd-m", "")
+}
+
 fn is_state_file(name: &str) -> bool {
-    let numbered = |prefix: &str, ext: &str| {
-        name.strip_prefix(prefix)
-            .and_then(|n| n.strip_suffix(ext))
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    };
     matches!(name, "store.redb" | "cluster.toml" | "cluster.log" | state::STATE_FILE)
         || name == format!(".{}.tmp", state::STATE_FILE)
         || (name.starts_with("agent-h") && name.ends_with(".log"))
-        || numbered("cluster-", ".toml")
-        || numbered("cluster-", ".log")
-        || numbered("etcd-m", ".log")
+        || numbered(name, "cluster-", ".toml")
+        || numbered(name, "cluster-", ".log")
+        || numbered(name, "etcd-m", ".log")
 }
 
 fn build(
@@ -411,7 +418,7 @@ fn build(
             procs::spawn_daemon(&name, cluster_bin, &args, None, &dir.join(format!("{name}.log")))?;
         st.processes.push(rec.clone());
         st.save(dir)?;
-        clusters.push((format!("http://{api}/midonet-api"), rec));
+        clusters.push((api_url(*api), rec));
     }
     for (url, rec) in &clusters {
         topology::wait_api(&Client::new(url, Auth::None), timeout, || still_running(rec))?;
