@@ -255,7 +255,7 @@ pub fn etcd_or_skip() -> Option<EtcdServer> {
 /// so that `scripts/test.sh` can print what was skipped at the end of a run.
 /// The same format as `midonet_testkit::skip::record` (this crate sits below
 /// the testkit and cannot use it).
-fn record_skip(variable: &str) {
+pub fn record_skip(variable: &str) {
     let test = std::thread::current().name().unwrap_or("etcd test").to_owned();
     if let Some(path) = std::env::var_os("MIDONET_SKIP_REPORT") {
         let line = format!("midonet-store::{test}\t{variable}\n");
