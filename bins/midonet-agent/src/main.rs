@@ -31,6 +31,10 @@ struct Args {
     /// Datapath provider: ebpf | userspace | dummy; overrides the file.
     #[arg(long)]
     datapath: Option<String>,
+    /// Threads that simulate misses (0 = on the datapath's thread);
+    /// overrides the file.
+    #[arg(long, env = "MIDONET_AGENT_MISS_WORKERS")]
+    miss_workers: Option<usize>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -70,6 +74,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(m) = args.metrics_listen {
         cfg.metrics_listen = m;
+    }
+    if let Some(n) = args.miss_workers {
+        cfg.miss_workers = n;
     }
     if let Some(d) = args.datapath {
         cfg.datapath = match d.as_str() {

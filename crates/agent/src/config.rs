@@ -47,6 +47,10 @@
 //! # The same for misses arriving over the tunnel, all peers together.
 //! upcall_rate_tunnel = 20000                                  # default 20000
 //! upcall_burst_tunnel = 4000                                  # default 4000
+//! # Threads that simulate misses (new flows), each a connection at a time
+//! # in arrival order; 0 = simulate on the datapath's own thread.
+//! #                           default: the host's CPUs less one, 1 to 4
+//! miss_workers = 1
 //! # UDP port of flow-state replication (conntrack and NAT state pushed to
 //! # peers before a connection's first packet), on `tunnel_bind`; the same
 //! # on every host. 0 = do not replicate (single-host trials).  default 2925
@@ -103,6 +107,7 @@ pub struct Config {
     pub upcall_burst_per_port: u32,
     pub upcall_rate_tunnel: u32,
     pub upcall_burst_tunnel: u32,
+    pub miss_workers: usize,
     pub flow_state_port: u16,
     pub conntrack_max_entries: usize,
     pub conntrack_refresh_ms: u64,
@@ -129,12 +134,21 @@ impl Default for Config {
             upcall_burst_per_port: UpcallLimits::default().port_burst,
             upcall_rate_tunnel: UpcallLimits::default().tunnel_rate,
             upcall_burst_tunnel: UpcallLimits::default().tunnel_burst,
+            miss_workers: default_miss_workers(),
             flow_state_port: 2925,
             conntrack_max_entries: 1 << 20,
             conntrack_refresh_ms: 5_000,
             flow_state_file: String::new(),
         }
     }
+}
+
+/// Miss workers when the configuration does not say: one thread per CPU
+/// left over by the datapath's own, at least one, at most four (the
+/// simulation shares its tables; past four they mostly wait on each other).
+pub fn default_miss_workers() -> usize {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    cpus.saturating_sub(1).clamp(1, 4)
 }
 
 impl Config {

@@ -1,7 +1,9 @@
 //! The miss handler: simulate, translate, install.
 //!
-//! Runs inline on the datapath thread for every packet that matches no
-//! flow ([`UpcallHandler::on_miss`]):
+//! Runs for every packet that matches no flow ([`UpcallHandler::on_miss`]),
+//! on the datapath's miss workers (one `Handler` each, sharing [`Shared`];
+//! `midonet_datapath::workers`) or inline on its thread with
+//! `miss_workers = 0`:
 //!
 //! ```text
 //!  key, frame, dp port ──> View.ingress[dp port] = vport ──> sim (Snapshot, state tables)
@@ -17,7 +19,8 @@
 //! ```
 //!
 //! The handler never blocks on the agent's other tasks: the view is an
-//! `ArcSwap` load, the state tables a short read lock, and everything it
+//! `ArcSwap` load, the state tables a short read lock, the flow state
+//! (conntrack, NAT) a lock per lookup ([`LockedTables`]), and everything it
 //! asks of others (invalidating flows that a learned entry makes stale,
 //! publishing entries) goes through unbounded channels, because calling
 //! back into the datapath from its own thread would deadlock.
@@ -39,9 +42,10 @@ use midonet_datapath::{
 };
 use midonet_model::{HostId, PortId, RouterId};
 use midonet_sim::{
-    Decision, FlowTablesView, GenTarget, IcmpRateLimiter, MemState, SimAction, SimResult, Snapshot,
-    StateWrite, Tag,
+    ConntrackView, Decision, FlowTablesView, GenTarget, IcmpRateLimiter, MemState, SimAction,
+    SimResult, Snapshot, StateWrite, Tag,
 };
+use midonet_state::{Alloc, ConnKey, NatBinding, NatError, NatKey, NatKind, SnatTarget};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -347,15 +351,12 @@ pub fn process(
 ) -> Outcome {
     let mut out = Outcome::default();
     let now = sim_now(sh);
-    let mut guard = sh.flowstate.lock();
-    let fs = &mut *guard;
     {
         let state = sh.state.read();
-        let tables = FlowTablesView::new(&fs.conn, &mut fs.nat, &mut fs.blocks);
         crate::simulate::run(
             &view.sim,
             &state,
-            &tables,
+            &LockedTables(&sh.flowstate),
             &mut w.icmp,
             key,
             frame,
@@ -367,6 +368,8 @@ pub fn process(
     }
     let r = &mut w.result;
     let mut msg = crate::flowstate::Outgoing::default();
+    let mut guard = sh.flowstate.lock();
+    let fs = &mut *guard;
     let full = fs.apply(r, key.tcp_flags, now, &mut msg, &mut out.invalidate);
     // A SNAT block to claim: once, whoever else waits for it.
     let claim = r.need_block.filter(|b| fs.claim(*b));
@@ -512,6 +515,53 @@ pub fn process(
         out.generated.extend(release_parked(sh, view, w, &WaitKey::Arp(router, ip)));
     }
     out
+}
+
+/// The host's flow state as the simulation sees it, locked for each
+/// question only: simulations on several miss workers run side by side,
+/// and only their lookups and NAT allocations take turns. A connection's
+/// packets are simulated by one worker in order (`midonet_datapath::workers`),
+/// so nothing another worker writes in between can change their answers.
+struct LockedTables<'a>(&'a Mutex<FlowState>);
+
+impl LockedTables<'_> {
+    fn with<R>(&self, f: impl FnOnce(&FlowTablesView<'_>) -> R) -> R {
+        let mut g = self.0.lock();
+        let fs = &mut *g;
+        f(&FlowTablesView::new(&fs.conn, &mut fs.nat, &mut fs.blocks))
+    }
+}
+
+impl ConntrackView for LockedTables<'_> {
+    fn tracked(&self, key: &ConnKey, now: Duration) -> bool {
+        self.with(|t| t.tracked(key, now))
+    }
+    fn nat_binding(&self, key: &NatKey, now: Duration) -> Option<NatBinding> {
+        self.with(|t| t.nat_binding(key, now))
+    }
+    fn nat_reverse(
+        &self,
+        kind: NatKind,
+        ret: &ConnKey,
+        now: Duration,
+    ) -> Option<(NatKey, NatBinding)> {
+        self.with(|t| t.nat_reverse(kind, ret, now))
+    }
+    fn snat_allocate(
+        &self,
+        key: &NatKey,
+        targets: &[SnatTarget],
+        rand: u64,
+        now: Duration,
+    ) -> Alloc {
+        self.with(|t| t.snat_allocate(key, targets, rand, now))
+    }
+    fn nat_bind(&self, key: &NatKey, binding: NatBinding, now: Duration) -> Result<(), NatError> {
+        self.with(|t| t.nat_bind(key, binding, now))
+    }
+    fn nat_unbind(&self, key: &NatKey) {
+        self.with(|t| t.nat_unbind(key))
+    }
 }
 
 /// Logs the connections and bindings a simulation recorded or saw change,

@@ -166,6 +166,9 @@ pub struct Metrics {
     pub dp_flows: Gauge,
     pub dp_drops: Family<ReasonLabels, Counter>,
     pub dp_upcalls: Counter,
+    /// Misses that joined one with the same key being simulated (they are
+    /// executed with its flow, not simulated again).
+    pub dp_misses_joined: Counter,
     pub dp_tunnel_rx_packets: Counter,
     pub dp_tunnel_tx_packets: Counter,
     pub dp_port_upcalls: Family<PortLabels, Counter>,
@@ -205,6 +208,7 @@ impl Metrics {
             dp_flows: Gauge::default(),
             dp_drops: Family::default(),
             dp_upcalls: Counter::default(),
+            dp_misses_joined: Counter::default(),
             dp_tunnel_rx_packets: Counter::default(),
             dp_tunnel_tx_packets: Counter::default(),
             dp_port_upcalls: Family::default(),
@@ -331,6 +335,12 @@ impl Metrics {
                 m.dp_upcalls.clone(),
             );
             r.register(
+                "dp_misses_joined",
+                "Misses that waited for the same flow's simulation on a miss worker instead of \
+                 simulating again",
+                m.dp_misses_joined.clone(),
+            );
+            r.register(
                 "tunnel_rx_packets",
                 "VXLAN packets received",
                 m.dp_tunnel_rx_packets.clone(),
@@ -431,6 +441,7 @@ impl Metrics {
             }
         }
         self.dp_upcalls.inc_by(s.upcalls.saturating_sub(prev.upcalls));
+        self.dp_misses_joined.inc_by(s.workers.joined.saturating_sub(prev.workers.joined));
         self.dp_tunnel_rx_packets
             .inc_by(s.tunnel.rx_packets.saturating_sub(prev.tunnel.rx_packets));
         self.dp_tunnel_tx_packets

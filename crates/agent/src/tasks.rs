@@ -206,8 +206,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         }
         None => None,
     };
-    let handler = Box::new(Handler::new(shared.clone()));
-    let (dp, provider) = start_datapath(&cfg, dp_choice, handler)?;
+    let (dp, provider) = start_datapath(&cfg, dp_choice, &shared)?;
     // The kernel datapath outlives the agent: on stop its vports and
     // flows stay so established traffic keeps flowing into the next agent.
     let keep_datapath = provider == "ebpf";
@@ -281,8 +280,17 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
 fn start_datapath(
     cfg: &Config,
     choice: DpChoice,
-    handler: Box<Handler>,
+    shared: &Arc<Shared>,
 ) -> Result<(Arc<dyn Datapath>, &'static str), AgentError> {
+    let handler = Box::new(Handler::new(shared.clone()));
+    // One handler per miss worker; the inline one stays for when none run.
+    let workers = || -> Vec<Box<dyn midonet_datapath::UpcallHandler>> {
+        (0..cfg.miss_workers)
+            .map(|_| {
+                Box::new(Handler::new(shared.clone())) as Box<dyn midonet_datapath::UpcallHandler>
+            })
+            .collect()
+    };
     let userspace = |handler: Box<Handler>| {
         let ucfg = midonet_datapath::userspace::UserspaceConfig {
             name: "midonet-dp".into(),
@@ -292,9 +300,10 @@ fn start_datapath(
             limits: cfg.upcall_limits(),
             ..Default::default()
         };
-        midonet_datapath::userspace::UserspaceDatapath::start(ucfg, Some(handler))
-            .map(|d| (Arc::new(d) as Arc<dyn Datapath>, "userspace"))
-            .map_err(AgentError::Datapath)
+        let d = midonet_datapath::userspace::UserspaceDatapath::start(ucfg, Some(handler))
+            .map_err(AgentError::Datapath)?;
+        d.set_miss_workers(workers()).map_err(AgentError::Datapath)?;
+        Ok::<_, AgentError>((Arc::new(d) as Arc<dyn Datapath>, "userspace"))
     };
     let (dp, provider) = match (choice, cfg.datapath) {
         (DpChoice::Dummy(d), _) => {
@@ -320,6 +329,7 @@ fn start_datapath(
             match midonet_datapath::ebpf::EbpfDatapath::start(ecfg, None) {
                 Ok(d) => {
                     d.set_handler(Some(handler)).map_err(AgentError::Datapath)?;
+                    d.set_miss_workers(workers()).map_err(AgentError::Datapath)?;
                     if d.adopted() {
                         tracing::info!("ebpf datapath: kept the flows of the previous agent");
                     }
@@ -335,7 +345,7 @@ fn start_datapath(
             }
         }
     };
-    tracing::info!(provider, "datapath provider active");
+    tracing::info!(provider, miss_workers = cfg.miss_workers, "datapath provider active");
     Ok((dp, provider))
 }
 

@@ -15,9 +15,12 @@
 //! * Both providers run the same pipeline ([`pipeline`]): a flow table
 //!   ([`table`]: exact-match cache in front of a tuple-space megaflow
 //!   classifier, tag index, idle expiry) and an action executor.
-//! * On a miss the pipeline calls the agent's [`UpcallHandler`] inline on the
-//!   datapath thread; its [`MissDecision`] may install a megaflow, says what
-//!   to do with this packet, and may emit generated packets.
+//! * On a miss the provider hands the packet to the agent's
+//!   [`UpcallHandler`]: on one of several worker threads, sharded by
+//!   connection ([`workers`]), or inline on the datapath thread when it has
+//!   none; its [`MissDecision`] may install a megaflow, says what to do
+//!   with this packet, and may emit generated packets. The datapath thread
+//!   applies every decision itself.
 //! * Packets arriving over VXLAN whose VNI is bound to a local port (the
 //!   egress port's tunnel key) are output to that port without any lookup or
 //!   simulation: the sender already decided.
@@ -174,12 +177,14 @@ pub mod table;
 pub mod testing;
 pub mod userspace;
 pub mod vxlan;
+pub mod workers;
 
 use std::net::Ipv4Addr;
 
 pub use limit::{UpcallLimiter, UpcallLimits};
 pub use midonet_flow::{Action, Actions, FlowKey, FlowMask, InPort, MacAddr};
 pub use table::{FlowId, Hit, TableConfig, TableStats};
+pub use workers::WorkerStats;
 
 /// A datapath port number (what `Action::Output` names).
 pub type PortNo = u32;
@@ -287,10 +292,12 @@ pub enum DropReason {
     /// A VXLAN datagram whose outer source is not a tunnel peer
     /// ([`Datapath::set_tunnel_peers`]).
     TunnelUnknownSource,
+    /// A miss whose worker's queue was full ([`workers`]).
+    MissBacklog,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Truncated,
         DropReason::Malformed,
         DropReason::TunnelMalformed,
@@ -307,6 +314,7 @@ impl DropReason {
         DropReason::Loop,
         DropReason::UpcallRateLimited,
         DropReason::TunnelUnknownSource,
+        DropReason::MissBacklog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -327,6 +335,7 @@ impl DropReason {
             DropReason::Loop => "loop",
             DropReason::UpcallRateLimited => "upcall_rate_limited",
             DropReason::TunnelUnknownSource => "tunnel_unknown_source",
+            DropReason::MissBacklog => "miss_backlog",
         }
     }
 
@@ -407,6 +416,9 @@ pub struct DpStats {
     /// Receive syscalls that returned packets (packets / batches = the
     /// average batch: near 1 means the datapath waits for every packet).
     pub rx_batches: u64,
+    /// The miss workers ([`workers`]); all zero when misses are handled
+    /// inline.
+    pub workers: WorkerStats,
 }
 
 impl DpStats {

@@ -34,6 +34,7 @@ use midonet_wire::{ipv4, udp, Ipv4Packet, UdpPacket};
 use crate::limit::{UpcallLimiter, UpcallLimits};
 use crate::sys::{Slot, VnetHdr, HEADROOM};
 use crate::table::{FlowSpec, FlowTable, InsertError, TableConfig};
+use crate::workers::{Miss, Workers};
 use crate::{
     DpError, DpStats, DropCounters, DropReason, FlowId, FlowInfo, FlowInstall, MissDecision,
     PortCounters, PortNo, PortStats, UpcallHandler,
@@ -90,6 +91,8 @@ pub struct Core<I: Io> {
     pub tunnel_peers: Option<HashSet<Ipv4Addr>>,
     pub counters: Counters,
     pub handler: Option<Box<dyn UpcallHandler>>,
+    /// Miss workers ([`crate::workers`]); `None`: `handler` runs inline.
+    pub workers: Option<Workers<VnetHdr>>,
     /// Per-port upcall budgets (checked on misses only).
     pub limiter: UpcallLimiter,
     pub io: I,
@@ -106,6 +109,7 @@ struct Ctx<'a, I: Io> {
     io: &'a mut I,
     counters: &'a mut Counters,
     handler: &'a mut Option<Box<dyn UpcallHandler>>,
+    workers: &'a mut Option<Workers<VnetHdr>>,
     limiter: &'a mut UpcallLimiter,
     epoch: Instant,
     keep: &'a mut Vec<Slot>,
@@ -122,6 +126,7 @@ impl<I: Io> Core<I> {
             tunnel_peers: None,
             counters: Counters::default(),
             handler,
+            workers: None,
             limiter: UpcallLimiter::new(UpcallLimits::UNLIMITED),
             io,
             keep: Vec::new(),
@@ -191,6 +196,22 @@ impl<I: Io> Core<I> {
         self.table.insert(key, spec, self.now_ms).map_err(|InsertError::Full| DpError::TableFull)
     }
 
+    /// Remove the flows carrying any of `tags`; returns how many.
+    pub fn invalidate_tags(&mut self, tags: &[u64]) -> usize {
+        if let Some(w) = self.workers.as_mut() {
+            w.invalidated(tags);
+        }
+        self.table.invalidate_tags(tags)
+    }
+
+    /// Remove every flow; returns how many.
+    pub fn flush_flows(&mut self) -> usize {
+        if let Some(w) = self.workers.as_mut() {
+            w.flushed();
+        }
+        self.table.flush()
+    }
+
     /// Remove idle flows; returns how many went.
     pub fn expire(&mut self) -> usize {
         self.tick();
@@ -222,6 +243,7 @@ impl<I: Io> Core<I> {
             table: self.table.stats(),
             upcalls: self.counters.upcalls,
             rx_batches: self.counters.rx_batches,
+            workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),
         }
     }
 
@@ -249,6 +271,7 @@ impl<I: Io> Core<I> {
             io: &mut self.io,
             counters: &mut self.counters,
             handler: &mut self.handler,
+            workers: &mut self.workers,
             limiter: &mut self.limiter,
             epoch: self.epoch,
             keep: &mut self.keep,
@@ -257,6 +280,33 @@ impl<I: Io> Core<I> {
         };
         emit_generated(&mut ctx, frame, actions, MAX_DEPTH);
         self.finish_packet();
+    }
+
+    /// Applies the answers the miss workers have given, in order; returns
+    /// how many.
+    pub fn finish_misses(&mut self) -> usize {
+        let Some(w) = self.workers.as_mut() else { return 0 };
+        let mut done = Vec::new();
+        w.complete(|m, d| done.push((m, d)));
+        for (m, d) in &mut done {
+            let mut slot = Slot::from_frame(&m.frame);
+            slot.vnet = m.meta;
+            let mut ctx = Ctx {
+                io: &mut self.io,
+                counters: &mut self.counters,
+                handler: &mut self.handler,
+                workers: &mut self.workers,
+                limiter: &mut self.limiter,
+                epoch: self.epoch,
+                keep: &mut self.keep,
+                installs: &mut self.installs,
+                stale: &mut self.stale,
+            };
+            apply_decision(&mut ctx, std::mem::take(d), &m.key, &mut slot, m.in_port, m.depth);
+            self.keep.push(slot);
+            self.finish_packet();
+        }
+        done.len()
     }
 
     /// Flush outputs and release generated frames.
@@ -403,6 +453,7 @@ impl<I: Io> Core<I> {
             io: &mut self.io,
             counters: &mut self.counters,
             handler: &mut self.handler,
+            workers: &mut self.workers,
             limiter: &mut self.limiter,
             epoch: self.epoch,
             keep: &mut self.keep,
@@ -434,6 +485,21 @@ impl<I: Io> Core<I> {
                 ctx.counters.upcalls += 1;
                 if let InPort::Port(p) = in_port {
                     ctx.counters.port(p).upcalls += 1;
+                }
+                if let Some(w) = ctx.workers.as_mut() {
+                    let m = Miss {
+                        seq: 0,
+                        key,
+                        frame: slot.frame().to_vec(),
+                        in_port,
+                        reason: None,
+                        depth: 0,
+                        meta: slot.vnet,
+                    };
+                    if !w.submit(m) {
+                        ctx.counters.drop(DropReason::MissBacklog);
+                    }
+                    return;
                 }
                 match ctx.handler.as_mut() {
                     None => ctx.counters.drop(match in_port {
@@ -525,7 +591,20 @@ fn exec<I: Io>(
                     }
                 };
                 ctx.counters.upcalls += 1;
-                if let Some(h) = ctx.handler.as_mut() {
+                if let Some(w) = ctx.workers.as_mut() {
+                    let m = Miss {
+                        seq: 0,
+                        key,
+                        frame: copy.frame().to_vec(),
+                        in_port,
+                        reason: Some(reason),
+                        depth: depth + 1,
+                        meta: copy.vnet,
+                    };
+                    if !w.submit(m) {
+                        ctx.counters.drop(DropReason::MissBacklog);
+                    }
+                } else if let Some(h) = ctx.handler.as_mut() {
                     let d = h.on_userspace(reason, &key, copy.frame(), in_port);
                     apply_decision(ctx, d, &key, &mut copy, in_port, depth + 1);
                     ctx.keep.push(copy);

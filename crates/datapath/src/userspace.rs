@@ -30,6 +30,7 @@ use crate::sys::{
     self, PacketSocket, Poller, RxBatch, Slot, TunnelItem, TunnelSocket, TunnelTxQueue, TxItem,
     TxQueue, Waker, VNET_HDR_LEN,
 };
+use crate::workers::Workers;
 use crate::{
     Actions, Datapath, DpError, DpStats, DropReason, FlowId, FlowInfo, FlowInstall, FlowKey,
     PortNo, TableConfig, UpcallHandler,
@@ -379,6 +380,10 @@ impl State {
                     p => self.receive(RxSource::Port(p as PortNo)),
                 }
             }
+            if self.core.finish_misses() > 0 {
+                self.core.flush();
+                self.activity += 1;
+            }
             if self.activity > 0 {
                 self.activity = 0;
                 last_packet = Instant::now();
@@ -464,6 +469,32 @@ impl UserspaceDatapath {
             .map_err(|_| DpError::Gone)?;
         self.waker.wake();
         rx.recv().map_err(|_| DpError::Gone)
+    }
+
+    /// Simulate misses on one worker thread per handler
+    /// ([`crate::workers`]); an empty list goes back to the inline handler.
+    /// Answers still due from the previous workers are applied first.
+    pub fn set_miss_workers(&self, handlers: Vec<Box<dyn UpcallHandler>>) -> Result<(), DpError> {
+        self.call(move |s| {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while s.core.workers.as_ref().is_some_and(|w| w.pending() > 0)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(1));
+                s.core.finish_misses();
+            }
+            s.core.flush();
+            s.core.workers = None;
+            if handlers.is_empty() {
+                return Ok(());
+            }
+            let wake =
+                s.poller.waker().map_err(|e| DpError::Io { what: "eventfd".into(), source: e })?;
+            let w = Workers::start("midonet-miss", handlers, std::sync::Arc::new(wake))
+                .map_err(|e| DpError::Io { what: "starting the miss workers".into(), source: e })?;
+            s.core.workers = Some(w);
+            Ok(())
+        })?
     }
 
     /// Replace the upcall handler (takes effect before the next batch).
@@ -566,11 +597,11 @@ impl Datapath for UserspaceDatapath {
     }
 
     fn invalidate_tags(&self, tags: Vec<u64>) -> Result<usize, DpError> {
-        self.call(move |s| s.core.table.invalidate_tags(&tags))
+        self.call(move |s| s.core.invalidate_tags(&tags))
     }
 
     fn flush_flows(&self) -> Result<usize, DpError> {
-        self.call(|s| s.core.table.flush())
+        self.call(|s| s.core.flush_flows())
     }
 
     fn execute(&self, frame: Vec<u8>, actions: Actions) -> Result<(), DpError> {

@@ -81,6 +81,7 @@ use self::flows::{Entry, FlowIndex};
 use self::kernel::Kernel;
 use self::loader::{Bpf, Prog};
 use crate::sys::{Poller, VnetHdr, Waker};
+use crate::workers::{Miss, Workers};
 use crate::{
     Datapath, DpError, DpStats, DropCounters, DropReason, FlowId, FlowInfo, FlowInstall,
     MissDecision, PortCounters, PortNo, PortStats, TableConfig, TableStats, UpcallHandler,
@@ -169,6 +170,12 @@ pub struct State {
     k: Kernel,
     flows: FlowIndex,
     handler: Option<Box<dyn UpcallHandler>>,
+    /// Miss workers ([`crate::workers`]); `None`: `handler` runs inline.
+    workers: Option<Workers<VnetHdr>>,
+    /// Wakes this thread's poller (the workers' answers).
+    wake: Option<std::sync::Arc<Waker>>,
+    /// Reused buffer of the workers' answers.
+    answers: Vec<(Miss<VnetHdr>, MissDecision)>,
     inject: sys::InjectSocket,
     ports: Vec<Option<PortEntry>>,
     /// Ports an earlier agent attached, by name, until added again.
@@ -310,6 +317,9 @@ impl State {
             k,
             flows: FlowIndex::default(),
             handler,
+            workers: None,
+            wake: None,
+            answers: Vec::new(),
             inject,
             ports: Vec::new(),
             adopted_ports: HashMap::new(),
@@ -577,10 +587,16 @@ impl State {
     }
 
     fn invalidate_tags(&mut self, tags: &[u64]) -> usize {
+        if let Some(w) = self.workers.as_mut() {
+            w.invalidated(tags);
+        }
         self.flows.tagged(tags).into_iter().filter(|&id| self.remove_flow(id)).count()
     }
 
     fn flush_flows(&mut self) -> usize {
+        if let Some(w) = self.workers.as_mut() {
+            w.flushed();
+        }
         self.flows.ids().into_iter().filter(|&id| self.remove_flow(id)).count()
     }
 
@@ -712,6 +728,7 @@ impl State {
             },
             upcalls: self.c.upcalls,
             rx_batches: self.c.ring_batches,
+            workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),
         }
     }
 
@@ -777,6 +794,21 @@ impl State {
                         continue;
                     };
                     self.c.upcalls += 1;
+                    if let Some(w) = self.workers.as_mut() {
+                        let m = Miss {
+                            seq: 0,
+                            key,
+                            frame: f.clone(),
+                            in_port,
+                            reason: Some(reason),
+                            depth: depth + 1,
+                            meta: v,
+                        };
+                        if !w.submit(m) {
+                            self.drop_pkt(DropReason::MissBacklog);
+                        }
+                        continue;
+                    }
                     let Some(h) = self.handler.as_mut() else {
                         self.drop_pkt(DropReason::NoHandler);
                         continue;
@@ -880,6 +912,13 @@ impl State {
             return;
         }
         self.c.upcalls += 1;
+        if let Some(w) = self.workers.as_mut() {
+            let m = Miss { seq: 0, key, frame, in_port, reason: None, depth: 0, meta: vnet };
+            if !w.submit(m) {
+                self.drop_pkt(DropReason::MissBacklog);
+            }
+            return;
+        }
         let Some(hd) = self.handler.as_mut() else {
             self.drop_pkt(match in_port {
                 InPort::Tunnel(_) => DropReason::UnknownTunnelKey,
@@ -910,6 +949,37 @@ impl State {
                 self.upcall(rec);
             }
         }
+    }
+
+    /// Applies the answers the miss workers have given, in order.
+    fn finish_misses(&mut self) {
+        let Some(w) = self.workers.as_mut() else { return };
+        let mut done = std::mem::take(&mut self.answers);
+        w.complete(|m, d| done.push((m, d)));
+        for (m, d) in done.drain(..) {
+            self.apply_decision(d, &m.key, &m.frame, m.meta, m.in_port, m.depth);
+        }
+        self.answers = done;
+    }
+
+    /// Hands misses to one worker thread per handler from now on (none:
+    /// the inline handler again). Misses in flight with the old workers
+    /// are answered first.
+    fn set_workers(&mut self, handlers: Vec<Box<dyn UpcallHandler>>) -> Result<(), DpError> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.workers.as_ref().is_some_and(|w| w.pending() > 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            self.finish_misses();
+        }
+        self.workers = None;
+        if handlers.is_empty() {
+            return Ok(());
+        }
+        let wake = self.wake.clone().ok_or(DpError::Gone)?;
+        let w = Workers::start(&format!("{}-miss", self.cfg.name), handlers, wake)
+            .map_err(|e| io_err("starting the miss workers", e))?;
+        self.workers = Some(w);
+        Ok(())
     }
 
     /// Wait (briefly) until the kernel has run every packet injected so
@@ -945,6 +1015,7 @@ impl State {
             // The ring is drained on every wake-up, not only when epoll
             // says so: a control call may have raced its notification.
             self.drain_ring();
+            self.finish_misses();
             if last_house.elapsed() >= Duration::from_secs(1) {
                 last_house = Instant::now();
                 self.housekeeping();
@@ -1034,6 +1105,7 @@ impl EbpfDatapath {
             })();
             match setup {
                 Ok((mut st, mut poller, w)) => {
+                    st.wake = poller.waker().ok().map(std::sync::Arc::new);
                     let _ = ready_tx.send(Ok((w, st.bpf.adopted)));
                     st.run(&ctl_rx, &mut poller);
                 }
@@ -1082,6 +1154,12 @@ impl EbpfDatapath {
 
     pub fn set_handler(&self, handler: Option<Box<dyn UpcallHandler>>) -> Result<(), DpError> {
         self.call(move |s| s.handler = handler)
+    }
+
+    /// Simulate misses on one worker thread per handler
+    /// ([`crate::workers`]); an empty list goes back to the inline handler.
+    pub fn set_miss_workers(&self, handlers: Vec<Box<dyn UpcallHandler>>) -> Result<(), DpError> {
+        self.call(move |s| s.set_workers(handlers))?
     }
 
     /// Run idle expiry now; returns how many flows went.
