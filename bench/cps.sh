@@ -37,6 +37,9 @@
 # masquerade). The first-packet probe reports connect() times through NAT
 # (every SYN is a miss: compare with the cold figure of a NAT=0 run).
 #
+# MISS_WORKERS="0 1" runs each provider once per agent `miss_workers` setting
+# (0 = simulate on the datapath thread), labelled `<provider>-w<N>`; unset, the
+# agents' default.
 # Env: KEEP=1 leaves the last sandbox running for inspection.
 #      DATAPATHS="userspace ebpf" CLIENTS="wide defaults" WINDOWS=3 DUR=10 CONNS=64 THREADS=2
 #      FP_N=300 FP_ROUNDS=3 (first-packet probes per round, 0 = skip)  NAT=0
@@ -196,11 +199,11 @@ first_packet_nat() {
         tee -a "$RES/first-packet.txt"
 }
 
-run_midonet_on() {  # PROVIDER
-    local dp=$1 vm h0 h1 client w
-    log "midonet-rs ($dp): sandbox up"
-    if ! "$BIN/midonet" sandbox up "${SB_ARGS[@]}" --datapath "$dp" >"$RES/sandbox-up-$dp.txt" 2>&1; then
-        log "sandbox up failed:"; tail -20 "$RES/sandbox-up-$dp.txt" >&2; down; return
+run_midonet_on() {  # PROVIDER [LABEL]
+    local dp=$1 tag=${2:-$1} vm h0 h1 client w
+    log "midonet-rs ($tag): sandbox up"
+    if ! "$BIN/midonet" sandbox up "${SB_ARGS[@]}" --datapath "$dp" >"$RES/sandbox-up-$tag.txt" 2>&1; then
+        log "sandbox up failed:"; tail -20 "$RES/sandbox-up-$tag.txt" >&2; down; return
     fi
     h0=$(sb '.hosts[0].ns'); h1=$(sb '.hosts[1].ns')
     vm=$(sb '.vms[] | select(.host == 1) | .ns' | head -1)
@@ -210,9 +213,9 @@ run_midonet_on() {  # PROVIDER
     for _ in $(seq 50); do nsx "$vm" ping -c1 -W1 203.0.113.1 >/dev/null 2>&1 && { ok=1; break; }; sleep 0.2; done
     [ $ok = 1 ] || { log "no ping from $vm to the outside"; down; return; }
     if [ "$FP_N" -gt 0 ] && [ "$NAT" = 1 ]; then
-        first_packet_nat "$vm" "$dp"
+        first_packet_nat "$vm" "$tag"
     elif [ "$FP_N" -gt 0 ]; then
-        first_packet "$vm" "$dp" || log "first-packet probe failed"
+        first_packet "$vm" "$tag" || log "first-packet probe failed"
     fi
     for client in $CLIENTS; do
         client_sysctls "$vm" "$client"
@@ -224,18 +227,18 @@ run_midonet_on() {  # PROVIDER
                   http://203.0.113.1:8080/ 2>/dev/null | awk '/Requests\/sec/ {printf "%d", $2}')
             m1=$(metric "$h1" midonet_agent_misses_total); i1=$(metric "$h1" midonet_agent_invalidated_flows_total)
             n1=$(metric "$h0" midonet_agent_misses_total); j1=$(metric "$h0" midonet_agent_invalidated_flows_total)
-            echo "[midonet-$dp$([ "$NAT" = 1 ] && echo -nat) $client] window $w: cps=${cps:-n/a} vm-host misses=$((m1 - m0)) invalidated=$((i1 - i0)) gw-host misses=$((n1 - n0)) invalidated=$((j1 - j0)) (load $(loadavg))" |
+            echo "[midonet-$tag$([ "$NAT" = 1 ] && echo -nat) $client] window $w: cps=${cps:-n/a} vm-host misses=$((m1 - m0)) invalidated=$((i1 - i0)) gw-host misses=$((n1 - n0)) invalidated=$((j1 - j0)) (load $(loadavg))" |
                 tee -a "$RES/windows.txt"
         done
         # Let the server's TIME_WAIT drain between client settings.
         sleep 2
     done
     # Which megaflows carried the load (busiest first).
-    "$BIN/midonet" flows --netns "$h1" --limit 5 >"$RES/flows-$dp-h1.txt" 2>&1
-    "$BIN/midonet" flows --netns "$h0" --limit 5 >"$RES/flows-$dp-h0.txt" 2>&1
-    nsx "$h1" curl -s http://127.0.0.1:7300/metrics >"$RES/metrics-$dp-h1.txt" 2>/dev/null
-    nsx "$h0" curl -s http://127.0.0.1:7300/metrics >"$RES/metrics-$dp-h0.txt" 2>/dev/null
-    for f in "$SB_DIR"/*.log; do [ -e "$f" ] && cp "$f" "$RES/$dp-$(basename "$f")"; done
+    "$BIN/midonet" flows --netns "$h1" --limit 5 >"$RES/flows-$tag-h1.txt" 2>&1
+    "$BIN/midonet" flows --netns "$h0" --limit 5 >"$RES/flows-$tag-h0.txt" 2>&1
+    nsx "$h1" curl -s http://127.0.0.1:7300/metrics >"$RES/metrics-$tag-h1.txt" 2>/dev/null
+    nsx "$h0" curl -s http://127.0.0.1:7300/metrics >"$RES/metrics-$tag-h0.txt" 2>/dev/null
+    for f in "$SB_DIR"/*.log; do [ -e "$f" ] && cp "$f" "$RES/$tag-$(basename "$f")"; done
     if [ "${KEEP:-0}" = 1 ]; then log "KEEP=1: left running; \`$0 down\` removes it"; else down; fi
 }
 
@@ -274,7 +277,15 @@ if [[ " $what " == *" midonet "* ]]; then
         (cd "$ROOT" && cargo build $flag --locked -p midonet-bin -p midonet-cluster-bin -p midonet-agent-bin) >&2 ||
             { log "build failed"; exit 1; }
     fi
-    for dp in $DATAPATHS; do run_midonet_on "$dp"; done
+    for dp in $DATAPATHS; do
+        for mw in ${MISS_WORKERS:-default}; do
+            if [ "$mw" = default ]; then
+                unset MIDONET_AGENT_MISS_WORKERS; run_midonet_on "$dp"
+            else
+                export MIDONET_AGENT_MISS_WORKERS=$mw; run_midonet_on "$dp" "$dp-w$mw"
+            fi
+        done
+    done
 fi
 [[ " $what " == *" kernel "* ]] && run_kernel
 summary

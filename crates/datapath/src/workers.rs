@@ -46,13 +46,16 @@
 //!   the miss is dropped and counted ([`WorkerStats::overflow`]), as a full
 //!   upcall ring would. The per-port upcall budget ([`crate::limit`]) is
 //!   applied before a miss gets here.
-//! * **Cost.** Two thread hand-offs per miss (a futex wake of the worker,
-//!   an eventfd write to wake the datapath thread): a few microseconds,
-//!   against a simulation of tens of microseconds. With `n = 0` the
-//!   providers keep calling their handler inline.
+//! * **Cost.** Two thread hand-offs per miss when misses come one at a
+//!   time (a futex wake of the worker, an eventfd write to wake the
+//!   datapath thread), fewer under load: a busy worker takes the next miss
+//!   without sleeping, and wakes the datapath thread once per
+//!   [`WAKE_BATCH`] answers (or when its queue runs dry), not per answer. With `n = 0` the providers keep calling their
+//!   handler inline.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+
+use hashbrown::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -64,6 +67,9 @@ use crate::{MissDecision, UpcallHandler};
 
 /// Misses one worker may have waiting.
 pub const QUEUE_DEPTH: usize = 4096;
+
+/// Answers a busy worker gives before it wakes the datapath thread.
+const WAKE_BATCH: usize = 16;
 
 /// A packet handed to a worker, with what the provider needs to finish it
 /// (`meta`: its offload header).
@@ -103,6 +109,10 @@ pub struct WorkerStats {
 pub struct Workers<M> {
     queues: Vec<Sender<Miss<M>>>,
     done: Receiver<(Miss<M>, MissDecision)>,
+    /// Set by the worker that wakes the datapath thread, cleared by that
+    /// thread before it looks: a wake-up already on its way is not sent
+    /// again.
+    woken: Arc<AtomicBool>,
     /// Key of every miss being simulated → misses that joined it.
     in_flight: HashMap<FlowKey, Vec<Miss<M>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -134,6 +144,7 @@ impl<M: Send + 'static> Workers<M> {
     ) -> std::io::Result<Self> {
         let (done_tx, done) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
+        let woken = Arc::new(AtomicBool::new(false));
         let mut queues = Vec::with_capacity(handlers.len());
         let mut threads = Vec::with_capacity(handlers.len());
         for (i, mut h) in handlers.into_iter().enumerate() {
@@ -141,7 +152,9 @@ impl<M: Send + 'static> Workers<M> {
             let done_tx = done_tx.clone();
             let waker = waker.clone();
             let stop = stop.clone();
+            let woken = woken.clone();
             let t = std::thread::Builder::new().name(format!("{name}-w{i}")).spawn(move || {
+                let mut unsignalled = 0;
                 for m in rx.iter() {
                     if stop.load(Ordering::Relaxed) {
                         return;
@@ -153,7 +166,17 @@ impl<M: Send + 'static> Workers<M> {
                     if done_tx.send((m, d)).is_err() {
                         return;
                     }
-                    waker.wake();
+                    // Wake the datapath thread when this worker is about to
+                    // wait (nothing queued: the answer's latency matters)
+                    // or every WAKE_BATCH answers under load. A worker that
+                    // does not wake now has more to do and wakes later.
+                    unsignalled += 1;
+                    if rx.is_empty() || unsignalled >= WAKE_BATCH {
+                        unsignalled = 0;
+                        if !woken.swap(true, Ordering::AcqRel) {
+                            waker.wake();
+                        }
+                    }
                 }
             })?;
             queues.push(tx);
@@ -162,6 +185,7 @@ impl<M: Send + 'static> Workers<M> {
         Ok(Workers {
             queues,
             done,
+            woken,
             in_flight: HashMap::new(),
             threads,
             stop,
@@ -261,6 +285,7 @@ impl<M: Send + 'static> Workers<M> {
     pub fn complete(&mut self, mut apply: impl FnMut(Miss<M>, MissDecision)) -> usize {
         let mut n = 0;
         let mut again = Vec::new();
+        self.woken.store(false, Ordering::Release);
         while let Ok((m, mut d)) = self.done.try_recv() {
             let joined = match m.reason {
                 None => self.in_flight.remove(&m.key).unwrap_or_default(),
