@@ -49,8 +49,8 @@
 //! upcall_burst_tunnel = 4000                                  # default 4000
 //! # Threads that simulate misses (new flows), each a connection at a time
 //! # in arrival order; 0 = simulate on the datapath's own thread.
-//! #                           default: the host's CPUs less one, 1 to 4
-//! miss_workers = 1
+//! #     default: 0 on hosts with 2 CPUs or fewer, else CPUs less 2, 1 to 4
+//! miss_workers = 0
 //! # UDP port of flow-state replication (conntrack and NAT state pushed to
 //! # peers before a connection's first packet), on `tunnel_bind`; the same
 //! # on every host. 0 = do not replicate (single-host trials).  default 2925
@@ -143,12 +143,21 @@ impl Default for Config {
     }
 }
 
-/// Miss workers when the configuration does not say: one thread per CPU
-/// left over by the datapath's own, at least one, at most four (the
-/// simulation shares its tables; past four they mostly wait on each other).
+/// Miss workers when the configuration does not say. On two CPUs or
+/// fewer, none: measured on a 2-CPU host (docs/PERFORMANCE.md, "Miss
+/// workers"), handing a miss to another thread added 40 µs (ebpf) and
+/// 100 µs (userspace) to a new connection's first packet and did not raise
+/// the rate of misses, since the worker, the datapath thread and the VMs
+/// share the same two CPUs. With more, one per CPU beyond two (the
+/// datapath's thread and the rest of the host keep theirs), at most four
+/// (they share the flow-state table).
 pub fn default_miss_workers() -> usize {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    cpus.saturating_sub(1).clamp(1, 4)
+    if cpus <= 2 {
+        0
+    } else {
+        (cpus - 2).clamp(1, 4)
+    }
 }
 
 impl Config {

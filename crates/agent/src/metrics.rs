@@ -147,6 +147,8 @@ pub struct Metrics {
     pub miss_latency: Histogram,
     /// 1 for the datapath provider running (`ebpf`, `userspace`, `dummy`).
     pub datapath_provider: Family<ProviderLabels, Gauge>,
+    /// Threads simulating misses (0: the datapath's own thread does).
+    pub miss_workers: Gauge,
     /// Tracked connections now.
     pub conntrack_entries: Gauge,
     /// Connection-table events: inserted, expired, evicted, insert_failed,
@@ -198,6 +200,7 @@ impl Metrics {
             // 1 µs to ~0.5 s.
             miss_latency: Histogram::new(exponential_buckets(1e-6, 2.0, 20)),
             datapath_provider: Family::default(),
+            miss_workers: Gauge::default(),
             conntrack_entries: Gauge::default(),
             conntrack_events: Family::default(),
             flow_state_sent: Counter::default(),
@@ -291,6 +294,11 @@ impl Metrics {
                 "datapath_provider",
                 "The datapath provider running (1 for the active one)",
                 m.datapath_provider.clone(),
+            );
+            r.register(
+                "miss_workers",
+                "Threads simulating misses (0: the datapath's own thread does)",
+                m.miss_workers.clone(),
             );
             r.register("flows", "Flows installed in the datapath", m.dp_flows.clone());
             r.register(

@@ -211,6 +211,9 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
     // flows stay so established traffic keeps flowing into the next agent.
     let keep_datapath = provider == "ebpf";
     metrics.datapath_provider.get_or_create(&crate::metrics::ProviderLabels { provider }).set(1);
+    if provider != "dummy" {
+        metrics.miss_workers.set(i64::try_from(cfg.miss_workers).unwrap_or(i64::MAX));
+    }
 
     let mut tasks = JoinSet::new();
     let metrics_addr = if cfg.metrics_listen.is_empty() {

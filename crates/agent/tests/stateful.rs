@@ -222,7 +222,12 @@ struct Snat {
 }
 
 fn snat_lab() -> Snat {
-    let mut env = Env::new(Provider::Ebpf);
+    snat_lab_with("")
+}
+
+/// The SNAT lab with agents configured by `config` (agent TOML).
+fn snat_lab_with(config: &str) -> Snat {
+    let mut env = Env::with_config(Provider::Ebpf, config);
     let b = Bridge {
         id: BridgeId::random(),
         name: "tenant".into(),
@@ -353,7 +358,14 @@ fn two_vms_share_one_snat_address_without_collisions() {
     }
     let per_vm: usize =
         std::env::var("MAG_SNAT_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
-    let Snat { env, vm1, vm2, out, .. } = snat_lab();
+    // Two miss workers on each host (whatever the machine's default): the
+    // VMs' connections are simulated side by side, allocating ports from
+    // the same blocks through the shared NAT table.
+    let Snat { env, vm1, vm2, out, .. } = snat_lab_with("miss_workers = 2\n");
+    for h in 0..2 {
+        let m = env.agent_get(h, "/metrics").expect("metrics");
+        assert!(m.contains("midonet_agent_miss_workers 2"), "host {h} runs two miss workers");
+    }
     let server = SocketAddr::from((out.ip, 8000));
     // The server answers each connection with its peer's address, so each
     // client sees what it was translated to; it records them all.

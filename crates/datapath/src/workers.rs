@@ -37,11 +37,23 @@
 //!   the invalidation ran and was removed by it, but a worker's answer
 //!   arrives after. So the workers keep a log of the tags invalidated
 //!   since each miss was handed over ([`Workers::invalidated`], called by
-//!   the provider for every invalidation, and for the answers' own); an
+//!   the provider for the agent's invalidations: topology, bindings,
+//!   learned entries, expired state); an
 //!   answer whose flow carries such a tag executes its packet (as inline
 //!   would have) but installs nothing ([`WorkerStats::stale`]), and the
 //!   packets that joined it are simulated again, against what is current.
-//!   A flush makes every answer in flight stale.
+//!   A flush makes every answer in flight stale. The tags an answer
+//!   itself invalidates (`MissDecision::invalidate`: connections it
+//!   started, state a peer sent that it was the first to see) are not
+//!   logged: they name state that existed before that simulation ran, so
+//!   the simulations in flight with it read it too, and marking them stale
+//!   would throw away the flows of the very connection the state is for.
+//!   What this leaves is one order inline had not: a packet simulated
+//!   before a peer's state arrived, answered after another miss applied
+//!   that state's invalidation, installs its flow (a return flow the state
+//!   would have let through, dropped for its short drop lifetime); the
+//!   sender's retransmission is then the documented worst case, as for a
+//!   reply that arrives before the state (`agent::flowstate`).
 //! * **Bounded.** A worker's queue holds [`QUEUE_DEPTH`] misses; past it
 //!   the miss is dropped and counted ([`WorkerStats::overflow`]), as a full
 //!   upcall ring would. The per-port upcall budget ([`crate::limit`]) is
@@ -294,12 +306,6 @@ impl<M: Send + 'static> Workers<M> {
             if self.is_stale(&m, &d) {
                 d.install = None;
                 self.stats.stale += 1;
-            }
-            // What this answer invalidates is applied before the next
-            // answer: that one must not install a flow it makes stale.
-            if !d.invalidate.is_empty() {
-                let tags = d.invalidate.clone();
-                self.invalidated(&tags);
             }
             let follow: Option<Actions> = d.install.as_ref().map(|f| f.actions.clone());
             apply(m, d);

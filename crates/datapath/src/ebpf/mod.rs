@@ -587,10 +587,16 @@ impl State {
     }
 
     fn invalidate_tags(&mut self, tags: &[u64]) -> usize {
+        self.flows.tagged(tags).into_iter().filter(|&id| self.remove_flow(id)).count()
+    }
+
+    /// The agent's invalidation (not a miss answer's own): answers in
+    /// flight must not install flows it makes stale ([`crate::workers`]).
+    fn invalidate_for_agent(&mut self, tags: &[u64]) -> usize {
         if let Some(w) = self.workers.as_mut() {
             w.invalidated(tags);
         }
-        self.flows.tagged(tags).into_iter().filter(|&id| self.remove_flow(id)).count()
+        self.invalidate_tags(tags)
     }
 
     fn flush_flows(&mut self) -> usize {
@@ -1217,7 +1223,7 @@ impl Datapath for EbpfDatapath {
     }
 
     fn invalidate_tags(&self, tags: Vec<u64>) -> Result<usize, DpError> {
-        self.call(move |s| s.invalidate_tags(&tags))
+        self.call(move |s| s.invalidate_for_agent(&tags))
     }
 
     fn flush_flows(&self) -> Result<usize, DpError> {
