@@ -42,10 +42,9 @@ use midonet_datapath::{
 };
 use midonet_model::{HostId, PortId, RouterId};
 use midonet_sim::{
-    ConntrackView, Decision, FlowTablesView, GenTarget, IcmpRateLimiter, MemState, SimAction,
-    SimResult, Snapshot, StateWrite, Tag,
+    Decision, FlowTablesView, GenTarget, IcmpRateLimiter, MemState, SimAction, SimResult, Snapshot,
+    StateWrite, TablesPerCall, Tag,
 };
-use midonet_state::{Alloc, ConnKey, NatBinding, NatError, NatKey, NatKind, SnatTarget};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -524,43 +523,11 @@ pub fn process(
 /// so nothing another worker writes in between can change their answers.
 struct LockedTables<'a>(&'a Mutex<FlowState>);
 
-impl LockedTables<'_> {
+impl TablesPerCall for LockedTables<'_> {
     fn with<R>(&self, f: impl FnOnce(&FlowTablesView<'_>) -> R) -> R {
         let mut g = self.0.lock();
         let fs = &mut *g;
         f(&FlowTablesView::new(&fs.conn, &mut fs.nat, &mut fs.blocks))
-    }
-}
-
-impl ConntrackView for LockedTables<'_> {
-    fn tracked(&self, key: &ConnKey, now: Duration) -> bool {
-        self.with(|t| t.tracked(key, now))
-    }
-    fn nat_binding(&self, key: &NatKey, now: Duration) -> Option<NatBinding> {
-        self.with(|t| t.nat_binding(key, now))
-    }
-    fn nat_reverse(
-        &self,
-        kind: NatKind,
-        ret: &ConnKey,
-        now: Duration,
-    ) -> Option<(NatKey, NatBinding)> {
-        self.with(|t| t.nat_reverse(kind, ret, now))
-    }
-    fn snat_allocate(
-        &self,
-        key: &NatKey,
-        targets: &[SnatTarget],
-        rand: u64,
-        now: Duration,
-    ) -> Alloc {
-        self.with(|t| t.snat_allocate(key, targets, rand, now))
-    }
-    fn nat_bind(&self, key: &NatKey, binding: NatBinding, now: Duration) -> Result<(), NatError> {
-        self.with(|t| t.nat_bind(key, binding, now))
-    }
-    fn nat_unbind(&self, key: &NatKey) {
-        self.with(|t| t.nat_unbind(key))
     }
 }
 

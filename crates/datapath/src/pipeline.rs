@@ -117,6 +117,24 @@ struct Ctx<'a, I: Io> {
     stale: &'a mut Vec<u64>,
 }
 
+/// A [`Ctx`] of `core`'s fields, borrowed one by one, so that its flow
+/// table stays free for the caller.
+macro_rules! ctx {
+    ($core:ident) => {
+        Ctx {
+            io: &mut $core.io,
+            counters: &mut $core.counters,
+            handler: &mut $core.handler,
+            workers: &mut $core.workers,
+            limiter: &mut $core.limiter,
+            epoch: $core.epoch,
+            keep: &mut $core.keep,
+            installs: &mut $core.installs,
+            stale: &mut $core.stale,
+        }
+    };
+}
+
 impl<I: Io> Core<I> {
     pub fn new(io: I, handler: Option<Box<dyn UpcallHandler>>, table: TableConfig) -> Self {
         Core {
@@ -267,17 +285,7 @@ impl<I: Io> Core<I> {
 
     /// Packet-out from the agent.
     pub fn execute_generated(&mut self, frame: &[u8], actions: &Actions) {
-        let mut ctx = Ctx {
-            io: &mut self.io,
-            counters: &mut self.counters,
-            handler: &mut self.handler,
-            workers: &mut self.workers,
-            limiter: &mut self.limiter,
-            epoch: self.epoch,
-            keep: &mut self.keep,
-            installs: &mut self.installs,
-            stale: &mut self.stale,
-        };
+        let mut ctx = ctx!(self);
         emit_generated(&mut ctx, frame, actions, MAX_DEPTH);
         self.finish_packet();
     }
@@ -291,17 +299,7 @@ impl<I: Io> Core<I> {
         for (m, d) in &mut done {
             let mut slot = Slot::from_frame(&m.frame);
             slot.vnet = m.meta;
-            let mut ctx = Ctx {
-                io: &mut self.io,
-                counters: &mut self.counters,
-                handler: &mut self.handler,
-                workers: &mut self.workers,
-                limiter: &mut self.limiter,
-                epoch: self.epoch,
-                keep: &mut self.keep,
-                installs: &mut self.installs,
-                stale: &mut self.stale,
-            };
+            let mut ctx = ctx!(self);
             apply_decision(&mut ctx, std::mem::take(d), &m.key, &mut slot, m.in_port, m.depth);
             self.keep.push(slot);
             self.finish_packet();
@@ -449,17 +447,7 @@ impl<I: Io> Core<I> {
             }
         };
         let hit = self.table.lookup(&key);
-        let mut ctx = Ctx {
-            io: &mut self.io,
-            counters: &mut self.counters,
-            handler: &mut self.handler,
-            workers: &mut self.workers,
-            limiter: &mut self.limiter,
-            epoch: self.epoch,
-            keep: &mut self.keep,
-            installs: &mut self.installs,
-            stale: &mut self.stale,
-        };
+        let mut ctx = ctx!(self);
         match hit {
             Some((id, _)) => {
                 self.table.account(id, slot.len, key.tcp_flags, self.now_ms);

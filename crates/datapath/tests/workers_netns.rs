@@ -163,6 +163,25 @@ fn handlers(routes: &[(MacAddr, PortNo)], seen: &Seen) -> Vec<Box<dyn UpcallHand
         .collect()
 }
 
+/// Binds `a` and `b` on `dp`, gives it two workers with `set_workers`,
+/// sends the bursts and checks them; returns what the check said.
+fn run(
+    provider: &str,
+    dp: &dyn Datapath,
+    set_workers: impl FnOnce(Vec<Box<dyn UpcallHandler>>),
+    a: &Vm,
+    b: &Vm,
+) -> std::thread::Result<()> {
+    let pa = dp.add_vport(&a.host_if).expect("vport a");
+    let pb = dp.add_vport(&b.host_if).expect("vport b");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    set_workers(handlers(&[(mac(b), pb), (mac(a), pa)], &seen));
+    let got = bursts(a, b);
+    let st = dp.stats().expect("stats");
+    let seen = seen.lock().clone();
+    std::panic::catch_unwind(|| check(provider, &got, &seen, &st))
+}
+
 #[test]
 fn userspace_misses_on_two_workers_join_and_lose_nothing() {
     if !midonet_testkit::skip::netns_or_skip("datapath::workers_netns userspace", &["ip"]) {
@@ -174,13 +193,10 @@ fn userspace_misses_on_two_workers_join_and_lose_nothing() {
         None,
     )
     .expect("start");
-    let pa = dp.add_vport(&a.host_if).expect("vport a");
-    let pb = dp.add_vport(&b.host_if).expect("vport b");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    dp.set_miss_workers(handlers(&[(mac(&b), pb), (mac(&a), pa)], &seen)).expect("workers");
-    let got = bursts(&a, &b);
-    let st = dp.stats().expect("stats");
-    check("userspace", &got, &seen.lock(), &st);
+    let set = |hs| dp.set_miss_workers(hs).expect("workers");
+    if let Err(e) = run("userspace", &dp, set, &a, &b) {
+        std::panic::resume_unwind(e);
+    }
     // Back to inline: the next port is simulated on the datapath thread.
     dp.set_miss_workers(Vec::new()).expect("inline");
     assert_eq!(dp.stats().expect("stats").workers, Default::default());
@@ -204,14 +220,8 @@ fn ebpf_misses_on_two_workers_join_and_lose_nothing() {
         None,
     )
     .expect("start");
-    let pa = dp.add_vport(&a.host_if).expect("vport a");
-    let pb = dp.add_vport(&b.host_if).expect("vport b");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    dp.set_miss_workers(handlers(&[(mac(&b), pb), (mac(&a), pa)], &seen)).expect("workers");
-    let got = bursts(&a, &b);
-    let st = dp.stats().expect("stats");
-    let seen = seen.lock().clone();
-    let r = std::panic::catch_unwind(|| check("ebpf", &got, &seen, &st));
+    let r = run("ebpf", &dp, |hs| dp.set_miss_workers(hs).expect("workers"), &a, &b);
+    // The kernel datapath outlives its handle: remove it whatever happened.
     dp.destroy();
     if let Err(e) = r {
         std::panic::resume_unwind(e);

@@ -98,6 +98,6 @@ pub use result::{
 pub use snapshot::Snapshot;
 pub use state::{
     ArpLookup, ConntrackView, FlowTables, FlowTablesView, IcmpRateLimiter, MemFlowState, MemState,
-    NoConntrack, StateView, StateWrite,
+    NoConntrack, StateView, StateWrite, TablesPerCall,
 };
 pub use tag::{tags_for_change, tags_for_store_entry, StoreObject, Tag};

@@ -247,7 +247,9 @@ impl MemFlowState {
         let mut t = self.tables.borrow_mut();
         r.conntrack.iter().all(|c| t.conns.track(c.key, c.tcp_flags, now).is_ok())
     }
+}
 
+impl TablesPerCall for MemFlowState {
     fn with<R>(&self, f: impl FnOnce(&FlowTablesView<'_>) -> R) -> R {
         let mut t = self.tables.borrow_mut();
         let FlowTables { conns, nat, blocks } = &mut *t;
@@ -255,7 +257,16 @@ impl MemFlowState {
     }
 }
 
-impl ConntrackView for MemFlowState {
+/// Tables reached anew for each question (borrowed, or locked, for one
+/// call only): the [`ConntrackView`] of anything that implements this is
+/// [`FlowTablesView`]'s, method by method. [`MemFlowState`] borrows a
+/// `RefCell`; the agent locks its shared tables per lookup, so that
+/// simulations on several threads take turns only for the lookups.
+pub trait TablesPerCall {
+    fn with<R>(&self, f: impl FnOnce(&FlowTablesView<'_>) -> R) -> R;
+}
+
+impl<T: TablesPerCall> ConntrackView for T {
     fn tracked(&self, key: &ConnKey, now: Duration) -> bool {
         self.with(|v| v.tracked(key, now))
     }
