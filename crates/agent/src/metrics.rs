@@ -159,6 +159,8 @@ pub struct Metrics {
     /// Flow-state messages received and installed.
     pub flow_state_received: Counter,
     /// Flow-state messages (or their entries) dropped, by reason.
+    /// Bindings here replaced by the allocating peer's newer one.
+    pub flow_state_bindings_replaced: Counter,
     pub flow_state_rejected: Family<ReasonLabels, Counter>,
     /// Load balancers whose members this host health-checks now.
     pub lb_checkers: Gauge,
@@ -205,6 +207,7 @@ impl Metrics {
             conntrack_events: Family::default(),
             flow_state_sent: Counter::default(),
             flow_state_received: Counter::default(),
+            flow_state_bindings_replaced: Counter::default(),
             flow_state_rejected: Family::default(),
             lb_checkers: Gauge::default(),
             lb_member_verdicts: Family::default(),
@@ -320,6 +323,11 @@ impl Metrics {
                 "flow_state_received",
                 "Flow-state messages received from peers and installed",
                 m.flow_state_received.clone(),
+            );
+            r.register(
+                "flow_state_bindings_replaced",
+                "NAT bindings held here replaced by the newer one the allocating peer sent",
+                m.flow_state_bindings_replaced.clone(),
             );
             r.register(
                 "flow_state_rejected",

@@ -11,7 +11,8 @@
 //!   reserved bits and bytes (sent as zero) and an empty learned section
 //!   (not sent); the view's slices have the counted lengths.
 //! * `state::message::install` puts every entry with a known code into
-//!   the tables or counts it refused; afterwards each installed connection
+//!   the tables or counts it refused (a binding may replace an earlier
+//!   one that disagrees, and is counted so); afterwards each installed connection
 //!   answers as return traffic for its reversed key and each installed
 //!   binding reverse-translates its return key.
 
@@ -85,7 +86,18 @@ pub fn flowstate(data: &[u8]) {
     let cfg = ConntrackCfg { max_entries: 64, ..ConntrackCfg::default() };
     let mut ct = ConnTable::new(cfg, 1);
     let mut nat = NatTable::new(64, 1);
-    let done = install(&repr, &mut ct, &mut nat, now + Duration::from_secs(60), now);
+    let mut replaced = Vec::new();
+    let never_own = |_: &NatKey, _: midonet_state::NatBinding| false;
+    let done = install(
+        &repr,
+        &mut ct,
+        &mut nat,
+        now + Duration::from_secs(60),
+        now,
+        &never_own,
+        &mut replaced,
+    );
+    assert_eq!(done.replaced as usize, replaced.len());
     let total = repr.conntrack.len() + repr.nat.len();
     assert_eq!((done.conntrack + done.nat + done.unknown + done.refused) as usize, total);
     assert!(ct.len() <= 64 && nat.len() <= 64);

@@ -108,19 +108,26 @@ pub struct Installed {
     pub nat: u32,
     /// Entries with a code this version does not know.
     pub unknown: u32,
-    /// Entries the tables refused (full, or a binding conflicting with a
-    /// live one of this host).
+    /// Entries the tables refused (full, or a binding conflicting with
+    /// one this host allocated).
     pub refused: u32,
+    /// Live bindings here that a received one replaced (the sender
+    /// allocated it and is its authority; see `NatTable::import`).
+    pub replaced: u32,
 }
 
 /// Install a received message's connections and bindings. Bindings live
-/// until `nat_expires`.
+/// until `nat_expires` and replace the live ones they disagree with, but
+/// for this host's own (`own`; [`NatTable::import`]); the replaced ones are
+/// appended to `replaced`.
 pub fn install(
     msg: &FlowStateRepr,
     conn: &mut ConnTable,
     nat: &mut NatTable,
     nat_expires: Duration,
     now: Duration,
+    own: &dyn Fn(&NatKey, NatBinding) -> bool,
+    replaced: &mut Vec<(NatKey, NatBinding)>,
 ) -> Installed {
     let mut done = Installed::default();
     for c in &msg.conntrack {
@@ -140,12 +147,14 @@ pub fn install(
         };
         let key = NatKey::new(kind, ConnKey::from(&n.key));
         let b = NatBinding { ip: n.bound_ip, port: n.bound_port };
-        match nat.insert(key, b, nat_expires, now) {
+        let before = replaced.len();
+        match nat.import(key, b, nat_expires, now, own, replaced) {
             Ok(()) => done.nat += 1,
             Err(NatError::Bound(_) | NatError::ReturnKeyInUse | NatError::Full) => {
                 done.refused += 1
             }
         }
+        done.replaced += (replaced.len() - before) as u32;
     }
     done
 }
@@ -185,8 +194,18 @@ mod tests {
         let now = Duration::from_secs(10);
         let mut ct = ConnTable::new(ConntrackCfg::default(), 1);
         let mut nat = NatTable::new(100, 1);
-        let done = install(&got, &mut ct, &mut nat, now + Duration::from_secs(30), now);
-        assert_eq!(done, Installed { conntrack: 1, nat: 1, unknown: 1, refused: 0 });
+        let mut replaced = Vec::new();
+        let never = |_: &NatKey, _: NatBinding| false;
+        let done = install(
+            &got,
+            &mut ct,
+            &mut nat,
+            now + Duration::from_secs(30),
+            now,
+            &never,
+            &mut replaced,
+        );
+        assert_eq!(done, Installed { conntrack: 1, nat: 1, unknown: 1, refused: 0, replaced: 0 });
         assert!(ct.is_return(&k.reversed(), now));
         assert_eq!(
             nat.reverse(NatKind::Snat, &nk.return_key(b), now),

@@ -274,6 +274,45 @@ impl NatTable {
         Ok(())
     }
 
+    /// Store a binding a peer sent. The host that allocated it is its
+    /// authority: a live binding here that disagrees (the same forward key
+    /// bound elsewhere, or another key holding its return key) is an older
+    /// copy whose expiry ran differently here, and goes, unless `own` says
+    /// it is this host's own allocation (then the peer's is refused,
+    /// `Bound` or `ReturnKeyInUse`). The displaced bindings are appended to
+    /// `gone` (the caller invalidates their flows).
+    pub fn import(
+        &mut self,
+        key: NatKey,
+        binding: NatBinding,
+        expires: Duration,
+        now: Duration,
+        own: impl Fn(&NatKey, NatBinding) -> bool,
+        gone: &mut Vec<(NatKey, NatBinding)>,
+    ) -> Result<(), NatError> {
+        let rk = return_lookup_key(key.kind, key.return_key(binding));
+        let mut displaced = Vec::new();
+        if let Some(b) = self.get(&key, now).filter(|b| *b != binding) {
+            if own(&key, b) {
+                return Err(NatError::Bound(b));
+            }
+            displaced.push((key, b));
+        }
+        if let Some(other) = self.rev.get(&rk).copied().filter(|o| *o != key) {
+            if let Some(b) = self.get(&other, now) {
+                if own(&other, b) {
+                    return Err(NatError::ReturnKeyInUse);
+                }
+                displaced.push((other, b));
+            }
+        }
+        for (k, _) in &displaced {
+            self.remove(k);
+        }
+        gone.extend(displaced);
+        self.insert(key, binding, expires, now)
+    }
+
     fn unindex(&mut self, key: &NatKey, b: NatBinding) {
         let rk = return_lookup_key(key.kind, key.return_key(b));
         if self.rev.get(&rk) == Some(key) {

@@ -292,8 +292,28 @@ impl FlowState {
                 self.nat.get(&NatKey::new(kind, ConnKey::from(&n.key)), now)
             })
             .collect();
-        let done = install(msg, &mut self.conn, &mut self.nat, now + NAT_IMPORT_TTL, now);
+        // A binding this host allocated (its port in a block held here) is
+        // never replaced by a peer's; any other copy is (`NatTable::import`).
+        let blocks = &self.blocks;
+        let own = |k: &NatKey, b: NatBinding| {
+            k.kind == NatKind::Snat && blocks.holds(&BlockKey::of(k.conn.tracker, b.ip, b.port))
+        };
+        let mut replaced = Vec::new();
+        let done = install(
+            msg,
+            &mut self.conn,
+            &mut self.nat,
+            now + NAT_IMPORT_TTL,
+            now,
+            &own,
+            &mut replaced,
+        );
         let mut tags = Vec::new();
+        for (k, b) in replaced {
+            // Their flows translate with the old binding.
+            self.closing.remove(&k);
+            tags.extend(nat_tags(&k, b));
+        }
         for (c, known) in msg.conntrack.iter().zip(known_conns) {
             let key = ConnKey::from(&c.key);
             if !known && self.conn.lookup(&key, now).is_some() {
@@ -707,6 +727,9 @@ pub fn receive(sh: &Shared, bytes: &[u8], from: SocketAddr) -> Vec<Tag> {
     if done.refused > 0 {
         m.flow_state_entries_rejected("refused", done.refused);
     }
+    if done.replaced > 0 {
+        m.flow_state_bindings_replaced.inc_by(u64::from(done.replaced));
+    }
     tags
 }
 
@@ -870,8 +893,37 @@ mod tests {
             ..FlowStateRepr::default()
         };
         let (done, tags) = fs.install(&moved, t + Duration::from_secs(2));
-        assert_eq!(done.refused, 1, "a live binding is not rebound by a peer");
+        assert_eq!(
+            (done.refused, done.replaced),
+            (0, 1),
+            "the allocating peer's newer binding replaces the copy here"
+        );
+        assert_eq!(tags.len(), 4, "the old binding's flows and the new one's: {tags:?}");
+        let now = t + Duration::from_secs(2);
+        assert_eq!(fs.nat.get(&key, now).map(|b| b.port), Some(2000));
+        // A binding this host allocated (its block is held here) stays.
+        let block = BlockKey::of(key.conn.tracker, b.ip, 3000);
+        fs.blocks.granted(block, now);
+        let mine = NatKey::new(NatKind::Snat, ConnKey { src_port: 1001, ..key.conn });
+        let mut gone = Vec::new();
+        fs.nat
+            .import(
+                mine,
+                NatBinding { port: 3000, ..b },
+                now + NAT_IMPORT_TTL,
+                now,
+                |_, _| false,
+                &mut gone,
+            )
+            .expect("stored");
+        let theirs = FlowStateRepr {
+            nat: vec![nat_repr(&mine, NatBinding { port: 4000, ..b })],
+            ..FlowStateRepr::default()
+        };
+        let (done, tags) = fs.install(&theirs, now);
+        assert_eq!((done.refused, done.replaced), (1, 0), "this host's own allocation stays");
         assert!(tags.is_empty());
+        assert_eq!(fs.nat.get(&mine, now).map(|b| b.port), Some(3000));
     }
 
     #[test]
