@@ -20,6 +20,12 @@
 //! * **Whom we believe**: a message is accepted only from an address of a
 //!   host that shares a tunnel zone with this one; anything else, and
 //!   anything that does not parse, is counted and dropped.
+//! * **Whose binding wins**: the host that allocated a binding. A binding
+//!   received from a peer replaces a live copy here that disagrees with it
+//!   (its expiry ran by this host's flows, the sender's by its own, so the
+//!   sender may have bound the 5-tuple or the port anew), and the replaced
+//!   copy's flows are invalidated; only a binding this host allocated (its
+//!   port in a block held here) is kept against a peer's.
 //! * **Return traffic** is recognised after the fact: a simulation whose
 //!   tags name a tracked connection it did not record found that
 //!   connection's reply, so the entry moves to `Replied` (kernel timeouts:
@@ -873,7 +879,7 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_refreshing_a_known_binding_invalidates_nothing() {
+    fn a_peer_refreshing_a_known_binding_invalidates_nothing_and_a_newer_one_replaces_it() {
         use midonet_state::{NatBinding, NatKey, NatKind};
         let t = Duration::from_secs(1);
         let mut fs = FlowState::new(100, 1);
