@@ -16,16 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use midonet_agent::flowstate::FlowState;
-use midonet_agent::handler::{Egress, Handler, Shared, View, WaitingRoom};
-use midonet_agent::metrics::Metrics;
+use midonet_agent::handler::{Egress, Handler, Shared, View};
 use midonet_datapath::sys::Poller;
 use midonet_datapath::workers::{Miss, Workers};
 use midonet_datapath::{FlowKey, InPort, UpcallHandler};
 use midonet_model::{Condition, Rule, RuleType};
 use midonet_sim::builder::TopoBuilder;
 use midonet_sim::{MacAddr, MemState, Snapshot};
-use parking_lot::{Mutex, RwLock};
+
+mod common;
 
 /// Misses per measured batch.
 const BATCH: usize = 2048;
@@ -37,11 +36,7 @@ fn mac(s: &str) -> MacAddr {
 struct World {
     shared: Arc<Shared>,
     frames: Vec<(FlowKey, Vec<u8>)>,
-    // Kept open: the handler's channels must have a receiver.
-    _rx: (
-        tokio::sync::mpsc::UnboundedReceiver<midonet_agent::session::Command>,
-        tokio::sync::mpsc::UnboundedReceiver<Vec<midonet_sim::Tag>>,
-    ),
+    _outboxes: common::Outboxes,
 }
 
 fn world() -> World {
@@ -98,24 +93,7 @@ fn world() -> World {
         state_peers: HashMap::new(),
         trusted_peers: Default::default(),
     };
-    let (commands, crx) = tokio::sync::mpsc::unbounded_channel();
-    let (stale, srx) = tokio::sync::mpsc::unbounded_channel();
-    let shared = Arc::new(Shared {
-        host_id: midonet_model::HostId::random(),
-        view: arc_swap::ArcSwap::from_pointee(view),
-        state: Arc::new(RwLock::new(state)),
-        waiting: Mutex::new(WaitingRoom::default()),
-        metrics: Metrics::new(),
-        commands,
-        stale,
-        flow_idle_ms: 60_000,
-        arp_wait: Duration::from_secs(5),
-        epoch: Instant::now(),
-        flowstate: Mutex::new(FlowState::new(1 << 22, 1)),
-        replicator: None,
-        state_log: None,
-        pending_stale: Mutex::new(Vec::new()),
-    });
+    let (shared, outboxes) = common::shared(view, state, 1 << 22, None);
     // Source addresses × source ports: distinct connections.
     let frames = (0..BATCH)
         .map(|i| {
@@ -130,7 +108,7 @@ fn world() -> World {
             (FlowKey::extract(&frame, key.in_port).expect("frame"), frame)
         })
         .collect();
-    World { shared, frames, _rx: (crx, srx) }
+    World { shared, frames, _outboxes: outboxes }
 }
 
 /// A fresh connection each time: the source port moves on by `round`.
