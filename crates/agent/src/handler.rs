@@ -200,6 +200,9 @@ pub struct Shared {
     /// miss invalidates them before its own install (ordering them before
     /// any flow simulated with that state), the core's tick otherwise.
     pub pending_stale: Mutex<Vec<Tag>>,
+    /// Ports whose state is asked of the peers, and the peers' requests
+    /// (`flowstate::migrate`).
+    pub migrations: crate::flowstate::migrate::Migrations,
 }
 
 impl Shared {
@@ -301,6 +304,10 @@ impl Handler {
                 return dropped(drained);
             }
         };
+        if sh.migrations.gates(ingress) {
+            sh.metrics.count_drop(AgentDrop::StateImport);
+            return dropped(drained);
+        }
         // Expiry of the waiting room is the core's 1 s housekeeping, which
         // also marks the resolutions that failed.
         let mut o = process(sh, &view, &mut self.worker, key, frame, ingress, 0, true, false);
@@ -369,7 +376,14 @@ pub fn process(
     let mut msg = crate::flowstate::Outgoing::default();
     let mut guard = sh.flowstate.lock();
     let fs = &mut *guard;
-    let full = fs.apply(r, key.tcp_flags, now, &mut msg, &mut out.invalidate);
+    let ports = if r.conntrack.is_empty() && r.nat.is_empty() {
+        Vec::new()
+    } else {
+        let mut p = crate::flowstate::egress_ports(&r.actions);
+        p.push(*ingress.uuid().as_bytes());
+        p
+    };
+    let full = fs.apply(r, &ports, key.tcp_flags, now, &mut msg, &mut out.invalidate);
     // A SNAT block to claim: once, whoever else waits for it.
     let claim = r.need_block.filter(|b| fs.claim(*b));
     drop(guard);
@@ -542,6 +556,7 @@ fn replicate(
     out: crate::flowstate::Outgoing,
 ) {
     let msg = midonet_wire::flowstate::FlowStateRepr {
+        purpose: Default::default(),
         sender: *sh.host_id.uuid().as_bytes(),
         ingress_port: *ingress.uuid().as_bytes(),
         egress_ports: crate::flowstate::egress_ports(actions),

@@ -56,10 +56,13 @@ pub enum AgentDrop {
     /// A new connection could not be tracked: the table is full of live,
     /// replied connections (the packet still goes; its reply may not).
     ConntrackFull,
+    /// From a port just bound here, while its state is asked of the peers
+    /// (a migrated VM's first packets wait for its connections' state).
+    StateImport,
 }
 
 impl AgentDrop {
-    pub const ALL: [AgentDrop; 9] = [
+    pub const ALL: [AgentDrop; 10] = [
         AgentDrop::UnboundPort,
         AgentDrop::UnknownTunnelKey,
         AgentDrop::SimDrop,
@@ -69,6 +72,7 @@ impl AgentDrop {
         AgentDrop::NoTunnelRoute,
         AgentDrop::NoTopology,
         AgentDrop::ConntrackFull,
+        AgentDrop::StateImport,
     ];
 
     /// The metric label (snake_case, like the datapath's and the sim's).
@@ -83,6 +87,7 @@ impl AgentDrop {
             AgentDrop::NoTunnelRoute => "no_tunnel_route",
             AgentDrop::NoTopology => "no_topology",
             AgentDrop::ConntrackFull => "conntrack_full",
+            AgentDrop::StateImport => "state_import",
         }
     }
 }
@@ -158,10 +163,15 @@ pub struct Metrics {
     pub flow_state_sent: Counter,
     /// Flow-state messages received and installed.
     pub flow_state_received: Counter,
-    /// Flow-state messages (or their entries) dropped, by reason.
     /// Bindings here replaced by the allocating peer's newer one.
     pub flow_state_bindings_replaced: Counter,
+    /// Flow-state messages (or their entries) dropped, by reason.
     pub flow_state_rejected: Family<ReasonLabels, Counter>,
+    /// Ports bound here whose state was asked of the peers, by how the
+    /// wait ended (event: answered, timed_out).
+    pub flow_state_imports: Family<EventLabels, Counter>,
+    /// Ports whose state this host sent to the host they were bound to.
+    pub flow_state_ports_handed: Counter,
     /// Load balancers whose members this host health-checks now.
     pub lb_checkers: Gauge,
     /// Member health verdicts reported (event: up, down).
@@ -209,6 +219,8 @@ impl Metrics {
             flow_state_received: Counter::default(),
             flow_state_bindings_replaced: Counter::default(),
             flow_state_rejected: Family::default(),
+            flow_state_imports: Family::default(),
+            flow_state_ports_handed: Counter::default(),
             lb_checkers: Gauge::default(),
             lb_member_verdicts: Family::default(),
             dp_flows: Gauge::default(),
@@ -331,8 +343,18 @@ impl Metrics {
             );
             r.register(
                 "flow_state_rejected",
-                "Flow-state messages or entries dropped, by reason (malformed, unknown_peer, own, unknown_kind, refused, learned_refused, send_failed)",
+                "Flow-state messages or entries dropped, by reason (malformed, unknown_peer, own, unknown_kind, refused, learned_refused, send_failed, not_bound_to_sender)",
                 m.flow_state_rejected.clone(),
+            );
+            r.register(
+                "flow_state_imports",
+                "Ports bound here whose flow state was asked of the peers, by how the wait ended (answered, timed_out)",
+                m.flow_state_imports.clone(),
+            );
+            r.register(
+                "flow_state_ports_handed",
+                "Ports whose flow state this host sent to the host they were bound to",
+                m.flow_state_ports_handed.clone(),
             );
             r.register(
                 "lb_checkers",

@@ -189,6 +189,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         flowstate: Mutex::new(flowstate),
         state_log,
         pending_stale: Mutex::new(Vec::new()),
+        migrations: Default::default(),
         replicator: match cfg.flow_state_port {
             0 => None,
             port => Some(Replicator::bind(cfg.tunnel_bind, port).map_err(|e| AgentError::Io {
@@ -448,9 +449,14 @@ impl Core {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ask_again = tokio::time::interval(crate::flowstate::migrate::ASK_AGAIN);
+        ask_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shared = self.shared.clone();
         let mut verdicts = self.verdicts.take().expect("run once");
         loop {
             tokio::select! {
+                _ = shared.migrations.asked.notified() => self.answer_state_requests(),
+                _ = ask_again.tick(), if shared.migrations.pending() => self.import_tick(),
                 v = verdicts.recv() => if let Some(v) = v {
                     let event = if v.up { "up" } else { "down" };
                     self.shared
@@ -608,6 +614,70 @@ impl Core {
         tracing::debug!(?block, granted, "SNAT block answer");
         self.invalidate(vec![Tag::snat_block(&block)]);
         self.release(handler::WaitKey::Block(block));
+    }
+
+    /// Answers the peers' requests for the state of ports bound to them
+    /// (`flowstate::migrate`).
+    fn answer_state_requests(&mut self) {
+        use crate::flowstate::migrate;
+        let asks = self.shared.migrations.take_asks();
+        let Some(rep) = &self.shared.replicator else { return };
+        let me = self.shared.host_id;
+        for (from, req) in asks {
+            let ports = migrate::authorised(&self.cache.topology, me, from, &req);
+            let refused = migrate::ports_of(&req).len() - ports.len();
+            if refused > 0 {
+                // Not (yet, here) bound to the asker: it asks again.
+                self.shared.metrics.flow_state_rejected_n("not_bound_to_sender", refused as u64);
+            }
+            if ports.is_empty() {
+                continue;
+            }
+            let now = self.shared.epoch.elapsed();
+            let msgs = migrate::answer(&mut self.shared.flowstate.lock(), me, &ports, now);
+            let entries: usize = msgs.iter().map(|m| m.conntrack.len() + m.nat.len()).sum();
+            let failed = msgs.iter().map(|m| rep.send(m, &[from])).sum::<usize>();
+            self.shared.metrics.flow_state_sent.inc_by((msgs.len() - failed) as u64);
+            self.shared.metrics.flow_state_ports_handed.inc_by(ports.len() as u64);
+            tracing::info!(%from, ports = ports.len(), entries, "port state handed over");
+        }
+    }
+
+    /// Ports waiting for their state: peers that have not answered are
+    /// asked again; waits past their patience end.
+    fn import_tick(&mut self) {
+        let (gave_up, ask) = self.shared.migrations.tick(Instant::now());
+        for p in gave_up {
+            tracing::warn!(port = %p, "port state: not every live peer answered in time");
+            self.shared
+                .metrics
+                .flow_state_imports
+                .get_or_create(&crate::metrics::EventLabels { event: "timed_out" })
+                .inc();
+        }
+        let Some(rep) = &self.shared.replicator else { return };
+        for (peer, ports) in ask {
+            for m in crate::flowstate::migrate::requests(self.shared.host_id, &ports) {
+                rep.send(&m, &[peer]);
+            }
+        }
+    }
+
+    /// Gates `ports` (just bound here) and asks the live peers for their
+    /// state.
+    fn import_state(&self, ports: &[PortId]) {
+        use crate::flowstate::migrate;
+        let Some(rep) = &self.shared.replicator else { return };
+        let me = self.shared.host_id;
+        let peers = migrate::live_peers(&self.cache.topology, me, &self.cache.alive_hosts);
+        if peers.is_empty() {
+            return;
+        }
+        self.shared.migrations.begin(ports, &peers, Instant::now());
+        for m in migrate::requests(me, ports) {
+            rep.send(&m, &peers);
+        }
+        tracing::debug!(ports = ports.len(), peers = peers.len(), "asked the peers for port state");
     }
 
     fn on_interfaces(&mut self, list: Vec<Interface>) {
@@ -817,10 +887,12 @@ impl Core {
             if !want.contains_key(&id) {
                 let _ =
                     self.commands.send(Command::PortActive { port: id.to_string(), active: false });
+                self.shared.migrations.forget(id);
             }
             tracing::info!(port = %id, ifname = %b.ifname, "port unbound");
             tags.push(Tag::port(id));
         }
+        let mut fresh = Vec::new();
         for (id, (ifname, ifindex, key)) in want {
             if self.bound.contains_key(&id) {
                 continue;
@@ -841,6 +913,11 @@ impl Core {
             tracing::info!(port = %id, %ifname, dp_port, tunnel_key = key, "port bound");
             self.bound.insert(id, Bound { dp_port, ifname, ifindex, tunnel_key: key });
             tags.push(Tag::port(id));
+            fresh.push(id);
+        }
+        // Before the view maps the new ports' packets to them.
+        if !fresh.is_empty() {
+            self.import_state(&fresh);
         }
         self.shared.metrics.bound_ports.set(self.bound.len() as i64);
         tags

@@ -218,6 +218,8 @@ struct Snat {
     uplink: Port,
     vm1: Vm,
     vm2: Vm,
+    /// vm2's bridge port.
+    vm2_port: Port,
     out: Vm,
 }
 
@@ -227,7 +229,12 @@ fn snat_lab() -> Snat {
 
 /// The SNAT lab with agents configured by `config` (agent TOML).
 fn snat_lab_with(config: &str) -> Snat {
-    let mut env = Env::with_config(Provider::Ebpf, config);
+    snat_lab_on(config, 2)
+}
+
+/// The SNAT lab on `hosts` hosts (the third and later run no VM).
+fn snat_lab_on(config: &str, hosts: usize) -> Snat {
+    let mut env = Env::with_hosts(Provider::Ebpf, config, hosts);
     let b = Bridge {
         id: BridgeId::random(),
         name: "tenant".into(),
@@ -348,7 +355,7 @@ fn snat_lab_with(config: &str) -> Snat {
         ns_exec(&out.ns, &["ip", "link", "set", l, "up"]).expect("far up");
     }
     ns_exec(&out.ns, &["ip", "addr", "add", "198.51.100.254/24", "dev", "far"]).expect("far addr");
-    Snat { env, router, pre, post, uplink: up, vm1, vm2, out }
+    Snat { env, router, pre, post, uplink: up, vm1, vm2, vm2_port: p2, out }
 }
 
 #[test]
@@ -568,6 +575,107 @@ fn nated_connections_survive_kill_9_of_both_agents() {
     let gap = longest_gap_ms(&pings, 10);
     eprintln!("MEASURE kill -9 of both agents during a NATed transfer: longest ping gap {gap} ms");
     assert!(gap <= 1000, "ping through SNAT stalled {gap} ms:\n{pings}");
+}
+
+/// One line sent and echoed back on `c`.
+fn echo_line(c: &mut TcpStream, line: &str) -> std::io::Result<String> {
+    c.write_all(line.as_bytes())?;
+    let mut buf = vec![0u8; line.len()];
+    c.read_exact(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Issue 8, "Migration": vm2's port is rebound to a third host (its veth's
+/// host end moves into that host's namespace, as a migrated VM's tap comes
+/// up on its new host) while a TCP connection through SNAT is open. The
+/// new host asks its peers for the port's state before it forwards the
+/// port's packets, so the connection keeps its binding (the same public
+/// port) and carries data after the move.
+#[test]
+fn a_vms_nated_connection_survives_its_migration_to_another_host() {
+    if !prerequisites("a_vms_nated_connection_survives_its_migration_to_another_host") {
+        return;
+    }
+    let Snat { env, vm2, vm2_port, out, .. } = snat_lab_on("", 3);
+    assert!(until_ping_ok(&vm2, out.ip), "vm2 reaches the outside");
+    let l = in_netns(&out.ns, || std::net::TcpListener::bind("0.0.0.0:8003").expect("bind"));
+    let (peer_tx, peer_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // One connection only: a second would mean the client reconnected.
+        let (mut c, peer) = l.accept().expect("accept");
+        let _ = peer_tx.send(peer);
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if c.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (moved_tx, moved_rx) = std::sync::mpsc::channel::<()>();
+    let dst = SocketAddr::from((out.ip, 8003));
+    let client = spawn_in_netns(&vm2.ns, move || {
+        let mut c = TcpStream::connect_timeout(&dst, Duration::from_secs(5)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        let before = echo_line(&mut c, "before the move\n").expect("echo before");
+        ready_tx.send(()).expect("ready");
+        moved_rx.recv().expect("moved");
+        let after: Vec<String> = (0..5)
+            .map(|i| echo_line(&mut c, &format!("after the move {i}\n")).expect("echo after"))
+            .collect();
+        (before, after)
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).expect("the connection is up");
+    let peer = peer_rx.recv_timeout(Duration::from_secs(5)).expect("accepted");
+    assert_eq!(peer.ip(), std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, 1)), "translated");
+    let bound_port = |env: &Env, i: usize| -> Option<u64> {
+        nat_bindings(env, i)["bindings"].as_array()?.iter().find_map(|b| {
+            (b["dst_port"] == 8003 && b["kind"] == "snat").then(|| b["port"].as_u64()).flatten()
+        })
+    };
+    assert_eq!(bound_port(&env, 1), Some(u64::from(peer.port())), "vm2's host made the binding");
+    assert_eq!(bound_port(&env, 2), None, "the third host knows nothing of it yet");
+    // The move: the tap's host end goes to host 3, and the port follows.
+    let (from_ns, to_ns) = (env.hosts[1].ns.clone(), env.hosts[2].ns.clone());
+    ns_exec(&from_ns, &["ip", "link", "set", &vm2.host_if, "netns", &to_ns]).expect("move");
+    ns_exec(&to_ns, &["ip", "link", "set", &vm2.host_if, "up"]).expect("up");
+    env.put(&Port { host_id: Some(env.hosts[2].id), ..vm2_port });
+    let answered = "midonet_agent_flow_state_imports_total{event=\"answered\"}";
+    let t_move = std::time::Instant::now();
+    let waited = env.wait("host 3 imported vm2's state", Duration::from_secs(20), |e| {
+        e.metric(2, answered) >= 1.0
+    });
+    eprintln!("MEASURE migration: port state imported {} ms after the rebind", waited.as_millis());
+    assert_eq!(
+        bound_port(&env, 2),
+        Some(u64::from(peer.port())),
+        "the binding moved with the port"
+    );
+    moved_tx.send(()).expect("client waits");
+    let (before, after) = client.join().expect("the connection carries data after the move");
+    eprintln!("MEASURE migration: data again {} ms after the rebind", t_move.elapsed().as_millis());
+    assert_eq!(before, "before the move\n");
+    for (i, a) in after.iter().enumerate() {
+        assert_eq!(a, &format!("after the move {i}\n"));
+    }
+    assert!(
+        env.metric(1, "midonet_agent_flow_state_ports_handed_total") >= 1.0,
+        "host 2 handed it"
+    );
+    assert_eq!(
+        env.metric(2, "midonet_agent_flow_state_imports_total{event=\"timed_out\"}"),
+        0.0,
+        "every live peer answered"
+    );
+    assert!(
+        peer_rx.try_recv().is_err() && bound_port(&env, 2) == Some(u64::from(peer.port())),
+        "still the one connection and binding"
+    );
 }
 
 /// A NAT rule in `chain` with one target.

@@ -42,11 +42,21 @@
 //!   their tunnel-zone peers as well as through the cluster, so a next hop
 //!   learned on one host is known on the others while the cluster is down.
 //!   Such a message carries no connection: its ingress port is zero.
+//! * A **port-state request** ([`FLAG_REQUEST`], issue 8 item 6) is sent
+//!   by a host a port was just bound to (a VM migrated to it, or the agent
+//!   started): "send me what you hold for these ports". The ports asked
+//!   for are the ingress port and the egress ports; it carries no entries.
+//!   The answer is ordinary state messages whose ingress port is the port
+//!   they belong to, then one message with [`FLAG_ANSWERED`] listing the
+//!   ports answered the same way (the end of the answer).
 //! * `version` is checked first: any other value is
 //!   [`FlowStateError::UnknownVersion`], so a future layout is rejected
 //!   whole rather than misread. `flags` bit 0 is [`FLAG_LEARNED`] (the
-//!   learned section follows); the other bits are reserved: zero on send,
-//!   ignored on receipt.
+//!   learned section follows), bit 1 [`FLAG_REQUEST`], bit 2
+//!   [`FLAG_ANSWERED`] (both at once is [`FlowStateError::BadFlags`]); the
+//!   other bits are reserved: zero on send, ignored on receipt. A receiver
+//!   of version 1 that predates bits 1 and 2 reads such a message as an
+//!   empty state message, which changes nothing.
 //! * The counts fix the message's size exactly; fewer bytes is
 //!   [`FlowStateError::Truncated`], more is [`FlowStateError::BadLength`]
 //!   (a message is one UDP datagram, nothing may follow it).
@@ -84,6 +94,10 @@ pub const NAT_SIZE: usize = 36;
 pub const LEARNED_SIZE: usize = 46;
 /// `flags` bit: the learned section follows the NAT entries.
 pub const FLAG_LEARNED: u8 = 0x01;
+/// `flags` bit: a request for the state of the listed ports.
+pub const FLAG_REQUEST: u8 = 0x02;
+/// `flags` bit: the end of the answer to a request for the listed ports.
+pub const FLAG_ANSWERED: u8 = 0x04;
 
 /// A raw UUID.
 pub type Id = [u8; 16];
@@ -100,6 +114,9 @@ pub enum FlowStateError {
     /// More bytes than the counts say.
     #[error("flow-state message longer than its counts")]
     BadLength,
+    /// A request and the end of an answer at once.
+    #[error("flow-state message both a request and an answer")]
+    BadFlags,
     /// (emit) More entries than a count field holds.
     #[error("too many entries for one flow-state message")]
     TooMany,
@@ -217,6 +234,9 @@ impl<'a> FlowStateMsg<'a> {
             Some(_) => {}
         }
         let (header, rest) = Header::ref_from_prefix(b).map_err(|_| FlowStateError::Truncated)?;
+        if header.flags & (FLAG_REQUEST | FLAG_ANSWERED) == FLAG_REQUEST | FLAG_ANSWERED {
+            return Err(FlowStateError::BadFlags);
+        }
         let (egress_ports, rest) = take::<Id>(rest, usize::from(header.n_egress), ID_SIZE)?;
         let (port_groups, rest) = take::<Id>(rest, usize::from(header.n_groups), ID_SIZE)?;
         let nc = usize::from(u16::from_be_bytes(header.n_conntrack));
@@ -374,9 +394,42 @@ pub struct NatRepr {
     pub bound_port: u16,
 }
 
+/// What a message is for (`flags` bits 1 and 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Purpose {
+    /// State to install (and, with an ingress port, the port it is of).
+    #[default]
+    State,
+    /// Asks for the state of the ingress and egress ports.
+    Request,
+    /// Ends the answer to a request for the ingress and egress ports.
+    Answered,
+}
+
+impl Purpose {
+    fn flags(self) -> u8 {
+        match self {
+            Purpose::State => 0,
+            Purpose::Request => FLAG_REQUEST,
+            Purpose::Answered => FLAG_ANSWERED,
+        }
+    }
+
+    fn from_flags(flags: u8) -> Purpose {
+        if flags & FLAG_REQUEST != 0 {
+            Purpose::Request
+        } else if flags & FLAG_ANSWERED != 0 {
+            Purpose::Answered
+        } else {
+            Purpose::State
+        }
+    }
+}
+
 /// The meaning of a flow-state message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FlowStateRepr {
+    pub purpose: Purpose,
     /// The host that sent it.
     pub sender: Id,
     /// The port the connection's first packet entered by.
@@ -395,6 +448,7 @@ impl FlowStateRepr {
     /// Decode a checked view.
     pub fn parse(m: &FlowStateMsg<'_>) -> FlowStateRepr {
         FlowStateRepr {
+            purpose: Purpose::from_flags(m.header.flags),
             sender: m.header.sender,
             ingress_port: m.header.ingress,
             egress_ports: m.egress_ports.to_vec(),
@@ -467,7 +521,7 @@ impl FlowStateRepr {
         let count16 = |n: usize| u16::try_from(n).map_err(|_| FlowStateError::TooMany);
         let header = Header {
             version: VERSION,
-            flags: if self.learned.is_empty() { 0 } else { FLAG_LEARNED },
+            flags: self.purpose.flags() | if self.learned.is_empty() { 0 } else { FLAG_LEARNED },
             n_egress: count8(self.egress_ports.len())?,
             n_groups: count8(self.port_groups.len())?,
             n_conntrack: count16(self.conntrack.len())?.to_be_bytes(),
@@ -583,6 +637,7 @@ mod tests {
             proto: 17,
         };
         FlowStateRepr {
+            purpose: Purpose::State,
             sender: id(0x11),
             ingress_port: id(0x22),
             egress_ports: vec![id(0x33)],
@@ -690,7 +745,7 @@ mod tests {
         assert_eq!(FlowStateRepr::parse_bytes(&[0]), Err(FlowStateError::UnknownVersion(0)));
         // Reserved flags are ignored; unknown codes survive a round trip.
         let mut odd = b.clone();
-        odd[1] = 0xfe;
+        odd[1] = 0xf8;
         odd[40 + 16 + 29] = 9; // conntrack state
         odd[40 + 16 + 30 + 29] = 7; // nat kind
         let r = FlowStateRepr::parse_bytes(&odd).expect("parses");
@@ -700,6 +755,29 @@ mod tests {
         r.emit_vec(&mut again).expect("emit");
         odd[1] = 0;
         assert_eq!(again, odd);
+    }
+
+    #[test]
+    fn requests_and_answers_are_flagged_and_never_both() {
+        let ask = FlowStateRepr {
+            purpose: Purpose::Request,
+            sender: id(0x11),
+            ingress_port: id(0x22),
+            egress_ports: vec![id(0x23)],
+            ..Default::default()
+        };
+        let mut b = Vec::new();
+        ask.emit_vec(&mut b).expect("emit");
+        assert_eq!(b.len(), HEADER_SIZE + ID_SIZE);
+        assert_eq!(b[1], FLAG_REQUEST);
+        assert_eq!(FlowStateRepr::parse_bytes(&b), Ok(ask.clone()));
+        let done = FlowStateRepr { purpose: Purpose::Answered, ..ask };
+        let mut d = Vec::new();
+        done.emit_vec(&mut d).expect("emit");
+        assert_eq!(d[1], FLAG_ANSWERED);
+        assert_eq!(FlowStateRepr::parse_bytes(&d), Ok(done));
+        d[1] = FLAG_REQUEST | FLAG_ANSWERED;
+        assert_eq!(FlowStateRepr::parse_bytes(&d), Err(FlowStateError::BadFlags));
     }
 
     #[test]
@@ -746,9 +824,18 @@ mod tests {
                 0..4,
             ),
         )
+            .prop_flat_map(|r| {
+                let purpose = prop_oneof![
+                    Just(Purpose::State),
+                    Just(Purpose::Request),
+                    Just(Purpose::Answered)
+                ];
+                (Just(r), purpose)
+            })
             .prop_map(
-                |(sender, ingress_port, egress_ports, port_groups, ct, nat, learned)| {
+                |((sender, ingress_port, egress_ports, port_groups, ct, nat, learned), purpose)| {
                     FlowStateRepr {
+                        purpose,
                         sender,
                         ingress_port,
                         egress_ports,

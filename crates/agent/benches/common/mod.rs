@@ -41,6 +41,7 @@ pub fn shared(
         replicator,
         state_log: None,
         pending_stale: Mutex::new(Vec::new()),
+        migrations: Default::default(),
     });
     (shared, (crx, srx))
 }

@@ -48,6 +48,10 @@
 //!   timeout (which filled the tables at a few thousand connections per
 //!   second). A SYN that misses onto a closing binding (the client reused
 //!   the 5-tuple) opens it again.
+//! * **Ports that move** ([`migrate`]): every connection and binding is
+//!   indexed by the ports of the messages it came in or went out with; a
+//!   host a port is bound to asks its live peers for that port's state
+//!   before it simulates the port's packets.
 //! * **Lost messages**: every simulation that records a connection sends
 //!   it again (a flow re-simulated after expiry or invalidation), and a
 //!   return flow simulated before the state arrived carries the
@@ -69,7 +73,7 @@ use midonet_state::{
     BlockKey, ConnKey, ConnState, ConnStats, ConnTable, ConntrackCfg, NatBinding, NatKey, NatKind,
     NatTable, PortBlocks, Tracked,
 };
-use midonet_wire::flowstate::{ConntrackRepr, FlowStateRepr, NatRepr};
+use midonet_wire::flowstate::{ConntrackRepr, FlowStateRepr, NatRepr, Purpose};
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -77,6 +81,7 @@ use crate::handler::{Egress, Shared, View};
 
 pub mod learned;
 pub mod log;
+pub mod migrate;
 
 use log::Origin;
 
@@ -131,7 +136,18 @@ pub struct FlowState {
     closing: HashMap<NatKey, Duration>,
     /// Counters as last mirrored into the metrics.
     mirrored: ConnStats,
+    /// The ports each connection and binding was seen at (the ingress and
+    /// egress ports of its messages): port id → tags (`by_tag` keys), so a
+    /// port's state can be handed to the host it moves to ([`migrate`]).
+    /// Entries are not removed as they expire: the lists are compacted
+    /// when they hold twice as many tags as `by_tag` (plus slack).
+    by_port: HashMap<Id, Vec<u64>>,
+    /// Tags in `by_port`, over all ports.
+    indexed: usize,
 }
+
+/// A raw port id, as in flow-state messages.
+type Id = [u8; 16];
 
 impl FlowState {
     pub fn new(max_entries: usize, hash_seed: u64) -> FlowState {
@@ -144,7 +160,75 @@ impl FlowState {
             claiming: HashMap::new(),
             closing: HashMap::new(),
             mirrored: ConnStats::default(),
+            by_port: HashMap::new(),
+            indexed: 0,
         }
+    }
+
+    /// Records that the entry `tag` names was seen at `ports` (zero ids,
+    /// which no port has, are skipped).
+    fn index_ports(&mut self, ports: &[Id], tag: u64) {
+        for p in ports.iter().filter(|p| **p != [0; 16]) {
+            self.by_port.entry(*p).or_default().push(tag);
+            self.indexed += 1;
+        }
+    }
+
+    /// Drops the tags of expired entries from the port index once it holds
+    /// twice what is live.
+    fn compact_ports(&mut self) {
+        if self.indexed <= 2 * self.by_tag.len() + 4096 {
+            return;
+        }
+        let live = &self.by_tag;
+        let mut n = 0;
+        self.by_port.retain(|_, tags| {
+            tags.retain(|t| live.contains_key(t));
+            tags.sort_unstable();
+            tags.dedup();
+            n += tags.len();
+            !tags.is_empty()
+        });
+        self.indexed = n;
+    }
+
+    /// What this host holds for `port`: the live connections and bindings
+    /// seen at it, for the host it moved to. Bindings this host allocated
+    /// are held for their connection's whole established timeout from now
+    /// (the new host refreshes its copy, not this one; the port must not go
+    /// back to the block while the connection may live).
+    pub fn port_state(&mut self, port: &Id, now: Duration) -> (Vec<ConntrackRepr>, Vec<NatRepr>) {
+        let Some(tags) = self.by_port.get(port) else { return (Vec::new(), Vec::new()) };
+        let mut conns: Vec<ConnKey> = Vec::new();
+        let mut nats: Vec<NatKey> = Vec::new();
+        for t in tags {
+            match self.by_tag.get(t) {
+                Some(Named::Conn(k)) => conns.push(*k),
+                Some(Named::Nat(k)) => nats.push(*k),
+                None => {}
+            }
+        }
+        conns.sort_unstable();
+        conns.dedup();
+        nats.sort_unstable();
+        nats.dedup();
+        let ct: Vec<ConntrackRepr> = conns
+            .iter()
+            .filter_map(|k| self.conn.lookup(k, now))
+            .map(|(c, _)| conntrack_repr(&c.key, c.state))
+            .collect();
+        let mut nat = Vec::with_capacity(nats.len());
+        for k in nats {
+            let Some(b) = self.nat.get(&k, now) else { continue };
+            if k.kind == NatKind::Snat
+                && self.blocks.holds(&BlockKey::of(k.conn.tracker, b.ip, b.port))
+            {
+                let ttl = self.nat_ttl(&k);
+                self.nat.touch(&k, now + ttl, now);
+            }
+            nat.push(nat_repr(&k, b));
+        }
+        (ct, nat)
     }
 
     fn index(&mut self, key: ConnKey) {
@@ -216,9 +300,13 @@ impl FlowState {
     /// goes to `out`; the tags of connections tracked and bindings created
     /// for the first time go to `stale` (flows that looked for them and
     /// missed).
+    ///
+    /// `ports` are the simulation's ingress and egress ports: what is new
+    /// is indexed under them (for [`port_state`](Self::port_state)).
     pub fn apply(
         &mut self,
         r: &SimResult,
+        ports: &[Id],
         tcp_flags: u16,
         now: Duration,
         out: &mut Outgoing,
@@ -229,8 +317,10 @@ impl FlowState {
             match self.conn.track(w.key, w.tcp_flags, now) {
                 Ok(t) => {
                     if t == Tracked::New {
-                        stale.push(Tag::conntrack(&w.key).0);
+                        let tag = Tag::conntrack(&w.key).0;
+                        stale.push(tag);
                         self.index(w.key);
+                        self.index_ports(ports, tag);
                     }
                     if let Some((c, _)) = self.conn.lookup(&w.key, now) {
                         out.conntrack.push(conntrack_repr(&c.key, c.state));
@@ -243,8 +333,10 @@ impl FlowState {
             // The simulation stored a new binding already; a used one lives
             // as long as its connection is in use.
             if w.created {
-                stale.extend(nat_tags(&w.key, w.binding).iter().map(|t| t.0));
+                let tags = nat_tags(&w.key, w.binding);
+                stale.extend(tags.iter().map(|t| t.0));
                 self.index_nat(w.key, w.binding);
+                self.index_ports(ports, tags[0].0);
             } else {
                 // A new connection on a closing binding's 5-tuple.
                 use midonet_flow::key::tcp_flags::{ACK, SYN};
@@ -320,11 +412,21 @@ impl FlowState {
             self.closing.remove(&k);
             tags.extend(nat_tags(&k, b));
         }
+        let ports: Vec<Id> =
+            std::iter::once(msg.ingress_port).chain(msg.egress_ports.iter().copied()).collect();
+        // Every live entry is indexed under the message's ports (known ones
+        // too: a port's entries may come in several messages; duplicates go
+        // at the next compaction).
         for (c, known) in msg.conntrack.iter().zip(known_conns) {
             let key = ConnKey::from(&c.key);
-            if !known && self.conn.lookup(&key, now).is_some() {
+            if self.conn.lookup(&key, now).is_none() {
+                continue;
+            }
+            let tag = Tag::conntrack(&key);
+            self.index_ports(&ports, tag.0);
+            if !known {
                 self.index(key);
-                tags.push(Tag::conntrack(&key));
+                tags.push(tag);
             }
         }
         for (n, before) in msg.nat.iter().zip(known_nat) {
@@ -333,12 +435,15 @@ impl FlowState {
             match self.nat.get(&key, now) {
                 Some(b) if before != Some(b) => {
                     self.index_nat(key, b);
-                    tags.extend(nat_tags(&key, b));
+                    let t = nat_tags(&key, b);
+                    self.index_ports(&ports, t[0].0);
+                    tags.extend(t);
                 }
                 // Known already: its refresh pushes the expiry out.
-                Some(_) => {
+                Some(b) => {
                     let ttl = self.nat_ttl(&key);
                     self.nat.touch(&key, now + ttl, now);
+                    self.index_ports(&ports, nat_tags(&key, b)[0].0);
                 }
                 None => {}
             }
@@ -397,6 +502,42 @@ impl FlowState {
                 out.push((origin, FlowStateRepr { nat: chunk.to_vec(), ..Default::default() }));
             }
         }
+        // The port index, as the same entries again under each port they
+        // were seen at (a replay installs what is known as a refresh, and
+        // indexes it).
+        let mut ports: Vec<&Id> = self.by_port.keys().collect();
+        ports.sort_unstable();
+        for port in ports {
+            let mut conns = Vec::new();
+            let mut nats = Vec::new();
+            for t in &self.by_port[port] {
+                match self.by_tag.get(t) {
+                    Some(Named::Conn(k)) => conns.extend(self.conn.lookup(k, now).map(|(c, _)| c)),
+                    Some(Named::Nat(k)) => {
+                        nats.extend(self.nat.get(k, now).map(|b| nat_repr(k, b)));
+                    }
+                    None => {}
+                }
+            }
+            let conns: Vec<ConntrackRepr> =
+                conns.iter().map(|c| conntrack_repr(&c.key, c.state)).collect();
+            for chunk in conns.chunks(PER_RECORD) {
+                let m = FlowStateRepr {
+                    ingress_port: *port,
+                    conntrack: chunk.to_vec(),
+                    ..Default::default()
+                };
+                out.push((Origin::Peer, m));
+            }
+            for chunk in nats.chunks(PER_RECORD) {
+                let m = FlowStateRepr {
+                    ingress_port: *port,
+                    nat: chunk.to_vec(),
+                    ..Default::default()
+                };
+                out.push((Origin::Peer, m));
+            }
+        }
         out
     }
 
@@ -432,6 +573,7 @@ impl FlowState {
             }
             now.saturating_sub(*since) < CLAIM_PATIENCE
         });
+        self.compact_ports();
         tags
     }
 
@@ -713,6 +855,23 @@ pub fn receive(sh: &Shared, bytes: &[u8], from: SocketAddr) -> Vec<Tag> {
         return Vec::new();
     }
     m.flow_state_received.inc();
+    match msg.purpose {
+        Purpose::Request => {
+            sh.migrations.ask(ip, msg);
+            return Vec::new();
+        }
+        Purpose::Answered => {
+            let open = sh.migrations.answered(ip, &migrate::ports_of(&msg));
+            for p in open {
+                tracing::info!(port = %p, "port state imported");
+                m.flow_state_imports
+                    .get_or_create(&crate::metrics::EventLabels { event: "answered" })
+                    .inc();
+            }
+            return Vec::new();
+        }
+        Purpose::State => {}
+    }
     if !msg.learned.is_empty() {
         // Straight to the core: it invalidates, and re-simulates the packets
         // parked on an ARP resolution these entries answer.
@@ -830,12 +989,12 @@ mod tests {
         let mut fs = FlowState::new(100, 1);
         let (mut send, mut stale) = (Outgoing::default(), Vec::new());
         let t = Duration::from_secs(1);
-        fs.apply(&recorded(key(1000)), SYN, t, &mut send, &mut stale);
+        fs.apply(&recorded(key(1000)), &[], SYN, t, &mut send, &mut stale);
         assert_eq!(stale, vec![Tag::conntrack(&key(1000)).0], "a new key's tag is stale");
         assert_eq!(send.conntrack.len(), 1);
         assert_eq!(send.conntrack[0].state, ConnState::SynSent.code());
         let (mut send, mut stale) = (Outgoing::default(), Vec::new());
-        fs.apply(&recorded(key(1000)), SYN, t, &mut send, &mut stale);
+        fs.apply(&recorded(key(1000)), &[], SYN, t, &mut send, &mut stale);
         assert!(stale.is_empty(), "an existing key invalidates nothing");
         assert_eq!(send.conntrack.len(), 1, "re-simulations re-send (lost messages heal)");
     }
@@ -845,9 +1004,9 @@ mod tests {
         let mut fs = FlowState::new(100, 1);
         let t = Duration::from_secs(1);
         let (mut send, mut stale) = (Outgoing::default(), Vec::new());
-        fs.apply(&recorded(key(1000)), SYN, t, &mut send, &mut stale);
+        fs.apply(&recorded(key(1000)), &[], SYN, t, &mut send, &mut stale);
         let mut send = Outgoing::default();
-        fs.apply(&looked_up(key(1000)), SYN | ACK, t, &mut send, &mut stale);
+        fs.apply(&looked_up(key(1000)), &[], SYN | ACK, t, &mut send, &mut stale);
         assert_eq!(send.conntrack.len(), 1, "the change is replicated");
         assert_eq!(send.conntrack[0].state, ConnState::Replied.code());
         let (c, _) = fs.conn.lookup(&key(1000), t).expect("tracked");
@@ -855,7 +1014,7 @@ mod tests {
         // Established: the kernel's five days, not the SYN-sent two minutes.
         assert!(c.expires > t + Duration::from_secs(3600));
         let mut send = Outgoing::default();
-        fs.apply(&looked_up(key(1000)), ACK, t, &mut send, &mut stale);
+        fs.apply(&looked_up(key(1000)), &[], ACK, t, &mut send, &mut stale);
         assert!(send.is_empty(), "nothing changed, nothing sent");
     }
 
@@ -873,7 +1032,7 @@ mod tests {
         assert!(fs.conn.is_return(&key(1000).reversed(), t));
         // The reply seen here, then the sender's SYN-sent copy again.
         let (mut send, mut stale) = (Outgoing::default(), Vec::new());
-        fs.apply(&looked_up(key(1000)), SYN | ACK, t, &mut send, &mut stale);
+        fs.apply(&looked_up(key(1000)), &[], SYN | ACK, t, &mut send, &mut stale);
         fs.install(&msg, t);
         assert_eq!(fs.conn.lookup(&key(1000), t).expect("tracked").0.state, ConnState::Replied);
     }
@@ -937,8 +1096,8 @@ mod tests {
         let mut fs = FlowState::new(100, 1);
         let t0 = Duration::from_secs(1);
         let (mut send, mut stale) = (Outgoing::default(), Vec::new());
-        fs.apply(&recorded(key(1)), SYN, t0, &mut send, &mut stale);
-        fs.apply(&recorded(key(2)), SYN, t0, &mut send, &mut stale);
+        fs.apply(&recorded(key(1)), &[], SYN, t0, &mut send, &mut stale);
+        fs.apply(&recorded(key(2)), &[], SYN, t0, &mut send, &mut stale);
         // SYN-sent lives 120 s; key 1's flow is used at 100 s.
         let t1 = t0 + Duration::from_secs(100);
         let used = [Tag::conntrack(&key(1)).0, Tag::port(PortId::random()).0];
@@ -962,13 +1121,13 @@ mod tests {
         let (mut send, mut stale) = (Outgoing::default(), Vec::new());
         // A connection tracked, and a DNAT binding (a VIP's) made by a
         // simulation of another connection.
-        fs.apply(&recorded(key(1)), SYN, t0, &mut send, &mut stale);
+        fs.apply(&recorded(key(1)), &[], SYN, t0, &mut send, &mut stale);
         let nk = NatKey::new(NatKind::Dnat, key(2));
         let b = NatBinding { ip: Ipv4Addr::new(10, 1, 0, 1), port: 80 };
         fs.nat.insert(nk, b, t0 + Duration::from_secs(300), t0).expect("room");
         let mut r = SimResult::default();
         r.nat.push(NatWrite { key: nk, binding: b, created: true });
-        fs.apply(&r, SYN, t0, &mut send, &mut stale);
+        fs.apply(&r, &[], SYN, t0, &mut send, &mut stale);
         let conn_tags = [Tag::conntrack(&key(1)).0];
         let nat_tags_ = nat_tags(&nk, b).map(|t| t.0);
         // In use: refreshed to the established timeout (days).
@@ -995,7 +1154,7 @@ mod tests {
         // opens it again.
         let mut again = SimResult::default();
         again.nat.push(NatWrite { key: nk, binding: b, created: false });
-        fs.apply(&again, SYN, t2, &mut send, &mut stale);
+        fs.apply(&again, &[], SYN, t2, &mut send, &mut stale);
         assert!(
             fs.nat.iter(t2).find(|e| e.key == nk).expect("bound").expires
                 > t2 + Duration::from_secs(3600)
@@ -1013,7 +1172,7 @@ mod tests {
         let t = Duration::from_secs(1);
         let mut fs = FlowState::new(100, 1);
         let (mut send, mut stale) = (Outgoing::default(), Vec::new());
-        fs.apply(&recorded(key(1000)), SYN, t, &mut send, &mut stale);
+        fs.apply(&recorded(key(1000)), &[], SYN, t, &mut send, &mut stale);
         // A SNAT binding made here, in a block this host holds, and one
         // received from a peer.
         let public = Ipv4Addr::new(192, 0, 2, 1);
@@ -1060,6 +1219,7 @@ mod tests {
             replicator: None,
             state_log: None,
             pending_stale: Mutex::new(Vec::new()),
+            migrations: Default::default(),
         });
         (sh, stale_rx)
     }

@@ -653,6 +653,7 @@ impl Agent {
             replicator: None,
             state_log: None,
             pending_stale: Mutex::new(Vec::new()),
+            migrations: Default::default(),
         });
         let dp = Arc::new(DummyDatapath::new(Some(Box::new(Handler::new(shared.clone())))));
         let refresh = Duration::from_secs(5);
