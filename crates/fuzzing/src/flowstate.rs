@@ -7,6 +7,7 @@
 //!   length is what the header's counts say (checked by an independent
 //!   reading of the header here), and rejects a version other than 1 as
 //!   `UnknownVersion` before anything else.
+//! * a request that is also an answer's end is `BadFlags`;
 //! * decode → encode gives the input back byte for byte, but for the
 //!   reserved bits and bytes (sent as zero) and an empty learned section
 //!   (not sent); the view's slices have the counted lengths.
@@ -21,7 +22,8 @@ use std::time::Duration;
 use midonet_state::message::install;
 use midonet_state::{ConnKey, ConnState, ConnTable, ConntrackCfg, NatKey, NatKind, NatTable};
 use midonet_wire::flowstate::{
-    FlowStateError, FlowStateMsg, FlowStateRepr, FLAG_LEARNED, HEADER_SIZE,
+    FlowStateError, FlowStateMsg, FlowStateRepr, FLAG_ANSWERED, FLAG_LEARNED, FLAG_REQUEST,
+    HEADER_SIZE,
 };
 
 use crate::check::be16;
@@ -33,6 +35,9 @@ pub fn flowstate(data: &[u8]) {
         None => Err(FlowStateError::Truncated),
         Some(&v) if v != 1 => Err(FlowStateError::UnknownVersion(v)),
         Some(_) if data.len() < HEADER_SIZE => Err(FlowStateError::Truncated),
+        Some(_) if data[1] & (FLAG_REQUEST | FLAG_ANSWERED) == FLAG_REQUEST | FLAG_ANSWERED => {
+            Err(FlowStateError::BadFlags)
+        }
         Some(_) => {
             let mut n = 16 * (usize::from(data[2]) + usize::from(data[3]))
                 + 30 * usize::from(be16(data, 4).expect("header"))
@@ -73,7 +78,8 @@ pub fn flowstate(data: &[u8]) {
     repr.emit_vec(&mut again).expect("a parsed message encodes");
     assert_eq!(again[0], data[0]);
     let flag = if repr.learned.is_empty() { 0 } else { FLAG_LEARNED };
-    assert_eq!(again[1], flag, "reserved flags sent as zero");
+    let purpose = data[1] & (FLAG_REQUEST | FLAG_ANSWERED);
+    assert_eq!(again[1], flag | purpose, "reserved flags sent as zero, the purpose kept");
     // The learned entries' reserved byte is sent as zero too.
     let mut want = data[..data.len() - if empty_section { 2 } else { 0 }].to_vec();
     let start = want.len() - 46 * repr.learned.len();

@@ -827,6 +827,18 @@ fn flowstate() -> Vec<Seed> {
             },
         ),
         (
+            "port_request",
+            FlowStateRepr {
+                purpose: midonet_wire::flowstate::Purpose::Request,
+                egress_ports: vec![[0x33; 16], [0x34; 16]],
+                ..base.clone()
+            },
+        ),
+        (
+            "port_answered",
+            FlowStateRepr { purpose: midonet_wire::flowstate::Purpose::Answered, ..base.clone() },
+        ),
+        (
             "many",
             FlowStateRepr {
                 conntrack: (0..20)
