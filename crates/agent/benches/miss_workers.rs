@@ -165,15 +165,7 @@ fn bench(c: &mut Criterion) {
                     let misses: Vec<_> = (0..BATCH).map(|i| nth(&w, round, i)).collect();
                     let t0 = Instant::now();
                     for (key, frame) in misses {
-                        let m = Miss {
-                            seq: 0,
-                            key,
-                            frame,
-                            in_port: InPort::Port(1),
-                            reason: None,
-                            depth: 0,
-                            meta: (),
-                        };
+                        let m = Miss::new(key, frame, InPort::Port(1), None, 0, ());
                         assert!(workers.submit(m), "queue full");
                     }
                     let mut done = 0;

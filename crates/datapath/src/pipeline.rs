@@ -475,15 +475,7 @@ impl<I: Io> Core<I> {
                     ctx.counters.port(p).upcalls += 1;
                 }
                 if let Some(w) = ctx.workers.as_mut() {
-                    let m = Miss {
-                        seq: 0,
-                        key,
-                        frame: slot.frame().to_vec(),
-                        in_port,
-                        reason: None,
-                        depth: 0,
-                        meta: slot.vnet,
-                    };
+                    let m = Miss::new(key, slot.frame().to_vec(), in_port, None, 0, slot.vnet);
                     if !w.submit(m) {
                         ctx.counters.drop(DropReason::MissBacklog);
                     }
@@ -580,15 +572,14 @@ fn exec<I: Io>(
                 };
                 ctx.counters.upcalls += 1;
                 if let Some(w) = ctx.workers.as_mut() {
-                    let m = Miss {
-                        seq: 0,
+                    let m = Miss::new(
                         key,
-                        frame: copy.frame().to_vec(),
+                        copy.frame().to_vec(),
                         in_port,
-                        reason: Some(reason),
-                        depth: depth + 1,
-                        meta: copy.vnet,
-                    };
+                        Some(reason),
+                        depth + 1,
+                        copy.vnet,
+                    );
                     if !w.submit(m) {
                         ctx.counters.drop(DropReason::MissBacklog);
                     }

@@ -476,13 +476,7 @@ impl UserspaceDatapath {
     /// Answers still due from the previous workers are applied first.
     pub fn set_miss_workers(&self, handlers: Vec<Box<dyn UpcallHandler>>) -> Result<(), DpError> {
         self.call(move |s| {
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while s.core.workers.as_ref().is_some_and(|w| w.pending() > 0)
-                && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(1));
-                s.core.finish_misses();
-            }
+            Workers::settle(s, |s| s.core.workers.as_ref(), |s| s.core.finish_misses());
             s.core.flush();
             s.core.workers = None;
             if handlers.is_empty() {

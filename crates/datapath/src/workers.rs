@@ -70,6 +70,7 @@ use std::hash::{Hash, Hasher};
 use hashbrown::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use midonet_flow::{Actions, FlowKey, InPort, UserspaceReason};
@@ -98,6 +99,20 @@ pub struct Miss<M> {
     /// How deep in userspace actions the packet is (loop guard).
     pub depth: u8,
     pub meta: M,
+}
+
+impl<M> Miss<M> {
+    /// A packet to hand over; [`Workers::submit`] sets its `seq`.
+    pub fn new(
+        key: FlowKey,
+        frame: Vec<u8>,
+        in_port: InPort,
+        reason: Option<UserspaceReason>,
+        depth: u8,
+        meta: M,
+    ) -> Self {
+        Miss { seq: 0, key, frame, in_port, reason, depth, meta }
+    }
 }
 
 /// What became of the misses handed over.
@@ -145,6 +160,9 @@ pub struct Workers<M> {
 /// Tags the invalidation log holds before it gives up and makes every
 /// miss in flight stale.
 const LOG_LIMIT: usize = 1 << 16;
+
+/// How long [`Workers::settle`] waits for the answers still due.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl<M: Send + 'static> Workers<M> {
     /// Starts one thread per handler (`<name>-w<i>`); each answer wakes
@@ -225,6 +243,23 @@ impl<M: Send + 'static> Workers<M> {
     /// Misses accepted and not yet applied, joined ones included.
     pub fn pending(&self) -> usize {
         self.outstanding
+    }
+
+    /// Applies the answers still due before the workers are replaced:
+    /// while the workers `workers(owner)` finds have misses pending, for
+    /// at most [`SETTLE_TIMEOUT`], sleeps a millisecond and calls
+    /// `finish(owner)` (the provider's `finish_misses`; what it returns is
+    /// not looked at).
+    pub fn settle<S: ?Sized, R>(
+        owner: &mut S,
+        workers: impl Fn(&S) -> Option<&Self>,
+        mut finish: impl FnMut(&mut S) -> R,
+    ) {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        while workers(owner).is_some_and(|w| w.pending() > 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            finish(owner);
+        }
     }
 
     /// The provider removed the flows carrying `tags`: answers in flight
@@ -418,15 +453,7 @@ mod tests {
     }
 
     fn miss(key: FlowKey, tag: u8) -> Miss<u8> {
-        Miss {
-            seq: 0,
-            key,
-            frame: vec![tag],
-            in_port: key.in_port,
-            reason: None,
-            depth: 0,
-            meta: tag,
-        }
+        Miss::new(key, vec![tag], key.in_port, None, 0, tag)
     }
 
     fn poller_and_workers(n: usize, delay: Duration) -> (crate::sys::Poller, Workers<u8>, Seen) {

@@ -801,15 +801,7 @@ impl State {
                     };
                     self.c.upcalls += 1;
                     if let Some(w) = self.workers.as_mut() {
-                        let m = Miss {
-                            seq: 0,
-                            key,
-                            frame: f.clone(),
-                            in_port,
-                            reason: Some(reason),
-                            depth: depth + 1,
-                            meta: v,
-                        };
+                        let m = Miss::new(key, f.clone(), in_port, Some(reason), depth + 1, v);
                         if !w.submit(m) {
                             self.drop_pkt(DropReason::MissBacklog);
                         }
@@ -919,7 +911,7 @@ impl State {
         }
         self.c.upcalls += 1;
         if let Some(w) = self.workers.as_mut() {
-            let m = Miss { seq: 0, key, frame, in_port, reason: None, depth: 0, meta: vnet };
+            let m = Miss::new(key, frame, in_port, None, 0, vnet);
             if !w.submit(m) {
                 self.drop_pkt(DropReason::MissBacklog);
             }
@@ -972,11 +964,7 @@ impl State {
     /// the inline handler again). Misses in flight with the old workers
     /// are answered first.
     fn set_workers(&mut self, handlers: Vec<Box<dyn UpcallHandler>>) -> Result<(), DpError> {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while self.workers.as_ref().is_some_and(|w| w.pending() > 0) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-            self.finish_misses();
-        }
+        Workers::settle(self, |s| s.workers.as_ref(), Self::finish_misses);
         self.workers = None;
         if handlers.is_empty() {
             return Ok(());
