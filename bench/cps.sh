@@ -37,12 +37,23 @@
 # masquerade). The first-packet probe reports connect() times through NAT
 # (every SYN is a miss: compare with the cold figure of a NAT=0 run).
 #
+# RSS_CONNS=N (with NAT=1; issue 8, "agent RSS with 100k live connections"):
+# after the windows, the VM keeps N UDP connections to the outside alive (N
+# 5-tuples: destination ports 1024-61023 from one socket per 60000, sent in a
+# loop at RSS_PPS datagrams/s for RSS_SECS s; the outside drops them, so no
+# replies), each a tracked connection and a SNAT binding on the VM's host and
+# a replicated copy on the gateway; the agents' RSS (VmRSS, RssAnon) and
+# table sizes are read before and after. BPF flow tables are kernel memory,
+# not in the agents' RSS (the ebpf provider holds at most 65536 flows; the
+# rest of the tuples miss again on every packet and are re-simulated).
+#
 # MISS_WORKERS="0 1" runs each provider once per agent `miss_workers` setting
 # (0 = simulate on the datapath thread), labelled `<provider>-w<N>`; unset, the
 # agents' default.
 # Env: KEEP=1 leaves the last sandbox running for inspection.
 #      DATAPATHS="userspace ebpf" CLIENTS="wide defaults" WINDOWS=3 DUR=10 CONNS=64 THREADS=2
 #      FP_N=300 FP_ROUNDS=3 (first-packet probes per round, 0 = skip)  NAT=0
+#      RSS_CONNS=0 RSS_PPS=5000 RSS_SECS=45
 #      PROFILE=release BUILD=1 RUN_DIR=/tmp/midonet-cps PEERS_DIR=<repo>/../shared/peers
 # Output: one line per window, `[<setup> <client>] window N: cps=... misses=... invalidated=...`,
 # and a summary table in $RUN_DIR/results/summary.md.
@@ -60,6 +71,9 @@ PROFILE=${PROFILE:-release}
 BUILD=${BUILD:-1}
 RUN_DIR=${RUN_DIR:-/tmp/midonet-cps}
 NAT=${NAT:-0}
+RSS_CONNS=${RSS_CONNS:-0}
+RSS_PPS=${RSS_PPS:-5000}
+RSS_SECS=${RSS_SECS:-45}
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 BIN=$ROOT/target/$PROFILE
 SB_DIR=$RUN_DIR/sandbox
@@ -199,6 +213,70 @@ first_packet_nat() {
         tee -a "$RES/first-packet.txt"
 }
 
+# agent_pid HOST_NS: the agent process in that host namespace.
+agent_pid() {
+    local p
+    for p in $(ip netns pids "$1"); do
+        [ "$(cat /proc/$p/comm 2>/dev/null)" = midonet-agent ] && { echo "$p"; return; }
+    done
+}
+
+# agent_mem HOST_NS: "<VmRSS kB> <RssAnon kB> <connections> <bindings> <flows>"
+agent_mem() {
+    local pid rss anon ct nat flows
+    pid=$(agent_pid "$1")
+    rss=$(awk '/^VmRSS/ {print $2}' /proc/$pid/status); anon=$(awk '/^RssAnon/ {print $2}' /proc/$pid/status)
+    ct=$(metric "$1" midonet_agent_conntrack_entries)
+    nat=$(nsx "$1" curl -s --max-time 5 'http://127.0.0.1:7300/nat?limit=0' | jq -r .count)
+    flows=$(metric "$1" midonet_agent_flows)
+    echo "$rss $anon $ct $nat $flows"
+}
+
+# state_rss VM_NS PROVIDER: RSS_CONNS live UDP connections through SNAT; the
+# agents' memory before and after (see RSS_CONNS above).
+state_rss() {
+    local vm=$1 dp=$2 h0 h1 b0 b1 a0 a1 sent
+    h0=$(sb '.hosts[0].ns'); h1=$(sb '.hosts[1].ns')
+    nsx $OUT_NS nft -f - <<'NFT' || return 1
+table inet mnc_rss {
+    chain in {
+        type filter hook input priority 0;
+        udp dport 1024-65535 drop
+    }
+}
+NFT
+    b1=$(agent_mem "$h1"); b0=$(agent_mem "$h0")
+    sent=$(nsx "$vm" python3 - "$RSS_CONNS" "$RSS_PPS" "$RSS_SECS" <<'PY'
+import socket, sys, time
+n, pps, secs = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+per = 60000
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range((n + per - 1) // per)]
+t0 = time.perf_counter(); sent = 0
+while time.perf_counter() - t0 < secs:
+    for i in range(n):
+        socks[i // per].sendto(b"x", ("203.0.113.1", 1024 + i % per))
+        sent += 1
+        if sent % 200 == 0:
+            d = t0 + sent / pps - time.perf_counter()
+            if d > 0:
+                time.sleep(d)
+            if time.perf_counter() - t0 >= secs:
+                break
+print(sent)
+PY
+)
+    a1=$(agent_mem "$h1"); a0=$(agent_mem "$h0")
+    nsx $OUT_NS nft delete table inet mnc_rss
+    local line
+    for line in "vm-host $b1 $a1" "gateway $b0 $a0"; do
+        # shellcheck disable=SC2086
+        set -- $line
+        echo "[midonet-$dp rss] $1: $RSS_CONNS UDP connections, $sent datagrams in ${RSS_SECS}s;" \
+             "VmRSS $2 -> $7 kB, RssAnon $3 -> $8 kB; connections $4 -> $9, bindings $5 -> ${10}, flows $6 -> ${11};" \
+             "RSS per connection (per binding added) $(( ($7 - $2) * 1024 / ( ${10} - $5 > 0 ? ${10} - $5 : 1 ) )) bytes" | tee -a "$RES/rss.txt"
+    done
+}
+
 run_midonet_on() {  # PROVIDER [LABEL]
     local dp=$1 tag=${2:-$1} vm h0 h1 client w
     log "midonet-rs ($tag): sandbox up"
@@ -233,6 +311,7 @@ run_midonet_on() {  # PROVIDER [LABEL]
         # Let the server's TIME_WAIT drain between client settings.
         sleep 2
     done
+    [ "$RSS_CONNS" -gt 0 ] && [ "$NAT" = 1 ] && { state_rss "$vm" "$tag" || log "RSS probe failed"; }
     # Which megaflows carried the load (busiest first).
     "$BIN/midonet" flows --netns "$h1" --limit 5 >"$RES/flows-$tag-h1.txt" 2>&1
     "$BIN/midonet" flows --netns "$h0" --limit 5 >"$RES/flows-$tag-h0.txt" 2>&1
@@ -265,10 +344,11 @@ summary() {
             "$RES/windows.txt"
     } >"$RES/summary.md"
     [ -s "$RES/first-packet.txt" ] && { echo; cat "$RES/first-packet.txt"; } >>"$RES/summary.md"
+    [ -s "$RES/rss.txt" ] && { echo; cat "$RES/rss.txt"; } >>"$RES/summary.md"
     cat "$RES/summary.md"
 }
 
-mkdir -p "$RES"; : >"$RES/windows.txt"; : >"$RES/first-packet.txt"
+mkdir -p "$RES"; : >"$RES/windows.txt"; : >"$RES/first-packet.txt"; : >"$RES/rss.txt"
 what=${*:-midonet kernel}
 [ "$what" = down ] && { down; exit 0; }
 if [[ " $what " == *" midonet "* ]]; then
