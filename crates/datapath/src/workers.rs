@@ -247,7 +247,7 @@ impl<M: Send + 'static> Workers<M> {
 
     /// Applies the answers still due before the workers are replaced:
     /// while the workers `workers(owner)` finds have misses pending, for
-    /// at most [`SETTLE_TIMEOUT`], sleeps a millisecond and calls
+    /// at most `SETTLE_TIMEOUT` (a second), sleeps a millisecond and calls
     /// `finish(owner)` (the provider's `finish_misses`; what it returns is
     /// not looked at).
     pub fn settle<S: ?Sized, R>(
