@@ -20,7 +20,7 @@
 //!
 //! The handler never blocks on the agent's other tasks: the view is an
 //! `ArcSwap` load, the state tables a short read lock, the flow state
-//! (conntrack, NAT) a lock per lookup ([`LockedTables`]), and everything it
+//! (conntrack, NAT) a lock per lookup (`LockedTables`), and everything it
 //! asks of others (invalidating flows that a learned entry makes stale,
 //! publishing entries) goes through unbounded channels, because calling
 //! back into the datapath from its own thread would deadlock.

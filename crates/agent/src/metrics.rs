@@ -18,7 +18,7 @@
 //! time the agent spends on one miss: simulation, translation and the
 //! install decision, not the wait in the datapath's queue.
 //!
-//! Every drop branch of the agent increments [`Metrics::drop`] with a named
+//! Every drop branch of the agent increments [`Metrics::count_drop`] with a named
 //! [`AgentDrop`] reason. What a simulation ignored rather than followed
 //! (`midonet_sim::Anomaly`, e.g. a MAC entry naming another bridge's port)
 //! is counted in `sim_anomalies`, once per simulation; the packet was not

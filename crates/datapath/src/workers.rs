@@ -62,8 +62,8 @@
 //!   time (a futex wake of the worker, an eventfd write to wake the
 //!   datapath thread), fewer under load: a busy worker takes the next miss
 //!   without sleeping, and wakes the datapath thread once per
-//!   [`WAKE_BATCH`] answers (or when its queue runs dry), not per answer. With `n = 0` the providers keep calling their
-//!   handler inline.
+//!   `WAKE_BATCH` (16) answers (or when its queue runs dry), not per
+//!   answer. With `n = 0` the providers keep calling their handler inline.
 
 use std::hash::{Hash, Hasher};
 
@@ -259,6 +259,10 @@ impl<M: Send + 'static> Workers<M> {
         while workers(owner).is_some_and(|w| w.pending() > 0) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
             finish(owner);
+        }
+        if let Some(left) = workers(owner).map(Self::pending).filter(|n| *n > 0) {
+            // Their packets are lost; their connections' next packets miss again.
+            tracing::warn!(misses = left, "miss workers replaced with misses still in flight");
         }
     }
 

@@ -214,7 +214,7 @@ pub fn authorised(topo: &Topology, me: HostId, from: Ipv4Addr, req: &FlowStateRe
 }
 
 /// The answer for `ports`: their state in messages of at most
-/// [`PER_ANSWER`] entries, then the end of the answer.
+/// `PER_ANSWER` (38) entries, then the end of the answer.
 pub fn answer(
     fs: &mut FlowState,
     me: HostId,
