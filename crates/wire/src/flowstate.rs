@@ -48,7 +48,9 @@
 //!   for are the ingress port and the egress ports; it carries no entries.
 //!   The answer is ordinary state messages whose ingress port is the port
 //!   they belong to, then one message with [`FLAG_ANSWERED`] listing the
-//!   ports answered the same way (the end of the answer).
+//!   ports answered the same way (the end of the answer). The end may carry
+//!   entries itself: one port's state that fits one datagram travels in it,
+//!   so it arrives whole or not at all.
 //! * `version` is checked first: any other value is
 //!   [`FlowStateError::UnknownVersion`], so a future layout is rejected
 //!   whole rather than misread. `flags` bit 0 is [`FLAG_LEARNED`] (the

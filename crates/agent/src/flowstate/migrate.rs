@@ -10,7 +10,7 @@
 //!             ─ Request{ports} ──────────────> port bound to the sender? (topology,
 //!                                              and the datagram from its tunnel address)
 //!             <────────────── State{ingress = port, entries} x n   (what it saw at the port)
-//!             <────────────── Answered{ports}
+//!             <────────────── Answered{ports}    (with the entries, when one port's fit one datagram)
 //!  every peer answered, or IMPORT_PATIENCE passed: the gate opens
 //! ```
 //!
@@ -23,6 +23,11 @@
 //!   with a reset). A dropped packet is retransmitted by the VM. The gate
 //!   lasts one round trip to the slowest live peer, and never more than
 //!   [`IMPORT_PATIENCE`] (a peer that died meanwhile).
+//! * **Lost datagrams**: a port whose state fits one datagram (the usual
+//!   VM) gets it in the end of the answer itself, so a lost datagram is a
+//!   missing answer, asked for again. A larger answer whose middle is lost
+//!   leaves those connections to be bound anew by their next packet (what
+//!   MidoNet did for every moved connection).
 //! * **Who is asked**: the live hosts (their cluster session) sharing a
 //!   tunnel zone with this one; with none, there is no gate.
 //! * **Who is answered**: only the host the port is bound to in the
@@ -214,7 +219,8 @@ pub fn authorised(topo: &Topology, me: HostId, from: Ipv4Addr, req: &FlowStateRe
 }
 
 /// The answer for `ports`: their state in messages of at most
-/// `PER_ANSWER` (38) entries, then the end of the answer.
+/// `PER_ANSWER` (38) entries, then the end of the answer; one port's state
+/// that fits one message goes in the end of the answer itself.
 pub fn answer(
     fs: &mut FlowState,
     me: HostId,
@@ -223,6 +229,23 @@ pub fn answer(
 ) -> Vec<FlowStateRepr> {
     let sender = *me.uuid().as_bytes();
     let mut out = Vec::new();
+    if let [p] = ports {
+        // One port whose state fits one datagram: the state and the end of
+        // the answer in one message, so it arrives whole or not at all (a
+        // lost one is asked for again).
+        let port = *p.uuid().as_bytes();
+        let (ct, nat) = fs.port_state(&port, now);
+        if ct.len() + nat.len() <= PER_ANSWER {
+            return vec![FlowStateRepr {
+                purpose: Purpose::Answered,
+                sender,
+                ingress_port: port,
+                conntrack: ct,
+                nat,
+                ..Default::default()
+            }];
+        }
+    }
     for p in ports {
         let port = *p.uuid().as_bytes();
         let (ct, nat) = fs.port_state(&port, now);
@@ -366,10 +389,11 @@ mod tests {
             t,
         );
         assert!(exp(&fs).expect("held") > t + Duration::from_secs(86_400), "TCP established");
-        // One message with the connection, one with the binding, the end.
-        assert_eq!(msgs.len(), 3);
-        assert_eq!(msgs[2].purpose, Purpose::Answered);
-        assert_eq!(msgs[2].ingress_port, vm);
+        // One port, two entries: one message, the end of the answer.
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].purpose, Purpose::Answered);
+        assert_eq!(msgs[0].ingress_port, vm);
+        assert_eq!((msgs[0].conntrack.len(), msgs[0].nat.len()), (1, 1));
         assert!(msgs.iter().all(|m| m.sender == id(5)));
         assert!(msgs.iter().all(|m| m.buffer_len() <= 1430));
     }

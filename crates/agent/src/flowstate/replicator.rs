@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 use super::log::Origin;
 use super::{learned, migrate};
-use crate::handler::Shared;
+use crate::handler::{Shared, View};
 
 /// The largest message read; ours are far smaller (one connection and its
 /// bindings), and one underlay datagram is the bound.
@@ -139,27 +139,36 @@ pub fn receive(sh: &Shared, bytes: &[u8], from: SocketAddr) -> Vec<Tag> {
         return Vec::new();
     }
     m.flow_state_received.inc();
-    match msg.purpose {
+    // The end of an answer may carry the port's state itself (one datagram
+    // for all of it): installed first, then the port counts as answered.
+    let answered = match msg.purpose {
         Purpose::Request => {
             sh.migrations.ask(ip, msg);
             return Vec::new();
         }
-        Purpose::Answered => {
-            let open = sh.migrations.answered(ip, &migrate::ports_of(&msg));
-            for p in open {
-                tracing::info!(port = %p, "port state imported");
-                m.flow_state_imports
-                    .get_or_create(&crate::metrics::EventLabels { event: "answered" })
-                    .inc();
-            }
-            return Vec::new();
+        Purpose::Answered => Some(migrate::ports_of(&msg)),
+        Purpose::State => None,
+    };
+    let tags = install(sh, &view, ip, &msg);
+    if let Some(ports) = answered {
+        for p in sh.migrations.answered(ip, &ports) {
+            tracing::info!(port = %p, "port state imported");
+            m.flow_state_imports
+                .get_or_create(&crate::metrics::EventLabels { event: "answered" })
+                .inc();
         }
-        Purpose::State => {}
     }
+    tags
+}
+
+/// Installs a peer's message (learned entries, connections, bindings);
+/// returns the tags of the flows it makes stale.
+fn install(sh: &Shared, view: &View, ip: Ipv4Addr, msg: &FlowStateRepr) -> Vec<Tag> {
+    let m = &sh.metrics;
     if !msg.learned.is_empty() {
         // Straight to the core: it invalidates, and re-simulates the packets
         // parked on an ARP resolution these entries answer.
-        let stale = learned::import(sh, &view, ip, &msg.learned);
+        let stale = learned::import(sh, view, ip, &msg.learned);
         if !stale.is_empty() {
             let _ = sh.stale.send(stale);
         }
@@ -167,9 +176,12 @@ pub fn receive(sh: &Shared, bytes: &[u8], from: SocketAddr) -> Vec<Tag> {
             return Vec::new();
         }
     }
+    if msg.conntrack.is_empty() && msg.nat.is_empty() {
+        return Vec::new();
+    }
     let now = sh.epoch.elapsed();
-    let (done, tags) = sh.flowstate.lock().install(&msg, now);
-    sh.log_state(Origin::Peer, &msg);
+    let (done, tags) = sh.flowstate.lock().install(msg, now);
+    sh.log_state(Origin::Peer, msg);
     if done.unknown > 0 {
         m.flow_state_entries_rejected("unknown_kind", done.unknown);
     }
@@ -344,5 +356,36 @@ mod tests {
         assert_eq!(sh.metrics.flow_state_received.get(), 1);
         assert_eq!(sh.flowstate.lock().conn.len(), 1);
         assert_eq!(stale, vec![Tag::conntrack(&key(5))], "tags to invalidate");
+    }
+
+    #[test]
+    fn an_answer_carrying_the_state_installs_it_before_the_port_opens() {
+        let (sh, _stale) = shared();
+        let peer = Ipv4Addr::new(10, 77, 0, 2);
+        let mut view = View::empty();
+        view.trusted_peers.insert(peer);
+        sh.view.store(Arc::new(view));
+        let port = PortId::random();
+        sh.migrations.begin(&[port], &[peer], Instant::now());
+        assert!(sh.migrations.gates(port));
+        let answer = FlowStateRepr {
+            purpose: Purpose::Answered,
+            sender: [0x22; 16],
+            ingress_port: *port.uuid().as_bytes(),
+            conntrack: vec![conntrack_repr(&key(1000), ConnState::Replied)],
+            ..FlowStateRepr::default()
+        };
+        let mut bytes = Vec::new();
+        answer.emit_vec(&mut bytes).expect("emit");
+        // From an address outside the tunnel zones: nothing.
+        receive(&sh, &bytes, SocketAddr::from((Ipv4Addr::new(10, 77, 0, 9), 2925)));
+        assert!(sh.migrations.gates(port));
+        assert!(sh.flowstate.lock().conn.is_empty());
+        receive(&sh, &bytes, SocketAddr::from((peer, 2925)));
+        assert!(!sh.migrations.gates(port), "answered");
+        let now = sh.epoch.elapsed();
+        let mut fs = sh.flowstate.lock();
+        assert!(fs.conn.lookup(&key(1000), now).is_some(), "installed");
+        assert_eq!(fs.port_state(port.uuid().as_bytes(), now).0.len(), 1, "under its port");
     }
 }
