@@ -376,13 +376,11 @@ pub fn process(
     let mut msg = crate::flowstate::Outgoing::default();
     let mut guard = sh.flowstate.lock();
     let fs = &mut *guard;
-    let ports = if r.conntrack.is_empty() && r.nat.is_empty() {
-        Vec::new()
-    } else {
-        let mut p = crate::flowstate::egress_ports(&r.actions);
-        p.push(*ingress.uuid().as_bytes());
-        p
-    };
+    // The egress ports, then the ingress port: what this simulation records
+    // is indexed under them, and the message names them.
+    let recorded = !r.conntrack.is_empty() || !r.nat.is_empty();
+    let mut ports = if recorded { crate::flowstate::egress_ports(&r.actions) } else { Vec::new() };
+    ports.push(*ingress.uuid().as_bytes());
     let full = fs.apply(r, &ports, key.tcp_flags, now, &mut msg, &mut out.invalidate);
     // A SNAT block to claim: once, whoever else waits for it.
     let claim = r.need_block.filter(|b| fs.claim(*b));
@@ -391,7 +389,10 @@ pub fn process(
         sh.metrics.count_drop_n(AgentDrop::ConntrackFull, full);
     }
     if !msg.is_empty() {
-        replicate(sh, view, ingress, &r.actions, msg);
+        // Only a reply seen (no record) leaves the egress ports uncomputed.
+        ports.pop();
+        let egress = if recorded { ports } else { crate::flowstate::egress_ports(&r.actions) };
+        replicate(sh, view, ingress, &r.actions, egress, msg);
     }
     if let Some(block) = claim {
         let _ = sh.commands.send(Command::SnatBlock { block, claim: true });
@@ -553,13 +554,14 @@ fn replicate(
     view: &View,
     ingress: PortId,
     actions: &[SimAction],
+    egress_ports: Vec<[u8; 16]>,
     out: crate::flowstate::Outgoing,
 ) {
     let msg = midonet_wire::flowstate::FlowStateRepr {
         purpose: Default::default(),
         sender: *sh.host_id.uuid().as_bytes(),
         ingress_port: *ingress.uuid().as_bytes(),
-        egress_ports: crate::flowstate::egress_ports(actions),
+        egress_ports,
         port_groups: Vec::new(),
         conntrack: out.conntrack,
         nat: out.nat,

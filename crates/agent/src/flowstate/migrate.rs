@@ -183,10 +183,16 @@ impl Migrations {
 
 /// The requests asking for `ports`' state.
 pub fn requests(me: HostId, ports: &[PortId]) -> Vec<FlowStateRepr> {
+    naming(Purpose::Request, me, ports)
+}
+
+/// Messages for `purpose` that name `ports` (the ingress port and up to
+/// 255 egress ports each).
+fn naming(purpose: Purpose, me: HostId, ports: &[PortId]) -> Vec<FlowStateRepr> {
     ports
         .chunks(PER_REQUEST)
         .map(|c| FlowStateRepr {
-            purpose: Purpose::Request,
+            purpose,
             sender: *me.uuid().as_bytes(),
             ingress_port: *c[0].uuid().as_bytes(),
             egress_ports: c[1..].iter().map(|p| *p.uuid().as_bytes()).collect(),
@@ -228,53 +234,36 @@ pub fn answer(
     now: Duration,
 ) -> Vec<FlowStateRepr> {
     let sender = *me.uuid().as_bytes();
-    let mut out = Vec::new();
-    if let [p] = ports {
+    let mut states: Vec<FlowStateRepr> = ports
+        .iter()
+        .map(|p| {
+            let (conntrack, nat) = fs.port_state(p.uuid().as_bytes(), now);
+            FlowStateRepr {
+                sender,
+                ingress_port: *p.uuid().as_bytes(),
+                conntrack,
+                nat,
+                ..Default::default()
+            }
+        })
+        .collect();
+    if let [one] = &mut states[..] {
         // One port whose state fits one datagram: the state and the end of
         // the answer in one message, so it arrives whole or not at all (a
         // lost one is asked for again).
-        let port = *p.uuid().as_bytes();
-        let (ct, nat) = fs.port_state(&port, now);
-        if ct.len() + nat.len() <= PER_ANSWER {
-            return vec![FlowStateRepr {
-                purpose: Purpose::Answered,
-                sender,
-                ingress_port: port,
-                conntrack: ct,
-                nat,
-                ..Default::default()
-            }];
+        if one.conntrack.len() + one.nat.len() <= PER_ANSWER {
+            one.purpose = Purpose::Answered;
+            return states;
         }
     }
-    for p in ports {
-        let port = *p.uuid().as_bytes();
-        let (ct, nat) = fs.port_state(&port, now);
-        for c in ct.chunks(PER_ANSWER) {
-            out.push(FlowStateRepr {
-                sender,
-                ingress_port: port,
-                conntrack: c.to_vec(),
-                ..Default::default()
-            });
-        }
-        for n in nat.chunks(PER_ANSWER) {
-            out.push(FlowStateRepr {
-                sender,
-                ingress_port: port,
-                nat: n.to_vec(),
-                ..Default::default()
-            });
-        }
-    }
-    for c in ports.chunks(PER_REQUEST) {
-        out.push(FlowStateRepr {
-            purpose: Purpose::Answered,
-            sender,
-            ingress_port: *c[0].uuid().as_bytes(),
-            egress_ports: c[1..].iter().map(|p| *p.uuid().as_bytes()).collect(),
-            ..Default::default()
-        });
-    }
+    let mut out: Vec<FlowStateRepr> = states
+        .iter()
+        .flat_map(|s| {
+            let base = FlowStateRepr { sender, ingress_port: s.ingress_port, ..Default::default() };
+            super::chunked(&base, &s.conntrack, &s.nat, PER_ANSWER).collect::<Vec<_>>()
+        })
+        .collect();
+    out.extend(naming(Purpose::Answered, me, ports));
     out
 }
 

@@ -186,12 +186,12 @@ impl FlowState {
         self.indexed = n;
     }
 
-    /// What this host holds for `port`: the live connections and bindings
-    /// seen at it, for the host it moved to. Bindings this host allocated
-    /// are held for their connection's whole established timeout from now
-    /// (the new host refreshes its copy, not this one; the port must not go
-    /// back to the block while the connection may live).
-    pub fn port_state(&mut self, port: &Id, now: Duration) -> (Vec<ConntrackRepr>, Vec<NatRepr>) {
+    /// The live connections and bindings seen at `port`, each once.
+    fn port_entries(
+        &self,
+        port: &Id,
+        now: Duration,
+    ) -> (Vec<ConntrackRepr>, Vec<(NatKey, NatBinding)>) {
         let Some(tags) = self.by_port.get(port) else { return (Vec::new(), Vec::new()) };
         let mut conns: Vec<ConnKey> = Vec::new();
         let mut nats: Vec<NatKey> = Vec::new();
@@ -206,23 +206,29 @@ impl FlowState {
         conns.dedup();
         nats.sort_unstable();
         nats.dedup();
-        let ct: Vec<ConntrackRepr> = conns
+        let ct = conns
             .iter()
             .filter_map(|k| self.conn.lookup(k, now))
             .map(|(c, _)| conntrack_repr(&c.key, c.state))
             .collect();
-        let mut nat = Vec::with_capacity(nats.len());
-        for k in nats {
-            let Some(b) = self.nat.get(&k, now) else { continue };
-            if k.kind == NatKind::Snat
-                && self.blocks.holds(&BlockKey::of(k.conn.tracker, b.ip, b.port))
-            {
-                let ttl = self.nat_ttl(&k);
-                self.nat.touch(&k, now + ttl, now);
-            }
-            nat.push(nat_repr(&k, b));
-        }
+        let nat = nats.into_iter().filter_map(|k| Some((k, self.nat.get(&k, now)?))).collect();
         (ct, nat)
+    }
+
+    /// What this host holds for `port`: the live connections and bindings
+    /// seen at it, for the host it moved to. Bindings this host allocated
+    /// are held for their connection's whole established timeout from now
+    /// (the new host refreshes its copy, not this one; the port must not go
+    /// back to the block while the connection may live).
+    pub fn port_state(&mut self, port: &Id, now: Duration) -> (Vec<ConntrackRepr>, Vec<NatRepr>) {
+        let (ct, nats) = self.port_entries(port, now);
+        for (k, b) in &nats {
+            if allocated_here(&self.blocks, k, *b) {
+                let ttl = self.nat_ttl(k);
+                self.nat.touch(k, now + ttl, now);
+            }
+        }
+        (ct, nats.iter().map(|(k, b)| nat_repr(k, *b)).collect())
     }
 
     fn index(&mut self, key: ConnKey) {
@@ -387,9 +393,7 @@ impl FlowState {
         // A binding this host allocated (its port in a block held here) is
         // never replaced by a peer's; any other copy is (`NatTable::import`).
         let blocks = &self.blocks;
-        let own = |k: &NatKey, b: NatBinding| {
-            k.kind == NatKind::Snat && blocks.holds(&BlockKey::of(k.conn.tracker, b.ip, b.port))
-        };
+        let own = |k: &NatKey, b: NatBinding| allocated_here(blocks, k, b);
         let mut replaced = Vec::new();
         let done = install(
             msg,
@@ -476,25 +480,18 @@ impl FlowState {
     /// in blocks this host holds count as made here).
     pub fn snapshot(&self, now: Duration) -> Vec<(Origin, FlowStateRepr)> {
         const PER_RECORD: usize = 1000;
-        let mut out = Vec::new();
+        let none = FlowStateRepr::default();
         let conns: Vec<ConntrackRepr> =
             self.conn.iter(now).map(|c| conntrack_repr(&c.key, c.state)).collect();
-        for chunk in conns.chunks(PER_RECORD) {
-            out.push((
-                Origin::Peer,
-                FlowStateRepr { conntrack: chunk.to_vec(), ..Default::default() },
-            ));
-        }
+        let mut out: Vec<(Origin, FlowStateRepr)> =
+            chunked(&none, &conns, &[], PER_RECORD).map(|m| (Origin::Peer, m)).collect();
         let (mut here, mut peer) = (Vec::new(), Vec::new());
         for e in self.nat.iter(now) {
-            let b = BlockKey::of(e.key.conn.tracker, e.binding.ip, e.binding.port);
-            let mine = e.key.kind == NatKind::Snat && self.blocks.holds(&b);
+            let mine = allocated_here(&self.blocks, &e.key, e.binding);
             (if mine { &mut here } else { &mut peer }).push(nat_repr(&e.key, e.binding));
         }
         for (origin, list) in [(Origin::Here, here), (Origin::Peer, peer)] {
-            for chunk in list.chunks(PER_RECORD) {
-                out.push((origin, FlowStateRepr { nat: chunk.to_vec(), ..Default::default() }));
-            }
+            out.extend(chunked(&none, &[], &list, PER_RECORD).map(|m| (origin, m)));
         }
         // The port index, as the same entries again under each port they
         // were seen at (a replay installs what is known as a refresh, and
@@ -502,35 +499,10 @@ impl FlowState {
         let mut ports: Vec<&Id> = self.by_port.keys().collect();
         ports.sort_unstable();
         for port in ports {
-            let mut conns = Vec::new();
-            let mut nats = Vec::new();
-            for t in &self.by_port[port] {
-                match self.by_tag.get(t) {
-                    Some(Named::Conn(k)) => conns.extend(self.conn.lookup(k, now).map(|(c, _)| c)),
-                    Some(Named::Nat(k)) => {
-                        nats.extend(self.nat.get(k, now).map(|b| nat_repr(k, b)));
-                    }
-                    None => {}
-                }
-            }
-            let conns: Vec<ConntrackRepr> =
-                conns.iter().map(|c| conntrack_repr(&c.key, c.state)).collect();
-            for chunk in conns.chunks(PER_RECORD) {
-                let m = FlowStateRepr {
-                    ingress_port: *port,
-                    conntrack: chunk.to_vec(),
-                    ..Default::default()
-                };
-                out.push((Origin::Peer, m));
-            }
-            for chunk in nats.chunks(PER_RECORD) {
-                let m = FlowStateRepr {
-                    ingress_port: *port,
-                    nat: chunk.to_vec(),
-                    ..Default::default()
-                };
-                out.push((Origin::Peer, m));
-            }
+            let (ct, nats) = self.port_entries(port, now);
+            let nat: Vec<NatRepr> = nats.iter().map(|(k, b)| nat_repr(k, *b)).collect();
+            let base = FlowStateRepr { ingress_port: *port, ..Default::default() };
+            out.extend(chunked(&base, &ct, &nat, PER_RECORD).map(|m| (Origin::Peer, m)));
         }
         out
     }
@@ -696,6 +668,25 @@ pub struct ConnRow {
     pub dst_port: u16,
     pub state: midonet_state::ConnState,
     pub expires_in_s: u64,
+}
+
+/// Whether this host allocated binding `b` of `k`: a SNAT binding whose
+/// port is in a block held here.
+fn allocated_here(blocks: &PortBlocks, k: &NatKey, b: NatBinding) -> bool {
+    k.kind == NatKind::Snat && blocks.holds(&BlockKey::of(k.conn.tracker, b.ip, b.port))
+}
+
+/// Messages like `base` carrying `ct`, then `nat`, at most `per` entries
+/// each (none when both are empty).
+pub(crate) fn chunked<'a>(
+    base: &'a FlowStateRepr,
+    ct: &'a [ConntrackRepr],
+    nat: &'a [NatRepr],
+    per: usize,
+) -> impl Iterator<Item = FlowStateRepr> + 'a {
+    let conns = ct.chunks(per).map(|c| FlowStateRepr { conntrack: c.to_vec(), ..base.clone() });
+    let nats = nat.chunks(per).map(|n| FlowStateRepr { nat: n.to_vec(), ..base.clone() });
+    conns.chain(nats)
 }
 
 /// The hosts a simulation's state goes to (module docs): egress hosts and
