@@ -13,14 +13,25 @@ use std::time::Duration;
 
 use common::env::{in_netns, prerequisites, until_ping, Env, Provider};
 use common::neutron::{vm_port, Neutron};
-use midonet_testkit::{ns_exec, ns_output, Vm};
+use midonet_testkit::{ns_exec, ns_output, wait_listening, Vm};
 use serde_json::json;
 
-/// Whether a TCP connection from `from` to `to:port` is accepted within 1 s.
+/// Whether a TCP connection from `from` to `to:port` is accepted within
+/// 3 s: room for one SYN retransmission (at 1 s) on a loaded machine, so
+/// `false` means the group dropped it, not that a first SYN was late.
 fn tcp_connects(from: &Vm, to: Ipv4Addr, port: u16) -> bool {
     in_netns(&from.ns, move || {
-        TcpStream::connect_timeout(&SocketAddr::from((to, port)), Duration::from_secs(1)).is_ok()
+        TcpStream::connect_timeout(&SocketAddr::from((to, port)), Duration::from_secs(3)).is_ok()
     })
+}
+
+/// Waits until `vm` listens on TCP `port` (see [`wait_listening`]).
+fn until_listening(vm: &Vm, port: u16) {
+    assert!(
+        wait_listening(&vm.ns, port, Duration::from_secs(10)),
+        "{}: nothing listening on {port} after 10 s",
+        vm.ns
+    );
 }
 
 /// A TCP listener on `port` in `vm` that writes the peer's address to
@@ -28,7 +39,7 @@ fn tcp_connects(from: &Vm, to: Ipv4Addr, port: u16) -> bool {
 fn peer_echo(env: &mut Env, vm: &Vm, port: u16) {
     let cmd = format!("exec socat TCP-LISTEN:{port},reuseaddr,fork SYSTEM:'echo $SOCAT_PEERADDR'");
     env.lab.spawn(&vm.ns, &["sh", "-c", &cmd]).expect("socat");
-    std::thread::sleep(Duration::from_millis(200));
+    until_listening(vm, port);
 }
 
 /// What `peer_echo` on `to:port` says our address is.
@@ -105,7 +116,7 @@ fn a_cloud_built_through_neutron_carries_traffic() {
                 ],
             )
             .expect("listener");
-        std::thread::sleep(Duration::from_millis(200));
+        until_listening(&vm, port);
         assert_eq!(tcp_connects(&vm1, vm2.ip, port), want, "TCP to vm2:{port} through the group");
     }
     // Out through SNAT: the outside sees the router's gateway address.

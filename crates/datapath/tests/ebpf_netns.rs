@@ -19,7 +19,7 @@ use std::time::Duration;
 use midonet_datapath::ebpf::{EbpfConfig, EbpfDatapath};
 use midonet_datapath::testing::MacTableHandler;
 use midonet_datapath::{Action, Datapath};
-use midonet_testkit::{add_neigh, have_program, ns_output, Lab, Vm};
+use midonet_testkit::{add_neigh, have_program, ns_output, wait_listening, Lab, Vm};
 
 mod common;
 use common::{env_u64, mac, vm};
@@ -137,7 +137,7 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
     if have_program("iperf3") {
         let server =
             lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5301"]).expect("iperf3 server");
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(wait_listening(&b.ns, 5301, Duration::from_secs(10)), "iperf3 server");
         let t = env_u64("MDP_IPERF_SECS", 2).to_string();
         let dst = b.ip.to_string();
         let out = ns_output(&a.ns, &["iperf3", "-c", &dst, "-p", "5301", "-t", &t, "-J"])

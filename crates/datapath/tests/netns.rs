@@ -29,7 +29,9 @@ use midonet_datapath::sys::{enter_netns, PacketSocket, TxItem, TxQueue};
 use midonet_datapath::testing::MacTableHandler;
 use midonet_datapath::userspace::{UserspaceConfig, UserspaceDatapath};
 use midonet_datapath::{Action, Datapath, DropReason, MacAddr};
-use midonet_testkit::{add_neigh, ns_exec, ns_output, skip, veth_backpressure, Lab, Vm, VmSpec};
+use midonet_testkit::{
+    add_neigh, ns_exec, ns_output, skip, veth_backpressure, wait_listening, Lab, Vm, VmSpec,
+};
 
 mod common;
 use common::{env_u64, mac, vm};
@@ -309,7 +311,7 @@ fn vxlan_between_two_hosts() {
     }
     let server =
         lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5299"]).expect("iperf3 server");
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_listening(&b.ns, 5299, Duration::from_secs(10)), "iperf3 server");
     let t = env_u64("MDP_IPERF_SECS", 3).to_string();
     let dst = b.ip.to_string();
     let out = ns_output(&a.ns, &["iperf3", "-c", &dst, "-p", "5299", "-t", &t, "-J"])
@@ -338,7 +340,7 @@ fn vxlan_between_two_hosts() {
 fn iperf3_udp(lab: &mut Lab, a: &Vm, b: &Vm, secs: u64) -> Option<(f64, f64)> {
     let server =
         lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5298"]).expect("iperf3 server");
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_listening(&b.ns, 5298, Duration::from_secs(10)), "iperf3 server");
     let t = secs.to_string();
     let dst = b.ip.to_string();
     let out = ns_output(
@@ -471,7 +473,7 @@ fn routed_across_two_hosts() {
     assert!(text.contains("ttl=63"), "the reply crossed the router once: {text}");
 
     let server = lab.spawn_owned(&b.ns, &["iperf3", "-s", "-1", "-p", "5297"]).expect("server");
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_listening(&b.ns, 5297, Duration::from_secs(10)), "iperf3 server");
     let out = ns_output(&a.ns, &["iperf3", "-c", &b.ip.to_string(), "-p", "5297", "-t", "2", "-J"])
         .expect("client");
     let _ = server.wait_output(Duration::from_secs(5));

@@ -473,6 +473,28 @@ pub fn add_neigh(ns: &str, ifname: &str, ip: Ipv4Addr, mac: &str) -> Result<()> 
     Ok(())
 }
 
+/// Waits up to `timeout` for a TCP listener on `port` in `ns` (asked with
+/// `ss`, so a one-shot server such as `iperf3 -s -1` keeps its one
+/// connection); whether one appeared. A listener spawned in the background
+/// may take a while to bind on a loaded machine, and a client that comes
+/// first is refused by the namespace's own kernel.
+pub fn wait_listening(ns: &str, port: u16, timeout: std::time::Duration) -> bool {
+    let filter = format!("sport = :{port}");
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let listening = ns_output(ns, &["ss", "-Hltn", &filter])
+            .map(|o| o.status.success() && !o.stdout.trim_ascii().is_empty())
+            .unwrap_or(false);
+        if listening {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Whether a program is on PATH.
 pub fn have_program(name: &str) -> bool {
     Command::new("sh")
