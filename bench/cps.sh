@@ -201,6 +201,21 @@ first_packet() {
         tee -a "$RES/first-packet.txt"
 }
 
+# miss_phases HOST_NS LABEL: where the host's misses spent their time so far
+# (the agent's dp_miss_phase_seconds / dp_misses_timed; eBPF provider only),
+# mean microseconds per miss.
+miss_phases() {
+    local m
+    m=$(nsx "$1" curl -s --max-time 2 http://127.0.0.1:7300/metrics 2>/dev/null) || return 0
+    echo "$m" | awk -v l="$2" '
+        /^midonet_agent_dp_misses_timed_total / { n = $2 }
+        /^midonet_agent_dp_miss_phase_seconds_total\{/ {
+            match($1, /phase="[a-z_]+"/); p = substr($1, RSTART + 7, RLENGTH - 8); t[p] = $2 }
+        END { if (n > 0) printf "[midonet-%s] miss phases, mean us over %d misses: ring_wait=%.1f handle=%.1f install=%.1f execute=%.1f\n",
+              l, n, t["ring_wait"] * 1e6 / n, t["handle"] * 1e6 / n, t["install"] * 1e6 / n, t["execute"] * 1e6 / n }' |
+        tee -a "$RES/first-packet.txt"
+}
+
 # first_packet_nat VM_NS PROVIDER: connect() times through SNAT, FP_ROUNDS
 # rounds of FP_N; every connection is a new binding, so every SYN is a miss.
 first_packet_nat() {
@@ -294,6 +309,9 @@ run_midonet_on() {  # PROVIDER [LABEL]
         first_packet_nat "$vm" "$tag"
     elif [ "$FP_N" -gt 0 ]; then
         first_packet "$vm" "$tag" || log "first-packet probe failed"
+    fi
+    if [ "$FP_N" -gt 0 ]; then
+        miss_phases "$h1" "$tag vm-host"; miss_phases "$h0" "$tag gw-host"
     fi
     for client in $CLIENTS; do
         client_sysctls "$vm" "$client"

@@ -24,6 +24,7 @@
 //! is counted in `sim_anomalies`, once per simulation; the packet was not
 //! dropped for it.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -120,6 +121,12 @@ pub struct EventLabels {
     pub event: &'static str,
 }
 
+/// A phase of a miss through the datapath (`MissTiming`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -183,6 +190,10 @@ pub struct Metrics {
     /// Misses that joined one with the same key being simulated (they are
     /// executed with its flow, not simulated again).
     pub dp_misses_joined: Counter,
+    /// Time the datapath's misses spent in each phase (eBPF provider), and
+    /// how many misses that covers: mean = seconds / misses.
+    pub dp_miss_phase_seconds: Family<PhaseLabels, Counter<f64, AtomicU64>>,
+    pub dp_misses_timed: Counter,
     pub dp_tunnel_rx_packets: Counter,
     pub dp_tunnel_tx_packets: Counter,
     pub dp_port_upcalls: Family<PortLabels, Counter>,
@@ -227,6 +238,8 @@ impl Metrics {
             dp_drops: Family::default(),
             dp_upcalls: Counter::default(),
             dp_misses_joined: Counter::default(),
+            dp_miss_phase_seconds: Family::default(),
+            dp_misses_timed: Counter::default(),
             dp_tunnel_rx_packets: Counter::default(),
             dp_tunnel_tx_packets: Counter::default(),
             dp_port_upcalls: Family::default(),
@@ -379,6 +392,18 @@ impl Metrics {
                 m.dp_misses_joined.clone(),
             );
             r.register(
+                "dp_miss_phase_seconds",
+                "Wall time of the datapath's misses by phase: ring_wait (kernel to agent), \
+                 handle (the simulation, inline misses only), install (invalidations and the \
+                 flow), execute (the packet back into the kernel); eBPF provider only",
+                m.dp_miss_phase_seconds.clone(),
+            );
+            r.register(
+                "dp_misses_timed",
+                "Misses counted in dp_miss_phase_seconds",
+                m.dp_misses_timed.clone(),
+            );
+            r.register(
                 "tunnel_rx_packets",
                 "VXLAN packets received",
                 m.dp_tunnel_rx_packets.clone(),
@@ -480,6 +505,21 @@ impl Metrics {
         }
         self.dp_upcalls.inc_by(s.upcalls.saturating_sub(prev.upcalls));
         self.dp_misses_joined.inc_by(s.workers.joined.saturating_sub(prev.workers.joined));
+        let (t, pt) = (&s.miss_timing, &prev.miss_timing);
+        self.dp_misses_timed.inc_by(t.misses.saturating_sub(pt.misses));
+        for (phase, now, before) in [
+            ("ring_wait", t.ring_wait_ns, pt.ring_wait_ns),
+            ("handle", t.handle_ns, pt.handle_ns),
+            ("install", t.install_ns, pt.install_ns),
+            ("execute", t.execute_ns, pt.execute_ns),
+        ] {
+            let d = now.saturating_sub(before);
+            if d > 0 {
+                self.dp_miss_phase_seconds
+                    .get_or_create(&PhaseLabels { phase })
+                    .inc_by(d as f64 / 1e9);
+            }
+        }
         self.dp_tunnel_rx_packets
             .inc_by(s.tunnel.rx_packets.saturating_sub(prev.tunnel.rx_packets));
         self.dp_tunnel_tx_packets

@@ -711,6 +711,7 @@ static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port)
 	u->pad[0] = u->pad[1] = u->pad[2] = 0;
 	u->gso_size = skb->gso_size;
 	u->gso_segs = skb->gso_segs;
+	u->ktime_ns = bpf_ktime_get_ns();
 	bpf_ringbuf_submit(u, 0);
 	count(MDP_C_UPCALL, 1);
 	return TC_ACT_SHOT;

@@ -206,6 +206,9 @@ struct mdp_upcall {
 	__u8 pad[3];
 	__u32 gso_size;
 	__u32 gso_segs;
+	/* bpf_ktime_get_ns() at submit: the agent measures how long a miss
+	 * waited in the ring (CLOCK_MONOTONIC on both sides). */
+	__u64 ktime_ns;
 };
 
 #endif

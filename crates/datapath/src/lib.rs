@@ -419,6 +419,30 @@ pub struct DpStats {
     /// The miss workers ([`workers`]); all zero when misses are handled
     /// inline.
     pub workers: WorkerStats,
+    /// Where a miss's time goes, summed; all zero for a provider that
+    /// does not time its misses (only the eBPF one does).
+    pub miss_timing: MissTiming,
+}
+
+/// The phases of a first packet through a datapath whose misses cross
+/// from the kernel to the agent, summed over the misses timed (divide by
+/// `misses` for the mean). Each is wall time on the datapath thread, so on
+/// a busy machine it includes being descheduled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MissTiming {
+    /// Misses timed (upcalls the agent answered; with miss workers, those
+    /// whose answer was applied).
+    pub misses: u64,
+    /// Kernel submit → the datapath thread reads the record: the wake-up.
+    pub ring_wait_ns: u64,
+    /// The handler's answer (the simulation), inline only: with miss
+    /// workers it overlaps other misses and is in the agent's own
+    /// `miss_latency` histogram instead.
+    pub handle_ns: u64,
+    /// Invalidations the answer carries, and the flow's install.
+    pub install_ns: u64,
+    /// Sending the packet (and any generated ones) back into the kernel.
+    pub execute_ns: u64,
 }
 
 impl DpStats {

@@ -129,6 +129,13 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
     let s1 = dp1.dp().stats().expect("stats");
     assert!(s1.table.megaflow_hits >= 4, "later packets hit in the kernel: {:?}", s1.table);
     assert!(s1.tunnel.tx_packets >= 4 && s1.tunnel.rx_packets >= 4, "{:?}", s1.tunnel);
+    // The misses were timed: kernel → agent, handler, install, execute.
+    let t = s1.miss_timing;
+    assert!(t.misses >= 1 && t.ring_wait_ns > 0 && t.install_ns > 0 && t.execute_ns > 0, "{t:?}");
+    assert!(
+        t.ring_wait_ns / t.misses < 1_000_000_000,
+        "a kernel timestamp on the agent's clock: {t:?}"
+    );
     assert_eq!(s1.port(pa).map(|c| c.tx_packets), Some(s1.tunnel.rx_packets));
     let flows = dp1.dp().dump_flows().expect("dump");
     assert_eq!(flows.len(), 1);

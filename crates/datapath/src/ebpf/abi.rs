@@ -44,7 +44,7 @@ pub const PORT_LEN: usize = 24;
 pub const CONFIG_LEN: usize = 16;
 pub const MASK_LIST_LEN: usize = 4 + MAX_MASKS;
 pub const META_LEN: usize = 16 + META_TAGS * 8;
-pub const UPCALL_HDR_LEN: usize = 32;
+pub const UPCALL_HDR_LEN: usize = 40;
 
 /// Counters of the `mdp_counters` per-CPU array (`enum mdp_counter`).
 pub mod counter {
@@ -571,6 +571,8 @@ pub struct UpcallHdr {
     pub vlan_present: bool,
     pub gso_size: u32,
     pub gso_segs: u32,
+    /// When the kernel submitted the record (CLOCK_MONOTONIC, ns).
+    pub ktime_ns: u64,
 }
 
 impl UpcallHdr {
@@ -587,6 +589,7 @@ impl UpcallHdr {
             vlan_present: h[20] != 0,
             gso_size: rd32(24),
             gso_segs: rd32(28),
+            ktime_ns: u64::from_ne_bytes(h[32..40].try_into().ok()?),
         })
     }
 
@@ -626,7 +629,7 @@ mod tests {
         // struct mdp_key, mdp_act, mdp_act_list, mdp_port, mdp_config,
         // mdp_mask_list, mdp_flow_meta, mdp_upcall (see bpf/datapath.h).
         assert_eq!((KEY_LEN, ACT_LEN, ACT_LIST_LEN, PORT_LEN, CONFIG_LEN), (64, 20, 328, 24, 16));
-        assert_eq!((MASK_LIST_LEN, META_LEN, UPCALL_HDR_LEN), (36, 512, 32));
+        assert_eq!((MASK_LIST_LEN, META_LEN, UPCALL_HDR_LEN), (36, 512, 40));
         assert_eq!(off::ARP_TPA + 4, KEY_LEN);
     }
 

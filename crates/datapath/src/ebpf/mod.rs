@@ -84,7 +84,8 @@ use crate::sys::{Poller, VnetHdr, Waker};
 use crate::workers::{Miss, Workers};
 use crate::{
     Datapath, DpError, DpStats, DropCounters, DropReason, FlowId, FlowInfo, FlowInstall,
-    MissDecision, PortCounters, PortNo, PortStats, TableConfig, TableStats, UpcallHandler,
+    MissDecision, MissTiming, PortCounters, PortNo, PortStats, TableConfig, TableStats,
+    UpcallHandler,
 };
 
 /// Configuration of an [`EbpfDatapath`].
@@ -162,6 +163,7 @@ struct UserCounters {
     hits: u64,
     /// Packets sent to the inject veth.
     injected: u64,
+    timing: MissTiming,
 }
 
 /// The datapath thread's state.
@@ -735,6 +737,7 @@ impl State {
             upcalls: self.c.upcalls,
             rx_batches: self.c.ring_batches,
             workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),
+            miss_timing: self.c.timing,
         }
     }
 
@@ -850,6 +853,7 @@ impl State {
         depth: u8,
     ) {
         let MissDecision { install, execute, generated, invalidate } = d;
+        let start = sys::monotonic_ns();
         if !invalidate.is_empty() {
             self.invalidate_tags(&invalidate);
         }
@@ -859,6 +863,7 @@ impl State {
             // A full table only costs later upcalls.
             let _ = self.install(key, f);
         }
+        let installed = sys::monotonic_ns();
         if execute.iter().any(Action::is_emit) {
             self.execute(frame, vnet, &execute, in_port, depth);
         } else {
@@ -869,6 +874,12 @@ impl State {
         }
         for g in generated {
             self.execute(&g.frame, VnetHdr::default(), &g.actions, in_port, depth);
+        }
+        if depth == 0 {
+            let t = &mut self.c.timing;
+            t.misses += 1;
+            t.install_ns += installed.saturating_sub(start);
+            t.execute_ns += sys::monotonic_ns().saturating_sub(installed);
         }
     }
 
@@ -910,6 +921,8 @@ impl State {
             return;
         }
         self.c.upcalls += 1;
+        let read = sys::monotonic_ns();
+        self.c.timing.ring_wait_ns += read.saturating_sub(h.ktime_ns);
         if let Some(w) = self.workers.as_mut() {
             let m = Miss::new(key, frame, in_port, None, 0, vnet);
             if !w.submit(m) {
@@ -925,6 +938,7 @@ impl State {
             return;
         };
         let d = hd.on_miss(&key, &frame, in_port);
+        self.c.timing.handle_ns += sys::monotonic_ns().saturating_sub(read);
         self.apply_decision(d, &key, &frame, vnet, in_port, 0);
     }
 
