@@ -173,6 +173,7 @@ pub mod limit;
 pub mod pipeline;
 pub mod sys;
 pub mod table;
+pub mod tags;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod userspace;

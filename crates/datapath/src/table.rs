@@ -40,6 +40,8 @@ use std::hash::{BuildHasher, Hash};
 
 use hashbrown::HashMap;
 
+use crate::tags::TagIndex;
+
 /// A wildcard mask: turns a packet key into the key of its subtable.
 pub trait Wildcard: Copy + Eq + Hash {
     type Key: Copy + Eq + Hash;
@@ -153,7 +155,7 @@ pub struct FlowTable<M: Wildcard, A> {
     free: Vec<FlowId>,
     live: usize,
     subtables: Vec<Subtable<M>>,
-    tags: HashMap<u64, Vec<FlowId>, foldhash::fast::RandomState>,
+    tags: TagIndex,
     emc: Box<[EmcEntry<M::Key>]>,
     emc_mask: usize,
     hasher: foldhash::fast::RandomState,
@@ -173,7 +175,7 @@ where
             free: Vec::new(),
             live: 0,
             subtables: Vec::new(),
-            tags: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            tags: TagIndex::default(),
             emc: vec![EmcEntry { key: M::Key::default(), flow: 0, gen: 0, used: false }; emc_size]
                 .into_boxed_slice(),
             emc_mask: emc_size - 1,
@@ -294,12 +296,7 @@ impl<M: Wildcard, A> FlowTable<M, A> {
                 (self.slots.len() - 1) as FlowId
             }
         };
-        for &t in entry.tags.iter() {
-            let v = self.tags.entry(t).or_default();
-            if !v.contains(&id) {
-                v.push(id);
-            }
-        }
+        self.tags.add(id, &entry.tags);
         let sti = match self.subtables.iter().position(|s| s.mask == entry.mask) {
             Some(i) => i,
             None => {
@@ -334,26 +331,18 @@ impl<M: Wildcard, A> FlowTable<M, A> {
                 self.subtables.swap_remove(i);
             }
         }
-        for t in f.tags.iter() {
-            if let Some(v) = self.tags.get_mut(t) {
-                v.retain(|&x| x != id);
-                if v.is_empty() {
-                    self.tags.remove(t);
-                }
-            }
-        }
+        self.tags.remove(id, &f.tags);
         Some(f)
     }
 
     /// Remove exactly the flows carrying any of `tags`; returns how many.
     pub fn invalidate_tags(&mut self, tags: &[u64]) -> usize {
         let mut n = 0;
-        for t in tags {
-            if let Some(ids) = self.tags.remove(t) {
-                for id in ids {
-                    if self.remove(id).is_some() {
-                        n += 1;
-                    }
+        for &t in tags {
+            let ids: Vec<FlowId> = self.tags.take(t).collect();
+            for id in ids {
+                if self.remove(id).is_some() {
+                    n += 1;
                 }
             }
         }

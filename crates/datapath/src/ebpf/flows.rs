@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use midonet_flow::{Actions, FlowKey, FlowMask, MaskedKey};
 
 use super::kernel::Offloaded;
+use crate::tags::TagIndex;
 use crate::FlowId;
 
 /// One installed flow.
@@ -44,8 +45,8 @@ pub struct FlowIndex {
     slab: Vec<Option<Entry>>,
     free: Vec<FlowId>,
     live: usize,
-    by_mask: Vec<(FlowMask, HashMap<MaskedKey, FlowId>)>,
-    tags: HashMap<u64, Vec<FlowId>>,
+    by_mask: Vec<(FlowMask, HashMap<MaskedKey, FlowId, foldhash::fast::RandomState>)>,
+    tags: TagIndex,
 }
 
 impl FlowIndex {
@@ -90,17 +91,16 @@ impl FlowIndex {
                 (self.slab.len() - 1) as FlowId
             }
         };
-        for &t in &e.tags {
-            let v = self.tags.entry(t).or_default();
-            if !v.contains(&id) {
-                v.push(id);
-            }
-        }
+        self.tags.add(id, &e.tags);
         match self.by_mask.iter_mut().find(|(m, _)| *m == e.mask) {
             Some((_, t)) => {
                 t.insert(e.masked, id);
             }
-            None => self.by_mask.push((e.mask, HashMap::from([(e.masked, id)]))),
+            None => {
+                let mut t = HashMap::with_hasher(foldhash::fast::RandomState::default());
+                t.insert(e.masked, id);
+                self.by_mask.push((e.mask, t));
+            }
         }
         self.slab[id as usize] = Some(e);
         self.live += 1;
@@ -117,24 +117,13 @@ impl FlowIndex {
                 self.by_mask.swap_remove(i);
             }
         }
-        for t in &e.tags {
-            if let Some(v) = self.tags.get_mut(t) {
-                v.retain(|&x| x != id);
-                if v.is_empty() {
-                    self.tags.remove(t);
-                }
-            }
-        }
+        self.tags.remove(id, &e.tags);
         Some(e)
     }
 
     /// Ids of the flows carrying any of `tags`.
     pub fn tagged(&self, tags: &[u64]) -> Vec<FlowId> {
-        let mut ids: Vec<FlowId> =
-            tags.iter().filter_map(|t| self.tags.get(t)).flatten().copied().collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        self.tags.tagged(tags)
     }
 
     pub fn ids(&self) -> Vec<FlowId> {

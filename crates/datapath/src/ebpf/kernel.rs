@@ -58,7 +58,10 @@ pub struct Kernel {
     masks: Vec<Option<MaskSlot>>,
     order: Vec<u8>,
     acts: Vec<Option<ActSlot>>,
-    act_by_content: HashMap<Vec<u8>, u32>,
+    /// Every slot below this one is in use (slots never become free
+    /// again, only idle), so the search for a never-used slot starts here.
+    acts_unused_from: usize,
+    act_by_content: HashMap<Vec<u8>, u32, foldhash::fast::RandomState>,
     idle_acts: VecDeque<(u32, u64)>,
     act_stamp: u64,
     stats_free: Vec<u32>,
@@ -82,7 +85,8 @@ impl Kernel {
             masks: vec![None; abi::MAX_MASKS],
             order: Vec::new(),
             acts: (0..abi::MAX_ACT_LISTS).map(|_| None).collect(),
-            act_by_content: HashMap::new(),
+            acts_unused_from: 1,
+            act_by_content: HashMap::default(),
             idle_acts: VecDeque::new(),
             act_stamp: 0,
             stats_free: Vec::new(),
@@ -179,9 +183,13 @@ impl Kernel {
 
     fn alloc_act(&mut self) -> Option<u32> {
         // Never-used slots first (slot 0 is never used: a zero mark is "none").
-        if let Some(i) = self.acts.iter().skip(1).position(Option::is_none) {
-            return Some(i as u32 + 1);
+        let start = self.acts_unused_from.max(1);
+        if let Some(i) = self.acts.iter().skip(start).position(Option::is_none) {
+            // Not past it: if the caller fails to fill it, it stays findable.
+            self.acts_unused_from = start + i;
+            return Some((start + i) as u32);
         }
+        self.acts_unused_from = self.acts.len();
         // Then the idle slot unused the longest.
         while let Some((i, stamp)) = self.idle_acts.pop_front() {
             if let Some(a) = &self.acts[i as usize] {
