@@ -85,6 +85,35 @@ fn cfg(name: &str, ns: &str, ip: Ipv4Addr) -> EbpfConfig {
     }
 }
 
+/// Two kernel flows no packet uses, with a 150 ms and a 60 s idle timeout:
+/// an expiry round after 400 ms removes the first only (it asks the kernel
+/// about a flow only once its timeout has passed since its last known use).
+fn idle_flows_expire_and_busy_ones_stay(dp: &EbpfDatapath) {
+    use midonet_datapath::{FlowInstall, FlowKey, FlowMask, InPort};
+    use midonet_flow::FieldId;
+    let mut mask = FlowMask::empty();
+    mask.mark(FieldId::InPort);
+    mask.mark(FieldId::Ipv4Dst);
+    let install = |dst: [u8; 4], idle_timeout_ms| {
+        let key = FlowKey {
+            in_port: InPort::Port(1),
+            ethertype: 0x0800,
+            ipv4_dst: Ipv4Addr::from(dst),
+            ..FlowKey::default()
+        };
+        let flow = FlowInstall { mask, actions: Default::default(), tags: vec![], idle_timeout_ms };
+        dp.install_flow(key, flow).expect("install")
+    };
+    let before = dp.dump_flows().expect("dump").len();
+    let (short, long) = (install([203, 0, 113, 7], 150), install([203, 0, 113, 8], 60_000));
+    std::thread::sleep(Duration::from_millis(400));
+    dp.expire().expect("expire");
+    let ids: Vec<_> = dp.dump_flows().expect("dump").iter().map(|f| f.id).collect();
+    assert!(!ids.contains(&short), "the 150 ms flow expired: {ids:?}");
+    assert!(ids.contains(&long), "the 60 s flow stays: {ids:?}");
+    assert_eq!(ids.len(), before + 1);
+}
+
 #[test]
 fn vxlan_between_two_hosts_and_an_agent_restart() {
     if !runnable() {
@@ -139,6 +168,7 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
     assert_eq!(s1.port(pa).map(|c| c.tx_packets), Some(s1.tunnel.rx_packets));
     let flows = dp1.dp().dump_flows().expect("dump");
     assert_eq!(flows.len(), 1);
+    idle_flows_expire_and_busy_ones_stay(dp2.dp());
     assert!(flows[0].packets >= 4, "kernel counters reach the dump: {:?}", flows[0]);
 
     if have_program("iperf3") {

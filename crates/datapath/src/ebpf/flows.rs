@@ -36,6 +36,11 @@ pub struct Entry {
     /// Monotonic ns of the install and of the last packet seen here.
     pub created_ns: u64,
     pub used_ns: u64,
+    /// The latest use known without asking the kernel again: the install,
+    /// or what the kernel said at the last expiry check. Until the idle
+    /// timeout has passed since then the flow cannot have expired, so
+    /// expiry asks the kernel (a syscall per flow) only about the others.
+    pub known_used_ns: u64,
     pub off: Option<Offloaded>,
 }
 
@@ -160,6 +165,7 @@ mod tests {
             bytes: 0,
             created_ns: 0,
             used_ns: 0,
+            known_used_ns: 0,
             off: None,
         };
         (k, e)
