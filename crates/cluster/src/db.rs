@@ -28,17 +28,32 @@
 //!
 //! Keys under `/midonet/v1/meta/` and `/midonet/v1/state/` are not topology
 //! objects; topology watchers skip them.
+//!
+//! # The reverse-reference index
+//!
+//! `commit` also keeps [`crate::refs`]: for every written topology object it
+//! adds and removes the index entries of the ids its value stops or starts
+//! mentioning, in the same store transaction. The previous value is the one
+//! this transaction read (and compares on); a blind write reads it at commit
+//! time, compared like a `get`, so the entries of an object always match its
+//! value. [`Tx::referrers`] reads the index for
+//! [`crate::api::kinds::mentioning`]. The index does not replace the guards:
+//! a delete still reads the guard of the deleted id, because a referrer
+//! created after the delete read the index is no more visible to it than to
+//! a scan.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
+use midonet_model::kind::ObjectKind;
 use midonet_store::{Compare, CompareOp, OpResponse, Store, StoreError, Txn, TxnOp};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::refs;
 
 /// How many times a write is tried before answering 409.
 pub const MAX_ATTEMPTS: u32 = 12;
@@ -151,27 +166,33 @@ impl Tx {
     /// Reads several keys in one store round trip, as `get_raw` would one
     /// by one (so they are compared on commit); later reads hit the cache.
     pub async fn prefetch(&mut self, keys: &[String]) -> Result<(), ApiError> {
-        let wanted: Vec<&String> = keys
+        let wanted: Vec<Vec<u8>> = keys
             .iter()
-            .filter(|k| {
-                !self.cache.contains_key(k.as_bytes()) && !self.writes.contains_key(k.as_bytes())
-            })
+            .map(|k| k.as_bytes())
+            .filter(|k| !self.cache.contains_key(*k) && !self.writes.contains_key(*k))
+            .map(<[u8]>::to_vec)
             .collect();
-        if wanted.is_empty() {
+        Ok(self.read_compared(wanted).await?)
+    }
+
+    /// Reads keys not in the cache in one store round trip into the cache,
+    /// each compared on commit.
+    async fn read_compared(&mut self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        if keys.is_empty() {
             return Ok(());
         }
-        let ops = wanted.iter().map(|k| TxnOp::get(k.as_bytes().to_vec()));
+        let ops = keys.iter().map(|k| TxnOp::get(k.clone()));
         let resp = self.store.txn(Txn::new().and_then(ops)).await?;
-        for (k, r) in wanted.into_iter().zip(resp.responses) {
+        for (k, r) in keys.into_iter().zip(resp.responses) {
             let OpResponse::Get(kv) = r else {
-                return Err(ApiError::internal("store answered a get with something else"));
+                return Err(StoreError::Backend("store answered a get with something else".into()));
             };
             let (rev, val) = match kv {
                 Some(kv) => (kv.mod_revision, Some(kv.value)),
                 None => (0, None),
             };
-            self.compared.insert(k.as_bytes().to_vec(), rev);
-            self.cache.insert(k.as_bytes().to_vec(), val);
+            self.compared.insert(k.clone(), rev);
+            self.cache.insert(k, val);
         }
         Ok(())
     }
@@ -220,6 +241,48 @@ impl Tx {
             }
         }
         Ok(out.into_iter().map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)).collect())
+    }
+
+    /// The objects of `kind` whose value mentions `id` ([`refs::mentions`]),
+    /// found through the index and read in one round trip (compared on
+    /// commit), with this transaction's writes applied, sorted by key.
+    /// Objects of the kind written by this transaction are checked too:
+    /// their entries change only when it commits. Callers check that the
+    /// index is complete ([`Tx::refs_ready`]).
+    pub async fn referrers(
+        &mut self,
+        id: Uuid,
+        kind: ObjectKind,
+    ) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+        let mut keys = BTreeSet::new();
+        for (entry, _) in self.list_raw(&refs::kind_prefix(id, kind)).await? {
+            if let Some((_, referrer)) = refs::parse_entry(&entry) {
+                keys.insert(referrer);
+            }
+        }
+        let prefix = kind.prefix();
+        for k in self.writes.range(prefix.as_bytes().to_vec()..) {
+            if !k.0.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            keys.insert(String::from_utf8_lossy(k.0).into_owned());
+        }
+        let keys: Vec<String> = keys.into_iter().collect();
+        self.prefetch(&keys).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let Some(v) = self.get_raw(&k).await? else { continue };
+            if refs::mentions(&k, &v).contains(&id) {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the reverse-reference index is complete in this version's
+    /// format (its marker is read, and compared, once per transaction).
+    pub async fn refs_ready(&mut self) -> Result<bool, ApiError> {
+        Ok(refs::is_complete(self.get_raw(refs::MARKER).await?.as_deref()))
     }
 
     /// Reads and decodes every object under `prefix`.
@@ -285,10 +348,19 @@ impl Tx {
     }
 
     /// Commits the buffered writes if nothing read changed meanwhile.
-    pub async fn commit(self) -> Result<i64, CommitError> {
+    pub async fn commit(mut self) -> Result<i64, CommitError> {
         if self.is_read_only() {
             return Ok(0);
         }
+        // The index entries are a diff from the previous value: read the
+        // objects written blind (creates, mostly), compared like gets.
+        let unread: Vec<Vec<u8>> = self
+            .writes
+            .keys()
+            .filter(|k| refs::is_indexed(k) && !self.cache.contains_key(*k))
+            .cloned()
+            .collect();
+        self.read_compared(unread).await?;
         let mut compares: Vec<Compare> = self
             .compared
             .iter()
@@ -309,6 +381,13 @@ impl Tx {
                 None => TxnOp::delete(k.clone()),
             })
             .collect();
+        for (k, w) in &self.writes {
+            if refs::is_indexed(k) {
+                let old = self.cache.get(k).and_then(Option::as_deref);
+                let key = std::str::from_utf8(k).expect("indexed keys are UTF-8");
+                ops.extend(refs::changes(key, old, w.as_deref()));
+            }
+        }
         let nonce = rand::random::<u64>().to_string();
         for id in &self.touched {
             let k = guard_key(*id);
@@ -440,6 +519,182 @@ mod tests {
         tx.put_raw("/b", b"x".to_vec());
         s.put(b"/missing", b"now here", None).await.expect("concurrent create");
         assert!(matches!(tx.commit().await, Err(CommitError::Conflict)));
+    }
+
+    /// Index keys under `refs/` (targets and referrers), sorted.
+    async fn index(s: &Arc<dyn Store>) -> Vec<String> {
+        let resp = s.range(refs::PREFIX.as_bytes()).await.expect("range");
+        resp.kvs.into_iter().map(|kv| String::from_utf8(kv.key).expect("utf-8")).collect()
+    }
+
+    fn port(id: Uuid, device: Uuid, host: Option<Uuid>) -> (String, Vec<u8>) {
+        let host = host.map_or("null".to_string(), |h| format!("\"{h}\""));
+        let value = format!(r#"{{"id":"{id}","deviceId":"{device}","hostId":{host}}}"#);
+        (ObjectKind::Port.key(&[&id.to_string()]), value.into_bytes())
+    }
+
+    #[tokio::test]
+    async fn commits_add_update_and_remove_index_entries() {
+        let s = store().await;
+        let (p, bridge, host) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let entry = |target: Uuid| refs::entry_key(target, &port(p, bridge, None).0);
+
+        // A blind create: the previous value is read at commit.
+        let (key, v) = port(p, bridge, None);
+        let mut tx = Tx::new(s.clone());
+        tx.put_raw(&key, v);
+        tx.commit().await.expect("create");
+        assert_eq!(index(&s).await, vec![entry(bridge)], "its own id is not indexed");
+
+        // An update after a read: the cached value is the previous one.
+        let mut tx = Tx::new(s.clone());
+        tx.get_raw(&key).await.expect("read");
+        tx.put_raw(&key, port(p, bridge, Some(host)).1);
+        tx.commit().await.expect("bind");
+        let mut both = vec![entry(bridge), entry(host)];
+        both.sort();
+        assert_eq!(index(&s).await, both);
+
+        // A blind update that drops a mention.
+        let mut tx = Tx::new(s.clone());
+        tx.put_raw(&key, port(p, bridge, None).1);
+        tx.commit().await.expect("unbind");
+        assert_eq!(index(&s).await, vec![entry(bridge)]);
+
+        // Seen through a list, then deleted.
+        let mut tx = Tx::new(s.clone());
+        tx.list_raw(&ObjectKind::Port.prefix()).await.expect("list");
+        tx.delete(&key);
+        tx.commit().await.expect("delete");
+        assert!(index(&s).await.is_empty());
+
+        // Keys that are not topology objects are not indexed.
+        let mut tx = Tx::new(s.clone());
+        tx.put_raw("/midonet/v1/meta/x", format!("{bridge}").into_bytes());
+        tx.commit().await.expect("meta");
+        assert!(index(&s).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn referrers_come_from_the_index_with_the_transactions_own_writes() {
+        let s = store().await;
+        let bridge = Uuid::new_v4();
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut tx = Tx::new(s.clone());
+        for p in [a, b] {
+            let (k, v) = port(p, bridge, None);
+            tx.put_raw(&k, v);
+        }
+        tx.commit().await.expect("create");
+
+        let mut tx = Tx::new(s.clone());
+        tx.delete(&port(a, bridge, None).0);
+        let (k, v) = port(c, bridge, None);
+        tx.put_raw(&k, v);
+        let found: Vec<String> = tx
+            .referrers(bridge, ObjectKind::Port)
+            .await
+            .expect("referrers")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let mut want = vec![port(b, bridge, None).0, port(c, bridge, None).0];
+        want.sort();
+        assert_eq!(found, want, "a deleted here, c created here");
+        assert!(tx.referrers(bridge, ObjectKind::Route).await.expect("routes").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_referrer_created_after_a_delete_read_the_index_fails_the_delete() {
+        let s = store().await;
+        let bridge = Uuid::new_v4();
+        let mut del = Tx::new(s.clone());
+        del.guard_and_drop(bridge).await.expect("guard");
+        assert!(del.referrers(bridge, ObjectKind::Port).await.expect("index").is_empty());
+        // A concurrent writer adds a port on the bridge and touches its guard.
+        let mut add = Tx::new(s.clone());
+        let (k, v) = port(Uuid::new_v4(), bridge, None);
+        add.put_raw(&k, v);
+        add.touch(bridge);
+        add.commit().await.expect("referrer commits");
+        del.delete(&ObjectKind::Bridge.key(&[&bridge.to_string()]));
+        assert!(matches!(del.commit().await, Err(CommitError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_write_of_a_blindly_written_object_is_a_conflict() {
+        // The index diff is from the value read at commit, so that value
+        // must still be there when the transaction applies.
+        let s = store().await;
+        let (p, bridge) = (Uuid::new_v4(), Uuid::new_v4());
+        let (k, v) = port(p, bridge, None);
+        let mut tx = Tx::new(s.clone());
+        tx.put_raw(&k, v.clone());
+        tx.read_compared(vec![k.clone().into_bytes()]).await.expect("read as commit would");
+        s.put(k.as_bytes(), &v, None).await.expect("concurrent create, unindexed");
+        assert!(matches!(tx.commit().await, Err(CommitError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn an_index_built_at_start_matches_one_kept_by_commits() {
+        let (kept, built) = (store().await, store().await);
+        let (bridge, host, chain) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut objects = Vec::new();
+        for i in 0..300 {
+            objects.push(port(Uuid::new_v4(), bridge, (i % 3 == 0).then_some(host)));
+        }
+        let rule = Uuid::new_v4();
+        objects.push((
+            ObjectKind::Rule.key(&[&rule.to_string()]),
+            format!(r#"{{"id":"{rule}","chainId":"{chain}","jumpChainId":"{chain}"}}"#)
+                .into_bytes(),
+        ));
+        objects.push((
+            ObjectKind::TunnelZoneHost.key(&[&chain.to_string(), &host.to_string()]),
+            format!(r#"{{"tunnelZoneId":"{chain}","hostId":"{host}"}}"#).into_bytes(),
+        ));
+        for chunk in objects.chunks(50) {
+            let mut tx = Tx::new(kept.clone());
+            for (k, v) in chunk {
+                tx.put_raw(k, v.clone());
+            }
+            tx.commit().await.expect("indexed writes");
+            for (k, v) in chunk {
+                built.put(k.as_bytes(), v, None).await.expect("unindexed write");
+            }
+        }
+        // A stale entry, as a replica without the index would leave behind
+        // when it deletes a port.
+        let gone = refs::entry_key(bridge, &port(Uuid::new_v4(), bridge, None).0);
+        built.put(gone.as_bytes(), b"", None).await.expect("stale entry");
+
+        let mut tx = Tx::new(built.clone());
+        assert!(!tx.refs_ready().await.expect("marker"), "no index yet");
+        let n = refs::build(&built).await.expect("build");
+        assert_eq!(n, refs::Built::Indexed { referrers: objects.len() + 1 });
+        assert_eq!(index(&built).await, index(&kept).await);
+        assert_eq!(index(&kept).await.len(), 300 + 100 + 1 + 2);
+        let mut tx = Tx::new(built.clone());
+        assert!(tx.refs_ready().await.expect("marker"));
+        assert_eq!(refs::build(&built).await.expect("again"), refs::Built::AlreadyComplete);
+    }
+
+    #[tokio::test]
+    async fn a_build_completes_entries_that_commits_only_diffed() {
+        let s = store().await;
+        let (p, bridge, host) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (k, v) = port(p, bridge, None);
+        s.put(k.as_bytes(), &v, None).await.expect("unindexed write");
+        // An indexed bind adds the host's entry only: the bridge was
+        // mentioned before too, so its entry is not in the difference.
+        let mut tx = Tx::new(s.clone());
+        tx.put_raw(&k, port(p, bridge, Some(host)).1);
+        tx.commit().await.expect("indexed write");
+        assert_eq!(index(&s).await, vec![refs::entry_key(host, &k)]);
+        assert_eq!(refs::build(&s).await.expect("build"), refs::Built::Indexed { referrers: 1 });
+        let mut both = vec![refs::entry_key(bridge, &k), refs::entry_key(host, &k)];
+        both.sort();
+        assert_eq!(index(&s).await, both);
     }
 
     #[tokio::test]

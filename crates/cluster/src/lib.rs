@@ -27,7 +27,9 @@
 //! once, and is retried (up to [`db::MAX_ATTEMPTS`]) when a compare fails;
 //! then the client gets 409. Referenced ids must exist (400 naming the
 //! field); new references touch a guard key so that a concurrent delete of
-//! the referenced object cannot miss them (see [`db`]). Port tunnel keys come
+//! the referenced object cannot miss them (see [`db`]). Deletes and bindings
+//! find referrers through the reverse-reference index that every commit
+//! keeps ([`refs`]), not by reading whole kinds. Port tunnel keys come
 //! from the counter `/midonet/v1/meta/tunnel_key` in the same transaction.
 //!
 //! # Delete rules
@@ -63,6 +65,7 @@ pub mod identity;
 mod lb_checker;
 pub mod metrics;
 pub mod neutron;
+pub mod refs;
 pub mod tasks;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

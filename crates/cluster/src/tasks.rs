@@ -4,6 +4,8 @@
 //! run(cfg, shutdown)
 //!   ├─ connect(cfg.store)             (embedded file | memory | etcd)
 //!   ├─ Cluster::new                   shared state
+//!   ├─ build_refs_index               the reverse-reference index, once per
+//!   │                                 store (crate::refs)
 //!   └─ serve(listener, cluster, shutdown)
 //!        └─ axum HTTP server          until `shutdown` resolves, then
 //!                                     finishes in-flight requests
@@ -64,6 +66,7 @@ pub async fn run(
     );
     let cluster = Cluster::new(cfg.clone(), store.clone());
     let revocations = share_tokens(&cluster).await?;
+    build_refs_index(&store).await;
     let opts = crate::topology_service::ServeOptions {
         auth: if cfg.agents.credentials {
             crate::topology_service::AgentAuth::Credentials
@@ -136,6 +139,30 @@ pub async fn serve(
 ) -> Result<(), ClusterError> {
     let app = crate::api::app(cluster);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ClusterError::Serve)
+}
+
+/// Builds the reverse-reference index if the store has none in this
+/// version's format yet ([`crate::refs`]). A failure is logged, not fatal:
+/// lookups keep scanning whole kinds and the next start tries again.
+pub async fn build_refs_index(store: &Arc<dyn midonet_store::Store>) {
+    let started = std::time::Instant::now();
+    match crate::refs::build(store).await {
+        Ok(crate::refs::Built::AlreadyComplete) => {
+            tracing::debug!("reverse-reference index complete")
+        }
+        Ok(crate::refs::Built::Indexed { referrers }) => tracing::info!(
+            referrers,
+            ms = started.elapsed().as_millis() as u64,
+            "reverse-reference index built"
+        ),
+        Ok(crate::refs::Built::GaveUp) => tracing::warn!(
+            "reverse-reference index not built: concurrent writes kept failing its batches; deletes scan until the next start"
+        ),
+        Err(e) => tracing::warn!(
+            error = %error_chain(&e),
+            "reverse-reference index not built; deletes scan until the next start"
+        ),
+    }
 }
 
 /// Makes this replica's tokens every replica's: signs with the store's

@@ -97,6 +97,7 @@ impl TestCluster {
                             return;
                         }
                     };
+                    crate::tasks::build_refs_index(&cluster.store).await;
                     let _ = ready_tx.send(Ok((addr, cluster.clone())));
                     let stop = async {
                         let _ = stop_rx.await;

@@ -63,7 +63,9 @@ use futures::StreamExt;
 use midonet_model::{HostId, HostInterface, ObjectKind};
 use midonet_proto::pb::{self, subscribe_response::Event};
 use midonet_proto::{keys, Liveness, TopologyServer, TopologyService, KEY_ROOT};
-use midonet_store::{LeaseId, Store, StoreError, Txn, TxnOp, WatchBatch, WatchEvent};
+use midonet_store::{
+    Compare, CompareOp, KeyValue, LeaseId, Store, StoreError, Txn, TxnOp, WatchBatch, WatchEvent,
+};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
@@ -394,30 +396,84 @@ impl TopologyServiceImpl {
 
     /// Brings `host_interfaces/<host>/*` to exactly `ifaces` (checked by
     /// [`agent_input::interfaces`]), writing only what changed (each write
-    /// is a revision every agent receives).
+    /// is a revision every agent receives); the writes go into `w`.
     async fn sync_interfaces(
         &self,
+        w: &mut IndexedWrite,
         host: HostId,
         ifaces: &[HostInterface],
-    ) -> Result<Vec<TxnOp>, Status> {
+    ) -> Result<(), Status> {
         let prefix = format!("{}/", ObjectKind::HostInterface.key(&[&host.to_string()]));
         let existing = self.store.range(prefix.as_bytes()).await.map_err(status)?;
-        let mut ops = Vec::new();
         let mut wanted = std::collections::BTreeSet::new();
         for hi in ifaces {
             let (key, value) = agent_input::interface_kv(hi);
-            let same = existing.kvs.iter().any(|kv| kv.key == key.as_bytes() && kv.value == value);
-            if !same {
-                ops.push(TxnOp::put(key.clone(), value));
-            }
+            let old = existing.kvs.iter().find(|kv| kv.key == key.as_bytes());
+            w.set(key.clone(), old, Some(value));
             wanted.insert(key);
         }
         for kv in &existing.kvs {
-            if !wanted.contains(std::str::from_utf8(&kv.key).unwrap_or_default()) {
-                ops.push(TxnOp::delete(kv.key.clone()));
+            let key = String::from_utf8_lossy(&kv.key).into_owned();
+            if !wanted.contains(&key) {
+                w.set(key, Some(kv), None);
             }
         }
-        Ok(ops)
+        Ok(())
+    }
+
+    /// Runs `plan` and commits the writes it returns in one transaction
+    /// that compares every written object and keeps the reverse-reference
+    /// index ([`crate::refs`]), replanning from fresh reads on a conflict.
+    /// `None` when there was nothing to write.
+    async fn write_indexed<F, Fut>(&self, plan: F) -> Result<Option<i64>, Status>
+    where
+        F: Fn(IndexedWrite) -> Fut,
+        Fut: Future<Output = Result<IndexedWrite, Status>>,
+    {
+        for attempt in 1..=crate::db::MAX_ATTEMPTS {
+            let w = plan(IndexedWrite::default()).await?;
+            if w.ops.is_empty() {
+                return Ok(None);
+            }
+            let resp = self
+                .store
+                .txn(Txn::new().when(w.compares).and_then(w.ops))
+                .await
+                .map_err(status)?;
+            if resp.succeeded {
+                return Ok(Some(resp.revision));
+            }
+            crate::db::backoff(attempt).await;
+        }
+        Err(Status::aborted("the host's records changed concurrently too many times; retry"))
+    }
+}
+
+/// Writes of topology objects outside [`crate::db::Tx`] (host registration
+/// needs a lease in the same transaction), with what `Tx::commit` would
+/// add: a compare on each object's previous value and the index entries
+/// of the difference.
+#[derive(Default)]
+struct IndexedWrite {
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+}
+
+impl IndexedWrite {
+    /// Sets `key`, read as `old`, to `new` (`None` deletes it); nothing if
+    /// it already holds that.
+    fn set(&mut self, key: String, old: Option<&KeyValue>, new: Option<Vec<u8>>) {
+        let old_value = old.map(|kv| kv.value.as_slice());
+        if old_value == new.as_deref() {
+            return;
+        }
+        let rev = old.map_or(0, |kv| kv.mod_revision);
+        self.ops.extend(crate::refs::changes(&key, old_value, new.as_deref()));
+        self.compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, rev));
+        self.ops.push(match new {
+            Some(v) => TxnOp::put(key, v),
+            None => TxnOp::delete(key),
+        });
     }
 }
 
@@ -585,37 +641,40 @@ impl TopologyService for TopologyServiceImpl {
         self.caller_as("RegisterHost", &request, reg.host).await?;
         let host = reg.host;
 
-        // Keep what operators set on the host (weights, limits): merge into
-        // the stored JSON instead of overwriting it.
-        let host_key = ObjectKind::Host.key(&[&host.to_string()]);
-        let stored = self.store.get(host_key.as_bytes()).await.map_err(status)?;
-        let stored = stored.as_ref().map(|kv| kv.value.as_slice());
-        let host_bytes = agent_input::host_record(stored, &reg);
-
         let lease = self.store.grant_lease(reg.ttl_secs).await.map_err(status)?;
-        let alive = Liveness { host_id: host.to_string(), session: lease.id.0 };
-        let mut ops = vec![TxnOp::put_with_lease(
-            keys::host_alive(&host.to_string()),
-            json(&alive),
-            lease.id,
-        )];
-        if stored != Some(host_bytes.as_slice()) {
-            ops.push(TxnOp::put(host_key, host_bytes));
-        }
-        ops.extend(self.sync_interfaces(host, &reg.interfaces).await?);
-        let resp = match self.store.txn(Txn::new().and_then(ops)).await {
+        let alive = &Liveness { host_id: host.to_string(), session: lease.id.0 };
+        let reg = &reg;
+        let resp = self
+            .write_indexed(|mut w| async move {
+                // Keep what operators set on the host (weights, limits):
+                // merge into the stored JSON instead of overwriting it.
+                let host_key = ObjectKind::Host.key(&[&host.to_string()]);
+                let stored = self.store.get(host_key.as_bytes()).await.map_err(status)?;
+                let host_bytes =
+                    agent_input::host_record(stored.as_ref().map(|kv| kv.value.as_slice()), reg);
+                w.ops.push(TxnOp::put_with_lease(
+                    keys::host_alive(&host.to_string()),
+                    json(alive),
+                    lease.id,
+                ));
+                w.set(host_key, stored.as_ref(), Some(host_bytes));
+                self.sync_interfaces(&mut w, host, &reg.interfaces).await?;
+                Ok(w)
+            })
+            .await;
+        let resp = match resp {
             Ok(r) => r,
             Err(e) => {
                 // Do not leave the lease behind for its TTL.
                 let _ = self.store.revoke_lease(lease.id).await;
-                return Err(status(e));
+                return Err(e);
             }
         };
         tracing::info!(%host, name = %reg.name, session = lease.id.0, ttl = lease.ttl_secs, "host registered");
         Ok(Response::new(pb::RegisterHostResponse {
             session: lease.id.0,
             ttl_secs: lease.ttl_secs,
-            revision: resp.revision,
+            revision: resp.unwrap_or_default(),
         }))
     }
 
@@ -637,12 +696,17 @@ impl TopologyService for TopologyServiceImpl {
         let (host, ifaces) = agent_input::report_interfaces(request.get_ref())?;
         let caller = self.caller_as("ReportInterfaces", &request, host).await?;
         self.session_host("ReportInterfaces", caller, request.get_ref().session).await?;
-        let ops = self.sync_interfaces(host, &ifaces).await?;
-        if ops.is_empty() {
-            return self.unchanged().await;
+        let ifaces = &ifaces;
+        let resp = self
+            .write_indexed(|mut w| async move {
+                self.sync_interfaces(&mut w, host, ifaces).await?;
+                Ok(w)
+            })
+            .await?;
+        match resp {
+            Some(revision) => Ok(Response::new(pb::Ack { revision })),
+            None => self.unchanged().await,
         }
-        let resp = self.store.txn(Txn::new().and_then(ops)).await.map_err(status)?;
-        Ok(Response::new(pb::Ack { revision: resp.revision }))
     }
 
     async fn set_port_active(

@@ -358,27 +358,44 @@ pub async fn all<T: Stored>(tx: &mut Tx) -> Result<Vec<T>, ApiError> {
     tx.list(&T::KIND.prefix()).await
 }
 
-/// The objects of kind `T` whose stored JSON mentions `id`. Every object
-/// that refers to `id` is among them (ids are stored as their lowercase
-/// hyphenated string), and only these are decoded: deletes and their
-/// reference rules look for referrers with a substring search over the
-/// kind's raw values instead of decoding every object of the kind (which
-/// made a bridge delete 15× slower at 100k ports than on an empty store).
-/// Callers still check the decoded field, so a mention elsewhere (a name
-/// holding the id) costs a decode, never a wrong answer.
+/// The objects of kind `T` whose stored JSON mentions `id`, other than
+/// the object whose id is `id` (an object never needs to find itself).
+/// Every object that refers to `id` is among them (ids are stored as their
+/// lowercase hyphenated string). They come from the reverse-reference
+/// index ([`crate::refs`], one range and one batched read, however many
+/// objects the kind has); until the index is complete, from a substring
+/// search over the kind's raw values. Callers still check the decoded
+/// field, so a mention elsewhere (a name holding the id) costs a decode,
+/// never a wrong answer.
 pub async fn mentioning<T: Stored>(tx: &mut Tx, id: Uuid) -> Result<Vec<T>, ApiError> {
+    let found = if tx.refs_ready().await? {
+        tx.referrers(id, T::KIND).await?
+    } else {
+        scan(tx, T::KIND, id).await?
+    };
+    found
+        .into_iter()
+        .map(|(k, v)| {
+            serde_json::from_slice(&v)
+                .map_err(|e| ApiError::internal(format!("stored object {k} does not decode: {e}")))
+        })
+        .collect()
+}
+
+/// [`mentioning`] without the index: every object of `kind` is read and
+/// searched for `id` (which has the same answer as the index: the
+/// object's own id aside, an id is mentioned iff its string is in the
+/// value).
+async fn scan(tx: &mut Tx, kind: ObjectKind, id: Uuid) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
     let needle = id.hyphenated().to_string();
     let finder = memchr::memmem::Finder::new(needle.as_bytes());
-    let mut out = Vec::new();
-    for (k, v) in tx.list_raw(&T::KIND.prefix()).await? {
-        if finder.find(&v).is_some() {
-            let obj = serde_json::from_slice(&v).map_err(|e| {
-                ApiError::internal(format!("stored object {k} does not decode: {e}"))
-            })?;
-            out.push(obj);
-        }
-    }
-    Ok(out)
+    let own = key_of(kind, id);
+    Ok(tx
+        .list_raw(&kind.prefix())
+        .await?
+        .into_iter()
+        .filter(|(k, v)| *k != own && finder.find(v).is_some())
+        .collect())
 }
 
 /// Deletes every key under `<kind>/<parent>/` (sub-objects of a parent).
