@@ -32,6 +32,14 @@
 //! entry of a referrer `R` is written only together with `R`, under a
 //! compare on `R`'s revision, and the index is exact at every revision.
 //!
+//! The writers of topology objects, audited for this:
+//!
+//! | writer | how |
+//! |---|---|
+//! | REST API (`api`), Neutron plans (`neutron::store`), health-check ports (`lb_checker`) | `Tx` |
+//! | `RegisterHost`, `ReportInterfaces` (hosts, host interfaces) | `IndexedWrite` in [`crate::topology_service`] |
+//! | agent state, SNAT and checker claims, singletons, credentials, revoked tokens | not objects: `state/` or `meta/` keys |
+//!
 //! # Building it for a store written without it
 //!
 //! [`build`] runs at cluster start: if the marker does not name this
