@@ -50,9 +50,9 @@
 //! several replicas at once write the same entries, so they are harmless
 //! to each other. The marker is put in the transaction of the last batch,
 //! once every earlier batch committed. Until the marker names this format,
-//! [`ready`] is false and lookups scan whole kinds as before. The rule for
-//! replicas of versions that do not maintain the index is in
-//! ARCHITECTURE.md (§9, departure 17).
+//! [`crate::db::Tx::refs_ready`] is false and lookups scan whole kinds as
+//! before. The rule for replicas of versions that do not maintain the index
+//! is in ARCHITECTURE.md (§9, departure 17).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
