@@ -58,6 +58,11 @@ pub fn args(m: &Member, all: &[Member], token: &str) -> Vec<String> {
         format!("--initial-cluster={}", cluster.join(",")),
         "--initial-cluster-state=new".into(),
         format!("--initial-cluster-token={token}"),
+        // A delete cascades key by key in one transaction, now with the
+        // reverse-reference index's entries too (cluster `refs`): etcd's
+        // default of 128 operations is too few for a bridge with a few
+        // dozen ports.
+        "--max-txn-ops=10000".into(),
     ]
 }
 
