@@ -233,6 +233,15 @@ mod tests {
         (sh, stale_rx)
     }
 
+    /// A host whose only tunnel-zone peer is `peer`.
+    fn trusting(peer: Ipv4Addr) -> Arc<Shared> {
+        let (sh, _) = shared();
+        let mut view = View::empty();
+        view.trusted_peers.insert(peer);
+        sh.view.store(Arc::new(view));
+        sh
+    }
+
     #[test]
     fn learned_entries_from_a_peer_are_checked_installed_and_invalidate() {
         use midonet_model::{Bridge, BridgeId, Port, PortType, Router, RouterId, Topology};
@@ -332,11 +341,8 @@ mod tests {
 
     #[test]
     fn only_tunnel_zone_peers_are_believed_and_garbage_is_counted() {
-        let (sh, _stale) = shared();
         let peer = Ipv4Addr::new(10, 77, 0, 2);
-        let mut view = View::empty();
-        view.trusted_peers.insert(peer);
-        sh.view.store(Arc::new(view));
+        let sh = trusting(peer);
         let msg = FlowStateRepr {
             sender: *uuid::Uuid::from_u128(99).as_bytes(),
             conntrack: vec![conntrack_repr(&key(5), ConnState::SynSent)],
@@ -360,11 +366,8 @@ mod tests {
 
     #[test]
     fn an_answer_carrying_the_state_installs_it_before_the_port_opens() {
-        let (sh, _stale) = shared();
         let peer = Ipv4Addr::new(10, 77, 0, 2);
-        let mut view = View::empty();
-        view.trusted_peers.insert(peer);
-        sh.view.store(Arc::new(view));
+        let sh = trusting(peer);
         let port = PortId::random();
         sh.migrations.begin(&[port], &[peer], Instant::now());
         assert!(sh.migrations.gates(port));

@@ -58,8 +58,9 @@ pub struct Kernel {
     masks: Vec<Option<MaskSlot>>,
     order: Vec<u8>,
     acts: Vec<Option<ActSlot>>,
-    /// Every slot below this one is in use (slots never become free
-    /// again, only idle), so the search for a never-used slot starts here.
+    /// Every slot from 1 (0 is never used) up to this one is in use: slots
+    /// never become free again, only idle, so the search for a never-used
+    /// slot starts here.
     acts_unused_from: usize,
     act_by_content: HashMap<Vec<u8>, u32, foldhash::fast::RandomState>,
     idle_acts: VecDeque<(u32, u64)>,
@@ -183,7 +184,7 @@ impl Kernel {
 
     fn alloc_act(&mut self) -> Option<u32> {
         // Never-used slots first (slot 0 is never used: a zero mark is "none").
-        let start = self.acts_unused_from.max(1);
+        let start = self.acts_unused_from;
         if let Some(i) = self.acts.iter().skip(start).position(Option::is_none) {
             // Not past it: if the caller fails to fill it, it stays findable.
             self.acts_unused_from = start + i;
