@@ -533,7 +533,6 @@ impl Core {
             }
         }
         self.shared.metrics.topology_updates.inc();
-        self.shared.metrics.topology_revision.set(self.cache.revision);
         let mut tags = applied.tags;
         let bindings = self.reconcile();
         // State-only deltas (learned MACs/ARPs, liveness) change neither the
@@ -548,6 +547,9 @@ impl Core {
         }
         tags.extend(bindings);
         self.applied.store(self.cache.revision, Ordering::Release);
+        // Set once the view simulating with this revision is published: a
+        // reader that sees it knows new misses use that topology.
+        self.shared.metrics.topology_revision.set(self.cache.revision);
         self.invalidate(tags);
         if applied.topology_changed {
             self.health_tick();

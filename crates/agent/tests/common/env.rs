@@ -204,6 +204,8 @@ pub struct Env {
     pub provider: Provider,
     /// Agent TOML written to each host's `agent.toml` (empty: none).
     pub config: String,
+    /// The store revision of the test's last `put` or `delete`.
+    pub written: std::cell::Cell<i64>,
     pub _guard: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -282,6 +284,7 @@ impl Env {
             next_key: 100,
             provider,
             config: config.to_owned(),
+            written: std::cell::Cell::new(0),
             _guard: guard,
         };
         for (i, ns) in names.into_iter().enumerate() {
@@ -362,11 +365,15 @@ impl Env {
     }
 
     pub fn put<T: Stored>(&self, o: &T) -> i64 {
-        self.rt.block_on(self.cluster.put(o))
+        let rev = self.rt.block_on(self.cluster.put(o));
+        self.written.set(self.written.get().max(rev));
+        rev
     }
 
     pub fn delete<T: Stored>(&self, o: &T) -> i64 {
-        self.rt.block_on(self.cluster.delete(o))
+        let rev = self.rt.block_on(self.cluster.delete(o));
+        self.written.set(self.written.get().max(rev));
+        rev
     }
 
     pub fn exists(&self, key: &str) -> bool {
@@ -467,9 +474,26 @@ impl Env {
         });
     }
 
+    /// Waits for `p` to be active (bound, its host's datapath port up)
+    /// and for every running agent to simulate with everything this test
+    /// wrote so far: a port's filters put after its binding reach the
+    /// other hosts' views a moment later, and a peer that simulates a
+    /// reply through them before that forwards it unfiltered.
     pub fn wait_active(&self, p: &Port) -> Duration {
         let k = midonet_proto::keys::port_active(&p.id.to_string());
-        self.wait("port active", Duration::from_secs(20), |e| e.exists(&k))
+        let t = self.wait("port active", Duration::from_secs(20), |e| e.exists(&k));
+        t + self.wait_synced()
+    }
+
+    /// Waits until every running agent's view holds the test's last write
+    /// (`midonet_agent_topology_revision`, set once that view is in use).
+    pub fn wait_synced(&self) -> Duration {
+        let rev = self.written.get() as f64;
+        let live: Vec<usize> =
+            (0..self.hosts.len()).filter(|&i| self.hosts[i].pid.is_some()).collect();
+        self.wait("every agent has the last write", Duration::from_secs(20), |e| {
+            live.iter().all(|&i| e.metric(i, "midonet_agent_topology_revision") >= rev)
+        })
     }
 
     /// The agent's metrics on host `i`, fetched from inside its namespace.
