@@ -83,9 +83,38 @@ fn discovery_documents_and_extensions() {
         "ExtensionNotFound",
     );
     neutron_error(&n.admin.get("/v2.0/nonsense"), 404, "HTTPNotFound");
-    // No token: 401 in Neutron's error shape.
+    // No token: 401 in Neutron's error shape, except for the version
+    // document, which clients read before they have one.
     let anon = Api::new(&n.admin.base, None);
     neutron_error(&anon.get("/v2.0/networks"), 401, "HTTPUnauthorized");
+    assert_eq!(anon.get("/").expect(200).body["versions"][0]["id"], "v2.0");
+    assert!(aliases.contains(&"ip-substring-filtering"), "{aliases:?}");
+}
+
+#[test]
+fn agents_are_the_hosts_and_only_admins_see_them() {
+    let n = start();
+    let host = json!({"id": "5e1f0c2a-1111-4222-8333-444455556666", "name": "compute-1",
+                      "addresses": ["10.0.0.7"]});
+    n.mido.post("/hosts", &host).expect(201);
+    let l = n.admin.get("/v2.0/agents").expect(200).body;
+    let agents = l["agents"].as_array().expect("list");
+    assert_eq!(agents.len(), 1, "{l}");
+    assert_eq!(agents[0]["host"], "compute-1");
+    assert_eq!(agents[0]["agent_type"], "MidoNet Agent");
+    assert_eq!(agents[0]["alive"], false, "no agent session");
+    let one = n.admin.get("/v2.0/agents/5e1f0c2a-1111-4222-8333-444455556666").expect(200).body;
+    assert_eq!(one["agent"]["binary"], "midonet-agent");
+    // A member sees none (Neutron's policy), and no host by id.
+    assert!(n.bob.get("/v2.0/agents").expect(200).body["agents"]
+        .as_array()
+        .expect("list")
+        .is_empty());
+    neutron_error(
+        &n.bob.get("/v2.0/agents/5e1f0c2a-1111-4222-8333-444455556666"),
+        404,
+        "AgentNotFound",
+    );
 }
 
 #[test]
@@ -263,6 +292,24 @@ fn lists_filter_select_fields_sort_and_page() {
         .expect(201);
     let ext = n.admin.get("/v2.0/networks?router%3Aexternal=True").expect(200).body;
     assert_eq!(ext["networks"].as_array().expect("l").len(), 1);
+    // A filter on an attribute networks do not have is ignored (Neutron
+    // without filter-validation), not an empty list.
+    let all = n.admin.get("/v2.0/networks?no_such_attribute=x").expect(200).body;
+    assert_eq!(all["networks"].as_array().expect("l").len(), 6);
+    // Ports by part of an address (ip-substring-filtering).
+    let (nid, sid) = net(&n.admin, "subs", "10.9.0.0/24");
+    for ip in ["10.9.0.17", "10.9.0.25"] {
+        let p = json!({"port": {"network_id": nid, "fixed_ips": [{"subnet_id": sid, "ip_address": ip}]}});
+        n.admin.post("/v2.0/ports", &p).expect(201);
+    }
+    let hit = n.admin.get("/v2.0/ports?fixed_ips=ip_address_substr%3D10.9.0.1").expect(200).body;
+    let ips: Vec<&Value> = hit["ports"]
+        .as_array()
+        .expect("l")
+        .iter()
+        .map(|p| &p["fixed_ips"][0]["ip_address"])
+        .collect();
+    assert_eq!(ips, vec!["10.9.0.17"], "{hit}");
 }
 
 #[test]
@@ -358,6 +405,23 @@ fn projects_see_only_their_own_and_shared_objects() {
         n.bob.get("/v2.0/subnets").expect(200).body["subnets"].as_array().expect("l").len(),
         1
     );
+    // An external network is visible to all, its subnets only to their
+    // owner (Neutron's get_subnet policy).
+    let public = n
+        .admin
+        .post("/v2.0/networks", &json!({"network": {"name": "ext", "router:external": true}}))
+        .expect(201)
+        .body;
+    let public = id(&public, "network");
+    let esub = json!({"subnet": {"network_id": public, "ip_version": 4, "cidr": "172.24.9.0/24"}});
+    let esub = id(&n.admin.post("/v2.0/subnets", &esub).expect(201).body, "subnet");
+    n.bob.get(&format!("/v2.0/networks/{public}")).expect(200);
+    neutron_error(&n.bob.get(&format!("/v2.0/subnets/{esub}")), 404, "SubnetNotFound");
+    assert_eq!(
+        n.bob.get("/v2.0/subnets").expect(200).body["subnets"].as_array().expect("l").len(),
+        1,
+        "the shared network's subnet only"
+    );
     let bp = n.bob.post("/v2.0/ports", &json!({"port": {"network_id": sh}})).expect(201).body;
     assert_eq!(bp["port"]["project_id"], "tenant-b");
     neutron_error(&n.alice.get(&format!("/v2.0/ports/{}", id(&bp, "port"))), 404, "PortNotFound");
@@ -407,6 +471,38 @@ fn identity_tokens_scope_projects_on_the_neutron_api() {
     // A forged token is refused.
     let forged = Api::new(&n.admin.base, Some("tok-tenant-a".into()));
     neutron_error(&forged.get("/v2.0/networks"), 401, "HTTPUnauthorized");
+}
+
+#[test]
+fn an_external_network_goes_with_its_floating_ips() {
+    let n = start();
+    let ext = n
+        .admin
+        .post("/v2.0/networks", &json!({"network": {"name": "public", "router:external": true}}))
+        .expect(201)
+        .body;
+    let ext_id = id(&ext, "network");
+    let esub = json!({"subnet": {"network_id": ext_id, "ip_version": 4, "cidr": "172.24.5.0/24", "enable_dhcp": false}});
+    let esub = id(&n.admin.post("/v2.0/subnets", &esub).expect(201).body, "subnet");
+    let fip = n
+        .alice
+        .post("/v2.0/floatingips", &json!({"floatingip": {"floating_network_id": ext_id}}))
+        .expect(201)
+        .body;
+    let fip = id(&fip, "floatingip");
+    // A router gateway on it still holds it.
+    let r = json!({"router": {"name": "r", "external_gateway_info": {"network_id": ext_id}}});
+    let rid = id(&n.admin.post("/v2.0/routers", &r).expect(201).body, "router");
+    neutron_error(&n.admin.delete(&format!("/v2.0/networks/{ext_id}")), 409, "NetworkInUse");
+    n.admin.get(&format!("/v2.0/floatingips/{fip}")).expect(200);
+    n.admin.delete(&format!("/v2.0/routers/{rid}")).expect(204);
+    // Without it, the network goes and takes the floating IP, its port and
+    // the subnet along.
+    n.admin.delete(&format!("/v2.0/networks/{ext_id}")).expect(204);
+    neutron_error(&n.admin.get(&format!("/v2.0/floatingips/{fip}")), 404, "FloatingIPNotFound");
+    neutron_error(&n.admin.get(&format!("/v2.0/subnets/{esub}")), 404, "SubnetNotFound");
+    let ports = n.admin.get(&format!("/v2.0/ports?network_id={ext_id}")).expect(200).body;
+    assert!(ports["ports"].as_array().expect("l").is_empty(), "{ports}");
 }
 
 #[test]

@@ -25,6 +25,7 @@
 //! project's objects, plus shared and external networks and their subnets.
 //! Others' objects are 404, as if they did not exist.
 
+mod agent;
 pub mod body;
 pub mod error;
 pub mod ipam;
@@ -87,19 +88,7 @@ impl FromRequestParts<Arc<Cluster>> for NCtx {
         let session = cluster.auth.check_async(token).await.map_err(|e| {
             NeutronError::new(StatusCode::UNAUTHORIZED, "HTTPUnauthorized", e.message)
         })?;
-        let path = parts
-            .extensions
-            .get::<OriginalUri>()
-            .map_or_else(|| parts.uri.path().to_string(), |u| u.path().to_string());
-        let prefix = path
-            .find("/v2.0")
-            .map_or_else(|| path.trim_end_matches('/').to_string(), |i| path[..i].to_string());
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map_or_else(|| cluster.config.listen.to_string(), str::to_string);
-        let base = format!("{}://{host}{prefix}", cluster.config.api_scheme());
+        let base = endpoint_base(parts, cluster);
         let query = parts
             .uri
             .query()
@@ -112,6 +101,37 @@ impl FromRequestParts<Arc<Cluster>> for NCtx {
             })
             .collect();
         Ok(NCtx { cluster: cluster.clone(), session, base, query })
+    }
+}
+
+/// Absolute URL of the endpoint root this request came in through.
+fn endpoint_base(parts: &Parts, cluster: &Cluster) -> String {
+    let path = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or_else(|| parts.uri.path().to_string(), |u| u.path().to_string());
+    let prefix = path
+        .find("/v2.0")
+        .map_or_else(|| path.trim_end_matches('/').to_string(), |i| path[..i].to_string());
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| cluster.config.listen.to_string(), str::to_string);
+    format!("{}://{host}{prefix}", cluster.config.api_scheme())
+}
+
+/// The endpoint's root URL, for the one document served without a token.
+pub struct Base(String);
+
+impl FromRequestParts<Arc<Cluster>> for Base {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        cluster: &Arc<Cluster>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Base(endpoint_base(parts, cluster)))
     }
 }
 
@@ -227,6 +247,10 @@ fn filter_matches(attr: &Value, want: &str) -> bool {
         Value::Number(n) => n.to_string() == want,
         Value::Null => want.is_empty() || want.eq_ignore_ascii_case("none"),
         Value::Array(items) => match want.split_once('=') {
+            // fixed_ips=ip_address_substr=10.0.0 (ip-substring-filtering)
+            Some(("ip_address_substr", v)) => items.iter().any(|i| {
+                i.get("ip_address").and_then(Value::as_str).is_some_and(|a| a.contains(v))
+            }),
             // fixed_ips=ip_address=10.0.0.5, fixed_ips=subnet_id=<id>
             Some((k, v)) => items.iter().any(|i| i.get(k).and_then(Value::as_str) == Some(v)),
             None => items.iter().any(|i| filter_matches(i, want)),
@@ -256,6 +280,12 @@ pub fn list(ctx: &NCtx, plural: &str, path: &str, mut items: Vec<Value>) -> NRes
         ctx.query.iter().map(|(k, _)| k.as_str()).filter(|k| !RESERVED.contains(k)).collect();
     keys.dedup();
     for k in keys {
+        // A filter on an attribute the resource does not have is ignored,
+        // as by Neutron without the filter-validation extension (which we
+        // do not list): clients written for that still get their lists.
+        if !items.iter().any(|v| v.get(k).is_some()) {
+            continue;
+        }
         let wants = ctx.query_all(k);
         items.retain(|v| {
             let attr = v.get(k).unwrap_or(&Value::Null);
@@ -395,6 +425,7 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("sorting", "Sorting support", "Enabled sorting support."),
     ("pagination", "Pagination support", "Enabled pagination support."),
     ("fip-port-details", "Floating IP Port Details Extension", "Add port_details attribute to Floating IP resource"),
+    ("ip-substring-filtering", "IP address substring filtering", "Provides IP address substring filtering when listing ports"),
 ];
 
 fn extension_json(alias: &str, name: &str, description: &str) -> Value {
@@ -402,12 +433,15 @@ fn extension_json(alias: &str, name: &str, description: &str) -> Value {
            "updated": "2026-12-01T00:00:00-00:00", "links": []})
 }
 
-/// `GET /`: the version document (`openstack` reads it before each command).
-pub async fn versions(ctx: NCtx) -> Response {
+/// `GET /`: the version document (`openstack` reads it before each
+/// command). Served without a token, as Neutron's: version discovery
+/// happens before a client has one, and the document names nothing but
+/// the endpoint.
+pub async fn versions(Base(base): Base) -> Response {
     json_response(
         StatusCode::OK,
         &json!({"versions": [{"id": "v2.0", "status": "CURRENT",
-            "links": [{"href": format!("{}/v2.0/", ctx.base), "rel": "self"}]}]}),
+            "links": [{"href": format!("{base}/v2.0/"), "rel": "self"}]}]}),
     )
 }
 
@@ -466,6 +500,8 @@ pub fn routes() -> axum::Router<Arc<Cluster>> {
         .route("/v2.0/", get(v2_root))
         .route("/v2.0/extensions", get(extensions))
         .route("/v2.0/extensions/{alias}", get(extension))
+        .route("/v2.0/agents", get(agent::list))
+        .route("/v2.0/agents/{id}", get(agent::show))
         .route("/v2.0/networks", get(network::list).post(network::create))
         .route(
             "/v2.0/networks/{id}",

@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 
 use super::body::{self, check_keys};
 use super::error::{NResult, NeutronError};
-use super::store::{self, NETWORKS, PORTS, SUBNETS};
-use super::types::{owner, Network, Port, Standard, Subnet};
-use super::{quota, NCtx};
+use super::store::{self, FLOATINGIPS, NETWORKS, PORTS, SUBNETS};
+use super::types::{owner, FloatingIp, Network, Port, Standard, Subnet};
+use super::{port, quota, NCtx};
 use crate::ntxn;
 
 /// The MTU of tenant networks: 1500 less the VXLAN overhead, as Neutron
@@ -193,8 +193,25 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
         if !ctx.owns(&n.project_id) {
             return Err(not_found(&id));
         }
+        // Its floating IPs go with it, as Neutron's: an address on a
+        // network that is gone means nothing (a router they were
+        // associated through forgets their NAT).
+        let fips: Vec<FloatingIp> = store::all(&mut tx, FLOATINGIPS).await?;
+        let fips: Vec<FloatingIp> = fips.into_iter().filter(|f| f.floating_network_id == id).collect();
+        for f in &fips {
+            store::delete(&mut tx, FLOATINGIPS, &f.id).await?;
+            if let Some(r) = &f.router_id {
+                store::replan_router(&mut tx, r).await?;
+            }
+        }
         let ports: Vec<Port> = store::all(&mut tx, PORTS).await?;
-        let on_net: Vec<&Port> = ports.iter().filter(|p| p.network_id == id).collect();
+        let (fip_ports, on_net): (Vec<&Port>, Vec<&Port>) = ports
+            .iter()
+            .filter(|p| p.network_id == id)
+            .partition(|p| fips.iter().any(|f| f.fip_port_id == p.id));
+        for p in fip_ports {
+            port::delete_in(&mut tx, p).await?;
+        }
         if on_net.iter().any(|p| p.device_owner != owner::DHCP) {
             return Err(NeutronError::conflict(
                 "NetworkInUse",

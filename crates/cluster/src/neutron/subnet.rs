@@ -54,13 +54,15 @@ pub fn not_found(id: &str) -> NeutronError {
     NeutronError::not_found("SubnetNotFound", "Subnet", id)
 }
 
+/// Whether the caller sees the subnet: its own, and those of shared
+/// networks. An external network is visible to every project but its
+/// subnets are not (Neutron's `get_subnet` policy): a tenant uses them
+/// through a router gateway or a floating IP, never by id.
 async fn visible(ctx: &NCtx, tx: &mut Tx, s: &Subnet) -> NResult<bool> {
     if ctx.owns(&s.project_id) {
         return Ok(true);
     }
-    Ok(store::get::<Network>(tx, NETWORKS, &s.network_id)
-        .await?
-        .is_some_and(|n| network::visible(ctx, &n)))
+    Ok(store::get::<Network>(tx, NETWORKS, &s.network_id).await?.is_some_and(|n| n.shared))
 }
 
 /// Loads a subnet the caller may see (404 otherwise).
