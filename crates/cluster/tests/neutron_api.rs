@@ -776,3 +776,365 @@ fn quotas_limit_creates_per_project() {
     n.admin.delete("/v2.0/quotas/tenant-a").expect(204);
     n.alice.post("/v2.0/networks", &json!({"network": {"name": "two"}})).expect(201);
 }
+
+/// An error with Neutron's status, type and exact message.
+#[track_caller]
+fn neutron_message(r: &Resp, status: u16, kind: &str, message: &str) {
+    neutron_error(r, status, kind);
+    assert_eq!(r.body["NeutronError"]["message"], message, "{}", r.text);
+}
+
+/// A security group of alice's, and a rule body maker for it.
+fn alice_group(n: &N, name: &str) -> String {
+    let sg = n
+        .alice
+        .post("/v2.0/security-groups", &json!({"security_group": {"name": name}}))
+        .expect(201)
+        .body;
+    id(&sg, "security_group")
+}
+
+fn sg_rule(sgid: &str, extra: Value) -> Value {
+    let mut r = json!({"security_group_id": sgid, "direction": "ingress"});
+    for (k, v) in extra.as_object().expect("obj") {
+        r[k] = v.clone();
+    }
+    json!({"security_group_rule": r})
+}
+
+/// Issue 10 (tempest `test_create_security_group_rule_with_protocol_integer_value`):
+/// `"protocol": 17` was refused as "not a valid string".
+#[test]
+fn security_group_rule_protocol_may_be_a_json_integer() {
+    let n = start();
+    let sgid = alice_group(&n, "int-proto");
+    let r = n
+        .alice
+        .post("/v2.0/security-group-rules", &sg_rule(&sgid, json!({"protocol": 17})))
+        .expect(201)
+        .body;
+    assert_eq!(r["security_group_rule"]["protocol"], "17", "shown as Neutron stores it");
+    let rid = id(&r, "security_group_rule");
+    let shown = n.alice.get(&format!("/v2.0/security-group-rules/{rid}")).expect(200).body;
+    assert_eq!(shown["security_group_rule"]["protocol"], "17");
+    // The same rule by name or in a string is a duplicate.
+    for same in [json!("udp"), json!("17")] {
+        neutron_message(
+            &n.alice.post("/v2.0/security-group-rules", &sg_rule(&sgid, json!({"protocol": same}))),
+            409,
+            "SecurityGroupRuleExists",
+            &format!("Security group rule already exists. Rule id is {rid}."),
+        );
+    }
+    // 0 to 255 only, and only numbers and names.
+    for bad in [json!(256), json!(-1), json!("300"), json!(true), json!(6.5), json!("bogus")] {
+        let r =
+            n.alice.post("/v2.0/security-group-rules", &sg_rule(&sgid, json!({"protocol": bad})));
+        neutron_error(&r, 400, "SecurityGroupRuleInvalidProtocol");
+        let m = r.body["NeutronError"]["message"].as_str().expect("message");
+        assert!(m.starts_with("Security group rule protocol "), "{m}");
+        assert!(m.ends_with("and integer representations [0 to 255] are supported."), "{m}");
+    }
+    // The group's ingress chain accepts UDP.
+    let chains = n.mido.ok("/chains");
+    let ing = chains
+        .as_array()
+        .expect("l")
+        .iter()
+        .find(|c| c["name"] == format!("OS_SG_{sgid}_INGRESS").as_str())
+        .expect("ingress chain")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let rules = n.mido.ok(&format!("/chains/{ing}/rules"));
+    assert!(rules.as_array().expect("l").iter().any(|r| r["nwProto"] == 17), "{rules}");
+}
+
+/// Issue 10 (tempest `test_create_security_group_rule_with_invalid_ports`):
+/// bad ports got generic messages, and a TCP rule with only one end of its
+/// range was taken; each now gets Neutron's exception and words, and writes
+/// nothing.
+#[test]
+fn security_group_rule_ports_get_neutron_errors() {
+    let n = start();
+    let sgid = alice_group(&n, "ports");
+    let count = |n: &N| {
+        let l = n.alice.get(&format!("/v2.0/security-group-rules?security_group_id={sgid}"));
+        l.expect(200).body["security_group_rules"].as_array().expect("rules").len()
+    };
+    let before = count(&n);
+    let range = "For TCP/UDP protocols, port_range_min must be <= port_range_max";
+    let cases = [
+        ("tcp", json!(-16), json!(80), "SecurityGroupInvalidPortValue", "Invalid value for port -16"),
+        ("tcp", json!(80), json!(79), "SecurityGroupInvalidPortRange", range),
+        ("tcp", json!(80), json!(65536), "SecurityGroupInvalidPortValue", "Invalid value for port 65536"),
+        ("tcp", json!(null), json!(6), "SecurityGroupInvalidPortRange", range),
+        ("tcp", json!(80), json!(null), "SecurityGroupInvalidPortRange", range),
+        ("tcp", json!(-16), json!(65536), "SecurityGroupInvalidPortValue", "Invalid value for port -16"),
+        ("tcp", json!(0), json!(80), "SecurityGroupInvalidPortValue", "Invalid value for port 0"),
+        ("tcp", json!("abc"), json!(80), "SecurityGroupInvalidPortValue", "Invalid value for port abc"),
+        (
+            "icmp",
+            json!(1),
+            json!(256),
+            "SecurityGroupInvalidIcmpValue",
+            "Invalid value for ICMP code (port_range_max) 256. It must be 0 to 255.",
+        ),
+        ("icmp", json!(-1), json!(25), "SecurityGroupInvalidPortValue", "Invalid value for port -1"),
+        (
+            "icmp",
+            json!(null),
+            json!(6),
+            "SecurityGroupMissingIcmpType",
+            "ICMP code (port-range-max) 6 is provided but ICMP type (port-range-min) is missing.",
+        ),
+        (
+            "icmp",
+            json!(300),
+            json!(1),
+            "SecurityGroupInvalidIcmpValue",
+            "Invalid value for ICMP type (port_range_min) 300. It must be 0 to 255.",
+        ),
+        (
+            "gre",
+            json!(5),
+            json!(6),
+            "SecurityGroupInvalidProtocolForPort",
+            "Ports cannot be specified for protocol 47. Ports are only supported for DCCP, SCTP, TCP, UDP, UDPLITE.",
+        ),
+    ];
+    for ethertype in ["IPv4", "IPv6"] {
+        for (proto, min, max, kind, message) in &cases {
+            let body = sg_rule(
+                &sgid,
+                json!({"ethertype": ethertype, "protocol": proto, "port_range_min": min, "port_range_max": max}),
+            );
+            neutron_message(&n.alice.post("/v2.0/security-group-rules", &body), 400, kind, message);
+        }
+    }
+    neutron_message(
+        &n.alice.post(
+            "/v2.0/security-group-rules",
+            &sg_rule(&sgid, json!({"port_range_min": 22, "port_range_max": 22})),
+        ),
+        400,
+        "SecurityGroupProtocolRequiredWithPorts",
+        "Must also specify protocol if port range is given.",
+    );
+    assert_eq!(count(&n), before, "nothing written");
+    // Good ones: a numeric string is a port, and 1-65535 is no range at all.
+    let r = n
+        .alice
+        .post(
+            "/v2.0/security-group-rules",
+            &sg_rule(
+                &sgid,
+                json!({"protocol": "tcp", "port_range_min": "80", "port_range_max": 81}),
+            ),
+        )
+        .expect(201)
+        .body;
+    assert_eq!(
+        (&r["security_group_rule"]["port_range_min"], &r["security_group_rule"]["port_range_max"]),
+        (&json!(80), &json!(81))
+    );
+    let r = n
+        .alice
+        .post(
+            "/v2.0/security-group-rules",
+            &sg_rule(
+                &sgid,
+                json!({"protocol": "udp", "port_range_min": 1, "port_range_max": 65535}),
+            ),
+        )
+        .expect(201)
+        .body;
+    assert!(r["security_group_rule"]["port_range_min"].is_null(), "{r}");
+    assert!(r["security_group_rule"]["port_range_max"].is_null(), "{r}");
+    let r = n
+        .alice
+        .post(
+            "/v2.0/security-group-rules",
+            &sg_rule(&sgid, json!({"protocol": "icmp", "port_range_min": 11})),
+        )
+        .expect(201)
+        .body;
+    assert_eq!(r["security_group_rule"]["port_range_min"], 11);
+    assert!(r["security_group_rule"]["port_range_max"].is_null(), "{r}");
+}
+
+/// Issue 10 (tempest `test_create_security_group_rule_with_non_existent_remote_groupid`):
+/// a remote group id that is not a UUID was a 400; Neutron answers 404 for
+/// any remote group that does not exist, and likewise for the rule's group.
+#[test]
+fn security_group_rule_with_missing_remote_group_is_404() {
+    let n = start();
+    let sgid = alice_group(&n, "remote");
+    let missing = "4b825dc6-0000-4000-8000-000000000000";
+    for g in ["bad_group_id", missing] {
+        neutron_message(
+            &n.alice.post(
+                "/v2.0/security-group-rules",
+                &sg_rule(&sgid, json!({"protocol": "tcp", "remote_group_id": g})),
+            ),
+            404,
+            "SecurityGroupNotFound",
+            &format!("Security group {g} does not exist"),
+        );
+    }
+    // Bob's group is not alice's to name.
+    let bobs = n
+        .bob
+        .post("/v2.0/security-groups", &json!({"security_group": {"name": "b"}}))
+        .expect(201)
+        .body;
+    let bobs = id(&bobs, "security_group");
+    neutron_error(
+        &n.alice
+            .post("/v2.0/security-group-rules", &sg_rule(&sgid, json!({"remote_group_id": bobs}))),
+        404,
+        "SecurityGroupNotFound",
+    );
+    for g in ["nope", missing] {
+        neutron_message(
+            &n.alice.post("/v2.0/security-group-rules", &sg_rule(g, json!({}))),
+            404,
+            "SecurityGroupNotFound",
+            &format!("Security group {g} does not exist"),
+        );
+    }
+    neutron_message(
+        &n.alice.get(&format!("/v2.0/security-group-rules/{missing}")),
+        404,
+        "SecurityGroupRuleNotFound",
+        &format!("Security group rule {missing} does not exist"),
+    );
+    // Its own group as the remote one is fine; with a prefix too, not.
+    n.alice
+        .post("/v2.0/security-group-rules", &sg_rule(&sgid, json!({"remote_group_id": sgid})))
+        .expect(201);
+    neutron_message(
+        &n.alice.post(
+            "/v2.0/security-group-rules",
+            &sg_rule(&sgid, json!({"protocol": "tcp", "remote_group_id": sgid, "remote_ip_prefix": "10.0.0.0/8"})),
+        ),
+        400,
+        "SecurityGroupMultipleRemoteEntites",
+        "Only one of remote_ip_prefix or remote_group_id or remote_address_group_id may be provided.",
+    );
+}
+
+/// Issue 10 (tempest `test_create_security_group_update_name_default`): a
+/// group could be renamed `default`, and then not be deleted. The name is
+/// refused (409) on update as on create, in any case.
+#[test]
+fn security_group_cannot_be_renamed_default() {
+    let n = start();
+    let sgid = alice_group(&n, "plain");
+    for name in ["default", "Default"] {
+        neutron_message(
+            &n.alice.put(
+                &format!("/v2.0/security-groups/{sgid}"),
+                &json!({"security_group": {"name": name}}),
+            ),
+            409,
+            "SecurityGroupDefaultAlreadyExists",
+            "Default security group already exists.",
+        );
+        neutron_message(
+            &n.alice.post("/v2.0/security-groups", &json!({"security_group": {"name": name}})),
+            409,
+            "SecurityGroupDefaultAlreadyExists",
+            "Default security group already exists.",
+        );
+    }
+    let g = n.alice.get(&format!("/v2.0/security-groups/{sgid}")).expect(200).body;
+    assert_eq!(g["security_group"]["name"], "plain", "unchanged");
+    let defaults = n.alice.get("/v2.0/security-groups?name=default").expect(200).body;
+    assert_eq!(defaults["security_groups"].as_array().expect("l").len(), 1, "one default group");
+    let did = defaults["security_groups"][0]["id"].as_str().expect("id").to_string();
+    neutron_message(
+        &n.alice.put(
+            &format!("/v2.0/security-groups/{did}"),
+            &json!({"security_group": {"name": "renamed"}}),
+        ),
+        409,
+        "SecurityGroupCannotUpdateDefault",
+        "Updating default security group not allowed.",
+    );
+    n.alice
+        .put(
+            &format!("/v2.0/security-groups/{did}"),
+            &json!({"security_group": {"description": "still mine"}}),
+        )
+        .expect(200);
+    neutron_message(
+        &n.alice.delete(&format!("/v2.0/security-groups/{did}")),
+        409,
+        "SecurityGroupCannotRemoveDefault",
+        "Insufficient rights for removing default security group.",
+    );
+    n.alice.delete(&format!("/v2.0/security-groups/{sgid}")).expect(204);
+}
+
+/// What Neutron's plugin makes canonical or refuses across attributes: IPv6
+/// ICMP by its IPv6 name, IPv6-only protocols not with IPv4, prefixes with
+/// their length, and its exception types for a bad ethertype or prefix.
+#[test]
+fn security_group_rules_take_neutron_canonical_forms() {
+    let n = start();
+    let sgid = alice_group(&n, "forms");
+    let post = |extra: Value| n.alice.post("/v2.0/security-group-rules", &sg_rule(&sgid, extra));
+    let r = post(json!({"ethertype": "IPv6", "protocol": "icmp", "port_range_min": 128}))
+        .expect(201)
+        .body;
+    assert_eq!(r["security_group_rule"]["protocol"], "ipv6-icmp");
+    let r = post(json!({"ethertype": "IPv6", "protocol": 1})).expect(201).body;
+    assert_eq!(r["security_group_rule"]["protocol"], "58");
+    neutron_message(
+        &post(json!({"ethertype": "IPv4", "protocol": "ipv6-icmp"})),
+        400,
+        "SecurityGroupEthertypeConflictWithProtocol",
+        "Invalid ethertype IPv4 for protocol ipv6-icmp.",
+    );
+    let r = post(json!({"protocol": "tcp", "remote_ip_prefix": "10.1.2.3"})).expect(201).body;
+    assert_eq!(r["security_group_rule"]["remote_ip_prefix"], "10.1.2.3/32");
+    assert_eq!(r["security_group_rule"]["normalized_cidr"], "10.1.2.3/32");
+    let r = post(
+        json!({"ethertype": "ipv6", "protocol": "tcp", "remote_ip_prefix": "2001:DB8:0::5/64"}),
+    )
+    .expect(201)
+    .body;
+    assert_eq!(r["security_group_rule"]["ethertype"], "IPv6");
+    assert_eq!(r["security_group_rule"]["remote_ip_prefix"], "2001:db8::5/64");
+    assert_eq!(r["security_group_rule"]["normalized_cidr"], "2001:db8::/64");
+    // A prefix of every address is the same rule as no prefix.
+    post(json!({"protocol": "udp"})).expect(201);
+    neutron_error(
+        &post(json!({"protocol": "udp", "remote_ip_prefix": "0.0.0.0/0"})),
+        409,
+        "SecurityGroupRuleExists",
+    );
+    for p in ["192.168.1./24", "192.168.1.1/33", "bad_prefix", "256"] {
+        neutron_message(
+            &post(json!({"protocol": "tcp", "remote_ip_prefix": p})),
+            400,
+            "InvalidCIDR",
+            &format!("Invalid CIDR {p} given as IP prefix."),
+        );
+    }
+    neutron_message(
+        &post(json!({"ethertype": "bad_ethertype"})),
+        400,
+        "SecurityGroupRuleInvalidEtherType",
+        "Security group rule for ethertype 'bad_ethertype' not supported. Allowed values are ['IPv4', 'IPv6'].",
+    );
+    // Two equal rules in one bulk POST.
+    let one = json!({"security_group_id": sgid, "direction": "egress", "protocol": "sctp"});
+    neutron_message(
+        &n.alice.post("/v2.0/security-group-rules", &json!({"security_group_rules": [one, one]})),
+        409,
+        "DuplicateSecurityGroupRuleInPost",
+        "Duplicate Security Group Rule in POST.",
+    );
+}

@@ -36,11 +36,26 @@ const RULE_CREATE: &[&str] = &[
     "project_id",
 ];
 
+/// Neutron's words for these two, not the generic "could not be found".
 pub fn not_found(id: &str) -> NeutronError {
-    NeutronError::not_found("SecurityGroupNotFound", "Security group", id)
+    NeutronError::new(
+        StatusCode::NOT_FOUND,
+        "SecurityGroupNotFound",
+        format!("Security group {id} does not exist"),
+    )
 }
 fn rule_not_found(id: &str) -> NeutronError {
-    NeutronError::not_found("SecurityGroupRuleNotFound", "Security group rule", id)
+    NeutronError::new(
+        StatusCode::NOT_FOUND,
+        "SecurityGroupRuleNotFound",
+        format!("Security group rule {id} does not exist"),
+    )
+}
+fn default_exists() -> NeutronError {
+    NeutronError::conflict(
+        "SecurityGroupDefaultAlreadyExists",
+        "Default security group already exists.",
+    )
 }
 
 /// Loads a group the caller may see (404 otherwise).
@@ -153,13 +168,22 @@ pub async fn show(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
     Ok(super::one(&ctx, StatusCode::OK, "security_group", render(&g, &rules)))
 }
 
-fn apply(g: &mut SecurityGroup, m: &Map<String, Value>) -> NResult<()> {
-    if let Some(v) = body::string_max(m, "name", 255)? {
-        g.name = v;
+/// A group body's attributes, checked before the group is looked up (as
+/// Neutron validates a body before its plugin runs).
+struct Attrs {
+    name: Option<String>,
+    description: Option<String>,
+}
+
+/// `name` is refused as `default` in any case, on create and on update
+/// alike (neutron `_validate_name_not_default`, a 409): a project has one
+/// default group, which `ensure_default` alone creates.
+fn attrs(m: &Map<String, Value>) -> NResult<Attrs> {
+    let name = body::string_max(m, "name", 255)?;
+    if name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case("default")) {
+        return Err(default_exists());
     }
-    if let Some(v) = body::string_max(m, "description", 255)? {
-        g.std.description = v;
-    }
+    let description = body::string_max(m, "description", 255)?;
     if let Some(v) = body::opt_bool(m, "stateful")? {
         if !v {
             return Err(NeutronError::invalid(
@@ -168,7 +192,18 @@ fn apply(g: &mut SecurityGroup, m: &Map<String, Value>) -> NResult<()> {
             ));
         }
     }
-    Ok(())
+    Ok(Attrs { name, description })
+}
+
+impl Attrs {
+    fn apply(self, g: &mut SecurityGroup) {
+        if let Some(v) = self.name {
+            g.name = v;
+        }
+        if let Some(v) = self.description {
+            g.std.description = v;
+        }
+    }
 }
 
 pub async fn create(ctx: NCtx, body: Bytes) -> NResult<Response> {
@@ -177,7 +212,7 @@ pub async fn create(ctx: NCtx, body: Bytes) -> NResult<Response> {
     for m in &items {
         check_keys(m, CREATE)?;
         let mut g = group(&ctx.new_project(m)?, "", "");
-        apply(&mut g, m)?;
+        attrs(m)?.apply(&mut g);
         groups.push(g);
     }
     let ctx = &ctx;
@@ -185,9 +220,6 @@ pub async fn create(ctx: NCtx, body: Bytes) -> NResult<Response> {
         quota::check_many(&mut tx, groups.iter().map(|g| (g.project_id.as_str(), quota::Res::SecurityGroup))).await?;
         for g in &groups {
             ensure_default(&mut tx, &g.project_id).await?;
-            if g.name == "default" {
-                return Err(NeutronError::conflict("SecurityGroupDefaultAlreadyExists", "Default security group already exists."));
-            }
             create_group(&mut tx, g);
             store::replan_sg(&mut tx, &g.id).await?;
         }
@@ -200,13 +232,16 @@ pub async fn create(ctx: NCtx, body: Bytes) -> NResult<Response> {
 pub async fn update(ctx: NCtx, Path(id): Path<String>, body: Bytes) -> NResult<Response> {
     let m = body::update_envelope(&body, "security_group")?;
     check_keys(&m, UPDATE)?;
+    // Checked once, before the transaction: `attrs` is pure.
+    attrs(&m)?;
     let ctx = &ctx;
     let (g, rules) = ntxn!(ctx.cluster, tx => {
         let mut g = load(ctx, &mut tx, &id).await?;
-        if g.name == "default" && body::opt_string(&m, "name")?.is_some_and(|n| n != "default") {
+        // Any `name` at all, as Neutron (`'name' in s`).
+        if g.name == "default" && m.contains_key("name") {
             return Err(NeutronError::conflict("SecurityGroupCannotUpdateDefault", "Updating default security group not allowed."));
         }
-        apply(&mut g, &m)?;
+        attrs(&m)?.apply(&mut g);
         g.std.touch();
         store::put(&mut tx, SECURITY_GROUPS, &g.id, &g);
         store::replan_sg(&mut tx, &g.id).await?;
@@ -220,7 +255,7 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
     ntxn!(ctx.cluster, tx => {
         let g = load(ctx, &mut tx, &id).await?;
         if g.name == "default" && !ctx.is_admin() {
-            return Err(NeutronError::conflict("SecurityGroupCannotRemoveDefault", "Removing default security group not allowed."));
+            return Err(NeutronError::conflict("SecurityGroupCannotRemoveDefault", "Insufficient rights for removing default security group."));
         }
         let ports: Vec<Port> = store::all(&mut tx, PORTS).await?;
         if ports.iter().any(|p| p.security_groups.contains(&id)) {
@@ -251,172 +286,332 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
 }
 
 // ------------------------------------------------------------------ rules
+//
+// A rule is checked in Neutron's order, since a body with several faults
+// gets the error of the first one Neutron would find:
+//
+//   API layer (attribute map order)       plugin (securitygroups_db.py)
+//   security_group_id, direction given    IPv6 `icmp`/`icmpv6`/`1` → ipv6-icmp/58
+//   direction in ingress|egress           1-65535 → no range
+//   protocol converted                    ports valid for the protocol
+//   port_range_min, _max converted        remote_ip_prefix matches ethertype
+//   ethertype converted                   IPv6-only protocol not with IPv4
+//   remote_ip_prefix converted            one remote at most
+//                                         remote group exists (404)
+//                                         security group exists (404)
+//                                         no duplicate in the POST (409)
+//                                         no duplicate in the group (409)
+//
+// Neutron's converters raise their own exception types, so a bad port is
+// `SecurityGroupInvalidPortValue`, not the generic `Invalid input for ...`.
 
-/// Checks a rule's attributes the way Neutron does.
-fn build_rule(
-    m: &Map<String, Value>,
-    sg: &SecurityGroup,
-    project: String,
-) -> NResult<SecurityGroupRule> {
-    let direction = body::opt_string(m, "direction")?.ok_or_else(|| {
-        NeutronError::bad_request(
-            "Failed to parse request. Required attribute 'direction' not specified",
-        )
-    })?;
-    if direction != "ingress" && direction != "egress" {
-        return Err(NeutronError::invalid(
-            "direction",
-            format!("'{direction}' is not in ['ingress', 'egress']"),
-        ));
+/// The protocol names accepted: Neutron's (neutron-lib `IP_PROTOCOL_MAP`)
+/// that the translation knows. The few others (dccp, ipv6-frag, ...) are
+/// refused by name (their numbers are accepted): a name the translation did
+/// not know would match every protocol.
+const PROTOCOL_NAMES: &[&str] = &[
+    "ah",
+    "egp",
+    "esp",
+    "gre",
+    "icmp",
+    "icmpv6",
+    "igmp",
+    "ipv6-encap",
+    "ipv6-icmp",
+    "ipv6-nonxt",
+    "ospf",
+    "pgm",
+    "sctp",
+    "tcp",
+    "udp",
+    "udplite",
+    "vrrp",
+];
+
+/// Protocols whose rules take a port range (neutron `SG_PORT_PROTO_NUMS`):
+/// dccp, tcp, udp, sctp, udplite.
+const PORT_PROTOCOLS: &[u8] = &[33, 6, 17, 132, 136];
+
+/// Protocols refused with ethertype IPv4 (neutron
+/// `_validate_ethertype_and_protocol`), by name and by number.
+const IPV6_ONLY: &[&str] = &[
+    "ipv6-encap",
+    "ipv6-frag",
+    "ipv6-icmp",
+    "icmpv6",
+    "ipv6-nonxt",
+    "ipv6-opts",
+    "ipv6-route",
+    "41",
+    "44",
+    "58",
+    "59",
+    "60",
+    "43",
+];
+
+/// A 400 with Neutron's own exception type (an `InvalidInput` subclass).
+fn bad(kind: &str, message: impl Into<String>) -> NeutronError {
+    NeutronError::new(StatusCode::BAD_REQUEST, kind, message)
+}
+
+/// A JSON value as Python's `str()` shows it in Neutron's messages.
+fn py_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        v => v.to_string(),
     }
-    let ethertype = body::opt_string(m, "ethertype")?.unwrap_or_else(|| "IPv4".into());
-    let ethertype = match ethertype.to_ascii_lowercase().as_str() {
-        "ipv4" => "IPv4".to_string(),
-        "ipv6" => "IPv6".to_string(),
-        _ => {
-            return Err(NeutronError::invalid(
-                "ethertype",
-                format!("'{ethertype}' is not in ['IPv4', 'IPv6']"),
-            ))
-        }
+}
+
+/// `protocol` (neutron `convert_protocol`): a name, a number in a string,
+/// or a JSON integer, 0 to 255. A number is shown back as a string, as
+/// Neutron stores it (`17` → `"17"`).
+fn protocol(m: &Map<String, Value>) -> NResult<Option<String>> {
+    let invalid = |p: String| {
+        let names: Vec<String> = PROTOCOL_NAMES.iter().map(|n| format!("'{n}'")).collect();
+        bad(
+            "SecurityGroupRuleInvalidProtocol",
+            format!(
+                "Security group rule protocol {p} not supported. Only protocol values \
+                 (None, 'any', {}) and integer representations [0 to 255] are supported.",
+                names.join(", ")
+            ),
+        )
     };
-    let protocol = match body::opt_string(m, "protocol")?
-        .or_else(|| m.get("protocol").and_then(Value::as_u64).map(|n| n.to_string()))
-    {
-        None => None,
-        Some(p) if p.is_empty() || p.eq_ignore_ascii_case("any") => None,
-        Some(p) => {
-            protocol_number(&p).ok_or_else(|| {
-                NeutronError::new(
-                    StatusCode::BAD_REQUEST,
-                    "SecurityGroupRuleInvalidProtocol",
-                    format!("Security group rule protocol {p} not supported. Only protocol values [None, tcp, udp, icmp, ...] and integer representations [0 to 255] are supported."),
-                )
-            })?;
-            Some(p.to_ascii_lowercase())
+    match m.get("protocol") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v <= 255 => Ok(Some(v.to_string())),
+            _ => Err(invalid(n.to_string())),
+        },
+        // The empty string is not Neutron's (it refuses it) but this API
+        // has always taken it for "any", and nothing is lost by keeping it.
+        Some(Value::String(s)) if s.is_empty() || s.eq_ignore_ascii_case("any") => Ok(None),
+        Some(Value::String(s)) => {
+            if let Ok(v) = s.trim().parse::<i64>() {
+                // Kept as the plain number: the translation reads it back.
+                return match u8::try_from(v) {
+                    Ok(v) => Ok(Some(v.to_string())),
+                    Err(_) => Err(invalid(s.clone())),
+                };
+            }
+            let name = s.to_ascii_lowercase();
+            if PROTOCOL_NAMES.contains(&name.as_str()) {
+                Ok(Some(name))
+            } else {
+                Err(invalid(s.clone()))
+            }
         }
+        Some(v) => Err(invalid(py_str(v))),
+    }
+}
+
+/// `port_range_min`/`_max` (neutron `convert_validate_port_value`): an
+/// integer or a number in a string, 0 to 65535.
+fn port(m: &Map<String, Value>, k: &str) -> NResult<Option<u32>> {
+    let invalid =
+        |p: String| bad("SecurityGroupInvalidPortValue", format!("Invalid value for port {p}"));
+    let v = match m.get(k) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| invalid(n.to_string()))?,
+        Some(Value::String(s)) => s.trim().parse().map_err(|_| invalid(s.clone()))?,
+        Some(v) => return Err(invalid(py_str(v))),
     };
-    let num = protocol.as_deref().and_then(protocol_number);
-    let min = body::opt_int(m, "port_range_min")?;
-    let max = body::opt_int(m, "port_range_max")?;
-    let icmp = matches!(num, Some(1) | Some(58));
-    let ported = matches!(num, Some(6) | Some(17) | Some(132) | Some(33) | Some(136));
-    if (min.is_some() || max.is_some()) && !icmp && !ported {
-        return Err(NeutronError::new(
-            StatusCode::BAD_REQUEST,
+    match u16::try_from(v) {
+        Ok(v) => Ok(Some(u32::from(v))),
+        Err(_) => Err(invalid(v.to_string())),
+    }
+}
+
+/// `ethertype` (neutron `convert_ethertype_to_case_insensitive`); IPv4 when
+/// absent, refused when `null`.
+fn ethertype(m: &Map<String, Value>) -> NResult<&'static str> {
+    match m.get("ethertype") {
+        None => Ok("IPv4"),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("ipv4") => Ok("IPv4"),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("ipv6") => Ok("IPv6"),
+        Some(v) => Err(bad(
+            "SecurityGroupRuleInvalidEtherType",
+            format!(
+                "Security group rule for ethertype '{}' not supported. Allowed values are ['IPv4', 'IPv6'].",
+                py_str(v)
+            ),
+        )),
+    }
+}
+
+/// `remote_ip_prefix` (neutron `convert_ip_prefix_to_cidr`): an address,
+/// or an address and a prefix length; host bits are kept.
+fn ip_prefix(m: &Map<String, Value>) -> NResult<Option<(std::net::IpAddr, u8)>> {
+    let p = match m.get("remote_ip_prefix") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.is_empty() => return Ok(None),
+        Some(v) => py_str(v),
+    };
+    let invalid = || bad("InvalidCIDR", format!("Invalid CIDR {p} given as IP prefix."));
+    if !m["remote_ip_prefix"].is_string() {
+        return Err(invalid());
+    }
+    let (net, len) = match p.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (p.as_str(), None),
+    };
+    let ip: std::net::IpAddr = net.parse().map_err(|_| invalid())?;
+    let max_len = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max_len,
+        Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max_len).ok_or_else(invalid)?,
+    };
+    Ok(Some((ip, len)))
+}
+
+/// A port range for the rule's protocol (neutron `_validate_port_range`).
+fn check_ports(protocol: Option<&str>, min: Option<u32>, max: Option<u32>) -> NResult<()> {
+    if min.is_none() && max.is_none() {
+        return Ok(());
+    }
+    let Some(p) = protocol else {
+        return Err(bad(
             "SecurityGroupProtocolRequiredWithPorts",
             "Must also specify protocol if port range is given.",
         ));
-    }
-    if icmp {
-        if let Some(t) = min {
-            if !(0..=255).contains(&t) {
-                return Err(NeutronError::new(
-                    StatusCode::BAD_REQUEST,
-                    "SecurityGroupInvalidIcmpValue",
-                    format!(
-                        "Invalid value for ICMP port_range_min(type): {t}. It must be 0 to 255."
-                    ),
-                ));
+    };
+    match protocol_number(p) {
+        Some(n) if PORT_PROTOCOLS.contains(&n) => {
+            if min == Some(0) || max == Some(0) {
+                return Err(bad("SecurityGroupInvalidPortValue", "Invalid value for port 0"));
+            }
+            match (min, max) {
+                (Some(a), Some(b)) if a <= b => Ok(()),
+                _ => Err(bad(
+                    "SecurityGroupInvalidPortRange",
+                    "For TCP/UDP protocols, port_range_min must be <= port_range_max",
+                )),
             }
         }
-        if let Some(c) = max {
-            if !(0..=255).contains(&c) {
-                return Err(NeutronError::new(
-                    StatusCode::BAD_REQUEST,
-                    "SecurityGroupInvalidIcmpValue",
-                    format!(
-                        "Invalid value for ICMP port_range_max(code): {c}. It must be 0 to 255."
-                    ),
-                ));
-            }
-            if min.is_none() {
-                return Err(NeutronError::new(StatusCode::BAD_REQUEST, "SecurityGroupMissingIcmpType", format!("ICMP code (port-range-max) {c} is provided but ICMP type (port-range-min) is missing.")));
-            }
-        }
-    } else if ported {
-        for (k, v) in [("port_range_min", min), ("port_range_max", max)] {
-            if let Some(v) = v {
-                if !(1..=65535).contains(&v) {
-                    return Err(NeutronError::invalid(
-                        k,
-                        format!("'{v}' is not in range 1 through 65535"),
+        Some(1) | Some(58) => {
+            for (v, field, attr) in
+                [(min, "type", "port_range_min"), (max, "code", "port_range_max")]
+            {
+                if let Some(v) = v.filter(|v| *v > 255) {
+                    return Err(bad(
+                        "SecurityGroupInvalidIcmpValue",
+                        format!("Invalid value for ICMP {field} ({attr}) {v}. It must be 0 to 255."),
                     ));
                 }
             }
-        }
-        if let (Some(a), Some(b)) = (min, max) {
-            if a > b {
-                return Err(NeutronError::new(
-                    StatusCode::BAD_REQUEST,
-                    "SecurityGroupInvalidPortRange",
-                    "For TCP/UDP protocols, port_range_min must be <= port_range_max",
-                ));
+            match (min, max) {
+                (None, Some(code)) => Err(bad(
+                    "SecurityGroupMissingIcmpType",
+                    format!("ICMP code (port-range-max) {code} is provided but ICMP type (port-range-min) is missing."),
+                )),
+                _ => Ok(()),
             }
         }
+        n => Err(bad(
+            "SecurityGroupInvalidProtocolForPort",
+            format!(
+                "Ports cannot be specified for protocol {}. Ports are only supported for DCCP, SCTP, TCP, UDP, UDPLITE.",
+                n.map_or_else(|| p.to_string(), |n| n.to_string())
+            ),
+        )),
     }
-    let prefix = body::opt_string(m, "remote_ip_prefix")?;
-    let group = body::opt_uuid(m, "remote_group_id")?;
+}
+
+/// Checks a rule's attributes the way Neutron does (see the table above);
+/// what needs the store (the groups, duplicates) is left to the caller.
+fn build_rule(m: &Map<String, Value>, project: String) -> NResult<SecurityGroupRule> {
+    for k in ["security_group_id", "direction"] {
+        if !m.contains_key(k) {
+            return Err(NeutronError::bad_request(format!(
+                "Failed to parse request. Required attribute '{k}' not specified"
+            )));
+        }
+    }
+    // Any string up to a UUID's length: one that names no group is a 404,
+    // as in Neutron, not a 400.
+    let sg_id = body::string_max(m, "security_group_id", 36)?.ok_or_else(|| {
+        NeutronError::invalid("security_group_id", "'None' is not a valid string")
+    })?;
+    let group = body::opt_string(m, "remote_group_id")?;
+    let direction = match m.get("direction") {
+        Some(Value::String(d)) if d == "ingress" || d == "egress" => d.clone(),
+        d => {
+            return Err(NeutronError::invalid(
+                "direction",
+                format!("'{}' is not in ['ingress', 'egress']", py_str(d.unwrap_or(&Value::Null))),
+            ))
+        }
+    };
+    let mut protocol = protocol(m)?;
+    let mut min = port(m, "port_range_min")?;
+    let mut max = port(m, "port_range_max")?;
+    let ethertype = ethertype(m)?;
+    let prefix = ip_prefix(m)?;
+    let description = body::string_max(m, "description", 255)?;
     if body::opt_string(m, "remote_address_group_id")?.is_some() {
         return Err(NeutronError::invalid(
             "remote_address_group_id",
             "address groups are not supported",
         ));
     }
-    if prefix.is_some() && group.is_some() {
-        return Err(NeutronError::new(
-            StatusCode::BAD_REQUEST,
-            "SecurityGroupRemoteGroupAndRemoteIpPrefix",
-            "Only remote_ip_prefix or remote_group_id may be provided.",
+
+    // The plugin's checks, on the converted values.
+    if ethertype == "IPv6" {
+        match protocol.as_deref() {
+            Some("icmp") | Some("icmpv6") => protocol = Some("ipv6-icmp".into()),
+            Some("1") => protocol = Some("58".into()),
+            _ => {}
+        }
+    }
+    if (min, max) == (Some(1), Some(65535)) {
+        (min, max) = (None, None);
+    }
+    check_ports(protocol.as_deref(), min, max)?;
+    if let Some((ip, len)) = prefix {
+        if ip.is_ipv4() != (ethertype == "IPv4") {
+            return Err(bad(
+                "SecurityGroupRuleParameterConflict",
+                format!("Conflicting value ethertype {ethertype} for CIDR {ip}/{len}"),
+            ));
+        }
+    }
+    if let Some(p) = protocol.as_deref().filter(|p| ethertype == "IPv4" && IPV6_ONLY.contains(p)) {
+        return Err(bad(
+            "SecurityGroupEthertypeConflictWithProtocol",
+            format!("Invalid ethertype {ethertype} for protocol {p}."),
         ));
     }
-    let normalized = match &prefix {
-        None => None,
-        Some(p) => {
-            let (net, len) = match p.split_once('/') {
-                Some((a, l)) => (a, l),
-                None => (p.as_str(), if p.contains(':') { "128" } else { "32" }),
-            };
-            let ip: std::net::IpAddr = net.parse().map_err(|_| {
-                NeutronError::invalid("remote_ip_prefix", format!("'{p}' is not a valid IP subnet"))
-            })?;
-            let len: u8 = len.parse().map_err(|_| {
-                NeutronError::invalid("remote_ip_prefix", format!("'{p}' is not a valid IP subnet"))
-            })?;
-            if ip.is_ipv4() != (ethertype == "IPv4") {
-                return Err(NeutronError::new(
-                    StatusCode::BAD_REQUEST,
-                    "SecurityGroupRuleParameterConflict",
-                    format!("Conflicting value ethertype {ethertype} for CIDR {p}"),
-                ));
-            }
-            let max_len = if ip.is_ipv4() { 32 } else { 128 };
-            if len > max_len {
-                return Err(NeutronError::invalid(
-                    "remote_ip_prefix",
-                    format!("'{p}' is not a valid IP subnet"),
-                ));
-            }
-            Some(normalize(ip, len))
-        }
-    };
-    let mut r = new_rule(sg, &direction, &ethertype, group);
-    r.tenant_id = project.clone();
-    r.project_id = project;
-    r.protocol = protocol;
-    r.port_range_min = min.map(|v| v as u32);
-    r.port_range_max = if ported && min.is_some() && max.is_none() {
-        min.map(|v| v as u32)
-    } else {
-        max.map(|v| v as u32)
-    };
-    r.remote_ip_prefix =
-        prefix.map(|p| if p.contains('/') { p } else { normalized.clone().unwrap_or(p) });
-    r.normalized_cidr = normalized;
-    if let Some(d) = body::string_max(m, "description", 255)? {
-        r.std.description = d;
+    if prefix.is_some() && group.is_some() {
+        return Err(bad(
+            "SecurityGroupMultipleRemoteEntites",
+            "Only one of remote_ip_prefix or remote_group_id or remote_address_group_id may be provided.",
+        ));
     }
-    Ok(r)
+    let mut std = Standard::new(String::new());
+    if let Some(d) = description {
+        std.description = d;
+    }
+    Ok(SecurityGroupRule {
+        id: uuid::Uuid::new_v4().to_string(),
+        security_group_id: sg_id,
+        direction,
+        ethertype: ethertype.into(),
+        protocol,
+        port_range_min: min,
+        port_range_max: max,
+        remote_ip_prefix: prefix.map(|(ip, len)| format!("{ip}/{len}")),
+        normalized_cidr: prefix.map(|(ip, len)| normalize(ip, len)),
+        remote_group_id: group,
+        remote_address_group_id: None,
+        tenant_id: project.clone(),
+        project_id: project,
+        std,
+    })
 }
 
 /// `10.0.0.5/24` → `10.0.0.0/24`.
@@ -434,8 +629,20 @@ fn normalize(ip: std::net::IpAddr, len: u8) -> String {
     c.to_string()
 }
 
-/// The fields two rules must share to be the same rule.
+/// The fields two rules must share to be the same rule (neutron
+/// `_rule_to_key`): protocols compare by number, and a prefix of every
+/// address is the same as none; prefixes otherwise compare as written
+/// (host bits included).
 fn same(a: &SecurityGroupRule, b: &SecurityGroupRule) -> bool {
+    fn prefix(r: &SecurityGroupRule) -> Option<String> {
+        let p = r.remote_ip_prefix.as_deref()?;
+        match p.split_once('/').map(|(ip, len)| (ip.parse::<std::net::IpAddr>(), len.parse::<u8>()))
+        {
+            Some((Ok(ip), Ok(0))) if ip.is_unspecified() => None,
+            Some((Ok(ip), Ok(len))) => Some(format!("{ip}/{len}")),
+            _ => Some(p.to_string()),
+        }
+    }
     a.security_group_id == b.security_group_id
         && a.direction == b.direction
         && a.ethertype == b.ethertype
@@ -443,8 +650,9 @@ fn same(a: &SecurityGroupRule, b: &SecurityGroupRule) -> bool {
             == b.protocol.as_deref().and_then(protocol_number)
         && a.port_range_min == b.port_range_min
         && a.port_range_max == b.port_range_max
-        && a.normalized_cidr == b.normalized_cidr
+        && prefix(a) == prefix(b)
         && a.remote_group_id == b.remote_group_id
+        && a.remote_address_group_id == b.remote_address_group_id
 }
 
 pub async fn list_rules(ctx: NCtx) -> NResult<Response> {
@@ -480,21 +688,26 @@ pub async fn create_rule(ctx: NCtx, body: Bytes) -> NResult<Response> {
     let ctx = &ctx;
     let rules = ntxn!(ctx.cluster, tx => {
         let mut out: Vec<SecurityGroupRule> = Vec::new();
-        let existing: Vec<SecurityGroupRule> = store::all(&mut tx, SECURITY_GROUP_RULES).await?;
         for m in &items {
-            let sg_id = body::opt_uuid(m, "security_group_id")?.ok_or_else(|| {
-                NeutronError::bad_request("Failed to parse request. Required attribute 'security_group_id' not specified")
-            })?;
-            let sg = load(ctx, &mut tx, &sg_id).await?;
-            let project = ctx.new_project(m)?;
-            let r = build_rule(m, &sg, project)?;
+            let r = build_rule(m, ctx.new_project(m)?)?;
+            // A remote group that does not exist, whatever its form, is
+            // a 404 like Neutron's (checked before the rule's own group).
             if let Some(g) = &r.remote_group_id {
                 load(ctx, &mut tx, g).await?;
             }
-            if let Some(dup) = existing.iter().chain(out.iter()).find(|e| same(e, &r)) {
+            load(ctx, &mut tx, &r.security_group_id).await?;
+            out.push(r);
+        }
+        for (i, r) in out.iter().enumerate() {
+            if out[..i].iter().any(|e| same(e, r)) {
+                return Err(NeutronError::conflict("DuplicateSecurityGroupRuleInPost", "Duplicate Security Group Rule in POST."));
+            }
+        }
+        let existing: Vec<SecurityGroupRule> = store::all(&mut tx, SECURITY_GROUP_RULES).await?;
+        for r in &out {
+            if let Some(dup) = existing.iter().find(|e| same(e, r)) {
                 return Err(NeutronError::conflict("SecurityGroupRuleExists", format!("Security group rule already exists. Rule id is {}.", dup.id)));
             }
-            out.push(r);
         }
         quota::check_many(&mut tx, out.iter().map(|r| (r.project_id.as_str(), quota::Res::SecurityGroupRule))).await?;
         let mut groups = Vec::new();
@@ -526,4 +739,57 @@ pub async fn delete_rule(ctx: NCtx, Path(id): Path<String>) -> NResult<Response>
         Ok::<_, NeutronError>(())
     })?;
     Ok(super::no_content())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("test bodies are objects"),
+        }
+    }
+
+    fn rule(extra: Value) -> NResult<SecurityGroupRule> {
+        let mut m = obj(json!({"security_group_id": "sg", "direction": "ingress"}));
+        m.extend(obj(extra));
+        build_rule(&m, "p".into())
+    }
+
+    #[test]
+    fn every_accepted_protocol_name_is_one_the_translation_knows() {
+        for n in PROTOCOL_NAMES {
+            assert!(protocol_number(n).is_some(), "{n}");
+        }
+    }
+
+    #[test]
+    fn protocols_are_names_or_numbers_up_to_255() {
+        let p = |v: Value| rule(json!({"protocol": v})).map(|r| r.protocol);
+        assert_eq!(p(json!(17)).expect("int"), Some("17".into()));
+        assert_eq!(p(json!(" 6")).expect("string"), Some("6".into()));
+        assert_eq!(p(json!("TCP")).expect("name"), Some("tcp".into()));
+        assert_eq!(p(json!("any")).expect("any"), None);
+        for bad in [json!(256), json!(-1), json!(1.5), json!(false), json!([]), json!("x")] {
+            let e = p(bad.clone()).expect_err("bad");
+            assert_eq!(e.kind, "SecurityGroupRuleInvalidProtocol", "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports_are_checked_before_the_protocol_decides_on_them() {
+        let e = rule(json!({"protocol": "icmp", "port_range_min": -1})).expect_err("neg");
+        assert_eq!(
+            (e.kind.as_str(), e.message.as_str()),
+            ("SecurityGroupInvalidPortValue", "Invalid value for port -1")
+        );
+        let e = rule(json!({"protocol": "tcp", "port_range_min": 5})).expect_err("half");
+        assert_eq!(e.kind, "SecurityGroupInvalidPortRange");
+        let r = rule(json!({"protocol": "tcp", "port_range_min": "1", "port_range_max": 65535}))
+            .expect("all ports");
+        assert_eq!((r.port_range_min, r.port_range_max), (None, None));
+    }
 }
