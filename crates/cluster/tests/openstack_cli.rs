@@ -4,15 +4,23 @@
 //! a password at the cluster's Keystone-compatible `/identity` and finds
 //! the network endpoint in the token's catalog, as a cloud's users do.
 //!
-//! Needs PyPI on first run (scripts/test.sh installs python3-venv). It
-//! always runs and fails when it cannot, unless `MIDONET_SKIP_PY=1` says
-//! to skip it on purpose (recorded, and listed at the end of
+//! Also OpenStack's own API tests: tempest 47.0.0's `tempest.api.network`
+//! (tests/tempest/run.sh), with pre-provisioned accounts.
+//!
+//! Needs PyPI on first run (scripts/test.sh installs python3-venv). They
+//! always run and fail when they cannot, unless `MIDONET_SKIP_PY=1` says
+//! to skip them on purpose (recorded, and listed at the end of
 //! scripts/test.sh).
+
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::Api;
+use midonet_cluster::config::{Config, RoleName, UserConfig};
 use midonet_cluster::testing::TestCluster;
+use serde_json::json;
 
 #[test]
 fn openstack_cli_drives_the_neutron_api() {
@@ -36,5 +44,58 @@ fn openstack_cli_drives_the_neutron_api() {
         out.status
     );
     assert!(stdout.contains("all steps passed"), "{stdout}");
+    eprintln!("{stdout}");
+}
+
+#[test]
+fn tempest_network_api_tests_pass() {
+    if midonet_testkit::skip::requested("MIDONET_SKIP_PY") {
+        midonet_testkit::skip::record("cluster::openstack_cli tempest", "MIDONET_SKIP_PY");
+        return;
+    }
+    // The accounts tests/tempest/run.sh gives tempest.
+    let mut cfg = Config::default();
+    cfg.auth.enabled = true;
+    cfg.auth.users = [
+        ("demo", Some("demo")),
+        ("demor", Some("demo")),
+        ("alt", Some("alt")),
+        ("altr", Some("alt")),
+        ("admin", None),
+        ("admin2", None),
+    ]
+    .iter()
+    .map(|(name, project)| {
+        let role = if project.is_some() { RoleName::Tenant } else { RoleName::Admin };
+        UserConfig::new(name, &format!("{name}pw"), role, *project)
+    })
+    .collect();
+    let c = TestCluster::start_with(cfg);
+    let neutron = c.url().replace("/midonet-api", "/neutron");
+    // The external network floating IPs and gateways come from.
+    let admin = Api::new(&neutron, Some(c.admin_token()));
+    let public = json!({"network": {"name": "public", "router:external": true}});
+    let public = admin.post("/v2.0/networks", &public).expect(201).body;
+    let public = public["network"]["id"].as_str().expect("network id").to_string();
+    let subnet = json!({"subnet": {"network_id": public, "ip_version": 4, "cidr": "172.24.4.0/24"}});
+    admin.post("/v2.0/subnets", &subnet).expect(201);
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/tempest/run.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(format!("{neutron}/identity/v3"))
+        .arg(&public)
+        .output()
+        .expect("run tests/tempest/run.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tempest failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    // Tempest ran (not everything skipped): the core resources passed.
+    let passed = stdout.lines().filter(|l| l.ends_with("... ok")).count();
+    assert!(passed >= 150, "only {passed} tests passed:\n{stdout}");
     eprintln!("{stdout}");
 }
