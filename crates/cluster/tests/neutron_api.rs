@@ -506,6 +506,64 @@ fn an_external_network_goes_with_its_floating_ips() {
 }
 
 #[test]
+fn tags_are_set_checked_replaced_filtered_and_owned() {
+    let n = start();
+    let (nid, sid) = net(&n.alice, "tagged", "10.3.0.0/24");
+    let (other, _) = net(&n.alice, "plain", "10.4.0.0/24");
+    let tags = |path: &str| n.alice.get(&format!("{path}/tags")).expect(200).body["tags"].clone();
+    let netp = format!("/v2.0/networks/{nid}");
+    n.alice.put(&format!("{netp}/tags/red"), &json!({})).expect(201);
+    n.alice.put(&format!("{netp}/tags/red"), &json!({})).expect(201);
+    assert_eq!(tags(&netp), json!(["red"]), "adding a tag twice keeps one");
+    n.alice.get(&format!("{netp}/tags/red")).expect(204);
+    neutron_error(&n.alice.get(&format!("{netp}/tags/blue")), 404, "TagNotFound");
+    let rev = n.alice.get(&netp).expect(200).body["network"]["revision_number"].clone();
+    assert!(rev.as_u64().is_some_and(|r| r >= 1), "a tag is a change: {rev}");
+    // Replace all; the object shows them; lists filter on them.
+    let put = n.alice.put(&format!("{netp}/tags"), &json!({"tags": ["a", "b", "a"]})).expect(200);
+    assert_eq!(put.body["tags"], json!(["a", "b"]));
+    assert_eq!(n.alice.get(&netp).expect(200).body["network"]["tags"], json!(["a", "b"]));
+    n.alice.put(&format!("/v2.0/networks/{other}/tags/b"), &json!({})).expect(201);
+    let names = |q: &str| -> Vec<String> {
+        let l = n.alice.get(&format!("/v2.0/networks?{q}")).expect(200).body;
+        let mut v: Vec<String> = l["networks"]
+            .as_array()
+            .expect("l")
+            .iter()
+            .map(|x| x["name"].as_str().expect("name").to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("tags=a,b"), ["tagged"]);
+    assert_eq!(names("tags-any=a,b"), ["plain", "tagged"]);
+    assert_eq!(names("not-tags=a,b"), ["plain"]);
+    assert_eq!(names("not-tags-any=a"), ["plain"]);
+    // Other resources take tags too.
+    let subp = format!("/v2.0/subnets/{sid}");
+    n.alice.put(&format!("{subp}/tags/s1"), &json!({})).expect(201);
+    assert_eq!(tags(&subp), json!(["s1"]));
+    // Removing one, then all.
+    n.alice.delete(&format!("{netp}/tags/a")).expect(204);
+    neutron_error(&n.alice.delete(&format!("{netp}/tags/a")), 404, "TagNotFound");
+    n.alice.delete(&format!("{netp}/tags")).expect(204);
+    assert_eq!(tags(&netp), json!([]));
+    // Another project neither sees nor tags alice's objects; bad input is
+    // a 400 that changes nothing.
+    neutron_error(&n.bob.get(&format!("{netp}/tags")), 404, "NetworkNotFound");
+    neutron_error(&n.bob.put(&format!("{netp}/tags/x"), &json!({})), 404, "NetworkNotFound");
+    neutron_error(
+        &n.alice.put(&format!("{netp}/tags"), &json!({"tags": "x"})),
+        400,
+        "HTTPBadRequest",
+    );
+    let long = "x".repeat(256);
+    neutron_error(&n.alice.put(&format!("{netp}/tags/{long}"), &json!({})), 400, "HTTPBadRequest");
+    assert_eq!(tags(&netp), json!([]));
+    neutron_error(&n.alice.get(&format!("/v2.0/widgets/{nid}/tags")), 404, "HTTPNotFound");
+}
+
+#[test]
 fn routers_gateways_interfaces_and_floating_ips() {
     let n = start();
     let ext = n

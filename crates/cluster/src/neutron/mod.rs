@@ -36,6 +36,7 @@ mod router;
 mod secgroup;
 pub mod store;
 mod subnet;
+mod tag;
 pub mod translate;
 pub mod types;
 
@@ -280,6 +281,11 @@ pub fn list(ctx: &NCtx, plural: &str, path: &str, mut items: Vec<Value>) -> NRes
         ctx.query.iter().map(|(k, _)| k.as_str()).filter(|k| !RESERVED.contains(k)).collect();
     keys.dedup();
     for k in keys {
+        if tag::FILTERS.contains(&k) {
+            let wants = ctx.query_all(k);
+            items.retain(|v| tag::matches(k, &wants, v));
+            continue;
+        }
         // A filter on an attribute the resource does not have is ignored,
         // as by Neutron without the filter-validation extension (which we
         // do not list): clients written for that still get their lists.
@@ -425,6 +431,7 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("sorting", "Sorting support", "Enabled sorting support."),
     ("pagination", "Pagination support", "Enabled pagination support."),
     ("fip-port-details", "Floating IP Port Details Extension", "Add port_details attribute to Floating IP resource"),
+    ("tag", "Tag support", "Enables to set tag on resources (networks, subnets, ports, routers, floating IPs, security groups here)."),
     ("ip-substring-filtering", "IP address substring filtering", "Provides IP address substring filtering when listing ports"),
 ];
 
@@ -529,6 +536,14 @@ pub fn routes() -> axum::Router<Arc<Cluster>> {
         .route(
             "/v2.0/security-group-rules/{id}",
             get(secgroup::show_rule).delete(secgroup::delete_rule),
+        )
+        .route(
+            "/v2.0/{resources}/{id}/tags",
+            get(tag::list).put(tag::replace).delete(tag::remove_all),
+        )
+        .route(
+            "/v2.0/{resources}/{id}/tags/{tag}",
+            get(tag::check).put(tag::add).delete(tag::remove),
         )
         .route("/v2.0/quotas", get(quota::list))
         .route("/v2.0/quotas/{project}", get(quota::show).put(quota::update).delete(quota::reset))
