@@ -89,6 +89,8 @@ fn discovery_documents_and_extensions() {
     neutron_error(&anon.get("/v2.0/networks"), 401, "HTTPUnauthorized");
     assert_eq!(anon.get("/").expect(200).body["versions"][0]["id"], "v2.0");
     assert!(aliases.contains(&"ip-substring-filtering"), "{aliases:?}");
+    let sp = n.bob.get("/v2.0/service-providers").expect(200).body;
+    assert_eq!(sp["service_providers"][0]["service_type"], "L3_ROUTER_NAT", "{sp}");
 }
 
 #[test]

@@ -432,6 +432,7 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("pagination", "Pagination support", "Enabled pagination support."),
     ("fip-port-details", "Floating IP Port Details Extension", "Add port_details attribute to Floating IP resource"),
     ("tag", "Tag support", "Enables to set tag on resources (networks, subnets, ports, routers, floating IPs, security groups here)."),
+    ("service-type", "Neutron Service Type Management", "API for retrieving service providers for Neutron advanced services"),
     ("ip-substring-filtering", "IP address substring filtering", "Provides IP address substring filtering when listing ports"),
 ];
 
@@ -472,6 +473,14 @@ async fn v2_root(ctx: NCtx) -> Response {
     json_response(StatusCode::OK, &json!({ "resources": res }))
 }
 
+/// `GET /v2.0/service-providers`: who implements each service. The one
+/// service here is the L3 router (NAT included), done by the cluster's
+/// own translation, not a plugin driver.
+async fn service_providers(ctx: NCtx) -> NResult<Response> {
+    let items = vec![json!({"service_type": "L3_ROUTER_NAT", "name": "midonet", "default": true})];
+    list(&ctx, "service_providers", "service-providers", items)
+}
+
 async fn extensions(_ctx: NCtx) -> Response {
     let list: Vec<Value> = EXTENSIONS.iter().map(|(a, n, d)| extension_json(a, n, d)).collect();
     json_response(StatusCode::OK, &json!({ "extensions": list }))
@@ -507,6 +516,7 @@ pub fn routes() -> axum::Router<Arc<Cluster>> {
         .route("/v2.0/", get(v2_root))
         .route("/v2.0/extensions", get(extensions))
         .route("/v2.0/extensions/{alias}", get(extension))
+        .route("/v2.0/service-providers", get(service_providers))
         .route("/v2.0/agents", get(agent::list))
         .route("/v2.0/agents/{id}", get(agent::show))
         .route("/v2.0/networks", get(network::list).post(network::create))
