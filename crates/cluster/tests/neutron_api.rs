@@ -53,6 +53,21 @@ fn net(api: &Api, name: &str, cidr: &str) -> (String, String) {
     (nid, id(&s, "subnet"))
 }
 
+/// The MidoNet rules of security group `sgid`'s ingress chain.
+fn ingress_rules(n: &N, sgid: &str) -> Value {
+    let chains = n.mido.ok("/chains");
+    let ing = chains
+        .as_array()
+        .expect("l")
+        .iter()
+        .find(|c| c["name"] == format!("OS_SG_{sgid}_INGRESS").as_str())
+        .expect("ingress chain")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    n.mido.ok(&format!("/chains/{ing}/rules"))
+}
+
 #[test]
 fn discovery_documents_and_extensions() {
     let n = start();
@@ -762,17 +777,7 @@ fn security_group_rules_are_checked_and_translated() {
     );
     n.alice.post("/v2.0/security-group-rules", &rule(json!({"protocol": "icmp"}))).expect(201);
     // The group's ingress chain: the TCP rule (with its fragment twin) and ICMP.
-    let chains = n.mido.ok("/chains");
-    let ing = chains
-        .as_array()
-        .expect("l")
-        .iter()
-        .find(|c| c["name"] == format!("OS_SG_{sgid}_INGRESS").as_str())
-        .expect("ingress chain")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let rules = n.mido.ok(&format!("/chains/{ing}/rules"));
+    let rules = ingress_rules(&n, &sgid);
     let rules = rules.as_array().expect("l");
     assert_eq!(rules.len(), 3, "{rules:?}");
     let tcp: Vec<&Value> = rules.iter().filter(|r| r["nwProto"] == 6).collect();
@@ -896,17 +901,7 @@ fn security_group_rule_protocol_may_be_a_json_integer() {
         assert!(m.ends_with("and integer representations [0 to 255] are supported."), "{m}");
     }
     // The group's ingress chain accepts UDP.
-    let chains = n.mido.ok("/chains");
-    let ing = chains
-        .as_array()
-        .expect("l")
-        .iter()
-        .find(|c| c["name"] == format!("OS_SG_{sgid}_INGRESS").as_str())
-        .expect("ingress chain")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let rules = n.mido.ok(&format!("/chains/{ing}/rules"));
+    let rules = ingress_rules(&n, &sgid);
     assert!(rules.as_array().expect("l").iter().any(|r| r["nwProto"] == 17), "{rules}");
 }
 
