@@ -204,11 +204,13 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
                 store::replan_router(&mut tx, r).await?;
             }
         }
-        let ports: Vec<Port> = store::all(&mut tx, PORTS).await?;
-        let (fip_ports, on_net): (Vec<&Port>, Vec<&Port>) = ports
-            .iter()
-            .filter(|p| p.network_id == id)
-            .partition(|p| fips.iter().any(|f| f.fip_port_id == p.id));
+        // Its ports, through the network's port index (not every port).
+        let mut ports: Vec<Port> = Vec::new();
+        for a in store::network_ports(&mut tx, &id).await? {
+            ports.extend(store::get::<Port>(&mut tx, PORTS, &a.id).await?);
+        }
+        let (fip_ports, on_net): (Vec<&Port>, Vec<&Port>) =
+            ports.iter().partition(|p| fips.iter().any(|f| f.fip_port_id == p.id));
         for p in fip_ports {
             port::delete_in(&mut tx, p).await?;
         }
