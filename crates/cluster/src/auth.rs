@@ -29,6 +29,11 @@
 //! (else `admin_project`), and none from `/login`. The project does not
 //! limit an admin: it is the default owner of what the token creates.
 //!
+//! A store user's token (one made over the identity admin API, see
+//! [`crate::accounts`]) also carries the user's id; [`Auth::check_live`]
+//! reads the user's roles on the token's project from the store at each
+//! use, so deleting the user, project or role stops the token at once.
+//!
 //! With auth disabled every call is an admin call and `/login` hands out a
 //! token to anyone, so clients that always log in keep working.
 //!
@@ -87,6 +92,10 @@ pub struct Session {
     /// an admin's chosen project, `None` for an admin from `/login` or with
     /// auth disabled.
     pub project: Option<String>,
+    /// The id of a user made over the identity API ([`crate::accounts`]),
+    /// whose roles are re-read from the store at each use; `None` for a
+    /// config user (whose id is its name).
+    pub user_id: Option<String>,
 }
 
 impl Session {
@@ -111,6 +120,9 @@ pub struct Auth {
     /// sha256 of a revoked token → when it would have expired.
     revoked: Mutex<HashMap<[u8; 32], SystemTime>>,
     external: Option<External>,
+    /// Where store users' roles are read ([`Auth::attach_store`]); unset
+    /// in tests building an [`Auth`] alone, where no store user exists.
+    store: std::sync::OnceLock<std::sync::Arc<dyn midonet_store::Store>>,
 }
 
 /// `meta/token_key`: the signing key every replica shares.
@@ -183,6 +195,9 @@ struct Claims {
     e: u64,
     /// Nonce: two tokens of one second differ.
     n: u64,
+    /// A store user's id (absent for config users, and in older tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    i: Option<String>,
 }
 
 fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
@@ -224,11 +239,17 @@ impl Auth {
             key: parking_lot::RwLock::new(rand::random()),
             revoked: Mutex::new(HashMap::new()),
             external: (!url.is_empty()).then(|| External::new(url)),
+            store: std::sync::OnceLock::new(),
         }
     }
 
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Reads store users' roles from `store` (the cluster's) from now on.
+    pub fn attach_store(&self, store: std::sync::Arc<dyn midonet_store::Store>) {
+        let _ = self.store.set(store);
     }
 
     /// Signs and checks with `key` from now on (the store's, shared by every
@@ -266,7 +287,7 @@ impl Auth {
             return Some(Verified::Revoked);
         }
         let role = c.r.map_or(Role::Admin, Role::Tenant);
-        Some(Verified::Live(Session { user: c.u, role, expires, project: c.p }))
+        Some(Verified::Live(Session { user: c.u, role, expires, project: c.p, user_id: c.i }))
     }
 
     /// Lifetime of a new token.
@@ -277,6 +298,11 @@ impl Auth {
     /// The project of admins' tokens that name no other (`auth.admin_project`).
     pub fn admin_project(&self) -> &str {
         &self.admin_project
+    }
+
+    /// The names of configured users.
+    pub fn user_names(&self) -> impl Iterator<Item = &str> {
+        self.users.iter().map(|u| u.name.as_str())
     }
 
     /// Tenants named by configured users.
@@ -335,6 +361,7 @@ impl Auth {
             project: project.map(str::to_string),
             role,
             expires: SystemTime::now() + self.ttl,
+            user_id: None,
         };
         let session = scoped(session);
         (self.issue_session(session.clone()), session)
@@ -353,6 +380,7 @@ impl Auth {
             p: s.project,
             e: secs(s.expires),
             n: rand::random(),
+            i: s.user_id,
         };
         let payload = b64().encode(serde_json::to_vec(&claims).expect("plain struct serializes"));
         let mac = b64().encode(hmac(&self.key.read(), payload.as_bytes()));
@@ -397,6 +425,7 @@ impl Auth {
                 role: Role::Admin,
                 expires: SystemTime::now() + self.ttl,
                 project: None,
+                user_id: None,
             });
         }
         let token = token.ok_or_else(|| {
@@ -411,20 +440,64 @@ impl Auth {
         }
     }
 
-    /// [`Auth::check`], and for a token this cluster never issued, when
+    /// [`Auth::check_live`], and for a token this cluster never issued, when
     /// `auth.keystone_url` is set, the external Keystone's word (cached for
     /// [`EXTERNAL_CACHE`]). An expired local token stays a 401 without
     /// asking. 503 when that Keystone cannot be reached.
     pub async fn check_async(&self, token: Option<&str>) -> Result<Session, ApiError> {
         let (Some(external), Some(token), true) = (&self.external, token, self.enabled) else {
-            return self.check(token);
+            return self.check_live(token).await;
         };
         let token = token.trim();
         let ours = self.verify(token).is_some();
         if ours {
-            return self.check(Some(token));
+            return self.check_live(Some(token)).await;
         }
         external.check(token).await
+    }
+
+    /// [`Auth::check`], and for a store user's token its roles read again
+    /// from the store: 401 once the user, the project or its last role on
+    /// the project is gone; an `admin` role taken away makes it a tenant.
+    /// Config users' tokens do not touch the store.
+    pub async fn check_live(&self, token: Option<&str>) -> Result<Session, ApiError> {
+        let s = self.check(token)?;
+        self.still_live(s).await
+    }
+
+    /// [`Auth::lookup`] with a store user's roles read again (see
+    /// [`Auth::check_live`]); `None` when the token or its user is gone.
+    pub async fn lookup_live(&self, token: &str) -> Result<Option<Session>, ApiError> {
+        let Some(s) = self.lookup(token) else { return Ok(None) };
+        match self.still_live(s).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn still_live(&self, mut s: Session) -> Result<Session, ApiError> {
+        let (Some(user), Some(store)) = (&s.user_id, self.store.get()) else { return Ok(s) };
+        let gone = || ApiError::unauthorized("the token's user or its role on the project is gone");
+        let project = s.project.clone().ok_or_else(gone)?;
+        let roles =
+            crate::accounts::roles_on(store, user, &project).await.map_err(ApiError::from)?;
+        if roles.is_empty() {
+            return Err(gone());
+        }
+        s.role = role_from_names(&roles, &project);
+        Ok(s)
+    }
+}
+
+/// The session role of Keystone role names held on `project`: `admin`
+/// makes an admin; any other (`member`, `reader`, ...) a tenant of the
+/// project, as [`session_from_keystone`] maps an external token.
+pub fn role_from_names<S: AsRef<str>>(roles: &[S], project: &str) -> Role {
+    if roles.iter().any(|r| r.as_ref() == "admin") {
+        Role::Admin
+    } else {
+        Role::Tenant(project.to_string())
     }
 }
 
@@ -528,7 +601,7 @@ pub fn session_from_keystone(body: &Value, expires: SystemTime) -> Result<Sessio
         (false, Some(p)) => Role::Tenant(p.clone()),
         (false, None) => return Err(bad("`token.project.id` (scope it to a project)")),
     };
-    Ok(Session { user, role, expires, project })
+    Ok(Session { user, role, expires, project, user_id: None })
 }
 
 fn decode_basic(header: &str) -> Result<(String, String), ApiError> {
@@ -659,6 +732,7 @@ mod tests {
             role: Role::Admin,
             expires: SystemTime::now() - Duration::from_secs(1),
             project: None,
+            user_id: None,
         };
         let tok = a.issue_session(old);
         assert_eq!(a.lookup(&tok), None);

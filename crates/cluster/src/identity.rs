@@ -14,21 +14,38 @@
 //!                     identity → http://<host><mount>/identity
 //!  GET|HEAD|DELETE /identity/v3/auth/tokens   X-Subject-Token: validate, revoke
 //!  GET  /identity/v3/{projects,auth/projects,users/<u>/projects,domains,roles}
+//!
+//!  admin only (403 otherwise), in the store (crate::accounts):
+//!  POST /v3/projects   201 {"project"}   409 name taken   DELETE /v3/projects/<id>  204
+//!  POST /v3/users      201 {"user"}      409 name taken   DELETE /v3/users/<id>     204
+//!  GET  /v3/users[/<id>]
+//!  PUT|HEAD|DELETE /v3/projects/<p>/users/<u>/roles/<role>   204 (404 if one is unknown)
+//!  GET  /v3/projects/<p>/users/<u>/roles
 //! ```
 //!
 //! Tokens are [`crate::auth`]'s: a Keystone token works as `X-Auth-Token`
 //! on `/midonet-api` and the reverse, and its [`Session::project`] is the
 //! project it is scoped to.
 //!
-//! What there is to know about (no writes here, nothing in the store):
+//! What there is to know about:
 //!
-//! * users are `[[auth.users]]`; a user's id is its name, its domain is
-//!   `default` (`Default`);
-//! * projects are the `[[tenants]]` (id, name defaulting to the id), the
-//!   tenants of users and `auth.admin_project`;
-//! * roles: an admin holds `admin`, `member` and `reader` on every project;
-//!   a tenant user holds `member` and `reader` on its tenant only, and
-//!   asking for any other scope is a 401, as Keystone answers it.
+//! * config users are `[[auth.users]]`; such a user's id is its name, its
+//!   domain is `default` (`Default`);
+//! * config projects are the `[[tenants]]` (id, name defaulting to the
+//!   id), the tenants of users and `auth.admin_project`;
+//! * roles: a config admin holds `admin`, `member` and `reader` on every
+//!   project; a config tenant user holds `member` and `reader` on its
+//!   tenant only, and asking for any other scope is a 401, as Keystone
+//!   answers it;
+//! * store users and projects are made by admins over the API, as
+//!   tempest's dynamic credentials do (see [`crate::accounts`]): ids are 32
+//!   hex digits, names may not collide with the config's (409); a store
+//!   user holds the roles assigned to it, one of `admin`, `member` and
+//!   `reader`, on projects of either kind. Its token maps `admin` to an
+//!   admin session and anything else to a tenant session of the project,
+//!   and is re-checked against the store at each use: deleting the user,
+//!   the project or the role stops it. The config cannot be changed over
+//!   the API (deleting or assigning to its users and projects is a 403).
 //!
 //! A token request without a scope gets the user's default project (its
 //! tenant, or `admin_project` for admins) rather than an unscoped token:
@@ -47,8 +64,10 @@
 //! unknown user get the same 401, so the answer does not tell which names
 //! exist.
 //!
-//! Not served: creating or changing users, projects, roles and domains;
-//! application credentials; multi-factor rules; `allow_expired`.
+//! Not served: changing users and projects (`PATCH`), creating roles and
+//! domains, role assignments on domains and the system, groups,
+//! `/v3/role_assignments`, application credentials, multi-factor rules,
+//! `allow_expired`; store users on `/midonet-api/login`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -60,12 +79,13 @@ use axum::extract::{FromRequestParts, OriginalUri, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::Router;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::accounts;
 use crate::auth::{Role, Session};
 use crate::Cluster;
 
@@ -96,8 +116,15 @@ pub fn router() -> Router<Arc<Cluster>> {
         .route("/v3/", get(version))
         .route("/v3/auth/tokens", get(validate).post(issue).delete(revoke))
         .route("/v3/auth/projects", get(auth_projects))
-        .route("/v3/projects", get(list_projects))
-        .route("/v3/projects/{id}", get(get_project))
+        .route("/v3/projects", get(list_projects).post(create_project))
+        .route("/v3/projects/{id}", get(get_project).delete(delete_project))
+        .route("/v3/projects/{project}/users/{user}/roles", get(list_user_roles))
+        .route(
+            "/v3/projects/{project}/users/{user}/roles/{role}",
+            put(assign_role).head(check_role).delete(unassign_role),
+        )
+        .route("/v3/users", get(list_users).post(create_user))
+        .route("/v3/users/{id}", get(get_user).delete(delete_user))
         .route("/v3/users/{id}/projects", get(user_projects))
         .route("/v3/domains", get(list_domains))
         .route("/v3/domains/{id}", get(get_domain))
@@ -132,6 +159,25 @@ impl KsError {
     }
     fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
+    }
+    fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+}
+
+impl From<midonet_store::StoreError> for KsError {
+    fn from(e: midonet_store::StoreError) -> Self {
+        crate::error::ApiError::from(e).into()
+    }
+}
+
+impl From<accounts::AccountError> for KsError {
+    fn from(e: accounts::AccountError) -> Self {
+        match e {
+            accounts::AccountError::Conflict(m) => KsError::conflict(m),
+            accounts::AccountError::NotFound(m) => KsError::not_found(m),
+            accounts::AccountError::Store(e) => e.into(),
+        }
     }
 }
 
@@ -433,11 +479,37 @@ pub fn parse_auth_request(body: &Value) -> Result<AuthRequest, KsError> {
 pub struct Project {
     pub id: String,
     pub name: String,
+    pub description: String,
+    pub enabled: bool,
+    /// Made over the API ([`crate::accounts`]), not in the config.
+    pub stored: bool,
 }
 
 impl Project {
+    /// A config project.
+    pub fn new(id: &str, name: &str) -> Project {
+        Project {
+            id: id.to_string(),
+            name: name.to_string(),
+            description: String::new(),
+            enabled: true,
+            stored: false,
+        }
+    }
     fn unnamed(id: &str) -> Project {
-        Project { id: id.to_string(), name: id.to_string() }
+        Self::new(id, id)
+    }
+}
+
+impl From<accounts::StoredProject> for Project {
+    fn from(p: accounts::StoredProject) -> Project {
+        Project {
+            id: p.id,
+            name: p.name,
+            description: p.description,
+            enabled: p.enabled,
+            stored: true,
+        }
     }
 }
 
@@ -453,7 +525,15 @@ pub fn known_projects(cluster: &Cluster) -> Vec<Project> {
     for id in extra {
         by_id.entry(id.to_string()).or_insert_with(|| id.to_string());
     }
-    by_id.into_iter().map(|(id, name)| Project { id, name }).collect()
+    by_id.into_iter().map(|(id, name)| Project::new(&id, &name)).collect()
+}
+
+/// [`known_projects`] and the projects made over the API, config first.
+pub async fn all_projects(cluster: &Cluster) -> Result<Vec<Project>, KsError> {
+    let mut all = known_projects(cluster);
+    let stored = accounts::list_projects(&cluster.store).await?;
+    all.extend(stored.into_iter().map(Project::from));
+    Ok(all)
 }
 
 /// A project by id, then by name.
@@ -532,8 +612,8 @@ fn project_json(p: &Project, urls: &Urls) -> Value {
         "id": p.id,
         "name": p.name,
         "domain_id": DOMAIN_ID,
-        "description": "",
-        "enabled": true,
+        "description": p.description,
+        "enabled": p.enabled,
         "is_domain": false,
         "parent_id": DOMAIN_ID,
         "tags": [],
@@ -631,12 +711,14 @@ fn catalog(urls: &Urls) -> Value {
     ])
 }
 
-/// The `{"token": ...}` body of a session. A session without a project
-/// (an admin's from `/login`) is an unscoped token: no project, roles or
-/// catalog.
+/// The `{"token": ...}` body of a session, holding `roles` on its project.
+/// A session without a project (an admin's from `/login`) is an unscoped
+/// token: no project, roles or catalog.
+#[allow(clippy::too_many_arguments)] // each is a part of the body; a struct would only rename them
 pub fn token_body(
     token: &str,
     s: &Session,
+    roles: &[String],
     methods: &[String],
     projects: &[Project],
     ttl: Duration,
@@ -650,7 +732,7 @@ pub fn token_body(
         "issued_at": keystone_time(issued),
         "audit_ids": [audit_id(token)],
         "user": {
-            "id": s.user,
+            "id": s.user_id.as_deref().unwrap_or(&s.user),
             "name": s.user,
             "domain": domain_ref(),
             "password_expires_at": null,
@@ -660,7 +742,7 @@ pub fn token_body(
         let p =
             projects.iter().find(|p| &p.id == id).cloned().unwrap_or_else(|| Project::unnamed(id));
         t["project"] = json!({"id": p.id, "name": p.name, "domain": domain_ref()});
-        t["roles"] = role_names(&s.role).iter().map(|r| json!({"id": r, "name": r})).collect();
+        t["roles"] = roles.iter().map(|r| json!({"id": r, "name": r})).collect();
         t["is_domain"] = json!(false);
         if with_catalog {
             t["catalog"] = catalog(urls);
@@ -675,12 +757,24 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The caller's session from `X-Auth-Token` (local tokens only: an
 /// external Keystone's tokens are for its own identity endpoint).
-fn caller(cluster: &Cluster, h: &HeaderMap) -> Result<Session, KsError> {
+async fn caller(cluster: &Cluster, h: &HeaderMap) -> Result<Session, KsError> {
     let token = header(h, "x-auth-token");
     if token.is_none() && cluster.auth.enabled() {
         return Err(KsError::unauthorized(format!("{UNAUTHORIZED} Send an X-Auth-Token.")));
     }
-    cluster.auth.check(token).map_err(KsError::from)
+    cluster.auth.check_live(token).await.map_err(KsError::from)
+}
+
+/// The caller, who must be an admin for `action` (Keystone's policy name,
+/// e.g. `identity:create_user`); 403 otherwise.
+async fn admin(cluster: &Cluster, h: &HeaderMap, action: &str) -> Result<Session, KsError> {
+    let me = caller(cluster, h).await?;
+    if !me.is_admin() {
+        return Err(KsError::forbidden(format!(
+            "You are not authorized to perform the requested action: {action}."
+        )));
+    }
+    Ok(me)
 }
 
 fn token_response(
@@ -699,6 +793,14 @@ fn token_response(
     Ok(r)
 }
 
+/// Who a token request authenticated.
+enum Who {
+    /// A config user (or anyone with auth disabled), with its role.
+    Config(Role),
+    /// A store user, by id: its roles depend on the project.
+    Stored(String),
+}
+
 async fn issue(
     State(cluster): State<Arc<Cluster>>,
     urls: Urls,
@@ -710,42 +812,133 @@ async fn issue(
     let auth = &cluster.auth;
     let open = !auth.enabled();
     let fresh = || SystemTime::now() + auth.ttl();
-    let (user, role, expires) = match &req.identity {
-        Identity::Password { user, .. } if open => (user.clone(), Role::Admin, fresh()),
+    let (user, who, expires) = match &req.identity {
+        Identity::Password { user, .. } if open => {
+            (user.clone(), Who::Config(Role::Admin), fresh())
+        }
         Identity::Password { user, password, default_domain } => {
-            let found = auth.authenticate(user, password).filter(|_| *default_domain);
-            let (name, role) = found.ok_or_else(|| {
+            let refused = || {
                 tracing::info!(user, "keystone: authentication failed");
                 KsError::unauthorized(UNAUTHORIZED)
-            })?;
-            (name, role, fresh())
+            };
+            if !default_domain {
+                return Err(refused());
+            }
+            if let Some((name, role)) = auth.authenticate(user, password) {
+                (name, Who::Config(role), fresh())
+            } else if auth.user_role(user).is_some() {
+                // A config user with a wrong password: no store read.
+                return Err(refused());
+            } else {
+                let u = accounts::authenticate(&cluster.store, user, password)
+                    .await?
+                    .ok_or_else(refused)?;
+                (u.name, Who::Stored(u.id), fresh())
+            }
         }
         // A rescoped token ends when the token it came from ends.
-        Identity::Token { id } => match auth.lookup(id) {
-            Some(s) => (s.user, s.role, s.expires),
-            None if open => ("admin".to_string(), Role::Admin, fresh()),
+        Identity::Token { id } => match auth.lookup_live(id).await? {
+            Some(s) => {
+                let who = s.user_id.map_or(Who::Config(s.role), Who::Stored);
+                (s.user, who, s.expires)
+            }
+            None if open => ("admin".to_string(), Who::Config(Role::Admin), fresh()),
             None => return Err(KsError::unauthorized(format!("Could not find token: {id}"))),
         },
     };
-    let projects = known_projects(&cluster);
-    let project = resolve_scope(&role, &req.scope, &projects, auth.admin_project(), open)?;
+    let projects = all_projects(&cluster).await?;
+    let (project, role, roles, user_id) = match who {
+        Who::Config(role) => {
+            let p = resolve_scope(&role, &req.scope, &projects, auth.admin_project(), open)?;
+            let roles = role_names(&role).iter().map(|r| r.to_string()).collect();
+            (p, role, roles, None)
+        }
+        Who::Stored(id) => {
+            let (p, roles) = store_scope(&cluster, &id, &req.scope, &projects).await?;
+            (p.clone(), crate::auth::role_from_names(&roles, &p.id), roles, Some(id))
+        }
+    };
     let expires = crate::auth::whole_secs(expires);
-    let session = Session { user, role, expires, project: Some(project.id.clone()) };
+    let session = Session { user, role, expires, project: Some(project.id.clone()), user_id };
     let token = auth.issue_session(session.clone());
     tracing::info!(user = session.user, project = project.id, "keystone token issued");
-    let body = token_body(&token, &session, &req.methods, &projects, auth.ttl(), &urls, true);
+    let body =
+        token_body(&token, &session, &roles, &req.methods, &projects, auth.ttl(), &urls, true);
     token_response(StatusCode::CREATED, &token, Some(&body))
+}
+
+/// The project a store user's token request gets and the user's roles on
+/// it, or why not (401, as Keystone). Unscoped: the user's default project
+/// if it has a role there, else the first project it has a role on. A
+/// system scope is for config admins only.
+async fn store_scope(
+    cluster: &Cluster,
+    user: &str,
+    scope: &Scope,
+    projects: &[Project],
+) -> Result<(Project, Vec<String>), KsError> {
+    let held = accounts::assignments_of(&cluster.store, user).await?;
+    let usable = |p: &&Project| p.enabled;
+    let (key, project) = match scope {
+        Scope::System => {
+            return Err(KsError::unauthorized(
+                "only the config's admins may take a system scope: scope to a project",
+            ))
+        }
+        Scope::Default => {
+            let default = accounts::get_user(&cluster.store, user)
+                .await?
+                .and_then(|u| u.default_project_id)
+                .filter(|p| held.contains_key(p));
+            let id = default
+                .or_else(|| held.keys().find(|id| projects.iter().any(|p| &p.id == *id)).cloned());
+            let id = id.ok_or_else(|| {
+                KsError::unauthorized("the user has no role on any project: assign it one")
+            })?;
+            (id.clone(), projects.iter().filter(usable).find(|p| p.id == id).cloned())
+        }
+        Scope::Project { by, default_domain } => {
+            let found = match by {
+                ProjectRef::Id(id) => (id, projects.iter().find(|p| &p.id == id)),
+                ProjectRef::Name(name) => (
+                    name,
+                    projects
+                        .iter()
+                        .find(|p| &p.name == name)
+                        .or_else(|| projects.iter().find(|p| &p.id == name)),
+                ),
+            };
+            (found.0.clone(), found.1.filter(usable).filter(|_| *default_domain).cloned())
+        }
+    };
+    let project = project.ok_or_else(|| {
+        KsError::unauthorized(format!("Could not find project `{key}` in domain {DOMAIN_NAME}"))
+    })?;
+    match held.get(&project.id) {
+        Some(roles) if !roles.is_empty() => Ok((project, roles.clone())),
+        _ => Err(KsError::unauthorized(format!("the user has no role on project `{key}`"))),
+    }
+}
+
+/// The role names a live session holds on its project: a store user's
+/// assignments, a config user's fixed set.
+async fn session_roles(cluster: &Cluster, s: &Session) -> Result<Vec<String>, KsError> {
+    match (&s.user_id, &s.project) {
+        (Some(user), Some(project)) => Ok(accounts::roles_on(&cluster.store, user, project).await?),
+        _ => Ok(role_names(&s.role).iter().map(|r| r.to_string()).collect()),
+    }
 }
 
 /// The subject token's session, if the caller may see it (admins see all,
 /// a user its own tokens).
-fn subject(cluster: &Cluster, h: &HeaderMap) -> Result<(String, Session), KsError> {
-    let me = caller(cluster, h)?;
+async fn subject(cluster: &Cluster, h: &HeaderMap) -> Result<(String, Session), KsError> {
+    let me = caller(cluster, h).await?;
     let token = header(h, "x-subject-token")
         .ok_or_else(|| KsError::bad_request("Expecting to find the `X-Subject-Token` header"))?;
     let s = cluster
         .auth
-        .lookup(token)
+        .lookup_live(token)
+        .await?
         .ok_or_else(|| KsError::not_found(format!("Could not find token: {token}")))?;
     if !me.is_admin() && me.user != s.user {
         return Err(KsError::forbidden("only admins may look at other users' tokens"));
@@ -760,11 +953,13 @@ async fn validate(
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, KsError> {
-    let (token, s) = subject(&cluster, &headers)?;
-    let projects = known_projects(&cluster);
+    let (token, s) = subject(&cluster, &headers).await?;
+    let projects = all_projects(&cluster).await?;
+    let roles = session_roles(&cluster, &s).await?;
     let methods = ["password".to_string()];
     let with_catalog = !q.contains_key("nocatalog");
-    let body = token_body(&token, &s, &methods, &projects, cluster.auth.ttl(), &urls, with_catalog);
+    let ttl = cluster.auth.ttl();
+    let body = token_body(&token, &s, &roles, &methods, &projects, ttl, &urls, with_catalog);
     token_response(StatusCode::OK, &token, Some(&body))
 }
 
@@ -772,7 +967,7 @@ async fn revoke(
     State(cluster): State<Arc<Cluster>>,
     headers: HeaderMap,
 ) -> Result<Response, KsError> {
-    let (token, s) = subject(&cluster, &headers)?;
+    let (token, s) = subject(&cluster, &headers).await?;
     if !cluster.auth.revoke(&token) {
         return Err(KsError::not_found(format!("Could not find token: {token}")));
     }
@@ -808,11 +1003,25 @@ async fn version(urls: Urls) -> Response {
     json_response(StatusCode::OK, &json!({"version": version_json(&urls)}))
 }
 
-/// The projects a session may see and scope to: all for admins (and with
-/// auth disabled), its tenant's for a tenant.
-fn visible(cluster: &Cluster, s: &Session) -> Vec<Project> {
-    let projects = known_projects(cluster);
-    projects_of(&projects, &s.role).into_iter().cloned().collect()
+/// The projects a session may see: all for admins (and with auth
+/// disabled), its tenant's for a config tenant, those it has a role on for
+/// a store user.
+async fn visible(cluster: &Cluster, s: &Session) -> Result<Vec<Project>, KsError> {
+    let projects = all_projects(cluster).await?;
+    match (&s.user_id, &s.role) {
+        (Some(user), Role::Tenant(_)) => user_projects_of(cluster, user, projects).await,
+        _ => Ok(projects_of(&projects, &s.role).into_iter().cloned().collect()),
+    }
+}
+
+/// The projects a store user has a role on.
+async fn user_projects_of(
+    cluster: &Cluster,
+    user: &str,
+    projects: Vec<Project>,
+) -> Result<Vec<Project>, KsError> {
+    let held = accounts::assignments_of(&cluster.store, user).await?;
+    Ok(projects.into_iter().filter(|p| held.contains_key(&p.id)).collect())
 }
 
 async fn list_projects(
@@ -821,8 +1030,9 @@ async fn list_projects(
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, KsError> {
-    let me = caller(&cluster, &headers)?;
+    let me = caller(&cluster, &headers).await?;
     let items = visible(&cluster, &me)
+        .await?
         .iter()
         .filter(|p| q.get("name").is_none_or(|n| &p.name == n))
         .filter(|p| q.get("id").is_none_or(|i| &p.id == i))
@@ -838,8 +1048,8 @@ async fn get_project(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, KsError> {
-    let me = caller(&cluster, &headers)?;
-    let projects = visible(&cluster, &me);
+    let me = caller(&cluster, &headers).await?;
+    let projects = visible(&cluster, &me).await?;
     let p = find_project(&projects, &id)
         .ok_or_else(|| KsError::not_found(format!("Could not find project: {id}.")))?;
     Ok(json_response(StatusCode::OK, &json!({"project": project_json(p, &urls)})))
@@ -851,17 +1061,21 @@ async fn user_projects(
     headers: HeaderMap,
     Path(user): Path<String>,
 ) -> Result<Response, KsError> {
-    let me = caller(&cluster, &headers)?;
-    if !me.is_admin() && me.user != user {
+    let me = caller(&cluster, &headers).await?;
+    let own = me.user == user || me.user_id.as_deref() == Some(user.as_str());
+    if !me.is_admin() && !own {
         return Err(KsError::forbidden("only admins may list other users' projects"));
     }
-    let role = match cluster.auth.user_role(&user) {
-        Some(r) => r,
-        None if !cluster.auth.enabled() => Role::Admin,
-        None => return Err(KsError::not_found(format!("Could not find user: {user}."))),
+    let projects = all_projects(&cluster).await?;
+    let mine = match cluster.auth.user_role(&user) {
+        Some(role) => projects_of(&projects, &role).into_iter().cloned().collect(),
+        None => match accounts::get_user(&cluster.store, &user).await? {
+            Some(u) => user_projects_of(&cluster, &u.id, projects).await?,
+            None if !cluster.auth.enabled() => projects,
+            None => return Err(KsError::not_found(format!("Could not find user: {user}."))),
+        },
     };
-    let projects = known_projects(&cluster);
-    let items = projects_of(&projects, &role).into_iter().map(|p| project_json(p, &urls)).collect();
+    let items = mine.iter().map(|p| project_json(p, &urls)).collect();
     Ok(collection("projects", items, format!("{}/v3/users/{user}/projects", urls.identity)))
 }
 
@@ -870,8 +1084,8 @@ async fn auth_projects(
     urls: Urls,
     headers: HeaderMap,
 ) -> Result<Response, KsError> {
-    let me = caller(&cluster, &headers)?;
-    let items = visible(&cluster, &me).iter().map(|p| project_json(p, &urls)).collect();
+    let me = caller(&cluster, &headers).await?;
+    let items = visible(&cluster, &me).await?.iter().map(|p| project_json(p, &urls)).collect();
     Ok(collection("projects", items, format!("{}/v3/auth/projects", urls.identity)))
 }
 
@@ -893,7 +1107,7 @@ async fn list_domains(
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, KsError> {
-    caller(&cluster, &headers)?;
+    caller(&cluster, &headers).await?;
     let wanted = q.get("name").is_none_or(|n| n == DOMAIN_NAME);
     let items = if wanted { vec![domain_json(&urls)] } else { Vec::new() };
     Ok(collection("domains", items, format!("{}/v3/domains", urls.identity)))
@@ -905,7 +1119,7 @@ async fn get_domain(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, KsError> {
-    caller(&cluster, &headers)?;
+    caller(&cluster, &headers).await?;
     if id != DOMAIN_ID {
         return Err(KsError::not_found(format!("Could not find domain: {id}.")));
     }
@@ -918,7 +1132,7 @@ async fn list_roles(
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, KsError> {
-    caller(&cluster, &headers)?;
+    caller(&cluster, &headers).await?;
     let items = role_names(&Role::Admin)
         .iter()
         .filter(|r| q.get("name").is_none_or(|n| n == *r))
@@ -933,12 +1147,350 @@ async fn get_role(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, KsError> {
-    caller(&cluster, &headers)?;
+    caller(&cluster, &headers).await?;
     let name = role_names(&Role::Admin)
         .iter()
         .find(|r| **r == id)
         .ok_or_else(|| KsError::not_found(format!("Could not find role: {id}.")))?;
     Ok(json_response(StatusCode::OK, &json!({"role": role_json(name, &urls)})))
+}
+
+// ------------------------------------------------- the admin API (writes)
+
+/// The request body's object `key` (`{"project": {...}}`).
+fn body_object(body: &Bytes, key: &str) -> Result<Value, KsError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| KsError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    Ok(object(&v, "", key)?.clone())
+}
+
+/// An optional string member, `null` counting as absent.
+fn opt_string(v: &Value, path: &str, key: &str) -> Result<Option<String>, KsError> {
+    match member(v, path, key)? {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(KsError::bad_request(format!("`{path}.{key}` must be a string"))),
+    }
+}
+
+fn opt_bool(v: &Value, path: &str, key: &str) -> Result<Option<bool>, KsError> {
+    match member(v, path, key)? {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(KsError::bad_request(format!("`{path}.{key}` must be a boolean"))),
+    }
+}
+
+/// A required name of at most `max` characters.
+fn name_of(v: &Value, path: &str, max: usize) -> Result<String, KsError> {
+    let name = string(v, path, "name")?.ok_or_else(|| {
+        KsError::bad_request(format!("Expecting to find `{path}.name` in the request"))
+    })?;
+    if name.chars().count() > max || name.trim().is_empty() {
+        return Err(KsError::bad_request(format!(
+            "`{path}.name` must be 1 to {max} characters, not all blank"
+        )));
+    }
+    Ok(name)
+}
+
+/// 404 unless `domain_id` (when given) is the one domain.
+fn only_default_domain(v: &Value, path: &str) -> Result<(), KsError> {
+    match opt_string(v, path, "domain_id")? {
+        Some(d) if d != DOMAIN_ID => {
+            Err(KsError::not_found(format!("Could not find domain: {d}.")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn created(key: &str, item: Value) -> Response {
+    json_response(StatusCode::CREATED, &json!({ key: item }))
+}
+
+async fn create_project(
+    State(cluster): State<Arc<Cluster>>,
+    urls: Urls,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, KsError> {
+    admin(&cluster, &headers, "identity:create_project").await?;
+    let p = body_object(&body, "project")?;
+    let name = name_of(&p, "project", 64)?;
+    only_default_domain(&p, "project")?;
+    if opt_bool(&p, "project", "is_domain")? == Some(true) {
+        return Err(KsError::bad_request("`project.is_domain`: only the default domain exists"));
+    }
+    if let Some(parent) = opt_string(&p, "project", "parent_id")?.filter(|id| id != DOMAIN_ID) {
+        return Err(KsError::bad_request(format!(
+            "`project.parent_id` {parent}: projects are not nested here"
+        )));
+    }
+    let description = opt_string(&p, "project", "description")?.unwrap_or_default();
+    let enabled = opt_bool(&p, "project", "enabled")?.unwrap_or(true);
+    // A config project's name or id, taken as a scope name, would be ambiguous.
+    if known_projects(&cluster).iter().any(|k| k.name == name || k.id == name) {
+        return Err(KsError::conflict(format!(
+            "Duplicate entry found with name {name} at domain ID {DOMAIN_ID}."
+        )));
+    }
+    let made = accounts::create_project(&cluster.store, &name, &description, enabled).await?;
+    tracing::info!(id = made.id, name, "keystone project created");
+    Ok(created("project", project_json(&made.into(), &urls)))
+}
+
+async fn delete_project(
+    State(cluster): State<Arc<Cluster>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, KsError> {
+    admin(&cluster, &headers, "identity:delete_project").await?;
+    if known_projects(&cluster).iter().any(|p| p.id == id) {
+        return Err(KsError::forbidden(format!(
+            "project {id} is in the cluster's config file: remove it there"
+        )));
+    }
+    accounts::delete_project(&cluster.store, &id).await?;
+    tracing::info!(id, "keystone project deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn user_json(u: &accounts::StoredUser, urls: &Urls) -> Value {
+    let mut j = json!({
+        "id": u.id,
+        "name": u.name,
+        "domain_id": DOMAIN_ID,
+        "enabled": u.enabled,
+        "password_expires_at": null,
+        "options": {},
+        "links": {"self": format!("{}/v3/users/{}", urls.identity, u.id)},
+    });
+    for (key, v) in [
+        ("default_project_id", &u.default_project_id),
+        ("description", &u.description),
+        ("email", &u.email),
+    ] {
+        if let Some(v) = v {
+            j[key] = json!(v);
+        }
+    }
+    j
+}
+
+/// A config user as the API shows it: its id is its name.
+fn config_user_json(name: &str, role: &Role, urls: &Urls) -> Value {
+    let mut j = json!({
+        "id": name,
+        "name": name,
+        "domain_id": DOMAIN_ID,
+        "enabled": true,
+        "password_expires_at": null,
+        "options": {},
+        "links": {"self": format!("{}/v3/users/{name}", urls.identity)},
+    });
+    if let Role::Tenant(t) = role {
+        j["default_project_id"] = json!(t);
+    }
+    j
+}
+
+async fn create_user(
+    State(cluster): State<Arc<Cluster>>,
+    urls: Urls,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, KsError> {
+    admin(&cluster, &headers, "identity:create_user").await?;
+    let u = body_object(&body, "user")?;
+    let name = name_of(&u, "user", 255)?;
+    only_default_domain(&u, "user")?;
+    if cluster.auth.user_role(&name).is_some() {
+        return Err(KsError::conflict(format!(
+            "Duplicate entry found with name {name} at domain ID {DOMAIN_ID}."
+        )));
+    }
+    let password = opt_string(&u, "user", "password")?;
+    let user = accounts::StoredUser {
+        id: String::new(),
+        name: name.clone(),
+        enabled: opt_bool(&u, "user", "enabled")?.unwrap_or(true),
+        default_project_id: opt_string(&u, "user", "default_project_id")?,
+        description: opt_string(&u, "user", "description")?,
+        email: opt_string(&u, "user", "email")?,
+        // PBKDF2 takes tens of milliseconds: off the async workers.
+        password: match password {
+            Some(pw) => Some(
+                tokio::task::spawn_blocking(move || accounts::PasswordHash::new(&pw))
+                    .await
+                    .map_err(|_| {
+                        KsError::new(StatusCode::INTERNAL_SERVER_ERROR, "hashing failed")
+                    })?,
+            ),
+            None => None,
+        },
+    };
+    let made = accounts::create_user(&cluster.store, user).await?;
+    tracing::info!(id = made.id, name, "keystone user created");
+    Ok(created("user", user_json(&made, &urls)))
+}
+
+async fn list_users(
+    State(cluster): State<Arc<Cluster>>,
+    urls: Urls,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, KsError> {
+    admin(&cluster, &headers, "identity:list_users").await?;
+    let mut items: Vec<Value> = cluster
+        .auth
+        .user_names()
+        .filter_map(|n| Some((n, cluster.auth.user_role(n)?)))
+        .map(|(n, role)| config_user_json(n, &role, &urls))
+        .collect();
+    let stored = accounts::list_users(&cluster.store).await?;
+    items.extend(stored.iter().map(|u| user_json(u, &urls)));
+    items.retain(|u| q.get("name").is_none_or(|n| u["name"] == json!(n)));
+    items.retain(|_| q.get("domain_id").is_none_or(|d| d == DOMAIN_ID));
+    Ok(collection("users", items, format!("{}/v3/users", urls.identity)))
+}
+
+async fn get_user(
+    State(cluster): State<Arc<Cluster>>,
+    urls: Urls,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, KsError> {
+    let me = caller(&cluster, &headers).await?;
+    let own = me.user == id || me.user_id.as_deref() == Some(id.as_str());
+    if !me.is_admin() && !own {
+        return Err(KsError::forbidden(
+            "You are not authorized to perform the requested action: identity:get_user.",
+        ));
+    }
+    let item = match cluster.auth.user_role(&id) {
+        Some(role) => config_user_json(&id, &role, &urls),
+        None => {
+            let u = accounts::get_user(&cluster.store, &id)
+                .await?
+                .ok_or_else(|| KsError::not_found(format!("Could not find user: {id}.")))?;
+            user_json(&u, &urls)
+        }
+    };
+    Ok(json_response(StatusCode::OK, &json!({ "user": item })))
+}
+
+async fn delete_user(
+    State(cluster): State<Arc<Cluster>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, KsError> {
+    admin(&cluster, &headers, "identity:delete_user").await?;
+    if cluster.auth.user_role(&id).is_some() {
+        return Err(KsError::forbidden(format!(
+            "user {id} is in the cluster's config file: remove it there"
+        )));
+    }
+    accounts::delete_user(&cluster.store, &id).await?;
+    tracing::info!(id, "keystone user deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The project, store user and role of an assignment path, each checked
+/// (404 naming the one missing). Config users' roles come from the config
+/// file: 403.
+async fn assignment(
+    cluster: &Cluster,
+    project: &str,
+    user: &str,
+    role: &str,
+) -> Result<(Project, accounts::StoredUser, &'static str), KsError> {
+    let role = role_names(&Role::Admin)
+        .iter()
+        .find(|r| **r == role)
+        .ok_or_else(|| KsError::not_found(format!("Could not find role: {role}.")))?;
+    let projects = all_projects(cluster).await?;
+    let p = projects
+        .into_iter()
+        .find(|p| p.id == project)
+        .ok_or_else(|| KsError::not_found(format!("Could not find project: {project}.")))?;
+    if cluster.auth.user_role(user).is_some() {
+        return Err(KsError::forbidden(format!(
+            "user {user} is in the cluster's config file: its role is set there"
+        )));
+    }
+    let u = accounts::get_user(&cluster.store, user)
+        .await?
+        .ok_or_else(|| KsError::not_found(format!("Could not find user: {user}.")))?;
+    Ok((p, u, role))
+}
+
+type AssignmentPath = Path<(String, String, String)>;
+
+async fn assign_role(
+    State(cluster): State<Arc<Cluster>>,
+    headers: HeaderMap,
+    Path((project, user, role)): AssignmentPath,
+) -> Result<Response, KsError> {
+    admin(&cluster, &headers, "identity:create_grant").await?;
+    let (p, u, role) = assignment(&cluster, &project, &user, &role).await?;
+    accounts::assign(&cluster.store, &u.id, &p.id, role, p.stored).await?;
+    tracing::info!(user = u.name, project = p.id, role, "keystone role assigned");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn check_role(
+    State(cluster): State<Arc<Cluster>>,
+    headers: HeaderMap,
+    Path((project, user, role)): AssignmentPath,
+) -> Result<Response, KsError> {
+    admin(&cluster, &headers, "identity:check_grant").await?;
+    let (p, u, role) = assignment(&cluster, &project, &user, &role).await?;
+    let held = accounts::roles_on(&cluster.store, &u.id, &p.id).await?;
+    if !held.iter().any(|r| r == role) {
+        return Err(KsError::not_found(format!(
+            "Could not find role assignment with role: {role}, user or group: {user}, project, domain, or system: {project}."
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn unassign_role(
+    State(cluster): State<Arc<Cluster>>,
+    headers: HeaderMap,
+    Path((project, user, role)): AssignmentPath,
+) -> Result<Response, KsError> {
+    admin(&cluster, &headers, "identity:revoke_grant").await?;
+    let (p, u, role) = assignment(&cluster, &project, &user, &role).await?;
+    accounts::unassign(&cluster.store, &u.id, &p.id, role).await?;
+    tracing::info!(user = u.name, project = p.id, role, "keystone role unassigned");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_user_roles(
+    State(cluster): State<Arc<Cluster>>,
+    urls: Urls,
+    headers: HeaderMap,
+    Path((project, user)): Path<(String, String)>,
+) -> Result<Response, KsError> {
+    admin(&cluster, &headers, "identity:list_grants").await?;
+    let roles: Vec<String> = match cluster.auth.user_role(&user) {
+        Some(role) => {
+            let projects = known_projects(&cluster);
+            let on = projects_of(&projects, &role).iter().any(|p| p.id == project);
+            if on {
+                role_names(&role).iter().map(|r| r.to_string()).collect()
+            } else {
+                Vec::new()
+            }
+        }
+        None => {
+            let (p, u, _) = assignment(&cluster, &project, &user, "member").await?;
+            accounts::roles_on(&cluster.store, &u.id, &p.id).await?
+        }
+    };
+    let items = roles.iter().map(|r| role_json(r, &urls)).collect();
+    let at = format!("{}/v3/projects/{project}/users/{user}/roles", urls.identity);
+    Ok(collection("roles", items, at))
 }
 
 #[cfg(test)]
@@ -1060,8 +1612,8 @@ mod tests {
 
     fn projects() -> Vec<Project> {
         vec![
-            Project { id: "admin".into(), name: "admin".into() },
-            Project { id: "t1".into(), name: "Tenant One".into() },
+            Project::new("admin", "admin"),
+            Project::new("t1", "Tenant One"),
             Project::unnamed("t2"),
         ]
     }
@@ -1188,8 +1740,10 @@ mod tests {
             role: Role::Tenant("t1".into()),
             expires,
             project: Some("t1".into()),
+            user_id: None,
         };
-        let b = token_body("tok", &s, &["password".into()], &projects(), ttl, &urls, true);
+        let roles = ["member".to_string(), "reader".to_string()];
+        let b = token_body("tok", &s, &roles, &["password".into()], &projects(), ttl, &urls, true);
         let t = &b["token"];
         assert_eq!(t["expires_at"], "2000-01-01T01:00:00.000000Z");
         assert_eq!(t["issued_at"], "2000-01-01T00:00:00.000000Z");
@@ -1225,10 +1779,16 @@ mod tests {
             && e["region"] == "RegionOne"));
         assert_eq!(cat[1]["endpoints"][0]["url"], "http://h:9696/identity");
         // Without the catalog; and an admin from /login is unscoped.
-        let b = token_body("tok", &s, &["password".into()], &projects(), ttl, &urls, false);
+        let b = token_body("tok", &s, &roles, &["password".into()], &projects(), ttl, &urls, false);
         assert!(b["token"].get("catalog").is_none());
-        let login = Session { user: "admin".into(), role: Role::Admin, expires, project: None };
-        let b = token_body("tok", &login, &["password".into()], &projects(), ttl, &urls, true);
+        let login = Session {
+            user: "admin".into(),
+            role: Role::Admin,
+            expires,
+            project: None,
+            user_id: None,
+        };
+        let b = token_body("tok", &login, &[], &["password".into()], &projects(), ttl, &urls, true);
         assert!(b["token"].get("project").is_none() && b["token"].get("catalog").is_none());
     }
 

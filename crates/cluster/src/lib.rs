@@ -53,6 +53,7 @@
 //! different explicit `tenantId` is 403). Hosts and tunnel zones are
 //! admin-only (403).
 
+pub mod accounts;
 pub mod agent_input;
 pub mod api;
 pub mod auth;
@@ -94,9 +95,11 @@ pub struct Cluster {
 impl Cluster {
     /// Wraps an open store.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Arc<Cluster> {
+        let auth = auth::Auth::new(&config.auth);
+        auth.attach_store(store.clone());
         Arc::new(Cluster {
             store,
-            auth: auth::Auth::new(&config.auth),
+            auth,
             config,
             metrics: metrics::Metrics::new(),
             create_lock: tokio::sync::Mutex::new(()),

@@ -355,3 +355,260 @@ fn an_external_keystone_vouches_for_its_tokens() {
         .expect(204);
     Api::new(&c.url(), Some(alice)).get("/bridges").expect(200);
 }
+
+/// The Neutron API on the main port, with a token.
+fn neutron(c: &TestCluster, token: &str) -> Api {
+    Api::new(&format!("{}/neutron", root(c)), Some(token.to_string()))
+}
+
+/// A token for a store user, scoped to a project by id.
+#[track_caller]
+fn login_to(c: &TestCluster, user: &str, password: &str, project: &str) -> (String, Value) {
+    let scope = json!({"project": {"id": project}});
+    let r = tokens(c, &password_auth(user, password, Some(scope))).expect(201);
+    (r.header("x-subject-token").expect("X-Subject-Token").to_string(), r.body["token"].clone())
+}
+
+/// What tempest's dynamic credentials do for each test class: a project,
+/// a user with a password, a role on the project, a token for the user.
+#[test]
+fn admins_make_projects_users_and_role_assignments() {
+    let c = cluster();
+    let (admin, _) = login(&c, "admin", None);
+    let admin_ks = ks(&c, &admin);
+    let r = admin_ks
+        .post(
+            "/v3/projects",
+            &json!({"project": {"name": "dyn-1", "description": "d",
+            "domain_id": "default"}}),
+        )
+        .expect(201);
+    let p = r.body["project"].clone();
+    let pid = p["id"].as_str().expect("id").to_string();
+    assert_eq!(pid.len(), 32, "{p}");
+    assert_eq!((p["name"].as_str(), p["description"].as_str()), (Some("dyn-1"), Some("d")));
+    assert_eq!((p["domain_id"].as_str(), p["enabled"].as_bool()), (Some("default"), Some(true)));
+    assert_eq!(admin_ks.ok(&format!("/v3/projects/{pid}"))["project"], p);
+    assert!(names(&admin_ks.ok("/v3/projects")["projects"]).contains(&"dyn-1".to_string()));
+    let r = admin_ks
+        .post(
+            "/v3/users",
+            &json!({"user": {"name": "dyn-1-project", "password": "s3cret",
+            "domain_id": "default", "email": "x@example.org"}}),
+        )
+        .expect(201);
+    let u = r.body["user"].clone();
+    let uid = u["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        (u["name"].as_str(), u["domain_id"].as_str()),
+        (Some("dyn-1-project"), Some("default"))
+    );
+    assert!(u.get("password").is_none() && !r.text.contains("s3cret"), "{}", r.text);
+    assert_eq!(admin_ks.ok(&format!("/v3/users/{uid}"))["user"], u);
+    assert_eq!(admin_ks.ok("/v3/users?name=dyn-1-project")["users"][0]["id"], json!(uid));
+    assert_eq!(admin_ks.ok("/v3/users?name=alice")["users"][0]["id"], "alice");
+    // The password is stored salted and hashed, never as sent.
+    assert!(common::dump(&c).iter().all(|(_, v)| !String::from_utf8_lossy(v).contains("s3cret")));
+    // No role yet: no token.
+    let scope = json!({"project": {"id": pid}});
+    keystone_error(&tokens(&c, &password_auth("dyn-1-project", "s3cret", Some(scope))), 401);
+    // Roles as tempest finds them: listed, picked by name, assigned by id.
+    let roles = admin_ks.ok("/v3/roles?name=member")["roles"].clone();
+    let member = roles[0]["id"].as_str().expect("member role").to_string();
+    let grant = format!("/v3/projects/{pid}/users/{uid}/roles/{member}");
+    admin_ks.put(&grant, &json!(null)).expect(204);
+    admin_ks.put(&grant, &json!(null)).expect(204);
+    admin_ks.raw("HEAD", &grant, &[], None).expect(204);
+    let on = admin_ks.ok(&format!("/v3/projects/{pid}/users/{uid}/roles"));
+    assert_eq!(names(&on["roles"]), ["member"]);
+    keystone_error(
+        &admin_ks.put(&format!("/v3/projects/{pid}/users/{uid}/roles/nope"), &json!(null)),
+        404,
+    );
+    keystone_error(
+        &admin_ks.put(&format!("/v3/projects/nope/users/{uid}/roles/member"), &json!(null)),
+        404,
+    );
+    keystone_error(
+        &admin_ks.put(&format!("/v3/projects/{pid}/users/nope/roles/member"), &json!(null)),
+        404,
+    );
+    // Log in by name (and user domain), scoped by project name, as tempest does.
+    let (token, t) = login_to(&c, "dyn-1-project", "s3cret", &pid);
+    assert_eq!(t["user"]["id"], json!(uid));
+    assert_eq!(t["user"]["name"], "dyn-1-project");
+    assert_eq!(t["project"]["name"], "dyn-1");
+    assert_eq!(names(&t["roles"]), ["member"]);
+    let r = tokens(&c, &password_auth("dyn-1-project", "s3cret", Some(project_name("dyn-1"))));
+    assert_eq!(r.expect(201).body["token"]["project"]["id"], json!(pid));
+    let r = tokens(&c, &password_auth("dyn-1-project", "wrong", Some(project_name("dyn-1"))));
+    keystone_error(&r, 401);
+    // The token validates with the same body, and lists its project.
+    let r = ks(&c, &admin)
+        .raw("GET", "/v3/auth/tokens", &[("X-Subject-Token", &token)], None)
+        .expect(200);
+    for key in ["user", "project", "roles"] {
+        assert_eq!(r.body["token"][key], t[key], "{key}");
+    }
+    let mine = ks(&c, &token);
+    assert_eq!(names(&mine.ok("/v3/auth/projects")["projects"]), ["dyn-1"]);
+    assert_eq!(names(&mine.ok("/v3/projects")["projects"]), ["dyn-1"]);
+    assert_eq!(names(&mine.ok(&format!("/v3/users/{uid}/projects"))["projects"]), ["dyn-1"]);
+    assert_eq!(names(&admin_ks.ok(&format!("/v3/users/{uid}/projects"))["projects"]), ["dyn-1"]);
+    // On the Neutron API the token is a tenant of its project.
+    let net = neutron(&c, &token)
+        .post("/v2.0/networks", &json!({"network": {"name": "dyn-net"}}))
+        .expect(201)
+        .body;
+    assert_eq!(net["network"]["project_id"], json!(pid));
+    let nid = net["network"]["id"].as_str().expect("id").to_string();
+    let (alice, _) = login(&c, "alice", None);
+    neutron(&c, &alice).get(&format!("/v2.0/networks/{nid}")).expect(404);
+    assert_eq!(neutron(&c, &alice).ok("/v2.0/networks")["networks"], json!([]));
+    assert_eq!(neutron(&c, &token).ok("/v2.0/networks")["networks"][0]["id"], json!(nid));
+    // An `admin` role makes an admin: it sees alice's network too.
+    neutron(&c, &alice)
+        .post("/v2.0/networks", &json!({"network": {"name": "alice-net"}}))
+        .expect(201);
+    let r = admin_ks
+        .post("/v3/users", &json!({"user": {"name": "dyn-1-admin", "password": "pw2"}}))
+        .expect(201);
+    let aid = r.body["user"]["id"].as_str().expect("id").to_string();
+    admin_ks.put(&format!("/v3/projects/{pid}/users/{aid}/roles/admin"), &json!(null)).expect(204);
+    let (dyn_admin, t) = login_to(&c, "dyn-1-admin", "pw2", &pid);
+    assert_eq!(names(&t["roles"]), ["admin"]);
+    assert_eq!(neutron(&c, &dyn_admin).count_in("/v2.0/networks", "networks"), 2);
+    ks(&c, &dyn_admin)
+        .post("/v3/projects", &json!({"project": {"name": "by-dyn-admin"}}))
+        .expect(201);
+    // A store user may also hold a role on a config project.
+    admin_ks
+        .put(&format!("/v3/projects/tenant-b/users/{uid}/roles/reader"), &json!(null))
+        .expect(204);
+    let (on_b, t) = login_to(&c, "dyn-1-project", "s3cret", "tenant-b");
+    assert_eq!(names(&t["roles"]), ["reader"]);
+    assert_eq!(
+        neutron(&c, &on_b)
+            .post("/v2.0/networks", &json!({"network": {"name": "b"}}))
+            .expect(201)
+            .body["network"]["project_id"],
+        "tenant-b"
+    );
+    // Taking the role away stops the token on that project only.
+    admin_ks.delete(&format!("/v3/projects/tenant-b/users/{uid}/roles/reader")).expect(204);
+    keystone_error(
+        &admin_ks.delete(&format!("/v3/projects/tenant-b/users/{uid}/roles/reader")),
+        404,
+    );
+    neutron(&c, &on_b).get("/v2.0/networks").expect(401);
+    neutron(&c, &token).get("/v2.0/networks").expect(200);
+}
+
+#[test]
+fn identity_writes_are_for_admins_and_names_are_unique() {
+    let c = cluster();
+    let (admin, _) = login(&c, "admin", None);
+    let (alice, _) = login(&c, "alice", None);
+    let admin_ks = ks(&c, &admin);
+    let alice_ks = ks(&c, &alice);
+    let pid = admin_ks.post("/v3/projects", &json!({"project": {"name": "p"}})).expect(201).body
+        ["project"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let uid = admin_ks
+        .post("/v3/users", &json!({"user": {"name": "u", "password": "pw"}}))
+        .expect(201)
+        .body["user"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    admin_ks.put(&format!("/v3/projects/{pid}/users/{uid}/roles/member"), &json!(null)).expect(204);
+    let (member, _) = login_to(&c, "u", "pw", &pid);
+    // A member (config or store) gets Keystone's 403.
+    for who in [&alice_ks, &ks(&c, &member)] {
+        let r = who.post("/v3/projects", &json!({"project": {"name": "q"}}));
+        keystone_error(&r, 403);
+        assert!(r.text.contains("identity:create_project"), "{}", r.text);
+        keystone_error(&who.post("/v3/users", &json!({"user": {"name": "v"}})), 403);
+        keystone_error(&who.delete(&format!("/v3/users/{uid}")), 403);
+        keystone_error(&who.delete(&format!("/v3/projects/{pid}")), 403);
+        keystone_error(
+            &who.put(&format!("/v3/projects/{pid}/users/{uid}/roles/admin"), &json!(null)),
+            403,
+        );
+        keystone_error(&who.get("/v3/users"), 403);
+    }
+    // Duplicates, against the store's names and the config's: 409.
+    for name in ["p", "Tenant A", "tenant-b", "admin"] {
+        keystone_error(&admin_ks.post("/v3/projects", &json!({"project": {"name": name}})), 409);
+    }
+    for name in ["u", "alice", "admin"] {
+        keystone_error(&admin_ks.post("/v3/users", &json!({"user": {"name": name}})), 409);
+    }
+    // Malformed bodies name the field; other domains do not exist.
+    let r = admin_ks.post("/v3/projects", &json!({"project": {}}));
+    keystone_error(&r, 400);
+    assert!(r.text.contains("project.name"), "{}", r.text);
+    keystone_error(&admin_ks.post("/v3/users", &json!({"user": {"name": 3}})), 400);
+    keystone_error(&admin_ks.post("/v3/users", &json!({"name": "x"})), 400);
+    keystone_error(
+        &admin_ks.post("/v3/projects", &json!({"project": {"name": "x", "domain_id": "other"}})),
+        404,
+    );
+    // The config stays the config.
+    keystone_error(&admin_ks.delete("/v3/users/alice"), 403);
+    keystone_error(&admin_ks.delete("/v3/projects/tenant-a"), 403);
+    keystone_error(
+        &admin_ks.put(&format!("/v3/projects/{pid}/users/alice/roles/admin"), &json!(null)),
+        403,
+    );
+    keystone_error(&admin_ks.delete("/v3/users/nope"), 404);
+    keystone_error(&admin_ks.delete("/v3/projects/nope"), 404);
+}
+
+#[test]
+fn deleting_a_user_or_project_stops_its_tokens() {
+    let c = cluster();
+    let (admin, _) = login(&c, "admin", None);
+    let admin_ks = ks(&c, &admin);
+    let make = |kind: &str, body: Value| -> String {
+        let r = admin_ks.post(&format!("/v3/{kind}s"), &json!({ kind: body })).expect(201);
+        r.body[kind]["id"].as_str().expect("id").to_string()
+    };
+    let p1 = make("project", json!({"name": "p1"}));
+    let p2 = make("project", json!({"name": "p2"}));
+    let u1 = make("user", json!({"name": "u1", "password": "pw"}));
+    let u2 = make("user", json!({"name": "u2", "password": "pw", "default_project_id": p2}));
+    for (u, p) in [(&u1, &p1), (&u2, &p2)] {
+        admin_ks.put(&format!("/v3/projects/{p}/users/{u}/roles/member"), &json!(null)).expect(204);
+    }
+    let (t1, _) = login_to(&c, "u1", "pw", &p1);
+    // Unscoped: the default project.
+    let r = tokens(&c, &password_auth("u2", "pw", None)).expect(201);
+    assert_eq!(r.body["token"]["project"]["id"], json!(p2));
+    let t2 = r.header("x-subject-token").expect("token").to_string();
+    neutron(&c, &t1).get("/v2.0/networks").expect(200);
+    neutron(&c, &t2).get("/v2.0/networks").expect(200);
+    // Deleting the user: 204, its tokens refused everywhere, its name free.
+    admin_ks.delete(&format!("/v3/users/{u1}")).expect(204);
+    keystone_error(&admin_ks.delete(&format!("/v3/users/{u1}")), 404);
+    keystone_error(&admin_ks.get(&format!("/v3/users/{u1}")), 404);
+    neutron(&c, &t1).get("/v2.0/networks").expect(401);
+    Api::new(&c.url(), Some(t1.clone())).get("/bridges").expect(401);
+    keystone_error(&ks(&c, &t1).get("/v3/auth/projects"), 401);
+    keystone_error(
+        &ks(&c, &admin).raw("GET", "/v3/auth/tokens", &[("X-Subject-Token", &t1)], None),
+        404,
+    );
+    let rescope = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": t1}}}});
+    keystone_error(&tokens(&c, &rescope), 401);
+    keystone_error(&tokens(&c, &password_auth("u1", "pw", None)), 401);
+    make("user", json!({"name": "u1"}));
+    // Deleting the project: its assignments go, and its tokens stop.
+    admin_ks.delete(&format!("/v3/projects/{p2}")).expect(204);
+    keystone_error(&admin_ks.get(&format!("/v3/projects/{p2}")), 404);
+    neutron(&c, &t2).get("/v2.0/networks").expect(401);
+    assert!(!names(&admin_ks.ok("/v3/projects")["projects"]).contains(&"p2".to_string()));
+    make("project", json!({"name": "p2"}));
+}
