@@ -1,29 +1,41 @@
 #!/usr/bin/env bash
 # Runs OpenStack tempest's Neutron API tests (tempest.api.network, tempest
 # 47.0.0, pinned) against a running cluster, logging in at its
-# Keystone-compatible identity endpoint with pre-provisioned accounts
-# (the identity endpoint serves the config's users; it cannot create any).
+# Keystone-compatible identity endpoint, with pre-provisioned accounts or
+# (TEMPEST_CREDENTIALS=dynamic) with tempest's default dynamic
+# credentials: a project and users made per test class over the identity
+# admin API, deleted afterwards.
 #
 #   tests/tempest/run.sh AUTH_URL PUBLIC_NETWORK_ID
 #
 #   AUTH_URL           the identity endpoint, e.g. http://127.0.0.1:8181/neutron/identity/v3
 #   PUBLIC_NETWORK_ID  an external network with an IPv4 subnet (floating IPs, gateways)
 #
-# The cluster must have these users (password: the name followed by "pw"):
-# demo and demor (reader) in project demo, alt and altr (reader) in project
-# alt, admin and admin2 (admins). Exits non-zero if any test fails; tests
-# for extensions the server does not list are skipped by tempest itself.
+# With pre-provisioned accounts the cluster must have these users
+# (password: the name followed by "pw"): demo and demor (reader) in project
+# demo, alt and altr (reader) in project alt, admin and admin2 (admins).
+# Dynamic credentials need only admin/adminpw in project admin. Exits
+# non-zero if any test fails; tests for extensions the server does not list
+# are skipped by tempest itself.
 #
 # Environment:
 #   TEMPEST_VENV  venv directory (default /tmp/midonet-rs-tempest-venv);
 #                 created on first use (needs PyPI), reused afterwards.
 #   TEMPEST_REGEX tests to run (default ^tempest\.api\.network)
+#   TEMPEST_CREDENTIALS  accounts (default) or dynamic
+#   TEMPEST_CONCURRENCY  test workers (default 1)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 auth_url="${1:?usage: run.sh AUTH_URL PUBLIC_NETWORK_ID}"
 public_net="${2:?usage: run.sh AUTH_URL PUBLIC_NETWORK_ID}"
 venv="${TEMPEST_VENV:-/tmp/midonet-rs-tempest-venv}"
 regex="${TEMPEST_REGEX:-^tempest\.api\.network}"
+credentials="${TEMPEST_CREDENTIALS:-accounts}"
+concurrency="${TEMPEST_CONCURRENCY:-1}"
+case "$credentials" in
+  accounts | dynamic) ;;
+  *) echo "run.sh: TEMPEST_CREDENTIALS must be accounts or dynamic, not $credentials" >&2; exit 2 ;;
+esac
 
 marker="$venv/.midonet-rs-tempest-v1"
 if [ ! -f "$marker" ]; then
@@ -63,12 +75,22 @@ extensions="$(curl -sf "${auth_url%/identity/v3}/v2.0/extensions" -H "X-Auth-Tok
 )" | python3 -c 'import json, sys; print(",".join(e["alias"] for e in json.load(sys.stdin)["extensions"]))')"
 [ -n "$extensions" ] || { echo "run.sh: could not read the server's extensions" >&2; exit 1; }
 
+if [ "$credentials" = dynamic ]; then
+  auth_section="use_dynamic_credentials = True
+admin_username = admin
+admin_password = adminpw
+admin_project_name = admin
+admin_domain_name = Default"
+else
+  auth_section="use_dynamic_credentials = False
+test_accounts_file = $accounts"
+fi
+
 cat >"$ws/etc/tempest.conf" <<CONF
 [DEFAULT]
 log_file = tempest.log
 [auth]
-use_dynamic_credentials = False
-test_accounts_file = $accounts
+$auth_section
 create_isolated_networks = False
 default_credentials_domain_name = Default
 [identity]
@@ -95,7 +117,7 @@ CONF
 
 cd "$ws"
 status=0
-"$venv/bin/tempest" run --regex "$regex" --exclude-list "$here/exclude.txt" --concurrency 1 >"$ws/out.txt" 2>&1 || status=$?
+"$venv/bin/tempest" run --regex "$regex" --exclude-list "$here/exclude.txt" --concurrency "$concurrency" >"$ws/out.txt" 2>&1 || status=$?
 grep -E '\.\.\. (FAILED|ok|SKIPPED)' "$ws/out.txt" | sed -E 's/^\{[0-9]+\} //; s/ \[[0-9.]+s\]//' || true
 sed -n '/^Totals/,/^Sum of/p' "$ws/out.txt"
 if [ "$status" -ne 0 ]; then
