@@ -77,7 +77,8 @@ fn tempest_network_api_tests_pass() {
     let public = json!({"network": {"name": "public", "router:external": true}});
     let public = admin.post("/v2.0/networks", &public).expect(201).body;
     let public = public["network"]["id"].as_str().expect("network id").to_string();
-    let subnet = json!({"subnet": {"network_id": public, "ip_version": 4, "cidr": "172.24.4.0/24"}});
+    let subnet =
+        json!({"subnet": {"network_id": public, "ip_version": 4, "cidr": "172.24.4.0/24"}});
     admin.post("/v2.0/subnets", &subnet).expect(201);
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/tempest/run.sh");
