@@ -5,7 +5,7 @@
 //! the network endpoint in the token's catalog, as a cloud's users do.
 //!
 //! Also OpenStack's own API tests: tempest 47.0.0's `tempest.api.network`
-//! (tests/tempest/run.sh), with pre-provisioned accounts.
+//! (tests/tempest/run.sh), with tempest's default dynamic credentials.
 //!
 //! Needs PyPI on first run (scripts/test.sh installs python3-venv). They
 //! always run and fail when they cannot, unless `MIDONET_SKIP_PY=1` says
@@ -53,23 +53,11 @@ fn tempest_network_api_tests_pass() {
         midonet_testkit::skip::record("cluster::openstack_cli tempest", "MIDONET_SKIP_PY");
         return;
     }
-    // The accounts tests/tempest/run.sh gives tempest.
+    // Tempest's default credentials: it logs in as this admin and makes a
+    // project and users for each test class over the identity API.
     let mut cfg = Config::default();
     cfg.auth.enabled = true;
-    cfg.auth.users = [
-        ("demo", Some("demo")),
-        ("demor", Some("demo")),
-        ("alt", Some("alt")),
-        ("altr", Some("alt")),
-        ("admin", None),
-        ("admin2", None),
-    ]
-    .iter()
-    .map(|(name, project)| {
-        let role = if project.is_some() { RoleName::Tenant } else { RoleName::Admin };
-        UserConfig::new(name, &format!("{name}pw"), role, *project)
-    })
-    .collect();
+    cfg.auth.users = vec![UserConfig::new("admin", "adminpw", RoleName::Admin, None)];
     let c = TestCluster::start_with(cfg);
     let neutron = c.url().replace("/midonet-api", "/neutron");
     // The external network floating IPs and gateways come from.
@@ -86,6 +74,8 @@ fn tempest_network_api_tests_pass() {
         .arg(&script)
         .arg(format!("{neutron}/identity/v3"))
         .arg(&public)
+        .env("TEMPEST_CREDENTIALS", "dynamic")
+        .env("TEMPEST_CONCURRENCY", "2")
         .output()
         .expect("run tests/tempest/run.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
