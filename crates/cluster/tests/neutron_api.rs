@@ -1193,3 +1193,403 @@ fn security_group_rules_take_neutron_canonical_forms() {
         "Duplicate Security Group Rule in POST.",
     );
 }
+
+// ------------------------------------------------------------ subnet pools
+
+fn pool(api: &Api, body: Value) -> Value {
+    api.post("/v2.0/subnetpools", &json!({ "subnetpool": body })).expect(201).body["subnetpool"]
+        .clone()
+}
+
+/// A subnet from a pool on `nid`: the answer, status unchecked.
+fn pool_subnet(api: &Api, nid: &str, pid: &str, extra: Value) -> Resp {
+    let mut s = json!({"network_id": nid, "ip_version": 4, "subnetpool_id": pid});
+    for (k, v) in extra.as_object().expect("obj") {
+        s[k] = v.clone();
+    }
+    api.post("/v2.0/subnets", &json!({ "subnet": s }))
+}
+
+#[test]
+fn subnet_pools_are_created_shown_updated_listed_and_deleted() {
+    let n = start();
+    // Overlapping and adjacent prefixes are merged; the defaults are
+    // Neutron's; standard attributes are there.
+    let p = pool(
+        &n.alice,
+        json!({"name": "p", "prefixes": ["10.10.0.0/17", "10.10.128.0/17", "10.10.5.0/24"],
+               "description": "d"}),
+    );
+    let pid = p["id"].as_str().expect("id").to_string();
+    assert_eq!(p["prefixes"], json!(["10.10.0.0/16"]));
+    assert_eq!(p["ip_version"], 4);
+    assert_eq!((p["min_prefixlen"].clone(), p["max_prefixlen"].clone()), (json!(8), json!(32)));
+    assert_eq!(p["default_prefixlen"], 8);
+    assert_eq!(p["default_quota"], Value::Null);
+    assert_eq!(p["address_scope_id"], Value::Null);
+    assert_eq!((p["shared"].clone(), p["is_default"].clone()), (json!(false), json!(false)));
+    assert_eq!(p["project_id"], p["tenant_id"]);
+    assert_eq!(p["description"], "d");
+    assert_eq!(p["revision_number"], 0);
+    assert!(p.get("_allocations").is_none(), "bookkeeping is not shown: {p}");
+    for k in ["created_at", "updated_at", "tags"] {
+        assert!(p.get(k).is_some(), "{k} in {p}");
+    }
+    let path = format!("/v2.0/subnetpools/{pid}");
+    assert_eq!(n.alice.get(&path).expect(200).body["subnetpool"]["name"], "p");
+    // Updates: prefixes may grow, never shrink; bounds are checked again.
+    let u = n
+        .alice
+        .put(
+            &path,
+            &json!({"subnetpool": {"name": "q", "prefixes": ["10.10.0.0/16", "10.11.0.0/16"],
+                                   "min_prefixlen": 20, "default_prefixlen": 24}}),
+        )
+        .expect(200)
+        .body["subnetpool"]
+        .clone();
+    assert_eq!(u["name"], "q");
+    assert_eq!(u["prefixes"], json!(["10.10.0.0/15"]));
+    assert_eq!(
+        (u["min_prefixlen"].clone(), u["default_prefixlen"].clone()),
+        (json!(20), json!(24))
+    );
+    assert_eq!(u["revision_number"], 1);
+    neutron_message(
+        &n.alice.put(&path, &json!({"subnetpool": {"prefixes": ["10.10.0.0/16"]}})),
+        400,
+        "IllegalSubnetPoolPrefixUpdate",
+        "Illegal update to prefixes: Existing prefixes must be a subset of the new prefixes.",
+    );
+    neutron_message(
+        &n.alice.put(&path, &json!({"subnetpool": {"default_prefixlen": 16}})),
+        400,
+        "IllegalSubnetPoolPrefixBounds",
+        "Illegal prefix bounds: default_prefixlen=16, min_prefixlen=20.",
+    );
+    neutron_error(
+        &n.alice.put(&path, &json!({"subnetpool": {"shared": true}})),
+        400,
+        "HTTPBadRequest",
+    );
+    neutron_error(
+        &n.alice.put(&path, &json!({"subnetpool": {"ip_version": 6}})),
+        400,
+        "HTTPBadRequest",
+    );
+    assert_eq!(n.alice.get(&path).expect(200).body["subnetpool"]["revision_number"], 1);
+    // Bulk create; lists filter, select fields and page.
+    let bulk = n
+        .alice
+        .post(
+            "/v2.0/subnetpools",
+            &json!({"subnetpools": [{"name": "v6", "prefixes": ["2001:db8::/32"]},
+                                    {"name": "b", "prefixes": ["172.16.0.0/12"]}]}),
+        )
+        .expect(201)
+        .body;
+    let v6 = &bulk["subnetpools"][0];
+    assert_eq!((v6["ip_version"].clone(), v6["min_prefixlen"].clone()), (json!(6), json!(64)));
+    assert_eq!(v6["max_prefixlen"], 128);
+    let l = n.alice.get("/v2.0/subnetpools?ip_version=6&fields=name").expect(200).body;
+    assert_eq!(l["subnetpools"], json!([{"name": "v6"}]));
+    let l = n.alice.get("/v2.0/subnetpools?limit=2&sort_key=name").expect(200).body;
+    assert_eq!(l["subnetpools"].as_array().expect("list").len(), 2);
+    assert!(l["subnetpools_links"][0]["href"].as_str().is_some_and(|h| h.contains("marker=")));
+    // Tags through the tag API.
+    n.alice.put(&format!("{path}/tags/blue"), &json!({})).expect(201);
+    let l = n.alice.get("/v2.0/subnetpools?tags=blue").expect(200).body;
+    assert_eq!(l["subnetpools"][0]["id"], pid.as_str());
+    // The extension and the resource are listed.
+    let ext = n.alice.get("/v2.0/extensions/subnet_allocation").expect(200).body;
+    assert_eq!(ext["extension"]["alias"], "subnet_allocation");
+    n.alice.delete(&path).expect(204);
+    neutron_message(
+        &n.alice.get(&path),
+        404,
+        "SubnetPoolNotFound",
+        &format!("Subnet pool {pid} could not be found."),
+    );
+}
+
+#[test]
+fn subnet_pool_bodies_get_neutron_errors_and_write_nothing() {
+    let n = start();
+    let bad = |body: Value, status: u16, kind: &str, message: &str| {
+        let r = n.alice.post("/v2.0/subnetpools", &json!({ "subnetpool": body }));
+        neutron_message(&r, status, kind, message);
+    };
+    bad(
+        json!({"name": "x", "prefixes": []}),
+        400,
+        "EmptySubnetPoolPrefixList",
+        "Empty subnet pool prefix list.",
+    );
+    bad(
+        json!({"prefixes": ["10.0.0.0/8", "2001:db8::/32"]}),
+        400,
+        "PrefixVersionMismatch",
+        "Cannot mix IPv4 and IPv6 prefixes in a subnet pool.",
+    );
+    bad(
+        json!({"prefixes": ["10.0.0.0/8"], "min_prefixlen": 24, "max_prefixlen": 16}),
+        400,
+        "IllegalSubnetPoolPrefixBounds",
+        "Illegal prefix bounds: min_prefixlen=24, max_prefixlen=16.",
+    );
+    bad(
+        json!({"prefixes": ["10.0.0.0/8"], "max_prefixlen": 33}),
+        400,
+        "IllegalSubnetPoolPrefixBounds",
+        "Illegal prefix bounds: max_prefixlen=33, ip_version_max=32.",
+    );
+    bad(
+        json!({"prefixes": ["10.0.0.0/8"], "min_prefixlen": 16, "default_prefixlen": 12}),
+        400,
+        "IllegalSubnetPoolPrefixBounds",
+        "Illegal prefix bounds: default_prefixlen=12, min_prefixlen=16.",
+    );
+    bad(
+        json!({"prefixes": ["2001:db8::/32"], "default_prefixlen": 48}),
+        400,
+        "IllegalSubnetPoolPrefixBounds",
+        "Illegal prefix bounds: default_prefixlen=48, min_prefixlen=64.",
+    );
+    bad(
+        json!({"prefixes": ["10.0.0.0/8"], "min_prefixlen": -1}),
+        400,
+        "HTTPBadRequest",
+        "Invalid input for min_prefixlen. Reason: '-1' should be non-negative.",
+    );
+    bad(
+        json!({"prefixes": ["10.0.0.5/8"]}),
+        400,
+        "HTTPBadRequest",
+        "Invalid input for prefixes. Reason: '10.0.0.5/8' isn't a recognized IP subnet cidr, '10.0.0.0/8' is recommended.",
+    );
+    bad(
+        json!({"name": "x"}),
+        400,
+        "HTTPBadRequest",
+        "Failed to parse request. Required attribute 'prefixes' not specified",
+    );
+    bad(
+        json!({"prefixes": ["10.0.0.0/8"], "address_scope_id": "6e5e2a34-5c5e-4a2b-8f1a-1d4b3a2c1e0f"}),
+        400,
+        "HTTPBadRequest",
+        "Unrecognized attribute(s) 'address_scope_id'",
+    );
+    bad(
+        json!({"prefixes": ["10.0.0.0/8"], "shared": true}),
+        403,
+        "HTTPForbidden",
+        "(rule:create_subnetpool:shared) is disallowed by policy",
+    );
+    // A bulk create with one bad pool writes none.
+    let r = n.alice.post(
+        "/v2.0/subnetpools",
+        &json!({"subnetpools": [{"name": "good", "prefixes": ["10.0.0.0/8"]},
+                                {"name": "bad", "prefixes": []}]}),
+    );
+    neutron_error(&r, 400, "EmptySubnetPoolPrefixList");
+    assert_eq!(n.alice.get("/v2.0/subnetpools").expect(200).body["subnetpools"], json!([]));
+    // One default pool per IP version, and only admins make one.
+    n.admin
+        .post(
+            "/v2.0/subnetpools",
+            &json!({"subnetpool": {"prefixes": ["10.0.0.0/8"], "is_default": true}}),
+        )
+        .expect(201);
+    neutron_error(
+        &n.admin.post(
+            "/v2.0/subnetpools",
+            &json!({"subnetpool": {"prefixes": ["11.0.0.0/8"], "is_default": true}}),
+        ),
+        400,
+        "InvalidInput",
+    );
+    neutron_error(
+        &n.alice.post(
+            "/v2.0/subnetpools",
+            &json!({"subnetpool": {"prefixes": ["11.0.0.0/8"], "is_default": true}}),
+        ),
+        403,
+        "HTTPForbidden",
+    );
+    n.admin
+        .post(
+            "/v2.0/subnetpools",
+            &json!({"subnetpool": {"prefixes": ["2001:db8::/32"], "is_default": true}}),
+        )
+        .expect(201);
+}
+
+#[test]
+fn subnets_take_their_cidrs_from_a_pool() {
+    let n = start();
+    let p = pool(
+        &n.alice,
+        json!({"name": "p", "prefixes": ["10.20.0.0/22"], "min_prefixlen": 24,
+               "default_prefixlen": 24, "max_prefixlen": 28}),
+    );
+    let pid = p["id"].as_str().expect("id").to_string();
+    let nid =
+        id(&n.alice.post("/v2.0/networks", &json!({"network": {}})).expect(201).body, "network");
+    // Without a cidr: the first free block, then the next; the gateway
+    // and allocation pools follow the CIDR.
+    let a = pool_subnet(&n.alice, &nid, &pid, json!({})).expect(201).body["subnet"].clone();
+    assert_eq!(a["cidr"], "10.20.0.0/24");
+    assert_eq!(a["subnetpool_id"], pid.as_str());
+    assert_eq!(a["gateway_ip"], "10.20.0.1");
+    assert_eq!(a["allocation_pools"], json!([{"start": "10.20.0.2", "end": "10.20.0.254"}]));
+    let nid2 =
+        id(&n.alice.post("/v2.0/networks", &json!({"network": {}})).expect(201).body, "network");
+    let b = pool_subnet(&n.alice, &nid2, &pid, json!({})).expect(201).body["subnet"].clone();
+    assert_eq!(b["cidr"], "10.20.1.0/24", "a different, non-overlapping CIDR");
+    // prefixlen picks the size: the best fit is the smallest free block.
+    let c = pool_subnet(&n.alice, &nid2, &pid, json!({"prefixlen": 28})).expect(201).body["subnet"]
+        .clone();
+    assert_eq!(c["cidr"], "10.20.2.0/28");
+    // A given cidr must be free and inside the pool.
+    let d = pool_subnet(&n.alice, &nid2, &pid, json!({"cidr": "10.20.3.0/24"})).expect(201);
+    assert_eq!(d.body["subnet"]["subnetpool_id"], pid.as_str());
+    let cannot = "Failed to allocate subnet: Cannot allocate requested subnet from the available set of prefixes.";
+    for cidr in ["10.30.0.0/24", "10.20.0.0/24", "10.20.2.0/26"] {
+        let r = pool_subnet(&n.alice, &nid, &pid, json!({"cidr": cidr}));
+        neutron_message(&r, 409, "SubnetAllocationError", cannot);
+    }
+    // Out of bounds, out of space, or asking two ways.
+    neutron_message(
+        &pool_subnet(&n.alice, &nid, &pid, json!({"prefixlen": 29})),
+        400,
+        "MaxPrefixSubnetAllocationError",
+        "Unable to allocate subnet with prefix length 29, maximum allowed prefix is 28.",
+    );
+    neutron_message(
+        &pool_subnet(&n.alice, &nid, &pid, json!({"prefixlen": 23})),
+        400,
+        "MinPrefixSubnetAllocationError",
+        "Unable to allocate subnet with prefix length 23, minimum allowed prefix is 24.",
+    );
+    neutron_message(
+        &pool_subnet(&n.alice, &nid, &pid, json!({})),
+        409,
+        "SubnetAllocationError",
+        "Failed to allocate subnet: Insufficient prefix space to allocate subnet size /24.",
+    );
+    neutron_message(
+        &pool_subnet(&n.alice, &nid, &pid, json!({"cidr": "10.20.2.64/26", "prefixlen": 26})),
+        400,
+        "BadRequest",
+        "Bad subnets request: cidr and prefixlen must not be supplied together.",
+    );
+    neutron_message(
+        &pool_subnet(&n.alice, &nid, &pid, json!({"ip_version": 6})),
+        400,
+        "BadRequest",
+        "Bad subnets request: Cannot allocate IPv6 subnet from IPv4 subnet pool.",
+    );
+    neutron_message(
+        &pool_subnet(
+            &n.alice,
+            &nid,
+            &pid,
+            json!({"allocation_pools": [{"start": "10.20.2.20", "end": "10.20.2.30"}]}),
+        ),
+        400,
+        "BadRequest",
+        "Bad subnets request: allocation_pools allowed only for specific subnet requests.",
+    );
+    neutron_message(
+        &n.alice.post("/v2.0/subnets", &json!({"subnet": {"network_id": nid, "ip_version": 4}})),
+        400,
+        "BadRequest",
+        "Bad subnets request: a subnetpool must be specified in the absence of a cidr.",
+    );
+    // A pool in use is not deleted; deleting its subnets frees their CIDRs.
+    let ppath = format!("/v2.0/subnetpools/{pid}");
+    neutron_message(
+        &n.alice.delete(&ppath),
+        400,
+        "SubnetPoolDeleteError",
+        "Unable to delete subnet pool: Subnet pool has existing allocations.",
+    );
+    n.alice.delete(&format!("/v2.0/subnets/{}", id(&json!({ "subnet": a }), "subnet"))).expect(204);
+    let again = pool_subnet(&n.alice, &nid, &pid, json!({})).expect(201);
+    assert_eq!(again.body["subnet"]["cidr"], "10.20.0.0/24", "freed and taken again");
+    // Deleting the networks deletes their subnets, which frees the pool.
+    n.alice.delete(&format!("/v2.0/networks/{nid}")).expect(204);
+    n.alice.delete(&format!("/v2.0/networks/{nid2}")).expect(204);
+    n.alice.delete(&ppath).expect(204);
+}
+
+#[test]
+fn subnet_pools_are_isolated_shared_and_quota_limited() {
+    let n = start();
+    let mine = pool(
+        &n.alice,
+        json!({"name": "mine", "prefixes": ["10.40.0.0/16"], "default_prefixlen": 24}),
+    );
+    let mid = mine["id"].as_str().expect("id").to_string();
+    let mpath = format!("/v2.0/subnetpools/{mid}");
+    // Another project neither sees, changes, deletes nor uses it.
+    neutron_error(&n.bob.get(&mpath), 404, "SubnetPoolNotFound");
+    neutron_error(
+        &n.bob.put(&mpath, &json!({"subnetpool": {"name": "x"}})),
+        404,
+        "SubnetPoolNotFound",
+    );
+    neutron_error(&n.bob.delete(&mpath), 404, "SubnetPoolNotFound");
+    assert_eq!(n.bob.get("/v2.0/subnetpools").expect(200).body["subnetpools"], json!([]));
+    let bnet =
+        id(&n.bob.post("/v2.0/networks", &json!({"network": {}})).expect(201).body, "network");
+    neutron_error(&pool_subnet(&n.bob, &bnet, &mid, json!({})), 404, "SubnetPoolNotFound");
+    // A shared pool (admin's) is seen and used by all, changed by none but
+    // its owner; its quota counts each project's addresses.
+    let shared = pool(
+        &n.admin,
+        json!({"name": "shared", "prefixes": ["10.50.0.0/16"], "default_prefixlen": 24,
+               "shared": true, "default_quota": 512}),
+    );
+    let sid = shared["id"].as_str().expect("id").to_string();
+    let spath = format!("/v2.0/subnetpools/{sid}");
+    assert_eq!(n.bob.get(&spath).expect(200).body["subnetpool"]["shared"], true);
+    neutron_error(
+        &n.bob.put(&spath, &json!({"subnetpool": {"name": "x"}})),
+        404,
+        "SubnetPoolNotFound",
+    );
+    let b1 = pool_subnet(&n.bob, &bnet, &sid, json!({})).expect(201);
+    assert_eq!(b1.body["subnet"]["cidr"], "10.50.0.0/24");
+    let bnet2 =
+        id(&n.bob.post("/v2.0/networks", &json!({"network": {}})).expect(201).body, "network");
+    pool_subnet(&n.bob, &bnet2, &sid, json!({})).expect(201);
+    neutron_message(
+        &pool_subnet(&n.bob, &bnet2, &sid, json!({"prefixlen": 28})),
+        409,
+        "SubnetPoolQuotaExceeded",
+        "Per-tenant subnet pool prefix quota exceeded.",
+    );
+    // Alice's quota is her own.
+    let anet =
+        id(&n.alice.post("/v2.0/networks", &json!({"network": {}})).expect(201).body, "network");
+    let a1 = pool_subnet(&n.alice, &anet, &sid, json!({})).expect(201);
+    assert_eq!(a1.body["subnet"]["cidr"], "10.50.2.0/24");
+    // The default pool serves use_default_subnetpool.
+    n.admin.put(&spath, &json!({"subnetpool": {"is_default": true}})).expect(200);
+    let r = n.alice.post(
+        "/v2.0/subnets",
+        &json!({"subnet": {"network_id": anet, "ip_version": 4, "use_default_subnetpool": true,
+                           "prefixlen": 26}}),
+    );
+    assert_eq!(r.expect(201).body["subnet"]["subnetpool_id"], sid.as_str());
+    neutron_message(
+        &n.alice.post(
+            "/v2.0/subnets",
+            &json!({"subnet": {"network_id": anet, "ip_version": 6, "use_default_subnetpool": true}}),
+        ),
+        400,
+        "BadRequest",
+        "Bad subnets request: No default subnetpool found for IPv6.",
+    );
+}

@@ -42,6 +42,11 @@ impl NeutronError {
             format!("Invalid input for operation: {reason}."),
         )
     }
+    /// 400 `BadRequest`, Neutron's `Bad <resource> request: ...` (a
+    /// request that makes no sense as a whole).
+    pub fn bad_resource(resource: &str, msg: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", format!("Bad {resource} request: {msg}."))
+    }
     /// 404 with the resource's own type (`NetworkNotFound`, ...).
     pub fn not_found(kind: &str, what: &str, id: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, kind, format!("{what} {id} could not be found."))

@@ -1,6 +1,17 @@
 //! Address arithmetic for subnets: CIDRs, default gateways and allocation
-//! pools, picking a free address, MAC addresses. IPv4 and IPv6 alike (as
-//! `u128`), pure.
+//! pools, picking a free address, MAC addresses, and carving subnets out of
+//! a subnet pool's prefixes. IPv4 and IPv6 alike (as `u128`), pure.
+//!
+//! # Prefix sets (subnet pools)
+//!
+//! A set of prefixes is kept as Neutron keeps it (netaddr's `IPSet`,
+//! compacted): sorted address ranges, overlapping and adjacent ones merged,
+//! each range written as the fewest aligned CIDRs that cover it exactly
+//! (`10.0.0.0/25` + `10.0.0.128/25` is `10.0.0.0/24`). The free space of a
+//! pool is its prefixes less the CIDRs of its subnets, in the same form;
+//! an allocation takes the front of the first free block that is large
+//! enough, trying the smallest blocks first (best fit: big blocks stay
+//! whole), as Neutron's `SubnetAllocator._allocate_any_subnet` does.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -224,6 +235,107 @@ pub fn allocate(cidr: &Cidr, pools: &[Pool], used: &HashSet<IpAddr>) -> Option<I
     None
 }
 
+/// A CIDR as its first and last addresses.
+fn range_of(c: &Cidr) -> (u128, u128) {
+    (to_u128(c.first()), to_u128(c.last()))
+}
+
+/// Sorted ranges, overlapping and adjacent ones merged.
+fn merge(mut ranges: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some(last) if last.1.checked_add(1).is_none_or(|next| lo <= next) => {
+                last.1 = last.1.max(hi);
+            }
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+/// The fewest aligned CIDRs that cover `lo..=hi` exactly, in address order.
+fn range_to_cidrs(lo: u128, hi: u128, v4: bool) -> Vec<Cidr> {
+    let bits: u32 = if v4 { 32 } else { 128 };
+    // The last address of the block of 2^host addresses at `start`
+    // (`start` is aligned to it, so this cannot overflow).
+    let end = |start: u128, host: u32| {
+        if host >= 128 {
+            u128::MAX
+        } else {
+            start + ((1u128 << host) - 1)
+        }
+    };
+    let mut out = Vec::new();
+    let mut start = lo;
+    loop {
+        let mut host = start.trailing_zeros().min(bits);
+        while host > 0 && end(start, host) > hi {
+            host -= 1;
+        }
+        out.push(Cidr { net: from_u128(start, v4), len: (bits - host) as u8 });
+        let e = end(start, host);
+        if e >= hi {
+            return out;
+        }
+        start = e + 1;
+    }
+}
+
+/// A set of prefixes (one IP version) in Neutron's compacted form: see
+/// the module docs.
+pub fn compact(prefixes: &[Cidr]) -> Vec<Cidr> {
+    let v4 = prefixes.first().is_none_or(Cidr::is_v4);
+    merge(prefixes.iter().map(range_of).collect())
+        .into_iter()
+        .flat_map(|(lo, hi)| range_to_cidrs(lo, hi, v4))
+        .collect()
+}
+
+/// Whether every address of `inner` is in `outer`.
+pub fn covers(outer: &[Cidr], inner: &[Cidr]) -> bool {
+    let outer = merge(outer.iter().map(range_of).collect());
+    inner.iter().map(range_of).all(|(lo, hi)| outer.iter().any(|(a, b)| *a <= lo && hi <= *b))
+}
+
+/// The free blocks of a pool: `prefixes` less `used`, compacted, smallest
+/// blocks (longest prefixes) first and in address order among equals.
+pub fn free_blocks(prefixes: &[Cidr], used: &[Cidr]) -> Vec<Cidr> {
+    let v4 = prefixes.first().is_none_or(Cidr::is_v4);
+    let used = merge(used.iter().map(range_of).collect());
+    let mut free = Vec::new();
+    for (lo, hi) in merge(prefixes.iter().map(range_of).collect()) {
+        let mut cur = Some(lo);
+        for &(ulo, uhi) in used.iter().filter(|(a, b)| *b >= lo && *a <= hi) {
+            let Some(c) = cur else { break };
+            if ulo > c {
+                free.push((c, ulo - 1));
+            }
+            cur = uhi.checked_add(1);
+        }
+        if let Some(c) = cur.filter(|c| *c <= hi) {
+            free.push((c, hi));
+        }
+    }
+    let mut blocks: Vec<Cidr> =
+        free.into_iter().flat_map(|(lo, hi)| range_to_cidrs(lo, hi, v4)).collect();
+    // Stable: address order is kept among blocks of one length.
+    blocks.sort_by_key(|b| std::cmp::Reverse(b.len));
+    blocks
+}
+
+/// The first free CIDR of length `len` in the pool, if there is room.
+pub fn allocate_prefix(prefixes: &[Cidr], used: &[Cidr], len: u8) -> Option<Cidr> {
+    free_blocks(prefixes, used).into_iter().find(|b| b.len <= len).map(|b| Cidr { net: b.net, len })
+}
+
+/// Whether `want` lies in the pool's free space (inside one free block,
+/// as Neutron's `_allocate_specific_subnet` asks).
+pub fn is_free(prefixes: &[Cidr], used: &[Cidr], want: &Cidr) -> bool {
+    free_blocks(prefixes, used).iter().any(|b| b.len <= want.len && b.contains(want.net))
+}
+
 /// A MAC address in Neutron's default base `fa:16:3e:xx:xx:xx`.
 pub fn random_mac() -> String {
     let b: [u8; 3] = rand::random();
@@ -290,5 +402,66 @@ mod tests {
             used.insert(got);
         }
         assert_eq!(allocate(&c, &pools, &used), None, "exhausted");
+    }
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|c| Cidr::parse(c).expect("cidr")).collect()
+    }
+
+    fn shown(list: &[Cidr]) -> Vec<String> {
+        list.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn prefix_sets_are_compacted_as_neutron_does() {
+        let c = compact(&cidrs(&["10.0.0.128/25", "10.0.0.0/25", "10.0.0.64/26", "10.1.0.0/16"]));
+        assert_eq!(shown(&c), ["10.0.0.0/24", "10.1.0.0/16"]);
+        // Adjacent but not one aligned block: two CIDRs.
+        let c = compact(&cidrs(&["10.0.1.0/24", "10.0.2.0/24"]));
+        assert_eq!(shown(&c), ["10.0.1.0/24", "10.0.2.0/24"]);
+        assert_eq!(shown(&compact(&cidrs(&["0.0.0.0/1", "128.0.0.0/1"]))), ["0.0.0.0/0"]);
+        assert_eq!(shown(&compact(&cidrs(&["::/1", "8000::/1"]))), ["::/0"]);
+        assert!(covers(&cidrs(&["10.0.0.0/8"]), &cidrs(&["10.0.0.0/24", "10.9.0.0/16"])));
+        assert!(covers(&cidrs(&["10.0.0.0/25", "10.0.0.128/25"]), &cidrs(&["10.0.0.0/24"])));
+        assert!(!covers(&cidrs(&["10.0.0.0/24"]), &cidrs(&["10.0.0.0/23"])));
+    }
+
+    #[test]
+    fn pool_allocation_takes_the_first_free_block_that_fits_smallest_first() {
+        let pool = cidrs(&["10.0.0.0/16", "192.168.0.0/24"]);
+        let mut used = Vec::new();
+        // The /24 block is the best fit for a /26.
+        for want in ["192.168.0.0/26", "192.168.0.64/26", "192.168.0.128/26", "192.168.0.192/26"] {
+            let got = allocate_prefix(&pool, &used, 26).expect("room");
+            assert_eq!(got.to_string(), want);
+            used.push(got);
+        }
+        let got = allocate_prefix(&pool, &used, 24).expect("room");
+        assert_eq!(got.to_string(), "10.0.0.0/24");
+        used.push(got);
+        // The hole left in 10.0.0.0/16 is used before bigger blocks.
+        assert_eq!(allocate_prefix(&pool, &used, 25).expect("room").to_string(), "10.0.1.0/25");
+        assert_eq!(allocate_prefix(&pool, &used, 16), None, "no /16 is free any more");
+        assert_eq!(allocate_prefix(&pool, &used, 8), None, "larger than the pool");
+        assert!(is_free(&pool, &used, &Cidr::parse("10.0.128.0/17").expect("cidr")));
+        assert!(!is_free(&pool, &used, &Cidr::parse("10.0.0.0/25").expect("cidr")), "taken");
+        assert!(!is_free(&pool, &used, &Cidr::parse("10.1.0.0/24").expect("cidr")), "outside");
+        assert!(!is_free(&pool, &used, &Cidr::parse("10.0.0.0/15").expect("cidr")), "too big");
+    }
+
+    #[test]
+    fn pool_free_space_is_exact_at_the_edges() {
+        let pool = cidrs(&["10.0.0.0/30"]);
+        let used = cidrs(&["10.0.0.1/32", "10.0.0.3/32"]);
+        assert_eq!(shown(&free_blocks(&pool, &used)), ["10.0.0.0/32", "10.0.0.2/32"]);
+        let all = cidrs(&["::/0"]);
+        let used = cidrs(&["ffff:ffff:ffff:ffff::/64"]);
+        let free = free_blocks(&all, &used);
+        assert_eq!(free.len(), 64);
+        assert_eq!(free[0].to_string(), "ffff:ffff:ffff:fffe::/64");
+        assert_eq!(free[63].to_string(), "::/1");
+        assert_eq!(free_blocks(&all, &all), Vec::new());
+        let v6 = allocate_prefix(&cidrs(&["2001:db8::/48"]), &[], 64).expect("room");
+        assert_eq!(v6.to_string(), "2001:db8::/64");
     }
 }

@@ -6,7 +6,7 @@
 //!  openstack / SDK / tempest ──HTTP──► :9696 (own listener)  or  :8181/neutron
 //!     NCtx (X-Auth-Token → Session, project, base URL, query)
 //!     ├─ GET /  /v2.0  /v2.0/extensions          discovery
-//!     ├─ networks subnets ports routers floatingips
+//!     ├─ networks subnets subnetpools ports routers floatingips
 //!     │  security-groups security-group-rules quotas
 //!     │        parse body (body.rs) → check → txn! {
 //!     │            read Neutron objects (compared on commit)
@@ -36,6 +36,7 @@ mod router;
 mod secgroup;
 pub mod store;
 mod subnet;
+mod subnetpool;
 mod tag;
 pub mod translate;
 pub mod types;
@@ -431,8 +432,9 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("sorting", "Sorting support", "Enabled sorting support."),
     ("pagination", "Pagination support", "Enabled pagination support."),
     ("fip-port-details", "Floating IP Port Details Extension", "Add port_details attribute to Floating IP resource"),
-    ("tag", "Tag support", "Enables to set tag on resources (networks, subnets, ports, routers, floating IPs, security groups here)."),
+    ("tag", "Tag support", "Enables to set tag on resources (networks, subnets, subnet pools, ports, routers, floating IPs, security groups here)."),
     ("service-type", "Neutron Service Type Management", "API for retrieving service providers for Neutron advanced services"),
+    ("subnet_allocation", "Subnet Allocation", "Enables allocation of subnets from a subnet pool"),
     ("ip-substring-filtering", "IP address substring filtering", "Provides IP address substring filtering when listing ports"),
 ];
 
@@ -457,6 +459,7 @@ async fn v2_root(ctx: NCtx) -> Response {
     let res: Vec<Value> = [
         ("network", "networks"),
         ("subnet", "subnets"),
+        ("subnetpool", "subnetpools"),
         ("port", "ports"),
         ("router", "routers"),
         ("floatingip", "floatingips"),
@@ -526,6 +529,11 @@ pub fn routes() -> axum::Router<Arc<Cluster>> {
         )
         .route("/v2.0/subnets", get(subnet::list).post(subnet::create))
         .route("/v2.0/subnets/{id}", get(subnet::show).put(subnet::update).delete(subnet::delete))
+        .route("/v2.0/subnetpools", get(subnetpool::list).post(subnetpool::create))
+        .route(
+            "/v2.0/subnetpools/{id}",
+            get(subnetpool::show).put(subnetpool::update).delete(subnetpool::delete),
+        )
         .route("/v2.0/ports", get(port::list).post(port::create))
         .route("/v2.0/ports/{id}", get(port::show).put(port::update).delete(port::delete))
         .route("/v2.0/routers", get(router::list).post(router::create))

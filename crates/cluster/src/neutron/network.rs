@@ -10,7 +10,7 @@ use super::body::{self, check_keys};
 use super::error::{NResult, NeutronError};
 use super::store::{self, FLOATINGIPS, NETWORKS, PORTS, SUBNETS};
 use super::types::{owner, FloatingIp, Network, Port, Standard, Subnet};
-use super::{port, quota, NCtx};
+use super::{port, quota, subnetpool, NCtx};
 use crate::ntxn;
 
 /// The MTU of tenant networks: 1500 less the VXLAN overhead, as Neutron
@@ -225,8 +225,9 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
             store::replan_port(&mut tx, &p.id).await?;
         }
         for s in &n.subnets {
-            if store::get::<Subnet>(&mut tx, SUBNETS, s).await?.is_some() {
-                store::delete(&mut tx, SUBNETS, s).await?;
+            if let Some(s) = store::get::<Subnet>(&mut tx, SUBNETS, s).await? {
+                store::delete(&mut tx, SUBNETS, &s.id).await?;
+                subnetpool::release(&mut tx, &s).await?;
             }
         }
         store::delete(&mut tx, NETWORKS, &id).await?;

@@ -39,6 +39,7 @@ pub const PREFIX: &str = "/midonet/v1/neutron/";
 
 pub const NETWORKS: &str = "networks";
 pub const SUBNETS: &str = "subnets";
+pub const SUBNETPOOLS: &str = "subnetpools";
 pub const PORTS: &str = "ports";
 pub const ROUTERS: &str = "routers";
 pub const FLOATINGIPS: &str = "floatingips";

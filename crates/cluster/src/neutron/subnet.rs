@@ -1,5 +1,11 @@
 //! `/v2.0/subnets` → the bridge's DHCP subnets (IPv4), and the addresses
 //! ports and router interfaces take.
+//!
+//! A subnet's CIDR is given, or taken from a subnet pool (`subnetpool_id`
+//! or `use_default_subnetpool`, see [`super::subnetpool`]): then the CIDR,
+//! and the gateway and allocation pools that depend on it, are settled
+//! inside the create transaction, where the pool's allocations are read
+//! and written.
 
 use std::net::IpAddr;
 
@@ -14,6 +20,7 @@ use super::error::{NResult, NeutronError};
 use super::ipam::{self, Cidr};
 use super::network::{self, created};
 use super::store::{self, NETWORKS, PORTS, SUBNETS};
+use super::subnetpool::{self, Request};
 use super::types::{owner, HostRoute, Network, Pool, Port, Standard, Subnet};
 use super::{quota, NCtx};
 use crate::db::Tx;
@@ -32,6 +39,8 @@ const CREATE: &[&str] = &[
     "ipv6_ra_mode",
     "ipv6_address_mode",
     "subnetpool_id",
+    "use_default_subnetpool",
+    "prefixlen",
     "description",
     "tenant_id",
     "project_id",
@@ -216,34 +225,7 @@ fn apply(s: &mut Subnet, m: &Map<String, Value>, create: bool) -> NResult<()> {
     Ok(())
 }
 
-fn build(ctx: &NCtx, m: &Map<String, Value>) -> NResult<Subnet> {
-    check_keys(m, CREATE)?;
-    let network_id = body::opt_uuid(m, "network_id")?.ok_or_else(|| {
-        NeutronError::bad_request(
-            "Failed to parse request. Required attribute 'network_id' not specified",
-        )
-    })?;
-    if body::opt_string(m, "subnetpool_id")?.is_some() {
-        return Err(NeutronError::bad_request("Subnet pools are not supported: give a cidr"));
-    }
-    let cidr_s = body::opt_string(m, "cidr")?.ok_or_else(|| {
-        NeutronError::bad_request(
-            "Failed to parse request. Required attribute 'cidr' not specified",
-        )
-    })?;
-    let cidr = Cidr::parse(&cidr_s).map_err(|e| NeutronError::invalid("cidr", e))?;
-    let version = match body::opt_int(m, "ip_version")? {
-        None => cidr.version(),
-        Some(v @ (4 | 6)) => v as u8,
-        Some(v) => {
-            return Err(NeutronError::invalid("ip_version", format!("'{v}' is not in [4, 6]")))
-        }
-    };
-    if version != cidr.version() {
-        return Err(NeutronError::invalid_input(format!(
-            "Cidr {cidr_s} does not match the IP version {version}"
-        )));
-    }
+fn check_modes(m: &Map<String, Value>, version: u8) -> NResult<()> {
     for k in ["ipv6_ra_mode", "ipv6_address_mode"] {
         if let Some(v) = body::opt_string(m, k)? {
             if version != 6
@@ -253,15 +235,85 @@ fn build(ctx: &NCtx, m: &Map<String, Value>) -> NResult<Subnet> {
             }
         }
     }
+    Ok(())
+}
+
+/// A subnet to create, and what it asks of a subnet pool. Without a
+/// given CIDR (`cidr` empty) only the body's own checks are done; the
+/// rest waits for the pool's answer ([`settle`]).
+fn build(ctx: &NCtx, m: &Map<String, Value>) -> NResult<(Subnet, Option<Request>)> {
+    check_keys(m, CREATE)?;
+    let network_id = body::opt_uuid(m, "network_id")?.ok_or_else(|| {
+        NeutronError::bad_request(
+            "Failed to parse request. Required attribute 'network_id' not specified",
+        )
+    })?;
+    let pool_id = body::opt_uuid(m, "subnetpool_id")?;
+    let use_default = body::opt_bool(m, "use_default_subnetpool")?.unwrap_or(false);
+    let cidr_s = body::opt_string(m, "cidr")?;
+    let prefixlen = match body::opt_int(m, "prefixlen")? {
+        Some(l) if l < 0 => {
+            return Err(NeutronError::invalid("prefixlen", format!("'{l}' should be non-negative")))
+        }
+        l => l,
+    };
+    if cidr_s.is_some() && prefixlen.is_some() {
+        return Err(NeutronError::bad_resource(
+            "subnets",
+            "cidr and prefixlen must not be supplied together",
+        ));
+    }
+    if use_default && pool_id.is_some() {
+        return Err(NeutronError::bad_resource(
+            "subnets",
+            "subnetpool_id and use_default_subnetpool cannot both be specified",
+        ));
+    }
+    let from_pool = use_default || pool_id.is_some();
+    if !from_pool && cidr_s.is_none() {
+        return Err(NeutronError::bad_resource(
+            "subnets",
+            "a subnetpool must be specified in the absence of a cidr",
+        ));
+    }
+    if from_pool && cidr_s.is_none() && body::opt_list(m, "allocation_pools")?.is_some() {
+        return Err(NeutronError::bad_resource(
+            "subnets",
+            "allocation_pools allowed only for specific subnet requests",
+        ));
+    }
+    let cidr = match &cidr_s {
+        Some(c) => Some(Cidr::parse(c).map_err(|e| NeutronError::invalid("cidr", e))?),
+        None => None,
+    };
+    let given_version = match body::opt_int(m, "ip_version")? {
+        None => None,
+        Some(v @ (4 | 6)) => Some(v as u8),
+        Some(v) => {
+            return Err(NeutronError::invalid("ip_version", format!("'{v}' is not in [4, 6]")))
+        }
+    };
+    if let (Some(c), Some(v)) = (cidr, given_version) {
+        if v != c.version() {
+            return Err(NeutronError::invalid_input(format!(
+                "Cidr {c} does not match the IP version {v}"
+            )));
+        }
+    }
+    let version = cidr.map(|c| c.version()).or(given_version);
+    if let Some(v) = version {
+        check_modes(m, v)?;
+    }
     let project = ctx.new_project(m)?;
+    let request = from_pool.then_some(Request { pool_id, cidr, prefixlen, ip_version: version });
     let mut s = Subnet {
         id: uuid::Uuid::new_v4().to_string(),
         name: String::new(),
         network_id,
         tenant_id: project.clone(),
         project_id: project,
-        cidr: cidr.to_string(),
-        ip_version: version,
+        cidr: cidr.map(|c| c.to_string()).unwrap_or_default(),
+        ip_version: version.unwrap_or(0),
         gateway_ip: None,
         allocation_pools: Vec::new(),
         enable_dhcp: true,
@@ -272,8 +324,30 @@ fn build(ctx: &NCtx, m: &Map<String, Value>) -> NResult<Subnet> {
         subnetpool_id: None,
         std: Standard::new(String::new()),
     };
-    apply(&mut s, m, true)?;
-    Ok(s)
+    if cidr.is_some() {
+        apply(&mut s, m, true)?;
+    }
+    Ok((s, request))
+}
+
+/// Takes a pool subnet's CIDR from its pool (in the create transaction),
+/// then does what [`build`] left for the CIDR to be known.
+async fn settle(
+    ctx: &NCtx,
+    tx: &mut Tx,
+    s: &mut Subnet,
+    req: &Request,
+    m: &Map<String, Value>,
+) -> NResult<()> {
+    let (cidr, pool) = subnetpool::allocate(ctx, tx, req, &s.id, &s.project_id).await?;
+    s.subnetpool_id = Some(pool);
+    if s.cidr.is_empty() {
+        s.cidr = cidr.to_string();
+        s.ip_version = cidr.version();
+        check_modes(m, s.ip_version)?;
+        apply(s, m, true)?;
+    }
+    Ok(())
 }
 
 pub async fn list(ctx: NCtx) -> NResult<Response> {
@@ -308,31 +382,37 @@ fn check_overlap(net: &Network, others: &[Subnet], s: &Subnet) -> NResult<()> {
 
 pub async fn create(ctx: NCtx, body: Bytes) -> NResult<Response> {
     let (items, bulk) = body::envelope(&body, "subnet", "subnets")?;
-    let subnets = items.iter().map(|m| build(&ctx, m)).collect::<NResult<Vec<_>>>()?;
+    let built = items.iter().map(|m| build(&ctx, m)).collect::<NResult<Vec<_>>>()?;
     let ctx = &ctx;
-    ntxn!(ctx.cluster, tx => {
-        quota::check_many(&mut tx, subnets.iter().map(|s| (s.project_id.as_str(), quota::Res::Subnet))).await?;
+    let subnets = ntxn!(ctx.cluster, tx => {
+        quota::check_many(&mut tx, built.iter().map(|(s, _)| (s.project_id.as_str(), quota::Res::Subnet))).await?;
         let mut touched = Vec::new();
-        for s in &subnets {
+        let mut subnets = Vec::with_capacity(built.len());
+        for ((s, req), m) in built.iter().zip(&items) {
+            let mut s = s.clone();
             let mut net = network::load(ctx, &mut tx, &s.network_id).await?;
             if !ctx.owns(&net.project_id) {
                 return Err(NeutronError::forbidden(format!(
                     "(rule:create_subnet) is disallowed by policy: network {} belongs to another project", net.id
                 )));
             }
+            if let Some(req) = req {
+                settle(ctx, &mut tx, &mut s, req, m).await?;
+            }
             let others = store::subnets_of(&mut tx, &net).await?;
-            check_overlap(&net, &others, s)?;
+            check_overlap(&net, &others, &s)?;
             net.subnets.push(s.id.clone());
             net.std.touch();
             store::put(&mut tx, NETWORKS, &net.id, &net);
-            store::put(&mut tx, SUBNETS, &s.id, s);
+            store::put(&mut tx, SUBNETS, &s.id, &s);
             touched.push(net.id.clone());
+            subnets.push(s);
         }
         touched.dedup();
         for n in &touched {
             store::replan_network(&mut tx, n).await?;
         }
-        Ok::<_, NeutronError>(())
+        Ok::<_, NeutronError>(subnets)
     })?;
     let out: Vec<Value> =
         subnets.into_iter().map(|s| serde_json::to_value(s).unwrap_or_default()).collect();
@@ -341,7 +421,7 @@ pub async fn create(ctx: NCtx, body: Bytes) -> NResult<Response> {
 
 pub async fn update(ctx: NCtx, Path(id): Path<String>, body: Bytes) -> NResult<Response> {
     let m = body::update_envelope(&body, "subnet")?;
-    for ro in ["cidr", "ip_version", "network_id", "tenant_id", "project_id"] {
+    for ro in ["cidr", "ip_version", "network_id", "tenant_id", "project_id", "subnetpool_id"] {
         if m.contains_key(ro) {
             return Err(NeutronError::bad_request(format!(
                 "Cannot update read-only attribute {ro}"
@@ -386,6 +466,7 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
             store::put(&mut tx, NETWORKS, &net.id, &net);
         }
         store::delete(&mut tx, SUBNETS, &id).await?;
+        subnetpool::release(&mut tx, &s).await?;
         store::replan_network(&mut tx, &s.network_id).await?;
         Ok::<_, NeutronError>(())
     })?;

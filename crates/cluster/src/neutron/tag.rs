@@ -1,6 +1,6 @@
 //! Tags on Neutron resources (the `tag` extension's API, on every
 //! resource that carries standard attributes here): networks, subnets,
-//! ports, routers, floating IPs and security groups.
+//! subnet pools, ports, routers, floating IPs and security groups.
 //!
 //! ```text
 //!  GET    /v2.0/{resources}/{id}/tags          {"tags": [...]}
@@ -15,7 +15,7 @@
 //! A tag changes no forwarding decision, so a tag write rewrites the
 //! Neutron object only (a new revision, as Neutron bumps it), never its
 //! MidoNet translation. Reading tags needs to see the object; changing them
-//! needs to own it (a shared network's tags are its owner's).
+//! needs to own it (a shared network's or pool's tags are its owner's).
 
 use axum::body::Bytes;
 use axum::extract::Path;
@@ -24,7 +24,9 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::error::{NResult, NeutronError};
-use super::store::{self, FLOATINGIPS, NETWORKS, PORTS, ROUTERS, SECURITY_GROUPS, SUBNETS};
+use super::store::{
+    self, FLOATINGIPS, NETWORKS, PORTS, ROUTERS, SECURITY_GROUPS, SUBNETPOOLS, SUBNETS,
+};
 use super::types::Standard;
 use super::NCtx;
 use crate::ntxn;
@@ -42,6 +44,7 @@ fn collection(resources: &str) -> NResult<(&'static str, &'static str)> {
     Ok(match resources {
         "networks" => (NETWORKS, "Network"),
         "subnets" => (SUBNETS, "Subnet"),
+        "subnetpools" => (SUBNETPOOLS, "SubnetPool"),
         "ports" => (PORTS, "Port"),
         "routers" => (ROUTERS, "Router"),
         "floatingips" => (FLOATINGIPS, "FloatingIP"),
@@ -86,9 +89,10 @@ async fn load(
     let v = store::get::<Value>(tx, coll, id).await?;
     let seen = v.as_ref().is_some_and(|v| {
         let owned = v.get("project_id").and_then(Value::as_str).is_some_and(|p| ctx.owns(p));
-        let public = coll == NETWORKS
-            && (v.get("shared") == Some(&Value::Bool(true))
-                || v.get("router:external") == Some(&Value::Bool(true)));
+        let shared = v.get("shared") == Some(&Value::Bool(true));
+        let public = (coll == NETWORKS
+            && (shared || v.get("router:external") == Some(&Value::Bool(true))))
+            || (coll == SUBNETPOOLS && shared);
         owned || (!write && public)
     });
     match v {

@@ -111,6 +111,45 @@ pub struct Subnet {
     pub std: Standard,
 }
 
+/// A subnet pool (the `subnet_allocation` extension): prefixes that
+/// subnets take their CIDRs from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubnetPool {
+    pub id: String,
+    pub name: String,
+    pub tenant_id: String,
+    pub project_id: String,
+    /// Compacted (`ipam::compact`), one IP version.
+    pub prefixes: Vec<String>,
+    pub ip_version: u8,
+    pub default_prefixlen: u8,
+    pub min_prefixlen: u8,
+    pub max_prefixlen: u8,
+    /// Per-project limit in addresses (units of /32 for IPv4, /64 for
+    /// IPv6), as Neutron counts it; `None` or 0: no limit.
+    pub default_quota: Option<i64>,
+    pub shared: bool,
+    pub is_default: bool,
+    /// Always `None`: there is no address-scope extension.
+    pub address_scope_id: Option<String>,
+    #[serde(flatten)]
+    pub std: Standard,
+    /// The CIDRs its subnets hold. Kept in the pool (not found by a scan of
+    /// the subnets) so that every allocation and release rewrites the pool:
+    /// two concurrent allocations, or an allocation and the pool's delete,
+    /// then conflict on commit and one retries seeing the other.
+    #[serde(default, rename = "_allocations")]
+    pub allocations: Vec<Allocation>,
+}
+
+/// One subnet's CIDR in its pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub subnet_id: String,
+    pub cidr: String,
+    pub project_id: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FixedIp {
     pub subnet_id: String,
