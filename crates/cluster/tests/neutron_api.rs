@@ -490,17 +490,24 @@ fn identity_tokens_scope_projects_on_the_neutron_api() {
     neutron_error(&forged.get("/v2.0/networks"), 401, "HTTPUnauthorized");
 }
 
-#[test]
-fn an_external_network_goes_with_its_floating_ips() {
-    let n = start();
+/// An external network "public" (admin's) with one subnet without DHCP:
+/// (network id, subnet id).
+fn external(n: &N, cidr: &str) -> (String, String) {
     let ext = n
         .admin
         .post("/v2.0/networks", &json!({"network": {"name": "public", "router:external": true}}))
         .expect(201)
         .body;
     let ext_id = id(&ext, "network");
-    let esub = json!({"subnet": {"network_id": ext_id, "ip_version": 4, "cidr": "172.24.5.0/24", "enable_dhcp": false}});
-    let esub = id(&n.admin.post("/v2.0/subnets", &esub).expect(201).body, "subnet");
+    let sub = json!({"subnet": {"network_id": ext_id, "ip_version": 4, "cidr": cidr, "enable_dhcp": false}});
+    let sub = id(&n.admin.post("/v2.0/subnets", &sub).expect(201).body, "subnet");
+    (ext_id, sub)
+}
+
+#[test]
+fn an_external_network_goes_with_its_floating_ips() {
+    let n = start();
+    let (ext_id, esub) = external(&n, "172.24.5.0/24");
     let fip = n
         .alice
         .post("/v2.0/floatingips", &json!({"floatingip": {"floating_network_id": ext_id}}))
@@ -583,14 +590,7 @@ fn tags_are_set_checked_replaced_filtered_and_owned() {
 #[test]
 fn routers_gateways_interfaces_and_floating_ips() {
     let n = start();
-    let ext = n
-        .admin
-        .post("/v2.0/networks", &json!({"network": {"name": "public", "router:external": true}}))
-        .expect(201)
-        .body;
-    let ext_id = id(&ext, "network");
-    let esub = json!({"subnet": {"network_id": ext_id, "ip_version": 4, "cidr": "172.24.4.0/24", "enable_dhcp": false}});
-    n.admin.post("/v2.0/subnets", &esub).expect(201);
+    let (ext_id, _) = external(&n, "172.24.4.0/24");
     let (nid, sid) = net(&n.alice, "private", "10.2.0.0/24");
     let r = n
         .alice
