@@ -219,19 +219,7 @@ pub async fn create_project(
         enabled,
     };
     let value = serde_json::to_vec(&p).expect("plain struct serializes");
-    let (key, name_key) = (project_key(&p.id), project_name_key(name));
-    let r = store
-        .txn(
-            Txn::new()
-                .when([Compare::missing(key.clone()), Compare::missing(name_key.clone())])
-                .and_then([TxnOp::put(key, value), TxnOp::put(name_key, p.id.clone())]),
-        )
-        .await?;
-    if !r.succeeded {
-        return Err(AccountError::Conflict(format!(
-            "Duplicate entry found with name {name} at domain ID default."
-        )));
-    }
+    put_named(store, project_key(&p.id), project_name_key(name), &p.id, value, name).await?;
     Ok(p)
 }
 
@@ -268,20 +256,34 @@ pub async fn create_user(store: &Db, mut user: StoredUser) -> Result<StoredUser,
     user.id = new_id();
     let value = serde_json::to_vec(&user).expect("plain struct serializes");
     let (key, name_key) = (user_key(&user.id), user_name_key(&user.name));
+    put_named(store, key, name_key, &user.id, value, &user.name).await?;
+    Ok(user)
+}
+
+/// Writes a new object at `key` and its name index `name_key` (holding
+/// `id`) in one transaction, only if neither exists: a taken name is
+/// Keystone's 409.
+async fn put_named(
+    store: &Db,
+    key: String,
+    name_key: String,
+    id: &str,
+    value: Vec<u8>,
+    name: &str,
+) -> Result<(), AccountError> {
     let r = store
         .txn(
             Txn::new()
                 .when([Compare::missing(key.clone()), Compare::missing(name_key.clone())])
-                .and_then([TxnOp::put(key, value), TxnOp::put(name_key, user.id.clone())]),
+                .and_then([TxnOp::put(key, value), TxnOp::put(name_key, id.to_string())]),
         )
         .await?;
     if !r.succeeded {
         return Err(AccountError::Conflict(format!(
-            "Duplicate entry found with name {} at domain ID default.",
-            user.name
+            "Duplicate entry found with name {name} at domain ID default."
         )));
     }
-    Ok(user)
+    Ok(())
 }
 
 pub async fn get_user(store: &Db, id: &str) -> Result<Option<StoredUser>, StoreError> {
