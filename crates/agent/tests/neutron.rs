@@ -141,11 +141,17 @@ fn a_cloud_built_through_neutron_carries_traffic() {
         "static SNAT to the FIP"
     );
     // A spoofed source address from vm1 is dropped; its own still works.
-    ns_exec(&vm1.ns, &["ip", "addr", "add", "10.10.0.99/24", "dev", &vm1.vm_if])
+    // (Addresses are picked at random: spoof one no port of network a has.)
+    let taken = api.get(&format!("/ports?network_id={a}")).to_string();
+    let spoof = (90..=99)
+        .map(|l| format!("10.10.0.{l}"))
+        .find(|ip| !taken.contains(&format!("\"{ip}\"")))
+        .expect("a free address to spoof");
+    ns_exec(&vm1.ns, &["ip", "addr", "add", &format!("{spoof}/24"), "dev", &vm1.vm_if])
         .expect("spoof address");
     let spoofed = ns_output(
         &vm1.ns,
-        &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", "-I", "10.10.0.99", &vm2.ip.to_string()],
+        &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", "-I", &spoof, &vm2.ip.to_string()],
     )
     .expect("ping");
     assert!(!spoofed.status.success(), "a spoofed source must not get through");

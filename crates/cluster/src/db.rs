@@ -26,6 +26,19 @@
 //! Any referrer committed after the scan changes the guard and fails the
 //! delete, which then retries and sees it.
 //!
+//! # Tunnel keys
+//!
+//! Every port takes a tunnel key from one counter. A transaction that read
+//! and wrote the counter itself would conflict with every concurrent port
+//! create, so a cluster process takes keys in blocks of [`KEY_BLOCK`]
+//! ([`TunnelKeys`]): one small compare-and-set on the counter per block,
+//! in its own store transaction, then keys from the block without touching
+//! the counter. A key taken by a transaction that then fails is not reused
+//! (nor are the rest of a block when the process stops): the key space
+//! (about a million) is large against how often that happens. A `Tx`
+//! without a block pool (tests, the LB checker) still reads and writes the
+//! counter in its own transaction.
+//!
 //! Keys under `/midonet/v1/meta/` and `/midonet/v1/state/` are not topology
 //! objects; topology watchers skip them.
 //!
@@ -66,6 +79,66 @@ pub const FIRST_TUNNEL_KEY: u32 = 16;
 /// VNI; the upper bits (trace flag, key type) and 0xFFFFFF (flow state) are
 /// reserved, as in MidoNet.
 pub const LAST_TUNNEL_KEY: u32 = 0x000F_FFFF;
+
+/// How many tunnel keys a cluster process takes from the counter at once.
+pub const KEY_BLOCK: u32 = 64;
+
+/// The tunnel keys a cluster process has taken from the counter and not
+/// yet handed out (see the module docs).
+#[derive(Default)]
+pub struct TunnelKeys {
+    /// `next..end` are this process's to hand out.
+    block: tokio::sync::Mutex<(u32, u32)>,
+}
+
+impl TunnelKeys {
+    /// The next key of this process's block, taking a new block from the
+    /// counter when it is used up.
+    pub async fn next(&self, store: &dyn Store) -> Result<u32, ApiError> {
+        let mut block = self.block.lock().await;
+        if block.0 >= block.1 {
+            *block = take_key_block(store).await?;
+        }
+        let key = block.0;
+        block.0 += 1;
+        Ok(key)
+    }
+}
+
+/// Moves the counter past a block of keys with a compare-and-set and
+/// returns the block, retrying when another writer moved it first.
+async fn take_key_block(store: &dyn Store) -> Result<(u32, u32), ApiError> {
+    for attempt in 1..=MAX_ATTEMPTS {
+        let kv = store.get(TUNNEL_KEY_COUNTER.as_bytes()).await?;
+        let (next, rev) = match &kv {
+            None => (FIRST_TUNNEL_KEY, 0),
+            Some(kv) => (parse_counter(&kv.value)?, kv.mod_revision),
+        };
+        if next > LAST_TUNNEL_KEY {
+            return Err(keys_exhausted());
+        }
+        let end = next.saturating_add(KEY_BLOCK).min(LAST_TUNNEL_KEY + 1);
+        let cas = Txn::new()
+            .when([Compare::mod_revision(TUNNEL_KEY_COUNTER, CompareOp::Equal, rev)])
+            .and_then([TxnOp::put(TUNNEL_KEY_COUNTER, end.to_string())]);
+        if store.txn(cas).await?.succeeded {
+            return Ok((next, end));
+        }
+        backoff(attempt).await;
+    }
+    Err(ApiError::conflict("the tunnel key counter changed concurrently too many times; retry"))
+}
+
+fn parse_counter(b: &[u8]) -> Result<u32, ApiError> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .ok_or_else(|| ApiError::internal("tunnel key counter is corrupt"))
+}
+
+fn keys_exhausted() -> ApiError {
+    ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "no tunnel keys left for new ports")
+}
 
 /// Prefix of the guard keys.
 pub const GUARD_PREFIX: &str = "/midonet/v1/meta/guard/";
@@ -108,6 +181,8 @@ pub struct Tx {
     /// Store results of `list` per prefix: cascades scan the same prefix
     /// once per deleted object (routes of each port of a bridge, ...).
     ranges: HashMap<String, Vec<RawKv>>,
+    /// The process's tunnel key blocks, if it has them.
+    keys: Option<Arc<TunnelKeys>>,
 }
 
 /// A key and its value, as read.
@@ -136,7 +211,14 @@ impl Tx {
             writes: BTreeMap::new(),
             touched: BTreeSet::new(),
             ranges: HashMap::new(),
+            keys: None,
         }
+    }
+
+    /// A transaction that takes tunnel keys from `keys` (see the module
+    /// docs) instead of the counter.
+    pub fn with_keys(store: Arc<dyn Store>, keys: Arc<TunnelKeys>) -> Self {
+        Tx { keys: Some(keys), ..Tx::new(store) }
     }
 
     /// Reads a key (seeing this transaction's own writes); the value read is
@@ -323,20 +405,18 @@ impl Tx {
         Ok(())
     }
 
-    /// Allocates the next tunnel key from the counter, in this transaction.
+    /// Allocates the next tunnel key: from the process's block when the
+    /// transaction has one, else from the counter, in this transaction.
     pub async fn alloc_tunnel_key(&mut self) -> Result<u32, ApiError> {
+        if let Some(keys) = &self.keys {
+            return keys.next(&*self.store).await;
+        }
         let next = match self.get_raw(TUNNEL_KEY_COUNTER).await? {
             None => FIRST_TUNNEL_KEY,
-            Some(b) => std::str::from_utf8(&b)
-                .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok())
-                .ok_or_else(|| ApiError::internal("tunnel key counter is corrupt"))?,
+            Some(b) => parse_counter(&b)?,
         };
         if next > LAST_TUNNEL_KEY {
-            return Err(ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "no tunnel keys left for new ports",
-            ));
+            return Err(keys_exhausted());
         }
         self.put_raw(TUNNEL_KEY_COUNTER, (next + 1).to_string().into_bytes());
         Ok(next)
@@ -427,7 +507,7 @@ macro_rules! txn {
         let cluster: &$crate::Cluster = &$cluster;
         let mut attempt: u32 = 0;
         loop {
-            let mut $tx = $crate::db::Tx::new(cluster.store.clone());
+            let mut $tx = cluster.tx();
             let out = $crate::db::typed::<_, $err, _>(async { $body }).await;
             match out {
                 Err(e) => break Err(e),
@@ -708,5 +788,48 @@ mod tests {
         assert!(matches!(b.commit().await, Err(CommitError::Conflict)));
         let mut c = Tx::new(s.clone());
         assert_eq!(c.alloc_tunnel_key().await.expect("c"), FIRST_TUNNEL_KEY + 1);
+    }
+
+    #[tokio::test]
+    async fn processes_take_key_blocks_and_never_hand_out_a_key_twice() {
+        let s = store().await;
+        let (p1, p2) = (Arc::new(TunnelKeys::default()), Arc::new(TunnelKeys::default()));
+        let mut seen = BTreeSet::new();
+        for i in 0..(3 * KEY_BLOCK) {
+            // Two processes and a transaction on the counter, interleaved.
+            let mut a = Tx::with_keys(s.clone(), p1.clone());
+            let mut b = Tx::with_keys(s.clone(), p2.clone());
+            let mut c = Tx::new(s.clone());
+            let keys = [
+                a.alloc_tunnel_key().await,
+                b.alloc_tunnel_key().await,
+                c.alloc_tunnel_key().await,
+            ];
+            c.commit().await.expect("the counter transaction is alone on the counter");
+            for k in keys {
+                let k = k.expect("a key");
+                assert!(seen.insert(k), "key {k} handed out twice (round {i})");
+            }
+            // Keys from a block do not conflict: both transactions commit.
+            a.put_raw("/x/a", vec![1]);
+            b.put_raw("/x/b", vec![1]);
+            a.commit().await.expect("a");
+            b.commit().await.expect("b");
+        }
+        assert_eq!(seen.first(), Some(&FIRST_TUNNEL_KEY));
+    }
+
+    #[tokio::test]
+    async fn the_last_block_is_short_and_then_keys_run_out() {
+        let s = store().await;
+        s.put(TUNNEL_KEY_COUNTER.as_bytes(), (LAST_TUNNEL_KEY - 1).to_string().as_bytes(), None)
+            .await
+            .expect("put");
+        let keys = Arc::new(TunnelKeys::default());
+        let mut tx = Tx::with_keys(s.clone(), keys);
+        assert_eq!(tx.alloc_tunnel_key().await.expect("1"), LAST_TUNNEL_KEY - 1);
+        assert_eq!(tx.alloc_tunnel_key().await.expect("2"), LAST_TUNNEL_KEY);
+        let e = tx.alloc_tunnel_key().await.expect_err("none left");
+        assert_eq!(e.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -86,10 +86,13 @@ pub struct Cluster {
     pub auth: auth::Auth,
     pub config: Config,
     pub metrics: metrics::Metrics,
-    /// Serializes creates that all write one counter (ports and their
-    /// tunnel keys) inside this process, so they queue instead of
-    /// conflicting; across replicas the store compares still decide.
+    /// Serializes the Neutron router writes (interfaces, gateways, floating
+    /// IPs) inside this process: they replan one router from several
+    /// requests, so concurrent ones would mostly conflict. Addresses are
+    /// kept unique by claims (`neutron::port`), not by this lock.
     pub create_lock: tokio::sync::Mutex<()>,
+    /// This process's block of tunnel keys ([`db::TunnelKeys`]).
+    pub tunnel_keys: Arc<db::TunnelKeys>,
 }
 
 impl Cluster {
@@ -103,6 +106,12 @@ impl Cluster {
             config,
             metrics: metrics::Metrics::new(),
             create_lock: tokio::sync::Mutex::new(()),
+            tunnel_keys: Arc::default(),
         })
+    }
+
+    /// A fresh transaction that takes tunnel keys from this process's block.
+    pub fn tx(&self) -> db::Tx {
+        db::Tx::with_keys(self.store.clone(), self.tunnel_keys.clone())
     }
 }

@@ -157,14 +157,19 @@ fn networks_subnets_and_ports_translate_to_bridges_dhcp_and_ports() {
     assert_eq!(dhcp[0]["subnetPrefix"], "10.0.0.0");
     assert_eq!(dhcp[0]["defaultGateway"], "10.0.0.1");
 
-    // A port gets the first free address, a MAC, the default group.
+    // A port gets a free address of the pool (at random among the first
+    // free ones, as Neutron's IPAM), a MAC, the default group.
     let p = n
         .alice
         .post("/v2.0/ports", &json!({"port": {"network_id": nid, "name": "p1"}}))
         .expect(201)
         .body;
     let pid = id(&p, "port");
-    assert_eq!(p["port"]["fixed_ips"], json!([{"subnet_id": sid, "ip_address": "10.0.0.2"}]));
+    assert_eq!(p["port"]["fixed_ips"][0]["subnet_id"], sid.as_str());
+    let ip1 = p["port"]["fixed_ips"][0]["ip_address"].as_str().expect("address").to_string();
+    let last: u8 =
+        ip1.strip_prefix("10.0.0.").and_then(|l| l.parse().ok()).expect("in 10.0.0.0/24");
+    assert!((2..=254).contains(&last), "{ip1} is in the allocation pool");
     assert!(p["port"]["mac_address"].as_str().expect("mac").starts_with("fa:16:3e:"));
     assert_eq!(p["port"]["status"], "DOWN");
     let sgs = p["port"]["security_groups"].as_array().expect("groups").clone();
@@ -193,17 +198,15 @@ fn networks_subnets_and_ports_translate_to_bridges_dhcp_and_ports() {
     let macs = n.mido.ok(&format!("/bridges/{nid}/mac_table"));
     assert!(macs.as_array().expect("macs").iter().any(|m| m["portId"] == pid.as_str()), "{macs}");
     let hosts = n.mido.ok(&format!("/bridges/{nid}/dhcp/10.0.0.0_24/hosts"));
-    assert_eq!(hosts[0]["ipAddr"], "10.0.0.2");
+    assert_eq!(hosts[0]["ipAddr"], ip1.as_str());
 
     // Explicit addresses: taken, outside, the gateway.
     let fixed = |ip: &str| json!({"port": {"network_id": nid, "fixed_ips": [{"ip_address": ip}]}});
-    let p2 = n.alice.post("/v2.0/ports", &fixed("10.0.0.50")).expect(201).body;
-    assert_eq!(p2["port"]["fixed_ips"][0]["ip_address"], "10.0.0.50");
-    neutron_error(
-        &n.alice.post("/v2.0/ports", &fixed("10.0.0.50")),
-        409,
-        "IpAddressAlreadyAllocated",
-    );
+    let ip2 = if ip1 == "10.0.0.50" { "10.0.0.51" } else { "10.0.0.50" };
+    let p2 = n.alice.post("/v2.0/ports", &fixed(ip2)).expect(201).body;
+    assert_eq!(p2["port"]["fixed_ips"][0]["ip_address"], ip2);
+    neutron_error(&n.alice.post("/v2.0/ports", &fixed(&ip1)), 409, "IpAddressAlreadyAllocated");
+    neutron_error(&n.alice.post("/v2.0/ports", &fixed(ip2)), 409, "IpAddressAlreadyAllocated");
     neutron_error(&n.alice.post("/v2.0/ports", &fixed("10.0.1.5")), 400, "InvalidInput");
     neutron_error(
         &n.alice.post("/v2.0/ports", &fixed("10.0.0.1")),
@@ -603,7 +606,8 @@ fn routers_gateways_interfaces_and_floating_ips() {
     let rid = id(&r, "router");
     let gw = &r["router"]["external_gateway_info"];
     assert_eq!(gw["enable_snat"], true);
-    assert_eq!(gw["external_fixed_ips"][0]["ip_address"], "172.24.4.2");
+    let gw_ip = gw["external_fixed_ips"][0]["ip_address"].as_str().expect("address").to_string();
+    assert!(gw_ip.starts_with("172.24.4.") && gw_ip != "172.24.4.1", "{gw_ip}");
     // Interface by subnet: the gateway address on a router port.
     let add = n
         .alice
@@ -632,7 +636,7 @@ fn routers_gateways_interfaces_and_floating_ips() {
     let rports = n.mido.ok(&format!("/routers/{rid}/ports"));
     let addrs: Vec<&str> =
         rports.as_array().expect("l").iter().filter_map(|p| p["portAddress"].as_str()).collect();
-    assert!(addrs.contains(&"10.2.0.1") && addrs.contains(&"172.24.4.2"), "{addrs:?}");
+    assert!(addrs.contains(&"10.2.0.1") && addrs.contains(&gw_ip.as_str()), "{addrs:?}");
     for p in rports.as_array().expect("l") {
         assert!(p["peerId"].is_string(), "router ports are linked: {p}");
     }
@@ -663,7 +667,7 @@ fn routers_gateways_interfaces_and_floating_ips() {
         .body;
     let fid = id(&f, "floatingip");
     assert_eq!(f["floatingip"]["router_id"], rid.as_str());
-    assert_eq!(f["floatingip"]["fixed_ip_address"], "10.2.0.2");
+    assert_eq!(f["floatingip"]["fixed_ip_address"], vm["port"]["fixed_ips"][0]["ip_address"]);
     assert_eq!(f["floatingip"]["status"], "ACTIVE");
     let fip = f["floatingip"]["floating_ip_address"].as_str().expect("address").to_string();
     let pre =
@@ -806,7 +810,7 @@ fn security_group_rules_are_checked_and_translated() {
         "SecurityGroupInUse",
     );
     let members = n.mido.ok(&format!("/ip_addr_groups/{sgid}/ip_addrs"));
-    assert_eq!(members[0]["addr"], "10.3.0.2", "{members}");
+    assert_eq!(members[0]["addr"], p["port"]["fixed_ips"][0]["ip_address"], "{members}");
     n.alice.delete(&format!("/v2.0/ports/{}", id(&p, "port"))).expect(204);
     n.alice.delete(&format!("/v2.0/security-groups/{sgid}")).expect(204);
     let default = n.alice.get("/v2.0/security-groups?name=default").expect(200).body;
@@ -1592,4 +1596,34 @@ fn subnet_pools_are_isolated_shared_and_quota_limited() {
         "BadRequest",
         "Bad subnets request: No default subnetpool found for IPv6.",
     );
+}
+
+#[test]
+fn concurrent_port_creates_never_share_an_address() {
+    let n = start();
+    let (nid, _) = net(&n.alice, "small", "10.7.0.0/27");
+    let results: Vec<Resp> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let api = n.alice.clone();
+                let body = json!({"port": {"network_id": nid}});
+                sc.spawn(move || {
+                    (0..10).map(|_| api.post("/v2.0/ports", &body)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+    });
+    let mut addrs = std::collections::HashSet::new();
+    for r in &results {
+        match r.status {
+            201 => {
+                let ip = r.body["port"]["fixed_ips"][0]["ip_address"].as_str().expect("ip");
+                assert!(addrs.insert(ip.to_string()), "{ip} handed out twice");
+            }
+            409 => neutron_error(r, 409, "IpAddressGenerationFailure"),
+            s => panic!("port create answered {s}: {}", r.text),
+        }
+    }
+    assert_eq!(addrs.len(), 29, "every address of the pool, once");
 }

@@ -146,7 +146,7 @@ impl Ctx {
     }
 
     pub fn tx(&self) -> Tx {
-        Tx::new(self.cluster.store.clone())
+        self.cluster.tx()
     }
 
     /// Whether the caller may see an object owned by `owner`.

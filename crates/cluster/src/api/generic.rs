@@ -222,9 +222,6 @@ async fn prepare_create<T: Kind>(
     if let Some((pk, pid)) = parent {
         first.push(pk.key(&[&pid.to_string()]));
     }
-    if T::DESC.serialize_creates {
-        first.push(crate::db::TUNNEL_KEY_COUNTER.to_string());
-    }
     tx.prefetch(&first).await?;
     if tx.exists(&obj.store_key()).await? {
         return Err(
@@ -261,14 +258,11 @@ pub async fn create_in<T: Kind>(
 ) -> Result<Response, ApiError> {
     gate::<T>(ctx)?;
     let parsed: T = ctx.parse(body)?;
-    let _serial =
-        if T::DESC.serialize_creates { Some(ctx.cluster.create_lock.lock().await) } else { None };
     let obj = txn!(ctx.cluster, tx => {
         let mut obj = parsed.clone();
         prepare_create(&mut tx, ctx, &mut obj, parent).await?;
         Ok(obj)
     })?;
-    drop(_serial);
     let v = render_fresh(ctx, &obj).await?;
     let loc = ctx.uri(&format!("/{}/{}", T::KIND.segment(), obj.id()));
     Ok(ctx.created(T::DESC.media, &loc, v))

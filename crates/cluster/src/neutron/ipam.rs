@@ -216,20 +216,44 @@ pub fn check_pools(cidr: &Cidr, pools: &[Pool], gateway: Option<IpAddr>) -> Resu
     Ok(())
 }
 
-/// The first address of the pools not in `used`.
-pub fn allocate(cidr: &Cidr, pools: &[Pool], used: &HashSet<IpAddr>) -> Option<IpAddr> {
+/// How many of a pool's free addresses a random pick chooses among
+/// (Neutron's `MAX_WIN`).
+pub const PICK_WINDOW: usize = 1000;
+
+/// How an address is picked from a pool's free ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// The first free one (Neutron's `PreferNextAddressRequest`: DHCP
+    /// ports).
+    First,
+    /// One at random among the first [`PICK_WINDOW`] free ones, as
+    /// Neutron's IPAM driver does: concurrent creates then rarely want the
+    /// same address.
+    Random,
+}
+
+/// An address of the first pool that has one not in `used`.
+pub fn allocate(cidr: &Cidr, pools: &[Pool], used: &HashSet<IpAddr>, pick: Pick) -> Option<IpAddr> {
+    let want = if pick == Pick::First { 1 } else { PICK_WINDOW };
     for p in pools {
         let Ok((s, e)) = pool_bounds(cidr, p) else { continue };
+        let mut free = Vec::new();
         let mut v = s;
         loop {
             let ip = from_u128(v, cidr.is_v4());
             if !used.contains(&ip) {
-                return Some(ip);
+                free.push(ip);
+                if free.len() == want {
+                    break;
+                }
             }
             if v == e {
                 break;
             }
             v += 1;
+        }
+        if !free.is_empty() {
+            return Some(free[rand::random::<u32>() as usize % free.len()]);
         }
     }
     None
@@ -397,11 +421,37 @@ mod tests {
         assert!(check_pools(&c, &outside, gw).is_err());
         let mut used = HashSet::new();
         for want in ["192.168.1.2", "192.168.1.3", "192.168.1.4", "192.168.1.5", "192.168.1.6"] {
-            let got = allocate(&c, &pools, &used).expect("free");
+            let got = allocate(&c, &pools, &used, Pick::First).expect("free");
             assert_eq!(got, ip(want));
             used.insert(got);
         }
-        assert_eq!(allocate(&c, &pools, &used), None, "exhausted");
+        assert_eq!(allocate(&c, &pools, &used, Pick::First), None, "exhausted");
+        assert_eq!(allocate(&c, &pools, &used, Pick::Random), None, "exhausted");
+    }
+
+    #[test]
+    fn random_picks_stay_in_the_first_window_of_free_addresses_and_never_reuse() {
+        let c = Cidr::parse("10.0.0.0/16").expect("cidr");
+        let gw = Some(ip("10.0.0.1"));
+        let pools = c.default_pools(gw);
+        let mut used = HashSet::new();
+        used.insert(ip("10.0.0.1"));
+        for _ in 0..3000 {
+            let got = allocate(&c, &pools, &used, Pick::Random).expect("free");
+            assert!(used.insert(got), "{got} handed out twice");
+            // At most PICK_WINDOW free addresses are below any pick.
+            let below = to_u128(got) - to_u128(ip("10.0.0.2"));
+            let used_below = used.iter().filter(|u| to_u128(**u) < to_u128(got)).count() as u128;
+            assert!(below - (used_below - 1) < PICK_WINDOW as u128, "{got} is past the window");
+        }
+        // A small pool is picked from whole, and runs out exactly.
+        let small = Cidr::parse("10.1.0.0/29").expect("cidr");
+        let pools = small.default_pools(Some(ip("10.1.0.1")));
+        let mut used = HashSet::new();
+        for _ in 0..5 {
+            assert!(used.insert(allocate(&small, &pools, &used, Pick::Random).expect("free")));
+        }
+        assert_eq!(allocate(&small, &pools, &used, Pick::Random), None);
     }
 
     fn cidrs(list: &[&str]) -> Vec<Cidr> {

@@ -139,7 +139,7 @@ impl FromRequestParts<Arc<Cluster>> for Base {
 
 impl NCtx {
     pub fn tx(&self) -> Tx {
-        Tx::new(self.cluster.store.clone())
+        self.cluster.tx()
     }
     pub fn is_admin(&self) -> bool {
         self.session.is_admin()

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::body::{self, check_keys};
 use super::error::{NResult, NeutronError};
-use super::ipam::{self, Cidr};
+use super::ipam::{self, Cidr, Pick};
 use super::network::{self, created};
 use super::store::{self, FLOATINGIPS, PORTS};
 use super::types::{
@@ -128,6 +128,109 @@ fn requested_ips(m: &Map<String, Value>) -> NResult<Option<Vec<IpRequest>>> {
     Ok(Some(out))
 }
 
+/// Makes concurrent writers that would give one address or MAC to two
+/// ports conflict. Each address and MAC a port holds has a claim key
+/// naming the port; a writer reads (so compares on commit) and writes the
+/// claims of what it gives. The list of the network's ports that picked
+/// the address is not compared on commit and may be older than the
+/// claim, so a claim is believed over it: one that names another port
+/// still holding the address or MAC means taken. One left by a port that
+/// was deleted or has moved on is stale and is taken over. Without this,
+/// two cluster processes (or two requests of one) could give one address
+/// twice.
+fn ip_claim_key(subnet: &str, ip: &str) -> String {
+    format!("{}claims/ip/{subnet}/{ip}", store::PREFIX)
+}
+fn mac_claim_key(net: &str, mac: &str) -> String {
+    format!("{}claims/mac/{net}/{mac}", store::PREFIX)
+}
+
+/// What [`claim`] found held by another port.
+enum Taken {
+    Mac,
+    Ip(FixedIp),
+}
+
+/// Claims `p`'s MAC and addresses (see [`ip_claim_key`]), or says which
+/// of them another port holds (then nothing is claimed).
+async fn claim(tx: &mut Tx, p: &Port) -> NResult<Option<Taken>> {
+    let mac_key = mac_claim_key(&p.network_id, &p.mac_address);
+    let ip_keys: Vec<String> =
+        p.fixed_ips.iter().map(|f| ip_claim_key(&f.subnet_id, &f.ip_address)).collect();
+    let mut keys = ip_keys.clone();
+    keys.push(mac_key.clone());
+    tx.prefetch(&keys).await?;
+    if let Some(o) = holder(tx, &mac_key, &p.id).await? {
+        if o.network_id == p.network_id && o.mac_address == p.mac_address {
+            return Ok(Some(Taken::Mac));
+        }
+    }
+    for (f, k) in p.fixed_ips.iter().zip(&ip_keys) {
+        if let Some(o) = holder(tx, k, &p.id).await? {
+            if o.fixed_ips.contains(f) {
+                return Ok(Some(Taken::Ip(f.clone())));
+            }
+        }
+    }
+    for k in keys {
+        tx.put_raw(&k, p.id.clone().into_bytes());
+    }
+    Ok(None)
+}
+
+/// The port other than `me` that a claim names, if it still exists.
+async fn holder(tx: &mut Tx, key: &str, me: &str) -> NResult<Option<Port>> {
+    let Some(v) = tx.get_raw(key).await? else { return Ok(None) };
+    let id = String::from_utf8_lossy(&v).into_owned();
+    if id == me {
+        return Ok(None);
+    }
+    Ok(store::get::<Port>(tx, PORTS, &id).await?)
+}
+
+/// Gives `p` addresses (as [`allocate_ips`]) and a MAC if it has none
+/// (`mac` is then `None`), and claims them: what a claim shows taken is
+/// counted as used and the choice made again.
+async fn allocate_and_claim(
+    tx: &mut Tx,
+    p: &mut Port,
+    subnets: &[Subnet],
+    mut ports: Vec<PortAddrs>,
+    req: Option<Vec<IpRequest>>,
+    mac: Option<&str>,
+) -> NResult<()> {
+    let random_mac = mac.is_none();
+    loop {
+        if random_mac {
+            p.mac_address = loop {
+                let mac = ipam::random_mac();
+                if !ports.iter().any(|o| o.mac_address == mac) {
+                    break mac;
+                }
+            };
+        }
+        p.fixed_ips = allocate_ips(p, subnets, &ports, req.clone())?;
+        let taken = match claim(tx, p).await? {
+            None => return Ok(()),
+            Some(Taken::Mac) if !random_mac => {
+                return Err(mac_in_use(&p.network_id, &p.mac_address));
+            }
+            Some(Taken::Mac) => {
+                PortAddrs { mac_address: p.mac_address.clone(), ..PortAddrs::default() }
+            }
+            Some(Taken::Ip(f)) => PortAddrs { fixed_ips: vec![f], ..PortAddrs::default() },
+        };
+        ports.push(PortAddrs { network_id: p.network_id.clone(), ..taken });
+    }
+}
+
+fn mac_in_use(net: &str, mac: &str) -> NeutronError {
+    NeutronError::conflict(
+        "MacAddressInUse",
+        format!("Unable to complete operation for network {net}. The mac address {mac} is in use."),
+    )
+}
+
 /// Addresses in use on a network (ports' and subnets' gateways).
 fn used_ips(ports: &[PortAddrs], net: &str, except: &str) -> HashSet<IpAddr> {
     ports
@@ -147,6 +250,7 @@ pub fn allocate_ips(
 ) -> NResult<Vec<FixedIp>> {
     let mut used = used_ips(ports, &p.network_id, &p.id);
     let router_if = p.device_owner == owner::ROUTER_INTERFACE;
+    let pick = if p.device_owner == owner::DHCP { Pick::First } else { Pick::Random };
     let gateways: HashSet<IpAddr> =
         subnets.iter().filter_map(|s| s.gateway_ip.as_deref()?.parse().ok()).collect();
     let exhausted = || {
@@ -165,7 +269,7 @@ pub fn allocate_ips(
         all_used.extend(gateways.iter().copied());
         for s in order {
             let Ok(c) = Cidr::parse(&s.cidr) else { continue };
-            if let Some(ip) = ipam::allocate(&c, &s.allocation_pools, &all_used) {
+            if let Some(ip) = ipam::allocate(&c, &s.allocation_pools, &all_used, pick) {
                 return Ok(vec![FixedIp { subnet_id: s.id.clone(), ip_address: ip.to_string() }]);
             }
         }
@@ -214,7 +318,8 @@ pub fn allocate_ips(
             None => {
                 let mut all_used = used.clone();
                 all_used.extend(gateways.iter().copied());
-                ipam::allocate(&c, &subnet.allocation_pools, &all_used).ok_or_else(exhausted)?
+                ipam::allocate(&c, &subnet.allocation_pools, &all_used, pick)
+                    .ok_or_else(exhausted)?
             }
         };
         used.insert(addr);
@@ -401,26 +506,19 @@ pub async fn create_in(
     };
     apply(&mut p, m)?;
     let ports = store::network_ports(tx, &net.id).await?;
-    p.mac_address = match body::opt_string(m, "mac_address")? {
+    let mac = match body::opt_string(m, "mac_address")? {
         Some(mac) => {
             let mac = check_mac(&mac)?;
             if ports.iter().any(|o| o.network_id == net.id && o.mac_address == mac) {
-                return Err(NeutronError::conflict(
-                    "MacAddressInUse",
-                    format!("Unable to complete operation for network {}. The mac address {mac} is in use.", net.id),
-                ));
+                return Err(mac_in_use(&net.id, &mac));
             }
-            mac
+            p.mac_address = mac;
+            Some(p.mac_address.clone())
         }
-        None => loop {
-            let mac = ipam::random_mac();
-            if !ports.iter().any(|o| o.mac_address == mac) {
-                break mac;
-            }
-        },
+        None => None,
     };
     let subnets = store::subnets_of(tx, net).await?;
-    p.fixed_ips = allocate_ips(&p, &subnets, &ports, requested_ips(m)?)?;
+    allocate_and_claim(tx, &mut p, &subnets, ports, requested_ips(m)?, mac.as_deref()).await?;
     p.security_groups = match body::opt_strings(m, "security_groups")? {
         Some(ids) => groups(ctx, tx, &ids).await?,
         None if p.port_security_enabled && !p.is_trusted() => {
@@ -479,7 +577,6 @@ pub async fn create(ctx: NCtx, body: Bytes) -> NResult<Response> {
         binding_admin_only(&ctx, m)?;
     }
     let ctx = &ctx;
-    let _serial = ctx.cluster.create_lock.lock().await;
     let ports = ntxn!(ctx.cluster, tx => {
         let mut out = Vec::new();
         let mut counts = Vec::new();
@@ -493,7 +590,6 @@ pub async fn create(ctx: NCtx, body: Bytes) -> NResult<Response> {
         }
         Ok::<_, NeutronError>(out)
     })?;
-    drop(_serial);
     let out: Vec<Value> = ports.iter().map(|p| render(p, false)).collect();
     Ok(created(ctx, "port", "ports", bulk, out))
 }
@@ -546,10 +642,13 @@ pub async fn update(ctx: NCtx, Path(id): Path<String>, body: Bytes) -> NResult<R
                 p.mac_address = mac;
             }
         }
-        if let Some(req) = requested_ips(&m)? {
+        let req = requested_ips(&m)?;
+        if req.is_some() || p.mac_address != before.mac_address {
             let net = network::load(ctx, &mut tx, &p.network_id).await?;
             let subnets = store::subnets_of(&mut tx, &net).await?;
-            p.fixed_ips = allocate_ips(&p, &subnets, &ports, Some(req))?;
+            let mac = p.mac_address.clone();
+            let req = req.or_else(|| Some(p.fixed_ips.iter().map(|f| (Some(f.subnet_id.clone()), Some(f.ip_address.clone()))).collect()));
+            allocate_and_claim(&mut tx, &mut p, &subnets, ports, req, Some(&mac)).await?;
         }
         if let Some(ids) = body::opt_strings(&m, "security_groups")? {
             p.security_groups = groups(ctx, &mut tx, &ids).await?;

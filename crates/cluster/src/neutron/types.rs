@@ -232,7 +232,7 @@ impl Port {
 
 /// The part of a port that address and MAC allocation read, as the
 /// network's index keeps it (`store::network_ports`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct PortAddrs {
     pub id: String,
     pub network_id: String,

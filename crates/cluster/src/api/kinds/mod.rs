@@ -82,9 +82,6 @@ pub struct Desc {
     /// Hosts and tunnel zones: tenants get 403.
     pub admin_only: bool,
     pub verbs: Verbs,
-    /// Creates are serialized inside this process (they all write the
-    /// tunnel key counter, so concurrent ones would only conflict).
-    pub serialize_creates: bool,
     /// Kinds under which this one is also listed and created:
     /// `/<parent>/{id}/<segment>` ([`Kind::in_parent`] decides membership).
     pub parents: &'static [ObjectKind],
@@ -98,25 +95,13 @@ impl Desc {
         root: Option<&'static str>,
         template: &'static str,
     ) -> Desc {
-        Desc {
-            what,
-            media,
-            root,
-            template,
-            admin_only: false,
-            verbs: ALL,
-            serialize_creates: false,
-            parents: &[],
-        }
+        Desc { what, media, root, template, admin_only: false, verbs: ALL, parents: &[] }
     }
     const fn admin_only(self) -> Desc {
         Desc { admin_only: true, ..self }
     }
     const fn verbs(self, verbs: Verbs) -> Desc {
         Desc { verbs, ..self }
-    }
-    const fn serialize_creates(self) -> Desc {
-        Desc { serialize_creates: true, ..self }
     }
     const fn under(self, parents: &'static [ObjectKind]) -> Desc {
         Desc { parents, ..self }

@@ -54,7 +54,6 @@ fn random_mac() -> MacAddr {
 kind! {
     Port = Desc::new("port", "Port-v3", Some("ports"), "portTemplate")
         .verbs(NO_CREATE)
-        .serialize_creates()
         .under(&[ObjectKind::Bridge, ObjectKind::Router]);
     refs: [
         "inboundFilterId": inbound_filter_id => Chain, Clear;
