@@ -37,6 +37,27 @@
 //! With auth disabled every call is an admin call and `/login` hands out a
 //! token to anyone, so clients that always log in keep working.
 //!
+//! # Readers
+//!
+//! Keystone's `reader` role may look but not touch (Keystone's and
+//! Neutron's default policies): a session whose only role on its project
+//! is `reader` is [`Session::read_only`], and [`Auth::check_request`], the
+//! one check the MidoNet and Neutron APIs make before any handler, answers
+//! anything but `GET` and `HEAD` from it with 403. `admin`, `member` or any
+//! other role (a deployment's own, e.g. `_member_`) may write, as before:
+//!
+//! ```text
+//!  roles on the project     session                       may
+//!  admin (+ anything)       Role::Admin                   everything
+//!  member, any but reader   Role::Tenant(p)               read, write p's objects
+//!  reader only              Role::Tenant(p), read_only    read p's objects
+//! ```
+//!
+//! The roles come from the store at each use for store users (granting
+//! `member` to a reader lets its tokens write at once), from an external
+//! Keystone's token body (cached with it), and config users hold `member`.
+//! The identity endpoint's own writes are an admin's anyway.
+//!
 //! # External Keystone
 //!
 //! With `auth.keystone_url` set, [`Auth::check_async`] asks that Keystone
@@ -51,7 +72,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -59,6 +80,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{AuthConfig, RoleName, UserConfig};
 use crate::error::ApiError;
+
+/// Keystone's read-only role (see the module doc, "Readers").
+pub const READER: &str = "reader";
 
 /// What the caller may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,11 +120,30 @@ pub struct Session {
     /// whose roles are re-read from the store at each use; `None` for a
     /// config user (whose id is its name).
     pub user_id: Option<String>,
+    /// The user holds only `reader` on the project: it may read, not
+    /// write ([`Session::check_method`]). Never set for an admin.
+    pub read_only: bool,
 }
 
 impl Session {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+    /// 403 for a request that may change something (any method but `GET`
+    /// and `HEAD`) from a [`Session::read_only`] session.
+    pub fn check_method(&self, method: &Method) -> Result<(), ApiError> {
+        if !self.read_only || method == Method::GET || method == Method::HEAD {
+            return Ok(());
+        }
+        let project = self.project.as_deref().or(self.tenant()).unwrap_or_default();
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{method} is not allowed: user `{}` holds only the reader role on project \
+                 `{project}`, which may GET and HEAD; a member or admin may write",
+                self.user
+            ),
+        ))
     }
     pub fn tenant(&self) -> Option<&str> {
         match &self.role {
@@ -198,6 +241,10 @@ struct Claims {
     /// A store user's id (absent for config users, and in older tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     i: Option<String>,
+    /// Read-only (absent when false, and in older tokens, which were all
+    /// read-write; a store user's is read again at each use anyway).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ro: bool,
 }
 
 fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
@@ -287,7 +334,8 @@ impl Auth {
             return Some(Verified::Revoked);
         }
         let role = c.r.map_or(Role::Admin, Role::Tenant);
-        Some(Verified::Live(Session { user: c.u, role, expires, project: c.p, user_id: c.i }))
+        let (user, project, user_id, read_only) = (c.u, c.p, c.i, c.ro);
+        Some(Verified::Live(Session { user, role, expires, project, user_id, read_only }))
     }
 
     /// Lifetime of a new token.
@@ -362,6 +410,7 @@ impl Auth {
             role,
             expires: SystemTime::now() + self.ttl,
             user_id: None,
+            read_only: false,
         };
         let session = scoped(session);
         (self.issue_session(session.clone()), session)
@@ -381,6 +430,7 @@ impl Auth {
             e: secs(s.expires),
             n: rand::random(),
             i: s.user_id,
+            ro: s.read_only,
         };
         let payload = b64().encode(serde_json::to_vec(&claims).expect("plain struct serializes"));
         let mac = b64().encode(hmac(&self.key.read(), payload.as_bytes()));
@@ -426,6 +476,7 @@ impl Auth {
                 expires: SystemTime::now() + self.ttl,
                 project: None,
                 user_id: None,
+                read_only: false,
             });
         }
         let token = token.ok_or_else(|| {
@@ -438,6 +489,19 @@ impl Auth {
                 Err(ApiError::unauthorized("unknown token: log in again"))
             }
         }
+    }
+
+    /// [`Auth::check_async`], then [`Session::check_method`]: the session
+    /// of an API request (401), if it may make it (403). The MidoNet and
+    /// Neutron APIs authenticate every request here.
+    pub async fn check_request(
+        &self,
+        token: Option<&str>,
+        method: &Method,
+    ) -> Result<Session, ApiError> {
+        let s = self.check_async(token).await?;
+        s.check_method(method)?;
+        Ok(s)
     }
 
     /// [`Auth::check_live`], and for a token this cluster never issued, when
@@ -458,7 +522,8 @@ impl Auth {
 
     /// [`Auth::check`], and for a store user's token its roles read again
     /// from the store: 401 once the user, the project or its last role on
-    /// the project is gone; an `admin` role taken away makes it a tenant.
+    /// the project is gone; an `admin` role taken away makes it a tenant,
+    /// and it is read-only while `reader` is its only role ([`reads_only`]).
     /// Config users' tokens do not touch the store.
     pub async fn check_live(&self, token: Option<&str>) -> Result<Session, ApiError> {
         let s = self.check(token)?;
@@ -486,6 +551,7 @@ impl Auth {
             return Err(gone());
         }
         s.role = role_from_names(&roles, &project);
+        s.read_only = reads_only(&roles);
         Ok(s)
     }
 }
@@ -501,11 +567,21 @@ pub fn role_from_names<S: AsRef<str>>(roles: &[S], project: &str) -> Role {
     }
 }
 
-/// A tenant's session is scoped to its tenant.
-/// Also rounds the expiry down to whole seconds, as the token carries it.
+/// Whether Keystone role names held on a project allow reading only: none
+/// is other than `reader` (compared case aside, as oslo.policy's role
+/// check does), so `admin`, `member` or a deployment's own role may write.
+/// No role at all allows no more than reading.
+pub fn reads_only<S: AsRef<str>>(roles: &[S]) -> bool {
+    roles.iter().all(|r| r.as_ref().eq_ignore_ascii_case(READER))
+}
+
+/// A tenant's session is scoped to its tenant; an admin's is never
+/// read-only. Also rounds the expiry down to whole seconds, as the token
+/// carries it.
 fn scoped(mut s: Session) -> Session {
-    if let Role::Tenant(t) = &s.role {
-        s.project = Some(t.clone());
+    match &s.role {
+        Role::Tenant(t) => s.project = Some(t.clone()),
+        Role::Admin => s.read_only = false,
     }
     s.expires = whole_secs(s.expires);
     s
@@ -582,8 +658,9 @@ fn validate_remote(agent: &ureq::Agent, url: &str, token: &str) -> Result<Value,
 
 /// The session a Keystone token body (`{"token": {...}}`) describes: user
 /// name, project id and roles; role `admin` makes an admin, anything else
-/// a tenant of the project. A token scoped to no project gives a tenant
-/// nothing to own, so it is a 401 unless it is an admin's.
+/// a tenant of the project, read-only when its only role is `reader`
+/// ([`reads_only`]). A token scoped to no project gives a tenant nothing
+/// to own, so it is a 401 unless it is an admin's.
 pub fn session_from_keystone(body: &Value, expires: SystemTime) -> Result<Session, ApiError> {
     let bad = |what: &str| ApiError::unauthorized(format!("Keystone's token has no {what}"));
     let token = body.get("token").ok_or_else(|| bad("`token`"))?;
@@ -593,15 +670,19 @@ pub fn session_from_keystone(body: &Value, expires: SystemTime) -> Result<Sessio
         .ok_or_else(|| bad("`token.user.name`"))?
         .to_string();
     let project = token.pointer("/project/id").and_then(Value::as_str).map(str::to_string);
-    let admin = token.get("roles").and_then(Value::as_array).is_some_and(|rs| {
-        rs.iter().any(|r| r.get("name").and_then(Value::as_str) == Some("admin"))
-    });
+    let roles: Vec<&str> = token
+        .get("roles")
+        .and_then(Value::as_array)
+        .map(|rs| rs.iter().filter_map(|r| r.get("name").and_then(Value::as_str)).collect())
+        .unwrap_or_default();
+    let admin = roles.contains(&"admin");
     let role = match (admin, &project) {
         (true, _) => Role::Admin,
         (false, Some(p)) => Role::Tenant(p.clone()),
         (false, None) => return Err(bad("`token.project.id` (scope it to a project)")),
     };
-    Ok(Session { user, role, expires, project, user_id: None })
+    let read_only = !admin && reads_only(&roles);
+    Ok(Session { user, role, expires, project, user_id: None, read_only })
 }
 
 fn decode_basic(header: &str) -> Result<(String, String), ApiError> {
@@ -733,6 +814,7 @@ mod tests {
             expires: SystemTime::now() - Duration::from_secs(1),
             project: None,
             user_id: None,
+            read_only: false,
         };
         let tok = a.issue_session(old);
         assert_eq!(a.lookup(&tok), None);
@@ -781,5 +863,39 @@ mod tests {
         assert!(e.message.contains("token.project.id"), "{e}");
         let e = session_from_keystone(&serde_json::json!({"token": {}}), at).expect_err("no user");
         assert!(e.message.contains("token.user.name"), "{e}");
+        // Only `reader` (any case): read-only; with `member`: not.
+        assert!(!s.read_only);
+        let mut reader = body.clone();
+        reader["token"]["roles"] = serde_json::json!([{"name": "Reader"}]);
+        let s = session_from_keystone(&reader, at).expect("reader");
+        assert_eq!((s.role, s.read_only), (Role::Tenant("p1".into()), true));
+    }
+
+    #[test]
+    fn readers_read_and_members_write() {
+        assert!(reads_only(&["reader"]) && reads_only(&["READER"]) && reads_only::<&str>(&[]));
+        for roles in [&["reader", "member"][..], &["_member_"], &["admin"], &["reader", "x"]] {
+            assert!(!reads_only(roles), "{roles:?}");
+        }
+        let a = auth();
+        let reader = Session { read_only: true, ..a.issue("carol", Role::Tenant("p1".into())).1 };
+        let tok = a.issue_session(reader.clone());
+        let s = a.check(Some(&tok)).expect("live");
+        assert!(s.read_only, "the token carries it");
+        for m in [Method::GET, Method::HEAD] {
+            s.check_method(&m).expect("reads");
+        }
+        for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS] {
+            let e = s.check_method(&m).expect_err("writes");
+            assert_eq!(e.status, StatusCode::FORBIDDEN);
+            assert!(e.message.contains("reader role on project `p1`"), "{e}");
+        }
+        // A member's token, and an admin's even if asked read-only, write.
+        let (tok, _) = a.issue("alice", Role::Tenant("t1".into()));
+        a.check(Some(&tok)).expect("live").check_method(&Method::POST).expect("member");
+        let admin = Session { read_only: true, ..reader };
+        let admin = Session { role: Role::Admin, ..admin };
+        let tok = a.issue_session(admin);
+        assert!(!a.check(Some(&tok)).expect("live").read_only);
     }
 }

@@ -487,13 +487,7 @@ fn admins_make_projects_users_and_role_assignments() {
         .expect(204);
     let (on_b, t) = login_to(&c, "dyn-1-project", "s3cret", "tenant-b");
     assert_eq!(names(&t["roles"]), ["reader"]);
-    assert_eq!(
-        neutron(&c, &on_b)
-            .post("/v2.0/networks", &json!({"network": {"name": "b"}}))
-            .expect(201)
-            .body["network"]["project_id"],
-        "tenant-b"
-    );
+    neutron(&c, &on_b).get("/v2.0/networks").expect(200);
     // Taking the role away stops the token on that project only.
     admin_ks.delete(&format!("/v3/projects/tenant-b/users/{uid}/roles/reader")).expect(204);
     keystone_error(
@@ -567,15 +561,19 @@ fn identity_writes_are_for_admins_and_names_are_unique() {
     keystone_error(&admin_ks.delete("/v3/projects/nope"), 404);
 }
 
+/// `POST /v3/{kind}s` as an admin; the new object's id.
+#[track_caller]
+fn make(admin_ks: &Api, kind: &str, body: Value) -> String {
+    let r = admin_ks.post(&format!("/v3/{kind}s"), &json!({ kind: body })).expect(201);
+    r.body[kind]["id"].as_str().expect("id").to_string()
+}
+
 #[test]
 fn deleting_a_user_or_project_stops_its_tokens() {
     let c = cluster();
     let (admin, _) = login(&c, "admin", None);
     let admin_ks = ks(&c, &admin);
-    let make = |kind: &str, body: Value| -> String {
-        let r = admin_ks.post(&format!("/v3/{kind}s"), &json!({ kind: body })).expect(201);
-        r.body[kind]["id"].as_str().expect("id").to_string()
-    };
+    let make = |kind: &str, body: Value| make(&admin_ks, kind, body);
     let p1 = make("project", json!({"name": "p1"}));
     let p2 = make("project", json!({"name": "p2"}));
     let u1 = make("user", json!({"name": "u1", "password": "pw"}));
@@ -611,4 +609,88 @@ fn deleting_a_user_or_project_stops_its_tokens() {
     neutron(&c, &t2).get("/v2.0/networks").expect(401);
     assert!(!names(&admin_ks.ok("/v3/projects")["projects"]).contains(&"p2".to_string()));
     make("project", json!({"name": "p2"}));
+}
+
+/// A reader's write: 403 with the API's own error body, naming the role.
+#[track_caller]
+fn refused_to_reader(r: &Resp, neutron: bool) {
+    assert_eq!(r.status, 403, "{}", r.text);
+    let message = if neutron {
+        assert_eq!(r.body["NeutronError"]["type"], "PolicyNotAuthorized", "{}", r.text);
+        assert_eq!(r.body["NeutronError"]["detail"], "", "{}", r.text);
+        &r.body["NeutronError"]["message"]
+    } else {
+        assert_eq!(r.body["code"], 403, "{}", r.text);
+        &r.body["message"]
+    };
+    assert!(message.as_str().is_some_and(|m| m.contains("reader role")), "{}", r.text);
+}
+
+/// Keystone's `reader` role reads its project's objects and writes none,
+/// on the Neutron and the MidoNet API alike; a member of the same project
+/// writes; granting `member` to the reader lets the same token write at
+/// once, as the roles are read again at each use.
+#[test]
+fn a_reader_reads_but_does_not_write() {
+    let c = cluster();
+    let (admin, _) = login(&c, "admin", None);
+    let admin_ks = ks(&c, &admin);
+    let p = make(&admin_ks, "project", json!({"name": "watched"}));
+    let r = make(&admin_ks, "user", json!({"name": "r", "password": "pw"}));
+    let m = make(&admin_ks, "user", json!({"name": "m", "password": "pw"}));
+    let grant = |user: &str, role: &str| format!("/v3/projects/{p}/users/{user}/roles/{role}");
+    admin_ks.put(&grant(&r, "reader"), &json!(null)).expect(204);
+    admin_ks.raw("HEAD", &grant(&r, "reader"), &[], None).expect(204);
+    admin_ks.put(&grant(&m, "member"), &json!(null)).expect(204);
+    let (reader, t) = login_to(&c, "r", "pw", &p);
+    assert_eq!(names(&t["roles"]), ["reader"]);
+    let (member, _) = login_to(&c, "m", "pw", &p);
+
+    // Neutron: the member creates; the reader lists and shows it, and
+    // each of its writes is Neutron's 403, changing nothing.
+    let (member_n, reader_n) = (neutron(&c, &member), neutron(&c, &reader));
+    let r_net = member_n.post("/v2.0/networks", &json!({"network": {"name": "n1"}})).expect(201);
+    let net = format!("/v2.0/networks/{}", r_net.body["network"]["id"].as_str().expect("id"));
+    assert_eq!(reader_n.ok("/v2.0/networks")["networks"][0]["name"], "n1");
+    assert_eq!(reader_n.ok(&net)["network"]["name"], "n1");
+    refused_to_reader(&reader_n.post("/v2.0/networks", &json!({"network": {"name": "n2"}})), true);
+    refused_to_reader(&reader_n.put(&net, &json!({"network": {"name": "mine"}})), true);
+    refused_to_reader(&reader_n.delete(&net), true);
+    assert_eq!(member_n.count_in("/v2.0/networks", "networks"), 1);
+    assert_eq!(
+        member_n.put(&net, &json!({"network": {"name": "n1b"}})).expect(200).body["network"]
+            ["name"],
+        "n1b"
+    );
+
+    // The MidoNet API: the same, with its own error body.
+    let (member_m, reader_m) =
+        (Api::new(&c.url(), Some(member.clone())), Api::new(&c.url(), Some(reader.clone())));
+    let bridge = member_m.create("/bridges", &json!({"name": "b1"}));
+    assert_eq!(bridge["tenantId"], json!(p));
+    let uri = bridge["uri"].as_str().expect("uri").to_string();
+    assert_eq!(reader_m.count("/bridges"), member_m.count("/bridges"));
+    assert_eq!(reader_m.ok(&uri)["name"], "b1");
+    let mut renamed = bridge.clone();
+    renamed["name"] = json!("mine");
+    refused_to_reader(&reader_m.post("/bridges", &json!({"name": "b2"})), false);
+    refused_to_reader(&reader_m.put(&uri, &renamed), false);
+    refused_to_reader(&reader_m.delete(&uri), false);
+    assert_eq!(member_m.ok(&uri)["name"], "b1");
+    member_m.put(&uri, &renamed).expect(204);
+
+    // The identity endpoint's writes are an admin's; its own token it may revoke.
+    keystone_error(&ks(&c, &reader).post("/v3/projects", &json!({"project": {"name": "q"}})), 403);
+
+    // Granting `member`: the reader's token writes at once; taking it away
+    // makes it read-only again.
+    admin_ks.put(&grant(&r, "member"), &json!(null)).expect(204);
+    reader_n.post("/v2.0/networks", &json!({"network": {"name": "n2"}})).expect(201);
+    reader_m.create("/bridges", &json!({"name": "b2"}));
+    reader_n.delete(&net).expect(204);
+    admin_ks.delete(&grant(&r, "member")).expect(204);
+    refused_to_reader(&reader_n.post("/v2.0/networks", &json!({"network": {"name": "n3"}})), true);
+    reader_n.get("/v2.0/networks").expect(200);
+    let (mine, _) = login_to(&c, "r", "pw", &p);
+    ks(&c, &mine).raw("DELETE", "/v3/auth/tokens", &[("X-Subject-Token", &mine)], None).expect(204);
 }

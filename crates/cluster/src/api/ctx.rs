@@ -45,7 +45,7 @@ impl FromRequestParts<Arc<Cluster>> for Ctx {
     ) -> Result<Self, Self::Rejection> {
         let headers = &parts.headers;
         let token = header_str(headers, "x-auth-token");
-        let session = cluster.auth.check_async(token).await?;
+        let session = cluster.auth.check_request(token, &parts.method).await?;
         let accept = header_str(headers, "accept").unwrap_or("");
         if !accept_ok(accept) {
             return Err(ApiError::new(

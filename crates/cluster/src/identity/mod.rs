@@ -43,9 +43,14 @@
 //!   user holds the roles assigned to it, one of `admin`, `member` and
 //!   `reader`, on projects of either kind. Its token maps `admin` to an
 //!   admin session and anything else to a tenant session of the project,
-//!   and is re-checked against the store at each use: deleting the user,
-//!   the project or the role stops it. The config cannot be changed over
-//!   the API (deleting or assigning to its users and projects is a 403).
+//!   read-only when `reader` is its only role there (403 for any write on
+//!   the MidoNet and Neutron APIs: [`crate::auth`], "Readers"), and is
+//!   re-checked against the store at each use: deleting the user, the
+//!   project or the role stops it, granting `member` lets it write. The
+//!   config cannot be changed over the API (deleting or assigning to its
+//!   users and projects is a 403). This endpoint's own writes are an
+//!   admin's, so a reader makes none; it may still get, validate and
+//!   revoke its own tokens.
 //!
 //! A token request without a scope gets the user's default project (its
 //! tenant, or `admin_project` for admins) rather than an unscoped token:

@@ -181,7 +181,10 @@ pub(super) async fn issue(
         }
     };
     let expires = crate::auth::whole_secs(expires);
-    let session = Session { user, role, expires, project: Some(project.id.clone()), user_id };
+    let project_id = Some(project.id.clone());
+    // A config user holds `member` (or `admin`): only a store reader reads only.
+    let read_only = crate::auth::reads_only(&roles);
+    let session = Session { user, role, expires, project: project_id, user_id, read_only };
     let token = auth.issue_session(session.clone());
     tracing::info!(user = session.user, project = project.id, "keystone token issued");
     let body =
@@ -348,6 +351,7 @@ mod tests {
             expires,
             project: Some("t1".into()),
             user_id: None,
+            read_only: false,
         };
         let roles = ["member".to_string(), "reader".to_string()];
         let b = token_body("tok", &s, &roles, &["password".into()], &projects(), ttl, &urls, true);
@@ -394,6 +398,7 @@ mod tests {
             expires,
             project: None,
             user_id: None,
+            read_only: false,
         };
         let b = token_body("tok", &login, &[], &["password".into()], &projects(), ttl, &urls, true);
         assert!(b["token"].get("project").is_none() && b["token"].get("catalog").is_none());

@@ -23,7 +23,10 @@
 //!
 //! Visibility follows Neutron: an admin sees everything; a member sees its
 //! project's objects, plus shared and external networks and their subnets.
-//! Others' objects are 404, as if they did not exist.
+//! Others' objects are 404, as if they did not exist. A token whose only
+//! role is `reader` sees what a member sees and changes nothing: any
+//! method but `GET` and `HEAD` is a 403 `PolicyNotAuthorized` before the
+//! handler runs (see [`crate::auth`], "Readers").
 
 mod agent;
 pub mod body;
@@ -87,8 +90,13 @@ impl FromRequestParts<Arc<Cluster>> for NCtx {
         cluster: &Arc<Cluster>,
     ) -> Result<Self, Self::Rejection> {
         let token = parts.headers.get("x-auth-token").and_then(|v| v.to_str().ok());
-        let session = cluster.auth.check_async(token).await.map_err(|e| {
-            NeutronError::new(StatusCode::UNAUTHORIZED, "HTTPUnauthorized", e.message)
+        let session = cluster.auth.check_request(token, &parts.method).await.map_err(|e| {
+            // A reader's write: 403 as Neutron's policy engine answers it.
+            let (status, kind) = match e.status {
+                StatusCode::FORBIDDEN => (e.status, "PolicyNotAuthorized"),
+                _ => (StatusCode::UNAUTHORIZED, "HTTPUnauthorized"),
+            };
+            NeutronError::new(status, kind, e.message)
         })?;
         let base = endpoint_base(parts, cluster);
         let query = parts
