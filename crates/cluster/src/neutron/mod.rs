@@ -441,6 +441,8 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("pagination", "Pagination support", "Enabled pagination support."),
     ("fip-port-details", "Floating IP Port Details Extension", "Add port_details attribute to Floating IP resource"),
     ("tag", "Tag support", "Enables to set tag on resources (networks, subnets, subnet pools, ports, routers, floating IPs, security groups here)."),
+    ("tag-ext", "Tag support for resources: subnet, subnetpool, port, router", "Extends tag support to more L2 and L3 resources."),
+    ("standard-attr-tag", "Tag support for resources with standard attribute: trunk, policy, security_group, floatingip", "Enables to set tag on resources with standard attribute."),
     ("service-type", "Neutron Service Type Management", "API for retrieving service providers for Neutron advanced services"),
     ("subnet_allocation", "Subnet Allocation", "Enables allocation of subnets from a subnet pool"),
     ("ip-substring-filtering", "IP address substring filtering", "Provides IP address substring filtering when listing ports"),
