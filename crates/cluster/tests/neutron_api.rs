@@ -1627,3 +1627,27 @@ fn concurrent_port_creates_never_share_an_address() {
     }
     assert_eq!(addrs.len(), 29, "every address of the pool, once");
 }
+
+#[test]
+fn concurrent_creates_do_not_pass_a_quota() {
+    let n = start();
+    let (nid, _) = net(&n.alice, "q", "10.8.0.0/24");
+    n.admin.put("/v2.0/quotas/tenant-a", &json!({"quota": {"port": 5}})).expect(200);
+    let results: Vec<Resp> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let api = n.alice.clone();
+                let body = json!({"port": {"network_id": nid}});
+                sc.spawn(move || (0..5).map(|_| api.post("/v2.0/ports", &body)).collect::<Vec<_>>())
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+    });
+    let created = results.iter().filter(|r| r.status == 201).count();
+    for r in results.iter().filter(|r| r.status != 201) {
+        neutron_error(r, 409, "OverQuota");
+    }
+    assert_eq!(created, 5, "exactly the quota");
+    let listed = n.alice.get(&format!("/v2.0/ports?network_id={nid}")).expect(200).body;
+    assert_eq!(listed["ports"].as_array().expect("ports").len(), 5);
+}

@@ -1,5 +1,14 @@
 //! `/v2.0/quotas`: per-project limits, checked in the transaction of
 //! every create (Neutron's defaults unless set; -1 is unlimited).
+//!
+//! The count a create reads (the project's index entries) is not compared
+//! on commit, so creates running at once could together pass a limit.
+//! Creates that would bring a project within [`SLACK`] objects of its
+//! limit therefore also read and write the project's guard key for the
+//! resource: near the limit they conflict and are retried one after the
+//! other, each seeing the others' objects, while far from it they run
+//! without touching a shared key. Passing the limit would take more than
+//! `SLACK` creates of one project committing at once.
 
 use axum::body::Bytes;
 use axum::extract::Path;
@@ -67,6 +76,14 @@ async fn quota_of(tx: &mut Tx, project: &str) -> NResult<Quota> {
     Ok(store::get::<Quota>(tx, QUOTAS, project).await?.unwrap_or_default())
 }
 
+/// How close to its limit a project's creates start to go one at a time
+/// (see the module docs).
+pub const SLACK: i64 = 64;
+
+fn guard_key(project: &str, res: Res) -> String {
+    format!("{}quota_guard/{project}/{}", store::PREFIX, res.name())
+}
+
 /// 409 `OverQuota` if adding these objects passes a project's limit.
 pub async fn check_many(tx: &mut Tx, adds: impl Iterator<Item = (&str, Res)>) -> NResult<()> {
     let mut wanted: Vec<(String, Res, i64)> = Vec::new();
@@ -88,6 +105,12 @@ pub async fn check_many(tx: &mut Tx, adds: impl Iterator<Item = (&str, Res)>) ->
                 "OverQuota",
                 format!("Quota exceeded for resources: ['{}'].", res.name()),
             ));
+        }
+        if used + n + SLACK > limit {
+            let k = guard_key(&project, res);
+            let seen = tx.get_raw(&k).await?.unwrap_or_default();
+            let next = seen.first().copied().unwrap_or(0).wrapping_add(1);
+            tx.put_raw(&k, vec![next]);
         }
     }
     Ok(())
