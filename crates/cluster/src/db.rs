@@ -373,6 +373,28 @@ impl Tx {
         raw.iter().map(|(k, v)| decode(k, v)).collect()
     }
 
+    /// What this transaction knows of a key without a store read: its own
+    /// write, else the value it read (`Some(None)`: read as missing);
+    /// `None` if it never read the key.
+    pub fn peek(&self, key: &str) -> Option<Option<&[u8]>> {
+        let k = key.as_bytes();
+        match self.writes.get(k) {
+            Some(w) => Some(w.as_deref()),
+            None => self.cache.get(k).map(Option::as_deref),
+        }
+    }
+
+    /// Takes a key this transaction never read to be missing, as a `get`
+    /// that found nothing would (compared as missing on commit): a writer
+    /// that creates an object under a new id learns so without a read.
+    pub fn assume_missing(&mut self, key: &str) {
+        let k = key.as_bytes().to_vec();
+        if self.peek(key).is_none() {
+            self.compared.entry(k.clone()).or_insert(0);
+            self.cache.insert(k, None);
+        }
+    }
+
     /// Buffers a put.
     pub fn put<T: Serialize>(&mut self, key: &str, value: &T) {
         let bytes = serde_json::to_vec(value).expect("model objects always serialize");

@@ -136,6 +136,14 @@ pub enum ClusterError {
     },
     #[error("http server failed")]
     Serve(#[source] std::io::Error),
+    /// The Neutron API answers from its indexes, so it does not serve
+    /// without them (`neutron::store::build_indexes`).
+    #[error("cannot build the Neutron API's indexes")]
+    NeutronIndexes(#[source] StoreError),
+    #[error(
+        "the Neutron API's indexes were not built: concurrent writes kept failing its batches"
+    )]
+    NeutronIndexesBusy,
 }
 
 #[cfg(test)]

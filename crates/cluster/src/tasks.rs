@@ -6,6 +6,8 @@
 //!   ├─ Cluster::new                   shared state
 //!   ├─ build_refs_index               the reverse-reference index, once per
 //!   │                                 store (crate::refs)
+//!   ├─ build_neutron_indexes          the Neutron API's indexes, once per
+//!   │                                 store and index version
 //!   └─ serve(listener, cluster, shutdown)
 //!        └─ axum HTTP server          until `shutdown` resolves, then
 //!                                     finishes in-flight requests
@@ -67,6 +69,7 @@ pub async fn run(
     let cluster = Cluster::new(cfg.clone(), store.clone());
     let revocations = share_tokens(&cluster).await?;
     build_refs_index(&store).await;
+    build_neutron_indexes(&store).await?;
     let opts = crate::topology_service::ServeOptions {
         auth: if cfg.agents.credentials {
             crate::topology_service::AgentAuth::Credentials
@@ -163,6 +166,27 @@ pub async fn build_refs_index(store: &Arc<dyn midonet_store::Store>) {
             "reverse-reference index not built; deletes scan until the next start"
         ),
     }
+}
+
+/// Builds the Neutron API's indexes if the store's are of an older version
+/// ([`crate::neutron::store::build_indexes`]). Unlike the reverse-reference
+/// index, the Neutron API has no scanning fallback: a failure stops the
+/// start.
+pub async fn build_neutron_indexes(
+    store: &Arc<dyn midonet_store::Store>,
+) -> Result<(), ClusterError> {
+    use crate::neutron::store::{build_indexes, Built};
+    let started = std::time::Instant::now();
+    match build_indexes(store).await.map_err(ClusterError::NeutronIndexes)? {
+        Built::AlreadyComplete => tracing::debug!("Neutron indexes complete"),
+        Built::Indexed { objects } => tracing::info!(
+            objects,
+            ms = started.elapsed().as_millis() as u64,
+            "Neutron indexes built"
+        ),
+        Built::GaveUp => return Err(ClusterError::NeutronIndexesBusy),
+    }
+    Ok(())
 }
 
 /// Makes this replica's tokens every replica's: signs with the store's

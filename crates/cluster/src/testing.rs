@@ -98,6 +98,10 @@ impl TestCluster {
                         }
                     };
                     crate::tasks::build_refs_index(&cluster.store).await;
+                    if let Err(e) = crate::tasks::build_neutron_indexes(&cluster.store).await {
+                        let _ = ready_tx.send(Err(format!("Neutron indexes: {e:#?}")));
+                        return;
+                    }
                     let _ = ready_tx.send(Ok((addr, cluster.clone())));
                     let stop = async {
                         let _ = stop_rx.await;
