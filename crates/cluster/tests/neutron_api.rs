@@ -18,7 +18,11 @@ struct N {
 }
 
 fn start() -> N {
-    let c = TestCluster::start("memory:", true);
+    with(TestCluster::start("memory:", true))
+}
+
+/// The clients of a running cluster.
+fn with(c: TestCluster) -> N {
     let base = c.url().replace("/midonet-api", "/neutron");
     let admin = Api::new(&base, Some(c.admin_token()));
     let alice = Api::new(&base, Some(c.token_for("alice")));
@@ -1650,4 +1654,193 @@ fn concurrent_creates_do_not_pass_a_quota() {
     assert_eq!(created, 5, "exactly the quota");
     let listed = n.alice.get(&format!("/v2.0/ports?network_id={nid}")).expect(200).body;
     assert_eq!(listed["ports"].as_array().expect("ports").len(), 5);
+}
+
+/// The DNAT rules of a MidoNet router's pre-routing chain.
+fn dnat_rules(n: &N, rid: &str) -> Vec<Value> {
+    let mr = n.mido.ok(&format!("/routers/{rid}"));
+    let pre = n.mido.ok(&format!("/chains/{}/rules", mr["inboundFilterId"].as_str().expect("pre")));
+    pre.as_array().expect("l").iter().filter(|r| r["type"] == "dnat").cloned().collect()
+}
+
+/// A router of alice's with a gateway on `ext_id` and an interface on `sid`.
+fn router_on(n: &N, ext_id: &str, sid: &str) -> String {
+    let r = json!({"router": {"name": "r", "external_gateway_info": {"network_id": ext_id}}});
+    let rid = id(&n.alice.post("/v2.0/routers", &r).expect(201).body, "router");
+    n.alice
+        .put(&format!("/v2.0/routers/{rid}/add_router_interface"), &json!({"subnet_id": sid}))
+        .expect(200);
+    rid
+}
+
+/// Issue 10: writes find ports, floating IPs and rules through indexes
+/// that an update must move, not just add to: a port's old group, a
+/// floating IP's old port, a port's old device.
+#[test]
+fn updates_move_what_the_indexes_find() {
+    let n = start();
+    let (ext_id, _) = external(&n, "172.24.6.0/24");
+    let (nid, sid) = net(&n.alice, "private", "10.3.0.0/24");
+    let rid = router_on(&n, &ext_id, &sid);
+    // A port's groups change: the old group is no longer in use.
+    let (g1, g2) = (alice_group(&n, "g1"), alice_group(&n, "g2"));
+    let port = |groups: &[&str]| {
+        let p = json!({"port": {"network_id": nid, "security_groups": groups}});
+        id(&n.alice.post("/v2.0/ports", &p).expect(201).body, "port")
+    };
+    let p1 = port(&[&g1]);
+    neutron_error(
+        &n.alice.delete(&format!("/v2.0/security-groups/{g1}")),
+        409,
+        "SecurityGroupInUse",
+    );
+    n.alice
+        .put(&format!("/v2.0/ports/{p1}"), &json!({"port": {"security_groups": [g2]}}))
+        .expect(200);
+    n.alice.delete(&format!("/v2.0/security-groups/{g1}")).expect(204);
+    neutron_error(
+        &n.alice.delete(&format!("/v2.0/security-groups/{g2}")),
+        409,
+        "SecurityGroupInUse",
+    );
+    // A group named as remote by another's rule takes that rule along.
+    let g3 = alice_group(&n, "g3");
+    let rule = n
+        .alice
+        .post("/v2.0/security-group-rules", &sg_rule(&g2, json!({"remote_group_id": g3})))
+        .expect(201)
+        .body;
+    let rule = id(&rule, "security_group_rule");
+    n.alice.delete(&format!("/v2.0/security-groups/{g3}")).expect(204);
+    neutron_error(
+        &n.alice.get(&format!("/v2.0/security-group-rules/{rule}")),
+        404,
+        "SecurityGroupRuleNotFound",
+    );
+
+    // A floating IP moves to another port: deleting the first port leaves
+    // it, and its NAT, on the second.
+    let p2 = port(&[]);
+    let f = json!({"floatingip": {"floating_network_id": ext_id, "port_id": p1}});
+    let fid = id(&n.alice.post("/v2.0/floatingips", &f).expect(201).body, "floatingip");
+    n.alice
+        .put(&format!("/v2.0/floatingips/{fid}"), &json!({"floatingip": {"port_id": p2}}))
+        .expect(200);
+    n.alice.delete(&format!("/v2.0/ports/{p1}")).expect(204);
+    let f = n.alice.get(&format!("/v2.0/floatingips/{fid}")).expect(200).body;
+    assert_eq!(f["floatingip"]["port_id"], p2.as_str(), "{f}");
+    assert_eq!(f["floatingip"]["router_id"], rid.as_str(), "{f}");
+    assert_eq!(f["floatingip"]["status"], "ACTIVE", "{f}");
+    let fixed = f["floatingip"]["fixed_ip_address"].as_str().expect("fixed").to_string();
+    let dnat = dnat_rules(&n, &rid);
+    assert_eq!(dnat.len(), 1, "{dnat:?}");
+    assert_eq!(dnat[0]["natTargets"][0]["addressFrom"], fixed.as_str(), "{dnat:?}");
+    // ... and the interface it needs stays.
+    neutron_error(
+        &n.alice.put(
+            &format!("/v2.0/routers/{rid}/remove_router_interface"),
+            &json!({"subnet_id": sid}),
+        ),
+        409,
+        "RouterInterfaceInUseByFloatingIP",
+    );
+    n.alice.delete(&format!("/v2.0/ports/{p2}")).expect(204);
+    let f = n.alice.get(&format!("/v2.0/floatingips/{fid}")).expect(200).body;
+    assert_eq!(f["floatingip"]["port_id"], Value::Null, "{f}");
+    assert!(dnat_rules(&n, &rid).is_empty());
+    // The gateway stays while a floating IP is on the router: none is.
+    n.alice
+        .put(&format!("/v2.0/routers/{rid}"), &json!({"router": {"external_gateway_info": {}}}))
+        .expect(200);
+
+    // A port becomes a router interface (its device changes): the router
+    // finds it, and once it is removed, no longer.
+    let (_, sid2) = net(&n.alice, "second", "10.4.0.0/24");
+    let nid2 = n.alice.get(&format!("/v2.0/subnets/{sid2}")).expect(200).body["subnet"]
+        ["network_id"]
+        .as_str()
+        .expect("network")
+        .to_string();
+    let p3 =
+        json!({"port": {"network_id": nid2, "device_id": "vm/1", "device_owner": "compute:nova"}});
+    let p3 = id(&n.alice.post("/v2.0/ports", &p3).expect(201).body, "port");
+    n.alice
+        .put(&format!("/v2.0/ports/{p3}"), &json!({"port": {"device_id": "", "device_owner": ""}}))
+        .expect(200);
+    n.alice
+        .put(&format!("/v2.0/routers/{rid}/add_router_interface"), &json!({"port_id": p3}))
+        .expect(200);
+    let rports = n.mido.ok(&format!("/routers/{rid}/ports"));
+    assert_eq!(rports.as_array().expect("l").len(), 2, "{rports}");
+    n.alice
+        .put(&format!("/v2.0/routers/{rid}/remove_router_interface"), &json!({"subnet_id": sid}))
+        .expect(200);
+    neutron_error(&n.alice.delete(&format!("/v2.0/routers/{rid}")), 409, "RouterInUse");
+    n.alice
+        .put(&format!("/v2.0/routers/{rid}/remove_router_interface"), &json!({"port_id": p3}))
+        .expect(200);
+    n.alice.delete(&format!("/v2.0/routers/{rid}")).expect(204);
+    n.mido.get(&format!("/routers/{rid}")).expect(404);
+    // The subnets have no ports left on them.
+    n.alice.delete(&format!("/v2.0/subnets/{sid2}")).expect(204);
+    n.alice.delete(&format!("/v2.0/subnets/{sid}")).expect(204);
+}
+
+/// Issue 10: a store written before the `by/` indexes (here: with them
+/// and the marker deleted) is indexed at the next start, and the writes
+/// that read the indexes see what was there.
+#[test]
+fn a_store_written_without_the_indexes_is_indexed_at_start() {
+    use midonet_store::{Txn, TxnOp};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("embedded:{}", dir.path().join("cluster.redb").display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let (rid, sid, g, vm, fid) = {
+        let n = with(TestCluster::start(&url, true));
+        let (ext_id, _) = external(&n, "172.24.7.0/24");
+        let (nid, sid) = net(&n.alice, "private", "10.5.0.0/24");
+        let rid = router_on(&n, &ext_id, &sid);
+        let g = alice_group(&n, "web");
+        let vm = json!({"port": {"network_id": nid, "security_groups": [g]}});
+        let vm = id(&n.alice.post("/v2.0/ports", &vm).expect(201).body, "port");
+        let f = json!({"floatingip": {"floating_network_id": ext_id, "port_id": vm}});
+        let fid = id(&n.alice.post("/v2.0/floatingips", &f).expect(201).body, "floatingip");
+        let store = n.c.cluster().store.clone();
+        rt.block_on(store.txn(Txn::new().and_then([
+            TxnOp::delete_prefix("/midonet/v1/neutron/by/"),
+            TxnOp::delete("/midonet/v1/neutron/index_version"),
+        ])))
+        .expect("forget the indexes");
+        n.c.stop();
+        (rid, sid, g, vm, fid)
+    };
+    let n = with(TestCluster::start(&url, true));
+    let marker = rt
+        .block_on(n.c.cluster().store.get(b"/midonet/v1/neutron/index_version"))
+        .expect("get")
+        .expect("the marker is written");
+    assert_eq!(marker.value, b"1");
+    neutron_error(
+        &n.alice.delete(&format!("/v2.0/security-groups/{g}")),
+        409,
+        "SecurityGroupInUse",
+    );
+    neutron_error(
+        &n.alice.put(
+            &format!("/v2.0/routers/{rid}/remove_router_interface"),
+            &json!({"subnet_id": sid}),
+        ),
+        409,
+        "RouterInterfaceInUseByFloatingIP",
+    );
+    neutron_error(&n.alice.delete(&format!("/v2.0/routers/{rid}")), 409, "RouterInUse");
+    assert_eq!(dnat_rules(&n, &rid).len(), 1);
+    n.alice.delete(&format!("/v2.0/ports/{vm}")).expect(204);
+    let f = n.alice.get(&format!("/v2.0/floatingips/{fid}")).expect(200).body;
+    assert_eq!(f["floatingip"]["port_id"], Value::Null, "{f}");
+    assert!(dnat_rules(&n, &rid).is_empty());
+    n.alice.delete(&format!("/v2.0/security-groups/{g}")).expect(204);
+    n.alice
+        .put(&format!("/v2.0/routers/{rid}/remove_router_interface"), &json!({"subnet_id": sid}))
+        .expect(200);
 }

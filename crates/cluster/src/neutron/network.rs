@@ -196,8 +196,8 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
         // Its floating IPs go with it, as Neutron's: an address on a
         // network that is gone means nothing (a router they were
         // associated through forgets their NAT).
-        let fips: Vec<FloatingIp> = store::all(&mut tx, FLOATINGIPS).await?;
-        let fips: Vec<FloatingIp> = fips.into_iter().filter(|f| f.floating_network_id == id).collect();
+        let fips: Vec<FloatingIp> =
+            store::find_by(&mut tx, FLOATINGIPS, "floating_network_id", &id).await?;
         for f in &fips {
             store::delete(&mut tx, FLOATINGIPS, &f.id).await?;
             if let Some(r) = &f.router_id {

@@ -594,6 +594,11 @@ pub async fn create(ctx: NCtx, body: Bytes) -> NResult<Response> {
     Ok(created(ctx, "port", "ports", bulk, out))
 }
 
+/// The floating IPs associated with a port.
+async fn fips_on(tx: &mut Tx, port: &str) -> NResult<Vec<FloatingIp>> {
+    Ok(store::find_by(tx, FLOATINGIPS, "port_id", port).await?)
+}
+
 /// Routers to replan after a port changed: the one it is an interface or
 /// gateway of, and those of floating IPs on it.
 async fn routers_of(tx: &mut Tx, p: &Port) -> NResult<Vec<String>> {
@@ -601,12 +606,8 @@ async fn routers_of(tx: &mut Tx, p: &Port) -> NResult<Vec<String>> {
     if p.device_owner == owner::ROUTER_INTERFACE || p.device_owner == owner::ROUTER_GATEWAY {
         out.push(p.device_id.clone());
     }
-    for f in store::all::<FloatingIp>(tx, FLOATINGIPS).await? {
-        if f.port_id.as_deref() == Some(p.id.as_str()) {
-            if let Some(r) = f.router_id {
-                out.push(r);
-            }
-        }
+    for f in fips_on(tx, &p.id).await? {
+        out.extend(f.router_id);
     }
     out.sort();
     out.dedup();
@@ -661,8 +662,8 @@ pub async fn update(ctx: NCtx, Path(id): Path<String>, body: Bytes) -> NResult<R
         store::replan_port(&mut tx, &p.id).await?;
         // Floating IPs follow the port's addresses.
         let ips: Vec<&str> = p.fixed_ips.iter().map(|f| f.ip_address.as_str()).collect();
-        for mut f in store::all::<FloatingIp>(&mut tx, FLOATINGIPS).await? {
-            if f.port_id.as_deref() == Some(p.id.as_str()) && f.fixed_ip_address.as_deref().is_none_or(|a| !ips.contains(&a)) {
+        for mut f in fips_on(&mut tx, &p.id).await? {
+            if f.fixed_ip_address.as_deref().is_none_or(|a| !ips.contains(&a)) {
                 f.fixed_ip_address = p.fixed_ips.iter().find(|x| x.ip_address.parse::<std::net::Ipv4Addr>().is_ok()).map(|x| x.ip_address.clone());
                 f.std.touch();
                 store::put(&mut tx, FLOATINGIPS, &f.id, &f);
@@ -700,15 +701,13 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
 /// it touched.
 pub async fn delete_in(tx: &mut Tx, p: &Port) -> NResult<()> {
     let routers = routers_of(tx, p).await?;
-    for mut f in store::all::<FloatingIp>(tx, FLOATINGIPS).await? {
-        if f.port_id.as_deref() == Some(p.id.as_str()) {
-            f.port_id = None;
-            f.fixed_ip_address = None;
-            f.router_id = None;
-            f.status = "DOWN".into();
-            f.std.touch();
-            store::put(tx, FLOATINGIPS, &f.id, &f);
-        }
+    for mut f in fips_on(tx, &p.id).await? {
+        f.port_id = None;
+        f.fixed_ip_address = None;
+        f.router_id = None;
+        f.status = "DOWN".into();
+        f.std.touch();
+        store::put(tx, FLOATINGIPS, &f.id, &f);
     }
     store::delete(tx, PORTS, &p.id).await?;
     store::replan_port(tx, &p.id).await?;

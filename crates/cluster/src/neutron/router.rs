@@ -72,8 +72,7 @@ async fn set_gateway(
 ) -> NResult<()> {
     let Some(g) = g else {
         if let Some(old) = r.gw_port_id.take() {
-            let fips: Vec<FloatingIp> = store::all(tx, FLOATINGIPS).await?;
-            if fips.iter().any(|f| f.router_id.as_deref() == Some(r.id.as_str())) {
+            if store::any_by(tx, FLOATINGIPS, "router_id", &r.id).await? {
                 return Err(NeutronError::conflict(
                     "RouterExternalGatewayInUseByFloatingIp",
                     format!("Gateway cannot be updated for router {}, since a gateway to external network is required by one or more floating IPs.", r.id),
@@ -182,11 +181,9 @@ async fn routes(
 
 /// (subnet id, CIDR) of every interface and the gateway of a router.
 async fn router_cidrs(tx: &mut Tx, rid: &str) -> NResult<Vec<(String, Cidr)>> {
-    let ports: Vec<Port> = store::all(tx, PORTS).await?;
+    let ports = store::device_ports(tx, rid).await?;
     let mut out = Vec::new();
-    for p in
-        ports.iter().filter(|p| p.device_id == rid && p.device_owner.starts_with("network:router"))
-    {
+    for p in ports.iter().filter(|p| p.device_owner.starts_with("network:router")) {
         for f in &p.fixed_ips {
             if let Some(s) =
                 store::get::<super::types::Subnet>(tx, store::SUBNETS, &f.subnet_id).await?
@@ -292,8 +289,8 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
     let ctx = &ctx;
     ntxn!(ctx.cluster, tx => {
         let mut r = load(ctx, &mut tx, &id).await?;
-        let ports: Vec<Port> = store::all(&mut tx, PORTS).await?;
-        if ports.iter().any(|p| p.device_id == id && p.device_owner == owner::ROUTER_INTERFACE) {
+        let ports = store::ids_by(&mut tx, PORTS, "device_id", &id).await?;
+        if ports.iter().any(|(_, device_owner)| device_owner == owner::ROUTER_INTERFACE.as_bytes()) {
             return Err(NeutronError::conflict("RouterInUse", format!("Router {id} still has ports")));
         }
         set_gateway(ctx, &mut tx, &mut r, None).await?;
@@ -413,8 +410,8 @@ pub async fn remove_interface(ctx: NCtx, Path(id): Path<String>, body: Bytes) ->
     let ctx = &ctx;
     let (r, p) = ntxn!(ctx.cluster, tx => {
         let r = load(ctx, &mut tx, &id).await?;
-        let ports: Vec<Port> = store::all(&mut tx, PORTS).await?;
-        let mine = |p: &&Port| p.device_id == id && p.device_owner == owner::ROUTER_INTERFACE;
+        let ports = store::device_ports(&mut tx, &id).await?;
+        let mine = |p: &&Port| p.device_owner == owner::ROUTER_INTERFACE;
         let p = match (&sid, &pid) {
             (Some(sid), _) => ports.iter().filter(mine).find(|p| p.fixed_ips.iter().any(|f| &f.subnet_id == sid)).cloned().ok_or_else(|| {
                 NeutronError::not_found("RouterInterfaceNotFoundForSubnet", "Router interface for subnet", &format!("{sid} on router {id}"))
@@ -424,10 +421,11 @@ pub async fn remove_interface(ctx: NCtx, Path(id): Path<String>, body: Bytes) ->
             })?,
             _ => unreachable!("interface_request gives exactly one"),
         };
-        let fips: Vec<FloatingIp> = store::all(&mut tx, FLOATINGIPS).await?;
+        let fips: Vec<FloatingIp> = store::find_by(&mut tx, FLOATINGIPS, "router_id", &id).await?;
         let subnets: Vec<&str> = p.fixed_ips.iter().map(|f| f.subnet_id.as_str()).collect();
-        for f in fips.iter().filter(|f| f.router_id.as_deref() == Some(id.as_str())) {
-            let Some(fp) = f.port_id.as_ref().and_then(|x| ports.iter().find(|p| &p.id == x)) else { continue };
+        for f in &fips {
+            let Some(pid) = &f.port_id else { continue };
+            let Some(fp) = store::get::<Port>(&mut tx, PORTS, pid).await? else { continue };
             if fp.fixed_ips.iter().any(|x| subnets.contains(&x.subnet_id.as_str())) {
                 return Err(NeutronError::conflict("RouterInterfaceInUseByFloatingIP", format!("Router interface for subnet {} on router {id} cannot be deleted, as it is required by one or more floating IPs.", subnets.first().copied().unwrap_or(""))));
             }
@@ -516,24 +514,26 @@ async fn associate(
         .find(|x| x.ip_address == fixed)
         .map(|x| x.subnet_id.clone())
         .unwrap_or_default();
-    let others: Vec<FloatingIp> = store::all(tx, FLOATINGIPS).await?;
-    if others.iter().any(|o| {
-        o.id != f.id
-            && o.port_id.as_deref() == Some(port_id)
-            && o.fixed_ip_address.as_deref() == Some(fixed.as_str())
-    }) {
+    let others: Vec<FloatingIp> = store::find_by(tx, FLOATINGIPS, "port_id", port_id).await?;
+    if others.iter().any(|o| o.id != f.id && o.fixed_ip_address.as_deref() == Some(fixed.as_str()))
+    {
         return Err(NeutronError::conflict("FloatingIPPortAlreadyAssociated", format!("Cannot associate floating IP {} with port {port_id} using fixed IP {fixed}, as that fixed IP already has a floating IP on external network {}.", f.floating_ip_address, f.floating_network_id)));
     }
-    let ports: Vec<Port> = store::all(tx, PORTS).await?;
-    let routers: Vec<Router> = store::all(tx, ROUTERS).await?;
-    let router = routers.iter().find(|r| {
-        r.external_gateway_info.as_ref().is_some_and(|g| g.network_id == f.floating_network_id)
-            && ports.iter().any(|x| {
-                x.device_id == r.id
-                    && x.device_owner == owner::ROUTER_INTERFACE
-                    && x.fixed_ips.iter().any(|y| y.subnet_id == subnet_id)
-            })
-    });
+    // The routers with an interface on the subnet, in id order.
+    let mut candidates: Vec<String> =
+        store::subnet_interfaces(tx, &subnet_id).await?.into_iter().map(|(_, r)| r).collect();
+    candidates.sort();
+    candidates.dedup();
+    let mut router = None;
+    for rid in candidates {
+        let r = store::get::<Router>(tx, ROUTERS, &rid).await?;
+        if let Some(r) = r.filter(|r| {
+            r.external_gateway_info.as_ref().is_some_and(|g| g.network_id == f.floating_network_id)
+        }) {
+            router = Some(r);
+            break;
+        }
+    }
     let Some(router) = router else {
         return Err(NeutronError::not_found(
             "ExternalGatewayForFloatingIPNotFound",

@@ -14,7 +14,7 @@ use super::ipam::Cidr;
 use super::network::created;
 use super::store::{self, PORTS, SECURITY_GROUPS, SECURITY_GROUP_RULES};
 use super::translate::protocol_number;
-use super::types::{Port, SecurityGroup, SecurityGroupRule, Standard};
+use super::types::{SecurityGroup, SecurityGroupRule, Standard};
 use super::{quota, NCtx};
 use crate::db::Tx;
 use crate::ntxn;
@@ -164,7 +164,7 @@ pub async fn list(ctx: NCtx) -> NResult<Response> {
 pub async fn show(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
     let mut tx = ctx.tx();
     let g = load(&ctx, &mut tx, &id).await?;
-    let rules: Vec<SecurityGroupRule> = store::all(&mut tx, SECURITY_GROUP_RULES).await?;
+    let rules = store::group_rules(&mut tx, &id).await?;
     Ok(super::one(&ctx, StatusCode::OK, "security_group", render(&g, &rules)))
 }
 
@@ -218,12 +218,14 @@ pub async fn create(ctx: NCtx, body: Bytes) -> NResult<Response> {
     let ctx = &ctx;
     let rules = ntxn!(ctx.cluster, tx => {
         quota::check_many(&mut tx, groups.iter().map(|g| (g.project_id.as_str(), quota::Res::SecurityGroup))).await?;
+        let mut rules = Vec::new();
         for g in &groups {
             ensure_default(&mut tx, &g.project_id).await?;
             create_group(&mut tx, g);
             store::replan_sg(&mut tx, &g.id).await?;
+            rules.extend(store::group_rules(&mut tx, &g.id).await?);
         }
-        Ok::<_, NeutronError>(store::all::<SecurityGroupRule>(&mut tx, SECURITY_GROUP_RULES).await?)
+        Ok::<_, NeutronError>(rules)
     })?;
     let out: Vec<Value> = groups.iter().map(|g| render(g, &rules)).collect();
     Ok(created(ctx, "security_group", "security_groups", bulk, out))
@@ -245,7 +247,8 @@ pub async fn update(ctx: NCtx, Path(id): Path<String>, body: Bytes) -> NResult<R
         g.std.touch();
         store::put(&mut tx, SECURITY_GROUPS, &g.id, &g);
         store::replan_sg(&mut tx, &g.id).await?;
-        Ok::<_, NeutronError>((g, store::all::<SecurityGroupRule>(&mut tx, SECURITY_GROUP_RULES).await?))
+        let rules = store::group_rules(&mut tx, &g.id).await?;
+        Ok::<_, NeutronError>((g, rules))
     })?;
     Ok(super::one(ctx, StatusCode::OK, "security_group", render(&g, &rules)))
 }
@@ -257,17 +260,19 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
         if g.name == "default" && !ctx.is_admin() {
             return Err(NeutronError::conflict("SecurityGroupCannotRemoveDefault", "Insufficient rights for removing default security group."));
         }
-        let ports: Vec<Port> = store::all(&mut tx, PORTS).await?;
-        if ports.iter().any(|p| p.security_groups.contains(&id)) {
+        if store::any_by(&mut tx, PORTS, "security_groups", &id).await? {
             return Err(NeutronError::conflict("SecurityGroupInUse", format!("Security Group {id} in use.")));
         }
+        // Its rules, and the other groups' rules that name it as remote.
+        let mut rules = store::group_rules(&mut tx, &id).await?;
+        let remote: Vec<SecurityGroupRule> =
+            store::find_by(&mut tx, SECURITY_GROUP_RULES, "remote_group_id", &id).await?;
+        rules.extend(remote.into_iter().filter(|r| r.security_group_id != id));
         let mut others = Vec::new();
-        for r in store::all::<SecurityGroupRule>(&mut tx, SECURITY_GROUP_RULES).await? {
-            if r.security_group_id == id || r.remote_group_id.as_deref() == Some(id.as_str()) {
-                store::delete(&mut tx, SECURITY_GROUP_RULES, &r.id).await?;
-                if r.security_group_id != id {
-                    others.push(r.security_group_id.clone());
-                }
+        for r in rules {
+            store::delete(&mut tx, SECURITY_GROUP_RULES, &r.id).await?;
+            if r.security_group_id != id {
+                others.push(r.security_group_id.clone());
             }
         }
         if g.name == "default" {
@@ -703,7 +708,15 @@ pub async fn create_rule(ctx: NCtx, body: Bytes) -> NResult<Response> {
                 return Err(NeutronError::conflict("DuplicateSecurityGroupRuleInPost", "Duplicate Security Group Rule in POST."));
             }
         }
-        let existing: Vec<SecurityGroupRule> = store::all(&mut tx, SECURITY_GROUP_RULES).await?;
+        // `same` rules share their group: only the groups' own rules count.
+        let mut existing: Vec<SecurityGroupRule> = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for r in &out {
+            if !seen.contains(&r.security_group_id.as_str()) {
+                seen.push(&r.security_group_id);
+                existing.extend(store::group_rules(&mut tx, &r.security_group_id).await?);
+            }
+        }
         for r in &out {
             if let Some(dup) = existing.iter().find(|e| same(e, r)) {
                 return Err(NeutronError::conflict("SecurityGroupRuleExists", format!("Security group rule already exists. Rule id is {}.", dup.id)));

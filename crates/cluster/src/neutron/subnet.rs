@@ -451,8 +451,12 @@ pub async fn delete(ctx: NCtx, Path(id): Path<String>) -> NResult<Response> {
         if !ctx.owns(&s.project_id) {
             return Err(not_found(&id));
         }
-        let ports: Vec<Port> = store::all(&mut tx, PORTS).await?;
-        for p in ports.iter().filter(|p| p.fixed_ips.iter().any(|f| f.subnet_id == id)) {
+        // Ports with an address on the subnet are on its network.
+        for a in store::network_ports(&mut tx, &s.network_id).await? {
+            if !a.fixed_ips.iter().any(|f| f.subnet_id == id) {
+                continue;
+            }
+            let Some(p) = store::get::<Port>(&mut tx, PORTS, &a.id).await? else { continue };
             if p.device_owner != owner::DHCP {
                 return Err(NeutronError::conflict(
                     "SubnetInUse",
