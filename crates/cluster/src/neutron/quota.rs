@@ -3,12 +3,13 @@
 //!
 //! The count a create reads (the project's index entries) is not compared
 //! on commit, so creates running at once could together pass a limit.
-//! Creates that would bring a project within [`SLACK`] objects of its
-//! limit therefore also read and write the project's guard key for the
-//! resource: near the limit they conflict and are retried one after the
-//! other, each seeing the others' objects, while far from it they run
-//! without touching a shared key. Passing the limit would take more than
-//! `SLACK` creates of one project committing at once.
+//! Every create under a limit therefore reads the project's guard key for
+//! the resource (before the count), and those that would bring the
+//! project within [`SLACK`] objects of its limit also write it: near the
+//! limit creates conflict and are retried one after the other, each
+//! seeing the others' objects, while far from it they only read the key
+//! and do not conflict with each other. Passing the limit would take more
+//! than `SLACK` creates of one project committing at once.
 
 use axum::body::Bytes;
 use axum::extract::Path;
@@ -99,6 +100,11 @@ pub async fn check_many(tx: &mut Tx, adds: impl Iterator<Item = (&str, Res)>) ->
         if limit < 0 {
             continue;
         }
+        // The guard is read before the count: a create near the limit that
+        // commits after this read changes the guard, so this transaction
+        // cannot commit on a count that missed that create.
+        let k = guard_key(&project, res);
+        let seen = tx.get_raw(&k).await?.unwrap_or_default();
         let used = store::count(tx, res.collection(), &project).await? as i64;
         if used + n > limit {
             return Err(NeutronError::conflict(
@@ -107,10 +113,7 @@ pub async fn check_many(tx: &mut Tx, adds: impl Iterator<Item = (&str, Res)>) ->
             ));
         }
         if used + n + SLACK > limit {
-            let k = guard_key(&project, res);
-            let seen = tx.get_raw(&k).await?.unwrap_or_default();
-            let next = seen.first().copied().unwrap_or(0).wrapping_add(1);
-            tx.put_raw(&k, vec![next]);
+            tx.put_raw(&k, vec![seen.first().copied().unwrap_or(0).wrapping_add(1)]);
         }
     }
     Ok(())
