@@ -119,15 +119,26 @@ fn group(project: &str, name: &str, description: &str) -> SecurityGroup {
 
 /// The project's `default` group, created (with its rules) if missing.
 pub async fn ensure_default(tx: &mut Tx, project: &str) -> NResult<String> {
-    let groups: Vec<SecurityGroup> = store::all(tx, SECURITY_GROUPS).await?;
-    if let Some(g) = groups.iter().find(|g| g.project_id == project && g.name == "default") {
-        return Ok(g.id.clone());
+    // The marker names the project's default group (deleted with it).
+    let marker = store::key("default_sg", project);
+    if let Some(id) = tx.get_raw(&marker).await? {
+        let id = String::from_utf8_lossy(&id).into_owned();
+        if store::get::<SecurityGroup>(tx, SECURITY_GROUPS, &id).await?.is_some() {
+            return Ok(id);
+        }
+    }
+    // No marker (or a stale one): look among the project's own groups.
+    for id in store::project_ids(tx, SECURITY_GROUPS, project).await? {
+        if let Some(g) = store::get::<SecurityGroup>(tx, SECURITY_GROUPS, &id).await? {
+            if g.project_id == project && g.name == "default" {
+                return Ok(g.id);
+            }
+        }
     }
     let sg = group(project, "default", "Default security group");
-    // The marker key makes two concurrent creators conflict instead of
-    // both creating a default group.
-    tx.get_raw(&store::key("default_sg", project)).await?;
-    tx.put_raw(&store::key("default_sg", project), sg.id.clone().into_bytes());
+    // The marker key (read above, so compared) makes two concurrent
+    // creators conflict instead of both creating a default group.
+    tx.put_raw(&marker, sg.id.clone().into_bytes());
     create_group(tx, &sg);
     store::replan_sg(tx, &sg.id).await?;
     Ok(sg.id)

@@ -247,6 +247,13 @@ pub async fn delete(tx: &mut Tx, coll: &str, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The ids of a project's objects of a collection (from its index).
+pub async fn project_ids(tx: &mut Tx, coll: &str, project: &str) -> Result<Vec<String>, ApiError> {
+    let prefix = format!("{PREFIX}index/{coll}/{project}/");
+    let keys = tx.list_raw(&prefix).await?;
+    Ok(keys.into_iter().filter_map(|(k, _)| k.strip_prefix(&prefix).map(str::to_string)).collect())
+}
+
 /// How many objects of a collection a project has.
 pub async fn count(tx: &mut Tx, coll: &str, project: &str) -> Result<usize, ApiError> {
     Ok(tx.list_raw(&format!("{PREFIX}index/{coll}/{project}/")).await?.len())
