@@ -84,9 +84,13 @@ check(run("subnet", "show", "s1")["cidr"] == "10.0.0.0/24", "subnet show")
 
 # Ports.
 p1 = run("port", "create", "--network", "n1", "p1")
-check(ips(p1["fixed_ips"]) == ["10.0.0.2"], f"p1 address: {p1['fixed_ips']}")
-p2 = run("port", "create", "--network", "n1", "--fixed-ip", "subnet=s1,ip-address=10.0.0.50", "p2")
-check(ips(p2["fixed_ips"]) == ["10.0.0.50"], f"p2 address: {p2['fixed_ips']}")
+# An address of the pool, picked at random among the first free ones (as
+# Neutron's IPAM does).
+p1_ip = ips(p1["fixed_ips"])[0]
+check(p1_ip.startswith("10.0.0.") and 2 <= int(p1_ip.split(".")[3]) <= 254, f"p1 address: {p1['fixed_ips']}")
+p2_ip = "10.0.0.51" if p1_ip == "10.0.0.50" else "10.0.0.50"
+p2 = run("port", "create", "--network", "n1", "--fixed-ip", f"subnet=s1,ip-address={p2_ip}", "p2")
+check(ips(p2["fixed_ips"]) == [p2_ip], f"p2 address: {p2['fixed_ips']}")
 check(len(run("port", "list")) == 2, "port list")
 check(len(run("port", "list", "--network", "n1")) == 2, "port list --network")
 check(run("port", "show", "p1")["mac_address"].startswith("fa:16:3e:"), "port show")
@@ -109,7 +113,7 @@ check(f["floating_ip_address"].startswith("172.24.4."), f"floating address: {f}"
 check(len(run("floating", "ip", "list")) == 1, "floating ip list")
 run("floating", "ip", "set", "--port", "p1", fid, fmt=False)
 f = run("floating", "ip", "show", fid)
-check(f["fixed_ip_address"] == "10.0.0.2" and f["port_id"] == p1["id"], f"associated: {f}")
+check(f["fixed_ip_address"] == p1_ip and f["port_id"] == p1["id"], f"associated: {f}")
 check(f["router_id"] == r1["id"] and f["status"] == "ACTIVE", f"through r1: {f}")
 run("floating", "ip", "unset", "--port", fid, fmt=False)
 check(run("floating", "ip", "show", fid)["port_id"] is None, "disassociated")
