@@ -36,6 +36,12 @@ impl Neutron {
         }
     }
 
+    /// The endpoint root (`http://127.0.0.1:port/neutron`), as a client
+    /// configures it.
+    pub fn endpoint(&self) -> String {
+        self.base.trim_end_matches("/v2.0").to_string()
+    }
+
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let req = self
             .agent
@@ -90,8 +96,18 @@ impl Neutron {
     }
 }
 
-/// A port bound to host `i`, and the VM namespace plugged into it with the
-/// port's own MAC and address; `tap` names the host end Nova's way.
+/// What a VM needs to know of its Neutron port.
+pub struct PortInfo {
+    pub id: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Creates a port on `net` bound to host `i` (by `binding:profile`'s
+/// interface name, or by Nova's `tap` convention when `tap`), with
+/// `extra` attributes, and plugs a VM into it.
 pub fn vm_port(
     env: &mut Env,
     api: &Neutron,
@@ -104,46 +120,58 @@ pub fn vm_port(
     let mut body =
         json!({"network_id": net, "name": name, "binding:host_id": env.hosts[i].id.to_string()});
     if !tap {
-        body["binding:profile"] =
-            json!({"interface_name": env.lab.name(&format!("{name}h")).expect("name")});
+        body["binding:profile"] = json!({"interface_name": host_if_name(env, name)});
     }
     for (k, v) in extra.as_object().expect("object") {
         body[k] = v.clone();
     }
     let p = api.post("/ports", json!({ "port": body }));
-    let pid = p["port"]["id"].as_str().expect("id").to_string();
-    let ip: Ipv4Addr =
-        p["port"]["fixed_ips"][0]["ip_address"].as_str().expect("ip").parse().expect("v4");
-    let mac = p["port"]["mac_address"].as_str().expect("mac").to_string();
     let subnet = api.get(&format!(
         "/subnets/{}",
         p["port"]["fixed_ips"][0]["subnet_id"].as_str().expect("subnet")
     ));
-    let len = subnet["subnet"]["cidr"]
-        .as_str()
-        .expect("cidr")
-        .split('/')
-        .nth(1)
-        .expect("len")
-        .to_string();
-    let gw = subnet["subnet"]["gateway_ip"].as_str().and_then(|g| g.parse().ok());
+    let info = PortInfo {
+        id: p["port"]["id"].as_str().expect("id").to_string(),
+        ip: p["port"]["fixed_ips"][0]["ip_address"].as_str().expect("ip").parse().expect("v4"),
+        mac: p["port"]["mac_address"].as_str().expect("mac").to_string(),
+        prefix_len: subnet["subnet"]["cidr"]
+            .as_str()
+            .and_then(|c| c.split('/').nth(1))
+            .and_then(|l| l.parse().ok())
+            .expect("cidr"),
+        gateway: subnet["subnet"]["gateway_ip"].as_str().and_then(|g| g.parse().ok()),
+    };
+    let vm = plug(env, i, name, &info, tap);
+    (vm, info.id)
+}
+
+/// The name of the host-side interface of VM `name` (what a port's
+/// `binding:profile.interface_name` names).
+pub fn host_if_name(env: &Env, name: &str) -> String {
+    env.lab.name(&format!("{name}h")).expect("name")
+}
+
+/// A VM on host `i` plugged into the port `info` describes: its host-side
+/// interface is [`host_if_name`], or Nova's `tap` + 11 characters of the
+/// port id when `tap`.
+pub fn plug(env: &mut Env, i: usize, name: &str, info: &PortInfo, tap: bool) -> Vm {
     // The lab prefixes link names; Nova's `tap` + 11 characters of the id
     // is given whole, so it is created outside the prefix scheme.
-    let host_if = if tap { format!("tap{}", &pid[..11]) } else { format!("{name}h") };
+    let host_if = if tap { format!("tap{}", &info.id[..11]) } else { format!("{name}h") };
     let host_ns = env.hosts[i].ns.clone();
-    let cidr = format!("{ip}/{len}");
+    let cidr = format!("{}/{}", info.ip, info.prefix_len);
     let spec = VmSpec {
         name,
         host_ns: &host_ns,
         host_if: &host_if,
         vm_if: name,
         ip_cidr: &cidr,
-        mac: Some(&mac),
+        mac: Some(&info.mac),
         mtu: Some(1400),
-        gateway: gw,
+        gateway: info.gateway,
     };
     let vm =
         if tap { env.lab.add_vm_exact_host_if(&spec) } else { env.lab.add_vm(&spec) }.expect("vm");
     ns_exec(&vm.ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).expect("sysctl");
-    (vm, pid)
+    vm
 }
