@@ -10,11 +10,21 @@
 //! its burst; each source port is simulated exactly once; both workers
 //! took connections; nothing was dropped for a full queue.
 //!
+//! The handler answers a burst only once the sender has sent all of it, so
+//! every packet of the burst is either joined to the miss or waiting in the
+//! upcall ring when the flow is installed. Without that, a sender slowed
+//! down mid-burst (two CPUs, two spinning workers) has packets still in the
+//! ring overtaken by later ones that take the freshly installed flow in the
+//! kernel: the window every upcall datapath has (OVS's too), which no
+//! ordering of install and execute in the agent closes. ARCHITECTURE.md
+//! ("Miss workers") says so.
+//!
 //! `MDW_COST_US` sets the handler's cost per miss (default 300 µs).
 //!
 //! Needs root; fails saying so unless MIDONET_SKIP_NETNS=1.
 
 use std::net::{SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,13 +45,18 @@ use common::{env_u64, mac, vm};
 /// Bursts (one source port each) and datagrams per burst.
 const BURSTS: u16 = 50;
 const PER_BURST: u16 = 20;
+/// Source port of the first burst; burst `i` comes from `FIRST_PORT + i`.
+const FIRST_PORT: u16 = 20000;
 
 /// Installs an exact flow per (in port, MACs, addresses, protocol, ports),
-/// after `cost` of busy work; records which thread decided each key.
+/// after `cost` of busy work and once the burst's sender is done with it;
+/// records which thread decided each key.
 struct ExactSlow {
     routes: Vec<(MacAddr, PortNo)>,
     cost: Duration,
     seen: Seen,
+    /// Bursts sent in full so far.
+    sent: Arc<AtomicU16>,
 }
 
 /// Which worker thread decided each key.
@@ -50,7 +65,13 @@ type Seen = Arc<Mutex<Vec<(String, FlowKey)>>>;
 impl UpcallHandler for ExactSlow {
     fn on_miss(&mut self, key: &FlowKey, _frame: &[u8], _in_port: InPort) -> MissDecision {
         let until = Instant::now() + self.cost;
-        while Instant::now() < until {
+        let burst = key.l4_src.wrapping_sub(FIRST_PORT);
+        let give_up = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until
+            || (key.l4_dst == 9100
+                && self.sent.load(Ordering::Acquire) <= burst
+                && Instant::now() < give_up)
+        {
             std::hint::spin_loop();
         }
         let me = std::thread::current().name().unwrap_or_default().to_owned();
@@ -80,7 +101,7 @@ impl UpcallHandler for ExactSlow {
 /// Sends the bursts from `a` to `b` (a pause between bursts so the
 /// receiver's socket never overflows); returns what arrived, as
 /// (source port, sequence) in arrival order.
-fn bursts(a: &Vm, b: &Vm) -> Vec<(u16, u16)> {
+fn bursts(a: &Vm, b: &Vm, sent: &Arc<AtomicU16>) -> Vec<(u16, u16)> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let total = usize::from(BURSTS * PER_BURST);
     let rx = {
@@ -105,13 +126,15 @@ fn bursts(a: &Vm, b: &Vm) -> Vec<(u16, u16)> {
     ready_rx.recv().expect("receiver ready");
     let ns = a.ns.clone();
     let to = SocketAddrV4::new(b.ip, 9100);
+    let sent = sent.clone();
     std::thread::spawn(move || {
         enter_netns(&ns).expect("enter a");
         for i in 0..BURSTS {
-            let s = UdpSocket::bind(("0.0.0.0", 20000 + i)).expect("bind sender");
+            let s = UdpSocket::bind(("0.0.0.0", FIRST_PORT + i)).expect("bind sender");
             for seq in 0..PER_BURST {
                 s.send_to(&seq.to_be_bytes(), to).expect("send");
             }
+            sent.store(i + 1, Ordering::Release);
             std::thread::sleep(Duration::from_millis(5));
         }
     })
@@ -130,7 +153,8 @@ fn check(provider: &str, got: &[(u16, u16)], seen: &[(String, FlowKey)], st: &Dp
     );
     assert_eq!(got.len(), usize::from(BURSTS * PER_BURST), "{provider}: every datagram arrived");
     for i in 0..BURSTS {
-        let seqs: Vec<u16> = got.iter().filter(|(p, _)| *p == 20000 + i).map(|(_, s)| *s).collect();
+        let seqs: Vec<u16> =
+            got.iter().filter(|(p, _)| *p == FIRST_PORT + i).map(|(_, s)| *s).collect();
         assert_eq!(seqs, (0..PER_BURST).collect::<Vec<_>>(), "{provider}: burst {i} in order");
     }
     let to_b: Vec<&(String, FlowKey)> = seen.iter().filter(|(_, k)| k.l4_dst == 9100).collect();
@@ -151,13 +175,18 @@ fn lab(name: &str, octet: u8) -> (Lab, String, Vm, Vm) {
     (lab, h, a, b)
 }
 
-fn handlers(routes: &[(MacAddr, PortNo)], seen: &Seen) -> Vec<Box<dyn UpcallHandler>> {
+fn handlers(
+    routes: &[(MacAddr, PortNo)],
+    seen: &Seen,
+    sent: &Arc<AtomicU16>,
+) -> Vec<Box<dyn UpcallHandler>> {
     (0..2)
         .map(|_| {
             Box::new(ExactSlow {
                 routes: routes.to_vec(),
                 cost: Duration::from_micros(env_u64("MDW_COST_US", 300)),
                 seen: seen.clone(),
+                sent: sent.clone(),
             }) as Box<dyn UpcallHandler>
         })
         .collect()
@@ -175,8 +204,9 @@ fn run(
     let pa = dp.add_vport(&a.host_if).expect("vport a");
     let pb = dp.add_vport(&b.host_if).expect("vport b");
     let seen = Arc::new(Mutex::new(Vec::new()));
-    set_workers(handlers(&[(mac(b), pb), (mac(a), pa)], &seen));
-    let got = bursts(a, b);
+    let sent = Arc::new(AtomicU16::new(0));
+    set_workers(handlers(&[(mac(b), pb), (mac(a), pa)], &seen, &sent));
+    let got = bursts(a, b, &sent);
     let st = dp.stats().expect("stats");
     let seen = seen.lock().clone();
     std::panic::catch_unwind(|| check(provider, &got, &seen, &st))
