@@ -1333,15 +1333,25 @@ fn real_agent(
         !alive || snapshots() >= 1
     }) && alive;
     let synced_at = t.elapsed();
-    // Let the first view settle before reading memory.
-    std::thread::sleep(Duration::from_secs(2));
+    // The metric counts a snapshot when it arrives; its view is built when
+    // the agent logs `topology snapshot applied`. Wait for that line (a
+    // fixed pause once read memory and the log in the middle of the apply),
+    // then let the first view settle before reading memory.
+    let log_path = p.log.clone();
+    let applied_ms = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("topology snapshot applied"))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("ms=")))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    if ok {
+        wait_for(Duration::from_secs(120), || !p.alive() || applied_ms().is_some());
+    }
+    std::thread::sleep(Duration::from_secs(1));
     let (rss, hwm) = rss_mib(p.pid());
-    let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-    let build_ms = log
-        .lines()
-        .find(|l| l.contains("topology snapshot applied"))
-        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("ms=")))
-        .and_then(|v| v.parse::<f64>().ok());
+    let build_ms = applied_ms();
     if !ok {
         progress!("real agent did not sync; log:\n{}", p.tail());
     }
