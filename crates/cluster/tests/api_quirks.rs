@@ -198,3 +198,54 @@ fn public_url_replaces_the_host_header_in_links() {
         .as_deref()
         .is_some_and(|l| l.starts_with("https://cloud.example/midonet-api/bridges/")));
 }
+
+/// A write refused before its body is read (here a 401: no token) still
+/// has its body read, so the connection stays usable: the next request on
+/// it gets its answer. The client sends the headers first and the body
+/// after a pause, as a client streaming a body does; before the server read
+/// every write's body up front, it answered at once and closed the
+/// connection after, and the client's next request on it found it closed.
+#[test]
+fn a_refused_write_leaves_its_connection_usable() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let c = TestCluster::start("memory:", true);
+    let addr = c.url().trim_start_matches("http://").split('/').next().expect("host").to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
+    let body = r#"{"name":"refused"}"#;
+    write!(
+        conn,
+        "POST /midonet-api/bridges HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("headers");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    conn.write_all(body.as_bytes()).expect("body");
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let read_response = |reader: &mut BufReader<std::net::TcpStream>| -> (String, String) {
+        let mut status = String::new();
+        reader.read_line(&mut status).expect("status line");
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header");
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().expect("length");
+            }
+        }
+        let mut b = vec![0; len];
+        reader.read_exact(&mut b).expect("response body");
+        (status, String::from_utf8_lossy(&b).into_owned())
+    };
+    let (status, _) = read_response(&mut reader);
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    // The same connection answers the next request (a 401 too: no token).
+    write!(conn, "GET /midonet-api/bridges HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+        .expect("second request");
+    let (status, body) = read_response(&mut reader);
+    assert!(status.starts_with("HTTP/1.1 401"), "{status} {body}");
+}

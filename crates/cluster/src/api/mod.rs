@@ -264,6 +264,10 @@ pub(crate) async fn observe(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let req = match read_body(req).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
     let resp = match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
         Ok(r) => r,
         Err(_) => {
@@ -289,6 +293,31 @@ pub(crate) async fn observe(
     cluster.metrics.request(method.as_str(), &route, status, start.elapsed().as_secs_f64());
     tracing::debug!(%method, route, status, "request");
     resp
+}
+
+/// The largest request body either API reads (axum's default limit, which
+/// the JSON extractors apply too).
+const BODY_LIMIT: usize = 2 << 20;
+
+/// Reads a write's whole body before any handler runs. A request refused
+/// before its body is read (a 401, a reader's 403) would otherwise leave
+/// the body unread; the server then closes the connection after its answer,
+/// and a client that sent the body after its headers, or reuses the
+/// connection for its next request, sees the connection end instead of the
+/// answer (a flake in the identity tests, and what urllib3 reports as
+/// "Remote end closed connection without response").
+async fn read_body(req: Request) -> Result<Request, ApiError> {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body: larger than {BODY_LIMIT} bytes, or not read whole: {e}"),
+        )
+    })?;
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 async fn fallback(method: Method, uri: axum::http::Uri) -> ApiError {
