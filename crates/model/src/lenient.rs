@@ -15,28 +15,72 @@ use std::str::FromStr;
 
 use serde::de::{self, Deserialize, Deserializer};
 
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum Scalar {
+/// A JSON scalar as the lenient fields take it.
+///
+/// Decoded by a visitor, not `#[serde(untagged)]`: an untagged enum buffers
+/// the value and tries each variant in turn, formatting an error message for
+/// every variant that does not fit (a string field paid two), which made
+/// these fields most of the cost of decoding a port.
+enum Scalar<'a> {
     Bool(bool),
     Num(serde_json::Number),
-    Str(String),
+    Str(std::borrow::Cow<'a, str>),
 }
 
-fn parse_scalar<T, E>(s: Scalar, what: &str) -> Result<Option<T>, E>
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a boolean, a number or a string")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(n.into()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(n.into()))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+                serde_json::Number::from_f64(n)
+                    .map(Scalar::Num)
+                    .ok_or_else(|| E::custom(format!("expected a number, got {n}")))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(s.into()))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(s.to_owned().into()))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(s.into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn parse_scalar<T, E>(s: Scalar<'_>, what: &str) -> Result<Option<T>, E>
 where
     T: FromStr,
     T::Err: Display,
     E: de::Error,
 {
-    let text = match s {
-        Scalar::Num(n) => n.to_string(),
+    let number;
+    let text = match &s {
+        Scalar::Num(n) => {
+            number = n.to_string();
+            number.as_str()
+        }
         Scalar::Str(s) => {
             let t = s.trim();
             if t.is_empty() {
                 return Ok(None);
             }
-            t.to_owned()
+            t
         }
         Scalar::Bool(b) => {
             return Err(E::custom(format!("expected {what}, got boolean {b}")));
@@ -54,7 +98,7 @@ where
     T: FromStr,
     T::Err: Display,
 {
-    match Option::<Scalar>::deserialize(d)? {
+    match Option::<Scalar<'_>>::deserialize(d)? {
         None => Ok(None),
         Some(s) => parse_scalar(s, "a number"),
     }
@@ -78,13 +122,13 @@ where
     T: FromStr,
     T::Err: Display,
 {
-    match Option::<Scalar>::deserialize(d)? {
+    match Option::<Scalar<'_>>::deserialize(d)? {
         None => Ok(None),
         Some(s) => parse_scalar(s, "a value"),
     }
 }
 
-fn scalar_bool<E: de::Error>(s: Scalar) -> Result<bool, E> {
+fn scalar_bool<E: de::Error>(s: Scalar<'_>) -> Result<bool, E> {
     match s {
         Scalar::Bool(b) => Ok(b),
         Scalar::Num(n) => match n.as_u64() {
@@ -106,7 +150,7 @@ pub fn boolean<'de, D>(d: D) -> Result<bool, D::Error>
 where
     D: Deserializer<'de>,
 {
-    Option::<Scalar>::deserialize(d)?.map_or(Ok(false), scalar_bool)
+    Option::<Scalar<'_>>::deserialize(d)?.map_or(Ok(false), scalar_bool)
 }
 
 /// A boolean that defaults to `true` when `null` (admin state).
@@ -114,7 +158,7 @@ pub fn boolean_default_true<'de, D>(d: D) -> Result<bool, D::Error>
 where
     D: Deserializer<'de>,
 {
-    Option::<Scalar>::deserialize(d)?.map_or(Ok(true), scalar_bool)
+    Option::<Scalar<'_>>::deserialize(d)?.map_or(Ok(true), scalar_bool)
 }
 
 /// A list where `null` means empty.
@@ -219,6 +263,20 @@ mod tests {
         assert!(t.b && t.up);
         let t: T = serde_json::from_str(r#"{"n":""}"#).expect("parse");
         assert_eq!(t.n, None);
+        // Escaped text is copied out of the input, not borrowed; a reader
+        // never lends.
+        let t: T = serde_json::from_str(r#"{"n":"\u0032\u0034"}"#).expect("parse");
+        assert_eq!(t.n, Some(24));
+        let t: T = serde_json::from_reader(&br#"{"n":" 9 ","b":1}"#[..]).expect("parse");
+        assert_eq!((t.n, t.b), (Some(9), true));
+    }
+
+    #[test]
+    fn lists_and_objects_are_not_scalars() {
+        for body in [r#"{"n":[1]}"#, r#"{"n":{"a":1}}"#, r#"{"b":[]}"#, r#"{"n":1.5}"#] {
+            let e = serde_json::from_str::<T>(body).expect_err(body);
+            assert!(!e.to_string().is_empty(), "{body}");
+        }
     }
 
     #[test]
