@@ -3,25 +3,29 @@
 //! host liveness), kept from the ordered subscription stream.
 //!
 //! Every applied change reports the flow tags it invalidates, computed with
-//! the simulation's own rule ([`midonet_sim::tags_for_store_entry`] for
-//! topology keys, [`StateWrite::tag`] for state entries), against the
-//! snapshot the installed flows were simulated with. A full snapshot is
-//! diffed key by key against what the cache held, so a reconnect that needs
-//! a resync still invalidates only what actually changed.
+//! the simulation's own rule ([`midonet_sim::tags_for_change`] on the old and
+//! new objects for topology keys, [`StateWrite::tag`] for state entries),
+//! against the snapshot the installed flows were simulated with. A full
+//! snapshot is diffed key by key against what the cache held, so a
+//! reconnect that needs a resync still invalidates only what actually
+//! changed. A topology value is decoded once, into the topology: the
+//! object held is what a new value is compared with, and no copy of the
+//! store's bytes is kept for it.
 //!
 //! The learned tables live in a [`MemState`] behind a lock that the
 //! datapath thread's miss handler shares: it writes what it learns
 //! directly (so the next packet sees it at once) and the cluster's echo of
 //! the same entry changes nothing and invalidates nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use midonet_model::topology::Slot;
 use midonet_model::{BridgeId, HostId, PortId, RouterId, Topology};
 use midonet_proto::keys::{self, StateKey};
 use midonet_proto::pb;
-use midonet_sim::{MemState, Snapshot, StateWrite, Tag};
+use midonet_sim::{MemState, Snapshot, StateWrite, StoreObject, Tag};
 use parking_lot::RwLock;
 
 /// The tag the agent adds to every flow that tunnels: tunnel-zone
@@ -46,9 +50,10 @@ pub struct Applied {
 /// The cache itself; owned by the core task.
 pub struct Cache {
     pub topology: Topology,
-    /// Raw value of every key held, topology and state, to diff snapshots
-    /// and to know a change's old value.
-    raw: BTreeMap<String, Vec<u8>>,
+    /// Raw value of every state key held, to diff snapshots and to know
+    /// whether a change changes anything (topology keys are diffed on
+    /// their decoded objects, in `topology`).
+    state_raw: HashMap<String, Vec<u8>>,
     pub state: Arc<RwLock<MemState>>,
     pub active_ports: BTreeSet<PortId>,
     pub alive_hosts: BTreeSet<HostId>,
@@ -63,7 +68,7 @@ impl Cache {
     pub fn new(state: Arc<RwLock<MemState>>) -> Self {
         Cache {
             topology: Topology::default(),
-            raw: BTreeMap::new(),
+            state_raw: HashMap::new(),
             state,
             active_ports: BTreeSet::new(),
             alive_hosts: BTreeSet::new(),
@@ -74,19 +79,50 @@ impl Cache {
     }
 
     /// Replaces everything with a snapshot.
+    ///
+    /// Each value is decoded once, straight into the topology; what the
+    /// cache held is the decoded object itself, so an unchanged value is one
+    /// that decodes equal to it (no copy of the store's bytes is kept for
+    /// topology keys).
     pub fn apply_snapshot(&mut self, snap: pb::Snapshot, sim: &Snapshot) -> Applied {
         let mut out = Applied::default();
-        let mut incoming: BTreeMap<String, Vec<u8>> =
-            snap.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
-        let gone: Vec<String> =
-            self.raw.keys().filter(|k| !incoming.contains_key(*k)).cloned().collect();
-        for k in gone {
-            self.change(&k, None, sim, &mut out);
-        }
-        for (k, v) in std::mem::take(&mut incoming) {
-            if self.raw.get(&k) != Some(&v) {
-                self.change(&k, Some(v), sim, &mut out);
+        // What the snapshot lacks is gone; only a resync has anything to
+        // lose, so a first snapshot keeps no set of what it brought.
+        let resync = !self.topology.is_empty() || !self.state_raw.is_empty();
+        let mut slots: HashSet<Slot> = HashSet::new();
+        let mut state_keys: HashSet<String> = HashSet::new();
+        let mut state = Vec::new();
+        for kv in snap.kvs {
+            if midonet_proto::is_state_key(&kv.key) {
+                if resync {
+                    state_keys.insert(kv.key.clone());
+                }
+                state.push(kv);
+                continue;
             }
+            match Slot::parse(&kv.key) {
+                Ok(slot) => {
+                    if resync {
+                        slots.insert(slot.clone());
+                    }
+                    self.change_topology(&kv.key, slot, Some(&kv.value), sim, &mut out);
+                }
+                Err(e) => undecodable(&kv.key, &e, &mut out),
+            }
+        }
+        if resync {
+            let gone: Vec<Slot> = self.topology.slots().filter(|s| !slots.contains(s)).collect();
+            for slot in gone {
+                self.remove_topology(slot, sim, &mut out);
+            }
+            let gone: Vec<String> =
+                self.state_raw.keys().filter(|k| !state_keys.contains(*k)).cloned().collect();
+            for k in gone {
+                self.change(&k, None, sim, &mut out);
+            }
+        }
+        for kv in state {
+            self.change(&kv.key, Some(kv.value), sim, &mut out);
         }
         self.revision = snap.revision;
         self.topology.revision = snap.revision;
@@ -116,30 +152,72 @@ impl Cache {
     }
 
     fn change(&mut self, key: &str, value: Option<Vec<u8>>, sim: &Snapshot, out: &mut Applied) {
-        let old = match &value {
-            Some(v) => self.raw.insert(key.to_owned(), v.clone()),
-            None => self.raw.remove(key),
-        };
-        if old.as_deref() == value.as_deref() {
-            return;
-        }
         if midonet_proto::is_state_key(key) {
-            self.change_state(key, value.as_deref(), out);
+            let old = match &value {
+                Some(v) => self.state_raw.insert(key.to_owned(), v.clone()),
+                None => self.state_raw.remove(key),
+            };
+            if old.as_deref() != value.as_deref() {
+                self.change_state(key, value.as_deref(), out);
+            }
             return;
         }
-        midonet_sim::tags_for_store_entry(
+        match Slot::parse(key) {
+            Ok(slot) => match value {
+                Some(v) => self.change_topology(key, slot, Some(&v), sim, out),
+                None => self.remove_topology(slot, sim, out),
+            },
+            Err(e) => undecodable(key, &e, out),
+        }
+    }
+
+    /// Puts one topology value: decoded once, compared with the object
+    /// held, and the tags of both taken with the simulation's rule.
+    fn change_topology(
+        &mut self,
+        key: &str,
+        slot: Slot,
+        value: Option<&[u8]>,
+        sim: &Snapshot,
+        out: &mut Applied,
+    ) {
+        let Some(value) = value else {
+            self.remove_topology(slot, sim, out);
+            return;
+        };
+        let new = match slot.decode(key, value) {
+            Ok(new) => new,
+            // The object held before (if any) stays.
+            Err(e) => return undecodable(key, &e, out),
+        };
+        let old = self.topology.get(&slot);
+        if old == Some(new.as_ref()) {
+            return;
+        }
+        midonet_sim::tags_for_change(
             sim,
-            key,
-            old.as_deref(),
-            value.as_deref(),
+            old.map(|o| StoreObject::of(&slot, o)),
+            Some(StoreObject::of(&slot, new.as_ref())),
             &mut out.tags,
         );
-        if key.starts_with(&midonet_model::ObjectKind::TunnelZoneHost.prefix()) {
+        if matches!(slot, Slot::TunnelZoneHost(_)) {
             out.tags.push(TUNNEL_ROUTES_TAG);
         }
-        if let Err(e) = self.topology.apply(key, value.as_deref()) {
-            tracing::warn!(key, error = %e, "skipping undecodable topology entry");
-            out.bad_keys += 1;
+        // `decode` gives the slot's own kind, which `put` holds.
+        let _ = self.topology.put(slot, new);
+        out.topology_changed = true;
+    }
+
+    fn remove_topology(&mut self, slot: Slot, sim: &Snapshot, out: &mut Applied) {
+        let Some(old) = self.topology.take(&slot) else { return };
+        midonet_sim::tags_for_change(
+            sim,
+            Some(StoreObject::of(&slot, old.as_ref())),
+            None,
+            &mut out.tags,
+        );
+        if matches!(slot, Slot::TunnelZoneHost(_)) {
+            out.tags.push(TUNNEL_ROUTES_TAG);
         }
         out.topology_changed = true;
     }
@@ -259,6 +337,11 @@ impl Cache {
     }
 }
 
+fn undecodable(key: &str, e: &midonet_model::topology::DecodeError, out: &mut Applied) {
+    tracing::warn!(key, error = %e, "skipping undecodable topology entry");
+    out.bad_keys += 1;
+}
+
 fn finish(out: &mut Applied) {
     out.tags.sort_unstable();
     out.tags.dedup();
@@ -319,6 +402,32 @@ mod tests {
         let a = c.apply_delta(d.clone(), &sim).expect("new revision");
         assert_eq!(a.tags, vec![Tag::chain(chain.id)]);
         assert!(c.apply_delta(d, &sim).is_none(), "replayed delta ignored");
+
+        // A resync that lacks the rule and renames the bridge: the rule goes
+        // (its chain's flows with it), the bridge's flows go, nothing else.
+        let sim = Snapshot::build(&c.topology);
+        let renamed = Bridge { name: "b2".into(), ..b.clone() };
+        let a = c.apply_snapshot(
+            pb::Snapshot { revision: 8, kvs: vec![kv(&renamed), kv(&chain)], more: false },
+            &sim,
+        );
+        let mut want = vec![Tag::bridge(b.id), Tag::chain(chain.id)];
+        want.sort_unstable();
+        assert_eq!(a.tags, want);
+        assert!(a.topology_changed);
+        assert!(c.topology.rules.is_empty());
+        assert_eq!(c.topology.bridges[&b.id].name, "b2");
+
+        // A value that does not decode is counted and changes nothing: the
+        // object held before stays.
+        let garbage = pb::KeyValue { value: b"{".to_vec(), ..kv(&renamed) };
+        let bad = pb::KeyValue { key: "/midonet/v1/bridges/not-an-id".into(), ..kv(&b) };
+        let a = c.apply_snapshot(
+            pb::Snapshot { revision: 9, kvs: vec![garbage, bad, kv(&chain)], more: false },
+            &sim,
+        );
+        assert_eq!(a.bad_keys, 2);
+        assert_eq!(c.topology.bridges[&b.id].name, "b2");
     }
 
     #[test]

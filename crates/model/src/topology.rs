@@ -150,77 +150,164 @@ fn parsed<T: std::str::FromStr>(key: &str, s: &str) -> Result<T, DecodeError> {
     s.parse().map_err(|_| DecodeError::BadKey(key.to_owned()))
 }
 
+/// [`Topology::put`] of an entry into a slot of another kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the entry is not of the slot's kind")]
+pub struct KindMismatch;
+
+/// Declares, from one list of (variant, key type, map, value type), where
+/// each kind of entry lives in a [`Topology`]: [`Slot`] (a parsed store key),
+/// [`Entry`] (a decoded value), [`EntryRef`] (a held one) and the per-kind
+/// dispatch between them.
+macro_rules! entries {
+    ($($v:ident($k:ty) => $field:ident: $t:ty),+ $(,)?) => {
+        /// A topology store key, parsed: the object's kind and its key in
+        /// the [`Topology`] map of that kind.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Slot { $($v($k)),+ }
+
+        /// One decoded topology value, owned.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Entry { $($v($t)),+ }
+
+        /// One value held in a [`Topology`].
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub enum EntryRef<'a> { $($v(&'a $t)),+ }
+
+        impl Slot {
+            /// Decodes `value` as the kind this slot holds.
+            pub fn decode(&self, key: &str, value: &[u8]) -> Result<Entry, DecodeError> {
+                let bad = |source| DecodeError::BadValue { key: key.to_owned(), source };
+                match self { $(Slot::$v(_) => serde_json::from_slice(value).map(Entry::$v).map_err(bad)),+ }
+            }
+        }
+
+        impl Entry {
+            pub fn as_ref(&self) -> EntryRef<'_> {
+                match self { $(Entry::$v(o) => EntryRef::$v(o)),+ }
+            }
+        }
+
+        impl Topology {
+            /// The value held at `slot`.
+            pub fn get(&self, slot: &Slot) -> Option<EntryRef<'_>> {
+                match slot { $(Slot::$v(k) => self.$field.get(k).map(EntryRef::$v)),+ }
+            }
+
+            /// Takes the value held at `slot` out.
+            pub fn take(&mut self, slot: &Slot) -> Option<Entry> {
+                match slot { $(Slot::$v(k) => self.$field.remove(k).map(Entry::$v)),+ }
+            }
+
+            /// Holds `entry` at `slot`, returning what was there. An entry of
+            /// another kind than the slot's is refused (and dropped).
+            pub fn put(&mut self, slot: Slot, entry: Entry) -> Result<Option<Entry>, KindMismatch> {
+                match (slot, entry) {
+                    $((Slot::$v(k), Entry::$v(o)) => Ok(self.$field.insert(k, o).map(Entry::$v)),)+
+                    _ => Err(KindMismatch),
+                }
+            }
+
+            /// The slot of every value held.
+            pub fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
+                std::iter::empty()
+                    $(.chain(self.$field.keys().map(|k| Slot::$v(k.clone()))))+
+            }
+
+            /// How many values are held.
+            pub fn len(&self) -> usize {
+                0 $(+ self.$field.len())+
+            }
+
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+        }
+    };
+}
+
+entries! {
+    Bridge(BridgeId) => bridges: Bridge,
+    Router(RouterId) => routers: Router,
+    Port(PortId) => ports: Port,
+    Route(RouteId) => routes: Route,
+    Chain(ChainId) => chains: Chain,
+    Rule(RuleId) => rules: Rule,
+    PortGroup(PortGroupId) => port_groups: PortGroup,
+    IpAddrGroup(IpAddrGroupId) => ip_addr_groups: IpAddrGroup,
+    IpAddrGroupAddr((IpAddrGroupId, IpAddr)) => ip_addr_group_addrs: IpAddrGroupAddr,
+    Host(HostId) => hosts: Host,
+    HostInterface((HostId, String)) => host_interfaces: HostInterface,
+    TunnelZone(TunnelZoneId) => tunnel_zones: TunnelZone,
+    TunnelZoneHost((TunnelZoneId, HostId)) => tunnel_zone_hosts: TunnelZoneHost,
+    DhcpSubnet((BridgeId, String)) => dhcp_subnets: DhcpSubnet,
+    DhcpHost((BridgeId, String, MacAddr)) => dhcp_hosts: DhcpHost,
+    MacTableEntry((BridgeId, u16, MacAddr)) => mac_entries: MacTableEntry,
+    ArpTableEntry((BridgeId, Ipv4Addr)) => arp_entries: ArpTableEntry,
+    LoadBalancer(LoadBalancerId) => load_balancers: LoadBalancer,
+    Pool(PoolId) => pools: Pool,
+    PoolMember(PoolMemberId) => pool_members: PoolMember,
+    Vip(VipId) => vips: Vip,
+    HealthMonitor(HealthMonitorId) => health_monitors: HealthMonitor,
+    Mirror(MirrorId) => mirrors: Mirror,
+}
+
+impl Slot {
+    /// Parses a topology store key (`/midonet/v1/<kind>/<id>[/<part>…]`).
+    pub fn parse(key: &str) -> Result<Slot, DecodeError> {
+        let (kind, parts) =
+            ObjectKind::parse_key(key).ok_or_else(|| DecodeError::BadKey(key.to_owned()))?;
+        let p = |i: usize| part(key, &parts, i);
+        let p0 = p(0)?;
+        Ok(match kind {
+            ObjectKind::Bridge => Slot::Bridge(id(key, p0)?),
+            ObjectKind::Router => Slot::Router(id(key, p0)?),
+            ObjectKind::Port => Slot::Port(id(key, p0)?),
+            ObjectKind::Route => Slot::Route(id(key, p0)?),
+            ObjectKind::Chain => Slot::Chain(id(key, p0)?),
+            ObjectKind::Rule => Slot::Rule(id(key, p0)?),
+            ObjectKind::PortGroup => Slot::PortGroup(id(key, p0)?),
+            ObjectKind::IpAddrGroup => Slot::IpAddrGroup(id(key, p0)?),
+            ObjectKind::Host => Slot::Host(id(key, p0)?),
+            ObjectKind::TunnelZone => Slot::TunnelZone(id(key, p0)?),
+            ObjectKind::LoadBalancer => Slot::LoadBalancer(id(key, p0)?),
+            ObjectKind::Pool => Slot::Pool(id(key, p0)?),
+            ObjectKind::PoolMember => Slot::PoolMember(id(key, p0)?),
+            ObjectKind::Vip => Slot::Vip(id(key, p0)?),
+            ObjectKind::HealthMonitor => Slot::HealthMonitor(id(key, p0)?),
+            ObjectKind::Mirror => Slot::Mirror(id(key, p0)?),
+            ObjectKind::IpAddrGroupAddr => {
+                Slot::IpAddrGroupAddr((id(key, p0)?, parsed(key, p(1)?)?))
+            }
+            ObjectKind::HostInterface => Slot::HostInterface((id(key, p0)?, p(1)?.to_owned())),
+            ObjectKind::TunnelZoneHost => Slot::TunnelZoneHost((id(key, p0)?, id(key, p(1)?)?)),
+            ObjectKind::DhcpSubnet => Slot::DhcpSubnet((id(key, p0)?, p(1)?.to_owned())),
+            ObjectKind::DhcpHost => {
+                Slot::DhcpHost((id(key, p0)?, p(1)?.to_owned(), parsed(key, p(2)?)?))
+            }
+            ObjectKind::MacTableEntry => {
+                Slot::MacTableEntry((id(key, p0)?, parsed(key, p(1)?)?, parsed(key, p(2)?)?))
+            }
+            ObjectKind::ArpTableEntry => Slot::ArpTableEntry((id(key, p0)?, parsed(key, p(1)?)?)),
+        })
+    }
+}
+
 impl Topology {
     /// Applies one store entry: `Some(value)` is a put, `None` a delete.
     /// Keys outside the topology layout are an error (callers filter state
-    /// keys out before).
+    /// keys out before), and so is a value that does not decode (the entry
+    /// held before stays).
     pub fn apply(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), DecodeError> {
-        let (kind, parts) =
-            ObjectKind::parse_key(key).ok_or_else(|| DecodeError::BadKey(key.to_owned()))?;
-        macro_rules! upd {
-            ($map:expr, $k:expr) => {{
-                let k = $k;
-                match value {
-                    Some(v) => {
-                        let obj = serde_json::from_slice(v).map_err(|source| {
-                            DecodeError::BadValue { key: key.to_owned(), source }
-                        })?;
-                        $map.insert(k, obj);
-                    }
-                    None => {
-                        $map.remove(&k);
-                    }
-                }
-            }};
-        }
-        let p0 = part(key, &parts, 0)?;
-        match kind {
-            ObjectKind::Bridge => upd!(self.bridges, id(key, p0)?),
-            ObjectKind::Router => upd!(self.routers, id(key, p0)?),
-            ObjectKind::Port => upd!(self.ports, id(key, p0)?),
-            ObjectKind::Route => upd!(self.routes, id(key, p0)?),
-            ObjectKind::Chain => upd!(self.chains, id(key, p0)?),
-            ObjectKind::Rule => upd!(self.rules, id(key, p0)?),
-            ObjectKind::PortGroup => upd!(self.port_groups, id(key, p0)?),
-            ObjectKind::IpAddrGroup => upd!(self.ip_addr_groups, id(key, p0)?),
-            ObjectKind::Host => upd!(self.hosts, id(key, p0)?),
-            ObjectKind::TunnelZone => upd!(self.tunnel_zones, id(key, p0)?),
-            ObjectKind::LoadBalancer => upd!(self.load_balancers, id(key, p0)?),
-            ObjectKind::Pool => upd!(self.pools, id(key, p0)?),
-            ObjectKind::PoolMember => upd!(self.pool_members, id(key, p0)?),
-            ObjectKind::Vip => upd!(self.vips, id(key, p0)?),
-            ObjectKind::HealthMonitor => upd!(self.health_monitors, id(key, p0)?),
-            ObjectKind::Mirror => upd!(self.mirrors, id(key, p0)?),
-            ObjectKind::IpAddrGroupAddr => {
-                upd!(self.ip_addr_group_addrs, (id(key, p0)?, parsed(key, part(key, &parts, 1)?)?))
+        let slot = Slot::parse(key)?;
+        match value {
+            Some(v) => {
+                let entry = slot.decode(key, v)?;
+                // `decode` gives the slot's own kind, which `put` holds.
+                let _ = self.put(slot, entry);
             }
-            ObjectKind::HostInterface => {
-                upd!(self.host_interfaces, (id(key, p0)?, part(key, &parts, 1)?.to_owned()))
-            }
-            ObjectKind::TunnelZoneHost => {
-                upd!(self.tunnel_zone_hosts, (id(key, p0)?, id(key, part(key, &parts, 1)?)?))
-            }
-            ObjectKind::DhcpSubnet => {
-                upd!(self.dhcp_subnets, (id(key, p0)?, part(key, &parts, 1)?.to_owned()))
-            }
-            ObjectKind::DhcpHost => upd!(
-                self.dhcp_hosts,
-                (
-                    id(key, p0)?,
-                    part(key, &parts, 1)?.to_owned(),
-                    parsed(key, part(key, &parts, 2)?)?
-                )
-            ),
-            ObjectKind::MacTableEntry => upd!(
-                self.mac_entries,
-                (
-                    id(key, p0)?,
-                    parsed(key, part(key, &parts, 1)?)?,
-                    parsed(key, part(key, &parts, 2)?)?
-                )
-            ),
-            ObjectKind::ArpTableEntry => {
-                upd!(self.arp_entries, (id(key, p0)?, parsed(key, part(key, &parts, 1)?)?))
+            None => {
+                self.take(&slot);
             }
         }
         Ok(())
@@ -321,6 +408,29 @@ mod tests {
         assert!(t.mac_entries.is_empty());
         t.apply(&p.store_key(), None).expect("delete");
         assert!(t.ports.is_empty());
+    }
+
+    #[test]
+    fn slots_name_every_entry_held_and_kinds_do_not_mix() {
+        let mut t = Topology::default();
+        let b = Bridge { id: BridgeId::random(), ..Default::default() };
+        let e = MacTableEntry {
+            bridge_id: b.id,
+            mac_addr: "02:00:00:00:00:01".parse().expect("mac"),
+            port_id: PortId::random(),
+            vlan_id: 3,
+        };
+        t.insert(&b);
+        t.insert(&e);
+        let mut slots: Vec<Slot> = t.slots().collect();
+        slots.sort();
+        let want = [Slot::parse(&b.store_key()), Slot::parse(&e.store_key())]
+            .map(|s| s.expect("a topology key"));
+        assert_eq!(slots, want);
+        assert_eq!(t.get(&want[1]), Some(EntryRef::MacTableEntry(&e)));
+        assert_eq!(t.put(want[0].clone(), Entry::MacTableEntry(e.clone())), Err(KindMismatch));
+        assert_eq!(t.take(&want[0]), Some(Entry::Bridge(b)));
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

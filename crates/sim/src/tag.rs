@@ -48,6 +48,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use midonet_model as model;
+use model::topology::EntryRef;
 use model::{BridgeId, ChainId, DeviceId, IpAddrGroupId, MirrorId, PortGroupId, PortId, RouterId};
 use serde::Serialize;
 use uuid::Uuid;
@@ -316,9 +317,45 @@ pub fn tags_for_change(
     out.extend(tail);
 }
 
+impl<'a> StoreObject<'a> {
+    /// A topology entry as the simulation reads it ([`StoreObject::Other`]
+    /// for the kinds it does not). DHCP entries take their bridge from the
+    /// slot: the body need not carry it.
+    pub fn of(slot: &model::topology::Slot, entry: EntryRef<'a>) -> StoreObject<'a> {
+        use model::topology::Slot;
+        match (slot, entry) {
+            (_, EntryRef::Bridge(o)) => StoreObject::Bridge(o),
+            (_, EntryRef::Router(o)) => StoreObject::Router(o),
+            (_, EntryRef::Port(o)) => StoreObject::Port(o),
+            (_, EntryRef::Route(o)) => StoreObject::Route(o),
+            (_, EntryRef::Chain(o)) => StoreObject::Chain(o),
+            (_, EntryRef::Rule(o)) => StoreObject::Rule(o),
+            (_, EntryRef::PortGroup(o)) => StoreObject::PortGroup(o),
+            (_, EntryRef::IpAddrGroup(o)) => StoreObject::IpAddrGroup(o),
+            (_, EntryRef::IpAddrGroupAddr(o)) => StoreObject::IpAddrGroupAddr(o),
+            (_, EntryRef::MacTableEntry(o)) => StoreObject::MacEntry(o),
+            (_, EntryRef::ArpTableEntry(o)) => StoreObject::ArpEntry(o),
+            (_, EntryRef::Mirror(o)) => StoreObject::Mirror(o),
+            (_, EntryRef::LoadBalancer(o)) => StoreObject::LoadBalancer(o),
+            (_, EntryRef::Pool(o)) => StoreObject::Pool(o),
+            (_, EntryRef::PoolMember(o)) => StoreObject::PoolMember(o),
+            (_, EntryRef::Vip(o)) => StoreObject::Vip(o),
+            (Slot::DhcpSubnet((bridge, _)), EntryRef::DhcpSubnet(o)) => {
+                StoreObject::DhcpSubnet(*bridge, o)
+            }
+            (Slot::DhcpHost((bridge, ..)), EntryRef::DhcpHost(o)) => {
+                StoreObject::DhcpHost(*bridge, o)
+            }
+            _ => StoreObject::Other,
+        }
+    }
+}
+
 /// [`tags_for_change`] for a raw store entry (`/midonet/v1/<kind>/…` and its
-/// old and new JSON values), as the agent sees them in a watch event. Values
-/// that do not decode contribute no tags (the topology cache reports them).
+/// old and new JSON values), as a watch event carries it. Values that do not
+/// decode contribute no tags (the topology cache reports them). A holder of
+/// a decoded [`model::Topology`] has the old value decoded already and
+/// calls [`tags_for_change`] with [`StoreObject::of`] instead.
 pub fn tags_for_store_entry(
     snap: &Snapshot,
     key: &str,
@@ -326,58 +363,10 @@ pub fn tags_for_store_entry(
     new: Option<&[u8]>,
     out: &mut Vec<Tag>,
 ) {
-    use model::ObjectKind as K;
-    let Some((kind, parts)) = K::parse_key(key) else { return };
-    macro_rules! decode {
-        ($t:ty, $v:ident) => {
-            [old, new].map(|v| v.and_then(|b| serde_json::from_slice::<$t>(b).ok()))
-        };
-    }
-    macro_rules! go {
-        ($t:ty, $v:ident) => {{
-            let [o, n] = decode!($t, $v);
-            tags_for_change(
-                snap,
-                o.as_ref().map(StoreObject::$v),
-                n.as_ref().map(StoreObject::$v),
-                out,
-            )
-        }};
-    }
-    match kind {
-        K::Bridge => go!(model::Bridge, Bridge),
-        K::Router => go!(model::Router, Router),
-        K::Port => go!(model::Port, Port),
-        K::Route => go!(model::Route, Route),
-        K::Chain => go!(model::Chain, Chain),
-        K::Rule => go!(model::Rule, Rule),
-        K::PortGroup => go!(model::PortGroup, PortGroup),
-        K::IpAddrGroup => go!(model::IpAddrGroup, IpAddrGroup),
-        K::IpAddrGroupAddr => go!(model::IpAddrGroupAddr, IpAddrGroupAddr),
-        K::MacTableEntry => go!(model::MacTableEntry, MacEntry),
-        K::ArpTableEntry => go!(model::ArpTableEntry, ArpEntry),
-        K::Mirror => go!(model::Mirror, Mirror),
-        K::LoadBalancer => go!(model::LoadBalancer, LoadBalancer),
-        K::Pool => go!(model::Pool, Pool),
-        K::PoolMember => go!(model::PoolMember, PoolMember),
-        K::Vip => go!(model::Vip, Vip),
-        K::DhcpSubnet | K::DhcpHost => {
-            // `/dhcp_subnets/<bridge>/<subnet>` and `/dhcp_hosts/<bridge>/<subnet>/<mac>`.
-            let Some(bridge) = parts.first().and_then(|p| p.parse::<BridgeId>().ok()) else {
-                return;
-            };
-            if kind == K::DhcpSubnet {
-                let [o, n] = decode!(model::DhcpSubnet, DhcpSubnet);
-                let f = |s| StoreObject::DhcpSubnet(bridge, s);
-                tags_for_change(snap, o.as_ref().map(f), n.as_ref().map(f), out)
-            } else {
-                let [o, n] = decode!(model::DhcpHost, DhcpHost);
-                let f = |h| StoreObject::DhcpHost(bridge, h);
-                tags_for_change(snap, o.as_ref().map(f), n.as_ref().map(f), out)
-            }
-        }
-        _ => {}
-    }
+    let Ok(slot) = model::topology::Slot::parse(key) else { return };
+    let [old, new] = [old, new].map(|v| v.and_then(|b| slot.decode(key, b).ok()));
+    let [old, new] = [&old, &new].map(|e| e.as_ref().map(|e| StoreObject::of(&slot, e.as_ref())));
+    tags_for_change(snap, old, new, out)
 }
 
 #[cfg(test)]
