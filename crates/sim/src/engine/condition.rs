@@ -81,7 +81,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     }
 
     fn in_group(&self, port: PortId, g: midonet_model::PortGroupId) -> bool {
-        self.snap.ports.get(&port).is_some_and(|p| p.groups.contains(&g))
+        self.snap.ports.get(&port).is_some_and(|p| p.groups().contains(&g))
     }
 
     pub(super) fn matches(&mut self, c: &Cond, ctx: Ctx) -> bool {

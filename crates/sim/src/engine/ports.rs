@@ -55,12 +55,12 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 }
             }
         }
-        self.mirrors(&p.m_pre_in, MirrorPoint::PortPreIn, ctx);
+        self.mirrors(p.m_pre_in(), MirrorPoint::PortPreIn, ctx);
         let v = self.run_chain(p.in_chain, Hook::PortIn, ctx);
         if !self.verdict(v, ctx) {
             return;
         }
-        self.mirrors(&p.m_post_in, MirrorPoint::PortPostIn, ctx);
+        self.mirrors(p.m_post_in(), MirrorPoint::PortPostIn, ctx);
         match p.dev {
             Dev::Bridge(_) => self.bridge(p),
             Dev::Router(_) => self.router(p),
@@ -131,12 +131,12 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             }
             return self.drop_pkt(DropReason::PortAdminDown);
         }
-        self.mirrors(&p.m_pre_out, MirrorPoint::PortPreOut, ctx);
+        self.mirrors(p.m_pre_out(), MirrorPoint::PortPreOut, ctx);
         let v = self.run_chain(p.out_chain, Hook::PortOut, ctx);
         if !self.verdict(v, ctx) {
             return;
         }
-        self.mirrors(&p.m_post_out, MirrorPoint::PortPostOut, ctx);
+        self.mirrors(p.m_post_out(), MirrorPoint::PortPostOut, ctx);
         self.emit_from(p);
     }
 
