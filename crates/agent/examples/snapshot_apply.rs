@@ -148,7 +148,9 @@ fn topology(ports: usize) -> Vec<pb::KeyValue> {
 fn main() {
     let ports = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let t = Instant::now();
-    let kvs = topology(ports);
+    // Built on another thread, as the agent's session task receives it
+    // (allocations land in that thread's malloc arena).
+    let kvs = std::thread::spawn(move || topology(ports)).join().expect("built");
     let bytes: usize = kvs.iter().map(|k| k.key.len() + k.value.len()).sum();
     println!("{} keys, {:.1} MiB of keys and values", kvs.len(), bytes as f64 / (1 << 20) as f64);
     let snap = pb::Snapshot { revision: 2, kvs, more: false };
@@ -171,6 +173,9 @@ fn main() {
     );
     drop(applied);
     mem("after (view and cache held)", t);
+    // What the agent does after a snapshot.
+    midonet_datapath::sys::trim_heap();
+    mem("after trim_heap", t);
     let before = LIVE.load(Relaxed);
     let copy = cache.topology.clone();
     println!(

@@ -370,6 +370,10 @@ fn random_seed() -> u64 {
     u.0 ^ u.1
 }
 
+/// Updates the core applies at most before it builds a view and looks at
+/// its other inputs again.
+const MAX_UPDATE_BATCH: usize = 256;
+
 /// How long a failed ARP resolution is remembered (MidoNet's ARP retry
 /// interval, as MidoNet's agent does).
 const ARP_FAILED_HOLD: Duration = Duration::from_secs(10);
@@ -469,7 +473,17 @@ impl Core {
                 },
                 _ = stop.changed() => break,
                 u = updates.recv() => match u {
-                    Some(u) => self.on_update(u),
+                    Some(u) => {
+                        // Whatever else is queued already goes with it.
+                        let mut batch = vec![u];
+                        while batch.len() < MAX_UPDATE_BATCH {
+                            match updates.try_recv() {
+                                Ok(u) => batch.push(u),
+                                Err(_) => break,
+                            }
+                        }
+                        self.on_updates(batch);
+                    }
                     None => break,
                 },
                 l = ifaces.recv() => match l {
@@ -496,35 +510,71 @@ impl Core {
         }
     }
 
-    fn on_update(&mut self, u: Update) {
-        let t0 = Instant::now();
-        let old = self.shared.view.load_full();
-        let snapshot = matches!(u, Update::Snapshot(_));
-        let applied: Applied = match u {
-            Update::Connected { session, address } => {
-                tracing::debug!(session, %address, "session up");
-                return;
-            }
-            Update::Snapshot(s) => {
-                tracing::info!(revision = s.revision, keys = s.kvs.len(), "topology snapshot");
-                self.shared.metrics.topology_snapshots.inc();
-                self.cache.apply_snapshot(s, &old.sim)
-            }
-            Update::Delta(d) => match self.cache.apply_delta(d, &old.sim) {
-                Some(a) => a,
-                None => return,
-            },
-            Update::SnatBlock { block, granted } => {
-                self.on_snat_block(block, granted);
-                return;
-            }
-            Update::HealthCheck { lb, place } => {
-                for c in self.health.claimed(lb, place, &self.cache.topology) {
-                    let _ = self.commands.send(c);
+    /// Applies a burst of updates in order, building the simulation's view
+    /// once for a run of topology changes rather than once per change: at
+    /// 100k ports a build takes ~150 ms, and a burst of API writes would
+    /// otherwise cost one build each and leave the agent behind. Every
+    /// change's tags are taken against the view the installed flows were
+    /// simulated with, as before. Other updates (SNAT block answers, health
+    /// check placement) first finish the run before them, so they act on
+    /// the topology that preceded them.
+    pub(crate) fn on_updates(&mut self, batch: Vec<Update>) {
+        let mut run: Option<TopologyRun> = None;
+        for u in batch {
+            match u {
+                Update::Connected { session, address } => {
+                    tracing::debug!(session, %address, "session up");
                 }
-                return;
+                Update::Snapshot(s) => {
+                    let r = run.get_or_insert_with(|| self.start_run());
+                    tracing::info!(revision = s.revision, keys = s.kvs.len(), "topology snapshot");
+                    self.shared.metrics.topology_snapshots.inc();
+                    r.snapshot = true;
+                    let a = self.cache.apply_snapshot(s, &r.old.sim);
+                    r.add(a);
+                }
+                Update::Delta(d) => {
+                    let r = run.get_or_insert_with(|| self.start_run());
+                    if let Some(a) = self.cache.apply_delta(d, &r.old.sim) {
+                        r.add(a);
+                    }
+                }
+                Update::SnatBlock { block, granted } => {
+                    if let Some(r) = run.take() {
+                        self.finish_run(r);
+                    }
+                    self.on_snat_block(block, granted);
+                }
+                Update::HealthCheck { lb, place } => {
+                    if let Some(r) = run.take() {
+                        self.finish_run(r);
+                    }
+                    for c in self.health.claimed(lb, place, &self.cache.topology) {
+                        let _ = self.commands.send(c);
+                    }
+                }
             }
-        };
+        }
+        if let Some(r) = run {
+            self.finish_run(r);
+        }
+    }
+
+    fn start_run(&self) -> TopologyRun {
+        TopologyRun {
+            t0: Instant::now(),
+            old: self.shared.view.load_full(),
+            applied: None,
+            snapshot: false,
+            updates: 0,
+        }
+    }
+
+    /// Publishes what a run of topology updates changed: a new view when
+    /// the topology or the bindings changed, then the invalidations.
+    fn finish_run(&mut self, run: TopologyRun) {
+        let TopologyRun { t0, old, applied, snapshot, updates } = run;
+        let Some(applied) = applied else { return };
         if !applied.snat_blocks.is_empty() {
             let me = self.shared.host_id;
             let mut fs = self.shared.flowstate.lock();
@@ -532,7 +582,7 @@ impl Core {
                 fs.blocks.held_elsewhere(*b, holder.is_some_and(|h| h != me));
             }
         }
-        self.shared.metrics.topology_updates.inc();
+        self.shared.metrics.topology_updates.inc_by(updates);
         let mut tags = applied.tags;
         let bindings = self.reconcile();
         // State-only deltas (learned MACs/ARPs, liveness) change neither the
@@ -558,6 +608,9 @@ impl Core {
             self.release(handler::WaitKey::Arp(router, ip));
         }
         if snapshot {
+            // The message's pages, freed on the session's thread, stay in
+            // that thread's arena unless handed back.
+            midonet_datapath::sys::trim_heap();
             // When the agent has its view of a full snapshot, and how long
             // applying and building it took (the scale bench reads this).
             tracing::info!(
@@ -568,6 +621,7 @@ impl Core {
         }
         tracing::debug!(
             revision = self.cache.revision,
+            updates,
             us = t0.elapsed().as_micros() as u64,
             "update applied"
         );
@@ -959,5 +1013,34 @@ impl Core {
 }
 
 mod http;
+/// Topology updates applied since the view was last built (see
+/// `Core::on_updates`).
+struct TopologyRun {
+    t0: Instant,
+    /// The view the installed flows were simulated with: every change's tags
+    /// are taken against it.
+    old: Arc<View>,
+    /// What the updates changed, merged; `None` until one changed anything
+    /// (a replayed delta does not).
+    applied: Option<Applied>,
+    snapshot: bool,
+    updates: u64,
+}
+
+impl TopologyRun {
+    fn add(&mut self, a: Applied) {
+        self.updates += 1;
+        let Some(acc) = &mut self.applied else {
+            self.applied = Some(a);
+            return;
+        };
+        acc.tags.extend(a.tags);
+        acc.topology_changed |= a.topology_changed;
+        acc.arp_learned.extend(a.arp_learned);
+        acc.bad_keys += a.bad_keys;
+        acc.snat_blocks.extend(a.snat_blocks);
+    }
+}
+
 #[cfg(test)]
 mod incremental;
