@@ -662,6 +662,15 @@ impl Agent {
         Agent { core, dp, stale, commands }
     }
 
+    /// A core that has the world's interfaces and its first snapshot.
+    fn subscribed(world: &mut World) -> Agent {
+        let mut a = Agent::new();
+        a.core.on_interfaces(world.interface_list());
+        let _ = world.commit();
+        a.core.on_updates(vec![Update::Snapshot(world.snapshot())]);
+        a
+    }
+
     /// A core rebuilt from scratch: interfaces, then the whole store.
     fn rebuilt(world: &World) -> Agent {
         let mut a = Agent::new();
@@ -800,10 +809,7 @@ proptest! {
     fn incremental_equals_recompute(steps in proptest::collection::vec(step(), 1..24)) {
         let probes = probes();
         let mut world = World::new();
-        let mut inc = Agent::new();
-        inc.core.on_interfaces(world.interface_list());
-        let _ = world.commit();
-        inc.core.on_updates(vec![Update::Snapshot(world.snapshot())]);
+        let mut inc = Agent::subscribed(&mut world);
         check(&mut inc, &mut world, &probes, 0, &[])?;
         for (n, s) in steps.iter().enumerate() {
             world.apply(s);
@@ -827,10 +833,7 @@ proptest! {
     ) {
         let probes = probes();
         let mut world = World::new();
-        let mut inc = Agent::new();
-        inc.core.on_interfaces(world.interface_list());
-        let _ = world.commit();
-        inc.core.on_updates(vec![Update::Snapshot(world.snapshot())]);
+        let mut inc = Agent::subscribed(&mut world);
         let history: Vec<Step> = steps.iter().map(|(s, _)| s.clone()).collect();
         let mut queued = Vec::new();
         for (n, (s, cut)) in steps.iter().enumerate() {
