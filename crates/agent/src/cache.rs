@@ -117,7 +117,7 @@ impl Cache {
                     if resync {
                         slots.insert(slot.clone());
                     }
-                    self.change_topology(&kv.key, slot, Some(&kv.value), sim, &mut out);
+                    self.change_topology(&kv.key, slot, &kv.value, sim, &mut out);
                 }
                 Err(e) => undecodable(&kv.key, &e, &mut out),
             }
@@ -133,6 +133,8 @@ impl Cache {
                 self.change(&k, None, sim, &mut out);
             }
         }
+        // State after topology: whether an ARP entry is a router's or a
+        // bridge's is read from the topology.
         for kv in state {
             self.change(&kv.key, Some(kv.value), sim, &mut out);
         }
@@ -176,7 +178,7 @@ impl Cache {
         }
         match Slot::parse(key) {
             Ok(slot) => match value {
-                Some(v) => self.change_topology(key, slot, Some(&v), sim, out),
+                Some(v) => self.change_topology(key, slot, &v, sim, out),
                 None => self.remove_topology(slot, sim, out),
             },
             Err(e) => undecodable(key, &e, out),
@@ -189,14 +191,10 @@ impl Cache {
         &mut self,
         key: &str,
         slot: Slot,
-        value: Option<&[u8]>,
+        value: &[u8],
         sim: &Snapshot,
         out: &mut Applied,
     ) {
-        let Some(value) = value else {
-            self.remove_topology(slot, sim, out);
-            return;
-        };
         let new = match slot.decode(key, value) {
             Ok(new) => new,
             // The object held before (if any) stays.
@@ -206,32 +204,14 @@ impl Cache {
         if old == Some(new.as_ref()) {
             return;
         }
-        midonet_sim::tags_for_change(
-            sim,
-            old.map(|o| StoreObject::of(&slot, o)),
-            Some(StoreObject::of(&slot, new.as_ref())),
-            &mut out.tags,
-        );
-        if matches!(slot, Slot::TunnelZoneHost(_)) {
-            out.tags.push(TUNNEL_ROUTES_TAG);
-        }
+        changed(sim, &slot, old, Some(new.as_ref()), out);
         // `decode` gives the slot's own kind, which `put` holds.
         let _ = self.topology.put(slot, new);
-        out.topology_changed = true;
     }
 
     fn remove_topology(&mut self, slot: Slot, sim: &Snapshot, out: &mut Applied) {
         let Some(old) = self.topology.take(&slot) else { return };
-        midonet_sim::tags_for_change(
-            sim,
-            Some(StoreObject::of(&slot, old.as_ref())),
-            None,
-            &mut out.tags,
-        );
-        if matches!(slot, Slot::TunnelZoneHost(_)) {
-            out.tags.push(TUNNEL_ROUTES_TAG);
-        }
-        out.topology_changed = true;
+        changed(sim, &slot, Some(old.as_ref()), None, out);
     }
 
     fn change_state(&mut self, key: &str, value: Option<&[u8]>, out: &mut Applied) {
@@ -347,6 +327,23 @@ impl Cache {
             }
         }
     }
+}
+
+/// Records a topology change: the tags of the old and new objects, by the
+/// simulation's rule, and the tunnel routes' tag for a tunnel-zone member.
+fn changed(
+    sim: &Snapshot,
+    slot: &Slot,
+    old: Option<midonet_model::topology::EntryRef<'_>>,
+    new: Option<midonet_model::topology::EntryRef<'_>>,
+    out: &mut Applied,
+) {
+    let of = |e| StoreObject::of(slot, e);
+    midonet_sim::tags_for_change(sim, old.map(of), new.map(of), &mut out.tags);
+    if matches!(slot, Slot::TunnelZoneHost(_)) {
+        out.tags.push(TUNNEL_ROUTES_TAG);
+    }
+    out.topology_changed = true;
 }
 
 fn undecodable(key: &str, e: &midonet_model::topology::DecodeError, out: &mut Applied) {

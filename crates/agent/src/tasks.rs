@@ -564,7 +564,7 @@ impl Core {
         TopologyRun {
             t0: Instant::now(),
             old: self.shared.view.load_full(),
-            applied: None,
+            applied: Applied::default(),
             snapshot: false,
             updates: 0,
         }
@@ -574,7 +574,9 @@ impl Core {
     /// the topology or the bindings changed, then the invalidations.
     fn finish_run(&mut self, run: TopologyRun) {
         let TopologyRun { t0, old, applied, snapshot, updates } = run;
-        let Some(applied) = applied else { return };
+        if updates == 0 {
+            return;
+        }
         if !applied.snat_blocks.is_empty() {
             let me = self.shared.host_id;
             let mut fs = self.shared.flowstate.lock();
@@ -1012,7 +1014,6 @@ impl Core {
     }
 }
 
-mod http;
 /// Topology updates applied since the view was last built (see
 /// `Core::on_updates`).
 struct TopologyRun {
@@ -1020,20 +1021,17 @@ struct TopologyRun {
     /// The view the installed flows were simulated with: every change's tags
     /// are taken against it.
     old: Arc<View>,
-    /// What the updates changed, merged; `None` until one changed anything
-    /// (a replayed delta does not).
-    applied: Option<Applied>,
+    /// What the updates changed, merged.
+    applied: Applied,
     snapshot: bool,
+    /// Updates that changed anything (a replayed delta does not).
     updates: u64,
 }
 
 impl TopologyRun {
     fn add(&mut self, a: Applied) {
         self.updates += 1;
-        let Some(acc) = &mut self.applied else {
-            self.applied = Some(a);
-            return;
-        };
+        let acc = &mut self.applied;
         acc.tags.extend(a.tags);
         acc.topology_changed |= a.topology_changed;
         acc.arp_learned.extend(a.arp_learned);
@@ -1042,5 +1040,6 @@ impl TopologyRun {
     }
 }
 
+mod http;
 #[cfg(test)]
 mod incremental;
