@@ -50,7 +50,7 @@
 # MISS_WORKERS="0 1" runs each provider once per agent `miss_workers` setting
 # (0 = simulate on the datapath thread), labelled `<provider>-w<N>`; unset, the
 # agents' default.
-# Env: KEEP=1 leaves the last sandbox running for inspection.
+# Env: KEEP=1 leaves the last sandbox running for inspection. UNDERLAY_LINK=pair (see below).
 #      DATAPATHS="userspace ebpf" CLIENTS="wide defaults" WINDOWS=3 DUR=10 CONNS=64 THREADS=2
 #      FP_N=300 FP_ROUNDS=3 (first-packet probes per round, 0 = skip)  NAT=0
 #      RSS_CONNS=0 RSS_PPS=5000 RSS_SECS=45
@@ -81,8 +81,13 @@ RES=$RUN_DIR/results
 P=mnc                       # prefix of everything this script creates
 OUT_NS=${P}out
 API=127.0.0.1:18191
+# The hosts' underlay: `pair` (one veth between the two host namespaces) is how the
+# peers wire theirs; `bridge` (the sandbox's default, an underlay namespace with a
+# bridge) costs every tunnelled packet a bridge and a veth more (figures before
+# 2026-12-04 were taken that way).
+UNDERLAY_LINK=${UNDERLAY_LINK:-pair}
 SB_ARGS=(--hosts 2 --vms-per-host 1 --prefix $P --state-dir "$SB_DIR" --api $API
-         --grpc-port 18192 --underlay 198.18.67.0/24)
+         --grpc-port 18192 --underlay 198.18.67.0/24 --underlay-link "$UNDERLAY_LINK")
 
 log() { echo "[$(date +%T)] $*" >&2; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }

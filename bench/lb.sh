@@ -38,7 +38,7 @@
 # the members in three VM namespaces on a second host namespace. Same load,
 # same windows.
 #
-# Env: DATAPATHS="ebpf userspace" WINDOWS=3 DUR=10 CONNS=64 THREADS=2 KEEP=0
+# Env: DATAPATHS="ebpf userspace" WINDOWS=3 DUR=10 CONNS=64 THREADS=2 KEEP=0 UNDERLAY_LINK=pair
 #      PROFILE=release BUILD=1 RUN_DIR=/tmp/midonet-lb
 # Output: `[<setup> <mode> <target>] window N: rate=...` lines and
 # $RUN_DIR/results/summary.md (medians and ratios).
@@ -59,8 +59,13 @@ P=mlb                       # prefix of everything this script creates
 OUT_NS=${P}out
 API=127.0.0.1:18291
 VIP=198.51.100.10
+# The hosts' underlay: `pair` (one veth between the two host namespaces) is how the
+# peers wire theirs; `bridge` (the sandbox's default, an underlay namespace with a
+# bridge) costs every tunnelled packet a bridge and a veth more (figures before
+# 2026-12-04 were taken that way).
+UNDERLAY_LINK=${UNDERLAY_LINK:-pair}
 SB_ARGS=(--hosts 2 --vms-per-host 3 --prefix $P --state-dir "$SB_DIR" --api $API
-         --grpc-port 18292 --underlay 198.18.68.0/24)
+         --grpc-port 18292 --underlay 198.18.68.0/24 --underlay-link "$UNDERLAY_LINK")
 KNS="${P}kc ${P}kg ${P}kh ${P}kv1 ${P}kv2 ${P}kv3"   # kernel peer namespaces
 
 log() { echo "[$(date +%T)] $*" >&2; }

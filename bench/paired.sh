@@ -26,7 +26,7 @@
 # the mean time of one run of the datapath's programs (mdp_*, both hosts) during the
 # UDP test and during the 10 ms ping (cold caches), from `bpftool prog show`.
 #
-# Env: BPF_STATS=0 PAIRS=7 DUR=10 UDP_LEN=18 PING_N=100 PING_I=0.01 FLOOD_N=20000 DATAPATH=ebpf
+# Env: BPF_STATS=0 PAIRS=7 DUR=10 UDP_LEN=18 PING_N=100 PING_I=0.01 FLOOD_N=20000 DATAPATH=ebpf UNDERLAY_LINK=pair
 #      PROFILE=release BUILD=1 PEERS_DIR=<repo>/../shared/peers RUN_DIR=/tmp/midonet-paired
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,8 +44,13 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 RUN_DIR=${RUN_DIR:-/tmp/midonet-paired}
 BIN=$ROOT/target/$PROFILE
 SB_DIR=$RUN_DIR/sandbox
+# The hosts' underlay: `pair` (one veth between the two host namespaces) is how the
+# peers wire theirs; `bridge` (the sandbox's default, an underlay namespace with a
+# bridge) costs every tunnelled packet a bridge and a veth more (figures before
+# 2026-12-04 were taken that way).
+UNDERLAY_LINK=${UNDERLAY_LINK:-pair}
 SB_ARGS=(--hosts 2 --vms-per-host 2 --prefix mnp --state-dir "$SB_DIR" --api 127.0.0.1:18281
-         --grpc-port 18282 --underlay 198.18.67.0/24 --datapath "$DATAPATH")
+         --grpc-port 18282 --underlay 198.18.67.0/24 --datapath "$DATAPATH" --underlay-link "$UNDERLAY_LINK")
 PEER=$PEERS_DIR/ebpf/ebpf-vs-kernel.sh
 # The peer's names (see its README): VM namespaces ebvm1/ebvm2, VM 2 at 198.19.10.2.
 K_SRC=ebvm1 K_DST=ebvm2 K_DIP=198.19.10.2

@@ -25,7 +25,7 @@
 # a fresh sandbox each, `--datapath <provider>`; a provider that falls back to another
 # (the agent says so in its log) is reported as such, not measured under its name.
 #
-# Env: DATAPATHS="ebpf userspace" REPS=3 DUR=10 UDP_LEN=18 PING_N=100 PING_I=0.01 CP_REPS=REPS PROBE_I=0.001
+# Env: DATAPATHS="ebpf userspace" REPS=3 DUR=10 UDP_LEN=18 PING_N=100 PING_I=0.01 CP_REPS=REPS PROBE_I=0.001 UNDERLAY_LINK=pair
 #      PEERS_DIR=<repo>/../shared/peers  PROFILE=release (or debug)  BUILD=1
 #      RUN_DIR=/tmp/midonet-bench  DOC=<repo>/docs/PERFORMANCE.md  UPDATE_DOC=1
 set -u
@@ -46,8 +46,13 @@ DOC=${DOC:-$ROOT/docs/PERFORMANCE.md}
 UPDATE_DOC=${UPDATE_DOC:-1}
 BIN=$ROOT/target/$PROFILE
 SB_DIR=$RUN_DIR/sandbox
+# The hosts' underlay: `pair` (one veth between the two host namespaces) is how the
+# peers wire theirs; `bridge` (the sandbox's default, an underlay namespace with a
+# bridge) costs every tunnelled packet a bridge and a veth more (figures before
+# 2026-12-04 were taken that way).
+UNDERLAY_LINK=${UNDERLAY_LINK:-pair}
 SB_ARGS=(--hosts 2 --vms-per-host 2 --prefix mnb --state-dir "$SB_DIR" --api 127.0.0.1:18181
-         --grpc-port 18182 --underlay 198.18.66.0/24)
+         --grpc-port 18182 --underlay 198.18.66.0/24 --underlay-link "$UNDERLAY_LINK")
 CMDLINE="DATAPATHS='$DATAPATHS' REPS=$REPS DUR=$DUR CP_REPS=$CP_REPS PROFILE=$PROFILE BUILD=$BUILD bench/run.sh${*:+ $*}"
 
 log() { echo "[$(date +%T)] $*" >&2; }

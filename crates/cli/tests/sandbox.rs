@@ -113,17 +113,25 @@ fn sandbox_up_connects_vms_across_hosts_and_router_and_down_removes_everything()
 
     // A second `up` over a running sandbox (as after a crash) cleans up
     // first: the old processes are gone, the new ones run.
-    // This time through the Neutron API (`--neutron`): same checks.
+    // This time through the Neutron API (`--neutron`), and with the two
+    // hosts on one veth pair (`--underlay-link pair`, the benchmarks'
+    // wiring): same checks, no underlay namespace.
     let old = st.processes.clone();
-    let args = sandbox::UpArgs { neutron: true, ..args };
+    let args =
+        sandbox::UpArgs { neutron: true, underlay_link: sandbox::UnderlayLink::Pair, ..args };
     let st2 = sandbox::up(&args).expect("second sandbox up");
     assert!(old.iter().all(|p| !procs::is_ours(p)), "processes of the first run still run");
     assert!(st2.processes.iter().all(procs::is_ours));
     assert!(st2.checks.iter().all(|c| c.ok), "second run's checks: {:?}", st2.checks);
+    assert_eq!(
+        net::existing_namespaces(PREFIX).expect("list").len(),
+        2 + 4,
+        "2 hosts, 4 VMs, no underlay namespace"
+    );
 
     let (stopped, removed) = sandbox::down(&state_dir, None).expect("down");
     assert_eq!(stopped, st2.processes.len());
-    assert_eq!(removed, 7);
+    assert_eq!(removed, 6);
     assert!(
         net::existing_namespaces(PREFIX).expect("list").is_empty(),
         "namespaces left after down"

@@ -7,6 +7,8 @@
 //!           gRPC 198.18.64.254:8182 ── {p}-mgmt ══ {p}-mgmtp ─┤
 //!                                                             ├─ {p}-ulp0 ══ {p}-u0 198.18.64.1  in {p}-h0
 //!                                                             └─ {p}-ulp1 ══ {p}-u1 198.18.64.2  in {p}-h1
+//!  --underlay-link pair (two hosts): {p}-u0 ══ {p}-u1 directly, no {p}-ul; the cluster's
+//!  address on each root end {p}-mg{h} of a management veth ══ {p}-m{h} in {p}-h{h}
 //!  {p}-h{h}: agent h; for each VM placed there the host end {p}-v{i} of the VM's veth
 //!  {p}-vm{i}: eth0 10.0.{b+1}.{10+k}/24, default via 10.0.{b+1}.1 (router port on bridge b)
 //! ```
@@ -143,6 +145,14 @@ impl Layout {
     }
     pub fn mgmt_peer_if(&self) -> String {
         format!("{}-mgmtp", self.prefix)
+    }
+    /// With `--underlay-link pair`: host `h`'s own management link, its
+    /// root-namespace end and its end inside the host.
+    pub fn mgmt_root_if(&self, h: usize) -> String {
+        format!("{}-mg{h}", self.prefix)
+    }
+    pub fn mgmt_host_if(&self, h: usize) -> String {
+        format!("{}-m{h}", self.prefix)
     }
     pub fn mgmt_ip(&self) -> Ipv4Addr {
         let n = self.underlay;

@@ -16,7 +16,9 @@
 //!    remove the old store.
 //! 2. **Underlay**: namespace `P-ul` with a bridge, one namespace per host
 //!    (`P-h0` …) joined to it, and a management link from the root
-//!    namespace, where the cluster runs ([`net`], [`layout`]).
+//!    namespace, where the cluster runs ([`net`], [`layout`]). With
+//!    `--underlay-link pair`, two hosts on one veth pair and a management
+//!    link each, no underlay namespace: how the peers wire theirs.
 //! 3. **Cluster**: `midonet-cluster --no-auth` on an embedded store in `D`,
 //!    REST on `--api` (127.0.0.1:8181), topology service (gRPC) on the
 //!    management address so agents in the host namespaces reach it.
@@ -60,6 +62,7 @@ use midonet_client::{Auth, Client};
 
 use layout::Layout;
 use net::NetOpts;
+pub use net::UnderlayLink;
 use state::{CheckRecord, HostRecord, ProcRecord, SandboxState};
 
 /// Arguments of `midonet sandbox`.
@@ -108,6 +111,11 @@ pub struct UpArgs {
     /// Underlay subnet (a /24; the cluster gets .254, hosts .1 upwards)
     #[arg(long, default_value = "198.18.64.0/24")]
     pub underlay: String,
+    /// How the hosts' underlay links meet: `bridge` (any number of hosts),
+    /// or `pair` (two hosts on one veth pair, the peers' wiring, for
+    /// benchmarks against them)
+    #[arg(long, value_enum, default_value_t = UnderlayLink::Bridge)]
+    pub underlay_link: UnderlayLink,
     /// MTU of the underlay links; large so one VM GSO frame fits one VXLAN datagram
     #[arg(long, default_value_t = 65000)]
     pub underlay_mtu: u32,
@@ -376,7 +384,12 @@ fn build(
     st: &mut SandboxState,
     replicas: (&[SocketAddr], &[SocketAddr]),
 ) -> Result<()> {
-    let opts = NetOpts { underlay_mtu: a.underlay_mtu, vm_mtu: a.vm_mtu, vm_gso_max: a.vm_gso_max };
+    let opts = NetOpts {
+        underlay_mtu: a.underlay_mtu,
+        vm_mtu: a.vm_mtu,
+        vm_gso_max: a.vm_gso_max,
+        link: a.underlay_link,
+    };
     let timeout = Duration::from_secs(a.timeout);
     eprintln!("sandbox: underlay and {} host namespaces", l.hosts);
     net::build_underlay(l, &opts)?;

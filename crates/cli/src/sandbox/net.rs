@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use midonet_netns::{cleanup_prefix, ip, ns_exec};
 
 use super::layout::{Layout, VmPlan};
@@ -24,11 +24,36 @@ pub struct NetOpts {
     pub vm_mtu: u32,
     /// `gso_max_size` of the VM links (bytes); 0 = kernel default.
     pub vm_gso_max: u32,
+    pub link: UnderlayLink,
+}
+
+/// How the hosts' underlay links meet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnderlayLink {
+    /// One bridge, in namespace `{p}-ul`, joins every host and the
+    /// management link from the root namespace.
+    #[default]
+    Bridge,
+    /// Two hosts, one veth pair between them and nothing else on the
+    /// tunnels' way, as the peers in `../shared/peers` wire their two
+    /// hypervisors; each host gets its own management link. For
+    /// benchmarks: a bridge on the underlay costs every tunnelled packet a
+    /// bridge and a veth more than the peers pay.
+    Pair,
+}
+
+/// One namespace per host and the links between them and to the root
+/// namespace, as `o.link` says.
+pub fn build_underlay(l: &Layout, o: &NetOpts) -> Result<()> {
+    match o.link {
+        UnderlayLink::Bridge => build_bridged(l, o),
+        UnderlayLink::Pair => build_pair(l, o),
+    }
 }
 
 /// Underlay namespace and bridge, the management link from the root
 /// namespace, and one namespace per host joined to the bridge.
-pub fn build_underlay(l: &Layout, o: &NetOpts) -> Result<()> {
+fn build_bridged(l: &Layout, o: &NetOpts) -> Result<()> {
     let ul = l.underlay_ns();
     let br = l.underlay_bridge();
     let mtu = o.underlay_mtu.to_string();
@@ -79,6 +104,45 @@ pub fn build_underlay(l: &Layout, o: &NetOpts) -> Result<()> {
         let cidr = format!("{}/24", l.host_underlay_ip(h));
         ns_exec(&ns, &["ip", "addr", "add", &cidr, "dev", &hif])?;
         ns_exec(&ns, &["ip", "link", "set", &hif, "up"])?;
+    }
+    Ok(())
+}
+
+/// Two host namespaces joined by one veth pair, and a management link from
+/// each into the root namespace: the root end of each carries the
+/// cluster's address (one address on two links is fine for Linux), and a
+/// host route on each side sends the management traffic down its own link.
+fn build_pair(l: &Layout, o: &NetOpts) -> Result<()> {
+    if l.hosts != 2 {
+        bail!("--underlay-link pair joins exactly two hosts (got --hosts {})", l.hosts);
+    }
+    let mtu = o.underlay_mtu.to_string();
+    let (h0, h1) = (l.host_ns(0), l.host_ns(1));
+    add_ns(&h0)?;
+    add_ns(&h1)?;
+    let (u0, u1) = (l.host_underlay_if(0), l.host_underlay_if(1));
+    ip(&[
+        "link", "add", &u0, "netns", &h0, "mtu", &mtu, "type", "veth", "peer", "name", &u1,
+        "netns", &h1, "mtu", &mtu,
+    ])
+    .context("creating the underlay veth pair")?;
+    let mgmt = l.mgmt_ip().to_string();
+    for h in 0..2 {
+        let ns = l.host_ns(h);
+        let (uif, addr) = (l.host_underlay_if(h), l.host_underlay_ip(h).to_string());
+        ns_exec(&ns, &["ip", "addr", "add", &format!("{addr}/24"), "dev", &uif])?;
+        ns_exec(&ns, &["ip", "link", "set", &uif, "up"])?;
+        let (rif, hif) = (l.mgmt_root_if(h), l.mgmt_host_if(h));
+        ip(&[
+            "link", "add", &rif, "mtu", &mtu, "type", "veth", "peer", "name", &hif, "netns", &ns,
+            "mtu", &mtu,
+        ])
+        .with_context(|| format!("creating the management link of host {h}"))?;
+        ip(&["addr", "add", &format!("{mgmt}/32"), "dev", &rif])?;
+        ip(&["link", "set", &rif, "up"])?;
+        ip(&["route", "add", &format!("{addr}/32"), "dev", &rif])?;
+        ns_exec(&ns, &["ip", "link", "set", &hif, "up"])?;
+        ns_exec(&ns, &["ip", "route", "add", &format!("{mgmt}/32"), "dev", &hif, "src", &addr])?;
     }
     Ok(())
 }
