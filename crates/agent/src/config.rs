@@ -27,6 +27,9 @@
 //! # cannot load, the agent says why in one log line and runs "userspace"),
 //! # "userspace" (AF_PACKET + UDP VXLAN) or "dummy" (in memory). default "ebpf"
 //! datapath = "ebpf"
+//! # ebpf: serve established flows from the programs' exact-match cache
+//! # (one hash lookup per packet, before the megaflow search). default true
+//! ebpf_exact_cache = true
 //! # Prometheus metrics (GET /metrics) and the flow dump (GET /flows, what
 //! # `midonet flows` reads); empty = off.                 default "127.0.0.1:7300"
 //! metrics_listen = "127.0.0.1:7300"
@@ -98,6 +101,7 @@ pub struct Config {
     pub tunnel_port: u16,
     pub tunnel_bind: Ipv4Addr,
     pub datapath: DatapathKind,
+    pub ebpf_exact_cache: bool,
     pub metrics_listen: String,
     pub scan_interval_ms: u64,
     pub session_ttl_secs: i64,
@@ -125,6 +129,7 @@ impl Default for Config {
             tunnel_port: 4789,
             tunnel_bind: Ipv4Addr::UNSPECIFIED,
             datapath: DatapathKind::Ebpf,
+            ebpf_exact_cache: true,
             metrics_listen: "127.0.0.1:7300".into(),
             scan_interval_ms: 1000,
             session_ttl_secs: 10,

@@ -127,6 +127,12 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+/// Which flow table of the datapath served a packet.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -187,6 +193,7 @@ pub struct Metrics {
     pub dp_flows: Gauge,
     pub dp_drops: Family<ReasonLabels, Counter>,
     pub dp_upcalls: Counter,
+    pub dp_hits: Family<TableLabels, Counter>,
     /// Misses that joined one with the same key being simulated (they are
     /// executed with its flow, not simulated again).
     pub dp_misses_joined: Counter,
@@ -237,6 +244,7 @@ impl Metrics {
             dp_flows: Gauge::default(),
             dp_drops: Family::default(),
             dp_upcalls: Counter::default(),
+            dp_hits: Family::default(),
             dp_misses_joined: Counter::default(),
             dp_miss_phase_seconds: Family::default(),
             dp_misses_timed: Counter::default(),
@@ -386,6 +394,12 @@ impl Metrics {
                 m.dp_upcalls.clone(),
             );
             r.register(
+                "dp_hits",
+                "Packets forwarded by an installed flow, by the table that found it: exact \
+                 (the exact-match cache) or megaflow",
+                m.dp_hits.clone(),
+            );
+            r.register(
                 "dp_misses_joined",
                 "Misses that waited for the same flow's simulation on a miss worker instead of \
                  simulating again",
@@ -504,6 +518,12 @@ impl Metrics {
             }
         }
         self.dp_upcalls.inc_by(s.upcalls.saturating_sub(prev.upcalls));
+        for (table, now, before) in [
+            ("exact", s.table.emc_hits, prev.table.emc_hits),
+            ("megaflow", s.table.megaflow_hits, prev.table.megaflow_hits),
+        ] {
+            self.dp_hits.get_or_create(&TableLabels { table }).inc_by(now.saturating_sub(before));
+        }
         self.dp_misses_joined.inc_by(s.workers.joined.saturating_sub(prev.workers.joined));
         let (t, pt) = (&s.miss_timing, &prev.miss_timing);
         self.dp_misses_timed.inc_by(t.misses.saturating_sub(pt.misses));
@@ -610,6 +630,7 @@ mod tests {
         let mut s = midonet_datapath::DpStats::default();
         s.drops.add(midonet_datapath::DropReason::Malformed, 3);
         s.upcalls = 5;
+        s.table.emc_hits = 9;
         s.ports.push(midonet_datapath::PortStats {
             port: 3,
             name: "vm1".into(),
@@ -629,6 +650,7 @@ mod tests {
         assert!(text.contains("midonet_agent_drops_total{reason=\"sim_drop\"} 1"), "{text}");
         assert!(text.contains("midonet_agent_dp_drops_total{reason=\"malformed\"} 5"), "{text}");
         assert!(text.contains("midonet_agent_dp_upcalls_total 5"), "{text}");
+        assert!(text.contains("midonet_agent_dp_hits_total{table=\"exact\"} 9"), "{text}");
         assert!(text.contains("midonet_agent_port_upcalls_total{port=\"p-vm1\"} 4"), "{text}");
         assert!(
             text.contains("midonet_agent_port_upcall_limited_total{port=\"p-vm1\"} 8"),

@@ -326,6 +326,7 @@ fn start_datapath(
                 underlay_ip: Some(cfg.tunnel_bind).filter(|a| !a.is_unspecified()),
                 vxlan_port: cfg.tunnel_port,
                 limits: cfg.upcall_limits(),
+                exact_cache: cfg.ebpf_exact_cache,
                 ..Default::default()
             };
             // Started without the handler, so it is still ours to give the

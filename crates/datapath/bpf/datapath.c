@@ -2,8 +2,9 @@
 /*
  * The kernel fast path of the `ebpf` datapath provider.
  *
- *   VM host-end veth ─ TC ingress ─ mdp_port ──┐
- *                                              ├─ parse ─ megaflow lookup (masks + per-mask hash)
+ *   VM host-end veth ─ TC ingress ─ mdp_port ──┐          exact-match cache (one hash lookup):
+ *                                              ├─ parse ─ hit: counters, compiled actions; else
+ *                                              │          megaflow lookup (masks + per-mask hash)
  *   vxlan (external) ─ TC ingress ─ mdp_tunnel ┤      hit: counters, action list ─ rewrites,
  *     (outer source a tunnel peer?)            │
  *        VNI bound to a local port: redirect ──┘           output (redirect_peer / clone),
@@ -14,6 +15,14 @@
  *        skb->mark = action list (16 bits) | generation (16 bits); it runs
  *        that list here, so packets that missed and packets the agent makes
  *        (ARP replies, ICMP errors, DHCP) leave exactly like flow hits.
+ *
+ * In front of the megaflow search sits an exact-match cache (mdp_exact,
+ * see struct mdp_exact in datapath.h): a megaflow hit leaves an entry
+ * under the packet's whole key, so the rest of a connection costs one hash
+ * lookup and, for the common action lists (MAC and TTL rewrites, then one
+ * output or tunnel), no action interpreter. On this VM a program run right
+ * after the CPU leaves idle pays for every distinct map and code path it
+ * touches (docs/PERFORMANCE.md, issue 11): fewer of them is what it buys.
  *
  * The key and masks follow midonet_flow::FlowKey/FlowMask: the agent keeps
  * one BPF mask per distinct megaflow mask, the flows map is keyed by the
@@ -199,6 +208,24 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mdp_tunnel_filter SEC(".maps");
+
+/* The exact-match cache and the generation of each flow counter slot: see
+ * struct mdp_exact. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MDP_MAX_EXACT);
+	__type(key, struct mdp_key);
+	__type(value, struct mdp_exact);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_exact SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MDP_MAX_STATS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_flow_gen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -403,12 +430,12 @@ static __always_inline int parse(struct __sk_buff *skb, struct mdp_key *k, struc
 	return 0;
 }
 
-/* Tuple-space search over the agent's masks, in its order. */
-static __always_inline struct mdp_flow *lookup(struct mdp_key *k)
+/* Tuple-space search over the agent's masks, in its order. On a hit, `mk`
+ * is the flows map's key and `*mi` the mask's slot. */
+static __always_inline struct mdp_flow *lookup(struct mdp_key *k, struct mdp_key *mk, __u32 *mi_out)
 {
 	__u32 zero = 0;
 	struct mdp_mask_list *ml = bpf_map_lookup_elem(&mdp_mask_list, &zero);
-	struct mdp_key mk __attribute__((aligned(8)));
 	__u32 n;
 
 	if (!ml)
@@ -420,20 +447,21 @@ static __always_inline struct mdp_flow *lookup(struct mdp_key *k)
 		__u32 mi = ml->idx[i] & (MDP_MAX_MASKS - 1);
 		__u64 *m = bpf_map_lookup_elem(&mdp_masks, &mi);
 		__u64 *kw = (__u64 *)k;
-		__u64 *o = (__u64 *)&mk;
+		__u64 *o = (__u64 *)mk;
 
 		if (!m)
 			break;
 #pragma unroll
 		for (int w = 0; w < 8; w++)
 			o[w] = kw[w] & m[w];
-		mk.in_port |= mi << MDP_MASK_ID_SHIFT;
-		struct mdp_flow *f = bpf_map_lookup_elem(&mdp_flows, &mk);
+		mk->in_port |= mi << MDP_MASK_ID_SHIFT;
+		struct mdp_flow *f = bpf_map_lookup_elem(&mdp_flows, mk);
 		if (f) {
 			__u64 *h = bpf_map_lookup_elem(&mdp_mask_hits, &mi);
 
 			if (h)
 				(*h)++;
+			*mi_out = mi;
 			return f;
 		}
 	}
@@ -468,6 +496,65 @@ static __always_inline int emit(struct __sk_buff *skb, __u32 ifindex, int peer, 
 	if (bpf_clone_redirect(skb, ifindex, 0) < 0)
 		count(MDP_C_DROP_TX, 1);
 	return 0;
+}
+
+/* Set the TTL (ttl = 1) or the TOS byte of the IPv4 header. Returns 0 or
+ * -counter. */
+static __always_inline int set_ip_byte(struct __sk_buff *skb, struct xstate *st, int ttl, __u8 v)
+{
+	__u8 w[2] = {}, n[2];
+	__u32 off;
+
+	if (st->eth_type != bpf_htons(ETH_P_IP))
+		return -MDP_C_DROP_REWRITE;
+	/* TTL is the first byte of the word at 8, TOS the second of the word at 0. */
+	off = st->l3 + (ttl ? 8 : 0);
+	if (bpf_skb_load_bytes(skb, off, w, 2) < 0)
+		return -MDP_C_DROP_REWRITE;
+	n[0] = w[0];
+	n[1] = w[1];
+	if (ttl)
+		n[0] = v;
+	else
+		n[1] = v;
+	if (bpf_l3_csum_replace(skb, st->l3 + 10, *(__u16 *)w, *(__u16 *)n, 2) < 0 ||
+	    bpf_skb_store_bytes(skb, off, n, 2, 0) < 0)
+		return -MDP_C_DROP_REWRITE;
+	return 0;
+}
+
+/* Send to local port `port`. The verdict when last, else 0; or -counter. */
+static __always_inline int out_port(struct __sk_buff *skb, struct xstate *st, __u32 port, int last)
+{
+	__u32 p = port & (MDP_MAX_PORTS - 1);
+	struct mdp_port *pi = bpf_map_lookup_elem(&mdp_ports, &p);
+
+	if (p == 0 || !pi || !pi->ifindex)
+		return -MDP_C_DROP_UNKNOWN_PORT;
+	port_tx(p, skb->len);
+	return emit(skb, pi->ifindex, (pi->flags & MDP_PORT_PEER) && st->ingress, last);
+}
+
+/* Tunnel to `remote` (host order) with `vni`. As out_port. */
+static __always_inline int out_tunnel(struct __sk_buff *skb, struct mdp_config *cfg, __u32 remote,
+				      __u32 vni, int last)
+{
+	struct bpf_tunnel_key tk = {};
+	__u32 size = sizeof(tk);
+
+	if (!cfg || !cfg->vxlan_ifindex)
+		return -MDP_C_DROP_UNKNOWN_PORT;
+	tk.remote_ipv4 = remote;
+	tk.tunnel_id = vni;
+	tk.tunnel_ttl = cfg->tunnel_ttl ? cfg->tunnel_ttl : 64;
+	tk.local_ipv4 = cfg->local_ip;
+	if (!cfg->local_ip)
+		size = __builtin_offsetof(struct bpf_tunnel_key, local_ipv4);
+	/* flags 0: outer UDP checksum on, like a kernel vxlan device's default. */
+	if (bpf_skb_set_tunnel_key(skb, &tk, size, 0) < 0)
+		return -MDP_C_DROP_TX;
+	port_tx(0, skb->len);
+	return emit(skb, cfg->vxlan_ifindex, 0, last);
 }
 
 /* One action. Returns 0 to go on, the TC verdict for the last emit, or
@@ -506,26 +593,8 @@ __attribute__((noinline)) int mdp_act(struct __sk_buff *skb, struct xstate *st,
 		return 0;
 	}
 	case MDP_OP_SET_TTL:
-	case MDP_OP_SET_TOS: {
-		__u8 w[2] = {}, n[2];
-
-		if (st->eth_type != bpf_htons(ETH_P_IP))
-			return -MDP_C_DROP_REWRITE;
-		/* TTL is the first byte of the word at 8, TOS the second of the word at 0. */
-		off = st->l3 + (a->op == MDP_OP_SET_TTL ? 8 : 0);
-		if (bpf_skb_load_bytes(skb, off, w, 2) < 0)
-			return -MDP_C_DROP_REWRITE;
-		n[0] = w[0];
-		n[1] = w[1];
-		if (a->op == MDP_OP_SET_TTL)
-			n[0] = a->h;
-		else
-			n[1] = a->h;
-		if (bpf_l3_csum_replace(skb, st->l3 + 10, *(__u16 *)w, *(__u16 *)n, 2) < 0 ||
-		    bpf_skb_store_bytes(skb, off, n, 2, 0) < 0)
-			return -MDP_C_DROP_REWRITE;
-		return 0;
-	}
+	case MDP_OP_SET_TOS:
+		return set_ip_byte(skb, st, a->op == MDP_OP_SET_TTL, a->h);
 	case MDP_OP_SET_L4_SRC:
 	case MDP_OP_SET_L4_DST: {
 		__be16 old = 0, new = bpf_htons(a->h);
@@ -576,34 +645,12 @@ __attribute__((noinline)) int mdp_act(struct __sk_buff *skb, struct xstate *st,
 		relayout(skb, st);
 		return 0;
 	}
-	case MDP_OP_OUTPUT: {
-		__u32 p = a->w & (MDP_MAX_PORTS - 1);
-		struct mdp_port *pi = bpf_map_lookup_elem(&mdp_ports, &p);
-
-		if (p == 0 || !pi || !pi->ifindex)
-			return -MDP_C_DROP_UNKNOWN_PORT;
-		port_tx(p, skb->len);
-		return emit(skb, pi->ifindex, (pi->flags & MDP_PORT_PEER) && st->ingress, last);
-	}
+	case MDP_OP_OUTPUT:
+		return out_port(skb, st, a->w, last);
 	case MDP_OP_TUNNEL: {
 		__u32 zero = 0;
-		struct mdp_config *cfg = bpf_map_lookup_elem(&mdp_config, &zero);
-		struct bpf_tunnel_key tk = {};
-		__u32 size = sizeof(tk);
 
-		if (!cfg || !cfg->vxlan_ifindex)
-			return -MDP_C_DROP_UNKNOWN_PORT;
-		tk.remote_ipv4 = a->w;
-		tk.tunnel_id = a->x;
-		tk.tunnel_ttl = cfg->tunnel_ttl ? cfg->tunnel_ttl : 64;
-		tk.local_ipv4 = cfg->local_ip;
-		if (!cfg->local_ip)
-			size = __builtin_offsetof(struct bpf_tunnel_key, local_ipv4);
-		/* flags 0: outer UDP checksum on, like a kernel vxlan device's default. */
-		if (bpf_skb_set_tunnel_key(skb, &tk, size, 0) < 0)
-			return -MDP_C_DROP_TX;
-		port_tx(0, skb->len);
-		return emit(skb, cfg->vxlan_ifindex, 0, last);
+		return out_tunnel(skb, bpf_map_lookup_elem(&mdp_config, &zero), a->w, a->x, last);
 	}
 	}
 	return -MDP_C_DROP_REWRITE;
@@ -717,45 +764,239 @@ static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port)
 	return TC_ACT_SHOT;
 }
 
-static __always_inline int flow_path(struct __sk_buff *skb, __u32 in_port)
+/* The exact-match cache (struct mdp_exact in datapath.h). */
+
+#define NO_EXACT (-100) /* not a TC verdict: go on to the megaflow search */
+
+/* Whether the flow's actions fit the fixed form: rewrites of the MACs and
+ * the TTL, then one output or tunnel, last. Anything else leaves
+ * MDP_X_COMPILED unset and the hit runs the action list. */
+static __always_inline void compile(struct mdp_act_list *al, struct mdp_exact *x)
 {
-	struct mdp_key k __attribute__((aligned(8))) = {};
-	struct xstate st = {};
+	__u32 n = al->n;
+
+	if (n == 0 || n > MDP_MAX_ACTS || al->last_emit != n - 1)
+		return;
+	for (__u32 j = 0; j < MDP_MAX_ACTS; j++) {
+		struct mdp_act *a = &al->a[j];
+
+		if (j >= n)
+			break;
+		switch (a->op) {
+		case MDP_OP_SET_ETH_DST:
+			__builtin_memcpy(x->eth, a->mac, 6);
+			x->flags |= MDP_X_SET_DST;
+			break;
+		case MDP_OP_SET_ETH_SRC:
+			__builtin_memcpy(x->eth + 6, a->mac, 6);
+			x->flags |= MDP_X_SET_SRC;
+			break;
+		case MDP_OP_SET_TTL:
+			x->ttl = a->h;
+			x->flags |= MDP_X_SET_TTL;
+			break;
+		case MDP_OP_OUTPUT:
+			if (j != n - 1)
+				return;
+			x->w = a->w;
+			x->flags |= MDP_X_OUTPUT | MDP_X_COMPILED;
+			break;
+		case MDP_OP_TUNNEL:
+			if (j != n - 1)
+				return;
+			x->w = a->w;
+			x->x = a->x;
+			x->flags |= MDP_X_TUNNEL | MDP_X_COMPILED;
+			break;
+		default:
+			return;
+		}
+	}
+}
+
+/* Remember the megaflow a packet hit under its exact key `xk` (tcp_flags
+ * already zero). The entry is checked against the flow afterwards: if the
+ * agent removed the flow before this looked at its generation, the flow is
+ * gone by now and the entry is taken back; if it removes it later, the
+ * generation the entry holds is already old. (The agent does not reuse a
+ * counter slot for a second, so the flow found afterwards is not another
+ * flow in the same slot.) */
+static __always_inline void exact_fill(struct mdp_key *xk, __u32 port, __u32 acts, __u32 stats,
+				       struct mdp_key *mk, __u32 mi)
+{
+	__u32 zero = 0, si = stats & (MDP_MAX_STATS - 1), ai = acts & (MDP_MAX_ACT_LISTS - 1);
+	struct mdp_config *cfg = bpf_map_lookup_elem(&mdp_config, &zero);
+	struct mdp_key *m = bpf_map_lookup_elem(&mdp_masks, &mi);
+	__u32 *g = bpf_map_lookup_elem(&mdp_flow_gen, &si);
+	struct mdp_exact x = {};
+	struct mdp_act_list *al;
 	struct mdp_flow *f;
 
-	st.in_port = in_port;
-	st.ingress = 1;
-	if (parse(skb, &k, &st) < 0)
-		return drop(MDP_C_DROP_MALFORMED);
-	k.in_port = in_port;
-	f = lookup(&k);
-	if (!f) {
-		count(MDP_C_MISS, 1);
-		return upcall(skb, in_port);
+	/* A flow on TCP flags would need them in the exact key: one entry per
+	 * combination. Those flows go without. */
+	if (!cfg || (cfg->flags & MDP_CFG_NO_EXACT) || !m || m->tcp_flags || !g)
+		return;
+	x.port = port;
+	x.stats = stats;
+	x.gen = *g;
+	x.acts = acts;
+	al = bpf_map_lookup_elem(&mdp_actions, &ai);
+	if (al)
+		compile(al, &x);
+	if (bpf_map_update_elem(&mdp_exact, xk, &x, BPF_ANY) < 0)
+		return;
+	f = bpf_map_lookup_elem(&mdp_flows, mk);
+	if (!f || f->stats != stats) {
+		bpf_map_delete_elem(&mdp_exact, xk);
+		return;
 	}
+	count(MDP_C_EXACT_FILL, 1);
+}
+
+static __always_inline int exact_exec(struct __sk_buff *skb, struct xstate *st, struct mdp_exact *x,
+				      struct mdp_config *cfg)
+{
+	__u8 f = x->flags;
+	int r;
+
+	if (!(f & MDP_X_COMPILED))
+		return run_actions(skb, st, x->acts);
+	if ((f & (MDP_X_SET_DST | MDP_X_SET_SRC)) == (MDP_X_SET_DST | MDP_X_SET_SRC)) {
+		if (bpf_skb_store_bytes(skb, 0, x->eth, 12, 0) < 0)
+			return drop(MDP_C_DROP_REWRITE);
+	} else if (f & MDP_X_SET_DST) {
+		if (bpf_skb_store_bytes(skb, 0, x->eth, 6, 0) < 0)
+			return drop(MDP_C_DROP_REWRITE);
+	} else if (f & MDP_X_SET_SRC) {
+		if (bpf_skb_store_bytes(skb, 6, x->eth + 6, 6, 0) < 0)
+			return drop(MDP_C_DROP_REWRITE);
+	}
+	if (f & MDP_X_SET_TTL) {
+		r = set_ip_byte(skb, st, 1, x->ttl);
+		if (r < 0)
+			return drop(-r);
+	}
+	if (f & MDP_X_TUNNEL)
+		r = out_tunnel(skb, cfg, x->w, x->x, 1);
+	else
+		r = out_port(skb, st, x->w, 1);
+	return r < 0 ? drop(-r) : r;
+}
+
+/* A hit in the exact-match cache: count it and run its actions. NO_EXACT
+ * when there is no valid entry. `rx`: count the port's rx here (mdp_port,
+ * which has not looked its port up yet). */
+static __always_inline int exact_path(struct __sk_buff *skb, struct mdp_key *k, struct xstate *st,
+				      __u32 xport, int rx)
+{
+	__u32 zero = 0, si;
+	struct mdp_config *cfg = bpf_map_lookup_elem(&mdp_config, &zero);
+	__be16 tcp_flags = k->tcp_flags;
+	struct mdp_flow_stats *fs;
+	struct mdp_exact *x;
+	__u32 *g;
+
+	if (!cfg || (cfg->flags & MDP_CFG_NO_EXACT))
+		return NO_EXACT;
+	k->tcp_flags = 0;
+	k->in_port = xport;
+	x = bpf_map_lookup_elem(&mdp_exact, k);
+	k->tcp_flags = tcp_flags;
+	if (!x)
+		return NO_EXACT;
+	si = x->stats & (MDP_MAX_STATS - 1);
+	g = bpf_map_lookup_elem(&mdp_flow_gen, &si);
+	if (!g || *g != x->gen)
+		return NO_EXACT; /* its flow is gone: the search decides, and refills */
+	if (rx)
+		port_rx(x->port, skb->len);
+	st->in_port = x->port;
 	count(MDP_C_HIT, 1);
-	__u32 si = f->stats & (MDP_MAX_STATS - 1);
-	struct mdp_flow_stats *fs = bpf_map_lookup_elem(&mdp_flow_stats, &si);
+	count(MDP_C_EXACT_HIT, 1);
+	fs = bpf_map_lookup_elem(&mdp_flow_stats, &si);
 	if (fs) {
 		fs->packets++;
 		fs->bytes += skb->len;
 		fs->used_ns = bpf_ktime_get_coarse_ns();
-		fs->tcp_flags |= bpf_ntohs(k.tcp_flags);
+		fs->tcp_flags |= bpf_ntohs(tcp_flags);
 	}
-	return run_actions(skb, &st, f->acts);
+	return exact_exec(skb, st, x, cfg);
 }
 
-/* TC ingress of a VM interface's host end: what the VM sends. */
+/* Whether a megaflow hit should leave an exact entry. A fill costs a first
+ * packet more than the lookups it saves it (an LRU insert and a second
+ * look at the flow), so it waits until a connection shows it will carry
+ * more: TCP from its first packet without SYN, FIN or RST (a handshake
+ * never pays for it), anything else on one hit in four. */
+static __always_inline int worth_caching(struct mdp_key *k)
+{
+	if (k->ip_proto == IPPROTO_TCP && k->eth_type == bpf_htons(ETH_P_IP))
+		return !(bpf_ntohs(k->tcp_flags) & 0x07); /* FIN, SYN, RST */
+	return (bpf_get_prandom_u32() & 3) == 0;
+}
+
+/* The megaflow search for a parsed packet; a hit also fills the exact
+ * cache under `xport` (the exact key's in_port). */
+static __always_inline int flow_path(struct __sk_buff *skb, struct mdp_key *k, struct xstate *st,
+				     __u32 in_port, __u32 xport)
+{
+	struct mdp_key mk __attribute__((aligned(8)));
+	__u32 mi = 0, acts, stats, si;
+	struct mdp_flow_stats *fs;
+	struct mdp_flow *f;
+
+	st->in_port = in_port;
+	k->in_port = in_port;
+	f = lookup(k, &mk, &mi);
+	if (!f) {
+		count(MDP_C_MISS, 1);
+		return upcall(skb, in_port);
+	}
+	/* Read once: the entry may be reused under us (see exact_fill). */
+	acts = f->acts;
+	stats = f->stats;
+	count(MDP_C_HIT, 1);
+	si = stats & (MDP_MAX_STATS - 1);
+	fs = bpf_map_lookup_elem(&mdp_flow_stats, &si);
+	if (fs) {
+		fs->packets++;
+		fs->bytes += skb->len;
+		fs->used_ns = bpf_ktime_get_coarse_ns();
+		fs->tcp_flags |= bpf_ntohs(k->tcp_flags);
+	}
+	if (worth_caching(k)) {
+		k->tcp_flags = 0;
+		k->in_port = xport;
+		exact_fill(k, in_port, acts, stats, &mk, mi);
+	}
+	return run_actions(skb, st, acts);
+}
+
+/* TC ingress of a VM interface's host end: what the VM sends. The exact
+ * cache is keyed by the receiving ifindex, so a hit needs no port lookup. */
 SEC("classifier")
 int mdp_port(struct __sk_buff *skb)
 {
+	struct mdp_key k __attribute__((aligned(8))) = {};
+	struct xstate st = {};
 	__u32 ifx = skb->ifindex;
-	struct mdp_if_port *ip = bpf_map_lookup_elem(&mdp_if_ports, &ifx);
+	struct mdp_if_port *ip;
+	int parsed, r;
 
+	st.ingress = 1;
+	parsed = parse(skb, &k, &st) == 0;
+	if (parsed) {
+		r = exact_path(skb, &k, &st, ifx, 1);
+		if (r != NO_EXACT)
+			return r;
+	}
+	ip = bpf_map_lookup_elem(&mdp_if_ports, &ifx);
 	if (!ip)
 		return drop(MDP_C_DROP_UNKNOWN_PORT);
 	port_rx(ip->port, skb->len);
-	return flow_path(skb, ip->port);
+	if (!parsed)
+		return drop(MDP_C_DROP_MALFORMED);
+	return flow_path(skb, &k, &st, ip->port, ifx);
 }
 
 /* Whether the filter is on and `src` (host order) is not a tunnel peer. */
@@ -795,7 +1036,20 @@ int mdp_tunnel(struct __sk_buff *skb)
 		port_tx(p, skb->len);
 		return emit(skb, pi->ifindex, pi->flags & MDP_PORT_PEER, 1);
 	}
-	return flow_path(skb, MDP_IN_TUNNEL | vni);
+	{
+		struct mdp_key k __attribute__((aligned(8))) = {};
+		struct xstate st = {};
+		__u32 in = MDP_IN_TUNNEL | vni;
+		int r;
+
+		st.ingress = 1;
+		if (parse(skb, &k, &st) < 0)
+			return drop(MDP_C_DROP_MALFORMED);
+		r = exact_path(skb, &k, &st, in, 0);
+		if (r != NO_EXACT)
+			return r;
+		return flow_path(skb, &k, &st, in, in);
+	}
 }
 
 /* TC ingress of the inject veth: packets the agent sends, with the action

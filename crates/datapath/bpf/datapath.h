@@ -19,6 +19,7 @@
 #define MDP_MAX_STATS      65536 /* per-flow counter slots, power of two */
 #define MDP_RING_BYTES     (16 << 20)
 #define MDP_MAX_PEERS      65536 /* tunnel peers (underlay addresses) */
+#define MDP_MAX_EXACT      65536 /* exact-match cache entries (LRU) */
 
 /* Upcall copy sizes: the ring buffer needs a constant reservation, so a
  * frame goes into one of two record sizes. */
@@ -162,11 +163,42 @@ struct mdp_limit_config {
 	__u64 tunnel_cap_ns;
 };
 
+/* mdp_config.flags */
+#define MDP_CFG_NO_EXACT 1 /* do not use or fill the exact-match cache */
+
 struct mdp_config {
 	__u32 vxlan_ifindex;
 	__u32 local_ip;   /* host order; 0 = let the route decide */
 	__u32 tunnel_ttl;
-	__u32 pad;
+	__u32 flags;
+};
+
+/* The exact-match cache (mdp_exact), in front of the megaflow search: keyed
+ * by a packet's whole parsed key (in_port = the receiving ifindex for a VM
+ * port, TUNNEL | VNI for the tunnel; tcp_flags zero), filled by the program
+ * when a packet hits a megaflow whose mask ignores TCP flags, and valid
+ * while mdp_flow_gen[stats] still holds `gen` (the agent changes it when
+ * it removes the flow of that stats slot). A hit does one hash lookup and,
+ * when the flow's actions compiled to the fixed form below, runs them
+ * without the action list. */
+#define MDP_X_SET_DST  1
+#define MDP_X_SET_SRC  2
+#define MDP_X_SET_TTL  4
+#define MDP_X_TUNNEL   8  /* w: remote IPv4 (host order), x: VNI */
+#define MDP_X_OUTPUT   16 /* w: port number */
+#define MDP_X_COMPILED 128 /* the fields say it all; else run `acts` */
+
+struct mdp_exact {
+	__u32 port;  /* the megaflow key's in_port (rx counters) */
+	__u32 stats; /* the flow's counter slot */
+	__u32 gen;   /* mdp_flow_gen[stats] when filled */
+	__u32 acts;  /* the flow's action list */
+	__u8 flags;
+	__u8 ttl;
+	__u8 eth[12]; /* destination, source: the frame's first 12 bytes */
+	__u16 pad;
+	__u32 w;
+	__u32 x;
 };
 
 /* Counters (per-CPU array). Drops are mapped to DropReason by the agent. */
@@ -187,6 +219,8 @@ enum mdp_counter {
 	MDP_C_UPCALL,
 	MDP_C_INJECT,
 	MDP_C_TUNNEL_DIRECT,       /* tunnel packets delivered by VNI */
+	MDP_C_EXACT_HIT,           /* hits served by the exact-match cache (also in HIT) */
+	MDP_C_EXACT_FILL,          /* entries the programs put in it */
 	MDP_C_MAX = 32,
 };
 

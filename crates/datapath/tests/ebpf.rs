@@ -75,7 +75,7 @@ fn fx(name: &str) -> Fx {
     let mut ifp = [0u8; 8];
     ifp[0..4].copy_from_slice(&1u32.to_ne_bytes());
     bpf.maps.if_ports.insert(1u32, ifp, 0).expect("if port");
-    bpf.maps.config.set(0, abi::encode_config(1, None), 0).expect("config");
+    bpf.maps.config.set(0, abi::encode_config(1, None, true), 0).expect("config");
     Fx { bpf, k: Kernel::new().expect("kernel"), dir }
 }
 
@@ -220,6 +220,110 @@ fn port_program_misses_to_the_ring_then_hits_a_megaflow() {
     // Another destination: still a miss.
     assert_eq!(fx.run(Prog::Port, &udp(C, 1), 0).0, TC_ACT_SHOT);
     assert_eq!(fx.counter(counter::MISS), 2);
+}
+
+/// The exact-match cache: a packet that hits a megaflow leaves an entry
+/// under its whole key; the next packet of the connection (whatever its TCP
+/// flags) is served from it with the same result, counted on the same flow;
+/// once the agent takes the flow out, the entry no longer serves.
+#[test]
+fn established_flows_hit_the_exact_cache_until_their_flow_goes() {
+    if !runnable() {
+        return;
+    }
+    let mut fx = fx("exact");
+    let f = tcp(B);
+    // The fixed form: both MACs, the TTL, one output.
+    let routed_acts =
+        [Action::SetEthSrc(C), Action::SetEthDst(A), Action::SetTtl(63), Action::Output(2)];
+    let off = fx.install(&f, &routed(), &routed_acts);
+    let (v, out) = fx.run(Prog::Port, &f, 0);
+    assert_eq!((v, out.clone()), (TC_ACT_REDIRECT, oracle(&f, &routed_acts)));
+    assert_eq!((fx.counter(counter::EXACT_FILL), fx.counter(counter::EXACT_HIT)), (1, 0));
+    let (v, again) = fx.run(Prog::Port, &f, 0);
+    assert_eq!((v, &again), (TC_ACT_REDIRECT, &out), "the cache gives the megaflow's result");
+    assert_checksums(&again);
+    // Another TCP flag combination of the same connection: the same entry.
+    let mut fin = f.clone();
+    fin[47] |= 0x01;
+    let (v, out_fin) = fx.run(Prog::Port, &fin, 0);
+    assert_eq!((v, out_fin), (TC_ACT_REDIRECT, oracle(&fin, &routed_acts)));
+    assert_eq!(fx.counter(counter::EXACT_HIT), 2);
+    assert_eq!(fx.counter(counter::HIT), 3, "cache hits are kernel hits too");
+    assert_eq!(fx.counter(counter::EXACT_FILL), 1);
+    let (packets, _, _, flags) = fx.k.flow_counters(&fx.bpf.maps, &off);
+    assert_eq!((packets, flags & 0x11), (3, 0x11), "counted on the flow, flags and all");
+    assert_eq!(fx.port_stats(1)[0], 3, "rx on port 1");
+    assert_eq!(fx.port_stats(2)[2], 3, "tx on port 2");
+
+    // The flow goes (an invalidation, an expiry): the entry serves no more.
+    fx.k.remove(&mut fx.bpf.maps, &off);
+    assert_eq!(fx.run(Prog::Port, &f, 0).0, TC_ACT_SHOT, "a miss again");
+    assert_eq!((fx.counter(counter::MISS), fx.counter(counter::EXACT_HIT)), (1, 2));
+    while fx.bpf.maps.upcalls.next().is_some() {}
+
+    // Another flow for the same packet, with actions outside the fixed
+    // form: the stale entry is replaced and the hit runs the action list.
+    let nat = [Action::SetIpv4Dst(Ipv4Addr::new(192, 168, 1, 9)), Action::Output(3)];
+    let off = fx.install(&f, &routed(), &nat);
+    assert_eq!(fx.run(Prog::Port, &f, 0), (TC_ACT_REDIRECT, oracle(&f, &nat)));
+    let (v, out) = fx.run(Prog::Port, &f, 0);
+    assert_eq!((v, &out), (TC_ACT_REDIRECT, &oracle(&f, &nat)));
+    assert_checksums(&out);
+    assert_eq!((fx.counter(counter::EXACT_FILL), fx.counter(counter::EXACT_HIT)), (2, 3));
+    fx.k.remove(&mut fx.bpf.maps, &off);
+
+    // A flow on TCP flags is not cached: one entry per flag combination
+    // would be needed.
+    let mut on_flags = routed();
+    on_flags.mark(FieldId::TcpFlags);
+    fx.install(&f, &on_flags, &routed_acts);
+    for _ in 0..2 {
+        assert_eq!(fx.run(Prog::Port, &f, 0).0, TC_ACT_REDIRECT);
+    }
+    assert_eq!((fx.counter(counter::EXACT_FILL), fx.counter(counter::EXACT_HIT)), (2, 3));
+
+    // Switched off: neither filled nor used.
+    fx.bpf.maps.config.set(0, abi::encode_config(1, None, false), 0).expect("config");
+    let g = udp(B, 7);
+    fx.install(&g, &bridge(), &[Action::Output(2)]);
+    for _ in 0..2 {
+        assert_eq!(fx.run(Prog::Port, &g, 0).0, TC_ACT_REDIRECT);
+    }
+    assert_eq!((fx.counter(counter::EXACT_FILL), fx.counter(counter::EXACT_HIT)), (2, 3));
+}
+
+/// What fills the exact-match cache: not a TCP handshake (a fill costs a
+/// first packet more than it saves it), a TCP packet after it at once, and
+/// anything else on about one hit in four.
+#[test]
+fn the_exact_cache_is_filled_after_a_handshake_and_sampled_otherwise() {
+    if !runnable() {
+        return;
+    }
+    let mut fx = fx("exact-fill");
+    let acts = [Action::SetEthSrc(C), Action::SetEthDst(A), Action::Output(2)];
+    let ack = tcp(B);
+    let mut syn = ack.clone();
+    syn[47] = 0x02;
+    // One megaflow (in_port, eth_dst, eth_type) for all three frames below.
+    fx.install(&ack, &routed(), &acts);
+    for _ in 0..8 {
+        assert_eq!(fx.run(Prog::Port, &syn, 0).0, TC_ACT_REDIRECT);
+    }
+    assert_eq!(fx.counter(counter::EXACT_FILL), 0, "SYNs do not fill");
+    assert_eq!(fx.run(Prog::Port, &ack, 0).0, TC_ACT_REDIRECT);
+    assert_eq!(fx.counter(counter::EXACT_FILL), 1, "the first packet after the handshake does");
+    let u = udp(B, 5);
+    let mut runs = 0;
+    while fx.counter(counter::EXACT_FILL) == 1 && runs < 200 {
+        assert_eq!(fx.run(Prog::Port, &u, 0).0, TC_ACT_REDIRECT);
+        runs += 1;
+    }
+    // (3/4)^200: never in practice.
+    assert_eq!(fx.counter(counter::EXACT_FILL), 2, "a UDP flow is cached after a few hits");
+    assert_eq!(fx.run(Prog::Port, &u, 0).0, TC_ACT_REDIRECT);
+    assert!(fx.counter(counter::EXACT_HIT) >= 1);
 }
 
 #[test]

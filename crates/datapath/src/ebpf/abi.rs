@@ -34,6 +34,9 @@ pub const MASK_ID_SHIFT: u32 = 24;
 pub const VLAN_PRESENT: u16 = 0x1000;
 pub const PORT_PEER: u32 = 1;
 pub const META_TAGS: usize = 62;
+pub const MAX_EXACT: u32 = 65_536;
+/// `mdp_config.flags`: the exact-match cache is off.
+pub const CFG_NO_EXACT: u32 = 1;
 
 pub const KEY_LEN: usize = 64;
 pub type KeyBytes = [u8; KEY_LEN];
@@ -45,6 +48,9 @@ pub const CONFIG_LEN: usize = 16;
 pub const MASK_LIST_LEN: usize = 4 + MAX_MASKS;
 pub const META_LEN: usize = 16 + META_TAGS * 8;
 pub const UPCALL_HDR_LEN: usize = 40;
+/// `struct mdp_exact`, the exact-match cache's value.
+pub const EXACT_LEN: usize = 40;
+pub type ExactBytes = [u8; EXACT_LEN];
 
 /// Counters of the `mdp_counters` per-CPU array (`enum mdp_counter`).
 pub mod counter {
@@ -64,6 +70,8 @@ pub mod counter {
     pub const UPCALL: u32 = 18;
     pub const INJECT: u32 = 19;
     pub const TUNNEL_DIRECT: u32 = 20;
+    pub const EXACT_HIT: u32 = 21;
+    pub const EXACT_FILL: u32 = 22;
     pub const MAX: u32 = 32;
 }
 
@@ -505,11 +513,18 @@ pub fn decode_flow(b: &[u8; 8]) -> (u32, u32) {
     (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), u32::from_ne_bytes([b[4], b[5], b[6], b[7]]))
 }
 
-pub fn encode_config(vxlan_ifindex: u32, local_ip: Option<Ipv4Addr>) -> [u8; CONFIG_LEN] {
+/// `struct mdp_config`. `exact`: use the exact-match cache.
+pub fn encode_config(
+    vxlan_ifindex: u32,
+    local_ip: Option<Ipv4Addr>,
+    exact: bool,
+) -> [u8; CONFIG_LEN] {
     let mut b = [0u8; CONFIG_LEN];
     b[0..4].copy_from_slice(&vxlan_ifindex.to_ne_bytes());
     b[4..8].copy_from_slice(&local_ip.map_or(0, u32::from).to_ne_bytes());
     b[8..12].copy_from_slice(&64u32.to_ne_bytes());
+    let flags = if exact { 0 } else { CFG_NO_EXACT };
+    b[12..16].copy_from_slice(&flags.to_ne_bytes());
     b
 }
 
@@ -627,9 +642,10 @@ mod tests {
     #[test]
     fn sizes_match_the_c_header() {
         // struct mdp_key, mdp_act, mdp_act_list, mdp_port, mdp_config,
-        // mdp_mask_list, mdp_flow_meta, mdp_upcall (see bpf/datapath.h).
+        // mdp_mask_list, mdp_flow_meta, mdp_upcall, mdp_exact (see bpf/datapath.h;
+        // the loader's typed maps check the sizes against the object too).
         assert_eq!((KEY_LEN, ACT_LEN, ACT_LIST_LEN, PORT_LEN, CONFIG_LEN), (64, 20, 328, 24, 16));
-        assert_eq!((MASK_LIST_LEN, META_LEN, UPCALL_HDR_LEN), (36, 512, 40));
+        assert_eq!((MASK_LIST_LEN, META_LEN, UPCALL_HDR_LEN, EXACT_LEN), (36, 512, 40, 40));
         assert_eq!(off::ARP_TPA + 4, KEY_LEN);
     }
 

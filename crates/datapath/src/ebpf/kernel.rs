@@ -16,15 +16,26 @@
 //! * Each offloaded flow has its own per-CPU counter slot, zeroed before
 //!   the flow is inserted, and a metadata entry (tags, idle timeout) that a
 //!   restarting agent reads to adopt the flow.
+//! * The programs' exact-match cache names a flow by its counter slot and
+//!   the slot's generation (`mdp_flow_gen`). Taking a flow out changes the
+//!   generation, which retires every entry naming it, and a freed slot
+//!   rests [`SLOT_REST`] before another flow gets it, so a program that
+//!   checks an entry it has just filled against the flow never finds a
+//!   newer flow in the same slot (see `exact_fill` in datapath.c).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::time::{Duration, Instant};
 
 use aya::maps::PerCpuValues;
 use midonet_flow::Action;
 
 use super::abi::{self, ActListBytes, KeyBytes};
 use super::loader::Maps;
+
+/// How long a freed counter slot stays unused. A program's fill of the
+/// exact-match cache takes microseconds; this is many orders more.
+pub const SLOT_REST: Duration = Duration::from_secs(1);
 
 fn err(what: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{what}: {e}"))
@@ -65,8 +76,12 @@ pub struct Kernel {
     act_by_content: HashMap<Vec<u8>, u32, foldhash::fast::RandomState>,
     idle_acts: VecDeque<(u32, u64)>,
     act_stamp: u64,
-    stats_free: Vec<u32>,
+    /// Freed counter slots, oldest first, with when they were freed.
+    stats_free: VecDeque<(u32, Instant)>,
     stats_next: u32,
+    /// The next value written to `mdp_flow_gen` (any value the slot did
+    /// not hold retires its entries; a counter makes that certain).
+    gen_next: u32,
     ncpus: usize,
 }
 
@@ -90,9 +105,15 @@ impl Kernel {
             act_by_content: HashMap::default(),
             idle_acts: VecDeque::new(),
             act_stamp: 0,
-            stats_free: Vec::new(),
+            stats_free: VecDeque::new(),
             // Slot 0 is never handed out, so a zeroed flows value points nowhere live.
             stats_next: 1,
+            // Not 0, the value of a slot never written; differs between
+            // agents, so a restarted one does not repeat its predecessor's.
+            gen_next: (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.subsec_nanos())
+                | 1),
             ncpus,
         })
     }
@@ -214,13 +235,14 @@ impl Kernel {
     }
 
     fn alloc_stats(&mut self, maps: &mut Maps) -> Result<u32, KernelFull> {
-        let i = match self.stats_free.pop() {
-            Some(i) => i,
-            None if self.stats_next < abi::MAX_STATS => {
-                self.stats_next += 1;
-                self.stats_next - 1
-            }
-            None => return Err(KernelFull::Stats),
+        let rested = self.stats_free.front().is_some_and(|(_, at)| at.elapsed() >= SLOT_REST);
+        let i = if rested {
+            self.stats_free.pop_front().map_or(0, |(i, _)| i)
+        } else if self.stats_next < abi::MAX_STATS {
+            self.stats_next += 1;
+            self.stats_next - 1
+        } else {
+            return Err(KernelFull::Stats);
         };
         let zero = PerCpuValues::try_from(vec![[0u64; 4]; self.ncpus])
             .map_err(|e| KernelFull::Io(err("stats", e)))?;
@@ -277,9 +299,25 @@ impl Kernel {
     /// overwritten by a flow with the same key).
     pub fn forget(&mut self, maps: &mut Maps, off: &Offloaded) {
         let _ = maps.flow_meta.remove(&off.stats);
-        self.stats_free.push(off.stats);
+        self.retire(maps, off.stats);
+        self.stats_free.push_back((off.stats, Instant::now()));
         self.release_acts(off.act);
         self.release_mask(maps, off.mask_slot);
+    }
+
+    /// Retire the exact-match entries that name counter slot `slot`.
+    fn retire(&mut self, maps: &mut Maps, slot: u32) {
+        self.gen_next = self.gen_next.wrapping_add(1).max(1);
+        let _ = maps.flow_gen.set(slot, self.gen_next, 0);
+    }
+
+    /// Empty the exact-match cache (after adopting an earlier agent's
+    /// flows: flows it dropped went without retiring their entries).
+    pub fn clear_exact(&mut self, maps: &mut Maps) {
+        let keys: Vec<KeyBytes> = maps.exact.keys().flatten().collect();
+        for k in keys {
+            let _ = maps.exact.remove(&k);
+        }
     }
 
     /// `(packets, bytes, last used ns, TCP flags OR'ed)` of a flow, over
@@ -351,6 +389,8 @@ impl Kernel {
     /// After adoption: stats slots below the high-water mark that no
     /// adopted flow uses are free.
     pub fn finish_adoption(&mut self, used: &std::collections::HashSet<u32>) {
-        self.stats_free = (1..self.stats_next).filter(|s| !used.contains(s)).collect();
+        let now = Instant::now();
+        self.stats_free =
+            (1..self.stats_next).filter(|s| !used.contains(s)).map(|s| (s, now)).collect();
     }
 }

@@ -53,7 +53,15 @@ impl State {
         }
         bpf.maps
             .config
-            .set(0, abi::encode_config(vx.ifindex, netlink::unspecified(cfg.underlay_ip)), 0)
+            .set(
+                0,
+                abi::encode_config(
+                    vx.ifindex,
+                    netlink::unspecified(cfg.underlay_ip),
+                    cfg.exact_cache,
+                ),
+                0,
+            )
             .map_err(|e| io_err("config map", std::io::Error::other(e.to_string())))?;
         bpf.maps
             .limit_config
@@ -145,6 +153,7 @@ impl State {
             });
         }
         self.k.finish_adoption(&used);
+        self.k.clear_exact(&mut self.bpf.maps);
         tracing::info!(
             flows = self.flows.len(),
             dropped,

@@ -135,6 +135,11 @@ pub struct Maps {
     pub tunnel_peers: HashMap<MapData, u32, u32>,
     /// `[0]` = 1 once the agent pushed a peer set (the filter is on).
     pub tunnel_filter: Array<MapData, u32>,
+    /// The exact-match cache (an LRU hash filled by the programs).
+    pub exact: HashMap<MapData, KeyBytes, abi::ExactBytes>,
+    /// Generation of each flow counter slot: bumped when the slot's flow
+    /// goes, which retires the exact-match entries naming it.
+    pub flow_gen: Array<MapData, u32>,
     pub upcalls: RingBuf<MapData>,
 }
 
@@ -197,6 +202,8 @@ impl Bpf {
             limit_config: take(&mut ebpf, "mdp_limit_config")?,
             tunnel_peers: take(&mut ebpf, "mdp_tunnel_peers")?,
             tunnel_filter: take(&mut ebpf, "mdp_tunnel_filter")?,
+            exact: take(&mut ebpf, "mdp_exact")?,
+            flow_gen: take(&mut ebpf, "mdp_flow_gen")?,
             upcalls: take(&mut ebpf, "mdp_upcalls")?,
         };
         Ok(Bpf { ebpf, maps, dir: dir.to_owned(), adopted })

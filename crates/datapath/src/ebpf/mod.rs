@@ -51,9 +51,29 @@
 //! 215-284 ns, behind 4 masks 347-382 ns, behind 16 masks 903-1251 ns:
 //! about 45 ns per mask probed, plus a fixed ~180 ns for the port lookup,
 //! parse, counters and action list. The fixed part is well above the
-//! peers/ebpf prototype's 70 ns (32-byte key, two lookups); a per-CPU
-//! cache in front of the masks and fewer map lookups per packet are the
-//! next things to try.
+//! peers/ebpf prototype's 70 ns (32-byte key, two lookups).
+//!
+//! ## The exact-match cache in front of it
+//!
+//! What the search costs a connection's later packets is paid again and
+//! again, and on a CPU just out of idle it is not the instructions but the
+//! distinct maps and code a run touches (each a cache and TLB miss:
+//! docs/PERFORMANCE.md, issue 11). So a megaflow hit leaves an entry in
+//! `mdp_exact`, an LRU hash keyed by the packet's whole parsed key (with
+//! the receiving ifindex for in_port, so a hit needs no port lookup, and
+//! TCP flags zeroed, so one entry serves a connection's SYN, ACKs and FIN;
+//! flows whose mask reads TCP flags are not cached). The entry holds the
+//! flow's counter slot and port and, when its actions are MAC and TTL
+//! rewrites then one output or tunnel, those actions in a fixed form run
+//! without the action list. It is the prototype's shape with the megaflow
+//! meaning kept: the kernel fills it, not the agent, so a new connection
+//! through an existing megaflow is still no miss. Validity: an entry
+//! records `mdp_flow_gen[slot]` when filled; [`kernel::Kernel`] changes
+//! that word whenever the slot's flow goes (invalidation, expiry,
+//! overwrite) and rests a freed slot for [`kernel::SLOT_REST`]; the program
+//! re-checks the flow after filling, which closes the race with a removal
+//! (`exact_fill`). `ebpf_exact_cache = false` in the agent's config (here
+//! [`EbpfConfig::exact_cache`]) turns it off.
 //!
 //! * Tunnel sources: `mdp_tunnel` drops a datagram whose outer source (the
 //!   vxlan device's tunnel key, `remote_ipv4`) is not in the pinned
@@ -129,6 +149,9 @@ pub struct EbpfConfig {
     /// Upcall budgets per port and for the tunnel, enforced in the kernel
     /// before a miss is copied to the agent ([`crate::limit`]).
     pub limits: crate::UpcallLimits,
+    /// Serve established flows from the programs' exact-match cache (one
+    /// hash lookup, actions in a fixed form) before the megaflow search.
+    pub exact_cache: bool,
 }
 
 impl Default for EbpfConfig {
@@ -145,6 +168,7 @@ impl Default for EbpfConfig {
             table: TableConfig::default(),
             adopt_grace: Duration::from_secs(60),
             limits: crate::UpcallLimits::default(),
+            exact_cache: true,
         }
     }
 }

@@ -217,8 +217,10 @@ impl State {
                 .zip(self.c.parse.iter().copied())
                 .collect(),
             table: TableStats {
-                emc_hits: 0,
-                megaflow_hits: kernel_sum(&self.bpf, abi::counter::HIT) + self.c.hits,
+                emc_hits: kernel_sum(&self.bpf, abi::counter::EXACT_HIT),
+                megaflow_hits: kernel_sum(&self.bpf, abi::counter::HIT)
+                    .saturating_sub(kernel_sum(&self.bpf, abi::counter::EXACT_HIT))
+                    + self.c.hits,
                 misses: self.c.upcalls,
                 flows: self.flows.len(),
                 subtables: self.flows.masks(),
