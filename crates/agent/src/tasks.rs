@@ -144,6 +144,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
     let epoch = Instant::now();
     let mut flowstate = FlowState::new(cfg.conntrack_max_entries, random_seed());
     let mut reclaim = Vec::new();
+    let state_log_on = cfg.flow_state_path().is_some();
     let state_log = match cfg.flow_state_path() {
         None => None,
         Some(path) => {
@@ -207,7 +208,11 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         }
         None => None,
     };
-    let (dp, provider) = start_datapath(&cfg, dp_choice, &shared)?;
+    let Started { dp, provider, kept_ports } = start_datapath(&cfg, dp_choice, &shared)?;
+    // Ports the previous agent on this host had, whose state this agent has
+    // from its own flow-state log: they need no import from the peers.
+    let kept_ports: HashSet<String> =
+        if state_log_on { kept_ports.into_iter().collect() } else { HashSet::new() };
     // The kernel datapath outlives the agent: on stop its vports and
     // flows stay so established traffic keeps flowing into the next agent.
     let keep_datapath = provider == "ebpf";
@@ -265,7 +270,8 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         ));
     }
     let refresh = Duration::from_millis(cfg.conntrack_refresh_ms);
-    let core = Core::new(shared.clone(), dp.clone(), cmd_tx, applied, keep_datapath, refresh);
+    let mut core = Core::new(shared.clone(), dp.clone(), cmd_tx, applied, keep_datapath, refresh);
+    core.kept_ports = kept_ports;
     tasks.spawn(core.run(upd_rx, if_rx, stale_rx, stop_rx.clone()));
     if let Some(rx) = receiver {
         // The receiver thread polls its flag every 200 ms.
@@ -281,12 +287,21 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
 
 /// The datapath the configuration asks for, and the provider that runs:
 /// `ebpf` falls back to `userspace`, saying why in one log line.
+/// The provider that runs, and what it kept of the previous agent's.
+struct Started {
+    dp: Arc<dyn Datapath>,
+    provider: &'static str,
+    /// Interfaces that were ports of the previous agent (ebpf only).
+    kept_ports: Vec<String>,
+}
+
 fn start_datapath(
     cfg: &Config,
     choice: DpChoice,
     shared: &Arc<Shared>,
-) -> Result<(Arc<dyn Datapath>, &'static str), AgentError> {
+) -> Result<Started, AgentError> {
     let handler = Box::new(Handler::new(shared.clone()));
+    let mut kept_ports = Vec::new();
     // One handler per miss worker; the inline one stays for when none run.
     let workers = || -> Vec<Box<dyn midonet_datapath::UpcallHandler>> {
         (0..cfg.miss_workers)
@@ -338,6 +353,7 @@ fn start_datapath(
                     if d.adopted() {
                         tracing::info!("ebpf datapath: kept the flows of the previous agent");
                     }
+                    kept_ports = d.adopted_ports().to_vec();
                     (Arc::new(d) as Arc<dyn Datapath>, "ebpf")
                 }
                 Err(e) => {
@@ -351,7 +367,7 @@ fn start_datapath(
         }
     };
     tracing::info!(provider, miss_workers = cfg.miss_workers, "datapath provider active");
-    Ok((dp, provider))
+    Ok(Started { dp, provider, kept_ports })
 }
 
 async fn scanner_task(
@@ -413,6 +429,11 @@ struct Core {
     /// Load-balancer health checks run from this host.
     health: crate::health::Manager,
     verdicts: Option<mpsc::UnboundedReceiver<crate::health::Verdict>>,
+    /// Interfaces that were ports of the previous agent on this host (the
+    /// kernel datapath kept them, with their flows, through the restart)
+    /// while the flow-state log carried their state across it: bound again
+    /// without gating them for an import from the peers.
+    kept_ports: HashSet<String>,
 }
 
 impl Core {
@@ -432,6 +453,7 @@ impl Core {
             dp,
             interfaces: BTreeMap::new(),
             bound: BTreeMap::new(),
+            kept_ports: HashSet::new(),
             commands,
             applied,
             worker: Worker::default(),
@@ -970,9 +992,16 @@ impl Core {
             }
             let _ = self.commands.send(Command::PortActive { port: id.to_string(), active: true });
             tracing::info!(port = %id, %ifname, dp_port, tunnel_key = key, "port bound");
+            if self.kept_ports.remove(&ifname) {
+                // Its connections are in our log, replayed at start, and its
+                // flows still forward: a gate would only drop its packets
+                // for a round trip to the peers.
+                tracing::info!(port = %id, %ifname, "port kept through the agent restart");
+            } else {
+                fresh.push(id);
+            }
             self.bound.insert(id, Bound { dp_port, ifname, ifindex, tunnel_key: key });
             tags.push(Tag::port(id));
-            fresh.push(id);
         }
         // Before the view maps the new ports' packets to them.
         if !fresh.is_empty() {

@@ -248,6 +248,7 @@ pub struct EbpfDatapath {
     waker: Waker,
     thread: Mutex<Option<std::thread::JoinHandle<std::io::Result<()>>>>,
     adopted: bool,
+    adopted_ports: Vec<String>,
 }
 
 impl EbpfDatapath {
@@ -258,7 +259,8 @@ impl EbpfDatapath {
     ) -> Result<Self, DpError> {
         available().map_err(|e| io_err("ebpf datapath", std::io::Error::other(e)))?;
         let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded::<Ctl>();
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(Waker, bool), DpError>>(1);
+        let (ready_tx, ready_rx) =
+            crossbeam_channel::bounded::<Result<(Waker, bool, Vec<String>), DpError>>(1);
         let name = cfg.name.clone();
         let thread = crate::sys::spawn_in_netns(cfg.name.clone(), cfg.netns.clone(), move || {
             let setup = (|| {
@@ -274,7 +276,8 @@ impl EbpfDatapath {
             match setup {
                 Ok((mut st, mut poller, w)) => {
                     st.wake = poller.waker().ok().map(std::sync::Arc::new);
-                    let _ = ready_tx.send(Ok((w, st.bpf.adopted)));
+                    let kept = st.adopted_ports.keys().cloned().collect();
+                    let _ = ready_tx.send(Ok((w, st.bpf.adopted, kept)));
                     st.run(&ctl_rx, &mut poller);
                 }
                 Err(e) => {
@@ -284,7 +287,7 @@ impl EbpfDatapath {
             Ok(())
         })
         .map_err(|e| io_err(format!("spawn {name}"), e))?;
-        let (waker, adopted) = match ready_rx.recv() {
+        let (waker, adopted, adopted_ports) = match ready_rx.recv() {
             Ok(Ok(w)) => w,
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -297,12 +300,24 @@ impl EbpfDatapath {
                 })
             }
         };
-        Ok(EbpfDatapath { ctl: ctl_tx, waker, thread: Mutex::new(Some(thread)), adopted })
+        Ok(EbpfDatapath {
+            ctl: ctl_tx,
+            waker,
+            thread: Mutex::new(Some(thread)),
+            adopted,
+            adopted_ports,
+        })
     }
 
     /// Whether this start found and adopted an earlier agent's kernel state.
     pub fn adopted(&self) -> bool {
         self.adopted
+    }
+
+    /// The interfaces an earlier agent had as ports, found pinned at start
+    /// (each keeps its port number when added again).
+    pub fn adopted_ports(&self) -> &[String] {
+        &self.adopted_ports
     }
 
     /// Run `f` on the datapath thread and return its result.
