@@ -211,7 +211,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
     let Started { dp, provider, kept_ports } = start_datapath(&cfg, dp_choice, &shared)?;
     // Ports the previous agent on this host had, whose state this agent has
     // from its own flow-state log: they need no import from the peers.
-    let kept_ports: HashSet<String> =
+    let kept_ports: HashSet<(String, u32)> =
         if state_log_on { kept_ports.into_iter().collect() } else { HashSet::new() };
     // The kernel datapath outlives the agent: on stop its vports and
     // flows stay so established traffic keeps flowing into the next agent.
@@ -291,8 +291,9 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
 struct Started {
     dp: Arc<dyn Datapath>,
     provider: &'static str,
-    /// Interfaces that were ports of the previous agent (ebpf only).
-    kept_ports: Vec<String>,
+    /// Interfaces (name, ifindex) that were ports of the previous agent
+    /// (ebpf only).
+    kept_ports: Vec<(String, u32)>,
 }
 
 fn start_datapath(
@@ -433,7 +434,7 @@ struct Core {
     /// kernel datapath kept them, with their flows, through the restart)
     /// while the flow-state log carried their state across it: bound again
     /// without gating them for an import from the peers.
-    kept_ports: HashSet<String>,
+    kept_ports: HashSet<(String, u32)>,
 }
 
 impl Core {
@@ -992,7 +993,8 @@ impl Core {
             }
             let _ = self.commands.send(Command::PortActive { port: id.to_string(), active: true });
             tracing::info!(port = %id, %ifname, dp_port, tunnel_key = key, "port bound");
-            if self.kept_ports.remove(&ifname) {
+            // The same interface, not one of the same name made since.
+            if self.kept_ports.remove(&(ifname.clone(), ifindex)) {
                 // Its connections are in our log, replayed at start, and its
                 // flows still forward: a gate would only drop its packets
                 // for a round trip to the peers.

@@ -248,7 +248,7 @@ pub struct EbpfDatapath {
     waker: Waker,
     thread: Mutex<Option<std::thread::JoinHandle<std::io::Result<()>>>>,
     adopted: bool,
-    adopted_ports: Vec<String>,
+    adopted_ports: Vec<(String, u32)>,
 }
 
 impl EbpfDatapath {
@@ -260,7 +260,7 @@ impl EbpfDatapath {
         available().map_err(|e| io_err("ebpf datapath", std::io::Error::other(e)))?;
         let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded::<Ctl>();
         let (ready_tx, ready_rx) =
-            crossbeam_channel::bounded::<Result<(Waker, bool, Vec<String>), DpError>>(1);
+            crossbeam_channel::bounded::<Result<(Waker, bool, Vec<(String, u32)>), DpError>>(1);
         let name = cfg.name.clone();
         let thread = crate::sys::spawn_in_netns(cfg.name.clone(), cfg.netns.clone(), move || {
             let setup = (|| {
@@ -276,7 +276,8 @@ impl EbpfDatapath {
             match setup {
                 Ok((mut st, mut poller, w)) => {
                     st.wake = poller.waker().ok().map(std::sync::Arc::new);
-                    let kept = st.adopted_ports.keys().cloned().collect();
+                    let kept =
+                        st.adopted_ports.iter().map(|(n, (_, ifx))| (n.clone(), *ifx)).collect();
                     let _ = ready_tx.send(Ok((w, st.bpf.adopted, kept)));
                     st.run(&ctl_rx, &mut poller);
                 }
@@ -314,9 +315,9 @@ impl EbpfDatapath {
         self.adopted
     }
 
-    /// The interfaces an earlier agent had as ports, found pinned at start
-    /// (each keeps its port number when added again).
-    pub fn adopted_ports(&self) -> &[String] {
+    /// The interfaces (name, ifindex) an earlier agent had as ports, found
+    /// pinned at start (each keeps its port number when added again).
+    pub fn adopted_ports(&self) -> &[(String, u32)] {
         &self.adopted_ports
     }
 
