@@ -32,17 +32,8 @@ teardown() {
 }
 trap 'teardown; exit 130' INT TERM
 rm -rf "$RUN_DIR"; mkdir -p "$RUN_DIR"
-"$BIN/midonet" sandbox up --hosts 2 --vms-per-host 2 --prefix mnx --state-dir "$SB" --api 127.0.0.1:18481 \
-    --grpc-port 18482 --underlay 198.18.78.0/24 --datapath ebpf --underlay-link pair >"$RUN_DIR/up.txt" 2>&1 ||
-    { tail "$RUN_DIR/up.txt" >&2; teardown; exit 1; }
-vmf() { jq -r ".vms[$1].$2" "$SB/sandbox.json"; }
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-for i in 0 1; do j=$((1 - i))
-    nsx "$(vmf $i ns)" ip neigh replace "$(vmf $j ip)" lladdr "$(vmf $j mac)" dev "$(vmf $i vm_if)" nud permanent
-done
-for b in 0 1; do v=$((b * 3)); g=$(jq -r ".bridges[$b].router_port_mac" "$SB/sandbox.json")
-    nsx "$(vmf $v ns)" ip neigh replace "$(vmf $v gateway)" lladdr "$g" dev "$(vmf $v vm_if)" nud permanent
-done
+. "$ROOT/bench/sandbox4.sh"
+sandbox4_up mnx 18480 198.18.78.0/24 ebpf
 # The agents' pinned config maps: the two newest instances holding mdp_exact.
 CFGS=$(ls -dt /run/midonet/bpf/ns-*/*/mdp_exact | head -2 | xargs -n1 dirname | sed 's|$|/mdp_config|')
 [ "$(echo "$CFGS" | wc -w)" = 2 ] || { echo "bench/exact_ab.sh: no pinned mdp_config" >&2; teardown; exit 1; }

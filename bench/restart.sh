@@ -34,17 +34,8 @@ teardown() {
 }
 trap 'teardown; exit 130' INT TERM
 rm -rf "$RUN_DIR"; mkdir -p "$RUN_DIR"
-"$BIN/midonet" sandbox up --hosts 2 --vms-per-host 2 --prefix mnr --state-dir "$SB" --api 127.0.0.1:18581 \
-    --grpc-port 18582 --underlay 198.18.79.0/24 --datapath "$DATAPATH" --underlay-link pair >"$RUN_DIR/up.txt" 2>&1 ||
-    { tail "$RUN_DIR/up.txt" >&2; teardown; exit 1; }
-vmf() { jq -r ".vms[$1].$2" "$SB/sandbox.json"; }
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-for i in 0 1; do j=$((1 - i))
-    nsx "$(vmf $i ns)" ip neigh replace "$(vmf $j ip)" lladdr "$(vmf $j mac)" dev "$(vmf $i vm_if)" nud permanent
-done
-for b in 0 1; do v=$((b * 3)); g=$(jq -r ".bridges[$b].router_port_mac" "$SB/sandbox.json")
-    nsx "$(vmf $v ns)" ip neigh replace "$(vmf $v gateway)" lladdr "$g" dev "$(vmf $v vm_if)" nud permanent
-done
+. "$ROOT/bench/sandbox4.sh"
+sandbox4_up mnr 18580 198.18.79.0/24 "$DATAPATH"
 src=$(vmf 0 ns); l2=$(vmf 1 ip); l3=$(vmf 3 ip)
 nsx "$src" ping -c 3 -W 1 "$l2" >/dev/null; nsx "$src" ping -c 3 -W 1 "$l3" >/dev/null
 nsx "$(vmf 1 ns)" iperf3 -s -1 -B "$l2" -D --pidfile "$RUN_DIR/iperf3.pid"
