@@ -144,7 +144,6 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
     let epoch = Instant::now();
     let mut flowstate = FlowState::new(cfg.conntrack_max_entries, random_seed());
     let mut reclaim = Vec::new();
-    let state_log_on = cfg.flow_state_path().is_some();
     let state_log = match cfg.flow_state_path() {
         None => None,
         Some(path) => {
@@ -171,6 +170,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
             Some(Mutex::new(log))
         }
     };
+    let state_log_on = state_log.is_some();
     // Blocks our restored bindings use are ours again in the store (the
     // cluster gives a block back to the host that held it).
     for block in reclaim {

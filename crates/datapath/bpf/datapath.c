@@ -764,6 +764,23 @@ static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port)
 	return TC_ACT_SHOT;
 }
 
+/* A packet forwarded by the flow of counter slot `stats`: the kernel's hit
+ * count and the flow's own counters (idle expiry and conntrack refresh
+ * read them). */
+static __always_inline void flow_hit(__u32 stats, __u32 len, __be16 tcp_flags)
+{
+	__u32 si = stats & (MDP_MAX_STATS - 1);
+	struct mdp_flow_stats *fs = bpf_map_lookup_elem(&mdp_flow_stats, &si);
+
+	count(MDP_C_HIT, 1);
+	if (fs) {
+		fs->packets++;
+		fs->bytes += len;
+		fs->used_ns = bpf_ktime_get_coarse_ns();
+		fs->tcp_flags |= bpf_ntohs(tcp_flags);
+	}
+}
+
 /* The exact-match cache (struct mdp_exact in datapath.h). */
 
 #define NO_EXACT (-100) /* not a TC verdict: go on to the megaflow search */
@@ -892,7 +909,6 @@ static __always_inline int exact_path(struct __sk_buff *skb, struct mdp_key *k, 
 	__u32 zero = 0, si;
 	struct mdp_config *cfg = bpf_map_lookup_elem(&mdp_config, &zero);
 	__be16 tcp_flags = k->tcp_flags;
-	struct mdp_flow_stats *fs;
 	struct mdp_exact *x;
 	__u32 *g;
 
@@ -911,15 +927,8 @@ static __always_inline int exact_path(struct __sk_buff *skb, struct mdp_key *k, 
 	if (rx)
 		port_rx(x->port, skb->len);
 	st->in_port = x->port;
-	count(MDP_C_HIT, 1);
 	count(MDP_C_EXACT_HIT, 1);
-	fs = bpf_map_lookup_elem(&mdp_flow_stats, &si);
-	if (fs) {
-		fs->packets++;
-		fs->bytes += skb->len;
-		fs->used_ns = bpf_ktime_get_coarse_ns();
-		fs->tcp_flags |= bpf_ntohs(tcp_flags);
-	}
+	flow_hit(x->stats, skb->len, tcp_flags);
 	return exact_exec(skb, st, x, cfg);
 }
 
@@ -941,8 +950,7 @@ static __always_inline int flow_path(struct __sk_buff *skb, struct mdp_key *k, s
 				     __u32 in_port, __u32 xport)
 {
 	struct mdp_key mk __attribute__((aligned(8)));
-	__u32 mi = 0, acts, stats, si;
-	struct mdp_flow_stats *fs;
+	__u32 mi = 0, acts, stats;
 	struct mdp_flow *f;
 
 	st->in_port = in_port;
@@ -955,15 +963,7 @@ static __always_inline int flow_path(struct __sk_buff *skb, struct mdp_key *k, s
 	/* Read once: the entry may be reused under us (see exact_fill). */
 	acts = f->acts;
 	stats = f->stats;
-	count(MDP_C_HIT, 1);
-	si = stats & (MDP_MAX_STATS - 1);
-	fs = bpf_map_lookup_elem(&mdp_flow_stats, &si);
-	if (fs) {
-		fs->packets++;
-		fs->bytes += skb->len;
-		fs->used_ns = bpf_ktime_get_coarse_ns();
-		fs->tcp_flags |= bpf_ntohs(k->tcp_flags);
-	}
+	flow_hit(stats, skb->len, k->tcp_flags);
 	if (worth_caching(k)) {
 		k->tcp_flags = 0;
 		k->in_port = xport;

@@ -207,6 +207,8 @@ impl State {
                 drops.add(r, kernel_sum(&self.bpf, c));
             }
         }
+        // Cache hits are counted in HIT too.
+        let exact_hits = kernel_sum(&self.bpf, abi::counter::EXACT_HIT);
         DpStats {
             ports,
             tunnel: sum4(0),
@@ -217,9 +219,8 @@ impl State {
                 .zip(self.c.parse.iter().copied())
                 .collect(),
             table: TableStats {
-                emc_hits: kernel_sum(&self.bpf, abi::counter::EXACT_HIT),
-                megaflow_hits: kernel_sum(&self.bpf, abi::counter::HIT)
-                    .saturating_sub(kernel_sum(&self.bpf, abi::counter::EXACT_HIT))
+                emc_hits: exact_hits,
+                megaflow_hits: kernel_sum(&self.bpf, abi::counter::HIT).saturating_sub(exact_hits)
                     + self.c.hits,
                 misses: self.c.upcalls,
                 flows: self.flows.len(),
