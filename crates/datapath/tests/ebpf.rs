@@ -222,6 +222,38 @@ fn port_program_misses_to_the_ring_then_hits_a_megaflow() {
     assert_eq!(fx.counter(counter::MISS), 2);
 }
 
+/// Every flow's counters read in batches (`BPF_MAP_LOOKUP_BATCH`, what
+/// the agent's conntrack refresh and expiry use with many flows) agree
+/// with reading each flow's slot alone.
+#[test]
+fn flow_counters_read_in_batches_match_one_by_one() {
+    if !runnable() {
+        return;
+    }
+    let mut fx = fx("batch");
+    // More flows than one batch call reads, so the calls chain.
+    let n = 9000u16;
+    let mask = mask_of(&[FieldId::InPort, FieldId::EthDst, FieldId::EthType, FieldId::L4Src]);
+    let acts = [Action::Output(2)];
+    let offs: Vec<_> = (0..n).map(|i| fx.install(&udp(B, 1000 + i), &mask, &acts)).collect();
+    // Flow i carries i % 3 packets (a few of them, spread over the table).
+    for i in (0..n).step_by(97) {
+        for _ in 0..i % 3 {
+            assert_eq!(fx.run(Prog::Port, &udp(B, 1000 + i), 0).0, TC_ACT_REDIRECT);
+        }
+    }
+    let all = fx.k.all_flow_counters(&fx.bpf.maps).expect("this kernel reads maps in batches");
+    let mut busy = 0;
+    for (i, off) in offs.iter().enumerate() {
+        let one = fx.k.flow_counters(&fx.bpf.maps, off);
+        assert_eq!(all[off.stats as usize], one, "flow {i}, slot {}", off.stats);
+        let want = if i % 97 == 0 { (i % 3) as u64 } else { 0 };
+        assert_eq!(one.0, want, "flow {i}'s packets");
+        busy += usize::from(one.0 > 0);
+    }
+    assert!(busy > 50, "{busy} flows carried packets");
+}
+
 /// The exact-match cache: a packet that hits a megaflow leaves an entry
 /// under its whole key; the next packet of the connection (whatever its TCP
 /// flags) is served from it with the same result, counted on the same flow;

@@ -32,6 +32,7 @@ use midonet_flow::Action;
 
 use super::abi::{self, ActListBytes, KeyBytes};
 use super::loader::Maps;
+use super::sys;
 
 /// How long a freed counter slot stays unused. A program's fill of the
 /// exact-match cache takes microseconds; this is many orders more.
@@ -329,6 +330,34 @@ impl Kernel {
             }),
             Err(_) => (0, 0, 0, 0),
         }
+    }
+
+    /// Every counter slot handed out so far, read at once: what
+    /// [`flow_counters`](Self::flow_counters) gives, indexed by slot.
+    /// `None` when the kernel cannot read a map in batches (the caller
+    /// asks slot by slot).
+    pub fn all_flow_counters(&self, maps: &Maps) -> Option<Vec<(u64, u64, u64, u16)>> {
+        use std::os::fd::AsFd;
+        let mut raw = Vec::new();
+        let value = std::mem::size_of::<[u64; 4]>();
+        let fd = maps.flow_stats_fd.as_fd();
+        if let Err(e) = sys::percpu_array_read(fd, self.stats_next, value, self.ncpus, &mut raw) {
+            tracing::debug!(error = %e, "batch read of the flow counters");
+            return None;
+        }
+        let word = |c: &[u8], i: usize| {
+            u64::from_ne_bytes(c[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        };
+        Some(
+            raw.chunks_exact(value * self.ncpus)
+                .map(|slot| {
+                    slot.chunks_exact(value).fold((0, 0, 0, 0), |(p, b, t, f), c| {
+                        let flags = (word(c, 3) & 0x1ff) as u16;
+                        (p + word(c, 0), b + word(c, 1), t.max(word(c, 2)), f | flags)
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Probe the busiest masks first: sort by hits since the last call.

@@ -14,6 +14,7 @@
 //! path keeps an agent with another map layout away from old maps.
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
@@ -120,6 +121,9 @@ pub struct Maps {
     pub mask_hits: PerCpuArray<MapData, u64>,
     pub actions: Array<MapData, ActListBytes>,
     pub flow_stats: PerCpuArray<MapData, [u64; 4]>,
+    /// The same map's descriptor, for `BPF_MAP_LOOKUP_BATCH` (aya has no
+    /// batch read): every flow's counters in a few calls, not one each.
+    pub flow_stats_fd: OwnedFd,
     pub flow_meta: HashMap<MapData, u32, [u8; abi::META_LEN]>,
     pub ports: Array<MapData, [u8; abi::PORT_LEN]>,
     pub if_ports: HashMap<MapData, u32, [u8; 8]>,
@@ -161,6 +165,16 @@ where
     T::try_from(m).map_err(|e| err(format!("map {name}"), e))
 }
 
+/// A descriptor of its own on map `name` (the typed handle keeps the other).
+fn map_fd(ebpf: &Ebpf, name: &str) -> io::Result<OwnedFd> {
+    use aya::maps::Map;
+    let data = match ebpf.map(name).ok_or_else(|| missing(name))? {
+        Map::PerCpuArray(d) | Map::Array(d) | Map::HashMap(d) => d,
+        _ => return Err(io::Error::other(format!("map {name}: not an array or a hash"))),
+    };
+    data.fd().as_fd().try_clone_to_owned().map_err(|e| err(format!("map {name}"), e))
+}
+
 impl Bpf {
     /// Load the object with its maps pinned under `dir` (created; existing
     /// pins are reused) and load every program into the kernel.
@@ -190,6 +204,7 @@ impl Bpf {
             mask_list: take(&mut ebpf, "mdp_mask_list")?,
             mask_hits: take(&mut ebpf, "mdp_mask_hits")?,
             actions: take(&mut ebpf, "mdp_actions")?,
+            flow_stats_fd: map_fd(&ebpf, "mdp_flow_stats")?,
             flow_stats: take(&mut ebpf, "mdp_flow_stats")?,
             flow_meta: take(&mut ebpf, "mdp_flow_meta")?,
             ports: take(&mut ebpf, "mdp_ports")?,

@@ -11,6 +11,13 @@ use crate::{
     DpError, DpStats, FlowId, FlowInfo, FlowInstall, PortCounters, PortNo, PortStats, TableStats,
 };
 
+/// A flow's kernel counters: packets, bytes, last used (ns), TCP flags.
+type Counters = (u64, u64, u64, u16);
+
+/// Reading more flows than this reads every counter slot in batches
+/// instead (a few calls for the whole table against one per flow).
+const BATCH_READ_FROM: usize = 256;
+
 impl State {
     fn remove_flow(&mut self, id: FlowId) -> bool {
         match self.flows.remove(id) {
@@ -97,17 +104,29 @@ impl State {
     }
 
     /// Kernel and agent counters of a flow, when it last saw a packet, and
-    /// the TCP flags it carried.
-    fn flow_use(&self, e: &Entry) -> (u64, u64, u64, u16) {
+    /// the TCP flags it carried. `all` is every slot's kernel counters read
+    /// at once ([`Kernel::all_flow_counters`](super::kernel::Kernel)), or
+    /// `None` to ask for this flow's alone.
+    fn flow_use(&self, e: &Entry, all: Option<&[Counters]>) -> (u64, u64, u64, u16) {
         let (mut p, mut b, mut t, mut f) = (e.packets, e.bytes, e.used_ns, e.tcp_flags);
         if let Some(off) = &e.off {
-            let (kp, kb, kt, kf) = self.k.flow_counters(&self.bpf.maps, off);
+            let (kp, kb, kt, kf) = match all.and_then(|a| a.get(off.stats as usize)) {
+                Some(c) => *c,
+                None => self.k.flow_counters(&self.bpf.maps, off),
+            };
             p += kp;
             b += kb;
             t = t.max(kt);
             f |= kf;
         }
         (p, b, if t == 0 { e.created_ns } else { t }, f)
+    }
+
+    /// Every flow's kernel counters in a few system calls, when more than
+    /// `n` flows are to be read (below that, one call per flow is cheaper
+    /// than reading every slot).
+    fn counters_if_many(&self, n: usize) -> Option<Vec<Counters>> {
+        (n > BATCH_READ_FROM).then(|| self.k.all_flow_counters(&self.bpf.maps)).flatten()
     }
 
     /// Remove flows idle past their timeout; returns how many went. Only
@@ -126,10 +145,11 @@ impl State {
             .filter(|(_, e)| idle_since(e, e.known_used_ns.max(e.used_ns)))
             .map(|(id, _)| id)
             .collect();
+        let all = self.counters_if_many(maybe.len());
         let mut dead = Vec::new();
         for id in maybe {
             let Some(e) = self.flows.get(id) else { continue };
-            let (_, _, used, _) = self.flow_use(e);
+            let (_, _, used, _) = self.flow_use(e, all.as_deref());
             if idle_since(e, used) {
                 dead.push(id);
             } else if let Some(e) = self.flows.get_mut(id) {
@@ -141,10 +161,11 @@ impl State {
 
     pub(super) fn dump_flows(&self) -> Vec<FlowInfo> {
         let now = sys::monotonic_ns();
+        let all = self.counters_if_many(self.flows.len());
         self.flows
             .iter()
             .map(|(id, e)| {
-                let (packets, bytes, used, tcp_flags) = self.flow_use(e);
+                let (packets, bytes, used, tcp_flags) = self.flow_use(e, all.as_deref());
                 FlowInfo {
                     id,
                     mask: e.mask,
