@@ -382,8 +382,10 @@ pub fn process(
     let mut ports = if recorded { crate::flowstate::egress_ports(&r.actions) } else { Vec::new() };
     ports.push(*ingress.uuid().as_bytes());
     let full = fs.apply(r, &ports, key.tcp_flags, now, &mut msg, &mut out.invalidate);
-    // A SNAT block to claim: once, whoever else waits for it.
-    let claim = r.need_block.filter(|b| fs.claim(*b));
+    // A SNAT block to claim: once, whoever else waits for it; and those
+    // the allocation chose to claim before its blocks run out.
+    let claim = r.need_block.filter(|b| fs.claim(*b, now));
+    let ahead = fs.claims_ahead(now);
     drop(guard);
     if full > 0 {
         sh.metrics.count_drop_n(AgentDrop::ConntrackFull, full);
@@ -394,7 +396,7 @@ pub fn process(
         let egress = if recorded { ports } else { crate::flowstate::egress_ports(&r.actions) };
         replicate(sh, view, ingress, &r.actions, egress, msg);
     }
-    if let Some(block) = claim {
+    for block in claim.into_iter().chain(ahead) {
         let _ = sh.commands.send(Command::SnatBlock { block, claim: true });
     }
     let mut resolved: Vec<(RouterId, Ipv4Addr)> = Vec::new();

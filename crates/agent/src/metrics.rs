@@ -163,6 +163,8 @@ pub struct Metrics {
     pub port_flow_installs: Family<PortLabels, Counter>,
     /// Seconds the agent spends on one miss.
     pub miss_latency: Histogram,
+    /// Seconds from asking the cluster for a SNAT port block to its answer.
+    pub snat_block_claim: Histogram,
     /// 1 for the datapath provider running (`ebpf`, `userspace`, `dummy`).
     pub datapath_provider: Family<ProviderLabels, Gauge>,
     /// Threads simulating misses (0: the datapath's own thread does).
@@ -229,6 +231,8 @@ impl Metrics {
             port_flow_installs: Family::default(),
             // 1 µs to ~0.5 s.
             miss_latency: Histogram::new(exponential_buckets(1e-6, 2.0, 20)),
+            // 100 µs to ~3 s.
+            snat_block_claim: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
             datapath_provider: Family::default(),
             miss_workers: Gauge::default(),
             conntrack_entries: Gauge::default(),
@@ -315,6 +319,11 @@ impl Metrics {
                 "miss_latency_seconds",
                 "Time the agent spends on one miss (simulate, translate, decide)",
                 m.miss_latency.clone(),
+            );
+            r.register(
+                "snat_block_claim_seconds",
+                "Time from asking the cluster for a SNAT port block to its answer",
+                m.snat_block_claim.clone(),
             );
             r.register(
                 "port_upcalls",

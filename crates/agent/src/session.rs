@@ -591,6 +591,11 @@ async fn one_session(
         tokio::time::interval(Duration::from_secs((reg.ttl_secs / 3).max(1) as u64));
     keepalive.tick().await;
     let mut chunks = Chunks::default();
+    // SNAT block claims in flight: each answer waits on a store commit,
+    // so they go side by side (the store commits them together) rather
+    // than one after another behind the commands queue.
+    let mut claims: tokio::task::JoinSet<Result<Option<Update>, tonic::Status>> =
+        tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             biased;
@@ -630,7 +635,21 @@ async fn one_session(
                     return Err(e.into());
                 }
             }
+            Some(done) = claims.join_next(), if !claims.is_empty() => {
+                let answer = done.map_err(|e| tonic::Status::internal(e.to_string()))?;
+                if let Some(u) = answer? {
+                    desired.granted(&u);
+                    if updates.send(u).await.is_err() {
+                        return Err(SessionEnd::Stopping);
+                    }
+                }
+            }
             c = commands.recv() => match c {
+                Some(c @ Command::SnatBlock { claim: true, .. }) => {
+                    desired.record(&c);
+                    let (mut client, host) = (client.clone(), host.clone());
+                    claims.spawn(async move { send_command(&mut client, &host, session, &c).await });
+                }
                 Some(c) => {
                     desired.record(&c);
                     if let Some(u) = send_command(&mut client, &host, session, &c).await? {

@@ -691,8 +691,11 @@ impl Core {
         } else {
             fs.blocks.held_elsewhere(block, true);
         }
-        fs.answered(&block);
+        let took = fs.answered(&block, now);
         drop(fs);
+        if let Some(t) = took {
+            self.shared.metrics.snat_block_claim.observe(t.as_secs_f64());
+        }
         tracing::debug!(?block, granted, "SNAT block answer");
         self.invalidate(vec![Tag::snat_block(&block)]);
         self.release(handler::WaitKey::Block(block));
@@ -891,6 +894,7 @@ impl Core {
         if now.duration_since(self.blocks_checked_at) >= Duration::from_secs(60) {
             self.blocks_checked_at = now;
             let mut fs = self.shared.flowstate.lock();
+            fs.blocks.relax();
             for b in fs.blocks.idle(sim_now, midonet_state::snat::DEFAULT_IDLE) {
                 fs.blocks.released(b);
                 let _ = self.commands.send(Command::SnatBlock { block: b, claim: false });

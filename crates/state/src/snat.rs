@@ -83,6 +83,12 @@ enum Scan {
 
 /// Ports per block.
 pub const BLOCK_SIZE: u32 = 64;
+/// Claim ahead: when the ports not bound yet in an IP's held blocks, plus
+/// a block's worth per claim in flight, fall below this many blocks'
+/// worth, an allocation asks for another block (module docs). The least
+/// and the most an IP keeps ahead; it starts at the least.
+pub const CLAIM_AHEAD_MIN: u32 = 2;
+pub const CLAIM_AHEAD_MAX: u32 = 64;
 /// Blocks per NAT IP (65536 / 64).
 pub const BLOCKS_PER_IP: u32 = 1024;
 /// MidoNet gives idle blocks back after 5 minutes.
@@ -189,6 +195,32 @@ struct IpBlocks {
     /// (module docs).
     open: Bits,
     full: Bits,
+    /// Blocks asked of the store and not answered yet.
+    pending: Bits,
+    /// Blocks' worth of ports to keep ahead (0: [`CLAIM_AHEAD_MIN`]).
+    ahead: u32,
+    /// An allocation waited for a block since the last grant (`ahead`
+    /// grows once per grant), and since the last [`PortBlocks::relax`].
+    waited: bool,
+    waited_lately: bool,
+}
+
+impl IpBlocks {
+    fn ahead_ports(&self) -> u32 {
+        self.ahead.max(CLAIM_AHEAD_MIN) * BLOCK_SIZE
+    }
+
+    /// An allocation found no port and waits for a block: the claims ahead
+    /// were too few for the rate of new connections and the store's answer
+    /// time, so keep twice as many ahead (once per grant: the packets that
+    /// wait together count once).
+    fn waits(&mut self) {
+        if !self.waited {
+            self.waited = true;
+            self.waited_lately = true;
+            self.ahead = (self.ahead.max(CLAIM_AHEAD_MIN) * 2).min(CLAIM_AHEAD_MAX);
+        }
+    }
 }
 
 impl IpBlocks {
@@ -214,11 +246,27 @@ impl IpBlocks {
 #[derive(Clone, Debug, Default)]
 pub struct PortBlocks {
     ips: BTreeMap<(TrackerId, Ipv4Addr), IpBlocks>,
+    /// Blocks to claim ahead, chosen by allocations since the last
+    /// [`take_wanted`](PortBlocks::take_wanted) (already pending).
+    wanted: Vec<BlockKey>,
 }
 
 /// The blocks overlapping `[from, to]`.
 fn block_span(from: u16, to: u16) -> RangeInclusive<u16> {
     (u32::from(from) / BLOCK_SIZE) as u16..=(u32::from(to) / BLOCK_SIZE) as u16
+}
+
+/// A block of `span` nobody holds or was asked for, drawn by `rand` (the
+/// bits above those that choose a port in a block).
+fn pick_free(bl: &IpBlocks, span: RangeInclusive<u16>, rand: u64) -> Option<u16> {
+    let free =
+        |b: &u16| !bl.held_elsewhere.get(*b) && !bl.mine.contains_key(b) && !bl.pending.get(*b);
+    let n = span.clone().filter(free).count();
+    if n == 0 {
+        return None;
+    }
+    let pick = (rand / u64::from(BLOCK_SIZE)) % n as u64;
+    span.filter(free).nth(pick as usize)
 }
 
 impl PortBlocks {
@@ -230,6 +278,8 @@ impl PortBlocks {
     pub fn granted(&mut self, b: BlockKey, now: Duration) {
         let ip = self.ips.entry((b.device, b.ip)).or_default();
         ip.held_elsewhere.set(b.block, false);
+        ip.pending.set(b.block, false);
+        ip.waited = false;
         let used = ip.mine.entry(b.block).or_insert(BlockUse { refs: 0, last_used_ms: ms(now) });
         let refs = used.refs;
         ip.file(b.block, Some(refs));
@@ -255,7 +305,69 @@ impl PortBlocks {
 
     /// Another host holds (`true`) or gave back (`false`) block `b`.
     pub fn held_elsewhere(&mut self, b: BlockKey, held: bool) {
-        self.ips.entry((b.device, b.ip)).or_default().held_elsewhere.set(b.block, held);
+        let ip = self.ips.entry((b.device, b.ip)).or_default();
+        ip.held_elsewhere.set(b.block, held);
+        if held {
+            ip.pending.set(b.block, false);
+        }
+    }
+
+    /// This host asked the store for `b` ([`Alloc::NeedBlock`], or a claim
+    /// ahead): until [`granted`](Self::granted), [`held_elsewhere`] or
+    /// [`unanswered`](Self::unanswered), allocations wait for it rather
+    /// than ask for another.
+    ///
+    /// [`held_elsewhere`]: Self::held_elsewhere
+    pub fn asked(&mut self, b: BlockKey) {
+        self.ips.entry((b.device, b.ip)).or_default().pending.set(b.block, true);
+    }
+
+    /// The claim of `b` was lost (no answer): it may be asked for again.
+    pub fn unanswered(&mut self, b: BlockKey) {
+        if let Some(ip) = self.ips.get_mut(&(b.device, b.ip)) {
+            ip.pending.set(b.block, false);
+        }
+    }
+
+    /// Called now and then (the agent: every minute): an IP whose
+    /// allocations did not wait for a block since the last call keeps half
+    /// as many blocks ahead (never fewer than [`CLAIM_AHEAD_MIN`]).
+    pub fn relax(&mut self) {
+        for bl in self.ips.values_mut() {
+            if !std::mem::take(&mut bl.waited_lately) {
+                bl.ahead = (bl.ahead / 2).max(CLAIM_AHEAD_MIN);
+            }
+        }
+    }
+
+    /// The blocks allocations chose to claim ahead since the last call,
+    /// each already [`asked`](Self::asked) for: the caller sends the claims.
+    pub fn take_wanted(&mut self) -> Vec<BlockKey> {
+        std::mem::take(&mut self.wanted)
+    }
+
+    /// After an allocation from `ip` of `device`: when the ports left
+    /// there run short, choose a block to claim ahead (into `wanted`).
+    fn claim_ahead(&mut self, device: TrackerId, ip: Ipv4Addr, t: &SnatTarget, rand: u64) {
+        let Some(bl) = self.ips.get(&(device, ip)) else { return };
+        let span = block_span(t.port_from.max(1), t.port_to);
+        let want = bl.ahead_ports();
+        let mut reserve = BLOCK_SIZE * bl.pending.ones(span.clone()).count() as u32;
+        for block in bl.open.ones(span.clone()) {
+            if reserve >= want {
+                return;
+            }
+            let refs = bl.mine.get(&block).map_or(BLOCK_SIZE, |u| u.refs);
+            reserve += BLOCK_SIZE.saturating_sub(refs);
+        }
+        if reserve >= want {
+            return;
+        }
+        if let Some(block) = pick_free(bl, span, rand) {
+            let b = BlockKey { device, ip, block };
+            self.asked(b);
+            self.wanted.push(b);
+        }
     }
 
     /// Whether this host holds `b`.
@@ -287,11 +399,13 @@ impl PortBlocks {
         // Held blocks first: those with a port not bound yet, then a few
         // ports of a few full ones (free towards a new destination).
         for scan in [Scan::Unbound, Scan::FullProbe] {
-            if let Some(b) = self.scan_held(device, targets, offset, now, scan, &mut is_free) {
+            if let Some((b, t)) = self.scan_held(device, targets, offset, now, scan, &mut is_free) {
+                self.claim_ahead(device, b.ip, &t, rand);
                 return Alloc::Port(b);
             }
         }
-        // Then a free block to claim: the first IP that has one.
+        // Then a block to claim: the first IP with one asked for already
+        // (wait for it), or with a free one.
         for t in targets {
             let from = t.port_from.max(1);
             let (lo, hi) = (u32::from(t.ip_from), u32::from(t.ip_to));
@@ -301,18 +415,13 @@ impl PortBlocks {
             let span = block_span(from, t.port_to);
             for ip in lo..=hi {
                 let ip = Ipv4Addr::from(ip);
-                let bl = self.ips.get(&(device, ip));
-                let free = |b: &u16| {
-                    bl.is_none_or(|bl| !bl.held_elsewhere.get(*b) && !bl.mine.contains_key(b))
+                let bl = self.ips.entry((device, ip)).or_default();
+                let block = match bl.pending.ones(span.clone()).next() {
+                    Some(b) => Some(b),
+                    None => pick_free(bl, span.clone(), rand),
                 };
-                let n = span.clone().filter(free).count();
-                if n > 0 {
-                    let pick = (rand / u64::from(BLOCK_SIZE)) % n as u64;
-                    let block = span
-                        .clone()
-                        .filter(free)
-                        .nth(pick as usize)
-                        .expect("pick < number of free blocks");
+                if let Some(block) = block {
+                    bl.waits();
                     return Alloc::NeedBlock(BlockKey { device, ip, block });
                 }
             }
@@ -320,7 +429,7 @@ impl PortBlocks {
         // Nothing left to claim: share full blocks' ports among
         // destinations (MidoNet's oversubscription).
         match self.scan_held(device, targets, offset, now, Scan::FullAll, &mut is_free) {
-            Some(b) => Alloc::Port(b),
+            Some((b, _)) => Alloc::Port(b),
             None => Alloc::Exhausted,
         }
     }
@@ -335,7 +444,7 @@ impl PortBlocks {
         now: Duration,
         scan: Scan,
         is_free: &mut impl FnMut(Ipv4Addr, u16) -> bool,
-    ) -> Option<NatBinding> {
+    ) -> Option<(NatBinding, SnatTarget)> {
         let full = scan != Scan::Unbound;
         let (ports, mut blocks_left) = match scan {
             Scan::Unbound | Scan::FullAll => (BLOCK_SIZE, usize::MAX),
@@ -364,7 +473,7 @@ impl PortBlocks {
                         }
                         if is_free(ip, port as u16) {
                             bl.bind(block, now);
-                            return Some(NatBinding { ip, port: port as u16 });
+                            return Some((NatBinding { ip, port: port as u16 }, *t));
                         }
                     }
                 }
@@ -469,6 +578,75 @@ mod tests {
                 tracker: dev(),
             },
         )
+    }
+
+    /// Claim ahead: allocations ask for a block before the held ones run
+    /// out; a packet that finds nothing free waits for a block asked for
+    /// already instead of asking for another, and such a wait doubles
+    /// what is kept ahead (once per grant); quiet minutes halve it.
+    #[test]
+    fn blocks_are_claimed_ahead_and_waited_for_once() {
+        let t = [target(1024, 65535)];
+        let mut pb = PortBlocks::new();
+        let free = |_: Ipv4Addr, _: u16| true;
+        let Alloc::NeedBlock(first) = pb.allocate(dev(), &t, 7, S(0), free) else { panic!() };
+        pb.asked(first);
+        // Others arriving before the answer wait for the same block.
+        for rand in [8, 9_000, 123_456] {
+            assert_eq!(pb.allocate(dev(), &t, rand, S(0), free), Alloc::NeedBlock(first));
+        }
+        assert!(pb.take_wanted().is_empty());
+        pb.granted(first, S(0));
+        // That wait doubled the ports kept ahead to 4 blocks' worth: with
+        // 63, 62, 61, 60 ports left, four blocks are asked for, one each
+        // (a block asked for counts as 64), then none.
+        let mut asked = vec![first];
+        for i in 0..4 {
+            assert!(matches!(pb.allocate(dev(), &t, 11 + i, S(0), free), Alloc::Port(_)));
+            let w = pb.take_wanted();
+            assert_eq!(w.len(), 1, "allocation {i}: {w:?}");
+            assert!(!asked.contains(&w[0]) && !pb.holds(&w[0]), "{w:?} {asked:?}");
+            asked.push(w[0]);
+        }
+        assert!(matches!(pb.allocate(dev(), &t, 20, S(0), free), Alloc::Port(_)));
+        assert!(pb.take_wanted().is_empty());
+        // A lost claim is waited for no more: the reserve is short again.
+        pb.unanswered(asked[4]);
+        assert!(matches!(pb.allocate(dev(), &t, 21, S(0), free), Alloc::Port(_)));
+        let w = pb.take_wanted();
+        assert_eq!(w.len(), 1, "{w:?}");
+        // Refused: another host's, and no longer waited for either.
+        pb.held_elsewhere(w[0], true);
+        assert!(matches!(pb.allocate(dev(), &t, 22, S(0), free), Alloc::Port(_)));
+        let again = pb.take_wanted();
+        assert!(again.len() == 1 && again[0] != w[0], "{again:?}");
+        // Two quiet rounds (the first still remembers the wait): back to
+        // two blocks ahead, so granting three of those asked for leaves
+        // nothing to ask.
+        pb.relax();
+        pb.relax();
+        for b in &asked[1..4] {
+            pb.granted(*b, S(0));
+        }
+        pb.unanswered(again[0]);
+        assert!(matches!(pb.allocate(dev(), &t, 23, S(0), free), Alloc::Port(_)));
+        assert!(pb.take_wanted().is_empty());
+    }
+
+    /// With every block of the range held, nothing is claimed ahead.
+    #[test]
+    fn nothing_is_claimed_ahead_when_no_block_is_free() {
+        // Two blocks: 1024..=1151.
+        let t = [target(1024, 1151)];
+        let mut pb = PortBlocks::new();
+        let free = |_: Ipv4Addr, _: u16| true;
+        pb.granted(BlockKey::of(dev(), PUB, 1024), S(0));
+        pb.held_elsewhere(BlockKey::of(dev(), PUB, 1100), true);
+        // Past the 64th, ports are shared among destinations.
+        for _ in 0..70 {
+            assert!(matches!(pb.allocate(dev(), &t, 3, S(0), free), Alloc::Port(_)));
+            assert!(pb.take_wanted().is_empty());
+        }
     }
 
     /// Allocate, claiming blocks as asked (a store that always grants).
@@ -757,7 +935,7 @@ mod tests {
                             let want = linear_scan(&pb, &targets, offset, scan, free_ports(free));
                             let mut is_free = free_ports(free);
                             let got = pb.clone().scan_held(dev(), &targets, offset, S(0), scan, &mut is_free);
-                            prop_assert_eq!(got, want, "{:?}", scan);
+                            prop_assert_eq!(got.map(|(b, _)| b), want, "{:?}", scan);
                         }
                         if let Alloc::NeedBlock(b) = pb.allocate(dev(), &targets, rand, S(0), free_ports(free)) {
                             pb.granted(b, S(0));

@@ -123,7 +123,8 @@ pub struct FlowState {
     /// tags of every binding (`nat_tags`) → its forward key: what a flow's
     /// tag names.
     by_tag: HashMap<u64, Named>,
-    /// SNAT blocks asked of the cluster and not answered yet, since when.
+    /// SNAT blocks asked of the cluster and not answered yet, since when
+    /// (the asking simulation's clock).
     claiming: HashMap<BlockKey, Duration>,
     /// Bindings whose connection closed: the lifetime a refresh gives them
     /// (FIN: `tcp_closing`, RST: `tcp_closed`).
@@ -285,15 +286,31 @@ impl FlowState {
         n
     }
 
-    /// Whether to ask the cluster for `b` now (not already asked).
-    pub fn claim(&mut self, b: BlockKey) -> bool {
-        self.claiming.insert(b, Duration::ZERO).is_none()
+    /// Whether to ask the cluster for `b` now (not already asked). Until
+    /// the answer, allocations wait for `b` rather than ask for another.
+    pub fn claim(&mut self, b: BlockKey, now: Duration) -> bool {
+        self.blocks.asked(b);
+        match self.claiming.entry(b) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(now);
+                true
+            }
+        }
     }
 
-    /// The cluster answered for `b` (or the claim was lost): a later
-    /// packet may ask again.
-    pub fn answered(&mut self, b: &BlockKey) {
-        self.claiming.remove(b);
+    /// The blocks allocations chose to claim ahead of need
+    /// (`midonet_state::snat`), now counted as asked: send their claims.
+    pub fn claims_ahead(&mut self, now: Duration) -> Vec<BlockKey> {
+        let mut ahead = self.blocks.take_wanted();
+        ahead.retain(|b| self.claiming.insert(*b, now).is_none());
+        ahead
+    }
+
+    /// The cluster answered for `b`: a later packet may ask again. Returns
+    /// how long the claim took.
+    pub fn answered(&mut self, b: &BlockKey, now: Duration) -> Option<Duration> {
+        self.claiming.remove(b).map(|since| now.saturating_sub(since))
     }
 
     /// Apply what one simulation recorded and saw. What to tell the peers
@@ -533,11 +550,13 @@ impl FlowState {
             }
         }
         // A claim unanswered for long was lost with its session.
-        self.claiming.retain(|_, since| {
-            if *since == Duration::ZERO {
-                *since = now;
+        let blocks = &mut self.blocks;
+        self.claiming.retain(|b, since| {
+            let waiting = now.saturating_sub(*since) < CLAIM_PATIENCE;
+            if !waiting {
+                blocks.unanswered(*b);
             }
-            now.saturating_sub(*since) < CLAIM_PATIENCE
+            waiting
         });
         self.compact_ports();
         tags
