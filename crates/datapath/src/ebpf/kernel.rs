@@ -42,6 +42,17 @@ fn err(what: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{what}: {e}"))
 }
 
+/// A flow's kernel counters over CPUs: packets, bytes, last used (ns),
+/// TCP flags OR'ed.
+pub type FlowCounters = (u64, u64, u64, u16);
+
+/// Adds up one flow's `struct mdp_flow_stats` of every CPU.
+fn sum_cpus(cpus: impl IntoIterator<Item = [u64; 4]>) -> FlowCounters {
+    cpus.into_iter().fold((0, 0, 0, 0), |(p, b, t, f), c| {
+        (p + c[0], b + c[1], t.max(c[2]), f | (c[3] & 0x1ff) as u16)
+    })
+}
+
 /// What the kernel holds for one offloaded flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offloaded {
@@ -323,11 +334,9 @@ impl Kernel {
 
     /// `(packets, bytes, last used ns, TCP flags OR'ed)` of a flow, over
     /// CPUs.
-    pub fn flow_counters(&self, maps: &Maps, off: &Offloaded) -> (u64, u64, u64, u16) {
+    pub fn flow_counters(&self, maps: &Maps, off: &Offloaded) -> FlowCounters {
         match maps.flow_stats.get(&off.stats, 0) {
-            Ok(v) => v.iter().fold((0, 0, 0, 0), |(p, b, t, f), c| {
-                (p + c[0], b + c[1], t.max(c[2]), f | (c[3] & 0x1ff) as u16)
-            }),
+            Ok(v) => sum_cpus(v.iter().copied()),
             Err(_) => (0, 0, 0, 0),
         }
     }
@@ -336,7 +345,7 @@ impl Kernel {
     /// [`flow_counters`](Self::flow_counters) gives, indexed by slot.
     /// `None` when the kernel cannot read a map in batches (the caller
     /// asks slot by slot).
-    pub fn all_flow_counters(&self, maps: &Maps) -> Option<Vec<(u64, u64, u64, u16)>> {
+    pub fn all_flow_counters(&self, maps: &Maps) -> Option<Vec<FlowCounters>> {
         use std::os::fd::AsFd;
         let mut raw = Vec::new();
         let value = std::mem::size_of::<[u64; 4]>();
@@ -345,17 +354,14 @@ impl Kernel {
             tracing::debug!(error = %e, "batch read of the flow counters");
             return None;
         }
-        let word = |c: &[u8], i: usize| {
-            u64::from_ne_bytes(c[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        let cpu = |c: &[u8]| -> [u64; 4] {
+            std::array::from_fn(|i| {
+                u64::from_ne_bytes(c[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+            })
         };
         Some(
             raw.chunks_exact(value * self.ncpus)
-                .map(|slot| {
-                    slot.chunks_exact(value).fold((0, 0, 0, 0), |(p, b, t, f), c| {
-                        let flags = (word(c, 3) & 0x1ff) as u16;
-                        (p + word(c, 0), b + word(c, 1), t.max(word(c, 2)), f | flags)
-                    })
-                })
+                .map(|slot| sum_cpus(slot.chunks_exact(value).map(cpu)))
                 .collect(),
         )
     }

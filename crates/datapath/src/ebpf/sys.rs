@@ -146,6 +146,25 @@ pub fn netns_cookie() -> io::Result<u64> {
     Ok(v)
 }
 
+/// `bpf(2)` with command `cmd` on the `union bpf_attr` in `attr`; its
+/// result, or the error it set.
+///
+/// # Safety
+/// Every pointer `attr` holds must be valid for what `cmd` does with it
+/// (read, or written up to the length `attr` gives), for the call.
+unsafe fn bpf(cmd: libc::c_long, attr: &mut [u64]) -> io::Result<libc::c_long> {
+    // SAFETY: attr is a live buffer of its own size; the caller vouches
+    // for the pointers in it.
+    let r = unsafe {
+        libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), std::mem::size_of_val(attr))
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
 /// The interface a pinned TCX link is attached to; 0 once its device is
 /// gone (deleted with its network namespace, say). Raw `bpf(2)`:
 /// `BPF_OBJ_GET`, then `BPF_OBJ_GET_INFO_BY_FD` into `struct bpf_link_info`
@@ -159,13 +178,8 @@ pub fn pinned_link_ifindex(path: &std::path::Path) -> io::Result<u32> {
     // union bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd, file_flags.
     let mut attr = [0u64; 4];
     attr[0] = c.as_ptr() as u64;
-    // SAFETY: attr outlives the call and holds a valid path pointer.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), std::mem::size_of_val(&attr))
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: attr holds a valid path pointer, which outlives the call.
+    let fd = unsafe { bpf(BPF_OBJ_GET, &mut attr)? };
     // SAFETY: fd is a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     let mut info = [0u64; 8];
@@ -174,17 +188,7 @@ pub fn pinned_link_ifindex(path: &std::path::Path) -> io::Result<u32> {
     attr[0] = (fd.as_raw_fd() as u32 as u64) | ((std::mem::size_of_val(&info) as u64) << 32);
     attr[1] = info.as_mut_ptr() as u64;
     // SAFETY: info is a writable buffer of the size passed in attr.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
     Ok(info[2] as u32)
 }
 
@@ -222,24 +226,17 @@ pub fn percpu_array_read(
         attr[4] = u64::from(want) | (u64::from(fd.as_raw_fd() as u32) << 32);
         // SAFETY: every pointer in attr is to a buffer of this frame that
         // holds `want` keys and `want` entries' values, and outlives the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                attr.as_mut_ptr(),
-                std::mem::size_of_val(&attr),
-            )
-        };
+        let r = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
         // The kernel writes back how many entries it read.
         let got = (attr[4] & 0xffff_ffff) as u32;
-        if r < 0 {
-            let e = io::Error::last_os_error();
+        match r {
+            Ok(_) => {}
             // ENOENT: the map ended (fewer entries than asked for).
-            if e.raw_os_error() == Some(libc::ENOENT) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 out.truncate((done + got) as usize * stride);
                 return Ok(());
             }
-            return Err(e);
+            Err(e) => return Err(e),
         }
         if got == 0 {
             break;

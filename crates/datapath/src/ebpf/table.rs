@@ -5,14 +5,12 @@
 use midonet_flow::{FlowKey, ParseError};
 
 use super::flows::Entry;
+use super::kernel::FlowCounters;
 use super::{abi, kernel_sum, sys, State};
 use crate::workers::Workers;
 use crate::{
     DpError, DpStats, FlowId, FlowInfo, FlowInstall, PortCounters, PortNo, PortStats, TableStats,
 };
-
-/// A flow's kernel counters: packets, bytes, last used (ns), TCP flags.
-type Counters = (u64, u64, u64, u16);
 
 /// Reading more flows than this reads every counter slot in batches
 /// instead (a few calls for the whole table against one per flow).
@@ -107,7 +105,7 @@ impl State {
     /// the TCP flags it carried. `all` is every slot's kernel counters read
     /// at once ([`Kernel::all_flow_counters`](super::kernel::Kernel)), or
     /// `None` to ask for this flow's alone.
-    fn flow_use(&self, e: &Entry, all: Option<&[Counters]>) -> (u64, u64, u64, u16) {
+    fn flow_use(&self, e: &Entry, all: Option<&[FlowCounters]>) -> FlowCounters {
         let (mut p, mut b, mut t, mut f) = (e.packets, e.bytes, e.used_ns, e.tcp_flags);
         if let Some(off) = &e.off {
             let (kp, kb, kt, kf) = match all.and_then(|a| a.get(off.stats as usize)) {
@@ -125,7 +123,7 @@ impl State {
     /// Every flow's kernel counters in a few system calls, when more than
     /// `n` flows are to be read (below that, one call per flow is cheaper
     /// than reading every slot).
-    fn counters_if_many(&self, n: usize) -> Option<Vec<Counters>> {
+    fn counters_if_many(&self, n: usize) -> Option<Vec<FlowCounters>> {
         (n > BATCH_READ_FROM).then(|| self.k.all_flow_counters(&self.bpf.maps)).flatten()
     }
 
