@@ -34,8 +34,8 @@
 # filter, `rev_snat` in its inbound filter), so every connection is a new
 # binding and a new exact flow on both hosts, with its state replicated to the
 # gateway. The peer is then `kernel-nat.sh nat` (nftables conntrack +
-# masquerade). The first-packet probe reports connect() times through NAT
-# (every SYN is a miss: compare with the cold figure of a NAT=0 run).
+# masquerade). The first-packet probe alternates routed cold and SNAT rounds in
+# the same sandbox and reports what SNAT adds (see first_packet_nat).
 #
 # RSS_CONNS=N (with NAT=1; issue 8, "agent RSS with 100k live connections"):
 # after the windows, the VM keeps N UDP connections to the outside alive (N
@@ -221,15 +221,34 @@ miss_phases() {
         tee -a "$RES/first-packet.txt"
 }
 
-# first_packet_nat VM_NS PROVIDER: connect() times through SNAT, FP_ROUNDS
-# rounds of FP_N; every connection is a new binding, so every SYN is a miss.
+# first_packet_nat VM_NS PROVIDER: connect() times through SNAT against the
+# non-NAT first packet, in the same sandbox, FP_ROUNDS rounds of FP_N each:
+# routed cold (no SNAT; the cold chain of first_packet makes every SYN a miss
+# on the VM's host), then through SNAT (every connection a new binding, so
+# every SYN a miss on the VM's host and its SYN-ACK one on the gateway).
+# NAT added = median over rounds of (SNAT p50 - routed cold p50).
 first_packet_nat() {
-    local vm=$1 dp=$2 r rows="" p50s="" p99s="" v
+    local vm=$1 dp=$2 router r rows="" p50s="" p99s="" adds="" v c cold pre post
+    router=$(sb '.router_id')
+    filters() {  # INBOUND-ID-or-null OUTBOUND-ID-or-null
+        api GET "routers/$router" | jq --argjson i "$1" --argjson o "$2" '.inboundFilterId = $i | .outboundFilterId = $o' |
+            curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null
+    }
+    pre=$(api GET "routers/$router" | jq -c .inboundFilterId); post=$(api GET "routers/$router" | jq -c .outboundFilterId)
+    cold=$(api POST chains '{"name":"cps-cold"}' | jq -r .id) || return 1
+    api POST "chains/$cold/rules" '{"type":"drop","nwProto":6,"tpSrc":{"start":1,"end":1023}}' >/dev/null || return 1
+    # The route back exists only for the routed rounds' duration.
+    ip -n $OUT_NS route add 10.0.0.0/8 via 203.0.113.2 || return 1
     for r in $(seq "$FP_ROUNDS"); do
+        filters "\"$cold\"" null || return 1; sleep 0.5
+        c=$(connect_probe "$vm")
+        filters "$pre" "$post" || return 1; sleep 0.5
         v=$(connect_probe "$vm")
-        rows="$rows ${v// //};"; p50s="$p50s ${v%% *}"; p99s="$p99s ${v##* }"
+        rows="$rows cold=${c// //} nat=${v// //};"; p50s="$p50s ${v%% *}"; p99s="$p99s ${v##* }"
+        adds="$adds $(( ${v%% *} - ${c%% *} ))"
     done
-    echo "[midonet-$dp nat] first packet through SNAT (connect us p50/p99 per round:$rows) p50=$(median $p50s) p99=$(median $p99s) (medians of $FP_ROUNDS rounds)" |
+    ip -n $OUT_NS route del 10.0.0.0/8 via 203.0.113.2
+    echo "[midonet-$dp nat] first packet through SNAT (connect us p50/p99 per round:$rows) p50=$(median $p50s) p99=$(median $p99s); added over routed cold p50=$(median $adds) (medians of $FP_ROUNDS rounds)" |
         tee -a "$RES/first-packet.txt"
 }
 
