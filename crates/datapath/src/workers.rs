@@ -207,6 +207,8 @@ impl<M: Send + 'static> Workers<M> {
                             waker.wake();
                         }
                     }
+                    // Handed over: its packet goes on the datapath thread.
+                    h.after_batch();
                 }
             })?;
             queues.push(tx);
