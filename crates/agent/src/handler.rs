@@ -232,16 +232,6 @@ pub struct Outcome {
     /// Tags made stale by connections this packet started (the datapath
     /// invalidates them before installing `install`).
     pub invalidate: Vec<u64>,
-    /// Flow-state messages that follow the packet ([`Later`]).
-    pub later: Vec<Later>,
-}
-
-/// A flow-state message with no news for its peers (a refresh: see
-/// [`crate::flowstate::Outgoing::news`]), logged and sent once the packet
-/// has gone ([`UpcallHandler::after_batch`]), and where it goes.
-pub struct Later {
-    msg: midonet_wire::flowstate::FlowStateRepr,
-    peers: Vec<std::net::Ipv4Addr>,
 }
 
 /// How deep generated packets may re-enter the simulation.
@@ -254,8 +244,6 @@ pub struct Handler {
     /// Per-port install counters, looked up once per port (a label is a
     /// string; a miss should not build one).
     installs: HashMap<PortId, prometheus_client::metrics::counter::Counter>,
-    /// What the misses so far owe their peers after their packets.
-    later: Vec<Later>,
 }
 
 /// Reusable per-thread simulation state.
@@ -267,7 +255,7 @@ pub struct Worker {
 
 impl Handler {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Handler { shared, worker: Worker::default(), installs: HashMap::new(), later: Vec::new() }
+        Handler { shared, worker: Worker::default(), installs: HashMap::new() }
     }
 }
 
@@ -277,12 +265,6 @@ impl UpcallHandler for Handler {
         let d = self.miss(key, frame, in_port);
         self.shared.metrics.miss_latency.observe(start.elapsed().as_secs_f64());
         d
-    }
-
-    fn after_batch(&mut self) {
-        for l in self.later.drain(..) {
-            send_state(&self.shared, &l.msg, &l.peers);
-        }
     }
 }
 
@@ -340,7 +322,6 @@ impl Handler {
                 })
                 .inc();
         }
-        self.later.append(&mut o.later);
         let mut invalidate = drained;
         invalidate.append(&mut o.invalidate);
         MissDecision {
@@ -413,7 +394,7 @@ pub fn process(
         // Only a reply seen (no record) leaves the egress ports uncomputed.
         ports.pop();
         let egress = if recorded { ports } else { crate::flowstate::egress_ports(&r.actions) };
-        out.later.extend(replicate(sh, view, ingress, &r.actions, egress, msg));
+        replicate(sh, view, ingress, &r.actions, egress, msg);
     }
     for block in claim.into_iter().chain(ahead) {
         let _ = sh.commands.send(Command::SnatBlock { block, claim: true });
@@ -534,7 +515,6 @@ pub fn process(
                 let Ok(k) = FlowKey::extract(&g.frame, InPort::Port(0)) else { continue };
                 let mut sub = process(sh, view, w, &k, &g.frame, p, depth + 1, false, true);
                 out.invalidate.append(&mut sub.invalidate);
-                out.later.append(&mut sub.later);
                 if !sub.execute.as_slice().is_empty() {
                     out.generated
                         .push(GeneratedPacket { actions: sub.execute, frame: g.frame.clone() });
@@ -570,8 +550,7 @@ impl TablesPerCall for LockedTables<'_> {
 
 /// Logs the connections and bindings a simulation recorded or saw change,
 /// and sends them to the peers that may see the connection's other packets
-/// (see [`crate::flowstate`]): before the packet itself goes when they are
-/// news to the peers, else after it (returned as [`Later`]).
+/// (see [`crate::flowstate`]), before the packet itself goes.
 fn replicate(
     sh: &Shared,
     view: &View,
@@ -579,7 +558,7 @@ fn replicate(
     actions: &[SimAction],
     egress_ports: Vec<[u8; 16]>,
     out: crate::flowstate::Outgoing,
-) -> Option<Later> {
+) {
     let msg = midonet_wire::flowstate::FlowStateRepr {
         purpose: Default::default(),
         sender: *sh.host_id.uuid().as_bytes(),
@@ -590,28 +569,13 @@ fn replicate(
         nat: out.nat,
         learned: Vec::new(),
     };
-    if sh.replicator.is_none() && sh.state_log.is_none() {
-        return None;
-    }
-    let peers = match &sh.replicator {
-        Some(_) => crate::flowstate::peers(view, ingress, actions),
-        None => Vec::new(),
-    };
-    if !out.news {
-        return Some(Later { msg, peers });
-    }
-    send_state(sh, &msg, &peers);
-    None
-}
-
-/// Logs a message this host made and sends it to `peers`.
-fn send_state(sh: &Shared, msg: &midonet_wire::flowstate::FlowStateRepr, peers: &[Ipv4Addr]) {
-    sh.log_state(crate::flowstate::log::Origin::Here, msg);
+    sh.log_state(crate::flowstate::log::Origin::Here, &msg);
     let Some(rep) = &sh.replicator else { return };
+    let peers = crate::flowstate::peers(view, ingress, actions);
     if peers.is_empty() {
         return;
     }
-    let failed = rep.send(msg, peers);
+    let failed = rep.send(&msg, &peers);
     sh.metrics.flow_state_sent.inc_by((peers.len() - failed) as u64);
     if failed > 0 {
         sh.metrics.flow_state_rejected_n("send_failed", failed as u64);
@@ -631,9 +595,6 @@ pub fn release_parked(
     let mut out = Vec::new();
     for p in parked {
         let o = process(sh, view, w, &p.key, &p.frame, p.ingress, 1, false, false);
-        for l in &o.later {
-            send_state(sh, &l.msg, &l.peers);
-        }
         if !o.invalidate.is_empty() {
             let _ = sh.stale.send(o.invalidate.iter().map(|t| Tag(*t)).collect());
         }

@@ -255,13 +255,6 @@ pub trait UpcallHandler: Send + 'static {
     ) -> MissDecision {
         self.on_miss(key, frame, in_port)
     }
-
-    /// The packets of the decisions returned so far have been sent (inline
-    /// handlers: once per batch of misses, after the provider sent their
-    /// packets; miss workers: after each answer was handed over). Work a
-    /// miss owes but that must not delay its packet goes here. Default:
-    /// nothing.
-    fn after_batch(&mut self) {}
 }
 
 /// Why a packet was dropped. Every discard branch in this crate counts one.

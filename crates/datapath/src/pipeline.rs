@@ -310,14 +310,6 @@ impl<I: Io> Core<I> {
         done.len()
     }
 
-    /// Tells the inline handler the packets so far have gone
-    /// ([`UpcallHandler::after_batch`]); call after [`flush`](Self::flush).
-    pub fn after_batch(&mut self) {
-        if let Some(h) = self.handler.as_mut() {
-            h.after_batch();
-        }
-    }
-
     /// Flush outputs and release generated frames.
     pub fn flush(&mut self) {
         self.io.flush(&mut self.counters);

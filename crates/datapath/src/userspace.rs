@@ -387,8 +387,6 @@ impl State {
             if self.activity > 0 {
                 self.activity = 0;
                 last_packet = Instant::now();
-                // Every receive above flushed its outputs.
-                self.core.after_batch();
             }
             if last_house.elapsed() >= Duration::from_secs(1) {
                 last_house = Instant::now();

@@ -207,8 +207,6 @@ impl<M: Send + 'static> Workers<M> {
                             waker.wake();
                         }
                     }
-                    // Handed over: its packet goes on the datapath thread.
-                    h.after_batch();
                 }
             })?;
             queues.push(tx);

@@ -98,12 +98,6 @@ const CLAIM_PATIENCE: Duration = Duration::from_secs(5);
 pub struct Outgoing {
     pub conntrack: Vec<ConntrackRepr>,
     pub nat: Vec<NatRepr>,
-    /// A connection tracked or a binding made for the first time: the
-    /// peers need it before the packet (its reply may come back through
-    /// them). Without news the message only refreshes what the peers hold
-    /// (a binding used again, a connection that saw its reply), and may
-    /// follow the packet.
-    pub news: bool,
 }
 
 impl Outgoing {
@@ -340,7 +334,6 @@ impl FlowState {
             match self.conn.track(w.key, w.tcp_flags, now) {
                 Ok(t) => {
                     if t == Tracked::New {
-                        out.news = true;
                         let tag = Tag::conntrack(&w.key).0;
                         stale.push(tag);
                         self.index(w.key);
@@ -357,7 +350,6 @@ impl FlowState {
             // The simulation stored a new binding already; a used one lives
             // as long as its connection is in use.
             if w.created {
-                out.news = true;
                 let tags = nat_tags(&w.key, w.binding);
                 stale.extend(tags.iter().map(|t| t.0));
                 self.index_nat(w.key, w.binding);
@@ -797,7 +789,7 @@ pub fn state_peers(
 
 #[cfg(test)]
 mod tests {
-    use midonet_sim::{ConnWrite, NatWrite};
+    use midonet_sim::ConnWrite;
     use midonet_state::{proto, ConnState, TrackerId};
 
     use super::*;
@@ -840,12 +832,10 @@ mod tests {
         assert_eq!(stale, vec![Tag::conntrack(&key(1000)).0], "a new key's tag is stale");
         assert_eq!(send.conntrack.len(), 1);
         assert_eq!(send.conntrack[0].state, ConnState::SynSent.code());
-        assert!(send.news, "a new connection goes to the peers before its packet");
         let (mut send, mut stale) = (Outgoing::default(), Vec::new());
         fs.apply(&recorded(key(1000)), &[], SYN, t, &mut send, &mut stale);
         assert!(stale.is_empty(), "an existing key invalidates nothing");
         assert_eq!(send.conntrack.len(), 1, "re-simulations re-send (lost messages heal)");
-        assert!(!send.news, "a re-sent connection may follow its packet");
     }
 
     #[test]
@@ -858,7 +848,6 @@ mod tests {
         fs.apply(&looked_up(key(1000)), &[], SYN | ACK, t, &mut send, &mut stale);
         assert_eq!(send.conntrack.len(), 1, "the change is replicated");
         assert_eq!(send.conntrack[0].state, ConnState::Replied.code());
-        assert!(!send.news, "the reply changes no peer's decision: it follows its packet");
         let (c, _) = fs.conn.lookup(&key(1000), t).expect("tracked");
         assert_eq!(c.state, ConnState::Replied);
         // Established: the kernel's five days, not the SYN-sent two minutes.
@@ -866,27 +855,6 @@ mod tests {
         let mut send = Outgoing::default();
         fs.apply(&looked_up(key(1000)), &[], ACK, t, &mut send, &mut stale);
         assert!(send.is_empty(), "nothing changed, nothing sent");
-    }
-
-    #[test]
-    fn a_new_binding_goes_before_its_packet_and_a_used_one_after() {
-        let mut fs = FlowState::new(100, 1);
-        let t = Duration::from_secs(1);
-        let nk = NatKey::new(NatKind::Snat, key(3));
-        let b = NatBinding { ip: Ipv4Addr::new(203, 0, 113, 2), port: 40000 };
-        fs.nat.insert(nk, b, t + Duration::from_secs(300), t).expect("room");
-        let (mut send, mut stale) = (Outgoing::default(), Vec::new());
-        let mut made = SimResult::default();
-        made.nat.push(NatWrite { key: nk, binding: b, created: true });
-        fs.apply(&made, &[], SYN, t, &mut send, &mut stale);
-        assert!(send.news && send.nat.len() == 1, "the gateway needs it before the SYN-ACK");
-        // The reply's reverse translation (or a re-simulation) used it.
-        let mut send = Outgoing::default();
-        let mut used = SimResult::default();
-        used.nat.push(NatWrite { key: nk, binding: b, created: false });
-        fs.apply(&used, &[], SYN | ACK, t, &mut send, &mut stale);
-        assert_eq!(send.nat.len(), 1, "a use refreshes the peers' copies");
-        assert!(!send.news, "a refresh follows its packet");
     }
 
     #[test]
@@ -985,6 +953,7 @@ mod tests {
 
     #[test]
     fn fin_and_rst_on_a_flow_close_its_connection_and_binding() {
+        use midonet_sim::NatWrite;
         use midonet_state::{NatBinding, NatKey, NatKind};
         let mut fs = FlowState::new(100, 1);
         let t0 = Duration::from_secs(1);

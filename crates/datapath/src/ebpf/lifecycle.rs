@@ -180,13 +180,7 @@ impl State {
             }
             // The ring is drained on every wake-up, not only when epoll
             // says so: a control call may have raced its notification.
-            // Executes are synchronous (one injection each): by the time
-            // these return, the misses' packets have gone.
-            if self.drain_ring() > 0 {
-                if let Some(h) = self.handler.as_mut() {
-                    h.after_batch();
-                }
-            }
+            self.drain_ring();
             self.finish_misses();
             if last_house.elapsed() >= Duration::from_secs(1) {
                 last_house = Instant::now();
