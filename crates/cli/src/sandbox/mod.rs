@@ -331,7 +331,17 @@ fn clear_state_dir(dir: &Path) -> Result<()> {
         let path = entry?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if path.is_dir() && is_host_dir(&name) {
-            for f in ["host_id", "host_id.tmp", "agent.toml", "host.credential"] {
+            // The flow-state log too: a new sandbox's hosts are new hosts,
+            // and an agent replays the log it finds at start (an earlier
+            // sandbox's bindings, under routers that no longer exist).
+            for f in [
+                "host_id",
+                "host_id.tmp",
+                "agent.toml",
+                "host.credential",
+                "flowstate.log",
+                "flowstate.tmp",
+            ] {
                 let _ = fs::remove_file(path.join(f));
             }
             // Left in place if something else is in it.
@@ -861,6 +871,7 @@ mod tests {
         fs::create_dir_all(d.join("h0")).expect("h0");
         fs::write(d.join("h0/host_id"), "x").expect("write");
         fs::write(d.join("h0/host.credential"), "x").expect("write");
+        fs::write(d.join("h0/flowstate.log"), "x").expect("write");
         fs::create_dir_all(d.join("pki")).expect("pki");
         fs::write(d.join("pki/ca.pem"), "x").expect("write");
         fs::create_dir_all(d.join("h1")).expect("h1");
