@@ -910,7 +910,7 @@ impl Core {
     fn compact_state_log(&self, now: Duration) {
         let Some(log) = &self.shared.state_log else { return };
         let mut log = log.lock();
-        if log.len() < crate::flowstate::log::MAX_LOG_BYTES {
+        if !log.wants_compaction() {
             return;
         }
         // The log stays locked from the snapshot to the rewrite, so no

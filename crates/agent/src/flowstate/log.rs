@@ -13,7 +13,10 @@
 //! * **Size**: at start the log is replayed and then rewritten as a
 //!   snapshot of the live tables (written aside, then renamed over it);
 //!   while running it is rewritten the same way when it passes
-//!   [`MAX_LOG_BYTES`].
+//!   [`MAX_LOG_BYTES`] and twice the size of the last snapshot
+//!   ([`StateLog::wants_compaction`]): live state larger than the bound is
+//!   snapshotted as it doubles, not every second (each rewrite holds the
+//!   log, and the misses that append to it, for as long as it takes).
 //! * **Trust**: the file is the agent's own, but it is read as untrusted
 //!   input all the same: the first record that does not parse (a torn
 //!   write at a crash) ends the replay, counted, never a panic.
@@ -41,6 +44,8 @@ pub struct StateLog {
     path: PathBuf,
     file: File,
     size: u64,
+    /// Bytes the last rewrite wrote.
+    snapshot: u64,
 }
 
 /// What a replay read.
@@ -65,7 +70,7 @@ impl StateLog {
         let replayed = parse(&bytes);
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok((StateLog { path: path.to_owned(), file, size }, replayed))
+        Ok((StateLog { path: path.to_owned(), file, size, snapshot: 0 }, replayed))
     }
 
     /// Appends one message.
@@ -80,6 +85,16 @@ impl StateLog {
     /// Bytes in the log.
     pub fn len(&self) -> u64 {
         self.size
+    }
+
+    /// Whether the log should be rewritten as a snapshot (module docs):
+    /// past [`MAX_LOG_BYTES`] and past twice the last snapshot.
+    pub fn wants_compaction(&self) -> bool {
+        self.past(MAX_LOG_BYTES)
+    }
+
+    fn past(&self, bound: u64) -> bool {
+        self.size >= bound.max(self.snapshot.saturating_mul(2))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,6 +119,7 @@ impl StateLog {
         std::fs::rename(&tmp, &self.path)?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.size = out.len() as u64;
+        self.snapshot = self.size;
         Ok(())
     }
 }
@@ -176,6 +192,33 @@ mod tests {
             conntrack: vec![ConntrackRepr { key, state: ConnStateCode::Replied }],
             ..FlowStateRepr::default()
         }
+    }
+
+    #[test]
+    fn a_snapshot_past_the_bound_is_rewritten_again_only_once_the_log_doubles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = StateLog::open(&dir.path().join("flowstate.log")).expect("open");
+        let one = {
+            log.append(Origin::Here, &msg(1)).expect("append");
+            log.len()
+        };
+        let bound = 3 * one;
+        assert!(!log.past(bound));
+        for i in 2..=3 {
+            log.append(Origin::Here, &msg(i)).expect("append");
+        }
+        assert!(log.past(bound), "past the bound");
+        // Live state larger than the bound: four records' snapshot.
+        let live: Vec<_> = (1..=4).map(msg).collect();
+        log.rewrite(live.iter().map(|m| (Origin::Here, m))).expect("rewrite");
+        assert_eq!(log.len(), 4 * one);
+        assert!(!log.past(bound), "not again at once (it was rewritten every second)");
+        for i in 5..=7 {
+            log.append(Origin::Here, &msg(i)).expect("append");
+        }
+        assert!(!log.past(bound), "7 records: under twice the snapshot");
+        log.append(Origin::Here, &msg(8)).expect("append");
+        assert!(log.past(bound), "doubled");
     }
 
     #[test]
