@@ -916,15 +916,6 @@ pub fn set_realtime(priority: i32) -> io::Result<()> {
     cvt(unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) }).map(drop)
 }
 
-/// Put the calling thread under `SCHED_BATCH` (nice unchanged): the
-/// scheduler never lets its wake-up preempt the thread running on the CPU
-/// it wakes on. For helper threads whose work may wait a time slice.
-pub fn set_batch() -> io::Result<()> {
-    let p = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 = the calling thread; p lives across the call.
-    cvt(unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &p) }).map(drop)
-}
-
 /// Hands the heap's free pages back to the kernel (glibc's `malloc_trim`);
 /// whether any were. glibc keeps what a thread frees in that thread's
 /// arena: an agent that received a 60 MiB snapshot on one thread and built

@@ -81,23 +81,12 @@ impl Replicator {
 
     /// Runs the receiver thread until `stop` is set: waits for the socket
     /// to be readable and drains it.
-    ///
-    /// The thread runs under `SCHED_BATCH`: its wake-up never preempts the
-    /// thread running where it wakes. It is the fallback (a miss that needs
-    /// the state drains the socket itself), and preempting cost the sender:
-    /// with both hosts on one machine, a peer's datagram arrives in the
-    /// sender's own `sendto`, and the woken receiver took that CPU from the
-    /// sending datapath thread before its packet went out (a NATed first
-    /// packet's state send, 48 µs → 12 µs; `docs/PERFORMANCE.md`).
     pub fn spawn_receiver(
         shared: Arc<Shared>,
         stop: Arc<AtomicBool>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new().name("flow-state-rx".into()).spawn(move || {
             let Some(rep) = &shared.replicator else { return };
-            if let Err(e) = midonet_datapath::sys::set_batch() {
-                tracing::debug!(error = %e, "flow-state receiver: SCHED_BATCH refused");
-            }
             while !stop.load(Ordering::Relaxed) {
                 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
                 use std::os::fd::AsFd;
