@@ -155,6 +155,11 @@ pub struct NatWrite {
     pub binding: NatBinding,
     /// Created by this simulation (as opposed to found in the table).
     pub created: bool,
+    /// Found by a reverse lookup: the packet is the connection's reply,
+    /// restored (`rev_snat`/`rev_dnat`, a load balancer's return). Such a
+    /// use is news to no peer: MidoNet replicates what a simulation adds,
+    /// never what it looked up.
+    pub reverse: bool,
 }
 
 impl NatWrite {

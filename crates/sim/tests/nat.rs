@@ -146,7 +146,11 @@ fn snat_out_and_rev_snat_back() {
     let rw = rewrites(&back);
     assert!(rw.contains(&Action::SetIpv4Dst(ip("10.0.0.11"))), "{}", back.render());
     assert!(rw.contains(&Action::SetL4Dst(40000)), "{}", back.render());
-    assert_eq!(back.nat, vec![NatWrite { created: false, ..w0 }], "the binding is used");
+    assert_eq!(
+        back.nat,
+        vec![NatWrite { created: false, reverse: true, ..w0 }],
+        "the binding is used, by a reverse lookup"
+    );
     assert!(back.tags.contains(&Tag::nat(&w0.key)), "invalidated when the binding goes");
     for t in w0.tags() {
         assert!(back.tags.contains(&t));

@@ -321,7 +321,7 @@ mod tests {
         let mut r = SimResult::default();
         r.conntrack.push(ConnWrite { key: k, tcp_flags: SYN });
         r.tags.push(Tag::conntrack(&k));
-        r.nat.push(NatWrite { key: nk, binding: b, created: true });
+        r.nat.push(NatWrite { key: nk, binding: b, created: true, reverse: false });
         let (mut out, mut stale) = (Outgoing::default(), Vec::new());
         fs.apply(&r, ports, SYN, now, &mut out, &mut stale);
     }

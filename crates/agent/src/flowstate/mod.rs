@@ -51,6 +51,10 @@
 //!   indexed by the ports of the messages it came in or went out with; a
 //!   host a port is bound to asks its live peers for that port's state
 //!   before it simulates the port's packets.
+//! * **Replies tell nobody**: a binding a reverse lookup found (the reply
+//!   of a NATed connection, restored) is refreshed here and not sent; the
+//!   peers hold it, from the host that made it (MidoNet replicates what a
+//!   simulation adds, never what it looked up).
 //! * **Lost messages**: every simulation that records a connection sends
 //!   it again (a flow re-simulated after expiry or invalidation), and a
 //!   return flow simulated before the state arrived carries the
@@ -362,6 +366,12 @@ impl FlowState {
                 }
                 let ttl = self.nat_ttl(&w.key);
                 self.nat.touch(&w.key, now + ttl, now);
+                if w.reverse {
+                    // A reply restored: the peers hold the binding (it came
+                    // from the host that made it), and each keeps its copy
+                    // alive by its own flows' activity.
+                    continue;
+                }
             }
             out.nat.push(nat_repr(&w.key, w.binding));
         }
@@ -789,7 +799,7 @@ pub fn state_peers(
 
 #[cfg(test)]
 mod tests {
-    use midonet_sim::ConnWrite;
+    use midonet_sim::{ConnWrite, NatWrite};
     use midonet_state::{proto, ConnState, TrackerId};
 
     use super::*;
@@ -855,6 +865,29 @@ mod tests {
         let mut send = Outgoing::default();
         fs.apply(&looked_up(key(1000)), &[], ACK, t, &mut send, &mut stale);
         assert!(send.is_empty(), "nothing changed, nothing sent");
+    }
+
+    #[test]
+    fn a_binding_found_in_reverse_refreshes_it_here_and_tells_no_peer() {
+        use midonet_state::{NatBinding, NatKey, NatKind};
+        let mut fs = FlowState::new(100, 1);
+        let t = Duration::from_secs(1);
+        let nk = NatKey::new(NatKind::Snat, key(3));
+        let b = NatBinding { ip: Ipv4Addr::new(203, 0, 113, 2), port: 40000 };
+        fs.nat.insert(nk, b, t + Duration::from_secs(30), t).expect("room");
+        let (mut send, mut stale) = (Outgoing::default(), Vec::new());
+        let mut reply = SimResult::default();
+        reply.nat.push(NatWrite { key: nk, binding: b, created: false, reverse: true });
+        fs.apply(&reply, &[], SYN | ACK, t, &mut send, &mut stale);
+        assert!(send.is_empty(), "the reply's translation is news to nobody");
+        assert!(stale.is_empty());
+        let exp = fs.nat.iter(t).find(|e| e.key == nk).map(|e| e.expires).expect("bound");
+        assert!(exp > t + Duration::from_secs(30), "refreshed here: {exp:?}");
+        // The forward direction used again (a re-simulation) still says so.
+        let mut again = SimResult::default();
+        again.nat.push(NatWrite { key: nk, binding: b, created: false, reverse: false });
+        fs.apply(&again, &[], ACK, t, &mut send, &mut stale);
+        assert_eq!(send.nat.len(), 1, "re-simulations re-send (lost messages heal)");
     }
 
     #[test]
@@ -953,7 +986,6 @@ mod tests {
 
     #[test]
     fn fin_and_rst_on_a_flow_close_its_connection_and_binding() {
-        use midonet_sim::NatWrite;
         use midonet_state::{NatBinding, NatKey, NatKind};
         let mut fs = FlowState::new(100, 1);
         let t0 = Duration::from_secs(1);
@@ -965,7 +997,7 @@ mod tests {
         let b = NatBinding { ip: Ipv4Addr::new(10, 1, 0, 1), port: 80 };
         fs.nat.insert(nk, b, t0 + Duration::from_secs(300), t0).expect("room");
         let mut r = SimResult::default();
-        r.nat.push(NatWrite { key: nk, binding: b, created: true });
+        r.nat.push(NatWrite { key: nk, binding: b, created: true, reverse: false });
         fs.apply(&r, &[], SYN, t0, &mut send, &mut stale);
         let conn_tags = [Tag::conntrack(&key(1)).0];
         let nat_tags_ = nat_tags(&nk, b).map(|t| t.0);
@@ -992,7 +1024,7 @@ mod tests {
         // The client reuses the 5-tuple: a SYN missing onto the binding
         // opens it again.
         let mut again = SimResult::default();
-        again.nat.push(NatWrite { key: nk, binding: b, created: false });
+        again.nat.push(NatWrite { key: nk, binding: b, created: false, reverse: false });
         fs.apply(&again, &[], SYN, t2, &mut send, &mut stale);
         assert!(
             fs.nat.iter(t2).find(|e| e.key == nk).expect("bound").expires

@@ -299,7 +299,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 what: format!("ip4.src={} l4.src={port} (load balancer return)", orig.ip)
             }
         );
-        self.record_nat(fk, b, false);
+        self.record_nat_reverse(fk, b);
         true
     }
 }

@@ -169,14 +169,24 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     }
 
     pub(super) fn record_nat(&mut self, key: NatKey, binding: NatBinding, created: bool) {
+        self.record_nat_use(key, binding, created, false);
+    }
+
+    /// A binding a reverse lookup found (see [`NatWrite::reverse`]).
+    pub(super) fn record_nat_reverse(&mut self, key: NatKey, binding: NatBinding) {
+        self.record_nat_use(key, binding, false, true);
+    }
+
+    fn record_nat_use(&mut self, key: NatKey, binding: NatBinding, created: bool, reverse: bool) {
         if self.in_copy {
             return;
         }
         if let Some(w) = self.out.nat.iter_mut().find(|w| w.key == key && w.binding == binding) {
             w.created |= created;
+            w.reverse &= reverse;
             return;
         }
-        self.out.nat.push(NatWrite { key, binding, created });
+        self.out.nat.push(NatWrite { key, binding, created, reverse });
     }
 
     fn trace_nat(
@@ -349,7 +359,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 }
             );
         }
-        self.record_nat(fk, b, false);
+        self.record_nat_reverse(fk, b);
         true
     }
 
@@ -416,7 +426,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
             )
         });
         self.embedded = Some(e);
-        self.record_nat(fk, b, false);
+        self.record_nat_reverse(fk, b);
         true
     }
 
