@@ -909,15 +909,33 @@ impl Core {
     /// bound (`flowstate::log`).
     fn compact_state_log(&self, now: Duration) {
         let Some(log) = &self.shared.state_log else { return };
+        // The snapshot is taken with the log locked, so every message
+        // applied after it is appended after the rewrite began and is kept
+        // for the new file (appenders never hold the tables' lock while
+        // they append); the snapshot is written with the log unlocked.
+        let (mut rw, snap) = {
+            let mut log = log.lock();
+            if !log.wants_compaction() {
+                return;
+            }
+            match log.begin_rewrite() {
+                Ok(rw) => (rw, self.shared.flowstate.lock().snapshot(now)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "compacting the flow-state log");
+                    return;
+                }
+            }
+        };
+        let written = rw.write(snap.iter().map(|(o, m)| (*o, m)));
         let mut log = log.lock();
-        if !log.wants_compaction() {
-            return;
-        }
-        // The log stays locked from the snapshot to the rewrite, so no
-        // message applied meanwhile is lost (appenders never hold the
-        // tables' lock while they append).
-        let snap = self.shared.flowstate.lock().snapshot(now);
-        match log.rewrite(snap.iter().map(|(o, m)| (*o, m))) {
+        let done = match written {
+            Ok(()) => log.finish_rewrite(rw),
+            Err(e) => {
+                log.abort_rewrite(rw);
+                Err(e)
+            }
+        };
+        match done {
             Ok(()) => tracing::info!(bytes = log.len(), "flow-state log compacted"),
             Err(e) => tracing::warn!(error = %e, "compacting the flow-state log"),
         }

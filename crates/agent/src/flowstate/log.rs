@@ -15,8 +15,10 @@
 //!   while running it is rewritten the same way when it passes
 //!   [`MAX_LOG_BYTES`] and twice the size of the last snapshot
 //!   ([`StateLog::wants_compaction`]): live state larger than the bound is
-//!   snapshotted as it doubles, not every second (each rewrite holds the
-//!   log, and the misses that append to it, for as long as it takes).
+//!   snapshotted as it doubles, not every second. The snapshot is written
+//!   without the log locked ([`StateLog::begin_rewrite`]): records
+//!   appended meanwhile go to the old file and are kept for the new one,
+//!   so misses that append never wait for the rewrite's write and `fsync`.
 //! * **Trust**: the file is the agent's own, but it is read as untrusted
 //!   input all the same: the first record that does not parse (a torn
 //!   write at a crash) ends the replay, counted, never a panic.
@@ -46,6 +48,34 @@ pub struct StateLog {
     size: u64,
     /// Bytes the last rewrite wrote.
     snapshot: u64,
+    /// While a rewrite runs: the records appended since it began, for the
+    /// new file.
+    pending: Option<Vec<u8>>,
+}
+
+/// A rewrite in progress ([`StateLog::begin_rewrite`]): the new file,
+/// written aside.
+pub struct Rewrite {
+    tmp: PathBuf,
+    file: File,
+    written: u64,
+}
+
+impl Rewrite {
+    /// Writes the snapshot and syncs it (the log need not be locked).
+    pub fn write<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (Origin, &'a FlowStateRepr)>,
+    ) -> std::io::Result<()> {
+        let mut out = Vec::new();
+        for (origin, msg) in records {
+            encode(&mut out, origin, msg)?;
+        }
+        self.file.write_all(&out)?;
+        self.file.sync_all()?;
+        self.written += out.len() as u64;
+        Ok(())
+    }
 }
 
 /// What a replay read.
@@ -70,7 +100,7 @@ impl StateLog {
         let replayed = parse(&bytes);
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok((StateLog { path: path.to_owned(), file, size, snapshot: 0 }, replayed))
+        Ok((StateLog { path: path.to_owned(), file, size, snapshot: 0, pending: None }, replayed))
     }
 
     /// Appends one message.
@@ -79,6 +109,9 @@ impl StateLog {
         encode(&mut rec, origin, msg)?;
         self.file.write_all(&rec)?;
         self.size += rec.len() as u64;
+        if let Some(p) = &mut self.pending {
+            p.extend_from_slice(&rec);
+        }
         Ok(())
     }
 
@@ -106,21 +139,58 @@ impl StateLog {
         &mut self,
         records: impl IntoIterator<Item = (Origin, &'a FlowStateRepr)>,
     ) -> std::io::Result<()> {
+        let mut rw = self.begin_rewrite()?;
+        match rw.write(records) {
+            Ok(()) => self.finish_rewrite(rw),
+            Err(e) => {
+                self.abort_rewrite(rw);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts replacing the log with a snapshot taken now (module docs):
+    /// from here on appends are kept for the new file as well. Write the
+    /// snapshot with [`Rewrite::write`], then [`finish_rewrite`]
+    /// (or [`abort_rewrite`]) with the log locked again.
+    ///
+    /// [`finish_rewrite`]: Self::finish_rewrite
+    /// [`abort_rewrite`]: Self::abort_rewrite
+    pub fn begin_rewrite(&mut self) -> std::io::Result<Rewrite> {
         let tmp = self.path.with_extension("tmp");
-        let mut out = Vec::new();
-        for (origin, msg) in records {
-            encode(&mut out, origin, msg)?;
+        let file = File::create(&tmp)?;
+        self.pending = Some(Vec::new());
+        Ok(Rewrite { tmp, file, written: 0 })
+    }
+
+    /// Appends what came since the rewrite began and puts the new file in
+    /// the log's place. On an error the old file stays, whole.
+    pub fn finish_rewrite(&mut self, mut rw: Rewrite) -> std::io::Result<()> {
+        let pending = self.pending.take().unwrap_or_default();
+        let done = (|| {
+            rw.file.write_all(&pending)?;
+            rw.file.sync_all()?;
+            std::fs::rename(&rw.tmp, &self.path)?;
+            OpenOptions::new().append(true).open(&self.path)
+        })();
+        match done {
+            Ok(file) => {
+                self.file = file;
+                self.snapshot = rw.written;
+                self.size = rw.written + pending.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&rw.tmp);
+                Err(e)
+            }
         }
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&out)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
-        self.size = out.len() as u64;
-        self.snapshot = self.size;
-        Ok(())
+    }
+
+    /// Gives up a rewrite; the log goes on as it was.
+    pub fn abort_rewrite(&mut self, rw: Rewrite) {
+        self.pending = None;
+        let _ = std::fs::remove_file(&rw.tmp);
     }
 }
 
@@ -219,6 +289,46 @@ mod tests {
         assert!(!log.past(bound), "7 records: under twice the snapshot");
         log.append(Origin::Here, &msg(8)).expect("append");
         assert!(log.past(bound), "doubled");
+    }
+
+    #[test]
+    fn records_appended_while_the_snapshot_is_written_are_kept_and_an_abort_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("flowstate.log");
+        let (mut log, _) = StateLog::open(&path).expect("open");
+        for i in 1..=3 {
+            log.append(Origin::Here, &msg(i)).expect("append");
+        }
+        // The snapshot (of records 1-3, as two live entries) is taken, then
+        // a miss appends while it is written with the log unlocked.
+        let mut rw = log.begin_rewrite().expect("begin");
+        log.append(Origin::Peer, &msg(4)).expect("append during the rewrite");
+        let snap = [msg(1), msg(3)];
+        rw.write(snap.iter().map(|m| (Origin::Here, m))).expect("write");
+        log.append(Origin::Here, &msg(5)).expect("append during the rewrite");
+        log.finish_rewrite(rw).expect("finish");
+        log.append(Origin::Here, &msg(6)).expect("append after");
+        assert_eq!(log.len(), std::fs::metadata(&path).expect("stat").len());
+        let (_, r) = StateLog::open(&path).expect("reopen");
+        let want = vec![
+            (Origin::Here, msg(1)),
+            (Origin::Here, msg(3)),
+            (Origin::Peer, msg(4)),
+            (Origin::Here, msg(5)),
+            (Origin::Here, msg(6)),
+        ];
+        assert_eq!(r.records, want);
+        // A rewrite given up leaves the log as it was, appends included.
+        let (mut log, _) = StateLog::open(&path).expect("open again");
+        let rw = log.begin_rewrite().expect("begin");
+        log.append(Origin::Here, &msg(7)).expect("append during");
+        log.abort_rewrite(rw);
+        log.append(Origin::Here, &msg(8)).expect("append after");
+        assert!(!path.with_extension("tmp").exists(), "the new file is removed");
+        let (_, r) = StateLog::open(&path).expect("reopen");
+        let mut want = want;
+        want.extend([(Origin::Here, msg(7)), (Origin::Here, msg(8))]);
+        assert_eq!(r.records, want);
     }
 
     #[test]
