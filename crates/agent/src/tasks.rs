@@ -928,14 +928,7 @@ impl Core {
         };
         let written = rw.write(snap.iter().map(|(o, m)| (*o, m)));
         let mut log = log.lock();
-        let done = match written {
-            Ok(()) => log.finish_rewrite(rw),
-            Err(e) => {
-                log.abort_rewrite(rw);
-                Err(e)
-            }
-        };
-        match done {
+        match log.end_rewrite(rw, written) {
             Ok(()) => tracing::info!(bytes = log.len(), "flow-state log compacted"),
             Err(e) => tracing::warn!(error = %e, "compacting the flow-state log"),
         }

@@ -140,22 +140,14 @@ impl StateLog {
         records: impl IntoIterator<Item = (Origin, &'a FlowStateRepr)>,
     ) -> std::io::Result<()> {
         let mut rw = self.begin_rewrite()?;
-        match rw.write(records) {
-            Ok(()) => self.finish_rewrite(rw),
-            Err(e) => {
-                self.abort_rewrite(rw);
-                Err(e)
-            }
-        }
+        let written = rw.write(records);
+        self.end_rewrite(rw, written)
     }
 
     /// Starts replacing the log with a snapshot taken now (module docs):
     /// from here on appends are kept for the new file as well. Write the
-    /// snapshot with [`Rewrite::write`], then [`finish_rewrite`]
-    /// (or [`abort_rewrite`]) with the log locked again.
-    ///
-    /// [`finish_rewrite`]: Self::finish_rewrite
-    /// [`abort_rewrite`]: Self::abort_rewrite
+    /// snapshot with [`Rewrite::write`], then pass what that returned to
+    /// [`end_rewrite`](Self::end_rewrite) with the log locked again.
     pub fn begin_rewrite(&mut self) -> std::io::Result<Rewrite> {
         let tmp = self.path.with_extension("tmp");
         let file = File::create(&tmp)?;
@@ -163,9 +155,26 @@ impl StateLog {
         Ok(Rewrite { tmp, file, written: 0 })
     }
 
-    /// Appends what came since the rewrite began and puts the new file in
-    /// the log's place. On an error the old file stays, whole.
-    pub fn finish_rewrite(&mut self, mut rw: Rewrite) -> std::io::Result<()> {
+    /// Ends a rewrite: when the snapshot was `written`, appends what came
+    /// since the rewrite began and puts the new file in the log's place;
+    /// otherwise gives it up and returns the write's error. On any error
+    /// the old file stays, whole, and the log goes on as it was.
+    pub fn end_rewrite(
+        &mut self,
+        rw: Rewrite,
+        written: std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        match written {
+            Ok(()) => self.finish_rewrite(rw),
+            Err(e) => {
+                self.pending = None;
+                let _ = std::fs::remove_file(&rw.tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn finish_rewrite(&mut self, mut rw: Rewrite) -> std::io::Result<()> {
         let pending = self.pending.take().unwrap_or_default();
         let done = (|| {
             rw.file.write_all(&pending)?;
@@ -185,12 +194,6 @@ impl StateLog {
                 Err(e)
             }
         }
-    }
-
-    /// Gives up a rewrite; the log goes on as it was.
-    pub fn abort_rewrite(&mut self, rw: Rewrite) {
-        self.pending = None;
-        let _ = std::fs::remove_file(&rw.tmp);
     }
 }
 
@@ -304,9 +307,9 @@ mod tests {
         let mut rw = log.begin_rewrite().expect("begin");
         log.append(Origin::Peer, &msg(4)).expect("append during the rewrite");
         let snap = [msg(1), msg(3)];
-        rw.write(snap.iter().map(|m| (Origin::Here, m))).expect("write");
+        let written = rw.write(snap.iter().map(|m| (Origin::Here, m)));
         log.append(Origin::Here, &msg(5)).expect("append during the rewrite");
-        log.finish_rewrite(rw).expect("finish");
+        log.end_rewrite(rw, written).expect("finish");
         log.append(Origin::Here, &msg(6)).expect("append after");
         assert_eq!(log.len(), std::fs::metadata(&path).expect("stat").len());
         let (_, r) = StateLog::open(&path).expect("reopen");
@@ -322,7 +325,12 @@ mod tests {
         let (mut log, _) = StateLog::open(&path).expect("open again");
         let rw = log.begin_rewrite().expect("begin");
         log.append(Origin::Here, &msg(7)).expect("append during");
-        log.abort_rewrite(rw);
+        let failed = std::io::Error::other("disk full");
+        assert_eq!(
+            log.end_rewrite(rw, Err(failed)).expect_err("given up").to_string(),
+            "disk full",
+            "the write's error comes back"
+        );
         log.append(Origin::Here, &msg(8)).expect("append after");
         assert!(!path.with_extension("tmp").exists(), "the new file is removed");
         let (_, r) = StateLog::open(&path).expect("reopen");
