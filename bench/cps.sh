@@ -97,6 +97,17 @@ sb() { jq -r "$1" "$SB_DIR/sandbox.json"; }
 api() {  # METHOD PATH [BODY] -> response body; fails on HTTP >= 400
     curl -sf -X "$1" -H 'Content-Type: application/json' ${3:+-d "$3"} "http://$API/midonet-api/$2"
 }
+put_router() {  # JQ-FILTER [JQ-ARGS...]: the sandbox router, changed by the filter
+    local router; router=$(sb '.router_id')
+    api GET "routers/$router" | jq "${@:2}" "$1" |
+        curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null
+}
+cold_chain() {  # -> id of a chain whose rule on the TCP source port makes every new connection's SYN a miss
+    local c
+    c=$(api POST chains '{"name":"cps-cold"}' | jq -r .id) || return 1
+    api POST "chains/$c/rules" '{"type":"drop","nwProto":6,"tpSrc":{"start":1,"end":1023}}' >/dev/null || return 1
+    echo "$c"
+}
 metric() {  # HOST_NS NAME -> value summed over label sets
     nsx "$1" curl -s --max-time 2 http://127.0.0.1:7300/metrics 2>/dev/null |
         awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d", s }'
@@ -133,8 +144,7 @@ uplink() {
     post=$(api POST chains '{"name":"cps-nat-out"}' | jq -r .id) || return 1
     api POST "chains/$pre/rules" '{"type":"rev_snat","flowAction":"accept","nwDstAddress":"203.0.113.2","nwDstLength":32}' >/dev/null || return 1
     api POST "chains/$post/rules" "{\"type\":\"snat\",\"flowAction\":\"accept\",\"outPorts\":[\"$rp\"],\"natTargets\":[{\"addressFrom\":\"203.0.113.2\",\"addressTo\":\"203.0.113.2\",\"portFrom\":1024,\"portTo\":65535}]}" >/dev/null || return 1
-    api GET "routers/$router" | jq --arg i "$pre" --arg o "$post" '.inboundFilterId = $i | .outboundFilterId = $o' |
-        curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null
+    put_router '.inboundFilterId = $i | .outboundFilterId = $o' --arg i "$pre" --arg o "$post"
 }
 
 nginx_up() {  # NS ADDR
@@ -177,15 +187,10 @@ PY
 # new connection's SYN a miss on the VM's host. Added first-packet latency =
 # cold - warm, at p50 and p99.
 first_packet() {
-    local vm=$1 dp=$2 router chain warm cold
-    router=$(sb '.router_id')
+    local vm=$1 dp=$2 chain warm cold
     probe() { connect_probe "$vm"; }
-    filter() {  # CHAIN-ID or null
-        api GET "routers/$router" | jq --argjson c "$1" '.inboundFilterId = $c' |
-            curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null
-    }
-    chain=$(api POST chains '{"name":"cps-cold"}' | jq -r .id) || return 1
-    api POST "chains/$chain/rules" '{"type":"drop","nwProto":6,"tpSrc":{"start":1,"end":1023}}' >/dev/null || return 1
+    filter() { put_router '.inboundFilterId = $c' --argjson c "$1"; }  # CHAIN-ID or null
+    chain=$(cold_chain) || return 1
     # Warm and cold in turn, FP_ROUNDS times (the machine's noise moves both);
     # the figure is the median over rounds of cold - warm.
     local r adds50="" adds99="" rows=""
@@ -228,15 +233,12 @@ miss_phases() {
 # every SYN a miss on the VM's host and its SYN-ACK one on the gateway).
 # NAT added = median over rounds of (SNAT p50 - routed cold p50).
 first_packet_nat() {
-    local vm=$1 dp=$2 router r rows="" p50s="" p99s="" adds="" v c cold pre post
-    router=$(sb '.router_id')
+    local vm=$1 dp=$2 r rows="" p50s="" p99s="" adds="" v c cold pre post
     filters() {  # INBOUND-ID-or-null OUTBOUND-ID-or-null
-        api GET "routers/$router" | jq --argjson i "$1" --argjson o "$2" '.inboundFilterId = $i | .outboundFilterId = $o' |
-            curl -sf -X PUT -H 'Content-Type: application/json' -d @- "http://$API/midonet-api/routers/$router" >/dev/null
+        put_router '.inboundFilterId = $i | .outboundFilterId = $o' --argjson i "$1" --argjson o "$2"
     }
-    pre=$(api GET "routers/$router" | jq -c .inboundFilterId); post=$(api GET "routers/$router" | jq -c .outboundFilterId)
-    cold=$(api POST chains '{"name":"cps-cold"}' | jq -r .id) || return 1
-    api POST "chains/$cold/rules" '{"type":"drop","nwProto":6,"tpSrc":{"start":1,"end":1023}}' >/dev/null || return 1
+    read -r pre post < <(api GET "routers/$(sb '.router_id')" | jq -c '.inboundFilterId, .outboundFilterId' | paste -sd' ')
+    cold=$(cold_chain) || return 1
     # The route back exists only for the routed rounds' duration.
     ip -n $OUT_NS route add 10.0.0.0/8 via 203.0.113.2 || return 1
     for r in $(seq "$FP_ROUNDS"); do
