@@ -1,14 +1,9 @@
 //! The client over HTTPS with `with_ca` (the CLI's `--ca`): it trusts the
 //! cluster's own CA, and without that CA the same request fails.
 
-use std::time::{Duration, Instant};
-
 use midonet_client::{Auth, Client, ClientError};
 use midonet_cluster::config::Config;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+use midonet_cluster::testing::ServedCluster;
 
 #[test]
 fn a_given_ca_is_trusted_and_nothing_else_is() {
@@ -17,38 +12,23 @@ fn a_given_ca_is_trusted_and_nothing_else_is() {
         .expect("certificates")
         .write(dir.path())
         .expect("write");
-    let api = free_port();
-    let mut cfg = Config {
-        listen: format!("127.0.0.1:{api}").parse().expect("addr"),
-        grpc_listen: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
-        neutron_listen: String::new(),
-        store: "memory:".into(),
-        ..Config::default()
-    };
-    cfg.auth.enabled = false;
-    cfg.api_tls.cert = pki.cert.display().to_string();
-    cfg.api_tls.key = pki.key.display().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(midonet_cluster::tasks::run(cfg, async move {
-            let _ = stopped.await;
-        }))
+    let server = ServedCluster::start(|api, grpc, _| {
+        let mut cfg = Config {
+            listen: format!("127.0.0.1:{api}").parse().expect("addr"),
+            grpc_listen: format!("127.0.0.1:{grpc}").parse().expect("addr"),
+            neutron_listen: String::new(),
+            store: "memory:".into(),
+            ..Config::default()
+        };
+        cfg.auth.enabled = false;
+        cfg.api_tls.cert = pki.cert.display().to_string();
+        cfg.api_tls.key = pki.key.display().to_string();
+        cfg
     });
 
-    let url = format!("https://127.0.0.1:{api}/midonet-api");
+    let url = format!("https://127.0.0.1:{}/midonet-api", server.api);
     let client = Client::new(&url, Auth::None).with_ca(&pki.ca).expect("the CA loads");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let root = loop {
-        match client.root() {
-            Ok(r) => break r,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("no HTTPS answer: {e}"),
-        }
-    };
+    let root = client.root().expect("an HTTPS answer");
     assert!(root["bridges"].is_string());
     let br = client.create("bridges", &serde_json::json!({"name": "tls"})).expect("create");
     assert_eq!(br["name"], "tls");
@@ -64,6 +44,5 @@ fn a_given_ca_is_trusted_and_nothing_else_is() {
     let err = Client::new(&url, Auth::None).with_ca(&empty).expect_err("empty CA file");
     assert!(err.to_string().contains("no certificate"), "{err}");
 
-    let _ = stop.send(());
-    server.join().expect("server thread").expect("clean stop");
+    server.stop();
 }

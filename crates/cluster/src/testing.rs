@@ -169,3 +169,92 @@ impl Drop for TestCluster {
         self.shutdown();
     }
 }
+
+/// The cluster's whole `tasks::run` (REST, gRPC and, when configured, Neutron
+/// listeners, with TLS if the config asks) on free ports; stopped on drop.
+pub struct ServedCluster {
+    /// The REST API's port.
+    pub api: u16,
+    /// The agents' gRPC port.
+    pub grpc: u16,
+    /// The Neutron API's port.
+    pub neutron: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), crate::error::ClusterError>>>,
+}
+
+impl ServedCluster {
+    /// Runs the cluster with the config `make(api, grpc, neutron)` builds, on
+    /// ports that were free a moment before. Another test may bind one of
+    /// them first: the cluster then stops with a bind error, and it is started
+    /// again on fresh ports (up to five times) instead of leaving the caller
+    /// to wait for an answer that cannot come. Returns once every configured
+    /// listener accepts connections.
+    pub fn start(make: impl Fn(u16, u16, u16) -> Config) -> ServedCluster {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        for attempt in 1..=5 {
+            let (api, grpc, neutron) = (free(), free(), free());
+            let cfg = make(api, grpc, neutron);
+            let mut ports = vec![cfg.listen, cfg.grpc_listen];
+            ports.extend(cfg.neutron_listen.parse::<SocketAddr>().ok());
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().expect("runtime");
+                rt.block_on(crate::tasks::run(cfg, async move {
+                    let _ = stop_rx.await;
+                }))
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let listening = |a: &SocketAddr| {
+                std::net::TcpStream::connect_timeout(a, std::time::Duration::from_millis(200))
+                    .is_ok()
+            };
+            while !thread.is_finished() && !ports.iter().all(listening) {
+                assert!(std::time::Instant::now() < deadline, "the cluster did not listen in 20 s");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if !thread.is_finished() {
+                return ServedCluster {
+                    api,
+                    grpc,
+                    neutron,
+                    stop: Some(stop_tx),
+                    thread: Some(thread),
+                };
+            }
+            match thread.join().expect("cluster thread") {
+                Err(e @ crate::error::ClusterError::Bind { .. }) if attempt < 5 => {
+                    eprintln!("the cluster could not bind ({e}); again on fresh ports");
+                }
+                other => panic!("the cluster stopped before it listened: {other:?}"),
+            }
+        }
+        unreachable!("the fifth attempt returns or panics")
+    }
+
+    /// Stops the cluster; panics if it did not stop cleanly.
+    pub fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().expect("cluster thread").expect("a clean stop");
+        }
+    }
+}
+
+impl Drop for ServedCluster {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -2,15 +2,12 @@
 //! cluster's CA gets answers on both listeners; plain HTTP does not.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use midonet_cluster::config::Config;
+use midonet_cluster::testing::ServedCluster;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 #[test]
 fn rest_and_neutron_answer_over_https_only() {
@@ -19,24 +16,20 @@ fn rest_and_neutron_answer_over_https_only() {
         .expect("certificates")
         .write(dir.path())
         .expect("write");
-    let (api, grpc, neutron) = (free_port(), free_port(), free_port());
-    let mut cfg = Config {
-        listen: format!("127.0.0.1:{api}").parse().expect("addr"),
-        grpc_listen: format!("127.0.0.1:{grpc}").parse().expect("addr"),
-        neutron_listen: format!("127.0.0.1:{neutron}"),
-        store: "memory:".into(),
-        ..Config::default()
-    };
-    cfg.auth.enabled = false;
-    cfg.api_tls.cert = pki.cert.display().to_string();
-    cfg.api_tls.key = pki.key.display().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(midonet_cluster::tasks::run(cfg, async move {
-            let _ = stopped.await;
-        }))
+    let server = ServedCluster::start(|api, grpc, neutron| {
+        let mut cfg = Config {
+            listen: format!("127.0.0.1:{api}").parse().expect("addr"),
+            grpc_listen: format!("127.0.0.1:{grpc}").parse().expect("addr"),
+            neutron_listen: format!("127.0.0.1:{neutron}"),
+            store: "memory:".into(),
+            ..Config::default()
+        };
+        cfg.auth.enabled = false;
+        cfg.api_tls.cert = pki.cert.display().to_string();
+        cfg.api_tls.key = pki.key.display().to_string();
+        cfg
     });
+    let (api, neutron) = (server.api, server.neutron);
 
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&pki.ca).expect("ca") {
@@ -52,17 +45,8 @@ fn rest_and_neutron_answer_over_https_only() {
         .tls_config(Arc::new(client))
         .timeout(Duration::from_secs(5))
         .build();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let root = loop {
-        match agent.get(&format!("https://127.0.0.1:{api}/midonet-api")).call() {
-            Ok(r) => break r,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("no HTTPS answer: {e}"),
-        }
-    };
+    let root =
+        agent.get(&format!("https://127.0.0.1:{api}/midonet-api")).call().expect("an HTTPS answer");
     assert_eq!(root.status(), 200);
     // Its links name the scheme it is served over: clients follow them.
     let root: serde_json::Value = root.into_json().expect("json");
@@ -87,6 +71,5 @@ fn rest_and_neutron_answer_over_https_only() {
     );
     // A client that does not trust the CA is refused by its own check.
     assert!(ureq::get(&format!("https://127.0.0.1:{api}/midonet-api")).call().is_err());
-    let _ = stop.send(());
-    server.join().expect("server thread").expect("clean stop");
+    server.stop();
 }
