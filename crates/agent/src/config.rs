@@ -27,6 +27,13 @@
 //! # cannot load, the agent says why in one log line and runs "userspace"),
 //! # "userspace" (AF_PACKET + UDP VXLAN) or "dummy" (in memory). default "ebpf"
 //! datapath = "ebpf"
+//! # userspace: send TCP and checksum offload state across the tunnel in
+//! # the VXLAN reserved bits, so big frames stay big between userspace
+//! # hosts; a kernel VTEP (an "ebpf" host) drops such datagrams. false:
+//! # segment and checksum here, plain RFC 7348 to every peer. Unset: on
+//! # when "userspace" is asked for, off when it runs as ebpf's fallback.
+//! #                                                        default unset
+//! # tunnel_offload = true
 //! # ebpf: serve established flows from the programs' exact-match cache
 //! # (one hash lookup per packet, before the megaflow search). default true
 //! ebpf_exact_cache = true
@@ -101,6 +108,7 @@ pub struct Config {
     pub tunnel_port: u16,
     pub tunnel_bind: Ipv4Addr,
     pub datapath: DatapathKind,
+    pub tunnel_offload: Option<bool>,
     pub ebpf_exact_cache: bool,
     pub metrics_listen: String,
     pub scan_interval_ms: u64,
@@ -129,6 +137,7 @@ impl Default for Config {
             tunnel_port: 4789,
             tunnel_bind: Ipv4Addr::UNSPECIFIED,
             datapath: DatapathKind::Ebpf,
+            tunnel_offload: None,
             ebpf_exact_cache: true,
             metrics_listen: "127.0.0.1:7300".into(),
             scan_interval_ms: 1000,

@@ -205,6 +205,8 @@ pub struct Metrics {
     pub dp_misses_timed: Counter,
     pub dp_tunnel_rx_packets: Counter,
     pub dp_tunnel_tx_packets: Counter,
+    pub dp_tunnel_offload_resolved: Counter,
+    pub dp_tunnel_checksums_completed: Counter,
     pub dp_port_upcalls: Family<PortLabels, Counter>,
     pub dp_port_upcall_limited: Family<PortLabels, Counter>,
     last_dp: Mutex<Option<midonet_datapath::DpStats>>,
@@ -254,6 +256,8 @@ impl Metrics {
             dp_misses_timed: Counter::default(),
             dp_tunnel_rx_packets: Counter::default(),
             dp_tunnel_tx_packets: Counter::default(),
+            dp_tunnel_offload_resolved: Counter::default(),
+            dp_tunnel_checksums_completed: Counter::default(),
             dp_port_upcalls: Family::default(),
             dp_port_upcall_limited: Family::default(),
             last_dp: Mutex::new(None),
@@ -432,6 +436,16 @@ impl Metrics {
                 m.dp_tunnel_rx_packets.clone(),
             );
             r.register("tunnel_tx_packets", "VXLAN packets sent", m.dp_tunnel_tx_packets.clone());
+            r.register(
+                "tunnel_offload_resolved",
+                "Offloaded frames segmented or checksummed here before the tunnel (tunnel_offload off)",
+                m.dp_tunnel_offload_resolved.clone(),
+            );
+            r.register(
+                "tunnel_checksums_completed",
+                "Plain frames from the tunnel whose partial checksum was completed here",
+                m.dp_tunnel_checksums_completed.clone(),
+            );
         }
         Arc::new(m)
     }
@@ -553,6 +567,10 @@ impl Metrics {
             .inc_by(s.tunnel.rx_packets.saturating_sub(prev.tunnel.rx_packets));
         self.dp_tunnel_tx_packets
             .inc_by(s.tunnel.tx_packets.saturating_sub(prev.tunnel.tx_packets));
+        self.dp_tunnel_offload_resolved
+            .inc_by(s.tunnel_offload_resolved.saturating_sub(prev.tunnel_offload_resolved));
+        self.dp_tunnel_checksums_completed
+            .inc_by(s.tunnel_checksums_completed.saturating_sub(prev.tunnel_checksums_completed));
         self.dp_flows.set(i64::try_from(s.table.flows).unwrap_or(i64::MAX));
         *last = Some(s.clone());
     }

@@ -311,15 +311,23 @@ fn start_datapath(
             })
             .collect()
     };
-    let userspace = |handler: Box<Handler>| {
+    // `fallback`: the userspace provider runs because ebpf could not, so
+    // its peers are likely ebpf hosts, whose kernel VTEP drops datagrams
+    // carrying our offload bits (ARCHITECTURE.md §9.10).
+    let userspace = |handler: Box<Handler>, fallback: bool| {
+        let tunnel_offload = cfg.tunnel_offload.unwrap_or(!fallback);
         let ucfg = midonet_datapath::userspace::UserspaceConfig {
             name: "midonet-dp".into(),
             netns: None,
             underlay_ip: Some(cfg.tunnel_bind),
             vxlan_port: cfg.tunnel_port,
             limits: cfg.upcall_limits(),
+            tunnel_offload,
             ..Default::default()
         };
+        if !tunnel_offload {
+            tracing::info!("userspace datapath: offloads finished here, plain VXLAN to every peer");
+        }
         let d = midonet_datapath::userspace::UserspaceDatapath::start(ucfg, Some(handler))
             .map_err(AgentError::Datapath)?;
         d.set_miss_workers(workers()).map_err(AgentError::Datapath)?;
@@ -335,7 +343,7 @@ fn start_datapath(
                 as Arc<dyn Datapath>,
             "dummy",
         ),
-        (DpChoice::FromConfig, DatapathKind::Userspace) => userspace(handler)?,
+        (DpChoice::FromConfig, DatapathKind::Userspace) => userspace(handler, false)?,
         (DpChoice::FromConfig, DatapathKind::Ebpf) => {
             let ecfg = midonet_datapath::ebpf::EbpfConfig {
                 name: "midonet-dp".into(),
@@ -362,7 +370,7 @@ fn start_datapath(
                         reason = %error_chain(&e),
                         "the ebpf datapath cannot run here; falling back to the userspace datapath"
                     );
-                    userspace(handler)?
+                    userspace(handler, true)?
                 }
             }
         }

@@ -102,6 +102,11 @@ impl DummyDatapath {
         self.core.lock().limiter.set_limits(limits);
     }
 
+    /// Whether offload state crosses the tunnel ([`crate::pipeline::Core::tunnel_offload`]).
+    pub fn set_tunnel_offload(&self, on: bool) {
+        self.core.lock().tunnel_offload = on;
+    }
+
     /// A frame arrives on `port` (as if from the VM).
     pub fn inject(&self, port: PortNo, frame: &[u8]) {
         self.inject_vnet(port, frame, VnetHdr::default());
@@ -402,6 +407,65 @@ mod tests {
         let d = dp2.stats().expect("stats").drops;
         assert_eq!(d.get(DropReason::UnknownTunnelKey), 1);
         assert_eq!(d.get(DropReason::TunnelMalformed), 1);
+    }
+
+    /// With `tunnel_offload` off, a TCP GSO frame crosses the tunnel as
+    /// plain, checksummed segments behind plain VXLAN headers, while a
+    /// local output of the same packet keeps its offload state; and a peer
+    /// of ours delivers the segments as they came.
+    #[test]
+    fn without_tunnel_offload_a_gso_frame_crosses_as_plain_segments() {
+        let h2_ip = Ipv4Addr::new(198, 18, 0, 2);
+        let dp1 = DummyDatapath::new(None);
+        let a1 = dp1.add_vport("a").expect("a");
+        let c1 = dp1.add_vport("c").expect("c");
+        dp1.set_tunnel_offload(false);
+        dp1.set_handler(Some(Box::new(
+            MacTableHandler::new()
+                .route(B, &[Action::Tunnel { dst: h2_ip, key: 0x42 }, Action::Output(c1)]),
+        )));
+        let data: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2(A.0, B.0)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1000, 2000, 1, 100)
+            .ack(1)
+            .write(&mut f, &data)
+            .expect("build");
+        let vnet = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        dp1.inject_vnet(a1, &f, vnet);
+        let sent = dp1.take_tunnel();
+        assert_eq!(sent.len(), 3, "4000 bytes in 1448-byte segments");
+        let mut got = Vec::new();
+        for p in &sent {
+            assert_eq!(&p.datagram[..2], &[0x08, 0], "a plain RFC 7348 header");
+            assert_eq!(p.vni(), Some(0x42));
+            let seg = etherparse::SlicedPacket::from_ethernet(p.inner()).expect("parses");
+            let Some(etherparse::TransportSlice::Tcp(t)) = seg.transport else { panic!("tcp") };
+            got.extend_from_slice(t.payload());
+        }
+        assert_eq!(got, data);
+        let local = dp1.take_output(c1);
+        assert_eq!(local.len(), 1);
+        assert_eq!((local[0].frame.clone(), local[0].vnet), (f, vnet), "local output untouched");
+        assert_eq!(dp1.stats().expect("stats").tunnel_offload_resolved, 1);
+
+        let dp2 = DummyDatapath::new(None);
+        let b2 = dp2.add_vport("b").expect("b");
+        dp2.bind_tunnel_key(0x42, b2).expect("bind");
+        for p in &sent {
+            dp2.inject_tunnel(&p.datagram);
+        }
+        let delivered = dp2.take_output(b2);
+        assert_eq!(delivered.len(), 3);
+        assert!(delivered.iter().all(|c| !c.vnet.is_offloaded()), "plain frames, plain vnet");
     }
 
     /// Issue 12: a spoofed datagram with a guessed VNI from an underlay

@@ -170,6 +170,7 @@
 pub mod dummy;
 pub mod ebpf;
 pub mod limit;
+pub mod offload;
 pub mod pipeline;
 pub mod sys;
 pub mod table;
@@ -417,6 +418,12 @@ pub struct DpStats {
     /// Receive syscalls that returned packets (packets / batches = the
     /// average batch: near 1 means the datapath waits for every packet).
     pub rx_batches: u64,
+    /// Offloaded frames the userspace provider finished in software before
+    /// the tunnel (`tunnel_offload` off, [`offload`]).
+    pub tunnel_offload_resolved: u64,
+    /// Plain frames from the tunnel whose partial checksum (a kernel
+    /// VTEP's, across a veth) the userspace provider completed.
+    pub tunnel_checksums_completed: u64,
     /// The miss workers ([`workers`]); all zero when misses are handled
     /// inline.
     pub workers: WorkerStats,

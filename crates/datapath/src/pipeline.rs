@@ -49,6 +49,12 @@ pub struct Counters {
     pub parse: [u64; ParseError::ALL.len()],
     pub upcalls: u64,
     pub rx_batches: u64,
+    /// Offloaded frames finished in software before the tunnel
+    /// ([`crate::offload`]), when `tunnel_offload` is off.
+    pub offload_resolved: u64,
+    /// Plain frames from the tunnel whose partial checksum was completed
+    /// here ([`crate::offload::complete_unfinished`]).
+    pub offload_completed: u64,
 }
 
 impl Counters {
@@ -95,6 +101,10 @@ pub struct Core<I: Io> {
     pub workers: Option<Workers<VnetHdr>>,
     /// Per-port upcall budgets (checked on misses only).
     pub limiter: UpcallLimiter,
+    /// Send offload metadata across the tunnel (in the VXLAN reserved
+    /// bits, to peers of our own userspace kind); off: finish offloads here
+    /// and send plain RFC 7348 ([`crate::offload`]).
+    pub tunnel_offload: bool,
     pub io: I,
     keep: Vec<Slot>,
     installs: Vec<(FlowKey, FlowInstall)>,
@@ -111,6 +121,7 @@ struct Ctx<'a, I: Io> {
     handler: &'a mut Option<Box<dyn UpcallHandler>>,
     workers: &'a mut Option<Workers<VnetHdr>>,
     limiter: &'a mut UpcallLimiter,
+    tunnel_offload: bool,
     epoch: Instant,
     keep: &'a mut Vec<Slot>,
     installs: &'a mut Vec<(FlowKey, FlowInstall)>,
@@ -127,6 +138,7 @@ macro_rules! ctx {
             handler: &mut $core.handler,
             workers: &mut $core.workers,
             limiter: &mut $core.limiter,
+            tunnel_offload: $core.tunnel_offload,
             epoch: $core.epoch,
             keep: &mut $core.keep,
             installs: &mut $core.installs,
@@ -146,6 +158,7 @@ impl<I: Io> Core<I> {
             handler,
             workers: None,
             limiter: UpcallLimiter::new(UpcallLimits::UNLIMITED),
+            tunnel_offload: true,
             io,
             keep: Vec::new(),
             installs: Vec::new(),
@@ -261,6 +274,8 @@ impl<I: Io> Core<I> {
             table: self.table.stats(),
             upcalls: self.counters.upcalls,
             rx_batches: self.counters.rx_batches,
+            tunnel_offload_resolved: self.counters.offload_resolved,
+            tunnel_checksums_completed: self.counters.offload_completed,
             workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),
             // Its misses never leave user space: nothing to time apart
             // from the handler, which the agent times itself.
@@ -356,6 +371,12 @@ impl<I: Io> Core<I> {
     /// Run one VXLAN datagram (header at `slot.start`) through the pipeline.
     #[inline]
     pub fn process_tunnel(&mut self, slot: &mut Slot) {
+        self.process_tunnel_as(slot, None);
+    }
+
+    /// [`Self::process_tunnel`] for a plain datagram known to hold one GSO
+    /// frame (`gso`: its offload state, [`crate::offload::inner_gso`]).
+    pub fn process_tunnel_as(&mut self, slot: &mut Slot, gso: Option<VnetHdr>) {
         self.counters.tunnel.rx_packets += 1;
         self.counters.tunnel.rx_bytes += slot.len as u64;
         let (vni, vnet) = match crate::vxlan::decode(slot.frame()) {
@@ -368,6 +389,15 @@ impl<I: Io> Core<I> {
         slot.start += crate::vxlan::VXLAN_HDR_LEN;
         slot.len -= crate::vxlan::VXLAN_HDR_LEN;
         slot.vnet = vnet;
+        // A plain frame may still carry a kernel VTEP's partial checksum,
+        // or be a whole TSO frame of one.
+        if !vnet.is_offloaded() {
+            if let Some(g) = gso.or_else(|| crate::offload::inner_gso(slot.frame(), None)) {
+                slot.vnet = g;
+            } else if crate::offload::complete_unfinished(slot.frame_mut()) {
+                self.counters.offload_completed += 1;
+            }
+        }
         if let Some(&p) = self.tunnel_ports.get(&vni) {
             if slot.len < 14 {
                 self.counters.drop(DropReason::Truncated);
@@ -551,6 +581,9 @@ fn exec<I: Io>(
                     ctx.counters.drop(DropReason::UnknownPort);
                 }
             }
+            Action::Tunnel { dst, key } if !ctx.tunnel_offload && slot.vnet.is_offloaded() => {
+                tunnel_resolved(ctx, dst, key, slot);
+            }
             Action::Tunnel { dst, key } => match crate::vxlan::encode(key, &slot.vnet) {
                 Ok(h) => {
                     ctx.io.tunnel(dst, h, slot, ctx.counters);
@@ -608,6 +641,31 @@ fn exec<I: Io>(
             }
         }
     }
+}
+
+/// Tunnel what an offloaded frame stands for, as plain frames with a plain
+/// RFC 7348 header ([`crate::offload`]). They are built in a slot of their
+/// own, kept until the flush, so the frame itself stays as it was for the
+/// actions after this one (a local output keeps its offload).
+fn tunnel_resolved<I: Io>(ctx: &mut Ctx<'_, I>, dst: Ipv4Addr, key: u32, slot: &Slot) {
+    let (mut buf, mut ends) = (Vec::new(), Vec::new());
+    if crate::offload::resolve(slot.frame(), &slot.vnet, &mut buf, &mut ends).is_err() {
+        ctx.counters.drop(DropReason::OffloadUnsupported);
+        return;
+    }
+    let Ok(h) = crate::vxlan::encode(key, &VnetHdr::default()) else {
+        ctx.counters.drop(DropReason::OffloadUnsupported);
+        return;
+    };
+    ctx.counters.offload_resolved += 1;
+    let mut out = Slot::from_vec(buf);
+    let mut at = 0;
+    for end in ends {
+        (out.start, out.len) = (at, end - at);
+        ctx.io.tunnel(dst, h, &out, ctx.counters);
+        at = end;
+    }
+    ctx.keep.push(out);
 }
 
 /// Apply one rewrite action to a slot, in place; false when it does not
@@ -776,6 +834,21 @@ impl Slot {
             buf,
             start: HEADROOM,
             len: frame.len(),
+            vnet: VnetHdr::default(),
+            floor: 0,
+            seg: 0,
+            src: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+
+    /// A slot owning `buf` with no headroom, its frame the whole of it
+    /// (frames built elsewhere, e.g. software segments).
+    pub fn from_vec(buf: Vec<u8>) -> Slot {
+        let len = buf.len();
+        Slot {
+            buf: buf.into_boxed_slice(),
+            start: 0,
+            len,
             vnet: VnetHdr::default(),
             floor: 0,
             seg: 0,

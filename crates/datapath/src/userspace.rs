@@ -72,6 +72,12 @@ pub struct UserspaceConfig {
     /// small-UDP flow to a bound port as one UDP GSO frame
     /// ([`crate::pipeline::Core::process_tunnel_gro`]). Default on.
     pub coalesce_udp: bool,
+    /// Send the offload state of TCP and checksum-offloaded frames across
+    /// the tunnel in the VXLAN reserved bits, for a peer of the same kind
+    /// to keep them big (default). Off: segment and checksum them here and
+    /// send plain RFC 7348, which a kernel VTEP (the `ebpf` provider's
+    /// vxlan device) accepts ([`crate::offload`]).
+    pub tunnel_offload: bool,
     /// Upcall budgets per port and for the tunnel ([`crate::limit`]).
     pub limits: crate::UpcallLimits,
 }
@@ -88,6 +94,7 @@ impl Default for UserspaceConfig {
             spin_us: 30,
             rt_priority: None,
             coalesce_udp: true,
+            tunnel_offload: true,
             limits: crate::UpcallLimits::default(),
         }
     }
@@ -329,6 +336,20 @@ impl State {
             self.core.process_tunnel(s);
             return;
         }
+        // Or one plain datagram holding a kernel VTEP's whole TSO frame,
+        // `seg` its inner MSS ([`crate::offload::inner_gso`]).
+        let hl = crate::vxlan::VXLAN_HDR_LEN;
+        let whole = match crate::vxlan::decode(s.frame()) {
+            Ok((_, v)) if !v.is_offloaded() => {
+                s.frame().get(hl..).and_then(|f| crate::offload::inner_gso(f, Some(s.seg)))
+            }
+            _ => None,
+        };
+        if whole.is_some() {
+            s.seg = 0;
+            self.core.process_tunnel_as(s, whole);
+            return;
+        }
         if self.coalesce && self.core.process_tunnel_gro(s) {
             return;
         }
@@ -543,6 +564,7 @@ fn build_state(
     let io = UsIo { ports: Vec::new(), dirty: Vec::new(), tunnel, vxlan_port: cfg.vxlan_port };
     let mut core = Core::new(io, handler, cfg.table);
     core.limiter.set_limits(cfg.limits);
+    core.tunnel_offload = cfg.tunnel_offload;
     Ok(State {
         core,
         poller,

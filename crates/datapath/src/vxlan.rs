@@ -21,7 +21,8 @@
 //! of the L4 header from the inner frame start (where the checksum starts).
 //!
 //! A frame without offload work gets a plain RFC 7348 header, so our
-//! datagrams interoperate with kernel VTEPs as long as they are not GSO.
+//! datagrams interoperate with kernel VTEPs as long as they are not GSO
+//! (with `tunnel_offload` off, always: [`crate::offload`] finishes them).
 
 use midonet_wire::vxlan::{CsumOffset, CsumPartial, Gso, OffloadMeta, VxlanRepr};
 

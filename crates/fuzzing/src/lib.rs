@@ -21,6 +21,7 @@
 //! | `grpc_agent`  | agent → cluster gRPC requests (prost) and `cluster::agent_input`  | prost round trips; errors name a field; what is written validates |
 //! | `sim_packet`  | arbitrary frames through `sim::simulate` on a fixed topology      | self-consistent results |
 //! | `flowstate`   | peer flow-state messages: `wire::flowstate`, `state::message::install` | lengths as counted; decode → encode is the input; installed entries answer |
+//! | `offload`     | a guest's offloaded frame finished in software (`datapath::offload`) | segments end to end, within gso_size, nothing partial left; a refusal writes nothing |
 //! | `neutron_api` | Neutron API requests through the real handlers over a small cloud | never 5xx; errors are `NeutronError`s; a refused write writes nothing |
 //!
 //! Input layout: where a target needs choices (which port, which mode,
@@ -38,6 +39,7 @@ mod flowstate;
 mod grpc_agent;
 mod icmp_error;
 pub mod neutron_api;
+mod offload;
 mod rest_body;
 pub mod seeds;
 mod vxlan;
@@ -49,6 +51,7 @@ pub use flowstate::flowstate;
 pub use grpc_agent::grpc_agent;
 pub use icmp_error::icmp_error;
 pub use neutron_api::neutron_api;
+pub use offload::offload;
 pub use rest_body::rest_body;
 pub use vxlan::vxlan;
 
@@ -74,4 +77,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("sim_packet", sim_packet),
     ("flowstate", flowstate),
     ("neutron_api", neutron_api),
+    ("offload", offload),
 ];

@@ -31,6 +31,7 @@ pub fn for_target(name: &str) -> Vec<Seed> {
         "sim_packet" => sim_packet(),
         "flowstate" => flowstate(),
         "neutron_api" => neutron_api(),
+        "offload" => offload(),
         _ => Vec::new(),
     }
 }
@@ -114,6 +115,43 @@ fn sim_packet() -> Vec<Seed> {
             seed(n, &[port, u8::try_from(i % 4).expect("small")], &f)
         })
         .collect()
+}
+
+/// Offloaded frames as a guest hands them over: a virtio-net header, then
+/// the frame with its checksum field holding the pseudo-header's sum.
+fn offload() -> Vec<Seed> {
+    use midonet_datapath::sys::VnetHdr;
+    let partial = |desc: &str, payload: &[u8], at: usize, proto: u8| {
+        let mut f = frame(desc, payload);
+        let l4 = (f.len() - 34) as u16;
+        let s = midonet_wire::checksum::pseudo_header_v4(
+            Ipv4Addr::new(10, 0, 0, 11),
+            Ipv4Addr::new(f[30], f[31], f[32], f[33]),
+            proto,
+            l4,
+        );
+        f[at..at + 2].copy_from_slice(&midonet_wire::checksum::fold(s).to_be_bytes());
+        f
+    };
+    let tcp =
+        partial(&VM1_TCP.replace("tcp.flags=syn", "tcp.flags=ack|psh|fin"), &[0x61; 4000], 50, 6);
+    let udp = partial(VM1_UDP, &[0x62; 3000], 40, 17);
+    let hdr = |flags, gso_type, gso_size: u16, csum_offset: u16| {
+        VnetHdr { flags, gso_type, hdr_len: 54, gso_size, csum_start: 34, csum_offset }.to_bytes()
+    };
+    let n = VnetHdr::F_NEEDS_CSUM;
+    vec![
+        seed("tcp4_gso", &hdr(n, VnetHdr::GSO_TCPV4, 1448, 16), &tcp),
+        seed("tcp4_gso_ecn", &hdr(n, VnetHdr::GSO_TCPV4 | VnetHdr::GSO_ECN, 1000, 16), &tcp),
+        seed("tcp4_csum_only", &hdr(n, VnetHdr::GSO_NONE, 0, 16), &tcp[..200]),
+        seed("udp_l4_gso", &hdr(n, VnetHdr::GSO_UDP_L4, 1200, 6), &udp),
+        seed("udp_ufo", &hdr(n, VnetHdr::GSO_UDP, 1200, 6), &udp),
+        seed("ipv6_frag_gso", &hdr(n, VnetHdr::GSO_TCPV6, 1300, 16), &frames()[8].1),
+        seed("plain", &hdr(0, VnetHdr::GSO_NONE, 0, 0), &frame(VM1_PING, b"ping")),
+        seed("tcp4_gso_tiny_mss", &hdr(n, VnetHdr::GSO_TCPV4, 7, 16), &tcp[..300]),
+        seed("tcp4_headers_only", &hdr(n, VnetHdr::GSO_TCPV4, 1448, 16), &tcp[..54]),
+        seed("udp_csum_past_end", &hdr(n, VnetHdr::GSO_NONE, 0, 60_000), &udp[..100]),
+    ]
 }
 
 fn vxlan_hdr(vni: u32, offload: Option<OffloadMeta>) -> [u8; 8] {

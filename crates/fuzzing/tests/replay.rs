@@ -189,4 +189,5 @@ replay_tests! {
     sim_packet: 100_000,
     flowstate: 200_000,
     neutron_api: 1_500,
+    offload: 200_000,
 }

@@ -200,8 +200,11 @@ pub struct Env {
     pub hosts: Vec<Host>,
     pub tz: TunnelZoneId,
     pub next_key: u32,
-    /// The datapath provider every agent of this lab runs.
+    /// The datapath provider the agents of this lab run (the first host's,
+    /// in a lab of mixed providers).
     pub provider: Provider,
+    /// Each host's provider.
+    pub providers: Vec<Provider>,
     /// Agent TOML written to each host's `agent.toml` (empty: none).
     pub config: String,
     /// The store revision of the test's last `put` or `delete`.
@@ -237,6 +240,12 @@ impl Env {
 
     /// `n` hosts (h1 = 10.77.0.1, h2 = 10.77.0.2, …), one agent each.
     pub fn with_hosts(provider: Provider, config: &str, n: usize) -> Env {
+        Env::mixed(&vec![provider; n], config)
+    }
+
+    /// One host per entry of `providers`, its agent running that provider.
+    pub fn mixed(providers: &[Provider], config: &str) -> Env {
+        let n = providers.len();
         assert!((1..=8).contains(&n), "1..=8 hosts");
         let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let bin = agent_binary();
@@ -282,7 +291,8 @@ impl Env {
             hosts: Vec::new(),
             tz: tz.id,
             next_key: 100,
-            provider,
+            provider: providers[0],
+            providers: providers.to_vec(),
             config: config.to_owned(),
             written: std::cell::Cell::new(0),
             _guard: guard,
@@ -309,7 +319,8 @@ impl Env {
     pub fn start_agent(&mut self, i: usize, bin: &Path) {
         let h = &self.hosts[i];
         let log = h.dir.path().join("agent.log");
-        let mut dp = format!(" --datapath {}", self.provider.name());
+        let provider = self.providers[i];
+        let mut dp = format!(" --datapath {}", provider.name());
         if !self.config.is_empty() {
             let file = h.dir.path().join("agent.toml");
             std::fs::write(&file, &self.config).expect("agent config");
@@ -333,8 +344,7 @@ impl Env {
         self.wait("agent registered", Duration::from_secs(20), |e| e.exists(&alive));
         // The agent falls back to userspace when BPF cannot load: a test
         // asking for ebpf must not pass on the fallback.
-        let series =
-            format!("midonet_agent_datapath_provider{{provider=\"{}\"}}", self.provider.name());
+        let series = format!("midonet_agent_datapath_provider{{provider=\"{}\"}}", provider.name());
         self.wait("agent runs the datapath provider asked for", Duration::from_secs(10), |e| {
             e.metric(i, &series) == 1.0
         });

@@ -248,6 +248,9 @@ impl State {
             },
             upcalls: self.c.upcalls,
             rx_batches: self.c.ring_batches,
+            // The kernel's vxlan device sends plain RFC 7348 itself.
+            tunnel_offload_resolved: 0,
+            tunnel_checksums_completed: 0,
             workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),
             miss_timing: self.c.timing,
         }

@@ -1,0 +1,104 @@
+//! A deployment of mixed datapath providers: host h1's agent runs `ebpf`
+//! (the kernel's vxlan device, plain RFC 7348), host h2's `userspace` with
+//! `tunnel_offload = false`, which is what a host gets when it falls back
+//! from `ebpf` (ARCHITECTURE.md §9.10). The userspace host must then finish
+//! every offload itself (checksums, TCP and UDP segmentation) before the
+//! tunnel: a kernel VTEP drops a datagram whose VXLAN reserved bits carry
+//! our offload metadata. Traffic is checked both ways: ping, UDP, and a TCP
+//! stream of 32 MiB with SHA-256 in each direction.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::env::*;
+use midonet_model::*;
+use midonet_testkit::Vm;
+
+/// `tcp_transfer`, given up on after `limit`: a path that drops the big
+/// frames stalls the stream forever instead of failing it.
+/// On a timeout, the agents' drop and tunnel counters say where it stuck.
+fn transfer_within(env: &Env, from: &Vm, to: &Vm, size: usize, limit: Duration) -> Duration {
+    let (tx, rx) = mpsc::channel();
+    let (f, t) = (from.clone(), to.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(tcp_transfer(&f, &t, size));
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| {
+        for i in 0..env.hosts.len() {
+            for l in env.metrics(i).lines().filter(|l| {
+                !l.starts_with('#') && (l.contains("drops_total") || l.contains("tunnel_"))
+            }) {
+                eprintln!("host {i}: {l}");
+            }
+        }
+        panic!("{size} bytes from {} to {} did not arrive in {limit:?}", from.ip, to.ip)
+    })
+}
+
+/// One datagram from `from` to `to` and its echo back; returns the echo.
+fn udp_echo(from: &Vm, to: &Vm) -> Vec<u8> {
+    let server = in_netns(&to.ns, || std::net::UdpSocket::bind("0.0.0.0:7777").expect("bind"));
+    server.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let (n, peer) = server.recv_from(&mut buf).expect("the datagram arrives");
+        server.send_to(&buf[..n], peer).expect("echo");
+    });
+    let dst = std::net::SocketAddr::from((to.ip, 7777));
+    let got = in_netns(&from.ns, move || {
+        let c = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        c.send_to(b"ping over udp", dst).expect("send");
+        let mut buf = [0u8; 64];
+        let n = c.recv(&mut buf).expect("the echo arrives");
+        buf[..n].to_vec()
+    });
+    echo.join().expect("echo thread");
+    got
+}
+
+#[test]
+fn an_ebpf_host_and_a_userspace_host_without_tunnel_offload_carry_tcp_both_ways() {
+    if !prerequisites("an_ebpf_host_and_a_userspace_host_without_tunnel_offload") {
+        return;
+    }
+    let mut env = Env::mixed(&[Provider::Ebpf, Provider::Userspace], "tunnel_offload = false\n");
+    let b = Bridge {
+        id: BridgeId::random(),
+        name: "b1".into(),
+        admin_state_up: true,
+        ..Default::default()
+    };
+    env.put(&b);
+    let vm1 = env.vm(0, "vm1", "10.1.0.1/24", None);
+    let vm2 = env.vm(1, "vm2", "10.1.0.2/24", None);
+    let p1 = env.bridge_port(&b, Some((0, &vm1)));
+    let p2 = env.bridge_port(&b, Some((1, &vm2)));
+    env.wait_active(&p1);
+    env.wait_active(&p2);
+
+    assert!(ping(&vm1, vm2.ip, 3, &[]).is_some(), "ping ebpf host -> userspace host");
+    assert!(ping(&vm2, vm1.ip, 3, &[]).is_some(), "ping userspace host -> ebpf host");
+
+    // UDP: a VM's datagrams carry partial checksums.
+    for (from, to) in [(&vm1, &vm2), (&vm2, &vm1)] {
+        assert_eq!(udp_echo(from, to), b"ping over udp", "UDP {} -> {}", from.ip, to.ip);
+    }
+
+    // TCP: big GSO frames with partial checksums from each VM.
+    let size = 32 << 20;
+    let there = transfer_within(&env, &vm2, &vm1, size, Duration::from_secs(60));
+    let back = transfer_within(&env, &vm1, &vm2, size, Duration::from_secs(60));
+    eprintln!(
+        "MEASURE 32 MiB userspace -> ebpf {:.0} ms, ebpf -> userspace {:.0} ms",
+        there.as_secs_f64() * 1e3,
+        back.as_secs_f64() * 1e3
+    );
+    // What the userspace host finished in software is counted.
+    assert!(
+        env.metric(1, "midonet_agent_tunnel_offload_resolved_total") > 0.0,
+        "the userspace host resolved offloads before the tunnel"
+    );
+}
