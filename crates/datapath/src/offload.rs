@@ -313,18 +313,21 @@ pub fn complete_unfinished(frame: &mut [u8]) -> bool {
     true
 }
 
+/// The MTU [`inner_gso`] assumes when nothing says what the segments were.
+pub const PLAIN_MTU: usize = 1500;
+
 /// The offload state of a plain tunnel datagram that holds one GSO frame.
 /// Across a veth a kernel VTEP's TSO frame reaches a UDP socket that is no
 /// tunnel's whole, as one datagram: TCP with no word of its MSS, UDP GSO
 /// with the inner segment size as the socket's GRO size (`gso_size`). `Some`
 /// when `frame` is one TCP or UDP packet whose IP length spans the frame
 /// and which is longer than a segment: `gso_size` when given, otherwise
-/// what a 1500-byte MTU leaves after its headers (the guest's stack only
-/// uses it to re-segment and to estimate the sender's MSS). The frame then
+/// (TCP only) what a [`PLAIN_MTU`] leaves after its headers (the guest's
+/// stack only uses it to re-segment and to estimate the sender's MSS). A
+/// big UDP datagram without a size is left whole: it may be one jumbo
+/// datagram, which segmenting would cut into several. The frame then
 /// goes to the guest with this header and its checksum still partial, as
 /// a guest's own offloaded frame would.
-pub const PLAIN_MTU: usize = 1500;
-
 pub fn inner_gso(frame: &[u8], gso_size: Option<usize>) -> Option<VnetHdr> {
     let ip = ip_header(frame).ok()?;
     let h = &frame[ip.at..];
@@ -346,7 +349,9 @@ pub fn inner_gso(frame: &[u8], gso_size: Option<usize>) -> Option<VnetHdr> {
     let hdr = l4 + l4_hlen;
     let gso_size = match gso_size {
         Some(g) => g,
-        None if ip_len > PLAIN_MTU => PLAIN_MTU.checked_sub(ip.hlen + l4_hlen)?,
+        None if ip_len > PLAIN_MTU && ip.proto == IPPROTO_TCP => {
+            PLAIN_MTU.checked_sub(ip.hlen + l4_hlen)?
+        }
         None => return None,
     };
     if ip_len != h.len() || l4_hlen < 8 || hdr + gso_size >= frame.len() || gso_size == 0 {

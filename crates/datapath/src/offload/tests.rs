@@ -286,6 +286,15 @@ fn a_whole_tso_frame_in_one_datagram_is_told_from_a_run_of_datagrams() {
     let guessed = inner_gso(&f, None).expect("longer than one MTU");
     assert_eq!(usize::from(guessed.gso_size), PLAIN_MTU - 20 - 20);
     assert_eq!(inner_gso(&one, None), None, "a packet that fits the MTU is no GSO frame");
+    // A big UDP datagram with no size given may be one jumbo datagram.
+    let mut big = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 1, 0, 1], [10, 1, 0, 2], 64)
+        .udp(5000, 6000)
+        .write(&mut big, &payload(8000))
+        .expect("build");
+    assert_eq!(inner_gso(&big, None), None, "a jumbo UDP datagram stays whole");
+    assert!(inner_gso(&big, Some(1400)).is_some(), "UDP GSO with its size");
     for cut in 0..60 {
         assert_eq!(inner_gso(&f[..cut], Some(usize::from(MSS))), None);
     }
