@@ -13,7 +13,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::env::*;
-use midonet_model::*;
 use midonet_testkit::Vm;
 
 /// `tcp_transfer`, given up on after `limit`: a path that drops the big
@@ -65,19 +64,7 @@ fn an_ebpf_host_and_a_userspace_host_without_tunnel_offload_carry_tcp_both_ways(
         return;
     }
     let mut env = Env::mixed(&[Provider::Ebpf, Provider::Userspace], "tunnel_offload = false\n");
-    let b = Bridge {
-        id: BridgeId::random(),
-        name: "b1".into(),
-        admin_state_up: true,
-        ..Default::default()
-    };
-    env.put(&b);
-    let vm1 = env.vm(0, "vm1", "10.1.0.1/24", None);
-    let vm2 = env.vm(1, "vm2", "10.1.0.2/24", None);
-    let p1 = env.bridge_port(&b, Some((0, &vm1)));
-    let p2 = env.bridge_port(&b, Some((1, &vm2)));
-    env.wait_active(&p1);
-    env.wait_active(&p2);
+    let (_b, vm1, vm2, _p1, _p2) = env.two_vms_on_a_bridge();
 
     assert!(ping(&vm1, vm2.ip, 3, &[]).is_some(), "ping ebpf host -> userspace host");
     assert!(ping(&vm2, vm1.ip, 3, &[]).is_some(), "ping userspace host -> ebpf host");

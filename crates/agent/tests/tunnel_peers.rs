@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::env::*;
-use midonet_model::*;
 use midonet_testkit::{ip, ns_exec, Vm};
 
 const PROBE_PORT: u16 = 9998;
@@ -51,19 +50,7 @@ fn spoofed_vxlan_on(provider: Provider) {
         return;
     }
     let mut env = Env::new(provider);
-    let b = Bridge {
-        id: BridgeId::random(),
-        name: "b1".into(),
-        admin_state_up: true,
-        ..Default::default()
-    };
-    env.put(&b);
-    let vm1 = env.vm(0, "vm1", "10.1.0.1/24", None);
-    let vm2 = env.vm(1, "vm2", "10.1.0.2/24", None);
-    let p1 = env.bridge_port(&b, Some((0, &vm1)));
-    let p2 = env.bridge_port(&b, Some((1, &vm2)));
-    env.wait_active(&p1);
-    env.wait_active(&p2);
+    let (_b, vm1, vm2, _p1, p2) = env.two_vms_on_a_bridge();
     until_ping(&vm1, vm2.ip, true, Duration::from_secs(10));
     assert!(ping(&vm1, vm2.ip, 3, &[]).is_some(), "peers' traffic before the attack");
 

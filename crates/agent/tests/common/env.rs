@@ -436,6 +436,25 @@ impl Env {
         v
     }
 
+    /// Bridge `b1` with vm1 (10.1.0.1) on host 0 and vm2 (10.1.0.2) on
+    /// host 1, both ports active.
+    pub fn two_vms_on_a_bridge(&mut self) -> (Bridge, Vm, Vm, Port, Port) {
+        let b = Bridge {
+            id: BridgeId::random(),
+            name: "b1".into(),
+            admin_state_up: true,
+            ..Default::default()
+        };
+        self.put(&b);
+        let vm1 = self.vm(0, "vm1", "10.1.0.1/24", None);
+        let vm2 = self.vm(1, "vm2", "10.1.0.2/24", None);
+        let p1 = self.bridge_port(&b, Some((0, &vm1)));
+        let p2 = self.bridge_port(&b, Some((1, &vm2)));
+        self.wait_active(&p1);
+        self.wait_active(&p2);
+        (b, vm1, vm2, p1, p2)
+    }
+
     pub fn bridge_port(&mut self, b: &Bridge, host: Option<(usize, &Vm)>) -> Port {
         let bound = host.map(|(i, vm)| (i, vm.host_if.clone()));
         self.bridge_port_on(b, bound)
