@@ -2,7 +2,6 @@
 //! cluster's own CA, and without that CA the same request fails.
 
 use midonet_client::{Auth, Client, ClientError};
-use midonet_cluster::config::Config;
 use midonet_cluster::testing::ServedCluster;
 
 #[test]
@@ -12,19 +11,7 @@ fn a_given_ca_is_trusted_and_nothing_else_is() {
         .expect("certificates")
         .write(dir.path())
         .expect("write");
-    let server = ServedCluster::start(|api, grpc, _| {
-        let mut cfg = Config {
-            listen: format!("127.0.0.1:{api}").parse().expect("addr"),
-            grpc_listen: format!("127.0.0.1:{grpc}").parse().expect("addr"),
-            neutron_listen: String::new(),
-            store: "memory:".into(),
-            ..Config::default()
-        };
-        cfg.auth.enabled = false;
-        cfg.api_tls.cert = pki.cert.display().to_string();
-        cfg.api_tls.key = pki.key.display().to_string();
-        cfg
-    });
+    let server = ServedCluster::start_https(&pki.cert, &pki.key, false);
 
     let url = format!("https://127.0.0.1:{}/midonet-api", server.api);
     let client = Client::new(&url, Auth::None).with_ca(&pki.ca).expect("the CA loads");

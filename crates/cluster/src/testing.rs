@@ -237,6 +237,29 @@ impl ServedCluster {
         unreachable!("the fifth attempt returns or panics")
     }
 
+    /// [`Self::start`] on a memory store with auth off and the REST API
+    /// (and, with `neutron`, the Neutron API) served over HTTPS with this
+    /// certificate and key.
+    pub fn start_https(cert: &std::path::Path, key: &std::path::Path, neutron: bool) -> Self {
+        Self::start(|api, grpc, neutron_port| {
+            let mut cfg = Config {
+                listen: SocketAddr::from(([127, 0, 0, 1], api)),
+                grpc_listen: SocketAddr::from(([127, 0, 0, 1], grpc)),
+                neutron_listen: if neutron {
+                    format!("127.0.0.1:{neutron_port}")
+                } else {
+                    String::new()
+                },
+                store: "memory:".into(),
+                ..Config::default()
+            };
+            cfg.auth.enabled = false;
+            cfg.api_tls.cert = cert.display().to_string();
+            cfg.api_tls.key = key.display().to_string();
+            cfg
+        })
+    }
+
     /// Stops the cluster; panics if it did not stop cleanly.
     pub fn stop(mut self) {
         if let Some(s) = self.stop.take() {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use midonet_cluster::config::Config;
 use midonet_cluster::testing::ServedCluster;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -16,19 +15,7 @@ fn rest_and_neutron_answer_over_https_only() {
         .expect("certificates")
         .write(dir.path())
         .expect("write");
-    let server = ServedCluster::start(|api, grpc, neutron| {
-        let mut cfg = Config {
-            listen: format!("127.0.0.1:{api}").parse().expect("addr"),
-            grpc_listen: format!("127.0.0.1:{grpc}").parse().expect("addr"),
-            neutron_listen: format!("127.0.0.1:{neutron}"),
-            store: "memory:".into(),
-            ..Config::default()
-        };
-        cfg.auth.enabled = false;
-        cfg.api_tls.cert = pki.cert.display().to_string();
-        cfg.api_tls.key = pki.key.display().to_string();
-        cfg
-    });
+    let server = ServedCluster::start_https(&pki.cert, &pki.key, true);
     let (api, neutron) = (server.api, server.neutron);
 
     let mut roots = rustls::RootCertStore::empty();
