@@ -25,7 +25,7 @@
 //! every offset is checked against the frame, and a frame that does not add
 //! up is refused ([`OffloadError`]), never a panic.
 
-use midonet_wire::checksum;
+use midonet_wire::{checksum, Ipv4Packet, Ipv6Packet};
 
 use crate::sys::VnetHdr;
 
@@ -99,13 +99,28 @@ fn complete_csum(f: &mut [u8], vnet: &VnetHdr) -> Result<(), OffloadError> {
     if start < ETH_HLEN || at + 2 > f.len() {
         return Err(OffloadError::Malformed);
     }
-    let mut c = checksum::finish(checksum::sum(0, &f[start..]));
-    // UDP sends a computed zero as all ones (RFC 768); the offset says UDP.
-    if c == 0 && vnet.csum_offset == 6 {
-        c = 0xffff;
-    }
+    // The offset says UDP.
+    let c = on_the_wire(checksum::finish(checksum::sum(0, &f[start..])), vnet.csum_offset == 6);
     f[at..at + 2].copy_from_slice(&c.to_be_bytes());
     Ok(())
+}
+
+/// A computed checksum as sent: UDP sends zero as all ones (RFC 768; zero
+/// means "none").
+fn on_the_wire(c: u16, udp: bool) -> u16 {
+    if udp && c == 0 {
+        0xffff
+    } else {
+        c
+    }
+}
+
+/// Computes and stores the L4 checksum of `seg` (the L4 header and
+/// payload), its field at `field`, over the pseudo-header sum `pseudo`.
+fn put_l4_checksum(seg: &mut [u8], field: usize, pseudo: u32, udp: bool) {
+    seg[field..field + 2].fill(0);
+    let c = on_the_wire(checksum::finish(checksum::sum(pseudo, seg)), udp);
+    seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Where the IP header starts and which version it is.
@@ -129,6 +144,20 @@ struct Ip {
     /// IPv4 header length (IPv6: 40, no extension headers).
     hlen: usize,
     proto: u8,
+}
+
+impl Ip {
+    /// The TCP/UDP pseudo-header's sum of the packet at `f[self.at..]` for
+    /// `l4_len` bytes of L4 header and payload.
+    fn pseudo(&self, f: &[u8], l4_len: usize) -> u32 {
+        let h = &f[self.at..];
+        if self.v4 {
+            Ipv4Packet::new_unchecked(h).pseudo_header_sum(l4_len as u16)
+        } else {
+            let v6 = Ipv6Packet::new_unchecked(h);
+            checksum::pseudo_header_v6(v6.src_addr(), v6.dst_addr(), self.proto, l4_len as u32)
+        }
+    }
 }
 
 fn ip_header(frame: &[u8]) -> Result<Ip, OffloadError> {
@@ -189,12 +218,13 @@ fn segment(
     } else {
         (0, 0)
     };
-    let id0 = u16::from_be_bytes([head[ip.at + 4], head[ip.at + 5]]);
+    let id0 = Ipv4Packet::new_unchecked(&head[ip.at..]).ident();
     // An empty payload still leaves one frame (a bare header).
-    let chunks: Vec<&[u8]> =
-        if payload.is_empty() { vec![payload] } else { payload.chunks(mss).collect() };
-    let last = chunks.len() - 1;
-    for (i, chunk) in chunks.into_iter().enumerate() {
+    let n = payload.len().div_ceil(mss).max(1);
+    let last = n - 1;
+    out.reserve(n * hdr + payload.len());
+    for i in 0..n {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
         let s = out.len();
         out.extend_from_slice(head);
         out.extend_from_slice(chunk);
@@ -203,16 +233,15 @@ fn segment(
         let ip_len = ip.hlen + l4_len;
         if ip.v4 {
             let total = u16::try_from(ip_len).map_err(|_| OffloadError::Malformed)?;
-            f[ip.at + 2..ip.at + 4].copy_from_slice(&total.to_be_bytes());
-            f[ip.at + 4..ip.at + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-            f[ip.at + 10..ip.at + 12].fill(0);
-            let c = checksum::checksum(&f[ip.at..ip.at + ip.hlen]);
-            f[ip.at + 10..ip.at + 12].copy_from_slice(&c.to_be_bytes());
+            let mut v4 = Ipv4Packet::new_unchecked(&mut f[ip.at..]);
+            v4.set_total_len(total);
+            v4.set_ident(id0.wrapping_add(i as u16));
+            v4.fill_checksum();
         } else {
             let plen = u16::try_from(l4_len).map_err(|_| OffloadError::Malformed)?;
             f[ip.at + 4..ip.at + 6].copy_from_slice(&plen.to_be_bytes());
         }
-        let csum_at = if proto == IPPROTO_TCP {
+        let field = if proto == IPPROTO_TCP {
             let seq = seq0.wrapping_add((i * mss) as u32);
             f[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
             let mut fl = flags0;
@@ -223,29 +252,14 @@ fn segment(
                 fl &= !0x80; // CWR: the first segment's
             }
             f[l4 + 13] = fl;
-            l4 + 16
+            16
         } else {
             let ulen = u16::try_from(l4_len).map_err(|_| OffloadError::Malformed)?;
             f[l4 + 4..l4 + 6].copy_from_slice(&ulen.to_be_bytes());
-            l4 + 6
+            6
         };
-        f[csum_at..csum_at + 2].fill(0);
-        let pseudo = if ip.v4 {
-            let a = |o: usize| std::net::Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
-            checksum::pseudo_header_v4(a(ip.at + 12), a(ip.at + 16), proto, l4_len as u16)
-        } else {
-            let a = |o: usize| {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(&f[o..o + 16]);
-                std::net::Ipv6Addr::from(b)
-            };
-            checksum::pseudo_header_v6(a(ip.at + 8), a(ip.at + 24), proto, l4_len as u32)
-        };
-        let mut c = checksum::finish(checksum::sum(pseudo, &f[l4..]));
-        if proto == IPPROTO_UDP && c == 0 {
-            c = 0xffff;
-        }
-        f[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+        let pseudo = ip.pseudo(f, l4_len);
+        put_l4_checksum(&mut f[l4..], field, pseudo, proto == IPPROTO_UDP);
         ends.push(out.len());
     }
     Ok(())
@@ -264,14 +278,14 @@ pub fn complete_unfinished(frame: &mut [u8]) -> bool {
     let Ok(ip) = ip_header(frame) else { return false };
     let h = &frame[ip.at..];
     let l4_len = if ip.v4 {
-        let frag = u16::from_be_bytes([h[6], h[7]]) & 0x3fff;
-        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        if frag != 0 || total < ip.hlen {
+        let v4 = Ipv4Packet::new_unchecked(h);
+        let total = usize::from(v4.total_len());
+        if v4.more_frags() || v4.frag_offset() != 0 || total < ip.hlen {
             return false;
         }
         total - ip.hlen
     } else {
-        usize::from(u16::from_be_bytes([h[4], h[5]]))
+        usize::from(Ipv6Packet::new_unchecked(h).payload_len())
     };
     let l4 = ip.at + ip.hlen;
     let field = match ip.proto {
@@ -279,17 +293,7 @@ pub fn complete_unfinished(frame: &mut [u8]) -> bool {
         IPPROTO_UDP => 6,
         _ => return false,
     };
-    let pseudo = if ip.v4 {
-        let a = |o: usize| std::net::Ipv4Addr::new(h[o], h[o + 1], h[o + 2], h[o + 3]);
-        checksum::pseudo_header_v4(a(12), a(16), ip.proto, l4_len as u16)
-    } else {
-        let a = |o: usize| {
-            let mut b = [0u8; 16];
-            b.copy_from_slice(&h[o..o + 16]);
-            std::net::Ipv6Addr::from(b)
-        };
-        checksum::pseudo_header_v6(a(8), a(24), ip.proto, l4_len as u32)
-    };
+    let pseudo = ip.pseudo(frame, l4_len);
     let Some(seg) = frame.get_mut(l4..l4 + l4_len) else { return false };
     if seg.len() < field + 2 {
         return false;
@@ -304,12 +308,7 @@ pub fn complete_unfinished(frame: &mut [u8]) -> bool {
     {
         return false;
     }
-    seg[field..field + 2].fill(0);
-    let mut c = checksum::finish(checksum::sum(pseudo, seg));
-    if ip.proto == IPPROTO_UDP && c == 0 {
-        c = 0xffff;
-    }
-    seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    put_l4_checksum(seg, field, pseudo, ip.proto == IPPROTO_UDP);
     true
 }
 

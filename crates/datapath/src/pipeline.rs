@@ -51,10 +51,10 @@ pub struct Counters {
     pub rx_batches: u64,
     /// Offloaded frames finished in software before the tunnel
     /// ([`crate::offload`]), when `tunnel_offload` is off.
-    pub offload_resolved: u64,
+    pub tunnel_offload_resolved: u64,
     /// Plain frames from the tunnel whose partial checksum was completed
     /// here ([`crate::offload::complete_unfinished`]).
-    pub offload_completed: u64,
+    pub tunnel_checksums_completed: u64,
 }
 
 impl Counters {
@@ -274,8 +274,8 @@ impl<I: Io> Core<I> {
             table: self.table.stats(),
             upcalls: self.counters.upcalls,
             rx_batches: self.counters.rx_batches,
-            tunnel_offload_resolved: self.counters.offload_resolved,
-            tunnel_checksums_completed: self.counters.offload_completed,
+            tunnel_offload_resolved: self.counters.tunnel_offload_resolved,
+            tunnel_checksums_completed: self.counters.tunnel_checksums_completed,
             workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),
             // Its misses never leave user space: nothing to time apart
             // from the handler, which the agent times itself.
@@ -395,7 +395,7 @@ impl<I: Io> Core<I> {
             if let Some(g) = gso.or_else(|| crate::offload::inner_gso(slot.frame(), None)) {
                 slot.vnet = g;
             } else if crate::offload::complete_unfinished(slot.frame_mut()) {
-                self.counters.offload_completed += 1;
+                self.counters.tunnel_checksums_completed += 1;
             }
         }
         if let Some(&p) = self.tunnel_ports.get(&vni) {
@@ -657,7 +657,7 @@ fn tunnel_resolved<I: Io>(ctx: &mut Ctx<'_, I>, dst: Ipv4Addr, key: u32, slot: &
         ctx.counters.drop(DropReason::OffloadUnsupported);
         return;
     };
-    ctx.counters.offload_resolved += 1;
+    ctx.counters.tunnel_offload_resolved += 1;
     let mut out = Slot::from_vec(buf);
     let mut at = 0;
     for end in ends {

@@ -336,15 +336,14 @@ impl State {
             self.core.process_tunnel(s);
             return;
         }
-        // Or one plain datagram holding a kernel VTEP's whole TSO frame,
-        // `seg` its inner MSS ([`crate::offload::inner_gso`]).
-        let hl = crate::vxlan::VXLAN_HDR_LEN;
-        let whole = match crate::vxlan::decode(s.frame()) {
-            Ok((_, v)) if !v.is_offloaded() => {
-                s.frame().get(hl..).and_then(|f| crate::offload::inner_gso(f, Some(s.seg)))
-            }
-            _ => None,
-        };
+        // Or one datagram holding a kernel VTEP's whole UDP GSO frame, `seg`
+        // its inner segment size ([`crate::offload::inner_gso`]): one IP
+        // packet spanning the message is no run of datagrams. Its header
+        // decides, as for any datagram, whether that state is used.
+        let whole = s
+            .frame()
+            .get(crate::vxlan::VXLAN_HDR_LEN..)
+            .and_then(|f| crate::offload::inner_gso(f, Some(s.seg)));
         if whole.is_some() {
             s.seg = 0;
             self.core.process_tunnel_as(s, whole);
