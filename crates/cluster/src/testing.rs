@@ -262,22 +262,23 @@ impl ServedCluster {
 
     /// Stops the cluster; panics if it did not stop cleanly.
     pub fn stop(mut self) {
+        if let Some(r) = self.shutdown() {
+            r.expect("cluster thread").expect("a clean stop");
+        }
+    }
+
+    /// Tells the cluster to stop and waits for its thread's result (`None`
+    /// once already stopped).
+    fn shutdown(&mut self) -> Option<std::thread::Result<Result<(), crate::error::ClusterError>>> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        if let Some(t) = self.thread.take() {
-            t.join().expect("cluster thread").expect("a clean stop");
-        }
+        self.thread.take().map(JoinHandle::join)
     }
 }
 
 impl Drop for ServedCluster {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let _ = self.shutdown();
     }
 }
