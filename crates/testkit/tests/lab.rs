@@ -16,6 +16,17 @@ fn long_names_are_rejected() {
     assert_eq!(lab.name("x").expect("short").len(), lab.prefix().len() + 1);
 }
 
+/// Waits (up to 5 s) for `pid` to be listed in `ns`: `ip netns exec`
+/// enters the namespace after the fork that gave the pid, so under load
+/// the pid shows up there a moment later.
+fn wait_in_netns(ns: &str, pid: u32) {
+    let t0 = std::time::Instant::now();
+    while !ip(&["netns", "pids", ns]).expect("pids").contains(&pid.to_string()) {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "pid {pid} never entered {ns}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn persisted_lab_survives_drop_until_cleanup_prefix() {
     if !skip::netns_or_skip("testkit::persisted_lab_survives_drop_until_cleanup_prefix", &[]) {
@@ -26,7 +37,7 @@ fn persisted_lab_survives_drop_until_cleanup_prefix() {
     let pid = lab.spawn(&ns, &["sleep", "30"]).expect("spawn");
     let prefix = lab.persist();
     assert!(list_netns().expect("list").contains(&ns));
-    assert!(ip(&["netns", "pids", &ns]).expect("pids").contains(&pid.to_string()));
+    wait_in_netns(&ns, pid);
     assert!(Lab::with_prefix(&prefix).is_err(), "prefix is taken");
     assert_eq!(cleanup_prefix(&prefix).expect("cleanup"), 1);
     assert!(!list_netns().expect("list").contains(&ns));
@@ -65,17 +76,7 @@ fn two_vms_on_one_underlay_ping_and_cleanup() {
     assert_eq!(vm.ip, Ipv4Addr::new(198, 19, 77, 1));
     assert!(link_index(&h1, &vm.host_if).expect("ifindex") > 0);
     let pid = lab.spawn(&vm.ns, &["sleep", "30"]).expect("spawn");
-    // `ip netns exec` enters the namespace after the fork that gave the
-    // pid: under load the pid shows up a moment later.
-    let t0 = std::time::Instant::now();
-    while !ip(&["netns", "pids", &vm.ns]).expect("pids").contains(&pid.to_string()) {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(5),
-            "pid {pid} never entered {}",
-            vm.ns
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_in_netns(&vm.ns, pid);
     drop(lab);
     assert!(list_netns().expect("list").iter().all(|n| !n.starts_with(&prefix)));
     assert_eq!(cleanup_prefix(&prefix).expect("cleanup"), 0);
