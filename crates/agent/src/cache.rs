@@ -49,6 +49,8 @@ pub struct Applied {
     pub bad_keys: usize,
     /// SNAT blocks claimed (with their holder) or given back (`None`).
     pub snat_blocks: Vec<(midonet_state::BlockKey, Option<HostId>)>,
+    /// Whether a host came, went or registered another datapath.
+    pub hosts_changed: bool,
 }
 
 /// The cache itself; owned by the core task.
@@ -61,6 +63,9 @@ pub struct Cache {
     pub state: Arc<RwLock<MemState>>,
     pub active_ports: BTreeSet<PortId>,
     pub alive_hosts: BTreeSet<HostId>,
+    /// The live hosts whose datapath reads offload metadata across the
+    /// tunnel ([`crate::tunnel::reads_offload`]).
+    pub offload_hosts: BTreeSet<HostId>,
     /// Who runs each load balancer's health checks.
     pub lb_checkers: BTreeMap<midonet_model::LoadBalancerId, HostId>,
     pub revision: i64,
@@ -76,6 +81,7 @@ impl Cache {
             state,
             active_ports: BTreeSet::new(),
             alive_hosts: BTreeSet::new(),
+            offload_hosts: BTreeSet::new(),
             lb_checkers: BTreeMap::new(),
             revision: 0,
             ready: false,
@@ -244,13 +250,21 @@ impl Cache {
                 };
             }
             StateKey::HostAlive { host } => {
-                if let Ok(h) = host.parse() {
-                    if value.is_some() {
-                        self.alive_hosts.insert(h);
-                    } else {
-                        self.alive_hosts.remove(&h);
-                    }
+                let Ok(h) = host.parse() else { return };
+                let datapath = value
+                    .and_then(|v| serde_json::from_slice::<midonet_proto::Liveness>(v).ok())
+                    .map(|l| l.datapath);
+                if value.is_some() {
+                    self.alive_hosts.insert(h);
+                } else {
+                    self.alive_hosts.remove(&h);
                 }
+                if datapath.as_deref().is_some_and(crate::tunnel::reads_offload) {
+                    self.offload_hosts.insert(h);
+                } else {
+                    self.offload_hosts.remove(&h);
+                }
+                out.hosts_changed = true;
             }
             StateKey::PortActive { port } => {
                 if let Ok(p) = port.parse() {
@@ -477,5 +491,35 @@ mod tests {
         let a = c.apply_delta(d(4, None), &sim).expect("applied");
         assert_eq!(a.tags, vec![Tag::mac(bridge, 0, mac)]);
         assert!(!state.read().macs.contains_key(&(bridge, 0, mac)));
+    }
+
+    /// A host's liveness value says which datapath it runs: a userspace
+    /// host reads offload metadata, an ebpf host or one that did not say
+    /// does not, and a host whose session ends is no peer of either kind.
+    #[test]
+    fn host_liveness_sorts_hosts_by_what_their_tunnel_reads() {
+        let mut c = Cache::new(Arc::default());
+        let sim = Snapshot::build(&Topology::default());
+        let (us, eb, old) = (HostId::random(), HostId::random(), HostId::random());
+        let alive = |h: HostId, datapath: &str| pb::Change {
+            key: keys::host_alive(&h.to_string()),
+            value: serde_json::to_vec(&midonet_proto::Liveness {
+                datapath: datapath.into(),
+                ..midonet_proto::Liveness::of(h.to_string(), 1)
+            })
+            .expect("json"),
+            deleted: false,
+        };
+        let changes = vec![alive(us, "userspace"), alive(eb, "ebpf"), alive(old, "")];
+        let a = c.apply_delta(pb::Delta { revision: 2, changes }, &sim).expect("applied");
+        assert!(a.hosts_changed && !a.topology_changed);
+        assert_eq!(c.alive_hosts, BTreeSet::from([us, eb, old]));
+        assert_eq!(c.offload_hosts, BTreeSet::from([us]));
+        // The ebpf host restarts as a userspace fallback; the userspace one dies.
+        let gone = pb::Change { value: Vec::new(), deleted: true, ..alive(us, "") };
+        let changes = vec![alive(eb, "userspace"), gone];
+        c.apply_delta(pb::Delta { revision: 3, changes }, &sim).expect("applied");
+        assert_eq!(c.alive_hosts, BTreeSet::from([eb, old]));
+        assert_eq!(c.offload_hosts, BTreeSet::from([eb]));
     }
 }

@@ -29,10 +29,10 @@
 //! datapath = "ebpf"
 //! # userspace: send TCP and checksum offload state across the tunnel in
 //! # the VXLAN reserved bits, so big frames stay big between userspace
-//! # hosts; a kernel VTEP (an "ebpf" host) drops such datagrams. false:
-//! # segment and checksum here, plain RFC 7348 to every peer. Unset: on
-//! # when "userspace" is asked for, off when it runs as ebpf's fallback.
-//! #                                                        default unset
+//! # hosts; a kernel VTEP (an "ebpf" host, a hardware VTEP) drops such
+//! # datagrams. Unset: only to peers whose agents registered the userspace
+//! # (or dummy) datapath, segmented and checksummed here for every other.
+//! # true: to every peer. false: to none.               default unset
 //! # tunnel_offload = true
 //! # ebpf: serve established flows from the programs' exact-match cache
 //! # (one hash lookup per packet, before the megaflow search). default true

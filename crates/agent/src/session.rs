@@ -103,6 +103,9 @@ pub struct SessionCfg {
     pub addresses: Vec<String>,
     pub uris: Vec<String>,
     pub ttl_secs: i64,
+    /// The datapath provider that runs (registered, so that peers know
+    /// which tunnel encapsulation this host reads).
+    pub datapath: &'static str,
     /// Sent on every call; `None` only works with an open cluster.
     pub credential: Option<midonet_proto::credential::Token>,
     /// TLS to the cluster (the `https://` URIs).
@@ -556,6 +559,7 @@ async fn one_session(
                 addresses: cfg.addresses.clone(),
                 interfaces: desired.interfaces.clone(),
                 ttl_secs: cfg.ttl_secs,
+                datapath: cfg.datapath.into(),
             });
             let reg = tokio::select! {
                 r = register => r.inspect_err(|e| {

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use midonet_datapath::{Datapath, FlowId, PortNo};
+use midonet_datapath::{Datapath, FlowId, PortNo, TunnelOffload};
 use midonet_flow::key::tcp_flags;
 use midonet_model::PortId;
 use midonet_sim::{Snapshot, Tag};
@@ -250,6 +250,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         addresses,
         uris: cfg.cluster_uris(),
         ttl_secs: cfg.session_ttl_secs,
+        datapath: provider,
         credential,
         tls,
     };
@@ -272,6 +273,9 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
     let refresh = Duration::from_millis(cfg.conntrack_refresh_ms);
     let mut core = Core::new(shared.clone(), dp.clone(), cmd_tx, applied, keep_datapath, refresh);
     core.kept_ports = kept_ports;
+    if cfg.tunnel_offload.is_none() {
+        core.offload_peers = Some(crate::tunnel::OffloadPeers::default());
+    }
     tasks.spawn(core.run(upd_rx, if_rx, stale_rx, stop_rx.clone()));
     if let Some(rx) = receiver {
         // The receiver thread polls its flag every 200 ms.
@@ -311,11 +315,15 @@ fn start_datapath(
             })
             .collect()
     };
-    // `fallback`: the userspace provider runs because ebpf could not, so
-    // its peers are likely ebpf hosts, whose kernel VTEP drops datagrams
-    // carrying our offload bits (ARCHITECTURE.md §9.10).
-    let userspace = |handler: Box<Handler>, fallback: bool| {
-        let tunnel_offload = cfg.tunnel_offload.unwrap_or(!fallback);
+    // Unset, offloads cross the tunnel only to the peers that registered a
+    // datapath that reads them (`Core::sync_offload_peers`); until the
+    // first push, to none (ARCHITECTURE.md §9.10).
+    let userspace = |handler: Box<Handler>| {
+        let tunnel_offload = match cfg.tunnel_offload {
+            None => TunnelOffload::Peers(Default::default()),
+            Some(true) => TunnelOffload::Always,
+            Some(false) => TunnelOffload::Never,
+        };
         let ucfg = midonet_datapath::userspace::UserspaceConfig {
             name: "midonet-dp".into(),
             netns: None,
@@ -325,9 +333,6 @@ fn start_datapath(
             tunnel_offload,
             ..Default::default()
         };
-        if !tunnel_offload {
-            tracing::info!("userspace datapath: offloads finished here, plain VXLAN to every peer");
-        }
         let d = midonet_datapath::userspace::UserspaceDatapath::start(ucfg, Some(handler))
             .map_err(AgentError::Datapath)?;
         d.set_miss_workers(workers()).map_err(AgentError::Datapath)?;
@@ -343,7 +348,7 @@ fn start_datapath(
                 as Arc<dyn Datapath>,
             "dummy",
         ),
-        (DpChoice::FromConfig, DatapathKind::Userspace) => userspace(handler, false)?,
+        (DpChoice::FromConfig, DatapathKind::Userspace) => userspace(handler)?,
         (DpChoice::FromConfig, DatapathKind::Ebpf) => {
             let ecfg = midonet_datapath::ebpf::EbpfConfig {
                 name: "midonet-dp".into(),
@@ -370,7 +375,7 @@ fn start_datapath(
                         reason = %error_chain(&e),
                         "the ebpf datapath cannot run here; falling back to the userspace datapath"
                     );
-                    userspace(handler, true)?
+                    userspace(handler)?
                 }
             }
         }
@@ -443,6 +448,9 @@ struct Core {
     /// while the flow-state log carried their state across it: bound again
     /// without gating them for an import from the peers.
     kept_ports: HashSet<(String, u32)>,
+    /// The tunnel peers that get offload metadata, when the configuration
+    /// leaves it to the peers' datapaths (`tunnel_offload` unset).
+    offload_peers: Option<crate::tunnel::OffloadPeers>,
 }
 
 impl Core {
@@ -463,6 +471,7 @@ impl Core {
             interfaces: BTreeMap::new(),
             bound: BTreeMap::new(),
             kept_ports: HashSet::new(),
+            offload_peers: None,
             commands,
             applied,
             worker: Worker::default(),
@@ -630,6 +639,12 @@ impl Core {
             self.publish_view(sim);
         }
         tags.extend(bindings);
+        if let Some(o) = self.offload_peers.as_mut().filter(|_| self.cache.ready) {
+            if applied.topology_changed || applied.hosts_changed {
+                let me = self.shared.host_id;
+                o.sync(&*self.dp, &self.cache.topology, me, &self.cache.offload_hosts);
+            }
+        }
         self.applied.store(self.cache.revision, Ordering::Release);
         // Set once the view simulating with this revision is published: a
         // reader that sees it knows new misses use that topology.
@@ -1092,6 +1107,7 @@ impl TopologyRun {
         acc.arp_learned.extend(a.arp_learned);
         acc.bad_keys += a.bad_keys;
         acc.snat_blocks.extend(a.snat_blocks);
+        acc.hosts_changed |= a.hosts_changed;
     }
 }
 

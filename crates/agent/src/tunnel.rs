@@ -21,13 +21,65 @@
 //! * A peer is trusted by the address it registered in the zone, so a host
 //!   whose VXLAN leaves from another address (several underlay interfaces,
 //!   `tunnel_bind` unset) is refused: register the address it sends from.
+//!
+//! # Who reads offload metadata
+//!
+//! A userspace datapath sends a VM's TSO frames and partial checksums
+//! across the tunnel as they are, with their state in the VXLAN reserved
+//! bits; only a userspace (or dummy) datapath reads those, and a kernel VTEP
+//! (an ebpf host's vxlan device, a hardware VTEP) drops the datagram. Each
+//! agent registers its provider with its session (`RegisterHostRequest.datapath`,
+//! kept in `state/hosts/<id>/alive`), and with `tunnel_offload` unset an
+//! agent pushes the tunnel addresses of the live hosts that read the bits
+//! with [`Datapath::set_offload_peers`] ([`OffloadPeers`]): offloads cross
+//! to them and are finished here for every other destination. A host that
+//! did not say (an older agent) gets plain frames, which every VTEP reads.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 
 use midonet_datapath::Datapath;
+use midonet_model::{HostId, Topology};
 
 use crate::handler::View;
+
+/// Whether a host registered with `datapath` reads our offload metadata.
+pub fn reads_offload(datapath: &str) -> bool {
+    matches!(datapath, "userspace" | "dummy")
+}
+
+/// The offload peers last pushed to the datapath.
+#[derive(Debug, Default)]
+pub struct OffloadPeers {
+    pushed: Option<Vec<Ipv4Addr>>,
+}
+
+impl OffloadPeers {
+    /// Pushes the tunnel addresses of `hosts` (live, reading offload
+    /// metadata) as seen from `me`, if they differ from the last push.
+    pub fn sync(
+        &mut self,
+        dp: &dyn Datapath,
+        topo: &Topology,
+        me: HostId,
+        hosts: &BTreeSet<HostId>,
+    ) {
+        let mut list: Vec<Ipv4Addr> =
+            hosts.iter().filter(|h| **h != me).filter_map(|h| topo.tunnel_ip(me, *h)).collect();
+        list.sort_unstable();
+        list.dedup();
+        if self.pushed.as_ref() == Some(&list) {
+            return;
+        }
+        match dp.set_offload_peers(&list) {
+            Ok(()) => {
+                tracing::info!(peers = ?list, "tunnel peers that get offload metadata");
+                self.pushed = Some(list);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not set the offload peers"),
+        }
+    }
+}
 
 /// Pushes `peers` to `dp` if the topology is loaded (`ready`) and the set
 /// differs from what the previous view `prev` held (or `prev` was published
@@ -48,7 +100,8 @@ pub fn sync_peers(dp: &dyn Datapath, ready: bool, prev: &View, peers: &HashSet<I
 mod tests {
     use super::*;
     use midonet_datapath::dummy::DummyDatapath;
-    use midonet_datapath::DropReason;
+    use midonet_datapath::{DropReason, TunnelOffload};
+    use midonet_model::{TunnelZoneHost, TunnelZoneId};
 
     fn view(ready: bool, peers: &[Ipv4Addr]) -> View {
         View { ready, trusted_peers: peers.iter().copied().collect(), ..View::empty() }
@@ -82,5 +135,40 @@ mod tests {
         // This host leaves every zone: nobody is a peer.
         sync_peers(&dp, true, &view(true, &[a, b]), &set(&[]));
         assert!(!accepts(&dp, a));
+    }
+
+    #[test]
+    fn offload_peers_are_the_tunnel_addresses_of_hosts_that_read_the_metadata() {
+        let (me, a, b, far) =
+            (HostId::random(), HostId::random(), HostId::random(), HostId::random());
+        let mut topo = Topology::default();
+        let (zone, other_zone) = (TunnelZoneId::random(), TunnelZoneId::random());
+        for (z, h, ip) in [
+            (zone, me, [10, 0, 0, 1]),
+            (zone, a, [10, 0, 0, 2]),
+            (zone, b, [10, 0, 0, 3]),
+            (other_zone, far, [10, 9, 0, 4]),
+        ] {
+            topo.insert(&TunnelZoneHost {
+                tunnel_zone_id: z,
+                host_id: h,
+                ip_address: Some(Ipv4Addr::from(ip)),
+            });
+        }
+        let dp = DummyDatapath::new(None);
+        let peers =
+            |v: &[[u8; 4]]| TunnelOffload::Peers(v.iter().map(|i| Ipv4Addr::from(*i)).collect());
+        let mut o = OffloadPeers::default();
+        // This host and a host in no shared zone are never peers.
+        o.sync(&dp, &topo, me, &BTreeSet::from([me, a, far]));
+        assert_eq!(dp.tunnel_offload(), peers(&[[10, 0, 0, 2]]));
+        o.sync(&dp, &topo, me, &BTreeSet::from([a, b]));
+        assert_eq!(dp.tunnel_offload(), peers(&[[10, 0, 0, 2], [10, 0, 0, 3]]));
+        // The same set is not pushed again.
+        dp.set_tunnel_offload(TunnelOffload::Never);
+        o.sync(&dp, &topo, me, &BTreeSet::from([b, a]));
+        assert_eq!(dp.tunnel_offload(), TunnelOffload::Never);
+        o.sync(&dp, &topo, me, &BTreeSet::new());
+        assert_eq!(dp.tunnel_offload(), peers(&[]));
     }
 }

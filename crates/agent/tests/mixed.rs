@@ -1,11 +1,12 @@
-//! A deployment of mixed datapath providers: host h1's agent runs `ebpf`
-//! (the kernel's vxlan device, plain RFC 7348), host h2's `userspace` with
-//! `tunnel_offload = false`, which is what a host gets when it falls back
-//! from `ebpf` (ARCHITECTURE.md §9.10). The userspace host must then finish
-//! every offload itself (checksums, TCP and UDP segmentation) before the
-//! tunnel: a kernel VTEP drops a datagram whose VXLAN reserved bits carry
-//! our offload metadata. Traffic is checked both ways: ping, UDP, and a TCP
-//! stream of 32 MiB with SHA-256 in each direction.
+//! A deployment of mixed datapath providers, as a host that falls back
+//! from `ebpf` makes one (ARCHITECTURE.md §9.10): host h1's agent runs
+//! `ebpf` (the kernel's vxlan device, plain RFC 7348), h2's and h3's
+//! `userspace`, all with the default configuration. Each agent registers its
+//! provider, so h2 finishes every offload itself (checksums, TCP and UDP
+//! segmentation) before the tunnel to h1 (a kernel VTEP drops a datagram
+//! whose VXLAN reserved bits carry our offload metadata), and keeps its
+//! big frames to h3, which reads them. Traffic is checked both ways: ping,
+//! UDP, and a TCP stream of 32 MiB with SHA-256 in each direction.
 
 mod common;
 
@@ -59,12 +60,15 @@ fn udp_echo(from: &Vm, to: &Vm) -> Vec<u8> {
 }
 
 #[test]
-fn an_ebpf_host_and_a_userspace_host_without_tunnel_offload_carry_tcp_both_ways() {
-    if !prerequisites("an_ebpf_host_and_a_userspace_host_without_tunnel_offload") {
+fn an_ebpf_host_and_userspace_hosts_carry_tcp_both_ways() {
+    if !prerequisites("an_ebpf_host_and_userspace_hosts_carry_tcp_both_ways") {
         return;
     }
-    let mut env = Env::mixed(&[Provider::Ebpf, Provider::Userspace], "tunnel_offload = false\n");
-    let (_b, vm1, vm2, _p1, _p2) = env.two_vms_on_a_bridge();
+    let mut env = Env::mixed(&[Provider::Ebpf, Provider::Userspace, Provider::Userspace], "");
+    let (b, vm1, vm2, _p1, _p2) = env.two_vms_on_a_bridge();
+    let vm3 = env.vm(2, "vm3", "10.1.0.3/24", None);
+    let p3 = env.bridge_port(&b, Some((2, &vm3)));
+    env.wait_active(&p3);
 
     assert!(ping(&vm1, vm2.ip, 3, &[]).is_some(), "ping ebpf host -> userspace host");
     assert!(ping(&vm2, vm1.ip, 3, &[]).is_some(), "ping userspace host -> ebpf host");
@@ -84,8 +88,18 @@ fn an_ebpf_host_and_a_userspace_host_without_tunnel_offload_carry_tcp_both_ways(
         back.as_secs_f64() * 1e3
     );
     // What the userspace host finished in software is counted.
-    assert!(
-        env.metric(1, "midonet_agent_tunnel_offload_resolved_total") > 0.0,
-        "the userspace host resolved offloads before the tunnel"
+    let resolved = "midonet_agent_tunnel_offload_resolved_total";
+    let to_ebpf = env.metric(1, resolved);
+    assert!(to_ebpf > 0.0, "the userspace host resolved offloads before the tunnel to h1");
+
+    // Between the userspace hosts the offloads cross as they are.
+    let between = transfer_within(&env, &vm2, &vm3, size, Duration::from_secs(60));
+    let back = transfer_within(&env, &vm3, &vm2, size, Duration::from_secs(60));
+    eprintln!(
+        "MEASURE 32 MiB userspace -> userspace {:.0} ms and back {:.0} ms",
+        between.as_secs_f64() * 1e3,
+        back.as_secs_f64() * 1e3
     );
+    assert_eq!(env.metric(1, resolved), to_ebpf, "nothing resolved for h3");
+    assert_eq!(env.metric(2, resolved), 0.0, "nothing resolved for h2");
 }

@@ -647,6 +647,7 @@ async fn sim_agent(cfg: AgentCfg, shared: Arc<Shared>, mut storm: watch::Receive
                     addresses: vec![format!("192.168.{}.{}", cfg.i / 250, cfg.i % 250 + 1)],
                     interfaces: vec![],
                     ttl_secs: cfg.ttl,
+                    datapath: "dummy".into(),
                 })
                 .await;
             match r {

@@ -9,7 +9,7 @@
 //! messages without a store or a runtime.
 //!
 //! ```text
-//!  RegisterHost ──register_host──> Registration { host, ttl, interfaces } ──host_record──> hosts/<id> JSON
+//!  RegisterHost ──register_host──> Registration { host, ttl, interfaces, datapath } ──host_record──> hosts/<id> JSON
 //!  ReportInterfaces ──interfaces──> [HostInterface]  (valid ones, one per name)
 //!  SetPortActive / PublishMac / PublishArp ──> StateWrite { key, value | delete }
 //! ```
@@ -92,16 +92,26 @@ pub struct Registration {
     /// Granted session TTL, within [`MIN_TTL`]..=[`MAX_TTL`].
     pub ttl_secs: i64,
     pub interfaces: Vec<HostInterface>,
+    /// The datapath provider the agent runs, one of
+    /// [`midonet_proto::DATAPATHS`] or empty (not said).
+    pub datapath: String,
 }
 
-/// Checks a registration: the host id must be a UUID and the name one the
-/// model accepts for a host; the TTL is clamped, unusable addresses and
-/// interfaces are left out.
+/// Checks a registration: the host id must be a UUID, the name one the
+/// model accepts for a host and the datapath empty or a known provider;
+/// the TTL is clamped, unusable addresses and interfaces are left out.
 pub fn register_host(req: &pb::RegisterHostRequest) -> Result<Registration, InputError> {
     let host = host_id(&req.host_id)?;
     let probe = Host { id: host, name: req.name.clone(), ..Host::default() };
     if let Err(e) = probe.validate() {
         return Err(InputError::new("name", e.message));
+    }
+    if !req.datapath.is_empty() && !midonet_proto::DATAPATHS.contains(&req.datapath.as_str()) {
+        let known = midonet_proto::DATAPATHS.join(", ");
+        return Err(InputError::new(
+            "datapath",
+            format!("not a datapath provider (one of {known})"),
+        ));
     }
     let ttl_secs = if req.ttl_secs <= 0 {
         DEFAULT_SESSION_TTL_SECS
@@ -114,6 +124,7 @@ pub fn register_host(req: &pb::RegisterHostRequest) -> Result<Registration, Inpu
         addresses: addresses(&req.addresses),
         ttl_secs,
         interfaces: interfaces(host, &req.interfaces),
+        datapath: req.datapath.clone(),
     })
 }
 
@@ -186,8 +197,7 @@ pub struct StateWrite {
 pub fn set_port_active(req: &pb::SetPortActiveRequest) -> Result<StateWrite, InputError> {
     let port = port_id(&req.port_id)?;
     let key = keys::port_active(&port.to_string());
-    let value =
-        req.active.then(|| json(&Liveness { host_id: req.host_id.clone(), session: req.session }));
+    let value = req.active.then(|| json(&Liveness::of(req.host_id.clone(), req.session)));
     Ok(StateWrite { key, value })
 }
 
@@ -217,7 +227,7 @@ pub fn claim_snat_block(req: &pb::ClaimSnatBlockRequest) -> Result<SnatClaim, In
             InputError::new("block", format!("{} out of range 0..{SNAT_BLOCKS}", req.block))
         })?;
     let key = keys::snat_block(&device.to_string(), &ip.to_string(), block);
-    let value = json(&Liveness { host_id: host.to_string(), session: req.session });
+    let value = json(&Liveness::of(host.to_string(), req.session));
     Ok(SnatClaim { key, host, release: req.release, value })
 }
 
@@ -294,6 +304,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(register_host(&long).expect_err("too long").field, "name");
+        let datapath = |d: &str| pb::RegisterHostRequest {
+            host_id: H.into(),
+            datapath: d.into(),
+            ..Default::default()
+        };
+        assert_eq!(register_host(&datapath("ovs")).expect_err("unknown").field, "datapath");
+        for d in ["", "ebpf", "userspace", "dummy"] {
+            assert_eq!(register_host(&datapath(d)).expect(d).datapath, d);
+        }
         let vlan = pb::PublishMacRequest {
             bridge_id: H.into(),
             mac: "02:00:00:00:00:01".into(),
@@ -368,7 +387,7 @@ pub fn claim_health_check(req: &pb::ClaimHealthCheckRequest) -> Result<CheckerCl
     let host = host_id(&req.host_id)?;
     let lb = uuid("load_balancer_id", &req.load_balancer_id)?;
     let key = keys::lb_checker(&lb.to_string());
-    let value = json(&Liveness { host_id: host.to_string(), session: req.session });
+    let value = json(&Liveness::of(host.to_string(), req.session));
     Ok(CheckerClaim { lb: lb.into(), key, host, release: req.release, value })
 }
 

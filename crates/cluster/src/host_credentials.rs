@@ -169,7 +169,7 @@ mod tests {
 
         // Revocation removes the record and the live session.
         let lease = store.grant_lease(10).await.expect("lease");
-        let alive = Liveness { host_id: host.to_string(), session: lease.id.0 };
+        let alive = Liveness::of(host.to_string(), lease.id.0);
         store
             .put(
                 keys::host_alive(&host.to_string()).as_bytes(),

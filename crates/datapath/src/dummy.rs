@@ -102,9 +102,14 @@ impl DummyDatapath {
         self.core.lock().limiter.set_limits(limits);
     }
 
-    /// Whether offload state crosses the tunnel ([`crate::pipeline::Core::tunnel_offload`]).
-    pub fn set_tunnel_offload(&self, on: bool) {
-        self.core.lock().tunnel_offload = on;
+    /// Which peers get offload state across the tunnel ([`crate::pipeline::Core::tunnel_offload`]).
+    pub fn set_tunnel_offload(&self, to: crate::TunnelOffload) {
+        self.core.lock().tunnel_offload = to;
+    }
+
+    /// Which peers get offload state across the tunnel now.
+    pub fn tunnel_offload(&self) -> crate::TunnelOffload {
+        self.core.lock().tunnel_offload.clone()
     }
 
     /// A frame arrives on `port` (as if from the VM).
@@ -188,6 +193,12 @@ impl Datapath for DummyDatapath {
 
     fn set_tunnel_peers(&self, peers: &[Ipv4Addr]) -> Result<(), DpError> {
         self.core.lock().tunnel_peers = Some(peers.iter().copied().collect());
+        Ok(())
+    }
+
+    fn set_offload_peers(&self, peers: &[Ipv4Addr]) -> Result<(), DpError> {
+        self.core.lock().tunnel_offload =
+            crate::TunnelOffload::Peers(peers.iter().copied().collect());
         Ok(())
     }
 
@@ -419,7 +430,7 @@ mod tests {
         let dp1 = DummyDatapath::new(None);
         let a1 = dp1.add_vport("a").expect("a");
         let c1 = dp1.add_vport("c").expect("c");
-        dp1.set_tunnel_offload(false);
+        dp1.set_tunnel_offload(crate::TunnelOffload::Never);
         dp1.set_handler(Some(Box::new(
             MacTableHandler::new()
                 .route(B, &[Action::Tunnel { dst: h2_ip, key: 0x42 }, Action::Output(c1)]),
@@ -466,6 +477,53 @@ mod tests {
         let delivered = dp2.take_output(b2);
         assert_eq!(delivered.len(), 3);
         assert!(delivered.iter().all(|c| !c.vnet.is_offloaded()), "plain frames, plain vnet");
+    }
+
+    /// With offload peers named, a GSO frame keeps its offload state to a
+    /// named peer (one datagram, reserved bits set) and crosses as plain
+    /// segments to any other destination (a kernel VTEP); replacing the set
+    /// moves a peer from one kind to the other.
+    #[test]
+    fn offload_peers_get_the_metadata_and_every_other_peer_plain_segments() {
+        let (ours, kernel) = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3));
+        let dp = DummyDatapath::new(None);
+        let a = dp.add_vport("a").expect("a");
+        dp.set_handler(Some(Box::new(MacTableHandler::new().route(
+            B,
+            &[Action::Tunnel { dst: ours, key: 7 }, Action::Tunnel { dst: kernel, key: 7 }],
+        ))));
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2(A.0, B.0)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1000, 2000, 1, 100)
+            .write(&mut f, &[7u8; 3000])
+            .expect("build");
+        let vnet = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let plain = |p: &TunnelPacket| p.datagram[..2] == [0x08, 0];
+        let per_peer = |sent: &[TunnelPacket], dst| {
+            let to: Vec<&TunnelPacket> = sent.iter().filter(|p| p.dst == dst).collect();
+            (to.len(), to.iter().all(|p| plain(p)))
+        };
+
+        dp.set_offload_peers(&[ours]).expect("offload peers");
+        dp.inject_vnet(a, &f, vnet);
+        let sent = dp.take_tunnel();
+        assert_eq!(per_peer(&sent, ours), (1, false), "one offloaded datagram to our kind");
+        assert_eq!(per_peer(&sent, kernel), (3, true), "3000 bytes as plain segments");
+        assert_eq!(dp.stats().expect("stats").tunnel_offload_resolved, 1);
+
+        dp.set_offload_peers(&[]).expect("no offload peer");
+        dp.inject_vnet(a, &f, vnet);
+        let sent = dp.take_tunnel();
+        assert_eq!(per_peer(&sent, ours), (3, true), "no longer named: plain");
+        assert_eq!(per_peer(&sent, kernel), (3, true));
     }
 
     /// Issue 12: a spoofed datagram with a guessed VNI from an underlay

@@ -61,6 +61,13 @@
 //! tests); otherwise the kernel fragments the outer datagram, which works but
 //! costs more.
 //!
+//! Only a peer of our own userspace kind reads those bits; a kernel VTEP
+//! (the `ebpf` provider's vxlan device, a hardware VTEP) drops a datagram
+//! whose reserved bits are set. [`TunnelOffload`] says which peers get
+//! them: the agent names the hosts whose agents registered a userspace
+//! datapath ([`Datapath::set_offload_peers`]), and every other destination
+//! gets plain RFC 7348 frames, finished here by [`offload`].
+//!
 //! Option (b), checksum offload and TSO off in the VMs (`ethtool -K … tx
 //! off`, what OVS userspace needs), makes every 1.4 KB segment cross the
 //! datapath on its own. Measured here back to back (VXLAN between two host
@@ -516,6 +523,11 @@ pub trait Datapath: Send + Sync {
     /// on (the whole set, replacing the previous one). Before the first
     /// call every source is accepted; see the crate docs.
     fn set_tunnel_peers(&self, peers: &[Ipv4Addr]) -> Result<(), DpError>;
+    /// Send offload metadata across the tunnel to these underlay addresses
+    /// only, and plain RFC 7348 frames to any other ([`TunnelOffload::Peers`],
+    /// the whole set, replacing the previous one). A provider whose tunnel
+    /// is a kernel VTEP (ebpf) always sends plain frames and ignores it.
+    fn set_offload_peers(&self, peers: &[Ipv4Addr]) -> Result<(), DpError>;
     /// Install a megaflow for packets matching `key` under `flow.mask`.
     fn install_flow(&self, key: FlowKey, flow: FlowInstall) -> Result<FlowId, DpError>;
     /// Remove exactly the flows carrying any of `tags`; returns how many.
@@ -526,6 +538,32 @@ pub trait Datapath: Send + Sync {
     fn execute(&self, frame: Vec<u8>, actions: Actions) -> Result<(), DpError>;
     fn stats(&self) -> Result<DpStats, DpError>;
     fn dump_flows(&self) -> Result<Vec<FlowInfo>, DpError>;
+}
+
+/// Which tunnel peers get a frame's offload state (TSO/GSO, a partial
+/// checksum) in the VXLAN reserved bits; the others get the plain frames
+/// it stands for ([`offload::resolve`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TunnelOffload {
+    /// Every peer: a deployment of userspace hosts only.
+    #[default]
+    Always,
+    /// None: plain RFC 7348 to everyone.
+    Never,
+    /// These underlay addresses only ([`Datapath::set_offload_peers`]).
+    Peers(hashbrown::HashSet<Ipv4Addr>),
+}
+
+impl TunnelOffload {
+    /// Whether a frame to `dst` may keep its offload state.
+    #[inline]
+    pub fn to(&self, dst: Ipv4Addr) -> bool {
+        match self {
+            TunnelOffload::Always => true,
+            TunnelOffload::Never => false,
+            TunnelOffload::Peers(p) => p.contains(&dst),
+        }
+    }
 }
 
 /// Where a tunnel sends: the underlay destination of `Action::Tunnel`.

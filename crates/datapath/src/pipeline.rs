@@ -37,7 +37,7 @@ use crate::table::{FlowSpec, FlowTable, InsertError, TableConfig};
 use crate::workers::{Miss, Workers};
 use crate::{
     DpError, DpStats, DropCounters, DropReason, FlowId, FlowInfo, FlowInstall, MissDecision,
-    PortCounters, PortNo, PortStats, UpcallHandler,
+    PortCounters, PortNo, PortStats, TunnelOffload, UpcallHandler,
 };
 
 /// Everything the pipeline counts.
@@ -50,7 +50,7 @@ pub struct Counters {
     pub upcalls: u64,
     pub rx_batches: u64,
     /// Offloaded frames finished in software before the tunnel
-    /// ([`crate::offload`]), when `tunnel_offload` is off.
+    /// ([`crate::offload`]), for a peer that takes no offload metadata.
     pub tunnel_offload_resolved: u64,
     /// Plain frames from the tunnel whose partial checksum was completed
     /// here ([`crate::offload::complete_unfinished`]).
@@ -101,10 +101,10 @@ pub struct Core<I: Io> {
     pub workers: Option<Workers<VnetHdr>>,
     /// Per-port upcall budgets (checked on misses only).
     pub limiter: UpcallLimiter,
-    /// Send offload metadata across the tunnel (in the VXLAN reserved
-    /// bits, to peers of our own userspace kind); off: finish offloads here
-    /// and send plain RFC 7348 ([`crate::offload`]).
-    pub tunnel_offload: bool,
+    /// Which peers get offload metadata across the tunnel (in the VXLAN
+    /// reserved bits: peers of our own userspace kind); the others get
+    /// offloads finished here, as plain RFC 7348 ([`crate::offload`]).
+    pub tunnel_offload: TunnelOffload,
     pub io: I,
     keep: Vec<Slot>,
     installs: Vec<(FlowKey, FlowInstall)>,
@@ -121,7 +121,7 @@ struct Ctx<'a, I: Io> {
     handler: &'a mut Option<Box<dyn UpcallHandler>>,
     workers: &'a mut Option<Workers<VnetHdr>>,
     limiter: &'a mut UpcallLimiter,
-    tunnel_offload: bool,
+    tunnel_offload: &'a TunnelOffload,
     epoch: Instant,
     keep: &'a mut Vec<Slot>,
     installs: &'a mut Vec<(FlowKey, FlowInstall)>,
@@ -138,7 +138,7 @@ macro_rules! ctx {
             handler: &mut $core.handler,
             workers: &mut $core.workers,
             limiter: &mut $core.limiter,
-            tunnel_offload: $core.tunnel_offload,
+            tunnel_offload: &$core.tunnel_offload,
             epoch: $core.epoch,
             keep: &mut $core.keep,
             installs: &mut $core.installs,
@@ -158,7 +158,7 @@ impl<I: Io> Core<I> {
             handler,
             workers: None,
             limiter: UpcallLimiter::new(UpcallLimits::UNLIMITED),
-            tunnel_offload: true,
+            tunnel_offload: TunnelOffload::Always,
             io,
             keep: Vec::new(),
             installs: Vec::new(),
@@ -581,7 +581,9 @@ fn exec<I: Io>(
                     ctx.counters.drop(DropReason::UnknownPort);
                 }
             }
-            Action::Tunnel { dst, key } if !ctx.tunnel_offload && slot.vnet.is_offloaded() => {
+            Action::Tunnel { dst, key }
+                if slot.vnet.is_offloaded() && !ctx.tunnel_offload.to(dst) =>
+            {
                 tunnel_resolved(ctx, dst, key, slot);
             }
             Action::Tunnel { dst, key } => match crate::vxlan::encode(key, &slot.vnet) {

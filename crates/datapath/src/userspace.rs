@@ -72,12 +72,12 @@ pub struct UserspaceConfig {
     /// small-UDP flow to a bound port as one UDP GSO frame
     /// ([`crate::pipeline::Core::process_tunnel_gro`]). Default on.
     pub coalesce_udp: bool,
-    /// Send the offload state of TCP and checksum-offloaded frames across
-    /// the tunnel in the VXLAN reserved bits, for a peer of the same kind
-    /// to keep them big (default). Off: segment and checksum them here and
-    /// send plain RFC 7348, which a kernel VTEP (the `ebpf` provider's
+    /// Which peers get the offload state of TCP and checksum-offloaded
+    /// frames across the tunnel in the VXLAN reserved bits, to keep them big
+    /// (default: every peer). The others get them segmented and checksummed
+    /// here, as plain RFC 7348, which a kernel VTEP (the `ebpf` provider's
     /// vxlan device) accepts ([`crate::offload`]).
-    pub tunnel_offload: bool,
+    pub tunnel_offload: crate::TunnelOffload,
     /// Upcall budgets per port and for the tunnel ([`crate::limit`]).
     pub limits: crate::UpcallLimits,
 }
@@ -94,7 +94,7 @@ impl Default for UserspaceConfig {
             spin_us: 30,
             rt_priority: None,
             coalesce_udp: true,
-            tunnel_offload: true,
+            tunnel_offload: crate::TunnelOffload::Always,
             limits: crate::UpcallLimits::default(),
         }
     }
@@ -563,7 +563,7 @@ fn build_state(
     let io = UsIo { ports: Vec::new(), dirty: Vec::new(), tunnel, vxlan_port: cfg.vxlan_port };
     let mut core = Core::new(io, handler, cfg.table);
     core.limiter.set_limits(cfg.limits);
-    core.tunnel_offload = cfg.tunnel_offload;
+    core.tunnel_offload = cfg.tunnel_offload.clone();
     Ok(State {
         core,
         poller,
@@ -602,6 +602,11 @@ impl Datapath for UserspaceDatapath {
         // half-filled set.
         let set = peers.iter().copied().collect();
         self.call(move |s| s.core.tunnel_peers = Some(set))
+    }
+
+    fn set_offload_peers(&self, peers: &[Ipv4Addr]) -> Result<(), DpError> {
+        let set = peers.iter().copied().collect();
+        self.call(move |s| s.core.tunnel_offload = crate::TunnelOffload::Peers(set))
     }
 
     fn install_flow(&self, key: FlowKey, flow: FlowInstall) -> Result<FlowId, DpError> {

@@ -41,6 +41,8 @@ fn contract(dp: &dyn Datapath, if1: &str, if2: &str) {
     dp.set_tunnel_peers(&[Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2)])
         .expect("peers");
     dp.set_tunnel_peers(&[Ipv4Addr::new(198, 18, 0, 2)]).expect("peers again");
+    dp.set_offload_peers(&[Ipv4Addr::new(198, 18, 0, 2)]).expect("offload peers");
+    dp.set_offload_peers(&[]).expect("no offload peer");
 
     let (k1, f1) = flow(p1, MacAddr([2, 0, 0, 0, 0, 1]), 100);
     let (k2, f2) = flow(p2, MacAddr([2, 0, 0, 0, 0, 2]), 200);

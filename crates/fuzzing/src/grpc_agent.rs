@@ -141,8 +141,9 @@ fn named(e: &InputError, fields: &[&str]) {
 fn register(req: &pb::RegisterHostRequest) {
     let reg = match agent_input::register_host(req) {
         Ok(r) => r,
-        Err(e) => return named(&e, &["host_id", "name"]),
+        Err(e) => return named(&e, &["host_id", "name", "datapath"]),
     };
+    assert!(reg.datapath.is_empty() || midonet_proto::DATAPATHS.contains(&reg.datapath.as_str()));
     assert_eq!(Some(reg.host.uuid()), req.host_id.parse().ok(), "host id");
     assert!((MIN_TTL..=MAX_TTL).contains(&reg.ttl_secs), "ttl {}", reg.ttl_secs);
     interfaces(&reg.host.to_string(), &reg.interfaces);

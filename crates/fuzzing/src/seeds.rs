@@ -646,6 +646,7 @@ fn grpc_agent() -> Vec<Seed> {
         addresses: vec!["192.168.0.1/24".into(), "junk".into()],
         interfaces: ifaces,
         ttl_secs: ttl,
+        datapath: String::new(),
     };
     let mac = |vlan: u32, m: &str, port: &str, delete: bool| pb::PublishMacRequest {
         session: 7,
@@ -701,6 +702,21 @@ fn grpc_agent() -> Vec<Seed> {
             "register_bad_names",
             1,
             reg("h", vec![iface("", 1), iface("a/b", 1), iface("much-too-long-name", 1)], 1000)
+                .encode_to_vec(),
+        ),
+        (
+            "register_datapath",
+            1,
+            pb::RegisterHostRequest {
+                datapath: "userspace".into(),
+                ..reg("host-1", vec![iface("eth0", 1500)], 10)
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "register_bad_datapath",
+            1,
+            pb::RegisterHostRequest { datapath: "ovs".into(), ..reg("host-1", vec![], 10) }
                 .encode_to_vec(),
         ),
         (

@@ -150,13 +150,28 @@ pub struct ArpEntry {
 }
 
 /// Value of `state/hosts/<id>/alive` and `state/ports/<id>/active`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Liveness {
     pub host_id: String,
     /// The session (lease) that owns the key.
     pub session: i64,
+    /// `alive` only: the datapath provider the host's agent registered
+    /// with (one of [`DATAPATHS`]); empty when it did not say.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub datapath: String,
 }
+
+impl Liveness {
+    /// A key held by `host_id`'s session `session`.
+    pub fn of(host_id: impl Into<String>, session: i64) -> Liveness {
+        Liveness { host_id: host_id.into(), session, datapath: String::new() }
+    }
+}
+
+/// The datapath providers an agent may register with
+/// (`RegisterHostRequest.datapath`).
+pub const DATAPATHS: [&str; 3] = ["ebpf", "userspace", "dummy"];
 
 #[cfg(test)]
 mod tests {

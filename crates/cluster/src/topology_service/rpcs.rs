@@ -48,7 +48,10 @@ impl TopologyService for TopologyServiceImpl {
         let host = reg.host;
 
         let lease = self.store.grant_lease(reg.ttl_secs).await.map_err(status)?;
-        let alive = &Liveness { host_id: host.to_string(), session: lease.id.0 };
+        let alive = &Liveness {
+            datapath: reg.datapath.clone(),
+            ..Liveness::of(host.to_string(), lease.id.0)
+        };
         let reg = &reg;
         let resp = self
             .write_indexed(|mut w| async move {

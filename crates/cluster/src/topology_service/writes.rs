@@ -141,12 +141,22 @@ mod tests {
                     ..Default::default()
                 }],
                 ttl_secs: 2,
+                datapath: "userspace".into(),
             })
             .await
             .expect("register")
             .into_inner();
         let alive = keys::host_alive(&host.to_string());
-        assert!(store.get(alive.as_bytes()).await.expect("get").is_some());
+        let value = store.get(alive.as_bytes()).await.expect("get").expect("alive").value;
+        let alive_value: midonet_proto::Liveness = serde_json::from_slice(&value).expect("json");
+        assert_eq!(
+            alive_value,
+            midonet_proto::Liveness {
+                datapath: "userspace".into(),
+                ..midonet_proto::Liveness::of(host.to_string(), reg.session)
+            },
+            "the session's provider is kept with its liveness"
+        );
         let stored: midonet_model::Host = serde_json::from_slice(
             &store
                 .get(ObjectKind::Host.key(&[&host.to_string()]).as_bytes())
