@@ -336,8 +336,14 @@ pub static RESOURCES: &[ResourceSpec] = &[
             h("enforceContainerLimit", "enforce --container-limit"),
         ],
         // Reported by the host's agent.
-        no_flag: &["name", "addresses", "alive"],
-        columns: &[ID, NAME, ("ALIVE", Col::Key("alive")), ("ADDRESSES", Col::Key("addresses"))],
+        no_flag: &["name", "addresses", "alive", "datapath"],
+        columns: &[
+            ID,
+            NAME,
+            ("ALIVE", Col::Key("alive")),
+            ("DATAPATH", Col::Key("datapath")),
+            ("ADDRESSES", Col::Key("addresses")),
+        ],
         extras: &[Extra::Interfaces, Extra::Credential],
         ..BASE
     },

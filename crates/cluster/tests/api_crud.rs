@@ -236,7 +236,31 @@ fn hosts_interfaces_bindings_and_tunnel_zones() {
         },
     );
     assert_eq!(api.ok(&hu)["alive"], true);
+    assert_eq!(api.ok(&hu).get("datapath"), None, "an agent that did not say");
     assert_eq!(api.ok(&s(&p, "uri"))["active"], true);
+    // An agent's session says which datapath it runs.
+    let (store, hid) = (c.cluster().store.clone(), h.clone());
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt").block_on(
+        async move {
+            let alive = midonet_proto::Liveness {
+                datapath: "userspace".into(),
+                ..midonet_proto::Liveness::of(hid.clone(), 7)
+            };
+            let value = serde_json::to_vec(&alive).expect("json");
+            let key = format!("/midonet/v1/state/hosts/{hid}/alive");
+            store.put(key.as_bytes(), &value, None).await.expect("put");
+        },
+    );
+    let dto = api.ok(&hu);
+    assert_eq!(dto["datapath"], "userspace");
+    // A client's GET, change, PUT round trip carries it back unharmed.
+    let mut body = dto.clone();
+    body["floodingProxyWeight"] = json!(3);
+    api.put(&hu, &body).expect(204);
+    assert_eq!(api.ok(&hu)["floodingProxyWeight"], 3);
+    let listed = api.ok("/hosts");
+    let listed = listed.as_array().expect("host list");
+    assert!(listed.iter().any(|x| x["id"] == h && x["datapath"] == "userspace"), "{listed:?}");
     api.delete(&hu).expect(409);
     // Tunnel zones.
     let tz = api.create("/tunnel_zones", &json!({"name": "tz"}));

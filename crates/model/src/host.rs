@@ -10,8 +10,9 @@ use crate::lenient;
 use crate::mac::MacAddr;
 
 /// A hypervisor or gateway running an agent. Registered by the agent (never
-/// created by MidoNet's clients); `alive` is runtime state that the cluster
-/// fills from the agent's lease and is not stored with the host.
+/// created by MidoNet's clients); `alive` and `datapath` are runtime state
+/// that the cluster fills from the agent's lease and are not stored with
+/// the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Host {
@@ -23,6 +24,11 @@ pub struct Host {
     pub addresses: Vec<IpAddr>,
     #[serde(default, deserialize_with = "lenient::boolean")]
     pub alive: bool,
+    /// Not in MidoNet's DTO: the datapath provider the live agent
+    /// registered with (`ebpf`, `userspace`, `dummy`); empty when the host
+    /// is not alive or its agent did not say.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub datapath: String,
     #[serde(default = "one", deserialize_with = "lenient::num")]
     pub flooding_proxy_weight: u32,
     #[serde(default = "one", deserialize_with = "lenient::num")]
@@ -48,6 +54,7 @@ impl Default for Host {
             name: String::new(),
             addresses: Vec::new(),
             alive: false,
+            datapath: String::new(),
             flooding_proxy_weight: 1,
             container_weight: 1,
             container_limit: -1,

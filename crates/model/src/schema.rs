@@ -227,7 +227,7 @@ describe! {
     }
     Mirror { id, tenant_id, to_port_id, conditions }
     Host {
-        id, name, addresses, alive, flooding_proxy_weight, container_weight, container_limit,
+        id, name, addresses, alive, datapath, flooding_proxy_weight, container_weight, container_limit,
         enforce_container_limit,
     }
     HostInterface { host_id, name, mac, mtu, status, if_type as "type", endpoint, addresses }

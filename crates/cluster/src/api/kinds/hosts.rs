@@ -26,6 +26,7 @@ kind! {
     fn on_create<'a>(&'a mut self, _tx: &'a mut Tx, _ctx: &'a Ctx) -> Fut<'a, ()> {
         Box::pin(async move {
             self.alive = false;
+            self.datapath.clear();
             Ok(())
         })
     }
@@ -33,6 +34,7 @@ kind! {
         Box::pin(async move {
             // Name and addresses are reported by the host's agent.
             self.alive = false;
+            self.datapath.clear();
             if self.name.is_empty() {
                 self.name = old.name.clone();
             }
@@ -70,21 +72,44 @@ kind! {
         link(m, "interfaces", format!("{base}/interfaces"));
         link(m, "ports", format!("{base}/ports"));
         m.insert("alive".into(), Value::Bool(env.alive_hosts.contains(&self.id.uuid())));
+        // Which datapath the live agent runs (an `ebpf` host that fell
+        // back shows `userspace`).
+        if let Some(d) = env.host_datapaths.get(&self.id.uuid()) {
+            m.insert("datapath".into(), Value::String(d.clone()));
+        }
     }
     fn load_env<'a>(tx: &'a mut Tx, env: &'a mut Env) -> Fut<'a, ()> {
         Box::pin(async move {
             env.alive_hosts = state_ids(tx, "hosts").await?;
+            let prefix = format!("{}hosts/", db::STATE_PREFIX);
+            for (k, v) in tx.list_raw(&prefix).await? {
+                let Some(id) = k[prefix.len()..].strip_suffix("/alive") else { continue };
+                if let (Ok(id), Some(d)) = (id.parse(), registered_datapath(&v)) {
+                    env.host_datapaths.insert(id, d);
+                }
+            }
             Ok(())
         })
     }
     fn load_env_one<'a>(&'a self, tx: &'a mut Tx, env: &'a mut Env) -> Fut<'a, ()> {
         Box::pin(async move {
-            if tx.exists(&db::host_alive_key(self.id.uuid())).await? {
+            if let Some(v) = tx.get_raw(&db::host_alive_key(self.id.uuid())).await? {
                 env.alive_hosts.insert(self.id.uuid());
+                if let Some(d) = registered_datapath(&v) {
+                    env.host_datapaths.insert(self.id.uuid(), d);
+                }
             }
             Ok(())
         })
     }
+}
+
+/// The datapath provider in a host's liveness value, if its agent said.
+fn registered_datapath(alive: &[u8]) -> Option<String> {
+    serde_json::from_slice::<midonet_proto::Liveness>(alive)
+        .ok()
+        .map(|l| l.datapath)
+        .filter(|d| !d.is_empty())
 }
 
 kind! {

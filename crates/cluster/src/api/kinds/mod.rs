@@ -136,6 +136,9 @@ pub struct RefRule {
 pub struct Env {
     pub active_ports: HashSet<Uuid>,
     pub alive_hosts: HashSet<Uuid>,
+    /// The datapath provider each live host's agent registered with (hosts
+    /// whose agent did not say are absent).
+    pub host_datapaths: HashMap<Uuid, String>,
     pub rule_positions: HashMap<Uuid, u32>,
 }
 
