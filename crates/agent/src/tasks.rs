@@ -316,14 +316,20 @@ fn start_datapath(
             .collect()
     };
     // Unset, offloads cross the tunnel only to the peers that registered a
-    // datapath that reads them (`Core::sync_offload_peers`); until the
-    // first push, to none (ARCHITECTURE.md §9.10).
+    // datapath that reads them (`tunnel::OffloadPeers`); until the first
+    // push, to none (ARCHITECTURE.md §9.10).
     let userspace = |handler: Box<Handler>| {
         let tunnel_offload = match cfg.tunnel_offload {
             None => TunnelOffload::Peers(Default::default()),
             Some(true) => TunnelOffload::Always,
             Some(false) => TunnelOffload::Never,
         };
+        let to = match tunnel_offload {
+            TunnelOffload::Peers(_) => "peers that registered a userspace datapath",
+            TunnelOffload::Always => "every peer",
+            TunnelOffload::Never => "no peer",
+        };
+        tracing::info!("userspace datapath: offload metadata across the tunnel to {to}");
         let ucfg = midonet_datapath::userspace::UserspaceConfig {
             name: "midonet-dp".into(),
             netns: None,
