@@ -248,6 +248,15 @@ mod tests {
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
     const C: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc]);
+    /// A guest's TSO frame: Ethernet + IPv4 + 20-byte TCP, 1448-byte segments.
+    const TCP4_GSO: VnetHdr = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+    };
 
     fn frame(dst: MacAddr, sport: u16) -> Vec<u8> {
         udp_frame(
@@ -443,14 +452,7 @@ mod tests {
             .ack(1)
             .write(&mut f, &data)
             .expect("build");
-        let vnet = VnetHdr {
-            flags: VnetHdr::F_NEEDS_CSUM,
-            gso_type: VnetHdr::GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let vnet = TCP4_GSO;
         dp1.inject_vnet(a1, &f, vnet);
         let sent = dp1.take_tunnel();
         assert_eq!(sent.len(), 3, "4000 bytes in 1448-byte segments");
@@ -498,14 +500,7 @@ mod tests {
             .tcp(1000, 2000, 1, 100)
             .write(&mut f, &[7u8; 3000])
             .expect("build");
-        let vnet = VnetHdr {
-            flags: VnetHdr::F_NEEDS_CSUM,
-            gso_type: VnetHdr::GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let vnet = TCP4_GSO;
         let plain = |p: &TunnelPacket| p.datagram[..2] == [0x08, 0];
         let per_peer = |sent: &[TunnelPacket], dst| {
             let to: Vec<&TunnelPacket> = sent.iter().filter(|p| p.dst == dst).collect();
