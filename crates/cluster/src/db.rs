@@ -148,6 +148,15 @@ pub const STATE_PREFIX: &str = "/midonet/v1/state/";
 pub fn guard_key(id: Uuid) -> String {
     format!("{GUARD_PREFIX}{id}")
 }
+/// The datapath provider a host's agent registered with, from the value of
+/// its [`host_alive_key`]; `None` when the agent did not say.
+pub fn registered_datapath(alive: &[u8]) -> Option<String> {
+    serde_json::from_slice::<midonet_proto::Liveness>(alive)
+        .ok()
+        .map(|l| l.datapath)
+        .filter(|d| !d.is_empty())
+}
+
 /// Present while the host's agent is alive (under the agent's lease).
 pub fn host_alive_key(id: Uuid) -> String {
     format!("{STATE_PREFIX}hosts/{id}/alive")

@@ -126,6 +126,27 @@ fn agents_are_the_hosts_and_only_admins_see_them() {
     assert_eq!(agents[0]["alive"], false, "no agent session");
     let one = n.admin.get("/v2.0/agents/5e1f0c2a-1111-4222-8333-444455556666").expect(200).body;
     assert_eq!(one["agent"]["binary"], "midonet-agent");
+    assert_eq!(one["agent"]["configurations"].get("datapath"), None);
+    // The agent's session: alive, and the datapath it registered with.
+    let alive = midonet_proto::Liveness {
+        datapath: "ebpf".into(),
+        ..midonet_proto::Liveness::of("5e1f0c2a-1111-4222-8333-444455556666", 7)
+    };
+    let store = n.c.cluster().store.clone();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+        .block_on(store.put(
+            b"/midonet/v1/state/hosts/5e1f0c2a-1111-4222-8333-444455556666/alive",
+            &serde_json::to_vec(&alive).expect("json"),
+            None,
+        ))
+        .expect("put");
+    let one = n.admin.get("/v2.0/agents/5e1f0c2a-1111-4222-8333-444455556666").expect(200).body;
+    assert_eq!(one["agent"]["alive"], true);
+    assert_eq!(one["agent"]["configurations"]["datapath"], "ebpf");
+    assert_eq!(one["agent"]["configurations"]["addresses"][0], "10.0.0.7");
     // A member sees none (Neutron's policy), and no host by id.
     assert!(n.bob.get("/v2.0/agents").expect(200).body["agents"]
         .as_array()

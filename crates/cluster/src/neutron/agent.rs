@@ -1,7 +1,8 @@
 //! `GET /v2.0/agents`: the hosts that run a midonet agent, shown as
 //! Neutron agents (`openstack network agent list`). One agent per host,
 //! of type `MidoNet Agent` as networking-midonet reported it; `alive` is
-//! the agent's session with the cluster. Admin only, as Neutron's policy:
+//! the agent's session with the cluster, and `configurations.datapath` the
+//! datapath provider that session registered. Admin only, as Neutron's policy:
 //! a member's list is empty and a member's show is a 404. Read-only: an
 //! agent is registered by the agent itself, never through this API.
 
@@ -24,7 +25,12 @@ fn not_found(id: &str) -> NeutronError {
 }
 
 async fn agent_json(tx: &mut Tx, h: &Host) -> NResult<Value> {
-    let alive = tx.exists(&db::host_alive_key(h.id.uuid())).await?;
+    let session = tx.get_raw(&db::host_alive_key(h.id.uuid())).await?;
+    let alive = session.is_some();
+    let mut configurations = json!({"addresses": h.addresses});
+    if let Some(d) = session.as_deref().and_then(db::registered_datapath) {
+        configurations["datapath"] = json!(d);
+    }
     let host = if h.name.is_empty() { h.id.to_string() } else { h.name.clone() };
     Ok(json!({
         "id": h.id.to_string(),
@@ -36,7 +42,7 @@ async fn agent_json(tx: &mut Tx, h: &Host) -> NResult<Value> {
         "admin_state_up": true,
         "availability_zone": null,
         "description": null,
-        "configurations": {"addresses": h.addresses},
+        "configurations": configurations,
         "resources_synced": null,
     }))
 }

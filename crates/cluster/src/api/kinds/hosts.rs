@@ -84,7 +84,7 @@ kind! {
             let prefix = format!("{}hosts/", db::STATE_PREFIX);
             for (k, v) in tx.list_raw(&prefix).await? {
                 let Some(id) = k[prefix.len()..].strip_suffix("/alive") else { continue };
-                if let (Ok(id), Some(d)) = (id.parse(), registered_datapath(&v)) {
+                if let (Ok(id), Some(d)) = (id.parse(), db::registered_datapath(&v)) {
                     env.host_datapaths.insert(id, d);
                 }
             }
@@ -95,21 +95,13 @@ kind! {
         Box::pin(async move {
             if let Some(v) = tx.get_raw(&db::host_alive_key(self.id.uuid())).await? {
                 env.alive_hosts.insert(self.id.uuid());
-                if let Some(d) = registered_datapath(&v) {
+                if let Some(d) = db::registered_datapath(&v) {
                     env.host_datapaths.insert(self.id.uuid(), d);
                 }
             }
             Ok(())
         })
     }
-}
-
-/// The datapath provider in a host's liveness value, if its agent said.
-fn registered_datapath(alive: &[u8]) -> Option<String> {
-    serde_json::from_slice::<midonet_proto::Liveness>(alive)
-        .ok()
-        .map(|l| l.datapath)
-        .filter(|d| !d.is_empty())
 }
 
 kind! {
