@@ -763,11 +763,16 @@ fn status(dir: &Path) -> Result<()> {
         let client = Client::new(&st.api_url, Auth::None);
         match client.list("hosts") {
             Ok(hosts) => {
-                let alive = hosts
+                let alive: Vec<&serde_json::Value> = hosts
                     .iter()
                     .filter(|h| h.get("alive").and_then(|a| a.as_bool()) == Some(true))
-                    .count();
-                println!("API answers: {} hosts registered, {alive} alive", hosts.len());
+                    .collect();
+                println!(
+                    "API answers: {} hosts registered, {} alive{}",
+                    hosts.len(),
+                    alive.len(),
+                    datapaths(&alive)
+                );
             }
             Err(e) => println!("API does not answer: {e}"),
         }
@@ -777,9 +782,36 @@ fn status(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How many live hosts run each datapath, as ` (ebpf 2, userspace 1)`, so
+/// a host that fell back from ebpf shows; empty when no agent said.
+fn datapaths(alive: &[&serde_json::Value]) -> String {
+    let mut count = std::collections::BTreeMap::<&str, usize>::new();
+    for d in alive.iter().filter_map(|h| h.get("datapath").and_then(|d| d.as_str())) {
+        *count.entry(d).or_default() += 1;
+    }
+    if count.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = count.iter().map(|(d, n)| format!("{d} {n}")).collect();
+    format!(" ({})", parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_counts_the_live_hosts_by_datapath() {
+        let hosts = [
+            serde_json::json!({"alive": true, "datapath": "ebpf"}),
+            serde_json::json!({"alive": true, "datapath": "userspace"}),
+            serde_json::json!({"alive": true, "datapath": "ebpf"}),
+            serde_json::json!({"alive": true}),
+        ];
+        let refs: Vec<&serde_json::Value> = hosts.iter().collect();
+        assert_eq!(datapaths(&refs), " (ebpf 2, userspace 1)");
+        assert_eq!(datapaths(&refs[3..]), "", "no agent said");
+    }
     use clap::Parser;
 
     #[derive(Parser)]
