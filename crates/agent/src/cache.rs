@@ -62,10 +62,9 @@ pub struct Cache {
     state_raw: HashMap<String, Vec<u8>>,
     pub state: Arc<RwLock<MemState>>,
     pub active_ports: BTreeSet<PortId>,
-    pub alive_hosts: BTreeSet<HostId>,
-    /// The live hosts whose datapath reads offload metadata across the
-    /// tunnel ([`crate::tunnel::reads_offload`]).
-    pub offload_hosts: BTreeSet<HostId>,
+    /// The live hosts, each with the datapath provider its agent registered
+    /// (empty when it did not say).
+    pub alive_hosts: BTreeMap<HostId, String>,
     /// Who runs each load balancer's health checks.
     pub lb_checkers: BTreeMap<midonet_model::LoadBalancerId, HostId>,
     pub revision: i64,
@@ -74,14 +73,19 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// The live hosts whose datapath reads offload metadata across the
+    /// tunnel ([`crate::tunnel::reads_offload`]).
+    pub fn offload_hosts(&self) -> impl Iterator<Item = HostId> + '_ {
+        self.alive_hosts.iter().filter(|(_, d)| crate::tunnel::reads_offload(d)).map(|(h, _)| *h)
+    }
+
     pub fn new(state: Arc<RwLock<MemState>>) -> Self {
         Cache {
             topology: Topology::default(),
             state_raw: HashMap::new(),
             state,
             active_ports: BTreeSet::new(),
-            alive_hosts: BTreeSet::new(),
-            offload_hosts: BTreeSet::new(),
+            alive_hosts: BTreeMap::new(),
             lb_checkers: BTreeMap::new(),
             revision: 0,
             ready: false,
@@ -229,9 +233,7 @@ impl Cache {
                     out.bad_keys += 1;
                     return;
                 };
-                let holder = value
-                    .and_then(|v| serde_json::from_slice::<midonet_proto::Liveness>(v).ok())
-                    .and_then(|l| l.host_id.parse::<HostId>().ok());
+                let holder = liveness(value).and_then(|l| l.host_id.parse::<HostId>().ok());
                 let key =
                     midonet_state::BlockKey { device: midonet_state::TrackerId(dev), ip, block };
                 out.snat_blocks.push((key, holder));
@@ -241,9 +243,7 @@ impl Cache {
                     out.bad_keys += 1;
                     return;
                 };
-                let holder = value
-                    .and_then(|v| serde_json::from_slice::<midonet_proto::Liveness>(v).ok())
-                    .and_then(|l| l.host_id.parse::<HostId>().ok());
+                let holder = liveness(value).and_then(|l| l.host_id.parse::<HostId>().ok());
                 match holder {
                     Some(h) => self.lb_checkers.insert(lb, h),
                     None => self.lb_checkers.remove(&lb),
@@ -251,18 +251,11 @@ impl Cache {
             }
             StateKey::HostAlive { host } => {
                 let Ok(h) = host.parse() else { return };
-                let datapath = value
-                    .and_then(|v| serde_json::from_slice::<midonet_proto::Liveness>(v).ok())
-                    .map(|l| l.datapath);
                 if value.is_some() {
-                    self.alive_hosts.insert(h);
+                    let datapath = liveness(value).map(|l| l.datapath).unwrap_or_default();
+                    self.alive_hosts.insert(h, datapath);
                 } else {
                     self.alive_hosts.remove(&h);
-                }
-                if datapath.as_deref().is_some_and(crate::tunnel::reads_offload) {
-                    self.offload_hosts.insert(h);
-                } else {
-                    self.offload_hosts.remove(&h);
                 }
                 out.hosts_changed = true;
             }
@@ -368,6 +361,12 @@ fn undecodable(key: &str, e: &midonet_model::topology::DecodeError, out: &mut Ap
 fn finish(out: &mut Applied) {
     out.tags.sort_unstable();
     out.tags.dedup();
+}
+
+/// The holder (and, for a host, the datapath) a liveness value names;
+/// `None` for a deleted key or a value that does not decode.
+fn liveness(value: Option<&[u8]>) -> Option<midonet_proto::Liveness> {
+    value.and_then(|v| serde_json::from_slice(v).ok())
 }
 
 #[cfg(test)]
@@ -513,13 +512,19 @@ mod tests {
         let changes = vec![alive(us, "userspace"), alive(eb, "ebpf"), alive(old, "")];
         let a = c.apply_delta(pb::Delta { revision: 2, changes }, &sim).expect("applied");
         assert!(a.hosts_changed && !a.topology_changed);
-        assert_eq!(c.alive_hosts, BTreeSet::from([us, eb, old]));
-        assert_eq!(c.offload_hosts, BTreeSet::from([us]));
+        assert_eq!(
+            c.alive_hosts.keys().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([us, eb, old])
+        );
+        assert_eq!(c.offload_hosts().collect::<BTreeSet<_>>(), BTreeSet::from([us]));
         // The ebpf host restarts as a userspace fallback; the userspace one dies.
         let gone = pb::Change { value: Vec::new(), deleted: true, ..alive(us, "") };
         let changes = vec![alive(eb, "userspace"), gone];
         c.apply_delta(pb::Delta { revision: 3, changes }, &sim).expect("applied");
-        assert_eq!(c.alive_hosts, BTreeSet::from([eb, old]));
-        assert_eq!(c.offload_hosts, BTreeSet::from([eb]));
+        assert_eq!(
+            c.alive_hosts.keys().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([eb, old])
+        );
+        assert_eq!(c.offload_hosts().collect::<BTreeSet<_>>(), BTreeSet::from([eb]));
     }
 }

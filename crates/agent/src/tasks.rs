@@ -648,7 +648,7 @@ impl Core {
         if let Some(o) = self.offload_peers.as_mut().filter(|_| self.cache.ready) {
             if applied.topology_changed || applied.hosts_changed {
                 let me = self.shared.host_id;
-                o.sync(&*self.dp, &self.cache.topology, me, &self.cache.offload_hosts);
+                o.sync(&*self.dp, &self.cache.topology, me, self.cache.offload_hosts());
             }
         }
         self.applied.store(self.cache.revision, Ordering::Release);
@@ -783,7 +783,8 @@ impl Core {
         use crate::flowstate::migrate;
         let Some(rep) = &self.shared.replicator else { return };
         let me = self.shared.host_id;
-        let peers = migrate::live_peers(&self.cache.topology, me, &self.cache.alive_hosts);
+        let peers =
+            migrate::live_peers(&self.cache.topology, me, self.cache.alive_hosts.keys().copied());
         if peers.is_empty() {
             return;
         }

@@ -35,7 +35,7 @@
 //! to them and are finished here for every other destination. A host that
 //! did not say (an older agent) gets plain frames, which every VTEP reads.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use midonet_datapath::Datapath;
@@ -62,12 +62,9 @@ impl OffloadPeers {
         dp: &dyn Datapath,
         topo: &Topology,
         me: HostId,
-        hosts: &BTreeSet<HostId>,
+        hosts: impl IntoIterator<Item = HostId>,
     ) {
-        let mut list: Vec<Ipv4Addr> =
-            hosts.iter().filter(|h| **h != me).filter_map(|h| topo.tunnel_ip(me, *h)).collect();
-        list.sort_unstable();
-        list.dedup();
+        let list = crate::flowstate::migrate::live_peers(topo, me, hosts);
         if self.pushed.as_ref() == Some(&list) {
             return;
         }
@@ -100,6 +97,8 @@ pub fn sync_peers(dp: &dyn Datapath, ready: bool, prev: &View, peers: &HashSet<I
 mod tests {
     use super::*;
     use midonet_datapath::dummy::DummyDatapath;
+    use std::collections::BTreeSet;
+
     use midonet_datapath::{DropReason, TunnelOffload};
     use midonet_model::{TunnelZoneHost, TunnelZoneId};
 
@@ -160,15 +159,15 @@ mod tests {
             |v: &[[u8; 4]]| TunnelOffload::Peers(v.iter().map(|i| Ipv4Addr::from(*i)).collect());
         let mut o = OffloadPeers::default();
         // This host and a host in no shared zone are never peers.
-        o.sync(&dp, &topo, me, &BTreeSet::from([me, a, far]));
+        o.sync(&dp, &topo, me, BTreeSet::from([me, a, far]));
         assert_eq!(dp.tunnel_offload(), peers(&[[10, 0, 0, 2]]));
-        o.sync(&dp, &topo, me, &BTreeSet::from([a, b]));
+        o.sync(&dp, &topo, me, BTreeSet::from([a, b]));
         assert_eq!(dp.tunnel_offload(), peers(&[[10, 0, 0, 2], [10, 0, 0, 3]]));
         // The same set is not pushed again.
         dp.set_tunnel_offload(TunnelOffload::Never);
-        o.sync(&dp, &topo, me, &BTreeSet::from([b, a]));
+        o.sync(&dp, &topo, me, BTreeSet::from([b, a]));
         assert_eq!(dp.tunnel_offload(), TunnelOffload::Never);
-        o.sync(&dp, &topo, me, &BTreeSet::new());
+        o.sync(&dp, &topo, me, BTreeSet::new());
         assert_eq!(dp.tunnel_offload(), peers(&[]));
     }
 }

@@ -276,10 +276,10 @@ pub fn answer(
 pub fn live_peers(
     topo: &Topology,
     me: HostId,
-    alive: &std::collections::BTreeSet<HostId>,
+    alive: impl IntoIterator<Item = HostId>,
 ) -> Vec<Ipv4Addr> {
     let mut v: Vec<Ipv4Addr> =
-        alive.iter().filter(|h| **h != me).filter_map(|h| topo.tunnel_ip(me, *h)).collect();
+        alive.into_iter().filter(|h| *h != me).filter_map(|h| topo.tunnel_ip(me, h)).collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -493,8 +493,8 @@ mod tests {
         // The same request from another peer's address: nothing.
         assert_eq!(authorised(&topo, me, Ipv4Addr::new(10, 0, 0, 3), &req), vec![]);
         let mut alive = std::collections::BTreeSet::from([me, them]);
-        assert_eq!(live_peers(&topo, me, &alive), vec![from]);
+        assert_eq!(live_peers(&topo, me, alive.iter().copied()), vec![from]);
         alive.clear();
-        assert!(live_peers(&topo, me, &alive).is_empty());
+        assert!(live_peers(&topo, me, alive.iter().copied()).is_empty());
     }
 }
