@@ -5,7 +5,7 @@ use midonet_model::topology::Stored;
 use midonet_model::*;
 use serde_json::{Map, Value};
 
-use super::{delete_under, link, mentioning, state_ids, Desc, Env, Fut, NO_CREATE};
+use super::{delete_under, link, mentioning, state_values, Desc, Env, Fut, NO_CREATE};
 use crate::api::ctx::Ctx;
 use crate::db::{self, Tx};
 use crate::error::ApiError;
@@ -80,11 +80,10 @@ kind! {
     }
     fn load_env<'a>(tx: &'a mut Tx, env: &'a mut Env) -> Fut<'a, ()> {
         Box::pin(async move {
-            env.alive_hosts = state_ids(tx, "hosts").await?;
-            let prefix = format!("{}hosts/", db::STATE_PREFIX);
-            for (k, v) in tx.list_raw(&prefix).await? {
-                let Some(id) = k[prefix.len()..].strip_suffix("/alive") else { continue };
-                if let (Ok(id), Some(d)) = (id.parse(), db::registered_datapath(&v)) {
+            // One read for both: which hosts are alive, and what they run.
+            for (id, v) in state_values(tx, "hosts", "alive").await? {
+                env.alive_hosts.insert(id);
+                if let Some(d) = db::registered_datapath(&v) {
                     env.host_datapaths.insert(id, d);
                 }
             }

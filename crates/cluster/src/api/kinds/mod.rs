@@ -528,6 +528,24 @@ pub async fn state_ids(tx: &mut Tx, what: &str) -> Result<HashSet<Uuid>, ApiErro
         .collect())
 }
 
+/// The values of the state keys `<what>/<id>/<leaf>`, by id.
+pub async fn state_values(
+    tx: &mut Tx,
+    what: &str,
+    leaf: &str,
+) -> Result<Vec<(Uuid, Vec<u8>)>, ApiError> {
+    let prefix = format!("{}{what}/", db::STATE_PREFIX);
+    Ok(tx
+        .list_raw(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let id = k[prefix.len()..].strip_suffix(leaf)?.strip_suffix('/')?;
+            Some((id.parse().ok()?, v))
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
