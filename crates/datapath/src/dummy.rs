@@ -429,7 +429,7 @@ mod tests {
         assert_eq!(d.get(DropReason::TunnelMalformed), 1);
     }
 
-    /// With `tunnel_offload` off, a TCP GSO frame crosses the tunnel as
+    /// With offload metadata to no peer, a TCP GSO frame crosses the tunnel as
     /// plain, checksummed segments behind plain VXLAN headers, while a
     /// local output of the same packet keeps its offload state; and a peer
     /// of ours delivers the segments as they came.

@@ -426,7 +426,8 @@ pub struct DpStats {
     /// average batch: near 1 means the datapath waits for every packet).
     pub rx_batches: u64,
     /// Offloaded frames the userspace provider finished in software before
-    /// the tunnel (`tunnel_offload` off, [`offload`]).
+    /// the tunnel, for peers that read no offload metadata ([`TunnelOffload`],
+    /// [`offload`]).
     pub tunnel_offload_resolved: u64,
     /// Plain frames from the tunnel whose partial checksum (a kernel
     /// VTEP's, across a veth) the userspace provider completed.

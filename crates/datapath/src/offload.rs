@@ -5,10 +5,10 @@
 //! partial checksum. Between our userspace agents that state crosses the
 //! tunnel in the VXLAN reserved bits ([`crate::vxlan`]); a kernel VTEP (the
 //! `ebpf` provider's vxlan device, or any RFC 7348 peer) drops a datagram
-//! whose reserved bits are set. So a userspace datapath with
-//! `tunnel_offload` off does here what the NIC or the kernel's GSO would
-//! have: [`resolve`] turns one offloaded frame into the plain frames it
-//! stands for.
+//! whose reserved bits are set. So towards such a peer
+//! ([`crate::TunnelOffload`]) a userspace datapath does here what the NIC
+//! or the kernel's GSO would have: [`resolve`] turns one offloaded frame
+//! into the plain frames it stands for.
 //!
 //! ```text
 //!   NEEDS_CSUM only       one frame, its L4 checksum completed

@@ -22,7 +22,8 @@
 //!
 //! A frame without offload work gets a plain RFC 7348 header, so our
 //! datagrams interoperate with kernel VTEPs as long as they are not GSO
-//! (with `tunnel_offload` off, always: [`crate::offload`] finishes them).
+//! (to a peer that [`crate::TunnelOffload`] does not name, always:
+//! [`crate::offload`] finishes them).
 
 use midonet_wire::vxlan::{CsumOffset, CsumPartial, Gso, OffloadMeta, VxlanRepr};
 

@@ -1,6 +1,7 @@
 //! `offload`: a guest's offloaded frame finished in software before a
-//! plain tunnel (`datapath::offload`, the userspace provider with
-//! `tunnel_offload` off), and the same frame as a plain tunnel frame.
+//! plain tunnel (`datapath::offload`, the userspace provider towards a
+//! peer that reads no offload metadata), and the same frame as a plain
+//! tunnel frame.
 //!
 //! ```text
 //!  [virtio-net header (10, host order, as AF_PACKET hands it over)] [frame]
