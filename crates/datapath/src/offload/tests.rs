@@ -41,6 +41,17 @@ fn tcp_gso(v6: bool, data: &[u8], flags: u8) -> (Vec<u8>, VnetHdr) {
     (f, vnet)
 }
 
+/// An untagged IPv4 UDP frame with `n` bytes of payload, checksum filled.
+fn udp4(n: usize) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 1, 0, 1], [10, 1, 0, 2], 64)
+        .udp(5000, 6000)
+        .write(&mut f, &payload(n))
+        .expect("build");
+    f
+}
+
 fn split<'a>(out: &'a [u8], ends: &[usize]) -> Vec<&'a [u8]> {
     let mut at = 0;
     ends.iter()
@@ -241,12 +252,7 @@ fn a_partial_checksum_from_a_kernel_vtep_is_completed_and_nothing_else_is() {
         assert!(!complete_unfinished(&mut corrupt), "a corrupt frame is not 'fixed'");
         assert_eq!(corrupt, before);
     }
-    let mut f = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([10, 1, 0, 1], [10, 1, 0, 2], 64)
-        .udp(5000, 6000)
-        .write(&mut f, &payload(40))
-        .expect("build");
+    let mut f = udp4(40);
     f[14 + 20 + 6..14 + 20 + 8].fill(0);
     let before = f.clone();
     assert!(!complete_unfinished(&mut f), "IPv4 UDP without a checksum");
@@ -287,12 +293,7 @@ fn a_whole_tso_frame_in_one_datagram_is_told_from_a_run_of_datagrams() {
     assert_eq!(usize::from(guessed.gso_size), PLAIN_MTU - 20 - 20);
     assert_eq!(inner_gso(&one, None), None, "a packet that fits the MTU is no GSO frame");
     // A big UDP datagram with no size given may be one jumbo datagram.
-    let mut big = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([10, 1, 0, 1], [10, 1, 0, 2], 64)
-        .udp(5000, 6000)
-        .write(&mut big, &payload(8000))
-        .expect("build");
+    let big = udp4(8000);
     assert_eq!(inner_gso(&big, None), None, "a jumbo UDP datagram stays whole");
     assert!(inner_gso(&big, Some(1400)).is_some(), "UDP GSO with its size");
     for cut in 0..60 {
