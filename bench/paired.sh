@@ -5,15 +5,19 @@
 # each pair of runs made one right after the other, and the median of those ratios is
 # the figure. Both setups stay up for the whole run; the one not being measured idles.
 #
-#   sudo bench/paired.sh            PAIRS=7 pairs (about 15 min on 2 cores)
+#   sudo bench/paired.sh            PAIRS=7 pairs (about 20 min on 2 cores)
 #   sudo PAIRS=5 DUR=5 bench/paired.sh
 #
 # Kernel peer: `$PEERS_DIR/ebpf/ebpf-vs-kernel.sh up K` (kernel-baseline.sh's `vxlan`
 # variant under eb* names: bridge + VXLAN per host namespace, VM MTU 1450, static
 # neighbours), run as it is. midonet-rs: `midonet sandbox up --hosts 2 --vms-per-host 2
 # --datapath $DATAPATH` (prefix mnp, its own underlay), VM 0 -> VM 1 (one bridge, across
-# the tunnel: "l2") and VM 0 -> VM 3 (bridge -> router -> bridge, other host: "l3"), with
-# static neighbours as the peer has. Each pair measures, in an order that alternates
+# the tunnel: "l2"), VM 0 -> VM 3 (bridge -> router -> bridge, other host: "l3") and,
+# with FIP=1 (the default), VM 1 -> VM 2's floating IP $FIP_ADDR ("fip": bridge ->
+# router -> bridge, other host, with the router's static DNAT on the way in and static
+# SNAT on the way out, MidoNet's floating-IP rules, so every packet is rewritten in the
+# kernel; VM 2, not VM 3, because a stateless SNAT of VM 3's replies would break "l3"),
+# with static neighbours as the peer has. Each pair measures, in an order that alternates
 # between pairs (kernel first in odd pairs, midonet-rs first in even ones):
 #   TCP   iperf3 one stream, DUR s, receiver Gbit/s, and Gbit/s per busy core
 #   UDP   iperf3 UDP_LEN-byte payload (64-byte frames), -b 0: delivered kpps, loss %,
@@ -26,7 +30,7 @@
 # the mean time of one run of the datapath's programs (mdp_*, both hosts) during the
 # UDP test and during the 10 ms ping (cold caches), from `bpftool prog show`.
 #
-# Env: BPF_STATS=0 PAIRS=7 DUR=10 UDP_LEN=18 PING_N=100 PING_I=0.01 FLOOD_N=20000 DATAPATH=ebpf UNDERLAY_LINK=pair
+# Env: BPF_STATS=0 PAIRS=7 DUR=10 UDP_LEN=18 PING_N=100 PING_I=0.01 FLOOD_N=20000 DATAPATH=ebpf UNDERLAY_LINK=pair FIP=1
 #      PROFILE=release BUILD=1 PEERS_DIR=<repo>/../shared/peers RUN_DIR=/tmp/midonet-paired
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,6 +42,9 @@ PING_I=${PING_I:-0.01}
 FLOOD_N=${FLOOD_N:-20000}
 BPF_STATS=${BPF_STATS:-0}
 DATAPATH=${DATAPATH:-ebpf}
+FIP=${FIP:-1}
+# VM 2's floating IP (TEST-NET-2: routed nowhere else).
+FIP_ADDR=198.51.100.11
 PROFILE=${PROFILE:-release}
 BUILD=${BUILD:-1}
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
@@ -99,21 +106,40 @@ vmf() { jq -r ".vms[$1].$2" "$SB_DIR/sandbox.json"; }
 for i in 0 1; do j=$((1 - i))
     nsx "$(vmf $i ns)" ip neigh replace "$(vmf $j ip)" lladdr "$(vmf $j mac)" dev "$(vmf $i vm_if)" nud permanent
 done
-for b in 0 1; do
-    v=$((b * 3)); g=$(jq -r ".bridges[$b].router_port_mac" "$SB_DIR/sandbox.json")
+for v in 0 1 2 3; do   # each VM: its gateway, the router port on its bridge
+    g=$(jq -r ".bridges[$(jq -r ".vms[$v].bridge" "$SB_DIR/sandbox.json")].router_port_mac" "$SB_DIR/sandbox.json")
     [ -n "$g" ] && [ "$g" != null ] && nsx "$(vmf $v ns)" ip neigh replace "$(vmf $v gateway)" lladdr "$g" dev "$(vmf $v vm_if)" nud permanent
 done
+
+# The floating IP: static DNAT to VM 2's address in the router's inbound filter, static
+# SNAT from it in the outbound filter (port ranges 0-0: the IP only, no state).
+SETUPS="kernel l2 l3"
+if [ "$FIP" = 1 ]; then
+    mn() { "$BIN/midonet" --url http://127.0.0.1:18281/midonet-api "$@"; }
+    fixed=$(vmf 2 ip)
+    if pre=$(mn -o id chain create --name fip-pre) && post=$(mn -o id chain create --name fip-post) &&
+        mn -o id rule create --chain "$pre" --type dnat --nw-dst "$FIP_ADDR/32" --nat-target "$fixed" --flow-action accept >/dev/null &&
+        mn -o id rule create --chain "$post" --type snat --nw-src "$fixed/32" --nat-target "$FIP_ADDR" --flow-action accept >/dev/null &&
+        mn router update "$(jq -r .router_id "$SB_DIR/sandbox.json")" --inbound-filter "$pre" --outbound-filter "$post" >/dev/null; then
+        SETUPS="kernel l2 l3 fip"
+    else
+        log "floating IP rules could not be created"; teardown; exit 1
+    fi
+fi
 
 # setups: name -> "src_ns dst_ns dst_ip"
 declare -A SETUP=(
     [kernel]="$K_SRC $K_DST $K_DIP"
     [l2]="$(vmf 0 ns) $(vmf 1 ns) $(vmf 1 ip)"
     [l3]="$(vmf 0 ns) $(vmf 3 ns) $(vmf 3 ip)"
+    [fip]="$(vmf 1 ns) $(vmf 2 ns) $FIP_ADDR"
 )
-for s in kernel l2 l3; do
+for s in $SETUPS; do
     read -r src dst dip <<<"${SETUP[$s]}"
     ok=0; for _ in $(seq 50); do nsx "$src" ping -c1 -W1 "$dip" >/dev/null 2>&1 && { ok=1; break; }; sleep 0.2; done
     [ $ok = 1 ] || { log "$s: no connectivity $src -> $dip"; teardown; exit 1; }
+    # The server of fip listens on VM 2's own address.
+    [ "$s" = fip ] && dip=$(vmf 2 ip)
     nsx "$dst" iperf3 -s -B "$dip" -D --pidfile "$RUN_DIR/iperf3-$s.pid" >/dev/null 2>&1 || { log "$s: iperf3 -s failed"; teardown; exit 1; }
 done
 sleep 0.5
@@ -161,7 +187,7 @@ measure() {
 [ "$BPF_STATS" = 1 ] && sysctl -qw kernel.bpf_stats_enabled=1
 log "start: $PAIRS pairs, kernel $(uname -r), load $(loadavg)"
 for p in $(seq "$PAIRS"); do
-    if [ $((p % 2)) = 1 ]; then order="kernel l2 l3"; else order="l3 l2 kernel"; fi
+    if [ $((p % 2)) = 1 ]; then order=$SETUPS; else order=$(echo "$SETUPS" | tr ' ' '\n' | tac | tr '\n' ' '); fi
     for s in $order; do measure "$s" "$p"; done
 done
 
@@ -173,13 +199,13 @@ pair_ratios() {  # setup column -> per-pair ratios setup/kernel
 }
 {
     echo "paired run: $PAIRS pairs, DUR=$DUR s, kernel $(uname -r), $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(cd "$ROOT" && git rev-parse --short HEAD)"
-    echo "command: sudo BPF_STATS=$BPF_STATS PAIRS=$PAIRS DUR=$DUR DATAPATH=$DATAPATH bench/paired.sh"
+    echo "command: sudo BPF_STATS=$BPF_STATS PAIRS=$PAIRS DUR=$DUR DATAPATH=$DATAPATH FIP=$FIP bench/paired.sh"
     echo
-    echo "| figure | kernel bridge+VXLAN median | midonet-rs $DATAPATH, one bridge | / kernel (median of pair ratios) | midonet-rs $DATAPATH, bridge → router → bridge | / kernel |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    echo "| figure | kernel bridge+VXLAN median | midonet-rs $DATAPATH, one bridge | / kernel (median of pair ratios) | midonet-rs $DATAPATH, bridge → router → bridge | / kernel | midonet-rs $DATAPATH, to a floating IP | / kernel |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for f in "TCP Gbit/s:3" "TCP Gbit/s per busy core:4" "UDP 64 B delivered kpps:5" "UDP loss %:6" "busy CPU µs per UDP packet:7" "ping RTT ms:8" "flood ping RTT µs:9" "BPF ns per program run, UDP:10" "BPF ns per program run, 10 ms ping:11"; do
         name=${f%:*}; c=${f##*:}
-        echo "| $name | $(col kernel "$c" | median) | $(col l2 "$c" | median) | $(pair_ratios l2 "$c" | median) | $(col l3 "$c" | median) | $(pair_ratios l3 "$c" | median) |"
+        echo "| $name | $(col kernel "$c" | median) | $(col l2 "$c" | median) | $(pair_ratios l2 "$c" | median) | $(col l3 "$c" | median) | $(pair_ratios l3 "$c" | median) | $(col fip "$c" | median) | $(pair_ratios fip "$c" | median) |"
     done
     echo
     echo "per-pair runs (setup pair tcp tcp/core udp_kpps loss% us/pkt rtt_ms flood_us bpf_ns_udp bpf_ns_ping):"
