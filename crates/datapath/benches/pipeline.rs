@@ -88,14 +88,7 @@ fn bench(c: &mut Criterion) {
     });
     // A 60 KB TSO frame from a VM: partial TCP checksum, rewritten in place.
     let mut slot = Slot::from_frame(&frame(TCP4, 60_000));
-    slot.vnet = VnetHdr {
-        flags: VnetHdr::F_NEEDS_CSUM,
-        gso_type: VnetHdr::GSO_TCPV4,
-        hdr_len: 54,
-        gso_size: 1448,
-        csum_start: 34,
-        csum_offset: 16,
-    };
+    slot.vnet = midonet_datapath::testing::TCP4_GSO;
     g.bench_function("routed_gso_60k", |b| {
         b.iter(|| {
             core.process_port(6, black_box(&mut slot));

@@ -242,21 +242,12 @@ mod tests {
     use midonet_flow::{Action, MacAddr};
 
     use super::*;
-    use crate::testing::{mac_tag, udp_frame, MacTableHandler};
+    use crate::testing::{mac_tag, udp_frame, MacTableHandler, TCP4_GSO};
     use crate::DropReason;
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
     const C: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc]);
-    /// A guest's TSO frame: Ethernet + IPv4 + 20-byte TCP, 1448-byte segments.
-    const TCP4_GSO: VnetHdr = VnetHdr {
-        flags: VnetHdr::F_NEEDS_CSUM,
-        gso_type: VnetHdr::GSO_TCPV4,
-        hdr_len: 54,
-        gso_size: 1448,
-        csum_start: 34,
-        csum_offset: 16,
-    };
 
     fn frame(dst: MacAddr, sport: u16) -> Vec<u8> {
         udp_frame(

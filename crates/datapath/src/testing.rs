@@ -14,7 +14,19 @@ use std::sync::Arc;
 
 use midonet_flow::{Action, Actions, FieldId, FlowKey, FlowMask, InPort, MacAddr};
 
+use crate::sys::VnetHdr;
 use crate::{FlowInstall, MissDecision, UpcallHandler};
+
+/// The offload header of a guest's TSO frame: Ethernet + IPv4 + 20-byte
+/// TCP, partial checksum, 1448-byte segments.
+pub const TCP4_GSO: VnetHdr = VnetHdr {
+    flags: VnetHdr::F_NEEDS_CSUM,
+    gso_type: VnetHdr::GSO_TCPV4,
+    hdr_len: 54,
+    gso_size: 1448,
+    csum_start: 34,
+    csum_offset: 16,
+};
 
 /// Tag of the flows that depend on destination `mac`.
 pub fn mac_tag(mac: MacAddr) -> u64 {
