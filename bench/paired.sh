@@ -107,7 +107,7 @@ for i in 0 1; do j=$((1 - i))
     nsx "$(vmf $i ns)" ip neigh replace "$(vmf $j ip)" lladdr "$(vmf $j mac)" dev "$(vmf $i vm_if)" nud permanent
 done
 for v in 0 1 2 3; do   # each VM: its gateway, the router port on its bridge
-    g=$(jq -r ".bridges[$(jq -r ".vms[$v].bridge" "$SB_DIR/sandbox.json")].router_port_mac" "$SB_DIR/sandbox.json")
+    g=$(jq -r ".bridges[$(vmf $v bridge)].router_port_mac" "$SB_DIR/sandbox.json")
     [ -n "$g" ] && [ "$g" != null ] && nsx "$(vmf $v ns)" ip neigh replace "$(vmf $v gateway)" lladdr "$g" dev "$(vmf $v vm_if)" nud permanent
 done
 
@@ -139,7 +139,7 @@ for s in $SETUPS; do
     ok=0; for _ in $(seq 50); do nsx "$src" ping -c1 -W1 "$dip" >/dev/null 2>&1 && { ok=1; break; }; sleep 0.2; done
     [ $ok = 1 ] || { log "$s: no connectivity $src -> $dip"; teardown; exit 1; }
     # The server of fip listens on VM 2's own address.
-    [ "$s" = fip ] && dip=$(vmf 2 ip)
+    [ "$s" = fip ] && dip=$fixed
     nsx "$dst" iperf3 -s -B "$dip" -D --pidfile "$RUN_DIR/iperf3-$s.pid" >/dev/null 2>&1 || { log "$s: iperf3 -s failed"; teardown; exit 1; }
 done
 sleep 0.5
