@@ -95,10 +95,10 @@ pub fn sync_peers(dp: &dyn Datapath, ready: bool, prev: &View, peers: &HashSet<I
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use midonet_datapath::dummy::DummyDatapath;
     use std::collections::BTreeSet;
 
+    use super::*;
+    use midonet_datapath::dummy::DummyDatapath;
     use midonet_datapath::{DropReason, TunnelOffload};
     use midonet_model::{TunnelZoneHost, TunnelZoneId};
 
