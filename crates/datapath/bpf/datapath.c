@@ -785,9 +785,11 @@ static __always_inline void flow_hit(__u32 stats, __u32 len, __be16 tcp_flags)
 
 #define NO_EXACT (-100) /* not a TC verdict: go on to the megaflow search */
 
-/* Whether the flow's actions fit the fixed form: rewrites of the MACs and
- * the TTL, then one output or tunnel, last. Anything else leaves
- * MDP_X_COMPILED unset and the hit runs the action list. */
+/* Whether the flow's actions fit the fixed form: rewrites of the MACs, the
+ * TTL and NAT's addresses and ports, then one output or tunnel, last. The
+ * rewrites touch different fields, so their order in the list does not
+ * matter. Anything else leaves MDP_X_COMPILED unset and the hit runs the
+ * action list. */
 static __always_inline void compile(struct mdp_act_list *al, struct mdp_exact *x)
 {
 	__u32 n = al->n;
@@ -811,6 +813,22 @@ static __always_inline void compile(struct mdp_act_list *al, struct mdp_exact *x
 		case MDP_OP_SET_TTL:
 			x->ttl = a->h;
 			x->flags |= MDP_X_SET_TTL;
+			break;
+		case MDP_OP_SET_IP4_SRC:
+			x->ip_src = a->w;
+			x->nat |= MDP_XN_IP_SRC;
+			break;
+		case MDP_OP_SET_IP4_DST:
+			x->ip_dst = a->w;
+			x->nat |= MDP_XN_IP_DST;
+			break;
+		case MDP_OP_SET_L4_SRC:
+			x->l4_src = a->h;
+			x->nat |= MDP_XN_L4_SRC;
+			break;
+		case MDP_OP_SET_L4_DST:
+			x->l4_dst = a->h;
+			x->nat |= MDP_XN_L4_DST;
 			break;
 		case MDP_OP_OUTPUT:
 			if (j != n - 1)
@@ -870,6 +888,35 @@ static __always_inline void exact_fill(struct mdp_key *xk, __u32 port, __u32 act
 	count(MDP_C_EXACT_FILL, 1);
 }
 
+/* One NAT rewrite of a compiled entry, through the action list's own code.
+ * 0 or -counter. */
+static __always_inline int exact_set(struct __sk_buff *skb, struct xstate *st, __u8 op, __u32 w,
+				     __u16 h)
+{
+	struct mdp_act a = {};
+
+	a.op = op;
+	a.w = w;
+	a.h = h;
+	return mdp_act(skb, st, &a, 0);
+}
+
+static __always_inline int exact_nat(struct __sk_buff *skb, struct xstate *st, struct mdp_exact *x)
+{
+	__u8 n = x->nat;
+	int r = 0;
+
+	if (n & MDP_XN_IP_SRC)
+		r = exact_set(skb, st, MDP_OP_SET_IP4_SRC, x->ip_src, 0);
+	if (r == 0 && (n & MDP_XN_IP_DST))
+		r = exact_set(skb, st, MDP_OP_SET_IP4_DST, x->ip_dst, 0);
+	if (r == 0 && (n & MDP_XN_L4_SRC))
+		r = exact_set(skb, st, MDP_OP_SET_L4_SRC, 0, x->l4_src);
+	if (r == 0 && (n & MDP_XN_L4_DST))
+		r = exact_set(skb, st, MDP_OP_SET_L4_DST, 0, x->l4_dst);
+	return r;
+}
+
 static __always_inline int exact_exec(struct __sk_buff *skb, struct xstate *st, struct mdp_exact *x,
 				      struct mdp_config *cfg)
 {
@@ -890,6 +937,11 @@ static __always_inline int exact_exec(struct __sk_buff *skb, struct xstate *st, 
 	}
 	if (f & MDP_X_SET_TTL) {
 		r = set_ip_byte(skb, st, 1, x->ttl);
+		if (r < 0)
+			return drop(-r);
+	}
+	if (x->nat) {
+		r = exact_nat(skb, st, x);
 		if (r < 0)
 			return drop(-r);
 	}

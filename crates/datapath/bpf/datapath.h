@@ -188,6 +188,13 @@ struct mdp_config {
 #define MDP_X_OUTPUT   16 /* w: port number */
 #define MDP_X_COMPILED 128 /* the fields say it all; else run `acts` */
 
+/* mdp_exact.nat: the address and port rewrites of NAT (floating IPs,
+ * dynamic SNAT/DNAT and their reverse), applied after the TTL. */
+#define MDP_XN_IP_SRC  1
+#define MDP_XN_IP_DST  2
+#define MDP_XN_L4_SRC  4
+#define MDP_XN_L4_DST  8
+
 struct mdp_exact {
 	__u32 port;  /* the megaflow key's in_port (rx counters) */
 	__u32 stats; /* the flow's counter slot */
@@ -196,9 +203,14 @@ struct mdp_exact {
 	__u8 flags;
 	__u8 ttl;
 	__u8 eth[12]; /* destination, source: the frame's first 12 bytes */
-	__u16 pad;
+	__u8 nat;     /* MDP_XN_* */
+	__u8 pad;
 	__u32 w;
 	__u32 x;
+	__be32 ip_src;
+	__be32 ip_dst;
+	__u16 l4_src; /* host order, as the action's h */
+	__u16 l4_dst;
 };
 
 /* Counters (per-CPU array). Drops are mapped to DropReason by the agent. */

@@ -49,7 +49,7 @@ pub const MASK_LIST_LEN: usize = 4 + MAX_MASKS;
 pub const META_LEN: usize = 16 + META_TAGS * 8;
 pub const UPCALL_HDR_LEN: usize = 40;
 /// `struct mdp_exact`, the exact-match cache's value.
-pub const EXACT_LEN: usize = 40;
+pub const EXACT_LEN: usize = 52;
 pub type ExactBytes = [u8; EXACT_LEN];
 
 /// Counters of the `mdp_counters` per-CPU array (`enum mdp_counter`).
@@ -645,7 +645,7 @@ mod tests {
         // mdp_mask_list, mdp_flow_meta, mdp_upcall, mdp_exact (see bpf/datapath.h;
         // the loader's typed maps check the sizes against the object too).
         assert_eq!((KEY_LEN, ACT_LEN, ACT_LIST_LEN, PORT_LEN, CONFIG_LEN), (64, 20, 328, 24, 16));
-        assert_eq!((MASK_LIST_LEN, META_LEN, UPCALL_HDR_LEN, EXACT_LEN), (36, 512, 40, 40));
+        assert_eq!((MASK_LIST_LEN, META_LEN, UPCALL_HDR_LEN, EXACT_LEN), (36, 512, 40, 52));
         assert_eq!(off::ARP_TPA + 4, KEY_LEN);
     }
 

@@ -63,9 +63,10 @@
 //! the receiving ifindex for in_port, so a hit needs no port lookup, and
 //! TCP flags zeroed, so one entry serves a connection's SYN, ACKs and FIN;
 //! flows whose mask reads TCP flags are not cached). The entry holds the
-//! flow's counter slot and port and, when its actions are MAC and TTL
-//! rewrites then one output or tunnel, those actions in a fixed form run
-//! without the action list. It is the prototype's shape with the megaflow
+//! flow's counter slot and port and, when its actions are rewrites of the
+//! MACs, the TTL and NAT's addresses and ports, then one output or tunnel,
+//! those actions in a fixed form run without the action list (a NAT
+//! rewrite still goes through the list's code for one action, `mdp_act`). It is the prototype's shape with the megaflow
 //! meaning kept: the kernel fills it, not the agent, so a new connection
 //! through an existing megaflow is still no miss. Validity: an entry
 //! records `mdp_flow_gen[slot]` when filled; [`kernel::Kernel`] changes
