@@ -95,6 +95,23 @@ impl Fx {
         (r.return_value, out)
     }
 
+    /// `repeat()` runs of `p` on `frame` in the kernel: the verdict and
+    /// the kernel's mean time per run, ns.
+    fn timed(&mut self, p: Prog, frame: &[u8], mark: u32) -> (u32, u64) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut ctx = [0u8; 48];
+        ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: repeat(),
+            ..TestRunOptions::default()
+        };
+        let r = self.bpf.program(p).expect("prog").test_run(opts).expect("test run");
+        (r.return_value, r.duration.as_nanos() as u64)
+    }
+
     fn counter(&self, c: u32) -> u64 {
         self.bpf.maps.counters.get(&c, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
@@ -120,6 +137,11 @@ impl Fx {
             .unwrap_or_else(|| (abi::encode_key(&key), abi::encode_mask(mask).expect("mask")));
         self.k.install(&mut self.bpf.maps, &kb, &mb, actions, 0, &[1]).expect("install")
     }
+}
+
+/// Runs per timing (`MDP_REPEAT`, default 200,000).
+fn repeat() -> u32 {
+    std::env::var("MDP_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000)
 }
 
 fn mask_of(fields: &[FieldId]) -> FlowMask {
@@ -644,23 +666,8 @@ fn lookup_cost_by_mask_count() {
         return;
     }
     let f = udp(B, 1);
-    let repeat = std::env::var("MDP_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let time = |fx: &mut Fx, p: Prog, mark: u32| -> (u32, u64) {
-        let mut out = vec![0u8; f.len() + 256];
-        let mut ctx = [0u8; 48];
-        ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
-        let opts = TestRunOptions {
-            data_in: Some(&f),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat,
-            ..TestRunOptions::default()
-        };
-        let r = fx.bpf.program(p).expect("prog").test_run(opts).expect("test run");
-        (r.return_value, r.duration.as_nanos() as u64)
-    };
     let mut fx0 = fx("cost0");
-    let (v, floor) = time(&mut fx0, Prog::Inject, 0);
+    let (v, floor) = fx0.timed(Prog::Inject, &f, 0);
     assert_eq!(v, TC_ACT_SHOT);
     let mut line = format!("MEASURE bpf ns/packet (64 B UDP): floor {floor}");
     for n in [1usize, 4, 16] {
@@ -673,7 +680,7 @@ fn lookup_cost_by_mask_count() {
         }
         fx.install(&f, &bridge(), &[Action::Output(2)]);
         assert_eq!(fx.k.mask_count(), n);
-        let (v, ns) = time(&mut fx, Prog::Port, 0);
+        let (v, ns) = fx.timed(Prog::Port, &f, 0);
         assert_eq!(v, TC_ACT_REDIRECT, "hit behind {n} masks");
         line.push_str(&format!(", hit behind {n} mask(s) {ns}"));
     }
@@ -694,7 +701,6 @@ fn exact_hit_cost_by_rewrites() {
         return;
     }
     let f = udp(B, 1);
-    let repeat = std::env::var("MDP_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let (src, dst, ttl) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), f[22]);
     let routed_acts = vec![Action::SetEthSrc(A), Action::SetEthDst(B), Action::SetTtl(ttl)];
     let mut fip = routed_acts.clone();
@@ -717,19 +723,10 @@ fn exact_hit_cost_by_rewrites() {
         assert_eq!((v, &out), (TC_ACT_REDIRECT, &f), "{name}: a hit, the frame unchanged");
         assert_checksums(&out);
         let hits = fx.counter(counter::EXACT_HIT);
-        let mut buf = vec![0u8; f.len() + 256];
-        let ctx = [0u8; 48];
-        let opts = TestRunOptions {
-            data_in: Some(&f),
-            data_out: Some(&mut buf),
-            ctx_in: Some(&ctx),
-            repeat,
-            ..TestRunOptions::default()
-        };
-        let r = fx.bpf.program(Prog::Port).expect("prog").test_run(opts).expect("test run");
-        assert_eq!(r.return_value, TC_ACT_REDIRECT);
-        assert_eq!(fx.counter(counter::EXACT_HIT), hits + u64::from(repeat), "{name}: all hits");
-        line.push_str(&format!(" {name} {}", r.duration.as_nanos()));
+        let (v, ns) = fx.timed(Prog::Port, &f, 0);
+        assert_eq!(v, TC_ACT_REDIRECT);
+        assert_eq!(fx.counter(counter::EXACT_HIT), hits + u64::from(repeat()), "{name}: all hits");
+        line.push_str(&format!(" {name} {ns}"));
     }
     eprintln!("{line}");
 }
