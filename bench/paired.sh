@@ -5,7 +5,7 @@
 # each pair of runs made one right after the other, and the median of those ratios is
 # the figure. Both setups stay up for the whole run; the one not being measured idles.
 #
-#   sudo bench/paired.sh            PAIRS=7 pairs (about 20 min on 2 cores)
+#   sudo bench/paired.sh            PAIRS=7 rounds (about 30 min on 2 cores; 3 pairs a round)
 #   sudo PAIRS=5 DUR=5 bench/paired.sh
 #
 # Kernel peer: `$PEERS_DIR/ebpf/ebpf-vs-kernel.sh up K` (kernel-baseline.sh's `vxlan`
@@ -17,8 +17,11 @@
 # router -> bridge, other host, with the router's static DNAT on the way in and static
 # SNAT on the way out, MidoNet's floating-IP rules, so every packet is rewritten in the
 # kernel; VM 2, not VM 3, because a stateless SNAT of VM 3's replies would break "l3"),
-# with static neighbours as the peer has. Each pair measures, in an order that alternates
-# between pairs (kernel first in odd pairs, midonet-rs first in even ones):
+# with static neighbours as the peer has. Each midonet-rs setup is measured next to a kernel
+# run of its own, back to back, in a pair (so every ratio compares two adjacent runs; one
+# kernel run shared by all setups left the last setup three runs away from it): per round,
+# one pair per setup, the setups' order reversed every round and the kernel first in every
+# other pair. Each run measures:
 #   TCP   iperf3 one stream, DUR s, receiver Gbit/s, and Gbit/s per busy core
 #   UDP   iperf3 UDP_LEN-byte payload (64-byte frames), -b 0: delivered kpps, loss %,
 #         and busy CPU µs per delivered packet (/proc/stat over the test, whole box)
@@ -185,10 +188,17 @@ measure() {
 }
 
 [ "$BPF_STATS" = 1 ] && sysctl -qw kernel.bpf_stats_enabled=1
-log "start: $PAIRS pairs, kernel $(uname -r), load $(loadavg)"
+log "start: $PAIRS rounds of pairs, kernel $(uname -r), load $(loadavg)"
+OURS=${SETUPS#kernel }
+n=0
 for p in $(seq "$PAIRS"); do
-    if [ $((p % 2)) = 1 ]; then order=$SETUPS; else order=$(echo "$SETUPS" | tr ' ' '\n' | tac | tr '\n' ' '); fi
-    for s in $order; do measure "$s" "$p"; done
+    if [ $((p % 2)) = 1 ]; then order=$OURS; else order=$(echo "$OURS" | tr ' ' '\n' | tac | tr '\n' ' '); fi
+    for s in $order; do
+        # One pair: the kernel and setup s, back to back; "p.s" names it.
+        n=$((n + 1))
+        if [ $((n % 2)) = 1 ]; then measure kernel "$p.$s"; measure "$s" "$p.$s"
+        else measure "$s" "$p.$s"; measure kernel "$p.$s"; fi
+    done
 done
 
 # ------------------------------------------------------------------ report
@@ -198,7 +208,7 @@ pair_ratios() {  # setup column -> per-pair ratios setup/kernel
         END { for (p in m) if (k[p]+0>0 && m[p]+0>0) printf "%.3f ", m[p]/k[p] }' "$RUN_DIR/runs.txt"
 }
 {
-    echo "paired run: $PAIRS pairs, DUR=$DUR s, kernel $(uname -r), $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(cd "$ROOT" && git rev-parse --short HEAD)"
+    echo "paired run: $PAIRS rounds of one kernel/midonet-rs pair per setup, DUR=$DUR s, kernel $(uname -r), $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(cd "$ROOT" && git rev-parse --short HEAD)"
     echo "command: sudo BPF_STATS=$BPF_STATS PAIRS=$PAIRS DUR=$DUR DATAPATH=$DATAPATH FIP=$FIP bench/paired.sh"
     echo
     echo "| figure | kernel bridge+VXLAN median | midonet-rs $DATAPATH, one bridge | / kernel (median of pair ratios) | midonet-rs $DATAPATH, bridge → router → bridge | / kernel | midonet-rs $DATAPATH, to a floating IP | / kernel |"
