@@ -122,9 +122,12 @@ pub struct UpArgs {
     /// MTU of the VM links
     #[arg(long, default_value_t = 1500)]
     pub vm_mtu: u32,
-    /// gso_max_size of the VM links (0 = kernel default)
-    #[arg(long, default_value_t = 60000)]
-    pub vm_gso_max: u32,
+    /// gso_max_size of the VM links (0 = kernel default). Default: the
+    /// kernel's with `--datapath ebpf` (the kernel carries a VM's GSO frame
+    /// through the tunnel whole, as the peers' VMs send theirs), else 60000,
+    /// so that one frame fits one VXLAN datagram of the userspace datapath
+    #[arg(long)]
+    pub vm_gso_max: Option<u32>,
     /// Seconds to wait for the API, the agents and each connectivity check
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -397,7 +400,7 @@ fn build(
     let opts = NetOpts {
         underlay_mtu: a.underlay_mtu,
         vm_mtu: a.vm_mtu,
-        vm_gso_max: a.vm_gso_max,
+        vm_gso_max: vm_gso_max(a),
         link: a.underlay_link,
     };
     let timeout = Duration::from_secs(a.timeout);
@@ -782,6 +785,12 @@ fn status(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The VM links' `gso_max_size` (see [`UpArgs::vm_gso_max`]): 60000 unless
+/// every agent is told to run the ebpf datapath.
+fn vm_gso_max(a: &UpArgs) -> u32 {
+    a.vm_gso_max.unwrap_or(if a.datapath.as_deref() == Some("ebpf") { 0 } else { 60000 })
+}
+
 /// How many live hosts run each datapath, as ` (ebpf 2, userspace 1)`, so
 /// a host that fell back from ebpf shows; empty when no agent said.
 fn datapaths(alive: &[&serde_json::Value]) -> String {
@@ -799,6 +808,20 @@ fn datapaths(alive: &[&serde_json::Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_gso_max_is_the_kernels_only_when_every_agent_runs_ebpf() {
+        let gso = |argv: &[&str]| {
+            let w = Wrap::try_parse_from(["x", "up"].into_iter().chain(argv.iter().copied()))
+                .expect("arguments parse");
+            let SandboxCmd::Up(a) = w.s.cmd else { panic!("not up") };
+            vm_gso_max(&a)
+        };
+        assert_eq!(gso(&["--datapath", "ebpf"]), 0, "the kernel default, as the peers' VMs");
+        assert_eq!(gso(&["--datapath", "userspace"]), 60000, "a frame fits a VXLAN datagram");
+        assert_eq!(gso(&[]), 60000, "the agent's choice may fall back to userspace");
+        assert_eq!(gso(&["--datapath", "ebpf", "--vm-gso-max", "32000"]), 32000, "as asked");
+    }
 
     #[test]
     fn status_counts_the_live_hosts_by_datapath() {
