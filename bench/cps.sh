@@ -6,6 +6,9 @@
 #   sudo bench/cps.sh midonet         midonet-rs only
 #   sudo bench/cps.sh kernel          the peer only
 #   sudo bench/cps.sh down            remove what a KEEP=1 run left running
+#   sudo bench/cps.sh direct kernel   the ceiling: wrk and nginx on the two ends of one veth
+#                                     pair (no forwarding, no tunnel), beside the peer: the
+#                                     rate no datapath between them could exceed on this machine
 #
 # midonet-rs: `midonet sandbox up --hosts 2 --vms-per-host 1` (VM 1 on host 1),
 # then an "outside" namespace behind an uplink port of the sandbox router bound
@@ -377,6 +380,30 @@ run_kernel() {
     done
 }
 
+# The ceiling: the same client and server with nothing between them but one veth pair.
+run_direct() {
+    local c=${P}dc srv=${P}ds client w cps
+    log "direct: wrk and nginx on one veth pair"
+    ip netns add $c && ip netns add $srv || { log "direct: namespaces exist"; return; }
+    ip -n $c link set lo up; ip -n $srv link set lo up
+    ip link add ${P}dv netns $c type veth peer name ${P}dw netns $srv
+    ip -n $c addr add 10.99.0.1/24 dev ${P}dv; ip -n $srv addr add 10.99.0.2/24 dev ${P}dw
+    ip -n $c link set ${P}dv up; ip -n $srv link set ${P}dw up
+    nginx_up $srv 10.99.0.2
+    for client in $CLIENTS; do
+        client_sysctls $c "$client"
+        for w in $(seq "$WINDOWS"); do
+            cps=$(nsx $c wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" -H 'Connection: close' \
+                  http://10.99.0.2:8080/ 2>/dev/null | awk '/Requests\/sec/ {printf "%d", $2}')
+            echo "[direct $client] window $w: cps=${cps:-n/a} (load $(loadavg))" | tee -a "$RES/windows.txt"
+        done
+        sleep 2
+    done
+    [ -f "$RUN_DIR/nginx.pid" ] && kill "$(cat "$RUN_DIR/nginx.pid")" 2>/dev/null
+    rm -f "$RUN_DIR/nginx.pid"
+    ip netns del $c; ip netns del $srv
+}
+
 summary() {
     {
         echo "| setup | client | cps per ${DUR} s window |"
@@ -411,5 +438,6 @@ if [[ " $what " == *" midonet "* ]]; then
         done
     done
 fi
+[[ " $what " == *" direct "* ]] && run_direct
 [[ " $what " == *" kernel "* ]] && run_kernel
 summary
