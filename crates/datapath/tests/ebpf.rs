@@ -80,7 +80,9 @@ fn fx(name: &str) -> Fx {
 }
 
 impl Fx {
-    fn run(&mut self, p: Prog, frame: &[u8], mark: u32) -> (u32, Vec<u8>) {
+    /// `p` on `frame` (`skb->mark` = `mark`), `repeat` times in the kernel:
+    /// the verdict, the frame out and the mean time per run, ns.
+    fn test_run(&mut self, p: Prog, frame: &[u8], mark: u32, repeat: u32) -> (u32, Vec<u8>, u64) {
         let mut out = vec![0u8; frame.len() + 256];
         let mut ctx = [0u8; 48];
         ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
@@ -88,28 +90,24 @@ impl Fx {
             data_in: Some(frame),
             data_out: Some(&mut out),
             ctx_in: Some(&ctx),
+            repeat,
             ..TestRunOptions::default()
         };
         let r = self.bpf.program(p).expect("prog").test_run(opts).expect("test run");
         out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        (r.return_value, out, r.duration.as_nanos() as u64)
+    }
+
+    fn run(&mut self, p: Prog, frame: &[u8], mark: u32) -> (u32, Vec<u8>) {
+        let (v, out, _) = self.test_run(p, frame, mark, 1);
+        (v, out)
     }
 
     /// `repeat()` runs of `p` on `frame` in the kernel: the verdict and
     /// the kernel's mean time per run, ns.
     fn timed(&mut self, p: Prog, frame: &[u8], mark: u32) -> (u32, u64) {
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut ctx = [0u8; 48];
-        ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat: repeat(),
-            ..TestRunOptions::default()
-        };
-        let r = self.bpf.program(p).expect("prog").test_run(opts).expect("test run");
-        (r.return_value, r.duration.as_nanos() as u64)
+        let (v, _, ns) = self.test_run(p, frame, mark, repeat());
+        (v, ns)
     }
 
     fn counter(&self, c: u32) -> u64 {
