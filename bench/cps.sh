@@ -122,6 +122,7 @@ down() {
     [ -f "$RUN_DIR/nginx.pid" ] && kill "$(cat "$RUN_DIR/nginx.pid")" 2>/dev/null
     rm -f "$RUN_DIR/nginx.pid"
     ip netns del $OUT_NS 2>/dev/null
+    ip netns del ${P}dc 2>/dev/null; ip netns del ${P}ds 2>/dev/null   # run_direct's
     [ -x "$BIN/midonet" ] && "$BIN/midonet" sandbox down --state-dir "$SB_DIR" --prefix $P >/dev/null 2>&1
 }
 trap 'log interrupted; down; exit 130' INT TERM
