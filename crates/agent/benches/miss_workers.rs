@@ -92,6 +92,7 @@ fn world() -> World {
         ready: true,
         state_peers: HashMap::new(),
         trusted_peers: Default::default(),
+        tunnel_local: Vec::new(),
     };
     let (shared, outboxes) = common::shared(view, state, 1 << 22, None);
     // Source addresses × source ports: distinct connections.

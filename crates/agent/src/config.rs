@@ -37,6 +37,12 @@
 //! # ebpf: serve established flows from the programs' exact-match cache
 //! # (one hash lookup per packet, before the megaflow search). default true
 //! ebpf_exact_cache = true
+//! # ebpf: decapsulate tunnel datagrams for local ports in a program at the
+//! # ingress of the interface holding this host's tunnel address
+//! # (tunnel_bind, else its tunnel-zone address), not in the kernel's vxlan
+//! # device; GSO aggregates and anything unusual still take the device.
+//! #                                                      default true
+//! ebpf_tunnel_decap = true
 //! # Prometheus metrics (GET /metrics) and the flow dump (GET /flows, what
 //! # `midonet flows` reads); empty = off.                 default "127.0.0.1:7300"
 //! metrics_listen = "127.0.0.1:7300"
@@ -110,6 +116,7 @@ pub struct Config {
     pub datapath: DatapathKind,
     pub tunnel_offload: Option<bool>,
     pub ebpf_exact_cache: bool,
+    pub ebpf_tunnel_decap: bool,
     pub metrics_listen: String,
     pub scan_interval_ms: u64,
     pub session_ttl_secs: i64,
@@ -139,6 +146,7 @@ impl Default for Config {
             datapath: DatapathKind::Ebpf,
             tunnel_offload: None,
             ebpf_exact_cache: true,
+            ebpf_tunnel_decap: true,
             metrics_listen: "127.0.0.1:7300".into(),
             scan_interval_ms: 1000,
             session_ttl_secs: 10,

@@ -80,6 +80,8 @@ pub struct View {
     /// Addresses of the hosts sharing a tunnel zone with this one: the only
     /// senders of flow state believed.
     pub trusted_peers: std::collections::HashSet<Ipv4Addr>,
+    /// This host's own tunnel-zone addresses, sorted: where its peers send.
+    pub tunnel_local: Vec<Ipv4Addr>,
 }
 
 impl View {
@@ -92,6 +94,7 @@ impl View {
             ready: false,
             state_peers: HashMap::new(),
             trusted_peers: Default::default(),
+            tunnel_local: Vec::new(),
         }
     }
 }

@@ -207,6 +207,7 @@ pub struct Metrics {
     pub dp_tunnel_tx_packets: Counter,
     pub dp_tunnel_offload_resolved: Counter,
     pub dp_tunnel_checksums_completed: Counter,
+    pub dp_tunnel_decapsulated: Counter,
     pub dp_port_upcalls: Family<PortLabels, Counter>,
     pub dp_port_upcall_limited: Family<PortLabels, Counter>,
     last_dp: Mutex<Option<midonet_datapath::DpStats>>,
@@ -258,6 +259,7 @@ impl Metrics {
             dp_tunnel_tx_packets: Counter::default(),
             dp_tunnel_offload_resolved: Counter::default(),
             dp_tunnel_checksums_completed: Counter::default(),
+            dp_tunnel_decapsulated: Counter::default(),
             dp_port_upcalls: Family::default(),
             dp_port_upcall_limited: Family::default(),
             last_dp: Mutex::new(None),
@@ -446,6 +448,11 @@ impl Metrics {
                 "Plain frames from the tunnel whose partial checksum was completed here",
                 m.dp_tunnel_checksums_completed.clone(),
             );
+            r.register(
+                "tunnel_decapsulated",
+                "Tunnel datagrams the datapath decapsulated itself, without the kernel's vxlan device (ebpf)",
+                m.dp_tunnel_decapsulated.clone(),
+            );
         }
         Arc::new(m)
     }
@@ -571,6 +578,8 @@ impl Metrics {
             .inc_by(s.tunnel_offload_resolved.saturating_sub(prev.tunnel_offload_resolved));
         self.dp_tunnel_checksums_completed
             .inc_by(s.tunnel_checksums_completed.saturating_sub(prev.tunnel_checksums_completed));
+        self.dp_tunnel_decapsulated
+            .inc_by(s.tunnel_decapsulated.saturating_sub(prev.tunnel_decapsulated));
         self.dp_flows.set(i64::try_from(s.table.flows).unwrap_or(i64::MAX));
         *last = Some(s.clone());
     }

@@ -362,6 +362,7 @@ fn start_datapath(
                 vxlan_port: cfg.tunnel_port,
                 limits: cfg.upcall_limits(),
                 exact_cache: cfg.ebpf_exact_cache,
+                tunnel_decap: cfg.ebpf_tunnel_decap,
                 ..Default::default()
             };
             // Started without the handler, so it is still ours to give the
@@ -1079,6 +1080,8 @@ impl Core {
         let trusted_peers = crate::flowstate::trusted_peers(topo, me);
         let prev = self.shared.view.load_full();
         crate::tunnel::sync_peers(&*self.dp, self.cache.ready, &prev, &trusted_peers);
+        let tunnel_local = crate::flowstate::own_tunnel_addresses(topo, me);
+        crate::tunnel::sync_local(&*self.dp, self.cache.ready, &prev, &tunnel_local);
         self.shared.view.store(Arc::new(View {
             sim,
             egress,
@@ -1087,6 +1090,7 @@ impl Core {
             ready: self.cache.ready,
             state_peers: crate::flowstate::state_peers(topo, me),
             trusted_peers,
+            tunnel_local,
         }));
     }
 }

@@ -93,6 +93,17 @@ pub fn sync_peers(dp: &dyn Datapath, ready: bool, prev: &View, peers: &HashSet<I
     }
 }
 
+/// Tells `dp` this host's own tunnel addresses (`local`) if the topology is
+/// loaded and they differ from what the previous view `prev` held.
+pub fn sync_local(dp: &dyn Datapath, ready: bool, prev: &View, local: &[Ipv4Addr]) {
+    if !ready || (prev.ready && prev.tunnel_local == local) {
+        return;
+    }
+    if let Err(e) = dp.set_tunnel_local(local) {
+        tracing::warn!(error = %e, "could not set the tunnel's local addresses");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

@@ -47,6 +47,8 @@
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -1102,6 +1104,97 @@ int mdp_tunnel(struct __sk_buff *skb)
 			return r;
 		return flow_path(skb, &k, &st, in, in);
 	}
+}
+
+/* What a VXLAN datagram carries in front of the VM's frame, after the
+ * underlay's Ethernet header: IPv4 without options, UDP, VXLAN. */
+#define VXLAN_OUTER (20 + 8 + 8)
+/* What decapsulation removes after the underlay's Ethernet header: the
+ * outer headers and the inner Ethernet header, which then replaces it. */
+#define VXLAN_STRIP (VXLAN_OUTER + ETH_HLEN)
+#define VXLAN_FLAG_VNI 0x08000000
+
+/* TC ingress of the underlay interface (the one holding the tunnel
+ * address): a VXLAN datagram for a VNI bound to a local port is
+ * decapsulated here and handed to that port, as mdp_tunnel would after the
+ * kernel's IP and UDP receive, netfilter, socket lookup, vxlan_rcv and GRO
+ * cell. Everything else goes on into the stack untouched (TC_ACT_OK): not
+ * ours; a GSO aggregate (this kernel cannot clear a decapsulated packet's
+ * tunnel GSO state; the vxlan device does); a fragment, IP options, a
+ * length the stack would trim or refuse; VXLAN flags other than the VNI's;
+ * an inner frame other than IPv4; a VNI not bound here (the megaflow path
+ * of mdp_tunnel). Those reach the vxlan device and mdp_tunnel as before,
+ * so both paths see the same packets and apply the same source check. */
+SEC("classifier")
+int mdp_underlay(struct __sk_buff *skb)
+{
+	__u32 zero = 0, vni, p, *port;
+	struct mdp_config *cfg = bpf_map_lookup_elem(&mdp_config, &zero);
+	__u32 need = ETH_HLEN + VXLAN_STRIP;
+	__u8 inner[ETH_HLEN];
+	struct mdp_port *pi;
+	struct ethhdr *ieth;
+	struct udphdr *udp;
+	struct iphdr *ip;
+	void *data, *end;
+	__be32 *vx;
+
+	if (!cfg || !cfg->local_ip || !cfg->vxlan_port || (cfg->flags & MDP_CFG_NO_DECAP))
+		return TC_ACT_OK;
+	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->vlan_present || skb->gso_size ||
+	    skb->len < need + 20)
+		return TC_ACT_OK;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	if (data + need > end) {
+		if (bpf_skb_pull_data(skb, need) < 0)
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		if (data + need > end)
+			return TC_ACT_OK;
+	}
+	ip = data + ETH_HLEN;
+	udp = (void *)(ip + 1);
+	vx = (void *)(udp + 1);
+	ieth = (void *)(vx + 2);
+	if (*(__u8 *)ip != 0x45 || ip->protocol != IPPROTO_UDP ||
+	    (ip->frag_off & bpf_htons(0x3fff)) || ip->daddr != bpf_htonl(cfg->local_ip) ||
+	    udp->dest != bpf_htons(cfg->vxlan_port))
+		return TC_ACT_OK;
+	if (bpf_ntohs(ip->tot_len) != skb->len - ETH_HLEN ||
+	    bpf_ntohs(udp->len) != skb->len - ETH_HLEN - 20)
+		return TC_ACT_OK;
+	if (vx[0] != bpf_htonl(VXLAN_FLAG_VNI) || (vx[1] & bpf_htonl(0xff)) ||
+	    ieth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	vni = bpf_ntohl(vx[1]) >> 8;
+	port = bpf_map_lookup_elem(&mdp_vni_ports, &vni);
+	if (!port)
+		return TC_ACT_OK;
+	__builtin_memcpy(inner, ieth, ETH_HLEN);
+	port_rx(0, skb->len - ETH_HLEN - VXLAN_OUTER);
+	if (unknown_tunnel_source(bpf_ntohl(ip->saddr)))
+		return drop(MDP_C_DROP_TUNNEL_SOURCE);
+	p = *port & (MDP_MAX_PORTS - 1);
+	pi = bpf_map_lookup_elem(&mdp_ports, &p);
+	if (p == 0 || !pi || !pi->ifindex)
+		return drop(MDP_C_DROP_UNKNOWN_PORT);
+	/* Remove the outer IP, UDP and VXLAN headers and the inner Ethernet
+	 * header behind the outer one, then write the inner one over it. The
+	 * outer UDP checksum is not verified, as the kernel does not verify a
+	 * zero one: the inner packet's own checksums still are. Like the UDP
+	 * receive, one level of "checksum unnecessary" (the outer datagram's)
+	 * is used up. */
+	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_STRIP, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_NO_CSUM_RESET) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, inner, ETH_HLEN, 0) < 0)
+		return drop(MDP_C_DROP_TUNNEL_MALFORMED);
+	bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC);
+	count(MDP_C_TUNNEL_DIRECT, 1);
+	count(MDP_C_TUNNEL_DECAP, 1);
+	port_tx(p, skb->len);
+	return emit(skb, pi->ifindex, pi->flags & MDP_PORT_PEER, 1);
 }
 
 /* TC ingress of the inject veth: packets the agent sends, with the action

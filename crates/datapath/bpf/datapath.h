@@ -165,12 +165,14 @@ struct mdp_limit_config {
 
 /* mdp_config.flags */
 #define MDP_CFG_NO_EXACT 1 /* do not use or fill the exact-match cache */
+#define MDP_CFG_NO_DECAP 2 /* mdp_underlay leaves every datagram to the vxlan device */
 
 struct mdp_config {
 	__u32 vxlan_ifindex;
 	__u32 local_ip;   /* host order; 0 = let the route decide */
 	__u32 tunnel_ttl;
 	__u32 flags;
+	__u32 vxlan_port; /* host order: the UDP port mdp_underlay takes */
 };
 
 /* The exact-match cache (mdp_exact), in front of the megaflow search: keyed
@@ -233,6 +235,7 @@ enum mdp_counter {
 	MDP_C_TUNNEL_DIRECT,       /* tunnel packets delivered by VNI */
 	MDP_C_EXACT_HIT,           /* hits served by the exact-match cache (also in HIT) */
 	MDP_C_EXACT_FILL,          /* entries the programs put in it */
+	MDP_C_TUNNEL_DECAP,        /* tunnel packets mdp_underlay decapsulated itself */
 	MDP_C_MAX = 32,
 };
 

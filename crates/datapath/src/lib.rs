@@ -432,6 +432,9 @@ pub struct DpStats {
     /// Plain frames from the tunnel whose partial checksum (a kernel
     /// VTEP's, across a veth) the userspace provider completed.
     pub tunnel_checksums_completed: u64,
+    /// Tunnel datagrams the provider decapsulated itself (ebpf: in
+    /// `mdp_underlay`, without the kernel's vxlan device).
+    pub tunnel_decapsulated: u64,
     /// The miss workers ([`workers`]); all zero when misses are handled
     /// inline.
     pub workers: WorkerStats,
@@ -524,6 +527,14 @@ pub trait Datapath: Send + Sync {
     /// on (the whole set, replacing the previous one). Before the first
     /// call every source is accepted; see the crate docs.
     fn set_tunnel_peers(&self, peers: &[Ipv4Addr]) -> Result<(), DpError>;
+    /// This host's own tunnel addresses (the ones its peers send to), as
+    /// the topology names them. A provider that needs to know where tunnel
+    /// datagrams arrive (ebpf, to decapsulate at that interface) uses the
+    /// first one held by a local interface; the default ignores them.
+    fn set_tunnel_local(&self, addrs: &[Ipv4Addr]) -> Result<(), DpError> {
+        let _ = addrs;
+        Ok(())
+    }
     /// Send offload metadata across the tunnel to these underlay addresses
     /// only, and plain RFC 7348 frames to any other ([`TunnelOffload::Peers`],
     /// the whole set, replacing the previous one). A provider whose tunnel

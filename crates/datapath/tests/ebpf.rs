@@ -54,6 +54,20 @@ impl Drop for Fx {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// The tunnel address of the fixture's host, for `mdp_underlay`.
+const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+fn kcfg(exact: bool, decap: bool) -> abi::KernelConfig {
+    abi::KernelConfig {
+        vxlan_ifindex: 1,
+        local_ip: decap.then_some(LOCAL),
+        vxlan_port: 4789,
+        exact,
+        decap,
+    }
+}
+
 fn fx(name: &str) -> Fx {
     let dir = std::path::PathBuf::from(format!(
         "/run/midonet/bpf/test-{name}-{}-{}",
@@ -75,7 +89,7 @@ fn fx(name: &str) -> Fx {
     let mut ifp = [0u8; 8];
     ifp[0..4].copy_from_slice(&1u32.to_ne_bytes());
     bpf.maps.if_ports.insert(1u32, ifp, 0).expect("if port");
-    bpf.maps.config.set(0, abi::encode_config(1, None, true), 0).expect("config");
+    bpf.maps.config.set(0, abi::encode_config(&kcfg(true, false)), 0).expect("config");
     Fx { bpf, k: Kernel::new().expect("kernel"), dir }
 }
 
@@ -341,7 +355,7 @@ fn established_flows_hit_the_exact_cache_until_their_flow_goes() {
     assert_eq!((fx.counter(counter::EXACT_FILL), fx.counter(counter::EXACT_HIT)), (2, 3));
 
     // Switched off: neither filled nor used.
-    fx.bpf.maps.config.set(0, abi::encode_config(1, None, false), 0).expect("config");
+    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(false, false)), 0).expect("config");
     let g = udp(B, 7);
     fx.install(&g, &bridge(), &[Action::Output(2)]);
     for _ in 0..2 {
@@ -628,6 +642,102 @@ fn tunnel_program_needs_tunnel_metadata() {
     // as a malformed tunnel packet (the netns tests deliver real VXLAN).
     assert_eq!(fx.run(Prog::Tunnel, &udp(B, 1), 0).0, TC_ACT_SHOT);
     assert_eq!(fx.counter(counter::DROP_TUNNEL_MALFORMED), 1);
+}
+
+/// `inner` in a VXLAN datagram from `src` to `dst` with `vni` (UDP port
+/// 4789, the outer UDP checksum computed, as a kernel vxlan device sends).
+fn vxlan(src: Ipv4Addr, dst: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x08, 0, 0, 0];
+    payload.extend_from_slice(&(vni << 8).to_be_bytes());
+    payload.extend_from_slice(inner);
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2])
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(51000, 4789)
+        .write(&mut f, &payload)
+        .expect("vxlan");
+    f
+}
+
+#[test]
+fn underlay_program_decapsulates_a_bound_vni_and_passes_the_rest_on() {
+    if !runnable() {
+        return;
+    }
+    let mut fx = fx("underlay");
+    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(true, true)), 0).expect("config");
+    fx.bpf.maps.vni_ports.insert(7u32, 2u32, 0).expect("vni");
+    let inner = tcp(B);
+    let d = vxlan(PEER, LOCAL, 7, &inner);
+
+    // Bound here: the inner frame, exactly, out of port 2.
+    assert_eq!(fx.run(Prog::Underlay, &d, 0), (TC_ACT_REDIRECT, inner.clone()));
+    assert_eq!(fx.counter(counter::TUNNEL_DECAP), 1);
+    assert_eq!(fx.port_stats(2)[2], 1, "port 2 sent it");
+    assert_eq!(fx.port_stats(0)[0], 1, "the tunnel received it");
+
+    // Everything else goes on into the stack as it came: another VNI (the
+    // vxlan device and mdp_tunnel's megaflow path), another address, another
+    // port, a fragment, IP options, an inner frame that is not IPv4 (ARP),
+    // VXLAN flags beyond the VNI's, trailing bytes the stack would trim.
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("unbound vni", vxlan(PEER, LOCAL, 8, &inner)),
+        ("not our address", vxlan(PEER, Ipv4Addr::new(192, 0, 2, 9), 7, &inner)),
+    ];
+    let mut port = d.clone();
+    port[36..38].copy_from_slice(&8472u16.to_be_bytes());
+    cases.push(("another udp port", port));
+    let mut frag = d.clone();
+    frag[20] |= 0x20; // more fragments
+    cases.push(("a fragment", frag));
+    let mut flags = d.clone();
+    flags[43] = 1; // a reserved bit after the VNI
+    cases.push(("reserved bits", flags));
+    let mut arp = inner.clone();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    cases.push(("inner arp", vxlan(PEER, LOCAL, 7, &arp)));
+    let mut padded = d.clone();
+    padded.extend_from_slice(&[0; 4]);
+    cases.push(("trailing bytes", padded));
+    let mut opts = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2])
+        .ip(etherparse::IpHeaders::Ipv4(
+            {
+                let mut h = etherparse::Ipv4Header::new(
+                    0,
+                    64,
+                    etherparse::IpNumber::UDP,
+                    PEER.octets(),
+                    LOCAL.octets(),
+                )
+                .expect("ip");
+                h.options = [1, 1, 1, 0][..].try_into().expect("options");
+                h
+            },
+            Default::default(),
+        ))
+        .udp(51000, 4789)
+        .write(&mut opts, &d[42..])
+        .expect("options frame");
+    cases.push(("ip options", opts));
+    for (what, f) in &cases {
+        assert_eq!(fx.run(Prog::Underlay, f, 0), (TC_ACT_OK, f.clone()), "{what}");
+    }
+    assert_eq!(fx.counter(counter::TUNNEL_DECAP), 1);
+
+    // Off (no tunnel address named, or switched off): nothing taken.
+    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(true, false)), 0).expect("config");
+    assert_eq!(fx.run(Prog::Underlay, &d, 0), (TC_ACT_OK, d.clone()));
+
+    // The source check applies as in mdp_tunnel: peers only, once named.
+    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(true, true)), 0).expect("config");
+    fx.bpf.maps.tunnel_peers.insert(u32::from(Ipv4Addr::new(192, 0, 2, 3)), 1, 0).expect("peer");
+    fx.bpf.maps.tunnel_filter.set(0, 1, 0).expect("filter");
+    assert_eq!(fx.run(Prog::Underlay, &d, 0).0, TC_ACT_SHOT);
+    assert_eq!(fx.counter(counter::DROP_TUNNEL_SOURCE), 1);
+    fx.bpf.maps.tunnel_peers.insert(u32::from(PEER), 1, 0).expect("peer");
+    assert_eq!(fx.run(Prog::Underlay, &d, 0), (TC_ACT_REDIRECT, inner));
+    assert_eq!(fx.counter(counter::TUNNEL_DECAP), 2);
 }
 
 #[test]

@@ -167,6 +167,9 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
         "a kernel timestamp on the agent's clock: {t:?}"
     );
     assert_eq!(s1.port(pa).map(|c| c.tx_packets), Some(s1.tunnel.rx_packets));
+    // The replies were decapsulated at the underlay's ingress (mdp_underlay),
+    // not by the vxlan device: single datagrams, IPv4 inside, a bound VNI.
+    assert_eq!(s1.tunnel_decapsulated, s1.tunnel.rx_packets, "{s1:?}");
     let flows = dp1.dp().dump_flows().expect("dump");
     assert_eq!(flows.len(), 1);
     idle_flows_expire_and_busy_ones_stay(dp2.dp());
@@ -190,6 +193,15 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
         assert_eq!(c1.load(Ordering::Relaxed), 1, "TCP rides the same megaflow");
         let t = dp1.dp().stats().expect("stats").table;
         assert!(t.emc_hits > 1000, "and, after its handshake, the exact-match cache: {t:?}");
+        // The stream's GSO aggregates took the vxlan device (mdp_underlay
+        // leaves them to it), its single segments mdp_underlay: both arrive.
+        let s2 = dp2.dp().stats().expect("stats");
+        assert!(
+            s2.tunnel_decapsulated > 0 && s2.tunnel.rx_packets > s2.tunnel_decapsulated,
+            "{:?} of {:?}",
+            s2.tunnel_decapsulated,
+            s2.tunnel
+        );
     } else {
         panic!("iperf3 is not installed (apt package iperf3)");
     }
@@ -226,8 +238,11 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
         dp1.dp().invalidate_tags(vec![midonet_datapath::testing::mac_tag(mac(&b))]).expect("inv"),
         1
     );
+    let before = dp1.dp().stats().expect("stats").tunnel_decapsulated;
     let (got, _) = ping(&a, b.ip, 3, "0.01");
     assert_eq!(got, 3, "re-simulated after the invalidation");
+    let after = dp1.dp().stats().expect("stats").tunnel_decapsulated;
+    assert!(after >= before + 3, "the new instance decapsulates too: {before} -> {after}");
     drop(dp1);
     drop(dp2);
 }

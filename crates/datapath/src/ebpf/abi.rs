@@ -37,6 +37,8 @@ pub const META_TAGS: usize = 62;
 pub const MAX_EXACT: u32 = 65_536;
 /// `mdp_config.flags`: the exact-match cache is off.
 pub const CFG_NO_EXACT: u32 = 1;
+/// `mdp_config.flags`: `mdp_underlay` decapsulates nothing.
+pub const CFG_NO_DECAP: u32 = 2;
 
 pub const KEY_LEN: usize = 64;
 pub type KeyBytes = [u8; KEY_LEN];
@@ -44,7 +46,7 @@ pub const ACT_LEN: usize = 20;
 pub const ACT_LIST_LEN: usize = 8 + MAX_ACTS * ACT_LEN;
 pub type ActListBytes = [u8; ACT_LIST_LEN];
 pub const PORT_LEN: usize = 24;
-pub const CONFIG_LEN: usize = 16;
+pub const CONFIG_LEN: usize = 20;
 pub const MASK_LIST_LEN: usize = 4 + MAX_MASKS;
 pub const META_LEN: usize = 16 + META_TAGS * 8;
 pub const UPCALL_HDR_LEN: usize = 40;
@@ -72,6 +74,7 @@ pub mod counter {
     pub const TUNNEL_DIRECT: u32 = 20;
     pub const EXACT_HIT: u32 = 21;
     pub const EXACT_FILL: u32 = 22;
+    pub const TUNNEL_DECAP: u32 = 23;
     pub const MAX: u32 = 32;
 }
 
@@ -513,18 +516,30 @@ pub fn decode_flow(b: &[u8; 8]) -> (u32, u32) {
     (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), u32::from_ne_bytes([b[4], b[5], b[6], b[7]]))
 }
 
-/// `struct mdp_config`. `exact`: use the exact-match cache.
-pub fn encode_config(
-    vxlan_ifindex: u32,
-    local_ip: Option<Ipv4Addr>,
-    exact: bool,
-) -> [u8; CONFIG_LEN] {
+/// What the programs are told (`struct mdp_config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// The vxlan device tunnelled frames are redirected to.
+    pub vxlan_ifindex: u32,
+    /// The tunnel's local address: the outer source, and the destination
+    /// `mdp_underlay` takes datagrams for (`None`: it takes none).
+    pub local_ip: Option<Ipv4Addr>,
+    /// The VXLAN UDP port `mdp_underlay` takes datagrams on.
+    pub vxlan_port: u16,
+    /// Use the exact-match cache.
+    pub exact: bool,
+    /// Let `mdp_underlay` decapsulate.
+    pub decap: bool,
+}
+
+pub fn encode_config(c: &KernelConfig) -> [u8; CONFIG_LEN] {
     let mut b = [0u8; CONFIG_LEN];
-    b[0..4].copy_from_slice(&vxlan_ifindex.to_ne_bytes());
-    b[4..8].copy_from_slice(&local_ip.map_or(0, u32::from).to_ne_bytes());
+    b[0..4].copy_from_slice(&c.vxlan_ifindex.to_ne_bytes());
+    b[4..8].copy_from_slice(&c.local_ip.map_or(0, u32::from).to_ne_bytes());
     b[8..12].copy_from_slice(&64u32.to_ne_bytes());
-    let flags = if exact { 0 } else { CFG_NO_EXACT };
+    let flags = if c.exact { 0 } else { CFG_NO_EXACT } | if c.decap { 0 } else { CFG_NO_DECAP };
     b[12..16].copy_from_slice(&flags.to_ne_bytes());
+    b[16..20].copy_from_slice(&u32::from(c.vxlan_port).to_ne_bytes());
     b
 }
 
@@ -644,7 +659,7 @@ mod tests {
         // struct mdp_key, mdp_act, mdp_act_list, mdp_port, mdp_config,
         // mdp_mask_list, mdp_flow_meta, mdp_upcall, mdp_exact (see bpf/datapath.h;
         // the loader's typed maps check the sizes against the object too).
-        assert_eq!((KEY_LEN, ACT_LEN, ACT_LIST_LEN, PORT_LEN, CONFIG_LEN), (64, 20, 328, 24, 16));
+        assert_eq!((KEY_LEN, ACT_LEN, ACT_LIST_LEN, PORT_LEN, CONFIG_LEN), (64, 20, 328, 24, 20));
         assert_eq!((MASK_LIST_LEN, META_LEN, UPCALL_HDR_LEN, EXACT_LEN), (36, 512, 40, 52));
         assert_eq!(off::ARP_TPA + 4, KEY_LEN);
     }

@@ -4,6 +4,7 @@
 //! collection of pins whose namespace is gone.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -14,6 +15,9 @@ use super::loader::{self, Bpf, Prog};
 use super::{abi, io_err, kernel_sum, netlink, sys, Ctl, EbpfConfig, State, UserCounters};
 use crate::sys::Poller;
 use crate::{DpError, DropReason, PortNo, UpcallHandler};
+
+/// The pin of `mdp_underlay`'s link.
+const UNDERLAY_LINK: &str = "underlay";
 
 impl State {
     pub(super) fn build(
@@ -51,17 +55,16 @@ impl State {
                 .ok_or_else(|| io_err(d.clone(), std::io::ErrorKind::NotFound.into()))?;
             netlink::set_up(l.ifindex).map_err(|e| io_err("inject veth up", e))?;
         }
+        let kcfg = abi::KernelConfig {
+            vxlan_ifindex: vx.ifindex,
+            local_ip: netlink::unspecified(cfg.underlay_ip),
+            vxlan_port: cfg.vxlan_port,
+            exact: cfg.exact_cache,
+            decap: false,
+        };
         bpf.maps
             .config
-            .set(
-                0,
-                abi::encode_config(
-                    vx.ifindex,
-                    netlink::unspecified(cfg.underlay_ip),
-                    cfg.exact_cache,
-                ),
-                0,
-            )
+            .set(0, abi::encode_config(&kcfg), 0)
             .map_err(|e| io_err("config map", std::io::Error::other(e.to_string())))?;
         bpf.maps
             .limit_config
@@ -88,6 +91,8 @@ impl State {
             c: UserCounters::default(),
             inject_base,
             cfg,
+            kcfg,
+            decap_at: None,
             instance_dir,
             started: Instant::now(),
             stop: false,
@@ -95,7 +100,70 @@ impl State {
         if st.bpf.adopted {
             st.adopt();
         }
+        match kcfg.local_ip {
+            Some(ip) => st.decap_at(&[ip]),
+            // An earlier agent's, on an address this one has not named yet.
+            None => drop(st.bpf.detach(UNDERLAY_LINK)),
+        }
         Ok(st)
+    }
+
+    /// The topology's tunnel addresses for this host: decapsulate at the
+    /// first one a local interface holds. A configured `underlay_ip` wins.
+    pub(super) fn set_tunnel_local(&mut self, addrs: &[Ipv4Addr]) -> Result<(), DpError> {
+        if netlink::unspecified(self.cfg.underlay_ip).is_none() {
+            self.decap_at(addrs);
+        }
+        Ok(())
+    }
+
+    /// Attach `mdp_underlay` to the interface holding the first of `addrs`
+    /// found on one, and tell the programs the address; with none found
+    /// (or `tunnel_decap` off), everything goes through the vxlan device.
+    fn decap_at(&mut self, addrs: &[Ipv4Addr]) {
+        let found = if self.cfg.tunnel_decap {
+            addrs.iter().find_map(|a| match netlink::ifname_with(*a) {
+                Ok(n) => n.map(|n| (*a, n)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ebpf datapath: listing interface addresses");
+                    None
+                }
+            })
+        } else {
+            None
+        };
+        if found == self.decap_at {
+            return;
+        }
+        let _ = self.bpf.detach(UNDERLAY_LINK);
+        let mut k = abi::KernelConfig { decap: false, ..self.kcfg };
+        match &found {
+            Some((ip, dev)) => match self.bpf.attach(Prog::Underlay, dev, UNDERLAY_LINK) {
+                Ok(()) => {
+                    tracing::info!(
+                        %ip, %dev,
+                        "ebpf datapath: tunnel datagrams decapsulated at the underlay's ingress"
+                    );
+                    k = abi::KernelConfig { local_ip: Some(*ip), decap: true, ..k };
+                }
+                Err(e) => tracing::warn!(
+                    error = %e, %dev,
+                    "ebpf datapath: tunnel datagrams go through the vxlan device"
+                ),
+            },
+            None if !addrs.is_empty() && self.cfg.tunnel_decap => tracing::warn!(
+                addrs = ?addrs,
+                "ebpf datapath: no interface holds the tunnel address; tunnel datagrams go \
+                 through the vxlan device"
+            ),
+            None => {}
+        }
+        if let Err(e) = self.bpf.maps.config.set(0, abi::encode_config(&k), 0) {
+            tracing::warn!(error = %e, "ebpf datapath: config map");
+            return;
+        }
+        self.kcfg = k;
+        self.decap_at = if k.decap { found } else { None };
     }
 
     /// Take over what an earlier agent left in the pinned maps.

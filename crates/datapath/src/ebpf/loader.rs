@@ -101,6 +101,8 @@ pub enum Prog {
     Tunnel,
     /// TC ingress of the inject veth.
     Inject,
+    /// TC ingress of the underlay interface: decapsulation.
+    Underlay,
 }
 
 impl Prog {
@@ -109,6 +111,7 @@ impl Prog {
             Prog::Port => "mdp_port",
             Prog::Tunnel => "mdp_tunnel",
             Prog::Inject => "mdp_inject",
+            Prog::Underlay => "mdp_underlay",
         }
     }
 }
@@ -190,7 +193,7 @@ impl Bpf {
             .default_map_pin_directory(dir)
             .load(obj)
             .map_err(|e| err("loading the BPF object", e))?;
-        for p in [Prog::Port, Prog::Tunnel, Prog::Inject] {
+        for p in [Prog::Port, Prog::Tunnel, Prog::Inject, Prog::Underlay] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(p.name())
                 .ok_or_else(|| missing(p.name()))?

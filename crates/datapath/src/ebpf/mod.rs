@@ -153,6 +153,11 @@ pub struct EbpfConfig {
     /// Serve established flows from the programs' exact-match cache (one
     /// hash lookup, actions in a fixed form) before the megaflow search.
     pub exact_cache: bool,
+    /// Decapsulate tunnel datagrams in `mdp_underlay`, at the ingress of
+    /// the interface holding the tunnel address (`underlay_ip`, else the
+    /// address [`Datapath::set_tunnel_local`] names), instead of in the
+    /// kernel's vxlan device.
+    pub tunnel_decap: bool,
 }
 
 impl Default for EbpfConfig {
@@ -170,6 +175,7 @@ impl Default for EbpfConfig {
             adopt_grace: Duration::from_secs(60),
             limits: crate::UpcallLimits::default(),
             exact_cache: true,
+            tunnel_decap: true,
         }
     }
 }
@@ -224,6 +230,11 @@ pub struct State {
     /// Kernel inject counters when this instance started.
     inject_base: u64,
     cfg: EbpfConfig,
+    /// What the programs were last told (`mdp_config`).
+    kcfg: abi::KernelConfig,
+    /// Where `mdp_underlay` is attached: the tunnel address and the
+    /// interface holding it.
+    decap_at: Option<(Ipv4Addr, String)>,
     /// `pin_root/<instance>`: everything this datapath pinned.
     instance_dir: PathBuf,
     started: Instant,
@@ -395,6 +406,11 @@ impl Datapath for EbpfDatapath {
     fn set_tunnel_peers(&self, peers: &[Ipv4Addr]) -> Result<(), DpError> {
         let peers = peers.to_vec();
         self.call(move |s| s.set_tunnel_peers(&peers))?
+    }
+
+    fn set_tunnel_local(&self, addrs: &[Ipv4Addr]) -> Result<(), DpError> {
+        let addrs = addrs.to_vec();
+        self.call(move |s| s.set_tunnel_local(&addrs))?
     }
 
     /// Nothing to do: frames leave through the kernel's vxlan device, which

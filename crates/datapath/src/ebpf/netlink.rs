@@ -258,6 +258,15 @@ pub fn disable_ipv6(name: &str) {
     let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
 }
 
+/// The interface holding the IPv4 address `ip`, if one does.
+pub fn ifname_with(ip: Ipv4Addr) -> io::Result<Option<String>> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
+    Ok(addrs
+        .into_iter()
+        .find(|a| a.address.as_ref().and_then(|s| s.as_sockaddr_in()).is_some_and(|s| s.ip() == ip))
+        .map(|a| a.interface_name))
+}
+
 /// The local address, kept for the tunnel key's source.
 pub fn unspecified(ip: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
     ip.filter(|a| !a.is_unspecified())

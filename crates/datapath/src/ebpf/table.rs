@@ -251,6 +251,7 @@ impl State {
             // The kernel's vxlan device sends plain RFC 7348 itself.
             tunnel_offload_resolved: 0,
             tunnel_checksums_completed: 0,
+            tunnel_decapsulated: kernel_sum(&self.bpf, abi::counter::TUNNEL_DECAP),
             workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),
             miss_timing: self.c.timing,
         }
