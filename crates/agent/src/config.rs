@@ -43,6 +43,12 @@
 //! # device; GSO aggregates and anything unusual still take the device.
 //! #                                                      default true
 //! ebpf_tunnel_decap = true
+//! # ebpf: encapsulate tunnel packets in the programs and send them through
+//! # the neighbour table, not through the kernel's vxlan device (single
+//! # IPv4 frames that fit the underlay, to peers with a unicast route; the
+//! # rest still take the device). Needs the tunnel address as above.
+//! #                                                      default true
+//! ebpf_tunnel_encap = true
 //! # Prometheus metrics (GET /metrics) and the flow dump (GET /flows, what
 //! # `midonet flows` reads); empty = off.                 default "127.0.0.1:7300"
 //! metrics_listen = "127.0.0.1:7300"
@@ -117,6 +123,7 @@ pub struct Config {
     pub tunnel_offload: Option<bool>,
     pub ebpf_exact_cache: bool,
     pub ebpf_tunnel_decap: bool,
+    pub ebpf_tunnel_encap: bool,
     pub metrics_listen: String,
     pub scan_interval_ms: u64,
     pub session_ttl_secs: i64,
@@ -147,6 +154,7 @@ impl Default for Config {
             tunnel_offload: None,
             ebpf_exact_cache: true,
             ebpf_tunnel_decap: true,
+            ebpf_tunnel_encap: true,
             metrics_listen: "127.0.0.1:7300".into(),
             scan_interval_ms: 1000,
             session_ttl_secs: 10,

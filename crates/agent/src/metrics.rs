@@ -208,6 +208,7 @@ pub struct Metrics {
     pub dp_tunnel_offload_resolved: Counter,
     pub dp_tunnel_checksums_completed: Counter,
     pub dp_tunnel_decapsulated: Counter,
+    pub dp_tunnel_encapsulated: Counter,
     pub dp_port_upcalls: Family<PortLabels, Counter>,
     pub dp_port_upcall_limited: Family<PortLabels, Counter>,
     last_dp: Mutex<Option<midonet_datapath::DpStats>>,
@@ -260,6 +261,7 @@ impl Metrics {
             dp_tunnel_offload_resolved: Counter::default(),
             dp_tunnel_checksums_completed: Counter::default(),
             dp_tunnel_decapsulated: Counter::default(),
+            dp_tunnel_encapsulated: Counter::default(),
             dp_port_upcalls: Family::default(),
             dp_port_upcall_limited: Family::default(),
             last_dp: Mutex::new(None),
@@ -453,6 +455,11 @@ impl Metrics {
                 "Tunnel datagrams the datapath decapsulated itself, without the kernel's vxlan device (ebpf)",
                 m.dp_tunnel_decapsulated.clone(),
             );
+            r.register(
+                "tunnel_encapsulated",
+                "Tunnel packets the datapath encapsulated itself, without the kernel's vxlan device (ebpf)",
+                m.dp_tunnel_encapsulated.clone(),
+            );
         }
         Arc::new(m)
     }
@@ -580,6 +587,8 @@ impl Metrics {
             .inc_by(s.tunnel_checksums_completed.saturating_sub(prev.tunnel_checksums_completed));
         self.dp_tunnel_decapsulated
             .inc_by(s.tunnel_decapsulated.saturating_sub(prev.tunnel_decapsulated));
+        self.dp_tunnel_encapsulated
+            .inc_by(s.tunnel_encapsulated.saturating_sub(prev.tunnel_encapsulated));
         self.dp_flows.set(i64::try_from(s.table.flows).unwrap_or(i64::MAX));
         *last = Some(s.clone());
     }

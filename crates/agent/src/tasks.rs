@@ -363,6 +363,7 @@ fn start_datapath(
                 limits: cfg.upcall_limits(),
                 exact_cache: cfg.ebpf_exact_cache,
                 tunnel_decap: cfg.ebpf_tunnel_decap,
+                tunnel_encap: cfg.ebpf_tunnel_encap,
                 ..Default::default()
             };
             // Started without the handler, so it is still ours to give the

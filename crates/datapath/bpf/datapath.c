@@ -8,9 +8,14 @@
  *   vxlan (external) ─ TC ingress ─ mdp_tunnel ┤      hit: counters, action list ─ rewrites,
  *     (outer source a tunnel peer?)            │
  *        VNI bound to a local port: redirect ──┘           output (redirect_peer / clone),
- *                                                           tunnel (set key + redirect to vxlan)
+ *                                                           tunnel: encapsulate here and
+ *                                                           redirect_neigh to the underlay, or
+ *                                                           set key + redirect to vxlan
  *                                                     miss: frame into the `mdp_upcalls` ring
  *                                                           buffer for the agent, then dropped
+ *   underlay ─ TC ingress ─ mdp_underlay: a VXLAN datagram for a VNI bound
+ *        here is decapsulated and redirected to its port, as mdp_tunnel
+ *        would; anything else goes on to the stack (and the vxlan device).
  *   inject veth ─ TC ingress ─ mdp_inject: the agent re-injects a packet with
  *        skb->mark = action list (16 bits) | generation (16 bits); it runs
  *        that list here, so packets that missed and packets the agent makes
@@ -201,6 +206,18 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mdp_tunnel_peers SEC(".maps");
+
+/* Tunnel peers the programs encapsulate for themselves: address (host
+ * order) → struct mdp_nexthop. A peer missing here goes through the vxlan
+ * device. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MDP_MAX_PEERS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct mdp_nexthop);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_tunnel_nh SEC(".maps");
 
 /* [0] = 1: mdp_tunnel_peers is in force (the agent pushed a set). */
 struct {
@@ -537,15 +554,112 @@ static __always_inline int out_port(struct __sk_buff *skb, struct xstate *st, __
 	return emit(skb, pi->ifindex, (pi->flags & MDP_PORT_PEER) && st->ingress, last);
 }
 
+/* What a VXLAN datagram carries in front of the VM's frame, after the
+ * underlay's Ethernet header: IPv4 without options, UDP, VXLAN. */
+#define VXLAN_OUTER (20 + 8 + 8)
+/* What encapsulation adds after the underlay's Ethernet header, and
+ * decapsulation removes: the outer headers and the inner Ethernet header
+ * (the frame's own, which the underlay's then stands in front of). */
+#define VXLAN_STRIP (VXLAN_OUTER + ETH_HLEN)
+#define VXLAN_FLAG_VNI 0x08000000
+/* The outer UDP source ports, as a kernel vxlan device picks them: a hash
+ * of the inner flow over the default local port range. */
+#define VXLAN_SPORT_MIN 32768
+#define VXLAN_SPORT_RANGE (60999 - 32768 + 1)
+#define NO_ENCAP (-101) /* not a verdict: go through the vxlan device */
+
+struct vxlan_outer {
+	struct iphdr ip;
+	struct udphdr udp;
+	__be32 vx[2];
+};
+_Static_assert(sizeof(struct vxlan_outer) == VXLAN_OUTER, "outer headers, unpadded");
+
+/* Encapsulate for `remote` (host order) with `vni` and send to the
+ * underlay through the neighbour table, as the vxlan device would, without
+ * the device (its route lookup per packet, the local output path and its
+ * netfilter hooks). Only a single IPv4 frame that fits the underlay's MTU,
+ * as the last output, to a peer the agent resolved (mdp_tunnel_nh);
+ * anything else (GSO frames, which this kernel cannot be trusted to
+ * segment from here on every device, clones, ARP, a frame the device
+ * would fragment) returns NO_ENCAP and goes through the vxlan device. */
+static __always_inline int encap(struct __sk_buff *skb, struct mdp_config *cfg, __u32 remote,
+				 __u32 vni)
+{
+	struct bpf_redir_neigh rn = {};
+	struct mdp_nexthop *nh;
+	struct vxlan_outer *o;
+	__u32 len = skb->len, h;
+	void *data, *end;
+	__s64 sum;
+
+	if ((cfg->flags & MDP_CFG_NO_ENCAP) || !cfg->local_ip || !cfg->vxlan_port ||
+	    skb->gso_size || skb->vlan_present || skb->protocol != bpf_htons(ETH_P_IP))
+		return NO_ENCAP;
+	nh = bpf_map_lookup_elem(&mdp_tunnel_nh, &remote);
+	if (!nh || !nh->ifindex)
+		return NO_ENCAP;
+	/* (bpf_check_mtu would say the same, but is for GPL programs only.) */
+	if (len - ETH_HLEN + VXLAN_STRIP > nh->mtu)
+		return NO_ENCAP;
+	h = bpf_get_hash_recalc(skb);
+	/* Room behind the frame's Ethernet header (which becomes the
+	 * underlay's, its addresses filled in from the neighbour), marked as a
+	 * UDP tunnel with an inner Ethernet header so the stack knows where
+	 * the inner headers are (checksum offload). The headers are written
+	 * in place: the stack is too small for a copy beside mdp_act's. */
+	if (bpf_skb_adjust_room(skb, VXLAN_STRIP, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
+					BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
+					BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN)) < 0)
+		return NO_ENCAP;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN + VXLAN_STRIP > end)
+		return -MDP_C_DROP_TX;
+	__builtin_memcpy(data + ETH_HLEN + VXLAN_OUTER, data, ETH_HLEN);
+	o = data + ETH_HLEN;
+	__builtin_memset(o, 0, sizeof(*o));
+	*(__u8 *)&o->ip = 0x45;
+	o->ip.tot_len = bpf_htons(len + VXLAN_OUTER);
+	o->ip.id = bpf_get_prandom_u32() & 0xffff;
+	o->ip.ttl = cfg->tunnel_ttl ? cfg->tunnel_ttl : 64;
+	o->ip.protocol = IPPROTO_UDP;
+	o->ip.saddr = bpf_htonl(cfg->local_ip);
+	o->ip.daddr = bpf_htonl(remote);
+	o->udp.source = bpf_htons(VXLAN_SPORT_MIN + (((__u64)h * VXLAN_SPORT_RANGE) >> 32));
+	o->udp.dest = bpf_htons(cfg->vxlan_port);
+	o->udp.len = bpf_htons(len + VXLAN_OUTER - 20);
+	o->vx[0] = bpf_htonl(VXLAN_FLAG_VNI);
+	o->vx[1] = bpf_htonl(vni << 8);
+	sum = bpf_csum_diff(0, 0, (__be32 *)&o->ip, sizeof(o->ip), 0);
+	if (sum < 0)
+		return -MDP_C_DROP_TX;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	o->ip.check = ~sum & 0xffff;
+	rn.nh_family = 2; /* AF_INET */
+	rn.ipv4_nh = nh->via;
+	count(MDP_C_TUNNEL_ENCAP, 1);
+	port_tx(0, len);
+	return bpf_redirect_neigh(nh->ifindex, &rn, sizeof(rn), 0);
+}
+
 /* Tunnel to `remote` (host order) with `vni`. As out_port. */
 static __always_inline int out_tunnel(struct __sk_buff *skb, struct mdp_config *cfg, __u32 remote,
 				      __u32 vni, int last)
 {
 	struct bpf_tunnel_key tk = {};
 	__u32 size = sizeof(tk);
+	int r;
 
 	if (!cfg || !cfg->vxlan_ifindex)
 		return -MDP_C_DROP_UNKNOWN_PORT;
+	if (last) {
+		r = encap(skb, cfg, remote, vni);
+		if (r != NO_ENCAP)
+			return r;
+	}
 	tk.remote_ipv4 = remote;
 	tk.tunnel_id = vni;
 	tk.tunnel_ttl = cfg->tunnel_ttl ? cfg->tunnel_ttl : 64;
@@ -1105,14 +1219,6 @@ int mdp_tunnel(struct __sk_buff *skb)
 		return flow_path(skb, &k, &st, in, in);
 	}
 }
-
-/* What a VXLAN datagram carries in front of the VM's frame, after the
- * underlay's Ethernet header: IPv4 without options, UDP, VXLAN. */
-#define VXLAN_OUTER (20 + 8 + 8)
-/* What decapsulation removes after the underlay's Ethernet header: the
- * outer headers and the inner Ethernet header, which then replaces it. */
-#define VXLAN_STRIP (VXLAN_OUTER + ETH_HLEN)
-#define VXLAN_FLAG_VNI 0x08000000
 
 /* TC ingress of the underlay interface (the one holding the tunnel
  * address): a VXLAN datagram for a VNI bound to a local port is

@@ -166,6 +166,17 @@ struct mdp_limit_config {
 /* mdp_config.flags */
 #define MDP_CFG_NO_EXACT 1 /* do not use or fill the exact-match cache */
 #define MDP_CFG_NO_DECAP 2 /* mdp_underlay leaves every datagram to the vxlan device */
+#define MDP_CFG_NO_ENCAP 4 /* every tunnel output goes through the vxlan device */
+
+/* How to reach a tunnel peer (mdp_tunnel_nh, keyed by its address in host
+ * order): the underlay interface, its MTU and the next hop's IPv4 address
+ * (the peer's own when on-link), as the agent read them from the routing
+ * table and the link. */
+struct mdp_nexthop {
+	__u32 ifindex;
+	__be32 via;
+	__u32 mtu;
+};
 
 struct mdp_config {
 	__u32 vxlan_ifindex;
@@ -236,6 +247,7 @@ enum mdp_counter {
 	MDP_C_EXACT_HIT,           /* hits served by the exact-match cache (also in HIT) */
 	MDP_C_EXACT_FILL,          /* entries the programs put in it */
 	MDP_C_TUNNEL_DECAP,        /* tunnel packets mdp_underlay decapsulated itself */
+	MDP_C_TUNNEL_ENCAP,        /* tunnel packets the programs encapsulated themselves */
 	MDP_C_MAX = 32,
 };
 

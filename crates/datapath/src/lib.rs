@@ -435,6 +435,9 @@ pub struct DpStats {
     /// Tunnel datagrams the provider decapsulated itself (ebpf: in
     /// `mdp_underlay`, without the kernel's vxlan device).
     pub tunnel_decapsulated: u64,
+    /// Tunnel packets the provider encapsulated itself (ebpf: in its
+    /// programs, sent through the neighbour table without the vxlan device).
+    pub tunnel_encapsulated: u64,
     /// The miss workers ([`workers`]); all zero when misses are handled
     /// inline.
     pub workers: WorkerStats,

@@ -277,6 +277,7 @@ impl<I: Io> Core<I> {
             tunnel_offload_resolved: self.counters.tunnel_offload_resolved,
             tunnel_checksums_completed: self.counters.tunnel_checksums_completed,
             tunnel_decapsulated: 0,
+            tunnel_encapsulated: 0,
             workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),
             // Its misses never leave user space: nothing to time apart
             // from the handler, which the agent times itself.

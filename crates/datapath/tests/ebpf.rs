@@ -58,13 +58,16 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
-fn kcfg(exact: bool, decap: bool) -> abi::KernelConfig {
+/// The programs' configuration; `native`: the tunnel address known, the
+/// programs encapsulate and decapsulate themselves.
+fn kcfg(exact: bool, native: bool) -> abi::KernelConfig {
     abi::KernelConfig {
         vxlan_ifindex: 1,
-        local_ip: decap.then_some(LOCAL),
+        local_ip: native.then_some(LOCAL),
         vxlan_port: 4789,
         exact,
-        decap,
+        decap: native,
+        encap: native,
     }
 }
 
@@ -738,6 +741,78 @@ fn underlay_program_decapsulates_a_bound_vni_and_passes_the_rest_on() {
     fx.bpf.maps.tunnel_peers.insert(u32::from(PEER), 1, 0).expect("peer");
     assert_eq!(fx.run(Prog::Underlay, &d, 0), (TC_ACT_REDIRECT, inner));
     assert_eq!(fx.counter(counter::TUNNEL_DECAP), 2);
+}
+
+#[test]
+fn tunnel_outputs_are_encapsulated_in_the_program_for_peers_with_a_route() {
+    if !runnable() {
+        return;
+    }
+    let mut fx = fx("encap");
+    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(true, true)), 0).expect("config");
+    let f = tcp(B);
+    let vni = 0x123;
+    fx.install(&f, &bridge(), &[Action::Tunnel { dst: PEER, key: vni }]);
+
+    // No route to the peer known: the vxlan device encapsulates (the frame
+    // leaves as it came, with tunnel metadata).
+    assert_eq!(fx.run(Prog::Port, &f, 0), (TC_ACT_REDIRECT, f.clone()));
+    assert_eq!(fx.counter(counter::TUNNEL_ENCAP), 0);
+
+    // Known (on-link, through ifindex 1): the program builds the datagram.
+    let nh = abi::encode_nexthop(1, PEER, 1500);
+    fx.bpf.maps.tunnel_nh.insert(u32::from(PEER), nh, 0).expect("nh");
+    let (v, out) = fx.run(Prog::Port, &f, 0);
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(fx.counter(counter::TUNNEL_ENCAP), 1);
+    assert_eq!(out.len(), f.len() + 50, "outer IPv4, UDP, VXLAN and the inner Ethernet header");
+    assert_eq!(&out[50..], &f[..], "the frame itself, untouched");
+    let (ip, rest) = etherparse::Ipv4Header::from_slice(&out[14..]).expect("outer ipv4");
+    assert_eq!((ip.source, ip.destination, ip.time_to_live), (LOCAL.octets(), PEER.octets(), 64));
+    assert_eq!(ip.protocol, etherparse::IpNumber::UDP);
+    assert_eq!(usize::from(ip.total_len), out.len() - 14);
+    assert_eq!(inet_checksum(&out[14..34]), 0, "outer header checksum");
+    let (udp, vx) = etherparse::UdpHeader::from_slice(rest).expect("outer udp");
+    assert_eq!((udp.destination_port, udp.checksum), (4789, 0));
+    assert!((32768..=60999).contains(&udp.source_port), "{}", udp.source_port);
+    assert_eq!(usize::from(udp.length), out.len() - 34);
+    assert_eq!(&vx[..8], &[0x08, 0, 0, 0, 0, 0x01, 0x23, 0], "VXLAN: the I flag, the VNI");
+    // The same flow keeps the same outer source port (the device's rule:
+    // a hash of the inner flow), so the underlay keeps it on one path.
+    // (The outer IP ID is random, as a non-atomic datagram's may be.)
+    let no_id = |d: &[u8]| [&d[..18], &d[20..24], &d[26..]].concat();
+    let (_, again) = fx.run(Prog::Port, &f, 0);
+    assert_eq!(no_id(&again), no_id(&out));
+    assert_eq!(inet_checksum(&again[14..34]), 0);
+
+    // What the program sends, mdp_underlay takes apart again (as the peer:
+    // the datagram is addressed to it).
+    fx.bpf.maps.vni_ports.insert(vni, 2u32, 0).expect("vni");
+    let peer = abi::KernelConfig { local_ip: Some(PEER), ..kcfg(true, true) };
+    fx.bpf.maps.config.set(0, abi::encode_config(&peer), 0).expect("config");
+    assert_eq!(fx.run(Prog::Underlay, &out, 0), (TC_ACT_REDIRECT, f.clone()));
+    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(true, true)), 0).expect("config");
+
+    // A frame that would not fit the underlay's MTU once encapsulated: the
+    // device, which fragments the datagram.
+    let small = abi::encode_nexthop(1, PEER, (f.len() + 50 - 14 - 1) as u32);
+    fx.bpf.maps.tunnel_nh.insert(u32::from(PEER), small, 0).expect("nh");
+    assert_eq!(fx.run(Prog::Port, &f, 0), (TC_ACT_REDIRECT, f.clone()));
+    let fits = abi::encode_nexthop(1, PEER, (f.len() + 50 - 14) as u32);
+    fx.bpf.maps.tunnel_nh.insert(u32::from(PEER), fits, 0).expect("nh");
+    let (v, fit) = fx.run(Prog::Port, &f, 0);
+    assert_eq!((v, no_id(&fit)), (TC_ACT_REDIRECT, no_id(&out)));
+
+    // ARP, and encapsulation switched off: the vxlan device.
+    let mut arp = [&B.0[..], &A.0, &[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1], &A.0].concat();
+    arp.extend_from_slice(&[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
+    let before = fx.counter(counter::TUNNEL_ENCAP);
+    fx.install(&arp, &bridge(), &[Action::Tunnel { dst: PEER, key: vni }]);
+    assert_eq!(fx.run(Prog::Port, &arp, 0), (TC_ACT_REDIRECT, arp.clone()));
+    let off = abi::KernelConfig { encap: false, ..kcfg(true, true) };
+    fx.bpf.maps.config.set(0, abi::encode_config(&off), 0).expect("config");
+    assert_eq!(fx.run(Prog::Port, &f, 0), (TC_ACT_REDIRECT, f));
+    assert_eq!(fx.counter(counter::TUNNEL_ENCAP), before);
 }
 
 #[test]

@@ -147,6 +147,10 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
     let (c1, c2) = (hd1.calls.clone(), hd2.calls.clone());
     dp1.set_handler(Some(Box::new(hd1))).expect("handler 1");
     dp2.dp().set_handler(Some(Box::new(hd2))).expect("handler 2");
+    // The peers, as the agent pushes them: the programs learn the way to
+    // each and encapsulate for it themselves.
+    dp1.set_tunnel_peers(&[u2]).expect("peers 1");
+    dp2.dp().set_tunnel_peers(&[u1]).expect("peers 2");
     let mut dp1 = Host { dp: Some(dp1) };
 
     // The first echo request and reply are upcalled, simulated and
@@ -170,6 +174,9 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
     // The replies were decapsulated at the underlay's ingress (mdp_underlay),
     // not by the vxlan device: single datagrams, IPv4 inside, a bound VNI.
     assert_eq!(s1.tunnel_decapsulated, s1.tunnel.rx_packets, "{s1:?}");
+    // And the requests encapsulated by the programs, every one: the first
+    // (re-injected after its miss) and the flow's hits.
+    assert_eq!(s1.tunnel_encapsulated, s1.tunnel.tx_packets, "{s1:?}");
     let flows = dp1.dp().dump_flows().expect("dump");
     assert_eq!(flows.len(), 1);
     idle_flows_expire_and_busy_ones_stay(dp2.dp());
@@ -228,6 +235,7 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
     assert_eq!(again.add_vport(&a.host_if).expect("re-add a"), pa, "same port number");
     again.bind_tunnel_key(key_a, pa).expect("bind a");
     again.set_handler(Some(Box::new(handler1()))).expect("handler");
+    again.set_tunnel_peers(&[u2]).expect("peers");
     dp1.dp = Some(again);
     let text = pinger.join().expect("pinger");
     let line = text.lines().find(|l| l.contains("received")).unwrap_or_default().to_owned();
@@ -243,6 +251,8 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
     assert_eq!(got, 3, "re-simulated after the invalidation");
     let after = dp1.dp().stats().expect("stats").tunnel_decapsulated;
     assert!(after >= before + 3, "the new instance decapsulates too: {before} -> {after}");
+    let s1 = dp1.dp().stats().expect("stats");
+    assert!(s1.tunnel_encapsulated >= 3, "and encapsulates: {s1:?}");
     drop(dp1);
     drop(dp2);
 }

@@ -39,6 +39,8 @@ pub const MAX_EXACT: u32 = 65_536;
 pub const CFG_NO_EXACT: u32 = 1;
 /// `mdp_config.flags`: `mdp_underlay` decapsulates nothing.
 pub const CFG_NO_DECAP: u32 = 2;
+/// `mdp_config.flags`: every tunnel output goes through the vxlan device.
+pub const CFG_NO_ENCAP: u32 = 4;
 
 pub const KEY_LEN: usize = 64;
 pub type KeyBytes = [u8; KEY_LEN];
@@ -47,6 +49,8 @@ pub const ACT_LIST_LEN: usize = 8 + MAX_ACTS * ACT_LEN;
 pub type ActListBytes = [u8; ACT_LIST_LEN];
 pub const PORT_LEN: usize = 24;
 pub const CONFIG_LEN: usize = 20;
+/// `struct mdp_nexthop`.
+pub const NEXTHOP_LEN: usize = 12;
 pub const MASK_LIST_LEN: usize = 4 + MAX_MASKS;
 pub const META_LEN: usize = 16 + META_TAGS * 8;
 pub const UPCALL_HDR_LEN: usize = 40;
@@ -75,6 +79,7 @@ pub mod counter {
     pub const EXACT_HIT: u32 = 21;
     pub const EXACT_FILL: u32 = 22;
     pub const TUNNEL_DECAP: u32 = 23;
+    pub const TUNNEL_ENCAP: u32 = 24;
     pub const MAX: u32 = 32;
 }
 
@@ -505,6 +510,15 @@ pub fn decode_port(b: &[u8; PORT_LEN]) -> (u32, u32, String) {
 }
 
 /// The flows map value: action list and stats slot.
+/// `struct mdp_nexthop`: how to reach a tunnel peer.
+pub fn encode_nexthop(ifindex: u32, via: Ipv4Addr, mtu: u32) -> [u8; NEXTHOP_LEN] {
+    let mut b = [0u8; NEXTHOP_LEN];
+    b[0..4].copy_from_slice(&ifindex.to_ne_bytes());
+    b[4..8].copy_from_slice(&via.octets());
+    b[8..12].copy_from_slice(&mtu.to_ne_bytes());
+    b
+}
+
 pub fn encode_flow(acts: u32, stats: u32) -> [u8; 8] {
     let mut b = [0u8; 8];
     b[0..4].copy_from_slice(&acts.to_ne_bytes());
@@ -530,6 +544,8 @@ pub struct KernelConfig {
     pub exact: bool,
     /// Let `mdp_underlay` decapsulate.
     pub decap: bool,
+    /// Let the programs encapsulate for the peers in `mdp_tunnel_nh`.
+    pub encap: bool,
 }
 
 pub fn encode_config(c: &KernelConfig) -> [u8; CONFIG_LEN] {
@@ -537,7 +553,9 @@ pub fn encode_config(c: &KernelConfig) -> [u8; CONFIG_LEN] {
     b[0..4].copy_from_slice(&c.vxlan_ifindex.to_ne_bytes());
     b[4..8].copy_from_slice(&c.local_ip.map_or(0, u32::from).to_ne_bytes());
     b[8..12].copy_from_slice(&64u32.to_ne_bytes());
-    let flags = if c.exact { 0 } else { CFG_NO_EXACT } | if c.decap { 0 } else { CFG_NO_DECAP };
+    let flags = if c.exact { 0 } else { CFG_NO_EXACT }
+        | if c.decap { 0 } else { CFG_NO_DECAP }
+        | if c.encap { 0 } else { CFG_NO_ENCAP };
     b[12..16].copy_from_slice(&flags.to_ne_bytes());
     b[16..20].copy_from_slice(&u32::from(c.vxlan_port).to_ne_bytes());
     b

@@ -19,6 +19,9 @@ use crate::{DpError, DropReason, PortNo, UpcallHandler};
 /// The pin of `mdp_underlay`'s link.
 const UNDERLAY_LINK: &str = "underlay";
 
+/// How often the routes to the tunnel peers are read again.
+const NEXTHOP_REFRESH: Duration = Duration::from_secs(5);
+
 impl State {
     pub(super) fn build(
         cfg: EbpfConfig,
@@ -61,6 +64,7 @@ impl State {
             vxlan_port: cfg.vxlan_port,
             exact: cfg.exact_cache,
             decap: false,
+            encap: false,
         };
         bpf.maps
             .config
@@ -92,7 +96,9 @@ impl State {
             inject_base,
             cfg,
             kcfg,
-            decap_at: None,
+            tunnel_at: None,
+            peers: Vec::new(),
+            nexthops_read: Instant::now(),
             instance_dir,
             started: Instant::now(),
             stop: false,
@@ -101,59 +107,63 @@ impl State {
             st.adopt();
         }
         match kcfg.local_ip {
-            Some(ip) => st.decap_at(&[ip]),
+            Some(ip) => st.tunnel_local_at(&[ip]),
             // An earlier agent's, on an address this one has not named yet.
             None => drop(st.bpf.detach(UNDERLAY_LINK)),
         }
         Ok(st)
     }
 
-    /// The topology's tunnel addresses for this host: decapsulate at the
-    /// first one a local interface holds. A configured `underlay_ip` wins.
+    /// The topology's tunnel addresses for this host. A configured
+    /// `underlay_ip` wins.
     pub(super) fn set_tunnel_local(&mut self, addrs: &[Ipv4Addr]) -> Result<(), DpError> {
         if netlink::unspecified(self.cfg.underlay_ip).is_none() {
-            self.decap_at(addrs);
+            self.tunnel_local_at(addrs);
         }
         Ok(())
     }
 
-    /// Attach `mdp_underlay` to the interface holding the first of `addrs`
-    /// found on one, and tell the programs the address; with none found
-    /// (or `tunnel_decap` off), everything goes through the vxlan device.
-    fn decap_at(&mut self, addrs: &[Ipv4Addr]) {
-        let found = if self.cfg.tunnel_decap {
-            addrs.iter().find_map(|a| match netlink::ifname_with(*a) {
-                Ok(n) => n.map(|n| (*a, n)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "ebpf datapath: listing interface addresses");
-                    None
-                }
-            })
-        } else {
-            None
-        };
-        if found == self.decap_at {
+    /// The tunnel address is the first of `addrs` a local interface holds.
+    /// The programs are told it (the outer source, and the destination
+    /// `mdp_underlay` takes datagrams for); `mdp_underlay` goes on that
+    /// interface's ingress (`tunnel_decap`), and the programs encapsulate
+    /// for the peers they know the way to (`tunnel_encap`). With none
+    /// found, every tunnel packet goes through the vxlan device.
+    fn tunnel_local_at(&mut self, addrs: &[Ipv4Addr]) {
+        let found = addrs.iter().find_map(|a| match netlink::ifname_with(*a) {
+            Ok(n) => n.map(|n| (*a, n)),
+            Err(e) => {
+                tracing::warn!(error = %e, "ebpf datapath: listing interface addresses");
+                None
+            }
+        });
+        if found == self.tunnel_at {
             return;
         }
         let _ = self.bpf.detach(UNDERLAY_LINK);
-        let mut k = abi::KernelConfig { decap: false, ..self.kcfg };
+        let mut k = abi::KernelConfig { decap: false, encap: false, ..self.kcfg };
         match &found {
-            Some((ip, dev)) => match self.bpf.attach(Prog::Underlay, dev, UNDERLAY_LINK) {
-                Ok(()) => {
-                    tracing::info!(
-                        %ip, %dev,
-                        "ebpf datapath: tunnel datagrams decapsulated at the underlay's ingress"
-                    );
-                    k = abi::KernelConfig { local_ip: Some(*ip), decap: true, ..k };
+            Some((ip, dev)) => {
+                k.local_ip = Some(*ip);
+                k.encap = self.cfg.tunnel_encap;
+                if self.cfg.tunnel_decap {
+                    match self.bpf.attach(Prog::Underlay, dev, UNDERLAY_LINK) {
+                        Ok(()) => k.decap = true,
+                        Err(e) => tracing::warn!(
+                            error = %e, %dev,
+                            "ebpf datapath: cannot decapsulate at the underlay's ingress"
+                        ),
+                    }
                 }
-                Err(e) => tracing::warn!(
-                    error = %e, %dev,
-                    "ebpf datapath: tunnel datagrams go through the vxlan device"
-                ),
-            },
-            None if !addrs.is_empty() && self.cfg.tunnel_decap => tracing::warn!(
+                tracing::info!(
+                    %ip, %dev, decap = k.decap, encap = k.encap,
+                    "ebpf datapath: the tunnel's address; the programs decapsulate at its \
+                     interface's ingress and encapsulate themselves where on"
+                );
+            }
+            None if !addrs.is_empty() => tracing::warn!(
                 addrs = ?addrs,
-                "ebpf datapath: no interface holds the tunnel address; tunnel datagrams go \
+                "ebpf datapath: no interface holds the tunnel address; tunnel packets go \
                  through the vxlan device"
             ),
             None => {}
@@ -163,7 +173,54 @@ impl State {
             return;
         }
         self.kcfg = k;
-        self.decap_at = if k.decap { found } else { None };
+        self.tunnel_at = found;
+        self.refresh_nexthops();
+    }
+
+    /// How each tunnel peer is reached, for the programs' own
+    /// encapsulation (`mdp_tunnel_nh`): read from the routing table on a
+    /// new peer set or tunnel address and every [`NEXTHOP_REFRESH`], so a
+    /// route change is followed within that. A peer with no unicast route,
+    /// and every peer while encapsulation is off, goes through the vxlan
+    /// device (which looks the route up per packet).
+    pub(super) fn refresh_nexthops(&mut self) {
+        self.nexthops_read = Instant::now();
+        let mut want: HashMap<u32, [u8; abi::NEXTHOP_LEN]> = HashMap::new();
+        if self.kcfg.encap {
+            for p in &self.peers {
+                let way = netlink::route_to(*p).and_then(|r| match r {
+                    Some((oif, gw)) => {
+                        Ok(netlink::link_by_index(oif)?.map(|l| (oif, gw.unwrap_or(*p), l.mtu)))
+                    }
+                    None => Ok(None),
+                });
+                match way {
+                    Ok(Some((oif, via, mtu))) if mtu > 0 => {
+                        want.insert(u32::from(*p), abi::encode_nexthop(oif, via, mtu));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, peer = %p, "ebpf datapath: route lookup"),
+                }
+            }
+        }
+        for (k, v) in &want {
+            if self.bpf.maps.tunnel_nh.get(k, 0).ok().as_ref() != Some(v) {
+                if let Err(e) = self.bpf.maps.tunnel_nh.insert(k, v, 0) {
+                    tracing::warn!(error = %e, "ebpf datapath: tunnel next hops");
+                }
+            }
+        }
+        let stale: Vec<u32> = self
+            .bpf
+            .maps
+            .tunnel_nh
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want.contains_key(k))
+            .collect();
+        for k in stale {
+            let _ = self.bpf.maps.tunnel_nh.remove(&k);
+        }
     }
 
     /// Take over what an earlier agent left in the pinned maps.
@@ -259,6 +316,9 @@ impl State {
 
     fn housekeeping(&mut self) {
         self.expire();
+        if self.nexthops_read.elapsed() >= NEXTHOP_REFRESH {
+            self.refresh_nexthops();
+        }
         self.k.reorder_masks(&mut self.bpf.maps);
         if !self.adopted_ports.is_empty() && self.started.elapsed() >= self.cfg.adopt_grace {
             for (name, (p, ifindex)) in std::mem::take(&mut self.adopted_ports) {

@@ -140,6 +140,7 @@ pub struct Maps {
     pub limit_config: Array<MapData, [u64; 4]>,
     /// Tunnel peers: outer IPv4 source (host order) → 1.
     pub tunnel_peers: HashMap<MapData, u32, u32>,
+    pub tunnel_nh: HashMap<MapData, u32, [u8; abi::NEXTHOP_LEN]>,
     /// `[0]` = 1 once the agent pushed a peer set (the filter is on).
     pub tunnel_filter: Array<MapData, u32>,
     /// The exact-match cache (an LRU hash filled by the programs).
@@ -219,6 +220,7 @@ impl Bpf {
             upcall_limits: take(&mut ebpf, "mdp_upcall_limits")?,
             limit_config: take(&mut ebpf, "mdp_limit_config")?,
             tunnel_peers: take(&mut ebpf, "mdp_tunnel_peers")?,
+            tunnel_nh: take(&mut ebpf, "mdp_tunnel_nh")?,
             tunnel_filter: take(&mut ebpf, "mdp_tunnel_filter")?,
             exact: take(&mut ebpf, "mdp_exact")?,
             flow_gen: take(&mut ebpf, "mdp_flow_gen")?,

@@ -3,7 +3,9 @@
 //! ```text
 //!  VM veth host end ─TC─ mdp_port ─┐                       ┌─ redirect_peer ─> VM (other netns)
 //!  vxlan (external) ─TC─ mdp_tunnel┼─ megaflow hit ─ actions┼─ clone/redirect ─> VM veth
-//!    VNI bound here: straight out  │                       └─ set tunnel key ─> vxlan ─> underlay
+//!    VNI bound here: straight out  │                       ├─ encapsulate ─ redirect_neigh ─> underlay
+//!  underlay ─TC─ mdp_underlay: a bound VNI's datagram is   └─ or set tunnel key ─> vxlan ─> underlay
+//!    decapsulated and sent straight out; the rest goes on to the stack (and vxlan)
 //!                                  └─ miss ─> ring buffer ─┐
 //!  datapath thread (this module) <──────────────────────────┘ epoll
 //!    agent's table hit, or handler.on_miss ─> install (maps) + re-inject the packet
@@ -89,6 +91,42 @@
 //!   header would make a kernel VTEP drop its frames, so hosts of one
 //!   deployment run the same provider.
 //!
+//! ## The tunnel without the vxlan device
+//!
+//! The kernel's vxlan device costs every tunnel packet a route lookup
+//! (`bpf_skb_set_tunnel_key` gives it no cached route), the local output
+//! path with its netfilter hooks, and on the receiving host the IP and UDP
+//! receive, the socket lookup, `vxlan_rcv` and a GRO cell: measured, the
+//! largest share the datapath adds to a new connection (docs/PERFORMANCE.md,
+//! issue 13). So once the host's tunnel address is known
+//! ([`EbpfConfig::underlay_ip`], else the topology's, through
+//! [`Datapath::set_tunnel_local`]) the programs do both ends themselves:
+//!
+//! * `mdp_underlay`, at the ingress of the interface holding that address,
+//!   takes a VXLAN datagram for a VNI bound to a local port (IPv4 without
+//!   options, not a fragment, the plain VNI flag, an IPv4 frame inside),
+//!   strips the outer headers with `bpf_skb_adjust_room` and redirects the
+//!   frame to the port, after the same tunnel-source check as
+//!   `mdp_tunnel`. Everything else goes on into the stack untouched. A GSO
+//!   aggregate always does: this kernel (6.18) cannot clear a decapsulated
+//!   packet's tunnel GSO state from BPF (`BPF_F_ADJ_ROOM_DECAP_L4_UDP`
+//!   came later), and left stale it would break the inner packet's
+//!   segmentation if the VM forwards it; the vxlan device clears it.
+//! * A tunnel output that is the flow's last action, of a single IPv4 frame
+//!   that fits the underlay's MTU, to a peer in
+//!   `mdp_tunnel_nh` (its route's interface, that interface's MTU, the
+//!   next hop), is encapsulated in the program (outer IPv4 with the
+//!   tunnel address as source and a random ID, UDP with checksum zero and
+//!   the source port from the inner flow's hash over 32768–60999, as the
+//!   device picks it, VXLAN) and sent with `bpf_redirect_neigh` to the next
+//!   hop the agent read from the routing table for that peer (on a new peer
+//!   set, a new address and every 5 s). The rest (GSO frames, which the
+//!   device segments on any underlay; ARP; clones; a frame the device would
+//!   fragment; a peer with no unicast route) takes the device as before.
+//! * Both are on by default (`ebpf_tunnel_decap`, `ebpf_tunnel_encap` in
+//!   the agent's config); the wire format is the device's, so a host with
+//!   either off, or with the vxlan device alone, interoperates.
+//!
 //! [`DropReason::TunnelUnknownSource`]: crate::DropReason::TunnelUnknownSource
 
 pub mod abi;
@@ -158,6 +196,11 @@ pub struct EbpfConfig {
     /// address [`Datapath::set_tunnel_local`] names), instead of in the
     /// kernel's vxlan device.
     pub tunnel_decap: bool,
+    /// Encapsulate tunnel packets in the programs (a single IPv4 frame that
+    /// fits the underlay, to a peer with a unicast route) and send them
+    /// through the neighbour table, instead of through the vxlan device.
+    /// Needs the tunnel address, as `tunnel_decap`.
+    pub tunnel_encap: bool,
 }
 
 impl Default for EbpfConfig {
@@ -176,6 +219,7 @@ impl Default for EbpfConfig {
             limits: crate::UpcallLimits::default(),
             exact_cache: true,
             tunnel_decap: true,
+            tunnel_encap: true,
         }
     }
 }
@@ -232,9 +276,12 @@ pub struct State {
     cfg: EbpfConfig,
     /// What the programs were last told (`mdp_config`).
     kcfg: abi::KernelConfig,
-    /// Where `mdp_underlay` is attached: the tunnel address and the
-    /// interface holding it.
-    decap_at: Option<(Ipv4Addr, String)>,
+    /// The tunnel address and the interface holding it, once known.
+    tunnel_at: Option<(Ipv4Addr, String)>,
+    /// The tunnel peers last pushed ([`Datapath::set_tunnel_peers`]).
+    peers: Vec<Ipv4Addr>,
+    /// When the routes to `peers` were last read.
+    nexthops_read: Instant,
     /// `pin_root/<instance>`: everything this datapath pinned.
     instance_dir: PathBuf,
     started: Instant,

@@ -1,9 +1,11 @@
 //! The few rtnetlink requests the `ebpf` provider makes in its namespace:
 //! create the `vxlan` device in external (collect_md) mode and the inject
-//! veth pair, bring links up, and ask what a link is (a veth whose peer is
-//! in another namespace can be delivered to with `bpf_redirect_peer`).
-//! Hand-built messages over a socket2 netlink socket: the workspace's
-//! `rtnetlink` crate is async and far larger than these four requests.
+//! veth pair, bring links up, ask what a link is (a veth whose peer is
+//! in another namespace can be delivered to with `bpf_redirect_peer`) and
+//! how a tunnel peer is reached (`ip route get`, for the programs' own
+//! encapsulation). Hand-built messages over a socket2 netlink socket: the
+//! workspace's `rtnetlink` crate is async and far larger than these few
+//! requests.
 
 use std::io::{self, Read};
 use std::net::Ipv4Addr;
@@ -12,6 +14,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTN_UNICAST: u8 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
@@ -138,8 +146,8 @@ fn request(msg: Vec<u8>) -> io::Result<Vec<(u16, Vec<u8>)>> {
             }
             at += (len + 3) & !3;
         }
-        if out.iter().any(|(t, _)| *t == RTM_NEWLINK) {
-            // A single GETLINK answer comes without an ack.
+        if out.iter().any(|(t, _)| *t == RTM_NEWLINK || *t == RTM_NEWROUTE) {
+            // A single GETLINK or GETROUTE answer comes without an ack.
             return Ok(out);
         }
     }
@@ -153,6 +161,7 @@ pub struct LinkInfo {
     /// The link's peer (veth) lives in another network namespace.
     pub peer_elsewhere: bool,
     pub up: bool,
+    pub mtu: u32,
 }
 
 fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
@@ -174,6 +183,15 @@ fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
 pub fn link(name: &str) -> io::Result<Option<LinkInfo>> {
     let mut m = Msg::new(RTM_GETLINK, 0, 0, 0, 0);
     m.str_attr(IFLA_IFNAME, name);
+    get_link(m)
+}
+
+/// Ask what link `ifindex` is; `None` when there is no such link.
+pub fn link_by_index(ifindex: u32) -> io::Result<Option<LinkInfo>> {
+    get_link(Msg::new(RTM_GETLINK, 0, ifindex as i32, 0, 0))
+}
+
+fn get_link(m: Msg) -> io::Result<Option<LinkInfo>> {
     let reply = match request(m.finish()) {
         Ok(r) => r,
         Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
@@ -187,10 +205,14 @@ pub fn link(name: &str) -> io::Result<Option<LinkInfo>> {
     }
     let ifindex = u32::from_ne_bytes([p[4], p[5], p[6], p[7]]);
     let flags = u32::from_ne_bytes([p[8], p[9], p[10], p[11]]);
-    let mut info = LinkInfo { ifindex, kind: None, peer_elsewhere: false, up: flags & IFF_UP != 0 };
+    let mut info =
+        LinkInfo { ifindex, kind: None, peer_elsewhere: false, up: flags & IFF_UP != 0, mtu: 0 };
     for (ty, data) in attrs(&p[16..]) {
         match ty {
             IFLA_LINK_NETNSID => info.peer_elsewhere = true,
+            IFLA_MTU if data.len() == 4 => {
+                info.mtu = u32::from_ne_bytes([data[0], data[1], data[2], data[3]])
+            }
             IFLA_LINKINFO => {
                 for (t, d) in attrs(data) {
                     if t == IFLA_INFO_KIND {
@@ -204,6 +226,41 @@ pub fn link(name: &str) -> io::Result<Option<LinkInfo>> {
         }
     }
     Ok(Some(info))
+}
+
+/// The route to `dst` (`ip route get`): the output interface and the
+/// gateway, if any. `None` when the answer is not a plain unicast route
+/// (local, unreachable, blackhole...).
+pub fn route_to(dst: Ipv4Addr) -> io::Result<Option<(u32, Option<Ipv4Addr>)>> {
+    let mut b = vec![0u8; 16];
+    b[4..6].copy_from_slice(&RTM_GETROUTE.to_ne_bytes());
+    b[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    b[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
+    // type, flags.
+    b.extend_from_slice(&[libc::AF_INET as u8, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let mut m = Msg { b, nests: Vec::new() };
+    m.attr(RTA_DST, &dst.octets());
+    let reply = match request(m.finish()) {
+        Ok(r) => r,
+        Err(e) if e.raw_os_error() == Some(libc::ENETUNREACH) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some((_, p)) = reply.into_iter().find(|(t, _)| *t == RTM_NEWROUTE) else {
+        return Ok(None);
+    };
+    if p.len() < 12 || p[7] != RTN_UNICAST {
+        return Ok(None);
+    }
+    let (mut oif, mut gw) = (None, None);
+    for (ty, d) in attrs(&p[12..]) {
+        match (ty, d.len()) {
+            (RTA_OIF, 4) => oif = Some(u32::from_ne_bytes([d[0], d[1], d[2], d[3]])),
+            (RTA_GATEWAY, 4) => gw = Some(Ipv4Addr::new(d[0], d[1], d[2], d[3])),
+            _ => {}
+        }
+    }
+    Ok(oif.map(|o| (o, gw)))
 }
 
 /// Bring link `ifindex` up.

@@ -129,6 +129,9 @@ impl State {
         for k in stale {
             self.bpf.maps.tunnel_peers.remove(&k).map_err(map_err)?;
         }
-        self.bpf.maps.tunnel_filter.set(0, 1, 0).map_err(map_err)
+        self.bpf.maps.tunnel_filter.set(0, 1, 0).map_err(map_err)?;
+        self.peers = peers.to_vec();
+        self.refresh_nexthops();
+        Ok(())
     }
 }

@@ -252,6 +252,7 @@ impl State {
             tunnel_offload_resolved: 0,
             tunnel_checksums_completed: 0,
             tunnel_decapsulated: kernel_sum(&self.bpf, abi::counter::TUNNEL_DECAP),
+            tunnel_encapsulated: kernel_sum(&self.bpf, abi::counter::TUNNEL_ENCAP),
             workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),
             miss_timing: self.c.timing,
         }
