@@ -578,11 +578,14 @@ _Static_assert(sizeof(struct vxlan_outer) == VXLAN_OUTER, "outer headers, unpadd
 /* Encapsulate for `remote` (host order) with `vni` and send to the
  * underlay through the neighbour table, as the vxlan device would, without
  * the device (its route lookup per packet, the local output path and its
- * netfilter hooks). Only a single IPv4 frame that fits the underlay's MTU,
- * as the last output, to a peer the agent resolved (mdp_tunnel_nh);
- * anything else (GSO frames, which this kernel cannot be trusted to
- * segment from here on every device, clones, ARP, a frame the device
- * would fragment) returns NO_ENCAP and goes through the vxlan device. */
+ * netfilter hooks). Only an IPv4 frame as the last output, to a peer the
+ * agent resolved (mdp_tunnel_nh): a single frame that fits the underlay's
+ * MTU, or a TCP GSO frame (marked as a UDP tunnel's, so the stack, or the
+ * NIC, segments it with the inner headers as the device's own; its
+ * segments keep their size, as the device's do) whose datagram length
+ * still fits the IPv4 header. Anything else (clones, ARP, a frame the
+ * device would fragment, a GSO frame bpf_skb_adjust_room refuses) returns
+ * NO_ENCAP and goes through the vxlan device. */
 static __always_inline int encap(struct __sk_buff *skb, struct mdp_config *cfg, __u32 remote,
 				 __u32 vni)
 {
@@ -594,13 +597,13 @@ static __always_inline int encap(struct __sk_buff *skb, struct mdp_config *cfg, 
 	__s64 sum;
 
 	if ((cfg->flags & MDP_CFG_NO_ENCAP) || !cfg->local_ip || !cfg->vxlan_port ||
-	    skb->gso_size || skb->vlan_present || skb->protocol != bpf_htons(ETH_P_IP))
+	    skb->vlan_present || skb->protocol != bpf_htons(ETH_P_IP))
 		return NO_ENCAP;
 	nh = bpf_map_lookup_elem(&mdp_tunnel_nh, &remote);
 	if (!nh || !nh->ifindex)
 		return NO_ENCAP;
 	/* (bpf_check_mtu would say the same, but is for GPL programs only.) */
-	if (len - ETH_HLEN + VXLAN_STRIP > nh->mtu)
+	if (len - ETH_HLEN + VXLAN_STRIP > (skb->gso_size ? 0xffff : nh->mtu))
 		return NO_ENCAP;
 	h = bpf_get_hash_recalc(skb);
 	/* Room behind the frame's Ethernet header (which becomes the

@@ -200,7 +200,16 @@ fn vxlan_between_two_hosts_and_an_agent_restart() {
         assert_eq!(c1.load(Ordering::Relaxed), 1, "TCP rides the same megaflow");
         let t = dp1.dp().stats().expect("stats").table;
         assert!(t.emc_hits > 1000, "and, after its handshake, the exact-match cache: {t:?}");
-        // The stream's GSO aggregates took the vxlan device (mdp_underlay
+        // Sent: the stream's GSO frames too were encapsulated by the
+        // programs (the stack segments them as the device's own, if needed).
+        let s1 = dp1.dp().stats().expect("stats");
+        assert!(
+            s1.tunnel_encapsulated * 100 >= s1.tunnel.tx_packets * 99,
+            "{:?} of {:?}",
+            s1.tunnel_encapsulated,
+            s1.tunnel
+        );
+        // Received: its GSO aggregates took the vxlan device (mdp_underlay
         // leaves them to it), its single segments mdp_underlay: both arrive.
         let s2 = dp2.dp().stats().expect("stats");
         assert!(
