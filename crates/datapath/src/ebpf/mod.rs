@@ -111,7 +111,11 @@
 //!   aggregate always does: this kernel (6.18) cannot clear a decapsulated
 //!   packet's tunnel GSO state from BPF (`BPF_F_ADJ_ROOM_DECAP_L4_UDP`
 //!   came later), and left stale it would break the inner packet's
-//!   segmentation if the VM forwards it; the vxlan device clears it.
+//!   segmentation if the VM forwards it; the vxlan device clears it. (A
+//!   single frame keeps one thing the device would clear only where the
+//!   underlay is a veth, as in the tests and benches: the sender's
+//!   `skb->encapsulation`, which a veth carries across and BPF cannot
+//!   reset; harmless for local delivery, and a real NIC's skb is new.)
 //! * A tunnel output that is the flow's last action, of a single IPv4 frame
 //!   that fits the underlay's MTU, to a peer in
 //!   `mdp_tunnel_nh` (its route's interface, that interface's MTU, the
