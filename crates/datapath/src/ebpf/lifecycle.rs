@@ -12,7 +12,9 @@ use crossbeam_channel::Receiver;
 use super::flows::{Entry, FlowIndex};
 use super::kernel::{self, Kernel};
 use super::loader::{self, Bpf, Prog};
-use super::{abi, io_err, kernel_sum, netlink, sys, Ctl, EbpfConfig, State, UserCounters};
+use super::{
+    abi, io_err, kernel_sum, netlink, stale_keys, sys, Ctl, EbpfConfig, State, UserCounters,
+};
 use crate::sys::Poller;
 use crate::{DpError, DropReason, PortNo, UpcallHandler};
 
@@ -210,15 +212,7 @@ impl State {
                 }
             }
         }
-        let stale: Vec<u32> = self
-            .bpf
-            .maps
-            .tunnel_nh
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !want.contains_key(k))
-            .collect();
-        for k in stale {
+        for k in stale_keys(&self.bpf.maps.tunnel_nh, |k| want.contains_key(k)) {
             let _ = self.bpf.maps.tunnel_nh.remove(&k);
         }
     }

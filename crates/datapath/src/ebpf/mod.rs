@@ -296,6 +296,14 @@ fn io_err(what: impl Into<String>, source: std::io::Error) -> DpError {
     DpError::Io { what: what.into(), source }
 }
 
+/// The keys of `map` that `keep` does not keep: what a sweep removes.
+fn stale_keys<V: aya::Pod>(
+    map: &aya::maps::HashMap<aya::maps::MapData, u32, V>,
+    keep: impl Fn(&u32) -> bool,
+) -> Vec<u32> {
+    map.keys().filter_map(Result::ok).filter(|k| !keep(k)).collect()
+}
+
 fn kernel_sum(bpf: &Bpf, c: u32) -> u64 {
     bpf.maps.counters.get(&c, 0).map(|v| v.iter().sum()).unwrap_or(0)
 }

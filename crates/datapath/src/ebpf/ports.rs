@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use super::loader::Prog;
-use super::{abi, io_err, netlink, PortEntry, State};
+use super::{abi, io_err, netlink, stale_keys, PortEntry, State};
 use crate::{DpError, PortNo};
 
 impl State {
@@ -118,15 +118,7 @@ impl State {
         for ip in &want {
             self.bpf.maps.tunnel_peers.insert(ip, 1, 0).map_err(map_err)?;
         }
-        let stale: Vec<u32> = self
-            .bpf
-            .maps
-            .tunnel_peers
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !want.contains(k))
-            .collect();
-        for k in stale {
+        for k in stale_keys(&self.bpf.maps.tunnel_peers, |k| want.contains(k)) {
             self.bpf.maps.tunnel_peers.remove(&k).map_err(map_err)?;
         }
         self.bpf.maps.tunnel_filter.set(0, 1, 0).map_err(map_err)?;
