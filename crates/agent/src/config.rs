@@ -44,9 +44,10 @@
 //! #                                                      default true
 //! ebpf_tunnel_decap = true
 //! # ebpf: encapsulate tunnel packets in the programs and send them through
-//! # the neighbour table, not through the kernel's vxlan device (single
-//! # IPv4 frames that fit the underlay, to peers with a unicast route; the
-//! # rest still take the device). Needs the tunnel address as above.
+//! # the neighbour table, not through the kernel's vxlan device (IPv4
+//! # frames that fit the underlay and TCP GSO frames, to peers with a
+//! # unicast route; the rest still take the device). Needs the tunnel
+//! # address as above.
 //! #                                                      default true
 //! ebpf_tunnel_encap = true
 //! # Prometheus metrics (GET /metrics) and the flow dump (GET /flows, what

@@ -509,7 +509,6 @@ pub fn decode_port(b: &[u8; PORT_LEN]) -> (u32, u32, String) {
     )
 }
 
-/// The flows map value: action list and stats slot.
 /// `struct mdp_nexthop`: how to reach a tunnel peer.
 pub fn encode_nexthop(ifindex: u32, via: Ipv4Addr, mtu: u32) -> [u8; NEXTHOP_LEN] {
     let mut b = [0u8; NEXTHOP_LEN];
@@ -519,6 +518,7 @@ pub fn encode_nexthop(ifindex: u32, via: Ipv4Addr, mtu: u32) -> [u8; NEXTHOP_LEN
     b
 }
 
+/// The flows map value: action list and stats slot.
 pub fn encode_flow(acts: u32, stats: u32) -> [u8; 8] {
     let mut b = [0u8; 8];
     b[0..4].copy_from_slice(&acts.to_ne_bytes());

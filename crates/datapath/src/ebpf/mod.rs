@@ -116,17 +116,19 @@
 //!   underlay is a veth, as in the tests and benches: the sender's
 //!   `skb->encapsulation`, which a veth carries across and BPF cannot
 //!   reset; harmless for local delivery, and a real NIC's skb is new.)
-//! * A tunnel output that is the flow's last action, of a single IPv4 frame
-//!   that fits the underlay's MTU, to a peer in
+//! * A tunnel output that is the flow's last action, of an IPv4 frame (a
+//!   single one that fits the underlay's MTU, or a TCP GSO frame, marked as
+//!   a UDP tunnel's so the stack or the NIC segments it with the inner
+//!   headers, its segments keeping their size) to a peer in
 //!   `mdp_tunnel_nh` (its route's interface, that interface's MTU, the
 //!   next hop), is encapsulated in the program (outer IPv4 with the
 //!   tunnel address as source and a random ID, UDP with checksum zero and
 //!   the source port from the inner flow's hash over 32768–60999, as the
 //!   device picks it, VXLAN) and sent with `bpf_redirect_neigh` to the next
 //!   hop the agent read from the routing table for that peer (on a new peer
-//!   set, a new address and every 5 s). The rest (GSO frames, which the
-//!   device segments on any underlay; ARP; clones; a frame the device would
-//!   fragment; a peer with no unicast route) takes the device as before.
+//!   set, a new address and every 5 s). The rest (ARP; clones; a frame the
+//!   device would fragment; a GSO frame `bpf_skb_adjust_room` refuses; a
+//!   peer with no unicast route) takes the device as before.
 //! * Both are on by default (`ebpf_tunnel_decap`, `ebpf_tunnel_encap` in
 //!   the agent's config); the wire format is the device's, so a host with
 //!   either off, or with the vxlan device alone, interoperates.
