@@ -1179,6 +1179,39 @@ static __always_inline int unknown_tunnel_source(__u32 src)
 	return on && *on && !bpf_map_lookup_elem(&mdp_tunnel_peers, &src);
 }
 
+/* A tunnel frame whose VNI is bound to local port `port` goes straight out
+ * of it: the sender already simulated. `strip`: the frame is still in its
+ * VXLAN datagram, behind the underlay's Ethernet header (mdp_underlay); the
+ * outer IP, UDP and VXLAN headers and the inner Ethernet header come off
+ * once the port is known to be good, and the inner Ethernet header is
+ * written over the underlay's. The outer UDP checksum is not verified, as
+ * the kernel does not verify a zero one: the inner packet's own checksums
+ * still are. Like the UDP receive, one level of "checksum unnecessary"
+ * (the outer datagram's) is used up. */
+static __always_inline int to_vni_port(struct __sk_buff *skb, __u32 port, int strip)
+{
+	__u32 p = port & (MDP_MAX_PORTS - 1);
+	struct mdp_port *pi = bpf_map_lookup_elem(&mdp_ports, &p);
+	__u8 inner[ETH_HLEN];
+
+	if (skb->len < ETH_HLEN)
+		return drop(MDP_C_DROP_TRUNCATED);
+	if (p == 0 || !pi || !pi->ifindex)
+		return drop(MDP_C_DROP_UNKNOWN_PORT);
+	if (strip) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + VXLAN_OUTER, inner, ETH_HLEN) < 0 ||
+		    bpf_skb_adjust_room(skb, -(__s32)VXLAN_STRIP, BPF_ADJ_ROOM_MAC,
+					BPF_F_ADJ_ROOM_NO_CSUM_RESET) < 0 ||
+		    bpf_skb_store_bytes(skb, 0, inner, ETH_HLEN, 0) < 0)
+			return drop(MDP_C_DROP_TUNNEL_MALFORMED);
+		bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC);
+		count(MDP_C_TUNNEL_DECAP, 1);
+	}
+	count(MDP_C_TUNNEL_DIRECT, 1);
+	port_tx(p, skb->len);
+	return emit(skb, pi->ifindex, pi->flags & MDP_PORT_PEER, 1);
+}
+
 /* TC ingress of the vxlan device (external mode): what other hosts send.
  * Only tunnel peers are believed; a VNI bound to a local port is that
  * port's: the sender already simulated. */
@@ -1195,18 +1228,8 @@ int mdp_tunnel(struct __sk_buff *skb)
 		return drop(MDP_C_DROP_TUNNEL_SOURCE);
 	vni = tk.tunnel_id & 0x00ffffff;
 	port = bpf_map_lookup_elem(&mdp_vni_ports, &vni);
-	if (port) {
-		__u32 p = *port & (MDP_MAX_PORTS - 1);
-		struct mdp_port *pi = bpf_map_lookup_elem(&mdp_ports, &p);
-
-		if (skb->len < ETH_HLEN)
-			return drop(MDP_C_DROP_TRUNCATED);
-		if (p == 0 || !pi || !pi->ifindex)
-			return drop(MDP_C_DROP_UNKNOWN_PORT);
-		count(MDP_C_TUNNEL_DIRECT, 1);
-		port_tx(p, skb->len);
-		return emit(skb, pi->ifindex, pi->flags & MDP_PORT_PEER, 1);
-	}
+	if (port)
+		return to_vni_port(skb, *port, 0);
 	{
 		struct mdp_key k __attribute__((aligned(8))) = {};
 		struct xstate st = {};
@@ -1237,11 +1260,9 @@ int mdp_tunnel(struct __sk_buff *skb)
 SEC("classifier")
 int mdp_underlay(struct __sk_buff *skb)
 {
-	__u32 zero = 0, vni, p, *port;
+	__u32 zero = 0, vni, *port;
 	struct mdp_config *cfg = bpf_map_lookup_elem(&mdp_config, &zero);
 	__u32 need = ETH_HLEN + VXLAN_STRIP;
-	__u8 inner[ETH_HLEN];
-	struct mdp_port *pi;
 	struct ethhdr *ieth;
 	struct udphdr *udp;
 	struct iphdr *ip;
@@ -1281,29 +1302,10 @@ int mdp_underlay(struct __sk_buff *skb)
 	port = bpf_map_lookup_elem(&mdp_vni_ports, &vni);
 	if (!port)
 		return TC_ACT_OK;
-	__builtin_memcpy(inner, ieth, ETH_HLEN);
 	port_rx(0, skb->len - ETH_HLEN - VXLAN_OUTER);
 	if (unknown_tunnel_source(bpf_ntohl(ip->saddr)))
 		return drop(MDP_C_DROP_TUNNEL_SOURCE);
-	p = *port & (MDP_MAX_PORTS - 1);
-	pi = bpf_map_lookup_elem(&mdp_ports, &p);
-	if (p == 0 || !pi || !pi->ifindex)
-		return drop(MDP_C_DROP_UNKNOWN_PORT);
-	/* Remove the outer IP, UDP and VXLAN headers and the inner Ethernet
-	 * header behind the outer one, then write the inner one over it. The
-	 * outer UDP checksum is not verified, as the kernel does not verify a
-	 * zero one: the inner packet's own checksums still are. Like the UDP
-	 * receive, one level of "checksum unnecessary" (the outer datagram's)
-	 * is used up. */
-	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_STRIP, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_NO_CSUM_RESET) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, inner, ETH_HLEN, 0) < 0)
-		return drop(MDP_C_DROP_TUNNEL_MALFORMED);
-	bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC);
-	count(MDP_C_TUNNEL_DIRECT, 1);
-	count(MDP_C_TUNNEL_DECAP, 1);
-	port_tx(p, skb->len);
-	return emit(skb, pi->ifindex, pi->flags & MDP_PORT_PEER, 1);
+	return to_vni_port(skb, *port, 1);
 }
 
 /* TC ingress of the inject veth: packets the agent sends, with the action
