@@ -48,14 +48,20 @@ struct Msg {
 }
 
 impl Msg {
+    /// A link request: the header, then struct ifinfomsg.
     fn new(ty: u16, flags: u16, ifindex: i32, if_flags: u32, change: u32) -> Msg {
+        let mut m = Msg::bare(ty, flags);
+        m.ifinfo(ifindex, if_flags, change);
+        m
+    }
+
+    /// The netlink header alone; the family header is the caller's.
+    fn bare(ty: u16, flags: u16) -> Msg {
         let mut b = vec![0u8; 16];
         b[4..6].copy_from_slice(&ty.to_ne_bytes());
         b[6..8].copy_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
         b[8..12].copy_from_slice(&1u32.to_ne_bytes());
-        let mut m = Msg { b, nests: Vec::new() };
-        m.ifinfo(ifindex, if_flags, change);
-        m
+        Msg { b, nests: Vec::new() }
     }
 
     /// struct ifinfomsg (family, pad, type, index, flags, change).
@@ -114,6 +120,17 @@ fn socket() -> io::Result<Socket> {
         Type::RAW,
         Some(Protocol::from(libc::NETLINK_ROUTE)),
     )
+}
+
+/// Send a get request and return the payload of its `answer` message;
+/// `None` when the kernel says `absent` (the errno for "no such thing") or
+/// sends no such message.
+fn request_one(msg: Vec<u8>, answer: u16, absent: i32) -> io::Result<Option<Vec<u8>>> {
+    match request(msg) {
+        Ok(r) => Ok(r.into_iter().find(|(t, _)| *t == answer).map(|(_, p)| p)),
+        Err(e) if e.raw_os_error() == Some(absent) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Send a request and collect the reply messages (type, payload) until the
@@ -192,12 +209,7 @@ pub fn link_by_index(ifindex: u32) -> io::Result<Option<LinkInfo>> {
 }
 
 fn get_link(m: Msg) -> io::Result<Option<LinkInfo>> {
-    let reply = match request(m.finish()) {
-        Ok(r) => r,
-        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let Some((_, p)) = reply.into_iter().find(|(t, _)| *t == RTM_NEWLINK) else {
+    let Some(p) = request_one(m.finish(), RTM_NEWLINK, libc::ENODEV)? else {
         return Ok(None);
     };
     if p.len() < 16 {
@@ -232,21 +244,12 @@ fn get_link(m: Msg) -> io::Result<Option<LinkInfo>> {
 /// gateway, if any. `None` when the answer is not a plain unicast route
 /// (local, unreachable, blackhole...).
 pub fn route_to(dst: Ipv4Addr) -> io::Result<Option<(u32, Option<Ipv4Addr>)>> {
-    let mut b = vec![0u8; 16];
-    b[4..6].copy_from_slice(&RTM_GETROUTE.to_ne_bytes());
-    b[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    b[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    let mut m = Msg::bare(RTM_GETROUTE, 0);
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
     // type, flags.
-    b.extend_from_slice(&[libc::AF_INET as u8, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    let mut m = Msg { b, nests: Vec::new() };
+    m.b.extend_from_slice(&[libc::AF_INET as u8, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     m.attr(RTA_DST, &dst.octets());
-    let reply = match request(m.finish()) {
-        Ok(r) => r,
-        Err(e) if e.raw_os_error() == Some(libc::ENETUNREACH) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let Some((_, p)) = reply.into_iter().find(|(t, _)| *t == RTM_NEWROUTE) else {
+    let Some(p) = request_one(m.finish(), RTM_NEWROUTE, libc::ENETUNREACH)? else {
         return Ok(None);
     };
     if p.len() < 12 || p[7] != RTN_UNICAST {
