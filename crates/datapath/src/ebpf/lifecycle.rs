@@ -188,11 +188,21 @@ impl State {
     pub(super) fn refresh_nexthops(&mut self) {
         self.nexthops_read = Instant::now();
         let mut want: HashMap<u32, [u8; abi::NEXTHOP_LEN]> = HashMap::new();
+        // Peers share a few interfaces: each one's MTU is asked for once.
+        let mut mtus: HashMap<u32, Option<u32>> = HashMap::new();
         if self.kcfg.encap {
             for p in &self.peers {
                 let way = netlink::route_to(*p).and_then(|r| match r {
                     Some((oif, gw)) => {
-                        Ok(netlink::link_by_index(oif)?.map(|l| (oif, gw.unwrap_or(*p), l.mtu)))
+                        let mtu = match mtus.get(&oif) {
+                            Some(m) => *m,
+                            None => {
+                                let m = netlink::link_by_index(oif)?.map(|l| l.mtu);
+                                mtus.insert(oif, m);
+                                m
+                            }
+                        };
+                        Ok(mtu.map(|m| (oif, gw.unwrap_or(*p), m)))
                     }
                     None => Ok(None),
                 });
