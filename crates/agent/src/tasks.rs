@@ -1081,7 +1081,7 @@ impl Core {
         let trusted_peers = crate::flowstate::trusted_peers(topo, me);
         let prev = self.shared.view.load_full();
         crate::tunnel::sync_peers(&*self.dp, self.cache.ready, &prev, &trusted_peers);
-        let tunnel_local = crate::flowstate::own_tunnel_addresses(topo, me);
+        let tunnel_local = crate::tunnel::own_addresses(topo, me);
         crate::tunnel::sync_local(&*self.dp, self.cache.ready, &prev, &tunnel_local);
         self.shared.view.store(Arc::new(View {
             sim,

@@ -93,6 +93,20 @@ pub fn sync_peers(dp: &dyn Datapath, ready: bool, prev: &View, peers: &HashSet<I
     }
 }
 
+/// This host's own addresses in its tunnel zones, sorted and unique: where
+/// its peers send ([`sync_local`]).
+pub fn own_addresses(topo: &Topology, me: HostId) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = topo
+        .tunnel_zone_hosts
+        .values()
+        .filter(|m| m.host_id == me)
+        .filter_map(|m| m.ip_address)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Tells `dp` this host's own tunnel addresses (`local`) if the topology is
 /// loaded and they differ from what the previous view `prev` held.
 pub fn sync_local(dp: &dyn Datapath, ready: bool, prev: &View, local: &[Ipv4Addr]) {

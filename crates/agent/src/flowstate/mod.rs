@@ -771,22 +771,6 @@ pub fn trusted_peers(
         .collect()
 }
 
-/// This host's own addresses in its tunnel zones, sorted and unique.
-pub fn own_tunnel_addresses(
-    topo: &midonet_model::Topology,
-    me: midonet_model::HostId,
-) -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = topo
-        .tunnel_zone_hosts
-        .values()
-        .filter(|m| m.host_id == me)
-        .filter_map(|m| m.ip_address)
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
 /// For every port in a stateful port group, the tunnel addresses of the
 /// other hosts with a port in one of its stateful groups.
 pub fn state_peers(
