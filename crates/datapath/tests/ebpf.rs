@@ -127,6 +127,11 @@ impl Fx {
         (v, ns)
     }
 
+    /// Tell the programs `c` (`mdp_config`).
+    fn config(&mut self, c: &abi::KernelConfig) {
+        self.bpf.maps.config.set(0, abi::encode_config(c), 0).expect("config");
+    }
+
     fn counter(&self, c: u32) -> u64 {
         self.bpf.maps.counters.get(&c, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
@@ -358,7 +363,7 @@ fn established_flows_hit_the_exact_cache_until_their_flow_goes() {
     assert_eq!((fx.counter(counter::EXACT_FILL), fx.counter(counter::EXACT_HIT)), (2, 3));
 
     // Switched off: neither filled nor used.
-    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(false, false)), 0).expect("config");
+    fx.config(&kcfg(false, false));
     let g = udp(B, 7);
     fx.install(&g, &bridge(), &[Action::Output(2)]);
     for _ in 0..2 {
@@ -668,7 +673,7 @@ fn underlay_program_decapsulates_a_bound_vni_and_passes_the_rest_on() {
         return;
     }
     let mut fx = fx("underlay");
-    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(true, true)), 0).expect("config");
+    fx.config(&kcfg(true, true));
     fx.bpf.maps.vni_ports.insert(7u32, 2u32, 0).expect("vni");
     let inner = tcp(B);
     let d = vxlan(PEER, LOCAL, 7, &inner);
@@ -729,11 +734,11 @@ fn underlay_program_decapsulates_a_bound_vni_and_passes_the_rest_on() {
     assert_eq!(fx.counter(counter::TUNNEL_DECAP), 1);
 
     // Off (no tunnel address named, or switched off): nothing taken.
-    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(true, false)), 0).expect("config");
+    fx.config(&kcfg(true, false));
     assert_eq!(fx.run(Prog::Underlay, &d, 0), (TC_ACT_OK, d.clone()));
 
     // The source check applies as in mdp_tunnel: peers only, once named.
-    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(true, true)), 0).expect("config");
+    fx.config(&kcfg(true, true));
     fx.bpf.maps.tunnel_peers.insert(u32::from(Ipv4Addr::new(192, 0, 2, 3)), 1, 0).expect("peer");
     fx.bpf.maps.tunnel_filter.set(0, 1, 0).expect("filter");
     assert_eq!(fx.run(Prog::Underlay, &d, 0).0, TC_ACT_SHOT);
@@ -749,7 +754,7 @@ fn tunnel_outputs_are_encapsulated_in_the_program_for_peers_with_a_route() {
         return;
     }
     let mut fx = fx("encap");
-    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(true, true)), 0).expect("config");
+    fx.config(&kcfg(true, true));
     let f = tcp(B);
     let vni = 0x123;
     fx.install(&f, &bridge(), &[Action::Tunnel { dst: PEER, key: vni }]);
@@ -789,9 +794,9 @@ fn tunnel_outputs_are_encapsulated_in_the_program_for_peers_with_a_route() {
     // the datagram is addressed to it).
     fx.bpf.maps.vni_ports.insert(vni, 2u32, 0).expect("vni");
     let peer = abi::KernelConfig { local_ip: Some(PEER), ..kcfg(true, true) };
-    fx.bpf.maps.config.set(0, abi::encode_config(&peer), 0).expect("config");
+    fx.config(&peer);
     assert_eq!(fx.run(Prog::Underlay, &out, 0), (TC_ACT_REDIRECT, f.clone()));
-    fx.bpf.maps.config.set(0, abi::encode_config(&kcfg(true, true)), 0).expect("config");
+    fx.config(&kcfg(true, true));
 
     // A frame that would not fit the underlay's MTU once encapsulated: the
     // device, which fragments the datagram.
@@ -810,7 +815,7 @@ fn tunnel_outputs_are_encapsulated_in_the_program_for_peers_with_a_route() {
     fx.install(&arp, &bridge(), &[Action::Tunnel { dst: PEER, key: vni }]);
     assert_eq!(fx.run(Prog::Port, &arp, 0), (TC_ACT_REDIRECT, arp.clone()));
     let off = abi::KernelConfig { encap: false, ..kcfg(true, true) };
-    fx.bpf.maps.config.set(0, abi::encode_config(&off), 0).expect("config");
+    fx.config(&off);
     assert_eq!(fx.run(Prog::Port, &f, 0), (TC_ACT_REDIRECT, f));
     assert_eq!(fx.counter(counter::TUNNEL_ENCAP), before);
 }
