@@ -20,6 +20,9 @@ set -euo pipefail
 MODE=${1:?usage: $0 tcp|cps}
 ROUNDS=${ROUNDS:-5}
 PREFIX=${PREFIX:-mnq}
+for t in bpftool jq iperf3 wrk; do
+    command -v $t >/dev/null || { echo "needs $t (apt-get install bpftool jq iperf3 wrk)" >&2; exit 1; }
+done
 
 setflags() {
     local d v
