@@ -332,6 +332,7 @@ impl Handler {
             execute: o.execute,
             generated: o.generated,
             invalidate,
+            recirc: None,
         }
     }
 }

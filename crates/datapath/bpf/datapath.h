@@ -102,6 +102,7 @@ enum mdp_op {
 	MDP_OP_POP_VLAN,
 	MDP_OP_OUTPUT,       /* w: port number */
 	MDP_OP_TUNNEL,       /* w: remote IPv4 (host order), x: VNI */
+	MDP_OP_REV_NAT,      /* w: recirculation id; a flow's only action */
 };
 
 struct mdp_act { /* 20 bytes */

@@ -189,6 +189,7 @@ pub mod vxlan;
 pub mod workers;
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 pub use limit::{UpcallLimiter, UpcallLimits};
 pub use midonet_flow::{Action, Actions, FlowKey, FlowMask, InPort, MacAddr};
@@ -231,6 +232,13 @@ pub struct MissDecision {
     /// tracked connection): invalidated before `install`, so the flow
     /// being installed, which may carry one of them, survives.
     pub invalidate: Vec<u64>,
+    /// The second half of a flow split at a reverse NAT (`install` is then
+    /// the first half, whose only action is [`Action::RevNatRecirc`]): this
+    /// key, whose in-port is the recirculation's, and its flow. Installed
+    /// before `install`. Only for a provider with a [`RevNatTable`].
+    ///
+    /// [`Action::RevNatRecirc`]: midonet_flow::Action::RevNatRecirc
+    pub recirc: Option<(FlowKey, FlowInstall)>,
 }
 
 impl MissDecision {
@@ -514,6 +522,84 @@ pub enum DpError {
     },
 }
 
+/// In-ports from this number up name a recirculation, not a port: the
+/// second lookup of a packet that a flow's [`Action::RevNatRecirc`]
+/// reverse-translated (`RECIRC_PORT_BASE + id`). Below the 24 bits an
+/// in-port keeps in every provider, and above any port number.
+///
+/// [`Action::RevNatRecirc`]: midonet_flow::Action::RevNatRecirc
+pub const RECIRC_PORT_BASE: u32 = 0x0010_0000;
+/// How many recirculation ids there are (`0..RECIRC_MAX`).
+pub const RECIRC_MAX: u32 = 4096;
+
+/// The kind of a reverse translation, with the flow-state message's codes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(u8)]
+pub enum RevNatKind {
+    /// A reply to a source NAT: its destination is restored.
+    Snat = 0,
+    /// A reply to a destination NAT: its source is restored.
+    Dnat = 1,
+}
+
+/// A reply as it arrives, at the device whose chain translated its
+/// connection: the key of the datapath's reverse-NAT table (TCP and UDP).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct RevNatKey {
+    /// The translating device (or port group), a raw UUID.
+    pub tracker: [u8; 16],
+    pub kind: RevNatKind,
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// One binding of the reverse-NAT table: what a reply under `key` gets
+/// back (SNAT: its destination; DNAT: its source).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct RevNatEntry {
+    pub key: RevNatKey,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    /// This host allocated the binding: a peer's message does not replace
+    /// it in the table (the agent's own rule, `flowstate`).
+    pub local: bool,
+}
+
+/// The datapath's reverse-NAT table, which [`Action::RevNatRecirc`]
+/// reads (ebpf: a BPF map). The agent keeps it equal to its own bindings;
+/// a provider may also fill it from the flow-state socket before the
+/// agent has read a message ([`RevNatTable::attach_state_socket`]). All
+/// methods may be called from any thread.
+///
+/// [`Action::RevNatRecirc`]: midonet_flow::Action::RevNatRecirc
+pub trait RevNatTable: Send + Sync {
+    /// Recirculation `id` translates with `kind` at `tracker`.
+    fn set_recirc(&self, id: u32, kind: RevNatKind, tracker: [u8; 16]) -> Result<(), DpError>;
+    /// Add or replace these bindings.
+    fn upsert(&self, entries: &[RevNatEntry]) -> Result<(), DpError>;
+    /// Remove these keys (absent ones are fine).
+    fn remove(&self, keys: &[RevNatKey]) -> Result<(), DpError>;
+    /// Remove these bindings where the table still holds exactly them.
+    fn remove_exact(&self, entries: &[RevNatEntry]) -> Result<(), DpError>;
+    /// When a packet last used `key`, in the provider's monotonic clock
+    /// (ebpf: `bpf_ktime_get_coarse_ns`); `None` if absent or never used.
+    fn last_used(&self, key: &RevNatKey) -> Option<Duration>;
+    /// The provider's monotonic clock now, as [`RevNatTable::last_used`]
+    /// reads it.
+    fn now(&self) -> Duration;
+    /// Bindings in flow-state messages arriving on this UDP socket go into
+    /// the table as the kernel queues them (never replacing a `local`
+    /// one), before any thread of the agent reads them. The default does
+    /// nothing.
+    fn attach_state_socket(&self, fd: std::os::fd::RawFd) -> Result<(), DpError> {
+        let _ = fd;
+        Ok(())
+    }
+}
+
 /// The provider trait the agent programs. All methods may be called from
 /// any thread; they take effect before they return.
 pub trait Datapath: Send + Sync {
@@ -553,6 +639,11 @@ pub trait Datapath: Send + Sync {
     fn execute(&self, frame: Vec<u8>, actions: Actions) -> Result<(), DpError>;
     fn stats(&self) -> Result<DpStats, DpError>;
     fn dump_flows(&self) -> Result<Vec<FlowInfo>, DpError>;
+    /// The provider's reverse-NAT table, if it has one: then the agent may
+    /// install flows split at a reverse NAT ([`MissDecision::recirc`]).
+    fn rev_nat(&self) -> Option<std::sync::Arc<dyn RevNatTable>> {
+        None
+    }
 }
 
 /// Which tunnel peers get a frame's offload state (TSO/GSO, a partial

@@ -542,7 +542,8 @@ fn apply_decision<I: Io>(
     in_port: InPort,
     depth: u8,
 ) {
-    let MissDecision { install, execute, generated, invalidate } = d;
+    // No reverse-NAT table here, so no split flow is ever asked for.
+    let MissDecision { install, execute, generated, invalidate, recirc: _ } = d;
     ctx.stale.extend(invalidate);
     if let Some(f) = install {
         ctx.installs.push((*key, f));

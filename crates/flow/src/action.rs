@@ -85,6 +85,13 @@ pub enum Action {
     },
     /// Send a copy to the agent.
     Userspace(UserspaceReason),
+    /// Reverse-translate the packet from the datapath's own reverse-NAT
+    /// table, then look it up again under the in-port
+    /// `RECIRC_PORT_BASE + id` (`midonet_datapath`): the first half of a
+    /// flow split at a `rev_snat`/`rev_dnat` (`midonet_sim::Split`). Always
+    /// a flow's only action; a datapath without such a table never gets it.
+    /// No binding in the table: the packet goes to the agent as a miss.
+    RevNatRecirc(u32),
 }
 
 impl Action {
@@ -92,9 +99,16 @@ impl Action {
     pub fn is_rewrite(&self) -> bool {
         !self.is_emit()
     }
-    /// True for actions that emit a copy of the frame (`Output`, `Tunnel`, `Userspace`).
+    /// True for actions that emit a copy of the frame (`Output`, `Tunnel`,
+    /// `Userspace`), or hand it on whole (`RevNatRecirc`).
     pub fn is_emit(&self) -> bool {
-        matches!(self, Action::Output(_) | Action::Tunnel { .. } | Action::Userspace(_))
+        matches!(
+            self,
+            Action::Output(_)
+                | Action::Tunnel { .. }
+                | Action::Userspace(_)
+                | Action::RevNatRecirc(_)
+        )
     }
 }
 

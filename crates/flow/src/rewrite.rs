@@ -153,7 +153,10 @@ pub fn set_field(
     csum_start: Option<usize>,
 ) -> Result<(), RewriteError> {
     match *action {
-        Action::Output(_) | Action::Tunnel { .. } | Action::Userspace(_) => Ok(()),
+        Action::Output(_)
+        | Action::Tunnel { .. }
+        | Action::Userspace(_)
+        | Action::RevNatRecirc(_) => Ok(()),
         Action::SetEthDst(m) => {
             eth_view(frame)?.set_dst_addr(m.0);
             Ok(())

@@ -280,6 +280,7 @@ impl fmt::Display for Action {
             Action::Output(p) => write!(f, "output({p})"),
             Action::Tunnel { dst, key } => write!(f, "tunnel(dst={dst},key={key:#x})"),
             Action::Userspace(r) => write!(f, "userspace({r})"),
+            Action::RevNatRecirc(id) => write!(f, "rev_nat,recirc({id})"),
         }
     }
 }

@@ -348,6 +348,7 @@ mod op {
     pub const POP_VLAN: u8 = 11;
     pub const OUTPUT: u8 = 12;
     pub const TUNNEL: u8 = 13;
+    pub const REV_NAT: u8 = 14;
 }
 
 fn encode_action(a: &Action) -> Option<[u8; ACT_LEN]> {
@@ -370,7 +371,8 @@ fn encode_action(a: &Action) -> Option<[u8; ACT_LEN]> {
         Action::Output(p) if p > 0 && p < MAX_PORTS => (op::OUTPUT, 0, p, 0, [0; 6]),
         // bpf_tunnel_key.remote_ipv4 is in host order.
         Action::Tunnel { dst, key } => (op::TUNNEL, 0, u32::from(dst), key & 0x00ff_ffff, [0; 6]),
-        Action::Output(_) | Action::Userspace(_) => return None,
+        Action::RevNatRecirc(id) if id < crate::RECIRC_MAX => (op::REV_NAT, 0, id, 0, [0; 6]),
+        Action::Output(_) | Action::Userspace(_) | Action::RevNatRecirc(_) => return None,
     };
     b[0] = code;
     b[2..4].copy_from_slice(&h.to_ne_bytes());
@@ -401,6 +403,7 @@ fn decode_action(b: &[u8]) -> Option<Action> {
         op::POP_VLAN => Action::PopVlan,
         op::OUTPUT => Action::Output(w),
         op::TUNNEL => Action::Tunnel { dst: Ipv4Addr::from(w), key: x },
+        op::REV_NAT => Action::RevNatRecirc(w),
         _ => return None,
     })
 }

@@ -191,13 +191,17 @@ impl State {
         in_port: InPort,
         depth: u8,
     ) {
-        let MissDecision { install, execute, generated, invalidate } = d;
+        let MissDecision { install, execute, generated, invalidate, recirc } = d;
         let start = sys::monotonic_ns();
         if !invalidate.is_empty() {
             self.invalidate_tags(&invalidate);
         }
         // The flow first, then the packet: the packet's answer (a SYN-ACK,
         // then the ACK) must find the flow in the kernel, not miss again.
+        // A split flow's second half before its first, which leads to it.
+        if let Some((k2, f2)) = recirc {
+            let _ = self.install(&k2, f2);
+        }
         if let Some(f) = install {
             // A full table only costs later upcalls.
             let _ = self.install(key, f);
