@@ -288,6 +288,7 @@ fn simulation_rate(t: &mut Topology) {
             hash_seed: 1,
             trace: false,
             generated: false,
+            split_reverse_nat: false,
         }
     };
     let (mut out, mut icmp) = (SimResult::default(), IcmpRateLimiter::default());

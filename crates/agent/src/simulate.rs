@@ -33,6 +33,7 @@ pub fn run(
         hash_seed: HASH_SEED,
         trace: false,
         generated,
+        split_reverse_nat: false,
     };
     midonet_sim::simulate_into(snap, state, conntrack, icmp, &input, out);
 }

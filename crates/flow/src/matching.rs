@@ -80,6 +80,16 @@ impl FlowMatch {
         self.mask.union(other);
     }
 
+    /// Take the mask of fields read so far, leaving one with only the
+    /// in-port marked (as [`new`](Self::new) starts): the simulation splits
+    /// a flow in two halves this way (`midonet_sim::Split`) and, if the
+    /// split is abandoned, unions the taken mask back in.
+    pub fn take_mask(&mut self) -> FlowMask {
+        let mut fresh = FlowMask::empty();
+        fresh.mark(FieldId::InPort);
+        std::mem::replace(&mut self.mask, fresh)
+    }
+
     /// Replace the current key, keeping the mask: restores a saved key after a
     /// fork branch (the branch's reads stay marked, which is what a merged
     /// flow needs).
@@ -401,6 +411,18 @@ mod tests {
                 "{field:?} getter marks its field and prerequisites only"
             );
         }
+    }
+
+    #[test]
+    fn take_mask_restarts_at_in_port() {
+        let mut m = FlowMatch::new(key());
+        let _ = (m.l4_dst(), m.ipv4_dst_prefix(8));
+        let taken = m.take_mask();
+        assert!(taken.is_marked(FieldId::L4Dst));
+        assert_eq!(taken.prefix_len(FieldId::Ipv4Dst), 8);
+        assert_eq!(m.mask(), FlowMatch::new(key()).mask(), "only the in-port is left");
+        m.union_mask(&taken);
+        assert_eq!(m.mask(), &taken);
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub fn simulate(port: u8, warm: bool, frame: &[u8]) -> Option<(FlowKey, SimResul
         hash_seed: 7,
         trace: port & 0x80 != 0,
         generated: false,
+        split_reverse_nat: false,
     };
     let r = midonet_sim::simulate(&f.snap, state, &NoConntrack, &mut icmp, &input);
     if input.trace {

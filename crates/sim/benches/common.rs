@@ -27,6 +27,7 @@ impl World {
             hash_seed: 1,
             trace: false,
             generated: false,
+            split_reverse_nat: false,
         }
     }
 }

@@ -105,6 +105,7 @@ pub fn sim_bytes(data: &[u8]) {
         hash_seed: 7,
         trace: s & 2 != 0,
         generated: false,
+        split_reverse_nat: false,
     };
     let r = simulate(&f.snap, state, &NoConntrack, &mut icmp, &input);
     // Self-consistency: forwards output somewhere, tags are sorted and

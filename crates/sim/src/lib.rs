@@ -11,7 +11,8 @@
 //!   Topology ──Snapshot::build──> Snapshot (immutable, Arc-swapped by the agent)
 //!                                    │
 //!   SimInput {ingress, key, frame,   │    StateView (MAC tables, ARP caches)
-//!             now, seed, trace} ─────┼──> ConntrackView (conntrack; NAT bindings:
+//!             now, seed, trace,      │
+//!             split_reverse_nat} ────┼──> ConntrackView (conntrack; NAT bindings:
 //!                                    │      look up, reverse, allocate + store)
 //!                                    v    IcmpRateLimiter (token bucket state)
 //!                               simulate_into
@@ -19,7 +20,7 @@
 //!   SimResult { decision, actions (rewrites + ToPort), mask, tags,
 //!               generated packets, state writes, conntrack writes,
 //!               NAT bindings used, SNAT block needed, trace, uncacheable,
-//!               anomalies }
+//!               anomalies, split at a reverse NAT }
 //! ```
 //!
 //! * [`Snapshot::build`] compiles the topology ([`snapshot`]).
@@ -37,7 +38,8 @@
 //!   tables, [`MemFlowState`] owning them) and report them in
 //!   [`SimResult::nat`]; a SNAT port block this host does not hold ends the
 //!   simulation with [`SimResult::need_block`] (`engine::nat` has the
-//!   semantics).
+//!   semantics). A caller whose datapath has a reverse-NAT table may ask
+//!   for replies' flows split at the reverse rule ([`Split`]).
 //! * [`dhcp`] answers DHCPv4 BOOTREQUESTs entering exterior bridge ports
 //!   from the bridge's static host entries, before the bridge sees them.
 //! * `builder` builds topologies in tests, benches and fuzz targets;
@@ -93,7 +95,8 @@ pub use midonet_flow::{
 };
 pub use result::{
     nat_tags, Anomaly, ConnWrite, Decision, DeviceKind, DropLifetime, DropReason, GenKind,
-    GenTarget, GeneratedPacket, Hook, MirrorPoint, NatWrite, SimAction, SimResult, TraceStep,
+    GenTarget, GeneratedPacket, Hook, MirrorPoint, NatWrite, SimAction, SimResult, Split,
+    TraceStep,
 };
 pub use snapshot::Snapshot;
 pub use state::{

@@ -14,11 +14,11 @@ use midonet_model::{
 };
 use serde::{Serialize, Serializer};
 
-use midonet_state::{BlockKey, ConnKey, NatBinding, NatKey, NatKind};
+use midonet_state::{BlockKey, ConnKey, NatBinding, NatKey, NatKind, TrackerId};
 
 use crate::state::StateWrite;
 use crate::tag::Tag;
-use crate::{Action, FlowKey, FlowMask, MacAddr};
+use crate::{Action, Actions, FlowKey, FlowMask, MacAddr};
 
 pub(crate) fn ser_mac<S: Serializer>(m: &MacAddr, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(m)
@@ -556,6 +556,41 @@ impl fmt::Display for TraceStep {
     }
 }
 
+/// A flow split at a reverse NAT (module docs of `engine::nat`): the first
+/// half matches `mask` over [`SimResult::key`] and reverse-translates from
+/// the datapath's table; the second half is the rest of the result.
+///
+/// With a split, [`SimResult::mask`] is the second half's mask (over
+/// [`Split::key`], in-port marked), [`SimResult::actions`] its actions
+/// (rewrites relative to [`Split::key`]) and [`SimResult::tags`] its tags.
+/// The second half continues the first: it is only right for packets the
+/// first half sent (its in-port must name that first half), since what the
+/// simulation read before the split is in the first half's mask only.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Split {
+    /// `Snat` (a `rev_snat` restored the destination) or `Dnat`
+    /// (a `rev_dnat` restored the source); never `StickyDnat`.
+    pub kind: NatKind,
+    /// The device whose chain holds the reverse rule: the lookup's tracker.
+    pub tracker: TrackerId,
+    /// The first half's mask: what was read before the reverse lookup,
+    /// plus ethertype, IP protocol and fragment type (what the datapath's
+    /// lookup itself needs: IPv4 TCP or UDP, not a later fragment).
+    pub mask: FlowMask,
+    /// The first half's tags: those met before the reverse lookup (sorted,
+    /// no duplicates).
+    pub tags: Vec<Tag>,
+    /// The key right after the translation, in-port unchanged: the second
+    /// half's key. It differs from [`SimResult::key`] in the restored fields
+    /// only.
+    pub key: FlowKey,
+    /// The rewrites the translation made (`SetIpv4Dst`, `SetL4Dst` for
+    /// `Snat`; `SetIpv4Src`, `SetL4Src` for `Dnat`). `restore` followed by
+    /// [`SimResult::actions`] does to a packet what the unsplit flow does
+    /// ([`SimResult::unsplit_actions`]).
+    pub restore: Actions,
+}
+
 /// Everything a simulation produces. Reuse one per worker with
 /// [`simulate_into`](crate::simulate_into).
 #[derive(Clone, Debug)]
@@ -594,6 +629,11 @@ pub struct SimResult {
     /// What the simulation refused to follow (see [`Anomaly`]), in the
     /// order met; empty on every normal path.
     pub anomalies: Vec<Anomaly>,
+    /// The flow splits at a reverse NAT (see [`Split`]): only when
+    /// [`SimInput::split_reverse_nat`](crate::SimInput::split_reverse_nat)
+    /// asked for it and every condition of `engine::nat` held. `mask`,
+    /// `actions` and `tags` are then the second half's.
+    pub split: Option<Split>,
 }
 
 impl Default for SimResult {
@@ -615,6 +655,7 @@ impl Default for SimResult {
             trace: Vec::new(),
             uncacheable: false,
             anomalies: Vec::new(),
+            split: None,
         }
     }
 }
@@ -635,6 +676,17 @@ impl SimResult {
         self.trace.clear();
         self.uncacheable = false;
         self.anomalies.clear();
+        self.split = None;
+    }
+
+    /// The actions of the flow unsplit: [`Split::restore`] then
+    /// [`actions`](Self::actions) (just the actions when there is no
+    /// split). They do to every packet what the unsplit simulation's
+    /// actions do, though not necessarily in the same order (the restored
+    /// fields' set-actions come first).
+    pub fn unsplit_actions(&self) -> Vec<SimAction> {
+        let restore = self.split.iter().flat_map(|s| s.restore.iter().copied());
+        restore.map(SimAction::Rewrite).chain(self.actions.iter().copied()).collect()
     }
 
     /// The `ToPort` targets, in order.
@@ -654,7 +706,24 @@ impl SimResult {
             let _ = writeln!(s, "{:>3}. {t}", i + 1);
         }
         let _ = writeln!(s, "decision: {}", self.decision);
-        let _ = writeln!(s, "match: {}", self.key.display_masked(&self.mask));
+        match &self.split {
+            None => {
+                let _ = writeln!(s, "match: {}", self.key.display_masked(&self.mask));
+            }
+            Some(sp) => {
+                let kind = match sp.kind {
+                    NatKind::Snat => "rev_snat",
+                    NatKind::Dnat => "rev_dnat",
+                    NatKind::StickyDnat => "rev_sticky_dnat",
+                };
+                let restore: Vec<String> = sp.restore.iter().map(ToString::to_string).collect();
+                let _ = writeln!(s, "split: {kind} at {}", sp.tracker.0);
+                let _ = writeln!(s, "first half match: {}", self.key.display_masked(&sp.mask));
+                let _ = writeln!(s, "restore: [{}]", restore.join(", "));
+                let _ = writeln!(s, "first half tags: {}", sp.tags.len());
+                let _ = writeln!(s, "match: {}", sp.key.display_masked(&self.mask));
+            }
+        }
         let acts: Vec<String> = self.actions.iter().map(ToString::to_string).collect();
         let _ = writeln!(s, "actions: [{}]", acts.join(", "));
         for g in &self.generated {

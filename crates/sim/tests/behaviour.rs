@@ -216,6 +216,7 @@ fn icmp_errors_are_rate_limited_by_caller_state() {
         hash_seed: 0,
         trace: true,
         generated: false,
+        split_reverse_nat: false,
     };
     let a = simulate(&snap, &w.state, &NoConntrack, &mut bucket, &at(10));
     let b = simulate(&snap, &w.state, &NoConntrack, &mut bucket, &at(10));
@@ -312,6 +313,7 @@ fn result_reuse_clears_everything() {
         hash_seed: 0,
         trace: true,
         generated: false,
+        split_reverse_nat: false,
     };
     simulate_into(&snap, &w.state, &NoConntrack, &mut icmp, &input, &mut out);
     assert!(!out.generated.is_empty() && !out.trace.is_empty());
@@ -324,6 +326,7 @@ fn result_reuse_clears_everything() {
         hash_seed: 0,
         trace: false,
         generated: false,
+        split_reverse_nat: false,
     };
     simulate_into(&snap, &w.state, &NoConntrack, &mut icmp, &input, &mut out);
     let fresh = sim(&snap, &w.state, &mut icmp, w.v1, k2, &f2, false);

@@ -56,8 +56,16 @@ fn sg_world() -> W {
 fn sim_ct(w: &mut W, ct: &ConnTable, ingress: PortId, desc: &str, now: Duration) -> SimResult {
     let snap = Snapshot::build(&w.t.topo);
     let (key, frame) = packet(desc);
-    let input =
-        SimInput { ingress, key, frame: &frame, now, hash_seed: 42, trace: true, generated: false };
+    let input = SimInput {
+        ingress,
+        key,
+        frame: &frame,
+        now,
+        hash_seed: 42,
+        trace: true,
+        generated: false,
+        split_reverse_nat: false,
+    };
     let traced = simulate(&snap, &w.state, ct, &mut w.icmp, &input);
     let plain = simulate(&snap, &w.state, ct, &mut w.icmp, &SimInput { trace: false, ..input });
     assert_eq!(traced.decision, plain.decision, "trace changes the decision");

@@ -118,6 +118,7 @@ fn once(w: &mut W, ingress: PortId, desc: &str) -> SimResult {
         hash_seed: 42,
         trace: false,
         generated: false,
+        split_reverse_nat: false,
     };
     simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input)
 }
@@ -139,6 +140,7 @@ fn vip_balances_new_connections_by_weight() {
             hash_seed: 42,
             trace: false,
             generated: false,
+            split_reverse_nat: false,
         };
         let r = simulate(&snap, &l.w.state, &l.w.flow, &mut l.w.icmp, &input);
         n[member_index(&r)] += 1;
@@ -427,6 +429,7 @@ fn one_client_with_sequential_ports_spreads_evenly() {
             hash_seed: 42,
             trace: false,
             generated: false,
+            split_reverse_nat: false,
         };
         n[member_index(&simulate(&snap, &l.w.state, &l.w.flow, &mut l.w.icmp, &input))] += 1;
     }

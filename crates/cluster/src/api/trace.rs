@@ -217,6 +217,7 @@ pub async fn trace(ctx: Ctx, body: Bytes) -> Result<axum::response::Response, Ap
         hash_seed: 0,
         trace: true,
         generated: false,
+        split_reverse_nat: false,
     };
     // Flow state as a fresh agent has it: nothing tracked, no binding. A
     // SNAT rule needing a port block gets one, as the agent's would from

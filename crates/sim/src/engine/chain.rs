@@ -146,6 +146,9 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     Flow::Continue | Flow::Return => continue,
                 },
                 RuleAct::DynamicNat { dnat, targets, then } => {
+                    // Any NAT rule after a split point cancels the split
+                    // (`engine::nat`).
+                    self.cancel_split();
                     match self.nat_forward(*dnat, targets, ctx.dev.id()) {
                         NatOutcome::Applied => *then,
                         NatOutcome::Skipped => continue,
@@ -153,6 +156,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     }
                 }
                 RuleAct::StaticNat { dnat, to, then } => {
+                    self.cancel_split();
                     if self.fm.ethertype() != ETH_IPV4 {
                         continue;
                     }
@@ -169,6 +173,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     *then
                 }
                 RuleAct::RevNat { dnat, then } => {
+                    self.cancel_split();
                     if self.fm.ethertype() != ETH_IPV4 {
                         continue;
                     }

@@ -83,6 +83,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
 
     /// Read (and mark) the fields of the connection key and look it up.
     fn conntrack_lookup(&mut self) -> CtState {
+        self.conn_state();
         if self.fm.ethertype() != ETH_IPV4 || self.fm.ip_frag() == FragType::Later {
             return CtState::Untracked;
         }

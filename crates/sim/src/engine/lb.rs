@@ -85,6 +85,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         if !lb.vip_addrs.contains(&(dst, port)) {
             return LbIn::Pass;
         }
+        // A VIP's decision is per connection (no split: `engine::nat`).
+        self.conn_state();
         if proto == IP_PROTO_UDP {
             self.drop_pkt(DropReason::LbNotTcp);
             return LbIn::Dropped;
@@ -252,6 +254,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         if !lb.backends.contains(&(src, self.fm.l4_src())) {
             return false;
         }
+        self.conn_state();
         let Some(ret) = self.nat_conn(r.id.cast()) else { return false };
         let now = self.inp.now;
         let mut found = None;

@@ -33,6 +33,11 @@
 //!   mirrors) along one path; going over drops the whole packet (temporary
 //!   drop), whichever branch it happened in. A global budget of port visits
 //!   bounds fan-out (floods into floods) too.
+//! * **Splits** at a reverse NAT (`nat` has the rules): the mask read so
+//!   far is taken at the split point (the second half's starts afresh),
+//!   actions are still built unsplit, and `finish` either derives the second
+//!   half's from the split key or, cancelled, unions the taken mask back.
+//!   Forks, generated packets and per-connection lookups cancel a split.
 //! * **No allocation** on the bridge unicast path with tracing off: the
 //!   result's vectors are reused, lookups are hash probes, jump tracking is a
 //!   stack array.
@@ -49,7 +54,7 @@
 //! | `router` | the router: ARP, routing, next hop, local delivery |
 //! | `icmp` | ICMP errors and their suppression |
 //! | `conntrack` | `matchForwardFlow`/`matchReturnFlow`, recording connections |
-//! | `nat` | dynamic NAT rules, reverse NAT (ICMP errors included) |
+//! | `nat` | dynamic NAT rules, reverse NAT (ICMP errors included), flows split at a reverse NAT |
 //! | `lb` | the router's load balancer: VIPs, member choice, return traffic |
 //!
 //! This file holds what they share: the packet's state along one path
@@ -121,6 +126,12 @@ pub struct SimInput<'a> {
     /// chains, although the request, consumed by the router, left no
     /// connection behind).
     pub generated: bool,
+    /// The caller's datapath can run a flow split at a reverse NAT (a
+    /// first half that reverse-translates from the datapath's own table
+    /// and recirculates, a second half on the translated packet): the
+    /// result may then carry a [`Split`] (`engine::nat` says
+    /// when). False everywhere but the agent over such a datapath.
+    pub split_reverse_nat: bool,
 }
 
 /// Simulate one packet into a reused result (see [`SimResult`]).
@@ -161,6 +172,9 @@ pub fn simulate_into<S, C>(
         generating: input.generated,
         in_copy: false,
         embedded: None,
+        stateful: false,
+        forked: false,
+        split: None,
         out,
     };
     sim.port_ingress(input.ingress);
@@ -227,6 +241,13 @@ struct Sim<'a, 'i, S: ?Sized, C: ?Sized> {
     /// An ICMP error's embedded connection as reverse NAT rewrote it
     /// (`engine::nat`); `Some` only once rewritten.
     embedded: Option<crate::packets::Embedded>,
+    /// Per-connection state was consulted (conntrack, a dynamic NAT rule,
+    /// the load balancer): no split point after that (`engine::nat`).
+    stateful: bool,
+    /// The simulation forked (a flood, a mirror copy).
+    forked: bool,
+    /// Where the flow splits at a reverse NAT, if it may (`engine::nat`).
+    split: Option<nat::SplitPoint>,
 }
 
 macro_rules! trace {
@@ -263,10 +284,15 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     }
 
     fn finish(&mut self) {
+        self.out.decision = self.decision();
+        self.finish_split();
         self.out.tags.sort_unstable();
         self.out.tags.dedup();
         self.out.mask = *self.fm.mask();
-        self.out.decision = if self.loop_guard {
+    }
+
+    fn decision(&mut self) -> Decision {
+        if self.loop_guard {
             // A loop in any branch, a mirror copy's included, drops the
             // whole packet: MidoNet merges an error drop with anything
             // into an error drop.
@@ -283,7 +309,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         } else {
             let reason = self.dropped.unwrap_or(DropReason::NoOutput);
             Decision::Drop { reason, lifetime: reason.lifetime() }
-        };
+        }
     }
 
     /// The Ethernet source; marked only if it still is the packet's own
@@ -320,6 +346,9 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     /// (a copy re-entering a bridge must not move a MAC), generated packets
     /// and ARP waits are discarded.
     fn fork(&mut self, copy: bool, f: impl FnOnce(&mut Self)) {
+        // Branches and copies do not split (`engine::nat`).
+        self.forked = true;
+        self.cancel_split();
         let key = *self.fm.current();
         let rw = self.dst_rewritten;
         let dropped = self.dropped;
@@ -389,35 +418,9 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         }
         let cur = *self.fm.current();
         let e = self.emitted;
-        let forced = self.dirty & !self.applied;
-        let same = |bit: u8, eq: bool| forced & bit != 0 && eq;
-        if same(F_ETH_SRC, cur.eth_src == e.eth_src) {
-            self.out.actions.push(SimAction::Rewrite(Action::SetEthSrc(cur.eth_src)));
-        }
-        if same(F_ETH_DST, cur.eth_dst == e.eth_dst) {
-            self.out.actions.push(SimAction::Rewrite(Action::SetEthDst(cur.eth_dst)));
-        }
-        if same(F_IP_SRC, cur.ipv4_src == e.ipv4_src) {
-            self.out.actions.push(SimAction::Rewrite(Action::SetIpv4Src(cur.ipv4_src)));
-        }
-        if same(F_IP_DST, cur.ipv4_dst == e.ipv4_dst) {
-            self.out.actions.push(SimAction::Rewrite(Action::SetIpv4Dst(cur.ipv4_dst)));
-        }
-        if same(F_L4_SRC, cur.l4_src == e.l4_src) {
-            self.out.actions.push(SimAction::Rewrite(Action::SetL4Src(cur.l4_src)));
-        }
-        if same(F_L4_DST, cur.l4_dst == e.l4_dst) {
-            self.out.actions.push(SimAction::Rewrite(Action::SetL4Dst(cur.l4_dst)));
-        }
-        if same(F_ICMP_ID, cur.icmp_id == e.icmp_id) {
-            self.out.actions.push(SimAction::Rewrite(Action::SetIcmpId(cur.icmp_id)));
-        }
-        let mut rw = Actions::new();
-        diff_actions(&e, &cur, &mut rw);
-        for a in rw.iter() {
-            self.out.actions.push(SimAction::Rewrite(*a));
-        }
+        push_rewrites(&e, &cur, self.dirty & !self.applied, &mut self.out.actions);
         self.out.actions.push(SimAction::ToPort(port));
+        self.split_output(port, cur);
         if let Some(p) = self.snap.ports.get(&port) {
             self.conntrack_record(p.dev.id());
         }
@@ -434,5 +437,39 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         self.emitted = cur;
         self.forwarded = true;
         trace!(self, TraceStep::Output { port });
+    }
+}
+
+/// The rewrites that bring a frame keyed `e` to `cur`, appended to `out`:
+/// first a set-action for each field in `forced` (`F_*` bits: fields the
+/// simulation set) whose value is unchanged, then the diff (see
+/// `Sim::output`).
+fn push_rewrites(e: &FlowKey, cur: &FlowKey, forced: u8, out: &mut Vec<SimAction>) {
+    let same = |bit: u8, eq: bool| forced & bit != 0 && eq;
+    if same(F_ETH_SRC, cur.eth_src == e.eth_src) {
+        out.push(SimAction::Rewrite(Action::SetEthSrc(cur.eth_src)));
+    }
+    if same(F_ETH_DST, cur.eth_dst == e.eth_dst) {
+        out.push(SimAction::Rewrite(Action::SetEthDst(cur.eth_dst)));
+    }
+    if same(F_IP_SRC, cur.ipv4_src == e.ipv4_src) {
+        out.push(SimAction::Rewrite(Action::SetIpv4Src(cur.ipv4_src)));
+    }
+    if same(F_IP_DST, cur.ipv4_dst == e.ipv4_dst) {
+        out.push(SimAction::Rewrite(Action::SetIpv4Dst(cur.ipv4_dst)));
+    }
+    if same(F_L4_SRC, cur.l4_src == e.l4_src) {
+        out.push(SimAction::Rewrite(Action::SetL4Src(cur.l4_src)));
+    }
+    if same(F_L4_DST, cur.l4_dst == e.l4_dst) {
+        out.push(SimAction::Rewrite(Action::SetL4Dst(cur.l4_dst)));
+    }
+    if same(F_ICMP_ID, cur.icmp_id == e.icmp_id) {
+        out.push(SimAction::Rewrite(Action::SetIcmpId(cur.icmp_id)));
+    }
+    let mut rw = Actions::new();
+    diff_actions(e, cur, &mut rw);
+    for a in rw.iter() {
+        out.push(SimAction::Rewrite(*a));
     }
 }

@@ -77,6 +77,64 @@
 //!   Mirror copies create nothing and record nothing: without a binding a
 //!   copy leaves untranslated (traced).
 //!
+//! # Flows split at a reverse NAT
+//!
+//! A reply's reverse lookup reads its 5-tuple, so its flow is exact on the
+//! connection and every connection's reply misses. A datapath with a
+//! reverse-NAT table of its own runs such a flow in two halves instead:
+//!
+//! ```text
+//!  first half:  reads before the lookup + ethertype, ip proto, ip frag
+//!               ─> reverse-translate from the datapath's table, look up again
+//!  second half: the translated packet (Split::key), under the recirculation's
+//!               in-port ─> SimResult::actions
+//! ```
+//!
+//! Only when [`SimInput::split_reverse_nat`] asks, the result then carries a
+//! [`Split`]; [`SimResult::mask`], [`SimResult::actions`] and
+//! [`SimResult::tags`] are the second half's, and `Split::restore` then
+//! `SimResult::actions` do to every packet what the unsplit actions do (the
+//! same set-actions, the restored fields' first).
+//!
+//! * **What splits**: the first reverse lookup of a simulation, by a
+//!   dynamic `rev_snat`/`rev_dnat` (not a static reverse map, not the load
+//!   balancer's return) that finds a binding, for IPv4 TCP or UDP (not ICMP
+//!   echo, not an ICMP error, not a later fragment), outside mirror copies
+//!   and generated packets, when nothing was set by a set-field (a TTL
+//!   decrement or VLAN change is fine: the second half's actions carry it),
+//!   output, forked or looked up per connection (conntrack, a NAT rule, the
+//!   load balancer) before it.
+//! * **What cancels it** afterwards: anything that makes the second half
+//!   depend on per-connection state or not be one plain flow: a conntrack
+//!   lookup, any NAT rule reached (forward or reverse, static or dynamic,
+//!   hit or not), the load balancer deciding about a VIP or a member's
+//!   reply, a fork (flood, mirror copy), a generated packet, an uncacheable
+//!   result, a port block needed, or any end but [`Decision::Forward`] with
+//!   exactly one output. Cancelled, the result is exactly the unsplit one:
+//!   the actions are built unsplit all along (the second half's are derived
+//!   at the end, from [`Split::key`] to the key at the output), the tags are
+//!   all kept, and the mask taken at the split (the lookup's reads included)
+//!   is unioned back.
+//! * **The per-connection tags go** from both halves: the lookup's
+//!   [`Tag::nat_return`] and [`Tag::nat`] name one connection, and a shared
+//!   flow carrying them would be removed whenever that one binding changed,
+//!   while serving every other connection. The translation itself is the
+//!   datapath table's, which the caller keeps equal to the bindings: a
+//!   binding gone makes its connection's packets miss in the first half.
+//!   [`SimResult::nat`] still records the reverse use, as unsplit.
+//! * **The second half continues the first**: what was read before the
+//!   split is in the first half's mask only (the ingress port, a
+//!   decremented TTL, the chain position), so a second half is right only
+//!   for packets its own first half sent: one recirculation per first-half
+//!   flow.
+//!
+//! [`SimInput::split_reverse_nat`]: crate::SimInput::split_reverse_nat
+//! [`Split`]: crate::Split
+//! [`Split::key`]: crate::Split::key
+//! [`SimResult::mask`]: crate::SimResult::mask
+//! [`SimResult::actions`]: crate::SimResult::actions
+//! [`SimResult::tags`]: crate::SimResult::tags
+//! [`Decision::Forward`]: crate::Decision::Forward
 //! [`SimResult::need_block`]: crate::SimResult::need_block
 //! [`SimResult::nat`]: crate::SimResult::nat
 
@@ -85,17 +143,48 @@ use midonet_model::DeviceId;
 use midonet_state::{Alloc, ConnKey, NatBinding, NatError, NatKey, NatKind, SnatTarget, TrackerId};
 use midonet_wire::icmp::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST};
 
-use super::{Sim, ETH_IPV4, F_ICMP_ID, F_IP_DST, F_IP_SRC, F_L4_DST, F_L4_SRC, PROTO_ICMP};
+use super::conntrack::CtState;
+use super::{
+    push_rewrites, Sim, ETH_IPV4, F_ICMP_ID, F_IP_DST, F_IP_SRC, F_L4_DST, F_L4_SRC, PROTO_ICMP,
+};
 use crate::packets::{self, Embedded};
 use crate::result::*;
 use crate::snapshot::hash64;
 use crate::state::{ConntrackView, StateView};
 use crate::tag::Tag;
-use crate::{Actions, FragType};
+use crate::{Action, Actions, FieldId, FlowKey, FlowMask, FragType};
 
 /// DNAT picks tried when a pick's return traffic collides with another
 /// binding's.
 const DNAT_TRIES: u64 = 8;
+
+/// Where the flow splits at a reverse NAT (module docs), while the
+/// simulation goes on past it.
+pub(super) struct SplitPoint {
+    /// Nothing cancelled it yet.
+    live: bool,
+    kind: NatKind,
+    tracker: TrackerId,
+    /// The first half's mask (reads before the lookup, plus what the
+    /// datapath's lookup needs).
+    first_mask: FlowMask,
+    /// How many tags the first half has (the result's first ones).
+    first_tags: usize,
+    /// The lookup's per-connection tags: on no shared flow.
+    conn_tags: [Tag; 2],
+    /// The translated key (the second half's).
+    key: FlowKey,
+    restore: Actions,
+    /// The restored fields (`F_*` bits).
+    restored: u8,
+    /// The mask at the translation, the lookup's reads included: unioned
+    /// back if the split is cancelled.
+    unsplit_mask: FlowMask,
+    /// Outputs since the split, and the last one: its port, the key and
+    /// the set fields (`Sim::dirty`) there.
+    outputs: u32,
+    out: Option<(midonet_model::PortId, FlowKey, u8)>,
+}
 
 /// What a forward NAT rule did.
 pub(super) enum NatOutcome {
@@ -206,6 +295,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         targets: &[SnatTarget],
         dev: DeviceId,
     ) -> NatOutcome {
+        self.conn_state();
         let Some(conn) = self.nat_conn(dev) else { return NatOutcome::Skipped };
         let kind = kind_of(dnat);
         let key = NatKey::new(kind, conn);
@@ -309,6 +399,12 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     /// A `rev_snat`/`rev_dnat` rule's dynamic part at device `dev`: true if
     /// a binding was found and the packet restored.
     pub(super) fn nat_reverse(&mut self, dnat: bool, dev: DeviceId) -> bool {
+        // Whether this lookup may be a split point, what the first half
+        // would match and the tags it would carry: decided before this rule
+        // reads anything (module docs).
+        let may_split = self.may_split();
+        let (first_mask, first_tags) = (*self.fm.mask(), self.out.tags.len());
+        self.conn_state();
         // The caller checked IPv4.
         if self.fm.ip_proto() == PROTO_ICMP
             && self.fm.ip_frag() != FragType::Later
@@ -318,12 +414,14 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         }
         let Some(ret) = self.nat_conn(dev) else { return false };
         let kind = kind_of(dnat);
-        self.tag(Tag::nat_return(kind, &ret));
+        let ret_tag = Tag::nat_return(kind, &ret);
+        self.tag(ret_tag);
         let Some((fk, b)) = self.ct.nat_reverse(kind, &ret, self.inp.now) else {
             self.trace_nat(kind, true, ret, || "no binding".into());
             return false;
         };
-        self.tag(Tag::nat(&fk));
+        let fwd_tag = Tag::nat(&fk);
+        self.tag(fwd_tag);
         let orig = fk.return_binding();
         self.trace_nat(kind, true, ret, || format!("restores {}:{}", orig.ip, orig.port));
         let icmp = ret.proto == PROTO_ICMP;
@@ -358,6 +456,22 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                     what: format!("ip4.dst={} l4.dst={} (rev_snat)", orig.ip, orig.port)
                 }
             );
+        }
+        if may_split && matches!(ret.proto, IP_PROTO_TCP | IP_PROTO_UDP) {
+            self.split_at(SplitPoint {
+                live: true,
+                kind,
+                tracker: ret.tracker,
+                first_mask,
+                first_tags,
+                conn_tags: [ret_tag, fwd_tag],
+                key: self.inp.key,
+                restore: Actions::new(),
+                restored: 0,
+                unsplit_mask: FlowMask::empty(),
+                outputs: 0,
+                out: None,
+            });
         }
         self.record_nat_reverse(fk, b);
         true
@@ -447,5 +561,125 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         let kind = GenKind::IcmpError { icmp_type: cur.icmp_type, code: cur.icmp_code };
         self.generated(kind, GenTarget::Emit(port), f);
         self.consumed = true;
+    }
+
+    // ------------------------------------------------------------- splits
+
+    /// Per-connection state is about to be consulted (conntrack, a dynamic
+    /// NAT rule, the load balancer): no split point from now on, and a split
+    /// point before this one is cancelled (module docs).
+    pub(super) fn conn_state(&mut self) {
+        self.stateful = true;
+        self.cancel_split();
+    }
+
+    /// The flow cannot split after all: the result will be the unsplit one
+    /// (`finish_split`).
+    pub(super) fn cancel_split(&mut self) {
+        if let Some(sp) = &mut self.split {
+            sp.live = false;
+        }
+    }
+
+    /// Whether a reverse lookup starting now may be a split point: the
+    /// caller asked for splits, and nothing the first half could not
+    /// express happened yet (module docs).
+    fn may_split(&self) -> bool {
+        self.inp.split_reverse_nat
+            && self.split.is_none()
+            && !self.stateful
+            && !self.forked
+            && !self.in_copy
+            && !self.generating
+            && self.ct_state == CtState::Unasked
+            && self.dirty == 0
+            && !self.forwarded
+            && !self.consumed
+            && self.pending.is_none()
+            && self.dropped.is_none()
+            && self.embedded.is_none()
+            && self.out.actions.is_empty()
+            && self.out.nat.is_empty()
+            && self.out.conntrack.is_empty()
+            && self.out.generated.is_empty()
+            && self.out.need_block.is_none()
+            && !self.out.uncacheable
+    }
+
+    /// The reverse lookup just translated the packet (`sp` has what
+    /// `nat_reverse` knew before it; `sp.key` is the packet as it entered):
+    /// the second half starts here, with a mask of its own.
+    fn split_at(&mut self, mut sp: SplitPoint) {
+        for f in [FieldId::EthType, FieldId::IpProto, FieldId::IpFrag] {
+            sp.first_mask.mark(f);
+        }
+        let cur = *self.fm.current();
+        if sp.kind == NatKind::Dnat {
+            (sp.key.ipv4_src, sp.key.l4_src) = (cur.ipv4_src, cur.l4_src);
+            sp.restore.push(Action::SetIpv4Src(cur.ipv4_src));
+            sp.restore.push(Action::SetL4Src(cur.l4_src));
+            sp.restored = F_IP_SRC | F_L4_SRC;
+        } else {
+            (sp.key.ipv4_dst, sp.key.l4_dst) = (cur.ipv4_dst, cur.l4_dst);
+            sp.restore.push(Action::SetIpv4Dst(cur.ipv4_dst));
+            sp.restore.push(Action::SetL4Dst(cur.l4_dst));
+            sp.restored = F_IP_DST | F_L4_DST;
+        }
+        sp.unsplit_mask = self.fm.take_mask();
+        self.split = Some(sp);
+    }
+
+    /// At an output on `port` with the packet keyed `cur`: the second half
+    /// ends in exactly one output.
+    pub(super) fn split_output(&mut self, port: midonet_model::PortId, cur: FlowKey) {
+        let dirty = self.dirty;
+        if let Some(sp) = self.split.as_mut().filter(|sp| sp.live) {
+            sp.outputs += 1;
+            sp.out = Some((port, cur, dirty));
+            sp.live = sp.outputs == 1;
+        }
+    }
+
+    /// At the end (decision made, tags not yet sorted): the split, if it
+    /// still holds, becomes the result's; else the mask becomes the unsplit
+    /// one and nothing else changes (module docs).
+    pub(super) fn finish_split(&mut self) {
+        let Some(sp) = self.split.take() else { return };
+        let holds = sp.live
+            && sp.outputs == 1
+            && self.out.decision == Decision::Forward
+            && !self.loop_guard
+            && self.out.out_ports().count() == 1
+            && !self.out.uncacheable
+            && self.out.generated.is_empty()
+            && self.out.need_block.is_none()
+            && self.out.conntrack.is_empty()
+            && self.pending.is_none()
+            && !self.consumed
+            && self.dropped.is_none()
+            && self.embedded.is_none();
+        let Some((port, cur, dirty)) = sp.out.filter(|_| holds) else {
+            self.fm.union_mask(&sp.unsplit_mask);
+            return;
+        };
+        // The second half's actions: from the translated key, as `output`
+        // builds them, the fields set since the split forced. (Nothing but
+        // the translation set the restored fields: any NAT rule or load
+        // balancer after it cancels.)
+        self.out.actions.clear();
+        push_rewrites(&sp.key, &cur, dirty & !sp.restored, &mut self.out.actions);
+        self.out.actions.push(SimAction::ToPort(port));
+        let mut tags = self.out.tags[..sp.first_tags].to_vec();
+        tags.sort_unstable();
+        tags.dedup();
+        self.out.tags.retain(|t| !sp.conn_tags.contains(t));
+        self.out.split = Some(Split {
+            kind: sp.kind,
+            tracker: sp.tracker,
+            mask: sp.first_mask,
+            tags,
+            key: sp.key,
+            restore: sp.restore,
+        });
     }
 }

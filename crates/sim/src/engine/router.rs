@@ -244,6 +244,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         key: FlowKey,
         build: impl FnOnce(&FlowKey) -> Vec<u8>,
     ) {
+        // A generated packet cancels a split (`engine::nat`).
+        self.cancel_split();
         let saved = self.fm;
         let rw = self.dst_rewritten;
         self.fm = FlowMatch::new(key);

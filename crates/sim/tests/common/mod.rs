@@ -188,7 +188,16 @@ pub fn sim(
     frame: &[u8],
     trace: bool,
 ) -> SimResult {
-    let input = SimInput { ingress, key, frame, now: NOW, hash_seed: 42, trace, generated: false };
+    let input = SimInput {
+        ingress,
+        key,
+        frame,
+        now: NOW,
+        hash_seed: 42,
+        trace,
+        generated: false,
+        split_reverse_nat: false,
+    };
     simulate(snap, state, &NoConntrack, icmp, &input)
 }
 
@@ -206,6 +215,7 @@ pub fn run(w: &mut W, ingress: PortId, desc: &str) -> SimResult {
         hash_seed: 42,
         trace: true,
         generated: false,
+        split_reverse_nat: false,
     };
     // Against the same flow state: the first run's bindings are reused.
     let traced = simulate(&snap, &w.state, &w.flow, &mut w.icmp, &input);
