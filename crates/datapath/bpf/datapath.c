@@ -47,6 +47,20 @@
  * as after a fresh load, everything is accepted: the agent names the peers
  * once it has its topology (see the crate docs). The maps are pinned, so a
  * restarting agent's predecessor's set stays in force until it pushes its own.
+ *
+ * Reverse NAT (issue 8): the replies of a NATed connection would each need
+ * a flow exact on their 5-tuple, since the agent's reverse lookup read it.
+ * Instead the agent splits such a flow: a first half matching only what
+ * the simulation read before the lookup, whose only action is
+ * MDP_OP_REV_NAT(id), and second halves under in_port MDP_IN_RECIRC | id
+ * that match the translated packet. On a first-half hit mdp_rev_nat_path
+ * looks the reply up in mdp_rev_nat (under mdp_recirc[id]'s tracker and
+ * kind), searches the megaflows again with the translated key, and only on
+ * that second hit rewrites the packet and runs the second flow's actions;
+ * anything short of that sends the packet up unchanged as an ordinary miss.
+ * The bindings come from the agent, and from mdp_state, a socket filter on
+ * the agent's flow-state socket that writes the bindings of every message
+ * from a peer as the datagram is queued, before any agent thread wakes.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -245,6 +259,30 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mdp_flow_gen SEC(".maps");
+
+/* Reverse NAT: the bindings and the recirculation ids (struct mdp_nat_key
+ * in datapath.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MDP_MAX_REV_NAT);
+	__type(key, struct mdp_nat_key);
+	__type(value, struct mdp_nat_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_rev_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MDP_RECIRC_MAX);
+	__type(key, __u32);
+	__type(value, struct mdp_recirc);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_recirc SEC(".maps");
+
+_Static_assert(sizeof(struct mdp_nat_key) == 32, "mdp_nat_key: abi.rs NAT_KEY_LEN");
+_Static_assert(sizeof(struct mdp_nat_val) == 16, "mdp_nat_val: abi.rs NAT_VAL_LEN");
+_Static_assert(sizeof(struct mdp_recirc) == 20, "mdp_recirc: abi.rs RECIRC_LEN");
+_Static_assert((MDP_IN_RECIRC | (MDP_RECIRC_MAX - 1)) < (1u << MDP_MASK_ID_SHIFT),
+	       "a recirculation in_port leaves the mask index's bits free");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -542,6 +580,54 @@ static __always_inline int set_ip_byte(struct __sk_buff *skb, struct xstate *st,
 	return 0;
 }
 
+/* Set the IPv4 source (`src`) or destination address to `new`, fixing up
+ * the header's checksum and a TCP or UDP one (the pseudo-header's).
+ * Returns 0 or -counter. */
+static __always_inline int set_ip4(struct __sk_buff *skb, struct xstate *st, int src, __be32 new)
+{
+	__be32 old = 0;
+	__u32 off;
+
+	if (st->eth_type != bpf_htons(ETH_P_IP))
+		return -MDP_C_DROP_REWRITE;
+	off = st->l3 + (src ? 12 : 16);
+	if (bpf_skb_load_bytes(skb, off, &old, 4) < 0)
+		return -MDP_C_DROP_REWRITE;
+	if (st->l4 && st->proto == IPPROTO_TCP)
+		bpf_l4_csum_replace(skb, st->l4 + 16, old, new, BPF_F_PSEUDO_HDR | 4);
+	else if (st->l4 && st->proto == IPPROTO_UDP)
+		bpf_l4_csum_replace(skb, st->l4 + 6, old, new,
+				    BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
+	if (bpf_l3_csum_replace(skb, st->l3 + 10, old, new, 4) < 0 ||
+	    bpf_skb_store_bytes(skb, off, &new, 4, 0) < 0)
+		return -MDP_C_DROP_REWRITE;
+	return 0;
+}
+
+/* Set the TCP or UDP source (`src`) or destination port to `new` (network
+ * order), fixing up the checksum. Returns 0 or -counter. */
+static __always_inline int set_l4_port(struct __sk_buff *skb, struct xstate *st, int src,
+				       __be16 new)
+{
+	__be16 old = 0;
+	__u32 off;
+
+	if (st->eth_type != bpf_htons(ETH_P_IP) || !st->l4 ||
+	    (st->proto != IPPROTO_TCP && st->proto != IPPROTO_UDP))
+		return -MDP_C_DROP_REWRITE;
+	off = st->l4 + (src ? 0 : 2);
+	if (bpf_skb_load_bytes(skb, off, &old, 2) < 0)
+		return -MDP_C_DROP_REWRITE;
+	/* A partial (offloaded) checksum is left alone by the helper. */
+	if (st->proto == IPPROTO_TCP)
+		bpf_l4_csum_replace(skb, st->l4 + 16, old, new, 2);
+	else
+		bpf_l4_csum_replace(skb, st->l4 + 6, old, new, BPF_F_MARK_MANGLED_0 | 2);
+	if (bpf_skb_store_bytes(skb, off, &new, 2, 0) < 0)
+		return -MDP_C_DROP_REWRITE;
+	return 0;
+}
+
 /* Send to local port `port`. The verdict when last, else 0; or -counter. */
 static __always_inline int out_port(struct __sk_buff *skb, struct xstate *st, __u32 port, int last)
 {
@@ -693,46 +779,14 @@ __attribute__((noinline)) int mdp_act(struct __sk_buff *skb, struct xstate *st,
 			return -MDP_C_DROP_REWRITE;
 		return 0;
 	case MDP_OP_SET_IP4_SRC:
-	case MDP_OP_SET_IP4_DST: {
-		__be32 old = 0, new = a->w;
-
-		if (st->eth_type != bpf_htons(ETH_P_IP))
-			return -MDP_C_DROP_REWRITE;
-		off = st->l3 + (a->op == MDP_OP_SET_IP4_SRC ? 12 : 16);
-		if (bpf_skb_load_bytes(skb, off, &old, 4) < 0)
-			return -MDP_C_DROP_REWRITE;
-		if (st->l4 && st->proto == IPPROTO_TCP)
-			bpf_l4_csum_replace(skb, st->l4 + 16, old, new, BPF_F_PSEUDO_HDR | 4);
-		else if (st->l4 && st->proto == IPPROTO_UDP)
-			bpf_l4_csum_replace(skb, st->l4 + 6, old, new,
-					    BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
-		if (bpf_l3_csum_replace(skb, st->l3 + 10, old, new, 4) < 0 ||
-		    bpf_skb_store_bytes(skb, off, &new, 4, 0) < 0)
-			return -MDP_C_DROP_REWRITE;
-		return 0;
-	}
+	case MDP_OP_SET_IP4_DST:
+		return set_ip4(skb, st, a->op == MDP_OP_SET_IP4_SRC, a->w);
 	case MDP_OP_SET_TTL:
 	case MDP_OP_SET_TOS:
 		return set_ip_byte(skb, st, a->op == MDP_OP_SET_TTL, a->h);
 	case MDP_OP_SET_L4_SRC:
-	case MDP_OP_SET_L4_DST: {
-		__be16 old = 0, new = bpf_htons(a->h);
-
-		if (st->eth_type != bpf_htons(ETH_P_IP) || !st->l4 ||
-		    (st->proto != IPPROTO_TCP && st->proto != IPPROTO_UDP))
-			return -MDP_C_DROP_REWRITE;
-		off = st->l4 + (a->op == MDP_OP_SET_L4_SRC ? 0 : 2);
-		if (bpf_skb_load_bytes(skb, off, &old, 2) < 0)
-			return -MDP_C_DROP_REWRITE;
-		/* A partial (offloaded) checksum is left alone by the helper. */
-		if (st->proto == IPPROTO_TCP)
-			bpf_l4_csum_replace(skb, st->l4 + 16, old, new, 2);
-		else
-			bpf_l4_csum_replace(skb, st->l4 + 6, old, new, BPF_F_MARK_MANGLED_0 | 2);
-		if (bpf_skb_store_bytes(skb, off, &new, 2, 0) < 0)
-			return -MDP_C_DROP_REWRITE;
-		return 0;
-	}
+	case MDP_OP_SET_L4_DST:
+		return set_l4_port(skb, st, a->op == MDP_OP_SET_L4_SRC, bpf_htons(a->h));
 	case MDP_OP_SET_ICMP_ID: {
 		__be16 old = 0, new = bpf_htons(a->h);
 
@@ -775,10 +829,10 @@ __attribute__((noinline)) int mdp_act(struct __sk_buff *skb, struct xstate *st,
 	return -MDP_C_DROP_REWRITE;
 }
 
-static __always_inline int run_actions(struct __sk_buff *skb, struct xstate *st, __u32 id)
+/* Run action list `al` (NULL: drop, counted). */
+static __always_inline int run_list(struct __sk_buff *skb, struct xstate *st,
+				    struct mdp_act_list *al)
 {
-	__u32 i = id & (MDP_MAX_ACT_LISTS - 1);
-	struct mdp_act_list *al = bpf_map_lookup_elem(&mdp_actions, &i);
 	__u32 last;
 
 	if (!al)
@@ -795,6 +849,18 @@ static __always_inline int run_actions(struct __sk_buff *skb, struct xstate *st,
 			return r;
 	}
 	return drop(MDP_C_DROP_FLOW);
+}
+
+static __always_inline struct mdp_act_list *act_list(__u32 id)
+{
+	__u32 i = id & (MDP_MAX_ACT_LISTS - 1);
+
+	return bpf_map_lookup_elem(&mdp_actions, &i);
+}
+
+static __always_inline int run_actions(struct __sk_buff *skb, struct xstate *st, __u32 id)
+{
+	return run_list(skb, st, act_list(id));
 }
 
 /* Whether the port's upcall budget covers one more upcall (limit.rs has the
@@ -883,21 +949,26 @@ static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port)
 	return TC_ACT_SHOT;
 }
 
-/* A packet forwarded by the flow of counter slot `stats`: the kernel's hit
- * count and the flow's own counters (idle expiry and conntrack refresh
- * read them). */
-static __always_inline void flow_hit(__u32 stats, __u32 len, __be16 tcp_flags)
+/* A packet forwarded by the flow of counter slot `stats`: the flow's own
+ * counters (idle expiry and conntrack refresh read them). */
+static __always_inline void flow_count(__u32 stats, __u32 len, __be16 tcp_flags)
 {
 	__u32 si = stats & (MDP_MAX_STATS - 1);
 	struct mdp_flow_stats *fs = bpf_map_lookup_elem(&mdp_flow_stats, &si);
 
-	count(MDP_C_HIT, 1);
 	if (fs) {
 		fs->packets++;
 		fs->bytes += len;
 		fs->used_ns = bpf_ktime_get_coarse_ns();
 		fs->tcp_flags |= bpf_ntohs(tcp_flags);
 	}
+}
+
+/* The same, and the kernel's hit count. */
+static __always_inline void flow_hit(__u32 stats, __u32 len, __be16 tcp_flags)
+{
+	count(MDP_C_HIT, 1);
+	flow_count(stats, len, tcp_flags);
 }
 
 /* The exact-match cache (struct mdp_exact in datapath.h). */
@@ -1115,6 +1186,103 @@ static __always_inline int worth_caching(struct mdp_key *k)
 	return (bpf_get_prandom_u32() & 3) == 0;
 }
 
+#define REV_NAT_MISS (-102) /* not a verdict: count a miss and upcall the packet */
+
+/* The first half of a flow split at a reverse NAT hit (`stats` its counter
+ * slot, `id` its MDP_OP_REV_NAT's recirculation): a TCP or UDP reply over
+ * IPv4 (not a later fragment) is looked up in mdp_rev_nat under the
+ * tracker and kind of mdp_recirc[id]; with a binding, the translated key
+ * under in_port MDP_IN_RECIRC | id is looked up again, and only on that
+ * second hit is the packet rewritten (address and port, checksums fixed
+ * up as MDP_OP_SET_IP4_* and MDP_OP_SET_L4_* do) and counted on both
+ * flows. Returns the second flow's action list, for the caller to run;
+ * REV_NAT_MISS for anything else (the packet is unchanged: it goes up
+ * with its own in_port and the agent simulates it, translating it from its
+ * own bindings); or -counter when the rewrite failed. The exact-match
+ * cache is neither used nor filled here: an entry could outlive the
+ * binding it was made from. `k` is rewritten to the translated key.
+ *
+ * A global function: verified once, not inside each program's megaflow
+ * path, whose verification the second search would push past the
+ * verifier's budget. It calls no other function (mdp_act's frame on top
+ * of the programs' and this one's would not fit the 512-byte stack), so
+ * the caller runs the actions. */
+__attribute__((noinline)) int mdp_rev_nat_path(struct __sk_buff *skb, struct mdp_key *k,
+					       struct xstate *st, __u32 id, __u32 stats)
+{
+	struct mdp_key mk __attribute__((aligned(8))) = {};
+	struct mdp_nat_key nk = {};
+	struct mdp_recirc *rc;
+	struct mdp_nat_val *v;
+	struct mdp_flow *f;
+	__u32 ri = id, mi = 0, acts2, stats2;
+	__be32 ip;
+	__be16 port;
+	__u8 kind, flags;
+	int r;
+
+	if (!skb || !k || !st)
+		return REV_NAT_MISS;
+	if (st->eth_type != bpf_htons(ETH_P_IP) || !st->l4 ||
+	    (st->proto != IPPROTO_TCP && st->proto != IPPROTO_UDP) || ri >= MDP_RECIRC_MAX)
+		return REV_NAT_MISS;
+	rc = bpf_map_lookup_elem(&mdp_recirc, &ri);
+	if (!rc || !rc->set || rc->kind > MDP_NAT_DNAT)
+		return REV_NAT_MISS;
+	kind = rc->kind;
+	__builtin_memcpy(nk.tracker, rc->tracker, sizeof(nk.tracker));
+	nk.kind = kind;
+	nk.proto = k->ip_proto;
+	nk.src = k->ip_src;
+	nk.dst = k->ip_dst;
+	nk.sport = k->l4_src;
+	nk.dport = k->l4_dst;
+	v = bpf_map_lookup_elem(&mdp_rev_nat, &nk);
+	if (!v) {
+		count(MDP_C_REV_NAT_MISS, 1);
+		return REV_NAT_MISS;
+	}
+	/* Plain stores into a shared entry: replies of one connection arrive
+	 * on one CPU at a time as a rule, and a flag lost to a race with
+	 * another CPU only delays the agent's seeing a connection close. */
+	v->used_ns = bpf_ktime_get_coarse_ns();
+	flags = bpf_ntohs(k->tcp_flags) & 0xff;
+	if (flags & ~v->tcp_flags)
+		v->tcp_flags |= flags;
+	ip = v->ip;
+	port = v->port;
+	k->in_port = MDP_IN_RECIRC | ri;
+	if (kind == MDP_NAT_DNAT) {
+		k->ip_src = ip;
+		k->l4_src = port;
+	} else {
+		k->ip_dst = ip;
+		k->l4_dst = port;
+	}
+	f = lookup(k, &mk, &mi);
+	if (!f)
+		return REV_NAT_MISS;
+	acts2 = f->acts;
+	stats2 = f->stats;
+	count(MDP_C_HIT, 1);
+	count(MDP_C_REV_NAT_HIT, 1);
+	flow_count(stats, skb->len, k->tcp_flags);
+	flow_count(stats2, skb->len, k->tcp_flags);
+	r = set_ip4(skb, st, kind == MDP_NAT_DNAT, ip);
+	if (r == 0)
+		r = set_l4_port(skb, st, kind == MDP_NAT_DNAT, port);
+	if (r < 0)
+		return r;
+	return acts2 & (MDP_MAX_ACT_LISTS - 1);
+}
+
+/* Whether action list `al` is the first half of a flow split at a reverse
+ * NAT: one MDP_OP_REV_NAT, nothing else. */
+static __always_inline int is_rev_nat(struct mdp_act_list *al)
+{
+	return al->n == 1 && al->a[0].op == MDP_OP_REV_NAT;
+}
+
 /* The megaflow search for a parsed packet; a hit also fills the exact
  * cache under `xport` (the exact key's in_port). */
 static __always_inline int flow_path(struct __sk_buff *skb, struct mdp_key *k, struct xstate *st,
@@ -1122,25 +1290,39 @@ static __always_inline int flow_path(struct __sk_buff *skb, struct mdp_key *k, s
 {
 	struct mdp_key mk __attribute__((aligned(8)));
 	__u32 mi = 0, acts, stats;
+	struct mdp_act_list *al;
 	struct mdp_flow *f;
+	int r;
 
 	st->in_port = in_port;
 	k->in_port = in_port;
 	f = lookup(k, &mk, &mi);
-	if (!f) {
-		count(MDP_C_MISS, 1);
-		return upcall(skb, in_port);
-	}
+	if (!f)
+		goto miss;
 	/* Read once: the entry may be reused under us (see exact_fill). */
 	acts = f->acts;
 	stats = f->stats;
+	al = act_list(acts);
+	if (!al)
+		return drop(MDP_C_DROP_FLOW);
+	if (is_rev_nat(al)) {
+		r = mdp_rev_nat_path(skb, k, st, al->a[0].w, stats);
+		if (r == REV_NAT_MISS)
+			goto miss;
+		if (r < 0)
+			return drop(-r);
+		return run_actions(skb, st, r);
+	}
 	flow_hit(stats, skb->len, k->tcp_flags);
 	if (worth_caching(k)) {
 		k->tcp_flags = 0;
 		k->in_port = xport;
 		exact_fill(k, in_port, acts, stats, &mk, mi);
 	}
-	return run_actions(skb, st, acts);
+	return run_list(skb, st, al);
+miss:
+	count(MDP_C_MISS, 1);
+	return upcall(skb, in_port);
 }
 
 /* TC ingress of a VM interface's host end: what the VM sends. The exact
@@ -1331,4 +1513,116 @@ int mdp_inject(struct __sk_buff *skb)
 	}
 	count(MDP_C_INJECT, 1);
 	return run_actions(skb, &st, id);
+}
+
+/* Flow-state messages (crates/wire/src/flowstate.rs), version 1: a 40-byte
+ * header (version, flags, n_egress, n_groups, n_conntrack (2), n_nat (2),
+ * sender and ingress port ids), then the port and group ids, the
+ * conntrack entries and the NAT entries, each a binding's forward key and
+ * what it translates to. */
+#define FS_VERSION      1
+#define FS_FLAG_REQUEST 0x02
+#define FS_HEADER       40
+#define FS_ID           16
+#define FS_CONNTRACK    30
+#define FS_NAT          36
+#define FS_MAX_NAT      16 /* NAT entries read per message; the agent reads them all */
+
+/* One NAT entry of a flow-state message into mdp_rev_nat, under the key
+ * of its replies (midonet_state::NatKey::return_key, with the value of
+ * return_binding): SNAT replies come from the forward destination to the
+ * bound address and port and get the forward source back as destination;
+ * DNAT replies come from the bound address and port to the forward source
+ * and get the forward destination back as source. TCP and UDP, SNAT and
+ * DNAT only. An entry this host allocated (`local`) is the agent's and
+ * stays; another is replaced, as a binding not used yet. */
+static __always_inline void state_binding(const __u8 *e)
+{
+	struct mdp_nat_key nk = {};
+	struct mdp_nat_val nv = {};
+	struct mdp_nat_val *old;
+	__u8 proto = e[28], kind = e[29];
+
+	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP) || kind > MDP_NAT_DNAT)
+		return;
+	__builtin_memcpy(nk.tracker, e, 16);
+	nk.proto = proto;
+	nk.kind = kind;
+	if (kind == MDP_NAT_SNAT) {
+		__builtin_memcpy(&nk.src, e + 20, 4); /* forward dst */
+		__builtin_memcpy(&nk.sport, e + 26, 2);
+		__builtin_memcpy(&nk.dst, e + 30, 4); /* bound */
+		__builtin_memcpy(&nk.dport, e + 34, 2);
+		__builtin_memcpy(&nv.ip, e + 16, 4); /* forward src */
+		__builtin_memcpy(&nv.port, e + 24, 2);
+	} else {
+		__builtin_memcpy(&nk.src, e + 30, 4); /* bound */
+		__builtin_memcpy(&nk.sport, e + 34, 2);
+		__builtin_memcpy(&nk.dst, e + 16, 4); /* forward src */
+		__builtin_memcpy(&nk.dport, e + 24, 2);
+		__builtin_memcpy(&nv.ip, e + 20, 4); /* forward dst */
+		__builtin_memcpy(&nv.port, e + 26, 2);
+	}
+	old = bpf_map_lookup_elem(&mdp_rev_nat, &nk);
+	if (old && old->local)
+		return;
+	if (bpf_map_update_elem(&mdp_rev_nat, &nk, &nv, BPF_ANY) == 0)
+		count(MDP_C_STATE_BINDINGS, 1);
+}
+
+/* Socket filter of the agent's flow-state UDP socket: the NAT bindings of
+ * every message go into mdp_rev_nat as the kernel queues the datagram,
+ * before any thread of the agent wakes, so the replies they translate can
+ * hit a split flow at once. It never changes delivery (it returns the
+ * whole length): the agent still reads and checks every message itself.
+ * Taken only from a tunnel peer once the agent has named them (as
+ * mdp_tunnel), of version 1, not a request, no shorter than its NAT
+ * section; the rest is counted (MDP_C_STATE_REJECTED) and left alone.
+ *
+ * The IPv4 and UDP headers are read relative to the network header: the
+ * stack has pulled them into the linear area, wherever skb->data points
+ * now (the UDP header, on a socket's receive). The payload may not be
+ * linear (a NIC's page fragments), and bpf_skb_load_bytes_relative reads
+ * only the linear area, so it is read with bpf_skb_load_bytes from
+ * skb->data, where it starts the UDP length less the header before the
+ * end (the stack trimmed the datagram to that length). */
+SEC("socket")
+int mdp_state(struct __sk_buff *skb)
+{
+	__u8 ip[20], udp[8], h[8], e[FS_NAT];
+	__u32 len = skb->len, ihl, src, ulen, plen, off, nat, n_nat;
+
+	if (bpf_skb_load_bytes_relative(skb, 0, ip, sizeof(ip), BPF_HDR_START_NET) < 0 ||
+	    (ip[0] >> 4) != 4 || ip[9] != IPPROTO_UDP)
+		goto reject;
+	ihl = (ip[0] & 0x0f) * 4;
+	if (ihl < 20 ||
+	    bpf_skb_load_bytes_relative(skb, ihl, udp, sizeof(udp), BPF_HDR_START_NET) < 0)
+		goto reject;
+	src = ((__u32)ip[12] << 24) | ((__u32)ip[13] << 16) | ((__u32)ip[14] << 8) | ip[15];
+	if (unknown_tunnel_source(src))
+		goto reject;
+	ulen = ((__u32)udp[4] << 8) | udp[5];
+	if (ulen < 8 + FS_HEADER || ulen - 8 > len)
+		goto reject;
+	plen = ulen - 8;
+	off = len - plen;
+	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0 || h[0] != FS_VERSION ||
+	    (h[1] & FS_FLAG_REQUEST))
+		goto reject;
+	nat = FS_HEADER + FS_ID * ((__u32)h[2] + h[3]) + FS_CONNTRACK * (((__u32)h[4] << 8) | h[5]);
+	n_nat = ((__u32)h[6] << 8) | h[7];
+	if (plen < nat + FS_NAT * n_nat)
+		goto reject;
+	for (__u32 i = 0; i < FS_MAX_NAT; i++) {
+		if (i >= n_nat)
+			break;
+		if (bpf_skb_load_bytes(skb, off + nat + FS_NAT * i, e, sizeof(e)) < 0)
+			break;
+		state_binding(e);
+	}
+	return len;
+reject:
+	count(MDP_C_STATE_REJECTED, 1);
+	return len;
 }

@@ -20,15 +20,21 @@
 #define MDP_RING_BYTES     (16 << 20)
 #define MDP_MAX_PEERS      65536 /* tunnel peers (underlay addresses) */
 #define MDP_MAX_EXACT      65536 /* exact-match cache entries (LRU) */
+#define MDP_MAX_REV_NAT    131072 /* reverse-NAT bindings (LRU) */
+#define MDP_RECIRC_MAX     4096  /* recirculation ids; power of two */
 
 /* Upcall copy sizes: the ring buffer needs a constant reservation, so a
  * frame goes into one of two record sizes. */
 #define MDP_UPCALL_SMALL   2048
 #define MDP_UPCALL_BIG     (65536 + 256)
 
-/* in_port encoding in the key: a local port number, or TUNNEL | VNI.
- * Bits 24..30 carry the mask index in the flows map (never in a mask). */
+/* in_port encoding in the key: a local port number, or TUNNEL | VNI, or
+ * RECIRC | id for the second lookup of a packet a MDP_OP_REV_NAT flow
+ * translated (midonet_datapath::RECIRC_PORT_BASE; below bit 24, so the
+ * mask index still fits). Bits 24..30 carry the mask index in the flows
+ * map (never in a mask). */
 #define MDP_IN_TUNNEL      0x80000000u
+#define MDP_IN_RECIRC      0x00100000u
 #define MDP_MASK_ID_SHIFT  24
 
 /* key.vlan: the 802.1Q TCI with the DEI bit standing for "tagged". */
@@ -227,6 +233,47 @@ struct mdp_exact {
 	__u16 l4_dst;
 };
 
+/* Reverse NAT (a flow split at a rev_snat/rev_dnat: its first half's only
+ * action is MDP_OP_REV_NAT(id), its second halves are looked up under
+ * in_port MDP_IN_RECIRC | id with the translated packet).
+ *
+ * mdp_rev_nat (LRU hash) is keyed by a reply as it arrives at the device
+ * (or port group) `tracker` that translated its connection, all fields as
+ * on the wire; kind is the flow-state message's NAT kind code. The value
+ * is what the reply gets back: its destination for SNAT, its source for
+ * DNAT. The agent keeps it in step with its own bindings; mdp_state adds
+ * the ones in flow-state messages as they arrive. An evicted binding costs
+ * a reply a miss, nothing more: the agent still translates it. */
+#define MDP_NAT_SNAT 0 /* a reply to a source NAT: restore its destination */
+#define MDP_NAT_DNAT 1 /* a reply to a destination NAT: restore its source */
+
+struct mdp_nat_key { /* 32 bytes */
+	__u8 tracker[16];
+	__be32 src;
+	__be32 dst;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 kind;
+	__u8 pad[2];
+};
+
+struct mdp_nat_val { /* 16 bytes */
+	__be32 ip;
+	__be16 port;
+	__u8 local;     /* this host allocated it: mdp_state never replaces it */
+	__u8 tcp_flags; /* TCP flags of the replies translated, OR'ed (the low 8 bits) */
+	__u64 used_ns;  /* bpf_ktime_get_coarse_ns() of the last reply; 0 = none yet */
+};
+
+/* mdp_recirc[id]: where recirculation `id` translates, and how. */
+struct mdp_recirc { /* 20 bytes */
+	__u8 tracker[16];
+	__u8 kind;
+	__u8 set;
+	__u8 pad[2];
+};
+
 /* Counters (per-CPU array). Drops are mapped to DropReason by the agent. */
 enum mdp_counter {
 	MDP_C_DROP_TRUNCATED = 0,  /* too big to hand to the agent */
@@ -249,6 +296,10 @@ enum mdp_counter {
 	MDP_C_EXACT_FILL,          /* entries the programs put in it */
 	MDP_C_TUNNEL_DECAP,        /* tunnel packets mdp_underlay decapsulated itself */
 	MDP_C_TUNNEL_ENCAP,        /* tunnel packets the programs encapsulated themselves */
+	MDP_C_REV_NAT_HIT,         /* replies translated and forwarded by a split flow (also in HIT) */
+	MDP_C_REV_NAT_MISS,        /* replies of a split flow with no binding (also in MISS) */
+	MDP_C_STATE_BINDINGS,      /* bindings mdp_state wrote from flow-state messages */
+	MDP_C_STATE_REJECTED,      /* flow-state datagrams mdp_state did not read */
 	MDP_C_MAX = 32,
 };
 

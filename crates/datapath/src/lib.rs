@@ -446,6 +446,20 @@ pub struct DpStats {
     /// Tunnel packets the provider encapsulated itself (ebpf: in its
     /// programs, sent through the neighbour table without the vxlan device).
     pub tunnel_encapsulated: u64,
+    /// Replies a flow split at a reverse NAT translated from the
+    /// provider's [`RevNatTable`] and forwarded by its second half, without
+    /// the agent (also in the table's hits).
+    pub rev_nat_hits: u64,
+    /// Replies such a flow sent to the agent because the table held no
+    /// binding for them (also in the misses).
+    pub rev_nat_misses: u64,
+    /// Bindings the provider took from flow-state messages itself
+    /// ([`RevNatTable::attach_state_socket`]; ebpf: `mdp_state`).
+    pub state_bindings: u64,
+    /// Flow-state datagrams it did not take bindings from (not from a
+    /// tunnel peer, another version, a request, shorter than it says).
+    /// The agent still reads and judges every one itself.
+    pub state_rejected: u64,
     /// The miss workers ([`workers`]); all zero when misses are handled
     /// inline.
     pub workers: WorkerStats,
@@ -590,6 +604,14 @@ pub trait RevNatTable: Send + Sync {
     /// The provider's monotonic clock now, as [`RevNatTable::last_used`]
     /// reads it.
     fn now(&self) -> Duration;
+    /// Every binding a packet used at or after `since` (the clock of
+    /// [`RevNatTable::now`]), with the TCP flags (host order, OR'ed) of
+    /// the replies it translated, so the agent refreshes and closes what
+    /// no per-connection flow reports any more. The default reports none.
+    fn used_since(&self, since: Duration) -> Vec<(RevNatEntry, u16)> {
+        let _ = since;
+        Vec::new()
+    }
     /// Bindings in flow-state messages arriving on this UDP socket go into
     /// the table as the kernel queues them (never replacing a `local`
     /// one), before any thread of the agent reads them. The default does

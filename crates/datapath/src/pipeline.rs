@@ -278,6 +278,11 @@ impl<I: Io> Core<I> {
             tunnel_checksums_completed: self.counters.tunnel_checksums_completed,
             tunnel_decapsulated: 0,
             tunnel_encapsulated: 0,
+            // No reverse-NAT table, so no split flows.
+            rev_nat_hits: 0,
+            rev_nat_misses: 0,
+            state_bindings: 0,
+            state_rejected: 0,
             workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),
             // Its misses never leave user space: nothing to time apart
             // from the handler, which the agent times itself.

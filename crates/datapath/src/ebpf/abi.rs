@@ -57,6 +57,22 @@ pub const UPCALL_HDR_LEN: usize = 40;
 /// `struct mdp_exact`, the exact-match cache's value.
 pub const EXACT_LEN: usize = 52;
 pub type ExactBytes = [u8; EXACT_LEN];
+/// `struct mdp_nat_key`, the key of `mdp_rev_nat`.
+pub const NAT_KEY_LEN: usize = 32;
+pub type NatKeyBytes = [u8; NAT_KEY_LEN];
+/// `struct mdp_nat_val`, a binding in `mdp_rev_nat`.
+pub const NAT_VAL_LEN: usize = 16;
+pub type NatValBytes = [u8; NAT_VAL_LEN];
+/// `struct mdp_recirc`, an entry of `mdp_recirc`.
+pub const RECIRC_LEN: usize = 20;
+/// Entries of `mdp_rev_nat` (an LRU hash).
+pub const MAX_REV_NAT: u32 = 131_072;
+/// The in_port word of a recirculation: [`crate::RECIRC_PORT_BASE`].
+pub const IN_RECIRC: u32 = crate::RECIRC_PORT_BASE;
+// A recirculation's in_port is no port's and leaves the mask index's bits
+// free (datapath.c asserts the same of MDP_IN_RECIRC).
+const _: () =
+    assert!(IN_RECIRC >= MAX_PORTS && IN_RECIRC + crate::RECIRC_MAX <= 1 << MASK_ID_SHIFT);
 
 /// Counters of the `mdp_counters` per-CPU array (`enum mdp_counter`).
 pub mod counter {
@@ -80,6 +96,16 @@ pub mod counter {
     pub const EXACT_FILL: u32 = 22;
     pub const TUNNEL_DECAP: u32 = 23;
     pub const TUNNEL_ENCAP: u32 = 24;
+    /// Replies a split flow translated and forwarded (also in `HIT`).
+    pub const REV_NAT_HIT: u32 = 25;
+    /// Replies of a split flow with no binding in `mdp_rev_nat` (also in
+    /// `MISS`).
+    pub const REV_NAT_MISS: u32 = 26;
+    /// Bindings `mdp_state` wrote from flow-state messages.
+    pub const STATE_BINDINGS: u32 = 27;
+    /// Flow-state datagrams `mdp_state` did not read (not from a tunnel
+    /// peer, another version, a request, shorter than its NAT section).
+    pub const STATE_REJECTED: u32 = 28;
     pub const MAX: u32 = 32;
 }
 
@@ -468,7 +494,10 @@ pub fn offload(key: &FlowKey, mask: &FlowMask, actions: &[Action]) -> Option<(Ke
         return None;
     }
     if let InPort::Port(p) = key.in_port {
-        if mask.is_marked(FieldId::InPort) && p >= MAX_PORTS {
+        // A port, or a recirculation (the second half of a flow split at
+        // a reverse NAT).
+        let recirc = (IN_RECIRC..IN_RECIRC + crate::RECIRC_MAX).contains(&p);
+        if mask.is_marked(FieldId::InPort) && p >= MAX_PORTS && !recirc {
             return None;
         }
     }
@@ -531,6 +560,98 @@ pub fn encode_flow(acts: u32, stats: u32) -> [u8; 8] {
 
 pub fn decode_flow(b: &[u8; 8]) -> (u32, u32) {
     (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), u32::from_ne_bytes([b[4], b[5], b[6], b[7]]))
+}
+
+/// `struct mdp_nat_key`: a reply's key in `mdp_rev_nat` (addresses and
+/// ports as on the wire).
+pub fn encode_nat_key(k: &crate::RevNatKey) -> NatKeyBytes {
+    let mut b = [0u8; NAT_KEY_LEN];
+    b[0..16].copy_from_slice(&k.tracker);
+    b[16..20].copy_from_slice(&k.src.octets());
+    b[20..24].copy_from_slice(&k.dst.octets());
+    b[24..26].copy_from_slice(&k.src_port.to_be_bytes());
+    b[26..28].copy_from_slice(&k.dst_port.to_be_bytes());
+    b[28] = k.proto;
+    b[29] = k.kind as u8;
+    b
+}
+
+/// The inverse of [`encode_nat_key`]; `None` for a kind code other than
+/// SNAT's and DNAT's.
+pub fn decode_nat_key(b: &NatKeyBytes) -> Option<crate::RevNatKey> {
+    let kind = match b[29] {
+        0 => crate::RevNatKind::Snat,
+        1 => crate::RevNatKind::Dnat,
+        _ => return None,
+    };
+    let mut tracker = [0u8; 16];
+    tracker.copy_from_slice(&b[0..16]);
+    Some(crate::RevNatKey {
+        tracker,
+        kind,
+        proto: b[28],
+        src: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+        dst: Ipv4Addr::new(b[20], b[21], b[22], b[23]),
+        src_port: u16::from_be_bytes([b[24], b[25]]),
+        dst_port: u16::from_be_bytes([b[26], b[27]]),
+    })
+}
+
+/// A binding of `mdp_rev_nat` (`struct mdp_nat_val`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatVal {
+    /// What the reply gets back: its destination (SNAT) or source (DNAT).
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    /// Allocated by this host: `mdp_state` leaves it alone.
+    pub local: bool,
+    /// The TCP flags of the replies it translated, OR'ed (the low 8 bits:
+    /// FIN, SYN, RST, PSH, ACK, URG, ECE, CWR).
+    pub tcp_flags: u8,
+    /// `bpf_ktime_get_coarse_ns()` of the last reply it translated; 0 = none.
+    pub used_ns: u64,
+}
+
+pub fn encode_nat_val(v: &NatVal) -> NatValBytes {
+    let mut b = [0u8; NAT_VAL_LEN];
+    b[0..4].copy_from_slice(&v.ip.octets());
+    b[4..6].copy_from_slice(&v.port.to_be_bytes());
+    b[6] = u8::from(v.local);
+    b[7] = v.tcp_flags;
+    b[8..16].copy_from_slice(&v.used_ns.to_ne_bytes());
+    b
+}
+
+pub fn decode_nat_val(b: &NatValBytes) -> NatVal {
+    NatVal {
+        ip: Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+        port: u16::from_be_bytes([b[4], b[5]]),
+        local: b[6] != 0,
+        tcp_flags: b[7],
+        used_ns: u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+    }
+}
+
+/// `struct mdp_recirc`: recirculation through `tracker`'s bindings of `kind`.
+pub fn encode_recirc(kind: crate::RevNatKind, tracker: &[u8; 16]) -> [u8; RECIRC_LEN] {
+    let mut b = [0u8; RECIRC_LEN];
+    b[0..16].copy_from_slice(tracker);
+    b[16] = kind as u8;
+    b[17] = 1;
+    b
+}
+
+/// The inverse of [`encode_recirc`]; `None` when the id is not set.
+pub fn decode_recirc(b: &[u8; RECIRC_LEN]) -> Option<(crate::RevNatKind, [u8; 16])> {
+    let kind = match (b[17], b[16]) {
+        (0, _) => return None,
+        (_, 0) => crate::RevNatKind::Snat,
+        (_, 1) => crate::RevNatKind::Dnat,
+        _ => return None,
+    };
+    let mut tracker = [0u8; 16];
+    tracker.copy_from_slice(&b[0..16]);
+    Some((kind, tracker))
 }
 
 /// What the programs are told (`struct mdp_config`).
@@ -682,7 +803,70 @@ mod tests {
         // the loader's typed maps check the sizes against the object too).
         assert_eq!((KEY_LEN, ACT_LEN, ACT_LIST_LEN, PORT_LEN, CONFIG_LEN), (64, 20, 328, 24, 20));
         assert_eq!((MASK_LIST_LEN, META_LEN, UPCALL_HDR_LEN, EXACT_LEN), (36, 512, 40, 52));
+        // struct mdp_nat_key, mdp_nat_val, mdp_recirc (datapath.c asserts
+        // the same sizes when it compiles).
+        assert_eq!((NAT_KEY_LEN, NAT_VAL_LEN, RECIRC_LEN), (32, 16, 20));
         assert_eq!(off::ARP_TPA + 4, KEY_LEN);
+    }
+
+    #[test]
+    fn rev_nat_layouts() {
+        let k = crate::RevNatKey {
+            tracker: [7; 16],
+            kind: crate::RevNatKind::Dnat,
+            proto: 6,
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(192, 0, 2, 9),
+            src_port: 0x1234,
+            dst_port: 80,
+        };
+        let b = encode_nat_key(&k);
+        // Network order, as the programs copy them from the packet's key.
+        assert_eq!(&b[16..30], &[10, 0, 0, 1, 192, 0, 2, 9, 0x12, 0x34, 0, 80, 6, 1]);
+        assert_eq!(&b[30..], &[0, 0]);
+        assert_eq!(decode_nat_key(&b), Some(k));
+        let v = NatVal {
+            ip: Ipv4Addr::new(1, 2, 3, 4),
+            port: 8080,
+            local: true,
+            tcp_flags: 0x11,
+            used_ns: 99,
+        };
+        let vb = encode_nat_val(&v);
+        assert_eq!(&vb[..8], &[1, 2, 3, 4, 0x1f, 0x90, 1, 0x11]);
+        assert_eq!(decode_nat_val(&vb), v);
+        let r = encode_recirc(crate::RevNatKind::Dnat, &[3; 16]);
+        assert_eq!(&r[16..], &[1, 1, 0, 0]);
+        assert_eq!(decode_recirc(&r), Some((crate::RevNatKind::Dnat, [3; 16])));
+        assert_eq!(decode_recirc(&[0; RECIRC_LEN]), None);
+    }
+
+    #[test]
+    fn split_flows_offload_under_a_recirculation_in_port() {
+        let f = udp_frame(
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            1,
+            2,
+            b"",
+        );
+        let mut m = bridge_mask();
+        m.mark(FieldId::EthType);
+        let k = FlowKey::extract(&f, InPort::Port(1)).expect("parse");
+        let first = [Action::RevNatRecirc(5)];
+        assert!(offload(&k, &m, &first).is_some());
+        assert!(offload(&k, &m, &[Action::RevNatRecirc(crate::RECIRC_MAX)]).is_none());
+        let second = [Action::SetTtl(9), Action::Output(2)];
+        let k2 = FlowKey { in_port: InPort::Port(IN_RECIRC + 5), ..k };
+        let (kb, mb) = offload(&k2, &m, &second).expect("a recirculation's flow");
+        let fk = flow_map_key(&kb, &mb, 3);
+        assert_eq!(decode_flow_key(&fk).in_port, InPort::Port(IN_RECIRC + 5));
+        let past = FlowKey { in_port: InPort::Port(IN_RECIRC + crate::RECIRC_MAX), ..k };
+        assert!(offload(&past, &m, &second).is_none());
+        let b = encode_actions(&first, 0).expect("encodable");
+        assert_eq!(decode_actions(&b).expect("decodes").as_slice(), &first);
     }
 
     fn bridge_mask() -> FlowMask {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
-use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use aya::programs::{LinkOrder, SchedClassifier, SocketFilter, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 
 use super::abi::{self, ActListBytes, KeyBytes};
@@ -105,6 +105,10 @@ pub enum Prog {
     Underlay,
 }
 
+/// The socket filter of the agent's flow-state socket (see
+/// [`super::revnat`]); not a TC program, so not a [`Prog`].
+pub const STATE_PROG: &str = "mdp_state";
+
 impl Prog {
     pub fn name(self) -> &'static str {
         match self {
@@ -158,6 +162,9 @@ pub struct Bpf {
     pub dir: PathBuf,
     /// The maps were already pinned (left by an earlier agent).
     pub adopted: bool,
+    /// The reverse-NAT table (`mdp_rev_nat`, `mdp_recirc`, `mdp_state`),
+    /// on descriptors of its own, for any thread.
+    pub rev_nat: std::sync::Arc<super::revnat::KernelRevNat>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> io::Result<T>
@@ -173,7 +180,7 @@ where
 fn map_fd(ebpf: &Ebpf, name: &str) -> io::Result<OwnedFd> {
     use aya::maps::Map;
     let data = match ebpf.map(name).ok_or_else(|| missing(name))? {
-        Map::PerCpuArray(d) | Map::Array(d) | Map::HashMap(d) => d,
+        Map::PerCpuArray(d) | Map::Array(d) | Map::HashMap(d) | Map::LruHashMap(d) => d,
         _ => return Err(io::Error::other(format!("map {name}: not an array or a hash"))),
     };
     data.fd().as_fd().try_clone_to_owned().map_err(|e| err(format!("map {name}"), e))
@@ -202,6 +209,24 @@ impl Bpf {
                 .map_err(|e| err(p.name(), e))?;
             prog.load().map_err(|e| err(format!("verifying {}", p.name()), e))?;
         }
+        let state: &mut SocketFilter = ebpf
+            .program_mut(STATE_PROG)
+            .ok_or_else(|| missing(STATE_PROG))?
+            .try_into()
+            .map_err(|e| err(STATE_PROG, e))?;
+        state.load().map_err(|e| err(format!("verifying {STATE_PROG}"), e))?;
+        let state_fd = state
+            .fd()
+            .map_err(|e| err(STATE_PROG, e))?
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| err(STATE_PROG, e))?;
+        let rev_nat = super::revnat::KernelRevNat::new(
+            map_fd(&ebpf, "mdp_rev_nat")?,
+            map_fd(&ebpf, "mdp_recirc")?,
+            state_fd,
+        )
+        .map_err(|e| err("the reverse-NAT maps", e))?;
         let maps = Maps {
             flows: take(&mut ebpf, "mdp_flows")?,
             masks: take(&mut ebpf, "mdp_masks")?,
@@ -226,7 +251,7 @@ impl Bpf {
             flow_gen: take(&mut ebpf, "mdp_flow_gen")?,
             upcalls: take(&mut ebpf, "mdp_upcalls")?,
         };
-        Ok(Bpf { ebpf, maps, dir: dir.to_owned(), adopted })
+        Ok(Bpf { ebpf, maps, dir: dir.to_owned(), adopted, rev_nat: std::sync::Arc::new(rev_nat) })
     }
 
     pub fn program(&mut self, p: Prog) -> io::Result<&mut SchedClassifier> {

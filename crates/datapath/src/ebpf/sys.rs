@@ -1,8 +1,9 @@
 //! The `ebpf` provider's system calls that the safe crates do not wrap:
 //! the inject socket (AF_PACKET with virtio-net headers, each packet
-//! carrying its action list in `SO_MARK`) and the monotonic clock the
-//! kernel's flow counters are stamped with. Like `crate::sys`, every
-//! `unsafe` block is one libc call on memory it owns.
+//! carrying its action list in `SO_MARK`), the monotonic clocks the
+//! kernel's counters are stamped with, map access by descriptor from any
+//! thread ([`RawMap`]) and a socket filter's attachment. Like `crate::sys`,
+//! every `unsafe` block is one libc call on memory it owns.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -25,6 +26,32 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: ts is a valid timespec on the stack.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in ns: what `bpf_ktime_get_coarse_ns` reads
+/// (the reverse-NAT bindings' last use).
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec on the stack.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Attach the socket filter `prog` to socket `sock` (`SO_ATTACH_BPF`): the
+/// socket holds the program from then on.
+pub fn attach_socket_filter(sock: RawFd, prog: BorrowedFd<'_>) -> io::Result<()> {
+    let p: libc::c_int = prog.as_raw_fd();
+    // SAFETY: an int option, its size passed; the kernel checks `sock`.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_BPF,
+            (&p as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    })?;
+    Ok(())
 }
 
 /// The agent's end of the inject veth: frames written here enter the
@@ -246,4 +273,116 @@ pub fn percpu_array_read(
     }
     out.truncate(done as usize * stride);
     Ok(())
+}
+
+/// A map reached through plain `bpf(2)` calls, from any thread (aya's
+/// typed maps want `&mut` to write). Keys and values must be exactly the
+/// sizes the kernel reported for the map; other sizes are refused before
+/// the kernel could read or write past them.
+pub struct RawMap {
+    fd: OwnedFd,
+    key_size: usize,
+    value_size: usize,
+}
+
+impl RawMap {
+    /// `fd` is a map's descriptor; asks the kernel for its sizes
+    /// (`BPF_OBJ_GET_INFO_BY_FD`: `struct bpf_map_info` has `key_size` and
+    /// `value_size` at offsets 8 and 12).
+    pub fn new(fd: OwnedFd) -> io::Result<RawMap> {
+        const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+        let mut info = [0u32; 20];
+        let mut attr = [0u64; 2];
+        attr[0] = (fd.as_raw_fd() as u32 as u64) | ((std::mem::size_of_val(&info) as u64) << 32);
+        attr[1] = info.as_mut_ptr() as u64;
+        // SAFETY: info is a writable buffer of the size passed in attr.
+        unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
+        Ok(RawMap { fd, key_size: info[2] as usize, value_size: info[3] as usize })
+    }
+
+    fn check(&self, key: &[u8], value: Option<usize>) -> io::Result<()> {
+        if key.len() != self.key_size || value.is_some_and(|v| v != self.value_size) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        Ok(())
+    }
+
+    /// `BPF_MAP_*_ELEM`: the attribute union is map_fd, key, value, flags.
+    fn elem(&self, cmd: libc::c_long, key: &[u8], value: u64) -> io::Result<bool> {
+        let mut attr = [0u64; 4];
+        attr[0] = u64::from(self.fd.as_raw_fd() as u32);
+        attr[1] = key.as_ptr() as u64;
+        attr[2] = value;
+        // SAFETY: the callers checked that key and value (when given) are
+        // the map's key and value sizes; both outlive the call.
+        match unsafe { bpf(cmd, &mut attr) } {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The value under `key` into `value`; `false` when there is none.
+    pub fn lookup(&self, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+        const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+        self.check(key, Some(value.len()))?;
+        self.elem(BPF_MAP_LOOKUP_ELEM, key, value.as_mut_ptr() as u64)
+    }
+
+    /// Write `value` under `key` (`BPF_ANY`).
+    pub fn update(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+        self.check(key, Some(value.len()))?;
+        // The kernel only reads the value.
+        self.elem(BPF_MAP_UPDATE_ELEM, key, value.as_ptr() as u64).map(|_| ())
+    }
+
+    /// Every entry of a hash map, in batches (`BPF_MAP_LOOKUP_BATCH`,
+    /// Linux 5.6): `f` gets each key and value. Entries written or removed
+    /// meanwhile may be seen or not.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) -> io::Result<()> {
+        const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+        const BATCH: usize = 4096;
+        let (ks, vs) = (self.key_size.max(1), self.value_size.max(1));
+        let mut keys = vec![0u8; BATCH * ks];
+        let mut values = vec![0u8; BATCH * vs];
+        // A hash map's batch token is a bucket index: where the next call starts.
+        let (mut token_in, mut token_out) = (0u32, 0u32);
+        let mut first = true;
+        loop {
+            // union bpf_attr, batch: in_batch, out_batch, keys, values (u64
+            // each), count (u32), map_fd (u32), elem_flags, flags (u64).
+            let mut attr = [0u64; 6];
+            attr[0] = if first { 0 } else { &token_in as *const u32 as u64 };
+            attr[1] = &mut token_out as *mut u32 as u64;
+            attr[2] = keys.as_mut_ptr() as u64;
+            attr[3] = values.as_mut_ptr() as u64;
+            attr[4] = BATCH as u64 | (u64::from(self.fd.as_raw_fd() as u32) << 32);
+            // SAFETY: keys and values hold BATCH keys and values of the
+            // map's sizes, the tokens a u32 each; all outlive the call.
+            let r = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+            let got = ((attr[4] & 0xffff_ffff) as usize).min(BATCH);
+            let end = match r {
+                Ok(_) => false,
+                // ENOENT: the map ended with this batch.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+                Err(e) => return Err(e),
+            };
+            for i in 0..got {
+                f(&keys[i * ks..(i + 1) * ks], &values[i * vs..(i + 1) * vs]);
+            }
+            if end || got == 0 {
+                return Ok(());
+            }
+            token_in = token_out;
+            first = false;
+        }
+    }
+
+    /// Delete `key`; `false` when it was not there.
+    pub fn delete(&self, key: &[u8]) -> io::Result<bool> {
+        const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+        self.check(key, None)?;
+        self.elem(BPF_MAP_DELETE_ELEM, key, 0)
+    }
 }

@@ -253,6 +253,10 @@ impl State {
             tunnel_checksums_completed: 0,
             tunnel_decapsulated: kernel_sum(&self.bpf, abi::counter::TUNNEL_DECAP),
             tunnel_encapsulated: kernel_sum(&self.bpf, abi::counter::TUNNEL_ENCAP),
+            rev_nat_hits: kernel_sum(&self.bpf, abi::counter::REV_NAT_HIT),
+            rev_nat_misses: kernel_sum(&self.bpf, abi::counter::REV_NAT_MISS),
+            state_bindings: kernel_sum(&self.bpf, abi::counter::STATE_BINDINGS),
+            state_rejected: kernel_sum(&self.bpf, abi::counter::STATE_REJECTED),
             workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),
             miss_timing: self.c.timing,
         }

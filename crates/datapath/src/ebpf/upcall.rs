@@ -117,8 +117,9 @@ impl State {
         in_port: InPort,
         depth: u8,
     ) {
-        let kernel_ok = !actions.iter().any(|a| matches!(a, Action::Userspace(_)))
-            && abi::executable(frame, actions);
+        let kernel_ok =
+            !actions.iter().any(|a| matches!(a, Action::Userspace(_) | Action::RevNatRecirc(_)))
+                && abi::executable(frame, actions);
         if kernel_ok && self.inject(frame, &vnet, actions) {
             return;
         }
@@ -132,6 +133,10 @@ impl State {
                         true
                     };
                 }
+                // Only a split flow's first half, in the kernel, has the
+                // bindings; a packet the agent holds gets its translation
+                // from the handler's own actions.
+                Action::RevNatRecirc(_) => self.drop_pkt(DropReason::FlowDrop),
                 Action::Userspace(reason) => {
                     if depth >= 2 {
                         self.drop_pkt(DropReason::Loop);
@@ -242,7 +247,13 @@ impl State {
             }
         };
         let vnet = infer_vnet(&frame, h.gso_size);
-        if let Some(id) = self.flows.lookup(&key) {
+        // The first half of a flow split at a reverse NAT sends up what it
+        // could not translate in the kernel (no binding, no second half):
+        // the handler's, not this table's.
+        let split =
+            |e: &super::flows::Entry| matches!(e.actions.as_slice(), [Action::RevNatRecirc(_)]);
+        let hit = self.flows.lookup(&key).filter(|&id| !self.flows.get(id).is_some_and(split));
+        if let Some(id) = hit {
             // A flow the kernel does not run, or one installed after this
             // packet went up.
             self.c.hits += 1;
