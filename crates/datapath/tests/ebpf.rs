@@ -3,7 +3,8 @@
 //! the maps the way the provider does, runs a crafted frame and checks the
 //! verdict, the frame that comes out and the counters. The expected frames
 //! come from `midonet_flow::apply_action`, the userspace rewriter, so the
-//! two datapaths are held to the same result.
+//! two datapaths are held to the same result. The socket filter
+//! (`mdp_state`) runs on a real UDP socket on 127.0.0.1 instead.
 //!
 //! Needs root (BPF); fails saying so unless MIDONET_SKIP_NETNS=1. Every
 //! test has its own pin directory, /run/midonet/bpf/test-*.
@@ -16,6 +17,7 @@ use midonet_datapath::ebpf::abi::{self, counter};
 use midonet_datapath::ebpf::kernel::Kernel;
 use midonet_datapath::ebpf::loader::{Bpf, Prog};
 use midonet_datapath::testing::udp_frame;
+use midonet_datapath::{RevNatEntry, RevNatKey, RevNatKind, RevNatTable, RECIRC_PORT_BASE};
 use midonet_flow::{Action, FieldId, FlowKey, FlowMask, InPort, MacAddr};
 use midonet_wire::checksum::checksum as inet_checksum;
 
@@ -144,6 +146,27 @@ impl Fx {
             }
             a
         })
+    }
+
+    /// A flow for `frame` entering at `in_port` (a port, or a
+    /// recirculation), which the kernel must be able to run.
+    fn install_at(
+        &mut self,
+        frame: &[u8],
+        in_port: InPort,
+        mask: &FlowMask,
+        actions: &[Action],
+    ) -> midonet_datapath::ebpf::kernel::Offloaded {
+        let key = FlowKey::extract(frame, in_port).expect("key");
+        let (kb, mb) = abi::offload(&key, mask, actions).expect("a flow the kernel runs");
+        self.k.install(&mut self.bpf.maps, &kb, &mb, actions, 0, &[1]).expect("install")
+    }
+
+    /// The next upcall record: its in_port and frame.
+    fn upcalled(&mut self) -> (InPort, Vec<u8>) {
+        let rec = self.bpf.maps.upcalls.next().expect("an upcall record").to_vec();
+        let h = abi::UpcallHdr::parse(&rec).expect("header");
+        (h.in_port(), abi::upcall_frame(&h, &rec[abi::UPCALL_HDR_LEN..]))
     }
 
     fn install(
@@ -917,4 +940,545 @@ fn exact_hit_cost_by_rewrites() {
         line.push_str(&format!(" {name} {ns}"));
     }
     eprintln!("{line}");
+}
+
+// ---------------------------------------------------------------------------
+// Reverse NAT: a flow split at a rev_snat/rev_dnat, its bindings in
+// mdp_rev_nat, and mdp_state filling them from flow-state messages.
+
+/// Ethernet + IPv4 + TCP (an ACK) from `src` to `dst`, checksums valid.
+fn tcp4(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(A.0, B.0)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .tcp(src.1, dst.1, 1000, 65535)
+        .ack(1)
+        .write(&mut f, b"a reply")
+        .expect("tcp");
+    f
+}
+
+/// Ethernet + IPv4 + UDP from `src` to `dst`, checksums valid.
+fn udp4(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(A.0, B.0)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .udp(src.1, dst.1)
+        .write(&mut f, b"a datagram reply")
+        .expect("udp");
+    f
+}
+
+const TRACKER: [u8; 16] = [0x5a; 16];
+const RECIRC: u32 = 7;
+
+/// What a router reads before its reverse lookup: the first half's mask.
+fn before_rev_nat() -> FlowMask {
+    mask_of(&[FieldId::InPort, FieldId::EthDst, FieldId::EthType])
+}
+
+/// What the simulation read of the translated packet: the second half's.
+fn after_rev_nat() -> FlowMask {
+    let mut m = mask_of(&[FieldId::InPort, FieldId::EthType, FieldId::IpProto, FieldId::L4Dst]);
+    m.mark_prefix(FieldId::Ipv4Dst, 32);
+    m
+}
+
+/// The routed delivery of a translated reply.
+const DELIVER: [Action; 4] =
+    [Action::SetEthSrc(C), Action::SetEthDst(A), Action::SetTtl(63), Action::Output(2)];
+
+fn rev_key(kind: RevNatKind, proto: u8, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> RevNatKey {
+    RevNatKey {
+        tracker: TRACKER,
+        kind,
+        proto,
+        src: src.0,
+        dst: dst.0,
+        src_port: src.1,
+        dst_port: dst.1,
+    }
+}
+
+/// SNAT on a gateway: inside host 10.0.0.1 talks to a server through
+/// 198.51.100.1. Its replies (TCP and UDP) hit the first half of a split
+/// flow, are translated from the kernel's binding, hit the second half
+/// under the recirculation's in_port and leave as that flow says: the
+/// destination address and port restored, every checksum valid, counted on
+/// both flows, never through the exact-match cache.
+#[test]
+fn a_split_flow_translates_snat_replies_in_the_kernel() {
+    if !runnable() {
+        return;
+    }
+    let mut fx = fx("revnat");
+    let rn = fx.bpf.rev_nat.clone();
+    rn.set_recirc(RECIRC, RevNatKind::Snat, TRACKER).expect("recirc");
+    let (inside, nat, server) =
+        (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(203, 0, 113, 5));
+    let recirc_port = InPort::Port(RECIRC_PORT_BASE + RECIRC);
+    let start = rn.now();
+    let mut first = None;
+    for (proto, reply, sport, inside_port) in [
+        (6u8, tcp4((server, 80), (nat, 30000)), 80u16, 40000u16),
+        (17u8, udp4((server, 53), (nat, 30001)), 53u16, 40001u16),
+    ] {
+        let dport = 30000 + u16::from(proto == 17);
+        let key = rev_key(RevNatKind::Snat, proto, (server, sport), (nat, dport));
+        rn.upsert(&[RevNatEntry { key, ip: inside, port: inside_port, local: true }])
+            .expect("upsert");
+        assert_eq!(rn.last_used(&key), None, "not used yet");
+        let one = *first.get_or_insert_with(|| {
+            fx.install(&reply, &before_rev_nat(), &[Action::RevNatRecirc(RECIRC)])
+        });
+        let restore = [Action::SetIpv4Dst(inside), Action::SetL4Dst(inside_port)];
+        let translated = oracle(&reply, &restore);
+        let two = fx.install_at(&translated, recirc_port, &after_rev_nat(), &DELIVER);
+        let (hits, fills) = (fx.counter(counter::REV_NAT_HIT), fx.counter(counter::EXACT_FILL));
+        let before1 = fx.k.flow_counters(&fx.bpf.maps, &one).0;
+        for _ in 0..3 {
+            let (v, out) = fx.run(Prog::Port, &reply, 0);
+            assert_eq!(v, TC_ACT_REDIRECT, "proto {proto}");
+            let want = oracle(&reply, &[&restore[..], &DELIVER[..]].concat());
+            assert_eq!(out, want, "proto {proto}: restored and delivered");
+            assert_eq!(&out[30..34], &inside.octets());
+            assert_eq!(&out[36..38], &inside_port.to_be_bytes());
+            assert_checksums(&out);
+        }
+        assert_eq!(fx.counter(counter::REV_NAT_HIT), hits + 3);
+        assert_eq!(fx.counter(counter::EXACT_FILL), fills, "the exact cache stays out of it");
+        assert_eq!(fx.k.flow_counters(&fx.bpf.maps, &one).0, before1 + 3, "the first half");
+        assert_eq!(fx.k.flow_counters(&fx.bpf.maps, &two).0, 3, "the second half");
+        let used = rn.last_used(&key).expect("used");
+        assert!(used > std::time::Duration::ZERO && used <= rn.now(), "{used:?} {:?}", rn.now());
+        // The agent writing the binding again keeps when it was used.
+        rn.upsert(&[RevNatEntry { key, ip: inside, port: inside_port, local: true }])
+            .expect("upsert");
+        assert_eq!(rn.last_used(&key), Some(used));
+    }
+    assert_eq!(fx.counter(counter::HIT), 6, "one hit per packet, not two");
+    assert_eq!((fx.counter(counter::MISS), fx.counter(counter::UPCALL)), (0, 0));
+    assert_eq!(fx.port_stats(2)[2], 6, "sent out of port 2");
+
+    // What the agent reads back to refresh its bindings (or close them):
+    // both used, with the TCP flags of their replies.
+    let tcp_key = rev_key(RevNatKind::Snat, 6, (server, 80), (nat, 30000));
+    let udp_key = rev_key(RevNatKind::Snat, 17, (server, 53), (nat, 30001));
+    let used = |since| -> std::collections::HashMap<RevNatKey, u16> {
+        rn.used_since(since).into_iter().map(|(e, f)| (e.key, f)).collect()
+    };
+    let seen = used(start);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[&tcp_key] & 0x17, 0x10, "ACKs: no SYN, FIN or RST");
+    assert_eq!(seen[&udp_key], 0);
+    assert!(used(rn.now() + std::time::Duration::from_secs(1)).is_empty(), "none since");
+    // A FIN among the replies: the agent sees the connection closing.
+    let mut fin = tcp4((server, 80), (nat, 30000));
+    fin[47] |= 0x01;
+    assert_eq!(fx.run(Prog::Port, &fin, 0).0, TC_ACT_REDIRECT);
+    assert_eq!(used(start)[&tcp_key] & 0x11, 0x11);
+    let e = rn.used_since(start).into_iter().find(|(e, _)| e.key == tcp_key).expect("used").0;
+    assert_eq!((e.ip, e.port, e.local), (inside, 40000, true));
+    // Written again as another binding, the key starts over with its
+    // flags (not with when it was used).
+    rn.upsert(&[RevNatEntry { key: tcp_key, ip: inside, port: 40002, local: true }])
+        .expect("upsert");
+    let v = rn.get(&tcp_key).expect("read").expect("there");
+    assert_eq!((v.port, v.tcp_flags), (40002, 0));
+    assert!(v.used_ns > 0);
+}
+
+/// A reply of a DNAT (a load balancer's VIP 198.51.100.10:80 in front of
+/// 10.0.0.9:8080) gets its source back.
+#[test]
+fn a_split_flow_restores_the_source_of_dnat_replies() {
+    if !runnable() {
+        return;
+    }
+    let mut fx = fx("revdnat");
+    let rn = fx.bpf.rev_nat.clone();
+    rn.set_recirc(RECIRC, RevNatKind::Dnat, TRACKER).expect("recirc");
+    let (client, vip, backend) = (
+        (Ipv4Addr::new(192, 0, 2, 50), 5555),
+        (Ipv4Addr::new(198, 51, 100, 10), 80),
+        (Ipv4Addr::new(10, 0, 0, 9), 8080),
+    );
+    let reply = tcp4(backend, client);
+    let key = rev_key(RevNatKind::Dnat, 6, backend, client);
+    rn.upsert(&[RevNatEntry { key, ip: vip.0, port: vip.1, local: false }]).expect("upsert");
+    fx.install(&reply, &before_rev_nat(), &[Action::RevNatRecirc(RECIRC)]);
+    let restore = [Action::SetIpv4Src(vip.0), Action::SetL4Src(vip.1)];
+    let translated = oracle(&reply, &restore);
+    let mut on_source = after_rev_nat();
+    on_source.mark_prefix(FieldId::Ipv4Src, 32);
+    on_source.mark(FieldId::L4Src);
+    let recirc_port = InPort::Port(RECIRC_PORT_BASE + RECIRC);
+    fx.install_at(&translated, recirc_port, &on_source, &DELIVER);
+    let (v, out) = fx.run(Prog::Port, &reply, 0);
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(out, oracle(&reply, &[&restore[..], &DELIVER[..]].concat()));
+    assert_eq!((&out[26..30], &out[34..36]), (&vip.0.octets()[..], &vip.1.to_be_bytes()[..]));
+    assert_checksums(&out);
+    assert_eq!(fx.counter(counter::REV_NAT_HIT), 1);
+    // Looked up under its own kind: an SNAT binding of the same tuple is
+    // not this one.
+    rn.remove(&[key]).expect("remove");
+    let snat = RevNatKey { kind: RevNatKind::Snat, ..key };
+    rn.upsert(&[RevNatEntry { key: snat, ip: vip.0, port: vip.1, local: false }]).expect("upsert");
+    assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_SHOT);
+    assert_eq!(fx.counter(counter::REV_NAT_MISS), 1);
+}
+
+/// What the kernel cannot translate goes to the agent as it came, with its
+/// own in_port: no binding (counted as a reverse-NAT miss), no second
+/// half, a recirculation id not set, a packet that is not TCP or UDP.
+#[test]
+fn split_flows_send_up_what_they_cannot_translate_unchanged() {
+    if !runnable() {
+        return;
+    }
+    let mut fx = fx("revnat-miss");
+    let rn = fx.bpf.rev_nat.clone();
+    rn.set_recirc(RECIRC, RevNatKind::Snat, TRACKER).expect("recirc");
+    let (inside, nat, server) = (
+        (Ipv4Addr::new(10, 0, 0, 1), 40000),
+        (Ipv4Addr::new(198, 51, 100, 1), 30000),
+        (Ipv4Addr::new(203, 0, 113, 5), 80),
+    );
+    let reply = tcp4(server, nat);
+    let key = rev_key(RevNatKind::Snat, 6, server, nat);
+    fx.install(&reply, &before_rev_nat(), &[Action::RevNatRecirc(RECIRC)]);
+    let translated = oracle(&reply, &[Action::SetIpv4Dst(inside.0), Action::SetL4Dst(inside.1)]);
+    let recirc_port = InPort::Port(RECIRC_PORT_BASE + RECIRC);
+    let two = fx.install_at(&translated, recirc_port, &after_rev_nat(), &DELIVER);
+
+    // No binding.
+    assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_SHOT);
+    assert_eq!(fx.counter(counter::REV_NAT_MISS), 1);
+    assert_eq!((fx.counter(counter::MISS), fx.counter(counter::UPCALL)), (1, 1));
+    assert_eq!(fx.upcalled(), (InPort::Port(1), reply.clone()));
+
+    // A binding, but no second half.
+    let entry = RevNatEntry { key, ip: inside.0, port: inside.1, local: true };
+    rn.upsert(&[entry]).expect("upsert");
+    fx.k.remove(&mut fx.bpf.maps, &two);
+    assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_SHOT);
+    assert_eq!(fx.counter(counter::REV_NAT_MISS), 1, "the binding was there");
+    assert_eq!(fx.counter(counter::MISS), 2);
+    assert_eq!(fx.upcalled(), (InPort::Port(1), reply.clone()), "not rewritten");
+    assert!(rn.last_used(&key).is_some(), "the binding was used all the same");
+
+    // Both halves again: a hit.
+    fx.install_at(&translated, recirc_port, &after_rev_nat(), &DELIVER);
+    assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_REDIRECT);
+
+    // remove_exact takes only the binding it names.
+    rn.remove_exact(&[RevNatEntry { port: 1, ..entry }]).expect("remove exact");
+    assert!(rn.get(&key).expect("read").is_some(), "another port: kept");
+    rn.remove_exact(&[RevNatEntry { local: false, ..entry }]).expect("remove exact");
+    assert_eq!(rn.get(&key).expect("read"), None);
+    assert_eq!(rn.last_used(&key), None);
+    assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_SHOT);
+    assert_eq!(fx.counter(counter::REV_NAT_MISS), 2);
+    let _ = fx.upcalled();
+
+    // A recirculation id nobody set.
+    rn.upsert(&[entry]).expect("upsert");
+    let other = tcp4(server, nat);
+    let mut unset = other.clone();
+    unset[0..6].copy_from_slice(&C.0);
+    fx.install(&unset, &before_rev_nat(), &[Action::RevNatRecirc(RECIRC + 1)]);
+    assert_eq!(fx.run(Prog::Port, &unset, 0).0, TC_ACT_SHOT);
+    assert_eq!(fx.upcalled(), (InPort::Port(1), unset));
+
+    // An ICMP packet on the first half.
+    let mut ping = icmp_echo(B);
+    ping[26..30].copy_from_slice(&server.0.octets());
+    ping[30..34].copy_from_slice(&nat.0.octets());
+    assert_eq!(fx.run(Prog::Port, &ping, 0).0, TC_ACT_SHOT);
+    assert_eq!(fx.upcalled().0, InPort::Port(1));
+    assert_eq!(fx.counter(counter::REV_NAT_MISS), 2, "no binding was looked for");
+    assert_eq!(fx.counter(counter::REV_NAT_HIT), 1);
+    assert_eq!(fx.counter(counter::MISS), 5);
+}
+
+/// `used_since` walks the whole table, batch after batch: every binding a
+/// reply used since then, and none of the others.
+#[test]
+fn used_since_reads_the_whole_table() {
+    if !runnable() {
+        return;
+    }
+    let fx = fx("revnat-walk");
+    let rn = fx.bpf.rev_nat.clone();
+    let data = aya::maps::MapData::from_pin(fx.dir.join("mdp_rev_nat")).expect("pinned");
+    let mut m: aya::maps::HashMap<_, abi::NatKeyBytes, abi::NatValBytes> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("typed");
+    let now = rn.now().as_nanos() as u64;
+    let n = 10_000u32;
+    for i in 0..n {
+        let key = RevNatKey {
+            src_port: i as u16,
+            ..rev_key(RevNatKind::Snat, 6, (Ipv4Addr::new(203, 0, 113, 5), 0), (LOCAL, 9))
+        };
+        // Every third one used a second ago, the rest an hour before.
+        let used_ns = if i % 3 == 0 { now - 1_000_000_000 } else { 1 };
+        let v = abi::NatVal { ip: LOCAL, port: 1, local: false, tcp_flags: i as u8, used_ns };
+        m.insert(abi::encode_nat_key(&key), abi::encode_nat_val(&v), 0).expect("insert");
+    }
+    let since = std::time::Duration::from_nanos(now - 2_000_000_000);
+    let mut got: Vec<(u16, u16)> =
+        rn.used_since(since).into_iter().map(|(e, f)| (e.key.src_port, f)).collect();
+    got.sort_unstable();
+    let want: Vec<(u16, u16)> =
+        (0..n).filter(|i| i % 3 == 0).map(|i| (i as u16, u16::from(i as u8))).collect();
+    assert_eq!(got, want);
+}
+
+mod state_socket {
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use midonet_datapath::ebpf::abi::{counter, NatVal};
+    use midonet_datapath::{RevNatEntry, RevNatKey, RevNatKind, RevNatTable};
+    use midonet_wire::flowstate::{
+        ConnKeyRepr, ConnStateCode, ConntrackRepr, FlowStateRepr, NatKindCode, NatRepr, Purpose,
+    };
+
+    use super::{fx, runnable, Fx};
+
+    /// A UDP socket on 127.0.0.1 with `mdp_state` attached through the
+    /// reverse-NAT table, and one to send from.
+    struct Pair {
+        rx: UdpSocket,
+        tx: UdpSocket,
+    }
+
+    impl Pair {
+        fn new(fx: &Fx) -> Pair {
+            let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            rx.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+            fx.bpf.rev_nat.attach_state_socket(rx.as_raw_fd()).expect("attach mdp_state");
+            let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            Pair { rx, tx }
+        }
+
+        /// Send `bytes`; what the socket receives must be them, intact (so
+        /// the filter has run).
+        fn deliver(&self, bytes: &[u8]) {
+            self.tx.send_to(bytes, self.rx.local_addr().expect("addr")).expect("send");
+            let mut buf = vec![0u8; 65536];
+            let (n, from) = self.rx.recv_from(&mut buf).expect("the datagram is delivered");
+            assert_eq!(from, self.tx.local_addr().expect("addr"));
+            assert_eq!(&buf[..n], bytes, "delivered intact");
+        }
+    }
+
+    fn ip(d: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 1, 0, d)
+    }
+
+    fn nat(
+        kind: NatKindCode,
+        proto: u8,
+        tracker: u8,
+        src: (Ipv4Addr, u16),
+        dst: (Ipv4Addr, u16),
+        bound: (Ipv4Addr, u16),
+    ) -> NatRepr {
+        NatRepr {
+            key: ConnKeyRepr {
+                tracker: [tracker; 16],
+                src: src.0,
+                dst: dst.0,
+                src_port: src.1,
+                dst_port: dst.1,
+                proto,
+            },
+            kind,
+            bound_ip: bound.0,
+            bound_port: bound.1,
+        }
+    }
+
+    /// The key of a binding's replies and what they get back, as
+    /// `midonet_state::NatKey::return_key` and `return_binding` define them
+    /// (SNAT: from the forward destination to the bound address, the
+    /// forward source restored as destination; DNAT: from the bound
+    /// address to the forward source, the forward destination restored as
+    /// source).
+    fn reply_of(n: &NatRepr) -> (RevNatKey, Ipv4Addr, u16) {
+        let c = &n.key;
+        let (kind, src, dst, back) = match n.kind {
+            NatKindCode::Snat => (
+                RevNatKind::Snat,
+                (c.dst, c.dst_port),
+                (n.bound_ip, n.bound_port),
+                (c.src, c.src_port),
+            ),
+            NatKindCode::Dnat => (
+                RevNatKind::Dnat,
+                (n.bound_ip, n.bound_port),
+                (c.src, c.src_port),
+                (c.dst, c.dst_port),
+            ),
+            other => panic!("no reply key for {other:?}"),
+        };
+        let key = RevNatKey {
+            tracker: c.tracker,
+            kind,
+            proto: c.proto,
+            src: src.0,
+            dst: dst.0,
+            src_port: src.1,
+            dst_port: dst.1,
+        };
+        (key, back.0, back.1)
+    }
+
+    fn message(nat: Vec<NatRepr>) -> Vec<u8> {
+        let id = |b: u8| [b; 16];
+        let m = FlowStateRepr {
+            purpose: Purpose::State,
+            sender: id(1),
+            ingress_port: id(2),
+            // Sections in front of the NAT entries, which the filter skips.
+            egress_ports: vec![id(3)],
+            port_groups: vec![id(4), id(5)],
+            conntrack: vec![ConntrackRepr {
+                key: ConnKeyRepr {
+                    tracker: id(6),
+                    src: ip(1),
+                    dst: ip(2),
+                    src_port: 1,
+                    dst_port: 2,
+                    proto: 6,
+                },
+                state: ConnStateCode::New,
+            }],
+            nat,
+            learned: Vec::new(),
+        };
+        let mut out = Vec::new();
+        m.emit_vec(&mut out).expect("emit");
+        out
+    }
+
+    fn written(fx: &Fx, n: &NatRepr) -> Option<NatVal> {
+        fx.bpf.rev_nat.get(&reply_of(n).0).expect("read mdp_rev_nat")
+    }
+
+    /// The filter takes every TCP/UDP SNAT and DNAT binding of a message
+    /// into the table under its reply key, as the agent's own tables would
+    /// find it, and leaves delivery alone.
+    #[test]
+    fn mdp_state_writes_the_bindings_of_flow_state_messages() {
+        if !runnable() {
+            return;
+        }
+        let fx = fx("state");
+        let p = Pair::new(&fx);
+        let snat = nat(NatKindCode::Snat, 6, 9, (ip(1), 40000), (ip(200), 443), (ip(100), 31000));
+        let dnat = nat(NatKindCode::Dnat, 17, 8, (ip(7), 5353), (ip(50), 53), (ip(9), 5300));
+        let icmp = nat(NatKindCode::Snat, 1, 9, (ip(1), 77), (ip(200), 77), (ip(100), 78));
+        let sticky = nat(NatKindCode::StickyDnat, 6, 8, (ip(7), 0), (ip(50), 80), (ip(9), 8080));
+        p.deliver(&message(vec![snat, icmp, dnat, sticky]));
+        assert_eq!(fx.counter(counter::STATE_BINDINGS), 2, "TCP/UDP SNAT and DNAT only");
+        assert_eq!(fx.counter(counter::STATE_REJECTED), 0);
+        for n in [&snat, &dnat] {
+            let (_, ip, port) = reply_of(n);
+            let want = NatVal { ip, port, local: false, tcp_flags: 0, used_ns: 0 };
+            assert_eq!(written(&fx, n), Some(want), "{n:?}");
+        }
+        assert_eq!(
+            reply_of(&snat).0,
+            RevNatKey {
+                tracker: [9; 16],
+                kind: RevNatKind::Snat,
+                proto: 6,
+                src: ip(200),
+                dst: ip(100),
+                src_port: 443,
+                dst_port: 31000,
+            },
+            "the SNAT reply: from the server to the bound address"
+        );
+        assert_eq!(written(&fx, &snat).map(|v| (v.ip, v.port)), Some((ip(1), 40000)));
+        assert_eq!(written(&fx, &dnat).map(|v| (v.ip, v.port)), Some((ip(50), 53)));
+        let mut icmp_key = reply_of(&snat).0;
+        icmp_key.proto = 1;
+        assert_eq!(fx.bpf.rev_nat.get(&icmp_key).expect("read"), None);
+
+        // A binding this host allocated stays; a peer's is replaced, as a
+        // binding not used yet.
+        let (k_snat, ..) = reply_of(&snat);
+        let mine = RevNatEntry { key: k_snat, ip: ip(2), port: 2222, local: true };
+        let (k_dnat, ..) = reply_of(&dnat);
+        let peers = RevNatEntry { key: k_dnat, ip: ip(3), port: 3, local: false };
+        fx.bpf.rev_nat.upsert(&[mine, peers]).expect("upsert");
+        p.deliver(&message(vec![snat, dnat]));
+        assert_eq!(fx.counter(counter::STATE_BINDINGS), 3, "only the peer's binding");
+        let val = |ip, port, local| NatVal { ip, port, local, tcp_flags: 0, used_ns: 0 };
+        assert_eq!(written(&fx, &snat), Some(val(ip(2), 2222, true)));
+        assert_eq!(written(&fx, &dnat), Some(val(ip(50), 53, false)));
+
+        // More NAT entries than the filter reads in one message: the first
+        // 16 (the agent reads them all).
+        let many: Vec<NatRepr> = (0..20u16)
+            .map(|i| {
+                nat(NatKindCode::Snat, 17, 7, (ip(1), 1000 + i), (ip(2), 53), (ip(3), 2000 + i))
+            })
+            .collect();
+        p.deliver(&message(many.clone()));
+        assert_eq!(fx.counter(counter::STATE_BINDINGS), 3 + 16);
+        assert!(many[..16].iter().all(|n| written(&fx, n).is_some()));
+        assert!(many[16..].iter().all(|n| written(&fx, n).is_none()));
+        assert_eq!(fx.counter(counter::STATE_REJECTED), 0);
+    }
+
+    /// What the filter does not read it counts and leaves to the agent: a
+    /// sender that is not a tunnel peer (once the agent named them),
+    /// another version, a request, a datagram shorter than its NAT section.
+    /// Every one is still delivered as it came.
+    #[test]
+    fn mdp_state_ignores_strangers_and_malformed_messages() {
+        if !runnable() {
+            return;
+        }
+        let mut fx = fx("state-reject");
+        let p = Pair::new(&fx);
+        let a = nat(NatKindCode::Snat, 6, 9, (ip(1), 40000), (ip(200), 443), (ip(100), 31000));
+        let b = nat(NatKindCode::Snat, 6, 9, (ip(1), 40001), (ip(200), 443), (ip(100), 31001));
+        let good = message(vec![a, b]);
+
+        let mut version = good.clone();
+        version[0] = 2;
+        let mut request = good.clone();
+        request[1] |= midonet_wire::flowstate::FLAG_REQUEST;
+        // Cut inside the second NAT entry: the first is whole, but the
+        // message is not what it says, so nothing of it is taken.
+        let short = good[..good.len() - 10].to_vec();
+        let header_only = good[..20].to_vec();
+        for (i, m) in [version, request, short, header_only].iter().enumerate() {
+            p.deliver(m);
+            assert_eq!(fx.counter(counter::STATE_REJECTED), i as u64 + 1, "case {i}");
+        }
+        assert_eq!(fx.counter(counter::STATE_BINDINGS), 0);
+        assert_eq!((written(&fx, &a), written(&fx, &b)), (None, None));
+
+        // The tunnel filter on, 127.0.0.1 not a peer: nothing taken.
+        let maps = &mut fx.bpf.maps;
+        maps.tunnel_peers.insert(u32::from(Ipv4Addr::new(192, 0, 2, 2)), 1, 0).expect("peer");
+        maps.tunnel_filter.set(0, 1, 0).expect("filter on");
+        p.deliver(&good);
+        assert_eq!(fx.counter(counter::STATE_REJECTED), 5);
+        assert_eq!((written(&fx, &a), written(&fx, &b)), (None, None));
+        // A peer (in host order, as mdp_tunnel_peers is keyed): taken.
+        fx.bpf.maps.tunnel_peers.insert(u32::from(Ipv4Addr::LOCALHOST), 1, 0).expect("peer");
+        p.deliver(&good);
+        assert_eq!(fx.counter(counter::STATE_BINDINGS), 2);
+        assert!(written(&fx, &a).is_some() && written(&fx, &b).is_some());
+        assert_eq!(fx.counter(counter::STATE_REJECTED), 5);
+    }
 }
