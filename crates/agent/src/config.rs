@@ -50,6 +50,12 @@
 //! # address as above.
 //! #                                                      default true
 //! ebpf_tunnel_encap = true
+//! # Replies to NATed connections (SNAT, DNAT; TCP and UDP) get one shared
+//! # flow, split at the reverse rule: the datapath reverse-translates them
+//! # from its own table, which it also fills from peers' flow-state
+//! # messages as they arrive, so a new connection's reply does not miss.
+//! # Needs a datapath with such a table (ebpf).            default true
+//! kernel_rev_nat = true
 //! # Prometheus metrics (GET /metrics) and the flow dump (GET /flows, what
 //! # `midonet flows` reads); empty = off.                 default "127.0.0.1:7300"
 //! metrics_listen = "127.0.0.1:7300"
@@ -125,6 +131,7 @@ pub struct Config {
     pub ebpf_exact_cache: bool,
     pub ebpf_tunnel_decap: bool,
     pub ebpf_tunnel_encap: bool,
+    pub kernel_rev_nat: bool,
     pub metrics_listen: String,
     pub scan_interval_ms: u64,
     pub session_ttl_secs: i64,
@@ -156,6 +163,7 @@ impl Default for Config {
             ebpf_exact_cache: true,
             ebpf_tunnel_decap: true,
             ebpf_tunnel_encap: true,
+            kernel_rev_nat: true,
             metrics_listen: "127.0.0.1:7300".into(),
             scan_interval_ms: 1000,
             session_ttl_secs: 10,

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use midonet_datapath::{
     Action, Actions, FlowInstall, FlowKey, GeneratedPacket, InPort, MissDecision, PortNo,
-    UpcallHandler,
+    RevNatKind, RevNatTable, UpcallHandler, RECIRC_PORT_BASE,
 };
 use midonet_model::{HostId, PortId, RouterId};
 use midonet_sim::{
@@ -51,6 +51,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::cache::TUNNEL_ROUTES_TAG;
 use crate::flowstate::{FlowState, Replicator};
 use crate::metrics::{AgentDrop, Metrics};
+use crate::recirc::{FirstHalf, RecircIds};
 use crate::session::Command;
 
 /// Where a virtual port's traffic goes from this host.
@@ -206,6 +207,12 @@ pub struct Shared {
     /// Ports whose state is asked of the peers, and the peers' requests
     /// (`flowstate::migrate`).
     pub migrations: crate::flowstate::migrate::Migrations,
+    /// The datapath's reverse-NAT table, once the datapath is up and has
+    /// one (and `kernel_rev_nat` is on): replies to NATed connections then
+    /// get flows split at the reverse rule ([`crate::recirc`]).
+    pub rev_nat: std::sync::OnceLock<Arc<dyn RevNatTable>>,
+    /// Recirculation ids of split flows.
+    pub recirc: Mutex<RecircIds>,
 }
 
 impl Shared {
@@ -231,6 +238,8 @@ impl Shared {
 pub struct Outcome {
     pub execute: Actions,
     pub install: Option<FlowInstall>,
+    /// A split flow's second half (`install` is its first half).
+    pub recirc: Option<(FlowKey, FlowInstall)>,
     pub generated: Vec<GeneratedPacket>,
     /// Tags made stale by connections this packet started (the datapath
     /// invalidates them before installing `install`).
@@ -332,7 +341,7 @@ impl Handler {
             execute: o.execute,
             generated: o.generated,
             invalidate,
-            recirc: None,
+            recirc: o.recirc.take(),
         }
     }
 }
@@ -361,6 +370,9 @@ pub fn process(
 ) -> Outcome {
     let mut out = Outcome::default();
     let now = sim_now(sh);
+    // Only a flow about to be installed may be split (re-simulations
+    // execute the whole list on their frame).
+    let split = cacheable && sh.rev_nat.get().is_some();
     {
         let state = sh.state.read();
         crate::simulate::run(
@@ -373,6 +385,7 @@ pub fn process(
             ingress,
             now,
             generated,
+            split,
             &mut w.result,
         );
     }
@@ -444,6 +457,64 @@ pub fn process(
     let tags: Vec<u64> = r.tags.iter().map(|t| t.0).collect();
     let mut tunnels = false;
     match decision {
+        Decision::Forward if r.split.is_some() => {
+            sh.metrics.sim("forward");
+            let unsplit = r.unsplit_actions();
+            out.execute = translate(sh, view, &unsplit, &mut tunnels);
+            let second = translate(sh, view, &r.actions, &mut tunnels);
+            let mut tags = tags;
+            if tunnels {
+                tags.push(TUNNEL_ROUTES_TAG.0);
+            }
+            match r.split.as_ref().and_then(|s| recirc_id(sh, r.key, s)) {
+                Some(id) => {
+                    let s = r.split.as_ref().expect("checked");
+                    let mut k2 = s.key;
+                    k2.in_port = InPort::Port(RECIRC_PORT_BASE + id);
+                    out.recirc = Some((
+                        k2,
+                        FlowInstall {
+                            mask: r.mask,
+                            actions: second,
+                            tags,
+                            idle_timeout_ms: sh.flow_idle_ms,
+                        },
+                    ));
+                    let mut first = Actions::new();
+                    first.push(Action::RevNatRecirc(id));
+                    out.install = Some(FlowInstall {
+                        mask: s.mask,
+                        actions: first,
+                        tags: s.tags.iter().map(|t| t.0).collect(),
+                        idle_timeout_ms: sh.flow_idle_ms,
+                    });
+                    sh.metrics.split_flows.inc();
+                }
+                None => {
+                    // No id: the whole flow, as without a split (its mask
+                    // and tags are the halves' together).
+                    let s = r.split.as_ref().expect("checked");
+                    let mut mask = r.mask;
+                    mask.union(&s.mask);
+                    mask.union(&exact_tuple());
+                    tags.extend(s.tags.iter().map(|t| t.0));
+                    tags.extend(
+                        r.nat
+                            .iter()
+                            .flat_map(|w| midonet_sim::nat_tags(&w.key, w.binding))
+                            .map(|t| t.0),
+                    );
+                    tags.sort_unstable();
+                    tags.dedup();
+                    out.install = Some(FlowInstall {
+                        mask,
+                        actions: out.execute.clone(),
+                        tags,
+                        idle_timeout_ms: sh.flow_idle_ms,
+                    });
+                }
+            }
+        }
         Decision::Forward => {
             sh.metrics.sim("forward");
             out.execute = translate(sh, view, &r.actions, &mut tunnels);
@@ -690,6 +761,47 @@ fn publish(w: &StateWrite) -> Command {
             Command::Arp { device: bridge.to_string(), ip: ip.to_string(), mac: Some(mac_str(mac)) }
         }
     }
+}
+
+/// The recirculation id of a split's first half, told to the datapath
+/// when new; `None` when the ids ran out.
+fn recirc_id(sh: &Shared, key: FlowKey, s: &midonet_sim::Split) -> Option<u32> {
+    let table = sh.rev_nat.get()?;
+    let kind = match s.kind {
+        midonet_state::NatKind::Snat => RevNatKind::Snat,
+        midonet_state::NatKind::Dnat => RevNatKind::Dnat,
+        midonet_state::NatKind::StickyDnat => return None,
+    };
+    let tracker = *s.tracker.0.as_bytes();
+    let half = FirstHalf { mask: s.mask, key: s.mask.apply(&key), kind: kind as u8, tracker };
+    let mut ids = sh.recirc.lock();
+    let (id, new) = ids.get(&half)?;
+    if new {
+        if let Err(e) = table.set_recirc(id, kind, tracker) {
+            tracing::warn!(error = %e, id, "telling the datapath a recirculation");
+            return None;
+        }
+    }
+    Some(id)
+}
+
+/// The fields of a connection's 5-tuple: what an unsplit reply's flow
+/// matched because the reverse lookup read them.
+fn exact_tuple() -> midonet_datapath::FlowMask {
+    use midonet_flow::FieldId;
+    let mut m = midonet_datapath::FlowMask::empty();
+    for f in [
+        FieldId::EthType,
+        FieldId::IpProto,
+        FieldId::IpFrag,
+        FieldId::Ipv4Src,
+        FieldId::Ipv4Dst,
+        FieldId::L4Src,
+        FieldId::L4Dst,
+    ] {
+        m.mark(f);
+    }
+    m
 }
 
 /// Virtual actions → datapath actions (see the module docs).

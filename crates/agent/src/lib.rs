@@ -62,6 +62,7 @@ pub mod handler;
 pub mod health;
 pub mod host_id;
 pub mod metrics;
+pub mod recirc;
 pub mod scanner;
 pub mod session;
 mod simulate;

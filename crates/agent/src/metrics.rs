@@ -163,6 +163,9 @@ pub struct Metrics {
     pub port_flow_installs: Family<PortLabels, Counter>,
     /// Seconds the agent spends on one miss.
     pub miss_latency: Histogram,
+    /// NATed replies whose flow was split at the reverse rule (the
+    /// datapath translates later replies itself; `crate::recirc`).
+    pub split_flows: Counter,
     /// Seconds from asking the cluster for a SNAT port block to its answer.
     pub snat_block_claim: Histogram,
     /// 1 for the datapath provider running (`ebpf`, `userspace`, `dummy`).
@@ -209,6 +212,10 @@ pub struct Metrics {
     pub dp_tunnel_checksums_completed: Counter,
     pub dp_tunnel_decapsulated: Counter,
     pub dp_tunnel_encapsulated: Counter,
+    pub dp_rev_nat_translated: Counter,
+    pub dp_rev_nat_missed: Counter,
+    pub dp_state_bindings: Counter,
+    pub dp_state_rejected: Counter,
     pub dp_port_upcalls: Family<PortLabels, Counter>,
     pub dp_port_upcall_limited: Family<PortLabels, Counter>,
     last_dp: Mutex<Option<midonet_datapath::DpStats>>,
@@ -254,6 +261,7 @@ impl Metrics {
             dp_upcalls: Counter::default(),
             dp_hits: Family::default(),
             dp_misses_joined: Counter::default(),
+            split_flows: Counter::default(),
             dp_miss_phase_seconds: Family::default(),
             dp_misses_timed: Counter::default(),
             dp_tunnel_rx_packets: Counter::default(),
@@ -262,6 +270,10 @@ impl Metrics {
             dp_tunnel_checksums_completed: Counter::default(),
             dp_tunnel_decapsulated: Counter::default(),
             dp_tunnel_encapsulated: Counter::default(),
+            dp_rev_nat_translated: Counter::default(),
+            dp_rev_nat_missed: Counter::default(),
+            dp_state_bindings: Counter::default(),
+            dp_state_rejected: Counter::default(),
             dp_port_upcalls: Family::default(),
             dp_port_upcall_limited: Family::default(),
             last_dp: Mutex::new(None),
@@ -417,6 +429,12 @@ impl Metrics {
                 m.dp_hits.clone(),
             );
             r.register(
+                "split_flows",
+                "Flows of NATed replies split at the reverse rule: a first half that \
+                 reverse-translates from the datapath's table, a second half for the rest",
+                m.split_flows.clone(),
+            );
+            r.register(
                 "dp_misses_joined",
                 "Misses that waited for the same flow's simulation on a miss worker instead of \
                  simulating again",
@@ -459,6 +477,30 @@ impl Metrics {
                 "tunnel_encapsulated",
                 "Tunnel packets the datapath encapsulated itself, without the kernel's vxlan device (ebpf)",
                 m.dp_tunnel_encapsulated.clone(),
+            );
+            r.register(
+                "rev_nat_translated",
+                "NATed replies the datapath reverse-translated from its own table and forwarded \
+                 by a split flow's second half, without the agent (ebpf)",
+                m.dp_rev_nat_translated.clone(),
+            );
+            r.register(
+                "rev_nat_missed",
+                "NATed replies a split flow sent to the agent because the datapath's table held \
+                 no binding for them (ebpf)",
+                m.dp_rev_nat_missed.clone(),
+            );
+            r.register(
+                "state_bindings_preloaded",
+                "Bindings the datapath took from peers' flow-state messages as they arrived, \
+                 before the agent read them (ebpf)",
+                m.dp_state_bindings.clone(),
+            );
+            r.register(
+                "state_messages_not_preloaded",
+                "Flow-state datagrams the datapath took no binding from (not from a tunnel peer, \
+                 another version, a request, short); the agent still judges each (ebpf)",
+                m.dp_state_rejected.clone(),
             );
         }
         Arc::new(m)
@@ -589,6 +631,10 @@ impl Metrics {
             .inc_by(s.tunnel_decapsulated.saturating_sub(prev.tunnel_decapsulated));
         self.dp_tunnel_encapsulated
             .inc_by(s.tunnel_encapsulated.saturating_sub(prev.tunnel_encapsulated));
+        self.dp_rev_nat_translated.inc_by(s.rev_nat_hits.saturating_sub(prev.rev_nat_hits));
+        self.dp_rev_nat_missed.inc_by(s.rev_nat_misses.saturating_sub(prev.rev_nat_misses));
+        self.dp_state_bindings.inc_by(s.state_bindings.saturating_sub(prev.state_bindings));
+        self.dp_state_rejected.inc_by(s.state_rejected.saturating_sub(prev.state_rejected));
         self.dp_flows.set(i64::try_from(s.table.flows).unwrap_or(i64::MAX));
         *last = Some(s.clone());
     }

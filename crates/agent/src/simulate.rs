@@ -12,6 +12,8 @@ use midonet_sim::{ConntrackView, IcmpRateLimiter, MemState, SimResult, Snapshot}
 const HASH_SEED: u64 = 0x6d69_646f_6e65_7452;
 
 /// Simulates `frame` (keyed `key`) entering at `ingress`, into `out`.
+/// `split`: the flow may be split at a reverse NAT (the datapath has a
+/// reverse-NAT table; `crate::recirc`).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     snap: &Snapshot,
@@ -23,6 +25,7 @@ pub fn run(
     ingress: PortId,
     now: Duration,
     generated: bool,
+    split: bool,
     out: &mut SimResult,
 ) {
     let input = midonet_sim::SimInput {
@@ -33,7 +36,7 @@ pub fn run(
         hash_seed: HASH_SEED,
         trace: false,
         generated,
-        split_reverse_nat: false,
+        split_reverse_nat: split,
     };
     midonet_sim::simulate_into(snap, state, conntrack, icmp, &input, out);
 }

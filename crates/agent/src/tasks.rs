@@ -191,6 +191,8 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         state_log,
         pending_stale: Mutex::new(Vec::new()),
         migrations: Default::default(),
+        rev_nat: Default::default(),
+        recirc: Default::default(),
         replicator: match cfg.flow_state_port {
             0 => None,
             port => Some(Replicator::bind(cfg.tunnel_bind, port).map_err(|e| AgentError::Io {
@@ -209,6 +211,9 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         None => None,
     };
     let Started { dp, provider, kept_ports } = start_datapath(&cfg, dp_choice, &shared)?;
+    if cfg.kernel_rev_nat {
+        use_rev_nat(&shared, &*dp);
+    }
     // Ports the previous agent on this host had, whose state this agent has
     // from its own flow-state log: they need no import from the peers.
     let kept_ports: HashSet<(String, u32)> =
@@ -287,6 +292,39 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         });
     }
     Ok(Agent { host_id, shared, dp, metrics, metrics_addr, stop: stop_tx, tasks })
+}
+
+/// Replies to NATed connections get split flows from now on, if the
+/// datapath has a reverse-NAT table (`crate::recirc`, `flowstate::kernel`):
+/// the table gets every binding held, the flow-state socket's filter, and
+/// the recirculation ids the adopted flows use are kept from new ones.
+fn use_rev_nat(shared: &Shared, dp: &dyn Datapath) {
+    let Some(table) = dp.rev_nat() else { return };
+    if let Some(r) = &shared.replicator {
+        if let Err(e) = table.attach_state_socket(r.raw_fd()) {
+            // Replies then wait for the agent to read the binding: slower,
+            // not wrong.
+            tracing::warn!(error = %e, "attaching the reverse-NAT filter to the flow-state socket");
+        }
+    }
+    if let Ok(flows) = dp.dump_flows() {
+        let mut ids = shared.recirc.lock();
+        for f in &flows {
+            if let midonet_datapath::InPort::Port(p) = f.masked_key.in_port {
+                if p >= midonet_datapath::RECIRC_PORT_BASE {
+                    ids.reserve(p - midonet_datapath::RECIRC_PORT_BASE);
+                }
+            }
+            for a in f.actions.iter() {
+                if let midonet_datapath::Action::RevNatRecirc(id) = a {
+                    ids.reserve(*id);
+                }
+            }
+        }
+    }
+    shared.flowstate.lock().set_rev_nat(table.clone(), shared.epoch.elapsed());
+    let _ = shared.rev_nat.set(table);
+    tracing::info!("NATed replies are reverse-translated by the datapath");
 }
 
 /// The datapath the configuration asks for, and the provider that runs:
@@ -913,6 +951,10 @@ impl Core {
                     for f in flows.iter().filter(|f| f.idle_ms <= window) {
                         refreshed += fs.refresh(f.tags.iter(), sim_now);
                     }
+                    // Replies the datapath reverse-translated itself.
+                    let (r, c) = fs.refresh_from_kernel(Duration::from_millis(window), sim_now);
+                    refreshed += r;
+                    closed += c;
                     let live: HashSet<FlowId> = flows.iter().map(|f| f.id).collect();
                     self.closed_flows.retain(|id, _| live.contains(id));
                     if closed > 0 {

@@ -435,6 +435,26 @@ fn two_vms_share_one_snat_address_without_collisions() {
     assert_eq!(ports.len(), 2 * per_vm, "every open connection has its own public port");
     eprintln!("MEASURE {} concurrent connections through one SNAT address", conns.len());
     drop(conns);
+    // Host 0 is the gateway: every reply came in by its uplink. Their flow
+    // is split at the reverse rule and the datapath translated them from
+    // its own table (vm2's bindings taken from host 1's messages as they
+    // arrived): the gateway's agent simulated a few replies, not one per
+    // connection. Its misses are vm1's connections (each a new binding).
+    let translated = env.metric(0, "midonet_agent_rev_nat_translated_total");
+    let preloaded = env.metric(0, "midonet_agent_state_bindings_preloaded_total");
+    let misses = env.metric(0, "midonet_agent_misses_total");
+    eprintln!(
+        "MEASURE gateway: {translated} replies translated by the datapath, {preloaded} bindings \
+         preloaded from messages, {misses} misses for {} connections",
+        2 * per_vm
+    );
+    assert!(env.metric(0, "midonet_agent_split_flows_total") >= 1.0, "a reply's flow was split");
+    assert!(translated >= per_vm as f64, "the datapath translated the replies: {translated}");
+    assert!(preloaded >= per_vm as f64, "vm2's bindings were preloaded: {preloaded}");
+    assert!(
+        misses < (per_vm + per_vm / 2) as f64,
+        "the gateway's agent saw few replies: {misses} misses"
+    );
 
     // ICMP: both VMs ping the outside at once; ids are translated.
     let pings: Vec<_> = [&vm1, &vm2]

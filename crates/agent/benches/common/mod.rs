@@ -42,6 +42,8 @@ pub fn shared(
         state_log: None,
         pending_stale: Mutex::new(Vec::new()),
         migrations: Default::default(),
+        rev_nat: Default::default(),
+        recirc: Default::default(),
     });
     (shared, (crx, srx))
 }

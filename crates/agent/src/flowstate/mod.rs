@@ -65,7 +65,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use midonet_datapath::{RevNatEntry, RevNatTable};
 
 use midonet_model::PortId;
 use midonet_sim::{nat_tags, SimAction, SimResult, Tag};
@@ -79,6 +82,7 @@ use serde::Serialize;
 
 use crate::handler::{Egress, View};
 
+pub mod kernel;
 pub mod learned;
 pub mod log;
 pub mod migrate;
@@ -143,6 +147,9 @@ pub struct FlowState {
     by_port: HashMap<Id, Vec<u64>>,
     /// Tags in `by_port`, over all ports.
     indexed: usize,
+    /// The datapath's reverse-NAT table, kept equal to `nat` ([`kernel`]);
+    /// `None` when the datapath has none (or it is switched off).
+    rev_nat: Option<Arc<dyn RevNatTable>>,
 }
 
 /// A raw port id, as in flow-state messages.
@@ -161,6 +168,48 @@ impl FlowState {
             mirrored: ConnStats::default(),
             by_port: HashMap::new(),
             indexed: 0,
+            rev_nat: None,
+        }
+    }
+
+    /// From now on, keep the datapath's reverse-NAT table equal to the
+    /// bindings here ([`kernel`]), starting with those held already.
+    pub fn set_rev_nat(&mut self, table: Arc<dyn RevNatTable>, now: Duration) {
+        let all: Vec<(NatKey, NatBinding)> =
+            self.nat.iter(now).map(|e| (e.key, e.binding)).collect();
+        self.rev_nat = Some(table);
+        self.kernel_write(&all);
+    }
+
+    /// Whether the datapath translates replies itself.
+    pub fn has_rev_nat(&self) -> bool {
+        self.rev_nat.is_some()
+    }
+
+    /// Writes these bindings into the datapath's table.
+    fn kernel_write(&self, bindings: &[(NatKey, NatBinding)]) {
+        let Some(t) = &self.rev_nat else { return };
+        let entries: Vec<RevNatEntry> = bindings
+            .iter()
+            .filter_map(|(k, b)| kernel::entry(k, *b, allocated_here(&self.blocks, k, *b)))
+            .collect();
+        if !entries.is_empty() {
+            if let Err(e) = t.upsert(&entries) {
+                tracing::warn!(error = %e, "writing the datapath's reverse-NAT table");
+            }
+        }
+    }
+
+    /// Takes these bindings out of the datapath's table where it still
+    /// holds exactly them.
+    fn kernel_clear(&self, bindings: &[(NatKey, NatBinding)]) {
+        let Some(t) = &self.rev_nat else { return };
+        let entries: Vec<RevNatEntry> =
+            bindings.iter().filter_map(|(k, b)| kernel::entry(k, *b, false)).collect();
+        if !entries.is_empty() {
+            if let Err(e) = t.remove_exact(&entries) {
+                tracing::warn!(error = %e, "clearing the datapath's reverse-NAT table");
+            }
         }
     }
 
@@ -375,6 +424,11 @@ impl FlowState {
             }
             out.nat.push(nat_repr(&w.key, w.binding));
         }
+        if self.rev_nat.is_some() && !r.nat.is_empty() {
+            let used: Vec<(NatKey, NatBinding)> =
+                r.nat.iter().map(|w| (w.key, w.binding)).collect();
+            self.kernel_write(&used);
+        }
         if self.by_tag.is_empty() {
             return full;
         }
@@ -432,10 +486,10 @@ impl FlowState {
             &mut replaced,
         );
         let mut tags = Vec::new();
-        for (k, b) in replaced {
+        for (k, b) in &replaced {
             // Their flows translate with the old binding.
-            self.closing.remove(&k);
-            tags.extend(nat_tags(&k, b));
+            self.closing.remove(k);
+            tags.extend(nat_tags(k, *b));
         }
         let ports: Vec<Id> =
             std::iter::once(msg.ingress_port).chain(msg.egress_ports.iter().copied()).collect();
@@ -472,6 +526,29 @@ impl FlowState {
                 }
                 None => {}
             }
+        }
+        if self.rev_nat.is_some() {
+            // What the table holds now goes to the datapath; what it
+            // refused comes out (the datapath may have taken it from the
+            // message as it arrived).
+            let (mut held, mut refused) = (Vec::new(), Vec::new());
+            for n in &msg.nat {
+                let Some(kind) = NatKind::from_code(n.kind) else { continue };
+                let key = NatKey::new(kind, ConnKey::from(&n.key));
+                let theirs = NatBinding { ip: n.bound_ip, port: n.bound_port };
+                match self.nat.get(&key, now) {
+                    Some(b) => {
+                        held.push((key, b));
+                        if b != theirs {
+                            refused.push((key, theirs));
+                        }
+                    }
+                    None => refused.push((key, theirs)),
+                }
+            }
+            self.kernel_clear(&replaced);
+            self.kernel_clear(&refused);
+            self.kernel_write(&held);
         }
         (done, tags)
     }
@@ -549,6 +626,11 @@ impl FlowState {
             .collect();
         let mut bindings = Vec::new();
         self.nat.expire(now, EXPIRY_BUDGET, &mut bindings);
+        if self.rev_nat.is_some() {
+            let gone: Vec<(NatKey, NatBinding)> =
+                bindings.iter().map(|e| (e.key, e.binding)).collect();
+            self.kernel_clear(&gone);
+        }
         for e in bindings {
             self.closing.remove(&e.key);
             for t in nat_tags(&e.key, e.binding) {
@@ -587,6 +669,38 @@ impl FlowState {
             }
         }
         n
+    }
+
+    /// Bindings whose replies the datapath translated itself in the last
+    /// `window` (see [`kernel`]): refreshed as a flow's use refreshes
+    /// them, or closed if those replies carried a FIN or RST. Returns how
+    /// many were refreshed and how many closed.
+    pub fn refresh_from_kernel(&mut self, window: Duration, now: Duration) -> (usize, usize) {
+        use midonet_flow::key::tcp_flags::{FIN, RST};
+        let Some(t) = self.rev_nat.clone() else { return (0, 0) };
+        let since = t.now().saturating_sub(window);
+        let (mut refreshed, mut closed) = (0, 0);
+        let timeouts = self.conn.cfg().timeouts;
+        for (e, flags) in t.used_since(since) {
+            let (key, b) = kernel::binding(&e);
+            if self.nat.get(&key, now) != Some(b) {
+                continue;
+            }
+            let closing = flags & (FIN | RST);
+            if closing != 0 && key.conn.proto == 6 {
+                let ttl =
+                    if closing & RST != 0 { timeouts.tcp_closed } else { timeouts.tcp_closing };
+                if self.nat.shorten(&key, now + ttl, now) {
+                    let cur = self.closing.entry(key).or_insert(ttl);
+                    *cur = (*cur).min(ttl);
+                    closed += 1;
+                }
+            } else {
+                let ttl = self.nat_ttl(&key);
+                refreshed += usize::from(self.nat.touch(&key, now + ttl, now));
+            }
+        }
+        (refreshed, closed)
     }
 
     /// Forget connections (all, or those tracked by `tracker`); returns

@@ -47,6 +47,13 @@ impl Replicator {
         Ok(Replicator { sock, port, rx: Mutex::new(vec![0u8; MAX_MESSAGE]) })
     }
 
+    /// The socket's descriptor (a datapath's filter attaches to it:
+    /// `midonet_datapath::RevNatTable::attach_state_socket`).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
+
     /// Sends `msg` to every peer; returns how many sends failed.
     pub fn send(&self, msg: &FlowStateRepr, peers: &[Ipv4Addr]) -> usize {
         let mut buf = Vec::new();
@@ -229,6 +236,8 @@ mod tests {
             state_log: None,
             pending_stale: Mutex::new(Vec::new()),
             migrations: Default::default(),
+            rev_nat: Default::default(),
+            recirc: Default::default(),
         });
         (sh, stale_rx)
     }

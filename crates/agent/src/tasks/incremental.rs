@@ -654,6 +654,8 @@ impl Agent {
             state_log: None,
             pending_stale: Mutex::new(Vec::new()),
             migrations: Default::default(),
+            rev_nat: Default::default(),
+            recirc: Default::default(),
         });
         let dp = Arc::new(DummyDatapath::new(Some(Box::new(Handler::new(shared.clone())))));
         let refresh = Duration::from_secs(5);

@@ -1,0 +1,134 @@
+//! The datapath's reverse-NAT table, kept equal to this host's bindings
+//! (issue 8; `midonet_datapath::RevNatTable`).
+//!
+//! A reply to a NATed connection whose flow is split at the reverse rule
+//! (`midonet_sim::Split`) is translated by the datapath from its own
+//! table, so that one megaflow carries every connection's replies and a
+//! new connection's reply does not miss. That table must say what the
+//! agent's [`NatTable`](midonet_state::NatTable) says:
+//!
+//! * **written** for every binding a simulation made or used here and
+//!   every binding a peer's message installed (a `local` mark on those
+//!   this host allocated, which a peer's message may not replace: the
+//!   agent's own rule);
+//! * **taken back** where the agent refused a peer's binding (the
+//!   datapath may have written it from the message already) and where a
+//!   binding expired or was replaced;
+//! * **read back** each refresh round: a binding whose replies the
+//!   datapath translated since the last round is refreshed as a flow's
+//!   activity refreshes it, and a reply's FIN or RST closes it, since no
+//!   per-connection flow reports those for it any more.
+//!
+//! Only TCP and UDP bindings of SNAT and DNAT are in it (what a split
+//! covers); the rest need no entry.
+
+use std::net::Ipv4Addr;
+
+use midonet_datapath::{RevNatEntry, RevNatKey, RevNatKind};
+use midonet_state::{ConnKey, NatBinding, NatKey, NatKind, TrackerId};
+
+/// The datapath's entry for binding `b` of `key`, if it has one.
+pub fn entry(key: &NatKey, b: NatBinding, local: bool) -> Option<RevNatEntry> {
+    let kind = match key.kind {
+        NatKind::Snat => RevNatKind::Snat,
+        NatKind::Dnat => RevNatKind::Dnat,
+        NatKind::StickyDnat => return None,
+    };
+    let c = &key.conn;
+    if c.proto != 6 && c.proto != 17 {
+        return None;
+    }
+    let ret = key.return_key(b);
+    let restore = key.return_binding();
+    Some(RevNatEntry {
+        key: RevNatKey {
+            tracker: *c.tracker.0.as_bytes(),
+            kind,
+            proto: c.proto,
+            src: ret.src,
+            dst: ret.dst,
+            src_port: ret.src_port,
+            dst_port: ret.dst_port,
+        },
+        ip: restore.ip,
+        port: restore.port,
+        local,
+    })
+}
+
+/// The binding an entry of the datapath's table stands for: its forward
+/// key and what that translates to (the inverse of [`entry`]).
+pub fn binding(e: &RevNatEntry) -> (NatKey, NatBinding) {
+    let k = &e.key;
+    let tracker = TrackerId(uuid::Uuid::from_bytes(k.tracker));
+    let conn = |src: Ipv4Addr, src_port, dst: Ipv4Addr, dst_port| ConnKey {
+        src,
+        dst,
+        src_port,
+        dst_port,
+        proto: k.proto,
+        tracker,
+    };
+    match k.kind {
+        // Reply: server -> NAT address; forward: inside -> server.
+        RevNatKind::Snat => (
+            NatKey::new(NatKind::Snat, conn(e.ip, e.port, k.src, k.src_port)),
+            NatBinding { ip: k.dst, port: k.dst_port },
+        ),
+        // Reply: backend -> client; forward: client -> the address spoken to.
+        RevNatKind::Dnat => (
+            NatKey::new(NatKind::Dnat, conn(k.dst, k.dst_port, e.ip, e.port)),
+            NatBinding { ip: k.src, port: k.src_port },
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(proto: u8) -> ConnKey {
+        ConnKey {
+            src: Ipv4Addr::new(10, 0, 0, 5),
+            dst: Ipv4Addr::new(198, 51, 100, 7),
+            src_port: 40000,
+            dst_port: 80,
+            proto,
+            tracker: TrackerId(uuid::Uuid::from_u128(0x1234)),
+        }
+    }
+
+    #[test]
+    fn an_entry_is_the_reply_as_it_arrives_and_what_the_reverse_rule_restores() {
+        let k = NatKey::new(NatKind::Snat, conn(6));
+        let b = NatBinding { ip: Ipv4Addr::new(203, 0, 113, 1), port: 61000 };
+        let e = entry(&k, b, true).expect("tcp snat");
+        assert_eq!(
+            (e.key.src, e.key.src_port, e.key.dst, e.key.dst_port),
+            (Ipv4Addr::new(198, 51, 100, 7), 80, Ipv4Addr::new(203, 0, 113, 1), 61000)
+        );
+        assert_eq!((e.ip, e.port, e.local), (Ipv4Addr::new(10, 0, 0, 5), 40000, true));
+        // The same as the agent's own reverse lookup.
+        let ret = k.return_key(b);
+        assert_eq!((ret.src, ret.dst), (e.key.src, e.key.dst));
+    }
+
+    #[test]
+    fn entries_map_back_to_their_bindings_for_both_kinds_and_protocols() {
+        for kind in [NatKind::Snat, NatKind::Dnat] {
+            for proto in [6, 17] {
+                let k = NatKey::new(kind, conn(proto));
+                let b = NatBinding { ip: Ipv4Addr::new(192, 0, 2, 9), port: 8080 };
+                let e = entry(&k, b, false).expect("covered");
+                assert_eq!(binding(&e), (k, b), "{kind:?} {proto}");
+            }
+        }
+    }
+
+    #[test]
+    fn icmp_and_sticky_dnat_have_no_entry() {
+        let b = NatBinding { ip: Ipv4Addr::new(192, 0, 2, 9), port: 7 };
+        assert!(entry(&NatKey::new(NatKind::Snat, conn(1)), b, false).is_none());
+        assert!(entry(&NatKey::new(NatKind::StickyDnat, conn(6)), b, false).is_none());
+    }
+}
