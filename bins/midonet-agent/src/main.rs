@@ -35,6 +35,10 @@ struct Args {
     /// overrides the file.
     #[arg(long, env = "MIDONET_AGENT_MISS_WORKERS")]
     miss_workers: Option<usize>,
+    /// Whether the datapath reverse-translates NATed replies itself
+    /// (`kernel_rev_nat`: true | false); overrides the file.
+    #[arg(long, env = "MIDONET_AGENT_KERNEL_REV_NAT")]
+    kernel_rev_nat: Option<bool>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -77,6 +81,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = args.miss_workers {
         cfg.miss_workers = n;
+    }
+    if let Some(on) = args.kernel_rev_nat {
+        cfg.kernel_rev_nat = on;
     }
     if let Some(d) = args.datapath {
         cfg.datapath = match d.as_str() {
