@@ -1361,6 +1361,18 @@ static __always_inline int unknown_tunnel_source(__u32 src)
 	return on && *on && !bpf_map_lookup_elem(&mdp_tunnel_peers, &src);
 }
 
+/* Whether `src` (host order) is a tunnel peer the agent named. Unlike
+ * mdp_tunnel, mdp_state believes nobody before the agent pushed its peers:
+ * a binding it takes is used without the agent, and a restarted agent's
+ * pinned first halves would use one a stranger sent in that window. */
+static __always_inline int tunnel_peer(__u32 src)
+{
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&mdp_tunnel_filter, &zero);
+
+	return on && *on && bpf_map_lookup_elem(&mdp_tunnel_peers, &src);
+}
+
 /* A tunnel frame whose VNI is bound to local port `port` goes straight out
  * of it: the sender already simulated. `strip`: the frame is still in its
  * VXLAN datagram, behind the underlay's Ethernet header (mdp_underlay); the
@@ -1600,7 +1612,7 @@ int mdp_state(struct __sk_buff *skb)
 	    bpf_skb_load_bytes_relative(skb, ihl, udp, sizeof(udp), BPF_HDR_START_NET) < 0)
 		goto reject;
 	src = ((__u32)ip[12] << 24) | ((__u32)ip[13] << 16) | ((__u32)ip[14] << 8) | ip[15];
-	if (unknown_tunnel_source(src))
+	if (!tunnel_peer(src))
 		goto reject;
 	ulen = ((__u32)udp[4] << 8) | udp[5];
 	if (ulen < 8 + FS_HEADER || ulen - 8 > len)

@@ -1377,8 +1377,11 @@ mod state_socket {
         if !runnable() {
             return;
         }
-        let fx = fx("state");
+        let mut fx = fx("state");
         let p = Pair::new(&fx);
+        // 127.0.0.1 is a tunnel peer (mdp_state believes no one else).
+        fx.bpf.maps.tunnel_peers.insert(u32::from(Ipv4Addr::LOCALHOST), 1, 0).expect("peer");
+        fx.bpf.maps.tunnel_filter.set(0, 1, 0).expect("filter on");
         let snat = nat(NatKindCode::Snat, 6, 9, (ip(1), 40000), (ip(200), 443), (ip(100), 31000));
         let dnat = nat(NatKindCode::Dnat, 17, 8, (ip(7), 5353), (ip(50), 53), (ip(9), 5300));
         let icmp = nat(NatKindCode::Snat, 1, 9, (ip(1), 77), (ip(200), 77), (ip(100), 78));
@@ -1460,25 +1463,30 @@ mod state_socket {
         // message is not what it says, so nothing of it is taken.
         let short = good[..good.len() - 10].to_vec();
         let header_only = good[..20].to_vec();
-        for (i, m) in [version, request, short, header_only].iter().enumerate() {
-            p.deliver(m);
-            assert_eq!(fx.counter(counter::STATE_REJECTED), i as u64 + 1, "case {i}");
-        }
-        assert_eq!(fx.counter(counter::STATE_BINDINGS), 0);
-        assert_eq!((written(&fx, &a), written(&fx, &b)), (None, None));
-
+        // Before the agent names its peers, nobody is believed (the agent
+        // itself believes nobody until then either).
+        p.deliver(&good);
+        assert_eq!(fx.counter(counter::STATE_REJECTED), 1, "no peer set yet");
         // The tunnel filter on, 127.0.0.1 not a peer: nothing taken.
         let maps = &mut fx.bpf.maps;
         maps.tunnel_peers.insert(u32::from(Ipv4Addr::new(192, 0, 2, 2)), 1, 0).expect("peer");
         maps.tunnel_filter.set(0, 1, 0).expect("filter on");
         p.deliver(&good);
-        assert_eq!(fx.counter(counter::STATE_REJECTED), 5);
+        assert_eq!(fx.counter(counter::STATE_REJECTED), 2, "a stranger");
         assert_eq!((written(&fx, &a), written(&fx, &b)), (None, None));
-        // A peer (in host order, as mdp_tunnel_peers is keyed): taken.
+        // From a peer (in host order, as mdp_tunnel_peers is keyed), but
+        // malformed: nothing taken.
         fx.bpf.maps.tunnel_peers.insert(u32::from(Ipv4Addr::LOCALHOST), 1, 0).expect("peer");
+        for (i, m) in [version, request, short, header_only].iter().enumerate() {
+            p.deliver(m);
+            assert_eq!(fx.counter(counter::STATE_REJECTED), i as u64 + 3, "case {i}");
+        }
+        assert_eq!(fx.counter(counter::STATE_BINDINGS), 0);
+        assert_eq!((written(&fx, &a), written(&fx, &b)), (None, None));
+        // A well-formed message from a peer: taken.
         p.deliver(&good);
         assert_eq!(fx.counter(counter::STATE_BINDINGS), 2);
         assert!(written(&fx, &a).is_some() && written(&fx, &b).is_some());
-        assert_eq!(fx.counter(counter::STATE_REJECTED), 5);
+        assert_eq!(fx.counter(counter::STATE_REJECTED), 6);
     }
 }

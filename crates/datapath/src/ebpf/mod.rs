@@ -170,7 +170,9 @@
 //! into `mdp_rev_nat` under their replies' keys as the kernel queues the
 //! datagram, so a reply right behind its connection's first packet can
 //! already hit. It takes nothing from a sender that is not a tunnel peer
-//! (once the agent named them), another version, a request or a datagram
+//! (nothing at all before the agent named its peers: unlike a tunnel
+//! datagram, a binding taken here is used without the agent ever seeing
+//! it), another version, a request or a datagram
 //! shorter than it says, never replaces a binding this host allocated, and
 //! never changes delivery: the agent reads and checks every message itself.
 //! Counted in [`DpStats`] (`rev_nat_hits`, `rev_nat_misses`,
