@@ -459,9 +459,17 @@ pub fn process(
     match decision {
         Decision::Forward if r.split.is_some() => {
             sh.metrics.sim("forward");
-            let unsplit = r.unsplit_actions();
-            out.execute = translate(sh, view, &unsplit, &mut tunnels);
             let second = translate(sh, view, &r.actions, &mut tunnels);
+            // The packet that missed gets the whole list: the restoring
+            // rewrites, then the second half's (nothing if that emits
+            // nothing).
+            if !second.is_drop() {
+                let restore = r.split.as_ref().map(|s| s.restore.clone()).unwrap_or_default();
+                out.execute = restore;
+                for a in second.iter() {
+                    out.execute.push(*a);
+                }
+            }
             let mut tags = tags;
             if tunnels {
                 tags.push(TUNNEL_ROUTES_TAG.0);
