@@ -225,33 +225,7 @@ fn need_block_drops_for_now_then_forwards_once_granted() {
 
 #[test]
 fn dnat_port_forward_and_its_return() {
-    let mut w = W::std();
-    w.with_default();
-    w.gw_arp();
-    let fwd = nat_rule(
-        RuleType::Dnat,
-        Condition {
-            nw_dst_address: Some(ip(PUB).into()),
-            nw_dst_length: Some(32),
-            nw_proto: Some(6),
-            tp_dst: Some(PortRange { start: 8022, end: 8022 }),
-            ..Default::default()
-        },
-        vec![NatTarget {
-            address_from: ip("10.0.1.5"),
-            address_to: ip("10.0.1.5"),
-            port_from: 22,
-            port_to: 22,
-        }],
-    );
-    let rev = nat_rule(RuleType::RevDnat, Condition::default(), vec![]);
-    let inn = w.chain("r-in", vec![fwd]);
-    let out = w.chain("r-out", vec![rev]);
-    let r = w.r;
-    w.t.edit_router(r, |x| {
-        x.inbound_filter_id = Some(inn);
-        x.outbound_filter_id = Some(out);
-    });
+    let mut w = port_forward();
     let (up, v3) = (w.up, w.v3);
     let pkt = format!(
         "eth.src={GW},eth.dst={UP},ip4.src=198.51.100.7,ip4.dst={PUB},tcp.src=5555,tcp.dst=8022"
