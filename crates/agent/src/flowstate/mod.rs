@@ -672,9 +672,13 @@ impl FlowState {
     }
 
     /// Bindings whose replies the datapath translated itself in the last
-    /// `window` (see [`kernel`]): refreshed as a flow's use refreshes
-    /// them, or closed if those replies carried a FIN or RST. Returns how
-    /// many were refreshed and how many closed.
+    /// `window` (see [`kernel`]): closed if those replies carried a FIN or
+    /// RST this host has not acted on yet, and kept alive for their
+    /// (closing) lifetime by that use, as a flow's use keeps them. The
+    /// table's flags are cumulative (only a peer's message, which writes
+    /// the entry afresh, clears them), so what was acted on is read from
+    /// `closing`: a FIN once, an RST once. Returns how many were
+    /// refreshed and how many closed.
     pub fn refresh_from_kernel(&mut self, window: Duration, now: Duration) -> (usize, usize) {
         use midonet_flow::key::tcp_flags::{FIN, RST};
         let Some(t) = self.rev_nat.clone() else { return (0, 0) };
@@ -686,7 +690,12 @@ impl FlowState {
             if self.nat.get(&key, now) != Some(b) {
                 continue;
             }
-            let closing = flags & (FIN | RST);
+            let acted = match self.closing.get(&key) {
+                Some(ttl) if *ttl <= timeouts.tcp_closed => FIN | RST,
+                Some(_) => FIN,
+                None => 0,
+            };
+            let closing = flags & (FIN | RST) & !acted;
             if closing != 0 && key.conn.proto == 6 {
                 let ttl =
                     if closing & RST != 0 { timeouts.tcp_closed } else { timeouts.tcp_closing };
@@ -695,10 +704,12 @@ impl FlowState {
                     *cur = (*cur).min(ttl);
                     closed += 1;
                 }
-            } else {
-                let ttl = self.nat_ttl(&key);
-                refreshed += usize::from(self.nat.touch(&key, now + ttl, now));
+                continue;
             }
+            // Used, and nothing new: alive for its lifetime from now (a
+            // closed one's too, while its replies keep coming).
+            let ttl = self.nat_ttl(&key);
+            refreshed += usize::from(self.nat.touch(&key, now + ttl, now));
         }
         (refreshed, closed)
     }

@@ -282,3 +282,121 @@ fn peers_are_egress_hosts_and_stateful_groups_never_this_host() {
     assert_eq!(peers(&view, p_in, &actions), vec![a, b, c]);
     assert!(peers(&view, p_local, &[SimAction::ToPort(p_local)]).is_empty());
 }
+
+/// The agent's side of the datapath's reverse-NAT table, in memory (the
+/// BPF map itself needs root and is tested in `datapath/tests/ebpf.rs`):
+/// its flags are cumulative, as the map's are, and `used` sets when a
+/// reply last used an entry.
+#[derive(Default)]
+struct MemRevNat {
+    entries: parking_lot::Mutex<HashMap<midonet_datapath::RevNatKey, (RevNatEntry, u16, Duration)>>,
+    clock: parking_lot::Mutex<Duration>,
+}
+
+impl MemRevNat {
+    /// A reply under `key` with TCP `flags`, at `at`.
+    fn reply(&self, e: &RevNatEntry, flags: u16, at: Duration) {
+        *self.clock.lock() = at;
+        let mut m = self.entries.lock();
+        let v = m.get_mut(&e.key).expect("in the table");
+        v.1 |= flags;
+        v.2 = at;
+    }
+}
+
+impl RevNatTable for MemRevNat {
+    fn set_recirc(
+        &self,
+        _: u32,
+        _: midonet_datapath::RevNatKind,
+        _: [u8; 16],
+    ) -> Result<(), midonet_datapath::DpError> {
+        Ok(())
+    }
+    fn upsert(&self, entries: &[RevNatEntry]) -> Result<(), midonet_datapath::DpError> {
+        let mut m = self.entries.lock();
+        for e in entries {
+            let keep = m.get(&e.key).filter(|(o, ..)| (o.ip, o.port) == (e.ip, e.port));
+            let (flags, used) = keep.map_or((0, Duration::ZERO), |(_, f, u)| (*f, *u));
+            m.insert(e.key, (*e, flags, used));
+        }
+        Ok(())
+    }
+    fn remove(
+        &self,
+        keys: &[midonet_datapath::RevNatKey],
+    ) -> Result<(), midonet_datapath::DpError> {
+        let mut m = self.entries.lock();
+        for k in keys {
+            m.remove(k);
+        }
+        Ok(())
+    }
+    fn remove_exact(&self, entries: &[RevNatEntry]) -> Result<(), midonet_datapath::DpError> {
+        let mut m = self.entries.lock();
+        for e in entries {
+            if m.get(&e.key).is_some_and(|(o, ..)| (o.ip, o.port) == (e.ip, e.port)) {
+                m.remove(&e.key);
+            }
+        }
+        Ok(())
+    }
+    fn last_used(&self, key: &midonet_datapath::RevNatKey) -> Option<Duration> {
+        self.entries.lock().get(key).map(|v| v.2).filter(|u| !u.is_zero())
+    }
+    fn now(&self) -> Duration {
+        *self.clock.lock()
+    }
+    fn used_since(&self, since: Duration) -> Vec<(RevNatEntry, u16)> {
+        let m = self.entries.lock();
+        m.values().filter(|v| !v.2.is_zero() && v.2 >= since).map(|v| (v.0, v.1)).collect()
+    }
+}
+
+/// A peer's binding whose replies the datapath translates stays while
+/// they come, however long ago its connection's FIN was: the FIN closes
+/// it once (120 s from then), and every later round that sees it used
+/// gives it that lifetime again (the flags stay in the table; acting on
+/// them every round pinned it to the first FIN, and a client reusing the
+/// 5-tuple lost its replies at the gateway two minutes later). An RST
+/// after it shortens it once more; an idle one goes.
+#[test]
+fn replies_keep_a_closed_binding_alive_and_its_flags_act_once() {
+    use midonet_flow::key::tcp_flags::{FIN, RST};
+    use midonet_state::{NatBinding, NatKey, NatKind, Timeouts};
+    let s = Duration::from_secs;
+    let table = Arc::new(MemRevNat::default());
+    let mut fs = FlowState::new(100, 1);
+    fs.set_rev_nat(table.clone(), s(1));
+    let key = NatKey::new(NatKind::Snat, key(1000));
+    let b = NatBinding { ip: Ipv4Addr::new(192, 0, 2, 1), port: 1030 };
+    let msg = FlowStateRepr { nat: vec![nat_repr(&key, b)], ..FlowStateRepr::default() };
+    fs.install(&msg, s(1));
+    let e = kernel::entry(&key, b, false).expect("tcp snat");
+    assert!(table.entries.lock().contains_key(&e.key), "written to the table");
+    let window = s(6);
+
+    table.reply(&e, ACK | FIN, s(10));
+    assert_eq!(fs.refresh_from_kernel(window, s(10)), (0, 1), "the FIN closes it");
+    let closing = Timeouts::default().tcp_closing;
+    // The client reuses the 5-tuple: replies keep coming, FIN still set.
+    let mut at = s(10);
+    while at < s(10) + closing * 3 {
+        at += s(5);
+        table.reply(&e, ACK, at);
+        assert_eq!(
+            fs.refresh_from_kernel(window, at),
+            (1, 0),
+            "refreshed at {at:?}, not closed again"
+        );
+    }
+    assert_eq!(
+        fs.nat.get(&key, at + closing - s(1)),
+        Some(b),
+        "alive for 120 s after its last use"
+    );
+    table.reply(&e, RST, at + s(5));
+    assert_eq!(fs.refresh_from_kernel(window, at + s(5)), (0, 1), "a new RST closes it again");
+    let closed = Timeouts::default().tcp_closed;
+    assert_eq!(fs.nat.get(&key, at + s(5) + closed), None, "an RST's 10 s, then gone");
+}
