@@ -41,8 +41,11 @@ impl State {
                 &kb,
                 &mb,
                 &f.actions,
-                f.idle_timeout_ms,
-                &f.tags,
+                super::kernel::Meta {
+                    idle_ms: f.idle_timeout_ms,
+                    tags: &f.tags,
+                    miss_on_open: f.miss_on_open,
+                },
             ) {
                 Ok(o) => Some(o),
                 Err(e) => {
@@ -71,6 +74,7 @@ impl State {
             actions: f.actions,
             tags: f.tags,
             idle_timeout_ms: f.idle_timeout_ms,
+            miss_on_open: f.miss_on_open,
             packets: 0,
             tcp_flags: 0,
             bytes: 0,
