@@ -375,12 +375,18 @@ impl ConnTable {
     ///
     /// A live entry never goes back: a sender that has not seen the reply
     /// yet (`SynSent`) does not undo a `Replied` learnt here or from the
-    /// other side, and a closed connection is not re-opened.
+    /// other side. A closing or closed one does take a new start (`SynSent`
+    /// or `New`): its tracker simulated a connection opening again on the
+    /// 5-tuple (a client reusing it), which it sends before that packet.
     pub fn import(&mut self, key: ConnKey, state: ConnState, now: Duration) -> Result<(), Full> {
         let now_ms = ms(now);
         if let Some(s) = self.map.get_mut(&key) {
-            let state =
-                if s.expires_ms > now_ms && state.stage() < s.val.stage() { s.val } else { state };
+            let reopened = state.stage() == 0 && s.val.stage() >= ConnState::Closing.stage();
+            let state = if s.expires_ms > now_ms && state.stage() < s.val.stage() && !reopened {
+                s.val
+            } else {
+                state
+            };
             s.val = state;
             s.expires_ms = now_ms.saturating_add(ms(self.cfg.timeouts.of(key.proto, state)));
             return Ok(());
@@ -488,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn an_import_never_takes_a_live_connection_back() {
+    fn an_import_never_takes_a_live_connection_back_but_a_closed_one_may_open_again() {
         let mut t = table(16);
         let k = key(proto::TCP, 7);
         t.import(k, ConnState::Replied, S(0)).expect("room");
@@ -499,10 +505,20 @@ mod tests {
         assert_eq!(c.expires, S(1) + Timeouts::default().tcp_established, "refreshed");
         t.import(k, ConnState::Closing, S(2)).expect("room");
         assert_eq!(t.lookup(&k, S(2)).expect("tracked").0.state, ConnState::Closing);
+        t.import(k, ConnState::Replied, S(3)).expect("room");
+        assert_eq!(t.lookup(&k, S(3)).expect("tracked").0.state, ConnState::Closing, "no way back");
+        // Its tracker saw the 5-tuple open again: a new start.
+        t.import(k, ConnState::SynSent, S(4)).expect("room");
+        let (c, _) = t.lookup(&k, S(4)).expect("tracked");
+        assert_eq!(
+            (c.state, c.expires),
+            (ConnState::SynSent, S(4) + Timeouts::default().tcp_syn_sent)
+        );
         // Once expired, the entry starts again from what arrives.
-        let later = S(2) + Timeouts::default().tcp_closing;
-        t.import(k, ConnState::SynSent, later).expect("room");
-        assert_eq!(t.lookup(&k, later).expect("tracked").0.state, ConnState::SynSent);
+        t.import(k, ConnState::Closed, S(5)).expect("room");
+        let later = S(5) + Timeouts::default().tcp_closed;
+        t.import(k, ConnState::Replied, later).expect("room");
+        assert_eq!(t.lookup(&k, later).expect("tracked").0.state, ConnState::Replied);
     }
 
     #[test]

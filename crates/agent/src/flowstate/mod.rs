@@ -518,8 +518,13 @@ impl FlowState {
                     self.index_ports(&ports, t[0].0);
                     tags.extend(t);
                 }
-                // Known already: its refresh pushes the expiry out.
+                // Known already: its refresh pushes the expiry out. Its
+                // owner simulated a packet of the connection with it now
+                // (a client reusing a closed connection's 5-tuple, or a
+                // flow re-simulated): no longer closing, until its flows
+                // say so again.
                 Some(b) => {
+                    self.closing.remove(&key);
                     let ttl = self.nat_ttl(&key);
                     self.nat.touch(&key, now + ttl, now);
                     self.index_ports(&ports, nat_tags(&key, b)[0].0);

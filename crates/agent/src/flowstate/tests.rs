@@ -398,5 +398,11 @@ fn replies_keep_a_closed_binding_alive_and_its_flags_act_once() {
     table.reply(&e, RST, at + s(5));
     assert_eq!(fs.refresh_from_kernel(window, at + s(5)), (0, 1), "a new RST closes it again");
     let closed = Timeouts::default().tcp_closed;
-    assert_eq!(fs.nat.get(&key, at + s(5) + closed), None, "an RST's 10 s, then gone");
+    let end = at + s(5) + closed;
+    assert_eq!(fs.nat.get(&key, end - s(1)), Some(b));
+    // Its owner sends it again (a client reused the 5-tuple): open again,
+    // and kept for an established connection's time, not 10 s.
+    fs.install(&msg, at + s(6));
+    assert_eq!(fs.nat.get(&key, end + s(60)), Some(b), "no longer closing");
+    assert_eq!(fs.nat.get(&key, at + s(6) + s(5 * 24 * 3600) + s(1)), None);
 }
