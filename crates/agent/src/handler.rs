@@ -486,7 +486,6 @@ pub fn process(
                             actions: second,
                             tags,
                             idle_timeout_ms: sh.flow_idle_ms,
-                            miss_on_open: false,
                         },
                     ));
                     let mut first = Actions::new();
@@ -496,7 +495,6 @@ pub fn process(
                         actions: first,
                         tags: s.tags.iter().map(|t| t.0).collect(),
                         idle_timeout_ms: sh.flow_idle_ms,
-                        miss_on_open: false,
                     });
                     sh.metrics.split_flows.inc();
                 }
@@ -521,7 +519,6 @@ pub fn process(
                         actions: out.execute.clone(),
                         tags,
                         idle_timeout_ms: sh.flow_idle_ms,
-                        miss_on_open: false,
                     });
                 }
             }
@@ -534,17 +531,11 @@ pub fn process(
                 if tunnels {
                     tags.push(TUNNEL_ROUTES_TAG.0);
                 }
-                // A connection this simulation tracked or translated: a
-                // SYN reusing its 5-tuple opens a new one, to simulate
-                // (its state renewed, and sent to the peers again).
-                let tracked = key.ip_proto == 6
-                    && (!r.conntrack.is_empty() || r.nat.iter().any(|w| !w.reverse));
                 out.install = Some(FlowInstall {
                     mask: r.mask,
                     actions: out.execute.clone(),
                     tags,
                     idle_timeout_ms: sh.flow_idle_ms,
-                    miss_on_open: tracked,
                 });
             }
         }
@@ -573,7 +564,6 @@ pub fn process(
                     actions: Actions::new(),
                     tags,
                     idle_timeout_ms: lifetime.timeout().as_millis() as u64,
-                    miss_on_open: false,
                 });
             }
         }

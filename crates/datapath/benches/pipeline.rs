@@ -50,11 +50,8 @@ fn core(cases: &[&[Action]]) -> Core<NullIo> {
         mask.mark(FieldId::InPort);
         let key = FlowKey { in_port: InPort::Port(port), ..FlowKey::default() };
         let actions: Actions = actions.iter().copied().collect();
-        core.install(
-            &key,
-            FlowInstall { mask, actions, tags: vec![], idle_timeout_ms: 0, miss_on_open: false },
-        )
-        .expect("install");
+        core.install(&key, FlowInstall { mask, actions, tags: vec![], idle_timeout_ms: 0 })
+            .expect("install");
     }
     core
 }

@@ -971,13 +971,6 @@ static __always_inline void flow_hit(__u32 stats, __u32 len, __be16 tcp_flags)
 	flow_count(stats, len, tcp_flags);
 }
 
-/* Whether a packet with this key opens a TCP connection: SYN without ACK
- * (see MDP_FLOW_MISS_ON_OPEN). */
-static __always_inline int opens_connection(const struct mdp_key *k)
-{
-	return k->ip_proto == IPPROTO_TCP && (bpf_ntohs(k->tcp_flags) & 0x12) == 0x02;
-}
-
 /* The exact-match cache (struct mdp_exact in datapath.h). */
 
 #define NO_EXACT (-100) /* not a TC verdict: go on to the megaflow search */
@@ -1173,8 +1166,6 @@ static __always_inline int exact_path(struct __sk_buff *skb, struct mdp_key *k, 
 	g = bpf_map_lookup_elem(&mdp_flow_gen, &si);
 	if (!g || *g != x->gen)
 		return NO_EXACT; /* its flow is gone: the search decides, and refills */
-	if ((x->stats & MDP_FLOW_MISS_ON_OPEN) && opens_connection(k))
-		return NO_EXACT; /* the search misses it */
 	if (rx)
 		port_rx(x->port, skb->len);
 	st->in_port = x->port;
@@ -1311,8 +1302,6 @@ static __always_inline int flow_path(struct __sk_buff *skb, struct mdp_key *k, s
 	/* Read once: the entry may be reused under us (see exact_fill). */
 	acts = f->acts;
 	stats = f->stats;
-	if ((stats & MDP_FLOW_MISS_ON_OPEN) && opens_connection(k))
-		goto miss;
 	al = act_list(acts);
 	if (!al)
 		return drop(MDP_C_DROP_FLOW);

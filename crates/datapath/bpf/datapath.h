@@ -82,14 +82,8 @@ struct mdp_mask_list {
 /* Value of the flows map. */
 struct mdp_flow {
 	__u32 acts;   /* index into `actions` */
-	__u32 stats;  /* index into `flow_stats`, and MDP_FLOW_MISS_ON_OPEN */
+	__u32 stats;  /* index into `flow_stats` */
 };
-
-/* In mdp_flow.stats, above the slot (every use of the slot masks it with
- * MDP_MAX_STATS - 1): a TCP packet opening a connection (SYN without ACK)
- * misses this flow, a tracked connection's, so the agent sees a client
- * reuse the 5-tuple (FlowInstall::miss_on_open). */
-#define MDP_FLOW_MISS_ON_OPEN 0x80000000u
 
 /* Per-CPU counters of one flow. */
 struct mdp_flow_stats {

@@ -273,40 +273,6 @@ mod tests {
         (dp, p1, p2, calls)
     }
 
-    /// The pipeline (the userspace provider's) sends up a TCP SYN without
-    /// ACK that a `miss_on_open` flow would carry, and only that.
-    #[test]
-    fn a_miss_on_open_flow_sends_up_connection_openings() {
-        let dp = DummyDatapath::new(None);
-        let p1 = dp.add_vport("vm1").expect("p1");
-        let p2 = dp.add_vport("vm2").expect("p2");
-        let mut h = MacTableHandler::new().route(B, &[Action::Output(p2)]);
-        h.miss_on_open = true;
-        let calls = h.calls.clone();
-        dp.set_handler(Some(Box::new(h)));
-        let tcp = |flags: &str| {
-            let k: FlowKey = format!(
-                "eth.src=02:00:00:00:00:0a,eth.dst=02:00:00:00:00:0b,ip4.src=10.0.0.1,\
-                 ip4.dst=10.0.0.2,tcp.src=40000,tcp.dst=80,tcp.flags={flags}"
-            )
-            .parse()
-            .expect("key");
-            let mut f = Vec::new();
-            k.to_frame(b"", &mut f);
-            f
-        };
-        dp.inject(p1, &tcp("syn"));
-        assert_eq!(calls.load(Ordering::Relaxed), 1, "the first SYN misses");
-        for flags in ["ack", "psh|ack", "fin|ack", "syn|ack"] {
-            dp.inject(p1, &tcp(flags));
-        }
-        assert_eq!(calls.load(Ordering::Relaxed), 1, "the flow carries the rest, and a SYN-ACK");
-        assert_eq!(dp.dump_flows().expect("dump")[0].packets, 4);
-        dp.inject(p1, &tcp("syn"));
-        assert_eq!(calls.load(Ordering::Relaxed), 2, "a SYN reusing the 5-tuple misses");
-        assert_eq!(dp.take_output(p2).len(), 6, "every packet delivered");
-    }
-
     #[test]
     fn first_packet_upcalls_then_megaflow_forwards() {
         let (dp, p1, p2, calls) = two_port_dp();

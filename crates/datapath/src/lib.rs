@@ -209,21 +209,6 @@ pub struct FlowInstall {
     pub tags: Vec<u64>,
     /// Idle timeout in milliseconds; 0 = never expires.
     pub idle_timeout_ms: u64,
-    /// A TCP packet that opens a connection (SYN without ACK) misses this
-    /// flow instead of hitting it. The agent sets it on the flows of
-    /// tracked and NATed connections, so a client that reuses a closed
-    /// connection's 5-tuple is simulated again (its state renewed and sent
-    /// to the peers again), where the flow would have carried it on the
-    /// old connection's state; the kernel's conntrack, likewise, takes a
-    /// SYN on a closed connection's tuple for a new connection.
-    pub miss_on_open: bool,
-}
-
-/// Whether `key` is a TCP packet opening a connection: SYN without ACK
-/// (what [`FlowInstall::miss_on_open`] sends up).
-pub fn opens_connection(key: &FlowKey) -> bool {
-    use midonet_flow::key::tcp_flags::{ACK, SYN};
-    key.ip_proto == 6 && key.tcp_flags & (SYN | ACK) == SYN
 }
 
 /// A packet the handler wants emitted (ARP reply, ICMP error, flood copy...).

@@ -84,20 +84,12 @@ pub trait Io {
     fn flush(&mut self, counters: &mut Counters);
 }
 
-/// What a flow of the table does: its actions, and whether a packet
-/// opening a TCP connection misses it instead ([`FlowInstall::miss_on_open`]).
-#[derive(Debug, Clone)]
-pub struct Installed {
-    pub actions: Actions,
-    pub miss_on_open: bool,
-}
-
 /// Deepest nesting of `Userspace` → decision → `Userspace`.
 const MAX_DEPTH: u8 = 2;
 
 /// The pipeline state of one datapath (owned by its thread).
 pub struct Core<I: Io> {
-    pub table: FlowTable<FlowMask, Installed>,
+    pub table: FlowTable<FlowMask, Actions>,
     pub names: Vec<Option<String>>,
     pub tunnel_ports: HashMap<u32, PortNo>,
     /// Outer IPv4 sources accepted over the tunnel; `None` until the agent
@@ -228,7 +220,7 @@ impl<I: Io> Core<I> {
     pub fn install(&mut self, key: &FlowKey, f: FlowInstall) -> Result<FlowId, DpError> {
         let spec = FlowSpec {
             mask: f.mask,
-            actions: Installed { actions: f.actions, miss_on_open: f.miss_on_open },
+            actions: f.actions,
             tags: f.tags,
             idle_timeout_ms: f.idle_timeout_ms,
         };
@@ -305,7 +297,7 @@ impl<I: Io> Core<I> {
                 id,
                 mask: f.mask,
                 masked_key: *f.masked.key(),
-                actions: f.actions.actions.clone(),
+                actions: f.actions.clone(),
                 tags: f.tags.to_vec(),
                 packets: f.packets,
                 bytes: f.bytes,
@@ -494,17 +486,13 @@ impl<I: Io> Core<I> {
                 return;
             }
         };
-        let hit = self.table.lookup(&key).filter(|(id, _)| {
-            // A flow of a tracked connection does not carry a new one.
-            !(crate::opens_connection(&key)
-                && self.table.get(*id).is_some_and(|f| f.actions.miss_on_open))
-        });
+        let hit = self.table.lookup(&key);
         let mut ctx = ctx!(self);
         match hit {
             Some((id, _)) => {
                 self.table.account(id, slot.len, key.tcp_flags, self.now_ms);
                 let actions = match self.table.get(id) {
-                    Some(f) => f.actions.actions.as_slice(),
+                    Some(f) => f.actions.as_slice(),
                     None => &[],
                 };
                 if actions.iter().all(|a| !a.is_emit()) {

@@ -40,8 +40,6 @@ pub fn mac_tag(mac: MacAddr) -> u64 {
 pub struct MacTableHandler {
     pub routes: HashMap<MacAddr, Vec<Action>>,
     pub idle_timeout_ms: u64,
-    /// Its flows' [`FlowInstall::miss_on_open`].
-    pub miss_on_open: bool,
     /// How many times `on_miss` ran (shared with the test).
     pub calls: Arc<AtomicU64>,
 }
@@ -73,7 +71,6 @@ impl UpcallHandler for MacTableHandler {
             actions,
             tags: vec![mac_tag(key.eth_dst)],
             idle_timeout_ms: self.idle_timeout_ms,
-            miss_on_open: self.miss_on_open,
         })
     }
 }

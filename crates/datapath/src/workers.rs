@@ -435,7 +435,6 @@ mod tests {
                     actions: out,
                     tags: vec![u64::from(key.l4_src)],
                     idle_timeout_ms: 0,
-                    miss_on_open: false,
                 })
             } else {
                 MissDecision { execute: out, ..MissDecision::default() }

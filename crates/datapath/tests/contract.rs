@@ -26,7 +26,7 @@ fn flow(port: u32, dst: MacAddr, tag: u64) -> (FlowKey, FlowInstall) {
     mask.mark(FieldId::EthDst);
     let mut actions = Actions::new();
     actions.push(Action::Output(port));
-    (key, FlowInstall { mask, actions, tags: vec![tag], idle_timeout_ms: 0, miss_on_open: false })
+    (key, FlowInstall { mask, actions, tags: vec![tag], idle_timeout_ms: 0 })
 }
 
 fn contract(dp: &dyn Datapath, if1: &str, if2: &str) {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use aya::programs::{TestRun, TestRunOptions};
 use midonet_datapath::ebpf::abi::{self, counter};
-use midonet_datapath::ebpf::kernel::{Kernel, Meta};
+use midonet_datapath::ebpf::kernel::Kernel;
 use midonet_datapath::ebpf::loader::{Bpf, Prog};
 use midonet_datapath::testing::udp_frame;
 use midonet_datapath::{RevNatEntry, RevNatKey, RevNatKind, RevNatTable, RECIRC_PORT_BASE};
@@ -159,9 +159,7 @@ impl Fx {
     ) -> midonet_datapath::ebpf::kernel::Offloaded {
         let key = FlowKey::extract(frame, in_port).expect("key");
         let (kb, mb) = abi::offload(&key, mask, actions).expect("a flow the kernel runs");
-        self.k
-            .install(&mut self.bpf.maps, &kb, &mb, actions, Meta { tags: &[1], ..Meta::default() })
-            .expect("install")
+        self.k.install(&mut self.bpf.maps, &kb, &mb, actions, 0, &[1]).expect("install")
     }
 
     /// The next upcall record: its in_port and frame.
@@ -180,9 +178,7 @@ impl Fx {
         let key = FlowKey::extract(frame, InPort::Port(1)).expect("key");
         let (kb, mb) = abi::offload(&key, mask, actions)
             .unwrap_or_else(|| (abi::encode_key(&key), abi::encode_mask(mask).expect("mask")));
-        self.k
-            .install(&mut self.bpf.maps, &kb, &mb, actions, Meta { tags: &[1], ..Meta::default() })
-            .expect("install")
+        self.k.install(&mut self.bpf.maps, &kb, &mb, actions, 0, &[1]).expect("install")
     }
 }
 
@@ -432,65 +428,6 @@ fn the_exact_cache_is_filled_after_a_handshake_and_sampled_otherwise() {
     assert!(fx.counter(counter::EXACT_HIT) >= 1);
 }
 
-/// A tracked connection's flow (`miss_on_open`) carries its packets,
-/// from the megaflow search and from the exact cache, but a SYN without
-/// ACK on its 5-tuple (a client reusing it) misses: the agent simulates
-/// the new connection. A SYN-ACK (a reply) does not miss, and a flow
-/// without the flag carries the SYN.
-#[test]
-fn a_tracked_connections_flow_sends_up_a_syn_reusing_its_tuple() {
-    if !runnable() {
-        return;
-    }
-    let mut fx = fx("miss-on-open");
-    let acts = [Action::SetEthSrc(C), Action::SetEthDst(A), Action::Output(2)];
-    let ack = tcp(B);
-    let mut syn = ack.clone();
-    syn[47] = 0x02;
-    let mut syn_ack = ack.clone();
-    syn_ack[47] = 0x12;
-    let key = FlowKey::extract(&ack, InPort::Port(1)).expect("key");
-    let mask = mask_of(&[
-        FieldId::InPort,
-        FieldId::EthDst,
-        FieldId::EthType,
-        FieldId::IpProto,
-        FieldId::IpFrag,
-        FieldId::L4Src,
-        FieldId::L4Dst,
-    ]);
-    let (kb, mb) = abi::offload(&key, &mask, &acts).expect("a flow the kernel runs");
-    let off =
-        fx.k.install(
-            &mut fx.bpf.maps,
-            &kb,
-            &mb,
-            &acts,
-            Meta { tags: &[1], miss_on_open: true, ..Meta::default() },
-        )
-        .expect("install");
-    for _ in 0..3 {
-        assert_eq!(fx.run(Prog::Port, &ack, 0), (TC_ACT_REDIRECT, oracle(&ack, &acts)));
-    }
-    assert!(fx.counter(counter::EXACT_HIT) >= 1, "the exact cache carries it too");
-    let hits = fx.counter(counter::HIT);
-    assert_eq!(fx.run(Prog::Port, &syn, 0).0, TC_ACT_SHOT, "a SYN misses, past the cache");
-    assert_eq!(fx.counter(counter::MISS), 1);
-    let (in_port, up) = fx.upcalled();
-    assert_eq!((in_port, up), (InPort::Port(1), syn.clone()), "sent up unchanged");
-    assert_eq!(fx.run(Prog::Port, &syn_ack, 0).0, TC_ACT_REDIRECT, "a SYN-ACK is not an opening");
-    assert_eq!(fx.run(Prog::Port, &ack, 0).0, TC_ACT_REDIRECT);
-    assert_eq!(fx.counter(counter::HIT), hits + 2);
-    let (packets, ..) = fx.k.flow_counters(&fx.bpf.maps, &off);
-    assert_eq!(packets, 5, "the SYN is not counted on the flow");
-    // The same flow without the flag carries the SYN.
-    fx.k.remove(&mut fx.bpf.maps, &off);
-    fx.k.install(&mut fx.bpf.maps, &kb, &mb, &acts, Meta { tags: &[1], ..Meta::default() })
-        .expect("install");
-    assert_eq!(fx.run(Prog::Port, &syn, 0).0, TC_ACT_REDIRECT);
-    assert_eq!(fx.counter(counter::MISS), 1);
-}
-
 #[test]
 fn misses_over_a_ports_upcall_budget_are_dropped_in_the_kernel() {
     if !runnable() {
@@ -716,14 +653,9 @@ fn kernel_keys_agree_with_flow_key_extract() {
     for (name, f) in frames {
         let key = FlowKey::extract(&f, InPort::Port(1)).expect(name);
         let mb = abi::encode_mask(&exact).expect("mask");
-        let off =
-            fx.k.install(
-                &mut fx.bpf.maps,
-                &abi::encode_key(&key),
-                &mb,
-                &[Action::Output(2)],
-                Meta::default(),
-            )
+        let off = fx
+            .k
+            .install(&mut fx.bpf.maps, &abi::encode_key(&key), &mb, &[Action::Output(2)], 0, &[])
             .expect("install");
         assert_eq!(fx.run(Prog::Port, &f, 0).0, TC_ACT_REDIRECT, "{name}: the kernel key differs");
         fx.k.remove(&mut fx.bpf.maps, &off);

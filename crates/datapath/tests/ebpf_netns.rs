@@ -101,13 +101,7 @@ fn idle_flows_expire_and_busy_ones_stay(dp: &EbpfDatapath) {
             ipv4_dst: Ipv4Addr::from(dst),
             ..FlowKey::default()
         };
-        let flow = FlowInstall {
-            mask,
-            actions: Default::default(),
-            tags: vec![],
-            idle_timeout_ms,
-            miss_on_open: false,
-        };
+        let flow = FlowInstall { mask, actions: Default::default(), tags: vec![], idle_timeout_ms };
         dp.install_flow(key, flow).expect("install")
     };
     let before = dp.dump_flows().expect("dump").len();

@@ -94,13 +94,7 @@ impl UpcallHandler for ExactSlow {
             mask.mark(f);
         }
         let actions: Actions = [Action::Output(out)].into_iter().collect();
-        MissDecision::install(FlowInstall {
-            mask,
-            actions,
-            tags: vec![1],
-            idle_timeout_ms: 0,
-            miss_on_open: false,
-        })
+        MissDecision::install(FlowInstall { mask, actions, tags: vec![1], idle_timeout_ms: 0 })
     }
 }
 

@@ -550,28 +550,16 @@ pub fn encode_nexthop(ifindex: u32, via: Ipv4Addr, mtu: u32) -> [u8; NEXTHOP_LEN
     b
 }
 
-/// `MDP_FLOW_MISS_ON_OPEN`: in the flows map value's stats word, above the
-/// slot ([`crate::FlowInstall::miss_on_open`]).
-pub const FLOW_MISS_ON_OPEN: u32 = 0x8000_0000;
-
-/// The flows map value: action list, stats slot, and whether a packet
-/// opening a TCP connection misses the flow.
-pub fn encode_flow(acts: u32, stats: u32, miss_on_open: bool) -> [u8; 8] {
-    let stats = if miss_on_open { stats | FLOW_MISS_ON_OPEN } else { stats };
+/// The flows map value: action list and stats slot.
+pub fn encode_flow(acts: u32, stats: u32) -> [u8; 8] {
     let mut b = [0u8; 8];
     b[0..4].copy_from_slice(&acts.to_ne_bytes());
     b[4..8].copy_from_slice(&stats.to_ne_bytes());
     b
 }
 
-/// The value [`encode_flow`] wrote: `(acts, stats slot, miss_on_open)`.
-pub fn decode_flow(b: &[u8; 8]) -> (u32, u32, bool) {
-    let stats = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
-    (
-        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-        stats & !FLOW_MISS_ON_OPEN,
-        stats & FLOW_MISS_ON_OPEN != 0,
-    )
+pub fn decode_flow(b: &[u8; 8]) -> (u32, u32) {
+    (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), u32::from_ne_bytes([b[4], b[5], b[6], b[7]]))
 }
 
 /// `struct mdp_nat_key`: a reply's key in `mdp_rev_nat` (addresses and

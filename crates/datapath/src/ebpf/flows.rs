@@ -28,9 +28,6 @@ pub struct Entry {
     pub actions: Actions,
     pub tags: Vec<u64>,
     pub idle_timeout_ms: u64,
-    /// A packet opening a TCP connection misses it
-    /// ([`crate::FlowInstall::miss_on_open`]), here as in the kernel.
-    pub miss_on_open: bool,
     /// Packets executed from this table (upcalls that hit it).
     pub packets: u64,
     pub bytes: u64,
@@ -163,7 +160,6 @@ mod tests {
             actions: Actions::new(),
             tags: tags.to_vec(),
             idle_timeout_ms: 0,
-            miss_on_open: false,
             packets: 0,
             tcp_flags: 0,
             bytes: 0,

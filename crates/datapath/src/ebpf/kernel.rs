@@ -53,16 +53,6 @@ fn sum_cpus(cpus: impl IntoIterator<Item = [u64; 4]>) -> FlowCounters {
     })
 }
 
-/// What the kernel keeps of a flow besides its key, mask and actions.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Meta<'a> {
-    /// Idle timeout in milliseconds (0: none).
-    pub idle_ms: u64,
-    pub tags: &'a [u64],
-    /// [`crate::FlowInstall::miss_on_open`].
-    pub miss_on_open: bool,
-}
-
 /// What the kernel holds for one offloaded flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offloaded {
@@ -279,9 +269,9 @@ impl Kernel {
         key: &KeyBytes,
         mask: &KeyBytes,
         actions: &[Action],
-        meta: Meta<'_>,
+        idle_ms: u64,
+        tags: &[u64],
     ) -> Result<Offloaded, KernelFull> {
-        let Meta { idle_ms, tags, miss_on_open } = meta;
         let mask_slot = self.acquire_mask(maps, mask)?;
         let (act, _) = match self.acquire_acts(maps, actions, true) {
             Ok(a) => a,
@@ -300,9 +290,10 @@ impl Kernel {
         };
         let map_key = abi::flow_map_key(key, mask, usize::from(mask_slot));
         let off = Offloaded { map_key, mask_slot, act, stats };
-        let r = maps.flow_meta.insert(stats, abi::encode_meta(idle_ms, tags), 0).and_then(|()| {
-            maps.flows.insert(map_key, abi::encode_flow(act, stats, miss_on_open), 0)
-        });
+        let r = maps
+            .flow_meta
+            .insert(stats, abi::encode_meta(idle_ms, tags), 0)
+            .and_then(|()| maps.flows.insert(map_key, abi::encode_flow(act, stats), 0));
         if let Err(e) = r {
             self.forget(maps, &off);
             return Err(KernelFull::Io(err("flows", e)));

@@ -244,7 +244,7 @@ impl State {
         let now = sys::monotonic_ns();
         let mut dropped = 0;
         for (map_key, val) in flows {
-            let (act, stats, miss_on_open) = abi::decode_flow(&val);
+            let (act, stats) = abi::decode_flow(&val);
             let slot = ((u32::from_ne_bytes([map_key[0], map_key[1], map_key[2], map_key[3]])
                 >> abi::MASK_ID_SHIFT)
                 & 0x7f) as u8;
@@ -272,7 +272,6 @@ impl State {
                 actions,
                 tags,
                 idle_timeout_ms: meta.idle_ms,
-                miss_on_open,
                 packets: 0,
                 tcp_flags: 0,
                 bytes: 0,

@@ -41,11 +41,8 @@ impl State {
                 &kb,
                 &mb,
                 &f.actions,
-                super::kernel::Meta {
-                    idle_ms: f.idle_timeout_ms,
-                    tags: &f.tags,
-                    miss_on_open: f.miss_on_open,
-                },
+                f.idle_timeout_ms,
+                &f.tags,
             ) {
                 Ok(o) => Some(o),
                 Err(e) => {
@@ -74,7 +71,6 @@ impl State {
             actions: f.actions,
             tags: f.tags,
             idle_timeout_ms: f.idle_timeout_ms,
-            miss_on_open: f.miss_on_open,
             packets: 0,
             tcp_flags: 0,
             bytes: 0,

@@ -250,13 +250,9 @@ impl State {
         // The first half of a flow split at a reverse NAT sends up what it
         // could not translate in the kernel (no binding, no second half):
         // the handler's, not this table's.
-        // Nor does a tracked connection's flow carry a SYN reusing its
-        // 5-tuple (`miss_on_open`), which the kernel sent up for that.
-        let opens = crate::opens_connection(&key);
-        let theirs = |e: &super::flows::Entry| {
-            matches!(e.actions.as_slice(), [Action::RevNatRecirc(_)]) || (opens && e.miss_on_open)
-        };
-        let hit = self.flows.lookup(&key).filter(|&id| !self.flows.get(id).is_some_and(theirs));
+        let split =
+            |e: &super::flows::Entry| matches!(e.actions.as_slice(), [Action::RevNatRecirc(_)]);
+        let hit = self.flows.lookup(&key).filter(|&id| !self.flows.get(id).is_some_and(split));
         if let Some(id) = hit {
             // A flow the kernel does not run, or one installed after this
             // packet went up.
