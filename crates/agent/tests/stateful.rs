@@ -368,7 +368,9 @@ fn two_vms_share_one_snat_address_without_collisions() {
     // Two miss workers on each host (whatever the machine's default): the
     // VMs' connections are simulated side by side, allocating ports from
     // the same blocks through the shared NAT table.
-    let Snat { env, vm1, vm2, out, .. } = snat_lab_with("miss_workers = 2\n");
+    // Refresh rounds every 500 ms: the gateway acts on the RST below soon.
+    let Snat { env, vm1, vm2, out, .. } =
+        snat_lab_with("miss_workers = 2\nconntrack_refresh_ms = 500\n");
     for h in 0..2 {
         let m = env.agent_get(h, "/metrics").expect("metrics");
         assert!(m.contains("midonet_agent_miss_workers 2"), "host {h} runs two miss workers");
@@ -492,6 +494,54 @@ fn two_vms_share_one_snat_address_without_collisions() {
         env.metric(1, "midonet_agent_flow_state_sent_total") > 0.0,
         "vm2's host sent its bindings"
     );
+    a_reset_connections_5_tuple_opens_again(&env, &vm2, &out);
+}
+
+/// The server resets vm2's connection; 12 s later vm2 opens another from
+/// the same port to the same server (its 5-tuple reused, as a client's
+/// default port range soon does). vm2's host saw no RST (it went to vm2)
+/// and its flow of the first connection, idle under 60 s, carries the new
+/// SYN on the old binding. The gateway saw the RST in the replies: its
+/// copy must still be there, or the new connection's replies have nothing
+/// to be translated by. (It used to live the kernel's 10 s after an RST.)
+fn a_reset_connections_5_tuple_opens_again(env: &Env, vm: &Vm, out: &Vm) {
+    let server = SocketAddr::from((out.ip, 8001));
+    let l = in_netns(&out.ns, || std::net::TcpListener::bind("0.0.0.0:8001").expect("bind"));
+    std::thread::spawn(move || {
+        for (i, c) in l.incoming().enumerate() {
+            let Ok(mut c) = c else { return };
+            if i == 0 {
+                // Closed with SO_LINGER 0: an RST.
+                let _ = socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO));
+                continue;
+            }
+            let mut buf = [0u8; 64];
+            if let Ok(n) = c.read(&mut buf) {
+                let _ = c.write_all(&buf[..n]);
+            }
+        }
+    });
+    let from = SocketAddr::from((vm.ip, 47001));
+    let dial = move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.bind(&from.into())?;
+        s.connect_timeout(&server.into(), Duration::from_secs(3))?;
+        Ok::<TcpStream, std::io::Error>(s.into())
+    };
+    let mut first = in_netns(&vm.ns, dial).expect("the first connection opens");
+    first.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut buf = [0u8; 8];
+    assert!(first.read(&mut buf).is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset));
+    drop(first);
+    std::thread::sleep(Duration::from_secs(12));
+    let held = nat_bindings(env, 0)["bindings"]
+        .as_array()
+        .map(|a| a.iter().any(|b| b["src_port"] == 47001 && b["dst_port"] == 8001))
+        .unwrap_or(false);
+    assert!(held, "the gateway's copy outlived the RST's 10 s");
+    let mut second = in_netns(&vm.ns, dial).expect("the reused 5-tuple opens again");
+    assert!(echo(&mut second, b"again"), "the second connection carries data");
 }
 
 /// Pings once a 300 ms until a reply comes, for up to 10 s.

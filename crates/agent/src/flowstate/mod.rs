@@ -101,6 +101,14 @@ const NAT_IMPORT_TTL: Duration = Duration::from_secs(180);
 /// again (the claim was lost with a session).
 const CLAIM_PATIENCE: Duration = Duration::from_secs(5);
 
+/// A binding whose connection closed: the lifetime a refresh gives it
+/// from its last use, and the TCP flags (FIN, RST) already acted on.
+#[derive(Clone, Copy, Debug)]
+struct Closing {
+    ttl: Duration,
+    flags: u16,
+}
+
 /// What one simulation tells the peers.
 #[derive(Debug, Default)]
 pub struct Outgoing {
@@ -135,8 +143,8 @@ pub struct FlowState {
     /// (the asking simulation's clock).
     claiming: HashMap<BlockKey, Duration>,
     /// Bindings whose connection closed: the lifetime a refresh gives them
-    /// (FIN: `tcp_closing`, RST: `tcp_closed`).
-    closing: HashMap<NatKey, Duration>,
+    /// ([`FlowState::closing_ttl`]) and the flags acted on.
+    closing: HashMap<NatKey, Closing>,
     /// Counters as last mirrored into the metrics.
     mirrored: ConnStats,
     /// The ports each connection and binding was seen at (the ingress and
@@ -299,7 +307,7 @@ impl FlowState {
     /// timeout (TCP five days, UDP 180 s, ICMP 30 s), refreshed by use.
     fn nat_ttl(&self, key: &NatKey) -> Duration {
         match self.closing.get(key) {
-            Some(ttl) => *ttl,
+            Some(c) => c.ttl,
             None => self.conn.cfg().timeouts.of(key.conn.proto, ConnState::Replied),
         }
     }
@@ -318,25 +326,52 @@ impl FlowState {
         if closing == 0 {
             return 0;
         }
-        let t = self.conn.cfg().timeouts;
-        let ttl = if closing & RST != 0 { t.tcp_closed } else { t.tcp_closing };
         let mut n = 0;
         for tag in tags {
             match self.by_tag.get(tag).copied() {
                 Some(Named::Conn(k)) if k.proto == 6 => {
                     n += usize::from(self.conn.packet(&k, closing, now).is_some());
                 }
-                Some(Named::Nat(k))
-                    if k.conn.proto == 6 && self.nat.shorten(&k, now + ttl, now) =>
-                {
-                    let cur = self.closing.entry(k).or_insert(ttl);
-                    *cur = (*cur).min(ttl);
-                    n += 1;
+                Some(Named::Nat(k)) if k.conn.proto == 6 => {
+                    n += usize::from(self.close_binding(&k, closing, now));
                 }
                 _ => {}
             }
         }
         n
+    }
+
+    /// How long a binding whose connection closed with `flags` (FIN, RST)
+    /// lives from its last use. An RST gives the kernel's `tcp_closed`
+    /// (10 s) only to a SNAT binding this host allocated. Any other is a
+    /// copy (or a DNAT binding, never reused for another connection),
+    /// and an RST goes one way: the host that owns the binding may not
+    /// have seen it, and its flow (60 s idle) may carry the client's next
+    /// connection on the same 5-tuple, whose replies need the copy. Such
+    /// a binding gets FIN's `tcp_closing` (120 s), which outlives that
+    /// flow; the owner re-sends the binding when it simulates again.
+    fn closing_ttl(&self, key: &NatKey, flags: u16, now: Duration) -> Duration {
+        use midonet_flow::key::tcp_flags::RST;
+        let t = self.conn.cfg().timeouts;
+        let own = || self.nat.get(key, now).is_some_and(|b| allocated_here(&self.blocks, key, b));
+        if flags & RST != 0 && own() {
+            t.tcp_closed
+        } else {
+            t.tcp_closing
+        }
+    }
+
+    /// Close the binding `key` on `flags` (FIN, RST): its lifetime from
+    /// now on is [`Self::closing_ttl`]'s. Returns whether it was live.
+    fn close_binding(&mut self, key: &NatKey, flags: u16, now: Duration) -> bool {
+        let ttl = self.closing_ttl(key, flags, now);
+        if !self.nat.shorten(key, now + ttl, now) {
+            return false;
+        }
+        let c = self.closing.entry(*key).or_insert(Closing { ttl, flags: 0 });
+        c.ttl = c.ttl.min(ttl);
+        c.flags |= flags;
+        true
     }
 
     /// Whether to ask the cluster for `b` now (not already asked). Until
@@ -689,26 +724,15 @@ impl FlowState {
         let Some(t) = self.rev_nat.clone() else { return (0, 0) };
         let since = t.now().saturating_sub(window);
         let (mut refreshed, mut closed) = (0, 0);
-        let timeouts = self.conn.cfg().timeouts;
         for (e, flags) in t.used_since(since) {
             let (key, b) = kernel::binding(&e);
             if self.nat.get(&key, now) != Some(b) {
                 continue;
             }
-            let acted = match self.closing.get(&key) {
-                Some(ttl) if *ttl <= timeouts.tcp_closed => FIN | RST,
-                Some(_) => FIN,
-                None => 0,
-            };
+            let acted = self.closing.get(&key).map_or(0, |c| c.flags);
             let closing = flags & (FIN | RST) & !acted;
             if closing != 0 && key.conn.proto == 6 {
-                let ttl =
-                    if closing & RST != 0 { timeouts.tcp_closed } else { timeouts.tcp_closing };
-                if self.nat.shorten(&key, now + ttl, now) {
-                    let cur = self.closing.entry(key).or_insert(ttl);
-                    *cur = (*cur).min(ttl);
-                    closed += 1;
-                }
+                closed += usize::from(self.close_binding(&key, closing, now));
                 continue;
             }
             // Used, and nothing new: alive for its lifetime from now (a
