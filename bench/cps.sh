@@ -50,13 +50,19 @@
 # not in the agents' RSS (the ebpf provider holds at most 65536 flows; the
 # rest of the tuples miss again on every packet and are re-simulated).
 #
+# GAP=S idles S seconds after each midonet-rs window. The kernel peer
+# (kernel-nat.sh) runs a DUR-second iperf3 between its windows, during which
+# the client's TIME_WAIT sockets age (60 s each); back-to-back windows give
+# them no such pause, and with default clients they then fill the client's
+# port range sooner (see docs/PERFORMANCE.md, issue 13). GAP=$DUR matches it.
+#
 # MISS_WORKERS="0 1" runs each provider once per agent `miss_workers` setting
 # (0 = simulate on the datapath thread), labelled `<provider>-w<N>`; unset, the
 # agents' default.
 # Env: KEEP=1 leaves the last sandbox running for inspection. UNDERLAY_LINK=pair (see below).
 #      DATAPATHS="userspace ebpf" CLIENTS="wide defaults" WINDOWS=3 DUR=10 CONNS=64 THREADS=2
 #      FP_N=300 FP_ROUNDS=3 (first-packet probes per round, 0 = skip)  NAT=0
-#      RSS_CONNS=0 RSS_PPS=5000 RSS_SECS=45
+#      RSS_CONNS=0 RSS_PPS=5000 RSS_SECS=45 GAP=$DUR
 #      PROFILE=release BUILD=1 RUN_DIR=/tmp/midonet-cps PEERS_DIR=<repo>/../shared/peers
 # Output: one line per window, `[<setup> <client>] window N: cps=... misses=... invalidated=...`,
 # and a summary table in $RUN_DIR/results/summary.md.
@@ -77,6 +83,7 @@ NAT=${NAT:-0}
 RSS_CONNS=${RSS_CONNS:-0}
 RSS_PPS=${RSS_PPS:-5000}
 RSS_SECS=${RSS_SECS:-45}
+GAP=${GAP:-$DUR}
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 BIN=$ROOT/target/$PROFILE
 SB_DIR=$RUN_DIR/sandbox
@@ -355,6 +362,7 @@ run_midonet_on() {  # PROVIDER [LABEL]
             n1=$(metric "$h0" midonet_agent_misses_total); j1=$(metric "$h0" midonet_agent_invalidated_flows_total)
             echo "[midonet-$tag$([ "$NAT" = 1 ] && echo -nat) $client] window $w: cps=${cps:-n/a} vm-host misses=$((m1 - m0)) invalidated=$((i1 - i0)) gw-host misses=$((n1 - n0)) invalidated=$((j1 - j0)) (load $(loadavg))" |
                 tee -a "$RES/windows.txt"
+            [ "$GAP" -gt 0 ] && sleep "$GAP"
         done
         # Let the server's TIME_WAIT drain between client settings.
         sleep 2
