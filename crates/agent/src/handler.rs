@@ -373,7 +373,7 @@ pub fn process(
     // Only a flow about to be installed may be split (re-simulations
     // execute the whole list on their frame).
     let split = cacheable && sh.rev_nat.get().is_some();
-    {
+    let simulate = |w: &mut Worker, split: bool| {
         let state = sh.state.read();
         crate::simulate::run(
             &view.sim,
@@ -388,6 +388,18 @@ pub fn process(
             split,
             &mut w.result,
         );
+    };
+    simulate(w, split);
+    // A split needs a recirculation id. Without one (all 4096 given out,
+    // or the datapath refused it) the flow is simulated again unsplit: a
+    // split result stored nothing (its reply's lookup only found), so the
+    // second run sees the same state and gives the exact flow.
+    let mut recirc = None;
+    if let Some(s) = w.result.split.as_ref().filter(|_| w.result.decision == Decision::Forward) {
+        recirc = recirc_id(sh, w.result.key, s);
+        if recirc.is_none() && w.result.nat.iter().all(|n| !n.created) {
+            simulate(w, false);
+        }
     }
     let r = &mut w.result;
     let mut msg = crate::flowstate::Outgoing::default();
@@ -474,53 +486,29 @@ pub fn process(
             if tunnels {
                 tags.push(TUNNEL_ROUTES_TAG.0);
             }
-            match r.split.as_ref().and_then(|s| recirc_id(sh, r.key, s)) {
-                Some(id) => {
-                    let s = r.split.as_ref().expect("checked");
-                    let mut k2 = s.key;
-                    k2.in_port = InPort::Port(RECIRC_PORT_BASE + id);
-                    out.recirc = Some((
-                        k2,
-                        FlowInstall {
-                            mask: r.mask,
-                            actions: second,
-                            tags,
-                            idle_timeout_ms: sh.flow_idle_ms,
-                        },
-                    ));
-                    let mut first = Actions::new();
-                    first.push(Action::RevNatRecirc(id));
-                    out.install = Some(FlowInstall {
-                        mask: s.mask,
-                        actions: first,
-                        tags: s.tags.iter().map(|t| t.0).collect(),
-                        idle_timeout_ms: sh.flow_idle_ms,
-                    });
-                    sh.metrics.split_flows.inc();
-                }
-                None => {
-                    // No id: the whole flow, as without a split (its mask
-                    // and tags are the halves' together).
-                    let s = r.split.as_ref().expect("checked");
-                    let mut mask = r.mask;
-                    mask.union(&s.mask);
-                    mask.union(&exact_tuple());
-                    tags.extend(s.tags.iter().map(|t| t.0));
-                    tags.extend(
-                        r.nat
-                            .iter()
-                            .flat_map(|w| midonet_sim::nat_tags(&w.key, w.binding))
-                            .map(|t| t.0),
-                    );
-                    tags.sort_unstable();
-                    tags.dedup();
-                    out.install = Some(FlowInstall {
-                        mask,
-                        actions: out.execute.clone(),
+            // (A split without an id stored a binding, which a second
+            // run would not: the packet only, no flow.)
+            if let (Some(id), Some(s)) = (recirc, r.split.as_ref()) {
+                let mut k2 = s.key;
+                k2.in_port = InPort::Port(RECIRC_PORT_BASE + id);
+                out.recirc = Some((
+                    k2,
+                    FlowInstall {
+                        mask: r.mask,
+                        actions: second,
                         tags,
                         idle_timeout_ms: sh.flow_idle_ms,
-                    });
-                }
+                    },
+                ));
+                let mut first = Actions::new();
+                first.push(Action::RevNatRecirc(id));
+                out.install = Some(FlowInstall {
+                    mask: s.mask,
+                    actions: first,
+                    tags: s.tags.iter().map(|t| t.0).collect(),
+                    idle_timeout_ms: sh.flow_idle_ms,
+                });
+                sh.metrics.split_flows.inc();
             }
         }
         Decision::Forward => {
@@ -791,25 +779,6 @@ fn recirc_id(sh: &Shared, key: FlowKey, s: &midonet_sim::Split) -> Option<u32> {
         }
     }
     Some(id)
-}
-
-/// The fields of a connection's 5-tuple: what an unsplit reply's flow
-/// matched because the reverse lookup read them.
-fn exact_tuple() -> midonet_datapath::FlowMask {
-    use midonet_flow::FieldId;
-    let mut m = midonet_datapath::FlowMask::empty();
-    for f in [
-        FieldId::EthType,
-        FieldId::IpProto,
-        FieldId::IpFrag,
-        FieldId::Ipv4Src,
-        FieldId::Ipv4Dst,
-        FieldId::L4Src,
-        FieldId::L4Dst,
-    ] {
-        m.mark(f);
-    }
-    m
 }
 
 /// Virtual actions → datapath actions (see the module docs).

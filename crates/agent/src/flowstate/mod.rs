@@ -543,10 +543,16 @@ impl FlowState {
                 tags.push(tag);
             }
         }
+        // What the table holds now goes to the datapath; what it refused
+        // comes out (the datapath may have taken it from the message as
+        // it arrived).
+        let (mut held, mut refused) = (Vec::new(), Vec::new());
         for (n, before) in msg.nat.iter().zip(known_nat) {
             let Some(kind) = NatKind::from_code(n.kind) else { continue };
             let key = NatKey::new(kind, ConnKey::from(&n.key));
-            match self.nat.get(&key, now) {
+            let theirs = NatBinding { ip: n.bound_ip, port: n.bound_port };
+            let now_held = self.nat.get(&key, now);
+            match now_held {
                 Some(b) if before != Some(b) => {
                     self.index_nat(key, b);
                     let t = nat_tags(&key, b);
@@ -566,26 +572,17 @@ impl FlowState {
                 }
                 None => {}
             }
+            match now_held {
+                Some(b) => {
+                    held.push((key, b));
+                    if b != theirs {
+                        refused.push((key, theirs));
+                    }
+                }
+                None => refused.push((key, theirs)),
+            }
         }
         if self.rev_nat.is_some() {
-            // What the table holds now goes to the datapath; what it
-            // refused comes out (the datapath may have taken it from the
-            // message as it arrived).
-            let (mut held, mut refused) = (Vec::new(), Vec::new());
-            for n in &msg.nat {
-                let Some(kind) = NatKind::from_code(n.kind) else { continue };
-                let key = NatKey::new(kind, ConnKey::from(&n.key));
-                let theirs = NatBinding { ip: n.bound_ip, port: n.bound_port };
-                match self.nat.get(&key, now) {
-                    Some(b) => {
-                        held.push((key, b));
-                        if b != theirs {
-                            refused.push((key, theirs));
-                        }
-                    }
-                    None => refused.push((key, theirs)),
-                }
-            }
             self.kernel_clear(&replaced);
             self.kernel_clear(&refused);
             self.kernel_write(&held);
