@@ -40,6 +40,13 @@
 # masquerade). The first-packet probe alternates routed cold and SNAT rounds in
 # the same sandbox and reports what SNAT adds (see first_packet_nat).
 #
+# CT=1 (with NAT=1): the router also tracks connections (a `matchForwardFlow`
+# accept for what comes from 10/8, a `matchReturnFlow` accept after `rev_snat`,
+# and a drop), as a cloud's security groups would on the reply path. As of
+# 2026-12-05 this fails at its first ping: replies through SNAT are not found
+# as return flows behind a conntrack rule (open in issue 8; the same with the
+# rules on the VM's port).
+#
 # RSS_CONNS=N (with NAT=1; issue 8, "agent RSS with 100k live connections"):
 # after the windows, the VM keeps N UDP connections to the outside alive (N
 # 5-tuples: destination ports 1024-61023 from one socket per 60000, sent in a
@@ -80,6 +87,7 @@ PROFILE=${PROFILE:-release}
 BUILD=${BUILD:-1}
 RUN_DIR=${RUN_DIR:-/tmp/midonet-cps}
 NAT=${NAT:-0}
+CT=${CT:-0}
 RSS_CONNS=${RSS_CONNS:-0}
 RSS_PPS=${RSS_PPS:-5000}
 RSS_SECS=${RSS_SECS:-45}
@@ -153,7 +161,16 @@ uplink() {
     local pre post
     pre=$(api POST chains '{"name":"cps-nat-in"}' | jq -r .id) || return 1
     post=$(api POST chains '{"name":"cps-nat-out"}' | jq -r .id) || return 1
-    api POST "chains/$pre/rules" '{"type":"rev_snat","flowAction":"accept","nwDstAddress":"203.0.113.2","nwDstLength":32}' >/dev/null || return 1
+    if [ "$CT" = 1 ]; then
+        # Connection tracking at the router as well: replies, restored, must be
+        # return flows of a tracked connection (the forward packets are tracked).
+        api POST "chains/$pre/rules" '{"type":"rev_snat","flowAction":"continue","nwDstAddress":"203.0.113.2","nwDstLength":32}' >/dev/null || return 1
+        api POST "chains/$pre/rules" '{"type":"accept","matchReturnFlow":true}' >/dev/null || return 1
+        api POST "chains/$pre/rules" '{"type":"accept","matchForwardFlow":true,"nwSrcAddress":"10.0.0.0","nwSrcLength":8}' >/dev/null || return 1
+        api POST "chains/$pre/rules" '{"type":"drop"}' >/dev/null || return 1
+    else
+        api POST "chains/$pre/rules" '{"type":"rev_snat","flowAction":"accept","nwDstAddress":"203.0.113.2","nwDstLength":32}' >/dev/null || return 1
+    fi
     api POST "chains/$post/rules" "{\"type\":\"snat\",\"flowAction\":\"accept\",\"outPorts\":[\"$rp\"],\"natTargets\":[{\"addressFrom\":\"203.0.113.2\",\"addressTo\":\"203.0.113.2\",\"portFrom\":1024,\"portTo\":65535}]}" >/dev/null || return 1
     put_router '.inboundFilterId = $i | .outboundFilterId = $o' --arg i "$pre" --arg o "$post"
 }
