@@ -42,10 +42,7 @@
 #
 # CT=1 (with NAT=1): the router also tracks connections (a `matchForwardFlow`
 # accept for what comes from 10/8, a `matchReturnFlow` accept after `rev_snat`,
-# and a drop), as a cloud's security groups would on the reply path. As of
-# 2026-12-05 this fails at its first ping: replies through SNAT are not found
-# as return flows behind a conntrack rule (open in issue 8; the same with the
-# rules on the VM's port).
+# and a drop), as a cloud's security groups would on the reply path.
 #
 # RSS_CONNS=N (with NAT=1; issue 8, "agent RSS with 100k live connections"):
 # after the windows, the VM keeps N UDP connections to the outside alive (N
@@ -164,10 +161,11 @@ uplink() {
     if [ "$CT" = 1 ]; then
         # Connection tracking at the router as well: replies, restored, must be
         # return flows of a tracked connection (the forward packets are tracked).
-        api POST "chains/$pre/rules" '{"type":"rev_snat","flowAction":"continue","nwDstAddress":"203.0.113.2","nwDstLength":32}' >/dev/null || return 1
-        api POST "chains/$pre/rules" '{"type":"accept","matchReturnFlow":true}' >/dev/null || return 1
-        api POST "chains/$pre/rules" '{"type":"accept","matchForwardFlow":true,"nwSrcAddress":"10.0.0.0","nwSrcLength":8}' >/dev/null || return 1
-        api POST "chains/$pre/rules" '{"type":"drop"}' >/dev/null || return 1
+        # (A rule posted without a position goes first, as in MidoNet 5.)
+        api POST "chains/$pre/rules" '{"type":"rev_snat","flowAction":"continue","nwDstAddress":"203.0.113.2","nwDstLength":32,"position":1}' >/dev/null || return 1
+        api POST "chains/$pre/rules" '{"type":"accept","matchReturnFlow":true,"position":2}' >/dev/null || return 1
+        api POST "chains/$pre/rules" '{"type":"accept","matchForwardFlow":true,"nwSrcAddress":"10.0.0.0","nwSrcLength":8,"position":3}' >/dev/null || return 1
+        api POST "chains/$pre/rules" '{"type":"drop","position":4}' >/dev/null || return 1
     else
         api POST "chains/$pre/rules" '{"type":"rev_snat","flowAction":"accept","nwDstAddress":"203.0.113.2","nwDstLength":32}' >/dev/null || return 1
     fi
