@@ -162,6 +162,18 @@ impl Fx {
         self.k.install(&mut self.bpf.maps, &kb, &mb, actions, 0, &[1]).expect("install")
     }
 
+    /// The second half of a split flow for `reply`: the reply as `restore`
+    /// translates it, under recirculation `RECIRC`'s in-port, delivered.
+    fn second_half(
+        &mut self,
+        reply: &[u8],
+        restore: &[Action],
+        mask: &FlowMask,
+    ) -> midonet_datapath::ebpf::kernel::Offloaded {
+        let translated = oracle(reply, restore);
+        self.install_at(&translated, InPort::Port(RECIRC_PORT_BASE + RECIRC), mask, &DELIVER)
+    }
+
     /// The next upcall record: its in_port and frame.
     fn upcalled(&mut self) -> (InPort, Vec<u8>) {
         let rec = self.bpf.maps.upcalls.next().expect("an upcall record").to_vec();
@@ -1016,7 +1028,6 @@ fn a_split_flow_translates_snat_replies_in_the_kernel() {
     rn.set_recirc(RECIRC, RevNatKind::Snat, TRACKER).expect("recirc");
     let (inside, nat, server) =
         (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(203, 0, 113, 5));
-    let recirc_port = InPort::Port(RECIRC_PORT_BASE + RECIRC);
     let start = rn.now();
     let mut first = None;
     for (proto, reply, sport, inside_port) in [
@@ -1032,8 +1043,7 @@ fn a_split_flow_translates_snat_replies_in_the_kernel() {
             fx.install(&reply, &before_rev_nat(), &[Action::RevNatRecirc(RECIRC)])
         });
         let restore = [Action::SetIpv4Dst(inside), Action::SetL4Dst(inside_port)];
-        let translated = oracle(&reply, &restore);
-        let two = fx.install_at(&translated, recirc_port, &after_rev_nat(), &DELIVER);
+        let two = fx.second_half(&reply, &restore, &after_rev_nat());
         let (hits, fills) = (fx.counter(counter::REV_NAT_HIT), fx.counter(counter::EXACT_FILL));
         let before1 = fx.k.flow_counters(&fx.bpf.maps, &one).0;
         for _ in 0..3 {
@@ -1108,12 +1118,10 @@ fn a_split_flow_restores_the_source_of_dnat_replies() {
     rn.upsert(&[RevNatEntry { key, ip: vip.0, port: vip.1, local: false }]).expect("upsert");
     fx.install(&reply, &before_rev_nat(), &[Action::RevNatRecirc(RECIRC)]);
     let restore = [Action::SetIpv4Src(vip.0), Action::SetL4Src(vip.1)];
-    let translated = oracle(&reply, &restore);
     let mut on_source = after_rev_nat();
     on_source.mark_prefix(FieldId::Ipv4Src, 32);
     on_source.mark(FieldId::L4Src);
-    let recirc_port = InPort::Port(RECIRC_PORT_BASE + RECIRC);
-    fx.install_at(&translated, recirc_port, &on_source, &DELIVER);
+    fx.second_half(&reply, &restore, &on_source);
     let (v, out) = fx.run(Prog::Port, &reply, 0);
     assert_eq!(v, TC_ACT_REDIRECT);
     assert_eq!(out, oracle(&reply, &[&restore[..], &DELIVER[..]].concat()));
@@ -1148,9 +1156,8 @@ fn split_flows_send_up_what_they_cannot_translate_unchanged() {
     let reply = tcp4(server, nat);
     let key = rev_key(RevNatKind::Snat, 6, server, nat);
     fx.install(&reply, &before_rev_nat(), &[Action::RevNatRecirc(RECIRC)]);
-    let translated = oracle(&reply, &[Action::SetIpv4Dst(inside.0), Action::SetL4Dst(inside.1)]);
-    let recirc_port = InPort::Port(RECIRC_PORT_BASE + RECIRC);
-    let two = fx.install_at(&translated, recirc_port, &after_rev_nat(), &DELIVER);
+    let restore = [Action::SetIpv4Dst(inside.0), Action::SetL4Dst(inside.1)];
+    let two = fx.second_half(&reply, &restore, &after_rev_nat());
 
     // No binding.
     assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_SHOT);
@@ -1169,7 +1176,7 @@ fn split_flows_send_up_what_they_cannot_translate_unchanged() {
     assert!(rn.last_used(&key).is_some(), "the binding was used all the same");
 
     // Both halves again: a hit.
-    fx.install_at(&translated, recirc_port, &after_rev_nat(), &DELIVER);
+    fx.second_half(&reply, &restore, &after_rev_nat());
     assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_REDIRECT);
 
     // remove_exact takes only the binding it names.

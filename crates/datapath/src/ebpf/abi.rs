@@ -796,6 +796,19 @@ mod tests {
     use super::*;
     use crate::testing::udp_frame;
 
+    /// An empty UDP datagram from 10.0.0.1:1 to 10.0.0.2:2.
+    fn udp_1_to_2() -> Vec<u8> {
+        udp_frame(
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            1,
+            2,
+            b"",
+        )
+    }
+
     #[test]
     fn sizes_match_the_c_header() {
         // struct mdp_key, mdp_act, mdp_act_list, mdp_port, mdp_config,
@@ -843,15 +856,7 @@ mod tests {
 
     #[test]
     fn split_flows_offload_under_a_recirculation_in_port() {
-        let f = udp_frame(
-            MacAddr([2, 0, 0, 0, 0, 1]),
-            MacAddr([2, 0, 0, 0, 0, 2]),
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(10, 0, 0, 2),
-            1,
-            2,
-            b"",
-        );
+        let f = udp_1_to_2();
         let mut m = bridge_mask();
         m.mark(FieldId::EthType);
         let k = FlowKey::extract(&f, InPort::Port(1)).expect("parse");
@@ -957,15 +962,7 @@ mod tests {
 
     #[test]
     fn offload_rules() {
-        let f = udp_frame(
-            MacAddr([2, 0, 0, 0, 0, 1]),
-            MacAddr([2, 0, 0, 0, 0, 2]),
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(10, 0, 0, 2),
-            1,
-            2,
-            b"",
-        );
+        let f = udp_1_to_2();
         let k = FlowKey::extract(&f, InPort::Port(1)).expect("parse");
         let out = [Action::Output(2)];
         assert!(offload(&k, &bridge_mask(), &out).is_some());
