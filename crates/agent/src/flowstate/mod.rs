@@ -546,6 +546,7 @@ impl FlowState {
         // What the table holds now goes to the datapath; what it refused
         // comes out (the datapath may have taken it from the message as
         // it arrived).
+        let kernel = self.rev_nat.is_some();
         let (mut held, mut refused) = (Vec::new(), Vec::new());
         for (n, before) in msg.nat.iter().zip(known_nat) {
             let Some(kind) = NatKind::from_code(n.kind) else { continue };
@@ -572,6 +573,9 @@ impl FlowState {
                 }
                 None => {}
             }
+            if !kernel {
+                continue;
+            }
             match now_held {
                 Some(b) => {
                     held.push((key, b));
@@ -582,7 +586,7 @@ impl FlowState {
                 None => refused.push((key, theirs)),
             }
         }
-        if self.rev_nat.is_some() {
+        if kernel {
             self.kernel_clear(&replaced);
             self.kernel_clear(&refused);
             self.kernel_write(&held);
