@@ -239,7 +239,14 @@ proptest! {
 
     #[test]
     fn diff_actions_applied_to_frame_give_modified_key(
-        k in any_key(),
+        // Only keys whose every rewritable field can be rewritten: IPv4 or
+        // IPv6, TCP/UDP/ICMP, no SCTP (CRC32c is not incrementally
+        // updatable). Filtered in the strategy: as `prop_assume!` a third
+        // of the cases counted against the run's 1024 global rejects.
+        k in any_key().prop_filter("IP, not SCTP", |k| {
+            let o = k.canonical();
+            (o.is_ipv4() || o.is_ipv6()) && o.ip_proto != IP_PROTO_SCTP
+        }),
         new_macs in (mac(), mac()),
         new_vlan in proptest::option::of((0..4096u16, 0..8u8)),
         new_ip in any::<(u32, u32, u8, u8)>(),
@@ -247,10 +254,6 @@ proptest! {
         change in any::<[bool; 9]>(),
     ) {
         let o = k.canonical();
-        // Only keys whose every rewritable field can be rewritten: IPv4 or IPv6,
-        // TCP/UDP/ICMP, no SCTP (CRC32c is not incrementally updatable).
-        prop_assume!(o.is_ipv4() || o.is_ipv6());
-        prop_assume!(o.ip_proto != IP_PROTO_SCTP);
         let mut m = o;
         if change[0] { m.eth_src = new_macs.0 }
         if change[1] { m.eth_dst = new_macs.1 }
