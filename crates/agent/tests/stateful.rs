@@ -511,7 +511,9 @@ fn a_reset_connections_5_tuple_opens_again(env: &Env, vm: &Vm, out: &Vm) {
         for (i, c) in l.incoming().enumerate() {
             let Ok(mut c) = c else { return };
             if i == 0 {
-                // Closed with SO_LINGER 0: an RST.
+                // Once the client has spoken (so the RST cannot beat its
+                // connect), closed with SO_LINGER 0: an RST.
+                let _ = c.read(&mut [0u8; 8]);
                 let _ = socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO));
                 continue;
             }
@@ -531,6 +533,7 @@ fn a_reset_connections_5_tuple_opens_again(env: &Env, vm: &Vm, out: &Vm) {
     };
     let mut first = in_netns(&vm.ns, dial).expect("the first connection opens");
     first.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    first.write_all(b"x").expect("write");
     let mut buf = [0u8; 8];
     assert!(first.read(&mut buf).is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset));
     drop(first);
