@@ -773,8 +773,18 @@ fn recirc_id(sh: &Shared, key: FlowKey, s: &midonet_sim::Split) -> Option<u32> {
     let mut ids = sh.recirc.lock();
     let (id, new) = ids.get(&half)?;
     if new {
-        if let Err(e) = table.set_recirc(id, kind, tracker) {
+        // (An earlier agent may have left the id checking conntrack.)
+        let r =
+            table.set_recirc(id, kind, tracker).and_then(|()| table.set_recirc_conntrack(id, None));
+        if let Err(e) = r {
             tracing::warn!(error = %e, id, "telling the datapath a recirculation");
+            return None;
+        }
+    }
+    if let Some(c) = s.conntrack.filter(|_| ids.check_conntrack(id)) {
+        if let Err(e) = table.set_recirc_conntrack(id, Some(*c.tracker.0.as_bytes())) {
+            tracing::warn!(error = %e, id, "telling the datapath a recirculation reads conntrack");
+            ids.forget_conntrack(id);
             return None;
         }
     }

@@ -216,6 +216,8 @@ pub struct Metrics {
     pub dp_rev_nat_missed: Counter,
     pub dp_state_bindings: Counter,
     pub dp_state_rejected: Counter,
+    pub dp_ct_missed: Counter,
+    pub dp_state_conns: Counter,
     pub dp_port_upcalls: Family<PortLabels, Counter>,
     pub dp_port_upcall_limited: Family<PortLabels, Counter>,
     last_dp: Mutex<Option<midonet_datapath::DpStats>>,
@@ -274,6 +276,8 @@ impl Metrics {
             dp_rev_nat_missed: Counter::default(),
             dp_state_bindings: Counter::default(),
             dp_state_rejected: Counter::default(),
+            dp_ct_missed: Counter::default(),
+            dp_state_conns: Counter::default(),
             dp_port_upcalls: Family::default(),
             dp_port_upcall_limited: Family::default(),
             last_dp: Mutex::new(None),
@@ -502,6 +506,18 @@ impl Metrics {
                  another version, a request, short); the agent still judges each (ebpf)",
                 m.dp_state_rejected.clone(),
             );
+            r.register(
+                "conntrack_missed",
+                "Replies a split flow reading conntrack sent to the agent because the datapath's \
+                 conntrack table did not hold their connection (ebpf)",
+                m.dp_ct_missed.clone(),
+            );
+            r.register(
+                "state_connections_preloaded",
+                "Connections the datapath took from peers' flow-state messages as they arrived, \
+                 before the agent read them (ebpf)",
+                m.dp_state_conns.clone(),
+            );
         }
         Arc::new(m)
     }
@@ -634,6 +650,8 @@ impl Metrics {
         self.dp_rev_nat_translated.inc_by(s.rev_nat_hits.saturating_sub(prev.rev_nat_hits));
         self.dp_rev_nat_missed.inc_by(s.rev_nat_misses.saturating_sub(prev.rev_nat_misses));
         self.dp_state_bindings.inc_by(s.state_bindings.saturating_sub(prev.state_bindings));
+        self.dp_ct_missed.inc_by(s.ct_misses.saturating_sub(prev.ct_misses));
+        self.dp_state_conns.inc_by(s.state_conns.saturating_sub(prev.state_conns));
         self.dp_state_rejected.inc_by(s.state_rejected.saturating_sub(prev.state_rejected));
         self.dp_flows.set(i64::try_from(s.table.flows).unwrap_or(i64::MAX));
         *last = Some(s.clone());

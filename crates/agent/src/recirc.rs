@@ -18,7 +18,13 @@
 //!   use ([`RecircIds::reserve`]), because their second halves may still
 //!   be installed;
 //! * when every id is taken, a reply's flow is not split (it is then the
-//!   per-connection flow of before: slower, not wrong).
+//!   per-connection flow of before: slower, not wrong);
+//! * an id whose second halves read conntrack (`midonet_sim::Split::conntrack`)
+//!   is marked once ([`RecircIds::check_conntrack`]): from then on the
+//!   datapath takes any second half under it only for replies whose
+//!   connection it tracks. One that reads no conntrack is still right
+//!   under that check: a reply of a connection not tracked misses, and its
+//!   simulation executes it (slower, not wrong).
 
 use std::collections::HashMap;
 
@@ -41,6 +47,8 @@ pub struct RecircIds {
     ids: HashMap<FirstHalf, u32>,
     /// Ids in use by flows of an earlier agent (never given out).
     reserved: Vec<bool>,
+    /// Ids whose second halves read conntrack (the datapath was told).
+    conntrack: std::collections::HashSet<u32>,
     next: u32,
 }
 
@@ -71,6 +79,17 @@ impl RecircIds {
             return Some((id, true));
         }
         None
+    }
+
+    /// Whether `id`'s second halves are to read conntrack from now on:
+    /// true the first time (the datapath must then be told).
+    pub fn check_conntrack(&mut self, id: u32) -> bool {
+        self.conntrack.insert(id)
+    }
+
+    /// Told the datapath failed: ask again next time.
+    pub fn forget_conntrack(&mut self, id: u32) {
+        self.conntrack.remove(&id);
     }
 
     /// How many ids are given out.

@@ -369,7 +369,7 @@ fn two_vms_share_one_snat_address_without_collisions() {
     // VMs' connections are simulated side by side, allocating ports from
     // the same blocks through the shared NAT table.
     // Refresh rounds every 500 ms: the gateway acts on the RST below soon.
-    let Snat { env, vm1, vm2, out, .. } =
+    let Snat { env, vm1, vm2, out, pre, .. } =
         snat_lab_with("miss_workers = 2\nconntrack_refresh_ms = 500\n");
     for h in 0..2 {
         let m = env.agent_get(h, "/metrics").expect("metrics");
@@ -495,6 +495,112 @@ fn two_vms_share_one_snat_address_without_collisions() {
         "vm2's host sent its bindings"
     );
     a_reset_connections_5_tuple_opens_again(&env, &vm2, &out);
+    replies_checked_by_conntrack_after_the_reverse_nat_stay_in_the_datapath(&env, &pre, &vm2, &out);
+}
+
+/// Security groups on the reply path of SNAT: the router's inbound chain
+/// restores a reply (`rev_snat`, continue), then accepts only return flows
+/// of tracked connections, and new connections only from the tenant
+/// network. vm2's host tracks each connection and binds its port; the
+/// gateway gets both in the state message before the SYN. The gateway's
+/// replies still take the split flow: the datapath checks the connection
+/// in its own conntrack table (filled from the message as it arrived), so
+/// its agent simulates a few replies, not one per connection (it used to
+/// simulate every connection's SYN-ACK, the conntrack lookup cancelling
+/// the split). The replies it let through advance the gateway's copies
+/// as a flow's would, and nothing from outside gets in.
+///
+/// (Part of `two_vms_share_one_snat_address_without_collisions`, whose lab
+/// it reuses: building one takes a minute, most of it the verifier.)
+fn replies_checked_by_conntrack_after_the_reverse_nat_stay_in_the_datapath(
+    env: &Env,
+    pre: &Chain,
+    vm2: &Vm,
+    out: &Vm,
+) {
+    let n: usize =
+        std::env::var("MAG_CT_SNAT_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let rev_id = pre.rule_ids[0];
+    let tenant = Condition {
+        match_forward_flow: true,
+        nw_src_address: Some(Ipv4Addr::new(10, 1, 0, 0).into()),
+        nw_src_length: Some(24),
+        ..Default::default()
+    };
+    let rev = Rule {
+        id: rev_id,
+        chain_id: pre.id,
+        rule_type: RuleType::RevSnat,
+        flow_action: Some(FlowAction::Continue),
+        condition: Condition {
+            nw_dst_address: Some(Ipv4Addr::new(192, 0, 2, 1).into()),
+            nw_dst_length: Some(32),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ret =
+        rule(pre, RuleType::Accept, Condition { match_return_flow: true, ..Default::default() });
+    let fwd = rule(pre, RuleType::Accept, tenant);
+    let deny = rule(pre, RuleType::Drop, Condition::default());
+    for r in [&rev, &ret, &fwd, &deny] {
+        env.put(r);
+    }
+    env.put(&Chain { rule_ids: vec![rev.id, ret.id, fwd.id, deny.id], ..pre.clone() });
+    tcp_echo(out, 8100);
+    let server = SocketAddr::from((out.ip, 8100));
+    let mut first = connect(vm2, server, Duration::from_secs(5)).expect("a first connection");
+    assert!(echo(&mut first, b"through rev_snat and conntrack"), "its reply is let in");
+    drop(first);
+
+    let misses = env.metric(0, "midonet_agent_misses_total");
+    let translated = env.metric(0, "midonet_agent_rev_nat_translated_total");
+    let ct_missed = env.metric(0, "midonet_agent_conntrack_missed_total");
+    let ns = vm2.ns.clone();
+    let talked = spawn_in_netns(&ns, move || {
+        (0..n)
+            .filter(|i| {
+                let Ok(mut c) = TcpStream::connect_timeout(&server, Duration::from_secs(5)) else {
+                    return false;
+                };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                echo(&mut c, format!("connection {i}").as_bytes())
+            })
+            .count()
+    })
+    .join()
+    .expect("vm2's connections");
+    assert_eq!(talked, n, "every connection got its replies");
+    let misses = env.metric(0, "midonet_agent_misses_total") - misses;
+    let translated = env.metric(0, "midonet_agent_rev_nat_translated_total") - translated;
+    let ct_missed = env.metric(0, "midonet_agent_conntrack_missed_total") - ct_missed;
+    let preloaded = env.metric(0, "midonet_agent_state_connections_preloaded_total");
+    eprintln!(
+        "MEASURE gateway, {n} connections through rev_snat + matchReturnFlow: {misses} misses, \
+         {translated} replies translated and checked by the datapath, {ct_missed} sent up for \
+         want of their connection, {preloaded} connections preloaded from messages"
+    );
+    assert!(translated >= (2 * n) as f64, "SYN-ACKs and answers stayed in the datapath");
+    assert!(misses < (n / 4) as f64, "the gateway's agent saw few replies: {misses} misses");
+    assert!(ct_missed < (n / 10) as f64, "the connections were there first: {ct_missed}");
+    assert!(preloaded >= (n / 2) as f64, "preloaded from the messages: {preloaded}");
+
+    // The gateway's copies saw their replies: none is still waiting for one.
+    std::thread::sleep(Duration::from_millis(1500));
+    let listed = conntrack(env, 0);
+    let conns = listed["connections"].as_array().expect("connections");
+    let ours: Vec<&serde_json::Value> =
+        conns.iter().filter(|c| c["proto"] == 6 && c["dst_port"] == 8100).collect();
+    assert!(ours.len() >= n, "the gateway tracks them: {} of {n}", ours.len());
+    let waiting: Vec<_> = ours.iter().filter(|c| c["state"] == "syn_sent").collect();
+    assert!(waiting.is_empty(), "copies the replies did not advance: {waiting:?}");
+
+    // Nothing new gets in from outside, to the public address or past it.
+    assert!(
+        connect(out, SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 8100)), Duration::from_secs(2))
+            .is_err(),
+        "an unsolicited connection to the public address is dropped"
+    );
 }
 
 /// The server resets vm2's connection; 12 s later vm2 opens another from

@@ -58,6 +58,8 @@
  * kind), searches the megaflows again with the translated key, and only on
  * that second hit rewrites the packet and runs the second flow's actions;
  * anything short of that sends the packet up unchanged as an ordinary miss.
+ * Where the second halves read conntrack (mdp_recirc_ct[id] set), the
+ * reply's connection must also be in mdp_ct.
  * The bindings come from the agent, and from mdp_state, a socket filter on
  * the agent's flow-state socket that writes the bindings of every message
  * from a peer as the datagram is queued, before any agent thread wakes.
@@ -278,6 +280,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mdp_recirc SEC(".maps");
 
+/* Connection tracking behind split flows (struct mdp_ct_key in
+ * datapath.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MDP_MAX_CT);
+	__type(key, struct mdp_ct_key);
+	__type(value, struct mdp_ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MDP_RECIRC_MAX);
+	__type(key, __u32);
+	__type(value, struct mdp_recirc_ct);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_recirc_ct SEC(".maps");
+
+_Static_assert(sizeof(struct mdp_ct_key) == 32, "mdp_ct_key: abi.rs CT_KEY_LEN");
+_Static_assert(sizeof(struct mdp_ct_val) == 16, "mdp_ct_val: abi.rs CT_VAL_LEN");
+_Static_assert(sizeof(struct mdp_recirc_ct) == 20, "mdp_recirc_ct: abi.rs RECIRC_CT_LEN");
 _Static_assert(sizeof(struct mdp_nat_key) == 32, "mdp_nat_key: abi.rs NAT_KEY_LEN");
 _Static_assert(sizeof(struct mdp_nat_val) == 16, "mdp_nat_val: abi.rs NAT_VAL_LEN");
 _Static_assert(sizeof(struct mdp_recirc) == 20, "mdp_recirc: abi.rs RECIRC_LEN");
@@ -1211,9 +1234,18 @@ __attribute__((noinline)) int mdp_rev_nat_path(struct __sk_buff *skb, struct mdp
 					       struct xstate *st, __u32 id, __u32 stats)
 {
 	struct mdp_key mk __attribute__((aligned(8))) = {};
-	struct mdp_nat_key nk = {};
+	/* The binding's key, then the connection's: one slot on the stack
+	 * (a program's frame and this one's must fit 512 bytes). */
+	union {
+		struct mdp_nat_key nk;
+		struct mdp_ct_key ck;
+	} u = {};
+	struct mdp_nat_key *nkp = &u.nk;
+	struct mdp_ct_key *ck = &u.ck;
+	struct mdp_recirc_ct *rcc;
 	struct mdp_recirc *rc;
 	struct mdp_nat_val *v;
+	struct mdp_ct_val *cv = 0;
 	struct mdp_flow *f;
 	__u32 ri = id, mi = 0, acts2, stats2;
 	__be32 ip;
@@ -1230,25 +1262,47 @@ __attribute__((noinline)) int mdp_rev_nat_path(struct __sk_buff *skb, struct mdp
 	if (!rc || !rc->set || rc->kind > MDP_NAT_DNAT)
 		return REV_NAT_MISS;
 	kind = rc->kind;
-	__builtin_memcpy(nk.tracker, rc->tracker, sizeof(nk.tracker));
-	nk.kind = kind;
-	nk.proto = k->ip_proto;
-	nk.src = k->ip_src;
-	nk.dst = k->ip_dst;
-	nk.sport = k->l4_src;
-	nk.dport = k->l4_dst;
-	v = bpf_map_lookup_elem(&mdp_rev_nat, &nk);
+	__builtin_memcpy(nkp->tracker, rc->tracker, sizeof(nkp->tracker));
+	nkp->kind = kind;
+	nkp->proto = k->ip_proto;
+	nkp->src = k->ip_src;
+	nkp->dst = k->ip_dst;
+	nkp->sport = k->l4_src;
+	nkp->dport = k->l4_dst;
+	v = bpf_map_lookup_elem(&mdp_rev_nat, nkp);
 	if (!v) {
 		count(MDP_C_REV_NAT_MISS, 1);
 		return REV_NAT_MISS;
 	}
-	/* Plain stores into a shared entry: replies of one connection arrive
+	rcc = bpf_map_lookup_elem(&mdp_recirc_ct, &ri);
+	if (rcc && rcc->set) {
+		/* The reply's connection, as the agent's conntrack keys it: its
+		 * forward 5-tuple at the ingress device. */
+		__builtin_memset(ck, 0, sizeof(*ck));
+		__builtin_memcpy(ck->tracker, rcc->tracker, sizeof(ck->tracker));
+		ck->proto = k->ip_proto;
+		ck->src = k->ip_dst;
+		ck->dst = k->ip_src;
+		ck->sport = k->l4_dst;
+		ck->dport = k->l4_src;
+		cv = bpf_map_lookup_elem(&mdp_ct, ck);
+		if (!cv) {
+			count(MDP_C_CT_MISS, 1);
+			return REV_NAT_MISS;
+		}
+	}
+	/* Plain stores into shared entries: replies of one connection arrive
 	 * on one CPU at a time as a rule, and a flag lost to a race with
 	 * another CPU only delays the agent's seeing a connection close. */
 	v->used_ns = bpf_ktime_get_coarse_ns();
 	flags = bpf_ntohs(k->tcp_flags) & 0xff;
 	if (flags & ~v->tcp_flags)
 		v->tcp_flags |= flags;
+	if (cv) {
+		cv->used_ns = v->used_ns;
+		if (flags & ~cv->tcp_flags)
+			cv->tcp_flags |= flags;
+	}
 	ip = v->ip;
 	port = v->port;
 	k->in_port = MDP_IN_RECIRC | ri;
@@ -1539,6 +1593,28 @@ int mdp_inject(struct __sk_buff *skb)
 #define FS_CONNTRACK    30
 #define FS_NAT          36
 #define FS_MAX_NAT      16 /* NAT entries read per message; the agent reads them all */
+#define FS_MAX_CT       16 /* conntrack entries read per message; the agent reads them all */
+
+/* One conntrack entry of a flow-state message (a connection's forward key
+ * at its tracker, as mdp_ct keys it) into mdp_ct, TCP and UDP only. An
+ * entry there already is left as it is (its last use and flags). */
+static __always_inline void state_conn(const __u8 *e)
+{
+	struct mdp_ct_key ck = {};
+	struct mdp_ct_val cv = {};
+	__u8 proto = e[28];
+
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return;
+	__builtin_memcpy(ck.tracker, e, 16);
+	__builtin_memcpy(&ck.src, e + 16, 4);
+	__builtin_memcpy(&ck.dst, e + 20, 4);
+	__builtin_memcpy(&ck.sport, e + 24, 2);
+	__builtin_memcpy(&ck.dport, e + 26, 2);
+	ck.proto = proto;
+	if (bpf_map_update_elem(&mdp_ct, &ck, &cv, BPF_NOEXIST) == 0)
+		count(MDP_C_STATE_CONNS, 1);
+}
 
 /* One NAT entry of a flow-state message into mdp_rev_nat, under the key
  * of its replies (midonet_state::NatKey::return_key, with the value of
@@ -1583,7 +1659,8 @@ static __always_inline void state_binding(const __u8 *e)
 }
 
 /* Socket filter of the agent's flow-state UDP socket: the NAT bindings of
- * every message go into mdp_rev_nat as the kernel queues the datagram,
+ * every message go into mdp_rev_nat, and its connections into mdp_ct, as
+ * the kernel queues the datagram,
  * before any thread of the agent wakes, so the replies they translate can
  * hit a split flow at once. It never changes delivery (it returns the
  * whole length): the agent still reads and checks every message itself.
@@ -1602,7 +1679,7 @@ SEC("socket")
 int mdp_state(struct __sk_buff *skb)
 {
 	__u8 ip[20], udp[8], h[8], e[FS_NAT];
-	__u32 len = skb->len, ihl, src, ulen, plen, off, nat, n_nat;
+	__u32 len = skb->len, ihl, src, ulen, plen, off, ct, n_ct, nat, n_nat;
 
 	if (bpf_skb_load_bytes_relative(skb, 0, ip, sizeof(ip), BPF_HDR_START_NET) < 0 ||
 	    (ip[0] >> 4) != 4 || ip[9] != IPPROTO_UDP)
@@ -1622,10 +1699,19 @@ int mdp_state(struct __sk_buff *skb)
 	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0 || h[0] != FS_VERSION ||
 	    (h[1] & FS_FLAG_REQUEST))
 		goto reject;
-	nat = FS_HEADER + FS_ID * ((__u32)h[2] + h[3]) + FS_CONNTRACK * (((__u32)h[4] << 8) | h[5]);
+	ct = FS_HEADER + FS_ID * ((__u32)h[2] + h[3]);
+	n_ct = ((__u32)h[4] << 8) | h[5];
+	nat = ct + FS_CONNTRACK * n_ct;
 	n_nat = ((__u32)h[6] << 8) | h[7];
 	if (plen < nat + FS_NAT * n_nat)
 		goto reject;
+	for (__u32 i = 0; i < FS_MAX_CT; i++) {
+		if (i >= n_ct)
+			break;
+		if (bpf_skb_load_bytes(skb, off + ct + FS_CONNTRACK * i, e, FS_CONNTRACK) < 0)
+			break;
+		state_conn(e);
+	}
 	for (__u32 i = 0; i < FS_MAX_NAT; i++) {
 		if (i >= n_nat)
 			break;

@@ -22,6 +22,7 @@
 #define MDP_MAX_EXACT      65536 /* exact-match cache entries (LRU) */
 #define MDP_MAX_REV_NAT    131072 /* reverse-NAT bindings (LRU) */
 #define MDP_RECIRC_MAX     4096  /* recirculation ids; power of two */
+#define MDP_MAX_CT         131072 /* tracked connections (LRU) */
 
 /* Upcall copy sizes: the ring buffer needs a constant reservation, so a
  * frame goes into one of two record sizes. */
@@ -274,6 +275,39 @@ struct mdp_recirc { /* 20 bytes */
 	__u8 pad[2];
 };
 
+/* Connection tracking behind a split flow (issue 8). A reverse rule's
+ * second half may read conntrack (`matchReturnFlow` after `rev_snat`, as
+ * security groups ask): mdp_recirc_ct[id] is then set, and the first half
+ * takes the second only when mdp_ct holds the reply's connection, keyed as
+ * the agent's conntrack keys a connection: its forward 5-tuple (the reply
+ * as it arrived, reversed) at the device `tracker` of the reply's ingress
+ * port, all fields as on the wire. The agent keeps mdp_ct equal to its own
+ * TCP and UDP connections; mdp_state adds those in flow-state messages as
+ * they arrive. A connection missing costs its reply a miss, nothing more. */
+struct mdp_ct_key { /* 32 bytes */
+	__u8 tracker[16];
+	__be32 src;
+	__be32 dst;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct mdp_ct_val { /* 16 bytes */
+	__u64 used_ns;  /* bpf_ktime_get_coarse_ns() of the last reply checked; 0 = none yet */
+	__u8 tcp_flags; /* TCP flags of those replies, OR'ed (the low 8 bits) */
+	__u8 pad[7];
+};
+
+/* mdp_recirc_ct[id]: recirculation `id`'s second halves read conntrack at
+ * `tracker`. */
+struct mdp_recirc_ct { /* 20 bytes */
+	__u8 tracker[16];
+	__u8 set;
+	__u8 pad[3];
+};
+
 /* Counters (per-CPU array). Drops are mapped to DropReason by the agent. */
 enum mdp_counter {
 	MDP_C_DROP_TRUNCATED = 0,  /* too big to hand to the agent */
@@ -300,6 +334,8 @@ enum mdp_counter {
 	MDP_C_REV_NAT_MISS,        /* replies of a split flow with no binding (also in MISS) */
 	MDP_C_STATE_BINDINGS,      /* bindings mdp_state wrote from flow-state messages */
 	MDP_C_STATE_REJECTED,      /* flow-state datagrams mdp_state did not read */
+	MDP_C_CT_MISS,             /* replies of a split flow whose connection mdp_ct lacks (also in MISS) */
+	MDP_C_STATE_CONNS,         /* connections mdp_state wrote from flow-state messages */
 	MDP_C_MAX = 32,
 };
 

@@ -460,6 +460,12 @@ pub struct DpStats {
     /// tunnel peer, another version, a request, shorter than it says).
     /// The agent still reads and judges every one itself.
     pub state_rejected: u64,
+    /// Replies a split flow reading conntrack sent to the agent because the
+    /// table did not track their connection ([`CtKey`]; also in the
+    /// misses).
+    pub ct_misses: u64,
+    /// Connections the provider took from flow-state messages itself.
+    pub state_conns: u64,
     /// The miss workers ([`workers`]); all zero when misses are handled
     /// inline.
     pub workers: WorkerStats,
@@ -582,6 +588,23 @@ pub struct RevNatEntry {
     pub local: bool,
 }
 
+/// A tracked connection as the datapath's conntrack table keys it: its
+/// forward 5-tuple at its tracker (`midonet_state::ConnKey`), TCP or UDP.
+/// A reply whose split flow reads conntrack
+/// ([`RevNatTable::set_recirc_conntrack`]) takes its second half only when
+/// its connection (the reply as it arrived, reversed, at the recirculation's
+/// tracker) is in the table.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct CtKey {
+    /// The tracking device (or port group), a raw UUID.
+    pub tracker: [u8; 16],
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
 /// The datapath's reverse-NAT table, which [`Action::RevNatRecirc`]
 /// reads (ebpf: a BPF map). The agent keeps it equal to its own bindings;
 /// a provider may also fill it from the flow-state socket before the
@@ -619,6 +642,43 @@ pub trait RevNatTable: Send + Sync {
     fn attach_state_socket(&self, fd: std::os::fd::RawFd) -> Result<(), DpError> {
         let _ = fd;
         Ok(())
+    }
+    /// Recirculation `id`'s second halves read conntrack at `tracker`: the
+    /// first half takes them only for replies whose connection is in the
+    /// conntrack table ([`CtKey`]), and sends the others up. `None`: they
+    /// do not (an id given out anew, whose earlier user may have set it).
+    /// The default cannot check: such a flow must not split.
+    fn set_recirc_conntrack(&self, id: u32, tracker: Option<[u8; 16]>) -> Result<(), DpError> {
+        match tracker {
+            None => Ok(()),
+            Some(_) => Err(DpError::Io {
+                what: format!("conntrack behind split flows (recirculation {id})"),
+                source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+            }),
+        }
+    }
+    /// Put these connections in the conntrack table, not used yet and with
+    /// no flags. `fresh`: replacing what it held of them (a connection
+    /// opened again on its 5-tuple); else only where it held nothing (a
+    /// provider filling the table from the messages as they arrive may
+    /// have stamped the same connection's replies already).
+    fn ct_insert(&self, keys: &[CtKey], fresh: bool) -> Result<(), DpError> {
+        let _ = (keys, fresh);
+        Ok(())
+    }
+    /// Take these connections out of the conntrack table (absent ones are
+    /// fine).
+    fn ct_remove(&self, keys: &[CtKey]) -> Result<(), DpError> {
+        let _ = keys;
+        Ok(())
+    }
+    /// Every connection whose replies took a second half at or after
+    /// `since` (as [`RevNatTable::used_since`]), with their TCP flags
+    /// (host order, OR'ed since the connection was inserted). The default
+    /// reports none.
+    fn ct_used_since(&self, since: Duration) -> Vec<(CtKey, u16)> {
+        let _ = since;
+        Vec::new()
     }
 }
 

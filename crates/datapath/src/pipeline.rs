@@ -281,6 +281,8 @@ impl<I: Io> Core<I> {
             // No reverse-NAT table, so no split flows.
             rev_nat_hits: 0,
             rev_nat_misses: 0,
+            ct_misses: 0,
+            state_conns: 0,
             state_bindings: 0,
             state_rejected: 0,
             workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),

@@ -17,7 +17,7 @@ use midonet_datapath::ebpf::abi::{self, counter};
 use midonet_datapath::ebpf::kernel::Kernel;
 use midonet_datapath::ebpf::loader::{Bpf, Prog};
 use midonet_datapath::testing::udp_frame;
-use midonet_datapath::{RevNatEntry, RevNatKey, RevNatKind, RevNatTable, RECIRC_PORT_BASE};
+use midonet_datapath::{CtKey, RevNatEntry, RevNatKey, RevNatKind, RevNatTable, RECIRC_PORT_BASE};
 use midonet_flow::{Action, FieldId, FlowKey, FlowMask, InPort, MacAddr};
 use midonet_wire::checksum::checksum as inet_checksum;
 
@@ -1209,6 +1209,94 @@ fn split_flows_send_up_what_they_cannot_translate_unchanged() {
     assert_eq!(fx.counter(counter::MISS), 5);
 }
 
+/// A split flow whose second halves read conntrack (`matchReturnFlow` after
+/// the reverse rule): the first half takes a second half only for a reply
+/// whose connection mdp_ct holds, keyed as the agent keys it (the reply as
+/// it arrived, reversed, at the recirculation's conntrack tracker); any
+/// other reply goes up unchanged, counted. The replies that took it leave
+/// their last use and TCP flags in the connection's entry.
+#[test]
+fn a_split_flow_reading_conntrack_needs_the_connection_tracked() {
+    if !runnable() {
+        return;
+    }
+    let mut fx = fx("revnat-ct");
+    let rn = fx.bpf.rev_nat.clone();
+    const CT_TRACKER: [u8; 16] = [0x6b; 16];
+    rn.set_recirc(RECIRC, RevNatKind::Snat, TRACKER).expect("recirc");
+    rn.set_recirc_conntrack(RECIRC, Some(CT_TRACKER)).expect("recirc reads conntrack");
+    let (inside, nat, server) = (
+        (Ipv4Addr::new(10, 0, 0, 1), 40000),
+        (Ipv4Addr::new(198, 51, 100, 1), 30000),
+        (Ipv4Addr::new(203, 0, 113, 5), 80),
+    );
+    let reply = tcp4(server, nat);
+    let key = rev_key(RevNatKind::Snat, 6, server, nat);
+    rn.upsert(&[RevNatEntry { key, ip: inside.0, port: inside.1, local: true }]).expect("upsert");
+    fx.install(&reply, &before_rev_nat(), &[Action::RevNatRecirc(RECIRC)]);
+    let restore = [Action::SetIpv4Dst(inside.0), Action::SetL4Dst(inside.1)];
+    fx.second_half(&reply, &restore, &after_rev_nat());
+    let start = rn.now();
+
+    // Not tracked: up as it came.
+    assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_SHOT);
+    assert_eq!(fx.counter(counter::CT_MISS), 1);
+    assert_eq!(fx.counter(counter::REV_NAT_HIT), 0);
+    assert_eq!(fx.upcalled(), (InPort::Port(1), reply.clone()), "not rewritten");
+    // Tracked at another device, or another connection: still not.
+    let conn = CtKey {
+        tracker: CT_TRACKER,
+        proto: 6,
+        src: nat.0,
+        dst: server.0,
+        src_port: nat.1,
+        dst_port: server.1,
+    };
+    let elsewhere = CtKey { tracker: TRACKER, ..conn };
+    let other_port = CtKey { src_port: nat.1 + 1, ..conn };
+    let reply_shape =
+        CtKey { src: server.0, dst: nat.0, src_port: server.1, dst_port: nat.1, ..conn };
+    rn.ct_insert(&[elsewhere, other_port, reply_shape], false).expect("insert");
+    assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_SHOT);
+    assert_eq!(fx.counter(counter::CT_MISS), 2);
+    let _ = fx.upcalled();
+    // Its own connection tracked: translated and delivered.
+    rn.ct_insert(&[conn], false).expect("insert");
+    assert_eq!(rn.ct_get(&conn).expect("read"), Some((0, 0)), "not used yet");
+    let (v, out) = fx.run(Prog::Port, &reply, 0);
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(out, oracle(&reply, &[&restore[..], &DELIVER[..]].concat()));
+    assert_checksums(&out);
+    assert_eq!((fx.counter(counter::REV_NAT_HIT), fx.counter(counter::CT_MISS)), (1, 2));
+    // A FIN among the replies: the agent reads the connection's use and
+    // flags back; the others were not used.
+    let mut fin = reply.clone();
+    fin[47] |= 0x01;
+    assert_eq!(fx.run(Prog::Port, &fin, 0).0, TC_ACT_REDIRECT);
+    let used = rn.ct_used_since(start);
+    assert_eq!(used.len(), 1, "{used:?}");
+    assert_eq!((used[0].0, used[0].1 & 0x11), (conn, 0x11));
+    assert!(rn.ct_used_since(rn.now() + std::time::Duration::from_secs(1)).is_empty());
+    // Inserted where it is (the agent reading a message mdp_state took
+    // first): its use stays. Inserted afresh (a connection opened again on
+    // the tuple): not used yet.
+    rn.ct_insert(&[conn], false).expect("insert");
+    let (used_ns, flags) = rn.ct_get(&conn).expect("read").expect("there");
+    assert!(used_ns > 0 && flags & 0x11 == 0x11, "kept: {used_ns} {flags:#x}");
+    rn.ct_insert(&[conn], true).expect("insert");
+    assert_eq!(rn.ct_get(&conn).expect("read"), Some((0, 0)));
+    // Gone: up again.
+    rn.ct_remove(&[conn]).expect("remove");
+    assert_eq!(rn.ct_get(&conn).expect("read"), None);
+    assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_SHOT);
+    assert_eq!(fx.counter(counter::CT_MISS), 3);
+    let _ = fx.upcalled();
+    // The id given out anew, without the check: translated again.
+    rn.set_recirc_conntrack(RECIRC, None).expect("clear");
+    assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_REDIRECT);
+    assert_eq!((fx.counter(counter::REV_NAT_HIT), fx.counter(counter::CT_MISS)), (3, 3));
+}
+
 /// `used_since` walks the whole table, batch after batch: every binding a
 /// reply used since then, and none of the others.
 #[test]
@@ -1248,7 +1336,7 @@ mod state_socket {
     use std::time::Duration;
 
     use midonet_datapath::ebpf::abi::{counter, NatVal};
-    use midonet_datapath::{RevNatEntry, RevNatKey, RevNatKind, RevNatTable};
+    use midonet_datapath::{CtKey, RevNatEntry, RevNatKey, RevNatKind, RevNatTable};
     use midonet_wire::flowstate::{
         ConnKeyRepr, ConnStateCode, ConntrackRepr, FlowStateRepr, NatKindCode, NatRepr, Purpose,
     };
@@ -1396,6 +1484,11 @@ mod state_socket {
         p.deliver(&message(vec![snat, icmp, dnat, sticky]));
         assert_eq!(fx.counter(counter::STATE_BINDINGS), 2, "TCP/UDP SNAT and DNAT only");
         assert_eq!(fx.counter(counter::STATE_REJECTED), 0);
+        // The message's connection, as the agent's conntrack keys it.
+        let conn =
+            CtKey { tracker: [6; 16], proto: 6, src: ip(1), dst: ip(2), src_port: 1, dst_port: 2 };
+        assert_eq!(fx.counter(counter::STATE_CONNS), 1);
+        assert_eq!(fx.bpf.rev_nat.ct_get(&conn).expect("read mdp_ct"), Some((0, 0)));
         for n in [&snat, &dnat] {
             let (_, ip, port) = reply_of(n);
             let want = NatVal { ip, port, local: false, tcp_flags: 0, used_ns: 0 };
@@ -1429,6 +1522,7 @@ mod state_socket {
         fx.bpf.rev_nat.upsert(&[mine, peers]).expect("upsert");
         p.deliver(&message(vec![snat, dnat]));
         assert_eq!(fx.counter(counter::STATE_BINDINGS), 3, "only the peer's binding");
+        assert_eq!(fx.counter(counter::STATE_CONNS), 1, "a connection there already stays");
         let val = |ip, port, local| NatVal { ip, port, local, tcp_flags: 0, used_ns: 0 };
         assert_eq!(written(&fx, &snat), Some(val(ip(2), 2222, true)));
         assert_eq!(written(&fx, &dnat), Some(val(ip(50), 53, false)));

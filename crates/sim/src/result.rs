@@ -573,6 +573,12 @@ pub struct Split {
     pub kind: NatKind,
     /// The device whose chain holds the reverse rule: the lookup's tracker.
     pub tracker: TrackerId,
+    /// A conntrack lookup after the translation found this connection (its
+    /// forward key, at the ingress port's device: the reply as it entered,
+    /// reversed). The datapath takes the second half only for a packet
+    /// whose own connection its table tracks, at this key's tracker; else
+    /// the packet misses. `None`: no lookup after the translation.
+    pub conntrack: Option<ConnKey>,
     /// The first half's mask: what was read before the reverse lookup,
     /// plus ethertype, IP protocol and fragment type (what the datapath's
     /// lookup itself needs: IPv4 TCP or UDP, not a later fragment).

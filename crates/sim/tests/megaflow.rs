@@ -523,9 +523,13 @@ fn bind_return(
 /// the first half takes (the packet's key under the first half's mask,
 /// any connection with a binding restoring the same address and port)
 /// and whose translation the second half takes, executing the two halves
-/// emits what that packet's own unsplit simulation emits. Returns the
-/// packets compared and whether the flow split.
-fn check_split(seed: u64) -> Result<(usize, bool), TestCaseError> {
+/// emits what that packet's own unsplit simulation emits. A split whose
+/// second half asked conntrack ([`Split::conntrack`]) is taken by the
+/// datapath only for packets whose own connection is tracked there, so
+/// the other packets compared are tracked too. Returns the packets
+/// compared, whether the flow split, and whether the split checks
+/// conntrack.
+fn check_split(seed: u64) -> Result<(usize, bool, bool), TestCaseError> {
     let mut rng = Rng(seed | 1);
     // Worlds with reverse NAT rules, where most packets get somewhere:
     // known MACs on b1, next hops with known MACs.
@@ -596,8 +600,13 @@ fn check_split(seed: u64) -> Result<(usize, bool), TestCaseError> {
             desc,
             sim(&mut icmp, key, &frame, true, true).render()
         );
-        return Ok((0, false));
+        return Ok((0, false, false));
     };
+    if let Some(c) = sp.conntrack {
+        // The connection found is the packet's own, at its ingress device.
+        prop_assert_eq!(Some(c), ConnKey::from_flow(&key, c.tracker).map(|k| k.reversed()));
+        prop_assert!(!new.tags.contains(&Tag::conntrack(&c)), "a per-connection tag");
+    }
     let show = |icmp: &mut IcmpRateLimiter, k: FlowKey, f: &[u8]| {
         format!(
             "unsplit:\n{}\nsplit:\n{}",
@@ -646,6 +655,10 @@ fn check_split(seed: u64) -> Result<(usize, bool), TestCaseError> {
         if !bind_return(&ct, sp.kind, sp.tracker, &p, orig) {
             continue;
         }
+        if let Some(c) = sp.conntrack {
+            let Some(k) = ConnKey::from_flow(&p, c.tracker) else { continue };
+            ct.tables.borrow_mut().conns.track(k.reversed(), 0, NOW).expect("room");
+        }
         let other = sim(&mut icmp, p, &f2, false, false);
         let mut split_acts: Vec<SimAction> =
             sp.restore.iter().copied().map(SimAction::Rewrite).collect();
@@ -663,7 +676,7 @@ fn check_split(seed: u64) -> Result<(usize, bool), TestCaseError> {
         );
         compared += 1;
     }
-    Ok((compared, true))
+    Ok((compared, true, sp.conntrack.is_some()))
 }
 
 proptest! {
@@ -679,11 +692,13 @@ proptest! {
 fn the_split_property_actually_splits() {
     // Guard against a vacuous property: some seeds must split, and their
     // splits be checked against other connections' packets.
-    let runs: Vec<(usize, bool)> =
+    let runs: Vec<(usize, bool, bool)> =
         (1..4000u64).map(|s| check_split(s * 0x9e37_79b9).expect("property holds")).collect();
     let splits = runs.iter().filter(|r| r.1).count();
     let compared: usize = runs.iter().map(|r| r.0).sum();
     assert!(splits >= 20 && compared >= 200, "{splits} splits, {compared} packets compared");
+    let ct: usize = runs.iter().filter(|r| r.2).map(|r| r.0).sum();
+    assert!(ct >= 10, "only {ct} packets compared behind a conntrack-checking split");
 }
 
 #[test]

@@ -617,12 +617,13 @@ fn check_split(old: &SimResult, new: &SimResult, frame: &[u8]) -> Split {
     whole.union(&sp.mask);
     assert_eq!(whole, lookup, "the first half reads nothing new");
     assert!(sp.mask.is_marked(FieldId::InPort) && new.mask.is_marked(FieldId::InPort));
-    // Tags: every tag but the lookup's two, on the second half; those
-    // before the lookup on the first.
+    // Tags: every tag but the lookup's two (and a conntrack lookup's after
+    // it), on the second half; those before the lookup on the first.
     let n = &old.nat[0];
     let ret = n.key.return_key(n.binding);
-    let conn_tags = [Tag::nat(&n.key), Tag::nat_return(n.key.kind, &ret)];
-    for t in conn_tags {
+    let mut conn_tags = vec![Tag::nat(&n.key), Tag::nat_return(n.key.kind, &ret)];
+    conn_tags.extend(sp.conntrack.map(|c| Tag::conntrack(&c)));
+    for &t in &conn_tags {
         assert!(old.tags.contains(&t));
         assert!(!new.tags.contains(&t) && !sp.tags.contains(&t), "per-connection tag {t}");
     }
@@ -818,7 +819,7 @@ fn what_does_not_split() {
 }
 
 #[test]
-fn a_conntrack_rule_after_the_reverse_nat_cancels_the_split() {
+fn a_conntrack_rule_after_the_reverse_nat_splits_only_when_it_finds_the_connection() {
     let mut w = gateway(vec![target(1024, 1087)], vec![], true);
     let (v1, up) = (w.v1, w.up);
     let out = run(&mut w, v1, &tcp_out("10.0.0.11", VM1, 40000, "198.51.100.7"));
@@ -839,19 +840,37 @@ fn a_conntrack_rule_after_the_reverse_nat_cancels_the_split() {
     forwarded_to(&old, v1);
     assert!(old.trace.iter().any(|s| matches!(s, TraceStep::Conntrack { ret: false, .. })));
     same_result(&old, &new);
-    // Tracked, the reply is return traffic and records nothing: only the
-    // lookup itself cancels the split.
+    // The unsplit mask: the connection's fields, read by the lookup.
+    for f in [FieldId::L4Src, FieldId::L4Dst] {
+        assert!(new.mask.is_marked(f));
+    }
+    // Tracked, the reply is return traffic and records nothing. The lookup
+    // was of the reply as it entered, at the uplink's device (the first
+    // half's), so the split holds and the datapath is asked to find the
+    // same connection tracked.
     let k = midonet_state::ConnKey::from_flow(&packet(&desc).0, router_dev(&w)).expect("tcp");
     w.flow.tables.borrow_mut().conns.track(k.reversed(), 0, NOW).expect("room");
     let (old, new) = both(&mut w, up, &desc);
     forwarded_to(&old, v1);
     assert!(old.trace.iter().any(|s| matches!(s, TraceStep::Conntrack { ret: true, .. })));
-    assert!(old.conntrack.is_empty());
-    same_result(&old, &new);
-    // The unsplit mask: the connection's fields, read by the lookup.
-    for f in [FieldId::L4Src, FieldId::L4Dst] {
-        assert!(new.mask.is_marked(f));
+    assert!(old.conntrack.is_empty() && new.conntrack.is_empty());
+    let sp = check_split(&old, &new, &packet(&desc).1);
+    assert_eq!(sp.conntrack, Some(k.reversed()), "{}", new.render());
+    // Neither half is per connection: the datapath checks the connection.
+    for f in [FieldId::L4Src, FieldId::L4Dst, FieldId::Ipv4Src] {
+        assert!(!new.mask.is_marked(f), "{f:?} in the second half:\n{}", new.render());
+        assert!(!sp.mask.is_marked(f), "{f:?} in the first half:\n{}", new.render());
     }
+    // A second connection of VM1 shares both halves.
+    let out2 = run(&mut w, v1, &tcp_out("10.0.0.11", VM1, 40001, "198.51.100.7"));
+    let desc2 = reply_to(l4_src(&out2).expect("port"), 443, "tcp");
+    let k2 = midonet_state::ConnKey::from_flow(&packet(&desc2).0, router_dev(&w)).expect("tcp");
+    w.flow.tables.borrow_mut().conns.track(k2.reversed(), 0, NOW).expect("room");
+    let (old2, new2) = both(&mut w, up, &desc2);
+    let sp2 = check_split(&old2, &new2, &packet(&desc2).1);
+    assert_eq!(sp2.conntrack, Some(k2.reversed()));
+    assert_eq!(sp2.mask.apply(&new2.key), sp.mask.apply(&new.key), "one first half");
+    assert_eq!((new2.mask, &new2.actions, &new2.tags), (new.mask, &new.actions, &new.tags));
 }
 
 #[test]

@@ -21,10 +21,17 @@
 //!
 //! Only TCP and UDP bindings of SNAT and DNAT are in it (what a split
 //! covers); the rest need no entry.
+//!
+//! Its conntrack table ([`midonet_datapath::CtKey`]), which a split flow
+//! whose second half reads conntrack checks, is kept equal to this host's
+//! TCP and UDP connections the same way: written when a connection is
+//! tracked or imported (afresh when it opens again), taken out when it
+//! expires, is flushed or was refused, and read back each round for the
+//! replies that used it (refreshed, and closed by their FIN or RST).
 
 use std::net::Ipv4Addr;
 
-use midonet_datapath::{RevNatEntry, RevNatKey, RevNatKind};
+use midonet_datapath::{CtKey, RevNatEntry, RevNatKey, RevNatKind};
 use midonet_state::{ConnKey, NatBinding, NatKey, NatKind, TrackerId};
 
 /// The datapath's entry for binding `b` of `key`, if it has one.
@@ -54,6 +61,32 @@ pub fn entry(key: &NatKey, b: NatBinding, local: bool) -> Option<RevNatEntry> {
         port: restore.port,
         local,
     })
+}
+
+/// The datapath's conntrack entry for connection `k`, if it has one (TCP
+/// and UDP).
+pub fn ct_entry(k: &ConnKey) -> Option<CtKey> {
+    (k.proto == 6 || k.proto == 17).then(|| CtKey {
+        tracker: *k.tracker.0.as_bytes(),
+        proto: k.proto,
+        src: k.src,
+        dst: k.dst,
+        src_port: k.src_port,
+        dst_port: k.dst_port,
+    })
+}
+
+/// The connection a conntrack entry stands for (the inverse of
+/// [`ct_entry`]).
+pub fn ct_conn(k: &CtKey) -> ConnKey {
+    ConnKey {
+        src: k.src,
+        dst: k.dst,
+        src_port: k.src_port,
+        dst_port: k.dst_port,
+        proto: k.proto,
+        tracker: TrackerId(uuid::Uuid::from_bytes(k.tracker)),
+    }
 }
 
 /// The binding an entry of the datapath's table stands for: its forward
@@ -123,6 +156,17 @@ mod tests {
                 assert_eq!(binding(&e), (k, b), "{kind:?} {proto}");
             }
         }
+    }
+
+    #[test]
+    fn tcp_and_udp_connections_have_conntrack_entries_and_map_back() {
+        for proto in [6, 17] {
+            let c = conn(proto);
+            let e = ct_entry(&c).expect("covered");
+            assert_eq!((e.src, e.dst, e.src_port, e.dst_port), (c.src, c.dst, 40000, 80));
+            assert_eq!(ct_conn(&e), c);
+        }
+        assert!(ct_entry(&conn(1)).is_none(), "ICMP splits never");
     }
 
     #[test]

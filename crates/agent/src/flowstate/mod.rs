@@ -185,8 +185,33 @@ impl FlowState {
     pub fn set_rev_nat(&mut self, table: Arc<dyn RevNatTable>, now: Duration) {
         let all: Vec<(NatKey, NatBinding)> =
             self.nat.iter(now).map(|e| (e.key, e.binding)).collect();
+        let conns: Vec<ConnKey> = self.conn.iter(now).map(|c| c.key).collect();
         self.rev_nat = Some(table);
         self.kernel_write(&all);
+        self.kernel_ct_insert(&conns, false);
+    }
+
+    /// Puts these connections into the datapath's conntrack table: `fresh`,
+    /// replacing what it holds of them, else where it holds nothing.
+    fn kernel_ct_insert(&self, conns: &[ConnKey], fresh: bool) {
+        let Some(t) = &self.rev_nat else { return };
+        let keys: Vec<_> = conns.iter().filter_map(kernel::ct_entry).collect();
+        if !keys.is_empty() {
+            if let Err(e) = t.ct_insert(&keys, fresh) {
+                tracing::warn!(error = %e, "writing the datapath's conntrack table");
+            }
+        }
+    }
+
+    /// Takes these connections out of the datapath's conntrack table.
+    fn kernel_ct_remove(&self, conns: &[ConnKey]) {
+        let Some(t) = &self.rev_nat else { return };
+        let keys: Vec<_> = conns.iter().filter_map(kernel::ct_entry).collect();
+        if !keys.is_empty() {
+            if let Err(e) = t.ct_remove(&keys) {
+                tracing::warn!(error = %e, "clearing the datapath's conntrack table");
+            }
+        }
     }
 
     /// Whether the datapath translates replies itself.
@@ -426,6 +451,8 @@ impl FlowState {
                         stale.push(tag);
                         self.index(w.key);
                         self.index_ports(ports, tag);
+                        // (A dead entry of the 5-tuple may be there still.)
+                        self.kernel_ct_insert(&[w.key], true);
                     }
                     if let Some((c, _)) = self.conn.lookup(&w.key, now) {
                         out.conntrack.push(conntrack_repr(&c.key, c.state));
@@ -464,6 +491,11 @@ impl FlowState {
                 r.nat.iter().map(|w| (w.key, w.binding)).collect();
             self.kernel_write(&used);
         }
+        // A split whose second half found the connection carries no tag of
+        // it (the datapath checks it): the reply seen, as below.
+        if let Some(k) = r.split.as_ref().and_then(|s| s.conntrack) {
+            self.reply_seen(&k, tcp_flags, now, out);
+        }
         if self.by_tag.is_empty() {
             return full;
         }
@@ -474,14 +506,20 @@ impl FlowState {
             if r.conntrack.iter().any(|w| w.key == k) {
                 continue;
             }
-            let before = self.conn.lookup(&k, now).map(|(c, _)| c.state);
-            if let Some((c, _)) = self.conn.packet(&k.reversed(), tcp_flags, now) {
-                if Some(c.state) != before {
-                    out.conntrack.push(conntrack_repr(&c.key, c.state));
-                }
-            }
+            self.reply_seen(&k, tcp_flags, now, out);
         }
         full
+    }
+
+    /// A reply of the tracked connection `k` was simulated: its state
+    /// advances, and a change goes to the peers.
+    fn reply_seen(&mut self, k: &ConnKey, tcp_flags: u16, now: Duration, out: &mut Outgoing) {
+        let before = self.conn.lookup(k, now).map(|(c, _)| c.state);
+        if let Some((c, _)) = self.conn.packet(&k.reversed(), tcp_flags, now) {
+            if Some(c.state) != before {
+                out.conntrack.push(conntrack_repr(&c.key, c.state));
+            }
+        }
     }
 
     /// Import a peer's message; returns what it did and the tags of the
@@ -493,10 +531,10 @@ impl FlowState {
     /// says so) changes no forwarding decision; invalidating on it made each
     /// host remove the other's flows for every connection.
     pub fn install(&mut self, msg: &FlowStateRepr, now: Duration) -> (Installed, Vec<Tag>) {
-        let known_conns: Vec<bool> = msg
+        let known_conns: Vec<Option<ConnState>> = msg
             .conntrack
             .iter()
-            .map(|c| self.conn.lookup(&ConnKey::from(&c.key), now).is_some())
+            .map(|c| self.conn.lookup(&ConnKey::from(&c.key), now).map(|(c, _)| c.state))
             .collect();
         let known_nat: Vec<Option<NatBinding>> = msg
             .nat
@@ -531,22 +569,39 @@ impl FlowState {
         // Every live entry is indexed under the message's ports (known ones
         // too: a port's entries may come in several messages; duplicates go
         // at the next compaction).
+        let kernel = self.rev_nat.is_some();
+        let (mut new, mut fresh, mut refused_conns) = (Vec::new(), Vec::new(), Vec::new());
         for (c, known) in msg.conntrack.iter().zip(known_conns) {
             let key = ConnKey::from(&c.key);
-            if self.conn.lookup(&key, now).is_none() {
+            let Some((now_held, _)) = self.conn.lookup(&key, now) else {
+                refused_conns.push(key);
                 continue;
-            }
+            };
             let tag = Tag::conntrack(&key);
             self.index_ports(&ports, tag.0);
-            if !known {
+            if known.is_none() {
                 self.index(key);
                 tags.push(tag);
             }
+            // New here: into the datapath's table, where the datapath may
+            // have put it already from this message (and stamped its
+            // replies). Opened again: its entry starts afresh (its flags are
+            // the replies' since it was written).
+            let ended = |s: ConnState| matches!(s, ConnState::Closing | ConnState::Closed);
+            if known.is_none() {
+                new.push(key);
+            } else if known.is_some_and(ended) && !ended(now_held.state) {
+                fresh.push(key);
+            }
+        }
+        if kernel {
+            self.kernel_ct_remove(&refused_conns);
+            self.kernel_ct_insert(&new, false);
+            self.kernel_ct_insert(&fresh, true);
         }
         // What the table holds now goes to the datapath; what it refused
         // comes out (the datapath may have taken it from the message as
         // it arrived).
-        let kernel = self.rev_nat.is_some();
         let (mut held, mut refused) = (Vec::new(), Vec::new());
         for (n, before) in msg.nat.iter().zip(known_nat) {
             let Some(kind) = NatKind::from_code(n.kind) else { continue };
@@ -657,6 +712,7 @@ impl FlowState {
     pub fn expire(&mut self, now: Duration) -> Vec<Tag> {
         let mut gone = Vec::new();
         self.conn.expire(now, EXPIRY_BUDGET, &mut gone);
+        self.kernel_ct_remove(&gone);
         let mut tags: Vec<Tag> = gone
             .iter()
             .map(|k| {
@@ -741,6 +797,20 @@ impl FlowState {
             let ttl = self.nat_ttl(&key);
             refreshed += usize::from(self.nat.touch(&key, now + ttl, now));
         }
+        // Connections whose replies took a second half through the
+        // datapath's conntrack check: a reply each (its FIN or RST closes
+        // the connection; a closed one stays closed, and is kept for its
+        // closed lifetime from its last use).
+        for (k, flags) in t.ct_used_since(since) {
+            let key = kernel::ct_conn(&k);
+            let before = self.conn.lookup(&key, now).map(|(c, _)| c.state);
+            let Some((c, _)) = self.conn.packet(&key.reversed(), flags & (FIN | RST), now) else {
+                continue;
+            };
+            refreshed += 1;
+            let ended = matches!(c.state, ConnState::Closing | ConnState::Closed);
+            closed += usize::from(ended && before != Some(c.state));
+        }
         (refreshed, closed)
     }
 
@@ -753,6 +823,7 @@ impl FlowState {
             .map(|c| c.key)
             .filter(|k| tracker.is_none_or(|t| k.tracker == t))
             .collect();
+        self.kernel_ct_remove(&keys);
         keys.iter()
             .map(|k| {
                 self.conn.remove(k);

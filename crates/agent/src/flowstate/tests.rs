@@ -290,6 +290,8 @@ fn peers_are_egress_hosts_and_stateful_groups_never_this_host() {
 #[derive(Default)]
 struct MemRevNat {
     entries: parking_lot::Mutex<HashMap<midonet_datapath::RevNatKey, (RevNatEntry, u16, Duration)>>,
+    /// The conntrack table: flags and last use of each connection.
+    ct: parking_lot::Mutex<HashMap<midonet_datapath::CtKey, (u16, Duration)>>,
     clock: parking_lot::Mutex<Duration>,
 }
 
@@ -301,6 +303,20 @@ impl MemRevNat {
         let v = m.get_mut(&e.key).expect("in the table");
         v.1 |= flags;
         v.2 = at;
+    }
+
+    /// A reply of connection `k` took a second half through the conntrack
+    /// check, with TCP `flags`, at `at`.
+    fn ct_reply(&self, k: &ConnKey, flags: u16, at: Duration) {
+        *self.clock.lock() = at;
+        let mut m = self.ct.lock();
+        let v = m.get_mut(&kernel::ct_entry(k).expect("tcp")).expect("in the table");
+        v.0 |= flags;
+        v.1 = at;
+    }
+
+    fn ct_holds(&self, k: &ConnKey) -> bool {
+        self.ct.lock().contains_key(&kernel::ct_entry(k).expect("tcp"))
     }
 }
 
@@ -351,6 +367,114 @@ impl RevNatTable for MemRevNat {
         let m = self.entries.lock();
         m.values().filter(|v| !v.2.is_zero() && v.2 >= since).map(|v| (v.0, v.1)).collect()
     }
+    fn set_recirc_conntrack(
+        &self,
+        _: u32,
+        _: Option<[u8; 16]>,
+    ) -> Result<(), midonet_datapath::DpError> {
+        Ok(())
+    }
+    fn ct_insert(
+        &self,
+        keys: &[midonet_datapath::CtKey],
+        fresh: bool,
+    ) -> Result<(), midonet_datapath::DpError> {
+        let mut m = self.ct.lock();
+        for k in keys {
+            if fresh || !m.contains_key(k) {
+                m.insert(*k, (0, Duration::ZERO));
+            }
+        }
+        Ok(())
+    }
+    fn ct_remove(&self, keys: &[midonet_datapath::CtKey]) -> Result<(), midonet_datapath::DpError> {
+        let mut m = self.ct.lock();
+        for k in keys {
+            m.remove(k);
+        }
+        Ok(())
+    }
+    fn ct_used_since(&self, since: Duration) -> Vec<(midonet_datapath::CtKey, u16)> {
+        let m = self.ct.lock();
+        m.iter().filter(|(_, v)| !v.1.is_zero() && v.1 >= since).map(|(k, v)| (*k, v.0)).collect()
+    }
+}
+
+/// The datapath's conntrack table (which split flows reading conntrack
+/// check) holds what the agent's holds: connections tracked here and
+/// copies from peers go in, expired and flushed ones come out. The
+/// replies it let through advance and keep the connection, as a flow's
+/// would: the first makes it replied, a FIN closes it, use keeps a closing
+/// one alive, and without use it expires and leaves the datapath's table.
+#[test]
+fn the_datapaths_conntrack_table_follows_the_connections_and_their_replies() {
+    use midonet_flow::key::tcp_flags::FIN;
+    use midonet_state::Timeouts;
+    let s = Duration::from_secs;
+    let table = Arc::new(MemRevNat::default());
+    let mut fs = FlowState::new(100, 1);
+    // Tracked before the table is known: written when it is.
+    let (mut send, mut stale) = (Outgoing::default(), Vec::new());
+    fs.apply(&recorded(key(1000)), &[], SYN, s(1), &mut send, &mut stale);
+    fs.set_rev_nat(table.clone(), s(1));
+    assert!(table.ct_holds(&key(1000)));
+    // Tracked here, and a peer's copy.
+    fs.apply(&recorded(key(1001)), &[], SYN, s(1), &mut send, &mut stale);
+    let peer = key(1002);
+    let msg = FlowStateRepr {
+        conntrack: vec![conntrack_repr(&peer, ConnState::SynSent)],
+        ..FlowStateRepr::default()
+    };
+    fs.install(&msg, s(1));
+    assert!(table.ct_holds(&key(1001)) && table.ct_holds(&peer));
+    assert_eq!(table.ct.lock().len(), 3);
+    // The datapath took the peer's copy from the message and a reply used
+    // it before the agent read it: reading it keeps that use.
+    let early = key(1003);
+    let ct_key = kernel::ct_entry(&early).expect("tcp");
+    table.ct.lock().insert(ct_key, (SYN | ACK, s(1)));
+    let early_msg = FlowStateRepr {
+        conntrack: vec![conntrack_repr(&early, ConnState::SynSent)],
+        ..FlowStateRepr::default()
+    };
+    fs.install(&early_msg, s(1));
+    assert_eq!(table.ct.lock()[&ct_key], (SYN | ACK, s(1)), "not wiped");
+
+    // Replies through the datapath: the copy is replied, then closing.
+    let window = s(6);
+    table.ct_reply(&peer, ACK | SYN, s(5));
+    fs.refresh_from_kernel(window, s(5));
+    assert_eq!(fs.conn.lookup(&peer, s(5)).map(|(c, _)| c.state), Some(ConnState::Replied));
+    table.ct_reply(&peer, ACK | FIN, s(10));
+    assert_eq!(fs.refresh_from_kernel(window, s(10)).1, 1, "the FIN closes it");
+    assert_eq!(fs.conn.lookup(&peer, s(10)).map(|(c, _)| c.state), Some(ConnState::Closing));
+    // Replies keep coming (the FIN stays in the flags): alive from each.
+    let closing = Timeouts::default().tcp_closing;
+    let mut at = s(10);
+    while at < s(10) + closing * 2 {
+        at += s(5);
+        table.ct_reply(&peer, ACK, at);
+        assert_eq!(fs.refresh_from_kernel(window, at).1, 0, "closed once");
+    }
+    assert!(fs.conn.lookup(&peer, at + closing - s(1)).is_some());
+    // No more: it expires, and leaves the datapath's table.
+    let gone = at + closing + s(1);
+    let tags = fs.expire(gone);
+    assert!(tags.contains(&Tag::conntrack(&peer)));
+    assert!(!table.ct_holds(&peer), "taken out with it");
+    // Flushed ones come out too.
+    fs.flush(None, gone);
+    assert!(table.ct.lock().is_empty());
+    // A peer's copy opened again after closing is written afresh.
+    fs.install(&msg, gone);
+    table.ct_reply(&peer, ACK | FIN, gone + s(1));
+    fs.refresh_from_kernel(window, gone + s(1));
+    let again = FlowStateRepr {
+        conntrack: vec![conntrack_repr(&peer, ConnState::SynSent)],
+        ..FlowStateRepr::default()
+    };
+    fs.install(&again, gone + s(2));
+    assert_eq!(table.ct.lock()[&kernel::ct_entry(&peer).expect("tcp")], (0, Duration::ZERO));
 }
 
 /// A peer's binding whose replies the datapath translates stays while

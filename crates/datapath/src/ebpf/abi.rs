@@ -65,6 +65,14 @@ pub const NAT_VAL_LEN: usize = 16;
 pub type NatValBytes = [u8; NAT_VAL_LEN];
 /// `struct mdp_recirc`, an entry of `mdp_recirc`.
 pub const RECIRC_LEN: usize = 20;
+/// `struct mdp_ct_key`, the key of `mdp_ct`.
+pub const CT_KEY_LEN: usize = 32;
+/// `struct mdp_ct_val`, a connection in `mdp_ct`.
+pub const CT_VAL_LEN: usize = 16;
+/// `struct mdp_recirc_ct`, an entry of `mdp_recirc_ct`.
+pub const RECIRC_CT_LEN: usize = 20;
+/// Entries of `mdp_ct` (an LRU hash).
+pub const MAX_CT: u32 = 131_072;
 /// Entries of `mdp_rev_nat` (an LRU hash).
 pub const MAX_REV_NAT: u32 = 131_072;
 /// The in_port word of a recirculation: [`crate::RECIRC_PORT_BASE`].
@@ -106,6 +114,11 @@ pub mod counter {
     /// Flow-state datagrams `mdp_state` did not read (not from a tunnel
     /// peer, another version, a request, shorter than its NAT section).
     pub const STATE_REJECTED: u32 = 28;
+    /// Replies of a split flow reading conntrack whose connection `mdp_ct`
+    /// lacks (also in `MISS`).
+    pub const CT_MISS: u32 = 29;
+    /// Connections `mdp_state` wrote from flow-state messages.
+    pub const STATE_CONNS: u32 = 30;
     pub const MAX: u32 = 32;
 }
 
@@ -630,6 +643,48 @@ pub fn decode_nat_val(b: &NatValBytes) -> NatVal {
         tcp_flags: b[7],
         used_ns: u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
     }
+}
+
+/// `struct mdp_ct_key` of a connection.
+pub fn encode_ct_key(k: &crate::CtKey) -> [u8; CT_KEY_LEN] {
+    let mut b = [0u8; CT_KEY_LEN];
+    b[0..16].copy_from_slice(&k.tracker);
+    b[16..20].copy_from_slice(&k.src.octets());
+    b[20..24].copy_from_slice(&k.dst.octets());
+    b[24..26].copy_from_slice(&k.src_port.to_be_bytes());
+    b[26..28].copy_from_slice(&k.dst_port.to_be_bytes());
+    b[28] = k.proto;
+    b
+}
+
+/// The inverse of [`encode_ct_key`].
+pub fn decode_ct_key(b: &[u8; CT_KEY_LEN]) -> crate::CtKey {
+    let mut tracker = [0u8; 16];
+    tracker.copy_from_slice(&b[0..16]);
+    crate::CtKey {
+        tracker,
+        proto: b[28],
+        src: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+        dst: Ipv4Addr::new(b[20], b[21], b[22], b[23]),
+        src_port: u16::from_be_bytes([b[24], b[25]]),
+        dst_port: u16::from_be_bytes([b[26], b[27]]),
+    }
+}
+
+/// `struct mdp_ct_val`: (last use in `bpf_ktime_get_coarse_ns`, 0 = none;
+/// TCP flags OR'ed, the low 8 bits).
+pub fn decode_ct_val(b: &[u8; CT_VAL_LEN]) -> (u64, u8) {
+    let mut ns = [0u8; 8];
+    ns.copy_from_slice(&b[0..8]);
+    (u64::from_ne_bytes(ns), b[8])
+}
+
+/// `struct mdp_recirc_ct`: the second halves read conntrack at `tracker`.
+pub fn encode_recirc_ct(tracker: &[u8; 16]) -> [u8; RECIRC_CT_LEN] {
+    let mut b = [0u8; RECIRC_CT_LEN];
+    b[0..16].copy_from_slice(tracker);
+    b[16] = 1;
+    b
 }
 
 /// `struct mdp_recirc`: recirculation through `tracker`'s bindings of `kind`.

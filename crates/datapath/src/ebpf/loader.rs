@@ -221,11 +221,13 @@ impl Bpf {
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| err(STATE_PROG, e))?;
-        let rev_nat = super::revnat::KernelRevNat::new(
-            map_fd(&ebpf, "mdp_rev_nat")?,
-            map_fd(&ebpf, "mdp_recirc")?,
-            state_fd,
-        )
+        let rev_nat = super::revnat::KernelRevNat::new(super::revnat::RevNatFds {
+            rev_nat: map_fd(&ebpf, "mdp_rev_nat")?,
+            recirc: map_fd(&ebpf, "mdp_recirc")?,
+            ct: map_fd(&ebpf, "mdp_ct")?,
+            recirc_ct: map_fd(&ebpf, "mdp_recirc_ct")?,
+            state_prog: state_fd,
+        })
         .map_err(|e| err("the reverse-NAT maps", e))?;
         let maps = Maps {
             flows: take(&mut ebpf, "mdp_flows")?,

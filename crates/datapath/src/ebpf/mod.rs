@@ -179,6 +179,16 @@
 //! `state_bindings`, `state_rejected`). Both maps are pinned, so split
 //! flows, their recirculation ids and bindings survive an agent restart.
 //!
+//! Where a split's second halves read conntrack (`matchReturnFlow` after
+//! the reverse rule: `midonet_sim::Split::conntrack`), `mdp_recirc_ct[id]`
+//! names the tracking device, and the first half takes a second half only
+//! for a reply whose connection `mdp_ct` holds (its forward 5-tuple at that
+//! device, as [`CtKey`](crate::CtKey)); any other goes up unchanged
+//! (`ct_misses`). The agent keeps `mdp_ct` equal to its TCP and UDP
+//! connections, `mdp_state` adds a message's as it arrives
+//! (`state_conns`), and each entry's last use and TCP flags refresh and
+//! close the agent's copy (`RevNatTable::ct_used_since`).
+//!
 //! [`Action::RevNatRecirc`]: midonet_flow::Action::RevNatRecirc
 //! [`DropReason::TunnelUnknownSource`]: crate::DropReason::TunnelUnknownSource
 

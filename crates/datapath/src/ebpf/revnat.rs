@@ -23,13 +23,18 @@
 //! * [`RevNatTable::remove_exact`] reads, compares and deletes: a binding
 //!   written in between (by `mdp_state`, from a peer's message) can go with
 //!   it, which costs its replies a miss until the agent writes it again.
+//! * Conntrack behind split flows: `mdp_ct` (connections, an LRU hash of
+//!   [`abi::MAX_CT`], keyed as [`CtKey`]) and `mdp_recirc_ct` (which
+//!   recirculation ids need the reply's connection in it), filled by the
+//!   agent and by `mdp_state` as `mdp_rev_nat` is; an entry's last use and
+//!   TCP flags are those of the replies that took a second half through it.
 
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::abi::{self, NatVal, NAT_VAL_LEN, RECIRC_LEN};
 use super::sys;
-use crate::{DpError, RevNatEntry, RevNatKey, RevNatKind, RevNatTable};
+use crate::{CtKey, DpError, RevNatEntry, RevNatKey, RevNatKind, RevNatTable};
 
 fn io(what: &str, e: std::io::Error) -> DpError {
     DpError::Io { what: what.into(), source: e }
@@ -39,18 +44,44 @@ fn io(what: &str, e: std::io::Error) -> DpError {
 pub struct KernelRevNat {
     rev_nat: sys::RawMap,
     recirc: sys::RawMap,
+    ct: sys::RawMap,
+    recirc_ct: sys::RawMap,
     state_prog: OwnedFd,
 }
 
+/// The descriptors [`KernelRevNat`] works on.
+pub struct RevNatFds {
+    /// `mdp_rev_nat`.
+    pub rev_nat: OwnedFd,
+    /// `mdp_recirc`.
+    pub recirc: OwnedFd,
+    /// `mdp_ct`.
+    pub ct: OwnedFd,
+    /// `mdp_recirc_ct`.
+    pub recirc_ct: OwnedFd,
+    /// The loaded `mdp_state` program.
+    pub state_prog: OwnedFd,
+}
+
 impl KernelRevNat {
-    /// From descriptors of `mdp_rev_nat`, `mdp_recirc` and the loaded
-    /// `mdp_state` program.
-    pub fn new(rev_nat: OwnedFd, recirc: OwnedFd, state_prog: OwnedFd) -> std::io::Result<Self> {
+    /// From the maps' and the program's descriptors.
+    pub fn new(fds: RevNatFds) -> std::io::Result<Self> {
         Ok(KernelRevNat {
-            rev_nat: sys::RawMap::new(rev_nat)?,
-            recirc: sys::RawMap::new(recirc)?,
-            state_prog,
+            rev_nat: sys::RawMap::new(fds.rev_nat)?,
+            recirc: sys::RawMap::new(fds.recirc)?,
+            ct: sys::RawMap::new(fds.ct)?,
+            recirc_ct: sys::RawMap::new(fds.recirc_ct)?,
+            state_prog: fds.state_prog,
         })
+    }
+
+    /// Connection `key` as the kernel holds it: (last use, 0 = none; TCP
+    /// flags OR'ed).
+    pub fn ct_get(&self, key: &CtKey) -> Result<Option<(u64, u8)>, DpError> {
+        let mut v = [0u8; abi::CT_VAL_LEN];
+        let found =
+            self.ct.lookup(&abi::encode_ct_key(key), &mut v).map_err(|e| io("mdp_ct", e))?;
+        Ok(found.then(|| abi::decode_ct_val(&v)))
     }
 
     /// The binding under `key`, as the kernel holds it.
@@ -168,5 +199,53 @@ impl RevNatTable for KernelRevNat {
     fn attach_state_socket(&self, fd: RawFd) -> Result<(), DpError> {
         sys::attach_socket_filter(fd, self.state_prog.as_fd())
             .map_err(|e| io("attaching mdp_state to the flow-state socket", e))
+    }
+
+    fn set_recirc_conntrack(&self, id: u32, tracker: Option<[u8; 16]>) -> Result<(), DpError> {
+        if id >= crate::RECIRC_MAX {
+            return Err(io(
+                "mdp_recirc_ct",
+                std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            ));
+        }
+        let v = match tracker {
+            Some(t) => abi::encode_recirc_ct(&t),
+            None => [0u8; abi::RECIRC_CT_LEN],
+        };
+        self.recirc_ct.update(&id.to_ne_bytes(), &v).map_err(|e| io("mdp_recirc_ct", e))
+    }
+
+    fn ct_insert(&self, keys: &[CtKey], fresh: bool) -> Result<(), DpError> {
+        let zero = [0u8; abi::CT_VAL_LEN];
+        for k in keys {
+            let k = abi::encode_ct_key(k);
+            let r = if fresh { self.ct.update(&k, &zero) } else { self.ct.insert_new(&k, &zero) };
+            r.map_err(|e| io("mdp_ct", e))?;
+        }
+        Ok(())
+    }
+
+    fn ct_remove(&self, keys: &[CtKey]) -> Result<(), DpError> {
+        for k in keys {
+            self.ct.delete(&abi::encode_ct_key(k)).map_err(|e| io("mdp_ct", e))?;
+        }
+        Ok(())
+    }
+
+    /// A walk of the whole map in batches, as [`RevNatTable::used_since`].
+    fn ct_used_since(&self, since: Duration) -> Vec<(CtKey, u16)> {
+        let since = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        let r = self.ct.for_each(|k, v| {
+            let (Ok(k), Ok(v)) = (k.try_into(), v.try_into()) else { return };
+            let (used_ns, flags) = abi::decode_ct_val(v);
+            if used_ns != 0 && used_ns >= since {
+                out.push((abi::decode_ct_key(k), u16::from(flags)));
+            }
+        });
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "reading mdp_ct");
+        }
+        out
     }
 }

@@ -337,6 +337,26 @@ impl RawMap {
         self.elem(BPF_MAP_UPDATE_ELEM, key, value.as_ptr() as u64).map(|_| ())
     }
 
+    /// Write `value` under `key` only if the map holds nothing there
+    /// (`BPF_NOEXIST`); an entry there already is left alone.
+    pub fn insert_new(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+        const BPF_NOEXIST: u64 = 1;
+        self.check(key, Some(value.len()))?;
+        let mut attr = [0u64; 4];
+        attr[0] = u64::from(self.fd.as_raw_fd() as u32);
+        attr[1] = key.as_ptr() as u64;
+        attr[2] = value.as_ptr() as u64;
+        attr[3] = BPF_NOEXIST;
+        // SAFETY: key and value are the map's key and value sizes (checked)
+        // and outlive the call; the kernel only reads them.
+        match unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) } {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every entry of a hash map, in batches (`BPF_MAP_LOOKUP_BATCH`,
     /// Linux 5.6): `f` gets each key and value. Entries written or removed
     /// meanwhile may be seen or not.

@@ -255,6 +255,8 @@ impl State {
             tunnel_encapsulated: kernel_sum(&self.bpf, abi::counter::TUNNEL_ENCAP),
             rev_nat_hits: kernel_sum(&self.bpf, abi::counter::REV_NAT_HIT),
             rev_nat_misses: kernel_sum(&self.bpf, abi::counter::REV_NAT_MISS),
+            ct_misses: kernel_sum(&self.bpf, abi::counter::CT_MISS),
+            state_conns: kernel_sum(&self.bpf, abi::counter::STATE_CONNS),
             state_bindings: kernel_sum(&self.bpf, abi::counter::STATE_BINDINGS),
             state_rejected: kernel_sum(&self.bpf, abi::counter::STATE_REJECTED),
             workers: self.workers.as_ref().map(Workers::stats).unwrap_or_default(),

@@ -82,10 +82,74 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     }
 
     /// Read (and mark) the fields of the connection key and look it up.
+    ///
+    /// Behind a live split point (a TCP or UDP reply the reverse NAT
+    /// restored, `engine::nat`) the lookup may become the datapath's: the
+    /// key is the packet as it *entered*, which the first half sees, at the
+    /// ingress port's device, which the first half's in-port fixes. So a
+    /// lookup that finds the connection leaves the 5-tuple out of the
+    /// second half's mask and asks the datapath to find the same
+    /// connection tracked before it takes the second half
+    /// ([`Split::conntrack`](crate::Split::conntrack)); one that does not
+    /// find it cancels the split.
     fn conntrack_lookup(&mut self) -> CtState {
-        self.conn_state();
+        let behind_split = self.split.as_ref().is_some_and(|sp| sp.live);
+        self.stateful = true;
+        if !behind_split {
+            self.cancel_split();
+        }
         if self.fm.ethertype() != ETH_IPV4 || self.fm.ip_frag() == FragType::Later {
+            self.cancel_split();
             return CtState::Untracked;
+        }
+        match self.fm.ip_proto() {
+            IP_PROTO_TCP | IP_PROTO_UDP => {}
+            PROTO_ICMP => {
+                self.cancel_split();
+                if !matches!(self.fm.icmp_type(), ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) {
+                    self.mark_conn_key();
+                    return CtState::Untracked;
+                }
+            }
+            _ => {
+                self.cancel_split();
+                self.mark_conn_key();
+                return CtState::Untracked;
+            }
+        }
+        // The key is the packet as it entered, at the ingress port's device.
+        let key = self
+            .snap
+            .ports
+            .get(&self.inp.ingress)
+            .map(|p| p.dev.id())
+            .and_then(|dev| ConnKey::from_flow(&self.inp.key, TrackerId::from(dev)));
+        let Some(key) = key else {
+            self.cancel_split();
+            self.mark_conn_key();
+            return CtState::Untracked;
+        };
+        let fwd = key.reversed();
+        let tag = Tag::conntrack(&fwd);
+        self.tag(tag);
+        let ret = self.ct.tracked(&fwd, self.inp.now);
+        trace!(self, TraceStep::Conntrack { key, ret });
+        if ret && self.split_conntrack(fwd, tag) {
+            return CtState::Return;
+        }
+        self.cancel_split();
+        self.mark_conn_key();
+        if ret {
+            CtState::Return
+        } else {
+            CtState::Forward
+        }
+    }
+
+    /// Mark the fields a connection key reads (as the lookup reads them).
+    fn mark_conn_key(&mut self) {
+        if self.fm.ethertype() != ETH_IPV4 || self.fm.ip_frag() == FragType::Later {
+            return;
         }
         let _ = (self.fm.ipv4_src(), self.fm.ipv4_dst());
         match self.fm.ip_proto() {
@@ -93,28 +157,11 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 let _ = (self.fm.l4_src(), self.fm.l4_dst());
             }
             PROTO_ICMP => {
-                if !matches!(self.fm.icmp_type(), ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) {
-                    return CtState::Untracked;
+                if matches!(self.fm.icmp_type(), ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) {
+                    let _ = self.fm.icmp_id();
                 }
-                let _ = self.fm.icmp_id();
             }
-            _ => return CtState::Untracked,
-        }
-        // The key is the packet as it entered, at the ingress port's device.
-        let Some(dev) = self.snap.ports.get(&self.inp.ingress).map(|p| p.dev.id()) else {
-            return CtState::Untracked;
-        };
-        let Some(key) = ConnKey::from_flow(&self.inp.key, TrackerId::from(dev)) else {
-            return CtState::Untracked;
-        };
-        let fwd = key.reversed();
-        self.tag(Tag::conntrack(&fwd));
-        let ret = self.ct.tracked(&fwd, self.inp.now);
-        trace!(self, TraceStep::Conntrack { key, ret });
-        if ret {
-            CtState::Return
-        } else {
-            CtState::Forward
+            _ => {}
         }
     }
 

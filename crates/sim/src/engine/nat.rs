@@ -106,7 +106,8 @@
 //!   load balancer) before it.
 //! * **What cancels it** afterwards: anything that makes the second half
 //!   depend on per-connection state or not be one plain flow: a conntrack
-//!   lookup, any NAT rule reached (forward or reverse, static or dynamic,
+//!   lookup that does not find the connection (one that finds it stays:
+//!   below), any NAT rule reached (forward or reverse, static or dynamic,
 //!   hit or not), the load balancer deciding about a VIP or a member's
 //!   reply, a fork (flood, mirror copy), a generated packet, an uncacheable
 //!   result, a port block needed, or any end but [`Decision::Forward`] with
@@ -122,6 +123,14 @@
 //!   datapath table's, which the caller keeps equal to the bindings: a
 //!   binding gone makes its connection's packets miss in the first half.
 //!   [`SimResult::nat`] still records the reverse use, as unsplit.
+//! * **A conntrack lookup that finds the connection** (`matchReturnFlow`
+//!   after the reverse rule, as security groups ask) keeps the split: its
+//!   key is the packet as it entered (the first half's) at the ingress
+//!   port's device (the first half's in-port), so the datapath can make
+//!   it. [`Split::conntrack`] names the connection; the second half does
+//!   not match its 5-tuple nor carry its tag, and the datapath takes the
+//!   second half only for a packet whose connection its own table tracks
+//!   (the caller keeps that table equal to its conntrack), else it misses.
 //! * **The second half continues the first**: what was read before the
 //!   split is in the first half's mask only (the ingress port, a
 //!   decremented TTL, the chain position), so a second half is right only
@@ -131,6 +140,7 @@
 //! [`SimInput::split_reverse_nat`]: crate::SimInput::split_reverse_nat
 //! [`Split`]: crate::Split
 //! [`Split::key`]: crate::Split::key
+//! [`Split::conntrack`]: crate::Split::conntrack
 //! [`SimResult::mask`]: crate::SimResult::mask
 //! [`SimResult::actions`]: crate::SimResult::actions
 //! [`SimResult::tags`]: crate::SimResult::tags
@@ -162,7 +172,7 @@ const DNAT_TRIES: u64 = 8;
 /// simulation goes on past it.
 pub(super) struct SplitPoint {
     /// Nothing cancelled it yet.
-    live: bool,
+    pub(super) live: bool,
     kind: NatKind,
     tracker: TrackerId,
     /// The first half's mask (reads before the lookup, plus what the
@@ -172,6 +182,9 @@ pub(super) struct SplitPoint {
     first_tags: usize,
     /// The lookup's per-connection tags: on no shared flow.
     conn_tags: [Tag; 2],
+    /// A conntrack lookup behind the split found this connection (its
+    /// forward key) and its tag: the datapath must find it too.
+    conntrack: Option<(ConnKey, Tag)>,
     /// The translated key (the second half's).
     key: FlowKey,
     restore: Actions,
@@ -465,6 +478,7 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
                 first_mask,
                 first_tags,
                 conn_tags: [ret_tag, fwd_tag],
+                conntrack: None,
                 key: self.inp.key,
                 restore: Actions::new(),
                 restored: 0,
@@ -629,6 +643,19 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         self.split = Some(sp);
     }
 
+    /// A conntrack lookup behind a live split point found the connection
+    /// `fwd` (tagged `tag`): the datapath will check it (`engine::conntrack`).
+    /// False when there is no live split point.
+    pub(super) fn split_conntrack(&mut self, fwd: ConnKey, tag: Tag) -> bool {
+        match self.split.as_mut().filter(|sp| sp.live) {
+            Some(sp) => {
+                sp.conntrack = Some((fwd, tag));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// At an output on `port` with the packet keyed `cur`: the second half
     /// ends in exactly one output.
     pub(super) fn split_output(&mut self, port: midonet_model::PortId, cur: FlowKey) {
@@ -672,10 +699,12 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         let mut tags = self.out.tags[..sp.first_tags].to_vec();
         tags.sort_unstable();
         tags.dedup();
-        self.out.tags.retain(|t| !sp.conn_tags.contains(t));
+        let ct_tag = sp.conntrack.map(|c| c.1);
+        self.out.tags.retain(|t| !sp.conn_tags.contains(t) && Some(*t) != ct_tag);
         self.out.split = Some(Split {
             kind: sp.kind,
             tracker: sp.tracker,
+            conntrack: sp.conntrack.map(|c| c.0),
             mask: sp.first_mask,
             tags,
             key: sp.key,
