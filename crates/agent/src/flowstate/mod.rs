@@ -492,9 +492,12 @@ impl FlowState {
             self.kernel_write(&used);
         }
         // A split whose second half found the connection carries no tag of
-        // it (the datapath checks it): the reply seen, as below.
+        // it (the datapath checks it): the reply seen, as below. The
+        // datapath's table may have lost it (an LRU evicts): put it back,
+        // or every later reply misses too.
         if let Some(k) = r.split.as_ref().and_then(|s| s.conntrack) {
             self.reply_seen(&k, tcp_flags, now, out);
+            self.kernel_ct_insert(&[k], false);
         }
         if self.by_tag.is_empty() {
             return full;

@@ -475,6 +475,21 @@ fn the_datapaths_conntrack_table_follows_the_connections_and_their_replies() {
     };
     fs.install(&again, gone + s(2));
     assert_eq!(table.ct.lock()[&kernel::ct_entry(&peer).expect("tcp")], (0, Duration::ZERO));
+    // The datapath's LRU evicted it: its replies miss, and the reply
+    // simulated (a split that found it) puts it back.
+    table.ct.lock().clear();
+    let split = Some(midonet_sim::Split {
+        kind: NatKind::Snat,
+        tracker: peer.tracker,
+        conntrack: Some(peer),
+        mask: midonet_sim::FlowMask::empty(),
+        tags: Vec::new(),
+        key: midonet_sim::FlowKey::default(),
+        restore: midonet_sim::Actions::new(),
+    });
+    let reply = SimResult { split, ..SimResult::default() };
+    fs.apply(&reply, &[], ACK, gone + s(3), &mut send, &mut stale);
+    assert!(table.ct_holds(&peer), "back in the datapath's table");
 }
 
 /// A peer's binding whose replies the datapath translates stays while
