@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use midonet_datapath::{
     Action, Actions, FlowInstall, FlowKey, GeneratedPacket, InPort, MissDecision, PortNo,
-    RevNatKind, RevNatTable, UpcallHandler, RECIRC_PORT_BASE,
+    RevNatKind, RevNatTable, UpcallHandler, RECIRC_PORT_BASE, RECIRC_UNTRACKED,
 };
 use midonet_model::{HostId, PortId, RouterId};
 use midonet_sim::{
@@ -238,8 +238,10 @@ impl Shared {
 pub struct Outcome {
     pub execute: Actions,
     pub install: Option<FlowInstall>,
-    /// A split flow's second half (`install` is its first half).
-    pub recirc: Option<(FlowKey, FlowInstall)>,
+    /// A split flow's second half (`install` is its first half), under the
+    /// recirculation's in-port and, when it reads no conntrack behind a
+    /// first half that does, under the untracked one too.
+    pub recirc: Vec<(FlowKey, FlowInstall)>,
     pub generated: Vec<GeneratedPacket>,
     /// Tags made stale by connections this packet started (the datapath
     /// invalidates them before installing `install`).
@@ -341,7 +343,7 @@ impl Handler {
             execute: o.execute,
             generated: o.generated,
             invalidate,
-            recirc: o.recirc.take(),
+            recirc: std::mem::take(&mut o.recirc),
         }
     }
 }
@@ -488,18 +490,24 @@ pub fn process(
             }
             // (A split without an id stored a binding, which a second
             // run would not: the packet only, no flow.)
-            if let (Some(id), Some(s)) = (recirc, r.split.as_ref()) {
+            if let (Some((id, checks_ct)), Some(s)) = (recirc, r.split.as_ref()) {
+                let second = FlowInstall {
+                    mask: r.mask,
+                    actions: second,
+                    tags,
+                    idle_timeout_ms: sh.flow_idle_ms,
+                };
                 let mut k2 = s.key;
                 k2.in_port = InPort::Port(RECIRC_PORT_BASE + id);
-                out.recirc = Some((
-                    k2,
-                    FlowInstall {
-                        mask: r.mask,
-                        actions: second,
-                        tags,
-                        idle_timeout_ms: sh.flow_idle_ms,
-                    },
-                ));
+                // A second half that read no conntrack behind a first half
+                // that checks it: right for replies the check finds no
+                // connection for as well (`crate::recirc`).
+                if checks_ct && s.conntrack.is_none() {
+                    let mut k3 = s.key;
+                    k3.in_port = InPort::Port(RECIRC_PORT_BASE + RECIRC_UNTRACKED + id);
+                    out.recirc.push((k3, second.clone()));
+                }
+                out.recirc.push((k2, second));
                 let mut first = Actions::new();
                 first.push(Action::RevNatRecirc(id));
                 out.install = Some(FlowInstall {
@@ -760,8 +768,9 @@ fn publish(w: &StateWrite) -> Command {
 }
 
 /// The recirculation id of a split's first half, told to the datapath
-/// when new; `None` when the ids ran out.
-fn recirc_id(sh: &Shared, key: FlowKey, s: &midonet_sim::Split) -> Option<u32> {
+/// when new, and whether the first half checks conntrack; `None` when the
+/// ids ran out.
+fn recirc_id(sh: &Shared, key: FlowKey, s: &midonet_sim::Split) -> Option<(u32, bool)> {
     let table = sh.rev_nat.get()?;
     let kind = match s.kind {
         midonet_state::NatKind::Snat => RevNatKind::Snat,
@@ -788,7 +797,7 @@ fn recirc_id(sh: &Shared, key: FlowKey, s: &midonet_sim::Split) -> Option<u32> {
             return None;
         }
     }
-    Some(id)
+    Some((id, ids.checks_conntrack(id)))
 }
 
 /// Virtual actions → datapath actions (see the module docs).

@@ -508,8 +508,9 @@ impl Metrics {
             );
             r.register(
                 "conntrack_missed",
-                "Replies a split flow reading conntrack sent to the agent because the datapath's \
-                 conntrack table did not hold their connection (ebpf)",
+                "Replies of a split flow reading conntrack whose connection the datapath's \
+                 conntrack table did not hold: looked up as untracked, a miss unless a second \
+                 half reading no conntrack is there (ebpf)",
                 m.dp_ct_missed.clone(),
             );
             r.register(

@@ -312,7 +312,10 @@ fn use_rev_nat(shared: &Shared, dp: &dyn Datapath) {
         for f in &flows {
             if let midonet_datapath::InPort::Port(p) = f.masked_key.in_port {
                 if p >= midonet_datapath::RECIRC_PORT_BASE {
-                    ids.reserve(p - midonet_datapath::RECIRC_PORT_BASE);
+                    // (Tracked or untracked: the same id.)
+                    ids.reserve(
+                        (p - midonet_datapath::RECIRC_PORT_BASE) % midonet_datapath::RECIRC_MAX,
+                    );
                 }
             }
             for a in f.actions.iter() {

@@ -369,7 +369,7 @@ fn two_vms_share_one_snat_address_without_collisions() {
     // VMs' connections are simulated side by side, allocating ports from
     // the same blocks through the shared NAT table.
     // Refresh rounds every 500 ms: the gateway acts on the RST below soon.
-    let Snat { env, vm1, vm2, out, pre, .. } =
+    let Snat { env, vm1, vm2, out, pre, vm2_port, .. } =
         snat_lab_with("miss_workers = 2\nconntrack_refresh_ms = 500\n");
     for h in 0..2 {
         let m = env.agent_get(h, "/metrics").expect("metrics");
@@ -495,7 +495,10 @@ fn two_vms_share_one_snat_address_without_collisions() {
         "vm2's host sent its bindings"
     );
     a_reset_connections_5_tuple_opens_again(&env, &vm2, &out);
-    replies_checked_by_conntrack_after_the_reverse_nat_stay_in_the_datapath(&env, &pre, &vm2, &out);
+    let vms = [&vm1, &vm2];
+    replies_checked_by_conntrack_after_the_reverse_nat_stay_in_the_datapath(
+        &env, &pre, vms, &vm2_port, &out,
+    );
 }
 
 /// Security groups on the reply path of SNAT: the router's inbound chain
@@ -512,10 +515,16 @@ fn two_vms_share_one_snat_address_without_collisions() {
 ///
 /// (Part of `two_vms_share_one_snat_address_without_collisions`, whose lab
 /// it reuses: building one takes a minute, most of it the verifier.)
+///
+/// Then a security group on vm2's port only: replies to vm2 read conntrack
+/// behind the same first half as vm1's, which read none; vm1's replies,
+/// whose connections nobody tracks, take the untracked in-port and stay in
+/// the datapath as well.
 fn replies_checked_by_conntrack_after_the_reverse_nat_stay_in_the_datapath(
     env: &Env,
     pre: &Chain,
-    vm2: &Vm,
+    [vm1, vm2]: [&Vm; 2],
+    vm2_port: &Port,
     out: &Vm,
 ) {
     let n: usize =
@@ -600,6 +609,71 @@ fn replies_checked_by_conntrack_after_the_reverse_nat_stay_in_the_datapath(
         connect(out, SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 8100)), Duration::from_secs(2))
             .is_err(),
         "an unsolicited connection to the public address is dropped"
+    );
+
+    // vm2's security group, as Neutron builds one; the router's inbound
+    // chain back to the reverse rule alone.
+    env.put(&Rule { flow_action: Some(FlowAction::Accept), ..rev.clone() });
+    env.put(&Chain { rule_ids: vec![rev.id], ..pre.clone() });
+    let from_vm = Chain { id: ChainId::random(), name: "sg2-from".into(), ..Default::default() };
+    let to_vm = Chain { id: ChainId::random(), name: "sg2-to".into(), ..Default::default() };
+    let ret = Condition { match_return_flow: true, ..Default::default() };
+    let ipv4 = Condition { dl_type: Some(0x0800), ..Default::default() };
+    let sg = [
+        rule(&from_vm, RuleType::Accept, ret.clone()),
+        rule(&from_vm, RuleType::Accept, Condition::default()),
+        rule(&to_vm, RuleType::Accept, ret),
+        rule(&to_vm, RuleType::Drop, ipv4),
+    ];
+    env.put(&from_vm);
+    env.put(&to_vm);
+    for r in &sg {
+        env.put(r);
+    }
+    env.put(&Chain { rule_ids: vec![sg[0].id, sg[1].id], ..from_vm.clone() });
+    env.put(&Chain { rule_ids: vec![sg[2].id, sg[3].id], ..to_vm.clone() });
+    env.put(&Port {
+        inbound_filter_id: Some(from_vm.id),
+        outbound_filter_id: Some(to_vm.id),
+        ..vm2_port.clone()
+    });
+    let per_vm = n / 3;
+    let talk = |vm: &Vm| {
+        spawn_in_netns(&vm.ns, move || {
+            (0..per_vm)
+                .filter(|i| {
+                    let Ok(mut c) = TcpStream::connect_timeout(&server, Duration::from_secs(5))
+                    else {
+                        return false;
+                    };
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                    echo(&mut c, format!("mixed {i}").as_bytes())
+                })
+                .count()
+        })
+    };
+    // (The policy reaches the agents before the first connection.)
+    let mut c = connect(vm2, server, Duration::from_secs(5)).expect("vm2 behind its group");
+    assert!(echo(&mut c, b"a reply let in by vm2's group"));
+    drop(c);
+    let misses = env.metric(0, "midonet_agent_misses_total");
+    let translated = env.metric(0, "midonet_agent_rev_nat_translated_total");
+    let (a, b) = (talk(vm1), talk(vm2));
+    let (a, b) = (a.join().expect("vm1"), b.join().expect("vm2"));
+    assert_eq!((a, b), (per_vm, per_vm), "every connection got its replies");
+    let misses = env.metric(0, "midonet_agent_misses_total") - misses;
+    let translated = env.metric(0, "midonet_agent_rev_nat_translated_total") - translated;
+    eprintln!(
+        "MEASURE gateway, {per_vm} connections from vm1 (no group) and {per_vm} from vm2 (a \
+         group reading conntrack) behind one first half: {misses} misses (vm1's own SYNs \
+         included: it is on this host), {translated} replies translated"
+    );
+    assert!(translated >= (4 * per_vm) as f64, "both VMs' replies stayed in the datapath");
+    // vm1's SYNs miss here (a binding each); its replies did not: had they
+    // missed for want of a tracked connection, three or more a connection.
+    assert!(
+        misses < (per_vm + per_vm / 2) as f64,
+        "the gateway's agent saw few replies: {misses} misses"
     );
 }
 

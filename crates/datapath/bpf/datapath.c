@@ -58,8 +58,9 @@
  * kind), searches the megaflows again with the translated key, and only on
  * that second hit rewrites the packet and runs the second flow's actions;
  * anything short of that sends the packet up unchanged as an ordinary miss.
- * Where the second halves read conntrack (mdp_recirc_ct[id] set), the
- * reply's connection must also be in mdp_ct.
+ * Where the second halves read conntrack (mdp_recirc_ct[id] set), a reply
+ * whose connection mdp_ct lacks is looked up again under the untracked
+ * variant of the recirculation's in_port (datapath.h).
  * The bindings come from the agent, and from mdp_state, a socket filter on
  * the agent's flow-state socket that writes the bindings of every message
  * from a peer as the datagram is queued, before any agent thread wakes.
@@ -304,7 +305,7 @@ _Static_assert(sizeof(struct mdp_recirc_ct) == 20, "mdp_recirc_ct: abi.rs RECIRC
 _Static_assert(sizeof(struct mdp_nat_key) == 32, "mdp_nat_key: abi.rs NAT_KEY_LEN");
 _Static_assert(sizeof(struct mdp_nat_val) == 16, "mdp_nat_val: abi.rs NAT_VAL_LEN");
 _Static_assert(sizeof(struct mdp_recirc) == 20, "mdp_recirc: abi.rs RECIRC_LEN");
-_Static_assert((MDP_IN_RECIRC | (MDP_RECIRC_MAX - 1)) < (1u << MDP_MASK_ID_SHIFT),
+_Static_assert((MDP_IN_RECIRC | MDP_IN_UNTRACKED | (MDP_RECIRC_MAX - 1)) < (1u << MDP_MASK_ID_SHIFT),
 	       "a recirculation in_port leaves the mask index's bits free");
 
 struct {
@@ -1247,7 +1248,7 @@ __attribute__((noinline)) int mdp_rev_nat_path(struct __sk_buff *skb, struct mdp
 	struct mdp_nat_val *v;
 	struct mdp_ct_val *cv = 0;
 	struct mdp_flow *f;
-	__u32 ri = id, mi = 0, acts2, stats2;
+	__u32 ri = id, rin = MDP_IN_RECIRC | id, mi = 0, acts2, stats2;
 	__be32 ip;
 	__be16 port;
 	__u8 kind, flags;
@@ -1288,7 +1289,7 @@ __attribute__((noinline)) int mdp_rev_nat_path(struct __sk_buff *skb, struct mdp
 		cv = bpf_map_lookup_elem(&mdp_ct, ck);
 		if (!cv) {
 			count(MDP_C_CT_MISS, 1);
-			return REV_NAT_MISS;
+			rin = MDP_IN_RECIRC | MDP_IN_UNTRACKED | (ri & (MDP_RECIRC_MAX - 1));
 		}
 	}
 	/* Plain stores into shared entries: replies of one connection arrive
@@ -1305,7 +1306,7 @@ __attribute__((noinline)) int mdp_rev_nat_path(struct __sk_buff *skb, struct mdp
 	}
 	ip = v->ip;
 	port = v->port;
-	k->in_port = MDP_IN_RECIRC | ri;
+	k->in_port = rin;
 	if (kind == MDP_NAT_DNAT) {
 		k->ip_src = ip;
 		k->l4_src = port;

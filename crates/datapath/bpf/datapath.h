@@ -278,12 +278,17 @@ struct mdp_recirc { /* 20 bytes */
 /* Connection tracking behind a split flow (issue 8). A reverse rule's
  * second half may read conntrack (`matchReturnFlow` after `rev_snat`, as
  * security groups ask): mdp_recirc_ct[id] is then set, and the first half
- * takes the second only when mdp_ct holds the reply's connection, keyed as
- * the agent's conntrack keys a connection: its forward 5-tuple (the reply
- * as it arrived, reversed) at the device `tracker` of the reply's ingress
- * port, all fields as on the wire. The agent keeps mdp_ct equal to its own
- * TCP and UDP connections; mdp_state adds those in flow-state messages as
- * they arrive. A connection missing costs its reply a miss, nothing more. */
+ * looks the reply's connection up in mdp_ct, keyed as the agent's
+ * conntrack keys a connection: its forward 5-tuple (the reply as it
+ * arrived, reversed) at the device `tracker` of the reply's ingress port,
+ * all fields as on the wire. Found, the second lookup is under in_port
+ * MDP_IN_RECIRC | id, where the second halves that found their connection
+ * wait; not found, under MDP_IN_RECIRC | MDP_IN_UNTRACKED | id, where only
+ * second halves that read no conntrack are (a reply the agent must judge
+ * untracked misses there). The agent keeps mdp_ct equal to its own TCP and
+ * UDP connections; mdp_state adds those in flow-state messages as they
+ * arrive. A connection missing costs its reply a miss, nothing more. */
+#define MDP_IN_UNTRACKED MDP_RECIRC_MAX
 struct mdp_ct_key { /* 32 bytes */
 	__u8 tracker[16];
 	__be32 src;
@@ -334,7 +339,7 @@ enum mdp_counter {
 	MDP_C_REV_NAT_MISS,        /* replies of a split flow with no binding (also in MISS) */
 	MDP_C_STATE_BINDINGS,      /* bindings mdp_state wrote from flow-state messages */
 	MDP_C_STATE_REJECTED,      /* flow-state datagrams mdp_state did not read */
-	MDP_C_CT_MISS,             /* replies of a split flow whose connection mdp_ct lacks (also in MISS) */
+	MDP_C_CT_MISS,             /* replies of a split flow whose connection mdp_ct lacks (looked up untracked) */
 	MDP_C_STATE_CONNS,         /* connections mdp_state wrote from flow-state messages */
 	MDP_C_MAX = 32,
 };

@@ -234,11 +234,13 @@ pub struct MissDecision {
     pub invalidate: Vec<u64>,
     /// The second half of a flow split at a reverse NAT (`install` is then
     /// the first half, whose only action is [`Action::RevNatRecirc`]): this
-    /// key, whose in-port is the recirculation's, and its flow. Installed
-    /// before `install`. Only for a provider with a [`RevNatTable`].
+    /// key, whose in-port is the recirculation's, and its flow; the same
+    /// under the untracked in-port too ([`RECIRC_UNTRACKED`]) when it reads
+    /// no conntrack behind a first half that does. Installed before
+    /// `install`. Only for a provider with a [`RevNatTable`].
     ///
     /// [`Action::RevNatRecirc`]: midonet_flow::Action::RevNatRecirc
-    pub recirc: Option<(FlowKey, FlowInstall)>,
+    pub recirc: Vec<(FlowKey, FlowInstall)>,
 }
 
 impl MissDecision {
@@ -460,9 +462,10 @@ pub struct DpStats {
     /// tunnel peer, another version, a request, shorter than it says).
     /// The agent still reads and judges every one itself.
     pub state_rejected: u64,
-    /// Replies a split flow reading conntrack sent to the agent because the
-    /// table did not track their connection ([`CtKey`]; also in the
-    /// misses).
+    /// Replies of a split flow reading conntrack whose connection the table
+    /// did not hold ([`CtKey`]): looked up under the untracked in-port
+    /// ([`RECIRC_UNTRACKED`]), a miss unless a second half reading no
+    /// conntrack waited there.
     pub ct_misses: u64,
     /// Connections the provider took from flow-state messages itself.
     pub state_conns: u64,
@@ -551,6 +554,11 @@ pub enum DpError {
 pub const RECIRC_PORT_BASE: u32 = 0x0010_0000;
 /// How many recirculation ids there are (`0..RECIRC_MAX`).
 pub const RECIRC_MAX: u32 = 4096;
+/// Where a recirculation's first half reads conntrack
+/// ([`RevNatTable::set_recirc_conntrack`]), a reply whose connection the
+/// table lacks is looked up under `RECIRC_PORT_BASE + RECIRC_UNTRACKED +
+/// id` instead: there wait only the second halves that read no conntrack.
+pub const RECIRC_UNTRACKED: u32 = RECIRC_MAX;
 
 /// The kind of a reverse translation, with the flow-state message's codes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -591,9 +599,9 @@ pub struct RevNatEntry {
 /// A tracked connection as the datapath's conntrack table keys it: its
 /// forward 5-tuple at its tracker (`midonet_state::ConnKey`), TCP or UDP.
 /// A reply whose split flow reads conntrack
-/// ([`RevNatTable::set_recirc_conntrack`]) takes its second half only when
-/// its connection (the reply as it arrived, reversed, at the recirculation's
-/// tracker) is in the table.
+/// ([`RevNatTable::set_recirc_conntrack`]) takes a second half that found
+/// its connection only when that connection (the reply as it arrived,
+/// reversed, at the recirculation's tracker) is in the table.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct CtKey {
     /// The tracking device (or port group), a raw UUID.
@@ -644,10 +652,11 @@ pub trait RevNatTable: Send + Sync {
         Ok(())
     }
     /// Recirculation `id`'s second halves read conntrack at `tracker`: the
-    /// first half takes them only for replies whose connection is in the
-    /// conntrack table ([`CtKey`]), and sends the others up. `None`: they
-    /// do not (an id given out anew, whose earlier user may have set it).
-    /// The default cannot check: such a flow must not split.
+    /// first half looks for the reply's connection in the conntrack table
+    /// ([`CtKey`]) and, not finding it, looks the reply up under the
+    /// untracked in-port ([`RECIRC_UNTRACKED`]). `None`: it does not (an id
+    /// given out anew, whose earlier user may have set it). The default
+    /// cannot check: such a flow must not split.
     fn set_recirc_conntrack(&self, id: u32, tracker: Option<[u8; 16]>) -> Result<(), DpError> {
         match tracker {
             None => Ok(()),

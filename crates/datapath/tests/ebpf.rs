@@ -17,7 +17,9 @@ use midonet_datapath::ebpf::abi::{self, counter};
 use midonet_datapath::ebpf::kernel::Kernel;
 use midonet_datapath::ebpf::loader::{Bpf, Prog};
 use midonet_datapath::testing::udp_frame;
-use midonet_datapath::{CtKey, RevNatEntry, RevNatKey, RevNatKind, RevNatTable, RECIRC_PORT_BASE};
+use midonet_datapath::{
+    CtKey, RevNatEntry, RevNatKey, RevNatKind, RevNatTable, RECIRC_PORT_BASE, RECIRC_UNTRACKED,
+};
 use midonet_flow::{Action, FieldId, FlowKey, FlowMask, InPort, MacAddr};
 use midonet_wire::checksum::checksum as inet_checksum;
 
@@ -1291,10 +1293,29 @@ fn a_split_flow_reading_conntrack_needs_the_connection_tracked() {
     assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_SHOT);
     assert_eq!(fx.counter(counter::CT_MISS), 3);
     let _ = fx.upcalled();
-    // The id given out anew, without the check: translated again.
+    // A second half that reads no conntrack (a reply to a VM without a
+    // security group, behind the same first half) waits under the
+    // untracked in-port as well: a reply whose connection is not tracked
+    // takes it there, and a tracked one still its own.
+    let other = [Action::SetEthSrc(C), Action::SetEthDst(A), Action::SetTtl(63), Action::Output(3)];
+    let untracked = InPort::Port(RECIRC_PORT_BASE + RECIRC_UNTRACKED + RECIRC);
+    fx.install_at(&oracle(&reply, &restore), untracked, &after_rev_nat(), &other);
+    let (v, out) = fx.run(Prog::Port, &reply, 0);
+    assert_eq!(v, TC_ACT_REDIRECT, "untracked: the second half that reads no conntrack");
+    assert_eq!(out, oracle(&reply, &[&restore[..], &other[..]].concat()));
+    assert_eq!(fx.port_stats(3)[2], 1, "out of port 3");
+    assert_eq!((fx.counter(counter::REV_NAT_HIT), fx.counter(counter::CT_MISS)), (3, 4));
+    rn.ct_insert(&[conn], false).expect("insert");
+    assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_REDIRECT);
+    assert_eq!(fx.port_stats(3)[2], 1, "tracked: its own second half, out of port 2");
+    assert_eq!((fx.counter(counter::REV_NAT_HIT), fx.counter(counter::CT_MISS)), (4, 4));
+    // The id given out anew, without the check: the untracked in-port is
+    // never looked at.
+    rn.ct_remove(&[conn]).expect("remove");
     rn.set_recirc_conntrack(RECIRC, None).expect("clear");
     assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_REDIRECT);
-    assert_eq!((fx.counter(counter::REV_NAT_HIT), fx.counter(counter::CT_MISS)), (3, 3));
+    assert_eq!(fx.port_stats(3)[2], 1);
+    assert_eq!((fx.counter(counter::REV_NAT_HIT), fx.counter(counter::CT_MISS)), (5, 4));
 }
 
 /// `used_since` walks the whole table, batch after batch: every binding a

@@ -79,8 +79,10 @@ pub const MAX_REV_NAT: u32 = 131_072;
 pub const IN_RECIRC: u32 = crate::RECIRC_PORT_BASE;
 // A recirculation's in_port is no port's and leaves the mask index's bits
 // free (datapath.c asserts the same of MDP_IN_RECIRC).
-const _: () =
-    assert!(IN_RECIRC >= MAX_PORTS && IN_RECIRC + crate::RECIRC_MAX <= 1 << MASK_ID_SHIFT);
+const _: () = assert!(
+    IN_RECIRC >= MAX_PORTS
+        && IN_RECIRC + crate::RECIRC_UNTRACKED + crate::RECIRC_MAX <= 1 << MASK_ID_SHIFT
+);
 
 /// Counters of the `mdp_counters` per-CPU array (`enum mdp_counter`).
 pub mod counter {
@@ -115,7 +117,9 @@ pub mod counter {
     /// peer, another version, a request, shorter than its NAT section).
     pub const STATE_REJECTED: u32 = 28;
     /// Replies of a split flow reading conntrack whose connection `mdp_ct`
-    /// lacks (also in `MISS`).
+    /// lacks: looked up again under the untracked in-port
+    /// ([`crate::RECIRC_UNTRACKED`]), a miss unless a second half that
+    /// reads no conntrack is there.
     pub const CT_MISS: u32 = 29;
     /// Connections `mdp_state` wrote from flow-state messages.
     pub const STATE_CONNS: u32 = 30;
@@ -508,8 +512,9 @@ pub fn offload(key: &FlowKey, mask: &FlowMask, actions: &[Action]) -> Option<(Ke
     }
     if let InPort::Port(p) = key.in_port {
         // A port, or a recirculation (the second half of a flow split at
-        // a reverse NAT).
-        let recirc = (IN_RECIRC..IN_RECIRC + crate::RECIRC_MAX).contains(&p);
+        // a reverse NAT; the untracked in-ports follow the tracked ones).
+        let recirc =
+            (IN_RECIRC..IN_RECIRC + crate::RECIRC_UNTRACKED + crate::RECIRC_MAX).contains(&p);
         if mask.is_marked(FieldId::InPort) && p >= MAX_PORTS && !recirc {
             return None;
         }
@@ -923,7 +928,10 @@ mod tests {
         let (kb, mb) = offload(&k2, &m, &second).expect("a recirculation's flow");
         let fk = flow_map_key(&kb, &mb, 3);
         assert_eq!(decode_flow_key(&fk).in_port, InPort::Port(IN_RECIRC + 5));
-        let past = FlowKey { in_port: InPort::Port(IN_RECIRC + crate::RECIRC_MAX), ..k };
+        let untracked = IN_RECIRC + crate::RECIRC_UNTRACKED + crate::RECIRC_MAX - 1;
+        let k3 = FlowKey { in_port: InPort::Port(untracked), ..k };
+        assert!(offload(&k3, &m, &second).is_some(), "the untracked in-ports too");
+        let past = FlowKey { in_port: InPort::Port(untracked + 1), ..k };
         assert!(offload(&past, &m, &second).is_none());
         let b = encode_actions(&first, 0).expect("encodable");
         assert_eq!(decode_actions(&b).expect("decodes").as_slice(), &first);

@@ -181,10 +181,12 @@
 //!
 //! Where a split's second halves read conntrack (`matchReturnFlow` after
 //! the reverse rule: `midonet_sim::Split::conntrack`), `mdp_recirc_ct[id]`
-//! names the tracking device, and the first half takes a second half only
-//! for a reply whose connection `mdp_ct` holds (its forward 5-tuple at that
-//! device, as [`CtKey`](crate::CtKey)); any other goes up unchanged
-//! (`ct_misses`). The agent keeps `mdp_ct` equal to its TCP and UDP
+//! names the tracking device, and the first half looks for the reply's
+//! connection in `mdp_ct` (its forward 5-tuple at that device, as
+//! [`CtKey`](crate::CtKey)): found, the second lookup is under the
+//! recirculation's in-port; not found (`ct_misses`), under its untracked
+//! variant ([`crate::RECIRC_UNTRACKED`]), where only second halves that
+//! read no conntrack wait. The agent keeps `mdp_ct` equal to its TCP and UDP
 //! connections, `mdp_state` adds a message's as it arrives
 //! (`state_conns`), and each entry's last use and TCP flags refresh and
 //! close the agent's copy (`RevNatTable::ct_used_since`).

@@ -204,7 +204,7 @@ impl State {
         // The flow first, then the packet: the packet's answer (a SYN-ACK,
         // then the ACK) must find the flow in the kernel, not miss again.
         // A split flow's second half before its first, which leads to it.
-        if let Some((k2, f2)) = recirc {
+        for (k2, f2) in recirc {
             let _ = self.install(&k2, f2);
         }
         if let Some(f) = install {
