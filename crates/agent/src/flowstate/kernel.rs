@@ -30,9 +30,128 @@
 //! replies that used it (refreshed, and closed by their FIN or RST).
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use midonet_datapath::{CtKey, RevNatEntry, RevNatKey, RevNatKind};
-use midonet_state::{ConnKey, NatBinding, NatKey, NatKind, TrackerId};
+use midonet_datapath::{CtKey, RevNatEntry, RevNatKey, RevNatKind, RevNatTable};
+use midonet_state::{ConnKey, ConnState, NatBinding, NatKey, NatKind, TrackerId};
+
+use super::{allocated_here, FlowState};
+
+/// Keeping the datapath's tables equal to the flow state (module docs).
+impl FlowState {
+    /// From now on, keep the datapath's reverse-NAT table equal to the
+    /// bindings here (module docs), starting with those held already.
+    pub fn set_rev_nat(&mut self, table: Arc<dyn RevNatTable>, now: Duration) {
+        let all: Vec<(NatKey, NatBinding)> =
+            self.nat.iter(now).map(|e| (e.key, e.binding)).collect();
+        let conns: Vec<ConnKey> = self.conn.iter(now).map(|c| c.key).collect();
+        self.rev_nat = Some(table);
+        self.kernel_write(&all);
+        self.kernel_ct_insert(&conns, false);
+    }
+
+    /// Puts these connections into the datapath's conntrack table: `fresh`,
+    /// replacing what it holds of them, else where it holds nothing.
+    pub(super) fn kernel_ct_insert(&self, conns: &[ConnKey], fresh: bool) {
+        let Some(t) = &self.rev_nat else { return };
+        let keys: Vec<_> = conns.iter().filter_map(ct_entry).collect();
+        if !keys.is_empty() {
+            if let Err(e) = t.ct_insert(&keys, fresh) {
+                tracing::warn!(error = %e, "writing the datapath's conntrack table");
+            }
+        }
+    }
+
+    /// Takes these connections out of the datapath's conntrack table.
+    pub(super) fn kernel_ct_remove(&self, conns: &[ConnKey]) {
+        let Some(t) = &self.rev_nat else { return };
+        let keys: Vec<_> = conns.iter().filter_map(ct_entry).collect();
+        if !keys.is_empty() {
+            if let Err(e) = t.ct_remove(&keys) {
+                tracing::warn!(error = %e, "clearing the datapath's conntrack table");
+            }
+        }
+    }
+
+    /// Whether the datapath translates replies itself.
+    pub fn has_rev_nat(&self) -> bool {
+        self.rev_nat.is_some()
+    }
+
+    /// Writes these bindings into the datapath's table.
+    pub(super) fn kernel_write(&self, bindings: &[(NatKey, NatBinding)]) {
+        let Some(t) = &self.rev_nat else { return };
+        let entries: Vec<RevNatEntry> = bindings
+            .iter()
+            .filter_map(|(k, b)| entry(k, *b, allocated_here(&self.blocks, k, *b)))
+            .collect();
+        if !entries.is_empty() {
+            if let Err(e) = t.upsert(&entries) {
+                tracing::warn!(error = %e, "writing the datapath's reverse-NAT table");
+            }
+        }
+    }
+
+    /// Takes these bindings out of the datapath's table where it still
+    /// holds exactly them.
+    pub(super) fn kernel_clear(&self, bindings: &[(NatKey, NatBinding)]) {
+        let Some(t) = &self.rev_nat else { return };
+        let entries: Vec<RevNatEntry> =
+            bindings.iter().filter_map(|(k, b)| entry(k, *b, false)).collect();
+        if !entries.is_empty() {
+            if let Err(e) = t.remove_exact(&entries) {
+                tracing::warn!(error = %e, "clearing the datapath's reverse-NAT table");
+            }
+        }
+    }
+
+    /// Bindings whose replies the datapath translated itself in the last
+    /// `window` (module docs): closed if those replies carried a FIN or
+    /// RST this host has not acted on yet, and kept alive for their
+    /// (closing) lifetime by that use, as a flow's use keeps them. The
+    /// table's flags are cumulative (only a peer's message, which writes
+    /// the entry afresh, clears them), so what was acted on is read from
+    /// `closing`: a FIN once, an RST once. Returns how many were
+    /// refreshed and how many closed.
+    pub fn refresh_from_kernel(&mut self, window: Duration, now: Duration) -> (usize, usize) {
+        use midonet_flow::key::tcp_flags::{FIN, RST};
+        let Some(t) = self.rev_nat.clone() else { return (0, 0) };
+        let since = t.now().saturating_sub(window);
+        let (mut refreshed, mut closed) = (0, 0);
+        for (e, flags) in t.used_since(since) {
+            let (key, b) = binding(&e);
+            if self.nat.get(&key, now) != Some(b) {
+                continue;
+            }
+            let acted = self.closing.get(&key).map_or(0, |c| c.flags);
+            let closing = flags & (FIN | RST) & !acted;
+            if closing != 0 && key.conn.proto == 6 {
+                closed += usize::from(self.close_binding(&key, closing, now));
+                continue;
+            }
+            // Used, and nothing new: alive for its lifetime from now (a
+            // closed one's too, while its replies keep coming).
+            let ttl = self.nat_ttl(&key);
+            refreshed += usize::from(self.nat.touch(&key, now + ttl, now));
+        }
+        // Connections whose replies took a second half through the
+        // datapath's conntrack check: a reply each (its FIN or RST closes
+        // the connection; a closed one stays closed, and is kept for its
+        // closed lifetime from its last use).
+        for (k, flags) in t.ct_used_since(since) {
+            let key = ct_conn(&k);
+            let before = self.conn.lookup(&key, now).map(|(c, _)| c.state);
+            let Some((c, _)) = self.conn.packet(&key.reversed(), flags & (FIN | RST), now) else {
+                continue;
+            };
+            refreshed += 1;
+            let ended = matches!(c.state, ConnState::Closing | ConnState::Closed);
+            closed += usize::from(ended && before != Some(c.state));
+        }
+        (refreshed, closed)
+    }
+}
 
 /// The datapath's entry for binding `b` of `key`, if it has one.
 pub fn entry(key: &NatKey, b: NatBinding, local: bool) -> Option<RevNatEntry> {

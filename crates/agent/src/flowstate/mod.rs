@@ -68,7 +68,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use midonet_datapath::{RevNatEntry, RevNatTable};
+use midonet_datapath::RevNatTable;
 
 use midonet_model::PortId;
 use midonet_sim::{nat_tags, SimAction, SimResult, Tag};
@@ -84,6 +84,7 @@ use crate::handler::{Egress, View};
 
 pub mod kernel;
 pub mod learned;
+mod lifetime;
 pub mod log;
 pub mod migrate;
 pub mod replicator;
@@ -180,72 +181,6 @@ impl FlowState {
         }
     }
 
-    /// From now on, keep the datapath's reverse-NAT table equal to the
-    /// bindings here ([`kernel`]), starting with those held already.
-    pub fn set_rev_nat(&mut self, table: Arc<dyn RevNatTable>, now: Duration) {
-        let all: Vec<(NatKey, NatBinding)> =
-            self.nat.iter(now).map(|e| (e.key, e.binding)).collect();
-        let conns: Vec<ConnKey> = self.conn.iter(now).map(|c| c.key).collect();
-        self.rev_nat = Some(table);
-        self.kernel_write(&all);
-        self.kernel_ct_insert(&conns, false);
-    }
-
-    /// Puts these connections into the datapath's conntrack table: `fresh`,
-    /// replacing what it holds of them, else where it holds nothing.
-    fn kernel_ct_insert(&self, conns: &[ConnKey], fresh: bool) {
-        let Some(t) = &self.rev_nat else { return };
-        let keys: Vec<_> = conns.iter().filter_map(kernel::ct_entry).collect();
-        if !keys.is_empty() {
-            if let Err(e) = t.ct_insert(&keys, fresh) {
-                tracing::warn!(error = %e, "writing the datapath's conntrack table");
-            }
-        }
-    }
-
-    /// Takes these connections out of the datapath's conntrack table.
-    fn kernel_ct_remove(&self, conns: &[ConnKey]) {
-        let Some(t) = &self.rev_nat else { return };
-        let keys: Vec<_> = conns.iter().filter_map(kernel::ct_entry).collect();
-        if !keys.is_empty() {
-            if let Err(e) = t.ct_remove(&keys) {
-                tracing::warn!(error = %e, "clearing the datapath's conntrack table");
-            }
-        }
-    }
-
-    /// Whether the datapath translates replies itself.
-    pub fn has_rev_nat(&self) -> bool {
-        self.rev_nat.is_some()
-    }
-
-    /// Writes these bindings into the datapath's table.
-    fn kernel_write(&self, bindings: &[(NatKey, NatBinding)]) {
-        let Some(t) = &self.rev_nat else { return };
-        let entries: Vec<RevNatEntry> = bindings
-            .iter()
-            .filter_map(|(k, b)| kernel::entry(k, *b, allocated_here(&self.blocks, k, *b)))
-            .collect();
-        if !entries.is_empty() {
-            if let Err(e) = t.upsert(&entries) {
-                tracing::warn!(error = %e, "writing the datapath's reverse-NAT table");
-            }
-        }
-    }
-
-    /// Takes these bindings out of the datapath's table where it still
-    /// holds exactly them.
-    fn kernel_clear(&self, bindings: &[(NatKey, NatBinding)]) {
-        let Some(t) = &self.rev_nat else { return };
-        let entries: Vec<RevNatEntry> =
-            bindings.iter().filter_map(|(k, b)| kernel::entry(k, *b, false)).collect();
-        if !entries.is_empty() {
-            if let Err(e) = t.remove_exact(&entries) {
-                tracing::warn!(error = %e, "clearing the datapath's reverse-NAT table");
-            }
-        }
-    }
-
     /// Records that the entry `tag` names was seen at `ports` (zero ids,
     /// which no port has, are skipped).
     fn index_ports(&mut self, ports: &[Id], tag: u64) {
@@ -326,77 +261,6 @@ impl FlowState {
         for t in nat_tags(&key, b) {
             self.by_tag.insert(t.0, Named::Nat(key));
         }
-    }
-
-    /// How long a binding in use lives: its connection's established
-    /// timeout (TCP five days, UDP 180 s, ICMP 30 s), refreshed by use.
-    fn nat_ttl(&self, key: &NatKey) -> Duration {
-        match self.closing.get(key) {
-            Some(c) => c.ttl,
-            None => self.conn.cfg().timeouts.of(key.conn.proto, ConnState::Replied),
-        }
-    }
-
-    /// A flow's packets included TCP `flags` with FIN or RST: close the
-    /// connections and bindings its tags name (module docs). Returns how
-    /// many.
-    pub fn close<'a>(
-        &mut self,
-        tags: impl Iterator<Item = &'a u64>,
-        flags: u16,
-        now: Duration,
-    ) -> usize {
-        use midonet_flow::key::tcp_flags::{FIN, RST};
-        let closing = flags & (FIN | RST);
-        if closing == 0 {
-            return 0;
-        }
-        let mut n = 0;
-        for tag in tags {
-            match self.by_tag.get(tag).copied() {
-                Some(Named::Conn(k)) if k.proto == 6 => {
-                    n += usize::from(self.conn.packet(&k, closing, now).is_some());
-                }
-                Some(Named::Nat(k)) if k.conn.proto == 6 => {
-                    n += usize::from(self.close_binding(&k, closing, now));
-                }
-                _ => {}
-            }
-        }
-        n
-    }
-
-    /// How long a binding whose connection closed with `flags` (FIN, RST)
-    /// lives from its last use. An RST gives the kernel's `tcp_closed`
-    /// (10 s) only to a SNAT binding this host allocated. Any other is a
-    /// copy (or a DNAT binding, never reused for another connection),
-    /// and an RST goes one way: the host that owns the binding may not
-    /// have seen it, and its flow (60 s idle) may carry the client's next
-    /// connection on the same 5-tuple, whose replies need the copy. Such
-    /// a binding gets FIN's `tcp_closing` (120 s), which outlives that
-    /// flow; the owner re-sends the binding when it simulates again.
-    fn closing_ttl(&self, key: &NatKey, flags: u16, now: Duration) -> Duration {
-        use midonet_flow::key::tcp_flags::RST;
-        let t = self.conn.cfg().timeouts;
-        let own = || self.nat.get(key, now).is_some_and(|b| allocated_here(&self.blocks, key, b));
-        if flags & RST != 0 && own() {
-            t.tcp_closed
-        } else {
-            t.tcp_closing
-        }
-    }
-
-    /// Close the binding `key` on `flags` (FIN, RST): its lifetime from
-    /// now on is [`Self::closing_ttl`]'s. Returns whether it was live.
-    fn close_binding(&mut self, key: &NatKey, flags: u16, now: Duration) -> bool {
-        let ttl = self.closing_ttl(key, flags, now);
-        if !self.nat.shorten(key, now + ttl, now) {
-            return false;
-        }
-        let c = self.closing.entry(*key).or_insert(Closing { ttl, flags: 0 });
-        c.ttl = c.ttl.min(ttl);
-        c.flags |= flags;
-        true
     }
 
     /// Whether to ask the cluster for `b` now (not already asked). Until
@@ -708,133 +572,6 @@ impl FlowState {
             out.extend(chunked(&base, &ct, &nat, PER_RECORD).map(|m| (Origin::Peer, m)));
         }
         out
-    }
-
-    /// Drop expired connections and bindings (a SNAT binding's port goes
-    /// back to its block); returns the tags of their flows.
-    pub fn expire(&mut self, now: Duration) -> Vec<Tag> {
-        let mut gone = Vec::new();
-        self.conn.expire(now, EXPIRY_BUDGET, &mut gone);
-        self.kernel_ct_remove(&gone);
-        let mut tags: Vec<Tag> = gone
-            .iter()
-            .map(|k| {
-                let t = Tag::conntrack(k);
-                self.by_tag.remove(&t.0);
-                t
-            })
-            .collect();
-        let mut bindings = Vec::new();
-        self.nat.expire(now, EXPIRY_BUDGET, &mut bindings);
-        if self.rev_nat.is_some() {
-            let gone: Vec<(NatKey, NatBinding)> =
-                bindings.iter().map(|e| (e.key, e.binding)).collect();
-            self.kernel_clear(&gone);
-        }
-        for e in bindings {
-            self.closing.remove(&e.key);
-            for t in nat_tags(&e.key, e.binding) {
-                self.by_tag.remove(&t.0);
-                tags.push(t);
-            }
-            if e.key.kind == NatKind::Snat {
-                self.blocks.unbind(e.key.conn.tracker, e.binding.ip, e.binding.port, now);
-            }
-        }
-        // A claim unanswered for long was lost with its session.
-        let blocks = &mut self.blocks;
-        self.claiming.retain(|b, since| {
-            let waiting = now.saturating_sub(*since) < CLAIM_PATIENCE;
-            if !waiting {
-                blocks.unanswered(*b);
-            }
-            waiting
-        });
-        self.compact_ports();
-        tags
-    }
-
-    /// Flows with these tags carried packets: refresh the connections and
-    /// bindings they name. Returns how many were refreshed.
-    pub fn refresh<'a>(&mut self, tags: impl Iterator<Item = &'a u64>, now: Duration) -> usize {
-        let mut n = 0;
-        for t in tags {
-            match self.by_tag.get(t).copied() {
-                Some(Named::Conn(k)) => n += usize::from(self.conn.touch(&k, now)),
-                Some(Named::Nat(k)) => {
-                    let ttl = self.nat_ttl(&k);
-                    n += usize::from(self.nat.touch(&k, now + ttl, now));
-                }
-                None => {}
-            }
-        }
-        n
-    }
-
-    /// Bindings whose replies the datapath translated itself in the last
-    /// `window` (see [`kernel`]): closed if those replies carried a FIN or
-    /// RST this host has not acted on yet, and kept alive for their
-    /// (closing) lifetime by that use, as a flow's use keeps them. The
-    /// table's flags are cumulative (only a peer's message, which writes
-    /// the entry afresh, clears them), so what was acted on is read from
-    /// `closing`: a FIN once, an RST once. Returns how many were
-    /// refreshed and how many closed.
-    pub fn refresh_from_kernel(&mut self, window: Duration, now: Duration) -> (usize, usize) {
-        use midonet_flow::key::tcp_flags::{FIN, RST};
-        let Some(t) = self.rev_nat.clone() else { return (0, 0) };
-        let since = t.now().saturating_sub(window);
-        let (mut refreshed, mut closed) = (0, 0);
-        for (e, flags) in t.used_since(since) {
-            let (key, b) = kernel::binding(&e);
-            if self.nat.get(&key, now) != Some(b) {
-                continue;
-            }
-            let acted = self.closing.get(&key).map_or(0, |c| c.flags);
-            let closing = flags & (FIN | RST) & !acted;
-            if closing != 0 && key.conn.proto == 6 {
-                closed += usize::from(self.close_binding(&key, closing, now));
-                continue;
-            }
-            // Used, and nothing new: alive for its lifetime from now (a
-            // closed one's too, while its replies keep coming).
-            let ttl = self.nat_ttl(&key);
-            refreshed += usize::from(self.nat.touch(&key, now + ttl, now));
-        }
-        // Connections whose replies took a second half through the
-        // datapath's conntrack check: a reply each (its FIN or RST closes
-        // the connection; a closed one stays closed, and is kept for its
-        // closed lifetime from its last use).
-        for (k, flags) in t.ct_used_since(since) {
-            let key = kernel::ct_conn(&k);
-            let before = self.conn.lookup(&key, now).map(|(c, _)| c.state);
-            let Some((c, _)) = self.conn.packet(&key.reversed(), flags & (FIN | RST), now) else {
-                continue;
-            };
-            refreshed += 1;
-            let ended = matches!(c.state, ConnState::Closing | ConnState::Closed);
-            closed += usize::from(ended && before != Some(c.state));
-        }
-        (refreshed, closed)
-    }
-
-    /// Forget connections (all, or those tracked by `tracker`); returns
-    /// the tags of their flows.
-    pub fn flush(&mut self, tracker: Option<midonet_state::TrackerId>, now: Duration) -> Vec<Tag> {
-        let keys: Vec<ConnKey> = self
-            .conn
-            .iter(now)
-            .map(|c| c.key)
-            .filter(|k| tracker.is_none_or(|t| k.tracker == t))
-            .collect();
-        self.kernel_ct_remove(&keys);
-        keys.iter()
-            .map(|k| {
-                self.conn.remove(k);
-                let t = Tag::conntrack(k);
-                self.by_tag.remove(&t.0);
-                t
-            })
-            .collect()
     }
 
     /// Counters since the last call (for the metrics); `entries` is the

@@ -1,3 +1,4 @@
+use midonet_datapath::RevNatEntry;
 use midonet_sim::{ConnWrite, NatWrite};
 use midonet_state::{proto, ConnState, TrackerId};
 
