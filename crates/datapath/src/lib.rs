@@ -689,6 +689,12 @@ pub trait RevNatTable: Send + Sync {
         let _ = since;
         Vec::new()
     }
+    /// Every connection in the conntrack table (an agent starting over a
+    /// table an earlier one left takes out what it no longer tracks). The
+    /// default reports none.
+    fn ct_keys(&self) -> Vec<CtKey> {
+        Vec::new()
+    }
 }
 
 /// The provider trait the agent programs. All methods may be called from

@@ -46,6 +46,16 @@ impl FlowState {
         let all: Vec<(NatKey, NatBinding)> =
             self.nat.iter(now).map(|e| (e.key, e.binding)).collect();
         let conns: Vec<ConnKey> = self.conn.iter(now).map(|c| c.key).collect();
+        // An earlier agent's connections this one no longer tracks (they
+        // expired while it was down) must not let replies in.
+        let held: std::collections::HashSet<CtKey> = conns.iter().filter_map(ct_entry).collect();
+        let stale: Vec<CtKey> = table.ct_keys().into_iter().filter(|k| !held.contains(k)).collect();
+        if !stale.is_empty() {
+            tracing::info!(n = stale.len(), "connections an earlier agent left in the datapath");
+            if let Err(e) = table.ct_remove(&stale) {
+                tracing::warn!(error = %e, "clearing the datapath's conntrack table");
+            }
+        }
         self.rev_nat = Some(table);
         self.kernel_write(&all);
         self.kernel_ct_insert(&conns, false);

@@ -395,6 +395,9 @@ impl RevNatTable for MemRevNat {
         }
         Ok(())
     }
+    fn ct_keys(&self) -> Vec<midonet_datapath::CtKey> {
+        self.ct.lock().keys().copied().collect()
+    }
     fn ct_used_since(&self, since: Duration) -> Vec<(midonet_datapath::CtKey, u16)> {
         let m = self.ct.lock();
         m.iter().filter(|(_, v)| !v.1.is_zero() && v.1 >= since).map(|(k, v)| (*k, v.0)).collect()
@@ -414,11 +417,17 @@ fn the_datapaths_conntrack_table_follows_the_connections_and_their_replies() {
     let s = Duration::from_secs;
     let table = Arc::new(MemRevNat::default());
     let mut fs = FlowState::new(100, 1);
-    // Tracked before the table is known: written when it is.
+    // Tracked before the table is known: written when it is (its stamps
+    // kept, as an earlier agent left them). A connection the earlier agent
+    // left that this one does not track goes.
     let (mut send, mut stale) = (Outgoing::default(), Vec::new());
     fs.apply(&recorded(key(1000)), &[], SYN, s(1), &mut send, &mut stale);
+    let kept = kernel::ct_entry(&key(1000)).expect("tcp");
+    table.ct.lock().insert(kept, (ACK, s(1)));
+    table.ct.lock().insert(kernel::ct_entry(&key(999)).expect("tcp"), (ACK, s(1)));
     fs.set_rev_nat(table.clone(), s(1));
-    assert!(table.ct_holds(&key(1000)));
+    assert!(table.ct_holds(&key(1000)) && !table.ct_holds(&key(999)));
+    assert_eq!(table.ct.lock()[&kept], (ACK, s(1)));
     // Tracked here, and a peer's copy.
     fs.apply(&recorded(key(1001)), &[], SYN, s(1), &mut send, &mut stale);
     let peer = key(1002);

@@ -232,6 +232,21 @@ impl RevNatTable for KernelRevNat {
         Ok(())
     }
 
+    /// A walk of the whole map in batches; an unreadable map reports
+    /// nothing.
+    fn ct_keys(&self) -> Vec<CtKey> {
+        let mut out = Vec::new();
+        let r = self.ct.for_each(|k, _| {
+            if let Ok(k) = k.try_into() {
+                out.push(abi::decode_ct_key(k));
+            }
+        });
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "reading mdp_ct");
+        }
+        out
+    }
+
     /// A walk of the whole map in batches, as [`RevNatTable::used_since`].
     fn ct_used_since(&self, since: Duration) -> Vec<(CtKey, u16)> {
         let since = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
