@@ -1139,15 +1139,23 @@ fn a_split_flow_restores_the_source_of_dnat_replies() {
     assert_eq!(fx.counter(counter::REV_NAT_MISS), 1);
 }
 
-/// What the kernel cannot translate goes to the agent as it came, with its
-/// own in_port: no binding (counted as a reverse-NAT miss), no second
-/// half, a recirculation id not set, a packet that is not TCP or UDP.
-#[test]
-fn split_flows_send_up_what_they_cannot_translate_unchanged() {
-    if !runnable() {
-        return;
-    }
-    let mut fx = fx("revnat-miss");
+/// A gateway's SNAT reply (server 203.0.113.5:80 to 198.51.100.1:30000, for
+/// inside host 10.0.0.1:40000) and its flow split under `RECIRC`: the first
+/// half, and the second delivering to port 2. No binding yet.
+struct SnatSplit {
+    fx: Fx,
+    rn: std::sync::Arc<midonet_datapath::ebpf::revnat::KernelRevNat>,
+    inside: (Ipv4Addr, u16),
+    nat: (Ipv4Addr, u16),
+    server: (Ipv4Addr, u16),
+    reply: Vec<u8>,
+    key: RevNatKey,
+    restore: [Action; 2],
+    two: midonet_datapath::ebpf::kernel::Offloaded,
+}
+
+fn snat_split(name: &str) -> SnatSplit {
+    let mut fx = fx(name);
     let rn = fx.bpf.rev_nat.clone();
     rn.set_recirc(RECIRC, RevNatKind::Snat, TRACKER).expect("recirc");
     let (inside, nat, server) = (
@@ -1160,6 +1168,19 @@ fn split_flows_send_up_what_they_cannot_translate_unchanged() {
     fx.install(&reply, &before_rev_nat(), &[Action::RevNatRecirc(RECIRC)]);
     let restore = [Action::SetIpv4Dst(inside.0), Action::SetL4Dst(inside.1)];
     let two = fx.second_half(&reply, &restore, &after_rev_nat());
+    SnatSplit { fx, rn, inside, nat, server, reply, key, restore, two }
+}
+
+/// What the kernel cannot translate goes to the agent as it came, with its
+/// own in_port: no binding (counted as a reverse-NAT miss), no second
+/// half, a recirculation id not set, a packet that is not TCP or UDP.
+#[test]
+fn split_flows_send_up_what_they_cannot_translate_unchanged() {
+    if !runnable() {
+        return;
+    }
+    let SnatSplit { mut fx, rn, inside, nat, server, reply, key, restore, two } =
+        snat_split("revnat-miss");
 
     // No binding.
     assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_SHOT);
@@ -1222,22 +1243,11 @@ fn a_split_flow_reading_conntrack_needs_the_connection_tracked() {
     if !runnable() {
         return;
     }
-    let mut fx = fx("revnat-ct");
-    let rn = fx.bpf.rev_nat.clone();
+    let SnatSplit { mut fx, rn, inside, nat, server, reply, key, restore, .. } =
+        snat_split("revnat-ct");
     const CT_TRACKER: [u8; 16] = [0x6b; 16];
-    rn.set_recirc(RECIRC, RevNatKind::Snat, TRACKER).expect("recirc");
     rn.set_recirc_conntrack(RECIRC, Some(CT_TRACKER)).expect("recirc reads conntrack");
-    let (inside, nat, server) = (
-        (Ipv4Addr::new(10, 0, 0, 1), 40000),
-        (Ipv4Addr::new(198, 51, 100, 1), 30000),
-        (Ipv4Addr::new(203, 0, 113, 5), 80),
-    );
-    let reply = tcp4(server, nat);
-    let key = rev_key(RevNatKind::Snat, 6, server, nat);
     rn.upsert(&[RevNatEntry { key, ip: inside.0, port: inside.1, local: true }]).expect("upsert");
-    fx.install(&reply, &before_rev_nat(), &[Action::RevNatRecirc(RECIRC)]);
-    let restore = [Action::SetIpv4Dst(inside.0), Action::SetL4Dst(inside.1)];
-    fx.second_half(&reply, &restore, &after_rev_nat());
     let start = rn.now();
 
     // Not tracked: up as it came.
@@ -1265,6 +1275,11 @@ fn a_split_flow_reading_conntrack_needs_the_connection_tracked() {
     // Its own connection tracked: translated and delivered.
     rn.ct_insert(&[conn], false).expect("insert");
     assert_eq!(rn.ct_get(&conn).expect("read"), Some((0, 0)), "not used yet");
+    let mut all = rn.ct_keys();
+    all.sort_by_key(|k| (k.tracker, k.src_port, k.src));
+    let mut want = vec![conn, elsewhere, other_port, reply_shape];
+    want.sort_by_key(|k| (k.tracker, k.src_port, k.src));
+    assert_eq!(all, want, "every connection the table holds");
     let (v, out) = fx.run(Prog::Port, &reply, 0);
     assert_eq!(v, TC_ACT_REDIRECT);
     assert_eq!(out, oracle(&reply, &[&restore[..], &DELIVER[..]].concat()));

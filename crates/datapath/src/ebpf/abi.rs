@@ -580,16 +580,52 @@ pub fn decode_flow(b: &[u8; 8]) -> (u32, u32) {
     (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), u32::from_ne_bytes([b[4], b[5], b[6], b[7]]))
 }
 
+/// A tracker and a 5-tuple as `struct mdp_nat_key` and `struct
+/// mdp_ct_key` both lay them out (addresses and ports as on the wire); the
+/// bytes from 29 on are the caller's.
+struct Tuple {
+    tracker: [u8; 16],
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    src_port: u16,
+    dst_port: u16,
+}
+
+impl Tuple {
+    fn encode(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[0..16].copy_from_slice(&self.tracker);
+        b[16..20].copy_from_slice(&self.src.octets());
+        b[20..24].copy_from_slice(&self.dst.octets());
+        b[24..26].copy_from_slice(&self.src_port.to_be_bytes());
+        b[26..28].copy_from_slice(&self.dst_port.to_be_bytes());
+        b[28] = self.proto;
+        b
+    }
+
+    fn decode(b: &[u8; 32]) -> Tuple {
+        let mut tracker = [0u8; 16];
+        tracker.copy_from_slice(&b[0..16]);
+        Tuple {
+            tracker,
+            proto: b[28],
+            src: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+            dst: Ipv4Addr::new(b[20], b[21], b[22], b[23]),
+            src_port: u16::from_be_bytes([b[24], b[25]]),
+            dst_port: u16::from_be_bytes([b[26], b[27]]),
+        }
+    }
+}
+
+const _: () = assert!(NAT_KEY_LEN == 32 && CT_KEY_LEN == 32);
+
 /// `struct mdp_nat_key`: a reply's key in `mdp_rev_nat` (addresses and
 /// ports as on the wire).
 pub fn encode_nat_key(k: &crate::RevNatKey) -> NatKeyBytes {
-    let mut b = [0u8; NAT_KEY_LEN];
-    b[0..16].copy_from_slice(&k.tracker);
-    b[16..20].copy_from_slice(&k.src.octets());
-    b[20..24].copy_from_slice(&k.dst.octets());
-    b[24..26].copy_from_slice(&k.src_port.to_be_bytes());
-    b[26..28].copy_from_slice(&k.dst_port.to_be_bytes());
-    b[28] = k.proto;
+    let (tracker, proto, src, dst) = (k.tracker, k.proto, k.src, k.dst);
+    let (src_port, dst_port) = (k.src_port, k.dst_port);
+    let mut b = Tuple { tracker, proto, src, dst, src_port, dst_port }.encode();
     b[29] = k.kind as u8;
     b
 }
@@ -602,16 +638,15 @@ pub fn decode_nat_key(b: &NatKeyBytes) -> Option<crate::RevNatKey> {
         1 => crate::RevNatKind::Dnat,
         _ => return None,
     };
-    let mut tracker = [0u8; 16];
-    tracker.copy_from_slice(&b[0..16]);
+    let t = Tuple::decode(b);
     Some(crate::RevNatKey {
-        tracker,
+        tracker: t.tracker,
         kind,
-        proto: b[28],
-        src: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
-        dst: Ipv4Addr::new(b[20], b[21], b[22], b[23]),
-        src_port: u16::from_be_bytes([b[24], b[25]]),
-        dst_port: u16::from_be_bytes([b[26], b[27]]),
+        proto: t.proto,
+        src: t.src,
+        dst: t.dst,
+        src_port: t.src_port,
+        dst_port: t.dst_port,
     })
 }
 
@@ -652,27 +687,20 @@ pub fn decode_nat_val(b: &NatValBytes) -> NatVal {
 
 /// `struct mdp_ct_key` of a connection.
 pub fn encode_ct_key(k: &crate::CtKey) -> [u8; CT_KEY_LEN] {
-    let mut b = [0u8; CT_KEY_LEN];
-    b[0..16].copy_from_slice(&k.tracker);
-    b[16..20].copy_from_slice(&k.src.octets());
-    b[20..24].copy_from_slice(&k.dst.octets());
-    b[24..26].copy_from_slice(&k.src_port.to_be_bytes());
-    b[26..28].copy_from_slice(&k.dst_port.to_be_bytes());
-    b[28] = k.proto;
-    b
+    let (tracker, proto, src, dst) = (k.tracker, k.proto, k.src, k.dst);
+    Tuple { tracker, proto, src, dst, src_port: k.src_port, dst_port: k.dst_port }.encode()
 }
 
 /// The inverse of [`encode_ct_key`].
 pub fn decode_ct_key(b: &[u8; CT_KEY_LEN]) -> crate::CtKey {
-    let mut tracker = [0u8; 16];
-    tracker.copy_from_slice(&b[0..16]);
+    let t = Tuple::decode(b);
     crate::CtKey {
-        tracker,
-        proto: b[28],
-        src: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
-        dst: Ipv4Addr::new(b[20], b[21], b[22], b[23]),
-        src_port: u16::from_be_bytes([b[24], b[25]]),
-        dst_port: u16::from_be_bytes([b[26], b[27]]),
+        tracker: t.tracker,
+        proto: t.proto,
+        src: t.src,
+        dst: t.dst,
+        src_port: t.src_port,
+        dst_port: t.dst_port,
     }
 }
 
@@ -912,6 +940,33 @@ mod tests {
         assert_eq!(&r[16..], &[1, 1, 0, 0]);
         assert_eq!(decode_recirc(&r), Some((crate::RevNatKind::Dnat, [3; 16])));
         assert_eq!(decode_recirc(&[0; RECIRC_LEN]), None);
+    }
+
+    #[test]
+    fn nat_and_conntrack_keys_lay_out_a_tuple_alike_and_decode_back() {
+        let ct = crate::CtKey {
+            tracker: [9; 16],
+            proto: 17,
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(192, 0, 2, 7),
+            src_port: 4000,
+            dst_port: 53,
+        };
+        let nat = crate::RevNatKey {
+            tracker: ct.tracker,
+            kind: crate::RevNatKind::Dnat,
+            proto: ct.proto,
+            src: ct.src,
+            dst: ct.dst,
+            src_port: ct.src_port,
+            dst_port: ct.dst_port,
+        };
+        let (c, n) = (encode_ct_key(&ct), encode_nat_key(&nat));
+        assert_eq!(c[..29], n[..29], "the same tuple at the same offsets");
+        assert_eq!((c[29], n[29]), (0, 1), "the NAT kind after it");
+        assert_eq!(&c[24..26], &4000u16.to_be_bytes(), "ports as on the wire");
+        assert_eq!(decode_ct_key(&c), ct);
+        assert_eq!(decode_nat_key(&n), Some(nat));
     }
 
     #[test]
