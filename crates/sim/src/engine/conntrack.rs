@@ -93,38 +93,8 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     /// ([`Split::conntrack`](crate::Split::conntrack)); one that does not
     /// find it cancels the split.
     fn conntrack_lookup(&mut self) -> CtState {
-        let behind_split = self.split.as_ref().is_some_and(|sp| sp.live);
         self.stateful = true;
-        if !behind_split {
-            self.cancel_split();
-        }
-        if self.fm.ethertype() != ETH_IPV4 || self.fm.ip_frag() == FragType::Later {
-            self.cancel_split();
-            return CtState::Untracked;
-        }
-        match self.fm.ip_proto() {
-            IP_PROTO_TCP | IP_PROTO_UDP => {}
-            PROTO_ICMP => {
-                self.cancel_split();
-                if !matches!(self.fm.icmp_type(), ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) {
-                    self.mark_conn_key();
-                    return CtState::Untracked;
-                }
-            }
-            _ => {
-                self.cancel_split();
-                self.mark_conn_key();
-                return CtState::Untracked;
-            }
-        }
-        // The key is the packet as it entered, at the ingress port's device.
-        let key = self
-            .snap
-            .ports
-            .get(&self.inp.ingress)
-            .map(|p| p.dev.id())
-            .and_then(|dev| ConnKey::from_flow(&self.inp.key, TrackerId::from(dev)));
-        let Some(key) = key else {
+        let Some(key) = self.conn_key() else {
             self.cancel_split();
             self.mark_conn_key();
             return CtState::Untracked;
@@ -144,6 +114,22 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
         } else {
             CtState::Forward
         }
+    }
+
+    /// The packet's connection key, if it is trackable: the packet as it
+    /// entered, at the ingress port's device. Reads (and marks) only what
+    /// decides whether it is: ethertype, fragment, protocol, ICMP type.
+    fn conn_key(&mut self) -> Option<ConnKey> {
+        if self.fm.ethertype() != ETH_IPV4 || self.fm.ip_frag() == FragType::Later {
+            return None;
+        }
+        match self.fm.ip_proto() {
+            IP_PROTO_TCP | IP_PROTO_UDP => {}
+            PROTO_ICMP if matches!(self.fm.icmp_type(), ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) => {}
+            _ => return None,
+        }
+        let dev = self.snap.ports.get(&self.inp.ingress)?.dev.id();
+        ConnKey::from_flow(&self.inp.key, TrackerId::from(dev))
     }
 
     /// Mark the fields a connection key reads (as the lookup reads them).
