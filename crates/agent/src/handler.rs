@@ -790,12 +790,12 @@ fn recirc_id(sh: &Shared, key: FlowKey, s: &midonet_sim::Split) -> Option<(u32, 
             return None;
         }
     }
-    if let Some(c) = s.conntrack.filter(|_| ids.check_conntrack(id)) {
+    if let Some(c) = s.conntrack.filter(|_| !ids.checks_conntrack(id)) {
         if let Err(e) = table.set_recirc_conntrack(id, Some(*c.tracker.0.as_bytes())) {
             tracing::warn!(error = %e, id, "telling the datapath a recirculation reads conntrack");
-            ids.forget_conntrack(id);
             return None;
         }
+        ids.mark_conntrack(id);
     }
     Some((id, ids.checks_conntrack(id)))
 }

@@ -20,14 +20,15 @@
 //! * when every id is taken, a reply's flow is not split (it is then the
 //!   per-connection flow of before: slower, not wrong);
 //! * an id whose second halves read conntrack (`midonet_sim::Split::conntrack`)
-//!   is marked once ([`RecircIds::check_conntrack`]): from then on its
-//!   first half looks for each reply's connection in the datapath's
-//!   conntrack table, and a reply whose connection is not there is looked
-//!   up under the id's untracked in-port instead
-//!   (`RECIRC_PORT_BASE + RECIRC_UNTRACKED + id`). Second halves that found their connection go under
-//!   the id's own in-port only; those that read no conntrack (replies to a
-//!   VM without a security group, behind the same first half) under both,
-//!   so their replies never need a connection tracked.
+//!   is marked once the datapath was told ([`RecircIds::mark_conntrack`]):
+//!   from then on its first half looks for each reply's connection in the
+//!   datapath's conntrack table, and a reply whose connection is not there
+//!   is looked up under the id's untracked in-port instead
+//!   (`RECIRC_PORT_BASE + RECIRC_UNTRACKED + id`). Second halves that
+//!   found their connection go under the id's own in-port only; those that
+//!   read no conntrack (replies to a VM without a security group, behind
+//!   the same first half) under both, so their replies never need a
+//!   connection tracked.
 
 use std::collections::HashMap;
 
@@ -84,20 +85,15 @@ impl RecircIds {
         None
     }
 
-    /// Whether `id`'s second halves are to read conntrack from now on:
-    /// true the first time (the datapath must then be told).
-    pub fn check_conntrack(&mut self, id: u32) -> bool {
-        self.conntrack.insert(id)
+    /// `id`'s first half checks conntrack from now on (the datapath was
+    /// told).
+    pub fn mark_conntrack(&mut self, id: u32) {
+        self.conntrack.insert(id);
     }
 
     /// Whether `id`'s first half checks conntrack.
     pub fn checks_conntrack(&self, id: u32) -> bool {
         self.conntrack.contains(&id)
-    }
-
-    /// Told the datapath failed: ask again next time.
-    pub fn forget_conntrack(&mut self, id: u32) {
-        self.conntrack.remove(&id);
     }
 
     /// How many ids are given out.

@@ -446,19 +446,19 @@ impl FlowState {
             };
             let tag = Tag::conntrack(&key);
             self.index_ports(&ports, tag.0);
-            if known.is_none() {
-                self.index(key);
-                tags.push(tag);
-            }
-            // New here: into the datapath's table, where the datapath may
-            // have put it already from this message (and stamped its
-            // replies). Opened again: its entry starts afresh (its flags are
-            // the replies' since it was written).
+            // New here: into the datapath's table too, where the datapath
+            // may have put it already from this message (and stamped its
+            // replies). Opened again: its entry there starts afresh (its
+            // flags are the replies' since it was written).
             let ended = |s: ConnState| matches!(s, ConnState::Closing | ConnState::Closed);
-            if known.is_none() {
-                new.push(key);
-            } else if known.is_some_and(ended) && !ended(now_held.state) {
-                fresh.push(key);
+            match known {
+                None => {
+                    self.index(key);
+                    tags.push(tag);
+                    new.push(key);
+                }
+                Some(was) if ended(was) && !ended(now_held.state) => fresh.push(key),
+                Some(_) => {}
             }
         }
         if kernel {
