@@ -1248,7 +1248,7 @@ __attribute__((noinline)) int mdp_rev_nat_path(struct __sk_buff *skb, struct mdp
 	struct mdp_nat_val *v;
 	struct mdp_ct_val *cv = 0;
 	struct mdp_flow *f;
-	__u32 ri = id, rin = MDP_IN_RECIRC | id, mi = 0, acts2, stats2;
+	__u32 ri = id, rin, mi = 0, acts2, stats2;
 	__be32 ip;
 	__be16 port;
 	__u8 kind, flags;
@@ -1263,6 +1263,7 @@ __attribute__((noinline)) int mdp_rev_nat_path(struct __sk_buff *skb, struct mdp
 	if (!rc || !rc->set || rc->kind > MDP_NAT_DNAT)
 		return REV_NAT_MISS;
 	kind = rc->kind;
+	rin = MDP_IN_RECIRC | ri;
 	__builtin_memcpy(nkp->tracker, rc->tracker, sizeof(nkp->tracker));
 	nkp->kind = kind;
 	nkp->proto = k->ip_proto;
@@ -1289,7 +1290,7 @@ __attribute__((noinline)) int mdp_rev_nat_path(struct __sk_buff *skb, struct mdp
 		cv = bpf_map_lookup_elem(&mdp_ct, ck);
 		if (!cv) {
 			count(MDP_C_CT_MISS, 1);
-			rin = MDP_IN_RECIRC | MDP_IN_UNTRACKED | (ri & (MDP_RECIRC_MAX - 1));
+			rin |= MDP_IN_UNTRACKED;
 		}
 	}
 	/* Plain stores into shared entries: replies of one connection arrive

@@ -308,11 +308,12 @@ impl RawMap {
     }
 
     /// `BPF_MAP_*_ELEM`: the attribute union is map_fd, key, value, flags.
-    fn elem(&self, cmd: libc::c_long, key: &[u8], value: u64) -> io::Result<bool> {
+    fn elem(&self, cmd: libc::c_long, key: &[u8], value: u64, flags: u64) -> io::Result<bool> {
         let mut attr = [0u64; 4];
         attr[0] = u64::from(self.fd.as_raw_fd() as u32);
         attr[1] = key.as_ptr() as u64;
         attr[2] = value;
+        attr[3] = flags;
         // SAFETY: the callers checked that key and value (when given) are
         // the map's key and value sizes; both outlive the call.
         match unsafe { bpf(cmd, &mut attr) } {
@@ -326,7 +327,7 @@ impl RawMap {
     pub fn lookup(&self, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
         const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
         self.check(key, Some(value.len()))?;
-        self.elem(BPF_MAP_LOOKUP_ELEM, key, value.as_mut_ptr() as u64)
+        self.elem(BPF_MAP_LOOKUP_ELEM, key, value.as_mut_ptr() as u64, 0)
     }
 
     /// Write `value` under `key` (`BPF_ANY`).
@@ -334,7 +335,7 @@ impl RawMap {
         const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
         self.check(key, Some(value.len()))?;
         // The kernel only reads the value.
-        self.elem(BPF_MAP_UPDATE_ELEM, key, value.as_ptr() as u64).map(|_| ())
+        self.elem(BPF_MAP_UPDATE_ELEM, key, value.as_ptr() as u64, 0).map(|_| ())
     }
 
     /// Write `value` under `key` only if the map holds nothing there
@@ -343,14 +344,8 @@ impl RawMap {
         const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
         const BPF_NOEXIST: u64 = 1;
         self.check(key, Some(value.len()))?;
-        let mut attr = [0u64; 4];
-        attr[0] = u64::from(self.fd.as_raw_fd() as u32);
-        attr[1] = key.as_ptr() as u64;
-        attr[2] = value.as_ptr() as u64;
-        attr[3] = BPF_NOEXIST;
-        // SAFETY: key and value are the map's key and value sizes (checked)
-        // and outlive the call; the kernel only reads them.
-        match unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) } {
+        // The kernel only reads the value.
+        match self.elem(BPF_MAP_UPDATE_ELEM, key, value.as_ptr() as u64, BPF_NOEXIST) {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
             Err(e) => Err(e),
@@ -403,6 +398,6 @@ impl RawMap {
     pub fn delete(&self, key: &[u8]) -> io::Result<bool> {
         const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
         self.check(key, None)?;
-        self.elem(BPF_MAP_DELETE_ELEM, key, 0)
+        self.elem(BPF_MAP_DELETE_ELEM, key, 0, 0)
     }
 }
