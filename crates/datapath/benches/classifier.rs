@@ -3,13 +3,16 @@
 //! its single slot), and a miss that probes all ten; and the install and
 //! removal of an exact flow (a NATed connection's) in a table that already
 //! holds 20,000 flows sharing the same device tags, as the first packets of
-//! new connections do. Run: `cargo bench -p midonet-datapath --bench classifier`.
+//! new connections do; and the tag index alone under the churn of a
+//! connection load (flows expiring oldest first, new ones taking their
+//! ids). Run: `cargo bench -p midonet-datapath --bench classifier`.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use midonet_datapath::table::{FlowSpec, FlowTable, TableConfig};
+use midonet_datapath::tags::TagIndex;
 use midonet_flow::{Action, Actions, FieldId, FlowKey, FlowMask, InPort, MacAddr};
 
 fn key(i: u32) -> FlowKey {
@@ -141,5 +144,50 @@ fn churn(c: &mut Criterion) {
     assert_eq!(t.stats().flows, LIVE as usize);
 }
 
-criterion_group!(benches, bench, churn);
+/// The tag index as a SNAT connection load drives it (`cps.sh NAT=1`):
+/// 32,768 live flows, each with the 13 device, port and chain tags every
+/// flow through the router carries and 2 of its own (its connection's and
+/// its binding's); per batch the 512 oldest flows go (idle expiry) and 512
+/// new ones take ids from the free list, last freed first, as the flow
+/// tables hand them out. Per flow: one `add` and one `remove`.
+fn tag_churn(c: &mut Criterion) {
+    const LIVE: u32 = 32_768;
+    const BATCH: u32 = 512;
+    let tags = |n: u64| -> Vec<u64> {
+        let mut t: Vec<u64> = (1..=13).collect();
+        t.extend([1_000_000 + 2 * n, 1_000_001 + 2 * n]);
+        t
+    };
+    let mut ix = TagIndex::default();
+    let mut live = std::collections::VecDeque::new();
+    for id in 0..LIVE {
+        let t = tags(u64::from(id));
+        ix.add(id, &t);
+        live.push_back((id, t));
+    }
+    let mut next = u64::from(LIVE);
+    let mut free = Vec::new();
+    let mut g = c.benchmark_group("tag_index");
+    g.throughput(Throughput::Elements(u64::from(BATCH)));
+    g.bench_function("churn_among_32k_flows_15_tags", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                let (id, t) = live.pop_front().expect("live");
+                ix.remove(id, &t);
+                free.push(id);
+            }
+            for _ in 0..BATCH {
+                let id = free.pop().expect("free");
+                let t = tags(next);
+                next += 1;
+                ix.add(id, &t);
+                live.push_back((id, t));
+            }
+        })
+    });
+    g.finish();
+    assert_eq!(ix.tagged(&[1]).len(), LIVE as usize);
+}
+
+criterion_group!(benches, bench, churn, tag_churn);
 criterion_main!(benches);
