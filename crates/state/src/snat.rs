@@ -50,6 +50,16 @@
 //! at most 16 words to look at. Every change of a block's count refiles
 //! it, so the bitsets are exact, not hints.
 //!
+//! Claiming ahead weighs the ports not bound yet in the held blocks
+//! against the blocks' worth to keep ahead, after every allocation. It
+//! reads a running count that each refiling keeps (a walk of the open
+//! blocks, a map lookup each, only when blocks are held outside the
+//! target's range), and a block to claim is drawn from the complement of
+//! the bitsets a word at a time: under the churn of a connection load
+//! (32,768 live bindings to one server, `churn` in `benches/snat.rs`)
+//! an allocation took 513 ns with the walk and a map lookup per block of
+//! the span, 395 ns without.
+//!
 //! A block this host holds records how many bindings use it and
 //! when it was last used; [`PortBlocks::idle`] lists those unused for a while (MidoNet:
 //! 5 minutes) so the caller can release them.
@@ -145,6 +155,7 @@ pub enum Alloc {
 struct Bits([u64; 16]);
 
 impl Bits {
+    #[cfg(test)]
     fn get(&self, b: u16) -> bool {
         self.0[usize::from(b / 64)] & (1 << (b % 64)) != 0
     }
@@ -177,12 +188,18 @@ impl Bits {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct BlockUse {
     /// Bindings using a port of the block.
     refs: u32,
     /// When it was last handed a binding or had one freed.
     last_used_ms: u64,
+}
+
+impl BlockUse {
+    fn new(now: Duration) -> Self {
+        BlockUse { refs: 0, last_used_ms: ms(now) }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -197,6 +214,9 @@ struct IpBlocks {
     full: Bits,
     /// Blocks asked of the store and not answered yet.
     pending: Bits,
+    /// Ports not bound yet in the blocks of `mine`: what claiming ahead
+    /// weighs, kept as every refiling changes it (module docs).
+    unbound: u32,
     /// Blocks' worth of ports to keep ahead (0: [`CLAIM_AHEAD_MIN`]).
     ahead: u32,
     /// An allocation waited for a block since the last grant (`ahead`
@@ -224,9 +244,11 @@ impl IpBlocks {
 }
 
 impl IpBlocks {
-    /// Files `block` by its bindings `refs`, or nowhere when it is not
-    /// held (`None`).
-    fn file(&mut self, block: u16, refs: Option<u32>) {
+    /// Files `block`, which had `before` bindings (`None`: not held), by
+    /// its bindings now, `refs` (`None`: no longer held).
+    fn file(&mut self, block: u16, before: Option<u32>, refs: Option<u32>) {
+        let unbound = |r: Option<u32>| r.map_or(0, |r| BLOCK_SIZE.saturating_sub(r));
+        self.unbound = (self.unbound + unbound(refs)).saturating_sub(unbound(before));
         self.open.set(block, refs.is_some_and(|r| r < BLOCK_SIZE));
         self.full.set(block, refs.is_some_and(|r| r >= BLOCK_SIZE));
     }
@@ -237,7 +259,7 @@ impl IpBlocks {
             used.refs += 1;
             used.last_used_ms = ms(now);
             let refs = used.refs;
-            self.file(block, Some(refs));
+            self.file(block, Some(refs - 1), Some(refs));
         }
     }
 }
@@ -259,14 +281,37 @@ fn block_span(from: u16, to: u16) -> RangeInclusive<u16> {
 /// A block of `span` nobody holds or was asked for, drawn by `rand` (the
 /// bits above those that choose a port in a block).
 fn pick_free(bl: &IpBlocks, span: RangeInclusive<u16>, rand: u64) -> Option<u16> {
-    let free =
-        |b: &u16| !bl.held_elsewhere.get(*b) && !bl.mine.contains_key(b) && !bl.pending.get(*b);
-    let n = span.clone().filter(free).count();
+    // A word of the bitsets at a time: held here is `open | full`.
+    let (lo, hi) = (*span.start(), *span.end());
+    let free = |w: u16| {
+        let i = usize::from(w);
+        let taken = bl.held_elsewhere.0[i] | bl.open.0[i] | bl.full.0[i] | bl.pending.0[i];
+        let mut in_span = !0u64;
+        if w == lo / 64 {
+            in_span &= !0 << (lo % 64);
+        }
+        if w == hi / 64 {
+            in_span &= !0 >> (63 - hi % 64);
+        }
+        !taken & in_span
+    };
+    let n: u32 = (lo / 64..=hi / 64).map(|w| free(w).count_ones()).sum();
     if n == 0 {
         return None;
     }
-    let pick = (rand / u64::from(BLOCK_SIZE)) % n as u64;
-    span.filter(free).nth(pick as usize)
+    let mut pick = ((rand / u64::from(BLOCK_SIZE)) % u64::from(n)) as u32;
+    for w in lo / 64..=hi / 64 {
+        let mut bits = free(w);
+        let c = bits.count_ones();
+        if pick < c {
+            for _ in 0..pick {
+                bits &= bits - 1;
+            }
+            return Some(w * 64 + bits.trailing_zeros() as u16);
+        }
+        pick -= c;
+    }
+    None
 }
 
 impl PortBlocks {
@@ -280,9 +325,10 @@ impl PortBlocks {
         ip.held_elsewhere.set(b.block, false);
         ip.pending.set(b.block, false);
         ip.waited = false;
-        let used = ip.mine.entry(b.block).or_insert(BlockUse { refs: 0, last_used_ms: ms(now) });
+        let before = ip.mine.get(&b.block).map(|u| u.refs);
+        let used = ip.mine.entry(b.block).or_insert_with(|| BlockUse::new(now));
         let refs = used.refs;
-        ip.file(b.block, Some(refs));
+        ip.file(b.block, before, Some(refs));
     }
 
     /// A binding this host made before (restored from its own log) uses
@@ -298,8 +344,8 @@ impl PortBlocks {
     /// This host gave block `b` back (or lost its lease).
     pub fn released(&mut self, b: BlockKey) {
         if let Some(ip) = self.ips.get_mut(&(b.device, b.ip)) {
-            ip.mine.remove(&b.block);
-            ip.file(b.block, None);
+            let before = ip.mine.remove(&b.block).map(|u| u.refs);
+            ip.file(b.block, before, None);
         }
     }
 
@@ -353,12 +399,23 @@ impl PortBlocks {
         let span = block_span(t.port_from.max(1), t.port_to);
         let want = bl.ahead_ports();
         let mut reserve = BLOCK_SIZE * bl.pending.ones(span.clone()).count() as u32;
-        for block in bl.open.ones(span.clone()) {
-            if reserve >= want {
-                return;
+        // The ports not bound yet in the held blocks of the span: the
+        // running count when every held block is in it (one target's
+        // range: the usual case), else a walk of the open ones.
+        let inside = match (bl.mine.first_key_value(), bl.mine.last_key_value()) {
+            (Some((first, _)), Some((last, _))) => span.contains(first) && span.contains(last),
+            _ => true,
+        };
+        if inside {
+            reserve += bl.unbound;
+        } else {
+            for block in bl.open.ones(span.clone()) {
+                if reserve >= want {
+                    return;
+                }
+                let refs = bl.mine.get(&block).map_or(BLOCK_SIZE, |u| u.refs);
+                reserve += BLOCK_SIZE.saturating_sub(refs);
             }
-            let refs = bl.mine.get(&block).map_or(BLOCK_SIZE, |u| u.refs);
-            reserve += BLOCK_SIZE.saturating_sub(refs);
         }
         if reserve >= want {
             return;
@@ -487,10 +544,11 @@ impl PortBlocks {
         let b = BlockKey::of(device, ip, port);
         if let Some(bl) = self.ips.get_mut(&(device, ip)) {
             if let Some(used) = bl.mine.get_mut(&b.block) {
+                let before = used.refs;
                 used.refs = used.refs.saturating_sub(1);
                 used.last_used_ms = ms(now);
                 let refs = used.refs;
-                bl.file(b.block, Some(refs));
+                bl.file(b.block, Some(before), Some(refs));
             }
         }
     }

@@ -245,6 +245,8 @@ fn assert_index_exact(pb: &PortBlocks) {
             assert_eq!(bl.open.get(block), open, "open, {key:?} block {block}: {refs:?}");
             assert_eq!(bl.full.get(block), full, "full, {key:?} block {block}: {refs:?}");
         }
+        let unbound: u32 = bl.mine.values().map(|u| BLOCK_SIZE.saturating_sub(u.refs)).sum();
+        assert_eq!(bl.unbound, unbound, "ports not bound yet, {key:?}");
     }
 }
 
@@ -380,6 +382,17 @@ proptest! {
                         let mut is_free = free_ports(free);
                         let got = pb.clone().scan_held(dev(), &targets, offset, S(0), scan, &mut is_free);
                         prop_assert_eq!(got.map(|(b, _)| b), want, "{:?}", scan);
+                    }
+                    // The block a claim picks: the nth free one of the
+                    // span, as a walk over every block counts them.
+                    for (key, bl) in &pb.ips {
+                        let span = block_span(1000, 1800);
+                        let free = |b: &u16| {
+                            !bl.held_elsewhere.get(*b) && !bl.mine.contains_key(b) && !bl.pending.get(*b)
+                        };
+                        let n = span.clone().filter(free).count() as u64;
+                        let walk = (n > 0).then(|| span.clone().filter(free).nth(((rand / 64) % n) as usize)).flatten();
+                        prop_assert_eq!(pick_free(bl, span, rand), walk, "{:?}", key);
                     }
                     if let Alloc::NeedBlock(b) = pb.allocate(dev(), &targets, rand, S(0), free_ports(free)) {
                         pb.granted(b, S(0));
