@@ -23,6 +23,29 @@ use crate::handler::{Shared, View};
 /// bindings), and one underlay datagram is the bound.
 const MAX_MESSAGE: usize = 9000;
 
+/// After the receiver thread drained the socket, it waits this long before
+/// it waits on the socket again; what arrives meanwhile is read in one
+/// batch. A thread blocked on the socket is woken by every datagram, in
+/// the sender's `sendto`: on a host under a connection load, one wake-up
+/// per new connection of every peer, each an inter-processor interrupt (a
+/// VM exit under a hypervisor). On the test machine, where the peers'
+/// agents share two CPUs, the wake-ups were 6 % of the sending agent's
+/// CPU and its scheduler switches 2 % more (`perf`, SNAT connections
+/// under `bench/cps.sh NAT=1 CT=1`). Nothing waits for the thread: the
+/// miss path drains the socket before every simulation, and the ebpf
+/// datapath's socket filter has installed the message's bindings and
+/// connections as it was queued (`RevNatTable::attach_state_socket`);
+/// the thread keeps the agent's tables current when no miss comes.
+/// The thread gathers only while busy (it read several messages at once,
+/// or was woken again within the interval): messages further apart than
+/// this are read as they come, as the replication delay measures.
+const RX_COALESCE: Duration = Duration::from_millis(1);
+
+/// Receive buffer asked for the socket: a coalescing interval's messages
+/// at a peer's burst rate, with room to spare (the kernel's default,
+/// ~200 KB, holds ~500 small datagrams).
+const RX_BUFFER: usize = 4 << 20;
+
 /// The flow-state socket: sends on the miss path; received messages are
 /// read on the miss path too, before each simulation, and by a thread
 /// when no miss comes.
@@ -44,6 +67,14 @@ impl Replicator {
     pub fn bind(bind: Ipv4Addr, port: u16) -> std::io::Result<Replicator> {
         let sock = UdpSocket::bind(SocketAddr::from((bind, port)))?;
         sock.set_nonblocking(true)?;
+        // Best effort: without the privilege to force it, the kernel caps
+        // the size at `net.core.rmem_max`.
+        let s = socket2::SockRef::from(&sock);
+        if s.set_recv_buffer_size(RX_BUFFER).is_err()
+            || s.recv_buffer_size().unwrap_or(0) < RX_BUFFER
+        {
+            let _ = set_rcvbuf_force(&sock, RX_BUFFER);
+        }
         Ok(Replicator { sock, port, rx: Mutex::new(vec![0u8; MAX_MESSAGE]) })
     }
 
@@ -72,15 +103,24 @@ impl Replicator {
     /// reply the state is for: invalidated afterwards, it would be removed
     /// at once and its next packet would miss again).
     pub fn drain(&self, sh: &Shared) -> Vec<Tag> {
+        self.drain_counted(sh).0
+    }
+
+    /// [`drain`](Self::drain), and how many datagrams it read.
+    fn drain_counted(&self, sh: &Shared) -> (Vec<Tag>, usize) {
         let mut buf = self.rx.lock();
         let mut stale = Vec::new();
+        let mut n = 0;
         loop {
             match self.sock.recv_from(&mut buf) {
-                Ok((len, from)) => stale.extend(receive(sh, &buf[..len], from)),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return stale,
+                Ok((len, from)) => {
+                    n += 1;
+                    stale.extend(receive(sh, &buf[..len], from));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (stale, n),
                 Err(e) => {
                     tracing::warn!(error = %e, "flow-state socket");
-                    return stale;
+                    return (stale, n);
                 }
             }
         }
@@ -94,6 +134,7 @@ impl Replicator {
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new().name("flow-state-rx".into()).spawn(move || {
             let Some(rep) = &shared.replicator else { return };
+            let mut last_wake = std::time::Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
                 use std::os::fd::AsFd;
@@ -105,10 +146,17 @@ impl Replicator {
                         // before installing its own flow (possibly the
                         // reply this state is for); the core's tick takes
                         // them when no miss comes.
-                        let stale = rep.drain(&shared);
+                        let woke = std::time::Instant::now();
+                        let (stale, read) = rep.drain_counted(&shared);
                         if !stale.is_empty() {
                             shared.pending_stale.lock().extend(stale);
                         }
+                        // Busy (several waiting, or woken again soon):
+                        // let the next ones gather (`RX_COALESCE`).
+                        if read > 1 || woke.duration_since(last_wake) < RX_COALESCE {
+                            std::thread::sleep(RX_COALESCE);
+                        }
+                        last_wake = woke;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "polling the flow-state socket");
@@ -118,6 +166,11 @@ impl Replicator {
             }
         })
     }
+}
+
+/// `SO_RCVBUFFORCE` (CAP_NET_ADMIN): a receive buffer above `rmem_max`.
+fn set_rcvbuf_force(sock: &UdpSocket, bytes: usize) -> nix::Result<()> {
+    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::RcvBufForce, &bytes)
 }
 
 /// One datagram from `from` (module docs: whom we believe); returns the
