@@ -1202,6 +1202,19 @@ fn split_flows_send_up_what_they_cannot_translate_unchanged() {
     fx.second_half(&reply, &restore, &after_rev_nat());
     assert_eq!(fx.run(Prog::Port, &reply, 0).0, TC_ACT_REDIRECT);
 
+    // Written again as it is (its flow simulated again): the binding keeps
+    // its last use and flags; another binding for the key starts afresh.
+    let used = rn.get(&key).expect("read").expect("held");
+    assert!(used.used_ns > 0 && used.tcp_flags != 0, "{used:?}");
+    rn.upsert(&[entry]).expect("upsert");
+    assert_eq!(rn.get(&key).expect("read"), Some(used));
+    rn.upsert(&[RevNatEntry { port: inside.1 + 1, ..entry }]).expect("upsert");
+    let other = rn.get(&key).expect("read").expect("held");
+    assert_eq!((other.port, other.tcp_flags, other.used_ns), (inside.1 + 1, 0, used.used_ns));
+    rn.upsert(&[RevNatEntry { local: false, ..entry }]).expect("upsert");
+    assert!(!rn.get(&key).expect("read").expect("held").local, "the owner changed");
+    rn.upsert(&[entry]).expect("upsert");
+
     // remove_exact takes only the binding it names.
     rn.remove_exact(&[RevNatEntry { port: 1, ..entry }]).expect("remove exact");
     assert!(rn.get(&key).expect("read").is_some(), "another port: kept");

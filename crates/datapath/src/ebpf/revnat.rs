@@ -122,10 +122,20 @@ impl RevNatTable for KernelRevNat {
     fn upsert(&self, entries: &[RevNatEntry]) -> Result<(), DpError> {
         for e in entries {
             let k = abi::encode_nat_key(&e.key);
+            // A new binding (a miss that allocated it): one write. One
+            // already there as it is (a flow simulated again): none.
+            let new = NatVal { ip: e.ip, port: e.port, local: e.local, tcp_flags: 0, used_ns: 0 };
+            let written = self.rev_nat.try_insert_new(&k, &abi::encode_nat_val(&new));
+            if written.map_err(|e| io("mdp_rev_nat", e))? {
+                continue;
+            }
             let mut old = [0u8; NAT_VAL_LEN];
             let (used_ns, tcp_flags) = match self.rev_nat.lookup(&k, &mut old) {
                 Ok(true) => {
                     let o = abi::decode_nat_val(&old);
+                    if (o.ip, o.port, o.local) == (e.ip, e.port, e.local) {
+                        continue;
+                    }
                     let same = (o.ip, o.port) == (e.ip, e.port);
                     (o.used_ns, if same { o.tcp_flags } else { 0 })
                 }

@@ -341,13 +341,19 @@ impl RawMap {
     /// Write `value` under `key` only if the map holds nothing there
     /// (`BPF_NOEXIST`); an entry there already is left alone.
     pub fn insert_new(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        self.try_insert_new(key, value).map(|_| ())
+    }
+
+    /// [`insert_new`](Self::insert_new), saying whether it wrote (`false`:
+    /// an entry was there).
+    pub fn try_insert_new(&self, key: &[u8], value: &[u8]) -> io::Result<bool> {
         const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
         const BPF_NOEXIST: u64 = 1;
         self.check(key, Some(value.len()))?;
         // The kernel only reads the value.
         match self.elem(BPF_MAP_UPDATE_ELEM, key, value.as_ptr() as u64, BPF_NOEXIST) {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
             Err(e) => Err(e),
         }
     }
