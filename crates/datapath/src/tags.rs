@@ -15,9 +15,12 @@
 //! indices handed out lowest-free-first, so they are dense: a tag on most
 //! flows keeps a bitmap (one bit per id up to its highest member: an add
 //! or a removal touches one word, and 32,768 flows fit in 4 KB that stays
-//! in cache), a connection's own tag keeps its one or two members in a
-//! short vector (no hash table allocated per connection), and a tag on
-//! few flows spread over many ids keeps a hash set. A bitmap is kept only
+//! in cache), a connection's own tag keeps its one or two members inline
+//! (nothing allocated per connection), and a tag on more flows spread
+//! over many ids keeps a hash set. The two big shapes are boxed, so a
+//! tag's entry in the index is 24 bytes and the two new tags of every
+//! new connection touch as little of it as they can (the churn bench:
+//! 0.62 µs per flow with the shapes inline, 0.43 µs boxed). A bitmap is kept only
 //! while it costs at most 8 bytes per member (about what a hash set
 //! costs), so a table of a million flows with many middling tags does not
 //! grow a 128 KB bitmap per tag.
@@ -29,17 +32,28 @@ use crate::FlowId;
 type Hasher = foldhash::fast::RandomState;
 
 /// Members kept in a vector up to this many.
-const FEW: usize = 8;
+const FEW: usize = 3;
+
+/// A bigger set back to the inline shape at this many members.
+const DEMOTE: usize = FEW - 1;
 
 /// The flows carrying one tag.
 enum Members {
     /// At most [`FEW`], the first `len` of the array, unordered, each
     /// once (inline: a connection's own tag allocates nothing).
     Few { len: u8, ids: [FlowId; FEW] },
-    /// Many, spread thin over the ids.
-    Sparse(HashSet<FlowId, Hasher>),
-    /// Many and dense: bit `id` of the words; `len` bits set.
-    Dense { words: Vec<u64>, len: usize },
+    /// Many, spread thin over the ids. (Boxed on purpose: the set's own
+    /// header is 32 bytes, and every tag's entry would carry it.)
+    #[allow(clippy::box_collection)]
+    Sparse(Box<HashSet<FlowId, Hasher>>),
+    /// Many and dense.
+    Dense(Box<Bitmap>),
+}
+
+/// Bit `id` of the words; `len` bits set.
+struct Bitmap {
+    words: Vec<u64>,
+    len: usize,
 }
 
 /// Words a bitmap holding `max` needs.
@@ -58,7 +72,7 @@ impl Members {
         match self {
             Members::Few { len, .. } => usize::from(*len),
             Members::Sparse(s) => s.len(),
-            Members::Dense { len, .. } => *len,
+            Members::Dense(d) => d.len,
         }
     }
 
@@ -66,15 +80,15 @@ impl Members {
         match self {
             Members::Few { len, ids } => Box::new(ids[..usize::from(*len)].iter().copied()),
             Members::Sparse(s) => Box::new(s.iter().copied()),
-            Members::Dense { words, .. } => Box::new(bits(words)),
+            Members::Dense(d) => Box::new(bits(&d.words)),
         }
     }
 
     fn into_ids(self) -> Vec<FlowId> {
         match self {
             Members::Few { len, ids } => ids[..usize::from(len)].to_vec(),
-            Members::Sparse(s) => s.into_iter().collect(),
-            Members::Dense { words, .. } => bits(&words).collect(),
+            Members::Sparse(s) => s.iter().copied().collect(),
+            Members::Dense(d) => bits(&d.words).collect(),
         }
     }
 
@@ -91,11 +105,11 @@ impl Members {
             for &id in &ids {
                 words[id as usize / 64] |= 1 << (id % 64);
             }
-            Members::Dense { len: ids.len(), words }
+            Members::Dense(Box::new(Bitmap { len: ids.len(), words }))
         } else {
             let mut s = HashSet::with_capacity_and_hasher(ids.len(), Hasher::default());
             s.extend(ids);
-            Members::Sparse(s)
+            Members::Sparse(Box::new(s))
         }
     }
 
@@ -122,7 +136,8 @@ impl Members {
                     *self = Members::of(ids);
                 }
             }
-            Members::Dense { words, len } => {
+            Members::Dense(d) => {
+                let Bitmap { words, len } = &mut **d;
                 let w = id as usize / 64;
                 if w >= words.len() {
                     if !dense_enough(w + 1, *len + 1) {
@@ -152,11 +167,12 @@ impl Members {
                 }
             }
             Members::Sparse(s) => {
-                if s.remove(&id) && s.len() <= FEW / 2 {
+                if s.remove(&id) && s.len() <= DEMOTE {
                     *self = Members::of(s.drain().collect());
                 }
             }
-            Members::Dense { words, len } => {
+            Members::Dense(d) => {
+                let Bitmap { words, len } = &mut **d;
                 let w = id as usize / 64;
                 let bit = 1u64 << (id % 64);
                 if w < words.len() && words[w] & bit != 0 {
@@ -164,7 +180,7 @@ impl Members {
                     *len -= 1;
                     // Well below one member per word: reshape (O(words),
                     // after at least three quarters of them went).
-                    if *len * 4 < words.len() || *len <= FEW / 2 {
+                    if *len * 4 < words.len() || *len <= DEMOTE {
                         let ids: Vec<FlowId> = bits(words).collect();
                         *self = Members::of(ids);
                     }
@@ -262,6 +278,11 @@ mod tests {
     }
 
     #[test]
+    fn a_tags_entry_stays_small() {
+        assert!(std::mem::size_of::<Members>() <= 16, "{}", std::mem::size_of::<Members>());
+    }
+
+    #[test]
     fn each_shape_is_taken_where_it_suits() {
         let mut ix = TagIndex::default();
         // Tag 1 on 1,000 dense ids, tag 2 on 100 ids a thousand apart,
@@ -277,7 +298,7 @@ mod tests {
         let shape = |ix: &TagIndex, t| match &ix.flows[&t] {
             Members::Few { .. } => "few",
             Members::Sparse(_) => "sparse",
-            Members::Dense { .. } => "dense",
+            Members::Dense(_) => "dense",
         };
         assert_eq!((shape(&ix, 1), shape(&ix, 2), shape(&ix, 3)), ("dense", "sparse", "few"));
         // A far id on the dense tag would make its bitmap too big per
@@ -286,11 +307,11 @@ mod tests {
         assert_eq!(shape(&ix, 1), "sparse");
         assert_eq!(ix.tagged(&[1]).len(), 1001);
         // Emptied down to a few: a vector again.
-        for id in 0..998 {
+        for id in 0..999 {
             ix.remove(id, &[1]);
         }
         assert_eq!(shape(&ix, 1), "few");
-        assert_eq!(ix.tagged(&[1]), vec![998, 999, 1_000_000]);
+        assert_eq!(ix.tagged(&[1]), vec![999, 1_000_000]);
     }
 
     #[derive(Debug, Clone)]
