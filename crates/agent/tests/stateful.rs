@@ -556,6 +556,10 @@ fn replies_checked_by_conntrack_after_the_reverse_nat_stay_in_the_datapath(
         env.put(r);
     }
     env.put(&Chain { rule_ids: vec![rev.id, ret.id, fwd.id, deny.id], ..pre.clone() });
+    // Both agents on the new chain before the first SYN: a VM host still
+    // on the old one would not track the connection, and the gateway, on
+    // the new one, would drop its replies (a verify run lost that race).
+    env.wait_synced();
     tcp_echo(out, 8100);
     let server = SocketAddr::from((out.ip, 8100));
     let mut first = connect(vm2, server, Duration::from_secs(5)).expect("a first connection");
@@ -637,6 +641,7 @@ fn replies_checked_by_conntrack_after_the_reverse_nat_stay_in_the_datapath(
         outbound_filter_id: Some(to_vm.id),
         ..vm2_port.clone()
     });
+    env.wait_synced();
     let per_vm = n / 3;
     let talk = |vm: &Vm| {
         spawn_in_netns(&vm.ns, move || {
