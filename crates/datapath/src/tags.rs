@@ -31,7 +31,7 @@ use crate::FlowId;
 
 type Hasher = foldhash::fast::RandomState;
 
-/// Members kept in a vector up to this many.
+/// Members kept inline, in the tag's entry, up to this many.
 const FEW: usize = 3;
 
 /// A bigger set back to the inline shape at this many members.

@@ -81,6 +81,10 @@ fn churn(c: &mut Criterion) {
     let mut live = std::collections::VecDeque::new();
     let mut n = 0u32;
     let mut rand = 0x9e37_79b9_7f4a_7c15u64;
+    let next = |r: &mut u64| {
+        *r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *r
+    };
     let one = |nat: &mut NatTable, pb: &mut PortBlocks, n: u32, rand: u64| loop {
         let k = key(n);
         match allocate_snat(nat, pb, k, &targets, rand, expires, now) {
@@ -95,8 +99,7 @@ fn churn(c: &mut Criterion) {
         }
     };
     while n < LIVE {
-        rand = rand.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        live.push_back(one(&mut nat, &mut pb, n, rand));
+        live.push_back(one(&mut nat, &mut pb, n, next(&mut rand)));
         n += 1;
     }
     c.bench_function("snat_allocate/churn_32k_live_one_server", |b| {
@@ -104,8 +107,7 @@ fn churn(c: &mut Criterion) {
             let (k, old) = live.pop_front().expect("live");
             nat.remove(&k);
             pb.unbind(device, old.ip, old.port, now);
-            rand = rand.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            live.push_back(one(&mut nat, &mut pb, black_box(n), rand));
+            live.push_back(one(&mut nat, &mut pb, black_box(n), next(&mut rand)));
             n = n.wrapping_add(1);
         })
     });

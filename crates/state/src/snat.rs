@@ -168,10 +168,11 @@ impl Bits {
         }
     }
 
-    /// The set bits in `span`, ascending.
-    fn ones(self, span: RangeInclusive<u16>) -> impl Iterator<Item = u16> {
+    /// The words covering `span`, ascending, each with its bits outside
+    /// `span` cleared: `(word index, word)`.
+    fn span_words(self, span: RangeInclusive<u16>) -> impl Iterator<Item = (u16, u64)> {
         let (lo, hi) = (*span.start(), *span.end());
-        (lo / 64..=hi / 64).flat_map(move |w| {
+        (lo / 64..=hi / 64).map(move |w| {
             let mut word = self.0[usize::from(w)];
             if w == lo / 64 {
                 word &= !0 << (lo % 64);
@@ -179,6 +180,13 @@ impl Bits {
             if w == hi / 64 {
                 word &= !0 >> (63 - hi % 64);
             }
+            (w, word)
+        })
+    }
+
+    /// The set bits in `span`, ascending.
+    fn ones(self, span: RangeInclusive<u16>) -> impl Iterator<Item = u16> {
+        self.span_words(span).flat_map(|(w, mut word)| {
             std::iter::from_fn(move || {
                 let bit = word.trailing_zeros();
                 word &= word.wrapping_sub(1);
@@ -282,26 +290,16 @@ fn block_span(from: u16, to: u16) -> RangeInclusive<u16> {
 /// bits above those that choose a port in a block).
 fn pick_free(bl: &IpBlocks, span: RangeInclusive<u16>, rand: u64) -> Option<u16> {
     // A word of the bitsets at a time: held here is `open | full`.
-    let (lo, hi) = (*span.start(), *span.end());
-    let free = |w: u16| {
-        let i = usize::from(w);
-        let taken = bl.held_elsewhere.0[i] | bl.open.0[i] | bl.full.0[i] | bl.pending.0[i];
-        let mut in_span = !0u64;
-        if w == lo / 64 {
-            in_span &= !0 << (lo % 64);
-        }
-        if w == hi / 64 {
-            in_span &= !0 >> (63 - hi % 64);
-        }
-        !taken & in_span
-    };
-    let n: u32 = (lo / 64..=hi / 64).map(|w| free(w).count_ones()).sum();
+    let mut free = Bits::default();
+    for (i, w) in free.0.iter_mut().enumerate() {
+        *w = !(bl.held_elsewhere.0[i] | bl.open.0[i] | bl.full.0[i] | bl.pending.0[i]);
+    }
+    let n: u32 = free.span_words(span.clone()).map(|(_, w)| w.count_ones()).sum();
     if n == 0 {
         return None;
     }
     let mut pick = ((rand / u64::from(BLOCK_SIZE)) % u64::from(n)) as u32;
-    for w in lo / 64..=hi / 64 {
-        let mut bits = free(w);
+    for (w, mut bits) in free.span_words(span) {
         let c = bits.count_ones();
         if pick < c {
             for _ in 0..pick {

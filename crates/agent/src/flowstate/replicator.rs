@@ -67,13 +67,10 @@ impl Replicator {
     pub fn bind(bind: Ipv4Addr, port: u16) -> std::io::Result<Replicator> {
         let sock = UdpSocket::bind(SocketAddr::from((bind, port)))?;
         sock.set_nonblocking(true)?;
-        // Best effort: without the privilege to force it, the kernel caps
-        // the size at `net.core.rmem_max`.
-        let s = socket2::SockRef::from(&sock);
-        if s.set_recv_buffer_size(RX_BUFFER).is_err()
-            || s.recv_buffer_size().unwrap_or(0) < RX_BUFFER
-        {
-            let _ = set_rcvbuf_force(&sock, RX_BUFFER);
+        // Best effort: forced past `net.core.rmem_max` where the agent may
+        // (CAP_NET_ADMIN), else asked for and capped there.
+        if set_rcvbuf_force(&sock, RX_BUFFER).is_err() {
+            let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(RX_BUFFER);
         }
         Ok(Replicator { sock, port, rx: Mutex::new(vec![0u8; MAX_MESSAGE]) })
     }
