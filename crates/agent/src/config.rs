@@ -69,13 +69,20 @@
 //! arp_wait_ms = 5000
 //! # Misses (new flows) each local port may send to the agent per second;
 //! # past it they are dropped before simulation and counted
-//! # (`port_upcall_limited`). 0 = no limit.                     default 5000
+//! # (`port_upcall_limited`), unless the agent has room (below). 0 = no
+//! # limit.                                                     default 5000
 //! upcall_rate_per_port = 5000
 //! # How many a quiet port may send at once.                     default 1000
 //! upcall_burst_per_port = 1000
 //! # The same for misses arriving over the tunnel, all peers together.
 //! upcall_rate_tunnel = 20000                                  # default 20000
 //! upcall_burst_tunnel = 4000                                  # default 4000
+//! # Misses past their budget that may still wait for the agent at once,
+//! # served only when no miss within its budget waits (counted in
+//! # `port_upcall_borrowed`): with the ebpf datapath the budgets are a
+//! # floor while the agent keeps up. 0 = hard limits (as the userspace
+//! # datapath, which simulates in arrival order, always keeps them).  default 64
+//! upcall_spare_depth = 64
 //! # Threads that simulate misses (new flows), each a connection at a time
 //! # in arrival order; 0 = simulate on the datapath's own thread.
 //! #     default: 0 on hosts with 2 CPUs or fewer, else CPUs less 2, 1 to 4
@@ -141,6 +148,7 @@ pub struct Config {
     pub upcall_burst_per_port: u32,
     pub upcall_rate_tunnel: u32,
     pub upcall_burst_tunnel: u32,
+    pub upcall_spare_depth: u32,
     pub miss_workers: usize,
     pub flow_state_port: u16,
     pub conntrack_max_entries: usize,
@@ -173,6 +181,7 @@ impl Default for Config {
             upcall_burst_per_port: UpcallLimits::default().port_burst,
             upcall_rate_tunnel: UpcallLimits::default().tunnel_rate,
             upcall_burst_tunnel: UpcallLimits::default().tunnel_burst,
+            upcall_spare_depth: UpcallLimits::default().spare_depth,
             miss_workers: default_miss_workers(),
             flow_state_port: 2925,
             conntrack_max_entries: 1 << 20,
@@ -277,6 +286,7 @@ impl Config {
             port_burst: self.upcall_burst_per_port,
             tunnel_rate: self.upcall_rate_tunnel,
             tunnel_burst: self.upcall_burst_tunnel,
+            spare_depth: self.upcall_spare_depth,
         }
     }
 
@@ -324,6 +334,10 @@ mod tests {
         assert_eq!(c.flow_state_port, 2925);
         assert_eq!(c.conntrack_max_entries, 1 << 20);
         assert_eq!(c.cluster_uris(), vec!["http://127.0.0.1:8182".to_string()]);
+        assert_eq!(c.upcall_limits(), UpcallLimits::default());
+        assert_eq!(c.upcall_limits().spare_depth, 64);
+        let strict = Config::from_toml("upcall_spare_depth = 0").expect("valid");
+        assert_eq!(strict.upcall_limits().spare_depth, 0);
     }
 
     #[test]

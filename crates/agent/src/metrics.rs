@@ -220,6 +220,7 @@ pub struct Metrics {
     pub dp_state_conns: Counter,
     pub dp_port_upcalls: Family<PortLabels, Counter>,
     pub dp_port_upcall_limited: Family<PortLabels, Counter>,
+    pub dp_port_upcall_borrowed: Family<PortLabels, Counter>,
     last_dp: Mutex<Option<midonet_datapath::DpStats>>,
 }
 
@@ -280,6 +281,7 @@ impl Metrics {
             dp_state_conns: Counter::default(),
             dp_port_upcalls: Family::default(),
             dp_port_upcall_limited: Family::default(),
+            dp_port_upcall_borrowed: Family::default(),
             last_dp: Mutex::new(None),
         };
         // Every anomaly reason shows up, at 0 until one happens.
@@ -358,6 +360,11 @@ impl Metrics {
                 "port_upcall_limited",
                 "Misses from a virtual port dropped over its upcall budget",
                 m.dp_port_upcall_limited.clone(),
+            );
+            r.register(
+                "port_upcall_borrowed",
+                "Misses from a virtual port past its upcall budget let through because the agent had room (also in port_upcalls)",
+                m.dp_port_upcall_borrowed.clone(),
             );
             r.register(
                 "datapath_provider",
@@ -595,6 +602,7 @@ impl Metrics {
                 .unwrap_or_default();
             let up = p.counters.upcalls.saturating_sub(before.upcalls);
             let lim = p.counters.upcall_limited.saturating_sub(before.upcall_limited);
+            let lent = p.counters.upcall_borrowed.saturating_sub(before.upcall_borrowed);
             if up == 0 && lim == 0 {
                 continue;
             }
@@ -605,6 +613,9 @@ impl Metrics {
             }
             if lim > 0 {
                 self.dp_port_upcall_limited.get_or_create(&l).inc_by(lim);
+            }
+            if lent > 0 {
+                self.dp_port_upcall_borrowed.get_or_create(&l).inc_by(lent);
             }
         }
         for (r, n) in s.drops.iter() {

@@ -601,6 +601,101 @@ fn short_connections_through_a_router_reuse_the_megaflow() {
     }
 }
 
+/// A bridge whose inbound chain has security-group style rules that look
+/// at the L4 ports of TCP and UDP, so that every new source port is a new
+/// megaflow, a miss. (ICMP's type and code are its ports to MidoNet, so the
+/// protocol is named): no privileged source ports, no UDP to the discard
+/// port.
+fn bridge_with_l4_chain(env: &mut Env) -> Bridge {
+    let chain = Chain { id: ChainId::random(), name: "b-in".into(), ..Default::default() };
+    type Ports = Option<(u16, u16)>;
+    let rules: Vec<Rule> =
+        [(17, Some((1, 1023)), None), (17, None, Some((9, 9))), (6, Some((1, 1023)), None)]
+            .into_iter()
+            .map(|(proto, src, dst): (u8, Ports, Ports)| Rule {
+                id: RuleId::random(),
+                chain_id: chain.id,
+                rule_type: RuleType::Drop,
+                condition: Condition {
+                    nw_proto: Some(proto),
+                    tp_src: src.map(|(start, end)| PortRange { start, end }),
+                    tp_dst: dst.map(|(start, end)| PortRange { start, end }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .collect();
+    env.put(&chain);
+    for r in &rules {
+        env.put(r);
+    }
+    env.put(&Chain { rule_ids: rules.iter().map(|r| r.id).collect(), ..chain.clone() });
+    let b = Bridge {
+        id: BridgeId::random(),
+        name: "b1".into(),
+        admin_state_up: true,
+        inbound_filter_id: Some(chain.id),
+        ..Default::default()
+    };
+    env.put(&b);
+    b
+}
+
+/// Upcall budgets are a floor while the agent keeps up (`datapath::limit`):
+/// a port with a budget of 50 misses/s (burst 5) opens 150 TCP connections
+/// one after another, each a miss, on an otherwise quiet host. Past its
+/// budget its misses are lent the agent's spare room, so no SYN is dropped
+/// (a drop costs the connection a 1 s retransmission) and the port's
+/// borrowed counter shows it. With `upcall_spare_depth = 0` the same run
+/// loses a SYN per miss over the budget.
+#[test]
+fn a_port_past_its_upcall_budget_borrows_while_the_agent_has_room() {
+    if !prerequisites("a_port_past_its_upcall_budget_borrows_while_the_agent_has_room") {
+        return;
+    }
+    let mut env =
+        Env::with_config(Provider::Ebpf, "upcall_rate_per_port = 50\nupcall_burst_per_port = 5\n");
+    let b = bridge_with_l4_chain(&mut env);
+    let cli = env.vm(0, "cli", "10.1.0.2/24", None);
+    let srv = env.vm(1, "srv", "10.1.0.3/24", None);
+    let ports: Vec<Port> = [(0, &cli), (1, &srv)]
+        .into_iter()
+        .map(|(h, vm)| env.bridge_port(&b, Some((h, vm))))
+        .collect();
+    for p in &ports {
+        env.wait_active(p);
+    }
+    until_ping(&cli, srv.ip, true, Duration::from_secs(10));
+    let listener = in_netns(&srv.ns, || std::net::TcpListener::bind("0.0.0.0:5001").expect("bind"));
+    let server = std::thread::spawn(move || {
+        for _ in 0..150 {
+            drop(listener.accept().expect("accept"));
+        }
+    });
+    let dst = std::net::SocketAddr::from((srv.ip, 5001));
+    let times = spawn_in_netns(&cli.ns, move || {
+        (0..150)
+            .map(|i| {
+                let t = Instant::now();
+                let c = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(5));
+                assert!(c.is_ok(), "connection {i} failed: {c:?}");
+                t.elapsed()
+            })
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .expect("client");
+    server.join().expect("server");
+    let series =
+        |k: &str| format!("midonet_agent_port_upcall_{k}_total{{port=\"{}\"}}", ports[0].id);
+    let (lent, limited) = (env.metric(0, &series("borrowed")), env.metric(0, &series("limited")));
+    let slowest = times.iter().max().copied().unwrap_or_default();
+    eprintln!("MEASURE 150 connects at a 50/s budget: slowest {slowest:?}, {lent} misses lent, {limited} dropped");
+    assert!(lent >= 100.0, "past the burst of 5, the misses were lent: {lent}");
+    assert_eq!(limited, 0.0, "no miss was dropped while the agent had room");
+    assert!(slowest < Duration::from_millis(900), "a SYN was lost: a connect took {slowest:?}");
+}
+
 /// Fairness under a flood of new flows (issue 13): VM `flood` on h1 sends
 /// UDP datagrams with random source ports as fast as it can, each a new
 /// megaflow (the bridge's chain looks at both L4 ports), while VM `cli` on
@@ -640,40 +735,7 @@ fn flood_fairness_on(provider: Provider) {
         Some(r) => Env::with_config(provider, &format!("upcall_rate_per_port = {r}\n")),
         None => Env::new(provider),
     };
-    // Security-group style rules that look at the L4 ports of TCP and UDP
-    // (ICMP's type and code are its ports to MidoNet, so the protocol is
-    // named): no privileged source ports, no UDP to the discard port.
-    let chain = Chain { id: ChainId::random(), name: "b-in".into(), ..Default::default() };
-    type Ports = Option<(u16, u16)>;
-    let rules: Vec<Rule> =
-        [(17, Some((1, 1023)), None), (17, None, Some((9, 9))), (6, Some((1, 1023)), None)]
-            .into_iter()
-            .map(|(proto, src, dst): (u8, Ports, Ports)| Rule {
-                id: RuleId::random(),
-                chain_id: chain.id,
-                rule_type: RuleType::Drop,
-                condition: Condition {
-                    nw_proto: Some(proto),
-                    tp_src: src.map(|(start, end)| PortRange { start, end }),
-                    tp_dst: dst.map(|(start, end)| PortRange { start, end }),
-                    ..Default::default()
-                },
-                ..Default::default()
-            })
-            .collect();
-    env.put(&chain);
-    for r in &rules {
-        env.put(r);
-    }
-    env.put(&Chain { rule_ids: rules.iter().map(|r| r.id).collect(), ..chain.clone() });
-    let b = Bridge {
-        id: BridgeId::random(),
-        name: "b1".into(),
-        admin_state_up: true,
-        inbound_filter_id: Some(chain.id),
-        ..Default::default()
-    };
-    env.put(&b);
+    let b = bridge_with_l4_chain(&mut env);
     let flood = env.vm(0, "flood", "10.1.0.1/24", None);
     let cli = env.vm(0, "cli", "10.1.0.2/24", None);
     let srv = env.vm(1, "srv", "10.1.0.3/24", None);

@@ -314,6 +314,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mdp_upcalls SEC(".maps");
 
+/* Upcalls past their port's budget, let through while the agent has room
+ * (limit.rs): the agent serves this ring only when mdp_upcalls is empty, so
+ * they never hold up a miss within its budget. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MDP_SPARE_RING_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mdp_upcalls_spare SEC(".maps");
+
 /* Where the headers of the packet being processed are. */
 struct xstate {
 	__u32 l3;        /* frame offset of the L3 header */
@@ -887,9 +896,15 @@ static __always_inline int run_actions(struct __sk_buff *skb, struct xstate *st,
 	return run_list(skb, st, act_list(id));
 }
 
+/* What the upcall budget says of one more upcall from `in_port`. */
+enum { UPCALL_NO = 0, UPCALL_OWN = 1, UPCALL_SPARE = 2 };
+
 /* Whether the port's upcall budget covers one more upcall (limit.rs has the
  * same arithmetic and its tests). Per CPU: a port may get its rate on each
- * CPU that receives its packets; a VM's queue is usually served by one. */
+ * CPU that receives its packets; a VM's queue is usually served by one.
+ * Past its budget, a miss borrows while the spare ring has room: the agent
+ * is keeping up, so nobody waits for it (MidoNet's HTB children borrow from
+ * the root the same way). */
 static __always_inline int upcall_allowed(__u32 in_port)
 {
 	__u32 zero = 0;
@@ -899,7 +914,7 @@ static __always_inline int upcall_allowed(__u32 in_port)
 	__u64 cost, cap, now, credit;
 
 	if (!lc || !l)
-		return 1;
+		return UPCALL_OWN;
 	if (slot == 0) {
 		cost = lc->tunnel_cost_ns;
 		cap = lc->tunnel_cap_ns;
@@ -909,7 +924,7 @@ static __always_inline int upcall_allowed(__u32 in_port)
 	}
 	if (!cost) {
 		l->upcalls++;
-		return 1;
+		return UPCALL_OWN;
 	}
 	now = bpf_ktime_get_ns();
 	/* A bucket never used (last_ns 0) starts full. */
@@ -920,12 +935,53 @@ static __always_inline int upcall_allowed(__u32 in_port)
 		l->last_ns = now;
 	if (credit < cost) {
 		l->credit_ns = credit;
+		if (lc->spare_bytes &&
+		    bpf_ringbuf_query(&mdp_upcalls_spare, BPF_RB_AVAIL_DATA) < lc->spare_bytes) {
+			l->upcalls++;
+			l->borrowed++;
+			return UPCALL_SPARE;
+		}
 		l->limited++;
-		return 0;
+		return UPCALL_NO;
 	}
 	l->credit_ns = credit - cost;
 	l->upcalls++;
-	return 1;
+	return UPCALL_OWN;
+}
+
+/* Copy the frame into a record of `ring`; NULL when the ring is full. */
+static __always_inline struct mdp_upcall *upcall_record(void *ring, struct __sk_buff *skb,
+							 __u32 len, int *err)
+{
+	struct mdp_upcall *u;
+
+	if (len <= MDP_UPCALL_SMALL) {
+		u = bpf_ringbuf_reserve(ring, sizeof(*u) + MDP_UPCALL_SMALL, 0);
+		if (!u) {
+			*err = MDP_C_DROP_UPCALL_LOST;
+			return NULL;
+		}
+		if (bpf_skb_load_bytes(skb, 0, (void *)(u + 1), len) < 0) {
+			bpf_ringbuf_discard(u, 0);
+			*err = MDP_C_DROP_MALFORMED;
+			return NULL;
+		}
+	} else if (len <= MDP_UPCALL_BIG) {
+		u = bpf_ringbuf_reserve(ring, sizeof(*u) + MDP_UPCALL_BIG, 0);
+		if (!u) {
+			*err = MDP_C_DROP_UPCALL_LOST;
+			return NULL;
+		}
+		if (bpf_skb_load_bytes(skb, 0, (void *)(u + 1), len) < 0) {
+			bpf_ringbuf_discard(u, 0);
+			*err = MDP_C_DROP_MALFORMED;
+			return NULL;
+		}
+	} else {
+		*err = MDP_C_DROP_TRUNCATED;
+		return NULL;
+	}
+	return u;
 }
 
 /* Hand the frame to the agent and drop it here; the agent re-injects it. */
@@ -933,30 +989,19 @@ static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port)
 {
 	__u32 len = skb->len;
 	struct mdp_upcall *u;
+	int allowed, err = 0;
 
 	if (len < ETH_HLEN)
 		return drop(MDP_C_DROP_MALFORMED);
-	if (!upcall_allowed(in_port))
+	allowed = upcall_allowed(in_port);
+	if (allowed == UPCALL_NO)
 		return drop(MDP_C_DROP_UPCALL_LIMIT);
-	if (len <= MDP_UPCALL_SMALL) {
-		u = bpf_ringbuf_reserve(&mdp_upcalls, sizeof(*u) + MDP_UPCALL_SMALL, 0);
-		if (!u)
-			return drop(MDP_C_DROP_UPCALL_LOST);
-		if (bpf_skb_load_bytes(skb, 0, (void *)(u + 1), len) < 0) {
-			bpf_ringbuf_discard(u, 0);
-			return drop(MDP_C_DROP_MALFORMED);
-		}
-	} else if (len <= MDP_UPCALL_BIG) {
-		u = bpf_ringbuf_reserve(&mdp_upcalls, sizeof(*u) + MDP_UPCALL_BIG, 0);
-		if (!u)
-			return drop(MDP_C_DROP_UPCALL_LOST);
-		if (bpf_skb_load_bytes(skb, 0, (void *)(u + 1), len) < 0) {
-			bpf_ringbuf_discard(u, 0);
-			return drop(MDP_C_DROP_MALFORMED);
-		}
-	} else {
-		return drop(MDP_C_DROP_TRUNCATED);
-	}
+	if (allowed == UPCALL_SPARE)
+		u = upcall_record(&mdp_upcalls_spare, skb, len, &err);
+	else
+		u = upcall_record(&mdp_upcalls, skb, len, &err);
+	if (!u)
+		return drop(err);
 	u->kind = MDP_UPCALL_MISS;
 	u->in_port = in_port;
 	u->len = len;

@@ -18,6 +18,7 @@
 #define MDP_MAX_PORTS      4096  /* power of two; index 0 = the tunnel */
 #define MDP_MAX_STATS      65536 /* per-flow counter slots, power of two */
 #define MDP_RING_BYTES     (16 << 20)
+#define MDP_SPARE_RING_BYTES (1 << 20) /* borrowed upcalls (limit.rs) */
 #define MDP_MAX_PEERS      65536 /* tunnel peers (underlay addresses) */
 #define MDP_MAX_EXACT      65536 /* exact-match cache entries (LRU) */
 #define MDP_MAX_REV_NAT    131072 /* reverse-NAT bindings (LRU) */
@@ -154,21 +155,27 @@ struct mdp_port_stats {
 };
 
 /* Upcall budget of one port (slot 0: the tunnel), per CPU: a GCRA time
- * credit (see crates/datapath/src/limit.rs), and what it let through. */
+ * credit (see crates/datapath/src/limit.rs), what it let through (upcalls,
+ * borrowed ones included), what it dropped, and what it let through past
+ * its budget because the agent had room (borrowed). */
 struct mdp_upcall_limit {
 	__u64 credit_ns;
 	__u64 last_ns;
 	__u64 upcalls;
 	__u64 limited;
+	__u64 borrowed;
 };
 
 /* Upcall budgets: cost of one upcall and the credit cap, in ns; cost 0 =
- * unlimited. Written by the agent. */
+ * unlimited. spare_bytes: a miss past its budget still goes up, into the
+ * spare ring, while that ring holds fewer bytes than this (0 = never).
+ * Written by the agent. */
 struct mdp_limit_config {
 	__u64 port_cost_ns;
 	__u64 port_cap_ns;
 	__u64 tunnel_cost_ns;
 	__u64 tunnel_cap_ns;
+	__u64 spare_bytes;
 };
 
 /* mdp_config.flags */

@@ -332,6 +332,33 @@ mod tests {
     }
 
     #[test]
+    fn past_its_budget_a_port_borrows_while_the_miss_path_has_room() {
+        let (dp, p1, _p2, calls) = two_port_dp();
+        dp.set_upcall_limits(crate::UpcallLimits {
+            port_rate: 10,
+            port_burst: 5,
+            spare_depth: 4,
+            ..crate::UpcallLimits::UNLIMITED
+        });
+        // The dummy handles each miss before the next frame: it has room.
+        dp.core.lock().limiter.set_room(true);
+        for sport in 0..20 {
+            dp.inject(p1, &frame(C, sport));
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 20, "every miss goes up: nothing waits");
+        let c = dp.stats().expect("stats").port(p1).copied().unwrap_or_default();
+        assert_eq!((c.upcalls, c.upcall_limited, c.upcall_borrowed), (20, 0, 15));
+        // A miss path that is behind lends nothing: the budget holds.
+        dp.core.lock().limiter.set_room(false);
+        for sport in 20..30 {
+            dp.inject(p1, &frame(C, sport));
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 20);
+        let c = dp.stats().expect("stats").port(p1).copied().unwrap_or_default();
+        assert_eq!((c.upcalls, c.upcall_limited, c.upcall_borrowed), (20, 10, 15));
+    }
+
+    #[test]
     fn malformed_frame_is_counted_while_good_traffic_continues() {
         let (dp, p1, p2, _) = two_port_dp();
         dp.inject(p1, &frame(B, 1));

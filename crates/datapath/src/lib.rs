@@ -412,6 +412,9 @@ pub struct PortCounters {
     pub upcalls: u64,
     /// Misses from this port dropped over its upcall budget ([`limit`]).
     pub upcall_limited: u64,
+    /// Misses from this port let through past its budget because the miss
+    /// path had room (also in `upcalls`; [`limit`]).
+    pub upcall_borrowed: u64,
 }
 
 /// One vport as reported by [`Datapath::stats`].

@@ -31,7 +31,7 @@ use midonet_wire::checksum::{fold, sum};
 use midonet_wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4, ETH_HEADER_SIZE, VLAN_TAG_SIZE};
 use midonet_wire::{ipv4, udp, Ipv4Packet, UdpPacket};
 
-use crate::limit::{UpcallLimiter, UpcallLimits};
+use crate::limit::{Budget, UpcallLimiter, UpcallLimits};
 use crate::sys::{Slot, VnetHdr, HEADROOM};
 use crate::table::{FlowSpec, FlowTable, InsertError, TableConfig};
 use crate::workers::{Miss, Workers};
@@ -505,7 +505,8 @@ impl<I: Io> Core<I> {
             }
             None => {
                 let now_ns = ctx.epoch.elapsed().as_nanos() as u64;
-                if !ctx.limiter.allow(in_port, now_ns) {
+                let budget = ctx.limiter.budget(in_port, now_ns);
+                if budget == Budget::Limited {
                     ctx.counters.drop(DropReason::UpcallRateLimited);
                     if let InPort::Port(p) = in_port {
                         ctx.counters.port(p).upcall_limited += 1;
@@ -514,7 +515,9 @@ impl<I: Io> Core<I> {
                 }
                 ctx.counters.upcalls += 1;
                 if let InPort::Port(p) = in_port {
-                    ctx.counters.port(p).upcalls += 1;
+                    let c = ctx.counters.port(p);
+                    c.upcalls += 1;
+                    c.upcall_borrowed += u64::from(budget == Budget::Borrowed);
                 }
                 if let Some(w) = ctx.workers.as_mut() {
                     let m = Miss::new(key, slot.frame().to_vec(), in_port, None, 0, slot.vnet);

@@ -459,7 +459,7 @@ fn misses_over_a_ports_upcall_budget_are_dropped_in_the_kernel() {
         port_burst: 5,
         ..midonet_datapath::UpcallLimits::UNLIMITED
     };
-    fx.bpf.maps.limit_config.set(0, limits.costs(), 0).expect("limit config");
+    fx.bpf.maps.limit_config.set(0, limits.kernel_config(), 0).expect("limit config");
     for sport in 0..20u16 {
         assert_eq!(fx.run(Prog::Port, &udp(B, sport), 0).0, TC_ACT_SHOT);
     }
@@ -470,14 +470,38 @@ fn misses_over_a_ports_upcall_budget_are_dropped_in_the_kernel() {
         ring += 1;
     }
     assert_eq!(ring, 5, "only the budget reaches the ring");
-    let per_port = fx.bpf.maps.upcall_limits.get(&1, 0).expect("limits of port 1");
-    let (up, limited) = per_port.iter().fold((0, 0), |(u, l), c| (u + c[2], l + c[3]));
-    assert_eq!((up, limited), (5, 15), "counted against port 1");
+    let counts = |fx: &Fx| {
+        let per_port = fx.bpf.maps.upcall_limits.get(&1, 0).expect("limits of port 1");
+        per_port.iter().fold((0, 0, 0), |(u, l, b), c| (u + c[2], l + c[3], b + c[4]))
+    };
+    assert_eq!(counts(&fx), (5, 15, 0), "counted against port 1");
+    assert!(fx.bpf.maps.upcalls_spare.next().is_none(), "nothing lent without a spare depth");
+
+    // With a spare depth of 3: past the budget, misses are lent while the
+    // spare ring holds fewer than 3, into that ring; then dropped again.
+    let lending = midonet_datapath::UpcallLimits { spare_depth: 3, ..limits };
+    fx.bpf.maps.limit_config.set(0, lending.kernel_config(), 0).expect("limit config");
+    for sport in 100..110u16 {
+        assert_eq!(fx.run(Prog::Port, &udp(B, sport), 0).0, TC_ACT_SHOT);
+    }
+    assert_eq!(counts(&fx), (8, 22, 3), "3 lent, 7 more dropped");
+    assert!(fx.bpf.maps.upcalls.next().is_none(), "a lent miss is not in the main ring");
+    let mut sports = Vec::new();
+    while let Some(item) = fx.bpf.maps.upcalls_spare.next() {
+        let frame = &item[abi::UPCALL_HDR_LEN..];
+        sports.push(u16::from_be_bytes([frame[34], frame[35]]));
+    }
+    assert_eq!(sports, [100, 101, 102], "the spare ring holds the first lent, in order");
+    // The agent took them: there is room again.
+    assert_eq!(fx.run(Prog::Port, &udp(B, 200), 0).0, TC_ACT_SHOT);
+    assert_eq!(counts(&fx), (9, 22, 4));
+    assert!(fx.bpf.maps.upcalls_spare.next().is_some());
+
     // Unlimited again: every miss goes up.
     let none = midonet_datapath::UpcallLimits::UNLIMITED;
-    fx.bpf.maps.limit_config.set(0, none.costs(), 0).expect("limit config");
+    fx.bpf.maps.limit_config.set(0, none.kernel_config(), 0).expect("limit config");
     assert_eq!(fx.run(Prog::Port, &udp(B, 99), 0).0, TC_ACT_SHOT);
-    assert_eq!(fx.counter(counter::UPCALL), 6);
+    assert_eq!(fx.counter(counter::UPCALL), 10);
 }
 
 #[test]

@@ -904,6 +904,9 @@ mod tests {
         // the loader's typed maps check the sizes against the object too).
         assert_eq!((KEY_LEN, ACT_LEN, ACT_LIST_LEN, PORT_LEN, CONFIG_LEN), (64, 20, 328, 24, 20));
         assert_eq!((MASK_LIST_LEN, META_LEN, UPCALL_HDR_LEN, EXACT_LEN), (36, 512, 40, 52));
+        // A small record in the spare ring: the ring's header, mdp_upcall,
+        // MDP_UPCALL_SMALL (the depth the agent lends is counted in these).
+        assert_eq!(crate::limit::SPARE_RECORD_BYTES, 8 + UPCALL_HDR_LEN as u64 + 2048);
         // struct mdp_nat_key, mdp_nat_val, mdp_recirc (datapath.c asserts
         // the same sizes when it compiles).
         assert_eq!((NAT_KEY_LEN, NAT_VAL_LEN, RECIRC_LEN), (32, 16, 20));

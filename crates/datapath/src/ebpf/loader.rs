@@ -138,10 +138,11 @@ pub struct Maps {
     pub vni_ports: HashMap<MapData, u32, u32>,
     pub config: Array<MapData, [u8; abi::CONFIG_LEN]>,
     pub counters: PerCpuArray<MapData, u64>,
-    /// `struct mdp_upcall_limit` per port slot: credit, last, upcalls, limited.
-    pub upcall_limits: PerCpuArray<MapData, [u64; 4]>,
-    /// `struct mdp_limit_config`: the costs of [`crate::UpcallLimits::costs`].
-    pub limit_config: Array<MapData, [u64; 4]>,
+    /// `struct mdp_upcall_limit` per port slot: credit, last, upcalls,
+    /// limited, borrowed.
+    pub upcall_limits: PerCpuArray<MapData, [u64; 5]>,
+    /// `struct mdp_limit_config`: [`crate::UpcallLimits::kernel_config`].
+    pub limit_config: Array<MapData, [u64; 5]>,
     /// Tunnel peers: outer IPv4 source (host order) → 1.
     pub tunnel_peers: HashMap<MapData, u32, u32>,
     pub tunnel_nh: HashMap<MapData, u32, [u8; abi::NEXTHOP_LEN]>,
@@ -153,6 +154,9 @@ pub struct Maps {
     /// goes, which retires the exact-match entries naming it.
     pub flow_gen: Array<MapData, u32>,
     pub upcalls: RingBuf<MapData>,
+    /// Misses let through past their port's budget ([`crate::limit`]):
+    /// read only when `upcalls` is empty.
+    pub upcalls_spare: RingBuf<MapData>,
 }
 
 /// The loaded object: programs (owned by `ebpf`) and maps.
@@ -252,6 +256,7 @@ impl Bpf {
             exact: take(&mut ebpf, "mdp_exact")?,
             flow_gen: take(&mut ebpf, "mdp_flow_gen")?,
             upcalls: take(&mut ebpf, "mdp_upcalls")?,
+            upcalls_spare: take(&mut ebpf, "mdp_upcalls_spare")?,
         };
         Ok(Bpf { ebpf, maps, dir: dir.to_owned(), adopted, rev_nat: std::sync::Arc::new(rev_nat) })
     }

@@ -408,6 +408,9 @@ impl EbpfDatapath {
                 poller
                     .add(st.bpf.maps.upcalls.as_raw_fd(), RING_TOKEN)
                     .map_err(|e| io_err("epoll add ring", e))?;
+                poller
+                    .add(st.bpf.maps.upcalls_spare.as_raw_fd(), RING_TOKEN)
+                    .map_err(|e| io_err("epoll add spare ring", e))?;
                 let w = poller.waker().map_err(|e| io_err("eventfd", e))?;
                 Ok::<_, DpError>((st, poller, w))
             })();

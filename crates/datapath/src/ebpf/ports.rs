@@ -53,7 +53,7 @@ impl State {
                 let _ = m.port_stats.set(p, z, 0);
             }
             // A reused slot starts with a full budget and no counts.
-            if let Ok(z) = aya::maps::PerCpuValues::try_from(vec![[0u64; 4]; self.k.ncpus()]) {
+            if let Ok(z) = aya::maps::PerCpuValues::try_from(vec![[0u64; 5]; self.k.ncpus()]) {
                 let _ = m.upcall_limits.set(p, z, 0);
             }
         }

@@ -192,13 +192,13 @@ impl State {
                 })
             });
             let s = s.unwrap_or([0; 4]);
-            let (upcalls, upcall_limited) = self
+            let (upcalls, upcall_limited, upcall_borrowed) = self
                 .bpf
                 .maps
                 .upcall_limits
                 .get(&p, 0)
-                .map(|v| v.iter().fold((0, 0), |(u, l), c| (u + c[2], l + c[3])))
-                .unwrap_or((0, 0));
+                .map(|v| v.iter().fold((0, 0, 0), |(u, l, b), c| (u + c[2], l + c[3], b + c[4])))
+                .unwrap_or((0, 0, 0));
             PortCounters {
                 rx_packets: s[0],
                 rx_bytes: s[1],
@@ -206,6 +206,7 @@ impl State {
                 tx_bytes: s[3],
                 upcalls,
                 upcall_limited,
+                upcall_borrowed,
             }
         };
         let ports = self
