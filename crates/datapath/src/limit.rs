@@ -25,7 +25,11 @@
 //!   miss path lost a SYN (a 1 s retransmission) per miss over budget,
 //!   while the agent sat idle. Borrowed misses never delay a miss within
 //!   its budget: the eBPF program puts them in a ring of their own, which
-//!   the agent reads only when the main ring is empty. A provider lends
+//!   the agent reads one miss at a time between batches of the main ring.
+//!   The cost: packets of one new flow that straddle its port's budget can
+//!   reach the agent out of order (a lent one after a later one within the
+//!   budget, or after one that hit the flow installed meanwhile), where
+//!   without lending the lent one would have been dropped. A provider lends
 //!   only if it says it can serve lent misses after the others
 //!   ([`UpcallLimiter::set_room`]). The userspace provider does not: its
 //!   one thread simulates misses inline, in arrival order, so a lent miss
