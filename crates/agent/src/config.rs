@@ -81,7 +81,8 @@
 //! # served only when no miss within its budget waits (counted in
 //! # `port_upcall_borrowed`): with the ebpf datapath the budgets are a
 //! # floor while the agent keeps up. 0 = hard limits (as the userspace
-//! # datapath, which simulates in arrival order, always keeps them).  default 64
+//! # datapath, which simulates in arrival order, always keeps them);
+//! # at most 499 (the spare ring's size).                      default 64
 //! upcall_spare_depth = 64
 //! # Threads that simulate misses (new flows), each a connection at a time
 //! # in arrival order; 0 = simulate on the datapath's own thread.

@@ -641,6 +641,15 @@ fn bridge_with_l4_chain(env: &mut Env) -> Bridge {
     b
 }
 
+/// A port of `b` for each VM, bound on its host, active.
+fn active_bridge_ports(env: &mut Env, b: &Bridge, vms: &[(usize, &Vm)]) -> Vec<Port> {
+    let ports: Vec<Port> = vms.iter().map(|&(h, vm)| env.bridge_port(b, Some((h, vm)))).collect();
+    for p in &ports {
+        env.wait_active(p);
+    }
+    ports
+}
+
 /// Upcall budgets are a floor while the agent keeps up (`datapath::limit`):
 /// a port with a budget of 50 misses/s (burst 5) opens 150 TCP connections
 /// one after another, each a miss, on an otherwise quiet host. Past its
@@ -658,13 +667,7 @@ fn a_port_past_its_upcall_budget_borrows_while_the_agent_has_room() {
     let b = bridge_with_l4_chain(&mut env);
     let cli = env.vm(0, "cli", "10.1.0.2/24", None);
     let srv = env.vm(1, "srv", "10.1.0.3/24", None);
-    let ports: Vec<Port> = [(0, &cli), (1, &srv)]
-        .into_iter()
-        .map(|(h, vm)| env.bridge_port(&b, Some((h, vm))))
-        .collect();
-    for p in &ports {
-        env.wait_active(p);
-    }
+    let ports = active_bridge_ports(&mut env, &b, &[(0, &cli), (1, &srv)]);
     until_ping(&cli, srv.ip, true, Duration::from_secs(10));
     let listener = in_netns(&srv.ns, || std::net::TcpListener::bind("0.0.0.0:5001").expect("bind"));
     let server = std::thread::spawn(move || {
@@ -739,13 +742,7 @@ fn flood_fairness_on(provider: Provider) {
     let flood = env.vm(0, "flood", "10.1.0.1/24", None);
     let cli = env.vm(0, "cli", "10.1.0.2/24", None);
     let srv = env.vm(1, "srv", "10.1.0.3/24", None);
-    let ports: Vec<Port> = [(0, &flood), (0, &cli), (1, &srv)]
-        .into_iter()
-        .map(|(h, vm)| env.bridge_port(&b, Some((h, vm))))
-        .collect();
-    for p in &ports {
-        env.wait_active(p);
-    }
+    let ports = active_bridge_ports(&mut env, &b, &[(0, &flood), (0, &cli), (1, &srv)]);
     until_ping(&cli, srv.ip, true, Duration::from_secs(10));
     until_ping(&flood, srv.ip, true, Duration::from_secs(10));
 
