@@ -79,9 +79,10 @@
 //! upcall_burst_tunnel = 4000                                  # default 4000
 //! # Misses past their budget that may still wait for the agent at once,
 //! # served only when no miss within its budget waits (counted in
-//! # `port_upcall_borrowed`): with the ebpf datapath the budgets are a
-//! # floor while the agent keeps up. 0 = hard limits (as the userspace
-//! # datapath, which simulates in arrival order, always keeps them);
+//! # `port_upcall_borrowed`): with the ebpf datapath simulating inline
+//! # (miss_workers = 0) the budgets are a floor while the agent keeps up.
+//! # 0 = hard limits (as with miss workers, and as the userspace datapath,
+//! # which simulates in arrival order, always keeps them);
 //! # at most 499 (the spare ring's size).                      default 64
 //! upcall_spare_depth = 64
 //! # Threads that simulate misses (new flows), each a connection at a time

@@ -30,7 +30,8 @@
 //!   reach the agent out of order (a lent one after a later one within the
 //!   budget, or after one that hit the flow installed meanwhile), where
 //!   without lending the lent one would have been dropped. A provider lends
-//!   only if it says it can serve lent misses after the others
+//!   only if it says it can serve lent misses after the others (the eBPF
+//!   provider only while it simulates inline, not on miss workers)
 //!   ([`UpcallLimiter::set_room`]). The userspace provider does not: its
 //!   one thread simulates misses inline, in arrival order, so a lent miss
 //!   would hold up everything behind it (with lending on the flooding
@@ -132,6 +133,20 @@ impl UpcallLimits {
         let [pc, pcap, tc, tcap] = self.costs();
         let depth = u64::from(self.spare_depth).min(SPARE_RING_RECORDS - 1);
         [pc, pcap, tc, tcap, depth * SPARE_RECORD_BYTES]
+    }
+
+    /// [`kernel_config`](Self::kernel_config) for an agent that simulates
+    /// on miss workers (`workers`) or inline. With workers nothing is lent:
+    /// the datapath thread hands every miss it reads to the workers' queues
+    /// at once, so the spare ring would drain as fast as a flood fills it
+    /// and lent misses would queue in front of the neighbours' (and fill
+    /// the queues, whose overflow drops anyone's miss).
+    pub fn kernel_config_for(&self, workers: bool) -> [u64; 5] {
+        let mut k = self.kernel_config();
+        if workers {
+            k[4] = 0;
+        }
+        k
     }
 }
 
@@ -355,5 +370,9 @@ mod tests {
         let huge = UpcallLimits { spare_depth: u32::MAX, ..UpcallLimits::default() };
         assert!(huge.kernel_config()[4] < 1 << 20, "capped below the ring's size");
         assert_eq!(UpcallLimits::UNLIMITED.kernel_config()[4], 0);
+        let d = UpcallLimits::default();
+        assert_eq!(d.kernel_config_for(false), d.kernel_config());
+        assert_eq!(d.kernel_config_for(true)[..4], d.costs(), "budgets kept with workers");
+        assert_eq!(d.kernel_config_for(true)[4], 0, "nothing lent to miss workers' queues");
     }
 }

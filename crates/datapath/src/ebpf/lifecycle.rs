@@ -74,7 +74,7 @@ impl State {
             .map_err(|e| io_err("config map", std::io::Error::other(e.to_string())))?;
         bpf.maps
             .limit_config
-            .set(0, cfg.limits.kernel_config(), 0)
+            .set(0, cfg.limits.kernel_config_for(false), 0)
             .map_err(|e| io_err("limit config map", std::io::Error::other(e.to_string())))?;
         bpf.attach(Prog::Tunnel, &cfg.vxlan_dev, "vxlan").map_err(|e| io_err("tunnel hook", e))?;
         bpf.attach(Prog::Inject, ib, "inject").map_err(|e| io_err("inject hook", e))?;

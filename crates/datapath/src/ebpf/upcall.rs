@@ -346,14 +346,20 @@ impl State {
     ) -> Result<(), DpError> {
         Workers::settle(self, |s| s.workers.as_ref(), Self::finish_misses);
         self.workers = None;
-        if handlers.is_empty() {
-            return Ok(());
+        if !handlers.is_empty() {
+            let wake = self.wake.clone().ok_or(DpError::Gone)?;
+            let w = Workers::start(&format!("{}-miss", self.cfg.name), handlers, wake)
+                .map_err(|e| io_err("starting the miss workers", e))?;
+            self.workers = Some(w);
         }
-        let wake = self.wake.clone().ok_or(DpError::Gone)?;
-        let w = Workers::start(&format!("{}-miss", self.cfg.name), handlers, wake)
-            .map_err(|e| io_err("starting the miss workers", e))?;
-        self.workers = Some(w);
-        Ok(())
+        // Lending past the budgets only while misses are simulated inline
+        // ([`crate::UpcallLimits::kernel_config_for`]).
+        let k = self.cfg.limits.kernel_config_for(self.workers.is_some());
+        self.bpf
+            .maps
+            .limit_config
+            .set(0, k, 0)
+            .map_err(|e| io_err("limit config map", std::io::Error::other(e.to_string())))
     }
 
     /// Wait (briefly) until the kernel has run every packet injected so
