@@ -211,11 +211,6 @@ impl UpcallLimiter {
         }
     }
 
-    /// How many borrowed misses may wait at once (0 = none lent).
-    pub fn spare_depth(&self) -> u32 {
-        self.spare_depth
-    }
-
     /// Changes the settings; buckets keep their credit, capped to the new burst.
     pub fn set_limits(&mut self, limits: UpcallLimits) {
         self.costs = limits.costs();
@@ -358,8 +353,11 @@ mod tests {
         assert_eq!(l.budget(InPort::Port(1), t), Budget::Limited, "no room, no loan");
         // A loan takes no credit: the port's own budget refills as before.
         assert_eq!(l.budget(InPort::Port(1), t + MS), Budget::Own);
-        l.set_limits(UpcallLimits { spare_depth: 0, ..UpcallLimits::default() });
-        assert_eq!(l.spare_depth(), 0);
+        // Settings that lend nothing: past the budget is dropped, room or not.
+        l.set_room(true);
+        l.set_limits(UpcallLimits { port_rate: 1000, port_burst: 2, ..UpcallLimits::UNLIMITED });
+        let got: Vec<Budget> = (0..3).map(|_| l.budget(InPort::Port(1), t + MS)).collect();
+        assert_eq!(got, [Budget::Limited; 3], "spare_depth 0 lends nothing");
     }
 
     #[test]

@@ -72,10 +72,7 @@ impl State {
             .config
             .set(0, abi::encode_config(&kcfg), 0)
             .map_err(|e| io_err("config map", std::io::Error::other(e.to_string())))?;
-        bpf.maps
-            .limit_config
-            .set(0, cfg.limits.kernel_config_for(false), 0)
-            .map_err(|e| io_err("limit config map", std::io::Error::other(e.to_string())))?;
+        write_limits(&mut bpf.maps, &cfg.limits, false)?;
         bpf.attach(Prog::Tunnel, &cfg.vxlan_dev, "vxlan").map_err(|e| io_err("tunnel hook", e))?;
         bpf.attach(Prog::Inject, ib, "inject").map_err(|e| io_err("inject hook", e))?;
         let inject = sys::InjectSocket::open(ia).map_err(|e| io_err("inject socket", e))?;
@@ -376,4 +373,17 @@ fn collect_orphans(root: &std::path::Path, mine: &str) {
             let _ = loader::remove_pins(&inst.path());
         }
     }
+}
+
+/// Writes the upcall budgets the programs enforce
+/// ([`crate::UpcallLimits::kernel_config_for`]: nothing lent past them while
+/// misses go to `workers`).
+pub(super) fn write_limits(
+    maps: &mut loader::Maps,
+    limits: &crate::UpcallLimits,
+    workers: bool,
+) -> Result<(), DpError> {
+    maps.limit_config
+        .set(0, limits.kernel_config_for(workers), 0)
+        .map_err(|e| io_err("limit config map", std::io::Error::other(e.to_string())))
 }

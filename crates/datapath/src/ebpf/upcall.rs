@@ -352,14 +352,8 @@ impl State {
                 .map_err(|e| io_err("starting the miss workers", e))?;
             self.workers = Some(w);
         }
-        // Lending past the budgets only while misses are simulated inline
-        // ([`crate::UpcallLimits::kernel_config_for`]).
-        let k = self.cfg.limits.kernel_config_for(self.workers.is_some());
-        self.bpf
-            .maps
-            .limit_config
-            .set(0, k, 0)
-            .map_err(|e| io_err("limit config map", std::io::Error::other(e.to_string())))
+        // Lending past the budgets only while misses are simulated inline.
+        super::lifecycle::write_limits(&mut self.bpf.maps, &self.cfg.limits, self.workers.is_some())
     }
 
     /// Wait (briefly) until the kernel has run every packet injected so
