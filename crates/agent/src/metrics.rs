@@ -181,6 +181,9 @@ pub struct Metrics {
     pub flow_state_sent: Counter,
     /// Flow-state messages received and installed.
     pub flow_state_received: Counter,
+    /// Flow-state messages read by the backstop, not by the receiver
+    /// thread (`flowstate::replicator::backstop`).
+    pub flow_state_backstop_reads: Counter,
     /// Bindings here replaced by the allocating peer's newer one.
     pub flow_state_bindings_replaced: Counter,
     /// Flow-state messages (or their entries) dropped, by reason.
@@ -253,6 +256,7 @@ impl Metrics {
             conntrack_events: Family::default(),
             flow_state_sent: Counter::default(),
             flow_state_received: Counter::default(),
+            flow_state_backstop_reads: Counter::default(),
             flow_state_bindings_replaced: Counter::default(),
             flow_state_rejected: Family::default(),
             flow_state_imports: Family::default(),
@@ -396,6 +400,11 @@ impl Metrics {
                 "flow_state_received",
                 "Flow-state messages received from peers and installed",
                 m.flow_state_received.clone(),
+            );
+            r.register(
+                "flow_state_backstop_reads",
+                "Flow-state messages read by the backstop because the receiver thread, which runs at idle priority, had not read the socket for 50 ms (a host whose CPUs are busy)",
+                m.flow_state_backstop_reads.clone(),
             );
             r.register(
                 "flow_state_bindings_replaced",

@@ -227,6 +227,9 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
     }
 
     let mut tasks = JoinSet::new();
+    if shared.replicator.is_some() {
+        tasks.spawn(crate::flowstate::replicator::backstop(shared.clone(), stop_rx.clone()));
+    }
     let metrics_addr = if cfg.metrics_listen.is_empty() {
         None
     } else {

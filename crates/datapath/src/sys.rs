@@ -916,6 +916,17 @@ pub fn set_realtime(priority: i32) -> io::Result<()> {
     cvt(unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) }).map(drop)
 }
 
+/// Put the calling thread under `SCHED_IDLE`: it runs only when no other
+/// thread wants its CPU, and waking it never preempts the thread that woke
+/// it. For background work whose waker is on a latency path (the agent's
+/// flow-state receiver, woken in a peer's `sendto`), with a backstop of
+/// normal priority in case it starves.
+pub fn set_idle_priority() -> io::Result<()> {
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 = the calling thread; p lives across the call.
+    cvt(unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &p) }).map(drop)
+}
+
 /// Hands the heap's free pages back to the kernel (glibc's `malloc_trim`);
 /// whether any were. glibc keeps what a thread frees in that thread's
 /// arena: an agent that received a 60 MiB snapshot on one thread and built
