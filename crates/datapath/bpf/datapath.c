@@ -336,6 +336,26 @@ struct xstate {
 	__u8 pad[3];
 };
 
+/* OR `b` into byte `i` (0-7, in memory order) of the 8-byte aligned word
+ * at `word`, atomically (a 64-bit BPF_ATOMIC | BPF_OR, which clang 14
+ * emits without -mcpu=v3; the other seven bytes are OR'ed with zero). */
+static __always_inline void or_byte(void *word, int i, __u8 b)
+{
+	union {
+		__u64 w;
+		__u8 b[8];
+	} u = { .w = 0 };
+
+	u.b[i & 7] = b;
+	__sync_fetch_and_or((__u64 *)word, u.w);
+}
+
+/* The flags within each value's first (mdp_nat_val) or second (mdp_ct_val)
+ * 8-byte word. */
+#define NAT_VAL_FLAGS_BYTE __builtin_offsetof(struct mdp_nat_val, tcp_flags)
+_Static_assert(NAT_VAL_FLAGS_BYTE < 8, "mdp_nat_val: flags in the first word");
+_Static_assert(__builtin_offsetof(struct mdp_ct_val, tcp_flags) == 8, "mdp_ct_val: flags word aligned");
+
 static __always_inline void count(__u32 idx, __u64 n)
 {
 	__u64 *c = bpf_map_lookup_elem(&mdp_counters, &idx);
@@ -1338,17 +1358,18 @@ __attribute__((noinline)) int mdp_rev_nat_path(struct __sk_buff *skb, struct mdp
 			rin |= MDP_IN_UNTRACKED;
 		}
 	}
-	/* Plain stores into shared entries: replies of one connection arrive
-	 * on one CPU at a time as a rule, and a flag lost to a race with
-	 * another CPU only delays the agent's seeing a connection close. */
+	/* The last use is a plain store (any CPU's recent stamp will do); a
+	 * flag not seen yet is OR'ed in atomically, so two CPUs translating
+	 * replies of one binding at once both keep theirs (a lost FIN or RST
+	 * would leave the binding open until its established timeout). */
 	v->used_ns = bpf_ktime_get_coarse_ns();
 	flags = bpf_ntohs(k->tcp_flags) & 0xff;
 	if (flags & ~v->tcp_flags)
-		v->tcp_flags |= flags;
+		or_byte(v, NAT_VAL_FLAGS_BYTE, flags);
 	if (cv) {
 		cv->used_ns = v->used_ns;
 		if (flags & ~cv->tcp_flags)
-			cv->tcp_flags |= flags;
+			or_byte(&cv->tcp_flags, 0, flags);
 	}
 	ip = v->ip;
 	port = v->port;

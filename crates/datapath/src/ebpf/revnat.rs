@@ -17,9 +17,9 @@
 //!   reply the kernel translated with the binding; [`RevNatTable::now`]
 //!   reads the same clock (`CLOCK_MONOTONIC_COARSE`).
 //!   [`RevNatTable::used_since`] walks the map for the bindings used since
-//!   then, with the TCP flags of their replies (the low 8 bits, OR'ed;
-//!   stored without atomics, so a flag can be lost to two CPUs translating
-//!   replies of one binding at the same instant).
+//!   then, with the TCP flags of their replies (the low 8 bits, OR'ed in
+//!   atomically, so two CPUs translating replies of one binding at the
+//!   same instant both keep theirs; the stamp is a plain store).
 //! * [`RevNatTable::remove_exact`] reads, compares and deletes: a binding
 //!   written in between (by `mdp_state`, from a peer's message) can go with
 //!   it, which costs its replies a miss until the agent writes it again.
