@@ -63,7 +63,8 @@
 //! scan_interval_ms = 1000
 //! # Agent session lease TTL asked of the cluster.                default 10
 //! session_ttl_secs = 10
-//! # Idle timeout of installed flows.                           default 60000
+//! # Idle timeout of installed flows; below 120000 (a NAT binding's copies
+//! # on other hosts close 120 s after their last use).        default 60000
 //! flow_idle_ms = 60000
 //! # How long a packet waits for an ARP reply before it is dropped. default 5000
 //! arp_wait_ms = 5000
@@ -264,6 +265,18 @@ impl Config {
         if self.flow_state_port != 0 && self.flow_state_port == self.tunnel_port {
             return Err(AgentError::Config("flow_state_port must differ from tunnel_port".into()));
         }
+        // A copy of a NAT binding closed by a FIN or RST lives `tcp_closing`
+        // from its last use, so that the owner's idle flow of the
+        // connection, which may carry the next connection on the same
+        // 5-tuple with the same binding, expires first (ARCHITECTURE.md,
+        // departure 20).
+        let closing = midonet_state::Timeouts::default().tcp_closing;
+        if u128::from(self.flow_idle_ms) >= closing.as_millis() {
+            return Err(AgentError::Config(format!(
+                "flow_idle_ms must be below {} (the closing timeout of a NAT binding's copies on other hosts)",
+                closing.as_millis()
+            )));
+        }
         Ok(())
     }
 
@@ -354,6 +367,9 @@ mod tests {
         assert!(e.to_string().contains("flow_state_port"), "{e}");
         let e = Config::from_toml("conntrack_refresh_ms = 0").expect_err("zero refresh");
         assert!(e.to_string().contains("conntrack_refresh_ms"), "{e}");
+        let e = Config::from_toml("flow_idle_ms = 120000").expect_err("outlives closing copies");
+        assert!(e.to_string().contains("flow_idle_ms"), "{e}");
+        assert!(Config::from_toml("flow_idle_ms = 119999").is_ok());
         let c =
             Config::from_toml("datapath = \"dummy\"\ncluster = [\"10.0.0.1:1\", \"10.0.0.2:1\"]")
                 .expect("ok");
