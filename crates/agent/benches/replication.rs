@@ -4,7 +4,11 @@
 //! the receiver thread (`Replicator::spawn_receiver`: trust check, parse,
 //! install) on the other, over UDP between two loopback addresses
 //! (127.0.0.1 → 127.0.0.2, the agents' `flow_state_port`); the underlay
-//! between hosts is a veth, whose cost this leaves out.
+//! between hosts is a veth, whose cost this leaves out. The receiver thread
+//! runs at idle priority (`flowstate::replicator`, `RX_BACKSTOP`): woken on
+//! the spinning sender's CPU, it waits for the other CPU to take it, so
+//! this delay is longer than the datapath's own (the ebpf socket filter
+//! writes the state as the datagram is queued).
 //!
 //! Each message is what a miss through SNAT sends: one connection and one
 //! binding, a new one each time, one message in flight at a time (1 ms
