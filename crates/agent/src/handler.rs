@@ -40,6 +40,7 @@ use midonet_datapath::{
     Action, Actions, FlowInstall, FlowKey, GeneratedPacket, InPort, MissDecision, PortNo,
     RevNatKind, RevNatTable, UpcallHandler, RECIRC_PORT_BASE, RECIRC_UNTRACKED,
 };
+use midonet_flow::FragType;
 use midonet_model::{HostId, PortId, RouterId};
 use midonet_sim::{
     Decision, FlowTablesView, GenTarget, IcmpRateLimiter, MemState, SimAction, SimResult, Snapshot,
@@ -213,6 +214,9 @@ pub struct Shared {
     pub rev_nat: std::sync::OnceLock<Arc<dyn RevNatTable>>,
     /// Recirculation ids of split flows.
     pub recirc: Mutex<RecircIds>,
+    /// First fragments' actions, for the rest of their datagrams
+    /// ([`crate::fragments`]).
+    pub fragments: Mutex<crate::fragments::Fragments>,
 }
 
 impl Shared {
@@ -322,9 +326,28 @@ impl Handler {
             sh.metrics.count_drop(AgentDrop::StateImport);
             return dropped(drained);
         }
+        // A later fragment of a datagram whose first fragment went through
+        // NAT gets what the first got (`crate::fragments`).
+        let datagram = crate::fragments::DatagramId::of(ingress, key, frame);
+        if let Some(id) = datagram.filter(|_| key.ip_frag == FragType::Later) {
+            if let Some(execute) = sh.fragments.lock().follow(&id, Instant::now()) {
+                sh.metrics.fragment("followed");
+                return MissDecision { execute, ..dropped(drained) };
+            }
+        }
         // Expiry of the waiting room is the core's 1 s housekeeping, which
         // also marks the resolutions that failed.
         let mut o = process(sh, &view, &mut self.worker, key, frame, ingress, 0, true, false);
+        if let Some(id) = datagram.filter(|_| key.ip_frag == FragType::First) {
+            // No flow (a NAT rule saw it): the rest of the datagram misses too.
+            if o.install.is_none() && !o.execute.is_drop() {
+                let kept = sh.fragments.lock().record(id, &o.execute, Instant::now());
+                sh.metrics.fragment(match kept {
+                    crate::fragments::Recorded::Kept => "recorded",
+                    crate::fragments::Recorded::Full => "refused",
+                });
+            }
+        }
         if o.install.is_some() {
             self.installs
                 .entry(ingress)

@@ -58,6 +58,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod flowstate;
+pub mod fragments;
 pub mod handler;
 pub mod health;
 pub mod host_id;

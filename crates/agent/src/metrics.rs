@@ -181,6 +181,9 @@ pub struct Metrics {
     pub flow_state_sent: Counter,
     /// Flow-state messages received and installed.
     pub flow_state_received: Counter,
+    /// Fragments of datagrams through NAT (event: recorded, followed,
+    /// refused; `crate::fragments`).
+    pub fragments: Family<EventLabels, Counter>,
     /// Flow-state messages read by the backstop, not by the receiver
     /// thread (`flowstate::replicator::backstop`).
     pub flow_state_backstop_reads: Counter,
@@ -257,6 +260,7 @@ impl Metrics {
             flow_state_sent: Counter::default(),
             flow_state_received: Counter::default(),
             flow_state_backstop_reads: Counter::default(),
+            fragments: Family::default(),
             flow_state_bindings_replaced: Counter::default(),
             flow_state_rejected: Family::default(),
             flow_state_imports: Family::default(),
@@ -400,6 +404,11 @@ impl Metrics {
                 "flow_state_received",
                 "Flow-state messages received from peers and installed",
                 m.flow_state_received.clone(),
+            );
+            r.register(
+                "nat_fragments",
+                "Fragments of datagrams through NAT: recorded (a first fragment's actions kept for the rest of its datagram), followed (a later fragment given them), refused (the table full)",
+                m.fragments.clone(),
             );
             r.register(
                 "flow_state_backstop_reads",
@@ -548,6 +557,10 @@ impl Metrics {
     }
 
     /// A flow-state message dropped for `reason`.
+    pub fn fragment(&self, event: &'static str) {
+        self.fragments.get_or_create(&EventLabels { event }).inc();
+    }
+
     pub fn flow_state_rejected(&self, reason: &'static str) {
         self.flow_state_rejected_n(reason, 1);
     }

@@ -193,6 +193,7 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Agent, AgentError>
         migrations: Default::default(),
         rev_nat: Default::default(),
         recirc: Default::default(),
+        fragments: Default::default(),
         replicator: match cfg.flow_state_port {
             0 => None,
             port => Some(Replicator::bind(cfg.tunnel_bind, port).map_err(|e| AgentError::Io {
@@ -868,6 +869,7 @@ impl Core {
             self.invalidate(rebound);
         }
         let now = Instant::now();
+        self.shared.fragments.lock().expire(now);
         let (n, gave_up) = self.shared.waiting.lock().expire(now);
         let gave_up: Vec<_> = gave_up
             .into_iter()

@@ -925,3 +925,39 @@ fn many_replies_split_and_do_what_the_unsplit_flow_does() {
 fn proto_of(r: &SimResult) -> u8 {
     r.key.ip_proto
 }
+
+/// A fragmented datagram at a NAT rule: its first fragment is translated
+/// like a whole one, a later fragment (no ports) skips the rule; neither
+/// may become a flow, which would apply one datagram's translation to the
+/// next's fragments (the agent follows a datagram's first fragment).
+#[test]
+fn fragments_at_a_nat_rule_are_never_flows() {
+    let mut w = gateway(vec![target(1024, 1087)], vec![], true);
+    let (v1, up) = (w.v1, w.up);
+    let first = format!(
+        "eth.src={VM1},eth.dst={RP1},ip4.src=10.0.0.11,ip4.dst=198.51.100.7,ip.frag=first,udp.src=5000,udp.dst=53"
+    );
+    let out = run(&mut w, v1, &first);
+    forwarded_to(&out, up);
+    let port = l4_src(&out).expect("the first fragment is translated");
+    assert!(rewrites(&out).contains(&Action::SetIpv4Src(ip(PUB))));
+    assert!(out.uncacheable, "no flow for a fragment: {}", out.render());
+    let later = format!(
+        "eth.src={VM1},eth.dst={RP1},ip4.src=10.0.0.11,ip4.dst=198.51.100.7,ip.proto=17,ip.frag=later"
+    );
+    let rest = run(&mut w, v1, &later);
+    assert!(rest.uncacheable, "{}", rest.render());
+    assert!(rest.nat.is_empty(), "a later fragment has no ports to translate");
+    assert!(!rewrites(&rest).contains(&Action::SetIpv4Src(ip(PUB))), "{}", rest.render());
+    // The reply's first fragment is reverse-translated, and not split.
+    let reply = format!(
+        "eth.src={GW},eth.dst={UP},ip4.src=198.51.100.7,ip4.dst={PUB},ip.frag=first,udp.src=53,udp.dst={port}"
+    );
+    let back = run(&mut w, up, &reply);
+    forwarded_to(&back, v1);
+    assert!(rewrites(&back).contains(&Action::SetIpv4Dst(ip("10.0.0.11"))), "{}", back.render());
+    assert!(back.uncacheable && back.split.is_none(), "{}", back.render());
+    // A whole datagram of the same connection is a flow as before.
+    let whole = first.replace(",ip.frag=first", "");
+    assert!(!run(&mut w, v1, &whole).uncacheable);
+}

@@ -44,6 +44,7 @@ pub fn shared(
         migrations: Default::default(),
         rev_nat: Default::default(),
         recirc: Default::default(),
+        fragments: Default::default(),
     });
     (shared, (crx, srx))
 }

@@ -356,6 +356,7 @@ mod tests {
             migrations: Default::default(),
             rev_nat: Default::default(),
             recirc: Default::default(),
+            fragments: Default::default(),
         });
         (sh, stale_rx)
     }

@@ -656,6 +656,7 @@ impl Agent {
             migrations: Default::default(),
             rev_nat: Default::default(),
             recirc: Default::default(),
+            fragments: Default::default(),
         });
         let dp = Arc::new(DummyDatapath::new(Some(Box::new(Handler::new(shared.clone())))));
         let refresh = Duration::from_secs(5);

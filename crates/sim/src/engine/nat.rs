@@ -24,6 +24,14 @@
 //!   fragments (no ports). Anything else skips the rule (it does nothing
 //!   and evaluation goes on), as in MidoNet; ICMP errors are reverse-
 //!   translated through their quote (below).
+//! * **Fragments**: a fragment (first or later) that reaches a NAT rule
+//!   makes the result [`SimResult::uncacheable`]: no flow, since a flow
+//!   cannot tell one datagram's fragments from another's. The first
+//!   fragment is translated here like a whole datagram; the agent keeps
+//!   its translation under the datagram's IP id and applies it to the
+//!   later fragments, which it handles without simulating
+//!   (`midonet_agent::fragments`). A later fragment simulated (its first
+//!   never seen) skips the rule, as in MidoNet.
 //! * **SNAT** allocates through the view ([`ConntrackView::snat_allocate`],
 //!   `midonet_state::allocate_snat`): a port unique per (NAT IP, port,
 //!   destination) from a 64-port block this host holds. When no held block
@@ -252,8 +260,20 @@ impl<S: StateView + ?Sized, C: ConntrackView + ?Sized> Sim<'_, '_, S, C> {
     /// The packet's connection at device `dev`, its 5-tuple read (and
     /// marked); `None` when NAT does not apply to it (module docs).
     pub(super) fn nat_conn(&mut self, dev: DeviceId) -> Option<ConnKey> {
-        if self.fm.ethertype() != ETH_IPV4 || self.fm.ip_frag() == FragType::Later {
+        if self.fm.ethertype() != ETH_IPV4 {
             return None;
+        }
+        match self.fm.ip_frag() {
+            FragType::No => {}
+            // A fragment's flow cannot follow its datagram (the IP id is no
+            // flow field): the first fragment's translation is the agent's
+            // to remember and its later fragments' to follow, each fragment
+            // handled by the agent (module docs, "Fragments").
+            FragType::First => self.out.uncacheable = true,
+            FragType::Later => {
+                self.out.uncacheable = true;
+                return None;
+            }
         }
         let (src, dst, proto) = (self.fm.ipv4_src(), self.fm.ipv4_dst(), self.fm.ip_proto());
         let (src_port, dst_port) = match proto {
