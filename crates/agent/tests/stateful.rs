@@ -68,7 +68,10 @@ fn echo(c: &mut TcpStream, msg: &[u8]) -> bool {
     c.read_exact(&mut got).is_ok() && got == msg
 }
 
-/// One UDP round trip from `vm` to `dst`, up to `tries` attempts.
+/// One UDP round trip from `vm` to `dst`, up to `tries` attempts of 500 ms
+/// each. A late answer to an earlier attempt is skipped, not taken for a
+/// failure of this one (else one slow first answer, parked for an ARP
+/// resolution or a SNAT block, fails every attempt after it at once).
 fn udp_round_trip(vm: &Vm, dst: SocketAddr, tries: u32) -> bool {
     in_netns(&vm.ns, move || {
         let s = UdpSocket::bind("0.0.0.0:0").expect("udp client");
@@ -76,8 +79,19 @@ fn udp_round_trip(vm: &Vm, dst: SocketAddr, tries: u32) -> bool {
         let mut buf = [0u8; 64];
         (0..tries).any(|i| {
             let msg = format!("probe {i}");
-            s.send_to(msg.as_bytes(), dst).is_ok()
-                && matches!(s.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == msg.as_bytes())
+            let until = std::time::Instant::now() + Duration::from_millis(500);
+            if s.send_to(msg.as_bytes(), dst).is_err() {
+                std::thread::sleep(Duration::from_millis(500));
+                return false;
+            }
+            while std::time::Instant::now() < until {
+                match s.recv_from(&mut buf) {
+                    Ok((n, _)) if &buf[..n] == msg.as_bytes() => return true,
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+            false
         })
     })
 }
@@ -395,6 +409,7 @@ fn fragments_through_snat(lab: &Snat) {
     // Whole datagrams first: the router resolves the server, the
     // connection gets its binding (and its exact flow, which fragments
     // do not match).
+    assert!(until_ping_ok(vm2, out.ip), "vm2 reaches the outside (ARP, a SNAT block)");
     assert!(udp_round_trip(vm2, server, 20), "small datagrams through SNAT");
     let payload: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
     let sent = payload.clone();
