@@ -24,7 +24,12 @@
 # other pair. Each run measures:
 #   TCP   iperf3 one stream, DUR s, receiver Gbit/s, and Gbit/s per busy core
 #   UDP   iperf3 UDP_LEN-byte payload (64-byte frames), -b 0: delivered kpps, loss %,
-#         and busy CPU µs per delivered packet (/proc/stat over the test, whole box)
+#         the share of the sent packets dropped by the receiving VM's own socket (its
+#         buffer full: /proc/net/snmp Udp RcvbufErrors in the VM), and busy CPU µs per
+#         delivered packet (/proc/stat over the test, whole box)
+#   UDP paced  the same at a fixed offered rate, UDP_PACED_KPPS (default 60; 0 = off),
+#         for UDP_PACED_DUR s: the loss of each path when both are offered the same
+#         load, which -b 0 does not give (a faster path offers the receiver more)
 #   RTT   ping PING_N x PING_I s (average), and flood ping FLOOD_N (average, µs)
 # Output: per-pair lines, then per figure the median of each setup and the median of
 # the per-pair ratios midonet-rs / kernel. Raw files in $RUN_DIR.
@@ -33,13 +38,15 @@
 # the mean time of one run of the datapath's programs (mdp_*, both hosts) during the
 # UDP test and during the 10 ms ping (cold caches), from `bpftool prog show`.
 #
-# Env: BPF_STATS=0 PAIRS=7 DUR=10 UDP_LEN=18 PING_N=100 PING_I=0.01 FLOOD_N=20000 DATAPATH=ebpf UNDERLAY_LINK=pair FIP=1
+# Env: BPF_STATS=0 PAIRS=7 DUR=10 UDP_LEN=18 UDP_PACED_KPPS=60 UDP_PACED_DUR=5 PING_N=100 PING_I=0.01 FLOOD_N=20000 DATAPATH=ebpf UNDERLAY_LINK=pair FIP=1
 #      PROFILE=release BUILD=1 PEERS_DIR=<repo>/../shared/peers RUN_DIR=/tmp/midonet-paired
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PAIRS=${PAIRS:-7}
 DUR=${DUR:-10}
 UDP_LEN=${UDP_LEN:-18}
+UDP_PACED_KPPS=${UDP_PACED_KPPS:-60}
+UDP_PACED_DUR=${UDP_PACED_DUR:-5}
 PING_N=${PING_N:-100}
 PING_I=${PING_I:-0.01}
 FLOOD_N=${FLOOD_N:-20000}
@@ -156,11 +163,18 @@ bpf_snap() {
 ns_per_run() { echo "$1 $2" | awk '{ n=$3-$1; if (n>0) printf "%.0f\n", ($4-$2)/n; else print "n/a" }'; }
 
 cpu_snap() { echo "$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat) $(date +%s%N)"; }
+# RcvbufErrors of a namespace's UDP sockets (datagrams its sockets had no room for).
+rcvbuf_errs() { nsx "$1" awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp; }
+# iperf3 UDP JSON -> "delivered_kpps loss_% sent_packets"
+udp_figures() {
+    jq -r '.end.sum_received | "\((.packets - .lost_packets) / .seconds / 1000 | . * 10 | round / 10) \(.lost_percent | . * 100 | round / 100) \(.packets)"' "$1" 2>/dev/null || echo "n/a n/a 0"
+}
+sock_share() { awk -v d="$1" -v n="$2" 'BEGIN { if (n+0>0) printf "%.2f\n", d*100/n; else print "n/a" }'; }
 busy_cores() { echo "$1 $2" | awk '{ printf "%.3f\n", ($3-$1)/100/(($4-$2)/1e9) }'; }
 
 # measure SETUP PAIR: one run of every figure; appends "setup pair tcp tcp_per_core rx loss us_per_pkt rtt flood"
 measure() {
-    local s=$1 p=$2 src dst dip c0 c1 b0 bu bp tcp eff rx loss cost rtt flood out
+    local s=$1 p=$2 src dst dip c0 c1 b0 bu bp tcp eff rx loss cost rtt flood out r0 r1 sent sock prx ploss psock
     read -r src dst dip <<<"${SETUP[$s]}"
     out=$RUN_DIR/$s-$p
     c0=$(cpu_snap)
@@ -169,12 +183,22 @@ measure() {
     tcp=$(jq -r '.end.sum_received.bits_per_second / 1e9 | . * 1000 | round / 1000' "$out-tcp.json" 2>/dev/null || echo n/a)
     eff=$(awk -v t="$tcp" -v c="$(busy_cores "$c0" "$c1")" 'BEGIN { if (t+0>0 && c>0) printf "%.2f", t/c; else print "n/a" }')
     sleep 1
-    c0=$(cpu_snap); b0=$(bpf_snap)
+    c0=$(cpu_snap); b0=$(bpf_snap); r0=$(rcvbuf_errs "$dst")
     timeout $((DUR + 30)) ip netns exec "$src" iperf3 -c "$dip" -u -b 0 -l "$UDP_LEN" -t "$DUR" -J >"$out-udp.json" 2>&1
-    c1=$(cpu_snap); bu=$(ns_per_run "$b0" "$(bpf_snap)")
-    rx=$(jq -r '.end.sum_received | (.packets - .lost_packets) / .seconds / 1000 | . * 10 | round / 10' "$out-udp.json" 2>/dev/null || echo n/a)
-    loss=$(jq -r '.end.sum_received.lost_percent | . * 10 | round / 10' "$out-udp.json" 2>/dev/null || echo n/a)
+    c1=$(cpu_snap); bu=$(ns_per_run "$b0" "$(bpf_snap)"); r1=$(rcvbuf_errs "$dst")
+    read -r rx loss sent <<<"$(udp_figures "$out-udp.json")"
+    sock=$(sock_share $((r1 - r0)) "$sent")
     cost=$(awk -v k="$rx" -v c="$(busy_cores "$c0" "$c1")" 'BEGIN { if (k+0>0 && c>0) printf "%.2f", c*1000/k; else print "n/a" }')
+    prx=n/a ploss=n/a psock=n/a
+    if [ "$UDP_PACED_KPPS" -gt 0 ]; then
+        sleep 1
+        r0=$(rcvbuf_errs "$dst")
+        timeout $((UDP_PACED_DUR + 30)) ip netns exec "$src" iperf3 -c "$dip" -u -b $((UDP_PACED_KPPS * 1000 * UDP_LEN * 8)) \
+            -l "$UDP_LEN" -t "$UDP_PACED_DUR" -J >"$out-udp-paced.json" 2>&1
+        r1=$(rcvbuf_errs "$dst")
+        read -r prx ploss sent <<<"$(udp_figures "$out-udp-paced.json")"
+        psock=$(sock_share $((r1 - r0)) "$sent")
+    fi
     sleep 1
     b0=$(bpf_snap)
     rtt=$(timeout 60 ip netns exec "$src" ping -n -q -c "$PING_N" -i "$PING_I" "$dip" 2>/dev/null |
@@ -183,8 +207,8 @@ measure() {
     [ "$s" = kernel ] && { bu=n/a; bp=n/a; }
     flood=$(timeout 60 ip netns exec "$src" ping -n -f -q -c "$FLOOD_N" "$dip" 2>/dev/null |
         awk -F'/' '/^rtt|^round-trip/ {printf "%.1f\n", $5 * 1000}')
-    log "pair $p $s: tcp ${tcp} Gbit/s (${eff}/core), udp ${rx} kpps loss ${loss}% (${cost} us/pkt), rtt ${rtt:-n/a} ms, flood ${flood:-n/a} us, bpf ns/run udp ${bu} ping ${bp} (load $(loadavg))"
-    echo "$s $p $tcp $eff $rx $loss $cost ${rtt:-n/a} ${flood:-n/a} $bu $bp" >>"$RUN_DIR/runs.txt"
+    log "pair $p $s: tcp ${tcp} Gbit/s (${eff}/core), udp ${rx} kpps loss ${loss}% (at the VM's socket ${sock}%; ${cost} us/pkt), paced ${UDP_PACED_KPPS}k: ${prx} kpps loss ${ploss}% (socket ${psock}%), rtt ${rtt:-n/a} ms, flood ${flood:-n/a} us, bpf ns/run udp ${bu} ping ${bp} (load $(loadavg))"
+    echo "$s $p $tcp $eff $rx $loss $cost ${rtt:-n/a} ${flood:-n/a} $bu $bp $sock $prx $ploss $psock" >>"$RUN_DIR/runs.txt"
 }
 
 [ "$BPF_STATS" = 1 ] && sysctl -qw kernel.bpf_stats_enabled=1
@@ -209,16 +233,16 @@ pair_ratios() {  # setup column -> per-pair ratios setup/kernel
 }
 {
     echo "paired run: $PAIRS rounds of one kernel/midonet-rs pair per setup, DUR=$DUR s, kernel $(uname -r), $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(cd "$ROOT" && git rev-parse --short HEAD)"
-    echo "command: sudo BPF_STATS=$BPF_STATS PAIRS=$PAIRS DUR=$DUR DATAPATH=$DATAPATH FIP=$FIP bench/paired.sh"
+    echo "command: sudo BPF_STATS=$BPF_STATS PAIRS=$PAIRS DUR=$DUR UDP_PACED_KPPS=$UDP_PACED_KPPS DATAPATH=$DATAPATH FIP=$FIP bench/paired.sh"
     echo
     echo "| figure | kernel bridge+VXLAN median | midonet-rs $DATAPATH, one bridge | / kernel (median of pair ratios) | midonet-rs $DATAPATH, bridge → router → bridge | / kernel | midonet-rs $DATAPATH, to a floating IP | / kernel |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    for f in "TCP Gbit/s:3" "TCP Gbit/s per busy core:4" "UDP 64 B delivered kpps:5" "UDP loss %:6" "busy CPU µs per UDP packet:7" "ping RTT ms:8" "flood ping RTT µs:9" "BPF ns per program run, UDP:10" "BPF ns per program run, 10 ms ping:11"; do
+    for f in "TCP Gbit/s:3" "TCP Gbit/s per busy core:4" "UDP 64 B delivered kpps:5" "UDP loss %:6" "UDP loss at the receiving VM's socket, % of sent:12" "UDP paced at $UDP_PACED_KPPS kpps, delivered kpps:13" "UDP paced, loss %:14" "UDP paced, loss at the VM's socket %:15" "busy CPU µs per UDP packet:7" "ping RTT ms:8" "flood ping RTT µs:9" "BPF ns per program run, UDP:10" "BPF ns per program run, 10 ms ping:11"; do
         name=${f%:*}; c=${f##*:}
         echo "| $name | $(col kernel "$c" | median) | $(col l2 "$c" | median) | $(pair_ratios l2 "$c" | median) | $(col l3 "$c" | median) | $(pair_ratios l3 "$c" | median) | $(col fip "$c" | median) | $(pair_ratios fip "$c" | median) |"
     done
     echo
-    echo "per-pair runs (setup pair tcp tcp/core udp_kpps loss% us/pkt rtt_ms flood_us bpf_ns_udp bpf_ns_ping):"
+    echo "per-pair runs (setup pair tcp tcp/core udp_kpps loss% us/pkt rtt_ms flood_us bpf_ns_udp bpf_ns_ping sock_loss% paced_kpps paced_loss% paced_sock_loss%):"
     cat "$RUN_DIR/runs.txt"
 } | tee "$RUN_DIR/report.md"
 mkdir -p "$ROOT/bench/results"
