@@ -164,7 +164,11 @@ ns_per_run() { echo "$1 $2" | awk '{ n=$3-$1; if (n>0) printf "%.0f\n", ($4-$2)/
 
 cpu_snap() { echo "$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat) $(date +%s%N)"; }
 # RcvbufErrors of a namespace's UDP sockets (datagrams its sockets had no room for).
-rcvbuf_errs() { nsx "$1" awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp; }
+rcvbuf_errs() {
+    local n
+    n=$(nsx "$1" awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp 2>/dev/null)
+    echo "${n:-0}"
+}
 # iperf3 UDP JSON -> "delivered_kpps loss_% sent_packets"
 udp_figures() {
     jq -r '.end.sum_received | "\((.packets - .lost_packets) / .seconds / 1000 | . * 10 | round / 10) \(.lost_percent | . * 100 | round / 100) \(.packets)"' "$1" 2>/dev/null || echo "n/a n/a 0"
