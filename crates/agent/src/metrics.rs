@@ -556,11 +556,12 @@ impl Metrics {
         self.drops.get_or_create(&DropLabels { reason: reason.as_str() }).inc_by(n as u64);
     }
 
-    /// A flow-state message dropped for `reason`.
+    /// A NAT fragment `event` (recorded, followed, refused).
     pub fn fragment(&self, event: &'static str) {
         self.fragments.get_or_create(&EventLabels { event }).inc();
     }
 
+    /// A flow-state message dropped for `reason`.
     pub fn flow_state_rejected(&self, reason: &'static str) {
         self.flow_state_rejected_n(reason, 1);
     }
