@@ -81,6 +81,11 @@ pub enum Recorded {
 #[derive(Default)]
 pub struct Fragments {
     by_datagram: HashMap<DatagramId, (Actions, Instant)>,
+    /// No entry expires before this (the soonest expiry the last sweep
+    /// left; entries added since expire later), so that a table full of
+    /// live datagrams is not walked again for every first fragment it
+    /// refuses. `None`: not known.
+    none_expire_before: Option<Instant>,
 }
 
 impl Fragments {
@@ -88,7 +93,9 @@ impl Fragments {
     /// fragments: `actions` less the L4 rewrites (they have no L4 header).
     pub fn record(&mut self, id: DatagramId, actions: &Actions, now: Instant) -> Recorded {
         if self.by_datagram.len() >= MAX_ENTRIES && !self.by_datagram.contains_key(&id) {
-            self.by_datagram.retain(|_, (_, until)| *until > now);
+            if self.none_expire_before.is_none_or(|t| t <= now) {
+                self.sweep(now);
+            }
             if self.by_datagram.len() >= MAX_ENTRIES {
                 return Recorded::Full;
             }
@@ -111,8 +118,20 @@ impl Fragments {
 
     /// Drops what expired; returns how many are left.
     pub fn expire(&mut self, now: Instant) -> usize {
-        self.by_datagram.retain(|_, (_, until)| *until > now);
+        self.sweep(now);
         self.by_datagram.len()
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let mut soonest: Option<Instant> = None;
+        self.by_datagram.retain(|_, (_, until)| {
+            let live = *until > now;
+            if live {
+                soonest = Some(soonest.map_or(*until, |s| s.min(*until)));
+            }
+            live
+        });
+        self.none_expire_before = soonest;
     }
 }
 
@@ -199,6 +218,8 @@ mod tests {
         }
         let one_more = DatagramId { ip_id: 1, src: Ipv4Addr::new(1, 1, 1, 1), ..base };
         assert_eq!(t.record(one_more, &Actions::new(), now), Recorded::Full);
+        let almost = now + LIFETIME - Duration::from_millis(1);
+        assert_eq!(t.record(one_more, &Actions::new(), almost), Recorded::Full, "all still live");
         assert_eq!(t.record(one_more, &Actions::new(), now + LIFETIME), Recorded::Kept);
         assert_eq!(t.expire(now + LIFETIME), 1);
     }
