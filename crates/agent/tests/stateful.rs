@@ -384,6 +384,9 @@ fn snat_lab_for(provider: Provider, config: &str, hosts: usize) -> Snat {
 /// same way by the gateway, host 0. Both ends reassemble the whole.
 #[test]
 fn fragmented_datagrams_through_snat_arrive_whole_both_ways() {
+    if !prerequisites("fragmented_datagrams_through_snat_arrive_whole_both_ways") {
+        return;
+    }
     fragments_through_snat(&snat_lab());
 }
 
@@ -391,6 +394,9 @@ fn fragmented_datagrams_through_snat_arrive_whole_both_ways() {
 /// are its own (`midonet_flow::apply_action`).
 #[test]
 fn fragmented_datagrams_through_snat_arrive_whole_on_userspace() {
+    if !prerequisites("fragmented_datagrams_through_snat_arrive_whole_on_userspace") {
+        return;
+    }
     fragments_through_snat(&snat_lab_for(Provider::Userspace, "", 2));
 }
 
