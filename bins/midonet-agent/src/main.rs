@@ -39,6 +39,10 @@ struct Args {
     /// (`kernel_rev_nat`: true | false); overrides the file.
     #[arg(long, env = "MIDONET_AGENT_KERNEL_REV_NAT")]
     kernel_rev_nat: Option<bool>,
+    /// userspace datapath: how long its thread polls after the last packet
+    /// before it sleeps, µs (`userspace_spin_us`); overrides the file.
+    #[arg(long, env = "MIDONET_AGENT_USERSPACE_SPIN_US")]
+    userspace_spin_us: Option<u64>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -81,6 +85,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = args.miss_workers {
         cfg.miss_workers = n;
+    }
+    if let Some(us) = args.userspace_spin_us {
+        cfg.userspace_spin_us = us;
     }
     if let Some(on) = args.kernel_rev_nat {
         cfg.kernel_rev_nat = on;

@@ -37,6 +37,16 @@
 //! # ebpf: serve established flows from the programs' exact-match cache
 //! # (one hash lookup per packet, before the megaflow search). default true
 //! ebpf_exact_cache = true
+//! # userspace: after its last packet, the datapath thread keeps polling
+//! # (yielding the CPU between polls) this long before it sleeps; a reply
+//! # caught so saves a wake-up. 0 = always sleep.                 default 30
+//! userspace_spin_us = 30
+//! # userspace: packets per receive and transmit batch (1 to 1024). default 32
+//! userspace_batch = 32
+//! # userspace: run the datapath thread under SCHED_FIFO at this priority
+//! # (1 to 99), as the kernel's softirq work it replaces; 0 = the normal
+//! # scheduler.                                                   default 0
+//! userspace_rt_priority = 0
 //! # ebpf: decapsulate tunnel datagrams for local ports in a program at the
 //! # ingress of the interface holding this host's tunnel address
 //! # (tunnel_bind, else its tunnel-zone address), not in the kernel's vxlan
@@ -139,6 +149,9 @@ pub struct Config {
     pub datapath: DatapathKind,
     pub tunnel_offload: Option<bool>,
     pub ebpf_exact_cache: bool,
+    pub userspace_spin_us: u64,
+    pub userspace_batch: usize,
+    pub userspace_rt_priority: i32,
     pub ebpf_tunnel_decap: bool,
     pub ebpf_tunnel_encap: bool,
     pub kernel_rev_nat: bool,
@@ -172,6 +185,9 @@ impl Default for Config {
             datapath: DatapathKind::Ebpf,
             tunnel_offload: None,
             ebpf_exact_cache: true,
+            userspace_spin_us: 30,
+            userspace_batch: 32,
+            userspace_rt_priority: 0,
             ebpf_tunnel_decap: true,
             ebpf_tunnel_encap: true,
             kernel_rev_nat: true,
@@ -262,6 +278,17 @@ impl Config {
         if self.conntrack_refresh_ms < 100 {
             return Err(AgentError::Config("conntrack_refresh_ms must be at least 100".into()));
         }
+        if !(1..=1024).contains(&self.userspace_batch) {
+            return Err(AgentError::Config("userspace_batch must be 1 to 1024".into()));
+        }
+        if !(0..=99).contains(&self.userspace_rt_priority) {
+            return Err(AgentError::Config("userspace_rt_priority must be 0 (off) to 99".into()));
+        }
+        if self.userspace_spin_us > 1_000_000 {
+            return Err(AgentError::Config(
+                "userspace_spin_us must be at most 1000000 (1 s)".into(),
+            ));
+        }
         if self.flow_state_port != 0 && self.flow_state_port == self.tunnel_port {
             return Err(AgentError::Config("flow_state_port must differ from tunnel_port".into()));
         }
@@ -348,6 +375,7 @@ mod tests {
         assert_eq!(c.metrics_listen, "127.0.0.1:7300");
         assert_eq!(c.flow_state_port, 2925);
         assert_eq!(c.conntrack_max_entries, 1 << 20);
+        assert_eq!((c.userspace_spin_us, c.userspace_batch, c.userspace_rt_priority), (30, 32, 0));
         assert_eq!(c.cluster_uris(), vec!["http://127.0.0.1:8182".to_string()]);
         assert_eq!(c.upcall_limits(), UpcallLimits::default());
         assert_eq!(c.upcall_limits().spare_depth, 64);
@@ -370,6 +398,14 @@ mod tests {
         let e = Config::from_toml("flow_idle_ms = 120000").expect_err("outlives closing copies");
         assert!(e.to_string().contains("flow_idle_ms"), "{e}");
         assert!(Config::from_toml("flow_idle_ms = 119999").is_ok());
+        for bad in ["userspace_batch = 0", "userspace_batch = 1025"] {
+            let e = Config::from_toml(bad).expect_err(bad);
+            assert!(e.to_string().contains("userspace_batch"), "{e}");
+        }
+        let e = Config::from_toml("userspace_rt_priority = 100").expect_err("past 99");
+        assert!(e.to_string().contains("userspace_rt_priority"), "{e}");
+        let e = Config::from_toml("userspace_spin_us = 2000000").expect_err("2 s of spinning");
+        assert!(e.to_string().contains("userspace_spin_us"), "{e}");
         let c =
             Config::from_toml("datapath = \"dummy\"\ncluster = [\"10.0.0.1:1\", \"10.0.0.2:1\"]")
                 .expect("ok");

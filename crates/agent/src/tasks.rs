@@ -382,6 +382,9 @@ fn start_datapath(
             vxlan_port: cfg.tunnel_port,
             limits: cfg.upcall_limits(),
             tunnel_offload,
+            spin_us: cfg.userspace_spin_us,
+            batch: cfg.userspace_batch,
+            rt_priority: (cfg.userspace_rt_priority > 0).then_some(cfg.userspace_rt_priority),
             ..Default::default()
         };
         let d = midonet_datapath::userspace::UserspaceDatapath::start(ucfg, Some(handler))
