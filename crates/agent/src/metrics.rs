@@ -216,6 +216,7 @@ pub struct Metrics {
     pub dp_tunnel_tx_packets: Counter,
     pub dp_tunnel_offload_resolved: Counter,
     pub dp_tunnel_checksums_completed: Counter,
+    pub dp_tcp_fins_merged: Counter,
     pub dp_tunnel_decapsulated: Counter,
     pub dp_tunnel_encapsulated: Counter,
     pub dp_rev_nat_translated: Counter,
@@ -279,6 +280,7 @@ impl Metrics {
             dp_tunnel_tx_packets: Counter::default(),
             dp_tunnel_offload_resolved: Counter::default(),
             dp_tunnel_checksums_completed: Counter::default(),
+            dp_tcp_fins_merged: Counter::default(),
             dp_tunnel_decapsulated: Counter::default(),
             dp_tunnel_encapsulated: Counter::default(),
             dp_rev_nat_translated: Counter::default(),
@@ -498,6 +500,11 @@ impl Metrics {
                 m.dp_tunnel_checksums_completed.clone(),
             );
             r.register(
+                "tcp_fins_merged",
+                "Pure FINs sent inside the data segment before them, received in one batch with it (userspace)",
+                m.dp_tcp_fins_merged.clone(),
+            );
+            r.register(
                 "tunnel_decapsulated",
                 "Tunnel datagrams the datapath decapsulated itself, without the kernel's vxlan device (ebpf)",
                 m.dp_tunnel_decapsulated.clone(),
@@ -678,6 +685,7 @@ impl Metrics {
             .inc_by(s.tunnel_offload_resolved.saturating_sub(prev.tunnel_offload_resolved));
         self.dp_tunnel_checksums_completed
             .inc_by(s.tunnel_checksums_completed.saturating_sub(prev.tunnel_checksums_completed));
+        self.dp_tcp_fins_merged.inc_by(s.tcp_fins_merged.saturating_sub(prev.tcp_fins_merged));
         self.dp_tunnel_decapsulated
             .inc_by(s.tunnel_decapsulated.saturating_sub(prev.tunnel_decapsulated));
         self.dp_tunnel_encapsulated

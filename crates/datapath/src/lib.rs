@@ -176,6 +176,7 @@
 
 pub mod dummy;
 pub mod ebpf;
+pub mod finmerge;
 pub mod limit;
 pub mod offload;
 pub mod pipeline;
@@ -445,6 +446,9 @@ pub struct DpStats {
     /// Plain frames from the tunnel whose partial checksum (a kernel
     /// VTEP's, across a veth) the userspace provider completed.
     pub tunnel_checksums_completed: u64,
+    /// Pure FINs the userspace provider sent on inside the data segment
+    /// before them ([`finmerge`]).
+    pub tcp_fins_merged: u64,
     /// Tunnel datagrams the provider decapsulated itself (ebpf: in
     /// `mdp_underlay`, without the kernel's vxlan device).
     pub tunnel_decapsulated: u64,

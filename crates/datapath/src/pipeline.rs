@@ -55,6 +55,9 @@ pub struct Counters {
     /// Plain frames from the tunnel whose partial checksum was completed
     /// here ([`crate::offload::complete_unfinished`]).
     pub tunnel_checksums_completed: u64,
+    /// Pure FINs merged into the data segment before them
+    /// ([`crate::finmerge`]).
+    pub tcp_fins_merged: u64,
 }
 
 impl Counters {
@@ -276,6 +279,7 @@ impl<I: Io> Core<I> {
             rx_batches: self.counters.rx_batches,
             tunnel_offload_resolved: self.counters.tunnel_offload_resolved,
             tunnel_checksums_completed: self.counters.tunnel_checksums_completed,
+            tcp_fins_merged: self.counters.tcp_fins_merged,
             tunnel_decapsulated: 0,
             tunnel_encapsulated: 0,
             // No reverse-NAT table, so no split flows.

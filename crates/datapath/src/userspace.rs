@@ -72,6 +72,11 @@ pub struct UserspaceConfig {
     /// small-UDP flow to a bound port as one UDP GSO frame
     /// ([`crate::pipeline::Core::process_tunnel_gro`]). Default on.
     pub coalesce_udp: bool,
+    /// Send a pure FIN that comes in one receive batch of a port right
+    /// behind the last data segment of its connection inside that segment
+    /// ([`crate::finmerge`]), so that the two cannot reach the other end
+    /// in different batches. Default on.
+    pub merge_fins: bool,
     /// Which peers get the offload state of TCP and checksum-offloaded
     /// frames across the tunnel in the VXLAN reserved bits, to keep them big
     /// (default: every peer). The others get them segmented and checksummed
@@ -94,6 +99,7 @@ impl Default for UserspaceConfig {
             spin_us: 30,
             rt_priority: None,
             coalesce_udp: true,
+            merge_fins: true,
             tunnel_offload: crate::TunnelOffload::Always,
             limits: crate::UpcallLimits::default(),
         }
@@ -214,6 +220,9 @@ pub struct State {
     /// Packets received since the loop last looked (any socket).
     activity: u64,
     coalesce: bool,
+    merge_fins: bool,
+    /// Per slot of a port's batch: a FIN merged into an earlier slot.
+    absorbed: Vec<bool>,
 }
 
 impl State {
@@ -265,8 +274,19 @@ impl State {
             self.activity += n as u64;
             self.core.counters.rx_batches += 1;
             self.core.tick();
-            for s in &mut b.slots[..n] {
+            let merging = self.merge_fins && matches!(src, RxSource::Port(_)) && n > 1;
+            if merging {
+                let merged = crate::finmerge::merge_fins(&mut b.slots[..n], &mut self.absorbed);
+                self.core.counters.tcp_fins_merged += merged as u64;
+            }
+            for (i, s) in b.slots[..n].iter_mut().enumerate() {
                 match src {
+                    RxSource::Port(p) if merging && self.absorbed[i] => {
+                        // Received, and gone out inside an earlier slot.
+                        let c = self.core.counters.port(p);
+                        c.rx_packets += 1;
+                        c.rx_bytes += s.len as u64;
+                    }
                     RxSource::Port(p) => self.port_frame(p, s),
                     RxSource::Tunnel => self.tunnel_datagram(s),
                 }
@@ -574,6 +594,8 @@ fn build_state(
         spin: Duration::from_micros(cfg.spin_us),
         activity: 0,
         coalesce: cfg.coalesce_udp,
+        merge_fins: cfg.merge_fins,
+        absorbed: vec![false; batch],
     })
 }
 

@@ -484,3 +484,139 @@ fn routed_across_two_hosts() {
     assert!(bytes > 1e6, "TCP data did not arrive");
     assert_eq!(dp1.stats().expect("stats").drops.get(DropReason::RewriteFailed), 0);
 }
+
+/// A server answers and closes (HTTP `Connection: close`); its response and
+/// FIN wait together in the port's socket (the datapath thread is held in a
+/// control call meanwhile, so they are one receive batch), and reach the
+/// client as one segment carrying both: `finmerge`. The client reads the
+/// answer and the end of the stream at once and closes second, so the
+/// 4-tuple's TIME_WAIT stays with the server.
+#[test]
+fn a_response_and_its_fin_in_one_batch_reach_the_client_as_one_segment() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc::channel;
+
+    if !prerequisites("a_response_and_its_fin_in_one_batch_reach_the_client_as_one_segment") {
+        return;
+    }
+    let mut lab = Lab::new("mdp").expect("lab");
+    let h = lab.add_host("h").expect("host");
+    let a = vm(&mut lab, "a", &h, "198.19.76.1/24", "02:00:00:00:76:01", 1500);
+    let b = vm(&mut lab, "b", &h, "198.19.76.2/24", "02:00:00:00:76:02", 1500);
+    add_neigh(&a.ns, &a.vm_if, b.ip, &b.mac).expect("neigh");
+    add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
+    let dp = UserspaceDatapath::start(
+        UserspaceConfig { name: "mdp-fin".into(), netns: Some(h.clone()), ..Default::default() },
+        None,
+    )
+    .expect("start datapath");
+    let pa = dp.add_vport(&a.host_if).expect("vport a");
+    let pb = dp.add_vport(&b.host_if).expect("vport b");
+    let handler = MacTableHandler::new()
+        .route(mac(&b), &[Action::Output(pb)])
+        .route(mac(&a), &[Action::Output(pa)]);
+    dp.set_handler(Some(Box::new(handler))).expect("handler");
+    ping(&a, b.ip, 2);
+
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello";
+    let (listening_tx, listening_rx) = channel();
+    let (request_tx, request_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let (closed_tx, closed_rx) = channel::<()>();
+    // The answer waits in the datapath's socket meanwhile: no tail-loss
+    // probe may add a copy of the FIN to the batch (a retransmission
+    // timeout is 200 ms away).
+    ns_exec(&b.ns, &["sysctl", "-qw", "net.ipv4.tcp_early_retrans=0"]).expect("sysctl");
+    let (b_ns, b_ip) = (b.ns.clone(), b.ip);
+    let server = std::thread::spawn(move || {
+        enter_netns(&b_ns).expect("enter b");
+        let l = TcpListener::bind((b_ip, 18080)).expect("listen");
+        listening_tx.send(()).expect("listening");
+        let (mut s, _) = l.accept().expect("accept");
+        let mut req = [0u8; 4];
+        s.read_exact(&mut req).expect("request");
+        request_tx.send(()).expect("request read");
+        go_rx.recv().expect("go");
+        s.write_all(ANSWER).expect("answer");
+        drop(s); // the FIN follows the answer
+        closed_tx.send(()).expect("closed");
+    });
+    listening_rx.recv().expect("server up");
+    // What the client's interface receives, from before the answer on.
+    let (a_ns, a_if) = (a.ns.clone(), a.vm_if.clone());
+    let (capture_tx, capture_rx) = channel();
+    let (cap_ready_tx, cap_ready_rx) = channel();
+    let capture = std::thread::spawn(move || {
+        enter_netns(&a_ns).expect("enter a");
+        let sock = PacketSocket::open(&a_if).expect("capture socket");
+        cap_ready_tx.send(()).expect("capture ready");
+        let mut batch = midonet_datapath::sys::RxBatch::new(16);
+        let mut frames = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && capture_rx.try_recv().is_err() {
+            let n = sock.recv_batch(&mut batch).expect("capture");
+            frames.extend(batch.slots[..n].iter().map(|s| s.frame().to_vec()));
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        frames
+    });
+    cap_ready_rx.recv().expect("capture up");
+    let (a_ns, b_ip) = (a.ns.clone(), b.ip);
+    let client = std::thread::spawn(move || {
+        enter_netns(&a_ns).expect("enter a");
+        let mut c = TcpStream::connect((b_ip, 18080)).expect("connect");
+        c.write_all(b"GET\n").expect("request");
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).expect("answer and end of stream");
+        (got, c.local_addr().expect("local address").port())
+    });
+    request_rx.recv().expect("request reached the server");
+    // Hold the datapath thread while the server answers and closes.
+    std::thread::scope(|sc| {
+        let (held_tx, held_rx) = channel();
+        let hold = sc.spawn(|| {
+            dp.call(move |_| {
+                held_tx.send(()).expect("held");
+                closed_rx.recv_timeout(Duration::from_secs(2)).expect("server closed");
+                std::thread::sleep(Duration::from_millis(10));
+            })
+            .expect("hold the datapath thread")
+        });
+        held_rx.recv().expect("datapath held");
+        go_tx.send(()).expect("go");
+        server.join().expect("server");
+        hold.join().expect("hold");
+    });
+    let (got, client_port) = client.join().expect("client");
+    assert_eq!(got, ANSWER);
+    std::thread::sleep(Duration::from_millis(100));
+    capture_tx.send(()).expect("stop capture");
+    let frames = capture.join().expect("capture");
+
+    assert_eq!(dp.stats().expect("stats").tcp_fins_merged, 1);
+    // From b to the client's port: the answer's one segment carries the FIN.
+    let from_b: Vec<&Vec<u8>> = frames
+        .iter()
+        .filter(|f| {
+            f.len() >= 54
+                && f[23] == 6
+                && f[26..30] == b.ip.octets()
+                && u16::from_be_bytes([f[36], f[37]]) == client_port
+        })
+        .collect();
+    let fins: Vec<_> = from_b.iter().filter(|f| f[47] & 0x01 != 0).collect();
+    assert_eq!(fins.len(), 1, "one FIN from the server: {from_b:?}");
+    let doff = usize::from(fins[0][46] >> 4) * 4;
+    assert_eq!(&fins[0][34 + doff..], ANSWER, "the FIN rides on the answer");
+    // The client closed second: no TIME_WAIT on its side, the server's has it.
+    let tw = |ns: &str| {
+        let out = ns_output(ns, &["ss", "-Htan", "state", "time-wait"]).expect("ss");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(tw(&a.ns), 0, "the client did not close first");
+    assert_eq!(tw(&b.ns), 1, "the server's close was the active one");
+    drop(dp);
+}

@@ -22,6 +22,7 @@
 //! | `sim_packet`  | arbitrary frames through `sim::simulate` on a fixed topology      | self-consistent results |
 //! | `flowstate`   | peer flow-state messages: `wire::flowstate`, `state::message::install` | lengths as counted; decode → encode is the input; installed entries answer |
 //! | `offload`     | a guest's offloaded frame finished in software (`datapath::offload`) | segments end to end, within gso_size, nothing partial left; a refusal writes nothing |
+//! | `finmerge`    | a port's receive batch through `datapath::finmerge` (a FIN into the data before it) | only data segments change, each by taking one FIN: length, headers, payload kept, checksum valid |
 //! | `neutron_api` | Neutron API requests through the real handlers over a small cloud | never 5xx; errors are `NeutronError`s; a refused write writes nothing |
 //!
 //! Input layout: where a target needs choices (which port, which mode,
@@ -34,6 +35,7 @@ mod arp;
 mod check;
 mod dhcp;
 mod extract;
+mod finmerge;
 mod fixture;
 mod flowstate;
 mod grpc_agent;
@@ -47,6 +49,7 @@ mod vxlan;
 pub use arp::arp;
 pub use dhcp::dhcp;
 pub use extract::extract;
+pub use finmerge::finmerge;
 pub use flowstate::flowstate;
 pub use grpc_agent::grpc_agent;
 pub use icmp_error::icmp_error;
@@ -78,4 +81,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("flowstate", flowstate),
     ("neutron_api", neutron_api),
     ("offload", offload),
+    ("finmerge", finmerge),
 ];

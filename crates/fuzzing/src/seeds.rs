@@ -32,6 +32,7 @@ pub fn for_target(name: &str) -> Vec<Seed> {
         "flowstate" => flowstate(),
         "neutron_api" => neutron_api(),
         "offload" => offload(),
+        "finmerge" => finmerge(),
         _ => Vec::new(),
     }
 }
@@ -151,6 +152,81 @@ fn offload() -> Vec<Seed> {
         seed("tcp4_gso_tiny_mss", &hdr(n, VnetHdr::GSO_TCPV4, 7, 16), &tcp[..300]),
         seed("tcp4_headers_only", &hdr(n, VnetHdr::GSO_TCPV4, 1448, 16), &tcp[..54]),
         seed("udp_csum_past_end", &hdr(n, VnetHdr::GSO_NONE, 0, 60_000), &udp[..100]),
+    ]
+}
+
+/// Receive batches of a server's port: answers and their FINs, other
+/// connections between them, and near misses (a gap in sequence, a FIN
+/// with data, a retransmitted FIN, an offloaded answer).
+fn finmerge() -> Vec<Seed> {
+    let seg = |sport: u16, seq: u32, flags: u8, payload: &[u8]| {
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+        tcp[2..4].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        tcp[8..12].copy_from_slice(&77u32.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = flags;
+        tcp[14..16].copy_from_slice(&512u16.to_be_bytes());
+        tcp.extend_from_slice(payload);
+        let (src, dst) = (Ipv4Addr::new(203, 0, 113, 1), Ipv4Addr::new(10, 0, 0, 11));
+        let c = !midonet_wire::checksum::fold(midonet_wire::checksum::sum(
+            midonet_wire::checksum::pseudo_header_v4(src, dst, 6, tcp.len() as u16),
+            &tcp,
+        ));
+        tcp[16..18].copy_from_slice(&c.to_be_bytes());
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        ip[2..4].copy_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
+        set_ipv4_header_checksum(&mut ip);
+        let mut f = vec![2, 0, 0, 0, 1, 1, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&tcp);
+        f
+    };
+    let rec = |flags: u8, f: &[u8]| -> Vec<u8> {
+        let mut r = vec![flags];
+        r.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        r.extend_from_slice(f);
+        r
+    };
+    let (ack, psh, fin) = (0x10, 0x08, 0x01);
+    let answer = seg(8080, 1000, ack | psh, b"HTTP/1.1 200 OK\r\n\r\nhi");
+    let fin_at = |seq| seg(8080, seq, ack | fin, b"");
+    let other = seg(8081, 5, ack | psh, b"other");
+    let batch = |recs: &[Vec<u8>]| recs.concat();
+    vec![
+        seed("answer_fin", &[], &batch(&[rec(0, &answer), rec(0, &fin_at(1021))])),
+        seed("answer_partial_fin", &[], &batch(&[rec(1, &answer), rec(1, &fin_at(1021))])),
+        seed(
+            "interleaved",
+            &[],
+            &batch(&[
+                rec(0, &answer),
+                rec(0, &other),
+                rec(0, &fin_at(1021)),
+                rec(0, &fin_at(1021)),
+            ]),
+        ),
+        seed("gap", &[], &batch(&[rec(0, &answer), rec(0, &fin_at(1022))])),
+        seed(
+            "fin_with_data",
+            &[],
+            &batch(&[rec(0, &answer), rec(0, &seg(8080, 1021, ack | fin, b"x"))]),
+        ),
+        seed("gso_answer", &[], &batch(&[rec(3, &answer), rec(1, &fin_at(1021))])),
+        seed("fin_first", &[], &batch(&[rec(0, &fin_at(1021)), rec(0, &answer)])),
+        seed(
+            "two_connections",
+            &[],
+            &batch(&[
+                rec(0, &answer),
+                rec(0, &other),
+                rec(0, &fin_at(1021)),
+                rec(0, &seg(8081, 10, ack | fin, b"")),
+            ]),
+        ),
     ]
 }
 

@@ -190,4 +190,5 @@ replay_tests! {
     flowstate: 200_000,
     neutron_api: 1_500,
     offload: 200_000,
+    finmerge: 200_000,
 }

@@ -252,6 +252,8 @@ impl State {
             // The kernel's vxlan device sends plain RFC 7348 itself.
             tunnel_offload_resolved: 0,
             tunnel_checksums_completed: 0,
+            // The kernel forwards each segment in its sender's context.
+            tcp_fins_merged: 0,
             tunnel_decapsulated: kernel_sum(&self.bpf, abi::counter::TUNNEL_DECAP),
             tunnel_encapsulated: kernel_sum(&self.bpf, abi::counter::TUNNEL_ENCAP),
             rev_nat_hits: kernel_sum(&self.bpf, abi::counter::REV_NAT_HIT),

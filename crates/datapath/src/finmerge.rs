@@ -1,0 +1,315 @@
+//! A server's last data segment and its FIN, when both come in one receive
+//! batch of a port, leave the userspace datapath as one segment.
+//!
+//! Why: a server that answers and closes (HTTP `Connection: close`) sends
+//! its response and, microseconds later, its FIN. The kernel's own path
+//! forwards each inside the sender's system call, so a client receives the
+//! two back to back. The userspace datapath forwards in batches on two
+//! threads (this host's and the client's host's); when the pair falls into
+//! different batches the client can read the response, close first, and
+//! keep the connection's 4-tuple in TIME_WAIT for 60 s. A client that does
+//! so for every tenth connection runs out of ephemeral ports within half a
+//! minute (docs/PERFORMANCE.md, issue 13). One segment cannot be split.
+//!
+//! What TCP allows: a FIN may ride on a data segment; the merged segment is
+//! the one the sender would have sent had it closed before transmitting
+//! (RFC 9293 §3.10.4: a FIN is queued behind the data and takes the
+//! sequence number after it). The merged segment keeps the data segment's
+//! sequence number, IP header and payload, and takes the FIN's
+//! acknowledgment, window, flags and options (its timestamps are the newer),
+//! so the receiver sees nothing older than it would have seen. Only a pure
+//! FIN (no payload, no SYN, RST or URG) that directly follows the payload of
+//! the nearest earlier segment of its connection in the batch is taken, and
+//! only when both headers have the same lengths, no fragments and no
+//! segmentation offload pending; anything else is left alone.
+
+use midonet_wire::checksum::{fold, pseudo_header_v4, sum};
+
+use crate::sys::{Slot, VnetHdr};
+
+const ETH_LEN: usize = 14;
+const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+const URG: u8 = 0x20;
+
+/// The parts of an untagged IPv4 TCP frame the merge reads.
+#[derive(Clone, Copy)]
+struct Seg {
+    /// Offset of the TCP header in the frame.
+    l4: usize,
+    /// TCP header length.
+    doff: usize,
+    ihl: usize,
+    payload: usize,
+    seq: u32,
+    flags: u8,
+    /// Source and destination addresses and ports.
+    tuple: [u8; 12],
+}
+
+fn parse(f: &[u8]) -> Option<Seg> {
+    if f.len() < ETH_LEN + 20 || f[12..14] != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ip = &f[ETH_LEN..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    // Version 4, protocol TCP, not a fragment (MF clear, offset 0).
+    if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != 6 || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0
+    {
+        return None;
+    }
+    if total > ip.len() || total < ihl + 20 {
+        return None;
+    }
+    let tcp = &ip[ihl..total];
+    let doff = usize::from(tcp[12] >> 4) * 4;
+    if doff < 20 || doff > tcp.len() {
+        return None;
+    }
+    let mut tuple = [0u8; 12];
+    tuple[..8].copy_from_slice(&ip[12..20]);
+    tuple[8..].copy_from_slice(&tcp[..4]);
+    Some(Seg {
+        l4: ETH_LEN + ihl,
+        doff,
+        ihl,
+        payload: tcp.len() - doff,
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        flags: tcp[13],
+        tuple,
+    })
+}
+
+fn pure_fin(s: &Seg) -> bool {
+    s.payload == 0 && s.flags & (FIN | ACK) == (FIN | ACK) && s.flags & (SYN | RST | URG) == 0
+}
+
+fn plain_data(s: &Seg) -> bool {
+    s.payload > 0 && s.flags & ACK == ACK && s.flags & (FIN | SYN | RST | URG) == 0
+}
+
+/// Merges pure FINs into the data segment before them, within `slots` (one
+/// receive batch of one port, in arrival order). A merged FIN's entry in
+/// `absorbed` is set (the caller skips its slot); `absorbed` must be at least
+/// `slots.len()` long and is cleared here. Returns how many were merged.
+pub fn merge_fins(slots: &mut [Slot], absorbed: &mut [bool]) -> usize {
+    let absorbed = &mut absorbed[..slots.len()];
+    absorbed.fill(false);
+    let mut merged = 0;
+    for j in 1..slots.len() {
+        let Some(fin) = parse(slots[j].frame()) else { continue };
+        if !pure_fin(&fin) {
+            continue;
+        }
+        // The nearest earlier segment of this connection in the batch.
+        let Some((i, data)) = (0..j).rev().find_map(|i| {
+            if absorbed[i] {
+                return None;
+            }
+            parse(slots[i].frame()).filter(|s| s.tuple == fin.tuple).map(|s| (i, s))
+        }) else {
+            continue;
+        };
+        let ok = plain_data(&data)
+            && data.ihl == fin.ihl
+            && data.doff == fin.doff
+            && data.seq.wrapping_add(data.payload as u32) == fin.seq
+            && slots[i].vnet.gso_type == VnetHdr::GSO_NONE
+            && slots[i].frame()[..12] == slots[j].frame()[..12];
+        if !ok {
+            continue;
+        }
+        let (head, tail) = slots.split_at_mut(j);
+        merge_into(&mut head[i], &data, &tail[0], &fin);
+        absorbed[j] = true;
+        merged += 1;
+    }
+    merged
+}
+
+/// Writes `fin`'s acknowledgment, flags, window, urgent pointer and options
+/// over `data`'s TCP header and fixes the checksum.
+fn merge_into(data: &mut Slot, d: &Seg, fin: &Slot, f: &Seg) {
+    let partial = data.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
+    let fin_tcp = &fin.frame()[f.l4..f.l4 + f.doff];
+    let flags = f.flags | (d.flags & PSH);
+    let start = data.start + d.l4;
+    let tcp = &mut data.buf[start..start + d.doff];
+    let csum = [tcp[16], tcp[17]];
+    // Acknowledgment (8..12), offset and flags (12..14), window (14..16),
+    // checksum (16..18, fixed below), urgent pointer and options (18..).
+    tcp[8..].copy_from_slice(&fin_tcp[8..]);
+    tcp[13] = flags;
+    if partial {
+        // The field holds the pseudo-header sum, which depends only on the
+        // addresses and the TCP length: unchanged.
+        tcp[16..18].copy_from_slice(&csum);
+        return;
+    }
+    let frame = &mut data.buf[data.start..data.start + data.len];
+    let ip = &frame[ETH_LEN..ETH_LEN + d.ihl];
+    let src = std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let seg_len = d.doff + d.payload;
+    let seg = &mut frame[d.l4..d.l4 + seg_len];
+    seg[16] = 0;
+    seg[17] = 0;
+    let c = !fold(sum(pseudo_header_v4(src, dst, 6, seg_len as u16), seg));
+    seg[16..18].copy_from_slice(&c.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use midonet_wire::checksum::checksum;
+
+    const A: [u8; 4] = [10, 0, 1, 5];
+    const B: [u8; 4] = [203, 0, 113, 1];
+
+    #[allow(clippy::too_many_arguments)]
+    fn seg(
+        sport: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        win: u16,
+        ts: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let doff = 32; // 20 + NOP NOP timestamps
+        let mut tcp = vec![0u8; doff];
+        tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+        tcp[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+        tcp[12] = ((doff / 4) as u8) << 4;
+        tcp[13] = flags;
+        tcp[14..16].copy_from_slice(&win.to_be_bytes());
+        tcp[20..24].copy_from_slice(&[1, 1, 8, 10]);
+        tcp[24..28].copy_from_slice(&ts.to_be_bytes());
+        tcp.extend_from_slice(payload);
+        let c = !fold(sum(pseudo_header_v4(B.into(), A.into(), 6, tcp.len() as u16), &tcp));
+        tcp[16..18].copy_from_slice(&c.to_be_bytes());
+        let mut ip = vec![0x45, 0, 0, 0, 0, 7, 0x40, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&B);
+        ip.extend_from_slice(&A);
+        let total = (20 + tcp.len()) as u16;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        let hc = checksum(&ip);
+        ip[10..12].copy_from_slice(&hc.to_be_bytes());
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&tcp);
+        f
+    }
+
+    fn tcp_valid(f: &[u8]) -> bool {
+        let tcp = &f[34..];
+        fold(sum(pseudo_header_v4(B.into(), A.into(), 6, tcp.len() as u16), tcp)) == 0xffff
+    }
+
+    fn run(frames: Vec<Vec<u8>>) -> (Vec<Slot>, Vec<bool>, usize) {
+        let mut slots: Vec<Slot> = frames.iter().map(|f| Slot::from_frame(f)).collect();
+        let mut absorbed = vec![true; slots.len() + 3];
+        let n = merge_fins(&mut slots, &mut absorbed);
+        absorbed.truncate(slots.len());
+        (slots, absorbed, n)
+    }
+
+    #[test]
+    fn a_response_and_its_fin_become_one_segment() {
+        let body = b"HTTP/1.1 200 OK\r\n\r\nhello";
+        let other = seg(4000, 77, 5, ACK, 500, 9, b"x");
+        let resp = seg(5000, 1000, 200, ACK | PSH, 502, 41, body);
+        let fin = seg(5000, 1000 + body.len() as u32, 201, ACK | FIN, 503, 42, b"");
+        let (slots, absorbed, n) = run(vec![resp.clone(), other.clone(), fin.clone()]);
+        assert_eq!(n, 1);
+        assert_eq!(absorbed, vec![false, false, true]);
+        let m = slots[0].frame();
+        assert_eq!(m.len(), resp.len(), "same length, same IP header");
+        assert_eq!(&m[..34], &resp[..34]);
+        let t = &m[34..];
+        assert_eq!(&t[4..8], &1000u32.to_be_bytes(), "the data's sequence number");
+        assert_eq!(&t[8..12], &201u32.to_be_bytes(), "the FIN's acknowledgment");
+        assert_eq!(t[13], ACK | PSH | FIN);
+        assert_eq!(&t[14..16], &503u16.to_be_bytes(), "the FIN's window");
+        assert_eq!(&t[24..28], &42u32.to_be_bytes(), "the FIN's timestamp");
+        assert_eq!(&t[32..], body);
+        assert!(tcp_valid(m), "checksum recomputed");
+        assert_eq!(slots[1].frame(), &other[..], "another connection untouched");
+    }
+
+    #[test]
+    fn a_partial_checksum_keeps_its_pseudo_header_sum() {
+        let resp = seg(5000, 1000, 200, ACK | PSH, 502, 41, b"abc");
+        let fin = seg(5000, 1003, 200, ACK | FIN, 502, 41, b"");
+        let mut slots = vec![Slot::from_frame(&resp), Slot::from_frame(&fin)];
+        slots[0].vnet.flags = VnetHdr::F_NEEDS_CSUM;
+        let before = [slots[0].frame()[50], slots[0].frame()[51]];
+        let mut absorbed = vec![false; 2];
+        assert_eq!(merge_fins(&mut slots, &mut absorbed), 1);
+        assert_eq!([slots[0].frame()[50], slots[0].frame()[51]], before);
+        assert_eq!(slots[0].frame()[47], ACK | PSH | FIN);
+    }
+
+    #[test]
+    fn anything_else_is_left_alone() {
+        let resp = seg(5000, 1000, 200, ACK | PSH, 502, 41, b"abc");
+        let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+            (
+                "a gap in sequence",
+                vec![resp.clone(), seg(5000, 1004, 200, ACK | FIN, 502, 41, b"")],
+            ),
+            ("a FIN with data", vec![resp.clone(), seg(5000, 1003, 200, ACK | FIN, 502, 41, b"z")]),
+            (
+                "a FIN with RST",
+                vec![resp.clone(), seg(5000, 1003, 200, ACK | FIN | RST, 502, 41, b"")],
+            ),
+            (
+                "another connection",
+                vec![resp.clone(), seg(5001, 1003, 200, ACK | FIN, 502, 41, b"")],
+            ),
+            ("FIN before data", vec![seg(5000, 997, 200, ACK | FIN, 502, 41, b""), resp.clone()]),
+            (
+                "a pure ACK between",
+                vec![
+                    resp.clone(),
+                    seg(5000, 1003, 200, ACK, 502, 41, b""),
+                    seg(5000, 1003, 200, ACK | FIN, 502, 41, b""),
+                ],
+            ),
+            (
+                "a SYN-ACK before",
+                vec![
+                    seg(5000, 1000, 200, ACK | SYN, 502, 41, b"abc"),
+                    seg(5000, 1003, 200, ACK | FIN, 502, 41, b""),
+                ],
+            ),
+        ];
+        for (what, frames) in cases {
+            let (slots, absorbed, n) = run(frames.clone());
+            assert_eq!(n, 0, "{what}");
+            assert!(absorbed.iter().all(|a| !a), "{what}");
+            for (s, f) in slots.iter().zip(&frames) {
+                assert_eq!(s.frame(), &f[..], "{what}");
+            }
+        }
+        // A segmentation-offloaded response keeps its FIN apart.
+        let mut slots = vec![
+            Slot::from_frame(&resp),
+            Slot::from_frame(&seg(5000, 1003, 200, ACK | FIN, 502, 41, b"")),
+        ];
+        slots[0].vnet.gso_type = VnetHdr::GSO_TCPV4;
+        assert_eq!(merge_fins(&mut slots, &mut [false; 2]), 0);
+        // Truncated and non-TCP frames are skipped.
+        let mut short = resp.clone();
+        short.truncate(40);
+        let (_, _, n) = run(vec![short, resp[..20].to_vec(), vec![0u8; 60]]);
+        assert_eq!(n, 0);
+    }
+}
