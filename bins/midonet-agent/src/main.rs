@@ -43,6 +43,10 @@ struct Args {
     /// before it sleeps, µs (`userspace_spin_us`); overrides the file.
     #[arg(long, env = "MIDONET_AGENT_USERSPACE_SPIN_US")]
     userspace_spin_us: Option<u64>,
+    /// userspace datapath: SCHED_FIFO priority of its thread, 0 = off
+    /// (`userspace_rt_priority`); overrides the file.
+    #[arg(long, env = "MIDONET_AGENT_USERSPACE_RT_PRIORITY")]
+    userspace_rt_priority: Option<i32>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -88,6 +92,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(us) = args.userspace_spin_us {
         cfg.userspace_spin_us = us;
+    }
+    if let Some(p) = args.userspace_rt_priority {
+        cfg.userspace_rt_priority = p;
     }
     if let Some(on) = args.kernel_rev_nat {
         cfg.kernel_rev_nat = on;
