@@ -47,6 +47,10 @@ struct Args {
     /// (`userspace_rt_priority`); overrides the file.
     #[arg(long, env = "MIDONET_AGENT_USERSPACE_RT_PRIORITY")]
     userspace_rt_priority: Option<i32>,
+    /// userspace datapath: packets per receive and transmit batch
+    /// (`userspace_batch`); overrides the file.
+    #[arg(long, env = "MIDONET_AGENT_USERSPACE_BATCH")]
+    userspace_batch: Option<usize>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -92,6 +96,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(us) = args.userspace_spin_us {
         cfg.userspace_spin_us = us;
+    }
+    if let Some(b) = args.userspace_batch {
+        cfg.userspace_batch = b;
     }
     if let Some(p) = args.userspace_rt_priority {
         cfg.userspace_rt_priority = p;
