@@ -20,8 +20,11 @@
 //! so the receiver sees nothing older than it would have seen. Only a pure
 //! FIN (no payload, no SYN, RST or URG) that directly follows the payload of
 //! the nearest earlier segment of its connection in the batch is taken, and
-//! only when both headers have the same lengths, no fragments and no
-//! segmentation offload pending; anything else is left alone.
+//! only when both headers have the same lengths and neither is a fragment;
+//! anything else is left alone. A data segment may be a TCP segmentation
+//! offload frame with its checksum left to complete: whoever segments it
+//! (the receiving kernel, [`crate::offload`], a kernel VTEP) puts the FIN
+//! on its last segment only, as a sender's own stack does.
 
 use midonet_wire::checksum::{fold, pseudo_header_v4, sum};
 
@@ -93,6 +96,16 @@ fn plain_data(s: &Seg) -> bool {
     s.payload > 0 && s.flags & ACK == ACK && s.flags & (FIN | SYN | RST | URG) == 0
 }
 
+/// A data segment may take a FIN when it is one segment, or a TCP
+/// segmentation offload frame whose checksum is left to complete.
+fn offload_ok(v: &VnetHdr) -> bool {
+    match v.gso_type & !VnetHdr::GSO_ECN {
+        VnetHdr::GSO_NONE => true,
+        VnetHdr::GSO_TCPV4 => v.flags & VnetHdr::F_NEEDS_CSUM != 0,
+        _ => false,
+    }
+}
+
 /// Merges pure FINs into the data segment before them, within `slots` (one
 /// receive batch of one port, in arrival order). A merged FIN's entry in
 /// `absorbed` is set (the caller skips its slot); `absorbed` must be at least
@@ -119,7 +132,7 @@ pub fn merge_fins(slots: &mut [Slot], absorbed: &mut [bool]) -> usize {
             && data.ihl == fin.ihl
             && data.doff == fin.doff
             && data.seq.wrapping_add(data.payload as u32) == fin.seq
-            && slots[i].vnet.gso_type == VnetHdr::GSO_NONE
+            && offload_ok(&slots[i].vnet)
             && slots[i].frame()[..12] == slots[j].frame()[..12];
         if !ok {
             continue;
@@ -299,13 +312,20 @@ mod tests {
                 assert_eq!(s.frame(), &f[..], "{what}");
             }
         }
-        // A segmentation-offloaded response keeps its FIN apart.
-        let mut slots = vec![
-            Slot::from_frame(&resp),
-            Slot::from_frame(&seg(5000, 1003, 200, ACK | FIN, 502, 41, b"")),
-        ];
-        slots[0].vnet.gso_type = VnetHdr::GSO_TCPV4;
-        assert_eq!(merge_fins(&mut slots, &mut [false; 2]), 0);
+        // A segmentation-offloaded answer takes its FIN only with its
+        // checksum left to complete, as every such frame should have.
+        let fin = seg(5000, 1003, 200, ACK | FIN, 502, 41, b"");
+        for (flags, gso, merges) in [
+            (0, VnetHdr::GSO_TCPV4, 0),
+            (VnetHdr::F_NEEDS_CSUM, VnetHdr::GSO_TCPV4, 1),
+            (VnetHdr::F_NEEDS_CSUM, VnetHdr::GSO_TCPV4 | VnetHdr::GSO_ECN, 1),
+            (VnetHdr::F_NEEDS_CSUM, VnetHdr::GSO_UDP_L4, 0),
+        ] {
+            let mut slots = vec![Slot::from_frame(&resp), Slot::from_frame(&fin)];
+            slots[0].vnet.flags = flags;
+            slots[0].vnet.gso_type = gso;
+            assert_eq!(merge_fins(&mut slots, &mut [false; 2]), merges, "{flags} {gso}");
+        }
         // Truncated and non-TCP frames are skipped.
         let mut short = resp.clone();
         short.truncate(40);

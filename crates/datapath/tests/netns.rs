@@ -493,17 +493,34 @@ fn routed_across_two_hosts() {
 /// 4-tuple's TIME_WAIT stays with the server.
 #[test]
 fn a_response_and_its_fin_in_one_batch_reach_the_client_as_one_segment() {
+    let test = "a_response_and_its_fin_in_one_batch_reach_the_client_as_one_segment";
+    if !prerequisites(test) {
+        return;
+    }
+    fin_rides_on_the_answer(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello".to_vec(), 76);
+}
+
+/// The same with an answer of 10,000 bytes, within the initial congestion
+/// window: one TCP segmentation offload frame from the server's stack,
+/// which takes the FIN and leaves it to whoever segments it.
+#[test]
+fn a_segmentation_offloaded_answer_takes_its_fin_too() {
+    if !prerequisites("a_segmentation_offloaded_answer_takes_its_fin_too") {
+        return;
+    }
+    let answer: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    fin_rides_on_the_answer(answer, 77);
+}
+
+fn fin_rides_on_the_answer(answer: Vec<u8>, subnet: u8) {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::mpsc::channel;
 
-    if !prerequisites("a_response_and_its_fin_in_one_batch_reach_the_client_as_one_segment") {
-        return;
-    }
     let mut lab = Lab::new("mdp").expect("lab");
     let h = lab.add_host("h").expect("host");
-    let a = vm(&mut lab, "a", &h, "198.19.76.1/24", "02:00:00:00:76:01", 1500);
-    let b = vm(&mut lab, "b", &h, "198.19.76.2/24", "02:00:00:00:76:02", 1500);
+    let a = vm(&mut lab, "a", &h, &format!("198.19.{subnet}.1/24"), "02:00:00:00:76:01", 1500);
+    let b = vm(&mut lab, "b", &h, &format!("198.19.{subnet}.2/24"), "02:00:00:00:76:02", 1500);
     add_neigh(&a.ns, &a.vm_if, b.ip, &b.mac).expect("neigh");
     add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
     let dp = UserspaceDatapath::start(
@@ -519,7 +536,6 @@ fn a_response_and_its_fin_in_one_batch_reach_the_client_as_one_segment() {
     dp.set_handler(Some(Box::new(handler))).expect("handler");
     ping(&a, b.ip, 2);
 
-    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello";
     let (listening_tx, listening_rx) = channel();
     let (request_tx, request_rx) = channel();
     let (go_tx, go_rx) = channel::<()>();
@@ -528,7 +544,7 @@ fn a_response_and_its_fin_in_one_batch_reach_the_client_as_one_segment() {
     // probe may add a copy of the FIN to the batch (a retransmission
     // timeout is 200 ms away).
     ns_exec(&b.ns, &["sysctl", "-qw", "net.ipv4.tcp_early_retrans=0"]).expect("sysctl");
-    let (b_ns, b_ip) = (b.ns.clone(), b.ip);
+    let (b_ns, b_ip, sent) = (b.ns.clone(), b.ip, answer.clone());
     let server = std::thread::spawn(move || {
         enter_netns(&b_ns).expect("enter b");
         let l = TcpListener::bind((b_ip, 18080)).expect("listen");
@@ -538,7 +554,7 @@ fn a_response_and_its_fin_in_one_batch_reach_the_client_as_one_segment() {
         s.read_exact(&mut req).expect("request");
         request_tx.send(()).expect("request read");
         go_rx.recv().expect("go");
-        s.write_all(ANSWER).expect("answer");
+        s.write_all(&sent).expect("answer");
         drop(s); // the FIN follows the answer
         closed_tx.send(()).expect("closed");
     });
@@ -551,7 +567,7 @@ fn a_response_and_its_fin_in_one_batch_reach_the_client_as_one_segment() {
         enter_netns(&a_ns).expect("enter a");
         let sock = PacketSocket::open(&a_if).expect("capture socket");
         cap_ready_tx.send(()).expect("capture ready");
-        let mut batch = midonet_datapath::sys::RxBatch::new(16);
+        let mut batch = midonet_datapath::sys::RxBatch::new(64);
         let mut frames = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline && capture_rx.try_recv().is_err() {
@@ -591,7 +607,7 @@ fn a_response_and_its_fin_in_one_batch_reach_the_client_as_one_segment() {
         hold.join().expect("hold");
     });
     let (got, client_port) = client.join().expect("client");
-    assert_eq!(got, ANSWER);
+    assert_eq!(got, answer);
     std::thread::sleep(Duration::from_millis(100));
     capture_tx.send(()).expect("stop capture");
     let frames = capture.join().expect("capture");
@@ -607,10 +623,22 @@ fn a_response_and_its_fin_in_one_batch_reach_the_client_as_one_segment() {
                 && u16::from_be_bytes([f[36], f[37]]) == client_port
         })
         .collect();
+    let payload = |f: &[u8]| {
+        let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+        f[34 + usize::from(f[46] >> 4) * 4..14 + total].to_vec()
+    };
     let fins: Vec<_> = from_b.iter().filter(|f| f[47] & 0x01 != 0).collect();
-    assert_eq!(fins.len(), 1, "one FIN from the server: {from_b:?}");
-    let doff = usize::from(fins[0][46] >> 4) * 4;
-    assert_eq!(&fins[0][34 + doff..], ANSWER, "the FIN rides on the answer");
+    assert_eq!(fins.len(), 1, "one FIN from the server");
+    assert!(!payload(fins[0]).is_empty(), "the FIN rides on the answer");
+    let mut data: Vec<(u32, Vec<u8>)> = from_b
+        .iter()
+        .map(|f| (u32::from_be_bytes([f[38], f[39], f[40], f[41]]), payload(f)))
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
+    data.sort();
+    data.dedup();
+    let received: Vec<u8> = data.into_iter().flat_map(|(_, p)| p).collect();
+    assert_eq!(received, answer, "the answer, once, in order");
     // The client closed second: no TIME_WAIT on its side, the server's has it.
     let tw = |ns: &str| {
         let out = ns_output(ns, &["ss", "-Htan", "state", "time-wait"]).expect("ss");

@@ -105,7 +105,7 @@ mod tests {
             ("two_connections", 2),
             ("gap", 0),
             ("fin_with_data", 0),
-            ("gso_answer", 0),
+            ("gso_answer", 1),
             ("fin_first", 0),
         ] {
             assert_eq!(merged(name), n, "{name}");
