@@ -140,24 +140,28 @@ fn inject_raw(ns: &str, ifname: &str, frame: Vec<u8>) {
     .expect("inject thread");
 }
 
-#[test]
-fn two_vms_on_one_host() {
-    if !prerequisites("two_vms_on_one_host") {
-        return;
-    }
-    let mut lab = Lab::new("mdp").expect("lab");
+/// Two VMs on one host's userspace datapath, switched by MAC.
+struct OneHost {
+    a: Vm,
+    b: Vm,
+    dp: UserspaceDatapath,
+    pa: midonet_datapath::PortNo,
+    pb: midonet_datapath::PortNo,
+    /// The handler's upcalls.
+    calls: Arc<AtomicU64>,
+}
+
+/// VMs a (198.19.`subnet`.1) and b (.2) on a new host of `lab`, bound to a
+/// userspace datapath thread named `name` whose handler forwards by
+/// destination MAC.
+fn one_host(lab: &mut Lab, name: &str, subnet: u8) -> OneHost {
     let h = lab.add_host("h").expect("host");
-    let a = vm(&mut lab, "a", &h, "198.19.71.1/24", "02:00:00:00:71:01", 1500);
-    let b = vm(&mut lab, "b", &h, "198.19.71.2/24", "02:00:00:00:71:02", 1500);
+    let a = vm(lab, "a", &h, &format!("198.19.{subnet}.1/24"), "02:00:00:00:71:01", 1500);
+    let b = vm(lab, "b", &h, &format!("198.19.{subnet}.2/24"), "02:00:00:00:71:02", 1500);
     add_neigh(&a.ns, &a.vm_if, b.ip, &b.mac).expect("neigh");
     add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
-
     let dp = UserspaceDatapath::start(
-        UserspaceConfig {
-            name: "mdp-dp".into(),
-            netns: Some(h.clone()),
-            ..UserspaceConfig::default()
-        },
+        UserspaceConfig { name: name.into(), netns: Some(h.clone()), ..Default::default() },
         None,
     )
     .expect("start datapath");
@@ -168,6 +172,16 @@ fn two_vms_on_one_host() {
         .route(mac(&a), &[Action::Output(pa)]);
     let calls = handler.calls.clone();
     dp.set_handler(Some(Box::new(handler))).expect("handler");
+    OneHost { a, b, dp, pa, pb, calls }
+}
+
+#[test]
+fn two_vms_on_one_host() {
+    if !prerequisites("two_vms_on_one_host") {
+        return;
+    }
+    let mut lab = Lab::new("mdp").expect("lab");
+    let OneHost { a, b, dp, pa, pb, calls } = one_host(&mut lab, "mdp-dp", 71);
 
     let rtt = ping(&a, b.ip, env_u64("MDP_PING_N", 5));
     eprintln!("local: ping rtt avg {rtt:.3} ms");
@@ -518,22 +532,7 @@ fn fin_rides_on_the_answer(answer: Vec<u8>, subnet: u8) {
     use std::sync::mpsc::channel;
 
     let mut lab = Lab::new("mdp").expect("lab");
-    let h = lab.add_host("h").expect("host");
-    let a = vm(&mut lab, "a", &h, &format!("198.19.{subnet}.1/24"), "02:00:00:00:76:01", 1500);
-    let b = vm(&mut lab, "b", &h, &format!("198.19.{subnet}.2/24"), "02:00:00:00:76:02", 1500);
-    add_neigh(&a.ns, &a.vm_if, b.ip, &b.mac).expect("neigh");
-    add_neigh(&b.ns, &b.vm_if, a.ip, &a.mac).expect("neigh");
-    let dp = UserspaceDatapath::start(
-        UserspaceConfig { name: "mdp-fin".into(), netns: Some(h.clone()), ..Default::default() },
-        None,
-    )
-    .expect("start datapath");
-    let pa = dp.add_vport(&a.host_if).expect("vport a");
-    let pb = dp.add_vport(&b.host_if).expect("vport b");
-    let handler = MacTableHandler::new()
-        .route(mac(&b), &[Action::Output(pb)])
-        .route(mac(&a), &[Action::Output(pa)]);
-    dp.set_handler(Some(Box::new(handler))).expect("handler");
+    let OneHost { a, b, dp, .. } = one_host(&mut lab, "mdp-fin", subnet);
     ping(&a, b.ip, 2);
 
     let (listening_tx, listening_rx) = channel();
