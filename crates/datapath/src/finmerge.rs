@@ -15,9 +15,11 @@
 //! the one the sender would have sent had it closed before transmitting
 //! (RFC 9293 §3.10.4: a FIN is queued behind the data and takes the
 //! sequence number after it). The merged segment keeps the data segment's
-//! sequence number, IP header and payload, and takes the FIN's
-//! acknowledgment, window, flags and options (its timestamps are the newer),
-//! so the receiver sees nothing older than it would have seen. Only a pure
+//! sequence number, IP header and payload, takes the FIN's acknowledgment,
+//! window and options (its timestamps are the newer), and has the flags of
+//! both, so the receiver sees nothing older than it would have seen. Only
+//! timestamps and SACK blocks may be among the options: a signature
+//! (TCP-MD5, TCP-AO) or an option unknown here could cover the payload. Only a pure
 //! FIN (no payload, no SYN, RST or URG) that directly follows the payload of
 //! the nearest earlier segment of its connection in the batch is taken, and
 //! only when both headers have the same lengths and neither is a fragment;
@@ -35,7 +37,6 @@ const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
 const ACK: u8 = 0x10;
 const URG: u8 = 0x20;
 
@@ -52,6 +53,34 @@ struct Seg {
     flags: u8,
     /// Source and destination addresses and ports.
     tuple: [u8; 12],
+    /// The options are only ones a merge keeps true: timestamps and SACK
+    /// blocks (and padding). A signature (TCP-MD5, TCP-AO) covers the
+    /// payload, and an option we do not know may too.
+    plain_options: bool,
+}
+
+/// Whether `opts` holds only padding, timestamps and SACK blocks, well formed.
+fn plain_options(mut opts: &[u8]) -> bool {
+    const EOL: u8 = 0;
+    const NOP: u8 = 1;
+    const SACK: u8 = 5;
+    const TIMESTAMPS: u8 = 8;
+    while let [kind, rest @ ..] = opts {
+        match *kind {
+            EOL => return true,
+            NOP => opts = rest,
+            SACK | TIMESTAMPS => {
+                let Some(&len) = rest.first() else { return false };
+                let len = usize::from(len);
+                if len < 2 || len > opts.len() {
+                    return false;
+                }
+                opts = &opts[len..];
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn parse(f: &[u8]) -> Option<Seg> {
@@ -85,6 +114,7 @@ fn parse(f: &[u8]) -> Option<Seg> {
         seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
         flags: tcp[13],
         tuple,
+        plain_options: plain_options(&tcp[20..doff]),
     })
 }
 
@@ -129,6 +159,8 @@ pub fn merge_fins(slots: &mut [Slot], absorbed: &mut [bool]) -> usize {
             continue;
         };
         let ok = plain_data(&data)
+            && data.plain_options
+            && fin.plain_options
             && data.ihl == fin.ihl
             && data.doff == fin.doff
             && data.seq.wrapping_add(data.payload as u32) == fin.seq
@@ -145,12 +177,14 @@ pub fn merge_fins(slots: &mut [Slot], absorbed: &mut [bool]) -> usize {
     merged
 }
 
-/// Writes `fin`'s acknowledgment, flags, window, urgent pointer and options
-/// over `data`'s TCP header and fixes the checksum.
+/// Writes `fin`'s acknowledgment, window, urgent pointer and options over
+/// `data`'s TCP header, adds its flags, and fixes the checksum.
 fn merge_into(data: &mut Slot, d: &Seg, fin: &Slot, f: &Seg) {
     let partial = data.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
     let fin_tcp = &fin.frame()[f.l4..f.l4 + f.doff];
-    let flags = f.flags | (d.flags & PSH);
+    // The FIN's flags and the data's (PSH, ECN's CWR and ECE): neither
+    // carries SYN, RST or URG, and only the FIN a FIN.
+    let flags = f.flags | d.flags;
     let start = data.start + d.l4;
     let tcp = &mut data.buf[start..start + d.doff];
     let csum = [tcp[16], tcp[17]];
@@ -181,6 +215,7 @@ mod tests {
     use super::*;
     use midonet_wire::checksum::checksum;
 
+    const PSH: u8 = 0x08;
     const A: [u8; 4] = [10, 0, 1, 5];
     const B: [u8; 4] = [203, 0, 113, 1];
 
@@ -312,6 +347,19 @@ mod tests {
                 assert_eq!(s.frame(), &f[..], "{what}");
             }
         }
+        // A signed segment (TCP-MD5, kind 19) or an unknown option is kept
+        // apart; so is a malformed option list.
+        for opt in [[19u8, 10, 0, 0], [30, 4, 0, 0], [8, 40, 0, 0]] {
+            let mut signed = seg(5000, 1003, 200, ACK | FIN, 502, 41, b"");
+            signed[54..58].copy_from_slice(&opt);
+            let (_, _, n) = run(vec![resp.clone(), signed]);
+            assert_eq!(n, 0, "option {opt:?}");
+        }
+        // ECN's CWR on the answer stays.
+        let mut cwr = resp.clone();
+        cwr[47] |= 0x80;
+        let (slots, _, n) = run(vec![cwr, seg(5000, 1003, 200, ACK | FIN, 502, 41, b"")]);
+        assert_eq!((n, slots[0].frame()[47]), (1, 0x80 | ACK | PSH | FIN));
         // A segmentation-offloaded answer takes its FIN only with its
         // checksum left to complete, as every such frame should have.
         let fin = seg(5000, 1003, 200, ACK | FIN, 502, 41, b"");
