@@ -28,7 +28,7 @@
 //! (the receiving kernel, [`crate::offload`], a kernel VTEP) puts the FIN
 //! on its last segment only, as a sender's own stack does.
 
-use midonet_wire::checksum::{fold, pseudo_header_v4, sum};
+use midonet_wire::checksum::{fold, sum};
 
 use crate::sys::{Slot, VnetHdr};
 
@@ -187,33 +187,36 @@ fn merge_into(data: &mut Slot, d: &Seg, fin: &Slot, f: &Seg) {
     let flags = f.flags | d.flags;
     let start = data.start + d.l4;
     let tcp = &mut data.buf[start..start + d.doff];
-    let csum = [tcp[16], tcp[17]];
-    // Acknowledgment (8..12), offset and flags (12..14), window (14..16),
-    // checksum (16..18, fixed below), urgent pointer and options (18..).
+    let csum = u16::from_be_bytes([tcp[16], tcp[17]]);
+    // What changes: acknowledgment (8..12), offset and flags (12..14),
+    // window (14..16), urgent pointer and options (18..); the checksum
+    // (16..18) is fixed below.
+    let before = words_sum(tcp);
     tcp[8..].copy_from_slice(&fin_tcp[8..]);
     tcp[13] = flags;
+    tcp[16..18].copy_from_slice(&csum.to_be_bytes());
     if partial {
         // The field holds the pseudo-header sum, which depends only on the
         // addresses and the TCP length: unchanged.
-        tcp[16..18].copy_from_slice(&csum);
         return;
     }
-    let frame = &mut data.buf[data.start..data.start + data.len];
-    let ip = &frame[ETH_LEN..ETH_LEN + d.ihl];
-    let src = std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let seg_len = d.doff + d.payload;
-    let seg = &mut frame[d.l4..d.l4 + seg_len];
-    seg[16] = 0;
-    seg[17] = 0;
-    let c = !fold(sum(pseudo_header_v4(src, dst, 6, seg_len as u16), seg));
-    seg[16..18].copy_from_slice(&c.to_be_bytes());
+    // RFC 1624: HC' = ~(~HC + ~m + m'). Updated, not recomputed, so a
+    // segment that came with a bad checksum keeps a bad one.
+    let after = words_sum(tcp);
+    let c = !fold(u32::from(!csum) + u32::from(!before) + u32::from(after));
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The one's complement sum of the header words a merge may change
+/// (bytes 8..16 and 18.. of the TCP header).
+fn words_sum(tcp: &[u8]) -> u16 {
+    fold(sum(sum(0, &tcp[8..16]), &tcp[18..]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use midonet_wire::checksum::checksum;
+    use midonet_wire::checksum::{checksum, pseudo_header_v4};
 
     const PSH: u8 = 0x08;
     const A: [u8; 4] = [10, 0, 1, 5];
@@ -290,6 +293,17 @@ mod tests {
         assert_eq!(&t[32..], body);
         assert!(tcp_valid(m), "checksum recomputed");
         assert_eq!(slots[1].frame(), &other[..], "another connection untouched");
+    }
+
+    #[test]
+    fn a_bad_checksum_stays_bad() {
+        let mut resp = seg(5000, 1000, 200, ACK | PSH, 502, 41, b"abc");
+        resp[50] ^= 0x40;
+        assert!(!tcp_valid(&resp));
+        let fin = seg(5000, 1003, 207, ACK | FIN, 510, 45, b"");
+        let (slots, _, n) = run(vec![resp, fin]);
+        assert_eq!(n, 1);
+        assert!(!tcp_valid(slots[0].frame()), "a merge must not launder a corrupted segment");
     }
 
     #[test]

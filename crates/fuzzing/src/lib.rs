@@ -22,7 +22,7 @@
 //! | `sim_packet`  | arbitrary frames through `sim::simulate` on a fixed topology      | self-consistent results |
 //! | `flowstate`   | peer flow-state messages: `wire::flowstate`, `state::message::install` | lengths as counted; decode → encode is the input; installed entries answer |
 //! | `offload`     | a guest's offloaded frame finished in software (`datapath::offload`) | segments end to end, within gso_size, nothing partial left; a refusal writes nothing |
-//! | `finmerge`    | a port's receive batch through `datapath::finmerge` (a FIN into the data before it) | only data segments change, each by taking one FIN: length, headers, payload kept, checksum valid |
+//! | `finmerge`    | a port's receive batch through `datapath::finmerge` (a FIN into the data before it) | only data segments change, each by taking one FIN: length, headers, payload kept, checksum as valid as before |
 //! | `neutron_api` | Neutron API requests through the real handlers over a small cloud | never 5xx; errors are `NeutronError`s; a refused write writes nothing |
 //!
 //! Input layout: where a target needs choices (which port, which mode,
