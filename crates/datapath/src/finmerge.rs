@@ -53,10 +53,15 @@ struct Seg {
     flags: u8,
     /// Source and destination addresses and ports.
     tuple: [u8; 12],
-    /// The options are only ones a merge keeps true: timestamps and SACK
-    /// blocks (and padding). A signature (TCP-MD5, TCP-AO) covers the
-    /// payload, and an option we do not know may too.
-    plain_options: bool,
+}
+
+impl Seg {
+    /// Whether its options are only ones a merge keeps true: timestamps
+    /// and SACK blocks (and padding). A signature (TCP-MD5, TCP-AO) covers
+    /// the payload, and an option we do not know may too.
+    fn plain_options(&self, frame: &[u8]) -> bool {
+        plain_options(&frame[self.l4 + 20..self.l4 + self.doff])
+    }
 }
 
 /// Whether `opts` holds only padding, timestamps and SACK blocks, well formed.
@@ -114,7 +119,6 @@ fn parse(f: &[u8]) -> Option<Seg> {
         seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
         flags: tcp[13],
         tuple,
-        plain_options: plain_options(&tcp[20..doff]),
     })
 }
 
@@ -159,8 +163,8 @@ pub fn merge_fins(slots: &mut [Slot], absorbed: &mut [bool]) -> usize {
             continue;
         };
         let ok = plain_data(&data)
-            && data.plain_options
-            && fin.plain_options
+            && data.plain_options(slots[i].frame())
+            && fin.plain_options(slots[j].frame())
             && data.ihl == fin.ihl
             && data.doff == fin.doff
             && data.seq.wrapping_add(data.payload as u32) == fin.seq
