@@ -49,6 +49,11 @@
 //! # 13-14k/s to 3.5k/s (8k/s with userspace_spin_us = 0): a real-time
 //! # thread that polls keeps the CPU from the VMs.                default 0
 //! userspace_rt_priority = 0
+//! # userspace: a pure FIN that waits in one receive batch of a port
+//! # right behind its connection's last data segment leaves inside that
+//! # segment, so a client cannot read the answer and close first (see
+//! # ARCHITECTURE.md, departure 22). Counted in tcp_fins_merged. default true
+//! userspace_merge_fins = true
 //! # ebpf: decapsulate tunnel datagrams for local ports in a program at the
 //! # ingress of the interface holding this host's tunnel address
 //! # (tunnel_bind, else its tunnel-zone address), not in the kernel's vxlan
@@ -154,6 +159,7 @@ pub struct Config {
     pub userspace_spin_us: u64,
     pub userspace_batch: usize,
     pub userspace_rt_priority: i32,
+    pub userspace_merge_fins: bool,
     pub ebpf_tunnel_decap: bool,
     pub ebpf_tunnel_encap: bool,
     pub kernel_rev_nat: bool,
@@ -190,6 +196,7 @@ impl Default for Config {
             userspace_spin_us: 30,
             userspace_batch: 32,
             userspace_rt_priority: 0,
+            userspace_merge_fins: true,
             ebpf_tunnel_decap: true,
             ebpf_tunnel_encap: true,
             kernel_rev_nat: true,
@@ -378,6 +385,10 @@ mod tests {
         assert_eq!(c.flow_state_port, 2925);
         assert_eq!(c.conntrack_max_entries, 1 << 20);
         assert_eq!((c.userspace_spin_us, c.userspace_batch, c.userspace_rt_priority), (30, 32, 0));
+        assert!(c.userspace_merge_fins);
+        assert!(
+            !Config::from_toml("userspace_merge_fins = false").expect("valid").userspace_merge_fins
+        );
         assert_eq!(c.cluster_uris(), vec!["http://127.0.0.1:8182".to_string()]);
         assert_eq!(c.upcall_limits(), UpcallLimits::default());
         assert_eq!(c.upcall_limits().spare_depth, 64);

@@ -385,6 +385,7 @@ fn start_datapath(
             spin_us: cfg.userspace_spin_us,
             batch: cfg.userspace_batch,
             rt_priority: (cfg.userspace_rt_priority > 0).then_some(cfg.userspace_rt_priority),
+            merge_fins: cfg.userspace_merge_fins,
             ..Default::default()
         };
         let d = midonet_datapath::userspace::UserspaceDatapath::start(ucfg, Some(handler))
