@@ -148,7 +148,7 @@ fn tunnel_rx(c: &mut Criterion) {
 }
 
 fn finmerge(c: &mut Criterion) {
-    use midonet_datapath::finmerge::merge_fins;
+    use midonet_datapath::finmerge::FinMerger;
     let tcp = |sport: u16, flags: &str, payload: usize| {
         frame(
             &TCP4.replace("tcp.src=40000", &format!("tcp.src={sport}")).replace("ack", flags),
@@ -175,17 +175,17 @@ fn finmerge(c: &mut Criterion) {
         .collect();
     let mut g = c.benchmark_group("finmerge");
     g.throughput(Throughput::Elements(32));
-    let mut absorbed = vec![false; 32];
+    let mut merger = FinMerger::default();
     for (name, frames, merges) in
         [("tcp_data_32", &data, 0), ("udp_32", &udps, 0), ("answer_fin_16_pairs", &pairs, 16)]
     {
         let batch: Vec<Slot> = frames.iter().map(|f| Slot::from_frame(f)).collect();
         let mut slots: Vec<Slot> = frames.iter().map(|f| Slot::from_frame(f)).collect();
-        assert_eq!(merge_fins(&mut slots, &mut absorbed), merges, "{name}");
+        assert_eq!(merger.merge(&mut slots), merges, "{name}");
         g.bench_function(name, |b| {
             b.iter_batched_ref(
                 || batch.iter().map(|s| Slot::from_frame(s.frame())).collect::<Vec<_>>(),
-                |slots| merge_fins(black_box(slots), &mut absorbed),
+                |slots| merger.merge(black_box(slots)),
                 criterion::BatchSize::SmallInput,
             )
         });

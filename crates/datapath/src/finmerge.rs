@@ -28,7 +28,9 @@
 //! (the receiving kernel, [`crate::offload`], a kernel VTEP) puts the FIN
 //! on its last segment only, as a sender's own stack does.
 
+use hashbrown::HashMap;
 use midonet_wire::checksum::{fold, sum};
+use midonet_wire::{Ipv4Packet, TcpPacket};
 
 use crate::sys::{Slot, VnetHdr};
 
@@ -89,35 +91,27 @@ fn plain_options(mut opts: &[u8]) -> bool {
 }
 
 fn parse(f: &[u8]) -> Option<Seg> {
-    if f.len() < ETH_LEN + 20 || f[12..14] != ETHERTYPE_IPV4 {
+    if f.len() < ETH_LEN || f[12..14] != ETHERTYPE_IPV4 {
         return None;
     }
-    let ip = &f[ETH_LEN..];
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    // Version 4, protocol TCP, not a fragment (MF clear, offset 0).
-    if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != 6 || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0
-    {
+    let ip = Ipv4Packet::new_checked(&f[ETH_LEN..]).ok()?;
+    // Protocol TCP, not a fragment (MF clear, offset 0).
+    if ip.protocol() != 6 || ip.flags_and_offset() & 0x3fff != 0 {
         return None;
     }
-    if total > ip.len() || total < ihl + 20 {
-        return None;
-    }
-    let tcp = &ip[ihl..total];
-    let doff = usize::from(tcp[12] >> 4) * 4;
-    if doff < 20 || doff > tcp.len() {
-        return None;
-    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let seg = ip.payload();
+    let doff = tcp.header_len();
     let mut tuple = [0u8; 12];
-    tuple[..8].copy_from_slice(&ip[12..20]);
-    tuple[8..].copy_from_slice(&tcp[..4]);
+    tuple[..8].copy_from_slice(&ip.header()[12..20]);
+    tuple[8..].copy_from_slice(&seg[..4]);
     Some(Seg {
-        l4: ETH_LEN + ihl,
+        l4: ETH_LEN + ip.header_len(),
         doff,
-        ihl,
-        payload: tcp.len() - doff,
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-        flags: tcp[13],
+        ihl: ip.header_len(),
+        payload: seg.len() - doff,
+        seq: tcp.seq_number(),
+        flags: tcp.flags() as u8,
         tuple,
     })
 }
@@ -140,45 +134,73 @@ fn offload_ok(v: &VnetHdr) -> bool {
     }
 }
 
-/// Merges pure FINs into the data segment before them, within `slots` (one
-/// receive batch of one port, in arrival order). A merged FIN's entry in
-/// `absorbed` is set (the caller skips its slot); `absorbed` must be at least
-/// `slots.len()` long and is cleared here. Returns how many were merged.
-pub fn merge_fins(slots: &mut [Slot], absorbed: &mut [bool]) -> usize {
-    let absorbed = &mut absorbed[..slots.len()];
-    absorbed.fill(false);
-    let mut merged = 0;
-    for j in 1..slots.len() {
-        let Some(fin) = parse(slots[j].frame()) else { continue };
-        if !pure_fin(&fin) {
-            continue;
+/// The merge's working state for a port's receive batches, reused from
+/// batch to batch: each frame is parsed once, and a FIN finds the nearest
+/// earlier segment of its connection through a map, so a batch costs time
+/// linear in its frames whatever they hold.
+#[derive(Default)]
+pub struct FinMerger {
+    segs: Vec<Option<Seg>>,
+    absorbed: Vec<bool>,
+    /// Per connection: the latest slot of the batch it has, not absorbed.
+    last: HashMap<[u8; 12], usize>,
+}
+
+impl FinMerger {
+    /// Merges pure FINs into the data segment before them, within `slots`
+    /// (one receive batch of one port, in arrival order). Returns how many
+    /// were merged; [`FinMerger::absorbed`] then names their slots, which
+    /// the caller skips.
+    pub fn merge(&mut self, slots: &mut [Slot]) -> usize {
+        self.segs.clear();
+        self.segs.extend(slots.iter().map(|s| parse(s.frame())));
+        self.absorbed.clear();
+        self.absorbed.resize(slots.len(), false);
+        if !self.segs.iter().skip(1).flatten().any(pure_fin) {
+            return 0;
         }
-        // The nearest earlier segment of this connection in the batch.
-        let Some((i, data)) = (0..j).rev().find_map(|i| {
-            if absorbed[i] {
-                return None;
+        self.last.clear();
+        let mut merged = 0;
+        for j in 0..slots.len() {
+            let Some(fin) = self.segs[j] else { continue };
+            if pure_fin(&fin) {
+                if let Some(&i) = self.last.get(&fin.tuple) {
+                    if self.mergeable(slots, i, j) {
+                        let data = self.segs[i].as_mut().expect("parsed");
+                        let (head, tail) = slots.split_at_mut(j);
+                        merge_into(&mut head[i], data, &tail[0], &fin);
+                        // Slot i now carries the FIN: it takes no other.
+                        data.flags |= fin.flags;
+                        self.absorbed[j] = true;
+                        merged += 1;
+                        continue;
+                    }
+                }
             }
-            parse(slots[i].frame()).filter(|s| s.tuple == fin.tuple).map(|s| (i, s))
-        }) else {
-            continue;
-        };
-        let ok = plain_data(&data)
+            self.last.insert(fin.tuple, j);
+        }
+        merged
+    }
+
+    /// Whether slot `i` was merged into an earlier one by the last
+    /// [`FinMerger::merge`].
+    pub fn absorbed(&self, i: usize) -> bool {
+        self.absorbed.get(i).copied().unwrap_or(false)
+    }
+
+    /// Whether pure FIN `j` may ride on segment `i`, the nearest earlier
+    /// segment of its connection.
+    fn mergeable(&self, slots: &[Slot], i: usize, j: usize) -> bool {
+        let (Some(data), Some(fin)) = (self.segs[i], self.segs[j]) else { return false };
+        plain_data(&data)
             && data.plain_options(slots[i].frame())
             && fin.plain_options(slots[j].frame())
             && data.ihl == fin.ihl
             && data.doff == fin.doff
             && data.seq.wrapping_add(data.payload as u32) == fin.seq
             && offload_ok(&slots[i].vnet)
-            && slots[i].frame()[..12] == slots[j].frame()[..12];
-        if !ok {
-            continue;
-        }
-        let (head, tail) = slots.split_at_mut(j);
-        merge_into(&mut head[i], &data, &tail[0], &fin);
-        absorbed[j] = true;
-        merged += 1;
+            && slots[i].frame()[..12] == slots[j].frame()[..12]
     }
-    merged
 }
 
 /// Writes `fin`'s acknowledgment, window, urgent pointer and options over
@@ -270,9 +292,13 @@ mod tests {
 
     fn run(frames: Vec<Vec<u8>>) -> (Vec<Slot>, Vec<bool>, usize) {
         let mut slots: Vec<Slot> = frames.iter().map(|f| Slot::from_frame(f)).collect();
-        let mut absorbed = vec![true; slots.len() + 3];
-        let n = merge_fins(&mut slots, &mut absorbed);
-        absorbed.truncate(slots.len());
+        let mut m = FinMerger::default();
+        // What an earlier, longer batch left behind is no answer for this one.
+        let mut longer: Vec<Slot> =
+            frames.iter().chain(&frames).map(|f| Slot::from_frame(f)).collect();
+        m.merge(&mut longer);
+        let n = m.merge(&mut slots);
+        let absorbed = (0..slots.len()).map(|i| m.absorbed(i)).collect();
         (slots, absorbed, n)
     }
 
@@ -295,7 +321,7 @@ mod tests {
         assert_eq!(&t[14..16], &503u16.to_be_bytes(), "the FIN's window");
         assert_eq!(&t[24..28], &42u32.to_be_bytes(), "the FIN's timestamp");
         assert_eq!(&t[32..], body);
-        assert!(tcp_valid(m), "checksum recomputed");
+        assert!(tcp_valid(m), "checksum valid");
         assert_eq!(slots[1].frame(), &other[..], "another connection untouched");
     }
 
@@ -317,8 +343,7 @@ mod tests {
         let mut slots = vec![Slot::from_frame(&resp), Slot::from_frame(&fin)];
         slots[0].vnet.flags = VnetHdr::F_NEEDS_CSUM;
         let before = [slots[0].frame()[50], slots[0].frame()[51]];
-        let mut absorbed = vec![false; 2];
-        assert_eq!(merge_fins(&mut slots, &mut absorbed), 1);
+        assert_eq!(FinMerger::default().merge(&mut slots), 1);
         assert_eq!([slots[0].frame()[50], slots[0].frame()[51]], before);
         assert_eq!(slots[0].frame()[47], ACK | PSH | FIN);
     }
@@ -373,6 +398,11 @@ mod tests {
             let (_, _, n) = run(vec![resp.clone(), signed]);
             assert_eq!(n, 0, "option {opt:?}");
         }
+        // A second copy of the FIN (a retransmission) finds the answer
+        // already carrying one and stays a segment of its own.
+        let fin = seg(5000, 1003, 200, ACK | FIN, 502, 41, b"");
+        let (_, absorbed, n) = run(vec![resp.clone(), fin.clone(), fin]);
+        assert_eq!((n, absorbed), (1, vec![false, true, false]));
         // ECN's CWR on the answer stays.
         let mut cwr = resp.clone();
         cwr[47] |= 0x80;
@@ -390,7 +420,7 @@ mod tests {
             let mut slots = vec![Slot::from_frame(&resp), Slot::from_frame(&fin)];
             slots[0].vnet.flags = flags;
             slots[0].vnet.gso_type = gso;
-            assert_eq!(merge_fins(&mut slots, &mut [false; 2]), merges, "{flags} {gso}");
+            assert_eq!(FinMerger::default().merge(&mut slots), merges, "{flags} {gso}");
         }
         // Truncated and non-TCP frames are skipped.
         let mut short = resp.clone();

@@ -220,9 +220,8 @@ pub struct State {
     /// Packets received since the loop last looked (any socket).
     activity: u64,
     coalesce: bool,
-    merge_fins: bool,
-    /// Per slot of a port's batch: a FIN merged into an earlier slot.
-    absorbed: Vec<bool>,
+    /// The FIN merge of ports' batches ([`crate::finmerge`]); `None` = off.
+    fins: Option<crate::finmerge::FinMerger>,
 }
 
 impl State {
@@ -274,14 +273,19 @@ impl State {
             self.activity += n as u64;
             self.core.counters.rx_batches += 1;
             self.core.tick();
-            let merging = self.merge_fins && matches!(src, RxSource::Port(_)) && n > 1;
-            if merging {
-                let merged = crate::finmerge::merge_fins(&mut b.slots[..n], &mut self.absorbed);
-                self.core.counters.tcp_fins_merged += merged as u64;
-            }
+            let merging = matches!(src, RxSource::Port(_)) && n > 1;
+            let merging = match self.fins.as_mut() {
+                Some(m) if merging => {
+                    self.core.counters.tcp_fins_merged += m.merge(&mut b.slots[..n]) as u64;
+                    true
+                }
+                _ => false,
+            };
             for (i, s) in b.slots[..n].iter_mut().enumerate() {
                 match src {
-                    RxSource::Port(p) if merging && self.absorbed[i] => {
+                    RxSource::Port(p)
+                        if merging && self.fins.as_ref().is_some_and(|m| m.absorbed(i)) =>
+                    {
                         // Received, and gone out inside an earlier slot.
                         let c = self.core.counters.port(p);
                         c.rx_packets += 1;
@@ -594,8 +598,7 @@ fn build_state(
         spin: Duration::from_micros(cfg.spin_us),
         activity: 0,
         coalesce: cfg.coalesce_udp,
-        merge_fins: cfg.merge_fins,
-        absorbed: vec![false; batch],
+        fins: cfg.merge_fins.then(crate::finmerge::FinMerger::default),
     })
 }
 

@@ -1,5 +1,5 @@
 //! `finmerge`: one receive batch of a port's frames through
-//! `datapath::finmerge::merge_fins` (the userspace provider, before the
+//! `datapath::finmerge::FinMerger` (the userspace provider, before the
 //! pipeline; the frames are whatever a VM sends).
 //!
 //! ```text
@@ -17,7 +17,7 @@
 //!   as valid as before: a merge neither breaks a good one nor launders a
 //!   bad one.
 
-use midonet_datapath::finmerge::merge_fins;
+use midonet_datapath::finmerge::FinMerger;
 use midonet_datapath::sys::{Slot, VnetHdr};
 use midonet_wire::checksum::{fold, pseudo_header_v4, sum};
 
@@ -55,8 +55,9 @@ fn batch(data: &[u8]) -> Vec<Slot> {
 pub fn finmerge(data: &[u8]) {
     let mut slots = batch(data);
     let before: Vec<Vec<u8>> = slots.iter().map(|s| s.frame().to_vec()).collect();
-    let mut absorbed = vec![false; slots.len()];
-    let n = merge_fins(&mut slots, &mut absorbed);
+    let mut m = FinMerger::default();
+    let n = m.merge(&mut slots);
+    let absorbed: Vec<bool> = (0..slots.len()).map(|i| m.absorbed(i)).collect();
     assert_eq!(n, absorbed.iter().filter(|a| **a).count(), "count = absorbed slots");
     assert!(!absorbed.first().copied().unwrap_or(false), "the first slot is never absorbed");
     let mut changed = 0;
@@ -100,8 +101,7 @@ mod tests {
                 .expect("seed");
             finmerge(&data);
             let mut slots = batch(&data);
-            let mut absorbed = vec![false; slots.len()];
-            merge_fins(&mut slots, &mut absorbed)
+            FinMerger::default().merge(&mut slots)
         };
         for (name, n) in [
             ("answer_fin", 1),

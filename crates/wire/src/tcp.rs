@@ -77,6 +77,11 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         self.be16(field::DST_PORT)
     }
 
+    pub fn seq_number(&self) -> u32 {
+        let b = &self.buffer.as_ref()[field::SEQ_NUM];
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+
     /// Header size in bytes (data offset × 4), options included.
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::FLAGS.start] >> 4) * 4
