@@ -54,6 +54,14 @@
 # not in the agents' RSS (the ebpf provider holds at most 65536 flows; the
 # rest of the tuples miss again on every packet and are re-simulated).
 #
+# PAIRS=N (with both midonet and kernel): instead of WINDOWS midonet-rs windows
+# and then the peer's, N back-to-back pairs per client setting of one peer
+# window and one midonet-rs window, alternating which goes first (the peer
+# sets up and removes its namespaces around each of its windows while the
+# sandbox idles), and the median of the per-pair ratios: the method of
+# bench/paired.sh, for a figure the machine's drift between the two halves of
+# a run cannot move. Lines `[pair midonet-<provider> <client>] pair i: ...`.
+#
 # GAP=S idles S seconds after each midonet-rs window. The kernel peer
 # (kernel-nat.sh) runs a DUR-second iperf3 between its windows, during which
 # the client's TIME_WAIT sockets age (60 s each); back-to-back windows give
@@ -66,7 +74,7 @@
 # Env: KEEP=1 leaves the last sandbox running for inspection. UNDERLAY_LINK=pair (see below).
 #      DATAPATHS="userspace ebpf" CLIENTS="wide defaults" WINDOWS=3 DUR=10 CONNS=64 THREADS=2
 #      FP_N=300 FP_ROUNDS=3 (first-packet probes per round, 0 = skip)  NAT=0
-#      RSS_CONNS=0 RSS_PPS=5000 RSS_SECS=45 GAP=$DUR
+#      RSS_CONNS=0 RSS_PPS=5000 RSS_SECS=45 GAP=$DUR PAIRS=0
 #      PROFILE=release BUILD=1 RUN_DIR=/tmp/midonet-cps PEERS_DIR=<repo>/../shared/peers
 # Output: one line per window, `[<setup> <client>] window N: cps=... misses=... invalidated=...`,
 # and a summary table in $RUN_DIR/results/summary.md.
@@ -89,6 +97,7 @@ RSS_CONNS=${RSS_CONNS:-0}
 RSS_PPS=${RSS_PPS:-5000}
 RSS_SECS=${RSS_SECS:-45}
 GAP=${GAP:-$DUR}
+PAIRS=${PAIRS:-0}
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 BIN=$ROOT/target/$PROFILE
 SB_DIR=$RUN_DIR/sandbox
@@ -106,7 +115,7 @@ SB_ARGS=(--hosts 2 --vms-per-host 1 --prefix $P --state-dir "$SB_DIR" --api $API
 
 log() { echo "[$(date +%T)] $*" >&2; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 sb() { jq -r "$1" "$SB_DIR/sandbox.json"; }
 api() {  # METHOD PATH [BODY] -> response body; fails on HTTP >= 400
@@ -365,7 +374,9 @@ run_midonet_on() {  # PROVIDER [LABEL]
     if [ "$FP_N" -gt 0 ]; then
         miss_phases "$h1" "$tag vm-host"; miss_phases "$h0" "$tag gw-host"
     fi
+    [ "$PAIRS" -gt 0 ] && run_pairs "$vm" "$tag"
     for client in $CLIENTS; do
+        [ "$PAIRS" -gt 0 ] && break
         client_sysctls "$vm" "$client"
         for w in $(seq "$WINDOWS"); do
             local m0 i0 m1 i1 n0 j0 n1 j1 cps
@@ -390,6 +401,39 @@ run_midonet_on() {  # PROVIDER [LABEL]
     nsx "$h0" curl -s http://127.0.0.1:7300/metrics >"$RES/metrics-$tag-h0.txt" 2>/dev/null
     for f in "$SB_DIR"/*.log; do [ -e "$f" ] && cp "$f" "$RES/$tag-$(basename "$f")"; done
     if [ "${KEEP:-0}" = 1 ]; then log "KEEP=1: left running; \`$0 down\` removes it"; else down; fi
+}
+
+# PAIRS=N: N back-to-back pairs per client setting of one kernel `route` (or
+# `nat`) window (kernel-nat.sh REPS=1, its namespaces set up and removed
+# around it while the sandbox idles) and one midonet-rs window, the order
+# alternating, with the GAP after each; the ratio of each pair and their median.
+run_pairs() {  # VM_NS TAG
+    local vm=$1 tag=$2 client i k m r ratios
+    local mode=route; [ "$NAT" = 1 ] && mode=nat
+    for client in $CLIENTS; do
+        local cd=0; [ "$client" = defaults ] && cd=1
+        ratios=""
+        for i in $(seq "$PAIRS"); do
+            k=""; m=""
+            for side in $([ $((i % 2)) = 1 ] && echo "kernel midonet" || echo "midonet kernel"); do
+                if [ "$side" = kernel ]; then
+                    k=$(CLIENT_DEFAULTS=$cd REPS=1 DUR=$DUR CONNS=$CONNS THREADS=$THREADS \
+                        "$PEERS_DIR/kernel-nat.sh" $mode 2>/dev/null | sed -n 's/^\['$mode'\] rep 1: cps=\([0-9]*\).*/\1/p')
+                else
+                    client_sysctls "$vm" "$client"
+                    m=$(nsx "$vm" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" -H 'Connection: close' \
+                        http://203.0.113.1:8080/ 2>/dev/null | awk '/Requests\/sec/ {printf "%d", $2}')
+                    [ "$GAP" -gt 0 ] && sleep "$GAP"
+                fi
+            done
+            r=n/a; [ -n "$k" ] && [ -n "$m" ] && [ "$k" -gt 0 ] && r=$(awk -v a="$m" -v b="$k" 'BEGIN {printf "%.2f", a / b}')
+            ratios="$ratios $r"
+            echo "[pair midonet-$tag $client] pair $i: kernel-$mode=${k:-n/a} midonet=${m:-n/a} ratio=$r (load $(loadavg))" |
+                tee -a "$RES/pairs.txt"
+        done
+        echo "[pair midonet-$tag $client] median ratio over $PAIRS pairs: $(median $(echo $ratios | tr ' ' '\n' | grep -v n/a))" |
+            tee -a "$RES/pairs.txt"
+    done
 }
 
 run_kernel() {
@@ -438,12 +482,13 @@ summary() {
              END { for (i = 1; i <= n; i++) { split(order[i], p, " "); print "| " p[1] " | " p[2] " |" row[order[i]] " |" } }' \
             "$RES/windows.txt"
     } >"$RES/summary.md"
+    [ -s "$RES/pairs.txt" ] && { echo; cat "$RES/pairs.txt"; } >>"$RES/summary.md"
     [ -s "$RES/first-packet.txt" ] && { echo; cat "$RES/first-packet.txt"; } >>"$RES/summary.md"
     [ -s "$RES/rss.txt" ] && { echo; cat "$RES/rss.txt"; } >>"$RES/summary.md"
     cat "$RES/summary.md"
 }
 
-mkdir -p "$RES"; : >"$RES/windows.txt"; : >"$RES/first-packet.txt"; : >"$RES/rss.txt"
+mkdir -p "$RES"; : >"$RES/windows.txt"; : >"$RES/pairs.txt"; : >"$RES/first-packet.txt"; : >"$RES/rss.txt"
 what=${*:-midonet kernel}
 [ "$what" = down ] && { down; exit 0; }
 if [[ " $what " == *" midonet "* ]]; then
@@ -463,5 +508,5 @@ if [[ " $what " == *" midonet "* ]]; then
     done
 fi
 [[ " $what " == *" direct "* ]] && run_direct
-[[ " $what " == *" kernel "* ]] && run_kernel
+[[ " $what " == *" kernel "* ]] && [ "$PAIRS" = 0 ] && run_kernel
 summary
