@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../fuzz"
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(vxlan extract arp icmp_error sim_packet grpc_agent rest_body dhcp flowstate)
+[ ${#targets[@]} -gt 0 ] || targets=(vxlan extract arp icmp_error sim_packet grpc_agent rest_body dhcp flowstate neutron_api offload finmerge)
 logs="${FUZZ_LOGS:-artifacts/logs}"
 mkdir -p "$logs" artifacts
 [ "${FUZZ_NO_BUILD:-0}" = 1 ] || cargo +nightly fuzz build
