@@ -56,9 +56,11 @@
 #
 # PAIRS=N (with both midonet and kernel): instead of WINDOWS midonet-rs windows
 # and then the peer's, N back-to-back pairs per client setting of one peer
-# window and one midonet-rs window, alternating which goes first (the peer
-# sets up and removes its namespaces around each of its windows while the
-# sandbox idles), and the median of the per-pair ratios: the method of
+# window and one midonet-rs window, alternating which goes first, each
+# followed by GAP seconds (the peer sets up and removes its namespaces around
+# each of its windows while the sandbox idles; the kernel finishes removing
+# them in a worker after the script has exited), and the median of the
+# per-pair ratios: the method of
 # bench/paired.sh, for a figure the machine's drift between the two halves of
 # a run cannot move. Lines `[pair midonet-<provider> <client>] pair i: ...`.
 #
@@ -404,9 +406,8 @@ run_midonet_on() {  # PROVIDER [LABEL]
 }
 
 # PAIRS=N: N back-to-back pairs per client setting of one kernel `route` (or
-# `nat`) window (kernel-nat.sh REPS=1, its namespaces set up and removed
-# around it while the sandbox idles) and one midonet-rs window, the order
-# alternating, with the GAP after each; the ratio of each pair and their median.
+# `nat`) window (kernel-nat.sh REPS=1) and one midonet-rs window, the order
+# alternating, each followed by GAP; the ratio of each pair and their median.
 run_pairs() {  # VM_NS TAG
     local vm=$1 tag=$2 client i k m r ratios
     local mode=route; [ "$NAT" = 1 ] && mode=nat
@@ -423,8 +424,10 @@ run_pairs() {  # VM_NS TAG
                     client_sysctls "$vm" "$client"
                     m=$(nsx "$vm" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" -H 'Connection: close' \
                         http://203.0.113.1:8080/ 2>/dev/null | awk '/Requests\/sec/ {printf "%d", $2}')
-                    [ "$GAP" -gt 0 ] && sleep "$GAP"
                 fi
+                # After either side: the kernel removes the peer's namespaces
+                # in a worker after kernel-nat.sh has exited.
+                [ "$GAP" -gt 0 ] && sleep "$GAP"
             done
             r=n/a; [ -n "$k" ] && [ -n "$m" ] && [ "$k" -gt 0 ] && r=$(awk -v a="$m" -v b="$k" 'BEGIN {printf "%.2f", a / b}')
             ratios="$ratios $r"
