@@ -409,7 +409,7 @@ run_midonet_on() {  # PROVIDER [LABEL]
 # `nat`) window (kernel-nat.sh REPS=1) and one midonet-rs window, the order
 # alternating, each followed by GAP; the ratio of each pair and their median.
 run_pairs() {  # VM_NS TAG
-    local vm=$1 tag=$2 client i k m r ratios
+    local vm=$1 tag=$2 client i k m r ratios side
     local mode=route; [ "$NAT" = 1 ] && mode=nat
     for client in $CLIENTS; do
         local cd=0; [ "$client" = defaults ] && cd=1

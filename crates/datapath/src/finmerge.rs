@@ -29,7 +29,7 @@
 //! on its last segment only, as a sender's own stack does.
 
 use hashbrown::HashMap;
-use midonet_wire::checksum::{fold, sum};
+use midonet_wire::checksum::{fold, sum, update16};
 use midonet_wire::{Ipv4Packet, TcpPacket};
 
 use crate::sys::{Slot, VnetHdr};
@@ -99,8 +99,8 @@ fn parse(f: &[u8]) -> Option<Seg> {
     if ip.protocol() != 6 || ip.flags_and_offset() & 0x3fff != 0 {
         return None;
     }
-    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
     let seg = ip.payload();
+    let tcp = TcpPacket::new_checked(seg).ok()?;
     let doff = tcp.header_len();
     let mut tuple = [0u8; 12];
     tuple[..8].copy_from_slice(&ip.header()[12..20]);
@@ -162,22 +162,22 @@ impl FinMerger {
         self.last.clear();
         let mut merged = 0;
         for j in 0..slots.len() {
-            let Some(fin) = self.segs[j] else { continue };
-            if pure_fin(&fin) {
-                if let Some(&i) = self.last.get(&fin.tuple) {
+            let Some(seg) = self.segs[j] else { continue };
+            if pure_fin(&seg) {
+                if let Some(&i) = self.last.get(&seg.tuple) {
                     if self.mergeable(slots, i, j) {
                         let data = self.segs[i].as_mut().expect("parsed");
                         let (head, tail) = slots.split_at_mut(j);
-                        merge_into(&mut head[i], data, &tail[0], &fin);
+                        merge_into(&mut head[i], data, &tail[0], &seg);
                         // Slot i now carries the FIN: it takes no other.
-                        data.flags |= fin.flags;
+                        data.flags |= seg.flags;
                         self.absorbed[j] = true;
                         merged += 1;
                         continue;
                     }
                 }
             }
-            self.last.insert(fin.tuple, j);
+            self.last.insert(seg.tuple, j);
         }
         merged
     }
@@ -228,8 +228,7 @@ fn merge_into(data: &mut Slot, d: &Seg, fin: &Slot, f: &Seg) {
     }
     // RFC 1624: HC' = ~(~HC + ~m + m'). Updated, not recomputed, so a
     // segment that came with a bad checksum keeps a bad one.
-    let after = words_sum(tcp);
-    let c = !fold(u32::from(!csum) + u32::from(!before) + u32::from(after));
+    let c = update16(csum, before, words_sum(tcp));
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
 }
 
