@@ -188,7 +188,7 @@ replay_tests! {
     grpc_agent: 200_000,
     sim_packet: 100_000,
     flowstate: 200_000,
-    neutron_api: 1_500,
+    neutron_api: 4_000,
     offload: 200_000,
     finmerge: 200_000,
 }
