@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Body;
 use http::{Method, Request};
 use midonet_store::{Txn, TxnOp};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tower::ServiceExt;
 
 /// The operations an input picks from.
@@ -85,33 +85,20 @@ impl Fixture {
     async fn build() -> Fixture {
         let store = midonet_store::connect("memory:").await.expect("memory store");
         let app = app(store.clone());
-        let ext = create(
-            &app,
-            "/v2.0/networks",
-            serde_json::json!({"network": {"name": "ext", "router:external": true}}),
-            "network",
-        )
-        .await;
-        let ext_subnet = create(&app, "/v2.0/subnets", serde_json::json!({"subnet": {"network_id": ext, "cidr": "172.24.4.0/24", "ip_version": 4}}), "subnet").await;
-        let net = create(
-            &app,
-            "/v2.0/networks",
-            serde_json::json!({"network": {"name": "n"}}),
-            "network",
-        )
-        .await;
-        let subnet = create(&app, "/v2.0/subnets", serde_json::json!({"subnet": {"network_id": net, "cidr": "10.0.0.0/24", "ip_version": 4}}), "subnet").await;
-        let port =
-            create(&app, "/v2.0/ports", serde_json::json!({"port": {"network_id": net}}), "port")
-                .await;
-        let router = create(&app, "/v2.0/routers", serde_json::json!({"router": {"name": "r", "external_gateway_info": {"network_id": ext}}}), "router").await;
-        let sg = create(
-            &app,
-            "/v2.0/security-groups",
-            serde_json::json!({"security_group": {"name": "sg"}}),
-            "security_group",
-        )
-        .await;
+        let ext_net = json!({"network": {"name": "ext", "router:external": true}});
+        let ext = create(&app, "/v2.0/networks", ext_net, "network").await;
+        let ext_sub =
+            json!({"subnet": {"network_id": ext, "cidr": "172.24.4.0/24", "ip_version": 4}});
+        let ext_subnet = create(&app, "/v2.0/subnets", ext_sub, "subnet").await;
+        let net =
+            create(&app, "/v2.0/networks", json!({"network": {"name": "n"}}), "network").await;
+        let sub = json!({"subnet": {"network_id": net, "cidr": "10.0.0.0/24", "ip_version": 4}});
+        let subnet = create(&app, "/v2.0/subnets", sub, "subnet").await;
+        let port = create(&app, "/v2.0/ports", json!({"port": {"network_id": net}}), "port").await;
+        let gw = json!({"router": {"name": "r", "external_gateway_info": {"network_id": ext}}});
+        let router = create(&app, "/v2.0/routers", gw, "router").await;
+        let sg = json!({"security_group": {"name": "sg"}});
+        let sg = create(&app, "/v2.0/security-groups", sg, "security_group").await;
         let ids = vec![
             ("{net}", net),
             ("{subnet}", subnet),
