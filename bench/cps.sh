@@ -119,6 +119,11 @@ log() { echo "[$(date +%T)] $*" >&2; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# One DUR-second wrk window from namespace NS against URL: new connections per second.
+wrk_cps() {  # NS URL
+    nsx "$1" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" -H 'Connection: close' "$2" 2>/dev/null |
+        awk '/Requests\/sec/ {printf "%d", $2}'
+}
 sb() { jq -r "$1" "$SB_DIR/sandbox.json"; }
 api() {  # METHOD PATH [BODY] -> response body; fails on HTTP >= 400
     curl -sf -X "$1" -H 'Content-Type: application/json' ${3:+-d "$3"} "http://$API/midonet-api/$2"
@@ -384,8 +389,7 @@ run_midonet_on() {  # PROVIDER [LABEL]
             local m0 i0 m1 i1 n0 j0 n1 j1 cps
             m0=$(metric "$h1" midonet_agent_misses_total); i0=$(metric "$h1" midonet_agent_invalidated_flows_total)
             n0=$(metric "$h0" midonet_agent_misses_total); j0=$(metric "$h0" midonet_agent_invalidated_flows_total)
-            cps=$(nsx "$vm" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" -H 'Connection: close' \
-                  http://203.0.113.1:8080/ 2>/dev/null | awk '/Requests\/sec/ {printf "%d", $2}')
+            cps=$(wrk_cps "$vm" http://203.0.113.1:8080/)
             m1=$(metric "$h1" midonet_agent_misses_total); i1=$(metric "$h1" midonet_agent_invalidated_flows_total)
             n1=$(metric "$h0" midonet_agent_misses_total); j1=$(metric "$h0" midonet_agent_invalidated_flows_total)
             echo "[midonet-$tag$([ "$NAT" = 1 ] && echo -nat) $client] window $w: cps=${cps:-n/a} vm-host misses=$((m1 - m0)) invalidated=$((i1 - i0)) gw-host misses=$((n1 - n0)) invalidated=$((j1 - j0)) (load $(loadavg))" |
@@ -412,18 +416,17 @@ run_pairs() {  # VM_NS TAG
     local vm=$1 tag=$2 client i k m r ratios side
     local mode=route; [ "$NAT" = 1 ] && mode=nat
     for client in $CLIENTS; do
-        local cd=0; [ "$client" = defaults ] && cd=1
+        local defaults=0; [ "$client" = defaults ] && defaults=1
         ratios=""
         for i in $(seq "$PAIRS"); do
             k=""; m=""
             for side in $([ $((i % 2)) = 1 ] && echo "kernel midonet" || echo "midonet kernel"); do
                 if [ "$side" = kernel ]; then
-                    k=$(CLIENT_DEFAULTS=$cd REPS=1 DUR=$DUR CONNS=$CONNS THREADS=$THREADS \
+                    k=$(CLIENT_DEFAULTS=$defaults REPS=1 DUR=$DUR CONNS=$CONNS THREADS=$THREADS \
                         "$PEERS_DIR/kernel-nat.sh" $mode 2>/dev/null | sed -n 's/^\['$mode'\] rep 1: cps=\([0-9]*\).*/\1/p')
                 else
                     client_sysctls "$vm" "$client"
-                    m=$(nsx "$vm" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" -H 'Connection: close' \
-                        http://203.0.113.1:8080/ 2>/dev/null | awk '/Requests\/sec/ {printf "%d", $2}')
+                    m=$(wrk_cps "$vm" http://203.0.113.1:8080/)
                 fi
                 # After either side: the kernel removes the peer's namespaces
                 # in a worker after kernel-nat.sh has exited.
@@ -442,10 +445,10 @@ run_pairs() {  # VM_NS TAG
 run_kernel() {
     local client
     for client in $CLIENTS; do
-        local cd=0; [ "$client" = defaults ] && cd=1
+        local defaults=0; [ "$client" = defaults ] && defaults=1
         local mode=route; [ "$NAT" = 1 ] && mode=nat
         log "kernel: kernel-nat.sh $mode ($client client)"
-        CLIENT_DEFAULTS=$cd REPS=$WINDOWS DUR=$DUR CONNS=$CONNS THREADS=$THREADS "$PEERS_DIR/kernel-nat.sh" $mode 2>/dev/null |
+        CLIENT_DEFAULTS=$defaults REPS=$WINDOWS DUR=$DUR CONNS=$CONNS THREADS=$THREADS "$PEERS_DIR/kernel-nat.sh" $mode 2>/dev/null |
             sed -n 's/^\['$mode'\] rep \([0-9]*\): cps=\([^ ]*\).*(loadavg: \(.*\))/[kernel-'$mode' '"$client"'] window \1: cps=\2 (load \3)/p' |
             tee -a "$RES/windows.txt"
     done
@@ -464,8 +467,7 @@ run_direct() {
     for client in $CLIENTS; do
         client_sysctls $c "$client"
         for w in $(seq "$WINDOWS"); do
-            cps=$(nsx $c wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" -H 'Connection: close' \
-                  http://10.99.0.2:8080/ 2>/dev/null | awk '/Requests\/sec/ {printf "%d", $2}')
+            cps=$(wrk_cps $c http://10.99.0.2:8080/)
             echo "[direct $client] window $w: cps=${cps:-n/a} (load $(loadavg))" | tee -a "$RES/windows.txt"
         done
         sleep 2
