@@ -79,6 +79,9 @@ async fn create(app: &App, path: &str, body: Value, what: &str) -> String {
 struct Fixture {
     ids: Vec<(&'static str, String)>,
     kvs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// [`dump`] of a store fresh from [`Fixture::store`]: what every
+    /// input's store holds before its request, taken once.
+    loaded: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 impl Fixture {
@@ -110,7 +113,10 @@ impl Fixture {
             ("{project}", "admin".to_string()),
         ];
         let kvs = store.range(b"/").await.expect("range").kvs;
-        Fixture { ids, kvs: kvs.into_iter().map(|kv| (kv.key, kv.value)).collect() }
+        let kvs = kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        let mut fx = Fixture { ids, kvs, loaded: BTreeMap::new() };
+        fx.loaded = dump(&fx.store().await).await;
+        fx
     }
 
     /// A fresh memory store holding the cloud.
@@ -186,7 +192,6 @@ pub fn neutron_api(data: &[u8]) {
             } else {
                 (fx.fill(path), body.to_vec())
             };
-            let before = dump(&store).await;
             let (status, out) = call(&app, method, &uri, payload).await;
             let shown = String::from_utf8_lossy(&out);
             assert!(status < 500, "{method} {uri}: {status} {shown}");
@@ -199,7 +204,10 @@ pub fn neutron_api(data: &[u8]) {
                     e["message"].as_str().is_some_and(|m| !m.is_empty()),
                     "error message: {shown}"
                 );
-                assert!(dump(&store).await == before, "{method} {uri} answered {status} but wrote");
+                assert!(
+                    dump(&store).await == fx.loaded,
+                    "{method} {uri} answered {status} but wrote"
+                );
             } else if status != 204 {
                 serde_json::from_slice::<Value>(&out)
                     .unwrap_or_else(|_| panic!("success body is JSON: {shown}"));
